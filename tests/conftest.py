@@ -1,0 +1,60 @@
+"""Shared fixtures: real PostgreSQL and NATS JetStream servers, unless URLs are given in the environment.
+
+- `postgres_url`: one pgserver for the whole run (or SFVAULT_DATABASE_URL).
+- `database_url`: a fresh, empty database per test on that server.
+- `nats_url`: a fresh nats-server (JetStream, temporary store, free port) per test, or SFVAULT_NATS_URL.
+- `bus_namespace`: a unique prefix for stream names and subjects, so tests sharing one external NATS
+  never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from services.common.embedded import nats_server, postgres_server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    external = os.environ.get("SFVAULT_DATABASE_URL")
+    if external:
+        yield external
+        return
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_dbname(postgres_url, name)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _with_dbname(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in info.items() if v is not None})
+
+
+@pytest.fixture
+def nats_url() -> Iterator[str]:
+    external = os.environ.get("SFVAULT_NATS_URL")
+    if external:
+        yield external
+        return
+    with nats_server() as url:
+        yield url
+
+
+@pytest.fixture
+def bus_namespace() -> str:
+    return f"t{uuid.uuid4().hex[:8]}" if os.environ.get("SFVAULT_NATS_URL") else ""
