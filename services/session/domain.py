@@ -1,0 +1,490 @@
+"""The rules of a backup session: events are folded into state by a pure function.
+
+No I/O and no clock read here: `fold(state, event)` takes times from the events, and the stall check
+takes `now` as an argument. Status rules are the seed's (How Backup Works):
+
+- Success: every task completed successfully or with warnings (a session with no tasks is Success);
+- Warning: at least one task completed with errors, and not all;
+- Failed: a critical error stopped the session, or every task completed with errors;
+- Stopped (ours): a user cancelled the session and at least one job was dropped or cut short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    WARNING = "WARNING"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+
+FINAL = frozenset({Status.SUCCESS, Status.WARNING, Status.FAILED, Status.STOPPED})
+
+
+class Phase(StrEnum):
+    PLANNED = "PLANNED"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    TERMINATED = "TERMINATED"  # by the stall timeout: completed with errors
+    DROPPED = "DROPPED"  # still queued when the session was cancelled
+
+
+DONE = frozenset({Phase.FINISHED, Phase.TERMINATED, Phase.DROPPED})
+
+
+class Outcome(StrEnum):
+    NONE = ""
+    SUCCESS = "SUCCESS"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    received: int = 0
+    new_versions: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    files: int = 0
+    api_calls: int = 0
+    metadata_components: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+    def max(self, other: Counts) -> Counts:
+        return Counts(*(max(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+    @property
+    def restore_points(self) -> int:
+        return self.new_versions + self.changed + self.deleted
+
+
+ZERO = Counts()
+
+
+# ---- events ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    event_id: str
+    session_id: str
+    job_id: str = ""
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRequested(Event):
+    policy_id: str = ""
+    org_id: str = ""
+    stall_timeout: dt.timedelta | None = None
+    trigger: str = ""
+    requested_by: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStarted(Event):
+    policy_id: str = ""
+    org_id: str = ""
+    initial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    job_id: str
+    job_type: str
+    object_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsPlanned(Event):
+    jobs: tuple[PlannedJob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStarted(Event):
+    worker_id: str = ""
+    job_type: str = ""
+    object_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkUploaded(Event):
+    chunk_seq: int
+    counts: Counts = ZERO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFinished(Event):
+    outcome: Outcome
+    message: str = ""
+    counts: Counts = ZERO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobTerminated(Event):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionCancelled(Event):
+    requested_by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionFailed(Event):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionFinished(Event):
+    status: Status | None = None
+
+
+# ---- state ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    job_type: str = ""
+    object_name: str = ""
+    phase: Phase = Phase.PLANNED
+    outcome: Outcome = Outcome.NONE
+    message: str = ""
+    uploaded: Counts = ZERO  # the sum of its ChunkUploaded events (what storage committed)
+    reported: Counts = ZERO  # the totals of its JobFinished (what the jobrunner counted)
+    chunks_upto: int = 0  # every chunk 1..chunks_upto has been counted
+    chunks_ahead: frozenset[int] = frozenset()  # counted chunks beyond a gap (out-of-order arrival)
+    planned: bool = False
+    planned_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    last_upload_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    worker_id: str = ""
+
+    @property
+    def counts(self) -> Counts:
+        return self.uploaded.max(self.reported)
+
+    @property
+    def chunks(self) -> int:
+        return self.chunks_upto + len(self.chunks_ahead)
+
+    @property
+    def with_errors(self) -> bool:
+        return self.outcome == Outcome.ERROR
+
+    def has_chunk(self, seq: int) -> bool:
+        return seq <= self.chunks_upto or seq in self.chunks_ahead
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_id: str
+    policy_id: str = ""
+    org_id: str = ""
+    status: Status = Status.PENDING
+    reason: str = ""
+    initial: bool = False
+    trigger: str = ""
+    requested_by: str = ""
+    stall_timeout: dt.timedelta | None = None  # None: the service default
+    planned: bool = False
+    cancel_requested: bool = False
+    failure_reason: str = ""
+    finished_event_seen: bool = False
+    requested_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    jobs: Mapping[str, Job] = field(default_factory=dict)
+    version: int = 0  # events folded
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def totals(self) -> Counts:
+        total = ZERO
+        for job in self.jobs.values():
+            total = total + job.counts
+        return total
+
+    @property
+    def jobs_finished(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.phase in DONE)
+
+    @property
+    def jobs_with_errors(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.with_errors)
+
+
+def new_session(session_id: str) -> Session:
+    return Session(session_id=session_id)
+
+
+# ---- the fold -------------------------------------------------------------------------------------------
+
+
+def fold(state: Session | None, event: Event) -> Session:
+    """Apply one event. Tolerates duplicates and any arrival order; a final status never changes."""
+    session = state or new_session(event.session_id)
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise TypeError(f"no fold rule for {type(event).__name__}")
+    folded = handler(session, event)
+    return _settle(dataclasses.replace(folded, version=session.version + 1), event.at)
+
+
+def fold_all(state: Session | None, events: list[Event]) -> Session | None:
+    for event in events:
+        state = fold(state, event)
+    return state
+
+
+def _with_job(session: Session, job: Job) -> Session:
+    jobs = dict(session.jobs)
+    jobs[job.job_id] = job
+    return dataclasses.replace(session, jobs=jobs)
+
+
+def _job(session: Session, job_id: str) -> Job:
+    return session.jobs.get(job_id) or Job(job_id=job_id)
+
+
+def _earliest(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
+    return b if a is None or b < a else a
+
+
+def _latest(a: dt.datetime | None, b: dt.datetime) -> dt.datetime:
+    return b if a is None or b > a else a
+
+
+def _running_if_pending(session: Session, at: dt.datetime) -> Session:
+    if session.status == Status.PENDING:
+        return dataclasses.replace(session, status=Status.RUNNING, started_at=_earliest(session.started_at, at))
+    return session
+
+
+def _on_requested(s: Session, e: SessionRequested) -> Session:
+    return dataclasses.replace(
+        s,
+        policy_id=s.policy_id or e.policy_id,
+        org_id=s.org_id or e.org_id,
+        stall_timeout=s.stall_timeout or e.stall_timeout,
+        trigger=s.trigger or e.trigger,
+        requested_by=s.requested_by or e.requested_by,
+        requested_at=_earliest(s.requested_at, e.at),
+    )
+
+
+def _on_started(s: Session, e: SessionStarted) -> Session:
+    s = dataclasses.replace(
+        s,
+        policy_id=s.policy_id or e.policy_id,
+        org_id=s.org_id or e.org_id,
+        initial=s.initial or e.initial,
+        started_at=_earliest(s.started_at, e.at),
+    )
+    return _running_if_pending(s, e.at)
+
+
+def _on_planned(s: Session, e: JobsPlanned) -> Session:
+    jobs = dict(s.jobs)
+    for planned in e.jobs:
+        job = jobs.get(planned.job_id) or Job(job_id=planned.job_id)
+        # a cancelled session drops what it plans late, unless the job already runs
+        phase = Phase.DROPPED if s.cancel_requested and job.phase == Phase.PLANNED else job.phase
+        jobs[planned.job_id] = dataclasses.replace(
+            job,
+            job_type=job.job_type or planned.job_type,
+            object_name=job.object_name or planned.object_name,
+            planned=True,
+            planned_at=_earliest(job.planned_at, e.at),
+            phase=phase,
+            outcome=Outcome.CANCELLED if phase == Phase.DROPPED and job.outcome == Outcome.NONE else job.outcome,
+        )
+    return _running_if_pending(dataclasses.replace(s, jobs=jobs, planned=True), e.at)
+
+
+def _on_job_started(s: Session, e: JobStarted) -> Session:
+    job = _job(s, e.job_id)
+    job = dataclasses.replace(
+        job,
+        job_type=job.job_type or e.job_type,
+        object_name=job.object_name or e.object_name,
+        phase=Phase.RUNNING if job.phase == Phase.PLANNED else job.phase,
+        started_at=_earliest(job.started_at, e.at),
+        worker_id=e.worker_id or job.worker_id,
+    )
+    return _running_if_pending(_with_job(s, job), e.at)
+
+
+def _on_chunk(s: Session, e: ChunkUploaded) -> Session:
+    job = _job(s, e.job_id)
+    if job.has_chunk(e.chunk_seq):
+        return s  # a duplicate: counted once
+    upto, ahead = job.chunks_upto, set(job.chunks_ahead)
+    ahead.add(e.chunk_seq)
+    while upto + 1 in ahead:
+        upto += 1
+        ahead.remove(upto)
+    job = dataclasses.replace(
+        job,
+        uploaded=job.uploaded + e.counts,
+        chunks_upto=upto,
+        chunks_ahead=frozenset(ahead),
+        last_upload_at=_latest(job.last_upload_at, e.at),
+        phase=Phase.RUNNING if job.phase == Phase.PLANNED else job.phase,
+        started_at=_earliest(job.started_at, e.at),
+    )
+    return _running_if_pending(_with_job(s, job), e.at)
+
+
+def _on_job_finished(s: Session, e: JobFinished) -> Session:
+    job = _job(s, e.job_id)
+    if job.phase in (Phase.FINISHED, Phase.TERMINATED):
+        # a redelivery, or a late report from a job already terminated: the first word stands
+        return s
+    job = dataclasses.replace(
+        job,
+        phase=Phase.FINISHED,
+        outcome=e.outcome,
+        message=e.message,
+        reported=e.counts,
+        started_at=_earliest(job.started_at, e.at),
+        finished_at=e.at,
+    )
+    return _running_if_pending(_with_job(s, job), e.at)
+
+
+def _on_job_terminated(s: Session, e: JobTerminated) -> Session:
+    job = _job(s, e.job_id)
+    if job.phase in DONE:
+        return s
+    job = dataclasses.replace(job, phase=Phase.TERMINATED, outcome=Outcome.ERROR, message=e.reason, finished_at=e.at)
+    return _with_job(s, job)
+
+
+def _on_cancelled(s: Session, e: SessionCancelled) -> Session:
+    jobs = {
+        job_id: (
+            dataclasses.replace(job, phase=Phase.DROPPED, outcome=Outcome.CANCELLED, finished_at=e.at)
+            if job.phase == Phase.PLANNED
+            else job
+        )
+        for job_id, job in s.jobs.items()
+    }
+    reason = s.reason or e.reason or (f"cancelled by {e.requested_by}" if e.requested_by else "cancelled")
+    return dataclasses.replace(s, cancel_requested=True, jobs=jobs, reason=reason if not s.is_final else s.reason)
+
+
+def _on_failed(s: Session, e: SessionFailed) -> Session:
+    return dataclasses.replace(s, failure_reason=s.failure_reason or e.reason or "critical error")
+
+
+def _on_finished(s: Session, e: SessionFinished) -> Session:
+    return dataclasses.replace(s, finished_event_seen=True)
+
+
+_HANDLERS: dict[type, object] = {
+    SessionRequested: _on_requested,
+    SessionStarted: _on_started,
+    JobsPlanned: _on_planned,
+    JobStarted: _on_job_started,
+    ChunkUploaded: _on_chunk,
+    JobFinished: _on_job_finished,
+    JobTerminated: _on_job_terminated,
+    SessionCancelled: _on_cancelled,
+    SessionFailed: _on_failed,
+    SessionFinished: _on_finished,
+}
+
+
+def final_status(session: Session) -> tuple[Status, str] | None:
+    """The status the session ends with now, or None while it still runs."""
+    if session.failure_reason:
+        return Status.FAILED, session.failure_reason
+    jobs = list(session.jobs.values())
+    if session.cancel_requested:
+        if any(j.phase not in DONE for j in jobs):
+            return None
+        if any(j.outcome == Outcome.CANCELLED for j in jobs) or not session.planned:
+            return Status.STOPPED, session.reason or "cancelled"
+        # everything completed before the cancellation took effect: the session ends on its merits
+    if not session.planned or any(j.phase not in DONE for j in jobs):
+        return None
+    with_errors = sum(1 for j in jobs if j.with_errors)
+    if not jobs or with_errors == 0:
+        return Status.SUCCESS, ""
+    if with_errors == len(jobs):
+        return Status.FAILED, f"all {len(jobs)} jobs completed with errors"
+    return Status.WARNING, f"{with_errors} of {len(jobs)} jobs completed with errors"
+
+
+def _settle(session: Session, at: dt.datetime) -> Session:
+    if session.is_final:
+        return session
+    result = final_status(session)
+    if result is None:
+        return session
+    status, reason = result
+    return dataclasses.replace(session, status=status, reason=reason, finished_at=at)
+
+
+# ---- stall timeout --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    job_id: str  # empty: the session itself never got planned
+    reason: str
+
+
+def _fmt(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s"
+
+
+def stalls(session: Session, now: dt.datetime, default_timeout: dt.timedelta) -> list[Stall]:
+    """Jobs that uploaded nothing for the stall timeout, counted from their last upload, their start or
+    their planning, whichever is latest. A session that was never planned stalls as a whole."""
+    if session.is_final:
+        return []
+    timeout = session.stall_timeout or default_timeout
+    found: list[Stall] = []
+    if not session.planned and not session.jobs:
+        since = session.started_at or session.requested_at
+        if since is not None and now - since >= timeout:
+            found.append(Stall("", f"no jobs were planned within the stall timeout of {_fmt(timeout)}"))
+        return found
+    for job in session.jobs.values():
+        if job.phase not in (Phase.PLANNED, Phase.RUNNING):
+            continue
+        marks = [t for t in (job.last_upload_at, job.started_at, job.planned_at, session.started_at) if t is not None]
+        if not marks:
+            continue
+        since = max(marks)
+        if now - since >= timeout:
+            what = "started but uploaded nothing" if job.last_upload_at is None else "uploaded nothing"
+            if job.phase == Phase.PLANNED:
+                what = "never started"
+            found.append(Stall(job.job_id, f"job {what} for {_fmt(now - since)} (stall timeout {_fmt(timeout)})"))
+    return found
