@@ -150,8 +150,13 @@ class Bus:
                 await self.js.update_stream(cfg)
 
     async def close(self) -> None:
+        """Flush what was published and acked, then close. (Not drain: nats-py's drain of a pull
+        subscription waits for messages that no fetch will take any more.) Callers stop their consumers
+        first, so no message is in hand."""
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await self.nc.flush(timeout=5)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
 
     async def _publish(self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None) -> Any:
         hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}

@@ -73,7 +73,8 @@ def nats_server(store_dir: str | None = None, port: int | None = None) -> Iterat
 def postgres_server(data_dir: str | None = None) -> Iterator[str]:
     """A PostgreSQL server from the pgserver package; yields a libpq URL (Unix socket)."""
     # pgserver keeps runtime files under XDG_RUNTIME_DIR and warns when it is unset
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="sfvault-run-")  # mode 0700, as it must be
     import pgserver  # imported here: only the demo and the tests need it
 
     owned = data_dir is None

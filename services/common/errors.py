@@ -1,0 +1,57 @@
+"""Errors a use case raises for bad requests, and their gRPC status codes (never INTERNAL for bad input)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+
+class RequestError(Exception):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidArgument(RequestError, ValueError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(RequestError, LookupError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(RequestError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(RequestError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def grpc_errors(method: F) -> F:
+    """Turn RequestError into the matching gRPC status for unary and server-streaming async handlers."""
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except RequestError as exc:
+            await context.abort(exc.code, str(exc))
+
+    @functools.wraps(method)
+    async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except RequestError as exc:
+            await context.abort(exc.code, str(exc))
+
+    return streaming if inspect.isasyncgenfunction(method) else unary  # type: ignore[return-value]
+
+
+Handler = Callable[..., Awaitable[Any]]

@@ -1,0 +1,113 @@
+"""The SessionService gRPC servicer: protobuf <-> application calls, nothing more."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import grpc
+from sfvault.events.v1 import events_pb2 as pb
+from sfvault.session.v1 import session_pb2 as api
+from sfvault.session.v1 import session_pb2_grpc
+
+from services.common.errors import InvalidArgument, grpc_errors
+from services.session import translate
+from services.session.application import SessionService
+
+MAX_PAGE = 500
+
+
+def _encode_token(token: tuple[dt.datetime, str] | None) -> str:
+    if token is None:
+        return ""
+    return base64.urlsafe_b64encode(f"{token[0].isoformat()}|{token[1]}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[dt.datetime, str] | None:
+    if not token:
+        return None
+    try:
+        when, sid = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return dt.datetime.fromisoformat(when), sid
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("page_token is not a token this service issued") from exc
+
+
+class SessionApi(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, app: SessionService, caller: str = "anonymous") -> None:
+        self.app = app
+        self.caller = caller
+
+    @grpc_errors
+    async def StartSession(self, request: api.StartSessionRequest, context: grpc.aio.ServicerContext) -> api.Session:
+        stall = request.stall_timeout.ToTimedelta() if request.HasField("stall_timeout") else None
+        if stall is not None and stall < dt.timedelta(0):
+            raise InvalidArgument("stall_timeout must not be negative")
+        session = await self.app.start(
+            policy_id=request.policy_id,
+            org_id=request.org_id,
+            stall_timeout=stall or None,
+            trigger=request.trigger,
+            requested_by=_caller(context, self.caller),
+            session_id=request.session_id,
+        )
+        return translate.session_to_pb(session)
+
+    @grpc_errors
+    async def GetSession(self, request: api.GetSessionRequest, context: grpc.aio.ServicerContext) -> api.Session:
+        return translate.session_to_pb(await self.app.get(request.session_id))
+
+    @grpc_errors
+    async def ListSessions(
+        self, request: api.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> api.ListSessionsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        status = None
+        if request.status != pb.SESSION_STATUS_UNSPECIFIED:
+            status = translate.STATUS_FROM_PB.get(request.status)
+            if status is None:
+                raise InvalidArgument(f"unknown status {request.status}")
+        after = request.requested_after.ToDatetime(tzinfo=dt.UTC) if request.HasField("requested_after") else None
+        before = request.requested_before.ToDatetime(tzinfo=dt.UTC) if request.HasField("requested_before") else None
+        page = await self.app.list(
+            policy_id=request.policy_id,
+            status=status,
+            after=after,
+            before=before,
+            page_size=min(request.page_size or 50, MAX_PAGE),
+            page_after=_decode_token(request.page_token),
+        )
+        return api.ListSessionsResponse(
+            sessions=[translate.session_to_pb(s) for s in page.sessions],
+            next_page_token=_encode_token(page.next_token),
+        )
+
+    @grpc_errors
+    async def ListJobs(self, request: api.ListJobsRequest, context: grpc.aio.ServicerContext) -> api.ListJobsResponse:
+        session = await self.app.get(request.session_id)
+        jobs = sorted(session.jobs.values(), key=lambda j: (j.job_type, j.object_name, j.job_id))
+        return api.ListJobsResponse(jobs=[translate.job_to_pb(session.session_id, j) for j in jobs])
+
+    @grpc_errors
+    async def WatchSession(
+        self, request: api.WatchSessionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[api.Session]:
+        async for session in self.app.watch(request.session_id):
+            yield translate.session_to_pb(session)
+
+    @grpc_errors
+    async def CancelSession(self, request: api.CancelSessionRequest, context: grpc.aio.ServicerContext) -> api.Session:
+        session = await self.app.cancel(
+            request.session_id, requested_by=_caller(context, self.caller), reason=request.reason
+        )
+        return translate.session_to_pb(session)
+
+
+def _caller(context: grpc.aio.ServicerContext, default: str) -> str:
+    """Who is calling, as the authentication layer recorded it (metadata `sfvault-caller`)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "sfvault-caller" and isinstance(value, str):
+            return value
+    return default

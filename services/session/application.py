@@ -1,0 +1,248 @@
+"""Use cases of the session service: fold event batches into the projection, enforce stall timeouts,
+announce finished sessions exactly once, and answer the API. Written against small interfaces so tests
+can swap the clock and the publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+from google.protobuf.message import Message
+from sfvault.events.v1 import events_pb2 as pb
+
+from services.common import errors, events
+from services.common.bus import Delivery
+from services.session import domain as d
+from services.session import translate
+from services.session.store import Page, Projection
+
+log = logging.getLogger(__name__)
+PRODUCER = "session"
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime: ...
+
+
+class SystemClock:
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+class Publisher(Protocol):
+    async def publish(self, env: pb.Envelope) -> bool: ...
+
+
+NotFound = errors.NotFound
+Conflict = errors.FailedPrecondition
+Invalid = errors.InvalidArgument
+
+
+@dataclasses.dataclass
+class SessionService:
+    projection: Projection
+    publisher: Publisher
+    clock: Clock
+    default_stall_timeout: dt.timedelta
+    cache_limit: int = 10_000
+    watch_grace_s: float = 10.0
+    on_change: Callable[[d.Session], None] | None = None
+    _cache: dict[str, d.Session] = dataclasses.field(default_factory=dict)
+    _watchers: dict[str, set[asyncio.Queue[d.Session]]] = dataclasses.field(default_factory=dict)
+    _announced: set[str] = dataclasses.field(default_factory=set)
+    _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    # ---- folding ----------------------------------------------------------------------------------------
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """The consumer's handler: fold the batch and commit it with its tracking rows, in one transaction."""
+        folded: list[d.Event] = []
+        for delivery in deliveries:
+            try:
+                folded.append(translate.to_domain(delivery.envelope))
+            except events.MalformedEvent as exc:
+                # cannot be folded now or ever: it is poison, not a transient failure
+                raise events.MalformedEvent(f"event {delivery.envelope.event_id!r}: {exc}") from exc
+        await self.apply(folded)
+
+    async def apply(self, batch: Sequence[d.Event]) -> list[d.Session]:
+        async with self._lock:
+            changed = await self._apply_locked(batch)
+        for session in changed:
+            self._notify(session)
+        await self._announce(changed)
+        return changed
+
+    async def _apply_locked(self, batch: Sequence[d.Event]) -> list[d.Session]:
+        if not batch:
+            return []
+        async with self.projection.pool.connection() as conn, conn.transaction():
+            fresh = await self.projection.claim(conn, [e.event_id for e in batch])
+            todo: list[d.Event] = []
+            for e in batch:
+                if e.event_id in fresh:
+                    fresh.discard(e.event_id)  # a duplicate inside the batch is folded once
+                    todo.append(e)
+            if not todo:
+                return []
+            missing = sorted({e.session_id for e in todo} - self._cache.keys())
+            states: dict[str, d.Session | None] = {sid: self._cache.get(sid) for sid in {e.session_id for e in todo}}
+            states.update(await self.projection.load(conn, missing))
+            before = dict(states)
+            for e in todo:
+                states[e.session_id] = d.fold(states.get(e.session_id), e)
+            changed = [s for sid, s in states.items() if s is not None and s is not before.get(sid)]
+            jobs: list[tuple[str, d.Job]] = []
+            for s in changed:
+                old = before.get(s.session_id)
+                old_jobs = old.jobs if old is not None else {}
+                jobs.extend((s.session_id, j) for jid, j in s.jobs.items() if old_jobs.get(jid) is not j)
+            await self.projection.save(conn, changed, jobs)
+        # committed: only now does the cache see the new states
+        for s in changed:
+            self._cache[s.session_id] = s
+        self._trim_cache()
+        return changed
+
+    def _trim_cache(self) -> None:
+        if len(self._cache) <= self.cache_limit:
+            return
+        for sid in [sid for sid, s in self._cache.items() if s.is_final][: len(self._cache) - self.cache_limit]:
+            del self._cache[sid]
+        while len(self._cache) > self.cache_limit:
+            self._cache.pop(next(iter(self._cache)))
+
+    # ---- announcing and enforcing -----------------------------------------------------------------------
+
+    async def _announce(self, sessions: Sequence[d.Session]) -> None:
+        """Publish SessionFinished for sessions that just became final. Its event id is the session's, so
+        JetStream keeps one whatever happens; the fold marks it seen when it comes back."""
+        for s in sessions:
+            if s.is_final and not s.finished_event_seen and s.session_id not in self._announced:
+                await self._publish(translate.finished_payload(s), s.session_id)
+                self._announced.add(s.session_id)
+
+    async def _publish(self, payload: Message, session_id: str, job_id: str = "") -> bool:
+        env = events.envelope(
+            payload, session_id=session_id, job_id=job_id, producer=PRODUCER, occurred_at=self.clock.now()
+        )
+        return await self.publisher.publish(env)
+
+    async def enforce(self) -> list[d.Stall]:
+        """One round of the stall timeout: terminate the jobs that uploaded nothing for too long, fail the
+        sessions that were never planned, and re-announce final sessions whose announcement is not seen."""
+        now = self.clock.now()
+        open_sessions = await self.projection.open_sessions()
+        found: list[d.Stall] = []
+        for s in open_sessions.values():
+            for stall in d.stalls(s, now, self.default_stall_timeout):
+                found.append(stall)
+                if stall.job_id:
+                    log.warning("terminating job %s of session %s: %s", stall.job_id, s.session_id, stall.reason)
+                    await self._publish(pb.JobTerminated(reason=stall.reason), s.session_id, stall.job_id)
+                else:
+                    log.warning("failing session %s: %s", s.session_id, stall.reason)
+                    await self._publish(pb.SessionFailed(reason=stall.reason), s.session_id)
+        self._announced.clear()
+        await self._announce(list((await self.projection.unannounced_final_sessions()).values()))
+        return found
+
+    # ---- watching ---------------------------------------------------------------------------------------
+
+    def _notify(self, session: d.Session) -> None:
+        if self.on_change is not None:
+            self.on_change(session)
+        for queue in self._watchers.get(session.session_id, ()):
+            queue.put_nowait(session)
+
+    async def watch(self, session_id: str) -> AsyncIterator[d.Session]:
+        """The session now, then each change as it is folded, ending with the final status."""
+        queue: asyncio.Queue[d.Session] = asyncio.Queue()
+        self._watchers.setdefault(session_id, set()).add(queue)
+        try:
+            try:
+                current = await self.get(session_id)
+            except NotFound:
+                # just started: its SessionRequested may not be folded yet
+                try:
+                    current = await asyncio.wait_for(queue.get(), self.watch_grace_s)
+                except TimeoutError:
+                    raise NotFound(f"session {session_id!r} not found") from None
+            yield current
+            last_version = current.version
+            while not current.is_final:
+                current = await queue.get()
+                if current.version > last_version:
+                    last_version = current.version
+                    yield current
+        finally:
+            watchers = self._watchers.get(session_id, set())
+            watchers.discard(queue)
+            if not watchers:
+                self._watchers.pop(session_id, None)
+
+    # ---- API use cases ----------------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> d.Session:
+        _check_id("session_id", session_id)
+        cached = self._cache.get(session_id)
+        if cached is not None:
+            return cached
+        found = await self.projection.get(session_id)
+        if found is None:
+            raise NotFound(f"session {session_id!r} not found")
+        return found
+
+    async def list(self, **filters: object) -> Page:
+        return await self.projection.list(**filters)  # type: ignore[arg-type]
+
+    async def start(
+        self,
+        *,
+        policy_id: str,
+        org_id: str,
+        stall_timeout: dt.timedelta | None,
+        trigger: str,
+        requested_by: str,
+        session_id: str = "",
+    ) -> d.Session:
+        _check_id("policy_id", policy_id)
+        _check_id("org_id", org_id)
+        if session_id:
+            _check_id("session_id", session_id)
+            with contextlib.suppress(NotFound):
+                return await self.get(session_id)
+        if stall_timeout is not None and stall_timeout < dt.timedelta(seconds=1):
+            raise Invalid("stall_timeout must be at least one second (or zero for the default)")
+        session_id = session_id or uuid.uuid4().hex
+        payload = pb.SessionRequested(
+            policy_id=policy_id, org_id=org_id, trigger=trigger or "manual", requested_by=requested_by
+        )
+        if stall_timeout is not None:
+            payload.stall_timeout.FromTimedelta(stall_timeout)
+        env = events.envelope(payload, session_id=session_id, producer=PRODUCER, occurred_at=self.clock.now())
+        await self.publisher.publish(env)
+        # what the fold will make of it; the projection catches up when the event comes back
+        return d.fold(None, translate.to_domain(env))
+
+    async def cancel(self, session_id: str, *, requested_by: str, reason: str) -> d.Session:
+        session = await self.get(session_id)
+        if session.is_final:
+            raise Conflict(f"session {session_id!r} already ended with status {session.status.value}")
+        payload = pb.SessionCancelled(requested_by=requested_by, reason=reason)
+        env = events.envelope(payload, session_id=session_id, producer=PRODUCER, occurred_at=self.clock.now())
+        await self.publisher.publish(env)
+        return d.fold(session, translate.to_domain(env))
+
+
+def _check_id(name: str, value: str) -> None:
+    try:
+        events.check_token(name, value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc

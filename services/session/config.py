@@ -1,0 +1,19 @@
+"""Settings of the session service (environment variables, prefix SFVAULT_)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from services.common.settings import ServiceSettings
+
+
+class SessionSettings(ServiceSettings):
+    session_port: int = 50054
+    session_db_schema: str = "session"
+    stall_timeout_s: float = 24 * 3600.0  # the seed's 24 hours; a session request may set its own
+    stall_check_interval_s: float = 30.0
+    session_batch_size: int = 500
+
+    @property
+    def stall_timeout(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.stall_timeout_s)

@@ -1,0 +1,161 @@
+"""Composition root of the session service: wires the projection, the bus, the fold and the gRPC API.
+
+`serve` runs until `stop` is set (SIGTERM in __main__): it then stops taking events, lets the batch in
+hand commit, drains NATS and exits. `rebuild` replays the whole EVENTS stream into an empty projection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sfvault.events.v1 import events_pb2 as pb
+from sfvault.session.v1 import session_pb2, session_pb2_grpc
+
+from services.common import db
+from services.common.bus import Bus, BusConfig
+from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.session.api import SessionApi
+from services.session.application import Clock, SessionService, SystemClock
+from services.session.config import SessionSettings
+from services.session.store import Projection
+
+log = logging.getLogger("sfvault.session")
+CONSUMER = "session-projection"
+
+
+def bus_config(settings: SessionSettings) -> BusConfig:
+    return BusConfig(
+        url=settings.nats_url,
+        namespace=settings.bus_namespace,
+        events_replicas=settings.events_replicas,
+        jobs_replicas=settings.jobs_replicas,
+        duplicate_window_s=settings.duplicate_window_s,
+    )
+
+
+async def serve(
+    settings: SessionSettings,
+    stop: asyncio.Event,
+    *,
+    clock: Clock | None = None,
+    on_ready: Callable[[GrpcServer, SessionService], Awaitable[None] | None] | None = None,
+) -> None:
+    pool = await db.open_pool(settings.database_url)
+    bus = await Bus.connect(bus_config(settings), producer="session")
+    grpc_server: GrpcServer | None = None
+    try:
+        projection = Projection(pool, settings.session_db_schema, CONSUMER)
+        await projection.setup()
+        app = SessionService(projection, bus, clock or SystemClock(), settings.stall_timeout)
+        grpc_server = await start_grpc_server(
+            [
+                (
+                    session_pb2_grpc.add_SessionServiceServicer_to_server,
+                    SessionApi(app),
+                    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+                )
+            ],
+            port=settings.session_port,
+        )
+        await grpc_server.set_serving(True)
+        log.info("session service serving on port %d", grpc_server.port)
+        if on_ready is not None:
+            result = on_ready(grpc_server, app)
+            if asyncio.iscoroutine(result):
+                await result
+        consumer = asyncio.create_task(
+            bus.consume_events(CONSUMER, app.handle_batch, stop, batch_size=settings.session_batch_size)
+        )
+        enforcer = asyncio.create_task(_enforce_forever(app, settings.stall_check_interval_s, stop))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({consumer, enforcer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopped and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        stop.set()
+        await grpc_server.set_serving(False)
+        await asyncio.wait_for(consumer, 30)  # the batch in hand commits and is acked
+        enforcer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await enforcer
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(2)
+        await bus.close()
+        await pool.close()
+
+
+async def _enforce_forever(app: SessionService, interval_s: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await app.enforce()
+        except Exception:
+            log.exception("stall enforcement round failed; retrying next round")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+class _Silent:
+    """A rebuild only folds: it must not publish terminations or announcements again."""
+
+    async def publish(self, env: pb.Envelope) -> bool:
+        return False
+
+
+async def rebuild(settings: SessionSettings, schema: str | None = None, batch_size: int = 1000) -> int:
+    """Replay EVENTS from its first message into an empty projection; returns the events folded."""
+    pool = await db.open_pool(settings.database_url)
+    bus = await Bus.connect(bus_config(settings), producer="session-rebuild")
+    durable = f"session-rebuild-{uuid.uuid4().hex[:8]}"
+    stream = bus.config.events_stream
+    try:
+        projection = Projection(pool, schema or settings.session_db_schema, CONSUMER)
+        await projection.setup()
+        await projection.reset()
+        app = SessionService(projection, _Silent(), SystemClock(), settings.stall_timeout)
+        info = await bus.js.stream_info(stream)
+        last = info.state.last_seq
+        sub = await bus.js.pull_subscribe(
+            bus.config.events_subject(),
+            durable=durable,
+            stream=stream,
+            config=ConsumerConfig(
+                durable_name=durable,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.NONE,
+                max_ack_pending=-1,
+            ),
+        )
+        from services.common import events
+        from services.session import translate
+
+        folded = 0
+        seq = 0
+        while seq < last:
+            try:
+                msgs = await sub.fetch(batch_size, timeout=5)
+            except NatsTimeoutError:
+                break
+            batch = []
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq > last:
+                    break
+                try:
+                    batch.append(translate.to_domain(events.decode(msg.data)))
+                except events.MalformedEvent:
+                    log.warning("rebuild skipped malformed event at stream sequence %d", seq)
+            await app.apply(batch)
+            folded += len(batch)
+        return folded
+    finally:
+        with contextlib.suppress(Exception):
+            await bus.js.delete_consumer(stream, durable)
+        await bus.close()
+        await pool.close()

@@ -1,0 +1,188 @@
+"""Protobuf <-> domain: the envelope of sfvault.events.v1 into the fold's events, and state into the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from sfvault.events.v1 import events_pb2 as pb
+from sfvault.session.v1 import session_pb2 as api
+
+from services.common import events
+from services.session import domain as d
+
+_JOB_TYPES = {pb.JOB_TYPE_METADATA: "metadata", pb.JOB_TYPE_FILE: "file", pb.JOB_TYPE_DATA: "data"}
+_JOB_TYPES_BACK = {v: k for k, v in _JOB_TYPES.items()}
+_OUTCOMES = {
+    pb.JOB_OUTCOME_SUCCESS: d.Outcome.SUCCESS,
+    pb.JOB_OUTCOME_WARNING: d.Outcome.WARNING,
+    pb.JOB_OUTCOME_ERROR: d.Outcome.ERROR,
+    pb.JOB_OUTCOME_CANCELLED: d.Outcome.CANCELLED,
+}
+_OUTCOMES_BACK = {v: k for k, v in _OUTCOMES.items()}
+STATUS_TO_PB = {
+    d.Status.PENDING: pb.SESSION_STATUS_PENDING,
+    d.Status.RUNNING: pb.SESSION_STATUS_RUNNING,
+    d.Status.SUCCESS: pb.SESSION_STATUS_SUCCESS,
+    d.Status.WARNING: pb.SESSION_STATUS_WARNING,
+    d.Status.FAILED: pb.SESSION_STATUS_FAILED,
+    d.Status.STOPPED: pb.SESSION_STATUS_STOPPED,
+}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+_PHASES = {
+    d.Phase.PLANNED: api.JOB_STATE_PLANNED,
+    d.Phase.RUNNING: api.JOB_STATE_RUNNING,
+    d.Phase.FINISHED: api.JOB_STATE_FINISHED,
+    d.Phase.TERMINATED: api.JOB_STATE_TERMINATED,
+    d.Phase.DROPPED: api.JOB_STATE_DROPPED,
+}
+
+
+def counts_from_pb(c: pb.Counts) -> d.Counts:
+    return d.Counts(
+        received=c.received,
+        new_versions=c.new_versions,
+        changed=c.changed,
+        unchanged=c.unchanged,
+        deleted=c.deleted,
+        bytes=c.bytes,
+        files=c.files,
+        api_calls=c.api_calls,
+        metadata_components=c.metadata_components,
+    )
+
+
+def counts_to_pb(c: d.Counts) -> pb.Counts:
+    return pb.Counts(
+        received=c.received,
+        new_versions=c.new_versions,
+        changed=c.changed,
+        unchanged=c.unchanged,
+        deleted=c.deleted,
+        bytes=c.bytes,
+        files=c.files,
+        api_calls=c.api_calls,
+        metadata_components=c.metadata_components,
+    )
+
+
+def _duration(value: duration_pb2.Duration) -> dt.timedelta | None:
+    delta = value.ToTimedelta()
+    return delta if delta > dt.timedelta(0) else None
+
+
+def to_domain(env: pb.Envelope) -> d.Event:
+    """The fold's event for an envelope (raises events.MalformedEvent for one it cannot understand)."""
+    base = {
+        "event_id": env.event_id,
+        "session_id": env.session_id,
+        "job_id": env.job_id,
+        "at": events.occurred_at(env),
+    }
+    kind = env.WhichOneof("payload")
+    if kind == "session_requested":
+        p = env.session_requested
+        return d.SessionRequested(
+            **base,
+            policy_id=p.policy_id,
+            org_id=p.org_id,
+            stall_timeout=_duration(p.stall_timeout),
+            trigger=p.trigger,
+            requested_by=p.requested_by,
+        )
+    if kind == "session_started":
+        q = env.session_started
+        return d.SessionStarted(**base, policy_id=q.policy_id, org_id=q.org_id, initial=q.initial)
+    if kind == "jobs_planned":
+        jobs = tuple(d.PlannedJob(j.job_id, _JOB_TYPES.get(j.type, ""), j.object_name) for j in env.jobs_planned.jobs)
+        if any(not j.job_id for j in jobs):
+            raise events.MalformedEvent("JobsPlanned with a job without job_id")
+        return d.JobsPlanned(**base, jobs=jobs)
+    if not env.job_id and kind in ("job_started", "chunk_uploaded", "job_finished", "job_terminated"):
+        raise events.MalformedEvent(f"{kind} without job_id")
+    if kind == "job_started":
+        js = env.job_started
+        return d.JobStarted(
+            **base, worker_id=js.worker_id, job_type=_JOB_TYPES.get(js.type, ""), object_name=js.object_name
+        )
+    if kind == "chunk_uploaded":
+        if env.chunk_uploaded.chunk_seq < 1:
+            raise events.MalformedEvent("ChunkUploaded with chunk_seq < 1")
+        return d.ChunkUploaded(
+            **base, chunk_seq=env.chunk_uploaded.chunk_seq, counts=counts_from_pb(env.chunk_uploaded.counts)
+        )
+    if kind == "job_finished":
+        jf = env.job_finished
+        outcome = _OUTCOMES.get(jf.outcome)
+        if outcome is None:
+            raise events.MalformedEvent("JobFinished without an outcome")
+        return d.JobFinished(**base, outcome=outcome, message=jf.message, counts=counts_from_pb(jf.counts))
+    if kind == "job_terminated":
+        return d.JobTerminated(**base, reason=env.job_terminated.reason)
+    if kind == "session_cancelled":
+        sc = env.session_cancelled
+        return d.SessionCancelled(**base, requested_by=sc.requested_by, reason=sc.reason)
+    if kind == "session_failed":
+        return d.SessionFailed(**base, reason=env.session_failed.reason)
+    if kind == "session_finished":
+        return d.SessionFinished(**base, status=STATUS_FROM_PB.get(env.session_finished.status))
+    raise events.MalformedEvent(f"unknown payload {kind!r}")
+
+
+def _ts(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
+    if value is not None:
+        target.FromDatetime(value)
+
+
+def session_to_pb(s: d.Session) -> api.Session:
+    msg = api.Session(
+        session_id=s.session_id,
+        policy_id=s.policy_id,
+        org_id=s.org_id,
+        status=STATUS_TO_PB[s.status],
+        reason=s.reason,
+        initial=s.initial,
+        cancel_requested=s.cancel_requested,
+        totals=counts_to_pb(s.totals),
+        jobs_total=len(s.jobs),
+        jobs_finished=s.jobs_finished,
+        jobs_with_errors=s.jobs_with_errors,
+        planned=s.planned,
+        trigger=s.trigger,
+    )
+    _ts(msg.requested_at, s.requested_at)
+    _ts(msg.started_at, s.started_at)
+    _ts(msg.finished_at, s.finished_at)
+    if s.stall_timeout is not None:
+        msg.stall_timeout.FromTimedelta(s.stall_timeout)
+    return msg
+
+
+def job_to_pb(session_id: str, j: d.Job) -> api.Job:
+    msg = api.Job(
+        session_id=session_id,
+        job_id=j.job_id,
+        type=_JOB_TYPES_BACK.get(j.job_type, pb.JOB_TYPE_UNSPECIFIED),
+        object_name=j.object_name,
+        state=_PHASES[j.phase],
+        outcome=_OUTCOMES_BACK.get(j.outcome, pb.JOB_OUTCOME_UNSPECIFIED),
+        message=j.message,
+        counts=counts_to_pb(j.counts),
+        chunks=j.chunks,
+        worker_id=j.worker_id,
+    )
+    _ts(msg.planned_at, j.planned_at)
+    _ts(msg.started_at, j.started_at)
+    _ts(msg.last_upload_at, j.last_upload_at)
+    _ts(msg.finished_at, j.finished_at)
+    return msg
+
+
+def finished_payload(s: d.Session) -> pb.SessionFinished:
+    return pb.SessionFinished(
+        status=STATUS_TO_PB[s.status],
+        totals=counts_to_pb(s.totals),
+        reason=s.reason,
+        jobs_total=len(s.jobs),
+        jobs_with_errors=s.jobs_with_errors,
+    )

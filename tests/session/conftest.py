@@ -1,0 +1,116 @@
+"""A session service running in-process against real PostgreSQL and NATS, with an injected clock, and
+helpers that publish the events other services would."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from sfvault.events.v1 import events_pb2 as pb
+from sfvault.session.v1 import session_pb2 as api
+from sfvault.session.v1 import session_pb2_grpc
+
+from services.common.bus import Bus, BusConfig
+from services.session import service
+from services.session.application import SessionService
+from services.session.config import SessionSettings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.current = dt.datetime.now(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self.current += delta
+
+
+@dataclasses.dataclass
+class Running:
+    settings: SessionSettings
+    clock: FakeClock
+    app: SessionService
+    stub: session_pb2_grpc.SessionServiceStub
+    bus: Bus
+    port: int
+
+    async def publish(self, payload: object, session_id: str, job_id: str = "", *id_parts: object) -> None:
+        await self.bus.emit(payload, session_id=session_id, job_id=job_id, id_parts=id_parts)
+
+    async def final(self, session_id: str, timeout: float = 30) -> api.Session:
+        """Watch the session until its final status (no polling, no sleeping)."""
+
+        async def watch() -> api.Session:
+            last = None
+            async for update in self.stub.WatchSession(api.WatchSessionRequest(session_id=session_id)):
+                last = update
+            assert last is not None
+            return last
+
+        return await asyncio.wait_for(watch(), timeout)
+
+    async def run_session(
+        self, session_id: str, outcomes: dict[str, int], *, chunks: int = 2, stall: dt.timedelta | None = None
+    ) -> None:
+        """Publish what discovery, jobrunners and storage would for a session whose jobs end so."""
+        req = pb.SessionRequested(policy_id="policy-1", org_id="org-1", trigger="test")
+        if stall is not None:
+            req.stall_timeout.FromTimedelta(stall)
+        await self.publish(req, session_id)
+        await self.publish(pb.SessionStarted(policy_id="policy-1", org_id="org-1", initial=True), session_id)
+        await self.publish(
+            pb.JobsPlanned(jobs=[pb.PlannedJob(job_id=j, type=pb.JOB_TYPE_DATA, object_name=j) for j in outcomes]),
+            session_id,
+        )
+        for job_id, outcome in outcomes.items():
+            await self.publish(pb.JobStarted(worker_id="w1", attempt=1, type=pb.JOB_TYPE_DATA), session_id, job_id)
+            for seq in range(1, chunks + 1):
+                counts = pb.Counts(received=100, new_versions=60, unchanged=40, bytes=1000)
+                await self.publish(pb.ChunkUploaded(chunk_seq=seq, counts=counts), session_id, job_id, seq)
+            if outcome:
+                total = pb.Counts(received=100 * chunks, new_versions=60 * chunks, unchanged=40 * chunks, api_calls=3)
+                await self.publish(pb.JobFinished(outcome=outcome, message="", counts=total), session_id, job_id)
+
+
+def session_settings(database_url: str, nats_url: str, namespace: str, **overrides: object) -> SessionSettings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "nats_url": nats_url,
+        "bus_namespace": namespace,
+        "session_port": 0,
+        "stall_check_interval_s": 0.05,
+    }
+    values.update(overrides)
+    return SessionSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def running(database_url: str, nats_url: str, bus_namespace: str) -> AsyncIterator[Running]:
+    settings = session_settings(database_url, nats_url, bus_namespace)
+    clock = FakeClock()
+    stop = asyncio.Event()
+    ready: asyncio.Future[tuple[int, SessionService]] = asyncio.get_running_loop().create_future()
+
+    def on_ready(server, app):  # type: ignore[no-untyped-def]
+        ready.set_result((server.port, app))
+
+    task = asyncio.create_task(service.serve(settings, stop, clock=clock, on_ready=on_ready))
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+    if task in done:
+        task.result()
+    port, app = ready.result()
+    bus = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Running(settings, clock, app, session_pb2_grpc.SessionServiceStub(channel), bus, port)
+    finally:
+        await channel.close()
+        await bus.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
