@@ -43,7 +43,7 @@ class Running:
     async def publish(self, payload: object, session_id: str, job_id: str = "", *id_parts: object) -> None:
         await self.bus.emit(payload, session_id=session_id, job_id=job_id, id_parts=id_parts)
 
-    async def final(self, session_id: str, timeout: float = 30) -> api.Session:
+    async def final(self, session_id: str, within: float = 30) -> api.Session:
         """Watch the session until its final status (no polling, no sleeping)."""
 
         async def watch() -> api.Session:
@@ -53,7 +53,7 @@ class Running:
             assert last is not None
             return last
 
-        return await asyncio.wait_for(watch(), timeout)
+        return await asyncio.wait_for(watch(), within)
 
     async def run_session(
         self, session_id: str, outcomes: dict[str, int], *, chunks: int = 2, stall: dt.timedelta | None = None

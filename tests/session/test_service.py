@@ -148,7 +148,7 @@ async def test_start_list_cancel(running: Running) -> None:
     ]
     assert all(s.status == pb.SESSION_STATUS_PENDING for s in started)
     # wait until the last one is folded
-    async for update in running.stub.WatchSession(api.WatchSessionRequest(session_id=started[-1].session_id)):
+    async for _update in running.stub.WatchSession(api.WatchSessionRequest(session_id=started[-1].session_id)):
         break
     ids: list[str] = []
     token = ""
