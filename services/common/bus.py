@@ -226,6 +226,7 @@ class Bus:
         filter_subject: str | None = None,
         batch_size: int = 500,
         fetch_timeout_s: float = 1.0,
+        ack_wait_s: float | None = None,
     ) -> None:
         """Run a durable pull consumer on EVENTS until `stop` is set.
 
@@ -234,7 +235,7 @@ class Bus:
         cannot hold back the others; after `max_deliver` attempts it goes to the dead-letter subject.
         """
         sub = await self.pull_subscription(
-            self.config.events_stream, durable, filter_subject or self.config.events_subject()
+            self.config.events_stream, durable, filter_subject or self.config.events_subject(), ack_wait_s=ack_wait_s
         )
         while not stop.is_set():
             try:

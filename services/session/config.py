@@ -13,6 +13,8 @@ class SessionSettings(ServiceSettings):
     stall_timeout_s: float = 24 * 3600.0  # the seed's 24 hours; a session request may set its own
     stall_check_interval_s: float = 30.0
     session_batch_size: int = 500
+    # a batch commits in well under a second; after a crash its unacked events come back after this long
+    session_ack_wait_s: float = 10.0
 
     @property
     def stall_timeout(self) -> dt.timedelta:

@@ -132,6 +132,7 @@ class JobFinished(Event):
     outcome: Outcome
     message: str = ""
     counts: Counts = ZERO
+    chunks: int = 0  # chunks 1..chunks were stored; the job is complete once each is folded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +177,14 @@ class Job:
     last_upload_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     worker_id: str = ""
+    expected_chunks: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Completed: dropped, terminated, or finished with every chunk it reported folded."""
+        if self.phase == Phase.FINISHED:
+            return self.chunks_upto >= self.expected_chunks
+        return self.phase in DONE
 
     @property
     def counts(self) -> Counts:
@@ -227,7 +236,7 @@ class Session:
 
     @property
     def jobs_finished(self) -> int:
-        return sum(1 for j in self.jobs.values() if j.phase in DONE)
+        return sum(1 for j in self.jobs.values() if j.done)
 
     @property
     def jobs_with_errors(self) -> int:
@@ -367,6 +376,7 @@ def _on_job_finished(s: Session, e: JobFinished) -> Session:
         outcome=e.outcome,
         message=e.message,
         reported=e.counts,
+        expected_chunks=e.chunks,
         started_at=_earliest(job.started_at, e.at),
         finished_at=e.at,
     )
@@ -375,7 +385,7 @@ def _on_job_finished(s: Session, e: JobFinished) -> Session:
 
 def _on_job_terminated(s: Session, e: JobTerminated) -> Session:
     job = _job(s, e.job_id)
-    if job.phase in DONE:
+    if job.done:
         return s
     job = dataclasses.replace(job, phase=Phase.TERMINATED, outcome=Outcome.ERROR, message=e.reason, finished_at=e.at)
     return _with_job(s, job)
@@ -422,12 +432,12 @@ def final_status(session: Session) -> tuple[Status, str] | None:
         return Status.FAILED, session.failure_reason
     jobs = list(session.jobs.values())
     if session.cancel_requested:
-        if any(j.phase not in DONE for j in jobs):
+        if any(not j.done for j in jobs):
             return None
         if any(j.outcome == Outcome.CANCELLED for j in jobs) or not session.planned:
             return Status.STOPPED, session.reason or "cancelled"
         # everything completed before the cancellation took effect: the session ends on its merits
-    if not session.planned or any(j.phase not in DONE for j in jobs):
+    if not session.planned or any(not j.done for j in jobs):
         return None
     with_errors = sum(1 for j in jobs if j.with_errors)
     if not jobs or with_errors == 0:
@@ -444,7 +454,12 @@ def _settle(session: Session, at: dt.datetime) -> Session:
     if result is None:
         return session
     status, reason = result
-    return dataclasses.replace(session, status=status, reason=reason, finished_at=at)
+    # the latest time any job did something, so the arrival order of events does not move it
+    marks = [at]
+    for job in session.jobs.values():
+        marks.extend(t for t in (job.finished_at, job.last_upload_at, job.started_at) if t is not None)
+    finished_at = max(marks) if session.failure_reason or session.cancel_requested else max(marks[1:] or marks)
+    return dataclasses.replace(session, status=status, reason=reason, finished_at=finished_at)
 
 
 # ---- stall timeout --------------------------------------------------------------------------------------
@@ -476,7 +491,7 @@ def stalls(session: Session, now: dt.datetime, default_timeout: dt.timedelta) ->
             found.append(Stall("", f"no jobs were planned within the stall timeout of {_fmt(timeout)}"))
         return found
     for job in session.jobs.values():
-        if job.phase not in (Phase.PLANNED, Phase.RUNNING):
+        if job.done:
             continue
         marks = [t for t in (job.last_upload_at, job.started_at, job.planned_at, session.started_at) if t is not None]
         if not marks:
@@ -486,5 +501,7 @@ def stalls(session: Session, now: dt.datetime, default_timeout: dt.timedelta) ->
             what = "started but uploaded nothing" if job.last_upload_at is None else "uploaded nothing"
             if job.phase == Phase.PLANNED:
                 what = "never started"
+            elif job.phase == Phase.FINISHED:
+                what = f"finished but {job.expected_chunks - job.chunks_upto} of its chunks never arrived, and"
             found.append(Stall(job.job_id, f"job {what} for {_fmt(now - since)} (stall timeout {_fmt(timeout)})"))
     return found

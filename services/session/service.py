@@ -70,7 +70,13 @@ async def serve(
             if asyncio.iscoroutine(result):
                 await result
         consumer = asyncio.create_task(
-            bus.consume_events(CONSUMER, app.handle_batch, stop, batch_size=settings.session_batch_size)
+            bus.consume_events(
+                CONSUMER,
+                app.handle_batch,
+                stop,
+                batch_size=settings.session_batch_size,
+                ack_wait_s=settings.session_ack_wait_s,
+            )
         )
         enforcer = asyncio.create_task(_enforce_forever(app, settings.stall_check_interval_s, stop))
         stopped = asyncio.create_task(stop.wait())

@@ -65,6 +65,7 @@ MIGRATIONS = [
         last_upload_at timestamptz,
         finished_at timestamptz,
         worker_id text NOT NULL DEFAULT '',
+        expected_chunks bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (session_id, job_id)
     );
     -- (consumer, event_id) of every event whose effect is committed: a redelivery finds its row and is skipped
@@ -118,6 +119,7 @@ _JOB_COLUMNS = [
     "last_upload_at",
     "finished_at",
     "worker_id",
+    "expected_chunks",
 ]
 
 
@@ -190,6 +192,7 @@ def job_row(session_id: str, j: d.Job) -> tuple[Any, ...]:
         j.last_upload_at,
         j.finished_at,
         j.worker_id,
+        j.expected_chunks,
     )
 
 
@@ -211,6 +214,7 @@ def _job_from_row(r: dict[str, Any]) -> d.Job:
         last_upload_at=r["last_upload_at"],
         finished_at=r["finished_at"],
         worker_id=r["worker_id"],
+        expected_chunks=r["expected_chunks"],
     )
 
 

@@ -116,7 +116,11 @@ def to_domain(env: pb.Envelope) -> d.Event:
         outcome = _OUTCOMES.get(jf.outcome)
         if outcome is None:
             raise events.MalformedEvent("JobFinished without an outcome")
-        return d.JobFinished(**base, outcome=outcome, message=jf.message, counts=counts_from_pb(jf.counts))
+        if jf.chunks < 0:
+            raise events.MalformedEvent("JobFinished with a negative chunk count")
+        return d.JobFinished(
+            **base, outcome=outcome, message=jf.message, counts=counts_from_pb(jf.counts), chunks=jf.chunks
+        )
     if kind == "job_terminated":
         return d.JobTerminated(**base, reason=env.job_terminated.reason)
     if kind == "session_cancelled":

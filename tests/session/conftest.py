@@ -75,7 +75,9 @@ class Running:
                 await self.publish(pb.ChunkUploaded(chunk_seq=seq, counts=counts), session_id, job_id, seq)
             if outcome:
                 total = pb.Counts(received=100 * chunks, new_versions=60 * chunks, unchanged=40 * chunks, api_calls=3)
-                await self.publish(pb.JobFinished(outcome=outcome, message="", counts=total), session_id, job_id)
+                await self.publish(
+                    pb.JobFinished(outcome=outcome, message="", counts=total, chunks=chunks), session_id, job_id
+                )
 
 
 def session_settings(database_url: str, nats_url: str, namespace: str, **overrides: object) -> SessionSettings:

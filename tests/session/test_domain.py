@@ -241,3 +241,25 @@ def test_a_session_never_planned_stalls_as_a_whole() -> None:
 def test_final_sessions_never_stall() -> None:
     s = run([planned("a"), finished("a", OK)])
     assert d.stalls(s, at(10_000), HOUR) == []
+
+
+def test_a_finished_job_waits_for_every_chunk_it_reported() -> None:
+    s = run(
+        [
+            planned("a"),
+            ev(d.ChunkUploaded, "a", 1, chunk_seq=1, counts=d.Counts(received=5)),
+            ev(d.JobFinished, "a", 2, outcome=OK, chunks=3),
+            ev(d.ChunkUploaded, "a", 1, chunk_seq=3, counts=d.Counts(received=5)),
+        ]
+    )
+    assert s.status == d.Status.RUNNING and s.jobs_finished == 0
+    s = d.fold(s, ev(d.ChunkUploaded, "a", 3, chunk_seq=2, counts=d.Counts(received=5)))
+    assert s.status == d.Status.SUCCESS and s.totals.received == 15
+
+
+def test_a_finished_job_whose_chunks_never_arrive_stalls() -> None:
+    s = run([planned("a"), ev(d.JobStarted, "a", 0), ev(d.JobFinished, "a", 1, outcome=OK, chunks=2)])
+    [stall] = d.stalls(s, at(61), HOUR)
+    assert "chunks never arrived" in stall.reason
+    s = d.fold(s, ev(d.JobTerminated, "a", 61, reason=stall.reason))
+    assert s.status == d.Status.FAILED

@@ -322,8 +322,13 @@ class JobFinished(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     outcome: Global___JobOutcome.ValueType
     message: _builtins.str
+    chunks: _builtins.int
+    """The number of chunks the job stored (sequences 1..chunks). The session does not count the job as
+    completed until it has folded the ChunkUploaded of each: nothing is reported done while data is missing.
+    """
     @_builtins.property
     def counts(self) -> Global___Counts:
         """the job's totals"""
@@ -334,10 +339,11 @@ class JobFinished(_message.Message):
         outcome: Global___JobOutcome.ValueType = ...,
         message: _builtins.str = ...,
         counts: Global___Counts | None = ...,
+        chunks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "message", b"message", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "counts", b"counts", "message", b"message", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
