@@ -191,8 +191,9 @@ async def test_sigkill_mid_session_then_restart_reaches_the_same_state_and_rebui
         await pool.close()
     assert rebuilt["sessions"]
     for key in ("sessions", "jobs"):
-        for r, l in zip(rebuilt[key], live[key], strict=True):
-            assert {k: v for k, v in r.items() if r[k] != l[k]} == {k: v for k, v in l.items() if r[k] != l[k]}
+        for new, old in zip(rebuilt[key], live[key], strict=True):
+            differing = sorted(k for k in new if new[k] != old[k])
+            assert differing == [], f"{key} differ in {differing}"
     assert rebuilt == live
 
 
