@@ -265,8 +265,8 @@ class Bus:
             for delivery in deliveries:
                 await self._process_one(consumer, delivery, handler)
             return
-        for delivery in deliveries:
-            await delivery.msg.ack()
+        # queued together, the acks leave in one write instead of one each
+        await asyncio.gather(*(delivery.msg.ack() for delivery in deliveries))
 
     async def _process_one(self, consumer: str, delivery: Delivery, handler: BatchHandler) -> None:
         try:

@@ -62,10 +62,14 @@ class Counts:
     metadata_components: int = 0
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+        if other is ZERO:
+            return self
+        return Counts(*(getattr(self, f) + getattr(other, f) for f in _COUNT_FIELDS))
 
     def max(self, other: Counts) -> Counts:
-        return Counts(*(max(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+        if other is ZERO:
+            return self
+        return Counts(*(max(getattr(self, f), getattr(other, f)) for f in _COUNT_FIELDS))
 
     @property
     def restore_points(self) -> int:
@@ -73,6 +77,7 @@ class Counts:
 
 
 ZERO = Counts()
+_COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Counts))
 
 
 # ---- events ---------------------------------------------------------------------------------------------
@@ -257,7 +262,12 @@ def fold(state: Session | None, event: Event) -> Session:
     if handler is None:
         raise TypeError(f"no fold rule for {type(event).__name__}")
     folded = handler(session, event)
-    return _settle(dataclasses.replace(folded, version=session.version + 1), event.at)
+    if folded is session:
+        folded = dataclasses.replace(session, version=session.version + 1)
+    else:
+        # a fresh copy that no one else holds yet: setting its counter in place saves a third copy per event
+        object.__setattr__(folded, "version", session.version + 1)
+    return _settle(folded, event.at)
 
 
 def fold_all(state: Session | None, events: list[Event]) -> Session | None:
