@@ -16,7 +16,9 @@ SCHEMA_VERSION = 1
 EVENTS_SUBJECT_ROOT = "sfvault.events"
 
 _PAYLOAD_FIELDS = {
-    field.message_type.name: field.name for field in events_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    field.message_type.name: field.name
+    for field in events_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    if field.message_type is not None
 }
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,7 +29,7 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    registrations: Iterable[tuple[Callable[[object, grpc.aio.Server], None], object, str]],
+    registrations: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
     *,
     port: int,
     host: str = "0.0.0.0",

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -422,7 +423,7 @@ def _on_finished(s: Session, e: SessionFinished) -> Session:
     return dataclasses.replace(s, finished_event_seen=True)
 
 
-_HANDLERS: dict[type, object] = {
+_HANDLERS: dict[type, Callable[[Session, Any], Session]] = {
     SessionRequested: _on_requested,
     SessionStarted: _on_started,
     JobsPlanned: _on_planned,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from sfvault.events.v1 import events_pb2 as pb
@@ -73,7 +74,7 @@ def _duration(value: duration_pb2.Duration) -> dt.timedelta | None:
 
 def to_domain(env: pb.Envelope) -> d.Event:
     """The fold's event for an envelope (raises events.MalformedEvent for one it cannot understand)."""
-    base = {
+    base: dict[str, Any] = {
         "event_id": env.event_id,
         "session_id": env.session_id,
         "job_id": env.job_id,
