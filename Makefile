@@ -3,7 +3,6 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PYTEST_ARGS ?=
 
 .PHONY: install test lint proto proto-check bench bench-session bench-storage bench-sforg demo clean
@@ -14,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
 	# generated protobuf code lives in gen/; make it importable everywhere in the venv
-	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$(SITE)/sfvault-paths.pth"
+	$(PY) -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "sfvault-paths.pth").write_text("$(CURDIR)\n$(CURDIR)/gen\n")'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

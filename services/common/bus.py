@@ -240,7 +240,7 @@ class Bus:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch_size, timeout=fetch_timeout_s)
-            except NatsTimeoutError:
+            except (TimeoutError, NatsTimeoutError):  # nats-py raises either when nothing came
                 continue
             except ConnectionClosedError:
                 if stop.is_set():

@@ -146,7 +146,7 @@ async def rebuild(settings: SessionSettings, schema: str | None = None, batch_si
         while seq < last:
             try:
                 msgs = await sub.fetch(batch_size, timeout=5)
-            except NatsTimeoutError:
+            except (TimeoutError, NatsTimeoutError):
                 break
             batch = []
             for msg in msgs:
