@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.storage.domain import (
+    CanonicalRecord,
     ChunkDigest,
     Counts,
     Deleted,
@@ -29,6 +30,8 @@ from services.storage.domain import (
     check_chunk_seq,
     check_token,
     dedupe_last,
+    fingerprint,
+    guess_id,
     normalize_id,
     normalize_org_id,
 )
@@ -197,18 +200,23 @@ class Storage:
             )
         ref, canonicalizer = await self._schema(job, object_name)
 
-        def prepare() -> tuple[bytes, dict[str, Any]]:
+        def fingerprints() -> tuple[bytes, list[tuple[str | None, bytes]]]:
             digest = ChunkDigest()
             digest.update(ref.object_name.lower())
-            canon = []
-            for i, raw in enumerate(records):
+            out = []
+            for raw in records:
                 digest.update(raw)
-                canon.append(canonicalizer.canonicalize(raw, i))
-            return digest.digest(), dedupe_last(canon)
+                out.append((guess_id(raw), fingerprint(raw)))
+            return digest.digest(), out
 
-        # CPU-bound: off the event loop, so health checks and other chunks' SQL keep going meanwhile
-        digest, unique = await asyncio.to_thread(prepare)
-        outcome = await self.store.put_records(job, ref, seq, digest, unique, len(records))
+        async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
+            # CPU-bound: off the event loop, so health checks and other chunks' SQL keep going meanwhile
+            return await asyncio.to_thread(
+                lambda: dedupe_last(canonicalizer.canonicalize(records[i], i) for i in positions)
+            )
+
+        digest, prints = await asyncio.to_thread(fingerprints)
+        outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
         return await self._published(job, seq, outcome)
 
     async def mark_deleted(

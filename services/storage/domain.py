@@ -8,6 +8,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -246,6 +247,14 @@ def canon_integer(value: object, name: str) -> int:
 
 def canon_double(value: object, name: str) -> int | float:
     # 1, 1.0, "1.00" and 1e0 are the same number; integral values are written as integers
+    kind = type(value)
+    if kind is float:
+        if value.is_integer():  # type: ignore[attr-defined]
+            return int(value)  # type: ignore[call-overload,no-any-return]
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+    elif kind is int:
+        return value  # type: ignore[return-value]
     return _number(value, name, "number")
 
 
@@ -331,10 +340,15 @@ class CanonicalRecord:
     hash: bytes  # of the values that count for a change: formula fields and audit fields excluded
     system_modstamp: str | None
     deleted: Deleted
+    raw_hash: bytes = b""  # fingerprint() of the bytes it was parsed from
 
 
 def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# key order is fixed by the canonicaliser; nested objects (compound fields) are sorted by the encoder
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def content_hash(core_json: str) -> bytes:
@@ -352,15 +366,45 @@ class RecordCanonicalizer:
 
     def __init__(self, schema: ObjectSchema, *, count_formula_changes: bool = False) -> None:
         self.schema = schema
-        self._canon: dict[str, Callable[[Any, str], Any] | None] = {f.name: _CANON[f.type] for f in schema.fields}
-        self._by_lower = {f.name.lower(): f.name for f in schema.fields}
+        by_lower = {f.name.lower(): f for f in schema.fields}
         ignored = set(AUDIT_FIELDS)
         if not count_formula_changes:
             ignored |= {f.name for f in schema.fields if f.calculated}
-        self._ignored = tuple(sorted(n for n in self._by_lower.values() if n in ignored))
-        self._id_field = self._by_lower["id"]
-        self._modstamp_field = self._by_lower.get("systemmodstamp")
-        self._deleted_field = self._by_lower.get("isdeleted")
+        # a fixed order (schema fields sorted by name, hashed ones first): the JSON text is canonical without
+        # sorting keys per record
+        ordered = sorted(schema.fields, key=lambda f: f.name)
+        self._core = tuple((f.name, _CANON[f.type]) for f in ordered if f.name not in ignored)
+        self._excluded = tuple((f.name, _CANON[f.type]) for f in ordered if f.name in ignored)
+        self._known = frozenset(f.name for f in schema.fields) | {"attributes"}
+        self._by_lower = {k: f.name for k, f in by_lower.items()}
+        self._id_field = by_lower["id"].name
+        self._modstamp_field = by_lower["systemmodstamp"].name if "systemmodstamp" in by_lower else None
+        self._deleted_field = by_lower["isdeleted"].name if "isdeleted" in by_lower else None
+
+    def _respell(self, obj: dict[str, Any], position: int) -> dict[str, Any]:
+        """Slow path: keys in another case than the schema's, or unknown keys (refused)."""
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            if key == "attributes":
+                continue
+            spelled = self._by_lower.get(key.lower())
+            if spelled is None:
+                raise InvalidArgument(
+                    f"record {position}: {key!r} is not a field of {self.schema.object_name} in its schema"
+                )
+            out[spelled] = value
+        return out
+
+    @staticmethod
+    def _pick(obj: dict[str, Any], plan: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        get = obj.get
+        for name, fn in plan:
+            value = get(name)
+            if value is None or value == "":
+                continue  # Salesforce does not distinguish null from empty: both are omitted
+            out[name] = value if fn is None else fn(value, name)
+        return out
 
     def canonicalize(self, raw: bytes | str | Mapping[str, Any], position: int = 0) -> CanonicalRecord:
         if isinstance(raw, bytes | str):
@@ -372,25 +416,11 @@ class RecordCanonicalizer:
             obj = raw
         if not isinstance(obj, dict):
             raise InvalidArgument(f"record {position} is not a JSON object")
-        canon = self._canon
-        values: dict[str, Any] = {}
-        for key, value in obj.items():
-            if value is None or value == "":
-                continue
-            fn = canon.get(key, _MISSING)
-            if fn is _MISSING:
-                if key == "attributes":
-                    continue
-                spelled = self._by_lower.get(key.lower())
-                if spelled is None:
-                    raise InvalidArgument(
-                        f"record {position}: {key!r} is not a field of {self.schema.object_name} in its schema"
-                    )
-                key, fn = spelled, canon[spelled]
-            if fn is not None:
-                value = fn(value, key)  # type: ignore[operator]
-            values[key] = value
-        rid = values.get(self._id_field)
+        if not obj.keys() <= self._known:
+            obj = self._respell(obj, position)
+        core = self._pick(obj, self._core)
+        excluded = self._pick(obj, self._excluded)
+        rid = core.get(self._id_field)
         if rid is None:
             raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
         rid = normalize_id(rid, f"record {position} Id")
@@ -399,23 +429,46 @@ class RecordCanonicalizer:
             raise InvalidArgument(
                 f"record {position} Id {rid} does not start with {prefix}, the key prefix of {self.schema.object_name}"
             )
-        values[self._id_field] = rid
-        deleted = Deleted.SOFT if self._deleted_field and values.get(self._deleted_field) is True else Deleted.LIVE
-        modstamp = values.get(self._modstamp_field) if self._modstamp_field else None
-        excluded = {name: values.pop(name) for name in self._ignored if name in values}
-        core = _json(values)
-        if "\\u0000" in core:
+        core[self._id_field] = rid
+        deleted = Deleted.SOFT if self._deleted_field and core.get(self._deleted_field) is True else Deleted.LIVE
+        modstamp = excluded.get(self._modstamp_field) if self._modstamp_field else None
+        core_json = _dumps(core)
+        if "\\u0000" in core_json:
             # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
-            core = core.replace("\\u0000", "")
-        digest = content_hash(core)
+            core_json = core_json.replace("\\u0000", "")
+        digest = content_hash(core_json)
         if excluded:
-            rest = _json(excluded)
-            stored = core[:-1] + ("," if len(core) > 2 else "") + rest[1:]
+            rest = _dumps(excluded)
+            stored = core_json[:-1] + ("," if len(core_json) > 2 else "") + rest[1:]
             if "\\u0000" in stored:
                 stored = stored.replace("\\u0000", "")
         else:
-            stored = core
-        return CanonicalRecord(rid, stored, digest, modstamp, deleted)
+            stored = core_json
+        raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
+
+
+_RAW_ID = re.compile(rb'"Id"\s*:\s*"([A-Za-z0-9]{15,18})"')
+
+
+def fingerprint(raw: bytes) -> bytes:
+    """Hash of a record's bytes as received: identical bytes are identical content, so a re-read record whose
+    bytes match the head's fingerprint is unchanged without being parsed."""
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def guess_id(raw: bytes) -> str | None:
+    """The record Id found in the raw JSON without parsing it, or None. Only used to look up the head's
+    fingerprint: a wrong guess can only miss the fast path, never make different bytes look unchanged."""
+    found = _RAW_ID.findall(raw)
+    if len(found) != 1:
+        return None
+    rid = found[0].decode()
+    if len(rid) == 15:
+        return rid + id_suffix(rid)
+    if len(rid) == 18:
+        return rid[:15] + rid[15:].upper()
+    return None
 
 
 # --- chunk counts ---------------------------------------------------------------------------------------

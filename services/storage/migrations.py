@@ -104,7 +104,8 @@ CREATE TABLE record_head (
     hash            bytea NOT NULL,
     deleted         smallint NOT NULL,
     versions        int NOT NULL,
-    system_modstamp timestamptz,
+    system_modstamp timestamptz,                    -- of the latest read, changed or not
+    raw_hash        bytea,                          -- fingerprint of the latest read's bytes (fast path)
     changed_at      timestamptz NOT NULL,
     PRIMARY KEY (org_key, object_key, record_id)
 ) PARTITION BY HASH (record_id);

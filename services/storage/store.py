@@ -131,7 +131,8 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     # one temporary table per connection, emptied at every commit, instead of one per chunk (catalog churn)
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS incoming ("
-        " record_id text NOT NULL, hash bytea NOT NULL, deleted smallint NOT NULL, system_modstamp timestamptz"
+        " record_id text NOT NULL, hash bytea NOT NULL, deleted smallint NOT NULL, system_modstamp timestamptz,"
+        " raw_hash bytea"
         ") ON COMMIT DELETE ROWS"
     )
     await conn.commit()
@@ -345,56 +346,101 @@ class PostgresStore:
         target: SchemaRef,
         seq: int,
         digest: bytes,
-        records: dict[str, CanonicalRecord],
-        received: int,
+        fingerprints: Sequence[tuple[str | None, bytes]],
+        canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
     ) -> ChunkOutcome:
-        """Stores a chunk: COPY the (Id, hash, deleted) triples into a temporary table, upsert the head where
-        the hash or deleted state differs (its RETURNING says which records need a version), then COPY only
-        those versions. One transaction; unchanged records cost one index probe and no write."""
+        """Stores a chunk in one transaction.
+
+        1. Records whose bytes equal the head's fingerprint are unchanged: they are not even parsed.
+        2. The others are canonicalised (`canonicalize(positions)`), their (Id, hash, deleted) COPied into a
+           temporary table, and the head upserted where the hash or deleted state differs; its RETURNING says
+           which records need a version.
+        3. Only those versions are COPied into record_versions.
+        """
+        received = len(fingerprints)
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "records", digest, target.object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
-            lines = []
-            for r in records.values():
-                modstamp = r.system_modstamp or "\\N"
-                lines.append(f"{r.record_id}\t\\\\x{r.hash.hex()}\t{int(r.deleted)}\t{modstamp}\n")
-            async with conn.cursor().copy(
-                "COPY incoming (record_id, hash, deleted, system_modstamp) FROM STDIN"
-            ) as copy:
-                await copy.write("".join(lines).encode())
-            await self._at("records.after_copy")
-            # ORDER BY record_id: head rows are locked in one order, so overlapping chunks cannot deadlock
-            cur = await conn.execute(
-                f"INSERT INTO {S}.record_head AS h"
-                " (org_key, object_key, record_id, hash, deleted, versions, system_modstamp, changed_at)"
-                " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, now() FROM incoming ORDER BY record_id"
-                " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
-                " deleted = EXCLUDED.deleted, versions = h.versions + 1, system_modstamp = EXCLUDED.system_modstamp,"
-                " changed_at = EXCLUDED.changed_at"
-                " WHERE h.hash <> EXCLUDED.hash OR h.deleted <> EXCLUDED.deleted"
-                " RETURNING h.record_id, h.versions = 1, h.deleted",
-                (job.org_key, target.object_key),
-            )
-            transitions = await cur.fetchall()
-            await self._at("records.after_head")
+            last: dict[str, int] = {}  # a record listed twice: its last occurrence counts
+            unguessed: list[int] = []
+            for i, (guessed, _fp) in enumerate(fingerprints):
+                if guessed is None:
+                    unguessed.append(i)
+                else:
+                    last[guessed] = i
+            known: dict[str, bytes] = {}
+            if last:
+                cur = await conn.execute(
+                    f"SELECT record_id, raw_hash FROM {S}.record_head"
+                    " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[])",
+                    (job.org_key, target.object_key, sorted(last)),
+                )
+                known = {r[0]: bytes(r[1]) for r in await cur.fetchall() if r[1] is not None}
+            todo = sorted([*unguessed, *(i for rid, i in last.items() if known.get(rid) != fingerprints[i][1])])
+            records = await canonicalize(todo) if todo else {}
+            transitions: list[tuple[str, bool, int]] = []
             written = 0
-            if transitions:
-                prefix = f"{job.org_key}\t{target.object_key}\t"
-                suffix = f"\t{job.job_key}\t{target.schema_version}\t"
-                out = []
-                for rid, _first, _state in transitions:
-                    r = records[rid]
-                    written += len(r.values_json)
-                    out.append(
-                        f"{prefix}{rid}{suffix}{r.system_modstamp or chr(92) + 'N'}\t{int(r.deleted)}"
-                        f"\t\\\\x{r.hash.hex()}\t{_copy_text(r.values_json)}\n"
-                    )
+            if records:
+                lines = []
+                for r in records.values():
+                    modstamp = r.system_modstamp or "\\N"
+                    raw = f"\\\\x{r.raw_hash.hex()}" if r.raw_hash else "\\N"
+                    lines.append(f"{r.record_id}\t\\\\x{r.hash.hex()}\t{int(r.deleted)}\t{modstamp}\t{raw}\n")
                 async with conn.cursor().copy(
-                    f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-                    " system_modstamp, deleted, hash, data) FROM STDIN"
+                    "COPY incoming (record_id, hash, deleted, system_modstamp, raw_hash) FROM STDIN"
                 ) as copy:
-                    await copy.write("".join(out).encode())
+                    await copy.write("".join(lines).encode())
+                await self._at("records.after_copy")
+                # ORDER BY record_id: head rows are locked in one order, so overlapping chunks cannot deadlock
+                cur = await conn.execute(
+                    f"INSERT INTO {S}.record_head AS h (org_key, object_key, record_id, hash, deleted, versions,"
+                    " system_modstamp, raw_hash, changed_at)"
+                    " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, raw_hash, now() FROM incoming"
+                    " ORDER BY record_id"
+                    " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
+                    " deleted = EXCLUDED.deleted, versions = h.versions + 1,"
+                    " system_modstamp = EXCLUDED.system_modstamp, raw_hash = EXCLUDED.raw_hash,"
+                    " changed_at = EXCLUDED.changed_at"
+                    " WHERE h.hash <> EXCLUDED.hash OR h.deleted <> EXCLUDED.deleted"
+                    " RETURNING h.record_id, h.versions = 1, h.deleted",
+                    (job.org_key, target.object_key),
+                )
+                transitions = await cur.fetchall()
+                await self._at("records.after_head")
+                if transitions:
+                    prefix = f"{job.org_key}\t{target.object_key}\t"
+                    suffix = f"\t{job.job_key}\t{target.schema_version}\t"
+                    out = []
+                    for rid, _first, _state in transitions:
+                        r = records[rid]
+                        written += len(r.values_json)
+                        out.append(
+                            f"{prefix}{rid}{suffix}{r.system_modstamp or chr(92) + 'N'}\t{int(r.deleted)}"
+                            f"\t\\\\x{r.hash.hex()}\t{_copy_text(r.values_json)}\n"
+                        )
+                    async with conn.cursor().copy(
+                        f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
+                        " system_modstamp, deleted, hash, data) FROM STDIN"
+                    ) as copy:
+                        await copy.write("".join(out).encode())
+                # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
+                # modstamp, so the next identical read takes the fast path again
+                versioned = {t[0] for t in transitions}
+                stale = [r for rid, r in records.items() if rid not in versioned and known.get(rid) != r.raw_hash]
+                if stale:
+                    await conn.execute(
+                        f"UPDATE {S}.record_head h SET raw_hash = u.raw, system_modstamp = u.modstamp"
+                        " FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[]) AS u(id, raw, modstamp)"
+                        " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id",
+                        (
+                            [r.record_id for r in stale],
+                            [r.raw_hash or None for r in stale],
+                            [r.system_modstamp for r in stale],
+                            job.org_key,
+                            target.object_key,
+                        ),
+                    )
             await self._at("records.after_versions")
             counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
             counts.bytes = written
@@ -425,7 +471,7 @@ class PostgresStore:
             )
             known = {r[0] for r in await cur.fetchall()}
             cur = await conn.execute(
-                f"UPDATE {S}.record_head SET deleted = %s, versions = versions + 1, changed_at = now()"
+                f"UPDATE {S}.record_head SET deleted = %s, versions = versions + 1, raw_hash = NULL, changed_at = now()"
                 " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[]) AND deleted < %s"
                 " RETURNING record_id",
                 (int(state), job.org_key, object_key, ids, int(state)),

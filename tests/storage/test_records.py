@@ -190,3 +190,28 @@ async def test_a_failed_publish_is_reported_and_the_retry_publishes(harness: Har
     replay = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
     assert replay.replayed and replay.counts.new_versions == 1
     assert [p[2] for p in harness.publisher.published] == [1]
+
+
+async def test_identical_bytes_are_unchanged_without_being_parsed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.storage.domain import RecordCanonicalizer
+
+    s = harness.storage
+    await data_job(s)
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    parsed: list[int] = []
+    original = RecordCanonicalizer.canonicalize
+
+    def spy(self: RecordCanonicalizer, raw: object, position: int = 0):  # type: ignore[no-untyped-def]
+        parsed.append(position)
+        return original(self, raw, position)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecordCanonicalizer, "canonicalize", spy)
+    moved = account(2, SystemModstamp="2024-09-09T00:00:00.000Z")
+    again = await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1), moved])
+    assert again.counts.unchanged == 2 and parsed == [1]  # only the record whose bytes differ was parsed
+    parsed.clear()
+    third = await s.put_records(ORG, "s1", "j1", 3, "Account", [account(1), moved])
+    assert third.counts.unchanged == 2 and parsed == []  # the moved modstamp's bytes were remembered
+    assert await harness.count("record_versions") == 2
