@@ -325,17 +325,17 @@ class Storage:
         digest_bytes = digest.digest()
         previous = await self.store.chunk_result(job.job_key, seq)
         if previous is None:
-            existing = await self.store.existing_files([i.sha256 for i in inputs])
+            existing = await self.store.existing_files([m.sha256 for m in inputs])
             locations: dict[bytes, str] = {}
-            for c, i in zip(components, inputs, strict=True):
-                if i.sha256 in locations:
+            for component, item in zip(components, inputs, strict=True):
+                if item.sha256 in locations:
                     continue
-                if i.sha256 in existing:
-                    found = await self.store.file_location(i.sha256)
+                if item.sha256 in existing:
+                    found = await self.store.file_location(item.sha256)
                     assert found is not None
-                    locations[i.sha256] = found[0]
+                    locations[item.sha256] = found[0]
                 else:
-                    _hex, locations[i.sha256] = await self.files.put_bytes(c.content)
+                    _hex, locations[item.sha256] = await self.files.put_bytes(component.content)
         else:
             locations = {}  # the store recognises the replay before it needs any location
         outcome = await self.store.put_metadata(job, seq, digest_bytes, inputs, locations)

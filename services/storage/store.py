@@ -681,7 +681,10 @@ class PostgresStore:
                 f" ORDER BY m.version_id {'DESC' if newest_only else 'ASC'} LIMIT %s",
                 (org_key, type_, type_, full_name, full_name, as_of, as_of, 1 if newest_only else limit),
             )
-            return [MetadataVersionRow(*r[:6], bytes(r[6]), *r[7:]) for r in await cur.fetchall()]
+            return [
+                MetadataVersionRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7], r[8], r[9], r[10])
+                for r in await cur.fetchall()
+            ]
 
     # --- record reads --------------------------------------------------------------------------------------
 
@@ -692,7 +695,9 @@ class PostgresStore:
 
     @staticmethod
     def _version(row: Sequence[Any]) -> RecordVersionRow:
-        return RecordVersionRow(*row[:6], Deleted(row[6]), bytes(row[7]), row[8], row[9])
+        return RecordVersionRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], Deleted(row[6]), bytes(row[7]), row[8], row[9]
+        )
 
     async def history(self, org_key: int, object_key: int, record_id: str) -> list[RecordVersionRow]:
         async with self.pool.connection() as conn:
@@ -721,7 +726,7 @@ class PostgresStore:
         a server-side cursor keeps memory flat whatever the object's size."""
         max_state = int(Deleted.SOFT) if include_deleted else int(Deleted.LIVE)
         async with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(name="export", row_factory=None)
+            cur = conn.cursor(name="export")
             await cur.execute(
                 "SELECT record_id, deleted, vals FROM ("
                 f" SELECT DISTINCT ON (record_id) record_id, deleted, data::text AS vals FROM {S}.record_versions"
