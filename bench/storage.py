@@ -1,0 +1,273 @@
+"""Storage benchmark: 1,000,000 records (10 objects x 100,000, 25 fields) through PutRecords against a plain
+COPY of the same rows; the same records again unchanged; peak RSS of the service while streaming a 1 GB file.
+
+Storage runs as its own process (`python -m services.storage`) on embedded PostgreSQL and NATS, as deployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+from sfvault.storage.v1 import storage_pb2 as pb
+from sfvault.storage.v1 import storage_pb2_grpc
+
+from services.common.embedded import free_port, nats_server, postgres_server
+from services.storage.domain import id_suffix
+from services.storage.migrations import PARTITIONS
+
+OBJECTS = 10
+PER_OBJECT = int(os.environ.get("BENCH_STORAGE_RECORDS_PER_OBJECT", "100000"))
+CHUNK = 10_000
+IN_FLIGHT = 3
+FILE_BYTES = int(os.environ.get("BENCH_STORAGE_FILE_MB", "1024")) << 20
+ORG = "00D000000000062EAA"
+PREFIXES = [f"a{i:02d}" for i in range(OBJECTS)]
+
+FIELDS: list[tuple[str, int, bool]] = [
+    ("Id", pb.FIELD_TYPE_ID, False),
+    ("Name", pb.FIELD_TYPE_STRING, False),
+    *[(f"Text{i}__c", pb.FIELD_TYPE_STRING, False) for i in range(6)],
+    *[(f"Amount{i}__c", pb.FIELD_TYPE_DOUBLE, False) for i in range(4)],
+    *[(f"Count{i}__c", pb.FIELD_TYPE_INTEGER, False) for i in range(3)],
+    *[(f"Flag{i}__c", pb.FIELD_TYPE_BOOLEAN, False) for i in range(3)],
+    *[(f"Day{i}__c", pb.FIELD_TYPE_DATE, False) for i in range(2)],
+    ("OwnerId", pb.FIELD_TYPE_ID, False),
+    ("CreatedDate", pb.FIELD_TYPE_DATETIME, False),
+    ("LastModifiedDate", pb.FIELD_TYPE_DATETIME, False),
+    ("SystemModstamp", pb.FIELD_TYPE_DATETIME, False),
+    ("Total__c", pb.FIELD_TYPE_DOUBLE, True),
+]
+
+
+def _id(prefix: str, n: int) -> str:
+    id15 = f"{prefix}{n:012d}"
+    return id15 + id_suffix(id15)
+
+
+def _record(obj: int, n: int) -> bytes:
+    base = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=n)
+    stamp = base.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    values: dict[str, object] = {
+        "attributes": {"type": f"Obj{obj}__c"},
+        "Id": _id(PREFIXES[obj], n),
+        "Name": f"Record {obj}-{n}",
+        **{f"Text{i}__c": f"text value {i} for record {n} of object {obj}" for i in range(6)},
+        **{f"Amount{i}__c": round((n * 7.31 + i) % 100000, 2) for i in range(4)},
+        **{f"Count{i}__c": (n * (i + 3)) % 5000 for i in range(3)},
+        **{f"Flag{i}__c": (n + i) % 2 == 0 for i in range(3)},
+        **{f"Day{i}__c": (base + dt.timedelta(days=i)).date().isoformat() for i in range(2)},
+        "OwnerId": _id("005", n % 50),
+        "CreatedDate": stamp,
+        "LastModifiedDate": stamp,
+        "SystemModstamp": stamp,
+        "Total__c": n * 1.5,
+    }
+    return json.dumps(values, separators=(",", ":")).encode()
+
+
+def _schema(obj: int) -> pb.ObjectSchema:
+    return pb.ObjectSchema(
+        object_name=f"Obj{obj}__c",
+        key_prefix=PREFIXES[obj],
+        fields=[pb.FieldSchema(name=n, type=t, calculated=c) for n, t, c in FIELDS],  # type: ignore[arg-type]
+    )
+
+
+def _rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class StorageProcess:
+    def __init__(self, database_url: str, nats_url: str, files_dir: str) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "SFVAULT_DATABASE_URL": database_url,
+            "SFVAULT_NATS_URL": nats_url,
+            "SFVAULT_STORAGE_PORT": str(self.port),
+            "SFVAULT_FILE_REPOSITORY": f"file://{files_dir}",
+        }
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.storage"], env=env, stderr=subprocess.DEVNULL)
+
+    async def wait_ready(self, channel: grpc.aio.Channel) -> None:
+        await asyncio.wait_for(channel.channel_ready(), timeout=60)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+async def _load(stub: storage_pb2_grpc.StorageServiceStub, session: str, chunks: list[list[bytes]]) -> pb.ChunkResult:
+    total = pb.ChunkResult()
+    for obj in range(OBJECTS):
+        await stub.BeginJob(
+            pb.BeginJobRequest(org_id=ORG, session_id=session, job_id=f"j{obj}", type=3, object_name=f"Obj{obj}__c")
+        )
+        await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id=session, schema=_schema(obj)))
+    per_object = len(chunks) // OBJECTS
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(i: int) -> None:
+        obj, seq = divmod(i, per_object)
+        async with sem:
+            result = await stub.PutRecords(
+                pb.PutRecordsRequest(
+                    org_id=ORG,
+                    session_id=session,
+                    job_id=f"j{obj}",
+                    chunk_seq=seq + 1,
+                    object_name=f"Obj{obj}__c",
+                    records=chunks[i],
+                )
+            )
+        for field in ("received", "new_versions", "changed", "unchanged"):
+            setattr(total.counts, field, getattr(total.counts, field) + getattr(result.counts, field))
+
+    await asyncio.gather(*(send(i) for i in range(len(chunks))))
+    return total
+
+
+def _count_versions(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM storage.record_versions").fetchone()[0])  # type: ignore[index]
+
+
+def _copy_baseline(url: str) -> tuple[int, float]:
+    """COPY the stored rows, as text, into a table indexed and partitioned like record_versions."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE bench_copy (LIKE storage.record_versions INCLUDING DEFAULTS INCLUDING IDENTITY)"
+            " PARTITION BY HASH (record_id)"
+        )
+        for i in range(PARTITIONS):
+            conn.execute(
+                f"CREATE TABLE bench_copy_p{i:02d} PARTITION OF bench_copy"
+                f" FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i})"
+            )
+        conn.execute("ALTER TABLE bench_copy ADD PRIMARY KEY (org_key, object_key, record_id, version_id)")
+        conn.commit()
+        columns = "org_key, object_key, record_id, job_key, schema_version, system_modstamp, deleted, hash, data"
+        buffer = bytearray()
+        with conn.cursor().copy(f"COPY (SELECT {columns} FROM storage.record_versions) TO STDOUT") as out:
+            for block in out:
+                buffer += block
+        rows = buffer.count(b"\n")
+        started = time.perf_counter()
+        with conn.cursor().copy(f"COPY bench_copy ({columns}) FROM STDIN") as cp:
+            view = memoryview(buffer)
+            for i in range(0, len(view), 1 << 20):
+                cp.write(view[i : i + (1 << 20)])
+        conn.commit()
+        return rows, time.perf_counter() - started
+
+
+async def _file_peak(database_url: str, nats_url: str, files_dir: str) -> tuple[float, float, float]:
+    proc = StorageProcess(database_url, nats_url, files_dir)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}")
+    try:
+        await proc.wait_ready(channel)
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="files", job_id="f1", type=2))
+        baseline = _rss_peak_mb(proc.proc.pid)
+        piece = os.urandom(1 << 20)
+
+        async def stream() -> AsyncIterator[pb.UploadFileRequest]:
+            yield pb.UploadFileRequest(
+                header=pb.FileHeader(
+                    org_id=ORG,
+                    session_id="files",
+                    job_id="f1",
+                    chunk_seq=1,
+                    object_name="ContentVersion",
+                    record_id=_id("068", 1),
+                    size=FILE_BYTES,
+                )
+            )
+            for i in range(FILE_BYTES >> 20):
+                yield pb.UploadFileRequest(data=i.to_bytes(8, "big") + piece[8:])
+
+        started = time.perf_counter()
+        await stub.UploadFile(stream())
+        elapsed = time.perf_counter() - started
+        return baseline, _rss_peak_mb(proc.proc.pid), elapsed
+    finally:
+        await channel.close()
+        proc.stop()
+
+
+def _chunks() -> Iterator[list[bytes]]:
+    for obj in range(OBJECTS):
+        for start in range(0, PER_OBJECT, CHUNK):
+            yield [_record(obj, n) for n in range(start, min(start + CHUNK, PER_OBJECT))]
+
+
+async def _main(database_url: str, nats_url: str, files_dir: str) -> None:
+    started = time.perf_counter()
+    chunks = list(_chunks())
+    total = sum(len(c) for c in chunks)
+    size = sum(len(r) for c in chunks for r in c)
+    print(
+        f"prepared {total:,} records ({size / total:.0f} bytes of JSON each) in {time.perf_counter() - started:.1f} s"
+    )
+
+    proc = StorageProcess(database_url, nats_url, files_dir)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    try:
+        await proc.wait_ready(channel)
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        started = time.perf_counter()
+        first = await _load(stub, "initial", chunks)
+        initial_s = time.perf_counter() - started
+        versions = _count_versions(database_url)
+        started = time.perf_counter()
+        second = await _load(stub, "incremental", chunks)
+        unchanged_s = time.perf_counter() - started
+        versions_after = _count_versions(database_url)
+        load_peak = _rss_peak_mb(proc.proc.pid)
+    finally:
+        await channel.close()
+        proc.stop()
+
+    rows, copy_s = _copy_baseline(database_url)
+    put_rate, copy_rate = total / initial_s, rows / copy_s
+    print(
+        f"initial load via PutRecords: {total:,} records in {initial_s:.1f} s = {put_rate:,.0f} records/s "
+        f"(new versions {first.counts.new_versions:,})"
+    )
+    print(f"plain COPY of the same rows: {rows:,} rows in {copy_s:.1f} s = {copy_rate:,.0f} rows/s")
+    print(f"  PutRecords / COPY = {put_rate / copy_rate:.2f} (target >= 0.5)")
+    print(
+        f"unchanged re-put: {total:,} records in {unchanged_s:.1f} s = {total / unchanged_s:,.0f} records/s "
+        f"(unchanged {second.counts.unchanged:,}, versions written {versions_after - versions:,})"
+    )
+    print(f"  speed-up over the initial load = {initial_s / unchanged_s:.2f}x (target >= 2x, 0 versions written)")
+    print(f"  storage peak RSS during the record loads: {load_peak:.0f} MB")
+
+    base, peak, file_s = await _file_peak(database_url, nats_url, files_dir)
+    print(
+        f"1 GB file upload: {FILE_BYTES >> 20} MiB in {file_s:.1f} s = {(FILE_BYTES >> 20) / file_s:.0f} MiB/s; "
+        f"storage peak RSS {peak:.0f} MB (idle {base:.0f} MB) (target <= 300 MB)"
+    )
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory(prefix="sfvault-bench-") as tmp, postgres_server() as pg, nats_server() as nats:
+        asyncio.run(_main(pg, nats, str(Path(tmp) / "files")))
+
+
+if __name__ == "__main__":
+    run()

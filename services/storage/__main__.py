@@ -1,0 +1,26 @@
+"""`python -m services.storage`: read the settings, start the service, serve until SIGTERM/SIGINT, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from services.storage import config, service
+
+
+async def main() -> None:
+    settings = config.load()
+    running = await service.start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("services.storage").info("stopping: draining in-flight calls")
+    await running.stop(settings.storage_drain_seconds)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(main())

@@ -1,0 +1,333 @@
+"""The StorageService gRPC servicer: protobuf <-> application calls, and storage errors -> status codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
+from sfvault.events.v1 import events_pb2
+from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
+
+from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage, Unavailable
+from services.storage.domain import (
+    Counts,
+    Deleted,
+    FailedPrecondition,
+    FieldDef,
+    FieldType,
+    InvalidArgument,
+    NotFound,
+    ObjectSchema,
+)
+from services.storage.store import ChunkOutcome, FileVersionRow, MetadataVersionRow, RecordVersionRow
+
+log = logging.getLogger(__name__)
+
+_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # the database went away: the caller retries (every write is idempotent)
+    (psycopg.OperationalError, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code, str(exc) if not isinstance(exc, psycopg.Error) else "database unavailable, retry"
+    # never the exception text: it could quote record contents
+    log.exception("unexpected error in storage")
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the storage log"
+
+
+def _unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(self: StorageServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = _status(exc)
+            await context.abort(code, message)
+
+    return wrapper
+
+
+def _streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(self: StorageServicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = _status(exc)
+            await context.abort(code, message)
+
+    return wrapper
+
+
+def _ts(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
+    return getattr(msg, field).ToDatetime(tzinfo=dt.UTC) if msg.HasField(field) else None
+
+
+def _counts(counts: Counts) -> events_pb2.Counts:
+    return events_pb2.Counts(**counts.to_json())
+
+
+def _chunk_result(outcome: ChunkOutcome) -> storage_pb2.ChunkResult:
+    return storage_pb2.ChunkResult(
+        counts=_counts(outcome.counts),
+        replayed=outcome.replayed,
+        unknown_ids=outcome.result.get("unknown_ids", []),
+    )
+
+
+def _version(org_id: str, object_name: str, v: RecordVersionRow) -> storage_pb2.RecordVersion:
+    return storage_pb2.RecordVersion(
+        org_id=org_id,
+        object_name=object_name,
+        record_id=v.record_id,
+        version_id=v.version_id,
+        session_id=v.session_id,
+        job_id=v.job_id,
+        captured_at=_ts(v.captured_at),
+        system_modstamp=_ts(v.system_modstamp),
+        deleted=int(v.deleted),  # type: ignore[arg-type]
+        hash=v.hash.hex(),
+        values_json=v.values_json.encode(),
+        schema_version=v.schema_version,
+    )
+
+
+def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
+    return storage_pb2.FileVersion(
+        org_id=org_id,
+        object_name=f.object_name,
+        record_id=f.record_id,
+        sha256=f.sha256.hex(),
+        size=f.size,
+        file_name=f.file_name,
+        content_type=f.content_type,
+        session_id=f.session_id,
+        captured_at=_ts(f.captured_at),
+    )
+
+
+def _metadata_version(org_id: str, m: MetadataVersionRow, content: bytes = b"") -> storage_pb2.MetadataVersion:
+    return storage_pb2.MetadataVersion(
+        org_id=org_id,
+        type=m.type,
+        full_name=m.full_name,
+        version_id=m.version_id,
+        session_id=m.session_id,
+        captured_at=_ts(m.captured_at),
+        last_modified_date=_ts(m.last_modified_date),
+        sha256=m.sha256.hex(),
+        size=m.size,
+        deleted=m.deleted,
+        content=content,
+        file_name=m.file_name,
+    )
+
+
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @_unary
+    async def BeginJob(self, request: storage_pb2.BeginJobRequest, context: Any) -> storage_pb2.BeginJobResponse:
+        last, chunks, totals = await self.storage.begin_job(
+            request.org_id, request.session_id, request.job_id, int(request.type), request.object_name
+        )
+        return storage_pb2.BeginJobResponse(last_chunk_seq=last, counts=_counts(totals), chunks=chunks)
+
+    @_unary
+    async def PutObjectSchema(
+        self, request: storage_pb2.PutObjectSchemaRequest, context: Any
+    ) -> storage_pb2.PutObjectSchemaResponse:
+        s = request.schema
+        try:
+            fields = tuple(FieldDef(f.name, FieldType(int(f.type)), f.calculated, f.sf_type, f.label) for f in s.fields)
+        except ValueError as exc:
+            raise InvalidArgument(f"schema of {s.object_name}: unknown field type ({exc})") from None
+        schema = ObjectSchema(s.object_name, fields, s.key_prefix)
+        version, changed = await self.storage.put_schema(request.org_id, request.session_id, schema, s.describe_json)
+        return storage_pb2.PutObjectSchemaResponse(schema_version=version, changed=changed)
+
+    @_unary
+    async def PutRecords(self, request: storage_pb2.PutRecordsRequest, context: Any) -> storage_pb2.ChunkResult:
+        outcome = await self.storage.put_records(
+            request.org_id, request.session_id, request.job_id, request.chunk_seq, request.object_name, request.records
+        )
+        return _chunk_result(outcome)
+
+    @_unary
+    async def MarkDeleted(self, request: storage_pb2.MarkDeletedRequest, context: Any) -> storage_pb2.ChunkResult:
+        outcome = await self.storage.mark_deleted(
+            request.org_id,
+            request.session_id,
+            request.job_id,
+            request.chunk_seq,
+            request.object_name,
+            list(request.record_ids),
+            Deleted(int(request.state)),
+        )
+        return _chunk_result(outcome)
+
+    @_unary
+    async def UploadFile(
+        self, request_iterator: AsyncIterator[storage_pb2.UploadFileRequest], context: Any
+    ) -> storage_pb2.UploadFileResponse:
+        stream = aiter(request_iterator)
+        first = await anext(stream, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("UploadFile must start with a header message")
+        h = first.header
+
+        async def body() -> AsyncIterator[bytes]:
+            async for msg in stream:
+                if msg.WhichOneof("part") != "data":
+                    raise InvalidArgument("UploadFile: only data messages may follow the header")
+                yield msg.data
+
+        header = FileHeaderIn(
+            h.org_id,
+            h.session_id,
+            h.job_id,
+            h.chunk_seq,
+            h.object_name,
+            h.record_id,
+            h.size,
+            h.sha256,
+            h.file_name,
+            h.content_type,
+        )
+        outcome = await self.storage.upload_file(header, body())
+        r = outcome.result
+        return storage_pb2.UploadFileResponse(
+            sha256=r["sha256"],
+            size=r["size"],
+            deduplicated=r["deduplicated"],
+            new_version=r["new_version"],
+            counts=_counts(outcome.counts),
+            replayed=outcome.replayed,
+        )
+
+    @_unary
+    async def PutMetadata(self, request: storage_pb2.PutMetadataRequest, context: Any) -> storage_pb2.ChunkResult:
+        components = [
+            MetadataComponentIn(
+                c.type,
+                c.full_name,
+                c.content,
+                c.deleted,
+                _when(c, "last_modified_date"),
+                c.file_name,
+            )
+            for c in request.components
+        ]
+        outcome = await self.storage.put_metadata(
+            request.org_id, request.session_id, request.job_id, request.chunk_seq, components
+        )
+        return _chunk_result(outcome)
+
+    @_unary
+    async def GetRecordHistory(
+        self, request: storage_pb2.GetRecordHistoryRequest, context: Any
+    ) -> storage_pb2.GetRecordHistoryResponse:
+        versions = await self.storage.record_history(request.org_id, request.object_name, request.record_id)
+        return storage_pb2.GetRecordHistoryResponse(
+            versions=[_version(request.org_id, request.object_name, v) for v in versions]
+        )
+
+    @_unary
+    async def GetRecordAsOf(self, request: storage_pb2.GetRecordAsOfRequest, context: Any) -> storage_pb2.RecordVersion:
+        v = await self.storage.record_as_of(request.org_id, request.object_name, request.record_id, _when(request))
+        return _version(request.org_id, request.object_name, v)
+
+    @_streaming
+    async def ExportObjectAsOf(
+        self, request: storage_pb2.ExportObjectAsOfRequest, context: Any
+    ) -> AsyncIterator[storage_pb2.ExportChunk]:
+        async for data, records in self.storage.export_as_of(
+            request.org_id,
+            request.object_name,
+            _when(request),
+            csv_format=request.format == storage_pb2.EXPORT_FORMAT_CSV,
+            include_deleted=request.include_deleted,
+        ):
+            yield storage_pb2.ExportChunk(data=data, records=records)
+
+    @_unary
+    async def ListRestorePoints(
+        self, request: storage_pb2.ListRestorePointsRequest, context: Any
+    ) -> storage_pb2.ListRestorePointsResponse:
+        points = await self.storage.restore_points(request.org_id, request.object_name)
+        return storage_pb2.ListRestorePointsResponse(
+            restore_points=[
+                storage_pb2.RestorePoint(
+                    session_id=p.session_id,
+                    first_capture=_ts(p.first_capture),
+                    last_capture=_ts(p.last_capture),
+                    counts=_counts(p.counts),
+                    jobs=p.jobs,
+                )
+                for p in points
+            ]
+        )
+
+    @_streaming
+    async def GetFile(
+        self, request: storage_pb2.GetFileRequest, context: Any
+    ) -> AsyncIterator[storage_pb2.GetFileResponse]:
+        version, _location, size, body = await self.storage.open_file(
+            request.org_id, request.sha256, request.object_name, request.record_id, _when(request)
+        )
+        if version is not None:
+            yield storage_pb2.GetFileResponse(file=_file_version(request.org_id, version))
+        else:
+            yield storage_pb2.GetFileResponse(file=storage_pb2.FileVersion(sha256=request.sha256.lower(), size=size))
+        async for data in body:
+            yield storage_pb2.GetFileResponse(data=data)
+
+    @_unary
+    async def ListFileVersions(
+        self, request: storage_pb2.ListFileVersionsRequest, context: Any
+    ) -> storage_pb2.ListFileVersionsResponse:
+        rows = await self.storage.file_versions(request.org_id, request.object_name, request.record_id)
+        return storage_pb2.ListFileVersionsResponse(versions=[_file_version(request.org_id, f) for f in rows])
+
+    @_unary
+    async def ListMetadataVersions(
+        self, request: storage_pb2.ListMetadataVersionsRequest, context: Any
+    ) -> storage_pb2.ListMetadataVersionsResponse:
+        rows = await self.storage.metadata_versions(request.org_id, request.type, request.full_name, request.limit)
+        return storage_pb2.ListMetadataVersionsResponse(versions=[_metadata_version(request.org_id, m) for m in rows])
+
+    @_unary
+    async def GetMetadataAsOf(
+        self, request: storage_pb2.GetMetadataAsOfRequest, context: Any
+    ) -> storage_pb2.MetadataVersion:
+        row, content = await self.storage.metadata_as_of(
+            request.org_id, request.type, request.full_name, _when(request)
+        )
+        return _metadata_version(request.org_id, row, content)

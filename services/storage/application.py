@@ -1,0 +1,471 @@
+"""Storage use cases: validate a request, canonicalise its records, store the chunk in one transaction, then
+publish ChunkUploaded. Reads resolve org and object names and shape the stored versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.storage.domain import (
+    CanonicalRecord,
+    ChunkDigest,
+    Counts,
+    Deleted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ObjectSchema,
+    RecordCanonicalizer,
+    StorageError,
+    check_api_name,
+    check_chunk_seq,
+    check_token,
+    dedupe_last,
+    fingerprint,
+    guess_id,
+    normalize_id,
+    normalize_org_id,
+)
+from services.storage.files import FileRepository
+from services.storage.store import (
+    ChunkOutcome,
+    FileVersionRow,
+    JobRef,
+    MetadataInput,
+    MetadataVersionRow,
+    PostgresStore,
+    RecordVersionRow,
+    RestorePointRow,
+    SchemaRef,
+)
+
+JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Unavailable(StorageError):
+    """The write committed but its ChunkUploaded could not be published; retrying the call is safe."""
+
+
+class ChunkPublisher(Protocol):
+    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileHeaderIn:
+    org_id: str
+    session_id: str
+    job_id: str
+    chunk_seq: int
+    object_name: str
+    record_id: str
+    size: int
+    sha256: str = ""
+    file_name: str = ""
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class MetadataComponentIn:
+    type: str
+    full_name: str
+    content: bytes
+    deleted: bool = False
+    last_modified_date: dt.datetime | None = None
+    file_name: str = ""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Storage:
+    def __init__(
+        self,
+        store: PostgresStore,
+        files: FileRepository,
+        publisher: ChunkPublisher,
+        *,
+        max_chunk_records: int = 10_000,
+        count_formula_changes: bool = False,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.publisher = publisher
+        self.max_chunk_records = max_chunk_records
+        self.count_formula_changes = count_formula_changes
+        self._jobs: dict[tuple[str, str], JobRef] = {}  # jobs never change once registered
+        self._schemas: dict[tuple[int, str, str], tuple[SchemaRef, RecordCanonicalizer]] = {}
+
+    # --- registration --------------------------------------------------------------------------------------
+
+    async def begin_job(
+        self, org_id: str, session_id: str, job_id: str, job_type: int, object_name: str
+    ) -> tuple[int, int, Counts]:
+        org = normalize_org_id(org_id)
+        check_token(session_id, "session_id")
+        check_token(job_id, "job_id")
+        if object_name:
+            check_api_name(object_name)
+        elif job_type == JOB_TYPE_DATA:
+            raise InvalidArgument("a data job needs its object_name")
+        job, last, chunks, totals = await self.store.begin_job(org, session_id, job_id, job_type, object_name)
+        self._jobs[(session_id, job_id)] = job
+        return last, chunks, totals
+
+    async def put_schema(
+        self, org_id: str, session_id: str, schema: ObjectSchema, describe_json: bytes = b""
+    ) -> tuple[int, bool]:
+        org_key = await self._org_key(org_id)
+        check_token(session_id, "session_id")
+        schema.validate()
+        if describe_json:
+            try:
+                json.loads(describe_json)
+            except ValueError:
+                raise InvalidArgument(f"describe_json of {schema.object_name} is not JSON") from None
+        version, changed = await self.store.put_schema(org_key, session_id, schema, describe_json or None)
+        self._schemas.pop((org_key, session_id, schema.object_name.lower()), None)
+        return version, changed
+
+    async def _org_key(self, org_id: str) -> int:
+        org = normalize_org_id(org_id)
+        key = await self.store.org_key(org)
+        if key is None:
+            raise NotFound(f"org {org} is not known to storage (nothing was ever backed up for it)")
+        return key
+
+    async def _job(self, org_id: str, session_id: str, job_id: str, seq: int) -> JobRef:
+        org = normalize_org_id(org_id)
+        check_token(session_id, "session_id")
+        check_token(job_id, "job_id")
+        check_chunk_seq(seq)
+        job = self._jobs.get((session_id, job_id))
+        if job is None:
+            job = await self.store.job(session_id, job_id)
+            if job is None:
+                raise FailedPrecondition(f"job {job_id} of session {session_id} is unknown: call BeginJob first")
+            self._jobs[(session_id, job_id)] = job
+        if job.org_id != org:
+            raise InvalidArgument(f"job {job_id} belongs to org {job.org_id}, not {org}")
+        return job
+
+    async def _schema(self, job: JobRef, object_name: str) -> tuple[SchemaRef, RecordCanonicalizer]:
+        check_api_name(object_name)
+        if job.job_type == JOB_TYPE_DATA and job.object_name.lower() != object_name.lower():
+            raise InvalidArgument(f"job {job.job_id} backs up {job.object_name}, not {object_name}")
+        key = (job.org_key, job.session_id, object_name.lower())
+        cached = self._schemas.get(key)
+        if cached is None:
+            ref = await self.store.session_schema(job.org_key, job.session_id, object_name)
+            if ref is None:
+                raise FailedPrecondition(
+                    f"object {object_name} has no schema for session {job.session_id}: call PutObjectSchema first"
+                )
+            if len(self._schemas) > 2000:
+                self._schemas.clear()
+            cached = (ref, RecordCanonicalizer(ref.schema, count_formula_changes=self.count_formula_changes))
+            self._schemas[key] = cached
+        return cached
+
+    async def _published(self, job: JobRef, seq: int, outcome: ChunkOutcome) -> ChunkOutcome:
+        # also on a replay: the first delivery may have committed and then failed to publish
+        try:
+            await self.publisher.chunk_uploaded(job.session_id, job.job_id, seq, outcome.counts)
+        except Exception as exc:
+            raise Unavailable(
+                f"chunk {seq} of job {job.job_id} is stored but ChunkUploaded could not be published ({exc!r}); "
+                "retry the call, it is idempotent"
+            ) from exc
+        return outcome
+
+    # --- writes --------------------------------------------------------------------------------------------
+
+    async def put_records(
+        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, records: Sequence[bytes]
+    ) -> ChunkOutcome:
+        job = await self._job(org_id, session_id, job_id, seq)
+        if len(records) > self.max_chunk_records:
+            raise InvalidArgument(
+                f"chunk {seq} has {len(records)} records; at most {self.max_chunk_records} per PutRecords"
+            )
+        ref, canonicalizer = await self._schema(job, object_name)
+
+        def fingerprints() -> tuple[bytes, list[tuple[str | None, bytes]]]:
+            digest = ChunkDigest()
+            digest.update(ref.object_name.lower())
+            out = []
+            for raw in records:
+                digest.update(raw)
+                out.append((guess_id(raw), fingerprint(raw)))
+            return digest.digest(), out
+
+        async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
+            # CPU-bound: off the event loop, so health checks and other chunks' SQL keep going meanwhile
+            return await asyncio.to_thread(
+                lambda: dedupe_last(canonicalizer.canonicalize(records[i], i) for i in positions)
+            )
+
+        digest, prints = await asyncio.to_thread(fingerprints)
+        outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
+        return await self._published(job, seq, outcome)
+
+    async def mark_deleted(
+        self,
+        org_id: str,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        object_name: str,
+        record_ids: Sequence[str],
+        state: Deleted,
+    ) -> ChunkOutcome:
+        job = await self._job(org_id, session_id, job_id, seq)
+        if state not in (Deleted.SOFT, Deleted.HARD):
+            raise InvalidArgument("state must be DELETED_STATE_SOFT or DELETED_STATE_HARD")
+        if len(record_ids) > self.max_chunk_records:
+            raise InvalidArgument(f"{len(record_ids)} Ids; at most {self.max_chunk_records} per MarkDeleted")
+        check_api_name(object_name)
+        found = await self.store.object_key(job.org_key, object_name)
+        if found is None:
+            raise NotFound(f"object {object_name} is not known for org {job.org_id}")
+        ids = [normalize_id(i) for i in record_ids]
+        digest = ChunkDigest()
+        digest.update(found[1].lower(), str(int(state)), *ids)
+        outcome = await self.store.mark_deleted(job, found[0], seq, digest.digest(), ids, state)
+        return await self._published(job, seq, outcome)
+
+    async def upload_file(self, header: FileHeaderIn, body: AsyncIterator[bytes]) -> ChunkOutcome:
+        job = await self._job(header.org_id, header.session_id, header.job_id, header.chunk_seq)
+        check_api_name(header.object_name)
+        record_id = normalize_id(header.record_id)
+        if header.size < 0:
+            raise InvalidArgument(f"size must be 0 or more, got {header.size}")
+        expected_sha = header.sha256.lower()
+        if expected_sha and not _SHA256_HEX.match(expected_sha):
+            raise InvalidArgument(f"sha256 {header.sha256!r} is not 64 hex digits")
+        digest = ChunkDigest()
+        digest.update(header.object_name, record_id, str(header.size), header.file_name, header.content_type)
+        digest_bytes = digest.digest()
+        previous = await self.store.chunk_result(job.job_key, header.chunk_seq)
+        if previous is not None:
+            kind, stored_digest, result = previous
+            if kind != "file" or stored_digest != digest_bytes:
+                raise FailedPrecondition(f"chunk {header.chunk_seq} of job {job.job_id} was stored with other content")
+            return await self._published(job, header.chunk_seq, ChunkOutcome(result, True))
+        known = await self.store.file_location(bytes.fromhex(expected_sha)) if expected_sha else None
+        if known is not None and known[1] == header.size:
+            location, sha_hex, size = known[0], expected_sha, header.size  # already stored: skip the body
+        else:
+            location, sha_hex, size = await self._receive(header, body)
+        outcome = await self.store.record_file(
+            job,
+            header.chunk_seq,
+            digest_bytes,
+            object_name=header.object_name,
+            record_id=record_id,
+            sha256=bytes.fromhex(sha_hex),
+            size=size,
+            location=location,
+            file_name=header.file_name,
+            content_type=header.content_type,
+        )
+        return await self._published(job, header.chunk_seq, outcome)
+
+    async def _receive(self, header: FileHeaderIn, body: AsyncIterator[bytes]) -> tuple[str, str, int]:
+        """Streams the body into the repository with SHA-256 and size computed on the fly."""
+        sha = hashlib.sha256()
+        size = 0
+        upload = await self.files.begin()
+        try:
+            async for data in body:
+                size += len(data)
+                if size > header.size:
+                    raise InvalidArgument(f"file of record {header.record_id} is larger than its size {header.size}")
+                sha.update(data)
+                await upload.write(data)
+            if size != header.size:
+                raise InvalidArgument(
+                    f"file of record {header.record_id} has {size} bytes, its header says {header.size}"
+                )
+            sha_hex = sha.hexdigest()
+            if header.sha256 and header.sha256.lower() != sha_hex:
+                raise InvalidArgument(f"file of record {header.record_id} has SHA-256 {sha_hex}, not {header.sha256}")
+            return await upload.commit(sha_hex), sha_hex, size
+        except BaseException:
+            await upload.abort()
+            raise
+
+    async def put_metadata(
+        self, org_id: str, session_id: str, job_id: str, seq: int, components: Sequence[MetadataComponentIn]
+    ) -> ChunkOutcome:
+        job = await self._job(org_id, session_id, job_id, seq)
+        if len(components) > self.max_chunk_records:
+            raise InvalidArgument(f"{len(components)} components; at most {self.max_chunk_records} per PutMetadata")
+        digest = ChunkDigest()
+        inputs = []
+        for i, c in enumerate(components):
+            if not c.type or not c.full_name or len(c.type) > 255 or len(c.full_name) > 1000:
+                raise InvalidArgument(f"component {i} needs a type and a full_name (at most 255 / 1000 characters)")
+            check_api_name(c.type, f"component {i} type")
+            sha = hashlib.sha256(c.content).digest()
+            digest.update(c.type, c.full_name, sha, b"1" if c.deleted else b"0")
+            inputs.append(
+                MetadataInput(c.type, c.full_name, sha, len(c.content), c.deleted, c.last_modified_date, c.file_name)
+            )
+        digest_bytes = digest.digest()
+        previous = await self.store.chunk_result(job.job_key, seq)
+        if previous is None:
+            existing = await self.store.existing_files([m.sha256 for m in inputs])
+            locations: dict[bytes, str] = {}
+            for component, item in zip(components, inputs, strict=True):
+                if item.sha256 in locations:
+                    continue
+                if item.sha256 in existing:
+                    found = await self.store.file_location(item.sha256)
+                    assert found is not None
+                    locations[item.sha256] = found[0]
+                else:
+                    _hex, locations[item.sha256] = await self.files.put_bytes(component.content)
+        else:
+            locations = {}  # the store recognises the replay before it needs any location
+        outcome = await self.store.put_metadata(job, seq, digest_bytes, inputs, locations)
+        return await self._published(job, seq, outcome)
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    async def _object(self, org_id: str, object_name: str) -> tuple[int, int, str]:
+        org_key = await self._org_key(org_id)
+        check_api_name(object_name)
+        found = await self.store.object_key(org_key, object_name)
+        if found is None:
+            raise NotFound(f"object {object_name} is not known for org {normalize_org_id(org_id)}")
+        return org_key, found[0], found[1]
+
+    async def record_history(self, org_id: str, object_name: str, record_id: str) -> list[RecordVersionRow]:
+        org_key, object_key, name = await self._object(org_id, object_name)
+        rid = normalize_id(record_id)
+        versions = await self.store.history(org_key, object_key, rid)
+        if not versions:
+            raise NotFound(f"record {rid} of {name} has never been backed up")
+        return versions
+
+    async def record_as_of(
+        self, org_id: str, object_name: str, record_id: str, as_of: dt.datetime | None
+    ) -> RecordVersionRow:
+        org_key, object_key, name = await self._object(org_id, object_name)
+        rid = normalize_id(record_id)
+        when = as_of or _now()
+        version = await self.store.as_of(org_key, object_key, rid, when)
+        if version is None:
+            raise NotFound(f"record {rid} of {name} has no backed-up version at or before {when.isoformat()}")
+        return version
+
+    async def export_as_of(
+        self, org_id: str, object_name: str, as_of: dt.datetime | None, *, csv_format: bool, include_deleted: bool
+    ) -> AsyncIterator[tuple[bytes, int]]:
+        org_key, object_key, name = await self._object(org_id, object_name)
+        when = as_of or _now()
+        schema = await self.store.schema_as_of(object_key, name, when)
+        assert schema is not None
+        columns = schema.field_names
+        if csv_format:
+            header = io.StringIO()
+            csv.writer(header, lineterminator="\n").writerow([*columns, *(["_deleted"] if include_deleted else [])])
+            yield header.getvalue().encode(), 0
+        async for batch in self.store.export_as_of(org_key, object_key, when, include_deleted=include_deleted):
+            if csv_format:
+                yield _csv_rows(batch, columns, include_deleted), len(batch)
+            else:
+                yield _jsonl_rows(batch), len(batch)
+
+    async def restore_points(self, org_id: str, object_name: str) -> list[RestorePointRow]:
+        if object_name:
+            org_key, object_key, _ = await self._object(org_id, object_name)
+            return await self.store.restore_points(org_key, object_key)
+        return await self.store.restore_points(await self._org_key(org_id), None)
+
+    async def file_versions(self, org_id: str, object_name: str, record_id: str) -> list[FileVersionRow]:
+        org_key = await self._org_key(org_id)
+        check_api_name(object_name)
+        return await self.store.file_versions(org_key, object_name, normalize_id(record_id))
+
+    async def open_file(
+        self, org_id: str, sha256: str, object_name: str, record_id: str, as_of: dt.datetime | None
+    ) -> tuple[FileVersionRow | None, str, int, AsyncIterator[bytes]]:
+        """(the file version if asked by record, address, size, body stream)."""
+        org_key = await self._org_key(org_id)
+        if sha256:
+            if not _SHA256_HEX.match(sha256.lower()):
+                raise InvalidArgument(f"sha256 {sha256!r} is not 64 hex digits")
+            found = await self.store.file_location(bytes.fromhex(sha256.lower()))
+            if found is None or not await self.store.org_references(org_key, bytes.fromhex(sha256.lower())):
+                raise NotFound(f"no file with SHA-256 {sha256} in org {normalize_org_id(org_id)}")
+            return None, found[0], found[1], self.files.read(found[0])
+        check_api_name(object_name)
+        rid = normalize_id(record_id)
+        version = await self.store.latest_file(org_key, object_name, rid, as_of or _now())
+        if version is None:
+            raise NotFound(f"no file stored for {object_name} {rid}")
+        return version, version.location, version.size, self.files.read(version.location)
+
+    async def metadata_versions(self, org_id: str, type_: str, full_name: str, limit: int) -> list[MetadataVersionRow]:
+        org_key = await self._org_key(org_id)
+        limit = min(limit or 1000, 10_000)
+        return await self.store.metadata_versions(org_key, type_=type_, full_name=full_name, limit=limit)
+
+    async def metadata_as_of(
+        self, org_id: str, type_: str, full_name: str, as_of: dt.datetime | None
+    ) -> tuple[MetadataVersionRow, bytes]:
+        org_key = await self._org_key(org_id)
+        if not type_ or not full_name:
+            raise InvalidArgument("type and full_name are required")
+        when = as_of or _now()
+        rows = await self.store.metadata_versions(
+            org_key, type_=type_, full_name=full_name, as_of=when, newest_only=True
+        )
+        if not rows:
+            raise NotFound(f"no version of {type_} {full_name} at or before {when.isoformat()}")
+        content = b"".join([chunk async for chunk in self.files.read(rows[0].location)])
+        return rows[0], content
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return value
+
+
+def _csv_rows(batch: list[tuple[str, int, str]], columns: list[str], include_deleted: bool) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for _rid, state, values_json in batch:
+        values = json.loads(values_json)
+        row = [_csv_value(values.get(c)) for c in columns]
+        if include_deleted:
+            row.append(Deleted(state).name.lower() if state else "")
+        writer.writerow(row)
+    return out.getvalue().encode()
+
+
+def _jsonl_rows(batch: list[tuple[str, int, str]]) -> bytes:
+    lines = []
+    for _rid, state, values_json in batch:
+        if state:
+            # the stored JSON is an object; splice the marker in rather than parse and re-encode it
+            values_json = f'{{"_deleted":"{Deleted(state).name.lower()}",' + values_json[1:]
+        lines.append(values_json)
+    return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,39 @@
+"""Storage settings, read once from SFVAULT_* environment variables; a missing required one stops start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StorageSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SFVAULT_", extra="ignore")
+
+    database_url: str = Field(description="libpq URL of the PostgreSQL that holds the storage schema")
+    nats_url: str = Field(description="NATS server with JetStream")
+    bus_namespace: str = ""
+    storage_port: int = 50053
+    # file:///absolute/path, file://relative/path, or s3://bucket/prefix
+    file_repository: str = "file://var/sfvault/files"
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, moto...; AWS credentials come from boto3's usual chain
+    storage_max_chunk_records: int = 10_000
+    storage_max_message_mb: int = 64
+    # formula fields are stored either way; true makes a formula-only change a new version
+    storage_count_formula_changes: bool = False
+    storage_db_pool_size: int = 8
+    storage_drain_seconds: float = 20.0
+
+
+class ConfigError(SystemExit):
+    pass
+
+
+def load() -> StorageSettings:
+    try:
+        return StorageSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "SFVAULT_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {'is required' if err['type'] == 'missing' else err['msg']}")
+        raise ConfigError("storage: bad configuration: " + "; ".join(problems)) from None

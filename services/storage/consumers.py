@@ -1,0 +1,27 @@
+"""What storage publishes on the bus: ChunkUploaded after each committed chunk (storage consumes nothing)."""
+
+from __future__ import annotations
+
+from sfvault.events.v1 import events_pb2
+
+from services.common.bus import Bus
+from services.storage.domain import Counts
+
+
+class BusChunkPublisher:
+    """Publishes ChunkUploaded with the deterministic id (session, job, chunk_seq): a replayed chunk
+    publishes the same fact again and JetStream drops the duplicate."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None:
+        payload = events_pb2.ChunkUploaded(chunk_seq=chunk_seq, counts=events_pb2.Counts(**counts.to_json()))
+        await self.bus.emit(payload, session_id=session_id, job_id=job_id, id_parts=(chunk_seq,))
+
+
+class NullPublisher:
+    """For tools that write without a bus (benchmarks, offline imports)."""
+
+    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None:
+        return None

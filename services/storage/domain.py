@@ -1,0 +1,536 @@
+"""The storage rules, free of I/O: Salesforce Id and name validation, the canonical form of a record and its
+content hash (what counts as a change), object schemas, and chunk counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+class StorageError(Exception):
+    """A request storage refuses; the message names what is wrong (it goes back to the caller verbatim)."""
+
+
+class InvalidArgument(StorageError):
+    pass
+
+
+class NotFound(StorageError):
+    pass
+
+
+class FailedPrecondition(StorageError):
+    pass
+
+
+class Deleted(enum.IntEnum):
+    """Deleted state of a record version; values match DeletedState in storage.proto and the database."""
+
+    LIVE = 0
+    SOFT = 1
+    HARD = 2
+
+
+class FieldType(enum.IntEnum):
+    """How a field's value is canonicalised; values match FieldType in storage.proto."""
+
+    UNSPECIFIED = 0
+    STRING = 1
+    ID = 2
+    BOOLEAN = 3
+    INTEGER = 4
+    DOUBLE = 5
+    DATE = 6
+    DATETIME = 7
+    TIME = 8
+    COMPOUND = 9
+    BASE64 = 10
+    JSON = 11
+
+
+# Audit fields that move on every save, even one that changed nothing: never a reason for a new version.
+AUDIT_FIELDS = frozenset({"SystemModstamp", "LastModifiedDate"})
+MAX_NAME_LENGTH = 255
+
+# --- Salesforce Ids -------------------------------------------------------------------------------------
+
+_ID_CHARS = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+_CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_UPPER_TO_BIT = str.maketrans(
+    {**{c: "1" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}, **{c: "0" for c in "abcdefghijklmnopqrstuvwxyz0123456789"}}
+)
+
+
+def id_suffix(id15: str) -> str:
+    """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
+    each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
+    bits = id15.translate(_UPPER_TO_BIT)
+    return "".join(_CHECKSUM_ALPHABET[int(bits[i : i + 5][::-1], 2)] for i in (0, 5, 10))
+
+
+def normalize_id(value: object, what: str = "record Id") -> str:
+    """A valid Salesforce Id in its 18-character form; raises InvalidArgument naming the problem."""
+    if not isinstance(value, str) or not _ID_CHARS.match(value):
+        raise InvalidArgument(f"{what} {value!r} is not a Salesforce Id (15 or 18 letters and digits)")
+    if len(value) == 15:
+        return value + id_suffix(value)
+    if id_suffix(value[:15]) != value[15:].upper():
+        raise InvalidArgument(f"{what} {value!r} has a wrong checksum (its last 3 characters)")
+    # the suffix is case-insensitive in Salesforce; store it the way Salesforce prints it
+    return value[:15] + value[15:].upper()
+
+
+def normalize_org_id(value: str) -> str:
+    org = normalize_id(value, "org_id")
+    if not org.startswith("00D"):
+        raise InvalidArgument(f"org_id {value!r} is not an Organization Id (they start with 00D)")
+    return org
+
+
+# --- names ----------------------------------------------------------------------------------------------
+
+# API names: letters, digits and single underscores, starting with a letter; an optional namespace prefix
+# (ns__) and an optional suffix (__c, __r, __History, __Share, __e, __mdt, ...).
+_API_NAME = re.compile(
+    r"^(?:[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__)?[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*(?:__[A-Za-z]+)?$"
+)
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
+
+
+def check_api_name(value: str, what: str = "object_name") -> str:
+    if not value:
+        raise InvalidArgument(f"{what} is required")
+    if len(value) > MAX_NAME_LENGTH or not _API_NAME.match(value):
+        raise InvalidArgument(f"{what} {value!r} is not a Salesforce API name")
+    return value
+
+
+def check_token(value: str, what: str) -> str:
+    """session_id and job_id become NATS subject tokens: letters, digits, '_' and '-' only."""
+    if not _TOKEN.match(value or ""):
+        raise InvalidArgument(f"{what} {value!r} must be 1-200 letters, digits, '_' or '-'")
+    return value
+
+
+def check_chunk_seq(seq: int) -> int:
+    if seq < 1:
+        raise InvalidArgument(f"chunk_seq must be 1 or more, got {seq}")
+    return seq
+
+
+# --- object schemas -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    name: str
+    type: FieldType = FieldType.STRING
+    calculated: bool = False
+    sf_type: str = ""
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectSchema:
+    object_name: str
+    fields: tuple[FieldDef, ...]
+    key_prefix: str = ""
+
+    def validate(self) -> ObjectSchema:
+        check_api_name(self.object_name)
+        if self.key_prefix and not re.fullmatch(r"[A-Za-z0-9]{3}", self.key_prefix):
+            raise InvalidArgument(f"key_prefix {self.key_prefix!r} of {self.object_name} is not 3 letters or digits")
+        seen: set[str] = set()
+        for f in self.fields:
+            check_api_name(f.name, f"field name of {self.object_name}")
+            if f.name.lower() in seen:
+                raise InvalidArgument(f"field {f.name} of {self.object_name} is listed twice")
+            seen.add(f.name.lower())
+        if "id" not in seen:
+            raise InvalidArgument(f"the schema of {self.object_name} has no Id field")
+        return self
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {"name": f.name, "type": int(f.type), "calculated": f.calculated, "sf_type": f.sf_type, "label": f.label}
+            for f in self.fields
+        ]
+
+    @classmethod
+    def from_json(cls, object_name: str, key_prefix: str, fields: Sequence[Mapping[str, Any]]) -> ObjectSchema:
+        return cls(
+            object_name,
+            tuple(
+                FieldDef(
+                    f["name"], FieldType(f["type"]), bool(f["calculated"]), f.get("sf_type", ""), f.get("label", "")
+                )
+                for f in fields
+            ),
+            key_prefix,
+        )
+
+    def digest(self) -> bytes:
+        """Equal for equal describes (field order ignored), so an unchanged describe keeps its version."""
+        body = json.dumps(
+            {"key_prefix": self.key_prefix, "fields": sorted(self.to_json(), key=lambda f: f["name"].lower())},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(body.encode()).digest()
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+# --- canonical values -----------------------------------------------------------------------------------
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _bad(name: str, kind: str, value: object) -> InvalidArgument:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return InvalidArgument(f"field {name}: {shown} is not a valid {kind}")
+
+
+def canon_boolean(value: object, name: str) -> bool:
+    if value is True or value is False:
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _bad(name, "boolean", value)
+
+
+def _number(value: object, name: str, kind: str) -> int | float:
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _bad(name, kind, value)
+        return int(value) if value.is_integer() else value
+    if isinstance(value, str):
+        try:
+            d = Decimal(value.strip())
+        except InvalidOperation:
+            raise _bad(name, kind, value) from None
+        if not d.is_finite():
+            raise _bad(name, kind, value)
+        if d == d.to_integral_value():
+            return int(d)
+        return float(d)
+    raise _bad(name, kind, value)
+
+
+def canon_integer(value: object, name: str) -> int:
+    n = _number(value, name, "integer")
+    if not isinstance(n, int):
+        raise _bad(name, "integer", value)
+    return n
+
+
+def canon_double(value: object, name: str) -> int | float:
+    # 1, 1.0, "1.00" and 1e0 are the same number; integral values are written as integers
+    kind = type(value)
+    if kind is float:
+        if value.is_integer():  # type: ignore[attr-defined]
+            return int(value)  # type: ignore[call-overload,no-any-return]
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+    elif kind is int:
+        return value  # type: ignore[return-value]
+    return _number(value, name, "number")
+
+
+def canon_date(value: object, name: str) -> str:
+    if isinstance(value, str):
+        s = value.strip()
+        if len(s) == 10 and s[4] == "-" and s[7] == "-":
+            try:
+                return dt.date.fromisoformat(s).isoformat()
+            except ValueError:
+                raise _bad(name, "date", value) from None
+        return canon_datetime(s, name)[:10]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return canon_datetime(value, name)[:10]
+    raise _bad(name, "date", value)
+
+
+def canon_datetime(value: object, name: str) -> str:
+    """UTC with millisecond precision, Salesforce's own precision: 2024-01-02T03:04:05.000Z."""
+    if isinstance(value, str):
+        s = value.strip()
+        # fast path: already canonical (what Bulk API 2.0 returns)
+        if len(s) == 24 and s[23] == "Z" and s[10] == "T" and s[19] == ".":
+            return s
+        try:
+            parsed = dt.datetime.fromisoformat(s)
+        except ValueError:
+            raise _bad(name, "datetime", value) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)  # Salesforce datetimes without an offset are UTC
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parsed = _EPOCH + dt.timedelta(milliseconds=value)  # Bulk API 1.0 JSON: epoch milliseconds
+    else:
+        raise _bad(name, "datetime", value)
+    utc = parsed.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def canon_time(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(name, "time", value)
+    s = value.strip().removesuffix("Z")
+    try:
+        t = dt.time.fromisoformat(s)
+    except ValueError:
+        raise _bad(name, "time", value) from None
+    return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def canon_reference(value: object, name: str) -> object:
+    # references arrive as 18 characters from every API; a 15-character one is widened so both compare equal
+    if isinstance(value, str) and len(value) == 15 and _ID_CHARS.match(value):
+        return value + id_suffix(value)
+    return value
+
+
+def canon_string(value: object, name: str) -> object:
+    return value
+
+
+_CANON: dict[FieldType, Callable[[Any, str], Any] | None] = {
+    FieldType.UNSPECIFIED: None,
+    FieldType.STRING: None,
+    FieldType.ID: canon_reference,
+    FieldType.BOOLEAN: canon_boolean,
+    FieldType.INTEGER: canon_integer,
+    FieldType.DOUBLE: canon_double,
+    FieldType.DATE: canon_date,
+    FieldType.DATETIME: canon_datetime,
+    FieldType.TIME: canon_time,
+    FieldType.COMPOUND: None,
+    FieldType.BASE64: None,
+    FieldType.JSON: None,
+}
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class CanonicalRecord:
+    record_id: str
+    values_json: str  # canonical JSON of every stored value (nulls omitted)
+    hash: bytes  # of the values that count for a change: formula fields and audit fields excluded
+    system_modstamp: str | None
+    deleted: Deleted
+    raw_hash: bytes = b""  # fingerprint() of the bytes it was parsed from
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# key order is fixed by the canonicaliser; nested objects (compound fields) are sorted by the encoder
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def content_hash(core_json: str) -> bytes:
+    # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
+    return hashlib.blake2b(core_json.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class RecordCanonicalizer:
+    """Turns raw records of one object (as Salesforce returns them) into their canonical form and hash.
+
+    Canonical: keys in the schema's spelling, null and empty values omitted (Salesforce does not distinguish
+    them), numbers/booleans/dates in one formatting. The hash covers every value except formula
+    (calculated) fields and the audit fields SystemModstamp and LastModifiedDate.
+    """
+
+    def __init__(self, schema: ObjectSchema, *, count_formula_changes: bool = False) -> None:
+        self.schema = schema
+        by_lower = {f.name.lower(): f for f in schema.fields}
+        ignored = set(AUDIT_FIELDS)
+        if not count_formula_changes:
+            ignored |= {f.name for f in schema.fields if f.calculated}
+        # a fixed order (schema fields sorted by name, hashed ones first): the JSON text is canonical without
+        # sorting keys per record
+        ordered = sorted(schema.fields, key=lambda f: f.name)
+        self._core = tuple((f.name, _CANON[f.type]) for f in ordered if f.name not in ignored)
+        self._excluded = tuple((f.name, _CANON[f.type]) for f in ordered if f.name in ignored)
+        self._known = frozenset(f.name for f in schema.fields) | {"attributes"}
+        self._by_lower = {k: f.name for k, f in by_lower.items()}
+        self._id_field = by_lower["id"].name
+        self._modstamp_field = by_lower["systemmodstamp"].name if "systemmodstamp" in by_lower else None
+        self._deleted_field = by_lower["isdeleted"].name if "isdeleted" in by_lower else None
+
+    def _respell(self, obj: dict[str, Any], position: int) -> dict[str, Any]:
+        """Slow path: keys in another case than the schema's, or unknown keys (refused)."""
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            if key == "attributes":
+                continue
+            spelled = self._by_lower.get(key.lower())
+            if spelled is None:
+                raise InvalidArgument(
+                    f"record {position}: {key!r} is not a field of {self.schema.object_name} in its schema"
+                )
+            out[spelled] = value
+        return out
+
+    @staticmethod
+    def _pick(obj: dict[str, Any], plan: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        get = obj.get
+        for name, fn in plan:
+            value = get(name)
+            if value is None or value == "":
+                continue  # Salesforce does not distinguish null from empty: both are omitted
+            out[name] = value if fn is None else fn(value, name)
+        return out
+
+    def canonicalize(self, raw: bytes | str | Mapping[str, Any], position: int = 0) -> CanonicalRecord:
+        if isinstance(raw, bytes | str):
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
+        else:
+            obj = raw
+        if not isinstance(obj, dict):
+            raise InvalidArgument(f"record {position} is not a JSON object")
+        if not obj.keys() <= self._known:
+            obj = self._respell(obj, position)
+        core = self._pick(obj, self._core)
+        excluded = self._pick(obj, self._excluded)
+        rid = core.get(self._id_field)
+        if rid is None:
+            raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
+        rid = normalize_id(rid, f"record {position} Id")
+        prefix = self.schema.key_prefix
+        if prefix and not rid.startswith(prefix):
+            raise InvalidArgument(
+                f"record {position} Id {rid} does not start with {prefix}, the key prefix of {self.schema.object_name}"
+            )
+        core[self._id_field] = rid
+        deleted = Deleted.SOFT if self._deleted_field and core.get(self._deleted_field) is True else Deleted.LIVE
+        modstamp = excluded.get(self._modstamp_field) if self._modstamp_field else None
+        core_json = _dumps(core)
+        if "\\u0000" in core_json:
+            # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
+            core_json = core_json.replace("\\u0000", "")
+        digest = content_hash(core_json)
+        if excluded:
+            rest = _dumps(excluded)
+            stored = core_json[:-1] + ("," if len(core_json) > 2 else "") + rest[1:]
+            if "\\u0000" in stored:
+                stored = stored.replace("\\u0000", "")
+        else:
+            stored = core_json
+        raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
+
+
+_RAW_ID = re.compile(rb'"Id"\s*:\s*"([A-Za-z0-9]{15,18})"')
+
+
+def fingerprint(raw: bytes) -> bytes:
+    """Hash of a record's bytes as received: identical bytes are identical content, so a re-read record whose
+    bytes match the head's fingerprint is unchanged without being parsed."""
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def guess_id(raw: bytes) -> str | None:
+    """The record Id found in the raw JSON without parsing it, or None. Only used to look up the head's
+    fingerprint: a wrong guess can only miss the fast path, never make different bytes look unchanged."""
+    found = _RAW_ID.findall(raw)
+    if len(found) != 1:
+        return None
+    rid = found[0].decode()
+    if len(rid) == 15:
+        return rid + id_suffix(rid)
+    if len(rid) == 18:
+        return rid[:15] + rid[15:].upper()
+    return None
+
+
+# --- chunk counts ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    received: int = 0
+    new_versions: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    files: int = 0
+    metadata_components: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Counts:
+        return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def add(self, other: Counts) -> Counts:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        return self
+
+
+def classify(received: int, transitions: Iterable[tuple[bool, Deleted]]) -> Counts:
+    """Counts of a chunk from the head transitions it caused: (first sight?, new deleted state) per version."""
+    counts = Counts(received=received)
+    for first, state in transitions:
+        if first:
+            counts.new_versions += 1
+        elif state != Deleted.LIVE:
+            counts.deleted += 1
+        else:
+            counts.changed += 1
+    counts.unchanged = received - counts.new_versions - counts.changed - counts.deleted
+    return counts
+
+
+@dataclass
+class ChunkDigest:
+    """Fingerprint of a chunk's content: a redelivery must carry the same content as the first delivery."""
+
+    _h: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
+
+    def update(self, *parts: bytes | str) -> None:
+        for p in parts:
+            b = p.encode() if isinstance(p, str) else p
+            self._h.update(len(b).to_bytes(8, "big"))
+            self._h.update(b)
+
+    def digest(self) -> bytes:
+        return bytes(self._h.digest())
+
+
+def dedupe_last(records: Iterable[CanonicalRecord]) -> dict[str, CanonicalRecord]:
+    """One version per Id in a chunk: a record listed twice keeps its last occurrence (the newest read)."""
+    out: dict[str, CanonicalRecord] = {}
+    for r in records:
+        out[r.record_id] = r
+    return out

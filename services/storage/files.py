@@ -1,0 +1,256 @@
+"""File repositories: content-addressed bodies (files, metadata components) in a local directory or any
+S3-compatible store. A body is written under a temporary name and becomes visible only once complete
+(rename, or multipart complete + copy), at the address derived from its SHA-256, so identical contents are
+stored once and a crash never leaves a partial body at a real address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
+
+
+def content_key(sha256_hex: str) -> str:
+    """The repository-relative address of a body; two levels of fan-out keep directories small."""
+    return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}"
+
+
+class Upload(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self, sha256_hex: str) -> str:
+        """Makes the body visible at its content address (deduplicated); returns the address."""
+        ...
+
+    async def abort(self) -> None: ...
+
+
+class FileRepository(Protocol):
+    async def begin(self) -> Upload: ...
+
+    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+        """Stores a small body in one go; returns (sha256 hex, address)."""
+        ...
+
+    def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]: ...
+
+    async def check(self) -> None:
+        """Raises when the repository is not usable (start-up and readiness)."""
+        ...
+
+
+# --- local directory ------------------------------------------------------------------------------------
+
+
+class _LocalUpload:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / ".tmp" / uuid.uuid4().hex
+        self._fh = open(self.tmp, "wb")  # closed in commit/abort
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._fh.write, data)
+
+    async def commit(self, sha256_hex: str) -> str:
+        key = content_key(sha256_hex)
+        target = self.root / key
+
+        def finish() -> None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())  # durable before it becomes visible
+            self._fh.close()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                self.tmp.unlink()  # identical content already stored
+            else:
+                os.replace(self.tmp, target)
+
+        await asyncio.to_thread(finish)
+        return key
+
+    async def abort(self) -> None:
+        self._fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+class LocalFileRepository:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
+
+    async def begin(self) -> Upload:
+        return _LocalUpload(self.root)
+
+    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+        digest = hashlib.sha256(data).hexdigest()
+        up = await self.begin()
+        try:
+            await up.write(data)
+            return digest, await up.commit(digest)
+        except BaseException:
+            await up.abort()
+            raise
+
+    async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        fh = await asyncio.to_thread(open, self.root / key, "rb")
+        try:
+            while chunk := await asyncio.to_thread(fh.read, chunk_size):
+                yield chunk
+        finally:
+            fh.close()
+
+    async def check(self) -> None:
+        probe = self.root / ".tmp" / f"probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+
+# --- S3-compatible --------------------------------------------------------------------------------------
+
+
+class _S3Upload:
+    """Small bodies are one put_object at the final key; larger ones a multipart upload to a temporary key,
+    completed and then copied to the content address (server-side, no bytes through this service)."""
+
+    def __init__(self, repo: S3FileRepository) -> None:
+        self.repo = repo
+        self.tmp_key = f"{repo.prefix}.tmp/{uuid.uuid4().hex}"
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    async def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= self.repo.part_size:
+            await self._flush_part()
+
+    async def _flush_part(self) -> None:
+        s3, bucket = self.repo.client, self.repo.bucket
+        if self.upload_id is None:
+            started = await asyncio.to_thread(s3.create_multipart_upload, Bucket=bucket, Key=self.tmp_key)
+            self.upload_id = started["UploadId"]
+        number = len(self.parts) + 1
+        body = bytes(self.buffer)
+        self.buffer.clear()
+        part = await asyncio.to_thread(
+            s3.upload_part, Bucket=bucket, Key=self.tmp_key, UploadId=self.upload_id, PartNumber=number, Body=body
+        )
+        self.parts.append({"PartNumber": number, "ETag": part["ETag"]})
+
+    async def commit(self, sha256_hex: str) -> str:
+        key = content_key(sha256_hex)
+        s3, bucket, final = self.repo.client, self.repo.bucket, self.repo.prefix + key
+        if await self.repo.exists(final):
+            await self.abort()
+            return key
+        if self.upload_id is None:
+            await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=final, Body=bytes(self.buffer))
+            self.buffer.clear()
+            return key
+        if self.buffer:
+            await self._flush_part()
+        await asyncio.to_thread(
+            s3.complete_multipart_upload,
+            Bucket=bucket,
+            Key=self.tmp_key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+        self.upload_id = None
+        await asyncio.to_thread(
+            s3.copy_object, Bucket=bucket, Key=final, CopySource={"Bucket": bucket, "Key": self.tmp_key}
+        )
+        await asyncio.to_thread(s3.delete_object, Bucket=bucket, Key=self.tmp_key)
+        return key
+
+    async def abort(self) -> None:
+        self.buffer.clear()
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    self.repo.client.abort_multipart_upload,
+                    Bucket=self.repo.bucket,
+                    Key=self.tmp_key,
+                    UploadId=self.upload_id,
+                )
+            self.upload_id = None
+
+
+class S3FileRepository:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        part_size: int = 8 << 20,
+        client: Any = None,
+    ) -> None:
+        import boto3  # imported here: only the S3 backend needs it
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_size = max(part_size, 5 << 20)  # S3's minimum part size (except the last)
+        # credentials come from boto3's usual chain (environment, profile, instance role); never from here
+        self.client = client or boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        )
+
+    async def exists(self, full_key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=full_key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    async def begin(self) -> Upload:
+        return _S3Upload(self)
+
+    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+        digest = hashlib.sha256(data).hexdigest()
+        key = content_key(digest)
+        if not await self.exists(self.prefix + key):
+            await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=self.prefix + key, Body=data)
+        return digest, key
+
+    async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        obj = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        body = obj["Body"]
+        try:
+            while chunk := await asyncio.to_thread(body.read, chunk_size):
+                yield chunk
+        finally:
+            body.close()
+
+    async def check(self) -> None:
+        await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)
+
+
+def open_repository(url: str, *, s3_endpoint_url: str | None = None) -> FileRepository:
+    """file:///path (or a plain path) for a local directory, s3://bucket/prefix for S3-compatible stores."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        path = parsed.path if parsed.scheme == "file" else url
+        if parsed.scheme == "file" and parsed.netloc:  # file://relative/dir
+            path = parsed.netloc + parsed.path
+        return LocalFileRepository(path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"file repository {url!r} names no bucket (s3://bucket/prefix)")
+        return S3FileRepository(parsed.netloc, parsed.path, endpoint_url=s3_endpoint_url)
+    raise ValueError(f"file repository {url!r}: use file:///path or s3://bucket/prefix")

@@ -1,0 +1,164 @@
+"""The storage schema's migrations, applied in order at start (append-only: a released entry is never edited).
+
+Record versions and the head are hash-partitioned by record Id (16 partitions): each partition's index stays
+small enough to cache, autovacuum works partition by partition, and a lookup of one record touches one.
+"""
+
+from __future__ import annotations
+
+SCHEMA = "storage"
+PARTITIONS = 16
+
+
+def _partitions(table: str) -> str:
+    return "\n".join(
+        f"CREATE TABLE {table}_p{i:02d} PARTITION OF {table} FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i});"
+        for i in range(PARTITIONS)
+    )
+
+
+V1 = f"""
+CREATE TABLE orgs (
+    org_key     int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id      text NOT NULL UNIQUE,                -- 18-character Organization Id
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per sObject of an org; names are case-insensitive in Salesforce.
+CREATE TABLE objects (
+    object_key  int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_key     int NOT NULL REFERENCES orgs,
+    object_name text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX objects_name ON objects (org_key, lower(object_name));
+
+-- The describe of an object; a new version only when fields, types or formula flags changed.
+CREATE TABLE object_schemas (
+    object_key     int NOT NULL REFERENCES objects,
+    schema_version int NOT NULL,
+    digest         bytea NOT NULL,
+    key_prefix     text NOT NULL DEFAULT '',
+    fields         jsonb NOT NULL,                  -- [{{name, type, calculated, sf_type, label}}]
+    describe       jsonb,
+    first_session  text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (object_key, schema_version)
+);
+
+-- Which schema version each session saw: a restore point is read with the fields it had then.
+CREATE TABLE session_schemas (
+    session_id     text NOT NULL,
+    object_key     int NOT NULL REFERENCES objects,
+    schema_version int NOT NULL,
+    PRIMARY KEY (session_id, object_key)
+);
+
+CREATE TABLE jobs (
+    job_key     int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_key     int NOT NULL REFERENCES orgs,
+    session_id  text NOT NULL,
+    job_id      text NOT NULL,
+    job_type    smallint NOT NULL,
+    object_name text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (session_id, job_id)
+);
+CREATE INDEX jobs_org_session ON jobs (org_key, session_id);
+
+-- Every committed write of a job, keyed by (job, chunk_seq): the idempotency record and the source of
+-- restore points. `result` is what the call returned, so a redelivery returns it again.
+CREATE TABLE chunks (
+    job_key      int NOT NULL REFERENCES jobs,
+    chunk_seq    bigint NOT NULL,
+    kind         text NOT NULL,                     -- records | deletes | file | metadata
+    object_key   int,
+    digest       bytea NOT NULL,
+    result       jsonb NOT NULL DEFAULT '{{}}',
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_key, chunk_seq)
+);
+
+-- Every version of every record. Append-only; version_id orders the versions of one record.
+CREATE TABLE record_versions (
+    org_key         int NOT NULL,
+    object_key      int NOT NULL,
+    record_id       text NOT NULL,
+    version_id      bigint GENERATED ALWAYS AS IDENTITY,
+    job_key         int NOT NULL,
+    schema_version  int NOT NULL,
+    captured_at     timestamptz NOT NULL DEFAULT now(),
+    system_modstamp timestamptz,
+    deleted         smallint NOT NULL DEFAULT 0,    -- 0 live, 1 soft (recycle bin), 2 hard
+    hash            bytea NOT NULL,
+    data            jsonb NOT NULL,                 -- canonical values (a deleted version: the last live ones)
+    PRIMARY KEY (org_key, object_key, record_id, version_id)
+) PARTITION BY HASH (record_id);
+{_partitions("record_versions")}
+
+-- The latest version of each record: comparison of a chunk costs one index probe per record.
+CREATE TABLE record_head (
+    org_key         int NOT NULL,
+    object_key      int NOT NULL,
+    record_id       text NOT NULL,
+    hash            bytea NOT NULL,
+    deleted         smallint NOT NULL,
+    versions        int NOT NULL,
+    system_modstamp timestamptz,                    -- of the latest read, changed or not
+    raw_hash        bytea,                          -- fingerprint of the latest read's bytes (fast path)
+    changed_at      timestamptz NOT NULL,
+    PRIMARY KEY (org_key, object_key, record_id)
+) PARTITION BY HASH (record_id);
+{_partitions("record_head")}
+
+-- File bodies, content-addressed: one row (and one stored object) per distinct content.
+CREATE TABLE files (
+    sha256    bytea PRIMARY KEY,
+    size      bigint NOT NULL,
+    location  text NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE file_versions (
+    version_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_key      int NOT NULL REFERENCES orgs,
+    object_name  text NOT NULL,
+    record_id    text NOT NULL,
+    sha256       bytea NOT NULL REFERENCES files,
+    size         bigint NOT NULL,
+    file_name    text NOT NULL DEFAULT '',
+    content_type text NOT NULL DEFAULT '',
+    job_key      int NOT NULL REFERENCES jobs,
+    captured_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX file_versions_record ON file_versions (org_key, object_name, record_id, version_id);
+CREATE INDEX file_versions_sha256 ON file_versions (sha256);
+
+CREATE TABLE metadata_head (
+    org_key   int NOT NULL REFERENCES orgs,
+    type      text NOT NULL,
+    full_name text NOT NULL,
+    sha256    bytea NOT NULL,
+    deleted   boolean NOT NULL,
+    versions  int NOT NULL,
+    PRIMARY KEY (org_key, type, full_name)
+);
+
+CREATE TABLE metadata_versions (
+    version_id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_key            int NOT NULL REFERENCES orgs,
+    type               text NOT NULL,
+    full_name          text NOT NULL,
+    sha256             bytea NOT NULL REFERENCES files,
+    size               bigint NOT NULL,
+    deleted            boolean NOT NULL,
+    last_modified_date timestamptz,
+    file_name          text NOT NULL DEFAULT '',
+    job_key            int NOT NULL REFERENCES jobs,
+    captured_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX metadata_versions_component ON metadata_versions (org_key, type, full_name, version_id);
+CREATE INDEX metadata_versions_sha256 ON metadata_versions (sha256);
+"""
+
+MIGRATIONS: list[str] = [V1]

@@ -1,0 +1,98 @@
+"""Composition root: settings -> database, file repository, bus -> application -> gRPC server.
+
+`start()` is what `python -m services.storage` runs and what the end-to-end tests start in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from psycopg_pool import AsyncConnectionPool
+from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
+
+from services.common.bus import Bus, BusConfig
+from services.common.grpcserver import GrpcServer
+from services.storage.api import StorageServicer
+from services.storage.application import ChunkPublisher, Storage
+from services.storage.config import StorageSettings
+from services.storage.consumers import BusChunkPublisher
+from services.storage.files import FileRepository, open_repository
+from services.storage.store import PostgresStore, open_store_pool
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+async def start_grpc_server(servicer: StorageServicer, *, port: int, max_message_mb: int) -> GrpcServer:
+    """Like services.common.grpcserver.start_grpc_server, plus message size options: a 10,000-record chunk
+    is larger than gRPC's 4 MiB default. (The common helper takes no server options yet.)"""
+    limit = max_message_mb << 20
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    )
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    await server.start()
+    result = GrpcServer(server, health_servicer, bound, (SERVICE_NAME,))
+    await result.set_serving(False)
+    return result
+
+
+@dataclass
+class RunningStorage:
+    server: GrpcServer
+    storage: Storage
+    pool: AsyncConnectionPool
+    bus: Bus | None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Drain: NOT_SERVING first, then let in-flight chunks finish (their transactions commit or roll back
+        whole), then close the bus and the pool."""
+        await self.server.stop(grace_s)
+        if self.bus is not None:
+            await self.bus.close()
+        await self.pool.close()
+
+
+async def start(
+    settings: StorageSettings,
+    *,
+    files: FileRepository | None = None,
+    publisher: ChunkPublisher | None = None,
+) -> RunningStorage:
+    pool = await open_store_pool(settings.database_url, max_size=settings.storage_db_pool_size)
+    store = PostgresStore(pool)
+    version = await store.migrate()
+    log.info("storage schema at version %d", version)
+    repo = files or open_repository(settings.file_repository, s3_endpoint_url=settings.s3_endpoint_url)
+    await repo.check()
+    bus: Bus | None = None
+    if publisher is None:
+        bus = await Bus.connect(BusConfig(settings.nats_url, namespace=settings.bus_namespace), producer="storage")
+        publisher = BusChunkPublisher(bus)
+    storage = Storage(
+        store,
+        repo,
+        publisher,
+        max_chunk_records=settings.storage_max_chunk_records,
+        count_formula_changes=settings.storage_count_formula_changes,
+    )
+    server = await start_grpc_server(
+        StorageServicer(storage), port=settings.storage_port, max_message_mb=settings.storage_max_message_mb
+    )
+    await server.set_serving(True)  # database migrated, repository writable, bus connected
+    log.info("storage serving on port %d", server.port)
+    return RunningStorage(server, storage, pool, bus)

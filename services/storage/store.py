@@ -1,0 +1,759 @@
+"""The PostgreSQL adapter of storage: its own schema (see migrations.py), set-based chunk writes and reads.
+
+Every write is one transaction that first claims its (job, chunk_seq): a redelivered chunk finds its claim
+and returns the result stored with it, so it changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import db
+from services.storage.domain import (
+    CanonicalRecord,
+    Counts,
+    Deleted,
+    FailedPrecondition,
+    ObjectSchema,
+    classify,
+)
+from services.storage.migrations import MIGRATIONS, SCHEMA
+
+S = SCHEMA
+Fault = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobRef:
+    job_key: int
+    org_key: int
+    org_id: str
+    session_id: str
+    job_id: str
+    job_type: int
+    object_name: str
+
+
+@dataclass(frozen=True)
+class SchemaRef:
+    object_key: int
+    object_name: str
+    schema_version: int
+    schema: ObjectSchema
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    result: dict[str, Any]  # {"counts": {...}, ...}: what the call returned the first time
+    replayed: bool
+
+    @property
+    def counts(self) -> Counts:
+        return Counts.from_json(self.result["counts"])
+
+
+@dataclass(frozen=True)
+class RecordVersionRow:
+    record_id: str
+    version_id: int
+    session_id: str
+    job_id: str
+    captured_at: dt.datetime
+    system_modstamp: dt.datetime | None
+    deleted: Deleted
+    hash: bytes
+    values_json: str
+    schema_version: int
+
+
+@dataclass(frozen=True)
+class FileVersionRow:
+    object_name: str
+    record_id: str
+    sha256: bytes
+    size: int
+    file_name: str
+    content_type: str
+    session_id: str
+    captured_at: dt.datetime
+    location: str
+
+
+@dataclass(frozen=True)
+class MetadataVersionRow:
+    type: str
+    full_name: str
+    version_id: int
+    session_id: str
+    captured_at: dt.datetime
+    last_modified_date: dt.datetime | None
+    sha256: bytes
+    size: int
+    deleted: bool
+    file_name: str
+    location: str
+
+
+@dataclass(frozen=True)
+class RestorePointRow:
+    session_id: str
+    first_capture: dt.datetime
+    last_capture: dt.datetime
+    counts: Counts
+    jobs: int
+
+
+@dataclass(frozen=True)
+class MetadataInput:
+    type: str
+    full_name: str
+    sha256: bytes
+    size: int
+    deleted: bool
+    last_modified_date: dt.datetime | None
+    file_name: str
+
+
+def _copy_text(value: str) -> str:
+    # COPY text format: backslash is the escape character; JSON already escapes tabs and newlines
+    return value.replace("\\", "\\\\")
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # one temporary table per connection, emptied at every commit, instead of one per chunk (catalog churn)
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS incoming ("
+        " record_id text NOT NULL, hash bytea NOT NULL, deleted smallint NOT NULL, system_modstamp timestamptz,"
+        " raw_hash bytea"
+        ") ON COMMIT DELETE ROWS"
+    )
+    await conn.commit()
+
+
+async def open_store_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, configure=_configure)
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+class PostgresStore:
+    def __init__(self, pool: AsyncConnectionPool, *, fault: Fault | None = None) -> None:
+        self.pool = pool
+        self._fault = fault  # test hook: called at named points inside write transactions
+
+    async def _at(self, point: str) -> None:
+        if self._fault is not None:
+            await self._fault(point)
+
+    async def migrate(self) -> int:
+        async with self.pool.connection() as conn:
+            return await db.migrate(conn, SCHEMA, MIGRATIONS)
+
+    async def ping(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    # --- orgs, jobs, schemas -------------------------------------------------------------------------------
+
+    async def org_key(self, org_id: str) -> int | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT org_key FROM {S}.orgs WHERE org_id = %s", (org_id,))
+            row = await cur.fetchone()
+            return int(row[0]) if row else None
+
+    async def begin_job(
+        self, org_id: str, session_id: str, job_id: str, job_type: int, object_name: str
+    ) -> tuple[JobRef, int, int, Counts]:
+        """Registers the job (and org); returns it with (last chunk_seq, chunks, totals) already stored."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(f"INSERT INTO {S}.orgs (org_id) VALUES (%s) ON CONFLICT (org_id) DO NOTHING", (org_id,))
+            cur = await conn.execute(f"SELECT org_key FROM {S}.orgs WHERE org_id = %s", (org_id,))
+            org_key = int((await cur.fetchone())[0])  # type: ignore[index]
+            await conn.execute(
+                f"INSERT INTO {S}.jobs (org_key, session_id, job_id, job_type, object_name)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id, job_id) DO NOTHING",
+                (org_key, session_id, job_id, job_type, object_name),
+            )
+            job = await self._job(conn, session_id, job_id)
+            assert job is not None
+            if (job.org_id, job.job_type, job.object_name) != (org_id, job_type, object_name):
+                raise FailedPrecondition(
+                    f"job {job_id} of session {session_id} is already registered for org {job.org_id}, "
+                    f"type {job.job_type}, object {job.object_name!r}"
+                )
+            cur = await conn.execute(
+                f"SELECT coalesce(max(chunk_seq), 0), count(*) FROM {S}.chunks WHERE job_key = %s", (job.job_key,)
+            )
+            last, chunks = await cur.fetchone()  # type: ignore[misc]
+            totals = Counts()
+            cur = await conn.execute(f"SELECT result->'counts' FROM {S}.chunks WHERE job_key = %s", (job.job_key,))
+            for (counts,) in await cur.fetchall():
+                totals.add(Counts.from_json(counts))
+            return job, int(last), int(chunks), totals
+
+    async def _job(self, conn: psycopg.AsyncConnection[Any], session_id: str, job_id: str) -> JobRef | None:
+        cur = await conn.execute(
+            f"SELECT j.job_key, j.org_key, o.org_id, j.session_id, j.job_id, j.job_type, j.object_name"
+            f" FROM {S}.jobs j JOIN {S}.orgs o USING (org_key) WHERE j.session_id = %s AND j.job_id = %s",
+            (session_id, job_id),
+        )
+        row = await cur.fetchone()
+        return JobRef(*row) if row else None
+
+    async def job(self, session_id: str, job_id: str) -> JobRef | None:
+        async with self.pool.connection() as conn:
+            return await self._job(conn, session_id, job_id)
+
+    async def object_key(self, org_key: int, object_name: str) -> tuple[int, str] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT object_key, object_name FROM {S}.objects"
+                " WHERE org_key = %s AND lower(object_name) = lower(%s)",
+                (org_key, object_name),
+            )
+            row = await cur.fetchone()
+            return (int(row[0]), str(row[1])) if row else None
+
+    async def put_schema(
+        self, org_key: int, session_id: str, schema: ObjectSchema, describe_json: bytes | None
+    ) -> tuple[int, bool]:
+        digest = schema.digest()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {S}.objects (org_key, object_name) VALUES (%s, %s)"
+                " ON CONFLICT (org_key, lower(object_name)) DO NOTHING",
+                (org_key, schema.object_name),
+            )
+            cur = await conn.execute(
+                f"SELECT object_key FROM {S}.objects WHERE org_key = %s AND lower(object_name) = lower(%s) FOR UPDATE",
+                (org_key, schema.object_name),
+            )
+            object_key = int((await cur.fetchone())[0])  # type: ignore[index]
+            cur = await conn.execute(
+                f"SELECT schema_version, digest FROM {S}.object_schemas WHERE object_key = %s"
+                " ORDER BY schema_version DESC LIMIT 1",
+                (object_key,),
+            )
+            latest = await cur.fetchone()
+            changed = latest is None or bytes(latest[1]) != digest
+            if changed:
+                version = 1 if latest is None else int(latest[0]) + 1
+                await conn.execute(
+                    f"INSERT INTO {S}.object_schemas"
+                    " (object_key, schema_version, digest, key_prefix, fields, describe, first_session)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        object_key,
+                        version,
+                        digest,
+                        schema.key_prefix,
+                        json.dumps(schema.to_json()),
+                        describe_json.decode() if describe_json else None,
+                        session_id,
+                    ),
+                )
+            else:
+                version = int(latest[0])  # type: ignore[index]
+            await conn.execute(
+                f"INSERT INTO {S}.session_schemas (session_id, object_key, schema_version) VALUES (%s, %s, %s)"
+                " ON CONFLICT (session_id, object_key) DO UPDATE SET schema_version = EXCLUDED.schema_version",
+                (session_id, object_key, version),
+            )
+            return version, changed
+
+    async def session_schema(self, org_key: int, session_id: str, object_name: str) -> SchemaRef | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT o.object_key, o.object_name, s.schema_version, s.key_prefix, s.fields"
+                f" FROM {S}.objects o JOIN {S}.session_schemas ss USING (object_key)"
+                f" JOIN {S}.object_schemas s ON s.object_key = o.object_key AND s.schema_version = ss.schema_version"
+                " WHERE o.org_key = %s AND lower(o.object_name) = lower(%s) AND ss.session_id = %s",
+                (org_key, object_name, session_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            return SchemaRef(row[0], row[1], row[2], ObjectSchema.from_json(row[1], row[3], row[4]))
+
+    async def schema_as_of(self, object_key: int, object_name: str, as_of: dt.datetime) -> ObjectSchema | None:
+        """The describe in effect at a time: the newest schema version created at or before it."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT key_prefix, fields FROM {S}.object_schemas WHERE object_key = %s"
+                " ORDER BY (created_at <= %s) DESC, schema_version DESC LIMIT 1",
+                (object_key, as_of),
+            )
+            row = await cur.fetchone()
+            return ObjectSchema.from_json(object_name, row[0], row[1]) if row else None
+
+    # --- chunks --------------------------------------------------------------------------------------------
+
+    async def _claim(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        job_key: int,
+        seq: int,
+        kind: str,
+        digest: bytes,
+        object_key: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Claims (job, chunk_seq) inside the caller's transaction; returns the stored result when a previous
+        delivery already committed it. A concurrent delivery waits here until the first one commits."""
+        cur = await conn.execute(
+            f"INSERT INTO {S}.chunks (job_key, chunk_seq, kind, object_key, digest) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (job_key, chunk_seq) DO NOTHING RETURNING 1",
+            (job_key, seq, kind, object_key, digest),
+        )
+        if await cur.fetchone():
+            return None
+        cur = await conn.execute(
+            f"SELECT kind, digest, result FROM {S}.chunks WHERE job_key = %s AND chunk_seq = %s", (job_key, seq)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        if row[0] != kind or bytes(row[1]) != digest:
+            raise FailedPrecondition(
+                f"chunk {seq} of this job was already stored with other content; a retried job must resend the "
+                "same chunk or continue after the last stored chunk_seq (see BeginJob)"
+            )
+        return dict(row[2])
+
+    async def chunk_result(self, job_key: int, seq: int) -> tuple[str, bytes, dict[str, Any]] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT kind, digest, result FROM {S}.chunks WHERE job_key = %s AND chunk_seq = %s", (job_key, seq)
+            )
+            row = await cur.fetchone()
+            return (row[0], bytes(row[1]), dict(row[2])) if row else None
+
+    async def _finish(self, conn: psycopg.AsyncConnection[Any], job_key: int, seq: int, result: dict[str, Any]) -> None:
+        await conn.execute(
+            f"UPDATE {S}.chunks SET result = %s WHERE job_key = %s AND chunk_seq = %s",
+            (json.dumps(result), job_key, seq),
+        )
+
+    async def put_records(
+        self,
+        job: JobRef,
+        target: SchemaRef,
+        seq: int,
+        digest: bytes,
+        fingerprints: Sequence[tuple[str | None, bytes]],
+        canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
+    ) -> ChunkOutcome:
+        """Stores a chunk in one transaction.
+
+        1. Records whose bytes equal the head's fingerprint are unchanged: they are not even parsed.
+        2. The others are canonicalised (`canonicalize(positions)`), their (Id, hash, deleted) COPied into a
+           temporary table, and the head upserted where the hash or deleted state differs; its RETURNING says
+           which records need a version.
+        3. Only those versions are COPied into record_versions.
+        """
+        received = len(fingerprints)
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._claim(conn, job.job_key, seq, "records", digest, target.object_key)
+            if stored is not None:
+                return ChunkOutcome(stored, True)
+            last: dict[str, int] = {}  # a record listed twice: its last occurrence counts
+            unguessed: list[int] = []
+            for i, (guessed, _fp) in enumerate(fingerprints):
+                if guessed is None:
+                    unguessed.append(i)
+                else:
+                    last[guessed] = i
+            known: dict[str, bytes] = {}
+            if last:
+                cur = await conn.execute(
+                    f"SELECT record_id, raw_hash FROM {S}.record_head"
+                    " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[])",
+                    (job.org_key, target.object_key, sorted(last)),
+                )
+                known = {r[0]: bytes(r[1]) for r in await cur.fetchall() if r[1] is not None}
+            todo = sorted([*unguessed, *(i for rid, i in last.items() if known.get(rid) != fingerprints[i][1])])
+            records = await canonicalize(todo) if todo else {}
+            transitions: list[tuple[str, bool, int]] = []
+            written = 0
+            if records:
+                lines = []
+                for r in records.values():
+                    modstamp = r.system_modstamp or "\\N"
+                    raw = f"\\\\x{r.raw_hash.hex()}" if r.raw_hash else "\\N"
+                    lines.append(f"{r.record_id}\t\\\\x{r.hash.hex()}\t{int(r.deleted)}\t{modstamp}\t{raw}\n")
+                async with conn.cursor().copy(
+                    "COPY incoming (record_id, hash, deleted, system_modstamp, raw_hash) FROM STDIN"
+                ) as copy:
+                    await copy.write("".join(lines).encode())
+                await self._at("records.after_copy")
+                # ORDER BY record_id: head rows are locked in one order, so overlapping chunks cannot deadlock
+                cur = await conn.execute(
+                    f"INSERT INTO {S}.record_head AS h (org_key, object_key, record_id, hash, deleted, versions,"
+                    " system_modstamp, raw_hash, changed_at)"
+                    " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, raw_hash, now() FROM incoming"
+                    " ORDER BY record_id"
+                    " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
+                    " deleted = EXCLUDED.deleted, versions = h.versions + 1,"
+                    " system_modstamp = EXCLUDED.system_modstamp, raw_hash = EXCLUDED.raw_hash,"
+                    " changed_at = EXCLUDED.changed_at"
+                    " WHERE h.hash <> EXCLUDED.hash OR h.deleted <> EXCLUDED.deleted"
+                    " RETURNING h.record_id, h.versions = 1, h.deleted",
+                    (job.org_key, target.object_key),
+                )
+                transitions = await cur.fetchall()
+                await self._at("records.after_head")
+                if transitions:
+                    prefix = f"{job.org_key}\t{target.object_key}\t"
+                    suffix = f"\t{job.job_key}\t{target.schema_version}\t"
+                    out = []
+                    for rid, _first, _state in transitions:
+                        r = records[rid]
+                        written += len(r.values_json)
+                        out.append(
+                            f"{prefix}{rid}{suffix}{r.system_modstamp or chr(92) + 'N'}\t{int(r.deleted)}"
+                            f"\t\\\\x{r.hash.hex()}\t{_copy_text(r.values_json)}\n"
+                        )
+                    async with conn.cursor().copy(
+                        f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
+                        " system_modstamp, deleted, hash, data) FROM STDIN"
+                    ) as copy:
+                        await copy.write("".join(out).encode())
+                # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
+                # modstamp, so the next identical read takes the fast path again
+                versioned = {t[0] for t in transitions}
+                stale = [r for rid, r in records.items() if rid not in versioned and known.get(rid) != r.raw_hash]
+                if stale:
+                    await conn.execute(
+                        f"UPDATE {S}.record_head h SET raw_hash = u.raw, system_modstamp = u.modstamp"
+                        " FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[]) AS u(id, raw, modstamp)"
+                        " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id",
+                        (
+                            [r.record_id for r in stale],
+                            [r.raw_hash or None for r in stale],
+                            [r.system_modstamp for r in stale],
+                            job.org_key,
+                            target.object_key,
+                        ),
+                    )
+            await self._at("records.after_versions")
+            counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
+            counts.bytes = written
+            result = {"counts": counts.to_json()}
+            await self._finish(conn, job.job_key, seq, result)
+            return ChunkOutcome(result, False)
+
+    async def mark_deleted(
+        self,
+        job: JobRef,
+        object_key: int,
+        seq: int,
+        digest: bytes,
+        record_ids: Sequence[str],
+        state: Deleted,
+    ) -> ChunkOutcome:
+        """A deleted version per known Id whose state gets worse (live -> soft -> hard); it carries the last
+        version's values, so the record stays restorable. Ids never stored are reported, not invented."""
+        ids = sorted(set(record_ids))
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)
+            if stored is not None:
+                return ChunkOutcome(stored, True)
+            cur = await conn.execute(
+                f"SELECT record_id FROM {S}.record_head"
+                " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[])",
+                (job.org_key, object_key, ids),
+            )
+            known = {r[0] for r in await cur.fetchall()}
+            cur = await conn.execute(
+                f"UPDATE {S}.record_head SET deleted = %s, versions = versions + 1, raw_hash = NULL, changed_at = now()"
+                " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[]) AND deleted < %s"
+                " RETURNING record_id",
+                (int(state), job.org_key, object_key, ids, int(state)),
+            )
+            changed = [r[0] for r in await cur.fetchall()]
+            if changed:
+                await conn.execute(
+                    f"INSERT INTO {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
+                    " system_modstamp, deleted, hash, data)"
+                    " SELECT %s, %s, c.id, %s, last.schema_version, last.system_modstamp, %s, last.hash, last.data"
+                    " FROM unnest(%s::text[]) AS c(id) CROSS JOIN LATERAL ("
+                    f"  SELECT v.schema_version, v.system_modstamp, v.hash, v.data FROM {S}.record_versions v"
+                    "   WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = c.id"
+                    "   ORDER BY v.version_id DESC LIMIT 1) AS last",
+                    (job.org_key, object_key, job.job_key, int(state), changed, job.org_key, object_key),
+                )
+            unknown = [i for i in ids if i not in known]
+            counts = Counts(received=len(record_ids), deleted=len(changed))
+            counts.unchanged = counts.received - counts.deleted
+            result = {"counts": counts.to_json(), "unknown_ids": unknown}
+            await self._finish(conn, job.job_key, seq, result)
+            return ChunkOutcome(result, False)
+
+    # --- files ---------------------------------------------------------------------------------------------
+
+    async def file_location(self, sha256: bytes) -> tuple[str, int] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT location, size FROM {S}.files WHERE sha256 = %s", (sha256,))
+            row = await cur.fetchone()
+            return (str(row[0]), int(row[1])) if row else None
+
+    async def org_references(self, org_key: int, sha256: bytes) -> bool:
+        """Whether the org owns a version with this body: content addresses are shared across orgs, reads
+        are not."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {S}.file_versions WHERE org_key = %s AND sha256 = %s)"
+                f" OR EXISTS (SELECT 1 FROM {S}.metadata_versions WHERE org_key = %s AND sha256 = %s)",
+                (org_key, sha256, org_key, sha256),
+            )
+            return bool((await cur.fetchone())[0])  # type: ignore[index]
+
+    async def existing_files(self, digests: Sequence[bytes]) -> set[bytes]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT sha256 FROM {S}.files WHERE sha256 = ANY(%s)", (list(digests),))
+            return {bytes(r[0]) for r in await cur.fetchall()}
+
+    async def record_file(
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        *,
+        object_name: str,
+        record_id: str,
+        sha256: bytes,
+        size: int,
+        location: str,
+        file_name: str,
+        content_type: str,
+    ) -> ChunkOutcome:
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._claim(conn, job.job_key, seq, "file", digest)
+            if stored is not None:
+                return ChunkOutcome(stored, True)
+            cur = await conn.execute(
+                f"INSERT INTO {S}.files (sha256, size, location) VALUES (%s, %s, %s)"
+                " ON CONFLICT (sha256) DO NOTHING RETURNING 1",
+                (sha256, size, location),
+            )
+            body_new = (await cur.fetchone()) is not None
+            cur = await conn.execute(
+                f"SELECT sha256 FROM {S}.file_versions WHERE org_key = %s AND object_name = %s AND record_id = %s"
+                " ORDER BY version_id DESC LIMIT 1 FOR UPDATE",
+                (job.org_key, object_name, record_id),
+            )
+            previous = await cur.fetchone()
+            counts = Counts(received=1)
+            new_version = previous is None or bytes(previous[0]) != sha256
+            if new_version:
+                await conn.execute(
+                    f"INSERT INTO {S}.file_versions"
+                    " (org_key, object_name, record_id, sha256, size, file_name, content_type, job_key)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (job.org_key, object_name, record_id, sha256, size, file_name, content_type, job.job_key),
+                )
+                if previous is None:
+                    counts.new_versions = 1
+                else:
+                    counts.changed = 1
+            else:
+                counts.unchanged = 1
+            if body_new:
+                counts.files, counts.bytes = 1, size
+            result = {
+                "counts": counts.to_json(),
+                "sha256": sha256.hex(),
+                "size": size,
+                "deduplicated": not body_new,
+                "new_version": new_version,
+            }
+            await self._finish(conn, job.job_key, seq, result)
+            return ChunkOutcome(result, False)
+
+    async def latest_file(
+        self, org_key: int, object_name: str, record_id: str, as_of: dt.datetime
+    ) -> FileVersionRow | None:
+        rows = await self.file_versions(org_key, object_name, record_id, as_of=as_of, newest_only=True)
+        return rows[0] if rows else None
+
+    async def file_versions(
+        self,
+        org_key: int,
+        object_name: str,
+        record_id: str,
+        *,
+        as_of: dt.datetime | None = None,
+        newest_only: bool = False,
+    ) -> list[FileVersionRow]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT fv.object_name, fv.record_id, fv.sha256, fv.size, fv.file_name, fv.content_type,"
+                f" j.session_id, fv.captured_at, f.location FROM {S}.file_versions fv"
+                f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
+                " WHERE fv.org_key = %s AND lower(fv.object_name) = lower(%s) AND fv.record_id = %s"
+                " AND (%s::timestamptz IS NULL OR fv.captured_at <= %s)"
+                f" ORDER BY fv.version_id {'DESC LIMIT 1' if newest_only else 'ASC'}",
+                (org_key, object_name, record_id, as_of, as_of),
+            )
+            return [FileVersionRow(r[0], r[1], bytes(r[2]), *r[3:]) for r in await cur.fetchall()]
+
+    # --- metadata ------------------------------------------------------------------------------------------
+
+    async def put_metadata(
+        self, job: JobRef, seq: int, digest: bytes, components: Sequence[MetadataInput], locations: dict[bytes, str]
+    ) -> ChunkOutcome:
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._claim(conn, job.job_key, seq, "metadata", digest)
+            if stored is not None:
+                return ChunkOutcome(stored, True)
+            await conn.execute(
+                f"INSERT INTO {S}.files (sha256, size, location)"
+                " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::text[]) ON CONFLICT (sha256) DO NOTHING",
+                (
+                    [c.sha256 for c in components],
+                    [c.size for c in components],
+                    [locations[c.sha256] for c in components],
+                ),
+            )
+            cur = await conn.execute(
+                f"SELECT h.type, h.full_name, h.sha256, h.deleted FROM {S}.metadata_head h"
+                " JOIN unnest(%s::text[], %s::text[]) AS c(type, full_name) USING (type, full_name)"
+                " WHERE h.org_key = %s ORDER BY 1, 2 FOR UPDATE OF h",
+                ([c.type for c in components], [c.full_name for c in components], job.org_key),
+            )
+            heads = {(r[0], r[1]): (bytes(r[2]), bool(r[3])) for r in await cur.fetchall()}
+            counts = Counts(received=len(components), metadata_components=len(components))
+            latest = {(c.type, c.full_name): c for c in components}  # a component listed twice: the last wins
+            for key, c in sorted(latest.items()):
+                head = heads.get(key)
+                if head is None and c.deleted:
+                    counts.unchanged += 1  # never backed up and already gone: nothing to keep
+                    continue
+                if head is not None and head == (c.sha256, c.deleted):
+                    counts.unchanged += 1
+                    continue
+                if head is None:
+                    counts.new_versions += 1
+                elif c.deleted:
+                    counts.deleted += 1
+                else:
+                    counts.changed += 1
+                counts.bytes += c.size
+                await conn.execute(
+                    f"INSERT INTO {S}.metadata_head AS h (org_key, type, full_name, sha256, deleted, versions)"
+                    " VALUES (%s, %s, %s, %s, %s, 1) ON CONFLICT (org_key, type, full_name) DO UPDATE"
+                    " SET sha256 = EXCLUDED.sha256, deleted = EXCLUDED.deleted, versions = h.versions + 1",
+                    (job.org_key, c.type, c.full_name, c.sha256, c.deleted),
+                )
+                await conn.execute(
+                    f"INSERT INTO {S}.metadata_versions (org_key, type, full_name, sha256, size, deleted,"
+                    " last_modified_date, file_name, job_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (job.org_key, *key, c.sha256, c.size, c.deleted, c.last_modified_date, c.file_name, job.job_key),
+                )
+            counts.unchanged += len(components) - len(latest)
+            result = {"counts": counts.to_json()}
+            await self._finish(conn, job.job_key, seq, result)
+            return ChunkOutcome(result, False)
+
+    async def metadata_versions(
+        self,
+        org_key: int,
+        *,
+        type_: str = "",
+        full_name: str = "",
+        as_of: dt.datetime | None = None,
+        newest_only: bool = False,
+        limit: int = 1000,
+    ) -> list[MetadataVersionRow]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT m.type, m.full_name, m.version_id, j.session_id, m.captured_at, m.last_modified_date,"
+                f" m.sha256, m.size, m.deleted, m.file_name, f.location FROM {S}.metadata_versions m"
+                f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
+                " WHERE m.org_key = %s AND (%s = '' OR m.type = %s) AND (%s = '' OR m.full_name = %s)"
+                " AND (%s::timestamptz IS NULL OR m.captured_at <= %s)"
+                f" ORDER BY m.version_id {'DESC' if newest_only else 'ASC'} LIMIT %s",
+                (org_key, type_, type_, full_name, full_name, as_of, as_of, 1 if newest_only else limit),
+            )
+            return [
+                MetadataVersionRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7], r[8], r[9], r[10])
+                for r in await cur.fetchall()
+            ]
+
+    # --- record reads --------------------------------------------------------------------------------------
+
+    _VERSION_COLUMNS = (
+        "v.record_id, v.version_id, j.session_id, j.job_id, v.captured_at, v.system_modstamp, v.deleted, v.hash,"
+        " v.data::text, v.schema_version"
+    )
+
+    @staticmethod
+    def _version(row: Sequence[Any]) -> RecordVersionRow:
+        return RecordVersionRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], Deleted(row[6]), bytes(row[7]), row[8], row[9]
+        )
+
+    async def history(self, org_key: int, object_key: int, record_id: str) -> list[RecordVersionRow]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {self._VERSION_COLUMNS} FROM {S}.record_versions v JOIN {S}.jobs j USING (job_key)"
+                " WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = %s ORDER BY v.version_id",
+                (org_key, object_key, record_id),
+            )
+            return [self._version(r) for r in await cur.fetchall()]
+
+    async def as_of(self, org_key: int, object_key: int, record_id: str, when: dt.datetime) -> RecordVersionRow | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {self._VERSION_COLUMNS} FROM {S}.record_versions v JOIN {S}.jobs j USING (job_key)"
+                " WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = %s AND v.captured_at <= %s"
+                " ORDER BY v.version_id DESC LIMIT 1",
+                (org_key, object_key, record_id, when),
+            )
+            row = await cur.fetchone()
+            return self._version(row) if row else None
+
+    async def export_as_of(
+        self, org_key: int, object_key: int, when: dt.datetime, *, include_deleted: bool, batch: int = 2000
+    ) -> AsyncIterator[list[tuple[str, int, str]]]:
+        """(record Id, deleted state, values JSON) of every record as of `when`, in Id order, in batches;
+        a server-side cursor keeps memory flat whatever the object's size."""
+        max_state = int(Deleted.SOFT) if include_deleted else int(Deleted.LIVE)
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(name="export")
+            await cur.execute(
+                "SELECT record_id, deleted, vals FROM ("
+                f" SELECT DISTINCT ON (record_id) record_id, deleted, data::text AS vals FROM {S}.record_versions"
+                " WHERE org_key = %s AND object_key = %s AND captured_at <= %s"
+                " ORDER BY record_id, version_id DESC) latest WHERE deleted <= %s",
+                (org_key, object_key, when, max_state),
+            )
+            while rows := await cur.fetchmany(batch):
+                yield [(r[0], int(r[1]), r[2]) for r in rows]
+            await cur.close()
+
+    async def restore_points(self, org_key: int, object_key: int | None) -> list[RestorePointRow]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT j.session_id, min(c.committed_at) AS first_capture, max(c.committed_at) AS last_capture,"
+                " count(DISTINCT j.job_key) AS jobs, array_agg(c.result->'counts') AS counts"
+                f" FROM {S}.chunks c JOIN {S}.jobs j USING (job_key)"
+                " WHERE j.org_key = %s AND (%s::int IS NULL OR c.object_key = %s)"
+                " GROUP BY j.session_id ORDER BY max(c.committed_at) DESC",
+                (org_key, object_key, object_key),
+            )
+            out = []
+            for r in await cur.fetchall():
+                totals = Counts()
+                for c in r["counts"]:
+                    if c:
+                        totals.add(Counts.from_json(c))
+                out.append(RestorePointRow(r["session_id"], r["first_capture"], r["last_capture"], totals, r["jobs"]))
+            return out

@@ -1,0 +1,94 @@
+"""Storage fixtures: the application on a fresh database and a temporary file repository, a recording
+publisher, and helpers to build Ids, schemas and records."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from services.storage.application import Storage
+from services.storage.domain import Counts, FieldDef, FieldType, ObjectSchema, id_suffix
+from services.storage.files import LocalFileRepository
+from services.storage.store import PostgresStore, open_store_pool
+
+ORG = "00D000000000062EAA"
+DATA = 3  # JobType.JOB_TYPE_DATA
+FILE = 2
+METADATA = 1
+
+ACCOUNT = ObjectSchema(
+    "Account",
+    (
+        FieldDef("Id", FieldType.ID),
+        FieldDef("Name", FieldType.STRING),
+        FieldDef("AnnualRevenue", FieldType.DOUBLE),
+        FieldDef("IsDeleted", FieldType.BOOLEAN),
+        FieldDef("SystemModstamp", FieldType.DATETIME),
+        FieldDef("Score__c", FieldType.DOUBLE, calculated=True),
+    ),
+    key_prefix="001",
+)
+
+
+def sf_id(prefix: str, n: int) -> str:
+    id15 = f"{prefix}{n:012d}"
+    return id15 + id_suffix(id15)
+
+
+def random_org() -> str:
+    # uuid, not random: hypothesis seeds the random module identically for every example
+    return sf_id("00D", uuid.uuid4().int % 10**12)
+
+
+def account(n: int, name: str = "Acme", **extra: object) -> bytes:
+    return json.dumps(
+        {"Id": sf_id("001", n), "Name": name, "SystemModstamp": "2024-01-01T00:00:00.000Z", **extra}
+    ).encode()
+
+
+@dataclass
+class RecordingPublisher:
+    published: list[tuple[str, str, int, Counts]] = field(default_factory=list)
+    fail: bool = False
+
+    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None:
+        if self.fail:
+            raise ConnectionError("NATS unavailable")
+        self.published.append((session_id, job_id, chunk_seq, counts))
+
+
+@dataclass
+class Harness:
+    storage: Storage
+    store: PostgresStore
+    publisher: RecordingPublisher
+    files_dir: Path
+
+    async def count(self, table: str) -> int:
+        async with self.store.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT count(*) FROM storage.{table}")
+            return int((await cur.fetchone())[0])  # type: ignore[index]
+
+
+@pytest.fixture
+async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    pool = await open_store_pool(database_url, max_size=4)
+    store = PostgresStore(pool)
+    await store.migrate()
+    publisher = RecordingPublisher()
+    files = LocalFileRepository(tmp_path / "files")
+    storage = Storage(store, files, publisher, max_chunk_records=50)
+    try:
+        yield Harness(storage, store, publisher, tmp_path / "files")
+    finally:
+        await pool.close()
+
+
+async def data_job(storage: Storage, org: str = ORG, session: str = "s1", job: str = "j1") -> None:
+    await storage.begin_job(org, session, job, DATA, "Account")
+    await storage.put_schema(org, session, ACCOUNT)

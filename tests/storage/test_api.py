@@ -1,0 +1,235 @@
+"""The gRPC API end to end, in-process: real PostgreSQL, real NATS, local file repository. Error codes, a
+file round trip, a streamed export, health, and ChunkUploaded observed on JetStream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sfvault.storage.v1 import storage_pb2 as pb
+from sfvault.storage.v1 import storage_pb2_grpc
+
+from services.common import events
+from services.common.bus import Bus, BusConfig
+from services.storage import config, service
+from tests.storage.conftest import DATA, FILE, ORG, account, sf_id
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = pb.ObjectSchema(
+    object_name="Account",
+    key_prefix="001",
+    fields=[
+        pb.FieldSchema(name="Id", type=pb.FIELD_TYPE_ID),
+        pb.FieldSchema(name="Name", type=pb.FIELD_TYPE_STRING),
+        pb.FieldSchema(name="AnnualRevenue", type=pb.FIELD_TYPE_DOUBLE),
+        pb.FieldSchema(name="SystemModstamp", type=pb.FIELD_TYPE_DATETIME),
+        pb.FieldSchema(name="Score__c", type=pb.FIELD_TYPE_DOUBLE, calculated=True),
+    ],
+)
+
+
+@pytest.fixture
+async def stub(
+    database_url: str, nats_url: str, bus_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
+    monkeypatch.setenv("SFVAULT_DATABASE_URL", database_url)
+    monkeypatch.setenv("SFVAULT_NATS_URL", nats_url)
+    monkeypatch.setenv("SFVAULT_BUS_NAMESPACE", bus_namespace)
+    monkeypatch.setenv("SFVAULT_STORAGE_PORT", "0")
+    monkeypatch.setenv("SFVAULT_FILE_REPOSITORY", f"file://{tmp_path / 'files'}")
+    monkeypatch.setenv("SFVAULT_STORAGE_MAX_CHUNK_RECORDS", "100")
+    running = await service.start(config.load())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        stub.test_channel = channel  # type: ignore[attr-defined]
+        yield stub
+    finally:
+        await channel.close()
+        await running.stop(1)
+
+
+def test_a_missing_setting_stops_start_up_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SFVAULT_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SFVAULT_NATS_URL", "nats://x")
+    with pytest.raises(config.ConfigError, match="SFVAULT_DATABASE_URL: is required"):
+        config.load()
+
+
+async def _code(call: object) -> grpc.StatusCode:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as exc:
+        assert exc.details(), "every refusal says why"
+        return exc.code()
+    raise AssertionError("the call succeeded")
+
+
+async def test_chunks_files_reads_and_the_chunk_uploaded_event(
+    stub: storage_pb2_grpc.StorageServiceStub, nats_url: str, bus_namespace: str
+) -> None:
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account"))
+    await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
+    put = pb.PutRecordsRequest(
+        org_id=ORG,
+        session_id="s1",
+        job_id="j1",
+        chunk_seq=1,
+        object_name="Account",
+        records=[account(1), account(2, AnnualRevenue="3.0")],
+    )
+    result = await stub.PutRecords(put)
+    assert (result.counts.received, result.counts.new_versions) == (2, 2)
+    assert (await stub.PutRecords(put)).replayed
+
+    # ChunkUploaded is on JetStream once, with the deterministic id, despite the redelivery
+    bus = await Bus.connect(BusConfig(nats_url, namespace=bus_namespace), producer="test")
+    try:
+        sub = await bus.pull_subscription(
+            bus.config.events_stream, "observer", bus.config.events_subject("s1.ChunkUploaded")
+        )
+        [msg] = await sub.fetch(1, timeout=10)
+        env = events.decode(msg.data)
+        assert env.event_id == events.event_id("ChunkUploaded", "s1", "j1", 1)
+        assert env.chunk_uploaded.chunk_seq == 1 and env.chunk_uploaded.counts.new_versions == 2
+        info = await bus.js.stream_info(bus.config.events_stream)
+        assert info.state.messages == 1
+    finally:
+        await bus.close()
+
+    begun = await stub.BeginJob(
+        pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account")
+    )
+    assert begun.last_chunk_seq == 1 and begun.counts.new_versions == 2
+
+    history = await stub.GetRecordHistory(
+        pb.GetRecordHistoryRequest(org_id=ORG, object_name="Account", record_id=sf_id("001", 2))
+    )
+    [v] = history.versions
+    assert json.loads(v.values_json)["AnnualRevenue"] == 3 and v.session_id == "s1"
+    as_of = await stub.GetRecordAsOf(pb.GetRecordAsOfRequest(org_id=ORG, object_name="Account", record_id=v.record_id))
+    assert as_of.version_id == v.version_id
+
+    export = b"".join(
+        [
+            c.data
+            async for c in stub.ExportObjectAsOf(
+                pb.ExportObjectAsOfRequest(org_id=ORG, object_name="Account", format=pb.EXPORT_FORMAT_CSV)
+            )
+        ]
+    )
+    assert export.decode().splitlines()[0] == "Id,Name,AnnualRevenue,SystemModstamp,Score__c"
+    assert len(export.decode().splitlines()) == 3
+    points = await stub.ListRestorePoints(pb.ListRestorePointsRequest(org_id=ORG))
+    assert [p.session_id for p in points.restore_points] == ["s1"]
+
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="f1", type=FILE))
+    body = b"%PDF" + bytes(range(256)) * 4000
+
+    async def upload() -> AsyncIterator[pb.UploadFileRequest]:
+        header = pb.FileHeader(
+            org_id=ORG,
+            session_id="s1",
+            job_id="f1",
+            chunk_seq=1,
+            object_name="ContentVersion",
+            record_id=sf_id("068", 1),
+            size=len(body),
+            file_name="x.pdf",
+        )
+        yield pb.UploadFileRequest(header=header)
+        for i in range(0, len(body), 65536):
+            yield pb.UploadFileRequest(data=body[i : i + 65536])
+
+    uploaded = await stub.UploadFile(upload())
+    assert uploaded.new_version and uploaded.size == len(body)
+    parts = [
+        p
+        async for p in stub.GetFile(
+            pb.GetFileRequest(org_id=ORG, object_name="ContentVersion", record_id=sf_id("068", 1))
+        )
+    ]
+    assert parts[0].file.file_name == "x.pdf" and b"".join(p.data for p in parts[1:]) == body
+
+    async def no_header() -> AsyncIterator[pb.UploadFileRequest]:
+        yield pb.UploadFileRequest(data=b"x")
+
+    assert await _code(stub.UploadFile(no_header())) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_bad_input_gets_a_precise_status_never_internal(stub: storage_pb2_grpc.StorageServiceStub) -> None:
+    other_org = sf_id("00D", 77)
+    record = pb.GetRecordHistoryRequest(org_id=ORG, object_name="Account", record_id=sf_id("001", 1))
+    assert await _code(stub.GetRecordHistory(record)) == grpc.StatusCode.NOT_FOUND  # unknown org
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account"))
+    await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
+
+    def put(**kw: object) -> pb.PutRecordsRequest:
+        base: dict[str, object] = dict(
+            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", records=[account(1)]
+        )
+        return pb.PutRecordsRequest(**{**base, **kw})  # type: ignore[arg-type]
+
+    cases = [
+        (stub.PutRecords(put(job_id="unknown")), grpc.StatusCode.FAILED_PRECONDITION),
+        (stub.PutRecords(put(records=[account(i) for i in range(101)])), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(records=[b'{"Id": "001BAD"}'])), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(records=[b"not json"])), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(org_id="nonsense")), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(session_id="a.b")), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(object_name="Bad Name")), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            stub.GetRecordHistory(
+                pb.GetRecordHistoryRequest(org_id=other_org, object_name="Account", record_id=sf_id("001", 1))
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        (
+            stub.GetRecordHistory(
+                pb.GetRecordHistoryRequest(org_id=ORG, object_name="Contact", record_id=sf_id("003", 1))
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        (
+            stub.GetRecordHistory(
+                pb.GetRecordHistoryRequest(org_id=ORG, object_name="Account", record_id="001000000000001XYZ")
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            stub.MarkDeleted(
+                pb.MarkDeletedRequest(
+                    org_id=ORG,
+                    session_id="s1",
+                    job_id="j1",
+                    chunk_seq=2,
+                    object_name="Account",
+                    record_ids=[sf_id("001", 1)],
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),  # no state given
+        (
+            stub.PutObjectSchema(
+                pb.PutObjectSchemaRequest(
+                    org_id=ORG,
+                    session_id="s1",
+                    schema=pb.ObjectSchema(object_name="Account", fields=[pb.FieldSchema(name="Name")]),
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ]
+    for call, expected in cases:
+        assert await _code(call) == expected
+
+
+async def test_health_is_serving_once_started(stub: storage_pb2_grpc.StorageServiceStub) -> None:
+    health = health_pb2_grpc.HealthStub(stub.test_channel)  # type: ignore[attr-defined]
+    reply = await health.Check(health_pb2.HealthCheckRequest(service="sfvault.storage.v1.StorageService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,235 @@
+"""Unit tests of the storage rules: Ids, names, canonical records, what counts as a change (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.storage.domain import (
+    ChunkDigest,
+    Deleted,
+    FieldDef,
+    FieldType,
+    InvalidArgument,
+    ObjectSchema,
+    RecordCanonicalizer,
+    check_api_name,
+    classify,
+    id_suffix,
+    normalize_id,
+    normalize_org_id,
+)
+
+ACCOUNT = ObjectSchema(
+    "Account",
+    (
+        FieldDef("Id", FieldType.ID),
+        FieldDef("Name", FieldType.STRING),
+        FieldDef("AnnualRevenue", FieldType.DOUBLE),
+        FieldDef("NumberOfEmployees", FieldType.INTEGER),
+        FieldDef("IsDeleted", FieldType.BOOLEAN),
+        FieldDef("Active__c", FieldType.BOOLEAN),
+        FieldDef("CreatedDate", FieldType.DATETIME),
+        FieldDef("LastModifiedDate", FieldType.DATETIME),
+        FieldDef("SystemModstamp", FieldType.DATETIME),
+        FieldDef("SLAExpirationDate__c", FieldType.DATE),
+        FieldDef("OpenTime__c", FieldType.TIME),
+        FieldDef("ParentId", FieldType.ID),
+        FieldDef("BillingAddress", FieldType.COMPOUND),
+        FieldDef("Score__c", FieldType.DOUBLE, calculated=True),
+    ),
+    key_prefix="001",
+)
+ID = "001000000000001AAA"
+
+
+def canon(record: dict[str, object], **kw: bool):  # type: ignore[no-untyped-def]
+    return RecordCanonicalizer(ACCOUNT, **kw).canonicalize(json.dumps(record).encode())
+
+
+# --- Ids -------------------------------------------------------------------------------------------------
+
+
+def test_id_checksum_matches_salesforce_examples() -> None:
+    # well-known pairs from Salesforce documentation and orgs
+    assert normalize_id("001000000000001") == ID
+    assert id_suffix("00D000000000062") == "EAA"
+    assert normalize_id("00D000000000062EAA") == "00D000000000062EAA"
+    assert normalize_id("0015000000VALDt") == "0015000000VALDtAAP"
+
+
+def test_18_character_ids_are_case_insensitive_in_their_suffix_only() -> None:
+    assert normalize_id("0015000000VALDtaap") == "0015000000VALDtAAP"
+    with pytest.raises(InvalidArgument, match="checksum"):
+        normalize_id("0015000000VALDtAAA")
+    with pytest.raises(InvalidArgument, match="checksum"):
+        normalize_id("0015000000valdtAAP")  # another record: case of the first 15 matters
+
+
+@pytest.mark.parametrize("bad", ["", "001", "00100000000000!", "001000000000001AA", 12, None, "0" * 19])
+def test_malformed_ids_are_rejected_with_a_message(bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="not a Salesforce Id"):
+        normalize_id(bad)
+
+
+def test_org_ids_start_with_00d() -> None:
+    assert normalize_org_id("00D000000000062") == "00D000000000062EAA"
+    with pytest.raises(InvalidArgument, match="00D"):
+        normalize_org_id(ID)
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", min_size=15, max_size=15))
+def test_every_15_character_id_round_trips_to_a_valid_18(id15: str) -> None:
+    id18 = normalize_id(id15)
+    assert len(id18) == 18 and id18[:15] == id15
+    assert normalize_id(id18) == id18
+    assert normalize_id(id18.lower() if id15 == id15.lower() else id18) == id18
+
+
+@pytest.mark.parametrize(
+    "name", ["Account", "My_Object__c", "ns__My_Object__c", "Account__History", "Event__e", "Setting__mdt", "X1"]
+)
+def test_api_names(name: str) -> None:
+    assert check_api_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "1Account", "Account c", "Acc.ount", "_Account", "Account_", "a;drop", "x" * 300])
+def test_bad_api_names(name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        check_api_name(name)
+
+
+# --- what counts as a change -------------------------------------------------------------------------------
+
+BASE = {
+    "Id": ID,
+    "Name": "Acme",
+    "AnnualRevenue": 1000.5,
+    "NumberOfEmployees": 12,
+    "Active__c": True,
+    "CreatedDate": "2024-01-02T03:04:05.000Z",
+    "LastModifiedDate": "2024-03-01T00:00:00.000Z",
+    "SystemModstamp": "2024-03-01T00:00:00.000Z",
+    "SLAExpirationDate__c": "2025-06-30",
+    "Score__c": 7,
+}
+
+
+def test_field_order_does_not_matter() -> None:
+    reordered = dict(reversed(list(BASE.items())))
+    assert canon(reordered).hash == canon(BASE).hash
+
+
+def test_number_date_and_boolean_formatting_does_not_matter() -> None:
+    formatted = {
+        **BASE,
+        "AnnualRevenue": "1000.50",
+        "NumberOfEmployees": "12.0",
+        "Active__c": "true",
+        "CreatedDate": "2024-01-02T04:04:05.000+0100",
+        "Id": ID[:15],
+        "attributes": {"type": "Account", "url": "/services/data/v62.0/sobjects/Account/x"},
+    }
+    assert canon(formatted).hash == canon(BASE).hash
+    assert canon({**BASE, "AnnualRevenue": 1e3}).hash == canon({**BASE, "AnnualRevenue": "1000"}).hash
+    assert canon({**BASE, "CreatedDate": 1704164645000}).hash == canon(BASE).hash  # Bulk 1.0 epoch millis
+
+
+def test_null_and_empty_and_absent_are_the_same() -> None:
+    assert canon({**BASE, "Name": ""}).hash == canon({**BASE, "Name": None}).hash
+    without = {k: v for k, v in BASE.items() if k != "Name"}
+    assert canon(without).hash == canon({**BASE, "Name": None}).hash
+    assert canon(without).hash != canon(BASE).hash
+
+
+def test_only_audit_fields_moved_is_unchanged() -> None:
+    moved = {**BASE, "SystemModstamp": "2024-05-05T00:00:00.000Z", "LastModifiedDate": "2024-05-05T00:00:00.000Z"}
+    assert canon(moved).hash == canon(BASE).hash
+    assert json.loads(canon(moved).values_json)["SystemModstamp"] == "2024-05-05T00:00:00.000Z"
+    assert canon(moved).system_modstamp == "2024-05-05T00:00:00.000Z"
+
+
+def test_formula_fields_are_stored_but_not_a_change_unless_asked() -> None:
+    recalculated = {**BASE, "Score__c": 8}
+    assert canon(recalculated).hash == canon(BASE).hash
+    assert json.loads(canon(recalculated).values_json)["Score__c"] == 8
+    assert canon(recalculated, count_formula_changes=True).hash != canon(BASE, count_formula_changes=True).hash
+
+
+@pytest.mark.parametrize(
+    "change", [{"Name": "Acme Inc"}, {"AnnualRevenue": 1000.51}, {"Active__c": False}, {"CreatedDate": None}]
+)
+def test_real_changes_change_the_hash(change: dict[str, object]) -> None:
+    assert canon({**BASE, **change}).hash != canon(BASE).hash
+
+
+def test_soft_deleted_records_are_flagged() -> None:
+    assert canon({**BASE, "IsDeleted": True}).deleted == Deleted.SOFT
+    assert canon({**BASE, "IsDeleted": "false"}).deleted == Deleted.LIVE
+
+
+def test_stored_values_are_canonical_json_with_all_fields() -> None:
+    values = json.loads(
+        canon({**BASE, "OpenTime__c": "09:30:00Z", "BillingAddress": {"city": "X", "zip": None}}).values_json
+    )
+    assert values["AnnualRevenue"] == 1000.5 and values["NumberOfEmployees"] == 12
+    assert values["OpenTime__c"] == "09:30:00.000Z"
+    assert values["BillingAddress"] == {"city": "X", "zip": None}
+    assert set(values) >= {"Score__c", "SystemModstamp", "LastModifiedDate"}
+
+
+def test_nul_characters_are_dropped() -> None:
+    assert "\\u0000" not in canon({**BASE, "Name": "Ac\x00me"}).values_json
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({**BASE, "Bogus__c": 1}, "not a field of Account"),
+        ({**BASE, "NumberOfEmployees": "twelve"}, "NumberOfEmployees"),
+        ({**BASE, "NumberOfEmployees": 1.5}, "not a valid integer"),
+        ({**BASE, "CreatedDate": "yesterday"}, "CreatedDate"),
+        ({**BASE, "Active__c": "maybe"}, "boolean"),
+        ({k: v for k, v in BASE.items() if k != "Id"}, "has no Id"),
+        ({**BASE, "Id": "003000000000001AAA"}, "key prefix"),
+        ({**BASE, "Id": "001000000000001AAB"}, "checksum"),
+    ],
+)
+def test_invalid_records_are_rejected_naming_the_problem(record: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        canon(record)
+
+
+def test_field_names_are_matched_case_insensitively() -> None:
+    assert canon({**{k.lower(): v for k, v in BASE.items()}}).hash == canon(BASE).hash
+
+
+def test_not_json_is_rejected() -> None:
+    with pytest.raises(InvalidArgument, match="record 3 is not valid JSON"):
+        RecordCanonicalizer(ACCOUNT).canonicalize(b"{nope", 3)
+    with pytest.raises(InvalidArgument, match="not a JSON object"):
+        RecordCanonicalizer(ACCOUNT).canonicalize(b"[1]", 0)
+
+
+def test_schema_validation_and_digest() -> None:
+    ObjectSchema("Account", ACCOUNT.fields, "001").validate()
+    assert ObjectSchema("Account", tuple(reversed(ACCOUNT.fields)), "001").digest() == ACCOUNT.digest()
+    with pytest.raises(InvalidArgument, match="no Id field"):
+        ObjectSchema("Account", (FieldDef("Name"),)).validate()
+    with pytest.raises(InvalidArgument, match="twice"):
+        ObjectSchema("Account", (FieldDef("Id"), FieldDef("id"))).validate()
+
+
+def test_classify_counts_each_transition_once() -> None:
+    counts = classify(10, [(True, Deleted.LIVE), (False, Deleted.LIVE), (False, Deleted.SOFT), (True, Deleted.SOFT)])
+    assert (counts.new_versions, counts.changed, counts.deleted, counts.unchanged) == (2, 1, 1, 6)
+
+
+def test_chunk_digest_separates_parts() -> None:
+    a, b = ChunkDigest(), ChunkDigest()
+    a.update(b"ab", b"c")
+    b.update(b"a", b"bc")
+    assert a.digest() != b.digest()

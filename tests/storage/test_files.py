@@ -1,0 +1,171 @@
+"""File repositories (local directory and S3 through moto's server) as one contract, and file and metadata
+chunks through the application against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from services.common.embedded import free_port
+from services.storage.application import FileHeaderIn, MetadataComponentIn
+from services.storage.domain import FailedPrecondition, InvalidArgument, NotFound
+from services.storage.files import FileRepository, LocalFileRepository, S3FileRepository, content_key, open_repository
+from tests.storage.conftest import FILE, METADATA, ORG, Harness, sf_id
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> FileRepository:
+    if request.param == "local":
+        return LocalFileRepository(tmp_path / "files")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = f"b{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return S3FileRepository(bucket, "backups/org1", endpoint_url=endpoint, part_size=5 << 20)
+
+
+async def _read(repo: FileRepository, key: str) -> bytes:
+    return b"".join([c async for c in repo.read(key)])
+
+
+async def _upload(repo: FileRepository, pieces: list[bytes]) -> str:
+    up = await repo.begin()
+    for p in pieces:
+        await up.write(p)
+    return await up.commit(hashlib.sha256(b"".join(pieces)).hexdigest())
+
+
+async def test_bodies_are_content_addressed_and_stored_once(repo: FileRepository) -> None:
+    await repo.check()
+    key = await _upload(repo, [b"hello ", b"world"])
+    assert key == content_key(hashlib.sha256(b"hello world").hexdigest())
+    assert await _upload(repo, [b"hello world"]) == key
+    assert await _read(repo, key) == b"hello world"
+    digest, small_key = await repo.put_bytes(b"<xml/>")
+    assert digest == hashlib.sha256(b"<xml/>").hexdigest() and await _read(repo, small_key) == b"<xml/>"
+
+
+async def test_large_bodies_go_through_multipart_and_round_trip(repo: FileRepository) -> None:
+    piece = os.urandom(1 << 20)
+    pieces = [piece] * 11  # 11 MiB: three parts of a 5 MiB multipart upload on S3
+    key = await _upload(repo, pieces)
+    assert hashlib.sha256(await _read(repo, key)).digest() == hashlib.sha256(b"".join(pieces)).digest()
+
+
+async def test_an_aborted_upload_leaves_nothing_visible(repo: FileRepository, tmp_path: Path) -> None:
+    up = await repo.begin()
+    await up.write(os.urandom(6 << 20))
+    await up.abort()
+    if isinstance(repo, LocalFileRepository):
+        assert list((tmp_path / "files").rglob("*")) == [tmp_path / "files" / ".tmp"]
+    else:
+        listed = repo.client.list_objects_v2(Bucket=repo.bucket).get("KeyCount", 0)
+        uploads = repo.client.list_multipart_uploads(Bucket=repo.bucket).get("Uploads", [])
+        assert listed == 0 and uploads == []
+
+
+def test_repository_urls() -> None:
+    assert isinstance(open_repository("file:///tmp/x"), LocalFileRepository)
+    with pytest.raises(ValueError, match="no bucket"):
+        open_repository("s3:///prefix")
+    with pytest.raises(ValueError, match="use file"):
+        open_repository("ftp://host/x")
+
+
+# --- through the application -----------------------------------------------------------------------------
+
+
+async def _body(data: bytes, piece: int = 4096) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+
+
+def _header(seq: int, record: int, data: bytes, **kw: object) -> FileHeaderIn:
+    return FileHeaderIn(ORG, "s1", "f1", seq, "ContentVersion", sf_id("068", record), len(data), **kw)  # type: ignore[arg-type]
+
+
+async def test_file_uploads_are_versioned_deduplicated_and_idempotent(harness: Harness) -> None:
+    s = harness.storage
+    await s.begin_job(ORG, "s1", "f1", FILE, "")
+    body = os.urandom(100_000)
+    first = await s.upload_file(_header(1, 1, body, file_name="a.pdf"), _body(body))
+    assert first.result["new_version"] and not first.result["deduplicated"]
+    assert (first.counts.files, first.counts.bytes, first.counts.new_versions) == (1, 100_000, 1)
+    # the same body for another record: a new file version, no new body
+    other = await s.upload_file(_header(2, 2, body), _body(body))
+    assert other.result["deduplicated"] and other.counts.files == 0 and other.counts.new_versions == 1
+    # a redelivered upload returns the first result
+    replay = await s.upload_file(_header(1, 1, body, file_name="a.pdf"), _body(body))
+    assert replay.replayed and replay.result == first.result
+    # a known sha256 lets the body be skipped
+    skipped = await s.upload_file(_header(3, 1, body, sha256=first.result["sha256"]), _body(b""))
+    assert skipped.counts.unchanged == 1
+    assert await harness.count("files") == 1 and await harness.count("file_versions") == 2
+
+    version, _loc, size, stream = await s.open_file(ORG, "", "ContentVersion", sf_id("068", 1), None)
+    assert version is not None and version.file_name == "a.pdf" and size == 100_000
+    assert b"".join([c async for c in stream]) == body
+    _v, _loc, _size, stream = await s.open_file(ORG, first.result["sha256"], "", "", None)
+    assert b"".join([c async for c in stream]) == body
+    assert len(await s.file_versions(ORG, "ContentVersion", sf_id("068", 2))) == 1
+
+
+async def test_a_wrong_size_or_checksum_stores_nothing(harness: Harness) -> None:
+    s = harness.storage
+    await s.begin_job(ORG, "s1", "f1", FILE, "")
+    body = b"x" * 10_000
+    with pytest.raises(InvalidArgument, match="larger than its size"):
+        await s.upload_file(_header(1, 1, body[:100]), _body(body))
+    with pytest.raises(InvalidArgument, match="header says"):
+        await s.upload_file(_header(1, 1, body + b"more"), _body(body))
+    with pytest.raises(InvalidArgument, match="SHA-256"):
+        await s.upload_file(_header(1, 1, body, sha256="0" * 64), _body(body))
+    assert await harness.count("files") == 0 and await harness.count("chunks") == 0
+    assert [p for p in harness.files_dir.rglob("*") if p.is_file()] == []
+    with pytest.raises(NotFound):
+        await s.open_file(ORG, "", "ContentVersion", sf_id("068", 1), None)
+    with pytest.raises(FailedPrecondition, match="call BeginJob first"):
+        await s.upload_file(FileHeaderIn(ORG, "s1", "nope", 1, "ContentVersion", sf_id("068", 1), 1), _body(b"x"))
+
+
+async def test_metadata_components_are_versioned_when_they_change(harness: Harness) -> None:
+    s = harness.storage
+    await s.begin_job(ORG, "s1", "m1", METADATA, "")
+    layout = MetadataComponentIn("Layout", "Account-Account Layout", b"<Layout>v1</Layout>")
+    klass = MetadataComponentIn("ApexClass", "Hello", b"public class Hello {}")
+    first = await s.put_metadata(ORG, "s1", "m1", 1, [layout, klass])
+    assert first.counts.new_versions == 2
+    changed = MetadataComponentIn("Layout", "Account-Account Layout", b"<Layout>v2</Layout>")
+    second = await s.put_metadata(ORG, "s1", "m1", 2, [changed, klass])
+    assert (second.counts.changed, second.counts.unchanged) == (1, 1)
+    gone = await s.put_metadata(ORG, "s1", "m1", 3, [MetadataComponentIn("ApexClass", "Hello", b"", deleted=True)])
+    assert gone.counts.deleted == 1
+    assert (await s.put_metadata(ORG, "s1", "m1", 2, [changed, klass])).replayed
+    versions = await s.metadata_versions(ORG, "Layout", "", 0)
+    assert [v.size for v in versions] == [19, 19]
+    row, content = await s.metadata_as_of(ORG, "Layout", "Account-Account Layout", None)
+    assert content == b"<Layout>v2</Layout>" and not row.deleted
+    row, content = await s.metadata_as_of(ORG, "ApexClass", "Hello", None)
+    assert row.deleted
+    with pytest.raises(NotFound):
+        await s.metadata_as_of(ORG, "ApexClass", "Missing", None)

@@ -1,0 +1,217 @@
+"""Record chunks against a real PostgreSQL: versions only on change, idempotent redelivery, atomic chunks,
+deletes, history, as-of reads, exports and restore points."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import pytest
+
+from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
+from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, sf_id
+
+pytestmark = pytest.mark.integration
+
+
+async def test_only_new_and_changed_records_become_versions(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    first = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2), account(3)])
+    assert (first.counts.received, first.counts.new_versions, first.counts.unchanged) == (3, 3, 0)
+    assert first.counts.bytes > 0
+    again = await s.put_records(
+        ORG,
+        "s1",
+        "j1",
+        2,
+        "Account",
+        [
+            account(1, SystemModstamp="2024-06-01T00:00:00.000Z"),  # only the audit field moved
+            account(2, Score__c=99),  # only a formula field moved
+            account(3, "Acme 3"),  # a real change
+        ],
+    )
+    assert (again.counts.new_versions, again.counts.changed, again.counts.unchanged) == (0, 1, 2)
+    assert await harness.count("record_versions") == 4
+    assert [p[2] for p in harness.publisher.published] == [1, 2]
+
+
+async def test_a_redelivered_chunk_changes_nothing_and_returns_the_same_counts(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    chunk = [account(1), account(2)]
+    first = await s.put_records(ORG, "s1", "j1", 1, "Account", chunk)
+    await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1, "changed later")])
+    replay = await s.put_records(ORG, "s1", "j1", 1, "Account", chunk)
+    assert replay.replayed and not first.replayed
+    assert replay.counts == first.counts
+    assert await harness.count("record_versions") == 3
+    # a chunk 1 with other content is refused, never silently dropped
+    with pytest.raises(FailedPrecondition, match="other content"):
+        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(7)])
+    last, chunks, totals = await s.begin_job(ORG, "s1", "j1", DATA, "Account")
+    assert (last, chunks, totals.new_versions, totals.changed) == (2, 2, 2, 1)
+
+
+@pytest.mark.parametrize("point", ["records.after_copy", "records.after_head", "records.after_versions"])
+async def test_a_crash_inside_the_chunk_transaction_leaves_nothing(harness: Harness, point: str) -> None:
+    s = harness.storage
+    await data_job(s)
+
+    async def crash(at: str) -> None:
+        if at == point:
+            raise RuntimeError(f"simulated crash at {at}")
+
+    harness.store._fault = crash
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    for table in ("record_versions", "record_head", "chunks"):
+        assert await harness.count(table) == 0, table
+    assert harness.publisher.published == []
+    harness.store._fault = None
+    retried = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    assert retried.counts.new_versions == 2 and not retried.replayed
+
+
+async def test_duplicate_ids_in_one_chunk_keep_the_last(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    r = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1, "old"), account(1, "new")])
+    assert (r.counts.received, r.counts.new_versions, r.counts.unchanged) == (2, 1, 1)
+    [v] = await s.record_history(ORG, "Account", sf_id("001", 1))
+    assert json.loads(v.values_json)["Name"] == "new"
+
+
+async def test_deletes_keep_the_last_live_values_and_undelete_is_a_change(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    rid = sf_id("001", 1)
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1, "Acme")])
+    soft = await s.mark_deleted(ORG, "s1", "j1", 2, "Account", [rid, sf_id("001", 9)], Deleted.SOFT)
+    assert soft.counts.deleted == 1 and soft.result["unknown_ids"] == [sf_id("001", 9)]
+    again = await s.mark_deleted(ORG, "s1", "j1", 3, "Account", [rid], Deleted.SOFT)
+    assert again.counts.deleted == 0 and again.counts.unchanged == 1
+    hard = await s.mark_deleted(ORG, "s1", "j1", 4, "Account", [rid], Deleted.HARD)
+    assert hard.counts.deleted == 1
+    history = await s.record_history(ORG, "Account", rid)
+    assert [v.deleted for v in history] == [Deleted.LIVE, Deleted.SOFT, Deleted.HARD]
+    assert all(json.loads(v.values_json)["Name"] == "Acme" for v in history)
+    back = await s.put_records(ORG, "s1", "j1", 5, "Account", [account(1, "Acme")])
+    assert back.counts.changed == 1
+    # queryAll's IsDeleted=true is a soft delete with values
+    gone = await s.put_records(ORG, "s1", "j1", 6, "Account", [account(1, "Acme", IsDeleted=True)])
+    assert gone.counts.deleted == 1
+
+
+async def test_as_of_reads_and_exports_follow_capture_time(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1, "v1"), account(2, "b", AnnualRevenue="12.50")])
+    t1 = dt.datetime.now(dt.UTC)
+    await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1, "v2")])
+    await s.mark_deleted(ORG, "s1", "j1", 3, "Account", [sf_id("001", 2)], Deleted.SOFT)
+    t2 = dt.datetime.now(dt.UTC)
+
+    old = await s.record_as_of(ORG, "Account", sf_id("001", 1)[:15], t1)  # a 15-character Id works too
+    assert json.loads(old.values_json)["Name"] == "v1"
+    assert json.loads((await s.record_as_of(ORG, "Account", sf_id("001", 1), t2)).values_json)["Name"] == "v2"
+    with pytest.raises(NotFound, match="no backed-up version"):
+        await s.record_as_of(ORG, "Account", sf_id("001", 1), t1 - dt.timedelta(hours=1))
+
+    async def export(when: dt.datetime, csv_format: bool, include_deleted: bool = False) -> bytes:
+        parts = [
+            d
+            async for d, _n in s.export_as_of(
+                ORG, "Account", when, csv_format=csv_format, include_deleted=include_deleted
+            )
+        ]
+        return b"".join(parts)
+
+    rows = list(csv.DictReader(io.StringIO((await export(t1, True)).decode())))
+    assert [(r["Name"], r["AnnualRevenue"]) for r in rows] == [("v1", ""), ("b", "12.5")]
+    assert list(rows[0]) == ACCOUNT.field_names
+    lines = [json.loads(x) for x in (await export(t2, False)).decode().splitlines()]
+    assert [x["Name"] for x in lines] == ["v2"]
+    lines = [json.loads(x) for x in (await export(t2, False, include_deleted=True)).decode().splitlines()]
+    assert [(x["Name"], x.get("_deleted")) for x in lines] == [("v2", None), ("b", "soft")]
+
+    [point] = await s.restore_points(ORG, "")
+    assert point.session_id == "s1" and point.jobs == 1 and point.counts.new_versions == 2
+    assert await s.restore_points(ORG, "Account")
+
+
+async def test_bad_requests_are_refused_with_a_reason(harness: Harness) -> None:
+    s = harness.storage
+    with pytest.raises(FailedPrecondition, match="call BeginJob first"):
+        await s.put_records(ORG, "s1", "nojob", 1, "Account", [account(1)])
+    await s.begin_job(ORG, "s1", "j1", DATA, "Account")
+    with pytest.raises(FailedPrecondition, match="PutObjectSchema first"):
+        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    await s.put_schema(ORG, "s1", ACCOUNT)
+    with pytest.raises(InvalidArgument, match="at most 50"):
+        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(i) for i in range(51)])
+    with pytest.raises(InvalidArgument, match="backs up Account, not Contact"):
+        await s.put_records(ORG, "s1", "j1", 1, "Contact", [account(1)])
+    with pytest.raises(InvalidArgument, match="chunk_seq"):
+        await s.put_records(ORG, "s1", "j1", 0, "Account", [account(1)])
+    with pytest.raises(InvalidArgument, match="belongs to org"):
+        await s.put_records(sf_id("00D", 5), "s1", "j1", 1, "Account", [account(1)])
+    with pytest.raises(InvalidArgument, match="record 1 Id"):
+        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), b'{"Id": "001xyz"}'])
+    with pytest.raises(NotFound, match="not known to storage"):
+        await s.record_history(sf_id("00D", 5), "Account", sf_id("001", 1))
+    with pytest.raises(NotFound, match="object Contact is not known"):
+        await s.record_history(ORG, "Contact", sf_id("001", 1))
+    with pytest.raises(FailedPrecondition, match="already registered"):
+        await s.begin_job(ORG, "s1", "j1", DATA, "Contact")
+    assert await harness.count("record_versions") == 0
+
+
+async def test_schema_versions_follow_describe_changes(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    assert await s.put_schema(ORG, "s2", ACCOUNT) == (1, False)
+    wider = ACCOUNT.__class__(ACCOUNT.object_name, (*ACCOUNT.fields, ACCOUNT.fields[1].__class__("Phone")), "001")
+    assert await s.put_schema(ORG, "s3", wider) == (2, True)
+
+
+async def test_a_failed_publish_is_reported_and_the_retry_publishes(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    harness.publisher.fail = True
+    from services.storage.application import Unavailable
+
+    with pytest.raises(Unavailable, match="retry the call"):
+        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    harness.publisher.fail = False
+    replay = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    assert replay.replayed and replay.counts.new_versions == 1
+    assert [p[2] for p in harness.publisher.published] == [1]
+
+
+async def test_identical_bytes_are_unchanged_without_being_parsed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.storage.domain import RecordCanonicalizer
+
+    s = harness.storage
+    await data_job(s)
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    parsed: list[int] = []
+    original = RecordCanonicalizer.canonicalize
+
+    def spy(self: RecordCanonicalizer, raw: object, position: int = 0):  # type: ignore[no-untyped-def]
+        parsed.append(position)
+        return original(self, raw, position)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecordCanonicalizer, "canonicalize", spy)
+    moved = account(2, SystemModstamp="2024-09-09T00:00:00.000Z")
+    again = await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1), moved])
+    assert again.counts.unchanged == 2 and parsed == [1]  # only the record whose bytes differ was parsed
+    parsed.clear()
+    third = await s.put_records(ORG, "s1", "j1", 3, "Account", [account(1), moved])
+    assert third.counts.unchanged == 2 and parsed == []  # the moved modstamp's bytes were remembered
+    assert await harness.count("record_versions") == 2
