@@ -73,17 +73,16 @@ def scale_total(scale: str | int) -> int:
 class StoreSource(RowSource):
     """RowSource over the SQLite store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, catalogue: dict[str, ObjectDef]) -> None:
         self.store = store
+        self.catalogue = catalogue
+
+    def soft_deletes(self, obj: str) -> bool:
+        return self.catalogue[obj].field("IsDeleted") is not None
 
     def scan(self, obj: str, columns: list[str], include_deleted: bool) -> Iterator[tuple[Any, ...]]:
-        has_deleted = True
-        if not include_deleted:
-            try:
-                return self.store.scan(obj, columns, 'WHERE "IsDeleted" = 0')
-            except Exception:  # noqa: BLE001 - objects without IsDeleted (User) have no soft deletes
-                has_deleted = False
-        del has_deleted
+        if not include_deleted and self.soft_deletes(obj):
+            return self.store.scan(obj, columns, 'WHERE "IsDeleted" = 0')
         return self.store.scan(obj, columns)
 
     def fetch_rowids(self, obj: str, columns: list[str], rowids: list[int]) -> list[tuple[Any, ...]]:
@@ -95,7 +94,7 @@ class StoreSource(RowSource):
     def children(self, obj: str, columns: list[str], ref: str, parent_ids: list[str],
                  include_deleted: bool) -> list[tuple[Any, ...]]:
         out: list[tuple[Any, ...]] = []
-        deleted = "" if include_deleted else ' AND "IsDeleted" = 0'
+        deleted = "" if include_deleted or not self.soft_deletes(obj) else ' AND "IsDeleted" = 0'
         for i in range(0, len(parent_ids), 30000):
             chunk = parent_ids[i : i + 30000]
             out.extend(self.store.scan(obj, columns, f"WHERE {col(ref)} IN ({','.join('?' * len(chunk))}){deleted}",
@@ -125,7 +124,6 @@ class Org:
         self.store = Store(self.state_dir / "org.db")
         self.blobs = BlobStore(self.state_dir / "blobs")
         self.lock = threading.RLock()
-        self.src = StoreSource(self.store)
         self.cursors: dict[str, Cursor] = {}
         self.jobs: dict[str, BulkJob] = {}
         self.retrieves: dict[str, dict[str, Any]] = {}
@@ -136,6 +134,7 @@ class Org:
         if self.store.get_meta("catalogue") is None:
             self._build(scale, seed, progress)
         self.catalogue = schema.catalogue_from_json(self.store.get_meta("catalogue"))
+        self.src = StoreSource(self.store, self.catalogue)
         self.settings = {**DEFAULT_SETTINGS, **self.store.get_meta("settings", {})}
         clock = self.store.get_meta("clock", {"offset": 0.0, "frozen": None})
         self.clock = Clock(clock["offset"], clock["frozen"])

@@ -202,6 +202,26 @@ class Admin:
         return self.call("info", method="GET")
 
 
+def ca_bundle(info: dict[str, Any]) -> str:
+    """A CA bundle file holding the system roots plus the org's CA, for REQUESTS_CA_BUNDLE.
+
+    requests lets REQUESTS_CA_BUNDLE override session.verify, and zeep (mdapi) uses its own session, so the
+    environment variable is the one switch that reaches every client; keeping the system roots in the bundle
+    keeps other HTTPS calls working.
+    """
+    import ssl
+
+    bundle = Path(info["state_dir"]) / "ca-bundle.pem"
+    system = ""
+    for candidate in (os.environ.get("SSL_CERT_FILE"), ssl.get_default_verify_paths().cafile,
+                      "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            system = Path(candidate).read_text()
+            break
+    bundle.write_text(system + "\n" + Path(info["ca_file"]).read_text())
+    return str(bundle)
+
+
 def simple_salesforce(info: dict[str, Any], version: str | None = None) -> Any:
     """A simple_salesforce.Salesforce logged in with client credentials (set REQUESTS_CA_BUNDLE first)."""
     from simple_salesforce import Salesforce
