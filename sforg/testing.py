@@ -74,8 +74,9 @@ class Admin:
         self.token = info["admin_token"]
         self.ssl: SSLContext = create_default_context(cafile=info["ca_file"])
 
-    def call(self, name: str, method: str = "POST", **kwargs: Any) -> Any:
-        url = self.base + name
+    def call(self, _op: str, _method: str = "POST", **kwargs: Any) -> Any:
+        """Call one admin operation by name with keyword arguments (see ADMIN_METHODS in sforg.server)."""
+        url, method = self.base + _op, _method
         data = None
         if method == "GET":
             if kwargs:
@@ -199,7 +200,7 @@ class Admin:
         return self.call("ground_truth", objects=objects, values=values)
 
     def info(self) -> dict[str, Any]:
-        return self.call("info", method="GET")
+        return self.call("info", "GET")
 
 
 def ca_bundle(info: dict[str, Any]) -> str:
