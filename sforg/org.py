@@ -148,7 +148,9 @@ class Org:
     # ------------------------------------------------------------ build / persistence
     def _build(self, scale: str | int, seed: int, progress: Any) -> None:
         total = scale_total(scale)
-        anchor = float(int(time.time()))
+        # Generated timestamps hang off the start of the current UTC day, so the same seed gives the same org
+        # (to the byte) all day long while the org still looks recently used.
+        anchor = float(int(time.time()) // 86400 * 86400)
         cat = schema.build_catalogue()
         gen = Generator(self.store, cat, seed, total, anchor, progress)
         counters = gen.build()
