@@ -1,4 +1,7 @@
-"""Command line: `python -m sforg serve --port PORT --state-dir DIR [--scale tiny|small|large|N] [--seed S]`."""
+"""Command line.
+
+`python -m sforg serve --port PORT --state-dir DIR [--scale tiny|small|large|N] [--seed S]`
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""File bodies: generated deterministically from a seed (no disk), or stored content-addressed in DIR/blobs."""
+"""File bodies: generated deterministically from a seed (no disk),
+or stored content-addressed in DIR/blobs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def generated_blocks(seed: int, size: int) -> Iterator[bytes]:
         if index == 0:
             # A readable header so a human opening a file sees what it is.
             head = f"sforg generated file seed={seed} size={size}\n".encode()
-            block = head + block[len(head):]
+            block = head + block[len(head) :]
         yield block[:remaining]
         remaining -= min(BLOCK, remaining)
         index += 1

@@ -14,23 +14,105 @@ from sforg.store import Store
 
 SCALES = {"tiny": 1000, "small": 50_000, "large": 1_000_000}
 # The ten data objects and their share of the records; files and users come on top.
-WEIGHTS = [("Account", 0.10), ("Contact", 0.20), ("Campaign", 0.01), ("Opportunity", 0.10), ("Lead", 0.10),
-           ("Case", 0.10), ("Task", 0.15), ("CampaignMember", 0.08), ("Invoice__c", 0.08), ("Shipment__c", 0.08)]
+WEIGHTS = [
+    ("Account", 0.10),
+    ("Contact", 0.20),
+    ("Campaign", 0.01),
+    ("Opportunity", 0.10),
+    ("Lead", 0.10),
+    ("Case", 0.10),
+    ("Task", 0.15),
+    ("CampaignMember", 0.08),
+    ("Invoice__c", 0.08),
+    ("Shipment__c", 0.08),
+]
 DAY = 86400.0
 
-FIRST = ["James", "Mary", "Zoë", "Łukasz", "José", "Aiko", "Olivia", "Liam", "Noah", "Emma", "Chloé", "Søren",
-         "Priya", "Mateo", "Fatima", "Hiroshi", "Anna", "Björn", "Nadia", "Omar"]
-LAST = ["Smith", "O'Brien", "García", "Müller", "Tanaka", "Nguyen", "Kowalski", "Dubois", "Johnson", "Rossi",
-        "Andersson", "Patel", "Kim", "Silva", "Novak", "Cohen", "Ivanova", "Brown", "Lee", "Martin"]
-WORDS = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne", "Soylent",
-         "Hooli", "Vandelay", "Prestige", "Oscorp", "Gringotts", "Nakatomi", "Massive", "Dynamic", "Blue", "Nordic"]
+FIRST = [
+    "James",
+    "Mary",
+    "Zoë",
+    "Łukasz",
+    "José",
+    "Aiko",
+    "Olivia",
+    "Liam",
+    "Noah",
+    "Emma",
+    "Chloé",
+    "Søren",
+    "Priya",
+    "Mateo",
+    "Fatima",
+    "Hiroshi",
+    "Anna",
+    "Björn",
+    "Nadia",
+    "Omar",
+]
+LAST = [
+    "Smith",
+    "O'Brien",
+    "García",
+    "Müller",
+    "Tanaka",
+    "Nguyen",
+    "Kowalski",
+    "Dubois",
+    "Johnson",
+    "Rossi",
+    "Andersson",
+    "Patel",
+    "Kim",
+    "Silva",
+    "Novak",
+    "Cohen",
+    "Ivanova",
+    "Brown",
+    "Lee",
+    "Martin",
+]
+WORDS = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Wonka",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Hooli",
+    "Vandelay",
+    "Prestige",
+    "Oscorp",
+    "Gringotts",
+    "Nakatomi",
+    "Massive",
+    "Dynamic",
+    "Blue",
+    "Nordic",
+]
 SUFFIX = ["Inc.", "Ltd", "GmbH", "S.A.", "LLC", "& Co.", "Group", "Holdings", "Partners", "日本"]
-CITIES = [("Paris", "IDF", "France", "75001"), ("New York", "NY", "USA", "10001"),
-          ("Tokyo", "Tokyo", "Japan", "100-0001"), ("Berlin", "BE", "Germany", "10115"),
-          ("São Paulo", "SP", "Brazil", "01000-000"), ("Toronto", "ON", "Canada", "M5H 2N2")]
-SENTENCES = ["Renewal due next quarter.", "Customer asked for a \"quote\", see notes.",
-             "Call back, after 5pm; ask for Ana.", "Line one\nLine two of the note.", "Prefers email — not phone.",
-             "VIP: handle with care, 100% priority.", "Legacy import, values may be 'odd'.", "Ça va, merci."]
+CITIES = [
+    ("Paris", "IDF", "France", "75001"),
+    ("New York", "NY", "USA", "10001"),
+    ("Tokyo", "Tokyo", "Japan", "100-0001"),
+    ("Berlin", "BE", "Germany", "10115"),
+    ("São Paulo", "SP", "Brazil", "01000-000"),
+    ("Toronto", "ON", "Canada", "M5H 2N2"),
+]
+SENTENCES = [
+    "Renewal due next quarter.",
+    'Customer asked for a "quote", see notes.',
+    "Call back, after 5pm; ask for Ana.",
+    "Line one\nLine two of the note.",
+    "Prefers email — not phone.",
+    "VIP: handle with care, 100% priority.",
+    "Legacy import, values may be 'odd'.",
+    "Ça va, merci.",
+]
 
 
 def plan(total: int) -> dict[str, int]:
@@ -51,8 +133,15 @@ def file_count(total: int) -> int:
 class Generator:
     """Builds every table of a new org into a Store."""
 
-    def __init__(self, store: Store, catalogue: dict[str, ObjectDef], seed: int, total: int, anchor: float,
-                 progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        catalogue: dict[str, ObjectDef],
+        seed: int,
+        total: int,
+        anchor: float,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.store, self.cat, self.seed, self.total = store, catalogue, seed, total
         self.anchor = anchor
         self.counts = plan(total)
@@ -79,13 +168,16 @@ class Generator:
         modified = max(modified, created)
         return stamp(created), stamp(modified), modified
 
-    def field_gen(self, obj: ObjectDef, fname: str, ftype: str, f: Any) -> Callable[[random.Random, int], Any]:
+    def field_gen(
+        self, obj: ObjectDef, fname: str, ftype: str, f: Any
+    ) -> Callable[[random.Random, int], Any]:
         """A fast value generator for one stored column."""
         name = fname
         nillable = f.nillable and not f.system
         null_rate = 0.1 if nillable else 0.0
         gen: Callable[[random.Random, int], Any]
         if name in ("Name",) and obj.name in ("Account",):
+
             def gen(r: random.Random, i: int) -> Any:
                 return f"{WORDS[int(r.random() * 20)]} {WORDS[int(r.random() * 20)]} {SUFFIX[i % 10]} {i}"
         elif name == "Name" and obj.name in ("Contact", "Lead", "User"):
@@ -120,6 +212,7 @@ class Generator:
         elif name.endswith("PostalCode"):
             return lambda r, i: CITIES[i % 6][3]
         elif name.endswith("Street"):
+
             def gen(r: random.Random, i: int) -> Any:
                 return f"{int(r.random() * 900) + 1} Main Street" + ("\nSuite 4" if i % 7 == 0 else "")
         elif ftype == "email":
@@ -127,8 +220,9 @@ class Generator:
         elif ftype == "phone":
             return lambda r, i: f"(555) 01{i % 10}-{i % 10000:04d}" if r.random() > null_rate else None
         elif ftype == "url":
-            return lambda r, i: f"https://www.{WORDS[i % 20].lower()}.example.com" if r.random() > null_rate \
-                else None
+            return lambda r, i: (
+                f"https://www.{WORDS[i % 20].lower()}.example.com" if r.random() > null_rate else None
+            )
         elif ftype == "textarea":
             short = f.length <= 255
 
@@ -153,8 +247,9 @@ class Generator:
             def gen(r: random.Random, i: int) -> Any:
                 if r.random() < 0.2:
                     return None
-                picked = sorted({values[int(r.random() * n)] for _ in range(1 + int(r.random() * 3))},
-                                key=values.index)
+                picked = sorted(
+                    {values[int(r.random() * n)] for _ in range(1 + int(r.random() * 3))}, key=values.index
+                )
                 return ";".join(picked)
         elif ftype == "boolean":
             return lambda r, i: 1 if r.random() < 0.5 else 0
@@ -198,16 +293,27 @@ class Generator:
 
     # ------------------------------------------------------------ records
     def rows(self, obj: ObjectDef, count: int) -> tuple[list[str], Iterator[list[Any]]]:
-        system = ["Id", "IsDeleted", "OwnerId", "CreatedDate", "CreatedById", "LastModifiedDate",
-                  "LastModifiedById", "SystemModstamp"]
+        system = [
+            "Id",
+            "IsDeleted",
+            "OwnerId",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+        ]
         present = [c for c in system if obj.field(c)]
         others = [f for f in obj.stored_fields() if f.name not in system]
         columns = present + [f.name for f in others] + ["_deleted_at"]
         gens = [self.field_gen(obj, f.name, f.type, f) for f in others]
         names = [f.name for f in others]
-        full_name = ("Name" in names and "FirstName" in names and "LastName" in names)
-        ni, fi, li = (names.index("Name"), names.index("FirstName"), names.index("LastName")) if full_name \
+        full_name = "Name" in names and "FirstName" in names and "LastName" in names
+        ni, fi, li = (
+            (names.index("Name"), names.index("FirstName"), names.index("LastName"))
+            if full_name
             else (0, 0, 0)
+        )
         has_deleted = "IsDeleted" in present
         can_soft_delete = has_deleted and not obj.hard_delete and obj.name != "User"
         users = self.counts["User"]
@@ -219,9 +325,14 @@ class Generator:
                 created, sms, _ = self.times(rng)
                 owner = make_id(prefix_user, int(rng.random() * users) + 1)
                 base: dict[str, Any] = {
-                    "Id": make_id(obj.key_prefix, i + 1), "IsDeleted": 0, "OwnerId": owner,
-                    "CreatedDate": created, "CreatedById": owner, "LastModifiedDate": sms,
-                    "LastModifiedById": owner, "SystemModstamp": sms,
+                    "Id": make_id(obj.key_prefix, i + 1),
+                    "IsDeleted": 0,
+                    "OwnerId": owner,
+                    "CreatedDate": created,
+                    "CreatedById": owner,
+                    "LastModifiedDate": sms,
+                    "LastModifiedById": owner,
+                    "SystemModstamp": sms,
                 }
                 values = [g(rng, i) for g in gens]
                 if full_name:
@@ -279,8 +390,13 @@ class Generator:
                 digest_cache[c] = digests(generated_blocks(*c))
             return digest_cache[c]
 
-        exts = [("pdf", "PDF", "application/pdf"), ("png", "PNG", "image/png"), ("txt", "TEXT", "text/plain"),
-                ("csv", "CSV", "text/csv"), ("docx", "WORD_X", "application/octet-stream")]
+        exts = [
+            ("pdf", "PDF", "application/pdf"),
+            ("png", "PNG", "image/png"),
+            ("txt", "TEXT", "text/plain"),
+            ("csv", "CSV", "text/csv"),
+            ("docx", "WORD_X", "application/octet-stream"),
+        ]
         users = self.counts["User"]
         n_cv = int(n * 0.6)
         n_att = int(n * 0.3)
@@ -294,7 +410,7 @@ class Generator:
             nver = min(n_cv - k, 1 + (1 if rng.random() < 0.25 else 0) + (1 if rng.random() < 0.1 else 0))
             doc_id = make_id(self.cat["ContentDocument"].key_prefix, di + 1)
             ext, ftype, _ = exts[di % 5]
-            title = f"File {di + 1} – report, \"final\""
+            title = f'File {di + 1} - report, "final"'
             owner = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
             created, sms, _ = self.times(rng)
             latest = ""
@@ -304,23 +420,97 @@ class Generator:
                 sha, md5, size = digest(content)
                 vid = make_id(self.cat["ContentVersion"].key_prefix, k + 1)
                 vstamp = sms if v == nver - 1 else created
-                versions.append([vid, 0, owner, vstamp, owner, vstamp, owner, vstamp, doc_id, title,
-                                 f"file_{di + 1}.{ext}", None, size, ftype, ext, str(v + 1),
-                                 1 if v == nver - 1 else 0, md5, None if v == 0 else "Revised", None,
-                                 f"gen:{content[0]}:{content[1]}", sha])
+                versions.append(
+                    [
+                        vid,
+                        0,
+                        owner,
+                        vstamp,
+                        owner,
+                        vstamp,
+                        owner,
+                        vstamp,
+                        doc_id,
+                        title,
+                        f"file_{di + 1}.{ext}",
+                        None,
+                        size,
+                        ftype,
+                        ext,
+                        str(v + 1),
+                        1 if v == nver - 1 else 0,
+                        md5,
+                        None if v == 0 else "Revised",
+                        None,
+                        f"gen:{content[0]}:{content[1]}",
+                        sha,
+                    ]
+                )
                 latest, latest_size = vid, size
                 k += 1
-            docs.append([doc_id, 0, owner, created, owner, sms, owner, sms, title, ftype, ext, latest_size, latest,
-                         None])
+            docs.append(
+                [
+                    doc_id,
+                    0,
+                    owner,
+                    created,
+                    owner,
+                    sms,
+                    owner,
+                    sms,
+                    title,
+                    ftype,
+                    ext,
+                    latest_size,
+                    latest,
+                    None,
+                ]
+            )
             di += 1
-        sys_cols = ["Id", "IsDeleted", "OwnerId", "CreatedDate", "CreatedById", "LastModifiedDate",
-                    "LastModifiedById", "SystemModstamp"]
-        self.store.insert_many("ContentDocument", [*sys_cols, "Title", "FileType", "FileExtension",
-                                                   "ContentSize", "LatestPublishedVersionId", "_deleted_at"], docs)
-        self.store.insert_many("ContentVersion", [*sys_cols, "ContentDocumentId", "Title", "PathOnClient",
-                                                  "VersionData", "ContentSize", "FileType", "FileExtension",
-                                                  "VersionNumber", "IsLatest", "Checksum", "ReasonForChange",
-                                                  "_deleted_at", "_blob", "_sha256"], versions)
+        sys_cols = [
+            "Id",
+            "IsDeleted",
+            "OwnerId",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+        ]
+        self.store.insert_many(
+            "ContentDocument",
+            [
+                *sys_cols,
+                "Title",
+                "FileType",
+                "FileExtension",
+                "ContentSize",
+                "LatestPublishedVersionId",
+                "_deleted_at",
+            ],
+            docs,
+        )
+        self.store.insert_many(
+            "ContentVersion",
+            [
+                *sys_cols,
+                "ContentDocumentId",
+                "Title",
+                "PathOnClient",
+                "VersionData",
+                "ContentSize",
+                "FileType",
+                "FileExtension",
+                "VersionNumber",
+                "IsLatest",
+                "Checksum",
+                "ReasonForChange",
+                "_deleted_at",
+                "_blob",
+                "_sha256",
+            ],
+            versions,
+        )
         self.next_counter["ContentDocument"] = di + 1
         self.next_counter["ContentVersion"] = k + 1
         # Attachments on accounts, opportunities and cases.
@@ -332,11 +522,45 @@ class Generator:
             ext, _, mime = exts[a % 5]
             owner = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
             created, sms, _ = self.times(rng)
-            atts.append([make_id(self.cat["Attachment"].key_prefix, a + 1), 0, owner, created, owner, sms, owner,
-                         sms, self.pick(rng, parents[a % 3]), f"attachment_{a + 1}.{ext}", mime, size, None,
-                         a % 4 == 0, None, None, f"gen:{content[0]}:{content[1]}", sha])
-        self.store.insert_many("Attachment", [*sys_cols, "ParentId", "Name", "ContentType", "BodyLength", "Body",
-                                              "IsPrivate", "Description", "_deleted_at", "_blob", "_sha256"], atts)
+            atts.append(
+                [
+                    make_id(self.cat["Attachment"].key_prefix, a + 1),
+                    0,
+                    owner,
+                    created,
+                    owner,
+                    sms,
+                    owner,
+                    sms,
+                    self.pick(rng, parents[a % 3]),
+                    f"attachment_{a + 1}.{ext}",
+                    mime,
+                    size,
+                    None,
+                    a % 4 == 0,
+                    None,
+                    None,
+                    f"gen:{content[0]}:{content[1]}",
+                    sha,
+                ]
+            )
+        self.store.insert_many(
+            "Attachment",
+            [
+                *sys_cols,
+                "ParentId",
+                "Name",
+                "ContentType",
+                "BodyLength",
+                "Body",
+                "IsPrivate",
+                "Description",
+                "_deleted_at",
+                "_blob",
+                "_sha256",
+            ],
+            atts,
+        )
         self.next_counter["Attachment"] = n_att + 1
         documents = []
         for d in range(n_doc):
@@ -345,14 +569,58 @@ class Generator:
             ext, _, mime = exts[d % 5]
             user = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
             created, sms, _ = self.times(rng)
-            documents.append([make_id(self.cat["Document"].key_prefix, d + 1), 0, created, user, sms, user, sms,
-                              user, f"Document {d + 1}", f"Doc_{d + 1}", mime, ext, d % 2, size, None,
-                              "Shared document", "shared", user, None, f"gen:{content[0]}:{content[1]}", sha])
-        self.store.insert_many("Document", ["Id", "IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate",
-                                            "LastModifiedById", "SystemModstamp", "FolderId", "Name",
-                                            "DeveloperName", "ContentType", "Type", "IsPublic", "BodyLength",
-                                            "Body", "Description", "Keywords", "AuthorId", "_deleted_at", "_blob",
-                                            "_sha256"], documents)
+            documents.append(
+                [
+                    make_id(self.cat["Document"].key_prefix, d + 1),
+                    0,
+                    created,
+                    user,
+                    sms,
+                    user,
+                    sms,
+                    user,
+                    f"Document {d + 1}",
+                    f"Doc_{d + 1}",
+                    mime,
+                    ext,
+                    d % 2,
+                    size,
+                    None,
+                    "Shared document",
+                    "shared",
+                    user,
+                    None,
+                    f"gen:{content[0]}:{content[1]}",
+                    sha,
+                ]
+            )
+        self.store.insert_many(
+            "Document",
+            [
+                "Id",
+                "IsDeleted",
+                "CreatedDate",
+                "CreatedById",
+                "LastModifiedDate",
+                "LastModifiedById",
+                "SystemModstamp",
+                "FolderId",
+                "Name",
+                "DeveloperName",
+                "ContentType",
+                "Type",
+                "IsPublic",
+                "BodyLength",
+                "Body",
+                "Description",
+                "Keywords",
+                "AuthorId",
+                "_deleted_at",
+                "_blob",
+                "_sha256",
+            ],
+            documents,
+        )
         self.next_counter["Document"] = n_doc + 1
         self.progress(f"files: {n} ({len(docs)} documents, {n_att} attachments, {n_doc} documents)")
 
@@ -367,8 +635,17 @@ class Generator:
             counter[0] += 1
             created = stamp(self.anchor - (30 + rng.random() * 600) * DAY)
             modified = stamp(self.anchor - rng.random() * 30 * DAY)
-            rows.append((mtype, full_name, make_id(prefix, counter[0]) if prefix else "", file_name, content,
-                         created, modified))
+            rows.append(
+                (
+                    mtype,
+                    full_name,
+                    make_id(prefix, counter[0]) if prefix else "",
+                    file_name,
+                    content,
+                    created,
+                    modified,
+                )
+            )
 
         from sforg.metadata import component_xml, object_xml
 
@@ -377,23 +654,43 @@ class Generator:
             for f in obj.fields:
                 if f.custom and f.compound is None:
                     add("CustomField", f"{name}.{f.name}", f"objects/{name}.object", "", "00N")
-            add("Layout", f"{name}-{obj.label} Layout", f"layouts/{name}-{obj.label} Layout.layout",
-                component_xml("Layout", f"{name}-{obj.label} Layout"), "00h")
+            add(
+                "Layout",
+                f"{name}-{obj.label} Layout",
+                f"layouts/{name}-{obj.label} Layout.layout",
+                component_xml("Layout", f"{name}-{obj.label} Layout"),
+                "00h",
+            )
         for i in range(per_type * 2):
             nm = f"InvoiceService{i}" if i % 2 == 0 else f"AccountHelper{i}"
-            add("ApexClass", nm, f"classes/{nm}.cls", f"public with sharing class {nm} {{\n    // v1\n}}\n",
-                "01p")
+            add(
+                "ApexClass",
+                nm,
+                f"classes/{nm}.cls",
+                f"public with sharing class {nm} {{\n    // v1\n}}\n",
+                "01p",
+            )
         for i in range(per_type):
             nm = f"InvoiceTrigger{i}"
-            add("ApexTrigger", nm, f"triggers/{nm}.trigger",
-                f"trigger {nm} on Invoice__c (before insert) {{\n}}\n", "01q")
+            add(
+                "ApexTrigger",
+                nm,
+                f"triggers/{nm}.trigger",
+                f"trigger {nm} on Invoice__c (before insert) {{\n}}\n",
+                "01q",
+            )
         for i in range(per_type):
             nm = f"Invoice_Approval_{i}"
             add("Flow", nm, f"flows/{nm}.flow", component_xml("Flow", nm), "301")
         for i in range(max(2, per_type // 2)):
             nm = f"Invoice_Access_{i}"
-            add("PermissionSet", nm, f"permissionsets/{nm}.permissionset", component_xml("PermissionSet", nm),
-                "0PS")
+            add(
+                "PermissionSet",
+                nm,
+                f"permissionsets/{nm}.permissionset",
+                component_xml("PermissionSet", nm),
+                "0PS",
+            )
         for nm in ["Admin", "Standard", "ReadOnly", "Integration"][: max(2, min(4, per_type))]:
             add("Profile", nm, f"profiles/{nm}.profile", component_xml("Profile", nm), "00e")
         while len(rows) < (300 if self.total >= 1_000_000 else 0):

@@ -18,8 +18,13 @@ SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 TYPES: dict[str, tuple[str, str, bool, bool, list[str]]] = {
     "ApexClass": ("classes", "cls", False, True, []),
     "ApexTrigger": ("triggers", "trigger", False, True, []),
-    "CustomObject": ("objects", "object", False, False,
-                     ["CustomField", "ValidationRule", "ListView", "RecordType", "WebLink"]),
+    "CustomObject": (
+        "objects",
+        "object",
+        False,
+        False,
+        ["CustomField", "ValidationRule", "ListView", "RecordType", "WebLink"],
+    ),
     "Layout": ("layouts", "layout", False, False, []),
     "Flow": ("flows", "flow", False, False, []),
     "PermissionSet": ("permissionsets", "permissionset", False, False, []),
@@ -30,25 +35,41 @@ CHILD_TYPES = {"CustomField": "CustomObject"}
 
 def component_xml(mtype: str, full_name: str, revision: int = 1) -> str:
     body = {
-        "Layout": "<layoutSections><label>Information</label><style>TwoColumnsTopToBottom</style></layoutSections>",
+        "Layout": "<layoutSections><label>Information</label>"
+        "<style>TwoColumnsTopToBottom</style></layoutSections>",
         "Flow": "<apiVersion>59.0</apiVersion><label>{n}</label><processType>AutoLaunchedFlow</processType>"
-                "<status>Active</status>",
+        "<status>Active</status>",
         "PermissionSet": "<hasActivationRequired>false</hasActivationRequired><label>{n}</label>",
         "Profile": "<custom>false</custom><userLicense>Salesforce</userLicense>",
     }.get(mtype, "").format(n=escape(full_name))
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{mtype} xmlns="{MD_NS}">\n    {body}\n'
-            f"    <description>revision {revision}</description>\n</{mtype}>\n")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<{mtype} xmlns="{MD_NS}">\n    {body}\n'
+        f"    <description>revision {revision}</description>\n</{mtype}>\n"
+    )
 
 
 def field_xml(f: Any) -> str:
     parts = [f"<fullName>{escape(f.name)}</fullName>", f"<label>{escape(f.label)}</label>"]
     if f.formula:
         parts.append(f"<formula>{escape(f.formula)}</formula>")
-    type_map = {"string": "Text", "textarea": "LongTextArea" if f.length > 255 else "TextArea",
-                "picklist": "Picklist", "multipicklist": "MultiselectPicklist", "boolean": "Checkbox",
-                "int": "Number", "double": "Number", "currency": "Currency", "percent": "Percent",
-                "date": "Date", "datetime": "DateTime", "email": "Email", "phone": "Phone", "url": "Url",
-                "reference": "Lookup", "location": "Location"}
+    type_map = {
+        "string": "Text",
+        "textarea": "LongTextArea" if f.length > 255 else "TextArea",
+        "picklist": "Picklist",
+        "multipicklist": "MultiselectPicklist",
+        "boolean": "Checkbox",
+        "int": "Number",
+        "double": "Number",
+        "currency": "Currency",
+        "percent": "Percent",
+        "date": "Date",
+        "datetime": "DateTime",
+        "email": "Email",
+        "phone": "Phone",
+        "url": "Url",
+        "reference": "Lookup",
+        "location": "Location",
+    }
     parts.append(f"<type>{type_map.get(f.type, 'Text')}</type>")
     if f.type == "reference":
         parts.append(f"<referenceTo>{escape(f.reference_to[0])}</referenceTo>")
@@ -61,42 +82,55 @@ def object_xml(obj: ObjectDef, only: list[str] | None = None) -> str:
         fields = [f for f in fields if f.name in only]
     inner = "\n    ".join(field_xml(f) for f in fields)
     head = f"<label>{escape(obj.label)}</label>" if only is None else ""
-    return f'<?xml version="1.0" encoding="UTF-8"?>\n<CustomObject xmlns="{MD_NS}">\n    {inner}\n    {head}\n' \
-           "</CustomObject>\n"
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<CustomObject xmlns="{MD_NS}">\n    {inner}\n    {head}\n'
+        "</CustomObject>\n"
+    )
 
 
 def envelope(body: str) -> str:
-    return (f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}" '
-            f'xmlns="{MD_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{body}'
-            "</soapenv:Body></soapenv:Envelope>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}" '
+        f'xmlns="{MD_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{body}'
+        "</soapenv:Body></soapenv:Envelope>"
+    )
 
 
 def fault(code: str, message: str) -> str:
-    return (f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}" '
-            f'xmlns:sf="{MD_NS}"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode>'
-            f"<faultstring>{escape(code)}: {escape(message)}</faultstring></soapenv:Fault></soapenv:Body>"
-            "</soapenv:Envelope>")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}" '
+        f'xmlns:sf="{MD_NS}"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode>'
+        f"<faultstring>{escape(code)}: {escape(message)}</faultstring></soapenv:Fault></soapenv:Body>"
+        "</soapenv:Envelope>"
+    )
 
 
 def describe_metadata_xml(version: str) -> str:
     objs = []
     for name, (directory, suffix, in_folder, meta_file, children) in TYPES.items():
         kids = "".join(f"<childXmlNames>{c}</childXmlNames>" for c in children)
-        objs.append(f"<metadataObjects>{kids}<directoryName>{directory}</directoryName>"
-                    f"<inFolder>{str(in_folder).lower()}</inFolder><metaFile>{str(meta_file).lower()}</metaFile>"
-                    f"<suffix>{suffix}</suffix><xmlName>{name}</xmlName></metadataObjects>")
-    return envelope("<describeMetadataResponse><result>" + "".join(objs)
-                    + "<organizationNamespace></organizationNamespace><partialSaveAllowed>true"
-                    "</partialSaveAllowed><testRequired>false</testRequired></result></describeMetadataResponse>")
+        objs.append(
+            f"<metadataObjects>{kids}<directoryName>{directory}</directoryName>"
+            f"<inFolder>{str(in_folder).lower()}</inFolder><metaFile>{str(meta_file).lower()}</metaFile>"
+            f"<suffix>{suffix}</suffix><xmlName>{name}</xmlName></metadataObjects>"
+        )
+    return envelope(
+        "<describeMetadataResponse><result>"
+        + "".join(objs)
+        + "<organizationNamespace></organizationNamespace><partialSaveAllowed>true"
+        "</partialSaveAllowed><testRequired>false</testRequired></result></describeMetadataResponse>"
+    )
 
 
 def file_properties(row: dict[str, Any], user_id: str, user_name: str) -> str:
-    return (f"<createdById>{user_id}</createdById><createdByName>{escape(user_name)}</createdByName>"
-            f"<createdDate>{row['created_date']}</createdDate><fileName>{escape(row['file_name'])}</fileName>"
-            f"<fullName>{escape(row['full_name'])}</fullName><id>{row['id']}</id>"
-            f"<lastModifiedById>{user_id}</lastModifiedById><lastModifiedByName>{escape(user_name)}"
-            f"</lastModifiedByName><lastModifiedDate>{row['last_modified_date']}</lastModifiedDate>"
-            f"<manageableState>unmanaged</manageableState><type>{row['type']}</type>")
+    return (
+        f"<createdById>{user_id}</createdById><createdByName>{escape(user_name)}</createdByName>"
+        f"<createdDate>{row['created_date']}</createdDate><fileName>{escape(row['file_name'])}</fileName>"
+        f"<fullName>{escape(row['full_name'])}</fullName><id>{row['id']}</id>"
+        f"<lastModifiedById>{user_id}</lastModifiedById><lastModifiedByName>{escape(user_name)}"
+        f"</lastModifiedByName><lastModifiedDate>{row['last_modified_date']}</lastModifiedDate>"
+        f"<manageableState>unmanaged</manageableState><type>{row['type']}</type>"
+    )
 
 
 def list_metadata_xml(rows: list[dict[str, Any]], user_id: str, user_name: str) -> str:
@@ -106,16 +140,23 @@ def list_metadata_xml(rows: list[dict[str, Any]], user_id: str, user_name: str) 
     return envelope(f"<listMetadataResponse>{results}</listMetadataResponse>")
 
 
-def build_zip(rows: list[dict[str, Any]], requested: dict[str, list[str]], version: str, single_package: bool,
-              catalogue: dict[str, ObjectDef]) -> bytes:
+def build_zip(
+    rows: list[dict[str, Any]],
+    requested: dict[str, list[str]],
+    version: str,
+    single_package: bool,
+    catalogue: dict[str, ObjectDef],
+) -> bytes:
     """A retrieve zip: package.xml plus one file per component (custom fields grouped into their object)."""
     prefix = "" if single_package else "unpackaged/"
     types_xml = "".join(
         "<types>" + "".join(f"<members>{escape(m)}</members>" for m in members) + f"<name>{t}</name></types>"
         for t, members in sorted(requested.items())
     )
-    package = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Package xmlns="{MD_NS}">{types_xml}'
-               f"<version>{version}</version></Package>\n")
+    package = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Package xmlns="{MD_NS}">{types_xml}'
+        f"<version>{version}</version></Package>\n"
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(prefix + "package.xml", package)
@@ -131,9 +172,11 @@ def build_zip(rows: list[dict[str, Any]], requested: dict[str, list[str]], versi
                 content = r["content"]
             zf.writestr(prefix + r["file_name"], content)
             if r["type"] in ("ApexClass", "ApexTrigger"):
-                zf.writestr(prefix + r["file_name"] + "-meta.xml",
-                            f'<?xml version="1.0" encoding="UTF-8"?>\n<{r["type"]} xmlns="{MD_NS}">'
-                            f"<apiVersion>{version}</apiVersion><status>Active</status></{r['type']}>\n")
+                zf.writestr(
+                    prefix + r["file_name"] + "-meta.xml",
+                    f'<?xml version="1.0" encoding="UTF-8"?>\n<{r["type"]} xmlns="{MD_NS}">'
+                    f"<apiVersion>{version}</apiVersion><status>Active</status></{r['type']}>\n",
+                )
         for obj, names in fields_by_object.items():
             name = f"objects/{obj}.object"
             if prefix + name in zf.namelist() or obj not in catalogue:
@@ -143,8 +186,9 @@ def build_zip(rows: list[dict[str, Any]], requested: dict[str, list[str]], versi
 
 
 def retrieve_result_xml(job: dict[str, Any], include_zip: bool, user_id: str, user_name: str) -> str:
-    props = "".join(f"<fileProperties>{file_properties(r, user_id, user_name)}</fileProperties>"
-                    for r in job["rows"])
+    props = "".join(
+        f"<fileProperties>{file_properties(r, user_id, user_name)}</fileProperties>" for r in job["rows"]
+    )
     messages = "".join(
         f"<messages><fileName>unpackaged/package.xml</fileName><problem>{escape(p)}</problem></messages>"
         for p in job["problems"]
@@ -158,8 +202,10 @@ def retrieve_result_xml(job: dict[str, Any], include_zip: bool, user_id: str, us
 
 
 def retrieve_started_xml(async_id: str) -> str:
-    return envelope(f"<retrieveResponse><result><done>false</done><id>{async_id}</id><state>Queued</state>"
-                    "</result></retrieveResponse>")
+    return envelope(
+        f"<retrieveResponse><result><done>false</done><id>{async_id}</id><state>Queued</state>"
+        "</result></retrieveResponse>"
+    )
 
 
 def local(tag: str) -> str:

@@ -1,4 +1,4 @@
-"""SOQL execution: resolve a parsed query against the catalogue, filter/sort rows from the store, render them."""
+"""SOQL execution: resolve a query against the catalogue, filter and sort stored rows, render them."""
 
 from __future__ import annotations
 
@@ -14,18 +14,22 @@ from sforg import soql
 from sforg.clock import UTC, rest_datetime, to_stamp
 from sforg.ids import is_valid, to18
 from sforg.schema import TEXT_TYPES, FieldDef, ObjectDef
-from sforg.soql import Aggregate, BoolOp, Comparison, FieldRef, Literal, Not, SoqlError, SubQuery
+from sforg.soql import BoolOp, Comparison, FieldRef, Literal, Not, SoqlError, SubQuery
 
-INVALID_FIELD_TAIL = (". If you are attempting to use a custom field, be sure to append the '__c' after the custom "
-                      "field name. Please reference your WSDL or the describe call for the appropriate names.")
-INVALID_TYPE_TAIL = (" is not supported. If you are attempting to use a custom object, be sure to append the '__c' "
-                     "after the entity name. Please reference your WSDL or the describe call for the appropriate "
-                     "names.")
+INVALID_FIELD_TAIL = (
+    ". If you are attempting to use a custom field, be sure to append the '__c' after the custom "
+    "field name. Please reference your WSDL or the describe call for the appropriate names."
+)
+INVALID_TYPE_TAIL = (
+    " is not supported. If you are attempting to use a custom object, be sure to append the '__c' "
+    "after the entity name. Please reference your WSDL or the describe call for the appropriate "
+    "names."
+)
 
 
 @dataclass
 class Context:
-    """What a query needs from the org besides the rows: catalogue, hidden fields, today's date for formulas."""
+    """What a query needs besides the rows: catalogue, hidden fields, today's date for formulas."""
 
     catalogue: dict[str, ObjectDef]
     hidden: dict[str, set[str]]
@@ -92,7 +96,8 @@ def deps(f: FieldDef, obj: ObjectDef) -> list[str]:
 
 
 def value_of(f: FieldDef, obj: ObjectDef, node: RelNode, row: tuple[Any, ...], ctx: Context) -> Any:
-    """The API value of a field from a stored row: bools as bool, datetimes as stored stamps, compounds as dicts."""
+    """A field's API value from a stored row: bools, stored datetime stamps, compound dicts."""
+
     def col(name: str) -> Any:
         i = node.index(obj.name, name)
         return row[i] if i >= 0 else None
@@ -108,10 +113,19 @@ def value_of(f: FieldDef, obj: ObjectDef, node: RelNode, row: tuple[Any, ...], c
         return round(amount * (1 + (rate or 0) / 100.0), 2)
     if t == "address":
         p = f.name[: -len("Address")]
-        vals = {k: col(p + c) for k, c in (("city", "City"), ("country", "Country"),
-                                          ("geocodeAccuracy", "GeocodeAccuracy"), ("latitude", "Latitude"),
-                                          ("longitude", "Longitude"), ("postalCode", "PostalCode"),
-                                          ("state", "State"), ("street", "Street"))}
+        vals = {
+            k: col(p + c)
+            for k, c in (
+                ("city", "City"),
+                ("country", "Country"),
+                ("geocodeAccuracy", "GeocodeAccuracy"),
+                ("latitude", "Latitude"),
+                ("longitude", "Longitude"),
+                ("postalCode", "PostalCode"),
+                ("state", "State"),
+                ("street", "Street"),
+            )
+        }
         return None if all(v is None for v in vals.values()) else vals
     if t == "location":
         stem = f.name.removesuffix("__c")
@@ -188,9 +202,11 @@ class Plan:
 def invalid_field(q: soql.Query, ref: FieldRef, obj: ObjectDef) -> SoqlError:
     name = ref.path[-1] if len(ref.path) == 1 else ref.path[0]
     if len(ref.path) > 1:
-        msg = (f"Didn't understand relationship '{ref.path[0]}' in field path. If you are attempting to use a "
-               "custom relationship, be sure to append the '__r' after the custom relationship name. Please "
-               "reference your WSDL or the describe call for the appropriate names.")
+        msg = (
+            f"Didn't understand relationship '{ref.path[0]}' in field path. If you are attempting to use a "
+            "custom relationship, be sure to append the '__r' after the custom relationship name. Please "
+            "reference your WSDL or the describe call for the appropriate names."
+        )
     else:
         msg = f"No such column '{name}' on entity '{obj.name}'{INVALID_FIELD_TAIL}"
     return SoqlError("INVALID_FIELD", soql.caret_message(q.text, ref.pos, msg))
@@ -200,8 +216,12 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
     """Walk a field path through relationship names to its final field, registering needed columns."""
     obj = root.targets[0]
     path = list(ref.path)
-    if len(path) > 1 and path[0].lower() == obj.name.lower() and not any(
-        f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields
+    if (
+        len(path) > 1
+        and path[0].lower() == obj.name.lower()
+        and not any(
+            f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields
+        )
     ):
         path = path[1:]
     node = root
@@ -212,8 +232,12 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
         ref_field = None
         for t in current:
             for f in t.fields:
-                if (f.type == "reference" and f.relationship_name and f.relationship_name.lower() == hop.lower()
-                        and f.name.lower() not in ctx.hidden.get(t.name, set())):
+                if (
+                    f.type == "reference"
+                    and f.relationship_name
+                    and f.relationship_name.lower() == hop.lower()
+                    and f.name.lower() not in ctx.hidden.get(t.name, set())
+                ):
                     ref_field = f
                     break
             if ref_field:
@@ -243,9 +267,9 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
         msg = f"No such column '{path[-1]}' on entity '{owner.name}'{INVALID_FIELD_TAIL}"
         raise SoqlError("INVALID_FIELD", soql.caret_message(q.text, ref.pos, msg))
     for t in node.targets:
-        f = t.field(final.name)
-        if f:
-            for c in deps(f, t):
+        target_field = t.field(final.name)
+        if target_field:
+            for c in deps(target_field, t):
                 node.need(c)
     canonical.append(final.name)
     return Column(canonical, nodes, final, owner)
@@ -295,15 +319,27 @@ def date_range(lit: Literal, ctx: Context) -> tuple[dt.date, dt.date]:
     if name == "NEXT_YEAR":
         return year.replace(year=year.year + 1), year.replace(year=year.year + 2)
     # N weeks/months/years: approximate with days, enough for backup filters.
-    days = {"LAST_N_WEEKS": -7, "NEXT_N_WEEKS": 7, "LAST_N_MONTHS": -30, "NEXT_N_MONTHS": 30,
-            "LAST_N_YEARS": -365, "NEXT_N_YEARS": 365}.get(name, -1) * n
+    days = {
+        "LAST_N_WEEKS": -7,
+        "NEXT_N_WEEKS": 7,
+        "LAST_N_MONTHS": -30,
+        "NEXT_N_MONTHS": 30,
+        "LAST_N_YEARS": -365,
+        "NEXT_N_YEARS": 365,
+    }.get(name, -1) * n
     return (today + days * one, today + one) if days < 0 else (today + one, today + (days + 1) * one)
 
 
 def _bad_value(q: soql.Query, lit: Literal, f: FieldDef, expected: str) -> SoqlError:
-    return SoqlError("INVALID_FIELD", soql.caret_message(
-        q.text, lit.pos, f"value of filter criterion for field '{f.name}' must be of type {expected} and should "
-        "not be enclosed in quotes"))
+    return SoqlError(
+        "INVALID_FIELD",
+        soql.caret_message(
+            q.text,
+            lit.pos,
+            f"value of filter criterion for field '{f.name}' must be of type {expected} and should "
+            "not be enclosed in quotes",
+        ),
+    )
 
 
 def literal_for(q: soql.Query, col: Column, lit: Literal, ctx: Context) -> Any:
@@ -353,8 +389,9 @@ def _cmp_value(col: Column, v: Any) -> Any:
     return v
 
 
-def compile_where(q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_parents: list[bool]
-                  ) -> Callable[[tuple[Any, ...]], bool]:
+def compile_where(
+    q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_parents: list[bool]
+) -> Callable[[tuple[Any, ...]], bool]:
     if isinstance(node, BoolOp):
         parts = [compile_where(q, i, ctx, root, uses_parents) for i in node.items]
         if node.op == "AND":
@@ -369,8 +406,12 @@ def compile_where(q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_pa
         uses_parents[0] = True
     f = col.field
     if f.type in ("address", "location", "base64") or (f.type == "textarea" and f.length > 255):
-        raise SoqlError("INVALID_FIELD", soql.caret_message(
-            q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"))
+        raise SoqlError(
+            "INVALID_FIELD",
+            soql.caret_message(
+                q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"
+            ),
+        )
 
     def get(r: tuple[Any, ...]) -> Any:
         return _cmp_value(col, col.get(r, ctx))
@@ -402,8 +443,12 @@ def compile_where(q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_pa
     if isinstance(target, tuple) and target and target[0] == "range":
         _, lo, hi = target
         checks: dict[str, Callable[[Any], bool]] = {
-            "=": lambda v: lo <= v < hi, "!=": lambda v: not (lo <= v < hi), "<": lambda v: v < lo,
-            "<=": lambda v: v < hi, ">": lambda v: v >= hi, ">=": lambda v: v >= lo,
+            "=": lambda v: lo <= v < hi,
+            "!=": lambda v: not (lo <= v < hi),
+            "<": lambda v: v < lo,
+            "<=": lambda v: v < hi,
+            ">": lambda v: v >= hi,
+            ">=": lambda v: v >= lo,
         }
         check = checks[op]
         return lambda r: (v := get(r)) is not None and check(v)
@@ -419,7 +464,10 @@ def compile_where(q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_pa
     if op == "!=":
         return lambda r: get(r) != target
     cmp: dict[str, Callable[[Any], bool]] = {
-        "<": lambda v: v < target, "<=": lambda v: v <= target, ">": lambda v: v > target, ">=": lambda v: v >= target,
+        "<": lambda v: v < target,
+        "<=": lambda v: v <= target,
+        ">": lambda v: v > target,
+        ">=": lambda v: v >= target,
     }
     c = cmp[op]
     return lambda r: (v := get(r)) is not None and c(v)
@@ -429,8 +477,10 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
     q = soql.parse(text)
     obj = ctx.find_object(q.sobject)
     if obj is None:
-        raise SoqlError("INVALID_TYPE", soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'"
-                                                           + INVALID_TYPE_TAIL))
+        raise SoqlError(
+            "INVALID_TYPE",
+            soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'" + INVALID_TYPE_TAIL),
+        )
     root = RelNode(None, [obj], "")
     root.need("Id")
     select: list[Any] = []
@@ -442,8 +492,11 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
             select.append(resolve(q, ctx, root, item))
         elif isinstance(item, SubQuery):
             if bulk:
-                raise SoqlError("INVALIDJOB", "Unsupported query: parent-to-child relationship queries are not "
-                                "supported by the Bulk API")
+                raise SoqlError(
+                    "INVALIDJOB",
+                    "Unsupported query: parent-to-child relationship queries are not "
+                    "supported by the Bulk API",
+                )
             subqueries.append((len(select), item))
             select.append(item)
         elif item.func == "FIELDS":
@@ -451,24 +504,31 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
             for f in obj.fields:
                 if f.name.lower() in ctx.hidden.get(obj.name, set()):
                     continue
-                if which == "CUSTOM" and not f.custom or which == "STANDARD" and f.custom:
+                if (which == "CUSTOM" and not f.custom) or (which == "STANDARD" and f.custom):
                     continue
                 select.append(resolve(q, ctx, root, FieldRef([f.name], item.pos)))
         elif item.func == "COUNT" and item.arg is None:
             if len(q.select) > 1:
-                raise SoqlError("MALFORMED_QUERY", soql.caret_message(
-                    q.text, item.pos, "COUNT() and other fields cannot be selected together"))
+                raise SoqlError(
+                    "MALFORMED_QUERY",
+                    soql.caret_message(
+                        q.text, item.pos, "COUNT() and other fields cannot be selected together"
+                    ),
+                )
             count_only = True
         else:
             if bulk:
-                raise SoqlError("INVALIDJOB", "Unsupported query: aggregate functions are not supported by the "
-                                "Bulk API")
+                raise SoqlError(
+                    "INVALIDJOB", "Unsupported query: aggregate functions are not supported by the Bulk API"
+                )
             aggregate = True
             arg_col = resolve(q, ctx, root, item.arg) if item.arg else None
             select.append(("agg", item.func, arg_col, item.alias))
     if q.group_by:
-        raise SoqlError("MALFORMED_QUERY", soql.caret_message(q.text, q.group_by[0].pos,
-                                                              "GROUP BY is not supported by sforg"))
+        raise SoqlError(
+            "MALFORMED_QUERY",
+            soql.caret_message(q.text, q.group_by[0].pos, "GROUP BY is not supported by sforg"),
+        )
     uses_parents = [False]
     where = compile_where(q, q.where, ctx, root, uses_parents) if q.where is not None else None
     order = []
@@ -477,20 +537,37 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         if len(col.nodes) > 1:
             uses_parents[0] = True
         if col.field.type in ("address", "location", "base64", "multipicklist"):
-            raise SoqlError("INVALID_FIELD", soql.caret_message(
-                q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"))
+            raise SoqlError(
+                "INVALID_FIELD",
+                soql.caret_message(
+                    q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"
+                ),
+            )
         order.append((col, o.desc, o.nulls_first))
     if bulk:
         for s in select:
             if isinstance(s, Column) and s.field.type in ("address", "location"):
                 raise SoqlError("INVALIDJOB", "Selecting compound data not supported in Bulk Query")
             if isinstance(s, Column) and s.field.type == "base64":
-                raise SoqlError("INVALIDJOB", f"Unsupported query: base64 field {s.field.name} is not supported "
-                                "by the Bulk API")
+                raise SoqlError(
+                    "INVALIDJOB",
+                    f"Unsupported query: base64 field {s.field.name} is not supported by the Bulk API",
+                )
         if q.offset is not None:
             raise SoqlError("INVALIDJOB", "Unsupported query: OFFSET is not supported by the Bulk API")
-    return Plan(q, obj, root, select, where, uses_parents[0], order, include_deleted or q.all_rows, count_only,
-                aggregate, subqueries)
+    return Plan(
+        q,
+        obj,
+        root,
+        select,
+        where,
+        uses_parents[0],
+        order,
+        include_deleted or q.all_rows,
+        count_only,
+        aggregate,
+        subqueries,
+    )
 
 
 # ------------------------------------------------------------------ execution
@@ -508,13 +585,15 @@ class RowSource:
     def fetch_ids(self, obj: str, columns: list[str], ids: list[str]) -> dict[str, tuple[Any, ...]]:
         raise NotImplementedError
 
-    def children(self, obj: str, columns: list[str], ref: str, parent_ids: list[str],
-                 include_deleted: bool) -> list[tuple[Any, ...]]:
+    def children(
+        self, obj: str, columns: list[str], ref: str, parent_ids: list[str], include_deleted: bool
+    ) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
 
-def load_parents(node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource,
-                 ctx: Context) -> None:
+def load_parents(
+    node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource, ctx: Context
+) -> None:
     """Fill each child node's cache with the parent rows the given rows point to, recursively."""
     rows = list(rows)
     for child in node.children.values():
@@ -543,8 +622,14 @@ def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Calla
         v = col.get(r, ctx)
         if v is None:
             return (null_key, "")
-        return (1, v.lower() if isinstance(v, str) and col.field.type in TEXT_TYPES
-                and col.field.type not in ("id", "reference") else v)
+        return (
+            1,
+            v.lower()
+            if isinstance(v, str)
+            and col.field.type in TEXT_TYPES
+            and col.field.type not in ("id", "reference")
+            else v,
+        )
 
     return key
 
@@ -575,7 +660,11 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
             load_parents(plan.root, [r[1:] for r in matched], plan.obj.name, src, ctx)
         for col, desc, nulls_first in reversed(plan.order):
             key = _sort_key(col, desc, nulls_first, ctx)
-            matched.sort(key=lambda r, k=key: k(r[1:]), reverse=desc)
+
+            def by_key(r: tuple[Any, ...], k: Callable[[tuple[Any, ...]], Any] = key) -> Any:
+                return k(r[1:])
+
+            matched.sort(key=by_key, reverse=desc)
     rowids = [r[0] for r in matched]
     q = plan.query
     if q.offset:
@@ -630,16 +719,18 @@ def _rest_value(f: FieldDef, v: Any, version: str) -> Any:
     return v
 
 
-def render_rest(plan: Plan, rows: list[tuple[Any, ...]], ctx: Context, version: str, src: RowSource
-                ) -> list[dict[str, Any]]:
+def render_rest(
+    plan: Plan, rows: list[tuple[Any, ...]], ctx: Context, version: str, src: RowSource
+) -> list[dict[str, Any]]:
     """Records as the REST query resource returns them (nested parents with their own attributes)."""
     sub_results = [render_subquery(plan, idx, sq, rows, ctx, version, src) for idx, sq in plan.subqueries]
     out = []
     obj = plan.obj.name
     id_index = plan.root.index(obj, "Id")
     for row_n, r in enumerate(rows):
-        rec: dict[str, Any] = {"attributes": {"type": obj,
-                                              "url": f"/services/data/v{version}/sobjects/{obj}/{r[id_index]}"}}
+        rec: dict[str, Any] = {
+            "attributes": {"type": obj, "url": f"/services/data/v{version}/sobjects/{obj}/{r[id_index]}"}
+        }
         sub_n = 0
         for item in plan.select:
             if isinstance(item, SubQuery):
@@ -666,8 +757,12 @@ def render_rest(plan: Plan, rows: list[tuple[Any, ...]], ctx: Context, version: 
                 obj_name, values = hit
                 existing = target.get(hop_name)
                 if existing is None:
-                    existing = {"attributes": {
-                        "type": obj_name, "url": f"/services/data/v{version}/sobjects/{obj_name}/{values[0]}"}}
+                    existing = {
+                        "attributes": {
+                            "type": obj_name,
+                            "url": f"/services/data/v{version}/sobjects/{obj_name}/{values[0]}",
+                        }
+                    }
                     target[hop_name] = existing
                 target = existing
                 node = nxt
@@ -682,26 +777,53 @@ def render_rest(plan: Plan, rows: list[tuple[Any, ...]], ctx: Context, version: 
     return out
 
 
-def render_subquery(plan: Plan, idx: int, sq: SubQuery, rows: list[tuple[Any, ...]], ctx: Context, version: str,
-                    src: RowSource) -> tuple[str, dict[str, Any]]:
-    """A child relationship subquery evaluated for the parents of one page: name -> {parentId: result|None}."""
+def render_subquery(
+    plan: Plan,
+    idx: int,
+    sq: SubQuery,
+    rows: list[tuple[Any, ...]],
+    ctx: Context,
+    version: str,
+    src: RowSource,
+) -> tuple[str, dict[str, Any]]:
+    """A child subquery evaluated for the parents of one page: name -> {parentId: result or None}."""
     del idx
     rel = sq.query.sobject
     child_field = None
     child_obj = None
     for o in ctx.catalogue.values():
         for f in o.fields:
-            if f.type == "reference" and f.child_relationship and f.child_relationship.lower() == rel.lower() \
-                    and plan.obj.name in f.reference_to:
+            if (
+                f.type == "reference"
+                and f.child_relationship
+                and f.child_relationship.lower() == rel.lower()
+                and plan.obj.name in f.reference_to
+            ):
                 child_field, child_obj = f, o
     if child_field is None or child_obj is None:
-        raise SoqlError("INVALID_TYPE", soql.caret_message(
-            plan.query.text, sq.pos + 1, f"Didn't understand relationship '{rel}' in FROM part of query call. "
-            "If you are attempting to use a custom relationship, be sure to append the '__r' after the custom "
-            "relationship name. Please reference your WSDL or the describe call for the appropriate names."))
+        raise SoqlError(
+            "INVALID_TYPE",
+            soql.caret_message(
+                plan.query.text,
+                sq.pos + 1,
+                f"Didn't understand relationship '{rel}' in FROM part of query call. "
+                "If you are attempting to use a custom relationship, be sure to append the '__r' after the "
+                "custom relationship name. Please reference your WSDL or the describe call for the "
+                "appropriate names.",
+            ),
+        )
     sub_text = sq.query.text  # the whole statement; re-plan only the inner part with the child's name
-    inner = soql.Query(sq.query.select, child_obj.name, sq.query.sobject_pos, sq.query.where, sq.query.order,
-                       sq.query.limit, None, [], sub_text)
+    inner = soql.Query(
+        sq.query.select,
+        child_obj.name,
+        sq.query.sobject_pos,
+        sq.query.where,
+        sq.query.order,
+        sq.query.limit,
+        None,
+        [],
+        sub_text,
+    )
     sub_plan = _plan_from_ast(inner, ctx, plan.include_deleted)
     sub_plan.root.need(child_field.name)
     id_index = plan.root.index(plan.obj.name, "Id")
@@ -779,8 +901,13 @@ def csv_rows(plan: Plan, rows: list[tuple[Any, ...]], ctx: Context) -> list[list
     return out
 
 
-def write_csv(stream: io.TextIOBase | Any, header: list[str], rows: Iterable[list[Any]], delimiter: str,
-              line_ending: str) -> None:
+def write_csv(
+    stream: io.TextIOBase | Any,
+    header: list[str],
+    rows: Iterable[list[Any]],
+    delimiter: str,
+    line_ending: str,
+) -> None:
     w = csv.writer(stream, delimiter=delimiter, quoting=csv.QUOTE_ALL, lineterminator=line_ending)
     w.writerow(header)
     w.writerows(rows)

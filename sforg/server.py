@@ -24,7 +24,16 @@ from sforg import schema
 from sforg.clock import stamp
 from sforg.ids import is_valid, make_id, to18
 from sforg.org import BulkJob, Org, OrgError
-from sforg.query import DELIMITERS, Column, aggregate_record, csv_header, csv_rows, fetch_page, render_rest, write_csv
+from sforg.query import (
+    DELIMITERS,
+    Column,
+    aggregate_record,
+    csv_header,
+    csv_rows,
+    fetch_page,
+    render_rest,
+    write_csv,
+)
 from sforg.soql import SoqlError
 from sforg.tls import ensure_certificates
 
@@ -33,10 +42,31 @@ MIN_VERSION, MAX_VERSION = 40.0, 62.0
 VERSION_RE = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
 HANG_SECONDS = 600.0
 ADMIN_METHODS = {
-    "update_records", "create_records", "soft_delete", "hard_delete", "undelete", "purge_recycle_bin",
-    "add_field", "remove_field", "add_object", "remove_object", "change_metadata", "clock_set", "clock_advance",
-    "clock_reset", "clock_info", "set_settings", "set_api_usage", "set_fault", "clear_faults", "expire_locators",
-    "revoke_tokens", "get_accounting", "reset_accounting", "ground_truth", "record_count",
+    "update_records",
+    "create_records",
+    "soft_delete",
+    "hard_delete",
+    "undelete",
+    "purge_recycle_bin",
+    "add_field",
+    "remove_field",
+    "add_object",
+    "remove_object",
+    "change_metadata",
+    "clock_set",
+    "clock_advance",
+    "clock_reset",
+    "clock_info",
+    "set_settings",
+    "set_api_usage",
+    "set_fault",
+    "clear_faults",
+    "expire_locators",
+    "revoke_tokens",
+    "get_accounting",
+    "reset_accounting",
+    "ground_truth",
+    "record_count",
 }
 
 
@@ -45,7 +75,9 @@ def dumps(data: Any) -> bytes:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps(data), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})})
+    return web.Response(
+        body=dumps(data), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})}
+    )
 
 
 def error(status: int, code: str, message: str, fields: list[str] | None = None) -> web.Response:
@@ -118,7 +150,7 @@ class Server:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=ctx, backlog=512)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         try:  # also answer on ::1, since "localhost" may resolve there first
@@ -137,12 +169,21 @@ class Server:
     def org_json(self) -> dict[str, Any]:
         ident = self.org.identity
         return {
-            "instance_url": self.base_url, "login_url": self.base_url, "port": self.port,
-            "client_id": ident["client_id"], "client_secret": ident["client_secret"],
-            "username": ident["username"], "password": ident["password"],
-            "security_token": ident["security_token"], "refresh_token": ident["refresh_token"],
-            "admin_token": ident["admin_token"], "api_version": "59.0", "ca_file": str(self.ca_file),
-            "org_id": ident["org_id"], "user_id": ident["user_id"], "state_dir": str(self.org.state_dir),
+            "instance_url": self.base_url,
+            "login_url": self.base_url,
+            "port": self.port,
+            "client_id": ident["client_id"],
+            "client_secret": ident["client_secret"],
+            "username": ident["username"],
+            "password": ident["password"],
+            "security_token": ident["security_token"],
+            "refresh_token": ident["refresh_token"],
+            "admin_token": ident["admin_token"],
+            "api_version": "59.0",
+            "ca_file": str(self.ca_file),
+            "org_id": ident["org_id"],
+            "user_id": ident["user_id"],
+            "state_dir": str(self.org.state_dir),
         }
 
     # ------------------------------------------------------------ dispatcher
@@ -155,21 +196,31 @@ class Server:
         endpoint, kind = classify(request.method, path)
         org = self.org
         await asyncio.get_running_loop().run_in_executor(None, org.maintain) if endpoint in (
-            "query", "updated", "deleted", "bulk2_create") else org.maintain()
+            "query",
+            "updated",
+            "deleted",
+            "bulk2_create",
+        ) else org.maintain()
         counted = kind != "Auth" and endpoint not in ("versions", "other")
         if counted:
             if org.api_used >= org.settings["api_max"]:
                 org.account(endpoint, kind, 0)
-                return self.finish(error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), kind)
+                return self.finish(
+                    error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), kind
+                )
             org.api_used += 1
-            if org.api_used - org._api_saved >= 200:  # noqa: SLF001
-                org._api_saved = org.api_used  # noqa: SLF001
+            if org.api_used - org._api_saved >= 200:
+                org._api_saved = org.api_used
                 org.flush()
         now = time.monotonic()
-        long_running = sum(1 for t in org.in_flight.values() if now - t >= org.settings["long_running_seconds"])
+        long_running = sum(
+            1 for t in org.in_flight.values() if now - t >= org.settings["long_running_seconds"]
+        )
         if counted and long_running >= org.settings["concurrent_limit"]:
             org.account(endpoint, kind, 0)
-            return self.finish(error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), kind)
+            return self.finish(
+                error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), kind
+            )
         key = id(request)
         org.in_flight[key] = now
         try:
@@ -180,19 +231,19 @@ class Server:
                 if fault["hang"]:
                     await asyncio.sleep(HANG_SECONDS)
                 if fault["error_rate"] and org.fault_rng.random() < float(fault["error_rate"]):
-                    resp = self.fault_error(fault["error"], kind)
-                    org.account(endpoint, kind, resp.body_length if hasattr(resp, "body_length") else 0)
-                    return self.finish(resp, kind)
+                    failed = self.fault_error(fault["error"], kind)
+                    org.account(endpoint, kind, len(failed.body) if isinstance(failed.body, bytes) else 0)
+                    return self.finish(failed, kind)
                 if fault["stall_after"] is not None:
                     request["stall_after"] = int(fault["stall_after"])
-            resp = await self.route(request, path, endpoint)
+            resp: web.StreamResponse = await self.route(request, path, endpoint)
         except OrgError as exc:
             resp = error(exc.status, exc.code, exc.message, exc.fields)
         except SoqlError as exc:
             resp = error(400, exc.code, exc.message)
         finally:
             org.in_flight.pop(key, None)
-        size = len(resp.body) if isinstance(resp, web.Response) and resp.body is not None else 0
+        size = len(resp.body) if isinstance(resp, web.Response) and isinstance(resp.body, bytes) else 0
         org.account(endpoint, kind, size)
         resp = self.finish(resp, kind)
         if "stall_after" in request and isinstance(resp, web.Response) and not resp.prepared:
@@ -201,18 +252,26 @@ class Server:
 
     def finish(self, resp: web.StreamResponse, kind: str) -> web.StreamResponse:
         if kind in ("REST", "Bulk") and not resp.prepared:
-            resp.headers["Sforce-Limit-Info"] = f"api-usage={self.org.api_used}/{self.org.settings['api_max']}"
+            resp.headers["Sforce-Limit-Info"] = (
+                f"api-usage={self.org.api_used}/{self.org.settings['api_max']}"
+            )
         return resp
 
     def fault_error(self, code: str, kind: str) -> web.Response:
         if kind == "Metadata":
-            return xml_response(md.fault("SERVER_UNAVAILABLE" if code != "500" else "UNKNOWN_EXCEPTION",
-                                         "injected fault"), 500)
+            return xml_response(
+                md.fault("SERVER_UNAVAILABLE" if code != "500" else "UNKNOWN_EXCEPTION", "injected fault"),
+                500,
+            )
         if code == "QUERY_TIMEOUT":
             return error(400, "QUERY_TIMEOUT", "Your query request was running for too long.")
         if code in ("500", "UNKNOWN_EXCEPTION"):
-            return error(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId if "
-                         "you contact support: 1234567890-12345 (-1234567890)")
+            return error(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if "
+                "you contact support: 1234567890-12345 (-1234567890)",
+            )
         return error(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable, please try again later")
 
     async def stall(self, request: web.Request, resp: web.Response, after: int) -> web.StreamResponse:
@@ -234,8 +293,12 @@ class Server:
         if endpoint == "metadata":
             return await self.metadata(request, path)
         if path == "/services/data":
-            return json_response([{"label": f"v{v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
-                                  for v in range(int(MIN_VERSION), int(MAX_VERSION) + 1)])
+            return json_response(
+                [
+                    {"label": f"v{v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+                    for v in range(int(MIN_VERSION), int(MAX_VERSION) + 1)
+                ]
+            )
         m = VERSION_RE.match(path)
         if not m:
             if path.startswith("/id/"):
@@ -261,11 +324,17 @@ class Server:
     def token_body(self, token: str) -> dict[str, Any]:
         ident = self.org.identity
         issued = str(int(self.org.now() * 1000))
-        sig = base64.b64encode(hmac.new(ident["client_secret"].encode(), (token + issued).encode(),
-                                        "sha256").digest()).decode()
-        return {"access_token": token, "instance_url": self.base_url,
-                "id": f"https://login.salesforce.com/id/{ident['org_id']}/{ident['user_id']}",
-                "token_type": "Bearer", "issued_at": issued, "signature": sig}
+        sig = base64.b64encode(
+            hmac.new(ident["client_secret"].encode(), (token + issued).encode(), "sha256").digest()
+        ).decode()
+        return {
+            "access_token": token,
+            "instance_url": self.base_url,
+            "id": f"https://login.salesforce.com/id/{ident['org_id']}/{ident['user_id']}",
+            "token_type": "Bearer",
+            "issued_at": issued,
+            "signature": sig,
+        }
 
     async def oauth(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -277,8 +346,9 @@ class Server:
             try:
                 client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
-                return json_response({"error": "invalid_client", "error_description": "invalid client credentials"},
-                                     400)
+                return json_response(
+                    {"error": "invalid_client", "error_description": "invalid client credentials"}, 400
+                )
 
         def oauth_error(code: str, desc: str) -> web.Response:
             return json_response({"error": code, "error_description": desc}, 400)
@@ -294,7 +364,8 @@ class Server:
                 return oauth_error("invalid_client", "invalid client credentials")
             password = str(form.get("password", ""))
             if form.get("username") != ident["username"] or password not in (
-                ident["password"], ident["password"] + ident["security_token"]
+                ident["password"],
+                ident["password"] + ident["security_token"],
             ):
                 return oauth_error("invalid_grant", "authentication failure")
             return json_response(self.token_body(self.org.issue_token()))
@@ -311,22 +382,26 @@ class Server:
         version = path.split("/services/Soap/u/")[1].split("/")[0]
         try:
             _, op_el, _ = md.parse_request(body)
-        except Exception:  # noqa: BLE001 - any unparsable body is a client fault
+        except Exception:
             op_el = None
         ident = self.org.identity
         username = md.text_of(op_el, "username") if op_el is not None else None
         password = md.text_of(op_el, "password") if op_el is not None else None
-        if username != ident["username"] or password not in (ident["password"],
-                                                             ident["password"] + ident["security_token"]):
+        if username != ident["username"] or password not in (
+            ident["password"],
+            ident["password"] + ident["security_token"],
+        ):
             msg = "Invalid username, password, security token; or user locked out."
             return xml_response(
                 '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/'
                 'soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/'
                 f'XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode>'
-                f"<faultstring>INVALID_LOGIN: {msg}</faultstring><detail><sf:LoginFault xsi:type=\"sf:LoginFault\">"
+                f"<faultstring>INVALID_LOGIN: {msg}</faultstring><detail>"
+                '<sf:LoginFault xsi:type="sf:LoginFault">'
                 f"<sf:exceptionCode>INVALID_LOGIN</sf:exceptionCode><sf:exceptionMessage>{msg}"
                 "</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>",
-                500)
+                500,
+            )
         token = self.org.issue_token()
         org15 = ident["org_id"][:15]
         return xml_response(
@@ -343,16 +418,23 @@ class Server:
             f"<userEmail>{ident['username']}</userEmail><userFullName>Admin User</userFullName>"
             f"<userId>{ident['user_id']}</userId><userName>{ident['username']}</userName>"
             "<userTimeZone>Europe/Paris</userTimeZone></userInfo></result></loginResponse></soapenv:Body>"
-            "</soapenv:Envelope>")
+            "</soapenv:Envelope>"
+        )
 
     async def identity(self, request: web.Request) -> web.Response:
         token = request.query.get("oauth_token") or self.bearer(request)
         if not self.org.check_token(token):
             return json_response({"error": "Bad_OAuth_Token"}, 403)
         ident = self.org.identity
-        return json_response({"id": f"https://login.salesforce.com/id/{ident['org_id']}/{ident['user_id']}",
-                              "user_id": ident["user_id"], "organization_id": ident["org_id"],
-                              "username": ident["username"], "active": True})
+        return json_response(
+            {
+                "id": f"https://login.salesforce.com/id/{ident['org_id']}/{ident['user_id']}",
+                "user_id": ident["user_id"],
+                "organization_id": ident["org_id"],
+                "username": ident["username"],
+                "active": True,
+            }
+        )
 
     # ------------------------------------------------------------ REST
     async def rest(self, request: web.Request, version: str, parts: list[str]) -> web.StreamResponse:
@@ -361,17 +443,55 @@ class Server:
         head = parts[0] if parts else ""
         if not head:
             base = f"/services/data/v{version}"
-            names = ["tooling", "metadata", "eclair", "folders", "prechatForms", "chatter", "tabs", "appMenu",
-                     "quickActions", "queryAll", "commerce", "wave", "analytics", "search", "identity", "composite",
-                     "parameterizedSearch", "fingerprint", "theme", "nouns", "event", "serviceTemplates", "recent",
-                     "connect", "licensing", "limits", "process", "async-queries", "query", "match", "emailConnect",
-                     "compactLayouts", "knowledgeManagement", "sobjects", "actions", "support", "jobs"]
+            names = [
+                "tooling",
+                "metadata",
+                "eclair",
+                "folders",
+                "prechatForms",
+                "chatter",
+                "tabs",
+                "appMenu",
+                "quickActions",
+                "queryAll",
+                "commerce",
+                "wave",
+                "analytics",
+                "search",
+                "identity",
+                "composite",
+                "parameterizedSearch",
+                "fingerprint",
+                "theme",
+                "nouns",
+                "event",
+                "serviceTemplates",
+                "recent",
+                "connect",
+                "licensing",
+                "limits",
+                "process",
+                "async-queries",
+                "query",
+                "match",
+                "emailConnect",
+                "compactLayouts",
+                "knowledgeManagement",
+                "sobjects",
+                "actions",
+                "support",
+                "jobs",
+            ]
             out = {n: f"{base}/{n}" for n in names}
-            out["identity"] = f"https://login.salesforce.com/id/{org.identity['org_id']}/{org.identity['user_id']}"
+            out["identity"] = (
+                f"https://login.salesforce.com/id/{org.identity['org_id']}/{org.identity['user_id']}"
+            )
             return json_response(out)
         if head in ("query", "queryAll"):
             if method != "GET":
-                return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET")
+                return error(
+                    405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET"
+                )
             locator = parts[1] if len(parts) > 1 else None
             return await self.query(request, version, head == "queryAll", locator)
         if head == "sobjects":
@@ -380,8 +500,9 @@ class Server:
             if len(parts) > 1 and parts[1] == "recordCount":
                 names = [n for n in request.query.get("sObjects", "").split(",") if n]
                 names = names or list(org.catalogue)
-                return json_response({"sObjects": [{"count": org.record_count(n), "name": org.obj(n).name}
-                                                   for n in names]})
+                return json_response(
+                    {"sObjects": [{"count": org.record_count(n), "name": org.obj(n).name} for n in names]}
+                )
             return json_response(self.limits())
         if head == "composite" and len(parts) > 1 and parts[1] == "sobjects":
             return await self.collections(request, version, parts[2:])
@@ -398,27 +519,44 @@ class Server:
             return {"Max": m, "Remaining": max(0, r)}
 
         return {
-            "ActiveScratchOrgs": lim(3, 3), "AnalyticsExternalDataSizeMB": lim(40960, 40960),
-            "ConcurrentAsyncGetReportInstances": lim(200, 200), "ConcurrentEinsteinDataInsightsStoryCreation":
-            lim(5, 5), "ConcurrentSyncReportRuns": lim(20, 20), "DailyAnalyticsDataflowJobExecutions": lim(60, 60),
-            "DailyApiRequests": lim(mx, mx - used), "DailyAsyncApexExecutions": lim(250000, 250000),
-            "DailyBulkApiBatches": lim(15000, 15000), "DailyBulkV2QueryFileStorageMB": lim(976562, 976562),
-            "DailyBulkV2QueryJobs": lim(10000, 10000 - jobs), "DailyDurableGenericStreamingApiEvents":
-            lim(10000, 10000), "DailyDurableStreamingApiEvents": lim(10000, 10000),
-            "DailyGenericStreamingApiEvents": lim(10000, 10000), "DailyStandardVolumePlatformEvents":
-            lim(10000, 10000), "DailyStreamingApiEvents": lim(10000, 10000), "DailyWorkflowEmails": lim(1000, 1000),
-            "DataStorageMB": lim(1024, 800), "DurableStreamingApiConcurrentClients": lim(20, 20),
-            "FileStorageMB": lim(10240, 8000), "HourlyAsyncReportRuns": lim(1200, 1200),
-            "HourlyDashboardRefreshes": lim(200, 200), "HourlyDashboardResults": lim(5000, 5000),
-            "HourlyDashboardStatuses": lim(999999999, 999999999), "HourlyODataCallout": lim(10000, 10000),
-            "HourlySyncReportRuns": lim(500, 500), "HourlyTimeBasedWorkflow": lim(50, 50),
-            "MassEmail": lim(10, 10), "MonthlyPlatformEventsUsageEntitlement": lim(0, 0),
-            "Package2VersionCreates": lim(6, 6), "PermissionSets": lim(1500, 1490), "SingleEmail": lim(15, 15),
+            "ActiveScratchOrgs": lim(3, 3),
+            "AnalyticsExternalDataSizeMB": lim(40960, 40960),
+            "ConcurrentAsyncGetReportInstances": lim(200, 200),
+            "ConcurrentEinsteinDataInsightsStoryCreation": lim(5, 5),
+            "ConcurrentSyncReportRuns": lim(20, 20),
+            "DailyAnalyticsDataflowJobExecutions": lim(60, 60),
+            "DailyApiRequests": lim(mx, mx - used),
+            "DailyAsyncApexExecutions": lim(250000, 250000),
+            "DailyBulkApiBatches": lim(15000, 15000),
+            "DailyBulkV2QueryFileStorageMB": lim(976562, 976562),
+            "DailyBulkV2QueryJobs": lim(10000, 10000 - jobs),
+            "DailyDurableGenericStreamingApiEvents": lim(10000, 10000),
+            "DailyDurableStreamingApiEvents": lim(10000, 10000),
+            "DailyGenericStreamingApiEvents": lim(10000, 10000),
+            "DailyStandardVolumePlatformEvents": lim(10000, 10000),
+            "DailyStreamingApiEvents": lim(10000, 10000),
+            "DailyWorkflowEmails": lim(1000, 1000),
+            "DataStorageMB": lim(1024, 800),
+            "DurableStreamingApiConcurrentClients": lim(20, 20),
+            "FileStorageMB": lim(10240, 8000),
+            "HourlyAsyncReportRuns": lim(1200, 1200),
+            "HourlyDashboardRefreshes": lim(200, 200),
+            "HourlyDashboardResults": lim(5000, 5000),
+            "HourlyDashboardStatuses": lim(999999999, 999999999),
+            "HourlyODataCallout": lim(10000, 10000),
+            "HourlySyncReportRuns": lim(500, 500),
+            "HourlyTimeBasedWorkflow": lim(50, 50),
+            "MassEmail": lim(10, 10),
+            "MonthlyPlatformEventsUsageEntitlement": lim(0, 0),
+            "Package2VersionCreates": lim(6, 6),
+            "PermissionSets": lim(1500, 1490),
+            "SingleEmail": lim(15, 15),
             "StreamingApiConcurrentClients": lim(20, 20),
         }
 
-    async def query(self, request: web.Request, version: str, include_deleted: bool,
-                    locator: str | None) -> web.Response:
+    async def query(
+        self, request: web.Request, version: str, include_deleted: bool, locator: str | None
+    ) -> web.Response:
         org = self.org
         loop = asyncio.get_running_loop()
         ctx = org.context()
@@ -477,8 +615,9 @@ class Server:
         except ValueError as exc:
             raise OrgError(400, "JSON_PARSER_ERROR", f"Unexpected character: {exc}") from exc
 
-    def record_json(self, o: schema.ObjectDef, row: dict[str, Any], version: str,
-                    fields: list[str] | None = None) -> dict[str, Any]:
+    def record_json(
+        self, o: schema.ObjectDef, row: dict[str, Any], version: str, fields: list[str] | None = None
+    ) -> dict[str, Any]:
         values = self.org.record_values(o, row, self.org.context())
         for k, v in list(values.items()):
             if isinstance(v, str) and v.startswith("/services/data/v59.0/sobjects/"):
@@ -486,8 +625,10 @@ class Server:
         if fields:
             wanted = {f.lower() for f in fields}
             values = {k: v for k, v in values.items() if k.lower() in wanted}
-        return {"attributes": {"type": o.name, "url": f"/services/data/v{version}/sobjects/{o.name}/{row['Id']}"},
-                **values}
+        return {
+            "attributes": {"type": o.name, "url": f"/services/data/v{version}/sobjects/{o.name}/{row['Id']}"},
+            **values,
+        }
 
     async def sobjects(self, request: web.Request, version: str, parts: list[str]) -> web.StreamResponse:
         org = self.org
@@ -495,8 +636,13 @@ class Server:
         if not parts:
             if self.not_modified(request):
                 return web.Response(status=304)
-            return json_response({"encoding": "UTF-8", "maxBatchSize": 200,
-                                  "sobjects": [schema.global_entry(o, version) for o in org.catalogue.values()]})
+            return json_response(
+                {
+                    "encoding": "UTF-8",
+                    "maxBatchSize": 200,
+                    "sobjects": [schema.global_entry(o, version) for o in org.catalogue.values()],
+                }
+            )
         o = org.obj(parts[0])
         if len(parts) == 1:
             if method == "GET":
@@ -505,20 +651,25 @@ class Server:
                 body = await self.json_body(request)
                 rid = org.create_record(o.name, body)
                 return json_response({"id": rid, "success": True, "errors": []}, 201)
-            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST")
+            return error(
+                405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST"
+            )
         sub = parts[1]
         if sub == "describe" and len(parts) == 2:
             if self.not_modified(request):
                 return web.Response(status=304)
-            return json_response(schema.describe(o, org.catalogue, version, self.base_url,
-                                                 org.hidden().get(o.name, set())))
+            return json_response(
+                schema.describe(o, org.catalogue, version, self.base_url, org.hidden().get(o.name, set()))
+            )
         if sub in ("updated", "deleted") and len(parts) == 2:
             start = self.fix_date(request.query.get("start", ""))
             end = self.fix_date(request.query.get("end", ""))
             if not start or not end:
                 return error(400, "MISSING_ARGUMENT", "start and end are required")
             fn = org.updated if sub == "updated" else org.deleted
-            return json_response(await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end))
+            return json_response(
+                await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end)
+            )
         if len(parts) == 3:
             f = o.field(parts[2])
             if f is not None and f.type == "base64":
@@ -530,7 +681,9 @@ class Server:
         if not is_valid(rid):
             if o.field(rid) is not None:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
-            return error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}")
+            return error(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}"
+            )
         if method == "GET":
             row = org.get_row(o, rid)
             fields = request.query.get("fields")
@@ -542,17 +695,28 @@ class Server:
         if method == "DELETE":
             org.delete_record(o.name, rid)
             return web.Response(status=204)
-        return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE")
+        return error(
+            405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE"
+        )
 
-    async def by_external_id(self, request: web.Request, o: schema.ObjectDef, f: schema.FieldDef, value: str,
-                             version: str) -> web.StreamResponse:
-        rows = list(self.org.store.scan(o.name, ["Id"], f'WHERE "{f.name}"=?'
-                                        + (' AND "IsDeleted"=0' if o.field("IsDeleted") else ""), (value,)))
+    async def by_external_id(
+        self, request: web.Request, o: schema.ObjectDef, f: schema.FieldDef, value: str, version: str
+    ) -> web.StreamResponse:
+        rows = list(
+            self.org.store.scan(
+                o.name,
+                ["Id"],
+                f'WHERE "{f.name}"=?' + (' AND "IsDeleted"=0' if o.field("IsDeleted") else ""),
+                (value,),
+            )
+        )
         if request.method == "GET":
             if not rows:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
             if len(rows) > 1:
-                return json_response([f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300)
+                return json_response(
+                    [f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300
+                )
             return json_response(self.record_json(o, self.org.get_row(o, rows[0][0]), version))
         if request.method == "PATCH":
             body = await self.json_body(request)
@@ -579,16 +743,21 @@ class Server:
         text = text.strip().replace(" ", "+")
         return text[:-1] if text.endswith(":") else text
 
-    async def blob(self, request: web.Request, o: schema.ObjectDef, rid: str, f: schema.FieldDef
-                   ) -> web.StreamResponse:
+    async def blob(
+        self, request: web.Request, o: schema.ObjectDef, rid: str, f: schema.FieldDef
+    ) -> web.StreamResponse:
         row = self.org.get_row(o, rid)
         descriptor = row.get("_blob")
         if not descriptor:
             return error(404, "NOT_FOUND", "The requested resource does not exist")
         size = self.org.blobs.size(descriptor)
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/octetstream",
-                                                       "Sforce-Limit-Info": f"api-usage={self.org.api_used}/"
-                                                       f"{self.org.settings['api_max']}"})
+        resp = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "application/octetstream",
+                "Sforce-Limit-Info": f"api-usage={self.org.api_used}/{self.org.settings['api_max']}",
+            },
+        )
         resp.content_length = size
         await resp.prepare(request)
         stall = request.get("stall_after")
@@ -611,8 +780,11 @@ class Server:
             ids = [i for i in request.query.get("ids", "").split(",") if i]
             all_or_none = request.query.get("allOrNone", "false").lower() == "true"
             if len(ids) > 200:
-                return error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records "
-                             "into this call")
+                return error(
+                    400,
+                    "EXCEEDED_ID_LIMIT",
+                    "record limit reached. cannot submit more than 200 records into this call",
+                )
             return json_response(self.each(ids, all_or_none, lambda rid: self._delete_any(rid)))
         if method == "GET" or (method == "POST" and parts):
             if not parts:
@@ -624,7 +796,7 @@ class Server:
             else:
                 body = await self.json_body(request)
                 ids, fields = body.get("ids", []), body.get("fields", [])
-            out = []
+            out: list[dict[str, Any] | None] = []
             for rid in ids:
                 try:
                     out.append(self.record_json(o, org.get_row(o, rid), version, fields or None))
@@ -635,16 +807,22 @@ class Server:
         records = body.get("records", [])
         all_or_none = bool(body.get("allOrNone", False))
         if len(records) > 200:
-            return error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into "
-                         "this call")
+            return error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            )
         if method == "POST":
+
             def create(rec: dict[str, Any]) -> str:
                 typ = (rec.get("attributes") or {}).get("type")
                 if not typ:
                     raise OrgError(400, "INVALID_TYPE", "Must send a concrete entity type.")
                 return org.create_record(typ, rec)
+
             return json_response(self.each(records, all_or_none, create))
         if method == "PATCH":
+
             def update(rec: dict[str, Any]) -> str:
                 rid = rec.get("Id") or rec.get("id")
                 if not rid:
@@ -654,6 +832,7 @@ class Server:
                     raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}")
                 org.update_record(o.name, str(rid), {k: v for k, v in rec.items() if k not in ("Id", "id")})
                 return to18(str(rid))
+
             return json_response(self.each(records, all_or_none, update))
         return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed.")
 
@@ -666,7 +845,7 @@ class Server:
 
     @staticmethod
     def each(items: list[Any], all_or_none: bool, fn: Callable[[Any], str]) -> list[dict[str, Any]]:
-        """Apply fn per record; failures become per-record errors (statusCode), all-or-none rolls back none."""
+        """Apply fn per record; failures become per-record errors (statusCode), as collections report."""
         out: list[dict[str, Any]] = []
         failed = False
         for item in items:
@@ -674,16 +853,27 @@ class Server:
                 out.append({"id": fn(item), "success": True, "errors": []})
             except OrgError as exc:
                 failed = True
-                out.append({"success": False, "errors": [{"statusCode": exc.code, "message": exc.message,
-                                                          "fields": exc.fields or []}]})
+                out.append(
+                    {
+                        "success": False,
+                        "errors": [
+                            {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
+                        ],
+                    }
+                )
         if failed and all_or_none:
             # sforg applies records one by one; with allOrNone the successes are reported rolled back.
             for entry in out:
                 if entry["success"]:
                     entry["success"] = False
-                    entry["errors"] = [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                                        "message": "Record rolled back because not all records were valid and the "
-                                                   "request was using AllOrNone header", "fields": []}]
+                    entry["errors"] = [
+                        {
+                            "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                            "message": "Record rolled back because not all records were valid and the "
+                            "request was using AllOrNone header",
+                            "fields": [],
+                        }
+                    ]
         return out
 
     # ------------------------------------------------------------ Bulk API 2.0 query
@@ -697,10 +887,17 @@ class Server:
                 info["state"] = "JobComplete"
             job.info["state"] = info["state"]
         if full:
-            info.update({"jobType": "V2Query", "lineEnding": job.info["lineEnding"],
-                         "columnDelimiter": job.info["columnDelimiter"],
-                         "numberRecordsProcessed": len(job.rowids), "retries": 0,
-                         "totalProcessingTime": job.info.get("_ms", 0), "isPkChunkingSupported": True})
+            info.update(
+                {
+                    "jobType": "V2Query",
+                    "lineEnding": job.info["lineEnding"],
+                    "columnDelimiter": job.info["columnDelimiter"],
+                    "numberRecordsProcessed": len(job.rowids),
+                    "retries": 0,
+                    "totalProcessingTime": job.info.get("_ms", 0),
+                    "isPkChunkingSupported": True,
+                }
+            )
         return {k: v for k, v in info.items() if not k.startswith("_")}
 
     async def bulk(self, request: web.Request, version: str, parts: list[str]) -> web.StreamResponse:
@@ -721,20 +918,32 @@ class Server:
                 plan = await loop.run_in_executor(None, org.plan, text, operation == "queryAll", True)
                 now = stamp(org.now())
                 jid = make_id("750", secrets.randbelow(62**9), pod="Dx")
-                job = BulkJob(jid, {
-                    "id": jid, "operation": operation, "object": plan.obj.name,
-                    "createdById": org.identity["user_id"], "createdDate": now[:-1] + "+0000",
-                    "systemModstamp": now[:-1] + "+0000", "state": "UploadComplete", "concurrencyMode": "Parallel",
-                    "contentType": "CSV", "apiVersion": float(version), "lineEnding": ending,
-                    "columnDelimiter": delim, "_query": text,
-                }, plan)
+                job = BulkJob(
+                    jid,
+                    {
+                        "id": jid,
+                        "operation": operation,
+                        "object": plan.obj.name,
+                        "createdById": org.identity["user_id"],
+                        "createdDate": now[:-1] + "+0000",
+                        "systemModstamp": now[:-1] + "+0000",
+                        "state": "UploadComplete",
+                        "concurrencyMode": "Parallel",
+                        "contentType": "CSV",
+                        "apiVersion": float(version),
+                        "lineEnding": ending,
+                        "columnDelimiter": delim,
+                        "_query": text,
+                    },
+                    plan,
+                )
                 org.jobs[jid] = job
 
                 def run() -> None:
                     started = time.perf_counter()
                     try:
                         job.rowids = org.run(plan)
-                    except Exception as exc:  # noqa: BLE001 - a failed job reports its error, as Salesforce does
+                    except Exception as exc:
                         job.error = str(exc)
                     job.info["_ms"] = int((time.perf_counter() - started) * 1000)
                     job.done.set()
@@ -742,12 +951,18 @@ class Server:
                 loop.run_in_executor(None, run)
                 return json_response(self.job_info(job, full=False))
             if method == "GET":
-                return json_response({"done": True, "records": [self.job_info(j, False) for j in org.jobs.values()],
-                                      "nextRecordsUrl": None})
+                return json_response(
+                    {
+                        "done": True,
+                        "records": [self.job_info(j, False) for j in org.jobs.values()],
+                        "nextRecordsUrl": None,
+                    }
+                )
             return error(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed")
-        job = org.jobs.get(parts[0])
-        if job is None:
+        found = org.jobs.get(parts[0])
+        if found is None:
             return error(404, "NOT_FOUND", "The requested resource does not exist")
+        job = found
         if len(parts) == 1:
             if method == "GET":
                 # Finish the job before the first poll answers: simple-salesforce sleeps before every poll.
@@ -774,8 +989,12 @@ class Server:
         await loop.run_in_executor(None, job.done.wait, 60)
         info = self.job_info(job, False)
         if info["state"] != "JobComplete":
-            return error(412, "JOB_NOT_COMPLETE", "can only download query results of successfully completed bulk "
-                         f"job with status: JOB_COMPLETE. Current status: {info['state'].upper()}")
+            return error(
+                412,
+                "JOB_NOT_COMPLETE",
+                "can only download query results of successfully completed bulk "
+                f"job with status: JOB_COMPLETE. Current status: {info['state'].upper()}",
+            )
         locator = request.query.get("locator", "")
         try:
             start = int(base64.b64decode(locator + "=" * (-len(locator) % 4)).decode()) if locator else 0
@@ -790,9 +1009,15 @@ class Server:
         assert plan is not None
         delim = DELIMITERS[job.info["columnDelimiter"]]
         ending = "\n" if job.info["lineEnding"] == "LF" else "\r\n"
-        resp = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/csv", "Sforce-NumberOfRecords": str(end - start), "Sforce-Locator": nxt,
-            "Sforce-Limit-Info": f"api-usage={org.api_used}/{org.settings['api_max']}"})
+        resp = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/csv",
+                "Sforce-NumberOfRecords": str(end - start),
+                "Sforce-Locator": nxt,
+                "Sforce-Limit-Info": f"api-usage={org.api_used}/{org.settings['api_max']}",
+            },
+        )
         resp.enable_compression() if "gzip" in request.headers.get("Accept-Encoding", "") else None
         await resp.prepare(request)
         ctx = org.context()
@@ -813,7 +1038,9 @@ class Server:
             else:
                 import csv as _csv
 
-                _csv.writer(buf, delimiter=delim, quoting=_csv.QUOTE_ALL, lineterminator=ending).writerows(data)
+                _csv.writer(buf, delimiter=delim, quoting=_csv.QUOTE_ALL, lineterminator=ending).writerows(
+                    data
+                )
             return buf.getvalue().encode()
 
         step = 10000
@@ -840,12 +1067,14 @@ class Server:
         version = path.split("/services/Soap/m/")[1].split("/")[0]
         try:
             op, op_el, session = md.parse_request(body)
-        except Exception:  # noqa: BLE001 - unparsable XML
+        except Exception:
             return xml_response(md.fault("INVALID_XML", "could not parse the request"), 500)
         session = session or self.bearer(request)
         if not org.check_token(session):
-            return xml_response(md.fault("INVALID_SESSION_ID",
-                                         "Invalid Session ID found in SessionHeader: Illegal Session"), 500)
+            return xml_response(
+                md.fault("INVALID_SESSION_ID", "Invalid Session ID found in SessionHeader: Illegal Session"),
+                500,
+            )
         assert op_el is not None
         user_id, user_name = org.identity["user_id"], "Admin User"
         if op == "describeMetadata":
@@ -859,7 +1088,8 @@ class Server:
             for t in md.children(op_el, "types"):
                 name = md.text_of(t, "name") or ""
                 requested.setdefault(name, []).extend(
-                    (m.text or "").strip() for m in t.iter() if md.local(m.tag) == "members")
+                    (m.text or "").strip() for m in t.iter() if md.local(m.tag) == "members"
+                )
             single = (md.text_of(op_el, "singlePackage") or "false").lower() == "true"
             rows, problems = [], []
             for mtype, members in requested.items():
@@ -888,11 +1118,27 @@ class Server:
         out = []
         for t in types:
             for r in self.org.store.conn().execute(
-                "SELECT type, full_name, id, file_name, content, created_date, last_modified_date FROM metadata "
-                "WHERE type=? ORDER BY full_name", (t,)
+                "SELECT type, full_name, id, file_name, content, created_date, last_modified_date "
+                "FROM metadata WHERE type=? ORDER BY full_name",
+                (t,),
             ):
-                out.append(dict(zip(["type", "full_name", "id", "file_name", "content", "created_date",
-                                     "last_modified_date"], r, strict=True)))
+                out.append(
+                    dict(
+                        zip(
+                            [
+                                "type",
+                                "full_name",
+                                "id",
+                                "file_name",
+                                "content",
+                                "created_date",
+                                "last_modified_date",
+                            ],
+                            r,
+                            strict=True,
+                        )
+                    )
+                )
         return out
 
     # ------------------------------------------------------------ admin
@@ -911,11 +1157,14 @@ class Server:
             return json_response({"error": f"unknown admin call {name}"}, 404)
         kwargs = dict(request.query) if request.method == "GET" else await self.json_body(request)
         if name == "ground_truth" and request.method == "GET":
-            kwargs = {"objects": kwargs["objects"].split(",") if kwargs.get("objects") else None,
-                      "values": kwargs.get("values", "1") != "0"}
+            kwargs = {
+                "objects": kwargs["objects"].split(",") if kwargs.get("objects") else None,
+                "values": kwargs.get("values", "1") != "0",
+            }
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: getattr(self.org, name)(**kwargs))
+                None, lambda: getattr(self.org, name)(**kwargs)
+            )
         except OrgError as exc:
             return json_response({"error": exc.code, "message": exc.message}, exc.status)
         except (TypeError, KeyError, ValueError) as exc:
@@ -925,12 +1174,18 @@ class Server:
         return json_response(result)
 
 
-async def serve(state_dir: Path, port: int, scale: str, seed: int, ready: Callable[[dict[str, Any]], Awaitable[None]]
-                | None = None) -> None:
+async def serve(
+    state_dir: Path,
+    port: int,
+    scale: str,
+    seed: int,
+    ready: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> None:
     """Build or open the org, listen, write DIR/org.json, and serve until cancelled."""
     loop = asyncio.get_running_loop()
-    org = await loop.run_in_executor(None, lambda: Org(state_dir, scale, seed,
-                                                       progress=lambda m: print(f"sforg: {m}", flush=True)))
+    org = await loop.run_in_executor(
+        None, lambda: Org(state_dir, scale, seed, progress=lambda m: print(f"sforg: {m}", flush=True))
+    )
     server = Server(org, port=port)
     await server.start()
     info = server.org_json()

@@ -7,14 +7,68 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KEYWORDS = {
-    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "NULL", "TRUE", "FALSE", "ORDER", "BY", "ASC",
-    "DESC", "NULLS", "FIRST", "LAST", "LIMIT", "OFFSET", "GROUP", "HAVING", "INCLUDES", "EXCLUDES", "USING",
-    "SCOPE", "WITH", "FOR", "TYPEOF", "ALL", "ROWS", "UPDATE", "VIEW", "REFERENCE",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "LIKE",
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "ORDER",
+    "BY",
+    "ASC",
+    "DESC",
+    "NULLS",
+    "FIRST",
+    "LAST",
+    "LIMIT",
+    "OFFSET",
+    "GROUP",
+    "HAVING",
+    "INCLUDES",
+    "EXCLUDES",
+    "USING",
+    "SCOPE",
+    "WITH",
+    "FOR",
+    "TYPEOF",
+    "ALL",
+    "ROWS",
+    "UPDATE",
+    "VIEW",
+    "REFERENCE",
 }
-DATE_LITERALS = {"TODAY", "YESTERDAY", "TOMORROW", "LAST_WEEK", "THIS_WEEK", "NEXT_WEEK", "LAST_MONTH",
-                 "THIS_MONTH", "NEXT_MONTH", "LAST_90_DAYS", "NEXT_90_DAYS", "THIS_YEAR", "LAST_YEAR", "NEXT_YEAR"}
-DATE_N_LITERALS = {"LAST_N_DAYS", "NEXT_N_DAYS", "LAST_N_WEEKS", "NEXT_N_WEEKS", "LAST_N_MONTHS",
-                   "NEXT_N_MONTHS", "LAST_N_YEARS", "NEXT_N_YEARS", "N_DAYS_AGO"}
+DATE_LITERALS = {
+    "TODAY",
+    "YESTERDAY",
+    "TOMORROW",
+    "LAST_WEEK",
+    "THIS_WEEK",
+    "NEXT_WEEK",
+    "LAST_MONTH",
+    "THIS_MONTH",
+    "NEXT_MONTH",
+    "LAST_90_DAYS",
+    "NEXT_90_DAYS",
+    "THIS_YEAR",
+    "LAST_YEAR",
+    "NEXT_YEAR",
+}
+DATE_N_LITERALS = {
+    "LAST_N_DAYS",
+    "NEXT_N_DAYS",
+    "LAST_N_WEEKS",
+    "NEXT_N_WEEKS",
+    "LAST_N_MONTHS",
+    "NEXT_N_MONTHS",
+    "LAST_N_YEARS",
+    "NEXT_N_YEARS",
+    "N_DAYS_AGO",
+}
 
 
 class SoqlError(Exception):
@@ -47,8 +101,18 @@ _TOKEN_RE = re.compile(
     """,
     re.VERBOSE,
 )
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'": "'", "\\": "\\", "_": "\\_",
-            "%": "\\%"}
+_ESCAPES = {
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "b": "\b",
+    "f": "\f",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "_": "\\_",
+    "%": "\\%",
+}
 
 
 def caret_message(query: str, pos: int, text: str) -> str:
@@ -299,8 +363,9 @@ class Parser:
             func = self.advance().text.upper()
             self.advance()
             if func not in ("COUNT", "COUNT_DISTINCT", "MIN", "MAX", "SUM", "AVG", "FIELDS"):
-                raise SoqlError("MALFORMED_QUERY", caret_message(self.query, t.pos,
-                                                                 f"Unknown function: {t.text}"))
+                raise SoqlError(
+                    "MALFORMED_QUERY", caret_message(self.query, t.pos, f"Unknown function: {t.text}")
+                )
             arg = None
             if func == "FIELDS":
                 which = self.ident().text.upper()
@@ -378,8 +443,10 @@ class Parser:
     def literal_list(self) -> list[Literal]:
         self.expect_punct("(")
         if self.is_kw("SELECT"):
-            raise SoqlError("MALFORMED_QUERY", caret_message(
-                self.query, self.tok.pos, "semi-join sub-selects are not supported by sforg"))
+            raise SoqlError(
+                "MALFORMED_QUERY",
+                caret_message(self.query, self.tok.pos, "semi-join sub-selects are not supported by sforg"),
+            )
         items = [self.literal()]
         while self.tok.kind == "punct" and self.tok.text == ",":
             self.advance()

@@ -110,8 +110,14 @@ class Store:
                 c.execute("ROLLBACK")
                 raise
 
-    def scan(self, obj: str, columns: Sequence[str], where: str = "", params: Sequence[Any] = (),
-             order: str = "_rowid") -> Iterator[tuple[Any, ...]]:
+    def scan(
+        self,
+        obj: str,
+        columns: Sequence[str],
+        where: str = "",
+        params: Sequence[Any] = (),
+        order: str = "_rowid",
+    ) -> Iterator[tuple[Any, ...]]:
         sql = f"SELECT {', '.join(col(c) for c in columns)} FROM {table(obj)} {where} ORDER BY {order}"
         cur = self.conn().execute(sql, params)
         while True:
@@ -148,7 +154,7 @@ class Store:
         for i in range(0, len(ids), 30000):
             chunk = ids[i : i + 30000]
             for r in c.execute(
-                f"SELECT {cols} FROM {table(obj)} WHERE \"Id\" IN ({','.join('?' * len(chunk))})", chunk
+                f'SELECT {cols} FROM {table(obj)} WHERE "Id" IN ({",".join("?" * len(chunk))})', chunk
             ):
                 out[r[0]] = r[1:]
         return out

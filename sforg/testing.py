@@ -1,4 +1,4 @@
-"""Test helpers: start an org in a subprocess (`running_org`), drive it with `Admin`, connect simple-salesforce."""
+"""Test helpers: start an org in a subprocess (`running_org`), drive it with `Admin`, connect a client."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ class OrgStartError(RuntimeError):
 
 
 @contextlib.contextmanager
-def running_org(state_dir: str | os.PathLike[str], scale: str | int = "tiny", seed: int = 1, port: int = 0,
-                timeout: float = 300.0) -> Iterator[dict[str, Any]]:
+def running_org(
+    state_dir: str | os.PathLike[str],
+    scale: str | int = "tiny",
+    seed: int = 1,
+    port: int = 0,
+    timeout: float = 300.0,
+) -> Iterator[dict[str, Any]]:
     """Start `python -m sforg serve` on state_dir and yield the org.json values; stop it on exit.
 
     The dict carries instance_url, login_url, client_id, client_secret, username, password, security_token,
@@ -33,11 +38,24 @@ def running_org(state_dir: str | os.PathLike[str], scale: str | int = "tiny", se
     state.mkdir(parents=True, exist_ok=True)
     info_file = state / "org.json"
     info_file.unlink(missing_ok=True)
-    log = open(state / "sforg.log", "ab")  # noqa: SIM115 - kept open for the life of the process
+    log = open(state / "sforg.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sforg", "serve", "--port", str(port), "--state-dir", str(state), "--scale",
-         str(scale), "--seed", str(seed)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "sforg",
+            "serve",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+            "--scale",
+            str(scale),
+            "--seed",
+            str(seed),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -67,7 +85,7 @@ class AdminError(RuntimeError):
 
 
 class Admin:
-    """Python functions for the /_sforg admin API of a running org (changes, clock, adversity, faults, truth)."""
+    """Python functions for a running org's /_sforg admin API: changes, clock, adversity, faults, truth."""
 
     def __init__(self, info: dict[str, Any]) -> None:
         self.base = info["instance_url"].rstrip("/") + "/_sforg/"
@@ -83,8 +101,12 @@ class Admin:
                 url += "?" + urllib.parse.urlencode({k: v for k, v in kwargs.items() if v is not None})
         else:
             data = json.dumps(kwargs).encode()
-        req = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, context=self.ssl, timeout=600) as resp:
                 return json.loads(resp.read())
@@ -92,15 +114,38 @@ class Admin:
             raise AdminError(exc.code, exc.read().decode()) from exc
 
     # ---------------------------------------------------------------- changes
-    def update(self, obj: str, n: int | None = None, fraction: float | None = None, ids: list[str] | None = None,
-               values: dict[str, Any] | None = None, fields: list[str] | None = None, same_modstamp: bool = False,
-               seed: int | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        obj: str,
+        n: int | None = None,
+        fraction: float | None = None,
+        ids: list[str] | None = None,
+        values: dict[str, Any] | None = None,
+        fields: list[str] | None = None,
+        same_modstamp: bool = False,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
         """Update N records (or a fraction, or ids); returns {"ids", "modstamp"}."""
-        return self.call("update_records", obj=obj, n=n, fraction=fraction, ids=ids, values=values, fields=fields,
-                         same_modstamp=same_modstamp, seed=seed)
+        return self.call(
+            "update_records",
+            obj=obj,
+            n=n,
+            fraction=fraction,
+            ids=ids,
+            values=values,
+            fields=fields,
+            same_modstamp=same_modstamp,
+            seed=seed,
+        )
 
-    def mass_update(self, obj: str, n: int | None = None, fraction: float | None = None,
-                    values: dict[str, Any] | None = None, fields: list[str] | None = None) -> dict[str, Any]:
+    def mass_update(
+        self,
+        obj: str,
+        n: int | None = None,
+        fraction: float | None = None,
+        values: dict[str, Any] | None = None,
+        fields: list[str] | None = None,
+    ) -> dict[str, Any]:
         """Every updated row gets one shared SystemModstamp (a data load or a picklist rename)."""
         return self.update(obj, n=n, fraction=fraction, values=values, fields=fields, same_modstamp=True)
 
@@ -119,7 +164,7 @@ class Admin:
     def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
         return self.call("purge_recycle_bin", obj=obj)
 
-    def add_field(self, obj: str, name: str, type: str = "string", **kw: Any) -> dict[str, Any]:  # noqa: A002
+    def add_field(self, obj: str, name: str, type: str = "string", **kw: Any) -> dict[str, Any]:
         return self.call("add_field", obj=obj, name=name, type=type, **kw)
 
     def remove_field(self, obj: str, name: str) -> dict[str, Any]:
@@ -131,13 +176,18 @@ class Admin:
     def remove_object(self, name: str) -> dict[str, Any]:
         return self.call("remove_object", name=name)
 
-    def change_metadata(self, type: str, full_name: str, content: str | None = None) -> dict[str, Any]:  # noqa: A002
+    def change_metadata(self, type: str, full_name: str, content: str | None = None) -> dict[str, Any]:
         return self.call("change_metadata", type=type, full_name=full_name, content=content)
 
-    def add_file_version(self, content: bytes, content_document_id: str | None = None,
-                         title: str | None = None) -> dict[str, Any]:
-        return self.call("add_file_version", content_b64=base64.b64encode(content).decode(),
-                         content_document_id=content_document_id, title=title)
+    def add_file_version(
+        self, content: bytes, content_document_id: str | None = None, title: str | None = None
+    ) -> dict[str, Any]:
+        return self.call(
+            "add_file_version",
+            content_b64=base64.b64encode(content).decode(),
+            content_document_id=content_document_id,
+            title=title,
+        )
 
     # ---------------------------------------------------------------- clock
     def clock(self) -> dict[str, Any]:
@@ -168,11 +218,26 @@ class Admin:
         return self.settings(hidden_fields=hidden)
 
     # ---------------------------------------------------------------- faults
-    def fault(self, endpoint: str = "*", error_rate: float = 0.0, error: str = "SERVER_UNAVAILABLE",
-              latency: float = 0.0, hang: bool = False, stall_after: int | None = None,
-              count: int | None = None) -> dict[str, Any]:
-        return self.call("set_fault", endpoint=endpoint, error_rate=error_rate, error=error, latency=latency,
-                         hang=hang, stall_after=stall_after, count=count)
+    def fault(
+        self,
+        endpoint: str = "*",
+        error_rate: float = 0.0,
+        error: str = "SERVER_UNAVAILABLE",
+        latency: float = 0.0,
+        hang: bool = False,
+        stall_after: int | None = None,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        return self.call(
+            "set_fault",
+            endpoint=endpoint,
+            error_rate=error_rate,
+            error=error,
+            latency=latency,
+            hang=hang,
+            stall_after=stall_after,
+            count=count,
+        )
 
     def clear_faults(self) -> dict[str, Any]:
         return self.call("clear_faults")
@@ -183,7 +248,7 @@ class Admin:
     def expire_locators(self) -> dict[str, Any]:
         return self.call("expire_locators")
 
-    def api_usage(self, used: int | None = None, max: int | None = None) -> dict[str, Any]:  # noqa: A002
+    def api_usage(self, used: int | None = None, max: int | None = None) -> dict[str, Any]:
         return self.call("set_api_usage", used=used, max=max)
 
     def concurrency_limit(self, limit: int, long_running_seconds: float = 20.0) -> dict[str, Any]:
@@ -214,8 +279,11 @@ def ca_bundle(info: dict[str, Any]) -> str:
 
     bundle = Path(info["state_dir"]) / "ca-bundle.pem"
     system = ""
-    for candidate in (os.environ.get("SSL_CERT_FILE"), ssl.get_default_verify_paths().cafile,
-                      "/etc/ssl/certs/ca-certificates.crt"):
+    for candidate in (
+        os.environ.get("SSL_CERT_FILE"),
+        ssl.get_default_verify_paths().cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+    ):
         if candidate and Path(candidate).is_file():
             system = Path(candidate).read_text()
             break
@@ -228,5 +296,9 @@ def simple_salesforce(info: dict[str, Any], version: str | None = None) -> Any:
     from simple_salesforce import Salesforce
 
     host = info["login_url"].removeprefix("https://")
-    return Salesforce(consumer_key=info["client_id"], consumer_secret=info["client_secret"],
-                      domain=f"{host}/sforg", version=version or info["api_version"])
+    return Salesforce(
+        consumer_key=info["client_id"],
+        consumer_secret=info["client_secret"],
+        domain=f"{host}/sforg",
+        version=version or info["api_version"],
+    )

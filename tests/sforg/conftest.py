@@ -1,4 +1,4 @@
-"""Fixtures for sforg's tests: one org for the session (3,000 records), a client, and a clean slate per test."""
+"""Fixtures for sforg's tests: one org per session (3,000 records), a client, a clean slate per test."""
 
 from __future__ import annotations
 
@@ -36,8 +36,16 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if a is not None:
         a.clear_faults()
-        a.settings(token_ttl=7200.0, locator_ttl=900.0, late_commit_delay=0.0, formula_drift=False,
-                   hidden_fields={}, api_max=100000, concurrent_limit=25, long_running_seconds=20.0)
+        a.settings(
+            token_ttl=7200.0,
+            locator_ttl=900.0,
+            late_commit_delay=0.0,
+            formula_drift=False,
+            hidden_fields={},
+            api_max=100000,
+            concurrent_limit=25,
+            long_running_seconds=20.0,
+        )
         a.api_usage(used=0)
         a.reset_clock()
 

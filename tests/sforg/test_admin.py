@@ -70,8 +70,9 @@ def test_hard_delete_and_purge_leave_no_trace(sf: Any, admin: Admin) -> None:
 def test_junction_delete_skips_the_recycle_bin(sf: Any, admin: Admin) -> None:
     member = sf.query("SELECT Id FROM CampaignMember LIMIT 1")["records"][0]["Id"]
     assert sf.CampaignMember.delete(member) == 204
-    assert member not in {r["Id"] for r in sf.query_all("SELECT Id FROM CampaignMember",
-                                                         include_deleted=True)["records"]}
+    assert member not in {
+        r["Id"] for r in sf.query_all("SELECT Id FROM CampaignMember", include_deleted=True)["records"]
+    }
     assert member in admin.ground_truth(["CampaignMember"], values=False)["hard_deleted"]["CampaignMember"]
 
 
@@ -98,8 +99,9 @@ def test_add_and_remove_object(sf: Any, admin: Admin) -> None:
     admin.add_object("Widget__c", records=5)
     assert "Widget__c" in {o["name"] for o in sf.describe()["sobjects"]}
     assert sf.query("SELECT COUNT() FROM Widget__c")["totalSize"] == 5
-    assert "Widget__c" in {p.fullName for p in sf.mdapi.list_metadata([sf.mdapi.ListMetadataQuery(
-        type="CustomObject")])}
+    assert "Widget__c" in {
+        p.fullName for p in sf.mdapi.list_metadata([sf.mdapi.ListMetadataQuery(type="CustomObject")])
+    }
     admin.remove_object("Widget__c")
     assert "Widget__c" not in {o["name"] for o in sf.describe()["sobjects"]}
     with pytest.raises(SalesforceMalformedRequest) as err:
@@ -118,6 +120,7 @@ def test_change_metadata_component(sf: Any, admin: Admin) -> None:
     async_id, _ = sf.mdapi.retrieve("x", unpackaged={"ApexClass": [name]})
     import io
     import zipfile
+
     _, _, _, zipped = sf.mdapi.retrieve_zip(async_id)
     assert zipfile.ZipFile(io.BytesIO(zipped)).read(f"classes/{name}.cls") == b"public class Changed {}\n"
 
@@ -126,8 +129,9 @@ def test_add_file_version(sf: Any, admin: Admin) -> None:
     doc = sf.query("SELECT Id FROM ContentDocument LIMIT 1")["records"][0]["Id"]
     content = b"new version \x00\xff" * 1000
     added = admin.add_file_version(content, content_document_id=doc)
-    latest = sf.query(f"SELECT Id, VersionNumber FROM ContentVersion WHERE ContentDocumentId = '{doc}' "
-                      "AND IsLatest = true")["records"]
+    latest = sf.query(
+        f"SELECT Id, VersionNumber FROM ContentVersion WHERE ContentDocumentId = '{doc}' AND IsLatest = true"
+    )["records"]
     assert [r["Id"] for r in latest] == [added["ContentVersionId"]]
     body = sf.ContentVersion.get_base64(added["ContentVersionId"], base64_field="VersionData")
     assert hashlib.sha256(body).hexdigest() == added["sha256"] == hashlib.sha256(content).hexdigest()
@@ -204,9 +208,14 @@ def test_field_level_security_hides_fields(sf: Any, admin: Admin) -> None:
 # ---------------------------------------------------------------- faults
 
 
-@pytest.mark.parametrize("code,status,exc", [("SERVER_UNAVAILABLE", 503, SalesforceGeneralError),
-                                             ("500", 500, SalesforceGeneralError),
-                                             ("QUERY_TIMEOUT", 400, SalesforceMalformedRequest)])
+@pytest.mark.parametrize(
+    "code,status,exc",
+    [
+        ("SERVER_UNAVAILABLE", 503, SalesforceGeneralError),
+        ("500", 500, SalesforceGeneralError),
+        ("QUERY_TIMEOUT", 400, SalesforceMalformedRequest),
+    ],
+)
 def test_fault_error_rate(sf: Any, admin: Admin, code: str, status: int, exc: type[Exception]) -> None:
     admin.fault("query", error_rate=1.0, error=code, count=1)
     with pytest.raises(exc) as err:
@@ -235,8 +244,9 @@ def test_fault_stall_mid_body(sf: Any, admin: Admin, org: dict[str, Any]) -> Non
     url = f"{org['instance_url']}/services/data/v59.0/sobjects/ContentVersion/{rid}/VersionData"
     got = b""
     with pytest.raises(requests.exceptions.ConnectionError):
-        with sf.session.get(url, headers={"Authorization": f"Bearer {sf.session_id}"}, stream=True,
-                            timeout=1) as resp:
+        with sf.session.get(
+            url, headers={"Authorization": f"Bearer {sf.session_id}"}, stream=True, timeout=1
+        ) as resp:
             assert int(resp.headers["Content-Length"]) == meta["size"]
             for chunk in resp.iter_content(1):
                 got += chunk
@@ -273,7 +283,9 @@ def test_daily_api_limit(sf: Any, admin: Admin) -> None:
     admin.api_usage(used=1000, max=1000)
     with pytest.raises(SalesforceRefusedRequest) as err:
         sf.query("SELECT Id FROM User LIMIT 1")
-    assert err.value.content == [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    assert err.value.content == [
+        {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
+    ]
     admin.api_usage(used=10, max=1000)
     sf.query("SELECT Id FROM User LIMIT 1")
     assert sf.api_usage["api-usage"].used == 11

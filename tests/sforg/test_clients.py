@@ -21,21 +21,37 @@ def host(org: dict[str, Any]) -> str:
 
 
 def test_oauth_client_credentials(org: dict[str, Any]) -> None:
-    sf = Salesforce(consumer_key=org["client_id"], consumer_secret=org["client_secret"], domain=f"{host(org)}/x")
+    sf = Salesforce(
+        consumer_key=org["client_id"], consumer_secret=org["client_secret"], domain=f"{host(org)}/x"
+    )
     assert sf.sf_instance == host(org)
     assert sf.query("SELECT COUNT() FROM Account")["totalSize"] > 0
 
 
 def test_oauth_password_and_soap_login(org: dict[str, Any]) -> None:
-    by_oauth = Salesforce(username=org["username"], password=org["password"], consumer_key=org["client_id"],
-                          consumer_secret=org["client_secret"], domain=f"{host(org)}/x")
-    by_soap = Salesforce(username=org["username"], password=org["password"],
-                         security_token=org["security_token"], domain=f"{host(org)}/x")
+    by_oauth = Salesforce(
+        username=org["username"],
+        password=org["password"],
+        consumer_key=org["client_id"],
+        consumer_secret=org["client_secret"],
+        domain=f"{host(org)}/x",
+    )
+    by_soap = Salesforce(
+        username=org["username"],
+        password=org["password"],
+        security_token=org["security_token"],
+        domain=f"{host(org)}/x",
+    )
     for sf in (by_oauth, by_soap):
         assert sf.query("SELECT Id FROM User LIMIT 1")["totalSize"] == 1
     with pytest.raises(SalesforceAuthenticationFailed) as err:
-        Salesforce(username=org["username"], password="wrong", consumer_key=org["client_id"],
-                   consumer_secret=org["client_secret"], domain=f"{host(org)}/x")
+        Salesforce(
+            username=org["username"],
+            password="wrong",
+            consumer_key=org["client_id"],
+            consumer_secret=org["client_secret"],
+            domain=f"{host(org)}/x",
+        )
     assert err.value.code == "invalid_grant"
     with pytest.raises(SalesforceAuthenticationFailed) as err:
         Salesforce(username=org["username"], password="wrong", security_token="x", domain=f"{host(org)}/x")
@@ -109,8 +125,19 @@ def test_updated_and_deleted(sf: Any, admin: Admin) -> None:
 
 
 def test_bulk2_query_pages_match_truth(sf: Any, admin: Admin) -> None:
-    fields = ["Id", "Name", "Email", "Phone", "Birthdate", "HasOptedOutOfEmail", "SystemModstamp", "Account.Name"]
-    pages = list(sf.bulk2.Contact.query(f"SELECT {', '.join(fields)} FROM Contact", max_records=200, wait=0.05))
+    fields = [
+        "Id",
+        "Name",
+        "Email",
+        "Phone",
+        "Birthdate",
+        "HasOptedOutOfEmail",
+        "SystemModstamp",
+        "Account.Name",
+    ]
+    pages = list(
+        sf.bulk2.Contact.query(f"SELECT {', '.join(fields)} FROM Contact", max_records=200, wait=0.05)
+    )
     assert len(pages) >= 3
     rows = [row for page in pages for row in csv.DictReader(io.StringIO(page))]
     truth = admin.ground_truth(["Contact", "Account"])["objects"]
@@ -157,25 +184,44 @@ def test_limits(sf: Any) -> None:
 def test_mdapi_describe_list_retrieve(sf: Any, admin: Admin) -> None:
     truth = [m for m in admin.ground_truth(["none"], values=False)["metadata"]]
     described = {o.xmlName for o in sf.mdapi.describe_metadata().metadataObjects}
-    wanted = {"ApexClass", "ApexTrigger", "CustomObject", "CustomField", "Layout", "Flow", "PermissionSet",
-              "Profile"}
+    wanted = {
+        "ApexClass",
+        "ApexTrigger",
+        "CustomObject",
+        "CustomField",
+        "Layout",
+        "Flow",
+        "PermissionSet",
+        "Profile",
+    }
     assert wanted - {"CustomField"} <= described
     for mtype in sorted(wanted):
         listed = sf.mdapi.list_metadata([sf.mdapi.ListMetadataQuery(type=mtype)])
         expected = {m["fullName"]: m for m in truth if m["type"] == mtype}
         assert {p.fullName for p in listed} == set(expected)
         for p in listed:
-            assert p.lastModifiedDate.strftime("%Y-%m-%dT%H:%M:%S") == expected[p.fullName]["lastModifiedDate"][:19]
-    async_id, state = sf.mdapi.retrieve("ignored", unpackaged={"ApexClass": ["*"], "CustomObject": ["Invoice__c"],
-                                                               "Profile": ["Admin", "NoSuchProfile"]})
+            assert (
+                p.lastModifiedDate.strftime("%Y-%m-%dT%H:%M:%S")
+                == expected[p.fullName]["lastModifiedDate"][:19]
+            )
+    async_id, state = sf.mdapi.retrieve(
+        "ignored",
+        unpackaged={
+            "ApexClass": ["*"],
+            "CustomObject": ["Invoice__c"],
+            "Profile": ["Admin", "NoSuchProfile"],
+        },
+    )
     assert state == "Queued"
     status, error_message, messages = sf.mdapi.check_retrieve_status(async_id)
     assert (status, error_message) == ("Succeeded", None)
     # simple-salesforce looks for messages under <details>; RetrieveResult carries them directly.
     assert messages == []
     result = sf.mdapi.retrieve_retrieve_result(async_id, "false")
-    problems = [m.findtext("mt:problem", None, sf.mdapi._XML_NAMESPACES) for m in
-                result.findall("mt:messages", sf.mdapi._XML_NAMESPACES)]
+    problems = [
+        m.findtext("mt:problem", None, sf.mdapi._XML_NAMESPACES)
+        for m in result.findall("mt:messages", sf.mdapi._XML_NAMESPACES)
+    ]
     assert problems == ["Entity of type 'Profile' named 'NoSuchProfile' cannot be found"]
     _, _, _, zipped = sf.mdapi.retrieve_zip(async_id)
     names = set(zipfile.ZipFile(io.BytesIO(zipped)).namelist())
@@ -185,8 +231,11 @@ def test_mdapi_describe_list_retrieve(sf: Any, admin: Admin) -> None:
 
 
 def test_rest_errors_are_arrays_like_salesforce(sf: Any) -> None:
-    cases = [("SELEKT Id FROM Account", "MALFORMED_QUERY"), ("SELECT Bacon__c FROM Account", "INVALID_FIELD"),
-             ("SELECT Id FROM XYZZY", "INVALID_TYPE")]
+    cases = [
+        ("SELEKT Id FROM Account", "MALFORMED_QUERY"),
+        ("SELECT Bacon__c FROM Account", "INVALID_FIELD"),
+        ("SELECT Id FROM XYZZY", "INVALID_TYPE"),
+    ]
     for soql, code in cases:
         with pytest.raises(SalesforceMalformedRequest) as err:
             sf.query(soql)
@@ -194,9 +243,11 @@ def test_rest_errors_are_arrays_like_salesforce(sf: Any) -> None:
     with pytest.raises(SalesforceMalformedRequest) as err:
         sf.query("SELECT Bacon__c FROM Account LIMIT 2")
     assert err.value.content[0]["message"] == (
-        "\nSELECT Bacon__c FROM Account LIMIT 2\n       ^\nERROR at Row:1:Column:8\nNo such column 'Bacon__c' on "
-        "entity 'Account'. If you are attempting to use a custom field, be sure to append the '__c' after the "
-        "custom field name. Please reference your WSDL or the describe call for the appropriate names.")
+        "\nSELECT Bacon__c FROM Account LIMIT 2\n       ^\nERROR at Row:1:Column:8\n"
+        "No such column 'Bacon__c' on entity 'Account'. If you are attempting to use a custom field, be sure "
+        "to append the '__c' after the custom field name. Please reference your WSDL or the describe call "
+        "for the appropriate names."
+    )
 
 
 def test_single_record_crud_and_collections(sf: Any, admin: Admin) -> None:
@@ -206,9 +257,17 @@ def test_single_record_crud_and_collections(sf: Any, admin: Admin) -> None:
     assert rec["Total_With_Tax__c"] == 120.0
     assert sf.Invoice__c.update(rid, {"Amount__c": 50}) == 204
     assert admin.ground_truth(["Invoice__c"])["objects"]["Invoice__c"][rid]["Amount__c"] == 50.0
-    resp = sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": [
-        {"attributes": {"type": "Invoice__c"}, "Name": "INV-2"},
-        {"attributes": {"type": "Invoice__c"}, "Nope__c": 1}]})
+    resp = sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={
+            "allOrNone": False,
+            "records": [
+                {"attributes": {"type": "Invoice__c"}, "Name": "INV-2"},
+                {"attributes": {"type": "Invoice__c"}, "Nope__c": 1},
+            ],
+        },
+    )
     assert resp[0]["success"] and not resp[1]["success"]
     assert resp[1]["errors"][0]["statusCode"] == "INVALID_FIELD"
     assert sf.Invoice__c.delete(rid) == 204

@@ -1,4 +1,4 @@
-"""Describe shapes against real captures (CumulusCI cassettes in fixtures/): every key they carry, we carry."""
+"""Describe shapes against real captures (CumulusCI cassettes in fixtures/): their keys are all ours."""
 
 from __future__ import annotations
 
@@ -32,21 +32,66 @@ def test_describe_carries_every_key_of_the_capture(sf: Any, obj: str) -> None:
 def test_describe_fields_follow_salesforce_invariants(sf: Any) -> None:
     real = {f["name"]: f for f in load("cumulusci_account_describe.json")["fields"]}
     ours = {f["name"]: f for f in sf.Account.describe()["fields"]}
-    for name in ("Id", "Name", "ParentId", "BillingStreet", "BillingAddress", "AnnualRevenue", "NumberOfEmployees",
-                 "IsDeleted", "CreatedDate", "OwnerId", "Type", "Phone", "Website"):
-        for key in ("type", "soapType", "nillable", "createable", "updateable", "referenceTo", "relationshipName",
-                    "compoundFieldName", "sortable", "groupable", "filterable"):
+    for name in (
+        "Id",
+        "Name",
+        "ParentId",
+        "BillingStreet",
+        "BillingAddress",
+        "AnnualRevenue",
+        "NumberOfEmployees",
+        "IsDeleted",
+        "CreatedDate",
+        "OwnerId",
+        "Type",
+        "Phone",
+        "Website",
+    ):
+        for key in (
+            "type",
+            "soapType",
+            "nillable",
+            "createable",
+            "updateable",
+            "referenceTo",
+            "relationshipName",
+            "compoundFieldName",
+            "sortable",
+            "groupable",
+            "filterable",
+        ):
             if (name, key) == ("Name", "compoundFieldName"):
                 continue  # the captured org has person accounts, where Name is a compound of the contact name
             assert ours[name][key] == real[name][key], (name, key)
     for f in ours.values():
         if f["type"] in ("string", "picklist", "email", "phone", "url"):
             assert f["byteLength"] == 3 * f["length"]
-    types = {f["type"] for obj in ("Account", "Contact", "Invoice__c", "Shipment__c", "ContentVersion", "Case")
-             for f in getattr(sf, obj).describe()["fields"]}
-    assert {"id", "reference", "string", "textarea", "picklist", "multipicklist", "boolean", "int", "double",
-            "currency", "percent", "date", "datetime", "email", "phone", "url", "address", "location",
-            "base64"} <= types
+    types = {
+        f["type"]
+        for obj in ("Account", "Contact", "Invoice__c", "Shipment__c", "ContentVersion", "Case")
+        for f in getattr(sf, obj).describe()["fields"]
+    }
+    assert {
+        "id",
+        "reference",
+        "string",
+        "textarea",
+        "picklist",
+        "multipicklist",
+        "boolean",
+        "int",
+        "double",
+        "currency",
+        "percent",
+        "date",
+        "datetime",
+        "email",
+        "phone",
+        "url",
+        "address",
+        "location",
+        "base64",
+    } <= types
     formulas = [f for f in sf.Invoice__c.describe()["fields"] if f["calculated"]]
     assert formulas and formulas[0]["calculatedFormula"]
 

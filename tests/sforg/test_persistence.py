@@ -1,4 +1,4 @@
-"""The org lives in its state directory: a restart serves the same org, changes included; same seed, same org."""
+"""The org lives in its state directory: a restart serves it, changes included; same seed, same org."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def test_restart_serves_the_same_org_with_changes(tmp_path: Path, monkeypatch: A
         token = simple_salesforce(info).session_id
     with running_org(state, scale=400, seed=5) as again:
         assert {k: again[k] for k in ("client_id", "client_secret", "admin_token", "ca_file")} == {
-            k: info[k] for k in ("client_id", "client_secret", "admin_token", "ca_file")}
+            k: info[k] for k in ("client_id", "client_secret", "admin_token", "ca_file")
+        }
         admin = Admin(again)
         assert strip_volatile(admin.ground_truth()) == strip_volatile(before)
         assert admin.clock()["now"] == "2030-01-01T00:00:00.000Z"

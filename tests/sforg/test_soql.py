@@ -16,19 +16,28 @@ from sforg.testing import Admin
 
 
 def test_parser_builds_the_full_grammar() -> None:
-    q = soql.parse("SELECT Id, Account.Owner.Name, COUNT(Id) cnt FROM Contact WHERE (Name LIKE 'a%' OR Id IN "
-                   "('003000000000001AAA')) AND NOT CreatedDate > 2024-01-01T00:00:00Z AND Birthdate < 2024-01-01 "
-                   "AND CreatedDate = LAST_N_DAYS:3 AND Email != null ORDER BY Name DESC NULLS LAST, Id "
-                   "LIMIT 10 OFFSET 5")
+    q = soql.parse(
+        "SELECT Id, Account.Owner.Name, COUNT(Id) cnt FROM Contact WHERE (Name LIKE 'a%' OR Id IN "
+        "('003000000000001AAA')) AND NOT CreatedDate > 2024-01-01T00:00:00Z AND Birthdate < 2024-01-01 "
+        "AND CreatedDate = LAST_N_DAYS:3 AND Email != null ORDER BY Name DESC NULLS LAST, Id "
+        "LIMIT 10 OFFSET 5"
+    )
     assert q.sobject == "Contact" and q.limit == 10 and q.offset == 5
     assert [o.desc for o in q.order] == [True, False]
     assert [o.nulls_first for o in q.order] == [False, True]
     assert isinstance(q.where, soql.BoolOp) and q.where.op == "AND"
 
 
-@pytest.mark.parametrize("text,column", [("SELEKT Id FROM Account", 1), ("SELECT Id FROM", 15),
-                                         ("SELECT Id, FROM Account", 12), ("SELECT Id FROM A WHERE", 23),
-                                         ("SELECT Id FROM A ORDER Name", 24)])
+@pytest.mark.parametrize(
+    "text,column",
+    [
+        ("SELEKT Id FROM Account", 1),
+        ("SELECT Id FROM", 15),
+        ("SELECT Id, FROM Account", 12),
+        ("SELECT Id FROM A WHERE", 23),
+        ("SELECT Id FROM A ORDER Name", 24),
+    ],
+)
 def test_parser_errors_point_at_the_token(text: str, column: int) -> None:
     with pytest.raises(soql.SoqlError) as err:
         soql.parse(text)
@@ -53,11 +62,17 @@ def _truth(admin: Admin, obj: str) -> dict[str, dict[str, Any]]:
 
 def test_where_and_or_not_in_null(sf: Any, admin: Admin) -> None:
     truth = _truth(admin, "Account")
-    got = sf.query_all("SELECT Id FROM Account WHERE (Industry IN ('Banking', 'Retail') OR AnnualRevenue > "
-                       "2500000) AND NOT Rating = 'Hot' AND Phone != null")["records"]
-    expected = {rid for rid, v in truth.items()
-                if (v["Industry"] in ("Banking", "Retail") or (v["AnnualRevenue"] or 0) > 2500000)
-                and v["Rating"] != "Hot" and v["Phone"] is not None}
+    got = sf.query_all(
+        "SELECT Id FROM Account WHERE (Industry IN ('Banking', 'Retail') OR AnnualRevenue > "
+        "2500000) AND NOT Rating = 'Hot' AND Phone != null"
+    )["records"]
+    expected = {
+        rid
+        for rid, v in truth.items()
+        if (v["Industry"] in ("Banking", "Retail") or (v["AnnualRevenue"] or 0) > 2500000)
+        and v["Rating"] != "Hot"
+        and v["Phone"] is not None
+    }
     assert {r["Id"] for r in got} == expected
     nulls = sf.query_all("SELECT Id FROM Account WHERE Industry = null")["records"]
     assert {r["Id"] for r in nulls} == {rid for rid, v in truth.items() if v["Industry"] is None}
@@ -65,13 +80,16 @@ def test_where_and_or_not_in_null(sf: Any, admin: Admin) -> None:
 
 def test_dates_order_limit_offset_count(sf: Any, admin: Admin) -> None:
     truth = _truth(admin, "Opportunity")
-    soql_text = ("SELECT Id, CloseDate, Amount FROM Opportunity WHERE CloseDate >= 2025-01-01 AND "
-                 "CreatedDate < 2099-01-01T00:00:00Z ORDER BY CloseDate DESC NULLS LAST, Amount ASC NULLS FIRST, Id")
+    soql_text = (
+        "SELECT Id, CloseDate, Amount FROM Opportunity WHERE CloseDate >= 2025-01-01 AND "
+        "CreatedDate < 2099-01-01T00:00:00Z ORDER BY CloseDate DESC NULLS LAST, Amount ASC NULLS FIRST, Id"
+    )
     got = sf.query_all(soql_text)["records"]
     rows = [v for v in truth.values() if v["CloseDate"] and v["CloseDate"] >= "2025-01-01"]
 
     def key(v: dict[str, Any]) -> Any:
         return v["CloseDate"], -(v["Amount"] if v["Amount"] is not None else -1e18)
+
     rows.sort(key=key, reverse=True)
     assert [(r["CloseDate"], r["Amount"]) for r in got] == [(v["CloseDate"], v["Amount"]) for v in rows]
     page = sf.query(soql_text + " LIMIT 7 OFFSET 3")["records"]
@@ -86,9 +104,13 @@ def test_relative_dates_and_like(sf: Any, admin: Admin) -> None:
     now = dt.datetime.now(dt.UTC)
     recent = sf.query_all("SELECT Id FROM Contact WHERE SystemModstamp = LAST_N_DAYS:7")["records"]
     cutoff = (now.date() - dt.timedelta(days=7)).isoformat()
-    assert {r["Id"] for r in recent} == {rid for rid, v in truth.items() if v["SystemModstamp"][:10] >= cutoff}
+    assert {r["Id"] for r in recent} == {
+        rid for rid, v in truth.items() if v["SystemModstamp"][:10] >= cutoff
+    }
     like = sf.query_all("SELECT Id FROM Contact WHERE LastName LIKE 'o\\'b%'")["records"]
-    assert {r["Id"] for r in like} == {rid for rid, v in truth.items() if v["LastName"].lower().startswith("o'b")}
+    assert {r["Id"] for r in like} == {
+        rid for rid, v in truth.items() if v["LastName"].lower().startswith("o'b")
+    }
 
 
 def test_parent_fields_in_where_and_child_subquery(sf: Any, admin: Admin) -> None:
