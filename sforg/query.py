@@ -193,6 +193,7 @@ class Plan:
     count_only: bool = False
     aggregate: bool = False
     subqueries: list[tuple[int, SubQuery]] = field(default_factory=list)
+    filter_width: int = 0
 
     @property
     def columns(self) -> list[str]:
@@ -483,47 +484,54 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         )
     root = RelNode(None, [obj], "")
     root.need("Id")
-    select: list[Any] = []
-    count_only = False
-    aggregate = False
-    subqueries: list[tuple[int, SubQuery]] = []
-    for item in q.select:
-        if isinstance(item, FieldRef):
-            select.append(resolve(q, ctx, root, item))
-        elif isinstance(item, SubQuery):
-            if bulk:
-                raise SoqlError(
-                    "INVALIDJOB",
-                    "Unsupported query: parent-to-child relationship queries are not "
-                    "supported by the Bulk API",
-                )
-            subqueries.append((len(select), item))
-            select.append(item)
-        elif item.func == "FIELDS":
-            which = item.arg.path[0] if item.arg else "ALL"
-            for f in obj.fields:
-                if f.name.lower() in ctx.hidden.get(obj.name, set()):
-                    continue
-                if (which == "CUSTOM" and not f.custom) or (which == "STANDARD" and f.custom):
-                    continue
-                select.append(resolve(q, ctx, root, FieldRef([f.name], item.pos)))
-        elif item.func == "COUNT" and item.arg is None:
-            if len(q.select) > 1:
-                raise SoqlError(
-                    "MALFORMED_QUERY",
-                    soql.caret_message(
-                        q.text, item.pos, "COUNT() and other fields cannot be selected together"
-                    ),
-                )
-            count_only = True
-        else:
-            if bulk:
-                raise SoqlError(
-                    "INVALIDJOB", "Unsupported query: aggregate functions are not supported by the Bulk API"
-                )
-            aggregate = True
-            arg_col = resolve(q, ctx, root, item.arg) if item.arg else None
-            select.append(("agg", item.func, arg_col, item.alias))
+
+    def resolve_select(root: RelNode) -> tuple[list[Any], bool, bool, list[tuple[int, SubQuery]]]:
+        select: list[Any] = []
+        count_only = False
+        aggregate = False
+        subqueries: list[tuple[int, SubQuery]] = []
+        for item in q.select:
+            if isinstance(item, FieldRef):
+                select.append(resolve(q, ctx, root, item))
+            elif isinstance(item, SubQuery):
+                if bulk:
+                    raise SoqlError(
+                        "INVALIDJOB",
+                        "Unsupported query: parent-to-child relationship queries are not "
+                        "supported by the Bulk API",
+                    )
+                subqueries.append((len(select), item))
+                select.append(item)
+            elif item.func == "FIELDS":
+                which = item.arg.path[0] if item.arg else "ALL"
+                for f in obj.fields:
+                    if f.name.lower() in ctx.hidden.get(obj.name, set()):
+                        continue
+                    if (which == "CUSTOM" and not f.custom) or (which == "STANDARD" and f.custom):
+                        continue
+                    select.append(resolve(q, ctx, root, FieldRef([f.name], item.pos)))
+            elif item.func == "COUNT" and item.arg is None:
+                if len(q.select) > 1:
+                    raise SoqlError(
+                        "MALFORMED_QUERY",
+                        soql.caret_message(
+                            q.text, item.pos, "COUNT() and other fields cannot be selected together"
+                        ),
+                    )
+                count_only = True
+            else:
+                if bulk:
+                    raise SoqlError(
+                        "INVALIDJOB",
+                        "Unsupported query: aggregate functions are not supported by the Bulk API",
+                    )
+                aggregate = True
+                arg_col = resolve(q, ctx, root, item.arg) if item.arg else None
+                select.append(("agg", item.func, arg_col, item.alias))
+        return select, count_only, aggregate, subqueries
+
+    # Select-list errors come first, as Salesforce reports them; a scratch pass finds them.
+    resolve_select(RelNode(None, [obj], ""))
     if q.group_by:
         raise SoqlError(
             "MALFORMED_QUERY",
@@ -544,6 +552,10 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
                 ),
             )
         order.append((col, o.desc, o.nulls_first))
+    # WHERE and ORDER BY columns are resolved first, so they are a prefix of the root's column list:
+    # the filtering scan reads only that prefix, the page fetch reads everything.
+    filter_width = len(root.columns[obj.name])
+    select, count_only, aggregate, subqueries = resolve_select(root)
     if bulk:
         for s in select:
             if isinstance(s, Column) and s.field.type in ("address", "location"):
@@ -567,6 +579,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         count_only,
         aggregate,
         subqueries,
+        filter_width,
     )
 
 
@@ -650,7 +663,8 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
             matched.extend(r for r in batch if w(r[1:]))
         batch.clear()
 
-    for r in src.scan(plan.obj.name, ["_rowid", *cols], plan.include_deleted):
+    width = plan.filter_width or len(cols)
+    for r in src.scan(plan.obj.name, ["_rowid", *cols[:width]], plan.include_deleted):
         batch.append(r)
         if len(batch) >= 20000:
             flush()
@@ -891,10 +905,10 @@ def csv_rows(plan: Plan, rows: list[tuple[Any, ...]], ctx: Context) -> list[list
         line = []
         for (i, t), c in zip(simple, cols, strict=True):
             v = r[i] if i >= 0 else c.get(r, ctx)
-            if v is None:
-                line.append("")
-            elif t == "boolean":
+            if t == "boolean":
                 line.append("true" if v else "false")
+            elif v is None:
+                line.append("")
             else:
                 line.append(v)
         out.append(line)
@@ -911,3 +925,89 @@ def write_csv(
     w = csv.writer(stream, delimiter=delimiter, quoting=csv.QUOTE_ALL, lineterminator=line_ending)
     w.writerow(header)
     w.writerows(rows)
+
+
+# ------------------------------------------------------------------ rendering inside SQLite (fast path)
+#
+# A backup selects plain fields of one object; for those SQLite renders each record's JSON or CSV line in C,
+# which is what lets one Python process serve hundreds of thousands of records a second. Anything else
+# (relationships, formulas, blobs, subqueries) takes the Python path above; both render the same values.
+
+
+def fast_fields(plan: Plan) -> list[FieldDef] | None:
+    """The selected fields when every one is a root-object field SQLite can render; otherwise None."""
+    if plan.subqueries or plan.count_only or plan.aggregate:
+        return None
+    out = []
+    for s in plan.select:
+        if not isinstance(s, Column) or len(s.nodes) != 1:
+            return None
+        f = s.field
+        if f.formula is not None or f.type == "base64":
+            return None
+        out.append(f)
+    return out or None
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
+    c = _q(f.name)
+    if f.type == "boolean":
+        return f"json(CASE WHEN {c} THEN 'true' ELSE 'false' END)"
+    if f.type == "datetime":
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 23) || '+0000' END"
+    if f.type == "address":
+        p = f.name[: -len("Address")]
+        parts = [
+            ("city", "City"),
+            ("country", "Country"),
+            ("geocodeAccuracy", "GeocodeAccuracy"),
+            ("latitude", "Latitude"),
+            ("longitude", "Longitude"),
+            ("postalCode", "PostalCode"),
+            ("state", "State"),
+            ("street", "Street"),
+        ]
+        present = [(k, _q(p + s)) for k, s in parts if obj.field(p + s)]
+        all_null = " AND ".join(f"{col} IS NULL" for _, col in present)
+        inner = ", ".join(f"'{k}', {col}" for k, col in present)
+        return f"CASE WHEN {all_null} THEN NULL ELSE json_object({inner}) END"
+    if f.type == "location":
+        stem = f.name.removesuffix("__c")
+        lat, lon = _q(f"{stem}__Latitude__s"), _q(f"{stem}__Longitude__s")
+        return (
+            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN NULL "
+            f"ELSE json_object('latitude', {lat}, 'longitude', {lon}) END"
+        )
+    return c
+
+
+def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
+    """A SQL expression rendering one record as the REST query resource does."""
+    obj = plan.obj
+    url = _lit(f"/services/data/v{version}/sobjects/{obj.name}/")
+    parts = [f"'attributes', json_object('type', {_lit(obj.name)}, 'url', {url} || \"Id\")"]
+    parts += [f"{_lit(f.name)}, {_json_expr(f, obj)}" for f in fields]
+    return f"json_object({', '.join(parts)})"
+
+
+def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
+    """A SQL expression rendering one record as a Bulk API 2.0 CSV line (every value quoted).
+
+    SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping.
+    """
+    template = delimiter.replace("%", "%%").join('"%w"' for _ in fields)
+    args = []
+    for f in fields:
+        c = _q(f.name)
+        args.append(
+            f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')"
+        )
+    return f"format({_lit(template)}, {', '.join(args)})"

@@ -146,6 +146,25 @@ class Store:
                 out[r[0]] = r[1:]
         return [out[r] for r in rowids if r in out]
 
+    def fetch_rendered(self, obj: str, expr: str, rowids: Sequence[int]) -> list[str]:
+        """One SQL-rendered text per rowid, in the order given (rows deleted since are skipped)."""
+        out: dict[int, str] = {}
+        c = self.conn()
+        for i in range(0, len(rowids), 30000):
+            chunk = rowids[i : i + 30000]
+            lo, hi = min(chunk), max(chunk)
+            if hi - lo + 1 == len(chunk):
+                cur = c.execute(
+                    f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)
+                )
+            else:
+                cur = c.execute(
+                    f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            out.update(cur.fetchall())
+        return [out[r] for r in rowids if r in out]
+
     def fetch_ids(self, obj: str, columns: Sequence[str], ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         out: dict[str, tuple[Any, ...]] = {}
         cols = ", ".join(['"Id"', *(col(c) for c in columns)])
