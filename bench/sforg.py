@@ -1,4 +1,4 @@
-"""sforg benchmark on the `large` org: records/s through Bulk 2.0 CSV and REST query pages, server peak memory.
+"""sforg benchmark on the `large` org: records/s through Bulk 2.0 CSV and REST pages, server peak memory.
 
 The org is built once into .state/sforg-bench-large (or $SFORG_BENCH_DIR) and reused by later runs.
 """
