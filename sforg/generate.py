@@ -1,0 +1,713 @@
+"""Deterministic generation of an org (records, files, metadata components) from a seed and a scale."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sforg.clock import iso_date, stamp
+from sforg.files import digests, generated_blocks
+from sforg.ids import make_id
+from sforg.schema import ObjectDef
+from sforg.store import Store
+
+SCALES = {"tiny": 1000, "small": 50_000, "large": 1_000_000}
+# The ten data objects and their share of the records; files and users come on top.
+WEIGHTS = [
+    ("Account", 0.10),
+    ("Contact", 0.20),
+    ("Campaign", 0.01),
+    ("Opportunity", 0.10),
+    ("Lead", 0.10),
+    ("Case", 0.10),
+    ("Task", 0.15),
+    ("CampaignMember", 0.08),
+    ("Invoice__c", 0.08),
+    ("Shipment__c", 0.08),
+]
+DAY = 86400.0
+
+FIRST = [
+    "James",
+    "Mary",
+    "Zoë",
+    "Łukasz",
+    "José",
+    "Aiko",
+    "Olivia",
+    "Liam",
+    "Noah",
+    "Emma",
+    "Chloé",
+    "Søren",
+    "Priya",
+    "Mateo",
+    "Fatima",
+    "Hiroshi",
+    "Anna",
+    "Björn",
+    "Nadia",
+    "Omar",
+]
+LAST = [
+    "Smith",
+    "O'Brien",
+    "García",
+    "Müller",
+    "Tanaka",
+    "Nguyen",
+    "Kowalski",
+    "Dubois",
+    "Johnson",
+    "Rossi",
+    "Andersson",
+    "Patel",
+    "Kim",
+    "Silva",
+    "Novak",
+    "Cohen",
+    "Ivanova",
+    "Brown",
+    "Lee",
+    "Martin",
+]
+WORDS = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Wonka",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Hooli",
+    "Vandelay",
+    "Prestige",
+    "Oscorp",
+    "Gringotts",
+    "Nakatomi",
+    "Massive",
+    "Dynamic",
+    "Blue",
+    "Nordic",
+]
+SUFFIX = ["Inc.", "Ltd", "GmbH", "S.A.", "LLC", "& Co.", "Group", "Holdings", "Partners", "日本"]
+CITIES = [
+    ("Paris", "IDF", "France", "75001"),
+    ("New York", "NY", "USA", "10001"),
+    ("Tokyo", "Tokyo", "Japan", "100-0001"),
+    ("Berlin", "BE", "Germany", "10115"),
+    ("São Paulo", "SP", "Brazil", "01000-000"),
+    ("Toronto", "ON", "Canada", "M5H 2N2"),
+]
+SENTENCES = [
+    "Renewal due next quarter.",
+    'Customer asked for a "quote", see notes.',
+    "Call back, after 5pm; ask for Ana.",
+    "Line one\nLine two of the note.",
+    "Prefers email — not phone.",
+    "VIP: handle with care, 100% priority.",
+    "Legacy import, values may be 'odd'.",
+    "Ça va, merci.",
+]
+
+
+def plan(total: int) -> dict[str, int]:
+    """Record counts per object for a total; users and files scale with it."""
+    counts = {name: max(2, int(total * w)) for name, w in WEIGHTS}
+    counts["User"] = max(5, min(200, total // 5000))
+    return counts
+
+
+def file_count(total: int) -> int:
+    if total >= 1_000_000:
+        return 2000
+    if total >= 50_000:
+        return 300
+    return max(12, min(2000, total // 80))
+
+
+class Generator:
+    """Builds every table of a new org into a Store."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalogue: dict[str, ObjectDef],
+        seed: int,
+        total: int,
+        anchor: float,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store, self.cat, self.seed, self.total = store, catalogue, seed, total
+        self.anchor = anchor
+        self.counts = plan(total)
+        self.progress = progress or (lambda _m: None)
+        self.next_counter: dict[str, int] = {}
+
+    # ------------------------------------------------------------ helpers
+    def rid(self, obj: str, index: int) -> str:
+        return make_id(self.cat[obj].key_prefix, index + 1)
+
+    def pick(self, rng: random.Random, obj: str) -> str:
+        return self.rid(obj, int(rng.random() * self.counts[obj]))
+
+    def times(self, rng: random.Random) -> tuple[str, str, float]:
+        """CreatedDate, SystemModstamp (as stored text) and the modstamp epoch."""
+        created = self.anchor - 5 * DAY - rng.random() * 725 * DAY
+        r = rng.random()
+        if r < 0.06:  # a few rows changed in the last week, so windows have something to find
+            modified = self.anchor - rng.random() * 7 * DAY
+        elif r < 0.5:
+            modified = created + rng.random() * (self.anchor - 8 * DAY - created)
+        else:
+            modified = created
+        modified = max(modified, created)
+        return stamp(created), stamp(modified), modified
+
+    def field_gen(
+        self, obj: ObjectDef, fname: str, ftype: str, f: Any
+    ) -> Callable[[random.Random, int], Any]:
+        """A fast value generator for one stored column."""
+        name = fname
+        nillable = f.nillable and not f.system
+        null_rate = 0.1 if nillable else 0.0
+        gen: Callable[[random.Random, int], Any]
+        if name in ("Name",) and obj.name in ("Account",):
+
+            def gen(r: random.Random, i: int) -> Any:
+                return f"{WORDS[int(r.random() * 20)]} {WORDS[int(r.random() * 20)]} {SUFFIX[i % 10]} {i}"
+        elif name == "Name" and obj.name in ("Contact", "Lead", "User"):
+            return lambda r, i: None  # filled from FirstName/LastName by the row builder
+        elif name == "Name":
+            label = obj.label
+            return lambda r, i: f"{label} {i + 1:06d}"
+        elif name == "FirstName":
+            return lambda r, i: FIRST[int(r.random() * 20)]
+        elif name == "LastName":
+            return lambda r, i: LAST[int(r.random() * 20)]
+        elif name == "Company":
+            return lambda r, i: f"{WORDS[int(r.random() * 20)]} {SUFFIX[i % 10]}"
+        elif name == "Username":
+            return lambda r, i: f"user{i}@sforg.example.com"
+        elif name == "Alias":
+            return lambda r, i: f"u{i}"
+        elif name == "CaseNumber":
+            return lambda r, i: f"{i + 1:08d}"
+        elif name == "External_Id__c":
+            return lambda r, i: f"EXT-{i:08d}"
+        elif name == "Tracking__c":
+            return lambda r, i: f"TRK{i:09d}"
+        elif name == "DeveloperName":
+            return lambda r, i: f"Doc_{i}"
+        elif name.endswith("City"):
+            return lambda r, i: CITIES[i % 6][0]
+        elif name.endswith("State") and ftype == "string":
+            return lambda r, i: CITIES[i % 6][1]
+        elif name.endswith("Country"):
+            return lambda r, i: CITIES[i % 6][2]
+        elif name.endswith("PostalCode"):
+            return lambda r, i: CITIES[i % 6][3]
+        elif name.endswith("Street"):
+
+            def gen(r: random.Random, i: int) -> Any:
+                return f"{int(r.random() * 900) + 1} Main Street" + ("\nSuite 4" if i % 7 == 0 else "")
+        elif ftype == "email":
+            return lambda r, i: f"{FIRST[i % 20].lower()}.{i}@example.com" if r.random() > null_rate else None
+        elif ftype == "phone":
+            return lambda r, i: f"(555) 01{i % 10}-{i % 10000:04d}" if r.random() > null_rate else None
+        elif ftype == "url":
+            return lambda r, i: (
+                f"https://www.{WORDS[i % 20].lower()}.example.com" if r.random() > null_rate else None
+            )
+        elif ftype == "textarea":
+            short = f.length <= 255
+
+            def gen(r: random.Random, i: int) -> Any:
+                if r.random() < 0.3:
+                    return None
+                n = 1 if short else 1 + int(r.random() * 3)
+                return " ".join(SENTENCES[int(r.random() * 8)] for _ in range(n))
+        elif ftype in ("string", "combobox"):
+            maxlen = f.length
+
+            def gen(r: random.Random, i: int) -> Any:
+                return None if r.random() < null_rate else f"{fname} {i}"[:maxlen]
+        elif ftype == "picklist":
+            values = f.picklist
+            n = len(values)
+            return lambda r, i: values[int(r.random() * n)] if r.random() >= null_rate else None
+        elif ftype == "multipicklist":
+            values = f.picklist
+            n = len(values)
+
+            def gen(r: random.Random, i: int) -> Any:
+                if r.random() < 0.2:
+                    return None
+                picked = sorted(
+                    {values[int(r.random() * n)] for _ in range(1 + int(r.random() * 3))}, key=values.index
+                )
+                return ";".join(picked)
+        elif ftype == "boolean":
+            return lambda r, i: 1 if r.random() < 0.5 else 0
+        elif ftype == "int":
+            top = 10 ** min(f.digits, 6)
+            return lambda r, i: int(r.random() * top) if r.random() >= null_rate else None
+        elif ftype in ("double", "currency", "percent"):
+            if "Latitude" in name:
+                return lambda r, i: round(-60 + r.random() * 120, 6) if r.random() >= 0.2 else None
+            if "Longitude" in name:
+                return lambda r, i: round(-170 + r.random() * 340, 6) if r.random() >= 0.2 else None
+            top = 100.0 if ftype == "percent" else min(10.0 ** (f.precision - f.scale), 5_000_000.0)
+            scale = f.scale
+            return lambda r, i: round(r.random() * top, scale) if r.random() >= null_rate else None
+        elif ftype == "date":
+            anchor = self.anchor
+
+            def gen(r: random.Random, i: int) -> Any:
+                return None if r.random() < null_rate else iso_date(anchor - (r.random() * 900 - 90) * DAY)
+        elif ftype == "datetime":
+            anchor = self.anchor
+
+            def gen(r: random.Random, i: int) -> Any:
+                return None if r.random() < null_rate else stamp(anchor - r.random() * 400 * DAY)
+        elif ftype == "reference":
+            targets = [t for t in f.reference_to if t in self.counts]
+            if not targets:
+                return lambda r, i: None
+            nt = len(targets)
+            required = not f.nillable
+
+            def gen(r: random.Random, i: int) -> Any:
+                if not required and r.random() < 0.15:
+                    return None
+                return self.pick(r, targets[int(r.random() * nt)])
+        elif ftype == "base64":
+            return lambda r, i: None
+        else:
+            return lambda r, i: None
+        return gen
+
+    # ------------------------------------------------------------ records
+    def rows(self, obj: ObjectDef, count: int) -> tuple[list[str], Iterator[list[Any]]]:
+        system = [
+            "Id",
+            "IsDeleted",
+            "OwnerId",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+        ]
+        present = [c for c in system if obj.field(c)]
+        others = [f for f in obj.stored_fields() if f.name not in system]
+        columns = present + [f.name for f in others] + ["_deleted_at"]
+        gens = [self.field_gen(obj, f.name, f.type, f) for f in others]
+        names = [f.name for f in others]
+        full_name = "Name" in names and "FirstName" in names and "LastName" in names
+        ni, fi, li = (
+            (names.index("Name"), names.index("FirstName"), names.index("LastName"))
+            if full_name
+            else (0, 0, 0)
+        )
+        has_deleted = "IsDeleted" in present
+        can_soft_delete = has_deleted and not obj.hard_delete and obj.name != "User"
+        users = self.counts["User"]
+        prefix_user = self.cat["User"].key_prefix
+        rng = random.Random(f"{self.seed}:{obj.name}")
+
+        def it() -> Iterator[list[Any]]:
+            for i in range(count):
+                created, sms, _ = self.times(rng)
+                owner = make_id(prefix_user, int(rng.random() * users) + 1)
+                base: dict[str, Any] = {
+                    "Id": make_id(obj.key_prefix, i + 1),
+                    "IsDeleted": 0,
+                    "OwnerId": owner,
+                    "CreatedDate": created,
+                    "CreatedById": owner,
+                    "LastModifiedDate": sms,
+                    "LastModifiedById": owner,
+                    "SystemModstamp": sms,
+                }
+                values = [g(rng, i) for g in gens]
+                if full_name:
+                    first = values[fi]
+                    values[ni] = f"{first} {values[li]}" if first else values[li]
+                deleted_at = None
+                if can_soft_delete and rng.random() < 0.01:
+                    deleted_at = stamp(self.anchor - rng.random() * 10 * DAY)
+                    base["IsDeleted"] = 1
+                    base["SystemModstamp"] = base["LastModifiedDate"] = max(deleted_at, sms)
+                yield [base[c] for c in present] + values + [deleted_at]
+
+        return columns, it()
+
+    def build_records(self) -> None:
+        order = ["User"] + [name for name, _ in WEIGHTS]
+        for name in order:
+            obj = self.cat[name]
+            count = self.counts[name]
+            columns, rows = self.rows(obj, count)
+            self.store.insert_many(name, columns, rows)
+            self.next_counter[name] = count + 1
+            self.progress(f"{name}: {count} records")
+
+    # ------------------------------------------------------------ files
+    def file_sizes(self, rng: random.Random, n: int) -> list[tuple[int, int]]:
+        """(content seed, size) per file; about one in ten repeats an earlier file's content."""
+        big = self.total >= 1_000_000
+        out: list[tuple[int, int]] = []
+        for k in range(n):
+            if out and rng.random() < 0.1:
+                out.append(out[int(rng.random() * len(out))])
+                continue
+            r = rng.random()
+            if r < 0.85:
+                size = 1024 + int(rng.random() * 63 * 1024)
+            elif r < 0.97 or not big:
+                size = 65536 + int(rng.random() * (2 * 1024 * 1024 - 65536))
+            else:
+                size = 2 * 1024 * 1024 + int(rng.random() * 48 * 1024 * 1024)
+            out.append((self.seed * 100_000 + k, size))
+        if big:
+            out[0] = (self.seed * 100_000 + n + 1, 1024)
+            out[-1] = (self.seed * 100_000 + n + 2, 50 * 1024 * 1024)
+        return out
+
+    def build_files(self) -> None:
+        n = file_count(self.total)
+        rng = random.Random(f"{self.seed}:files")
+        contents = self.file_sizes(rng, n)
+        digest_cache: dict[tuple[int, int], tuple[str, str, int]] = {}
+
+        def digest(c: tuple[int, int]) -> tuple[str, str, int]:
+            if c not in digest_cache:
+                digest_cache[c] = digests(generated_blocks(*c))
+            return digest_cache[c]
+
+        exts = [
+            ("pdf", "PDF", "application/pdf"),
+            ("png", "PNG", "image/png"),
+            ("txt", "TEXT", "text/plain"),
+            ("csv", "CSV", "text/csv"),
+            ("docx", "WORD_X", "application/octet-stream"),
+        ]
+        users = self.counts["User"]
+        n_cv = int(n * 0.6)
+        n_att = int(n * 0.3)
+        n_doc = n - n_cv - n_att
+        # ContentDocument + ContentVersion: one to three versions per document.
+        docs: list[list[Any]] = []
+        versions: list[list[Any]] = []
+        k = 0
+        di = 0
+        while k < n_cv:
+            nver = min(n_cv - k, 1 + (1 if rng.random() < 0.25 else 0) + (1 if rng.random() < 0.1 else 0))
+            doc_id = make_id(self.cat["ContentDocument"].key_prefix, di + 1)
+            ext, ftype, _ = exts[di % 5]
+            title = f'File {di + 1} - report, "final"'
+            owner = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
+            created, sms, _ = self.times(rng)
+            latest = ""
+            latest_size = 0
+            for v in range(nver):
+                content = contents[k]
+                sha, md5, size = digest(content)
+                vid = make_id(self.cat["ContentVersion"].key_prefix, k + 1)
+                vstamp = sms if v == nver - 1 else created
+                versions.append(
+                    [
+                        vid,
+                        0,
+                        owner,
+                        vstamp,
+                        owner,
+                        vstamp,
+                        owner,
+                        vstamp,
+                        doc_id,
+                        title,
+                        f"file_{di + 1}.{ext}",
+                        None,
+                        size,
+                        ftype,
+                        ext,
+                        str(v + 1),
+                        1 if v == nver - 1 else 0,
+                        md5,
+                        None if v == 0 else "Revised",
+                        None,
+                        f"gen:{content[0]}:{content[1]}",
+                        sha,
+                    ]
+                )
+                latest, latest_size = vid, size
+                k += 1
+            docs.append(
+                [
+                    doc_id,
+                    0,
+                    owner,
+                    created,
+                    owner,
+                    sms,
+                    owner,
+                    sms,
+                    title,
+                    ftype,
+                    ext,
+                    latest_size,
+                    latest,
+                    None,
+                ]
+            )
+            di += 1
+        sys_cols = [
+            "Id",
+            "IsDeleted",
+            "OwnerId",
+            "CreatedDate",
+            "CreatedById",
+            "LastModifiedDate",
+            "LastModifiedById",
+            "SystemModstamp",
+        ]
+        self.store.insert_many(
+            "ContentDocument",
+            [
+                *sys_cols,
+                "Title",
+                "FileType",
+                "FileExtension",
+                "ContentSize",
+                "LatestPublishedVersionId",
+                "_deleted_at",
+            ],
+            docs,
+        )
+        self.store.insert_many(
+            "ContentVersion",
+            [
+                *sys_cols,
+                "ContentDocumentId",
+                "Title",
+                "PathOnClient",
+                "VersionData",
+                "ContentSize",
+                "FileType",
+                "FileExtension",
+                "VersionNumber",
+                "IsLatest",
+                "Checksum",
+                "ReasonForChange",
+                "_deleted_at",
+                "_blob",
+                "_sha256",
+            ],
+            versions,
+        )
+        self.next_counter["ContentDocument"] = di + 1
+        self.next_counter["ContentVersion"] = k + 1
+        # Attachments on accounts, opportunities and cases.
+        atts = []
+        parents = ["Account", "Opportunity", "Case"]
+        for a in range(n_att):
+            content = contents[n_cv + a]
+            sha, _md5, size = digest(content)
+            ext, _, mime = exts[a % 5]
+            owner = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
+            created, sms, _ = self.times(rng)
+            atts.append(
+                [
+                    make_id(self.cat["Attachment"].key_prefix, a + 1),
+                    0,
+                    owner,
+                    created,
+                    owner,
+                    sms,
+                    owner,
+                    sms,
+                    self.pick(rng, parents[a % 3]),
+                    f"attachment_{a + 1}.{ext}",
+                    mime,
+                    size,
+                    None,
+                    a % 4 == 0,
+                    None,
+                    None,
+                    f"gen:{content[0]}:{content[1]}",
+                    sha,
+                ]
+            )
+        self.store.insert_many(
+            "Attachment",
+            [
+                *sys_cols,
+                "ParentId",
+                "Name",
+                "ContentType",
+                "BodyLength",
+                "Body",
+                "IsPrivate",
+                "Description",
+                "_deleted_at",
+                "_blob",
+                "_sha256",
+            ],
+            atts,
+        )
+        self.next_counter["Attachment"] = n_att + 1
+        documents = []
+        for d in range(n_doc):
+            content = contents[n_cv + n_att + d]
+            sha, _md5, size = digest(content)
+            ext, _, mime = exts[d % 5]
+            user = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
+            created, sms, _ = self.times(rng)
+            documents.append(
+                [
+                    make_id(self.cat["Document"].key_prefix, d + 1),
+                    0,
+                    created,
+                    user,
+                    sms,
+                    user,
+                    sms,
+                    user,
+                    f"Document {d + 1}",
+                    f"Doc_{d + 1}",
+                    mime,
+                    ext,
+                    d % 2,
+                    size,
+                    None,
+                    "Shared document",
+                    "shared",
+                    user,
+                    None,
+                    f"gen:{content[0]}:{content[1]}",
+                    sha,
+                ]
+            )
+        self.store.insert_many(
+            "Document",
+            [
+                "Id",
+                "IsDeleted",
+                "CreatedDate",
+                "CreatedById",
+                "LastModifiedDate",
+                "LastModifiedById",
+                "SystemModstamp",
+                "FolderId",
+                "Name",
+                "DeveloperName",
+                "ContentType",
+                "Type",
+                "IsPublic",
+                "BodyLength",
+                "Body",
+                "Description",
+                "Keywords",
+                "AuthorId",
+                "_deleted_at",
+                "_blob",
+                "_sha256",
+            ],
+            documents,
+        )
+        self.next_counter["Document"] = n_doc + 1
+        self.progress(f"files: {n} ({len(docs)} documents, {n_att} attachments, {n_doc} documents)")
+
+    # ------------------------------------------------------------ metadata
+    def build_metadata(self) -> None:
+        rng = random.Random(f"{self.seed}:metadata")
+        per_type = 3 if self.total < 10_000 else (12 if self.total < 500_000 else 40)
+        rows: list[tuple[str, str, str, str, str, str, str]] = []
+        counter = [0]
+
+        def add(mtype: str, full_name: str, file_name: str, content: str, prefix: str) -> None:
+            counter[0] += 1
+            created = stamp(self.anchor - (30 + rng.random() * 600) * DAY)
+            modified = stamp(self.anchor - rng.random() * 30 * DAY)
+            rows.append(
+                (
+                    mtype,
+                    full_name,
+                    make_id(prefix, counter[0]) if prefix else "",
+                    file_name,
+                    content,
+                    created,
+                    modified,
+                )
+            )
+
+        from sforg.metadata import component_xml, object_xml
+
+        for name, obj in self.cat.items():
+            add("CustomObject", name, f"objects/{name}.object", object_xml(obj), "01I" if obj.custom else "")
+            for f in obj.fields:
+                if f.custom and f.compound is None:
+                    add("CustomField", f"{name}.{f.name}", f"objects/{name}.object", "", "00N")
+            add(
+                "Layout",
+                f"{name}-{obj.label} Layout",
+                f"layouts/{name}-{obj.label} Layout.layout",
+                component_xml("Layout", f"{name}-{obj.label} Layout"),
+                "00h",
+            )
+        for i in range(per_type * 2):
+            nm = f"InvoiceService{i}" if i % 2 == 0 else f"AccountHelper{i}"
+            add(
+                "ApexClass",
+                nm,
+                f"classes/{nm}.cls",
+                f"public with sharing class {nm} {{\n    // v1\n}}\n",
+                "01p",
+            )
+        for i in range(per_type):
+            nm = f"InvoiceTrigger{i}"
+            add(
+                "ApexTrigger",
+                nm,
+                f"triggers/{nm}.trigger",
+                f"trigger {nm} on Invoice__c (before insert) {{\n}}\n",
+                "01q",
+            )
+        for i in range(per_type):
+            nm = f"Invoice_Approval_{i}"
+            add("Flow", nm, f"flows/{nm}.flow", component_xml("Flow", nm), "301")
+        for i in range(max(2, per_type // 2)):
+            nm = f"Invoice_Access_{i}"
+            add(
+                "PermissionSet",
+                nm,
+                f"permissionsets/{nm}.permissionset",
+                component_xml("PermissionSet", nm),
+                "0PS",
+            )
+        for nm in ["Admin", "Standard", "ReadOnly", "Integration"][: max(2, min(4, per_type))]:
+            add("Profile", nm, f"profiles/{nm}.profile", component_xml("Profile", nm), "00e")
+        while len(rows) < (300 if self.total >= 1_000_000 else 0):
+            i = len(rows)
+            nm = f"Generated{i}"
+            add("ApexClass", nm, f"classes/{nm}.cls", f"public class {nm} {{}}\n", "01p")
+        with self.store.write_lock:
+            c = self.store.conn()
+            c.execute("BEGIN")
+            c.executemany("INSERT OR REPLACE INTO metadata VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            c.execute("COMMIT")
+        self.progress(f"metadata: {len(rows)} components")
+
+    def build(self) -> dict[str, int]:
+        for obj in self.cat.values():
+            self.store.create_object(obj)
+        self.build_records()
+        self.build_files()
+        self.build_metadata()
+        return self.next_counter

@@ -1,0 +1,1013 @@
+"""SOQL execution: resolve a query against the catalogue, filter and sort stored rows, render them."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sforg import soql
+from sforg.clock import UTC, rest_datetime, to_stamp
+from sforg.ids import is_valid, to18
+from sforg.schema import TEXT_TYPES, FieldDef, ObjectDef
+from sforg.soql import BoolOp, Comparison, FieldRef, Literal, Not, SoqlError, SubQuery
+
+INVALID_FIELD_TAIL = (
+    ". If you are attempting to use a custom field, be sure to append the '__c' after the custom "
+    "field name. Please reference your WSDL or the describe call for the appropriate names."
+)
+INVALID_TYPE_TAIL = (
+    " is not supported. If you are attempting to use a custom object, be sure to append the '__c' "
+    "after the entity name. Please reference your WSDL or the describe call for the appropriate "
+    "names."
+)
+
+
+@dataclass
+class Context:
+    """What a query needs besides the rows: catalogue, hidden fields, today's date for formulas."""
+
+    catalogue: dict[str, ObjectDef]
+    hidden: dict[str, set[str]]
+    today: dt.date
+    now_epoch: float
+    prefix_to_object: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prefix_to_object = {o.key_prefix: o.name for o in self.catalogue.values()}
+
+    def find_object(self, name: str) -> ObjectDef | None:
+        for o in self.catalogue.values():
+            if o.name.lower() == name.lower():
+                return o
+        return None
+
+    def visible(self, obj: ObjectDef, name: str) -> FieldDef | None:
+        f = obj.field(name)
+        if f is None or f.name.lower() in self.hidden.get(obj.name, set()):
+            return None
+        return f
+
+
+# ------------------------------------------------------------------ relationship tree
+
+
+@dataclass
+class RelNode:
+    """A relationship hop: the reference field on the parent node and the columns needed on its targets."""
+
+    ref: FieldDef | None
+    targets: list[ObjectDef]
+    name: str  # relationship name (canonical case), '' for the root
+    columns: dict[str, list[str]] = field(default_factory=dict)  # object -> stored columns
+    children: dict[str, RelNode] = field(default_factory=dict)
+    cache: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+    def need(self, column: str) -> None:
+        for t in self.targets:
+            cols = self.columns.setdefault(t.name, ["Id"])
+            if t.field(column) and column not in cols:
+                cols.append(column)
+
+    def index(self, obj: str, column: str) -> int:
+        cols = self.columns.get(obj, [])
+        return cols.index(column) if column in cols else -1
+
+
+FORMULA_DEPS = {
+    "TODAY() - DATEVALUE(CreatedDate)": ["CreatedDate"],
+    "Amount__c * (1 + Tax_Rate__c)": ["Amount__c", "Tax_Rate__c"],
+}
+
+
+def deps(f: FieldDef, obj: ObjectDef) -> list[str]:
+    """Stored columns a field's value is computed from."""
+    if f.formula is not None:
+        return FORMULA_DEPS.get(f.formula, [])
+    if f.type in ("address", "location"):
+        return [c.name for c in obj.fields if c.compound == f.name]
+    if f.type == "base64":
+        return ["Id"]
+    return [f.name]
+
+
+def value_of(f: FieldDef, obj: ObjectDef, node: RelNode, row: tuple[Any, ...], ctx: Context) -> Any:
+    """A field's API value from a stored row: bools, stored datetime stamps, compound dicts."""
+
+    def col(name: str) -> Any:
+        i = node.index(obj.name, name)
+        return row[i] if i >= 0 else None
+
+    t = f.type
+    if f.formula is not None:
+        if f.formula.startswith("TODAY()"):
+            created = col("CreatedDate")
+            return float((ctx.today - dt.date.fromisoformat(created[:10])).days) if created else None
+        amount, rate = col("Amount__c"), col("Tax_Rate__c")
+        if amount is None:
+            return None
+        return round(amount * (1 + (rate or 0) / 100.0), 2)
+    if t == "address":
+        p = f.name[: -len("Address")]
+        vals = {
+            k: col(p + c)
+            for k, c in (
+                ("city", "City"),
+                ("country", "Country"),
+                ("geocodeAccuracy", "GeocodeAccuracy"),
+                ("latitude", "Latitude"),
+                ("longitude", "Longitude"),
+                ("postalCode", "PostalCode"),
+                ("state", "State"),
+                ("street", "Street"),
+            )
+        }
+        return None if all(v is None for v in vals.values()) else vals
+    if t == "location":
+        stem = f.name.removesuffix("__c")
+        lat, lon = col(f"{stem}__Latitude__s"), col(f"{stem}__Longitude__s")
+        return None if lat is None and lon is None else {"latitude": lat, "longitude": lon}
+    if t == "base64":
+        return ("blob", obj.name, col("Id"), f.name)
+    v = col(f.name)
+    if t == "boolean":
+        return bool(v)
+    if v is None:
+        return None
+    if t == "int":
+        return int(v)
+    if t in ("double", "currency", "percent"):
+        return float(v)
+    return v
+
+
+# ------------------------------------------------------------------ plan
+
+
+@dataclass
+class Column:
+    """A resolved field path of the SELECT, WHERE or ORDER BY clause."""
+
+    path: list[str]  # canonical names: relationship names then the field name
+    nodes: list[RelNode]  # the root, then one node per hop
+    field: FieldDef
+    owner: ObjectDef  # object the final field was resolved on (first target for polymorphic hops)
+
+    def get(self, row: tuple[Any, ...], ctx: Context) -> Any:
+        node = self.nodes[0]
+        obj_name = node.targets[0].name
+        values = row
+        for nxt in self.nodes[1:]:
+            ref = nxt.ref
+            assert ref is not None
+            i = node.index(obj_name, ref.name)
+            rid = values[i] if i >= 0 else None
+            if rid is None:
+                return None
+            hit = nxt.cache.get(rid)
+            if hit is None:
+                return None
+            obj_name, values = hit
+            node = nxt
+        obj = ctx.catalogue[obj_name]
+        f = obj.field(self.field.name)
+        if f is None:
+            return None
+        return value_of(f, obj, node, values, ctx)
+
+
+@dataclass
+class Plan:
+    query: soql.Query
+    obj: ObjectDef
+    root: RelNode
+    select: list[Any]  # Column | ("count", alias) | ("agg", func, Column|None, alias)
+    where: Callable[[tuple[Any, ...]], bool] | None
+    where_needs_parents: bool
+    order: list[tuple[Column, bool, bool]]
+    include_deleted: bool
+    count_only: bool = False
+    aggregate: bool = False
+    subqueries: list[tuple[int, SubQuery]] = field(default_factory=list)
+    filter_width: int = 0
+
+    @property
+    def columns(self) -> list[str]:
+        return self.root.columns[self.obj.name]
+
+
+def invalid_field(q: soql.Query, ref: FieldRef, obj: ObjectDef) -> SoqlError:
+    name = ref.path[-1] if len(ref.path) == 1 else ref.path[0]
+    if len(ref.path) > 1:
+        msg = (
+            f"Didn't understand relationship '{ref.path[0]}' in field path. If you are attempting to use a "
+            "custom relationship, be sure to append the '__r' after the custom relationship name. Please "
+            "reference your WSDL or the describe call for the appropriate names."
+        )
+    else:
+        msg = f"No such column '{name}' on entity '{obj.name}'{INVALID_FIELD_TAIL}"
+    return SoqlError("INVALID_FIELD", soql.caret_message(q.text, ref.pos, msg))
+
+
+def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column:
+    """Walk a field path through relationship names to its final field, registering needed columns."""
+    obj = root.targets[0]
+    path = list(ref.path)
+    if (
+        len(path) > 1
+        and path[0].lower() == obj.name.lower()
+        and not any(
+            f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields
+        )
+    ):
+        path = path[1:]
+    node = root
+    nodes = [root]
+    canonical: list[str] = []
+    current = node.targets
+    for hop in path[:-1]:
+        ref_field = None
+        for t in current:
+            for f in t.fields:
+                if (
+                    f.type == "reference"
+                    and f.relationship_name
+                    and f.relationship_name.lower() == hop.lower()
+                    and f.name.lower() not in ctx.hidden.get(t.name, set())
+                ):
+                    ref_field = f
+                    break
+            if ref_field:
+                break
+        if ref_field is None or len(nodes) > 5:
+            raise invalid_field(q, ref, obj)
+        node.need(ref_field.name)
+        child = node.children.get(ref_field.relationship_name or "")
+        if child is None:
+            targets = [ctx.catalogue[t] for t in ref_field.reference_to if t in ctx.catalogue]
+            child = RelNode(ref_field, targets, ref_field.relationship_name or "")
+            node.children[child.name] = child
+        canonical.append(child.name)
+        node = child
+        nodes.append(node)
+        current = node.targets
+    final = None
+    owner = current[0] if current else obj
+    for t in current:
+        final = ctx.visible(t, path[-1])
+        if final:
+            owner = t
+            break
+    if final is None:
+        if len(path) == 1:
+            raise invalid_field(q, ref, obj)
+        msg = f"No such column '{path[-1]}' on entity '{owner.name}'{INVALID_FIELD_TAIL}"
+        raise SoqlError("INVALID_FIELD", soql.caret_message(q.text, ref.pos, msg))
+    for t in node.targets:
+        target_field = t.field(final.name)
+        if target_field:
+            for c in deps(target_field, t):
+                node.need(c)
+    canonical.append(final.name)
+    return Column(canonical, nodes, final, owner)
+
+
+def date_range(lit: Literal, ctx: Context) -> tuple[dt.date, dt.date]:
+    """[start, end) of a relative date literal such as TODAY or LAST_N_DAYS:30."""
+    today = dt.datetime.fromtimestamp(ctx.now_epoch, UTC).date()
+    one = dt.timedelta(days=1)
+    name, n = str(lit.value), lit.n or 0
+    if name == "TODAY":
+        return today, today + one
+    if name == "YESTERDAY":
+        return today - one, today
+    if name == "TOMORROW":
+        return today + one, today + 2 * one
+    if name == "LAST_N_DAYS":
+        return today - n * one, today + one
+    if name == "NEXT_N_DAYS":
+        return today + one, today + (n + 1) * one
+    if name == "N_DAYS_AGO":
+        return today - n * one, today - (n - 1) * one
+    if name == "LAST_90_DAYS":
+        return today - 90 * one, today + one
+    if name == "NEXT_90_DAYS":
+        return today + one, today + 91 * one
+    week = today - dt.timedelta(days=(today.weekday() + 1) % 7)
+    if name == "THIS_WEEK":
+        return week, week + 7 * one
+    if name == "LAST_WEEK":
+        return week - 7 * one, week
+    if name == "NEXT_WEEK":
+        return week + 7 * one, week + 14 * one
+    month = today.replace(day=1)
+    nxt = (month + 32 * one).replace(day=1)
+    if name == "THIS_MONTH":
+        return month, nxt
+    if name == "LAST_MONTH":
+        return (month - one).replace(day=1), month
+    if name == "NEXT_MONTH":
+        return nxt, (nxt + 32 * one).replace(day=1)
+    year = today.replace(month=1, day=1)
+    if name == "THIS_YEAR":
+        return year, year.replace(year=year.year + 1)
+    if name == "LAST_YEAR":
+        return year.replace(year=year.year - 1), year
+    if name == "NEXT_YEAR":
+        return year.replace(year=year.year + 1), year.replace(year=year.year + 2)
+    # N weeks/months/years: approximate with days, enough for backup filters.
+    days = {
+        "LAST_N_WEEKS": -7,
+        "NEXT_N_WEEKS": 7,
+        "LAST_N_MONTHS": -30,
+        "NEXT_N_MONTHS": 30,
+        "LAST_N_YEARS": -365,
+        "NEXT_N_YEARS": 365,
+    }.get(name, -1) * n
+    return (today + days * one, today + one) if days < 0 else (today + one, today + (days + 1) * one)
+
+
+def _bad_value(q: soql.Query, lit: Literal, f: FieldDef, expected: str) -> SoqlError:
+    return SoqlError(
+        "INVALID_FIELD",
+        soql.caret_message(
+            q.text,
+            lit.pos,
+            f"value of filter criterion for field '{f.name}' must be of type {expected} and should "
+            "not be enclosed in quotes",
+        ),
+    )
+
+
+def literal_for(q: soql.Query, col: Column, lit: Literal, ctx: Context) -> Any:
+    """A literal converted to the comparable form of the column's type (or a date range tuple)."""
+    f = col.field
+    t = f.type
+    if lit.kind == "null":
+        return None
+    if lit.kind == "dateliteral":
+        if t not in ("date", "datetime"):
+            raise _bad_value(q, lit, f, t)
+        start, end = date_range(lit, ctx)
+        if t == "date":
+            return ("range", start.isoformat(), end.isoformat())
+        return ("range", start.isoformat() + "T00:00:00.000Z", end.isoformat() + "T00:00:00.000Z")
+    if t == "boolean":
+        if lit.kind != "boolean":
+            raise _bad_value(q, lit, f, "boolean")
+        return lit.value
+    if t in ("int", "double", "currency", "percent"):
+        if lit.kind != "number":
+            raise _bad_value(q, lit, f, "double" if t != "int" else "int")
+        return lit.value
+    if t == "datetime":
+        if lit.kind not in ("datetime", "date"):
+            raise _bad_value(q, lit, f, "dateTime")
+        return to_stamp(lit.value)
+    if t == "date":
+        if lit.kind != "date":
+            raise _bad_value(q, lit, f, "date")
+        return lit.value
+    if lit.kind != "string":
+        if lit.kind == "number" and t in TEXT_TYPES:
+            raise _bad_value(q, lit, f, "string")
+        raise _bad_value(q, lit, f, t)
+    if t in ("id", "reference"):
+        v = str(lit.value)
+        if t == "id" and not is_valid(v):
+            raise SoqlError("INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {v}")
+        return to18(v) if is_valid(v) else v
+    return str(lit.value)
+
+
+def _cmp_value(col: Column, v: Any) -> Any:
+    if isinstance(v, str) and col.field.type not in ("id", "reference", "date", "datetime"):
+        return v.lower()
+    return v
+
+
+def compile_where(
+    q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_parents: list[bool]
+) -> Callable[[tuple[Any, ...]], bool]:
+    if isinstance(node, BoolOp):
+        parts = [compile_where(q, i, ctx, root, uses_parents) for i in node.items]
+        if node.op == "AND":
+            return lambda r: all(p(r) for p in parts)
+        return lambda r: any(p(r) for p in parts)
+    if isinstance(node, Not):
+        inner = compile_where(q, node.item, ctx, root, uses_parents)
+        return lambda r: not inner(r)
+    assert isinstance(node, Comparison)
+    col = resolve(q, ctx, root, node.field)
+    if len(col.nodes) > 1:
+        uses_parents[0] = True
+    f = col.field
+    if f.type in ("address", "location", "base64") or (f.type == "textarea" and f.length > 255):
+        raise SoqlError(
+            "INVALID_FIELD",
+            soql.caret_message(
+                q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"
+            ),
+        )
+
+    def get(r: tuple[Any, ...]) -> Any:
+        return _cmp_value(col, col.get(r, ctx))
+
+    op = node.op
+    if op in ("IN", "NOT IN"):
+        assert isinstance(node.value, list)
+        values = {_cmp_value(col, literal_for(q, col, lit, ctx)) for lit in node.value}
+        if op == "IN":
+            return lambda r: get(r) in values
+        return lambda r: get(r) not in values
+    if op in ("INCLUDES", "EXCLUDES"):
+        assert isinstance(node.value, list)
+        wanted = [{p.strip().lower() for p in str(lit.value).split(";")} for lit in node.value]
+
+        def includes(r: tuple[Any, ...]) -> bool:
+            v = col.get(r, ctx)
+            have = {p.lower() for p in v.split(";")} if v else set()
+            return any(w <= have for w in wanted)
+
+        return includes if op == "INCLUDES" else (lambda r: not includes(r))
+    assert isinstance(node.value, Literal)
+    lit = node.value
+    if op == "LIKE":
+        pattern = re.escape(str(lit.value)).replace("%", ".*").replace("_", ".")
+        rx = re.compile(f"^{pattern}$", re.IGNORECASE | re.DOTALL)
+        return lambda r: (v := col.get(r, ctx)) is not None and rx.match(str(v)) is not None
+    target = literal_for(q, col, lit, ctx)
+    if isinstance(target, tuple) and target and target[0] == "range":
+        _, lo, hi = target
+        checks: dict[str, Callable[[Any], bool]] = {
+            "=": lambda v: lo <= v < hi,
+            "!=": lambda v: not (lo <= v < hi),
+            "<": lambda v: v < lo,
+            "<=": lambda v: v < hi,
+            ">": lambda v: v >= hi,
+            ">=": lambda v: v >= lo,
+        }
+        check = checks[op]
+        return lambda r: (v := get(r)) is not None and check(v)
+    target = _cmp_value(col, target)
+    if target is None:
+        if op == "=":
+            return lambda r: get(r) is None
+        if op == "!=":
+            return lambda r: get(r) is not None
+        return lambda r: False
+    if op == "=":
+        return lambda r: get(r) == target
+    if op == "!=":
+        return lambda r: get(r) != target
+    cmp: dict[str, Callable[[Any], bool]] = {
+        "<": lambda v: v < target,
+        "<=": lambda v: v <= target,
+        ">": lambda v: v > target,
+        ">=": lambda v: v >= target,
+    }
+    c = cmp[op]
+    return lambda r: (v := get(r)) is not None and c(v)
+
+
+def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = False) -> Plan:
+    q = soql.parse(text)
+    obj = ctx.find_object(q.sobject)
+    if obj is None:
+        raise SoqlError(
+            "INVALID_TYPE",
+            soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'" + INVALID_TYPE_TAIL),
+        )
+    root = RelNode(None, [obj], "")
+    root.need("Id")
+
+    def resolve_select(root: RelNode) -> tuple[list[Any], bool, bool, list[tuple[int, SubQuery]]]:
+        select: list[Any] = []
+        count_only = False
+        aggregate = False
+        subqueries: list[tuple[int, SubQuery]] = []
+        for item in q.select:
+            if isinstance(item, FieldRef):
+                select.append(resolve(q, ctx, root, item))
+            elif isinstance(item, SubQuery):
+                if bulk:
+                    raise SoqlError(
+                        "INVALIDJOB",
+                        "Unsupported query: parent-to-child relationship queries are not "
+                        "supported by the Bulk API",
+                    )
+                subqueries.append((len(select), item))
+                select.append(item)
+            elif item.func == "FIELDS":
+                which = item.arg.path[0] if item.arg else "ALL"
+                for f in obj.fields:
+                    if f.name.lower() in ctx.hidden.get(obj.name, set()):
+                        continue
+                    if (which == "CUSTOM" and not f.custom) or (which == "STANDARD" and f.custom):
+                        continue
+                    select.append(resolve(q, ctx, root, FieldRef([f.name], item.pos)))
+            elif item.func == "COUNT" and item.arg is None:
+                if len(q.select) > 1:
+                    raise SoqlError(
+                        "MALFORMED_QUERY",
+                        soql.caret_message(
+                            q.text, item.pos, "COUNT() and other fields cannot be selected together"
+                        ),
+                    )
+                count_only = True
+            else:
+                if bulk:
+                    raise SoqlError(
+                        "INVALIDJOB",
+                        "Unsupported query: aggregate functions are not supported by the Bulk API",
+                    )
+                aggregate = True
+                arg_col = resolve(q, ctx, root, item.arg) if item.arg else None
+                select.append(("agg", item.func, arg_col, item.alias))
+        return select, count_only, aggregate, subqueries
+
+    # Select-list errors come first, as Salesforce reports them; a scratch pass finds them.
+    resolve_select(RelNode(None, [obj], ""))
+    if q.group_by:
+        raise SoqlError(
+            "MALFORMED_QUERY",
+            soql.caret_message(q.text, q.group_by[0].pos, "GROUP BY is not supported by sforg"),
+        )
+    uses_parents = [False]
+    where = compile_where(q, q.where, ctx, root, uses_parents) if q.where is not None else None
+    order = []
+    for o in q.order:
+        col = resolve(q, ctx, root, o.field)
+        if len(col.nodes) > 1:
+            uses_parents[0] = True
+        if col.field.type in ("address", "location", "base64", "multipicklist"):
+            raise SoqlError(
+                "INVALID_FIELD",
+                soql.caret_message(
+                    q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"
+                ),
+            )
+        order.append((col, o.desc, o.nulls_first))
+    # WHERE and ORDER BY columns are resolved first, so they are a prefix of the root's column list:
+    # the filtering scan reads only that prefix, the page fetch reads everything.
+    filter_width = len(root.columns[obj.name])
+    select, count_only, aggregate, subqueries = resolve_select(root)
+    if bulk:
+        for s in select:
+            if isinstance(s, Column) and s.field.type in ("address", "location"):
+                raise SoqlError("INVALIDJOB", "Selecting compound data not supported in Bulk Query")
+            if isinstance(s, Column) and s.field.type == "base64":
+                raise SoqlError(
+                    "INVALIDJOB",
+                    f"Unsupported query: base64 field {s.field.name} is not supported by the Bulk API",
+                )
+        if q.offset is not None:
+            raise SoqlError("INVALIDJOB", "Unsupported query: OFFSET is not supported by the Bulk API")
+    return Plan(
+        q,
+        obj,
+        root,
+        select,
+        where,
+        uses_parents[0],
+        order,
+        include_deleted or q.all_rows,
+        count_only,
+        aggregate,
+        subqueries,
+        filter_width,
+    )
+
+
+# ------------------------------------------------------------------ execution
+
+
+class RowSource:
+    """What the executor needs from the store (kept small so tests can fake it)."""
+
+    def scan(self, obj: str, columns: list[str], include_deleted: bool) -> Iterator[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def fetch_rowids(self, obj: str, columns: list[str], rowids: list[int]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def fetch_ids(self, obj: str, columns: list[str], ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def children(
+        self, obj: str, columns: list[str], ref: str, parent_ids: list[str], include_deleted: bool
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+
+def load_parents(
+    node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource, ctx: Context
+) -> None:
+    """Fill each child node's cache with the parent rows the given rows point to, recursively."""
+    rows = list(rows)
+    for child in node.children.values():
+        assert child.ref is not None
+        i = node.index(obj_name, child.ref.name)
+        if i < 0:
+            continue
+        ids = {r[i] for r in rows if r[i] is not None and r[i] not in child.cache}
+        by_obj: dict[str, list[str]] = {}
+        for rid in ids:
+            target = ctx.prefix_to_object.get(rid[:3])
+            if target and any(t.name == target for t in child.targets):
+                by_obj.setdefault(target, []).append(rid)
+        for target, tids in by_obj.items():
+            cols = child.columns.get(target, ["Id"])
+            fetched = src.fetch_ids(target, cols[1:], tids)
+            for rid, vals in fetched.items():
+                child.cache[rid] = (target, (rid, *vals))
+            load_parents(child, [(rid, *vals) for rid, vals in fetched.items()], target, src, ctx)
+
+
+def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Callable[[tuple[Any, ...]], Any]:
+    null_key = (2 if desc else 0) if nulls_first else (0 if desc else 2)
+
+    def key(r: tuple[Any, ...]) -> Any:
+        v = col.get(r, ctx)
+        if v is None:
+            return (null_key, "")
+        return (
+            1,
+            v.lower()
+            if isinstance(v, str)
+            and col.field.type in TEXT_TYPES
+            and col.field.type not in ("id", "reference")
+            else v,
+        )
+
+    return key
+
+
+def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
+    """Rowids of the matching rows, filtered, sorted, offset and limited."""
+    cols = plan.columns
+    matched: list[tuple[Any, ...]] = []
+    batch: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if plan.where_needs_parents:
+            load_parents(plan.root, [r[1:] for r in batch], plan.obj.name, src, ctx)
+        if plan.where is None:
+            matched.extend(batch)
+        else:
+            w = plan.where
+            matched.extend(r for r in batch if w(r[1:]))
+        batch.clear()
+
+    width = plan.filter_width or len(cols)
+    for r in src.scan(plan.obj.name, ["_rowid", *cols[:width]], plan.include_deleted):
+        batch.append(r)
+        if len(batch) >= 20000:
+            flush()
+    flush()
+    if plan.order:
+        if not plan.where_needs_parents:
+            load_parents(plan.root, [r[1:] for r in matched], plan.obj.name, src, ctx)
+        for col, desc, nulls_first in reversed(plan.order):
+            key = _sort_key(col, desc, nulls_first, ctx)
+
+            def by_key(r: tuple[Any, ...], k: Callable[[tuple[Any, ...]], Any] = key) -> Any:
+                return k(r[1:])
+
+            matched.sort(key=by_key, reverse=desc)
+    rowids = [r[0] for r in matched]
+    q = plan.query
+    if q.offset:
+        rowids = rowids[q.offset :]
+    if q.limit is not None:
+        rowids = rowids[: q.limit]
+    for child in plan.root.children.values():
+        child.cache.clear()
+    return rowids
+
+
+def aggregate_record(plan: Plan, rowids: list[int], src: RowSource, ctx: Context) -> dict[str, Any]:
+    rows = fetch_page(plan, src, ctx, rowids)
+    rec: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
+    n = 0
+    for item in plan.select:
+        func, col, alias = item[1], item[2], item[3]
+        name = alias or f"expr{n}"
+        if not alias:
+            n += 1
+        values = [col.get(r, ctx) for r in rows] if col else [1] * len(rows)
+        present = [v for v in values if v is not None]
+        if func == "COUNT":
+            rec[name] = len(present)
+        elif func == "COUNT_DISTINCT":
+            rec[name] = len(set(present))
+        elif func == "MIN":
+            rec[name] = min(present) if present else None
+        elif func == "MAX":
+            rec[name] = max(present) if present else None
+        elif func == "SUM":
+            rec[name] = sum(present) if present else None
+        elif func == "AVG":
+            rec[name] = sum(present) / len(present) if present else None
+    return rec
+
+
+def fetch_page(plan: Plan, src: RowSource, ctx: Context, rowids: list[int]) -> list[tuple[Any, ...]]:
+    rows = src.fetch_rowids(plan.obj.name, plan.columns, rowids)
+    load_parents(plan.root, rows, plan.obj.name, src, ctx)
+    return rows
+
+
+def _rest_value(f: FieldDef, v: Any, version: str) -> Any:
+    if v is None:
+        return None
+    if f.type == "datetime":
+        return rest_datetime(v)
+    if f.type == "base64":
+        _, obj, rid, name = v
+        return f"/services/data/v{version}/sobjects/{obj}/{rid}/{name}"
+    return v
+
+
+def render_rest(
+    plan: Plan, rows: list[tuple[Any, ...]], ctx: Context, version: str, src: RowSource
+) -> list[dict[str, Any]]:
+    """Records as the REST query resource returns them (nested parents with their own attributes)."""
+    sub_results = [render_subquery(plan, idx, sq, rows, ctx, version, src) for idx, sq in plan.subqueries]
+    out = []
+    obj = plan.obj.name
+    id_index = plan.root.index(obj, "Id")
+    for row_n, r in enumerate(rows):
+        rec: dict[str, Any] = {
+            "attributes": {"type": obj, "url": f"/services/data/v{version}/sobjects/{obj}/{r[id_index]}"}
+        }
+        sub_n = 0
+        for item in plan.select:
+            if isinstance(item, SubQuery):
+                name, per_parent = sub_results[sub_n]
+                rec[name] = per_parent.get(r[id_index])
+                sub_n += 1
+                continue
+            col: Column = item
+            target = rec
+            node = col.nodes[0]
+            obj_name = obj
+            values: tuple[Any, ...] | None = r
+            for hop_name, nxt in zip(col.path[:-1], col.nodes[1:], strict=True):
+                if values is None:
+                    break
+                assert nxt.ref is not None
+                i = node.index(obj_name, nxt.ref.name)
+                rid = values[i] if i >= 0 else None
+                hit = nxt.cache.get(rid) if rid else None
+                if hit is None:
+                    target.setdefault(hop_name, None)
+                    values = None
+                    break
+                obj_name, values = hit
+                existing = target.get(hop_name)
+                if existing is None:
+                    existing = {
+                        "attributes": {
+                            "type": obj_name,
+                            "url": f"/services/data/v{version}/sobjects/{obj_name}/{values[0]}",
+                        }
+                    }
+                    target[hop_name] = existing
+                target = existing
+                node = nxt
+            if values is None:
+                continue
+            pobj = ctx.catalogue[obj_name]
+            f = pobj.field(col.field.name)
+            v = value_of(f, pobj, node, values, ctx) if f else None
+            target[col.path[-1]] = _rest_value(col.field, v, version)
+        out.append(rec)
+        del row_n
+    return out
+
+
+def render_subquery(
+    plan: Plan,
+    idx: int,
+    sq: SubQuery,
+    rows: list[tuple[Any, ...]],
+    ctx: Context,
+    version: str,
+    src: RowSource,
+) -> tuple[str, dict[str, Any]]:
+    """A child subquery evaluated for the parents of one page: name -> {parentId: result or None}."""
+    del idx
+    rel = sq.query.sobject
+    child_field = None
+    child_obj = None
+    for o in ctx.catalogue.values():
+        for f in o.fields:
+            if (
+                f.type == "reference"
+                and f.child_relationship
+                and f.child_relationship.lower() == rel.lower()
+                and plan.obj.name in f.reference_to
+            ):
+                child_field, child_obj = f, o
+    if child_field is None or child_obj is None:
+        raise SoqlError(
+            "INVALID_TYPE",
+            soql.caret_message(
+                plan.query.text,
+                sq.pos + 1,
+                f"Didn't understand relationship '{rel}' in FROM part of query call. "
+                "If you are attempting to use a custom relationship, be sure to append the '__r' after the "
+                "custom relationship name. Please reference your WSDL or the describe call for the "
+                "appropriate names.",
+            ),
+        )
+    sub_text = sq.query.text  # the whole statement; re-plan only the inner part with the child's name
+    inner = soql.Query(
+        sq.query.select,
+        child_obj.name,
+        sq.query.sobject_pos,
+        sq.query.where,
+        sq.query.order,
+        sq.query.limit,
+        None,
+        [],
+        sub_text,
+    )
+    sub_plan = _plan_from_ast(inner, ctx, plan.include_deleted)
+    sub_plan.root.need(child_field.name)
+    id_index = plan.root.index(plan.obj.name, "Id")
+    parent_ids = [r[id_index] for r in rows]
+    crow = src.children(child_obj.name, sub_plan.columns, child_field.name, parent_ids, plan.include_deleted)
+    load_parents(sub_plan.root, crow, child_obj.name, src, ctx)
+    ref_i = sub_plan.root.index(child_obj.name, child_field.name)
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for r in crow:
+        if sub_plan.where is None or sub_plan.where(r):
+            grouped.setdefault(r[ref_i], []).append(r)
+    result: dict[str, Any] = {}
+    for pid, crows in grouped.items():
+        for col, desc, nulls_first in reversed(sub_plan.order):
+            crows.sort(key=_sort_key(col, desc, nulls_first, ctx), reverse=desc)
+        if sub_plan.query.limit is not None:
+            crows = crows[: sub_plan.query.limit]
+        recs = render_rest(sub_plan, crows, ctx, version, src)
+        result[pid] = {"totalSize": len(recs), "done": True, "records": recs}
+    return (child_field.child_relationship or rel), result
+
+
+def _plan_from_ast(q: soql.Query, ctx: Context, include_deleted: bool) -> Plan:
+    obj = ctx.find_object(q.sobject)
+    assert obj is not None
+    root = RelNode(None, [obj], "")
+    root.need("Id")
+    select: list[Any] = [resolve(q, ctx, root, item) for item in q.select if isinstance(item, FieldRef)]
+    uses = [False]
+    where = compile_where(q, q.where, ctx, root, uses) if q.where is not None else None
+    order = [(resolve(q, ctx, root, o.field), o.desc, o.nulls_first) for o in q.order]
+    return Plan(q, obj, root, select, where, uses[0], order, include_deleted)
+
+
+# ------------------------------------------------------------------ CSV (Bulk API 2.0)
+
+DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
+
+
+def csv_header(plan: Plan) -> list[str]:
+    return [".".join(c.path) for c in plan.select if isinstance(c, Column)]
+
+
+def csv_value(f: FieldDef, v: Any) -> Any:
+    if v is None:
+        return ""
+    if f.type == "boolean":
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer() and f.type == "int":
+        return int(v)
+    return v
+
+
+def csv_rows(plan: Plan, rows: list[tuple[Any, ...]], ctx: Context) -> list[list[Any]]:
+    cols = [c for c in plan.select if isinstance(c, Column)]
+    # Fast path: plain columns of the root object need no relationship walk.
+    out = []
+    simple = []
+    for c in cols:
+        if len(c.nodes) == 1 and c.field.formula is None and c.field.stored:
+            simple.append((plan.root.index(plan.obj.name, c.field.name), c.field.type))
+        else:
+            simple.append((-1, c.field.type))
+    for r in rows:
+        line = []
+        for (i, t), c in zip(simple, cols, strict=True):
+            v = r[i] if i >= 0 else c.get(r, ctx)
+            if t == "boolean":
+                line.append("true" if v else "false")
+            elif v is None:
+                line.append("")
+            else:
+                line.append(v)
+        out.append(line)
+    return out
+
+
+def write_csv(
+    stream: io.TextIOBase | Any,
+    header: list[str],
+    rows: Iterable[list[Any]],
+    delimiter: str,
+    line_ending: str,
+) -> None:
+    w = csv.writer(stream, delimiter=delimiter, quoting=csv.QUOTE_ALL, lineterminator=line_ending)
+    w.writerow(header)
+    w.writerows(rows)
+
+
+# ------------------------------------------------------------------ rendering inside SQLite (fast path)
+#
+# A backup selects plain fields of one object; for those SQLite renders each record's JSON or CSV line in C,
+# which is what lets one Python process serve hundreds of thousands of records a second. Anything else
+# (relationships, formulas, blobs, subqueries) takes the Python path above; both render the same values.
+
+
+def fast_fields(plan: Plan) -> list[FieldDef] | None:
+    """The selected fields when every one is a root-object field SQLite can render; otherwise None."""
+    if plan.subqueries or plan.count_only or plan.aggregate:
+        return None
+    out = []
+    for s in plan.select:
+        if not isinstance(s, Column) or len(s.nodes) != 1:
+            return None
+        f = s.field
+        if f.formula is not None or f.type == "base64":
+            return None
+        out.append(f)
+    return out or None
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
+    c = _q(f.name)
+    if f.type == "boolean":
+        return f"json(CASE WHEN {c} THEN 'true' ELSE 'false' END)"
+    if f.type == "datetime":
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 23) || '+0000' END"
+    if f.type == "address":
+        p = f.name[: -len("Address")]
+        parts = [
+            ("city", "City"),
+            ("country", "Country"),
+            ("geocodeAccuracy", "GeocodeAccuracy"),
+            ("latitude", "Latitude"),
+            ("longitude", "Longitude"),
+            ("postalCode", "PostalCode"),
+            ("state", "State"),
+            ("street", "Street"),
+        ]
+        present = [(k, _q(p + s)) for k, s in parts if obj.field(p + s)]
+        all_null = " AND ".join(f"{col} IS NULL" for _, col in present)
+        inner = ", ".join(f"'{k}', {col}" for k, col in present)
+        return f"CASE WHEN {all_null} THEN NULL ELSE json_object({inner}) END"
+    if f.type == "location":
+        stem = f.name.removesuffix("__c")
+        lat, lon = _q(f"{stem}__Latitude__s"), _q(f"{stem}__Longitude__s")
+        return (
+            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN NULL "
+            f"ELSE json_object('latitude', {lat}, 'longitude', {lon}) END"
+        )
+    return c
+
+
+def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
+    """A SQL expression rendering one record as the REST query resource does."""
+    obj = plan.obj
+    url = _lit(f"/services/data/v{version}/sobjects/{obj.name}/")
+    parts = [f"'attributes', json_object('type', {_lit(obj.name)}, 'url', {url} || \"Id\")"]
+    parts += [f"{_lit(f.name)}, {_json_expr(f, obj)}" for f in fields]
+    return f"json_object({', '.join(parts)})"
+
+
+def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
+    """A SQL expression rendering one record as a Bulk API 2.0 CSV line (every value quoted).
+
+    SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping.
+    """
+    template = delimiter.replace("%", "%%").join('"%w"' for _ in fields)
+    args = []
+    for f in fields:
+        c = _q(f.name)
+        args.append(
+            f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')"
+        )
+    return f"format({_lit(template)}, {', '.join(args)})"

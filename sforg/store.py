@@ -1,0 +1,203 @@
+"""SQLite persistence of the org: one table per sObject, plus settings, tombstones, metadata and tokens."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sforg.schema import FieldDef, ObjectDef
+
+INTERNAL = ("_deleted_at", "_blob", "_sha256")
+
+
+def table(obj: str) -> str:
+    return f'"o_{obj}"'
+
+
+def col(name: str) -> str:
+    return f'"{name}"'
+
+
+class Store:
+    """Thread-safe access to the org database: a connection per thread, writes serialised by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self.write_lock = threading.RLock()
+        with self.write_lock:
+            c = self.conn()
+            c.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+                CREATE TABLE IF NOT EXISTS tombstones (object TEXT, id TEXT PRIMARY KEY, deleted_at TEXT,
+                                                       kind TEXT);
+                CREATE TABLE IF NOT EXISTS metadata (type TEXT, full_name TEXT, id TEXT, file_name TEXT,
+                    content TEXT, created_date TEXT, last_modified_date TEXT, PRIMARY KEY (type, full_name));
+                CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, kind TEXT, issued REAL);
+                CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY, visible_at REAL, object TEXT,
+                    id TEXT, op TEXT, payload TEXT);
+                """
+            )
+
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA cache_size=-65536")
+            c.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = c
+        return c
+
+    # ------------------------------------------------------------ meta
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.write_lock:
+            self.conn().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # ------------------------------------------------------------ schema
+    def create_object(self, obj: ObjectDef) -> None:
+        cols = ", ".join(f"{col(f.name)} {f.sql_type}" for f in obj.stored_fields() if f.name != "Id")
+        with self.write_lock:
+            c = self.conn()
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {table(obj.name)} (_rowid INTEGER PRIMARY KEY, "
+                f'"Id" TEXT UNIQUE, {cols}, _deleted_at TEXT, _blob TEXT, _sha256 TEXT)'
+            )
+            c.execute(
+                f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_del" ON {table(obj.name)} (_deleted_at) '
+                "WHERE _deleted_at IS NOT NULL"
+            )
+            if obj.field("SystemModstamp"):
+                c.execute(
+                    f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_sms" ON {table(obj.name)} ("SystemModstamp")'
+                )
+
+    def drop_object(self, name: str) -> None:
+        with self.write_lock:
+            self.conn().execute(f"DROP TABLE IF EXISTS {table(name)}")
+
+    def add_column(self, obj: str, f: FieldDef) -> None:
+        with self.write_lock:
+            self.conn().execute(f"ALTER TABLE {table(obj)} ADD COLUMN {col(f.name)} {f.sql_type}")
+
+    def drop_column(self, obj: str, name: str) -> None:
+        with self.write_lock:
+            self.conn().execute(f"ALTER TABLE {table(obj)} DROP COLUMN {col(name)}")
+
+    # ------------------------------------------------------------ rows
+    def insert_many(self, obj: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        sql = (
+            f"INSERT INTO {table(obj)} ({', '.join(col(c) for c in columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+        with self.write_lock:
+            c = self.conn()
+            c.execute("BEGIN")
+            try:
+                c.executemany(sql, rows)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def scan(
+        self,
+        obj: str,
+        columns: Sequence[str],
+        where: str = "",
+        params: Sequence[Any] = (),
+        order: str = "_rowid",
+    ) -> Iterator[tuple[Any, ...]]:
+        sql = f"SELECT {', '.join(col(c) for c in columns)} FROM {table(obj)} {where} ORDER BY {order}"
+        cur = self.conn().execute(sql, params)
+        while True:
+            rows = cur.fetchmany(5000)
+            if not rows:
+                return
+            yield from rows
+
+    def fetch_rowids(self, obj: str, columns: Sequence[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
+        """Rows for the given rowids, in the order given."""
+        out: dict[int, tuple[Any, ...]] = {}
+        cols = ", ".join(["_rowid", *(col(c) for c in columns)])
+        c = self.conn()
+        for i in range(0, len(rowids), 30000):
+            chunk = rowids[i : i + 30000]
+            lo, hi = min(chunk), max(chunk)
+            if hi - lo + 1 == len(chunk):
+                rows = c.execute(
+                    f"SELECT {cols} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    f"SELECT {cols} FROM {table(obj)} WHERE _rowid IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+            for r in rows:
+                out[r[0]] = r[1:]
+        return [out[r] for r in rowids if r in out]
+
+    def fetch_rendered(self, obj: str, expr: str, rowids: Sequence[int]) -> list[str]:
+        """One SQL-rendered text per rowid, in the order given (rows deleted since are skipped)."""
+        out: dict[int, str] = {}
+        c = self.conn()
+        for i in range(0, len(rowids), 30000):
+            chunk = rowids[i : i + 30000]
+            lo, hi = min(chunk), max(chunk)
+            if hi - lo + 1 == len(chunk):
+                cur = c.execute(
+                    f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)
+                )
+            else:
+                cur = c.execute(
+                    f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            out.update(cur.fetchall())
+        return [out[r] for r in rowids if r in out]
+
+    def fetch_ids(self, obj: str, columns: Sequence[str], ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        out: dict[str, tuple[Any, ...]] = {}
+        cols = ", ".join(['"Id"', *(col(c) for c in columns)])
+        c = self.conn()
+        ids = list(ids)
+        for i in range(0, len(ids), 30000):
+            chunk = ids[i : i + 30000]
+            for r in c.execute(
+                f'SELECT {cols} FROM {table(obj)} WHERE "Id" IN ({",".join("?" * len(chunk))})', chunk
+            ):
+                out[r[0]] = r[1:]
+        return out
+
+    def get(self, obj: str, record_id: str) -> dict[str, Any] | None:
+        cur = self.conn().execute(f'SELECT * FROM {table(obj)} WHERE "Id"=?', (record_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def update(self, obj: str, record_id: str, values: dict[str, Any]) -> None:
+        if not values:
+            return
+        sets = ", ".join(f"{col(k)}=?" for k in values)
+        with self.write_lock:
+            self.conn().execute(f'UPDATE {table(obj)} SET {sets} WHERE "Id"=?', [*values.values(), record_id])
+
+    def delete_row(self, obj: str, record_id: str) -> None:
+        with self.write_lock:
+            self.conn().execute(f'DELETE FROM {table(obj)} WHERE "Id"=?', (record_id,))
+
+    def count(self, obj: str, where: str = "", params: Sequence[Any] = ()) -> int:
+        return int(self.conn().execute(f"SELECT COUNT(*) FROM {table(obj)} {where}", params).fetchone()[0])
+
+    def max_rowid(self, obj: str) -> int:
+        return int(self.conn().execute(f"SELECT COALESCE(MAX(_rowid), 0) FROM {table(obj)}").fetchone()[0])
