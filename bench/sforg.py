@@ -55,9 +55,7 @@ def bench_bulk(session: requests.Session, base: str, soql: str, encoding: str) -
     while locator != "null":
         params = {"maxRecords": 50000, **({"locator": locator} if locator else {})}
         headers = {"Accept": "text/csv", "Accept-Encoding": encoding}
-        with session.get(
-            f"{base}/jobs/query/{job['id']}/results", params=params, stream=True, headers=headers
-        ) as resp:
+        with session.get(f"{base}/jobs/query/{job['id']}/results", params=params, stream=True, headers=headers) as resp:
             resp.raise_for_status()
             for chunk in resp.iter_content(1 << 20):  # gunzipped here when the server compressed
                 nbytes += len(chunk)
@@ -66,9 +64,7 @@ def bench_bulk(session: requests.Session, base: str, soql: str, encoding: str) -
     return records, time.perf_counter() - started, nbytes
 
 
-def bench_rest(
-    session: requests.Session, info: dict[str, Any], base: str, soql: str
-) -> tuple[int, float, int]:
+def bench_rest(session: requests.Session, info: dict[str, Any], base: str, soql: str) -> tuple[int, float, int]:
     started = time.perf_counter()
     resp = session.get(f"{base}/queryAll", params={"q": soql})
     records = nbytes = 0
@@ -98,9 +94,7 @@ def run() -> None:
         counts = session.get(f"{base}/limits/recordCount").json()["sObjects"]
         print(f"org: {sum(c['count'] for c in counts):,} live records over {len(counts)} objects", flush=True)
         soql = f"SELECT {', '.join(names)} FROM {OBJECT}"
-        count = session.get(f"{base}/query", params={"q": f"SELECT COUNT() FROM {OBJECT}"}).json()[
-            "totalSize"
-        ]
+        count = session.get(f"{base}/query", params={"q": f"SELECT COUNT() FROM {OBJECT}"}).json()["totalSize"]
         print(f"object {OBJECT}: {count} live records, {len(names)} fields per record", flush=True)
         for encoding in ("identity", "gzip"):
             n, secs, nbytes = bench_bulk(session, base, soql, encoding)

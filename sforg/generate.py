@@ -168,9 +168,7 @@ class Generator:
         modified = max(modified, created)
         return stamp(created), stamp(modified), modified
 
-    def field_gen(
-        self, obj: ObjectDef, fname: str, ftype: str, f: Any
-    ) -> Callable[[random.Random, int], Any]:
+    def field_gen(self, obj: ObjectDef, fname: str, ftype: str, f: Any) -> Callable[[random.Random, int], Any]:
         """A fast value generator for one stored column."""
         name = fname
         nillable = f.nillable and not f.system
@@ -220,9 +218,7 @@ class Generator:
         elif ftype == "phone":
             return lambda r, i: f"(555) 01{i % 10}-{i % 10000:04d}" if r.random() > null_rate else None
         elif ftype == "url":
-            return lambda r, i: (
-                f"https://www.{WORDS[i % 20].lower()}.example.com" if r.random() > null_rate else None
-            )
+            return lambda r, i: f"https://www.{WORDS[i % 20].lower()}.example.com" if r.random() > null_rate else None
         elif ftype == "textarea":
             short = f.length <= 255
 
@@ -247,9 +243,7 @@ class Generator:
             def gen(r: random.Random, i: int) -> Any:
                 if r.random() < 0.2:
                     return None
-                picked = sorted(
-                    {values[int(r.random() * n)] for _ in range(1 + int(r.random() * 3))}, key=values.index
-                )
+                picked = sorted({values[int(r.random() * n)] for _ in range(1 + int(r.random() * 3))}, key=values.index)
                 return ";".join(picked)
         elif ftype == "boolean":
             return lambda r, i: 1 if r.random() < 0.5 else 0
@@ -310,9 +304,7 @@ class Generator:
         names = [f.name for f in others]
         full_name = "Name" in names and "FirstName" in names and "LastName" in names
         ni, fi, li = (
-            (names.index("Name"), names.index("FirstName"), names.index("LastName"))
-            if full_name
-            else (0, 0, 0)
+            (names.index("Name"), names.index("FirstName"), names.index("LastName")) if full_name else (0, 0, 0)
         )
         has_deleted = "IsDeleted" in present
         can_soft_delete = has_deleted and not obj.hard_delete and obj.name != "User"

@@ -35,8 +35,7 @@ CHILD_TYPES = {"CustomField": "CustomObject"}
 
 def component_xml(mtype: str, full_name: str, revision: int = 1) -> str:
     body = {
-        "Layout": "<layoutSections><label>Information</label>"
-        "<style>TwoColumnsTopToBottom</style></layoutSections>",
+        "Layout": "<layoutSections><label>Information</label><style>TwoColumnsTopToBottom</style></layoutSections>",
         "Flow": "<apiVersion>59.0</apiVersion><label>{n}</label><processType>AutoLaunchedFlow</processType>"
         "<status>Active</status>",
         "PermissionSet": "<hasActivationRequired>false</hasActivationRequired><label>{n}</label>",
@@ -186,9 +185,7 @@ def build_zip(
 
 
 def retrieve_result_xml(job: dict[str, Any], include_zip: bool, user_id: str, user_name: str) -> str:
-    props = "".join(
-        f"<fileProperties>{file_properties(r, user_id, user_name)}</fileProperties>" for r in job["rows"]
-    )
+    props = "".join(f"<fileProperties>{file_properties(r, user_id, user_name)}</fileProperties>" for r in job["rows"])
     messages = "".join(
         f"<messages><fileName>unpackaged/package.xml</fileName><problem>{escape(p)}</problem></messages>"
         for p in job["problems"]

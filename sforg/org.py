@@ -107,9 +107,7 @@ class StoreSource(RowSource):
         for i in range(0, len(parent_ids), 30000):
             chunk = parent_ids[i : i + 30000]
             out.extend(
-                self.store.scan(
-                    obj, columns, f"WHERE {col(ref)} IN ({','.join('?' * len(chunk))}){deleted}", chunk
-                )
+                self.store.scan(obj, columns, f"WHERE {col(ref)} IN ({','.join('?' * len(chunk))}){deleted}", chunk)
             )
         return out
 
@@ -129,9 +127,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 class Org:
     """One emulated org living in a state directory."""
 
-    def __init__(
-        self, state_dir: Path, scale: str | int = "tiny", seed: int = 1, progress: Any = None
-    ) -> None:
+    def __init__(self, state_dir: Path, scale: str | int = "tiny", seed: int = 1, progress: Any = None) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state_dir / "org.db")
@@ -258,9 +254,7 @@ class Org:
         now = self.now()
         pending = (
             self.store.conn()
-            .execute(
-                "SELECT seq, object, id, op, payload FROM pending WHERE visible_at <= ? ORDER BY seq", (now,)
-            )
+            .execute("SELECT seq, object, id, op, payload FROM pending WHERE visible_at <= ? ORDER BY seq", (now,))
             .fetchall()
         )
         for seq, obj, rid, op, payload in pending:
@@ -278,8 +272,7 @@ class Org:
             rows = (
                 self.store.conn()
                 .execute(
-                    f'SELECT "Id", _deleted_at FROM {table(o.name)} '
-                    "WHERE _deleted_at IS NOT NULL AND _deleted_at < ?",
+                    f'SELECT "Id", _deleted_at FROM {table(o.name)} WHERE _deleted_at IS NOT NULL AND _deleted_at < ?',
                     (cutoff,),
                 )
                 .fetchall()
@@ -295,9 +288,7 @@ class Org:
             )
 
     # ------------------------------------------------------------ record writes (REST and admin)
-    def _coerce(
-        self, o: ObjectDef, values: dict[str, Any], creating: bool, admin: bool = False
-    ) -> dict[str, Any]:
+    def _coerce(self, o: ObjectDef, values: dict[str, Any], creating: bool, admin: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {}
         hidden = self.hidden().get(o.name, set())
         for key, v in values.items():
@@ -326,30 +317,21 @@ class Org:
                     v = float(v)
                 elif f.type in ("reference", "id"):
                     if not is_valid(str(v)):
-                        raise OrgError(
-                            400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name]
-                        )
+                        raise OrgError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name])
                     v = to18(str(v))
                 elif f.type == "base64":
                     continue
                 else:
                     v = str(v)
-                    if (
-                        f.type in ("string", "email", "phone", "url", "picklist", "textarea")
-                        and len(v) > f.length
-                    ):
-                        raise OrgError(
-                            400, "STRING_TOO_LONG", f"{f.label}: data value too large: {v[:40]}", [f.name]
-                        )
+                    if f.type in ("string", "email", "phone", "url", "picklist", "textarea") and len(v) > f.length:
+                        raise OrgError(400, "STRING_TOO_LONG", f"{f.label}: data value too large: {v[:40]}", [f.name])
             out[f.name] = v
         return out
 
     def _stamp_now(self) -> str:
         return stamp(self.now())
 
-    def create_record(
-        self, obj_name: str, values: dict[str, Any], admin: bool = False, late: bool = True
-    ) -> str:
+    def create_record(self, obj_name: str, values: dict[str, Any], admin: bool = False, late: bool = True) -> str:
         o = self.obj(obj_name)
         data = self._coerce(o, values, creating=True, admin=admin)
         blob_data = None
@@ -365,9 +347,7 @@ class Org:
                 and f.createable
                 and not (o.name in ("Contact", "Lead", "User") and f.name == "Name")
             ):
-                raise OrgError(
-                    400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name]
-                )
+                raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
         now = self._stamp_now()
         rid = self.new_id(o)
         user = self.identity["user_id"]
@@ -440,9 +420,7 @@ class Org:
         self.get_row(o, rid)
         data = self._coerce(o, values, creating=False, admin=admin)
         now = modstamp or self._stamp_now()
-        data.update(
-            {"LastModifiedDate": now, "SystemModstamp": now, "LastModifiedById": self.identity["user_id"]}
-        )
+        data.update({"LastModifiedDate": now, "SystemModstamp": now, "LastModifiedById": self.identity["user_id"]})
         if o.name in ("Contact", "Lead", "User") and ("FirstName" in data or "LastName" in data):
             cur = self.store.get(o.name, to18(rid)) or {}
             merged = {**cur, **data}
@@ -476,8 +454,7 @@ class Org:
                         self.store.scan(
                             o.name,
                             ["Id"],
-                            f"WHERE {col(f.name)}=? AND "
-                            + ('"IsDeleted"=0' if o.field("IsDeleted") else "1"),
+                            f"WHERE {col(f.name)}=? AND " + ('"IsDeleted"=0' if o.field("IsDeleted") else "1"),
                             (rid,),
                         )
                     ):
@@ -741,9 +718,7 @@ class Org:
 
         row = (
             self.store.conn()
-            .execute(
-                "SELECT file_name, content FROM metadata WHERE type=? AND full_name=?", (type, full_name)
-            )
+            .execute("SELECT file_name, content FROM metadata WHERE type=? AND full_name=?", (type, full_name))
             .fetchone()
         )
         if row is None:
@@ -945,9 +920,7 @@ class Org:
     def get_accounting(self) -> dict[str, Any]:
         with self.lock:
             return json.loads(
-                json.dumps(
-                    {**self.accounting, "api_used": self.api_used, "api_max": self.settings["api_max"]}
-                )
+                json.dumps({**self.accounting, "api_used": self.api_used, "api_max": self.settings["api_max"]})
             )
 
     def reset_accounting(self) -> dict[str, Any]:
@@ -1068,16 +1041,12 @@ class Org:
             start = parse_datetime(start_text).timestamp()
             end = parse_datetime(end_text).timestamp()
         except ValueError as exc:
-            raise OrgError(
-                400, "INVALID_REPLICATION_DATE", "startDate or endDate is not a valid date"
-            ) from exc
+            raise OrgError(400, "INVALID_REPLICATION_DATE", "startDate or endDate is not a valid date") from exc
         # Salesforce works to the minute: seconds are truncated.
         start, end = start - start % 60, end - end % 60
         now = self.now()
         if end <= start:
-            raise OrgError(
-                400, "INVALID_REPLICATION_DATE", "endDate must chronologically follow the startDate"
-            )
+            raise OrgError(400, "INVALID_REPLICATION_DATE", "endDate must chronologically follow the startDate")
         if start < now - REPLICATION_DAYS * DAY:
             raise OrgError(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago")
         return start, min(end, now - now % 60)
@@ -1102,11 +1071,7 @@ class Org:
 
     def _latest_covered(self, end: float) -> str:
         # A pending (late-visible) commit holds latestDateCovered at the start of that transaction.
-        row = (
-            self.store.conn()
-            .execute("SELECT MIN(json_extract(payload, '$.SystemModstamp')) FROM pending")
-            .fetchone()
-        )
+        row = self.store.conn().execute("SELECT MIN(json_extract(payload, '$.SystemModstamp')) FROM pending").fetchone()
         covered = stamp(end)
         if row and row[0] and row[0] < covered:
             covered = row[0]

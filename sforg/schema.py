@@ -855,8 +855,7 @@ def field_describe(f: FieldDef, obj: ObjectDef) -> dict[str, Any]:
     filterable = t != "base64" and not long_text
     is_formula = f.formula is not None
     d: dict[str, Any] = {
-        "aggregatable": t not in ("boolean", "address", "location", "base64", "multipicklist")
-        and not long_text,
+        "aggregatable": t not in ("boolean", "address", "location", "base64", "multipicklist") and not long_text,
         "aiPredictionField": False,
         "autoNumber": f.auto_number,
         "byteLength": length * 3 if t not in ("id", "reference") else 18,
@@ -896,8 +895,7 @@ def field_describe(f: FieldDef, obj: ObjectDef) -> dict[str, Any]:
         "nillable": f.nillable and t != "boolean",
         "permissionable": f.nillable and not f.system and f.type not in ("id",) and not f.auto_number,
         "picklistValues": [
-            {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v}
-            for v in f.picklist
+            {"active": True, "defaultValue": False, "label": v, "validFor": None, "value": v} for v in f.picklist
         ],
         "polymorphicForeignKey": len(f.reference_to) > 1,
         "precision": f.precision if t in NUMBER_TYPES else 0,
@@ -1049,8 +1047,7 @@ def describe(
                 "name": "Master",
                 "recordTypeId": "012000000000000AAA",
                 "urls": {
-                    "layout": f"/services/data/v{version}/sobjects/{obj.name}/describe/layouts/"
-                    "012000000000000AAA"
+                    "layout": f"/services/data/v{version}/sobjects/{obj.name}/describe/layouts/012000000000000AAA"
                 },
             }
         ],

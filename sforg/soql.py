@@ -363,9 +363,7 @@ class Parser:
             func = self.advance().text.upper()
             self.advance()
             if func not in ("COUNT", "COUNT_DISTINCT", "MIN", "MAX", "SUM", "AVG", "FIELDS"):
-                raise SoqlError(
-                    "MALFORMED_QUERY", caret_message(self.query, t.pos, f"Unknown function: {t.text}")
-                )
+                raise SoqlError("MALFORMED_QUERY", caret_message(self.query, t.pos, f"Unknown function: {t.text}"))
             arg = None
             if func == "FIELDS":
                 which = self.ident().text.upper()

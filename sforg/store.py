@@ -78,9 +78,7 @@ class Store:
                 "WHERE _deleted_at IS NOT NULL"
             )
             if obj.field("SystemModstamp"):
-                c.execute(
-                    f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_sms" ON {table(obj.name)} ("SystemModstamp")'
-                )
+                c.execute(f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_sms" ON {table(obj.name)} ("SystemModstamp")')
 
     def drop_object(self, name: str) -> None:
         with self.write_lock:
@@ -135,9 +133,7 @@ class Store:
             chunk = rowids[i : i + 30000]
             lo, hi = min(chunk), max(chunk)
             if hi - lo + 1 == len(chunk):
-                rows = c.execute(
-                    f"SELECT {cols} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)
-                ).fetchall()
+                rows = c.execute(f"SELECT {cols} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)).fetchall()
             else:
                 rows = c.execute(
                     f"SELECT {cols} FROM {table(obj)} WHERE _rowid IN ({','.join('?' * len(chunk))})", chunk
@@ -154,9 +150,7 @@ class Store:
             chunk = rowids[i : i + 30000]
             lo, hi = min(chunk), max(chunk)
             if hi - lo + 1 == len(chunk):
-                cur = c.execute(
-                    f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)
-                )
+                cur = c.execute(f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi))
             else:
                 cur = c.execute(
                     f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid IN ({','.join('?' * len(chunk))})",
@@ -172,9 +166,7 @@ class Store:
         ids = list(ids)
         for i in range(0, len(ids), 30000):
             chunk = ids[i : i + 30000]
-            for r in c.execute(
-                f'SELECT {cols} FROM {table(obj)} WHERE "Id" IN ({",".join("?" * len(chunk))})', chunk
-            ):
+            for r in c.execute(f'SELECT {cols} FROM {table(obj)} WHERE "Id" IN ({",".join("?" * len(chunk))})', chunk):
                 out[r[0]] = r[1:]
         return out
 

@@ -244,9 +244,7 @@ def test_fault_stall_mid_body(sf: Any, admin: Admin, org: dict[str, Any]) -> Non
     url = f"{org['instance_url']}/services/data/v59.0/sobjects/ContentVersion/{rid}/VersionData"
     got = b""
     with pytest.raises(requests.exceptions.ConnectionError):
-        with sf.session.get(
-            url, headers={"Authorization": f"Bearer {sf.session_id}"}, stream=True, timeout=1
-        ) as resp:
+        with sf.session.get(url, headers={"Authorization": f"Bearer {sf.session_id}"}, stream=True, timeout=1) as resp:
             assert int(resp.headers["Content-Length"]) == meta["size"]
             for chunk in resp.iter_content(1):
                 got += chunk
@@ -283,9 +281,7 @@ def test_daily_api_limit(sf: Any, admin: Admin) -> None:
     admin.api_usage(used=1000, max=1000)
     with pytest.raises(SalesforceRefusedRequest) as err:
         sf.query("SELECT Id FROM User LIMIT 1")
-    assert err.value.content == [
-        {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
-    ]
+    assert err.value.content == [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
     admin.api_usage(used=10, max=1000)
     sf.query("SELECT Id FROM User LIMIT 1")
     assert sf.api_usage["api-usage"].used == 11

@@ -21,9 +21,7 @@ def host(org: dict[str, Any]) -> str:
 
 
 def test_oauth_client_credentials(org: dict[str, Any]) -> None:
-    sf = Salesforce(
-        consumer_key=org["client_id"], consumer_secret=org["client_secret"], domain=f"{host(org)}/x"
-    )
+    sf = Salesforce(consumer_key=org["client_id"], consumer_secret=org["client_secret"], domain=f"{host(org)}/x")
     assert sf.sf_instance == host(org)
     assert sf.query("SELECT COUNT() FROM Account")["totalSize"] > 0
 
@@ -135,9 +133,7 @@ def test_bulk2_query_pages_match_truth(sf: Any, admin: Admin) -> None:
         "SystemModstamp",
         "Account.Name",
     ]
-    pages = list(
-        sf.bulk2.Contact.query(f"SELECT {', '.join(fields)} FROM Contact", max_records=200, wait=0.05)
-    )
+    pages = list(sf.bulk2.Contact.query(f"SELECT {', '.join(fields)} FROM Contact", max_records=200, wait=0.05))
     assert len(pages) >= 3
     rows = [row for page in pages for row in csv.DictReader(io.StringIO(page))]
     truth = admin.ground_truth(["Contact", "Account"])["objects"]
@@ -200,10 +196,7 @@ def test_mdapi_describe_list_retrieve(sf: Any, admin: Admin) -> None:
         expected = {m["fullName"]: m for m in truth if m["type"] == mtype}
         assert {p.fullName for p in listed} == set(expected)
         for p in listed:
-            assert (
-                p.lastModifiedDate.strftime("%Y-%m-%dT%H:%M:%S")
-                == expected[p.fullName]["lastModifiedDate"][:19]
-            )
+            assert p.lastModifiedDate.strftime("%Y-%m-%dT%H:%M:%S") == expected[p.fullName]["lastModifiedDate"][:19]
     async_id, state = sf.mdapi.retrieve(
         "ignored",
         unpackaged={

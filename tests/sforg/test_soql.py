@@ -104,13 +104,9 @@ def test_relative_dates_and_like(sf: Any, admin: Admin) -> None:
     now = dt.datetime.now(dt.UTC)
     recent = sf.query_all("SELECT Id FROM Contact WHERE SystemModstamp = LAST_N_DAYS:7")["records"]
     cutoff = (now.date() - dt.timedelta(days=7)).isoformat()
-    assert {r["Id"] for r in recent} == {
-        rid for rid, v in truth.items() if v["SystemModstamp"][:10] >= cutoff
-    }
+    assert {r["Id"] for r in recent} == {rid for rid, v in truth.items() if v["SystemModstamp"][:10] >= cutoff}
     like = sf.query_all("SELECT Id FROM Contact WHERE LastName LIKE 'o\\'b%'")["records"]
-    assert {r["Id"] for r in like} == {
-        rid for rid, v in truth.items() if v["LastName"].lower().startswith("o'b")
-    }
+    assert {r["Id"] for r in like} == {rid for rid, v in truth.items() if v["LastName"].lower().startswith("o'b")}
 
 
 def test_parent_fields_in_where_and_child_subquery(sf: Any, admin: Admin) -> None:

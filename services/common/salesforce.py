@@ -1,0 +1,330 @@
+"""Connections to a Salesforce org, shared by discovery and jobrunner.
+
+sfvault obtains the OAuth token itself (client credentials, password, refresh token or JWT bearer) and
+hands `instance_url` + token to simple-salesforce. `OrgClient.call` re-authenticates once on
+`INVALID_SESSION_ID`, retries 500/503/timeouts with bounded back-off, counts the API calls it spends and
+tracks the org's daily usage from `Sforce-Limit-Info`. Secrets are read from "env:NAME" / "file:/path"
+references, and never logged, traced or put in an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceExpiredSession,
+    SalesforceGeneralError,
+    SalesforceRefusedRequest,
+)
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_API_VERSION = "62.0"
+_LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+class SecretError(RuntimeError):
+    """A secret reference cannot be read (the message names the reference, never a value)."""
+
+
+class AuthenticationRefused(RuntimeError):
+    """The org refused the login: a critical error for a session."""
+
+
+class OrgUnreachable(RuntimeError):
+    """The org could not be reached after retries: a critical error for a session."""
+
+
+class ApiLimitExceeded(RuntimeError):
+    """REQUEST_LIMIT_EXCEEDED, or sfvault's own API budget is spent: stop cleanly, resume next session."""
+
+
+def read_secret(ref: str, what: str = "secret") -> str:
+    """Resolve "env:NAME" or "file:/path"; the value never appears in an error."""
+    if not ref:
+        raise SecretError(f"{what}: no reference given")
+    kind, _, where = ref.partition(":")
+    if kind == "env":
+        value = os.environ.get(where)
+        if value is None:
+            raise SecretError(f"{what}: environment variable {where!r} is not set")
+        return value
+    if kind == "file":
+        try:
+            return Path(where).read_text().strip()
+        except OSError as exc:
+            raise SecretError(f"{what}: cannot read file {where!r}: {exc.strerror}") from None
+    raise SecretError(f"{what}: reference {ref!r} must start with 'env:' or 'file:'")
+
+
+def check_secret_ref(ref: str, what: str) -> None:
+    """Validate the shape of a reference without reading it (for API input validation)."""
+    if ref and not ((ref.startswith("env:") and len(ref) > 4) or ref.startswith("file:/")):
+        raise SecretError(f"{what} must be 'env:NAME' or 'file:/absolute/path'")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where and how to log in; mirrors sfvault.discovery.v1.OrgConnection (secret references only)."""
+
+    login_url: str
+    auth_flow: str  # client_credentials | password | refresh_token | jwt_bearer
+    client_id: str = ""
+    client_secret_ref: str = ""
+    username: str = ""
+    password_ref: str = ""
+    refresh_token_ref: str = ""
+    private_key_ref: str = ""
+    ca_bundle_ref: str = ""
+    api_version: str = DEFAULT_API_VERSION
+
+    @property
+    def verify(self) -> str | bool:
+        if not self.ca_bundle_ref:
+            return True
+        return self.ca_bundle_ref.removeprefix("file:")
+
+
+@dataclass(frozen=True)
+class Token:
+    access_token: str
+    instance_url: str
+    salesforce_org_id: str
+    user_id: str
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Token(instance_url={self.instance_url!r}, org={self.salesforce_org_id!r})"
+
+
+def new_http_session(creds: Credentials) -> requests.Session:
+    session = requests.Session()
+    # REQUESTS_CA_BUNDLE would otherwise override session.verify (see shared/salesforce/WIRE.md 1.1)
+    session.trust_env = False
+    session.verify = creds.verify
+    return session
+
+
+def _jwt(creds: Credentials) -> str:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_private_key(read_secret(creds.private_key_ref, "private key").encode(), None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SecretError("private key: must be an RSA key for RS256")
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "RS256"}).encode())
+    claims = b64(
+        json.dumps(
+            {"iss": creds.client_id, "sub": creds.username, "aud": creds.login_url, "exp": int(time.time()) + 180}
+        ).encode()
+    )
+    signature = key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{claims}.{b64(signature)}"
+
+
+def obtain_token(creds: Credentials, session: requests.Session | None = None, timeout: float = 30.0) -> Token:
+    """Log in with the org connection's OAuth flow. Raises AuthenticationRefused or OrgUnreachable."""
+    http = session or new_http_session(creds)
+    url = creds.login_url.rstrip("/") + "/services/oauth2/token"
+    headers: dict[str, str] = {}
+    form: dict[str, str] = {}
+    flow = creds.auth_flow
+    if flow == "client_credentials":
+        form = {"grant_type": "client_credentials"}
+        pair = f"{creds.client_id}:{read_secret(creds.client_secret_ref, 'client secret')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    elif flow == "password":
+        form = {
+            "grant_type": "password",
+            "client_id": creds.client_id,
+            "client_secret": read_secret(creds.client_secret_ref, "client secret"),
+            "username": creds.username,
+            "password": read_secret(creds.password_ref, "password"),
+        }
+    elif flow == "refresh_token":
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": creds.client_id,
+            "refresh_token": read_secret(creds.refresh_token_ref, "refresh token"),
+        }
+        if creds.client_secret_ref:
+            form["client_secret"] = read_secret(creds.client_secret_ref, "client secret")
+    elif flow == "jwt_bearer":
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": _jwt(creds)}
+    else:
+        raise AuthenticationRefused(f"unknown auth flow {flow!r}")
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient_http),
+            stop=stop_after_attempt(4),
+            wait=wait_exponential_jitter(multiplier=0.5, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                response = http.post(url, data=form, headers=headers, timeout=timeout)
+                if response.status_code >= 500:
+                    response.raise_for_status()
+    except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+        raise OrgUnreachable(f"cannot reach {url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        try:
+            body = response.json()
+            reason = f"{body.get('error', '')}: {body.get('error_description', '')}"
+        except ValueError:
+            reason = f"HTTP {response.status_code}"
+        raise AuthenticationRefused(f"login to {creds.login_url} refused ({reason})")
+    body = response.json()
+    identity = str(body.get("id", ""))
+    parts = identity.rstrip("/").split("/")
+    return Token(
+        access_token=body["access_token"],
+        instance_url=body["instance_url"],
+        salesforce_org_id=parts[-2] if len(parts) >= 2 else "",
+        user_id=parts[-1] if parts else "",
+    )
+
+
+def _transient_http(exc: BaseException) -> bool:
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return True
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code >= 500
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """503/500/QUERY_TIMEOUT, connection resets and timeouts: worth another try."""
+    if _transient_http(exc):
+        return True
+    if isinstance(exc, SalesforceGeneralError):
+        return exc.status >= 500 or "QUERY_TIMEOUT" in str(exc.content)
+    if isinstance(exc, SalesforceRefusedRequest):
+        return False
+    return False
+
+
+def is_limit_exceeded(exc: BaseException) -> bool:
+    content = getattr(exc, "content", None)
+    return "REQUEST_LIMIT_EXCEEDED" in str(content) if content is not None else False
+
+
+class OrgClient:
+    """One logged-in connection to an org. Thread-safe counters; `call` wraps any simple-salesforce use."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        *,
+        max_attempts: int = 6,
+        api_call_cap: int = 0,
+        timeout: float = 120.0,
+        token: Token | None = None,
+    ) -> None:
+        self.creds = creds
+        self.max_attempts = max_attempts
+        self.api_call_cap = api_call_cap
+        self.timeout = timeout
+        self.http = new_http_session(creds)
+        self.http.hooks["response"].append(self._on_response)
+        self._lock = threading.Lock()
+        self.api_calls = 0
+        self.org_usage: tuple[int, int] | None = None  # (used, max) of the org's daily API requests
+        self.token = token or obtain_token(creds, self.http)
+        self.sf = self._client()
+
+    def _client(self) -> Salesforce:
+        return Salesforce(
+            instance_url=self.token.instance_url,
+            session_id=self.token.access_token,
+            version=self.creds.api_version or DEFAULT_API_VERSION,
+            session=self.http,
+        )
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/services/oauth2/" in response.url:
+            return
+        with self._lock:
+            self.api_calls += 1
+        info = response.headers.get("Sforce-Limit-Info", "")
+        match = _LIMIT_INFO.search(info)
+        if match:
+            self.org_usage = (int(match.group(1)), int(match.group(2)))
+
+    @property
+    def salesforce_org_id(self) -> str:
+        return self.token.salesforce_org_id
+
+    def reauthenticate(self) -> None:
+        log.info("re-authenticating to %s", self.creds.login_url)
+        self.token = obtain_token(self.creds, self.http)
+        self.sf = self._client()
+
+    def check_budget(self, reserve_percent: int = 0) -> None:
+        if self.api_call_cap and self.api_calls >= self.api_call_cap:
+            raise ApiLimitExceeded(f"the policy's API budget of {self.api_call_cap} calls for this run is spent")
+        if reserve_percent and self.org_usage:
+            used, limit = self.org_usage
+            if limit and (limit - used) * 100 < reserve_percent * limit:
+                raise ApiLimitExceeded(
+                    f"the org has {limit - used} of {limit} daily API requests left, below the policy's reserve"
+                    f" of {reserve_percent}%"
+                )
+
+    def call(self, fn: Callable[[Salesforce], T], *, reserve_percent: int = 0) -> T:
+        """Run fn(sf) with re-authentication on an expired session and retries on transient errors."""
+        reauthenticated = False
+        for attempt in range(1, self.max_attempts + 1):
+            self.check_budget(reserve_percent)
+            try:
+                return fn(self.sf)
+            except SalesforceExpiredSession:
+                if reauthenticated:
+                    raise AuthenticationRefused("the org keeps refusing the session after re-authentication") from None
+                self.reauthenticate()
+                reauthenticated = True
+            except Exception as exc:
+                if is_limit_exceeded(exc):
+                    raise ApiLimitExceeded(
+                        "the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)"
+                    ) from None
+                if not is_transient(exc) or attempt == self.max_attempts:
+                    raise
+                delay = min(0.2 * 2 ** (attempt - 1), 5.0)
+                log.warning("transient Salesforce error (%s), retry %d in %.1f s", type(exc).__name__, attempt, delay)
+                time.sleep(delay)  # back-off before a retry: a deliberate pause, not a wait for a condition
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A raw REST call on the instance (for what simple-salesforce does not wrap), with the same policy."""
+
+        extra_headers = kwargs.pop("headers", {})
+
+        def do(_: Salesforce) -> requests.Response:
+            url = self.token.instance_url.rstrip("/") + path
+            headers = {"Authorization": f"Bearer {self.token.access_token}", **extra_headers}
+            response = self.http.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
+            if response.status_code == 401:
+                raise SalesforceExpiredSession(url, 401, "", response.content)
+            if response.status_code == 403 and b"REQUEST_LIMIT_EXCEEDED" in response.content:
+                raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
+            if response.status_code >= 500:
+                raise SalesforceGeneralError(url, response.status_code, "", response.content)
+            return response
+
+        return self.call(do)
