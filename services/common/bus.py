@@ -182,7 +182,9 @@ class Bus:
 
     async def enqueue_job(self, spec: jobs_pb2.JobSpec) -> bool:
         kind = events_pb2.JobType.Name(spec.type).removeprefix("JOB_TYPE_").lower()
-        ack = await self._publish(self.config.jobs_subject(kind), spec.SerializeToString(), f"job:{spec.session_id}:{spec.job_id}")
+        ack = await self._publish(
+            self.config.jobs_subject(kind), spec.SerializeToString(), f"job:{spec.session_id}:{spec.job_id}"
+        )
         return not ack.duplicate
 
     async def dead_letter(self, consumer: str, msg: Msg, reason: str) -> None:
