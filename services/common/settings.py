@@ -4,7 +4,7 @@ naming the variable."""
 from __future__ import annotations
 
 import sys
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +22,33 @@ class ServiceSettings(BaseSettings):
     jobs_replicas: int = 1
     duplicate_window_s: float = 7200.0
     log_level: str = "INFO"
+    # the HMAC key tokens are signed with (or "file:/path"); required unless auth is explicitly disabled
+    auth_key: str = ""
+    auth_disabled: bool = False
+    auth_revoked: str = ""  # comma-separated token ids (jti) no longer accepted
+    service_token: str = ""  # this service's own token for calls to other services (role "service")
+
+    def auth_interceptors(self, required: dict[str, str]) -> list[Any]:
+        """The server interceptors: authentication, unless SFVAULT_AUTH_DISABLED=true."""
+        from services.common.auth import AuthInterceptor, load_key
+
+        if self.auth_disabled:
+            return []
+        if not self.auth_key:
+            sys.exit(
+                "configuration error: SFVAULT_AUTH_KEY: missing required environment variable "
+                "(set SFVAULT_AUTH_DISABLED=true only on a closed development network)"
+            )
+        revoked = frozenset(t for t in self.auth_revoked.split(",") if t)
+        return [AuthInterceptor(load_key(self.auth_key), required, revoked=revoked)]
+
+    def own_token(self, name: str) -> str:
+        """The token this service presents to others: SFVAULT_SERVICE_TOKEN, or one minted from the key."""
+        from services.common.auth import load_key, mint
+
+        if self.service_token or self.auth_disabled or not self.auth_key:
+            return self.service_token
+        return mint(load_key(self.auth_key), name, "service", ttl_s=365 * 86400.0)
 
 
 def load(cls: type[S]) -> S:

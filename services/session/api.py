@@ -11,6 +11,7 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
+from services.common.auth import current_principal
 from services.common.errors import InvalidArgument, grpc_errors
 from services.session import translate
 from services.session.application import SessionService
@@ -106,8 +107,6 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
 
 
 def _caller(context: grpc.aio.ServicerContext, default: str) -> str:
-    """Who is calling, as the authentication layer recorded it (metadata `sfvault-caller`)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "sfvault-caller" and isinstance(value, str):
-            return value
-    return default
+    """Who is calling, as the authentication interceptor established it."""
+    principal = current_principal.get()
+    return principal.name if principal.role else default

@@ -27,6 +27,14 @@ from services.session.store import Projection
 
 log = logging.getLogger("sfvault.session")
 CONSUMER = "session-projection"
+ROLES = {
+    "GetSession": "viewer",
+    "ListSessions": "viewer",
+    "ListJobs": "viewer",
+    "WatchSession": "viewer",
+    "StartSession": "operator",
+    "CancelSession": "operator",
+}
 
 
 def bus_config(settings: SessionSettings) -> BusConfig:
@@ -62,6 +70,7 @@ async def serve(
                 )
             ],
             port=settings.session_port,
+            interceptors=settings.auth_interceptors(ROLES),
         )
         await grpc_server.set_serving(True)
         log.info("session service serving on port %d", grpc_server.port)

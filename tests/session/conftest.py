@@ -8,16 +8,22 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
+from services.common.auth import aio_channel, mint
 from services.common.bus import Bus, BusConfig
 from services.session import service
 from services.session.application import SessionService
 from services.session.config import SessionSettings
+
+AUTH_KEY = b"test-signing-key"
+
+
+def token(role: str = "admin", name: str = "tester") -> str:
+    return mint(AUTH_KEY, name, role)
 
 
 class FakeClock:
@@ -86,6 +92,7 @@ def session_settings(database_url: str, nats_url: str, namespace: str, **overrid
         "nats_url": nats_url,
         "bus_namespace": namespace,
         "session_port": 0,
+        "auth_key": AUTH_KEY.decode(),
         "stall_check_interval_s": 0.05,
     }
     values.update(overrides)
@@ -108,7 +115,7 @@ async def running(database_url: str, nats_url: str, bus_namespace: str) -> Async
         task.result()
     port, app = ready.result()
     bus = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = aio_channel(f"127.0.0.1:{port}", token("operator", "alice"))
     try:
         yield Running(settings, clock, app, session_pb2_grpc.SessionServiceStub(channel), bus, port)
     finally:

@@ -18,10 +18,12 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
+from services.common.auth import aio_channel
 from services.common.bus import Bus, BusConfig
 from services.common.db import open_pool
 from services.common.embedded import free_port
 from services.session.store import Projection
+from tests.session.conftest import AUTH_KEY, token
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +72,7 @@ def service_env(database_url: str, nats_url: str, bus_namespace: str) -> Iterato
         SFVAULT_SESSION_PORT=str(port),
         SFVAULT_STALL_CHECK_INTERVAL_S="3600",
         SFVAULT_SESSION_BATCH_SIZE="50",
+        SFVAULT_AUTH_KEY=AUTH_KEY.decode(),
     )
     yield env, port
 
@@ -82,7 +85,7 @@ async def bus(nats_url: str, bus_namespace: str) -> AsyncIterator[Bus]:
 
 
 async def _watch_until(port: int, session_id: str, predicate, within: float = 60) -> api.Session:  # type: ignore[no-untyped-def]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with aio_channel(f"127.0.0.1:{port}", token("viewer")) as channel:
         stub = session_pb2_grpc.SessionServiceStub(channel)
 
         async def watch() -> api.Session:
@@ -205,3 +208,13 @@ def test_missing_configuration_stops_start_up_naming_the_variable() -> None:
     assert result.returncode != 0
     assert "SFVAULT_DATABASE_URL" in result.stderr and "SFVAULT_NATS_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_refuses_to_start_without_an_auth_key(database_url: str, nats_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
+    env.update(SFVAULT_DATABASE_URL=database_url, SFVAULT_NATS_URL=nats_url, SFVAULT_SESSION_PORT=str(free_port()))
+    result = subprocess.run(
+        [sys.executable, "-m", "services.session"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "SFVAULT_AUTH_KEY" in result.stderr and "Traceback" not in result.stderr

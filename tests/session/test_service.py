@@ -8,6 +8,7 @@ import grpc
 import pytest
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
+from sfvault.session.v1 import session_pb2_grpc
 
 from tests.session.conftest import Running
 
@@ -188,3 +189,54 @@ async def test_cancel_drops_queued_and_waits_for_running(running: Running) -> No
     assert final.status == pb.SESSION_STATUS_STOPPED
     jobs = {j.job_id: j for j in (await running.stub.ListJobs(api.ListJobsRequest(session_id="s1"))).jobs}
     assert jobs["queued"].state == api.JOB_STATE_DROPPED
+
+
+async def test_every_rpc_checks_token_and_role(running: Running) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.common.auth import aio_channel
+    from tests.session.conftest import token
+
+    calls = {
+        "GetSession": (api.GetSessionRequest(session_id="x"), "viewer"),
+        "ListSessions": (api.ListSessionsRequest(), "viewer"),
+        "ListJobs": (api.ListJobsRequest(session_id="x"), "viewer"),
+        "WatchSession": (api.WatchSessionRequest(session_id="x"), "viewer"),
+        "StartSession": (api.StartSessionRequest(policy_id="p", org_id="o"), "operator"),
+        "CancelSession": (api.CancelSessionRequest(session_id="x"), "operator"),
+    }
+    running.app.watch_grace_s = 0.2  # an unknown session is NOT_FOUND after this grace
+    address = f"127.0.0.1:{running.port}"
+    for who, tok in [("nobody", ""), ("forged", token("admin")[:-4] + "AAAA"), ("viewer", token("viewer"))]:
+        async with aio_channel(address, tok) as channel:
+            stub = session_pb2_grpc.SessionServiceStub(channel)
+            for method, (request, role) in calls.items():
+                code = grpc.StatusCode.OK
+                try:
+                    result = getattr(stub, method)(request)
+                    if method == "WatchSession":
+                        async for _ in result:
+                            pass
+                    else:
+                        await result
+                except grpc.aio.AioRpcError as err:
+                    code = err.code()
+                if who != "viewer":
+                    assert code == grpc.StatusCode.UNAUTHENTICATED, (who, method)
+                elif role == "operator":
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, method
+                else:  # allowed through: the unknown session is simply not found
+                    assert code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND), method
+        # health stays open
+        async with aio_channel(address, "") as channel:
+            status = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_started_sessions_record_who_asked(running: Running) -> None:
+    started = await running.stub.StartSession(api.StartSessionRequest(policy_id="p", org_id="o"))
+    env = await running.bus.js.get_last_msg(
+        running.bus.config.events_stream, running.bus.config.events_subject(f"{started.session_id}.SessionRequested")
+    )
+    requested = pb.Envelope.FromString(env.data).session_requested
+    assert requested.requested_by == "alice"
