@@ -76,6 +76,7 @@ async def bench(database_url: str, nats_url: str, total: int) -> None:
         session_port=0,
         stall_check_interval_s=3600,
         session_batch_size=1000,
+        auth_disabled=True,
     )  # type: ignore[call-arg]
     stop = asyncio.Event()
     t1 = time.perf_counter()

@@ -239,16 +239,30 @@ class Bus:
         sub = await self.pull_subscription(
             self.config.events_stream, durable, filter_subject or self.config.events_subject(), ack_wait_s=ack_wait_s
         )
-        while not stop.is_set():
+
+        async def fetch() -> list[Msg]:
             try:
-                msgs = await sub.fetch(batch_size, timeout=fetch_timeout_s)
+                return list(await sub.fetch(batch_size, timeout=fetch_timeout_s))
             except (TimeoutError, NatsTimeoutError):  # nats-py raises either when nothing came
-                continue
-            except ConnectionClosedError:
-                if stop.is_set():
-                    return
-                raise
-            await self.process_batch(durable, msgs, handler)
+                return []
+
+        # the next batch is fetched while this one is folded and committed; only committed ones are acked
+        pending: asyncio.Task[list[Msg]] = asyncio.create_task(fetch())
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await pending
+                except ConnectionClosedError:
+                    if stop.is_set():
+                        return
+                    raise
+                pending = asyncio.create_task(fetch())
+                if msgs:
+                    await self.process_batch(durable, msgs, handler)
+        finally:
+            pending.cancel()  # fetched but unprocessed messages are redelivered after ack_wait
+            with contextlib.suppress(BaseException):
+                await pending
 
     async def process_batch(self, consumer: str, msgs: Sequence[Msg], handler: BatchHandler) -> None:
         deliveries: list[Delivery] = []
