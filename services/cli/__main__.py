@@ -1,0 +1,674 @@
+"""`sfvault`: the command line of sfvault (typer + rich). Errors are one readable line and a non-zero exit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from google.protobuf import duration_pb2, timestamp_pb2
+from sfvault.discovery.v1 import discovery_pb2 as disc
+from sfvault.events.v1 import events_pb2 as pb
+from sfvault.session.v1 import session_pb2 as api
+from sfvault.storage.v1 import storage_pb2 as st
+
+from services.cli import render
+from services.cli.client import DEFAULT_HOME, Clients, Endpoints
+
+app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
+org_app = typer.Typer(help="Org connections.", no_args_is_help=True)
+policy_app = typer.Typer(help="Backup policies.", no_args_is_help=True)
+backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
+session_app = typer.Typer(help="Backup sessions.", no_args_is_help=True)
+jobs_app = typer.Typer(help="The jobs of a session.", no_args_is_help=True)
+records_app = typer.Typer(help="Backed-up records.", no_args_is_help=True)
+files_app = typer.Typer(help="Backed-up files.", no_args_is_help=True)
+metadata_app = typer.Typer(help="Backed-up metadata.", no_args_is_help=True)
+services_app = typer.Typer(help="A local installation.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+for sub, name in [
+    (org_app, "org"),
+    (policy_app, "policy"),
+    (backup_app, "backup"),
+    (session_app, "session"),
+    (jobs_app, "jobs"),
+    (records_app, "records"),
+    (files_app, "files"),
+    (metadata_app, "metadata"),
+    (services_app, "services"),
+    (token_app, "token"),
+]:
+    app.add_typer(sub, name=name)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+class CliError(Exception):
+    pass
+
+
+def clients() -> Clients:
+    return Clients(Endpoints.load())
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """'90s', '15m', '24h', '7d' or plain seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise CliError(f"cannot read duration {text!r}: use e.g. 90s, 15m, 24h, 7d")
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return dt.timedelta(seconds=float(match.group(1)) * factor)
+
+
+def parse_time(text: str) -> dt.datetime:
+    if text == "now":
+        return dt.datetime.now(dt.UTC)
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"cannot read time {text!r}: use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _dur(value: dt.timedelta) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def salesforce_org_id(c: Clients, org_id: str) -> str:
+    """Storage keys everything by the Salesforce org id; accept either ours or theirs."""
+    if org_id.startswith("00D") and len(org_id) in (15, 18):
+        return org_id
+    org = c.discovery.GetOrg(disc.GetOrgRequest(org_id=org_id))
+    if not org.salesforce_org_id:
+        raise CliError(f"org {org_id!r} has not been logged in to yet (run `sfvault org test {org_id}`)")
+    return org.salesforce_org_id
+
+
+# ---- orgs -----------------------------------------------------------------------------------------------
+
+FLOWS = {
+    "client_credentials": disc.AUTH_FLOW_CLIENT_CREDENTIALS,
+    "password": disc.AUTH_FLOW_PASSWORD,
+    "refresh_token": disc.AUTH_FLOW_REFRESH_TOKEN,
+    "jwt_bearer": disc.AUTH_FLOW_JWT_BEARER,
+}
+
+
+@org_app.command("add")
+def org_add(
+    login_url: Annotated[str, typer.Option(help="https://login.salesforce.com, a My Domain, or sforg's login_url")],
+    client_id: Annotated[str, typer.Option(help="The connected app's consumer key")],
+    client_secret_ref: Annotated[str, typer.Option(help="env:NAME or file:/path holding the consumer secret")] = "",
+    name: Annotated[str, typer.Option()] = "",
+    org_id: Annotated[str, typer.Option("--id", help="sfvault's id for the org (generated if empty)")] = "",
+    flow: Annotated[str, typer.Option(help=", ".join(FLOWS))] = "client_credentials",
+    username: str = "",
+    password_ref: str = "",
+    refresh_token_ref: str = "",
+    private_key_ref: str = "",
+    ca_bundle_ref: Annotated[str, typer.Option(help="file:/path of a PEM CA bundle (sforg's CA)")] = "",
+    api_version: str = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Register an org connection (secrets are references, never values)."""
+    if flow not in FLOWS:
+        raise CliError(f"unknown flow {flow!r}: one of {', '.join(FLOWS)}")
+    connection = disc.OrgConnection(
+        login_url=login_url,
+        auth_flow=FLOWS[flow],
+        client_id=client_id,
+        client_secret_ref=client_secret_ref,
+        username=username,
+        password_ref=password_ref,
+        refresh_token_ref=refresh_token_ref,
+        private_key_ref=private_key_ref,
+        ca_bundle_ref=ca_bundle_ref,
+        api_version=api_version,
+    )
+    org = clients().discovery.CreateOrg(disc.CreateOrgRequest(org_id=org_id, name=name, connection=connection))
+    if json_out:
+        render.print_json(org)
+    else:
+        render.console.print(f"org [bold]{org.org_id}[/] added")
+
+
+@org_app.command("list")
+def org_list(json_out: JsonOpt = False) -> None:
+    """The registered orgs."""
+    orgs = list(clients().discovery.ListOrgs(disc.ListOrgsRequest()).orgs)
+    if json_out:
+        render.print_json(orgs)
+        return
+    table = render.Table(title="Orgs")
+    for col in ("org", "name", "login URL", "Salesforce org", "instance"):
+        table.add_column(col)
+    for o in orgs:
+        table.add_row(o.org_id, o.name, o.connection.login_url, o.salesforce_org_id or "-", o.instance_url or "-")
+    render.console.print(table)
+
+
+@org_app.command("test")
+def org_test(org_id: str, json_out: JsonOpt = False) -> None:
+    """Log in and check the permissions a backup needs."""
+    result = clients().discovery.TestOrg(disc.TestOrgRequest(org_id=org_id))
+    if json_out:
+        render.print_json(result)
+    elif result.ok:
+        render.console.print(
+            f"[green]ok[/]: Salesforce org {result.salesforce_org_id} at {result.instance_url}; "
+            f"API requests {result.api_requests_used:,}/{result.api_requests_max:,} used today"
+        )
+    else:
+        for problem in result.problems:
+            render.err_console.print(f"[red]problem[/]: {problem}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+# ---- policies -------------------------------------------------------------------------------------------
+
+
+def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Policy:
+    if opts.get("name") is not None:
+        policy.name = opts["name"]
+    if opts.get("include") is not None:
+        del policy.scope.include_objects[:]
+        policy.scope.include_objects.extend(opts["include"])
+    if opts.get("exclude") is not None:
+        del policy.scope.exclude_objects[:]
+        policy.scope.exclude_objects.extend(opts["exclude"])
+    for flag in ("auto_add_new_objects", "auto_add_new_fields", "files", "metadata"):
+        if opts.get(flag) is not None:
+            setattr(policy, flag, opts[flag])
+    if opts.get("schedule") is not None:
+        policy.schedule = opts["schedule"]
+    if opts.get("stall_timeout"):
+        policy.stall_timeout.CopyFrom(_dur(parse_duration(opts["stall_timeout"])))
+    if opts.get("reconcile_every"):
+        policy.reconcile_every.CopyFrom(_dur(parse_duration(opts["reconcile_every"])))
+    if opts.get("api_share") is not None:
+        policy.api_budget.daily_share_percent = opts["api_share"]
+    if opts.get("api_cap") is not None:
+        policy.api_budget.per_run_cap = opts["api_cap"]
+    return policy
+
+
+def _show_policy(p: disc.Policy, json_out: bool) -> None:
+    if json_out:
+        render.print_json(p)
+        return
+    render.console.print(render.as_dict(p))
+
+
+@policy_app.command("create")
+def policy_create(
+    org: Annotated[str, typer.Option(help="the org's sfvault id")],
+    name: Annotated[str, typer.Option()] = "",
+    policy_id: Annotated[str, typer.Option("--id")] = "",
+    include: Annotated[list[str] | None, typer.Option(help="objects to back up (default: all)")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="objects never to back up")] = None,
+    auto_add_new_objects: Annotated[bool, typer.Option("--auto-add-objects/--no-auto-add-objects")] = True,
+    auto_add_new_fields: Annotated[bool, typer.Option("--auto-add-fields/--no-auto-add-fields")] = True,
+    files: Annotated[bool, typer.Option("--files/--no-files")] = True,
+    metadata: Annotated[bool, typer.Option("--metadata/--no-metadata")] = True,
+    schedule: Annotated[str, typer.Option(help="hourly, daily@HH:MM, weekly@mon@HH:MM or a cron line")] = "",
+    stall_timeout: Annotated[str, typer.Option(help="e.g. 24h")] = "24h",
+    reconcile_every: Annotated[str, typer.Option(help="e.g. 7d")] = "7d",
+    api_share: Annotated[int, typer.Option(help="% of the org's daily API limit sfvault may use")] = 50,
+    api_cap: Annotated[int, typer.Option(help="API calls per session at most (0: no cap)")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a backup policy."""
+    policy = _policy_from_options(disc.Policy(policy_id=policy_id, org_id=org), dict(locals()))
+    created = clients().discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
+    if json_out:
+        render.print_json(created)
+    else:
+        render.console.print(f"policy [bold]{created.policy_id}[/] created for org {created.org_id}")
+
+
+@policy_app.command("update")
+def policy_update(
+    policy_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    include: Annotated[list[str] | None, typer.Option()] = None,
+    exclude: Annotated[list[str] | None, typer.Option()] = None,
+    auto_add_new_objects: Annotated[bool | None, typer.Option("--auto-add-objects/--no-auto-add-objects")] = None,
+    auto_add_new_fields: Annotated[bool | None, typer.Option("--auto-add-fields/--no-auto-add-fields")] = None,
+    files: Annotated[bool | None, typer.Option("--files/--no-files")] = None,
+    metadata: Annotated[bool | None, typer.Option("--metadata/--no-metadata")] = None,
+    schedule: Annotated[str | None, typer.Option()] = None,
+    stall_timeout: Annotated[str | None, typer.Option()] = None,
+    reconcile_every: Annotated[str | None, typer.Option()] = None,
+    api_share: Annotated[int | None, typer.Option()] = None,
+    api_cap: Annotated[int | None, typer.Option()] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a policy (only the options given)."""
+    c = clients()
+    current = c.discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id))
+    updated = c.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=_policy_from_options(current, dict(locals()))))
+    _show_policy(updated, json_out)
+
+
+@policy_app.command("show")
+def policy_show(policy_id: str, json_out: JsonOpt = False) -> None:
+    """One policy."""
+    _show_policy(clients().discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id)), json_out)
+
+
+@policy_app.command("list")
+def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
+    """The policies (of one org)."""
+    policies = list(clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies)
+    if json_out:
+        render.print_json(policies)
+        return
+    table = render.Table(title="Policies")
+    for col in ("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"):
+        table.add_column(col)
+    for p in policies:
+        table.add_row(
+            p.policy_id,
+            p.org_id,
+            p.name,
+            p.schedule or "-",
+            str(p.auto_add_new_objects),
+            str(p.auto_add_new_fields),
+            str(p.files),
+            str(p.metadata),
+        )
+    render.console.print(table)
+
+
+# ---- backups and sessions -------------------------------------------------------------------------------
+
+
+def watch(c: Clients, session_id: str) -> api.Session:
+    """Live progress until the session ends: a bar per running job, records and API calls so far."""
+    from rich.live import Live
+
+    last: api.Session | None = None
+    with Live(console=render.console, refresh_per_second=4, transient=True) as live:
+        for update in c.session.WatchSession(api.WatchSessionRequest(session_id=session_id)):
+            last = update
+            jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
+            live.update(_progress(update, jobs))
+    if last is None:
+        raise CliError(f"session {session_id} sent no update")
+    return last
+
+
+def _progress(s: api.Session, jobs: list[api.Job]) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
+    done = s.jobs_finished
+    progress.add_task(
+        f"session {s.session_id[:12]} {render.status_name(s.status)}",
+        total=max(s.jobs_total, 1),
+        completed=done,
+        info=f"{done}/{s.jobs_total} jobs, {s.totals.received:,} records, {s.totals.files:,} files, "
+        f"{s.totals.api_calls:,} API calls",
+    )
+    for j in jobs:
+        if j.state == api.JOB_STATE_RUNNING:
+            progress.add_task(f"  {j.job_id}", total=None, info=f"{j.counts.received:,} records, {j.chunks} chunks")
+    return progress
+
+
+@backup_app.command("run")
+def backup_run(
+    policy: Annotated[str, typer.Option(help="the policy to run")],
+    org: Annotated[str, typer.Option(help="the policy's org (looked up when omitted)")] = "",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the session to its end")] = False,
+    stall_timeout: Annotated[str, typer.Option(help="override the policy's stall timeout")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a backup session now."""
+    c = clients()
+    org_id = org or c.discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy)).org_id
+    request = api.StartSessionRequest(policy_id=policy, org_id=org_id, trigger="manual")
+    if stall_timeout:
+        request.stall_timeout.CopyFrom(_dur(parse_duration(stall_timeout)))
+    session = c.session.StartSession(request)
+    if not wait:
+        if json_out:
+            render.print_json(session)
+        else:
+            render.console.print(f"session [bold]{session.session_id}[/] started")
+        return
+    final = watch(c, session.session_id)
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=final.session_id)).jobs)
+    if json_out:
+        render.print_json({"session": render.as_dict(final), "jobs": [render.as_dict(j) for j in jobs]})
+    else:
+        render.session_report(final, jobs)
+    if final.status in (pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_STOPPED):
+        raise typer.Exit(2)
+
+
+@session_app.command("list")
+def session_list(
+    policy: Annotated[str, typer.Option()] = "",
+    status: Annotated[str, typer.Option(help="success, warning, failed, stopped, running, pending")] = "",
+    limit: Annotated[int, typer.Option()] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Sessions, newest first."""
+    request = api.ListSessionsRequest(policy_id=policy, page_size=limit)
+    if status:
+        try:
+            request.status = pb.SessionStatus.Value(f"SESSION_STATUS_{status.upper()}")
+        except ValueError:
+            raise CliError(f"unknown status {status!r}") from None
+    sessions = list(clients().session.ListSessions(request).sessions)
+    if json_out:
+        render.print_json(sessions)
+    else:
+        render.console.print(render.sessions_table(sessions))
+
+
+@session_app.command("show")
+def session_show(session_id: str, json_out: JsonOpt = False) -> None:
+    """A session's report: status, per-job outcome and counts."""
+    c = clients()
+    s = c.session.GetSession(api.GetSessionRequest(session_id=session_id))
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
+    if json_out:
+        render.print_json({"session": render.as_dict(s), "jobs": [render.as_dict(j) for j in jobs]})
+    else:
+        render.session_report(s, jobs)
+
+
+@session_app.command("watch")
+def session_watch(session_id: str, json_out: JsonOpt = False) -> None:
+    """Follow a session until it ends."""
+    c = clients()
+    final = watch(c, session_id)
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
+    if json_out:
+        render.print_json({"session": render.as_dict(final), "jobs": [render.as_dict(j) for j in jobs]})
+    else:
+        render.session_report(final, jobs)
+
+
+@session_app.command("cancel")
+def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "") -> None:
+    """Stop a session gracefully: queued jobs are dropped, running ones finish their chunk."""
+    clients().session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
+    render.console.print(f"session {session_id}: cancellation requested")
+
+
+@jobs_app.command("list")
+def jobs_list(session_id: str, json_out: JsonOpt = False) -> None:
+    """The jobs of a session."""
+    jobs = list(clients().session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
+    if json_out:
+        render.print_json(jobs)
+    else:
+        render.console.print(render.jobs_table(jobs))
+
+
+# ---- reading the backup ---------------------------------------------------------------------------------
+
+
+@records_app.command("history")
+def records_history(
+    object_name: str, record_id: str, org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False
+) -> None:
+    """Every backed-up version of a record."""
+    c = clients()
+    sf_org = salesforce_org_id(c, org or _only_org(c))
+    history = c.storage.GetRecordHistory(
+        st.GetRecordHistoryRequest(org_id=sf_org, object_name=object_name, record_id=record_id)
+    )
+    if json_out:
+        render.print_json(list(history.versions))
+        return
+    table = render.Table(title=f"{object_name} {record_id}")
+    for col in ("version", "captured", "session", "SystemModstamp", "deleted", "hash"):
+        table.add_column(col)
+    for v in history.versions:
+        table.add_row(
+            str(v.version_id),
+            render.ts(v.captured_at),
+            v.session_id,
+            render.ts(v.system_modstamp),
+            st.DeletedState.Name(v.deleted).removeprefix("DELETED_STATE_").lower(),
+            v.hash[:12],
+        )
+    render.console.print(table)
+
+
+@records_app.command("as-of")
+def records_as_of(
+    object_name: str,
+    record_id: str,
+    at: Annotated[str, typer.Option("--at", help="ISO 8601 time, or now")],
+    org: Annotated[str, typer.Option()] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """A record as it was backed up at a time."""
+    import json
+
+    c = clients()
+    version = c.storage.GetRecordAsOf(
+        st.GetRecordAsOfRequest(
+            org_id=salesforce_org_id(c, org or _only_org(c)),
+            object_name=object_name,
+            record_id=record_id,
+            as_of=_ts(parse_time(at)),
+        )
+    )
+    values = json.loads(version.values_json or b"{}")
+    if json_out:
+        render.print_json({"version": render.as_dict(version) | {"values_json": None}, "values": values})
+    else:
+        render.console.print(f"version {version.version_id} captured {render.ts(version.captured_at)}")
+        render.console.print(values)
+
+
+@app.command("export")
+def export(
+    object_name: str,
+    at: Annotated[str, typer.Option("--at", help="ISO 8601 time, or now")] = "now",
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
+    org: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Every record of an object as it was backed up at a time."""
+    formats = {"csv": st.EXPORT_FORMAT_CSV, "jsonl": st.EXPORT_FORMAT_JSONL}
+    if fmt not in formats:
+        raise CliError("--format must be csv or jsonl")
+    c = clients()
+    request = st.ExportObjectAsOfRequest(
+        org_id=salesforce_org_id(c, org or _only_org(c)),
+        object_name=object_name,
+        as_of=_ts(parse_time(at)),
+        format=formats[fmt],
+    )
+    out = output.open("wb") if output else sys.stdout.buffer
+    count = 0
+    try:
+        for chunk in c.storage.ExportObjectAsOf(request):
+            out.write(chunk.data)
+            count += chunk.records
+    finally:
+        if output:
+            out.close()
+    if output:
+        render.err_console.print(f"{count:,} records written to {output}")
+
+
+@files_app.command("get")
+def files_get(
+    object_name: str,
+    record_id: str,
+    output: Annotated[Path, typer.Option("-o", "--output")],
+    at: Annotated[str, typer.Option("--at")] = "now",
+    org: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Download a backed-up file body (ContentVersion, Attachment, Document)."""
+    c = clients()
+    request = st.GetFileRequest(
+        org_id=salesforce_org_id(c, org or _only_org(c)),
+        object_name=object_name,
+        record_id=record_id,
+        as_of=_ts(parse_time(at)),
+    )
+    size = 0
+    with output.open("wb") as f:
+        for part in c.storage.GetFile(request):
+            if part.HasField("data"):
+                f.write(part.data)
+                size += len(part.data)
+    render.console.print(f"{size:,} bytes written to {output}")
+
+
+@metadata_app.command("list")
+def metadata_list(
+    type_: Annotated[str, typer.Option("--type")] = "",
+    org: Annotated[str, typer.Option()] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Backed-up metadata component versions."""
+    c = clients()
+    versions = list(
+        c.storage.ListMetadataVersions(
+            st.ListMetadataVersionsRequest(org_id=salesforce_org_id(c, org or _only_org(c)), type=type_)
+        ).versions
+    )
+    if json_out:
+        render.print_json(versions)
+        return
+    table = render.Table(title="Metadata")
+    for col in ("type", "full name", "version", "captured", "last modified", "deleted"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            v.type,
+            v.full_name,
+            str(v.version_id),
+            render.ts(v.captured_at),
+            render.ts(v.last_modified_date),
+            str(v.deleted),
+        )
+    render.console.print(table)
+
+
+@metadata_app.command("get")
+def metadata_get(
+    type_: Annotated[str, typer.Argument(metavar="TYPE")],
+    full_name: str,
+    at: Annotated[str, typer.Option("--at")] = "now",
+    org: Annotated[str, typer.Option()] = "",
+) -> None:
+    """A metadata component's content as backed up at a time."""
+    c = clients()
+    version = c.storage.GetMetadataAsOf(
+        st.GetMetadataAsOfRequest(
+            org_id=salesforce_org_id(c, org or _only_org(c)),
+            type=type_,
+            full_name=full_name,
+            as_of=_ts(parse_time(at)),
+        )
+    )
+    sys.stdout.buffer.write(version.content)
+
+
+def _only_org(c: Clients) -> str:
+    orgs = list(c.discovery.ListOrgs(disc.ListOrgsRequest()).orgs)
+    if len(orgs) != 1:
+        raise CliError(f"{len(orgs)} orgs are registered: say which with --org")
+    return orgs[0].org_id
+
+
+# ---- tokens and local services --------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="who the token is for")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+    days: Annotated[int, typer.Option()] = 90,
+    key_ref: Annotated[str, typer.Option(help="the signing key: env:NAME or file:/path")] = "env:SFVAULT_AUTH_KEY",
+) -> None:
+    """Mint a token (needs the signing key: an admin's task)."""
+    from services.common.auth import mint
+    from services.common.salesforce import read_secret
+
+    key = read_secret(key_ref, "signing key").encode()
+    if role not in ("viewer", "operator", "admin"):
+        raise CliError("role must be viewer, operator or admin")
+    print(mint(key, name, role, ttl_s=days * 86400.0))
+
+
+@services_app.command("up")
+def services_up(
+    home: Annotated[Path, typer.Option(help="state directory")] = DEFAULT_HOME,
+    org: Annotated[str, typer.Option(help="start sforg with this scale (tiny, small, large), or none")] = "none",
+) -> None:
+    """Start a local installation (PostgreSQL, NATS, the four services) in the background."""
+    from services.cli import local
+
+    info = local.up(home, None if org == "none" else org)
+    render.console.print(f"sfvault is up: {info['services']} (state in {home})")
+
+
+@services_app.command("down")
+def services_down(home: Annotated[Path, typer.Option()] = DEFAULT_HOME) -> None:
+    """Stop the local installation."""
+    from services.cli import local
+
+    local.down(home)
+    render.console.print("sfvault is down")
+
+
+@services_app.command("status")
+def services_status(home: Annotated[Path, typer.Option()] = DEFAULT_HOME, json_out: JsonOpt = False) -> None:
+    """Health of each local service."""
+    from services.cli import local
+
+    status = local.status(home)
+    if json_out:
+        render.print_json(status)
+        return
+    for name, state in status.items():
+        style = "green" if state == "SERVING" else "red"
+        render.console.print(f"{name:10} [{style}]{state}[/]")
+    if any(s != "SERVING" for s in status.values()):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "ERROR"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code == "UNAVAILABLE":
+            details = f"{details} (is sfvault running? `sfvault services status`)"
+        render.err_console.print(f"[red]error[/] ({code.lower()}): {details}", highlight=False)
+        sys.exit(1)
+    except (CliError, OSError, ValueError) as exc:
+        render.err_console.print(f"[red]error[/]: {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""`sfvault services up|down|status`: a local installation kept running by a background supervisor.
+
+The supervisor (`python -m services.cli.local SFVAULT_HOME [ORG_SCALE]`) runs `localstack.local_stack`
+until SIGTERM; it writes `stack.json` (addresses), an auth key and an admin token into the home directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.auth import mint
+from services.common.localstack import local_stack
+
+
+def prepare_auth(home: Path) -> dict[str, str]:
+    """A signing key (kept 0600 in home) for the services, and an admin token for the CLI."""
+    home.mkdir(parents=True, exist_ok=True)
+    key_file = home / "auth.key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_urlsafe(48))
+    key = key_file.read_text().strip().encode()
+    token_file = home / "admin.token"
+    if not token_file.exists():
+        token_file.touch(mode=0o600)
+        token_file.write_text(mint(key, "local-admin", "admin", ttl_s=365 * 86400.0))
+    return {"SFVAULT_AUTH_KEY": f"file:{key_file.resolve()}"}
+
+
+def supervise(home: Path, org_scale: str | None) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ready = home / "ready"
+    ready.unlink(missing_ok=True)
+    with local_stack(home, with_org=org_scale, extra_env=prepare_auth(home)) as stack:
+        ready.write_text(json.dumps(stack.describe()))
+        stop.wait()
+    ready.unlink(missing_ok=True)
+
+
+def up(home: Path, org_scale: str | None, timeout: float = 300.0) -> dict[str, Any]:
+    home.mkdir(parents=True, exist_ok=True)
+    pid_file = home / "supervisor.pid"
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        raise RuntimeError(f"sfvault is already running from {home} (pid {pid_file.read_text()})")
+    log = open(home / "supervisor.log", "ab")
+    args = [sys.executable, "-m", "services.cli.local", str(home), org_scale or ""]
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    ready = home / "ready"
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"sfvault did not start (see {home / 'supervisor.log'} and {home / 'logs'})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sfvault did not start within {timeout:.0f} s")
+        time.sleep(0.2)  # waiting for another process's file: no event to await
+    return json.loads(ready.read_text())
+
+
+def down(home: Path, timeout: float = 60.0) -> None:
+    pid_file = home / "supervisor.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)  # waiting for another process to exit
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def status(home: Path) -> dict[str, str]:
+    stack_file = home / "stack.json"
+    if not stack_file.exists():
+        return {"sfvault": "NOT STARTED"}
+    result: dict[str, str] = {}
+    for name, address in json.loads(stack_file.read_text()).get("services", {}).items():
+        try:
+            with grpc.insecure_channel(address) as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3)
+                result[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError:
+            result[name] = "UNREACHABLE"
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+if __name__ == "__main__":
+    supervise(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None)
