@@ -28,7 +28,7 @@ from tests.k8s.conftest import (
 )
 
 # Secrets that the operator creates in prod (k8s/README.md); every other reference must resolve in the render.
-EXTERNAL_SECRETS = {"dev": set(), "prod": {"sfvault-database", "sfvault-salesforce-orgs", "sfvault-s3"}}
+EXTERNAL_SECRETS = {"dev": set(), "prod": {"sfvault-database", "sfvault-salesforce-orgs", "sfvault-s3", "sfvault-auth"}}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|DATABASE_URL|CREDENTIAL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s]+:[^/@\s]+@")
 STREAM_REPLICAS = {"dev": "1", "prod": "3"}
@@ -120,6 +120,14 @@ def test_configuration_from_the_configmap_and_secrets_from_secrets(overlay: str,
         assert config_refs == ["sfvault-config"], name
         database = {e["name"]: e for e in container["env"]}["SFVAULT_DATABASE_URL"]
         assert base_name(database["valueFrom"]["secretKeyRef"]["name"]) == "sfvault-database"
+        # The token-signing key is a file of the Secret sfvault-auth, named by SFVAULT_AUTH_KEY=file:<path>.
+        key_path = Path(config["SFVAULT_AUTH_KEY"].removeprefix("file:"))
+        spec = pod_spec(named(objects, "Deployment", name))
+        (volume,) = [
+            v for v in spec["volumes"] if base_name(v.get("secret", {}).get("secretName", "")) == "sfvault-auth"
+        ]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert (Path(mount["mountPath"]) / "key", mount["readOnly"]) == (key_path, True), name
 
 
 def test_every_reference_resolves(overlay: str, objects: list[Obj]) -> None:
