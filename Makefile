@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint proto proto-check bench bench-session bench-storage bench-sforg demo clean
+.PHONY: install tools test lint proto proto-check bench bench-session bench-storage bench-sforg demo images clean
 
-install: $(STAMP)
+install: $(STAMP) tools
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,20 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "sfvault-paths.pth").write_text("$(CURDIR)\n$(CURDIR)/gen\n")'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# checkov (the k8s policy check in tests/k8s) pins boto3 & co. differently from the app: its own venv.
+TOOLS_STAMP := $(VENV)/tools/.installed-checkov-3.3.30
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP):
+	test -x $(VENV)/tools/bin/python || python3 -m venv $(VENV)/tools
+	$(VENV)/tools/bin/python -m pip install -q --disable-pip-version-check checkov==3.3.30
+	touch $@
+
+# The four service images (needs a Docker engine; see k8s/README.md).
+IMAGE_TAG ?= dev
+images:
+	for s in discovery jobrunner session storage; do \
+		docker build -f services/$$s/Dockerfile -t sfvault/$$s:$(IMAGE_TAG) . || exit 1; done
 
 proto: install
 	$(PY) -m tools.protogen
