@@ -59,7 +59,7 @@ bench-sforg: install
 	$(PY) -m bench sforg
 
 demo: install
-	$(PY) -m services.demo
+	$(PY) -m services.cli.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,153 @@
+"""`make demo`: a real backup of the emulated org, start to finish, on this machine.
+
+Starts embedded PostgreSQL and NATS, sforg with a `small` org and the four services as separate processes;
+registers the org and a policy; runs an initial backup; changes the org through sforg's admin API; runs an
+incremental; prints each session's report; stops everything. The state lives in `.demo/` (recreated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sfvault.discovery.v1 import discovery_pb2 as disc
+from sfvault.session.v1 import session_pb2 as api
+
+from services.cli import local, render
+from services.cli.__main__ import watch
+from services.cli.client import Clients, Endpoints
+from services.common.localstack import local_stack
+
+
+def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
+    secret = home / "sforg-client-secret"
+    secret.touch(mode=0o600)
+    secret.write_text(org["client_secret"])
+    c.discovery.CreateOrg(
+        disc.CreateOrgRequest(
+            org_id="demo-org",
+            name="sforg demo org",
+            connection=disc.OrgConnection(
+                login_url=org["login_url"],
+                auth_flow=disc.AUTH_FLOW_CLIENT_CREDENTIALS,
+                client_id=org["client_id"],
+                client_secret_ref=f"file:{secret.resolve()}",
+                ca_bundle_ref=f"file:{org['ca_file']}",
+                api_version=org["api_version"],
+            ),
+        )
+    )
+    policy = disc.Policy(
+        policy_id="demo-policy",
+        org_id="demo-org",
+        name="everything, daily",
+        auto_add_new_objects=True,
+        auto_add_new_fields=True,
+        files=True,
+        metadata=True,
+        schedule="daily@02:00",
+    )
+    policy.api_budget.daily_share_percent = 50
+    c.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
+    return "demo-org", "demo-policy"
+
+
+def run_session(c: Clients, org_id: str, policy_id: str) -> tuple[api.Session, list[api.Job]]:
+    started = c.session.StartSession(api.StartSessionRequest(policy_id=policy_id, org_id=org_id, trigger="demo"))
+    final = watch(c, started.session_id)
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=final.session_id)).jobs)
+    render.session_report(final, jobs)
+    return final, jobs
+
+
+def change_org(org: dict[str, Any]) -> dict[str, Any]:
+    """What a day in the org looks like: edits, deletes, a new field, metadata and files."""
+    from sforg.testing import Admin
+
+    admin = Admin(org)
+    changes: dict[str, Any] = {}
+    changes["updated"] = sum(
+        len(admin.update(obj, fraction=0.01)["ids"]) for obj in ("Account", "Contact", "Opportunity")
+    )
+    changes["soft_deleted"] = len(admin.soft_delete("Case", n=20).get("ids", []))
+    changes["hard_deleted"] = len(admin.hard_delete("Lead", n=10).get("ids", []))
+    admin.add_field("Account", "Loyalty_Tier__c", type="picklist")
+    changes["new_field"] = "Account.Loyalty_Tier__c"
+    for name in ("AccountService", "InvoiceBuilder", "ShipmentTracker"):
+        try:
+            admin.change_metadata("ApexClass", name)
+        except Exception:  # the small org may name its classes differently: change whatever exists
+            break
+    for i in range(5):
+        admin.add_file_version(f"demo file version {i}\n".encode() * 100, title=f"Demo note {i}")
+    changes["file_versions"] = 5
+    # the backup reads the org up to "now minus a settle margin": let the org's clock move past it
+    admin.advance_clock(15 * 60)
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", default=".demo", help="state directory (recreated)")
+    parser.add_argument("--scale", default="small", help="sforg scale: tiny, small, large or a record count")
+    parser.add_argument("--json-report", help="also write both sessions' reports as JSON to this file")
+    args = parser.parse_args(argv)
+    home = Path(args.home)
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    started = time.monotonic()
+    render.console.rule("sfvault demo")
+    render.console.print("starting PostgreSQL, NATS, sforg and the four services ...")
+    with local_stack(home, with_org=args.scale, extra_env=local.prepare_auth(home)) as stack:
+        assert stack.org is not None
+        render.console.print(f"up in {time.monotonic() - started:.0f} s: {stack.describe()['services']}")
+        endpoints = Endpoints(
+            session=stack.address("session"),
+            discovery=stack.address("discovery"),
+            storage=stack.address("storage"),
+            token=(home / "admin.token").read_text().strip(),
+        )
+        c = Clients(endpoints)
+        try:
+            org_id, policy_id = register(c, stack.org, home)
+            render.console.print(f"registered org {org_id} and policy {policy_id}")
+            render.console.rule("initial backup")
+            initial, initial_jobs = run_session(c, org_id, policy_id)
+            render.console.rule("changing the org")
+            changes = change_org(stack.org)
+            render.console.print(changes)
+            render.console.rule("incremental backup")
+            incremental, incremental_jobs = run_session(c, org_id, policy_id)
+        finally:
+            c.close()
+        if args.json_report:
+            Path(args.json_report).write_text(
+                json.dumps(
+                    {
+                        "initial": {
+                            "session": render.as_dict(initial),
+                            "jobs": [render.as_dict(j) for j in initial_jobs],
+                        },
+                        "incremental": {
+                            "session": render.as_dict(incremental),
+                            "jobs": [render.as_dict(j) for j in incremental_jobs],
+                        },
+                        "changes": changes,
+                    },
+                    default=str,
+                )
+            )
+        render.console.print("stopping ...")
+    render.console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+    ok = all(render.status_name(s.status) == "SUCCESS" for s in (initial, incremental))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
