@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,6 +12,7 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.discovery import domain as d
+from services.discovery.store import SessionRecord, StoredJob
 
 AUTH_FLOW_FROM_PB = {
     api.AUTH_FLOW_CLIENT_CREDENTIALS: d.AuthFlow.CLIENT_CREDENTIALS,
@@ -199,3 +201,35 @@ def job_spec(
 
 def planned_job(spec: jobs.JobSpec) -> ev.PlannedJob:
     return ev.PlannedJob(job_id=spec.job_id, type=spec.type, object_name=spec.object_name)
+
+
+def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schema: d.Schema) -> api.SessionPlan:
+    specs = [jobs.JobSpec.FromString(j.spec) for j in stored]
+    by_object = {s.object_name: s for s in specs if s.type == ev.JOB_TYPE_DATA}
+    objects = []
+    for o in schema.objects:
+        spec = by_object.get(o.name)
+        objects.append(
+            api.PlannedObject(
+                object_name=o.name,
+                status=o.status.value,
+                job_id=spec.job_id if spec else "",
+                full=o.full,
+                fields=[f.info.name for f in o.query_fields()],
+                backfill_fields=[f.info.name for f in o.query_fields() if f.backfill and not o.full],
+                left_out_fields=[f.info.name for f in o.fields if f.status is d.FieldStatus.GONE],
+            )
+        )
+    return api.SessionPlan(
+        session_id=record.session_id,
+        policy_id=record.policy_id,
+        org_id=record.org_id,
+        planned=record.planned,
+        failure_reason=record.failure_reason,
+        initial=record.initial,
+        jobs=[planned_job(s) for s in specs],
+        warnings=record.warnings,
+        objects=objects,
+        api_calls=record.api_calls,
+        planned_at=_ts(record.planned_at),
+    )
