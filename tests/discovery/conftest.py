@@ -70,6 +70,7 @@ class Running:
     planner: Planner
     stub: discovery_pb2_grpc.DiscoveryServiceStub
     bus: Bus
+    port: int
 
     async def request(self, session_id: str, policy_id: str, org_id: str = "", *id_parts: object) -> None:
         req = ev.SessionRequested(policy_id=policy_id, org_id=org_id, trigger="test", requested_by="tests")
@@ -191,7 +192,7 @@ async def running(
     bus = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Running(settings, planner, discovery_pb2_grpc.DiscoveryServiceStub(channel), bus)
+        yield Running(settings, planner, discovery_pb2_grpc.DiscoveryServiceStub(channel), bus, port)
     finally:
         await channel.close()
         await bus.close()
