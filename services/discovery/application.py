@@ -195,6 +195,20 @@ class Catalog:
 # ---- sessions -------------------------------------------------------------------------------------------
 
 
+# a job that completed with warnings has read what it was asked to; errors or no word at all mean it may not have
+COMPLETED_OUTCOMES = ("JOB_OUTCOME_SUCCESS", "JOB_OUTCOME_WARNING")
+
+
+async def record_job_outcomes(store: DiscoveryStore, deliveries: Sequence[Delivery]) -> None:
+    """The outcomes consumer's handler: remember how each data job ended."""
+    outcomes = [
+        (e.session_id, e.job_id, ev.JobOutcome.Name(e.job_finished.outcome))
+        for e in (delivery.envelope for delivery in deliveries)
+        if e.WhichOneof("payload") == "job_finished" and e.job_id.startswith("data-")
+    ]
+    await store.record_outcomes(outcomes)
+
+
 class SessionFailure(Exception):
     """A critical problem: the session fails with this reason."""
 
@@ -368,7 +382,11 @@ class Planner:
                 bodies[name] = data
                 describes[name] = d.ObjectDescribe.from_describe(result.body, digest)
 
-        resolution = d.resolve(policy, global_objects, describes, prev_schema, unreadable)
+        completed: set[str] | None = None
+        if previous is not None and prev_schema is not None:
+            done_jobs = await self.store.completed_jobs(previous.session_id, COMPLETED_OUTCOMES)
+            completed = {o.name for o in prev_schema.objects if d.data_job_id(o.name) in done_jobs}
+        resolution = d.resolve(policy, global_objects, describes, prev_schema, unreadable, completed)
         planned = d.plan_jobs(policy, resolution.schema)
         initial = previous is None
         budget = d.split_budget(policy, len(planned), session.api_calls)

@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -409,6 +410,7 @@ def resolve(
     describes: Mapping[str, ObjectDescribe],
     previous: Schema | None,
     unreadable: Mapping[str, str] | None = None,
+    completed: AbstractSet[str] | None = None,
 ) -> Resolution:
     """Compare what the org shows now with the previous session's schema, under the policy's rules.
 
@@ -417,6 +419,9 @@ def resolve(
     include/exclude lists is in scope; later, new objects and fields join only if the policy's flags say so,
     and join with a full read (objects) or a backfill (fields). Fields that disappeared or became hidden
     leave the query; objects that cannot be read are skipped with a warning.
+
+    `completed` names the objects whose data job of the previous session completed (None: all did). A full
+    read or a backfill whose job did not complete is asked for again, so a failed job never loses it.
     """
     unreadable = unreadable or {}
     scope = policy.scope
@@ -446,11 +451,19 @@ def resolve(
             warnings.append(f"{name} is skipped: {reason}")
             # backed up before: it stays in scope and a later session reads it incrementally, not in full
             status = ObjectStatus.SKIPPED if before is not None and before.status in _BACKED_UP else ObjectStatus.GONE
+            # a skipped object keeps what it still owes (a full read, backfills) for the next session
             states[name] = ObjectState(
-                name, status, obj, _carry(before), before.describe_hash if before else "", reason=reason
+                name,
+                status,
+                obj,
+                before.fields if before is not None and status is ObjectStatus.SKIPPED else _carry(before),
+                before.describe_hash if before else "",
+                full=before is not None and status is ObjectStatus.SKIPPED and before.full,
+                reason=reason,
             )
             continue
-        states[name] = _resolve_fields(policy, obj, describe, before, warnings)
+        owed = before is not None and before.status in _BACKED_UP and completed is not None and name not in completed
+        states[name] = _resolve_fields(policy, obj, describe, before, warnings, owed)
     for name in sorted(include - set(present) - exclude):
         warnings.append(f"{name} is in the policy's objects but does not exist in the org or is not visible")
     if previous is not None:
@@ -478,10 +491,18 @@ def _carry(before: ObjectState | None) -> tuple[FieldState, ...]:
 
 
 def _resolve_fields(
-    policy: Policy, obj: GlobalObject, describe: ObjectDescribe, before: ObjectState | None, warnings: list[str]
+    policy: Policy,
+    obj: GlobalObject,
+    describe: ObjectDescribe,
+    before: ObjectState | None,
+    warnings: list[str],
+    owed: bool = False,
 ) -> ObjectState:
+    """`owed`: the previous session's job for the object did not complete; its full read and backfills are
+    carried over."""
     excluded = {f.lower() for f in policy.scope.exclude_fields.get(obj.name, ())}
     joins_fresh = before is None or before.status not in _BACKED_UP
+    full = joins_fresh or (owed and before is not None and before.full)
     states: list[FieldState] = []
     seen: set[str] = set()
     for info in describe.fields:
@@ -493,7 +514,7 @@ def _resolve_fields(
         elif joins_fresh or info.name in SYSTEM_FIELDS:
             states.append(FieldState(info, FieldStatus.IN_SCOPE))
         elif prior is not None and prior.status is FieldStatus.IN_SCOPE:
-            states.append(FieldState(info, FieldStatus.IN_SCOPE))
+            states.append(FieldState(info, FieldStatus.IN_SCOPE, backfill=owed and prior.backfill))
         elif prior is not None and prior.status is FieldStatus.GONE:
             # it was backed up, then left (hidden or removed): changes made meanwhile were not read
             states.append(FieldState(info, FieldStatus.IN_SCOPE, backfill=True))
@@ -513,7 +534,7 @@ def _resolve_fields(
         warnings.append(
             f"{obj.name}: fields removed or hidden since the last session leave the query: {', '.join(left_out)}"
         )
-    return ObjectState(obj.name, ObjectStatus.IN_SCOPE, obj, tuple(states), describe.describe_hash, full=joins_fresh)
+    return ObjectState(obj.name, ObjectStatus.IN_SCOPE, obj, tuple(states), describe.describe_hash, full=full)
 
 
 # ---- jobs ------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from services.discovery import adapters
 from services.discovery.api import DiscoveryApi
 from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
 from services.discovery.config import DiscoverySettings
-from services.discovery.consumers import consume_session_requests
+from services.discovery.consumers import consume_job_outcomes, consume_session_requests
 from services.discovery.store import DiscoveryStore
 
 log = logging.getLogger("sfvault.discovery")
@@ -78,15 +78,17 @@ async def serve(
             if asyncio.iscoroutine(result):
                 await result
         consumer = asyncio.create_task(consume_session_requests(bus, planner, stop, settings.discovery_ack_wait_s))
+        outcomes = asyncio.create_task(consume_job_outcomes(bus, store, stop))
         health = asyncio.create_task(_watch_health(grpc_server, store, bus, stop))
         stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({consumer, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({consumer, outcomes, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopped and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         stop.set()
         await grpc_server.set_serving(False)
         await asyncio.wait_for(consumer, settings.discovery_ack_wait_s)  # the plan in hand commits and is acked
+        await asyncio.wait_for(outcomes, 30)
         health.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await health

@@ -94,6 +94,17 @@ MIGRATIONS = [
         PRIMARY KEY (session_id, job_id)
     );
     """,
+    """
+    -- how each planned data job ended (JobFinished): a full read or a backfill whose job did not complete is
+    -- asked for again by the next session
+    CREATE TABLE job_outcomes (
+        session_id text NOT NULL,
+        job_id text NOT NULL,
+        outcome text NOT NULL,
+        finished_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (session_id, job_id)
+    );
+    """,
 ]
 
 
@@ -445,6 +456,26 @@ class DiscoveryStore:
                     [(record.session_id, j.job_id, i, j.job_type, j.object_name, j.spec) for i, j in enumerate(jobs)],
                 )
         return record
+
+    async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None:
+        """(session_id, job_id, outcome) of finished jobs; the first word on a job stands (redeliveries)."""
+        if not outcomes:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._path(conn)
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO job_outcomes (session_id, job_id, outcome) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (session_id, job_id) DO NOTHING",
+                    list(outcomes),
+                )
+
+    async def completed_jobs(self, session_id: str, outcomes: Sequence[str]) -> set[str]:
+        rows = await self._fetch(
+            "SELECT job_id FROM job_outcomes WHERE session_id = %s AND outcome = ANY(%s)",
+            (session_id, list(outcomes)),
+        )
+        return {r["job_id"] for r in rows}
 
     async def mark_published(self, session_id: str) -> None:
         await self._fetch(

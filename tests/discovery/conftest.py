@@ -144,6 +144,22 @@ class Running:
                 specs.append(spec)
         return specs
 
+    async def finish(self, session_id: str, *, failing: tuple[str, ...] = ()) -> None:
+        """Publish what jobrunners would when the session's data jobs end (the `failing` ones with errors),
+        and wait until discovery has recorded every outcome."""
+        jobs = [s.job_id for s in await self.job_specs(session_id) if s.type == ev.JOB_TYPE_DATA]
+        for job_id in jobs:
+            outcome = ev.JOB_OUTCOME_ERROR if job_id in failing else ev.JOB_OUTCOME_SUCCESS
+            await self.bus.emit(ev.JobFinished(outcome=outcome), session_id=session_id, job_id=job_id)
+        everything = ("JOB_OUTCOME_SUCCESS", "JOB_OUTCOME_ERROR")
+
+        async def recorded() -> None:
+            # the outcomes land in discovery's table, which has no change feed: poll it for the condition
+            while len(await self.planner.store.completed_jobs(session_id, everything)) < len(jobs):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(recorded(), 30)
+
     async def create_org(self, connection: api.OrgConnection, org_id: str = "org-1") -> api.Org:
         return await self.stub.CreateOrg(api.CreateOrgRequest(org_id=org_id, name="sforg", connection=connection))
 

@@ -178,3 +178,22 @@ def test_policy_and_connection_rules() -> None:
     assert d.stall_timeout(policy(), dt.timedelta(0)) == dt.timedelta(hours=24)
     assert d.stall_timeout(policy(stall_timeout=dt.timedelta(hours=2)), dt.timedelta(0)) == dt.timedelta(hours=2)
     assert d.stall_timeout(policy(stall_timeout=dt.timedelta(hours=2)), dt.timedelta(hours=1)) == dt.timedelta(hours=1)
+
+
+def test_a_full_read_or_backfill_whose_job_did_not_complete_is_asked_again() -> None:
+    p = policy()
+    first = session(p, {"Account": (), "Contact": ()})
+    objects = [obj("Account"), obj("Contact")]
+
+    def next_session(previous: d.Schema, completed: set[str], *extra: str) -> d.Resolution:
+        describes = {"Account": desc("Account", *extra), "Contact": desc("Contact", *extra)}
+        return d.resolve(p, objects, describes, previous, completed=completed)
+
+    second = next_session(first.schema, {"Account"})
+    assert not second.schema.get("Account").full  # type: ignore[union-attr]
+    assert second.schema.get("Contact").full  # type: ignore[union-attr]
+    third = next_session(second.schema, {"Account", "Contact"}, "New__c")
+    assert query(third, "Account")["New__c"] and query(third, "Contact")["New__c"]
+    fourth = next_session(third.schema, {"Contact"}, "New__c")
+    assert query(fourth, "Account")["New__c"] and not query(fourth, "Contact")["New__c"]
+    assert not fourth.schema.get("Account").full  # type: ignore[union-attr]

@@ -83,7 +83,9 @@ async def test_initial_session_plans_every_job(
     assert len(await running.job_specs("s1")) == len(specs)
     assert payloads(await running.events("s1")).count("jobs_planned") == 1
 
-    # the next session of the policy is incremental and, with nothing changed, reads no describe again
+    # the next session of the policy is incremental and, with nothing changed, reads no describe again;
+    # an object whose full read did not complete is read in full again
+    await running.finish("s1", failing=("data-Contact",))
     await running.request("s2", "p1")
     envs = await running.outcome("s2")
     assert not envs[1].session_started.initial
@@ -91,6 +93,7 @@ async def test_initial_session_plans_every_job(
     assert set(specs2) == set(specs)
     assert not specs2["data-Account"].data.full and not specs2["data-Account"].initial
     assert not any(f.backfill for f in specs2["data-Account"].data.fields)
+    assert specs2["data-Contact"].data.full
     assert specs2["data-Account"].data.describe_json == account.data.describe_json
     plan2 = await running.stub.GetSessionPlan(api.GetSessionPlanRequest(session_id="s2"))
     assert plan2.api_calls < plan.api_calls
@@ -149,6 +152,7 @@ async def test_schema_changes_follow_the_policy_flags(
     for policy in ("auto", "manual"):
         await running.request(f"{policy}-1", policy)
         await running.outcome(f"{policy}-1")
+        await running.finish(f"{policy}-1")
     admin.add_field("Account", "Loyalty__c", type="string")
     admin.add_object("Gadget__c", records=3)
     admin.hide_fields({"Contact": ["Email"]})
@@ -175,17 +179,21 @@ async def test_schema_changes_follow_the_policy_flags(
     assert {o.object_name: o.status for o in plan.objects}["Gadget__c"] == "DECLINED"
 
     # the field comes back: it rejoins the query with a backfill, whatever the flag says
+    await running.finish("manual-2")
     await running.request("manual-3", "manual")
     await running.outcome("manual-3")
     contact3 = by_id(await running.job_specs("manual-3"))["data-Contact"]
     email = next(f for f in contact3.data.fields if f.name == "Email")
     assert email.backfill
 
-    # an object that disappears is skipped with a warning, never a failure
+    # a backfill whose job did not complete is asked for again
+    await running.finish("auto-2", failing=("data-Account",))
     admin.remove_object("Gadget__c")
     await running.request("auto-3", "auto")
     envs = await running.outcome("auto-3")
     assert payloads(envs)[-1] == "jobs_planned"
     plan = await running.stub.GetSessionPlan(api.GetSessionPlanRequest(session_id="auto-3"))
     assert any("Gadget__c" in w for w in plan.warnings)
-    assert "data-Gadget__c" not in by_id(await running.job_specs("auto-3"))
+    auto3 = by_id(await running.job_specs("auto-3"))
+    assert "data-Gadget__c" not in auto3
+    assert [f.name for f in auto3["data-Account"].data.fields if f.backfill] == ["Loyalty__c"]
