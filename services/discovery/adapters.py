@@ -77,6 +77,11 @@ class SalesforceOrg:
     def api_calls(self) -> int:
         return self.client.api_calls
 
+    @property
+    def org_usage(self) -> tuple[int, int]:
+        """(used, max) of the org's daily API requests, as the last response said."""
+        return self.client.org_usage or (0, 0)
+
     def _get(self, path: str, since: str = "") -> requests.Response:
         headers = {"If-Modified-Since": since} if since else {}
         return self.client.request("GET", f"/services/data/v{self.version}{path}", headers=headers)

@@ -49,6 +49,8 @@ class OrgSession(Protocol):
     def instance_url(self) -> str: ...
     @property
     def api_calls(self) -> int: ...
+    @property
+    def org_usage(self) -> tuple[int, int]: ...
     def describe_global(self, since: str = "") -> adapters.Fetched: ...
     def describe_many(
         self, wanted: Sequence[tuple[str, str]], parallel: int = 4
@@ -127,7 +129,7 @@ class Catalog:
         except Exception as exc:  # any failure here is a finding about the org, reported to the caller
             problems = [f"checking access failed: {type(exc).__name__}"]
         await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
-        usage = getattr(getattr(session, "client", None), "org_usage", None) or (0, 0)
+        usage = session.org_usage
         return {
             "ok": not problems,
             "problems": problems,
