@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sfvault.events.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -644,3 +645,128 @@ class DeletePolicyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePolicyResponse: _TypeAlias = DeletePolicyResponse  # noqa: Y015
+
+@_typing.final
+class GetSessionPlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionPlanRequest: _TypeAlias = GetSessionPlanRequest  # noqa: Y015
+
+@_typing.final
+class PlannedObject(_message.Message):
+    """One object as discovery saw it in a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    BACKFILL_FIELDS_FIELD_NUMBER: _builtins.int
+    LEFT_OUT_FIELDS_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    status: _builtins.str
+    """IN_SCOPE, SKIPPED, GONE, DECLINED, EXCLUDED"""
+    job_id: _builtins.str
+    """the data job, when the object is in scope"""
+    full: _builtins.bool
+    """every record is read (first backup of the object in this policy)"""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the fields in the query"""
+
+    @_builtins.property
+    def backfill_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """fields new in scope this session"""
+
+    @_builtins.property
+    def left_out_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """fields that were in scope and disappeared or became hidden"""
+
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        full: _builtins.bool = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        backfill_fields: _abc.Iterable[_builtins.str] | None = ...,
+        left_out_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_fields", b"backfill_fields", "fields", b"fields", "full", b"full", "job_id", b"job_id", "left_out_fields", b"left_out_fields", "object_name", b"object_name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedObject: _TypeAlias = PlannedObject  # noqa: Y015
+
+@_typing.final
+class SessionPlan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    PLANNED_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    INITIAL_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    API_CALLS_FIELD_NUMBER: _builtins.int
+    PLANNED_AT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    policy_id: _builtins.str
+    org_id: _builtins.str
+    planned: _builtins.bool
+    """false: the session failed before its jobs were planned"""
+    failure_reason: _builtins.str
+    initial: _builtins.bool
+    api_calls: _builtins.int
+    """Salesforce API calls discovery spent on this session"""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.PlannedJob]: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedObject]: ...
+    @_builtins.property
+    def planned_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        policy_id: _builtins.str = ...,
+        org_id: _builtins.str = ...,
+        planned: _builtins.bool = ...,
+        failure_reason: _builtins.str = ...,
+        initial: _builtins.bool = ...,
+        jobs: _abc.Iterable[_events_pb2.PlannedJob] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+        objects: _abc.Iterable[Global___PlannedObject] | None = ...,
+        api_calls: _builtins.int = ...,
+        planned_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["planned_at", b"planned_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_calls", b"api_calls", "failure_reason", b"failure_reason", "initial", b"initial", "jobs", b"jobs", "objects", b"objects", "org_id", b"org_id", "planned", b"planned", "planned_at", b"planned_at", "policy_id", b"policy_id", "session_id", b"session_id", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionPlan: _TypeAlias = SessionPlan  # noqa: Y015

@@ -89,6 +89,11 @@ class DiscoveryServiceStub:
                 request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyRequest.SerializeToString,
                 response_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyResponse.FromString,
                 _registered_method=True)
+        self.GetSessionPlan = channel.unary_unary(
+                '/sfvault.discovery.v1.DiscoveryService/GetSessionPlan',
+                request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.SerializeToString,
+                response_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.SessionPlan.FromString,
+                _registered_method=True)
 
 
 class DiscoveryServiceServicer:
@@ -161,6 +166,13 @@ class DiscoveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSessionPlan(self, request, context):
+        """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiscoveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +230,11 @@ def add_DiscoveryServiceServicer_to_server(servicer, server):
                     servicer.DeletePolicy,
                     request_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyRequest.FromString,
                     response_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+            'GetSessionPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionPlan,
+                    request_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.FromString,
+                    response_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.SessionPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +534,33 @@ class DiscoveryService:
             '/sfvault.discovery.v1.DiscoveryService/DeletePolicy',
             sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyRequest.SerializeToString,
             sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.discovery.v1.DiscoveryService/GetSessionPlan',
+            sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.SerializeToString,
+            sfvault_dot_discovery_dot_v1_dot_discovery__pb2.SessionPlan.FromString,
             options,
             channel_credentials,
             insecure,

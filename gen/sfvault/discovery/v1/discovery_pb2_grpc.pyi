@@ -43,6 +43,8 @@ class DiscoveryServiceStub:
     ListPolicies: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.ListPoliciesRequest, _discovery_pb2.ListPoliciesResponse]
     UpdatePolicy: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.UpdatePolicyRequest, _discovery_pb2.Policy]
     DeletePolicy: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.DeletePolicyRequest, _discovery_pb2.DeletePolicyResponse]
+    GetSessionPlan: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.GetSessionPlanRequest, _discovery_pb2.SessionPlan]
+    """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
 
 @_typing.type_check_only
 class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
@@ -59,6 +61,8 @@ class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
     ListPolicies: _aio.UnaryUnaryMultiCallable[_discovery_pb2.ListPoliciesRequest, _discovery_pb2.ListPoliciesResponse]  # type: ignore[assignment]
     UpdatePolicy: _aio.UnaryUnaryMultiCallable[_discovery_pb2.UpdatePolicyRequest, _discovery_pb2.Policy]  # type: ignore[assignment]
     DeletePolicy: _aio.UnaryUnaryMultiCallable[_discovery_pb2.DeletePolicyRequest, _discovery_pb2.DeletePolicyResponse]  # type: ignore[assignment]
+    GetSessionPlan: _aio.UnaryUnaryMultiCallable[_discovery_pb2.GetSessionPlanRequest, _discovery_pb2.SessionPlan]  # type: ignore[assignment]
+    """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
 
 class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -138,5 +142,13 @@ class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _discovery_pb2.DeletePolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_discovery_pb2.DeletePolicyResponse, _abc.Awaitable[_discovery_pb2.DeletePolicyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSessionPlan(
+        self,
+        request: _discovery_pb2.GetSessionPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_discovery_pb2.SessionPlan, _abc.Awaitable[_discovery_pb2.SessionPlan]]:
+        """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
 
 def add_DiscoveryServiceServicer_to_server(servicer: DiscoveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

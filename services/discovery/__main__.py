@@ -1,0 +1,29 @@
+"""Start the discovery service: `python -m services.discovery` (settings from SFVAULT_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from services.common import settings as settings_module
+from services.discovery import service
+from services.discovery.config import DiscoverySettings
+
+
+def main() -> None:
+    cfg = settings_module.load(DiscoverySettings)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: DiscoverySettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.serve(cfg, stop)
+
+
+if __name__ == "__main__":
+    main()

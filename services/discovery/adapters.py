@@ -1,0 +1,209 @@
+"""Discovery's adapters to the outside: a Salesforce org (describeGlobal, describe, access checks) through
+`services.common.salesforce`, and storage's gRPC health. Blocking Salesforce calls run in worker threads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common import salesforce as sfc
+from services.discovery import domain as d
+
+NOT_MODIFIED = 304
+
+
+class StorageUnreachable(RuntimeError):
+    pass
+
+
+class DescribeFailed(RuntimeError):
+    """describeGlobal could not be read: the session cannot be planned."""
+
+
+def credentials(c: d.Connection) -> sfc.Credentials:
+    return sfc.Credentials(
+        login_url=c.login_url,
+        auth_flow=c.auth_flow.value,
+        client_id=c.client_id,
+        client_secret_ref=c.client_secret_ref,
+        username=c.username,
+        password_ref=c.password_ref,
+        refresh_token_ref=c.refresh_token_ref,
+        private_key_ref=c.private_key_ref,
+        ca_bundle_ref=c.ca_bundle_ref,
+        api_version=c.api_version or sfc.DEFAULT_API_VERSION,
+    )
+
+
+def canonical(body: Any) -> tuple[str, bytes]:
+    """A describe as stable bytes and their hash, so an unchanged describe is stored once."""
+    data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A describe answer: the body, or None when the org said 304 Not Modified."""
+
+    body: dict[str, Any] | None
+    date: str = ""  # the org's Date header, the next If-Modified-Since
+
+
+class SalesforceOrg:
+    """One logged-in org, used from worker threads."""
+
+    def __init__(self, connection: d.Connection, *, max_attempts: int = 4, timeout: float = 60.0) -> None:
+        self.creds = credentials(connection)
+        self.client = sfc.OrgClient(self.creds, max_attempts=max_attempts, timeout=timeout)
+        self.version = self.creds.api_version
+
+    @property
+    def salesforce_org_id(self) -> str:
+        return self.client.salesforce_org_id
+
+    @property
+    def instance_url(self) -> str:
+        return self.client.token.instance_url
+
+    @property
+    def api_calls(self) -> int:
+        return self.client.api_calls
+
+    @property
+    def org_usage(self) -> tuple[int, int]:
+        """(used, max) of the org's daily API requests, as the last response said."""
+        return self.client.org_usage or (0, 0)
+
+    def _get(self, path: str, since: str = "") -> requests.Response:
+        headers = {"If-Modified-Since": since} if since else {}
+        return self.client.request("GET", f"/services/data/v{self.version}{path}", headers=headers)
+
+    def describe_global(self, since: str = "") -> Fetched:
+        try:
+            response = self._get("/sobjects", since)
+        except (sfc.ApiLimitExceeded, sfc.AuthenticationRefused, sfc.OrgUnreachable):
+            raise
+        except Exception as exc:
+            raise DescribeFailed(f"describeGlobal failed: {_reason(exc)}") from None
+        if response.status_code == NOT_MODIFIED:
+            return Fetched(None, response.headers.get("Date", since))
+        if response.status_code != 200:
+            raise DescribeFailed(f"describeGlobal failed: HTTP {response.status_code} {_error_code(response)}")
+        return Fetched(response.json(), response.headers.get("Date", ""))
+
+    def describe(self, name: str, since: str = "") -> Fetched:
+        """One object's describe; raises DescribeFailed with a reason when the org will not give it."""
+        try:
+            response = self._get(f"/sobjects/{name}/describe", since)
+        except (sfc.ApiLimitExceeded, sfc.AuthenticationRefused, sfc.OrgUnreachable):
+            raise
+        except Exception as exc:
+            raise DescribeFailed(_reason(exc)) from None
+        if response.status_code == NOT_MODIFIED:
+            return Fetched(None, response.headers.get("Date", since))
+        if response.status_code != 200:
+            raise DescribeFailed(f"describe returned HTTP {response.status_code} {_error_code(response)}".strip())
+        return Fetched(response.json(), response.headers.get("Date", ""))
+
+    def describe_many(
+        self, wanted: Iterable[tuple[str, str]], parallel: int = 4
+    ) -> dict[str, Fetched | DescribeFailed]:
+        """Describe (name, If-Modified-Since) pairs a few at a time; failures are returned, not raised."""
+
+        def one(item: tuple[str, str]) -> Fetched | DescribeFailed:
+            try:
+                return self.describe(*item)
+            except DescribeFailed as exc:
+                return exc
+
+        items = list(wanted)
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items) or 1))) as pool:
+            return dict(zip((n for n, _ in items), pool.map(one, items), strict=True))
+
+    def check_access(self) -> list[str]:
+        """What a backup needs, as problems a person can act on (an empty list: all is well)."""
+        problems: list[str] = []
+        try:
+            global_ = self.describe_global()
+            names = {o["name"] for o in (global_.body or {}).get("sobjects", [])}
+        except DescribeFailed as exc:
+            return [f"cannot list objects (describeGlobal): {exc}"]
+        for obj in ("Account", "ContentVersion", "Attachment"):
+            if obj not in names:
+                problems.append(f"{obj} is not visible to this user")
+                continue
+            response = self._get(f"/query?q=SELECT+Id+FROM+{obj}+LIMIT+1")
+            if response.status_code != 200:
+                problems.append(f"cannot query {obj}: {_error_code(response) or response.status_code}")
+        problem = self._check_metadata_api()
+        if problem:
+            problems.append(problem)
+        return problems
+
+    def _check_metadata_api(self) -> str:
+        # A raw SOAP call on our own HTTP session: simple-salesforce's mdapi (zeep) has its own session and
+        # would ignore the org's CA bundle.
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+            ' xmlns:met="http://soap.sforce.com/2006/04/metadata">'
+            "<soapenv:Header><met:SessionHeader><met:sessionId>{token}</met:sessionId></met:SessionHeader>"
+            "</soapenv:Header><soapenv:Body><met:describeMetadata><met:asOfVersion>{version}</met:asOfVersion>"
+            "</met:describeMetadata></soapenv:Body></soapenv:Envelope>"
+        )
+        try:
+            response = self.client.request(
+                "POST",
+                f"/services/Soap/m/{self.version}",
+                data=body.format(token=self.client.token.access_token, version=self.version).encode(),
+                headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+            )
+        except Exception as exc:
+            return f"Metadata API not reachable: {_reason(exc)}"
+        if response.status_code != 200 or b"describeMetadataResponse" not in response.content:
+            fault = ""
+            text = response.text
+            if "<faultcode>" in text:
+                fault = text.split("<faultcode>", 1)[1].split("</faultcode>", 1)[0]
+            return f"Metadata API not permitted: HTTP {response.status_code} {fault}".strip()
+        return ""
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return f"{body[0].get('errorCode', '')}: {body[0].get('message', '')}".strip(": ")
+    return ""
+
+
+def _reason(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    return f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}"
+
+
+async def check_storage(address: str, timeout_s: float = 5.0) -> None:
+    """Storage's grpc.health.v1 must say SERVING; raises StorageUnreachable with the reason otherwise."""
+    if not address:
+        raise StorageUnreachable("no storage address is configured (SFVAULT_STORAGE_ADDR)")
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+    except grpc.aio.AioRpcError as exc:
+        raise StorageUnreachable(f"storage at {address} is unreachable ({exc.code().name})") from None
+    except TimeoutError:
+        raise StorageUnreachable(f"storage at {address} did not answer within {timeout_s:.0f} s") from None
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        raise StorageUnreachable(f"storage at {address} is not serving ({status})")

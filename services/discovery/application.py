@@ -1,0 +1,434 @@
+"""Use cases of discovery: keep orgs and policies (`Catalog`), and turn each SessionRequested into a plan
+(`Planner`): log in, describe, resolve the scope against the previous session, store, publish, enqueue.
+Written against small interfaces so tests can swap the org, the storage probe and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import grpc
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2 as jobs
+
+from services.common import errors
+from services.common import salesforce as sfc
+from services.common.bus import Delivery
+from services.discovery import adapters, translate
+from services.discovery import domain as d
+from services.discovery.store import Conflict, DiscoveryStore, SessionRecord, StoredJob
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyExists(errors.RequestError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime: ...
+
+
+class SystemClock:
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+
+class OrgSession(Protocol):
+    """A logged-in org (adapters.SalesforceOrg); its methods block and run in worker threads."""
+
+    @property
+    def salesforce_org_id(self) -> str: ...
+    @property
+    def instance_url(self) -> str: ...
+    @property
+    def api_calls(self) -> int: ...
+    @property
+    def org_usage(self) -> tuple[int, int]: ...
+    def describe_global(self, since: str = "") -> adapters.Fetched: ...
+    def describe_many(
+        self, wanted: Sequence[tuple[str, str]], parallel: int = 4
+    ) -> dict[str, adapters.Fetched | adapters.DescribeFailed]: ...
+    def check_access(self) -> list[str]: ...
+
+
+Connector = Callable[[d.Connection], OrgSession]  # logs in; raises the salesforce module's errors
+StorageProbe = Callable[[], Awaitable[None]]  # raises adapters.StorageUnreachable
+
+
+class Publisher(Protocol):
+    async def emit(
+        self, payload: Any, *, session_id: str, job_id: str = "", id_parts: tuple[object, ...] = ()
+    ) -> bool: ...
+    async def enqueue_job(self, spec: jobs.JobSpec) -> bool: ...
+
+
+def _invalid(exc: d.InvalidPolicy) -> errors.InvalidArgument:
+    return errors.InvalidArgument(str(exc))
+
+
+# ---- orgs and policies ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Catalog:
+    store: DiscoveryStore
+    connect: Connector
+
+    async def create_org(self, org: d.Org) -> d.Org:
+        org = dataclasses.replace(org, org_id=org.org_id or f"org-{uuid.uuid4().hex[:12]}")
+        self._check_org(org)
+        try:
+            return await self.store.create_org(org)
+        except Conflict as exc:
+            raise AlreadyExists(str(exc)) from None
+
+    async def get_org(self, org_id: str) -> d.Org:
+        org = await self.store.get_org(org_id) if org_id else None
+        if org is None:
+            raise errors.NotFound(f"org {org_id!r} does not exist")
+        return org
+
+    async def list_orgs(self) -> list[d.Org]:
+        return await self.store.list_orgs()
+
+    async def update_org(self, org_id: str, name: str | None, connection: d.Connection | None) -> d.Org:
+        current = await self.get_org(org_id)
+        updated = dataclasses.replace(
+            current, name=current.name if name is None else name, connection=connection or current.connection
+        )
+        self._check_org(updated)
+        result = await self.store.update_org(updated)
+        if result is None:
+            raise errors.NotFound(f"org {org_id!r} does not exist")
+        return result
+
+    async def delete_org(self, org_id: str) -> None:
+        try:
+            deleted = await self.store.delete_org(org_id)
+        except Conflict as exc:
+            raise errors.FailedPrecondition(str(exc)) from None
+        if not deleted:
+            raise errors.NotFound(f"org {org_id!r} does not exist")
+
+    async def test_org(self, org_id: str) -> dict[str, Any]:
+        """Log in and check what a backup needs. Login problems are answers, not RPC errors."""
+        org = await self.get_org(org_id)
+        try:
+            session = await asyncio.to_thread(self.connect, org.connection)
+        except (sfc.SecretError, sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
+            return {"ok": False, "problems": [str(exc)]}
+        try:
+            problems = await asyncio.to_thread(session.check_access)
+        except Exception as exc:  # any failure here is a finding about the org, reported to the caller
+            problems = [f"checking access failed: {type(exc).__name__}"]
+        await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
+        usage = session.org_usage
+        return {
+            "ok": not problems,
+            "problems": problems,
+            "salesforce_org_id": session.salesforce_org_id,
+            "instance_url": session.instance_url,
+            "api_requests_used": usage[0],
+            "api_requests_max": usage[1],
+        }
+
+    @staticmethod
+    def _check_org(org: d.Org) -> None:
+        try:
+            d.check_id("org_id", org.org_id)
+            d.check_connection(org.connection)
+        except d.InvalidPolicy as exc:
+            raise _invalid(exc) from None
+
+    async def create_policy(self, policy: d.Policy) -> d.Policy:
+        policy = dataclasses.replace(policy, policy_id=policy.policy_id or f"policy-{uuid.uuid4().hex[:12]}")
+        self._check_policy(policy)
+        await self._require_org(policy.org_id)
+        try:
+            return await self.store.create_policy(policy)
+        except Conflict as exc:
+            raise AlreadyExists(str(exc)) from None
+
+    async def get_policy(self, policy_id: str) -> d.Policy:
+        policy = await self.store.get_policy(policy_id) if policy_id else None
+        if policy is None:
+            raise errors.NotFound(f"policy {policy_id!r} does not exist")
+        return policy
+
+    async def list_policies(self, org_id: str = "") -> list[d.Policy]:
+        if org_id:
+            await self._require_org(org_id)
+        return await self.store.list_policies(org_id)
+
+    async def update_policy(self, policy: d.Policy) -> d.Policy:
+        current = await self.get_policy(policy.policy_id)
+        policy = dataclasses.replace(policy, org_id=policy.org_id or current.org_id)
+        self._check_policy(policy)
+        if policy.org_id != current.org_id:
+            await self._require_org(policy.org_id)
+        result = await self.store.update_policy(policy)
+        if result is None:
+            raise errors.NotFound(f"policy {policy.policy_id!r} does not exist")
+        return result
+
+    async def delete_policy(self, policy_id: str) -> None:
+        if not await self.store.delete_policy(policy_id):
+            raise errors.NotFound(f"policy {policy_id!r} does not exist")
+
+    @staticmethod
+    def _check_policy(policy: d.Policy) -> None:
+        try:
+            d.check_policy(policy)
+        except d.InvalidPolicy as exc:
+            raise _invalid(exc) from None
+
+    async def _require_org(self, org_id: str) -> None:
+        if await self.store.get_org(org_id) is None:
+            raise errors.NotFound(f"org {org_id!r} does not exist")
+
+
+# ---- sessions -------------------------------------------------------------------------------------------
+
+
+# a job that completed with warnings has read what it was asked to; errors or no word at all mean it may not have
+COMPLETED_OUTCOMES = ("JOB_OUTCOME_SUCCESS", "JOB_OUTCOME_WARNING")
+
+
+async def record_job_outcomes(store: DiscoveryStore, deliveries: Sequence[Delivery]) -> None:
+    """The outcomes consumer's handler: remember how each data job ended."""
+    outcomes = [
+        (e.session_id, e.job_id, ev.JobOutcome.Name(e.job_finished.outcome))
+        for e in (delivery.envelope for delivery in deliveries)
+        if e.WhichOneof("payload") == "job_finished" and e.job_id.startswith("data-")
+    ]
+    await store.record_outcomes(outcomes)
+
+
+class SessionFailure(Exception):
+    """A critical problem: the session fails with this reason."""
+
+
+@dataclasses.dataclass
+class Planner:
+    store: DiscoveryStore
+    connect: Connector
+    check_storage: StorageProbe
+    publisher: Publisher
+    clock: Clock = dataclasses.field(default_factory=SystemClock)
+    max_deliver: int = 6
+    full_describe_every: dt.timedelta = dt.timedelta(hours=24)
+    describe_parallel: int = 4
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """The consumer's handler: plan each requested session, commit, publish; then the batch is acked."""
+        for delivery in deliveries:
+            env = delivery.envelope
+            if env.WhichOneof("payload") != "session_requested":
+                continue
+            try:
+                await self.plan(env.session_id, env.session_requested)
+            except Exception as exc:
+                if delivery.num_delivered < self.max_deliver:
+                    raise
+                # the last attempt: fail the session with a reason instead of leaving it pending for a day
+                log.exception("planning session %s failed %d times", env.session_id, delivery.num_delivered)
+                await self._fail(env.session_id, env.session_requested, f"discovery failed: {type(exc).__name__}")
+
+    async def plan(self, session_id: str, request: ev.SessionRequested) -> SessionRecord:
+        """Idempotent: a session already decided is re-published as it was decided, never planned again."""
+        record = await self.store.get_session(session_id)
+        if record is None:
+            try:
+                record = await self._decide(session_id, request)
+            except SessionFailure as exc:
+                log.warning("session %s fails: %s", session_id, exc)
+                record = await self.store.save_session(self._failed(session_id, request, str(exc)))
+        if not record.published:
+            await self._publish(record)
+            await self.store.mark_published(session_id)
+        return record
+
+    async def _fail(self, session_id: str, request: ev.SessionRequested, reason: str) -> None:
+        record = await self.store.save_session(self._failed(session_id, request, reason))
+        await self._publish(record)
+        await self.store.mark_published(session_id)
+
+    def _failed(self, session_id: str, request: ev.SessionRequested, reason: str) -> SessionRecord:
+        return SessionRecord(
+            session_id=session_id,
+            policy_id=request.policy_id,
+            org_id=request.org_id,
+            planned=False,
+            failure_reason=reason,
+            planned_at=self.clock.now(),
+        )
+
+    async def _publish(self, record: SessionRecord) -> None:
+        sid = record.session_id
+        if not record.planned:
+            await self.publisher.emit(ev.SessionFailed(reason=record.failure_reason), session_id=sid)
+            return
+        stored = await self.store.session_jobs(sid)
+        specs = [jobs.JobSpec.FromString(j.spec) for j in stored]
+        await self.publisher.emit(
+            ev.SessionStarted(policy_id=record.policy_id, org_id=record.org_id, initial=record.initial), session_id=sid
+        )
+        planned = ev.JobsPlanned(jobs=[translate.planned_job(s) for s in specs])
+        if "warnings" in ev.JobsPlanned.DESCRIPTOR.fields_by_name:
+            # asked of the contract owner: an additive `repeated string warnings`; filled as soon as it exists
+            planned.warnings.extend(record.warnings)  # type: ignore[attr-defined]
+        await self.publisher.emit(planned, session_id=sid)
+        for spec in specs:
+            await self.publisher.enqueue_job(spec)
+
+    async def _decide(self, session_id: str, request: ev.SessionRequested) -> SessionRecord:
+        policy = await self.store.get_policy(request.policy_id) if request.policy_id else None
+        if policy is None:
+            raise SessionFailure(f"policy {request.policy_id!r} does not exist")
+        if request.org_id and request.org_id != policy.org_id:
+            raise SessionFailure(
+                f"policy {policy.policy_id!r} belongs to org {policy.org_id!r}, not {request.org_id!r}"
+            )
+        org = await self.store.get_org(policy.org_id)
+        if org is None:
+            raise SessionFailure(f"org {policy.org_id!r} of policy {policy.policy_id!r} does not exist")
+        try:
+            await self.check_storage()
+        except adapters.StorageUnreachable as exc:
+            raise SessionFailure(str(exc)) from None
+        try:
+            session = await asyncio.to_thread(self.connect, org.connection)
+        except sfc.SecretError as exc:
+            raise SessionFailure(f"cannot log in to org {org.org_id!r}: {exc}") from None
+        except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
+            raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
+        await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
+        try:
+            return await self._describe_and_plan(session_id, request, policy, org, session)
+        except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded, adapters.DescribeFailed) as exc:
+            raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
+
+    async def _describe_and_plan(
+        self, session_id: str, request: ev.SessionRequested, policy: d.Policy, org: d.Org, session: OrgSession
+    ) -> SessionRecord:
+        now = self.clock.now()
+        previous = await self.store.previous_session(policy.policy_id, session_id)
+        prev_schema = await self.store.session_schema(previous.session_id) if previous else None
+        # If-Modified-Since saves the per-object describes when nothing changed; a periodic full describe guards
+        # against changes an org does not announce that way
+        full_describe = (
+            previous is None
+            or not previous.global_hash
+            or not previous.describe_date
+            or previous.full_describe_at is None
+            or now - previous.full_describe_at >= self.full_describe_every
+        )
+        since = "" if full_describe or previous is None else previous.describe_date
+        fetched = await asyncio.to_thread(session.describe_global, since)
+        new_describes: dict[str, bytes] = {}
+        if fetched.body is None:
+            assert previous is not None
+            stored = await self.store.describes([previous.global_hash])
+            if previous.global_hash not in stored:
+                fetched = await asyncio.to_thread(session.describe_global, "")
+        if fetched.body is not None:
+            global_hash, global_bytes = adapters.canonical(fetched.body)
+            new_describes[global_hash] = global_bytes
+            global_body = fetched.body
+            global_changed = True
+        else:
+            assert previous is not None
+            global_hash = previous.global_hash
+            global_body = _json(stored[global_hash])
+            global_changed = False
+        global_objects = [d.GlobalObject.from_describe(o) for o in global_body.get("sobjects", [])]
+        wanted = d.wanted_objects(policy, global_objects, prev_schema)
+
+        prior_hash = {
+            name: o.describe_hash
+            for name in wanted
+            if prev_schema is not None and (o := prev_schema.get(name)) is not None and o.describe_hash
+        }
+        prior_bodies = await self.store.describes(prior_hash.values())
+        describes: dict[str, d.ObjectDescribe] = {}
+        bodies: dict[str, bytes] = {}
+        to_fetch: list[tuple[str, str]] = []
+        for name in sorted(wanted):
+            old = prior_hash.get(name, "")
+            if old in prior_bodies and not global_changed:
+                bodies[name] = prior_bodies[old]
+                describes[name] = d.ObjectDescribe.from_describe(_json(prior_bodies[old]), old)
+            else:
+                to_fetch.append((name, since if old in prior_bodies else ""))
+        unreadable: dict[str, str] = {}
+        if to_fetch:
+            results = await asyncio.to_thread(session.describe_many, to_fetch, self.describe_parallel)
+            for name, result in results.items():
+                if isinstance(result, adapters.DescribeFailed):
+                    unreadable[name] = str(result)
+                    continue
+                if result.body is None:
+                    old = prior_hash[name]
+                    bodies[name] = prior_bodies[old]
+                    describes[name] = d.ObjectDescribe.from_describe(_json(prior_bodies[old]), old)
+                    continue
+                digest, data = adapters.canonical(result.body)
+                new_describes[digest] = data
+                bodies[name] = data
+                describes[name] = d.ObjectDescribe.from_describe(result.body, digest)
+
+        completed: set[str] | None = None
+        if previous is not None and prev_schema is not None:
+            done_jobs = await self.store.completed_jobs(previous.session_id, COMPLETED_OUTCOMES)
+            completed = {o.name for o in prev_schema.objects if d.data_job_id(o.name) in done_jobs}
+        resolution = d.resolve(policy, global_objects, describes, prev_schema, unreadable, completed)
+        planned = d.plan_jobs(policy, resolution.schema)
+        initial = previous is None
+        budget = d.split_budget(policy, len(planned), session.api_calls)
+        stall = d.stall_timeout(policy, request.stall_timeout.ToTimedelta())
+        stored_jobs = []
+        for job in planned:
+            spec = translate.job_spec(
+                job,
+                session_id=session_id,
+                policy=policy,
+                org=org,
+                salesforce_org_id=session.salesforce_org_id,
+                instance_url=session.instance_url,
+                initial=initial,
+                stall_timeout=stall,
+                budget=budget,
+                describe_json=bodies.get(job.object_name, b"") if isinstance(job, d.PlannedDataJob) else b"",
+            )
+            stored_jobs.append(
+                StoredJob(job.job_id, ev.JobType.Name(spec.type), spec.object_name, spec.SerializeToString())
+            )
+        record = SessionRecord(
+            session_id=session_id,
+            policy_id=policy.policy_id,
+            org_id=org.org_id,
+            planned=True,
+            initial=initial,
+            warnings=resolution.warnings,
+            global_hash=global_hash,
+            describe_date=fetched.date or (previous.describe_date if previous else ""),
+            full_describe_at=now if full_describe else (previous.full_describe_at if previous else now),
+            api_calls=session.api_calls,
+            planned_at=now,
+        )
+        for warning in resolution.warnings:
+            log.warning("session %s: %s", session_id, warning)
+        return await self.store.save_session(record, resolution.schema, stored_jobs, new_describes)
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    body = json.loads(data)
+    assert isinstance(body, dict)
+    return body

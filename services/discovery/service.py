@@ -1,0 +1,116 @@
+"""Composition root of the discovery service: wires the store, the bus, Salesforce, storage's health
+probe and the gRPC API. `serve` runs until `stop` is set (SIGTERM in __main__), then lets the plan in hand
+commit and be acked, and exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
+
+from services.common import db
+from services.common.bus import Bus, BusConfig
+from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.discovery import adapters
+from services.discovery.api import DiscoveryApi
+from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
+from services.discovery.config import DiscoverySettings
+from services.discovery.consumers import consume_job_outcomes, consume_session_requests
+from services.discovery.store import DiscoveryStore
+
+log = logging.getLogger("sfvault.discovery")
+HEALTH_INTERVAL_S = 5.0
+
+
+def bus_config(settings: DiscoverySettings) -> BusConfig:
+    return BusConfig(
+        url=settings.nats_url,
+        namespace=settings.bus_namespace,
+        events_replicas=settings.events_replicas,
+        jobs_replicas=settings.jobs_replicas,
+        duplicate_window_s=settings.duplicate_window_s,
+    )
+
+
+async def serve(
+    settings: DiscoverySettings,
+    stop: asyncio.Event,
+    *,
+    connect: Connector = adapters.SalesforceOrg,
+    clock: Clock | None = None,
+    on_ready: Callable[[GrpcServer, Planner], Awaitable[None] | None] | None = None,
+) -> None:
+    pool = await db.open_pool(settings.database_url)
+    bus = await Bus.connect(bus_config(settings), producer="discovery")
+    grpc_server: GrpcServer | None = None
+    try:
+        store = DiscoveryStore(pool, settings.discovery_db_schema)
+        await store.setup()
+        planner = Planner(
+            store,
+            connect,
+            functools.partial(adapters.check_storage, settings.storage_addr, settings.storage_check_timeout_s),
+            bus,
+            clock or SystemClock(),
+            max_deliver=bus.config.max_deliver,
+            full_describe_every=dt.timedelta(seconds=settings.discovery_full_describe_every_s),
+            describe_parallel=settings.discovery_describe_parallel,
+        )
+        grpc_server = await start_grpc_server(
+            [
+                (
+                    discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
+                    DiscoveryApi(Catalog(store, connect), store),
+                    discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name,
+                )
+            ],
+            port=settings.discovery_port,
+        )
+        await grpc_server.set_serving(True)
+        log.info("discovery serving on port %d", grpc_server.port)
+        if on_ready is not None:
+            result = on_ready(grpc_server, planner)
+            if asyncio.iscoroutine(result):
+                await result
+        consumer = asyncio.create_task(consume_session_requests(bus, planner, stop, settings.discovery_ack_wait_s))
+        outcomes = asyncio.create_task(consume_job_outcomes(bus, store, stop))
+        health = asyncio.create_task(_watch_health(grpc_server, store, bus, stop))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({consumer, outcomes, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopped and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        stop.set()
+        await grpc_server.set_serving(False)
+        await asyncio.wait_for(consumer, settings.discovery_ack_wait_s)  # the plan in hand commits and is acked
+        await asyncio.wait_for(outcomes, 30)
+        health.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(2)
+        await bus.close()
+        await pool.close()
+
+
+async def _watch_health(server: GrpcServer, store: DiscoveryStore, bus: Bus, stop: asyncio.Event) -> None:
+    """SERVING only while the database answers and NATS is connected."""
+    serving = True
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(store.ping(), HEALTH_INTERVAL_S)
+            ok = bus.nc.is_connected
+        except Exception:
+            ok = False
+        if ok != serving:
+            log.warning("discovery is %s", "serving again" if ok else "not serving: database or NATS unreachable")
+            await server.set_serving(ok)
+            serving = ok
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)

@@ -1,0 +1,504 @@
+"""Discovery's PostgreSQL adapter (schema `discovery` by default): orgs, policies, and per session the plan
+and the schema seen (objects, fields, describes by content hash). Only the discovery service reads these."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from services.common.db import migrate
+from services.discovery import domain as d
+
+MIGRATIONS = [
+    """
+    CREATE TABLE orgs (
+        org_id text PRIMARY KEY,
+        name text NOT NULL DEFAULT '',
+        connection jsonb NOT NULL,          -- secret references only, never secrets
+        salesforce_org_id text NOT NULL DEFAULT '',
+        instance_url text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE policies (
+        policy_id text PRIMARY KEY,
+        org_id text NOT NULL REFERENCES orgs (org_id) ON DELETE RESTRICT,
+        name text NOT NULL DEFAULT '',
+        scope jsonb NOT NULL,
+        auto_add_new_objects boolean NOT NULL,
+        auto_add_new_fields boolean NOT NULL,
+        files boolean NOT NULL,
+        metadata boolean NOT NULL,
+        stall_timeout_s double precision NOT NULL DEFAULT 0,
+        daily_share_percent integer NOT NULL DEFAULT 0,
+        per_run_cap bigint NOT NULL DEFAULT 0,
+        reconcile_every_s double precision NOT NULL DEFAULT 0,
+        schedule text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX policies_org ON policies (org_id);
+    -- full describe JSON, stored once per distinct content
+    CREATE TABLE describes (
+        describe_hash text PRIMARY KEY,
+        body bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    -- one row per session discovery handled (planned or failed): a redelivery finds it and re-publishes it
+    CREATE TABLE sessions (
+        session_id text PRIMARY KEY,
+        policy_id text NOT NULL,
+        org_id text NOT NULL,
+        planned boolean NOT NULL,
+        failure_reason text NOT NULL DEFAULT '',
+        initial boolean NOT NULL DEFAULT false,
+        warnings jsonb NOT NULL DEFAULT '[]',
+        global_hash text NOT NULL DEFAULT '',
+        describe_date text NOT NULL DEFAULT '',   -- the org's Date header of describeGlobal (If-Modified-Since)
+        full_describe_at timestamptz,             -- the last describe made without If-Modified-Since
+        api_calls bigint NOT NULL DEFAULT 0,
+        published boolean NOT NULL DEFAULT false,
+        planned_at timestamptz NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX sessions_policy_planned ON sessions (policy_id, planned_at DESC) WHERE planned;
+    CREATE TABLE session_objects (
+        session_id text NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+        object_name text NOT NULL,
+        status text NOT NULL,
+        info jsonb,
+        fields jsonb NOT NULL,
+        describe_hash text NOT NULL DEFAULT '',
+        full_read boolean NOT NULL DEFAULT false,
+        reason text NOT NULL DEFAULT '',
+        PRIMARY KEY (session_id, object_name)
+    );
+    CREATE TABLE session_jobs (
+        session_id text NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
+        job_id text NOT NULL,
+        position integer NOT NULL,
+        job_type text NOT NULL,
+        object_name text NOT NULL DEFAULT '',
+        spec bytea NOT NULL,                     -- the serialized sfvault.jobs.v1.JobSpec, re-published as is
+        PRIMARY KEY (session_id, job_id)
+    );
+    """,
+    """
+    -- how each planned data job ended (JobFinished): a full read or a backfill whose job did not complete is
+    -- asked for again by the next session
+    CREATE TABLE job_outcomes (
+        session_id text NOT NULL,
+        job_id text NOT NULL,
+        outcome text NOT NULL,
+        finished_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (session_id, job_id)
+    );
+    """,
+]
+
+
+class Conflict(Exception):
+    """A row with this id exists already, or a row still depends on the one being removed."""
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    policy_id: str
+    org_id: str
+    planned: bool
+    failure_reason: str = ""
+    initial: bool = False
+    warnings: tuple[str, ...] = ()
+    global_hash: str = ""
+    describe_date: str = ""
+    full_describe_at: dt.datetime | None = None
+    api_calls: int = 0
+    published: bool = False
+    planned_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    job_id: str
+    job_type: str
+    object_name: str
+    spec: bytes
+
+
+# ---- (de)serialisation of domain values -----------------------------------------------------------------
+
+
+def _connection_json(c: d.Connection) -> dict[str, Any]:
+    out = dataclasses.asdict(c)
+    out["auth_flow"] = c.auth_flow.value
+    return out
+
+
+def _connection(data: Mapping[str, Any]) -> d.Connection:
+    return d.Connection(**{**data, "auth_flow": d.AuthFlow(data["auth_flow"])})
+
+
+def _scope_json(s: d.Scope) -> dict[str, Any]:
+    return {
+        "include_objects": list(s.include_objects),
+        "exclude_objects": list(s.exclude_objects),
+        "exclude_fields": {k: list(v) for k, v in s.exclude_fields.items()},
+    }
+
+
+def _scope(data: Mapping[str, Any]) -> d.Scope:
+    return d.Scope(
+        tuple(data.get("include_objects", ())),
+        tuple(data.get("exclude_objects", ())),
+        {k: tuple(v) for k, v in data.get("exclude_fields", {}).items()},
+    )
+
+
+def _org(row: Mapping[str, Any]) -> d.Org:
+    return d.Org(
+        org_id=row["org_id"],
+        name=row["name"],
+        connection=_connection(row["connection"]),
+        salesforce_org_id=row["salesforce_org_id"],
+        instance_url=row["instance_url"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _policy(row: Mapping[str, Any]) -> d.Policy:
+    return d.Policy(
+        policy_id=row["policy_id"],
+        org_id=row["org_id"],
+        name=row["name"],
+        scope=_scope(row["scope"]),
+        auto_add_new_objects=row["auto_add_new_objects"],
+        auto_add_new_fields=row["auto_add_new_fields"],
+        files=row["files"],
+        metadata=row["metadata"],
+        stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
+        daily_share_percent=row["daily_share_percent"],
+        per_run_cap=row["per_run_cap"],
+        reconcile_every=dt.timedelta(seconds=row["reconcile_every_s"]),
+        schedule=row["schedule"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _field_json(f: d.FieldState) -> dict[str, Any]:
+    return {**dataclasses.asdict(f.info), "status": f.status.value, "backfill": f.backfill}
+
+
+def _field(data: Mapping[str, Any]) -> d.FieldState:
+    info = d.FieldInfo(data["name"], data["sf_type"], data["calculated"], data["nillable"], data["label"])
+    return d.FieldState(info, d.FieldStatus(data["status"]), data["backfill"])
+
+
+def _object(row: Mapping[str, Any]) -> d.ObjectState:
+    info = d.GlobalObject(**row["info"]) if row["info"] else None
+    return d.ObjectState(
+        name=row["object_name"],
+        status=d.ObjectStatus(row["status"]),
+        info=info,
+        fields=tuple(_field(f) for f in row["fields"]),
+        describe_hash=row["describe_hash"],
+        full=row["full_read"],
+        reason=row["reason"],
+    )
+
+
+_POLICY_COLUMNS = (
+    "policy_id",
+    "org_id",
+    "name",
+    "scope",
+    "auto_add_new_objects",
+    "auto_add_new_fields",
+    "files",
+    "metadata",
+    "stall_timeout_s",
+    "daily_share_percent",
+    "per_run_cap",
+    "reconcile_every_s",
+    "schedule",
+)
+
+
+def _policy_values(p: d.Policy) -> tuple[Any, ...]:
+    return (
+        p.policy_id,
+        p.org_id,
+        p.name,
+        Jsonb(_scope_json(p.scope)),
+        p.auto_add_new_objects,
+        p.auto_add_new_fields,
+        p.files,
+        p.metadata,
+        p.stall_timeout.total_seconds(),
+        p.daily_share_percent,
+        p.per_run_cap,
+        p.reconcile_every.total_seconds(),
+        p.schedule,
+    )
+
+
+class DiscoveryStore:
+    def __init__(self, pool: AsyncConnectionPool, schema: str = "discovery") -> None:
+        self.pool = pool
+        self.schema = schema
+
+    async def setup(self) -> None:
+        async with self.pool.connection() as conn:
+            await migrate(conn, self.schema, MIGRATIONS)
+
+    async def _fetch(self, text: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._path(conn)
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(text.encode(), params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _path(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    # ---- orgs -----------------------------------------------------------------------------------------------
+
+    async def create_org(self, org: d.Org) -> d.Org:
+        try:
+            rows = await self._fetch(
+                "INSERT INTO orgs (org_id, name, connection) VALUES (%s, %s, %s) RETURNING *",
+                (org.org_id, org.name, Jsonb(_connection_json(org.connection))),
+            )
+        except psycopg.errors.UniqueViolation:
+            raise Conflict(f"org {org.org_id!r} exists already") from None
+        return _org(rows[0])
+
+    async def get_org(self, org_id: str) -> d.Org | None:
+        rows = await self._fetch("SELECT * FROM orgs WHERE org_id = %s", (org_id,))
+        return _org(rows[0]) if rows else None
+
+    async def list_orgs(self) -> list[d.Org]:
+        return [_org(r) for r in await self._fetch("SELECT * FROM orgs ORDER BY org_id")]
+
+    async def update_org(self, org: d.Org) -> d.Org | None:
+        rows = await self._fetch(
+            "UPDATE orgs SET name = %s, connection = %s, updated_at = now() WHERE org_id = %s RETURNING *",
+            (org.name, Jsonb(_connection_json(org.connection)), org.org_id),
+        )
+        return _org(rows[0]) if rows else None
+
+    async def set_org_identity(self, org_id: str, salesforce_org_id: str, instance_url: str) -> None:
+        """What the last successful login said; updated_at stays (it tracks changes a user made)."""
+        await self._fetch(
+            "UPDATE orgs SET salesforce_org_id = %s, instance_url = %s WHERE org_id = %s",
+            (salesforce_org_id, instance_url, org_id),
+        )
+
+    async def delete_org(self, org_id: str) -> bool:
+        try:
+            rows = await self._fetch("DELETE FROM orgs WHERE org_id = %s RETURNING org_id", (org_id,))
+        except psycopg.errors.ForeignKeyViolation:
+            raise Conflict(f"org {org_id!r} still has policies; delete them first") from None
+        return bool(rows)
+
+    # ---- policies -------------------------------------------------------------------------------------------
+
+    async def create_policy(self, policy: d.Policy) -> d.Policy:
+        columns = ", ".join(_POLICY_COLUMNS)
+        marks = ", ".join(["%s"] * len(_POLICY_COLUMNS))
+        try:
+            rows = await self._fetch(
+                f"INSERT INTO policies ({columns}) VALUES ({marks}) RETURNING *", _policy_values(policy)
+            )
+        except psycopg.errors.UniqueViolation:
+            raise Conflict(f"policy {policy.policy_id!r} exists already") from None
+        return _policy(rows[0])
+
+    async def get_policy(self, policy_id: str) -> d.Policy | None:
+        rows = await self._fetch("SELECT * FROM policies WHERE policy_id = %s", (policy_id,))
+        return _policy(rows[0]) if rows else None
+
+    async def list_policies(self, org_id: str = "") -> list[d.Policy]:
+        if org_id:
+            rows = await self._fetch("SELECT * FROM policies WHERE org_id = %s ORDER BY policy_id", (org_id,))
+        else:
+            rows = await self._fetch("SELECT * FROM policies ORDER BY policy_id")
+        return [_policy(r) for r in rows]
+
+    async def update_policy(self, policy: d.Policy) -> d.Policy | None:
+        sets = ", ".join(f"{c} = %s" for c in _POLICY_COLUMNS[1:])
+        values = _policy_values(policy)
+        rows = await self._fetch(
+            f"UPDATE policies SET {sets}, updated_at = now() WHERE policy_id = %s RETURNING *",
+            (*values[1:], policy.policy_id),
+        )
+        return _policy(rows[0]) if rows else None
+
+    async def delete_policy(self, policy_id: str) -> bool:
+        rows = await self._fetch("DELETE FROM policies WHERE policy_id = %s RETURNING policy_id", (policy_id,))
+        return bool(rows)
+
+    # ---- sessions -------------------------------------------------------------------------------------------
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        rows = await self._fetch("SELECT * FROM sessions WHERE session_id = %s", (session_id,))
+        return _session(rows[0]) if rows else None
+
+    async def previous_session(self, policy_id: str, session_id: str) -> SessionRecord | None:
+        """The policy's last planned session other than this one."""
+        rows = await self._fetch(
+            "SELECT * FROM sessions WHERE policy_id = %s AND planned AND session_id <> %s"
+            " ORDER BY planned_at DESC, session_id DESC LIMIT 1",
+            (policy_id, session_id),
+        )
+        return _session(rows[0]) if rows else None
+
+    async def session_schema(self, session_id: str) -> d.Schema:
+        rows = await self._fetch(
+            "SELECT * FROM session_objects WHERE session_id = %s ORDER BY object_name", (session_id,)
+        )
+        return d.Schema(tuple(_object(r) for r in rows))
+
+    async def session_jobs(self, session_id: str) -> list[StoredJob]:
+        rows = await self._fetch(
+            "SELECT job_id, job_type, object_name, spec FROM session_jobs WHERE session_id = %s ORDER BY position",
+            (session_id,),
+        )
+        return [StoredJob(r["job_id"], r["job_type"], r["object_name"], bytes(r["spec"])) for r in rows]
+
+    async def describes(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        wanted = sorted({h for h in hashes if h})
+        if not wanted:
+            return {}
+        rows = await self._fetch("SELECT describe_hash, body FROM describes WHERE describe_hash = ANY(%s)", (wanted,))
+        return {r["describe_hash"]: bytes(r["body"]) for r in rows}
+
+    async def save_session(
+        self,
+        record: SessionRecord,
+        schema: d.Schema | None = None,
+        jobs: Sequence[StoredJob] = (),
+        describes: Mapping[str, bytes] | None = None,
+    ) -> SessionRecord:
+        """Record a session's outcome, schema and jobs in one transaction. A session already recorded is kept
+        as it is (a redelivery re-publishes the first decision), and that first record is returned."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._path(conn)
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "INSERT INTO sessions (session_id, policy_id, org_id, planned, failure_reason, initial, warnings,"
+                " global_hash, describe_date, full_describe_at, api_calls, planned_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
+                (
+                    record.session_id,
+                    record.policy_id,
+                    record.org_id,
+                    record.planned,
+                    record.failure_reason,
+                    record.initial,
+                    Jsonb(list(record.warnings)),
+                    record.global_hash,
+                    record.describe_date,
+                    record.full_describe_at,
+                    record.api_calls,
+                    record.planned_at or dt.datetime.now(dt.UTC),
+                ),
+            )
+            if await cur.fetchone() is None:
+                await cur.execute("SELECT * FROM sessions WHERE session_id = %s", (record.session_id,))
+                row = await cur.fetchone()
+                assert row is not None
+                return _session(row)
+            if describes:
+                await cur.executemany(
+                    "INSERT INTO describes (describe_hash, body) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    sorted(describes.items()),
+                )
+            if schema is not None and schema.objects:
+                await cur.executemany(
+                    "INSERT INTO session_objects (session_id, object_name, status, info, fields, describe_hash,"
+                    " full_read, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            record.session_id,
+                            o.name,
+                            o.status.value,
+                            Jsonb(dataclasses.asdict(o.info)) if o.info else None,
+                            Jsonb([_field_json(f) for f in o.fields]),
+                            o.describe_hash,
+                            o.full,
+                            o.reason,
+                        )
+                        for o in schema.objects
+                    ],
+                )
+            if jobs:
+                await cur.executemany(
+                    "INSERT INTO session_jobs (session_id, job_id, position, job_type, object_name, spec)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    [(record.session_id, j.job_id, i, j.job_type, j.object_name, j.spec) for i, j in enumerate(jobs)],
+                )
+        return record
+
+    async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None:
+        """(session_id, job_id, outcome) of finished jobs; the first word on a job stands (redeliveries)."""
+        if not outcomes:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._path(conn)
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO job_outcomes (session_id, job_id, outcome) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (session_id, job_id) DO NOTHING",
+                    list(outcomes),
+                )
+
+    async def completed_jobs(self, session_id: str, outcomes: Sequence[str]) -> set[str]:
+        rows = await self._fetch(
+            "SELECT job_id FROM job_outcomes WHERE session_id = %s AND outcome = ANY(%s)",
+            (session_id, list(outcomes)),
+        )
+        return {r["job_id"] for r in rows}
+
+    async def mark_published(self, session_id: str) -> None:
+        await self._fetch(
+            "UPDATE sessions SET published = true, updated_at = now() WHERE session_id = %s", (session_id,)
+        )
+
+
+def _session(row: Mapping[str, Any]) -> SessionRecord:
+    warnings = row["warnings"]
+    if isinstance(warnings, str):
+        warnings = json.loads(warnings)
+    return SessionRecord(
+        session_id=row["session_id"],
+        policy_id=row["policy_id"],
+        org_id=row["org_id"],
+        planned=row["planned"],
+        failure_reason=row["failure_reason"],
+        initial=row["initial"],
+        warnings=tuple(warnings),
+        global_hash=row["global_hash"],
+        describe_date=row["describe_date"],
+        full_describe_at=row["full_describe_at"],
+        api_calls=row["api_calls"],
+        published=row["published"],
+        planned_at=row["planned_at"],
+    )

@@ -1,0 +1,235 @@
+"""Protobuf <-> domain for discovery: orgs, policies, and the JobSpecs a plan becomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from sfvault.discovery.v1 import discovery_pb2 as api
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2 as jobs
+
+from services.discovery import domain as d
+from services.discovery.store import SessionRecord, StoredJob
+
+AUTH_FLOW_FROM_PB = {
+    api.AUTH_FLOW_CLIENT_CREDENTIALS: d.AuthFlow.CLIENT_CREDENTIALS,
+    api.AUTH_FLOW_PASSWORD: d.AuthFlow.PASSWORD,
+    api.AUTH_FLOW_REFRESH_TOKEN: d.AuthFlow.REFRESH_TOKEN,
+    api.AUTH_FLOW_JWT_BEARER: d.AuthFlow.JWT_BEARER,
+}
+AUTH_FLOW_TO_PB = {v: k for k, v in AUTH_FLOW_FROM_PB.items()}
+JOB_TYPE = {
+    d.JobKind.DATA: ev.JOB_TYPE_DATA,
+    d.JobKind.FILE: ev.JOB_TYPE_FILE,
+    d.JobKind.METADATA: ev.JOB_TYPE_METADATA,
+}
+
+
+def _ts(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def _duration(value: dt.timedelta) -> Duration:
+    out = Duration()
+    out.FromTimedelta(value)
+    return out
+
+
+def connection_from_pb(c: api.OrgConnection) -> d.Connection:
+    flow = AUTH_FLOW_FROM_PB.get(c.auth_flow)
+    if flow is None:
+        raise d.InvalidPolicy("connection.auth_flow must be set (client credentials, password, refresh token or JWT)")
+    return d.Connection(
+        login_url=c.login_url.strip(),
+        auth_flow=flow,
+        client_id=c.client_id,
+        client_secret_ref=c.client_secret_ref,
+        username=c.username,
+        password_ref=c.password_ref,
+        refresh_token_ref=c.refresh_token_ref,
+        private_key_ref=c.private_key_ref,
+        ca_bundle_ref=c.ca_bundle_ref,
+        api_version=c.api_version,
+    )
+
+
+def connection_to_pb(c: d.Connection) -> api.OrgConnection:
+    return api.OrgConnection(
+        login_url=c.login_url,
+        auth_flow=AUTH_FLOW_TO_PB[c.auth_flow],
+        client_id=c.client_id,
+        client_secret_ref=c.client_secret_ref,
+        username=c.username,
+        password_ref=c.password_ref,
+        refresh_token_ref=c.refresh_token_ref,
+        private_key_ref=c.private_key_ref,
+        ca_bundle_ref=c.ca_bundle_ref,
+        api_version=c.api_version,
+    )
+
+
+def org_to_pb(o: d.Org) -> api.Org:
+    return api.Org(
+        org_id=o.org_id,
+        name=o.name,
+        connection=connection_to_pb(o.connection),
+        salesforce_org_id=o.salesforce_org_id,
+        instance_url=o.instance_url,
+        created_at=_ts(o.created_at),
+        updated_at=_ts(o.updated_at),
+    )
+
+
+def policy_from_pb(p: api.Policy) -> d.Policy:
+    scope = d.Scope(
+        include_objects=tuple(p.scope.include_objects),
+        exclude_objects=tuple(p.scope.exclude_objects),
+        exclude_fields={k: tuple(v.fields) for k, v in p.scope.exclude_fields.items()},
+    )
+    return d.Policy(
+        policy_id=p.policy_id,
+        org_id=p.org_id,
+        name=p.name,
+        scope=scope,
+        auto_add_new_objects=p.auto_add_new_objects,
+        auto_add_new_fields=p.auto_add_new_fields,
+        files=p.files,
+        metadata=p.metadata,
+        stall_timeout=p.stall_timeout.ToTimedelta(),
+        daily_share_percent=p.api_budget.daily_share_percent,
+        per_run_cap=p.api_budget.per_run_cap,
+        reconcile_every=p.reconcile_every.ToTimedelta(),
+        schedule=p.schedule,
+    )
+
+
+def policy_to_pb(p: d.Policy) -> api.Policy:
+    out = api.Policy(
+        policy_id=p.policy_id,
+        org_id=p.org_id,
+        name=p.name,
+        scope=api.Scope(
+            include_objects=p.scope.include_objects,
+            exclude_objects=p.scope.exclude_objects,
+            exclude_fields={k: api.FieldList(fields=v) for k, v in p.scope.exclude_fields.items()},
+        ),
+        auto_add_new_objects=p.auto_add_new_objects,
+        auto_add_new_fields=p.auto_add_new_fields,
+        files=p.files,
+        metadata=p.metadata,
+        stall_timeout=_duration(p.stall_timeout),
+        api_budget=api.ApiBudget(daily_share_percent=p.daily_share_percent, per_run_cap=p.per_run_cap),
+        reconcile_every=_duration(p.reconcile_every),
+        schedule=p.schedule,
+        created_at=_ts(p.created_at),
+        updated_at=_ts(p.updated_at),
+    )
+    return out
+
+
+def job_spec(
+    job: d.PlannedJob,
+    *,
+    session_id: str,
+    policy: d.Policy,
+    org: d.Org,
+    salesforce_org_id: str,
+    instance_url: str,
+    initial: bool,
+    stall_timeout: dt.timedelta,
+    budget: d.Budget,
+    describe_json: bytes = b"",
+) -> jobs.JobSpec:
+    """Everything a jobrunner needs to run the job: it never calls discovery back."""
+    spec = jobs.JobSpec(
+        session_id=session_id,
+        job_id=job.job_id,
+        org_id=org.org_id,
+        policy_id=policy.policy_id,
+        initial=initial,
+        stall_timeout=_duration(stall_timeout),
+        connection=connection_to_pb(org.connection),
+        salesforce_org_id=salesforce_org_id,
+        instance_url=instance_url,
+        api_call_cap=budget.api_call_cap,
+        api_reserve_percent=budget.api_reserve_percent,
+    )
+    if isinstance(job, d.PlannedDataJob):
+        spec.type = ev.JOB_TYPE_DATA
+        spec.object_name = job.object_name
+        spec.fields.extend(f.info.name for f in job.fields)
+        spec.data.CopyFrom(
+            jobs.DataJob(
+                fields=[
+                    jobs.FieldSpec(
+                        name=f.info.name,
+                        sf_type=f.info.sf_type,
+                        calculated=f.info.calculated,
+                        backfill=f.backfill,
+                        nillable=f.info.nillable,
+                        label=f.info.label,
+                    )
+                    for f in job.fields
+                ],
+                key_prefix=job.key_prefix,
+                full=job.full,
+                bulk_supported=job.bulk_supported,
+                queryall_supported=job.queryall_supported,
+                has_system_modstamp=job.has_system_modstamp,
+                replicateable=job.replicateable,
+                reconcile_every=_duration(policy.reconcile_every or d.DEFAULT_RECONCILE_EVERY),
+                describe_json=describe_json,
+            )
+        )
+    elif isinstance(job, d.PlannedFileJob):
+        spec.type = ev.JOB_TYPE_FILE
+        spec.file.CopyFrom(
+            jobs.FileJob(content_versions=job.content_versions, attachments=job.attachments, documents=job.documents)
+        )
+    else:
+        spec.type = ev.JOB_TYPE_METADATA
+        spec.metadata.CopyFrom(jobs.MetadataJob())
+    return spec
+
+
+def planned_job(spec: jobs.JobSpec) -> ev.PlannedJob:
+    return ev.PlannedJob(job_id=spec.job_id, type=spec.type, object_name=spec.object_name)
+
+
+def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schema: d.Schema) -> api.SessionPlan:
+    specs = [jobs.JobSpec.FromString(j.spec) for j in stored]
+    by_object = {s.object_name: s for s in specs if s.type == ev.JOB_TYPE_DATA}
+    objects = []
+    for o in schema.objects:
+        spec = by_object.get(o.name)
+        objects.append(
+            api.PlannedObject(
+                object_name=o.name,
+                status=o.status.value,
+                job_id=spec.job_id if spec else "",
+                full=o.full,
+                fields=[f.info.name for f in o.query_fields()],
+                backfill_fields=[f.info.name for f in o.query_fields() if f.backfill and not o.full],
+                left_out_fields=[f.info.name for f in o.fields if f.status is d.FieldStatus.GONE],
+            )
+        )
+    return api.SessionPlan(
+        session_id=record.session_id,
+        policy_id=record.policy_id,
+        org_id=record.org_id,
+        planned=record.planned,
+        failure_reason=record.failure_reason,
+        initial=record.initial,
+        jobs=[planned_job(s) for s in specs],
+        warnings=record.warnings,
+        objects=objects,
+        api_calls=record.api_calls,
+        planned_at=_ts(record.planned_at),
+    )
