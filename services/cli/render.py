@@ -127,4 +127,6 @@ def session_report(session: api.Session, jobs: list[api.Job]) -> None:
         + f"unchanged records skipped {t.unchanged:,}; files {t.files:,}; metadata components "
         + f"{t.metadata_components:,}; API calls {t.api_calls:,}"
     )
+    for warning in session.warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
     console.print(jobs_table(jobs))

@@ -281,9 +281,7 @@ class Planner:
             ev.SessionStarted(policy_id=record.policy_id, org_id=record.org_id, initial=record.initial), session_id=sid
         )
         planned = ev.JobsPlanned(jobs=[translate.planned_job(s) for s in specs])
-        if "warnings" in ev.JobsPlanned.DESCRIPTOR.fields_by_name:
-            # asked of the contract owner: an additive `repeated string warnings`; filled as soon as it exists
-            planned.warnings.extend(record.warnings)  # type: ignore[attr-defined]
+        planned.warnings.extend(record.warnings)
         await self.publisher.emit(planned, session_id=sid)
         for spec in specs:
             await self.publisher.enqueue_job(spec)

@@ -25,6 +25,15 @@ from services.discovery.store import DiscoveryStore
 
 log = logging.getLogger("sfvault.discovery")
 HEALTH_INTERVAL_S = 5.0
+ROLES = {
+    "GetOrg": "viewer",
+    "ListOrgs": "viewer",
+    "GetPolicy": "viewer",
+    "ListPolicies": "viewer",
+    "GetSessionPlan": "viewer",
+    "TestOrg": "operator",
+    # Create*, Update*, Delete*: admin (the default)
+}
 
 
 def bus_config(settings: DiscoverySettings) -> BusConfig:
@@ -70,6 +79,7 @@ async def serve(
                 )
             ],
             port=settings.discovery_port,
+            interceptors=settings.auth_interceptors(ROLES),
         )
         await grpc_server.set_serving(True)
         log.info("discovery serving on port %d", grpc_server.port)

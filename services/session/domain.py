@@ -118,6 +118,7 @@ class PlannedJob:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobsPlanned(Event):
     jobs: tuple[PlannedJob, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,6 +229,7 @@ class Session:
     finished_at: dt.datetime | None = None
     jobs: Mapping[str, Job] = field(default_factory=dict)
     version: int = 0  # events folded
+    warnings: tuple[str, ...] = ()
 
     @property
     def is_final(self) -> bool:
@@ -339,7 +341,8 @@ def _on_planned(s: Session, e: JobsPlanned) -> Session:
             phase=phase,
             outcome=Outcome.CANCELLED if phase == Phase.DROPPED and job.outcome == Outcome.NONE else job.outcome,
         )
-    return _running_if_pending(dataclasses.replace(s, jobs=jobs, planned=True), e.at)
+    warnings = s.warnings + tuple(w for w in e.warnings if w not in s.warnings)
+    return _running_if_pending(dataclasses.replace(s, jobs=jobs, planned=True, warnings=warnings), e.at)
 
 
 def _on_job_started(s: Session, e: JobStarted) -> Session:

@@ -75,6 +75,7 @@ MIGRATIONS = [
         PRIMARY KEY (consumer, event_id)
     );
     """,
+    "ALTER TABLE sessions ADD COLUMN warnings text[] NOT NULL DEFAULT '{}'",
 ]
 
 _SESSION_COLUMNS = [
@@ -100,6 +101,7 @@ _SESSION_COLUMNS = [
     "jobs_finished",
     "jobs_with_errors",
     "version",
+    "warnings",
 ]
 _JOB_COLUMNS = [
     "session_id",
@@ -170,6 +172,7 @@ def session_row(s: d.Session) -> tuple[Any, ...]:
         s.jobs_finished,
         s.jobs_with_errors,
         s.version,
+        list(s.warnings),
     )
 
 
@@ -238,6 +241,7 @@ def _session_from_row(r: dict[str, Any], jobs: dict[str, d.Job]) -> d.Session:
         finished_at=r["finished_at"],
         jobs=jobs,
         version=r["version"],
+        warnings=tuple(r["warnings"]),
     )
 
 

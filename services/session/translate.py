@@ -98,7 +98,7 @@ def to_domain(env: pb.Envelope) -> d.Event:
         jobs = tuple(d.PlannedJob(j.job_id, _JOB_TYPES.get(j.type, ""), j.object_name) for j in env.jobs_planned.jobs)
         if any(not j.job_id for j in jobs):
             raise events.MalformedEvent("JobsPlanned with a job without job_id")
-        return d.JobsPlanned(**base, jobs=jobs)
+        return d.JobsPlanned(**base, jobs=jobs, warnings=tuple(env.jobs_planned.warnings))
     if not env.job_id and kind in ("job_started", "chunk_uploaded", "job_finished", "job_terminated"):
         raise events.MalformedEvent(f"{kind} without job_id")
     if kind == "job_started":
@@ -154,6 +154,7 @@ def session_to_pb(s: d.Session) -> api.Session:
         jobs_with_errors=s.jobs_with_errors,
         planned=s.planned,
         trigger=s.trigger,
+        warnings=list(s.warnings),
     )
     _ts(msg.requested_at, s.requested_at)
     _ts(msg.started_at, s.started_at)

@@ -18,11 +18,13 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
 from services.common import events
+from services.common.auth import aio_channel
 from services.common.bus import Bus, BusConfig
 from services.discovery import service
 from services.discovery.application import Planner
 from services.discovery.config import DiscoverySettings
 from sforg.testing import Admin, running_org
+from tests.auth import AUTH_KEY, token
 
 SECRET_ENV = "T_DISCOVERY_CLIENT_SECRET"
 
@@ -176,6 +178,7 @@ def discovery_settings(database_url: str, nats_url: str, namespace: str, **overr
         "nats_url": nats_url,
         "bus_namespace": namespace,
         "discovery_port": 0,
+        "auth_key": AUTH_KEY.decode(),
         "storage_check_timeout_s": 2.0,
     }
     values.update(overrides)
@@ -206,7 +209,7 @@ async def running(
         task.result()
     port, planner = ready.result()
     bus = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = aio_channel(f"127.0.0.1:{port}", token("admin"))
     try:
         yield Running(settings, planner, discovery_pb2_grpc.DiscoveryServiceStub(channel), bus, port)
     finally:

@@ -263,3 +263,9 @@ def test_a_finished_job_whose_chunks_never_arrive_stalls() -> None:
     assert "chunks never arrived" in stall.reason
     s = d.fold(s, ev(d.JobTerminated, "a", 61, reason=stall.reason))
     assert s.status == d.Status.FAILED
+
+
+def test_planning_warnings_are_kept_once() -> None:
+    first = ev(d.JobsPlanned, jobs=(d.PlannedJob("a", "data"),), warnings=("Foo__c skipped: cannot be queried",))
+    s = run([first, first, ev(d.JobsPlanned, jobs=(), warnings=("Account.Secret__c hidden",))])
+    assert s.warnings == ("Foo__c skipped: cannot be queried", "Account.Secret__c hidden")

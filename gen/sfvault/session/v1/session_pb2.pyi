@@ -133,6 +133,7 @@ class Session(_message.Message):
     JOBS_WITH_ERRORS_FIELD_NUMBER: _builtins.int
     PLANNED_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     policy_id: _builtins.str
     org_id: _builtins.str
@@ -155,6 +156,10 @@ class Session(_message.Message):
     def stall_timeout(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def totals(self) -> _events_pb2.Counts: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """from planning: objects skipped, fields left out"""
+
     def __init__(
         self,
         *,
@@ -175,10 +180,11 @@ class Session(_message.Message):
         jobs_with_errors: _builtins.int = ...,
         planned: _builtins.bool = ...,
         trigger: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "requested_at", b"requested_at", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "finished_at", b"finished_at", "initial", b"initial", "jobs_finished", b"jobs_finished", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "org_id", b"org_id", "planned", b"planned", "policy_id", b"policy_id", "reason", b"reason", "requested_at", b"requested_at", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "status", b"status", "totals", b"totals", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "finished_at", b"finished_at", "initial", b"initial", "jobs_finished", b"jobs_finished", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "org_id", b"org_id", "planned", b"planned", "policy_id", b"policy_id", "reason", b"reason", "requested_at", b"requested_at", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "status", b"status", "totals", b"totals", "trigger", b"trigger", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
