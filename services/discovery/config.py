@@ -15,3 +15,5 @@ class DiscoverySettings(ServiceSettings):
     discovery_describe_parallel: int = 4
     # describes are re-read without If-Modified-Since at least this often
     discovery_full_describe_every_s: float = 24 * 3600.0
+    session_addr: str = "127.0.0.1:50054"  # the session service, for scheduled sessions
+    scheduler_interval_s: float = 30.0  # how often due schedules are checked; 0 turns the scheduler off

@@ -21,7 +21,8 @@ from services.discovery.api import DiscoveryApi
 from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
 from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import consume_job_outcomes, consume_session_requests
-from services.discovery.store import DiscoveryStore
+from services.discovery.scheduler import GrpcSessionStarter, Scheduler
+from services.discovery.store import DiscoveryStore, ScheduleRuns
 
 log = logging.getLogger("sfvault.discovery")
 HEALTH_INTERVAL_S = 5.0
@@ -90,8 +91,13 @@ async def serve(
         consumer = asyncio.create_task(consume_session_requests(bus, planner, stop, settings.discovery_ack_wait_s))
         outcomes = asyncio.create_task(consume_job_outcomes(bus, store, stop))
         health = asyncio.create_task(_watch_health(grpc_server, store, bus, stop))
+        starter = GrpcSessionStarter(settings.session_addr, settings.own_token("discovery"))
+        scheduler = Scheduler(store, ScheduleRuns(store), starter, SystemClock())
+        scheduling = asyncio.create_task(_schedule_forever(scheduler, settings.scheduler_interval_s, stop))
         stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({consumer, outcomes, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {consumer, outcomes, health, scheduling, stopped}, return_when=asyncio.FIRST_COMPLETED
+        )
         for task in done:
             if task is not stopped and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -99,14 +105,29 @@ async def serve(
         await grpc_server.set_serving(False)
         await asyncio.wait_for(consumer, settings.discovery_ack_wait_s)  # the plan in hand commits and is acked
         await asyncio.wait_for(outcomes, 30)
-        health.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await health
+        for task in (health, scheduling):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await starter.close()
     finally:
         if grpc_server is not None:
             await grpc_server.stop(2)
         await bus.close()
         await pool.close()
+
+
+async def _schedule_forever(scheduler: Scheduler, interval_s: float, stop: asyncio.Event) -> None:
+    if interval_s <= 0:
+        await stop.wait()
+        return
+    while not stop.is_set():
+        try:
+            await scheduler.tick()
+        except Exception:
+            log.exception("scheduling round failed; retrying next round")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 async def _watch_health(server: GrpcServer, store: DiscoveryStore, bus: Bus, stop: asyncio.Event) -> None:

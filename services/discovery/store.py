@@ -105,6 +105,17 @@ MIGRATIONS = [
         PRIMARY KEY (session_id, job_id)
     );
     """,
+    """
+    -- one row per due run of a policy's schedule: the first replica to insert it starts (or skips) the run
+    CREATE TABLE schedule_runs (
+        policy_id text NOT NULL,
+        due_at timestamptz NOT NULL,
+        decided_at timestamptz NOT NULL DEFAULT now(),
+        session_id text NOT NULL DEFAULT '',
+        skipped_reason text NOT NULL DEFAULT '',
+        PRIMARY KEY (policy_id, due_at)
+    );
+    """,
 ]
 
 
@@ -502,3 +513,33 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         published=row["published"],
         planned_at=row["planned_at"],
     )
+
+
+class ScheduleRuns:
+    """The record of scheduled runs: when each policy last fired, and what came of each trigger."""
+
+    def __init__(self, store: DiscoveryStore) -> None:
+        self.store = store
+
+    async def last_due(self, policy_id: str) -> dt.datetime | None:
+        rows = await self.store._fetch(
+            "SELECT max(due_at) AS due FROM schedule_runs WHERE policy_id = %s", (policy_id,)
+        )
+        return rows[0]["due"] if rows else None
+
+    async def claim(self, policy_id: str, due_at: dt.datetime) -> bool:
+        rows = await self.store._fetch(
+            "INSERT INTO schedule_runs (policy_id, due_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING policy_id",
+            (policy_id, due_at),
+        )
+        return bool(rows)
+
+    async def decide(self, policy_id: str, due_at: dt.datetime, session_id: str = "", skipped: str = "") -> None:
+        await self.store._fetch(
+            "UPDATE schedule_runs SET session_id = %s, skipped_reason = %s, decided_at = now()"
+            " WHERE policy_id = %s AND due_at = %s RETURNING policy_id",
+            (session_id, skipped, policy_id, due_at),
+        )
+
+    async def history(self, policy_id: str) -> list[dict[str, Any]]:
+        return await self.store._fetch("SELECT * FROM schedule_runs WHERE policy_id = %s ORDER BY due_at", (policy_id,))
