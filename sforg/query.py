@@ -650,6 +650,12 @@ def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Calla
 def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
     """Rowids of the matching rows, filtered, sorted, offset and limited."""
     cols = plan.columns
+    if plan.where is None and not plan.order:
+        # No filter and no sort: the rowids of the (live) rows are the answer.
+        rowids = [r[0] for r in src.scan(plan.obj.name, ["_rowid"], plan.include_deleted)]
+        q = plan.query
+        rowids = rowids[q.offset or 0 :]
+        return rowids if q.limit is None else rowids[: q.limit]
     matched: list[tuple[Any, ...]] = []
     batch: list[tuple[Any, ...]] = []
 

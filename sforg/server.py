@@ -605,8 +605,8 @@ class Server:
 
         def render() -> bytes:
             if fast is not None:
-                rows = org.store.fetch_rendered(plan.obj.name, json_sql(plan, fast, version), page_ids)
-                return dumps(head)[:-1] + b',"records":[' + ",".join(rows).encode() + b"]}"
+                rows = org.store.fetch_joined(plan.obj.name, json_sql(plan, fast, version), page_ids, ",")
+                return dumps(head)[:-1] + b',"records":[' + rows.encode() + b"]}"
             fetched = fetch_page(plan, org.src, ctx, page_ids)
             recs = render_rest(plan, fetched, ctx, version, org.src)
             for child in plan.root.children.values():
@@ -1049,8 +1049,8 @@ class Server:
             import io
 
             if fast is not None:
-                lines = org.store.fetch_rendered(plan.obj.name, csv_expr, ids) if ids else []
-                text = (header_line if with_header else "") + ending.join(lines) + (ending if lines else "")
+                lines = org.store.fetch_joined(plan.obj.name, csv_expr, ids, ending) if ids else ""
+                text = (header_line if with_header else "") + lines + (ending if lines else "")
                 return text.encode()
 
             buf = io.StringIO()
@@ -1081,9 +1081,9 @@ class Server:
             raw = await rendering
             last = n + 1 == len(bounds)
             if not last:
-                nxt = bounds[n + 1]
+                next_start = bounds[n + 1]
                 rendering = loop.run_in_executor(
-                    None, chunk_text, job.rowids[nxt : min(end, nxt + step)], False
+                    None, chunk_text, job.rowids[next_start : min(end, next_start + step)], False
                 )
             data = await loop.run_in_executor(self.zip_pool, compress, raw, last) if compressor else raw
             if stall is not None and sent + len(data) > stall:
