@@ -123,6 +123,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "api_max": 100000,
     "concurrent_limit": 25,
     "long_running_seconds": 20.0,
+    "bulk_jobs_max": 10000,
 }
 
 
@@ -158,6 +159,7 @@ class Org:
         self._api_saved = self.api_used
         self.describe_modified: float = self.store.get_meta("describe_modified", self.anchor)
         self._maintained = 0.0
+        self.bulk_jobs_created: int = self.store.get_meta("bulk_jobs_created", 0)
         self._clock_seen: tuple[float, float | None] = (self.clock.offset, self.clock.frozen)
 
     # ------------------------------------------------------------ build / persistence
@@ -203,6 +205,13 @@ class Org:
 
     def flush(self) -> None:
         self.store.set_meta("api_used", self.api_used)
+        self.store.set_meta("bulk_jobs_created", self.bulk_jobs_created)
+
+    def count_bulk_job(self) -> int:
+        """Count a Bulk 2.0 query job against the daily allowance (like api_used, it never resets itself)."""
+        with self.lock:
+            self.bulk_jobs_created += 1
+            return self.bulk_jobs_created
 
     # ------------------------------------------------------------ helpers
     def now(self) -> float:
@@ -881,14 +890,19 @@ class Org:
             self.describe_modified = self.now()
         return dict(self.settings)
 
-    def set_api_usage(self, used: int | None = None, max: int | None = None) -> dict[str, Any]:
+    def set_api_usage(
+        self, used: int | None = None, max: int | None = None, bulk_jobs: int | None = None
+    ) -> dict[str, Any]:
+        """Set the daily API counter (and its maximum) and the count of Bulk 2.0 query jobs today."""
+        if bulk_jobs is not None:
+            self.bulk_jobs_created = int(bulk_jobs)
         if used is not None:
             self.api_used = int(used)
         if max is not None:
             self.settings["api_max"] = int(max)
             self.save_settings()
         self.flush()
-        return {"used": self.api_used, "max": self.settings["api_max"]}
+        return {"used": self.api_used, "max": self.settings["api_max"], "bulk_jobs": self.bulk_jobs_created}
 
     # ------------------------------------------------------------ admin: faults
     def set_fault(

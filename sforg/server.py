@@ -237,7 +237,11 @@ class Server:
                     await asyncio.sleep(float(fault["latency"]))
                 if fault["hang"]:
                     await asyncio.sleep(HANG_SECONDS)
-                if fault["error_rate"] and org.fault_rng.random() < float(fault["error_rate"]):
+                failing = bool(fault["error_rate"]) and org.fault_rng.random() < float(fault["error_rate"])
+                if failing and fault["error"] == "JOB_FAILED":
+                    # Not an HTTP error: the Bulk job is accepted and ends Failed, as Salesforce's do.
+                    request["job_failed"] = True
+                elif failing:
                     failed = self.fault_error(fault["error"], kind)
                     org.account(endpoint, kind, len(failed.body) if isinstance(failed.body, bytes) else 0)
                     return self.finish(failed, kind)
@@ -520,7 +524,7 @@ class Server:
     def limits(self) -> dict[str, Any]:
         org = self.org
         used, mx = org.api_used, org.settings["api_max"]
-        jobs = len(org.jobs)
+        jobs = org.bulk_jobs_created
 
         def lim(m: int, r: int) -> dict[str, int]:
             return {"Max": m, "Remaining": max(0, r)}
@@ -536,7 +540,7 @@ class Server:
             "DailyAsyncApexExecutions": lim(250000, 250000),
             "DailyBulkApiBatches": lim(15000, 15000),
             "DailyBulkV2QueryFileStorageMB": lim(976562, 976562),
-            "DailyBulkV2QueryJobs": lim(10000, 10000 - jobs),
+            "DailyBulkV2QueryJobs": lim(org.settings["bulk_jobs_max"], org.settings["bulk_jobs_max"] - jobs),
             "DailyDurableGenericStreamingApiEvents": lim(10000, 10000),
             "DailyDurableStreamingApiEvents": lim(10000, 10000),
             "DailyGenericStreamingApiEvents": lim(10000, 10000),
@@ -925,6 +929,19 @@ class Server:
                 if delim not in DELIMITERS or ending not in ("LF", "CRLF"):
                     return error(400, "INVALIDJOB", "Invalid columnDelimiter or lineEnding")
                 plan = await loop.run_in_executor(None, org.plan, text, operation == "queryAll", True)
+                if not plan.obj.bulk_supported:
+                    return error(
+                        400, "INVALIDENTITY", f"Entity '{plan.obj.name}' is not supported by the Bulk API."
+                    )
+                created = org.count_bulk_job()
+                if created > org.settings["bulk_jobs_max"]:
+                    return error(
+                        400,
+                        "LIMIT_EXCEEDED",
+                        f"Max bulk v2 query jobs ({org.settings['bulk_jobs_max']}) "
+                        f"per 24 hrs has been reached ({created})",
+                    )
+                job_failed = bool(request.get("job_failed"))
                 now = stamp(org.now())
                 jid = make_id("750", secrets.randbelow(62**9), pod="Dx")
                 job = BulkJob(
@@ -951,6 +968,8 @@ class Server:
                 def run() -> None:
                     started = time.perf_counter()
                     try:
+                        if job_failed:
+                            raise RuntimeError("InternalServerError : Retried more than 15 times")
                         job.rowids = org.run(plan)
                     except Exception as exc:
                         job.error = str(exc)

@@ -46,7 +46,7 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
             concurrent_limit=25,
             long_running_seconds=20.0,
         )
-        a.api_usage(used=0)
+        a.api_usage(used=0, bulk_jobs=0)
         a.reset_clock()
 
 

@@ -16,6 +16,7 @@ from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
     SalesforceGeneralError,
     SalesforceMalformedRequest,
+    SalesforceOperationError,
     SalesforceRefusedRequest,
 )
 
@@ -326,3 +327,22 @@ def test_accounting_by_endpoint_and_kind(sf: Any, admin: Admin) -> None:
     assert acc["kinds"]["REST"] >= 2 and acc["kinds"]["Bulk"] >= 3 and acc["kinds"]["Metadata"] == 1
     assert acc["bytes"]["blob"] == meta["size"]
     assert acc["bytes_total"] > meta["size"]
+
+
+def test_bulk_job_failure_fault(sf: Any, admin: Admin) -> None:
+    admin.fault("bulk2_create", error_rate=1.0, error="JOB_FAILED", count=1)
+    with pytest.raises(SalesforceOperationError) as err:
+        list(sf.bulk2.Account.query("SELECT Id FROM Account", wait=0.05))
+    assert "Retried more than 15 times" in str(err.value)
+
+
+def test_bulk_daily_job_limit_and_unsupported_object(sf: Any, admin: Admin) -> None:
+    admin.api_usage(bulk_jobs=10000)
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        list(sf.bulk2.Account.query("SELECT Id FROM Account", wait=0.05))
+    assert err.value.content[0]["errorCode"] == "LIMIT_EXCEEDED"
+    assert sf.limits()["DailyBulkV2QueryJobs"]["Remaining"] == 0
+    admin.api_usage(bulk_jobs=0)
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        list(sf.bulk2.Attachment.query("SELECT Id FROM Attachment", wait=0.05))
+    assert err.value.content[0]["errorCode"] == "INVALIDENTITY"
