@@ -684,11 +684,18 @@ class Server:
                 await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end)
             )
         if len(parts) == 3:
-            f = o.field(parts[2])
-            if f is not None and f.type == "base64":
-                return await self.blob(request, o, parts[1], f)
-            if f is not None and (f.external_id or f.id_lookup):
-                return await self.by_external_id(request, o, f, parts[2], version)
+            blob_field = o.field(parts[2])
+            if blob_field is not None and blob_field.type == "base64" and is_valid(parts[1]):
+                return await self.blob(request, o, parts[1], blob_field)
+            ext = o.field(parts[1])
+            if ext is not None and (ext.external_id or ext.id_lookup) and ext.type != "id":
+                return await self.by_external_id(request, o, ext, parts[2], version)
+            if ext is None and not is_valid(parts[1]):
+                return error(
+                    404,
+                    "NOT_FOUND",
+                    f"Provided external ID field does not exist or is not accessible: {parts[1]}",
+                )
             return error(404, "NOT_FOUND", "The requested resource does not exist")
         rid = sub
         if not is_valid(rid):

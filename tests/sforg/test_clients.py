@@ -272,3 +272,16 @@ def test_single_record_crud_and_collections(sf: Any, admin: Admin) -> None:
     assert resp[1]["errors"][0]["statusCode"] == "INVALID_FIELD"
     assert sf.Invoice__c.delete(rid) == 204
     assert rid in admin.ground_truth(["Invoice__c"], values=False)["recycle_bin"]["Invoice__c"]
+
+
+def test_get_and_upsert_by_external_id(sf: Any, admin: Admin) -> None:
+    existing = sf.query("SELECT Id, External_Id__c FROM Account WHERE External_Id__c != null LIMIT 1")[
+        "records"
+    ][0]
+    got = sf.Account.get_by_custom_id("External_Id__c", existing["External_Id__c"])
+    assert got["Id"] == existing["Id"]
+    assert sf.Account.upsert(f"External_Id__c/{existing['External_Id__c']}", {"Rating": "Hot"}) in (200, 204)
+    assert sf.Account.upsert("External_Id__c/EXT-NEW-1", {"Name": "Upserted"}) == 201
+    truth = admin.ground_truth(["Account"])["objects"]["Account"]
+    assert truth[existing["Id"]]["Rating"] == "Hot"
+    assert [v["Name"] for v in truth.values() if v["External_Id__c"] == "EXT-NEW-1"] == ["Upserted"]
