@@ -571,7 +571,7 @@ class Org:
                 out[f.name] = f"changed {int(rng.random() * 10**6)}"[: f.length or 255]
         return out
 
-    def update_records(
+    def _update_records(
         self,
         obj: str,
         n: int | None = None,
@@ -597,7 +597,7 @@ class Org:
             )
         return {"ids": targets, "modstamp": modstamp}
 
-    def create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
         o = self.obj(obj)
         ids = []
         rng = random.Random(self.counters.get(o.name, 0))
@@ -628,7 +628,7 @@ class Org:
             ids.append(self.create_record(o.name, vals, admin=True))
         return {"ids": ids}
 
-    def soft_delete(
+    def _soft_delete(
         self, obj: str, n: int | None = None, ids: list[str] | None = None, fraction: float | None = None
     ) -> dict[str, Any]:
         targets = self._pick_ids(obj, n, fraction, ids)
@@ -636,7 +636,7 @@ class Org:
             self.delete_record(obj, rid)
         return {"ids": targets}
 
-    def hard_delete(
+    def _hard_delete(
         self, obj: str, n: int | None = None, ids: list[str] | None = None, fraction: float | None = None
     ) -> dict[str, Any]:
         """Delete without the recycle bin (as the Bulk API hardDelete does): the Id vanishes everywhere."""
@@ -647,7 +647,7 @@ class Org:
             self._tombstone(o.name, rid, now, "hard")
         return {"ids": targets}
 
-    def undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
+    def _undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
         o = self.obj(obj)
         targets = self._pick_ids(o.name, n, None, ids, deleted=True)
         now = self._stamp_now()
@@ -659,7 +659,7 @@ class Org:
             )
         return {"ids": targets}
 
-    def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
+    def _purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
         purged = []
         for o in self.catalogue.values():
             if (obj and o.name != obj) or not o.field("IsDeleted"):
@@ -668,6 +668,32 @@ class Org:
                 self._tombstone(o.name, rid, at or self._stamp_now(), "purged")
                 purged.append(rid)
         return {"ids": purged}
+
+    # Admin changes run in one transaction each: thousands of rows change in one commit, as a data load does.
+    def update_records(self, obj: str, **kw: Any) -> dict[str, Any]:
+        """Update N records (or a fraction, or given ids); same_modstamp gives all one SystemModstamp."""
+        with self.store.transaction():
+            return self._update_records(obj, **kw)
+
+    def create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._create_records(obj, n, values)
+
+    def soft_delete(self, obj: str, **kw: Any) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._soft_delete(obj, **kw)
+
+    def hard_delete(self, obj: str, **kw: Any) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._hard_delete(obj, **kw)
+
+    def undelete(self, obj: str, **kw: Any) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._undelete(obj, **kw)
+
+    def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._purge_recycle_bin(obj)
 
     def add_field(self, obj: str, name: str, type: str = "string", **kw: Any) -> dict[str, Any]:
         o = self.obj(obj)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -55,6 +56,22 @@ class Store:
             self._local.conn = c
         return c
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction for many small writes (an admin change of thousands of rows)."""
+        with self.write_lock:
+            c = self.conn()
+            if c.in_transaction:
+                yield
+                return
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
     # ------------------------------------------------------------ meta
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -100,15 +117,8 @@ class Store:
             f"INSERT INTO {table(obj)} ({', '.join(col(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
-        with self.write_lock:
-            c = self.conn()
-            c.execute("BEGIN")
-            try:
-                c.executemany(sql, rows)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self.transaction():
+            self.conn().executemany(sql, rows)
 
     def scan(
         self,
