@@ -1026,6 +1026,65 @@ class Org:
             out[f.name] = _rest_value(f, v, "59.0")
         return out
 
+    def _truth_of(
+        self, o: ObjectDef, ctx: Context, values: bool, files: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Live records (Id -> values as REST renders them) and recycle-bin Ids of one object.
+
+        Plain fields are rendered by SQLite (the same expressions as REST pages); formulas and blob URLs
+        are computed here.
+        """
+        from sforg.query import RelNode, _json_expr, _lit, _q, _rest_value, value_of
+
+        hidden = ctx.hidden.get(o.name, set())
+        visible = [f for f in o.fields if f.name.lower() not in hidden]
+        fast = [f for f in visible if f.formula is None and f.type != "base64"]
+        slow = [f for f in visible if f.formula is not None or f.type == "base64"]
+        slow_cols = ["Id"]
+        for f in slow:
+            for c in (
+                ["CreatedDate"]
+                if f.formula and f.formula.startswith("TODAY")
+                else ["Amount__c", "Tax_Rate__c"]
+                if f.formula
+                else []
+            ):
+                if c not in slow_cols and o.field(c):
+                    slow_cols.append(c)
+        if values:
+            rendered = "json_object(" + ", ".join(f"{_lit(f.name)}, {_json_expr(f, o)}" for f in fast) + ")"
+        else:
+            rendered = (
+                "json_object('SystemModstamp', " + _json_expr(o.field("SystemModstamp") or fast[0], o) + ")"
+            )
+        deleted = '"IsDeleted"' if o.field("IsDeleted") else "0"
+        sql = (
+            f"SELECT {deleted}, _sha256, _blob, {rendered}, {', '.join(_q(c) for c in slow_cols)} "
+            f"FROM {table(o.name)} ORDER BY _rowid"
+        )
+        node = RelNode(None, [o], "")
+        node.columns[o.name] = slow_cols
+        live: dict[str, Any] = {}
+        binned: list[str] = []
+        for row in self.store.conn().execute(sql):
+            is_deleted, sha, blob, text, rest = row[0], row[1], row[2], row[3], row[4:]
+            rid = rest[0]
+            if is_deleted:
+                binned.append(rid)
+                continue
+            vals = json.loads(text)
+            if values and slow:
+                for f in slow:
+                    if f.type == "base64":
+                        vals[f.name] = _rest_value(f, ("blob", o.name, rid, f.name), "59.0") if blob else None
+                    else:
+                        vals[f.name] = _rest_value(f, value_of(f, o, node, rest, ctx), "59.0")
+                vals = {f.name: vals[f.name] for f in visible}
+            live[rid] = vals
+            if sha:
+                files[rid] = {"sha256": sha, "object": o.name, "size": self.blobs.size(blob)}
+        return live, binned
+
     def ground_truth(self, objects: list[str] | None = None, values: bool = True) -> dict[str, Any]:
         """The org as the API would return it, to reconcile a backup against exactly."""
         self.maintain(force=True)
@@ -1043,25 +1102,7 @@ class Org:
         for o in self.catalogue.values():
             if objects and o.name not in objects:
                 continue
-            live: dict[str, Any] = {}
-            binned: list[str] = []
-            cur = self.store.conn().execute(f"SELECT * FROM {table(o.name)} ORDER BY _rowid")
-            names = [d[0] for d in cur.description]
-            for tup in cur:
-                row = dict(zip(names, tup, strict=True))
-                if row.get("IsDeleted"):
-                    binned.append(row["Id"])
-                    continue
-                if values:
-                    live[row["Id"]] = self.record_values(o, row, ctx)
-                else:
-                    live[row["Id"]] = {"SystemModstamp": row.get("SystemModstamp")}
-                if row.get("_sha256"):
-                    out["files"][row["Id"]] = {
-                        "sha256": row["_sha256"],
-                        "object": o.name,
-                        "size": self.blobs.size(row["_blob"]),
-                    }
+            live, binned = self._truth_of(o, ctx, values, out["files"])
             out["objects"][o.name] = live
             out["recycle_bin"][o.name] = binned
         for obj, rid, _at, kind in self.store.conn().execute("SELECT * FROM tombstones"):

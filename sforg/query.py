@@ -67,15 +67,23 @@ class RelNode:
     children: dict[str, RelNode] = field(default_factory=dict)
     cache: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
 
+    positions: dict[tuple[str, str], int] = field(default_factory=dict)
+
     def need(self, column: str) -> None:
         for t in self.targets:
             cols = self.columns.setdefault(t.name, ["Id"])
             if t.field(column) and column not in cols:
                 cols.append(column)
+        self.positions.clear()
 
     def index(self, obj: str, column: str) -> int:
-        cols = self.columns.get(obj, [])
-        return cols.index(column) if column in cols else -1
+        # Called per field per row; the positions are cached until the column list changes.
+        key = (obj, column)
+        pos = self.positions.get(key)
+        if pos is None:
+            cols = self.columns.get(obj, [])
+            pos = self.positions[key] = cols.index(column) if column in cols else -1
+        return pos
 
 
 FORMULA_DEPS = {
