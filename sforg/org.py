@@ -14,7 +14,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class Cursor:
 
     id: str
     plan: Plan
-    rowids: list[int]
+    rowids: Sequence[int]
     version: str
     batch: int
     last_used: float
@@ -67,7 +68,7 @@ class BulkJob:
     id: str
     info: dict[str, Any]
     plan: Plan | None = None
-    rowids: list[int] = field(default_factory=list)
+    rowids: Sequence[int] = field(default_factory=list)
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -93,7 +94,7 @@ class StoreSource(RowSource):
             return self.store.scan(obj, columns, 'WHERE "IsDeleted" = 0')
         return self.store.scan(obj, columns)
 
-    def fetch_rowids(self, obj: str, columns: list[str], rowids: list[int]) -> list[tuple[Any, ...]]:
+    def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         return self.store.fetch_rowids(obj, columns, rowids)
 
     def fetch_ids(self, obj: str, columns: list[str], ids: list[str]) -> dict[str, tuple[Any, ...]]:
@@ -907,13 +908,15 @@ class Org:
         return {"now": stamp(self.now()), "epoch": self.now(), "frozen": self.clock.frozen is not None}
 
     def set_settings(self, **kw: Any) -> dict[str, Any]:
+        if "hidden_fields" in kw and kw["hidden_fields"] != self.settings["hidden_fields"]:
+            # Field-level security changes what describe returns, so If-Modified-Since must see it.
+            self.describe_modified = self.now()
+            self.store.set_meta("describe_modified", self.describe_modified)
         for k, v in kw.items():
             if k not in DEFAULT_SETTINGS:
                 raise OrgError(400, "INVALID_SETTING", f"unknown setting {k}")
             self.settings[k] = v
         self.save_settings()
-        if "hidden_fields" in kw:
-            self.describe_modified = self.now()
         return dict(self.settings)
 
     def set_api_usage(
@@ -1127,10 +1130,11 @@ class Org:
     def plan(self, soql_text: str, include_deleted: bool, bulk: bool = False) -> Plan:
         return plan_query(soql_text, self.context(), include_deleted, bulk)
 
-    def run(self, plan_: Plan) -> list[int]:
-        return execute(plan_, self.src, self.context())
+    def run(self, plan_: Plan) -> Sequence[int]:
+        # Cursors and Bulk jobs keep their rowids: 8 bytes each in an array, not a list of int objects.
+        return array("q", execute(plan_, self.src, self.context()))
 
-    def new_cursor(self, plan_: Plan, rowids: list[int], version: str, batch: int) -> Cursor:
+    def new_cursor(self, plan_: Plan, rowids: Sequence[int], version: str, batch: int) -> Cursor:
         cid = make_id("01g", secrets.randbelow(62**9), pod="Dx")
         cur = Cursor(cid, plan_, rowids, version, batch, self.now())
         with self.lock:

@@ -6,7 +6,7 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -600,7 +600,7 @@ class RowSource:
     def scan(self, obj: str, columns: list[str], include_deleted: bool) -> Iterator[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def fetch_rowids(self, obj: str, columns: list[str], rowids: list[int]) -> list[tuple[Any, ...]]:
+    def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def fetch_ids(self, obj: str, columns: list[str], ids: list[str]) -> dict[str, tuple[Any, ...]]:
@@ -704,7 +704,7 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
     return rowids
 
 
-def aggregate_record(plan: Plan, rowids: list[int], src: RowSource, ctx: Context) -> dict[str, Any]:
+def aggregate_record(plan: Plan, rowids: Sequence[int], src: RowSource, ctx: Context) -> dict[str, Any]:
     rows = fetch_page(plan, src, ctx, rowids)
     rec: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
     n = 0
@@ -730,7 +730,7 @@ def aggregate_record(plan: Plan, rowids: list[int], src: RowSource, ctx: Context
     return rec
 
 
-def fetch_page(plan: Plan, src: RowSource, ctx: Context, rowids: list[int]) -> list[tuple[Any, ...]]:
+def fetch_page(plan: Plan, src: RowSource, ctx: Context, rowids: Sequence[int]) -> list[tuple[Any, ...]]:
     rows = src.fetch_rowids(plan.obj.name, plan.columns, rowids)
     load_parents(plan.root, rows, plan.obj.name, src, ctx)
     return rows

@@ -13,7 +13,7 @@ import secrets
 import ssl
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -1071,7 +1071,7 @@ class Server:
         csv_expr = csv_sql(fast, delim) if fast is not None else ""
         header_line = delim.join('"' + h.replace('"', '""') + '"' for h in header) + ending
 
-        def chunk_text(ids: list[int], with_header: bool) -> bytes:
+        def chunk_text(ids: Sequence[int], with_header: bool) -> bytes:
             import io
 
             if fast is not None:
