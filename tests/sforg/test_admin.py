@@ -295,11 +295,11 @@ def test_daily_api_limit(sf: Any, admin: Admin) -> None:
 
 def test_concurrent_long_running_limit(sf: Any, admin: Admin, org: dict[str, Any]) -> None:
     admin.concurrency_limit(1, long_running_seconds=0.2)
-    admin.fault("limits", latency=3.0, count=1)
+    admin.fault("limits", latency=4.0, count=1)
     slow = threading.Thread(target=sf.limits)
     slow.start()
     refused = None
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 4.0
     while time.monotonic() < deadline and refused is None:
         try:
             sf.query("SELECT Id FROM User LIMIT 1")
