@@ -885,6 +885,16 @@ class Org:
                 **docrow,
             }
             self.store.insert_many("ContentDocument", list(full), [list(full.values())])
+            link = {
+                "Id": self.new_id(self.obj("ContentDocumentLink")),
+                "IsDeleted": 0,
+                "SystemModstamp": now,
+                "LinkedEntityId": user,
+                "ContentDocumentId": doc_id,
+                "ShareType": "I",
+                "Visibility": "AllUsers",
+            }
+            self.store.insert_many("ContentDocumentLink", list(link), [list(link.values())])
         return {"ContentVersionId": vid, "ContentDocumentId": doc_id, "sha256": sha}
 
     # ------------------------------------------------------------ admin: clock, adversity, limits

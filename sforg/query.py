@@ -482,6 +482,16 @@ def compile_where(
     return lambda r: (v := get(r)) is not None and c(v)
 
 
+def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
+    """Whether a WHERE clause restricts one of the fields with = or IN at its top level (ANDed)."""
+    wanted = {f.lower() for f in fields}
+    items = where.items if isinstance(where, BoolOp) and where.op == "AND" else [where]
+    return any(
+        isinstance(i, Comparison) and i.op in ("=", "IN") and i.field.path[-1].lower() in wanted
+        for i in items
+    )
+
+
 def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = False) -> Plan:
     q = soql.parse(text)
     obj = ctx.find_object(q.sobject)
@@ -489,6 +499,15 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         raise SoqlError(
             "INVALID_TYPE",
             soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'" + INVALID_TYPE_TAIL),
+        )
+    if obj.name == "ContentDocumentLink" and not _filters_by_id(
+        q.where, ("ContentDocumentId", "LinkedEntityId")
+    ):
+        raise SoqlError(
+            "MALFORMED_QUERY",
+            "Implementation restriction: ContentDocumentLink requires a filter by a single Id on "
+            "ContentDocumentId or LinkedEntityId using the equals operator or multiple Id's using the IN "
+            "operator.",
         )
     root = RelNode(None, [obj], "")
     root.need("Id")

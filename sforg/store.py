@@ -30,6 +30,7 @@ class Store:
         self.path = path
         self._local = threading.local()
         self.write_lock = threading.RLock()
+        self._columns: dict[str, set[str]] = {}
         with self.write_lock:
             c = self.conn()
             c.executescript(
@@ -83,6 +84,7 @@ class Store:
 
     # ------------------------------------------------------------ schema
     def create_object(self, obj: ObjectDef) -> None:
+        self._columns.clear()
         cols = ", ".join(f"{col(f.name)} {f.sql_type}" for f in obj.stored_fields() if f.name != "Id")
         with self.write_lock:
             c = self.conn()
@@ -100,19 +102,35 @@ class Store:
                 )
 
     def drop_object(self, name: str) -> None:
+        self._columns.clear()
         with self.write_lock:
             self.conn().execute(f"DROP TABLE IF EXISTS {table(name)}")
 
     def add_column(self, obj: str, f: FieldDef) -> None:
+        self._columns.clear()
         with self.write_lock:
             self.conn().execute(f"ALTER TABLE {table(obj)} ADD COLUMN {col(f.name)} {f.sql_type}")
 
     def drop_column(self, obj: str, name: str) -> None:
+        self._columns.clear()
         with self.write_lock:
             self.conn().execute(f"ALTER TABLE {table(obj)} DROP COLUMN {col(name)}")
 
     # ------------------------------------------------------------ rows
+    def table_columns(self, obj: str) -> set[str]:
+        cached = self._columns.get(obj)
+        if cached is None:
+            cached = {r[1] for r in self.conn().execute(f"PRAGMA table_info({table(obj)})")}
+            self._columns[obj] = cached
+        return cached
+
     def insert_many(self, obj: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        known = self.table_columns(obj)
+        if any(c not in known for c in columns):
+            # Callers write the usual system fields; objects such as ContentDocumentLink lack some of them.
+            keep = [i for i, c in enumerate(columns) if c in known]
+            columns = [columns[i] for i in keep]
+            rows = ([r[i] for i in keep] for r in rows)
         sql = (
             f"INSERT INTO {table(obj)} ({', '.join(col(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
@@ -217,6 +235,8 @@ class Store:
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def update(self, obj: str, record_id: str, values: dict[str, Any]) -> None:
+        known = self.table_columns(obj)
+        values = {k: v for k, v in values.items() if k in known}
         if not values:
             return
         sets = ", ".join(f"{col(k)}=?" for k in values)

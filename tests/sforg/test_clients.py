@@ -285,3 +285,21 @@ def test_get_and_upsert_by_external_id(sf: Any, admin: Admin) -> None:
     truth = admin.ground_truth(["Account"])["objects"]["Account"]
     assert truth[existing["Id"]]["Rating"] == "Hot"
     assert [v["Name"] for v in truth.values() if v["External_Id__c"] == "EXT-NEW-1"] == ["Upserted"]
+
+
+def test_content_document_links_need_a_filter(sf: Any, admin: Admin) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        sf.query("SELECT Id FROM ContentDocumentLink")
+    assert (
+        "Implementation restriction: ContentDocumentLink requires a filter" in err.value.content[0]["message"]
+    )
+    truth = admin.ground_truth(["ContentDocument", "ContentDocumentLink"])["objects"]
+    docs = list(truth["ContentDocument"])
+    in_list = ", ".join(f"'{d}'" for d in docs)
+    got = sf.query_all(
+        f"SELECT Id, LinkedEntityId, ContentDocumentId FROM ContentDocumentLink "
+        f"WHERE ContentDocumentId IN ({in_list})"
+    )["records"]
+    assert {r["Id"]: (r["LinkedEntityId"], r["ContentDocumentId"]) for r in got} == {
+        rid: (v["LinkedEntityId"], v["ContentDocumentId"]) for rid, v in truth["ContentDocumentLink"].items()
+    }
