@@ -96,6 +96,13 @@ def xml_response(text: str, status: int = 200) -> web.Response:
     return web.Response(body=text.encode(), status=status, headers={"Content-Type": "text/xml;charset=UTF-8"})
 
 
+def release_label(version: int) -> str:
+    """Salesforce's release name of an API version: three a year, v40.0 being Summer '17."""
+    n = version - 40
+    season = ("Summer", "Winter", "Spring")[n % 3]
+    return f"{season} '{17 + (n + 2) // 3:02d}"
+
+
 def classify(method: str, path: str) -> tuple[str, str]:
     """(endpoint name, kind) of a request: the names faults and accounting use."""
     if path.endswith("/services/oauth2/token"):
@@ -306,7 +313,7 @@ class Server:
         if path == "/services/data":
             return json_response(
                 [
-                    {"label": f"v{v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+                    {"label": release_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
                     for v in range(int(MIN_VERSION), int(MAX_VERSION) + 1)
                 ]
             )

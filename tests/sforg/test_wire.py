@@ -19,6 +19,8 @@ def test_paths_with_and_without_slashes_and_spaces(org: dict[str, Any], sf: Any)
     base = org["instance_url"]
     versions = s.get(f"{base}/services/data/").json()
     assert {"label", "url", "version"} <= set(versions[0]) and versions[-1]["version"] == "62.0"
+    labels = {v["version"]: v["label"] for v in versions}
+    assert (labels["40.0"], labels["59.0"], labels["62.0"]) == ("Summer '17", "Winter '24", "Winter '25")
     for url in (
         f"{base}/services/data/v50.0/query?q=SELECT%20Id%20FROM%20User",
         f"{base}/services/data/v59.0/query/?q=SELECT+Id+FROM+User",
