@@ -1047,7 +1047,7 @@ class Org:
         Plain fields are rendered by SQLite (the same expressions as REST pages); formulas and blob URLs
         are computed here.
         """
-        from sforg.query import RelNode, _json_expr, _lit, _q, _rest_value, value_of
+        from sforg.query import RelNode, _json_expr, _q, _rest_value, json_object_sql, value_of
 
         hidden = ctx.hidden.get(o.name, set())
         visible = [f for f in o.fields if f.name.lower() not in hidden]
@@ -1065,10 +1065,10 @@ class Org:
                 if c not in slow_cols and o.field(c):
                     slow_cols.append(c)
         if values:
-            rendered = "json_object(" + ", ".join(f"{_lit(f.name)}, {_json_expr(f, o)}" for f in fast) + ")"
+            rendered = json_object_sql([(f.name, _json_expr(f, o)) for f in fast])
         else:
-            rendered = (
-                "json_object('SystemModstamp', " + _json_expr(o.field("SystemModstamp") or fast[0], o) + ")"
+            rendered = json_object_sql(
+                [("SystemModstamp", _json_expr(o.field("SystemModstamp") or fast[0], o))]
             )
         deleted = '"IsDeleted"' if o.field("IsDeleted") else "0"
         sql = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -500,6 +501,8 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
             "INVALID_TYPE",
             soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'" + INVALID_TYPE_TAIL),
         )
+    if q.offset is not None and q.offset > 2000:
+        raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000")
     if obj.name == "ContentDocumentLink" and not _filters_by_id(
         q.where, ("ContentDocumentId", "LinkedEntityId")
     ):
@@ -583,6 +586,13 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
     # the filtering scan reads only that prefix, the page fetch reads everything.
     filter_width = len(root.columns[obj.name])
     select, count_only, aggregate, subqueries = resolve_select(root)
+    seen: set[str] = set()
+    for item in select:
+        if isinstance(item, Column):
+            key = ".".join(item.path).lower()
+            if key in seen:
+                raise SoqlError("MALFORMED_QUERY", f"duplicate field selected: {'.'.join(item.path)}")
+            seen.add(key)
     if bulk:
         for s in select:
             if isinstance(s, Column) and s.field.type in ("address", "location"):
@@ -991,11 +1001,13 @@ def _lit(text: str) -> str:
 
 
 def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
+    """SQL text of one field's JSON value (SQLite functions take at most 127 arguments, so records are built
+    by concatenation, not by one json_object call)."""
     c = _q(f.name)
     if f.type == "boolean":
-        return f"json(CASE WHEN {c} THEN 'true' ELSE 'false' END)"
+        return f"CASE WHEN {c} THEN 'true' ELSE 'false' END"
     if f.type == "datetime":
-        return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 23) || '+0000' END"
+        return f"CASE WHEN {c} IS NULL THEN 'null' ELSE '\"' || substr({c}, 1, 23) || '+0000\"' END"
     if f.type == "address":
         p = f.name[: -len("Address")]
         parts = [
@@ -1011,36 +1023,58 @@ def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
         present = [(k, _q(p + s)) for k, s in parts if obj.field(p + s)]
         all_null = " AND ".join(f"{col} IS NULL" for _, col in present)
         inner = ", ".join(f"'{k}', {col}" for k, col in present)
-        return f"CASE WHEN {all_null} THEN NULL ELSE json_object({inner}) END"
+        return f"CASE WHEN {all_null} THEN 'null' ELSE json_object({inner}) END"
     if f.type == "location":
         stem = f.name.removesuffix("__c")
         lat, lon = _q(f"{stem}__Latitude__s"), _q(f"{stem}__Longitude__s")
         return (
-            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN NULL "
+            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN 'null' "
             f"ELSE json_object('latitude', {lat}, 'longitude', {lon}) END"
         )
-    return c
+    return f"json_quote({c})"
+
+
+def _concat(parts: list[str]) -> str:
+    """parts joined with || as a balanced tree, keeping the expression depth (limit 1000) logarithmic."""
+    if len(parts) == 1:
+        return parts[0]
+    mid = len(parts) // 2
+    return f"({_concat(parts[:mid])} || {_concat(parts[mid:])})"
+
+
+def json_object_sql(members: list[tuple[str, str]]) -> str:
+    """SQL building a JSON object's text from (key, SQL JSON-value expression) pairs, in order."""
+    parts = ["'{'"]
+    for n, (key, expr) in enumerate(members):
+        parts.append(_lit(("," if n else "") + json.dumps(key) + ":"))
+        parts.append(expr)
+    parts.append("'}'")
+    return _concat(parts)
 
 
 def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
     """A SQL expression rendering one record as the REST query resource does."""
     obj = plan.obj
-    url = _lit(f"/services/data/v{version}/sobjects/{obj.name}/")
-    parts = [f"'attributes', json_object('type', {_lit(obj.name)}, 'url', {url} || \"Id\")"]
-    parts += [f"{_lit(f.name)}, {_json_expr(f, obj)}" for f in fields]
-    return f"json_object({', '.join(parts)})"
+    url = json.dumps(f"/services/data/v{version}/sobjects/{obj.name}/")[:-1]
+    attributes = f'\'{{"type":{json.dumps(obj.name)},"url":{url}\' || "Id" || \'"}}\''
+    return json_object_sql([("attributes", attributes)] + [(f.name, _json_expr(f, obj)) for f in fields])
 
 
 def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
     """A SQL expression rendering one record as a Bulk API 2.0 CSV line (every value quoted).
 
-    SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping.
+    SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping; it takes at
+    most 126 values, so wide records are formatted in chunks.
     """
-    template = delimiter.replace("%", "%%").join('"%w"' for _ in fields)
-    args = []
-    for f in fields:
-        c = _q(f.name)
-        args.append(
-            f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')"
-        )
-    return f"format({_lit(template)}, {', '.join(args)})"
+    chunks = []
+    for i in range(0, len(fields), 100):
+        part = fields[i : i + 100]
+        template = delimiter.replace("%", "%%").join('"%w"' for _ in part)
+        args = []
+        for f in part:
+            c = _q(f.name)
+            args.append(
+                f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')"
+            )
+        chunks.append(f"format({_lit(template)}, {', '.join(args)})")
+    return f" || {_lit(delimiter)} || ".join(chunks)

@@ -160,7 +160,13 @@ class Server:
         ca_file, cert_file, key_file = ensure_certificates(self.org.state_dir)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert_file, key_file)
-        self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self.runner = web.AppRunner(
+            # Salesforce accepts request lines (URI + query) up to 16,384 bytes; aiohttp's default is 8,190.
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=16384 + 64,
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=ctx, backlog=512)
         await site.start()

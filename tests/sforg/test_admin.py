@@ -346,3 +346,22 @@ def test_bulk_daily_job_limit_and_unsupported_object(sf: Any, admin: Admin) -> N
     with pytest.raises(SalesforceMalformedRequest) as err:
         list(sf.bulk2.Attachment.query("SELECT Id FROM Attachment", wait=0.05))
     assert err.value.content[0]["errorCode"] == "INVALIDENTITY"
+
+
+def test_many_added_fields_make_a_wide_object(sf: Any, admin: Admin) -> None:
+    names = [
+        admin.add_field("Shipment__c", f"Wide{i}", "double" if i % 2 else "string")["field"]
+        for i in range(140)
+    ]
+    try:
+        fields = [f["name"] for f in sf.Shipment__c.describe()["fields"] if f["type"] not in ("location",)]
+        rows = sf.query_all(f"SELECT {', '.join(fields)} FROM Shipment__c")["records"]
+        truth = admin.ground_truth(["Shipment__c"])["objects"]["Shipment__c"]
+        assert {r["Id"]: {k: v for k, v in r.items() if k != "attributes"} for r in rows} == {
+            rid: {k: v for k, v in vals.items() if k != "Destination__c"} for rid, vals in truth.items()
+        }
+        pages = list(sf.bulk2.Shipment__c.query(f"SELECT {', '.join(fields)} FROM Shipment__c", wait=0.05))
+        assert pages[0].count("\n") == len(truth) + 1
+    finally:
+        for name in names:
+            admin.remove_field("Shipment__c", name)

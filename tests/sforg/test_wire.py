@@ -110,3 +110,16 @@ def test_rest_tolerates_text_xml_bodies(org: dict[str, Any], sf: Any) -> None:
         headers={"Content-Type": "text/xml", "SOAPAction": "retrieve"},
     )
     assert resp.status_code == 201 and resp.json()["success"] is True
+
+
+def test_long_request_lines_and_offset_limit(org: dict[str, Any], sf: Any) -> None:
+    user = sf.query("SELECT Id FROM User LIMIT 1")["records"][0]["Id"]
+    ids = ", ".join([f"'{user}'"] * 500)  # a 10,500-character query: beyond aiohttp's default line limit
+    assert sf.query(f"SELECT Id FROM User WHERE Id IN ({ids})")["totalSize"] == 1
+    s = session(org, sf)
+    resp = s.get(f"{org['instance_url']}/services/data/v59.0/query", params={"q": "SELECT Id, Id FROM User"})
+    assert resp.json() == [{"message": "duplicate field selected: Id", "errorCode": "MALFORMED_QUERY"}]
+    resp = s.get(
+        f"{org['instance_url']}/services/data/v59.0/query", params={"q": "SELECT Id FROM User OFFSET 2001"}
+    )
+    assert resp.status_code == 400 and resp.json()[0]["errorCode"] == "NUMBER_OUTSIDE_VALID_RANGE"
