@@ -26,7 +26,7 @@ from sforg.files import BlobStore, digests
 from sforg.generate import SCALES, Generator, plan
 from sforg.ids import is_valid, make_id, to18
 from sforg.query import Context, Plan, RowSource, execute, plan_query
-from sforg.schema import ObjectDef
+from sforg.schema import FieldDef, ObjectDef
 from sforg.store import Store, col, table
 
 DAY = 86400.0
@@ -1047,7 +1047,7 @@ class Org:
         Plain fields are rendered by SQLite (the same expressions as REST pages); formulas and blob URLs
         are computed here.
         """
-        from sforg.query import RelNode, _json_expr, _q, _rest_value, json_object_sql, value_of
+        from sforg.query import RelNode, _q, _rest_value, json_object_sql, value_of
 
         hidden = ctx.hidden.get(o.name, set())
         visible = [f for f in o.fields if f.name.lower() not in hidden]
@@ -1064,12 +1064,11 @@ class Org:
             ):
                 if c not in slow_cols and o.field(c):
                     slow_cols.append(c)
-        if values:
-            rendered = json_object_sql([(f.name, _json_expr(f, o)) for f in fast])
-        else:
-            rendered = json_object_sql(
-                [("SystemModstamp", _json_expr(o.field("SystemModstamp") or fast[0], o))]
-            )
+        modstamp = o.field("SystemModstamp") or fast[0]
+        members: list[tuple[str, FieldDef | str]] = (
+            [(f.name, f) for f in fast] if values else [("SystemModstamp", modstamp)]
+        )
+        rendered = json_object_sql(members, o)
         deleted = '"IsDeleted"' if o.field("IsDeleted") else "0"
         sql = (
             f"SELECT {deleted}, _sha256, _blob, {rendered}, {', '.join(_q(c) for c in slow_cols)} "

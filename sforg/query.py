@@ -1000,14 +1000,17 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
-    """SQL text of one field's JSON value (SQLite functions take at most 127 arguments, so records are built
-    by concatenation, not by one json_object call)."""
+def _json_expr(f: FieldDef, obj: ObjectDef, as_text: bool = True) -> str:
+    """SQL for one field's JSON value: as JSON text (for concatenation) or as an argument of json_object."""
     c = _q(f.name)
+    null = "'null'" if as_text else "NULL"
     if f.type == "boolean":
-        return f"CASE WHEN {c} THEN 'true' ELSE 'false' END"
+        text = f"CASE WHEN {c} THEN 'true' ELSE 'false' END"
+        return text if as_text else f"json({text})"
     if f.type == "datetime":
-        return f"CASE WHEN {c} IS NULL THEN 'null' ELSE '\"' || substr({c}, 1, 23) || '+0000\"' END"
+        if as_text:
+            return f"CASE WHEN {c} IS NULL THEN 'null' ELSE '\"' || substr({c}, 1, 23) || '+0000\"' END"
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 23) || '+0000' END"
     if f.type == "address":
         p = f.name[: -len("Address")]
         parts = [
@@ -1023,15 +1026,15 @@ def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
         present = [(k, _q(p + s)) for k, s in parts if obj.field(p + s)]
         all_null = " AND ".join(f"{col} IS NULL" for _, col in present)
         inner = ", ".join(f"'{k}', {col}" for k, col in present)
-        return f"CASE WHEN {all_null} THEN 'null' ELSE json_object({inner}) END"
+        return f"CASE WHEN {all_null} THEN {null} ELSE json_object({inner}) END"
     if f.type == "location":
         stem = f.name.removesuffix("__c")
         lat, lon = _q(f"{stem}__Latitude__s"), _q(f"{stem}__Longitude__s")
         return (
-            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN 'null' "
+            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN {null} "
             f"ELSE json_object('latitude', {lat}, 'longitude', {lon}) END"
         )
-    return f"json_quote({c})"
+    return f"json_quote({c})" if as_text else c
 
 
 def _concat(parts: list[str]) -> str:
@@ -1042,12 +1045,22 @@ def _concat(parts: list[str]) -> str:
     return f"({_concat(parts[:mid])} || {_concat(parts[mid:])})"
 
 
-def json_object_sql(members: list[tuple[str, str]]) -> str:
-    """SQL building a JSON object's text from (key, SQL JSON-value expression) pairs, in order."""
+def json_object_sql(members: list[tuple[str, FieldDef | str]], obj: ObjectDef) -> str:
+    """SQL building a JSON object's text from (key, field or SQL JSON-text expression) pairs, in order.
+
+    One json_object() call is fastest, but SQLite functions take at most 127 arguments; wider records are
+    built by concatenating JSON texts instead.
+    """
+    if len(members) <= 62:
+        args = []
+        for key, value in members:
+            expr = _json_expr(value, obj, as_text=False) if isinstance(value, FieldDef) else f"json({value})"
+            args.append(f"{_lit(key)}, {expr}")
+        return f"json_object({', '.join(args)})"
     parts = ["'{'"]
-    for n, (key, expr) in enumerate(members):
+    for n, (key, value) in enumerate(members):
         parts.append(_lit(("," if n else "") + json.dumps(key) + ":"))
-        parts.append(expr)
+        parts.append(_json_expr(value, obj) if isinstance(value, FieldDef) else value)
     parts.append("'}'")
     return _concat(parts)
 
@@ -1057,7 +1070,9 @@ def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
     obj = plan.obj
     url = json.dumps(f"/services/data/v{version}/sobjects/{obj.name}/")[:-1]
     attributes = f'\'{{"type":{json.dumps(obj.name)},"url":{url}\' || "Id" || \'"}}\''
-    return json_object_sql([("attributes", attributes)] + [(f.name, _json_expr(f, obj)) for f in fields])
+    members: list[tuple[str, FieldDef | str]] = [("attributes", attributes)]
+    members += [(f.name, f) for f in fields]
+    return json_object_sql(members, obj)
 
 
 def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
