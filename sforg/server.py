@@ -12,6 +12,7 @@ import re
 import secrets
 import ssl
 import time
+import traceback
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
@@ -25,7 +26,7 @@ from sforg import metadata as md
 from sforg import schema
 from sforg.clock import stamp
 from sforg.ids import is_valid, make_id, to18
-from sforg.org import BulkJob, Org, OrgError
+from sforg.org import BulkJob, Org, OrgError, scale_total
 from sforg.query import (
     DELIMITERS,
     Column,
@@ -265,6 +266,17 @@ class Server:
             resp = error(exc.status, exc.code, exc.message, exc.fields)
         except SoqlError as exc:
             resp = error(400, exc.code, exc.message)
+        except web.HTTPException:
+            raise
+        except Exception:
+            # A bug in sforg must still look like Salesforce to the client: a JSON error, not an HTML page.
+            traceback.print_exc()
+            resp = error(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if "
+                "you contact support: 0000000000-00000 (sforg)",
+            )
         finally:
             org.in_flight.pop(key, None)
         size = len(resp.body) if isinstance(resp, web.Response) and isinstance(resp.body, bytes) else 0
@@ -1243,6 +1255,9 @@ class Server:
             return json_response({"error": exc.code, "message": exc.message}, exc.status)
         except (TypeError, KeyError, ValueError) as exc:
             return json_response({"error": "BAD_REQUEST", "message": str(exc)}, 400)
+        except Exception as exc:
+            traceback.print_exc()
+            return json_response({"error": "INTERNAL", "message": repr(exc)}, 500)
         if isinstance(result, int):
             result = {"result": result}
         return json_response(result)
@@ -1260,6 +1275,13 @@ async def serve(
     org = await loop.run_in_executor(
         None, lambda: Org(state_dir, scale, seed, progress=lambda m: print(f"sforg: {m}", flush=True))
     )
+    built = org.store.get_meta("scale", {})
+    if built and (built.get("seed") != seed or built.get("total") != scale_total(scale)):
+        print(
+            f"sforg: {state_dir} already holds an org ({built.get('total')} records, seed {built.get('seed')}); "
+            "--scale and --seed apply to a new state directory only",
+            flush=True,
+        )
     server = Server(org, port=port)
     await server.start()
     info = server.org_json()
