@@ -1278,8 +1278,8 @@ async def serve(
     built = org.store.get_meta("scale", {})
     if built and (built.get("seed") != seed or built.get("total") != scale_total(scale)):
         print(
-            f"sforg: {state_dir} already holds an org ({built.get('total')} records, seed {built.get('seed')}); "
-            "--scale and --seed apply to a new state directory only",
+            f"sforg: {state_dir} already holds an org ({built.get('total')} records, "
+            f"seed {built.get('seed')}); --scale and --seed apply to a new state directory only",
             flush=True,
         )
     server = Server(org, port=port)
