@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=1, help="same seed, same org")
     args = parser.parse_args(argv)
     args.state_dir.mkdir(parents=True, exist_ok=True)
+    # One server per state directory: SQLite would cope, but two servers would each own tokens and cursors.
+    lock = open(args.state_dir / "sforg.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"sforg: another server is using {args.state_dir}", file=sys.stderr)
+        return 2
     (args.state_dir / "org.json").unlink(missing_ok=True)
 
     async def run() -> None:

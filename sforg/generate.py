@@ -504,6 +504,36 @@ class Generator:
             versions,
         )
         self.next_counter["ContentDocument"] = di + 1
+        # Each document is linked to its owner and to one record (the files' parents a backup must find).
+        links = []
+        parents = ["Account", "Opportunity", "Case"]
+        for n, doc in enumerate(docs):
+            links.append([make_id("06A", 2 * n + 1), 0, doc[7], doc[2], doc[0], "I", "AllUsers"])
+            links.append(
+                [
+                    make_id("06A", 2 * n + 2),
+                    0,
+                    doc[7],
+                    self.pick(rng, parents[n % 3]),
+                    doc[0],
+                    "V",
+                    "AllUsers",
+                ]
+            )
+        self.store.insert_many(
+            "ContentDocumentLink",
+            [
+                "Id",
+                "IsDeleted",
+                "SystemModstamp",
+                "LinkedEntityId",
+                "ContentDocumentId",
+                "ShareType",
+                "Visibility",
+            ],
+            links,
+        )
+        self.next_counter["ContentDocumentLink"] = len(links) + 1
         self.next_counter["ContentVersion"] = k + 1
         # Attachments on accounts, opportunities and cases.
         atts = []

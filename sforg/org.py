@@ -14,7 +14,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from sforg.files import BlobStore, digests
 from sforg.generate import SCALES, Generator, plan
 from sforg.ids import is_valid, make_id, to18
 from sforg.query import Context, Plan, RowSource, execute, plan_query
-from sforg.schema import ObjectDef
+from sforg.schema import FieldDef, ObjectDef
 from sforg.store import Store, col, table
 
 DAY = 86400.0
@@ -56,7 +57,7 @@ class Cursor:
 
     id: str
     plan: Plan
-    rowids: list[int]
+    rowids: Sequence[int]
     version: str
     batch: int
     last_used: float
@@ -67,7 +68,7 @@ class BulkJob:
     id: str
     info: dict[str, Any]
     plan: Plan | None = None
-    rowids: list[int] = field(default_factory=list)
+    rowids: Sequence[int] = field(default_factory=list)
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -93,7 +94,7 @@ class StoreSource(RowSource):
             return self.store.scan(obj, columns, 'WHERE "IsDeleted" = 0')
         return self.store.scan(obj, columns)
 
-    def fetch_rowids(self, obj: str, columns: list[str], rowids: list[int]) -> list[tuple[Any, ...]]:
+    def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         return self.store.fetch_rowids(obj, columns, rowids)
 
     def fetch_ids(self, obj: str, columns: list[str], ids: list[str]) -> dict[str, tuple[Any, ...]]:
@@ -121,6 +122,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "api_max": 100000,
     "concurrent_limit": 25,
     "long_running_seconds": 20.0,
+    "bulk_jobs_max": 10000,
 }
 
 
@@ -153,6 +155,9 @@ class Org:
         self.api_used: int = self.store.get_meta("api_used", 0)
         self._api_saved = self.api_used
         self.describe_modified: float = self.store.get_meta("describe_modified", self.anchor)
+        self._maintained = 0.0
+        self.bulk_jobs_created: int = self.store.get_meta("bulk_jobs_created", 0)
+        self._clock_seen: tuple[float, float | None] = (self.clock.offset, self.clock.frozen)
 
     # ------------------------------------------------------------ build / persistence
     def _build(self, scale: str | int, seed: int, progress: Any) -> None:
@@ -197,6 +202,13 @@ class Org:
 
     def flush(self) -> None:
         self.store.set_meta("api_used", self.api_used)
+        self.store.set_meta("bulk_jobs_created", self.bulk_jobs_created)
+
+    def count_bulk_job(self) -> int:
+        """Count a Bulk 2.0 query job against the daily allowance (like api_used, it never resets itself)."""
+        with self.lock:
+            self.bulk_jobs_created += 1
+            return self.bulk_jobs_created
 
     # ------------------------------------------------------------ helpers
     def now(self) -> float:
@@ -249,8 +261,17 @@ class Org:
             return self.store.conn().execute("DELETE FROM tokens").rowcount
 
     # ------------------------------------------------------------ maintenance
-    def maintain(self) -> None:
-        """Make late commits visible when due and empty recycle-bin entries older than 15 days."""
+    def maintain(self, force: bool = False) -> None:
+        """Make late commits visible when due and empty recycle-bin entries older than 15 days.
+
+        Runs at most once a second of real time (every request asks), unless the clock was moved.
+        """
+        tick = time.monotonic()
+        clock_state = (self.clock.offset, self.clock.frozen)
+        if not force and tick - self._maintained < 1.0 and self._clock_seen == clock_state:
+            return
+        self._maintained = tick
+        self._clock_seen = clock_state
         now = self.now()
         pending = (
             self.store.conn()
@@ -528,7 +549,7 @@ class Org:
                 out[f.name] = f"changed {int(rng.random() * 10**6)}"[: f.length or 255]
         return out
 
-    def update_records(
+    def _update_records(
         self,
         obj: str,
         n: int | None = None,
@@ -554,7 +575,7 @@ class Org:
             )
         return {"ids": targets, "modstamp": modstamp}
 
-    def create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
         o = self.obj(obj)
         ids = []
         rng = random.Random(self.counters.get(o.name, 0))
@@ -585,7 +606,7 @@ class Org:
             ids.append(self.create_record(o.name, vals, admin=True))
         return {"ids": ids}
 
-    def soft_delete(
+    def _soft_delete(
         self, obj: str, n: int | None = None, ids: list[str] | None = None, fraction: float | None = None
     ) -> dict[str, Any]:
         targets = self._pick_ids(obj, n, fraction, ids)
@@ -593,7 +614,7 @@ class Org:
             self.delete_record(obj, rid)
         return {"ids": targets}
 
-    def hard_delete(
+    def _hard_delete(
         self, obj: str, n: int | None = None, ids: list[str] | None = None, fraction: float | None = None
     ) -> dict[str, Any]:
         """Delete without the recycle bin (as the Bulk API hardDelete does): the Id vanishes everywhere."""
@@ -604,7 +625,7 @@ class Org:
             self._tombstone(o.name, rid, now, "hard")
         return {"ids": targets}
 
-    def undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
+    def _undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
         o = self.obj(obj)
         targets = self._pick_ids(o.name, n, None, ids, deleted=True)
         now = self._stamp_now()
@@ -616,7 +637,7 @@ class Org:
             )
         return {"ids": targets}
 
-    def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
+    def _purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
         purged = []
         for o in self.catalogue.values():
             if (obj and o.name != obj) or not o.field("IsDeleted"):
@@ -625,6 +646,32 @@ class Org:
                 self._tombstone(o.name, rid, at or self._stamp_now(), "purged")
                 purged.append(rid)
         return {"ids": purged}
+
+    # Admin changes run in one transaction each: thousands of rows change in one commit, as a data load does.
+    def update_records(self, obj: str, **kw: Any) -> dict[str, Any]:
+        """Update N records (or a fraction, or given ids); same_modstamp gives all one SystemModstamp."""
+        with self.store.transaction():
+            return self._update_records(obj, **kw)
+
+    def create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._create_records(obj, n, values)
+
+    def soft_delete(self, obj: str, **kw: Any) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._soft_delete(obj, **kw)
+
+    def hard_delete(self, obj: str, **kw: Any) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._hard_delete(obj, **kw)
+
+    def undelete(self, obj: str, **kw: Any) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._undelete(obj, **kw)
+
+    def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._purge_recycle_bin(obj)
 
     def add_field(self, obj: str, name: str, type: str = "string", **kw: Any) -> dict[str, Any]:
         o = self.obj(obj)
@@ -813,6 +860,16 @@ class Org:
                 **docrow,
             }
             self.store.insert_many("ContentDocument", list(full), [list(full.values())])
+            link = {
+                "Id": self.new_id(self.obj("ContentDocumentLink")),
+                "IsDeleted": 0,
+                "SystemModstamp": now,
+                "LinkedEntityId": user,
+                "ContentDocumentId": doc_id,
+                "ShareType": "I",
+                "Visibility": "AllUsers",
+            }
+            self.store.insert_many("ContentDocumentLink", list(link), [list(link.values())])
         return {"ContentVersionId": vid, "ContentDocumentId": doc_id, "sha256": sha}
 
     # ------------------------------------------------------------ admin: clock, adversity, limits
@@ -836,23 +893,30 @@ class Org:
         return {"now": stamp(self.now()), "epoch": self.now(), "frozen": self.clock.frozen is not None}
 
     def set_settings(self, **kw: Any) -> dict[str, Any]:
+        if "hidden_fields" in kw and kw["hidden_fields"] != self.settings["hidden_fields"]:
+            # Field-level security changes what describe returns, so If-Modified-Since must see it.
+            self.describe_modified = self.now()
+            self.store.set_meta("describe_modified", self.describe_modified)
         for k, v in kw.items():
             if k not in DEFAULT_SETTINGS:
                 raise OrgError(400, "INVALID_SETTING", f"unknown setting {k}")
             self.settings[k] = v
         self.save_settings()
-        if "hidden_fields" in kw:
-            self.describe_modified = self.now()
         return dict(self.settings)
 
-    def set_api_usage(self, used: int | None = None, max: int | None = None) -> dict[str, Any]:
+    def set_api_usage(
+        self, used: int | None = None, max: int | None = None, bulk_jobs: int | None = None
+    ) -> dict[str, Any]:
+        """Set the daily API counter (and its maximum) and the count of Bulk 2.0 query jobs today."""
+        if bulk_jobs is not None:
+            self.bulk_jobs_created = int(bulk_jobs)
         if used is not None:
             self.api_used = int(used)
         if max is not None:
             self.settings["api_max"] = int(max)
             self.save_settings()
         self.flush()
-        return {"used": self.api_used, "max": self.settings["api_max"]}
+        return {"used": self.api_used, "max": self.settings["api_max"], "bulk_jobs": self.bulk_jobs_created}
 
     # ------------------------------------------------------------ admin: faults
     def set_fault(
@@ -948,9 +1012,67 @@ class Org:
             out[f.name] = _rest_value(f, v, "59.0")
         return out
 
+    def _truth_of(
+        self, o: ObjectDef, ctx: Context, values: bool, files: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Live records (Id -> values as REST renders them) and recycle-bin Ids of one object.
+
+        Plain fields are rendered by SQLite (the same expressions as REST pages); formulas and blob URLs
+        are computed here.
+        """
+        from sforg.query import RelNode, _q, _rest_value, json_object_sql, value_of
+
+        hidden = ctx.hidden.get(o.name, set())
+        visible = [f for f in o.fields if f.name.lower() not in hidden]
+        fast = [f for f in visible if f.formula is None and f.type != "base64"]
+        slow = [f for f in visible if f.formula is not None or f.type == "base64"]
+        slow_cols = ["Id"]
+        for f in slow:
+            for c in (
+                ["CreatedDate"]
+                if f.formula and f.formula.startswith("TODAY")
+                else ["Amount__c", "Tax_Rate__c"]
+                if f.formula
+                else []
+            ):
+                if c not in slow_cols and o.field(c):
+                    slow_cols.append(c)
+        modstamp = o.field("SystemModstamp") or fast[0]
+        members: list[tuple[str, FieldDef | str]] = (
+            [(f.name, f) for f in fast] if values else [("SystemModstamp", modstamp)]
+        )
+        rendered = json_object_sql(members, o)
+        deleted = '"IsDeleted"' if o.field("IsDeleted") else "0"
+        sql = (
+            f"SELECT {deleted}, _sha256, _blob, {rendered}, {', '.join(_q(c) for c in slow_cols)} "
+            f"FROM {table(o.name)} ORDER BY _rowid"
+        )
+        node = RelNode(None, [o], "")
+        node.columns[o.name] = slow_cols
+        live: dict[str, Any] = {}
+        binned: list[str] = []
+        for row in self.store.conn().execute(sql):
+            is_deleted, sha, blob, text, rest = row[0], row[1], row[2], row[3], row[4:]
+            rid = rest[0]
+            if is_deleted:
+                binned.append(rid)
+                continue
+            vals = json.loads(text)
+            if values and slow:
+                for f in slow:
+                    if f.type == "base64":
+                        vals[f.name] = _rest_value(f, ("blob", o.name, rid, f.name), "59.0") if blob else None
+                    else:
+                        vals[f.name] = _rest_value(f, value_of(f, o, node, rest, ctx), "59.0")
+                vals = {f.name: vals[f.name] for f in visible}
+            live[rid] = vals
+            if sha:
+                files[rid] = {"sha256": sha, "object": o.name, "size": self.blobs.size(blob)}
+        return live, binned
+
     def ground_truth(self, objects: list[str] | None = None, values: bool = True) -> dict[str, Any]:
         """The org as the API would return it, to reconcile a backup against exactly."""
-        self.maintain()
+        self.maintain(force=True)
         ctx = self.context()
         out: dict[str, Any] = {
             "generated_at": stamp(self.now()),
@@ -965,25 +1087,7 @@ class Org:
         for o in self.catalogue.values():
             if objects and o.name not in objects:
                 continue
-            live: dict[str, Any] = {}
-            binned: list[str] = []
-            cur = self.store.conn().execute(f"SELECT * FROM {table(o.name)} ORDER BY _rowid")
-            names = [d[0] for d in cur.description]
-            for tup in cur:
-                row = dict(zip(names, tup, strict=True))
-                if row.get("IsDeleted"):
-                    binned.append(row["Id"])
-                    continue
-                if values:
-                    live[row["Id"]] = self.record_values(o, row, ctx)
-                else:
-                    live[row["Id"]] = {"SystemModstamp": row.get("SystemModstamp")}
-                if row.get("_sha256"):
-                    out["files"][row["Id"]] = {
-                        "sha256": row["_sha256"],
-                        "object": o.name,
-                        "size": self.blobs.size(row["_blob"]),
-                    }
+            live, binned = self._truth_of(o, ctx, values, out["files"])
             out["objects"][o.name] = live
             out["recycle_bin"][o.name] = binned
         for obj, rid, _at, kind in self.store.conn().execute("SELECT * FROM tombstones"):
@@ -1008,10 +1112,11 @@ class Org:
     def plan(self, soql_text: str, include_deleted: bool, bulk: bool = False) -> Plan:
         return plan_query(soql_text, self.context(), include_deleted, bulk)
 
-    def run(self, plan_: Plan) -> list[int]:
-        return execute(plan_, self.src, self.context())
+    def run(self, plan_: Plan) -> Sequence[int]:
+        # Cursors and Bulk jobs keep their rowids: 8 bytes each in an array, not a list of int objects.
+        return array("q", execute(plan_, self.src, self.context()))
 
-    def new_cursor(self, plan_: Plan, rowids: list[int], version: str, batch: int) -> Cursor:
+    def new_cursor(self, plan_: Plan, rowids: Sequence[int], version: str, batch: int) -> Cursor:
         cid = make_id("01g", secrets.randbelow(62**9), pod="Dx")
         cur = Cursor(cid, plan_, rowids, version, batch, self.now())
         with self.lock:
@@ -1080,7 +1185,7 @@ class Org:
     def deleted(self, obj: str, start_text: str, end_text: str) -> dict[str, Any]:
         o = self.obj(obj)
         start, end = self.replication_window(start_text, end_text)
-        self.maintain()
+        self.maintain(force=True)
         recs = []
         if o.field("IsDeleted") and not o.hard_delete:
             recs = [

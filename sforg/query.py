@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,15 +68,23 @@ class RelNode:
     children: dict[str, RelNode] = field(default_factory=dict)
     cache: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
 
+    positions: dict[tuple[str, str], int] = field(default_factory=dict)
+
     def need(self, column: str) -> None:
         for t in self.targets:
             cols = self.columns.setdefault(t.name, ["Id"])
             if t.field(column) and column not in cols:
                 cols.append(column)
+        self.positions.clear()
 
     def index(self, obj: str, column: str) -> int:
-        cols = self.columns.get(obj, [])
-        return cols.index(column) if column in cols else -1
+        # Called per field per row; the positions are cached until the column list changes.
+        key = (obj, column)
+        pos = self.positions.get(key)
+        if pos is None:
+            cols = self.columns.get(obj, [])
+            pos = self.positions[key] = cols.index(column) if column in cols else -1
+        return pos
 
 
 FORMULA_DEPS = {
@@ -220,7 +229,9 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
     if (
         len(path) > 1
         and path[0].lower() == obj.name.lower()
-        and not any(f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields)
+        and not any(
+            f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields
+        )
     ):
         path = path[1:]
     node = root
@@ -407,7 +418,9 @@ def compile_where(
     if f.type in ("address", "location", "base64") or (f.type == "textarea" and f.length > 255):
         raise SoqlError(
             "INVALID_FIELD",
-            soql.caret_message(q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"),
+            soql.caret_message(
+                q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"
+            ),
         )
 
     def get(r: tuple[Any, ...]) -> Any:
@@ -470,6 +483,16 @@ def compile_where(
     return lambda r: (v := get(r)) is not None and c(v)
 
 
+def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
+    """Whether a WHERE clause restricts one of the fields with = or IN at its top level (ANDed)."""
+    wanted = {f.lower() for f in fields}
+    items = where.items if isinstance(where, BoolOp) and where.op == "AND" else [where]
+    return any(
+        isinstance(i, Comparison) and i.op in ("=", "IN") and i.field.path[-1].lower() in wanted
+        for i in items
+    )
+
+
 def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = False) -> Plan:
     q = soql.parse(text)
     obj = ctx.find_object(q.sobject)
@@ -477,6 +500,17 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         raise SoqlError(
             "INVALID_TYPE",
             soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'" + INVALID_TYPE_TAIL),
+        )
+    if q.offset is not None and q.offset > 2000:
+        raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000")
+    if obj.name == "ContentDocumentLink" and not _filters_by_id(
+        q.where, ("ContentDocumentId", "LinkedEntityId")
+    ):
+        raise SoqlError(
+            "MALFORMED_QUERY",
+            "Implementation restriction: ContentDocumentLink requires a filter by a single Id on "
+            "ContentDocumentId or LinkedEntityId using the equals operator or multiple Id's using the IN "
+            "operator.",
         )
     root = RelNode(None, [obj], "")
     root.need("Id")
@@ -493,7 +527,8 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
                 if bulk:
                     raise SoqlError(
                         "INVALIDJOB",
-                        "Unsupported query: parent-to-child relationship queries are not supported by the Bulk API",
+                        "Unsupported query: parent-to-child relationship queries are not "
+                        "supported by the Bulk API",
                     )
                 subqueries.append((len(select), item))
                 select.append(item)
@@ -509,7 +544,9 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
                 if len(q.select) > 1:
                     raise SoqlError(
                         "MALFORMED_QUERY",
-                        soql.caret_message(q.text, item.pos, "COUNT() and other fields cannot be selected together"),
+                        soql.caret_message(
+                            q.text, item.pos, "COUNT() and other fields cannot be selected together"
+                        ),
                     )
                 count_only = True
             else:
@@ -540,13 +577,22 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         if col.field.type in ("address", "location", "base64", "multipicklist"):
             raise SoqlError(
                 "INVALID_FIELD",
-                soql.caret_message(q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"),
+                soql.caret_message(
+                    q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"
+                ),
             )
         order.append((col, o.desc, o.nulls_first))
     # WHERE and ORDER BY columns are resolved first, so they are a prefix of the root's column list:
     # the filtering scan reads only that prefix, the page fetch reads everything.
     filter_width = len(root.columns[obj.name])
     select, count_only, aggregate, subqueries = resolve_select(root)
+    seen: set[str] = set()
+    for item in select:
+        if isinstance(item, Column):
+            key = ".".join(item.path).lower()
+            if key in seen:
+                raise SoqlError("MALFORMED_QUERY", f"duplicate field selected: {'.'.join(item.path)}")
+            seen.add(key)
     if bulk:
         for s in select:
             if isinstance(s, Column) and s.field.type in ("address", "location"):
@@ -583,7 +629,7 @@ class RowSource:
     def scan(self, obj: str, columns: list[str], include_deleted: bool) -> Iterator[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def fetch_rowids(self, obj: str, columns: list[str], rowids: list[int]) -> list[tuple[Any, ...]]:
+    def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def fetch_ids(self, obj: str, columns: list[str], ids: list[str]) -> dict[str, tuple[Any, ...]]:
@@ -595,7 +641,9 @@ class RowSource:
         raise NotImplementedError
 
 
-def load_parents(node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource, ctx: Context) -> None:
+def load_parents(
+    node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource, ctx: Context
+) -> None:
     """Fill each child node's cache with the parent rows the given rows point to, recursively."""
     rows = list(rows)
     for child in node.children.values():
@@ -627,7 +675,9 @@ def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Calla
         return (
             1,
             v.lower()
-            if isinstance(v, str) and col.field.type in TEXT_TYPES and col.field.type not in ("id", "reference")
+            if isinstance(v, str)
+            and col.field.type in TEXT_TYPES
+            and col.field.type not in ("id", "reference")
             else v,
         )
 
@@ -637,6 +687,12 @@ def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Calla
 def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
     """Rowids of the matching rows, filtered, sorted, offset and limited."""
     cols = plan.columns
+    if plan.where is None and not plan.order:
+        # No filter and no sort: the rowids of the (live) rows are the answer.
+        rowids = [r[0] for r in src.scan(plan.obj.name, ["_rowid"], plan.include_deleted)]
+        q = plan.query
+        rowids = rowids[q.offset or 0 :]
+        return rowids if q.limit is None else rowids[: q.limit]
     matched: list[tuple[Any, ...]] = []
     batch: list[tuple[Any, ...]] = []
 
@@ -677,7 +733,7 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
     return rowids
 
 
-def aggregate_record(plan: Plan, rowids: list[int], src: RowSource, ctx: Context) -> dict[str, Any]:
+def aggregate_record(plan: Plan, rowids: Sequence[int], src: RowSource, ctx: Context) -> dict[str, Any]:
     rows = fetch_page(plan, src, ctx, rowids)
     rec: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
     n = 0
@@ -703,7 +759,7 @@ def aggregate_record(plan: Plan, rowids: list[int], src: RowSource, ctx: Context
     return rec
 
 
-def fetch_page(plan: Plan, src: RowSource, ctx: Context, rowids: list[int]) -> list[tuple[Any, ...]]:
+def fetch_page(plan: Plan, src: RowSource, ctx: Context, rowids: Sequence[int]) -> list[tuple[Any, ...]]:
     rows = src.fetch_rowids(plan.obj.name, plan.columns, rowids)
     load_parents(plan.root, rows, plan.obj.name, src, ctx)
     return rows
@@ -944,11 +1000,16 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
+def _json_expr(f: FieldDef, obj: ObjectDef, as_text: bool = True) -> str:
+    """SQL for one field's JSON value: as JSON text (for concatenation) or as an argument of json_object."""
     c = _q(f.name)
+    null = "'null'" if as_text else "NULL"
     if f.type == "boolean":
-        return f"json(CASE WHEN {c} THEN 'true' ELSE 'false' END)"
+        text = f"CASE WHEN {c} THEN 'true' ELSE 'false' END"
+        return text if as_text else f"json({text})"
     if f.type == "datetime":
+        if as_text:
+            return f"CASE WHEN {c} IS NULL THEN 'null' ELSE '\"' || substr({c}, 1, 23) || '+0000\"' END"
         return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 23) || '+0000' END"
     if f.type == "address":
         p = f.name[: -len("Address")]
@@ -965,34 +1026,70 @@ def _json_expr(f: FieldDef, obj: ObjectDef) -> str:
         present = [(k, _q(p + s)) for k, s in parts if obj.field(p + s)]
         all_null = " AND ".join(f"{col} IS NULL" for _, col in present)
         inner = ", ".join(f"'{k}', {col}" for k, col in present)
-        return f"CASE WHEN {all_null} THEN NULL ELSE json_object({inner}) END"
+        return f"CASE WHEN {all_null} THEN {null} ELSE json_object({inner}) END"
     if f.type == "location":
         stem = f.name.removesuffix("__c")
         lat, lon = _q(f"{stem}__Latitude__s"), _q(f"{stem}__Longitude__s")
         return (
-            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN NULL "
+            f"CASE WHEN {lat} IS NULL AND {lon} IS NULL THEN {null} "
             f"ELSE json_object('latitude', {lat}, 'longitude', {lon}) END"
         )
-    return c
+    return f"json_quote({c})" if as_text else c
+
+
+def _concat(parts: list[str]) -> str:
+    """parts joined with || as a balanced tree, keeping the expression depth (limit 1000) logarithmic."""
+    if len(parts) == 1:
+        return parts[0]
+    mid = len(parts) // 2
+    return f"({_concat(parts[:mid])} || {_concat(parts[mid:])})"
+
+
+def json_object_sql(members: list[tuple[str, FieldDef | str]], obj: ObjectDef) -> str:
+    """SQL building a JSON object's text from (key, field or SQL JSON-text expression) pairs, in order.
+
+    One json_object() call is fastest, but SQLite functions take at most 127 arguments; wider records are
+    built by concatenating JSON texts instead.
+    """
+    if len(members) <= 62:
+        args = []
+        for key, value in members:
+            expr = _json_expr(value, obj, as_text=False) if isinstance(value, FieldDef) else f"json({value})"
+            args.append(f"{_lit(key)}, {expr}")
+        return f"json_object({', '.join(args)})"
+    parts = ["'{'"]
+    for n, (key, value) in enumerate(members):
+        parts.append(_lit(("," if n else "") + json.dumps(key) + ":"))
+        parts.append(_json_expr(value, obj) if isinstance(value, FieldDef) else value)
+    parts.append("'}'")
+    return _concat(parts)
 
 
 def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
     """A SQL expression rendering one record as the REST query resource does."""
     obj = plan.obj
-    url = _lit(f"/services/data/v{version}/sobjects/{obj.name}/")
-    parts = [f"'attributes', json_object('type', {_lit(obj.name)}, 'url', {url} || \"Id\")"]
-    parts += [f"{_lit(f.name)}, {_json_expr(f, obj)}" for f in fields]
-    return f"json_object({', '.join(parts)})"
+    url = json.dumps(f"/services/data/v{version}/sobjects/{obj.name}/")[:-1]
+    attributes = f'\'{{"type":{json.dumps(obj.name)},"url":{url}\' || "Id" || \'"}}\''
+    members: list[tuple[str, FieldDef | str]] = [("attributes", attributes)]
+    members += [(f.name, f) for f in fields]
+    return json_object_sql(members, obj)
 
 
 def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
     """A SQL expression rendering one record as a Bulk API 2.0 CSV line (every value quoted).
 
-    SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping.
+    SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping; it takes at
+    most 126 values, so wide records are formatted in chunks.
     """
-    template = delimiter.replace("%", "%%").join('"%w"' for _ in fields)
-    args = []
-    for f in fields:
-        c = _q(f.name)
-        args.append(f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')")
-    return f"format({_lit(template)}, {', '.join(args)})"
+    chunks = []
+    for i in range(0, len(fields), 100):
+        part = fields[i : i + 100]
+        template = delimiter.replace("%", "%%").join('"%w"' for _ in part)
+        args = []
+        for f in part:
+            c = _q(f.name)
+            args.append(
+                f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')"
+            )
+        chunks.append(f"format({_lit(template)}, {', '.join(args)})")
+    return f" || {_lit(delimiter)} || ".join(chunks)

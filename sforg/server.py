@@ -12,8 +12,9 @@ import re
 import secrets
 import ssl
 import time
+import traceback
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from sforg import metadata as md
 from sforg import schema
 from sforg.clock import stamp
 from sforg.ids import is_valid, make_id, to18
-from sforg.org import BulkJob, Org, OrgError
+from sforg.org import BulkJob, Org, OrgError, scale_total
 from sforg.query import (
     DELIMITERS,
     Column,
@@ -80,7 +81,9 @@ def dumps(data: Any) -> bytes:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps(data), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})})
+    return web.Response(
+        body=dumps(data), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})}
+    )
 
 
 def error(status: int, code: str, message: str, fields: list[str] | None = None) -> web.Response:
@@ -92,6 +95,13 @@ def error(status: int, code: str, message: str, fields: list[str] | None = None)
 
 def xml_response(text: str, status: int = 200) -> web.Response:
     return web.Response(body=text.encode(), status=status, headers={"Content-Type": "text/xml;charset=UTF-8"})
+
+
+def release_label(version: int) -> str:
+    """Salesforce's release name of an API version: three a year, v40.0 being Summer '17."""
+    n = version - 40
+    season = ("Summer", "Winter", "Spring")[n % 3]
+    return f"{season} '{17 + (n + 2) // 3:02d}"
 
 
 def classify(method: str, path: str) -> tuple[str, str]:
@@ -151,7 +161,13 @@ class Server:
         ca_file, cert_file, key_file = ensure_certificates(self.org.state_dir)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert_file, key_file)
-        self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self.runner = web.AppRunner(
+            # Salesforce accepts request lines (URI + query) up to 16,384 bytes; aiohttp's default is 8,190.
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=16384 + 64,
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=ctx, backlog=512)
         await site.start()
@@ -210,16 +226,22 @@ class Server:
         if counted:
             if org.api_used >= org.settings["api_max"]:
                 org.account(endpoint, kind, 0)
-                return self.finish(error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), kind)
+                return self.finish(
+                    error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), kind
+                )
             org.api_used += 1
             if org.api_used - org._api_saved >= 200:
                 org._api_saved = org.api_used
                 org.flush()
         now = time.monotonic()
-        long_running = sum(1 for t in org.in_flight.values() if now - t >= org.settings["long_running_seconds"])
+        long_running = sum(
+            1 for t in org.in_flight.values() if now - t >= org.settings["long_running_seconds"]
+        )
         if counted and long_running >= org.settings["concurrent_limit"]:
             org.account(endpoint, kind, 0)
-            return self.finish(error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), kind)
+            return self.finish(
+                error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), kind
+            )
         key = id(request)
         org.in_flight[key] = now
         try:
@@ -229,7 +251,11 @@ class Server:
                     await asyncio.sleep(float(fault["latency"]))
                 if fault["hang"]:
                     await asyncio.sleep(HANG_SECONDS)
-                if fault["error_rate"] and org.fault_rng.random() < float(fault["error_rate"]):
+                failing = bool(fault["error_rate"]) and org.fault_rng.random() < float(fault["error_rate"])
+                if failing and fault["error"] == "JOB_FAILED":
+                    # Not an HTTP error: the Bulk job is accepted and ends Failed, as Salesforce's do.
+                    request["job_failed"] = True
+                elif failing:
                     failed = self.fault_error(fault["error"], kind)
                     org.account(endpoint, kind, len(failed.body) if isinstance(failed.body, bytes) else 0)
                     return self.finish(failed, kind)
@@ -240,6 +266,17 @@ class Server:
             resp = error(exc.status, exc.code, exc.message, exc.fields)
         except SoqlError as exc:
             resp = error(400, exc.code, exc.message)
+        except web.HTTPException:
+            raise
+        except Exception:
+            # A bug in sforg must still look like Salesforce to the client: a JSON error, not an HTML page.
+            traceback.print_exc()
+            resp = error(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if "
+                "you contact support: 0000000000-00000 (sforg)",
+            )
         finally:
             org.in_flight.pop(key, None)
         size = len(resp.body) if isinstance(resp, web.Response) and isinstance(resp.body, bytes) else 0
@@ -251,7 +288,9 @@ class Server:
 
     def finish(self, resp: web.StreamResponse, kind: str) -> web.StreamResponse:
         if kind in ("REST", "Bulk") and not resp.prepared:
-            resp.headers["Sforce-Limit-Info"] = f"api-usage={self.org.api_used}/{self.org.settings['api_max']}"
+            resp.headers["Sforce-Limit-Info"] = (
+                f"api-usage={self.org.api_used}/{self.org.settings['api_max']}"
+            )
         return resp
 
     def fault_error(self, code: str, kind: str) -> web.Response:
@@ -292,7 +331,7 @@ class Server:
         if path == "/services/data":
             return json_response(
                 [
-                    {"label": f"v{v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+                    {"label": release_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
                     for v in range(int(MIN_VERSION), int(MAX_VERSION) + 1)
                 ]
             )
@@ -480,11 +519,15 @@ class Server:
                 "jobs",
             ]
             out = {n: f"{base}/{n}" for n in names}
-            out["identity"] = f"https://login.salesforce.com/id/{org.identity['org_id']}/{org.identity['user_id']}"
+            out["identity"] = (
+                f"https://login.salesforce.com/id/{org.identity['org_id']}/{org.identity['user_id']}"
+            )
             return json_response(out)
         if head in ("query", "queryAll"):
             if method != "GET":
-                return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET")
+                return error(
+                    405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET"
+                )
             locator = parts[1] if len(parts) > 1 else None
             return await self.query(request, version, head == "queryAll", locator)
         if head == "sobjects":
@@ -506,7 +549,7 @@ class Server:
     def limits(self) -> dict[str, Any]:
         org = self.org
         used, mx = org.api_used, org.settings["api_max"]
-        jobs = len(org.jobs)
+        jobs = org.bulk_jobs_created
 
         def lim(m: int, r: int) -> dict[str, int]:
             return {"Max": m, "Remaining": max(0, r)}
@@ -522,7 +565,7 @@ class Server:
             "DailyAsyncApexExecutions": lim(250000, 250000),
             "DailyBulkApiBatches": lim(15000, 15000),
             "DailyBulkV2QueryFileStorageMB": lim(976562, 976562),
-            "DailyBulkV2QueryJobs": lim(10000, 10000 - jobs),
+            "DailyBulkV2QueryJobs": lim(org.settings["bulk_jobs_max"], org.settings["bulk_jobs_max"] - jobs),
             "DailyDurableGenericStreamingApiEvents": lim(10000, 10000),
             "DailyDurableStreamingApiEvents": lim(10000, 10000),
             "DailyGenericStreamingApiEvents": lim(10000, 10000),
@@ -591,8 +634,8 @@ class Server:
 
         def render() -> bytes:
             if fast is not None:
-                rows = org.store.fetch_rendered(plan.obj.name, json_sql(plan, fast, version), page_ids)
-                return dumps(head)[:-1] + b',"records":[' + ",".join(rows).encode() + b"]}"
+                rows = org.store.fetch_joined(plan.obj.name, json_sql(plan, fast, version), page_ids, ",")
+                return dumps(head)[:-1] + b',"records":[' + rows.encode() + b"]}"
             fetched = fetch_page(plan, org.src, ctx, page_ids)
             recs = render_rest(plan, fetched, ctx, version, org.src)
             for child in plan.root.children.values():
@@ -646,7 +689,9 @@ class Server:
                 body = await self.json_body(request)
                 rid = org.create_record(o.name, body)
                 return json_response({"id": rid, "success": True, "errors": []}, 201)
-            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST")
+            return error(
+                405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST"
+            )
         sub = parts[1]
         if sub == "describe" and len(parts) == 2:
             if self.not_modified(request):
@@ -660,19 +705,30 @@ class Server:
             if not start or not end:
                 return error(400, "MISSING_ARGUMENT", "start and end are required")
             fn = org.updated if sub == "updated" else org.deleted
-            return json_response(await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end))
+            return json_response(
+                await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end)
+            )
         if len(parts) == 3:
-            f = o.field(parts[2])
-            if f is not None and f.type == "base64":
-                return await self.blob(request, o, parts[1], f)
-            if f is not None and (f.external_id or f.id_lookup):
-                return await self.by_external_id(request, o, f, parts[2], version)
+            blob_field = o.field(parts[2])
+            if blob_field is not None and blob_field.type == "base64" and is_valid(parts[1]):
+                return await self.blob(request, o, parts[1], blob_field)
+            ext = o.field(parts[1])
+            if ext is not None and (ext.external_id or ext.id_lookup) and ext.type != "id":
+                return await self.by_external_id(request, o, ext, parts[2], version)
+            if ext is None and not is_valid(parts[1]):
+                return error(
+                    404,
+                    "NOT_FOUND",
+                    f"Provided external ID field does not exist or is not accessible: {parts[1]}",
+                )
             return error(404, "NOT_FOUND", "The requested resource does not exist")
         rid = sub
         if not is_valid(rid):
             if o.field(rid) is not None:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
-            return error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}")
+            return error(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}"
+            )
         if method == "GET":
             row = org.get_row(o, rid)
             fields = request.query.get("fields")
@@ -684,7 +740,9 @@ class Server:
         if method == "DELETE":
             org.delete_record(o.name, rid)
             return web.Response(status=204)
-        return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE")
+        return error(
+            405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE"
+        )
 
     async def by_external_id(
         self, request: web.Request, o: schema.ObjectDef, f: schema.FieldDef, value: str, version: str
@@ -701,7 +759,9 @@ class Server:
             if not rows:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
             if len(rows) > 1:
-                return json_response([f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300)
+                return json_response(
+                    [f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300
+                )
             return json_response(self.record_json(o, self.org.get_row(o, rows[0][0]), version))
         if request.method == "PATCH":
             body = await self.json_body(request)
@@ -728,7 +788,9 @@ class Server:
         text = text.strip().replace(" ", "+")
         return text[:-1] if text.endswith(":") else text
 
-    async def blob(self, request: web.Request, o: schema.ObjectDef, rid: str, f: schema.FieldDef) -> web.StreamResponse:
+    async def blob(
+        self, request: web.Request, o: schema.ObjectDef, rid: str, f: schema.FieldDef
+    ) -> web.StreamResponse:
         row = self.org.get_row(o, rid)
         descriptor = row.get("_blob")
         if not descriptor:
@@ -839,7 +901,9 @@ class Server:
                 out.append(
                     {
                         "success": False,
-                        "errors": [{"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}],
+                        "errors": [
+                            {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
+                        ],
                     }
                 )
         if failed and all_or_none:
@@ -897,6 +961,19 @@ class Server:
                 if delim not in DELIMITERS or ending not in ("LF", "CRLF"):
                     return error(400, "INVALIDJOB", "Invalid columnDelimiter or lineEnding")
                 plan = await loop.run_in_executor(None, org.plan, text, operation == "queryAll", True)
+                if not plan.obj.bulk_supported:
+                    return error(
+                        400, "INVALIDENTITY", f"Entity '{plan.obj.name}' is not supported by the Bulk API."
+                    )
+                created = org.count_bulk_job()
+                if created > org.settings["bulk_jobs_max"]:
+                    return error(
+                        400,
+                        "LIMIT_EXCEEDED",
+                        f"Max bulk v2 query jobs ({org.settings['bulk_jobs_max']}) "
+                        f"per 24 hrs has been reached ({created})",
+                    )
+                job_failed = bool(request.get("job_failed"))
                 now = stamp(org.now())
                 jid = make_id("750", secrets.randbelow(62**9), pod="Dx")
                 job = BulkJob(
@@ -923,6 +1000,8 @@ class Server:
                 def run() -> None:
                     started = time.perf_counter()
                     try:
+                        if job_failed:
+                            raise RuntimeError("InternalServerError : Retried more than 15 times")
                         job.rowids = org.run(plan)
                     except Exception as exc:
                         job.error = str(exc)
@@ -1001,7 +1080,9 @@ class Server:
         )
         # gzip when asked, as Salesforce does; compressed in the worker thread at level 1 so it overlaps
         # with the network writes instead of blocking the event loop.
-        gzip_wanted = "gzip" in request.headers.get("Accept-Encoding", "") and request.get("stall_after") is None
+        gzip_wanted = (
+            "gzip" in request.headers.get("Accept-Encoding", "") and request.get("stall_after") is None
+        )
         compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip_wanted else None
         if compressor is not None:
             resp.headers["Content-Encoding"] = "gzip"
@@ -1015,12 +1096,12 @@ class Server:
         csv_expr = csv_sql(fast, delim) if fast is not None else ""
         header_line = delim.join('"' + h.replace('"', '""') + '"' for h in header) + ending
 
-        def chunk_text(ids: list[int], with_header: bool) -> bytes:
+        def chunk_text(ids: Sequence[int], with_header: bool) -> bytes:
             import io
 
             if fast is not None:
-                lines = org.store.fetch_rendered(plan.obj.name, csv_expr, ids) if ids else []
-                text = (header_line if with_header else "") + ending.join(lines) + (ending if lines else "")
+                lines = org.store.fetch_joined(plan.obj.name, csv_expr, ids, ending) if ids else ""
+                text = (header_line if with_header else "") + lines + (ending if lines else "")
                 return text.encode()
 
             buf = io.StringIO()
@@ -1033,7 +1114,9 @@ class Server:
             else:
                 import csv as _csv
 
-                _csv.writer(buf, delimiter=delim, quoting=_csv.QUOTE_ALL, lineterminator=ending).writerows(data)
+                _csv.writer(buf, delimiter=delim, quoting=_csv.QUOTE_ALL, lineterminator=ending).writerows(
+                    data
+                )
             return buf.getvalue().encode()
 
         def compress(data: bytes, last: bool) -> bytes:
@@ -1049,8 +1132,10 @@ class Server:
             raw = await rendering
             last = n + 1 == len(bounds)
             if not last:
-                nxt = bounds[n + 1]
-                rendering = loop.run_in_executor(None, chunk_text, job.rowids[nxt : min(end, nxt + step)], False)
+                next_start = bounds[n + 1]
+                rendering = loop.run_in_executor(
+                    None, chunk_text, job.rowids[next_start : min(end, next_start + step)], False
+                )
             data = await loop.run_in_executor(self.zip_pool, compress, raw, last) if compressor else raw
             if stall is not None and sent + len(data) > stall:
                 await resp.write(data[: max(0, stall - sent)])
@@ -1163,11 +1248,16 @@ class Server:
                 "values": kwargs.get("values", "1") != "0",
             }
         try:
-            result = await asyncio.get_running_loop().run_in_executor(None, lambda: getattr(self.org, name)(**kwargs))
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: getattr(self.org, name)(**kwargs)
+            )
         except OrgError as exc:
             return json_response({"error": exc.code, "message": exc.message}, exc.status)
         except (TypeError, KeyError, ValueError) as exc:
             return json_response({"error": "BAD_REQUEST", "message": str(exc)}, 400)
+        except Exception as exc:
+            traceback.print_exc()
+            return json_response({"error": "INTERNAL", "message": repr(exc)}, 500)
         if isinstance(result, int):
             result = {"result": result}
         return json_response(result)
@@ -1185,6 +1275,13 @@ async def serve(
     org = await loop.run_in_executor(
         None, lambda: Org(state_dir, scale, seed, progress=lambda m: print(f"sforg: {m}", flush=True))
     )
+    built = org.store.get_meta("scale", {})
+    if built and (built.get("seed") != seed or built.get("total") != scale_total(scale)):
+        print(
+            f"sforg: {state_dir} already holds an org ({built.get('total')} records, "
+            f"seed {built.get('seed')}); --scale and --seed apply to a new state directory only",
+            flush=True,
+        )
     server = Server(org, port=port)
     await server.start()
     info = server.org_json()

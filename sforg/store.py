@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ class Store:
         self.path = path
         self._local = threading.local()
         self.write_lock = threading.RLock()
+        self._columns: dict[str, set[str]] = {}
         with self.write_lock:
             c = self.conn()
             c.executescript(
@@ -55,6 +57,22 @@ class Store:
             self._local.conn = c
         return c
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction for many small writes (an admin change of thousands of rows)."""
+        with self.write_lock:
+            c = self.conn()
+            if c.in_transaction:
+                yield
+                return
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
     # ------------------------------------------------------------ meta
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -66,6 +84,7 @@ class Store:
 
     # ------------------------------------------------------------ schema
     def create_object(self, obj: ObjectDef) -> None:
+        self._columns.clear()
         cols = ", ".join(f"{col(f.name)} {f.sql_type}" for f in obj.stored_fields() if f.name != "Id")
         with self.write_lock:
             c = self.conn()
@@ -81,32 +100,41 @@ class Store:
                 c.execute(f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_sms" ON {table(obj.name)} ("SystemModstamp")')
 
     def drop_object(self, name: str) -> None:
+        self._columns.clear()
         with self.write_lock:
             self.conn().execute(f"DROP TABLE IF EXISTS {table(name)}")
 
     def add_column(self, obj: str, f: FieldDef) -> None:
+        self._columns.clear()
         with self.write_lock:
             self.conn().execute(f"ALTER TABLE {table(obj)} ADD COLUMN {col(f.name)} {f.sql_type}")
 
     def drop_column(self, obj: str, name: str) -> None:
+        self._columns.clear()
         with self.write_lock:
             self.conn().execute(f"ALTER TABLE {table(obj)} DROP COLUMN {col(name)}")
 
     # ------------------------------------------------------------ rows
+    def table_columns(self, obj: str) -> set[str]:
+        cached = self._columns.get(obj)
+        if cached is None:
+            cached = {r[1] for r in self.conn().execute(f"PRAGMA table_info({table(obj)})")}
+            self._columns[obj] = cached
+        return cached
+
     def insert_many(self, obj: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        known = self.table_columns(obj)
+        if any(c not in known for c in columns):
+            # Callers write the usual system fields; objects such as ContentDocumentLink lack some of them.
+            keep = [i for i, c in enumerate(columns) if c in known]
+            columns = [columns[i] for i in keep]
+            rows = ([r[i] for i in keep] for r in rows)
         sql = (
             f"INSERT INTO {table(obj)} ({', '.join(col(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
-        with self.write_lock:
-            c = self.conn()
-            c.execute("BEGIN")
-            try:
-                c.executemany(sql, rows)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self.transaction():
+            self.conn().executemany(sql, rows)
 
     def scan(
         self,
@@ -159,6 +187,27 @@ class Store:
             out.update(cur.fetchall())
         return [out[r] for r in rowids if r in out]
 
+    def fetch_joined(self, obj: str, expr: str, rowids: Sequence[int], sep: str) -> str:
+        """The SQL-rendered texts of the rowids joined by sep, built inside SQLite when the rowids are one
+        ascending run (the common case: a whole object, or a page of it); otherwise joined here."""
+        if not rowids:
+            return ""
+        lo, hi = rowids[0], rowids[-1]
+        if hi - lo + 1 == len(rowids) and all(
+            rowids[i] < rowids[i + 1] for i in range(0, len(rowids) - 1, 997)
+        ):
+            row = (
+                self.conn()
+                .execute(
+                    f"SELECT group_concat(r, ?) FROM (SELECT {expr} AS r FROM {table(obj)} "
+                    "WHERE _rowid BETWEEN ? AND ? ORDER BY _rowid)",
+                    (sep, lo, hi),
+                )
+                .fetchone()
+            )
+            return str(row[0] or "")
+        return sep.join(self.fetch_rendered(obj, expr, rowids))
+
     def fetch_ids(self, obj: str, columns: Sequence[str], ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         out: dict[str, tuple[Any, ...]] = {}
         cols = ", ".join(['"Id"', *(col(c) for c in columns)])
@@ -178,6 +227,8 @@ class Store:
         return dict(zip([d[0] for d in cur.description], row, strict=True))
 
     def update(self, obj: str, record_id: str, values: dict[str, Any]) -> None:
+        known = self.table_columns(obj)
+        values = {k: v for k, v in values.items() if k in known}
         if not values:
             return
         sets = ", ".join(f"{col(k)}=?" for k in values)

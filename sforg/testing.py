@@ -248,8 +248,11 @@ class Admin:
     def expire_locators(self) -> dict[str, Any]:
         return self.call("expire_locators")
 
-    def api_usage(self, used: int | None = None, max: int | None = None) -> dict[str, Any]:
-        return self.call("set_api_usage", used=used, max=max)
+    def api_usage(
+        self, used: int | None = None, max: int | None = None, bulk_jobs: int | None = None
+    ) -> dict[str, Any]:
+        """Set the daily API counter and maximum, and the number of Bulk 2.0 query jobs run today."""
+        return self.call("set_api_usage", used=used, max=max, bulk_jobs=bulk_jobs)
 
     def concurrency_limit(self, limit: int, long_running_seconds: float = 20.0) -> dict[str, Any]:
         return self.settings(concurrent_limit=limit, long_running_seconds=long_running_seconds)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sforg.testing import Admin, ca_bundle, running_org, simple_salesforce
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +43,7 @@ def _clean_slate(request: pytest.FixtureRequest) -> Iterator[None]:
             concurrent_limit=25,
             long_running_seconds=20.0,
         )
-        a.api_usage(used=0)
+        a.api_usage(used=0, bulk_jobs=0)
         a.reset_clock()
 
 

@@ -16,6 +16,7 @@ from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
     SalesforceGeneralError,
     SalesforceMalformedRequest,
+    SalesforceOperationError,
     SalesforceRefusedRequest,
 )
 
@@ -290,11 +291,11 @@ def test_daily_api_limit(sf: Any, admin: Admin) -> None:
 
 def test_concurrent_long_running_limit(sf: Any, admin: Admin, org: dict[str, Any]) -> None:
     admin.concurrency_limit(1, long_running_seconds=0.2)
-    admin.fault("limits", latency=3.0, count=1)
+    admin.fault("limits", latency=4.0, count=1)
     slow = threading.Thread(target=sf.limits)
     slow.start()
     refused = None
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 4.0
     while time.monotonic() < deadline and refused is None:
         try:
             sf.query("SELECT Id FROM User LIMIT 1")
@@ -322,3 +323,41 @@ def test_accounting_by_endpoint_and_kind(sf: Any, admin: Admin) -> None:
     assert acc["kinds"]["REST"] >= 2 and acc["kinds"]["Bulk"] >= 3 and acc["kinds"]["Metadata"] == 1
     assert acc["bytes"]["blob"] == meta["size"]
     assert acc["bytes_total"] > meta["size"]
+
+
+def test_bulk_job_failure_fault(sf: Any, admin: Admin) -> None:
+    admin.fault("bulk2_create", error_rate=1.0, error="JOB_FAILED", count=1)
+    with pytest.raises(SalesforceOperationError) as err:
+        list(sf.bulk2.Account.query("SELECT Id FROM Account", wait=0.05))
+    assert "Retried more than 15 times" in str(err.value)
+
+
+def test_bulk_daily_job_limit_and_unsupported_object(sf: Any, admin: Admin) -> None:
+    admin.api_usage(bulk_jobs=10000)
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        list(sf.bulk2.Account.query("SELECT Id FROM Account", wait=0.05))
+    assert err.value.content[0]["errorCode"] == "LIMIT_EXCEEDED"
+    assert sf.limits()["DailyBulkV2QueryJobs"]["Remaining"] == 0
+    admin.api_usage(bulk_jobs=0)
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        list(sf.bulk2.Attachment.query("SELECT Id FROM Attachment", wait=0.05))
+    assert err.value.content[0]["errorCode"] == "INVALIDENTITY"
+
+
+def test_many_added_fields_make_a_wide_object(sf: Any, admin: Admin) -> None:
+    names = [
+        admin.add_field("Shipment__c", f"Wide{i}", "double" if i % 2 else "string")["field"]
+        for i in range(140)
+    ]
+    try:
+        fields = [f["name"] for f in sf.Shipment__c.describe()["fields"] if f["type"] not in ("location",)]
+        rows = sf.query_all(f"SELECT {', '.join(fields)} FROM Shipment__c")["records"]
+        truth = admin.ground_truth(["Shipment__c"])["objects"]["Shipment__c"]
+        assert {r["Id"]: {k: v for k, v in r.items() if k != "attributes"} for r in rows} == {
+            rid: {k: v for k, v in vals.items() if k != "Destination__c"} for rid, vals in truth.items()
+        }
+        pages = list(sf.bulk2.Shipment__c.query(f"SELECT {', '.join(fields)} FROM Shipment__c", wait=0.05))
+        assert pages[0].count("\n") == len(truth) + 1
+    finally:
+        for name in names:
+            admin.remove_field("Shipment__c", name)

@@ -115,8 +115,8 @@ def test_updated_and_deleted(sf: Any, admin: Admin) -> None:
     assert set(changed) - set(removed) <= set(updated["ids"])
     assert updated["latestDateCovered"].endswith("+0000")
     deleted = sf.Lead.deleted(start, end)
-    assert {d["id"] for d in deleted["deletedRecords"]} == set(removed)
     truth = admin.ground_truth(["Lead"], values=False)
+    assert set(removed) <= {d["id"] for d in deleted["deletedRecords"]} <= set(truth["recycle_bin"]["Lead"])
     for rid in updated["ids"]:
         assert truth["objects"]["Lead"][rid]["SystemModstamp"] >= start.strftime("%Y-%m-%dT%H:%M")
     assert set(removed) <= set(truth["recycle_bin"]["Lead"])
@@ -265,3 +265,34 @@ def test_single_record_crud_and_collections(sf: Any, admin: Admin) -> None:
     assert resp[1]["errors"][0]["statusCode"] == "INVALID_FIELD"
     assert sf.Invoice__c.delete(rid) == 204
     assert rid in admin.ground_truth(["Invoice__c"], values=False)["recycle_bin"]["Invoice__c"]
+
+
+def test_get_and_upsert_by_external_id(sf: Any, admin: Admin) -> None:
+    existing = sf.query("SELECT Id, External_Id__c FROM Account WHERE External_Id__c != null LIMIT 1")[
+        "records"
+    ][0]
+    got = sf.Account.get_by_custom_id("External_Id__c", existing["External_Id__c"])
+    assert got["Id"] == existing["Id"]
+    assert sf.Account.upsert(f"External_Id__c/{existing['External_Id__c']}", {"Rating": "Hot"}) in (200, 204)
+    assert sf.Account.upsert("External_Id__c/EXT-NEW-1", {"Name": "Upserted"}) == 201
+    truth = admin.ground_truth(["Account"])["objects"]["Account"]
+    assert truth[existing["Id"]]["Rating"] == "Hot"
+    assert [v["Name"] for v in truth.values() if v["External_Id__c"] == "EXT-NEW-1"] == ["Upserted"]
+
+
+def test_content_document_links_need_a_filter(sf: Any, admin: Admin) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        sf.query("SELECT Id FROM ContentDocumentLink")
+    assert (
+        "Implementation restriction: ContentDocumentLink requires a filter" in err.value.content[0]["message"]
+    )
+    truth = admin.ground_truth(["ContentDocument", "ContentDocumentLink"])["objects"]
+    docs = list(truth["ContentDocument"])
+    in_list = ", ".join(f"'{d}'" for d in docs)
+    got = sf.query_all(
+        f"SELECT Id, LinkedEntityId, ContentDocumentId FROM ContentDocumentLink "
+        f"WHERE ContentDocumentId IN ({in_list})"
+    )["records"]
+    assert {r["Id"]: (r["LinkedEntityId"], r["ContentDocumentId"]) for r in got} == {
+        rid: (v["LinkedEntityId"], v["ContentDocumentId"]) for rid, v in truth["ContentDocumentLink"].items()
+    }

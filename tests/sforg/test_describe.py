@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.sforg.conftest import FIXTURES
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load(name: str) -> dict[str, Any]:
