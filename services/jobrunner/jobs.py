@@ -227,6 +227,8 @@ class DataJob:
         self.selection: Selection = domain.select_fields(infos, domain.compound_components(self.data.describe_json))
         self.drop = domain.components_to_drop(self.selection, [f.name for f in self.data.fields])
         self.query_all = bool(self.data.queryall_supported) or self._has("IsDeleted")
+        self.seen: set[str] = set()  # Ids the window's read returned (incremental windows are small)
+        self.track_seen = False
 
     def _has(self, name: str) -> bool:
         return any(f.name.lower() == name.lower() for f in self.data.fields)
@@ -238,12 +240,13 @@ class DataJob:
         marks = run.store.marks(spec.policy_id, self.obj, self.data.id_from, self.data.id_to)
         plan = self._plan(marks)
         log.info("data job %s %s: %s (%s)", spec.job_id, self.obj, plan.mode, plan.reason)
-        pos = run.resume_position() or {"phase": "deleted" if plan.deleted_since else "read"}
-        if pos.get("phase") == "deleted":
-            self._deleted(plan)
-            pos = {"phase": "read"}
+        pos = run.resume_position() or {"phase": "read"}
         if pos.get("phase") == "read":
             self._read(plan, pos)
+            pos = {"phase": "deleted"}
+        if pos.get("phase") == "deleted":
+            if plan.deleted_since is not None:
+                self._deleted(plan)
             pos = {"phase": "reconcile"}
         warnings = []
         if pos.get("phase") == "reconcile" and plan.reconcile:
@@ -301,19 +304,20 @@ class DataJob:
 
     # ------------------------------------------------------------ deletes from the delete log
     def _deleted(self, plan: Plan) -> None:
-        """Records deleted in the window (soft). Done before the window is read, so a record undeleted later in
-        the window ends live: the read that follows stores it after this."""
+        """Records the delete log has for the window and the window's read did not return (deleted, then purged
+        from the recycle bin): soft-deleted now, hard-deleted by the next reconciliation. Records the read did
+        return are already stored in the state queryAll gave (deleted, or undeleted since)."""
         assert plan.deleted_since is not None
-        end = max(plan.end, plan.deleted_since + dt.timedelta(minutes=1))
+        end = max(plan.end, plan.deleted_since + dt.timedelta(minutes=2))
         try:
             body = self.reader.deleted(self.obj, plan.deleted_since, end)
         except SalesforceError as exc:
             log.warning("getDeleted for %s unavailable (%s); the next reconciliation covers it", self.obj, exc.code)
             return
         ids = [str(r["id"]) for r in body.get("deletedRecords", []) if r.get("id")]
-        ids = [i for i in ids if self._in_range(i)]
+        ids = [i for i in ids if self._in_range(i) and i not in self.seen]
         for batch in domain.batched(ids, self.run.tuning.chunk_records):
-            self.run.mark_deleted(self.obj, list(batch), spb.DELETED_STATE_SOFT, {"phase": "read"})
+            self.run.mark_deleted(self.obj, list(batch), spb.DELETED_STATE_SOFT, {"phase": "reconcile"})
 
     def _in_range(self, rid: str) -> bool:
         if self.data.id_from and rid < self.data.id_from:
@@ -322,6 +326,7 @@ class DataJob:
 
     # ------------------------------------------------------------ the read
     def _read(self, plan: Plan, pos: dict[str, Any]) -> None:
+        self.track_seen = plan.deleted_since is not None
         if pos.get("api") == "bulk":
             self._bulk(plan, pos)
             return
@@ -365,6 +370,8 @@ class DataJob:
                     for rec in page.records:
                         buffer.append(domain.encode_record(rec))
                         buffer_key = domain.key_of(rec, ordered)
+                        if self.track_seen:
+                            self.seen.add(buffer_key.record_id)
                         got += 1
                         if len(buffer) >= tuning.chunk_records:
                             self._flush_rest(buffer, buffer_key)
@@ -432,6 +439,8 @@ class DataJob:
             page_rows = skip
             for rec in rows:
                 buffer.append(domain.encode_record(rec))
+                if self.track_seen:
+                    self.seen.add(str(rec.get("Id")))
                 page_rows += 1
                 if len(buffer) >= tuning.chunk_records:
                     self.run.tally.received += len(buffer)
@@ -462,7 +471,7 @@ class DataJob:
     ) -> None:
         pos = {"phase": "read", "api": "bulk", "job": job_id, "locator": locator, "skip": skip, "received": received}
         if page_done and not locator:
-            pos = {"phase": "reconcile"}
+            pos = {"phase": "deleted"}
         self.run.put_records(self.obj, buffer, pos)
 
     # ------------------------------------------------------------ Id reconciliation
