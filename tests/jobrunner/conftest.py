@@ -170,6 +170,8 @@ class Stack:
     runners: list[Any] = field(default_factory=list)
     finished: dict[tuple[str, str], ev.JobFinished] = field(default_factory=dict)
     started: list[tuple[str, str]] = field(default_factory=list)
+    chunks: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def jobrunner_settings(self, **overrides: Any) -> JobrunnerSettings:
         values: dict[str, Any] = {
@@ -194,17 +196,23 @@ class Stack:
         assert self.bus is not None
         await self.bus.enqueue_job(spec)
 
-    async def run(self, spec: jobs_pb2.JobSpec, timeout: float = 120.0) -> ev.JobFinished:
+    async def run(self, spec: jobs_pb2.JobSpec, within: float = 120.0) -> ev.JobFinished:
         await self.enqueue(spec)
-        return await self.wait_finished(spec.session_id, spec.job_id, timeout)
+        return await self.wait_finished(spec.session_id, spec.job_id, within)
 
-    async def wait_finished(self, session_id: str, job_id: str, timeout: float = 120.0) -> ev.JobFinished:
-        async def poll() -> ev.JobFinished:
-            while (session_id, job_id) not in self.finished:
-                await asyncio.sleep(0.05)  # polling the event collector's dict
-            return self.finished[(session_id, job_id)]
+    async def wait_for(self, condition: Any, within: float = 120.0) -> None:
+        """Wait until condition() holds; re-checked whenever an event arrives."""
 
-        return await asyncio.wait_for(poll(), timeout)
+        async def watch() -> None:
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(watch(), within)
+
+    async def wait_finished(self, session_id: str, job_id: str, within: float = 120.0) -> ev.JobFinished:
+        await self.wait_for(lambda: (session_id, job_id) in self.finished, within)
+        return self.finished[(session_id, job_id)]
 
     async def _collect(self, msg: Any) -> None:
         env = events.decode(msg.data)
@@ -213,6 +221,9 @@ class Stack:
             self.finished.setdefault((env.session_id, env.job_id), env.job_finished)
         elif kind == "JobStarted":
             self.started.append((env.session_id, env.job_id))
+        elif kind == "ChunkUploaded":
+            self.chunks.setdefault((env.session_id, env.job_id), set()).add(env.chunk_uploaded.chunk_seq)
+        self.changed.set()
 
     async def export(self, org_id: str, object_name: str) -> dict[str, dict[str, Any]]:
         req = spb.ExportObjectAsOfRequest(
@@ -253,6 +264,12 @@ async def stack(database_url: str, nats_url: str, bus_namespace: str, tmp_path: 
     st.bus = await Bus.connect(BusConfig(nats_url, namespace=bus_namespace), producer="test")
     await st.bus.js.subscribe(
         st.bus.config.events_subject("*.JobFinished"),
+        cb=st._collect,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    await st.bus.js.subscribe(
+        st.bus.config.events_subject("*.ChunkUploaded"),
         cb=st._collect,
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.ALL,
