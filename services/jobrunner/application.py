@@ -171,7 +171,8 @@ class Runner:
         self.watcher = Watcher(bus)
         self.executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
         self.tasks: set[asyncio.Task[None]] = set()
-        self.jobs_done = 0
+        self.jobs_done = 0  # jobs handled to the end (reported, handed back or termed)
+        self.jobs_dropped = 0  # jobs taken whose session or job had already ended
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.watcher.start()
@@ -225,6 +226,7 @@ class Runner:
         if verdict is not None:
             log.info("dropping job %s of session %s: %s", spec.job_id, spec.session_id, verdict)
             await msg.term()
+            self.jobs_dropped += 1
             return
         attempt = int(msg.metadata.num_delivered)
         control = JobControl()

@@ -5,6 +5,7 @@ reconcile storage against the org's ground truth."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -201,12 +202,14 @@ class Stack:
         return await self.wait_finished(spec.session_id, spec.job_id, within)
 
     async def wait_for(self, condition: Any, within: float = 120.0) -> None:
-        """Wait until condition() holds; re-checked whenever an event arrives."""
+        """Wait until condition() holds; re-checked whenever an event arrives, and at least every 0.2 s for
+        conditions on state that no event announces."""
 
         async def watch() -> None:
             while not condition():
                 self.changed.clear()
-                await self.changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 0.2)
 
         await asyncio.wait_for(watch(), within)
 
