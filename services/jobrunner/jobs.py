@@ -384,8 +384,11 @@ class DataJob:
                     self._flush_rest(buffer, buffer_key)
                 return True
             except LocatorExpired:
-                # Re-issue the query after the last *stored* record; what was read since is read again.
-                log.info("query locator expired for %s; restarting after the last stored record", self.obj)
+                # What was read is contiguous in key order: store it, then re-issue the query after it (each
+                # query makes progress even when every locator expires).
+                log.info("query locator expired for %s; continuing after the last record read", self.obj)
+                if buffer and buffer_key is not None:
+                    self._flush_rest(buffer, buffer_key)
                 last = self._last_stored_key() or after
 
     def _last_stored_key(self) -> Key | None:

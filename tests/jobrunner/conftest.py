@@ -341,7 +341,9 @@ def reconcile(
         obj, tuple(FieldDef(f.name, _TYPES.get(f.sf_type, FieldType.STRING), f.calculated) for f in fields)
     )
     canon = RecordCanonicalizer(schema)
-    names = {f.name for f in fields}
+    # storage keeps an audit-only change (SystemModstamp, LastModifiedDate) without a new version, so the
+    # latest version may carry older audit values than the org: they are not compared
+    names = {f.name for f in fields} - {"SystemModstamp", "LastModifiedDate"}
     live = truth["objects"].get(obj, {})
     binned = set(truth["recycle_bin"].get(obj, []))
     missing, stale, phantom, wrong = [], [], [], []
@@ -356,7 +358,8 @@ def reconcile(
         want = json.loads(canon.canonicalize({k: v for k, v in values.items() if k in names}).values_json)
         have = {k: v for k, v in got.items() if k in names}
         if want != have:
-            stale.append(rid)
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            stale.append(f"{rid}:{','.join(diff)}:{[want.get(k) for k in diff]}!={[have.get(k) for k in diff]}")
     for rid in binned:
         got = stored.get(rid)
         if got is None:
