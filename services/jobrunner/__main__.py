@@ -1,0 +1,29 @@
+"""Start the jobrunner (`python -m services.jobrunner`): takes jobs from JOBS until SIGTERM, then drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from services.common import settings as settings_module
+from services.jobrunner import service
+from services.jobrunner.config import JobrunnerSettings
+
+
+def main() -> None:
+    cfg = settings_module.load(JobrunnerSettings)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: JobrunnerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.serve(cfg, stop)
+
+
+if __name__ == "__main__":
+    main()

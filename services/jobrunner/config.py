@@ -1,0 +1,32 @@
+"""Settings of the jobrunner (environment variables, prefix SFVAULT_)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from services.common.settings import ServiceSettings
+
+
+class JobrunnerSettings(ServiceSettings):
+    jobrunner_port: int = 50052
+    storage_addr: str = "127.0.0.1:50053"
+    session_addr: str = "127.0.0.1:50054"  # optional; the jobrunner learns everything from events
+    jobrunner_concurrency: int = 4
+    jobrunner_worker_id: str = ""  # default hostname-pid
+    jobrunner_db_schema: str = "jobrunner"
+    # a JOBS message is redelivered to another replica this long after its holder stopped heartbeating
+    jobrunner_ack_wait_s: float = 60.0
+    jobrunner_heartbeat_s: float = 10.0
+    jobrunner_overlap_s: float = 600.0
+    jobrunner_settle_s: float = 300.0
+    jobrunner_chunk_records: int = 10_000
+    jobrunner_bulk_threshold: int = 2000
+    jobrunner_bulk_page: int = 50_000
+    jobrunner_rest_batch: int = 2000
+    jobrunner_drain_s: float = 30.0
+    storage_max_message_mb: int = 64
+
+    @property
+    def worker_id(self) -> str:
+        return self.jobrunner_worker_id or f"{socket.gethostname()}-{os.getpid()}"

@@ -1,0 +1,740 @@
+"""The three kinds of job (data, files, metadata), run synchronously in a worker thread. Each stores numbered
+chunks through storage and writes a checkpoint before every chunk, so a crashed attempt resumes exactly after
+the last chunk storage committed and never re-sends a stored chunk_seq with other content."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+from sfvault.storage.v1 import storage_pb2 as spb
+
+from services.common.salesforce import Credentials
+from services.jobrunner import domain
+from services.jobrunner.domain import CountMismatch, Key, ObjectMarks, Plan, Selection, Tally
+from services.jobrunner.salesforce import (
+    BulkJobGone,
+    JobOrgClient,
+    LocatorExpired,
+    MetadataClient,
+    OrgReader,
+    SalesforceError,
+)
+from services.jobrunner.storage_client import StorageClient
+from services.jobrunner.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class JobStopped(Exception):
+    """The job was told to stop (terminated, cancelled, or the replica is shutting down)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why  # "terminated" | "cancelled" | "shutdown" | "dropped"
+
+
+class JobControl:
+    """Thread-safe stop signals for one running job; checked before every chunk and between pages."""
+
+    def __init__(self) -> None:
+        self._why: str | None = None
+        self._lock = threading.Lock()
+
+    def stop(self, why: str) -> None:
+        with self._lock:
+            # a termination outranks a cancellation, which outranks a shutdown
+            order = {"terminated": 3, "dropped": 3, "cancelled": 2, "shutdown": 1}
+            if self._why is None or order[why] > order[self._why]:
+                self._why = why
+
+    @property
+    def why(self) -> str | None:
+        return self._why
+
+    def check(self) -> None:
+        if self._why is not None:
+            raise JobStopped(self._why)
+
+
+@dataclass
+class Tuning:
+    chunk_records: int = domain.CHUNK_RECORDS
+    bulk_threshold: int = domain.BULK_THRESHOLD
+    bulk_page: int = domain.BULK_PAGE
+    rest_batch: int = domain.REST_BATCH
+    overlap: dt.timedelta = domain.OVERLAP
+    settle: dt.timedelta = domain.SETTLE
+    metadata_batch: int = 2500  # components per retrieve: far below the 10,000-file limit
+
+
+@dataclass
+class Outcome:
+    outcome: int
+    message: str
+    tally: Tally
+    chunks: int
+
+
+_FLOWS = {1: "client_credentials", 2: "password", 3: "refresh_token", 4: "jwt_bearer"}
+
+
+def credentials(spec: jobs_pb2.JobSpec) -> Credentials:
+    c = spec.connection
+    return Credentials(
+        login_url=c.login_url,
+        auth_flow=_FLOWS.get(int(c.auth_flow), "client_credentials"),
+        client_id=c.client_id,
+        client_secret_ref=c.client_secret_ref,
+        username=c.username,
+        password_ref=c.password_ref,
+        refresh_token_ref=c.refresh_token_ref,
+        private_key_ref=c.private_key_ref,
+        ca_bundle_ref=c.ca_bundle_ref,
+        api_version=c.api_version or "62.0",
+    )
+
+
+@dataclass
+class JobRun:
+    """Shared plumbing of a job attempt: chunk numbering, checkpoints, counts."""
+
+    spec: jobs_pb2.JobSpec
+    storage: StorageClient
+    store: JobStore
+    control: JobControl
+    tuning: Tuning
+    client: JobOrgClient
+    tally: Tally = field(default_factory=Tally)
+    seq: int = 0  # last chunk stored
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    stored_received: int = 0
+
+    @property
+    def org(self) -> str:
+        return self.spec.salesforce_org_id
+
+    def begin(self, object_name: str = "") -> None:
+        resp = self.storage.begin_job(self.org, self.spec.session_id, self.spec.job_id, self.spec.type, object_name)
+        self.seq = int(resp.last_chunk_seq)
+        counts = resp.counts
+        for name in ("new_versions", "changed", "unchanged", "deleted", "bytes", "files", "metadata_components"):
+            setattr(self.tally, name, int(getattr(counts, name)))
+        self.tally.received = int(counts.received)
+        self.checkpoint = self.store.checkpoint(self.spec.session_id, self.spec.job_id) or {}
+
+    def resume_position(self) -> dict[str, Any] | None:
+        """Where to continue: after the last chunk storage committed (None: from the beginning)."""
+        cp = self.checkpoint
+        if not cp or self.seq == 0:
+            return None
+        if cp.get("seq") == self.seq:
+            return dict(cp.get("pos") or {}) or None
+        if cp.get("seq") == self.seq + 1:
+            return dict(cp.get("prev") or {}) or None  # the chunk announced last never committed
+        return None  # unknown: read again from the start (storage finds the re-read records unchanged)
+
+    def _announce(self, pos: dict[str, Any], extra: dict[str, Any]) -> int:
+        """Write-ahead: the next chunk's number and where reading continues after it, before storing it."""
+        self.control.check()
+        seq = self.seq + 1
+        prev = self.checkpoint.get("pos") if self.checkpoint.get("seq") == self.seq else None
+        self.checkpoint = {**self.checkpoint, **extra, "seq": seq, "pos": pos, "prev": prev or {}}
+        self.store.save_checkpoint(self.spec.session_id, self.spec.job_id, self.checkpoint)
+        return seq
+
+    def save_state(self, **extra: Any) -> None:
+        self.checkpoint = {**self.checkpoint, **extra}
+        self.store.save_checkpoint(self.spec.session_id, self.spec.job_id, self.checkpoint)
+
+    def _account(self, result: Any, sent: int) -> None:
+        counts = result.counts
+        self.tally.add(
+            {
+                "new_versions": counts.new_versions,
+                "changed": counts.changed,
+                "unchanged": counts.unchanged,
+                "deleted": counts.deleted,
+                "bytes": counts.bytes,
+                "files": counts.files,
+                "metadata_components": counts.metadata_components,
+            }
+        )
+        self.stored_received += int(counts.received)
+
+    def put_records(self, object_name: str, records: list[bytes], pos: dict[str, Any], **extra: Any) -> None:
+        seq = self._announce(pos, extra)
+        result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)
+        if not result.replayed and int(result.counts.received) != len(records):
+            raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
+        self.seq = seq
+        self._account(result, len(records))
+
+    def mark_deleted(
+        self, object_name: str, ids: list[str], state: int, pos: dict[str, Any], **extra: Any
+    ) -> list[str]:
+        seq = self._announce(pos, extra)
+        result = self.storage.mark_deleted(
+            self.org, self.spec.session_id, self.spec.job_id, seq, object_name, ids, state
+        )
+        self.seq = seq
+        self._account(result, len(ids))
+        return list(result.unknown_ids)
+
+    def finish_counts(self) -> Tally:
+        self.tally.api_calls = self.client.api_calls
+        return self.tally
+
+
+# ---------------------------------------------------------------- data job
+
+
+def schema_of(spec: jobs_pb2.JobSpec) -> spb.ObjectSchema:
+    data = spec.data
+    fields = [
+        spb.FieldSchema(
+            name=f.name,
+            type=domain.storage_field_type(f.sf_type),  # type: ignore[arg-type]
+            calculated=f.calculated,
+            sf_type=f.sf_type,
+            label=f.label,
+        )
+        for f in data.fields
+    ]
+    return spb.ObjectSchema(
+        object_name=spec.object_name, key_prefix=data.key_prefix, fields=fields, describe_json=data.describe_json
+    )
+
+
+class DataJob:
+    """One object: a full copy (Bulk or REST) or a SystemModstamp window, deletes, and Id reconciliation."""
+
+    def __init__(self, run: JobRun, reader: OrgReader) -> None:
+        self.run = run
+        self.reader = reader
+        self.spec = run.spec
+        self.data = run.spec.data
+        self.obj = run.spec.object_name
+        infos = [domain.FieldInfo(f.name, f.sf_type, f.calculated) for f in self.data.fields]
+        self.selection: Selection = domain.select_fields(infos, domain.compound_components(self.data.describe_json))
+        self.drop = domain.components_to_drop(self.selection, [f.name for f in self.data.fields])
+        self.query_all = bool(self.data.queryall_supported) or self._has("IsDeleted")
+        self.seen: set[str] = set()  # Ids the window's read returned (incremental windows are small)
+        self.track_seen = False
+
+    def _has(self, name: str) -> bool:
+        return any(f.name.lower() == name.lower() for f in self.data.fields)
+
+    def execute(self) -> str:
+        run, spec = self.run, self.spec
+        run.begin(self.obj)
+        run.storage.put_schema(run.org, spec.session_id, schema_of(spec))
+        marks = run.store.marks(spec.policy_id, self.obj, self.data.id_from, self.data.id_to)
+        plan = self._plan(marks)
+        log.info("data job %s %s: %s (%s)", spec.job_id, self.obj, plan.mode, plan.reason)
+        pos = run.resume_position() or {"phase": "read"}
+        if pos.get("phase") == "read":
+            self._read(plan, pos)
+            pos = {"phase": "deleted"}
+        if pos.get("phase") == "deleted":
+            if plan.deleted_since is not None:
+                self._deleted(plan)
+            pos = {"phase": "reconcile"}
+        warnings = []
+        if pos.get("phase") == "reconcile" and plan.reconcile:
+            warnings += self._reconcile()
+        run.save_state(phase="done")
+        org_now = run.client.org_now()
+        run.store.save_marks(
+            spec.policy_id,
+            self.obj,
+            self.data.id_from,
+            self.data.id_to,
+            ObjectMarks(
+                mark=domain.advance_mark(marks.mark, plan),
+                last_full=org_now if plan.mode == "full" else marks.last_full,
+                last_reconcile=org_now if plan.reconcile or plan.mode == "full" else marks.last_reconcile,
+                last_success=org_now,
+            ),
+        )
+        return "; ".join([f"{plan.mode} ({plan.reason})", *warnings])
+
+    def _plan(self, marks: ObjectMarks) -> Plan:
+        saved = self.run.checkpoint.get("plan")
+        if saved and self.run.seq > 0:
+            # a resumed attempt keeps its window: its resume positions belong to it
+            return Plan(
+                saved["mode"],
+                saved["reason"],
+                domain.parse_sf_datetime(saved["start"]) if saved.get("start") else None,
+                domain.parse_sf_datetime(saved["end"]),
+                saved["reconcile"],
+                domain.parse_sf_datetime(saved["deleted_since"]) if saved.get("deleted_since") else None,
+            )
+        every = self.data.reconcile_every.ToTimedelta() if self.data.HasField("reconcile_every") else None
+        plan = domain.plan_data_job(
+            marks,
+            self.run.client.org_now(),
+            full=self.data.full,
+            has_system_modstamp=self.data.has_system_modstamp or self._has("SystemModstamp"),
+            replicateable=self.data.replicateable,
+            reconcile_every=every or None,
+            overlap=self.run.tuning.overlap,
+            settle=self.run.tuning.settle,
+        )
+        self.run.save_state(
+            plan={
+                "mode": plan.mode,
+                "reason": plan.reason,
+                "start": domain.soql_datetime(plan.start) if plan.start else None,
+                "end": domain.soql_datetime(plan.end),
+                "reconcile": plan.reconcile,
+                "deleted_since": domain.soql_datetime(plan.deleted_since) if plan.deleted_since else None,
+            }
+        )
+        return plan
+
+    # ------------------------------------------------------------ deletes from the delete log
+    def _deleted(self, plan: Plan) -> None:
+        """Records the delete log has for the window and the window's read did not return (deleted, then purged
+        from the recycle bin): soft-deleted now, hard-deleted by the next reconciliation. Records the read did
+        return are already stored in the state queryAll gave (deleted, or undeleted since)."""
+        assert plan.deleted_since is not None
+        end = max(plan.end, plan.deleted_since + dt.timedelta(minutes=2))
+        try:
+            body = self.reader.deleted(self.obj, plan.deleted_since, end)
+        except SalesforceError as exc:
+            log.warning("getDeleted for %s unavailable (%s); the next reconciliation covers it", self.obj, exc.code)
+            return
+        ids = [str(r["id"]) for r in body.get("deletedRecords", []) if r.get("id")]
+        ids = [i for i in ids if self._in_range(i) and i not in self.seen]
+        for batch in domain.batched(ids, self.run.tuning.chunk_records):
+            self.run.mark_deleted(self.obj, list(batch), spb.DELETED_STATE_SOFT, {"phase": "reconcile"})
+
+    def _in_range(self, rid: str) -> bool:
+        if self.data.id_from and rid < self.data.id_from:
+            return False
+        return not (self.data.id_to and rid >= self.data.id_to)
+
+    # ------------------------------------------------------------ the read
+    def _read(self, plan: Plan, pos: dict[str, Any]) -> None:
+        self.track_seen = plan.deleted_since is not None
+        if pos.get("api") == "bulk":
+            self._bulk(plan, pos)
+            return
+        after = Key(pos["key"][0], pos["key"][1]) if pos.get("key") else None
+        if pos.get("api") == "rest" or not self.data.bulk_supported:
+            self._rest(plan, after, probe=False)
+            return
+        if not self._rest(plan, after, probe=True):
+            self._bulk(plan, {})
+
+    def _ordering(self, plan: Plan) -> str:
+        return "modstamp" if plan.mode == "incremental" else "id"
+
+    def _rest(self, plan: Plan, after: Key | None, *, probe: bool) -> bool:
+        """REST queryAll in key order, resumable after any stored record. With `probe`, gives up after the first
+        page (returning False) when the result is large enough for Bulk."""
+        tuning = self.run.tuning
+        ordered = self._ordering(plan)
+        last: Key | None = after
+        while True:
+            soql = domain.build_soql(
+                self.obj,
+                self.selection.rest_fields,
+                start=plan.start,
+                end=plan.end if plan.mode == "incremental" else None,
+                id_from=self.data.id_from,
+                id_to=self.data.id_to,
+                after=last,
+                ordered=ordered,
+            )
+            buffer: list[bytes] = []
+            buffer_key: Key | None = None
+            try:
+                page = self.reader.query_page(soql, query_all=self.query_all, batch_size=tuning.rest_batch)
+                if probe and page.total_size > tuning.bulk_threshold and self.data.bulk_supported:
+                    return False
+                probe = False
+                expected, got = page.total_size, 0
+                while True:
+                    self.run.control.check()
+                    for rec in page.records:
+                        buffer.append(domain.encode_record(rec))
+                        buffer_key = domain.key_of(rec, ordered)
+                        if self.track_seen:
+                            self.seen.add(buffer_key.record_id)
+                        got += 1
+                        if len(buffer) >= tuning.chunk_records:
+                            self._flush_rest(buffer, buffer_key)
+                            buffer = []
+                    if not page.next_url:
+                        break
+                    page = self.reader.query_more(page.next_url, batch_size=tuning.rest_batch)
+                domain.check_counts(f"REST query of {self.obj}", expected, got)
+                if buffer and buffer_key is not None:
+                    self._flush_rest(buffer, buffer_key)
+                return True
+            except LocatorExpired:
+                # What was read is contiguous in key order: store it, then re-issue the query after it (each
+                # query makes progress even when every locator expires).
+                log.info("query locator expired for %s; continuing after the last record read", self.obj)
+                if buffer and buffer_key is not None:
+                    self._flush_rest(buffer, buffer_key)
+                last = self._last_stored_key() or after
+
+    def _last_stored_key(self) -> Key | None:
+        pos = self.run.checkpoint.get("pos") or {}
+        if self.run.checkpoint.get("seq") == self.run.seq and pos.get("key"):
+            return Key(pos["key"][0], pos["key"][1])
+        return None
+
+    def _flush_rest(self, buffer: list[bytes], last: Key) -> None:
+        self.run.tally.received += len(buffer)
+        self.run.put_records(self.obj, buffer, {"phase": "read", "api": "rest", "key": [last.modstamp, last.record_id]})
+
+    def _bulk(self, plan: Plan, pos: dict[str, Any]) -> None:
+        """Bulk API 2.0 queryAll, streamed page by page; the resume position is (job, page locator, rows of
+        that page already stored), and locators stay valid while the job exists."""
+        job_id = pos.get("job", "")
+        locator = pos.get("locator", "")
+        skip = int(pos.get("skip", 0))
+        received = int(pos.get("received", 0))
+        soql = domain.build_soql(
+            self.obj,
+            self.selection.bulk_fields,
+            start=plan.start,
+            end=plan.end if plan.mode == "incremental" else None,
+            id_from=self.data.id_from,
+            id_to=self.data.id_to,
+        )
+        for _attempt in range(3):
+            try:
+                if not job_id:
+                    job_id = self.reader.bulk_create(soql, query_all=self.query_all)
+                    locator, skip, received = "", 0, 0
+                    self.run.save_state(bulk_job=job_id)
+                job = self.reader.bulk_wait(job_id, should_stop=self.run.control.check)
+                if job.state != "JobComplete":
+                    raise SalesforceError(0, "BULK_" + job.state.upper(), job.error or f"Bulk job {job.state}")
+                self._bulk_pages(job_id, job.records, locator, skip, received)
+                return
+            except BulkJobGone:
+                log.info("Bulk job %s of %s is gone; querying again", job_id, self.obj)
+                job_id, locator, skip, received = "", "", 0, 0
+        raise SalesforceError(0, "BULK_GONE", f"the Bulk results of {self.obj} kept disappearing")
+
+    def _bulk_pages(self, job_id: str, total: int, locator: str, skip: int, received: int) -> None:
+        tuning = self.run.tuning
+        while True:
+            self.run.control.check()
+            base = received - skip  # rows of the pages before this one
+            count, nxt, rows = self._open_page(job_id, locator, skip)
+            buffer: list[bytes] = []
+            page_rows = skip
+            for rec in rows:
+                buffer.append(domain.encode_record(rec))
+                if self.track_seen:
+                    self.seen.add(str(rec.get("Id")))
+                page_rows += 1
+                if len(buffer) >= tuning.chunk_records:
+                    self.run.tally.received += len(buffer)
+                    self._flush_bulk(buffer, job_id, locator, page_rows, base + page_rows)
+                    buffer = []
+            if page_rows != count:
+                raise CountMismatch(
+                    f"Bulk page of {self.obj}: Salesforce reported {count} records, {page_rows} were received"
+                )
+            received = base + page_rows
+            if buffer:
+                # the page's tail: after it, reading continues at the next page
+                self.run.tally.received += len(buffer)
+                self._flush_bulk(buffer, job_id, nxt, 0, received, page_done=True)
+            if not nxt:
+                break
+            locator, skip = nxt, 0
+        domain.check_counts(f"Bulk job of {self.obj}", total, received)
+
+    def _open_page(self, job_id: str, locator: str, skip: int) -> tuple[int, str, Iterator[dict[str, Any]]]:
+        count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page, self.selection, self.drop)
+        for _ in range(skip):
+            next(rows, None)
+        return count, nxt, rows
+
+    def _flush_bulk(
+        self, buffer: list[bytes], job_id: str, locator: str, skip: int, received: int, page_done: bool = False
+    ) -> None:
+        pos = {"phase": "read", "api": "bulk", "job": job_id, "locator": locator, "skip": skip, "received": received}
+        if page_done and not locator:
+            pos = {"phase": "deleted"}
+        self.run.put_records(self.obj, buffer, pos)
+
+    # ------------------------------------------------------------ Id reconciliation
+    def _reconcile(self) -> list[str]:
+        """Every Id in the org (queryAll, so the recycle bin counts as present) against every Id storage holds
+        live or soft-deleted: the ones storage holds and the org no longer has are hard-deleted. Records the
+        org has and storage lacks were just read by the full copy this runs after."""
+        soql = domain.build_soql(self.obj, ["Id"], id_from=self.data.id_from, id_to=self.data.id_to)
+        org_ids: set[str] = set()
+        if self.data.bulk_supported:
+            job_id = self.reader.bulk_create(soql, query_all=self.query_all)
+            job = self.reader.bulk_wait(job_id, should_stop=self.run.control.check)
+            if job.state != "JobComplete":
+                raise SalesforceError(0, "BULK_" + job.state.upper(), job.error or "Id reconciliation query failed")
+            locator = ""
+            ids_sel = Selection(("Id",), ("Id",), {}, {"Id": "id"})
+            while True:
+                count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page, ids_sel, ())
+                n = 0
+                for rec in rows:
+                    org_ids.add(str(rec["Id"]))
+                    n += 1
+                domain.check_counts(f"Id page of {self.obj}", count, n)
+                if not nxt:
+                    break
+                locator = nxt
+            domain.check_counts(f"Id reconciliation of {self.obj}", job.records, len(org_ids))
+        else:
+            page = self.reader.query_page(soql, query_all=self.query_all, batch_size=2000)
+            expected = page.total_size
+            while True:
+                org_ids.update(str(r["Id"]) for r in page.records)
+                if not page.next_url:
+                    break
+                page = self.reader.query_more(page.next_url)
+            domain.check_counts(f"Id reconciliation of {self.obj}", expected, len(org_ids))
+        gone = [
+            rid
+            for rid, _soft in self.run.storage.stored_ids(self.run.org, self.obj)
+            if self._in_range(rid) and rid not in org_ids
+        ]
+        for batch in domain.batched(gone, self.run.tuning.chunk_records):
+            self.run.mark_deleted(self.obj, list(batch), spb.DELETED_STATE_HARD, {"phase": "reconcile"})
+        if gone:
+            log.info("reconciliation of %s: %d records hard-deleted in the org", self.obj, len(gone))
+        return [f"reconciled {len(org_ids)} Ids, {len(gone)} hard-deleted"]
+
+
+# ---------------------------------------------------------------- files job
+
+FILE_OBJECTS = {
+    # object: (body field, size field, name field, content-type field)
+    "ContentVersion": ("VersionData", "ContentSize", "PathOnClient", "FileType"),
+    "Attachment": ("Body", "BodyLength", "Name", "ContentType"),
+    "Document": ("Body", "BodyLength", "Name", "ContentType"),
+}
+
+
+class FileJob:
+    """Every body not stored yet (or whose record changed since), streamed from Salesforce to storage; one chunk
+    per file. What is stored is remembered per record, so a resumed or later job skips it."""
+
+    def __init__(self, run: JobRun, reader: OrgReader) -> None:
+        self.run = run
+        self.reader = reader
+
+    def execute(self) -> str:
+        run = self.run
+        f = run.spec.file
+        objects = [
+            name
+            for name, on in (
+                ("ContentVersion", f.content_versions),
+                ("Attachment", f.attachments),
+                ("Document", f.documents),
+            )
+            if on
+        ]
+        run.begin("")
+        stored_total = skipped = 0
+        for obj in objects:
+            s, k = self._object(obj)
+            stored_total += s
+            skipped += k
+        run.save_state(phase="done")
+        return f"{stored_total} file bodies stored, {skipped} already stored"
+
+    def _object(self, obj: str) -> tuple[int, int]:
+        run = self.run
+        body_field, size_field, name_field, type_field = FILE_OBJECTS[obj]
+        known = run.store.stored_files(run.org, obj)
+        fields = ["Id", "SystemModstamp", size_field, name_field, type_field, "IsDeleted"]
+        soql = domain.build_soql(obj, fields, ordered="id")
+        page = self.reader.query_page(soql, query_all=False, batch_size=2000)
+        expected, rows = page.total_size, list(page.records)
+        while page.next_url:
+            page = self.reader.query_more(page.next_url)
+            rows.extend(page.records)
+        domain.check_counts(f"file listing of {obj}", expected, len(rows))
+        stored = skipped = 0
+        for rec in rows:
+            rid, modstamp = str(rec["Id"]), str(rec.get("SystemModstamp") or "")
+            if known.get(rid) == modstamp:
+                skipped += 1
+                continue
+            size = rec.get(size_field)
+            if size is None:
+                continue  # a record without a body (e.g. a link-only ContentVersion)
+            self._download(
+                obj, rid, body_field, int(size), str(rec.get(name_field) or ""), str(rec.get(type_field) or "")
+            )
+            run.store.file_stored(run.org, obj, rid, modstamp, "", int(size))
+            stored += 1
+        return stored, skipped
+
+    def _download(self, obj: str, rid: str, field_name: str, size: int, name: str, content_type: str) -> None:
+        run = self.run
+        for attempt in range(3):
+            seq = run._announce({"phase": "files"}, {})
+            response = self.reader.blob(obj, rid, field_name)
+
+            def body(response: Any = response) -> Iterator[bytes]:
+                try:
+                    for piece in response.iter_content(1 << 20):
+                        run.control.check()
+                        yield piece
+                finally:
+                    response.close()
+
+            header = spb.FileHeader(
+                org_id=run.org,
+                session_id=run.spec.session_id,
+                job_id=run.spec.job_id,
+                chunk_seq=seq,
+                object_name=obj,
+                record_id=rid,
+                size=size,
+                file_name=name,
+                content_type=content_type,
+            )
+            try:
+                result = run.storage.upload_file(header, body())
+            except Exception:
+                if run.control.why is not None or attempt == 2:
+                    raise
+                log.warning("download of %s %s failed; retrying", obj, rid)
+                continue
+            run.seq = seq
+            run.tally.files += 1 if result.new_version else 0
+            run.tally.bytes += int(result.counts.bytes)
+            run.tally.new_versions += int(result.counts.new_versions)
+            run.tally.changed += int(result.counts.changed)
+            run.tally.unchanged += int(result.counts.unchanged)
+            run.tally.received += 1
+            if int(result.size) != size:
+                raise CountMismatch(f"{obj} {rid}: Salesforce said {size} bytes, storage stored {result.size}")
+            return
+
+
+# ---------------------------------------------------------------- metadata job
+
+
+class MetadataJob:
+    """listMetadata for every type, then retrieve only the components whose lastModifiedDate changed (or that
+    were never stored), in retrieves far below 10,000 files; components no longer listed are stored as deleted."""
+
+    def __init__(self, run: JobRun, client: MetadataClient) -> None:
+        self.run = run
+        self.md = client
+
+    def execute(self) -> str:
+        run = self.run
+        run.begin("")
+        types = list(run.spec.metadata.types)
+        if not types:
+            for name, children in self.md.describe():
+                types.append(name)
+                types.extend(c for c in children if c not in types)
+        run.control.check()
+        listed = self.md.list_components(types)
+        known = run.store.stored_metadata(run.org)
+        changed = [p for p in listed if known.get((p.type, p.full_name), ("", True)) != (p.last_modified, False)]
+        listed_keys = {(p.type, p.full_name) for p in listed}
+        gone = [k for k, (_m, deleted) in known.items() if not deleted and k not in listed_keys and k[0] in types]
+        retrieved = 0
+        for i in range(0, len(changed), run.tuning.metadata_batch):
+            batch = changed[i : i + run.tuning.metadata_batch]
+            members: dict[str, list[str]] = {}
+            for p in batch:
+                members.setdefault(p.type, []).append(p.full_name)
+            zipped = self.md.retrieve(members, should_stop=run.control.check)
+            files = _unzip(zipped)
+            components = []
+            for p in batch:
+                content = files.get(p.file_name, files.get("unpackaged/" + p.file_name))
+                if p.type == "CustomField":
+                    content = _custom_field(files, p)
+                if content is None:
+                    raise SalesforceError(0, "RETRIEVE", f"{p.type} {p.full_name} missing from the retrieve")
+                components.append(
+                    spb.MetadataComponent(
+                        type=p.type,
+                        full_name=p.full_name,
+                        last_modified_date=_ts(p.last_modified),
+                        content=content,
+                        file_name=p.file_name,
+                    )
+                )
+            self._put(components, [(p.type, p.full_name, p.last_modified, False) for p in batch])
+            retrieved += len(batch)
+        if gone:
+            components = [spb.MetadataComponent(type=t, full_name=n, deleted=True) for t, n in gone]
+            self._put(components, [(t, n, "", True) for t, n in gone])
+        run.save_state(phase="done")
+        return f"{len(listed)} components listed, {retrieved} retrieved, {len(gone)} deleted"
+
+    def _put(self, components: list[spb.MetadataComponent], items: list[tuple[str, str, str, bool]]) -> None:
+        run = self.run
+        for i in range(0, len(components), 1000):
+            part = components[i : i + 1000]
+            seq = run._announce({"phase": "metadata"}, {})
+            result = run.storage.put_metadata(run.org, run.spec.session_id, run.spec.job_id, seq, part)
+            run.seq = seq
+            run._account(result, len(part))
+            run.tally.received += len(part)
+            run.store.metadata_stored(run.org, items[i : i + 1000])
+
+
+def _unzip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _custom_field(files: dict[str, bytes], p: Any) -> bytes:
+    """A custom field's own definition out of its object's file (fields are retrieved inside objects/X.object)."""
+    from xml.etree import ElementTree as ET
+
+    obj, _, name = p.full_name.partition(".")
+    raw = files.get(f"objects/{obj}.object") or files.get(f"unpackaged/objects/{obj}.object")
+    if raw is None:
+        return b""
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError:
+        return b""
+    for el in root.iter():
+        if el.tag.endswith("fields"):
+            full = next((c.text for c in el if c.tag.endswith("fullName")), None)
+            if full == name:
+                return ET.tostring(el)
+    return b""
+
+
+def _ts(text: str) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    if text:
+        ts.FromDatetime(domain.parse_sf_datetime(text))
+    return ts
+
+
+JOB_TYPES = {ev.JOB_TYPE_DATA: "data", ev.JOB_TYPE_FILE: "file", ev.JOB_TYPE_METADATA: "metadata"}

@@ -1,0 +1,385 @@
+"""Salesforce reads for jobs: REST query pages, Bulk API 2.0 query jobs streamed page by page, /deleted,
+blob downloads and a small Metadata API SOAP client. Built on services.common.salesforce.OrgClient (re-auth,
+retries, API accounting, budget)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import logging
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import requests
+from simple_salesforce.exceptions import SalesforceExpiredSession
+
+from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient
+from services.jobrunner.domain import Selection, csv_value
+
+log = logging.getLogger(__name__)
+MD_NS = "http://soap.sforce.com/2006/04/metadata"
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+class SalesforceError(RuntimeError):
+    """A request Salesforce refused (4xx other than auth and limits): the job fails with this message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code or status}: {message}"[:500])
+        self.status, self.code = status, code
+
+
+class LocatorExpired(SalesforceError):
+    """INVALID_QUERY_LOCATOR: restart the query from the last stored position."""
+
+
+class BulkJobGone(SalesforceError):
+    """The Bulk job or its results are no longer available: run the query again."""
+
+
+def _raise_for(response: requests.Response) -> None:
+    if response.status_code < 400:
+        return
+    code, message = "", response.text[:300]
+    try:
+        body = response.json()
+        item = body[0] if isinstance(body, list) and body else body
+        if isinstance(item, dict):
+            code = str(item.get("errorCode") or item.get("error") or "")
+            message = str(item.get("message") or item.get("error_description") or message)
+    except ValueError:
+        pass
+    if response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED":
+        raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
+    if code in ("INVALID_QUERY_LOCATOR", "INVALIDLOCATOR"):
+        raise LocatorExpired(response.status_code, code, message)
+    if response.status_code == 404 and "/jobs/query/" in response.url:
+        raise BulkJobGone(response.status_code, code, message)
+    raise SalesforceError(response.status_code, code, message)
+
+
+class JobOrgClient(OrgClient):
+    """OrgClient that also reads the org's clock from the token response's issued_at (the org's own time, in
+    milliseconds; sforg's clock can be moved), at no API call."""
+
+    def __init__(self, creds: Credentials, **kwargs: Any) -> None:
+        self._issued: tuple[float, float] | None = None
+        super().__init__(creds, **kwargs)
+
+    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/services/oauth2/" in response.url and response.status_code == 200:
+            try:
+                issued = int(response.json()["issued_at"]) / 1000.0
+                self._issued = (issued, time.monotonic())
+            except (ValueError, KeyError, TypeError):
+                pass
+        super()._on_response(response, *args, **kwargs)
+
+    def org_now(self) -> dt.datetime:
+        if self._issued is None:
+            return dt.datetime.now(dt.UTC)
+        issued, at = self._issued
+        return dt.datetime.fromtimestamp(issued + (time.monotonic() - at), dt.UTC)
+
+
+@dataclass
+class RestPage:
+    total_size: int
+    records: list[dict[str, Any]]
+    next_url: str | None
+
+
+@dataclass
+class BulkJob:
+    job_id: str
+    state: str
+    records: int
+    error: str = ""
+
+
+class OrgReader:
+    """The reads a job makes, each through OrgClient's retry/re-auth/budget policy."""
+
+    def __init__(self, client: JobOrgClient, *, reserve_percent: int = 0, timeout: float = 120.0) -> None:
+        self.client = client
+        self.version = client.creds.api_version
+        self.reserve_percent = reserve_percent
+        self.timeout = timeout
+
+    @property
+    def base(self) -> str:
+        return f"/services/data/v{self.version}"
+
+    def _get(self, path: str, **kwargs: Any) -> requests.Response:
+        self.client.check_budget(self.reserve_percent)
+        response = self.client.request("GET", path, **kwargs)
+        _raise_for(response)
+        return response
+
+    # ------------------------------------------------------------ REST
+    def query_page(self, soql: str, *, query_all: bool = True, batch_size: int = 2000) -> RestPage:
+        resource = "queryAll" if query_all else "query"
+        response = self._get(
+            f"{self.base}/{resource}/",
+            params={"q": soql},
+            headers={"Sforce-Query-Options": f"batchSize={batch_size}"},
+        )
+        return self._page(response)
+
+    def query_more(self, next_url: str, *, batch_size: int = 2000) -> RestPage:
+        response = self._get(next_url, headers={"Sforce-Query-Options": f"batchSize={batch_size}"})
+        return self._page(response)
+
+    @staticmethod
+    def _page(response: requests.Response) -> RestPage:
+        body = response.json()
+        return RestPage(int(body.get("totalSize", 0)), list(body.get("records", [])), body.get("nextRecordsUrl"))
+
+    def deleted(self, object_name: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+        params = {"start": _rest_time(start), "end": _rest_time(end)}
+        return dict(self._get(f"{self.base}/sobjects/{object_name}/deleted/", params=params).json())
+
+    # ------------------------------------------------------------ Bulk API 2.0
+    def bulk_create(self, soql: str, *, query_all: bool = True) -> str:
+        self.client.check_budget(self.reserve_percent)
+        body = {
+            "operation": "queryAll" if query_all else "query",
+            "query": soql,
+            "contentType": "CSV",
+            "columnDelimiter": "COMMA",
+            "lineEnding": "LF",
+        }
+        response = self.client.request("POST", f"{self.base}/jobs/query", json=body)
+        _raise_for(response)
+        return str(response.json()["id"])
+
+    def bulk_wait(self, job_id: str, *, max_wait_s: float = 24 * 3600.0, should_stop: Any = None) -> BulkJob:
+        delay, waited = 0.2, 0.0
+        while True:
+            info = self._get(f"{self.base}/jobs/query/{job_id}").json()
+            state = str(info.get("state", ""))
+            if state in ("JobComplete", "Failed", "Aborted"):
+                return BulkJob(
+                    job_id, state, int(info.get("numberRecordsProcessed") or 0), info.get("errorMessage", "")
+                )
+            if waited > max_wait_s:
+                raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk job {job_id} still {state} after {waited:.0f} s")
+            if should_stop is not None:
+                should_stop()
+            time.sleep(delay)  # polling back-off while Salesforce runs the job, not a wait for our own work
+            waited += delay
+            delay = min(delay * 2, 30.0)
+
+    def bulk_page(
+        self, job_id: str, locator: str, max_records: int, selection: Selection, drop: tuple[str, ...]
+    ) -> tuple[int, str, Iterator[dict[str, Any]]]:
+        """One result page, streamed: (Sforce-NumberOfRecords, next locator or "", rows)."""
+        params: dict[str, Any] = {"maxRecords": max_records}
+        if locator:
+            params["locator"] = locator
+        response = self._get(
+            f"{self.base}/jobs/query/{job_id}/results",
+            params=params,
+            headers={"Accept": "text/csv", "Accept-Encoding": "gzip"},
+            stream=True,
+        )
+        if response.status_code == 412 or response.status_code == 404:
+            raise BulkJobGone(response.status_code, "", f"results of Bulk job {job_id} are not available")
+        count = int(response.headers.get("Sforce-NumberOfRecords", "-1"))
+        nxt = response.headers.get("Sforce-Locator", "null")
+        return count, ("" if nxt in ("", "null") else nxt), _csv_rows(response, selection, drop)
+
+    # ------------------------------------------------------------ blobs
+    def blob(self, object_name: str, record_id: str, field: str) -> requests.Response:
+        return self._get(f"{self.base}/sobjects/{object_name}/{record_id}/{field}", stream=True)
+
+
+def _csv_rows(response: requests.Response, selection: Selection, drop: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """Parse a streamed CSV page without holding it in memory (decoded as UTF-8 whatever the headers say)."""
+    response.raw.decode_content = True
+    text = io.TextIOWrapper(response.raw, encoding="utf-8", newline="")
+    reader = csv.reader(_strip_nul(text))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        types = [selection.types.get(h, "string") for h in header]
+        compounds = selection.compounds
+        for row in reader:
+            if not row:
+                continue
+            rec = {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=False)}
+            for name, parts in compounds.items():
+                inner = {key: rec.get(comp) for key, comp in parts}
+                rec[name] = None if all(v is None for v in inner.values()) else inner
+            for d in drop:
+                rec.pop(d, None)
+            yield rec
+    finally:
+        response.close()
+
+
+def _strip_nul(lines: io.TextIOWrapper) -> Iterator[str]:
+    for line in lines:
+        yield line.replace("\x00", "") if "\x00" in line else line
+
+
+def _rest_time(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+# ---------------------------------------------------------------- Metadata API (SOAP)
+
+
+@dataclass(frozen=True)
+class FileProperties:
+    type: str
+    full_name: str
+    file_name: str
+    last_modified: str
+
+
+class MetadataClient:
+    """describeMetadata, listMetadata and retrieve over plain requests, on OrgClient's own session (trust_env
+    off, the org's CA), with re-authentication on INVALID_SESSION_ID. Avoids simple-salesforce's mdapi header
+    mutation and zeep's separate session (shared/salesforce/WIRE.md 1.1, 1.2)."""
+
+    def __init__(self, client: OrgClient, *, reserve_percent: int = 0) -> None:
+        self.client = client
+        self.reserve_percent = reserve_percent
+
+    def _call(self, op: str, body: str) -> ET.Element:
+        for attempt in range(2):
+            self.client.check_budget(self.reserve_percent)
+            token = self.client.token
+            url = f"{token.instance_url.rstrip('/')}/services/Soap/m/{self.client.creds.api_version}"
+            envelope = (
+                f'<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}"'
+                f' xmlns:met="{MD_NS}"><soapenv:Header><met:SessionHeader><met:sessionId>{_xml(token.access_token)}'
+                f"</met:sessionId></met:SessionHeader></soapenv:Header><soapenv:Body>{body}</soapenv:Body>"
+                "</soapenv:Envelope>"
+            )
+
+            def post(_: Any, url: str = url, envelope: str = envelope) -> requests.Response:
+                response = self.client.http.post(
+                    url,
+                    data=envelope.encode(),
+                    headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
+                    timeout=self.client.timeout,
+                )
+                if response.status_code >= 500 and b"INVALID_SESSION_ID" not in response.content:
+                    if b"<faultcode>" not in response.content:
+                        response.raise_for_status()
+                return response
+
+            response = self.client.call(post)
+            root = ET.fromstring(response.content)
+            fault = root.find(f".//{{{SOAP_NS}}}Fault")
+            if fault is None:
+                fault = root.find(".//Fault")
+            if fault is not None:
+                code = fault.findtext("faultcode") or ""
+                text = fault.findtext("faultstring") or ""
+                if "INVALID_SESSION_ID" in code and attempt == 0:
+                    self.client.reauthenticate()
+                    continue
+                if "REQUEST_LIMIT_EXCEEDED" in code:
+                    raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
+                raise SalesforceError(response.status_code, code, text)
+            return root
+        raise AssertionError("unreachable")
+
+    def describe(self) -> list[tuple[str, list[str]]]:
+        """(xmlName, childXmlNames) of every metadata type."""
+        version = self.client.creds.api_version
+        root = self._call(
+            "describeMetadata",
+            f"<met:describeMetadata><met:asOfVersion>{version}</met:asOfVersion></met:describeMetadata>",
+        )
+        out = []
+        for mo in root.iter(f"{{{MD_NS}}}metadataObjects"):
+            name = mo.findtext(f"{{{MD_NS}}}xmlName") or ""
+            children = [c.text or "" for c in mo.findall(f"{{{MD_NS}}}childXmlNames")]
+            if name:
+                out.append((name, [c for c in children if c]))
+        return out
+
+    def list_components(self, types: list[str]) -> list[FileProperties]:
+        """listMetadata, three queries per call (the API's limit)."""
+        version = self.client.creds.api_version
+        out: list[FileProperties] = []
+        for i in range(0, len(types), 3):
+            queries = "".join(f"<met:queries><met:type>{_xml(t)}</met:type></met:queries>" for t in types[i : i + 3])
+            root = self._call(
+                "listMetadata",
+                f"<met:listMetadata>{queries}<met:asOfVersion>{version}</met:asOfVersion></met:listMetadata>",
+            )
+            for r in root.iter(f"{{{MD_NS}}}result"):
+                out.append(
+                    FileProperties(
+                        r.findtext(f"{{{MD_NS}}}type") or "",
+                        r.findtext(f"{{{MD_NS}}}fullName") or "",
+                        r.findtext(f"{{{MD_NS}}}fileName") or "",
+                        r.findtext(f"{{{MD_NS}}}lastModifiedDate") or "",
+                    )
+                )
+        return out
+
+    def retrieve(self, members: dict[str, list[str]], *, should_stop: Any = None) -> bytes:
+        """A retrieve of these components; returns the zip."""
+        version = self.client.creds.api_version
+        types = "".join(
+            "<met:types>" + "".join(f"<met:members>{_xml(m)}</met:members>" for m in names) + f"<met:name>{_xml(t)}"
+            "</met:name></met:types>"
+            for t, names in sorted(members.items())
+        )
+        root = self._call(
+            "retrieve",
+            f"<met:retrieve><met:retrieveRequest><met:apiVersion>{version}</met:apiVersion>"
+            f"<met:singlePackage>true</met:singlePackage><met:unpackaged>{types}"
+            f"<met:version>{version}</met:version></met:unpackaged></met:retrieveRequest></met:retrieve>",
+        )
+        async_id = next((e.text for e in root.iter(f"{{{MD_NS}}}id")), None)
+        if not async_id:
+            raise SalesforceError(0, "RETRIEVE", "retrieve returned no id")
+        delay = 0.2
+        while True:
+            result = self._call(
+                "checkRetrieveStatus",
+                f"<met:checkRetrieveStatus><met:asyncProcessId>{_xml(async_id)}</met:asyncProcessId>"
+                "<met:includeZip>true</met:includeZip></met:checkRetrieveStatus>",
+            )
+            done = (next((e.text for e in result.iter(f"{{{MD_NS}}}done")), "") or "").lower() == "true"
+            status = next((e.text for e in result.iter(f"{{{MD_NS}}}status")), "") or ""
+            if status == "Failed":
+                message = next((e.text for e in result.iter(f"{{{MD_NS}}}errorMessage")), "") or ""
+                raise SalesforceError(0, "RETRIEVE_FAILED", message)
+            if done or status == "Succeeded":
+                zipped = next((e.text for e in result.iter(f"{{{MD_NS}}}zipFile")), "") or ""
+                return base64.b64decode(zipped)
+            if should_stop is not None:
+                should_stop()
+            time.sleep(delay)  # polling Salesforce's asynchronous retrieve
+            delay = min(delay * 2, 10.0)
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def blob_path_ok(path: str) -> bool:
+    return bool(re.match(r"^/services/data/v\d+\.\d/", path))
+
+
+def quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+__all__ = ["JobOrgClient", "MetadataClient", "OrgReader", "SalesforceExpiredSession"]

@@ -1,0 +1,105 @@
+"""Composition root: settings -> schema, store, storage client, bus -> runner, plus a gRPC server that only
+serves health and reflection. `start()` is what `python -m services.jobrunner` and the tests run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from services.common.bus import Bus, BusConfig
+from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.jobrunner import store as store_module
+from services.jobrunner.application import Runner
+from services.jobrunner.config import JobrunnerSettings
+from services.jobrunner.jobs import Tuning
+from services.jobrunner.storage_client import StorageClient
+from services.jobrunner.store import JobStore
+
+log = logging.getLogger("sfvault.jobrunner")
+
+
+def tuning(settings: JobrunnerSettings) -> Tuning:
+    return Tuning(
+        chunk_records=settings.jobrunner_chunk_records,
+        bulk_threshold=settings.jobrunner_bulk_threshold,
+        bulk_page=settings.jobrunner_bulk_page,
+        rest_batch=settings.jobrunner_rest_batch,
+        overlap=dt.timedelta(seconds=settings.jobrunner_overlap_s),
+        settle=dt.timedelta(seconds=settings.jobrunner_settle_s),
+    )
+
+
+@dataclass
+class RunningJobrunner:
+    runner: Runner
+    server: GrpcServer
+    bus: Bus
+    store: JobStore
+    storage: StorageClient
+    task: asyncio.Task[None]
+    stop_event: asyncio.Event
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, drain_s: float = 30.0) -> None:
+        """SIGTERM path: NOT_SERVING, stop taking jobs, let in-flight ones reach a chunk boundary (they are handed
+        back with nak and resume elsewhere from their checkpoint), then close."""
+        await self.server.set_serving(False)
+        self.stop_event.set()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self.task), drain_s)
+        await self.server.stop(1)
+        await self.bus.close()
+        await asyncio.to_thread(self.store.close)
+        self.storage.close()
+
+
+async def start(settings: JobrunnerSettings) -> RunningJobrunner:
+    await store_module.migrate(settings.database_url, settings.jobrunner_db_schema)
+    store = JobStore(settings.database_url, settings.jobrunner_db_schema, max_size=settings.jobrunner_concurrency + 2)
+    storage = StorageClient(settings.storage_addr, max_message_mb=settings.storage_max_message_mb)
+    bus = await Bus.connect(
+        BusConfig(
+            url=settings.nats_url,
+            namespace=settings.bus_namespace,
+            events_replicas=settings.events_replicas,
+            jobs_replicas=settings.jobs_replicas,
+            duplicate_window_s=settings.duplicate_window_s,
+        ),
+        producer="jobrunner",
+    )
+    server = await start_grpc_server([], port=settings.jobrunner_port)
+    runner = Runner(
+        bus,
+        store,
+        storage,
+        worker_id=settings.worker_id,
+        concurrency=settings.jobrunner_concurrency,
+        tuning=tuning(settings),
+        ack_wait_s=settings.jobrunner_ack_wait_s,
+        heartbeat_s=settings.jobrunner_heartbeat_s,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await server.set_serving(True)
+    log.info(
+        "jobrunner %s serving health on port %d, %d jobs at once",
+        settings.worker_id,
+        server.port,
+        settings.jobrunner_concurrency,
+    )
+    return RunningJobrunner(runner, server, bus, store, storage, task, stop)
+
+
+async def serve(settings: JobrunnerSettings, stop: asyncio.Event) -> None:
+    running = await start(settings)
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({waiter, running.task}, return_when=asyncio.FIRST_COMPLETED)
+    if running.task in done and running.task.exception() is not None:
+        log.error("the runner stopped: %r", running.task.exception())
+    await running.stop(settings.jobrunner_drain_s)

@@ -1,0 +1,168 @@
+"""A synchronous client of the storage service for job threads; retries UNAVAILABLE (writes are idempotent
+per chunk_seq)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from sfvault.storage.v1 import storage_pb2 as pb
+from sfvault.storage.v1 import storage_pb2_grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+class StorageError(RuntimeError):
+    """Storage refused a write (invalid data or a precondition): the job fails with this message."""
+
+
+class StorageUnavailable(RuntimeError):
+    """Storage could not be reached after retries: the job is handed back and retried later."""
+
+
+class StorageClient:
+    def __init__(self, address: str, *, max_message_mb: int = 64, attempts: int = 6, timeout_s: float = 300.0) -> None:
+        limit = max_message_mb << 20
+        self.channel = grpc.insecure_channel(
+            address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        )
+        self.stub = storage_pb2_grpc.StorageServiceStub(self.channel)
+        self.attempts = attempts
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code in RETRYABLE and attempt < self.attempts:
+                    time.sleep(min(0.2 * 2**attempt, 5.0))  # back-off before retrying an idempotent write
+                    continue
+                if code in RETRYABLE:
+                    raise StorageUnavailable(f"storage unavailable: {_details(exc)}") from None
+                raise StorageError(
+                    f"storage refused the call ({code.name if code else '?'}): "
+                    f"{exc.details() if hasattr(exc, 'details') else exc}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def begin_job(
+        self, org_id: str, session_id: str, job_id: str, job_type: int, object_name: str
+    ) -> pb.BeginJobResponse:
+        req = pb.BeginJobRequest(
+            org_id=org_id,
+            session_id=session_id,
+            job_id=job_id,
+            type=job_type,  # type: ignore[arg-type]
+            object_name=object_name,
+        )
+        return self._call(lambda: self.stub.BeginJob(req, timeout=60))
+
+    def put_schema(self, org_id: str, session_id: str, schema: pb.ObjectSchema) -> pb.PutObjectSchemaResponse:
+        req = pb.PutObjectSchemaRequest(org_id=org_id, session_id=session_id, schema=schema)
+        return self._call(lambda: self.stub.PutObjectSchema(req, timeout=60))
+
+    def put_records(
+        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, records: list[bytes]
+    ) -> pb.ChunkResult:
+        req = pb.PutRecordsRequest(
+            org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name, records=records
+        )
+        return self._call(lambda: self.stub.PutRecords(req, timeout=self.timeout_s))
+
+    def mark_deleted(
+        self,
+        org_id: str,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        object_name: str,
+        ids: list[str],
+        state: int,
+    ) -> pb.ChunkResult:
+        req = pb.MarkDeletedRequest(
+            org_id=org_id,
+            session_id=session_id,
+            job_id=job_id,
+            chunk_seq=seq,
+            object_name=object_name,
+            record_ids=ids,
+            state=state,  # type: ignore[arg-type]
+        )
+        return self._call(lambda: self.stub.MarkDeleted(req, timeout=self.timeout_s))
+
+    def upload_file(self, header: pb.FileHeader, body: Iterable[bytes]) -> pb.UploadFileResponse:
+        """Client streaming; the body iterator is consumed once (no retry here: the caller re-downloads)."""
+
+        def parts() -> Iterator[pb.UploadFileRequest]:
+            yield pb.UploadFileRequest(header=header)
+            for piece in body:
+                if piece:
+                    yield pb.UploadFileRequest(data=piece)
+
+        try:
+            return self.stub.UploadFile(parts(), timeout=3600)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code in RETRYABLE:
+                raise StorageUnavailable(f"storage unavailable: {_details(exc)}") from None
+            raise StorageError(
+                f"storage refused the file ({code.name if code else '?'}): "
+                f"{exc.details() if hasattr(exc, 'details') else exc}"
+            ) from None
+
+    def put_metadata(
+        self, org_id: str, session_id: str, job_id: str, seq: int, components: list[pb.MetadataComponent]
+    ) -> pb.ChunkResult:
+        req = pb.PutMetadataRequest(
+            org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, components=components
+        )
+        return self._call(lambda: self.stub.PutMetadata(req, timeout=self.timeout_s))
+
+    def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]:
+        """(Id, soft-deleted) of every record storage holds as live or soft-deleted now, streamed."""
+        req = pb.ExportObjectAsOfRequest(
+            org_id=org_id, object_name=object_name, format=pb.EXPORT_FORMAT_JSONL, include_deleted=True
+        )
+        try:
+            pending = b""
+            for piece in self.stub.ExportObjectAsOf(req, timeout=self.timeout_s):
+                pending += piece.data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _id_of(line)
+            if pending.strip():
+                yield _id_of(pending)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # nothing stored for this object yet
+                return
+            raise StorageUnavailable(f"storage export failed: {exc.details()}") from None
+
+
+def _details(exc: grpc.RpcError) -> str:
+    return str(exc.details()) if hasattr(exc, "details") else str(exc)
+
+
+def _id_of(line: bytes) -> tuple[str, bool]:
+    obj: dict[str, Any] = json.loads(line)
+    return str(obj.get("Id") or obj.get("id")), obj.get("_deleted") == "soft"
+
+
+def timestamp(when: dt.datetime) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.FromDatetime(when.astimezone(dt.UTC))
+    return ts
