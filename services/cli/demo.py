@@ -53,6 +53,8 @@ def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
         schedule="daily@02:00",
     )
     policy.api_budget.daily_share_percent = 50
+    # reconcile Ids at every session, so hard deletes are caught at once (the default is weekly)
+    policy.reconcile_every.FromSeconds(60)
     c.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
     return "demo-org", "demo-policy"
 
