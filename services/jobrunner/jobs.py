@@ -280,10 +280,11 @@ class DataJob:
                 domain.parse_sf_datetime(saved["deleted_since"]) if saved.get("deleted_since") else None,
             )
         every = self.data.reconcile_every.ToTimedelta() if self.data.HasField("reconcile_every") else None
+        backfill = any(f.backfill for f in self.data.fields)  # a new field: every record is read for it
         plan = domain.plan_data_job(
             marks,
             self.run.client.org_now(),
-            full=self.data.full,
+            full=self.data.full or backfill,
             has_system_modstamp=self.data.has_system_modstamp or self._has("SystemModstamp"),
             replicateable=self.data.replicateable,
             reconcile_every=every or None,
