@@ -10,6 +10,7 @@ import logging
 import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,10 @@ class JobRun:
     seq: int = 0  # last chunk stored
     checkpoint: dict[str, Any] = field(default_factory=dict)
     stored_received: int = 0
+    # one chunk may be in storage's hands while the next is read: they are still sent strictly in order, and a
+    # chunk's checkpoint is written only once the chunk before it committed
+    pipe: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chunk"))
+    pending: Future[None] | None = None
 
     @property
     def org(self) -> str:
@@ -142,8 +147,15 @@ class JobRun:
             return dict(cp.get("prev") or {}) or None  # the chunk announced last never committed
         return None  # unknown: read again from the start (storage finds the re-read records unchanged)
 
+    def wait_stored(self) -> None:
+        """Until the chunk in flight is committed (its error, if any, is raised here)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
     def _announce(self, pos: dict[str, Any], extra: dict[str, Any]) -> int:
         """Write-ahead: the next chunk's number and where reading continues after it, before storing it."""
+        self.wait_stored()
         self.control.check()
         seq = self.seq + 1
         prev = self.checkpoint.get("pos") if self.checkpoint.get("seq") == self.seq else None
@@ -152,6 +164,7 @@ class JobRun:
         return seq
 
     def save_state(self, **extra: Any) -> None:
+        self.wait_stored()
         self.checkpoint = {**self.checkpoint, **extra}
         self.store.save_checkpoint(self.spec.session_id, self.spec.job_id, self.checkpoint)
 
@@ -172,6 +185,9 @@ class JobRun:
 
     def put_records(self, object_name: str, records: list[bytes], pos: dict[str, Any], **extra: Any) -> None:
         seq = self._announce(pos, extra)
+        self.pending = self.pipe.submit(self._store, seq, object_name, records)
+
+    def _store(self, seq: int, object_name: str, records: list[bytes]) -> None:
         result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)
         if not result.replayed and int(result.counts.received) != len(records):
             raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
@@ -190,6 +206,11 @@ class JobRun:
         return list(result.unknown_ids)
 
     def finish_counts(self) -> Tally:
+        try:
+            self.wait_stored()
+        except Exception:
+            log.debug("the chunk in flight failed", exc_info=True)
+        self.pipe.shutdown(wait=False)
         self.tally.api_calls = self.client.api_calls
         return self.tally
 
@@ -390,6 +411,7 @@ class DataJob:
                 log.info("query locator expired for %s; continuing after the last record read", self.obj)
                 if buffer and buffer_key is not None:
                     self._flush_rest(buffer, buffer_key)
+                self.run.wait_stored()
                 last = self._last_stored_key() or after
 
     def _last_stored_key(self) -> Key | None:
@@ -483,6 +505,7 @@ class DataJob:
         """Every Id in the org (queryAll, so the recycle bin counts as present) against every Id storage holds
         live or soft-deleted: the ones storage holds and the org no longer has are hard-deleted. Records the
         org has and storage lacks were just read by the full copy this runs after."""
+        self.run.wait_stored()  # storage's view must include every chunk of the read
         soql = domain.build_soql(self.obj, ["Id"], id_from=self.data.id_from, id_to=self.data.id_to)
         org_ids: set[str] = set()
         if self.data.bulk_supported:
