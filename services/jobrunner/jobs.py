@@ -9,7 +9,7 @@ import io
 import logging
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,7 @@ class JobControl:
     def __init__(self) -> None:
         self._why: str | None = None
         self._lock = threading.Lock()
+        self.on_stop: Callable[[str], None] | None = None
 
     def stop(self, why: str) -> None:
         with self._lock:
@@ -56,6 +57,8 @@ class JobControl:
             order = {"terminated": 3, "dropped": 3, "cancelled": 2, "shutdown": 1}
             if self._why is None or order[why] > order[self._why]:
                 self._why = why
+        if self.on_stop is not None:
+            self.on_stop(why)
 
     @property
     def why(self) -> str | None:
@@ -590,7 +593,7 @@ class FileJob:
         run = self.run
         body_field, size_field, name_field, type_field = FILE_OBJECTS[obj]
         known = run.store.stored_files(run.org, obj)
-        fields = ["Id", "SystemModstamp", size_field, name_field, type_field, "IsDeleted"]
+        fields = ["Id", "SystemModstamp", size_field, name_field, type_field]
         soql = domain.build_soql(obj, fields, ordered="id")
         page = self.reader.query_page(soql, query_all=False, batch_size=2000)
         expected, rows = page.total_size, list(page.records)

@@ -143,3 +143,19 @@ async def test_a_replica_started_after_the_session_ended_still_drops_its_jobs(
     await stack.enqueue(data_spec(org, "Campaign", "s6", "t1"))
     await stack.wait_for(lambda: running.runner.jobs_dropped >= 2, 60)
     assert not stack.started
+
+
+async def test_a_job_hung_on_a_stalled_response_is_termed_at_once_when_terminated(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    running = await stack.start_jobrunner(**SLOW, jobrunner_http_timeout_s=3.0)
+    admin.fault(endpoint="bulk2_results", hang=True)
+    try:
+        await stack.enqueue(data_spec(org, "Account", "s7", "jh", full=True))
+        await stack.wait_for(lambda: ("s7", "jh") in stack.started)
+        assert stack.bus is not None
+        await stack.bus.emit(ev.JobTerminated(reason="stall timeout"), session_id="s7", job_id="jh")
+        await stack.wait_for(lambda: running.runner.jobs_done >= 1, 30)
+        assert ("s7", "jh") not in stack.finished
+    finally:
+        admin.clear_faults()
