@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import requests
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -19,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
+from simple_salesforce.exceptions import SalesforceGeneralError
 
 from services.common import events
 from services.common.bus import Bus, heartbeat
@@ -40,7 +42,15 @@ from services.jobrunner.store import JobStore
 
 log = logging.getLogger("sfvault.jobrunner")
 CONSUMER = "jobrunner"
-TRANSIENT = (StorageUnavailable, OrgUnreachable, psycopg.OperationalError)
+# what may pass: the job is handed back and retried (with back-off, up to max_deliver attempts)
+TRANSIENT = (
+    StorageUnavailable,
+    OrgUnreachable,
+    psycopg.OperationalError,
+    SalesforceGeneralError,  # 5xx still failing after OrgClient's retries
+    requests.ConnectionError,
+    requests.Timeout,
+)
 CLOSING = {"SessionCancelled": "cancelled", "SessionFailed": "terminated", "SessionFinished": "terminated"}
 
 

@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import logging
 import threading
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -353,14 +354,51 @@ class DataJob:
     def _read(self, plan: Plan, pos: dict[str, Any]) -> None:
         self.track_seen = plan.deleted_since is not None
         if pos.get("api") == "bulk":
-            self._bulk(plan, pos)
+            self._bulk_else_rest(plan, pos)
+            return
+        if self._too_wide_for_rest(plan):
+            if not self.data.bulk_supported:
+                raise SalesforceError(
+                    0,
+                    "TOO_WIDE",
+                    f"{self.obj}: its {len(self.selection.rest_fields)} fields exceed a REST query's length and"
+                    " Bulk API 2.0 cannot serve the object",
+                )
+            log.info("%s is too wide for a REST query line: Bulk only", self.obj)
+            self._bulk(plan, {})
             return
         after = Key(pos["key"][0], pos["key"][1]) if pos.get("key") else None
         if pos.get("api") == "rest" or not self.data.bulk_supported:
             self._rest(plan, after, probe=False)
             return
         if not self._rest(plan, after, probe=True):
-            self._bulk(plan, {})
+            self._bulk_else_rest(plan, {})
+
+    def _too_wide_for_rest(self, plan: Plan) -> bool:
+        """Whether the REST query (URL-encoded, with the longest keyset condition) passes 16 KB request lines."""
+        longest = domain.build_soql(
+            self.obj,
+            self.selection.rest_fields,
+            start=plan.start,
+            end=plan.end,
+            id_from=self.data.id_from,
+            id_to=self.data.id_to,
+            after=Key("2000-01-01T00:00:00.000Z", "0" * 18),
+            ordered="modstamp",
+        )
+        return len(urllib.parse.quote_plus(longest)) > 14_000
+
+    def _bulk_else_rest(self, plan: Plan, pos: dict[str, Any]) -> None:
+        """Bulk, and when Salesforce cannot run the Bulk job, the same read through REST from the start (what
+        was stored already is unchanged to storage): a refused Bulk job never means a skipped object."""
+        try:
+            self._bulk(plan, pos)
+        except SalesforceError as exc:
+            if self._too_wide_for_rest(plan):
+                raise
+            log.warning("Bulk read of %s failed (%s); reading it through REST", self.obj, exc.code)
+            self.run.wait_stored()
+            self._rest(plan, None, probe=False)
 
     def _ordering(self, plan: Plan) -> str:
         return "modstamp" if plan.mode == "incremental" else "id"
