@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 
 class StorageError(Exception):
     """A request storage refuses; the message names what is wrong (it goes back to the caller verbatim)."""
@@ -70,11 +72,16 @@ _UPPER_TO_BIT = str.maketrans(
 )
 
 
+# the checksum character of each block of 5 upper-case bits, keyed by the bits as written (first char first)
+_BLOCK_CHAR = {format(i, "05b")[::-1]: _CHECKSUM_ALPHABET[i] for i in range(32)}
+
+
 def id_suffix(id15: str) -> str:
     """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
     each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
     bits = id15.translate(_UPPER_TO_BIT)
-    return "".join(_CHECKSUM_ALPHABET[int(bits[i : i + 5][::-1], 2)] for i in (0, 5, 10))
+    block = _BLOCK_CHAR
+    return block[bits[0:5]] + block[bits[5:10]] + block[bits[10:15]]
 
 
 def normalize_id(value: object, what: str = "record Id") -> str:
@@ -333,27 +340,84 @@ _CANON: dict[FieldType, Callable[[Any, str], Any] | None] = {
 _MISSING = object()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CanonicalRecord:
     record_id: str
-    values_json: str  # canonical JSON of every stored value (nulls omitted)
+    data: bytes  # canonical JSON (UTF-8) of every stored value (nulls omitted)
     hash: bytes  # of the values that count for a change: formula fields and audit fields excluded
     system_modstamp: str | None
     deleted: Deleted
     raw_hash: bytes = b""  # fingerprint() of the bytes it was parsed from
 
-
-def _json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-# key order is fixed by the canonicaliser; nested objects (compound fields) are sorted by the encoder
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    @property
+    def values_json(self) -> str:
+        return self.data.decode()
 
 
-def content_hash(core_json: str) -> bytes:
+# --- canonical JSON ---------------------------------------------------------------------------------------
+#
+# The canonical text is what `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+# writes (its hash is stored in every head and version). orjson writes the very same bytes for every value a
+# record holds, with one exception: floats below 1e-4, which Python writes as 1e-05 and orjson as 0.00001 or
+# 1e-7. Parsing and encoding go through orjson, and fall back to the json module whenever the fast path could
+# differ: so the hash of a record does not depend on which path computed it.
+
+_legacy_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_SORTED = orjson.OPT_SORT_KEYS
+# maps ASCII digits to b"0" and every other byte to b" ": a run of 19 zeros after it is a run of 19 digits
+_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def _not_a_number(value: str) -> Any:
+    raise ValueError(f"{value} is not a JSON number")
+
+
+def _legacy_loads(raw: bytes | str) -> Any:
+    # the json module, for what orjson refuses or reads otherwise; NaN and Infinity are not JSON (and PostgreSQL
+    # refuses them in jsonb)
+    return json.loads(raw, parse_constant=_not_a_number)
+
+
+def _loads(raw: bytes | str, position: int) -> tuple[Any, bool]:
+    """(parsed value, whether orjson parsed it: then every number is finite and fits 64 bits)."""
+    try:
+        if isinstance(raw, bytes):
+            # orjson reads integers beyond 64 bits as floats; the json module keeps them exact
+            if _LONG_NUMBER not in raw.translate(_DIGITS):
+                return orjson.loads(raw), True
+        return _legacy_loads(raw), False
+    except ValueError:
+        pass
+    try:
+        # what orjson refused (e.g. a BOM, UTF-16, lone surrogates) gets json's verdict, as before orjson
+        return _legacy_loads(raw), False
+    except ValueError as exc:
+        raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
+
+
+def _encode(value: dict[str, Any], fast: bool, position: int) -> bytes:
+    if fast:
+        try:
+            out = orjson.dumps(value, option=_SORTED)
+        except TypeError:  # an integer beyond 64 bits (from a numeric string), a lone surrogate
+            pass
+        else:
+            # a float below 1e-4 is written as 0.0000... or with a negative exponent: then json decides
+            # (a string holding "e-" takes that slower path too, with the same result)
+            if b"e-" not in out and b"0.0000" not in out:
+                return out
+    try:
+        return _legacy_encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"record {position} holds a lone surrogate (not Unicode text)") from None
+    except ValueError as exc:  # NaN or Infinity (from a number too large for a double)
+        raise InvalidArgument(f"record {position}: {exc}") from None
+
+
+def content_hash(core_json: bytes) -> bytes:
     # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
-    return hashlib.blake2b(core_json.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return hashlib.blake2b(core_json, digest_size=16).digest()
 
 
 class RecordCanonicalizer:
@@ -370,8 +434,7 @@ class RecordCanonicalizer:
         ignored = set(AUDIT_FIELDS)
         if not count_formula_changes:
             ignored |= {f.name for f in schema.fields if f.calculated}
-        # a fixed order (schema fields sorted by name, hashed ones first): the JSON text is canonical without
-        # sorting keys per record
+        # a fixed order (schema fields sorted by name, hashed ones first)
         ordered = sorted(schema.fields, key=lambda f: f.name)
         self._core = tuple((f.name, _CANON[f.type]) for f in ordered if f.name not in ignored)
         self._excluded = tuple((f.name, _CANON[f.type]) for f in ordered if f.name in ignored)
@@ -406,14 +469,14 @@ class RecordCanonicalizer:
             out[name] = value if fn is None else fn(value, name)
         return out
 
-    def canonicalize(self, raw: bytes | str | Mapping[str, Any], position: int = 0) -> CanonicalRecord:
+    def canonicalize(
+        self, raw: bytes | str | Mapping[str, Any], position: int = 0, raw_hash: bytes | None = None
+    ) -> CanonicalRecord:
+        """`raw_hash`: fingerprint(raw) when the caller already computed it."""
         if isinstance(raw, bytes | str):
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
+            obj, fast = _loads(raw, position)
         else:
-            obj = raw
+            obj, fast = raw, False
         if not isinstance(obj, dict):
             raise InvalidArgument(f"record {position} is not a JSON object")
         if not obj.keys() <= self._known:
@@ -432,19 +495,20 @@ class RecordCanonicalizer:
         core[self._id_field] = rid
         deleted = Deleted.SOFT if self._deleted_field and core.get(self._deleted_field) is True else Deleted.LIVE
         modstamp = excluded.get(self._modstamp_field) if self._modstamp_field else None
-        core_json = _dumps(core)
-        if "\\u0000" in core_json:
+        core_json = _encode(core, fast, position)
+        if b"\\u0000" in core_json:
             # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
-            core_json = core_json.replace("\\u0000", "")
+            core_json = core_json.replace(b"\\u0000", b"")
         digest = content_hash(core_json)
         if excluded:
-            rest = _dumps(excluded)
-            stored = core_json[:-1] + ("," if len(core_json) > 2 else "") + rest[1:]
-            if "\\u0000" in stored:
-                stored = stored.replace("\\u0000", "")
+            rest = _encode(excluded, fast, position)
+            stored = core_json[:-1] + (b"," if len(core_json) > 2 else b"") + rest[1:]
+            if b"\\u0000" in stored:
+                stored = stored.replace(b"\\u0000", b"")
         else:
             stored = core_json
-        raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        if raw_hash is None:
+            raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
         return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
 
 
@@ -460,10 +524,20 @@ def fingerprint(raw: bytes) -> bytes:
 def guess_id(raw: bytes) -> str | None:
     """The record Id found in the raw JSON without parsing it, or None. Only used to look up the head's
     fingerprint: a wrong guess can only miss the fast path, never make different bytes look unchanged."""
-    found = _RAW_ID.findall(raw)
-    if len(found) != 1:
+    # the pattern's matches start with '"Id"': where that occurs once, the one match (if any) starts there
+    at = raw.find(b'"Id"')
+    if at < 0:
         return None
-    rid = found[0].decode()
+    if raw.find(b'"Id"', at + 4) < 0:
+        found = _RAW_ID.match(raw, at)
+        if found is None:
+            return None
+        rid = found[1].decode()
+    else:
+        many = _RAW_ID.findall(raw)
+        if len(many) != 1:
+            return None
+        rid = many[0].decode()
     if len(rid) == 15:
         return rid + id_suffix(rid)
     if len(rid) == 18:
@@ -523,6 +597,11 @@ class ChunkDigest:
             b = p.encode() if isinstance(p, str) else p
             self._h.update(len(b).to_bytes(8, "big"))
             self._h.update(b)
+
+    def add(self, part: bytes) -> None:
+        """update(part) for one bytes part, cheaper (it runs once per record of a chunk)."""
+        self._h.update(len(part).to_bytes(8, "big"))
+        self._h.update(part)
 
     def digest(self) -> bytes:
         return bytes(self._h.digest())

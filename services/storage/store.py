@@ -122,9 +122,9 @@ class MetadataInput:
     file_name: str
 
 
-def _copy_text(value: str) -> str:
+def _copy_text(value: bytes) -> bytes:
     # COPY text format: backslash is the escape character; JSON already escapes tabs and newlines
-    return value.replace("\\", "\\\\")
+    return value.replace(b"\\", b"\\\\") if b"\\" in value else value
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -382,15 +382,21 @@ class PostgresStore:
             transitions: list[tuple[str, bool, int]] = []
             written = 0
             if records:
-                lines = []
-                for r in records.values():
-                    modstamp = r.system_modstamp or "\\N"
-                    raw = f"\\\\x{r.raw_hash.hex()}" if r.raw_hash else "\\N"
-                    lines.append(f"{r.record_id}\t\\\\x{r.hash.hex()}\t{int(r.deleted)}\t{modstamp}\t{raw}\n")
+                lines = [
+                    b"%s\t\\\\x%s\t%d\t%s\t%s\n"
+                    % (
+                        r.record_id.encode(),
+                        r.hash.hex().encode(),
+                        r.deleted,
+                        r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                        b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N",
+                    )
+                    for r in records.values()
+                ]
                 async with conn.cursor().copy(
                     "COPY incoming (record_id, hash, deleted, system_modstamp, raw_hash) FROM STDIN"
                 ) as copy:
-                    await copy.write("".join(lines).encode())
+                    await copy.write(b"".join(lines))
                 await self._at("records.after_copy")
                 # ORDER BY record_id: head rows are locked in one order, so overlapping chunks cannot deadlock
                 cur = await conn.execute(
@@ -409,21 +415,7 @@ class PostgresStore:
                 transitions = await cur.fetchall()
                 await self._at("records.after_head")
                 if transitions:
-                    prefix = f"{job.org_key}\t{target.object_key}\t"
-                    suffix = f"\t{job.job_key}\t{target.schema_version}\t"
-                    out = []
-                    for rid, _first, _state in transitions:
-                        r = records[rid]
-                        written += len(r.values_json)
-                        out.append(
-                            f"{prefix}{rid}{suffix}{r.system_modstamp or chr(92) + 'N'}\t{int(r.deleted)}"
-                            f"\t\\\\x{r.hash.hex()}\t{_copy_text(r.values_json)}\n"
-                        )
-                    async with conn.cursor().copy(
-                        f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-                        " system_modstamp, deleted, hash, data) FROM STDIN"
-                    ) as copy:
-                        await copy.write("".join(out).encode())
+                    written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
                 versioned = {t[0] for t in transitions}
@@ -447,6 +439,33 @@ class PostgresStore:
             result = {"counts": counts.to_json()}
             await self._finish(conn, job.job_key, seq, result)
             return ChunkOutcome(result, False)
+
+    @staticmethod
+    async def _copy_versions(
+        conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
+    ) -> int:
+        """COPies a version of each record; returns the bytes of their values."""
+        prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
+        middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
+        out = [
+            b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+            % (
+                prefix,
+                r.record_id.encode(),
+                middle,
+                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                r.deleted,
+                r.hash.hex().encode(),
+                _copy_text(r.data),
+            )
+            for r in records
+        ]
+        async with conn.cursor().copy(
+            f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
+            " system_modstamp, deleted, hash, data) FROM STDIN"
+        ) as copy:
+            await copy.write(b"".join(out))
+        return sum(len(r.data) for r in records)
 
     async def mark_deleted(
         self,
