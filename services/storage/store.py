@@ -417,11 +417,13 @@ class PostgresStore:
         """{record Id: raw_hash} of the Ids that have a head: one primary-key probe per Id. (A plain
         `record_id = ANY(array)` scans the object's whole head, and, once prepared, compares every row with
         every Id.)"""
+        # the Ids travel as one comma-separated text (they are letters and digits): dumping a list of ten
+        # thousand strings as a text[] parameter costs more Python time than the probes cost PostgreSQL
         cur = await conn.execute(
-            f"SELECT u.id, h.raw_hash FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+            f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT raw_hash FROM {S}.record_head h"
             "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
-            (sorted(ids), org_key, object_key),
+            (",".join(ids), org_key, object_key),
         )
         return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in await cur.fetchall()}
 
