@@ -293,10 +293,16 @@ def canon_datetime(value: object, name: str) -> str:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)  # Salesforce datetimes without an offset are UTC
     elif isinstance(value, int) and not isinstance(value, bool):
-        parsed = _EPOCH + dt.timedelta(milliseconds=value)  # Bulk API 1.0 JSON: epoch milliseconds
+        try:
+            parsed = _EPOCH + dt.timedelta(milliseconds=value)  # Bulk API 1.0 JSON: epoch milliseconds
+        except OverflowError:
+            raise _bad(name, "datetime", value) from None
     else:
         raise _bad(name, "datetime", value)
-    utc = parsed.astimezone(dt.UTC)
+    try:
+        utc = parsed.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise _bad(name, "datetime", value) from None
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -356,67 +362,79 @@ class CanonicalRecord(NamedTuple):  # a tuple: one is built per record, ten thou
 # --- canonical JSON ---------------------------------------------------------------------------------------
 #
 # The canonical text is what `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
-# writes (its hash is stored in every head and version). orjson writes the very same bytes for every value a
-# record holds, with one exception: floats below 1e-4, which Python writes as 1e-05 and orjson as 0.00001 or
-# 1e-7. Parsing and encoding go through orjson, and fall back to the json module whenever the fast path could
-# differ: so the hash of a record does not depend on which path computed it.
+# writes from what `json.loads` read (its hash is stored in every head and version). orjson reads and writes the
+# very same values and bytes, except for:
+# - integers beyond 64 bits, which orjson reads as floats (so a float of magnitude 2**63 or more is suspect);
+# - floats below 1e-4, which Python writes as 1e-05 and orjson as 0.00001 or 1e-7;
+# - what orjson refuses: a BOM, UTF-16, lone surrogates, NaN and Infinity, numbers beyond a double.
+# The fast path uses orjson while every number it meets is of none of these kinds and every value that is not
+# canonicalised by its type is a string (or a container holding no such number); otherwise the record takes the
+# json module's path, the reference. So a record's hash does not depend on the path that computed it.
 
 _legacy_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _SORTED = orjson.OPT_SORT_KEYS
-# maps ASCII digits to b"0" and every other byte to b" ": a run of 19 zeros after it is a run of 19 digits
-_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
-_LONG_NUMBER = b"0" * 19
+_HUGE = 9.2e18  # below 2**63: floats from here on may be integers orjson could not read as integers
+_TINY = 1e-4
+
+
+def _plain(value: object) -> bool:
+    """Whether orjson writes `value` (as read by orjson) exactly as the json module would."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value == 0 or _TINY <= abs(value) < _HUGE  # type: ignore[arg-type]
+    if kind is dict:
+        return all(_plain(v) for v in value.values())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(_plain(v) for v in value)  # type: ignore[attr-defined]
+    return False
 
 
 def _not_a_number(value: str) -> Any:
     raise ValueError(f"{value} is not a JSON number")
 
 
-def _legacy_loads(raw: bytes | str) -> Any:
-    # the json module, for what orjson refuses or reads otherwise; NaN and Infinity are not JSON (and PostgreSQL
-    # refuses them in jsonb)
-    return json.loads(raw, parse_constant=_not_a_number)
-
-
-def _loads(raw: bytes | str, position: int) -> tuple[Any, bool]:
-    """(parsed value, whether orjson parsed it: then every number is finite and fits 64 bits)."""
+def _legacy_loads(raw: bytes | str, position: int) -> Any:
+    # NaN and Infinity are not JSON (and PostgreSQL refuses them in jsonb)
     try:
-        if isinstance(raw, bytes):
-            # orjson reads integers beyond 64 bits as floats; the json module keeps them exact
-            if _LONG_NUMBER not in raw.translate(_DIGITS):
-                return orjson.loads(raw), True
-        return _legacy_loads(raw), False
-    except ValueError:
-        pass
-    try:
-        # what orjson refused (e.g. a BOM, UTF-16, lone surrogates) gets json's verdict, as before orjson
-        return _legacy_loads(raw), False
+        return json.loads(raw, parse_constant=_not_a_number)
     except ValueError as exc:
         raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
 
 
-def _encode(value: dict[str, Any], fast: bool, position: int) -> bytes:
-    if fast:
-        try:
-            out = orjson.dumps(value, option=_SORTED)
-        except TypeError:  # an integer beyond 64 bits (from a numeric string), a lone surrogate
-            pass
-        else:
-            # a float below 1e-4 is written as 0.0000... or with a negative exponent: then json decides
-            # (a string holding "e-" takes that slower path too, with the same result)
-            if b"e-" not in out and b"0.0000" not in out:
-                return out
+def _legacy_dumps(value: dict[str, Any], position: int) -> bytes:
     try:
         return _legacy_encode(value).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgument(f"record {position} holds a lone surrogate (not Unicode text)") from None
-    except ValueError as exc:  # NaN or Infinity (from a number too large for a double)
+    except ValueError as exc:  # Infinity (from a number too large for a double)
         raise InvalidArgument(f"record {position}: {exc}") from None
 
 
 def content_hash(core_json: bytes) -> bytes:
     # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
     return hashlib.blake2b(core_json, digest_size=16).digest()
+
+
+# how the compiled pick (RecordCanonicalizer._compile_pick) takes a value of each kind of field: `{fn}` is the
+# canon function; each shortcut gives v exactly when the function would return v unchanged. `risky` marks a
+# value orjson may not have read or may not write as the json module does (see _plain).
+_NUMBER = (
+    "if type(v) is not int:\n"
+    "    if type(v) is float and not -_HUGE < v < _HUGE: risky = True\n"
+    "    v = {fn}(v, {key})\n"
+    "    if type(v) is float and -_TINY < v < _TINY: risky = True\n"
+)
+_TAKE: dict[Callable[[Any, str], Any] | None, str] = {
+    None: "if type(v) is not str and not _plain(v): risky = True\n",
+    canon_double: _NUMBER,
+    canon_integer: _NUMBER,
+    canon_boolean: "if v is not True and v is not False: v = {fn}(v, {key})\n",
+    canon_reference: "if type(v) is str:\n    if len(v) == 15: v = {fn}(v, {key})\nelif not _plain(v): risky = True\n",
+}
+# Other types (dates, datetimes, times) always call their function, whose result is a string or an error; any
+# error of the fast path is raised by the json module's path instead, whose reading is the reference.
 
 
 class RecordCanonicalizer:
@@ -460,56 +478,59 @@ class RecordCanonicalizer:
         return out
 
     @staticmethod
-    def _pick(obj: dict[str, Any], plan: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        get = obj.get
-        for name, fn in plan:
-            value = get(name)
-            if value is None or value == "":
-                continue  # Salesforce does not distinguish null from empty: both are omitted
-            out[name] = value if fn is None else fn(value, name)
-        return out
-
-    @staticmethod
-    def _compile_pick(plan: tuple[tuple[str, Any], ...]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """_pick(obj, plan) as straight-line code for this plan (no loop, and no call for values already in
-        canonical form): it runs for every field of every record."""
-        lines = ["def pick(obj):", "    get = obj.get", "    out = {}"]
-        env: dict[str, Any] = {}
+    def _compile_pick(
+        plan: tuple[tuple[str, Any], ...],
+    ) -> Callable[[dict[str, Any]], tuple[dict[str, Any], bool]]:
+        """For a plan of (field, canon function): a function of a parsed record that returns (the canonical
+        values of those fields, whether a value is risky for orjson). Straight-line code, no call for values
+        already canonical: it runs for every field of every record."""
+        env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE}
+        lines = ["def pick(obj):", "    get = obj.get", "    out = {}", "    risky = False"]
         for i, (name, fn) in enumerate(plan):
-            key = repr(name)
+            key = repr(name)  # a literal: nothing from the input becomes code
             env[f"fn{i}"] = fn
+            take = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn{i}", key=key)
             lines += [f"    v = get({key})", '    if v is not None and v != "":']
-            # the shortcut of each type returns v exactly when its canon function would return v unchanged
-            if fn is None:
-                value = "v"
-            elif fn is canon_double or fn is canon_integer:
-                value = f"v if type(v) is int else fn{i}(v, {key})"
-            elif fn is canon_boolean:
-                value = f"v if v is True or v is False else fn{i}(v, {key})"
-            elif fn is canon_reference:
-                value = f"v if type(v) is not str or len(v) != 15 else fn{i}(v, {key})"
-            else:
-                value = f"fn{i}(v, {key})"
-            lines.append(f"        out[{key}] = {value}")
-        lines.append("    return out")
-        exec("\n".join(lines), env)  # names are repr() literals; nothing else comes from input
+            # Salesforce does not distinguish null from empty: both are omitted
+            lines += [f"        {line}" for line in take.splitlines()]
+            lines.append(f"        out[{key}] = v")
+        lines.append("    return out, risky")
+        exec("\n".join(lines), env)
         return env["pick"]  # type: ignore[no-any-return]
 
     def canonicalize(
         self, raw: bytes | str | Mapping[str, Any], position: int = 0, raw_hash: bytes | None = None
     ) -> CanonicalRecord:
         """`raw_hash`: fingerprint(raw) when the caller already computed it."""
-        if isinstance(raw, bytes | str):
-            obj, fast = _loads(raw, position)
-        else:
-            obj, fast = raw, False
+        if raw_hash is None:
+            raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        if isinstance(raw, bytes):
+            try:
+                obj = orjson.loads(raw)
+            except ValueError:
+                pass
+            else:
+                try:
+                    done = self._canonical(obj, position, raw_hash, fast=True)
+                except InvalidArgument:
+                    done = None  # the json module's reading says what is wrong
+                if done is not None:
+                    return done
+        obj = _legacy_loads(raw, position) if isinstance(raw, bytes | str) else raw
+        done = self._canonical(obj, position, raw_hash, fast=False)
+        assert done is not None
+        return done
+
+    def _canonical(self, obj: Any, position: int, raw_hash: bytes, *, fast: bool) -> CanonicalRecord | None:
+        """The canonical record of a parsed one; None when `fast` (read by orjson) and a value is risky."""
         if not isinstance(obj, dict):
             raise InvalidArgument(f"record {position} is not a JSON object")
         if not obj.keys() <= self._known:
             obj = self._respell(obj, position)
-        core = self._pick_core(obj)
-        excluded = self._pick_excluded(obj)
+        core, risky = self._pick_core(obj)
+        excluded, risky_excluded = self._pick_excluded(obj)
+        if fast and (risky or risky_excluded):
+            return None
         rid = core.get(self._id_field)
         if rid is None:
             raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
@@ -522,20 +543,21 @@ class RecordCanonicalizer:
         core[self._id_field] = rid
         deleted = Deleted.SOFT if self._deleted_field and core.get(self._deleted_field) is True else Deleted.LIVE
         modstamp = excluded.get(self._modstamp_field) if self._modstamp_field else None
-        core_json = _encode(core, fast, position)
+        try:
+            core_json = orjson.dumps(core, option=_SORTED) if fast else _legacy_dumps(core, position)
+            rest = orjson.dumps(excluded, option=_SORTED) if fast else _legacy_dumps(excluded, position)
+        except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
+            return None
         if b"\\u0000" in core_json:
             # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
             core_json = core_json.replace(b"\\u0000", b"")
         digest = content_hash(core_json)
         if excluded:
-            rest = _encode(excluded, fast, position)
             stored = core_json[:-1] + (b"," if len(core_json) > 2 else b"") + rest[1:]
             if b"\\u0000" in stored:
                 stored = stored.replace(b"\\u0000", b"")
         else:
             stored = core_json
-        if raw_hash is None:
-            raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
         return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
 
 
