@@ -71,6 +71,7 @@ async def serve(
             ],
             port=settings.session_port,
             interceptors=settings.auth_interceptors(ROLES),
+            credentials=settings.server_credentials(),
         )
         await grpc_server.set_serving(True)
         log.info("session service serving on port %d", grpc_server.port)
