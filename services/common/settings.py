@@ -28,6 +28,7 @@ class ServiceSettings(BaseSettings):
     auth_revoked: str = ""  # comma-separated token ids (jti) no longer accepted
     service_token: str = ""  # this service's own token for calls to other services (role "service")
     # gRPC over TLS: the server's certificate and key, and the CA its clients trust (files, PEM)
+    health_check_interval_s: float = 5.0  # how often dependencies are checked for grpc.health.v1
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
