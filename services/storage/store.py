@@ -379,13 +379,15 @@ class PostgresStore:
             if records:
                 # no head for any of them (each Id was looked up above): an initial load
                 fresh = not heads and all(rid in last for rid in records)
-                if not fresh or not await self._insert_heads(conn, job, target, records):
-                    transitions = await self._upsert_heads(conn, job, target, records)
-                else:
+                inserted = await self._insert_fresh(conn, job, target, records) if fresh else None
+                if inserted is not None:
+                    written = inserted
                     transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
-                await self._at("records.after_head")
-                if transitions:
-                    written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
+                else:
+                    transitions = await self._upsert_heads(conn, job, target, records)
+                    await self._at("records.after_head")
+                    if transitions:
+                        written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
                 versioned = {t[0] for t in transitions}
@@ -427,38 +429,46 @@ class PostgresStore:
         )
         return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in await cur.fetchall()}
 
-    async def _insert_heads(
+    async def _insert_fresh(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
-    ) -> bool:
-        """COPies a first head row for each record; False (and nothing written) when a concurrent chunk created
-        one of them since they were looked up."""
+    ) -> int | None:
+        """First versions of records none of which had a head when looked up: COPies their head rows (inside a
+        savepoint), then their versions. Returns the bytes of their values, or None, with nothing written, when
+        a concurrent chunk created one of those heads meanwhile (the caller upserts instead)."""
         cur = await conn.execute("SELECT now()")
         now = str((await cur.fetchone())[0]).encode()  # type: ignore[index]
-        prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
-        lines = [
-            b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\t%s\n"
-            % (
-                prefix,
-                rid.encode(),
-                r.hash.hex().encode(),
-                r.deleted,
-                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
-                b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N",
-                now,
+        head_prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
+        version_middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
+        heads: list[bytes] = []
+        versions: list[bytes] = []
+        written = 0
+        # head rows in _upsert_heads' order: overlapping chunks wait for each other, never deadlock
+        for rid, r in sorted(records.items()):
+            rid_b = rid.encode()
+            hash_hex = r.hash.hex().encode()
+            modstamp = r.system_modstamp.encode() if r.system_modstamp else b"\\N"
+            raw = b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N"
+            heads.append(
+                b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\t%s\n" % (head_prefix, rid_b, hash_hex, r.deleted, modstamp, raw, now)
             )
-            for rid, r in sorted(records.items())  # _upsert_heads' order: overlapping chunks wait, never deadlock
-        ]
+            versions.append(
+                b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+                % (head_prefix, rid_b, version_middle, modstamp, r.deleted, hash_hex, _copy_text(r.data))
+            )
+            written += len(r.data)
         try:
             async with conn.transaction():  # a savepoint
                 async with conn.cursor().copy(
                     f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
                     " system_modstamp, raw_hash, changed_at) FROM STDIN"
                 ) as copy:
-                    await copy.write(b"".join(lines))
+                    await copy.write(b"".join(heads))
                 await self._at("records.after_copy")
         except psycopg.errors.UniqueViolation:
-            return False
-        return True
+            return None
+        await self._at("records.after_head")
+        await self._write_versions(conn, versions)
+        return written
 
     async def _upsert_heads(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
@@ -480,7 +490,7 @@ class PostgresStore:
         ) as copy:
             await copy.write(b"".join(lines))
         await self._at("records.after_copy")
-        # ORDER BY record_id: head rows are locked in one order (_insert_heads' too), so overlapping chunks
+        # ORDER BY record_id: head rows are locked in one order (_insert_fresh's too), so overlapping chunks
         # cannot deadlock
         cur = await conn.execute(
             f"INSERT INTO {S}.record_head AS h (org_key, object_key, record_id, hash, deleted, versions,"
@@ -497,32 +507,38 @@ class PostgresStore:
         )
         return await cur.fetchall()
 
-    @staticmethod
+    @classmethod
     async def _copy_versions(
-        conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
+        cls, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
     ) -> int:
         """COPies a version of each record; returns the bytes of their values."""
         prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
         middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
-        out = [
-            b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
-            % (
-                prefix,
-                r.record_id.encode(),
-                middle,
-                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
-                r.deleted,
-                r.hash.hex().encode(),
-                _copy_text(r.data),
-            )
-            for r in records
-        ]
+        await cls._write_versions(
+            conn,
+            [
+                b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+                % (
+                    prefix,
+                    r.record_id.encode(),
+                    middle,
+                    r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                    r.deleted,
+                    r.hash.hex().encode(),
+                    _copy_text(r.data),
+                )
+                for r in records
+            ],
+        )
+        return sum(len(r.data) for r in records)
+
+    @staticmethod
+    async def _write_versions(conn: psycopg.AsyncConnection[Any], lines: list[bytes]) -> None:
         async with conn.cursor().copy(
             f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
             " system_modstamp, deleted, hash, data) FROM STDIN"
         ) as copy:
-            await copy.write(b"".join(out))
-        return sum(len(r.data) for r in records)
+            await copy.write(b"".join(lines))
 
     async def mark_deleted(
         self,
