@@ -8,14 +8,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.common.bus import Bus, BusConfig
-from services.common.grpcserver import GrpcServer
+from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.storage.api import StorageServicer
 from services.storage.application import ChunkPublisher, Storage
 from services.storage.config import StorageSettings
@@ -25,26 +22,6 @@ from services.storage.store import PostgresStore, open_store_pool
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
-
-
-async def start_grpc_server(servicer: StorageServicer, *, port: int, max_message_mb: int) -> GrpcServer:
-    """Like services.common.grpcserver.start_grpc_server, plus message size options: a 10,000-record chunk
-    is larger than gRPC's 4 MiB default. (The common helper takes no server options yet.)"""
-    limit = max_message_mb << 20
-    server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-    )
-    storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
-    await server.start()
-    result = GrpcServer(server, health_servicer, bound, (SERVICE_NAME,))
-    await result.set_serving(False)
-    return result
 
 
 @dataclass
@@ -90,8 +67,11 @@ async def start(
         max_chunk_records=settings.storage_max_chunk_records,
         count_formula_changes=settings.storage_count_formula_changes,
     )
+    limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
     server = await start_grpc_server(
-        StorageServicer(storage), port=settings.storage_port, max_message_mb=settings.storage_max_message_mb
+        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],
+        port=settings.storage_port,
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)
