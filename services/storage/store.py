@@ -390,7 +390,7 @@ class PostgresStore:
                         written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
-                versioned = {t[0] for t in transitions}
+                versioned = {t[0] for t in transitions} if inserted is None else records
                 stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
                 if stale:
                     await conn.execute(
@@ -416,16 +416,28 @@ class PostgresStore:
     async def _head_fingerprints(
         conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Iterable[str]
     ) -> dict[str, bytes | None]:
-        """{record Id: raw_hash} of the Ids that have a head: one primary-key probe per Id. (A plain
-        `record_id = ANY(array)` scans the object's whole head, and, once prepared, compares every row with
-        every Id.)"""
+        """{record Id: raw_hash} of the Ids that have a head.
+
+        First one range probe per partition: no head between the smallest and the largest Id (an initial load
+        sends Ids in ranges no head covers yet) means none of them has one. Otherwise one primary-key probe
+        per Id (a LATERAL lookup, pruned to one partition at run time; `record_id = ANY(array)` would scan the
+        object's whole head, and once prepared compare every row with every Id)."""
         # the Ids travel as one comma-separated text (they are letters and digits): dumping a list of ten
         # thousand strings as a text[] parameter costs more Python time than the probes cost PostgreSQL
+        joined = ",".join(ids)
+        cur = await conn.execute(
+            "WITH ids AS (SELECT unnest(string_to_array(%s, ',')) AS id)"
+            f" SELECT EXISTS (SELECT 1 FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
+            "  AND record_id BETWEEN (SELECT min(id) FROM ids) AND (SELECT max(id) FROM ids))",
+            (joined, org_key, object_key),
+        )
+        if not (await cur.fetchone())[0]:  # type: ignore[index]
+            return {}
         cur = await conn.execute(
             f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT raw_hash FROM {S}.record_head h"
             "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
-            (",".join(ids), org_key, object_key),
+            (joined, org_key, object_key),
         )
         return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in await cur.fetchall()}
 
