@@ -568,17 +568,14 @@ class PostgresStore:
             stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
+            known = set(await self._head_fingerprints(conn, job.org_key, object_key, ids))
+            # joined with the Ids (one primary-key probe each), not `record_id = ANY(array)`: see _head_fingerprints
             cur = await conn.execute(
-                f"SELECT record_id FROM {S}.record_head"
-                " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[])",
-                (job.org_key, object_key, ids),
-            )
-            known = {r[0] for r in await cur.fetchall()}
-            cur = await conn.execute(
-                f"UPDATE {S}.record_head SET deleted = %s, versions = versions + 1, raw_hash = NULL, changed_at = now()"
-                " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[]) AND deleted < %s"
-                " RETURNING record_id",
-                (int(state), job.org_key, object_key, ids, int(state)),
+                f"UPDATE {S}.record_head h SET deleted = %s, versions = h.versions + 1, raw_hash = NULL,"
+                " changed_at = now() FROM unnest(string_to_array(%s, ',')) AS c(id)"
+                " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = c.id AND h.deleted < %s"
+                " RETURNING h.record_id",
+                (int(state), ",".join(sorted(known)), job.org_key, object_key, int(state)),
             )
             changed = [r[0] for r in await cur.fetchall()]
             if changed:
