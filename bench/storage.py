@@ -84,6 +84,40 @@ def _schema(obj: int) -> pb.ObjectSchema:
     )
 
 
+def _cpu_s(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each of these processes; the machine is shared, so CPU per
+    record says what wall time cannot."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _cpu_since(before: dict[int, float], pids: list[int]) -> float:
+    """CPU seconds used since `before` by these processes (those started since count whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in _cpu_s(pids).items())
+
+
+def _postgres_pids(url: str) -> list[int]:
+    """The postmaster of this server and its children (backends, WAL writer, checkpointer, ...)."""
+    with psycopg.connect(url) as conn:
+        data_dir = str(conn.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+    postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return [postmaster, *children]
+
+
 def _rss_peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -146,7 +180,7 @@ def _count_versions(url: str) -> int:
         return int(conn.execute("SELECT count(*) FROM storage.record_versions").fetchone()[0])  # type: ignore[index]
 
 
-def _copy_baseline(url: str) -> tuple[int, float]:
+def _copy_baseline(url: str) -> tuple[int, float, float]:
     """COPY the stored rows, as text, into a table indexed and partitioned like record_versions."""
     with psycopg.connect(url) as conn:
         conn.execute(
@@ -166,13 +200,14 @@ def _copy_baseline(url: str) -> tuple[int, float]:
             for block in out:
                 buffer += block
         rows = buffer.count(b"\n")
+        cpu = _cpu_s(_postgres_pids(url))
         started = time.perf_counter()
         with conn.cursor().copy(f"COPY bench_copy ({columns}) FROM STDIN") as cp:
             view = memoryview(buffer)
             for i in range(0, len(view), 1 << 20):
                 cp.write(view[i : i + (1 << 20)])
         conn.commit()
-        return rows, time.perf_counter() - started
+        return rows, time.perf_counter() - started, _cpu_since(cpu, _postgres_pids(url))
 
 
 async def _file_peak(database_url: str, nats_url: str, files_dir: str) -> tuple[float, float, float]:
@@ -229,9 +264,12 @@ async def _main(database_url: str, nats_url: str, files_dir: str) -> None:
     try:
         await proc.wait_ready(channel)
         stub = storage_pb2_grpc.StorageServiceStub(channel)
+        cpu_before = _cpu_s([proc.proc.pid, *_postgres_pids(database_url)])
         started = time.perf_counter()
         first = await _load(stub, "initial", chunks)
         initial_s = time.perf_counter() - started
+        cpu_storage = _cpu_since(cpu_before, [proc.proc.pid])
+        cpu_pg = _cpu_since(cpu_before, _postgres_pids(database_url))
         versions = _count_versions(database_url)
         started = time.perf_counter()
         second = await _load(stub, "incremental", chunks)
@@ -242,7 +280,7 @@ async def _main(database_url: str, nats_url: str, files_dir: str) -> None:
         await channel.close()
         proc.stop()
 
-    rows, copy_s = _copy_baseline(database_url)
+    rows, copy_s, copy_cpu = _copy_baseline(database_url)
     put_rate, copy_rate = total / initial_s, rows / copy_s
     print(
         f"initial load via PutRecords: {total:,} records in {initial_s:.1f} s = {put_rate:,.0f} records/s "
@@ -250,6 +288,11 @@ async def _main(database_url: str, nats_url: str, files_dir: str) -> None:
     )
     print(f"plain COPY of the same rows: {rows:,} rows in {copy_s:.1f} s = {copy_rate:,.0f} rows/s")
     print(f"  PutRecords / COPY = {put_rate / copy_rate:.2f} (target >= 0.5)")
+    print(
+        f"  CPU per record: PutRecords {(cpu_storage + cpu_pg) / total * 1e6:.0f} us (storage"
+        f" {cpu_storage / total * 1e6:.0f}, PostgreSQL {cpu_pg / total * 1e6:.0f}); COPY {copy_cpu / rows * 1e6:.0f} us"
+        f" (PostgreSQL); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(
         f"unchanged re-put: {total:,} records in {unchanged_s:.1f} s = {total / unchanged_s:,.0f} records/s "
         f"(unchanged {second.counts.unchanged:,}, versions written {versions_after - versions:,})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +40,14 @@ async def start_grpc_server(
     host: str = "0.0.0.0",
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> GrpcServer:
     """Start a server with the given (add_XServicer_to_server, servicer, full service name) registrations.
 
+    `options` are gRPC channel arguments, e.g. ("grpc.max_receive_message_length", n).
     Health starts NOT_SERVING; the caller flips it once its dependencies are reachable.
     """
-    server = grpc.aio.server(interceptors=list(interceptors))
+    server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
     names: list[str] = []
     for add, servicer, name in registrations:
         add(servicer, server)

@@ -199,6 +199,8 @@ class Storage:
                 f"chunk {seq} has {len(records)} records; at most {self.max_chunk_records} per PutRecords"
             )
         ref, canonicalizer = await self._schema(job, object_name)
+        # a list: each access to an item of a protobuf repeated field makes a new bytes object
+        records = list(records)
 
         def fingerprints() -> tuple[bytes, list[tuple[str | None, bytes]]]:
             digest = ChunkDigest()

@@ -86,8 +86,10 @@ def id_suffix(id15: str) -> str:
 
 def normalize_id(value: object, what: str = "record Id") -> str:
     """A valid Salesforce Id in its 18-character form; raises InvalidArgument naming the problem."""
-    if not isinstance(value, str) or not _ID_CHARS.match(value):
-        raise InvalidArgument(f"{what} {value!r} is not a Salesforce Id (15 or 18 letters and digits)")
+    # isascii() and isalnum(): letters and digits of ASCII only, what _ID_CHARS matches (and cheaper)
+    if not (type(value) is str and (len(value) == 18 or len(value) == 15) and value.isascii() and value.isalnum()):
+        if not isinstance(value, str) or not _ID_CHARS.match(value):
+            raise InvalidArgument(f"{what} {value!r} is not a Salesforce Id (15 or 18 letters and digits)")
     if len(value) == 15:
         return value + id_suffix(value)
     if id_suffix(value[:15]) != value[15:].upper():
@@ -428,10 +430,21 @@ _NUMBER = (
 )
 _TAKE: dict[Callable[[Any, str], Any] | None, str] = {
     None: "if type(v) is not str and not _plain(v): risky = True\n",
-    canon_double: _NUMBER,
+    # a finite float neither tiny nor huge is canon_double's own shortcut, inlined
+    canon_double: "if type(v) is float and _TINY <= abs(v) < _HUGE:\n    if v.is_integer(): v = int(v)\n"
+    + "else:\n"
+    + "".join(f"    {line}\n" for line in _NUMBER.splitlines()),
     canon_integer: _NUMBER,
     canon_boolean: "if v is not True and v is not False: v = {fn}(v, {key})\n",
     canon_reference: "if type(v) is str:\n    if len(v) == 15: v = {fn}(v, {key})\nelif not _plain(v): risky = True\n",
+    # canon_datetime's own shortcut, inlined (no surrounding whitespace: ends with Z, does not start with one)
+    canon_datetime: "if not (type(v) is str and len(v) == 24 and v[23] == 'Z' and v[10] == 'T' and v[19] == '.'"
+    + " and not v[0].isspace()):\n    v = {fn}(v, {key})\n",
+    # dates repeat across records: remembered (per canonicaliser) once canonicalised
+    canon_date: "d = _dates.get(v) if type(v) is str else None\n"
+    + "if d is None:\n    d = {fn}(v, {key})\n    if type(v) is str:\n"
+    + "        if len(_dates) > 50000: _dates.clear()\n        _dates[v] = d\n"
+    + "v = d\n",
 }
 # Other types (dates, datetimes, times) always call their function, whose result is a string or an error; any
 # error of the fast path is raised by the json module's path instead, whose reading is the reference.
@@ -484,7 +497,7 @@ class RecordCanonicalizer:
         """For a plan of (field, canon function): a function of a parsed record that returns (the canonical
         values of those fields, whether a value is risky for orjson). Straight-line code, no call for values
         already canonical: it runs for every field of every record."""
-        env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE}
+        env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE, "_dates": {}}
         lines = ["def pick(obj):", "    get = obj.get", "    out = {}", "    risky = False"]
         for i, (name, fn) in enumerate(plan):
             key = repr(name)  # a literal: nothing from the input becomes code

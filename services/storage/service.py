@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.common.bus import Bus, BusConfig
-from services.common.grpcserver import GrpcServer
+from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.common.settings import auth_interceptors, server_credentials
 from services.storage.api import StorageServicer
 from services.storage.application import ChunkPublisher, Storage
@@ -40,35 +36,6 @@ ROLES = {
     "ListMetadataVersions": "viewer",
     "GetMetadataAsOf": "viewer",
 }
-
-
-async def start_grpc_server(
-    servicer: StorageServicer,
-    *,
-    port: int,
-    max_message_mb: int,
-    interceptors: list[Any] | None = None,
-    credentials: grpc.ServerCredentials | None = None,
-) -> GrpcServer:
-    """Like services.common.grpcserver.start_grpc_server, plus message size options: a 10,000-record chunk
-    is larger than gRPC's 4 MiB default. (The common helper takes no server options yet.)"""
-    limit = max_message_mb << 20
-    server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-        interceptors=interceptors or [],
-    )
-    storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
-    address = f"0.0.0.0:{port}"
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    await server.start()
-    result = GrpcServer(server, health_servicer, bound, (SERVICE_NAME,))
-    await result.set_serving(False)
-    return result
 
 
 @dataclass
@@ -114,10 +81,11 @@ async def start(
         max_chunk_records=settings.storage_max_chunk_records,
         count_formula_changes=settings.storage_count_formula_changes,
     )
+    limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
     server = await start_grpc_server(
-        StorageServicer(storage),
+        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],
         port=settings.storage_port,
-        max_message_mb=settings.storage_max_message_mb,
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         interceptors=auth_interceptors(settings.auth_key, settings.auth_disabled, settings.auth_revoked, ROLES),
         credentials=server_credentials(settings.tls_cert_file, settings.tls_key_file),
     )

@@ -379,16 +379,18 @@ class PostgresStore:
             if records:
                 # no head for any of them (each Id was looked up above): an initial load
                 fresh = not heads and all(rid in last for rid in records)
-                if not fresh or not await self._insert_heads(conn, job, target, records):
-                    transitions = await self._upsert_heads(conn, job, target, records)
-                else:
+                inserted = await self._insert_fresh(conn, job, target, records) if fresh else None
+                if inserted is not None:
+                    written = inserted
                     transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
-                await self._at("records.after_head")
-                if transitions:
-                    written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
+                else:
+                    transitions = await self._upsert_heads(conn, job, target, records)
+                    await self._at("records.after_head")
+                    if transitions:
+                        written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
-                versioned = {t[0] for t in transitions}
+                versioned = {t[0] for t in transitions} if inserted is None else records
                 stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
                 if stale:
                     await conn.execute(
@@ -414,51 +416,71 @@ class PostgresStore:
     async def _head_fingerprints(
         conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Iterable[str]
     ) -> dict[str, bytes | None]:
-        """{record Id: raw_hash} of the Ids that have a head: one primary-key probe per Id. (A plain
-        `record_id = ANY(array)` scans the object's whole head, and, once prepared, compares every row with
-        every Id.)"""
+        """{record Id: raw_hash} of the Ids that have a head.
+
+        First one range probe per partition: no head between the smallest and the largest Id (an initial load
+        sends Ids in ranges no head covers yet) means none of them has one. Otherwise one primary-key probe
+        per Id (a LATERAL lookup, pruned to one partition at run time; `record_id = ANY(array)` would scan the
+        object's whole head, and once prepared compare every row with every Id)."""
         # the Ids travel as one comma-separated text (they are letters and digits): dumping a list of ten
         # thousand strings as a text[] parameter costs more Python time than the probes cost PostgreSQL
+        joined = ",".join(ids)
+        cur = await conn.execute(
+            "WITH ids AS (SELECT unnest(string_to_array(%s, ',')) AS id)"
+            f" SELECT EXISTS (SELECT 1 FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
+            "  AND record_id BETWEEN (SELECT min(id) FROM ids) AND (SELECT max(id) FROM ids))",
+            (joined, org_key, object_key),
+        )
+        if not (await cur.fetchone())[0]:  # type: ignore[index]
+            return {}
         cur = await conn.execute(
             f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT raw_hash FROM {S}.record_head h"
             "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
-            (",".join(ids), org_key, object_key),
+            (joined, org_key, object_key),
         )
         return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in await cur.fetchall()}
 
-    async def _insert_heads(
+    async def _insert_fresh(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
-    ) -> bool:
-        """COPies a first head row for each record; False (and nothing written) when a concurrent chunk created
-        one of them since they were looked up."""
+    ) -> int | None:
+        """First versions of records none of which had a head when looked up: COPies their head rows (inside a
+        savepoint), then their versions. Returns the bytes of their values, or None, with nothing written, when
+        a concurrent chunk created one of those heads meanwhile (the caller upserts instead)."""
         cur = await conn.execute("SELECT now()")
         now = str((await cur.fetchone())[0]).encode()  # type: ignore[index]
-        prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
-        lines = [
-            b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\t%s\n"
-            % (
-                prefix,
-                rid.encode(),
-                r.hash.hex().encode(),
-                r.deleted,
-                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
-                b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N",
-                now,
+        head_prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
+        version_middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
+        heads: list[bytes] = []
+        versions: list[bytes] = []
+        written = 0
+        # head rows in _upsert_heads' order: overlapping chunks wait for each other, never deadlock
+        for rid, r in sorted(records.items()):
+            rid_b = rid.encode()
+            hash_hex = r.hash.hex().encode()
+            modstamp = r.system_modstamp.encode() if r.system_modstamp else b"\\N"
+            raw = b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N"
+            heads.append(
+                b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\t%s\n" % (head_prefix, rid_b, hash_hex, r.deleted, modstamp, raw, now)
             )
-            for rid, r in sorted(records.items())  # _upsert_heads' order: overlapping chunks wait, never deadlock
-        ]
+            versions.append(
+                b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+                % (head_prefix, rid_b, version_middle, modstamp, r.deleted, hash_hex, _copy_text(r.data))
+            )
+            written += len(r.data)
         try:
             async with conn.transaction():  # a savepoint
                 async with conn.cursor().copy(
                     f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
                     " system_modstamp, raw_hash, changed_at) FROM STDIN"
                 ) as copy:
-                    await copy.write(b"".join(lines))
+                    await copy.write(b"".join(heads))
                 await self._at("records.after_copy")
         except psycopg.errors.UniqueViolation:
-            return False
-        return True
+            return None
+        await self._at("records.after_head")
+        await self._write_versions(conn, versions)
+        return written
 
     async def _upsert_heads(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
@@ -480,7 +502,7 @@ class PostgresStore:
         ) as copy:
             await copy.write(b"".join(lines))
         await self._at("records.after_copy")
-        # ORDER BY record_id: head rows are locked in one order (_insert_heads' too), so overlapping chunks
+        # ORDER BY record_id: head rows are locked in one order (_insert_fresh's too), so overlapping chunks
         # cannot deadlock
         cur = await conn.execute(
             f"INSERT INTO {S}.record_head AS h (org_key, object_key, record_id, hash, deleted, versions,"
@@ -497,32 +519,38 @@ class PostgresStore:
         )
         return await cur.fetchall()
 
-    @staticmethod
+    @classmethod
     async def _copy_versions(
-        conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
+        cls, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
     ) -> int:
         """COPies a version of each record; returns the bytes of their values."""
         prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
         middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
-        out = [
-            b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
-            % (
-                prefix,
-                r.record_id.encode(),
-                middle,
-                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
-                r.deleted,
-                r.hash.hex().encode(),
-                _copy_text(r.data),
-            )
-            for r in records
-        ]
+        await cls._write_versions(
+            conn,
+            [
+                b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+                % (
+                    prefix,
+                    r.record_id.encode(),
+                    middle,
+                    r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                    r.deleted,
+                    r.hash.hex().encode(),
+                    _copy_text(r.data),
+                )
+                for r in records
+            ],
+        )
+        return sum(len(r.data) for r in records)
+
+    @staticmethod
+    async def _write_versions(conn: psycopg.AsyncConnection[Any], lines: list[bytes]) -> None:
         async with conn.cursor().copy(
             f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
             " system_modstamp, deleted, hash, data) FROM STDIN"
         ) as copy:
-            await copy.write(b"".join(out))
-        return sum(len(r.data) for r in records)
+            await copy.write(b"".join(lines))
 
     async def mark_deleted(
         self,
@@ -540,17 +568,14 @@ class PostgresStore:
             stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
+            known = set(await self._head_fingerprints(conn, job.org_key, object_key, ids))
+            # joined with the Ids (one primary-key probe each), not `record_id = ANY(array)`: see _head_fingerprints
             cur = await conn.execute(
-                f"SELECT record_id FROM {S}.record_head"
-                " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[])",
-                (job.org_key, object_key, ids),
-            )
-            known = {r[0] for r in await cur.fetchall()}
-            cur = await conn.execute(
-                f"UPDATE {S}.record_head SET deleted = %s, versions = versions + 1, raw_hash = NULL, changed_at = now()"
-                " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[]) AND deleted < %s"
-                " RETURNING record_id",
-                (int(state), job.org_key, object_key, ids, int(state)),
+                f"UPDATE {S}.record_head h SET deleted = %s, versions = h.versions + 1, raw_hash = NULL,"
+                " changed_at = now() FROM unnest(string_to_array(%s, ',')) AS c(id)"
+                " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = c.id AND h.deleted < %s"
+                " RETURNING h.record_id",
+                (int(state), ",".join(sorted(known)), job.org_key, object_key, int(state)),
             )
             changed = [r[0] for r in await cur.fetchall()]
             if changed:

@@ -51,6 +51,7 @@ async def stub(
     try:
         stub = storage_pb2_grpc.StorageServiceStub(channel)
         stub.test_channel = channel  # type: ignore[attr-defined]
+        stub.test_port = running.port  # type: ignore[attr-defined]
         yield stub
     finally:
         await channel.close()
@@ -236,3 +237,26 @@ async def test_health_is_serving_once_started(stub: storage_pb2_grpc.StorageServ
     health = health_pb2_grpc.HealthStub(stub.test_channel)  # type: ignore[attr-defined]
     reply = await health.Check(health_pb2.HealthCheckRequest(service="sfvault.storage.v1.StorageService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_chunk_larger_than_grpcs_default_message_limit_is_received(
+    stub: storage_pb2_grpc.StorageServiceStub,
+) -> None:
+    # the server takes SFVAULT_STORAGE_MAX_MESSAGE_MB (64) per message, not gRPC's 4 MiB default
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="big", type=DATA, object_name="Account"))
+    await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
+    records = [account(n, "x" * 60_000) for n in range(1, 81)]  # ~4.8 MB
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{stub.test_port}",  # type: ignore[attr-defined]
+        options=[("grpc.max_send_message_length", 64 << 20)],
+    )
+    try:
+        big = storage_pb2_grpc.StorageServiceStub(channel)
+        put = pb.PutRecordsRequest(
+            org_id=ORG, session_id="s1", job_id="big", chunk_seq=1, object_name="Account", records=records
+        )
+        assert put.ByteSize() > 4 << 20
+        result = await big.PutRecords(put)
+        assert result.counts.new_versions == 80
+    finally:
+        await channel.close()

@@ -3,6 +3,7 @@ deletes, history, as-of reads, exports and restore points."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -74,6 +75,49 @@ async def test_a_crash_inside_the_chunk_transaction_leaves_nothing(harness: Harn
     harness.store._fault = None
     retried = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
     assert retried.counts.new_versions == 2 and not retried.replayed
+
+
+@pytest.mark.parametrize("point", ["records.after_copy", "records.after_head", "records.after_versions"])
+async def test_a_crash_inside_a_chunk_of_changes_leaves_the_previous_state(harness: Harness, point: str) -> None:
+    # the first chunk takes the initial-load path (head rows COPied); this one the upsert path
+    s = harness.storage
+    await data_job(s)
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+
+    async def crash(at: str) -> None:
+        if at == point:
+            raise RuntimeError(f"simulated crash at {at}")
+
+    harness.store._fault = crash
+    changed = [account(1, "changed"), account(3)]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        await s.put_records(ORG, "s1", "j1", 2, "Account", changed)
+    assert (await harness.count("record_versions"), await harness.count("record_head")) == (2, 2)
+    assert await harness.count("chunks") == 1
+    harness.store._fault = None
+    retried = await s.put_records(ORG, "s1", "j1", 2, "Account", changed)
+    assert (retried.counts.new_versions, retried.counts.changed) == (1, 1)
+
+
+async def test_overlapping_chunks_at_once_store_each_record_once(harness: Harness) -> None:
+    # two jobs load the same new records concurrently: one chunk's head COPY waits for the other's, finds the
+    # rows created, and upserts instead (unchanged or changed), so no record gets two first versions
+    s = harness.storage
+    await data_job(s, job="j1")
+    await data_job(s, job="j2")
+    ids = range(1, 41)
+    results = await asyncio.gather(
+        s.put_records(ORG, "s1", "j1", 1, "Account", [account(n) for n in ids]),
+        s.put_records(ORG, "s1", "j2", 1, "Account", [account(n, "other" if n % 2 else "Acme") for n in ids]),
+    )
+    assert sum(r.counts.new_versions for r in results) == len(ids)
+    assert sum(r.counts.new_versions + r.counts.changed + r.counts.unchanged for r in results) == 2 * len(ids)
+    assert await harness.count("record_head") == len(ids)
+    versions = await harness.count("record_versions")
+    assert versions == len(ids) + sum(r.counts.changed for r in results)
+    async with harness.store.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM storage.record_head WHERE versions <> 1 + (hash IS NULL)::int")
+        assert (await cur.fetchone())[0] == sum(r.counts.changed for r in results)  # type: ignore[index]
 
 
 async def test_duplicate_ids_in_one_chunk_keep_the_last(harness: Harness) -> None:
