@@ -246,8 +246,9 @@ async def test_a_chunk_larger_than_grpcs_default_message_limit_is_received(
     await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="big", type=DATA, object_name="Account"))
     await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
     records = [account(n, "x" * 60_000) for n in range(1, 81)]  # ~4.8 MB
-    channel = grpc.aio.insecure_channel(
+    channel = aio_channel(
         f"127.0.0.1:{stub.test_port}",  # type: ignore[attr-defined]
+        token("service", "jobrunner"),
         options=[("grpc.max_send_message_length", 64 << 20)],
     )
     try:
