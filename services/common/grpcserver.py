@@ -10,6 +10,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import telemetry
+
 
 @dataclass
 class GrpcServer:
@@ -38,9 +40,10 @@ async def start_grpc_server(
 ) -> GrpcServer:
     """Start a server with the given (add_XServicer_to_server, servicer, full service name) registrations.
 
-    Health starts NOT_SERVING; the caller flips it once its dependencies are reachable.
+    Health starts NOT_SERVING; the caller flips it once its dependencies are reachable. Every call but
+    health and reflection gets a SERVER span (the tracing interceptor runs first, so refused calls show too).
     """
-    server = grpc.aio.server(interceptors=list(interceptors))
+    server = grpc.aio.server(interceptors=[telemetry.ServerInterceptor(), *interceptors])
     names: list[str] = []
     for add, servicer, name in registrations:
         add(servicer, server)

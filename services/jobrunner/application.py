@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.common import events
+from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
 from services.common.salesforce import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable
 from services.jobrunner.domain import CountMismatch, Tally
@@ -231,6 +232,16 @@ class Runner:
         attempt = int(msg.metadata.num_delivered)
         control = JobControl()
         self.watcher.controls[key] = control
+        consumed = telemetry.Consumed(
+            msg.subject, dict(msg.headers or {}), "JobSpec", spec.session_id, spec.job_id, f"job:{key[0]}:{key[1]}"
+        )
+        job_type = ev.JobType.Name(spec.type).removeprefix("JOB_TYPE_").lower()
+        with telemetry.running_job(consumed, object_name=spec.object_name, job_type=job_type):
+            await self._run(spec, msg, key, control, attempt)
+
+    async def _run(
+        self, spec: jobs_pb2.JobSpec, msg: Msg, key: tuple[str, str], control: JobControl, attempt: int
+    ) -> None:
         try:
             await self.bus.emit(
                 ev.JobStarted(worker_id=self.worker_id, attempt=attempt, type=spec.type, object_name=spec.object_name),
@@ -240,7 +251,9 @@ class Runner:
             )
             async with heartbeat(msg, self.heartbeat_s):
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self.executor, self.execute, spec, control, attempt)
+                # in a copy of this context, so the job's Salesforce and storage calls join its trace
+                run = contextvars.copy_context().run
+                result = await loop.run_in_executor(self.executor, run, self.execute, spec, control, attempt)
             await self._report(spec, msg, result, attempt)
         except Exception:
             log.exception("job %s could not be reported; handing it back", spec.job_id)

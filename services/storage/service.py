@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
+from services.common import telemetry
 from services.common.bus import Bus, BusConfig
 from services.common.grpcserver import GrpcServer
 from services.storage.api import StorageServicer
@@ -32,7 +33,8 @@ async def start_grpc_server(servicer: StorageServicer, *, port: int, max_message
     is larger than gRPC's 4 MiB default. (The common helper takes no server options yet.)"""
     limit = max_message_mb << 20
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        interceptors=[telemetry.ServerInterceptor()],
     )
     storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
