@@ -67,7 +67,9 @@ async def test_publishing_while_consuming_continues_each_sessions_trace(
     """A batch mixing two sessions: what the handler publishes for a session joins that session's trace."""
     producer, consumer = buses
     for session in ("s1", "s2"):
-        await producer.emit(events_pb2.JobFinished(outcome=1), session_id=session, job_id="j1")
+        await producer.emit(
+            events_pb2.JobFinished(outcome=events_pb2.JOB_OUTCOME_SUCCESS), session_id=session, job_id="j1"
+        )
 
     async def announce(batch: list[Delivery]) -> None:
         for delivery in batch:
