@@ -213,9 +213,16 @@ def scope(*, session_id: str = "", job_id: str = "", object_name: str = "") -> I
 
 
 def _start(
-    name: str, kind: SpanKind, attributes: Mapping[str, Any], parent: otel_context.Context | None = None
+    name: str,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    parent: otel_context.Context | None = None,
+    *,
+    inherit: bool = True,
 ) -> Span:
-    return _state.tracer.start_span(name, context=parent, kind=kind, attributes={**_scope.get(), **attributes})
+    """Start a span; with `inherit`, it carries the ids of the scope it is started in."""
+    merged = {**_scope.get(), **attributes} if inherit else attributes
+    return _state.tracer.start_span(name, context=parent, kind=kind, attributes=merged)
 
 
 @contextlib.contextmanager
@@ -280,6 +287,7 @@ def publishing(
             **_ids(session_id, job_id),
         },
         parent,
+        inherit=False,  # a message names its own session and job (the scope may be another job's)
     )
     with _current(span):
         propagate.inject(headers)
@@ -310,6 +318,7 @@ def consuming(consumer: str, messages: Sequence[Consumed], *, object_name: str =
                 **_ids(m.session_id, m.job_id, object_name),
             },
             propagate.extract(m.headers),
+            inherit=False,
         )
         spans.append(span)
         if m.session_id:
