@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import logging
 import os
 import re
@@ -547,7 +548,11 @@ def _traced_handler(handler: grpc.RpcMethodHandler, method: str, carrier: Mappin
             span = _server_span(method, carrier)
             try:
                 with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                    async for item in fn(request, context):
+                    responses = fn(request, context)
+                    if inspect.isawaitable(responses):  # a handler that writes with context.write()
+                        await responses
+                        return
+                    async for item in responses:
                         yield item
             except BaseException as exc:
                 span.set_attribute("error.type", type(exc).__name__)
