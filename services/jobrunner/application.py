@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import requests
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -20,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
+from simple_salesforce.exceptions import SalesforceGeneralError
 
 from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
@@ -41,7 +43,15 @@ from services.jobrunner.store import JobStore
 
 log = logging.getLogger("sfvault.jobrunner")
 CONSUMER = "jobrunner"
-TRANSIENT = (StorageUnavailable, OrgUnreachable, psycopg.OperationalError)
+# what may pass: the job is handed back and retried (with back-off, up to max_deliver attempts)
+TRANSIENT = (
+    StorageUnavailable,
+    OrgUnreachable,
+    psycopg.OperationalError,
+    SalesforceGeneralError,  # 5xx still failing after OrgClient's retries
+    requests.ConnectionError,
+    requests.Timeout,
+)
 CLOSING = {"SessionCancelled": "cancelled", "SessionFailed": "terminated", "SessionFinished": "terminated"}
 
 
@@ -157,6 +167,7 @@ class Runner:
         ack_wait_s: float = 60.0,
         heartbeat_s: float = 10.0,
         client_factory: Callable[[jobs_pb2.JobSpec], JobOrgClient] | None = None,
+        http_timeout_s: float = 120.0,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -167,10 +178,11 @@ class Runner:
         self.ack_wait_s = ack_wait_s
         self.heartbeat_s = heartbeat_s
         self.client_factory = client_factory or (
-            lambda spec: JobOrgClient(credentials(spec), api_call_cap=int(spec.api_call_cap))
+            lambda spec: JobOrgClient(credentials(spec), api_call_cap=int(spec.api_call_cap), timeout=http_timeout_s)
         )
         self.watcher = Watcher(bus)
-        self.executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="job")
+        # room beyond the concurrency: a terminated job's thread may still be stuck in a hung call
+        self.executor = ThreadPoolExecutor(max_workers=self.concurrency * 2, thread_name_prefix="job")
         self.tasks: set[asyncio.Task[None]] = set()
         self.jobs_done = 0  # jobs handled to the end (reported, handed back or termed)
         self.jobs_dropped = 0  # jobs taken whose session or job had already ended
@@ -249,12 +261,28 @@ class Runner:
                 job_id=spec.job_id,
                 id_parts=(attempt,),
             )
+            loop = asyncio.get_running_loop()
+            terminated = asyncio.Event()
+
+            def on_stop(why: str) -> None:
+                if why in ("terminated", "dropped"):
+                    loop.call_soon_threadsafe(terminated.set)
+
+            control.on_stop = on_stop
             async with heartbeat(msg, self.heartbeat_s):
-                loop = asyncio.get_running_loop()
                 # in a copy of this context, so the job's Salesforce and storage calls join its trace
-                run = contextvars.copy_context().run
-                result = await loop.run_in_executor(self.executor, run, self.execute, spec, control, attempt)
-            await self._report(spec, msg, result, attempt)
+                work: asyncio.Future[Result] = loop.run_in_executor(
+                    self.executor, contextvars.copy_context().run, self.execute, spec, control, attempt
+                )
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(terminated.wait())
+                await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            if not work.done():
+                # A call may hang for minutes (a stalled response): the job is over for the session now, so the
+                # message is termed at once; the thread stores nothing more and ends on its own.
+                await msg.term()
+                return
+            await self._report(spec, msg, work.result(), attempt)
         except Exception:
             log.exception("job %s could not be reported; handing it back", spec.job_id)
             with contextlib.suppress(Exception):
@@ -301,6 +329,16 @@ class Runner:
             else:
                 return self._result(run, ev.JOB_OUTCOME_ERROR, f"unknown job type {spec.type}", "ack")
             return self._result(run, ev.JOB_OUTCOME_SUCCESS, message, "ack")
+        except Exception as exc:
+            return self._classify(exc, run, control, spec, attempt)
+
+    def _classify(
+        self, exc: Exception, run: JobRun | None, control: JobControl, spec: jobs_pb2.JobSpec, attempt: int
+    ) -> Result:
+        if control.why is not None and not isinstance(exc, JobStopped):
+            exc = JobStopped(control.why)  # whatever broke after a stop signal, the stop decides the report
+        try:
+            raise exc
         except JobStopped as stop:
             if stop.why == "cancelled":
                 return self._result(run, ev.JOB_OUTCOME_CANCELLED, "cancelled", "ack")

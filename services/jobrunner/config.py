@@ -25,6 +25,7 @@ class JobrunnerSettings(ServiceSettings):
     jobrunner_bulk_page: int = 50_000
     jobrunner_rest_batch: int = 2000
     jobrunner_drain_s: float = 30.0
+    jobrunner_http_timeout_s: float = 120.0  # one Salesforce call; a hung one is retried after this
     storage_max_message_mb: int = 64
 
     @property

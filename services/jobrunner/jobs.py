@@ -8,8 +8,10 @@ import datetime as dt
 import io
 import logging
 import threading
+import urllib.parse
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,7 @@ class JobControl:
     def __init__(self) -> None:
         self._why: str | None = None
         self._lock = threading.Lock()
+        self.on_stop: Callable[[str], None] | None = None
 
     def stop(self, why: str) -> None:
         with self._lock:
@@ -55,6 +58,8 @@ class JobControl:
             order = {"terminated": 3, "dropped": 3, "cancelled": 2, "shutdown": 1}
             if self._why is None or order[why] > order[self._why]:
                 self._why = why
+        if self.on_stop is not None:
+            self.on_stop(why)
 
     @property
     def why(self) -> str | None:
@@ -117,6 +122,10 @@ class JobRun:
     seq: int = 0  # last chunk stored
     checkpoint: dict[str, Any] = field(default_factory=dict)
     stored_received: int = 0
+    # one chunk may be in storage's hands while the next is read: they are still sent strictly in order, and a
+    # chunk's checkpoint is written only once the chunk before it committed
+    pipe: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chunk"))
+    pending: Future[None] | None = None
 
     @property
     def org(self) -> str:
@@ -142,8 +151,15 @@ class JobRun:
             return dict(cp.get("prev") or {}) or None  # the chunk announced last never committed
         return None  # unknown: read again from the start (storage finds the re-read records unchanged)
 
+    def wait_stored(self) -> None:
+        """Until the chunk in flight is committed (its error, if any, is raised here)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
     def _announce(self, pos: dict[str, Any], extra: dict[str, Any]) -> int:
         """Write-ahead: the next chunk's number and where reading continues after it, before storing it."""
+        self.wait_stored()
         self.control.check()
         seq = self.seq + 1
         prev = self.checkpoint.get("pos") if self.checkpoint.get("seq") == self.seq else None
@@ -152,6 +168,7 @@ class JobRun:
         return seq
 
     def save_state(self, **extra: Any) -> None:
+        self.wait_stored()
         self.checkpoint = {**self.checkpoint, **extra}
         self.store.save_checkpoint(self.spec.session_id, self.spec.job_id, self.checkpoint)
 
@@ -172,6 +189,9 @@ class JobRun:
 
     def put_records(self, object_name: str, records: list[bytes], pos: dict[str, Any], **extra: Any) -> None:
         seq = self._announce(pos, extra)
+        self.pending = self.pipe.submit(self._store, seq, object_name, records)
+
+    def _store(self, seq: int, object_name: str, records: list[bytes]) -> None:
         result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)
         if not result.replayed and int(result.counts.received) != len(records):
             raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
@@ -190,6 +210,11 @@ class JobRun:
         return list(result.unknown_ids)
 
     def finish_counts(self) -> Tally:
+        try:
+            self.wait_stored()
+        except Exception:
+            log.debug("the chunk in flight failed", exc_info=True)
+        self.pipe.shutdown(wait=False)
         self.tally.api_calls = self.client.api_calls
         return self.tally
 
@@ -280,10 +305,11 @@ class DataJob:
                 domain.parse_sf_datetime(saved["deleted_since"]) if saved.get("deleted_since") else None,
             )
         every = self.data.reconcile_every.ToTimedelta() if self.data.HasField("reconcile_every") else None
+        backfill = any(f.backfill for f in self.data.fields)  # a new field: every record is read for it
         plan = domain.plan_data_job(
             marks,
             self.run.client.org_now(),
-            full=self.data.full,
+            full=self.data.full or backfill,
             has_system_modstamp=self.data.has_system_modstamp or self._has("SystemModstamp"),
             replicateable=self.data.replicateable,
             reconcile_every=every or None,
@@ -328,14 +354,51 @@ class DataJob:
     def _read(self, plan: Plan, pos: dict[str, Any]) -> None:
         self.track_seen = plan.deleted_since is not None
         if pos.get("api") == "bulk":
-            self._bulk(plan, pos)
+            self._bulk_else_rest(plan, pos)
+            return
+        if self._too_wide_for_rest(plan):
+            if not self.data.bulk_supported:
+                raise SalesforceError(
+                    0,
+                    "TOO_WIDE",
+                    f"{self.obj}: its {len(self.selection.rest_fields)} fields exceed a REST query's length and"
+                    " Bulk API 2.0 cannot serve the object",
+                )
+            log.info("%s is too wide for a REST query line: Bulk only", self.obj)
+            self._bulk(plan, {})
             return
         after = Key(pos["key"][0], pos["key"][1]) if pos.get("key") else None
         if pos.get("api") == "rest" or not self.data.bulk_supported:
             self._rest(plan, after, probe=False)
             return
         if not self._rest(plan, after, probe=True):
-            self._bulk(plan, {})
+            self._bulk_else_rest(plan, {})
+
+    def _too_wide_for_rest(self, plan: Plan) -> bool:
+        """Whether the REST query (URL-encoded, with the longest keyset condition) passes 16 KB request lines."""
+        longest = domain.build_soql(
+            self.obj,
+            self.selection.rest_fields,
+            start=plan.start,
+            end=plan.end,
+            id_from=self.data.id_from,
+            id_to=self.data.id_to,
+            after=Key("2000-01-01T00:00:00.000Z", "0" * 18),
+            ordered="modstamp",
+        )
+        return len(urllib.parse.quote_plus(longest)) > 14_000
+
+    def _bulk_else_rest(self, plan: Plan, pos: dict[str, Any]) -> None:
+        """Bulk, and when Salesforce cannot run the Bulk job, the same read through REST from the start (what
+        was stored already is unchanged to storage): a refused Bulk job never means a skipped object."""
+        try:
+            self._bulk(plan, pos)
+        except SalesforceError as exc:
+            if self._too_wide_for_rest(plan):
+                raise
+            log.warning("Bulk read of %s failed (%s); reading it through REST", self.obj, exc.code)
+            self.run.wait_stored()
+            self._rest(plan, None, probe=False)
 
     def _ordering(self, plan: Plan) -> str:
         return "modstamp" if plan.mode == "incremental" else "id"
@@ -389,6 +452,7 @@ class DataJob:
                 log.info("query locator expired for %s; continuing after the last record read", self.obj)
                 if buffer and buffer_key is not None:
                     self._flush_rest(buffer, buffer_key)
+                self.run.wait_stored()
                 last = self._last_stored_key() or after
 
     def _last_stored_key(self) -> Key | None:
@@ -482,6 +546,7 @@ class DataJob:
         """Every Id in the org (queryAll, so the recycle bin counts as present) against every Id storage holds
         live or soft-deleted: the ones storage holds and the org no longer has are hard-deleted. Records the
         org has and storage lacks were just read by the full copy this runs after."""
+        self.run.wait_stored()  # storage's view must include every chunk of the read
         soql = domain.build_soql(self.obj, ["Id"], id_from=self.data.id_from, id_to=self.data.id_to)
         org_ids: set[str] = set()
         if self.data.bulk_supported:
@@ -566,7 +631,7 @@ class FileJob:
         run = self.run
         body_field, size_field, name_field, type_field = FILE_OBJECTS[obj]
         known = run.store.stored_files(run.org, obj)
-        fields = ["Id", "SystemModstamp", size_field, name_field, type_field, "IsDeleted"]
+        fields = ["Id", "SystemModstamp", size_field, name_field, type_field]
         soql = domain.build_soql(obj, fields, ordered="id")
         page = self.reader.query_page(soql, query_all=False, batch_size=2000)
         expected, rows = page.total_size, list(page.records)

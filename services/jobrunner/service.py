@@ -85,6 +85,7 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
         tuning=tuning(settings),
         ack_wait_s=settings.jobrunner_ack_wait_s,
         heartbeat_s=settings.jobrunner_heartbeat_s,
+        http_timeout_s=settings.jobrunner_http_timeout_s,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))

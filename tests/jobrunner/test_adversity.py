@@ -126,3 +126,28 @@ async def test_request_limit_exceeded_stops_with_an_error_and_the_next_session_c
     spec = data_spec(org, "Task", "s3", "j1")
     await _ok(stack, spec)
     await _clean(stack, org, admin, spec)
+
+
+async def test_a_refused_bulk_job_falls_back_to_rest_and_a_wide_object_goes_to_bulk(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    await stack.start_jobrunner(jobrunner_bulk_threshold=10)
+    admin.fault(endpoint="bulk2_create", error_rate=1.0, error="QUERY_TIMEOUT")
+    spec = data_spec(org, "Case", "s1", "j-case")
+    await _ok(stack, spec)
+    admin.clear_faults()
+    await _clean(stack, org, admin, spec)
+
+    admin.add_object("Wide__c", records=30)
+    for i in range(450):  # about 17 KB of field names: more than a REST request line may carry
+        admin.add_field("Wide__c", f"A_Rather_Long_Field_Name_{i:03d}", "string")
+    admin.create("Wide__c", n=5, values={"A_Rather_Long_Field_Name_007__c": "x"})
+    wide = data_spec(org, "Wide__c", "s1", "j-wide")
+    assert len(wide.data.fields) > 450
+    await _ok(stack, wide)
+    await _clean(stack, org, admin, wide)
+    admin.update("Wide__c", n=3, values={"A_Rather_Long_Field_Name_100__c": "changed"})
+    admin.advance_clock(400)
+    done = await _ok(stack, data_spec(org, "Wide__c", "s2", "j-wide"))
+    assert "incremental" in done.message and done.counts.changed == 3
+    await _clean(stack, org, admin, wide)

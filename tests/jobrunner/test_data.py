@@ -46,6 +46,13 @@ async def test_full_copy_rest_and_bulk_then_incremental_and_reconciliation(
     assert all(stored[i].get("_deleted") == "soft" for i in soft)
     assert all(i in stored and not stored[i].get("_deleted") for i in hard)  # not caught yet: needs the Ids
 
+    # a window larger than the Bulk threshold is read through Bulk
+    many = admin.update("Account", n=70)["ids"]
+    admin.advance_clock(400)
+    done = await stack.run(data_spec(org, "Account", "s2b", "j-Account"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "incremental" in done.message and done.counts.changed == len(set(many)), done
+
     # the reconciliation (due at once here) finds the hard deletes; nothing else gets a version
     rec = data_spec(org, "Account", "s3", "j-Account", reconcile_every=dt.timedelta(seconds=1))
     done = await stack.run(rec)

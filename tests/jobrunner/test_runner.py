@@ -110,3 +110,52 @@ async def test_sigkill_mid_job_is_redelivered_and_resumed_without_duplicates(
     changed = sum(p.counts.changed for p in points.restore_points)
     stored_records = len(truth["objects"]["Account"]) + len(truth["recycle_bin"]["Account"])
     assert (total, changed) == (stored_records, 0)  # one version per record: nothing stored twice
+
+
+async def test_sigterm_hands_the_job_back_and_another_replica_resumes_it(
+    stack: Stack, org: dict[str, Any], admin: Admin, slow_results: None
+) -> None:
+    first = await stack.start_jobrunner(**SLOW, jobrunner_worker_id="leaving")
+    spec = data_spec(org, "Account", "s4", "js", full=True)
+    await stack.enqueue(spec)
+    await stack.wait_for(lambda: len(stack.chunks.get(("s4", "js"), ())) >= 2)
+    await first.stop(30)  # SIGTERM's path: the job stops at a chunk boundary and is handed back (nak)
+    stack.runners.remove(first)
+    assert ("s4", "js") not in stack.finished
+    await stack.start_jobrunner(**SLOW, jobrunner_worker_id="staying")
+    done = await stack.wait_finished("s4", "js", 120)
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    await stack.wait_for(lambda: len(stack.chunks.get(("s4", "js"), ())) >= done.chunks)
+    assert stack.chunks[("s4", "js")] == set(range(1, done.chunks + 1))
+    result = reconcile(admin.ground_truth(objects=["Account"]), await stack.export(org["org_id"], "Account"), spec)
+    assert result.clean, str(result)
+
+
+async def test_a_replica_started_after_the_session_ended_still_drops_its_jobs(
+    stack: Stack, org: dict[str, Any]
+) -> None:
+    assert stack.bus is not None
+    await stack.bus.emit(ev.SessionFailed(reason="org unreachable"), session_id="s5")
+    await stack.bus.emit(ev.JobTerminated(reason="stall"), session_id="s6", job_id="t1")
+    await stack.bus.emit(ev.JobTerminated(reason="stall"), session_id="s6", job_id="t2")
+    running = await stack.start_jobrunner()  # learns both only from the stream's history
+    await stack.enqueue(data_spec(org, "Campaign", "s5", "late"))
+    await stack.enqueue(data_spec(org, "Campaign", "s6", "t1"))
+    await stack.wait_for(lambda: running.runner.jobs_dropped >= 2, 60)
+    assert not stack.started
+
+
+async def test_a_job_hung_on_a_stalled_response_is_termed_at_once_when_terminated(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    running = await stack.start_jobrunner(**SLOW, jobrunner_http_timeout_s=3.0)
+    admin.fault(endpoint="bulk2_results", hang=True)
+    try:
+        await stack.enqueue(data_spec(org, "Account", "s7", "jh", full=True))
+        await stack.wait_for(lambda: ("s7", "jh") in stack.started)
+        assert stack.bus is not None
+        await stack.bus.emit(ev.JobTerminated(reason="stall timeout"), session_id="s7", job_id="jh")
+        await stack.wait_for(lambda: running.runner.jobs_done >= 1, 30)
+        assert ("s7", "jh") not in stack.finished
+    finally:
+        admin.clear_faults()

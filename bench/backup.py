@@ -1,0 +1,226 @@
+"""Backup benchmark: sforg (BENCH_BACKUP_SCALE, default small; `large` = 1,000,000 records) backed up by a
+jobrunner process into a storage process, on embedded PostgreSQL and NATS. Prints the initial copy's
+records/s, API calls and the jobrunner's peak RSS; the source ceiling (every Bulk page downloaded and
+discarded) and the sink ceiling (COPY of the same rows); incremental runs at 1 % and 0 % changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+from nats.js.api import DeliverPolicy
+from sfvault.discovery.v1 import discovery_pb2 as dpb
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+
+from bench.storage import StorageProcess, _rss_peak_mb
+from services.common import events
+from services.common.bus import Bus, BusConfig
+from services.common.embedded import free_port, nats_server, postgres_server
+from services.common.salesforce import Credentials, OrgClient
+from sforg.testing import Admin, running_org
+
+SCALE = os.environ.get("BENCH_BACKUP_SCALE", "small")
+SECRET_ENV = "SFVAULT_BENCH_SFORG_SECRET"
+# bodies go through the file job; ContentDocumentLink needs a filter (discovery leaves it out)
+SKIP = {"ContentVersion", "Attachment", "Document", "ContentDocument", "ContentDocumentLink"}
+
+
+def _creds(info: dict[str, Any]) -> Credentials:
+    return Credentials(
+        login_url=info["login_url"],
+        auth_flow="client_credentials",
+        client_id=info["client_id"],
+        client_secret_ref=f"env:{SECRET_ENV}",
+        ca_bundle_ref="file:" + info["ca_file"],
+        api_version=info["api_version"],
+    )
+
+
+def _specs(info: dict[str, Any], session: str) -> list[jobs_pb2.JobSpec]:
+    client = OrgClient(_creds(info))
+    catalogue = client.request("GET", f"/services/data/v{info['api_version']}/sobjects").json()
+    names = [o["name"] for o in catalogue["sobjects"] if o["name"] not in SKIP]
+    conn = dpb.OrgConnection(
+        login_url=info["login_url"],
+        auth_flow=dpb.AUTH_FLOW_CLIENT_CREDENTIALS,
+        client_id=info["client_id"],
+        client_secret_ref=f"env:{SECRET_ENV}",
+        ca_bundle_ref="file:" + info["ca_file"],
+        api_version=info["api_version"],
+    )
+    out = []
+    for name in names:
+        d = client.request("GET", f"/services/data/v{info['api_version']}/sobjects/{name}/describe").json()
+        fields = {f["name"] for f in d["fields"]}
+        out.append(
+            jobs_pb2.JobSpec(
+                session_id=session,
+                job_id=f"data-{name}",
+                type=ev.JOB_TYPE_DATA,
+                org_id="bench",
+                policy_id="bench",
+                object_name=name,
+                connection=conn,
+                salesforce_org_id=info["org_id"],
+                instance_url=info["instance_url"],
+                data=jobs_pb2.DataJob(
+                    fields=[
+                        jobs_pb2.FieldSpec(name=f["name"], sf_type=f["type"], calculated=bool(f["calculated"]))
+                        for f in d["fields"]
+                    ],
+                    key_prefix=d.get("keyPrefix") or "",
+                    bulk_supported=name != "Attachment",
+                    queryall_supported="IsDeleted" in fields,
+                    has_system_modstamp="SystemModstamp" in fields,
+                    replicateable=bool(d.get("replicateable")),
+                    describe_json=json.dumps(d).encode(),
+                ),
+            )
+        )
+    return out
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.finished: dict[tuple[str, str], ev.JobFinished] = {}
+        self.changed = asyncio.Event()
+
+    async def on_msg(self, msg: Any) -> None:
+        env = events.decode(msg.data)
+        self.finished[(env.session_id, env.job_id)] = env.job_finished
+        self.changed.set()
+
+    async def wait(self, keys: list[tuple[str, str]]) -> list[ev.JobFinished]:
+        while not all(k in self.finished for k in keys):
+            self.changed.clear()
+            await self.changed.wait()
+        return [self.finished[k] for k in keys]
+
+
+async def _session(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]) -> tuple[float, int, int]:
+    started = time.perf_counter()
+    for spec in specs:
+        await bus.enqueue_job(spec)
+    done = await collector.wait([(s.session_id, s.job_id) for s in specs])
+    elapsed = time.perf_counter() - started
+    bad = [d.message for d in done if d.outcome != ev.JOB_OUTCOME_SUCCESS]
+    if bad:
+        print(f"   !! {len(bad)} jobs not successful: {bad[:3]}")
+    return elapsed, sum(d.counts.received for d in done), sum(d.counts.api_calls for d in done)
+
+
+def _source_ceiling(info: dict[str, Any], specs: list[jobs_pb2.JobSpec]) -> tuple[int, float]:
+    """Every object's Bulk results downloaded and discarded: what Salesforce (sforg) can deliver."""
+    client = OrgClient(_creds(info))
+    base = f"/services/data/v{info['api_version']}/jobs/query"
+    rows, started = 0, time.perf_counter()
+    for spec in specs:
+        if not spec.data.bulk_supported:
+            continue
+        names = [f.name for f in spec.data.fields if f.sf_type not in ("address", "location", "base64")]
+        body = {"operation": "queryAll", "query": f"SELECT {', '.join(names)} FROM {spec.object_name}"}
+        created = client.request("POST", base, json=body).json()
+        if not isinstance(created, dict):
+            print(f"   source ceiling: {spec.object_name} refused: {created}")
+            continue
+        job = created["id"]
+        client.request("GET", f"{base}/{job}")
+        locator = ""
+        while True:
+            params: dict[str, Any] = {"maxRecords": 50000, **({"locator": locator} if locator else {})}
+            resp: requests.Response = client.request("GET", f"{base}/{job}/results", params=params, stream=True)
+            for _ in resp.iter_content(1 << 20):
+                pass
+            rows += int(resp.headers["Sforce-NumberOfRecords"])
+            locator = resp.headers.get("Sforce-Locator", "null")
+            if locator in ("", "null"):
+                break
+    return rows, time.perf_counter() - started
+
+
+def _sink_ceiling(url: str) -> tuple[int, float]:
+    """COPY of the stored rows (their canonical JSON) into a scratch table: what PostgreSQL can take."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        data = [r[0] for r in conn.execute("SELECT data::text FROM storage.record_versions")]
+        conn.execute("CREATE UNLOGGED TABLE IF NOT EXISTS bench_sink (id bigserial, data jsonb)")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY bench_sink (data) FROM STDIN") as copy:
+            for row in data:
+                copy.write_row((row,))
+        return len(data), time.perf_counter() - started
+
+
+async def _main(url: str, nats_url: str, work: Path) -> None:
+    print(f"   generating sforg at scale {SCALE} ...", flush=True)
+    with running_org(work / "org", scale=SCALE, seed=3, timeout=3600) as info:
+        os.environ[SECRET_ENV] = info["client_secret"]
+        admin = Admin(info)
+        storage = StorageProcess(url, nats_url, str(work / "files"))
+        jr_env = {
+            **os.environ,
+            "SFVAULT_DATABASE_URL": url,
+            "SFVAULT_NATS_URL": nats_url,
+            "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
+            "SFVAULT_JOBRUNNER_PORT": str(free_port()),
+            "SFVAULT_JOBRUNNER_CONCURRENCY": os.environ.get("BENCH_BACKUP_CONCURRENCY", "2"),
+            "SFVAULT_LOG_LEVEL": "WARNING",
+        }
+        # its own process, so its peak RSS is its own
+        jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
+        bus = await Bus.connect(BusConfig(nats_url), producer="bench")
+        collector = Collector()
+        await bus.js.subscribe(
+            bus.config.events_subject("*.JobFinished"),
+            cb=collector.on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            specs = _specs(info, "initial")
+            elapsed, records, calls = await _session(bus, collector, specs)
+            rss = _rss_peak_mb(jobrunner.pid)
+            print(f"initial: {records:,} records in {elapsed:.1f} s = {records / elapsed:,.0f} records/s")
+            print(f"initial: {calls} API calls ({calls / max(records, 1) * 10000:.2f} per 10,000 records)")
+            print(f"jobrunner peak RSS: {rss:.0f} MB")
+            src_rows, src_s = _source_ceiling(info, specs)
+            print(f"source ceiling: {src_rows:,} rows in {src_s:.1f} s = {src_rows / src_s:,.0f} rows/s")
+            sink_rows, sink_s = _sink_ceiling(url)
+            print(f"sink ceiling: {sink_rows:,} rows in {sink_s:.1f} s = {sink_rows / sink_s:,.0f} rows/s")
+            ceiling = min(src_rows / src_s, sink_rows / sink_s)
+            print(f"initial vs 0.5 x min(ceilings): {records / elapsed:,.0f} vs {0.5 * ceiling:,.0f}")
+            for label, fraction in (("1 %", 0.01), ("0 %", 0.0)):
+                if fraction:
+                    for spec in specs:
+                        admin.update(spec.object_name, fraction=fraction)
+                admin.advance_clock(400)
+                session = f"inc{int(fraction * 100)}"
+                inc_specs = [jobs_pb2.JobSpec.FromString(s.SerializeToString()) for s in specs]
+                for s in inc_specs:
+                    s.session_id = session
+                t, r, c = await _session(bus, collector, inc_specs)
+                print(
+                    f"incremental {label}: {t:.1f} s ({t / elapsed * 100:.1f} % of the initial), {r:,} records,"
+                    f" {c} API calls ({c / len(specs):.1f} per object)"
+                )
+            print(f"jobrunner peak RSS (whole run): {_rss_peak_mb(jobrunner.pid):.0f} MB")
+        finally:
+            jobrunner.terminate()
+            jobrunner.wait(60)
+            storage.stop()
+            await bus.close()
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory() as tmp, postgres_server() as url, nats_server() as nats_url:
+        asyncio.run(_main(url, nats_url, Path(tmp)))
