@@ -13,6 +13,7 @@ from sfvault.session.v1 import session_pb2_grpc
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.common.auth import channel
+from services.common.settings import channel_credentials
 
 DEFAULT_HOME = Path(os.environ.get("SFVAULT_HOME", ".sfvault"))
 
@@ -49,7 +50,12 @@ class Clients:
         self._channels: list[grpc.Channel] = []
 
     def _channel(self, address: str) -> grpc.Channel:
-        ch = channel(address, self.endpoints.token, options=[("grpc.max_receive_message_length", 64 << 20)])
+        ch = channel(
+            address,
+            self.endpoints.token,
+            channel_credentials(os.environ.get("SFVAULT_TLS_CA_FILE", "")),
+            options=[("grpc.max_receive_message_length", 64 << 20)],
+        )
         self._channels.append(ch)
         return ch
 

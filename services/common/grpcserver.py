@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,3 +64,26 @@ async def start_grpc_server(
     result = GrpcServer(server, health_servicer, bound, tuple(names))
     await result.set_serving(False)
     return result
+
+
+async def watch_health(
+    server: GrpcServer,
+    checks: Iterable[Callable[[], Awaitable[bool]]],
+    stop: asyncio.Event,
+    interval_s: float = 5.0,
+) -> None:
+    """Keep health SERVING only while every dependency check passes (database answers, NATS connected)."""
+    serving = True
+    while not stop.is_set():
+        ok = True
+        for check in checks:
+            try:
+                ok = ok and bool(await asyncio.wait_for(check(), interval_s))
+            except Exception:
+                ok = False
+        if ok != serving and not stop.is_set():
+            log.warning("%s", "serving again" if ok else "not serving: a dependency is unreachable")
+            await server.set_serving(ok)
+            serving = ok
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

@@ -27,6 +27,17 @@ class ServiceSettings(BaseSettings):
     auth_disabled: bool = False
     auth_revoked: str = ""  # comma-separated token ids (jti) no longer accepted
     service_token: str = ""  # this service's own token for calls to other services (role "service")
+    # gRPC over TLS: the server's certificate and key, and the CA its clients trust (files, PEM)
+    health_check_interval_s: float = 5.0  # how often dependencies are checked for grpc.health.v1
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+
+    def server_credentials(self) -> Any:
+        return server_credentials(self.tls_cert_file, self.tls_key_file)
+
+    def channel_credentials(self) -> Any:
+        return channel_credentials(self.tls_ca_file)
 
     def auth_interceptors(self, required: dict[str, str]) -> list[Any]:
         """The server interceptors: authentication, unless SFVAULT_AUTH_DISABLED=true."""
@@ -68,3 +79,25 @@ def auth_interceptors(auth_key: str, auth_disabled: bool, auth_revoked: str, req
         )
     revoked = frozenset(t for t in auth_revoked.split(",") if t)
     return [AuthInterceptor(load_key(auth_key), required, revoked=revoked)]
+
+
+def server_credentials(cert_file: str, key_file: str) -> Any:
+    """TLS for a gRPC server when SFVAULT_TLS_CERT_FILE and SFVAULT_TLS_KEY_FILE are set, else None."""
+    import grpc
+
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        sys.exit("configuration error: SFVAULT_TLS_CERT_FILE and SFVAULT_TLS_KEY_FILE go together")
+    with open(key_file, "rb") as k, open(cert_file, "rb") as c:
+        return grpc.ssl_server_credentials([(k.read(), c.read())])
+
+
+def channel_credentials(ca_file: str) -> Any:
+    """TLS for a gRPC client when SFVAULT_TLS_CA_FILE is set (the CA the servers' certificates chain to)."""
+    import grpc
+
+    if not ca_file:
+        return None
+    with open(ca_file, "rb") as f:
+        return grpc.ssl_channel_credentials(root_certificates=f.read())

@@ -192,12 +192,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}"
 
 
-async def check_storage(address: str, timeout_s: float = 5.0) -> None:
+async def check_storage(address: str, timeout_s: float = 5.0, credentials: Any = None) -> None:
     """Storage's grpc.health.v1 must say SERVING; raises StorageUnreachable with the reason otherwise."""
     if not address:
         raise StorageUnreachable("no storage address is configured (SFVAULT_STORAGE_ADDR)")
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        channel_ = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
+        async with channel_ as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
     except grpc.aio.AioRpcError as exc:

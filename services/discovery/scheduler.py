@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.discovery import domain as d
 from services.discovery.schedule import InvalidSchedule, latest_due
@@ -89,12 +89,12 @@ class Scheduler:
 class GrpcSessionStarter:
     """Asks the session service (with this service's own token)."""
 
-    def __init__(self, address: str, token: str) -> None:
+    def __init__(self, address: str, token: str, credentials: Any = None) -> None:
         from sfvault.session.v1 import session_pb2_grpc
 
         from services.common.auth import aio_channel
 
-        self.channel = aio_channel(address, token)
+        self.channel = aio_channel(address, token, credentials)
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
 
     async def running_session(self, policy_id: str) -> str | None:

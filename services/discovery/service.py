@@ -64,7 +64,12 @@ async def serve(
         planner = Planner(
             store,
             connect,
-            functools.partial(adapters.check_storage, settings.storage_addr, settings.storage_check_timeout_s),
+            functools.partial(
+                adapters.check_storage,
+                settings.storage_addr,
+                settings.storage_check_timeout_s,
+                settings.channel_credentials(),
+            ),
             bus,
             clock or SystemClock(),
             max_deliver=bus.config.max_deliver,
@@ -81,6 +86,7 @@ async def serve(
             ],
             port=settings.discovery_port,
             interceptors=settings.auth_interceptors(ROLES),
+            credentials=settings.server_credentials(),
         )
         await grpc_server.set_serving(True)
         log.info("discovery serving on port %d", grpc_server.port)
@@ -91,7 +97,9 @@ async def serve(
         consumer = asyncio.create_task(consume_session_requests(bus, planner, stop, settings.discovery_ack_wait_s))
         outcomes = asyncio.create_task(consume_job_outcomes(bus, store, stop))
         health = asyncio.create_task(_watch_health(grpc_server, store, bus, stop))
-        starter = GrpcSessionStarter(settings.session_addr, settings.own_token("discovery"))
+        starter = GrpcSessionStarter(
+            settings.session_addr, settings.own_token("discovery"), settings.channel_credentials()
+        )
         scheduler = Scheduler(store, ScheduleRuns(store), starter, SystemClock())
         scheduling = asyncio.create_task(_schedule_forever(scheduler, settings.scheduler_interval_s, stop))
         stopped = asyncio.create_task(stop.wait())

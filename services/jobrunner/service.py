@@ -63,7 +63,10 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
     await store_module.migrate(settings.database_url, settings.jobrunner_db_schema)
     store = JobStore(settings.database_url, settings.jobrunner_db_schema, max_size=settings.jobrunner_concurrency + 2)
     storage = StorageClient(
-        settings.storage_addr, max_message_mb=settings.storage_max_message_mb, token=settings.own_token("jobrunner")
+        settings.storage_addr,
+        max_message_mb=settings.storage_max_message_mb,
+        token=settings.own_token("jobrunner"),
+        credentials=settings.channel_credentials(),
     )
     bus = await Bus.connect(
         BusConfig(
@@ -75,7 +78,7 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
         ),
         producer="jobrunner",
     )
-    server = await start_grpc_server([], port=settings.jobrunner_port)
+    server = await start_grpc_server([], port=settings.jobrunner_port, credentials=settings.server_credentials())
     runner = Runner(
         bus,
         store,

@@ -31,12 +31,20 @@ class StorageUnavailable(RuntimeError):
 
 class StorageClient:
     def __init__(
-        self, address: str, *, max_message_mb: int = 64, attempts: int = 6, timeout_s: float = 300.0, token: str = ""
+        self,
+        address: str,
+        *,
+        max_message_mb: int = 64,
+        attempts: int = 6,
+        timeout_s: float = 300.0,
+        token: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         limit = max_message_mb << 20
         self.channel = auth_channel(
             address,
             token,  # this jobrunner's own token (role "service"): storage accepts writes only from services
+            credentials,
             options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
         )
         self.stub = storage_pb2_grpc.StorageServiceStub(self.channel)

@@ -19,7 +19,7 @@ from sfvault.session.v1 import session_pb2, session_pb2_grpc
 
 from services.common import db
 from services.common.bus import Bus, BusConfig
-from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.session.api import SessionApi
 from services.session.application import Clock, SessionService, SystemClock
 from services.session.config import SessionSettings
@@ -71,6 +71,7 @@ async def serve(
             ],
             port=settings.session_port,
             interceptors=settings.auth_interceptors(ROLES),
+            credentials=settings.server_credentials(),
         )
         await grpc_server.set_serving(True)
         log.info("session service serving on port %d", grpc_server.port)
@@ -88,6 +89,18 @@ async def serve(
             )
         )
         enforcer = asyncio.create_task(_enforce_forever(app, settings.stall_check_interval_s, stop))
+
+        async def database_answers() -> bool:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            return True
+
+        async def nats_connected() -> bool:
+            return bool(bus.nc.is_connected)
+
+        health = asyncio.create_task(
+            watch_health(grpc_server, [database_answers, nats_connected], stop, settings.health_check_interval_s)
+        )
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({consumer, enforcer, stopped}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -96,9 +109,10 @@ async def serve(
         stop.set()
         await grpc_server.set_serving(False)
         await asyncio.wait_for(consumer, 30)  # the batch in hand commits and is acked
-        enforcer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await enforcer
+        for task in (enforcer, health):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     finally:
         if grpc_server is not None:
             await grpc_server.stop(2)

@@ -25,6 +25,8 @@ class StorageSettings(BaseSettings):
     auth_key: str = ""  # HMAC key of the bearer tokens (or file:/path); required unless auth_disabled
     auth_disabled: bool = False
     auth_revoked: str = ""
+    tls_cert_file: str = ""  # gRPC over TLS when both are set
+    tls_key_file: str = ""
 
 
 class ConfigError(SystemExit):

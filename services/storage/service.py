@@ -18,7 +18,7 @@ from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 from services.common import telemetry
 from services.common.bus import Bus, BusConfig
 from services.common.grpcserver import GrpcServer
-from services.common.settings import auth_interceptors
+from services.common.settings import auth_interceptors, server_credentials
 from services.storage.api import StorageServicer
 from services.storage.application import ChunkPublisher, Storage
 from services.storage.config import StorageSettings
@@ -44,7 +44,12 @@ ROLES = {
 
 
 async def start_grpc_server(
-    servicer: StorageServicer, *, port: int, max_message_mb: int, interceptors: list[Any] | None = None
+    servicer: StorageServicer,
+    *,
+    port: int,
+    max_message_mb: int,
+    interceptors: list[Any] | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> GrpcServer:
     """Like services.common.grpcserver.start_grpc_server, plus message size options: a 10,000-record chunk
     is larger than gRPC's 4 MiB default. (The common helper takes no server options yet.)"""
@@ -59,7 +64,8 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    address = f"0.0.0.0:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     result = GrpcServer(server, health_servicer, bound, (SERVICE_NAME,))
     await result.set_serving(False)
@@ -114,6 +120,7 @@ async def start(
         port=settings.storage_port,
         max_message_mb=settings.storage_max_message_mb,
         interceptors=auth_interceptors(settings.auth_key, settings.auth_disabled, settings.auth_revoked, ROLES),
+        credentials=server_credentials(settings.tls_cert_file, settings.tls_key_file),
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)
