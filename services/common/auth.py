@@ -23,6 +23,8 @@ from typing import Any
 
 import grpc
 
+from services.common import telemetry
+
 ROLES = {"viewer": 1, "operator": 2, "admin": 3, "service": 4}
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 audit = logging.getLogger("sfvault.audit")
@@ -259,9 +261,9 @@ class _StreamStreamAuth(_ClientAuth, grpc.aio.StreamStreamClientInterceptor):
 def aio_channel(
     address: str, token: str, credentials: grpc.ChannelCredentials | None = None, **options: Any
 ) -> grpc.aio.Channel:
-    """An asyncio channel that sends the token with every call."""
+    """An asyncio channel that sends the token with every call, and a CLIENT span per call."""
     kinds = (_UnaryUnaryAuth, _UnaryStreamAuth, _StreamUnaryAuth, _StreamStreamAuth)
-    interceptors: list[Any] = [kind(token) for kind in kinds] if token else []
+    interceptors: list[Any] = telemetry.aio_client_interceptors() + ([kind(token) for kind in kinds] if token else [])
     opts = list(options.get("options", ()))
     if credentials is not None:
         return grpc.aio.secure_channel(address, credentials, options=opts, interceptors=interceptors)
@@ -271,12 +273,13 @@ def aio_channel(
 def channel(
     address: str, token: str, credentials: grpc.ChannelCredentials | None = None, **options: Any
 ) -> grpc.Channel:
-    """A blocking channel that sends the token with every call (for threads and the CLI)."""
+    """A blocking channel that sends the token with every call (for threads and the CLI), with CLIENT spans."""
     opts = list(options.get("options", ()))
-    base = (
+    base = grpc.intercept_channel(
         grpc.secure_channel(address, credentials, options=opts)
         if credentials is not None
-        else grpc.insecure_channel(address, options=opts)
+        else grpc.insecure_channel(address, options=opts),
+        telemetry.ClientInterceptor(),
     )
     if not token:
         return base

@@ -27,12 +27,11 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import APIError
-from opentelemetry import propagate
 from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from services.common import events
+from services.common import events, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +118,10 @@ class Delivery:
     def num_delivered(self) -> int:
         return int(self.msg.metadata.num_delivered)
 
+    def traced(self) -> telemetry.Consumed:
+        env = self.envelope
+        return telemetry.Consumed(self.msg.subject, self.headers, _kind(env), env.session_id, env.job_id, env.event_id)
+
 
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 
@@ -158,21 +161,39 @@ class Bus:
         with contextlib.suppress(Exception):
             await self.nc.close()
 
-    async def _publish(self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None) -> Any:
+    async def _publish(
+        self,
+        subject: str,
+        data: bytes,
+        msg_id: str,
+        headers: dict[str, str] | None = None,
+        *,
+        kind: str,
+        session_id: str = "",
+        job_id: str = "",
+    ) -> Any:
         hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
-        propagate.inject(hdrs)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TRANSIENT),
-            stop=stop_after_attempt(8),
-            wait=wait_exponential(multiplier=0.1, max=5),
-            reraise=True,
-        ):
-            with attempt:
-                return await self.js.publish(subject, data, headers=hdrs)
+        # the PRODUCER span's context travels in the headers: the consumer's span continues the trace
+        with telemetry.publishing(subject, hdrs, kind=kind, message_id=msg_id, session_id=session_id, job_id=job_id):
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TRANSIENT),
+                stop=stop_after_attempt(8),
+                wait=wait_exponential(multiplier=0.1, max=5),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self.js.publish(subject, data, headers=hdrs)
 
     async def publish(self, env: events_pb2.Envelope) -> bool:
         """Publish an event; returns False when JetStream recognised it as a duplicate."""
-        ack = await self._publish(events.subject(env, self.config.namespace), env.SerializeToString(), env.event_id)
+        ack = await self._publish(
+            events.subject(env, self.config.namespace),
+            env.SerializeToString(),
+            env.event_id,
+            kind=_kind(env),
+            session_id=env.session_id,
+            job_id=env.job_id,
+        )
         return not ack.duplicate
 
     async def emit(self, payload: Any, *, session_id: str, job_id: str = "", id_parts: tuple[object, ...] = ()) -> bool:
@@ -183,7 +204,12 @@ class Bus:
     async def enqueue_job(self, spec: jobs_pb2.JobSpec) -> bool:
         kind = events_pb2.JobType.Name(spec.type).removeprefix("JOB_TYPE_").lower()
         ack = await self._publish(
-            self.config.jobs_subject(kind), spec.SerializeToString(), f"job:{spec.session_id}:{spec.job_id}"
+            self.config.jobs_subject(kind),
+            spec.SerializeToString(),
+            f"job:{spec.session_id}:{spec.job_id}",
+            kind="JobSpec",
+            session_id=spec.session_id,
+            job_id=spec.job_id,
         )
         return not ack.duplicate
 
@@ -194,7 +220,11 @@ class Bus:
         }
         seq = getattr(msg.metadata.sequence, "stream", 0) if msg.reply else 0
         await self._publish(
-            self.config.deadletter_subject(consumer), msg.data, f"dlq:{consumer}:{msg.subject}:{seq}", headers
+            self.config.deadletter_subject(consumer),
+            msg.data,
+            f"dlq:{consumer}:{msg.subject}:{seq}",
+            headers,
+            kind="dead-letter",
         )
         log.warning("dead-lettered a message from %s for consumer %s: %s", msg.subject, consumer, reason)
 
@@ -275,7 +305,8 @@ class Bus:
         if not deliveries:
             return
         try:
-            await handler(deliveries)
+            with telemetry.consuming(consumer, [d.traced() for d in deliveries]):
+                await handler(deliveries)
         except Exception:
             log.exception("batch of %d events failed for %s; retrying one by one", len(deliveries), consumer)
             for delivery in deliveries:
@@ -286,7 +317,8 @@ class Bus:
 
     async def _process_one(self, consumer: str, delivery: Delivery, handler: BatchHandler) -> None:
         try:
-            await handler([delivery])
+            with telemetry.consuming(consumer, [delivery.traced()]):
+                await handler([delivery])
         except Exception as exc:
             attempts = delivery.num_delivered
             if attempts >= self.config.max_deliver:
@@ -297,6 +329,12 @@ class Bus:
                 await delivery.msg.nak(delay=backoff[min(attempts - 1, len(backoff) - 1)])
             return
         await delivery.msg.ack()
+
+
+def _kind(env: events_pb2.Envelope) -> str:
+    """The event type, for span names; never raises (a malformed event is the consumer's to judge)."""
+    field = env.WhichOneof("payload")
+    return type(getattr(env, field)).DESCRIPTOR.name if field else "event"
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import telemetry
+
 log = logging.getLogger(__name__)
 
 
@@ -45,9 +47,10 @@ async def start_grpc_server(
     """Start a server with the given (add_XServicer_to_server, servicer, full service name) registrations.
 
     `options` are gRPC channel arguments, e.g. ("grpc.max_receive_message_length", n).
-    Health starts NOT_SERVING; the caller flips it once its dependencies are reachable.
+    Health starts NOT_SERVING; the caller flips it once its dependencies are reachable. Every call but
+    health and reflection gets a SERVER span (the tracing interceptor runs first, so refused calls show too).
     """
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+    server = grpc.aio.server(interceptors=[telemetry.ServerInterceptor(), *interceptors], options=list(options))
     names: list[str] = []
     for add, servicer, name in registrations:
         add(servicer, server)

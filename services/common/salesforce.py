@@ -30,6 +30,8 @@ from simple_salesforce.exceptions import (
 )
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from services.common import telemetry
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_API_VERSION = "62.0"
@@ -110,7 +112,7 @@ class Token:
 
 
 def new_http_session(creds: Credentials) -> requests.Session:
-    session = requests.Session()
+    session = telemetry.TracedSession()  # a span per call: path and status only, never the query or a token
     # REQUESTS_CA_BUNDLE would otherwise override session.verify (see shared/salesforce/WIRE.md 1.1)
     session.trust_env = False
     session.verify = creds.verify
@@ -265,6 +267,7 @@ class OrgClient:
         match = _LIMIT_INFO.search(info)
         if match:
             self.org_usage = (int(match.group(1)), int(match.group(2)))
+        telemetry.salesforce_call(self.token.salesforce_org_id if hasattr(self, "token") else "", self.org_usage)
 
     @property
     def salesforce_org_id(self) -> str:

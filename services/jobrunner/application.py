@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from simple_salesforce.exceptions import SalesforceGeneralError
 
-from services.common import events
+from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
 from services.common.salesforce import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable
 from services.jobrunner.domain import CountMismatch, Tally
@@ -243,6 +244,16 @@ class Runner:
         attempt = int(msg.metadata.num_delivered)
         control = JobControl()
         self.watcher.controls[key] = control
+        consumed = telemetry.Consumed(
+            msg.subject, dict(msg.headers or {}), "JobSpec", spec.session_id, spec.job_id, f"job:{key[0]}:{key[1]}"
+        )
+        job_type = ev.JobType.Name(spec.type).removeprefix("JOB_TYPE_").lower()
+        with telemetry.running_job(consumed, object_name=spec.object_name, job_type=job_type):
+            await self._run(spec, msg, key, control, attempt)
+
+    async def _run(
+        self, spec: jobs_pb2.JobSpec, msg: Msg, key: tuple[str, str], control: JobControl, attempt: int
+    ) -> None:
         try:
             await self.bus.emit(
                 ev.JobStarted(worker_id=self.worker_id, attempt=attempt, type=spec.type, object_name=spec.object_name),
@@ -259,7 +270,10 @@ class Runner:
 
             control.on_stop = on_stop
             async with heartbeat(msg, self.heartbeat_s):
-                work: asyncio.Future[Result] = loop.run_in_executor(self.executor, self.execute, spec, control, attempt)
+                # in a copy of this context, so the job's Salesforce and storage calls join its trace
+                work: asyncio.Future[Result] = loop.run_in_executor(
+                    self.executor, contextvars.copy_context().run, self.execute, spec, control, attempt
+                )
                 waiter: asyncio.Future[Any] = asyncio.ensure_future(terminated.wait())
                 await asyncio.wait([work, waiter], return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()

@@ -4,6 +4,7 @@ the last chunk storage committed and never re-sends a stored chunk_seq with othe
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import io
 import logging
@@ -189,7 +190,8 @@ class JobRun:
 
     def put_records(self, object_name: str, records: list[bytes], pos: dict[str, Any], **extra: Any) -> None:
         seq = self._announce(pos, extra)
-        self.pending = self.pipe.submit(self._store, seq, object_name, records)
+        # in a copy of the job's context, so the chunk's storage call stays in the session's trace
+        self.pending = self.pipe.submit(contextvars.copy_context().run, self._store, seq, object_name, records)
 
     def _store(self, seq: int, object_name: str, records: list[bytes]) -> None:
         result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)

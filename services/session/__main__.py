@@ -9,6 +9,7 @@ import logging
 import signal
 
 from services.common import settings as settings_module
+from services.common import telemetry
 from services.session import service
 from services.session.config import SessionSettings
 
@@ -30,11 +31,15 @@ def main() -> None:
 
 
 async def _serve(cfg: SessionSettings) -> None:
+    tel = telemetry.setup("session")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await service.serve(cfg, stop)
+    try:
+        await service.serve(cfg, stop)
+    finally:
+        tel.shutdown()  # flush the spans and metrics still buffered
 
 
 if __name__ == "__main__":

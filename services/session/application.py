@@ -16,7 +16,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
 
-from services.common import errors, events
+from services.common import errors, events, telemetry
 from services.common.bus import Delivery
 from services.session import domain as d
 from services.session import translate
@@ -127,6 +127,7 @@ class SessionService:
             if s.is_final and not s.finished_event_seen and s.session_id not in self._announced:
                 await self._publish(translate.finished_payload(s), s.session_id)
                 self._announced.add(s.session_id)
+                telemetry.session_finished(s.status.value)
 
     async def _publish(self, payload: Message, session_id: str, job_id: str = "") -> bool:
         env = events.envelope(
@@ -146,6 +147,7 @@ class SessionService:
                 if stall.job_id:
                     log.warning("terminating job %s of session %s: %s", stall.job_id, s.session_id, stall.reason)
                     await self._publish(pb.JobTerminated(reason=stall.reason), s.session_id, stall.job_id)
+                    telemetry.stall_terminated()
                 else:
                     log.warning("failing session %s: %s", s.session_id, stall.reason)
                     await self._publish(pb.SessionFailed(reason=stall.reason), s.session_id)

@@ -6,11 +6,20 @@ import asyncio
 import logging
 import signal
 
+from services.common import telemetry
 from services.storage import config, service
 
 
 async def main() -> None:
     settings = config.load()
+    tel = telemetry.setup("storage")
+    try:
+        await _serve(settings)
+    finally:
+        tel.shutdown()  # flush the spans and metrics still buffered
+
+
+async def _serve(settings: config.StorageSettings) -> None:
     running = await service.start(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from services.common import telemetry
 from services.storage.domain import (
     CanonicalRecord,
     ChunkDigest,
@@ -221,7 +222,16 @@ class Storage:
             return await asyncio.to_thread(run)
 
         digest, prints = await asyncio.to_thread(fingerprints)
-        outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
+        with telemetry.chunk_transaction(
+            "put_records",
+            session_id=session_id,
+            job_id=job_id,
+            object_name=object_name,
+            records=len(records),
+            chunk_seq=seq,
+        ) as chunk:
+            outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
+            chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 
     async def mark_deleted(
@@ -246,7 +256,11 @@ class Storage:
         ids = [normalize_id(i) for i in record_ids]
         digest = ChunkDigest()
         digest.update(found[1].lower(), str(int(state)), *ids)
-        outcome = await self.store.mark_deleted(job, found[0], seq, digest.digest(), ids, state)
+        with telemetry.chunk_transaction(
+            "mark_deleted", session_id=session_id, job_id=job_id, object_name=object_name, chunk_seq=seq
+        ) as chunk:
+            outcome = await self.store.mark_deleted(job, found[0], seq, digest.digest(), ids, state)
+            chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 
     async def upload_file(self, header: FileHeaderIn, body: AsyncIterator[bytes]) -> ChunkOutcome:

@@ -1,0 +1,687 @@
+"""OpenTelemetry for every service: set-up from the standard OTEL_* variables, and the spans and metrics
+sfvault makes (gRPC, NATS publish/consume, Salesforce HTTP, the chunk's SQL transaction).
+
+`install()` takes the providers as parameters, so tests use the SDK's in-memory exporter and reader. Span
+attributes carry ids, object names, counts and status codes only: never a token, a query text or a value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import grpc
+import requests
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+log = logging.getLogger(__name__)
+NAME = "sfvault"
+# health and reflection are polled all the time and say nothing about a backup
+UNTRACED_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+SESSION_ID = "sfvault.session_id"
+JOB_ID = "sfvault.job_id"
+OBJECT = "sfvault.object"
+
+
+# ---- set-up -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Instruments:
+    records_backed_up: metrics.Counter
+    chunk_latency: metrics.Histogram
+    api_calls: metrics.Counter
+    # the synchronous gauge's class is still private in opentelemetry.metrics (metrics._Gauge)
+    api_requests_used: Any
+    api_requests_left: Any
+    jobs_running: metrics.UpDownCounter
+    stall_terminations: metrics.Counter
+    session_outcomes: metrics.Counter
+
+    @classmethod
+    def create(cls, meter: metrics.Meter) -> Instruments:
+        return cls(
+            records_backed_up=meter.create_counter(
+                "sfvault.records.backed_up", unit="{record}", description="records received in committed chunks"
+            ),
+            chunk_latency=meter.create_histogram(
+                "sfvault.chunk.duration", unit="s", description="time to store one chunk (its SQL transaction)"
+            ),
+            api_calls=meter.create_counter(
+                "sfvault.salesforce.api_calls", unit="{call}", description="Salesforce API calls sfvault made"
+            ),
+            api_requests_used=meter.create_gauge(
+                "sfvault.salesforce.api_requests.used", unit="{request}", description="the org's daily API usage"
+            ),
+            api_requests_left=meter.create_gauge(
+                "sfvault.salesforce.api_requests.left", unit="{request}", description="daily API requests left"
+            ),
+            jobs_running=meter.create_up_down_counter("sfvault.jobs.running", unit="{job}", description="jobs now"),
+            stall_terminations=meter.create_counter(
+                "sfvault.jobs.stall_terminations", unit="{job}", description="jobs terminated by the stall timeout"
+            ),
+            session_outcomes=meter.create_counter(
+                "sfvault.sessions.finished", unit="{session}", description="sessions ended, by status"
+            ),
+        )
+
+
+@dataclass
+class _State:
+    tracer: trace.Tracer
+    instruments: Instruments
+    # False while no SDK provider is installed: the NATS paths then skip even extracting the context, which
+    # costs tens of microseconds per message in batches of hundreds
+    tracing: bool = False
+
+
+# Until install() runs, the API's proxies are used: no-ops, or the global providers once they are set.
+_state = _State(trace.get_tracer(NAME), Instruments.create(metrics.get_meter(NAME)))
+
+
+def install(tracer_provider: trace.TracerProvider | None = None, meter_provider: Any = None) -> None:
+    """Make sfvault's spans and metrics use these providers (None: the global ones)."""
+    _state.tracer = trace.get_tracer(NAME, tracer_provider=tracer_provider)
+    _state.tracing = tracer_provider is not None or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+    _state.instruments = Instruments.create(metrics.get_meter(NAME, meter_provider=meter_provider))
+
+
+def tracer() -> trace.Tracer:
+    return _state.tracer
+
+
+def instruments() -> Instruments:
+    return _state.instruments
+
+
+@dataclass
+class Telemetry:
+    """What setup() configured; shutdown() flushes what is buffered (call it on SIGTERM, after draining)."""
+
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+
+    def shutdown(self) -> None:
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+def _exporter_choice(signal: str, environ: Mapping[str, str]) -> str:
+    """ "otlp", "console" or "none" for traces/metrics. Unset: OTLP only when an endpoint is configured."""
+    variable = f"OTEL_{signal.upper()}_EXPORTER"
+    chosen = environ.get(variable, "").strip().lower()
+    if not chosen:
+        endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
+            f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+        )
+        return "otlp" if endpoint else "none"
+    if chosen not in ("otlp", "console", "none"):
+        raise SystemExit(f"{variable}={chosen!r} is not supported: use otlp, console or none")
+    return chosen
+
+
+def setup(service_name: str, environ: Mapping[str, str] | None = None) -> Telemetry:
+    """Configure traces and metrics from the OTEL_* variables (OTEL_SERVICE_NAME overrides service_name).
+
+    OTLP over gRPC only (OTEL_EXPORTER_OTLP_PROTOCOL=grpc); the exporter reads its endpoint, headers and
+    TLS settings from the environment itself, and the batch processor and metric reader their intervals.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Telemetry()
+    traces, metric_exporter = _exporter_choice("traces", env), _exporter_choice("metrics", env)
+    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower()
+    if "otlp" in (traces, metric_exporter) and protocol != "grpc":
+        raise SystemExit(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: sfvault exports OTLP over grpc")
+    resource = Resource.create({} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name})
+    result = Telemetry()
+    if traces != "none":
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+        span_exporter: SpanExporter
+        if traces == "otlp":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter()
+        else:
+            span_exporter = ConsoleSpanExporter()
+        result.tracer_provider = TracerProvider(resource=resource)
+        result.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        trace.set_tracer_provider(result.tracer_provider)
+    if metric_exporter != "none":
+        from opentelemetry.sdk.metrics.export import (
+            ConsoleMetricExporter,
+            MetricExporter,
+            PeriodicExportingMetricReader,
+        )
+
+        exporter: MetricExporter
+        if metric_exporter == "otlp":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            exporter = OTLPMetricExporter()
+        else:
+            exporter = ConsoleMetricExporter()
+        result.meter_provider = MeterProvider(
+            resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)]
+        )
+        metrics.set_meter_provider(result.meter_provider)
+    install(result.tracer_provider, result.meter_provider)
+    if result.tracer_provider or result.meter_provider:
+        log.info("telemetry: traces %s, metrics %s", traces, metric_exporter)
+    return result
+
+
+# ---- attributes every span inside a job or chunk carries ----------------------------------------------------
+
+_scope: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "sfvault_telemetry_scope", default=MappingProxyType({})
+)
+
+
+def _ids(session_id: str = "", job_id: str = "", object_name: str = "") -> dict[str, str]:
+    found = {SESSION_ID: session_id, JOB_ID: job_id, OBJECT: object_name}
+    return {k: v for k, v in found.items() if v}
+
+
+@contextlib.contextmanager
+def scope(*, session_id: str = "", job_id: str = "", object_name: str = "") -> Iterator[None]:
+    """Spans started inside (Salesforce calls, gRPC calls of a job) carry these ids as attributes."""
+    token = _scope.set({**_scope.get(), **_ids(session_id, job_id, object_name)})
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def _start(
+    name: str,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    parent: otel_context.Context | None = None,
+    *,
+    inherit: bool = True,
+) -> Span:
+    """Start a span; with `inherit`, it carries the ids of the scope it is started in."""
+    merged = {**_scope.get(), **attributes} if inherit else attributes
+    return _state.tracer.start_span(name, context=parent, kind=kind, attributes=merged)
+
+
+@contextlib.contextmanager
+def _noop() -> Iterator[None]:
+    yield
+
+
+@contextlib.contextmanager
+def _current(span: Span) -> Iterator[Span]:
+    """Make `span` current and end it on exit; an exception sets ERROR with its type only, because an
+    exception's message may quote data (a record value, a server's answer)."""
+    try:
+        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            yield span
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        span.end()
+
+
+# ---- NATS ---------------------------------------------------------------------------------------------------
+
+
+class Consumed(NamedTuple):
+    """What a CONSUMER span needs of one delivered message."""
+
+    subject: str
+    headers: Mapping[str, str]
+    kind: str  # event type, or "JobSpec"
+    session_id: str = ""
+    job_id: str = ""
+    message_id: str = ""
+
+
+# The consumed message of each session in the batch in hand: a publish for that session continues its trace
+# even when the batch mixes sessions (the session service folds hundreds of events at once).
+_batch_parents: contextvars.ContextVar[Mapping[str, otel_context.Context]] = contextvars.ContextVar(
+    "sfvault_batch_parents", default=MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def publishing(
+    subject: str, headers: dict[str, str], *, kind: str, message_id: str, session_id: str = "", job_id: str = ""
+) -> Iterator[Span]:
+    """A PRODUCER span around one publish; its context is injected into `headers`."""
+    if not _state.tracing:
+        yield trace.INVALID_SPAN
+        return
+    parent = _batch_parents.get().get(session_id) if session_id else None
+    span = _start(
+        f"publish {kind}",
+        SpanKind.PRODUCER,
+        {
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": subject,
+            "messaging.message.id": message_id,
+            **_ids(session_id, job_id),
+        },
+        parent,
+        inherit=False,  # a message names its own session and job (the scope may be another job's)
+    )
+    with _current(span):
+        propagate.inject(headers)
+        yield span
+
+
+@contextlib.contextmanager
+def consuming(consumer: str, messages: Sequence[Consumed], *, object_name: str = "") -> Iterator[None]:
+    """One CONSUMER span per message in hand, each a child of its publisher's span (from the headers), for
+    as long as the batch is processed. With one message, its span is the current one."""
+    if not _state.tracing:
+        with scope(session_id=messages[0].session_id, job_id=messages[0].job_id) if len(messages) == 1 else _noop():
+            yield
+        return
+    spans: list[Span] = []
+    parents: dict[str, otel_context.Context] = dict(_batch_parents.get())
+    for m in messages:
+        span = _start(
+            f"process {m.kind}",
+            SpanKind.CONSUMER,
+            {
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": m.subject,
+                "messaging.consumer.group.name": consumer,
+                "messaging.message.id": m.message_id,
+                "messaging.batch.message_count": len(messages),
+                **_ids(m.session_id, m.job_id, object_name),
+            },
+            propagate.extract(m.headers),
+            inherit=False,
+        )
+        spans.append(span)
+        if m.session_id:
+            parents[m.session_id] = trace.set_span_in_context(span)
+    token = _batch_parents.set(parents)
+    try:
+        if len(spans) == 1:
+            with _current(spans[0]), scope(session_id=messages[0].session_id, job_id=messages[0].job_id):
+                yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            for span in spans:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+    finally:
+        _batch_parents.reset(token)
+
+
+@contextlib.contextmanager
+def running_job(consumed: Consumed, *, object_name: str, job_type: str) -> Iterator[None]:
+    """A job taken from JOBS: its CONSUMER span (current meanwhile), its ids on every span inside, and the
+    jobs-running gauge. Run the job's thread in a copy of this context (contextvars.copy_context)."""
+    attributes = {"sfvault.job_type": job_type}
+    _state.instruments.jobs_running.add(1, attributes)
+    try:
+        with consuming("jobrunner", [consumed], object_name=object_name), scope(object_name=object_name):
+            trace.get_current_span().set_attribute("sfvault.job_type", job_type)
+            yield
+    finally:
+        _state.instruments.jobs_running.add(-1, attributes)
+
+
+# ---- the chunk's SQL transaction (storage) -------------------------------------------------------------------
+
+
+class ChunkSpan:
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.replayed = False
+
+    def stored(self, *, replayed: bool) -> None:
+        self.replayed = replayed
+        self.span.set_attribute("sfvault.chunk.replayed", replayed)
+
+
+@contextlib.contextmanager
+def chunk_transaction(
+    operation: str, *, session_id: str, job_id: str, object_name: str = "", records: int = 0, chunk_seq: int = 0
+) -> Iterator[ChunkSpan]:
+    """A span around the SQL transaction that stores one chunk; the chunk-latency histogram, and the records
+    counter once the chunk is stored for the first time (not on a replay)."""
+    span = _start(
+        f"sql {operation}",
+        SpanKind.CLIENT,
+        {
+            "db.system.name": "postgresql",
+            "db.operation.name": operation,
+            "sfvault.chunk.seq": chunk_seq,
+            "sfvault.chunk.records": records,
+            **_ids(session_id, job_id, object_name),
+        },
+    )
+    chunk = ChunkSpan(span)
+    started = time.perf_counter()
+    with _current(span):
+        yield chunk
+    attributes = {"sfvault.operation": operation, **({OBJECT: object_name} if object_name else {})}
+    _state.instruments.chunk_latency.record(time.perf_counter() - started, attributes)
+    if records and not chunk.replayed:
+        _state.instruments.records_backed_up.add(records, attributes)
+
+
+# ---- session outcomes (session service) ----------------------------------------------------------------------
+
+
+def session_finished(status: str) -> None:
+    _state.instruments.session_outcomes.add(1, {"sfvault.session.status": status})
+
+
+def stall_terminated() -> None:
+    _state.instruments.stall_terminations.add(1)
+
+
+# ---- Salesforce HTTP ------------------------------------------------------------------------------------------
+
+# Salesforce ids (15/18 characters, with a digit) and query locators ("01g...-2000") in a path become {id}, so
+# span names stay few and no record is identified by its name.
+_ID_SEGMENT = re.compile(r"^(?=[A-Za-z0-9-]*\d)[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?(?:-\d+)?$")
+_TOTAL_SIZE = re.compile(rb'"totalSize"\s*:\s*(\d+)')
+
+
+def salesforce_route(url: str) -> tuple[str, str]:
+    """(path with ids replaced, object name if the path names one). The query string is dropped: SOQL
+    carries literal values."""
+    parts = urlsplit(url).path.split("/")
+    route = "/".join("{id}" if _ID_SEGMENT.match(p) else p for p in parts)
+    object_name = ""
+    if "sobjects" in parts:
+        following = parts[parts.index("sobjects") + 1 :]
+        object_name = following[0] if following else ""
+    return route, object_name
+
+
+class TracedSession(requests.Session):
+    """A requests session that makes a CLIENT span per Salesforce call: method, path, status, rows."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        url = request.url or ""
+        route, object_name = salesforce_route(url)
+        attributes: dict[str, Any] = {
+            "http.request.method": request.method or "",
+            "url.path": route,
+            "server.address": urlsplit(url).hostname or "",
+        }
+        if object_name and OBJECT not in _scope.get():
+            attributes[OBJECT] = object_name
+        span = _start(f"{request.method} {route}", SpanKind.CLIENT, attributes)
+        with _current(span):
+            response = super().send(request, **kwargs)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status_code}"))
+            rows = response.headers.get("Sforce-NumberOfRecords", "")
+            if rows.isdigit():
+                span.set_attribute("sfvault.salesforce.rows", int(rows))
+            elif not kwargs.get("stream") and "json" in response.headers.get("Content-Type", ""):
+                found = _TOTAL_SIZE.search(response.content[:200])
+                if found:
+                    span.set_attribute("sfvault.salesforce.total_size", int(found.group(1)))
+            return response
+
+
+def salesforce_call(org_id: str, usage: tuple[int, int] | None) -> None:
+    """Count one API call; record the org's daily usage (from Sforce-Limit-Info) when it is known."""
+    attributes = {"sfvault.salesforce.org_id": org_id} if org_id else {}
+    _state.instruments.api_calls.add(1, attributes)
+    if usage is not None:
+        used, limit = usage
+        _state.instruments.api_requests_used.set(used, attributes)
+        _state.instruments.api_requests_left.set(max(limit - used, 0), attributes)
+
+
+# ---- gRPC -----------------------------------------------------------------------------------------------------
+
+
+def _method_name(method: str | bytes) -> str:
+    return method.decode() if isinstance(method, bytes) else method
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def _traced(method: str) -> bool:
+    return not method.startswith(UNTRACED_METHODS)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """A SERVER span per call (health and reflection excluded), child of the caller's span."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not _traced(method):
+            return handler
+        carrier = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        return _traced_handler(handler, method, carrier)
+
+
+def _server_span(method: str, carrier: Mapping[str, str]) -> Span:
+    return _start(method.lstrip("/"), SpanKind.SERVER, _rpc_attributes(method), propagate.extract(carrier))
+
+
+def _finish_server_span(span: Span, context: grpc.aio.ServicerContext) -> None:
+    code = context.code() if hasattr(context, "code") else None
+    if isinstance(code, grpc.StatusCode):
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code not in (grpc.StatusCode.OK, *_CALLER_ERRORS):
+            span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+# the caller's mistake, not the server's failure (OpenTelemetry's rule for gRPC server spans)
+_CALLER_ERRORS = (
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+def _traced_handler(handler: grpc.RpcMethodHandler, method: str, carrier: Mapping[str, str]) -> Any:
+    def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            span = _server_span(method, carrier)
+            try:
+                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                    return await fn(request, context)
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            finally:
+                _finish_server_span(span, context)
+                span.end()
+
+        return call
+
+    def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            span = _server_span(method, carrier)
+            try:
+                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                    responses = fn(request, context)
+                    if inspect.isawaitable(responses):  # a handler that writes with context.write()
+                        await responses
+                        return
+                    async for item in responses:
+                        yield item
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            finally:
+                _finish_server_span(span, context)
+                span.end()
+
+        return call
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+    )
+
+
+def _client_span(method: str) -> Span:
+    return _start(method.lstrip("/"), SpanKind.CLIENT, _rpc_attributes(method))
+
+
+def _with_trace_context(metadata: Any) -> list[tuple[str, str]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [*list(metadata or ()), *carrier.items()]
+
+
+class _AioClientTracing:
+    async def _intercept(
+        self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any, unary: bool
+    ) -> Any:
+        method = _method_name(details.method)
+        if not _traced(method):
+            return await continuation(details, request)
+        span = _client_span(method)
+        with _current(span):
+            traced = grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                grpc.aio.Metadata(*_with_trace_context(details.metadata)),
+                details.credentials,
+                details.wait_for_ready,
+            )
+            call = await continuation(traced, request)
+            if unary:  # a streamed response outlives this call: its span covers the start only
+                code = await call.code()
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+            return call
+
+
+# grpc.aio files each interceptor under the first kind it is an instance of, so one class per kind
+class _AioUnaryUnary(_AioClientTracing, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._intercept(continuation, details, request, True)
+
+
+class _AioUnaryStream(_AioClientTracing, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._intercept(continuation, details, request, False)
+
+
+class _AioStreamUnary(_AioClientTracing, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await self._intercept(continuation, details, request_iterator, True)
+
+
+class _AioStreamStream(_AioClientTracing, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await self._intercept(continuation, details, request_iterator, False)
+
+
+def aio_client_interceptors() -> list[Any]:
+    """CLIENT spans for an asyncio channel; the trace context travels in the call's metadata."""
+    return [_AioUnaryUnary(), _AioUnaryStream(), _AioStreamUnary(), _AioStreamStream()]
+
+
+class _SyncDetails(grpc.ClientCallDetails):
+    def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class ClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """CLIENT spans for a blocking channel (job threads, the CLI): `grpc.intercept_channel(ch, ClientInterceptor())`."""
+
+    def _call(self, continuation: Any, details: Any, request: Any, unary: bool) -> Any:
+        method = _method_name(details.method)
+        if not _traced(method):
+            return continuation(details, request)
+        span = _client_span(method)
+        with _current(span):
+            outcome = continuation(_SyncDetails(details, _with_trace_context(details.metadata)), request)
+            if unary:  # a blocking unary call has completed here
+                code = outcome.code()
+                if isinstance(code, grpc.StatusCode):
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code != grpc.StatusCode.OK:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+            return outcome
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return self._call(continuation, client_call_details, request, True)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return self._call(continuation, client_call_details, request, False)
+
+    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return self._call(continuation, client_call_details, request_iterator, True)
+
+    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return self._call(continuation, client_call_details, request_iterator, False)

@@ -1,0 +1,179 @@
+"""gRPC client/server spans (health excluded), Salesforce HTTP spans that hold no query text or token, the
+chunk span with its metrics, and telemetry set-up from the OTEL_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.trace import SpanKind
+
+from services.common import auth, telemetry
+from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.common.salesforce import Credentials, new_http_session
+from tests.telemetry.conftest import Captured
+
+
+def _echo_service(_servicer: Any, server: grpc.aio.Server) -> None:
+    async def say(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if request == b"missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(say)  # raw bytes: no serializers needed
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Say": handler}),))
+
+
+@pytest.fixture
+async def echo_server() -> Any:
+    server: GrpcServer = await start_grpc_server([(_echo_service, None, "test.Echo")], port=0, host="127.0.0.1")
+    await server.set_serving(True)
+    yield server
+    await server.stop(0)
+
+
+async def test_client_and_server_spans_share_the_trace_and_health_is_not_traced(
+    echo_server: GrpcServer, captured: Captured
+) -> None:
+    async with auth.aio_channel(f"127.0.0.1:{echo_server.port}", "token-not-to-be-traced") as channel:
+        say = channel.unary_unary("/test.Echo/Say")
+        assert await say(b"hello") == b"hello"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await say(b"missing")
+        health = health_pb2_grpc.HealthStub(channel)
+        await health.Check(health_pb2.HealthCheckRequest(service=""))
+
+    clients = [s for s in captured.spans() if s.kind == SpanKind.CLIENT]
+    servers = [s for s in captured.spans() if s.kind == SpanKind.SERVER]
+    assert [s.name for s in clients] == ["test.Echo/Say"] * 2
+    assert [s.name for s in servers] == ["test.Echo/Say"] * 2
+    for client, server in zip(clients, servers, strict=True):
+        assert server.context.trace_id == client.context.trace_id
+        assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert servers[1].attributes is not None
+    assert servers[1].attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert clients[1].status.status_code.name == "ERROR"
+    assert servers[1].status.status_code.name == "UNSET"  # the caller's mistake is not the server's error
+    assert all("token-not-to-be-traced" not in str(s.attributes) for s in captured.spans())
+
+
+async def test_blocking_channel_spans(echo_server: GrpcServer, captured: Captured) -> None:
+    def call() -> bytes:
+        with auth.channel(f"127.0.0.1:{echo_server.port}", "t") as channel:
+            return channel.unary_unary("/test.Echo/Say")(b"hi", timeout=10)  # type: ignore[no-any-return]
+
+    with telemetry.scope(session_id="s1", job_id="j1", object_name="Account"):
+        assert await asyncio.to_thread(call) == b"hi"  # to_thread copies the context, as the jobrunner does
+    [client] = [s for s in captured.spans() if s.kind == SpanKind.CLIENT]
+    [server] = [s for s in captured.spans() if s.kind == SpanKind.SERVER]
+    assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert client.attributes is not None and client.attributes["sfvault.object"] == "Account"
+
+
+class FakeSalesforce(requests.adapters.BaseAdapter):
+    """Answers every request from memory, as the org would, and remembers the URLs asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.urls.append(request.url or "")
+        response = requests.Response()
+        response.status_code = 200
+        response.url = request.url or ""
+        response.request = request
+        if "/jobs/query/" in response.url:
+            response.headers["Sforce-NumberOfRecords"] = "42"
+            response.headers["Content-Type"] = "text/csv"
+            response._content = b'"Id","Name"\n'
+        else:
+            response.headers["Content-Type"] = "application/json;charset=UTF-8"
+            response._content = b'{"totalSize":3,"done":true,"records":[{"Name":"Secret Corp"}]}'
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def test_salesforce_spans_hold_no_query_values_token_or_ids(captured: Captured) -> None:
+    session = new_http_session(Credentials(login_url="https://login.example", auth_flow="client_credentials"))
+    fake = FakeSalesforce()
+    session.mount("https://", fake)
+    token = "00D000000000001!AQ-access-token"
+    headers = {"Authorization": f"Bearer {token}"}
+    base = "https://org.example/services/data/v62.0"
+    session.get(f"{base}/queryAll/", params={"q": "SELECT Id FROM Account WHERE Name = 'Secret Corp'"}, headers=headers)
+    session.get(f"{base}/jobs/query/750000000000001AAA/results", params={"locator": "abc"}, headers=headers)
+    session.get(f"{base}/sobjects/ContentVersion/068000000000001AAA/VersionData", headers=headers)
+
+    query, bulk, blob = captured.spans()
+    assert query.name == "GET /services/data/v62.0/queryAll/"
+    assert bulk.name == "GET /services/data/v62.0/jobs/query/{id}/results"
+    assert blob.name == "GET /services/data/v62.0/sobjects/ContentVersion/{id}/VersionData"
+    assert query.attributes is not None and bulk.attributes is not None and blob.attributes is not None
+    assert query.attributes["sfvault.salesforce.total_size"] == 3
+    assert bulk.attributes["sfvault.salesforce.rows"] == 42
+    assert blob.attributes["sfvault.object"] == "ContentVersion"
+    assert all(s.attributes and s.attributes["http.response.status_code"] == 200 for s in (query, bulk, blob))
+    text = repr([dict(s.attributes or {}) for s in captured.spans()])
+    for forbidden in ("Secret", "SELECT", token, "068000000000001AAA", "locator"):
+        assert forbidden not in text
+
+
+def test_salesforce_route() -> None:
+    assert telemetry.salesforce_route("https://x/services/data/v62.0/query/01gD0000000abcdIAA-2000?x=1") == (
+        "/services/data/v62.0/query/{id}",
+        "",
+    )
+    assert telemetry.salesforce_route("https://x/services/data/v62.0/sobjects/Account/describe") == (
+        "/services/data/v62.0/sobjects/Account/describe",
+        "Account",
+    )
+
+
+def test_chunk_span_and_metrics_count_a_chunk_once(captured: Captured) -> None:
+    for replayed in (False, True):
+        with telemetry.chunk_transaction(
+            "put_records", session_id="s1", job_id="j1", object_name="Account", records=200, chunk_seq=1
+        ) as chunk:
+            chunk.stored(replayed=replayed)
+    spans = captured.named("sql put_records")
+    assert len(spans) == 2 and all(s.attributes and s.attributes["db.system.name"] == "postgresql" for s in spans)
+    [records] = captured.metric_points("sfvault.records.backed_up")
+    assert records.value == 200
+    [latency] = captured.metric_points("sfvault.chunk.duration")
+    assert latency.count == 2
+
+
+def test_job_and_session_metrics(captured: Captured) -> None:
+    consumed = telemetry.Consumed("sfvault.jobs.data", {}, "JobSpec", "s1", "j1")
+    with telemetry.running_job(consumed, object_name="Account", job_type="data"):
+        [running] = captured.metric_points("sfvault.jobs.running")
+        assert running.value == 1
+    [running] = captured.metric_points("sfvault.jobs.running")
+    assert running.value == 0
+    telemetry.session_finished("success")
+    telemetry.stall_terminated()
+    telemetry.salesforce_call("00D000000000001", (100, 15000))
+    [outcome] = captured.metric_points("sfvault.sessions.finished")
+    assert outcome.attributes == {"sfvault.session.status": "success"} and outcome.value == 1
+    assert captured.metric_points("sfvault.jobs.stall_terminations")[0].value == 1
+    assert captured.metric_points("sfvault.salesforce.api_requests.left")[0].value == 14900
+    [job_span] = captured.named("process JobSpec")
+    assert job_span.attributes is not None and job_span.attributes["sfvault.object"] == "Account"
+
+
+def test_setup_exports_only_when_asked() -> None:
+    assert telemetry.setup("x", {}).tracer_provider is None  # no endpoint: nothing exported, no SDK cost
+    assert telemetry.setup("x", {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}).tracer_provider is None
+    choice = telemetry._exporter_choice
+    assert choice("traces", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}) == "otlp"
+    assert choice("traces", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"}) == "none"
+    assert choice("metrics", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317"}) == "none"
+    with pytest.raises(SystemExit, match="OTEL_TRACES_EXPORTER"):
+        choice("traces", {"OTEL_TRACES_EXPORTER": "zipkin"})
