@@ -73,6 +73,7 @@ class JobControl:
 @dataclass
 class Tuning:
     chunk_records: int = domain.CHUNK_RECORDS
+    chunk_bytes: int = 4 << 20  # a chunk also ends at this many bytes: memory per job stays bounded
     bulk_threshold: int = domain.BULK_THRESHOLD
     bulk_page: int = domain.BULK_PAGE
     rest_batch: int = domain.REST_BATCH
@@ -421,6 +422,7 @@ class DataJob:
                 ordered=ordered,
             )
             buffer: list[bytes] = []
+            size = 0
             buffer_key: Key | None = None
             try:
                 page = self.reader.query_page(soql, query_all=self.query_all, batch_size=tuning.rest_batch)
@@ -431,14 +433,16 @@ class DataJob:
                 while True:
                     self.run.control.check()
                     for rec in page.records:
-                        buffer.append(domain.encode_record(rec))
+                        encoded = domain.encode_record(rec)
+                        buffer.append(encoded)
+                        size += len(encoded)
                         buffer_key = domain.key_of(rec, ordered)
                         if self.track_seen:
                             self.seen.add(buffer_key.record_id)
                         got += 1
-                        if len(buffer) >= tuning.chunk_records:
+                        if len(buffer) >= tuning.chunk_records or size >= tuning.chunk_bytes:
                             self._flush_rest(buffer, buffer_key)
-                            buffer = []
+                            buffer, size = [], 0
                     if not page.next_url:
                         break
                     page = self.reader.query_more(page.next_url, batch_size=tuning.rest_batch)
@@ -503,16 +507,19 @@ class DataJob:
             base = received - skip  # rows of the pages before this one
             count, nxt, rows = self._open_page(job_id, locator, skip)
             buffer: list[bytes] = []
+            size = 0
             page_rows = skip
             for rec in rows:
-                buffer.append(domain.encode_record(rec))
+                encoded = domain.encode_record(rec)
+                buffer.append(encoded)
+                size += len(encoded)
                 if self.track_seen:
                     self.seen.add(str(rec.get("Id")))
                 page_rows += 1
-                if len(buffer) >= tuning.chunk_records:
+                if len(buffer) >= tuning.chunk_records or size >= tuning.chunk_bytes:
                     self.run.tally.received += len(buffer)
                     self._flush_bulk(buffer, job_id, locator, page_rows, base + page_rows)
-                    buffer = []
+                    buffer, size = [], 0
             if page_rows != count:
                 raise CountMismatch(
                     f"Bulk page of {self.obj}: Salesforce reported {count} records, {page_rows} were received"
