@@ -780,11 +780,11 @@ def render_rest(
     plan: Plan, rows: list[tuple[Any, ...]], ctx: Context, version: str, src: RowSource
 ) -> list[dict[str, Any]]:
     """Records as the REST query resource returns them (nested parents with their own attributes)."""
-    sub_results = [render_subquery(plan, idx, sq, rows, ctx, version, src) for idx, sq in plan.subqueries]
+    sub_results = [render_subquery(plan, sq, rows, ctx, version, src) for _idx, sq in plan.subqueries]
     out = []
     obj = plan.obj.name
     id_index = plan.root.index(obj, "Id")
-    for row_n, r in enumerate(rows):
+    for r in rows:
         rec: dict[str, Any] = {
             "attributes": {"type": obj, "url": f"/services/data/v{version}/sobjects/{obj}/{r[id_index]}"}
         }
@@ -830,13 +830,11 @@ def render_rest(
             v = value_of(f, pobj, node, values, ctx) if f else None
             target[col.path[-1]] = _rest_value(col.field, v, version)
         out.append(rec)
-        del row_n
     return out
 
 
 def render_subquery(
     plan: Plan,
-    idx: int,
     sq: SubQuery,
     rows: list[tuple[Any, ...]],
     ctx: Context,
@@ -844,7 +842,6 @@ def render_subquery(
     src: RowSource,
 ) -> tuple[str, dict[str, Any]]:
     """A child subquery evaluated for the parents of one page: name -> {parentId: result or None}."""
-    del idx
     rel = sq.query.sobject
     child_field = None
     child_obj = None

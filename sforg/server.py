@@ -29,7 +29,6 @@ from sforg.ids import is_valid, make_id, to18
 from sforg.org import BulkJob, Org, OrgError, scale_total
 from sforg.query import (
     DELIMITERS,
-    Column,
     aggregate_record,
     csv_header,
     csv_rows,
@@ -1298,6 +1297,3 @@ async def serve(
             org.flush()
     finally:
         await server.stop()
-
-
-del Column

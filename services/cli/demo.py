@@ -37,7 +37,7 @@ def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
                 auth_flow=disc.AUTH_FLOW_CLIENT_CREDENTIALS,
                 client_id=org["client_id"],
                 client_secret_ref=f"file:{secret.resolve()}",
-                ca_bundle_ref=f"file:{org['ca_file']}",
+                ca_bundle_ref=f"file:{Path(org['ca_file']).resolve()}",
                 api_version=org["api_version"],
             ),
         )
@@ -53,6 +53,8 @@ def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
         schedule="daily@02:00",
     )
     policy.api_budget.daily_share_percent = 50
+    # reconcile Ids at every session, so hard deletes are caught at once (the default is weekly)
+    policy.reconcile_every.FromSeconds(60)
     c.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
     return "demo-org", "demo-policy"
 
@@ -150,4 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as exc:  # one readable line, not a traceback; the services' logs are in .demo/logs
+        render.err_console.print(f"[red]demo failed[/]: {type(exc).__name__}: {exc}", highlight=False)
+        sys.exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,8 +14,9 @@ from rich.table import Table
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 
-console = Console()
-err_console = Console(stderr=True)
+# a pipe or a log file gets wide lines rather than tables folded into 80 columns
+console = Console(width=None if sys.stdout.isatty() else 180)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
 STATUS_STYLE = {
     "SUCCESS": "bold green",

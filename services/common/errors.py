@@ -33,12 +33,28 @@ class Unavailable(RequestError):
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def check_no_nul(message: Any, path: str = "") -> None:
+    """PostgreSQL text cannot hold NUL: refuse such a string up front, naming the field."""
+    if not hasattr(message, "ListFields"):
+        return
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        values = value if field.is_repeated and not hasattr(value, "items") else [value]
+        if hasattr(value, "items"):
+            values = [*value.keys(), *value.values()]
+        for item in values:
+            if isinstance(item, str) and "\x00" in item:
+                raise InvalidArgument(f"{name} contains a NUL character")
+            check_no_nul(item, f"{name}.")
+
+
 def grpc_errors(method: F) -> F:
     """Turn RequestError into the matching gRPC status for unary and server-streaming async handlers."""
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            check_no_nul(request)
             return await method(self, request, context)
         except RequestError as exc:
             await context.abort(exc.code, str(exc))
@@ -46,6 +62,7 @@ def grpc_errors(method: F) -> F:
     @functools.wraps(method)
     async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
+            check_no_nul(request)
             async for item in method(self, request, context):
                 yield item
         except RequestError as exc:

@@ -157,7 +157,7 @@ def local_stack(
     start: bool = True,
 ) -> Iterator[Stack]:
     """Start PostgreSQL, NATS, sforg (unless with_org is None) and the services; stop everything on exit."""
-    state = Path(state_dir)
+    state = Path(state_dir).resolve()  # children and references need absolute paths
     state.mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:

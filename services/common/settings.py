@@ -30,17 +30,7 @@ class ServiceSettings(BaseSettings):
 
     def auth_interceptors(self, required: dict[str, str]) -> list[Any]:
         """The server interceptors: authentication, unless SFVAULT_AUTH_DISABLED=true."""
-        from services.common.auth import AuthInterceptor, load_key
-
-        if self.auth_disabled:
-            return []
-        if not self.auth_key:
-            sys.exit(
-                "configuration error: SFVAULT_AUTH_KEY: missing required environment variable "
-                "(set SFVAULT_AUTH_DISABLED=true only on a closed development network)"
-            )
-        revoked = frozenset(t for t in self.auth_revoked.split(",") if t)
-        return [AuthInterceptor(load_key(self.auth_key), required, revoked=revoked)]
+        return auth_interceptors(self.auth_key, self.auth_disabled, self.auth_revoked, required)
 
     def own_token(self, name: str) -> str:
         """The token this service presents to others: SFVAULT_SERVICE_TOKEN, or one minted from the key."""
@@ -63,3 +53,18 @@ def load(cls: type[S]) -> S:
                 f"{name}: {'missing required environment variable' if err['type'] == 'missing' else err['msg']}"
             )
         sys.exit("configuration error: " + "; ".join(problems))
+
+
+def auth_interceptors(auth_key: str, auth_disabled: bool, auth_revoked: str, required: dict[str, str]) -> list[Any]:
+    """Authentication for a service's gRPC server; refuses to start without a key unless explicitly disabled."""
+    from services.common.auth import AuthInterceptor, load_key
+
+    if auth_disabled:
+        return []
+    if not auth_key:
+        sys.exit(
+            "configuration error: SFVAULT_AUTH_KEY: missing required environment variable "
+            "(set SFVAULT_AUTH_DISABLED=true only on a closed development network)"
+        )
+    revoked = frozenset(t for t in auth_revoked.split(",") if t)
+    return [AuthInterceptor(load_key(auth_key), required, revoked=revoked)]

@@ -42,7 +42,7 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
 
     @grpc_errors
     async def GetOrg(self, request: api.GetOrgRequest, context: grpc.aio.ServicerContext) -> api.Org:
-        return translate.org_to_pb(await self.catalog.get_org(request.org_id))
+        return translate.org_to_pb(await self.catalog.get_org(_id("org_id", request.org_id)))
 
     @grpc_errors
     async def ListOrgs(self, request: api.ListOrgsRequest, context: grpc.aio.ServicerContext) -> api.ListOrgsResponse:
@@ -53,19 +53,19 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
         connection = (
             _domain(translate.connection_from_pb, request.connection) if request.HasField("connection") else None
         )
-        org = await self.catalog.update_org(request.org_id, request.name or None, connection)
+        org = await self.catalog.update_org(_id("org_id", request.org_id), request.name or None, connection)
         return translate.org_to_pb(org)
 
     @grpc_errors
     async def DeleteOrg(
         self, request: api.DeleteOrgRequest, context: grpc.aio.ServicerContext
     ) -> api.DeleteOrgResponse:
-        await self.catalog.delete_org(request.org_id)
+        await self.catalog.delete_org(_id("org_id", request.org_id))
         return api.DeleteOrgResponse()
 
     @grpc_errors
     async def TestOrg(self, request: api.TestOrgRequest, context: grpc.aio.ServicerContext) -> api.TestOrgResponse:
-        return api.TestOrgResponse(**await self.catalog.test_org(request.org_id))
+        return api.TestOrgResponse(**await self.catalog.test_org(_id("org_id", request.org_id)))
 
     @grpc_errors
     async def CreatePolicy(self, request: api.CreatePolicyRequest, context: grpc.aio.ServicerContext) -> api.Policy:
@@ -74,13 +74,13 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
 
     @grpc_errors
     async def GetPolicy(self, request: api.GetPolicyRequest, context: grpc.aio.ServicerContext) -> api.Policy:
-        return translate.policy_to_pb(await self.catalog.get_policy(request.policy_id))
+        return translate.policy_to_pb(await self.catalog.get_policy(_id("policy_id", request.policy_id)))
 
     @grpc_errors
     async def ListPolicies(
         self, request: api.ListPoliciesRequest, context: grpc.aio.ServicerContext
     ) -> api.ListPoliciesResponse:
-        policies = await self.catalog.list_policies(request.org_id)
+        policies = await self.catalog.list_policies(_id("org_id", request.org_id) if request.org_id else "")
         return api.ListPoliciesResponse(policies=[translate.policy_to_pb(p) for p in policies])
 
     @grpc_errors
@@ -94,16 +94,24 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
     async def DeletePolicy(
         self, request: api.DeletePolicyRequest, context: grpc.aio.ServicerContext
     ) -> api.DeletePolicyResponse:
-        await self.catalog.delete_policy(request.policy_id)
+        await self.catalog.delete_policy(_id("policy_id", request.policy_id))
         return api.DeletePolicyResponse()
 
     @grpc_errors
     async def GetSessionPlan(
         self, request: api.GetSessionPlanRequest, context: grpc.aio.ServicerContext
     ) -> api.SessionPlan:
-        record = await self.store.get_session(request.session_id) if request.session_id else None
+        record = await self.store.get_session(_id("session_id", request.session_id))
         if record is None:
             raise NotFound(f"discovery has not handled session {request.session_id!r}")
         jobs = await self.store.session_jobs(record.session_id)
         schema = await self.store.session_schema(record.session_id)
         return translate.session_plan_to_pb(record, jobs, schema)
+
+
+def _id(what: str, value: str) -> str:
+    """Ids are checked at the door: a bad one is INVALID_ARGUMENT naming it, never a database error."""
+    try:
+        return d.check_id(what, value)
+    except d.InvalidPolicy as exc:
+        raise InvalidArgument(str(exc)) from None

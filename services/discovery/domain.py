@@ -617,7 +617,8 @@ def plan_jobs(policy: Policy, schema: Schema) -> list[PlannedJob]:
                 job_id=data_job_id(obj.name),
                 object_name=obj.name,
                 fields=fields,
-                full=obj.full,
+                # a backfilled field must be read for every record: the job reads the object in full
+                full=obj.full or any(f.backfill for f in fields),
                 key_prefix=info.key_prefix,
                 bulk_supported=obj.name not in BULK_UNSUPPORTED,
                 queryall_supported="IsDeleted" in names,

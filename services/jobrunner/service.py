@@ -63,7 +63,9 @@ class RunningJobrunner:
 async def start(settings: JobrunnerSettings) -> RunningJobrunner:
     await store_module.migrate(settings.database_url, settings.jobrunner_db_schema)
     store = JobStore(settings.database_url, settings.jobrunner_db_schema, max_size=settings.jobrunner_concurrency + 2)
-    storage = StorageClient(settings.storage_addr, max_message_mb=settings.storage_max_message_mb)
+    storage = StorageClient(
+        settings.storage_addr, max_message_mb=settings.storage_max_message_mb, token=settings.own_token("jobrunner")
+    )
     bus = await Bus.connect(
         BusConfig(
             url=settings.nats_url,

@@ -14,6 +14,8 @@ import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
+from services.common.auth import channel as auth_channel
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -28,10 +30,14 @@ class StorageUnavailable(RuntimeError):
 
 
 class StorageClient:
-    def __init__(self, address: str, *, max_message_mb: int = 64, attempts: int = 6, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, address: str, *, max_message_mb: int = 64, attempts: int = 6, timeout_s: float = 300.0, token: str = ""
+    ) -> None:
         limit = max_message_mb << 20
-        self.channel = grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        self.channel = auth_channel(
+            address,
+            token,  # this jobrunner's own token (role "service"): storage accepts writes only from services
+            options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
         )
         self.stub = storage_pb2_grpc.StorageServiceStub(self.channel)
         self.attempts = attempts

@@ -182,6 +182,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     @_unary
     async def MarkDeleted(self, request: storage_pb2.MarkDeletedRequest, context: Any) -> storage_pb2.ChunkResult:
+        if request.state not in (storage_pb2.DELETED_STATE_SOFT, storage_pb2.DELETED_STATE_HARD):
+            raise InvalidArgument(f"state must be SOFT or HARD, not {int(request.state)}")
         outcome = await self.storage.mark_deleted(
             request.org_id,
             request.session_id,

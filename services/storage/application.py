@@ -203,17 +203,20 @@ class Storage:
         def fingerprints() -> tuple[bytes, list[tuple[str | None, bytes]]]:
             digest = ChunkDigest()
             digest.update(ref.object_name.lower())
+            add = digest.add
             out = []
             for raw in records:
-                digest.update(raw)
+                add(raw)
                 out.append((guess_id(raw), fingerprint(raw)))
             return digest.digest(), out
 
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
             # CPU-bound: off the event loop, so health checks and other chunks' SQL keep going meanwhile
-            return await asyncio.to_thread(
-                lambda: dedupe_last(canonicalizer.canonicalize(records[i], i) for i in positions)
-            )
+            def run() -> dict[str, CanonicalRecord]:
+                canon = canonicalizer.canonicalize
+                return dedupe_last(canon(records[i], i, prints[i][1]) for i in positions)
+
+            return await asyncio.to_thread(run)
 
         digest, prints = await asyncio.to_thread(fingerprints)
         outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)

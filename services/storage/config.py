@@ -22,6 +22,9 @@ class StorageSettings(BaseSettings):
     storage_count_formula_changes: bool = False
     storage_db_pool_size: int = 8
     storage_drain_seconds: float = 20.0
+    auth_key: str = ""  # HMAC key of the bearer tokens (or file:/path); required unless auth_disabled
+    auth_disabled: bool = False
+    auth_revoked: str = ""
 
 
 class ConfigError(SystemExit):

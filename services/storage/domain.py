@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 
 class StorageError(Exception):
@@ -70,11 +72,16 @@ _UPPER_TO_BIT = str.maketrans(
 )
 
 
+# the checksum character of each block of 5 upper-case bits, keyed by the bits as written (first char first)
+_BLOCK_CHAR = {format(i, "05b")[::-1]: _CHECKSUM_ALPHABET[i] for i in range(32)}
+
+
 def id_suffix(id15: str) -> str:
     """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
     each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
     bits = id15.translate(_UPPER_TO_BIT)
-    return "".join(_CHECKSUM_ALPHABET[int(bits[i : i + 5][::-1], 2)] for i in (0, 5, 10))
+    block = _BLOCK_CHAR
+    return block[bits[0:5]] + block[bits[5:10]] + block[bits[10:15]]
 
 
 def normalize_id(value: object, what: str = "record Id") -> str:
@@ -286,10 +293,16 @@ def canon_datetime(value: object, name: str) -> str:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)  # Salesforce datetimes without an offset are UTC
     elif isinstance(value, int) and not isinstance(value, bool):
-        parsed = _EPOCH + dt.timedelta(milliseconds=value)  # Bulk API 1.0 JSON: epoch milliseconds
+        try:
+            parsed = _EPOCH + dt.timedelta(milliseconds=value)  # Bulk API 1.0 JSON: epoch milliseconds
+        except OverflowError:
+            raise _bad(name, "datetime", value) from None
     else:
         raise _bad(name, "datetime", value)
-    utc = parsed.astimezone(dt.UTC)
+    try:
+        utc = parsed.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise _bad(name, "datetime", value) from None
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -333,27 +346,95 @@ _CANON: dict[FieldType, Callable[[Any, str], Any] | None] = {
 _MISSING = object()
 
 
-@dataclass(frozen=True)
-class CanonicalRecord:
+class CanonicalRecord(NamedTuple):  # a tuple: one is built per record, ten thousand per chunk
     record_id: str
-    values_json: str  # canonical JSON of every stored value (nulls omitted)
+    data: bytes  # canonical JSON (UTF-8) of every stored value (nulls omitted)
     hash: bytes  # of the values that count for a change: formula fields and audit fields excluded
     system_modstamp: str | None
     deleted: Deleted
     raw_hash: bytes = b""  # fingerprint() of the bytes it was parsed from
 
-
-def _json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-# key order is fixed by the canonicaliser; nested objects (compound fields) are sorted by the encoder
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    @property
+    def values_json(self) -> str:
+        return self.data.decode()
 
 
-def content_hash(core_json: str) -> bytes:
+# --- canonical JSON ---------------------------------------------------------------------------------------
+#
+# The canonical text is what `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+# writes from what `json.loads` read (its hash is stored in every head and version). orjson reads and writes the
+# very same values and bytes, except for:
+# - integers beyond 64 bits, which orjson reads as floats (so a float of magnitude 2**63 or more is suspect);
+# - floats below 1e-4, which Python writes as 1e-05 and orjson as 0.00001 or 1e-7;
+# - what orjson refuses: a BOM, UTF-16, lone surrogates, NaN and Infinity, numbers beyond a double.
+# The fast path uses orjson while every number it meets is of none of these kinds and every value that is not
+# canonicalised by its type is a string (or a container holding no such number); otherwise the record takes the
+# json module's path, the reference. So a record's hash does not depend on the path that computed it.
+
+_legacy_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_SORTED = orjson.OPT_SORT_KEYS
+_HUGE = 9.2e18  # below 2**63: floats from here on may be integers orjson could not read as integers
+_TINY = 1e-4
+
+
+def _plain(value: object) -> bool:
+    """Whether orjson writes `value` (as read by orjson) exactly as the json module would."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value == 0 or _TINY <= abs(value) < _HUGE  # type: ignore[arg-type]
+    if kind is dict:
+        return all(_plain(v) for v in value.values())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(_plain(v) for v in value)  # type: ignore[attr-defined]
+    return False
+
+
+def _not_a_number(value: str) -> Any:
+    raise ValueError(f"{value} is not a JSON number")
+
+
+def _legacy_loads(raw: bytes | str, position: int) -> Any:
+    # NaN and Infinity are not JSON (and PostgreSQL refuses them in jsonb)
+    try:
+        return json.loads(raw, parse_constant=_not_a_number)
+    except ValueError as exc:
+        raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
+
+
+def _legacy_dumps(value: dict[str, Any], position: int) -> bytes:
+    try:
+        return _legacy_encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"record {position} holds a lone surrogate (not Unicode text)") from None
+    except ValueError as exc:  # Infinity (from a number too large for a double)
+        raise InvalidArgument(f"record {position}: {exc}") from None
+
+
+def content_hash(core_json: bytes) -> bytes:
     # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
-    return hashlib.blake2b(core_json.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return hashlib.blake2b(core_json, digest_size=16).digest()
+
+
+# how the compiled pick (RecordCanonicalizer._compile_pick) takes a value of each kind of field: `{fn}` is the
+# canon function; each shortcut gives v exactly when the function would return v unchanged. `risky` marks a
+# value orjson may not have read or may not write as the json module does (see _plain).
+_NUMBER = (
+    "if type(v) is not int:\n"
+    "    if type(v) is float and not -_HUGE < v < _HUGE: risky = True\n"
+    "    v = {fn}(v, {key})\n"
+    "    if type(v) is float and -_TINY < v < _TINY: risky = True\n"
+)
+_TAKE: dict[Callable[[Any, str], Any] | None, str] = {
+    None: "if type(v) is not str and not _plain(v): risky = True\n",
+    canon_double: _NUMBER,
+    canon_integer: _NUMBER,
+    canon_boolean: "if v is not True and v is not False: v = {fn}(v, {key})\n",
+    canon_reference: "if type(v) is str:\n    if len(v) == 15: v = {fn}(v, {key})\nelif not _plain(v): risky = True\n",
+}
+# Other types (dates, datetimes, times) always call their function, whose result is a string or an error; any
+# error of the fast path is raised by the json module's path instead, whose reading is the reference.
 
 
 class RecordCanonicalizer:
@@ -370,11 +451,12 @@ class RecordCanonicalizer:
         ignored = set(AUDIT_FIELDS)
         if not count_formula_changes:
             ignored |= {f.name for f in schema.fields if f.calculated}
-        # a fixed order (schema fields sorted by name, hashed ones first): the JSON text is canonical without
-        # sorting keys per record
+        # a fixed order (schema fields sorted by name, hashed ones first)
         ordered = sorted(schema.fields, key=lambda f: f.name)
         self._core = tuple((f.name, _CANON[f.type]) for f in ordered if f.name not in ignored)
         self._excluded = tuple((f.name, _CANON[f.type]) for f in ordered if f.name in ignored)
+        self._pick_core = self._compile_pick(self._core)
+        self._pick_excluded = self._compile_pick(self._excluded)
         self._known = frozenset(f.name for f in schema.fields) | {"attributes"}
         self._by_lower = {k: f.name for k, f in by_lower.items()}
         self._id_field = by_lower["id"].name
@@ -396,30 +478,59 @@ class RecordCanonicalizer:
         return out
 
     @staticmethod
-    def _pick(obj: dict[str, Any], plan: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        get = obj.get
-        for name, fn in plan:
-            value = get(name)
-            if value is None or value == "":
-                continue  # Salesforce does not distinguish null from empty: both are omitted
-            out[name] = value if fn is None else fn(value, name)
-        return out
+    def _compile_pick(
+        plan: tuple[tuple[str, Any], ...],
+    ) -> Callable[[dict[str, Any]], tuple[dict[str, Any], bool]]:
+        """For a plan of (field, canon function): a function of a parsed record that returns (the canonical
+        values of those fields, whether a value is risky for orjson). Straight-line code, no call for values
+        already canonical: it runs for every field of every record."""
+        env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE}
+        lines = ["def pick(obj):", "    get = obj.get", "    out = {}", "    risky = False"]
+        for i, (name, fn) in enumerate(plan):
+            key = repr(name)  # a literal: nothing from the input becomes code
+            env[f"fn{i}"] = fn
+            take = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn{i}", key=key)
+            lines += [f"    v = get({key})", '    if v is not None and v != "":']
+            # Salesforce does not distinguish null from empty: both are omitted
+            lines += [f"        {line}" for line in take.splitlines()]
+            lines.append(f"        out[{key}] = v")
+        lines.append("    return out, risky")
+        exec("\n".join(lines), env)
+        return env["pick"]  # type: ignore[no-any-return]
 
-    def canonicalize(self, raw: bytes | str | Mapping[str, Any], position: int = 0) -> CanonicalRecord:
-        if isinstance(raw, bytes | str):
+    def canonicalize(
+        self, raw: bytes | str | Mapping[str, Any], position: int = 0, raw_hash: bytes | None = None
+    ) -> CanonicalRecord:
+        """`raw_hash`: fingerprint(raw) when the caller already computed it."""
+        if raw_hash is None:
+            raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        if isinstance(raw, bytes):
             try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
-        else:
-            obj = raw
+                obj = orjson.loads(raw)
+            except ValueError:
+                pass
+            else:
+                try:
+                    done = self._canonical(obj, position, raw_hash, fast=True)
+                except InvalidArgument:
+                    done = None  # the json module's reading says what is wrong
+                if done is not None:
+                    return done
+        obj = _legacy_loads(raw, position) if isinstance(raw, bytes | str) else raw
+        done = self._canonical(obj, position, raw_hash, fast=False)
+        assert done is not None
+        return done
+
+    def _canonical(self, obj: Any, position: int, raw_hash: bytes, *, fast: bool) -> CanonicalRecord | None:
+        """The canonical record of a parsed one; None when `fast` (read by orjson) and a value is risky."""
         if not isinstance(obj, dict):
             raise InvalidArgument(f"record {position} is not a JSON object")
         if not obj.keys() <= self._known:
             obj = self._respell(obj, position)
-        core = self._pick(obj, self._core)
-        excluded = self._pick(obj, self._excluded)
+        core, risky = self._pick_core(obj)
+        excluded, risky_excluded = self._pick_excluded(obj)
+        if fast and (risky or risky_excluded):
+            return None
         rid = core.get(self._id_field)
         if rid is None:
             raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
@@ -432,19 +543,21 @@ class RecordCanonicalizer:
         core[self._id_field] = rid
         deleted = Deleted.SOFT if self._deleted_field and core.get(self._deleted_field) is True else Deleted.LIVE
         modstamp = excluded.get(self._modstamp_field) if self._modstamp_field else None
-        core_json = _dumps(core)
-        if "\\u0000" in core_json:
+        try:
+            core_json = orjson.dumps(core, option=_SORTED) if fast else _legacy_dumps(core, position)
+            rest = orjson.dumps(excluded, option=_SORTED) if fast else _legacy_dumps(excluded, position)
+        except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
+            return None
+        if b"\\u0000" in core_json:
             # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
-            core_json = core_json.replace("\\u0000", "")
+            core_json = core_json.replace(b"\\u0000", b"")
         digest = content_hash(core_json)
         if excluded:
-            rest = _dumps(excluded)
-            stored = core_json[:-1] + ("," if len(core_json) > 2 else "") + rest[1:]
-            if "\\u0000" in stored:
-                stored = stored.replace("\\u0000", "")
+            stored = core_json[:-1] + (b"," if len(core_json) > 2 else b"") + rest[1:]
+            if b"\\u0000" in stored:
+                stored = stored.replace(b"\\u0000", b"")
         else:
             stored = core_json
-        raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
         return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
 
 
@@ -460,10 +573,20 @@ def fingerprint(raw: bytes) -> bytes:
 def guess_id(raw: bytes) -> str | None:
     """The record Id found in the raw JSON without parsing it, or None. Only used to look up the head's
     fingerprint: a wrong guess can only miss the fast path, never make different bytes look unchanged."""
-    found = _RAW_ID.findall(raw)
-    if len(found) != 1:
+    # the pattern's matches start with '"Id"': where that occurs once, the one match (if any) starts there
+    at = raw.find(b'"Id"')
+    if at < 0:
         return None
-    rid = found[0].decode()
+    if raw.find(b'"Id"', at + 4) < 0:
+        found = _RAW_ID.match(raw, at)
+        if found is None:
+            return None
+        rid = found[1].decode()
+    else:
+        many = _RAW_ID.findall(raw)
+        if len(many) != 1:
+            return None
+        rid = many[0].decode()
     if len(rid) == 15:
         return rid + id_suffix(rid)
     if len(rid) == 18:
@@ -523,6 +646,11 @@ class ChunkDigest:
             b = p.encode() if isinstance(p, str) else p
             self._h.update(len(b).to_bytes(8, "big"))
             self._h.update(b)
+
+    def add(self, part: bytes) -> None:
+        """update(part) for one bytes part, cheaper (it runs once per record of a chunk)."""
+        self._h.update(len(part).to_bytes(8, "big"))
+        self._h.update(part)
 
     def digest(self) -> bytes:
         return bytes(self._h.digest())

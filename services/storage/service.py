@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +17,7 @@ from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.common.bus import Bus, BusConfig
 from services.common.grpcserver import GrpcServer
+from services.common.settings import auth_interceptors
 from services.storage.api import StorageServicer
 from services.storage.application import ChunkPublisher, Storage
 from services.storage.config import StorageSettings
@@ -27,12 +29,28 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
-async def start_grpc_server(servicer: StorageServicer, *, port: int, max_message_mb: int) -> GrpcServer:
+# reads are for viewers; writes only for the services themselves (a jobrunner's token has role "service")
+ROLES = {
+    "GetRecordHistory": "viewer",
+    "GetRecordAsOf": "viewer",
+    "ExportObjectAsOf": "viewer",
+    "ListRestorePoints": "viewer",
+    "GetFile": "viewer",
+    "ListFileVersions": "viewer",
+    "ListMetadataVersions": "viewer",
+    "GetMetadataAsOf": "viewer",
+}
+
+
+async def start_grpc_server(
+    servicer: StorageServicer, *, port: int, max_message_mb: int, interceptors: list[Any] | None = None
+) -> GrpcServer:
     """Like services.common.grpcserver.start_grpc_server, plus message size options: a 10,000-record chunk
     is larger than gRPC's 4 MiB default. (The common helper takes no server options yet.)"""
     limit = max_message_mb << 20
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        interceptors=interceptors or [],
     )
     storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -91,7 +109,10 @@ async def start(
         count_formula_changes=settings.storage_count_formula_changes,
     )
     server = await start_grpc_server(
-        StorageServicer(storage), port=settings.storage_port, max_message_mb=settings.storage_max_message_mb
+        StorageServicer(storage),
+        port=settings.storage_port,
+        max_message_mb=settings.storage_max_message_mb,
+        interceptors=auth_interceptors(settings.auth_key, settings.auth_disabled, settings.auth_revoked, ROLES),
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)

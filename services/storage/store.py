@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,9 +122,9 @@ class MetadataInput:
     file_name: str
 
 
-def _copy_text(value: str) -> str:
+def _copy_text(value: bytes) -> bytes:
     # COPY text format: backslash is the escape character; JSON already escapes tabs and newlines
-    return value.replace("\\", "\\\\")
+    return value.replace(b"\\", b"\\\\") if b"\\" in value else value
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -352,9 +352,11 @@ class PostgresStore:
         """Stores a chunk in one transaction.
 
         1. Records whose bytes equal the head's fingerprint are unchanged: they are not even parsed.
-        2. The others are canonicalised (`canonicalize(positions)`), their (Id, hash, deleted) COPied into a
-           temporary table, and the head upserted where the hash or deleted state differs; its RETURNING says
-           which records need a version.
+        2. The others are canonicalised (`canonicalize(positions)`). When none of them has a head yet (an
+           initial load), their head rows are COPied straight into the head; otherwise (or when a concurrent
+           chunk inserted one of them meanwhile) their (Id, hash, deleted) are COPied into a temporary table and
+           the head upserted where the hash or deleted state differs; its RETURNING says which records need a
+           version.
         3. Only those versions are COPied into record_versions.
         """
         received = len(fingerprints)
@@ -369,65 +371,25 @@ class PostgresStore:
                     unguessed.append(i)
                 else:
                     last[guessed] = i
-            known: dict[str, bytes] = {}
-            if last:
-                cur = await conn.execute(
-                    f"SELECT record_id, raw_hash FROM {S}.record_head"
-                    " WHERE org_key = %s AND object_key = %s AND record_id = ANY(%s::text[])",
-                    (job.org_key, target.object_key, sorted(last)),
-                )
-                known = {r[0]: bytes(r[1]) for r in await cur.fetchall() if r[1] is not None}
-            todo = sorted([*unguessed, *(i for rid, i in last.items() if known.get(rid) != fingerprints[i][1])])
+            heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
+            todo = sorted([*unguessed, *(i for rid, i in last.items() if heads.get(rid) != fingerprints[i][1])])
             records = await canonicalize(todo) if todo else {}
             transitions: list[tuple[str, bool, int]] = []
             written = 0
             if records:
-                lines = []
-                for r in records.values():
-                    modstamp = r.system_modstamp or "\\N"
-                    raw = f"\\\\x{r.raw_hash.hex()}" if r.raw_hash else "\\N"
-                    lines.append(f"{r.record_id}\t\\\\x{r.hash.hex()}\t{int(r.deleted)}\t{modstamp}\t{raw}\n")
-                async with conn.cursor().copy(
-                    "COPY incoming (record_id, hash, deleted, system_modstamp, raw_hash) FROM STDIN"
-                ) as copy:
-                    await copy.write("".join(lines).encode())
-                await self._at("records.after_copy")
-                # ORDER BY record_id: head rows are locked in one order, so overlapping chunks cannot deadlock
-                cur = await conn.execute(
-                    f"INSERT INTO {S}.record_head AS h (org_key, object_key, record_id, hash, deleted, versions,"
-                    " system_modstamp, raw_hash, changed_at)"
-                    " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, raw_hash, now() FROM incoming"
-                    " ORDER BY record_id"
-                    " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
-                    " deleted = EXCLUDED.deleted, versions = h.versions + 1,"
-                    " system_modstamp = EXCLUDED.system_modstamp, raw_hash = EXCLUDED.raw_hash,"
-                    " changed_at = EXCLUDED.changed_at"
-                    " WHERE h.hash <> EXCLUDED.hash OR h.deleted <> EXCLUDED.deleted"
-                    " RETURNING h.record_id, h.versions = 1, h.deleted",
-                    (job.org_key, target.object_key),
-                )
-                transitions = await cur.fetchall()
+                # no head for any of them (each Id was looked up above): an initial load
+                fresh = not heads and all(rid in last for rid in records)
+                if not fresh or not await self._insert_heads(conn, job, target, records):
+                    transitions = await self._upsert_heads(conn, job, target, records)
+                else:
+                    transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
                 await self._at("records.after_head")
                 if transitions:
-                    prefix = f"{job.org_key}\t{target.object_key}\t"
-                    suffix = f"\t{job.job_key}\t{target.schema_version}\t"
-                    out = []
-                    for rid, _first, _state in transitions:
-                        r = records[rid]
-                        written += len(r.values_json)
-                        out.append(
-                            f"{prefix}{rid}{suffix}{r.system_modstamp or chr(92) + 'N'}\t{int(r.deleted)}"
-                            f"\t\\\\x{r.hash.hex()}\t{_copy_text(r.values_json)}\n"
-                        )
-                    async with conn.cursor().copy(
-                        f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-                        " system_modstamp, deleted, hash, data) FROM STDIN"
-                    ) as copy:
-                        await copy.write("".join(out).encode())
+                    written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
                 versioned = {t[0] for t in transitions}
-                stale = [r for rid, r in records.items() if rid not in versioned and known.get(rid) != r.raw_hash]
+                stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
                 if stale:
                     await conn.execute(
                         f"UPDATE {S}.record_head h SET raw_hash = u.raw, system_modstamp = u.modstamp"
@@ -447,6 +409,120 @@ class PostgresStore:
             result = {"counts": counts.to_json()}
             await self._finish(conn, job.job_key, seq, result)
             return ChunkOutcome(result, False)
+
+    @staticmethod
+    async def _head_fingerprints(
+        conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Iterable[str]
+    ) -> dict[str, bytes | None]:
+        """{record Id: raw_hash} of the Ids that have a head: one primary-key probe per Id. (A plain
+        `record_id = ANY(array)` scans the object's whole head, and, once prepared, compares every row with
+        every Id.)"""
+        # the Ids travel as one comma-separated text (they are letters and digits): dumping a list of ten
+        # thousand strings as a text[] parameter costs more Python time than the probes cost PostgreSQL
+        cur = await conn.execute(
+            f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
+            f" SELECT raw_hash FROM {S}.record_head h"
+            "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
+            (",".join(ids), org_key, object_key),
+        )
+        return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in await cur.fetchall()}
+
+    async def _insert_heads(
+        self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
+    ) -> bool:
+        """COPies a first head row for each record; False (and nothing written) when a concurrent chunk created
+        one of them since they were looked up."""
+        cur = await conn.execute("SELECT now()")
+        now = str((await cur.fetchone())[0]).encode()  # type: ignore[index]
+        prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
+        lines = [
+            b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\t%s\n"
+            % (
+                prefix,
+                rid.encode(),
+                r.hash.hex().encode(),
+                r.deleted,
+                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N",
+                now,
+            )
+            for rid, r in sorted(records.items())  # _upsert_heads' order: overlapping chunks wait, never deadlock
+        ]
+        try:
+            async with conn.transaction():  # a savepoint
+                async with conn.cursor().copy(
+                    f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
+                    " system_modstamp, raw_hash, changed_at) FROM STDIN"
+                ) as copy:
+                    await copy.write(b"".join(lines))
+                await self._at("records.after_copy")
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
+
+    async def _upsert_heads(
+        self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
+    ) -> list[tuple[str, bool, int]]:
+        """Upserts the head of each record whose hash or deleted state differs: [(Id, first version?, deleted)]."""
+        lines = [
+            b"%s\t\\\\x%s\t%d\t%s\t%s\n"
+            % (
+                r.record_id.encode(),
+                r.hash.hex().encode(),
+                r.deleted,
+                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N",
+            )
+            for r in records.values()
+        ]
+        async with conn.cursor().copy(
+            "COPY incoming (record_id, hash, deleted, system_modstamp, raw_hash) FROM STDIN"
+        ) as copy:
+            await copy.write(b"".join(lines))
+        await self._at("records.after_copy")
+        # ORDER BY record_id: head rows are locked in one order (_insert_heads' too), so overlapping chunks
+        # cannot deadlock
+        cur = await conn.execute(
+            f"INSERT INTO {S}.record_head AS h (org_key, object_key, record_id, hash, deleted, versions,"
+            " system_modstamp, raw_hash, changed_at)"
+            " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, raw_hash, now() FROM incoming"
+            ' ORDER BY record_id COLLATE "C"'
+            " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
+            " deleted = EXCLUDED.deleted, versions = h.versions + 1,"
+            " system_modstamp = EXCLUDED.system_modstamp, raw_hash = EXCLUDED.raw_hash,"
+            " changed_at = EXCLUDED.changed_at"
+            " WHERE h.hash <> EXCLUDED.hash OR h.deleted <> EXCLUDED.deleted"
+            " RETURNING h.record_id, h.versions = 1, h.deleted",
+            (job.org_key, target.object_key),
+        )
+        return await cur.fetchall()
+
+    @staticmethod
+    async def _copy_versions(
+        conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
+    ) -> int:
+        """COPies a version of each record; returns the bytes of their values."""
+        prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
+        middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
+        out = [
+            b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+            % (
+                prefix,
+                r.record_id.encode(),
+                middle,
+                r.system_modstamp.encode() if r.system_modstamp else b"\\N",
+                r.deleted,
+                r.hash.hex().encode(),
+                _copy_text(r.data),
+            )
+            for r in records
+        ]
+        async with conn.cursor().copy(
+            f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
+            " system_modstamp, deleted, hash, data) FROM STDIN"
+        ) as copy:
+            await copy.write(b"".join(out))
+        return sum(len(r.data) for r in records)
 
     async def mark_deleted(
         self,

@@ -258,6 +258,7 @@ async def stack(database_url: str, nats_url: str, bus_namespace: str, tmp_path: 
             bus_namespace=bus_namespace,
             storage_port=0,
             file_repository=f"file://{tmp_path / 'files'}",
+            auth_disabled=True,  # in-process here; tests/e2e run storage with authentication
         )
     )
     st.channel = grpc.aio.insecure_channel(

@@ -14,8 +14,10 @@ from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.common import events
+from services.common.auth import aio_channel
 from services.common.bus import Bus, BusConfig
 from services.storage import config, service
+from tests.auth import AUTH_KEY, token
 from tests.storage.conftest import DATA, FILE, ORG, account, sf_id
 
 pytestmark = pytest.mark.integration
@@ -43,8 +45,9 @@ async def stub(
     monkeypatch.setenv("SFVAULT_STORAGE_PORT", "0")
     monkeypatch.setenv("SFVAULT_FILE_REPOSITORY", f"file://{tmp_path / 'files'}")
     monkeypatch.setenv("SFVAULT_STORAGE_MAX_CHUNK_RECORDS", "100")
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", AUTH_KEY.decode())
     running = await service.start(config.load())
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = aio_channel(f"127.0.0.1:{running.port}", token("service", "jobrunner"))
     try:
         stub = storage_pb2_grpc.StorageServiceStub(channel)
         stub.test_channel = channel  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.storage.domain import (
@@ -16,6 +16,7 @@ from services.storage.domain import (
     InvalidArgument,
     ObjectSchema,
     RecordCanonicalizer,
+    _legacy_loads,
     check_api_name,
     classify,
     id_suffix,
@@ -233,3 +234,74 @@ def test_chunk_digest_separates_parts() -> None:
     a.update(b"ab", b"c")
     b.update(b"a", b"bc")
     assert a.digest() != b.digest()
+
+
+# --- the fast (orjson) path computes what the json module's path computes ------------------------------------
+
+_ANY_FLOAT = st.floats(allow_nan=False, allow_infinity=False)
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(10**25), max_value=10**25),
+    _ANY_FLOAT,
+    st.sampled_from([0.0, -0.0, 1e-05, 2.5e-7, 1.5e-300, 9.99e-5, 1e-4, 1e16, 1.2e20, 2.0**63, 2.0**64, 1e300]),
+)
+_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["", "e-", "1e-05", "0.00001", "true", "0", "Ac\x00me", "\u2028\x7f", "12345678901234567890123"]),
+    _NUMBERS.map(str),
+)
+_JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), _NUMBERS, _TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
+_FIELD_VALUES = {
+    "Name": _JSONISH,
+    "AnnualRevenue": st.one_of(_NUMBERS, _NUMBERS.map(str), _TEXT),
+    "NumberOfEmployees": st.one_of(_NUMBERS, _NUMBERS.map(str)),
+    "IsDeleted": st.one_of(st.booleans(), st.sampled_from(["true", "false", 1, 0, 2.0, 10**20])),
+    "Active__c": st.one_of(st.booleans(), _TEXT),
+    "CreatedDate": st.one_of(st.sampled_from(["2024-01-02T03:04:05.000Z", "2024-01-02T03:04:05+02:00"]), _NUMBERS),
+    "SLAExpirationDate__c": st.sampled_from(["2025-06-30", "2025-06-30T10:00:00Z", "2025-13-01", 1704164645000]),
+    "ParentId": st.one_of(st.sampled_from(["001000000000001", "001000000000001AAA"]), _JSONISH),
+    "BillingAddress": _JSONISH,
+    "Score__c": _NUMBERS,
+}
+
+
+def _both_paths(c: RecordCanonicalizer, raw: bytes) -> tuple[object, object]:
+    def run(fn):  # type: ignore[no-untyped-def]
+        try:
+            r = fn()
+            return (r.record_id, r.data, r.hash, r.system_modstamp, r.deleted)
+        except InvalidArgument as exc:
+            return ("refused", str(exc))
+
+    reference = run(lambda: c._canonical(_legacy_loads(raw, 0), 0, b"", fast=False))
+    return run(lambda: c.canonicalize(raw, 0, b"")), reference
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({}, optional=_FIELD_VALUES))
+def test_fast_canonical_form_equals_the_json_modules(extra: dict[str, object]) -> None:
+    c = RecordCanonicalizer(ACCOUNT)
+    raw = json.dumps({"Id": ID, **extra}).encode()
+    fast, reference = _both_paths(c, raw)
+    assert fast == reference
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"Id": "001000000000001AAA", "Name": NaN}',
+        b'{"Id": "001000000000001AAA", "Name": 1e400}',
+        b'{"Id": "001000000000001AAA", "Name": "\\ud800"}',
+        b'\xef\xbb\xbf{"Id": "001000000000001AAA", "Name": "bom"}',
+        '{"Id": "001000000000001AAA", "Name": "utf-16"}'.encode("utf-16"),
+        b'{"Id": "001000000000001AAA", "Name": "x", "Name": "duplicate"}',
+        b'{"Id": "001000000000001AAA", "NumberOfEmployees": 123456789012345678901234567890}',
+        b'{"Id": "001000000000001AAA", "AnnualRevenue": "0.00001", "Score__c": 1.5e-9}',
+    ],
+)
+def test_what_orjson_reads_otherwise_takes_the_json_modules_path(raw: bytes) -> None:
+    fast, reference = _both_paths(RecordCanonicalizer(ACCOUNT), raw)
+    assert fast == reference

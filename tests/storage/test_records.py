@@ -203,9 +203,9 @@ async def test_identical_bytes_are_unchanged_without_being_parsed(
     parsed: list[int] = []
     original = RecordCanonicalizer.canonicalize
 
-    def spy(self: RecordCanonicalizer, raw: object, position: int = 0):  # type: ignore[no-untyped-def]
+    def spy(self: RecordCanonicalizer, raw: object, position: int = 0, raw_hash: bytes | None = None):  # type: ignore[no-untyped-def]
         parsed.append(position)
-        return original(self, raw, position)  # type: ignore[arg-type]
+        return original(self, raw, position, raw_hash)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RecordCanonicalizer, "canonicalize", spy)
     moved = account(2, SystemModstamp="2024-09-09T00:00:00.000Z")

@@ -1,0 +1,63 @@
+"""End-to-end fixtures: the whole sfvault as separate processes (services.common.localstack) with sforg."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sfvault.discovery.v1 import discovery_pb2 as disc
+
+from services.cli import local
+from services.cli.client import Clients, Endpoints
+from services.common.localstack import Stack, local_stack
+
+
+def endpoints(stack: Stack, home: Path) -> Endpoints:
+    return Endpoints(
+        session=stack.address("session"),
+        discovery=stack.address("discovery"),
+        storage=stack.address("storage"),
+        token=(home / "admin.token").read_text().strip(),
+    )
+
+
+def register(c: Clients, org: dict[str, Any], home: Path, *, policy_id: str = "p1", **policy: Any) -> None:
+    secret = home / "client-secret"
+    secret.touch(mode=0o600)
+    secret.write_text(org["client_secret"])
+    c.discovery.CreateOrg(
+        disc.CreateOrgRequest(
+            org_id="o1",
+            name="emulated org",
+            connection=disc.OrgConnection(
+                login_url=org["login_url"],
+                auth_flow=disc.AUTH_FLOW_CLIENT_CREDENTIALS,
+                client_id=org["client_id"],
+                client_secret_ref=f"file:{secret.resolve()}",
+                ca_bundle_ref=f"file:{Path(org['ca_file']).resolve()}",
+                api_version=org["api_version"],
+            ),
+        )
+    )
+    p = disc.Policy(policy_id=policy_id, org_id="o1", name="all", files=True, metadata=True, **policy)
+    c.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=p))
+
+
+@pytest.fixture(scope="module")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="module")
+def stack(stack_home: Path) -> Iterator[Stack]:
+    with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=local.prepare_auth(stack_home)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def clients(stack: Stack, stack_home: Path) -> Iterator[Clients]:
+    c = Clients(endpoints(stack, stack_home))
+    yield c
+    c.close()

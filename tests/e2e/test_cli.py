@@ -1,0 +1,133 @@
+"""The CLI driven as a user would (subprocesses of `sfvault`) against the services running as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.auth import load_key, mint
+from services.common.localstack import Stack
+from sforg.testing import Admin
+
+pytestmark = pytest.mark.e2e
+SFVAULT = str(Path(sys.executable).parent / "sfvault")
+
+
+@pytest.fixture(scope="module")
+def env(stack: Stack, stack_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("cli-home")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
+    e.update(
+        SFVAULT_HOME=str(home),
+        SFVAULT_SESSION_ADDR=stack.address("session"),
+        SFVAULT_DISCOVERY_ADDR=stack.address("discovery"),
+        SFVAULT_STORAGE_ADDR=stack.address("storage"),
+        SFVAULT_TOKEN=(stack_home / "admin.token").read_text().strip(),
+        COLUMNS="200",
+    )
+    yield e
+
+
+def sfvault(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([SFVAULT, *args], env=env, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert result.returncode == 0, f"sfvault {' '.join(args)}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path: Path) -> None:
+    assert stack.org is not None
+    org = stack.org
+    secret = tmp_path / "secret"
+    secret.write_text(org["client_secret"])
+    sfvault(
+        env,
+        "org",
+        "add",
+        "--id",
+        "acme",
+        "--name",
+        "Acme",
+        "--login-url",
+        org["login_url"],
+        "--client-id",
+        org["client_id"],
+        "--client-secret-ref",
+        f"file:{secret}",
+        "--ca-bundle-ref",
+        f"file:{Path(org['ca_file']).resolve()}",
+        "--api-version",
+        org["api_version"],
+    )
+    assert "ok" in sfvault(env, "org", "test", "acme").stdout
+    orgs = json.loads(sfvault(env, "org", "list", "--json").stdout)
+    assert [o["org_id"] for o in orgs] == ["acme"] and org["client_secret"] not in json.dumps(orgs)
+
+    sfvault(
+        env,
+        "policy",
+        "create",
+        "--org",
+        "acme",
+        "--id",
+        "daily",
+        "--no-metadata",
+        "--include",
+        "Account",
+        "--include",
+        "Contact",
+        "--no-auto-add-objects",
+    )
+    sfvault(env, "policy", "update", "daily", "--schedule", "daily@02:00")
+    shown = json.loads(sfvault(env, "policy", "show", "daily", "--json").stdout)
+    assert shown["schedule"] == "daily@02:00" and shown.get("metadata", False) is False
+
+    run = json.loads(sfvault(env, "backup", "run", "--policy", "daily", "--wait", "--json").stdout)
+    assert run["session"]["status"] == "SESSION_STATUS_SUCCESS"
+    session_id = run["session"]["session_id"]
+    assert {j["object_name"] for j in run["jobs"] if j.get("object_name")} == {"Account", "Contact"}
+
+    listed = json.loads(sfvault(env, "session", "list", "--policy", "daily", "--json").stdout)
+    assert [s["session_id"] for s in listed] == [session_id]
+    assert "SUCCESS" in sfvault(env, "session", "show", session_id).stdout
+    assert len(json.loads(sfvault(env, "jobs", "list", session_id, "--json").stdout)) >= 2
+
+    truth = Admin(org).ground_truth(objects=["Account"])["objects"]["Account"]
+    some_id = sorted(truth)[0]
+    history = json.loads(sfvault(env, "records", "history", "Account", some_id, "--org", "acme", "--json").stdout)
+    assert len(history) == 1
+    as_of = json.loads(
+        sfvault(env, "records", "as-of", "Account", some_id, "--at", "now", "--org", "acme", "--json").stdout
+    )
+    assert as_of["values"]["Id"] == some_id and as_of["values"]["Name"] == truth[some_id]["Name"]
+    out = tmp_path / "accounts.jsonl"
+    sfvault(env, "export", "Account", "--format", "jsonl", "-o", str(out), "--org", "acme")
+    assert len(out.read_text().splitlines()) == len(truth)
+
+
+def test_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
+    missing = sfvault(env, "session", "show", "nope", ok=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("error (not_found)") and len(missing.stderr.strip().splitlines()) == 1
+    bad = sfvault(env, "backup", "run", "--policy", "p", "--org", "o", "--stall-timeout", "soon", ok=False)
+    assert bad.returncode == 1 and "duration" in bad.stderr
+    unknown_org = sfvault(env, "policy", "create", "--org", "no-such-org", ok=False)
+    assert unknown_org.returncode == 1 and "no-such-org" in unknown_org.stderr
+
+
+def test_roles_reach_the_cli(env: dict[str, str], stack_home: Path) -> None:
+    key = load_key(f"file:{stack_home / 'auth.key'}")
+    viewer = dict(env, SFVAULT_TOKEN=mint(key, "victor", "viewer"))
+    assert sfvault(viewer, "session", "list", "--json").returncode == 0
+    denied = sfvault(viewer, "backup", "run", "--policy", "daily", "--org", "acme", ok=False)
+    assert denied.returncode == 1 and "permission_denied" in denied.stderr
+    nobody = dict(env, SFVAULT_TOKEN="")
+    refused = sfvault(nobody, "session", "list", ok=False)
+    assert refused.returncode == 1 and "unauthenticated" in refused.stderr
