@@ -162,6 +162,7 @@ def _sink_ceiling(url: str) -> tuple[int, float]:
 
 
 async def _main(url: str, nats_url: str, work: Path) -> None:
+    os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
     print(f"   generating sforg at scale {SCALE} ...", flush=True)
     with running_org(work / "org", scale=SCALE, seed=3, timeout=3600) as info:
         os.environ[SECRET_ENV] = info["client_secret"]
