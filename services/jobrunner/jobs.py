@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import logging
 import threading
+import time
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
@@ -127,6 +128,9 @@ class JobRun:
     # chunk's checkpoint is written only once the chunk before it committed
     pipe: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chunk"))
     pending: Future[None] | None = None
+    waited_s: float = 0.0  # time the reader sat idle waiting for storage (where a slow backup spends its time)
+    storage_s: float = 0.0  # time storage took for this job's chunks
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def org(self) -> str:
@@ -156,7 +160,11 @@ class JobRun:
         """Until the chunk in flight is committed (its error, if any, is raised here)."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            pending.result()
+            started = time.monotonic()
+            try:
+                pending.result()
+            finally:
+                self.waited_s += time.monotonic() - started
 
     def _announce(self, pos: dict[str, Any], extra: dict[str, Any]) -> int:
         """Write-ahead: the next chunk's number and where reading continues after it, before storing it."""
@@ -193,7 +201,9 @@ class JobRun:
         self.pending = self.pipe.submit(self._store, seq, object_name, records)
 
     def _store(self, seq: int, object_name: str, records: list[bytes]) -> None:
+        started = time.monotonic()
         result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)
+        self.storage_s += time.monotonic() - started
         if not result.replayed and int(result.counts.received) != len(records):
             raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
         self.seq = seq
@@ -290,6 +300,16 @@ class DataJob:
                 last_reconcile=org_now if plan.reconcile or plan.mode == "full" else marks.last_reconcile,
                 last_success=org_now,
             ),
+        )
+        elapsed = time.monotonic() - run.started
+        log.info(
+            "data job %s %s: %d records in %.1f s; storage took %.1f s, the reader waited %.1f s for it",
+            spec.job_id,
+            self.obj,
+            run.tally.received,
+            elapsed,
+            run.storage_s,
+            run.waited_s,
         )
         return "; ".join([f"{plan.mode} ({plan.reason})", *warnings])
 
