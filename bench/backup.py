@@ -175,7 +175,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
             "SFVAULT_JOBRUNNER_PORT": str(free_port()),
             "SFVAULT_JOBRUNNER_CONCURRENCY": os.environ.get("BENCH_BACKUP_CONCURRENCY", "2"),
-            "SFVAULT_LOG_LEVEL": "WARNING",
+            "SFVAULT_LOG_LEVEL": os.environ.get("BENCH_BACKUP_LOG_LEVEL", "WARNING"),
         }
         # its own process, so its peak RSS is its own
         jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
