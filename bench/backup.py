@@ -162,6 +162,7 @@ def _sink_ceiling(url: str) -> tuple[int, float]:
 
 
 async def _main(url: str, nats_url: str, work: Path) -> None:
+    os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
     print(f"   generating sforg at scale {SCALE} ...", flush=True)
     with running_org(work / "org", scale=SCALE, seed=3, timeout=3600) as info:
         os.environ[SECRET_ENV] = info["client_secret"]
@@ -174,7 +175,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
             "SFVAULT_JOBRUNNER_PORT": str(free_port()),
             "SFVAULT_JOBRUNNER_CONCURRENCY": os.environ.get("BENCH_BACKUP_CONCURRENCY", "2"),
-            "SFVAULT_LOG_LEVEL": "WARNING",
+            "SFVAULT_LOG_LEVEL": os.environ.get("BENCH_BACKUP_LOG_LEVEL", "WARNING"),
         }
         # its own process, so its peak RSS is its own
         jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220

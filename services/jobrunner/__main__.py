@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
+import sys
 
 from services.common import settings as settings_module
 from services.common import telemetry
@@ -12,7 +14,20 @@ from services.jobrunner import service
 from services.jobrunner.config import JobrunnerSettings
 
 
+def _fewer_malloc_arenas() -> None:
+    """glibc gives each thread its own malloc arena; with job threads, chunk threads and gRPC's, the freed
+    chunk buffers stay spread over many arenas and resident. Two arenas keep the peak RSS near what is in use."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    _fewer_malloc_arenas()
     cfg = settings_module.load(JobrunnerSettings)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(_serve(cfg))

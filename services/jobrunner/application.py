@@ -38,7 +38,7 @@ from services.jobrunner.jobs import (
     credentials,
 )
 from services.jobrunner.salesforce import JobOrgClient, MetadataClient, OrgReader, SalesforceError
-from services.jobrunner.storage_client import StorageClient, StorageError, StorageUnavailable
+from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
 
 log = logging.getLogger("sfvault.jobrunner")
@@ -46,6 +46,7 @@ CONSUMER = "jobrunner"
 # what may pass: the job is handed back and retried (with back-off, up to max_deliver attempts)
 TRANSIENT = (
     StorageUnavailable,
+    StorageConflict,
     OrgUnreachable,
     psycopg.OperationalError,
     SalesforceGeneralError,  # 5xx still failing after OrgClient's retries

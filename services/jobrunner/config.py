@@ -21,6 +21,7 @@ class JobrunnerSettings(ServiceSettings):
     jobrunner_overlap_s: float = 600.0
     jobrunner_settle_s: float = 300.0
     jobrunner_chunk_records: int = 10_000
+    jobrunner_chunk_mb: float = 4.0  # a chunk also ends at this size: bounds each job's memory
     jobrunner_bulk_threshold: int = 2000
     jobrunner_bulk_page: int = 50_000
     jobrunner_rest_batch: int = 2000

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import logging
 import threading
+import time
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
@@ -74,6 +75,7 @@ class JobControl:
 @dataclass
 class Tuning:
     chunk_records: int = domain.CHUNK_RECORDS
+    chunk_bytes: int = 4 << 20  # a chunk also ends at this many bytes: memory per job stays bounded
     bulk_threshold: int = domain.BULK_THRESHOLD
     bulk_page: int = domain.BULK_PAGE
     rest_batch: int = domain.REST_BATCH
@@ -127,6 +129,9 @@ class JobRun:
     # chunk's checkpoint is written only once the chunk before it committed
     pipe: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chunk"))
     pending: Future[None] | None = None
+    waited_s: float = 0.0  # time the reader sat idle waiting for storage (where a slow backup spends its time)
+    storage_s: float = 0.0  # time storage took for this job's chunks
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def org(self) -> str:
@@ -156,7 +161,11 @@ class JobRun:
         """Until the chunk in flight is committed (its error, if any, is raised here)."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            pending.result()
+            started = time.monotonic()
+            try:
+                pending.result()
+            finally:
+                self.waited_s += time.monotonic() - started
 
     def _announce(self, pos: dict[str, Any], extra: dict[str, Any]) -> int:
         """Write-ahead: the next chunk's number and where reading continues after it, before storing it."""
@@ -194,7 +203,9 @@ class JobRun:
         self.pending = self.pipe.submit(contextvars.copy_context().run, self._store, seq, object_name, records)
 
     def _store(self, seq: int, object_name: str, records: list[bytes]) -> None:
+        started = time.monotonic()
         result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)
+        self.storage_s += time.monotonic() - started
         if not result.replayed and int(result.counts.received) != len(records):
             raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
         self.seq = seq
@@ -291,6 +302,16 @@ class DataJob:
                 last_reconcile=org_now if plan.reconcile or plan.mode == "full" else marks.last_reconcile,
                 last_success=org_now,
             ),
+        )
+        elapsed = time.monotonic() - run.started
+        log.info(
+            "data job %s %s: %d records in %.1f s; storage took %.1f s, the reader waited %.1f s for it",
+            spec.job_id,
+            self.obj,
+            run.tally.received,
+            elapsed,
+            run.storage_s,
+            run.waited_s,
         )
         return "; ".join([f"{plan.mode} ({plan.reason})", *warnings])
 
@@ -423,6 +444,7 @@ class DataJob:
                 ordered=ordered,
             )
             buffer: list[bytes] = []
+            size = 0
             buffer_key: Key | None = None
             try:
                 page = self.reader.query_page(soql, query_all=self.query_all, batch_size=tuning.rest_batch)
@@ -433,14 +455,16 @@ class DataJob:
                 while True:
                     self.run.control.check()
                     for rec in page.records:
-                        buffer.append(domain.encode_record(rec))
+                        encoded = domain.encode_record(rec)
+                        buffer.append(encoded)
+                        size += len(encoded)
                         buffer_key = domain.key_of(rec, ordered)
                         if self.track_seen:
                             self.seen.add(buffer_key.record_id)
                         got += 1
-                        if len(buffer) >= tuning.chunk_records:
+                        if len(buffer) >= tuning.chunk_records or size >= tuning.chunk_bytes:
                             self._flush_rest(buffer, buffer_key)
-                            buffer = []
+                            buffer, size = [], 0
                     if not page.next_url:
                         break
                     page = self.reader.query_more(page.next_url, batch_size=tuning.rest_batch)
@@ -505,16 +529,19 @@ class DataJob:
             base = received - skip  # rows of the pages before this one
             count, nxt, rows = self._open_page(job_id, locator, skip)
             buffer: list[bytes] = []
+            size = 0
             page_rows = skip
             for rec in rows:
-                buffer.append(domain.encode_record(rec))
+                encoded = domain.encode_record(rec)
+                buffer.append(encoded)
+                size += len(encoded)
                 if self.track_seen:
                     self.seen.add(str(rec.get("Id")))
                 page_rows += 1
-                if len(buffer) >= tuning.chunk_records:
+                if len(buffer) >= tuning.chunk_records or size >= tuning.chunk_bytes:
                     self.run.tally.received += len(buffer)
                     self._flush_bulk(buffer, job_id, locator, page_rows, base + page_rows)
-                    buffer = []
+                    buffer, size = [], 0
             if page_rows != count:
                 raise CountMismatch(
                     f"Bulk page of {self.obj}: Salesforce reported {count} records, {page_rows} were received"

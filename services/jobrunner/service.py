@@ -24,6 +24,7 @@ log = logging.getLogger("sfvault.jobrunner")
 def tuning(settings: JobrunnerSettings) -> Tuning:
     return Tuning(
         chunk_records=settings.jobrunner_chunk_records,
+        chunk_bytes=int(settings.jobrunner_chunk_mb * (1 << 20)),
         bulk_threshold=settings.jobrunner_bulk_threshold,
         bulk_page=settings.jobrunner_bulk_page,
         rest_batch=settings.jobrunner_rest_batch,

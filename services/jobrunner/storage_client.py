@@ -25,6 +25,12 @@ class StorageError(RuntimeError):
     """Storage refused a write (invalid data or a precondition): the job fails with this message."""
 
 
+class StorageConflict(StorageError):
+    """FAILED_PRECONDITION, e.g. a chunk_seq already stored with other content: another attempt of the same job
+    may be running (a redelivery while this one lost its heartbeat). Handed back, never reported as the job's
+    end: the retry resumes from what storage holds."""
+
+
 class StorageUnavailable(RuntimeError):
     """Storage could not be reached after retries: the job is handed back and retried later."""
 
@@ -65,6 +71,8 @@ class StorageClient:
                     continue
                 if code in RETRYABLE:
                     raise StorageUnavailable(f"storage unavailable: {_details(exc)}") from None
+                if code == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise StorageConflict(f"storage refused the call (FAILED_PRECONDITION): {_details(exc)}") from None
                 raise StorageError(
                     f"storage refused the call ({code.name if code else '?'}): "
                     f"{exc.details() if hasattr(exc, 'details') else exc}"
