@@ -229,9 +229,7 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
     if (
         len(path) > 1
         and path[0].lower() == obj.name.lower()
-        and not any(
-            f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields
-        )
+        and not any(f.relationship_name and f.relationship_name.lower() == path[0].lower() for f in obj.fields)
     ):
         path = path[1:]
     node = root
@@ -418,9 +416,7 @@ def compile_where(
     if f.type in ("address", "location", "base64") or (f.type == "textarea" and f.length > 255):
         raise SoqlError(
             "INVALID_FIELD",
-            soql.caret_message(
-                q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"
-            ),
+            soql.caret_message(q.text, node.field.pos, f"field '{f.name}' can not be filtered in a query call"),
         )
 
     def get(r: tuple[Any, ...]) -> Any:
@@ -487,10 +483,7 @@ def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
     """Whether a WHERE clause restricts one of the fields with = or IN at its top level (ANDed)."""
     wanted = {f.lower() for f in fields}
     items = where.items if isinstance(where, BoolOp) and where.op == "AND" else [where]
-    return any(
-        isinstance(i, Comparison) and i.op in ("=", "IN") and i.field.path[-1].lower() in wanted
-        for i in items
-    )
+    return any(isinstance(i, Comparison) and i.op in ("=", "IN") and i.field.path[-1].lower() in wanted for i in items)
 
 
 def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = False) -> Plan:
@@ -503,9 +496,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         )
     if q.offset is not None and q.offset > 2000:
         raise SoqlError("NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000")
-    if obj.name == "ContentDocumentLink" and not _filters_by_id(
-        q.where, ("ContentDocumentId", "LinkedEntityId")
-    ):
+    if obj.name == "ContentDocumentLink" and not _filters_by_id(q.where, ("ContentDocumentId", "LinkedEntityId")):
         raise SoqlError(
             "MALFORMED_QUERY",
             "Implementation restriction: ContentDocumentLink requires a filter by a single Id on "
@@ -527,8 +518,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
                 if bulk:
                     raise SoqlError(
                         "INVALIDJOB",
-                        "Unsupported query: parent-to-child relationship queries are not "
-                        "supported by the Bulk API",
+                        "Unsupported query: parent-to-child relationship queries are not supported by the Bulk API",
                     )
                 subqueries.append((len(select), item))
                 select.append(item)
@@ -544,9 +534,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
                 if len(q.select) > 1:
                     raise SoqlError(
                         "MALFORMED_QUERY",
-                        soql.caret_message(
-                            q.text, item.pos, "COUNT() and other fields cannot be selected together"
-                        ),
+                        soql.caret_message(q.text, item.pos, "COUNT() and other fields cannot be selected together"),
                     )
                 count_only = True
             else:
@@ -577,9 +565,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         if col.field.type in ("address", "location", "base64", "multipicklist"):
             raise SoqlError(
                 "INVALID_FIELD",
-                soql.caret_message(
-                    q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"
-                ),
+                soql.caret_message(q.text, o.field.pos, f"field '{col.field.name}' can not be sorted in a query call"),
             )
         order.append((col, o.desc, o.nulls_first))
     # WHERE and ORDER BY columns are resolved first, so they are a prefix of the root's column list:
@@ -641,9 +627,7 @@ class RowSource:
         raise NotImplementedError
 
 
-def load_parents(
-    node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource, ctx: Context
-) -> None:
+def load_parents(node: RelNode, rows: Iterable[tuple[Any, ...]], obj_name: str, src: RowSource, ctx: Context) -> None:
     """Fill each child node's cache with the parent rows the given rows point to, recursively."""
     rows = list(rows)
     for child in node.children.values():
@@ -675,9 +659,7 @@ def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Calla
         return (
             1,
             v.lower()
-            if isinstance(v, str)
-            and col.field.type in TEXT_TYPES
-            and col.field.type not in ("id", "reference")
+            if isinstance(v, str) and col.field.type in TEXT_TYPES and col.field.type not in ("id", "reference")
             else v,
         )
 
@@ -1085,8 +1067,6 @@ def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
         args = []
         for f in part:
             c = _q(f.name)
-            args.append(
-                f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')"
-            )
+            args.append(f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')")
         chunks.append(f"format({_lit(template)}, {', '.join(args)})")
     return f" || {_lit(delimiter)} || ".join(chunks)

@@ -80,9 +80,7 @@ def dumps(data: Any) -> bytes:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=dumps(data), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})}
-    )
+    return web.Response(body=dumps(data), status=status, headers={"Content-Type": JSON_TYPE, **(headers or {})})
 
 
 def error(status: int, code: str, message: str, fields: list[str] | None = None) -> web.Response:
@@ -225,22 +223,16 @@ class Server:
         if counted:
             if org.api_used >= org.settings["api_max"]:
                 org.account(endpoint, kind, 0)
-                return self.finish(
-                    error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), kind
-                )
+                return self.finish(error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."), kind)
             org.api_used += 1
             if org.api_used - org._api_saved >= 200:
                 org._api_saved = org.api_used
                 org.flush()
         now = time.monotonic()
-        long_running = sum(
-            1 for t in org.in_flight.values() if now - t >= org.settings["long_running_seconds"]
-        )
+        long_running = sum(1 for t in org.in_flight.values() if now - t >= org.settings["long_running_seconds"])
         if counted and long_running >= org.settings["concurrent_limit"]:
             org.account(endpoint, kind, 0)
-            return self.finish(
-                error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), kind
-            )
+            return self.finish(error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."), kind)
         key = id(request)
         org.in_flight[key] = now
         try:
@@ -287,9 +279,7 @@ class Server:
 
     def finish(self, resp: web.StreamResponse, kind: str) -> web.StreamResponse:
         if kind in ("REST", "Bulk") and not resp.prepared:
-            resp.headers["Sforce-Limit-Info"] = (
-                f"api-usage={self.org.api_used}/{self.org.settings['api_max']}"
-            )
+            resp.headers["Sforce-Limit-Info"] = f"api-usage={self.org.api_used}/{self.org.settings['api_max']}"
         return resp
 
     def fault_error(self, code: str, kind: str) -> web.Response:
@@ -518,15 +508,11 @@ class Server:
                 "jobs",
             ]
             out = {n: f"{base}/{n}" for n in names}
-            out["identity"] = (
-                f"https://login.salesforce.com/id/{org.identity['org_id']}/{org.identity['user_id']}"
-            )
+            out["identity"] = f"https://login.salesforce.com/id/{org.identity['org_id']}/{org.identity['user_id']}"
             return json_response(out)
         if head in ("query", "queryAll"):
             if method != "GET":
-                return error(
-                    405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET"
-                )
+                return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET")
             locator = parts[1] if len(parts) > 1 else None
             return await self.query(request, version, head == "queryAll", locator)
         if head == "sobjects":
@@ -688,9 +674,7 @@ class Server:
                 body = await self.json_body(request)
                 rid = org.create_record(o.name, body)
                 return json_response({"id": rid, "success": True, "errors": []}, 201)
-            return error(
-                405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST"
-            )
+            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST")
         sub = parts[1]
         if sub == "describe" and len(parts) == 2:
             if self.not_modified(request):
@@ -704,9 +688,7 @@ class Server:
             if not start or not end:
                 return error(400, "MISSING_ARGUMENT", "start and end are required")
             fn = org.updated if sub == "updated" else org.deleted
-            return json_response(
-                await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end)
-            )
+            return json_response(await asyncio.get_running_loop().run_in_executor(None, fn, o.name, start, end))
         if len(parts) == 3:
             blob_field = o.field(parts[2])
             if blob_field is not None and blob_field.type == "base64" and is_valid(parts[1]):
@@ -725,9 +707,7 @@ class Server:
         if not is_valid(rid):
             if o.field(rid) is not None:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
-            return error(
-                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}"
-            )
+            return error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}")
         if method == "GET":
             row = org.get_row(o, rid)
             fields = request.query.get("fields")
@@ -739,9 +719,7 @@ class Server:
         if method == "DELETE":
             org.delete_record(o.name, rid)
             return web.Response(status=204)
-        return error(
-            405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE"
-        )
+        return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE")
 
     async def by_external_id(
         self, request: web.Request, o: schema.ObjectDef, f: schema.FieldDef, value: str, version: str
@@ -758,9 +736,7 @@ class Server:
             if not rows:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
             if len(rows) > 1:
-                return json_response(
-                    [f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300
-                )
+                return json_response([f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300)
             return json_response(self.record_json(o, self.org.get_row(o, rows[0][0]), version))
         if request.method == "PATCH":
             body = await self.json_body(request)
@@ -787,9 +763,7 @@ class Server:
         text = text.strip().replace(" ", "+")
         return text[:-1] if text.endswith(":") else text
 
-    async def blob(
-        self, request: web.Request, o: schema.ObjectDef, rid: str, f: schema.FieldDef
-    ) -> web.StreamResponse:
+    async def blob(self, request: web.Request, o: schema.ObjectDef, rid: str, f: schema.FieldDef) -> web.StreamResponse:
         row = self.org.get_row(o, rid)
         descriptor = row.get("_blob")
         if not descriptor:
@@ -900,9 +874,7 @@ class Server:
                 out.append(
                     {
                         "success": False,
-                        "errors": [
-                            {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
-                        ],
+                        "errors": [{"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}],
                     }
                 )
         if failed and all_or_none:
@@ -961,9 +933,7 @@ class Server:
                     return error(400, "INVALIDJOB", "Invalid columnDelimiter or lineEnding")
                 plan = await loop.run_in_executor(None, org.plan, text, operation == "queryAll", True)
                 if not plan.obj.bulk_supported:
-                    return error(
-                        400, "INVALIDENTITY", f"Entity '{plan.obj.name}' is not supported by the Bulk API."
-                    )
+                    return error(400, "INVALIDENTITY", f"Entity '{plan.obj.name}' is not supported by the Bulk API.")
                 created = org.count_bulk_job()
                 if created > org.settings["bulk_jobs_max"]:
                     return error(
@@ -1079,9 +1049,7 @@ class Server:
         )
         # gzip when asked, as Salesforce does; compressed in the worker thread at level 1 so it overlaps
         # with the network writes instead of blocking the event loop.
-        gzip_wanted = (
-            "gzip" in request.headers.get("Accept-Encoding", "") and request.get("stall_after") is None
-        )
+        gzip_wanted = "gzip" in request.headers.get("Accept-Encoding", "") and request.get("stall_after") is None
         compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip_wanted else None
         if compressor is not None:
             resp.headers["Content-Encoding"] = "gzip"
@@ -1113,9 +1081,7 @@ class Server:
             else:
                 import csv as _csv
 
-                _csv.writer(buf, delimiter=delim, quoting=_csv.QUOTE_ALL, lineterminator=ending).writerows(
-                    data
-                )
+                _csv.writer(buf, delimiter=delim, quoting=_csv.QUOTE_ALL, lineterminator=ending).writerows(data)
             return buf.getvalue().encode()
 
         def compress(data: bytes, last: bool) -> bytes:
@@ -1247,9 +1213,7 @@ class Server:
                 "values": kwargs.get("values", "1") != "0",
             }
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: getattr(self.org, name)(**kwargs)
-            )
+            result = await asyncio.get_running_loop().run_in_executor(None, lambda: getattr(self.org, name)(**kwargs))
         except OrgError as exc:
             return json_response({"error": exc.code, "message": exc.message}, exc.status)
         except (TypeError, KeyError, ValueError) as exc:

@@ -193,9 +193,7 @@ class Store:
         if not rowids:
             return ""
         lo, hi = rowids[0], rowids[-1]
-        if hi - lo + 1 == len(rowids) and all(
-            rowids[i] < rowids[i + 1] for i in range(0, len(rowids) - 1, 997)
-        ):
+        if hi - lo + 1 == len(rowids) and all(rowids[i] < rowids[i + 1] for i in range(0, len(rowids) - 1, 997)):
             row = (
                 self.conn()
                 .execute(

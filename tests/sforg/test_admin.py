@@ -345,10 +345,7 @@ def test_bulk_daily_job_limit_and_unsupported_object(sf: Any, admin: Admin) -> N
 
 
 def test_many_added_fields_make_a_wide_object(sf: Any, admin: Admin) -> None:
-    names = [
-        admin.add_field("Shipment__c", f"Wide{i}", "double" if i % 2 else "string")["field"]
-        for i in range(140)
-    ]
+    names = [admin.add_field("Shipment__c", f"Wide{i}", "double" if i % 2 else "string")["field"] for i in range(140)]
     try:
         fields = [f["name"] for f in sf.Shipment__c.describe()["fields"] if f["type"] not in ("location",)]
         rows = sf.query_all(f"SELECT {', '.join(fields)} FROM Shipment__c")["records"]

@@ -268,9 +268,7 @@ def test_single_record_crud_and_collections(sf: Any, admin: Admin) -> None:
 
 
 def test_get_and_upsert_by_external_id(sf: Any, admin: Admin) -> None:
-    existing = sf.query("SELECT Id, External_Id__c FROM Account WHERE External_Id__c != null LIMIT 1")[
-        "records"
-    ][0]
+    existing = sf.query("SELECT Id, External_Id__c FROM Account WHERE External_Id__c != null LIMIT 1")["records"][0]
     got = sf.Account.get_by_custom_id("External_Id__c", existing["External_Id__c"])
     assert got["Id"] == existing["Id"]
     assert sf.Account.upsert(f"External_Id__c/{existing['External_Id__c']}", {"Rating": "Hot"}) in (200, 204)
@@ -283,15 +281,12 @@ def test_get_and_upsert_by_external_id(sf: Any, admin: Admin) -> None:
 def test_content_document_links_need_a_filter(sf: Any, admin: Admin) -> None:
     with pytest.raises(SalesforceMalformedRequest) as err:
         sf.query("SELECT Id FROM ContentDocumentLink")
-    assert (
-        "Implementation restriction: ContentDocumentLink requires a filter" in err.value.content[0]["message"]
-    )
+    assert "Implementation restriction: ContentDocumentLink requires a filter" in err.value.content[0]["message"]
     truth = admin.ground_truth(["ContentDocument", "ContentDocumentLink"])["objects"]
     docs = list(truth["ContentDocument"])
     in_list = ", ".join(f"'{d}'" for d in docs)
     got = sf.query_all(
-        f"SELECT Id, LinkedEntityId, ContentDocumentId FROM ContentDocumentLink "
-        f"WHERE ContentDocumentId IN ({in_list})"
+        f"SELECT Id, LinkedEntityId, ContentDocumentId FROM ContentDocumentLink WHERE ContentDocumentId IN ({in_list})"
     )["records"]
     assert {r["Id"]: (r["LinkedEntityId"], r["ContentDocumentId"]) for r in got} == {
         rid: (v["LinkedEntityId"], v["ContentDocumentId"]) for rid, v in truth["ContentDocumentLink"].items()

@@ -29,9 +29,7 @@ def test_paths_with_and_without_slashes_and_spaces(org: dict[str, Any], sf: Any)
         assert resp.status_code == 200
         assert resp.headers["Content-Type"] == "application/json;charset=UTF-8"
         assert resp.headers["Sforce-Limit-Info"].startswith("api-usage=")
-        assert resp.json()["records"][0]["attributes"]["url"].startswith(
-            url.split("/query")[0].removeprefix(base)
-        )
+        assert resp.json()["records"][0]["attributes"]["url"].startswith(url.split("/query")[0].removeprefix(base))
     assert s.get(f"{base}/services/data/v39.0/sobjects").status_code == 404
     unauth = requests.get(f"{base}/services/data/v59.0/sobjects", headers={"Authorization": "Bearer nope"})
     assert unauth.status_code == 401
@@ -53,9 +51,7 @@ def test_oauth_refresh_token_and_errors(org: dict[str, Any]) -> None:
     assert "refresh_token" not in body and "expires_in" not in body
     assert body["id"].endswith(f"/{org['org_id']}/{org['user_id']}")
     basic = base64.b64encode(f"{org['client_id']}:wrong".encode()).decode()
-    bad = requests.post(
-        url, data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"}
-    )
+    bad = requests.post(url, data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"})
     assert bad.status_code == 400 and bad.json() == {
         "error": "invalid_client",
         "error_description": "invalid client credentials",
@@ -119,7 +115,5 @@ def test_long_request_lines_and_offset_limit(org: dict[str, Any], sf: Any) -> No
     s = session(org, sf)
     resp = s.get(f"{org['instance_url']}/services/data/v59.0/query", params={"q": "SELECT Id, Id FROM User"})
     assert resp.json() == [{"message": "duplicate field selected: Id", "errorCode": "MALFORMED_QUERY"}]
-    resp = s.get(
-        f"{org['instance_url']}/services/data/v59.0/query", params={"q": "SELECT Id FROM User OFFSET 2001"}
-    )
+    resp = s.get(f"{org['instance_url']}/services/data/v59.0/query", params={"q": "SELECT Id FROM User OFFSET 2001"})
     assert resp.status_code == 400 and resp.json()[0]["errorCode"] == "NUMBER_OUTSIDE_VALID_RANGE"
