@@ -33,6 +33,18 @@ class ServiceSettings(BaseSettings):
     tls_key_file: str = ""
     tls_ca_file: str = ""
 
+    def bus_config(self) -> Any:
+        """The bus as these settings describe it (services.common.bus.BusConfig)."""
+        from services.common.bus import BusConfig
+
+        return BusConfig(
+            url=self.nats_url,
+            namespace=self.bus_namespace,
+            events_replicas=self.events_replicas,
+            jobs_replicas=self.jobs_replicas,
+            duplicate_window_s=self.duplicate_window_s,
+        )
+
     def server_credentials(self) -> Any:
         return server_credentials(self.tls_cert_file, self.tls_key_file)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
 
 from services.common import db
-from services.common.bus import Bus, BusConfig
+from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.discovery import adapters
 from services.discovery.api import DiscoveryApi
@@ -37,15 +37,6 @@ ROLES = {
 }
 
 
-def bus_config(settings: DiscoverySettings) -> BusConfig:
-    return BusConfig(
-        url=settings.nats_url,
-        namespace=settings.bus_namespace,
-        events_replicas=settings.events_replicas,
-        jobs_replicas=settings.jobs_replicas,
-        duplicate_window_s=settings.duplicate_window_s,
-    )
-
 
 async def serve(
     settings: DiscoverySettings,
@@ -56,7 +47,7 @@ async def serve(
     on_ready: Callable[[GrpcServer, Planner], Awaitable[None] | None] | None = None,
 ) -> None:
     pool = await db.open_pool(settings.database_url)
-    bus = await Bus.connect(bus_config(settings), producer="discovery")
+    bus = await Bus.connect(settings.bus_config(), producer="discovery")
     grpc_server: GrpcServer | None = None
     try:
         store = DiscoveryStore(pool, settings.discovery_db_schema)

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from services.common.bus import Bus, BusConfig
+from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.jobrunner import store as store_module
 from services.jobrunner.application import Runner
@@ -69,16 +69,7 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
         token=settings.own_token("jobrunner"),
         credentials=settings.channel_credentials(),
     )
-    bus = await Bus.connect(
-        BusConfig(
-            url=settings.nats_url,
-            namespace=settings.bus_namespace,
-            events_replicas=settings.events_replicas,
-            jobs_replicas=settings.jobs_replicas,
-            duplicate_window_s=settings.duplicate_window_s,
-        ),
-        producer="jobrunner",
-    )
+    bus = await Bus.connect(settings.bus_config(), producer="jobrunner")
     server = await start_grpc_server([], port=settings.jobrunner_port, credentials=settings.server_credentials())
     runner = Runner(
         bus,

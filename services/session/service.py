@@ -18,7 +18,7 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2, session_pb2_grpc
 
 from services.common import db
-from services.common.bus import Bus, BusConfig
+from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.session.api import SessionApi
 from services.session.application import Clock, SessionService, SystemClock
@@ -37,15 +37,6 @@ ROLES = {
 }
 
 
-def bus_config(settings: SessionSettings) -> BusConfig:
-    return BusConfig(
-        url=settings.nats_url,
-        namespace=settings.bus_namespace,
-        events_replicas=settings.events_replicas,
-        jobs_replicas=settings.jobs_replicas,
-        duplicate_window_s=settings.duplicate_window_s,
-    )
-
 
 async def serve(
     settings: SessionSettings,
@@ -55,7 +46,7 @@ async def serve(
     on_ready: Callable[[GrpcServer, SessionService], Awaitable[None] | None] | None = None,
 ) -> None:
     pool = await db.open_pool(settings.database_url)
-    bus = await Bus.connect(bus_config(settings), producer="session")
+    bus = await Bus.connect(settings.bus_config(), producer="session")
     grpc_server: GrpcServer | None = None
     try:
         projection = Projection(pool, settings.session_db_schema, CONSUMER)
@@ -140,7 +131,7 @@ class _Silent:
 async def rebuild(settings: SessionSettings, schema: str | None = None, batch_size: int = 1000) -> int:
     """Replay EVENTS from its first message into an empty projection; returns the events folded."""
     pool = await db.open_pool(settings.database_url)
-    bus = await Bus.connect(bus_config(settings), producer="session-rebuild")
+    bus = await Bus.connect(settings.bus_config(), producer="session-rebuild")
     durable = f"session-rebuild-{uuid.uuid4().hex[:8]}"
     stream = bus.config.events_stream
     try:
