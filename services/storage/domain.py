@@ -584,22 +584,17 @@ def fingerprint(raw: bytes) -> bytes:
 
 
 def guess_id(raw: bytes) -> str | None:
-    """The record Id found in the raw JSON without parsing it, or None. Only used to look up the head's
-    fingerprint: a wrong guess can only miss the fast path, never make different bytes look unchanged."""
-    # the pattern's matches start with '"Id"': where that occurs once, the one match (if any) starts there
+    """The record Id found in the raw JSON without parsing it (the first "Id" key), or None. Only used to look
+    up the head's fingerprint: a wrong guess can only miss the fast path, never make different bytes look
+    unchanged (bytes equal to those last stored for an Id are that record), and a guess shared by two records
+    of a chunk makes both be parsed (PostgresStore.put_records)."""
     at = raw.find(b'"Id"')
     if at < 0:
         return None
-    if raw.find(b'"Id"', at + 4) < 0:
-        found = _RAW_ID.match(raw, at)
-        if found is None:
-            return None
-        rid = found[1].decode()
-    else:
-        many = _RAW_ID.findall(raw)
-        if len(many) != 1:
-            return None
-        rid = many[0].decode()
+    found = _RAW_ID.match(raw, at)
+    if found is None:
+        return None
+    rid = found[1].decode()
     if len(rid) == 15:
         return rid + id_suffix(rid)
     if len(rid) == 18:

@@ -364,15 +364,26 @@ class PostgresStore:
             stored = await self._claim(conn, job.job_key, seq, "records", digest, target.object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
-            last: dict[str, int] = {}  # a record listed twice: its last occurrence counts
-            unguessed: list[int] = []
+            last: dict[str, int] = {}  # position of each guessed Id
+            unguessed: list[int] = []  # positions parsed whatever the head says
+            repeated: set[str] = set()
             for i, (guessed, _fp) in enumerate(fingerprints):
                 if guessed is None:
                     unguessed.append(i)
                 else:
+                    if guessed in last:
+                        # listed twice (or a wrong guess): every occurrence is parsed, and the last occurrence of
+                        # each real Id counts; the fast path could skip the last one and keep an earlier one
+                        repeated.add(guessed)
+                        unguessed.append(last[guessed])
                     last[guessed] = i
             heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
-            todo = sorted([*unguessed, *(i for rid, i in last.items() if heads.get(rid) != fingerprints[i][1])])
+            todo = sorted(
+                [
+                    *unguessed,
+                    *(i for rid, i in last.items() if rid in repeated or heads.get(rid) != fingerprints[i][1]),
+                ]
+            )
             records = await canonicalize(todo) if todo else {}
             transitions: list[tuple[str, bool, int]] = []
             written = 0

@@ -120,6 +120,19 @@ async def test_overlapping_chunks_at_once_store_each_record_once(harness: Harnes
         assert (await cur.fetchone())[0] == sum(r.counts.changed for r in results)  # type: ignore[index]
 
 
+async def test_a_record_whose_id_guess_is_another_records_is_not_lost(harness: Harness) -> None:
+    # the Id guessed from the raw bytes (first "Id" key) is a nested one here: both records must be stored
+    s = harness.storage
+    await data_job(s)
+    x, y = sf_id("001", 1), sf_id("001", 2)
+    tricky = json.dumps({"Name": {"Id": y}, "ID": x, "SystemModstamp": "2024-01-01T00:00:00.000Z"}).encode()
+    first = await s.put_records(ORG, "s1", "j1", 1, "Account", [tricky, account(2)])
+    assert first.counts.new_versions == 2
+    again = await s.put_records(ORG, "s1", "j1", 2, "Account", [tricky, account(2, "renamed")])
+    assert (again.counts.changed, again.counts.unchanged) == (1, 1)
+    assert [v.record_id for v in await s.record_history(ORG, "Account", x)] == [x]
+
+
 async def test_duplicate_ids_in_one_chunk_keep_the_last(harness: Harness) -> None:
     s = harness.storage
     await data_job(s)
