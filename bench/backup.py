@@ -30,7 +30,7 @@ from services.common.embedded import free_port, nats_server, postgres_server
 from services.common.salesforce import Credentials, OrgClient
 from sforg.testing import Admin, running_org
 
-SCALE = os.environ.get("BENCH_BACKUP_SCALE", "small")
+SCALE = os.environ.get("BENCH_BACKUP_SCALE", "large")
 SECRET_ENV = "SFVAULT_BENCH_SFORG_SECRET"
 # bodies go through the file job; ContentDocumentLink needs a filter (discovery leaves it out)
 SKIP = {"ContentVersion", "Attachment", "Document", "ContentDocument", "ContentDocumentLink"}
