@@ -86,6 +86,17 @@ class SalesforceOrg:
         headers = {"If-Modified-Since": since} if since else {}
         return self.client.request("GET", f"/services/data/v{self.version}{path}", headers=headers)
 
+    def live_ids(self, object_name: str) -> set[str]:
+        """Every live record's Id (REST query, 2,000 a page); the object name is checked by the caller."""
+        ids: set[str] = set()
+
+        def read(sf: Any) -> None:
+            for record in sf.query_all_iter(f"SELECT Id FROM {object_name}"):
+                ids.add(str(record["Id"]))
+
+        self.client.call(read)
+        return ids
+
     def describe_global(self, since: str = "") -> Fetched:
         try:
             response = self._get("/sobjects", since)

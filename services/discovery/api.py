@@ -98,6 +98,17 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
         return api.DeletePolicyResponse()
 
     @grpc_errors
+    async def VerifyOrg(
+        self, request: api.VerifyOrgRequest, context: grpc.aio.ServicerContext
+    ) -> api.VerifyOrgResponse:
+        result = await self.catalog.verify_org(_id("org_id", request.org_id), list(request.objects))
+        return api.VerifyOrgResponse(
+            salesforce_org_id=result["salesforce_org_id"],
+            api_calls=result["api_calls"],
+            objects=[api.ObjectVerification(**o) for o in result["objects"]],
+        )
+
+    @grpc_errors
     async def GetSessionPlan(
         self, request: api.GetSessionPlanRequest, context: grpc.aio.ServicerContext
     ) -> api.SessionPlan:

@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -56,6 +57,7 @@ class OrgSession(Protocol):
         self, wanted: Sequence[tuple[str, str]], parallel: int = 4
     ) -> dict[str, adapters.Fetched | adapters.DescribeFailed]: ...
     def check_access(self) -> list[str]: ...
+    def live_ids(self, object_name: str) -> set[str]: ...
 
 
 Connector = Callable[[d.Connection], OrgSession]  # logs in; raises the salesforce module's errors
@@ -80,6 +82,48 @@ def _invalid(exc: d.InvalidPolicy) -> errors.InvalidArgument:
 class Catalog:
     store: DiscoveryStore
     connect: Connector
+    # (salesforce org id, object) -> the Ids live in the latest backup (storage's export)
+    backup_ids: Callable[[str, str], Awaitable[set[str]]] | None = None
+
+    async def verify_org(self, org_id: str, objects: list[str]) -> dict[str, Any]:
+        """Reconcile the backup with the org by Id, object by object."""
+        org = await self.get_org(org_id)
+        for name in objects:
+            if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name):
+                raise errors.InvalidArgument(f"object {name!r} is not an API name")
+        if not objects:
+            names: set[str] = set()
+            for policy in await self.store.list_policies(org_id):
+                latest = await self.store.previous_session(policy.policy_id, "")
+                if latest is not None:
+                    jobs = await self.store.session_jobs(latest.session_id)
+                    names |= {j.object_name for j in jobs if j.job_id.startswith("data-") and j.object_name}
+            objects = sorted(names)
+        if not objects:
+            raise errors.FailedPrecondition(f"org {org_id!r} has no backup yet: name the objects to verify")
+        if self.backup_ids is None:
+            raise errors.Unavailable("verification needs storage, which is not configured")
+        try:
+            session = await asyncio.to_thread(self.connect, org.connection)
+        except (sfc.SecretError, sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
+            raise errors.FailedPrecondition(f"cannot log in to org {org_id!r}: {exc}") from None
+        results = []
+        for name in objects:
+            in_org = await asyncio.to_thread(session.live_ids, name)
+            in_backup = await self.backup_ids(session.salesforce_org_id, name)
+            missing, phantom = sorted(in_org - in_backup), sorted(in_backup - in_org)
+            results.append(
+                {
+                    "object_name": name,
+                    "org_records": len(in_org),
+                    "backup_records": len(in_backup),
+                    "missing": len(missing),
+                    "phantom": len(phantom),
+                    "missing_sample": missing[:10],
+                    "phantom_sample": phantom[:10],
+                }
+            )
+        return {"salesforce_org_id": session.salesforce_org_id, "objects": results, "api_calls": session.api_calls}
 
     async def create_org(self, org: d.Org) -> d.Org:
         org = dataclasses.replace(org, org_id=org.org_id or f"org-{uuid.uuid4().hex[:12]}")

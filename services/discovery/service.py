@@ -11,9 +11,13 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
+import grpc
+import orjson
 from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
+from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.common import db
+from services.common import db, errors
+from services.common.auth import aio_channel
 from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.discovery import adapters
@@ -33,9 +37,9 @@ ROLES = {
     "ListPolicies": "viewer",
     "GetSessionPlan": "viewer",
     "TestOrg": "operator",
+    "VerifyOrg": "operator",
     # Create*, Update*, Delete*: admin (the default)
 }
-
 
 
 async def serve(
@@ -67,11 +71,34 @@ async def serve(
             full_describe_every=dt.timedelta(seconds=settings.discovery_full_describe_every_s),
             describe_parallel=settings.discovery_describe_parallel,
         )
+        storage_channel = aio_channel(
+            settings.storage_addr,
+            settings.own_token("discovery"),
+            settings.channel_credentials(),
+            options=[("grpc.max_receive_message_length", 64 << 20)],
+        )
+
+        async def backup_ids(salesforce_org_id: str, object_name: str) -> set[str]:
+            """The Ids live in the latest backup of an object (storage's JSON-lines export)."""
+            stub = storage_pb2_grpc.StorageServiceStub(storage_channel)
+            request = storage_pb2.ExportObjectAsOfRequest(
+                org_id=salesforce_org_id, object_name=object_name, format=storage_pb2.EXPORT_FORMAT_JSONL
+            )
+            ids: set[str] = set()
+            try:
+                async for chunk in stub.ExportObjectAsOf(request):
+                    ids.update(orjson.loads(line)["Id"] for line in chunk.data.splitlines() if line.strip())
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return ids  # never backed up: every live record is missing
+                raise errors.Unavailable(f"storage could not export {object_name}: {exc.code().name}") from None
+            return ids
+
         grpc_server = await start_grpc_server(
             [
                 (
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
-                    DiscoveryApi(Catalog(store, connect), store),
+                    DiscoveryApi(Catalog(store, connect, backup_ids), store),
                     discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name,
                 )
             ],

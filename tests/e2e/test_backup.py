@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sfvault.discovery.v1 import discovery_pb2 as disc
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.storage.v1 import storage_pb2 as st
@@ -61,13 +62,9 @@ def test_initial_then_incremental_backup_reconciles_exactly(stack: Stack, client
     admin = Admin(stack.org)
     register(clients, stack.org, stack_home, auto_add_new_objects=True, auto_add_new_fields=True)
     # reconcile Ids at every session so hard deletes are caught at once
-    policy = clients.discovery.GetPolicy(
-        __import__("sfvault.discovery.v1.discovery_pb2", fromlist=["x"]).GetPolicyRequest(policy_id="p1")
-    )
+    policy = clients.discovery.GetPolicy(disc.GetPolicyRequest(policy_id="p1"))
     policy.reconcile_every.FromSeconds(60)
-    clients.discovery.UpdatePolicy(
-        __import__("sfvault.discovery.v1.discovery_pb2", fromlist=["x"]).UpdatePolicyRequest(policy=policy)
-    )
+    clients.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=policy))
 
     initial, jobs = run_session(clients)
     assert initial.status == pb.SESSION_STATUS_SUCCESS, initial.reason
@@ -115,4 +112,14 @@ def test_initial_then_incremental_backup_reconciles_exactly(stack: Stack, client
         counts = jobs2[name].counts
         assert counts.new_versions == counts.changed == counts.deleted == 0, name
     assert jobs2["files"].counts.files == 5
+
+    # verify against the org now: nothing differs; then records created after the session are reported missing
+    verified = clients.discovery.VerifyOrg(disc.VerifyOrgRequest(org_id="o1"))
+    assert {o.object_name for o in verified.objects} >= {"Account", "Gadget__c"}
+    assert all(o.missing == o.phantom == 0 for o in verified.objects), verified
+    created = admin.create("Account", n=3)
+    after = clients.discovery.VerifyOrg(disc.VerifyOrgRequest(org_id="o1", objects=["Account", "Lead"]))
+    account = next(o for o in after.objects if o.object_name == "Account")
+    assert account.missing == 3 and account.phantom == 0 and account.org_records == account.backup_records + 3
+    assert set(account.missing_sample) == set(created.get("ids", account.missing_sample))
     assert jobs2["metadata"].counts.metadata_components >= len(components)

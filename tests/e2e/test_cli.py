@@ -107,6 +107,9 @@ def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path
         sfvault(env, "records", "as-of", "Account", some_id, "--at", "now", "--org", "acme", "--json").stdout
     )
     assert as_of["values"]["Id"] == some_id and as_of["values"]["Name"] == truth[some_id]["Name"]
+    verified = json.loads(sfvault(env, "verify", "--org", "acme", "--json").stdout)
+    assert {o["object_name"] for o in verified["objects"]} == {"Account", "Contact"}
+    assert all(int(o.get("missing", 0)) == int(o.get("phantom", 0)) == 0 for o in verified["objects"])
     out = tmp_path / "accounts.jsonl"
     sfvault(env, "export", "Account", "--format", "jsonl", "-o", str(out), "--org", "acme")
     assert len(out.read_text().splitlines()) == len(truth)

@@ -770,3 +770,99 @@ class SessionPlan(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionPlan: _TypeAlias = SessionPlan  # noqa: Y015
+
+@_typing.final
+class VerifyOrgRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: the data objects of the org's latest planned sessions"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        objects: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects", b"objects", "org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyOrgRequest: _TypeAlias = VerifyOrgRequest  # noqa: Y015
+
+@_typing.final
+class ObjectVerification(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    ORG_RECORDS_FIELD_NUMBER: _builtins.int
+    BACKUP_RECORDS_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    PHANTOM_FIELD_NUMBER: _builtins.int
+    MISSING_SAMPLE_FIELD_NUMBER: _builtins.int
+    PHANTOM_SAMPLE_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    org_records: _builtins.int
+    """live records in the org now"""
+    backup_records: _builtins.int
+    """live records in the latest backup"""
+    missing: _builtins.int
+    """in the org, not (live) in the backup"""
+    phantom: _builtins.int
+    """live in the backup, no longer in the org"""
+    @_builtins.property
+    def missing_sample(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """up to 10 Ids"""
+
+    @_builtins.property
+    def phantom_sample(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str = ...,
+        org_records: _builtins.int = ...,
+        backup_records: _builtins.int = ...,
+        missing: _builtins.int = ...,
+        phantom: _builtins.int = ...,
+        missing_sample: _abc.Iterable[_builtins.str] | None = ...,
+        phantom_sample: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_records", b"backup_records", "missing", b"missing", "missing_sample", b"missing_sample", "object_name", b"object_name", "org_records", b"org_records", "phantom", b"phantom", "phantom_sample", b"phantom_sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectVerification: _TypeAlias = ObjectVerification  # noqa: Y015
+
+@_typing.final
+class VerifyOrgResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALESFORCE_ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    API_CALLS_FIELD_NUMBER: _builtins.int
+    salesforce_org_id: _builtins.str
+    api_calls: _builtins.int
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObjectVerification]: ...
+    def __init__(
+        self,
+        *,
+        salesforce_org_id: _builtins.str = ...,
+        objects: _abc.Iterable[Global___ObjectVerification] | None = ...,
+        api_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_calls", b"api_calls", "objects", b"objects", "salesforce_org_id", b"salesforce_org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyOrgResponse: _TypeAlias = VerifyOrgResponse  # noqa: Y015

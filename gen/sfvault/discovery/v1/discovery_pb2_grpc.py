@@ -89,6 +89,11 @@ class DiscoveryServiceStub:
                 request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyRequest.SerializeToString,
                 response_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyResponse.FromString,
                 _registered_method=True)
+        self.VerifyOrg = channel.unary_unary(
+                '/sfvault.discovery.v1.DiscoveryService/VerifyOrg',
+                request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.VerifyOrgRequest.SerializeToString,
+                response_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.VerifyOrgResponse.FromString,
+                _registered_method=True)
         self.GetSessionPlan = channel.unary_unary(
                 '/sfvault.discovery.v1.DiscoveryService/GetSessionPlan',
                 request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.SerializeToString,
@@ -166,6 +171,14 @@ class DiscoveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyOrg(self, request, context):
+        """Reconciles the backup against the org now: per object, the live records the org has and the backup
+        lacks, and those the backup holds live that the org no longer has (by Id; values are the sessions' job).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSessionPlan(self, request, context):
         """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out).
         """
@@ -230,6 +243,11 @@ def add_DiscoveryServiceServicer_to_server(servicer, server):
                     servicer.DeletePolicy,
                     request_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyRequest.FromString,
                     response_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+            'VerifyOrg': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyOrg,
+                    request_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.VerifyOrgRequest.FromString,
+                    response_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.VerifyOrgResponse.SerializeToString,
             ),
             'GetSessionPlan': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSessionPlan,
@@ -534,6 +552,33 @@ class DiscoveryService:
             '/sfvault.discovery.v1.DiscoveryService/DeletePolicy',
             sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyRequest.SerializeToString,
             sfvault_dot_discovery_dot_v1_dot_discovery__pb2.DeletePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyOrg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.discovery.v1.DiscoveryService/VerifyOrg',
+            sfvault_dot_discovery_dot_v1_dot_discovery__pb2.VerifyOrgRequest.SerializeToString,
+            sfvault_dot_discovery_dot_v1_dot_discovery__pb2.VerifyOrgResponse.FromString,
             options,
             channel_credentials,
             insecure,

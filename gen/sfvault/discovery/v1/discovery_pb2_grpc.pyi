@@ -43,6 +43,10 @@ class DiscoveryServiceStub:
     ListPolicies: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.ListPoliciesRequest, _discovery_pb2.ListPoliciesResponse]
     UpdatePolicy: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.UpdatePolicyRequest, _discovery_pb2.Policy]
     DeletePolicy: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.DeletePolicyRequest, _discovery_pb2.DeletePolicyResponse]
+    VerifyOrg: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.VerifyOrgRequest, _discovery_pb2.VerifyOrgResponse]
+    """Reconciles the backup against the org now: per object, the live records the org has and the backup
+    lacks, and those the backup holds live that the org no longer has (by Id; values are the sessions' job).
+    """
     GetSessionPlan: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.GetSessionPlanRequest, _discovery_pb2.SessionPlan]
     """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
 
@@ -61,6 +65,10 @@ class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
     ListPolicies: _aio.UnaryUnaryMultiCallable[_discovery_pb2.ListPoliciesRequest, _discovery_pb2.ListPoliciesResponse]  # type: ignore[assignment]
     UpdatePolicy: _aio.UnaryUnaryMultiCallable[_discovery_pb2.UpdatePolicyRequest, _discovery_pb2.Policy]  # type: ignore[assignment]
     DeletePolicy: _aio.UnaryUnaryMultiCallable[_discovery_pb2.DeletePolicyRequest, _discovery_pb2.DeletePolicyResponse]  # type: ignore[assignment]
+    VerifyOrg: _aio.UnaryUnaryMultiCallable[_discovery_pb2.VerifyOrgRequest, _discovery_pb2.VerifyOrgResponse]  # type: ignore[assignment]
+    """Reconciles the backup against the org now: per object, the live records the org has and the backup
+    lacks, and those the backup holds live that the org no longer has (by Id; values are the sessions' job).
+    """
     GetSessionPlan: _aio.UnaryUnaryMultiCallable[_discovery_pb2.GetSessionPlanRequest, _discovery_pb2.SessionPlan]  # type: ignore[assignment]
     """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
 
@@ -142,6 +150,16 @@ class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _discovery_pb2.DeletePolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_discovery_pb2.DeletePolicyResponse, _abc.Awaitable[_discovery_pb2.DeletePolicyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def VerifyOrg(
+        self,
+        request: _discovery_pb2.VerifyOrgRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_discovery_pb2.VerifyOrgResponse, _abc.Awaitable[_discovery_pb2.VerifyOrgResponse]]:
+        """Reconciles the backup against the org now: per object, the live records the org has and the backup
+        lacks, and those the backup holds live that the org no longer has (by Id; values are the sessions' job).
+        """
 
     @_abc_1.abstractmethod
     def GetSessionPlan(
