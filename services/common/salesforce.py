@@ -100,6 +100,28 @@ class Credentials:
         return self.ca_bundle_ref.removeprefix("file:")
 
 
+_FLOWS = {1: "client_credentials", 2: "password", 3: "refresh_token", 4: "jwt_bearer"}
+
+
+def credentials_from_connection(c: Any) -> Credentials:
+    """Credentials from a sfvault.discovery.v1.OrgConnection (as a JobSpec carries it)."""
+    flow = _FLOWS.get(int(c.auth_flow))
+    if flow is None:
+        raise AuthenticationRefused(f"the org connection names no known auth flow ({int(c.auth_flow)})")
+    return Credentials(
+        login_url=c.login_url,
+        auth_flow=flow,
+        client_id=c.client_id,
+        client_secret_ref=c.client_secret_ref,
+        username=c.username,
+        password_ref=c.password_ref,
+        refresh_token_ref=c.refresh_token_ref,
+        private_key_ref=c.private_key_ref,
+        ca_bundle_ref=c.ca_bundle_ref,
+        api_version=c.api_version or DEFAULT_API_VERSION,
+    )
+
+
 @dataclass(frozen=True)
 class Token:
     access_token: str

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
-import logging
-import signal
 import sys
 
+from services.common import lifecycle
 from services.common import settings as settings_module
-from services.common import telemetry
 from services.jobrunner import service
 from services.jobrunner.config import JobrunnerSettings
 
@@ -29,20 +26,8 @@ def _fewer_malloc_arenas() -> None:
 def main() -> None:
     _fewer_malloc_arenas()
     cfg = settings_module.load(JobrunnerSettings)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_serve(cfg))
-
-
-async def _serve(cfg: JobrunnerSettings) -> None:
-    tel = telemetry.setup("jobrunner")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.serve(cfg, stop)
-    finally:
-        tel.shutdown()  # flush the spans and metrics still buffered
+    lifecycle.configure_logging(cfg.log_level)
+    lifecycle.run_until_signal("jobrunner", service.serve, cfg)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from sfvault.storage.v1 import storage_pb2 as spb
 
-from services.common.salesforce import Credentials
+from services.common.salesforce import Credentials, credentials_from_connection
 from services.jobrunner import domain
 from services.jobrunner.domain import CountMismatch, Key, ObjectMarks, Plan, Selection, Tally
 from services.jobrunner.salesforce import (
@@ -92,23 +92,8 @@ class Outcome:
     chunks: int
 
 
-_FLOWS = {1: "client_credentials", 2: "password", 3: "refresh_token", 4: "jwt_bearer"}
-
-
 def credentials(spec: jobs_pb2.JobSpec) -> Credentials:
-    c = spec.connection
-    return Credentials(
-        login_url=c.login_url,
-        auth_flow=_FLOWS.get(int(c.auth_flow), "client_credentials"),
-        client_id=c.client_id,
-        client_secret_ref=c.client_secret_ref,
-        username=c.username,
-        password_ref=c.password_ref,
-        refresh_token_ref=c.refresh_token_ref,
-        private_key_ref=c.private_key_ref,
-        ca_bundle_ref=c.ca_bundle_ref,
-        api_version=c.api_version or "62.0",
-    )
+    return credentials_from_connection(spec.connection)
 
 
 @dataclass

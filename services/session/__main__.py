@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
 
+from services.common import lifecycle
 from services.common import settings as settings_module
-from services.common import telemetry
 from services.session import service
 from services.session.config import SessionSettings
 
@@ -22,24 +20,12 @@ def main() -> None:
     rb.add_argument("--schema", help="rebuild into this schema instead of the live one")
     args = parser.parse_args()
     cfg = settings_module.load(SessionSettings)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    lifecycle.configure_logging(cfg.log_level)
     if args.command == "rebuild":
         count = asyncio.run(service.rebuild(cfg, args.schema))
         print(f"rebuilt the projection from {count} events")
         return
-    asyncio.run(_serve(cfg))
-
-
-async def _serve(cfg: SessionSettings) -> None:
-    tel = telemetry.setup("session")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.serve(cfg, stop)
-    finally:
-        tel.shutdown()  # flush the spans and metrics still buffered
+    lifecycle.run_until_signal("session", service.serve, cfg)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ ROLES = {
 }
 
 
-
 async def serve(
     settings: SessionSettings,
     stop: asyncio.Event,
