@@ -281,3 +281,13 @@ def test_disruption_budgets(objects: list[Obj]) -> None:
         assert matching[0]["spec"] == {"maxUnavailable": 1, "selector": matching[0]["spec"]["selector"]}
     session_labels = pod_labels(named(objects, "Deployment", "session"))
     assert not [b for b in budgets if selects(b["spec"]["selector"], session_labels)]
+
+
+def test_service_addresses_name_rendered_services_and_ports(objects: list[Obj]) -> None:
+    """The services find each other through the addresses in the ConfigMap: each names a rendered Service
+    and one of its ports (the defaults, 127.0.0.1, would reach nothing in a pod)."""
+    data = config_data(objects)
+    services = {s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]} for s in of_kind(objects, "Service")}
+    for name in ("storage", "session", "discovery"):
+        host, _, port = data[f"SFVAULT_{name.upper()}_ADDR"].partition(":")
+        assert host in services and int(port) in services[host], (name, host, port)
