@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from services.common.bus import Bus
-from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.jobrunner import store as store_module
 from services.jobrunner.application import Runner
 from services.jobrunner.config import JobrunnerSettings
@@ -96,8 +96,24 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
 
 async def serve(settings: JobrunnerSettings, stop: asyncio.Event) -> None:
     running = await start(settings)
+
+    async def database_answers() -> bool:
+        def ping() -> bool:
+            with running.store.pool.connection() as conn:
+                conn.execute("SELECT 1")
+            return True
+
+        return await asyncio.to_thread(ping)
+
+    async def nats_connected() -> bool:
+        return bool(running.bus.nc.is_connected)
+
+    health = asyncio.create_task(
+        watch_health(running.server, [database_answers, nats_connected], stop, settings.health_check_interval_s)
+    )
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({waiter, running.task}, return_when=asyncio.FIRST_COMPLETED)
     if running.task in done and running.task.exception() is not None:
         log.error("the runner stopped: %r", running.task.exception())
+    health.cancel()
     await running.stop(settings.jobrunner_drain_s)

@@ -7,6 +7,7 @@ import logging
 import signal
 
 from services.common import telemetry
+from services.common.grpcserver import watch_health
 from services.storage import config, service
 
 
@@ -25,7 +26,18 @@ async def _serve(settings: config.StorageSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    async def database_answers() -> bool:
+        async with running.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        return True
+
+    async def nats_connected() -> bool:
+        return running.bus is None or bool(running.bus.nc.is_connected)
+
+    health = asyncio.create_task(watch_health(running.server, [database_answers, nats_connected], stop))
     await stop.wait()
+    health.cancel()
     logging.getLogger("services.storage").info("stopping: draining in-flight calls")
     await running.stop(settings.storage_drain_seconds)
 
