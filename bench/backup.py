@@ -1,5 +1,5 @@
-"""Backup benchmark: sforg (BENCH_BACKUP_SCALE, default `large` = 1,000,000 records; `small` for a quick run) backed up by a
-jobrunner process into a storage process, on embedded PostgreSQL and NATS. Prints the initial copy's
+"""Backup benchmark: sforg (BENCH_BACKUP_SCALE, default `large` = 1,000,000 records; `small` for a quick
+run) backed up by a jobrunner process into a storage process, on embedded PostgreSQL and NATS. Prints the initial copy's
 records/s, API calls and the jobrunner's peak RSS; the source ceiling (every Bulk page downloaded and
 discarded) and the sink ceiling (COPY of the same rows); incremental runs at 1 % and 0 % changed.
 """
