@@ -134,11 +134,23 @@ class StorageProcess:
             "SFVAULT_NATS_URL": nats_url,
             "SFVAULT_STORAGE_PORT": str(self.port),
             "SFVAULT_FILE_REPOSITORY": f"file://{files_dir}",
+            # a private loopback port of this benchmark: no tokens (the auth interceptor is measured by tests)
+            "SFVAULT_AUTH_DISABLED": "true",
+            "SFVAULT_LOG_LEVEL": "WARNING",
         }
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.storage"], env=env, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.storage"], env=env)
 
     async def wait_ready(self, channel: grpc.aio.Channel) -> None:
-        await asyncio.wait_for(channel.channel_ready(), timeout=60)
+        ready = asyncio.ensure_future(channel.channel_ready())
+        deadline = time.monotonic() + 60
+        while not ready.done():
+            if self.proc.poll() is not None:
+                ready.cancel()
+                raise RuntimeError(f"the storage process exited with {self.proc.returncode} (its stderr is above)")
+            if time.monotonic() > deadline:
+                ready.cancel()
+                raise TimeoutError("the storage process did not serve within 60 s")
+            await asyncio.wait([ready], timeout=0.2)
 
     def stop(self) -> None:
         self.proc.terminate()
