@@ -1,101 +1,80 @@
-"""The storage rules, free of I/O: Salesforce Id and name validation, the canonical form of a record and its
-content hash (what counts as a change), object schemas, and chunk counts.
+"""The storage rules, free of I/O: Id and name validation of requests, chunk counts and digests. The canonical
+form of a record and its hash (what counts as a change) are the shared contract in services.common.canonical,
+re-exported here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
 import hashlib
-import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any
 
-import orjson
-
-
-class StorageError(Exception):
-    """A request storage refuses; the message names what is wrong (it goes back to the caller verbatim)."""
-
-
-class InvalidArgument(StorageError):
-    pass
-
-
-class NotFound(StorageError):
-    pass
-
-
-class FailedPrecondition(StorageError):
-    pass
-
-
-class Deleted(enum.IntEnum):
-    """Deleted state of a record version; values match DeletedState in storage.proto and the database."""
-
-    LIVE = 0
-    SOFT = 1
-    HARD = 2
-
-
-class FieldType(enum.IntEnum):
-    """How a field's value is canonicalised; values match FieldType in storage.proto."""
-
-    UNSPECIFIED = 0
-    STRING = 1
-    ID = 2
-    BOOLEAN = 3
-    INTEGER = 4
-    DOUBLE = 5
-    DATE = 6
-    DATETIME = 7
-    TIME = 8
-    COMPOUND = 9
-    BASE64 = 10
-    JSON = 11
-
-
-# Audit fields that move on every save, even one that changed nothing: never a reason for a new version.
-AUDIT_FIELDS = frozenset({"SystemModstamp", "LastModifiedDate"})
-MAX_NAME_LENGTH = 255
-
-# --- Salesforce Ids -------------------------------------------------------------------------------------
-
-_ID_CHARS = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
-_CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_UPPER_TO_BIT = str.maketrans(
-    {**{c: "1" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}, **{c: "0" for c in "abcdefghijklmnopqrstuvwxyz0123456789"}}
+from services.common.canonical import (
+    AUDIT_FIELDS,
+    CANONICAL_RULES,
+    MAX_NAME_LENGTH,
+    CanonicalRecord,
+    Deleted,
+    FieldDef,
+    FieldType,
+    ObjectSchema,
+    RecordCanonicalizer,
+    canon_boolean,
+    canon_date,
+    canon_datetime,
+    canon_double,
+    canon_integer,
+    canon_reference,
+    canon_string,
+    canon_time,
+    check_api_name,
+    content_hash,
+    fingerprint,
+    guess_id,
+    id_suffix,
+    normalize_id,
 )
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import RequestError as StorageError
 
-
-# the checksum character of each block of 5 upper-case bits, keyed by the bits as written (first char first)
-_BLOCK_CHAR = {format(i, "05b")[::-1]: _CHECKSUM_ALPHABET[i] for i in range(32)}
-
-
-def id_suffix(id15: str) -> str:
-    """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
-    each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
-    bits = id15.translate(_UPPER_TO_BIT)
-    block = _BLOCK_CHAR
-    return block[bits[0:5]] + block[bits[5:10]] + block[bits[10:15]]
-
-
-def normalize_id(value: object, what: str = "record Id") -> str:
-    """A valid Salesforce Id in its 18-character form; raises InvalidArgument naming the problem."""
-    # isascii() and isalnum(): letters and digits of ASCII only, what _ID_CHARS matches (and cheaper)
-    if not (type(value) is str and (len(value) == 18 or len(value) == 15) and value.isascii() and value.isalnum()):
-        if not isinstance(value, str) or not _ID_CHARS.match(value):
-            raise InvalidArgument(f"{what} {value!r} is not a Salesforce Id (15 or 18 letters and digits)")
-    if len(value) == 15:
-        return value + id_suffix(value)
-    if id_suffix(value[:15]) != value[15:].upper():
-        raise InvalidArgument(f"{what} {value!r} has a wrong checksum (its last 3 characters)")
-    # the suffix is case-insensitive in Salesforce; store it the way Salesforce prints it
-    return value[:15] + value[15:].upper()
+__all__ = [
+    "AUDIT_FIELDS",
+    "CANONICAL_RULES",
+    "MAX_NAME_LENGTH",
+    "CanonicalRecord",
+    "ChunkDigest",
+    "Counts",
+    "Deleted",
+    "FailedPrecondition",
+    "FieldDef",
+    "FieldType",
+    "InvalidArgument",
+    "NotFound",
+    "ObjectSchema",
+    "RecordCanonicalizer",
+    "StorageError",
+    "canon_boolean",
+    "canon_date",
+    "canon_datetime",
+    "canon_double",
+    "canon_integer",
+    "canon_reference",
+    "canon_string",
+    "canon_time",
+    "check_api_name",
+    "check_chunk_seq",
+    "check_token",
+    "classify",
+    "content_hash",
+    "dedupe_last",
+    "fingerprint",
+    "guess_id",
+    "id_suffix",
+    "normalize_id",
+    "normalize_org_id",
+]
 
 
 def normalize_org_id(value: str) -> str:
@@ -105,22 +84,7 @@ def normalize_org_id(value: str) -> str:
     return org
 
 
-# --- names ----------------------------------------------------------------------------------------------
-
-# API names: letters, digits and single underscores, starting with a letter; an optional namespace prefix
-# (ns__) and an optional suffix (__c, __r, __History, __Share, __e, __mdt, ...).
-_API_NAME = re.compile(
-    r"^(?:[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*__)?[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*(?:__[A-Za-z]+)?$"
-)
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
-
-
-def check_api_name(value: str, what: str = "object_name") -> str:
-    if not value:
-        raise InvalidArgument(f"{what} is required")
-    if len(value) > MAX_NAME_LENGTH or not _API_NAME.match(value):
-        raise InvalidArgument(f"{what} {value!r} is not a Salesforce API name")
-    return value
 
 
 def check_token(value: str, what: str) -> str:
@@ -134,472 +98,6 @@ def check_chunk_seq(seq: int) -> int:
     if seq < 1:
         raise InvalidArgument(f"chunk_seq must be 1 or more, got {seq}")
     return seq
-
-
-# --- object schemas -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldDef:
-    name: str
-    type: FieldType = FieldType.STRING
-    calculated: bool = False
-    sf_type: str = ""
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class ObjectSchema:
-    object_name: str
-    fields: tuple[FieldDef, ...]
-    key_prefix: str = ""
-
-    def validate(self) -> ObjectSchema:
-        check_api_name(self.object_name)
-        if self.key_prefix and not re.fullmatch(r"[A-Za-z0-9]{3}", self.key_prefix):
-            raise InvalidArgument(f"key_prefix {self.key_prefix!r} of {self.object_name} is not 3 letters or digits")
-        seen: set[str] = set()
-        for f in self.fields:
-            check_api_name(f.name, f"field name of {self.object_name}")
-            if f.name.lower() in seen:
-                raise InvalidArgument(f"field {f.name} of {self.object_name} is listed twice")
-            seen.add(f.name.lower())
-        if "id" not in seen:
-            raise InvalidArgument(f"the schema of {self.object_name} has no Id field")
-        return self
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [
-            {"name": f.name, "type": int(f.type), "calculated": f.calculated, "sf_type": f.sf_type, "label": f.label}
-            for f in self.fields
-        ]
-
-    @classmethod
-    def from_json(cls, object_name: str, key_prefix: str, fields: Sequence[Mapping[str, Any]]) -> ObjectSchema:
-        return cls(
-            object_name,
-            tuple(
-                FieldDef(
-                    f["name"], FieldType(f["type"]), bool(f["calculated"]), f.get("sf_type", ""), f.get("label", "")
-                )
-                for f in fields
-            ),
-            key_prefix,
-        )
-
-    def digest(self) -> bytes:
-        """Equal for equal describes (field order ignored), so an unchanged describe keeps its version."""
-        body = json.dumps(
-            {"key_prefix": self.key_prefix, "fields": sorted(self.to_json(), key=lambda f: f["name"].lower())},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(body.encode()).digest()
-
-    @property
-    def field_names(self) -> list[str]:
-        return [f.name for f in self.fields]
-
-
-# --- canonical values -----------------------------------------------------------------------------------
-
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _bad(name: str, kind: str, value: object) -> InvalidArgument:
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return InvalidArgument(f"field {name}: {shown} is not a valid {kind}")
-
-
-def canon_boolean(value: object, name: str) -> bool:
-    if value is True or value is False:
-        return value
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise _bad(name, "boolean", value)
-
-
-def _number(value: object, name: str, kind: str) -> int | float:
-    if type(value) is int:
-        return value
-    if type(value) is float:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _bad(name, kind, value)
-        return int(value) if value.is_integer() else value
-    if isinstance(value, str):
-        try:
-            d = Decimal(value.strip())
-        except InvalidOperation:
-            raise _bad(name, kind, value) from None
-        if not d.is_finite():
-            raise _bad(name, kind, value)
-        if d == d.to_integral_value():
-            return int(d)
-        return float(d)
-    raise _bad(name, kind, value)
-
-
-def canon_integer(value: object, name: str) -> int:
-    n = _number(value, name, "integer")
-    if not isinstance(n, int):
-        raise _bad(name, "integer", value)
-    return n
-
-
-def canon_double(value: object, name: str) -> int | float:
-    # 1, 1.0, "1.00" and 1e0 are the same number; integral values are written as integers
-    kind = type(value)
-    if kind is float:
-        if value.is_integer():  # type: ignore[attr-defined]
-            return int(value)  # type: ignore[call-overload,no-any-return]
-        if math.isfinite(value):  # type: ignore[arg-type]
-            return value  # type: ignore[return-value]
-    elif kind is int:
-        return value  # type: ignore[return-value]
-    return _number(value, name, "number")
-
-
-def canon_date(value: object, name: str) -> str:
-    if isinstance(value, str):
-        s = value.strip()
-        if len(s) == 10 and s[4] == "-" and s[7] == "-":
-            try:
-                return dt.date.fromisoformat(s).isoformat()
-            except ValueError:
-                raise _bad(name, "date", value) from None
-        return canon_datetime(s, name)[:10]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return canon_datetime(value, name)[:10]
-    raise _bad(name, "date", value)
-
-
-def canon_datetime(value: object, name: str) -> str:
-    """UTC with millisecond precision, Salesforce's own precision: 2024-01-02T03:04:05.000Z."""
-    if isinstance(value, str):
-        s = value.strip()
-        # fast path: already canonical (what Bulk API 2.0 returns)
-        if len(s) == 24 and s[23] == "Z" and s[10] == "T" and s[19] == ".":
-            return s
-        try:
-            parsed = dt.datetime.fromisoformat(s)
-        except ValueError:
-            raise _bad(name, "datetime", value) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)  # Salesforce datetimes without an offset are UTC
-    elif isinstance(value, int) and not isinstance(value, bool):
-        try:
-            parsed = _EPOCH + dt.timedelta(milliseconds=value)  # Bulk API 1.0 JSON: epoch milliseconds
-        except OverflowError:
-            raise _bad(name, "datetime", value) from None
-    else:
-        raise _bad(name, "datetime", value)
-    try:
-        utc = parsed.astimezone(dt.UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
-        raise _bad(name, "datetime", value) from None
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def canon_time(value: object, name: str) -> str:
-    if not isinstance(value, str):
-        raise _bad(name, "time", value)
-    s = value.strip().removesuffix("Z")
-    try:
-        t = dt.time.fromisoformat(s)
-    except ValueError:
-        raise _bad(name, "time", value) from None
-    return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-def canon_reference(value: object, name: str) -> object:
-    # references arrive as 18 characters from every API; a 15-character one is widened so both compare equal
-    if isinstance(value, str) and len(value) == 15 and _ID_CHARS.match(value):
-        return value + id_suffix(value)
-    return value
-
-
-def canon_string(value: object, name: str) -> object:
-    return value
-
-
-_CANON: dict[FieldType, Callable[[Any, str], Any] | None] = {
-    FieldType.UNSPECIFIED: None,
-    FieldType.STRING: None,
-    FieldType.ID: canon_reference,
-    FieldType.BOOLEAN: canon_boolean,
-    FieldType.INTEGER: canon_integer,
-    FieldType.DOUBLE: canon_double,
-    FieldType.DATE: canon_date,
-    FieldType.DATETIME: canon_datetime,
-    FieldType.TIME: canon_time,
-    FieldType.COMPOUND: None,
-    FieldType.BASE64: None,
-    FieldType.JSON: None,
-}
-
-_MISSING = object()
-
-
-class CanonicalRecord(NamedTuple):  # a tuple: one is built per record, ten thousand per chunk
-    record_id: str
-    data: bytes  # canonical JSON (UTF-8) of every stored value (nulls omitted)
-    hash: bytes  # of the values that count for a change: formula fields and audit fields excluded
-    system_modstamp: str | None
-    deleted: Deleted
-    raw_hash: bytes = b""  # fingerprint() of the bytes it was parsed from
-
-    @property
-    def values_json(self) -> str:
-        return self.data.decode()
-
-
-# --- canonical JSON ---------------------------------------------------------------------------------------
-#
-# The canonical text is what `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
-# writes from what `json.loads` read (its hash is stored in every head and version). orjson reads and writes the
-# very same values and bytes, except for:
-# - integers beyond 64 bits, which orjson reads as floats (so a float of magnitude 2**63 or more is suspect);
-# - floats below 1e-4, which Python writes as 1e-05 and orjson as 0.00001 or 1e-7;
-# - what orjson refuses: a BOM, UTF-16, lone surrogates, NaN and Infinity, numbers beyond a double.
-# The fast path uses orjson while every number it meets is of none of these kinds and every value that is not
-# canonicalised by its type is a string (or a container holding no such number); otherwise the record takes the
-# json module's path, the reference. So a record's hash does not depend on the path that computed it.
-
-_legacy_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_SORTED = orjson.OPT_SORT_KEYS
-_HUGE = 9.2e18  # below 2**63: floats from here on may be integers orjson could not read as integers
-_TINY = 1e-4
-
-
-def _plain(value: object) -> bool:
-    """Whether orjson writes `value` (as read by orjson) exactly as the json module would."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return True
-    if kind is float:
-        return value == 0 or _TINY <= abs(value) < _HUGE  # type: ignore[arg-type]
-    if kind is dict:
-        return all(_plain(v) for v in value.values())  # type: ignore[attr-defined]
-    if kind is list:
-        return all(_plain(v) for v in value)  # type: ignore[attr-defined]
-    return False
-
-
-def _not_a_number(value: str) -> Any:
-    raise ValueError(f"{value} is not a JSON number")
-
-
-def _legacy_loads(raw: bytes | str, position: int) -> Any:
-    # NaN and Infinity are not JSON (and PostgreSQL refuses them in jsonb)
-    try:
-        return json.loads(raw, parse_constant=_not_a_number)
-    except ValueError as exc:
-        raise InvalidArgument(f"record {position} is not valid JSON: {exc}") from None
-
-
-def _legacy_dumps(value: dict[str, Any], position: int) -> bytes:
-    try:
-        return _legacy_encode(value).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"record {position} holds a lone surrogate (not Unicode text)") from None
-    except ValueError as exc:  # Infinity (from a number too large for a double)
-        raise InvalidArgument(f"record {position}: {exc}") from None
-
-
-def content_hash(core_json: bytes) -> bytes:
-    # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
-    return hashlib.blake2b(core_json, digest_size=16).digest()
-
-
-# how the compiled pick (RecordCanonicalizer._compile_pick) takes a value of each kind of field: `{fn}` is the
-# canon function; each shortcut gives v exactly when the function would return v unchanged. `risky` marks a
-# value orjson may not have read or may not write as the json module does (see _plain).
-_NUMBER = (
-    "if type(v) is not int:\n"
-    "    if type(v) is float and not -_HUGE < v < _HUGE: risky = True\n"
-    "    v = {fn}(v, {key})\n"
-    "    if type(v) is float and -_TINY < v < _TINY: risky = True\n"
-)
-_TAKE: dict[Callable[[Any, str], Any] | None, str] = {
-    None: "if type(v) is not str and not _plain(v): risky = True\n",
-    # a finite float neither tiny nor huge is canon_double's own shortcut, inlined
-    canon_double: "if type(v) is float and _TINY <= abs(v) < _HUGE:\n    if v.is_integer(): v = int(v)\n"
-    + "else:\n"
-    + "".join(f"    {line}\n" for line in _NUMBER.splitlines()),
-    canon_integer: _NUMBER,
-    canon_boolean: "if v is not True and v is not False: v = {fn}(v, {key})\n",
-    canon_reference: "if type(v) is str:\n    if len(v) == 15: v = {fn}(v, {key})\nelif not _plain(v): risky = True\n",
-    # canon_datetime's own shortcut, inlined (no surrounding whitespace: ends with Z, does not start with one)
-    canon_datetime: "if not (type(v) is str and len(v) == 24 and v[23] == 'Z' and v[10] == 'T' and v[19] == '.'"
-    + " and not v[0].isspace()):\n    v = {fn}(v, {key})\n",
-    # dates repeat across records: remembered (per canonicaliser) once canonicalised
-    canon_date: "d = _dates.get(v) if type(v) is str else None\n"
-    + "if d is None:\n    d = {fn}(v, {key})\n    if type(v) is str:\n"
-    + "        if len(_dates) > 50000: _dates.clear()\n        _dates[v] = d\n"
-    + "v = d\n",
-}
-# Other types (dates, datetimes, times) always call their function, whose result is a string or an error; any
-# error of the fast path is raised by the json module's path instead, whose reading is the reference.
-
-
-class RecordCanonicalizer:
-    """Turns raw records of one object (as Salesforce returns them) into their canonical form and hash.
-
-    Canonical: keys in the schema's spelling, null and empty values omitted (Salesforce does not distinguish
-    them), numbers/booleans/dates in one formatting. The hash covers every value except formula
-    (calculated) fields and the audit fields SystemModstamp and LastModifiedDate.
-    """
-
-    def __init__(self, schema: ObjectSchema, *, count_formula_changes: bool = False) -> None:
-        self.schema = schema
-        by_lower = {f.name.lower(): f for f in schema.fields}
-        ignored = set(AUDIT_FIELDS)
-        if not count_formula_changes:
-            ignored |= {f.name for f in schema.fields if f.calculated}
-        # a fixed order (schema fields sorted by name, hashed ones first)
-        ordered = sorted(schema.fields, key=lambda f: f.name)
-        self._core = tuple((f.name, _CANON[f.type]) for f in ordered if f.name not in ignored)
-        self._excluded = tuple((f.name, _CANON[f.type]) for f in ordered if f.name in ignored)
-        self._pick_core = self._compile_pick(self._core)
-        self._pick_excluded = self._compile_pick(self._excluded)
-        self._known = frozenset(f.name for f in schema.fields) | {"attributes"}
-        self._by_lower = {k: f.name for k, f in by_lower.items()}
-        self._id_field = by_lower["id"].name
-        self._modstamp_field = by_lower["systemmodstamp"].name if "systemmodstamp" in by_lower else None
-        self._deleted_field = by_lower["isdeleted"].name if "isdeleted" in by_lower else None
-
-    def _respell(self, obj: dict[str, Any], position: int) -> dict[str, Any]:
-        """Slow path: keys in another case than the schema's, or unknown keys (refused)."""
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            if key == "attributes":
-                continue
-            spelled = self._by_lower.get(key.lower())
-            if spelled is None:
-                raise InvalidArgument(
-                    f"record {position}: {key!r} is not a field of {self.schema.object_name} in its schema"
-                )
-            out[spelled] = value
-        return out
-
-    @staticmethod
-    def _compile_pick(
-        plan: tuple[tuple[str, Any], ...],
-    ) -> Callable[[dict[str, Any]], tuple[dict[str, Any], bool]]:
-        """For a plan of (field, canon function): a function of a parsed record that returns (the canonical
-        values of those fields, whether a value is risky for orjson). Straight-line code, no call for values
-        already canonical: it runs for every field of every record."""
-        env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE, "_dates": {}}
-        lines = ["def pick(obj):", "    get = obj.get", "    out = {}", "    risky = False"]
-        for i, (name, fn) in enumerate(plan):
-            key = repr(name)  # a literal: nothing from the input becomes code
-            env[f"fn{i}"] = fn
-            take = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn{i}", key=key)
-            lines += [f"    v = get({key})", '    if v is not None and v != "":']
-            # Salesforce does not distinguish null from empty: both are omitted
-            lines += [f"        {line}" for line in take.splitlines()]
-            lines.append(f"        out[{key}] = v")
-        lines.append("    return out, risky")
-        exec("\n".join(lines), env)
-        return env["pick"]  # type: ignore[no-any-return]
-
-    def canonicalize(
-        self, raw: bytes | str | Mapping[str, Any], position: int = 0, raw_hash: bytes | None = None
-    ) -> CanonicalRecord:
-        """`raw_hash`: fingerprint(raw) when the caller already computed it."""
-        if raw_hash is None:
-            raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
-        if isinstance(raw, bytes):
-            try:
-                obj = orjson.loads(raw)
-            except ValueError:
-                pass
-            else:
-                try:
-                    done = self._canonical(obj, position, raw_hash, fast=True)
-                except InvalidArgument:
-                    done = None  # the json module's reading says what is wrong
-                if done is not None:
-                    return done
-        obj = _legacy_loads(raw, position) if isinstance(raw, bytes | str) else raw
-        done = self._canonical(obj, position, raw_hash, fast=False)
-        assert done is not None
-        return done
-
-    def _canonical(self, obj: Any, position: int, raw_hash: bytes, *, fast: bool) -> CanonicalRecord | None:
-        """The canonical record of a parsed one; None when `fast` (read by orjson) and a value is risky."""
-        if not isinstance(obj, dict):
-            raise InvalidArgument(f"record {position} is not a JSON object")
-        if not obj.keys() <= self._known:
-            obj = self._respell(obj, position)
-        core, risky = self._pick_core(obj)
-        excluded, risky_excluded = self._pick_excluded(obj)
-        if fast and (risky or risky_excluded):
-            return None
-        rid = core.get(self._id_field)
-        if rid is None:
-            raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
-        rid = normalize_id(rid, f"record {position} Id")
-        prefix = self.schema.key_prefix
-        if prefix and not rid.startswith(prefix):
-            raise InvalidArgument(
-                f"record {position} Id {rid} does not start with {prefix}, the key prefix of {self.schema.object_name}"
-            )
-        core[self._id_field] = rid
-        deleted = Deleted.SOFT if self._deleted_field and core.get(self._deleted_field) is True else Deleted.LIVE
-        modstamp = excluded.get(self._modstamp_field) if self._modstamp_field else None
-        try:
-            core_json = orjson.dumps(core, option=_SORTED) if fast else _legacy_dumps(core, position)
-            rest = orjson.dumps(excluded, option=_SORTED) if fast else _legacy_dumps(excluded, position)
-        except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
-            return None
-        if b"\\u0000" in core_json:
-            # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
-            core_json = core_json.replace(b"\\u0000", b"")
-        digest = content_hash(core_json)
-        if excluded:
-            stored = core_json[:-1] + (b"," if len(core_json) > 2 else b"") + rest[1:]
-            if b"\\u0000" in stored:
-                stored = stored.replace(b"\\u0000", b"")
-        else:
-            stored = core_json
-        return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
-
-
-_RAW_ID = re.compile(rb'"Id"\s*:\s*"([A-Za-z0-9]{15,18})"')
-
-
-def fingerprint(raw: bytes) -> bytes:
-    """Hash of a record's bytes as received: identical bytes are identical content, so a re-read record whose
-    bytes match the head's fingerprint is unchanged without being parsed."""
-    return hashlib.blake2b(raw, digest_size=16).digest()
-
-
-def guess_id(raw: bytes) -> str | None:
-    """The record Id found in the raw JSON without parsing it (the first "Id" key), or None. Only used to look
-    up the head's fingerprint: a wrong guess can only miss the fast path, never make different bytes look
-    unchanged (bytes equal to those last stored for an Id are that record), and a guess shared by two records
-    of a chunk makes both be parsed (PostgresStore.put_records)."""
-    at = raw.find(b'"Id"')
-    if at < 0:
-        return None
-    found = _RAW_ID.match(raw, at)
-    if found is None:
-        return None
-    rid = found[1].decode()
-    if len(rid) == 15:
-        return rid + id_suffix(rid)
-    if len(rid) == 18:
-        return rid[:15] + rid[15:].upper()
-    return None
 
 
 # --- chunk counts ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.canonical import _legacy_loads
 from services.storage.domain import (
     ChunkDigest,
     Deleted,
@@ -16,7 +17,6 @@ from services.storage.domain import (
     InvalidArgument,
     ObjectSchema,
     RecordCanonicalizer,
-    _legacy_loads,
     check_api_name,
     classify,
     id_suffix,
