@@ -489,6 +489,7 @@ class RecordCanonicalizer:
         """`raw_hash`: fingerprint(raw) when the caller already computed it."""
         if raw_hash is None:
             raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        done: CanonicalParts | None = None
         if isinstance(raw, bytes):
             try:
                 obj = orjson.loads(raw)
@@ -496,18 +497,28 @@ class RecordCanonicalizer:
                 pass
             else:
                 try:
-                    done = self._canonical(obj, position, raw_hash, fast=True)
+                    done = self._parts(obj, position, fast=True)
                 except InvalidArgument:
                     done = None  # the json module's reading says what is wrong
-                if done is not None:
-                    return done
-        obj = _legacy_loads(raw, position) if isinstance(raw, bytes | str) else raw
-        done = self._canonical(obj, position, raw_hash, fast=False)
-        assert done is not None
+        if done is None:
+            obj = _legacy_loads(raw, position) if isinstance(raw, bytes | str) else raw
+            done = self._parts(obj, position, fast=False)
+            assert done is not None
+        rid, core_json, rest_json, modstamp, deleted = done
+        stored = join_values(core_json, rest_json)
+        return CanonicalRecord(rid, stored, content_hash(core_json), modstamp, deleted, raw_hash)
+
+    def parts(self, obj: Mapping[str, Any], position: int = 0) -> CanonicalParts:
+        """The canonical parts of a record already parsed (by the json module, or typed from Bulk CSV as the json
+        module would have read its REST form): what a client sends as PutRecordsRequest.canonical."""
+        done = self._parts(obj, position, fast=True)
+        if done is None:
+            done = self._parts(obj, position, fast=False)
+            assert done is not None
         return done
 
-    def _canonical(self, obj: Any, position: int, raw_hash: bytes, *, fast: bool) -> CanonicalRecord | None:
-        """The canonical record of a parsed one; None when `fast` (read by orjson) and a value is risky."""
+    def _parts(self, obj: Any, position: int, *, fast: bool) -> CanonicalParts | None:
+        """The canonical parts of a parsed record; None when `fast` (orjson writes) and a value is risky."""
         if not isinstance(obj, dict):
             raise InvalidArgument(f"record {position} is not a JSON object")
         if not obj.keys() <= self._known:
@@ -533,17 +544,29 @@ class RecordCanonicalizer:
             rest = orjson.dumps(excluded, option=_SORTED) if fast else _legacy_dumps(excluded, position)
         except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
             return None
+        # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
         if b"\\u0000" in core_json:
-            # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
             core_json = core_json.replace(b"\\u0000", b"")
-        digest = content_hash(core_json)
-        if excluded:
-            stored = core_json[:-1] + (b"," if len(core_json) > 2 else b"") + rest[1:]
-            if b"\\u0000" in stored:
-                stored = stored.replace(b"\\u0000", b"")
-        else:
-            stored = core_json
-        return CanonicalRecord(rid, stored, digest, modstamp, deleted, raw_hash)
+        if b"\\u0000" in rest:
+            rest = rest.replace(b"\\u0000", b"")
+        return CanonicalParts(rid, core_json, rest, modstamp, deleted)
+
+
+class CanonicalParts(NamedTuple):
+    record_id: str
+    values: bytes  # canonical JSON object of the hashed values
+    other_values: bytes  # canonical JSON object of the others (audit fields; formula fields unless counted)
+    system_modstamp: str | None
+    deleted: Deleted
+
+
+def join_values(values: bytes, other_values: bytes) -> bytes:
+    """The stored JSON of a record: its hashed values, then the others, in one object."""
+    if len(other_values) <= 2:
+        return values
+    if len(values) <= 2:
+        return other_values
+    return values[:-1] + b"," + other_values[1:]
 
 
 _RAW_ID = re.compile(rb'"Id"\s*:\s*"([A-Za-z0-9]{15,18})"')

@@ -21,6 +21,7 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from sfvault.storage.v1 import storage_pb2 as spb
 
+from services.common.canonical import CANONICAL_RULES, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 from services.common.salesforce import Credentials, credentials_from_connection
 from services.jobrunner import domain
 from services.jobrunner.domain import CountMismatch, Key, ObjectMarks, Plan, Selection, Tally
@@ -117,6 +118,9 @@ class JobRun:
     waited_s: float = 0.0  # time the reader sat idle waiting for storage (where a slow backup spends its time)
     storage_s: float = 0.0  # time storage took for this job's chunks
     started: float = field(default_factory=time.monotonic)
+    # the canonical rules storage takes records in (BeginJobResponse); 0: an older storage, raw JSON records
+    canonical_rules: int = 0
+    formula_changes_counted: bool = False
 
     @property
     def org(self) -> str:
@@ -125,6 +129,8 @@ class JobRun:
     def begin(self, object_name: str = "") -> None:
         resp = self.storage.begin_job(self.org, self.spec.session_id, self.spec.job_id, self.spec.type, object_name)
         self.seq = int(resp.last_chunk_seq)
+        self.canonical_rules = int(resp.canonical_rules)
+        self.formula_changes_counted = bool(resp.formula_changes_counted)
         counts = resp.counts
         for name in ("new_versions", "changed", "unchanged", "deleted", "bytes", "files", "metadata_components"):
             setattr(self.tally, name, int(getattr(counts, name)))
@@ -182,14 +188,23 @@ class JobRun:
         )
         self.stored_received += int(counts.received)
 
-    def put_records(self, object_name: str, records: list[bytes], pos: dict[str, Any], **extra: Any) -> None:
+    def put_records(self, object_name: str, records: list[Any], pos: dict[str, Any], **extra: Any) -> None:
         seq = self._announce(pos, extra)
         # in a copy of the job's context, so the chunk's storage call stays in the session's trace
         self.pending = self.pipe.submit(contextvars.copy_context().run, self._store, seq, object_name, records)
 
-    def _store(self, seq: int, object_name: str, records: list[bytes]) -> None:
+    def _store(self, seq: int, object_name: str, records: list[Any]) -> None:
         started = time.monotonic()
-        result = self.storage.put_records(self.org, self.spec.session_id, self.spec.job_id, seq, object_name, records)
+        result = self.storage.put_records(
+            self.org,
+            self.spec.session_id,
+            self.spec.job_id,
+            seq,
+            object_name,
+            records,
+            rules=self.canonical_rules,
+            formula_changes_counted=self.formula_changes_counted,
+        )
         self.storage_s += time.monotonic() - started
         if not result.replayed and int(result.counts.received) != len(records):
             raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
@@ -253,13 +268,39 @@ class DataJob:
         self.seen: set[str] = set()  # Ids the window's read returned (incremental windows are small)
         self.track_seen = False
 
+    def _encode(self, rec: dict[str, Any], position: int) -> tuple[Any, int]:
+        """A record as storage takes it, and its size: canonical when storage takes that, else raw JSON."""
+        if self._canonicalizer is None:
+            encoded = domain.encode_record(rec)
+            return encoded, len(encoded)
+        p = self._canonicalizer.parts(rec, position)
+        return spb.CanonicalRecord(
+            record_id=p.record_id,
+            values=p.values,
+            other_values=p.other_values,
+            system_modstamp=p.system_modstamp or "",
+            deleted=bool(p.deleted),
+        ), len(p.values) + len(p.other_values)
+
     def _has(self, name: str) -> bool:
         return any(f.name.lower() == name.lower() for f in self.data.fields)
 
     def execute(self) -> str:
         run, spec = self.run, self.spec
         run.begin(self.obj)
-        run.storage.put_schema(run.org, spec.session_id, schema_of(spec))
+        schema = schema_of(spec)
+        run.storage.put_schema(run.org, spec.session_id, schema)
+        self._canonicalizer: RecordCanonicalizer | None = None
+        if run.canonical_rules == CANONICAL_RULES:
+            # records go to storage in canonical form: the parsing and hashing work is spread over the jobrunners
+            self._canonicalizer = RecordCanonicalizer(
+                ObjectSchema(
+                    schema.object_name,
+                    tuple(FieldDef(f.name, FieldType(int(f.type)), f.calculated) for f in schema.fields),
+                    schema.key_prefix,
+                ),
+                count_formula_changes=run.formula_changes_counted,
+            )
         marks = run.store.marks(spec.policy_id, self.obj, self.data.id_from, self.data.id_to)
         plan = self._plan(marks)
         log.info("data job %s %s: %s (%s)", spec.job_id, self.obj, plan.mode, plan.reason)
@@ -428,7 +469,7 @@ class DataJob:
                 after=last,
                 ordered=ordered,
             )
-            buffer: list[bytes] = []
+            buffer: list[Any] = []
             size = 0
             buffer_key: Key | None = None
             try:
@@ -440,9 +481,9 @@ class DataJob:
                 while True:
                     self.run.control.check()
                     for rec in page.records:
-                        encoded = domain.encode_record(rec)
+                        encoded, length = self._encode(rec, got)
                         buffer.append(encoded)
-                        size += len(encoded)
+                        size += length
                         buffer_key = domain.key_of(rec, ordered)
                         if self.track_seen:
                             self.seen.add(buffer_key.record_id)
@@ -472,7 +513,7 @@ class DataJob:
             return Key(pos["key"][0], pos["key"][1])
         return None
 
-    def _flush_rest(self, buffer: list[bytes], last: Key) -> None:
+    def _flush_rest(self, buffer: list[Any], last: Key) -> None:
         self.run.tally.received += len(buffer)
         self.run.put_records(self.obj, buffer, {"phase": "read", "api": "rest", "key": [last.modstamp, last.record_id]})
 
@@ -513,13 +554,13 @@ class DataJob:
             self.run.control.check()
             base = received - skip  # rows of the pages before this one
             count, nxt, rows = self._open_page(job_id, locator, skip)
-            buffer: list[bytes] = []
+            buffer: list[Any] = []
             size = 0
             page_rows = skip
             for rec in rows:
-                encoded = domain.encode_record(rec)
+                encoded, length = self._encode(rec, page_rows)
                 buffer.append(encoded)
-                size += len(encoded)
+                size += length
                 if self.track_seen:
                     self.seen.add(str(rec.get("Id")))
                 page_rows += 1
@@ -548,7 +589,7 @@ class DataJob:
         return count, nxt, rows
 
     def _flush_bulk(
-        self, buffer: list[bytes], job_id: str, locator: str, skip: int, received: int, page_done: bool = False
+        self, buffer: list[Any], job_id: str, locator: str, skip: int, received: int, page_done: bool = False
     ) -> None:
         pos = {"phase": "read", "api": "bulk", "job": job_id, "locator": locator, "skip": skip, "received": received}
         if page_done and not locator:

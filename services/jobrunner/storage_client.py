@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -96,11 +96,27 @@ class StorageClient:
         return self._call(lambda: self.stub.PutObjectSchema(req, timeout=60))
 
     def put_records(
-        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, records: list[bytes]
+        self,
+        org_id: str,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        object_name: str,
+        records: Sequence[bytes] | Sequence[pb.CanonicalRecord],
+        *,
+        rules: int = 0,
+        formula_changes_counted: bool = False,
     ) -> pb.ChunkResult:
+        """Raw JSON records, or canonical ones (made under `rules`, BeginJobResponse.canonical_rules)."""
         req = pb.PutRecordsRequest(
-            org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name, records=records
+            org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name
         )
+        if records and not isinstance(records[0], bytes):
+            req.canonical.extend(records)  # type: ignore[arg-type]
+            req.canonical_rules = rules
+            req.formula_changes_counted = formula_changes_counted
+        else:
+            req.records.extend(records)  # type: ignore[arg-type]
         return self._call(lambda: self.stub.PutRecords(req, timeout=self.timeout_s))
 
     def mark_deleted(

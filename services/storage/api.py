@@ -16,6 +16,7 @@ from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage, Unavailable
 from services.storage.domain import (
+    CANONICAL_RULES,
     Counts,
     Deleted,
     FailedPrecondition,
@@ -158,7 +159,13 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         last, chunks, totals = await self.storage.begin_job(
             request.org_id, request.session_id, request.job_id, int(request.type), request.object_name
         )
-        return storage_pb2.BeginJobResponse(last_chunk_seq=last, counts=_counts(totals), chunks=chunks)
+        return storage_pb2.BeginJobResponse(
+            last_chunk_seq=last,
+            counts=_counts(totals),
+            chunks=chunks,
+            canonical_rules=CANONICAL_RULES,
+            formula_changes_counted=self.storage.count_formula_changes,
+        )
 
     @_unary
     async def PutObjectSchema(
@@ -175,9 +182,28 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     @_unary
     async def PutRecords(self, request: storage_pb2.PutRecordsRequest, context: Any) -> storage_pb2.ChunkResult:
-        outcome = await self.storage.put_records(
-            request.org_id, request.session_id, request.job_id, request.chunk_seq, request.object_name, request.records
-        )
+        if request.canonical:
+            if request.records:
+                raise InvalidArgument("a PutRecords request carries either records or canonical records, not both")
+            outcome = await self.storage.put_canonical(
+                request.org_id,
+                request.session_id,
+                request.job_id,
+                request.chunk_seq,
+                request.object_name,
+                request.canonical,
+                request.canonical_rules,
+                request.formula_changes_counted,
+            )
+        else:
+            outcome = await self.storage.put_records(
+                request.org_id,
+                request.session_id,
+                request.job_id,
+                request.chunk_seq,
+                request.object_name,
+                request.records,
+            )
         return _chunk_result(outcome)
 
     @_unary

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common import telemetry
+from services.common.canonical import content_hash, join_values
 from services.storage.domain import (
+    CANONICAL_RULES,
     CanonicalRecord,
     ChunkDigest,
     Counts,
@@ -55,6 +58,34 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 class Unavailable(StorageError):
     """The write committed but its ChunkUploaded could not be published; retrying the call is safe."""
+
+
+class CanonicalIn(Protocol):
+    """A record in canonical form, as PutRecordsRequest.canonical carries it."""
+
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def values(self) -> bytes: ...
+    @property
+    def other_values(self) -> bytes: ...
+    @property
+    def system_modstamp(self) -> str: ...
+    @property
+    def deleted(self) -> bool: ...
+
+
+_MODSTAMPS = re.compile(r"(?:(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)?\n)*")
+
+
+@functools.lru_cache(maxsize=256)
+def _ids_pattern(prefix: str) -> re.Pattern[str]:
+    """Lines of 18-character Ids (of this key prefix), each with its checksum in upper case."""
+    head = re.escape(prefix) + "[A-Za-z0-9]{" + str(15 - len(prefix)) + "}"
+    return re.compile(f"(?:{head}[A-Z0-5]{{3}}\\n)*")
+
+
+_NOT_IN_CANONICAL_JSON = (b"\n", b"\r", b"\t", b"\\u0000")  # also what would break a COPY row
 
 
 class ChunkPublisher(Protocol):
@@ -98,12 +129,14 @@ class Storage:
         *,
         max_chunk_records: int = 10_000,
         count_formula_changes: bool = False,
+        canonical_check_every: int = 32,
     ) -> None:
         self.store = store
         self.files = files
         self.publisher = publisher
         self.max_chunk_records = max_chunk_records
         self.count_formula_changes = count_formula_changes
+        self.canonical_check_every = max(1, canonical_check_every)
         self._jobs: dict[tuple[str, str], JobRef] = {}  # jobs never change once registered
         self._schemas: dict[tuple[int, str, str], tuple[SchemaRef, RecordCanonicalizer]] = {}
 
@@ -222,6 +255,107 @@ class Storage:
             return await asyncio.to_thread(run)
 
         digest, prints = await asyncio.to_thread(fingerprints)
+        with telemetry.chunk_transaction(
+            "put_records",
+            session_id=session_id,
+            job_id=job_id,
+            object_name=object_name,
+            records=len(records),
+            chunk_seq=seq,
+        ) as chunk:
+            outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
+            chunk.stored(replayed=outcome.replayed)
+        return await self._published(job, seq, outcome)
+
+    async def put_canonical(
+        self,
+        org_id: str,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        object_name: str,
+        records: Sequence[CanonicalIn],
+        rules: int,
+        formula_changes_counted: bool,
+    ) -> ChunkOutcome:
+        """A chunk of records already in canonical form: validated, hashed and stored without parsing; one in
+        `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
+        job = await self._job(org_id, session_id, job_id, seq)
+        if len(records) > self.max_chunk_records:
+            raise InvalidArgument(
+                f"chunk {seq} has {len(records)} records; at most {self.max_chunk_records} per PutRecords"
+            )
+        if rules != CANONICAL_RULES or formula_changes_counted != self.count_formula_changes:
+            raise FailedPrecondition(
+                f"chunk {seq} was canonicalised under rules {rules} (formula changes counted: "
+                f"{formula_changes_counted}); this storage uses rules {CANONICAL_RULES} (formula changes counted: "
+                f"{self.count_formula_changes}): send raw records, or canonical ones made under these rules"
+            )
+        ref, canonicalizer = await self._schema(job, object_name)
+        prefix = ref.schema.key_prefix
+        every = self.canonical_check_every
+
+        def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], list[CanonicalRecord]]:
+            rows = [(r.record_id, r.values, r.other_values, r.system_modstamp, r.deleted) for r in records]
+            if not rows:
+                return ChunkDigest().digest(), [], []
+            # validated chunk by chunk, at C speed: each check below fails for the whole chunk, then the
+            # record at fault is looked for (only then is the cost per record paid)
+            ids = "\n".join(r[0] for r in rows)
+            values = b"\n".join(part for r in rows for part in (r[1], r[2]))
+            modstamps = "\n".join(r[3] for r in rows)
+            id_pattern = _ids_pattern(prefix)
+            if not id_pattern.fullmatch(ids + "\n"):
+                for i, r in enumerate(rows):
+                    if not id_pattern.fullmatch(r[0] + "\n"):
+                        raise InvalidArgument(
+                            f"record {i} Id {r[0]!r} is not an 18-character Id (checksum in upper case)"
+                            + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
+                        )
+            if (
+                values.count(b"\n") != 2 * len(rows) - 1
+                or values.count(b"}\n{") != 2 * len(rows) - 1
+                or values[:1] != b"{"
+                or values[-1:] != b"}"
+                or any(bad in values for bad in _NOT_IN_CANONICAL_JSON[1:])
+            ):
+                for i, r in enumerate(rows):
+                    for part in (r[1], r[2]):
+                        if part[:1] != b"{" or part[-1:] != b"}" or any(b in part for b in _NOT_IN_CANONICAL_JSON):
+                            raise InvalidArgument(f"record {i} ({r[0]}): its values are not a canonical JSON object")
+            if not _MODSTAMPS.fullmatch(modstamps + "\n"):
+                for i, r in enumerate(rows):
+                    if not _MODSTAMPS.fullmatch(r[3] + "\n"):
+                        raise InvalidArgument(f"record {i} ({r[0]}): system_modstamp {r[3]!r} is not canonical")
+            digest = ChunkDigest()
+            digest.update(ref.object_name.lower(), "canonical", ids, values, modstamps)
+            digest.add(bytes(bool(r[4]) for r in rows))
+            prints: list[tuple[str | None, bytes]] = []
+            out: list[CanonicalRecord] = []
+            live, soft = Deleted.LIVE, Deleted.SOFT
+            make = CanonicalRecord._make  # tuple.__new__: a NamedTuple's own __new__ costs a Python call
+            for rid, core, other, modstamp, deleted in rows:
+                stored = join_values(core, other)
+                rec = make(
+                    (rid, stored, content_hash(core), modstamp or None, soft if deleted else live, fingerprint(stored))
+                )
+                prints.append((rid, rec.raw_hash))
+                out.append(rec)
+            for i in range(0, len(out), every):
+                rec = out[i]
+                normalize_id(rec.record_id, f"record {i} Id")  # its checksum
+                if canonicalizer.canonicalize(rec.data, i, rec.raw_hash) != rec:
+                    raise InvalidArgument(
+                        f"record {i} ({rec.record_id}) is not in canonical form (rules {CANONICAL_RULES}):"
+                        " canonicalised again it differs; the sender's canonicaliser and this storage's disagree"
+                    )
+            return digest.digest(), prints, out
+
+        digest, prints, prepared = await asyncio.to_thread(prepare)
+
+        async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
+            return dedupe_last(prepared[i] for i in positions)
+
         with telemetry.chunk_transaction(
             "put_records",
             session_id=session_id,

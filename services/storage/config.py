@@ -20,6 +20,9 @@ class StorageSettings(BaseSettings):
     storage_max_message_mb: int = 64
     # formula fields are stored either way; true makes a formula-only change a new version
     storage_count_formula_changes: bool = False
+    # of the records a jobrunner sends in canonical form, one in this many is canonicalised again and must
+    # come out identical (1: every record, at the cost storage would pay for raw records)
+    storage_canonical_check_every: int = Field(default=32, ge=1)
     storage_db_pool_size: int = 8
     storage_drain_seconds: float = 20.0
     auth_key: str = ""  # HMAC key of the bearer tokens (or file:/path); required unless auth_disabled

@@ -80,6 +80,7 @@ async def start(
         publisher,
         max_chunk_records=settings.storage_max_chunk_records,
         count_formula_changes=settings.storage_count_formula_changes,
+        canonical_check_every=settings.storage_canonical_check_every,
     )
     limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
     server = await start_grpc_server(

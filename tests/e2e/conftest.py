@@ -52,7 +52,9 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(stack_home: Path) -> Iterator[Stack]:
-    with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=local.prepare_auth(stack_home)) as s:
+    # storage canonicalises again every record the jobrunner sends in canonical form: both must agree
+    env = {**local.prepare_auth(stack_home), "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1"}
+    with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=env) as s:
         yield s
 
 

@@ -259,6 +259,8 @@ async def stack(database_url: str, nats_url: str, bus_namespace: str, tmp_path: 
             storage_port=0,
             file_repository=f"file://{tmp_path / 'files'}",
             auth_disabled=True,  # in-process here; tests/e2e run storage with authentication
+            # every canonical record the jobrunner sends is canonicalised again by storage: both must agree
+            storage_canonical_check_every=1,
         )
     )
     st.channel = grpc.aio.insecure_channel(

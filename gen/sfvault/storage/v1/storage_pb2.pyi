@@ -157,9 +157,15 @@ class BeginJobResponse(_message.Message):
     LAST_CHUNK_SEQ_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
+    CANONICAL_RULES_FIELD_NUMBER: _builtins.int
+    FORMULA_CHANGES_COUNTED_FIELD_NUMBER: _builtins.int
     last_chunk_seq: _builtins.int
     """highest chunk already stored; 0 for a new job"""
     chunks: _builtins.int
+    canonical_rules: _builtins.int
+    """The canonical rules storage expects of PutRecordsRequest.canonical (services/common/canonical.py)."""
+    formula_changes_counted: _builtins.bool
+    """Whether formula (calculated) fields count as a change: they are then hashed with the other values."""
     @_builtins.property
     def counts(self) -> _events_pb2.Counts:
         """totals of the chunks already stored"""
@@ -170,10 +176,12 @@ class BeginJobResponse(_message.Message):
         last_chunk_seq: _builtins.int = ...,
         counts: _events_pb2.Counts | None = ...,
         chunks: _builtins.int = ...,
+        canonical_rules: _builtins.int = ...,
+        formula_changes_counted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "counts", b"counts", "last_chunk_seq", b"last_chunk_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_rules", b"canonical_rules", "chunks", b"chunks", "counts", b"counts", "formula_changes_counted", b"formula_changes_counted", "last_chunk_seq", b"last_chunk_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -302,17 +310,33 @@ class PutRecordsRequest(_message.Message):
     CHUNK_SEQ_FIELD_NUMBER: _builtins.int
     OBJECT_NAME_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    CANONICAL_FIELD_NUMBER: _builtins.int
+    CANONICAL_RULES_FIELD_NUMBER: _builtins.int
+    FORMULA_CHANGES_COUNTED_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     session_id: _builtins.str
     job_id: _builtins.str
     chunk_seq: _builtins.int
     """1-based per job; a redelivered chunk returns the first result"""
     object_name: _builtins.str
+    canonical_rules: _builtins.int
+    """The rules the canonical records were made with: BeginJobResponse.canonical_rules and
+    formula_changes_counted. Other rules: FAILED_PRECONDITION (their hashes would not compare).
+    """
+    formula_changes_counted: _builtins.bool
     @_builtins.property
     def records(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Each record is one JSON object as Salesforce returns it (REST or Bulk CSV converted to JSON, field
         names as keys, "attributes" ignored). JSON keeps one parser in C on both sides and tolerates the
         formatting variations the canonical form removes.
+        """
+
+    @_builtins.property
+    def canonical(self) -> _containers.RepeatedCompositeFieldContainer[Global___CanonicalRecord]:
+        """Or: the records already in canonical form, as the jobrunner sends them (the canonicalisation is spread
+        over its replicas). Storage hashes `values` itself, stores without parsing, and re-canonicalises a sample
+        of them: a chunk with a record that is not canonical is refused (INVALID_ARGUMENT). One of `records` and
+        `canonical` per request.
         """
 
     def __init__(
@@ -324,14 +348,53 @@ class PutRecordsRequest(_message.Message):
         chunk_seq: _builtins.int = ...,
         object_name: _builtins.str = ...,
         records: _abc.Iterable[_builtins.bytes] | None = ...,
+        canonical: _abc.Iterable[Global___CanonicalRecord] | None = ...,
+        canonical_rules: _builtins.int = ...,
+        formula_changes_counted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_seq", b"chunk_seq", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "records", b"records", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical", b"canonical", "canonical_rules", b"canonical_rules", "chunk_seq", b"chunk_seq", "formula_changes_counted", b"formula_changes_counted", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "records", b"records", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PutRecordsRequest: _TypeAlias = PutRecordsRequest  # noqa: Y015
+
+@_typing.final
+class CanonicalRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    OTHER_VALUES_FIELD_NUMBER: _builtins.int
+    SYSTEM_MODSTAMP_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    """18 characters"""
+    values: _builtins.bytes
+    """canonical JSON object of the hashed values (what counts as a change)"""
+    other_values: _builtins.bytes
+    """canonical JSON object of the rest: audit fields, formula fields unless counted"""
+    system_modstamp: _builtins.str
+    """as in the values (2024-01-02T03:04:05.000Z), empty when the object has none"""
+    deleted: _builtins.bool
+    """IsDeleted (in the recycle bin)"""
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        values: _builtins.bytes = ...,
+        other_values: _builtins.bytes = ...,
+        system_modstamp: _builtins.str = ...,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "other_values", b"other_values", "record_id", b"record_id", "system_modstamp", b"system_modstamp", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CanonicalRecord: _TypeAlias = CanonicalRecord  # noqa: Y015
 
 @_typing.final
 class ChunkResult(_message.Message):

@@ -1,0 +1,132 @@
+"""PutRecords of records already in canonical form (as the jobrunner sends them): the same versions and hashes
+as raw records, idempotent, validated, spot-checked, refused under other rules."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+import pytest
+
+from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer
+from services.storage.application import Storage
+from services.storage.domain import FailedPrecondition, InvalidArgument
+from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, sf_id
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Canon:  # the shape of PutRecordsRequest.canonical's messages
+    record_id: str
+    values: bytes
+    other_values: bytes
+    system_modstamp: str
+    deleted: bool
+
+
+def canon(raw: bytes, *, formulas: bool = False) -> Canon:
+    p = RecordCanonicalizer(ACCOUNT, count_formula_changes=formulas).parts(json.loads(raw))
+    return Canon(p.record_id, p.values, p.other_values, p.system_modstamp or "", bool(p.deleted))
+
+
+async def put(s: Storage, seq: int, records: list[Canon], job: str = "j1", rules: int = CANONICAL_RULES) -> object:
+    return await s.put_canonical(ORG, "s1", job, seq, "Account", records, rules, False)
+
+
+async def history(h: Harness, rid: str) -> list[tuple[bytes, str]]:
+    async with h.store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT hash, data::text FROM storage.record_versions WHERE record_id = %s ORDER BY version_id", (rid,)
+        )
+        return [(bytes(r[0]), r[1]) for r in await cur.fetchall()]
+
+
+async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harness) -> None:
+    s = harness.storage
+    s.canonical_check_every = 1
+    await data_job(s, job="raw")
+    await data_job(s, job="j1")
+    raw = [account(1, AnnualRevenue=10.5, Score__c=3), account(2, IsDeleted=True)]
+    await s.put_records(ORG, "s1", "raw", 1, "Account", raw)
+    # the raw chunk stored them: the same records in canonical form are unchanged (same hash, same values)
+    again = await put(s, 1, [canon(r) for r in raw])
+    assert (again.counts.unchanged, again.counts.new_versions) == (2, 0)  # type: ignore[attr-defined]
+    changed = await put(
+        s,
+        2,
+        [
+            canon(account(1, "Acme 2", AnnualRevenue=10.5, Score__c=3)),  # a real change
+            canon(account(2, IsDeleted=True, Score__c=7, SystemModstamp="2025-01-01T00:00:00.000Z")),  # not one
+        ],
+    )
+    assert (changed.counts.changed, changed.counts.unchanged) == (1, 1)  # type: ignore[attr-defined]
+    versions = await history(harness, sf_id("001", 1))
+    assert len(versions) == 2 and json.loads(versions[1][1])["Name"] == "Acme 2"
+    assert len(await history(harness, sf_id("001", 2))) == 1
+
+
+async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    chunk = [canon(account(n)) for n in range(1, 4)]
+    first = await put(s, 1, chunk)
+    replay = await put(s, 1, chunk)
+    assert replay.replayed and replay.counts == first.counts  # type: ignore[attr-defined]
+    assert await harness.count("record_versions") == 3
+    with pytest.raises(FailedPrecondition, match="other content"):
+        await put(s, 1, [canon(account(9))])
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (lambda c: replace(c, record_id=c.record_id.lower()), "18-character Id"),
+        (lambda c: replace(c, record_id=sf_id("003", 1)), "key prefix"),
+        (lambda c: replace(c, values=c.values + b"\n" + c.values), "not a canonical JSON object"),
+        (lambda c: replace(c, other_values=b'{"x":"a\tb"}'), "not a canonical JSON object"),
+        (lambda c: replace(c, values=b"[1]"), "not a canonical JSON object"),
+        (lambda c: replace(c, system_modstamp="2024-01-01 00:00:00"), "system_modstamp"),
+        (lambda c: replace(c, values=c.values.replace(b'"Acme"', b'"Acme" ')), "not in canonical form"),
+        (lambda c: replace(c, values=b'{"AnnualRevenue":1.0,' + c.values[1:]), "not in canonical form"),
+        (lambda c: replace(c, deleted=True), "not in canonical form"),
+    ],
+)
+async def test_records_not_in_canonical_form_are_refused_and_nothing_is_stored(
+    harness: Harness, broken: object, message: str
+) -> None:
+    s = harness.storage
+    s.canonical_check_every = 1
+    await data_job(s)
+    chunk = [canon(account(n)) for n in range(1, 4)]
+    chunk[1] = broken(chunk[1])  # type: ignore[operator]
+    with pytest.raises(InvalidArgument, match=message):
+        await put(s, 1, chunk)
+    assert await harness.count("record_versions") == 0
+    assert await harness.count("chunks") == 0
+    assert harness.publisher.published == []
+
+
+async def test_the_spot_check_catches_a_sender_that_disagrees_with_storage(harness: Harness) -> None:
+    s = harness.storage
+    s.canonical_check_every = 2
+    await data_job(s)
+    # a sender that leaves formula fields among the hashed values: records 0 and 2 are checked
+    chunk = [canon(account(n, Score__c=n), formulas=True) for n in range(1, 4)]
+    with pytest.raises(InvalidArgument, match="record 0 .* not in canonical form"):
+        await put(s, 1, chunk)
+
+
+async def test_other_rules_are_refused_before_anything_is_stored(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    with pytest.raises(FailedPrecondition, match="rules"):
+        await put(s, 1, [canon(account(1))], rules=CANONICAL_RULES + 1)
+    with pytest.raises(FailedPrecondition, match="formula changes counted"):
+        await s.put_canonical(ORG, "s1", "j1", 1, "Account", [canon(account(1))], CANONICAL_RULES, True)
+    assert await harness.count("chunks") == 0
+
+
+async def test_canonical_schema_is_the_same_as_storages(harness: Harness) -> None:
+    # a sender's canonicaliser built from the schema it sent agrees with the one storage builds from its copy
+    assert RecordCanonicalizer(ACCOUNT).parts(json.loads(account(1))).values == canon(account(1)).values
