@@ -113,7 +113,7 @@ async def test_the_spot_check_catches_a_sender_that_disagrees_with_storage(harne
     await data_job(s)
     # a sender that leaves formula fields among the hashed values: records 0 and 2 are checked
     chunk = [canon(account(n, Score__c=n), formulas=True) for n in range(1, 4)]
-    with pytest.raises(InvalidArgument, match="record 0 .* not in canonical form"):
+    with pytest.raises(InvalidArgument, match=r"record 0 .* not in canonical form"):
         await put(s, 1, chunk)
 
 
