@@ -181,8 +181,10 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _bad(name: str, kind: str, value: object) -> InvalidArgument:
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return InvalidArgument(f"field {name}: {shown} is not a valid {kind}")
+    # the value's kind and length, never the value: error messages are logged and record contents never are
+    return InvalidArgument(
+        f"field {name}: a {type(value).__name__} value ({len(str(value))} characters) is not a valid {kind}"
+    )
 
 
 def canon_boolean(value: object, name: str) -> bool:

@@ -25,6 +25,7 @@ from simple_salesforce.exceptions import SalesforceGeneralError
 
 from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
+from services.common.errors import InvalidArgument
 from services.common.salesforce import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable
 from services.jobrunner.domain import CountMismatch, Tally
 from services.jobrunner.jobs import (
@@ -354,7 +355,8 @@ class Runner:
             if attempt >= self.bus.config.max_deliver:
                 return self._result(run, ev.JOB_OUTCOME_ERROR, f"gave up after {attempt} attempts: {exc}", "ack")
             return self._result(run, 0, str(exc), "nak")
-        except (CountMismatch, SalesforceError, StorageError, AuthenticationRefused) as exc:
+        except (CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument) as exc:
+            # InvalidArgument: a record the canonical form refuses (the message names the field, not the value)
             log.error("job %s failed: %s", spec.job_id, exc)
             return self._result(run, ev.JOB_OUTCOME_ERROR, str(exc), "ack")
         except Exception as exc:

@@ -314,3 +314,12 @@ def test_fast_canonical_form_equals_the_json_modules(extra: dict[str, object]) -
 def test_what_orjson_reads_otherwise_takes_the_json_modules_path(raw: bytes) -> None:
     fast, reference = _both_paths(RecordCanonicalizer(ACCOUNT), raw)
     assert fast == reference
+
+
+def test_a_refused_value_is_described_never_quoted() -> None:
+    # error messages reach logs and callers; record contents never do
+    c = RecordCanonicalizer(ACCOUNT)
+    secret = "confidential-salary-figure"
+    with pytest.raises(InvalidArgument, match="NumberOfEmployees") as refused:
+        c.canonicalize(json.dumps({"Id": ID, "NumberOfEmployees": secret}).encode())
+    assert secret not in str(refused.value) and f"{len(secret)} characters" in str(refused.value)
