@@ -203,8 +203,9 @@ def _canonical_chunks(chunks: list[list[bytes]]) -> tuple[list[list[pb.Canonical
     """The chunks as the jobrunner sends them (canonicalised from parsed records); and the seconds it took."""
     out = []
     started = time.perf_counter()
+    canonicalizers = [RecordCanonicalizer(_domain_schema(obj)) for obj in range(OBJECTS)]
     for i, chunk in enumerate(chunks):
-        canon = RecordCanonicalizer(_domain_schema(i * OBJECTS // len(chunks)))
+        canon = canonicalizers[i * OBJECTS // len(chunks)]
         records = []
         for raw in chunk:
             p = canon.parts(json.loads(raw))

@@ -24,14 +24,16 @@ from services.cli.client import Clients, Endpoints
 from services.common.localstack import local_stack
 
 
-def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
-    secret = home / "sforg-client-secret"
+def register_org(c: Clients, org: dict[str, Any], home: Path, org_id: str, name: str) -> None:
+    """Registers a running sforg org (sforg.testing's description of it) with discovery; its client secret
+    goes to a file under `home` readable by its owner only, and the connection refers to that file."""
+    secret = home / f"{org_id}-client-secret"
     secret.touch(mode=0o600)
     secret.write_text(org["client_secret"])
     c.discovery.CreateOrg(
         disc.CreateOrgRequest(
-            org_id="demo-org",
-            name="sforg demo org",
+            org_id=org_id,
+            name=name,
             connection=disc.OrgConnection(
                 login_url=org["login_url"],
                 auth_flow=disc.AUTH_FLOW_CLIENT_CREDENTIALS,
@@ -42,6 +44,10 @@ def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
             ),
         )
     )
+
+
+def register(c: Clients, org: dict[str, Any], home: Path) -> tuple[str, str]:
+    register_org(c, org, home, "demo-org", "sforg demo org")
     policy = disc.Policy(
         policy_id="demo-policy",
         org_id="demo-org",

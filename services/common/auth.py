@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from services.common import telemetry
+from services.common.handlers import rewrap
 
 ROLES = {"viewer": 1, "operator": 2, "admin": 3, "service": 4}
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -102,13 +103,7 @@ def _abort_handler(code: grpc.StatusCode, details: str, like: grpc.RpcMethodHand
         await context.abort(code, details)
         yield  # pragma: no cover - makes this an async generator
 
-    if like.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, like.request_deserializer, like.response_serializer)
-    if like.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming, like.request_deserializer, like.response_serializer)
-    if like.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, like.request_deserializer, like.response_serializer)
-    return grpc.stream_stream_rpc_method_handler(streaming, like.request_deserializer, like.response_serializer)
+    return rewrap(like, lambda _: unary, lambda _: streaming)
 
 
 def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal, method: str, mutating: bool) -> Any:
@@ -140,21 +135,7 @@ def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal, method
 
         return call
 
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
-    )
+    return rewrap(handler, wrap_unary, wrap_stream)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

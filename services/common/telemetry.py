@@ -29,6 +29,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from services.common.handlers import rewrap
+
 log = logging.getLogger(__name__)
 NAME = "sfvault"
 # health and reflection are polled all the time and say nothing about a backup
@@ -563,21 +565,7 @@ def _traced_handler(handler: grpc.RpcMethodHandler, method: str, carrier: Mappin
 
         return call
 
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
-    )
+    return rewrap(handler, wrap_unary, wrap_stream)
 
 
 def _client_span(method: str) -> Span:

@@ -339,15 +339,20 @@ def csv_value(sf_type: str, text: str) -> Any:
 
 
 def parse_csv_page(data: str, selection: Selection, drop: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-    """Rows of one Bulk result page as JSON-ready records (compound values rebuilt from their components)."""
-    reader = csv.reader(io.StringIO(data.replace("\x00", "")))
-    header = next(reader, None)
+    """Rows of one Bulk result page held as text (see csv_records)."""
+    return csv_records(csv.reader(io.StringIO(data.replace("\x00", ""))), selection, drop)
+
+
+def csv_records(rows: Iterator[list[str]], selection: Selection, drop: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+    """Parsed Bulk CSV rows (the header first) as JSON-ready records, compound values rebuilt from their
+    components, and the components selected only for that dropped."""
+    header = next(rows, None)
     if header is None:
         return
     types = [selection.types.get(h, "string") for h in header]
     compounds = selection.compounds
     dropped = set(drop)
-    for row in reader:
+    for row in rows:
         if not row:
             continue
         rec = {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=False)}

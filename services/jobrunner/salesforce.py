@@ -21,7 +21,7 @@ import requests
 from simple_salesforce.exceptions import SalesforceExpiredSession
 
 from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient
-from services.jobrunner.domain import Selection, csv_value
+from services.jobrunner.domain import Selection, csv_records
 
 log = logging.getLogger(__name__)
 MD_NS = "http://soap.sforce.com/2006/04/metadata"
@@ -205,23 +205,8 @@ def _csv_rows(response: requests.Response, selection: Selection, drop: tuple[str
     """Parse a streamed CSV page without holding it in memory (decoded as UTF-8 whatever the headers say)."""
     response.raw.decode_content = True
     text = io.TextIOWrapper(response.raw, encoding="utf-8", newline="")
-    reader = csv.reader(_strip_nul(text))
     try:
-        header = next(reader, None)
-        if header is None:
-            return
-        types = [selection.types.get(h, "string") for h in header]
-        compounds = selection.compounds
-        for row in reader:
-            if not row:
-                continue
-            rec = {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=False)}
-            for name, parts in compounds.items():
-                inner = {key: rec.get(comp) for key, comp in parts}
-                rec[name] = None if all(v is None for v in inner.values()) else inner
-            for d in drop:
-                rec.pop(d, None)
-            yield rec
+        yield from csv_records(csv.reader(_strip_nul(text)), selection, drop)
     finally:
         response.close()
 

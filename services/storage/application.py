@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -227,12 +227,7 @@ class Storage:
     async def put_records(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, records: Sequence[bytes]
     ) -> ChunkOutcome:
-        job = await self._job(org_id, session_id, job_id, seq)
-        if len(records) > self.max_chunk_records:
-            raise InvalidArgument(
-                f"chunk {seq} has {len(records)} records; at most {self.max_chunk_records} per PutRecords"
-            )
-        ref, canonicalizer = await self._schema(job, object_name)
+        job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, len(records))
         # a list: each access to an item of a protobuf repeated field makes a new bytes object
         records = list(records)
 
@@ -255,17 +250,7 @@ class Storage:
             return await asyncio.to_thread(run)
 
         digest, prints = await asyncio.to_thread(fingerprints)
-        with telemetry.chunk_transaction(
-            "put_records",
-            session_id=session_id,
-            job_id=job_id,
-            object_name=object_name,
-            records=len(records),
-            chunk_seq=seq,
-        ) as chunk:
-            outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
-            chunk.stored(replayed=outcome.replayed)
-        return await self._published(job, seq, outcome)
+        return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize)
 
     async def put_canonical(
         self,
@@ -280,18 +265,13 @@ class Storage:
     ) -> ChunkOutcome:
         """A chunk of records already in canonical form: validated, hashed and stored without parsing; one in
         `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
-        job = await self._job(org_id, session_id, job_id, seq)
-        if len(records) > self.max_chunk_records:
-            raise InvalidArgument(
-                f"chunk {seq} has {len(records)} records; at most {self.max_chunk_records} per PutRecords"
-            )
+        job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, len(records))
         if rules != CANONICAL_RULES or formula_changes_counted != self.count_formula_changes:
             raise FailedPrecondition(
                 f"chunk {seq} was canonicalised under rules {rules} (formula changes counted: "
                 f"{formula_changes_counted}); this storage uses rules {CANONICAL_RULES} (formula changes counted: "
                 f"{self.count_formula_changes}): send raw records, or canonical ones made under these rules"
             )
-        ref, canonicalizer = await self._schema(job, object_name)
         prefix = ref.schema.key_prefix
         every = self.canonical_check_every
 
@@ -356,12 +336,35 @@ class Storage:
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
             return dedupe_last(prepared[i] for i in positions)
 
+        return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize)
+
+    async def _records_job(
+        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int
+    ) -> tuple[JobRef, SchemaRef, RecordCanonicalizer]:
+        """The job, the object's schema and canonicaliser of a records chunk (of `count` records), validated."""
+        job = await self._job(org_id, session_id, job_id, seq)
+        if count > self.max_chunk_records:
+            raise InvalidArgument(f"chunk {seq} has {count} records; at most {self.max_chunk_records} per PutRecords")
+        ref, canonicalizer = await self._schema(job, object_name)
+        return job, ref, canonicalizer
+
+    async def _store_records(
+        self,
+        job: JobRef,
+        ref: SchemaRef,
+        seq: int,
+        count: int,
+        digest: bytes,
+        prints: list[tuple[str | None, bytes]],
+        canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
+    ) -> ChunkOutcome:
+        """One records chunk in one transaction (PostgresStore.put_records), then its ChunkUploaded."""
         with telemetry.chunk_transaction(
             "put_records",
-            session_id=session_id,
-            job_id=job_id,
-            object_name=object_name,
-            records=len(records),
+            session_id=job.session_id,
+            job_id=job.job_id,
+            object_name=ref.object_name,
+            records=count,
             chunk_seq=seq,
         ) as chunk:
             outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)

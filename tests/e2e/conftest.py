@@ -11,6 +11,7 @@ from sfvault.discovery.v1 import discovery_pb2 as disc
 
 from services.cli import local
 from services.cli.client import Clients, Endpoints
+from services.cli.demo import register_org
 from services.common.localstack import Stack, local_stack
 
 
@@ -24,23 +25,7 @@ def endpoints(stack: Stack, home: Path) -> Endpoints:
 
 
 def register(c: Clients, org: dict[str, Any], home: Path, *, policy_id: str = "p1", **policy: Any) -> None:
-    secret = home / "client-secret"
-    secret.touch(mode=0o600)
-    secret.write_text(org["client_secret"])
-    c.discovery.CreateOrg(
-        disc.CreateOrgRequest(
-            org_id="o1",
-            name="emulated org",
-            connection=disc.OrgConnection(
-                login_url=org["login_url"],
-                auth_flow=disc.AUTH_FLOW_CLIENT_CREDENTIALS,
-                client_id=org["client_id"],
-                client_secret_ref=f"file:{secret.resolve()}",
-                ca_bundle_ref=f"file:{Path(org['ca_file']).resolve()}",
-                api_version=org["api_version"],
-            ),
-        )
-    )
+    register_org(c, org, home, "o1", "emulated org")
     p = disc.Policy(policy_id=policy_id, org_id="o1", name="all", files=True, metadata=True, **policy)
     c.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=p))
 
