@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from services.common import telemetry
-from services.common.handlers import rewrap
+from services.common.handlers import CallDetails, rewrap
 
 ROLES = {"viewer": 1, "operator": 2, "admin": 3, "service": 4}
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -273,7 +273,9 @@ def channel(
     ):
         def _details(self, details: Any) -> Any:
             metadata = list(details.metadata or ()) + list(bearer(token))
-            return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+            if hasattr(details, "_replace"):
+                return details._replace(metadata=metadata)
+            return CallDetails(details, metadata)
 
         def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
             return continuation(self._details(details), request)
@@ -288,16 +290,6 @@ def channel(
             return continuation(self._details(details), request_iterator)
 
     return grpc.intercept_channel(base, _Sync())
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
-        self.method = details.method
-        self.timeout = details.timeout
-        self.metadata = metadata
-        self.credentials = details.credentials
-        self.wait_for_ready = getattr(details, "wait_for_ready", None)
-        self.compression = getattr(details, "compression", None)
 
 
 def load_key(value: str) -> bytes:

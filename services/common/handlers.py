@@ -1,5 +1,4 @@
-"""Rewrapping a gRPC method handler (for server interceptors): the same kind of handler, same (de)serializers,
-its behaviour wrapped."""
+"""gRPC interceptor plumbing: a server method handler rewrapped, a client call's details with other metadata."""
 
 from __future__ import annotations
 
@@ -26,3 +25,15 @@ def rewrap(
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), de, ser)
     return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), de, ser)
+
+
+class CallDetails(grpc.ClientCallDetails):
+    """A sync client call's details with other metadata (grpc's own details are not always a namedtuple)."""
+
+    def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)

@@ -29,7 +29,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from services.common.handlers import rewrap
+from services.common.handlers import CallDetails, rewrap
 
 log = logging.getLogger(__name__)
 NAME = "sfvault"
@@ -629,16 +629,6 @@ def aio_client_interceptors() -> list[Any]:
     return [_AioUnaryUnary(), _AioUnaryStream(), _AioStreamUnary(), _AioStreamStream()]
 
 
-class _SyncDetails(grpc.ClientCallDetails):
-    def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
-        self.method = details.method
-        self.timeout = details.timeout
-        self.metadata = metadata
-        self.credentials = details.credentials
-        self.wait_for_ready = getattr(details, "wait_for_ready", None)
-        self.compression = getattr(details, "compression", None)
-
-
 class ClientInterceptor(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
@@ -653,7 +643,7 @@ class ClientInterceptor(
             return continuation(details, request)
         span = _client_span(method)
         with _current(span):
-            outcome = continuation(_SyncDetails(details, _with_trace_context(details.metadata)), request)
+            outcome = continuation(CallDetails(details, _with_trace_context(details.metadata)), request)
             if unary:  # a blocking unary call has completed here
                 code = outcome.code()
                 if isinstance(code, grpc.StatusCode):
