@@ -25,7 +25,7 @@ from sforg.clock import UTC, Clock, parse_datetime, stamp
 from sforg.files import BlobStore, digests
 from sforg.generate import SCALES, Generator, plan
 from sforg.ids import is_valid, make_id, to18
-from sforg.query import Context, Plan, RowSource, execute, plan_query
+from sforg.query import PREFILTER_OPS, Context, Plan, Prefilter, RowSource, execute, plan_query
 from sforg.schema import FieldDef, ObjectDef
 from sforg.store import Store, col, table
 
@@ -89,10 +89,39 @@ class StoreSource(RowSource):
     def soft_deletes(self, obj: str) -> bool:
         return self.catalogue[obj].field("IsDeleted") is not None
 
-    def scan(self, obj: str, columns: list[str], include_deleted: bool) -> Iterator[tuple[Any, ...]]:
-        if not include_deleted and self.soft_deletes(obj):
-            return self.store.scan(obj, columns, 'WHERE "IsDeleted" = 0')
-        return self.store.scan(obj, columns)
+    def scan(
+        self, obj: str, columns: list[str], include_deleted: bool, prefilter: Prefilter = ()
+    ) -> Iterator[tuple[Any, ...]]:
+        conds = [] if include_deleted or not self.soft_deletes(obj) else ['"IsDeleted" = 0']
+        params: list[Any] = []
+        # The plan's range conditions on indexed columns, by column.
+        ranges: dict[str, tuple[list[str], list[Any]]] = {}
+        for column, op, value in prefilter:
+            if op not in PREFILTER_OPS:
+                raise ValueError(f"not a prefilter operator: {op!r}")
+            sql, values = ranges.setdefault(column, ([], []))
+            sql.append(f"{col(column)} {op} ?")
+            values.append(value)
+        narrow = self.narrow_range(obj, ranges)
+        for column, (sql, values) in ranges.items():
+            # Without statistics SQLite prefers a full scan in rowid order to a one-sided index range and a
+            # sort; for a range holding few rows likelihood() tells it better, and it reads just the range.
+            conds += [f"likelihood({c}, 0.001)" for c in sql] if column == narrow else sql
+            params += values
+        return self.store.scan(obj, columns, f"WHERE {' AND '.join(conds)}" if conds else "", params)
+
+    def narrow_range(self, obj: str, ranges: dict[str, tuple[list[str], list[Any]]]) -> str | None:
+        """The column whose range holds the fewest rows if under an eighth of the table, counted on its index
+        (at most that many entries read)."""
+        if not ranges:
+            return None
+        cap = self.store.max_rowid(obj) // 8 + 1
+        best, best_n = None, cap
+        for column, (sql, values) in ranges.items():
+            n = self.store.count_upto(obj, f"WHERE {' AND '.join(sql)}", values, best_n)
+            if n < best_n:
+                best, best_n = column, n
+        return best
 
     def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         return self.store.fetch_rowids(obj, columns, rowids)

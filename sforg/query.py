@@ -27,6 +27,9 @@ INVALID_TYPE_TAIL = (
     "names."
 )
 
+# SQL conditions a scan may apply before the compiled filter runs: (column, one of PREFILTER_OPS, value).
+Prefilter = tuple[tuple[str, str, str], ...]
+
 
 @dataclass
 class Context:
@@ -203,6 +206,7 @@ class Plan:
     aggregate: bool = False
     subqueries: list[tuple[int, SubQuery]] = field(default_factory=list)
     filter_width: int = 0
+    prefilter: Prefilter = ()
 
     @property
     def columns(self) -> list[str]:
@@ -479,6 +483,163 @@ def compile_where(
     return lambda r: (v := get(r)) is not None and c(v)
 
 
+# ------------------------------------------------------------------ prefilter (pushed down into the scan)
+#
+# A backup's window query (SystemModstamp >= X AND SystemModstamp < Y, plus its keyset condition) matches a
+# sliver of the object; filtering every row in Python makes it cost the whole object. The WHERE clause's
+# top-level ANDed range and equality conditions on the columns the store indexes become SQL conditions of the
+# scan, so SQLite reads only the range from the index. The compiled filter still runs on every row that comes
+# back: the prefilter only has to keep every row the filter keeps. It compares the very values the filter
+# compares (the stored text and the literal as literal_for converts it), with SQLite's BINARY collation, which
+# orders text as Python does.
+
+INDEXED = {"Id": "id", "SystemModstamp": "datetime"}  # column -> field type; "Id" is UNIQUE, SystemModstamp indexed
+PREFILTER_OPS = ("=", "<", "<=", ">", ">=")
+# The stored datetime form (clock.stamp): only for it does text order agree with time order.
+STAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The values a condition lets through on one column: from lo to hi, None being unbounded."""
+
+    lo: str | None = None
+    lo_open: bool = False
+    hi: str | None = None
+    hi_open: bool = False
+
+    def meet(self, other: Interval) -> Interval:
+        """Both conditions hold (AND): the tighter bound on each side."""
+        lo, lo_open = _tighter(self.lo, self.lo_open, other.lo, other.lo_open, max)
+        hi, hi_open = _tighter(self.hi, self.hi_open, other.hi, other.hi_open, min)
+        return Interval(lo, lo_open, hi, hi_open)
+
+    def join(self, other: Interval) -> Interval:
+        """Either condition holds (OR): the looser bound on each side (the hull, a superset of the union)."""
+        lo, lo_open = _looser(self.lo, self.lo_open, other.lo, other.lo_open, min)
+        hi, hi_open = _looser(self.hi, self.hi_open, other.hi, other.hi_open, max)
+        return Interval(lo, lo_open, hi, hi_open)
+
+    def sql(self, column: str) -> Prefilter:
+        if self.lo is not None and self.lo == self.hi and not self.lo_open and not self.hi_open:
+            return ((column, "=", self.lo),)
+        out: list[tuple[str, str, str]] = []
+        if self.lo is not None:
+            out.append((column, ">" if self.lo_open else ">=", self.lo))
+        if self.hi is not None:
+            out.append((column, "<" if self.hi_open else "<=", self.hi))
+        return tuple(out)
+
+
+def _tighter(a: str | None, a_open: bool, b: str | None, b_open: bool, pick: Any) -> tuple[str | None, bool]:
+    """The stricter of two bounds on one side (pick: max for lower bounds, min for upper bounds)."""
+    if a is None:
+        return b, b_open
+    if b is None:
+        return a, a_open
+    if a == b:
+        return a, a_open or b_open
+    return (a, a_open) if pick(a, b) == a else (b, b_open)
+
+
+def _looser(a: str | None, a_open: bool, b: str | None, b_open: bool, pick: Any) -> tuple[str | None, bool]:
+    """The laxer of two bounds on one side (pick: min for lower bounds, max for upper bounds)."""
+    if a is None or b is None:
+        return None, False
+    if a == b:
+        return a, a_open and b_open
+    return (a, a_open) if pick(a, b) == a else (b, b_open)
+
+
+def _comparison_bounds(q: soql.Query, ctx: Context, obj: ObjectDef, node: Comparison) -> dict[str, Interval]:
+    """The interval a comparison confines an indexed column of the root object to ({} when it does not)."""
+    if node.op not in (*PREFILTER_OPS, "IN"):
+        return {}
+    try:
+        c = resolve(q, ctx, RelNode(None, [obj], ""), node.field)  # a scratch root: no columns registered
+    except SoqlError:
+        return {}
+    f = c.field
+    if len(c.nodes) != 1 or INDEXED.get(f.name) != f.type or not f.stored:
+        return {}
+
+    def usable(v: Any) -> bool:
+        return isinstance(v, str) and (f.type != "datetime" or STAMP_RE.fullmatch(v) is not None)
+
+    try:
+        if node.op == "IN":
+            assert isinstance(node.value, list)
+            values = [_cmp_value(c, literal_for(q, c, lit, ctx)) for lit in node.value]
+            if not values or not all(usable(v) for v in values):
+                return {}
+            return {f.name: Interval(min(values), False, max(values), False)}
+        assert isinstance(node.value, Literal)
+        target = literal_for(q, c, node.value, ctx)
+    except SoqlError:
+        return {}
+    op = node.op
+    if isinstance(target, tuple) and target and target[0] == "range":
+        # A date literal on a datetime: [lo, hi), with the checks compile_where applies.
+        _, lo, hi = target
+        if not (usable(lo) and usable(hi)):
+            return {}
+        ranges = {
+            "=": Interval(lo, False, hi, True),
+            "<": Interval(hi=lo, hi_open=True),
+            "<=": Interval(hi=hi, hi_open=True),
+            ">": Interval(lo=hi),
+            ">=": Interval(lo=lo),
+        }
+        return {f.name: ranges[op]}
+    target = _cmp_value(c, target)
+    if not usable(target):
+        return {}  # NULL (= null matches NULLs) or a value whose text order is not the filter's order
+    plain = {
+        "=": Interval(target, False, target, False),
+        "<": Interval(hi=target, hi_open=True),
+        "<=": Interval(hi=target),
+        ">": Interval(lo=target, lo_open=True),
+        ">=": Interval(lo=target),
+    }
+    return {f.name: plain[op]}
+
+
+def implied_bounds(q: soql.Query, ctx: Context, obj: ObjectDef, node: Any) -> dict[str, Interval]:
+    """Intervals every row matching node lies in, per indexed column (a column left out is unconstrained).
+
+    AND intersects its items' intervals; OR keeps a column only when every branch constrains it, as the hull
+    of the branches' intervals (the keyset condition (S > X OR (S = X AND Id > Y)) gives S >= X); NOT gives
+    nothing.
+    """
+    if isinstance(node, Comparison):
+        return _comparison_bounds(q, ctx, obj, node)
+    if isinstance(node, BoolOp):
+        parts = [implied_bounds(q, ctx, obj, item) for item in node.items]
+        if node.op == "AND":
+            out: dict[str, Interval] = {}
+            for p in parts:
+                for column, iv in p.items():
+                    out[column] = out[column].meet(iv) if column in out else iv
+            return out
+        common = set.intersection(*(set(p) for p in parts)) if parts else set()
+        joined: dict[str, Interval] = {}
+        for column in common:
+            iv = parts[0][column]
+            for p in parts[1:]:
+                iv = iv.join(p[column])
+            joined[column] = iv
+        return joined
+    return {}
+
+
+def plan_prefilter(q: soql.Query, ctx: Context, obj: ObjectDef) -> Prefilter:
+    """SQL conditions (column, operator, value) keeping a superset of the rows q's WHERE clause matches."""
+    if q.where is None:
+        return ()
+    bounds = implied_bounds(q, ctx, obj, q.where)
+    return tuple(cond for column in INDEXED if column in bounds for cond in bounds[column].sql(column))
+
+
 def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
     """Whether a WHERE clause restricts one of the fields with = or IN at its top level (ANDed)."""
     wanted = {f.lower() for f in fields}
@@ -603,6 +764,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         aggregate,
         subqueries,
         filter_width,
+        plan_prefilter(q, ctx, obj),
     )
 
 
@@ -612,7 +774,11 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
 class RowSource:
     """What the executor needs from the store (kept small so tests can fake it)."""
 
-    def scan(self, obj: str, columns: list[str], include_deleted: bool) -> Iterator[tuple[Any, ...]]:
+    def scan(
+        self, obj: str, columns: list[str], include_deleted: bool, prefilter: Prefilter = ()
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows in rowid order. prefilter holds conditions every row the plan matches meets: a source may
+        apply them to read less, or ignore them (the compiled filter runs on whatever comes back)."""
         raise NotImplementedError
 
     def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
@@ -689,7 +855,7 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
         batch.clear()
 
     width = plan.filter_width or len(cols)
-    for r in src.scan(plan.obj.name, ["_rowid", *cols[:width]], plan.include_deleted):
+    for r in src.scan(plan.obj.name, ["_rowid", *cols[:width]], plan.include_deleted, prefilter=plan.prefilter):
         batch.append(r)
         if len(batch) >= 20000:
             flush()

@@ -240,5 +240,10 @@ class Store:
     def count(self, obj: str, where: str = "", params: Sequence[Any] = ()) -> int:
         return int(self.conn().execute(f"SELECT COUNT(*) FROM {table(obj)} {where}", params).fetchone()[0])
 
+    def count_upto(self, obj: str, where: str, params: Sequence[Any], cap: int) -> int:
+        """COUNT(*) of the rows matching where, reading no more than cap of them (returns at most cap)."""
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table(obj)} {where} LIMIT ?)"
+        return int(self.conn().execute(sql, [*params, cap]).fetchone()[0])
+
     def max_rowid(self, obj: str) -> int:
         return int(self.conn().execute(f"SELECT COALESCE(MAX(_rowid), 0) FROM {table(obj)}").fetchone()[0])
