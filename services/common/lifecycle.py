@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,24 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
+def tune_gc() -> None:
+    """Collector settings for services that handle chunks of ten thousand records.
+
+    Each chunk allocates tens of thousands of short-lived containers (rows, tuples, dicts); with the default
+    thresholds (700, 10, 10) the cyclic collector runs dozens of times per chunk and walks them all again
+    (13 % of the storage service's CPU in a profile of an initial load). Record data holds no reference
+    cycles, so a young collection every 50,000 allocations loses nothing but that work; what is alive at
+    start-up (modules, settings, compiled patterns) is frozen out of every collection."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def run_until_signal(name: str, serve: Callable[[S, asyncio.Event], Awaitable[None]], settings: S) -> None:
     """Serve until SIGTERM or SIGINT sets the stop event; the service drains itself, then telemetry flushes."""
 
     async def main() -> None:
         tel = telemetry.setup(name)
+        tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

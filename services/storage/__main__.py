@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from services.common import telemetry
+from services.common import lifecycle, telemetry
 from services.common.grpcserver import watch_health
 from services.storage import config, service
 
@@ -14,6 +14,7 @@ from services.storage import config, service
 async def main() -> None:
     settings = config.load()
     tel = telemetry.setup("storage")
+    lifecycle.tune_gc()
     try:
         await _serve(settings)
     finally:

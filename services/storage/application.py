@@ -85,7 +85,23 @@ def _ids_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(f"(?:{head}[A-Z0-5]{{3}}\\n)*")
 
 
-_NOT_IN_CANONICAL_JSON = (b"\n", b"\r", b"\t", b"\\u0000")  # also what would break a COPY row
+_NOT_IN_CANONICAL_JSON = (b"\r", b"\t", b"\\u0000")  # also what would break a COPY row (as would a newline)
+
+
+def _json_objects(lines: bytes, count: int) -> bool:
+    """`lines` is `count` JSON objects, one per line, none holding a raw newline, carriage return or tab, or
+    an escaped NUL (what would break a COPY row)."""
+    return (
+        lines[:1] == b"{"
+        and lines[-1:] == b"}"
+        and lines.count(b"\n") == count - 1
+        and lines.count(b"}\n{") == count - 1
+        and not any(bad in lines for bad in _NOT_IN_CANONICAL_JSON)
+    )
+
+
+def _canonical_print(mark: bytes) -> bytes:
+    return hashlib.blake2b(mark, digest_size=16, person=b"sfvault-canon").digest()
 
 
 class ChunkPublisher(Protocol):
@@ -279,48 +295,53 @@ class Storage:
             rows = [(r.record_id, r.values, r.other_values, r.system_modstamp, r.deleted) for r in records]
             if not rows:
                 return ChunkDigest().digest(), [], []
-            # validated chunk by chunk, at C speed: each check below fails for the whole chunk, then the
-            # record at fault is looked for (only then is the cost per record paid)
-            ids = "\n".join(r[0] for r in rows)
-            values = b"\n".join(part for r in rows for part in (r[1], r[2]))
-            modstamps = "\n".join(r[3] for r in rows)
+            # column by column, and validated chunk by chunk at C speed: each check below fails for the whole
+            # chunk, then the record at fault is looked for (only then is the cost per record paid)
+            ids, cores, others, modstamps, flags = zip(*rows, strict=True)
+            ids_text = "\n".join(ids)
+            cores_text, others_text = b"\n".join(cores), b"\n".join(others)
+            modstamps_text = "\n".join(modstamps)
             id_pattern = _ids_pattern(prefix)
-            if not id_pattern.fullmatch(ids + "\n"):
-                for i, r in enumerate(rows):
-                    if not id_pattern.fullmatch(r[0] + "\n"):
+            if not id_pattern.fullmatch(ids_text + "\n"):
+                for i, rid in enumerate(ids):
+                    if not id_pattern.fullmatch(rid + "\n"):
                         raise InvalidArgument(
-                            f"record {i} Id {r[0]!r} is not an 18-character Id (checksum in upper case)"
+                            f"record {i} Id {rid!r} is not an 18-character Id (checksum in upper case)"
                             + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
                         )
-            if (
-                values.count(b"\n") != 2 * len(rows) - 1
-                or values.count(b"}\n{") != 2 * len(rows) - 1
-                or values[:1] != b"{"
-                or values[-1:] != b"}"
-                or any(bad in values for bad in _NOT_IN_CANONICAL_JSON[1:])
-            ):
+            if not (_json_objects(cores_text, len(rows)) and _json_objects(others_text, len(rows))):
                 for i, r in enumerate(rows):
                     for part in (r[1], r[2]):
-                        if part[:1] != b"{" or part[-1:] != b"}" or any(b in part for b in _NOT_IN_CANONICAL_JSON):
+                        if not _json_objects(part, 1):
                             raise InvalidArgument(f"record {i} ({r[0]}): its values are not a canonical JSON object")
-            if not _MODSTAMPS.fullmatch(modstamps + "\n"):
+            if not _MODSTAMPS.fullmatch(modstamps_text + "\n"):
                 for i, r in enumerate(rows):
                     if not _MODSTAMPS.fullmatch(r[3] + "\n"):
                         raise InvalidArgument(f"record {i} ({r[0]}): system_modstamp {r[3]!r} is not canonical")
+            hashes = list(map(content_hash, cores))
+            deleted = [Deleted.SOFT if flag else Deleted.LIVE for flag in flags]
+            # the fast path's fingerprint of a canonical record: its hash, deleted state and other values (the
+            # hash stands for the values it was computed from)
+            marks = [b"%s%d%s" % (h, d, o) for h, d, o in zip(hashes, deleted, others, strict=True)]
+            prints = list(zip(ids, map(_canonical_print, marks), strict=True))
             digest = ChunkDigest()
-            digest.update(ref.object_name.lower(), "canonical", ids, values, modstamps)
-            digest.add(bytes(bool(r[4]) for r in rows))
-            prints: list[tuple[str | None, bytes]] = []
-            out: list[CanonicalRecord] = []
-            live, soft = Deleted.LIVE, Deleted.SOFT
-            make = CanonicalRecord._make  # tuple.__new__: a NamedTuple's own __new__ costs a Python call
-            for rid, core, other, modstamp, deleted in rows:
-                stored = join_values(core, other)
-                rec = make(
-                    (rid, stored, content_hash(core), modstamp or None, soft if deleted else live, fingerprint(stored))
+            digest.update(ref.object_name.lower(), "canonical", ids_text, modstamps_text, b"".join(marks))
+            # tuple.__new__ straight from zip's tuples: a NamedTuple's own __new__ costs a Python call per record
+            make = functools.partial(tuple.__new__, CanonicalRecord)
+            out: list[CanonicalRecord] = list(
+                map(
+                    make,
+                    zip(
+                        ids,
+                        map(join_values, cores, others),
+                        hashes,
+                        [m or None for m in modstamps],
+                        deleted,
+                        [p[1] for p in prints],
+                        strict=True,
+                    ),
                 )
-                prints.append((rid, rec.raw_hash))
-                out.append(rec)
+            )
             for i in range(0, len(out), every):
                 rec = out[i]
                 normalize_id(rec.record_id, f"record {i} Id")  # its checksum
@@ -334,7 +355,8 @@ class Storage:
         digest, prints, prepared = await asyncio.to_thread(prepare)
 
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
-            return dedupe_last(prepared[i] for i in positions)
+            chosen = prepared if len(positions) == len(prepared) else [prepared[i] for i in positions]
+            return dedupe_last(chosen)
 
         return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize)
 

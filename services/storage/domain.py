@@ -164,7 +164,5 @@ class ChunkDigest:
 
 def dedupe_last(records: Iterable[CanonicalRecord]) -> dict[str, CanonicalRecord]:
     """One version per Id in a chunk: a record listed twice keeps its last occurrence (the newest read)."""
-    out: dict[str, CanonicalRecord] = {}
-    for r in records:
-        out[r.record_id] = r
-    return out
+    chosen = records if isinstance(records, list) else list(records)
+    return dict(zip([r[0] for r in chosen], chosen, strict=True))

@@ -144,6 +144,27 @@ async def open_store_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> 
     return pool
 
 
+def _positions(fingerprints: Sequence[tuple[str | None, bytes]]) -> tuple[dict[str, int], list[int], set[str]]:
+    """({guessed Id: position of its last occurrence}, positions parsed whatever the head says, Ids listed twice)."""
+    ids = [guessed for guessed, _fp in fingerprints]
+    if None not in ids:
+        last: dict[str, int] = dict(zip(ids, range(len(ids)), strict=True))  # type: ignore[arg-type]
+        if len(last) == len(ids):  # the usual chunk: every Id guessed, none twice
+            return last, [], set()
+    last, unguessed, repeated = {}, [], set()
+    for i, guessed in enumerate(ids):
+        if guessed is None:
+            unguessed.append(i)
+        else:
+            if guessed in last:
+                # listed twice (or a wrong guess): every occurrence is parsed, and the last occurrence of each real
+                # Id counts; the fast path could skip the last one and keep an earlier one
+                repeated.add(guessed)
+                unguessed.append(last[guessed])
+            last[guessed] = i
+    return last, unguessed, repeated
+
+
 class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool, *, fault: Fault | None = None) -> None:
         self.pool = pool
@@ -364,36 +385,27 @@ class PostgresStore:
             stored = await self._claim(conn, job.job_key, seq, "records", digest, target.object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
-            last: dict[str, int] = {}  # position of each guessed Id
-            unguessed: list[int] = []  # positions parsed whatever the head says
-            repeated: set[str] = set()
-            for i, (guessed, _fp) in enumerate(fingerprints):
-                if guessed is None:
-                    unguessed.append(i)
-                else:
-                    if guessed in last:
-                        # listed twice (or a wrong guess): every occurrence is parsed, and the last occurrence of
-                        # each real Id counts; the fast path could skip the last one and keep an earlier one
-                        repeated.add(guessed)
-                        unguessed.append(last[guessed])
-                    last[guessed] = i
+            last, unguessed, repeated = _positions(fingerprints)
             heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
-            todo = sorted(
-                [
-                    *unguessed,
-                    *(i for rid, i in last.items() if rid in repeated or heads.get(rid) != fingerprints[i][1]),
-                ]
-            )
+            if not heads and not repeated:  # an initial load: every record is parsed
+                todo = sorted([*unguessed, *last.values()])
+            else:
+                todo = sorted(
+                    [
+                        *unguessed,
+                        *(i for rid, i in last.items() if rid in repeated or heads.get(rid) != fingerprints[i][1]),
+                    ]
+                )
             records = await canonicalize(todo) if todo else {}
             transitions: list[tuple[str, bool, int]] = []
             written = 0
+            inserted: int | None = None
             if records:
                 # no head for any of them (each Id was looked up above): an initial load
-                fresh = not heads and all(rid in last for rid in records)
+                fresh = not heads and records.keys() <= last.keys()
                 inserted = await self._insert_fresh(conn, job, target, records) if fresh else None
                 if inserted is not None:
                     written = inserted
-                    transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
                 else:
                     transitions = await self._upsert_heads(conn, job, target, records)
                     await self._at("records.after_head")
@@ -401,8 +413,12 @@ class PostgresStore:
                         written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
-                versioned = {t[0] for t in transitions} if inserted is None else records
-                stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
+                versioned = {t[0] for t in transitions}
+                stale = (
+                    [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
+                    if inserted is None
+                    else []
+                )
                 if stale:
                     await conn.execute(
                         f"UPDATE {S}.record_head h SET raw_hash = u.raw, system_modstamp = u.modstamp"
@@ -417,7 +433,10 @@ class PostgresStore:
                         ),
                     )
             await self._at("records.after_versions")
-            counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
+            if inserted is not None:  # first versions, all of them
+                counts = Counts(received=received, new_versions=len(records), unchanged=received - len(records))
+            else:
+                counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
             counts.bytes = written
             result = {"counts": counts.to_json()}
             await self._finish(conn, job.job_key, seq, result)
