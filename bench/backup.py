@@ -23,7 +23,7 @@ from sfvault.discovery.v1 import discovery_pb2 as dpb
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from bench.storage import StorageProcess, _copy_baseline, _rss_peak_mb
+from bench.storage import StorageProcess, _copy_baseline, _cpu_s, _cpu_since, _postgres_pids, _rss_peak_mb
 from services.common import events
 from services.common.bus import Bus, BusConfig
 from services.common.embedded import free_port, nats_server, postgres_server
@@ -189,9 +189,19 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         )
         try:
             specs = _specs(info, "initial")
+            parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}
+            cpu_before = {name: _cpu_s(pids) for name, pids in parts.items()}
+            pg_before = _cpu_s(_postgres_pids(url))
             elapsed, records, calls = await _session(bus, collector, specs)
+            cpu = {name: _cpu_since(cpu_before[name], pids) for name, pids in parts.items()}
+            cpu["PostgreSQL"] = _cpu_since(pg_before, _postgres_pids(url))
             rss = _rss_peak_mb(jobrunner.pid)
             print(f"initial: {records:,} records in {elapsed:.1f} s = {records / elapsed:,.0f} records/s")
+            print(
+                f"initial: CPU per record {sum(cpu.values()) / records * 1e6:.0f} us ("
+                + ", ".join(f"{name} {s / records * 1e6:.1f}" for name, s in cpu.items())
+                + f"); wall {elapsed / records * 1e6:.1f} us on {os.cpu_count()} CPUs"
+            )
             print(f"initial: {calls} API calls ({calls / max(records, 1) * 10000:.2f} per 10,000 records)")
             print(f"jobrunner peak RSS: {rss:.0f} MB")
             src_rows, src_s = _source_ceiling(info, specs)

@@ -7,7 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,28 +314,46 @@ def select_fields(fields: Iterable[FieldInfo], components: dict[str, str]) -> Se
 # ---------------------------------------------------------------- Bulk CSV -> JSON records
 
 
+def _csv_bool(text: str) -> bool:
+    return text.lower() == "true"
+
+
+def _csv_int(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            as_float = float(text)  # "0.0" in an int column (a known Bulk quirk)
+        except ValueError:
+            return text
+        return int(as_float) if as_float.is_integer() else as_float
+
+
+def _csv_float(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# how a non-empty cell of each type is read; any other type stays text
+_CSV_TYPED: dict[str, Callable[[str], Any]] = {
+    "boolean": _csv_bool,
+    "int": _csv_int,
+    "long": _csv_int,
+    "double": _csv_float,
+    "currency": _csv_float,
+    "percent": _csv_float,
+}
+
+
 def csv_value(sf_type: str, text: str) -> Any:
     """A Bulk CSV cell typed as REST would return it. Empty is null (CSV cannot tell them apart; storage
     treats both alike). Unparseable numbers stay strings: storage refuses them loudly rather than us guessing."""
     if text == "":
         return None
-    if sf_type == "boolean":
-        return text.lower() == "true"
-    if sf_type in ("int", "long"):
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                as_float = float(text)  # "0.0" in an int column (a known Bulk quirk)
-            except ValueError:
-                return text
-            return int(as_float) if as_float.is_integer() else as_float
-    if sf_type in ("double", "currency", "percent"):
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    return text
+    typed = _CSV_TYPED.get(sf_type)
+    return text if typed is None else typed(text)
 
 
 def parse_csv_page(data: str, selection: Selection, drop: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
@@ -349,13 +367,14 @@ def csv_records(rows: Iterator[list[str]], selection: Selection, drop: Sequence[
     header = next(rows, None)
     if header is None:
         return
-    types = [selection.types.get(h, "string") for h in header]
+    # csv_value, column by column: a text column (most of them) costs no call per cell
+    typed = [_CSV_TYPED.get(selection.types.get(h, "string")) for h in header]
     compounds = selection.compounds
     dropped = set(drop)
     for row in rows:
         if not row:
             continue
-        rec = {h: csv_value(t, v) for h, t, v in zip(header, types, row, strict=False)}
+        rec = {h: None if v == "" else v if t is None else t(v) for h, t, v in zip(header, typed, row, strict=False)}
         for name, parts in compounds.items():
             inner = {key: rec.get(comp) for key, comp in parts}
             rec[name] = None if all(v is None for v in inner.values()) else inner

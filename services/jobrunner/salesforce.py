@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from xml.etree import ElementTree as ET
 
 import requests
 from simple_salesforce.exceptions import SalesforceExpiredSession
+from urllib3.exceptions import ProtocolError
 
 from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient
 from services.jobrunner.domain import Selection, csv_records
@@ -201,10 +203,49 @@ class OrgReader:
         return self._get(f"{self.base}/sobjects/{object_name}/{record_id}/{field}", stream=True)
 
 
+class _Gunzipped(io.RawIOBase):
+    """The body of a gzip response, inflated 64 KiB of the wire at a time.
+
+    urllib3 (2.6 and later) inflates a streamed body in steps bounded by the size the reader asked for and
+    copies the rest of its input again at every step; under a text reader of a 50,000-row page that was a
+    fifth of the jobrunner's CPU. A gzip body of several members (allowed by RFC 1952) is inflated whole; a
+    step inflates at most 64 KiB of the wire (about 64 MiB at zlib's largest ratio)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            wire = self._inflate.unused_data or self._raw.read(1 << 16, decode_content=False)
+            if self._inflate.eof:  # the next member, if any
+                if not wire:
+                    return 0
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if not wire:
+                raise ProtocolError("the gzip body ended before its last member did")
+            self._out = memoryview(self._inflate.decompress(wire))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
+def _body(response: requests.Response) -> Any:
+    """The streamed body, inflated when it came gzipped."""
+    if response.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+        return io.BufferedReader(_Gunzipped(response.raw), 1 << 16)
+    response.raw.decode_content = True
+    return response.raw
+
+
 def _csv_rows(response: requests.Response, selection: Selection, drop: tuple[str, ...]) -> Iterator[dict[str, Any]]:
     """Parse a streamed CSV page without holding it in memory (decoded as UTF-8 whatever the headers say)."""
-    response.raw.decode_content = True
-    text = io.TextIOWrapper(response.raw, encoding="utf-8", newline="")
+    text = io.TextIOWrapper(_body(response), encoding="utf-8", newline="")
     try:
         yield from csv_records(csv.reader(_strip_nul(text)), selection, drop)
     finally:
