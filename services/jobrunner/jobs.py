@@ -121,6 +121,7 @@ class JobRun:
     # the canonical rules storage takes records in (BeginJobResponse); 0: an older storage, raw JSON records
     canonical_rules: int = 0
     formula_changes_counted: bool = False
+    canonical_columns: bool = False  # storage takes canonical records column by column
 
     @property
     def org(self) -> str:
@@ -131,6 +132,7 @@ class JobRun:
         self.seq = int(resp.last_chunk_seq)
         self.canonical_rules = int(resp.canonical_rules)
         self.formula_changes_counted = bool(resp.formula_changes_counted)
+        self.canonical_columns = bool(resp.canonical_columns)
         counts = resp.counts
         for name in ("new_versions", "changed", "unchanged", "deleted", "bytes", "files", "metadata_components"):
             setattr(self.tally, name, int(getattr(counts, name)))
@@ -274,13 +276,7 @@ class DataJob:
             encoded = domain.encode_record(rec)
             return encoded, len(encoded)
         p = self._canonicalizer.parts(rec, position)
-        return spb.CanonicalRecord(
-            record_id=p.record_id,
-            values=p.values,
-            other_values=p.other_values,
-            system_modstamp=p.system_modstamp or "",
-            deleted=bool(p.deleted),
-        ), len(p.values) + len(p.other_values)
+        return p, len(p.values) + len(p.other_values)
 
     def _has(self, name: str) -> bool:
         return any(f.name.lower() == name.lower() for f in self.data.fields)
@@ -291,7 +287,7 @@ class DataJob:
         schema = schema_of(spec)
         run.storage.put_schema(run.org, spec.session_id, schema)
         self._canonicalizer: RecordCanonicalizer | None = None
-        if run.canonical_rules == CANONICAL_RULES:
+        if run.canonical_rules == CANONICAL_RULES and run.canonical_columns:
             # records go to storage in canonical form: the parsing and hashing work is spread over the jobrunners
             self._canonicalizer = RecordCanonicalizer(
                 ObjectSchema(

@@ -15,6 +15,7 @@ from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.common.auth import channel as auth_channel
+from services.common.canonical import CanonicalParts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,17 +103,27 @@ class StorageClient:
         job_id: str,
         seq: int,
         object_name: str,
-        records: Sequence[bytes] | Sequence[pb.CanonicalRecord],
+        records: Sequence[bytes] | Sequence[CanonicalParts],
         *,
         rules: int = 0,
         formula_changes_counted: bool = False,
     ) -> pb.ChunkResult:
-        """Raw JSON records, or canonical ones (made under `rules`, BeginJobResponse.canonical_rules)."""
+        """Raw JSON records, or canonical ones (made under `rules`, BeginJobResponse.canonical_rules), sent
+        column by column."""
         req = pb.PutRecordsRequest(
             org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name
         )
         if records and not isinstance(records[0], bytes):
-            req.canonical.extend(records)  # type: ignore[arg-type]
+            ids, values, others, modstamps, deleted = zip(*records, strict=True)
+            req.canonical_columns.CopyFrom(
+                pb.CanonicalColumns(
+                    record_ids=("\n".join(ids) + "\n").encode(),
+                    values=b"\n".join(values) + b"\n",
+                    other_values=b"\n".join(others) + b"\n",
+                    system_modstamps=("\n".join([m or "" for m in modstamps]) + "\n").encode(),
+                    deleted=bytes(deleted),
+                )
+            )
             req.canonical_rules = rules
             req.formula_changes_counted = formula_changes_counted
         else:

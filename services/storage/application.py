@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from services.common import telemetry
 from services.common.canonical import content_hash, join_values
@@ -58,6 +58,58 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 class Unavailable(StorageError):
     """The write committed but its ChunkUploaded could not be published; retrying the call is safe."""
+
+
+Columns = tuple[Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int]]
+
+
+def _columns(records: Sequence[CanonicalIn] | CanonicalColumnsIn) -> Columns:
+    """(Ids, values, other values, modstamps, deleted flags) of canonical records in either form."""
+    if isinstance(records, CanonicalColumnsIn):
+        return split_columns(records)
+    if not records:
+        return [], [], [], [], []
+    rows = [(r.record_id, r.values, r.other_values, r.system_modstamp, r.deleted) for r in records]
+    return zip(*rows, strict=True)  # type: ignore[return-value]
+
+
+@runtime_checkable
+class CanonicalColumnsIn(Protocol):
+    """Canonical records column by column, as PutRecordsRequest.canonical_columns carries them."""
+
+    @property
+    def record_ids(self) -> bytes: ...
+    @property
+    def values(self) -> bytes: ...
+    @property
+    def other_values(self) -> bytes: ...
+    @property
+    def system_modstamps(self) -> bytes: ...
+    @property
+    def deleted(self) -> bytes: ...
+
+
+def split_columns(c: CanonicalColumnsIn) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
+    """(Ids, values, other values, modstamps, deleted flags) of canonical columns whose lines all line up."""
+    count = c.record_ids.count(b"\n")
+    lines: list[list[bytes]] = []
+    for name in ("record_ids", "values", "other_values", "system_modstamps"):
+        column: bytes = getattr(c, name)
+        found = column.count(b"\n")
+        if found != count or column[-1:] not in (b"\n", b""):
+            raise InvalidArgument(
+                f"canonical_columns.{name} has {found} lines ending in a newline, record_ids {count}: each record"
+                " is one line of every column (a raw newline inside a value breaks this)"
+            )
+        lines.append(column[:-1].split(b"\n") if count else [])
+    if len(c.deleted) != count or c.deleted.translate(None, b"\x00\x01"):
+        raise InvalidArgument(f"canonical_columns.deleted must be {count} bytes, each 0 or 1")
+    try:
+        ids = c.record_ids.decode("ascii")[:-1].split("\n") if count else []
+        modstamps = c.system_modstamps.decode("ascii")[:-1].split("\n") if count else []
+    except UnicodeDecodeError:
+        raise InvalidArgument("canonical_columns: record_ids and system_modstamps are ASCII") from None
+    return ids, lines[1], lines[2], modstamps, c.deleted
 
 
 class CanonicalIn(Protocol):
@@ -275,13 +327,16 @@ class Storage:
         job_id: str,
         seq: int,
         object_name: str,
-        records: Sequence[CanonicalIn],
+        records: Sequence[CanonicalIn] | CanonicalColumnsIn,
         rules: int,
         formula_changes_counted: bool,
     ) -> ChunkOutcome:
-        """A chunk of records already in canonical form: validated, hashed and stored without parsing; one in
-        `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
-        job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, len(records))
+        """A chunk of records already in canonical form (one message each, or column by column): validated,
+        hashed and stored without parsing; one in `canonical_check_every` (and the first) is canonicalised
+        again and must come out identical."""
+        count = records.record_ids.count(b"\n") if isinstance(records, CanonicalColumnsIn) else len(records)
+        received = count
+        job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, count)
         if rules != CANONICAL_RULES or formula_changes_counted != self.count_formula_changes:
             raise FailedPrecondition(
                 f"chunk {seq} was canonicalised under rules {rules} (formula changes counted: "
@@ -292,12 +347,11 @@ class Storage:
         every = self.canonical_check_every
 
         def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], list[CanonicalRecord]]:
-            rows = [(r.record_id, r.values, r.other_values, r.system_modstamp, r.deleted) for r in records]
-            if not rows:
+            ids, cores, others, modstamps, flags = _columns(records)
+            if not ids:
                 return ChunkDigest().digest(), [], []
-            # column by column, and validated chunk by chunk at C speed: each check below fails for the whole
-            # chunk, then the record at fault is looked for (only then is the cost per record paid)
-            ids, cores, others, modstamps, flags = zip(*rows, strict=True)
+            # validated chunk by chunk at C speed: each check below fails for the whole chunk, then the record
+            # at fault is looked for (only then is the cost per record paid)
             ids_text = "\n".join(ids)
             cores_text, others_text = b"\n".join(cores), b"\n".join(others)
             modstamps_text = "\n".join(modstamps)
@@ -309,21 +363,20 @@ class Storage:
                             f"record {i} Id {rid!r} is not an 18-character Id (checksum in upper case)"
                             + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
                         )
-            if not (_json_objects(cores_text, len(rows)) and _json_objects(others_text, len(rows))):
-                for i, r in enumerate(rows):
-                    for part in (r[1], r[2]):
-                        if not _json_objects(part, 1):
-                            raise InvalidArgument(f"record {i} ({r[0]}): its values are not a canonical JSON object")
+            if not (_json_objects(cores_text, len(ids)) and _json_objects(others_text, len(ids))):
+                for i, parts in enumerate(zip(cores, others, strict=True)):
+                    if not all(_json_objects(part, 1) for part in parts):
+                        raise InvalidArgument(f"record {i} ({ids[i]}): its values are not a canonical JSON object")
             if not _MODSTAMPS.fullmatch(modstamps_text + "\n"):
-                for i, r in enumerate(rows):
-                    if not _MODSTAMPS.fullmatch(r[3] + "\n"):
-                        raise InvalidArgument(f"record {i} ({r[0]}): system_modstamp {r[3]!r} is not canonical")
+                for i, modstamp in enumerate(modstamps):
+                    if not _MODSTAMPS.fullmatch(modstamp + "\n"):
+                        raise InvalidArgument(f"record {i} ({ids[i]}): system_modstamp {modstamp!r} is not canonical")
             hashes = list(map(content_hash, cores))
             deleted = [Deleted.SOFT if flag else Deleted.LIVE for flag in flags]
             # the fast path's fingerprint of a canonical record: its hash, deleted state and other values (the
             # hash stands for the values it was computed from)
             marks = [b"%s%d%s" % (h, d, o) for h, d, o in zip(hashes, deleted, others, strict=True)]
-            prints = list(zip(ids, map(_canonical_print, marks), strict=True))
+            prints: list[tuple[str | None, bytes]] = list(zip(ids, map(_canonical_print, marks), strict=True))
             digest = ChunkDigest()
             digest.update(ref.object_name.lower(), "canonical", ids_text, modstamps_text, b"".join(marks))
             # tuple.__new__ straight from zip's tuples: a NamedTuple's own __new__ costs a Python call per record
@@ -358,7 +411,7 @@ class Storage:
             chosen = prepared if len(positions) == len(prepared) else [prepared[i] for i in positions]
             return dedupe_last(chosen)
 
-        return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize)
+        return await self._store_records(job, ref, seq, received, digest, prints, canonicalize)
 
     async def _records_job(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int

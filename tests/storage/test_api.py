@@ -187,6 +187,22 @@ async def test_bad_input_gets_a_precise_status_never_internal(stub: storage_pb2_
         (stub.PutRecords(put(org_id="nonsense")), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.PutRecords(put(session_id="a.b")), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.PutRecords(put(object_name="Bad Name")), grpc.StatusCode.INVALID_ARGUMENT),
+        (  # raw records and canonical columns in one request
+            stub.PutRecords(put(canonical_columns=pb.CanonicalColumns(record_ids=b"x\n"), canonical_rules=1)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (  # columns whose lines do not line up
+            stub.PutRecords(
+                put(
+                    records=[],
+                    canonical_rules=1,
+                    canonical_columns=pb.CanonicalColumns(
+                        record_ids=sf_id("001", 1).encode() + b"\n", values=b"{}\n{}\n", deleted=b"\x00"
+                    ),
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         (
             stub.GetRecordHistory(
                 pb.GetRecordHistoryRequest(org_id=other_org, object_name="Account", record_id=sf_id("001", 1))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
 import pytest
+from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer
 from services.storage.application import Storage
@@ -30,8 +32,22 @@ def canon(raw: bytes, *, formulas: bool = False) -> Canon:
     return Canon(p.record_id, p.values, p.other_values, p.system_modstamp or "", bool(p.deleted))
 
 
-async def put(s: Storage, seq: int, records: list[Canon], job: str = "j1", rules: int = CANONICAL_RULES) -> object:
-    return await s.put_canonical(ORG, "s1", job, seq, "Account", records, rules, False)
+def columns(records: list[Canon]) -> pb.CanonicalColumns:
+    """The records as PutRecordsRequest.canonical_columns carries them."""
+    return pb.CanonicalColumns(
+        record_ids="".join(c.record_id + "\n" for c in records).encode(),
+        values=b"".join(c.values + b"\n" for c in records),
+        other_values=b"".join(c.other_values + b"\n" for c in records),
+        system_modstamps="".join(c.system_modstamp + "\n" for c in records).encode(),
+        deleted=bytes(c.deleted for c in records),
+    )
+
+
+async def put(
+    s: Storage, seq: int, records: list[Canon], job: str = "j1", rules: int = CANONICAL_RULES, by_column: bool = False
+) -> object:
+    chunk = columns(records) if by_column else records
+    return await s.put_canonical(ORG, "s1", job, seq, "Account", chunk, rules, False)
 
 
 async def history(h: Harness, rid: str) -> list[tuple[bytes, str]]:
@@ -42,7 +58,8 @@ async def history(h: Harness, rid: str) -> list[tuple[bytes, str]]:
         return [(bytes(r[0]), r[1]) for r in await cur.fetchall()]
 
 
-async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harness) -> None:
+@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
+async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harness, by_column: bool) -> None:
     s = harness.storage
     s.canonical_check_every = 1
     await data_job(s, job="raw")
@@ -50,7 +67,7 @@ async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harnes
     raw = [account(1, AnnualRevenue=10.5, Score__c=3), account(2, IsDeleted=True)]
     await s.put_records(ORG, "s1", "raw", 1, "Account", raw)
     # the raw chunk stored them: the same records in canonical form are unchanged (same hash, same values)
-    again = await put(s, 1, [canon(r) for r in raw])
+    again = await put(s, 1, [canon(r) for r in raw], by_column=by_column)
     assert (again.counts.unchanged, again.counts.new_versions) == (2, 0)  # type: ignore[attr-defined]
     changed = await put(
         s,
@@ -59,6 +76,7 @@ async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harnes
             canon(account(1, "Acme 2", AnnualRevenue=10.5, Score__c=3)),  # a real change
             canon(account(2, IsDeleted=True, Score__c=7, SystemModstamp="2025-01-01T00:00:00.000Z")),  # not one
         ],
+        by_column=by_column,
     )
     assert (changed.counts.changed, changed.counts.unchanged) == (1, 1)  # type: ignore[attr-defined]
     versions = await history(harness, sf_id("001", 1))
@@ -66,16 +84,17 @@ async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harnes
     assert len(await history(harness, sf_id("001", 2))) == 1
 
 
-async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness) -> None:
+@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
+async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness, by_column: bool) -> None:
     s = harness.storage
     await data_job(s)
     chunk = [canon(account(n)) for n in range(1, 4)]
-    first = await put(s, 1, chunk)
-    replay = await put(s, 1, chunk)
+    first = await put(s, 1, chunk, by_column=by_column)
+    replay = await put(s, 1, chunk, by_column=by_column)
     assert replay.replayed and replay.counts == first.counts  # type: ignore[attr-defined]
     assert await harness.count("record_versions") == 3
     with pytest.raises(FailedPrecondition, match="other content"):
-        await put(s, 1, [canon(account(9))])
+        await put(s, 1, [canon(account(9))], by_column=by_column)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +102,7 @@ async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness) -
     [
         (lambda c: replace(c, record_id=c.record_id.lower()), "18-character Id"),
         (lambda c: replace(c, record_id=sf_id("003", 1)), "key prefix"),
-        (lambda c: replace(c, values=c.values + b"\n" + c.values), "not a canonical JSON object"),
+        (lambda c: replace(c, values=c.values + b"\n" + c.values), "not a canonical JSON object|line up|lines"),
         (lambda c: replace(c, other_values=b'{"x":"a\tb"}'), "not a canonical JSON object"),
         (lambda c: replace(c, values=b"[1]"), "not a canonical JSON object"),
         (lambda c: replace(c, system_modstamp="2024-01-01 00:00:00"), "system_modstamp"),
@@ -92,8 +111,9 @@ async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness) -
         (lambda c: replace(c, deleted=True), "not in canonical form"),
     ],
 )
+@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
 async def test_records_not_in_canonical_form_are_refused_and_nothing_is_stored(
-    harness: Harness, broken: object, message: str
+    harness: Harness, broken: object, message: str, by_column: bool
 ) -> None:
     s = harness.storage
     s.canonical_check_every = 1
@@ -101,7 +121,7 @@ async def test_records_not_in_canonical_form_are_refused_and_nothing_is_stored(
     chunk = [canon(account(n)) for n in range(1, 4)]
     chunk[1] = broken(chunk[1])  # type: ignore[operator]
     with pytest.raises(InvalidArgument, match=message):
-        await put(s, 1, chunk)
+        await put(s, 1, chunk, by_column=by_column)
     assert await harness.count("record_versions") == 0
     assert await harness.count("chunks") == 0
     assert harness.publisher.published == []
@@ -130,3 +150,40 @@ async def test_other_rules_are_refused_before_anything_is_stored(harness: Harnes
 async def test_canonical_schema_is_the_same_as_storages(harness: Harness) -> None:
     # a sender's canonicaliser built from the schema it sent agrees with the one storage builds from its copy
     assert RecordCanonicalizer(ACCOUNT).parts(json.loads(account(1))).values == canon(account(1)).values
+
+
+def patched(ns: SimpleNamespace, **changes: bytes) -> SimpleNamespace:
+    return SimpleNamespace(**{**vars(ns), **changes})
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (lambda c: patched(c, values=c.values[:-1]), "values has 2 lines"),  # a newline missing
+        (lambda c: patched(c, system_modstamps=c.system_modstamps + b"\n"), "system_modstamps has 4 lines"),
+        (lambda c: patched(c, other_values=c.other_values.rstrip(b"\n")), "other_values has 2 lines"),
+        (lambda c: patched(c, deleted=c.deleted[:2]), "deleted must be 3 bytes"),
+        (lambda c: patched(c, deleted=b"\x00\x02\x00"), "each 0 or 1"),
+        (lambda c: patched(c, record_ids=c.record_ids.replace(b"001", "\u00e9".encode(), 1)), "ASCII"),
+    ],
+)
+async def test_columns_that_do_not_line_up_are_refused_and_nothing_is_stored(
+    harness: Harness, broken: object, message: str
+) -> None:
+    s = harness.storage
+    await data_job(s)
+    good = columns([canon(account(n)) for n in range(1, 4)])
+    fields = {f: getattr(good, f) for f in ("record_ids", "values", "other_values", "system_modstamps", "deleted")}
+    chunk = broken(SimpleNamespace(**fields))  # type: ignore[operator]
+    with pytest.raises(InvalidArgument, match=message):
+        await s.put_canonical(ORG, "s1", "j1", 1, "Account", pb.CanonicalColumns(**vars(chunk)), CANONICAL_RULES, False)
+    assert await harness.count("chunks") == 0
+    assert harness.publisher.published == []
+
+
+async def test_empty_columns_are_an_empty_chunk(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    result = await put(s, 1, [], by_column=True)
+    assert result.counts.received == 0  # type: ignore[attr-defined]
+    assert await harness.count("record_versions") == 0

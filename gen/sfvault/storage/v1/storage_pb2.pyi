@@ -159,6 +159,7 @@ class BeginJobResponse(_message.Message):
     CHUNKS_FIELD_NUMBER: _builtins.int
     CANONICAL_RULES_FIELD_NUMBER: _builtins.int
     FORMULA_CHANGES_COUNTED_FIELD_NUMBER: _builtins.int
+    CANONICAL_COLUMNS_FIELD_NUMBER: _builtins.int
     last_chunk_seq: _builtins.int
     """highest chunk already stored; 0 for a new job"""
     chunks: _builtins.int
@@ -166,6 +167,8 @@ class BeginJobResponse(_message.Message):
     """The canonical rules storage expects of PutRecordsRequest.canonical (services/common/canonical.py)."""
     formula_changes_counted: _builtins.bool
     """Whether formula (calculated) fields count as a change: they are then hashed with the other values."""
+    canonical_columns: _builtins.bool
+    """Whether PutRecordsRequest.canonical_columns is understood."""
     @_builtins.property
     def counts(self) -> _events_pb2.Counts:
         """totals of the chunks already stored"""
@@ -178,10 +181,11 @@ class BeginJobResponse(_message.Message):
         chunks: _builtins.int = ...,
         canonical_rules: _builtins.int = ...,
         formula_changes_counted: _builtins.bool = ...,
+        canonical_columns: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_rules", b"canonical_rules", "chunks", b"chunks", "counts", b"counts", "formula_changes_counted", b"formula_changes_counted", "last_chunk_seq", b"last_chunk_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_columns", b"canonical_columns", "canonical_rules", b"canonical_rules", "chunks", b"chunks", "counts", b"counts", "formula_changes_counted", b"formula_changes_counted", "last_chunk_seq", b"last_chunk_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -313,6 +317,7 @@ class PutRecordsRequest(_message.Message):
     CANONICAL_FIELD_NUMBER: _builtins.int
     CANONICAL_RULES_FIELD_NUMBER: _builtins.int
     FORMULA_CHANGES_COUNTED_FIELD_NUMBER: _builtins.int
+    CANONICAL_COLUMNS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     session_id: _builtins.str
     job_id: _builtins.str
@@ -339,6 +344,12 @@ class PutRecordsRequest(_message.Message):
         `canonical` per request.
         """
 
+    @_builtins.property
+    def canonical_columns(self) -> Global___CanonicalColumns:
+        """Or: canonical records column by column (what the jobrunner sends when BeginJobResponse.canonical_columns
+        says storage understands it): one message per chunk instead of one per record, the same rules and checks.
+        """
+
     def __init__(
         self,
         *,
@@ -351,14 +362,55 @@ class PutRecordsRequest(_message.Message):
         canonical: _abc.Iterable[Global___CanonicalRecord] | None = ...,
         canonical_rules: _builtins.int = ...,
         formula_changes_counted: _builtins.bool = ...,
+        canonical_columns: Global___CanonicalColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["canonical_columns", b"canonical_columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical", b"canonical", "canonical_rules", b"canonical_rules", "chunk_seq", b"chunk_seq", "formula_changes_counted", b"formula_changes_counted", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "records", b"records", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical", b"canonical", "canonical_columns", b"canonical_columns", "canonical_rules", b"canonical_rules", "chunk_seq", b"chunk_seq", "formula_changes_counted", b"formula_changes_counted", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "records", b"records", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PutRecordsRequest: _TypeAlias = PutRecordsRequest  # noqa: Y015
+
+@_typing.final
+class CanonicalColumns(_message.Message):
+    """Canonical records, column by column: record i is line i of every text column, and every line ends with
+    "\\n" (canonical JSON holds no raw newline). A column with another number of lines than record_ids is refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_IDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    OTHER_VALUES_FIELD_NUMBER: _builtins.int
+    SYSTEM_MODSTAMPS_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    record_ids: _builtins.bytes
+    """18-character Ids"""
+    values: _builtins.bytes
+    """as CanonicalRecord.values"""
+    other_values: _builtins.bytes
+    """as CanonicalRecord.other_values"""
+    system_modstamps: _builtins.bytes
+    """as CanonicalRecord.system_modstamp: an empty line when the object has none"""
+    deleted: _builtins.bytes
+    """one byte per record: 0 live, 1 in the recycle bin"""
+    def __init__(
+        self,
+        *,
+        record_ids: _builtins.bytes = ...,
+        values: _builtins.bytes = ...,
+        other_values: _builtins.bytes = ...,
+        system_modstamps: _builtins.bytes = ...,
+        deleted: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "other_values", b"other_values", "record_ids", b"record_ids", "system_modstamps", b"system_modstamps", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CanonicalColumns: _TypeAlias = CanonicalColumns  # noqa: Y015
 
 @_typing.final
 class CanonicalRecord(_message.Message):
