@@ -27,7 +27,7 @@ from sforg.generate import SCALES, Generator, plan
 from sforg.ids import is_valid, make_id, to18
 from sforg.query import PREFILTER_OPS, Context, Plan, Prefilter, RowSource, execute, plan_query
 from sforg.schema import FieldDef, ObjectDef
-from sforg.store import Store, col, table
+from sforg.store import Store, ascending_run, col, table
 
 DAY = 86400.0
 RECYCLE_BIN_DAYS = 15
@@ -92,6 +92,29 @@ class StoreSource(RowSource):
     def scan(
         self, obj: str, columns: list[str], include_deleted: bool, prefilter: Prefilter = ()
     ) -> Iterator[tuple[Any, ...]]:
+        where, params = self.scan_where(obj, include_deleted, prefilter)
+        return self.store.scan(obj, columns, where, params)
+
+    def scan_by_id(
+        self, obj: str, columns: list[str], include_deleted: bool, prefilter: Prefilter = ()
+    ) -> Iterator[tuple[Any, ...]] | None:
+        where, params = self.scan_where(obj, include_deleted, prefilter)
+        # _rowid breaks ties among NULL Ids as the stable sort of a rowid-ordered scan does (the Id index holds
+        # it, so no sorting either way).
+        return self.store.scan(obj, columns, where, params, order='"Id", _rowid')
+
+    def run_of_rowids(self, obj: str, include_deleted: bool) -> range | None:
+        where, params = self.scan_where(obj, include_deleted, ())
+        n, lo, hi = (
+            self.store.conn()
+            .execute(f"SELECT count(*), min(_rowid), max(_rowid) FROM {table(obj)} {where}", params)
+            .fetchone()
+        )
+        if n == 0:
+            return range(0)
+        return range(lo, hi + 1) if hi - lo + 1 == n else None
+
+    def scan_where(self, obj: str, include_deleted: bool, prefilter: Prefilter) -> tuple[str, list[Any]]:
         conds = [] if include_deleted or not self.soft_deletes(obj) else ['"IsDeleted" = 0']
         params: list[Any] = []
         # The plan's range conditions on indexed columns, by column.
@@ -108,7 +131,7 @@ class StoreSource(RowSource):
             # sort; for a range holding few rows likelihood() tells it better, and it reads just the range.
             conds += [f"likelihood({c}, 0.001)" for c in sql] if column == narrow else sql
             params += values
-        return self.store.scan(obj, columns, f"WHERE {' AND '.join(conds)}" if conds else "", params)
+        return (f"WHERE {' AND '.join(conds)}" if conds else ""), params
 
     def narrow_range(self, obj: str, ranges: dict[str, tuple[list[str], list[Any]]]) -> str | None:
         """The column whose range holds the fewest rows if under an eighth of the table, counted on its index
@@ -1142,8 +1165,15 @@ class Org:
         return plan_query(soql_text, self.context(), include_deleted, bulk)
 
     def run(self, plan_: Plan) -> Sequence[int]:
-        # Cursors and Bulk jobs keep their rowids: 8 bytes each in an array, not a list of int objects.
-        return array("q", execute(plan_, self.src, self.context()))
+        # Cursors and Bulk jobs keep their rowids: one range when they are a run (a whole object, or a slice of one
+        # by Id when Ids follow rowids), which pages are rendered from inside SQLite; otherwise 8 bytes each in an
+        # array, not a list of int objects.
+        rowids = execute(plan_, self.src, self.context())
+        if isinstance(rowids, range) or not rowids:
+            return rowids or range(0)
+        if ascending_run(rowids):
+            return range(rowids[0], rowids[-1] + 1)
+        return array("q", rowids)
 
     def new_cursor(self, plan_: Plan, rowids: Sequence[int], version: str, batch: int) -> Cursor:
         cid = make_id("01g", secrets.randbelow(62**9), pod="Dx")

@@ -781,6 +781,18 @@ class RowSource:
         apply them to read less, or ignore them (the compiled filter runs on whatever comes back)."""
         raise NotImplementedError
 
+    def run_of_rowids(self, obj: str, include_deleted: bool) -> range | None:
+        """The live (or, with include_deleted, all) rowids of obj when they are one consecutive run, else None.
+        Optional: a source returning None always just makes execute scan."""
+        return None
+
+    def scan_by_id(
+        self, obj: str, columns: list[str], include_deleted: bool, prefilter: Prefilter = ()
+    ) -> Iterator[tuple[Any, ...]] | None:
+        """As scan, but the rows in ascending Id order (NULL Ids first, ties in rowid order), or None when the
+        source cannot: execute then sorts in Python."""
+        return None
+
     def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -832,13 +844,27 @@ def _sort_key(col: Column, desc: bool, nulls_first: bool, ctx: Context) -> Calla
     return key
 
 
-def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
-    """Rowids of the matching rows, filtered, sorted, offset and limited."""
+def _by_id_only(plan: Plan) -> bool:
+    """Whether the plan sorts by the root object's Id alone, ascending with NULLs first (SOQL's default): the
+    order of a scan in Id order. Ids are unique, and Python's str order is SQLite's BINARY order of UTF-8."""
+    if len(plan.order) != 1:
+        return False
+    col, desc, nulls_first = plan.order[0]
+    return len(col.nodes) == 1 and col.field.name == "Id" and col.field.type == "id" and not desc and nulls_first
+
+
+def execute(plan: Plan, src: RowSource, ctx: Context) -> Sequence[int]:
+    """Rowids of the matching rows, filtered, sorted, offset and limited (a range when they are one run)."""
     cols = plan.columns
+    q = plan.query
     if plan.where is None and not plan.order:
         # No filter and no sort: the rowids of the (live) rows are the answer.
-        rowids = [r[0] for r in src.scan(plan.obj.name, ["_rowid"], plan.include_deleted)]
-        q = plan.query
+        run = src.run_of_rowids(plan.obj.name, plan.include_deleted)
+        rowids: Sequence[int]
+        if run is not None:
+            rowids = run
+        else:
+            rowids = [r[0] for r in src.scan(plan.obj.name, ["_rowid"], plan.include_deleted)]
         rowids = rowids[q.offset or 0 :]
         return rowids if q.limit is None else rowids[: q.limit]
     matched: list[tuple[Any, ...]] = []
@@ -855,12 +881,22 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
         batch.clear()
 
     width = plan.filter_width or len(cols)
-    for r in src.scan(plan.obj.name, ["_rowid", *cols[:width]], plan.include_deleted, prefilter=plan.prefilter):
+    scan_cols = ["_rowid", *cols[:width]]
+    # Sorted by Id alone: SQLite reads the rows in that order off the Id index and nothing is sorted here (nor
+    # any column read when nothing is filtered).
+    rows = None
+    if _by_id_only(plan):
+        by_id_cols = scan_cols if plan.where is not None else ["_rowid"]
+        rows = src.scan_by_id(plan.obj.name, by_id_cols, plan.include_deleted, plan.prefilter)
+    presorted = rows is not None
+    if rows is None:
+        rows = src.scan(plan.obj.name, scan_cols, plan.include_deleted, prefilter=plan.prefilter)
+    for r in rows:
         batch.append(r)
         if len(batch) >= 20000:
             flush()
     flush()
-    if plan.order:
+    if plan.order and not presorted:
         if not plan.where_needs_parents:
             load_parents(plan.root, [r[1:] for r in matched], plan.obj.name, src, ctx)
         for col, desc, nulls_first in reversed(plan.order):
@@ -871,7 +907,6 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> list[int]:
 
             matched.sort(key=by_key, reverse=desc)
     rowids = [r[0] for r in matched]
-    q = plan.query
     if q.offset:
         rowids = rowids[q.offset :]
     if q.limit is not None:

@@ -620,7 +620,7 @@ class Server:
         def render() -> bytes:
             if fast is not None:
                 rows = org.store.fetch_joined(plan.obj.name, json_sql(plan, fast, version), page_ids, ",")
-                return dumps(head)[:-1] + b',"records":[' + rows.encode() + b"]}"
+                return dumps(head)[:-1] + b',"records":[' + rows + b"]}"
             fetched = fetch_page(plan, org.src, ctx, page_ids)
             recs = render_rest(plan, fetched, ctx, version, org.src)
             for child in plan.root.children.values():
@@ -1061,15 +1061,16 @@ class Server:
 
         fast = fast_fields(plan)
         csv_expr = csv_sql(fast, delim) if fast is not None else ""
-        header_line = delim.join('"' + h.replace('"', '""') + '"' for h in header) + ending
+        header_line = (delim.join('"' + h.replace('"', '""') + '"' for h in header) + ending).encode()
+        ending_bytes = ending.encode()
 
         def chunk_text(ids: Sequence[int], with_header: bool) -> bytes:
             import io
 
             if fast is not None:
-                lines = org.store.fetch_joined(plan.obj.name, csv_expr, ids, ending) if ids else ""
-                text = (header_line if with_header else "") + lines + (ending if lines else "")
-                return text.encode()
+                # SQLite's UTF-8 as it is: the lines are never decoded into a str to be encoded again.
+                lines = org.store.fetch_joined(plan.obj.name, csv_expr, ids, ending) if ids else b""
+                return b"".join((header_line if with_header else b"", lines, ending_bytes if lines else b""))
 
             buf = io.StringIO()
             rows = fetch_page(plan, org.src, ctx, ids) if ids else []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +23,17 @@ def table(obj: str) -> str:
 
 def col(name: str) -> str:
     return f'"{name}"'
+
+
+def ascending_run(rowids: Sequence[int]) -> bool:
+    """Whether rowids are consecutive ascending integers (lo, lo + 1, ..., hi). Exact: O(1) for a range (what
+    Bulk jobs and cursors over a whole object keep), one C-speed pass otherwise."""
+    if isinstance(rowids, range):
+        return rowids.step == 1 or len(rowids) <= 1
+    n = len(rowids)
+    if n == 0 or rowids[-1] - rowids[0] + 1 != n:
+        return False
+    return all(map(operator.lt, rowids, itertools.islice(rowids, 1, None)))
 
 
 class Store:
@@ -170,41 +183,44 @@ class Store:
                 out[r[0]] = r[1:]
         return [out[r] for r in rowids if r in out]
 
-    def fetch_rendered(self, obj: str, expr: str, rowids: Sequence[int]) -> list[str]:
-        """One SQL-rendered text per rowid, in the order given (rows deleted since are skipped)."""
-        out: dict[int, str] = {}
+    def fetch_rendered(self, obj: str, expr: str, rowids: Sequence[int]) -> list[bytes]:
+        """One SQL-rendered text per rowid as UTF-8, in the order given (rows deleted since are skipped)."""
+        out: dict[int, bytes] = {}
         c = self.conn()
         for i in range(0, len(rowids), 30000):
             chunk = rowids[i : i + 30000]
             lo, hi = min(chunk), max(chunk)
             if hi - lo + 1 == len(chunk):
-                cur = c.execute(f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi))
+                cur = c.execute(
+                    f"SELECT _rowid, CAST({expr} AS BLOB) FROM {table(obj)} WHERE _rowid BETWEEN ? AND ?", (lo, hi)
+                )
             else:
                 cur = c.execute(
-                    f"SELECT _rowid, {expr} FROM {table(obj)} WHERE _rowid IN ({','.join('?' * len(chunk))})",
+                    f"SELECT _rowid, CAST({expr} AS BLOB) FROM {table(obj)} "
+                    f"WHERE _rowid IN ({','.join('?' * len(chunk))})",
                     chunk,
                 )
             out.update(cur.fetchall())
         return [out[r] for r in rowids if r in out]
 
-    def fetch_joined(self, obj: str, expr: str, rowids: Sequence[int], sep: str) -> str:
-        """The SQL-rendered texts of the rowids joined by sep, built inside SQLite when the rowids are one
-        ascending run (the common case: a whole object, or a page of it); otherwise joined here."""
+    def fetch_joined(self, obj: str, expr: str, rowids: Sequence[int], sep: str) -> bytes:
+        """The SQL-rendered texts of the rowids joined by sep, as UTF-8 (SQLite's own bytes: no decoding into str
+        and encoding back). Built inside SQLite when the rowids are one ascending run (the common case: a whole
+        object, or a page of it); otherwise joined here."""
         if not rowids:
-            return ""
-        lo, hi = rowids[0], rowids[-1]
-        if hi - lo + 1 == len(rowids) and all(rowids[i] < rowids[i + 1] for i in range(0, len(rowids) - 1, 997)):
+            return b""
+        if ascending_run(rowids):
             row = (
                 self.conn()
                 .execute(
-                    f"SELECT group_concat(r, ?) FROM (SELECT {expr} AS r FROM {table(obj)} "
+                    f"SELECT CAST(group_concat(r, ?) AS BLOB) FROM (SELECT {expr} AS r FROM {table(obj)} "
                     "WHERE _rowid BETWEEN ? AND ? ORDER BY _rowid)",
-                    (sep, lo, hi),
+                    (sep, rowids[0], rowids[-1]),
                 )
                 .fetchone()
             )
-            return str(row[0] or "")
-        return sep.join(self.fetch_rendered(obj, expr, rowids))
+            return bytes(row[0] or b"")
+        return sep.encode().join(self.fetch_rendered(obj, expr, rowids))
 
     def fetch_ids(self, obj: str, columns: Sequence[str], ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         out: dict[str, tuple[Any, ...]] = {}

@@ -117,3 +117,31 @@ def test_long_request_lines_and_offset_limit(org: dict[str, Any], sf: Any) -> No
     assert resp.json() == [{"message": "duplicate field selected: Id", "errorCode": "MALFORMED_QUERY"}]
     resp = s.get(f"{org['instance_url']}/services/data/v59.0/query", params={"q": "SELECT Id FROM User OFFSET 2001"})
     assert resp.status_code == 400 and resp.json()[0]["errorCode"] == "NUMBER_OUTSIDE_VALID_RANGE"
+
+
+def test_bulk2_pages_concatenate_to_the_unpaged_result(org: dict[str, Any], sf: Any) -> None:
+    """Pages of any size, gzipped or not, are the one unpaged result cut at line ends, byte for byte."""
+    s = session(org, sf)
+    base = f"{org['instance_url']}/services/data/v59.0"
+    describe = s.get(f"{base}/sobjects/Contact/describe").json()
+    names = [f["name"] for f in describe["fields"] if f["type"] not in ("address", "location", "base64")]
+    for query in (f"SELECT {', '.join(names)} FROM Contact", "SELECT Id, Name FROM Contact ORDER BY Name, Id"):
+        job = s.post(f"{base}/jobs/query", json={"operation": "queryAll", "query": query}).json()
+        info = s.get(f"{base}/jobs/query/{job['id']}").json()
+        url = f"{base}/jobs/query/{job['id']}/results"
+        whole = s.get(url, headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in whole.headers and whole.headers["Sforce-Locator"] == "null"
+        assert int(whole.headers["Sforce-NumberOfRecords"]) == info["numberRecordsProcessed"] > 300
+        header, _, body = whole.content.partition(b"\n")
+        for size, encoding in ((97, "gzip"), (100, "identity"), (info["numberRecordsProcessed"], "gzip")):
+            pages, locator, counts = [], "", []
+            while locator != "null":
+                params = {"maxRecords": size, **({"locator": locator} if locator else {})}
+                resp = s.get(url, params=params, headers={"Accept-Encoding": encoding})
+                assert resp.headers.get("Content-Encoding") == ("gzip" if encoding == "gzip" else None)
+                first, _, rest = resp.content.partition(b"\n")  # requests has gunzipped it
+                assert first == header
+                pages.append(rest)
+                counts.append(int(resp.headers["Sforce-NumberOfRecords"]))
+                locator = resp.headers["Sforce-Locator"]
+            assert b"".join(pages) == body and sum(counts) == info["numberRecordsProcessed"]
