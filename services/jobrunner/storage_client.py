@@ -36,6 +36,15 @@ class StorageUnavailable(RuntimeError):
     """Storage could not be reached after retries: the job is handed back and retried later."""
 
 
+def _fill_columns(columns: pb.CanonicalColumns, records: Sequence[CanonicalParts]) -> None:
+    """The records, column by column; each column is set as it is joined, so one at a time is held twice."""
+    columns.record_ids = "".join([p.record_id + "\n" for p in records]).encode()
+    columns.values = b"\n".join([p.values for p in records]) + b"\n"
+    columns.other_values = b"\n".join([p.other_values for p in records]) + b"\n"
+    columns.system_modstamps = "".join([(p.system_modstamp or "") + "\n" for p in records]).encode()
+    columns.deleted = bytes([p.deleted for p in records])
+
+
 class StorageClient:
     def __init__(
         self,
@@ -114,16 +123,7 @@ class StorageClient:
             org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name
         )
         if records and not isinstance(records[0], bytes):
-            ids, values, others, modstamps, deleted = zip(*records, strict=True)
-            req.canonical_columns.CopyFrom(
-                pb.CanonicalColumns(
-                    record_ids=("\n".join(ids) + "\n").encode(),
-                    values=b"\n".join(values) + b"\n",
-                    other_values=b"\n".join(others) + b"\n",
-                    system_modstamps=("\n".join([m or "" for m in modstamps]) + "\n").encode(),
-                    deleted=bytes(deleted),
-                )
-            )
+            _fill_columns(req.canonical_columns, records)  # type: ignore[arg-type]
             req.canonical_rules = rules
             req.formula_changes_counted = formula_changes_counted
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -444,25 +444,28 @@ class PostgresStore:
 
     @staticmethod
     async def _head_fingerprints(
-        conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Iterable[str]
+        conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Collection[str]
     ) -> dict[str, bytes | None]:
         """{record Id: raw_hash} of the Ids that have a head.
 
-        First one range probe per partition: no head between the smallest and the largest Id (an initial load
-        sends Ids in ranges no head covers yet) means none of them has one. Otherwise one primary-key probe
-        per Id (a LATERAL lookup, pruned to one partition at run time; `record_id = ANY(array)` would scan the
-        object's whole head, and once prepared compare every row with every Id)."""
+        First the heads between the smallest and the largest Id, up to twice as many as there are Ids: an
+        initial load sends Ids in ranges no head covers yet (none), a re-read of a whole object sends them in
+        dense ranges (those are all the heads there could be, read in Id order). Only a chunk of Ids spread
+        further (a window of changes) costs one primary-key probe per Id (a LATERAL lookup, pruned to one
+        partition at run time; `record_id = ANY(array)` would scan the object's whole head, and once prepared
+        compare every row with every Id)."""
         # the Ids travel as one comma-separated text (they are letters and digits): dumping a list of ten
         # thousand strings as a text[] parameter costs more Python time than the probes cost PostgreSQL
         joined = ",".join(ids)
         cur = await conn.execute(
             "WITH ids AS (SELECT unnest(string_to_array(%s, ',')) AS id)"
-            f" SELECT EXISTS (SELECT 1 FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
-            "  AND record_id BETWEEN (SELECT min(id) FROM ids) AND (SELECT max(id) FROM ids))",
-            (joined, org_key, object_key),
+            f" SELECT record_id, raw_hash FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
+            "  AND record_id BETWEEN (SELECT min(id) FROM ids) AND (SELECT max(id) FROM ids) LIMIT %s",
+            (joined, org_key, object_key, 2 * len(ids) + 1),
         )
-        if not (await cur.fetchone())[0]:  # type: ignore[index]
-            return {}
+        around = await cur.fetchall()
+        if len(around) <= 2 * len(ids):
+            return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in around if r[0] in ids}
         cur = await conn.execute(
             f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT raw_hash FROM {S}.record_head h"
