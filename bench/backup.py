@@ -174,9 +174,10 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             "SFVAULT_NATS_URL": nats_url,
             "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
             "SFVAULT_JOBRUNNER_PORT": str(free_port()),
-            "SFVAULT_JOBRUNNER_CONCURRENCY": os.environ.get("BENCH_BACKUP_CONCURRENCY", "2"),
             "SFVAULT_LOG_LEVEL": os.environ.get("BENCH_BACKUP_LOG_LEVEL", "WARNING"),
         }
+        if "BENCH_BACKUP_CONCURRENCY" in os.environ:  # else the jobrunner's default, as deployed
+            jr_env["SFVAULT_JOBRUNNER_CONCURRENCY"] = os.environ["BENCH_BACKUP_CONCURRENCY"]
         # its own process, so its peak RSS is its own
         jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
         bus = await Bus.connect(BusConfig(nats_url), producer="bench")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -16,6 +18,20 @@ S = TypeVar("S")
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def tune_malloc() -> None:
+    """glibc gives each thread its own malloc arena; with job threads, chunk threads and gRPC's, the freed
+    chunk buffers stay spread over many arenas and resident. Two arenas keep the peak RSS near what is in use.
+    (A fixed mmap threshold was tried too: mapping and unmapping each chunk's megabyte buffers made the kernel
+    zero their pages again every time, a third more CPU in storage, for no lower peak.)"""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def tune_gc() -> None:

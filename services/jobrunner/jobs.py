@@ -197,6 +197,7 @@ class JobRun:
 
     def _store(self, seq: int, object_name: str, records: list[Any]) -> None:
         started = time.monotonic()
+        sent = len(records)  # put_records empties the list once the request is built
         result = self.storage.put_records(
             self.org,
             self.spec.session_id,
@@ -208,10 +209,10 @@ class JobRun:
             formula_changes_counted=self.formula_changes_counted,
         )
         self.storage_s += time.monotonic() - started
-        if not result.replayed and int(result.counts.received) != len(records):
-            raise CountMismatch(f"chunk {seq}: sent {len(records)} records, storage received {result.counts.received}")
+        if not result.replayed and int(result.counts.received) != sent:
+            raise CountMismatch(f"chunk {seq}: sent {sent} records, storage received {result.counts.received}")
         self.seq = seq
-        self._account(result, len(records))
+        self._account(result, sent)
 
     def mark_deleted(
         self, object_name: str, ids: list[str], state: int, pos: dict[str, Any], **extra: Any

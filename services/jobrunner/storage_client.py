@@ -112,13 +112,14 @@ class StorageClient:
         job_id: str,
         seq: int,
         object_name: str,
-        records: Sequence[bytes] | Sequence[CanonicalParts],
+        records: list[bytes] | list[CanonicalParts],
         *,
         rules: int = 0,
         formula_changes_counted: bool = False,
     ) -> pb.ChunkResult:
         """Raw JSON records, or canonical ones (made under `rules`, BeginJobResponse.canonical_rules), sent
-        column by column."""
+        column by column. The list is emptied once the request holds its records: a chunk is not held twice
+        while it travels (retries resend the request)."""
         req = pb.PutRecordsRequest(
             org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name
         )
@@ -128,6 +129,7 @@ class StorageClient:
             req.formula_changes_counted = formula_changes_counted
         else:
             req.records.extend(records)  # type: ignore[arg-type]
+        records.clear()
         return self._call(lambda: self.stub.PutRecords(req, timeout=self.timeout_s))
 
     def mark_deleted(

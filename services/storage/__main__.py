@@ -44,5 +44,6 @@ async def _serve(settings: config.StorageSettings) -> None:
 
 
 if __name__ == "__main__":
+    lifecycle.tune_malloc()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(main())

@@ -73,6 +73,25 @@ def _columns(records: Sequence[CanonicalIn] | CanonicalColumnsIn) -> Columns:
     return zip(*rows, strict=True)  # type: ignore[return-value]
 
 
+# Ids, values, other values, modstamps, deleted flags, hashes of the values, fast-path fingerprints
+PreparedColumns = tuple[
+    Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
+]
+_make_record = functools.partial(tuple.__new__, CanonicalRecord)  # a NamedTuple's own __new__ is a Python call
+
+
+def _canonical_records(columns: PreparedColumns, positions: Sequence[int]) -> list[CanonicalRecord]:
+    """The records at these positions of prepared columns (all of them: built straight from zip's tuples)."""
+    ids, cores, others, modstamps, flags, hashes, fps = columns
+    if len(positions) != len(ids):
+        picked = [[column[i] for i in positions] for column in columns]
+        ids, cores, others, modstamps, flags, hashes, fps = picked  # type: ignore[assignment]
+    deleted = [Deleted.SOFT if flag else Deleted.LIVE for flag in flags]
+    stamps = [m or None for m in modstamps]
+    rows = zip(ids, map(join_values, cores, others), hashes, stamps, deleted, fps, strict=True)
+    return list(map(_make_record, rows))
+
+
 @runtime_checkable
 class CanonicalColumnsIn(Protocol):
     """Canonical records column by column, as PutRecordsRequest.canonical_columns carries them."""
@@ -346,10 +365,10 @@ class Storage:
         prefix = ref.schema.key_prefix
         every = self.canonical_check_every
 
-        def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], list[CanonicalRecord]]:
+        def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], PreparedColumns]:
             ids, cores, others, modstamps, flags = _columns(records)
             if not ids:
-                return ChunkDigest().digest(), [], []
+                return ChunkDigest().digest(), [], ([], [], [], [], [], [], [])
             # validated chunk by chunk at C speed: each check below fails for the whole chunk, then the record
             # at fault is looked for (only then is the cost per record paid)
             ids_text = "\n".join(ids)
@@ -372,44 +391,28 @@ class Storage:
                     if not _MODSTAMPS.fullmatch(modstamp + "\n"):
                         raise InvalidArgument(f"record {i} ({ids[i]}): system_modstamp {modstamp!r} is not canonical")
             hashes = list(map(content_hash, cores))
-            deleted = [Deleted.SOFT if flag else Deleted.LIVE for flag in flags]
-            # the fast path's fingerprint of a canonical record: its hash, deleted state and other values (the
-            # hash stands for the values it was computed from)
-            marks = [b"%s%d%s" % (h, d, o) for h, d, o in zip(hashes, deleted, others, strict=True)]
-            prints: list[tuple[str | None, bytes]] = list(zip(ids, map(_canonical_print, marks), strict=True))
+            # the fast path's fingerprint of a canonical record: its hash, deleted flag (0 or 1, Deleted's
+            # values) and other values (the hash stands for the values it was computed from)
+            marks = [b"%s%d%s" % (h, d, o) for h, d, o in zip(hashes, flags, others, strict=True)]
+            fps = list(map(_canonical_print, marks))
             digest = ChunkDigest()
             digest.update(ref.object_name.lower(), "canonical", ids_text, modstamps_text, b"".join(marks))
-            # tuple.__new__ straight from zip's tuples: a NamedTuple's own __new__ costs a Python call per record
-            make = functools.partial(tuple.__new__, CanonicalRecord)
-            out: list[CanonicalRecord] = list(
-                map(
-                    make,
-                    zip(
-                        ids,
-                        map(join_values, cores, others),
-                        hashes,
-                        [m or None for m in modstamps],
-                        deleted,
-                        [p[1] for p in prints],
-                        strict=True,
-                    ),
-                )
-            )
-            for i in range(0, len(out), every):
-                rec = out[i]
+            columns = (ids, cores, others, modstamps, flags, hashes, fps)
+            for i in range(0, len(ids), every):
+                rec = _canonical_records(columns, [i])[0]
                 normalize_id(rec.record_id, f"record {i} Id")  # its checksum
                 if canonicalizer.canonicalize(rec.data, i, rec.raw_hash) != rec:
                     raise InvalidArgument(
                         f"record {i} ({rec.record_id}) is not in canonical form (rules {CANONICAL_RULES}):"
                         " canonicalised again it differs; the sender's canonicaliser and this storage's disagree"
                     )
-            return digest.digest(), prints, out
+            return digest.digest(), list(zip(ids, fps, strict=True)), columns
 
-        digest, prints, prepared = await asyncio.to_thread(prepare)
+        digest, prints, columns = await asyncio.to_thread(prepare)
 
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
-            chosen = prepared if len(positions) == len(prepared) else [prepared[i] for i in positions]
-            return dedupe_last(chosen)
+            # only the records to compare or store are built: none for an unchanged chunk
+            return dedupe_last(_canonical_records(columns, positions))
 
         return await self._store_records(job, ref, seq, received, digest, prints, canonicalize)
 
