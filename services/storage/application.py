@@ -351,8 +351,8 @@ class Storage:
         formula_changes_counted: bool,
     ) -> ChunkOutcome:
         """A chunk of records already in canonical form (one message each, or column by column): validated,
-        hashed and stored without parsing; one in `canonical_check_every` (and the first) is canonicalised
-        again and must come out identical."""
+        hashed and stored without parsing; of the records compared with their head or stored, one in
+        `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
         count = records.record_ids.count(b"\n") if isinstance(records, CanonicalColumnsIn) else len(records)
         received = count
         job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, count)
@@ -398,21 +398,25 @@ class Storage:
             digest = ChunkDigest()
             digest.update(ref.object_name.lower(), "canonical", ids_text, modstamps_text, b"".join(marks))
             columns = (ids, cores, others, modstamps, flags, hashes, fps)
-            for i in range(0, len(ids), every):
-                rec = _canonical_records(columns, [i])[0]
+            return digest.digest(), list(zip(ids, fps, strict=True)), columns
+
+        digest, prints, columns = await asyncio.to_thread(prepare)
+
+        def checked(positions: list[int]) -> list[CanonicalRecord]:
+            """The records to compare or store (none for an unchanged chunk: its records are those of heads that
+            were checked when stored), one in `every` of them canonicalised again."""
+            out = _canonical_records(columns, positions)
+            for rec, i in zip(out[::every], positions[::every], strict=True):
                 normalize_id(rec.record_id, f"record {i} Id")  # its checksum
                 if canonicalizer.canonicalize(rec.data, i, rec.raw_hash) != rec:
                     raise InvalidArgument(
                         f"record {i} ({rec.record_id}) is not in canonical form (rules {CANONICAL_RULES}):"
                         " canonicalised again it differs; the sender's canonicaliser and this storage's disagree"
                     )
-            return digest.digest(), list(zip(ids, fps, strict=True)), columns
-
-        digest, prints, columns = await asyncio.to_thread(prepare)
+            return out
 
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
-            # only the records to compare or store are built: none for an unchanged chunk
-            return dedupe_last(_canonical_records(columns, positions))
+            return dedupe_last(await asyncio.to_thread(checked, positions))
 
         return await self._store_records(job, ref, seq, received, digest, prints, canonicalize)
 
