@@ -24,7 +24,7 @@ def tune_malloc() -> None:
     """glibc gives each thread its own malloc arena; with job threads, chunk threads and gRPC's, the freed
     chunk buffers stay spread over many arenas and resident. Two arenas keep the peak RSS near what is in use.
     (A fixed mmap threshold was tried too: mapping and unmapping each chunk's megabyte buffers made the kernel
-    zero their pages again every time, a third more CPU in storage, for no lower peak.)"""
+    zero their pages again every time; storage's CPU per record went from 13 to 20 µs in a benchmark run.)"""
     if sys.platform != "linux":
         return
     try:
