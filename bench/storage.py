@@ -23,6 +23,7 @@ from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.common.embedded import free_port, nats_server, postgres_server
+from services.jobrunner.storage_client import fill_columns
 from services.storage.domain import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, id_suffix
 from services.storage.migrations import PARTITIONS
 
@@ -208,17 +209,9 @@ def _canonical_chunks(chunks: list[list[bytes]]) -> tuple[list[pb.CanonicalColum
     canonicalizers = [RecordCanonicalizer(_domain_schema(obj)) for obj in range(OBJECTS)]
     for i, chunk in enumerate(chunks):
         canon = canonicalizers[i * OBJECTS // len(chunks)]
-        parts = [canon.parts(json.loads(raw)) for raw in chunk]
-        ids, values, others, modstamps, deleted = zip(*parts, strict=True)
-        out.append(
-            pb.CanonicalColumns(
-                record_ids=("\n".join(ids) + "\n").encode(),
-                values=b"\n".join(values) + b"\n",
-                other_values=b"\n".join(others) + b"\n",
-                system_modstamps=("\n".join([m or "" for m in modstamps]) + "\n").encode(),
-                deleted=bytes(deleted),
-            )
-        )
+        columns = pb.CanonicalColumns()
+        fill_columns(columns, [canon.parts(json.loads(raw)) for raw in chunk])
+        out.append(columns)
     return out, time.perf_counter() - started
 
 

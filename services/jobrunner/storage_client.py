@@ -36,7 +36,7 @@ class StorageUnavailable(RuntimeError):
     """Storage could not be reached after retries: the job is handed back and retried later."""
 
 
-def _fill_columns(columns: pb.CanonicalColumns, records: Sequence[CanonicalParts]) -> None:
+def fill_columns(columns: pb.CanonicalColumns, records: Sequence[CanonicalParts]) -> None:
     """The records, column by column; each column is set as it is joined, so one at a time is held twice."""
     columns.record_ids = "".join([p.record_id + "\n" for p in records]).encode()
     columns.values = b"\n".join([p.values for p in records]) + b"\n"
@@ -124,7 +124,7 @@ class StorageClient:
             org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name
         )
         if records and not isinstance(records[0], bytes):
-            _fill_columns(req.canonical_columns, records)  # type: ignore[arg-type]
+            fill_columns(req.canonical_columns, records)  # type: ignore[arg-type]
             req.canonical_rules = rules
             req.formula_changes_counted = formula_changes_counted
         else:
