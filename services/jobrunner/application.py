@@ -22,6 +22,7 @@ from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from simple_salesforce.exceptions import SalesforceGeneralError
+from urllib3.exceptions import ProtocolError
 
 from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
@@ -53,6 +54,7 @@ TRANSIENT = (
     SalesforceGeneralError,  # 5xx still failing after OrgClient's retries
     requests.ConnectionError,
     requests.Timeout,
+    ProtocolError,  # a result page cut off mid-body: the job resumes at that page's locator
 )
 CLOSING = {"SessionCancelled": "cancelled", "SessionFailed": "terminated", "SessionFinished": "terminated"}
 

@@ -209,6 +209,8 @@ class JobRun:
             formula_changes_counted=self.formula_changes_counted,
         )
         self.storage_s += time.monotonic() - started
+        # also what catches a storage that does not read the request's form (an older replica mid-upgrade takes
+        # canonical columns for an empty chunk): the job fails loudly instead of skipping the chunk's records
         if not result.replayed and int(result.counts.received) != sent:
             raise CountMismatch(f"chunk {seq}: sent {sent} records, storage received {result.counts.received}")
         self.seq = seq

@@ -217,6 +217,7 @@ class _PageBody(io.RawIOBase):
         self._raw = raw
         self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
         self._out = memoryview(b"")
+        self._started = False  # a byte of the wire arrived
 
     def readable(self) -> bool:
         return True
@@ -226,12 +227,20 @@ class _PageBody(io.RawIOBase):
         if self._inflate is None:  # identity, or an encoding urllib3 decodes
             return self._raw.read(1 << 16, decode_content=True) or None
         wire = self._inflate.unused_data or self._raw.read(1 << 16, decode_content=False)
-        if self._inflate.eof:  # the next member, if any
-            if not wire:
+        if self._inflate.eof:  # the next member, if any; bytes after the last one are ignored, as urllib3 does
+            while 0 < len(wire) < 2 and wire == b"\x1f":  # a member's magic split across reads
+                more = self._raw.read(1 << 16, decode_content=False)
+                if not more:
+                    break
+                wire += more
+            if not wire.startswith(b"\x1f\x8b"):
                 return None
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         if not wire:
+            if not self._started:
+                return None  # an empty body, whatever its encoding says
             raise ProtocolError("the gzip body ended before its last member did")
+        self._started = True
         return self._inflate.decompress(wire)  # type: ignore[no-any-return]
 
     def readinto(self, buffer: Any) -> int:

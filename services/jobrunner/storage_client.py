@@ -38,6 +38,8 @@ class StorageUnavailable(RuntimeError):
 
 def fill_columns(columns: pb.CanonicalColumns, records: Sequence[CanonicalParts]) -> None:
     """The records, column by column; each column is set as it is joined, so one at a time is held twice."""
+    if not records:
+        return  # every column empty: no records
     columns.record_ids = "".join([p.record_id + "\n" for p in records]).encode()
     columns.values = b"\n".join([p.values for p in records]) + b"\n"
     columns.other_values = b"\n".join([p.other_values for p in records]) + b"\n"

@@ -41,6 +41,14 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
 
 
 def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, psycopg.DataError):
+        # a value PostgreSQL refused (JSON, text, timestamp) that the chunk checks let through; its message and
+        # context quote the data, so neither is logged nor returned
+        log.warning("PostgreSQL refused a value of a request (%s); nothing was stored", type(exc).__name__)
+        return grpc.StatusCode.INVALID_ARGUMENT, (
+            f"PostgreSQL refused a value of this request ({type(exc).__name__}: invalid JSON, text or timestamp);"
+            " nothing was stored"
+        )
     for kind, code in _CODES:
         if isinstance(exc, kind):
             return code, str(exc) if not isinstance(exc, psycopg.Error) else "database unavailable, retry"

@@ -146,7 +146,7 @@ class CanonicalIn(Protocol):
     def deleted(self) -> bool: ...
 
 
-_MODSTAMPS = re.compile(r"(?:(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)?\n)*")
+_MODSTAMPS = re.compile(r"(?:(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)?\n)*", re.ASCII)
 
 
 @functools.lru_cache(maxsize=256)
@@ -169,6 +169,15 @@ def _json_objects(lines: bytes, count: int) -> bool:
         and lines.count(b"}\n{") == count - 1
         and not any(bad in lines for bad in _NOT_IN_CANONICAL_JSON)
     )
+
+
+def _utf8(*texts: bytes) -> bool:
+    try:
+        for text in texts:
+            text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _canonical_print(mark: bytes) -> bytes:
@@ -375,28 +384,45 @@ class Storage:
             cores_text, others_text = b"\n".join(cores), b"\n".join(others)
             modstamps_text = "\n".join(modstamps)
             id_pattern = _ids_pattern(prefix)
-            if not id_pattern.fullmatch(ids_text + "\n"):
+            if ids_text.count("\n") != len(ids) - 1 or not id_pattern.fullmatch(ids_text + "\n"):
                 for i, rid in enumerate(ids):
-                    if not id_pattern.fullmatch(rid + "\n"):
+                    if not id_pattern.fullmatch(rid + "\n") or "\n" in rid:
+                        # described, never quoted: a sender that mixed up its columns would put values here
                         raise InvalidArgument(
-                            f"record {i} Id {rid!r} is not an 18-character Id (checksum in upper case)"
+                            f"record {i} Id (a {type(rid).__name__} of {len(rid)} characters) is not an 18-character"
+                            " Id (checksum in upper case)"
                             + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
                         )
-            if not (_json_objects(cores_text, len(ids)) and _json_objects(others_text, len(ids))):
+            if not (
+                _json_objects(cores_text, len(ids))
+                and _json_objects(others_text, len(ids))
+                and _utf8(cores_text, others_text)
+            ):
                 for i, parts in enumerate(zip(cores, others, strict=True)):
-                    if not all(_json_objects(part, 1) for part in parts):
+                    if not all(_json_objects(part, 1) and _utf8(part) for part in parts):
                         raise InvalidArgument(f"record {i} ({ids[i]}): its values are not a canonical JSON object")
             if not _MODSTAMPS.fullmatch(modstamps_text + "\n"):
                 for i, modstamp in enumerate(modstamps):
                     if not _MODSTAMPS.fullmatch(modstamp + "\n"):
-                        raise InvalidArgument(f"record {i} ({ids[i]}): system_modstamp {modstamp!r} is not canonical")
+                        raise InvalidArgument(
+                            f"record {i} ({ids[i]}): system_modstamp (of {len(modstamp)} characters) is not canonical"
+                            " (2024-01-02T03:04:05.000Z)"
+                        )
             hashes = list(map(content_hash, cores))
             # the fast path's fingerprint of a canonical record: its hash, deleted flag (0 or 1, Deleted's
             # values) and other values (the hash stands for the values it was computed from)
             marks = [b"%s%d%s" % (h, d, o) for h, d, o in zip(hashes, flags, others, strict=True)]
             fps = list(map(_canonical_print, marks))
             digest = ChunkDigest()
-            digest.update(ref.object_name.lower(), "canonical", ids_text, modstamps_text, b"".join(marks))
+            digest.update(
+                ref.object_name.lower(),
+                "canonical",
+                ids_text,
+                modstamps_text,
+                b"".join(hashes),
+                bytes(flags),
+                others_text,
+            )
             columns = (ids, cores, others, modstamps, flags, hashes, fps)
             return digest.digest(), list(zip(ids, fps, strict=True)), columns
 

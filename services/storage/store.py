@@ -465,7 +465,8 @@ class PostgresStore:
         )
         around = await cur.fetchall()
         if len(around) <= 2 * len(ids):
-            return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in around if r[0] in ids}
+            wanted = ids if isinstance(ids, set | dict) else set(ids)
+            return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in around if r[0] in wanted}
         cur = await conn.execute(
             f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT raw_hash FROM {S}.record_head h"

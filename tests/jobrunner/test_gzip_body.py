@@ -40,9 +40,25 @@ def test_every_byte_whatever_the_wire_pieces(piece: int) -> None:
     assert inflate(gzip.compress(body, 1), piece) == body
 
 
-def test_a_body_of_several_members_is_inflated_whole() -> None:
-    data = gzip.compress(TEXT[:1000]) + gzip.compress(TEXT[1000:30_000]) + gzip.compress(TEXT[30_000:])
-    assert inflate(data) == TEXT
+@pytest.mark.parametrize("piece", [1, 3, 1 << 16])
+def test_a_body_of_several_members_is_inflated_whole(piece: int) -> None:
+    body = TEXT if piece > 3 else TEXT[:3000]
+    data = gzip.compress(body[:1000]) + gzip.compress(body[1000:2000]) + gzip.compress(body[2000:])
+    assert inflate(data, piece) == body
+
+
+def test_bytes_after_the_last_member_are_ignored_as_urllib3_does() -> None:
+    assert inflate(gzip.compress(TEXT[:5000]) + b"\x00\x00trailing") == TEXT[:5000]
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_a_body_of_no_bytes_is_empty_whatever_its_encoding(gzipped: bool) -> None:
+    assert inflate(b"", gzipped=gzipped) == b""
+
+
+def test_crlf_lines_and_a_nul_between_cr_and_lf() -> None:
+    body = b'"Id","Name"\r\n"001","A"\r\x00\n"002","B"\r\n'
+    assert inflate(gzip.compress(body), 4) == body.replace(b"\x00", b"")
 
 
 def test_an_empty_body() -> None:

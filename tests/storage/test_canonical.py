@@ -7,10 +7,13 @@ import json
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
+import grpc
+import psycopg
 import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer
+from services.storage.api import _status
 from services.storage.application import Storage
 from services.storage.domain import FailedPrecondition, InvalidArgument
 from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, sf_id
@@ -187,3 +190,57 @@ async def test_empty_columns_are_an_empty_chunk(harness: Harness) -> None:
     result = await put(s, 1, [], by_column=True)
     assert result.counts.received == 0  # type: ignore[attr-defined]
     assert await harness.count("record_versions") == 0
+
+
+async def test_errors_describe_misplaced_values_and_never_quote_them(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    good = columns([canon(account(n, "SECRET-NAME")) for n in range(1, 4)])
+    swapped = pb.CanonicalColumns()
+    swapped.CopyFrom(good)
+    swapped.record_ids = good.values  # a sender that mixed up its columns
+    with pytest.raises(InvalidArgument, match="not an 18-character Id") as refused:
+        await s.put_canonical(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
+    assert "SECRET" not in str(refused.value)
+    swapped.CopyFrom(good)
+    swapped.system_modstamps = good.values
+    with pytest.raises(InvalidArgument, match="system_modstamp") as refused:
+        await s.put_canonical(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
+    assert "SECRET" not in str(refused.value)
+    assert await harness.count("chunks") == 0
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (lambda c: replace(c, record_id=c.record_id + "\n" + c.record_id), "18-character Id"),
+        (lambda c: replace(c, values=c.values.replace(b"Acme", b"Ac\xffme")), "not a canonical JSON object"),
+        (lambda c: replace(c, system_modstamp="\u0662" + c.system_modstamp[1:]), "system_modstamp"),
+    ],
+    ids=["newline-in-id", "not-utf8", "arabic-digit"],
+)
+async def test_what_would_break_postgresql_is_refused_at_the_door(
+    harness: Harness, broken: object, message: str
+) -> None:
+    s = harness.storage
+    s.canonical_check_every = 1000  # not left to the spot check
+    await data_job(s)
+    chunk = [canon(account(n, SystemModstamp="2024-01-02T03:04:05.000Z")) for n in range(1, 4)]
+    chunk[1] = broken(chunk[1])  # type: ignore[operator]
+    with pytest.raises(InvalidArgument, match=message):
+        await put(s, 1, chunk)
+    assert await harness.count("chunks") == 0
+
+
+async def test_a_value_postgresql_refuses_is_invalid_argument_without_its_text(harness: Harness) -> None:
+    s = harness.storage
+    s.canonical_check_every = 1000  # record 1 is not canonicalised again: PostgreSQL reads it first
+    await data_job(s)
+    chunk = [canon(account(n)) for n in range(1, 4)]
+    chunk[1] = replace(chunk[1], values=b'{"Name":SECRET}')
+    with pytest.raises(psycopg.DataError) as refused:
+        await put(s, 1, chunk)
+    code, message = _status(refused.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "nothing was stored" in message
+    assert "SECRET" not in message
+    assert await harness.count("chunks") == 0
