@@ -1,7 +1,8 @@
 """Backup benchmark: sforg (BENCH_BACKUP_SCALE, default `large` = 1,000,000 records; `small` for a quick
-run) backed up by a jobrunner process into a storage process, on embedded PostgreSQL and NATS. Prints the initial copy's
-records/s, API calls and the jobrunner's peak RSS; the source ceiling (every Bulk page downloaded and
-discarded) and the sink ceiling (COPY of the same rows); incremental runs at 1 % and 0 % changed.
+run) backed up by a jobrunner process (at its default concurrency, as deployed; BENCH_BACKUP_CONCURRENCY
+overrides it) into a storage process, on embedded PostgreSQL and NATS. Prints the initial copy's records/s,
+CPU per record of each process, API calls and the jobrunner's peak RSS; the source ceiling (every Bulk page
+downloaded and discarded) and the sink ceiling (COPY of the same rows); incremental runs at 1 % and 0 % changed.
 """
 
 from __future__ import annotations
