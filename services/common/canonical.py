@@ -14,10 +14,10 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
@@ -565,6 +565,61 @@ class CanonicalParts(NamedTuple):
     other_values: bytes  # canonical JSON object of the others (audit fields; formula fields unless counted)
     system_modstamp: str | None
     deleted: Deleted
+
+
+# --- canonical columns: a chunk of canonical records in one message (PutRecordsRequest.canonical_columns) ----
+
+
+def column_bytes(parts: Sequence[CanonicalParts]) -> Iterator[tuple[str, bytes]]:
+    """(field of CanonicalColumns, its bytes) for each column of these records: record i is line i of every
+    text column, byte i of `deleted`. One column is joined at a time, so a caller that sets each as it comes
+    holds one column twice at most. No records: no columns (all empty)."""
+    if not parts:
+        return
+    yield "record_ids", "".join([p.record_id + "\n" for p in parts]).encode()
+    yield "values", b"".join([p.values + b"\n" for p in parts])
+    yield "other_values", b"".join([p.other_values + b"\n" for p in parts])
+    yield "system_modstamps", "".join([(p.system_modstamp or "") + "\n" for p in parts]).encode()
+    yield "deleted", bytes([p.deleted for p in parts])
+
+
+@runtime_checkable
+class CanonicalColumnsIn(Protocol):
+    """Canonical records column by column, as PutRecordsRequest.canonical_columns carries them (column_bytes)."""
+
+    @property
+    def record_ids(self) -> bytes: ...
+    @property
+    def values(self) -> bytes: ...
+    @property
+    def other_values(self) -> bytes: ...
+    @property
+    def system_modstamps(self) -> bytes: ...
+    @property
+    def deleted(self) -> bytes: ...
+
+
+def split_columns(c: CanonicalColumnsIn) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
+    """(Ids, values, other values, modstamps, deleted flags) of canonical columns whose lines all line up."""
+    count = c.record_ids.count(b"\n")
+    lines: list[list[bytes]] = []
+    for name in ("record_ids", "values", "other_values", "system_modstamps"):
+        column: bytes = getattr(c, name)
+        found = column.count(b"\n")
+        if found != count or column[-1:] not in (b"\n", b""):
+            raise InvalidArgument(
+                f"canonical_columns.{name} has {found} lines ending in a newline, record_ids {count}: each record"
+                " is one line of every column (a raw newline inside a value breaks this)"
+            )
+        lines.append(column[:-1].split(b"\n") if count else [])
+    if len(c.deleted) != count or c.deleted.translate(None, b"\x00\x01"):
+        raise InvalidArgument(f"canonical_columns.deleted must be {count} bytes, each 0 or 1")
+    try:
+        ids = c.record_ids.decode("ascii")[:-1].split("\n") if count else []
+        modstamps = c.system_modstamps.decode("ascii")[:-1].split("\n") if count else []
+    except UnicodeDecodeError:
+        raise InvalidArgument("canonical_columns: record_ids and system_modstamps are ASCII") from None
+    return ids, lines[1], lines[2], modstamps, c.deleted
 
 
 def join_values(values: bytes, other_values: bytes) -> bytes:

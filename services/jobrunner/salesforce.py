@@ -228,7 +228,7 @@ class _PageBody(io.RawIOBase):
             return self._raw.read(1 << 16, decode_content=True) or None
         wire = self._inflate.unused_data or self._raw.read(1 << 16, decode_content=False)
         if self._inflate.eof:  # the next member, if any; bytes after the last one are ignored, as urllib3 does
-            while 0 < len(wire) < 2 and wire == b"\x1f":  # a member's magic split across reads
+            while wire == b"\x1f":  # the next member's magic split across reads
                 more = self._raw.read(1 << 16, decode_content=False)
                 if not more:
                     break

@@ -15,7 +15,7 @@ from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.common.auth import channel as auth_channel
-from services.common.canonical import CanonicalParts
+from services.common.canonical import CanonicalParts, column_bytes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,14 +37,9 @@ class StorageUnavailable(RuntimeError):
 
 
 def fill_columns(columns: pb.CanonicalColumns, records: Sequence[CanonicalParts]) -> None:
-    """The records, column by column; each column is set as it is joined, so one at a time is held twice."""
-    if not records:
-        return  # every column empty: no records
-    columns.record_ids = "".join([p.record_id + "\n" for p in records]).encode()
-    columns.values = b"\n".join([p.values for p in records]) + b"\n"
-    columns.other_values = b"\n".join([p.other_values for p in records]) + b"\n"
-    columns.system_modstamps = "".join([(p.system_modstamp or "") + "\n" for p in records]).encode()
-    columns.deleted = bytes([p.deleted for p in records])
+    """The records, column by column, each column set as it is joined (one at a time held twice)."""
+    for name, column in column_bytes(records):
+        setattr(columns, name, column)
 
 
 class StorageClient:

@@ -14,10 +14,10 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from services.common import telemetry
-from services.common.canonical import content_hash, join_values
+from services.common.canonical import CanonicalColumnsIn, content_hash, join_values, split_columns
 from services.storage.domain import (
     CANONICAL_RULES,
     CanonicalRecord,
@@ -90,45 +90,6 @@ def _canonical_records(columns: PreparedColumns, positions: Sequence[int]) -> li
     stamps = [m or None for m in modstamps]
     rows = zip(ids, map(join_values, cores, others), hashes, stamps, deleted, fps, strict=True)
     return list(map(_make_record, rows))
-
-
-@runtime_checkable
-class CanonicalColumnsIn(Protocol):
-    """Canonical records column by column, as PutRecordsRequest.canonical_columns carries them."""
-
-    @property
-    def record_ids(self) -> bytes: ...
-    @property
-    def values(self) -> bytes: ...
-    @property
-    def other_values(self) -> bytes: ...
-    @property
-    def system_modstamps(self) -> bytes: ...
-    @property
-    def deleted(self) -> bytes: ...
-
-
-def split_columns(c: CanonicalColumnsIn) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
-    """(Ids, values, other values, modstamps, deleted flags) of canonical columns whose lines all line up."""
-    count = c.record_ids.count(b"\n")
-    lines: list[list[bytes]] = []
-    for name in ("record_ids", "values", "other_values", "system_modstamps"):
-        column: bytes = getattr(c, name)
-        found = column.count(b"\n")
-        if found != count or column[-1:] not in (b"\n", b""):
-            raise InvalidArgument(
-                f"canonical_columns.{name} has {found} lines ending in a newline, record_ids {count}: each record"
-                " is one line of every column (a raw newline inside a value breaks this)"
-            )
-        lines.append(column[:-1].split(b"\n") if count else [])
-    if len(c.deleted) != count or c.deleted.translate(None, b"\x00\x01"):
-        raise InvalidArgument(f"canonical_columns.deleted must be {count} bytes, each 0 or 1")
-    try:
-        ids = c.record_ids.decode("ascii")[:-1].split("\n") if count else []
-        modstamps = c.system_modstamps.decode("ascii")[:-1].split("\n") if count else []
-    except UnicodeDecodeError:
-        raise InvalidArgument("canonical_columns: record_ids and system_modstamps are ASCII") from None
-    return ids, lines[1], lines[2], modstamps, c.deleted
 
 
 class CanonicalIn(Protocol):
@@ -363,7 +324,6 @@ class Storage:
         hashed and stored without parsing; of the records compared with their head or stored, one in
         `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
         count = records.record_ids.count(b"\n") if isinstance(records, CanonicalColumnsIn) else len(records)
-        received = count
         job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, count)
         if rules != CANONICAL_RULES or formula_changes_counted != self.count_formula_changes:
             raise FailedPrecondition(
@@ -444,7 +404,7 @@ class Storage:
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
             return dedupe_last(await asyncio.to_thread(checked, positions))
 
-        return await self._store_records(job, ref, seq, received, digest, prints, canonicalize)
+        return await self._store_records(job, ref, seq, count, digest, prints, canonicalize)
 
     async def _records_job(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int

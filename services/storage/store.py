@@ -387,38 +387,30 @@ class PostgresStore:
                 return ChunkOutcome(stored, True)
             last, unguessed, repeated = _positions(fingerprints)
             heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
-            if not heads and not repeated:  # an initial load: every record is parsed
-                todo = sorted([*unguessed, *last.values()])
-            else:
-                todo = sorted(
-                    [
-                        *unguessed,
-                        *(i for rid, i in last.items() if rid in repeated or heads.get(rid) != fingerprints[i][1]),
-                    ]
-                )
+            todo = sorted(
+                [
+                    *unguessed,
+                    *(i for rid, i in last.items() if rid in repeated or heads.get(rid) != fingerprints[i][1]),
+                ]
+            )
             records = await canonicalize(todo) if todo else {}
             transitions: list[tuple[str, bool, int]] = []
             written = 0
-            inserted: int | None = None
-            if records:
-                # no head for any of them (each Id was looked up above): an initial load
-                fresh = not heads and records.keys() <= last.keys()
-                inserted = await self._insert_fresh(conn, job, target, records) if fresh else None
-                if inserted is not None:
-                    written = inserted
-                else:
-                    transitions = await self._upsert_heads(conn, job, target, records)
-                    await self._at("records.after_head")
-                    if transitions:
-                        written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
+            # no head for any of them (each Id was looked up above): an initial load
+            fresh = bool(records) and not heads and records.keys() <= last.keys()
+            inserted = await self._insert_fresh(conn, job, target, records) if fresh else None
+            if inserted is not None:
+                written = inserted
+                transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
+            elif records:
+                transitions = await self._upsert_heads(conn, job, target, records)
+                await self._at("records.after_head")
+                if transitions:
+                    written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
                 versioned = {t[0] for t in transitions}
-                stale = (
-                    [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
-                    if inserted is None
-                    else []
-                )
+                stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
                 if stale:
                     await conn.execute(
                         f"UPDATE {S}.record_head h SET raw_hash = u.raw, system_modstamp = u.modstamp"
@@ -433,10 +425,7 @@ class PostgresStore:
                         ),
                     )
             await self._at("records.after_versions")
-            if inserted is not None:  # first versions, all of them
-                counts = Counts(received=received, new_versions=len(records), unchanged=received - len(records))
-            else:
-                counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
+            counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
             counts.bytes = written
             result = {"counts": counts.to_json()}
             await self._finish(conn, job.job_key, seq, result)

@@ -8,9 +8,8 @@ from typing import Any
 import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.common.canonical import CanonicalParts, Deleted
+from services.common.canonical import CanonicalParts, Deleted, split_columns
 from services.jobrunner.storage_client import StorageClient, fill_columns
-from services.storage.application import split_columns
 
 PARTS = [
     CanonicalParts("001000000000001AAA", b'{"Name":"A"}', b"{}", "2024-01-02T03:04:05.000Z", Deleted.LIVE),
