@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -529,6 +529,12 @@ class RecordCanonicalizer:
         excluded, risky_excluded = self._pick_excluded(obj)
         if fast and (risky or risky_excluded):
             return None
+        return self._finish(core, excluded, position, fast=fast)
+
+    def _finish(
+        self, core: dict[str, Any], excluded: dict[str, Any], position: int, *, fast: bool
+    ) -> CanonicalParts | None:
+        """The parts of picked values (see _parts)."""
         rid = core.get(self._id_field)
         if rid is None:
             raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
@@ -557,6 +563,83 @@ class RecordCanonicalizer:
         if b"\\u0000" in rest:
             rest = rest.replace(b"\\u0000", b"")
         return CanonicalParts(rid, core_json, rest, modstamp, deleted)
+
+    def compile_rows(
+        self,
+        header: Sequence[str],
+        typing: Sequence[Callable[[str], Any] | None],
+        compounds: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+        drop: Collection[str] = (),
+    ) -> Callable[[list[str], int], CanonicalParts | None] | None:
+        """For rows of text cells under `header` (a Bulk CSV page): a function of a row and its position giving
+        exactly what parts() gives for the record those cells stand for, without building that record:
+        {name: None if cell == "" else typing[i](cell)}, each compound {key: its component's value} (None when
+        all are None), the `drop` columns then removed.
+
+        The function returns None for a row it does not take (not one cell per column, a value that is risky
+        for orjson): parts() of the record reads that one. None instead of a function when the header holds a
+        name twice or a name not spelled as in the schema: parts() reads every row (and respells or refuses)."""
+        compounds = compounds or {}
+        if len(set(header)) != len(header) or len(typing) != len(header):
+            return None
+        kept = [h for h in header if h not in drop]
+        if set(compounds) & set(header) or not set(kept) | set(compounds) <= self._known - {"attributes"}:
+            return None
+        plans = {name: (fn, "core") for name, fn in self._core} | {name: (fn, "other") for name, fn in self._excluded}
+        env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE, "_dates": {}, "_finish": self._finish}
+        lines = ["def row_parts(row, position):", f"    if len(row) != {len(header)}:", "        return None"]
+        lines += ["    core = {}", "    other = {}", "    risky = False"]
+        column = {h: i for i, h in enumerate(header)}
+
+        def take(name: str, indent: str) -> list[str]:  # _compile_pick's code for `name`'s value, in v
+            fn = plans[name][0]
+            env[f"fn_{len(env)}"] = fn
+            code = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn_{len(env) - 1}", key=repr(name))
+            return [indent + line for line in code.splitlines()]
+
+        # a literal (repr) for each name: nothing from the input becomes code
+        for i, name in enumerate(header):
+            if name in drop or name not in plans:
+                continue
+            fn, target = plans[name]
+            lines += [f"    v = row[{i}]", "    if v:"]  # an empty cell is null: omitted
+            if typing[i] is None:  # the text itself, a string: taken as it is when not canonicalised (_TAKE[None])
+                lines += take(name, "        ") if fn is not None else []
+                lines.append(f"        {target}[{name!r}] = v")
+            else:
+                env[f"t{i}"] = typing[i]
+                lines += [f"        v = t{i}(v)", '        if v is not None and v != "":']
+                lines += take(name, "            ")
+                lines.append(f"            {target}[{name!r}] = v")
+        for name, parts in compounds.items():
+            if name in drop or name not in plans:
+                continue
+            fn, target = plans[name]
+            values = []
+            plain_checks = []
+            for j, (key, comp) in enumerate(parts):
+                i = column.get(comp, -1)
+                if i < 0:
+                    values.append(f"{key!r}: None")
+                    continue
+                if typing[i] is None:
+                    lines.append(f"    c{j} = row[{i}] or None")
+                else:
+                    env[f"t{i}"] = typing[i]
+                    lines.append(f"    c{j} = t{i}(row[{i}]) if row[{i}] else None")
+                    plain_checks.append(f"        if not _plain(c{j}): risky = True")
+                values.append(f"{key!r}: c{j}")
+            present = [v.split(": ")[1] for v in values if not v.endswith(": None")]
+            if not present:
+                continue  # every component null: the compound is null, omitted
+            lines.append(f"    if {' or '.join(f'{c} is not None' for c in present)}:")
+            lines.append(f"        v = {{{', '.join(values)}}}")
+            # a dict is risky when a value in it is (_TAKE[None]); text and null never are
+            lines += plain_checks if fn is None else take(name, "        ")
+            lines.append(f"        {target}[{name!r}] = v")
+        lines += ["    if risky:", "        return None", "    return _finish(core, other, position, fast=True)"]
+        exec("\n".join(lines), env)
+        return env["row_parts"]  # type: ignore[no-any-return]
 
 
 class CanonicalParts(NamedTuple):

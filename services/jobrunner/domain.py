@@ -293,11 +293,16 @@ def select_fields(fields: Iterable[FieldInfo], components: dict[str, str]) -> Se
             compounds.setdefault(f.name, [])
             continue
         bulk.append(f.name)
+    types = {f.name: f.sf_type.lower() for f in infos}
     for comp, parent in components.items():
         if parent in compounds:
-            compounds[parent].append((component_key(comp), comp))
+            key = component_key(comp)
+            compounds[parent].append((key, comp))
             if comp not in names:
                 bulk.append(comp)  # needed to rebuild the compound value
+                # typed as REST returns it inside the compound, though out of scope itself: coordinates are
+                # numbers, every other component is text
+                types[comp] = "double" if key in ("latitude", "longitude") else "string"
     if "Id" in names:
         for seq in (rest, bulk):
             if "Id" in seq:
@@ -307,7 +312,7 @@ def select_fields(fields: Iterable[FieldInfo], components: dict[str, str]) -> Se
         tuple(rest),
         tuple(bulk),
         {k: tuple(sorted(v)) for k, v in compounds.items()},
-        {f.name: f.sf_type.lower() for f in infos},
+        types,
     )
 
 
@@ -362,25 +367,42 @@ def parse_csv_page(data: str, selection: Selection, drop: Sequence[str] = ()) ->
 
 
 def csv_records(rows: Iterator[list[str]], selection: Selection, drop: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-    """Parsed Bulk CSV rows (the header first) as JSON-ready records, compound values rebuilt from their
-    components, and the components selected only for that dropped."""
+    """Parsed Bulk CSV rows (the header first) as JSON-ready records (see csv_decoder)."""
     header = next(rows, None)
     if header is None:
         return
-    # csv_value, column by column: a text column (most of them) costs no call per cell
-    typed = [_CSV_TYPED.get(selection.types.get(h, "string")) for h in header]
+    decode = csv_decoder(header, selection, drop)
+    for row in rows:
+        if row:
+            yield decode(row)
+
+
+def csv_typing(header: Sequence[str], selection: Selection) -> list[Callable[[str], Any] | None]:
+    """How each column's non-empty cells are read (csv_value, column by column); None: the text as it is."""
+    return [_CSV_TYPED.get(selection.types.get(h, "string")) for h in header]
+
+
+def csv_decoder(
+    header: Sequence[str], selection: Selection, drop: Sequence[str] = ()
+) -> Callable[[list[str]], dict[str, Any]]:
+    """A Bulk CSV row under `header` as a JSON-ready record: typed as REST returns it, compound values rebuilt
+    from their components, and the components selected only for that dropped. The reference reading of a row:
+    RecordCanonicalizer.compile_rows takes the same rows straight to canonical parts."""
+    # a text column (most of them) costs no call per cell
+    typed = csv_typing(header, selection)
     compounds = selection.compounds
     dropped = set(drop)
-    for row in rows:
-        if not row:
-            continue
+
+    def decode(row: list[str]) -> dict[str, Any]:
         rec = {h: None if v == "" else v if t is None else t(v) for h, t, v in zip(header, typed, row, strict=False)}
         for name, parts in compounds.items():
             inner = {key: rec.get(comp) for key, comp in parts}
             rec[name] = None if all(v is None for v in inner.values()) else inner
         for d in dropped:
             rec.pop(d, None)
-        yield rec
+        return rec
+
+    return decode
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

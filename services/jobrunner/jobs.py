@@ -22,6 +22,7 @@ from sfvault.jobs.v1 import jobs_pb2
 from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.common.canonical import CANONICAL_RULES, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
+from services.common.errors import InvalidArgument
 from services.common.salesforce import Credentials, credentials_from_connection
 from services.jobrunner import domain
 from services.jobrunner.domain import CountMismatch, Key, ObjectMarks, Plan, Selection, Tally
@@ -35,6 +36,9 @@ from services.jobrunner.salesforce import (
 )
 from services.jobrunner.storage_client import StorageClient
 from services.jobrunner.store import JobStore
+
+# a Bulk CSV row and its position in the page -> (what goes to storage, its size, its Id)
+RowEncoder = Callable[[list[str], int], tuple[Any, int, str]]
 
 log = logging.getLogger(__name__)
 
@@ -552,16 +556,16 @@ class DataJob:
         while True:
             self.run.control.check()
             base = received - skip  # rows of the pages before this one
-            count, nxt, rows = self._open_page(job_id, locator, skip)
+            count, nxt, encode, rows = self._open_page(job_id, locator, skip)
             buffer: list[Any] = []
             size = 0
             page_rows = skip
-            for rec in rows:
-                encoded, length = self._encode(rec, page_rows)
+            for row in rows:
+                encoded, length, rid = encode(row, page_rows)
                 buffer.append(encoded)
                 size += length
                 if self.track_seen:
-                    self.seen.add(str(rec.get("Id")))
+                    self.seen.add(rid)
                 page_rows += 1
                 if len(buffer) >= tuning.chunk_records or size >= tuning.chunk_bytes:
                     self.run.tally.received += len(buffer)
@@ -581,11 +585,44 @@ class DataJob:
             locator, skip = nxt, 0
         domain.check_counts(f"Bulk job of {self.obj}", total, received)
 
-    def _open_page(self, job_id: str, locator: str, skip: int) -> tuple[int, str, Iterator[dict[str, Any]]]:
-        count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page, self.selection, self.drop)
+    def _open_page(self, job_id: str, locator: str, skip: int) -> tuple[int, str, RowEncoder, Iterator[list[str]]]:
+        count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page)
+        header = next(rows, None)
+        encode = self._row_encoder(header or [])
         for _ in range(skip):
             next(rows, None)
-        return count, nxt, rows
+        return count, nxt, encode, rows
+
+    def _row_encoder(self, header: list[str]) -> RowEncoder:
+        """How a CSV row of a page with this header goes to storage: (what is sent, its size, its Id)."""
+        decode = domain.csv_decoder(header, self.selection, self.drop)
+        canon = self._canonicalizer
+        if canon is None:
+
+            def raw(row: list[str], position: int) -> tuple[Any, int, str]:
+                rec = decode(row)
+                encoded = domain.encode_record(rec)
+                return encoded, len(encoded), str(rec.get("Id"))
+
+            return raw
+        # straight from the cells to canonical parts; a row the compiled reading does not take (or finds
+        # wrong: the reference reading then says what is wrong) goes through the record
+        compiled = canon.compile_rows(
+            header, domain.csv_typing(header, self.selection), self.selection.compounds, self.drop
+        )
+
+        def canonical(row: list[str], position: int) -> tuple[Any, int, str]:
+            p = None
+            if compiled is not None:
+                try:
+                    p = compiled(row, position)
+                except InvalidArgument:
+                    p = None
+            if p is None:
+                p = canon.parts(decode(row), position)
+            return p, len(p.values) + len(p.other_values), p.record_id
+
+        return canonical
 
     def _flush_bulk(
         self, buffer: list[Any], job_id: str, locator: str, skip: int, received: int, page_done: bool = False
@@ -609,12 +646,17 @@ class DataJob:
             if job.state != "JobComplete":
                 raise SalesforceError(0, "BULK_" + job.state.upper(), job.error or "Id reconciliation query failed")
             locator = ""
-            ids_sel = Selection(("Id",), ("Id",), {}, {"Id": "id"})
             while True:
-                count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page, ids_sel, ())
+                count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page)
+                header = next(rows, None) or []
+                if "Id" not in header:
+                    raise SalesforceError(0, "BULK_NO_ID", f"the Id page of {self.obj} has no Id column")
+                column = header.index("Id")
                 n = 0
-                for rec in rows:
-                    org_ids.add(str(rec["Id"]))
+                for row in rows:
+                    if len(row) <= column or not row[column]:  # never taken for a record the org no longer has
+                        raise SalesforceError(0, "BULK_NO_ID", f"a row of the Id page of {self.obj} has no Id")
+                    org_ids.add(row[column])
                     n += 1
                 domain.check_counts(f"Id page of {self.obj}", count, n)
                 if not nxt:

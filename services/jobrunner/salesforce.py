@@ -23,7 +23,6 @@ from simple_salesforce.exceptions import SalesforceExpiredSession
 from urllib3.exceptions import ProtocolError
 
 from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient
-from services.jobrunner.domain import Selection, csv_records
 
 log = logging.getLogger(__name__)
 MD_NS = "http://soap.sforce.com/2006/04/metadata"
@@ -179,10 +178,9 @@ class OrgReader:
             waited += delay
             delay = min(delay * 2, 30.0)
 
-    def bulk_page(
-        self, job_id: str, locator: str, max_records: int, selection: Selection, drop: tuple[str, ...]
-    ) -> tuple[int, str, Iterator[dict[str, Any]]]:
-        """One result page, streamed: (Sforce-NumberOfRecords, next locator or "", rows)."""
+    def bulk_page(self, job_id: str, locator: str, max_records: int) -> tuple[int, str, Iterator[list[str]]]:
+        """One result page, streamed: (Sforce-NumberOfRecords, next locator or "", its CSV rows, the header
+        first; blank lines are skipped)."""
         params: dict[str, Any] = {"maxRecords": max_records}
         if locator:
             params["locator"] = locator
@@ -196,7 +194,7 @@ class OrgReader:
             raise BulkJobGone(response.status_code, "", f"results of Bulk job {job_id} are not available")
         count = int(response.headers.get("Sforce-NumberOfRecords", "-1"))
         nxt = response.headers.get("Sforce-Locator", "null")
-        return count, ("" if nxt in ("", "null") else nxt), _csv_rows(response, selection, drop)
+        return count, ("" if nxt in ("", "null") else nxt), _csv_rows(response)
 
     # ------------------------------------------------------------ blobs
     def blob(self, object_name: str, record_id: str, field: str) -> requests.Response:
@@ -255,12 +253,12 @@ class _PageBody(io.RawIOBase):
         return n
 
 
-def _csv_rows(response: requests.Response, selection: Selection, drop: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+def _csv_rows(response: requests.Response) -> Iterator[list[str]]:
     """Parse a streamed CSV page without holding it in memory (decoded as UTF-8 whatever the headers say)."""
     gzipped = response.headers.get("Content-Encoding", "").strip().lower() == "gzip"
     body = io.BufferedReader(_PageBody(response.raw, gzipped=gzipped), 1 << 16)
     try:
-        yield from csv_records(csv.reader(io.TextIOWrapper(body, encoding="utf-8", newline="")), selection, drop)
+        yield from filter(None, csv.reader(io.TextIOWrapper(body, encoding="utf-8", newline="")))
     finally:
         response.close()
 
