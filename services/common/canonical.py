@@ -69,12 +69,28 @@ _UPPER_TO_BIT = str.maketrans(
 _BLOCK_CHAR = {format(i, "05b")[::-1]: _CHECKSUM_ALPHABET[i] for i in range(32)}
 
 
+def _block_char(block: str) -> str:
+    """The checksum character of one block of 5 characters of an Id (remembered: blocks repeat across Ids)."""
+    char = _BLOCKS.get(block)
+    if char is None:
+        char = _BLOCK_CHAR[block.translate(_UPPER_TO_BIT)]
+        if len(_BLOCKS) >= 100_000:
+            _BLOCKS.clear()
+        _BLOCKS[block] = char
+    return char
+
+
+_BLOCKS: dict[str, str] = {}
+
+
 def id_suffix(id15: str) -> str:
     """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
     each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
-    bits = id15.translate(_UPPER_TO_BIT)
-    block = _BLOCK_CHAR
-    return block[bits[0:5]] + block[bits[5:10]] + block[bits[10:15]]
+    blocks = _BLOCKS
+    a, b, c = blocks.get(id15[0:5]), blocks.get(id15[5:10]), blocks.get(id15[10:15])
+    if a is None or b is None or c is None:
+        return _block_char(id15[0:5]) + _block_char(id15[5:10]) + _block_char(id15[10:15])
+    return a + b + c
 
 
 def normalize_id(value: object, what: str = "record Id") -> str:
@@ -83,12 +99,16 @@ def normalize_id(value: object, what: str = "record Id") -> str:
     if not (type(value) is str and (len(value) == 18 or len(value) == 15) and value.isascii() and value.isalnum()):
         if not isinstance(value, str) or not _ID_CHARS.match(value):
             raise InvalidArgument(f"{what} {value!r} is not a Salesforce Id (15 or 18 letters and digits)")
+        value = str(value)  # not a subclass
     if len(value) == 15:
         return value + id_suffix(value)
-    if id_suffix(value[:15]) != value[15:].upper():
+    suffix = id_suffix(value[:15])
+    if suffix == value[15:]:
+        return value  # as Salesforce prints it (every API does)
+    if suffix != value[15:].upper():
         raise InvalidArgument(f"{what} {value!r} has a wrong checksum (its last 3 characters)")
     # the suffix is case-insensitive in Salesforce; store it the way Salesforce prints it
-    return value[:15] + value[15:].upper()
+    return value[:15] + suffix
 
 
 # --- names ----------------------------------------------------------------------------------------------
@@ -532,9 +552,10 @@ class RecordCanonicalizer:
         return self._finish(core, excluded, position, fast=fast)
 
     def _finish(
-        self, core: dict[str, Any], excluded: dict[str, Any], position: int, *, fast: bool
+        self, core: dict[str, Any], excluded: dict[str, Any], position: int, *, fast: bool, in_order: bool = False
     ) -> CanonicalParts | None:
-        """The parts of picked values (see _parts)."""
+        """The parts of picked values (see _parts); `in_order`: their keys (and those of the dicts they hold)
+        were inserted in sorted order, as they are written."""
         rid = core.get(self._id_field)
         if rid is None:
             raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
@@ -551,8 +572,9 @@ class RecordCanonicalizer:
             if fast:
                 # copied out: orjson's bytes keep the whole buffer it wrote into (several KiB for a record of
                 # a few hundred bytes), which a chunk of ten thousand held parts multiplied into 100 MB
-                core_json = bytes(memoryview(orjson.dumps(core, option=_SORTED)))
-                rest = bytes(memoryview(orjson.dumps(excluded, option=_SORTED)))
+                option = 0 if in_order else _SORTED
+                core_json = bytes(memoryview(orjson.dumps(core, option=option)))
+                rest = bytes(memoryview(orjson.dumps(excluded, option=option)))
             else:
                 core_json, rest = _legacy_dumps(core, position), _legacy_dumps(excluded, position)
         except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
@@ -597,47 +619,57 @@ class RecordCanonicalizer:
             code = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn_{len(env) - 1}", key=repr(name))
             return [indent + line for line in code.splitlines()]
 
-        # a literal (repr) for each name: nothing from the input becomes code
+        # each value's code, in the order of the names: the dicts are built sorted, as the canonical JSON is
+        # written (orjson then need not sort them); a literal (repr) for each name: nothing from the input
+        # becomes code
+        blocks: list[tuple[str, list[str]]] = []
         for i, name in enumerate(header):
             if name in drop or name not in plans:
                 continue
             fn, target = plans[name]
-            lines += [f"    v = row[{i}]", "    if v:"]  # an empty cell is null: omitted
+            code = [f"    v = row[{i}]", "    if v:"]  # an empty cell is null: omitted
             if typing[i] is None:  # the text itself, a string: taken as it is when not canonicalised (_TAKE[None])
-                lines += take(name, "        ") if fn is not None else []
-                lines.append(f"        {target}[{name!r}] = v")
+                code += take(name, "        ") if fn is not None else []
+                code.append(f"        {target}[{name!r}] = v")
             else:
                 env[f"t{i}"] = typing[i]
-                lines += [f"        v = t{i}(v)", '        if v is not None and v != "":']
-                lines += take(name, "            ")
-                lines.append(f"            {target}[{name!r}] = v")
+                code += [f"        v = t{i}(v)", '        if v is not None and v != "":']
+                code += take(name, "            ")
+                code.append(f"            {target}[{name!r}] = v")
+            blocks.append((name, code))
         for name, parts in compounds.items():
             if name in drop or name not in plans:
                 continue
             fn, target = plans[name]
-            values = []
-            plain_checks = []
-            for j, (key, comp) in enumerate(parts):
+            code, values, plain_checks = [], [], []
+            for j, (key, comp) in enumerate(sorted(parts, key=lambda part: part[0])):  # keys sorted too
                 i = column.get(comp, -1)
                 if i < 0:
                     values.append(f"{key!r}: None")
                     continue
                 if typing[i] is None:
-                    lines.append(f"    c{j} = row[{i}] or None")
+                    code.append(f"    c{j} = row[{i}] or None")
                 else:
                     env[f"t{i}"] = typing[i]
-                    lines.append(f"    c{j} = t{i}(row[{i}]) if row[{i}] else None")
+                    code.append(f"    c{j} = t{i}(row[{i}]) if row[{i}] else None")
                     plain_checks.append(f"        if not _plain(c{j}): risky = True")
                 values.append(f"{key!r}: c{j}")
             present = [v.split(": ")[1] for v in values if not v.endswith(": None")]
             if not present:
                 continue  # every component null: the compound is null, omitted
-            lines.append(f"    if {' or '.join(f'{c} is not None' for c in present)}:")
-            lines.append(f"        v = {{{', '.join(values)}}}")
+            code.append(f"    if {' or '.join(f'{c} is not None' for c in present)}:")
+            code.append(f"        v = {{{', '.join(values)}}}")
             # a dict is risky when a value in it is (_TAKE[None]); text and null never are
-            lines += plain_checks if fn is None else take(name, "        ")
-            lines.append(f"        {target}[{name!r}] = v")
-        lines += ["    if risky:", "        return None", "    return _finish(core, other, position, fast=True)"]
+            code += plain_checks if fn is None else take(name, "        ")
+            code.append(f"        {target}[{name!r}] = v")
+            blocks.append((name, code))
+        for _name, code in sorted(blocks, key=lambda block: block[0]):
+            lines += code
+        lines += [
+            "    if risky:",
+            "        return None",
+            "    return _finish(core, other, position, fast=True, in_order=True)",
+        ]
         exec("\n".join(lines), env)
         return env["row_parts"]  # type: ignore[no-any-return]
 

@@ -117,18 +117,18 @@ def _ids_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(f"(?:{head}[A-Z0-5]{{3}}\\n)*")
 
 
-_NOT_IN_CANONICAL_JSON = (b"\r", b"\t", b"\\u0000")  # also what would break a COPY row (as would a newline)
-
-
-def _json_objects(lines: bytes, count: int) -> bool:
+def _json_objects(lines: bytes, count: int, *, lines_counted: bool = False) -> bool:
     """`lines` is `count` JSON objects, one per line, none holding a raw newline, carriage return or tab, or
-    an escaped NUL (what would break a COPY row)."""
+    an escaped NUL (what would break a COPY row). `lines_counted`: it is known to hold count - 1 newlines."""
     return (
         lines[:1] == b"{"
         and lines[-1:] == b"}"
-        and lines.count(b"\n") == count - 1
+        and (lines_counted or lines.count(b"\n") == count - 1)
         and lines.count(b"}\n{") == count - 1
-        and not any(bad in lines for bad in _NOT_IN_CANONICAL_JSON)
+        and b"\r" not in lines
+        and b"\t" not in lines
+        # a backslash is found at memchr's speed, an escaped NUL at a fifth of it
+        and (b"\\" not in lines or b"\\u0000" not in lines)
     )
 
 
@@ -353,9 +353,10 @@ class Storage:
                             " Id (checksum in upper case)"
                             + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
                         )
+            counted = isinstance(records, CanonicalColumnsIn)  # split_columns counted each column's lines
             if not (
-                _json_objects(cores_text, len(ids))
-                and _json_objects(others_text, len(ids))
+                _json_objects(cores_text, len(ids), lines_counted=counted)
+                and _json_objects(others_text, len(ids), lines_counted=counted)
                 and _utf8(cores_text, others_text)
             ):
                 for i, parts in enumerate(zip(cores, others, strict=True)):

@@ -161,4 +161,16 @@ CREATE INDEX metadata_versions_component ON metadata_versions (org_key, type, fu
 CREATE INDEX metadata_versions_sha256 ON metadata_versions (sha256);
 """
 
-MIGRATIONS: list[str] = [V1]
+# Version 2: what PostgreSQL does per stored record, made cheaper (measured on the initial backup of 1,000,000
+# records, where the autovacuum workers' analyses took about a seventh of PostgreSQL's CPU).
+# - A head's changed_at defaults to the transaction's time: a first version's head row carries no timestamp
+#   text to parse.
+# - No planner statistics for columns no query filters or joins on: the values (jsonb, the analyses' most
+#   expensive column: every sampled value detoasted and compared) and the hashes (16 random bytes each).
+V2 = """
+ALTER TABLE record_head ALTER COLUMN changed_at SET DEFAULT now();
+ALTER TABLE record_versions ALTER COLUMN data SET STATISTICS 0, ALTER COLUMN hash SET STATISTICS 0;
+ALTER TABLE record_head ALTER COLUMN hash SET STATISTICS 0, ALTER COLUMN raw_hash SET STATISTICS 0;
+"""
+
+MIGRATIONS: list[str] = [V1, V2]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from binascii import hexlify
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -470,8 +471,6 @@ class PostgresStore:
         """First versions of records none of which had a head when looked up: COPies their head rows (inside a
         savepoint), then their versions. Returns the bytes of their values, or None, with nothing written, when
         a concurrent chunk created one of those heads meanwhile (the caller upserts instead)."""
-        cur = await conn.execute("SELECT now()")
-        now = str((await cur.fetchone())[0]).encode()  # type: ignore[index]
         head_prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
         version_middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
         heads: list[bytes] = []
@@ -480,12 +479,10 @@ class PostgresStore:
         # head rows in _upsert_heads' order: overlapping chunks wait for each other, never deadlock
         for rid, r in sorted(records.items()):
             rid_b = rid.encode()
-            hash_hex = r.hash.hex().encode()
+            hash_hex = hexlify(r.hash)
             modstamp = r.system_modstamp.encode() if r.system_modstamp else b"\\N"
-            raw = b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N"
-            heads.append(
-                b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\t%s\n" % (head_prefix, rid_b, hash_hex, r.deleted, modstamp, raw, now)
-            )
+            raw = b"\\\\x" + hexlify(r.raw_hash) if r.raw_hash else b"\\N"
+            heads.append(b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\n" % (head_prefix, rid_b, hash_hex, r.deleted, modstamp, raw))
             versions.append(
                 b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
                 % (head_prefix, rid_b, version_middle, modstamp, r.deleted, hash_hex, _copy_text(r.data))
@@ -495,7 +492,7 @@ class PostgresStore:
             async with conn.transaction():  # a savepoint
                 async with conn.cursor().copy(
                     f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
-                    " system_modstamp, raw_hash, changed_at) FROM STDIN"
+                    " system_modstamp, raw_hash) FROM STDIN"  # changed_at: now(), its default
                 ) as copy:
                     await copy.write(b"".join(heads))
                 await self._at("records.after_copy")
@@ -513,10 +510,10 @@ class PostgresStore:
             b"%s\t\\\\x%s\t%d\t%s\t%s\n"
             % (
                 r.record_id.encode(),
-                r.hash.hex().encode(),
+                hexlify(r.hash),
                 r.deleted,
                 r.system_modstamp.encode() if r.system_modstamp else b"\\N",
-                b"\\\\x" + r.raw_hash.hex().encode() if r.raw_hash else b"\\N",
+                b"\\\\x" + hexlify(r.raw_hash) if r.raw_hash else b"\\N",
             )
             for r in records.values()
         ]
@@ -559,7 +556,7 @@ class PostgresStore:
                     middle,
                     r.system_modstamp.encode() if r.system_modstamp else b"\\N",
                     r.deleted,
-                    r.hash.hex().encode(),
+                    hexlify(r.hash),
                     _copy_text(r.data),
                 )
                 for r in records
