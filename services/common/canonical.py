@@ -440,6 +440,17 @@ _TAKE: dict[Callable[[Any, str], Any] | None, str] = {
     + "        if len(_dates) > 50000: _dates.clear()\n        _dates[v] = d\n"
     + "v = d\n",
 }
+# _TAKE's code where v is known to be a non-empty string (a CSV cell's text): the same, without its type tests
+_TAKE_TEXT: dict[Callable[[Any, str], Any] | None, str] = {
+    None: "",
+    canon_reference: "if len(v) == 15: v = {fn}(v, {key})\n",
+    canon_datetime: "if not (len(v) == 24 and v[23] == 'Z' and v[10] == 'T' and v[19] == '.' and not v[0].isspace()):\n"
+    + "    v = {fn}(v, {key})\n",
+    canon_date: "d = _dates.get(v)\n"
+    + "if d is None:\n    d = {fn}(v, {key})\n"
+    + "    if len(_dates) > 50000: _dates.clear()\n    _dates[v] = d\n"
+    + "v = d\n",
+}
 # Other types (dates, datetimes, times) always call their function, whose result is a string or an error; any
 # error of the fast path is raised by the json module's path instead, whose reading is the reference.
 
@@ -584,7 +595,7 @@ class RecordCanonicalizer:
             core_json = core_json.replace(b"\\u0000", b"")
         if b"\\u0000" in rest:
             rest = rest.replace(b"\\u0000", b"")
-        return CanonicalParts(rid, core_json, rest, modstamp, deleted)
+        return _new_parts(CanonicalParts, (rid, core_json, rest, modstamp, deleted))
 
     def compile_rows(
         self,
@@ -613,10 +624,14 @@ class RecordCanonicalizer:
         lines += ["    core = {}", "    other = {}", "    risky = False"]
         column = {h: i for i, h in enumerate(header)}
 
-        def take(name: str, indent: str) -> list[str]:  # _compile_pick's code for `name`'s value, in v
+        def take(name: str, indent: str, *, text: bool = False) -> list[str]:
+            """_compile_pick's code for `name`'s value, in v (`text`: a non-empty str)."""
             fn = plans[name][0]
             env[f"fn_{len(env)}"] = fn
-            code = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn_{len(env) - 1}", key=repr(name))
+            code = _TAKE_TEXT.get(fn) if text else None
+            if code is None:
+                code = _TAKE.get(fn, "v = {fn}(v, {key})\n")
+            code = code.format(fn=f"fn_{len(env) - 1}", key=repr(name))
             return [indent + line for line in code.splitlines()]
 
         # each value's code, in the order of the names: the dicts are built sorted, as the canonical JSON is
@@ -628,8 +643,8 @@ class RecordCanonicalizer:
                 continue
             fn, target = plans[name]
             code = [f"    v = row[{i}]", "    if v:"]  # an empty cell is null: omitted
-            if typing[i] is None:  # the text itself, a string: taken as it is when not canonicalised (_TAKE[None])
-                code += take(name, "        ") if fn is not None else []
+            if typing[i] is None:  # the text itself
+                code += take(name, "        ", text=True)
                 code.append(f"        {target}[{name!r}] = v")
             else:
                 env[f"t{i}"] = typing[i]
@@ -680,6 +695,10 @@ class CanonicalParts(NamedTuple):
     other_values: bytes  # canonical JSON object of the others (audit fields; formula fields unless counted)
     system_modstamp: str | None
     deleted: Deleted
+
+
+# a NamedTuple's own __new__ is a Python call; one is built per record
+_new_parts = tuple.__new__
 
 
 # --- canonical columns: a chunk of canonical records in one message (PutRecordsRequest.canonical_columns) ----
