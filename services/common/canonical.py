@@ -656,7 +656,9 @@ class RecordCanonicalizer:
             if name in drop or name not in plans:
                 continue
             fn, target = plans[name]
-            code, values, plain_checks = [], [], []
+            if len({key for key, _comp in parts}) != len(parts):
+                return None  # two components of one key: the record reading keeps the last one
+            code, values, plain_checks, present = [], [], [], []
             for j, (key, comp) in enumerate(sorted(parts, key=lambda part: part[0])):  # keys sorted too
                 i = column.get(comp, -1)
                 if i < 0:
@@ -669,7 +671,7 @@ class RecordCanonicalizer:
                     code.append(f"    c{j} = t{i}(row[{i}]) if row[{i}] else None")
                     plain_checks.append(f"        if not _plain(c{j}): risky = True")
                 values.append(f"{key!r}: c{j}")
-            present = [v.split(": ")[1] for v in values if not v.endswith(": None")]
+                present.append(f"c{j}")
             if not present:
                 continue  # every component null: the compound is null, omitted
             code.append(f"    if {' or '.join(f'{c} is not None' for c in present)}:")

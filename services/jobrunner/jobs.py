@@ -649,12 +649,11 @@ class DataJob:
             while True:
                 count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page)
                 header = next(rows, None) or []
-                if "Id" not in header:
-                    raise SalesforceError(0, "BULK_NO_ID", f"the Id page of {self.obj} has no Id column")
-                column = header.index("Id")
+                column = header.index("Id") if "Id" in header else -1
                 n = 0
-                for row in rows:
-                    if len(row) <= column or not row[column]:  # never taken for a record the org no longer has
+                for row in rows:  # an empty page may come without its header
+                    if column < 0 or len(row) <= column or not row[column]:
+                        # never taken for a record the org no longer has: the job fails instead
                         raise SalesforceError(0, "BULK_NO_ID", f"a row of the Id page of {self.obj} has no Id")
                     org_ids.add(row[column])
                     n += 1

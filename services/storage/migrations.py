@@ -167,7 +167,10 @@ CREATE INDEX metadata_versions_sha256 ON metadata_versions (sha256);
 #   text to parse.
 # - No planner statistics for columns no query filters or joins on: the values (jsonb, the analyses' most
 #   expensive column: every sampled value detoasted and compared) and the hashes (16 random bytes each).
+# The lock timeout: a replica starting while others write waits at most that long for the heads' lock (then
+# fails its start and is restarted) rather than holding up every query queued behind the ALTER.
 V2 = """
+SET LOCAL lock_timeout = '10s';
 ALTER TABLE record_head ALTER COLUMN changed_at SET DEFAULT now();
 ALTER TABLE record_versions ALTER COLUMN data SET STATISTICS 0, ALTER COLUMN hash SET STATISTICS 0;
 ALTER TABLE record_head ALTER COLUMN hash SET STATISTICS 0, ALTER COLUMN raw_hash SET STATISTICS 0;

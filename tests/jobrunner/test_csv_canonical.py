@@ -163,3 +163,11 @@ def test_rows_of_another_length_and_risky_values_are_left_to_the_record() -> Non
     assert compiled([ID, "x", "1", "extra"], 0) is None
     assert compiled([ID, "x", "1e-7"], 0) is None  # orjson would write a tiny float otherwise than json does
     assert canon.parts(decode([ID, "x", "1e-7"]), 0).values == b'{"Id":"001000000000001AAA","Name":"x","Rate__c":1e-07}'
+
+
+def test_a_compound_with_two_components_of_one_key_goes_through_the_record() -> None:
+    # the record reading keeps the last of them (and omits the compound when that one is empty)
+    canon = RecordCanonicalizer(SCHEMA)
+    compounds = {"Hq__c": (("latitude", "Hq__Latitude__s"), ("latitude", "Rate__c"))}
+    typing = [None, float, float]
+    assert canon.compile_rows(["Id", "Hq__Latitude__s", "Rate__c"], typing, compounds) is None
