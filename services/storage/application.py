@@ -47,6 +47,7 @@ from services.storage.store import (
     MetadataInput,
     MetadataVersionRow,
     PostgresStore,
+    PreparedColumns,
     RecordVersionRow,
     RestorePointRow,
     SchemaRef,
@@ -73,10 +74,6 @@ def _columns(records: Sequence[CanonicalIn] | CanonicalColumnsIn) -> Columns:
     return zip(*rows, strict=True)  # type: ignore[return-value]
 
 
-# Ids, values, other values, modstamps, deleted flags, hashes of the values, fast-path fingerprints
-PreparedColumns = tuple[
-    Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
-]
 _make_record = functools.partial(tuple.__new__, CanonicalRecord)  # a NamedTuple's own __new__ is a Python call
 
 
@@ -389,23 +386,36 @@ class Storage:
 
         digest, prints, columns = await asyncio.to_thread(prepare)
 
-        def checked(positions: list[int]) -> list[CanonicalRecord]:
-            """The records to compare or store (none for an unchanged chunk: its records are those of heads that
-            were checked when stored), one in `every` of them canonicalised again."""
-            out = _canonical_records(columns, positions)
-            for rec, i in zip(out[::every], positions[::every], strict=True):
+        def spot_check(records: list[CanonicalRecord], positions: list[int]) -> None:
+            """Each record (at these positions) canonicalised again must come out identical."""
+            for rec, i in zip(records, positions, strict=True):
                 normalize_id(rec.record_id, f"record {i} Id")  # its checksum
                 if canonicalizer.canonicalize(rec.data, i, rec.raw_hash) != rec:
                     raise InvalidArgument(
                         f"record {i} ({rec.record_id}) is not in canonical form (rules {CANONICAL_RULES}):"
                         " canonicalised again it differs; the sender's canonicaliser and this storage's disagree"
                     )
+
+        def checked(positions: list[int]) -> list[CanonicalRecord]:
+            """The records to compare or store (none for an unchanged chunk: its records are those of heads that
+            were checked when stored), one in `every` of them canonicalised again."""
+            out = _canonical_records(columns, positions)
+            spot_check(out[::every], positions[::every])
             return out
 
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
             return dedupe_last(await asyncio.to_thread(checked, positions))
 
-        return await self._store_records(job, ref, seq, count, digest, prints, canonicalize)
+        def first_versions() -> PreparedColumns:
+            """All the records, column by column, their sample canonicalised again (as `checked` does)."""
+            sample = list(range(0, len(columns[0]), every))
+            spot_check(_canonical_records(columns, sample), sample)
+            return columns
+
+        async def first_versions_checked() -> PreparedColumns:
+            return await asyncio.to_thread(first_versions)
+
+        return await self._store_records(job, ref, seq, count, digest, prints, canonicalize, first_versions_checked)
 
     async def _records_job(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int
@@ -426,6 +436,7 @@ class Storage:
         digest: bytes,
         prints: list[tuple[str | None, bytes]],
         canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
+        first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
     ) -> ChunkOutcome:
         """One records chunk in one transaction (PostgresStore.put_records), then its ChunkUploaded."""
         with telemetry.chunk_transaction(
@@ -436,7 +447,7 @@ class Storage:
             records=count,
             chunk_seq=seq,
         ) as chunk:
-            outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize)
+            outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize, first_versions)
             chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 

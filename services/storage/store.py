@@ -11,6 +11,8 @@ import json
 from binascii import hexlify
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -121,6 +123,54 @@ class MetadataInput:
     deleted: bool
     last_modified_date: dt.datetime | None
     file_name: str
+
+
+# A chunk of canonical records column by column: Ids, values, other values, modstamps ("" for none), deleted
+# flags (0 or 1), hashes of the values, fast-path fingerprints
+PreparedColumns = tuple[
+    Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
+]
+_FLAG_TEXT = (b"0", b"1")
+_ALL_BUT_LAST = itemgetter(slice(None, -1))
+_ALL_BUT_FIRST = itemgetter(slice(1, None))
+
+
+def first_version_rows(head_prefix: bytes, version_middle: bytes, columns: PreparedColumns) -> tuple[bytes, bytes, int]:
+    """(head rows, version rows, bytes of the values stored) of first versions, as COPY text with the empty
+    string for NULL (no column written here holds an empty string otherwise), in Id order (_upsert_heads').
+
+    The rows _insert_fresh writes, built a column at a time: no object and no Python step per record but the
+    separator of its two JSON objects (join_values' rule: a comma unless one of them is empty)."""
+    ids, cores, others, modstamps, flags, hashes, fps = columns
+    if list(ids) != sorted(ids):  # Bulk reads them in Id order: the check costs a comparison per Id
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        ids, modstamps, flags = [ids[i] for i in order], [modstamps[i] for i in order], [flags[i] for i in order]
+        cores, others = [cores[i] for i in order], [others[i] for i in order]
+        hashes, fps = [hashes[i] for i in order], [fps[i] for i in order]
+    rids = list(map(str.encode, ids))
+    stamps = list(map(str.encode, modstamps))
+    deleted = list(map(_FLAG_TEXT.__getitem__, flags))
+    hexes = list(map(hexlify, hashes))
+    heads = b"".join(
+        chain.from_iterable(
+            zip(
+                repeat(head_prefix), rids, repeat(b"\t\\\\x"), hexes, repeat(b"\t"), deleted, repeat(b"\t1\t"),
+                stamps, repeat(b"\t\\\\x"), map(hexlify, fps), repeat(b"\n"),
+            )
+        )
+    )  # fmt: skip
+    commas = [b"," if len(c) > 2 and len(o) > 2 else b"" for c, o in zip(cores, others, strict=True)]
+    # every backslash doubled at once (COPY text's escape), the values' and the one starting each bytea's hex
+    versions = b"".join(
+        chain.from_iterable(
+            zip(
+                repeat(head_prefix), rids, repeat(version_middle), stamps, repeat(b"\t"), deleted, repeat(b"\t\\x"),
+                hexes, repeat(b"\t"), map(_ALL_BUT_LAST, cores), commas, map(_ALL_BUT_FIRST, others), repeat(b"\n"),
+            )
+        )
+    ).replace(b"\\", b"\\\\")  # fmt: skip
+    written = sum(map(len, cores)) + sum(map(len, others)) - 2 * len(ids) + commas.count(b",")
+    return heads, versions, written
 
 
 def _copy_text(value: bytes) -> bytes:
@@ -370,8 +420,14 @@ class PostgresStore:
         digest: bytes,
         fingerprints: Sequence[tuple[str | None, bytes]],
         canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
+        first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
     ) -> ChunkOutcome:
         """Stores a chunk in one transaction.
+
+        0. A chunk of canonical records (`first_versions` given: all its records, checked, column by column)
+           none of which has a head yet and none listed twice (an initial load) is written straight from its
+           columns (first_version_rows); the steps below are the general way, also taken when a concurrent
+           chunk inserted one of those heads meanwhile.
 
         1. Records whose bytes equal the head's fingerprint are unchanged: they are not even parsed.
         2. The others are canonicalised (`canonicalize(positions)`). When none of them has a head yet (an
@@ -388,6 +444,15 @@ class PostgresStore:
                 return ChunkOutcome(stored, True)
             last, unguessed, repeated = _positions(fingerprints)
             heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
+            if first_versions is not None and last and not heads and not unguessed and len(last) == received:
+                written = await self._insert_first_versions(conn, job, target, await first_versions())
+                if written is not None:
+                    await self._at("records.after_versions")
+                    counts = classify(received, repeat((True, Deleted.LIVE), received))
+                    counts.bytes = written
+                    result = {"counts": counts.to_json()}
+                    await self._finish(conn, job.job_key, seq, result)
+                    return ChunkOutcome(result, False)
             todo = sorted(
                 [
                     *unguessed,
@@ -500,6 +565,34 @@ class PostgresStore:
             return None
         await self._at("records.after_head")
         await self._write_versions(conn, versions)
+        return written
+
+    async def _insert_first_versions(
+        self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, columns: PreparedColumns
+    ) -> int | None:
+        """_insert_fresh of canonical columns: the same rows (first_version_rows), or None, with nothing written,
+        when a concurrent chunk created one of those heads meanwhile."""
+        heads, versions, written = first_version_rows(
+            b"%d\t%d\t" % (job.org_key, target.object_key),
+            b"\t%d\t%d\t" % (job.job_key, target.schema_version),
+            columns,
+        )
+        try:
+            async with conn.transaction():  # a savepoint
+                async with conn.cursor().copy(
+                    f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
+                    " system_modstamp, raw_hash) FROM STDIN WITH (NULL '')"  # changed_at: now(), its default
+                ) as copy:
+                    await copy.write(heads)
+                await self._at("records.after_copy")
+        except psycopg.errors.UniqueViolation:
+            return None
+        await self._at("records.after_head")
+        async with conn.cursor().copy(
+            f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
+            " system_modstamp, deleted, hash, data) FROM STDIN WITH (NULL '')"
+        ) as copy:
+            await copy.write(versions)
         return written
 
     async def _upsert_heads(

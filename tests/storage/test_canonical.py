@@ -3,6 +3,7 @@ as raw records, idempotent, validated, spot-checked, refused under other rules."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer
 from services.storage.api import _status
 from services.storage.application import Storage
 from services.storage.domain import FailedPrecondition, InvalidArgument
-from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, sf_id
+from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, random_org, sf_id
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +245,71 @@ async def test_a_value_postgresql_refuses_is_invalid_argument_without_its_text(h
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "nothing was stored" in message
     assert "SECRET" not in message
     assert await harness.count("chunks") == 0
+
+
+@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
+async def test_first_versions_from_columns_are_the_rows_records_would_write(harness: Harness, by_column: bool) -> None:
+    # an initial load of canonical records is written straight from its columns (first_version_rows); raw records
+    # go through CanonicalRecords (_insert_fresh): the same rows, but for the fast path's fingerprint
+    s = harness.storage
+    s.canonical_check_every = 1
+    raw_org, canon_org = random_org(), random_org()
+    for org, session in ((raw_org, "raw"), (canon_org, "canon")):
+        await data_job(s, org=org, session=session)
+    raw = [
+        account(5, 'quote " backslash \\ tab-free\nnewline', AnnualRevenue=10.5, Score__c=3),
+        account(2, IsDeleted=True),
+        json.dumps({"Id": sf_id("001", 9), "Name": "no modstamp"}).encode(),  # no other values: "{}"
+        account(7, "ünïcödé ✓", SystemModstamp="2025-01-01T00:00:00.123Z"),
+    ]  # not in Id order
+    got = await s.put_records(raw_org, "raw", "j1", 1, "Account", raw)
+    chunk = [canon(r) for r in raw]
+    first = await s.put_canonical(
+        canon_org, "canon", "j1", 1, "Account", columns(chunk) if by_column else chunk, CANONICAL_RULES, False
+    )
+    assert first.counts.new_versions == got.counts.new_versions == 4  # type: ignore[attr-defined]
+    assert first.counts.bytes == got.counts.bytes  # type: ignore[attr-defined]
+
+    async def rows(org: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        async with harness.store.pool.connection() as conn:
+            key = "(SELECT org_key FROM storage.orgs WHERE org_id = %s)"
+            versions = await conn.execute(
+                "SELECT record_id, system_modstamp, deleted, hash, data::text, captured_at IS NOT NULL"
+                f" FROM storage.record_versions WHERE org_key = {key} ORDER BY record_id",
+                (org,),
+            )
+            heads = await conn.execute(
+                "SELECT record_id, hash, deleted, versions, system_modstamp, raw_hash IS NOT NULL,"
+                f" changed_at IS NOT NULL FROM storage.record_head WHERE org_key = {key} ORDER BY record_id",
+                (org,),
+            )
+            return await versions.fetchall(), await heads.fetchall()
+
+    assert await rows(canon_org) == await rows(raw_org)
+    versions, _heads = await rows(canon_org)
+    assert [v[0] for v in versions] == sorted(sf_id("001", n) for n in (2, 5, 7, 9))
+    assert versions[0][2] == 1 and versions[3][1] is None  # soft-deleted; NULL modstamp, not the empty text
+    assert "backslash \\\\ tab-free\\nnewline" in versions[1][4]
+    # a second read of the same records through the columns changes nothing
+    again = await s.put_canonical(canon_org, "canon", "j1", 2, "Account", columns(chunk), CANONICAL_RULES, False)
+    assert again.counts.unchanged == 4  # type: ignore[attr-defined]
+
+
+async def test_overlapping_canonical_chunks_at_once_store_each_record_once(harness: Harness) -> None:
+    # two jobs load the same new records from columns at once: one chunk's head COPY waits for the other's, finds
+    # the rows created, and takes the general way (upsert) instead: no record gets two first versions
+    s = harness.storage
+    await data_job(s, job="j1")
+    await data_job(s, job="j2")
+    ids = range(1, 41)
+    first = columns([canon(account(n)) for n in ids])
+    second = columns([canon(account(n, "other" if n % 2 else "Acme")) for n in ids])
+    results = await asyncio.gather(
+        s.put_canonical(ORG, "s1", "j1", 1, "Account", first, CANONICAL_RULES, False),
+        s.put_canonical(ORG, "s1", "j2", 1, "Account", second, CANONICAL_RULES, False),
+    )
+    counts = [r.counts for r in results]  # type: ignore[attr-defined]
+    assert sorted(c.new_versions for c in counts) == [0, len(ids)]
+    assert sum(c.changed for c in counts) == len(ids) // 2  # the odd ones differ, whichever chunk came first
+    assert await harness.count("record_head") == len(ids)
+    assert await harness.count("record_versions") == len(ids) + len(ids) // 2
