@@ -553,19 +553,7 @@ class PostgresStore:
                 % (head_prefix, rid_b, version_middle, modstamp, r.deleted, hash_hex, _copy_text(r.data))
             )
             written += len(r.data)
-        try:
-            async with conn.transaction():  # a savepoint
-                async with conn.cursor().copy(
-                    f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
-                    " system_modstamp, raw_hash) FROM STDIN"  # changed_at: now(), its default
-                ) as copy:
-                    await copy.write(b"".join(heads))
-                await self._at("records.after_copy")
-        except psycopg.errors.UniqueViolation:
-            return None
-        await self._at("records.after_head")
-        await self._write_versions(conn, versions)
-        return written
+        return written if await self._copy_first_versions(conn, b"".join(heads), b"".join(versions)) else None
 
     async def _insert_first_versions(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, columns: PreparedColumns
@@ -577,23 +565,30 @@ class PostgresStore:
             b"\t%d\t%d\t" % (job.job_key, target.schema_version),
             columns,
         )
+        return written if await self._copy_first_versions(conn, heads, versions, " WITH (NULL '')") else None
+
+    async def _copy_first_versions(
+        self, conn: psycopg.AsyncConnection[Any], heads: bytes, versions: bytes, options: str = ""
+    ) -> bool:
+        """COPies head rows (inside a savepoint), then version rows; False, with nothing written, when a concurrent
+        chunk created one of those heads meanwhile (its primary key refuses the COPY)."""
         try:
             async with conn.transaction():  # a savepoint
                 async with conn.cursor().copy(
                     f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
-                    " system_modstamp, raw_hash) FROM STDIN WITH (NULL '')"  # changed_at: now(), its default
+                    f" system_modstamp, raw_hash) FROM STDIN{options}"  # changed_at: now(), its default
                 ) as copy:
                     await copy.write(heads)
                 await self._at("records.after_copy")
         except psycopg.errors.UniqueViolation:
-            return None
+            return False
         await self._at("records.after_head")
         async with conn.cursor().copy(
             f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-            " system_modstamp, deleted, hash, data) FROM STDIN WITH (NULL '')"
+            f" system_modstamp, deleted, hash, data) FROM STDIN{options}"
         ) as copy:
             await copy.write(versions)
-        return written
+        return True
 
     async def _upsert_heads(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
