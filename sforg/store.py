@@ -118,14 +118,22 @@ class Store:
             self.conn().execute(f"DROP TABLE IF EXISTS {table(name)}")
 
     def add_column(self, obj: str, f: FieldDef) -> None:
-        self._columns.clear()
-        with self.write_lock:
-            self.conn().execute(f"ALTER TABLE {table(obj)} ADD COLUMN {col(f.name)} {f.sql_type}")
+        self._alter(f"ALTER TABLE {table(obj)} ADD COLUMN {col(f.name)} {f.sql_type}")
 
     def drop_column(self, obj: str, name: str) -> None:
+        self._alter(f"ALTER TABLE {table(obj)} DROP COLUMN {col(name)}")
+
+    def _alter(self, statement: str) -> None:
+        """A change of a table's columns, on a connection of its own: a thread's connection may still be in the
+        read transaction of a statement not stepped to its end (a query page not read to its last row), whose
+        snapshot predates the last change of columns (DROP COLUMN then found no such column)."""
         self._columns.clear()
         with self.write_lock:
-            self.conn().execute(f"ALTER TABLE {table(obj)} DROP COLUMN {col(name)}")
+            c = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            try:
+                c.execute(statement)
+            finally:
+                c.close()
 
     # ------------------------------------------------------------ rows
     def table_columns(self, obj: str) -> set[str]:

@@ -50,7 +50,11 @@ async def start_grpc_server(
     Health starts NOT_SERVING; the caller flips it once its dependencies are reachable. Every call but
     health and reflection gets a SERVER span (the tracing interceptor runs first, so refused calls show too).
     """
-    server = grpc.aio.server(interceptors=[telemetry.ServerInterceptor(), *interceptors], options=list(options))
+    # no SO_REUSEPORT (gRPC sets it by default): a second server on a port in use must fail to bind, not share
+    # the port and receive a share of another service's calls ("Method not found")
+    server = grpc.aio.server(
+        interceptors=[telemetry.ServerInterceptor(), *interceptors], options=[("grpc.so_reuseport", 0), *options]
+    )
     names: list[str] = []
     for add, servicer, name in registrations:
         add(servicer, server)

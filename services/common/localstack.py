@@ -21,7 +21,7 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import free_port, nats_server, postgres_server
+from services.common.embedded import free_ports, nats_server, postgres_server
 
 SERVICES = ("storage", "session", "discovery", "jobrunner")
 
@@ -168,7 +168,7 @@ def local_stack(
             from sforg.testing import running_org  # the emulator is only needed when it is asked for
 
             org = stack.enter_context(running_org(state / "sforg", scale=with_org, seed=org_seed))
-        ports = {name: free_port() for name in SERVICES}
+        ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
         result = Stack(state, database_url, nats_url, org=org)
         for name in services:
             env = service_env(
