@@ -69,28 +69,12 @@ _UPPER_TO_BIT = str.maketrans(
 _BLOCK_CHAR = {format(i, "05b")[::-1]: _CHECKSUM_ALPHABET[i] for i in range(32)}
 
 
-def _block_char(block: str) -> str:
-    """The checksum character of one block of 5 characters of an Id (remembered: blocks repeat across Ids)."""
-    char = _BLOCKS.get(block)
-    if char is None:
-        char = _BLOCK_CHAR[block.translate(_UPPER_TO_BIT)]
-        if len(_BLOCKS) >= 100_000:
-            _BLOCKS.clear()
-        _BLOCKS[block] = char
-    return char
-
-
-_BLOCKS: dict[str, str] = {}
-
-
 def id_suffix(id15: str) -> str:
     """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
     each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
-    blocks = _BLOCKS
-    a, b, c = blocks.get(id15[0:5]), blocks.get(id15[5:10]), blocks.get(id15[10:15])
-    if a is None or b is None or c is None:
-        return _block_char(id15[0:5]) + _block_char(id15[5:10]) + _block_char(id15[10:15])
-    return a + b + c
+    bits = id15.translate(_UPPER_TO_BIT)
+    block = _BLOCK_CHAR
+    return block[bits[0:5]] + block[bits[5:10]] + block[bits[10:15]]
 
 
 def normalize_id(value: object, what: str = "record Id") -> str:
@@ -455,6 +439,20 @@ _TAKE_TEXT: dict[Callable[[Any, str], Any] | None, str] = {
 # error of the fast path is raised by the json module's path instead, whose reading is the reference.
 
 
+def _take_lines(
+    env: dict[str, Any], fn: Callable[[Any, str], Any] | None, name: str, indent: str, *, text: bool = False
+) -> list[str]:
+    """The code that makes v, a non-empty value of field `name`, canonical by `fn` (`text`: v is a str), its
+    function put in `env` under its own name; `name` is written as a literal: nothing from the input becomes
+    code."""
+    slot = f"_{fn.__name__}" if fn is not None else "_none"
+    env[slot] = fn
+    code = _TAKE_TEXT.get(fn) if text else None
+    if code is None:
+        code = _TAKE.get(fn, "v = {fn}(v, {key})\n")
+    return [indent + line for line in code.format(fn=slot, key=repr(name)).splitlines()]
+
+
 class RecordCanonicalizer:
     """Turns raw records of one object (as Salesforce returns them) into their canonical form and hash.
 
@@ -504,14 +502,11 @@ class RecordCanonicalizer:
         already canonical: it runs for every field of every record."""
         env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE, "_dates": {}}
         lines = ["def pick(obj):", "    get = obj.get", "    out = {}", "    risky = False"]
-        for i, (name, fn) in enumerate(plan):
-            key = repr(name)  # a literal: nothing from the input becomes code
-            env[f"fn{i}"] = fn
-            take = _TAKE.get(fn, "v = {fn}(v, {key})\n").format(fn=f"fn{i}", key=key)
-            lines += [f"    v = get({key})", '    if v is not None and v != "":']
+        for name, fn in plan:
             # Salesforce does not distinguish null from empty: both are omitted
-            lines += [f"        {line}" for line in take.splitlines()]
-            lines.append(f"        out[{key}] = v")
+            lines += [f"    v = get({name!r})", '    if v is not None and v != "":']
+            lines += _take_lines(env, fn, name, "        ")
+            lines.append(f"        out[{name!r}] = v")
         lines.append("    return out, risky")
         exec("\n".join(lines), env)
         return env["pick"]  # type: ignore[no-any-return]
@@ -563,10 +558,9 @@ class RecordCanonicalizer:
         return self._finish(core, excluded, position, fast=fast)
 
     def _finish(
-        self, core: dict[str, Any], excluded: dict[str, Any], position: int, *, fast: bool, in_order: bool = False
+        self, core: dict[str, Any], excluded: dict[str, Any], position: int, *, fast: bool
     ) -> CanonicalParts | None:
-        """The parts of picked values (see _parts); `in_order`: their keys (and those of the dicts they hold)
-        were inserted in sorted order, as they are written."""
+        """The parts of picked values (see _parts)."""
         rid = core.get(self._id_field)
         if rid is None:
             raise InvalidArgument(f"record {position} of {self.schema.object_name} has no Id")
@@ -583,9 +577,8 @@ class RecordCanonicalizer:
             if fast:
                 # copied out: orjson's bytes keep the whole buffer it wrote into (several KiB for a record of
                 # a few hundred bytes), which a chunk of ten thousand held parts multiplied into 100 MB
-                option = 0 if in_order else _SORTED
-                core_json = bytes(memoryview(orjson.dumps(core, option=option)))
-                rest = bytes(memoryview(orjson.dumps(excluded, option=option)))
+                core_json = bytes(memoryview(orjson.dumps(core, option=_SORTED)))
+                rest = bytes(memoryview(orjson.dumps(excluded, option=_SORTED)))
             else:
                 core_json, rest = _legacy_dumps(core, position), _legacy_dumps(excluded, position)
         except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
@@ -624,69 +617,48 @@ class RecordCanonicalizer:
         lines += ["    core = {}", "    other = {}", "    risky = False"]
         column = {h: i for i, h in enumerate(header)}
 
-        def take(name: str, indent: str, *, text: bool = False) -> list[str]:
-            """_compile_pick's code for `name`'s value, in v (`text`: a non-empty str)."""
-            fn = plans[name][0]
-            env[f"fn_{len(env)}"] = fn
-            code = _TAKE_TEXT.get(fn) if text else None
-            if code is None:
-                code = _TAKE.get(fn, "v = {fn}(v, {key})\n")
-            code = code.format(fn=f"fn_{len(env) - 1}", key=repr(name))
-            return [indent + line for line in code.splitlines()]
-
-        # each value's code, in the order of the names: the dicts are built sorted, as the canonical JSON is
-        # written (orjson then need not sort them); a literal (repr) for each name: nothing from the input
-        # becomes code
-        blocks: list[tuple[str, list[str]]] = []
+        # a name is written as a literal (repr): nothing from the input becomes code
         for i, name in enumerate(header):
             if name in drop or name not in plans:
                 continue
             fn, target = plans[name]
-            code = [f"    v = row[{i}]", "    if v:"]  # an empty cell is null: omitted
+            lines += [f"    v = row[{i}]", "    if v:"]  # an empty cell is null: omitted
             if typing[i] is None:  # the text itself
-                code += take(name, "        ", text=True)
-                code.append(f"        {target}[{name!r}] = v")
+                lines += _take_lines(env, fn, name, "        ", text=True)
+                lines.append(f"        {target}[{name!r}] = v")
             else:
                 env[f"t{i}"] = typing[i]
-                code += [f"        v = t{i}(v)", '        if v is not None and v != "":']
-                code += take(name, "            ")
-                code.append(f"            {target}[{name!r}] = v")
-            blocks.append((name, code))
+                lines += [f"        v = t{i}(v)", '        if v is not None and v != "":']
+                lines += _take_lines(env, fn, name, "            ")
+                lines.append(f"            {target}[{name!r}] = v")
         for name, parts in compounds.items():
             if name in drop or name not in plans:
                 continue
             fn, target = plans[name]
             if len({key for key, _comp in parts}) != len(parts):
                 return None  # two components of one key: the record reading keeps the last one
-            code, values, plain_checks, present = [], [], [], []
-            for j, (key, comp) in enumerate(sorted(parts, key=lambda part: part[0])):  # keys sorted too
+            values, plain_checks, present = [], [], []
+            for j, (key, comp) in enumerate(parts):
                 i = column.get(comp, -1)
                 if i < 0:
                     values.append(f"{key!r}: None")
                     continue
                 if typing[i] is None:
-                    code.append(f"    c{j} = row[{i}] or None")
+                    lines.append(f"    c{j} = row[{i}] or None")
                 else:
                     env[f"t{i}"] = typing[i]
-                    code.append(f"    c{j} = t{i}(row[{i}]) if row[{i}] else None")
+                    lines.append(f"    c{j} = t{i}(row[{i}]) if row[{i}] else None")
                     plain_checks.append(f"        if not _plain(c{j}): risky = True")
                 values.append(f"{key!r}: c{j}")
                 present.append(f"c{j}")
             if not present:
                 continue  # every component null: the compound is null, omitted
-            code.append(f"    if {' or '.join(f'{c} is not None' for c in present)}:")
-            code.append(f"        v = {{{', '.join(values)}}}")
+            lines.append(f"    if {' or '.join(f'{c} is not None' for c in present)}:")
+            lines.append(f"        v = {{{', '.join(values)}}}")
             # a dict is risky when a value in it is (_TAKE[None]); text and null never are
-            code += plain_checks if fn is None else take(name, "        ")
-            code.append(f"        {target}[{name!r}] = v")
-            blocks.append((name, code))
-        for _name, code in sorted(blocks, key=lambda block: block[0]):
-            lines += code
-        lines += [
-            "    if risky:",
-            "        return None",
-            "    return _finish(core, other, position, fast=True, in_order=True)",
-        ]
+            lines += plain_checks if fn is None else _take_lines(env, fn, name, "        ")
+            lines.append(f"        {target}[{name!r}] = v")
+        lines += ["    if risky:", "        return None", "    return _finish(core, other, position, fast=True)"]
         exec("\n".join(lines), env)
         return env["row_parts"]  # type: ignore[no-any-return]
 

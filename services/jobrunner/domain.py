@@ -3,9 +3,7 @@ fields, chunking. No I/O here: every rule is unit-testable in milliseconds."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -359,22 +357,6 @@ def csv_value(sf_type: str, text: str) -> Any:
         return None
     typed = _CSV_TYPED.get(sf_type)
     return text if typed is None else typed(text)
-
-
-def parse_csv_page(data: str, selection: Selection, drop: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-    """Rows of one Bulk result page held as text (see csv_records)."""
-    return csv_records(csv.reader(io.StringIO(data.replace("\x00", ""))), selection, drop)
-
-
-def csv_records(rows: Iterator[list[str]], selection: Selection, drop: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-    """Parsed Bulk CSV rows (the header first) as JSON-ready records (see csv_decoder)."""
-    header = next(rows, None)
-    if header is None:
-        return
-    decode = csv_decoder(header, selection, drop)
-    for row in rows:
-        if row:
-            yield decode(row)
 
 
 def csv_typing(header: Sequence[str], selection: Selection) -> list[Callable[[str], Any] | None]:

@@ -594,35 +594,30 @@ class DataJob:
         return count, nxt, encode, rows
 
     def _row_encoder(self, header: list[str]) -> RowEncoder:
-        """How a CSV row of a page with this header goes to storage: (what is sent, its size, its Id)."""
+        """How a CSV row of a page with this header goes to storage: (what is sent, its size, its Id). Canonical
+        rows go straight from the cells to their parts (compile_rows); a row that reading does not take (or finds
+        wrong: the record reading then says what is wrong), and every row sent as raw JSON, through its record."""
         decode = domain.csv_decoder(header, self.selection, self.drop)
         canon = self._canonicalizer
-        if canon is None:
-
-            def raw(row: list[str], position: int) -> tuple[Any, int, str]:
-                rec = decode(row)
-                encoded = domain.encode_record(rec)
-                return encoded, len(encoded), str(rec.get("Id"))
-
-            return raw
-        # straight from the cells to canonical parts; a row the compiled reading does not take (or finds
-        # wrong: the reference reading then says what is wrong) goes through the record
-        compiled = canon.compile_rows(
-            header, domain.csv_typing(header, self.selection), self.selection.compounds, self.drop
+        compiled = (
+            canon.compile_rows(header, domain.csv_typing(header, self.selection), self.selection.compounds, self.drop)
+            if canon is not None
+            else None
         )
 
-        def canonical(row: list[str], position: int) -> tuple[Any, int, str]:
-            p = None
+        def encode(row: list[str], position: int) -> tuple[Any, int, str]:
             if compiled is not None:
                 try:
                     p = compiled(row, position)
                 except InvalidArgument:
                     p = None
-            if p is None:
-                p = canon.parts(decode(row), position)
-            return p, len(p.values) + len(p.other_values), p.record_id
+                if p is not None:
+                    return p, len(p.values) + len(p.other_values), p.record_id
+            rec = decode(row)
+            encoded, length = self._encode(rec, position)
+            return encoded, length, str(rec.get("Id"))
 
-        return canonical
+        return encode
 
     def _flush_bulk(
         self, buffer: list[Any], job_id: str, locator: str, skip: int, received: int, page_done: bool = False

@@ -406,16 +406,13 @@ class Storage:
         async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
             return dedupe_last(await asyncio.to_thread(checked, positions))
 
-        def first_versions() -> PreparedColumns:
+        async def first_versions() -> PreparedColumns:
             """All the records, column by column, their sample canonicalised again (as `checked` does)."""
             sample = list(range(0, len(columns[0]), every))
-            spot_check(_canonical_records(columns, sample), sample)
+            await asyncio.to_thread(lambda: spot_check(_canonical_records(columns, sample), sample))
             return columns
 
-        async def first_versions_checked() -> PreparedColumns:
-            return await asyncio.to_thread(first_versions)
-
-        return await self._store_records(job, ref, seq, count, digest, prints, canonicalize, first_versions_checked)
+        return await self._store_records(job, ref, seq, count, digest, prints, canonicalize, first_versions)
 
     async def _records_job(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int

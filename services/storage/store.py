@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from binascii import hexlify
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
@@ -130,7 +130,7 @@ class MetadataInput:
 PreparedColumns = tuple[
     Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
 ]
-_FLAG_TEXT = (b"0", b"1")
+_FLAG_TEXT = (b"0", b"1", b"2")  # Deleted's values
 _ALL_BUT_LAST = itemgetter(slice(None, -1))
 _ALL_BUT_FIRST = itemgetter(slice(1, None))
 
@@ -139,8 +139,9 @@ def first_version_rows(head_prefix: bytes, version_middle: bytes, columns: Prepa
     """(head rows, version rows, bytes of the values stored) of first versions, as COPY text with the empty
     string for NULL (no column written here holds an empty string otherwise), in Id order (_upsert_heads').
 
-    The rows _insert_fresh writes, built a column at a time: no object and no Python step per record but the
-    separator of its two JSON objects (join_values' rule: a comma unless one of them is empty)."""
+    Built a column at a time: no object and no Python step per record but the separator of its two JSON
+    objects (join_values' rule: a comma unless one of them is empty). A record without a fingerprint (b"")
+    gets a NULL raw_hash."""
     ids, cores, others, modstamps, flags, hashes, fps = columns
     if list(ids) != sorted(ids):  # Bulk reads them in Id order: the check costs a comparison per Id
         order = sorted(range(len(ids)), key=ids.__getitem__)
@@ -151,11 +152,15 @@ def first_version_rows(head_prefix: bytes, version_middle: bytes, columns: Prepa
     stamps = list(map(str.encode, modstamps))
     deleted = list(map(_FLAG_TEXT.__getitem__, flags))
     hexes = list(map(hexlify, hashes))
+    if all(fps):
+        raws: Iterable[bytes] = map(b"\t\\\\x".__add__, map(hexlify, fps))
+    else:
+        raws = [b"\t\\\\x" + hexlify(fp) if fp else b"\t" for fp in fps]
     heads = b"".join(
         chain.from_iterable(
             zip(
                 repeat(head_prefix), rids, repeat(b"\t\\\\x"), hexes, repeat(b"\t"), deleted, repeat(b"\t1\t"),
-                stamps, repeat(b"\t\\\\x"), map(hexlify, fps), repeat(b"\n"),
+                stamps, raws, repeat(b"\n"),
             )
         )
     )  # fmt: skip
@@ -445,14 +450,12 @@ class PostgresStore:
             last, unguessed, repeated = _positions(fingerprints)
             heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
             if first_versions is not None and last and not heads and not unguessed and len(last) == received:
-                written = await self._insert_first_versions(conn, job, target, await first_versions())
-                if written is not None:
-                    await self._at("records.after_versions")
-                    counts = classify(received, repeat((True, Deleted.LIVE), received))
-                    counts.bytes = written
-                    result = {"counts": counts.to_json()}
-                    await self._finish(conn, job.job_key, seq, result)
-                    return ChunkOutcome(result, False)
+                inserted = await self._insert_first_versions(conn, job, target, await first_versions())
+                if inserted is not None:
+                    # all first versions (a first version counts as new whatever its deleted state)
+                    return await self._stored(
+                        conn, job.job_key, seq, received, repeat((True, Deleted.LIVE), received), inserted
+                    )
             todo = sorted(
                 [
                     *unguessed,
@@ -490,12 +493,31 @@ class PostgresStore:
                             target.object_key,
                         ),
                     )
-            await self._at("records.after_versions")
-            counts = classify(received, ((first, Deleted(state)) for _rid, first, state in transitions))
-            counts.bytes = written
-            result = {"counts": counts.to_json()}
-            await self._finish(conn, job.job_key, seq, result)
-            return ChunkOutcome(result, False)
+            return await self._stored(
+                conn,
+                job.job_key,
+                seq,
+                received,
+                ((first, Deleted(state)) for _rid, first, state in transitions),
+                written,
+            )
+
+    async def _stored(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        job_key: int,
+        seq: int,
+        received: int,
+        transitions: Iterable[tuple[bool, Deleted]],
+        written: int,
+    ) -> ChunkOutcome:
+        """A records chunk's result, from the head transitions it caused and the bytes of values it wrote."""
+        await self._at("records.after_versions")
+        counts = classify(received, transitions)
+        counts.bytes = written
+        result = {"counts": counts.to_json()}
+        await self._finish(conn, job_key, seq, result)
+        return ChunkOutcome(result, False)
 
     @staticmethod
     async def _head_fingerprints(
@@ -533,62 +555,47 @@ class PostgresStore:
     async def _insert_fresh(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
     ) -> int | None:
-        """First versions of records none of which had a head when looked up: COPies their head rows (inside a
-        savepoint), then their versions. Returns the bytes of their values, or None, with nothing written, when
-        a concurrent chunk created one of those heads meanwhile (the caller upserts instead)."""
-        head_prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
-        version_middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
-        heads: list[bytes] = []
-        versions: list[bytes] = []
-        written = 0
-        # head rows in _upsert_heads' order: overlapping chunks wait for each other, never deadlock
-        for rid, r in sorted(records.items()):
-            rid_b = rid.encode()
-            hash_hex = hexlify(r.hash)
-            modstamp = r.system_modstamp.encode() if r.system_modstamp else b"\\N"
-            raw = b"\\\\x" + hexlify(r.raw_hash) if r.raw_hash else b"\\N"
-            heads.append(b"%s%s\t\\\\x%s\t%d\t1\t%s\t%s\n" % (head_prefix, rid_b, hash_hex, r.deleted, modstamp, raw))
-            versions.append(
-                b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
-                % (head_prefix, rid_b, version_middle, modstamp, r.deleted, hash_hex, _copy_text(r.data))
-            )
-            written += len(r.data)
-        return written if await self._copy_first_versions(conn, b"".join(heads), b"".join(versions)) else None
+        """_insert_first_versions of canonical records (their values already one object, so the others are empty)."""
+        rs = list(records.values())
+        columns = (
+            [r.record_id for r in rs],
+            [r.data for r in rs],
+            [b"{}"] * len(rs),
+            [r.system_modstamp or "" for r in rs],
+            [int(r.deleted) for r in rs],
+            [r.hash for r in rs],
+            [r.raw_hash for r in rs],
+        )
+        return await self._insert_first_versions(conn, job, target, columns)
 
     async def _insert_first_versions(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, columns: PreparedColumns
     ) -> int | None:
-        """_insert_fresh of canonical columns: the same rows (first_version_rows), or None, with nothing written,
-        when a concurrent chunk created one of those heads meanwhile."""
+        """First versions of records none of which had a head when looked up: COPies their head rows (inside a
+        savepoint), then their versions (first_version_rows). Returns the bytes of their values, or None, with
+        nothing written, when a concurrent chunk created one of those heads meanwhile (the caller upserts)."""
         heads, versions, written = first_version_rows(
             b"%d\t%d\t" % (job.org_key, target.object_key),
             b"\t%d\t%d\t" % (job.job_key, target.schema_version),
             columns,
         )
-        return written if await self._copy_first_versions(conn, heads, versions, " WITH (NULL '')") else None
-
-    async def _copy_first_versions(
-        self, conn: psycopg.AsyncConnection[Any], heads: bytes, versions: bytes, options: str = ""
-    ) -> bool:
-        """COPies head rows (inside a savepoint), then version rows; False, with nothing written, when a concurrent
-        chunk created one of those heads meanwhile (its primary key refuses the COPY)."""
         try:
             async with conn.transaction():  # a savepoint
                 async with conn.cursor().copy(
                     f"COPY {S}.record_head (org_key, object_key, record_id, hash, deleted, versions,"
-                    f" system_modstamp, raw_hash) FROM STDIN{options}"  # changed_at: now(), its default
+                    " system_modstamp, raw_hash) FROM STDIN WITH (NULL '')"  # changed_at: now(), its default
                 ) as copy:
                     await copy.write(heads)
                 await self._at("records.after_copy")
         except psycopg.errors.UniqueViolation:
-            return False
+            return None
         await self._at("records.after_head")
         async with conn.cursor().copy(
             f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-            f" system_modstamp, deleted, hash, data) FROM STDIN{options}"
+            " system_modstamp, deleted, hash, data) FROM STDIN WITH (NULL '')"
         ) as copy:
             await copy.write(versions)
-        return True
+        return written
 
     async def _upsert_heads(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]

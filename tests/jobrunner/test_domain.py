@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 from services.jobrunner import domain
 from services.jobrunner.domain import FieldInfo, Key, ObjectMarks
@@ -134,7 +136,8 @@ def test_compound_fields_are_rebuilt_from_their_components() -> None:
         '"Id","BillingCity","BillingLatitude","BillingPostalCode","Hq__Latitude__s","Hq__Longitude__s"\n'
         '"001000000000001AAA","Paris","1.5","75001","",""\n'
     )
-    (rec,) = list(domain.parse_csv_page(csv_text, sel, drop))
+    header, row = csv.reader(io.StringIO(csv_text))
+    rec = domain.csv_decoder(header, sel, drop)(row)
     assert rec["BillingAddress"] == {"city": "Paris", "latitude": 1.5, "postalCode": "75001"}
     assert rec["Hq__c"] is None
     assert "BillingPostalCode" not in rec and "Hq__Latitude__s" not in rec
