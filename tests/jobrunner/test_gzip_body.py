@@ -75,3 +75,14 @@ def test_nul_characters_are_removed_and_nothing_else(gzipped: bool) -> None:
     body = "Id,Name\n001,Z\u00fcrich\x00 AG\n002,\x00\x00\n".encode()
     data = gzip.compress(body) if gzipped else body
     assert inflate(data, 5, gzipped=gzipped) == "Id,Name\n001,Z\u00fcrich AG\n002,\n".encode()
+
+
+def test_a_corrupt_body_is_a_protocol_error_so_the_page_is_read_again() -> None:
+    data = bytearray(gzip.compress(TEXT))
+    data[2000:2100] = bytes(100)  # deflate blocks overwritten
+    with pytest.raises(ProtocolError, match="gzip body is corrupt"):
+        inflate(bytes(data))
+    bad_crc = bytearray(gzip.compress(TEXT[:5000]))
+    bad_crc[-8] ^= 0xFF  # the trailer's CRC-32
+    with pytest.raises(ProtocolError, match="gzip body is corrupt"):
+        inflate(bytes(bad_crc))
