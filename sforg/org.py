@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sforg import schema
+from sforg import formulas, schema
 from sforg.clock import UTC, Clock, parse_datetime, stamp
 from sforg.files import BlobStore, digests
 from sforg.generate import SCALES, Generator, plan
@@ -1080,13 +1080,7 @@ class Org:
         slow = [f for f in visible if f.formula is not None or f.type == "base64"]
         slow_cols = ["Id"]
         for f in slow:
-            for c in (
-                ["CreatedDate"]
-                if f.formula and f.formula.startswith("TODAY")
-                else ["Amount__c", "Tax_Rate__c"]
-                if f.formula
-                else []
-            ):
+            for c in formulas.inputs(f) if f.formula else []:
                 if c not in slow_cols and o.field(c):
                     slow_cols.append(c)
         modstamp = o.field("SystemModstamp") or fast[0]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sforg import soql
+from sforg import formulas, soql
 from sforg.clock import UTC, rest_datetime, to_stamp
 from sforg.ids import is_valid, to18
 from sforg.schema import TEXT_TYPES, FieldDef, ObjectDef
@@ -90,16 +90,10 @@ class RelNode:
         return pos
 
 
-FORMULA_DEPS = {
-    "TODAY() - DATEVALUE(CreatedDate)": ["CreatedDate"],
-    "Amount__c * (1 + Tax_Rate__c)": ["Amount__c", "Tax_Rate__c"],
-}
-
-
 def deps(f: FieldDef, obj: ObjectDef) -> list[str]:
     """Stored columns a field's value is computed from."""
     if f.formula is not None:
-        return FORMULA_DEPS.get(f.formula, [])
+        return formulas.inputs(f)
     if f.type in ("address", "location"):
         return [c.name for c in obj.fields if c.compound == f.name]
     if f.type == "base64":
@@ -116,13 +110,7 @@ def value_of(f: FieldDef, obj: ObjectDef, node: RelNode, row: tuple[Any, ...], c
 
     t = f.type
     if f.formula is not None:
-        if f.formula.startswith("TODAY()"):
-            created = col("CreatedDate")
-            return float((ctx.today - dt.date.fromisoformat(created[:10])).days) if created else None
-        amount, rate = col("Amount__c"), col("Tax_Rate__c")
-        if amount is None:
-            return None
-        return round(amount * (1 + (rate or 0) / 100.0), 2)
+        return formulas.value(f, tuple(map(col, formulas.inputs(f))), ctx.today)
     if t == "address":
         p = f.name[: -len("Address")]
         vals = {
@@ -1157,8 +1145,9 @@ def write_csv(
 # (relationships, formulas, blobs, subqueries) takes the Python path above; both render the same values.
 
 
-def fast_fields(plan: Plan) -> list[FieldDef] | None:
-    """The selected fields when every one is a root-object field SQLite can render; otherwise None."""
+def fast_fields(plan: Plan, *, formulas_too: bool = False) -> list[FieldDef] | None:
+    """The selected fields when every one is a root-object field SQLite can render; otherwise None.
+    `formulas_too`: formula fields count as such (csv_sql computes them with the formulas module's SQL functions)."""
     if plan.subqueries or plan.count_only or plan.aggregate:
         return None
     out = []
@@ -1166,7 +1155,7 @@ def fast_fields(plan: Plan) -> list[FieldDef] | None:
         if not isinstance(s, Column) or len(s.nodes) != 1:
             return None
         f = s.field
-        if f.formula is not None or f.type == "base64":
+        if (f.formula is not None and not (formulas_too and f.formula in formulas.DEPS)) or f.type == "base64":
             return None
         out.append(f)
     return out or None
@@ -1255,11 +1244,12 @@ def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
     return json_object_sql(members, obj)
 
 
-def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
+def csv_sql(fields: list[FieldDef], delimiter: str, obj: ObjectDef | None = None, today: dt.date | None = None) -> str:
     """A SQL expression rendering one record as a Bulk API 2.0 CSV line (every value quoted).
 
     SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping; it takes at
-    most 126 values, so wide records are formatted in chunks.
+    most 126 values, so wide records are formatted in chunks. A formula field (fast_fields' formulas_too) is
+    computed by the formulas module's SQL function, from the columns of `obj`, as of `today`.
     """
     chunks = []
     for i in range(0, len(fields), 100):
@@ -1268,6 +1258,12 @@ def csv_sql(fields: list[FieldDef], delimiter: str) -> str:
         args = []
         for f in part:
             c = _q(f.name)
-            args.append(f"CASE WHEN {c} THEN 'true' ELSE 'false' END" if f.type == "boolean" else f"coalesce({c}, '')")
+            if f.formula is not None:
+                assert obj is not None and today is not None, "a formula field needs its object and today"
+                args.append(f"coalesce({formulas.csv_text_sql(f, obj, today)}, '')")
+            elif f.type == "boolean":
+                args.append(f"CASE WHEN {c} THEN 'true' ELSE 'false' END")
+            else:
+                args.append(f"coalesce({c}, '')")
         chunks.append(f"format({_lit(template)}, {', '.join(args)})")
     return f" || {_lit(delimiter)} || ".join(chunks)

@@ -1060,8 +1060,8 @@ class Server:
         stall = request.get("stall_after")
         sent = 0
 
-        fast = fast_fields(plan)
-        csv_expr = csv_sql(fast, delim) if fast is not None else ""
+        fast = fast_fields(plan, formulas_too=True)
+        csv_expr = csv_sql(fast, delim, plan.obj, ctx.today) if fast is not None else ""
         header_line = (delim.join('"' + h.replace('"', '""') + '"' for h in header) + ending).encode()
         ending_bytes = ending.encode()
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sforg import formulas
 from sforg.schema import FieldDef, ObjectDef
 
 INTERNAL = ("_deleted_at", "_blob", "_sha256")
@@ -67,6 +68,7 @@ class Store:
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("PRAGMA cache_size=-65536")
             c.execute("PRAGMA temp_store=MEMORY")
+            formulas.register(c)
             self._local.conn = c
         return c
 

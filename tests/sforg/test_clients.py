@@ -150,6 +150,26 @@ def test_bulk2_query_pages_match_truth(sf: Any, admin: Admin) -> None:
         assert row["Account.Name"] == (parent["Name"] if parent else "")
 
 
+def test_bulk2_formula_fields_match_truth(sf: Any, admin: Admin) -> None:
+    """Formula fields are computed inside the SQL that renders the CSV lines (by the same Python as the ground
+    truth's): every cell is the truth's value as csv.writer writes it, an empty cell for a null."""
+    admin.update("Invoice__c", n=1, values={"Amount__c": None})
+    admin.update("Invoice__c", n=1, values={"Tax_Rate__c": None, "Amount__c": 123.45})
+    admin.update("Case", n=1, values={"Subject": "formula"})
+    truth = admin.ground_truth(["Invoice__c", "Case"])["objects"]
+    for obj, field, other in (("Invoice__c", "Total_With_Tax__c", "Name"), ("Case", "Days_Open__c", "Subject")):
+        # the formula between plain columns, so each is placed by SQL's format() among the others
+        pages = getattr(sf.bulk2, obj).query(f"SELECT Id, {field}, {other} FROM {obj}", wait=0.05)
+        rows = [row for page in pages for row in csv.DictReader(io.StringIO(page))]
+        assert len(rows) == len(truth[obj])
+        cells = {row["Id"]: row[field] for row in rows}
+        expected = {rid: "" if rec[field] is None else str(rec[field]) for rid, rec in truth[obj].items()}
+        assert cells == expected
+        assert any(v == "" for v in cells.values()) == (obj == "Invoice__c")  # a null Amount__c: no total
+        assert all(v == "" or float(v) == round(float(v), 2) for v in cells.values())
+        assert {row[other] for row in rows} == {rec[other] or "" for rec in truth[obj].values()}
+
+
 def test_bulk2_query_all_and_csv_quoting(sf: Any, admin: Admin) -> None:
     admin.update("Account", n=1, values={"Name": 'Quote "this", please\nnow'})
     pages = list(sf.bulk2.Account.query_all("SELECT Id, Name, IsDeleted FROM Account", wait=0.05))
