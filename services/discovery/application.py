@@ -58,6 +58,7 @@ class OrgSession(Protocol):
     ) -> dict[str, adapters.Fetched | adapters.DescribeFailed]: ...
     def check_access(self) -> list[str]: ...
     def live_ids(self, object_name: str) -> set[str]: ...
+    def record_counts(self, names: Sequence[str]) -> dict[str, int]: ...
 
 
 Connector = Callable[[d.Connection], OrgSession]  # logs in; raises the salesforce module's errors
@@ -431,7 +432,8 @@ class Planner:
             done_jobs = await self.store.completed_jobs(previous.session_id, COMPLETED_OUTCOMES)
             completed = {o.name for o in prev_schema.objects if d.data_job_id(o.name) in done_jobs}
         resolution = d.resolve(policy, global_objects, describes, prev_schema, unreadable, completed)
-        planned = d.plan_jobs(policy, resolution.schema)
+        counts = await asyncio.to_thread(session.record_counts, [o.name for o in resolution.schema.in_scope()])
+        planned = d.plan_jobs(policy, resolution.schema, counts)
         initial = previous is None
         budget = d.split_budget(policy, len(planned), session.api_calls)
         stall = d.stall_timeout(policy, request.stall_timeout.ToTimedelta())

@@ -586,8 +586,16 @@ def data_job_id(object_name: str) -> str:
     return f"data-{object_name}"
 
 
-def plan_jobs(policy: Policy, schema: Schema) -> list[PlannedJob]:
-    """A metadata job, a file job, then one data job per object in scope (in name order)."""
+def largest_first(names: Iterable[str], counts: Mapping[str, int]) -> list[str]:
+    """Object names in the order their data jobs should start: most records first (the longest jobs start
+    first, so the session does not end with one large object read alone while the other workers idle), then
+    by name; an object whose count is unknown counts as empty."""
+    return sorted(names, key=lambda name: (-max(counts.get(name, 0), 0), name))
+
+
+def plan_jobs(policy: Policy, schema: Schema, counts: Mapping[str, int] | None = None) -> list[PlannedJob]:
+    """A metadata job, a file job, then one data job per object in scope: largest first by `counts` (the
+    org's approximate record counts; largest_first), in name order without them."""
     jobs: list[PlannedJob] = []
     if policy.metadata:
         jobs.append(PlannedMetadataJob("metadata"))
@@ -606,7 +614,9 @@ def plan_jobs(policy: Policy, schema: Schema) -> list[PlannedJob]:
                     documents="Document" in readable,
                 )
             )
-    for obj in schema.in_scope():
+    objects = {o.name: o for o in schema.in_scope()}
+    for name in largest_first(objects, counts or {}):
+        obj = objects[name]
         fields = obj.query_fields()
         names = {f.info.name for f in fields}
         if obj.full:

@@ -146,6 +146,19 @@ def test_plan_jobs_and_flags() -> None:
     ]
 
 
+def test_data_jobs_start_largest_first() -> None:
+    p = policy(files=False, metadata=False)
+    res = session(p, {"Account": (), "Contact": (), "Lead": (), "Case": ()})
+    counts = {"Account": 10, "Contact": 500, "Lead": 10, "Gadget__c": 10**9}  # Case: unknown
+    assert [j.job_id for j in d.plan_jobs(p, res.schema, counts)] == [
+        "data-Contact",
+        "data-Account",
+        "data-Lead",
+        "data-Case",
+    ]
+    assert d.largest_first(["b", "a", "c"], {"c": -1}) == ["a", "b", "c"]  # no counts: name order
+
+
 def test_budget_split() -> None:
     assert d.split_budget(policy(), 5, 10) == d.Budget(0, 50)
     assert d.split_budget(policy(per_run_cap=1000, daily_share_percent=80), 4, 200) == d.Budget(200, 20)

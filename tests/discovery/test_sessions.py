@@ -44,7 +44,15 @@ async def test_initial_session_plans_every_job(
     assert planned[:2] == ["metadata", "files"]
     assert "data-Account" in planned and "data-Invoice__c" in planned and "data-Task" not in planned
 
-    specs = by_id(await running.job_specs("s1"))
+    # largest first (the org's record counts), so no large object is left to be read alone at the end
+    data_jobs = [j for j in planned if j.startswith("data-")]
+    truth = Admin(org).ground_truth([j.removeprefix("data-") for j in data_jobs], values=False)["objects"]
+    sizes = [len(truth[j.removeprefix("data-")]) for j in data_jobs]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+    enqueued = await running.job_specs("s1")
+    assert [s.job_id for s in enqueued if s.job_id.startswith("data-")] == data_jobs
+
+    specs = by_id(enqueued)
     assert set(specs) == set(planned)
     account = specs["data-Account"]
     assert account.type == ev.JOB_TYPE_DATA and account.object_name == "Account"
