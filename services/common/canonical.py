@@ -392,6 +392,16 @@ def _legacy_dumps(value: dict[str, Any], position: int) -> bytes:
         raise InvalidArgument(f"record {position}: {exc}") from None
 
 
+# JSON's escape of NUL, \u0000, where it is one: after an even number of backslashes (escaped backslashes) or none.
+# After an odd number it is text: an escaped backslash, then "u0000" (the text \u0000), which is kept.
+ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def strip_escaped_nul(json_text: bytes) -> bytes:
+    """JSON text without its NUL characters (each escape of one removed, nothing else changed)."""
+    return ESCAPED_NUL.sub(rb"\1", json_text)
+
+
 def content_hash(core_json: bytes) -> bytes:
     # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
     return hashlib.blake2b(core_json, digest_size=16).digest()
@@ -585,9 +595,9 @@ class RecordCanonicalizer:
             return None
         # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
         if b"\\u0000" in core_json:
-            core_json = core_json.replace(b"\\u0000", b"")
+            core_json = strip_escaped_nul(core_json)
         if b"\\u0000" in rest:
-            rest = rest.replace(b"\\u0000", b"")
+            rest = strip_escaped_nul(rest)
         return _new_parts(CanonicalParts, (rid, core_json, rest, modstamp, deleted))
 
     def compile_rows(

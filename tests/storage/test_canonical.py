@@ -217,8 +217,9 @@ async def test_errors_describe_misplaced_values_and_never_quote_them(harness: Ha
         (lambda c: replace(c, record_id=c.record_id + "\n" + c.record_id), "18-character Id"),
         (lambda c: replace(c, values=c.values.replace(b"Acme", b"Ac\xffme")), "not a canonical JSON object"),
         (lambda c: replace(c, system_modstamp="\u0662" + c.system_modstamp[1:]), "system_modstamp"),
+        (lambda c: replace(c, values=c.values.replace(b"Acme", b"Ac\\\\\\u0000me")), "not a canonical JSON object"),
     ],
-    ids=["newline-in-id", "not-utf8", "arabic-digit"],
+    ids=["newline-in-id", "not-utf8", "arabic-digit", "escaped-nul"],
 )
 async def test_what_would_break_postgresql_is_refused_at_the_door(
     harness: Harness, broken: object, message: str
@@ -261,13 +262,14 @@ async def test_first_versions_from_columns_are_the_rows_records_would_write(harn
         account(2, IsDeleted=True),
         json.dumps({"Id": sf_id("001", 9), "Name": "no modstamp"}).encode(),  # no other values: "{}"
         account(7, "ünïcödé ✓", SystemModstamp="2025-01-01T00:00:00.123Z"),
+        account(3, "the text \\u0000 is kept, a NUL \x00 is not"),
     ]  # not in Id order
     got = await s.put_records(raw_org, "raw", "j1", 1, "Account", raw)
     chunk = [canon(r) for r in raw]
     first = await s.put_canonical(
         canon_org, "canon", "j1", 1, "Account", columns(chunk) if by_column else chunk, CANONICAL_RULES, False
     )
-    assert first.counts.new_versions == got.counts.new_versions == 4  # type: ignore[attr-defined]
+    assert first.counts.new_versions == got.counts.new_versions == 5  # type: ignore[attr-defined]
     assert first.counts.bytes == got.counts.bytes  # type: ignore[attr-defined]
 
     async def rows(org: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
@@ -287,12 +289,13 @@ async def test_first_versions_from_columns_are_the_rows_records_would_write(harn
 
     assert await rows(canon_org) == await rows(raw_org)
     versions, _heads = await rows(canon_org)
-    assert [v[0] for v in versions] == sorted(sf_id("001", n) for n in (2, 5, 7, 9))
-    assert versions[0][2] == 1 and versions[3][1] is None  # soft-deleted; NULL modstamp, not the empty text
-    assert "backslash \\\\ tab-free\\nnewline" in versions[1][4]
+    assert [v[0] for v in versions] == sorted(sf_id("001", n) for n in (2, 3, 5, 7, 9))
+    assert versions[0][2] == 1 and versions[4][1] is None  # soft-deleted; NULL modstamp, not the empty text
+    assert "backslash \\\\ tab-free\\nnewline" in versions[2][4]
+    assert json.loads(versions[1][4])["Name"] == "the text \\u0000 is kept, a NUL  is not"
     # a second read of the same records through the columns changes nothing
     again = await s.put_canonical(canon_org, "canon", "j1", 2, "Account", columns(chunk), CANONICAL_RULES, False)
-    assert again.counts.unchanged == 4  # type: ignore[attr-defined]
+    assert again.counts.unchanged == 5  # type: ignore[attr-defined]
 
 
 async def test_overlapping_canonical_chunks_at_once_store_each_record_once(harness: Harness) -> None:

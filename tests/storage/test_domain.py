@@ -187,6 +187,17 @@ def test_nul_characters_are_dropped() -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    ["\\u0000", "a\\u0000b\x00", "\\\x00", "\\\\u0000", "\x00\\u0000\x00", "\\\\\x00u0000", "\\"],
+    ids=["text", "text-and-nul", "backslash-nul", "two-backslashes", "nul-text-nul", "backslashes-nul-u", "backslash"],
+)
+def test_nul_characters_are_dropped_and_nothing_else(text: str) -> None:
+    # the text \u0000 (a backslash, then u0000) is written as \\u0000: not an escaped NUL, kept as it is
+    values = json.loads(canon({**BASE, "Name": text}).values_json)
+    assert values["Name"] == text.replace("\x00", "")
+
+
+@pytest.mark.parametrize(
     ("record", "message"),
     [
         ({**BASE, "Bogus__c": 1}, "not a field of Account"),
