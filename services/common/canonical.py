@@ -719,25 +719,44 @@ class CanonicalColumnsIn(Protocol):
 
 def split_columns(c: CanonicalColumnsIn) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
     """(Ids, values, other values, modstamps, deleted flags) of canonical columns whose lines all line up."""
-    count = c.record_ids.count(b"\n")
-    lines: list[list[bytes]] = []
-    for name in ("record_ids", "values", "other_values", "system_modstamps"):
-        column: bytes = getattr(c, name)
-        found = column.count(b"\n")
-        if found != count or column[-1:] not in (b"\n", b""):
+    return split_column_texts(c)[:5]  # type: ignore[return-value]
+
+
+def split_column_texts(
+    c: CanonicalColumnsIn,
+) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes, bytes, bytes]:
+    """split_columns, then the values' and the other values' columns as they were read (each record a line
+    ending in a newline): each column is read once (a protobuf bytes field is copied at every read) and the
+    large ones are split without being counted or sliced first."""
+    columns = {
+        "record_ids": c.record_ids,
+        "values": c.values,
+        "other_values": c.other_values,
+        "system_modstamps": c.system_modstamps,
+    }
+    count = columns["record_ids"].count(b"\n")
+    lines: dict[str, list[bytes]] = {}
+    for name, column in columns.items():
+        if name in ("values", "other_values"):
+            split = column.split(b"\n")  # count + 1 pieces, the last one empty, when every line ends in a newline
+            found, last = len(split) - 1, split.pop()
+            lines[name] = split
+        else:  # decoded and split as text below
+            found, last = column.count(b"\n"), column[-1:].strip(b"\n")
+        if found != count or last:
             raise InvalidArgument(
-                f"canonical_columns.{name} has {found} lines ending in a newline, record_ids {count}: each record"
-                " is one line of every column (a raw newline inside a value breaks this)"
+                f"canonical_columns.{name} has {found} lines ending in a newline, record_ids {count}: each"
+                " record is one line of every column (a raw newline inside a value breaks this)"
             )
-        lines.append(column[:-1].split(b"\n") if count else [])
-    if len(c.deleted) != count or c.deleted.translate(None, b"\x00\x01"):
+    deleted = c.deleted
+    if len(deleted) != count or deleted.translate(None, b"\x00\x01"):
         raise InvalidArgument(f"canonical_columns.deleted must be {count} bytes, each 0 or 1")
     try:
-        ids = c.record_ids.decode("ascii")[:-1].split("\n") if count else []
-        modstamps = c.system_modstamps.decode("ascii")[:-1].split("\n") if count else []
+        ids = columns["record_ids"].decode("ascii")[:-1].split("\n") if count else []
+        modstamps = columns["system_modstamps"].decode("ascii")[:-1].split("\n") if count else []
     except UnicodeDecodeError:
         raise InvalidArgument("canonical_columns: record_ids and system_modstamps are ASCII") from None
-    return ids, lines[1], lines[2], modstamps, c.deleted
+    return ids, lines["values"], lines["other_values"], modstamps, deleted, columns["values"], columns["other_values"]
 
 
 def join_values(values: bytes, other_values: bytes) -> bytes:

@@ -22,7 +22,7 @@ from services.common.canonical import (
     CanonicalColumnsIn,
     content_hash,
     join_values,
-    split_columns,
+    split_column_texts,
 )
 from services.storage.domain import (
     CANONICAL_RULES,
@@ -67,17 +67,16 @@ class Unavailable(StorageError):
     """The write committed but its ChunkUploaded could not be published; retrying the call is safe."""
 
 
-Columns = tuple[Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int]]
-
-
-def _columns(records: Sequence[CanonicalIn] | CanonicalColumnsIn) -> Columns:
-    """(Ids, values, other values, modstamps, deleted flags) of canonical records in either form."""
-    if isinstance(records, CanonicalColumnsIn):
-        return split_columns(records)
-    if not records:
-        return [], [], [], [], []
-    rows = [(r.record_id, r.values, r.other_values, r.system_modstamp, r.deleted) for r in records]
-    return zip(*rows, strict=True)  # type: ignore[return-value]
+def _message_columns(records: Sequence[CanonicalIn]) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
+    """(Ids, values, other values, modstamps, deleted flags) of canonical records sent one message each, as
+    split_columns gives them for records sent column by column."""
+    return (
+        [r.record_id for r in records],
+        [r.values for r in records],
+        [r.other_values for r in records],
+        [r.system_modstamp for r in records],
+        bytes(bool(r.deleted) for r in records),
+    )
 
 
 _make_record = functools.partial(tuple.__new__, CanonicalRecord)  # a NamedTuple's own __new__ is a Python call
@@ -120,13 +119,19 @@ def _ids_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(f"(?:{head}[A-Z0-5]{{3}}\\n)*")
 
 
+def _lines(parts: list[bytes]) -> bytes:
+    """Each part a line ending in a newline."""
+    return b"\n".join(parts) + b"\n" if parts else b""
+
+
 def _json_objects(lines: bytes, count: int, *, lines_counted: bool = False) -> bool:
-    """`lines` is `count` JSON objects, one per line, none holding a raw newline, carriage return or tab, or
-    an escaped NUL (what would break a COPY row). `lines_counted`: it is known to hold count - 1 newlines."""
+    """`lines` is `count` JSON objects, each a line ending in a newline, none holding a raw newline, carriage
+    return or tab, or an escaped NUL (what would break a COPY row). `lines_counted`: it is known to hold count
+    newlines, the last one at its end."""
     return (
         lines[:1] == b"{"
-        and lines[-1:] == b"}"
-        and (lines_counted or lines.count(b"\n") == count - 1)
+        and lines[-2:] == b"}\n"
+        and (lines_counted or lines.count(b"\n") == count)
         and lines.count(b"}\n{") == count - 1
         and b"\r" not in lines
         and b"\t" not in lines
@@ -339,13 +344,16 @@ class Storage:
         every = self.canonical_check_every
 
         def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], PreparedColumns]:
-            ids, cores, others, modstamps, flags = _columns(records)
+            if isinstance(records, CanonicalColumnsIn):  # the texts as sent, their lines counted
+                ids, cores, others, modstamps, flags, cores_text, others_text = split_column_texts(records)
+            else:
+                ids, cores, others, modstamps, flags = _message_columns(records)
+                cores_text, others_text = _lines(cores), _lines(others)
             if not ids:
                 return ChunkDigest().digest(), [], ([], [], [], [], [], [], [])
             # validated chunk by chunk at C speed: each check below fails for the whole chunk, then the record
             # at fault is looked for (only then is the cost per record paid)
             ids_text = "\n".join(ids)
-            cores_text, others_text = b"\n".join(cores), b"\n".join(others)
             modstamps_text = "\n".join(modstamps)
             id_pattern = _ids_pattern(prefix)
             if ids_text.count("\n") != len(ids) - 1 or not id_pattern.fullmatch(ids_text + "\n"):
@@ -357,14 +365,14 @@ class Storage:
                             " Id (checksum in upper case)"
                             + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
                         )
-            counted = isinstance(records, CanonicalColumnsIn)  # split_columns counted each column's lines
+            counted = isinstance(records, CanonicalColumnsIn)  # split_column_texts counted each column's lines
             if not (
                 _json_objects(cores_text, len(ids), lines_counted=counted)
                 and _json_objects(others_text, len(ids), lines_counted=counted)
                 and _utf8(cores_text, others_text)
             ):
                 for i, parts in enumerate(zip(cores, others, strict=True)):
-                    if not all(_json_objects(part, 1) and _utf8(part) for part in parts):
+                    if not all(_json_objects(part + b"\n", 1) and _utf8(part) for part in parts):
                         raise InvalidArgument(f"record {i} ({ids[i]}): its values are not a canonical JSON object")
             if not _MODSTAMPS.fullmatch(modstamps_text + "\n"):
                 for i, modstamp in enumerate(modstamps):
@@ -386,7 +394,7 @@ class Storage:
                 modstamps_text,
                 b"".join(hashes),
                 bytes(flags),
-                others_text,
+                memoryview(others_text)[:-1],  # without its last newline, as the digest always was
             )
             columns = (ids, cores, others, modstamps, flags, hashes, fps)
             return digest.digest(), list(zip(ids, fps, strict=True)), columns

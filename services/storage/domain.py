@@ -147,7 +147,7 @@ class ChunkDigest:
 
     _h: Any = field(default_factory=lambda: hashlib.blake2b(digest_size=16))
 
-    def update(self, *parts: bytes | str) -> None:
+    def update(self, *parts: bytes | str | memoryview) -> None:
         for p in parts:
             b = p.encode() if isinstance(p, str) else p
             self._h.update(len(b).to_bytes(8, "big"))
