@@ -20,11 +20,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
+import xxhash
 
 from services.common.errors import InvalidArgument
 
-# the version of the rules below; a change of what they produce for any input is a new version
-CANONICAL_RULES = 1
+# the version of the rules below; a change of what they produce for any input is a new version. Rules 1 hashed
+# with BLAKE2b-128; rules 2 (the same canonical text) with XXH3-128, a tenth of its CPU. Storage keeps the rules of
+# each head's hash, and compares a record with a head of older rules by that head's rules (legacy_hash).
+CANONICAL_RULES = 2
 
 
 class Deleted(enum.IntEnum):
@@ -402,8 +405,13 @@ def strip_escaped_nul(json_text: bytes) -> bytes:
     return ESCAPED_NUL.sub(rb"\1", json_text)
 
 
-def content_hash(core_json: bytes) -> bytes:
-    # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow
+# 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow. XXH3-128: what
+# rsync checks transfers with; well distributed (SMHasher), a hash of a 1 KiB record in a tenth of BLAKE2b's time.
+content_hash: Callable[[bytes], bytes] = xxhash.xxh3_128_digest
+
+
+def legacy_content_hash(core_json: bytes) -> bytes:
+    """The content hash of rules 1 (BLAKE2b-128), of the same canonical text."""
     return hashlib.blake2b(core_json, digest_size=16).digest()
 
 
@@ -545,6 +553,14 @@ class RecordCanonicalizer:
         rid, core_json, rest_json, modstamp, deleted = done
         stored = join_values(core_json, rest_json)
         return CanonicalRecord(rid, stored, content_hash(core_json), modstamp, deleted, raw_hash)
+
+    def legacy_hash(self, data: bytes) -> bytes:
+        """The rules-1 hash of a canonical record's stored JSON (`data`: its values, then the others): its
+        hashed values written again by the reference (the json module), whose text is the one rules 1 hashed.
+        For comparing a record with a head stored under rules 1; that costs a parse, once per such head."""
+        values = json.loads(data)
+        core = {name: values[name] for name, _fn in self._core if name in values}
+        return legacy_content_hash(_legacy_encode(core).encode())
 
     def parts(self, obj: Mapping[str, Any], position: int = 0) -> CanonicalParts:
         """The canonical parts of a record already parsed (by the json module, or typed from Bulk CSV as the json

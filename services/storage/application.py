@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import xxhash
+
 from services.common import telemetry
 from services.common.canonical import (
     ESCAPED_NUL,
@@ -151,7 +153,11 @@ def _utf8(*texts: bytes) -> bool:
 
 
 def _canonical_print(mark: bytes) -> bytes:
-    return hashlib.blake2b(mark, digest_size=16, person=b"sfvault-canon").digest()
+    # seeded: never equal to a content hash or a raw record's fingerprint of the same bytes
+    return xxhash.xxh3_128_digest(mark, seed=_CANONICAL_PRINT_SEED)
+
+
+_CANONICAL_PRINT_SEED = 0x5F7A_0C4E  # "sfvault-canon"
 
 
 class ChunkPublisher(Protocol):
@@ -316,7 +322,7 @@ class Storage:
             return await asyncio.to_thread(run)
 
         digest, prints = await asyncio.to_thread(fingerprints)
-        return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize)
+        return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize, canonicalizer)
 
     async def put_canonical(
         self,
@@ -427,7 +433,9 @@ class Storage:
             await asyncio.to_thread(lambda: spot_check(_canonical_records(columns, sample), sample))
             return columns
 
-        return await self._store_records(job, ref, seq, count, digest, prints, canonicalize, first_versions)
+        return await self._store_records(
+            job, ref, seq, count, digest, prints, canonicalize, canonicalizer, first_versions
+        )
 
     async def _records_job(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int
@@ -448,9 +456,14 @@ class Storage:
         digest: bytes,
         prints: list[tuple[str | None, bytes]],
         canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
+        canonicalizer: RecordCanonicalizer,
         first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
     ) -> ChunkOutcome:
         """One records chunk in one transaction (PostgresStore.put_records), then its ChunkUploaded."""
+
+        async def legacy_hashes(records: list[CanonicalRecord]) -> list[bytes]:
+            return await asyncio.to_thread(lambda: [canonicalizer.legacy_hash(r.data) for r in records])
+
         with telemetry.chunk_transaction(
             "put_records",
             session_id=job.session_id,
@@ -459,7 +472,9 @@ class Storage:
             records=count,
             chunk_seq=seq,
         ) as chunk:
-            outcome = await self.store.put_records(job, ref, seq, digest, prints, canonicalize, first_versions)
+            outcome = await self.store.put_records(
+                job, ref, seq, digest, prints, canonicalize, first_versions, legacy_hashes
+            )
             chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 

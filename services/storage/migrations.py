@@ -176,4 +176,15 @@ ALTER TABLE record_versions ALTER COLUMN data SET STATISTICS 0, ALTER COLUMN has
 ALTER TABLE record_head ALTER COLUMN hash SET STATISTICS 0, ALTER COLUMN raw_hash SET STATISTICS 0;
 """
 
-MIGRATIONS: list[str] = [V1, V2]
+# Version 3: the canonical rules of each head's hash (CANONICAL_RULES; rules 2 hash with XXH3-128 instead of
+# BLAKE2b). The heads already stored were hashed under rules 1; a head written from now on under rules 2 (its
+# default; a later rules version sets it again). A record compared with a rules-1 head is compared by rules 1
+# (its legacy hash), and the head takes the rules-2 hash then: the upgrade writes no version for unchanged
+# records. Catalog-only (a constant default): instant on a database that already holds data.
+V3 = """
+SET LOCAL lock_timeout = '10s';
+ALTER TABLE record_head ADD COLUMN rules smallint NOT NULL DEFAULT 1;
+ALTER TABLE record_head ALTER COLUMN rules SET DEFAULT 2;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3]

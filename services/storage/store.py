@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.common import db
 from services.storage.domain import (
+    CANONICAL_RULES,
     CanonicalRecord,
     Counts,
     Deleted,
@@ -426,6 +427,7 @@ class PostgresStore:
         fingerprints: Sequence[tuple[str | None, bytes]],
         canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
         first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
+        legacy_hashes: Callable[[list[CanonicalRecord]], Awaitable[list[bytes]]] | None = None,
     ) -> ChunkOutcome:
         """Stores a chunk in one transaction.
 
@@ -441,6 +443,10 @@ class PostgresStore:
            the head upserted where the hash or deleted state differs; its RETURNING says which records need a
            version.
         3. Only those versions are COPied into record_versions.
+
+        A head whose hash was made under rules 1 (before CANONICAL_RULES 2) is compared by rules 1 first
+        (`legacy_hashes` of the records, by their stored JSON): an equal one takes the record's hash of these
+        rules, unchanged (no version); a different one is a change like any other.
         """
         received = len(fingerprints)
         async with self.pool.connection() as conn, conn.transaction():
@@ -448,7 +454,9 @@ class PostgresStore:
             if stored is not None:
                 return ChunkOutcome(stored, True)
             last, unguessed, repeated = _positions(fingerprints)
-            heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
+            heads, legacy = (
+                await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else ({}, set())
+            )
             if first_versions is not None and last and not heads and not unguessed and len(last) == received:
                 inserted = await self._insert_first_versions(conn, job, target, await first_versions())
                 if inserted is not None:
@@ -472,6 +480,11 @@ class PostgresStore:
                 written = inserted
                 transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
             elif records:
+                older = sorted((r for rid, r in records.items() if rid in legacy), key=lambda r: r.record_id)
+                if older:
+                    if legacy_hashes is None:
+                        raise AssertionError("a chunk compared with rules-1 heads needs their legacy hashes")
+                    await self._adopt_rules(conn, job, target, older, await legacy_hashes(older))
                 transitions = await self._upsert_heads(conn, job, target, records)
                 await self._at("records.after_head")
                 if transitions:
@@ -520,10 +533,35 @@ class PostgresStore:
         return ChunkOutcome(result, False)
 
     @staticmethod
+    async def _adopt_rules(
+        conn: psycopg.AsyncConnection[Any],
+        job: JobRef,
+        target: SchemaRef,
+        records: Sequence[CanonicalRecord],
+        legacy: Sequence[bytes],
+    ) -> None:
+        """The rules-1 heads of these records (in Id order) whose hash equals the record's rules-1 hash take its
+        hash of these rules: their content is unchanged, and the upsert that follows compares by these rules."""
+        await conn.execute(
+            f"UPDATE {S}.record_head h SET hash = u.hash, rules = %s"
+            " FROM unnest(%s::text[], %s::bytea[], %s::bytea[]) AS u(id, old, hash)"
+            " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id AND h.rules = 1 AND h.hash = u.old",
+            (
+                CANONICAL_RULES,
+                [r.record_id for r in records],
+                list(legacy),
+                [r.hash for r in records],
+                job.org_key,
+                target.object_key,
+            ),
+        )
+
+    @staticmethod
     async def _head_fingerprints(
         conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Collection[str]
-    ) -> dict[str, bytes | None]:
-        """{record Id: raw_hash} of the Ids that have a head.
+    ) -> tuple[dict[str, bytes | None], set[str]]:
+        """({record Id: raw_hash} of the Ids that have a head, the Ids among them whose head was hashed under
+        rules 1).
 
         First the heads between the smallest and the largest Id, up to twice as many as there are Ids: an
         initial load sends Ids in ranges no head covers yet (none), a re-read of a whole object sends them in
@@ -536,21 +574,24 @@ class PostgresStore:
         joined = ",".join(ids)
         cur = await conn.execute(
             "WITH ids AS (SELECT unnest(string_to_array(%s, ',')) AS id)"
-            f" SELECT record_id, raw_hash FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
+            f" SELECT record_id, raw_hash, rules FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
             "  AND record_id BETWEEN (SELECT min(id) FROM ids) AND (SELECT max(id) FROM ids) LIMIT %s",
             (joined, org_key, object_key, 2 * len(ids) + 1),
         )
-        around = await cur.fetchall()
-        if len(around) <= 2 * len(ids):
+        rows = await cur.fetchall()
+        if len(rows) <= 2 * len(ids):
             wanted = ids if isinstance(ids, set | dict) else set(ids)
-            return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in around if r[0] in wanted}
-        cur = await conn.execute(
-            f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
-            f" SELECT raw_hash FROM {S}.record_head h"
-            "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
-            (joined, org_key, object_key),
-        )
-        return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in await cur.fetchall()}
+            rows = [r for r in rows if r[0] in wanted]
+        else:
+            cur = await conn.execute(
+                f"SELECT u.id, h.raw_hash, h.rules FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
+                f" SELECT raw_hash, rules FROM {S}.record_head h"
+                "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
+                (joined, org_key, object_key),
+            )
+            rows = await cur.fetchall()
+        fingerprints = {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in rows}
+        return fingerprints, {r[0] for r in rows if r[2] == 1}
 
     async def _insert_fresh(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
@@ -624,7 +665,7 @@ class PostgresStore:
             " system_modstamp, raw_hash, changed_at)"
             " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, raw_hash, now() FROM incoming"
             ' ORDER BY record_id COLLATE "C"'
-            " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
+            " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash, rules = EXCLUDED.rules,"
             " deleted = EXCLUDED.deleted, versions = h.versions + 1,"
             " system_modstamp = EXCLUDED.system_modstamp, raw_hash = EXCLUDED.raw_hash,"
             " changed_at = EXCLUDED.changed_at"
@@ -683,7 +724,7 @@ class PostgresStore:
             stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
-            known = set(await self._head_fingerprints(conn, job.org_key, object_key, ids))
+            known = set((await self._head_fingerprints(conn, job.org_key, object_key, ids))[0])
             # joined with the Ids (one primary-key probe each), not `record_id = ANY(array)`: see _head_fingerprints
             cur = await conn.execute(
                 f"UPDATE {S}.record_head h SET deleted = %s, versions = h.versions + 1, raw_hash = NULL,"

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.common.canonical import CanonicalParts, Deleted, split_columns
+from services.common.canonical import CANONICAL_RULES, CanonicalParts, Deleted, split_columns
 from services.jobrunner.storage_client import StorageClient, fill_columns
 
 PARTS = [
@@ -56,10 +56,10 @@ def test_the_list_is_emptied_and_a_retry_resends_the_whole_chunk(monkeypatch: An
     try:
         client.stub = FlakyStub()  # type: ignore[assignment]
         records = list(PARTS)
-        result = client.put_records("00D000000000001AAA", "s", "j", 1, "Account", records, rules=1)
+        result = client.put_records("00D000000000001AAA", "s", "j", 1, "Account", records, rules=CANONICAL_RULES)
         assert records == []  # not held twice while it travels
         first, second = client.stub.requests  # type: ignore[attr-defined]
         assert first == second and result.counts.received == 2
-        assert second.canonical_rules == 1 and second.canonical_columns.deleted == b"\x00\x01"
+        assert second.canonical_rules == CANONICAL_RULES and second.canonical_columns.deleted == b"\x00\x01"
     finally:
         client.close()

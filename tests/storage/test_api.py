@@ -16,6 +16,7 @@ from sfvault.storage.v1 import storage_pb2_grpc
 from services.common import events
 from services.common.auth import aio_channel
 from services.common.bus import Bus, BusConfig
+from services.common.canonical import CANONICAL_RULES
 from services.storage import config, service
 from tests.auth import AUTH_KEY, token
 from tests.storage.conftest import DATA, FILE, ORG, account, sf_id
@@ -188,14 +189,16 @@ async def test_bad_input_gets_a_precise_status_never_internal(stub: storage_pb2_
         (stub.PutRecords(put(session_id="a.b")), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.PutRecords(put(object_name="Bad Name")), grpc.StatusCode.INVALID_ARGUMENT),
         (  # raw records and canonical columns in one request
-            stub.PutRecords(put(canonical_columns=pb.CanonicalColumns(record_ids=b"x\n"), canonical_rules=1)),
+            stub.PutRecords(
+                put(canonical_columns=pb.CanonicalColumns(record_ids=b"x\n"), canonical_rules=CANONICAL_RULES)
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (  # columns whose lines do not line up
             stub.PutRecords(
                 put(
                     records=[],
-                    canonical_rules=1,
+                    canonical_rules=CANONICAL_RULES,
                     canonical_columns=pb.CanonicalColumns(
                         record_ids=sf_id("001", 1).encode() + b"\n", values=b"{}\n{}\n", deleted=b"\x00"
                     ),

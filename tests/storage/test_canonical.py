@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer
+from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer, content_hash, legacy_content_hash
 from services.storage.api import _status
 from services.storage.application import Storage
 from services.storage.domain import FailedPrecondition, InvalidArgument
@@ -316,3 +316,53 @@ async def test_overlapping_canonical_chunks_at_once_store_each_record_once(harne
     assert sum(c.changed for c in counts) == len(ids) // 2  # the odd ones differ, whichever chunk came first
     assert await harness.count("record_head") == len(ids)
     assert await harness.count("record_versions") == len(ids) + len(ids) // 2
+
+
+@pytest.mark.parametrize("form", ["raw", "messages", "columns"])
+async def test_heads_hashed_under_rules_1_are_compared_by_rules_1(harness: Harness, form: str) -> None:
+    # a database of rules 1 (BLAKE2b hashes) read again under rules 2 (XXH3): an unchanged record gets no
+    # version, its head takes the new hash; a changed or deleted one gets its version as always
+    s = harness.storage
+    s.canonical_check_every = 1
+    org = random_org()
+    await data_job(s, org=org, session="s1")
+    raw = [account(n, f"Name {n}", AnnualRevenue=n * 1.5) for n in range(1, 5)]
+    await s.put_records(org, "s1", "j1", 1, "Account", raw)
+    cores = {json.loads(r)["Id"]: RecordCanonicalizer(ACCOUNT).parts(json.loads(r)).values for r in raw}
+    async with harness.store.pool.connection() as conn:
+        default = await conn.execute(
+            "SELECT column_default FROM information_schema.columns"
+            " WHERE table_schema = 'storage' AND table_name = 'record_head' AND column_name = 'rules'"
+        )
+        assert (await default.fetchone()) == (str(CANONICAL_RULES),)  # new heads: the rules of this storage
+        for rid, core in cores.items():  # as rules 1 left them
+            await conn.execute(
+                "UPDATE storage.record_head SET rules = 1, hash = %s, raw_hash = %s WHERE record_id = %s",
+                (legacy_content_hash(core), b"rules-1 print", rid),
+            )
+    again = [
+        raw[0],
+        account(2, "Name 2", AnnualRevenue=3.0),  # the same values, written otherwise
+        account(3, "Renamed"),
+        account(4, "Name 4", AnnualRevenue=6.0, IsDeleted=True),
+    ]
+    await data_job(s, org=org, session="s2")
+    if form == "raw":
+        result = await s.put_records(org, "s2", "j1", 1, "Account", again)
+    else:
+        chunk = [canon(r) for r in again]
+        records = columns(chunk) if form == "columns" else chunk
+        result = await s.put_canonical(org, "s2", "j1", 1, "Account", records, CANONICAL_RULES, False)
+    counts = result.counts  # type: ignore[attr-defined]
+    assert (counts.unchanged, counts.changed, counts.deleted, counts.new_versions) == (2, 1, 1, 0)
+    async with harness.store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT record_id, rules, hash, versions FROM storage.record_head"
+            " WHERE org_key = (SELECT org_key FROM storage.orgs WHERE org_id = %s) ORDER BY record_id",
+            (org,),
+        )
+        heads = await cur.fetchall()
+    new_cores = [RecordCanonicalizer(ACCOUNT).parts(json.loads(r)).values for r in again]
+    assert [(h[1], bytes(h[2]), h[3]) for h in heads] == [
+        (CANONICAL_RULES, content_hash(core), versions) for core, versions in zip(new_cores, (1, 1, 2, 2), strict=True)
+    ]
