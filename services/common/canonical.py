@@ -63,19 +63,17 @@ MAX_NAME_LENGTH = 255
 
 _ID_CHARS = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_UPPER_TO_BIT = str.maketrans(
-    {**{c: "1" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}, **{c: "0" for c in "abcdefghijklmnopqrstuvwxyz0123456789"}}
-)
-
-
+# a byte per character of an (ASCII) Id: 1 for an upper-case letter, 0 otherwise
+_UPPER_TO_BIT = bytes(1 if 65 <= c <= 90 else 0 for c in range(256))
 # the checksum character of each block of 5 upper-case bits, keyed by the bits as written (first char first)
-_BLOCK_CHAR = {format(i, "05b")[::-1]: _CHECKSUM_ALPHABET[i] for i in range(32)}
+_BLOCK_CHAR = {bytes(int(b) for b in format(i, "05b")[::-1]): _CHECKSUM_ALPHABET[i] for i in range(32)}
 
 
 def id_suffix(id15: str) -> str:
     """The 3-character suffix that makes a 15-character Id case-insensitively unique (Salesforce's checksum):
-    each block of 5 characters gives one character, whose bits say which of the 5 are upper case."""
-    bits = id15.translate(_UPPER_TO_BIT)
+    each block of 5 characters gives one character, whose bits say which of the 5 are upper case. `id15` is
+    ASCII (normalize_id checks it first)."""
+    bits = id15.encode().translate(_UPPER_TO_BIT)
     block = _BLOCK_CHAR
     return block[bits[0:5]] + block[bits[5:10]] + block[bits[10:15]]
 
