@@ -1147,7 +1147,8 @@ def write_csv(
 
 def fast_fields(plan: Plan, *, formulas_too: bool = False) -> list[FieldDef] | None:
     """The selected fields when every one is a root-object field SQLite can render; otherwise None.
-    `formulas_too`: formula fields count as such (csv_sql computes them with the formulas module's SQL functions)."""
+    `formulas_too`: formula fields count as such (csv_sql and json_sql compute them with the formulas module's SQL
+    functions)."""
     if plan.subqueries or plan.count_only or plan.aggregate:
         return None
     out = []
@@ -1169,10 +1170,16 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json_expr(f: FieldDef, obj: ObjectDef, as_text: bool = True) -> str:
-    """SQL for one field's JSON value: as JSON text (for concatenation) or as an argument of json_object."""
+def _json_expr(f: FieldDef, obj: ObjectDef, as_text: bool = True, today: dt.date | None = None) -> str:
+    """SQL for one field's JSON value: as JSON text (for concatenation) or as an argument of json_object. A
+    formula field's value is computed as of `today` (formulas.csv_text_sql: the number's text, as json.dumps
+    writes it; json() keeps a number's text as it is)."""
     c = _q(f.name)
     null = "'null'" if as_text else "NULL"
+    if f.formula is not None:
+        assert today is not None, "a formula field needs today"
+        text = formulas.csv_text_sql(f, obj, today)
+        return f"coalesce({text}, 'null')" if as_text else f"json({text})"
     if f.type == "boolean":
         text = f"CASE WHEN {c} THEN 'true' ELSE 'false' END"
         return text if as_text else f"json({text})"
@@ -1214,7 +1221,7 @@ def _concat(parts: list[str]) -> str:
     return f"({_concat(parts[:mid])} || {_concat(parts[mid:])})"
 
 
-def json_object_sql(members: list[tuple[str, FieldDef | str]], obj: ObjectDef) -> str:
+def json_object_sql(members: list[tuple[str, FieldDef | str]], obj: ObjectDef, today: dt.date | None = None) -> str:
     """SQL building a JSON object's text from (key, field or SQL JSON-text expression) pairs, in order.
 
     One json_object() call is fastest, but SQLite functions take at most 127 arguments; wider records are
@@ -1223,25 +1230,25 @@ def json_object_sql(members: list[tuple[str, FieldDef | str]], obj: ObjectDef) -
     if len(members) <= 62:
         args = []
         for key, value in members:
-            expr = _json_expr(value, obj, as_text=False) if isinstance(value, FieldDef) else f"json({value})"
+            expr = _json_expr(value, obj, as_text=False, today=today) if isinstance(value, FieldDef) else f"json({value})"
             args.append(f"{_lit(key)}, {expr}")
         return f"json_object({', '.join(args)})"
     parts = ["'{'"]
     for n, (key, value) in enumerate(members):
         parts.append(_lit(("," if n else "") + json.dumps(key) + ":"))
-        parts.append(_json_expr(value, obj) if isinstance(value, FieldDef) else value)
+        parts.append(_json_expr(value, obj, today=today) if isinstance(value, FieldDef) else value)
     parts.append("'}'")
     return _concat(parts)
 
 
-def json_sql(plan: Plan, fields: list[FieldDef], version: str) -> str:
-    """A SQL expression rendering one record as the REST query resource does."""
+def json_sql(plan: Plan, fields: list[FieldDef], version: str, today: dt.date | None = None) -> str:
+    """A SQL expression rendering one record as the REST query resource does (formula fields as of `today`)."""
     obj = plan.obj
     url = json.dumps(f"/services/data/v{version}/sobjects/{obj.name}/")[:-1]
     attributes = f'\'{{"type":{json.dumps(obj.name)},"url":{url}\' || "Id" || \'"}}\''
     members: list[tuple[str, FieldDef | str]] = [("attributes", attributes)]
     members += [(f.name, f) for f in fields]
-    return json_object_sql(members, obj)
+    return json_object_sql(members, obj, today)
 
 
 def csv_sql(fields: list[FieldDef], delimiter: str, obj: ObjectDef | None = None, today: dt.date | None = None) -> str:

@@ -615,11 +615,12 @@ class Server:
             if cur is None:
                 cur = org.new_cursor(plan, rowids, version, batch)
             head["nextRecordsUrl"] = f"/services/data/v{version}/query/{cur.id}-{offset + batch}"
-        fast = fast_fields(plan)
+        fast = fast_fields(plan, formulas_too=True)
 
         def render() -> bytes:
             if fast is not None:
-                rows = org.store.fetch_joined(plan.obj.name, json_sql(plan, fast, version), page_ids, ",")
+                expr = json_sql(plan, fast, version, ctx.today)
+                rows = org.store.fetch_joined(plan.obj.name, expr, page_ids, ",")
                 return dumps(head)[:-1] + b',"records":[' + rows + b"]}"
             fetched = fetch_page(plan, org.src, ctx, page_ids)
             recs = render_rest(plan, fetched, ctx, version, org.src)

@@ -168,6 +168,10 @@ def test_bulk2_formula_fields_match_truth(sf: Any, admin: Admin) -> None:
         assert any(v == "" for v in cells.values()) == (obj == "Invoice__c")  # a null Amount__c: no total
         assert all(v == "" or float(v) == round(float(v), 2) for v in cells.values())
         assert {row[other] for row in rows} == {rec[other] or "" for rec in truth[obj].values()}
+        # the REST query resource: the same values, as JSON numbers (null for none)
+        records = sf.query_all(f"SELECT Id, {field}, {other} FROM {obj}")["records"]
+        assert {r["Id"]: r[field] for r in records} == {rid: rec[field] for rid, rec in truth[obj].items()}
+        assert {r["Id"]: r[other] for r in records} == {rid: rec[other] for rid, rec in truth[obj].items()}
 
 
 def test_bulk2_query_all_and_csv_quoting(sf: Any, admin: Admin) -> None:
