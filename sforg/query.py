@@ -1230,7 +1230,10 @@ def json_object_sql(members: list[tuple[str, FieldDef | str]], obj: ObjectDef, t
     if len(members) <= 62:
         args = []
         for key, value in members:
-            expr = _json_expr(value, obj, as_text=False, today=today) if isinstance(value, FieldDef) else f"json({value})"
+            if isinstance(value, FieldDef):
+                expr = _json_expr(value, obj, as_text=False, today=today)
+            else:
+                expr = f"json({value})"
             args.append(f"{_lit(key)}, {expr}")
         return f"json_object({', '.join(args)})"
     parts = ["'{'"]
