@@ -187,4 +187,13 @@ ALTER TABLE record_head ADD COLUMN rules smallint NOT NULL DEFAULT 1;
 ALTER TABLE record_head ALTER COLUMN rules SET DEFAULT 2;
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3]
+# Version 4: a tenth of each head page left free (fillfactor 90, for pages written from now on). A changed
+# record's head is updated in place on its page (a HOT update: no new entry in the primary key), which made an
+# incremental chunk's head upsert a fifth cheaper (1,000 random heads of 400,000: 15-16 -> 12 ms of PostgreSQL
+# CPU); the heads take 7 % more space. Catalog-only. Set on each partition: PostgreSQL 16 keeps no storage
+# parameters on a partitioned table.
+V4 = "SET LOCAL lock_timeout = '10s';\n" + "\n".join(
+    f"ALTER TABLE record_head_p{i:02d} SET (fillfactor = 90);" for i in range(PARTITIONS)
+)
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4]

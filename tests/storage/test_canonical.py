@@ -366,3 +366,14 @@ async def test_heads_hashed_under_rules_1_are_compared_by_rules_1(harness: Harne
     assert [(h[1], bytes(h[2]), h[3]) for h in heads] == [
         (CANONICAL_RULES, content_hash(core), versions) for core, versions in zip(new_cores, (1, 1, 2, 2), strict=True)
     ]
+
+
+async def test_head_pages_leave_room_for_updates_in_place(harness: Harness) -> None:
+    # migration 4: a changed record's head is rewritten on its own page (a HOT update, no new index entry)
+    async with harness.store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid"
+            " WHERE i.inhparent = 'storage.record_head'::regclass ORDER BY 1"
+        )
+        partitions = await cur.fetchall()
+    assert len(partitions) == 16 and all(options == ["fillfactor=90"] for _name, options in partitions)
