@@ -398,6 +398,12 @@ def _legacy_dumps(value: dict[str, Any], position: int) -> bytes:
 ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+def has_escaped_nul(json_text: bytes) -> bool:
+    """Whether JSON text holds a NUL character. A backslash is looked for first (memchr's speed; most texts have
+    none), then "\\u0000", and only then is it told whether that is an escape or text."""
+    return b"\\" in json_text and b"\\u0000" in json_text and ESCAPED_NUL.search(json_text) is not None
+
+
 def strip_escaped_nul(json_text: bytes) -> bytes:
     """JSON text without its NUL characters (each escape of one removed, nothing else changed)."""
     return ESCAPED_NUL.sub(rb"\1", json_text)
@@ -607,11 +613,10 @@ class RecordCanonicalizer:
                 core_json, rest = _legacy_dumps(core, position), _legacy_dumps(excluded, position)
         except TypeError:  # orjson: an integer beyond 64 bits, from a numeric string
             return None
-        # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it. A backslash is
-        # looked for first (memchr's speed; most records have none), then its escape.
-        if b"\\" in core_json and b"\\u0000" in core_json:
+        # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
+        if has_escaped_nul(core_json):
             core_json = strip_escaped_nul(core_json)
-        if b"\\" in rest and b"\\u0000" in rest:
+        if has_escaped_nul(rest):
             rest = strip_escaped_nul(rest)
         return _new_parts(CanonicalParts, (rid, core_json, rest, modstamp, deleted))
 
@@ -732,16 +737,12 @@ class CanonicalColumnsIn(Protocol):
     def deleted(self) -> bytes: ...
 
 
-def split_columns(c: CanonicalColumnsIn) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
-    """(Ids, values, other values, modstamps, deleted flags) of canonical columns whose lines all line up."""
-    return split_column_texts(c)[:5]  # type: ignore[return-value]
-
-
 def split_column_texts(
     c: CanonicalColumnsIn,
 ) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes, bytes, bytes]:
-    """split_columns, then the values' and the other values' columns as they were read (each record a line
-    ending in a newline): each column is read once (a protobuf bytes field is copied at every read) and the
+    """(Ids, values, other values, modstamps, deleted flags) of canonical columns whose lines all line up, then
+    the values' and the other values' columns as they were read (each record a line ending in a newline): each
+    column is read once (a protobuf bytes field is copied at every read) and the
     large ones are split without being counted or sliced first."""
     columns = {
         "record_ids": c.record_ids,

@@ -20,9 +20,9 @@ import xxhash
 
 from services.common import telemetry
 from services.common.canonical import (
-    ESCAPED_NUL,
     CanonicalColumnsIn,
     content_hash,
+    has_escaped_nul,
     join_values,
     split_column_texts,
 )
@@ -71,7 +71,7 @@ class Unavailable(StorageError):
 
 def _message_columns(records: Sequence[CanonicalIn]) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
     """(Ids, values, other values, modstamps, deleted flags) of canonical records sent one message each, as
-    split_columns gives them for records sent column by column."""
+    split_column_texts gives them for records sent column by column."""
     return (
         [r.record_id for r in records],
         [r.values for r in records],
@@ -137,9 +137,7 @@ def _json_objects(lines: bytes, count: int, *, lines_counted: bool = False) -> b
         and lines.count(b"}\n{") == count - 1
         and b"\r" not in lines
         and b"\t" not in lines
-        # a backslash is found at memchr's speed, "\\u0000" at a fifth of it; only then is it told whether one
-        # is an escaped NUL or the text \\u0000 (an escaped backslash before "u0000")
-        and (b"\\" not in lines or b"\\u0000" not in lines or ESCAPED_NUL.search(lines) is None)
+        and not has_escaped_nul(lines)
     )
 
 
@@ -352,9 +350,10 @@ class Storage:
         def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], PreparedColumns]:
             if isinstance(records, CanonicalColumnsIn):  # the texts as sent, their lines counted
                 ids, cores, others, modstamps, flags, cores_text, others_text = split_column_texts(records)
+                counted = True
             else:
                 ids, cores, others, modstamps, flags = _message_columns(records)
-                cores_text, others_text = _lines(cores), _lines(others)
+                cores_text, others_text, counted = _lines(cores), _lines(others), False
             if not ids:
                 return ChunkDigest().digest(), [], ([], [], [], [], [], [], [])
             # validated chunk by chunk at C speed: each check below fails for the whole chunk, then the record
@@ -371,7 +370,6 @@ class Storage:
                             " Id (checksum in upper case)"
                             + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
                         )
-            counted = isinstance(records, CanonicalColumnsIn)  # split_column_texts counted each column's lines
             if not (
                 _json_objects(cores_text, len(ids), lines_counted=counted)
                 and _json_objects(others_text, len(ids), lines_counted=counted)
@@ -473,7 +471,7 @@ class Storage:
             chunk_seq=seq,
         ) as chunk:
             outcome = await self.store.put_records(
-                job, ref, seq, digest, prints, canonicalize, first_versions, legacy_hashes
+                job, ref, seq, digest, prints, canonicalize, legacy_hashes, first_versions
             )
             chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)

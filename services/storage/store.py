@@ -132,6 +132,7 @@ PreparedColumns = tuple[
     Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
 ]
 _FLAG_TEXT = (b"0", b"1", b"2")  # Deleted's values
+LEGACY_RULES = 1  # the canonical rules of a head hashed before rules 2 (legacy_hash compares by them)
 _ALL_BUT_LAST = itemgetter(slice(None, -1))
 _ALL_BUT_FIRST = itemgetter(slice(1, None))
 
@@ -426,8 +427,8 @@ class PostgresStore:
         digest: bytes,
         fingerprints: Sequence[tuple[str | None, bytes]],
         canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
+        legacy_hashes: Callable[[list[CanonicalRecord]], Awaitable[list[bytes]]],
         first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
-        legacy_hashes: Callable[[list[CanonicalRecord]], Awaitable[list[bytes]]] | None = None,
     ) -> ChunkOutcome:
         """Stores a chunk in one transaction.
 
@@ -482,8 +483,6 @@ class PostgresStore:
             elif records:
                 older = sorted((r for rid, r in records.items() if rid in legacy), key=lambda r: r.record_id)
                 if older:
-                    if legacy_hashes is None:
-                        raise AssertionError("a chunk compared with rules-1 heads needs their legacy hashes")
                     await self._adopt_rules(conn, job, target, older, await legacy_hashes(older))
                 transitions = await self._upsert_heads(conn, job, target, records)
                 await self._at("records.after_head")
@@ -545,7 +544,7 @@ class PostgresStore:
         await conn.execute(
             f"UPDATE {S}.record_head h SET hash = u.hash, rules = %s"
             " FROM unnest(%s::text[], %s::bytea[], %s::bytea[]) AS u(id, old, hash)"
-            " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id AND h.rules = 1 AND h.hash = u.old",
+            " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id AND h.rules = %s AND h.hash = u.old",
             (
                 CANONICAL_RULES,
                 [r.record_id for r in records],
@@ -553,6 +552,7 @@ class PostgresStore:
                 [r.hash for r in records],
                 job.org_key,
                 target.object_key,
+                LEGACY_RULES,
             ),
         )
 
@@ -591,7 +591,7 @@ class PostgresStore:
             )
             rows = await cur.fetchall()
         fingerprints = {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in rows}
-        return fingerprints, {r[0] for r in rows if r[2] == 1}
+        return fingerprints, {r[0] for r in rows if r[2] == LEGACY_RULES}
 
     async def _insert_fresh(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
@@ -631,11 +631,7 @@ class PostgresStore:
         except psycopg.errors.UniqueViolation:
             return None
         await self._at("records.after_head")
-        async with conn.cursor().copy(
-            f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-            " system_modstamp, deleted, hash, data) FROM STDIN WITH (NULL '')"
-        ) as copy:
-            await copy.write(versions)
+        await self._write_versions(conn, versions)
         return written
 
     async def _upsert_heads(
@@ -684,29 +680,23 @@ class PostgresStore:
         middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
         await cls._write_versions(
             conn,
-            [
+            b"".join(
                 b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
-                % (
-                    prefix,
-                    r.record_id.encode(),
-                    middle,
-                    r.system_modstamp.encode() if r.system_modstamp else b"\\N",
-                    r.deleted,
-                    hexlify(r.hash),
-                    _copy_text(r.data),
-                )
+                % (prefix, r.record_id.encode(), middle, (r.system_modstamp or "").encode(), r.deleted, hexlify(r.hash),
+                   _copy_text(r.data))
                 for r in records
-            ],
-        )
+            ),
+        )  # fmt: skip
         return sum(len(r.data) for r in records)
 
     @staticmethod
-    async def _write_versions(conn: psycopg.AsyncConnection[Any], lines: list[bytes]) -> None:
+    async def _write_versions(conn: psycopg.AsyncConnection[Any], rows: bytes) -> None:
+        """COPies version rows (COPY text; the empty text is NULL: no column written here holds one otherwise)."""
         async with conn.cursor().copy(
             f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-            " system_modstamp, deleted, hash, data) FROM STDIN"
+            " system_modstamp, deleted, hash, data) FROM STDIN WITH (NULL '')"
         ) as copy:
-            await copy.write(b"".join(lines))
+            await copy.write(rows)
 
     async def mark_deleted(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.common.canonical import CANONICAL_RULES, CanonicalParts, Deleted, split_columns
+from services.common.canonical import CANONICAL_RULES, CanonicalParts, Deleted, split_column_texts
 from services.jobrunner.storage_client import StorageClient, fill_columns
 
 PARTS = [
@@ -20,7 +20,7 @@ PARTS = [
 def test_columns_line_up_as_storage_reads_them() -> None:
     columns = pb.CanonicalColumns()
     fill_columns(columns, PARTS)
-    ids, values, others, modstamps, deleted = split_columns(columns)
+    ids, values, others, modstamps, deleted, _values, _others = split_column_texts(columns)
     assert ids == [p.record_id for p in PARTS]
     assert values == [p.values for p in PARTS] and others == [p.other_values for p in PARTS]
     assert modstamps == ["2024-01-02T03:04:05.000Z", ""] and list(deleted) == [0, 1]
@@ -29,7 +29,7 @@ def test_columns_line_up_as_storage_reads_them() -> None:
 def test_no_records_are_empty_columns() -> None:
     columns = pb.CanonicalColumns()
     fill_columns(columns, [])
-    assert split_columns(columns) == ([], [], [], [], b"")
+    assert split_column_texts(columns) == ([], [], [], [], b"", b"", b"")
 
 
 class Unavailable(grpc.RpcError):
