@@ -116,6 +116,20 @@ MIGRATIONS = [
         PRIMARY KEY (policy_id, due_at)
     );
     """,
+    """
+    -- the registry of issued tokens (services/discovery/access.py): their claims, never a token's text
+    CREATE TABLE tokens (
+        token_id text PRIMARY KEY,
+        name text NOT NULL,
+        role text NOT NULL,
+        issued_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        registered_by text NOT NULL DEFAULT '',
+        registered_at timestamptz NOT NULL DEFAULT now(),
+        revoked_at timestamptz,
+        revoked_by text NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 
