@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.events.v1 import events_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage, Unavailable
+from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
     Counts,
@@ -34,7 +34,6 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
     # the database went away: the caller retries (every write is idempotent)
     (psycopg.OperationalError, grpc.StatusCode.UNAVAILABLE),
 ]

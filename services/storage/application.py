@@ -1,5 +1,5 @@
-"""Storage use cases: validate a request, canonicalise its records, store the chunk in one transaction, then
-publish ChunkUploaded. Reads resolve org and object names and shape the stored versions.
+"""Storage use cases: validate a request, canonicalise its records, store the chunk in one transaction (with its
+ChunkUploaded in the outbox), then announce it. Reads resolve org and object names and shape the stored versions.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from services.common.canonical import (
     join_values,
     split_column_texts,
 )
+from services.common.failpoints import failpoint
 from services.storage.domain import (
     CANONICAL_RULES,
     CanonicalRecord,
@@ -37,7 +39,6 @@ from services.storage.domain import (
     NotFound,
     ObjectSchema,
     RecordCanonicalizer,
-    StorageError,
     check_api_name,
     check_chunk_seq,
     check_token,
@@ -48,6 +49,7 @@ from services.storage.domain import (
     normalize_org_id,
 )
 from services.storage.files import FileRepository
+from services.storage.outbox import ChunkEventRelay, ChunkPublisher
 from services.storage.store import (
     ChunkOutcome,
     FileVersionRow,
@@ -63,10 +65,7 @@ from services.storage.store import (
 
 JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Unavailable(StorageError):
-    """The write committed but its ChunkUploaded could not be published; retrying the call is safe."""
+log = logging.getLogger(__name__)
 
 
 def _message_columns(records: Sequence[CanonicalIn]) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
@@ -158,10 +157,6 @@ def _canonical_print(mark: bytes) -> bytes:
 _CANONICAL_PRINT_SEED = 0x5F7A_0C4E  # "sfvault-canon"
 
 
-class ChunkPublisher(Protocol):
-    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None: ...
-
-
 @dataclass(frozen=True)
 class FileHeaderIn:
     org_id: str
@@ -200,10 +195,12 @@ class Storage:
         max_chunk_records: int = 10_000,
         count_formula_changes: bool = False,
         canonical_check_every: int = 32,
+        outbox_interval_s: float = 2.0,
     ) -> None:
         self.store = store
         self.files = files
         self.publisher = publisher
+        self.relay = ChunkEventRelay(store, publisher, interval_s=outbox_interval_s)
         self.max_chunk_records = max_chunk_records
         self.count_formula_changes = count_formula_changes
         self.canonical_check_every = max(1, canonical_check_every)
@@ -224,7 +221,16 @@ class Storage:
             raise InvalidArgument("a data job needs its object_name")
         job, last, chunks, totals = await self.store.begin_job(org, session_id, job_id, job_type, object_name)
         self._jobs[(session_id, job_id)] = job
+        if chunks:
+            # a resumed job: announce again what was committed and never acknowledged by the stream
+            await self._relay_job(job)
         return last, chunks, totals
+
+    async def _relay_job(self, job: JobRef) -> None:
+        try:
+            await self.relay.relay(job_key=job.job_key)
+        except Exception as exc:  # the periodic relay tries again; the call itself succeeded
+            log.warning("outbox relay of job %s failed (%s); retrying later", job.job_id, type(exc).__name__)
 
     async def put_schema(
         self, org_id: str, session_id: str, schema: ObjectSchema, describe_json: bytes = b""
@@ -282,14 +288,14 @@ class Storage:
         return cached
 
     async def _published(self, job: JobRef, seq: int, outcome: ChunkOutcome) -> ChunkOutcome:
-        # also on a replay: the first delivery may have committed and then failed to publish
-        try:
-            await self.publisher.chunk_uploaded(job.session_id, job.job_id, seq, outcome.counts)
-        except Exception as exc:
-            raise Unavailable(
-                f"chunk {seq} of job {job.job_id} is stored but ChunkUploaded could not be published ({exc!r}); "
-                "retry the call, it is idempotent"
-            ) from exc
+        """Announce a committed chunk's ChunkUploaded (its outbox row was written with it); a publish that fails
+        is left to the relay and never fails the call."""
+        if outcome.replayed:
+            # the first delivery may have committed and died before its publish: what is pending, again
+            await self._relay_job(job)
+            return outcome
+        failpoint("storage.chunk_committed")
+        await self.relay.announce(job.job_key, job.session_id, job.job_id, seq, outcome.counts)
         return outcome
 
     # --- writes --------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ class StorageSettings(BaseSettings):
     # come out identical (1: every record, at the cost storage would pay for raw records)
     storage_canonical_check_every: int = Field(default=32, ge=1)
     storage_db_pool_size: int = 8
+    # how often the outbox relay publishes the ChunkUploaded events still pending (and forgets acknowledged ones)
+    storage_outbox_interval_s: float = Field(default=2.0, gt=0)
     storage_drain_seconds: float = 20.0
     auth_key: str = ""  # HMAC key of the bearer tokens (or file:/path); required unless auth_disabled
     auth_disabled: bool = False

@@ -1,9 +1,13 @@
-"""What storage publishes on the bus: ChunkUploaded after each committed chunk (storage consumes nothing)."""
+"""What storage publishes on the bus: ChunkUploaded of each committed chunk, from the outbox (storage consumes
+nothing)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sfvault.events.v1 import events_pb2
 
+from services.common import events
 from services.common.bus import Bus
 from services.storage.domain import Counts
 
@@ -15,13 +19,25 @@ class BusChunkPublisher:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None:
+    async def chunk_uploaded(
+        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+    ) -> None:
         payload = events_pb2.ChunkUploaded(chunk_seq=chunk_seq, counts=events_pb2.Counts(**counts.to_json()))
-        await self.bus.emit(payload, session_id=session_id, job_id=job_id, id_parts=(chunk_seq,))
+        env = events.envelope(
+            payload,
+            session_id=session_id,
+            job_id=job_id,
+            producer=self.bus.producer,
+            id_parts=(chunk_seq,),
+            occurred_at=occurred_at,
+        )
+        await self.bus.publish(env)
 
 
 class NullPublisher:
     """For tools that write without a bus (benchmarks, offline imports)."""
 
-    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None:
+    async def chunk_uploaded(
+        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+    ) -> None:
         return None

@@ -196,4 +196,16 @@ V4 = "SET LOCAL lock_timeout = '10s';\n" + "\n".join(
     f"ALTER TABLE record_head_p{i:02d} SET (fillfactor = 90);" for i in range(PARTITIONS)
 )
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4]
+# Version 5: the transactional outbox of ChunkUploaded. A chunk's transaction inserts (job_key, chunk_seq) here
+# in the same statement that stores its result, so a committed chunk is always announced: the relay publishes
+# each pending row's event (its id is deterministic, JetStream drops a repeat) and deletes the row after the
+# stream's ack. A row is small and short-lived (deleted within seconds); no foreign key to keep the insert cheap.
+V5 = """
+CREATE TABLE outbox (
+    job_key   int NOT NULL,
+    chunk_seq bigint NOT NULL,
+    PRIMARY KEY (job_key, chunk_seq)
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5]

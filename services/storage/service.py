@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -15,10 +17,11 @@ from services.common.bus import Bus, BusConfig
 from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.common.settings import auth_interceptors, server_credentials
 from services.storage.api import StorageServicer
-from services.storage.application import ChunkPublisher, Storage
+from services.storage.application import Storage
 from services.storage.config import StorageSettings
 from services.storage.consumers import BusChunkPublisher
 from services.storage.files import FileRepository, open_repository
+from services.storage.outbox import ChunkPublisher
 from services.storage.store import PostgresStore, open_store_pool
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class RunningStorage:
     storage: Storage
     pool: AsyncConnectionPool
     bus: Bus | None
+    relay: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -51,8 +55,14 @@ class RunningStorage:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Drain: NOT_SERVING first, then let in-flight chunks finish (their transactions commit or roll back
-        whole), then close the bus and the pool."""
+        whole), then stop the outbox relay (forgetting what was acknowledged), then close the bus and the pool."""
         await self.server.stop(grace_s)
+        if self.relay is not None:
+            self.relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.relay
+        with contextlib.suppress(Exception):
+            await self.storage.relay.flush()  # else re-published at the next start (and dropped as duplicates)
         if self.bus is not None:
             await self.bus.close()
         await self.pool.close()
@@ -81,7 +91,16 @@ async def start(
         max_chunk_records=settings.storage_max_chunk_records,
         count_formula_changes=settings.storage_count_formula_changes,
         canonical_check_every=settings.storage_canonical_check_every,
+        outbox_interval_s=settings.storage_outbox_interval_s,
     )
+    # what a killed predecessor committed and never announced, before anything new
+    try:
+        relayed = await storage.relay.relay()
+        if relayed:
+            log.info("outbox: announced %d committed chunks left unpublished", relayed)
+    except Exception as exc:  # the periodic relay tries again
+        log.warning("outbox relay at start-up failed (%s); retrying periodically", type(exc).__name__)
+    relay = asyncio.create_task(storage.relay.run(), name="storage-outbox-relay")
     limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
     server = await start_grpc_server(
         [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],
@@ -92,4 +111,4 @@ async def start(
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)
-    return RunningStorage(server, storage, pool, bus)
+    return RunningStorage(server, storage, pool, bus, relay)

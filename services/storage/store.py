@@ -65,6 +65,18 @@ class ChunkOutcome:
 
 
 @dataclass(frozen=True)
+class PendingEvent:
+    """A committed chunk whose ChunkUploaded is in the outbox (not acknowledged by the stream yet)."""
+
+    job_key: int
+    chunk_seq: int
+    session_id: str
+    job_id: str
+    counts: Counts
+    committed_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class RecordVersionRow:
     record_id: str
     version_id: int
@@ -414,10 +426,45 @@ class PostgresStore:
             return (row[0], bytes(row[1]), dict(row[2])) if row else None
 
     async def _finish(self, conn: psycopg.AsyncConnection[Any], job_key: int, seq: int, result: dict[str, Any]) -> None:
+        """The chunk's result, and its ChunkUploaded in the outbox: one statement, in the chunk's transaction."""
         await conn.execute(
-            f"UPDATE {S}.chunks SET result = %s WHERE job_key = %s AND chunk_seq = %s",
+            f"WITH done AS (UPDATE {S}.chunks SET result = %s WHERE job_key = %s AND chunk_seq = %s"
+            " RETURNING job_key, chunk_seq)"
+            f" INSERT INTO {S}.outbox (job_key, chunk_seq) SELECT job_key, chunk_seq FROM done",
             (json.dumps(result), job_key, seq),
         )
+
+    # --- outbox --------------------------------------------------------------------------------------------
+
+    async def pending_events(
+        self, *, job_key: int | None = None, min_age_s: float | None = None, limit: int = 1000
+    ) -> list[PendingEvent]:
+        """Committed chunks whose ChunkUploaded the stream has not acknowledged yet, in (job, chunk) order;
+        `min_age_s`: only chunks committed at least that long ago (by the database's clock)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT o.job_key, o.chunk_seq, j.session_id, j.job_id, c.result->'counts', c.committed_at"
+                f" FROM {S}.outbox o JOIN {S}.chunks c USING (job_key, chunk_seq) JOIN {S}.jobs j USING (job_key)"
+                " WHERE (%s::int IS NULL OR o.job_key = %s)"
+                " AND (%s::float8 IS NULL OR c.committed_at < now() - make_interval(secs => %s))"
+                " ORDER BY o.job_key, o.chunk_seq LIMIT %s",
+                (job_key, job_key, min_age_s, min_age_s, limit),
+            )
+            return [
+                PendingEvent(r[0], int(r[1]), r[2], r[3], Counts.from_json(r[4] or {}), r[5])
+                for r in await cur.fetchall()
+            ]
+
+    async def events_published(self, keys: Sequence[tuple[int, int]]) -> None:
+        """Forget the outbox rows whose events the stream acknowledged."""
+        if not keys:
+            return
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                f"DELETE FROM {S}.outbox o USING unnest(%s::int[], %s::bigint[]) AS k(job_key, chunk_seq)"
+                " WHERE o.job_key = k.job_key AND o.chunk_seq = k.chunk_seq",
+                ([k[0] for k in keys], [k[1] for k in keys]),
+            )
 
     async def put_records(
         self,

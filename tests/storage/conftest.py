@@ -3,6 +3,7 @@ publisher, and helpers to build Ids, schemas and records."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -56,7 +57,9 @@ class RecordingPublisher:
     published: list[tuple[str, str, int, Counts]] = field(default_factory=list)
     fail: bool = False
 
-    async def chunk_uploaded(self, session_id: str, job_id: str, chunk_seq: int, counts: Counts) -> None:
+    async def chunk_uploaded(
+        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+    ) -> None:
         if self.fail:
             raise ConnectionError("NATS unavailable")
         self.published.append((session_id, job_id, chunk_seq, counts))

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from services.storage.application import MetadataComponentIn
 from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
 from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, sf_id
 
@@ -235,18 +236,44 @@ async def test_schema_versions_follow_describe_changes(harness: Harness) -> None
     assert await s.put_schema(ORG, "s3", wider) == (2, True)
 
 
-async def test_a_failed_publish_is_reported_and_the_retry_publishes(harness: Harness) -> None:
+async def test_a_failed_publish_never_fails_the_committed_chunk_and_the_outbox_relay_publishes_it(
+    harness: Harness,
+) -> None:
     s = harness.storage
     await data_job(s)
     harness.publisher.fail = True
-    from services.storage.application import Unavailable
-
-    with pytest.raises(Unavailable, match="retry the call"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    stored = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])  # committed: no error
+    assert stored.counts.new_versions == 1 and harness.publisher.published == []
+    assert await harness.count("outbox") == 1  # written in the chunk's transaction
+    assert await s.relay.relay() == 0  # NATS still down: the row stays
+    assert await harness.count("outbox") == 1
     harness.publisher.fail = False
+    assert await s.relay.relay() == 1
+    assert await harness.count("outbox") == 0
     replay = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
     assert replay.replayed and replay.counts.new_versions == 1
-    assert [p[2] for p in harness.publisher.published] == [1]
+    assert [p[2] for p in harness.publisher.published] == [1]  # acknowledged once: the replay relays nothing
+
+
+async def test_every_kind_of_chunk_leaves_its_event_in_the_outbox_until_announced(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    harness.publisher.fail = True
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    await s.mark_deleted(ORG, "s1", "j1", 2, "Account", [sf_id("001", 1)], Deleted.SOFT)
+    await s.put_metadata(ORG, "s1", "j1", 3, [MetadataComponentIn("ApexClass", "A", b"class A {}")])
+    assert await harness.count("outbox") == 3
+    # a resumed job (BeginJob again) announces what was committed and not acknowledged
+    harness.publisher.fail = False
+    await s.begin_job(ORG, "s1", "j1", DATA, "Account")
+    assert [p[2] for p in harness.publisher.published] == [1, 2, 3]
+    assert [p[3].new_versions for p in harness.publisher.published] == [1, 0, 1]
+    assert await harness.count("outbox") == 0
+    # an announced chunk's row goes once the relay forgets what was acknowledged
+    await s.put_records(ORG, "s1", "j1", 4, "Account", [account(2)])
+    assert await harness.count("outbox") == 1
+    await s.relay.flush()
+    assert await harness.count("outbox") == 0
 
 
 async def test_identical_bytes_are_unchanged_without_being_parsed(

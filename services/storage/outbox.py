@@ -1,0 +1,132 @@
+"""The relay of storage's outbox: every committed chunk's ChunkUploaded reaches the stream, even when the
+process dies between its commit and its publish.
+
+A chunk's transaction leaves a row in the outbox (store.PostgresStore._finish). Right after the commit the
+write RPC announces the event itself (`announce`); the relay publishes whatever is still pending at start-up,
+on a job's resume (BeginJob), on a replayed chunk and every `interval_s`, and deletes the rows the stream
+acknowledged (in batches, off the write path). Event ids are deterministic (`ChunkUploaded:<session>:<job>:
+<chunk_seq>`): a repeat within the stream's duplicate window is dropped by JetStream, and the session
+service's tracking table recognises one after it. A failed publish never fails a committed write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from services.storage.domain import Counts
+from services.storage.store import PendingEvent
+
+log = logging.getLogger(__name__)
+
+
+class ChunkPublisher(Protocol):
+    async def chunk_uploaded(
+        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+    ) -> None: ...
+
+
+class OutboxStore(Protocol):
+    async def pending_events(
+        self, *, job_key: int | None = None, min_age_s: float | None = None, limit: int = 1000
+    ) -> list[PendingEvent]: ...
+
+    async def events_published(self, keys: Sequence[tuple[int, int]]) -> None: ...
+
+
+class ChunkEventRelay:
+    def __init__(
+        self,
+        store: OutboxStore,
+        publisher: ChunkPublisher,
+        *,
+        interval_s: float = 2.0,
+        announce_timeout_s: float = 10.0,
+        batch: int = 500,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.interval_s = interval_s
+        self.announce_timeout_s = announce_timeout_s
+        self.batch = batch
+        self._acked: set[tuple[int, int]] = set()  # published and acknowledged; their rows not yet deleted
+        self._retry = asyncio.Event()
+
+    async def announce(self, job_key: int, session_id: str, job_id: str, seq: int, counts: Counts) -> bool:
+        """Publish a chunk's event right after its commit; on failure the relay publishes it later."""
+        try:
+            async with asyncio.timeout(self.announce_timeout_s):
+                await self.publisher.chunk_uploaded(session_id, job_id, seq, counts)
+        except Exception as exc:  # the row stays in the outbox: nothing is lost
+            log.warning(
+                "ChunkUploaded of chunk %d of job %s not published now (%s); the outbox relay retries it",
+                seq,
+                job_id,
+                type(exc).__name__,
+            )
+            self._retry.set()
+            return False
+        self._acked.add((job_key, seq))
+        return True
+
+    async def relay(self, *, job_key: int | None = None, min_age_s: float | None = None) -> int:
+        """Publish the pending events (of one job, or all); returns how many were published. Stops at the first
+        failed publish (the rest wait for the next run)."""
+        published = 0
+        while True:
+            rows = [
+                r
+                for r in await self.store.pending_events(job_key=job_key, min_age_s=min_age_s, limit=self.batch)
+                if (r.job_key, r.chunk_seq) not in self._acked
+            ]
+            for row in rows:
+                try:
+                    await self.publisher.chunk_uploaded(
+                        row.session_id, row.job_id, row.chunk_seq, row.counts, occurred_at=row.committed_at
+                    )
+                except Exception as exc:  # retried at the next run
+                    log.warning(
+                        "outbox relay: ChunkUploaded of chunk %d of job %s not published (%s); retrying later",
+                        row.chunk_seq,
+                        row.job_id,
+                        type(exc).__name__,
+                    )
+                    await self.flush()
+                    return published
+                self._acked.add((row.job_key, row.chunk_seq))
+                published += 1
+            await self.flush()
+            if len(rows) < self.batch:
+                return published
+
+    async def flush(self) -> None:
+        """Delete the outbox rows of acknowledged events."""
+        keys = sorted(self._acked)
+        if not keys:
+            return
+        await self.store.events_published(keys)
+        self._acked.difference_update(keys)
+
+    async def run(self) -> None:
+        """Until cancelled: every interval (sooner after a failed announce), delete what was acknowledged and
+        publish what is still pending."""
+        while True:
+            retry = False
+            try:
+                async with asyncio.timeout(self.interval_s):
+                    await self._retry.wait()
+                    retry = True
+            except TimeoutError:
+                pass
+            self._retry.clear()
+            try:
+                await self.flush()
+                # periodically only chunks older than an interval: younger ones are being announced by their call
+                await self.relay(min_age_s=None if retry else self.interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database or bus down: the next run tries again
+                log.warning("outbox relay: %s; retrying in %.0f s", type(exc).__name__, self.interval_s)
