@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
+from services.common.validation import RequestValidator
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,15 @@ async def start_grpc_server(
     `options` are gRPC channel arguments, e.g. ("grpc.max_receive_message_length", n).
     Health starts NOT_SERVING; the caller flips it once its dependencies are reachable. Every call but
     health and reflection gets a SERVER span (the tracing interceptor runs first, so refused calls show too).
+    Every request is checked against the limits of its type (services.common.validation) after the given
+    interceptors (authentication first: a caller without a token learns nothing of the limits), and a
+    request that is not valid protobuf is INVALID_ARGUMENT, not UNKNOWN.
     """
     # no SO_REUSEPORT (gRPC sets it by default): a second server on a port in use must fail to bind, not share
     # the port and receive a share of another service's calls ("Method not found")
     server = grpc.aio.server(
-        interceptors=[telemetry.ServerInterceptor(), *interceptors], options=[("grpc.so_reuseport", 0), *options]
+        interceptors=[telemetry.ServerInterceptor(), *interceptors, RequestValidator()],
+        options=[("grpc.so_reuseport", 0), *options],
     )
     names: list[str] = []
     for add, servicer, name in registrations:
