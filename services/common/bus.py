@@ -1,6 +1,10 @@
 """The JetStream event bus every service shares: streams declared in code, de-duplicated publishing with
 retries, and durable pull consumers with ack-after-commit, nak with back-off, heartbeats and a dead-letter
 subject. A malformed or poisonous message is dead-lettered, never allowed to crash a service.
+
+A NATS or PostgreSQL restart is not a failure: every consumer loop waits (bounded, jittered back-off), creates
+its consumer again if the server lost it, and goes on; a batch whose effect could not be committed for such a
+reason is retried in place (the messages kept in progress), never counted towards dead-lettering.
 """
 
 from __future__ import annotations
@@ -8,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats
+import nats.errors
+import psycopg
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -26,20 +33,80 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from services.common import events, telemetry
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (NatsTimeoutError, NoRespondersError, ConnectionClosedError, asyncio.TimeoutError)
+TRANSIENT = (
+    NatsTimeoutError,
+    NoRespondersError,
+    NoServersError,
+    ServiceUnavailableError,
+    NoStreamResponseError,
+    ConnectionClosedError,
+    asyncio.TimeoutError,
+)
+# nats-py errors that say the request was wrong, not that the server was away
+_NATS_PERMANENT = (
+    nats.errors.BadSubjectError,
+    nats.errors.BadHeaderError,
+    nats.errors.MaxPayloadError,
+    nats.errors.BadTimeoutError,
+    nats.errors.InvalidCallbackTypeError,
+    nats.errors.NotJSMessageError,
+    nats.errors.MsgAlreadyAckdError,
+    nats.errors.JsonParseError,
+)
+_JS_GONE = (10059, 10014)  # stream not found, consumer not found: a server restarted without its store
 
 
 class TransientError(Exception):
-    """An effect could not be committed now (database or network hiccup): nak and retry later."""
+    """An effect could not be committed now (database or network hiccup): retried later, never dead-lettered."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is the infrastructure's (NATS or PostgreSQL away or restarting, a timeout), not the
+    message's: the consumer waits and tries again instead of counting it against the message."""
+    if isinstance(exc, TransientError | TimeoutError | asyncio.TimeoutError | ConnectionError):
+        return True
+    if isinstance(
+        exc, psycopg.OperationalError | psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
+    ):
+        return True  # connection lost, server shutting down or starting, pool exhausted, serialization
+    if isinstance(exc, APIError):
+        return exc.code is None or exc.code >= 500 or exc.err_code in _JS_GONE
+    return isinstance(exc, nats.errors.Error) and not isinstance(exc, _NATS_PERMANENT)
+
+
+class Backoff:
+    """Bounded exponential back-off with jitter; reset after a success."""
+
+    def __init__(self, initial_s: float = 0.2, cap_s: float = 10.0) -> None:
+        self.initial_s = initial_s
+        self.cap_s = cap_s
+        self._next_s = initial_s
+
+    def reset(self) -> None:
+        self._next_s = self.initial_s
+
+    def next_delay(self) -> float:
+        delay = random.uniform(self._next_s / 2, self._next_s)
+        self._next_s = min(self._next_s * 2, self.cap_s)
+        return delay
+
+    async def wait(self, stop: asyncio.Event | None = None) -> None:
+        """Sleep the next delay; returns early when `stop` is set."""
+        delay = self.next_delay()
+        if stop is None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
 
 
 @dataclass(frozen=True)
@@ -53,6 +120,7 @@ class BusConfig:
     max_deliver: int = 6  # then the message goes to the dead-letter subject
     ack_wait_s: float = 60.0
     backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
+    publish_retry_s: float = 30.0  # how long a publish is retried while NATS is away
 
     @property
     def events_stream(self) -> str:
@@ -175,14 +243,27 @@ class Bus:
         hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
         # the PRODUCER span's context travels in the headers: the consumer's span continues the trace
         with telemetry.publishing(subject, hdrs, kind=kind, message_id=msg_id, session_id=session_id, job_id=job_id):
+            # long enough to ride out a NATS restart; a closed connection (we are stopping) is not retried
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TRANSIENT),
-                stop=stop_after_attempt(8),
-                wait=wait_exponential(multiplier=0.1, max=5),
+                retry=retry_if_exception(lambda exc: is_transient(exc) and not self.nc.is_closed),
+                stop=stop_after_delay(self.config.publish_retry_s),
+                wait=wait_random_exponential(multiplier=0.1, max=5),
                 reraise=True,
             ):
                 with attempt:
-                    return await self.js.publish(subject, data, headers=hdrs)
+                    try:
+                        return await self.js.publish(subject, data, headers=hdrs)
+                    except (NoRespondersError, NoStreamResponseError):
+                        # no stream takes the subject: JetStream is starting, or a server came back without
+                        # its store; declaring the streams again is harmless in the first case
+                        await self._redeclare_streams()
+                        raise
+
+    async def _redeclare_streams(self) -> None:
+        try:
+            await self.ensure_streams()
+        except Exception as exc:  # the caller retries; this only helps a lost stream come back
+            log.debug("streams could not be declared again yet: %r", exc)
 
     async def publish(self, env: events_pb2.Envelope) -> bool:
         """Publish an event; returns False when JetStream recognised it as a duplicate."""
@@ -237,7 +318,8 @@ class Bus:
         deliver_policy: DeliverPolicy = DeliverPolicy.ALL,
         max_ack_pending: int = 20000,
         ack_wait_s: float | None = None,
-    ) -> JetStreamContext.PullSubscription:
+    ) -> PullConsumer:
+        """A durable pull consumer that outlives NATS restarts (see `PullConsumer.fetch`)."""
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -247,7 +329,9 @@ class Bus:
             ack_wait=ack_wait_s or self.config.ack_wait_s,
             max_ack_pending=max_ack_pending,
         )
-        return await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
+        consumer = PullConsumer(self, stream, durable, filter_subject, config)
+        await consumer.subscribe()
+        return consumer
 
     async def consume_events(
         self,
@@ -264,17 +348,16 @@ class Bus:
 
         The handler receives a batch of decoded events and must commit their effect before returning; the
         batch is acked only then. A failing batch is retried one message at a time, so one poisonous event
-        cannot hold back the others; after `max_deliver` attempts it goes to the dead-letter subject.
+        cannot hold back the others; after `max_deliver` attempts it goes to the dead-letter subject. A
+        transient failure (`is_transient`: NATS or PostgreSQL away) is waited out and retried, whatever its
+        length; the loop ends only when `stop` is set.
         """
         sub = await self.pull_subscription(
             self.config.events_stream, durable, filter_subject or self.config.events_subject(), ack_wait_s=ack_wait_s
         )
 
         async def fetch() -> list[Msg]:
-            try:
-                return list(await sub.fetch(batch_size, timeout=fetch_timeout_s))
-            except (TimeoutError, NatsTimeoutError):  # nats-py raises either when nothing came
-                return []
+            return await sub.fetch(batch_size, timeout=fetch_timeout_s, stop=stop)
 
         # the next batch is fetched while this one is folded and committed; only committed ones are acked
         pending: asyncio.Task[list[Msg]] = asyncio.create_task(fetch())
@@ -288,47 +371,146 @@ class Bus:
                     raise
                 pending = asyncio.create_task(fetch())
                 if msgs:
-                    await self.process_batch(durable, msgs, handler)
+                    await self.process_batch(durable, msgs, handler, stop)
         finally:
             pending.cancel()  # fetched but unprocessed messages are redelivered after ack_wait
             with contextlib.suppress(BaseException):
                 await pending
 
-    async def process_batch(self, consumer: str, msgs: Sequence[Msg], handler: BatchHandler) -> None:
+    async def process_batch(
+        self, consumer: str, msgs: Sequence[Msg], handler: BatchHandler, stop: asyncio.Event | None = None
+    ) -> None:
         deliveries: list[Delivery] = []
         for msg in msgs:
             try:
                 deliveries.append(Delivery(events.decode(msg.data), msg, dict(msg.headers or {})))
             except events.MalformedEvent as exc:
                 await self.dead_letter(consumer, msg, f"malformed: {exc}")
-                await msg.ack()
+                await _settle(msg.ack())
         if not deliveries:
             return
         try:
-            with telemetry.consuming(consumer, [d.traced() for d in deliveries]):
-                await handler(deliveries)
+            handled = await self._handle_waiting_out_outages(consumer, deliveries, handler, stop)
         except Exception:
             log.exception("batch of %d events failed for %s; retrying one by one", len(deliveries), consumer)
             for delivery in deliveries:
-                await self._process_one(consumer, delivery, handler)
+                await self._process_one(consumer, delivery, handler, stop)
             return
-        # queued together, the acks leave in one write instead of one each
-        await asyncio.gather(*(delivery.msg.ack() for delivery in deliveries))
+        if handled:
+            # queued together, the acks leave in one write instead of one each
+            await asyncio.gather(*(_settle(delivery.msg.ack()) for delivery in deliveries))
 
-    async def _process_one(self, consumer: str, delivery: Delivery, handler: BatchHandler) -> None:
+    async def _handle_waiting_out_outages(
+        self, consumer: str, deliveries: list[Delivery], handler: BatchHandler, stop: asyncio.Event | None
+    ) -> bool:
+        """Run the handler until it succeeds (True) or fails for a reason of the message's (raises). While
+        it fails for a transient reason the messages are kept in progress and retried after a back-off;
+        when `stop` is set meanwhile, they are handed back (nak) and False is returned."""
+        backoff = Backoff()
+        while True:
+            try:
+                with telemetry.consuming(consumer, [d.traced() for d in deliveries]):
+                    await handler(deliveries)
+                return True
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if stop is not None and stop.is_set():
+                    await asyncio.gather(*(_settle(d.msg.nak()) for d in deliveries))
+                    return False
+                log.warning(
+                    "%d events for %s wait: %s (%s); retrying", len(deliveries), consumer, type(exc).__name__, exc
+                )
+                await asyncio.gather(*(_settle(d.msg.in_progress()) for d in deliveries))
+                await backoff.wait(stop)
+
+    async def _process_one(
+        self, consumer: str, delivery: Delivery, handler: BatchHandler, stop: asyncio.Event | None = None
+    ) -> None:
         try:
-            with telemetry.consuming(consumer, [delivery.traced()]):
-                await handler([delivery])
+            handled = await self._handle_waiting_out_outages(consumer, [delivery], handler, stop)
         except Exception as exc:
             attempts = delivery.num_delivered
             if attempts >= self.config.max_deliver:
                 await self.dead_letter(consumer, delivery.msg, f"failed {attempts} times: {exc!r}")
-                await delivery.msg.ack()
+                await _settle(delivery.msg.ack())
             else:
                 backoff = self.config.backoff_s
-                await delivery.msg.nak(delay=backoff[min(attempts - 1, len(backoff) - 1)])
+                await _settle(delivery.msg.nak(delay=backoff[min(attempts - 1, len(backoff) - 1)]))
             return
-        await delivery.msg.ack()
+        if handled:
+            await _settle(delivery.msg.ack())
+
+
+class PullConsumer:
+    """A durable JetStream pull consumer that survives the server: while NATS is away, restarting, or back
+    without the consumer (a server that lost its store), `fetch` logs, backs off (bounded, jittered),
+    declares the streams and the consumer again and returns nothing; the caller's loop simply goes on."""
+
+    def __init__(self, bus: Bus, stream: str, durable: str, filter_subject: str, config: ConsumerConfig) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.config = config
+        self.backoff = Backoff()
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def subscribe(self) -> None:
+        self._sub = await self.bus.js.pull_subscribe(
+            self.filter_subject, durable=self.durable, stream=self.stream, config=self.config
+        )
+
+    async def fetch(
+        self,
+        batch: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 - nats-py's fetch signature, which the callers use
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> list[Msg]:
+        """Up to `batch` messages, or none when none came within `timeout` or the server is away. Raises
+        ConnectionClosedError only once the connection was closed on purpose (the service is stopping)."""
+        if self.bus.nc.is_closed:
+            raise ConnectionClosedError
+        try:
+            if self._sub is None:
+                await self.bus._redeclare_streams()
+                await self.subscribe()
+            assert self._sub is not None
+            msgs = list(await self._sub.fetch(batch, timeout=timeout))
+        except (TimeoutError, NatsTimeoutError):  # nats-py raises either when nothing came
+            return []
+        except Exception as exc:
+            if self.bus.nc.is_closed:
+                raise ConnectionClosedError from exc
+            if not is_transient(exc):
+                raise
+            log.warning("consumer %s on %s: %s (%s); trying again", self.durable, self.stream, type(exc).__name__, exc)
+            await self._drop()
+            await self.backoff.wait(stop)
+            return []
+        self.backoff.reset()
+        return msgs
+
+    async def _drop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def unsubscribe(self) -> None:
+        await self._drop()
+
+
+async def _settle(reply: Awaitable[Any]) -> None:
+    """Ack, nak or in_progress: one lost while NATS is away only means a redelivery (every handler is
+    idempotent), so it must not stop the consumer."""
+    try:
+        await reply
+    except Exception as exc:  # see above
+        if not is_transient(exc):
+            raise
+        log.info("an acknowledgement was lost (%s); the message will be delivered again", type(exc).__name__)
 
 
 def _kind(env: events_pb2.Envelope) -> str:

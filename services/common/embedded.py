@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -53,29 +54,63 @@ def nats_server_binary() -> str:
     return found
 
 
+class NatsServer:
+    """One nats-server process with JetStream on: a store directory and a port kept across restarts, so a test
+    (or the chaos test) can stop, kill and start it again and its clients reconnect to the same address."""
+
+    def __init__(self, store_dir: str, port: int, *, config_file: str | None = None, url: str | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port
+        self.config_file = config_file
+        self.url = url or f"nats://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [nats_server_binary(), "-js", "-sd", self.store_dir, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.config_file:
+            args[1:1] = ["-c", self.config_file]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port, self.proc, "nats-server")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown), or SIGKILL with kill=True; waits for the process to be gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+
 @contextlib.contextmanager
-def nats_server(store_dir: str | None = None, port: int | None = None) -> Iterator[str]:
-    """A NATS server with JetStream on, a temporary (or given) store directory and a free port."""
-    port = port or free_port()
+def nats_process(store_dir: str | None = None, port: int | None = None) -> Iterator[NatsServer]:
+    """A restartable NATS server with JetStream on, a temporary (or given) store directory and a free port."""
     owned = store_dir is None
     store = store_dir or tempfile.mkdtemp(prefix="sfvault-nats-")
-    proc = subprocess.Popen(
-        [nats_server_binary(), "-js", "-sd", store, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = NatsServer(store, port or free_port())
+    server.start()
     try:
-        _wait_for_port(port, proc, "nats-server")
-        yield f"nats://127.0.0.1:{port}"
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
         if owned:
             shutil.rmtree(store, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def nats_server(store_dir: str | None = None, port: int | None = None) -> Iterator[str]:
+    """A NATS server with JetStream on, a temporary (or given) store directory and a free port: its URL."""
+    with nats_process(store_dir, port) as server:
+        yield server.url
 
 
 @contextlib.contextmanager

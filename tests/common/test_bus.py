@@ -1,15 +1,18 @@
-"""The bus against a real nats-server: streams, de-duplication, ack after commit, dead-lettering."""
+"""The bus against a real nats-server: streams, de-duplication, ack after commit, dead-lettering, and consumers
+that outlive NATS and PostgreSQL restarts."""
 
 from __future__ import annotations
 
 import asyncio
 
+import psycopg
 import pytest
 from nats.js.api import RetentionPolicy
 from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.common.bus import Bus, BusConfig, Delivery
+from services.common.bus import Bus, BusConfig, Delivery, TransientError, is_transient
+from services.common.embedded import nats_process
 
 
 @pytest.fixture
@@ -81,3 +84,132 @@ async def test_consumer_acks_good_events_and_dead_letters_poison_and_malformed(b
     assert sorted(set(seen)) == [1, 2, 4, 5]
     assert any(r.startswith("malformed") for r in reasons)
     assert any("poison" in r for r in reasons)
+
+
+# --- outages: a consumer outlives NATS and PostgreSQL restarts ---------------------------------------------
+
+
+@pytest.fixture
+def restartable_nats(tmp_path):
+    with nats_process(str(tmp_path / "nats")) as server:
+        yield server
+
+
+async def _emit_chunks(bus: Bus, seqs: range) -> None:
+    for i in seqs:
+        await bus.emit(events_pb2.ChunkUploaded(chunk_seq=i), session_id="s1", job_id="j1", id_parts=(i,))
+
+
+async def _consume_until(bus: Bus, expected: set[int], before_done) -> set[int]:
+    """Consume EVENTS; `before_done(seen)` runs once the first half is seen (the outage happens there)."""
+    seen: set[int] = set()
+    half = asyncio.Event()
+    done = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handler(batch: list[Delivery]) -> None:
+        seen.update(d.envelope.chunk_uploaded.chunk_seq for d in batch)
+        if len(seen) >= len(expected) // 2:
+            half.set()
+        if seen >= expected:
+            done.set()
+
+    task = asyncio.create_task(bus.consume_events("outage", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    await asyncio.wait_for(half.wait(), 20)
+    await before_done(seen)
+    await asyncio.wait_for(done.wait(), 60)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert not task.exception()
+    return seen
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+async def test_a_consumer_survives_a_nats_restart_and_takes_what_was_published_after_it(restartable_nats, kill):
+    config = BusConfig(url=restartable_nats.url, ack_wait_s=5)
+    bus = await Bus.connect(config, producer="test")
+    try:
+        await _emit_chunks(bus, range(1, 11))
+
+        async def restart(_seen: set[int]) -> None:
+            await asyncio.to_thread(restartable_nats.restart, kill=kill)
+            await _emit_chunks(bus, range(11, 21))  # published once the server is back
+
+        seen = await _consume_until(bus, set(range(1, 21)), restart)
+        assert seen == set(range(1, 21))
+    finally:
+        await bus.close()
+
+
+async def test_a_consumer_survives_a_server_that_came_back_without_its_store(tmp_path):
+    """The consumer (and the streams) are gone after the restart: both are declared again."""
+    with nats_process(str(tmp_path / "a")) as server:
+        bus = await Bus.connect(BusConfig(url=server.url, ack_wait_s=5), producer="test")
+        try:
+            await _emit_chunks(bus, range(1, 11))
+
+            async def come_back_empty(_seen: set[int]) -> None:
+                server.stop(kill=True)
+                server.store_dir = str(tmp_path / "b")  # a memory store would lose it all the same way
+                await asyncio.to_thread(server.start)
+                await _emit_chunks(bus, range(11, 21))
+
+            seen = await _consume_until(bus, set(range(1, 21)), come_back_empty)
+            assert seen >= set(range(11, 21))
+        finally:
+            await bus.close()
+
+
+async def test_a_pull_consumer_fetch_rides_out_a_restart(restartable_nats):
+    """The jobs work-queue consumer's loop (fetch, handle): fetch returns nothing while NATS is away."""
+    bus = await Bus.connect(BusConfig(url=restartable_nats.url), producer="test")
+    try:
+        sub = await bus.pull_subscription(bus.config.jobs_stream, "jobrunner", bus.config.jobs_subject())
+        await asyncio.to_thread(restartable_nats.restart, kill=True)
+        spec = jobs_pb2.JobSpec(session_id="s1", job_id="j1", type=events_pb2.JOB_TYPE_DATA, object_name="Account")
+        await bus.enqueue_job(spec)
+        msgs: list = []
+        while not msgs:
+            msgs = await sub.fetch(1, timeout=0.5)
+        assert jobs_pb2.JobSpec.FromString(msgs[0].data).job_id == "j1"
+    finally:
+        await bus.close()
+
+
+async def test_a_database_outage_longer_than_max_deliver_is_waited_out_not_dead_lettered(bus: Bus) -> None:
+    await _emit_chunks(bus, range(1, 4))
+    failures = 0
+    done = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handler(batch: list[Delivery]) -> None:
+        nonlocal failures
+        if failures < 3 * bus.config.max_deliver:  # far more attempts than a poison message gets
+            failures += 1
+            raise psycopg.OperationalError("the database system is shutting down")
+        done.set()
+
+    task = asyncio.create_task(bus.consume_events("db-outage", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    await asyncio.wait_for(done.wait(), 60)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    info = await bus.js.stream_info(bus.config.deadletter_stream)
+    assert info.state.messages == 0
+
+
+def test_transient_errors_are_told_from_the_message_s() -> None:
+    from nats.errors import BadSubjectError, ConnectionClosedError, NoServersError
+    from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
+
+    for exc in (
+        ServiceUnavailableError(),
+        NoServersError(),
+        ConnectionClosedError(),
+        APIError(code=503),
+        APIError(code=404, err_code=10014),
+        psycopg.OperationalError("x"),
+        TransientError("x"),
+    ):
+        assert is_transient(exc), exc
+    for exc in (RuntimeError("poison"), ValueError(), BadSubjectError(), BadRequestError(code=400)):
+        assert not is_transient(exc), exc
