@@ -20,7 +20,10 @@ _PAYLOAD_FIELDS = {
     for field in events_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields
     if field.message_type is not None
 }
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+# an id is one subject token; its length bounded so no subject can pass the NATS control-line limit (4 KiB:
+# a longer one makes the server close the connection)
+MAX_TOKEN_LENGTH = 200
+_TOKEN = re.compile(rf"[A-Za-z0-9_\-]{{1,{MAX_TOKEN_LENGTH}}}")
 
 
 class MalformedEvent(ValueError):
@@ -32,9 +35,10 @@ def event_types() -> list[str]:
 
 
 def check_token(name: str, value: str) -> str:
-    """Ids become subject tokens: no dots, wildcards or spaces."""
-    if not _TOKEN.match(value):
-        raise ValueError(f"{name} {value!r} must be non-empty and use only letters, digits, '_' and '-'")
+    """Ids become subject tokens: no dots, wildcards or spaces, and at most MAX_TOKEN_LENGTH characters."""
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)
+        raise ValueError(f"{name} {shown} must be 1-{MAX_TOKEN_LENGTH} characters, only letters, digits, '_' and '-'")
     return value
 
 
@@ -87,6 +91,7 @@ def payload(env: events_pb2.Envelope) -> Message:
 
 
 def subject(env: events_pb2.Envelope, namespace: str = "") -> str:
+    check_token("session_id", env.session_id)
     return f"{namespace}{EVENTS_SUBJECT_ROOT}.{env.session_id}.{event_type(env)}"
 
 
@@ -102,6 +107,12 @@ def decode(data: bytes) -> events_pb2.Envelope:
         raise MalformedEvent(f"not an Envelope: {exc}") from exc
     if not env.event_id or not env.session_id:
         raise MalformedEvent("event without event_id or session_id")
+    try:
+        check_token("session_id", env.session_id)
+        if env.job_id:
+            check_token("job_id", env.job_id)
+    except ValueError as exc:
+        raise MalformedEvent(str(exc)) from None
     if env.schema_version > SCHEMA_VERSION:
         raise MalformedEvent(f"schema version {env.schema_version} is newer than this service understands")
     event_type(env)
