@@ -50,6 +50,7 @@ class SessionService:
     publisher: Publisher
     clock: Clock
     default_stall_timeout: dt.timedelta
+    cancel_grace: dt.timedelta = d.DEFAULT_CANCEL_GRACE
     cache_limit: int = 10_000
     watch_grace_s: float = 10.0
     on_change: Callable[[d.Session], None] | None = None
@@ -57,6 +58,7 @@ class SessionService:
     _watchers: dict[str, set[asyncio.Queue[d.Session]]] = dataclasses.field(default_factory=dict)
     _announced: set[str] = dataclasses.field(default_factory=set)
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    _wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     # ---- folding ----------------------------------------------------------------------------------------
 
@@ -136,13 +138,14 @@ class SessionService:
         return await self.publisher.publish(env)
 
     async def enforce(self) -> list[d.Stall]:
-        """One round of the stall timeout: terminate the jobs that uploaded nothing for too long, fail the
-        sessions that were never planned, and re-announce final sessions whose announcement is not seen."""
+        """One round of the stall timeout and the cancel grace: terminate the jobs that uploaded nothing for
+        too long or did not stop when their session was cancelled, fail the sessions that were never planned,
+        and re-announce final sessions whose announcement is not seen."""
         now = self.clock.now()
         open_sessions = await self.projection.open_sessions()
         found: list[d.Stall] = []
         for s in open_sessions.values():
-            for stall in d.stalls(s, now, self.default_stall_timeout):
+            for stall in d.stalls(s, now, self.default_stall_timeout, self.cancel_grace):
                 found.append(stall)
                 if stall.job_id:
                     log.warning("terminating job %s of session %s: %s", stall.job_id, s.session_id, stall.reason)
@@ -154,6 +157,16 @@ class SessionService:
         self._announced.clear()
         await self._announce(list((await self.projection.unannounced_final_sessions()).values()))
         return found
+
+    async def next_round(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Wait for the next enforcement round: the check interval, or sooner when a cancel grace runs out."""
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            self._wake.clear()
 
     # ---- watching ---------------------------------------------------------------------------------------
 
@@ -239,8 +252,21 @@ class SessionService:
             raise Conflict(f"session {session_id!r} already ended with status {session.status.value}")
         payload = pb.SessionCancelled(requested_by=requested_by, reason=reason)
         env = events.envelope(payload, session_id=session_id, producer=PRODUCER, occurred_at=self.clock.now())
+        folded = await self._publish_and_fold(env)
+        # the jobrunners stop on the SessionCancelled; a job still not done when the grace runs out is terminated
+        asyncio.get_running_loop().call_later(self.cancel_grace.total_seconds() + 0.5, self._wake.set)
+        return folded
+
+    async def _publish_and_fold(self, env: pb.Envelope) -> d.Session:
+        """Publish an event of the API, then fold and commit it at once, so the caller's next read sees it.
+        The same event coming back from the stream is then a duplicate (its id is tracked) and skipped."""
         await self.publisher.publish(env)
-        return d.fold(session, translate.to_domain(env))
+        event = translate.to_domain(env)
+        changed = await self.apply([event])
+        for session in changed:
+            if session.session_id == event.session_id:
+                return session
+        return await self.get(event.session_id)  # the stream's delivery folded it first
 
 
 def _check_id(name: str, value: str) -> None:

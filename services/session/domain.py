@@ -6,7 +6,9 @@ takes `now` as an argument. Status rules are the seed's (How Backup Works):
 - Success: every task completed successfully or with warnings (a session with no tasks is Success);
 - Warning: at least one task completed with errors, and not all;
 - Failed: a critical error stopped the session, or every task completed with errors;
-- Stopped (ours): a user cancelled the session and at least one job was dropped or cut short.
+- Stopped (ours): a user cancelled the session and at least one job was dropped or cut short. A job that
+  has not finished within the cancel grace after the cancellation is terminated, so every cancelled
+  session ends, even one whose jobrunner hangs or whose job is never taken.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Phase(StrEnum):
     PLANNED = "PLANNED"
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
-    TERMINATED = "TERMINATED"  # by the stall timeout: completed with errors
+    TERMINATED = "TERMINATED"  # by the stall timeout (completed with errors) or the cancel grace (cut short)
     DROPPED = "DROPPED"  # still queued when the session was cancelled
 
 
@@ -222,6 +224,7 @@ class Session:
     stall_timeout: dt.timedelta | None = None  # None: the service default
     planned: bool = False
     cancel_requested: bool = False
+    cancelled_at: dt.datetime | None = None  # the earliest SessionCancelled: the cancel grace counts from it
     failure_reason: str = ""
     finished_event_seen: bool = False
     requested_at: dt.datetime | None = None
@@ -401,7 +404,9 @@ def _on_job_terminated(s: Session, e: JobTerminated) -> Session:
     job = _job(s, e.job_id)
     if job.done:
         return s
-    job = dataclasses.replace(job, phase=Phase.TERMINATED, outcome=Outcome.ERROR, message=e.reason, finished_at=e.at)
+    # in a cancelled session a termination cuts the job short (the cancel grace ran out): not an error of its own
+    outcome = Outcome.CANCELLED if s.cancel_requested else Outcome.ERROR
+    job = dataclasses.replace(job, phase=Phase.TERMINATED, outcome=outcome, message=e.reason, finished_at=e.at)
     return _with_job(s, job)
 
 
@@ -415,7 +420,13 @@ def _on_cancelled(s: Session, e: SessionCancelled) -> Session:
         for job_id, job in s.jobs.items()
     }
     reason = s.reason or e.reason or (f"cancelled by {e.requested_by}" if e.requested_by else "cancelled")
-    return dataclasses.replace(s, cancel_requested=True, jobs=jobs, reason=reason if not s.is_final else s.reason)
+    return dataclasses.replace(
+        s,
+        cancel_requested=True,
+        cancelled_at=_earliest(s.cancelled_at, e.at),
+        jobs=jobs,
+        reason=reason if not s.is_final else s.reason,
+    )
 
 
 def _on_failed(s: Session, e: SessionFailed) -> Session:
@@ -449,7 +460,12 @@ def final_status(session: Session) -> tuple[Status, str] | None:
         if any(not j.done for j in jobs):
             return None
         if any(j.outcome == Outcome.CANCELLED for j in jobs) or not session.planned:
-            return Status.STOPPED, session.reason or "cancelled"
+            reason = session.reason or "cancelled"
+            cut = sum(1 for j in jobs if j.phase == Phase.TERMINATED and j.outcome == Outcome.CANCELLED)
+            if cut:
+                jobs_were = f"{cut} jobs were" if cut > 1 else "1 job was"
+                reason += f" ({jobs_were} terminated: not stopped within the cancel grace)"
+            return Status.STOPPED, reason
         # everything completed before the cancellation took effect: the session ends on its merits
     if not session.planned or any(not j.done for j in jobs):
         return None
@@ -492,11 +508,26 @@ def _fmt(delta: dt.timedelta) -> str:
     return f"{h}h{m:02d}m{s:02d}s"
 
 
-def stalls(session: Session, now: dt.datetime, default_timeout: dt.timedelta) -> list[Stall]:
-    """Jobs that uploaded nothing for the stall timeout, counted from their last upload, their start or
-    their planning, whichever is latest. A session that was never planned stalls as a whole."""
+DEFAULT_CANCEL_GRACE = dt.timedelta(seconds=10)
+
+
+def stalls(
+    session: Session,
+    now: dt.datetime,
+    default_timeout: dt.timedelta,
+    cancel_grace: dt.timedelta = DEFAULT_CANCEL_GRACE,
+) -> list[Stall]:
+    """Jobs to terminate now. In a cancelled session: every job not completed within the cancel grace after
+    the cancellation (a hung jobrunner, a job never taken, chunks that never arrive). Otherwise: jobs that
+    uploaded nothing for the stall timeout, counted from their last upload, their start or their planning,
+    whichever is latest; a session that was never planned stalls as a whole."""
     if session.is_final:
         return []
+    if session.cancel_requested and session.cancelled_at is not None and now - session.cancelled_at >= cancel_grace:
+        reason = f"the session was cancelled and the job did not stop within the cancel grace of {_fmt(cancel_grace)}"
+        cut = [Stall(job.job_id, reason) for job in session.jobs.values() if not job.done]
+        if cut:
+            return cut
     timeout = session.stall_timeout or default_timeout
     found: list[Stall] = []
     if not session.planned and not session.jobs:

@@ -50,7 +50,9 @@ async def serve(
     try:
         projection = Projection(pool, settings.session_db_schema, CONSUMER)
         await projection.setup()
-        app = SessionService(projection, bus, clock or SystemClock(), settings.stall_timeout)
+        app = SessionService(
+            projection, bus, clock or SystemClock(), settings.stall_timeout, cancel_grace=settings.cancel_grace
+        )
         grpc_server = await start_grpc_server(
             [
                 (
@@ -116,8 +118,7 @@ async def _enforce_forever(app: SessionService, interval_s: float, stop: asyncio
             await app.enforce()
         except Exception:
             log.exception("stall enforcement round failed; retrying next round")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await app.next_round(interval_s, stop)
 
 
 class _Silent:

@@ -76,6 +76,11 @@ MIGRATIONS = [
     );
     """,
     "ALTER TABLE sessions ADD COLUMN warnings text[] NOT NULL DEFAULT '{}'",
+    # the cancel grace counts from the cancellation; a session cancelled before this column gets its last change
+    """
+    ALTER TABLE sessions ADD COLUMN cancelled_at timestamptz;
+    UPDATE sessions SET cancelled_at = updated_at WHERE cancel_requested;
+    """,
 ]
 
 _SESSION_COLUMNS = [
@@ -90,6 +95,7 @@ _SESSION_COLUMNS = [
     "stall_timeout_s",
     "planned",
     "cancel_requested",
+    "cancelled_at",
     "failure_reason",
     "finished_event_seen",
     "requested_at",
@@ -161,6 +167,7 @@ def session_row(s: d.Session) -> tuple[Any, ...]:
         s.stall_timeout.total_seconds() if s.stall_timeout else None,
         s.planned,
         s.cancel_requested,
+        s.cancelled_at,
         s.failure_reason,
         s.finished_event_seen,
         s.requested_at,
@@ -234,6 +241,7 @@ def _session_from_row(r: dict[str, Any], jobs: dict[str, d.Job]) -> d.Session:
         stall_timeout=dt.timedelta(seconds=r["stall_timeout_s"]) if r["stall_timeout_s"] else None,
         planned=r["planned"],
         cancel_requested=r["cancel_requested"],
+        cancelled_at=r["cancelled_at"],
         failure_reason=r["failure_reason"],
         finished_event_seen=r["finished_event_seen"],
         requested_at=r["requested_at"],

@@ -165,6 +165,36 @@ def test_cancel_drops_queued_jobs_waits_for_running_then_stops() -> None:
     assert "alice" in s.reason
 
 
+GRACE = dt.timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(
+    "stuck",
+    [
+        [ev(d.JobStarted, "a")],  # a hung jobrunner: started, never finishes
+        [ev(d.JobStarted, "a"), ev(d.JobFinished, "a", outcome=d.Outcome.CANCELLED, chunks=2)],  # chunks missing
+    ],
+)
+def test_a_cancelled_job_that_never_stops_is_terminated_after_the_grace(stuck: list[d.Event]) -> None:
+    cancel = ev(d.SessionCancelled, minute=1, requested_by="alice")
+    s = run([ev(d.SessionStarted), planned("a", "b"), *stuck, cancel])
+    assert s.status == d.Status.RUNNING and s.jobs["b"].phase == d.Phase.DROPPED
+    # the stall timeout is a day away, the grace counts from the cancellation
+    assert d.stalls(s, at(1) + GRACE - dt.timedelta(seconds=1), HOUR * 24, cancel_grace=GRACE) == []
+    [stall] = d.stalls(s, at(1) + GRACE, HOUR * 24, cancel_grace=GRACE)
+    assert stall.job_id == "a" and "cancel grace" in stall.reason
+    s = d.fold(s, ev(d.JobTerminated, "a", 1.2, reason=stall.reason))
+    assert s.status == d.Status.STOPPED
+    assert s.jobs["a"].phase == d.Phase.TERMINATED and s.jobs["a"].outcome == d.Outcome.CANCELLED
+    assert "alice" in s.reason and "1 job was terminated: not stopped within the cancel grace" in s.reason
+    assert d.fold(s, finished("a", OK, 2)).jobs["a"].outcome == d.Outcome.CANCELLED  # a late report changes nothing
+
+
+def test_cancel_grace_does_not_cut_an_uncancelled_session() -> None:
+    s = run([ev(d.SessionStarted), planned("a"), ev(d.JobStarted, "a")])
+    assert d.stalls(s, at(30), HOUR, cancel_grace=GRACE) == []
+
+
 def test_cancel_before_plan_stops_at_once() -> None:
     s = run([ev(d.SessionRequested), ev(d.SessionCancelled)])
     assert s.status == d.Status.STOPPED

@@ -191,6 +191,36 @@ async def test_cancel_drops_queued_and_waits_for_running(running: Running) -> No
     assert jobs["queued"].state == api.JOB_STATE_DROPPED
 
 
+async def test_cancel_ends_a_session_whose_job_never_finishes(running: Running) -> None:
+    # "hung" runs on a jobrunner that never answers again; "never" is queued and never taken
+    await running.run_session("s1", {"hung": 0})
+    await running.publish(pb.JobsPlanned(jobs=[pb.PlannedJob(job_id="never", type=pb.JOB_TYPE_FILE)]), "s1", "", 2)
+    watcher = running.stub.WatchSession(api.WatchSessionRequest(session_id="s1"))
+    async for update in watcher:
+        if update.jobs_total == 2 and update.totals.received == 200:
+            break
+    watcher.cancel()
+    await running.stub.CancelSession(api.CancelSessionRequest(session_id="s1", reason="wrong org"))
+    running.clock.advance(dt.timedelta(seconds=10))  # the grace (the default); the day-long stall timeout is far
+    final = await running.final("s1", within=15)
+    assert final.status == pb.SESSION_STATUS_STOPPED
+    assert "wrong org" in final.reason and "cancel grace" in final.reason
+    jobs = {j.job_id: j for j in (await running.stub.ListJobs(api.ListJobsRequest(session_id="s1"))).jobs}
+    assert jobs["never"].state == api.JOB_STATE_DROPPED
+    assert jobs["hung"].state == api.JOB_STATE_TERMINATED and jobs["hung"].outcome == pb.JOB_OUTCOME_CANCELLED
+    # the jobrunner was told to stop twice: the SessionCancelled, then the JobTerminated of its job
+    for kind in ("SessionCancelled", "JobTerminated"):
+        msg = await running.bus.js.get_last_msg(
+            running.bus.config.events_stream, running.bus.config.events_subject(f"s1.{kind}")
+        )
+        assert pb.Envelope.FromString(msg.data).WhichOneof("payload") is not None
+    terminated = await running.bus.js.get_last_msg(
+        running.bus.config.events_stream, running.bus.config.events_subject("s1.JobTerminated")
+    )
+    assert pb.Envelope.FromString(terminated.data).job_id == "hung"
+    assert await _finished_events(running, "s1") == 1
+
+
 async def test_every_rpc_checks_token_and_role(running: Running) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
