@@ -130,6 +130,8 @@ MIGRATIONS = [
         revoked_by text NOT NULL DEFAULT ''
     );
     """,
+    # the stall timeout decided for the session (request, else policy; 0: the session service's default)
+    "ALTER TABLE sessions ADD COLUMN stall_timeout_s double precision NOT NULL DEFAULT 0",
 ]
 
 
@@ -152,6 +154,7 @@ class SessionRecord:
     api_calls: int = 0
     published: bool = False
     planned_at: dt.datetime | None = None
+    stall_timeout: dt.timedelta = dt.timedelta(0)  # the request's, else the policy's; zero: the service default
 
 
 @dataclass(frozen=True)
@@ -428,8 +431,8 @@ class DiscoveryStore:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "INSERT INTO sessions (session_id, policy_id, org_id, planned, failure_reason, initial, warnings,"
-                " global_hash, describe_date, full_describe_at, api_calls, planned_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " global_hash, describe_date, full_describe_at, api_calls, planned_at, stall_timeout_s)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
                 (
                     record.session_id,
@@ -444,6 +447,7 @@ class DiscoveryStore:
                     record.full_describe_at,
                     record.api_calls,
                     record.planned_at or dt.datetime.now(dt.UTC),
+                    record.stall_timeout.total_seconds(),
                 ),
             )
             if await cur.fetchone() is None:
@@ -526,6 +530,7 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         api_calls=row["api_calls"],
         published=row["published"],
         planned_at=row["planned_at"],
+        stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
     )
 
 
