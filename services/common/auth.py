@@ -5,21 +5,32 @@ each service verifies them locally. Roles, each including the ones before it: vi
 (runs and cancels backups), admin (orgs, policies, tokens), service (the services' own calls: writes to
 storage). Missing or bad token -> UNAUTHENTICATED; a role too low -> PERMISSION_DENIED. Health and
 reflection stay open (they reveal no data). Mutating calls are written to the audit log.
+
+A token lives at most MAX_TOKEN_TTL_S (366 days); one that claims longer is refused. Revocation is a port
+(`Revocations`, anything with `in`): the in-memory `RevokedTokens`, filled in every service by
+`KvRevocationFeed` from the JetStream KV bucket discovery writes when a token is revoked, so a revoked
+token is refused everywhere within a second or two. People's mutating calls also go to an `AuditSink`
+(`StreamAudit`: the AUDIT stream, read back by discovery's ListAudit). `BusAccess.attach` wires both
+into a service's interceptors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import contextvars
+import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Container, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import grpc
 
@@ -28,7 +39,11 @@ from services.common.handlers import CallDetails, rewrap
 
 ROLES = {"viewer": 1, "operator": 2, "admin": 3, "service": 4}
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+MAX_TOKEN_TTL_S = 366 * 86400.0  # no token, a service's own included, lives longer than this
+CLOCK_SKEW_S = 300.0  # a token issued this far in the future is still accepted (clocks differ)
+MAX_NAME = 200
 audit = logging.getLogger("sfvault.audit")
+log = logging.getLogger("sfvault.auth")
 
 
 class AuthError(Exception):
@@ -57,12 +72,21 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def check_ttl(ttl_s: float) -> None:
+    """A token's lifetime: more than nothing, at most MAX_TOKEN_TTL_S."""
+    if not ttl_s > 0 or ttl_s > MAX_TOKEN_TTL_S:
+        raise ValueError(f"a token lives more than 0 and at most {MAX_TOKEN_TTL_S / 86400:.0f} days")
+
+
 def mint(key: bytes, name: str, role: str, ttl_s: float = 90 * 86400.0, now: float | None = None) -> str:
     """A signed token `sfv1.<payload>.<signature>` for `name` with `role`, valid for ttl_s seconds."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if not key:
         raise ValueError("the signing key is empty")
+    if not name or len(name) > MAX_NAME:
+        raise ValueError(f"a token's name is 1 to {MAX_NAME} characters")
+    check_ttl(ttl_s)
     issued = time.time() if now is None else now
     payload = _b64(
         json.dumps(
@@ -74,7 +98,17 @@ def mint(key: bytes, name: str, role: str, ttl_s: float = 90 * 86400.0, now: flo
     return f"sfv1.{payload}.{signature}"
 
 
-def verify(key: bytes, token: str, revoked: frozenset[str] = frozenset(), now: float | None = None) -> Principal:
+@dataclass(frozen=True)
+class Claims:
+    token_id: str
+    name: str
+    role: str
+    issued_at: float
+    expires_at: float
+
+
+def claims_of(key: bytes, token: str) -> Claims:
+    """The claims of a token signed with `key`, whatever its times (AuthError if forged or malformed)."""
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != "sfv1":
         raise AuthError("malformed token")
@@ -86,13 +120,253 @@ def verify(key: bytes, token: str, revoked: frozenset[str] = frozenset(), now: f
         raise AuthError("malformed token") from None
     if not hmac.compare_digest(expected, signature):
         raise AuthError("token signature is not valid")
-    if (time.time() if now is None else now) >= claims.get("exp", 0):
-        raise AuthError("token expired")
-    if claims.get("jti") in revoked:
-        raise AuthError("token revoked")
+    if not isinstance(claims, dict):
+        raise AuthError("malformed token")
+    iat, exp, jti = claims.get("iat"), claims.get("exp"), claims.get("jti")
+    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in (iat, exp)):
+        raise AuthError("token carries no valid issue and expiry times")
+    if not isinstance(jti, str) or not jti:
+        raise AuthError("token carries no id")
     if claims.get("role") not in ROLES:
         raise AuthError("token carries an unknown role")
-    return Principal(str(claims.get("sub", "")), claims["role"], str(claims.get("jti", "")))
+    return Claims(jti, str(claims.get("sub", "")), claims["role"], float(iat), float(exp))  # type: ignore[arg-type]
+
+
+def verify(key: bytes, token: str, revoked: Container[str] = frozenset(), now: float | None = None) -> Principal:
+    claims = claims_of(key, token)
+    at = time.time() if now is None else now
+    if at >= claims.expires_at:
+        raise AuthError("token expired")
+    if claims.expires_at - claims.issued_at > MAX_TOKEN_TTL_S + 1:
+        raise AuthError(f"token lifetime exceeds {MAX_TOKEN_TTL_S / 86400:.0f} days")
+    if claims.issued_at > at + CLOCK_SKEW_S:
+        raise AuthError("token issued in the future")
+    if claims.token_id in revoked:
+        raise AuthError("token revoked")
+    return Principal(claims.name, claims.role, claims.token_id)
+
+
+# ---- revocation -----------------------------------------------------------------------------------------
+
+
+class Revocations(Protocol):
+    """The token ids no longer accepted: anything that answers `token_id in revocations`."""
+
+    def __contains__(self, token_id: object) -> bool: ...
+
+
+class RevokedTokens:
+    """The in-memory revocation set each service checks (filled by KvRevocationFeed, or by a test)."""
+
+    def __init__(self, token_ids: Iterable[str] = ()) -> None:
+        self._ids = set(token_ids)
+
+    def __contains__(self, token_id: object) -> bool:
+        return token_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, token_id: str) -> None:
+        self._ids.add(token_id)
+
+
+def revocation_bucket(namespace: str = "") -> str:
+    return f"{namespace.upper()}REVOKED_TOKENS"
+
+
+class KvRevocationFeed:
+    """Revoked token ids in a JetStream KV bucket (key: the id; value: when and by whom). Discovery puts;
+    every service follows the bucket into its RevokedTokens. An entry outlives any token it can name (the
+    bucket's TTL is longer than MAX_TOKEN_TTL_S). The watch is made again every `resync_s`, so a watch
+    that a NATS restart silently broke costs at most that long."""
+
+    def __init__(self, js: Any, namespace: str = "", replicas: int = 1, resync_s: float = 30.0) -> None:
+        self.js = js
+        self.bucket_name = revocation_bucket(namespace)
+        self.replicas = replicas
+        self.resync_s = resync_s
+        self._kv: Any = None
+
+    async def bucket(self) -> Any:
+        if self._kv is None:
+            from nats.js.api import KeyValueConfig
+            from nats.js.errors import BadRequestError
+
+            config = KeyValueConfig(
+                bucket=self.bucket_name, history=1, ttl=MAX_TOKEN_TTL_S + 86400.0, replicas=self.replicas
+            )
+            try:
+                self._kv = await self.js.create_key_value(config)
+            except BadRequestError:  # exists with another configuration (e.g. replicas): use it as it is
+                self._kv = await self.js.key_value(self.bucket_name)
+        return self._kv
+
+    async def revoke(self, token_id: str, revoked_at: float, revoked_by: str) -> None:
+        kv = await self.bucket()
+        await kv.put(token_id, json.dumps({"revoked_at": revoked_at, "revoked_by": revoked_by}).encode())
+
+    async def load(self, into: RevokedTokens, stop: asyncio.Event | None = None) -> Any:
+        """Every revoked id into `into`; returns the watcher, which goes on delivering new ones."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        kv = await self.bucket()
+        watcher = await kv.watchall(ignore_deletes=True)
+        while True:
+            try:
+                entry = await watcher.updates(timeout=5)
+            except NatsTimeout:
+                continue
+            if entry is None:
+                return watcher  # the end of what the bucket held
+            into.add(entry.key)
+
+    async def follow(self, into: RevokedTokens, stop: asyncio.Event) -> None:
+        """Keep `into` up to date until `stop`: a new watch every resync_s, a retry after any failure."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while not stop.is_set():
+            watcher = None
+            try:
+                watcher = await self.load(into)
+                deadline = time.monotonic() + self.resync_s
+                while not stop.is_set() and time.monotonic() < deadline:
+                    try:
+                        entry = await watcher.updates(timeout=1)
+                    except NatsTimeout:
+                        continue
+                    if entry is not None and entry.operation is None:
+                        into.add(entry.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away: keep what is known, try again shortly
+                log.warning("revocations: following %s failed (%s); retrying", self.bucket_name, type(exc).__name__)
+                self._kv = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+
+
+# ---- the audit of changes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float  # epoch seconds
+    actor: str
+    role: str
+    token_id: str
+    service: str
+    method: str
+    outcome: str  # OK, or the gRPC status name
+    target: str = ""
+
+
+class AuditSink(Protocol):
+    async def record(self, entry: AuditEntry) -> None: ...
+
+
+class MemoryAudit:
+    """An AuditSink for tests."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+    async def record(self, entry: AuditEntry) -> None:
+        self.entries.append(entry)
+
+
+def audit_stream(namespace: str = "") -> str:
+    return f"{namespace.upper()}AUDIT"
+
+
+class StreamAudit:
+    """The audit of changes in a JetStream stream (AUDIT, subjects sfvault.audit.<service>): appended by every
+    service, read back in order by discovery's ListAudit. Kept 400 days."""
+
+    MAX_AGE_S = 400 * 86400.0
+
+    def __init__(self, js: Any, namespace: str = "", replicas: int = 1) -> None:
+        self.js = js
+        self.namespace = namespace
+        self.stream = audit_stream(namespace)
+        self.replicas = replicas
+
+    def subject(self, service: str = "*") -> str:
+        return f"{self.namespace}sfvault.audit.{service}"
+
+    async def ensure(self) -> None:
+        from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self.subject(">")],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=self.replicas,
+            max_age=self.MAX_AGE_S,
+            discard=DiscardPolicy.OLD,
+        )
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:
+            await self.js.update_stream(config)
+
+    async def record(self, entry: AuditEntry) -> None:
+        await self.js.publish(
+            self.subject(entry.service or "unknown"), json.dumps(asdict(entry)).encode(), stream=self.stream
+        )
+
+    async def read(
+        self, since: float | None = None, actor: str = "", limit: int = 500, after_seq: int = 0
+    ) -> tuple[list[AuditEntry], int]:
+        """Entries from `since` (or after stream sequence `after_seq`), oldest first; the last sequence read
+        (0 when none)."""
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await self.js.stream_info(self.stream)
+        except NotFoundError:
+            return [], 0  # nothing audited yet
+        if info.state.messages == 0 or after_seq >= info.state.last_seq:
+            return [], 0
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, max_ack_pending=-1)
+        if after_seq:
+            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, after_seq + 1
+        elif since is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = dt.datetime.fromtimestamp(since, dt.UTC)
+        else:
+            config.deliver_policy = DeliverPolicy.ALL
+        sub = await self.js.pull_subscribe(self.subject(">"), stream=self.stream, config=config)
+        entries: list[AuditEntry] = []
+        last = 0
+        try:
+            while len(entries) < limit:
+                try:
+                    msgs = await sub.fetch(min(256, limit - len(entries)), timeout=1.0)
+                except NatsTimeout:
+                    break
+                for msg in msgs:
+                    last = msg.metadata.sequence.stream
+                    try:
+                        entry = AuditEntry(**json.loads(msg.data))
+                    except (ValueError, TypeError):
+                        continue
+                    if not actor or entry.actor == actor:
+                        entries.append(entry)
+                if msgs and msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return entries, last
 
 
 def _abort_handler(code: grpc.StatusCode, details: str, like: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -106,18 +380,61 @@ def _abort_handler(code: grpc.StatusCode, details: str, like: grpc.RpcMethodHand
     return rewrap(like, lambda _: unary, lambda _: streaming)
 
 
-def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal, method: str, mutating: bool) -> Any:
+def _target(request: Any) -> str:
+    """The id a call is about: the first non-empty `*_id` text field, at the top or one message down."""
+    fields = request.ListFields() if hasattr(request, "ListFields") else []
+    for field, value in fields:
+        if field.name.endswith("_id") and isinstance(value, str) and value:
+            return value[:200]
+    for _field, value in fields:
+        if hasattr(value, "ListFields") and (found := _target(value)):
+            return found
+    return ""
+
+
+def _outcome(context: Any, failed: bool) -> str:
+    code = None
+    with contextlib.suppress(Exception):
+        code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "ERROR" if failed else "OK"
+
+
+def _with_principal(
+    handler: grpc.RpcMethodHandler,
+    principal: Principal,
+    method: str,
+    mutating: bool,
+    sink: AuditSink | None = None,
+    service: str = "",
+) -> Any:
+    short = method.rsplit("/", 1)[-1]
+
+    async def record(request: Any, context: Any, failed: bool) -> None:
+        outcome = _outcome(context, failed)
+        audit.info("%s by %s (%s): %s", method, principal.name, principal.role, outcome.lower())
+        if sink is None or principal.role == "service":  # the services' own writes are the backup itself
+            return
+        entry = AuditEntry(
+            time.time(), principal.name, principal.role, principal.token_id, service, short, outcome, _target(request)
+        )
+        try:
+            await asyncio.wait_for(sink.record(entry), 5)
+        except Exception as exc:
+            log.warning("audit entry of %s by %s not recorded: %s", short, principal.name, type(exc).__name__)
+
     def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = current_principal.set(principal)
             try:
                 result = await fn(request, context)
                 if mutating:
-                    audit.info("%s by %s (%s): ok", method, principal.name, principal.role)
+                    await record(request, context, False)
                 return result
             except BaseException:
                 if mutating:
-                    audit.info("%s by %s (%s): refused or failed", method, principal.name, principal.role)
+                    await record(request, context, True)
                 raise
             finally:
                 current_principal.reset(token)
@@ -151,7 +468,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         required: Mapping[str, str],
         *,
         default_role: str = "admin",
-        revoked: frozenset[str] = frozenset(),
+        revoked: Revocations = frozenset(),
         mutating_verbs: tuple[str, ...] = (
             "Create",
             "Update",
@@ -162,7 +479,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             "Mark",
             "Upload",
             "Begin",
+            "Register",
+            "Revoke",
         ),
+        audit_sink: AuditSink | None = None,
+        service: str = "",
     ) -> None:
         if not key:
             raise ValueError("SFVAULT_AUTH_KEY is empty: refusing to serve without authentication")
@@ -171,6 +492,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.default_role = default_role
         self.revoked = revoked
         self.mutating_verbs = mutating_verbs
+        self.audit_sink = audit_sink
+        self.service = service
 
     def role_for(self, method: str) -> str:
         short = method.rsplit("/", 1)[-1]
@@ -199,7 +522,47 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED, f"{method.rsplit('/', 1)[-1]} needs the {role} role", handler
             )
         mutating = method.rsplit("/", 1)[-1].startswith(self.mutating_verbs)
-        return _with_principal(handler, principal, method, mutating)
+        return _with_principal(handler, principal, method, mutating, self.audit_sink, self.service)
+
+
+class BusAccess:
+    """Wires a service's AuthInterceptors to the bus: the revocations of the KV bucket (loaded before the
+    service serves, then followed) and the AUDIT stream. `close()` stops following."""
+
+    def __init__(self, feed: KvRevocationFeed, revoked: RevokedTokens, audit: StreamAudit) -> None:
+        self.feed = feed
+        self.revoked = revoked
+        self.audit = audit
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def attach(cls, interceptors: Iterable[Any], bus: Any, service: str) -> BusAccess:
+        config = bus.config
+        guards = [i for i in interceptors if isinstance(i, AuthInterceptor)]
+        static = [t for g in guards if isinstance(g.revoked, frozenset | set) for t in g.revoked]
+        access = cls(
+            KvRevocationFeed(bus.js, config.namespace, config.events_replicas),
+            RevokedTokens(static),
+            StreamAudit(bus.js, config.namespace, config.events_replicas),
+        )
+        await access.audit.ensure()
+        watcher = await access.feed.load(access.revoked)
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+        for guard in guards:
+            guard.revoked = access.revoked
+            guard.audit_sink = access.audit
+            guard.service = service
+        access._task = asyncio.create_task(access.feed.follow(access.revoked, access._stop))
+        return access
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -298,3 +661,27 @@ def load_key(value: str) -> bytes:
         with open(value[5:], "rb") as f:
             return f.read().strip()
     return value.encode()
+
+
+def read_key(ref: str) -> bytes:
+    """The signing key from "env:NAME" (its value as SFVAULT_AUTH_KEY takes it) or "file:/path"; an AuthError
+    naming what is missing, never the value."""
+    kind, _, where = ref.partition(":")
+    if kind == "env" and where:
+        value = os.environ.get(where, "")
+        if not value:
+            raise AuthError(f"the signing key: environment variable {where} is not set (or give --key-ref file:/path)")
+        try:
+            key = load_key(value)
+        except OSError as exc:
+            raise AuthError(f"the signing key: cannot read the file {where} names: {exc.strerror}") from None
+    elif kind == "file" and where:
+        try:
+            key = load_key(ref)
+        except OSError as exc:
+            raise AuthError(f"the signing key: cannot read {where}: {exc.strerror}") from None
+    else:
+        raise AuthError(f"the signing key reference {ref!r} must be env:NAME or file:/path")
+    if not key:
+        raise AuthError("the signing key is empty")
+    return key

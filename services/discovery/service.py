@@ -17,10 +17,10 @@ from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.common import db, errors
-from services.common.auth import aio_channel
+from services.common.auth import BusAccess, aio_channel, load_key
 from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server
-from services.discovery import adapters
+from services.discovery import access, adapters
 from services.discovery.api import DiscoveryApi
 from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
 from services.discovery.config import DiscoverySettings
@@ -53,9 +53,15 @@ async def serve(
     pool = await db.open_pool(settings.database_url)
     bus = await Bus.connect(settings.bus_config(), producer="discovery")
     grpc_server: GrpcServer | None = None
+    bus_access: BusAccess | None = None
     try:
         store = DiscoveryStore(pool, settings.discovery_db_schema)
         await store.setup()
+        interceptors = settings.auth_interceptors(ROLES)
+        bus_access = await BusAccess.attach(interceptors, bus, "discovery")  # revocations and the audit
+        tokens = access.TokenStore(pool, settings.discovery_db_schema)
+        await access.republish_revocations(tokens, bus_access.feed)
+        key = b"" if settings.auth_disabled or not settings.auth_key else load_key(settings.auth_key)
         planner = Planner(
             store,
             connect,
@@ -100,10 +106,11 @@ async def serve(
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
                     DiscoveryApi(Catalog(store, connect, backup_ids), store),
                     discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name,
-                )
+                ),
+                access.service_entry(access.AccessApi(key, tokens, bus_access.feed, bus_access.audit)),
             ],
             port=settings.discovery_port,
-            interceptors=settings.auth_interceptors(ROLES),
+            interceptors=interceptors,
             credentials=settings.server_credentials(),
         )
         await grpc_server.set_serving(True)
@@ -139,6 +146,8 @@ async def serve(
     finally:
         if grpc_server is not None:
             await grpc_server.stop(2)
+        if bus_access is not None:
+            await bus_access.close()
         await bus.close()
         await pool.close()
 

@@ -18,6 +18,7 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2, session_pb2_grpc
 
 from services.common import db
+from services.common.auth import BusAccess
 from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.session.api import SessionApi
@@ -47,12 +48,15 @@ async def serve(
     pool = await db.open_pool(settings.database_url)
     bus = await Bus.connect(settings.bus_config(), producer="session")
     grpc_server: GrpcServer | None = None
+    bus_access: BusAccess | None = None
     try:
         projection = Projection(pool, settings.session_db_schema, CONSUMER)
         await projection.setup()
         app = SessionService(
             projection, bus, clock or SystemClock(), settings.stall_timeout, cancel_grace=settings.cancel_grace
         )
+        interceptors = settings.auth_interceptors(ROLES)
+        bus_access = await BusAccess.attach(interceptors, bus, "session")  # revocations and the audit
         grpc_server = await start_grpc_server(
             [
                 (
@@ -62,7 +66,7 @@ async def serve(
                 )
             ],
             port=settings.session_port,
-            interceptors=settings.auth_interceptors(ROLES),
+            interceptors=interceptors,
             credentials=settings.server_credentials(),
         )
         await grpc_server.set_serving(True)
@@ -108,6 +112,8 @@ async def serve(
     finally:
         if grpc_server is not None:
             await grpc_server.stop(2)
+        if bus_access is not None:
+            await bus_access.close()
         await bus.close()
         await pool.close()
 

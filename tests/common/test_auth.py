@@ -1,0 +1,113 @@
+"""Tokens: bounded lifetimes, claims that cannot lie, and revocations followed from NATS (KV) at once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from services.common.auth import (
+    MAX_TOKEN_TTL_S,
+    AuthError,
+    KvRevocationFeed,
+    RevokedTokens,
+    claims_of,
+    mint,
+    read_key,
+    verify,
+)
+
+KEY = b"unit-key"
+
+
+def forge(claims: object, key: bytes = KEY) -> str:
+    """A token signed with the real key but with claims mint() would never write."""
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    signature = hmac.new(key, f"sfv1.{payload}".encode(), hashlib.sha256).digest()
+    return f"sfv1.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("ttl_s", [-86400.0, -1.0, 0.0, MAX_TOKEN_TTL_S + 1, 10_000 * 86400.0, float("nan")])
+def test_a_token_lifetime_is_bounded(ttl_s: float) -> None:
+    with pytest.raises(ValueError, match="days"):
+        mint(KEY, "alice", "viewer", ttl_s=ttl_s)
+
+
+def test_the_longest_lifetime_is_accepted() -> None:
+    assert verify(KEY, mint(KEY, "alice", "viewer", ttl_s=MAX_TOKEN_TTL_S)).role == "viewer"
+
+
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        ({"sub": "eve", "role": "admin", "iat": 0, "exp": 4_000_000_000, "jti": "a"}, "lifetime"),
+        ({"sub": "eve", "role": "admin", "exp": 4_000_000_000, "jti": "a"}, "times"),
+        ({"sub": "eve", "role": "admin", "iat": "0", "exp": "9999999999", "jti": "a"}, "times"),
+        ({"sub": "eve", "role": "admin", "iat": time.time(), "exp": True, "jti": "a"}, "times"),
+        ({"sub": "eve", "role": "root", "iat": time.time(), "exp": time.time() + 60, "jti": "a"}, "role"),
+        ({"sub": "eve", "role": "admin", "iat": time.time(), "exp": time.time() + 60}, "id"),
+        (["sub", "eve"], "malformed"),
+        (
+            {"sub": "eve", "role": "admin", "iat": time.time() + 86400, "exp": time.time() + 2 * 86400, "jti": "a"},
+            "future",
+        ),
+    ],
+)
+def test_signed_claims_that_break_the_rules_are_refused(claims: object, why: str) -> None:
+    with pytest.raises(AuthError, match=why):
+        verify(KEY, forge(claims))
+
+
+def test_expired_and_revoked_tokens_are_refused() -> None:
+    old = mint(KEY, "bob", "operator", ttl_s=60, now=time.time() - 120)
+    with pytest.raises(AuthError, match="expired"):
+        verify(KEY, old)
+    fresh = mint(KEY, "bob", "operator", ttl_s=60)
+    revoked = RevokedTokens()
+    assert verify(KEY, fresh, revoked).name == "bob"
+    revoked.add(claims_of(KEY, fresh).token_id)
+    with pytest.raises(AuthError, match="revoked"):
+        verify(KEY, fresh, revoked)
+
+
+def test_the_signing_key_reference_gives_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SFVAULT_AUTH_KEY", raising=False)
+    with pytest.raises(AuthError, match="SFVAULT_AUTH_KEY is not set"):
+        read_key("env:SFVAULT_AUTH_KEY")
+    with pytest.raises(AuthError, match="cannot read"):
+        read_key(f"file:{tmp_path / 'missing'}")
+    with pytest.raises(AuthError, match="env:NAME or file:/path"):
+        read_key("the-key-itself")
+    (tmp_path / "key").write_text("k1\n")
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", f"file:{tmp_path / 'key'}")
+    assert read_key("env:SFVAULT_AUTH_KEY") == b"k1"
+
+
+async def test_revocations_are_followed_from_the_kv_bucket(nats_url: str, bus_namespace: str) -> None:
+    nc = await nats.connect(nats_url)
+    stop = asyncio.Event()
+    try:
+        writer = KvRevocationFeed(nc.jetstream(), bus_namespace)
+        await writer.revoke("before", time.time(), "root")
+        known = RevokedTokens()
+        follower = KvRevocationFeed(nc.jetstream(), bus_namespace)
+        watcher = await follower.load(known)
+        await watcher.stop()
+        assert "before" in known  # what was revoked before a service starts is known before it serves
+        following = asyncio.create_task(follower.follow(known, stop))
+        await writer.revoke("after", time.time(), "root")
+        deadline = time.monotonic() + 10
+        while "after" not in known:
+            assert time.monotonic() < deadline, "a revocation not seen within 10 s"
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(following, 10)
+    finally:
+        await nc.close()
