@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
+from services.common.auth import BusAccess
 from services.common.bus import Bus, BusConfig
 from services.common.grpcserver import GrpcServer, start_grpc_server
 from services.common.settings import auth_interceptors, server_credentials
@@ -48,6 +49,7 @@ class RunningStorage:
     pool: AsyncConnectionPool
     bus: Bus | None
     relay: asyncio.Task[None] | None = None
+    access: BusAccess | None = None  # revocations followed, people's changes audited
 
     @property
     def port(self) -> int:
@@ -63,6 +65,8 @@ class RunningStorage:
                 await self.relay
         with contextlib.suppress(Exception):
             await self.storage.relay.flush()  # else re-published at the next start (and dropped as duplicates)
+        if self.access is not None:
+            await self.access.close()
         if self.bus is not None:
             await self.bus.close()
         await self.pool.close()
@@ -102,13 +106,15 @@ async def start(
         log.warning("outbox relay at start-up failed (%s); retrying periodically", type(exc).__name__)
     relay = asyncio.create_task(storage.relay.run(), name="storage-outbox-relay")
     limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
+    interceptors = auth_interceptors(settings.auth_key, settings.auth_disabled, settings.auth_revoked, ROLES)
+    access = await BusAccess.attach(interceptors, bus, "storage") if bus is not None else None
     server = await start_grpc_server(
         [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],
         port=settings.storage_port,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
-        interceptors=auth_interceptors(settings.auth_key, settings.auth_disabled, settings.auth_revoked, ROLES),
+        interceptors=interceptors,
         credentials=server_credentials(settings.tls_cert_file, settings.tls_key_file),
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)
-    return RunningStorage(server, storage, pool, bus, relay)
+    return RunningStorage(server, storage, pool, bus, relay, access)
