@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
 
 
-class StorageSettings(BaseSettings):
+class StorageSettings(ServiceSettings):
+    """Storage's own settings on top of those every service reads the same way (ServiceSettings: database, NATS
+    and its streams' replicas and duplicate window, authentication, TLS)."""
+
     model_config = SettingsConfigDict(env_prefix="SFVAULT_", extra="ignore")
 
-    database_url: str = Field(description="libpq URL of the PostgreSQL that holds the storage schema")
-    nats_url: str = Field(description="NATS server with JetStream")
-    bus_namespace: str = ""
     storage_port: int = 50053
     # file:///absolute/path, file://relative/path, or s3://bucket/prefix
     file_repository: str = "file://var/sfvault/files"
@@ -27,11 +29,6 @@ class StorageSettings(BaseSettings):
     # how often the outbox relay publishes the ChunkUploaded events still pending (and forgets acknowledged ones)
     storage_outbox_interval_s: float = Field(default=2.0, gt=0)
     storage_drain_seconds: float = 20.0
-    auth_key: str = ""  # HMAC key of the bearer tokens (or file:/path); required unless auth_disabled
-    auth_disabled: bool = False
-    auth_revoked: str = ""
-    tls_cert_file: str = ""  # gRPC over TLS when both are set
-    tls_key_file: str = ""
 
 
 class ConfigError(SystemExit):

@@ -14,9 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.common.auth import BusAccess
-from services.common.bus import Bus, BusConfig
+from services.common.bus import Bus
 from services.common.grpcserver import GrpcServer, start_grpc_server
-from services.common.settings import auth_interceptors, server_credentials
 from services.storage.api import StorageServicer
 from services.storage.application import Storage
 from services.storage.config import StorageSettings
@@ -86,7 +85,8 @@ async def start(
     await repo.check()
     bus: Bus | None = None
     if publisher is None:
-        bus = await Bus.connect(BusConfig(settings.nats_url, namespace=settings.bus_namespace), producer="storage")
+        # the streams as every service declares them (replicas, duplicate window): storage resets nothing
+        bus = await Bus.connect(settings.bus_config(), producer="storage")
         publisher = BusChunkPublisher(bus)
     storage = Storage(
         store,
@@ -106,14 +106,14 @@ async def start(
         log.warning("outbox relay at start-up failed (%s); retrying periodically", type(exc).__name__)
     relay = asyncio.create_task(storage.relay.run(), name="storage-outbox-relay")
     limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
-    interceptors = auth_interceptors(settings.auth_key, settings.auth_disabled, settings.auth_revoked, ROLES)
+    interceptors = settings.auth_interceptors(ROLES)
     access = await BusAccess.attach(interceptors, bus, "storage") if bus is not None else None
     server = await start_grpc_server(
         [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],
         port=settings.storage_port,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         interceptors=interceptors,
-        credentials=server_credentials(settings.tls_cert_file, settings.tls_key_file),
+        credentials=settings.server_credentials(),
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)

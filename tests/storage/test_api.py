@@ -280,3 +280,35 @@ async def test_a_chunk_larger_than_grpcs_default_message_limit_is_received(
         assert result.counts.new_versions == 80
     finally:
         await channel.close()
+
+
+def test_storage_reads_the_bus_settings_every_service_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFVAULT_DATABASE_URL", "postgresql://x/y")
+    monkeypatch.setenv("SFVAULT_NATS_URL", "nats://n:4222")
+    monkeypatch.setenv("SFVAULT_EVENTS_REPLICAS", "3")
+    monkeypatch.setenv("SFVAULT_JOBS_REPLICAS", "3")
+    monkeypatch.setenv("SFVAULT_DUPLICATE_WINDOW_S", "600")
+    bus = config.load().bus_config()
+    assert (bus.url, bus.events_replicas, bus.jobs_replicas, bus.duplicate_window_s) == ("nats://n:4222", 3, 3, 600)
+
+
+async def test_storage_declares_the_streams_with_the_shared_settings(
+    database_url: str, nats_url: str, bus_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another service declared the streams with a 10-minute duplicate window; storage's start keeps it
+    monkeypatch.setenv("SFVAULT_DATABASE_URL", database_url)
+    monkeypatch.setenv("SFVAULT_NATS_URL", nats_url)
+    monkeypatch.setenv("SFVAULT_BUS_NAMESPACE", bus_namespace)
+    monkeypatch.setenv("SFVAULT_STORAGE_PORT", "0")
+    monkeypatch.setenv("SFVAULT_FILE_REPOSITORY", f"file://{tmp_path / 'files'}")
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", AUTH_KEY.decode())
+    monkeypatch.setenv("SFVAULT_DUPLICATE_WINDOW_S", "600")
+    other = await Bus.connect(BusConfig(nats_url, namespace=bus_namespace, duplicate_window_s=600), producer="other")
+    running = await service.start(config.load())
+    try:
+        for stream in (other.config.events_stream, other.config.jobs_stream):
+            info = await other.js.stream_info(stream)
+            assert info.config.duplicate_window == 600, stream
+    finally:
+        await running.stop(1)
+        await other.close()
