@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
-# reads are for viewers; writes only for the services themselves (a jobrunner's token has role "service")
-ROLES = {
+# Reads are for viewers. Everything else -- every write (BeginJob, PutObjectSchema, PutRecords, MarkDeleted,
+# UploadFile, PutMetadata) and any RPC added later -- needs the services' own role: backed-up history is
+# append-only for people, whatever their role (an admin could otherwise fake a hard delete or plant a version).
+READS = {
     "GetRecordHistory": "viewer",
     "GetRecordAsOf": "viewer",
     "ExportObjectAsOf": "viewer",
@@ -38,6 +40,9 @@ ROLES = {
     "ListFileVersions": "viewer",
     "ListMetadataVersions": "viewer",
     "GetMetadataAsOf": "viewer",
+}
+ROLES = {
+    m.name: READS.get(m.name, "service") for m in storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
 }
 
 

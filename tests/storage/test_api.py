@@ -4,10 +4,12 @@ file round trip, a streamed export, health, and ChunkUploaded observed on JetStr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.storage.v1 import storage_pb2 as pb
@@ -312,3 +314,82 @@ async def test_storage_declares_the_streams_with_the_shared_settings(
     finally:
         await running.stop(1)
         await other.close()
+
+
+async def test_only_the_service_identity_writes_people_get_permission_denied(
+    stub: storage_pb2_grpc.StorageServiceStub, database_url: str
+) -> None:
+    begin = pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account")
+    await stub.BeginJob(begin)  # the jobrunner's service token
+    await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
+    await stub.PutRecords(
+        pb.PutRecordsRequest(
+            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", records=[account(1)]
+        )
+    )
+    rid = sf_id("001", 1)
+    writes: dict[str, Callable[[storage_pb2_grpc.StorageServiceStub], Any]] = {
+        "BeginJob": lambda s: s.BeginJob(
+            pb.BeginJobRequest(org_id=ORG, session_id="s2", job_id="j2", type=DATA, object_name="Account")
+        ),
+        "PutObjectSchema": lambda s: s.PutObjectSchema(
+            pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA)
+        ),
+        "PutRecords": lambda s: s.PutRecords(
+            pb.PutRecordsRequest(
+                org_id=ORG, session_id="s1", job_id="j1", chunk_seq=2, object_name="Account", records=[account(1, "x")]
+            )
+        ),
+        "MarkDeleted": lambda s: s.MarkDeleted(
+            pb.MarkDeletedRequest(
+                org_id=ORG,
+                session_id="s1",
+                job_id="j1",
+                chunk_seq=2,
+                object_name="Account",
+                record_ids=[rid],
+                state=pb.DELETED_STATE_HARD,
+            )
+        ),
+        "UploadFile": lambda s: s.UploadFile(
+            _upload(pb.FileHeader(org_id=ORG, session_id="s1", job_id="j1", chunk_seq=2, size=1), b"x")
+        ),
+        "PutMetadata": lambda s: s.PutMetadata(
+            pb.PutMetadataRequest(
+                org_id=ORG,
+                session_id="s1",
+                job_id="j1",
+                chunk_seq=2,
+                components=[pb.MetadataComponent(type="ApexClass", full_name="A", content=b"x")],
+            )
+        ),
+    }
+    # every RPC that is not a read is listed (a new write is refused to people by default)
+    methods = pb.DESCRIPTOR.services_by_name["StorageService"].methods
+    assert {m.name for m in methods if service.ROLES[m.name] == "service"} == set(writes)
+    port = stub.test_port  # type: ignore[attr-defined]
+    for role in ("admin", "operator", "viewer"):
+        async with aio_channel(f"127.0.0.1:{port}", token(role, f"a-{role}")) as channel:
+            person = storage_pb2_grpc.StorageServiceStub(channel)
+            for name, write in writes.items():
+                try:
+                    await write(person)
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.PERMISSION_DENIED, (role, name, exc.code())
+                    assert "service role" in (exc.details() or "")
+                else:
+                    raise AssertionError(f"{name} accepted a {role} token")
+            # reads stay open to people
+            history = await person.GetRecordHistory(
+                pb.GetRecordHistoryRequest(org_id=ORG, object_name="Account", record_id=rid)
+            )
+            assert len(history.versions) == 1
+    with psycopg.connect(database_url) as conn:  # nothing the refused calls sent was stored
+        assert conn.execute("SELECT count(*) FROM storage.chunks").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM storage.jobs").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM storage.record_versions").fetchone() == (1,)
+
+
+async def _upload(header: pb.FileHeader, body: bytes) -> AsyncIterator[pb.UploadFileRequest]:
+    yield pb.UploadFileRequest(header=header)
+    yield pb.UploadFileRequest(data=body)
