@@ -29,6 +29,9 @@ class StorageSettings(ServiceSettings):
     # how often the outbox relay publishes the ChunkUploaded events still pending (and forgets acknowledged ones)
     storage_outbox_interval_s: float = Field(default=2.0, gt=0)
     storage_drain_seconds: float = 20.0
+    # temporary bodies (of uploads killed midway) untouched this long are removed at start-up; longer than any
+    # upload's pause between two writes (local) or than any multipart upload takes (S3)
+    storage_tmp_grace_s: float = Field(default=6 * 3600.0, ge=0)
 
 
 class ConfigError(SystemExit):

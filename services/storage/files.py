@@ -1,7 +1,9 @@
 """File repositories: content-addressed bodies (files, metadata components) in a local directory or any
 S3-compatible store. A body is written under a temporary name and becomes visible only once complete
 (rename, or multipart complete + copy), at the address derived from its SHA-256, so identical contents are
-stored once and a crash never leaves a partial body at a real address.
+stored once and a crash never leaves a partial body at a real address. A local repository is private to the
+service's user (directories 0700, bodies 0600); temporary bodies a killed upload left behind are removed at
+start-up once older than a grace period (`sweep_temporary`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +21,9 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
+DIR_MODE = 0o700  # a local repository is readable by the service's user only
+FILE_MODE = 0o600
+log = logging.getLogger(__name__)
 
 
 def content_key(sha256_hex: str) -> str:
@@ -47,6 +54,11 @@ class FileRepository(Protocol):
         """Raises when the repository is not usable (start-up and readiness)."""
         ...
 
+    async def sweep_temporary(self, older_than_s: float) -> int:
+        """Removes temporary bodies (of uploads killed midway) untouched for `older_than_s`; returns how many.
+        Safe with several replicas: an upload in flight keeps its body younger than the grace period."""
+        ...
+
 
 # --- local directory ------------------------------------------------------------------------------------
 
@@ -55,7 +67,8 @@ class _LocalUpload:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp" / uuid.uuid4().hex
-        self._fh = open(self.tmp, "wb")  # closed in commit/abort
+        # 0600 from its creation (not chmod-ed later: never readable by others, not even for a moment)
+        self._fh = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb")
 
     async def write(self, data: bytes) -> None:
         await asyncio.to_thread(self._fh.write, data)
@@ -68,7 +81,7 @@ class _LocalUpload:
             self._fh.flush()
             os.fsync(self._fh.fileno())  # durable before it becomes visible
             self._fh.close()
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(self.root, target.parent)
             if target.exists():
                 self.tmp.unlink()  # identical content already stored
             else:
@@ -83,10 +96,28 @@ class _LocalUpload:
             self.tmp.unlink()
 
 
+def _private_dirs(root: Path, directory: Path) -> None:
+    """`directory` (inside `root`) and each missing level between them, created 0700."""
+    missing = []
+    while directory != root and not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another upload created it meanwhile
+            d.mkdir(mode=DIR_MODE)
+
+
 class LocalFileRepository:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
+        (self.root / ".tmp").mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        # also a repository created by an older version (0755): private from the top, whatever is inside
+        for d in (self.root, self.root / ".tmp"):
+            if d.stat().st_mode & 0o777 != DIR_MODE:
+                try:
+                    os.chmod(d, DIR_MODE)
+                except PermissionError:  # a mount point owned by another user: its owner decides
+                    log.warning("file repository %s is not 0700 and cannot be made so (not its owner)", d)
 
     async def begin(self) -> Upload:
         return _LocalUpload(self.root)
@@ -113,6 +144,21 @@ class LocalFileRepository:
         probe = self.root / ".tmp" / f"probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
+
+    async def sweep_temporary(self, older_than_s: float) -> int:
+        def sweep() -> int:
+            # an upload in flight writes its body as it receives it: its modification time stays recent
+            cutoff = time.time() - older_than_s
+            removed = 0
+            with os.scandir(self.root / ".tmp") as entries:
+                for entry in entries:
+                    with contextlib.suppress(FileNotFoundError):  # another replica swept it first
+                        if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
 
 # --- S3-compatible --------------------------------------------------------------------------------------
@@ -239,6 +285,35 @@ class S3FileRepository:
 
     async def check(self) -> None:
         await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)
+
+    async def sweep_temporary(self, older_than_s: float) -> int:
+        """Temporary objects and multipart uploads under `<prefix>.tmp/` older than the grace period."""
+        tmp_prefix = f"{self.prefix}.tmp/"
+
+        def sweep() -> int:
+            import datetime as dt
+
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than_s)
+            removed = 0
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=tmp_prefix):
+                for obj in page.get("Contents", []):
+                    if obj["LastModified"] < cutoff:
+                        self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
+                        removed += 1
+            uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=tmp_prefix)
+            for upload in uploads.get("Uploads", []):
+                # an upload in flight keeps adding parts: its last part's time, not when it began, says it is alive
+                parts = self.client.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                touched = max([p["LastModified"] for p in parts.get("Parts", [])], default=upload["Initiated"])
+                if touched < cutoff:
+                    with contextlib.suppress(Exception):  # completed or aborted meanwhile
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
 
 def open_repository(url: str, *, s3_endpoint_url: str | None = None) -> FileRepository:

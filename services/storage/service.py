@@ -88,6 +88,9 @@ async def start(
     log.info("storage schema at version %d", version)
     repo = files or open_repository(settings.file_repository, s3_endpoint_url=settings.s3_endpoint_url)
     await repo.check()
+    swept = await repo.sweep_temporary(settings.storage_tmp_grace_s)
+    if swept:
+        log.info("file repository: removed %d temporary bodies of killed uploads", swept)
     bus: Bus | None = None
     if publisher is None:
         # the streams as every service declares them (replicas, duplicate window): storage resets nothing

@@ -169,3 +169,38 @@ async def test_metadata_components_are_versioned_when_they_change(harness: Harne
     assert row.deleted
     with pytest.raises(NotFound):
         await s.metadata_as_of(ORG, "ApexClass", "Missing", None)
+
+
+async def test_a_local_repository_is_private_directories_0700_bodies_0600(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    root.mkdir(mode=0o755)  # made by an older version
+    repo = LocalFileRepository(root)
+    key = await _upload(repo, [b"secret body"])
+    _sha, small = await repo.put_bytes(b"metadata component")
+    for body in (root / key, root / small):
+        assert body.stat().st_mode & 0o777 == 0o600, body
+    dirs = [root, root / ".tmp", *(p for p in root.rglob("*") if p.is_dir())]
+    assert len(dirs) >= 4  # the root, .tmp and the two fan-out levels
+    for d in dirs:
+        assert d.stat().st_mode & 0o777 == 0o700, d
+
+
+async def test_temporary_bodies_of_killed_uploads_are_swept_after_the_grace_period(
+    repo: FileRepository, tmp_path: Path
+) -> None:
+    killed = await repo.begin()  # an upload whose process died: never committed nor aborted
+    await killed.write(b"x" * (6 << 20))  # S3: one part of a multipart upload
+    await killed.write(b"y")
+    in_flight = await repo.begin()
+    await in_flight.write(b"z" * (6 << 20))
+    if isinstance(repo, LocalFileRepository):
+        stale = repo.root / ".tmp" / "left-by-a-killed-upload"
+        stale.write_bytes(b"partial")
+        os.utime(stale, (1_000_000_000, 1_000_000_000))  # 2001
+        assert await repo.sweep_temporary(3600) == 1  # only the old one; the young ones may be in flight
+        assert not stale.exists()
+    else:
+        assert await repo.sweep_temporary(3600) == 0
+    assert await repo.sweep_temporary(-1) == 2  # past the grace: both temporary bodies go
+    key = await _upload(repo, [b"after the sweep"])
+    assert await _read(repo, key) == b"after the sweep"
