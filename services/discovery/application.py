@@ -322,9 +322,10 @@ class Planner:
             return
         stored = await self.store.session_jobs(sid)
         specs = [jobs.JobSpec.FromString(j.spec) for j in stored]
-        await self.publisher.emit(
-            ev.SessionStarted(policy_id=record.policy_id, org_id=record.org_id, initial=record.initial), session_id=sid
-        )
+        started = ev.SessionStarted(policy_id=record.policy_id, org_id=record.org_id, initial=record.initial)
+        if record.stall_timeout > dt.timedelta(0):
+            started.stall_timeout.FromTimedelta(record.stall_timeout)
+        await self.publisher.emit(started, session_id=sid)
         planned = ev.JobsPlanned(jobs=[translate.planned_job(s) for s in specs])
         planned.warnings.extend(record.warnings)
         await self.publisher.emit(planned, session_id=sid)
@@ -466,6 +467,7 @@ class Planner:
             full_describe_at=now if full_describe else (previous.full_describe_at if previous else now),
             api_calls=session.api_calls,
             planned_at=now,
+            stall_timeout=stall,
         )
         for warning in resolution.warnings:
             log.warning("session %s: %s", session_id, warning)

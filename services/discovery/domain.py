@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
-DEFAULT_STALL_TIMEOUT = dt.timedelta(hours=24)
 DEFAULT_RECONCILE_EVERY = dt.timedelta(days=7)
 DEFAULT_DAILY_SHARE = 50
 FILE_OBJECTS = ("ContentVersion", "Attachment", "Document")
@@ -159,7 +158,7 @@ class Policy:
     auto_add_new_fields: bool = True
     files: bool = True
     metadata: bool = True
-    stall_timeout: dt.timedelta = dt.timedelta(0)  # zero: 24 h
+    stall_timeout: dt.timedelta = dt.timedelta(0)  # zero: the session service's default (24 h unless set)
     daily_share_percent: int = 0  # zero: 50
     per_run_cap: int = 0  # zero: no cap beyond the daily share
     reconcile_every: dt.timedelta = dt.timedelta(0)  # zero: 7 days
@@ -232,8 +231,9 @@ def check_policy(policy: Policy) -> Policy:
 
 
 def stall_timeout(policy: Policy, requested: dt.timedelta) -> dt.timedelta:
-    """The session request's timeout wins, then the policy's, then the seed's 24 hours."""
-    return requested or policy.stall_timeout or DEFAULT_STALL_TIMEOUT
+    """The one rule, decided once per session: the request's timeout wins, then the policy's; zero leaves it
+    to the session service's default (SFVAULT_STALL_TIMEOUT_S), which only that service knows."""
+    return requested if requested > dt.timedelta(0) else policy.stall_timeout
 
 
 # ---- what Salesforce says -----------------------------------------------------------------------------

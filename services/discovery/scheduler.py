@@ -112,11 +112,10 @@ class GrpcSessionStarter:
     async def start(self, policy: d.Policy, session_id: str) -> str:
         from sfvault.session.v1 import session_pb2 as api
 
+        # no stall timeout: the policy's applies, decided by discovery's planning like any session's
         request = api.StartSessionRequest(
             policy_id=policy.policy_id, org_id=policy.org_id, trigger="schedule", session_id=session_id
         )
-        if policy.stall_timeout:
-            request.stall_timeout.FromTimedelta(policy.stall_timeout)
         started = await self.stub.StartSession(request, timeout=10)
         return str(started.session_id)
 

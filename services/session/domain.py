@@ -108,6 +108,7 @@ class SessionStarted(Event):
     policy_id: str = ""
     org_id: str = ""
     initial: bool = False
+    stall_timeout: dt.timedelta | None = None  # discovery's decision: the request's, else the policy's
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +222,9 @@ class Session:
     initial: bool = False
     trigger: str = ""
     requested_by: str = ""
-    stall_timeout: dt.timedelta | None = None  # None: the service default
+    # the request's, else the policy's (from SessionStarted), else None: the service default. Discovery decides
+    # request-then-policy, so whichever of the two events comes first, the result is the same.
+    stall_timeout: dt.timedelta | None = None
     planned: bool = False
     cancel_requested: bool = False
     cancelled_at: dt.datetime | None = None  # the earliest SessionCancelled: the cancel grace counts from it
@@ -324,6 +327,7 @@ def _on_started(s: Session, e: SessionStarted) -> Session:
         policy_id=s.policy_id or e.policy_id,
         org_id=s.org_id or e.org_id,
         initial=s.initial or e.initial,
+        stall_timeout=s.stall_timeout or e.stall_timeout,
         started_at=_earliest(s.started_at, e.at),
     )
     return _running_if_pending(s, e.at)

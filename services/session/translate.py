@@ -93,7 +93,9 @@ def to_domain(env: pb.Envelope) -> d.Event:
         )
     if kind == "session_started":
         q = env.session_started
-        return d.SessionStarted(**base, policy_id=q.policy_id, org_id=q.org_id, initial=q.initial)
+        return d.SessionStarted(
+            **base, policy_id=q.policy_id, org_id=q.org_id, initial=q.initial, stall_timeout=_duration(q.stall_timeout)
+        )
     if kind == "jobs_planned":
         jobs = tuple(d.PlannedJob(j.job_id, _JOB_TYPES.get(j.type, ""), j.object_name) for j in env.jobs_planned.jobs)
         if any(not j.job_id for j in jobs):

@@ -26,7 +26,7 @@ from services.discovery.config import DiscoverySettings
 from sforg.testing import Admin, running_org
 from tests.auth import AUTH_KEY, token
 
-SECRET_ENV = "T_DISCOVERY_CLIENT_SECRET"
+SECRET_ENV = "SFVAULT_SECRET_T_DISCOVERY_CLIENT"  # secrets come only from the SFVAULT_SECRET_ prefix
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +166,14 @@ class Running:
         return await self.stub.CreateOrg(api.CreateOrgRequest(org_id=org_id, name="sforg", connection=connection))
 
     async def create_policy(self, policy_id: str, org_id: str = "org-1", **kw: Any) -> api.Policy:
-        values: dict[str, Any] = {"auto_add_new_objects": True, "auto_add_new_fields": True, "files": True}
+        values: dict[str, Any] = {
+            "auto_add_new_objects": True,
+            "auto_add_new_fields": True,
+            "files": True,
+            "metadata": True,
+        }
         values.update(kw)
-        policy = api.Policy(policy_id=policy_id, org_id=org_id, name=policy_id, metadata=True, **values)
+        policy = api.Policy(policy_id=policy_id, org_id=org_id, name=policy_id, **values)
         return await self.stub.CreatePolicy(api.CreatePolicyRequest(policy=policy))
 
 

@@ -188,7 +188,7 @@ def test_policy_and_connection_rules() -> None:
     ):
         with pytest.raises(d.InvalidPolicy):
             d.check_connection(dataclasses.replace(good, **change))  # type: ignore[arg-type]
-    assert d.stall_timeout(policy(), dt.timedelta(0)) == dt.timedelta(hours=24)
+    assert d.stall_timeout(policy(), dt.timedelta(0)) == dt.timedelta(0)  # the session service's default
     assert d.stall_timeout(policy(stall_timeout=dt.timedelta(hours=2)), dt.timedelta(0)) == dt.timedelta(hours=2)
     assert d.stall_timeout(policy(stall_timeout=dt.timedelta(hours=2)), dt.timedelta(hours=1)) == dt.timedelta(hours=1)
 

@@ -3,18 +3,21 @@ JobSpecs out. The org is shared by the module: tests that change its schema undo
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import functools
 import socket
 from typing import Any
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
 from services.discovery import adapters
 from sforg.testing import Admin
-from tests.discovery.conftest import Running
+from tests.discovery.conftest import SECRET_ENV, Running
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +74,8 @@ async def test_initial_session_plans_every_job(
     assert account.instance_url == org["instance_url"]
     assert account.connection.client_secret_ref.startswith("env:")
     assert org["client_secret"].encode() not in account.SerializeToString()
-    assert account.stall_timeout.ToTimedelta().total_seconds() == 24 * 3600
+    assert account.stall_timeout.ToTimedelta().total_seconds() == 0  # neither request nor policy: the default
+    assert not envs[1].session_started.HasField("stall_timeout")
     assert account.api_reserve_percent == 20
     assert 0 < account.api_call_cap <= 1000 // len(specs)
     files = specs["files"]
@@ -107,6 +111,51 @@ async def test_initial_session_plans_every_job(
     assert plan2.api_calls < plan.api_calls
 
 
+async def test_a_manual_session_stalls_at_the_policy_timeout(
+    running: Running, connection: api.OrgConnection, database_url: str, nats_url: str, bus_namespace: str
+) -> None:
+    """One rule: the request's stall timeout, else the policy's, else the session service's default. A manual
+    StartSession sets none; discovery puts the policy's into SessionStarted and the session service applies it."""
+    from sfvault.session.v1 import session_pb2 as session_api
+    from sfvault.session.v1 import session_pb2_grpc
+
+    from services.common.auth import aio_channel
+    from tests.session.conftest import FakeClock, serving, session_settings
+    from tests.session.conftest import token as session_token
+
+    await running.create_org(connection)
+    await running.create_policy(
+        "short",
+        files=False,
+        metadata=False,
+        scope=api.Scope(include_objects=["Account"]),
+        stall_timeout=Duration(seconds=1800),
+    )
+    clock = FakeClock()
+    async with serving(session_settings(database_url, nats_url, bus_namespace), clock) as (port, _app):
+        async with aio_channel(f"127.0.0.1:{port}", session_token("operator")) as channel:
+            sessions = session_pb2_grpc.SessionServiceStub(channel)
+            started = await sessions.StartSession(session_api.StartSessionRequest(policy_id="short", org_id="org-1"))
+            sid = started.session_id
+            envs = await running.outcome(sid)
+            assert envs[1].session_started.stall_timeout.ToTimedelta() == dt.timedelta(minutes=30)
+            async for update in sessions.WatchSession(session_api.WatchSessionRequest(session_id=sid)):
+                if update.planned:
+                    break
+            assert update.stall_timeout.ToTimedelta() == dt.timedelta(minutes=30)
+            clock.advance(dt.timedelta(minutes=31))  # nobody runs the job: it stalls at the policy's 30 minutes
+
+            async def final() -> session_api.Session:
+                async for update in sessions.WatchSession(session_api.WatchSessionRequest(session_id=sid)):
+                    last = update
+                return last
+
+            ended = await asyncio.wait_for(final(), 15)
+            assert ended.status == ev.SESSION_STATUS_FAILED
+            [job] = (await sessions.ListJobs(session_api.ListJobsRequest(session_id=sid))).jobs
+            assert "stall timeout 0h30m00s" in job.message
+
+
 async def test_unknown_policy_fails_the_session(running: Running) -> None:
     await running.request("s-unknown", "no-such-policy")
     envs = await running.outcome("s-unknown")
@@ -118,14 +167,14 @@ async def test_refused_login_fails_the_session(
 ) -> None:
     await running.create_org(connection)
     await running.create_policy("p1")
-    monkeypatch.setenv("T_DISCOVERY_CLIENT_SECRET", "not-the-secret")
+    monkeypatch.setenv(SECRET_ENV, "not-the-secret")
     await running.request("s-refused", "p1")
     reason = (await running.outcome("s-refused"))[-1].session_failed.reason
     assert "refused" in reason and "not-the-secret" not in reason
-    monkeypatch.delenv("T_DISCOVERY_CLIENT_SECRET")
+    monkeypatch.delenv(SECRET_ENV)
     await running.request("s-nosecret", "p1")
     reason = (await running.outcome("s-nosecret"))[-1].session_failed.reason
-    assert "T_DISCOVERY_CLIENT_SECRET" in reason
+    assert SECRET_ENV in reason
     assert await running.job_specs("s-refused") == []
 
 

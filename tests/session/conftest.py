@@ -4,6 +4,7 @@ helpers that publish the events other services would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -99,10 +100,9 @@ def session_settings(database_url: str, nats_url: str, namespace: str, **overrid
     return SessionSettings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def running(database_url: str, nats_url: str, bus_namespace: str) -> AsyncIterator[Running]:
-    settings = session_settings(database_url, nats_url, bus_namespace)
-    clock = FakeClock()
+@contextlib.asynccontextmanager
+async def serving(settings: SessionSettings, clock: FakeClock) -> AsyncIterator[tuple[int, SessionService]]:
+    """The session service in-process until the block ends: its port and its application."""
     stop = asyncio.Event()
     ready: asyncio.Future[tuple[int, SessionService]] = asyncio.get_running_loop().create_future()
 
@@ -113,13 +113,22 @@ async def running(database_url: str, nats_url: str, bus_namespace: str) -> Async
     done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
     if task in done:
         task.result()
-    port, app = ready.result()
-    bus = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
-    channel = aio_channel(f"127.0.0.1:{port}", token("operator", "alice"))
     try:
-        yield Running(settings, clock, app, session_pb2_grpc.SessionServiceStub(channel), bus, port)
+        yield ready.result()
     finally:
-        await channel.close()
-        await bus.close()
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def running(database_url: str, nats_url: str, bus_namespace: str) -> AsyncIterator[Running]:
+    settings = session_settings(database_url, nats_url, bus_namespace)
+    clock = FakeClock()
+    async with serving(settings, clock) as (port, app):
+        bus = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
+        channel = aio_channel(f"127.0.0.1:{port}", token("operator", "alice"))
+        try:
+            yield Running(settings, clock, app, session_pb2_grpc.SessionServiceStub(channel), bus, port)
+        finally:
+            await channel.close()
+            await bus.close()

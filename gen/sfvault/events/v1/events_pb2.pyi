@@ -196,7 +196,9 @@ class SessionRequested(_message.Message):
     """"manual", "schedule", ..."""
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
-        """Zero means the service default (SFVAULT_STALL_TIMEOUT, 24 h unless set)."""
+        """Set only to override the policy's. Zero: the policy's (discovery puts it into SessionStarted), else the
+        session service's default (SFVAULT_STALL_TIMEOUT_S, 24 h unless set).
+        """
 
     def __init__(
         self,
@@ -222,20 +224,28 @@ class SessionStarted(_message.Message):
     POLICY_ID_FIELD_NUMBER: _builtins.int
     ORG_ID_FIELD_NUMBER: _builtins.int
     INITIAL_FIELD_NUMBER: _builtins.int
+    STALL_TIMEOUT_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     initial: _builtins.bool
     """the first session of the policy: a full copy"""
+    @_builtins.property
+    def stall_timeout(self) -> _duration_pb2.Duration:
+        """The stall timeout discovery decided, once for the session: the request's, else the policy's. Zero: the
+        session service's default. The session service applies this one.
+        """
+
     def __init__(
         self,
         *,
         policy_id: _builtins.str = ...,
         org_id: _builtins.str = ...,
         initial: _builtins.bool = ...,
+        stall_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "org_id", b"org_id", "policy_id", b"policy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "org_id", b"org_id", "policy_id", b"policy_id", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
