@@ -299,3 +299,17 @@ def test_planning_warnings_are_kept_once() -> None:
     first = ev(d.JobsPlanned, jobs=(d.PlannedJob("a", "data"),), warnings=("Foo__c skipped: cannot be queried",))
     s = run([first, first, ev(d.JobsPlanned, jobs=(), warnings=("Account.Secret__c hidden",))])
     assert s.warnings == ("Foo__c skipped: cannot be queried", "Account.Secret__c hidden")
+
+
+def test_stall_timeout_is_the_requests_else_the_policys_from_discovery_else_the_default() -> None:
+    policy = ev(d.SessionStarted, stall_timeout=dt.timedelta(minutes=30))  # discovery: the policy's
+    for events in ([ev(d.SessionRequested), policy, planned("a")], [policy, ev(d.SessionRequested), planned("a")]):
+        s = run(events)
+        assert s.stall_timeout == dt.timedelta(minutes=30)
+        assert [x.job_id for x in d.stalls(s, at(30), HOUR * 24)] == ["a"]
+    # a request's own timeout: discovery decided it first, so SessionStarted says the same
+    asked = dt.timedelta(minutes=5)
+    s = run([ev(d.SessionRequested, stall_timeout=asked), ev(d.SessionStarted, stall_timeout=asked), planned("a")])
+    assert s.stall_timeout == asked
+    s = run([ev(d.SessionRequested), ev(d.SessionStarted), planned("a")])
+    assert s.stall_timeout is None and d.stalls(s, at(59), HOUR) == []
