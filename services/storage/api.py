@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.events.v1 import events_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
+from services.common.auth import current_principal
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
@@ -26,7 +29,7 @@ from services.storage.domain import (
     NotFound,
     ObjectSchema,
 )
-from services.storage.store import ChunkOutcome, FileVersionRow, MetadataVersionRow, RecordVersionRow
+from services.storage.store import ChunkOutcome, FileVersionRow, MetadataVersionRow, ReadEntry, RecordVersionRow
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,24 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     # the database went away: the caller retries (every write is idempotent)
     (psycopg.OperationalError, grpc.StatusCode.UNAVAILABLE),
 ]
+
+
+def _code(exc: BaseException) -> grpc.StatusCode:
+    """The status an exception becomes (without logging it)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN  # the context carries it; not raised by storage's own code
+    if isinstance(exc, psycopg.DataError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class _Read:
+    """What a read sent, for its audit entry."""
+
+    count = 0
 
 
 def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -160,6 +181,40 @@ def _metadata_version(org_id: str, m: MetadataVersionRow, content: bytes = b"") 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+
+    @contextlib.contextmanager
+    def _reading(
+        self, method: str, org_id: str, object_name: str, target: str, as_of: dt.datetime | None = None
+    ) -> Iterator[_Read]:
+        """Records the read in the read audit when it ends, however it ends (a refused or cut-short read
+        too, with what it had sent)."""
+        read = _Read()
+        outcome = "OK"
+        try:
+            yield read
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = grpc.StatusCode.CANCELLED.name
+            raise
+        except BaseException as exc:
+            outcome = _code(exc).name
+            raise
+        finally:
+            who = current_principal.get()
+            self.storage.read_audit.record(
+                ReadEntry(
+                    dt.datetime.now(dt.UTC),
+                    who.name,
+                    who.role,
+                    who.token_id,
+                    method,
+                    outcome,
+                    org_id[:100],
+                    object_name[:255],
+                    target[:1000],
+                    as_of,
+                    read.count,
+                )
+            )
 
     @_unary
     async def BeginJob(self, request: storage_pb2.BeginJobRequest, context: Any) -> storage_pb2.BeginJobResponse:
@@ -293,28 +348,36 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def GetRecordHistory(
         self, request: storage_pb2.GetRecordHistoryRequest, context: Any
     ) -> storage_pb2.GetRecordHistoryResponse:
-        versions = await self.storage.record_history(request.org_id, request.object_name, request.record_id)
+        with self._reading("GetRecordHistory", request.org_id, request.object_name, request.record_id) as read:
+            versions = await self.storage.record_history(request.org_id, request.object_name, request.record_id)
+            read.count = len(versions)
         return storage_pb2.GetRecordHistoryResponse(
             versions=[_version(request.org_id, request.object_name, v) for v in versions]
         )
 
     @_unary
     async def GetRecordAsOf(self, request: storage_pb2.GetRecordAsOfRequest, context: Any) -> storage_pb2.RecordVersion:
-        v = await self.storage.record_as_of(request.org_id, request.object_name, request.record_id, _when(request))
+        when = _when(request)
+        with self._reading("GetRecordAsOf", request.org_id, request.object_name, request.record_id, when) as read:
+            v = await self.storage.record_as_of(request.org_id, request.object_name, request.record_id, when)
+            read.count = 1
         return _version(request.org_id, request.object_name, v)
 
     @_streaming
     async def ExportObjectAsOf(
         self, request: storage_pb2.ExportObjectAsOfRequest, context: Any
     ) -> AsyncIterator[storage_pb2.ExportChunk]:
-        async for data, records in self.storage.export_as_of(
-            request.org_id,
-            request.object_name,
-            _when(request),
-            csv_format=request.format == storage_pb2.EXPORT_FORMAT_CSV,
-            include_deleted=request.include_deleted,
-        ):
-            yield storage_pb2.ExportChunk(data=data, records=records)
+        when = _when(request)
+        with self._reading("ExportObjectAsOf", request.org_id, request.object_name, "", when) as read:
+            async for data, records in self.storage.export_as_of(
+                request.org_id,
+                request.object_name,
+                when,
+                csv_format=request.format == storage_pb2.EXPORT_FORMAT_CSV,
+                include_deleted=request.include_deleted,
+            ):
+                yield storage_pb2.ExportChunk(data=data, records=records)
+                read.count += records
 
     @_unary
     async def ListRestorePoints(
@@ -338,15 +401,21 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def GetFile(
         self, request: storage_pb2.GetFileRequest, context: Any
     ) -> AsyncIterator[storage_pb2.GetFileResponse]:
-        version, _location, size, body = await self.storage.open_file(
-            request.org_id, request.sha256, request.object_name, request.record_id, _when(request)
-        )
-        if version is not None:
-            yield storage_pb2.GetFileResponse(file=_file_version(request.org_id, version))
-        else:
-            yield storage_pb2.GetFileResponse(file=storage_pb2.FileVersion(sha256=request.sha256.lower(), size=size))
-        async for data in body:
-            yield storage_pb2.GetFileResponse(data=data)
+        when = _when(request)
+        target = request.sha256.lower() or request.record_id
+        with self._reading("GetFile", request.org_id, request.object_name, target, when) as read:
+            version, _location, size, body = await self.storage.open_file(
+                request.org_id, request.sha256, request.object_name, request.record_id, when
+            )
+            if version is not None:
+                yield storage_pb2.GetFileResponse(file=_file_version(request.org_id, version))
+            else:
+                yield storage_pb2.GetFileResponse(
+                    file=storage_pb2.FileVersion(sha256=request.sha256.lower(), size=size)
+                )
+            async for data in body:
+                yield storage_pb2.GetFileResponse(data=data)
+                read.count += len(data)
 
     @_unary
     async def ListFileVersions(
@@ -366,7 +435,39 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def GetMetadataAsOf(
         self, request: storage_pb2.GetMetadataAsOfRequest, context: Any
     ) -> storage_pb2.MetadataVersion:
-        row, content = await self.storage.metadata_as_of(
-            request.org_id, request.type, request.full_name, _when(request)
-        )
+        when = _when(request)
+        with self._reading("GetMetadataAsOf", request.org_id, request.type, request.full_name, when) as read:
+            row, content = await self.storage.metadata_as_of(request.org_id, request.type, request.full_name, when)
+            read.count = len(content)
         return _metadata_version(request.org_id, row, content)
+
+    @_unary
+    async def ListReadAudit(
+        self, request: storage_pb2.ListReadAuditRequest, context: Any
+    ) -> storage_pb2.ListReadAuditResponse:
+        entries, next_token = await self.storage.read_audit.page(
+            since=_when(request, "since"),
+            actor=request.actor,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return storage_pb2.ListReadAuditResponse(
+            entries=[
+                storage_pb2.ReadAuditEntry(
+                    at=_ts(e.at),
+                    actor=e.actor,
+                    role=e.role,
+                    token_id=e.token_id,
+                    method=e.method,
+                    outcome=e.outcome,
+                    org_id=e.org_id,
+                    object_name=e.object_name,
+                    target=e.target,
+                    as_of=_ts(e.as_of),
+                    count=e.count,
+                    entry_id=e.entry_id,
+                )
+                for e in entries
+            ],
+            next_page_token=next_token,
+        )

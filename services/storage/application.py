@@ -28,6 +28,7 @@ from services.common.canonical import (
     split_column_texts,
 )
 from services.common.failpoints import failpoint
+from services.storage.audit import ReadAuditLog
 from services.storage.domain import (
     CANONICAL_RULES,
     CanonicalRecord,
@@ -201,6 +202,7 @@ class Storage:
         self.files = files
         self.publisher = publisher
         self.relay = ChunkEventRelay(store, publisher, interval_s=outbox_interval_s)
+        self.read_audit = ReadAuditLog(store)
         self.max_chunk_records = max_chunk_records
         self.count_formula_changes = count_formula_changes
         self.canonical_check_every = max(1, canonical_check_every)

@@ -208,4 +208,26 @@ CREATE TABLE outbox (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5]
+# Version 6: the read audit -- who read what and when (record histories, as-of reads, exports, file and
+# metadata downloads): never a value, only names, Ids, times and counts. Appended in batches by ReadAuditLog;
+# listed by entry_id (ListReadAudit), from a time or for one actor.
+V6 = """
+CREATE TABLE read_audit (
+    entry_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    actor       text NOT NULL,
+    role        text NOT NULL,
+    token_id    text NOT NULL,
+    method      text NOT NULL,
+    outcome     text NOT NULL,
+    org_id      text NOT NULL,
+    object_name text NOT NULL,
+    target      text NOT NULL,
+    as_of       timestamptz,
+    count       bigint NOT NULL
+);
+CREATE INDEX read_audit_at ON read_audit (at);
+CREATE INDEX read_audit_actor ON read_audit (actor, entry_id);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6]

@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
-# Reads are for viewers. Everything else -- every write (BeginJob, PutObjectSchema, PutRecords, MarkDeleted,
-# UploadFile, PutMetadata) and any RPC added later -- needs the services' own role: backed-up history is
-# append-only for people, whatever their role (an admin could otherwise fake a hard delete or plant a version).
+# Reads are for viewers (the read audit for admins). Everything else -- every write (BeginJob, PutObjectSchema,
+# PutRecords, MarkDeleted, UploadFile, PutMetadata) and any RPC added later -- needs the services' own role:
+# backed-up history is append-only for people, whatever their role (an admin could otherwise fake a hard delete
+# or plant a version).
 READS = {
     "GetRecordHistory": "viewer",
     "GetRecordAsOf": "viewer",
@@ -40,6 +41,7 @@ READS = {
     "ListFileVersions": "viewer",
     "ListMetadataVersions": "viewer",
     "GetMetadataAsOf": "viewer",
+    "ListReadAudit": "admin",  # who read what: for admins
 }
 ROLES = {
     m.name: READS.get(m.name, "service") for m in storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
@@ -54,6 +56,7 @@ class RunningStorage:
     bus: Bus | None
     relay: asyncio.Task[None] | None = None
     access: BusAccess | None = None  # revocations followed, people's changes audited
+    read_audit: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -63,10 +66,13 @@ class RunningStorage:
         """Drain: NOT_SERVING first, then let in-flight chunks finish (their transactions commit or roll back
         whole), then stop the outbox relay (forgetting what was acknowledged), then close the bus and the pool."""
         await self.server.stop(grace_s)
-        if self.relay is not None:
-            self.relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.relay
+        for task in (self.relay, self.read_audit):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(Exception):
+            await self.storage.read_audit.flush()  # the reads of the drained calls
         with contextlib.suppress(Exception):
             await self.storage.relay.flush()  # else re-published at the next start (and dropped as duplicates)
         if self.access is not None:
@@ -113,6 +119,7 @@ async def start(
     except Exception as exc:  # the periodic relay tries again
         log.warning("outbox relay at start-up failed (%s); retrying periodically", type(exc).__name__)
     relay = asyncio.create_task(storage.relay.run(), name="storage-outbox-relay")
+    read_audit = asyncio.create_task(storage.read_audit.run(), name="storage-read-audit")
     limit = settings.storage_max_message_mb << 20  # a 10,000-record chunk is larger than gRPC's 4 MiB default
     interceptors = settings.auth_interceptors(ROLES)
     access = await BusAccess.attach(interceptors, bus, "storage") if bus is not None else None
@@ -125,4 +132,4 @@ async def start(
     )
     await server.set_serving(True)  # database migrated, repository writable, bus connected
     log.info("storage serving on port %d", server.port)
-    return RunningStorage(server, storage, pool, bus, relay, access)
+    return RunningStorage(server, storage, pool, bus, relay=relay, access=access, read_audit=read_audit)

@@ -77,6 +77,27 @@ class PendingEvent:
 
 
 @dataclass(frozen=True)
+class ReadEntry:
+    """One read in the read audit: who, which RPC, of what, how much; never a value."""
+
+    at: dt.datetime
+    actor: str
+    role: str
+    token_id: str
+    method: str
+    outcome: str
+    org_id: str
+    object_name: str
+    target: str
+    as_of: dt.datetime | None
+    count: int
+    entry_id: int = 0  # set once stored
+
+
+_READ_AUDIT_COLUMNS = "at, actor, role, token_id, method, outcome, org_id, object_name, target, as_of, count"
+
+
+@dataclass(frozen=True)
 class RecordVersionRow:
     record_id: str
     version_id: int
@@ -979,6 +1000,39 @@ class PostgresStore:
                 MetadataVersionRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7], r[8], r[9], r[10])
                 for r in await cur.fetchall()
             ]
+
+    # --- read audit ----------------------------------------------------------------------------------------
+
+    async def record_reads(self, entries: Sequence[ReadEntry]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            async with conn.cursor().copy(f"COPY {S}.read_audit ({_READ_AUDIT_COLUMNS}) FROM STDIN") as copy:
+                for e in entries:
+                    await copy.write_row(
+                        (
+                            e.at,
+                            e.actor,
+                            e.role,
+                            e.token_id,
+                            e.method,
+                            e.outcome,
+                            e.org_id,
+                            e.object_name,
+                            e.target,
+                            e.as_of,
+                            e.count,
+                        )
+                    )
+
+    async def read_audit(self, *, since: dt.datetime | None, actor: str, after: int, limit: int) -> list[ReadEntry]:
+        """Entries after entry `after`, oldest first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_READ_AUDIT_COLUMNS}, entry_id FROM {S}.read_audit WHERE entry_id > %s"
+                " AND (%s::timestamptz IS NULL OR at >= %s) AND (%s = '' OR actor = %s)"
+                " ORDER BY entry_id LIMIT %s",
+                (after, since, since, actor, actor, limit),
+            )
+            return [ReadEntry(*r) for r in await cur.fetchall()]
 
     # --- record reads --------------------------------------------------------------------------------------
 

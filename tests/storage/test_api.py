@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
@@ -393,3 +394,83 @@ async def test_only_the_service_identity_writes_people_get_permission_denied(
 async def _upload(header: pb.FileHeader, body: bytes) -> AsyncIterator[pb.UploadFileRequest]:
     yield pb.UploadFileRequest(header=header)
     yield pb.UploadFileRequest(data=body)
+
+
+async def test_reads_are_audited_who_what_when_never_the_values_and_listed_for_admins(
+    stub: storage_pb2_grpc.StorageServiceStub,
+) -> None:
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account"))
+    await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
+    records = [account(1, "Secret Name"), account(2, "Secret Name")]
+    await stub.PutRecords(
+        pb.PutRecordsRequest(
+            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", records=records
+        )
+    )
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="f1", type=FILE))
+    file_id = sf_id("068", 1)
+    header = pb.FileHeader(
+        org_id=ORG, session_id="s1", job_id="f1", chunk_seq=1, object_name="ContentVersion", record_id=file_id, size=5
+    )
+    await stub.UploadFile(_upload(header, b"%PDF!"))
+    await stub.PutMetadata(
+        pb.PutMetadataRequest(
+            org_id=ORG,
+            session_id="s1",
+            job_id="f1",
+            chunk_seq=2,
+            components=[pb.MetadataComponent(type="ApexClass", full_name="Secret", content=b"class Secret {}")],
+        )
+    )
+    port = stub.test_port  # type: ignore[attr-defined]
+    rid = sf_id("001", 1)
+    at = Timestamp()
+    at.GetCurrentTime()
+    async with aio_channel(f"127.0.0.1:{port}", token("viewer", "alice")) as channel:
+        alice = storage_pb2_grpc.StorageServiceStub(channel)
+        await alice.GetRecordHistory(pb.GetRecordHistoryRequest(org_id=ORG, object_name="Account", record_id=rid))
+        await alice.GetRecordAsOf(pb.GetRecordAsOfRequest(org_id=ORG, object_name="Account", record_id=rid, as_of=at))
+        export = pb.ExportObjectAsOfRequest(org_id=ORG, object_name="Account", format=pb.EXPORT_FORMAT_JSONL)
+        assert sum([c.records async for c in alice.ExportObjectAsOf(export)]) == 2
+        get_file = pb.GetFileRequest(org_id=ORG, object_name="ContentVersion", record_id=file_id)
+        assert b"".join([p.data async for p in alice.GetFile(get_file)]) == b"%PDF!"
+        await alice.GetMetadataAsOf(pb.GetMetadataAsOfRequest(org_id=ORG, type="ApexClass", full_name="Secret"))
+        missing = pb.GetRecordHistoryRequest(org_id=ORG, object_name="Account", record_id=sf_id("001", 9))
+        assert await _code(alice.GetRecordHistory(missing)) == grpc.StatusCode.NOT_FOUND
+        # the audit is for admins only
+        assert await _code(alice.ListReadAudit(pb.ListReadAuditRequest())) == grpc.StatusCode.PERMISSION_DENIED
+
+    async with aio_channel(f"127.0.0.1:{port}", token("admin", "root")) as channel:
+        admin = storage_pb2_grpc.StorageServiceStub(channel)
+        listed = await admin.ListReadAudit(pb.ListReadAuditRequest(actor="alice"))
+        got = [(e.method, e.outcome, e.object_name, e.target, e.count) for e in listed.entries]
+        assert got == [
+            ("GetRecordHistory", "OK", "Account", rid, 1),
+            ("GetRecordAsOf", "OK", "Account", rid, 1),
+            ("ExportObjectAsOf", "OK", "Account", "", 2),
+            ("GetFile", "OK", "ContentVersion", file_id, 5),
+            ("GetMetadataAsOf", "OK", "ApexClass", "Secret", len(b"class Secret {}")),
+            ("GetRecordHistory", "NOT_FOUND", "Account", sf_id("001", 9), 0),
+        ]
+        assert not listed.next_page_token
+        first = listed.entries[0]
+        assert (first.actor, first.role, first.org_id) == ("alice", "viewer", ORG) and first.token_id
+        assert listed.entries[1].as_of == at and not listed.entries[0].HasField("as_of")
+        assert all(e.at.seconds > 0 for e in listed.entries)
+        assert "Secret Name" not in str(listed) and "class Secret" not in str(listed)  # never a value
+
+        # everyone's reads (the service's own included), page by page, oldest first
+        pages, token_ = [], ""
+        while True:
+            page = await admin.ListReadAudit(pb.ListReadAuditRequest(page_size=4, page_token=token_))
+            pages.append([e.entry_id for e in page.entries])
+            token_ = page.next_page_token
+            if not token_:
+                break
+        ids = [i for p in pages for i in p]
+        assert len(ids) == 6 and ids == sorted(ids) and [len(p) for p in pages] == [4, 2]
+        later = Timestamp()
+        later.FromSeconds(at.seconds + 3600)
+        assert not (await admin.ListReadAudit(pb.ListReadAuditRequest(since=later))).entries
+        bad = pb.ListReadAuditRequest(page_token="not-a-token")
+        assert await _code(admin.ListReadAudit(bad)) == grpc.StatusCode.INVALID_ARGUMENT

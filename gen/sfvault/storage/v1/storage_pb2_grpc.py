@@ -104,6 +104,11 @@ class StorageServiceStub:
                 request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.GetMetadataAsOfRequest.SerializeToString,
                 response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.MetadataVersion.FromString,
                 _registered_method=True)
+        self.ListReadAudit = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/ListReadAudit',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -203,6 +208,14 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReadAudit(self, request, context):
+        """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
+        metadata downloads -- oldest first, paged. Never record contents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +288,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.GetMetadataAsOf,
                     request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.GetMetadataAsOfRequest.FromString,
                     response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.MetadataVersion.SerializeToString,
+            ),
+            'ListReadAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReadAudit,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +673,33 @@ class StorageService:
             '/sfvault.storage.v1.StorageService/GetMetadataAsOf',
             sfvault_dot_storage_dot_v1_dot_storage__pb2.GetMetadataAsOfRequest.SerializeToString,
             sfvault_dot_storage_dot_v1_dot_storage__pb2.MetadataVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReadAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/ListReadAudit',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

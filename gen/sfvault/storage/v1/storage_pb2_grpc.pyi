@@ -60,6 +60,10 @@ class StorageServiceStub:
     ListFileVersions: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListFileVersionsRequest, _storage_pb2.ListFileVersionsResponse]
     ListMetadataVersions: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListMetadataVersionsRequest, _storage_pb2.ListMetadataVersionsResponse]
     GetMetadataAsOf: _grpc.UnaryUnaryMultiCallable[_storage_pb2.GetMetadataAsOfRequest, _storage_pb2.MetadataVersion]
+    ListReadAudit: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListReadAuditRequest, _storage_pb2.ListReadAuditResponse]
+    """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
+    metadata downloads -- oldest first, paged. Never record contents.
+    """
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -90,6 +94,10 @@ class StorageServiceAsyncStub(StorageServiceStub):
     ListFileVersions: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListFileVersionsRequest, _storage_pb2.ListFileVersionsResponse]  # type: ignore[assignment]
     ListMetadataVersions: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListMetadataVersionsRequest, _storage_pb2.ListMetadataVersionsResponse]  # type: ignore[assignment]
     GetMetadataAsOf: _aio.UnaryUnaryMultiCallable[_storage_pb2.GetMetadataAsOfRequest, _storage_pb2.MetadataVersion]  # type: ignore[assignment]
+    ListReadAudit: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListReadAuditRequest, _storage_pb2.ListReadAuditResponse]  # type: ignore[assignment]
+    """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
+    metadata downloads -- oldest first, paged. Never record contents.
+    """
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -201,5 +209,15 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _storage_pb2.GetMetadataAsOfRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_storage_pb2.MetadataVersion, _abc.Awaitable[_storage_pb2.MetadataVersion]]: ...
+
+    @_abc_1.abstractmethod
+    def ListReadAudit(
+        self,
+        request: _storage_pb2.ListReadAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.ListReadAuditResponse, _abc.Awaitable[_storage_pb2.ListReadAuditResponse]]:
+        """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
+        metadata downloads -- oldest first, paged. Never record contents.
+        """
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
