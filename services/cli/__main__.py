@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
 import typer
 from google.protobuf import duration_pb2, timestamp_pb2
+from sfvault.discovery.v1 import access_pb2 as acc
 from sfvault.discovery.v1 import discovery_pb2 as disc
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.storage.v1 import storage_pb2 as st
+from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services.cli import render
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
@@ -30,6 +34,7 @@ files_app = typer.Typer(help="Backed-up files.", no_args_is_help=True)
 metadata_app = typer.Typer(help="Backed-up metadata.", no_args_is_help=True)
 services_app = typer.Typer(help="A local installation.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="Who changed and who read what.", no_args_is_help=True)
 for sub, name in [
     (org_app, "org"),
     (policy_app, "policy"),
@@ -41,6 +46,7 @@ for sub, name in [
     (metadata_app, "metadata"),
     (services_app, "services"),
     (token_app, "token"),
+    (audit_app, "audit"),
 ]:
     app.add_typer(sub, name=name)
 
@@ -84,6 +90,32 @@ def _dur(value: dt.timedelta) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromTimedelta(value)
     return d
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` and its missing parents 0700 (a directory that exists is left as it is)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
+
+
+def write_private(path: Path, parts: Iterable[bytes]) -> int:
+    """Write `parts` to `path`, created 0600 (backed-up data is nobody else's): into a new file beside it,
+    renamed over `path` once complete, so a failed download leaves no partial or empty file. Bytes written."""
+    private_dir(path.parent if str(path.parent) else Path("."))
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                out.write(part)
+                size += len(part)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return size
 
 
 def salesforce_org_id(c: Clients, org_id: str) -> str:
@@ -500,17 +532,20 @@ def export(
         as_of=_ts(parse_time(at)),
         format=formats[fmt],
     )
-    out = output.open("wb") if output else sys.stdout.buffer
     count = 0
-    try:
+
+    def data() -> Iterator[bytes]:
+        nonlocal count
         for chunk in c.storage.ExportObjectAsOf(request):
-            out.write(chunk.data)
             count += chunk.records
-    finally:
-        if output:
-            out.close()
-    if output:
-        render.err_console.print(f"{count:,} records written to {output}")
+            yield chunk.data
+
+    if output is None:
+        for part in data():
+            sys.stdout.buffer.write(part)
+        return
+    write_private(output, data())
+    render.err_console.print(f"{count:,} records written to {output}")
 
 
 @files_app.command("get")
@@ -529,12 +564,8 @@ def files_get(
         record_id=record_id,
         as_of=_ts(parse_time(at)),
     )
-    size = 0
-    with output.open("wb") as f:
-        for part in c.storage.GetFile(request):
-            if part.HasField("data"):
-                f.write(part.data)
-                size += len(part.data)
+    parts = (part.data for part in c.storage.GetFile(request) if part.HasField("data"))
+    size = write_private(output, parts)
     render.console.print(f"{size:,} bytes written to {output}")
 
 
@@ -575,6 +606,7 @@ def metadata_get(
     full_name: str,
     at: Annotated[str, typer.Option("--at")] = "now",
     org: Annotated[str, typer.Option()] = "",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
 ) -> None:
     """A metadata component's content as backed up at a time."""
     c = clients()
@@ -586,7 +618,11 @@ def metadata_get(
             as_of=_ts(parse_time(at)),
         )
     )
-    sys.stdout.buffer.write(version.content)
+    if output is None:
+        sys.stdout.buffer.write(version.content)
+    else:
+        write_private(output, [version.content])
+        render.err_console.print(f"{len(version.content):,} bytes written to {output}")
 
 
 @app.command("verify")
@@ -638,21 +674,181 @@ def _only_org(c: Clients) -> str:
 # ---- tokens and local services --------------------------------------------------------------------------
 
 
+MAX_TOKEN_DAYS = 366
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="who the token is for")],
     role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
-    days: Annotated[int, typer.Option()] = 90,
+    days: Annotated[int, typer.Option(help=f"lifetime, 1 to {MAX_TOKEN_DAYS} days")] = 90,
     key_ref: Annotated[str, typer.Option(help="the signing key: env:NAME or file:/path")] = "env:SFVAULT_AUTH_KEY",
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="record it in sfvault's token registry (needs admin)")
+    ] = True,
 ) -> None:
-    """Mint a token (needs the signing key: an admin's task)."""
-    from services.common.auth import mint
-    from services.common.salesforce import read_secret
+    """Mint a token (needs the signing key: an admin's task) and register it, so it can be listed and revoked."""
+    from services.common.auth import mint, read_key
 
-    key = read_secret(key_ref, "signing key").encode()
     if role not in ("viewer", "operator", "admin"):
         raise CliError("role must be viewer, operator or admin")
-    print(mint(key, name, role, ttl_s=days * 86400.0))
+    if not 1 <= days <= MAX_TOKEN_DAYS:
+        raise CliError(f"--days must be 1 to {MAX_TOKEN_DAYS}")
+    token = mint(read_key(key_ref), name, role, ttl_s=days * 86400.0)
+    if register:  # before it is shown: a token nobody can list or revoke is never handed out
+        clients().access.RegisterToken(acc.RegisterTokenRequest(token=token))
+    else:
+        render.err_console.print("not registered: `sfvault token register` records it later", highlight=False)
+    print(token)
+
+
+@token_app.command("register")
+def token_register(
+    token_ref: Annotated[
+        str, typer.Option("--token-ref", help="the token: env:NAME or file:/path (e.g. .sfvault/admin.token)")
+    ] = "env:SFVAULT_TOKEN",
+    json_out: JsonOpt = False,
+) -> None:
+    """Record an existing token (minted earlier, or with --no-register) in the registry."""
+    from services.common.auth import read_key
+
+    token = read_key(token_ref).decode()
+    info = clients().access.RegisterToken(acc.RegisterTokenRequest(token=token))
+    if json_out:
+        render.print_json(info)
+    else:
+        render.console.print(f"token [bold]{info.token_id}[/] ({info.name}, {info.role}) registered")
+
+
+@token_app.command("list")
+def token_list(
+    include_expired: Annotated[bool, typer.Option("--all", help="expired tokens too")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The registered tokens (never the tokens themselves)."""
+    tokens = list(clients().access.ListTokens(acc.ListTokensRequest(include_expired=include_expired)).tokens)
+    if json_out:
+        render.print_json(tokens)
+        return
+    table = render.Table(title="Tokens")
+    for col in ("id", "name", "role", "issued", "expires", "revoked", "by"):
+        table.add_column(col)
+    for t in tokens:
+        revoked = t.HasField("revoked_at")
+        table.add_row(
+            t.token_id,
+            t.name,
+            t.role,
+            render.ts(t.issued_at),
+            render.ts(t.expires_at),
+            f"[red]{render.ts(t.revoked_at)}[/]" if revoked else "-",
+            t.revoked_by if revoked else t.registered_by,
+        )
+    render.console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, json_out: JsonOpt = False) -> None:
+    """Revoke a token: every service refuses it within seconds."""
+    info = clients().access.RevokeToken(acc.RevokeTokenRequest(token_id=token_id))
+    if json_out:
+        render.print_json(info)
+    else:
+        render.console.print(f"token {info.token_id} ({info.name}) revoked at {render.ts(info.revoked_at)}")
+
+
+# ---- audit ----------------------------------------------------------------------------------------------
+
+
+def _changes(c: Clients, since: dt.datetime | None, actor: str) -> Iterator[dict[str, Any]]:
+    request = acc.ListAuditRequest(actor=actor, page_size=1000)
+    if since is not None:
+        request.since.CopyFrom(_ts(since))
+    while True:
+        page = c.access.ListAudit(request)
+        for e in page.entries:
+            yield {
+                "at": e.at.ToDatetime(dt.UTC),
+                "kind": "change",
+                "actor": e.actor,
+                "role": e.role,
+                "service": e.service,
+                "action": e.method,
+                "what": e.target,
+                "outcome": e.outcome,
+            }
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token
+
+
+def _reads(c: Clients, since: dt.datetime | None, actor: str) -> Iterator[dict[str, Any]]:
+    """Storage's audit of reads (ListReadAudit). A storage without it: a note on stderr, no reads."""
+    request_type = getattr(st, "ListReadAuditRequest", None)
+    if request_type is None:
+        return
+    request = request_type(actor=actor, page_size=1000)
+    if since is not None:
+        request.since.CopyFrom(_ts(since))
+    while True:
+        try:
+            page = c.storage.ListReadAudit(request)  # type: ignore[attr-defined,unused-ignore]
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                raise
+            render.err_console.print("note: this storage does not audit reads yet; changes only", highlight=False)
+            return
+        for e in page.entries:
+            what = " ".join(part for part in (e.object_name, e.target) if part)
+            yield {
+                "at": e.at.ToDatetime(dt.UTC),
+                "kind": "read",
+                "actor": e.actor,
+                "role": e.role,
+                "service": "storage",
+                "action": e.method,
+                "what": what + (f" as of {render.ts(e.as_of)}" if e.HasField("as_of") else ""),
+                "outcome": e.outcome,
+            }
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token
+
+
+@audit_app.command("list")
+def audit_list(
+    since: Annotated[str, typer.Option(help="ISO 8601 time, or a duration back from now (e.g. 24h, 7d)")] = "",
+    actor: Annotated[str, typer.Option(help="only this token name")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """The audit: changes (every service) and reads (storage), merged by time, oldest first."""
+    start: dt.datetime | None = None
+    if since:
+        start = (
+            dt.datetime.now(dt.UTC) - parse_duration(since)
+            if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]?\s*", since)
+            else parse_time(since)
+        )
+    c = clients()
+    entries = sorted([*_changes(c, start, actor), *_reads(c, start, actor)], key=lambda e: e["at"])
+    if json_out:
+        render.print_json([e | {"at": e["at"].isoformat()} for e in entries])
+        return
+    table = render.Table(title="Audit")
+    for col in ("time", "kind", "actor", "role", "service", "action", "what", "outcome"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(
+            e["at"].strftime("%Y-%m-%d %H:%M:%S"),
+            e["kind"],
+            e["actor"],
+            e["role"],
+            e["service"],
+            e["action"],
+            e["what"],
+            e["outcome"] if e["outcome"] == "OK" else f"[red]{e['outcome']}[/]",
+        )
+    render.console.print(table)
 
 
 @services_app.command("up")
@@ -663,6 +859,7 @@ def services_up(
     """Start a local installation (PostgreSQL, NATS, the four services) in the background."""
     from services.cli import local
 
+    private_dir(home)  # the state directory holds the signing key and an admin token
     info = local.up(home, None if org == "none" else org)
     render.console.print(f"sfvault is up: {info['services']} (state in {home})")
 
@@ -692,21 +889,56 @@ def services_status(home: Annotated[Path, typer.Option()] = DEFAULT_HOME, json_o
         raise typer.Exit(1)
 
 
-def main() -> None:
+def _one_line(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(" ".join(str(text).split()))
+
+
+def _error(message: str, code: str = "") -> None:
+    label = f"error ({code})" if code else "error"
+    render.err_console.print(f"[red]{label}[/]: {_one_line(message)}", highlight=False, soft_wrap=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The CLI with every failure turned into one line on stderr and an exit code: 1 for an error, 2 for a
+    usage mistake, 130 when interrupted. No traceback, ever."""
     try:
-        app()
+        result = app(args=argv, prog_name="sfvault", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # the help text, as `sfvault GROUP` with nothing else asks for
+        return 2
+    except click_errors.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _error(exc.format_message() + hint)
+        return 2
+    except click_errors.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except typer.Abort:
+        _error("aborted")
+        return 1
     except grpc.RpcError as exc:
-        code = exc.code().name if hasattr(exc, "code") else "ERROR"
-        details = exc.details() if hasattr(exc, "details") else str(exc)
+        code = exc.code().name if hasattr(exc, "code") and exc.code() is not None else "ERROR"
+        details = (exc.details() if hasattr(exc, "details") else "") or str(exc)
         if code == "UNAVAILABLE":
             details = f"{details} (is sfvault running? `sfvault services status`)"
-        render.err_console.print(f"[red]error[/] ({code.lower()}): {details}", highlight=False)
-        sys.exit(1)
-    except (CliError, OSError, ValueError) as exc:
-        render.err_console.print(f"[red]error[/]: {exc}", highlight=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        _error(details, code.lower())
+        return 1
+    except (KeyboardInterrupt, typer.Exit) as exc:
+        return 130 if isinstance(exc, KeyboardInterrupt) else exc.exit_code
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or type(exc).__name__}{where}" if exc.strerror else str(exc) or type(exc).__name__)
+        return 1
+    except Exception as exc:  # CliError, AuthError, ValueError, RuntimeError, ...: the message, one line
+        _error(str(exc) or type(exc).__name__)
+        return 1
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from sfvault.discovery.v1 import discovery_pb2_grpc
+from sfvault.discovery.v1 import access_pb2_grpc, discovery_pb2_grpc
 from sfvault.session.v1 import session_pb2_grpc
 from sfvault.storage.v1 import storage_pb2_grpc
 
@@ -66,6 +66,11 @@ class Clients:
     @property
     def discovery(self) -> discovery_pb2_grpc.DiscoveryServiceStub:
         return discovery_pb2_grpc.DiscoveryServiceStub(self._channel(self.endpoints.discovery))
+
+    @property
+    def access(self) -> access_pb2_grpc.AccessServiceStub:
+        """Tokens and the audit of changes: served by discovery."""
+        return access_pb2_grpc.AccessServiceStub(self._channel(self.endpoints.discovery))
 
     @property
     def storage(self) -> storage_pb2_grpc.StorageServiceStub:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from sfvault.discovery.v1 import discovery_pb2 as disc
+from sfvault.session.v1 import session_pb2 as ses
+from sfvault.storage.v1 import storage_pb2 as sto
 
+from services.cli.client import Clients, Endpoints
 from services.common.auth import load_key, mint
 from services.common.localstack import Stack
 from sforg.testing import Admin
@@ -113,6 +120,12 @@ def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path
     out = tmp_path / "accounts.jsonl"
     sfvault(env, "export", "Account", "--format", "jsonl", "-o", str(out), "--org", "acme")
     assert len(out.read_text().splitlines()) == len(truth)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # backed-up data is the owner's only
+    (tmp_path / "a-file").write_text("")
+    unwritable = sfvault(env, "export", "Account", "-o", str(tmp_path / "a-file" / "x.csv"), "--org", "acme", ok=False)
+    assert unwritable.returncode == 1 and len(unwritable.stderr.strip().splitlines()) == 1
+    bad = sfvault(env, "policy", "create", "--org", "acme", "--schedule", "when the moon is blue", ok=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error (invalid_argument)")
 
 
 def test_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
@@ -134,3 +147,57 @@ def test_roles_reach_the_cli(env: dict[str, str], stack_home: Path) -> None:
     nobody = dict(env, SFVAULT_TOKEN="")
     refused = sfvault(nobody, "session", "list", ok=False)
     assert refused.returncode == 1 and "unauthenticated" in refused.stderr
+
+
+def refused_everywhere(stack: Stack, token: str) -> dict[str, grpc.StatusCode]:
+    """A viewer's call to each service with `token`: OK, or the refusal's code (storage: INVALID_ARGUMENT is
+    its answer to an empty org id, past authentication)."""
+    c = Clients(Endpoints(stack.address("session"), stack.address("discovery"), stack.address("storage"), token))
+    calls = {
+        "session": lambda: c.session.ListSessions(ses.ListSessionsRequest(), timeout=10),
+        "discovery": lambda: c.discovery.ListOrgs(disc.ListOrgsRequest(), timeout=10),
+        "storage": lambda: c.storage.ListRestorePoints(sto.ListRestorePointsRequest(), timeout=10),
+    }
+    codes = {}
+    try:
+        for name, call in calls.items():
+            try:
+                call()
+                codes[name] = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                codes[name] = exc.code()
+    finally:
+        c.close()
+    return codes
+
+
+def test_tokens_are_listed_revoked_and_refused_by_every_service_at_once(
+    stack: Stack, env: dict[str, str], stack_home: Path
+) -> None:
+    with_key = dict(env, SFVAULT_AUTH_KEY=f"file:{stack_home / 'auth.key'}")
+    dora = sfvault(with_key, "token", "create", "--name", "dora", "--role", "viewer", "--days", "1").stdout.strip()
+    listed = {t["name"]: t for t in json.loads(sfvault(env, "token", "list", "--json").stdout)}
+    assert listed["dora"]["role"] == "viewer" and "revoked_at" not in listed["dora"]
+    assert dora not in json.dumps(listed)  # the registry never shows a token
+    token_id = listed["dora"]["token_id"]
+    before = refused_everywhere(stack, dora)
+    assert grpc.StatusCode.UNAUTHENTICATED not in before.values(), before
+
+    sfvault(env, "token", "revoke", token_id)
+    deadline = time.monotonic() + 15
+    while set(codes := refused_everywhere(stack, dora).values()) != {grpc.StatusCode.UNAUTHENTICATED}:
+        assert time.monotonic() < deadline, f"a revoked token still accepted: {codes}"
+        time.sleep(0.1)  # polling other processes: no event to await
+    refused = sfvault(dict(env, SFVAULT_TOKEN=dora), "session", "list", ok=False)
+    assert refused.returncode == 1 and "token revoked" in refused.stderr
+    shown = {t["name"]: t for t in json.loads(sfvault(env, "token", "list", "--json").stdout)}
+    assert shown["dora"]["revoked_at"] and shown["dora"]["revoked_by"] == "local-admin"
+    unknown = sfvault(env, "token", "revoke", "0123456789abcdef", ok=False)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error (not_found)")
+
+    audit = json.loads(sfvault(env, "audit", "list", "--since", "1h", "--actor", "local-admin", "--json").stdout)
+    changes = [(e["action"], e["what"]) for e in audit if e["kind"] == "change"]
+    assert ("RegisterToken", "") in changes and ("RevokeToken", token_id) in changes
+    assert [e["at"] for e in audit] == sorted(e["at"] for e in audit)
+    assert all(e["actor"] == "local-admin" for e in audit)
+    assert "RevokeToken" in sfvault(env, "audit", "list").stdout
