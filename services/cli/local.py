@@ -1,12 +1,14 @@
 """`sfvault services up|down|status`: a local installation kept running by a background supervisor.
 
 The supervisor (`python -m services.cli.local SFVAULT_HOME [ORG_SCALE]`) runs `localstack.local_stack`
-until SIGTERM; it writes `stack.json` (addresses), an auth key and an admin token into the home directory.
+until SIGTERM, starting again any service whose process exits (with back-off; each restart is logged in
+`supervisor.log`); it writes `stack.json` (addresses), an auth key and an admin token into the home directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -39,13 +41,18 @@ def prepare_auth(home: Path) -> dict[str, str]:
     return {"SFVAULT_AUTH_KEY": f"file:{key_file.resolve()}"}
 
 
+class AlreadyRunning(RuntimeError):
+    """`services up` while a supervisor of the same home directory is alive."""
+
+
 def supervise(home: Path, org_scale: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ready = home / "ready"
     ready.unlink(missing_ok=True)
-    with local_stack(home, with_org=org_scale, extra_env=prepare_auth(home)) as stack:
+    with local_stack(home, with_org=org_scale, extra_env=prepare_auth(home), supervise=True) as stack:
         ready.write_text(json.dumps(stack.describe()))
         stop.wait()
     ready.unlink(missing_ok=True)
@@ -54,8 +61,9 @@ def supervise(home: Path, org_scale: str | None) -> None:
 def up(home: Path, org_scale: str | None, timeout: float = 300.0) -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     pid_file = home / "supervisor.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
-        raise RuntimeError(f"sfvault is already running from {home} (pid {pid_file.read_text()})")
+    running = _running_pid(pid_file)
+    if running is not None:
+        raise AlreadyRunning(f"sfvault is already running from {home} (pid {running}; `sfvault services down` stops)")
     log = open(home / "supervisor.log", "ab")
     args = [sys.executable, "-m", "services.cli.local", str(home), org_scale or ""]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -99,6 +107,15 @@ def status(home: Path) -> dict[str, str]:
         except grpc.RpcError:
             result[name] = "UNREACHABLE"
     return result
+
+
+def _running_pid(pid_file: Path) -> int | None:
+    """The supervisor's pid when one is alive (a missing, garbled or stale pid file: None)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:

@@ -39,6 +39,7 @@ from sfvault.jobs.v1 import jobs_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from services.common import events, telemetry
+from services.common.natsauth import inbox_prefix
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Backoff:
 
 @dataclass(frozen=True)
 class BusConfig:
-    url: str
+    url: str  # one URL, or several comma-separated (the servers of a cluster)
     namespace: str = ""  # prefix of stream names and subjects (tests, multi-tenant)
     events_replicas: int = 1
     events_max_age_s: float = 90 * 86400.0  # how long events stay replayable (session rebuild)
@@ -121,6 +122,8 @@ class BusConfig:
     ack_wait_s: float = 60.0
     backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
     publish_retry_s: float = 30.0  # how long a publish is retried while NATS is away
+    user: str = ""  # this service's NATS user (services.common.natsauth); empty: no authentication
+    password: str = field(default="", repr=False)
 
     @property
     def events_stream(self) -> str:
@@ -203,9 +206,11 @@ class Bus:
 
     @classmethod
     async def connect(cls, config: BusConfig, producer: str, **options: Any) -> Bus:
-        nc = await nats.connect(
-            config.url, name=producer, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **options
-        )
+        if config.user:
+            credentials = {"user": config.user, "password": config.password, "inbox_prefix": inbox_prefix(config.user)}
+            options = credentials | options
+        servers = [u.strip() for u in config.url.split(",") if u.strip()]  # a cluster: any of its servers
+        nc = await nats.connect(servers, name=producer, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **options)
         bus = cls(config, nc, producer)
         await bus.ensure_streams()
         return bus

@@ -6,6 +6,7 @@ Both are real servers started as child processes; a URL in the environment repla
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from services.common import natsauth
 
 
 def free_port() -> int:
@@ -56,20 +59,80 @@ def nats_server_binary() -> str:
 
 class NatsServer:
     """One nats-server process with JetStream on: a store directory and a port kept across restarts, so a test
-    (or the chaos test) can stop, kill and start it again and its clients reconnect to the same address."""
+    (or the chaos test) can stop, kill and start it again and its clients reconnect to the same address.
 
-    def __init__(self, store_dir: str, port: int, *, config_file: str | None = None, url: str | None = None) -> None:
+    With `auth` (the default) it requires a user: one per service with the permissions of
+    `services.common.natsauth`, and an admin; the passwords are kept in the store directory (0600), so a
+    restart keeps them. `url` carries the admin's credentials (tests, benchmarks); a service gets its own
+    from `service_env`. With `cluster_port` and `routes` it is one node of a cluster (`nats_cluster`).
+    """
+
+    def __init__(
+        self,
+        store_dir: str,
+        port: int,
+        *,
+        auth: bool = True,
+        server_name: str = "",
+        cluster_port: int = 0,
+        routes: tuple[int, ...] = (),
+    ) -> None:
         self.store_dir = store_dir
         self.port = port
-        self.config_file = config_file
-        self.url = url or f"nats://127.0.0.1:{port}"
+        self.auth = auth
+        self.server_name = server_name
+        self.cluster_port = cluster_port
+        self.routes = routes
         self.proc: subprocess.Popen[bytes] | None = None
+        self.passwords: dict[str, str] = self._passwords() if auth else {}
+
+    @property
+    def address(self) -> str:
+        """The URL without credentials."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL with the admin's credentials (or without any when auth is off)."""
+        if not self.auth:
+            return self.address
+        return f"nats://{natsauth.ADMIN}:{self.passwords[natsauth.ADMIN]}@127.0.0.1:{self.port}"
+
+    def service_env(self, user: str) -> dict[str, str]:
+        """The settings that give `user` (a service) its NATS identity."""
+        if not self.auth:
+            return {}
+        return {"SFVAULT_NATS_USER": user, "SFVAULT_NATS_PASSWORD": self.passwords[user]}
+
+    def _passwords(self) -> dict[str, str]:
+        os.makedirs(self.store_dir, mode=0o700, exist_ok=True)
+        path = Path(self.store_dir, "users.json")
+        if path.exists():
+            stored: dict[str, str] = json.loads(path.read_text())
+            return stored
+        passwords = natsauth.new_passwords()
+        _write_private(path, json.dumps(passwords))
+        return passwords
+
+    def config_text(self) -> str:
+        lines = []
+        if self.server_name:
+            lines.append(f"server_name: {self.server_name}")
+        if self.cluster_port:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
+            lines.append(f'cluster {{ name: "sfvault", listen: "127.0.0.1:{self.cluster_port}", routes: [{routes}] }}')
+        if self.auth:
+            lines.append(natsauth.authorization_block(self.passwords))
+        return "\n".join(lines) + "\n"
 
     def start(self) -> None:
-        args = [nats_server_binary(), "-js", "-sd", self.store_dir, "-a", "127.0.0.1", "-p", str(self.port)]
-        if self.config_file:
-            args[1:1] = ["-c", self.config_file]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.makedirs(self.store_dir, mode=0o700, exist_ok=True)
+        config = Path(self.store_dir, "nats.conf")
+        _write_private(config, self.config_text())
+        args = [nats_server_binary(), "-c", str(config), "-js", "-sd", self.store_dir]
+        self.proc = subprocess.Popen(
+            [*args, "-a", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         _wait_for_port(self.port, self.proc, "nats-server")
 
     def running(self) -> bool:
@@ -91,12 +154,18 @@ class NatsServer:
         self.start()
 
 
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 @contextlib.contextmanager
-def nats_process(store_dir: str | None = None, port: int | None = None) -> Iterator[NatsServer]:
+def nats_process(store_dir: str | None = None, port: int | None = None, *, auth: bool = True) -> Iterator[NatsServer]:
     """A restartable NATS server with JetStream on, a temporary (or given) store directory and a free port."""
     owned = store_dir is None
     store = store_dir or tempfile.mkdtemp(prefix="sfvault-nats-")
-    server = NatsServer(store, port or free_port())
+    server = NatsServer(store, port or free_port(), auth=auth)
     server.start()
     try:
         yield server
@@ -108,9 +177,43 @@ def nats_process(store_dir: str | None = None, port: int | None = None) -> Itera
 
 @contextlib.contextmanager
 def nats_server(store_dir: str | None = None, port: int | None = None) -> Iterator[str]:
-    """A NATS server with JetStream on, a temporary (or given) store directory and a free port: its URL."""
+    """A NATS server with JetStream on, a temporary (or given) store directory and a free port: its URL, with
+    the admin's credentials."""
     with nats_process(store_dir, port) as server:
         yield server.url
+
+
+@contextlib.contextmanager
+def nats_cluster(base_dir: str, size: int = 3, *, auth: bool = True) -> Iterator[list[NatsServer]]:
+    """`size` NATS servers with JetStream, joined in one cluster (each routes to the others), each with its
+    own store directory; a stream of `size` replicas keeps working while one of them is down."""
+    ports = free_ports(2 * size)
+    client_ports, cluster_ports = ports[:size], ports[size:]
+    passwords = natsauth.new_passwords()
+    servers = []
+    for i in range(size):
+        store = os.path.join(base_dir, f"n{i + 1}")
+        os.makedirs(store, mode=0o700, exist_ok=True)
+        if auth:
+            _write_private(Path(store, "users.json"), json.dumps(passwords))  # one set of users for the cluster
+        others = tuple(p for j, p in enumerate(cluster_ports) if j != i)
+        servers.append(
+            NatsServer(
+                store, client_ports[i], auth=auth, server_name=f"n{i + 1}", cluster_port=cluster_ports[i], routes=others
+            )
+        )
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def cluster_url(servers: list[NatsServer], *, with_admin: bool = True) -> str:
+    """One URL naming every server of a cluster (nats-py tries them in turn and reconnects to another)."""
+    return ",".join(s.url if with_admin else s.address for s in servers)
 
 
 @contextlib.contextmanager
@@ -128,3 +231,11 @@ def postgres_server(data_dir: str | None = None) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+def restart_postgres(data_dir: str | os.PathLike[str], *, immediate: bool = True) -> None:
+    """Restart a pgserver PostgreSQL on its data directory, socket and options; `immediate` stops it as a
+    crash would (no checkpoint, every connection cut), and it recovers from its WAL on the way up."""
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import; as pgserver starts it
+
+    pg_ctl(["-w", "-m", "immediate" if immediate else "fast", "restart"], pgdata=Path(data_dir), timeout=120)

@@ -1,17 +1,21 @@
 """A whole sfvault on one machine: embedded PostgreSQL and NATS, optionally the sforg emulator, and the
 four services as separate processes. Used by `make demo`, `sfvault services up` and the end-to-end tests.
 
-It starts processes (`python -m services.<name>`); it imports no service.
+It starts processes (`python -m services.<name>`); it imports no service. Each service connects to NATS as
+its own user (services.common.natsauth). With `supervise=True` a service whose process exits is started
+again, as Kubernetes would: after an exponential back-off (capped), reset once it has run healthy a while.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,9 +25,25 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import free_ports, nats_server, postgres_server
+from services.common.embedded import NatsServer, free_ports, nats_process, postgres_server, restart_postgres
 
 SERVICES = ("storage", "session", "discovery", "jobrunner")
+log = logging.getLogger("sfvault.localstack")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Kubernetes' CrashLoopBackOff, scaled down: initial_s, doubled at each exit up to cap_s, back to
+    initial_s once a process has run healthy_s without exiting."""
+
+    initial_s: float = 1.0
+    cap_s: float = 60.0
+    healthy_s: float = 120.0
+
+    def next_delay(self, previous_s: float, ran_s: float) -> float:
+        if previous_s <= 0 or ran_s >= self.healthy_s:
+            return self.initial_s
+        return min(previous_s * 2, self.cap_s)
 
 
 @dataclass
@@ -33,17 +53,28 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0  # how many times the supervisor started it again
     _log: IO[bytes] | None = None
+    _started_at: float = 0.0
+    _stopping: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        with self._lock:
+            self._stopping = False
+            if self._log is None:
+                self._log = open(self.log_path, "ab")
+            self._started_at = time.monotonic()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}"],
+                env=self.env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -54,6 +85,7 @@ class ServiceProcess:
             self.proc.wait()
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        self._stopping = True  # the supervisor leaves a process stopped on purpose alone
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -92,15 +124,90 @@ class ServiceProcess:
                     continue
 
 
+class Supervisor:
+    """Starts a service again when its process exits (kill -9, a crash, an exit on a lost dependency): one
+    thread per service waits for its process (no polling), backs off by the RestartPolicy and logs each
+    restart, to the supervisor's log and to the service's."""
+
+    def __init__(self, services: list[ServiceProcess], policy: RestartPolicy | None = None) -> None:
+        self.services = services
+        self.policy = policy or RestartPolicy()
+        self._stop = threading.Event()
+        self._restarted = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._watch, args=(svc,), name=f"supervise-{svc.name}", daemon=True)
+            for svc in services
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for svc in self.services:
+            svc._stopping = True
+
+    def _watch(self, svc: ServiceProcess) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            proc = svc.proc
+            if proc is None:
+                return
+            code = proc.wait()
+            if self._stop.is_set() or svc._stopping:
+                return
+            if svc.proc is not proc:  # started again by someone else meanwhile: watch that one
+                continue
+            delay = self.policy.next_delay(delay, time.monotonic() - svc._started_at)
+            svc.restarts += 1
+            message = f"{svc.name} exited with code {code}; restart {svc.restarts} in {delay:.1f} s"
+            log.warning(message)
+            if svc._log is not None:
+                with contextlib.suppress(OSError):
+                    svc._log.write(f"--- supervisor: {message}\n".encode())
+                    svc._log.flush()
+            if self._stop.wait(delay):
+                return
+            if not svc._stopping and svc.proc is proc:
+                svc.start()
+                with self._restarted:
+                    self._restarted.notify_all()
+
+    def wait_restarted(self, svc: ServiceProcess, restarts: int, timeout: float = 60.0) -> None:
+        """Wait until `svc` was started again `restarts` times in all (then `svc.wait_serving()`)."""
+        with self._restarted:
+            if not self._restarted.wait_for(lambda: svc.restarts >= restarts and svc.running(), timeout):
+                raise TimeoutError(f"{svc.name} was not restarted within {timeout} s")
+
+
 @dataclass
 class Stack:
-    """Everything a local sfvault needs; use `local_stack()` to start and stop it."""
+    """Everything a local sfvault needs; use `local_stack()` to start and stop it.
+
+    `nats_url` carries the admin's credentials when the stack runs its own NATS (`nats`): for tests and
+    tools; the services get their own users. `pg_dir` is the data directory of its own PostgreSQL."""
 
     state_dir: Path
     database_url: str
     nats_url: str
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     org: dict[str, Any] | None = None
+    nats: NatsServer | None = None
+    pg_dir: Path | None = None
+    supervisor: Supervisor | None = None
+
+    def restart_nats(self, *, kill: bool = True) -> None:
+        """Stop (SIGKILL by default) and start the stack's NATS again on its port and store."""
+        if self.nats is None:
+            raise RuntimeError("this stack uses an external NATS (SFVAULT_NATS_URL)")
+        self.nats.restart(kill=kill)
+
+    def restart_postgres(self, *, immediate: bool = True) -> None:
+        """Restart the stack's PostgreSQL (immediate: no checkpoint, every connection cut, as a crash)."""
+        if self.pg_dir is None:
+            raise RuntimeError("this stack uses an external PostgreSQL (SFVAULT_DATABASE_URL)")
+        restart_postgres(self.pg_dir, immediate=immediate)
 
     def address(self, name: str) -> str:
         return self.services[name].address
@@ -115,10 +222,19 @@ class Stack:
         return {
             "state_dir": str(self.state_dir),
             "database_url": self.database_url,
-            "nats_url": self.nats_url,
+            "nats_url": self.nats.address if self.nats is not None else _without_credentials(self.nats_url),
             "services": {n: s.address for n, s in self.services.items()},
             "org": {k: v for k, v in (self.org or {}).items() if k in ("instance_url", "login_url", "org_id")},
         }
+
+
+def _without_credentials(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = [urlsplit(u) for u in url.split(",")]
+    return ",".join(
+        urlunsplit(p._replace(netloc=p.hostname + (f":{p.port}" if p.port else ""))) for p in parts if p.hostname
+    )
 
 
 def service_env(
@@ -155,24 +271,42 @@ def local_stack(
     services: tuple[str, ...] = SERVICES,
     extra_env: dict[str, str] | None = None,
     start: bool = True,
+    supervise: bool = False,
+    restart_policy: RestartPolicy | None = None,
+    database_url: str | None = None,
 ) -> Iterator[Stack]:
-    """Start PostgreSQL, NATS, sforg (unless with_org is None) and the services; stop everything on exit."""
+    """Start PostgreSQL (unless `database_url` or SFVAULT_DATABASE_URL names one), NATS (unless
+    SFVAULT_NATS_URL does), sforg (unless with_org is None) and the services; stop everything on exit."""
     state = Path(state_dir).resolve()  # children and references need absolute paths
     state.mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
-        database_url = os.environ.get("SFVAULT_DATABASE_URL") or stack.enter_context(postgres_server(str(state / "pg")))
-        nats_url = os.environ.get("SFVAULT_NATS_URL") or stack.enter_context(nats_server(str(state / "nats")))
+        pg_dir = None
+        database_url = database_url or os.environ.get("SFVAULT_DATABASE_URL")
+        if not database_url:
+            pg_dir = state / "pg"
+            database_url = stack.enter_context(postgres_server(str(pg_dir)))
+        nats = None
+        nats_url = os.environ.get("SFVAULT_NATS_URL")
+        if not nats_url:
+            nats = stack.enter_context(nats_process(str(state / "nats")))
+            nats_url = nats.url
         org = None
         if with_org is not None:
             from sforg.testing import running_org  # the emulator is only needed when it is asked for
 
             org = stack.enter_context(running_org(state / "sforg", scale=with_org, seed=org_seed))
         ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
-        result = Stack(state, database_url, nats_url, org=org)
+        result = Stack(state, database_url, nats_url, org=org, nats=nats, pg_dir=pg_dir)
         for name in services:
+            own_nats = nats.service_env(name) if nats is not None else {}
             env = service_env(
-                name, database_url=database_url, nats_url=nats_url, ports=ports, state_dir=state, extra=extra_env
+                name,
+                database_url=database_url,
+                nats_url=nats.address if nats is not None else nats_url,
+                ports=ports,
+                state_dir=state,
+                extra={**own_nats, **(extra_env or {})},
             )
             result.services[name] = ServiceProcess(name, ports[name], env, state / "logs" / f"{name}.log")
         (state / "stack.json").write_text(json.dumps(result.describe(), indent=2))
@@ -182,7 +316,12 @@ def local_stack(
                     result.services[name].start()
                 for name in services:
                     result.services[name].wait_serving()
+                if supervise:
+                    result.supervisor = Supervisor(list(result.services.values()), restart_policy)
+                    result.supervisor.start()
             yield result
         finally:
+            if result.supervisor is not None:
+                result.supervisor.stop()
             for svc in reversed(list(result.services.values())):
                 svc.stop()

@@ -17,6 +17,9 @@ class ServiceSettings(BaseSettings):
 
     database_url: str
     nats_url: str
+    # this service's NATS user and password (or "file:/path" of a mounted Secret); empty: no authentication
+    nats_user: str = ""
+    nats_password: str = ""
     bus_namespace: str = ""
     events_replicas: int = 1
     jobs_replicas: int = 1
@@ -43,6 +46,8 @@ class ServiceSettings(BaseSettings):
             events_replicas=self.events_replicas,
             jobs_replicas=self.jobs_replicas,
             duplicate_window_s=self.duplicate_window_s,
+            user=self.nats_user,
+            password=read_secret_value("SFVAULT_NATS_PASSWORD", self.nats_password),
         )
 
     def server_credentials(self) -> Any:
@@ -62,6 +67,18 @@ class ServiceSettings(BaseSettings):
         if self.service_token or self.auth_disabled or not self.auth_key:
             return self.service_token
         return mint(load_key(self.auth_key), name, "service", ttl_s=365 * 86400.0)
+
+
+def read_secret_value(name: str, value: str) -> str:
+    """A setting given as its value or as "file:/path" of a mounted Secret; a missing file stops start-up
+    with a message naming the variable (never the value)."""
+    if not value.startswith("file:"):
+        return value
+    try:
+        with open(value[5:], encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        sys.exit(f"configuration error: {name}: cannot read {value[5:]} ({exc.strerror})")
 
 
 def load(cls: type[S]) -> S:

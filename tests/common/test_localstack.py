@@ -1,0 +1,79 @@
+"""The local stack (services.common.localstack) as `sfvault services up` runs it: a service killed -9 comes
+back and serves again, restarts back off, and a second `up` says sfvault is already running."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.cli import local
+from services.common.localstack import RestartPolicy, local_stack
+
+
+def test_restart_back_off_doubles_up_to_its_cap_and_resets_after_a_healthy_run() -> None:
+    policy = RestartPolicy(initial_s=1.0, cap_s=8.0, healthy_s=60.0)
+    delays = []
+    delay = 0.0
+    for _ in range(6):
+        delay = policy.next_delay(delay, ran_s=2.0)  # crashing soon after each start
+        delays.append(delay)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert policy.next_delay(8.0, ran_s=61.0) == 1.0  # it had run healthy: start over
+
+
+def test_a_service_killed_9_is_started_again_and_serves(tmp_path: Path, database_url: str) -> None:
+    home = tmp_path / "stack"
+    with local_stack(
+        home,
+        with_org=None,
+        services=("storage",),
+        extra_env=local.prepare_auth(home),
+        database_url=database_url,
+        supervise=True,
+        restart_policy=RestartPolicy(initial_s=0.1, cap_s=1.0),
+    ) as stack:
+        assert stack.supervisor is not None
+        storage = stack.services["storage"]
+        for n in (1, 2):
+            first = storage.proc
+            storage.kill9()
+            stack.supervisor.wait_restarted(storage, n)
+            assert storage.proc is not first
+            storage.wait_serving()
+        log = storage.log_path.read_text()
+        assert "storage exited with code -9; restart 1" in log and "restart 2" in log
+
+
+def test_a_service_stopped_on_purpose_stays_stopped(tmp_path: Path, database_url: str) -> None:
+    home = tmp_path / "stack"
+    with local_stack(
+        home,
+        with_org=None,
+        services=("storage",),
+        extra_env=local.prepare_auth(home),
+        database_url=database_url,
+        supervise=True,
+        restart_policy=RestartPolicy(initial_s=0.0),
+    ) as stack:
+        storage = stack.services["storage"]
+        storage.stop()
+        assert stack.supervisor is not None
+        with pytest.raises(TimeoutError):
+            stack.supervisor.wait_restarted(storage, 1, timeout=1.0)
+
+
+def test_services_up_twice_says_it_is_already_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli.__main__ import run
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "supervisor.pid").write_text(str(os.getpid()))  # a live supervisor of this home
+    with pytest.raises(local.AlreadyRunning, match="already running"):
+        local.up(home, None)
+    assert run(["services", "up", "--home", str(home)]) == 1
+    err = capsys.readouterr().err
+    assert "already running" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (home / "supervisor.pid").write_text("not a pid")  # a garbled pid file is not a running sfvault
+    assert local._running_pid(home / "supervisor.pid") is None

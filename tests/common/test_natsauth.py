@@ -1,0 +1,142 @@
+"""NATS authentication and per-service permissions, against a real nats-server configured from
+services.common.natsauth: nobody unauthenticated, and each service publishes only its own events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.errors import Error as NatsError
+from sfvault.events.v1 import events_pb2
+from sfvault.jobs.v1 import jobs_pb2
+
+from services.common import events, natsauth
+from services.common.bus import Bus, BusConfig
+from services.common.embedded import NatsServer, nats_process
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with nats_process(str(tmp_path_factory.mktemp("nats"))) as s:
+        yield s
+
+
+def _config(server: NatsServer, user: str) -> BusConfig:
+    return BusConfig(url=server.address, user=user, password=server.passwords[user], ack_wait_s=5)
+
+
+async def _connect_as(server: NatsServer, user: str) -> tuple[nats.NATS, list[Exception]]:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await nats.connect(
+        server.address,
+        user=user,
+        password=server.passwords[user],
+        inbox_prefix=natsauth.inbox_prefix(user),
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+    return nc, errors
+
+
+async def test_an_unauthenticated_connection_is_refused(server: NatsServer) -> None:
+    with pytest.raises(NatsError):
+        await nats.connect(server.address, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    with pytest.raises(NatsError):
+        await nats.connect(
+            server.address, user="storage", password="guessed", allow_reconnect=False, max_reconnect_attempts=0
+        )
+
+
+async def test_the_jobrunner_cannot_forge_a_chunk_nor_a_session_end(server: NatsServer) -> None:
+    admin = await Bus.connect(BusConfig(url=server.url), producer="test")  # declares the streams
+    nc, errors = await _connect_as(server, "jobrunner")
+    try:
+        before = (await admin.js.stream_info(admin.config.events_stream)).state.messages
+        js = nc.jetstream()
+        for payload in (events_pb2.ChunkUploaded(chunk_seq=1), events_pb2.SessionFinished()):
+            env = events.envelope(payload, session_id="s1", job_id="j1", producer="jobrunner")
+            with pytest.raises(NatsError):  # the server drops it: no stream answers
+                await js.publish(events.subject(env), env.SerializeToString(), timeout=1)
+        await nc.flush()
+        assert any("permissions violation" in str(e).lower() for e in errors), errors
+        assert (await admin.js.stream_info(admin.config.events_stream)).state.messages == before
+        # what the jobrunner owns goes through
+        env = events.envelope(events_pb2.JobStarted(worker_id="w"), session_id="s1", job_id="j1", producer="jobrunner")
+        await js.publish(events.subject(env), env.SerializeToString(), timeout=5)
+        assert (await admin.js.stream_info(admin.config.events_stream)).state.messages == before + 1
+    finally:
+        await nc.close()
+        await admin.close()
+
+
+async def test_a_service_cannot_read_another_s_consumer_nor_its_replies(server: NatsServer) -> None:
+    nc, errors = await _connect_as(server, "storage")
+    try:
+        await nc.subscribe("_INBOX.session.>")
+        await nc.subscribe("sfvault.events.>")
+        await nc.flush()
+        await asyncio.sleep(0)  # the violations arrive as asynchronous errors, already flushed
+        assert sum("permissions violation" in str(e).lower() for e in errors) >= 2, errors
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("service", natsauth.SERVICES)
+async def test_each_service_does_its_own_work_with_its_own_user(server: NatsServer, service: str) -> None:
+    """Its streams declared, its consumers created, fed and acked, its events published, its dead letters."""
+    bus = await Bus.connect(_config(server, service), producer=service)
+    try:
+        for kind in natsauth.PUBLISHES[service]:
+            payload = getattr(events_pb2, kind)()
+            await bus.emit(payload, session_id="own", job_id="j1")
+        if service == "discovery":
+            spec = jobs_pb2.JobSpec(session_id="own", job_id="j1", type=events_pb2.JOB_TYPE_DATA, object_name="A")
+            await bus.enqueue_job(spec)
+        for kind, durable in natsauth.CONSUMES[service]:
+            stream = bus.config.events_stream if kind == "events" else bus.config.jobs_stream
+            subject = bus.config.events_subject() if kind == "events" else bus.config.jobs_subject()
+            sub = await bus.pull_subscription(stream, durable, subject)
+            await sub.fetch(1, timeout=0.5)  # nothing may be there for it; the request itself is allowed
+    finally:
+        await bus.close()
+
+
+async def test_the_jobrunner_watcher_reads_closing_events(server: NatsServer) -> None:
+    """Ordered consumers and last-message reads on EVENTS (services.jobrunner.application.Watcher)."""
+    admin = await Bus.connect(BusConfig(url=server.url), producer="test")
+    session = await Bus.connect(_config(server, "session"), producer="session")
+    bus = await Bus.connect(_config(server, "jobrunner"), producer="jobrunner")
+    try:
+        got = asyncio.Event()
+
+        async def on_msg(_msg) -> None:
+            got.set()
+
+        await bus.js.subscribe(bus.config.events_subject("*.SessionCancelled"), cb=on_msg, ordered_consumer=True)
+        await session.emit(events_pb2.SessionCancelled(reason="x"), session_id="w1")
+        await asyncio.wait_for(got.wait(), 10)
+        last = await bus.js.get_last_msg(bus.config.events_stream, bus.config.events_subject("w1.SessionCancelled"))
+        assert events.decode(last.data).session_id == "w1"
+    finally:
+        for b in (bus, session, admin):
+            await b.close()
+
+
+def test_only_the_owner_of_an_event_may_publish_it() -> None:
+    owners: dict[str, set[str]] = {}
+    for service in natsauth.SERVICES:
+        for subject in natsauth.permissions(service).publish:
+            if subject.startswith("sfvault.events.*."):
+                owners.setdefault(subject.rsplit(".", 1)[1], set()).add(service)
+    assert owners["ChunkUploaded"] == {"storage"}
+    assert owners["JobStarted"] == owners["JobFinished"] == {"jobrunner"}
+    assert owners["SessionFinished"] == owners["JobTerminated"] == owners["SessionCancelled"] == {"session"}
+    assert owners["SessionStarted"] == owners["JobsPlanned"] == {"discovery"}
+    assert owners["SessionFailed"] == {"session", "discovery"}  # a stall, or a plan that could not be made
+    every_kind = {f.message_type.name for f in events_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields}
+    assert set(owners) == every_kind
