@@ -55,6 +55,7 @@ class Principal:
     name: str
     role: str
     token_id: str
+    expires_at: float = float("inf")
 
     def allows(self, role: str) -> bool:
         return ROLES.get(self.role, 0) >= ROLES[role]
@@ -143,7 +144,7 @@ def verify(key: bytes, token: str, revoked: Container[str] = frozenset(), now: f
         raise AuthError("token issued in the future")
     if claims.token_id in revoked:
         raise AuthError("token revoked")
-    return Principal(claims.name, claims.role, claims.token_id)
+    return Principal(claims.name, claims.role, claims.token_id, claims.expires_at)
 
 
 # ---- revocation -----------------------------------------------------------------------------------------
@@ -408,8 +409,17 @@ def _with_principal(
     mutating: bool,
     sink: AuditSink | None = None,
     service: str = "",
+    revoked: Revocations = frozenset(),
 ) -> Any:
     short = method.rsplit("/", 1)[-1]
+
+    def refusal() -> str | None:
+        """Why the token no longer holds (a stream outlives its check at the door), or None."""
+        if time.time() >= principal.expires_at:
+            return "token expired"
+        if principal.token_id in revoked:
+            return "token revoked"
+        return None
 
     async def record(request: Any, context: Any, failed: bool) -> None:
         outcome = _outcome(context, failed)
@@ -446,6 +456,8 @@ def _with_principal(
             token = current_principal.set(principal)
             try:
                 async for item in fn(request, context):
+                    if (reason := refusal()) is not None:
+                        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
                     yield item
             finally:
                 current_principal.reset(token)
@@ -522,7 +534,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED, f"{method.rsplit('/', 1)[-1]} needs the {role} role", handler
             )
         mutating = method.rsplit("/", 1)[-1].startswith(self.mutating_verbs)
-        return _with_principal(handler, principal, method, mutating, self.audit_sink, self.service)
+        return _with_principal(handler, principal, method, mutating, self.audit_sink, self.service, self.revoked)
 
 
 class BusAccess:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -111,3 +112,43 @@ async def test_revocations_are_followed_from_the_kv_bucket(nats_url: str, bus_na
         await asyncio.wait_for(following, 10)
     finally:
         await nc.close()
+
+
+async def test_a_stream_ends_when_its_token_is_revoked_or_expires() -> None:
+    """A stream (WatchSession, an export) outlives the check at its start: each item is checked again."""
+    import grpc
+
+    from services.common.auth import AuthInterceptor, aio_channel
+
+    items: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def watch(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        while True:
+            yield await items.get()
+
+    revoked = RevokedTokens()
+    server = grpc.aio.server(interceptors=[AuthInterceptor(KEY, {"Watch": "viewer"}, revoked=revoked)])
+    identity = (lambda b: b, lambda b: b)
+    handler = grpc.unary_stream_rpc_method_handler(watch, *identity)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Streams", {"Watch": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        soon_expired = mint(KEY, "eve", "viewer", ttl_s=60, now=time.time() - 57)
+        for token, end in [(mint(KEY, "bob", "viewer"), "revoke"), (soon_expired, "expire")]:
+            channel = aio_channel(f"127.0.0.1:{port}", token)
+            stream = channel.unary_stream("/test.Streams/Watch", *identity)(b"")
+            await items.put(b"first")
+            assert await stream.read() == b"first"
+            if end == "revoke":
+                revoked.add(claims_of(KEY, token).token_id)
+            else:
+                await asyncio.sleep(max(0.0, claims_of(KEY, token).expires_at - time.time()) + 0.05)
+            await items.put(b"second")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stream.read()
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.details() == ("token revoked" if end == "revoke" else "token expired")
+            await channel.close()
+    finally:
+        await server.stop(None)
