@@ -10,8 +10,9 @@ class DiscoverySettings(ServiceSettings):
     discovery_db_schema: str = "discovery"
     storage_addr: str = "127.0.0.1:50053"  # storage's gRPC address; its health is checked before each plan
     storage_check_timeout_s: float = 5.0
-    # a plan of a large org describes hundreds of objects: the message stays unacked that long
-    discovery_ack_wait_s: float = 600.0
+    # a request being planned is kept in progress (heartbeats), so this is only how soon a request abandoned by a
+    # killed discovery comes back, not the longest plan
+    discovery_ack_wait_s: float = 30.0
     discovery_describe_parallel: int = 4
     # describes are re-read without If-Modified-Since at least this often
     discovery_full_describe_every_s: float = 24 * 3600.0

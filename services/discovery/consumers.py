@@ -5,25 +5,62 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+from collections.abc import Sequence
+from typing import Protocol
 
-from services.common.bus import Bus
-from services.discovery.application import Planner, record_job_outcomes
+from nats.errors import ConnectionClosedError
+from nats.js.errors import NotFoundError
+
+from services.common.bus import Bus, Delivery, heartbeat
+from services.discovery.application import record_job_outcomes
 from services.discovery.store import DiscoveryStore
 
+log = logging.getLogger(__name__)
 CONSUMER = "discovery"
 OUTCOMES_CONSUMER = "discovery-outcomes"
 
 
-async def consume_session_requests(bus: Bus, planner: Planner, stop: asyncio.Event, ack_wait_s: float) -> None:
-    """One request at a time: a plan is seconds of Salesforce calls, and each is committed before its ack."""
-    await bus.consume_events(
-        CONSUMER,
-        planner.handle_batch,
-        stop,
-        filter_subject=bus.config.events_subject("*.SessionRequested"),
-        batch_size=1,
-        ack_wait_s=ack_wait_s,
-    )
+class RequestHandler(Protocol):
+    """What plans a batch of SessionRequested deliveries (application.Planner)."""
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
+async def consume_session_requests(bus: Bus, planner: RequestHandler, stop: asyncio.Event, ack_wait_s: float) -> None:
+    """One request at a time: a plan is seconds to minutes of Salesforce calls, each committed before its ack.
+
+    The request in hand is kept in progress (a heartbeat every third of the ack wait), so the ack wait can be
+    short: a request abandoned by a killed discovery comes back within `ack_wait_s`, not after the longest
+    plan. Nothing is fetched ahead: a message waiting in hand would not be kept in progress.
+    """
+    subject = bus.config.events_subject("*.SessionRequested")
+    consumer = await bus.pull_subscription(bus.config.events_stream, CONSUMER, subject, ack_wait_s=ack_wait_s)
+    await _set_ack_wait(bus, ack_wait_s)
+    beat_s = max(ack_wait_s / 3, 0.05)
+    while not stop.is_set():
+        try:
+            msgs = await consumer.fetch(1, timeout=1.0, stop=stop)
+        except ConnectionClosedError:
+            if stop.is_set():
+                return
+            raise
+        for msg in msgs:
+            async with heartbeat(msg, beat_s):
+                await bus.process_batch(CONSUMER, [msg], planner.handle_batch, stop)
+
+
+async def _set_ack_wait(bus: Bus, ack_wait_s: float) -> None:
+    """A durable consumer keeps the configuration it was created with: bring its ack wait to the setting."""
+    stream = bus.config.events_stream
+    try:
+        info = await bus.js.consumer_info(stream, CONSUMER)
+    except NotFoundError:
+        return
+    if info.config.ack_wait is not None and abs(info.config.ack_wait - ack_wait_s) < 1e-3:
+        return
+    log.info("consumer %s: ack wait %s s -> %s s", CONSUMER, info.config.ack_wait, ack_wait_s)
+    await bus.js.add_consumer(stream, info.config.evolve(ack_wait=ack_wait_s))
 
 
 async def consume_job_outcomes(bus: Bus, store: DiscoveryStore, stop: asyncio.Event) -> None:

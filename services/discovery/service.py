@@ -30,6 +30,7 @@ from services.discovery.store import DiscoveryStore, ScheduleRuns
 
 log = logging.getLogger("sfvault.discovery")
 HEALTH_INTERVAL_S = 5.0
+SHUTDOWN_DRAIN_S = 30.0
 ROLES = {
     "GetOrg": "viewer",
     "ListOrgs": "viewer",
@@ -136,7 +137,9 @@ async def serve(
                 raise task.exception()  # type: ignore[misc]
         stop.set()
         await grpc_server.set_serving(False)
-        await asyncio.wait_for(consumer, settings.discovery_ack_wait_s)  # the plan in hand commits and is acked
+        # the plan in hand commits and is acked; one still running after the drain is handed back (redelivered)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer, SHUTDOWN_DRAIN_S)
         await asyncio.wait_for(outcomes, 30)
         for task in (health, scheduling):
             task.cancel()

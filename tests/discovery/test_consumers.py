@@ -1,0 +1,120 @@
+"""Discovery's SessionRequested consumer with real NATS: a request in hand is kept in progress however long
+its plan takes, and one abandoned (discovery killed mid-plan) comes back within the short ack wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+from sfvault.events.v1 import events_pb2 as ev
+
+from services.common.bus import Bus, BusConfig, Delivery
+from services.discovery.config import DiscoverySettings
+from services.discovery.consumers import CONSUMER, consume_session_requests
+from tests.discovery.conftest import Running
+
+ACK_WAIT_S = 1.0
+
+
+class Planner:
+    """Records each delivery; `plan` is what planning does with it (by default nothing)."""
+
+    def __init__(self, plan_s: float = 0.0, hang: bool = False) -> None:
+        self.plan_s = plan_s
+        self.hang = hang
+        self.deliveries: list[tuple[str, int]] = []
+        self.received = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self.deliveries.append((delivery.envelope.session_id, delivery.num_delivered))
+        self.received.set()
+        if self.hang:
+            await asyncio.Event().wait()  # a plan that never ends: the process is killed in the middle of it
+        await asyncio.sleep(self.plan_s)  # the plan's own work (Salesforce calls), not a wait for a condition
+        self.done.set()
+
+
+@pytest.fixture
+async def bus(nats_url: str, bus_namespace: str) -> AsyncIterator[Bus]:
+    b = await Bus.connect(BusConfig(url=nats_url, namespace=bus_namespace), producer="test")
+    yield b
+    await b.close()
+
+
+@contextlib.asynccontextmanager
+async def consuming(bus: Bus, planner: Planner) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume_session_requests(bus, planner, stop, ACK_WAIT_S))  # type: ignore[arg-type]
+    try:
+        yield task
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 30)
+
+
+async def _consumer_seq(bus: Bus) -> tuple[int, int]:
+    """(deliveries made, including redeliveries; messages awaiting their ack)."""
+    info = await bus.js.consumer_info(bus.config.events_stream, CONSUMER)
+    return info.delivered.consumer_seq, info.num_ack_pending
+
+
+async def test_a_long_plan_is_kept_in_progress_and_never_redelivered(bus: Bus) -> None:
+    planner = Planner(plan_s=4 * ACK_WAIT_S)
+    async with consuming(bus, planner):
+        await bus.emit(ev.SessionRequested(policy_id="p"), session_id="s-long")
+        await asyncio.wait_for(planner.done.wait(), 30)
+
+        async def acked() -> None:
+            while (await _consumer_seq(bus))[1]:  # noqa: ASYNC110 - consumer state has no change feed
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(acked(), 10)
+    assert planner.deliveries == [("s-long", 1)]
+    assert (await _consumer_seq(bus))[0] == 1  # delivered once: four ack waits passed and it never came back
+
+
+async def test_a_request_abandoned_mid_plan_comes_back_within_the_ack_wait(bus: Bus) -> None:
+    killed = Planner(hang=True)
+    async with consuming(bus, killed) as task:
+        await bus.emit(ev.SessionRequested(policy_id="p"), session_id="s-killed")
+        await asyncio.wait_for(killed.received.wait(), 30)
+        task.cancel()  # the process dies mid-plan: no ack, no nak, no heartbeat any more
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    again = Planner()
+    async with consuming(bus, again):
+        # within the ack wait of a second (the wait_for only bounds a broken test)
+        await asyncio.wait_for(again.done.wait(), 30)
+    assert killed.deliveries == [("s-killed", 1)]
+    assert again.deliveries == [("s-killed", 2)]
+
+
+async def test_an_existing_consumer_takes_the_short_ack_wait(bus: Bus) -> None:
+    # a consumer created by an older discovery, with its ten-minute ack wait
+    await bus.js.add_consumer(
+        bus.config.events_stream,
+        ConsumerConfig(
+            durable_name=CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            filter_subject=bus.config.events_subject("*.SessionRequested"),
+            ack_wait=600,
+        ),
+    )
+    planner = Planner()
+    async with consuming(bus, planner):
+        await bus.emit(ev.SessionRequested(policy_id="p"), session_id="s1")
+        await asyncio.wait_for(planner.done.wait(), 30)
+    info = await bus.js.consumer_info(bus.config.events_stream, CONSUMER)
+    assert info.config.ack_wait == ACK_WAIT_S
+
+
+async def test_the_service_runs_its_consumer_with_the_short_default_ack_wait(running: Running) -> None:
+    assert DiscoverySettings.model_fields["discovery_ack_wait_s"].default <= 30
+    info = await running.bus.js.consumer_info(running.bus.config.events_stream, CONSUMER)
+    assert info.config.ack_wait == running.settings.discovery_ack_wait_s <= 30
