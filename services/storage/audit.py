@@ -79,7 +79,7 @@ class ReadAuditLog:
         """A page of entries, oldest first, and the token of the next page ("" at the end)."""
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE} (0: {DEFAULT_PAGE}), got {page_size}")
-        if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 19):
+        if page_token and not (page_token.isascii() and page_token.isdigit() and int(page_token) < 2**63):
             raise InvalidArgument("page_token is not one this service gave (use next_page_token as it came)")
         size = page_size or DEFAULT_PAGE
         await self.flush()  # this replica's reads until now are in the answer
