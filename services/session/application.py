@@ -242,9 +242,8 @@ class SessionService:
         if stall_timeout is not None:
             payload.stall_timeout.FromTimedelta(stall_timeout)
         env = events.envelope(payload, session_id=session_id, producer=PRODUCER, occurred_at=self.clock.now())
-        await self.publisher.publish(env)
-        # what the fold will make of it; the projection catches up when the event comes back
-        return d.fold(None, translate.to_domain(env))
+        # committed before the answer: a GetSession right after this call finds the session
+        return await self._publish_and_fold(env)
 
     async def cancel(self, session_id: str, *, requested_by: str, reason: str) -> d.Session:
         session = await self.get(session_id)

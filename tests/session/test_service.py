@@ -263,6 +263,23 @@ async def test_every_rpc_checks_token_and_role(running: Running) -> None:
             assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_started_session_is_readable_at_once(running: Running) -> None:
+    for i in range(40):
+        started = await running.stub.StartSession(api.StartSessionRequest(policy_id=f"p{i}", org_id="o"))
+        got = await running.stub.GetSession(api.GetSessionRequest(session_id=started.session_id))
+        assert got.session_id == started.session_id and got.status == pb.SESSION_STATUS_PENDING
+        jobs = await running.stub.ListJobs(api.ListJobsRequest(session_id=started.session_id))
+        assert list(jobs.jobs) == []
+        listed = await running.stub.ListSessions(api.ListSessionsRequest(policy_id=f"p{i}"))
+        assert [s.session_id for s in listed.sessions] == [started.session_id]
+    # and the same event, delivered from the stream afterwards, is folded once (its id is tracked)
+    again = await running.stub.StartSession(api.StartSessionRequest(policy_id="p0", org_id="o", session_id="fixed"))
+    await running.stub.CancelSession(api.CancelSessionRequest(session_id="fixed"))
+    final = await running.final("fixed")
+    assert final.status == pb.SESSION_STATUS_STOPPED and again.session_id == "fixed"
+    assert (await running.stub.GetSession(api.GetSessionRequest(session_id="fixed"))).requested_at == again.requested_at
+
+
 async def test_started_sessions_record_who_asked(running: Running) -> None:
     started = await running.stub.StartSession(api.StartSessionRequest(policy_id="p", org_id="o"))
     env = await running.bus.js.get_last_msg(
