@@ -211,6 +211,25 @@ class Job:
     def has_chunk(self, seq: int) -> bool:
         return seq <= self.chunks_upto or seq in self.chunks_ahead
 
+    @property
+    def missing_chunks(self) -> int:
+        """How many of the chunks 1..expected_chunks it reported have not arrived: exact whatever the arrival
+        order, duplicates, or chunks beyond the ones reported."""
+        if self.chunks_upto >= self.expected_chunks:
+            return 0
+        arrived_ahead = sum(1 for seq in self.chunks_ahead if seq <= self.expected_chunks)
+        return self.expected_chunks - self.chunks_upto - arrived_ahead
+
+    def first_missing_chunks(self, limit: int = 5) -> list[int]:
+        """The lowest sequences still missing (at most `limit`), to name them in a message."""
+        found: list[int] = []
+        seq = self.chunks_upto + 1
+        while seq <= self.expected_chunks and len(found) < limit:
+            if seq not in self.chunks_ahead:
+                found.append(seq)
+            seq += 1
+        return found
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
@@ -547,10 +566,19 @@ def stalls(
             continue
         since = max(marks)
         if now - since >= timeout:
-            what = "started but uploaded nothing" if job.last_upload_at is None else "uploaded nothing"
+            silent = f"for {_fmt(now - since)} (stall timeout {_fmt(timeout)})"
             if job.phase == Phase.PLANNED:
-                what = "never started"
+                reason = f"job never started {silent}"
             elif job.phase == Phase.FINISHED:
-                what = f"finished but {job.expected_chunks - job.chunks_upto} of its chunks never arrived, and"
-            found.append(Stall(job.job_id, f"job {what} for {_fmt(now - since)} (stall timeout {_fmt(timeout)})"))
+                missing, first = job.missing_chunks, job.first_missing_chunks()
+                named = ", ".join(map(str, first)) + (", …" if missing > len(first) else "")
+                chunks = f"chunk {named}" if missing == 1 else f"chunks {named}"
+                reason = (
+                    f"job finished but {missing} of its {job.expected_chunks} chunks never arrived ({chunks}): "
+                    f"nothing came {silent}"
+                )
+            else:
+                what = "started but uploaded nothing" if job.last_upload_at is None else "uploaded nothing"
+                reason = f"job {what} {silent}"
+            found.append(Stall(job.job_id, reason))
     return found

@@ -313,3 +313,23 @@ def test_stall_timeout_is_the_requests_else_the_policys_from_discovery_else_the_
     assert s.stall_timeout == asked
     s = run([ev(d.SessionRequested), ev(d.SessionStarted), planned("a")])
     assert s.stall_timeout is None and d.stalls(s, at(59), HOUR) == []
+
+
+@pytest.mark.parametrize(
+    ("expected", "arrived", "missing", "named"),
+    [
+        (2, [], 2, "chunks 1, 2"),
+        (240, [*range(1, 6), *range(7, 241)], 1, "chunk 6"),  # resumed after a lost event: one gap, not 235
+        (10, [10, 9, 2, 2, 1, 9, 4], 5, "chunks 3, 5, 6, 7, 8"),  # out of order, duplicated
+        (20, [1, 3, 20, 25, 30], 17, "chunks 2, 4, 5, 6, 7, …"),  # sparse, and beyond what it reported
+    ],
+)
+def test_a_stalled_finished_job_names_exactly_the_chunks_that_never_arrived(
+    expected: int, arrived: list[int], missing: int, named: str
+) -> None:
+    events = [planned("a"), ev(d.JobStarted, "a", 0)]
+    events += [ev(d.ChunkUploaded, "a", 0, chunk_seq=seq, counts=d.Counts(received=1)) for seq in arrived]
+    s = run([*events, ev(d.JobFinished, "a", 1, outcome=OK, chunks=expected)])
+    assert s.jobs["a"].missing_chunks == missing
+    [stall] = d.stalls(s, at(61), HOUR)
+    assert f"finished but {missing} of its {expected} chunks never arrived ({named})" in stall.reason
