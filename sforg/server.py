@@ -101,6 +101,13 @@ def release_label(version: int) -> str:
     return f"{season} '{17 + (n + 2) // 3:02d}"
 
 
+# Refusals a fault can inject (as Salesforce words them): a feature the org does not have.
+REFUSALS = {
+    "FEATURENOTENABLED": (400, "Bulk API 2.0 is not enabled for this organization."),
+    "API_DISABLED_FOR_ORG": (403, "API is not enabled for this Organization or Partner"),
+}
+
+
 def classify(method: str, path: str) -> tuple[str, str]:
     """(endpoint name, kind) of a request: the names faults and accounting use."""
     if path.endswith("/services/oauth2/token"):
@@ -284,12 +291,14 @@ class Server:
 
     def fault_error(self, code: str, kind: str) -> web.Response:
         if kind == "Metadata":
-            return xml_response(
-                md.fault("SERVER_UNAVAILABLE" if code != "500" else "UNKNOWN_EXCEPTION", "injected fault"),
-                500,
-            )
+            # every SOAP fault comes at HTTP 500, whatever it means
+            fault = {"500": "UNKNOWN_EXCEPTION", "QUERY_TIMEOUT": "SERVER_UNAVAILABLE"}.get(code, code)
+            return xml_response(md.fault(fault, "injected fault"), 500)
         if code == "QUERY_TIMEOUT":
             return error(400, "QUERY_TIMEOUT", "Your query request was running for too long.")
+        if code in REFUSALS:
+            status, message = REFUSALS[code]
+            return error(status, code, message)
         if code in ("500", "UNKNOWN_EXCEPTION"):
             return error(
                 500,

@@ -2,9 +2,11 @@
 
 sfvault obtains the OAuth token itself (client credentials, password, refresh token or JWT bearer) and
 hands `instance_url` + token to simple-salesforce. `OrgClient.call` re-authenticates once on
-`INVALID_SESSION_ID`, retries 500/503/timeouts with bounded back-off, counts the API calls it spends and
-tracks the org's daily usage from `Sforce-Limit-Info`. Secrets are read from "env:NAME" / "file:/path"
-references, and never logged, traced or put in an exception message.
+`INVALID_SESSION_ID`, retries what `is_transient` says is worth another try (the one retry rule: 5xx,
+`QUERY_TIMEOUT`, `SERVER_UNAVAILABLE`, connection errors) with bounded back-off, counts the API calls it spends
+and tracks the org's daily usage from `Sforce-Limit-Info`. An org's secrets are read from "env:NAME" /
+"file:/path" references allowed by `services.common.secrets`, and never logged, traced or put in an exception
+message.
 """
 
 from __future__ import annotations
@@ -12,34 +14,61 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import (
-    SalesforceExpiredSession,
-    SalesforceGeneralError,
-    SalesforceRefusedRequest,
-)
+from simple_salesforce.exceptions import SalesforceError as LibraryError
+from simple_salesforce.exceptions import SalesforceExpiredSession
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from urllib3.exceptions import ProtocolError
 
 from services.common import telemetry
+from services.common.secrets import SecretError, check_org_secret_ref, read_org_secret, read_secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_API_VERSION = "62.0"
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 
+# Error codes worth another try whatever the HTTP status they come with: a query that ran too long, a server
+# that is busy or failed inside. A SOAP fault comes at HTTP 500 whatever it means: it is judged by its code.
+TRANSIENT_CODES = frozenset({"QUERY_TIMEOUT", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"})
 
-class SecretError(RuntimeError):
-    """A secret reference cannot be read (the message names the reference, never a value)."""
+__all__ = [
+    "SecretError",
+    "check_org_secret_ref",
+    "read_org_secret",
+    "read_secret",
+]
+
+
+class SalesforceError(RuntimeError):
+    """An error answer of Salesforce (REST, Bulk or a Metadata SOAP fault): its HTTP status, its code (errorCode, or
+    a faultcode without its namespace) and message. Whether it is worth another try: `is_transient`."""
+
+    def __init__(self, status: int, code: str, message: str, *, soap: bool = False) -> None:
+        super().__init__(f"{code or status}: {message}"[:500])
+        self.status, self.code, self.soap = status, code, soap
+
+
+def error_of(response: requests.Response) -> tuple[str, str]:
+    """(errorCode, message) of a REST or Bulk error answer; ("", the text's start) when it has no JSON code."""
+    code, message = "", response.text[:300]
+    try:
+        body = response.json()
+        item = body[0] if isinstance(body, list) and body else body
+        if isinstance(item, dict):
+            code = str(item.get("errorCode") or item.get("error") or "")
+            message = str(item.get("message") or item.get("error_description") or message)
+    except ValueError:
+        pass
+    return code, message
 
 
 class AuthenticationRefused(RuntimeError):
@@ -54,28 +83,10 @@ class ApiLimitExceeded(RuntimeError):
     """REQUEST_LIMIT_EXCEEDED, or sfvault's own API budget is spent: stop cleanly, resume next session."""
 
 
-def read_secret(ref: str, what: str = "secret") -> str:
-    """Resolve "env:NAME" or "file:/path"; the value never appears in an error."""
-    if not ref:
-        raise SecretError(f"{what}: no reference given")
-    kind, _, where = ref.partition(":")
-    if kind == "env":
-        value = os.environ.get(where)
-        if value is None:
-            raise SecretError(f"{what}: environment variable {where!r} is not set")
-        return value
-    if kind == "file":
-        try:
-            return Path(where).read_text().strip()
-        except OSError as exc:
-            raise SecretError(f"{what}: cannot read file {where!r}: {exc.strerror}") from None
-    raise SecretError(f"{what}: reference {ref!r} must start with 'env:' or 'file:'")
-
-
 def check_secret_ref(ref: str, what: str) -> None:
-    """Validate the shape of a reference without reading it (for API input validation)."""
-    if ref and not ((ref.startswith("env:") and len(ref) > 4) or ref.startswith("file:/")):
-        raise SecretError(f"{what} must be 'env:NAME' or 'file:/absolute/path'")
+    """Validate an org's reference without reading it: its shape and the secrets rule (services.common.secrets)."""
+    if ref:
+        check_org_secret_ref(ref, what)
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ def obtain_token(creds: Credentials, session: requests.Session | None = None, ti
         raise AuthenticationRefused(f"unknown auth flow {flow!r}")
     try:
         for attempt in Retrying(
-            retry=retry_if_exception(_transient_http),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(4),
             wait=wait_exponential_jitter(multiplier=0.5, max=5),
             reraise=True,
@@ -204,7 +215,7 @@ def obtain_token(creds: Credentials, session: requests.Session | None = None, ti
                 response = http.post(url, data=form, headers=headers, timeout=timeout)
                 if response.status_code >= 500:
                     response.raise_for_status()
-    except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
+    except (requests.RequestException, ProtocolError) as exc:
         raise OrgUnreachable(f"cannot reach {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
         try:
@@ -224,22 +235,32 @@ def obtain_token(creds: Credentials, session: requests.Session | None = None, ti
     )
 
 
-def _transient_http(exc: BaseException) -> bool:
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return True
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return exc.response.status_code >= 500
-    return False
+def _codes(content: Any) -> set[str]:
+    """The error codes in simple-salesforce's parsed content (a list of {"errorCode", "message"})."""
+    items: Iterable[Any] = content if isinstance(content, list) else [content]
+    return {str(i.get("errorCode", "")) for i in items if isinstance(i, dict)}
 
 
 def is_transient(exc: BaseException) -> bool:
-    """503/500/QUERY_TIMEOUT, connection resets and timeouts: worth another try."""
-    if _transient_http(exc):
+    """The one retry rule of every Salesforce call (REST, Bulk, Metadata SOAP, logins): worth another try.
+
+    Connection errors, timeouts and bodies cut off; HTTP 5xx without a code, or with a code in TRANSIENT_CODES; a
+    4xx whose code is in TRANSIENT_CODES (`QUERY_TIMEOUT` comes with 400); a SOAP fault whose code is in it (a
+    fault comes at 500 whatever it means: `INVALID_TYPE` is not retried)."""
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
         return True
-    if isinstance(exc, SalesforceGeneralError):
-        return exc.status >= 500 or "QUERY_TIMEOUT" in str(exc.content)
-    if isinstance(exc, SalesforceRefusedRequest):
-        return False
+    if isinstance(exc, ProtocolError):
+        return True
+    if isinstance(exc, requests.HTTPError):
+        return exc.response is not None and exc.response.status_code >= 500
+    if isinstance(exc, SalesforceError):
+        if exc.code.rpartition(":")[2] in TRANSIENT_CODES:
+            return True
+        return exc.status >= 500 and not (exc.soap and exc.code)
+    if isinstance(exc, SalesforceExpiredSession):
+        return False  # re-authentication, not a retry
+    if isinstance(exc, LibraryError):
+        return exc.status >= 500 or bool(_codes(exc.content) & TRANSIENT_CODES)
     return False
 
 
@@ -336,7 +357,9 @@ class OrgClient:
         raise AssertionError("unreachable")
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """A raw REST call on the instance (for what simple-salesforce does not wrap), with the same policy."""
+        """A raw REST call on the instance (for what simple-salesforce does not wrap), with the same policy: an
+        answer `is_transient` retries is retried, and raised as SalesforceError when it keeps coming; any other
+        answer is returned as it is."""
 
         extra_headers = kwargs.pop("headers", {})
 
@@ -348,8 +371,11 @@ class OrgClient:
                 raise SalesforceExpiredSession(url, 401, "", response.content)
             if response.status_code == 403 and b"REQUEST_LIMIT_EXCEEDED" in response.content:
                 raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
-            if response.status_code >= 500:
-                raise SalesforceGeneralError(url, response.status_code, "", response.content)
+            if response.status_code >= 400:
+                error = SalesforceError(response.status_code, *error_of(response))
+                if is_transient(error):
+                    response.close()
+                    raise error  # retried here; still failing after the last attempt, it is the caller's
             return response
 
         return self.call(do)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import requests
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -21,13 +20,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
-from simple_salesforce.exceptions import SalesforceGeneralError
-from urllib3.exceptions import ProtocolError
 
 from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
 from services.common.errors import InvalidArgument
-from services.common.salesforce import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable
+from services.common.salesforce import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable, is_transient
 from services.jobrunner.domain import CountMismatch, Tally
 from services.jobrunner.jobs import (
     DataJob,
@@ -45,17 +42,12 @@ from services.jobrunner.store import JobStore
 
 log = logging.getLogger("sfvault.jobrunner")
 CONSUMER = "jobrunner"
-# what may pass: the job is handed back and retried (with back-off, up to max_deliver attempts)
-TRANSIENT = (
-    StorageUnavailable,
-    StorageConflict,
-    OrgUnreachable,
-    psycopg.OperationalError,
-    SalesforceGeneralError,  # 5xx still failing after OrgClient's retries
-    requests.ConnectionError,
-    requests.Timeout,
-    ProtocolError,  # a result page cut off mid-body: the job resumes at that page's locator
-)
+# what may pass: the job is handed back and retried (with back-off, up to max_deliver attempts); on Salesforce's
+# side, whatever `is_transient` says (the one retry rule) and still failed after OrgClient's own retries, or
+# broke a streamed result page mid-body (the job resumes at that page's locator)
+TRANSIENT = (StorageUnavailable, StorageConflict, OrgUnreachable, psycopg.OperationalError)
+# what fails the job at once with its own message
+FAILING = (CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument)
 CLOSING = {"SessionCancelled": "cancelled", "SessionFailed": "terminated", "SessionFinished": "terminated"}
 
 
@@ -352,16 +344,18 @@ class Runner:
         except ApiLimitExceeded as exc:
             # stored data is consistent and the mark did not move: the next session resumes from it
             return self._result(run, ev.JOB_OUTCOME_ERROR, f"stopped: {exc}", "ack")
-        except TRANSIENT as exc:
-            log.warning("job %s attempt %d: transient failure (%s); retrying later", spec.job_id, attempt, exc)
-            if attempt >= self.bus.config.max_deliver:
-                return self._result(run, ev.JOB_OUTCOME_ERROR, f"gave up after {attempt} attempts: {exc}", "ack")
-            return self._result(run, 0, str(exc), "nak")
-        except (CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument) as exc:
-            # InvalidArgument: a record the canonical form refuses (the message names the field, not the value)
-            log.error("job %s failed: %s", spec.job_id, exc)
-            return self._result(run, ev.JOB_OUTCOME_ERROR, str(exc), "ack")
         except Exception as exc:
+            if isinstance(exc, TRANSIENT) or is_transient(exc):
+                log.warning("job %s attempt %d: transient failure (%s); retrying later", spec.job_id, attempt, exc)
+                if attempt >= self.bus.config.max_deliver:
+                    return self._result(run, ev.JOB_OUTCOME_ERROR, f"gave up after {attempt} attempts: {exc}", "ack")
+                return self._result(run, 0, str(exc), "nak")
+            if isinstance(
+                exc, CountMismatch | SalesforceError | StorageError | AuthenticationRefused | InvalidArgument
+            ):
+                # InvalidArgument: a record the canonical form refuses (the message names the field, not the value)
+                log.error("job %s failed: %s", spec.job_id, exc)
+                return self._result(run, ev.JOB_OUTCOME_ERROR, str(exc), "ack")
             log.exception("job %s failed unexpectedly", spec.job_id)
             return self._result(run, ev.JOB_OUTCOME_ERROR, f"unexpected {type(exc).__name__}: {exc}"[:500], "ack")
 

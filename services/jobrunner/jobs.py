@@ -23,7 +23,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.common.canonical import CANONICAL_RULES, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 from services.common.errors import InvalidArgument
-from services.common.salesforce import Credentials, credentials_from_connection
+from services.common.salesforce import Credentials, credentials_from_connection, is_transient
 from services.jobrunner import domain
 from services.jobrunner.domain import CountMismatch, Key, ObjectMarks, Plan, Selection, Tally
 from services.jobrunner.salesforce import (
@@ -276,6 +276,7 @@ class DataJob:
         self.query_all = bool(self.data.queryall_supported) or self._has("IsDeleted")
         self.seen: set[str] = set()  # Ids the window's read returned (incremental windows are small)
         self.track_seen = False
+        self.warnings: list[str] = []  # fallbacks taken: said in the job's result, not only in a log
 
     def _encode(self, rec: dict[str, Any], position: int) -> tuple[Any, int]:
         """A record as storage takes it, and its size: canonical when storage takes that, else raw JSON."""
@@ -315,9 +316,9 @@ class DataJob:
             if plan.deleted_since is not None:
                 self._deleted(plan)
             pos = {"phase": "reconcile"}
-        warnings = []
+        done = []
         if pos.get("phase") == "reconcile" and plan.reconcile:
-            warnings += self._reconcile()
+            done.append(self._reconcile())
         run.save_state(phase="done")
         org_now = run.client.org_now()
         run.store.save_marks(
@@ -342,7 +343,7 @@ class DataJob:
             run.storage_s,
             run.waited_s,
         )
-        return "; ".join([f"{plan.mode} ({plan.reason})", *warnings])
+        return "; ".join([f"{plan.mode} ({plan.reason})", *done, *(f"warning: {w}" for w in self.warnings)])
 
     def _plan(self, marks: ObjectMarks) -> Plan:
         saved = self.run.checkpoint.get("plan")
@@ -390,7 +391,13 @@ class DataJob:
         try:
             body = self.reader.deleted(self.obj, plan.deleted_since, end)
         except SalesforceError as exc:
+            if is_transient(exc):
+                raise  # still failing after OrgClient's retries: the job is handed back, resumes at this phase
             log.warning("getDeleted for %s unavailable (%s); the next reconciliation covers it", self.obj, exc.code)
+            self.warnings.append(
+                f"the delete log of {self.obj} is unavailable ({exc.code or exc.status}): records deleted and"
+                " purged in this window are caught by the next Id reconciliation"
+            )
             return
         ids = [str(r["id"]) for r in body.get("deletedRecords", []) if r.get("id")]
         ids = [i for i in ids if self._in_range(i) and i not in self.seen]
@@ -446,9 +453,10 @@ class DataJob:
         try:
             self._bulk(plan, pos)
         except SalesforceError as exc:
-            if self._too_wide_for_rest(plan):
-                raise
+            if self._too_wide_for_rest(plan) or is_transient(exc):
+                raise  # transient: still failing after OrgClient's retries, the job is handed back and resumes
             log.warning("Bulk read of %s failed (%s); reading it through REST", self.obj, exc.code)
+            self.warnings.append(f"Bulk API unavailable for {self.obj} ({exc.code or exc.status}): read through REST")
             self.run.wait_stored()
             self._rest(plan, None, probe=False)
 
@@ -628,44 +636,27 @@ class DataJob:
         self.run.put_records(self.obj, buffer, pos)
 
     # ------------------------------------------------------------ Id reconciliation
-    def _reconcile(self) -> list[str]:
+    def _reconcile(self) -> str:
         """Every Id in the org (queryAll, so the recycle bin counts as present) against every Id storage holds
         live or soft-deleted: the ones storage holds and the org no longer has are hard-deleted. Records the
-        org has and storage lacks were just read by the full copy this runs after."""
+        org has and storage lacks were just read by the full copy this runs after. The org's Ids come from a Bulk
+        job, or through REST when the object or the org cannot have one (Bulk API disabled, the job refused or
+        failed: a warning in the job's result)."""
         self.run.wait_stored()  # storage's view must include every chunk of the read
-        soql = domain.build_soql(self.obj, ["Id"], id_from=self.data.id_from, id_to=self.data.id_to)
-        org_ids: set[str] = set()
+        org_ids: set[str] | None = None
         if self.data.bulk_supported:
-            job_id = self.reader.bulk_create(soql, query_all=self.query_all)
-            job = self.reader.bulk_wait(job_id, should_stop=self.run.control.check)
-            if job.state != "JobComplete":
-                raise SalesforceError(0, "BULK_" + job.state.upper(), job.error or "Id reconciliation query failed")
-            locator = ""
-            while True:
-                count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page)
-                header = next(rows, None) or []
-                column = header.index("Id") if "Id" in header else -1
-                n = 0
-                for row in rows:  # an empty page may come without its header
-                    if column < 0 or len(row) <= column or not row[column]:
-                        # never taken for a record the org no longer has: the job fails instead
-                        raise SalesforceError(0, "BULK_NO_ID", f"a row of the Id page of {self.obj} has no Id")
-                    org_ids.add(row[column])
-                    n += 1
-                domain.check_counts(f"Id page of {self.obj}", count, n)
-                if not nxt:
-                    break
-                locator = nxt
-            domain.check_counts(f"Id reconciliation of {self.obj}", job.records, len(org_ids))
-        else:
-            page = self.reader.query_page(soql, query_all=self.query_all, batch_size=2000)
-            expected = page.total_size
-            while True:
-                org_ids.update(str(r["Id"]) for r in page.records)
-                if not page.next_url:
-                    break
-                page = self.reader.query_more(page.next_url)
-            domain.check_counts(f"Id reconciliation of {self.obj}", expected, len(org_ids))
+            try:
+                org_ids = self._org_ids_bulk()
+            except SalesforceError as exc:
+                if is_transient(exc):
+                    raise  # still failing after OrgClient's retries: the job is handed back
+                log.warning("Bulk Id query of %s failed (%s); reading the Ids through REST", self.obj, exc.code)
+                self.warnings.append(
+                    f"Bulk API unavailable for the Id reconciliation of {self.obj} ({exc.code or exc.status}):"
+                    " Ids read through REST"
+                )
+        if org_ids is None:
+            org_ids = self._org_ids_rest()
         gone = [
             rid
             for rid, _soft in self.run.storage.stored_ids(self.run.org, self.obj)
@@ -675,7 +666,60 @@ class DataJob:
             self.run.mark_deleted(self.obj, list(batch), spb.DELETED_STATE_HARD, {"phase": "reconcile"})
         if gone:
             log.info("reconciliation of %s: %d records hard-deleted in the org", self.obj, len(gone))
-        return [f"reconciled {len(org_ids)} Ids, {len(gone)} hard-deleted"]
+        return f"reconciled {len(org_ids)} Ids, {len(gone)} hard-deleted"
+
+    def _org_ids_bulk(self) -> set[str]:
+        soql = domain.build_soql(self.obj, ["Id"], id_from=self.data.id_from, id_to=self.data.id_to)
+        org_ids: set[str] = set()
+        job_id = self.reader.bulk_create(soql, query_all=self.query_all)
+        job = self.reader.bulk_wait(job_id, should_stop=self.run.control.check)
+        if job.state != "JobComplete":
+            raise SalesforceError(0, "BULK_" + job.state.upper(), job.error or "Id reconciliation query failed")
+        locator = ""
+        while True:
+            self.run.control.check()
+            count, nxt, rows = self.reader.bulk_page(job_id, locator, self.run.tuning.bulk_page)
+            header = next(rows, None) or []
+            column = header.index("Id") if "Id" in header else -1
+            n = 0
+            for row in rows:  # an empty page may come without its header
+                if column < 0 or len(row) <= column or not row[column]:
+                    # never taken for a record the org no longer has: the job fails instead
+                    raise CountMismatch(f"a row of the Id page of {self.obj} has no Id")
+                org_ids.add(row[column])
+                n += 1
+            domain.check_counts(f"Id page of {self.obj}", count, n)
+            if not nxt:
+                break
+            locator = nxt
+        domain.check_counts(f"Id reconciliation of {self.obj}", job.records, len(org_ids))
+        return org_ids
+
+    def _org_ids_rest(self) -> set[str]:
+        """queryAll of Ids in Id order; an expired query locator re-issues the query after the last Id read."""
+        org_ids: set[str] = set()
+        last: Key | None = None
+        while True:
+            soql = domain.build_soql(
+                self.obj, ["Id"], id_from=self.data.id_from, id_to=self.data.id_to, after=last, ordered="id"
+            )
+            try:
+                page = self.reader.query_page(soql, query_all=self.query_all, batch_size=2000)
+                expected, got = page.total_size, 0
+                while True:
+                    self.run.control.check()
+                    for record in page.records:
+                        rid = str(record["Id"])
+                        org_ids.add(rid)
+                        last = Key(None, rid)
+                        got += 1
+                    if not page.next_url:
+                        break
+                    page = self.reader.query_more(page.next_url)
+                domain.check_counts(f"Id reconciliation of {self.obj}", expected, got)
+                return org_ids
+            except LocatorExpired:
+                log.info("query locator expired for the Ids of %s; continuing after the last Id read", self.obj)
 
 
 # ---------------------------------------------------------------- files job
@@ -709,6 +753,7 @@ class FileJob:
             if on
         ]
         run.begin("")
+        self._record_committed()
         stored_total = skipped = 0
         for obj in objects:
             s, k = self._object(obj)
@@ -716,6 +761,16 @@ class FileJob:
             skipped += k
         run.save_state(phase="done")
         return f"{stored_total} file bodies stored, {skipped} already stored"
+
+    def _record_committed(self) -> None:
+        """A resumed job: the file of the last chunk storage committed may never have been recorded here (the
+        attempt ended between the two). Its checkpoint names it, so it is recorded now and not downloaded again
+        (a second download would be counted as one more file received)."""
+        run = self.run
+        pos = run.checkpoint.get("pos") or {}
+        if run.seq and run.checkpoint.get("seq") == run.seq and pos.get("file"):
+            obj, rid, modstamp, size = pos["file"]
+            run.store.file_stored(run.org, obj, rid, modstamp, "", int(size))
 
     def _object(self, obj: str) -> tuple[int, int]:
         run = self.run
@@ -739,16 +794,24 @@ class FileJob:
             if size is None:
                 continue  # a record without a body (e.g. a link-only ContentVersion)
             self._download(
-                obj, rid, body_field, int(size), str(rec.get(name_field) or ""), str(rec.get(type_field) or "")
+                obj,
+                rid,
+                modstamp,
+                body_field,
+                int(size),
+                str(rec.get(name_field) or ""),
+                str(rec.get(type_field) or ""),
             )
             run.store.file_stored(run.org, obj, rid, modstamp, "", int(size))
             stored += 1
         return stored, skipped
 
-    def _download(self, obj: str, rid: str, field_name: str, size: int, name: str, content_type: str) -> None:
+    def _download(
+        self, obj: str, rid: str, modstamp: str, field_name: str, size: int, name: str, content_type: str
+    ) -> None:
         run = self.run
         for attempt in range(3):
-            seq = run._announce({"phase": "files"}, {})
+            seq = run._announce({"phase": "files", "file": [obj, rid, modstamp, size]}, {})
             response = self.reader.blob(obj, rid, field_name)
 
             def body(response: Any = response) -> Iterator[bytes]:
@@ -778,11 +841,9 @@ class FileJob:
                 log.warning("download of %s %s failed; retrying", obj, rid)
                 continue
             run.seq = seq
-            run.tally.files += 1 if result.new_version else 0
-            run.tally.bytes += int(result.counts.bytes)
-            run.tally.new_versions += int(result.counts.new_versions)
-            run.tally.changed += int(result.counts.changed)
-            run.tally.unchanged += int(result.counts.unchanged)
+            # storage's counts of the chunk, as on a resume (BeginJob's totals): `files` counts the bodies stored
+            # (a body already held, e.g. a version identical to another, is a new version and no new file)
+            run._account(result, 1)
             run.tally.received += 1
             if int(result.size) != size:
                 raise CountMismatch(f"{obj} {rid}: Salesforce said {size} bytes, storage stored {result.size}")
@@ -803,6 +864,10 @@ class MetadataJob:
     def execute(self) -> str:
         run = self.run
         run.begin("")
+        pos = run.checkpoint.get("pos") or {}
+        if run.seq and run.checkpoint.get("seq") == run.seq and pos.get("items"):
+            # the components of the last chunk storage committed, maybe never recorded here: not retrieved again
+            run.store.metadata_stored(run.org, [(t, n, m, bool(d)) for t, n, m, d in pos["items"]])
         types = list(run.spec.metadata.types)
         if not types:
             for name, children in self.md.describe():
@@ -850,7 +915,7 @@ class MetadataJob:
         run = self.run
         for i in range(0, len(components), 1000):
             part = components[i : i + 1000]
-            seq = run._announce({"phase": "metadata"}, {})
+            seq = run._announce({"phase": "metadata", "items": [list(item) for item in items[i : i + 1000]]}, {})
             result = run.storage.put_metadata(run.org, run.spec.session_id, run.spec.job_id, seq, part)
             run.seq = seq
             run._account(result, len(part))

@@ -22,19 +22,11 @@ from isal import isal_zlib
 from simple_salesforce.exceptions import SalesforceExpiredSession
 from urllib3.exceptions import ProtocolError
 
-from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient
+from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient, SalesforceError, error_of
 
 log = logging.getLogger(__name__)
 MD_NS = "http://soap.sforce.com/2006/04/metadata"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-
-
-class SalesforceError(RuntimeError):
-    """A request Salesforce refused (4xx other than auth and limits): the job fails with this message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code or status}: {message}"[:500])
-        self.status, self.code = status, code
 
 
 class LocatorExpired(SalesforceError):
@@ -46,22 +38,15 @@ class BulkJobGone(SalesforceError):
 
 
 def _raise_for(response: requests.Response) -> None:
+    """A 4xx OrgClient returned (what `is_transient` retries never arrives here) as the job's error."""
     if response.status_code < 400:
         return
-    code, message = "", response.text[:300]
-    try:
-        body = response.json()
-        item = body[0] if isinstance(body, list) and body else body
-        if isinstance(item, dict):
-            code = str(item.get("errorCode") or item.get("error") or "")
-            message = str(item.get("message") or item.get("error_description") or message)
-    except ValueError:
-        pass
+    code, message = error_of(response)
     if response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED":
         raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
     if code in ("INVALID_QUERY_LOCATOR", "INVALIDLOCATOR"):
         raise LocatorExpired(response.status_code, code, message)
-    if response.status_code == 404 and "/jobs/query/" in response.url:
+    if response.status_code in (404, 412) and "/jobs/query/" in response.url:
         raise BulkJobGone(response.status_code, code, message)
     raise SalesforceError(response.status_code, code, message)
 
@@ -190,8 +175,6 @@ class OrgReader:
             headers={"Accept": "text/csv", "Accept-Encoding": "gzip"},
             stream=True,
         )
-        if response.status_code == 412 or response.status_code == 404:
-            raise BulkJobGone(response.status_code, "", f"results of Bulk job {job_id} are not available")
         count = int(response.headers.get("Sforce-NumberOfRecords", "-1"))
         nxt = response.headers.get("Sforce-Locator", "null")
         return count, ("" if nxt in ("", "null") else nxt), _csv_rows(response)
@@ -297,9 +280,12 @@ class MetadataClient:
         self.reserve_percent = reserve_percent
 
     def _call(self, op: str, body: str) -> ET.Element:
-        for attempt in range(2):
-            self.client.check_budget(self.reserve_percent)
-            token = self.client.token
+        """One SOAP call through OrgClient.call: an expired session re-authenticates (INVALID_SESSION_ID), a fault
+        `is_transient` retries (SERVER_UNAVAILABLE, UNKNOWN_EXCEPTION, ...) is retried with back-off, any other
+        fault fails with its faultcode."""
+
+        def post(_: Any) -> ET.Element:
+            token = self.client.token  # the current one: a re-authentication replaces it
             url = f"{token.instance_url.rstrip('/')}/services/Soap/m/{self.client.creds.api_version}"
             envelope = (
                 f'<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}"'
@@ -307,35 +293,34 @@ class MetadataClient:
                 f"</met:sessionId></met:SessionHeader></soapenv:Header><soapenv:Body>{body}</soapenv:Body>"
                 "</soapenv:Envelope>"
             )
-
-            def post(_: Any, url: str = url, envelope: str = envelope) -> requests.Response:
-                response = self.client.http.post(
-                    url,
-                    data=envelope.encode(),
-                    headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
-                    timeout=self.client.timeout,
-                )
-                if response.status_code >= 500 and b"INVALID_SESSION_ID" not in response.content:
-                    if b"<faultcode>" not in response.content:
-                        response.raise_for_status()
-                return response
-
-            response = self.client.call(post)
-            root = ET.fromstring(response.content)
+            response = self.client.http.post(
+                url,
+                data=envelope.encode(),
+                headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
+                timeout=self.client.timeout,
+            )
+            try:
+                root = ET.fromstring(response.content)
+            except ET.ParseError:
+                if response.status_code >= 400:  # not a SOAP answer (a proxy's page): judged by its status
+                    raise SalesforceError(response.status_code, "", response.text[:300]) from None
+                raise SalesforceError(response.status_code, "NOT_SOAP", f"{op}: the answer is not XML") from None
             fault = root.find(f".//{{{SOAP_NS}}}Fault")
             if fault is None:
                 fault = root.find(".//Fault")
-            if fault is not None:
-                code = fault.findtext("faultcode") or ""
-                text = fault.findtext("faultstring") or ""
-                if "INVALID_SESSION_ID" in code and attempt == 0:
-                    self.client.reauthenticate()
-                    continue
-                if "REQUEST_LIMIT_EXCEEDED" in code:
-                    raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
-                raise SalesforceError(response.status_code, code, text)
-            return root
-        raise AssertionError("unreachable")
+            if fault is None:
+                if response.status_code >= 400:
+                    raise SalesforceError(response.status_code, "", response.text[:300])
+                return root
+            code = (fault.findtext("faultcode") or "").rpartition(":")[2]
+            text = fault.findtext("faultstring") or ""
+            if code == "INVALID_SESSION_ID":
+                raise SalesforceExpiredSession(url, response.status_code, "", response.content)
+            if code == "REQUEST_LIMIT_EXCEEDED":
+                raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
+            raise SalesforceError(response.status_code, code, text, soap=True)
+
+        return self.client.call(post, reserve_percent=self.reserve_percent)
 
     def describe(self) -> list[tuple[str, list[str]]]:
         """(xmlName, childXmlNames) of every metadata type."""
@@ -423,4 +408,4 @@ def quote(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
-__all__ = ["JobOrgClient", "MetadataClient", "OrgReader", "SalesforceExpiredSession"]
+__all__ = ["JobOrgClient", "MetadataClient", "OrgReader", "SalesforceError", "SalesforceExpiredSession"]

@@ -1,11 +1,16 @@
-"""The shared Salesforce connection against sforg: each login flow, re-authentication, retries, limits."""
+"""The shared Salesforce connection against sforg: each login flow, re-authentication, the one retry rule on every
+path, limits, and where an org's secrets may come from."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError, SalesforceMalformedRequest
 
 from services.common import salesforce as sfc
 from sforg.testing import Admin, running_org
@@ -27,15 +32,15 @@ def admin(org: dict[str, Any]) -> Iterator[Admin]:
 
 @pytest.fixture
 def creds(org: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> sfc.Credentials:
-    monkeypatch.setenv("T_SF_SECRET", org["client_secret"])
-    monkeypatch.setenv("T_SF_PASSWORD", org["password"] + org.get("security_token", ""))
+    monkeypatch.setenv("SFVAULT_SECRET_T_SF", org["client_secret"])
+    monkeypatch.setenv("SFVAULT_SECRET_T_SF_PASSWORD", org["password"] + org.get("security_token", ""))
     # a hostile REQUESTS_CA_BUNDLE must not override the org's CA (requests would let it)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/bundle.pem")
     return sfc.Credentials(
         login_url=org["login_url"],
         auth_flow="client_credentials",
         client_id=org["client_id"],
-        client_secret_ref="env:T_SF_SECRET",
+        client_secret_ref="env:SFVAULT_SECRET_T_SF",
         ca_bundle_ref=f"file:{org['ca_file']}",
         api_version=org["api_version"],
     )
@@ -53,21 +58,26 @@ def test_client_credentials_login_and_query(creds: sfc.Credentials, org: dict[st
 
 def test_password_login(creds: sfc.Credentials, org: dict[str, Any]) -> None:
     pw = sfc.Credentials(
-        **{**creds.__dict__, "auth_flow": "password", "username": org["username"], "password_ref": "env:T_SF_PASSWORD"}
+        **{
+            **creds.__dict__,
+            "auth_flow": "password",
+            "username": org["username"],
+            "password_ref": "env:SFVAULT_SECRET_T_SF_PASSWORD",
+        }
     )
     assert sfc.obtain_token(pw).salesforce_org_id.startswith("00D")
 
 
 def test_refused_login_names_no_secret(creds: sfc.Credentials, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("T_SF_SECRET", "wrong-secret-value")
+    monkeypatch.setenv("SFVAULT_SECRET_T_SF", "wrong-secret-value")
     with pytest.raises(sfc.AuthenticationRefused) as refused:
         sfc.OrgClient(creds)
     assert "wrong-secret-value" not in str(refused.value)
 
 
 def test_missing_secret_names_the_reference(creds: sfc.Credentials, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("T_SF_SECRET")
-    with pytest.raises(sfc.SecretError, match="T_SF_SECRET"):
+    monkeypatch.delenv("SFVAULT_SECRET_T_SF")
+    with pytest.raises(sfc.SecretError, match="SFVAULT_SECRET_T_SF"):
         sfc.OrgClient(creds)
 
 
@@ -105,9 +115,127 @@ def test_own_budget_stops_before_calling(creds: sfc.Credentials) -> None:
     assert client.api_calls == 2
 
 
+def test_query_timeout_is_retried_on_every_rest_path(creds: sfc.Credentials, admin: Admin) -> None:
+    """QUERY_TIMEOUT comes with HTTP 400: a retry, not a failure, through simple-salesforce and raw calls alike."""
+    client = sfc.OrgClient(creds)
+    batch = {"Sforce-Query-Options": "batchSize=200"}
+    admin.create("Lead", n=200)  # more than one page
+    admin.fault(endpoint="query", error_rate=1.0, error="QUERY_TIMEOUT", count=1)
+    first = client.call(lambda sf: sf.query("SELECT Id FROM Lead", headers=batch))
+    assert first["records"] and first["nextRecordsUrl"]
+    admin.fault(endpoint="query_more", error_rate=1.0, error="QUERY_TIMEOUT", count=1)
+    more = client.call(lambda sf: sf.query_more(first["nextRecordsUrl"], identifier_is_url=True, headers=batch))
+    assert more["records"]
+    base = f"/services/data/v{creds.api_version}"
+    admin.fault(endpoint="limits", error_rate=1.0, error="QUERY_TIMEOUT", count=1)  # the record count call
+    counts = client.request("GET", f"{base}/limits/recordCount?sObjects=Account")
+    assert counts.status_code == 200 and counts.json()["sObjects"]
+    admin.fault(endpoint="bulk2_create", error_rate=1.0, error="QUERY_TIMEOUT", count=1)
+    job = client.request("POST", f"{base}/jobs/query", json={"operation": "queryAll", "query": "SELECT Id FROM Lead"})
+    assert job.status_code == 200 and job.json()["id"]
+    assert client.api_calls == 4 + 4  # each call once more
+
+
+def test_a_timeout_that_keeps_coming_is_raised_as_transient(creds: sfc.Credentials, admin: Admin) -> None:
+    client = sfc.OrgClient(creds, max_attempts=2)
+    admin.fault(endpoint="limits", error_rate=1.0, error="QUERY_TIMEOUT")
+    with pytest.raises(sfc.SalesforceError) as raised:
+        client.request("GET", f"/services/data/v{creds.api_version}/limits/recordCount?sObjects=Account")
+    assert raised.value.code == "QUERY_TIMEOUT" and sfc.is_transient(raised.value)
+    assert client.api_calls == 2
+
+
+def test_a_refusal_is_returned_at_once(creds: sfc.Credentials, admin: Admin) -> None:
+    client = sfc.OrgClient(creds)
+    admin.fault(endpoint="bulk2_create", error_rate=1.0, error="FEATURENOTENABLED")
+    job = client.request(
+        "POST",
+        f"/services/data/v{creds.api_version}/jobs/query",
+        json={"operation": "query", "query": "SELECT Id FROM Lead"},
+    )
+    assert job.status_code == 400 and client.api_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (sfc.SalesforceError(400, "QUERY_TIMEOUT", "too long"), True),
+        (sfc.SalesforceError(503, "", "busy"), True),
+        (sfc.SalesforceError(500, "UNKNOWN_EXCEPTION", "oops"), True),
+        (sfc.SalesforceError(400, "MALFORMED_QUERY", "bad"), False),
+        (sfc.SalesforceError(400, "FEATURENOTENABLED", "no Bulk"), False),
+        (sfc.SalesforceError(500, "SERVER_UNAVAILABLE", "busy", soap=True), True),
+        (sfc.SalesforceError(500, "INVALID_TYPE", "no such type", soap=True), False),
+        (sfc.SalesforceError(500, "", "a proxy's page", soap=True), True),
+        (SalesforceMalformedRequest("u", 400, "query", [{"errorCode": "QUERY_TIMEOUT", "message": "m"}]), True),
+        (SalesforceMalformedRequest("u", 400, "query", [{"errorCode": "INVALID_FIELD", "message": "m"}]), False),
+        (SalesforceGeneralError("u", 502, "query", "bad gateway"), True),
+        (SalesforceExpiredSession("u", 401, "query", ""), False),
+        (requests.ConnectionError("reset"), True),
+        (requests.exceptions.ChunkedEncodingError("cut"), True),
+        (ValueError("not Salesforce"), False),
+    ],
+)
+def test_the_one_retry_rule(exc: BaseException, transient: bool) -> None:
+    assert sfc.is_transient(exc) is transient
+
+
 def test_secret_reference_shapes() -> None:
-    sfc.check_secret_ref("env:X", "client secret")
+    sfc.check_secret_ref("env:SFVAULT_SECRET_X", "client secret")
     sfc.check_secret_ref("file:/run/secrets/x", "client secret")
     for bad in ["X", "env:", "file:relative", "vault:x"]:
         with pytest.raises(sfc.SecretError):
             sfc.check_secret_ref(bad, "client secret")
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    allowed = tmp_path / "secrets"
+    allowed.mkdir()
+    monkeypatch.setenv("SFVAULT_SECRETS_DIR", f"{allowed}{os.pathsep}{tmp_path / 'more'}")
+    monkeypatch.delenv("SFVAULT_SECRET_ENV_PREFIX", raising=False)
+    return allowed
+
+
+def test_an_orgs_secret_comes_only_from_the_secrets_directories(secrets_dir: Path, tmp_path: Path) -> None:
+    (secrets_dir / "sf").write_text("the-client-secret\n")
+    assert sfc.read_org_secret(f"file:{secrets_dir / 'sf'}", "client secret") == "the-client-secret"
+    key = tmp_path / "auth.key"
+    key.write_text("the-signing-key")
+    (secrets_dir / "link").symlink_to(key)
+    for ref in (
+        f"file:{key}",  # outside
+        f"file:{secrets_dir}/../auth.key",  # out through ..
+        f"file:{secrets_dir / 'link'}",  # out through a symbolic link
+        f"file:{secrets_dir}",  # the directory itself
+        "file:/etc/passwd",
+    ):
+        with pytest.raises(sfc.SecretError, match="SFVAULT_SECRETS_DIR") as refused:
+            sfc.read_org_secret(ref, "client secret")
+        assert "the-signing-key" not in str(refused.value)
+        with pytest.raises(sfc.SecretError, match="SFVAULT_SECRETS_DIR"):
+            sfc.check_secret_ref(ref, "client secret")
+    # the operator's own key (the CLI's `token create`) is read wherever it is
+    assert sfc.read_secret(f"file:{key}", "signing key") == "the-signing-key"
+
+
+def test_an_orgs_secret_comes_only_from_variables_with_the_prefix(
+    secrets_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SFVAULT_SECRET_ACME", "acme-secret")
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", "the-signing-key")
+    monkeypatch.setenv("SFVAULT_DATABASE_URL", "postgresql://u:pw@db/sfvault")
+    monkeypatch.setenv("HOME_GROWN", "x")
+    assert sfc.read_org_secret("env:SFVAULT_SECRET_ACME", "client secret") == "acme-secret"
+    for name in ("SFVAULT_AUTH_KEY", "SFVAULT_DATABASE_URL", "HOME_GROWN", "SFVAULT_SECRET_ENV_PREFIX"):
+        with pytest.raises(sfc.SecretError, match="SFVAULT_SECRET_ENV_PREFIX") as refused:
+            sfc.read_org_secret(f"env:{name}", "client secret")
+        assert "the-signing-key" not in str(refused.value) and "pw@db" not in str(refused.value)
+    # another prefix may be configured; sfvault's own settings stay refused whatever it is
+    monkeypatch.setenv("SFVAULT_SECRET_ENV_PREFIX", "SFVAULT_")
+    with pytest.raises(sfc.SecretError, match="not allowed"):
+        sfc.read_org_secret("env:SFVAULT_AUTH_KEY", "client secret")
+    monkeypatch.setenv("SFVAULT_SECRET_ENV_PREFIX", "")
+    with pytest.raises(sfc.SecretError, match="SFVAULT_SECRET_ENV_PREFIX must"):
+        sfc.read_org_secret("env:HOME_GROWN", "client secret")
+    assert sfc.read_secret("env:SFVAULT_AUTH_KEY", "signing key") == "the-signing-key"

@@ -34,7 +34,7 @@ from services.storage.config import StorageSettings
 from services.storage.domain import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 from sforg.testing import Admin, running_org
 
-SECRET_ENV = "SFVAULT_TEST_SFORG_SECRET"
+SECRET_ENV = "SFVAULT_SECRET_TEST_SFORG"  # an org secret: the allowed prefix
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +172,7 @@ class Stack:
     finished: dict[tuple[str, str], ev.JobFinished] = field(default_factory=dict)
     started: list[tuple[str, str]] = field(default_factory=list)
     chunks: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    chunk_counts: dict[tuple[str, str], dict[int, ev.Counts]] = field(default_factory=dict)  # by chunk_seq
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def jobrunner_settings(self, **overrides: Any) -> JobrunnerSettings:
@@ -226,6 +227,8 @@ class Stack:
             self.started.append((env.session_id, env.job_id))
         elif kind == "ChunkUploaded":
             self.chunks.setdefault((env.session_id, env.job_id), set()).add(env.chunk_uploaded.chunk_seq)
+            counts = self.chunk_counts.setdefault((env.session_id, env.job_id), {})
+            counts[env.chunk_uploaded.chunk_seq] = env.chunk_uploaded.counts
         self.changed.set()
 
     async def export(self, org_id: str, object_name: str) -> dict[str, dict[str, Any]]:

@@ -132,9 +132,10 @@ async def test_a_refused_bulk_job_falls_back_to_rest_and_a_wide_object_goes_to_b
     stack: Stack, org: dict[str, Any], admin: Admin
 ) -> None:
     await stack.start_jobrunner(jobrunner_bulk_threshold=10)
-    admin.fault(endpoint="bulk2_create", error_rate=1.0, error="QUERY_TIMEOUT")
+    admin.fault(endpoint="bulk2_create", error_rate=1.0, error="FEATURENOTENABLED")
     spec = data_spec(org, "Case", "s1", "j-case")
-    await _ok(stack, spec)
+    done = await _ok(stack, spec)
+    assert "warning: Bulk API unavailable for Case (FEATURENOTENABLED): read through REST" in done.message
     admin.clear_faults()
     await _clean(stack, org, admin, spec)
 
@@ -151,3 +152,56 @@ async def test_a_refused_bulk_job_falls_back_to_rest_and_a_wide_object_goes_to_b
     done = await _ok(stack, data_spec(org, "Wide__c", "s2", "j-wide"))
     assert "incremental" in done.message and done.counts.changed == 3
     await _clean(stack, org, admin, wide)
+
+
+def _timeout_once(admin: Admin, *endpoints: str) -> None:
+    for endpoint in endpoints:
+        admin.fault(endpoint=endpoint, error_rate=1.0, error="QUERY_TIMEOUT", count=1)
+
+
+async def test_query_timeouts_are_retried_on_every_path(stack: Stack, org: dict[str, Any], admin: Admin) -> None:
+    """QUERY_TIMEOUT (HTTP 400) once on each call a job makes: retried where it happens, no fallback taken."""
+    await stack.start_jobrunner(jobrunner_bulk_threshold=10, jobrunner_bulk_page=20)
+    admin.reset_accounting()
+    # Bulk: the REST probe, job creation, polling, result pages
+    _timeout_once(admin, "query", "bulk2_create", "bulk2_job", "bulk2_results")
+    spec = data_spec(org, "Contact", "s1", "j1")
+    done = await _ok(stack, spec)
+    assert "warning" not in done.message, done.message
+    calls = admin.accounting()["calls"]
+    assert calls["bulk2_create"] == 2 and calls["bulk2_results"] > 2, "read through Bulk, not REST"
+    await _clean(stack, org, admin, spec)
+
+    # REST: the first page, the next pages, the delete log of the window
+    await stack.runners.pop().stop(5)
+    await stack.start_jobrunner(**REST_ONLY)
+    admin.create("Contact", n=60)
+    admin.update("Contact", fraction=1.0)  # more than one REST page in the window
+    admin.advance_clock(400)
+    admin.reset_accounting()
+    _timeout_once(admin, "query", "query_more", "deleted")
+    spec = data_spec(org, "Contact", "s2", "j1")
+    done = await _ok(stack, spec)
+    assert "incremental" in done.message and "warning" not in done.message, done.message
+    calls = admin.accounting()["calls"]
+    assert calls["deleted"] == 2 and calls["query_more"] >= 2 and "bulk2_create" not in calls
+    await _clean(stack, org, admin, spec)
+
+
+async def test_the_id_reconciliation_reads_ids_through_rest_when_bulk_is_unavailable(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    await stack.start_jobrunner(jobrunner_bulk_threshold=10)
+    await _ok(stack, data_spec(org, "Opportunity", "s1", "j1"))
+    for refusal in ("API_DISABLED_FOR_ORG", "FEATURENOTENABLED"):
+        gone = admin.hard_delete("Opportunity", n=2)["ids"]
+        admin.advance_clock(400)
+        admin.fault(endpoint="bulk2_create", error_rate=1.0, error=refusal)
+        spec = data_spec(org, "Opportunity", f"s-{refusal}", "j1", reconcile_every=RECONCILE_NOW)
+        done = await _ok(stack, spec)
+        assert f"Id reconciliation of Opportunity ({refusal}): Ids read through REST" in done.message, done.message
+        assert done.counts.deleted == len(gone)
+        stored = await stack.export(org["org_id"], "Opportunity")
+        assert not any(i in stored for i in gone)
+    admin.clear_faults()
+    await _clean(stack, org, admin, spec)

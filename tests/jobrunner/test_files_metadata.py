@@ -1,15 +1,21 @@
-"""File and metadata jobs store what the org's ground truth says, and later runs store only what changed."""
+"""File and metadata jobs store what the org's ground truth says, and later runs store only what changed; a file
+job interrupted and resumed reports what an uninterrupted one does; a Metadata SOAP fault that is transient is
+retried, one that is not fails the job with its code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.storage.v1 import storage_pb2 as spb
 
 from sforg.testing import Admin
 from tests.jobrunner.conftest import Stack, file_spec, metadata_spec
+
+COUNTED = ("received", "new_versions", "changed", "unchanged", "bytes", "files")
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +31,19 @@ async def _file_shas(stack: Stack, org_id: str, truth: dict[str, Any]) -> dict[s
     return out
 
 
+def _assert_counts(stack: Stack, key: tuple[str, str], done: ev.JobFinished, truth: dict[str, Any]) -> None:
+    """A first file job's counts, whatever happened on the way: one version and one reception per file, one stored
+    body per distinct body (`files`, `bytes`), and the job's report equal to the sum of its chunks."""
+    bodies = {f["sha256"]: f["size"] for f in truth["files"].values()}
+    want = {"received": len(truth["files"]), "new_versions": len(truth["files"]), "changed": 0, "unchanged": 0}
+    want |= {"files": len(bodies), "bytes": sum(bodies.values())}
+    assert {k: getattr(done.counts, k) for k in want} == want, done.message
+    chunks = stack.chunk_counts[key]
+    assert sorted(chunks) == list(range(1, done.chunks + 1))
+    uploaded = {k: sum(getattr(c, k) for c in chunks.values()) for k in COUNTED}
+    assert uploaded == {k: getattr(done.counts, k) for k in COUNTED}
+
+
 async def test_files_are_stored_once_and_new_versions_only(stack: Stack, org: dict[str, Any], admin: Admin) -> None:
     await stack.start_jobrunner()
     done = await stack.run(file_spec(org, "s1", "files"))
@@ -32,7 +51,7 @@ async def test_files_are_stored_once_and_new_versions_only(stack: Stack, org: di
     truth = admin.ground_truth(values=False)
     stored = await _file_shas(stack, org["org_id"], truth)
     assert stored == {rid: f["sha256"] for rid, f in truth["files"].items()}
-    assert done.counts.files == len(truth["files"])
+    _assert_counts(stack, ("s1", "files"), done, truth)
 
     added = admin.add_file_version(b"new body " * 1000, title="Added")
     done = await stack.run(file_spec(org, "s2", "files"))
@@ -65,3 +84,50 @@ async def test_metadata_components_and_only_changed_ones_later(stack: Stack, org
         spb.ListMetadataVersionsRequest(org_id=org["org_id"], type="ApexClass", full_name=target["fullName"])
     )
     assert len(resp.versions) == 2
+
+
+async def test_a_file_job_resumed_after_its_own_record_was_lost_counts_as_an_uninterrupted_one(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    """The attempt ends between storage's commit of a file and the jobrunner's record of it (its database went
+    away): the job is handed back, resumed from its checkpoint, and neither downloads that file again nor counts it
+    twice; the bodies stored before the interruption (two versions share one body) count as in one run."""
+    running = await stack.start_jobrunner()
+    store = running.runner.store
+    recorded: Callable[..., None] = store.file_stored
+    calls = 0
+
+    def lost_on_the_seventh(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 7:
+            raise psycopg.OperationalError("the jobrunner's database went away")
+        recorded(*args)
+
+    store.file_stored = lost_on_the_seventh
+    done = await stack.run(file_spec(org, "s1", "files"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert calls > 7 and stack.started.count(("s1", "files")) == 2  # interrupted once, resumed
+    truth = admin.ground_truth(values=False)
+    await stack.wait_for(lambda: len(stack.chunks.get(("s1", "files"), ())) >= done.chunks)
+    _assert_counts(stack, ("s1", "files"), done, truth)
+
+
+async def test_metadata_soap_faults_transient_retried_others_fail_with_their_code(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    await stack.start_jobrunner()
+    try:
+        admin.fault(endpoint="metadata", error_rate=1.0, error="SERVER_UNAVAILABLE", count=1)  # a SOAP 500
+        done = await stack.run(metadata_spec(org, "s1", "md"))
+        assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+        admin.fault(endpoint="metadata", error_rate=1.0, error="500", count=2)  # UNKNOWN_EXCEPTION
+        done = await stack.run(metadata_spec(org, "s2", "md"))
+        assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+        admin.reset_accounting()
+        admin.fault(endpoint="metadata", error_rate=1.0, error="INVALID_TYPE")
+        done = await stack.run(metadata_spec(org, "s3", "md"))
+        assert done.outcome == ev.JOB_OUTCOME_ERROR and "INVALID_TYPE" in done.message, done.message
+        assert admin.accounting()["calls"]["metadata"] == 1  # not retried
+    finally:
+        admin.clear_faults()
