@@ -24,10 +24,18 @@ from services.cli.client import Clients, Endpoints
 from services.common.localstack import local_stack
 
 
+def secrets_dir(home: Path) -> Path:
+    """Where a local installation keeps its orgs' secrets (its services get it as SFVAULT_SECRETS_DIR)."""
+    return (home / "secrets").resolve()
+
+
 def register_org(c: Clients, org: dict[str, Any], home: Path, org_id: str, name: str) -> None:
     """Registers a running sforg org (sforg.testing's description of it) with discovery; its client secret
-    goes to a file under `home` readable by its owner only, and the connection refers to that file."""
-    secret = home / f"{org_id}-client-secret"
+    goes to a file in `home`'s secrets directory readable by its owner only (0700 / 0600), and the
+    connection refers to that file."""
+    directory = secrets_dir(home)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    secret = directory / f"{org_id}-client-secret"
     secret.touch(mode=0o600)
     secret.write_text(org["client_secret"])
     c.discovery.CreateOrg(
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     render.console.rule("sfvault demo")
     render.console.print("starting PostgreSQL, NATS, sforg and the four services ...")
-    with local_stack(home, with_org=args.scale, extra_env=local.prepare_auth(home)) as stack:
+    env = {**local.prepare_auth(home), "SFVAULT_SECRETS_DIR": str(secrets_dir(home))}
+    with local_stack(home, with_org=args.scale, extra_env=env) as stack:
         assert stack.org is not None
         render.console.print(f"up in {time.monotonic() - started:.0f} s: {stack.describe()['services']}")
         endpoints = Endpoints(

@@ -11,7 +11,7 @@ from sfvault.discovery.v1 import discovery_pb2 as disc
 
 from services.cli import local
 from services.cli.client import Clients, Endpoints
-from services.cli.demo import register_org
+from services.cli.demo import register_org, secrets_dir
 from services.common.localstack import Stack, local_stack
 
 
@@ -38,7 +38,11 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stack(stack_home: Path) -> Iterator[Stack]:
     # storage canonicalises again every record the jobrunner sends in canonical form: both must agree
-    env = {**local.prepare_auth(stack_home), "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1"}
+    env = {
+        **local.prepare_auth(stack_home),
+        "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1",
+        "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),  # orgs' secrets only from there
+    }
     with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=env) as s:
         yield s
 

@@ -18,6 +18,7 @@ from sfvault.session.v1 import session_pb2 as ses
 from sfvault.storage.v1 import storage_pb2 as sto
 
 from services.cli.client import Clients, Endpoints
+from services.cli.demo import secrets_dir
 from services.common.auth import load_key, mint
 from services.common.localstack import Stack
 from sforg.testing import Admin
@@ -49,10 +50,11 @@ def sfvault(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.Comp
     return result
 
 
-def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path: Path) -> None:
+def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path: Path, stack_home: Path) -> None:
     assert stack.org is not None
     org = stack.org
-    secret = tmp_path / "secret"
+    secret = secrets_dir(stack_home) / "acme-secret"  # an org's secret is read only from the secrets directory
+    secret.parent.mkdir(mode=0o700, exist_ok=True)
     secret.write_text(org["client_secret"])
     sfvault(
         env,
@@ -124,7 +126,7 @@ def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path
     (tmp_path / "a-file").write_text("")
     unwritable = sfvault(env, "export", "Account", "-o", str(tmp_path / "a-file" / "x.csv"), "--org", "acme", ok=False)
     assert unwritable.returncode == 1 and len(unwritable.stderr.strip().splitlines()) == 1
-    bad = sfvault(env, "policy", "create", "--org", "acme", "--schedule", "when the moon is blue", ok=False)
+    bad = sfvault(env, "policy", "create", "--org", "acme", "--api-share", "500", ok=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error (invalid_argument)")
 
 
