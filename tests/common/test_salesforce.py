@@ -156,6 +156,11 @@ def test_a_refusal_is_returned_at_once(creds: sfc.Credentials, admin: Admin) -> 
     assert job.status_code == 400 and client.api_calls == 1
 
 
+def _library(cls: type[Exception], status: int, content: Any) -> Exception:
+    """simple-salesforce's error as it raises it: `content` is the parsed JSON body (its stubs say bytes)."""
+    return cls("https://org/services/data", status, "query", content)
+
+
 @pytest.mark.parametrize(
     ("exc", "transient"),
     [
@@ -167,10 +172,10 @@ def test_a_refusal_is_returned_at_once(creds: sfc.Credentials, admin: Admin) -> 
         (sfc.SalesforceError(500, "SERVER_UNAVAILABLE", "busy", soap=True), True),
         (sfc.SalesforceError(500, "INVALID_TYPE", "no such type", soap=True), False),
         (sfc.SalesforceError(500, "", "a proxy's page", soap=True), True),
-        (SalesforceMalformedRequest("u", 400, "query", [{"errorCode": "QUERY_TIMEOUT", "message": "m"}]), True),
-        (SalesforceMalformedRequest("u", 400, "query", [{"errorCode": "INVALID_FIELD", "message": "m"}]), False),
-        (SalesforceGeneralError("u", 502, "query", "bad gateway"), True),
-        (SalesforceExpiredSession("u", 401, "query", ""), False),
+        (_library(SalesforceMalformedRequest, 400, [{"errorCode": "QUERY_TIMEOUT", "message": "m"}]), True),
+        (_library(SalesforceMalformedRequest, 400, [{"errorCode": "INVALID_FIELD", "message": "m"}]), False),
+        (_library(SalesforceGeneralError, 502, "bad gateway"), True),
+        (_library(SalesforceExpiredSession, 401, ""), False),
         (requests.ConnectionError("reset"), True),
         (requests.exceptions.ChunkedEncodingError("cut"), True),
         (ValueError("not Salesforce"), False),
