@@ -123,6 +123,12 @@ def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path
     sfvault(env, "export", "Account", "--format", "jsonl", "-o", str(out), "--org", "acme")
     assert len(out.read_text().splitlines()) == len(truth)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600  # backed-up data is the owner's only
+    audit = json.loads(sfvault(env, "audit", "list", "--since", "1h", "--json").stdout)
+    reads = [(e["action"], e["what"]) for e in audit if e["kind"] == "read"]
+    assert ("GetRecordHistory", f"Account {some_id}") in reads and ("ExportObjectAsOf", "Account") in reads
+    changes = [e["action"] for e in audit if e["kind"] == "change"]
+    assert {"CreateOrg", "CreatePolicy", "UpdatePolicy", "StartSession"} <= set(changes)
+    assert [e["at"] for e in audit] == sorted(e["at"] for e in audit)  # one list, by time
     (tmp_path / "a-file").write_text("")
     unwritable = sfvault(env, "export", "Account", "-o", str(tmp_path / "a-file" / "x.csv"), "--org", "acme", ok=False)
     assert unwritable.returncode == 1 and len(unwritable.stderr.strip().splitlines()) == 1
