@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(args.home)
     if home.exists():
         shutil.rmtree(home)
-    home.mkdir(parents=True)
+    home.mkdir(parents=True, mode=0o700)  # it holds the signing key and an admin token
     started = time.monotonic()
     render.console.rule("sfvault demo")
     render.console.print("starting PostgreSQL, NATS, sforg and the four services ...")
