@@ -25,7 +25,14 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import NatsServer, free_ports, nats_process, postgres_server, restart_postgres
+from services.common.embedded import (
+    NatsServer,
+    cluster_url,
+    free_ports,
+    nats_process,
+    postgres_server,
+    restart_postgres,
+)
 
 SERVICES = ("storage", "session", "discovery", "jobrunner")
 log = logging.getLogger("sfvault.localstack")
@@ -222,7 +229,7 @@ class Stack:
         return {
             "state_dir": str(self.state_dir),
             "database_url": self.database_url,
-            "nats_url": self.nats.address if self.nats is not None else _without_credentials(self.nats_url),
+            "nats_url": _without_credentials(self.nats_url),
             "services": {n: s.address for n, s in self.services.items()},
             "org": {k: v for k, v in (self.org or {}).items() if k in ("instance_url", "login_url", "org_id")},
         }
@@ -274,9 +281,11 @@ def local_stack(
     supervise: bool = False,
     restart_policy: RestartPolicy | None = None,
     database_url: str | None = None,
+    nats_cluster: list[NatsServer] | None = None,
 ) -> Iterator[Stack]:
     """Start PostgreSQL (unless `database_url` or SFVAULT_DATABASE_URL names one), NATS (unless
-    SFVAULT_NATS_URL does), sforg (unless with_org is None) and the services; stop everything on exit."""
+    SFVAULT_NATS_URL does, or `nats_cluster` gives the servers of a cluster the caller runs), sforg (unless
+    with_org is None) and the services; stop everything on exit."""
     state = Path(state_dir).resolve()  # children and references need absolute paths
     state.mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(exist_ok=True)
@@ -287,10 +296,13 @@ def local_stack(
             pg_dir = state / "pg"
             database_url = stack.enter_context(postgres_server(str(pg_dir)))
         nats = None
-        nats_url = os.environ.get("SFVAULT_NATS_URL")
-        if not nats_url:
+        services_nats_url = nats_url = os.environ.get("SFVAULT_NATS_URL") or ""
+        if nats_cluster:
+            nats = nats_cluster[0]  # the users are the cluster's (one set for all its servers)
+            nats_url, services_nats_url = cluster_url(nats_cluster), cluster_url(nats_cluster, with_admin=False)
+        elif not nats_url:
             nats = stack.enter_context(nats_process(str(state / "nats")))
-            nats_url = nats.url
+            nats_url, services_nats_url = nats.url, nats.address
         org = None
         if with_org is not None:
             from sforg.testing import running_org  # the emulator is only needed when it is asked for
@@ -303,7 +315,7 @@ def local_stack(
             env = service_env(
                 name,
                 database_url=database_url,
-                nats_url=nats.address if nats is not None else nats_url,
+                nats_url=services_nats_url,
                 ports=ports,
                 state_dir=state,
                 extra={**own_nats, **(extra_env or {})},
