@@ -261,6 +261,7 @@ def service_env(
         SFVAULT_SESSION_ADDR=f"127.0.0.1:{ports['session']}",
         SFVAULT_DISCOVERY_ADDR=f"127.0.0.1:{ports['discovery']}",
         SFVAULT_FILE_REPOSITORY=f"file://{state_dir / 'files'}",
+        SFVAULT_SECRETS_DIR=str(state_dir / "secrets"),  # the only place its orgs' secret files are read from
         PYTHONUNBUFFERED="1",
     )
     for svc, port in ports.items():
@@ -289,6 +290,7 @@ def local_stack(
     state = Path(state_dir).resolve()  # children and references need absolute paths
     state.mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(exist_ok=True)
+    (state / "secrets").mkdir(mode=0o700, exist_ok=True)
     with contextlib.ExitStack() as stack:
         pg_dir = None
         database_url = database_url or os.environ.get("SFVAULT_DATABASE_URL")
