@@ -13,6 +13,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from services.common.secrets import SecretError, SecretRule
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_RECONCILE_EVERY = dt.timedelta(days=7)
 DEFAULT_DAILY_SHARE = 50
@@ -176,13 +178,20 @@ _REQUIRED_BY_FLOW = {
 }
 
 
-def check_connection(c: Connection) -> Connection:
-    """Shape only: secrets are references ("env:NAME" or "file:/absolute/path") and are not read here."""
+def check_connection(c: Connection, secrets: SecretRule | None = None) -> Connection:
+    """Secrets are references ("env:NAME" or "file:/absolute/path"), not read here, and only where an org's
+    secret may come from (services.common.secrets; `secrets`: the process's rule unless given)."""
     if not re.match(r"^https://[^\s/]+", c.login_url):
         raise InvalidPolicy("connection.login_url must be an https:// URL")
+    rule = secrets or SecretRule.from_environment()
     for name, ref in c.secret_refs().items():
         if ref and not _SECRET_REF.match(ref):
             raise InvalidPolicy(f"connection.{name} must be 'env:NAME' or 'file:/absolute/path'")
+        if ref and name != "ca_bundle_ref":  # a CA bundle is public: it may live anywhere
+            try:
+                rule.check(ref, f"connection.{name}")
+            except SecretError as exc:
+                raise InvalidPolicy(str(exc)) from None
     if c.ca_bundle_ref and not c.ca_bundle_ref.startswith("file:/"):
         raise InvalidPolicy("connection.ca_bundle_ref must be 'file:/absolute/path'")
     missing = [n for n in _REQUIRED_BY_FLOW[c.auth_flow] if not getattr(c, n)]

@@ -16,7 +16,7 @@ CONNECTION = api.OrgConnection(
     login_url="https://login.example.com",
     auth_flow=api.AUTH_FLOW_CLIENT_CREDENTIALS,
     client_id="cid",
-    client_secret_ref="env:SF_SECRET",
+    client_secret_ref="env:SFVAULT_SECRET_SF",
 )
 
 
@@ -28,7 +28,7 @@ async def code_of(call: object) -> grpc.StatusCode:
 
 async def test_org_crud(running: Running) -> None:
     created = await running.stub.CreateOrg(api.CreateOrgRequest(org_id="acme", name="Acme", connection=CONNECTION))
-    assert created.org_id == "acme" and created.connection.client_secret_ref == "env:SF_SECRET"
+    assert created.org_id == "acme" and created.connection.client_secret_ref == "env:SFVAULT_SECRET_SF"
     assert created.created_at.seconds > 0
     generated = await running.stub.CreateOrg(api.CreateOrgRequest(name="other", connection=CONNECTION))
     assert generated.org_id.startswith("org-")
@@ -38,9 +38,12 @@ async def test_org_crud(running: Running) -> None:
     assert renamed.name == "Acme Inc" and renamed.connection.client_id == "cid"
     moved = api.OrgConnection()
     moved.CopyFrom(CONNECTION)
-    moved.client_secret_ref = "file:/var/run/secrets/sf"
+    moved.client_secret_ref = "file:/var/run/secrets/sfvault/salesforce/sf"
     updated = await running.stub.UpdateOrg(api.UpdateOrgRequest(org_id="acme", connection=moved))
-    assert updated.connection.client_secret_ref == "file:/var/run/secrets/sf" and updated.name == "Acme Inc"
+    assert (
+        updated.connection.client_secret_ref == "file:/var/run/secrets/sfvault/salesforce/sf"
+        and updated.name == "Acme Inc"
+    )
     assert (await running.stub.GetOrg(api.GetOrgRequest(org_id="acme"))).name == "Acme Inc"
     await running.stub.DeleteOrg(api.DeleteOrgRequest(org_id=generated.org_id))
     assert await code_of(running.stub.GetOrg(api.GetOrgRequest(org_id=generated.org_id))) == grpc.StatusCode.NOT_FOUND
@@ -51,9 +54,13 @@ async def test_org_errors(running: Running) -> None:
     bad_ref = api.OrgConnection()
     bad_ref.CopyFrom(CONNECTION)
     bad_ref.client_secret_ref = "the-secret-itself"
+    auth_key = api.OrgConnection()  # sfvault's own signing key, to be sent to a login URL of one's choosing
+    auth_key.CopyFrom(CONNECTION)
+    auth_key.client_secret_ref = "env:SFVAULT_AUTH_KEY"
     cases = [
         (stub.CreateOrg(api.CreateOrgRequest(org_id="a.b", connection=CONNECTION)), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.CreateOrg(api.CreateOrgRequest(org_id="x", connection=bad_ref)), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.CreateOrg(api.CreateOrgRequest(org_id="x", connection=auth_key)), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.CreateOrg(api.CreateOrgRequest(org_id="x")), grpc.StatusCode.INVALID_ARGUMENT),
         (
             stub.CreateOrg(api.CreateOrgRequest(org_id="x", connection=api.OrgConnection(login_url="https://a"))),

@@ -177,11 +177,16 @@ def test_policy_and_connection_rules() -> None:
     ):
         with pytest.raises(d.InvalidPolicy):
             d.check_policy(bad)
-    good = d.Connection("https://login.example.com", d.AuthFlow.CLIENT_CREDENTIALS, "cid", "env:SECRET")
+    good = d.Connection("https://login.example.com", d.AuthFlow.CLIENT_CREDENTIALS, "cid", "env:SFVAULT_SECRET_SF")
     d.check_connection(good)
+    d.check_connection(dataclasses.replace(good, client_secret_ref="file:/var/run/secrets/sfvault/salesforce/sf"))
     for change in (
         {"client_secret_ref": "hunter2"},
         {"client_secret_ref": "file:relative"},
+        {"client_secret_ref": "env:SFVAULT_AUTH_KEY"},  # not an org's secret: sfvault's own key
+        {"client_secret_ref": "env:SFVAULT_DATABASE_URL"},
+        {"client_secret_ref": "file:/etc/passwd"},  # outside the secrets directories
+        {"private_key_ref": "file:/var/run/secrets/sfvault/salesforce/../auth/key"},
         {"login_url": "http://insecure"},
         {"ca_bundle_ref": "env:CA"},
         {"auth_flow": d.AuthFlow.PASSWORD},
