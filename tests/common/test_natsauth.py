@@ -4,6 +4,7 @@ services.common.natsauth: nobody unauthenticated, and each service publishes onl
 from __future__ import annotations
 
 import asyncio
+import os
 
 import nats
 import pytest
@@ -26,11 +27,31 @@ def _config(server: NatsServer, user: str) -> BusConfig:
     return BusConfig(url=server.address, user=user, password=server.passwords[user], ack_wait_s=5)
 
 
-async def _connect_as(server: NatsServer, user: str) -> tuple[nats.NATS, list[Exception]]:
-    errors: list[Exception] = []
+class Errors(list[Exception]):
+    """The asynchronous errors a connection got; `violations(n)` waits until n permission violations came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Condition()
+
+    async def add(self, exc: Exception) -> None:
+        async with self.changed:
+            self.append(exc)
+            self.changed.notify_all()
+
+    def violation_count(self) -> int:
+        return sum("permissions violation" in str(e).lower() for e in self)
+
+    async def violations(self, n: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.violation_count() >= n), 10)
+
+
+async def _connect_as(server: NatsServer, user: str) -> tuple[nats.NATS, Errors]:
+    errors = Errors()
 
     async def on_error(exc: Exception) -> None:
-        errors.append(exc)
+        await errors.add(exc)
 
     nc = await nats.connect(
         server.address,
@@ -62,8 +83,7 @@ async def test_the_jobrunner_cannot_forge_a_chunk_nor_a_session_end(server: Nats
             env = events.envelope(payload, session_id="s1", job_id="j1", producer="jobrunner")
             with pytest.raises(NatsError):  # the server drops it: no stream answers
                 await js.publish(events.subject(env), env.SerializeToString(), timeout=1)
-        await nc.flush()
-        assert any("permissions violation" in str(e).lower() for e in errors), errors
+        await errors.violations(2)
         assert (await admin.js.stream_info(admin.config.events_stream)).state.messages == before
         # what the jobrunner owns goes through
         env = events.envelope(events_pb2.JobStarted(worker_id="w"), session_id="s1", job_id="j1", producer="jobrunner")
@@ -79,9 +99,7 @@ async def test_a_service_cannot_read_another_s_consumer_nor_its_replies(server: 
     try:
         await nc.subscribe("_INBOX.session.>")
         await nc.subscribe("sfvault.events.>")
-        await nc.flush()
-        await asyncio.sleep(0)  # the violations arrive as asynchronous errors, already flushed
-        assert sum("permissions violation" in str(e).lower() for e in errors) >= 2, errors
+        await errors.violations(2)
     finally:
         await nc.close()
 
@@ -140,3 +158,51 @@ def test_only_the_owner_of_an_event_may_publish_it() -> None:
     assert owners["SessionFailed"] == {"session", "discovery"}  # a stall, or a plan that could not be made
     every_kind = {f.message_type.name for f in events_pb2.Envelope.DESCRIPTOR.oneofs_by_name["payload"].fields}
     assert set(owners) == every_kind
+
+
+def test_the_kubernetes_nats_users_are_this_table_and_a_real_server_enforces_them(tmp_path) -> None:
+    """k8s/components/nats/auth.conf is generated from natsauth; nats-server takes each password from its
+    environment (the Secret sfvault-nats-users) and enforces the same permissions."""
+    import subprocess
+    from pathlib import Path
+
+    from services.common.embedded import _wait_for_port, free_port, nats_server_binary
+
+    committed = Path(__file__).resolve().parents[2] / "k8s" / "components" / "nats" / "auth.conf"
+    assert committed.read_text() == natsauth.kubernetes_auth_conf(), "run: python -m services.common.natsauth"
+    port = free_port()
+    (tmp_path / "auth.conf").write_text(committed.read_text())
+    (tmp_path / "nats.conf").write_text(f"listen: 127.0.0.1:{port}\ninclude auth.conf\n")
+    passwords = {user: f"pw-{user}" for user in (*natsauth.SERVICES, natsauth.ADMIN)}
+    env = {**os.environ, **{natsauth.password_variable(u): p for u, p in passwords.items()}}
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(tmp_path / "nats.conf"), "-js", "-sd", str(tmp_path / "js")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc, "nats-server")
+
+        async def check() -> None:
+            server = NatsServer(str(tmp_path / "unused"), port, auth=False)
+            server.passwords = passwords
+            nc, errors = await _connect_as(server, "jobrunner")
+            try:
+                await nc.publish("sfvault.events.s1.ChunkUploaded", b"forged")
+                await errors.violations(1)
+            finally:
+                await nc.close()
+            with pytest.raises(NatsError):
+                await nats.connect(
+                    f"nats://127.0.0.1:{port}",
+                    user="jobrunner",
+                    password="pw-storage",
+                    allow_reconnect=False,
+                    max_reconnect_attempts=0,
+                )
+
+        asyncio.run(check())
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -28,7 +28,10 @@ from tests.k8s.conftest import (
 )
 
 # Secrets that the operator creates in prod (k8s/README.md); every other reference must resolve in the render.
-EXTERNAL_SECRETS = {"dev": set(), "prod": {"sfvault-database", "sfvault-salesforce-orgs", "sfvault-s3", "sfvault-auth"}}
+EXTERNAL_SECRETS = {
+    "dev": set(),
+    "prod": {"sfvault-database", "sfvault-salesforce-orgs", "sfvault-s3", "sfvault-auth", "sfvault-nats-users"},
+}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|DATABASE_URL|CREDENTIAL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s]+:[^/@\s]+@")
 STREAM_REPLICAS = {"dev": "1", "prod": "3"}
@@ -241,8 +244,12 @@ def test_dev_jobrunner_scales_on_cpu(objects: list[Obj]) -> None:
 
 
 def nats_conf(objects: list[Obj]) -> str:
+    return nats_config_files(objects)["nats.conf"]
+
+
+def nats_config_files(objects: list[Obj]) -> dict[str, str]:
     (config,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].startswith("nats-config")]
-    return str(config["data"]["nats.conf"])
+    return {name: str(text) for name, text in config["data"].items()}
 
 
 def test_nats_is_a_three_node_jetstream_cluster_and_streams_fit_it(
@@ -259,7 +266,8 @@ def test_nats_is_a_three_node_jetstream_cluster_and_streams_fit_it(
     # The real nats-server (the one the tests run) accepts the rendered configuration with the pod's variables.
     (container,) = pod_spec(nats)["containers"]
     env = {e["name"]: e.get("value", "nats-0") for e in container["env"]}
-    (tmp_path / "nats.conf").write_text(conf)
+    for name, text in nats_config_files(objects).items():  # nats.conf and what it includes
+        (tmp_path / name).write_text(text)
     check = subprocess.run(
         [str(Path(sys.executable).parent / "nats-server"), "-t", "-c", str(tmp_path / "nats.conf")],
         env={**os.environ, **env},
