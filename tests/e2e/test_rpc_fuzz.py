@@ -26,14 +26,17 @@ import pytest
 import sfvault
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sfvault.discovery.v1 import discovery_pb2
 from sfvault.events.v1 import events_pb2
+from sfvault.session.v1 import session_pb2
 from sfvault.storage.v1 import storage_pb2
 
 from services.cli import local
@@ -400,3 +403,112 @@ def test_health_of_every_process_survives_garbage(stack: Stack, channels: dict[s
         code, _ = _call(channel, check, b"\xff\xff\xff", [])
         assert code == grpc.StatusCode.INVALID_ARGUMENT, name
         assert stack.services[name].running()
+
+
+_MAX_TS = {"seconds": 253_402_300_799, "nanos": 999_999_999}
+_MIN_TS = {"seconds": -62_135_596_800}
+
+
+def _edges() -> list[tuple[str, str, Message]]:
+    """Requests at the very edges of what the door lets through, with ids that exist: the services must serve
+    them (the first and last timestamp, the longest duration, the largest page and chunk number)."""
+    edges: list[tuple[str, str, Message]] = []
+    for ts in (_MAX_TS, _MIN_TS):
+        t = Timestamp(**ts)
+        edges += [
+            (
+                "StorageService",
+                "GetRecordAsOf",
+                storage_pb2.GetRecordAsOfRequest(org_id=ORG, object_name="Account", record_id=RECORD, as_of=t),
+            ),
+            (
+                "StorageService",
+                "ExportObjectAsOf",
+                storage_pb2.ExportObjectAsOfRequest(org_id=ORG, object_name="Account", as_of=t),
+            ),
+            (
+                "StorageService",
+                "GetFile",
+                storage_pb2.GetFileRequest(org_id=ORG, object_name="Account", record_id=RECORD, as_of=t),
+            ),
+            (
+                "StorageService",
+                "GetMetadataAsOf",
+                storage_pb2.GetMetadataAsOfRequest(org_id=ORG, type="ApexClass", full_name="X", as_of=t),
+            ),
+            (
+                "SessionService",
+                "ListSessions",
+                session_pb2.ListSessionsRequest(requested_after=t, requested_before=t, page_size=10_000),
+            ),
+            (
+                "StorageService",
+                "MarkDeleted",
+                storage_pb2.MarkDeletedRequest(
+                    org_id=ORG,
+                    session_id=SESSION,
+                    job_id=JOB,
+                    chunk_seq=2**53 - 1,
+                    object_name="Account",
+                    record_ids=[RECORD],
+                    state=storage_pb2.DELETED_STATE_SOFT,
+                    deleted_at=t,
+                ),
+            ),
+            (
+                "StorageService",
+                "PutMetadata",
+                storage_pb2.PutMetadataRequest(
+                    org_id=ORG,
+                    session_id=SESSION,
+                    job_id=JOB,
+                    chunk_seq=2**53 - 2,
+                    components=[storage_pb2.MetadataComponent(type="ApexClass", full_name="X", last_modified_date=t)],
+                ),
+            ),
+        ]
+    edges += [
+        ("StorageService", "ListMetadataVersions", storage_pb2.ListMetadataVersionsRequest(org_id=ORG, limit=10_000)),
+        (
+            "SessionService",
+            "StartSession",
+            session_pb2.StartSessionRequest(
+                policy_id="p1", org_id="o1", stall_timeout=Duration(seconds=3_650 * 86_400)
+            ),
+        ),
+        (
+            "DiscoveryService",
+            "CreatePolicy",
+            discovery_pb2.CreatePolicyRequest(
+                policy=discovery_pb2.Policy(
+                    policy_id="p2",
+                    org_id="o1",
+                    stall_timeout=Duration(seconds=3_650 * 86_400),
+                    reconcile_every=Duration(seconds=3_650 * 86_400, nanos=999_999_999),
+                    api_budget=discovery_pb2.ApiBudget(daily_share_percent=100, per_run_cap=2**53 - 1),
+                )
+            ),
+        ),
+    ]
+    return edges
+
+
+@pytest.mark.parametrize("edge", _edges(), ids=lambda e: e[1] if isinstance(e, tuple) else "")
+def test_the_edges_of_the_limits_are_served(
+    edge: tuple[str, str, Message],
+    stack: Stack,
+    channels: dict[str, grpc.Channel],
+    tokens: dict[str, str],
+    quiet: Quiet,
+) -> None:
+    service, name, request = edge
+    method = SERVICES[f"sfvault.{service.removesuffix('Service').lower()}.v1.{service}"].methods_by_name[name]
+    role = "service" if service == "StorageService" else "admin"
+    code, details = _call(
+        channels[PROCESS[method.containing_service.full_name]],
+        method,
+        request.SerializeToString(),
+        [("authorization", f"Bearer {tokens[role]}")],
+    )
+    assert code not in FORBIDDEN, (name, code, details)
+    quiet.dirty = True
