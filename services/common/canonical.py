@@ -414,6 +414,17 @@ def strip_escaped_nul(json_text: bytes) -> bytes:
 content_hash: Callable[[bytes], bytes] = xxhash.xxh3_128_digest
 
 
+def canonical_json(values: Mapping[str, Any]) -> bytes:
+    """The canonical text of values already canonical (e.g. read back from a stored version): the reference
+    writer's, the text `content_hash` is taken of."""
+    return _legacy_dumps(dict(values), 0)
+
+
+def values_hash(values: Mapping[str, Any]) -> bytes:
+    """The content hash of canonical values already parsed: what canonicalize gives a record holding them."""
+    return content_hash(canonical_json(values))
+
+
 def legacy_content_hash(core_json: bytes) -> bytes:
     """The content hash of rules 1 (BLAKE2b-128), of the same canonical text."""
     return hashlib.blake2b(core_json, digest_size=16).digest()
@@ -557,6 +568,11 @@ class RecordCanonicalizer:
         rid, core_json, rest_json, modstamp, deleted = done
         stored = join_values(core_json, rest_json)
         return CanonicalRecord(rid, stored, content_hash(core_json), modstamp, deleted, raw_hash)
+
+    @property
+    def hashed_fields(self) -> frozenset[str]:
+        """The fields whose values count for a change (those the hash covers)."""
+        return frozenset(name for name, _fn in self._core)
 
     def legacy_hash(self, data: bytes) -> bytes:
         """The rules-1 hash of a canonical record's stored JSON (`data`: its values, then the others): its

@@ -144,6 +144,7 @@ def _version(org_id: str, object_name: str, v: RecordVersionRow) -> storage_pb2.
         hash=v.hash.hex(),
         values_json=v.values_json.encode(),
         schema_version=v.schema_version,
+        scope_only=v.scope_only,
     )
 
 

@@ -36,10 +36,12 @@ from services.storage.domain import (
     Counts,
     Deleted,
     FailedPrecondition,
+    HeadState,
     InvalidArgument,
     NotFound,
     ObjectSchema,
     RecordCanonicalizer,
+    ScopeHistory,
     check_api_name,
     check_chunk_seq,
     check_token,
@@ -48,6 +50,8 @@ from services.storage.domain import (
     guess_id,
     normalize_id,
     normalize_org_id,
+    rescope,
+    scope_history,
 )
 from services.storage.files import FileRepository
 from services.storage.outbox import ChunkEventRelay, ChunkPublisher
@@ -60,6 +64,7 @@ from services.storage.store import (
     PostgresStore,
     PreparedColumns,
     RecordVersionRow,
+    Rescope,
     RestorePointRow,
     SchemaRef,
 )
@@ -208,6 +213,7 @@ class Storage:
         self.canonical_check_every = max(1, canonical_check_every)
         self._jobs: dict[tuple[str, str], JobRef] = {}  # jobs never change once registered
         self._schemas: dict[tuple[int, str, str], tuple[SchemaRef, RecordCanonicalizer]] = {}
+        self._scopes: dict[int, ScopeHistory] = {}  # by object_key; reloaded when a chunk's version is new
 
     # --- registration --------------------------------------------------------------------------------------
 
@@ -443,6 +449,16 @@ class Storage:
             job, ref, seq, count, digest, prints, canonicalize, canonicalizer, first_versions
         )
 
+    async def _scope_history(self, ref: SchemaRef) -> ScopeHistory:
+        history = self._scopes.get(ref.object_key)
+        if history is None or ref.schema_version not in history.scopes:
+            schemas = await self.store.schema_history(ref.object_key, ref.object_name)
+            history = scope_history(schemas, count_formula_changes=self.count_formula_changes)
+            if len(self._scopes) > 2000:
+                self._scopes.clear()
+            self._scopes[ref.object_key] = history
+        return history
+
     async def _records_job(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int
     ) -> tuple[JobRef, SchemaRef, RecordCanonicalizer]:
@@ -470,6 +486,25 @@ class Storage:
         async def legacy_hashes(records: list[CanonicalRecord]) -> list[bytes]:
             return await asyncio.to_thread(lambda: [canonicalizer.legacy_hash(r.data) for r in records])
 
+        rescope_records: Rescope | None = None
+        history = await self._scope_history(ref)
+        if not history.uniform:
+            # the object's fields changed at some point: records are compared with heads across the change
+
+            async def rescope_records(states: list[HeadState], records: dict[str, CanonicalRecord]) -> set[str]:
+                def run() -> set[str]:
+                    now = history.scopes[ref.schema_version]
+                    scope_only = set()
+                    for state in states:
+                        then = history.scopes.get(state.schema_version, now)
+                        record, quiet = rescope(records[state.record_id], state, now, then, history.unhashed)
+                        records[state.record_id] = record
+                        if quiet:
+                            scope_only.add(state.record_id)
+                    return scope_only
+
+                return await asyncio.to_thread(run)
+
         with telemetry.chunk_transaction(
             "put_records",
             session_id=job.session_id,
@@ -479,7 +514,7 @@ class Storage:
             chunk_seq=seq,
         ) as chunk:
             outcome = await self.store.put_records(
-                job, ref, seq, digest, prints, canonicalize, legacy_hashes, first_versions
+                job, ref, seq, digest, prints, canonicalize, legacy_hashes, first_versions, rescope_records
             )
             chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)

@@ -230,4 +230,12 @@ CREATE INDEX read_audit_at ON read_audit (at);
 CREATE INDEX read_audit_actor ON read_audit (actor, entry_id);
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6]
+# Version 7: a version that only adds values of fields that joined the backup's scope (a field made visible to
+# the integration user, or created) is marked scope_only: stored and read like any version, but no restore point
+# (counted unchanged). Catalog-only (a constant default).
+V7 = """
+SET LOCAL lock_timeout = '10s';
+ALTER TABLE record_versions ADD COLUMN scope_only boolean NOT NULL DEFAULT false;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7]

@@ -26,6 +26,7 @@ from services.storage.domain import (
     Counts,
     Deleted,
     FailedPrecondition,
+    HeadState,
     ObjectSchema,
     classify,
 )
@@ -33,6 +34,8 @@ from services.storage.migrations import MIGRATIONS, SCHEMA
 
 S = SCHEMA
 Fault = Callable[[str], Awaitable[None]]
+# compares records with their heads across a change of scope (see put_records); returns the scope-only Ids
+Rescope = Callable[[list[HeadState], dict[str, CanonicalRecord]], Awaitable[set[str]]]
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class RecordVersionRow:
     hash: bytes
     values_json: str
     schema_version: int
+    scope_only: bool = False  # only adds values of fields that joined the scope: no restore point
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,15 @@ class PostgresStore:
                 return None
             return SchemaRef(row[0], row[1], row[2], ObjectSchema.from_json(row[1], row[3], row[4]))
 
+    async def schema_history(self, object_key: int, object_name: str) -> dict[int, ObjectSchema]:
+        """Every schema version of an object."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT schema_version, key_prefix, fields FROM {S}.object_schemas WHERE object_key = %s",
+                (object_key,),
+            )
+            return {r[0]: ObjectSchema.from_json(object_name, r[1], r[2]) for r in await cur.fetchall()}
+
     async def schema_as_of(self, object_key: int, object_name: str, as_of: dt.datetime) -> ObjectSchema | None:
         """The describe in effect at a time: the newest schema version created at or before it."""
         async with self.pool.connection() as conn:
@@ -497,6 +510,7 @@ class PostgresStore:
         canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
         legacy_hashes: Callable[[list[CanonicalRecord]], Awaitable[list[bytes]]],
         first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
+        rescope: Rescope | None = None,
     ) -> ChunkOutcome:
         """Stores a chunk in one transaction.
 
@@ -516,6 +530,10 @@ class PostgresStore:
         A head whose hash was made under rules 1 (before CANONICAL_RULES 2) is compared by rules 1 first
         (`legacy_hashes` of the records, by their stored JSON): an equal one takes the record's hash of these
         rules, unchanged (no version); a different one is a change like any other.
+
+        `rescope` (given for an object whose schema versions differ in their fields): the records whose hash
+        differs from their head's are compared with it across the change of scope (domain.rescope); it replaces
+        them in `records` and returns the Ids whose version is scope-only (written so, counted unchanged).
         """
         received = len(fingerprints)
         async with self.pool.connection() as conn, conn.transaction():
@@ -552,13 +570,23 @@ class PostgresStore:
                 older = sorted((r for rid, r in records.items() if rid in legacy), key=lambda r: r.record_id)
                 if older:
                     await self._adopt_rules(conn, job, target, older, await legacy_hashes(older))
+                scope_only: set[str] = set()
+                if rescope is not None and heads:
+                    compared = [r for rid, r in records.items() if rid in heads and rid not in legacy]
+                    states = await self._differing_heads(conn, job, target, compared) if compared else []
+                    if states:
+                        scope_only = await rescope(states, records)
                 transitions = await self._upsert_heads(conn, job, target, records)
                 await self._at("records.after_head")
+                if scope_only and transitions:
+                    quiet = [records[t[0]] for t in transitions if t[0] in scope_only]
+                    transitions = [t for t in transitions if t[0] not in scope_only]
+                    written += await self._copy_versions(conn, job, target, quiet, scope_only=True)
                 if transitions:
-                    written = await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
+                    written += await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
                 # modstamp, so the next identical read takes the fast path again
-                versioned = {t[0] for t in transitions}
+                versioned = {t[0] for t in transitions} | scope_only
                 stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
                 if stale:
                     await conn.execute(
@@ -741,30 +769,65 @@ class PostgresStore:
 
     @classmethod
     async def _copy_versions(
-        cls, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
+        cls,
+        conn: psycopg.AsyncConnection[Any],
+        job: JobRef,
+        target: SchemaRef,
+        records: Sequence[CanonicalRecord],
+        *,
+        scope_only: bool = False,
     ) -> int:
-        """COPies a version of each record; returns the bytes of their values."""
+        """COPies a version of each record (marked scope-only, or not); returns the bytes of their values."""
         prefix = b"%d\t%d\t" % (job.org_key, target.object_key)
         middle = b"\t%d\t%d\t" % (job.job_key, target.schema_version)
+        end = b"\tt\n" if scope_only else b"\n"
         await cls._write_versions(
             conn,
             b"".join(
-                b"%s%s%s%s\t%d\t\\\\x%s\t%s\n"
+                b"%s%s%s%s\t%d\t\\\\x%s\t%s%s"
                 % (prefix, r.record_id.encode(), middle, (r.system_modstamp or "").encode(), r.deleted, hexlify(r.hash),
-                   _copy_text(r.data))
+                   _copy_text(r.data), end)
                 for r in records
             ),
+            scope_only=scope_only,
         )  # fmt: skip
         return sum(len(r.data) for r in records)
 
     @staticmethod
-    async def _write_versions(conn: psycopg.AsyncConnection[Any], rows: bytes) -> None:
+    async def _write_versions(conn: psycopg.AsyncConnection[Any], rows: bytes, *, scope_only: bool = False) -> None:
         """COPies version rows (COPY text; the empty text is NULL: no column written here holds one otherwise)."""
         async with conn.cursor().copy(
             f"COPY {S}.record_versions (org_key, object_key, record_id, job_key, schema_version,"
-            " system_modstamp, deleted, hash, data) FROM STDIN WITH (NULL '')"
+            f" system_modstamp, deleted, hash, data{', scope_only' if scope_only else ''}) FROM STDIN WITH (NULL '')"
         ) as copy:
             await copy.write(rows)
+
+    @staticmethod
+    async def _differing_heads(
+        conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
+    ) -> list[HeadState]:
+        """The heads (of these rules) whose hash differs from the records', with their last version's values; one
+        probe of each (pruned to its partition), as in _head_fingerprints."""
+        cur = await conn.execute(
+            "SELECT c.id, h.hash, h.deleted, last.schema_version, last.data::text"
+            " FROM unnest(%s::text[], %s::bytea[]) AS c(id, hash)"
+            f" CROSS JOIN LATERAL (SELECT hash, deleted, rules FROM {S}.record_head"
+            "  WHERE org_key = %s AND object_key = %s AND record_id = c.id) h"
+            f" CROSS JOIN LATERAL (SELECT v.schema_version, v.data FROM {S}.record_versions v"
+            "  WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = c.id"
+            "  ORDER BY v.version_id DESC LIMIT 1) last"
+            " WHERE h.hash <> c.hash AND h.rules = %s",
+            (
+                [r.record_id for r in records],
+                [r.hash for r in records],
+                job.org_key,
+                target.object_key,
+                job.org_key,
+                target.object_key,
+                CANONICAL_RULES,
+            ),
+        )
+        return [HeadState(r[0], bytes(r[1]), int(r[2]), int(r[3]), r[4]) for r in await cur.fetchall()]
 
     async def mark_deleted(
         self,
@@ -1038,13 +1101,13 @@ class PostgresStore:
 
     _VERSION_COLUMNS = (
         "v.record_id, v.version_id, j.session_id, j.job_id, v.captured_at, v.system_modstamp, v.deleted, v.hash,"
-        " v.data::text, v.schema_version"
+        " v.data::text, v.schema_version, v.scope_only"
     )
 
     @staticmethod
     def _version(row: Sequence[Any]) -> RecordVersionRow:
         return RecordVersionRow(
-            row[0], row[1], row[2], row[3], row[4], row[5], Deleted(row[6]), bytes(row[7]), row[8], row[9]
+            row[0], row[1], row[2], row[3], row[4], row[5], Deleted(row[6]), bytes(row[7]), row[8], row[9], row[10]
         )
 
     async def history(self, org_key: int, object_key: int, record_id: str) -> list[RecordVersionRow]:

@@ -343,3 +343,30 @@ def test_a_refused_value_is_described_never_quoted() -> None:
     with pytest.raises(InvalidArgument, match="NumberOfEmployees") as refused:
         c.canonicalize(json.dumps({"Id": ID, "NumberOfEmployees": secret}).encode())
     assert secret not in str(refused.value) and f"{len(secret)} characters" in str(refused.value)
+
+
+def test_rescope_carries_fields_out_of_scope_and_tells_a_scope_only_difference() -> None:
+    from services.common.canonical import values_hash
+    from services.storage.domain import HeadState, Scope, rescope
+
+    rid = "001000000000001AAA"
+    then = Scope(frozenset({"Id", "Name", "Secret", "SystemModstamp"}), frozenset({"Id", "Name", "Secret"}))
+    now = Scope(frozenset({"Id", "Name", "Phone", "SystemModstamp"}), frozenset({"Id", "Name", "Phone"}))
+    unhashed = frozenset({"SystemModstamp"})
+    last = {"Id": rid, "Name": "A", "Secret": 7, "SystemModstamp": "2024-01-01T00:00:00.000Z"}
+    head = HeadState(rid, values_hash({"Id": rid, "Name": "A", "Secret": 7}), 0, 1, json.dumps(last))
+
+    def record(**values: object) -> CanonicalRecord:
+        data = {"Id": rid, **values}
+        core = {k: v for k, v in data.items() if k in now.hashed}
+        return CanonicalRecord(rid, json.dumps(data).encode(), values_hash(core), None, Deleted.LIVE)
+
+    same, quiet = rescope(record(Name="A"), head, now, then, unhashed)  # Secret hidden: carried, no change
+    assert same.hash == head.hash and not quiet and json.loads(same.data)["Secret"] == 7
+    joined, quiet = rescope(record(Name="A", Phone="5"), head, now, then, unhashed)  # only a new field's value
+    assert quiet and joined.hash != head.hash
+    assert json.loads(joined.data) == {"Id": rid, "Name": "A", "Secret": 7, "Phone": "5"}
+    changed, quiet = rescope(record(Name="B", Phone="5"), head, now, then, unhashed)  # and a real change
+    assert not quiet and changed.hash != head.hash
+    _gone, quiet = rescope(record(Name="A", Phone="5")._replace(deleted=Deleted.SOFT), head, now, then, unhashed)
+    assert not quiet  # a deleted state that changed is a change

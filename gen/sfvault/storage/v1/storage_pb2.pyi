@@ -721,6 +721,7 @@ class RecordVersion(_message.Message):
     HASH_FIELD_NUMBER: _builtins.int
     VALUES_JSON_FIELD_NUMBER: _builtins.int
     SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    SCOPE_ONLY_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     object_name: _builtins.str
     record_id: _builtins.str
@@ -733,6 +734,8 @@ class RecordVersion(_message.Message):
     values_json: _builtins.bytes
     """canonical values; a deleted version carries the last live values"""
     schema_version: _builtins.int
+    scope_only: _builtins.bool
+    """Only adds values of fields that joined the backup's scope (made visible, or created): no restore point."""
     @_builtins.property
     def captured_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -752,10 +755,11 @@ class RecordVersion(_message.Message):
         hash: _builtins.str = ...,
         values_json: _builtins.bytes = ...,
         schema_version: _builtins.int = ...,
+        scope_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at", "system_modstamp", b"system_modstamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at", "deleted", b"deleted", "hash", b"hash", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "record_id", b"record_id", "schema_version", b"schema_version", "session_id", b"session_id", "system_modstamp", b"system_modstamp", "values_json", b"values_json", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at", "deleted", b"deleted", "hash", b"hash", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "record_id", b"record_id", "schema_version", b"schema_version", "scope_only", b"scope_only", "session_id", b"session_id", "system_modstamp", b"system_modstamp", "values_json", b"values_json", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
