@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from services.common.secrets import SecretError, SecretRule
+from services.discovery.schedule import InvalidSchedule, next_fire
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_RECONCILE_EVERY = dt.timedelta(days=7)
@@ -230,6 +231,10 @@ def check_policy(policy: Policy) -> Policy:
         raise InvalidPolicy(
             f"schedule {policy.schedule!r} is not '', 'hourly', 'daily@HH:MM', 'weekly@DAY@HH:MM' or cron"
         )
+    try:  # the shape is not enough: a schedule that can never fire would be accepted and silently never run
+        next_fire(policy.schedule, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    except InvalidSchedule as exc:
+        raise InvalidPolicy(f"schedule: {exc}") from None
     both = set(policy.scope.include_objects) & set(policy.scope.exclude_objects)
     if both:
         raise InvalidPolicy(f"objects both included and excluded: {', '.join(sorted(both))}")

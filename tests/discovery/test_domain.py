@@ -172,6 +172,9 @@ def test_policy_and_connection_rules() -> None:
         policy(per_run_cap=-1),
         policy(stall_timeout=dt.timedelta(seconds=-1)),
         policy(schedule="sometimes"),
+        policy(schedule="when the moon is blue"),  # five words: the shape of a cron line, not one
+        policy(schedule="daily@25:99"),
+        policy(schedule="0 0 31 2 *"),  # never fires
         policy(scope=d.Scope(include_objects=("A",), exclude_objects=("A",))),
         d.Policy("bad id", "o1"),
     ):
