@@ -236,7 +236,9 @@ class Storage:
 
     async def _relay_job(self, job: JobRef) -> None:
         try:
-            await self.relay.relay(job_key=job.job_key)
+            # bounded: with NATS away the call is not held up; the periodic relay goes on trying
+            async with asyncio.timeout(self.relay.announce_timeout_s):
+                await self.relay.relay(job_key=job.job_key)
         except Exception as exc:  # the periodic relay tries again; the call itself succeeded
             log.warning("outbox relay of job %s failed (%s); retrying later", job.job_id, type(exc).__name__)
 

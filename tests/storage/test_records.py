@@ -299,3 +299,20 @@ async def test_identical_bytes_are_unchanged_without_being_parsed(
     third = await s.put_records(ORG, "s1", "j1", 3, "Account", [account(1), moved])
     assert third.counts.unchanged == 2 and parsed == []  # the moved modstamp's bytes were remembered
     assert await harness.count("record_versions") == 2
+
+
+async def test_a_publish_that_hangs_holds_up_neither_the_write_nor_the_resumed_begin_job(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    never = asyncio.Event()
+
+    async def hang(*_args: object, **_kwargs: object) -> None:
+        await never.wait()  # NATS accepts the connection and never answers
+
+    harness.publisher.chunk_uploaded = hang  # type: ignore[method-assign]
+    s.relay.announce_timeout_s = 0.05
+    stored = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    assert stored.counts.new_versions == 1
+    last, chunks, _totals = await s.begin_job(ORG, "s1", "j1", DATA, "Account")  # relays, bounded
+    assert (last, chunks) == (1, 1)
+    assert await harness.count("outbox") == 1  # still to be announced by the periodic relay
