@@ -2,9 +2,10 @@
 
 Tokens are HMAC-SHA256 signed (key from SFVAULT_AUTH_KEY, a Kubernetes Secret shared by the services), so
 each service verifies them locally. Roles, each including the ones before it: viewer (reads), operator
-(runs and cancels backups), admin (orgs, policies, tokens), service (the services' own calls: writes to
-storage). Missing or bad token -> UNAUTHENTICATED; a role too low -> PERMISSION_DENIED. Health and
-reflection stay open (they reveal no data). Mutating calls are written to the audit log.
+(runs and cancels backups), admin (orgs, policies, tokens, the audit), service (the services' own calls:
+writes to storage; it includes operator but not admin). Missing or bad token -> UNAUTHENTICATED; a role too
+low -> PERMISSION_DENIED. Health and reflection stay open (they reveal no data). Mutating calls are written to
+the audit log.
 
 A token lives at most MAX_TOKEN_TTL_S (366 days); one that claims longer is refused. Revocation is a port
 (`Revocations`, anything with `in`): the in-memory `RevokedTokens`, filled in every service by
@@ -58,6 +59,10 @@ class Principal:
     expires_at: float = float("inf")
 
     def allows(self, role: str) -> bool:
+        if self.role == "service" and role == "admin":
+            # a service's token (every service mints one from the key) reads, runs backups and writes backed-up
+            # data, but does not administer: orgs, policies, tokens and the audit are people's business
+            return False
         return ROLES.get(self.role, 0) >= ROLES[role]
 
 

@@ -152,3 +152,14 @@ async def test_a_stream_ends_when_its_token_is_revoked_or_expires() -> None:
             await channel.close()
     finally:
         await server.stop(None)
+
+
+def test_a_service_token_does_not_administer() -> None:
+    """Every service holds a service token: one compromised jobrunner must not change orgs or revoke tokens."""
+    from services.common.auth import Principal
+
+    service = Principal("jobrunner", "service", "j1")
+    assert service.allows("viewer") and service.allows("operator") and service.allows("service")
+    assert not service.allows("admin")
+    admin = Principal("alice", "admin", "a1")
+    assert admin.allows("admin") and not admin.allows("service")

@@ -84,11 +84,17 @@ async def test_bad_requests_are_refused_clearly(running: Running, request_: obje
         await channel.close()
 
 
-async def test_only_admins_see_tokens_and_audit(running: Running) -> None:
-    channel, operator = access_stub(running, token("operator"))
+@pytest.mark.parametrize("role", ["operator", "service"])
+async def test_only_admins_see_tokens_and_audit(running: Running, role: str) -> None:
+    channel, caller = access_stub(running, token(role))
     try:
-        assert await code_of(operator.ListTokens(acc.ListTokensRequest())) == grpc.StatusCode.PERMISSION_DENIED
-        assert await code_of(operator.ListAudit(acc.ListAuditRequest())) == grpc.StatusCode.PERMISSION_DENIED
+        assert await code_of(caller.ListTokens(acc.ListTokensRequest())) == grpc.StatusCode.PERMISSION_DENIED
+        assert await code_of(caller.ListAudit(acc.ListAuditRequest())) == grpc.StatusCode.PERMISSION_DENIED
+        revoke = caller.RevokeToken(acc.RevokeTokenRequest(token_id="0123456789abcdef"))
+        assert await code_of(revoke) == grpc.StatusCode.PERMISSION_DENIED
+        as_caller = discovery_pb2_grpc.DiscoveryServiceStub(channel)
+        delete = as_caller.DeleteOrg(api.DeleteOrgRequest(org_id="any"))
+        assert await code_of(delete) == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await channel.close()
 
