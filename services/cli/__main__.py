@@ -712,7 +712,7 @@ def token_register(
     """Record an existing token (minted earlier, or with --no-register) in the registry."""
     from services.common.auth import read_key
 
-    token = read_key(token_ref).decode()
+    token = read_key(token_ref, "the token", "--token-ref").decode()
     info = clients().access.RegisterToken(acc.RegisterTokenRequest(token=token))
     if json_out:
         render.print_json(info)

@@ -680,25 +680,25 @@ def load_key(value: str) -> bytes:
     return value.encode()
 
 
-def read_key(ref: str) -> bytes:
-    """The signing key from "env:NAME" (its value as SFVAULT_AUTH_KEY takes it) or "file:/path"; an AuthError
-    naming what is missing, never the value."""
+def read_key(ref: str, what: str = "the signing key", option: str = "--key-ref") -> bytes:
+    """The signing key (or another secret: `what`) from "env:NAME" (its value as SFVAULT_AUTH_KEY takes it:
+    the value, or file:/path) or "file:/path"; an AuthError naming what is missing, never the value."""
     kind, _, where = ref.partition(":")
     if kind == "env" and where:
         value = os.environ.get(where, "")
         if not value:
-            raise AuthError(f"the signing key: environment variable {where} is not set (or give --key-ref file:/path)")
+            raise AuthError(f"{what}: environment variable {where} is not set (or give {option} file:/path)")
         try:
             key = load_key(value)
         except OSError as exc:
-            raise AuthError(f"the signing key: cannot read the file {where} names: {exc.strerror}") from None
+            raise AuthError(f"{what}: cannot read the file {where} names: {exc.strerror}") from None
     elif kind == "file" and where:
         try:
             key = load_key(ref)
         except OSError as exc:
-            raise AuthError(f"the signing key: cannot read {where}: {exc.strerror}") from None
+            raise AuthError(f"{what}: cannot read {where}: {exc.strerror}") from None
     else:
-        raise AuthError(f"the signing key reference {ref!r} must be env:NAME or file:/path")
+        raise AuthError(f"{what}: the reference {ref!r} must be env:NAME or file:/path")
     if not key:
-        raise AuthError("the signing key is empty")
+        raise AuthError(f"{what} is empty")
     return key

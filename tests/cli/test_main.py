@@ -130,3 +130,8 @@ def test_a_file_it_cannot_write(tmp_path: Path) -> None:
 def test_the_state_directory_is_ignored_by_git() -> None:
     ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
     assert ".sfvault/" in ignored
+
+
+def test_token_register_without_a_token() -> None:
+    line = one_error_line(sfvault("token", "register"))
+    assert "the token: environment variable SFVAULT_TOKEN is not set" in line
