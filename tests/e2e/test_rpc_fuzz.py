@@ -14,6 +14,7 @@ alive and SERVING afterwards.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import pkgutil
 from collections.abc import Iterator
@@ -512,3 +513,56 @@ def test_the_edges_of_the_limits_are_served(
     )
     assert code not in FORBIDDEN, (name, code, details)
     quiet.dirty = True
+
+
+def _token(text: bytes) -> str:
+    return base64.urlsafe_b64encode(text).decode()
+
+
+@pytest.mark.parametrize(
+    "page_token",
+    [
+        _token(b"2026-01-01T00:00:00+00:00|a\x00b"),  # NUL in what becomes a SQL parameter
+        _token(b"2026-01-01T00:00:00|naive"),
+        _token(b"9999-12-31T23:59:59.999999+00:00|x"),
+        _token(b"0001-01-01T00:00:00-23:59|x"),  # before the first representable UTC instant
+        _token(b"\xff\xfe|x"),
+        "not base64 at all!",
+        "=" * 900,
+    ],
+)
+def test_page_tokens_of_any_shape_never_break_a_listing(
+    page_token: str, channels: dict[str, grpc.Channel], tokens: dict[str, str], quiet: Quiet
+) -> None:
+    method = SERVICES["sfvault.session.v1.SessionService"].methods_by_name["ListSessions"]
+    request = session_pb2.ListSessionsRequest(page_token=page_token)
+    code, details = _call(channels["session"], method, request.SerializeToString(), _bearer(tokens["admin"]))
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, details)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        [("authorization", "Bearer " + "x" * 6000)],
+        [("authorization", "Bearer sfv1.%.~")],
+        [("authorization", "Bearer sfv1..")],
+        [("authorization", "Bearer sfv1.W10.W10")],  # a JSON list where claims are expected
+        [("authorization", "Bearer sfv1.bnVsbA.bnVsbA")],  # JSON null
+        [("authorization", "Basic dXNlcjpwYXNz")],
+        [("authorization", "Bearer")],
+        [("authorization-bin", b"\x00\xff")],
+    ],
+)
+def test_hostile_authorization_headers_are_unauthenticated(
+    metadata: list[tuple[str, Any]], stack: Stack, channels: dict[str, grpc.Channel]
+) -> None:
+    for service in SERVICES.values():
+        method = service.methods[0]
+        process = PROCESS[service.full_name]
+        code, details = _call(channels[process], method, b"", metadata)
+        assert code == grpc.StatusCode.UNAUTHENTICATED, (service.name, code, details)
+        assert stack.services[process].running()
+
+
+def _bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
