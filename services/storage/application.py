@@ -725,6 +725,8 @@ class Storage:
         return version, version.location, version.size, self.files.read(version.location)
 
     async def metadata_versions(self, org_id: str, type_: str, full_name: str, limit: int) -> list[MetadataVersionRow]:
+        if limit < 0:
+            raise InvalidArgument(f"limit must be 0 (the default, 1000) or more, got {limit}")
         org_key = await self._org_key(org_id)
         limit = min(limit or 1000, 10_000)
         return await self.store.metadata_versions(org_key, type_=type_, full_name=full_name, limit=limit)

@@ -204,3 +204,11 @@ async def test_temporary_bodies_of_killed_uploads_are_swept_after_the_grace_peri
     assert await repo.sweep_temporary(-1) == 2  # past the grace: both temporary bodies go
     key = await _upload(repo, [b"after the sweep"])
     assert await _read(repo, key) == b"after the sweep"
+
+
+async def test_a_negative_metadata_limit_is_refused_by_storage_itself(harness: Harness) -> None:
+    s = harness.storage
+    await s.begin_job(ORG, "s1", "m1", METADATA, "")
+    with pytest.raises(InvalidArgument, match="limit must be 0"):
+        await s.metadata_versions(ORG, "", "", -5)
+    assert await s.metadata_versions(ORG, "", "", 0) == []
