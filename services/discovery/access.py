@@ -206,7 +206,8 @@ class AccessApi(access_pb2_grpc.AccessServiceServicer):
             raise InvalidArgument(f"page_size is 1 to {MAX_PAGE}")
         after = 0
         if request.page_token:
-            if not request.page_token.isdigit() or len(request.page_token) > 20:
+            # ASCII digits only ("²" is a digit to isdigit, not to int) and within bigint
+            if not (request.page_token.isascii() and request.page_token.isdigit()) or len(request.page_token) > 18:
                 raise InvalidArgument("page_token is not one this service gave")
             after = int(request.page_token)
         if len(request.actor) > auth.MAX_NAME:

@@ -566,3 +566,17 @@ def test_hostile_authorization_headers_are_unauthenticated(
 
 def _bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
+
+
+@pytest.mark.parametrize("page_token", ["²", "99999999999999999999", "-1", "1e5", "٣"])
+def test_audit_page_tokens_of_any_shape_are_invalid_argument(
+    page_token: str, channels: dict[str, grpc.Channel], tokens: dict[str, str]
+) -> None:
+    access = next((s for s in SERVICES.values() if s.name == "AccessService"), None)
+    assert access is not None
+    method = access.methods_by_name["ListAudit"]
+    request = GetMessageClass(method.input_type)(page_token=page_token)
+    code, details = _call(
+        channels[PROCESS[access.full_name]], method, request.SerializeToString(), _bearer(tokens["admin"])
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
