@@ -115,7 +115,12 @@ def _ts(value: dt.datetime | None) -> Timestamp | None:
 
 
 def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
-    return getattr(msg, field).ToDatetime(tzinfo=dt.UTC) if msg.HasField(field) else None
+    if not msg.HasField(field):
+        return None
+    try:
+        return getattr(msg, field).ToDatetime(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):  # beyond years 1-9999: never INTERNAL, even past the door's check
+        raise InvalidArgument(f"{field} is not a time between the years 1 and 9999") from None
 
 
 def _counts(counts: Counts) -> events_pb2.Counts:

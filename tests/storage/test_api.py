@@ -474,3 +474,13 @@ async def test_reads_are_audited_who_what_when_never_the_values_and_listed_for_a
         assert not (await admin.ListReadAudit(pb.ListReadAuditRequest(since=later))).entries
         bad = pb.ListReadAuditRequest(page_token="not-a-token")
         assert await _code(admin.ListReadAudit(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_time_out_of_range_is_invalid_argument_in_storage_itself() -> None:
+    from services.storage.api import _when
+    from services.storage.domain import InvalidArgument
+
+    request = pb.GetRecordAsOfRequest(as_of=Timestamp(seconds=10**12))
+    with pytest.raises(InvalidArgument, match="as_of is not a time"):
+        _when(request)
+    assert _when(pb.GetRecordAsOfRequest()) is None
