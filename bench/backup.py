@@ -33,7 +33,7 @@ from services.discovery.domain import largest_first
 from sforg.testing import Admin, running_org
 
 SCALE = os.environ.get("BENCH_BACKUP_SCALE", "large")
-SECRET_ENV = "SFVAULT_BENCH_SFORG_SECRET"
+SECRET_ENV = "SFVAULT_SECRET_BENCH_SFORG"  # an org secret: the allowed prefix
 # bodies go through the file job; ContentDocumentLink needs a filter (discovery leaves it out)
 SKIP = {"ContentVersion", "Attachment", "Document", "ContentDocument", "ContentDocumentLink"}
 

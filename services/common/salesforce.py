@@ -156,7 +156,7 @@ def _jwt(creds: Credentials) -> str:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-    key = serialization.load_pem_private_key(read_secret(creds.private_key_ref, "private key").encode(), None)
+    key = serialization.load_pem_private_key(read_org_secret(creds.private_key_ref, "private key").encode(), None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SecretError("private key: must be an RSA key for RS256")
 
@@ -182,24 +182,24 @@ def obtain_token(creds: Credentials, session: requests.Session | None = None, ti
     flow = creds.auth_flow
     if flow == "client_credentials":
         form = {"grant_type": "client_credentials"}
-        pair = f"{creds.client_id}:{read_secret(creds.client_secret_ref, 'client secret')}"
+        pair = f"{creds.client_id}:{read_org_secret(creds.client_secret_ref, 'client secret')}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
     elif flow == "password":
         form = {
             "grant_type": "password",
             "client_id": creds.client_id,
-            "client_secret": read_secret(creds.client_secret_ref, "client secret"),
+            "client_secret": read_org_secret(creds.client_secret_ref, "client secret"),
             "username": creds.username,
-            "password": read_secret(creds.password_ref, "password"),
+            "password": read_org_secret(creds.password_ref, "password"),
         }
     elif flow == "refresh_token":
         form = {
             "grant_type": "refresh_token",
             "client_id": creds.client_id,
-            "refresh_token": read_secret(creds.refresh_token_ref, "refresh token"),
+            "refresh_token": read_org_secret(creds.refresh_token_ref, "refresh token"),
         }
         if creds.client_secret_ref:
-            form["client_secret"] = read_secret(creds.client_secret_ref, "client secret")
+            form["client_secret"] = read_org_secret(creds.client_secret_ref, "client secret")
     elif flow == "jwt_bearer":
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": _jwt(creds)}
     else:

@@ -2,11 +2,13 @@
 
 Whoever may add or change an org chooses its references, and `org test` sends the client secret to the org's
 login URL: so an org's secret is read only from a file inside the secrets directories (`SFVAULT_SECRETS_DIR`,
-directories separated by ':'; default /run/secrets and the local installation's `.sfvault/secrets`) or from a
-variable named with `SFVAULT_SECRET_ENV_PREFIX` (default `SFVAULT_SECRET_`). sfvault's own settings
-(`SFVAULT_AUTH_KEY`, `SFVAULT_DATABASE_URL`, ...) are never an org's secret, whatever the prefix. A path is
-resolved (symbolic links, `..`) before its containment is checked. A refusal names the rule and the reference,
-never a value. Pure: the process environment is read only by `SecretRule.from_environment`.
+directories separated by ':'; default the Kubernetes mount /var/run/secrets/sfvault/salesforce and the local
+installation's `.sfvault/secrets`) or from a variable named with `SFVAULT_SECRET_ENV_PREFIX` (default
+`SFVAULT_SECRET_`). Not all of /run/secrets: a pod's service-account token and sfvault's own key live there.
+sfvault's own settings (`SFVAULT_AUTH_KEY`, `SFVAULT_DATABASE_URL`, ...) and the files they name are never an
+org's secret, whatever the directories and the prefix. A path is resolved (symbolic links, `..`) before its
+containment is checked. A refusal names the rule and the reference, never a value. Pure: the process environment
+is read only by `SecretRule.from_environment`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 DIRS_SETTING = "SFVAULT_SECRETS_DIR"
 PREFIX_SETTING = "SFVAULT_SECRET_ENV_PREFIX"
-DEFAULT_DIRS = ("/run/secrets", ".sfvault/secrets")
+DEFAULT_DIRS = ("/var/run/secrets/sfvault/salesforce", ".sfvault/secrets")
 DEFAULT_PREFIX = "SFVAULT_SECRET_"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -63,13 +65,19 @@ class SecretRule:
 
     dirs: tuple[str, ...] = DEFAULT_DIRS
     env_prefix: str = DEFAULT_PREFIX
+    own_files: tuple[str, ...] = ()  # files sfvault's own settings name (its signing key, its TLS key, ...)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> SecretRule:
         env = os.environ if environ is None else environ
         raw = env.get(DIRS_SETTING, "")
         dirs = tuple(d.strip() for d in raw.split(os.pathsep) if d.strip()) or DEFAULT_DIRS
-        return cls(dirs, env.get(PREFIX_SETTING, DEFAULT_PREFIX).strip())
+        own = tuple(
+            value.removeprefix("file:")
+            for name, value in env.items()
+            if _own_setting(name) and value.removeprefix("file:").startswith("/")
+        )
+        return cls(dirs, env.get(PREFIX_SETTING, DEFAULT_PREFIX).strip(), own)
 
     def allowed_dirs(self) -> list[Path]:
         """The directories, resolved (a relative one against the working directory)."""
@@ -85,8 +93,7 @@ class SecretRule:
                 raise SecretError(f"{PREFIX_SETTING} must be a variable-name prefix of at least 4 characters")
             if not _NAME.match(where):
                 raise SecretError(f"{what}: {where!r} is not an environment variable name")
-            own = where.upper().startswith("SFVAULT_") and not where.upper().startswith(DEFAULT_PREFIX)
-            if not where.startswith(prefix) or own or where in (PREFIX_SETTING, DIRS_SETTING):
+            if not where.startswith(prefix) or _own_setting(where):
                 raise SecretError(
                     f"{what}: environment variable {where!r} is not allowed: an org's secret comes only from a"
                     f" variable named {prefix}... ({PREFIX_SETTING}), never from sfvault's own settings"
@@ -101,6 +108,8 @@ class SecretRule:
                 f"{what}: file {where!r} is not allowed: an org's secret comes only from a file inside the secrets"
                 f" directories ({', '.join(str(d) for d in dirs)}; {DIRS_SETTING})"
             )
+        if any(resolved == Path(os.path.realpath(f)) for f in self.own_files):
+            raise SecretError(f"{what}: file {where!r} is not allowed: it is named by one of sfvault's own settings")
         return kind, str(resolved)
 
     def read(self, ref: str, what: str) -> str:
@@ -112,6 +121,14 @@ class SecretRule:
                 raise SecretError(f"{what}: environment variable {where!r} is not set")
             return value
         return _read_file(Path(where), what, ref.partition(":")[2])
+
+
+def _own_setting(name: str) -> bool:
+    """sfvault's own settings (case-insensitive, as they are read): never an org's secret."""
+    upper = name.upper()
+    if upper in (PREFIX_SETTING, DIRS_SETTING):
+        return True
+    return upper.startswith("SFVAULT_") and not upper.startswith(DEFAULT_PREFIX)
 
 
 def read_org_secret(ref: str, what: str) -> str:

@@ -24,7 +24,13 @@ from sfvault.jobs.v1 import jobs_pb2
 from services.common import events, telemetry
 from services.common.bus import Bus, heartbeat
 from services.common.errors import InvalidArgument
-from services.common.salesforce import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable, is_transient
+from services.common.salesforce import (
+    ApiLimitExceeded,
+    AuthenticationRefused,
+    OrgUnreachable,
+    SecretError,
+    is_transient,
+)
 from services.jobrunner.domain import CountMismatch, Tally
 from services.jobrunner.jobs import (
     DataJob,
@@ -47,7 +53,7 @@ CONSUMER = "jobrunner"
 # broke a streamed result page mid-body (the job resumes at that page's locator)
 TRANSIENT = (StorageUnavailable, StorageConflict, OrgUnreachable, psycopg.OperationalError)
 # what fails the job at once with its own message
-FAILING = (CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument)
+FAILING = (CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument, SecretError)
 CLOSING = {"SessionCancelled": "cancelled", "SessionFailed": "terminated", "SessionFinished": "terminated"}
 
 

@@ -813,12 +813,16 @@ class FileJob:
         for attempt in range(3):
             seq = run._announce({"phase": "files", "file": [obj, rid, modstamp, size]}, {})
             response = self.reader.blob(obj, rid, field_name)
+            broken: list[Exception] = []  # why the body stopped, when it did: gRPC only says the stream was cut
 
-            def body(response: Any = response) -> Iterator[bytes]:
+            def body(response: Any = response, broken: list[Exception] = broken) -> Iterator[bytes]:
                 try:
                     for piece in response.iter_content(1 << 20):
                         run.control.check()
                         yield piece
+                except Exception as exc:
+                    broken.append(exc)
+                    raise
                 finally:
                     response.close()
 
@@ -835,9 +839,11 @@ class FileJob:
             )
             try:
                 result = run.storage.upload_file(header, body())
-            except Exception:
+            except Exception as exc:
                 if run.control.why is not None or attempt == 2:
-                    raise
+                    # a download that kept breaking is the org's transient failure (the job is handed back and
+                    # resumes at this file), not storage refusing the file
+                    raise (broken[0] if broken else exc) from None
                 log.warning("download of %s %s failed; retrying", obj, rid)
                 continue
             run.seq = seq

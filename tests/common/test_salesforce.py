@@ -3,6 +3,7 @@ path, limits, and where an org's secrets may come from."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,7 +188,7 @@ def test_the_one_retry_rule(exc: BaseException, transient: bool) -> None:
 
 def test_secret_reference_shapes() -> None:
     sfc.check_secret_ref("env:SFVAULT_SECRET_X", "client secret")
-    sfc.check_secret_ref("file:/run/secrets/x", "client secret")
+    sfc.check_secret_ref("file:/var/run/secrets/sfvault/salesforce/x", "client secret")
     for bad in ["X", "env:", "file:relative", "vault:x"]:
         with pytest.raises(sfc.SecretError):
             sfc.check_secret_ref(bad, "client secret")
@@ -244,3 +245,33 @@ def test_an_orgs_secret_comes_only_from_variables_with_the_prefix(
     with pytest.raises(sfc.SecretError, match="SFVAULT_SECRET_ENV_PREFIX must"):
         sfc.read_org_secret("env:HOME_GROWN", "client secret")
     assert sfc.read_secret("env:SFVAULT_AUTH_KEY", "signing key") == "the-signing-key"
+
+
+def test_sfvaults_own_files_and_the_rest_of_run_secrets_are_never_an_orgs_secret(
+    secrets_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = secrets_dir / "auth.key"  # even mounted inside a secrets directory
+    key.write_text("the-signing-key")
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", f"file:{key}")
+    with pytest.raises(sfc.SecretError, match="sfvault's own settings") as refused:
+        sfc.read_org_secret(f"file:{key}", "client secret")
+    assert "the-signing-key" not in str(refused.value)
+    monkeypatch.delenv("SFVAULT_SECRETS_DIR")  # the defaults: the Kubernetes mount and .sfvault/secrets
+    sfc.check_secret_ref("file:/var/run/secrets/sfvault/salesforce/prod", "client secret")
+    for outside in ("/var/run/secrets/kubernetes.io/serviceaccount/token", "/run/secrets/sfvault/auth/key"):
+        with pytest.raises(sfc.SecretError, match="SFVAULT_SECRETS_DIR"):
+            sfc.check_secret_ref(f"file:{outside}", "client secret")
+
+
+def test_login_refuses_a_secret_outside_the_rule(
+    creds: sfc.Credentials, secrets_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, admin: Admin
+) -> None:
+    """`org test` and jobs log in through obtain_token: a reference outside the rule is never sent anywhere."""
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", "the-signing-key")
+    admin.reset_accounting()
+    for ref in ("env:SFVAULT_AUTH_KEY", f"file:{tmp_path / 'elsewhere'}"):
+        with pytest.raises(sfc.SecretError, match="not allowed"):
+            sfc.OrgClient(dataclasses.replace(creds, client_secret_ref=ref))
+    assert "oauth" not in admin.accounting()["calls"]
+    (secrets_dir / "sf").write_text(os.environ["SFVAULT_SECRET_T_SF"])
+    assert sfc.OrgClient(dataclasses.replace(creds, client_secret_ref=f"file:{secrets_dir / 'sf'}")).token

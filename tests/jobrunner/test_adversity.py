@@ -205,3 +205,17 @@ async def test_the_id_reconciliation_reads_ids_through_rest_when_bulk_is_unavail
         assert not any(i in stored for i in gone)
     admin.clear_faults()
     await _clean(stack, org, admin, spec)
+
+
+async def test_a_job_whose_secret_is_not_an_orgs_secret_fails_before_any_login(
+    stack: Stack, org: dict[str, Any], admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SFVAULT_AUTH_KEY", "the-signing-key")
+    await stack.start_jobrunner()
+    spec = data_spec(org, "Lead", "s1", "j1")
+    spec.connection.client_secret_ref = "env:SFVAULT_AUTH_KEY"  # as an admin could have registered it
+    admin.reset_accounting()
+    done = await stack.run(spec)
+    assert done.outcome == ev.JOB_OUTCOME_ERROR and "SFVAULT_SECRET_ENV_PREFIX" in done.message, done.message
+    assert "the-signing-key" not in done.message
+    assert "oauth" not in admin.accounting()["calls"]

@@ -131,3 +131,21 @@ async def test_metadata_soap_faults_transient_retried_others_fail_with_their_cod
         assert admin.accounting()["calls"]["metadata"] == 1  # not retried
     finally:
         admin.clear_faults()
+
+
+async def test_a_download_that_keeps_breaking_hands_the_job_back_instead_of_failing_it(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    """Every attempt at a body stalls mid-way: the job's own three tries fail, the job is handed back as the org's
+    transient failure (it was reported as storage refusing the file) and its next delivery completes it."""
+    await stack.start_jobrunner(jobrunner_http_timeout_s=1.0)
+    admin.fault(endpoint="blob", stall_after=1000, count=3)
+    try:
+        done = await stack.run(file_spec(org, "s1", "files"))
+    finally:
+        admin.clear_faults()
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert stack.started.count(("s1", "files")) == 2
+    truth = admin.ground_truth(values=False)
+    await stack.wait_for(lambda: len(stack.chunks.get(("s1", "files"), ())) >= done.chunks)
+    _assert_counts(stack, ("s1", "files"), done, truth)
