@@ -169,7 +169,7 @@ def test_every_reference_resolves(overlay: str, objects: list[Obj]) -> None:
 
 
 def test_salesforce_secrets_are_files_for_discovery_and_jobrunner_only(objects: list[Obj]) -> None:
-    directory = config_data(objects)["SFVAULT_SALESFORCE_SECRETS_DIR"]
+    directory = config_data(objects)["SFVAULT_SECRETS_DIR"]
     for name in SERVICE_PORTS:
         spec = pod_spec(named(objects, "Deployment", name))
         volumes = [
