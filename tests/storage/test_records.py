@@ -316,3 +316,39 @@ async def test_a_publish_that_hangs_holds_up_neither_the_write_nor_the_resumed_b
     last, chunks, _totals = await s.begin_job(ORG, "s1", "j1", DATA, "Account")  # relays, bounded
     assert (last, chunks) == (1, 1)
     assert await harness.count("outbox") == 1  # still to be announced by the periodic relay
+
+
+async def test_the_periodic_relay_outlives_errors_and_publishes_what_is_pending(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = harness.storage
+    await data_job(s)
+    harness.publisher.fail = True
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])  # committed, not announced
+    harness.publisher.fail = False
+    store = harness.store
+    calls = {"pending": 0}
+    deleted = asyncio.Event()
+    pending_events, events_published = store.pending_events, store.events_published
+
+    async def flaky_pending(**kwargs: object) -> object:
+        calls["pending"] += 1
+        if calls["pending"] == 1:
+            raise ConnectionError("database restarting")  # the loop must go on
+        return await pending_events(**kwargs)  # type: ignore[arg-type]
+
+    async def published(keys: object) -> None:
+        await events_published(keys)  # type: ignore[arg-type]
+        deleted.set()
+
+    monkeypatch.setattr(store, "pending_events", flaky_pending)
+    monkeypatch.setattr(store, "events_published", published)
+    s.relay.interval_s = 0.01
+    task = asyncio.create_task(s.relay.run())
+    try:
+        await asyncio.wait_for(deleted.wait(), 30)
+    finally:
+        task.cancel()
+    assert calls["pending"] >= 2
+    assert [p[2] for p in harness.publisher.published] == [1]
+    assert await harness.count("outbox") == 0
