@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import nats
@@ -163,3 +163,53 @@ def test_a_service_token_does_not_administer() -> None:
     assert not service.allows("admin")
     admin = Principal("alice", "admin", "a1")
     assert admin.allows("admin") and not admin.allows("service")
+
+
+async def test_revocations_are_followed_across_a_nats_restart_with_each_services_permissions(tmp_path: Path) -> None:
+    """Discovery writes the bucket and a session service follows it, each as its own NATS user; NATS is killed
+    and restarted: what is revoked afterwards still reaches the follower, nothing restarted on its side."""
+    from services.common.embedded import nats_process
+    from services.common.natsauth import inbox_prefix
+
+    with nats_process(str(tmp_path / "js")) as server:
+
+        def url(user: str) -> str:
+            return f"nats://{user}:{server.passwords[user]}@127.0.0.1:{server.port}"
+
+        async def connect(user: str) -> nats.NATS:
+            return await nats.connect(
+                url(user), inbox_prefix=inbox_prefix(user), max_reconnect_attempts=-1, reconnect_time_wait=0.2
+            )
+
+        writer_nc, follower_nc = await connect("discovery"), await connect("session")
+        stop = asyncio.Event()
+        known = RevokedTokens()
+        writer = KvRevocationFeed(writer_nc.jetstream())
+        await writer.revoke("before", time.time(), "root")
+        follower = KvRevocationFeed(follower_nc.jetstream(), resync_s=2.0)
+        following = asyncio.create_task(follower.follow(known, stop))
+        try:
+            await until(lambda: "before" in known)
+            server.restart(kill=True)
+            await until(lambda: writer_nc.is_connected and follower_nc.is_connected)
+            deadline = time.monotonic() + 20
+            while True:  # JetStream answers a little after the connection is back: RevokeToken says retry
+                try:
+                    await writer.revoke("after", time.time(), "root")
+                    break
+                except nats.errors.TimeoutError:
+                    assert time.monotonic() < deadline, "JetStream did not come back"
+            await until(lambda: "after" in known)
+            assert "before" in known
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 10)
+            await writer_nc.close()
+            await follower_nc.close()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.05)
