@@ -69,6 +69,7 @@ from services.storage.store import (
     SchemaRef,
 )
 
+MAX_CACHED_JOBS = 20_000
 JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 log = logging.getLogger(__name__)
@@ -228,11 +229,17 @@ class Storage:
         elif job_type == JOB_TYPE_DATA:
             raise InvalidArgument("a data job needs its object_name")
         job, last, chunks, totals = await self.store.begin_job(org, session_id, job_id, job_type, object_name)
-        self._jobs[(session_id, job_id)] = job
+        self._remember(job)
         if chunks:
             # a resumed job: announce again what was committed and never acknowledged by the stream
             await self._relay_job(job)
         return last, chunks, totals
+
+    def _remember(self, job: JobRef) -> None:
+        # bounded: a storage that runs for months sees millions of jobs (a forgotten one is read again)
+        if len(self._jobs) >= MAX_CACHED_JOBS:
+            self._jobs.clear()
+        self._jobs[(job.session_id, job.job_id)] = job
 
     async def _relay_job(self, job: JobRef) -> None:
         try:
@@ -274,7 +281,7 @@ class Storage:
             job = await self.store.job(session_id, job_id)
             if job is None:
                 raise FailedPrecondition(f"job {job_id} of session {session_id} is unknown: call BeginJob first")
-            self._jobs[(session_id, job_id)] = job
+            self._remember(job)
         if job.org_id != org:
             raise InvalidArgument(f"job {job_id} belongs to org {job.org_id}, not {org}")
         return job

@@ -352,3 +352,16 @@ async def test_the_periodic_relay_outlives_errors_and_publishes_what_is_pending(
     assert calls["pending"] >= 2
     assert [p[2] for p in harness.publisher.published] == [1]
     assert await harness.count("outbox") == 0
+
+
+async def test_the_cache_of_jobs_is_bounded(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.storage import application
+
+    monkeypatch.setattr(application, "MAX_CACHED_JOBS", 3)
+    s = harness.storage
+    for n in range(10):
+        await s.begin_job(ORG, "s1", f"j{n}", DATA, "Account")
+        assert len(s._jobs) <= 3
+    await s.put_schema(ORG, "s1", ACCOUNT)
+    # a job no longer cached is read again from the database
+    assert (await s.put_records(ORG, "s1", "j0", 1, "Account", [account(1)])).counts.new_versions == 1
