@@ -860,6 +860,8 @@ def services_up(
     from services.cli import local
 
     private_dir(home)  # the state directory holds the signing key and an admin token
+    if (home / "auth.key").exists():  # one an older sfvault left 0755 (only ours: never e.g. --home /tmp)
+        home.chmod(0o700)
     info = local.up(home, None if org == "none" else org)
     render.console.print(f"sfvault is up: {info['services']} (state in {home})")
 

@@ -90,8 +90,11 @@ def test_services_up_twice(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "supervisor.pid").write_text(str(os.getpid()))  # a live process: "already running"
+    (home / "auth.key").write_text("k")
+    home.chmod(0o755)  # as an older sfvault left it
     line = one_error_line(sfvault("services", "up", "--home", str(home)))
     assert "already running" in line
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
 def test_written_files_are_private_and_directories_too(tmp_path: Path) -> None:
