@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -213,3 +214,39 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met"
         await asyncio.sleep(0.05)
+
+
+async def test_people_changes_are_audited_not_reads_nor_the_services_own_writes() -> None:
+    import grpc
+
+    from services.common.auth import AuthInterceptor, MemoryAudit, aio_channel
+
+    async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if request == b"refuse":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        return b"ok"
+
+    sink = MemoryAudit()
+    guard = AuthInterceptor(KEY, {"GetThing": "viewer"}, audit_sink=sink, service="storage")
+    server = grpc.aio.server(interceptors=[guard])
+    identity = (lambda b: b, lambda b: b)
+    handlers = {name: grpc.unary_unary_rpc_method_handler(answer, *identity) for name in ("GetThing", "PutThing")}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Things", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        for name, role, method, body in [
+            ("alice", "admin", "PutThing", b"x"),
+            ("alice", "admin", "PutThing", b"refuse"),
+            ("alice", "admin", "GetThing", b"x"),
+            ("jobrunner", "service", "PutThing", b"x"),
+        ]:
+            async with aio_channel(f"127.0.0.1:{port}", mint(KEY, name, role)) as channel:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await channel.unary_unary(f"/test.Things/{method}", *identity)(body)
+    finally:
+        await server.stop(None)
+    assert [(e.actor, e.method, e.outcome, e.service) for e in sink.entries] == [
+        ("alice", "PutThing", "OK", "storage"),
+        ("alice", "PutThing", "NOT_FOUND", "storage"),
+    ]
