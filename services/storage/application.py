@@ -203,12 +203,16 @@ class Storage:
         count_formula_changes: bool = False,
         canonical_check_every: int = 32,
         outbox_interval_s: float = 2.0,
+        max_concurrent_exports: int = 2,
     ) -> None:
         self.store = store
         self.files = files
         self.publisher = publisher
         self.relay = ChunkEventRelay(store, publisher, interval_s=outbox_interval_s)
         self.read_audit = ReadAuditLog(store)
+        # an export holds a database connection while its client reads: fewer at once than the pool has
+        # connections, so slow (or stalled) readers never leave the writes without one
+        self._exports = asyncio.Semaphore(max(1, max_concurrent_exports))
         self.max_chunk_records = max_chunk_records
         self.count_formula_changes = count_formula_changes
         self.canonical_check_every = max(1, canonical_check_every)
@@ -695,11 +699,12 @@ class Storage:
             header = io.StringIO()
             csv.writer(header, lineterminator="\n").writerow([*columns, *(["_deleted"] if include_deleted else [])])
             yield header.getvalue().encode(), 0
-        async for batch in self.store.export_as_of(org_key, object_key, when, include_deleted=include_deleted):
-            if csv_format:
-                yield _csv_rows(batch, columns, include_deleted), len(batch)
-            else:
-                yield _jsonl_rows(batch), len(batch)
+        async with self._exports:
+            async for batch in self.store.export_as_of(org_key, object_key, when, include_deleted=include_deleted):
+                if csv_format:
+                    yield _csv_rows(batch, columns, include_deleted), len(batch)
+                else:
+                    yield _jsonl_rows(batch), len(batch)
 
     async def restore_points(self, org_id: str, object_name: str) -> list[RestorePointRow]:
         if object_name:

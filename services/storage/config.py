@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -25,13 +25,24 @@ class StorageSettings(ServiceSettings):
     # of the records a jobrunner sends in canonical form, one in this many is canonicalised again and must
     # come out identical (1: every record, at the cost storage would pay for raw records)
     storage_canonical_check_every: int = Field(default=32, ge=1)
-    storage_db_pool_size: int = 8
+    storage_db_pool_size: int = Field(default=8, ge=2)
+    # exports streamed at once (each holds a database connection while its client reads); more wait their turn
+    storage_max_concurrent_exports: int = Field(default=2, ge=1)
     # how often the outbox relay publishes the ChunkUploaded events still pending (and forgets acknowledged ones)
     storage_outbox_interval_s: float = Field(default=2.0, gt=0)
     storage_drain_seconds: float = 20.0
     # temporary bodies (of uploads killed midway) untouched this long are removed at start-up; longer than any
     # upload's pause between two writes (local) or than any multipart upload takes (S3)
     storage_tmp_grace_s: float = Field(default=6 * 3600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _exports_leave_connections_for_writes(self) -> StorageSettings:
+        if self.storage_max_concurrent_exports >= self.storage_db_pool_size:
+            raise ValueError(
+                "SFVAULT_STORAGE_MAX_CONCURRENT_EXPORTS must be below SFVAULT_STORAGE_DB_POOL_SIZE"
+                " (exports would take every connection the writes need)"
+            )
+        return self
 
 
 class ConfigError(SystemExit):
@@ -44,6 +55,9 @@ def load() -> StorageSettings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if not err["loc"]:  # a rule between settings: its message names them
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
             name = "SFVAULT_" + "_".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name}: {'is required' if err['type'] == 'missing' else err['msg']}")
         raise ConfigError("storage: bad configuration: " + "; ".join(problems)) from None

@@ -110,6 +110,7 @@ async def start(
         count_formula_changes=settings.storage_count_formula_changes,
         canonical_check_every=settings.storage_canonical_check_every,
         outbox_interval_s=settings.storage_outbox_interval_s,
+        max_concurrent_exports=settings.storage_max_concurrent_exports,
     )
     # what a killed predecessor committed and never announced, before anything new
     try:

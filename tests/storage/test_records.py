@@ -365,3 +365,34 @@ async def test_the_cache_of_jobs_is_bounded(harness: Harness, monkeypatch: pytes
     await s.put_schema(ORG, "s1", ACCOUNT)
     # a job no longer cached is read again from the database
     assert (await s.put_records(ORG, "s1", "j0", 1, "Account", [account(1)])).counts.new_versions == 1
+
+
+async def test_stalled_export_readers_never_leave_the_writes_without_a_connection(harness: Harness) -> None:
+    s = harness.storage  # its pool has 4 connections; 2 exports stream at once
+    await data_job(s)
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    exports = [s.export_as_of(ORG, "Account", None, csv_format=False, include_deleted=False) for _ in range(4)]
+    # four readers that take their first batch and then stop reading (a client that never reads on)
+    firsts = [asyncio.create_task(anext(e)) for e in exports]
+    _done, waiting = await asyncio.wait(firsts, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        stored = await s.put_records(ORG, "s1", "j1", 2, "Account", [account(3)])
+        assert stored.counts.new_versions == 1
+        assert len(waiting) >= 2  # the others wait their turn, holding no connection
+    finally:
+        for task in firsts:
+            task.cancel()
+        await asyncio.gather(*firsts, return_exceptions=True)
+        for e in exports:
+            await e.aclose()
+
+
+def test_exports_must_leave_connections_for_the_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.storage import config
+
+    monkeypatch.setenv("SFVAULT_DATABASE_URL", "postgresql://x/y")
+    monkeypatch.setenv("SFVAULT_NATS_URL", "nats://n")
+    monkeypatch.setenv("SFVAULT_STORAGE_DB_POOL_SIZE", "4")
+    monkeypatch.setenv("SFVAULT_STORAGE_MAX_CONCURRENT_EXPORTS", "4")
+    with pytest.raises(config.ConfigError, match="MAX_CONCURRENT_EXPORTS must be below"):
+        config.load()
