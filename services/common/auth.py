@@ -212,20 +212,20 @@ class KvRevocationFeed:
         kv = await self.bucket()
         await kv.put(token_id, json.dumps({"revoked_at": revoked_at, "revoked_by": revoked_by}).encode())
 
-    async def load(self, into: RevokedTokens, stop: asyncio.Event | None = None) -> Any:
-        """Every revoked id into `into`; returns the watcher, which goes on delivering new ones."""
-        from nats.errors import TimeoutError as NatsTimeout
-
+    async def load(self, into: RevokedTokens, timeout_s: float = 30.0) -> Any:
+        """Every revoked id into `into`; returns the watcher, which goes on delivering new ones. TimeoutError
+        when the bucket's contents do not arrive within timeout_s."""
         kv = await self.bucket()
         watcher = await kv.watchall(ignore_deletes=True)
-        while True:
-            try:
-                entry = await watcher.updates(timeout=5)
-            except NatsTimeout:
-                continue
-            if entry is None:
-                return watcher  # the end of what the bucket held
-            into.add(entry.key)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while (entry := await watcher.updates(timeout=timeout_s)) is not None:  # None: the end
+                    into.add(entry.key)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+            raise
+        return watcher
 
     async def follow(self, into: RevokedTokens, stop: asyncio.Event) -> None:
         """Keep `into` up to date until `stop`: a new watch every resync_s, a retry after any failure."""
