@@ -998,6 +998,10 @@ class Org:
         self.faults.clear()
         return {"faults": {}}
 
+    def in_flight_requests(self) -> dict[str, Any]:
+        """How many API requests are being served now (what the concurrent long-requests limit counts)."""
+        return {"in_flight": len(self.in_flight)}
+
     def expire_locators(self) -> dict[str, Any]:
         n = len(self.cursors)
         self.cursors.clear()

@@ -47,6 +47,7 @@ MIN_VERSION, MAX_VERSION = 40.0, 62.0
 VERSION_RE = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
 HANG_SECONDS = 600.0
 ADMIN_METHODS = {
+    "in_flight_requests",
     "update_records",
     "create_records",
     "soft_delete",

@@ -3,10 +3,10 @@
 sfvault obtains the OAuth token itself (client credentials, password, refresh token or JWT bearer) and
 hands `instance_url` + token to simple-salesforce. `OrgClient.call` re-authenticates once on
 `INVALID_SESSION_ID`, retries what `is_transient` says is worth another try (the one retry rule: 5xx,
-`QUERY_TIMEOUT`, `SERVER_UNAVAILABLE`, connection errors) with bounded back-off, counts the API calls it spends
-and tracks the org's daily usage from `Sforce-Limit-Info`. An org's secrets are read from "env:NAME" /
-"file:/path" references allowed by `services.common.secrets`, and never logged, traced or put in an exception
-message.
+`QUERY_TIMEOUT`, `SERVER_UNAVAILABLE`, the concurrent long-requests limit, connection errors and stalls) with
+bounded back-off, counts the API calls it spends and tracks the org's daily usage from `Sforce-Limit-Info`. An
+org's secrets are read from "env:NAME" / "file:/path" references allowed by `services.common.secrets`, and never
+logged, traced or put in an exception message.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from simple_salesforce.exceptions import SalesforceError as LibraryError
 from simple_salesforce.exceptions import SalesforceExpiredSession
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import TimeoutError as SocketTimeout
 
 from services.common import telemetry
 from services.common.secrets import SecretError, check_org_secret_ref, read_org_secret, read_secret
@@ -244,29 +245,40 @@ def _codes(content: Any) -> set[str]:
 def is_transient(exc: BaseException) -> bool:
     """The one retry rule of every Salesforce call (REST, Bulk, Metadata SOAP, logins): worth another try.
 
-    Connection errors, timeouts and bodies cut off; HTTP 5xx without a code, or with a code in TRANSIENT_CODES; a
-    4xx whose code is in TRANSIENT_CODES (`QUERY_TIMEOUT` comes with 400); a SOAP fault whose code is in it (a
-    fault comes at 500 whatever it means: `INVALID_TYPE` is not retried)."""
+    Connection errors, timeouts and bodies cut off or stalled; HTTP 5xx without a code, or with a code in
+    TRANSIENT_CODES; a 4xx whose code is in TRANSIENT_CODES (`QUERY_TIMEOUT` comes with 400); the concurrent
+    long-requests limit (403 `REQUEST_LIMIT_EXCEEDED` "ConcurrentPerOrgLongTxn", unlike the daily total); a SOAP
+    fault whose code is in TRANSIENT_CODES (a fault comes at 500 whatever it means: `INVALID_TYPE` is not
+    retried)."""
     if isinstance(exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
         return True
-    if isinstance(exc, ProtocolError):
+    if isinstance(exc, ProtocolError | SocketTimeout):  # a streamed body cut off or stalled (read from urllib3)
         return True
     if isinstance(exc, requests.HTTPError):
         return exc.response is not None and exc.response.status_code >= 500
     if isinstance(exc, SalesforceError):
-        if exc.code.rpartition(":")[2] in TRANSIENT_CODES:
+        if exc.code.rpartition(":")[2] in TRANSIENT_CODES or _concurrency_limit(str(exc)):
             return True
         return exc.status >= 500 and not (exc.soap and exc.code)
     if isinstance(exc, SalesforceExpiredSession):
         return False  # re-authentication, not a retry
     if isinstance(exc, LibraryError):
-        return exc.status >= 500 or bool(_codes(exc.content) & TRANSIENT_CODES)
+        return exc.status >= 500 or bool(_codes(exc.content) & TRANSIENT_CODES) or _concurrency_limit(str(exc.content))
     return False
 
 
+def _concurrency_limit(text: str) -> bool:
+    """REQUEST_LIMIT_EXCEEDED also says "ConcurrentPerOrgLongTxn Limit exceeded.": too many long requests running
+    in the org at this moment, which passes; only the daily total ("TotalRequests") stops a job."""
+    return "ConcurrentPerOrgLongTxn" in text
+
+
 def is_limit_exceeded(exc: BaseException) -> bool:
+    """The org's daily API requests are spent (REQUEST_LIMIT_EXCEEDED, not the concurrency limit)."""
     content = getattr(exc, "content", None)
-    return "REQUEST_LIMIT_EXCEEDED" in str(content) if content is not None else False
+    if content is None:
+        return False
+    return "REQUEST_LIMIT_EXCEEDED" in str(content) and not _concurrency_limit(str(content))
 
 
 class OrgClient:
@@ -369,7 +381,8 @@ class OrgClient:
             response = self.http.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
             if response.status_code == 401:
                 raise SalesforceExpiredSession(url, 401, "", response.content)
-            if response.status_code == 403 and b"REQUEST_LIMIT_EXCEEDED" in response.content:
+            limit = response.status_code == 403 and b"REQUEST_LIMIT_EXCEEDED" in response.content
+            if limit and not _concurrency_limit(response.text):
                 raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
             if response.status_code >= 400:
                 error = SalesforceError(response.status_code, *error_of(response))

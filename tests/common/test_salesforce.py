@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ def admin(org: dict[str, Any]) -> Iterator[Admin]:
     yield a
     a.clear_faults()
     a.api_usage(used=0)
+    a.concurrency_limit(25, long_running_seconds=20.0)
 
 
 @pytest.fixture
@@ -97,6 +100,24 @@ def test_retries_transient_errors(creds: sfc.Credentials, admin: Admin) -> None:
     result = client.call(lambda sf: sf.query("SELECT Id FROM Account LIMIT 1"))
     assert result["records"]
     assert client.api_calls == 3  # two 503s, then the answer
+
+
+def test_the_concurrent_long_requests_limit_is_waited_out(creds: sfc.Credentials, admin: Admin) -> None:
+    """403 REQUEST_LIMIT_EXCEEDED "ConcurrentPerOrgLongTxn" passes when the long requests end: retried, not taken
+    for the daily limit (which stops a job until the next session)."""
+    client = sfc.OrgClient(creds)
+    path = f"/services/data/v{creds.api_version}/limits/recordCount?sObjects=Account"
+    admin.fault(endpoint="limits", latency=1.5, count=1)
+    admin.concurrency_limit(1, long_running_seconds=0.0)
+    with ThreadPoolExecutor(1) as pool:
+        long_one = pool.submit(client.request, "GET", path)  # running while the others are refused
+        while not admin.call("in_flight_requests")["in_flight"]:
+            assert not long_one.done()
+            time.sleep(0.01)  # the emulator's state: no event to await
+        result = client.call(lambda sf: sf.query("SELECT Id FROM Account LIMIT 1"))
+        assert result["records"]
+        assert long_one.result().status_code == 200
+    assert client.api_calls > 2  # the query was refused at least once, then retried
 
 
 def test_request_limit_exceeded_stops(creds: sfc.Credentials, admin: Admin) -> None:

@@ -219,3 +219,16 @@ async def test_a_job_whose_secret_is_not_an_orgs_secret_fails_before_any_login(
     assert done.outcome == ev.JOB_OUTCOME_ERROR and "SFVAULT_SECRET_ENV_PREFIX" in done.message, done.message
     assert "the-signing-key" not in done.message
     assert "oauth" not in admin.accounting()["calls"]
+
+
+async def test_a_result_page_that_stalls_mid_body_is_read_again(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    """A Bulk result page sends its headers and a few bytes, then nothing: the read times out in the jobrunner's
+    own streaming (urllib3's ReadTimeoutError, not requests'), the job is handed back and resumes at that page."""
+    await stack.start_jobrunner(jobrunner_bulk_threshold=10, jobrunner_bulk_page=50, jobrunner_http_timeout_s=1.0)
+    admin.fault(endpoint="bulk2_results", stall_after=2000, count=1)
+    spec = data_spec(org, "Task", "s1", "j1")
+    done = await _ok(stack, spec)
+    assert stack.started.count(("s1", "j1")) == 2 and "warning" not in done.message, done.message
+    await _clean(stack, org, admin, spec)
