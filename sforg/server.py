@@ -106,6 +106,7 @@ def release_label(version: int) -> str:
 REFUSALS = {
     "FEATURENOTENABLED": (400, "Bulk API 2.0 is not enabled for this organization."),
     "API_DISABLED_FOR_ORG": (403, "API is not enabled for this Organization or Partner"),
+    "ENTITY_IS_DELETED": (404, "entity is deleted"),
 }
 
 

@@ -739,6 +739,7 @@ class FileJob:
     def __init__(self, run: JobRun, reader: OrgReader) -> None:
         self.run = run
         self.reader = reader
+        self.gone: list[str] = []  # "Object Id" of records deleted between the listing and their download
 
     def execute(self) -> str:
         run = self.run
@@ -760,7 +761,13 @@ class FileJob:
             stored_total += s
             skipped += k
         run.save_state(phase="done")
-        return f"{stored_total} file bodies stored, {skipped} already stored"
+        message = f"{stored_total} file bodies stored, {skipped} already stored"
+        if self.gone:
+            message += (
+                f"; warning: {len(self.gone)} files were gone from the org when their body was read"
+                f" ({', '.join(self.gone[:5])}); the next session reads them again if they are back"
+            )
+        return message
 
     def _record_committed(self) -> None:
         """A resumed job: the file of the last chunk storage committed may never have been recorded here (the
@@ -793,15 +800,24 @@ class FileJob:
             size = rec.get(size_field)
             if size is None:
                 continue  # a record without a body (e.g. a link-only ContentVersion)
-            self._download(
-                obj,
-                rid,
-                modstamp,
-                body_field,
-                int(size),
-                str(rec.get(name_field) or ""),
-                str(rec.get(type_field) or ""),
-            )
+            try:
+                self._download(
+                    obj,
+                    rid,
+                    modstamp,
+                    body_field,
+                    int(size),
+                    str(rec.get(name_field) or ""),
+                    str(rec.get(type_field) or ""),
+                )
+            except SalesforceError as exc:
+                if exc.status != 404:
+                    raise
+                # deleted since the listing (NOT_FOUND, ENTITY_IS_DELETED): nothing to store, the job goes on;
+                # not recorded as stored, so a record that is back is read again by the next session
+                log.info("%s %s is gone from the org (%s); skipped", obj, rid, exc.code)
+                self.gone.append(f"{obj} {rid}")
+                continue
             run.store.file_stored(run.org, obj, rid, modstamp, "", int(size))
             stored += 1
         return stored, skipped

@@ -149,3 +149,20 @@ async def test_a_download_that_keeps_breaking_hands_the_job_back_instead_of_fail
     truth = admin.ground_truth(values=False)
     await stack.wait_for(lambda: len(stack.chunks.get(("s1", "files"), ())) >= done.chunks)
     _assert_counts(stack, ("s1", "files"), done, truth)
+
+
+async def test_a_file_deleted_between_the_listing_and_its_download_is_skipped_with_a_warning(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    await stack.start_jobrunner()
+    admin.fault(endpoint="blob", error_rate=1.0, error="ENTITY_IS_DELETED", count=1)  # the first body asked for
+    try:
+        done = await stack.run(file_spec(org, "s1", "files"))
+    finally:
+        admin.clear_faults()
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "warning: 1 files were gone from the org" in done.message, done.message
+    truth = admin.ground_truth(values=False)
+    assert done.counts.received == len(truth["files"]) - 1
+    done = await stack.run(file_spec(org, "s2", "files"))  # the next session reads it
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS and done.counts.received == 1, done.message
