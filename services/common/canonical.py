@@ -409,6 +409,14 @@ def strip_escaped_nul(json_text: bytes) -> bytes:
     return ESCAPED_NUL.sub(rb"\1", json_text)
 
 
+def _without_nul(json_text: bytes, position: int) -> bytes:
+    """Canonical JSON text without NUL characters. Written again by the reference from the stripped text: a key
+    of a nested object that held a NUL may now equal another key (the last one stays, as jsonb keeps it) or sort
+    elsewhere, and the text hashed must be the one the stored values give back. (The rare path: most texts hold
+    no NUL, and a stripped NUL in a value alone gives the same text again.)"""
+    return _legacy_dumps(json.loads(strip_escaped_nul(json_text)), position)
+
+
 # 128 bits: per-record comparison only, never a security boundary; keeps the head table narrow. XXH3-128: what
 # rsync checks transfers with; well distributed (SMHasher), a hash of a 1 KiB record in a tenth of BLAKE2b's time.
 content_hash: Callable[[bytes], bytes] = xxhash.xxh3_128_digest
@@ -631,9 +639,9 @@ class RecordCanonicalizer:
             return None
         # PostgreSQL text and jsonb cannot hold NUL; Salesforce exports occasionally contain it
         if has_escaped_nul(core_json):
-            core_json = strip_escaped_nul(core_json)
+            core_json = _without_nul(core_json, position)
         if has_escaped_nul(rest):
-            rest = strip_escaped_nul(rest)
+            rest = _without_nul(rest, position)
         return _new_parts(CanonicalParts, (rid, core_json, rest, modstamp, deleted))
 
     def compile_rows(

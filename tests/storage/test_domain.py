@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services.common.canonical import (
@@ -308,6 +308,9 @@ def _both_paths(c: RecordCanonicalizer, raw: bytes) -> tuple[object, object]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries({}, optional=_FIELD_VALUES))
+# two keys of a nested object that differ only by a NUL: one key once stripped (the text hashed had it twice)
+@example(extra={"Name": {"0": None, "0\x00": None}})
+@example(extra={"Name": {"a\x00z": 1, "ab": 2}})  # a key that sorts elsewhere once stripped
 def test_fast_canonical_form_equals_the_json_modules(extra: dict[str, object]) -> None:
     c = RecordCanonicalizer(ACCOUNT)
     raw = json.dumps({"Id": ID, **extra}).encode()
