@@ -428,10 +428,25 @@ class DataJob:
             return
         after = Key(pos["key"][0], pos["key"][1]) if pos.get("key") else None
         if pos.get("api") == "rest" or not self.data.bulk_supported:
-            self._rest(plan, after, probe=False)
+            self._rest_else_bulk(plan, after, probe=False)
             return
-        if not self._rest(plan, after, probe=True):
+        if not self._rest_else_bulk(plan, after, probe=True):
             self._bulk_else_rest(plan, {})
+
+    def _rest_else_bulk(self, plan: Plan, after: Key | None, *, probe: bool) -> bool:
+        """REST, and when Salesforce keeps timing its query out (QUERY_TIMEOUT still, after OrgClient's retries: an
+        ordered query over a large table), the same read through Bulk, which runs it unordered and in chunks;
+        what was stored already is unchanged to storage."""
+        try:
+            return self._rest(plan, after, probe=probe)
+        except SalesforceError as exc:
+            if exc.code != "QUERY_TIMEOUT" or not self.data.bulk_supported:
+                raise
+        log.warning("REST queries of %s keep timing out; reading it through Bulk", self.obj)
+        self.warnings.append(f"REST queries of {self.obj} kept timing out (QUERY_TIMEOUT): read through Bulk")
+        self.run.wait_stored()
+        self._bulk(plan, {})
+        return True
 
     def _too_wide_for_rest(self, plan: Plan) -> bool:
         """Whether the REST query (URL-encoded, with the longest keyset condition) passes 16 KB request lines."""

@@ -232,3 +232,17 @@ async def test_a_result_page_that_stalls_mid_body_is_read_again(
     done = await _ok(stack, spec)
     assert stack.started.count(("s1", "j1")) == 2 and "warning" not in done.message, done.message
     await _clean(stack, org, admin, spec)
+
+
+async def test_a_rest_query_that_keeps_timing_out_is_read_through_bulk(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    """QUERY_TIMEOUT on every try of the REST query (an ordered query over a large table): not a failed job after
+    max_deliver deliveries, the same read through Bulk, with a warning."""
+    await stack.start_jobrunner(**REST_ONLY)
+    admin.fault(endpoint="query", error_rate=1.0, error="QUERY_TIMEOUT", count=6)  # OrgClient's six attempts
+    spec = data_spec(org, "Account", "s1", "j1")
+    done = await _ok(stack, spec)
+    assert "REST queries of Account kept timing out (QUERY_TIMEOUT): read through Bulk" in done.message, done.message
+    assert stack.started.count(("s1", "j1")) == 1
+    await _clean(stack, org, admin, spec)
