@@ -866,6 +866,15 @@ def services_up(
         home.chmod(0o700)
     info = local.up(home, None if org == "none" else org)
     render.console.print(f"sfvault is up: {info['services']} (state in {home})")
+    addresses = info["services"]  # the installation just started, whatever SFVAULT_*_ADDR say
+    token = (home / "admin.token").read_text().strip()
+    c = Clients(Endpoints(addresses["session"], addresses["discovery"], addresses["storage"], token))
+    try:  # the installation's admin token is listed and revocable like any other
+        c.access.RegisterToken(acc.RegisterTokenRequest(token=c.endpoints.token))
+    except grpc.RpcError as exc:
+        render.err_console.print(f"note: the admin token is not registered ({exc.code().name.lower()})")
+    finally:
+        c.close()
 
 
 @services_app.command("down")

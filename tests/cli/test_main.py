@@ -3,6 +3,7 @@ is one line on stderr and a non-zero exit, never a traceback; what it writes is 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -138,3 +139,21 @@ def test_the_state_directory_is_ignored_by_git() -> None:
 def test_token_register_without_a_token() -> None:
     line = one_error_line(sfvault("token", "register"))
     assert "the token: environment variable SFVAULT_TOKEN is not set" in line
+
+
+def test_services_up_registers_its_admin_token(tmp_path: Path) -> None:
+    """A local installation's admin token is in the registry at once: listed, and revocable like any other."""
+    home = tmp_path / "home"
+    env = {"home": str(home)}
+    try:
+        up = sfvault("services", "up", "--home", str(home), **env)
+        assert up.returncode == 0, up.stderr
+        # (home itself: 0700, unless pgserver running as root opened its path for its own system user)
+        assert {stat.S_IMODE((home / f).stat().st_mode) for f in ("auth.key", "admin.token")} == {0o600}
+        tokens = json.loads(sfvault("token", "list", "--json", **env, **LOCAL).stdout)
+        assert [(t["name"], t["role"]) for t in tokens] == [("local-admin", "admin")]
+    finally:
+        sfvault("services", "down", "--home", str(home), **env)
+
+
+LOCAL = {"SFVAULT_SESSION_ADDR": "", "SFVAULT_DISCOVERY_ADDR": "", "SFVAULT_STORAGE_ADDR": ""}  # stack.json's
