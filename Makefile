@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install tools test lint proto proto-check bench bench-session bench-storage bench-sforg demo images clean
+.PHONY: install tools test test-long lint proto proto-check bench bench-session bench-storage bench-sforg demo images clean
 
 install: $(STAMP) tools
 
@@ -39,6 +39,13 @@ proto-check: install
 
 test: install proto-check
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The long outage runs: many chaos trials (each a backup with kills and restarts, its own seed) and the NATS
+# cluster test; CHAOS_TRIALS sets how many, SFVAULT_CHAOS_SEED the first seed (to replay a failing one).
+CHAOS_TRIALS ?= 20
+test-long: install
+	SFVAULT_CHAOS_TRIALS=$(CHAOS_TRIALS) $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_chaos.py \
+		tests/e2e/test_nats_cluster.py $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
