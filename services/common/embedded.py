@@ -236,6 +236,22 @@ def postgres_server(data_dir: str | None = None) -> Iterator[str]:
 def restart_postgres(data_dir: str | os.PathLike[str], *, immediate: bool = True) -> None:
     """Restart a pgserver PostgreSQL on its data directory, socket and options; `immediate` stops it as a
     crash would (no checkpoint, every connection cut), and it recovers from its WAL on the way up."""
+    import shlex
+
     from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import; as pgserver starts it
 
-    pg_ctl(["-w", "-m", "immediate" if immediate else "fast", "restart"], pgdata=Path(data_dir), timeout=120)
+    pgdata = Path(data_dir).resolve()
+    # as root, pgserver runs PostgreSQL as its own system user: pg_ctl must run as that user too
+    user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
+    # the options it runs with (socket directory, no TCP), as pgserver started it
+    argv = shlex.split((pgdata / "postmaster.opts").read_text())[1:]
+    options = [a for i, a in enumerate(argv) if not (a == "-D" or (i > 0 and argv[i - 1] == "-D"))]
+    pg_ctl(["-w", "-m", "immediate" if immediate else "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+    start = ["-w", "-o", shlex.join(options), "-l", str(pgdata / "log"), "start"]
+    for attempt in range(3):
+        try:
+            pg_ctl(start, pgdata=pgdata, user=user, timeout=120)
+            return
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
