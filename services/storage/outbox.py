@@ -82,12 +82,23 @@ class ChunkEventRelay:
                 for r in await self.store.pending_events(job_key=job_key, min_age_s=min_age_s, limit=self.batch)
                 if (r.job_key, r.chunk_seq) not in self._acked
             ]
+            poisoned = 0
             for row in rows:
                 try:
                     await self.publisher.chunk_uploaded(
                         row.session_id, row.job_id, row.chunk_seq, row.counts, occurred_at=row.committed_at
                     )
-                except Exception as exc:  # retried at the next run
+                except (ValueError, TypeError) as exc:
+                    # an event that can never be made (not a bus failure): kept, and no bar to the others
+                    poisoned += 1
+                    log.error(
+                        "outbox relay: ChunkUploaded of chunk %d of job %s cannot be published (%s); skipped",
+                        row.chunk_seq,
+                        row.job_id,
+                        type(exc).__name__,
+                    )
+                    continue
+                except Exception as exc:  # the bus: retried at the next run
                     log.warning(
                         "outbox relay: ChunkUploaded of chunk %d of job %s not published (%s); retrying later",
                         row.chunk_seq,
@@ -99,7 +110,7 @@ class ChunkEventRelay:
                 self._acked.add((row.job_key, row.chunk_seq))
                 published += 1
             await self.flush()
-            if len(rows) < self.batch:
+            if len(rows) < self.batch or poisoned == len(rows):
                 return published
 
     async def flush(self) -> None:

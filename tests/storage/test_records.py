@@ -396,3 +396,23 @@ def test_exports_must_leave_connections_for_the_writes(monkeypatch: pytest.Monke
     monkeypatch.setenv("SFVAULT_STORAGE_MAX_CONCURRENT_EXPORTS", "4")
     with pytest.raises(config.ConfigError, match="MAX_CONCURRENT_EXPORTS must be below"):
         config.load()
+
+
+async def test_an_event_that_cannot_be_made_does_not_bar_the_others(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    harness.publisher.fail = True
+    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    await s.put_records(ORG, "s1", "j1", 2, "Account", [account(2)])
+    harness.publisher.fail = False
+    publish = harness.publisher.chunk_uploaded
+
+    async def refuse_the_first(session_id: str, job_id: str, chunk_seq: int, *rest: object, **kw: object) -> None:
+        if chunk_seq == 1:
+            raise ValueError("not a subject token")
+        await publish(session_id, job_id, chunk_seq, *rest, **kw)  # type: ignore[arg-type]
+
+    harness.publisher.chunk_uploaded = refuse_the_first  # type: ignore[method-assign]
+    assert await s.relay.relay() == 1
+    assert [p[2] for p in harness.publisher.published] == [2]
+    assert await harness.count("outbox") == 1  # the one that failed is kept
