@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,7 @@ class BusConfig:
     publish_retry_s: float = 30.0  # how long a publish is retried while NATS is away
     user: str = ""  # this service's NATS user (services.common.natsauth); empty: no authentication
     password: str = field(default="", repr=False)
+    tls_ca_file: str = ""  # verify the servers' certificates against this CA (and speak only TLS)
 
     @property
     def events_stream(self) -> str:
@@ -209,6 +211,8 @@ class Bus:
         if config.user:
             credentials = {"user": config.user, "password": config.password, "inbox_prefix": inbox_prefix(config.user)}
             options = credentials | options
+        if config.tls_ca_file:
+            options = {"tls": ssl.create_default_context(cafile=config.tls_ca_file)} | options
         servers = [u.strip() for u in config.url.split(",") if u.strip()]  # a cluster: any of its servers
         nc = await nats.connect(servers, name=producer, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **options)
         bus = cls(config, nc, producer)

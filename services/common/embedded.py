@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ class NatsServer:
         server_name: str = "",
         cluster_port: int = 0,
         routes: tuple[int, ...] = (),
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.port = port
@@ -83,6 +85,7 @@ class NatsServer:
         self.server_name = server_name
         self.cluster_port = cluster_port
         self.routes = routes
+        self.tls = tls  # (certificate, key) PEM files: clients must speak TLS
         self.proc: subprocess.Popen[bytes] | None = None
         self.passwords: dict[str, str] = self._passwords() if auth else {}
 
@@ -121,6 +124,8 @@ class NatsServer:
         if self.cluster_port:
             routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
             lines.append(f'cluster {{ name: "sfvault", listen: "127.0.0.1:{self.cluster_port}", routes: [{routes}] }}')
+        if self.tls:
+            lines.append(f'tls {{ cert_file: "{self.tls[0]}", key_file: "{self.tls[1]}" }}')
         if self.auth:
             lines.append(natsauth.authorization_block(self.passwords))
         return "\n".join(lines) + "\n"
@@ -226,11 +231,24 @@ def postgres_server(data_dir: str | None = None) -> Iterator[str]:
 
     owned = data_dir is None
     directory = data_dir or tempfile.mkdtemp(prefix="sfvault-pg-")
+    _let_pgserver_user_through(Path(directory))
     server = pgserver.get_server(directory, cleanup_mode="stop" if not owned else "delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+def _let_pgserver_user_through(data_dir: Path) -> None:
+    """As root, pgserver runs PostgreSQL as its own user, which must be able to reach the data directory: each
+    directory above it gets the execute (traverse) bit for others, never the read bit (nothing is listed).
+    (A state directory created 0700 — `services up`, pytest's — would otherwise fail initdb.)"""
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    for parent in data_dir.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
 
 
 def restart_postgres(data_dir: str | os.PathLike[str], *, immediate: bool = True) -> None:

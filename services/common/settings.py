@@ -20,6 +20,7 @@ class ServiceSettings(BaseSettings):
     # this service's NATS user and password (or "file:/path" of a mounted Secret); empty: no authentication
     nats_user: str = ""
     nats_password: str = ""
+    nats_tls_ca_file: str = ""  # NATS over TLS: the CA its certificate chains to (PEM)
     bus_namespace: str = ""
     events_replicas: int = 1
     jobs_replicas: int = 1
@@ -47,8 +48,15 @@ class ServiceSettings(BaseSettings):
             jobs_replicas=self.jobs_replicas,
             duplicate_window_s=self.duplicate_window_s,
             user=self.nats_user,
-            password=read_secret_value("SFVAULT_NATS_PASSWORD", self.nats_password),
+            password=self._nats_password(),
+            tls_ca_file=self.nats_tls_ca_file,
         )
+
+    def _nats_password(self) -> str:
+        password = read_secret_value("SFVAULT_NATS_PASSWORD", self.nats_password)
+        if self.nats_user and not password:
+            sys.exit("configuration error: SFVAULT_NATS_PASSWORD: missing (SFVAULT_NATS_USER is set)")
+        return password
 
     def server_credentials(self) -> Any:
         return server_credentials(self.tls_cert_file, self.tls_key_file)

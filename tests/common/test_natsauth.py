@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 
 import nats
 import pytest
@@ -14,7 +15,7 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from services.common import events, natsauth
 from services.common.bus import Bus, BusConfig
-from services.common.embedded import NatsServer, nats_process
+from services.common.embedded import NatsServer, free_port, nats_process
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +207,38 @@ def test_the_kubernetes_nats_users_are_this_table_and_a_real_server_enforces_the
     finally:
         proc.terminate()
         proc.wait()
+
+
+async def test_nats_over_tls_with_the_ca_of_the_settings(tmp_path) -> None:
+    """SFVAULT_NATS_TLS_CA_FILE: a service verifies the server's certificate; without TLS it gets nowhere."""
+    from services.common.settings import ServiceSettings
+    from sforg.tls import ensure_certificates
+
+    ca, cert, key = ensure_certificates(tmp_path / "tls")
+    server = NatsServer(str(tmp_path / "nats"), free_port(), tls=(str(cert), str(key)))
+    server.start()
+    try:
+        settings = ServiceSettings(
+            database_url="unused",
+            nats_url=f"tls://localhost:{server.port}",
+            nats_user="session",
+            nats_password=server.passwords["session"],
+            nats_tls_ca_file=str(ca),
+        )
+        bus = await Bus.connect(settings.bus_config(), producer="session")
+        try:
+            await bus.emit(events_pb2.SessionCancelled(reason="x"), session_id="tls1")
+        finally:
+            await bus.close()
+        # a client without the CA cannot trust it (nor talk without TLS: the server requires it)
+        with pytest.raises((NatsError, ssl.SSLError)):
+            await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    finally:
+        server.stop()
+
+
+def test_a_nats_user_without_its_password_stops_start_up() -> None:
+    from services.common.settings import ServiceSettings
+
+    with pytest.raises(SystemExit, match="SFVAULT_NATS_PASSWORD"):
+        ServiceSettings(database_url="x", nats_url="nats://x", nats_user="storage").bus_config()
