@@ -30,11 +30,19 @@ from tests.k8s.conftest import (
 # Secrets that the operator creates in prod (k8s/README.md); every other reference must resolve in the render.
 EXTERNAL_SECRETS = {
     "dev": set(),
-    "prod": {"sfvault-database", "sfvault-salesforce-orgs", "sfvault-s3", "sfvault-auth", "sfvault-nats-users"},
+    "prod": {
+        "sfvault-database",
+        "sfvault-salesforce-orgs",
+        "sfvault-s3",
+        "sfvault-auth",
+        "sfvault-nats-users",
+        "sfvault-nats-tls",
+    },
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|DATABASE_URL|CREDENTIAL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s]+:[^/@\s]+@")
 STREAM_REPLICAS = {"dev": "1", "prod": "3"}
+NATS_URL = {"dev": "nats://nats:4222", "prod": "tls://nats:4222"}  # prod: components/nats-tls
 
 
 def base_name(name: str) -> str:
@@ -262,11 +270,15 @@ def test_nats_is_a_three_node_jetstream_cluster_and_streams_fit_it(
     assert routes == [(f"nats-{i}", nats["spec"]["serviceName"]) for i in range(3)]
     config = config_data(objects)
     assert config["SFVAULT_EVENTS_REPLICAS"] == config["SFVAULT_JOBS_REPLICAS"] == STREAM_REPLICAS[overlay]
-    assert config["SFVAULT_NATS_URL"] == "nats://nats:4222"
+    assert config["SFVAULT_NATS_URL"] == NATS_URL[overlay]
     # The real nats-server (the one the tests run) accepts the rendered configuration with the pod's variables.
     (container,) = pod_spec(nats)["containers"]
     env = {e["name"]: e.get("value", "nats-0") for e in container["env"]}
+    from sforg.tls import ensure_certificates
+
+    _ca, cert, key = ensure_certificates(tmp_path)  # stand-ins for the Secret sfvault-nats-tls (prod)
     for name, text in nats_config_files(objects).items():  # nats.conf and what it includes
+        text = text.replace("/etc/nats-tls/tls.crt", str(cert)).replace("/etc/nats-tls/tls.key", str(key))
         (tmp_path / name).write_text(text)
     check = subprocess.run(
         [str(Path(sys.executable).parent / "nats-server"), "-t", "-c", str(tmp_path / "nats.conf")],
@@ -299,3 +311,19 @@ def test_service_addresses_name_rendered_services_and_ports(objects: list[Obj]) 
     for name in ("storage", "session", "discovery"):
         host, _, port = data[f"SFVAULT_{name.upper()}_ADDR"].partition(":")
         assert host in services and int(port) in services[host], (name, host, port)
+
+
+def test_prod_services_speak_tls_to_nats_and_get_only_its_ca(overlay: str, objects: list[Obj]) -> None:
+    config = config_data(objects)
+    if overlay == "dev":
+        assert "SFVAULT_NATS_TLS_CA_FILE" not in config
+        return
+    ca_file = Path(config["SFVAULT_NATS_TLS_CA_FILE"])
+    for name in SERVICE_PORTS:
+        spec = pod_spec(named(objects, "Deployment", name))
+        secrets = {base_name(v.get("secret", {}).get("secretName", "")): v for v in spec["volumes"]}
+        volume = secrets["sfvault-nats-tls"]
+        assert [i["key"] for i in volume["secret"]["items"]] == ["ca.crt"], name  # never the server's key
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+        assert Path(mount["mountPath"]) / "ca.crt" == ca_file and mount["readOnly"], name
+    assert "tls {" in nats_config_files(objects)["tls.conf"]
