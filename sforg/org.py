@@ -175,6 +175,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "concurrent_limit": 25,
     "long_running_seconds": 20.0,
     "bulk_jobs_max": 10000,
+    "unretrievable_metadata": [],  # "Type:fullName" listed by listMetadata but left out of a retrieve
 }
 
 

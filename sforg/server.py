@@ -1157,8 +1157,13 @@ class Server:
                 )
             single = (md.text_of(op_el, "singlePackage") or "false").lower() == "true"
             rows, problems = [], []
+            unretrievable = set(org.settings["unretrievable_metadata"])
             for mtype, members in requested.items():
-                available = {r["full_name"]: r for r in self.metadata_rows([mtype])}
+                available = {
+                    r["full_name"]: r
+                    for r in self.metadata_rows([mtype])
+                    if f"{mtype}:{r['full_name']}" not in unretrievable
+                }
                 for member in members:
                     if member == "*":
                         rows.extend(available.values())

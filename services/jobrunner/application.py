@@ -322,15 +322,20 @@ class Runner:
             client = self.client_factory(spec)
             run = JobRun(spec, self.storage, self.store, control, self.tuning, client)
             reserve = int(spec.api_reserve_percent)
+            job: DataJob | FileJob | MetadataJob
             if spec.type == ev.JOB_TYPE_DATA:
-                message = DataJob(run, OrgReader(client, reserve_percent=reserve)).execute()
+                job = DataJob(run, OrgReader(client, reserve_percent=reserve))
             elif spec.type == ev.JOB_TYPE_FILE:
-                message = FileJob(run, OrgReader(client, reserve_percent=reserve)).execute()
+                job = FileJob(run, OrgReader(client, reserve_percent=reserve))
             elif spec.type == ev.JOB_TYPE_METADATA:
-                message = MetadataJob(run, MetadataClient(client, reserve_percent=reserve)).execute()
+                job = MetadataJob(run, MetadataClient(client, reserve_percent=reserve))
             else:
                 return self._result(run, ev.JOB_OUTCOME_ERROR, f"unknown job type {spec.type}", "ack")
-            return self._result(run, ev.JOB_OUTCOME_SUCCESS, message, "ack")
+            message = job.execute()
+            # completed, but not as planned (a fallback taken, something left for the next session): WARNING, which
+            # the session counts as completed (the seed's rules)
+            outcome = ev.JOB_OUTCOME_WARNING if job.warnings else ev.JOB_OUTCOME_SUCCESS
+            return self._result(run, outcome, message, "ack")
         except Exception as exc:
             return self._classify(exc, run, control, spec, attempt)
 

@@ -755,6 +755,7 @@ class FileJob:
         self.run = run
         self.reader = reader
         self.gone: list[str] = []  # "Object Id" of records deleted between the listing and their download
+        self.warnings: list[str] = []
 
     def execute(self) -> str:
         run = self.run
@@ -776,13 +777,14 @@ class FileJob:
             stored_total += s
             skipped += k
         run.save_state(phase="done")
-        message = f"{stored_total} file bodies stored, {skipped} already stored"
         if self.gone:
-            message += (
-                f"; warning: {len(self.gone)} files were gone from the org when their body was read"
+            self.warnings.append(
+                f"{len(self.gone)} files were gone from the org when their body was read"
                 f" ({', '.join(self.gone[:5])}); the next session reads them again if they are back"
             )
-        return message
+        return "; ".join(
+            [f"{stored_total} file bodies stored, {skipped} already stored", *(f"warning: {w}" for w in self.warnings)]
+        )
 
     def _record_committed(self) -> None:
         """A resumed job: the file of the last chunk storage committed may never have been recorded here (the
@@ -897,6 +899,7 @@ class MetadataJob:
     def __init__(self, run: JobRun, client: MetadataClient) -> None:
         self.run = run
         self.md = client
+        self.warnings: list[str] = []
 
     def execute(self) -> str:
         run = self.run
@@ -917,6 +920,7 @@ class MetadataJob:
         listed_keys = {(p.type, p.full_name) for p in listed}
         gone = [k for k, (_m, deleted) in known.items() if not deleted and k not in listed_keys and k[0] in types]
         retrieved = 0
+        missing: list[str] = []
         for i in range(0, len(changed), run.tuning.metadata_batch):
             batch = changed[i : i + run.tuning.metadata_batch]
             members: dict[str, list[str]] = {}
@@ -924,13 +928,17 @@ class MetadataJob:
                 members.setdefault(p.type, []).append(p.full_name)
             zipped = self.md.retrieve(members, should_stop=run.control.check)
             files = _unzip(zipped)
-            components = []
+            components, kept = [], []
             for p in batch:
                 content = files.get(p.file_name, files.get("unpackaged/" + p.file_name))
                 if p.type == "CustomField":
                     content = _custom_field(files, p)
                 if content is None:
-                    raise SalesforceError(0, "RETRIEVE", f"{p.type} {p.full_name} missing from the retrieve")
+                    # listed, yet the retrieve does not hold it (Salesforce: "cannot be found", a type it will not
+                    # retrieve by name): left unrecorded, so the next session asks for it again
+                    missing.append(f"{p.type} {p.full_name}")
+                    continue
+                kept.append(p)
                 components.append(
                     spb.MetadataComponent(
                         type=p.type,
@@ -940,13 +948,20 @@ class MetadataJob:
                         file_name=p.file_name,
                     )
                 )
-            self._put(components, [(p.type, p.full_name, p.last_modified, False) for p in batch])
-            retrieved += len(batch)
+            if components:
+                self._put(components, [(p.type, p.full_name, p.last_modified, False) for p in kept])
+            retrieved += len(kept)
         if gone:
             components = [spb.MetadataComponent(type=t, full_name=n, deleted=True) for t, n in gone]
             self._put(components, [(t, n, "", True) for t, n in gone])
         run.save_state(phase="done")
-        return f"{len(listed)} components listed, {retrieved} retrieved, {len(gone)} deleted"
+        if missing:
+            self.warnings.append(
+                f"{len(missing)} listed components were not in the retrieve ({', '.join(missing[:5])}):"
+                " asked for again next session"
+            )
+        summary = f"{len(listed)} components listed, {retrieved} retrieved, {len(gone)} deleted"
+        return "; ".join([summary, *(f"warning: {w}" for w in self.warnings)])
 
     def _put(self, components: list[spb.MetadataComponent], items: list[tuple[str, str, str, bool]]) -> None:
         run = self.run

@@ -160,9 +160,29 @@ async def test_a_file_deleted_between_the_listing_and_its_download_is_skipped_wi
         done = await stack.run(file_spec(org, "s1", "files"))
     finally:
         admin.clear_faults()
-    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert done.outcome == ev.JOB_OUTCOME_WARNING, done.message
     assert "warning: 1 files were gone from the org" in done.message, done.message
     truth = admin.ground_truth(values=False)
     assert done.counts.received == len(truth["files"]) - 1
     done = await stack.run(file_spec(org, "s2", "files"))  # the next session reads it
     assert done.outcome == ev.JOB_OUTCOME_SUCCESS and done.counts.received == 1, done.message
+
+
+async def test_a_listed_component_missing_from_the_retrieve_is_a_warning_and_asked_for_again(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    """listMetadata lists it, retrieve leaves it out ("cannot be found"): the rest is stored, the job completes
+    with a warning naming it (it failed the whole metadata job, at every session), the next session asks again."""
+    await stack.start_jobrunner()
+    truth = admin.ground_truth(objects=["Account"], values=False)["metadata"]
+    target = next(m for m in truth if m["type"] == "ApexClass")
+    admin.settings(unretrievable_metadata=[f"ApexClass:{target['fullName']}"])
+    try:
+        done = await stack.run(metadata_spec(org, "s1", "md"))
+    finally:
+        admin.settings(unretrievable_metadata=[])
+    assert done.outcome == ev.JOB_OUTCOME_WARNING, done.message
+    assert f"1 listed components were not in the retrieve (ApexClass {target['fullName']})" in done.message
+    assert done.counts.metadata_components == len(truth) - 1
+    done = await stack.run(metadata_spec(org, "s2", "md"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS and "1 retrieved" in done.message, done.message
