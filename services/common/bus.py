@@ -394,8 +394,7 @@ class Bus:
             try:
                 deliveries.append(Delivery(events.decode(msg.data), msg, dict(msg.headers or {})))
             except events.MalformedEvent as exc:
-                await self.dead_letter(consumer, msg, f"malformed: {exc}")
-                await _settle(msg.ack())
+                await self._dead_letter_or_later(consumer, msg, f"malformed: {exc}")
         if not deliveries:
             return
         try:
@@ -441,14 +440,26 @@ class Bus:
         except Exception as exc:
             attempts = delivery.num_delivered
             if attempts >= self.config.max_deliver:
-                await self.dead_letter(consumer, delivery.msg, f"failed {attempts} times: {exc!r}")
-                await _settle(delivery.msg.ack())
+                await self._dead_letter_or_later(consumer, delivery.msg, f"failed {attempts} times: {exc!r}")
             else:
                 backoff = self.config.backoff_s
                 await _settle(delivery.msg.nak(delay=backoff[min(attempts - 1, len(backoff) - 1)]))
             return
         if handled:
             await _settle(delivery.msg.ack())
+
+    async def _dead_letter_or_later(self, consumer: str, msg: Msg, reason: str) -> None:
+        """Dead-letter and ack; while NATS cannot take the dead letter, hand the message back instead (it
+        comes again later), so an outage never stops the consumer nor loses the message."""
+        try:
+            await self.dead_letter(consumer, msg, reason)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("a message for %s could not be dead-lettered yet (%s)", consumer, type(exc).__name__)
+            await _settle(msg.nak(delay=self.config.backoff_s[-1]))
+            return
+        await _settle(msg.ack())
 
 
 class PullConsumer:

@@ -213,3 +213,35 @@ def test_transient_errors_are_told_from_the_message_s() -> None:
         assert is_transient(exc), exc
     for exc in (RuntimeError("poison"), ValueError(), BadSubjectError(), BadRequestError(code=400)):
         assert not is_transient(exc), exc
+
+
+async def test_a_dead_letter_nats_cannot_take_yet_is_retried_and_the_consumer_goes_on(bus: Bus) -> None:
+    from nats.errors import NoRespondersError
+
+    original = bus.dead_letter
+    refused: list[str] = []
+
+    async def refused_once(consumer: str, msg, reason: str) -> None:
+        if not refused:
+            refused.append(reason)
+            raise NoRespondersError  # NATS restarting: the dead-letter stream does not answer
+        await original(consumer, msg, reason)
+
+    bus.dead_letter = refused_once  # type: ignore[method-assign]
+    await bus.js.publish(bus.config.events_subject("s1.Garbage"), b"\xff\x00not protobuf")
+    await _emit_chunks(bus, range(1, 2))
+    seen = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handler(batch: list[Delivery]) -> None:
+        seen.set()
+
+    task = asyncio.create_task(bus.consume_events("dlq-outage", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    await asyncio.wait_for(seen.wait(), 20)
+    dlq = await bus.pull_subscription(bus.config.deadletter_stream, "dlq-reader", bus.config.deadletter_subject(">"))
+    msgs: list = []
+    while not msgs:  # the message came back and was dead-lettered on its second delivery
+        msgs = await dlq.fetch(1, timeout=5)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert refused and msgs[0].headers["Sfvault-Reason"].startswith("malformed")
