@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+T = TypeVar("T")
 
 
 def _lock_key(schema: str) -> int:
@@ -46,7 +49,22 @@ async def migrate(conn: psycopg.AsyncConnection, schema: str, migrations: Sequen
         return max(current, len(migrations))
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
-    pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout_s: float = 30.0) -> AsyncConnectionPool:
+    """`timeout_s`: how long a caller waits for a connection (then PoolTimeout, an OperationalError: the
+    database is away). Connections are not checked as they are handed out: after a restart, psycopg_pool's
+    check backs off between dead connections (seconds each); `reconnected` drops them all at once instead."""
+    pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout_s, open=False)
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def reconnected(pool: AsyncConnectionPool, operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a read; if it met a connection that a PostgreSQL restart cut, drop every such connection of the pool
+    (`check`) and run it once more. The database still away raises as before (the caller answers UNAVAILABLE)."""
+    try:
+        return await operation()
+    except PoolTimeout:
+        raise
+    except psycopg.OperationalError:
+        await pool.check()
+        return await operation()

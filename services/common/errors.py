@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import psycopg
 
 
 class RequestError(Exception):
@@ -31,6 +32,7 @@ class Unavailable(RequestError):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+DATABASE_UNAVAILABLE = "the database is unavailable; try again"
 
 
 def check_no_nul(message: Any, path: str = "") -> None:
@@ -58,6 +60,8 @@ def grpc_errors(method: F) -> F:
             return await method(self, request, context)
         except RequestError as exc:
             await context.abort(exc.code, str(exc))
+        except psycopg.OperationalError:  # PostgreSQL away or restarting, or no connection free in time
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
 
     @functools.wraps(method)
     async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -67,6 +71,8 @@ def grpc_errors(method: F) -> F:
                 yield item
         except RequestError as exc:
             await context.abort(exc.code, str(exc))
+        except psycopg.OperationalError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
 
     return streaming if inspect.isasyncgenfunction(method) else unary  # type: ignore[return-value]
 

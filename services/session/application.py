@@ -261,7 +261,11 @@ class SessionService:
         The same event coming back from the stream is then a duplicate (its id is tracked) and skipped."""
         await self.publisher.publish(env)
         event = translate.to_domain(env)
-        changed = await self.apply([event])
+        try:
+            changed = await self.apply([event])
+        except Exception as exc:  # the database is away: the event is published, the stream's delivery folds it
+            log.warning("%s of session %s is published, not yet folded: %r", type(event).__name__, env.session_id, exc)
+            return d.fold(self._cache.get(event.session_id), event)
         for session in changed:
             if session.session_id == event.session_id:
                 return session

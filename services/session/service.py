@@ -28,6 +28,9 @@ from services.session.store import Projection
 
 log = logging.getLogger("sfvault.session")
 CONSUMER = "session-projection"
+# how long a call waits for a database connection: its queries take milliseconds, so longer means PostgreSQL is
+# away, and the caller is better served by UNAVAILABLE (and the loops by their retry) than by a long wait
+DATABASE_WAIT_S = 5.0
 ROLES = {
     "GetSession": "viewer",
     "ListSessions": "viewer",
@@ -45,7 +48,7 @@ async def serve(
     clock: Clock | None = None,
     on_ready: Callable[[GrpcServer, SessionService], Awaitable[None] | None] | None = None,
 ) -> None:
-    pool = await db.open_pool(settings.database_url)
+    pool = await db.open_pool(settings.database_url, timeout_s=DATABASE_WAIT_S)
     bus = await Bus.connect(settings.bus_config(), producer="session")
     grpc_server: GrpcServer | None = None
     bus_access: BusAccess | None = None

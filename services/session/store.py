@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.db import migrate
+from services.common.db import migrate, reconnected
 from services.session import domain as d
 
 MIGRATIONS = [
@@ -323,10 +323,16 @@ class Projection:
                 await cur.executemany(self._upsert_session, session_rows)
 
     async def get(self, session_id: str) -> d.Session | None:
+        return await reconnected(self.pool, lambda: self._get(session_id))
+
+    async def _get(self, session_id: str) -> d.Session | None:
         async with self.pool.connection() as conn:
             return (await self.load(conn, [session_id])).get(session_id)
 
     async def open_sessions(self) -> dict[str, d.Session]:
+        return await reconnected(self.pool, self._open_sessions)
+
+    async def _open_sessions(self) -> dict[str, d.Session]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 sql.SQL("SELECT session_id FROM {} WHERE status IN ('PENDING', 'RUNNING')").format(self._t("sessions"))
@@ -352,6 +358,17 @@ class Projection:
         before: dt.datetime | None = None,
         page_size: int = 50,
         page_after: tuple[dt.datetime, str] | None = None,
+    ) -> Page:
+        return await reconnected(self.pool, lambda: self._list(policy_id, status, after, before, page_size, page_after))
+
+    async def _list(
+        self,
+        policy_id: str,
+        status: d.Status | None,
+        after: dt.datetime | None,
+        before: dt.datetime | None,
+        page_size: int,
+        page_after: tuple[dt.datetime, str] | None,
     ) -> Page:
         where: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []

@@ -7,9 +7,17 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import grpc
+import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
@@ -132,3 +140,60 @@ async def running(database_url: str, nats_url: str, bus_namespace: str) -> Async
         finally:
             await channel.close()
             await bus.close()
+
+
+class OwnPostgres:
+    """A PostgreSQL server of this test alone, so it can be stopped and started."""
+
+    def __init__(self) -> None:
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="sfvault-run-")
+        import pgserver
+
+        self.server: Any = pgserver.get_server(tempfile.mkdtemp(prefix="sfvault-pg-"), cleanup_mode="delete")
+        self.url: str = self.server.get_uri()
+        self.socket_dir = psycopg.conninfo.conninfo_to_dict(self.url)["host"]
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH  # type: ignore[attr-defined]
+
+        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.pgdata), "-w", *args]
+        if self.server.system_user:  # root runs PostgreSQL as another user; runuser, not a fork that switches
+            command = ["runuser", "-u", self.server.system_user, "--", *command]  # users (gRPC's fork handlers)
+        subprocess.run(command, check=True, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """As a crash would: every connection cut, no checkpoint."""
+        self._pg_ctl("-m", "immediate", "stop")
+
+    def start(self) -> None:
+        """On the same data directory and socket (the same URL), with the options it was started with."""
+        self._pg_ctl("-l", str(self.server.log), "-o", f"-h '' -k {self.socket_dir}", "start")
+
+    def close(self) -> None:
+        if (self.server.pgdata / "postmaster.pid").exists():
+            self.server.cleanup()  # stops it and removes its directory
+        else:  # left stopped by a failed test: nothing to stop (and no stale pid to signal)
+            shutil.rmtree(self.server.pgdata, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    pg = OwnPostgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+async def health_becomes(port: int, wanted: int, within: float = 60) -> None:
+    """Wait for a server's health to become `wanted` (its Watch stream: no polling)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        async def watch() -> None:
+            async for update in stub.Watch(health_pb2.HealthCheckRequest(service="")):
+                if update.status == wanted:
+                    return
+
+        await asyncio.wait_for(watch(), within)
