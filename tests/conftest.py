@@ -2,7 +2,10 @@
 
 - `postgres_url`: one pgserver for the whole run (or SFVAULT_DATABASE_URL).
 - `database_url`: a fresh, empty database per test on that server.
-- `nats_url`: a fresh nats-server (JetStream, temporary store, free port) per test, or SFVAULT_NATS_URL.
+- `nats_url`: a fresh nats-server (JetStream, temporary store, free port) per test, or SFVAULT_NATS_URL; the
+  embedded one requires a user (services.common.natsauth): the URL carries the admin's credentials.
+- `nats_credentials(service)`: the settings that make a component connect as its own NATS user
+  (`nats_user`, `nats_password`), with that service's permissions; empty for an external NATS.
 - `bus_namespace`: a unique prefix for stream names and subjects, so tests sharing one external NATS
   never see each other's messages.
 """
@@ -11,12 +14,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
-from services.common.embedded import nats_server, postgres_server
+from services.common.embedded import NatsServer, nats_process, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +49,28 @@ def _with_dbname(url: str, name: str) -> str:
 
 
 @pytest.fixture
-def nats_url() -> Iterator[str]:
-    external = os.environ.get("SFVAULT_NATS_URL")
-    if external:
-        yield external
+def embedded_nats() -> Iterator[NatsServer | None]:
+    """The embedded nats-server of this test (None when SFVAULT_NATS_URL names an external one)."""
+    if os.environ.get("SFVAULT_NATS_URL"):
+        yield None
         return
-    with nats_server() as url:
-        yield url
+    with nats_process() as server:
+        yield server
+
+
+@pytest.fixture
+def nats_url(embedded_nats: NatsServer | None) -> str:
+    return embedded_nats.url if embedded_nats is not None else os.environ["SFVAULT_NATS_URL"]
+
+
+@pytest.fixture
+def nats_credentials(embedded_nats: NatsServer | None) -> Callable[[str], dict[str, str]]:
+    def of(service: str) -> dict[str, str]:
+        if embedded_nats is None:
+            return {}
+        return {"nats_user": service, "nats_password": embedded_nats.passwords[service]}
+
+    return of
 
 
 @pytest.fixture

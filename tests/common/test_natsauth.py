@@ -242,3 +242,19 @@ def test_a_nats_user_without_its_password_stops_start_up() -> None:
 
     with pytest.raises(SystemExit, match="SFVAULT_NATS_PASSWORD"):
         ServiceSettings(database_url="x", nats_url="nats://x", nats_user="storage").bus_config()
+
+
+async def test_the_fixtures_give_a_component_its_own_user(nats_url: str, nats_credentials) -> None:
+    from services.common.settings import ServiceSettings
+
+    settings = ServiceSettings(database_url="unused", nats_url=nats_url, **nats_credentials("storage"))
+    bus = await Bus.connect(settings.bus_config(), producer="storage")
+    try:
+        assert bus.nc.connected_url is not None
+        await bus.emit(events_pb2.ChunkUploaded(chunk_seq=1), session_id="f1", job_id="j1", id_parts=(1,))
+        if nats_credentials("storage"):  # the embedded server: storage may not announce what it does not own
+            bus.config = BusConfig(url=nats_url, publish_retry_s=0.5)
+            with pytest.raises(NatsError):
+                await bus.emit(events_pb2.JobFinished(), session_id="f1", job_id="j1")
+    finally:
+        await bus.close()
