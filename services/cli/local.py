@@ -61,9 +61,7 @@ def supervise(home: Path, org_scale: str | None) -> None:
 def up(home: Path, org_scale: str | None, timeout: float = 300.0) -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     pid_file = home / "supervisor.pid"
-    running = _running_pid(pid_file)
-    if running is not None:
-        raise AlreadyRunning(f"sfvault is already running from {home} (pid {running}; `sfvault services down` stops)")
+    _claim(pid_file, home)
     log = open(home / "supervisor.log", "ab")
     args = [sys.executable, "-m", "services.cli.local", str(home), org_scale or ""]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -107,6 +105,24 @@ def status(home: Path) -> dict[str, str]:
         except grpc.RpcError:
             result[name] = "UNREACHABLE"
     return result
+
+
+def _claim(pid_file: Path, home: Path) -> None:
+    """Take the home directory for this `up`: the pid file is created exclusively (holding this process's pid
+    until the supervisor's replaces it), so of two `up` at once exactly one starts a supervisor."""
+    for _ in range(2):
+        running = _running_pid(pid_file)
+        if running is not None:
+            raise AlreadyRunning(f"sfvault is already running from {home} (pid {running}; `sfvault services down`)")
+        try:
+            fd = os.open(pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pid_file.unlink(missing_ok=True)  # stale (checked above): take it over once
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise AlreadyRunning(f"another `sfvault services up` is starting from {home}")
 
 
 def _running_pid(pid_file: Path) -> int | None:

@@ -77,3 +77,14 @@ def test_services_up_twice_says_it_is_already_running(tmp_path: Path, capsys: py
     assert "already running" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     (home / "supervisor.pid").write_text("not a pid")  # a garbled pid file is not a running sfvault
     assert local._running_pid(home / "supervisor.pid") is None
+
+
+def test_of_two_ups_at_once_one_claims_the_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    local._claim(home / "supervisor.pid", home)  # the first `up` holds it (with its own, live, pid)
+    with pytest.raises(local.AlreadyRunning):
+        local._claim(home / "supervisor.pid", home)
+    (home / "supervisor.pid").write_text("999999999")  # a supervisor long gone: taken over
+    local._claim(home / "supervisor.pid", home)
+    assert (home / "supervisor.pid").read_text() == str(os.getpid())
