@@ -19,7 +19,7 @@ from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 from services.common import db, errors
 from services.common.auth import BusAccess, aio_channel, load_key
 from services.common.bus import Bus
-from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.discovery import access, adapters
 from services.discovery.api import DiscoveryApi
 from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
@@ -29,7 +29,9 @@ from services.discovery.scheduler import GrpcSessionStarter, Scheduler
 from services.discovery.store import DiscoveryStore, ScheduleRuns
 
 log = logging.getLogger("sfvault.discovery")
-HEALTH_INTERVAL_S = 5.0
+# how long a call waits for a database connection: longer means PostgreSQL is away, and the caller is better
+# served by UNAVAILABLE (and the loops by their next round) than by a long wait
+DATABASE_WAIT_S = 5.0
 SHUTDOWN_DRAIN_S = 30.0
 ROLES = {
     "GetOrg": "viewer",
@@ -51,7 +53,7 @@ async def serve(
     clock: Clock | None = None,
     on_ready: Callable[[GrpcServer, Planner], Awaitable[None] | None] | None = None,
 ) -> None:
-    pool = await db.open_pool(settings.database_url)
+    pool = await db.open_pool(settings.database_url, timeout_s=DATABASE_WAIT_S)
     bus = await Bus.connect(settings.bus_config(), producer="discovery")
     grpc_server: GrpcServer | None = None
     bus_access: BusAccess | None = None
@@ -122,7 +124,17 @@ async def serve(
                 await result
         consumer = asyncio.create_task(consume_session_requests(bus, planner, stop, settings.discovery_ack_wait_s))
         outcomes = asyncio.create_task(consume_job_outcomes(bus, store, stop))
-        health = asyncio.create_task(_watch_health(grpc_server, store, bus, stop))
+
+        async def database_answers() -> bool:
+            await store.ping()
+            return True
+
+        async def nats_connected() -> bool:
+            return bool(bus.nc.is_connected)
+
+        health = asyncio.create_task(
+            watch_health(grpc_server, [database_answers, nats_connected], stop, settings.health_check_interval_s)
+        )
         starter = GrpcSessionStarter(
             settings.session_addr, settings.own_token("discovery"), settings.channel_credentials()
         )
@@ -166,20 +178,3 @@ async def _schedule_forever(scheduler: Scheduler, interval_s: float, stop: async
             log.exception("scheduling round failed; retrying next round")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
-
-
-async def _watch_health(server: GrpcServer, store: DiscoveryStore, bus: Bus, stop: asyncio.Event) -> None:
-    """SERVING only while the database answers and NATS is connected."""
-    serving = True
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(store.ping(), HEALTH_INTERVAL_S)
-            ok = bus.nc.is_connected
-        except Exception:
-            ok = False
-        if ok != serving:
-            log.warning("discovery is %s", "serving again" if ok else "not serving: database or NATS unreachable")
-            await server.set_serving(ok)
-            serving = ok
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), HEALTH_INTERVAL_S)

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.db import migrate
+from services.common.db import migrate, reconnected
 from services.discovery import domain as d
 
 MIGRATIONS = [
@@ -293,6 +293,11 @@ class DiscoveryStore:
             await migrate(conn, self.schema, MIGRATIONS)
 
     async def _fetch(self, text: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        if text.lstrip().upper().startswith("SELECT"):  # a read runs again on a fresh connection after a restart
+            return await reconnected(self.pool, lambda: self._run(text, params))
+        return await self._run(text, params)
+
+    async def _run(self, text: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.transaction():
             await self._path(conn)
             cur = conn.cursor(row_factory=dict_row)
