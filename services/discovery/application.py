@@ -20,7 +20,7 @@ from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.common import errors
 from services.common import salesforce as sfc
-from services.common.bus import Delivery
+from services.common.bus import Delivery, is_transient
 from services.discovery import adapters, translate
 from services.discovery import domain as d
 from services.discovery.store import Conflict, DiscoveryStore, SessionRecord, StoredJob
@@ -280,7 +280,8 @@ class Planner:
             try:
                 await self.plan(env.session_id, env.session_requested)
             except Exception as exc:
-                if delivery.num_delivered < self.max_deliver:
+                # an outage (database or NATS away) is waited out by the consumer, never held against the session
+                if delivery.num_delivered < self.max_deliver or is_transient(exc):
                     raise
                 # the last attempt: fail the session with a reason instead of leaving it pending for a day
                 log.exception("planning session %s failed %d times", env.session_id, delivery.num_delivered)

@@ -1,0 +1,74 @@
+"""The planner's last delivery: a request that keeps failing fails its session with a reason, but an outage
+(the database away) is never held against the session: it is raised, and the consumer waits it out."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import psycopg
+import pytest
+from sfvault.events.v1 import events_pb2 as ev
+
+from services.common import events
+from services.common.bus import Delivery
+from services.discovery.application import Planner
+from services.discovery.store import SessionRecord
+
+
+class Store:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.saved: list[SessionRecord] = []
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        raise self.error
+
+    async def save_session(self, record: SessionRecord, *args: Any) -> SessionRecord:
+        self.saved.append(record)
+        return record
+
+    async def mark_published(self, session_id: str) -> None:
+        return None
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.emitted: list[Any] = []
+
+    async def emit(self, payload: Any, **kw: Any) -> bool:
+        self.emitted.append(payload)
+        return True
+
+    async def enqueue_job(self, spec: Any) -> bool:
+        return True
+
+
+def last_delivery(max_deliver: int) -> Delivery:
+    env = events.envelope(ev.SessionRequested(policy_id="p"), session_id="s1", producer="test")
+    msg = types.SimpleNamespace(metadata=types.SimpleNamespace(num_delivered=max_deliver))
+    return Delivery(env, msg)  # type: ignore[arg-type]
+
+
+async def _storage_ok() -> None:
+    return None
+
+
+def planner(store: Store, publisher: Publisher) -> Planner:
+    return Planner(store, lambda c: None, _storage_ok, publisher, max_deliver=6)  # type: ignore[arg-type]
+
+
+async def test_an_outage_on_the_last_delivery_does_not_fail_the_session() -> None:
+    store, publisher = Store(psycopg.OperationalError("server closed the connection unexpectedly")), Publisher()
+    with pytest.raises(psycopg.OperationalError):
+        await planner(store, publisher).handle_batch([last_delivery(6)])
+    assert publisher.emitted == [] and store.saved == []
+
+
+async def test_a_request_failing_for_its_own_reason_fails_its_session_on_the_last_delivery() -> None:
+    store, publisher = Store(KeyError("a bug")), Publisher()
+    await planner(store, publisher).handle_batch([last_delivery(6)])
+    [failed] = publisher.emitted
+    assert isinstance(failed, ev.SessionFailed) and failed.reason == "discovery failed: KeyError"
+    with pytest.raises(KeyError):  # an earlier delivery: retried
+        await planner(Store(KeyError("a bug")), Publisher()).handle_batch([last_delivery(2)])
