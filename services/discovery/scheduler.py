@@ -1,7 +1,9 @@
 """Scheduled backups: start each policy's due session on time, at most one running session per policy.
 
 A trigger that finds a session of its policy still running is skipped, and the skip is recorded with its
-reason (table schedule_runs, and the audit log). Replicas agree through the table's primary key: the first
+reason (table schedule_runs, and the audit log). A run that could not start (the session service away) is
+tried again at each tick for START_RETRY_WINDOW after it fell due, with the same session id, so a short
+outage at 02:00 does not cost the night's backup. Replicas agree through the table's primary key: the first
 to claim a due run decides it.
 """
 
@@ -14,9 +16,10 @@ from typing import Any, Protocol
 
 from services.discovery import domain as d
 from services.discovery.schedule import InvalidSchedule, latest_due
-from services.discovery.store import DiscoveryStore, ScheduleRuns
+from services.discovery.store import COULD_NOT_START, DiscoveryStore, ScheduleRuns
 
 log = logging.getLogger("sfvault.discovery.scheduler")
+START_RETRY_WINDOW = dt.timedelta(minutes=30)
 audit = logging.getLogger("sfvault.audit")
 
 
@@ -62,22 +65,29 @@ class Scheduler:
             except InvalidSchedule as exc:
                 log.error("policy %s has a bad schedule: %s", policy.policy_id, exc)
                 continue
-            if due is None or not await self.runs.claim(policy.policy_id, due):
+            if due is not None and await self.runs.claim(policy.policy_id, due):
+                decisions.append(await self._decide(policy, due))
                 continue
-            decisions.append(await self._decide(policy, due))
+            failed = await self.runs.failed_start(policy.policy_id, now - START_RETRY_WINDOW)
+            if failed is not None:
+                decisions.append(await self._decide(policy, failed))
         return decisions
 
     async def _decide(self, policy: d.Policy, due: dt.datetime) -> Decision:
+        session_id = scheduled_session_id(policy.policy_id, due)
         try:
             running = await self.starter.running_session(policy.policy_id)
+            if running == session_id:  # an earlier attempt did start it; its answer was lost
+                await self.runs.decide(policy.policy_id, due, session_id=session_id)
+                return Decision(policy.policy_id, due, session_id=session_id)
             if running:
                 reason = f"session {running} of this policy was still running"
                 await self.runs.decide(policy.policy_id, due, skipped=reason)
                 audit.info("schedule of policy %s due %s: skipped (%s)", policy.policy_id, due.isoformat(), reason)
                 return Decision(policy.policy_id, due, skipped=reason)
-            session_id = await self.starter.start(policy, scheduled_session_id(policy.policy_id, due))
-        except Exception as exc:  # the session service is unreachable: record it, the next due run tries again
-            reason = f"could not start: {type(exc).__name__}"
+            session_id = await self.starter.start(policy, session_id)
+        except Exception as exc:  # the session service is unreachable: recorded, tried again within the window
+            reason = f"{COULD_NOT_START}: {type(exc).__name__}"
             await self.runs.decide(policy.policy_id, due, skipped=reason)
             log.error("schedule of policy %s due %s: %s", policy.policy_id, due.isoformat(), reason)
             return Decision(policy.policy_id, due, skipped=reason)

@@ -539,6 +539,9 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
     )
 
 
+COULD_NOT_START = "could not start"
+
+
 class ScheduleRuns:
     """The record of scheduled runs: when each policy last fired, and what came of each trigger."""
 
@@ -564,6 +567,16 @@ class ScheduleRuns:
             " WHERE policy_id = %s AND due_at = %s RETURNING policy_id",
             (session_id, skipped, policy_id, due_at),
         )
+
+    async def failed_start(self, policy_id: str, since: dt.datetime) -> dt.datetime | None:
+        """The policy's latest run, if it is due after `since` and could not start (to try it again)."""
+        rows = await self.store._fetch(
+            "SELECT due_at, skipped_reason FROM schedule_runs WHERE policy_id = %s ORDER BY due_at DESC LIMIT 1",
+            (policy_id,),
+        )
+        if rows and rows[0]["due_at"] > since and rows[0]["skipped_reason"].startswith(COULD_NOT_START):
+            return rows[0]["due_at"]  # type: ignore[no-any-return]
+        return None
 
     async def history(self, policy_id: str) -> list[dict[str, Any]]:
         return await self.store._fetch("SELECT * FROM schedule_runs WHERE policy_id = %s ORDER BY due_at", (policy_id,))

@@ -82,3 +82,48 @@ async def test_scheduled_runs(store: DiscoveryStore) -> None:
     history = await runs.history("hourly")
     assert [bool(h["session_id"]) for h in history] == [True, False, False]
     assert all(h["skipped_reason"] for h in history[1:])
+
+
+async def test_a_run_that_could_not_start_is_tried_again_within_the_window(store: DiscoveryStore) -> None:
+    from services.discovery.scheduler import START_RETRY_WINDOW
+
+    policy = await store.create_policy(d.Policy(policy_id="nightly", org_id="acme", schedule="hourly"))
+    assert policy.created_at is not None
+    due = (policy.created_at + dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    clock, starter = Clock(due + dt.timedelta(seconds=5)), Starter()
+    runs = ScheduleRuns(store)
+    scheduler = Scheduler(store, runs, starter, clock)
+
+    starter.fail = True  # the session service restarts just as the run falls due
+    [failed] = await scheduler.tick()
+    assert "could not start" in failed.skipped
+    clock.current += dt.timedelta(minutes=2)
+    [still] = await scheduler.tick()  # still away: tried again, recorded again
+    assert still.due_at == due and "could not start" in still.skipped
+    starter.fail = False
+    clock.current += dt.timedelta(minutes=2)
+    [started] = await scheduler.tick()
+    assert started.due_at == due and started.session_id == scheduled_session_id("nightly", due)
+    assert await scheduler.tick() == []  # decided: not started twice
+    assert starter.started == [started.session_id]
+    assert [(h["session_id"], h["skipped_reason"]) for h in await runs.history("nightly")] == [(started.session_id, "")]
+
+    # the next run: an attempt whose answer was lost did start it, and the retry records that session
+    next_due = due + dt.timedelta(hours=1)
+    clock.current = next_due + dt.timedelta(seconds=5)
+    starter.fail = True
+    [failed] = await scheduler.tick()
+    starter.fail, starter.running = False, scheduled_session_id("nightly", next_due)
+    clock.current += dt.timedelta(minutes=1)
+    [recorded] = await scheduler.tick()
+    assert recorded.session_id == starter.running and not recorded.skipped
+
+    # a run that could not start for longer than the window stays skipped
+    last_due = next_due + dt.timedelta(hours=1)
+    starter.running, starter.fail = None, True
+    clock.current = last_due + dt.timedelta(seconds=5)
+    await scheduler.tick()
+    starter.fail = False
+    clock.current = last_due + START_RETRY_WINDOW + dt.timedelta(minutes=1)
+    assert await scheduler.tick() == []
+    assert starter.started == [started.session_id]
