@@ -61,6 +61,8 @@ class ServiceProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0  # how many times the supervisor started it again
+    serving: bool = False  # SERVING was seen since the process started
+    exits: list[tuple[int, bool]] = field(default_factory=list)  # (exit code, whether it was serving then)
     _log: IO[bytes] | None = None
     _started_at: float = 0.0
     _stopping: bool = False
@@ -76,6 +78,7 @@ class ServiceProcess:
             if self._log is None:
                 self._log = open(self.log_path, "ab")
             self._started_at = time.monotonic()
+            self.serving = False
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{self.name}"],
                 env=self.env,
@@ -124,6 +127,7 @@ class ServiceProcess:
                     stub = health_pb2_grpc.HealthStub(channel)
                     for update in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=min(5.0, remaining)):
                         if update.status == health_pb2.HealthCheckResponse.SERVING:
+                            self.serving = True
                             return
                 except grpc.FutureTimeoutError:
                     continue  # not listening yet: check the process and try again
@@ -166,6 +170,7 @@ class Supervisor:
                 return
             if svc.proc is not proc:  # started again by someone else meanwhile: watch that one
                 continue
+            svc.exits.append((code, svc.serving))
             delay = self.policy.next_delay(delay, time.monotonic() - svc._started_at)
             svc.restarts += 1
             message = f"{svc.name} exited with code {code}; restart {svc.restarts} in {delay:.1f} s"
@@ -180,6 +185,9 @@ class Supervisor:
                 svc.start()
                 with self._restarted:
                     self._restarted.notify_all()
+                # it counts as serving again once it says so (an exit before that is a failed start)
+                with contextlib.suppress(RuntimeError, TimeoutError):
+                    svc.wait_serving()
 
     def wait_restarted(self, svc: ServiceProcess, restarts: int, timeout: float = 60.0) -> None:
         """Wait until `svc` was started again `restarts` times in all (then `svc.wait_serving()`)."""
