@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -60,7 +61,8 @@ async def discovery(pg: OwnPostgres, nats_url: str, namespace: str, storage_addr
     task = asyncio.create_task(
         service.serve(settings, stop, on_ready=lambda server, _planner: ready.set_result(server.port))
     )
-    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+    started: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED, timeout=30)
     if task in done:
         task.result()
     try:

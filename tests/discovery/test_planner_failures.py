@@ -55,7 +55,7 @@ async def _storage_ok() -> None:
 
 
 def planner(store: Store, publisher: Publisher) -> Planner:
-    return Planner(store, lambda c: None, _storage_ok, publisher, max_deliver=6)  # type: ignore[arg-type]
+    return Planner(store, lambda c: None, _storage_ok, publisher, max_deliver=6)  # type: ignore[arg-type,return-value]
 
 
 async def test_an_outage_on_the_last_delivery_does_not_fail_the_session() -> None:

@@ -118,7 +118,8 @@ async def serving(settings: SessionSettings, clock: FakeClock) -> AsyncIterator[
         ready.set_result((server.port, app))
 
     task = asyncio.create_task(service.serve(settings, stop, clock=clock, on_ready=on_ready))
-    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+    started: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED, timeout=30)
     if task in done:
         task.result()
     try:

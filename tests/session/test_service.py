@@ -213,11 +213,11 @@ async def test_cancel_ends_a_session_whose_job_never_finishes(running: Running) 
         msg = await running.bus.js.get_last_msg(
             running.bus.config.events_stream, running.bus.config.events_subject(f"s1.{kind}")
         )
-        assert pb.Envelope.FromString(msg.data).WhichOneof("payload") is not None
+        assert pb.Envelope.FromString(msg.data or b"").WhichOneof("payload") is not None
     terminated = await running.bus.js.get_last_msg(
         running.bus.config.events_stream, running.bus.config.events_subject("s1.JobTerminated")
     )
-    assert pb.Envelope.FromString(terminated.data).job_id == "hung"
+    assert pb.Envelope.FromString(terminated.data or b"").job_id == "hung"
     assert await _finished_events(running, "s1") == 1
 
 
@@ -285,5 +285,5 @@ async def test_started_sessions_record_who_asked(running: Running) -> None:
     env = await running.bus.js.get_last_msg(
         running.bus.config.events_stream, running.bus.config.events_subject(f"{started.session_id}.SessionRequested")
     )
-    requested = pb.Envelope.FromString(env.data).session_requested
+    requested = pb.Envelope.FromString(env.data or b"").session_requested
     assert requested.requested_by == "alice"
