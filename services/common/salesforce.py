@@ -58,6 +58,17 @@ class SalesforceError(RuntimeError):
         self.status, self.code, self.soap = status, code, soap
 
 
+_FAULT = re.compile(r"<faultcode>(?:[^<:]*:)?([^<]*)</faultcode>.*?(?:<faultstring>([^<]*)</faultstring>)?", re.S)
+
+
+def soap_fault_of(response: requests.Response) -> tuple[str, str] | None:
+    """(faultcode without its namespace, faultstring) of a SOAP fault answer, None for any other answer."""
+    if b"<faultcode>" not in response.content:
+        return None
+    match = _FAULT.search(response.text)
+    return (match.group(1), match.group(2) or "") if match else None
+
+
 def error_of(response: requests.Response) -> tuple[str, str]:
     """(errorCode, message) of a REST or Bulk error answer; ("", the text's start) when it has no JSON code."""
     code, message = "", response.text[:300]
@@ -385,7 +396,11 @@ class OrgClient:
             if limit and not _concurrency_limit(response.text):
                 raise ApiLimitExceeded("the org's daily API request limit is exceeded (REQUEST_LIMIT_EXCEEDED)")
             if response.status_code >= 400:
-                error = SalesforceError(response.status_code, *error_of(response))
+                fault = soap_fault_of(response)  # a SOAP fault comes at 500 whatever it means: judged by its code
+                if fault is not None:
+                    error = SalesforceError(response.status_code, *fault, soap=True)
+                else:
+                    error = SalesforceError(response.status_code, *error_of(response))
                 if is_transient(error):
                     response.close()
                     raise error  # retried here; still failing after the last attempt, it is the caller's

@@ -167,6 +167,27 @@ def test_a_timeout_that_keeps_coming_is_raised_as_transient(creds: sfc.Credentia
     assert client.api_calls == 2
 
 
+def test_a_soap_fault_is_judged_by_its_code(creds: sfc.Credentials, admin: Admin) -> None:
+    """`org test` asks the Metadata API through OrgClient.request: a permission fault (HTTP 500, as every SOAP
+    fault) is returned at once to say what is missing (it was retried six times, then 'not reachable')."""
+    client = sfc.OrgClient(creds)
+    envelope = (
+        '<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
+        'envelope/" xmlns:met="http://soap.sforce.com/2006/04/metadata"><soapenv:Header><met:SessionHeader>'
+        f"<met:sessionId>{client.token.access_token}</met:sessionId></met:SessionHeader></soapenv:Header>"
+        f"<soapenv:Body><met:describeMetadata><met:asOfVersion>{creds.api_version}</met:asOfVersion>"
+        "</met:describeMetadata></soapenv:Body></soapenv:Envelope>"
+    )
+    path = f"/services/Soap/m/{creds.api_version}"
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+    admin.fault(endpoint="metadata", error_rate=1.0, error="INSUFFICIENT_ACCESS", count=1)
+    refused = client.request("POST", path, data=envelope.encode(), headers=headers)
+    assert refused.status_code == 500 and b"INSUFFICIENT_ACCESS" in refused.content and client.api_calls == 1
+    admin.fault(endpoint="metadata", error_rate=1.0, error="SERVER_UNAVAILABLE", count=1)
+    answered = client.request("POST", path, data=envelope.encode(), headers=headers)
+    assert answered.status_code == 200 and client.api_calls == 3  # the transient fault was retried
+
+
 def test_a_refusal_is_returned_at_once(creds: sfc.Credentials, admin: Admin) -> None:
     client = sfc.OrgClient(creds)
     admin.fault(endpoint="bulk2_create", error_rate=1.0, error="FEATURENOTENABLED")
