@@ -260,6 +260,10 @@ class SessionFailure(Exception):
     """A critical problem: the session fails with this reason."""
 
 
+class PlanningTimedOut(Exception):
+    """A plan did not finish in time (an org call that hangs): not an outage, so it counts as an attempt."""
+
+
 @dataclasses.dataclass
 class Planner:
     store: DiscoveryStore
@@ -270,6 +274,8 @@ class Planner:
     max_deliver: int = 6
     full_describe_every: dt.timedelta = dt.timedelta(hours=24)
     describe_parallel: int = 4
+    # one attempt's deadline: requests are planned one at a time, so a hung plan must not hold every other back
+    plan_timeout: dt.timedelta = dt.timedelta(minutes=15)
 
     async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
         """The consumer's handler: plan each requested session, commit, publish; then the batch is acked."""
@@ -278,14 +284,22 @@ class Planner:
             if env.WhichOneof("payload") != "session_requested":
                 continue
             try:
-                await self.plan(env.session_id, env.session_requested)
+                try:
+                    await asyncio.wait_for(
+                        self.plan(env.session_id, env.session_requested), self.plan_timeout.total_seconds()
+                    )
+                except TimeoutError:
+                    raise PlanningTimedOut(
+                        f"planning did not finish within {self.plan_timeout.total_seconds():g} s"
+                    ) from None
             except Exception as exc:
                 # an outage (database or NATS away) is waited out by the consumer, never held against the session
                 if delivery.num_delivered < self.max_deliver or is_transient(exc):
                     raise
                 # the last attempt: fail the session with a reason instead of leaving it pending for a day
                 log.exception("planning session %s failed %d times", env.session_id, delivery.num_delivered)
-                await self._fail(env.session_id, env.session_requested, f"discovery failed: {type(exc).__name__}")
+                why = str(exc) if isinstance(exc, PlanningTimedOut) else type(exc).__name__
+                await self._fail(env.session_id, env.session_requested, f"discovery failed: {why}")
 
     async def plan(self, session_id: str, request: ev.SessionRequested) -> SessionRecord:
         """Idempotent: a session already decided is re-published as it was decided, never planned again."""

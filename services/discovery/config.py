@@ -13,6 +13,8 @@ class DiscoverySettings(ServiceSettings):
     # a request being planned is kept in progress (heartbeats), so this is only how soon a request abandoned by a
     # killed discovery comes back, not the longest plan
     discovery_ack_wait_s: float = 30.0
+    # one planning attempt's deadline (an org call that hangs); after the last attempt the session fails
+    discovery_plan_timeout_s: float = 900.0
     discovery_describe_parallel: int = 4
     # describes are re-read without If-Modified-Since at least this often
     discovery_full_describe_every_s: float = 24 * 3600.0

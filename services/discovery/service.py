@@ -79,6 +79,7 @@ async def serve(
             max_deliver=bus.config.max_deliver,
             full_describe_every=dt.timedelta(seconds=settings.discovery_full_describe_every_s),
             describe_parallel=settings.discovery_describe_parallel,
+            plan_timeout=dt.timedelta(seconds=settings.discovery_plan_timeout_s),
         )
         storage_channel = aio_channel(
             settings.storage_addr,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
 import types
 from typing import Any
 
@@ -11,8 +13,9 @@ import pytest
 from sfvault.events.v1 import events_pb2 as ev
 
 from services.common import events
-from services.common.bus import Delivery
-from services.discovery.application import Planner
+from services.common.bus import Delivery, is_transient
+from services.discovery import domain as d
+from services.discovery.application import Planner, PlanningTimedOut
 from services.discovery.store import SessionRecord
 
 
@@ -72,3 +75,49 @@ async def test_a_request_failing_for_its_own_reason_fails_its_session_on_the_las
     assert isinstance(failed, ev.SessionFailed) and failed.reason == "discovery failed: KeyError"
     with pytest.raises(KeyError):  # an earlier delivery: retried
         await planner(Store(KeyError("a bug")), Publisher()).handle_batch([last_delivery(2)])
+
+
+class PlanningStore(Store):
+    """A store that knows the policy and its org, so planning reaches the org (whose login hangs)."""
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return None
+
+    async def get_policy(self, policy_id: str) -> d.Policy:
+        return d.Policy(policy_id=policy_id, org_id="acme")
+
+    async def get_org(self, org_id: str) -> d.Org:
+        return d.Org(
+            org_id, "Acme", d.Connection("https://login.example.com", d.AuthFlow.CLIENT_CREDENTIALS, "i", "env:X")
+        )
+
+
+async def test_a_plan_that_hangs_is_cut_at_its_deadline_and_fails_the_session_on_the_last_attempt() -> None:
+    released = threading.Event()
+
+    def hanging_login(connection: d.Connection) -> Any:
+        released.wait(30)  # the org never answers (a stalled response)
+        raise RuntimeError("released")
+
+    def hanging(store: Store, publisher: Publisher) -> Planner:
+        return Planner(
+            store,  # type: ignore[arg-type]
+            hanging_login,
+            _storage_ok,
+            publisher,
+            max_deliver=6,
+            plan_timeout=dt.timedelta(seconds=0.3),
+        )
+
+    try:
+        publisher = Publisher()
+        with pytest.raises(PlanningTimedOut):  # not an outage: the consumer counts it and delivers it again
+            await hanging(PlanningStore(KeyError()), publisher).handle_batch([last_delivery(1)])
+        assert publisher.emitted == []
+        assert not is_transient(PlanningTimedOut("x"))
+        await hanging(PlanningStore(KeyError()), publisher).handle_batch([last_delivery(6)])
+        [failed] = publisher.emitted
+        assert isinstance(failed, ev.SessionFailed)
+        assert failed.reason == "discovery failed: planning did not finish within 0.3 s"
+    finally:
+        released.set()
