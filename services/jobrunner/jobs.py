@@ -289,6 +289,12 @@ class DataJob:
     def _has(self, name: str) -> bool:
         return any(f.name.lower() == name.lower() for f in self.data.fields)
 
+    def _warn(self, warning: str) -> None:
+        """A fallback taken: in the job's result, and in its checkpoint, so a resumed attempt still says it."""
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+            self.run.save_state(warnings=self.warnings)
+
     def execute(self) -> str:
         run, spec = self.run, self.spec
         run.begin(self.obj)
@@ -305,6 +311,8 @@ class DataJob:
                 ),
                 count_formula_changes=run.formula_changes_counted,
             )
+        if run.seq > 0:  # resumed: what the earlier attempts had to fall back to
+            self.warnings = list(run.checkpoint.get("warnings") or [])
         marks = run.store.marks(spec.policy_id, self.obj, self.data.id_from, self.data.id_to)
         plan = self._plan(marks)
         log.info("data job %s %s: %s (%s)", spec.job_id, self.obj, plan.mode, plan.reason)
@@ -394,7 +402,7 @@ class DataJob:
             if is_transient(exc):
                 raise  # still failing after OrgClient's retries: the job is handed back, resumes at this phase
             log.warning("getDeleted for %s unavailable (%s); the next reconciliation covers it", self.obj, exc.code)
-            self.warnings.append(
+            self._warn(
                 f"the delete log of {self.obj} is unavailable ({exc.code or exc.status}): records deleted and"
                 " purged in this window are caught by the next Id reconciliation"
             )
@@ -443,7 +451,7 @@ class DataJob:
             if exc.code != "QUERY_TIMEOUT" or not self.data.bulk_supported:
                 raise
         log.warning("REST queries of %s keep timing out; reading it through Bulk", self.obj)
-        self.warnings.append(f"REST queries of {self.obj} kept timing out (QUERY_TIMEOUT): read through Bulk")
+        self._warn(f"REST queries of {self.obj} kept timing out (QUERY_TIMEOUT): read through Bulk")
         self.run.wait_stored()
         self._bulk(plan, {})
         return True
@@ -471,7 +479,7 @@ class DataJob:
             if self._too_wide_for_rest(plan) or is_transient(exc):
                 raise  # transient: still failing after OrgClient's retries, the job is handed back and resumes
             log.warning("Bulk read of %s failed (%s); reading it through REST", self.obj, exc.code)
-            self.warnings.append(f"Bulk API unavailable for {self.obj} ({exc.code or exc.status}): read through REST")
+            self._warn(f"Bulk API unavailable for {self.obj} ({exc.code or exc.status}): read through REST")
             self.run.wait_stored()
             self._rest(plan, None, probe=False)
 
@@ -666,7 +674,7 @@ class DataJob:
                 if is_transient(exc):
                     raise  # still failing after OrgClient's retries: the job is handed back
                 log.warning("Bulk Id query of %s failed (%s); reading the Ids through REST", self.obj, exc.code)
-                self.warnings.append(
+                self._warn(
                     f"Bulk API unavailable for the Id reconciliation of {self.obj} ({exc.code or exc.status}):"
                     " Ids read through REST"
                 )
@@ -771,6 +779,8 @@ class FileJob:
         ]
         run.begin("")
         self._record_committed()
+        if run.seq > 0:  # resumed: the files the earlier attempts found gone
+            self.gone = list(run.checkpoint.get("gone") or [])
         stored_total = skipped = 0
         for obj in objects:
             s, k = self._object(obj)
@@ -834,6 +844,7 @@ class FileJob:
                 # not recorded as stored, so a record that is back is read again by the next session
                 log.info("%s %s is gone from the org (%s); skipped", obj, rid, exc.code)
                 self.gone.append(f"{obj} {rid}")
+                run.save_state(gone=self.gone)  # a resumed attempt still tells
                 continue
             run.store.file_stored(run.org, obj, rid, modstamp, "", int(size))
             stored += 1

@@ -249,3 +249,26 @@ async def test_a_rest_query_that_keeps_timing_out_is_read_through_bulk(
     assert "REST queries of Account kept timing out (QUERY_TIMEOUT): read through Bulk" in done.message, done.message
     assert stack.started.count(("s1", "j1")) == 1
     await _clean(stack, org, admin, spec)
+
+
+async def test_a_resumed_job_still_tells_the_fallback_an_earlier_attempt_took(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    first = await stack.start_jobrunner(
+        jobrunner_bulk_threshold=10, jobrunner_chunk_records=20, jobrunner_rest_batch=200
+    )
+    admin.create("Contact", n=30)  # more than one REST page of 200
+    admin.fault(endpoint="bulk2_create", error_rate=1.0, error="FEATURENOTENABLED")
+    admin.fault(endpoint="query_more", latency=2.0)  # the first attempt is stopped while it waits for page two
+    spec = data_spec(org, "Contact", "s1", "j1")
+    await stack.enqueue(spec)
+    await stack.wait_for(lambda: len(stack.chunks.get(("s1", "j1"), ())) >= 2)
+    await first.stop(30)  # SIGTERM's path: handed back at its next chunk boundary
+    stack.runners.remove(first)
+    admin.clear_faults()
+    assert ("s1", "j1") not in stack.finished
+    await stack.start_jobrunner(jobrunner_bulk_threshold=10, jobrunner_chunk_records=20, jobrunner_rest_batch=200)
+    done = await stack.wait_finished("s1", "j1")
+    assert done.outcome == WARNED, done.message
+    assert "Bulk API unavailable for Contact (FEATURENOTENABLED): read through REST" in done.message
+    await _clean(stack, org, admin, spec)
