@@ -126,6 +126,7 @@ class BusConfig:
     user: str = ""  # this service's NATS user (services.common.natsauth); empty: no authentication
     password: str = field(default="", repr=False)
     tls_ca_file: str = ""  # verify the servers' certificates against this CA (and speak only TLS)
+    connect_wait_s: float = 60.0  # how long a starting service waits for NATS (and JetStream) to answer
 
     @property
     def events_stream(self) -> str:
@@ -214,10 +215,27 @@ class Bus:
         if config.tls_ca_file:
             options = {"tls": ssl.create_default_context(cafile=config.tls_ca_file)} | options
         servers = [u.strip() for u in config.url.split(",") if u.strip()]  # a cluster: any of its servers
-        nc = await nats.connect(servers, name=producer, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **options)
-        bus = cls(config, nc, producer)
-        await bus.ensure_streams()
-        return bus
+        # a service starting while NATS restarts waits for it (bounded) instead of exiting at once
+        deadline = asyncio.get_running_loop().time() + config.connect_wait_s
+        backoff = Backoff(cap_s=5.0)
+        while True:
+            nc: nats.NATS | None = None
+            try:
+                nc = await _connect(servers, producer, options)
+                bus = cls(config, nc, producer)
+                await bus.ensure_streams()
+                return bus
+            except Exception as exc:
+                if nc is not None:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                unreachable = isinstance(exc, OSError) or (
+                    is_transient(exc) and not isinstance(exc, nats.errors.AuthorizationError)
+                )
+                if not unreachable or asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("NATS is not reachable yet (%s); trying again", type(exc).__name__)
+                await backoff.wait()
 
     async def ensure_streams(self) -> None:
         """Create or update the streams; safe to call from every service at every start."""
@@ -531,6 +549,36 @@ async def _settle(reply: Awaitable[Any]) -> None:
         if not is_transient(exc):
             raise
         log.info("an acknowledgement was lost (%s); the message will be delivered again", type(exc).__name__)
+
+
+class NatsRefused(Exception):
+    """NATS refused this service's user or password: a configuration error, not an outage."""
+
+
+async def _connect(servers: list[str], producer: str, options: dict[str, Any]) -> nats.NATS:
+    """nats.connect, waiting for a server that is not there yet and reconnecting for ever once connected, but
+    failing at once when the first connection is refused for its credentials (nats-py alone retries a wrong
+    password for ever: the service would hang at start-up)."""
+    nc = nats.NATS()
+    connecting = True
+
+    async def on_error(exc: Exception) -> None:
+        text = str(exc)
+        refused = "authorization violation" in text.lower() or isinstance(exc, nats.errors.AuthorizationError)
+        if refused and connecting:  # raised here, it ends nats-py's connect loop
+            raise NatsRefused(f"NATS refused user {options.get('user') or '(none)'}: {text}")
+        log.warning("nats: %s", text)
+
+    settings: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "error_cb": on_error}
+    try:
+        await nc.connect(servers, name=producer, **(settings | options))
+    except NatsRefused:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    finally:
+        connecting = False
+    return nc
 
 
 def _kind(env: events_pb2.Envelope) -> str:

@@ -245,3 +245,20 @@ async def test_a_dead_letter_nats_cannot_take_yet_is_retried_and_the_consumer_go
     stop.set()
     await asyncio.wait_for(task, 10)
     assert refused and msgs[0].headers["Sfvault-Reason"].startswith("malformed")
+
+
+async def test_a_service_starting_while_nats_is_away_waits_for_it(tmp_path, caplog) -> None:
+    from services.common.embedded import NatsServer, free_port
+
+    server = NatsServer(str(tmp_path / "nats"), free_port())  # not started yet
+    connecting = asyncio.create_task(Bus.connect(BusConfig(url=server.url), producer="test"))
+    while not any(r.name == "services.common.bus" for r in caplog.records):  # a first attempt was refused
+        assert not connecting.done(), connecting
+        await asyncio.sleep(0.05)  # waiting for the first refused attempt: a log record, no event
+    await asyncio.to_thread(server.start)
+    try:
+        bus = await asyncio.wait_for(connecting, 30)
+        assert await bus.emit(events_pb2.ChunkUploaded(chunk_seq=1), session_id="s1", job_id="j1", id_parts=(1,))
+        await bus.close()
+    finally:
+        server.stop()

@@ -258,3 +258,11 @@ async def test_the_fixtures_give_a_component_its_own_user(nats_url: str, nats_cr
                 await bus.emit(events_pb2.JobFinished(), session_id="f1", job_id="j1")
     finally:
         await bus.close()
+
+
+async def test_a_wrong_password_fails_start_up_at_once_instead_of_hanging(server: NatsServer) -> None:
+    from services.common.bus import NatsRefused
+
+    config = BusConfig(url=server.address, user="storage", password="not-its-password")
+    with pytest.raises(NatsRefused, match="refused user storage"):
+        await asyncio.wait_for(Bus.connect(config, producer="storage"), 20)
