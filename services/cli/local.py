@@ -7,6 +7,7 @@ until SIGTERM, starting again any service whose process exits (with back-off; ea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,16 +80,16 @@ def up(home: Path, org_scale: str | None, timeout: float = 300.0) -> dict[str, A
 
 def down(home: Path, timeout: float = 60.0) -> None:
     pid_file = home / "supervisor.pid"
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text())
-    if _alive(pid):
+    pid = _running_pid(pid_file)
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)  # waiting for another process to exit
         if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            # its whole process group (it leads one: start_new_session), so no service is left orphaned
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
 
 

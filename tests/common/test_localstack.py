@@ -88,3 +88,11 @@ def test_of_two_ups_at_once_one_claims_the_home(tmp_path: Path) -> None:
     (home / "supervisor.pid").write_text("999999999")  # a supervisor long gone: taken over
     local._claim(home / "supervisor.pid", home)
     assert (home / "supervisor.pid").read_text() == str(os.getpid())
+
+
+def test_down_with_a_garbled_pid_file_just_cleans_up(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "supervisor.pid").write_text("")
+    local.down(home)
+    assert not (home / "supervisor.pid").exists()
