@@ -159,6 +159,14 @@ class Supervisor:
         for svc in self.services:
             svc._stopping = True
 
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait for the watching threads (after the services stopped): none may outlive the stack, least of
+        all in a gRPC call while the interpreter shuts down."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
     def _watch(self, svc: ServiceProcess) -> None:
         delay = 0.0
         while not self._stop.is_set():
@@ -347,3 +355,5 @@ def local_stack(
                 result.supervisor.stop()
             for svc in reversed(list(result.services.values())):
                 svc.stop()
+            if result.supervisor is not None:
+                result.supervisor.join()
