@@ -19,6 +19,10 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+# gRPC's fork handlers abort a child forked (not vforked: pgserver's pg_ctl as its own user, when root) while
+# a channel is polling in another thread; the tests' children all exec at once, so they need none of it
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from services.common.embedded import NatsServer, nats_process, postgres_server
 
 

@@ -264,12 +264,26 @@ def restart_postgres(data_dir: str | os.PathLike[str], *, immediate: bool = True
     # the options it runs with (socket directory, no TCP), as pgserver started it
     argv = shlex.split((pgdata / "postmaster.opts").read_text())[1:]
     options = [a for i, a in enumerate(argv) if not (a == "-D" or (i > 0 and argv[i - 1] == "-D"))]
-    pg_ctl(["-w", "-m", "immediate" if immediate else "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+    stop = ["-w", "-m", "immediate" if immediate else "fast", "stop"]
     start = ["-w", "-o", shlex.join(options), "-l", str(pgdata / "log"), "start"]
-    for attempt in range(3):
-        try:
-            pg_ctl(start, pgdata=pgdata, user=user, timeout=120)
-            return
-        except subprocess.CalledProcessError:
-            if attempt == 2:
-                raise
+    # each step is tried again: a forked pg_ctl can die before it runs (see GRPC_ENABLE_FORK_SUPPORT)
+    for step, done_when_running in ((stop, False), (start, True)):
+        for attempt in range(3):
+            try:
+                pg_ctl(step, pgdata=pgdata, user=user, timeout=120)
+                break
+            except subprocess.CalledProcessError:
+                if _postgres_running(pgdata) == done_when_running:
+                    break
+                if attempt == 2:
+                    raise
+
+
+def _postgres_running(pgdata: Path) -> bool:
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
