@@ -25,11 +25,11 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
 from bench.storage import StorageProcess, _copy_baseline, _cpu_s, _cpu_since, _postgres_pids, _rss_peak_mb
-from services.common import events
-from services.common.bus import Bus, BusConfig
-from services.common.embedded import free_port, nats_server, postgres_server
-from services.common.salesforce import Credentials, OrgClient
+from devstack.embedded import free_port, nats_server, postgres_server
 from services.discovery.domain import largest_first
+from services.platform import events
+from services.platform.bus import Bus, BusConfig
+from services.sfclient import Credentials, OrgClient
 from sforg.testing import Admin, running_org
 
 SCALE = os.environ.get("BENCH_BACKUP_SCALE", "large")

@@ -14,9 +14,9 @@ import time
 
 from sfvault.events.v1 import events_pb2 as pb
 
-from services.common import events
-from services.common.bus import Bus, BusConfig
-from services.common.embedded import nats_server, postgres_server
+from devstack.embedded import nats_server, postgres_server
+from services.platform import events
+from services.platform.bus import Bus, BusConfig
 from services.session import service
 from services.session.config import SessionSettings
 

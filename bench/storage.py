@@ -22,7 +22,7 @@ import psycopg
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.common.embedded import free_port, nats_server, postgres_server
+from devstack.embedded import free_port, nats_server, postgres_server
 from services.jobrunner.storage_client import fill_columns
 from services.storage.domain import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, id_suffix
 from services.storage.migrations import PARTITIONS

@@ -1,6 +1,6 @@
 """The signing key and tokens the tests use (real tokens, checked by the real interceptor)."""
 
-from services.common.auth import mint
+from services.platform.auth import mint
 
 AUTH_KEY = b"test-signing-key"
 

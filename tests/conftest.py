@@ -3,7 +3,7 @@
 - `postgres_url`: one pgserver for the whole run (or SFVAULT_DATABASE_URL).
 - `database_url`: a fresh, empty database per test on that server.
 - `nats_url`: a fresh nats-server (JetStream, temporary store, free port) per test, or SFVAULT_NATS_URL; the
-  embedded one requires a user (services.common.natsauth): the URL carries the admin's credentials.
+  embedded one requires a user (services.platform.natsauth): the URL carries the admin's credentials.
 - `nats_credentials(service)`: the settings that make a component connect as its own NATS user
   (`nats_user`, `nats_password`), with that service's permissions; empty for an external NATS.
 - `bus_namespace`: a unique prefix for stream names and subjects, so tests sharing one external NATS
@@ -23,7 +23,7 @@ import pytest
 # a channel is polling in another thread; the tests' children all exec at once, so they need none of it
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from services.common.embedded import NatsServer, nats_process, postgres_server
+from devstack.embedded import NatsServer, nats_process, postgres_server
 
 
 @pytest.fixture(scope="session")

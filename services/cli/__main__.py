@@ -688,7 +688,7 @@ def token_create(
     ] = True,
 ) -> None:
     """Mint a token (needs the signing key: an admin's task) and register it, so it can be listed and revoked."""
-    from services.common.auth import mint, read_key
+    from services.platform.auth import mint, read_key
 
     if role not in ("viewer", "operator", "admin"):
         raise CliError("role must be viewer, operator or admin")
@@ -710,7 +710,7 @@ def token_register(
     json_out: JsonOpt = False,
 ) -> None:
     """Record an existing token (minted earlier, or with --no-register) in the registry."""
-    from services.common.auth import read_key
+    from services.platform.auth import read_key
 
     token = read_key(token_ref, "the token", "--token-ref").decode()
     info = clients().access.RegisterToken(acc.RegisterTokenRequest(token=token))

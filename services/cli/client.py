@@ -12,8 +12,8 @@ from sfvault.discovery.v1 import access_pb2_grpc, discovery_pb2_grpc
 from sfvault.session.v1 import session_pb2_grpc
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.common.auth import channel
-from services.common.settings import channel_credentials
+from services.platform.auth import channel
+from services.platform.settings import channel_credentials
 
 DEFAULT_HOME = Path(os.environ.get("SFVAULT_HOME", ".sfvault"))
 

@@ -18,10 +18,10 @@ from typing import Any
 from sfvault.discovery.v1 import discovery_pb2 as disc
 from sfvault.session.v1 import session_pb2 as api
 
+from devstack.localstack import local_stack
 from services.cli import local, render
 from services.cli.__main__ import watch
 from services.cli.client import Clients, Endpoints
-from services.common.localstack import local_stack
 
 
 def secrets_dir(home: Path) -> Path:

@@ -23,8 +23,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import mint
-from services.common.localstack import local_stack
+from devstack.localstack import local_stack
+from services.platform.auth import mint
 
 
 def prepare_auth(home: Path) -> dict[str, str]:

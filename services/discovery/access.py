@@ -2,7 +2,7 @@
 
 Tokens are minted with the signing key (`sfvault token create`) and registered here: discovery checks the
 signature and keeps the claims (id, name, role, issued, expires), never the token. Revoking one marks it
-here and puts its id into the KV bucket of revoked tokens every service follows (services.common.auth), so
+here and puts its id into the KV bucket of revoked tokens every service follows (services.platform.auth), so
 it is refused everywhere within a second or two. At start discovery puts every revoked, unexpired id again:
 a bucket that lost an entry (a put that failed, a NATS that lost its storage) is repaired.
 """
@@ -22,9 +22,9 @@ from psycopg_pool import AsyncConnectionPool
 from sfvault.discovery.v1 import access_pb2 as api
 from sfvault.discovery.v1 import access_pb2_grpc
 
-from services.common import auth
-from services.common.auth import AuthError, Claims, KvRevocationFeed, StreamAudit, claims_of, current_principal
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, grpc_errors
+from services.platform import auth
+from services.platform.auth import AuthError, Claims, KvRevocationFeed, StreamAudit, claims_of, current_principal
+from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, grpc_errors
 
 MAX_TOKEN_TEXT = 4096
 MAX_PAGE = 5000

@@ -1,5 +1,5 @@
 """Discovery's adapters to the outside: a Salesforce org (describeGlobal, describe, access checks) through
-`services.common.salesforce`, and storage's gRPC health. Blocking Salesforce calls run in worker threads."""
+`services.sfclient`, and storage's gRPC health. Blocking Salesforce calls run in worker threads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import salesforce as sfc
+from services import sfclient as sfc
 from services.discovery import domain as d
 
 NOT_MODIFIED = 304

@@ -9,11 +9,11 @@ import grpc
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.discovery.v1 import discovery_pb2_grpc
 
-from services.common.errors import InvalidArgument, NotFound, grpc_errors
 from services.discovery import domain as d
 from services.discovery import translate
 from services.discovery.application import Catalog
 from services.discovery.store import DiscoveryStore
+from services.platform.errors import InvalidArgument, NotFound, grpc_errors
 
 T = TypeVar("T")
 A = TypeVar("A")

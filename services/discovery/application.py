@@ -18,12 +18,12 @@ import grpc
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
-from services.common import errors
-from services.common import salesforce as sfc
-from services.common.bus import Delivery, is_transient
+from services import sfclient as sfc
 from services.discovery import adapters, translate
 from services.discovery import domain as d
 from services.discovery.store import Conflict, DiscoveryStore, SessionRecord, StoredJob
+from services.platform import errors
+from services.platform.bus import Delivery, is_transient
 
 log = logging.getLogger(__name__)
 

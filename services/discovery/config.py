@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.settings import ServiceSettings
+from services.platform.settings import ServiceSettings
 
 
 class DiscoverySettings(ServiceSettings):

@@ -12,9 +12,9 @@ from typing import Protocol
 from nats.errors import ConnectionClosedError
 from nats.js.errors import NotFoundError
 
-from services.common.bus import Bus, Delivery, heartbeat
 from services.discovery.application import record_job_outcomes
 from services.discovery.store import DiscoveryStore
+from services.platform.bus import Bus, Delivery, heartbeat
 
 log = logging.getLogger(__name__)
 CONSUMER = "discovery"

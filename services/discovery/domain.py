@@ -13,8 +13,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.common.secrets import SecretError, SecretRule
 from services.discovery.schedule import InvalidSchedule, next_fire
+from services.platform.secrets import SecretError, SecretRule
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_RECONCILE_EVERY = dt.timedelta(days=7)
@@ -181,7 +181,7 @@ _REQUIRED_BY_FLOW = {
 
 def check_connection(c: Connection, secrets: SecretRule | None = None) -> Connection:
     """Secrets are references ("env:NAME" or "file:/absolute/path"), not read here, and only where an org's
-    secret may come from (services.common.secrets; `secrets`: the process's rule unless given)."""
+    secret may come from (services.platform.secrets; `secrets`: the process's rule unless given)."""
     if not re.match(r"^https://[^\s/]+", c.login_url):
         raise InvalidPolicy("connection.login_url must be an https:// URL")
     rule = secrets or SecretRule.from_environment()

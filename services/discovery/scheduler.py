@@ -102,7 +102,7 @@ class GrpcSessionStarter:
     def __init__(self, address: str, token: str, credentials: Any = None) -> None:
         from sfvault.session.v1 import session_pb2_grpc
 
-        from services.common.auth import aio_channel
+        from services.platform.auth import aio_channel
 
         self.channel = aio_channel(address, token, credentials)
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)

@@ -16,10 +16,6 @@ import orjson
 from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.common import db, errors
-from services.common.auth import BusAccess, aio_channel, load_key
-from services.common.bus import Bus
-from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.discovery import access, adapters
 from services.discovery.api import DiscoveryApi
 from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
@@ -27,6 +23,10 @@ from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import consume_job_outcomes, consume_session_requests
 from services.discovery.scheduler import GrpcSessionStarter, Scheduler
 from services.discovery.store import DiscoveryStore, ScheduleRuns
+from services.platform import db, errors
+from services.platform.auth import BusAccess, aio_channel, load_key
+from services.platform.bus import Bus
+from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
 
 log = logging.getLogger("sfvault.discovery")
 # how long a call waits for a database connection: longer means PostgreSQL is away, and the caller is better

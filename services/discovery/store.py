@@ -16,8 +16,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.db import migrate, reconnected
 from services.discovery import domain as d
+from services.platform.db import migrate, reconnected
 
 MIGRATIONS = [
     """

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.common import lifecycle
-from services.common import settings as settings_module
 from services.jobrunner import service
 from services.jobrunner.config import JobrunnerSettings
+from services.platform import lifecycle
+from services.platform import settings as settings_module
 
 
 def main() -> None:

@@ -21,16 +21,6 @@ from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.common import events, telemetry
-from services.common.bus import Bus, heartbeat
-from services.common.errors import InvalidArgument
-from services.common.salesforce import (
-    ApiLimitExceeded,
-    AuthenticationRefused,
-    OrgUnreachable,
-    SecretError,
-    is_transient,
-)
 from services.jobrunner.domain import CountMismatch, Tally
 from services.jobrunner.jobs import (
     DataJob,
@@ -45,6 +35,16 @@ from services.jobrunner.jobs import (
 from services.jobrunner.salesforce import JobOrgClient, MetadataClient, OrgReader, SalesforceError
 from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
+from services.platform import events, telemetry
+from services.platform.bus import Bus, heartbeat
+from services.platform.errors import InvalidArgument
+from services.sfclient import (
+    ApiLimitExceeded,
+    AuthenticationRefused,
+    OrgUnreachable,
+    SecretError,
+    is_transient,
+)
 
 log = logging.getLogger("sfvault.jobrunner")
 CONSUMER = "jobrunner"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from services.common.settings import ServiceSettings
+from services.platform.settings import ServiceSettings
 
 
 class JobrunnerSettings(ServiceSettings):

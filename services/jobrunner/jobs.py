@@ -21,9 +21,7 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from sfvault.storage.v1 import storage_pb2 as spb
 
-from services.common.canonical import CANONICAL_RULES, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
-from services.common.errors import InvalidArgument
-from services.common.salesforce import Credentials, credentials_from_connection, is_transient
+from services.canonical import CANONICAL_RULES, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 from services.jobrunner import domain
 from services.jobrunner.domain import CountMismatch, Key, ObjectMarks, Plan, Selection, Tally
 from services.jobrunner.salesforce import (
@@ -36,6 +34,8 @@ from services.jobrunner.salesforce import (
 )
 from services.jobrunner.storage_client import StorageClient
 from services.jobrunner.store import JobStore
+from services.platform.errors import InvalidArgument
+from services.sfclient import Credentials, credentials_from_connection, is_transient
 
 # a Bulk CSV row and its position in the page -> (what goes to storage, its size, its Id)
 RowEncoder = Callable[[list[str], int], tuple[Any, int, str]]

@@ -1,5 +1,5 @@
 """Salesforce reads for jobs: REST query pages, Bulk API 2.0 query jobs streamed page by page, /deleted,
-blob downloads and a small Metadata API SOAP client. Built on services.common.salesforce.OrgClient (re-auth,
+blob downloads and a small Metadata API SOAP client. Built on services.sfclient.OrgClient (re-auth,
 retries, API accounting, budget)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from isal import isal_zlib
 from simple_salesforce.exceptions import SalesforceExpiredSession
 from urllib3.exceptions import ProtocolError
 
-from services.common.salesforce import ApiLimitExceeded, Credentials, OrgClient, SalesforceError, error_of
+from services.sfclient import ApiLimitExceeded, Credentials, OrgClient, SalesforceError, error_of
 
 log = logging.getLogger(__name__)
 MD_NS = "http://soap.sforce.com/2006/04/metadata"

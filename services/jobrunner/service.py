@@ -9,14 +9,14 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from services.common.bus import Bus
-from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.jobrunner import store as store_module
 from services.jobrunner.application import Runner
 from services.jobrunner.config import JobrunnerSettings
 from services.jobrunner.jobs import Tuning
 from services.jobrunner.storage_client import StorageClient
 from services.jobrunner.store import JobStore
+from services.platform.bus import Bus
+from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
 
 log = logging.getLogger("sfvault.jobrunner")
 

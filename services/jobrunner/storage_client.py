@@ -14,8 +14,8 @@ import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.common.auth import channel as auth_channel
-from services.common.canonical import CanonicalParts, column_bytes
+from services.canonical import CanonicalParts, column_bytes
+from services.platform.auth import channel as auth_channel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,9 +10,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from services.common import db
 from services.jobrunner.domain import ObjectMarks
 from services.jobrunner.migrations import MIGRATIONS
+from services.platform import db
 
 
 async def migrate(url: str, schema: str) -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from services.common import lifecycle
-from services.common import settings as settings_module
+from services.platform import lifecycle
+from services.platform import settings as settings_module
 from services.session import service
 from services.session.config import SessionSettings
 

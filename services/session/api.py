@@ -11,9 +11,9 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
-from services.common import events
-from services.common.auth import current_principal
-from services.common.errors import InvalidArgument, grpc_errors
+from services.platform import events
+from services.platform.auth import current_principal
+from services.platform.errors import InvalidArgument, grpc_errors
 from services.session import translate
 from services.session.application import SessionService
 

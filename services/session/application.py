@@ -16,8 +16,8 @@ from typing import Protocol
 from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
 
-from services.common import errors, events, telemetry
-from services.common.bus import Delivery
+from services.platform import errors, events, telemetry
+from services.platform.bus import Delivery
 from services.session import domain as d
 from services.session import translate
 from services.session.store import Page, Projection

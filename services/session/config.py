@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.common.settings import ServiceSettings
+from services.platform.settings import ServiceSettings
 
 
 class SessionSettings(ServiceSettings):

@@ -17,10 +17,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2, session_pb2_grpc
 
-from services.common import db
-from services.common.auth import BusAccess
-from services.common.bus import Bus
-from services.common.grpcserver import GrpcServer, start_grpc_server, watch_health
+from services.platform import db
+from services.platform.auth import BusAccess
+from services.platform.bus import Bus
+from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
 from services.session.api import SessionApi
 from services.session.application import Clock, SessionService, SystemClock
 from services.session.config import SessionSettings
@@ -161,7 +161,7 @@ async def rebuild(settings: SessionSettings, schema: str | None = None, batch_si
                 max_ack_pending=-1,
             ),
         )
-        from services.common import events
+        from services.platform import events
         from services.session import translate
 
         folded = 0

@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.db import migrate, reconnected
+from services.platform.db import migrate, reconnected
 from services.session import domain as d
 
 MIGRATIONS = [

@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 
-from services.common import events
+from services.platform import events
 from services.session import domain as d
 
 _JOB_TYPES = {pb.JOB_TYPE_METADATA: "metadata", pb.JOB_TYPE_FILE: "file", pb.JOB_TYPE_DATA: "data"}

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from services.common import lifecycle, telemetry
-from services.common.grpcserver import watch_health
+from services.platform import lifecycle, telemetry
+from services.platform.grpcserver import watch_health
 from services.storage import config, service
 
 

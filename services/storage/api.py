@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.events.v1 import events_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.common.auth import current_principal
+from services.platform.auth import current_principal
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,

@@ -19,15 +19,15 @@ from typing import Any, Protocol
 
 import xxhash
 
-from services.common import telemetry
-from services.common.canonical import (
+from services.canonical import (
     CanonicalColumnsIn,
     content_hash,
     has_escaped_nul,
     join_values,
     split_column_texts,
 )
-from services.common.failpoints import failpoint
+from services.platform import telemetry
+from services.platform.failpoints import failpoint
 from services.storage.audit import ReadAuditLog
 from services.storage.domain import (
     CANONICAL_RULES,

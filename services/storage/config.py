@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.platform.settings import ServiceSettings
 
 
 class StorageSettings(ServiceSettings):

@@ -7,8 +7,8 @@ import datetime as dt
 
 from sfvault.events.v1 import events_pb2
 
-from services.common import events
-from services.common.bus import Bus
+from services.platform import events
+from services.platform.bus import Bus
 from services.storage.domain import Counts
 
 

@@ -1,5 +1,5 @@
 """The storage rules, free of I/O: Id and name validation of requests, chunk counts and digests. The canonical
-form of a record and its hash (what counts as a change) are the shared contract in services.common.canonical,
+form of a record and its hash (what counts as a change) are the shared contract in services.canonical,
 re-exported here.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.canonical import (
+from services.canonical import (
     AUDIT_FIELDS,
     CANONICAL_RULES,
     MAX_NAME_LENGTH,
@@ -39,8 +39,8 @@ from services.common.canonical import (
     normalize_id,
     values_hash,
 )
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.errors import RequestError as StorageError
+from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.platform.errors import RequestError as StorageError
 
 __all__ = [
     "AUDIT_FIELDS",

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.common.auth import BusAccess
-from services.common.bus import Bus
-from services.common.grpcserver import GrpcServer, start_grpc_server
+from services.platform.auth import BusAccess
+from services.platform.bus import Bus
+from services.platform.grpcserver import GrpcServer, start_grpc_server
 from services.storage.api import StorageServicer
 from services.storage.application import Storage
 from services.storage.config import StorageSettings

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.common import db
+from services.platform import db
 from services.storage.domain import (
     CANONICAL_RULES,
     CanonicalRecord,

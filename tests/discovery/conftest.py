@@ -17,12 +17,12 @@ from sfvault.discovery.v1 import discovery_pb2_grpc
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.common import events
-from services.common.auth import aio_channel
-from services.common.bus import Bus, BusConfig
 from services.discovery import service
 from services.discovery.application import Planner
 from services.discovery.config import DiscoverySettings
+from services.platform import events
+from services.platform.auth import aio_channel
+from services.platform.bus import Bus, BusConfig
 from sforg.testing import Admin, running_org
 from tests.auth import AUTH_KEY, token
 

@@ -12,7 +12,7 @@ from sfvault.discovery.v1 import access_pb2 as acc
 from sfvault.discovery.v1 import access_pb2_grpc, discovery_pb2_grpc
 from sfvault.discovery.v1 import discovery_pb2 as api
 
-from services.common.auth import aio_channel, claims_of, mint
+from services.platform.auth import aio_channel, claims_of, mint
 from tests.auth import AUTH_KEY, token
 from tests.discovery.conftest import Running
 

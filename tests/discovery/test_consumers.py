@@ -12,10 +12,10 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from sfvault.events.v1 import events_pb2 as ev
 
-from services.common.bus import Bus, BusConfig, Delivery
-from services.common.embedded import nats_process
+from devstack.embedded import nats_process
 from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import CONSUMER, consume_session_requests
+from services.platform.bus import Bus, BusConfig, Delivery
 from tests.discovery.conftest import Running
 
 ACK_WAIT_S = 1.0

@@ -16,12 +16,12 @@ from grpc_health.v1 import health_pb2
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.discovery.v1 import discovery_pb2_grpc
 
-from services.common.auth import aio_channel
-from services.common.db import open_pool
 from services.discovery import domain as d
 from services.discovery import service
 from services.discovery.scheduler import Scheduler
 from services.discovery.store import DiscoveryStore, ScheduleRuns
+from services.platform.auth import aio_channel
+from services.platform.db import open_pool
 from tests.auth import token
 from tests.discovery.conftest import discovery_settings
 from tests.session.conftest import OwnPostgres, health_becomes

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from sfvault.events.v1 import events_pb2 as ev
 
-from services.common import events
-from services.common.bus import Delivery, is_transient
 from services.discovery import domain as d
 from services.discovery.application import Planner, PlanningTimedOut
 from services.discovery.store import SessionRecord
+from services.platform import events
+from services.platform.bus import Delivery, is_transient
 
 
 class Store:

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.db import open_pool
 from services.discovery import domain as d
 from services.discovery.scheduler import Scheduler, scheduled_session_id
 from services.discovery.store import DiscoveryStore, ScheduleRuns
+from services.platform.db import open_pool
 
 
 class Clock:

@@ -119,7 +119,7 @@ async def test_a_manual_session_stalls_at_the_policy_timeout(
     from sfvault.session.v1 import session_pb2 as session_api
     from sfvault.session.v1 import session_pb2_grpc
 
-    from services.common.auth import aio_channel
+    from services.platform.auth import aio_channel
     from tests.session.conftest import FakeClock, serving, session_settings
     from tests.session.conftest import token as session_token
 

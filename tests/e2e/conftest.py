@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the whole sfvault as separate processes (services.common.localstack) with sforg."""
+"""End-to-end fixtures: the whole sfvault as separate processes (devstack.localstack) with sforg."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sfvault.discovery.v1 import discovery_pb2 as disc
 
+from devstack.localstack import Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients, Endpoints
 from services.cli.demo import register_org, secrets_dir
-from services.common.localstack import Stack, local_stack
 
 
 def endpoints(stack: Stack, home: Path) -> Endpoints:

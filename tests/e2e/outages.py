@@ -13,8 +13,8 @@ import nats
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 
+from devstack.localstack import Stack
 from services.cli.client import Clients
-from services.common.localstack import Stack
 from sforg.testing import Admin
 from tests.e2e.reconcile import reconcile
 
@@ -99,7 +99,7 @@ def stream_info(nats_url: str, stream: str) -> Any:
 
 def chunk_events(nats_url: str, session_id: str) -> list[tuple[str, int, int]]:
     """(job, chunk, new versions) of every ChunkUploaded of a session on the EVENTS stream, in stream order."""
-    from services.common import events
+    from services.platform import events
 
     async def read() -> list[tuple[str, int, int]]:
         nc = await nats.connect(nats_url.split(","), allow_reconnect=False)

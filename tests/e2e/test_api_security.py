@@ -21,9 +21,9 @@ from sfvault.discovery.v1 import access_pb2, discovery_pb2
 from sfvault.session.v1 import session_pb2
 from sfvault.storage.v1 import storage_pb2
 
-from services.common.auth import ROLES, load_key, mint
-from services.common.localstack import Stack
+from devstack.localstack import Stack
 from services.discovery.service import ROLES as DISCOVERY_ROLES
+from services.platform.auth import ROLES, load_key, mint
 from services.session.service import ROLES as SESSION_ROLES
 from services.storage.service import ROLES as STORAGE_ROLES
 

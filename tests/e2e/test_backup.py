@@ -14,8 +14,8 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.storage.v1 import storage_pb2 as st
 
+from devstack.localstack import Stack
 from services.cli.client import Clients
-from services.common.localstack import Stack
 from sforg.testing import Admin
 from tests.e2e.conftest import register
 from tests.e2e.reconcile import reconcile, same

@@ -19,10 +19,10 @@ import pytest
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 
+from devstack.embedded import nats_process, postgres_server
+from devstack.localstack import RestartPolicy, Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients
-from services.common.embedded import nats_process, postgres_server
-from services.common.localstack import RestartPolicy, Stack, local_stack
 from sforg.testing import Admin
 from tests.e2e.conftest import endpoints, register
 from tests.e2e.outages import Moment, check_complete, run_with_outages

@@ -17,10 +17,10 @@ from sfvault.discovery.v1 import discovery_pb2 as disc
 from sfvault.session.v1 import session_pb2 as ses
 from sfvault.storage.v1 import storage_pb2 as sto
 
+from devstack.localstack import Stack
 from services.cli.client import Clients, Endpoints
 from services.cli.demo import secrets_dir
-from services.common.auth import load_key, mint
-from services.common.localstack import Stack
+from services.platform.auth import load_key, mint
 from sforg.testing import Admin
 
 pytestmark = pytest.mark.e2e

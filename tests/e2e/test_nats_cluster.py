@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sfvault.events.v1 import events_pb2 as pb
 
+from devstack.embedded import nats_cluster
+from devstack.localstack import local_stack
 from services.cli import local
 from services.cli.client import Clients
-from services.common.bus import BusConfig
-from services.common.embedded import nats_cluster
-from services.common.localstack import local_stack
+from services.platform.bus import BusConfig
 from tests.e2e.conftest import endpoints, register
 from tests.e2e.outages import check_complete, planned, run_with_outages, stream_info
 

@@ -40,9 +40,9 @@ from sfvault.events.v1 import events_pb2
 from sfvault.session.v1 import session_pb2
 from sfvault.storage.v1 import storage_pb2
 
+from devstack.localstack import Stack, local_stack
 from services.cli import local
-from services.common.auth import load_key, mint
-from services.common.localstack import Stack, local_stack
+from services.platform.auth import load_key, mint
 from tests.storage.conftest import sf_id
 
 pytestmark = pytest.mark.e2e

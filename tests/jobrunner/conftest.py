@@ -24,11 +24,11 @@ from sfvault.jobs.v1 import jobs_pb2
 from sfvault.storage.v1 import storage_pb2 as spb
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.common import events
-from services.common.bus import Bus, BusConfig
-from services.common.salesforce import Credentials, OrgClient
 from services.jobrunner import service as jr_service
 from services.jobrunner.config import JobrunnerSettings
+from services.platform import events
+from services.platform.bus import Bus, BusConfig
+from services.sfclient import Credentials, OrgClient
 from services.storage import service as st_service
 from services.storage.config import StorageSettings
 from services.storage.domain import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer

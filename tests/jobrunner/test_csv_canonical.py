@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from services.common.canonical import FieldDef, FieldType, InvalidArgument, ObjectSchema, RecordCanonicalizer
+from services.canonical import FieldDef, FieldType, InvalidArgument, ObjectSchema, RecordCanonicalizer
 from services.jobrunner import domain
 from services.jobrunner.domain import FieldInfo
 

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.common.canonical import CANONICAL_RULES, CanonicalParts, Deleted, split_column_texts
+from services.canonical import CANONICAL_RULES, CanonicalParts, Deleted, split_column_texts
 from services.jobrunner.storage_client import StorageClient, fill_columns
 
 PARTS = [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.bus import BusConfig
+from services.platform.bus import BusConfig
 from tests.k8s.conftest import (
     NAMESPACE,
     SERVICE_PORTS,

@@ -22,8 +22,8 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
-from services.common.auth import aio_channel, mint
-from services.common.bus import Bus, BusConfig
+from services.platform.auth import aio_channel, mint
+from services.platform.bus import Bus, BusConfig
 from services.session import service
 from services.session.application import SessionService
 from services.session.config import SessionSettings

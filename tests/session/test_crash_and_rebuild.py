@@ -18,10 +18,10 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
-from services.common.auth import aio_channel
-from services.common.bus import Bus, BusConfig
-from services.common.db import open_pool
-from services.common.embedded import free_port
+from devstack.embedded import free_port
+from services.platform.auth import aio_channel
+from services.platform.bus import Bus, BusConfig
+from services.platform.db import open_pool
 from services.session.store import Projection
 from tests.session.conftest import AUTH_KEY, token
 

@@ -16,8 +16,8 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
-from services.common.auth import aio_channel
-from services.common.bus import Bus, BusConfig
+from services.platform.auth import aio_channel
+from services.platform.bus import Bus, BusConfig
 from tests.session.conftest import FakeClock, OwnPostgres, health_becomes, serving, session_settings, token
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import contextlib
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import nats_server
+from devstack.embedded import nats_server
 from services.session import service
 from tests.session.conftest import session_settings
 

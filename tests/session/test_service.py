@@ -92,7 +92,7 @@ async def test_duplicates_and_reordering_give_the_same_result(running: Running) 
 
     sid = "smix"
     envelopes = []
-    from services.common import events as ev
+    from services.platform import events as ev
 
     def add(payload: object, job: str = "", *parts: object) -> None:
         envelopes.append(ev.envelope(payload, session_id=sid, job_id=job, producer="test", id_parts=parts))
@@ -224,7 +224,7 @@ async def test_cancel_ends_a_session_whose_job_never_finishes(running: Running) 
 async def test_every_rpc_checks_token_and_role(running: Running) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from services.common.auth import aio_channel
+    from services.platform.auth import aio_channel
     from tests.session.conftest import token
 
     calls = {

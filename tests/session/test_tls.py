@@ -10,8 +10,8 @@ import pytest
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
-from services.common.auth import aio_channel
-from services.common.settings import channel_credentials
+from services.platform.auth import aio_channel
+from services.platform.settings import channel_credentials
 from services.session import service
 from sforg.tls import ensure_certificates
 from tests.auth import token

@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.common import events
-from services.common.auth import aio_channel
-from services.common.bus import Bus, BusConfig
-from services.common.canonical import CANONICAL_RULES
+from services.canonical import CANONICAL_RULES
+from services.platform import events
+from services.platform.auth import aio_channel
+from services.platform.bus import Bus, BusConfig
 from services.storage import config, service
 from tests.auth import AUTH_KEY, token
 from tests.storage.conftest import DATA, FILE, ORG, account, sf_id

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.common.canonical import CANONICAL_RULES, RecordCanonicalizer, content_hash, legacy_content_hash
+from services.canonical import CANONICAL_RULES, RecordCanonicalizer, content_hash, legacy_content_hash
 from services.storage.api import _status
 from services.storage.application import Storage
 from services.storage.domain import FailedPrecondition, InvalidArgument

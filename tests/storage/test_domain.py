@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.common.canonical import (
+from services.canonical import (
     CanonicalRecord,
     _legacy_loads,
     content_hash,
@@ -349,7 +349,7 @@ def test_a_refused_value_is_described_never_quoted() -> None:
 
 
 def test_rescope_carries_fields_out_of_scope_and_tells_a_scope_only_difference() -> None:
-    from services.common.canonical import values_hash
+    from services.canonical import values_hash
     from services.storage.domain import HeadState, Scope, rescope
 
     rid = "001000000000001AAA"

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from services.common.embedded import free_port
+from devstack.embedded import free_port
 from services.storage.application import FileHeaderIn, MetadataComponentIn
 from services.storage.domain import FailedPrecondition, InvalidArgument, NotFound
 from services.storage.files import FileRepository, LocalFileRepository, S3FileRepository, content_key, open_repository

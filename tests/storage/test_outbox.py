@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.common import events
-from services.common.auth import aio_channel
-from services.common.bus import Bus, BusConfig
-from services.common.embedded import free_port
+from devstack.embedded import free_port
+from services.platform import events
+from services.platform.auth import aio_channel
+from services.platform.bus import Bus, BusConfig
 from tests.auth import AUTH_KEY, token
 from tests.storage.conftest import DATA, ORG, account
 from tests.storage.test_api import SCHEMA

@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 from sfvault.events.v1 import events_pb2
 
-from services.common.bus import Bus, BusConfig, Delivery
+from services.platform.bus import Bus, BusConfig, Delivery
 from tests.telemetry.conftest import Captured
 
 

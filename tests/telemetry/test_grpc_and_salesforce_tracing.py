@@ -12,9 +12,9 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.trace import SpanKind
 
-from services.common import auth, telemetry
-from services.common.grpcserver import GrpcServer, start_grpc_server
-from services.common.salesforce import Credentials, new_http_session
+from services.platform import auth, telemetry
+from services.platform.grpcserver import GrpcServer, start_grpc_server
+from services.sfclient import Credentials, new_http_session
 from tests.telemetry.conftest import Captured
 
 

@@ -21,9 +21,9 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 
+from devstack.localstack import SERVICES, local_stack
 from services.cli import local
 from services.cli.client import Clients
-from services.common.localstack import SERVICES, local_stack
 from sforg.testing import Admin
 from tests.e2e.conftest import endpoints, register
 

@@ -164,7 +164,7 @@ class BeginJobResponse(_message.Message):
     """highest chunk already stored; 0 for a new job"""
     chunks: _builtins.int
     canonical_rules: _builtins.int
-    """The canonical rules storage expects of PutRecordsRequest.canonical (services/common/canonical.py)."""
+    """The canonical rules storage expects of PutRecordsRequest.canonical (services/canonical.py)."""
     formula_changes_counted: _builtins.bool
     """Whether formula (calculated) fields count as a change: they are then hashed with the other values."""
     canonical_columns: _builtins.bool

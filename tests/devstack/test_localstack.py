@@ -1,4 +1,4 @@
-"""The local stack (services.common.localstack) as `sfvault services up` runs it: a service killed -9 comes
+"""The local stack (devstack.localstack) as `sfvault services up` runs it: a service killed -9 comes
 back and serves again, restarts back off, and a second `up` says sfvault is already running."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.localstack import RestartPolicy, local_stack
 from services.cli import local
-from services.common.localstack import RestartPolicy, local_stack
 
 
 def test_restart_back_off_doubles_up_to_its_cap_and_resets_after_a_healthy_run() -> None:

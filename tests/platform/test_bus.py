@@ -11,8 +11,8 @@ from nats.js.api import RetentionPolicy
 from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.common.bus import Bus, BusConfig, Delivery, TransientError, is_transient
-from services.common.embedded import nats_process
+from devstack.embedded import nats_process
+from services.platform.bus import Bus, BusConfig, Delivery, TransientError, is_transient
 
 
 @pytest.fixture
@@ -248,11 +248,11 @@ async def test_a_dead_letter_nats_cannot_take_yet_is_retried_and_the_consumer_go
 
 
 async def test_a_service_starting_while_nats_is_away_waits_for_it(tmp_path, caplog) -> None:
-    from services.common.embedded import NatsServer, free_port
+    from devstack.embedded import NatsServer, free_port
 
     server = NatsServer(str(tmp_path / "nats"), free_port())  # not started yet
     connecting = asyncio.create_task(Bus.connect(BusConfig(url=server.url), producer="test"))
-    while not any(r.name == "services.common.bus" for r in caplog.records):  # a first attempt was refused
+    while not any(r.name == "services.platform.bus" for r in caplog.records):  # a first attempt was refused
         assert not connecting.done(), connecting
         await asyncio.sleep(0.05)  # waiting for the first refused attempt: a log record, no event
     await asyncio.to_thread(server.start)

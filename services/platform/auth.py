@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from services.common import telemetry
-from services.common.handlers import CallDetails, rewrap
+from services.platform import telemetry
+from services.platform.handlers import CallDetails, rewrap
 
 ROLES = {"viewer": 1, "operator": 2, "admin": 3, "service": 4}
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

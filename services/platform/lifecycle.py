@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from services.common import telemetry
+from services.platform import telemetry
 
 S = TypeVar("S")
 

@@ -15,8 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.session.v1 import session_pb2, session_pb2_grpc
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.common.embedded import free_ports
-from services.common.grpcserver import start_grpc_server
+from devstack.embedded import free_ports
+from services.platform.grpcserver import start_grpc_server
 
 
 def test_free_ports_are_distinct() -> None:
@@ -34,7 +34,7 @@ async def test_a_second_server_on_a_port_in_use_fails_to_start() -> None:
         await first.stop(0)
 
 
-# ---- every request checked at the door (services.common.validation) ---------------------------------------
+# ---- every request checked at the door (services.platform.validation) ---------------------------------------
 
 
 class _Sessions(session_pb2_grpc.SessionServiceServicer):

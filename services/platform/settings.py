@@ -38,8 +38,8 @@ class ServiceSettings(BaseSettings):
     tls_ca_file: str = ""
 
     def bus_config(self) -> Any:
-        """The bus as these settings describe it (services.common.bus.BusConfig)."""
-        from services.common.bus import BusConfig
+        """The bus as these settings describe it (services.platform.bus.BusConfig)."""
+        from services.platform.bus import BusConfig
 
         return BusConfig(
             url=self.nats_url,
@@ -70,7 +70,7 @@ class ServiceSettings(BaseSettings):
 
     def own_token(self, name: str) -> str:
         """The token this service presents to others: SFVAULT_SERVICE_TOKEN, or one minted from the key."""
-        from services.common.auth import load_key, mint
+        from services.platform.auth import load_key, mint
 
         if self.service_token or self.auth_disabled or not self.auth_key:
             return self.service_token
@@ -105,7 +105,7 @@ def load(cls: type[S]) -> S:
 
 def auth_interceptors(auth_key: str, auth_disabled: bool, auth_revoked: str, required: dict[str, str]) -> list[Any]:
     """Authentication for a service's gRPC server; refuses to start without a key unless explicitly disabled."""
-    from services.common.auth import AuthInterceptor, load_key
+    from services.platform.auth import AuthInterceptor, load_key
 
     if auth_disabled:
         return []

@@ -13,8 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import telemetry
-from services.common.validation import RequestValidator
+from services.platform import telemetry
+from services.platform.validation import RequestValidator
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ async def start_grpc_server(
     `options` are gRPC channel arguments, e.g. ("grpc.max_receive_message_length", n).
     Health starts NOT_SERVING; the caller flips it once its dependencies are reachable. Every call but
     health and reflection gets a SERVER span (the tracing interceptor runs first, so refused calls show too).
-    Every request is checked against the limits of its type (services.common.validation) after the given
+    Every request is checked against the limits of its type (services.platform.validation) after the given
     interceptors (authentication first: a caller without a token learns nothing of the limits), and a
     request that is not valid protobuf is INVALID_ARGUMENT, not UNKNOWN.
     """

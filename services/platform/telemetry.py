@@ -29,7 +29,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from services.common.handlers import CallDetails, rewrap
+from services.platform.handlers import CallDetails, rewrap
 
 log = logging.getLogger(__name__)
 NAME = "sfvault"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from services.common.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
+from services.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 
 SCHEMA = ObjectSchema(
     "Thing__c",

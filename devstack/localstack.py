@@ -2,7 +2,7 @@
 four services as separate processes. Used by `make demo`, `sfvault services up` and the end-to-end tests.
 
 It starts processes (`python -m services.<name>`); it imports no service. Each service connects to NATS as
-its own user (services.common.natsauth). With `supervise=True` a service whose process exits is started
+its own user (services.platform.natsauth). With `supervise=True` a service whose process exits is started
 again, as Kubernetes would: after an exponential back-off (capped), reset once it has run healthy a while.
 """
 
@@ -25,7 +25,7 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import (
+from devstack.embedded import (
     NatsServer,
     cluster_url,
     free_ports,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.common import failpoints
+from services.platform import failpoints
 
 PROGRAM = (
-    "from services.common.failpoints import failpoint\n"
+    "from services.platform.failpoints import failpoint\n"
     "print('before', flush=True)\n"
     "failpoint('demo.point')\n"
     "print('after', flush=True)\n"

@@ -39,8 +39,8 @@ from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from services.common import events, telemetry
-from services.common.natsauth import inbox_prefix
+from services.platform import events, telemetry
+from services.platform.natsauth import inbox_prefix
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class BusConfig:
     ack_wait_s: float = 60.0
     backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
     publish_retry_s: float = 30.0  # how long a publish is retried while NATS is away
-    user: str = ""  # this service's NATS user (services.common.natsauth); empty: no authentication
+    user: str = ""  # this service's NATS user (services.platform.natsauth); empty: no authentication
     password: str = field(default="", repr=False)
     tls_ca_file: str = ""  # verify the servers' certificates against this CA (and speak only TLS)
     connect_wait_s: float = 60.0  # how long a starting service waits for NATS (and JetStream) to answer

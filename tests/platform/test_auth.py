@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from services.common.auth import (
+from services.platform.auth import (
     MAX_TOKEN_TTL_S,
     AuthError,
     KvRevocationFeed,
@@ -119,7 +119,7 @@ async def test_a_stream_ends_when_its_token_is_revoked_or_expires() -> None:
     """A stream (WatchSession, an export) outlives the check at its start: each item is checked again."""
     import grpc
 
-    from services.common.auth import AuthInterceptor, aio_channel
+    from services.platform.auth import AuthInterceptor, aio_channel
 
     items: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -157,7 +157,7 @@ async def test_a_stream_ends_when_its_token_is_revoked_or_expires() -> None:
 
 def test_a_service_token_does_not_administer() -> None:
     """Every service holds a service token: one compromised jobrunner must not change orgs or revoke tokens."""
-    from services.common.auth import Principal
+    from services.platform.auth import Principal
 
     service = Principal("jobrunner", "service", "j1")
     assert service.allows("viewer") and service.allows("operator") and service.allows("service")
@@ -169,8 +169,8 @@ def test_a_service_token_does_not_administer() -> None:
 async def test_revocations_are_followed_across_a_nats_restart_with_each_services_permissions(tmp_path: Path) -> None:
     """Discovery writes the bucket and a session service follows it, each as its own NATS user; NATS is killed
     and restarted: what is revoked afterwards still reaches the follower, nothing restarted on its side."""
-    from services.common.embedded import nats_process
-    from services.common.natsauth import inbox_prefix
+    from devstack.embedded import nats_process
+    from services.platform.natsauth import inbox_prefix
 
     with nats_process(str(tmp_path / "js")) as server:
 
@@ -219,7 +219,7 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
 async def test_people_changes_are_audited_not_reads_nor_the_services_own_writes() -> None:
     import grpc
 
-    from services.common.auth import AuthInterceptor, MemoryAudit, aio_channel
+    from services.platform.auth import AuthInterceptor, MemoryAudit, aio_channel
 
     async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         if request == b"refuse":

@@ -5,7 +5,7 @@ hands `instance_url` + token to simple-salesforce. `OrgClient.call` re-authentic
 `INVALID_SESSION_ID`, retries what `is_transient` says is worth another try (the one retry rule: 5xx,
 `QUERY_TIMEOUT`, `SERVER_UNAVAILABLE`, the concurrent long-requests limit, connection errors and stalls) with
 bounded back-off, counts the API calls it spends and tracks the org's daily usage from `Sforce-Limit-Info`. An
-org's secrets are read from "env:NAME" / "file:/path" references allowed by `services.common.secrets`, and never
+org's secrets are read from "env:NAME" / "file:/path" references allowed by `services.platform.secrets`, and never
 logged, traced or put in an exception message.
 """
 
@@ -29,8 +29,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import TimeoutError as SocketTimeout
 
-from services.common import telemetry
-from services.common.secrets import SecretError, check_org_secret_ref, read_org_secret, read_secret
+from services.platform import telemetry
+from services.platform.secrets import SecretError, check_org_secret_ref, read_org_secret, read_secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,7 +96,7 @@ class ApiLimitExceeded(RuntimeError):
 
 
 def check_secret_ref(ref: str, what: str) -> None:
-    """Validate an org's reference without reading it: its shape and the secrets rule (services.common.secrets)."""
+    """Validate an org's reference without reading it: its shape and the secrets rule (services.platform.secrets)."""
     if ref:
         check_org_secret_ref(ref, what)
 

@@ -1,5 +1,5 @@
 """NATS authentication and per-service permissions, against a real nats-server configured from
-services.common.natsauth: nobody unauthenticated, and each service publishes only its own events."""
+services.platform.natsauth: nobody unauthenticated, and each service publishes only its own events."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from nats.errors import Error as NatsError
 from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.common import events, natsauth
-from services.common.bus import Bus, BusConfig
-from services.common.embedded import NatsServer, free_port, nats_process
+from devstack.embedded import NatsServer, free_port, nats_process
+from services.platform import events, natsauth
+from services.platform.bus import Bus, BusConfig
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +167,10 @@ def test_the_kubernetes_nats_users_are_this_table_and_a_real_server_enforces_the
     import subprocess
     from pathlib import Path
 
-    from services.common.embedded import _wait_for_port, free_port, nats_server_binary
+    from devstack.embedded import _wait_for_port, free_port, nats_server_binary
 
     committed = Path(__file__).resolve().parents[2] / "k8s" / "components" / "nats" / "auth.conf"
-    assert committed.read_text() == natsauth.kubernetes_auth_conf(), "run: python -m services.common.natsauth"
+    assert committed.read_text() == natsauth.kubernetes_auth_conf(), "run: python -m services.platform.natsauth"
     port = free_port()
     (tmp_path / "auth.conf").write_text(committed.read_text())
     (tmp_path / "nats.conf").write_text(f"listen: 127.0.0.1:{port}\ninclude auth.conf\n")
@@ -211,7 +211,7 @@ def test_the_kubernetes_nats_users_are_this_table_and_a_real_server_enforces_the
 
 async def test_nats_over_tls_with_the_ca_of_the_settings(tmp_path) -> None:
     """SFVAULT_NATS_TLS_CA_FILE: a service verifies the server's certificate; without TLS it gets nowhere."""
-    from services.common.settings import ServiceSettings
+    from services.platform.settings import ServiceSettings
     from sforg.tls import ensure_certificates
 
     ca, cert, key = ensure_certificates(tmp_path / "tls")
@@ -238,14 +238,14 @@ async def test_nats_over_tls_with_the_ca_of_the_settings(tmp_path) -> None:
 
 
 def test_a_nats_user_without_its_password_stops_start_up() -> None:
-    from services.common.settings import ServiceSettings
+    from services.platform.settings import ServiceSettings
 
     with pytest.raises(SystemExit, match="SFVAULT_NATS_PASSWORD"):
         ServiceSettings(database_url="x", nats_url="nats://x", nats_user="storage").bus_config()
 
 
 async def test_the_fixtures_give_a_component_its_own_user(nats_url: str, nats_credentials) -> None:
-    from services.common.settings import ServiceSettings
+    from services.platform.settings import ServiceSettings
 
     settings = ServiceSettings(database_url="unused", nats_url=nats_url, **nats_credentials("storage"))
     bus = await Bus.connect(settings.bus_config(), producer="storage")
@@ -261,7 +261,7 @@ async def test_the_fixtures_give_a_component_its_own_user(nats_url: str, nats_cr
 
 
 async def test_a_wrong_password_fails_start_up_at_once_instead_of_hanging(server: NatsServer) -> None:
-    from services.common.bus import NatsRefused
+    from services.platform.bus import NatsRefused
 
     config = BusConfig(url=server.address, user="storage", password="not-its-password")
     with pytest.raises(NatsRefused, match="refused user storage"):

@@ -1,4 +1,4 @@
-"""The request limits (services.common.validation), checked without a server: every field of every request
+"""The request limits (services.platform.validation), checked without a server: every field of every request
 of every service has a rule, the large bodies an explicit one, and each kind of bad value is named."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from sfvault.discovery.v1 import discovery_pb2
 from sfvault.session.v1 import session_pb2
 from sfvault.storage.v1 import storage_pb2
 
-from services.common import validation
-from services.common.validation import FIELD_RULES, InvalidRequest, check_request
+from services.platform import validation
+from services.platform.validation import FIELD_RULES, InvalidRequest, check_request
 
 SERVICES = [
     discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"],

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.common import natsauth
+from services.platform import natsauth
 
 
 def free_port() -> int:
@@ -63,7 +63,7 @@ class NatsServer:
     (or the chaos test) can stop, kill and start it again and its clients reconnect to the same address.
 
     With `auth` (the default) it requires a user: one per service with the permissions of
-    `services.common.natsauth`, and an admin; the passwords are kept in the store directory (0600), so a
+    `services.platform.natsauth`, and an admin; the passwords are kept in the store directory (0600), so a
     restart keeps them. `url` carries the admin's credentials (tests, benchmarks); a service gets its own
     from `service_env`. With `cluster_port` and `routes` it is one node of a cluster (`nats_cluster`).
     """

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import orjson
 import xxhash
 
-from services.common.errors import InvalidArgument
+from services.platform.errors import InvalidArgument
 
 # the version of the rules below; a change of what they produce for any input is a new version. Rules 1 hashed
 # with BLAKE2b-128; rules 2 (the same canonical text) with XXH3-128, a tenth of its CPU. Storage keeps the rules of

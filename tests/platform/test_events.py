@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sfvault.events.v1 import events_pb2
 
-from services.common import events
+from services.platform import events
 
 
 def test_a_long_or_dotted_id_is_refused_before_a_subject_is_built() -> None:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError, SalesforceMalformedRequest
 
-from services.common import salesforce as sfc
+from services import sfclient as sfc
 from sforg.testing import Admin, running_org
 
 

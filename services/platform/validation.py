@@ -26,7 +26,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
-from services.common.handlers import rewrap
+from services.platform.handlers import rewrap
 
 # a value of this shape can be a NATS subject token (events.check_token) and a PostgreSQL key: the ids sfvault
 # makes (uuid hex sessions, "data-<object>" jobs, policy and org names chosen by an admin)
