@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sfvault.discovery.v1 import access_pb2 as api
 from sfvault.discovery.v1 import access_pb2_grpc
 
-from services.platform import auth
+from services.platform import auth, timestamps
 from services.platform.auth import AuthError, Claims, KvRevocationFeed, StreamAudit, claims_of, current_principal
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, grpc_errors
 
@@ -113,28 +112,17 @@ def _record(row: Mapping[str, Any]) -> TokenRecord:
     )
 
 
-def _ts(value: dt.datetime | float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    if isinstance(value, dt.datetime):
-        stamp.FromDatetime(value)
-    else:
-        stamp.FromNanoseconds(int(value * 1e9))
-    return stamp
-
-
 def _token_pb(record: TokenRecord) -> api.TokenInfo:
-    info = api.TokenInfo(
+    return api.TokenInfo(
         token_id=record.token_id,
         name=record.name,
         role=record.role,
-        issued_at=_ts(record.issued_at),
-        expires_at=_ts(record.expires_at),
+        issued_at=timestamps.to_pb(record.issued_at),
+        expires_at=timestamps.to_pb(record.expires_at),
+        revoked_at=timestamps.to_pb(record.revoked_at),
         revoked_by=record.revoked_by,
         registered_by=record.registered_by,
     )
-    if record.revoked_at is not None:
-        info.revoked_at.CopyFrom(_ts(record.revoked_at))
-    return info
 
 
 def _check_token_id(token_id: str) -> str:
@@ -224,7 +212,7 @@ class AccessApi(access_pb2_grpc.AccessServiceServicer):
         return api.ListAuditResponse(
             entries=[
                 api.AuditEntry(
-                    at=_ts(e.at),
+                    at=timestamps.to_pb(e.at),
                     actor=e.actor,
                     role=e.role,
                     token_id=e.token_id,

@@ -6,13 +6,13 @@ import datetime as dt
 from collections.abc import Sequence
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.discovery import domain as d
 from services.discovery.store import SessionRecord, StoredJob
+from services.platform import timestamps
 
 AUTH_FLOW_FROM_PB = {
     api.AUTH_FLOW_CLIENT_CREDENTIALS: d.AuthFlow.CLIENT_CREDENTIALS,
@@ -26,14 +26,6 @@ JOB_TYPE = {
     d.JobKind.FILE: ev.JOB_TYPE_FILE,
     d.JobKind.METADATA: ev.JOB_TYPE_METADATA,
 }
-
-
-def _ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def _duration(value: dt.timedelta) -> Duration:
@@ -82,8 +74,8 @@ def org_to_pb(o: d.Org) -> api.Org:
         connection=connection_to_pb(o.connection),
         salesforce_org_id=o.salesforce_org_id,
         instance_url=o.instance_url,
-        created_at=_ts(o.created_at),
-        updated_at=_ts(o.updated_at),
+        created_at=timestamps.to_pb(o.created_at),
+        updated_at=timestamps.to_pb(o.updated_at),
     )
 
 
@@ -128,8 +120,8 @@ def policy_to_pb(p: d.Policy) -> api.Policy:
         api_budget=api.ApiBudget(daily_share_percent=p.daily_share_percent, per_run_cap=p.per_run_cap),
         reconcile_every=_duration(p.reconcile_every),
         schedule=p.schedule,
-        created_at=_ts(p.created_at),
-        updated_at=_ts(p.updated_at),
+        created_at=timestamps.to_pb(p.created_at),
+        updated_at=timestamps.to_pb(p.updated_at),
     )
     return out
 
@@ -231,5 +223,5 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
         warnings=record.warnings,
         objects=objects,
         api_calls=record.api_calls,
-        planned_at=_ts(record.planned_at),
+        planned_at=timestamps.to_pb(record.planned_at),
     )

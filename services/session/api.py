@@ -11,7 +11,7 @@ from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
-from services.platform import events
+from services.platform import events, timestamps
 from services.platform.auth import current_principal
 from services.platform.errors import InvalidArgument, grpc_errors
 from services.session import translate
@@ -72,13 +72,11 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             status = translate.STATUS_FROM_PB.get(request.status)
             if status is None:
                 raise InvalidArgument(f"unknown status {request.status}")
-        after = request.requested_after.ToDatetime(tzinfo=dt.UTC) if request.HasField("requested_after") else None
-        before = request.requested_before.ToDatetime(tzinfo=dt.UTC) if request.HasField("requested_before") else None
         page = await self.app.list(
             policy_id=request.policy_id,
             status=status,
-            after=after,
-            before=before,
+            after=timestamps.from_pb(request, "requested_after"),
+            before=timestamps.from_pb(request, "requested_before"),
             page_size=min(request.page_size or 50, MAX_PAGE),
             page_after=_decode_token(request.page_token),
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 
-from services.platform import events
+from services.platform import events, timestamps
 from services.session import domain as d
 
 _JOB_TYPES = {pb.JOB_TYPE_METADATA: "metadata", pb.JOB_TYPE_FILE: "file", pb.JOB_TYPE_DATA: "data"}
@@ -136,11 +136,6 @@ def to_domain(env: pb.Envelope) -> d.Event:
     raise events.MalformedEvent(f"unknown payload {kind!r}")
 
 
-def _ts(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
-    if value is not None:
-        target.FromDatetime(value)
-
-
 def session_to_pb(s: d.Session) -> api.Session:
     msg = api.Session(
         session_id=s.session_id,
@@ -157,17 +152,17 @@ def session_to_pb(s: d.Session) -> api.Session:
         planned=s.planned,
         trigger=s.trigger,
         warnings=list(s.warnings),
+        requested_at=timestamps.to_pb(s.requested_at),
+        started_at=timestamps.to_pb(s.started_at),
+        finished_at=timestamps.to_pb(s.finished_at),
     )
-    _ts(msg.requested_at, s.requested_at)
-    _ts(msg.started_at, s.started_at)
-    _ts(msg.finished_at, s.finished_at)
     if s.stall_timeout is not None:
         msg.stall_timeout.FromTimedelta(s.stall_timeout)
     return msg
 
 
 def job_to_pb(session_id: str, j: d.Job) -> api.Job:
-    msg = api.Job(
+    return api.Job(
         session_id=session_id,
         job_id=j.job_id,
         type=_JOB_TYPES_BACK.get(j.job_type, pb.JOB_TYPE_UNSPECIFIED),
@@ -178,12 +173,11 @@ def job_to_pb(session_id: str, j: d.Job) -> api.Job:
         counts=counts_to_pb(j.counts),
         chunks=j.chunks,
         worker_id=j.worker_id,
+        planned_at=timestamps.to_pb(j.planned_at),
+        started_at=timestamps.to_pb(j.started_at),
+        last_upload_at=timestamps.to_pb(j.last_upload_at),
+        finished_at=timestamps.to_pb(j.finished_at),
     )
-    _ts(msg.planned_at, j.planned_at)
-    _ts(msg.started_at, j.started_at)
-    _ts(msg.last_upload_at, j.last_upload_at)
-    _ts(msg.finished_at, j.finished_at)
-    return msg
 
 
 def finished_payload(s: d.Session) -> pb.SessionFinished:

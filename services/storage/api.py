@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 import psycopg
-from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.events.v1 import events_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
+from services.platform import timestamps
 from services.platform.auth import current_principal
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
@@ -106,14 +106,6 @@ def _streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIter
     return wrapper
 
 
-def _ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
     if not msg.HasField(field):
         return None
@@ -143,8 +135,8 @@ def _version(org_id: str, object_name: str, v: RecordVersionRow) -> storage_pb2.
         version_id=v.version_id,
         session_id=v.session_id,
         job_id=v.job_id,
-        captured_at=_ts(v.captured_at),
-        system_modstamp=_ts(v.system_modstamp),
+        captured_at=timestamps.to_pb(v.captured_at),
+        system_modstamp=timestamps.to_pb(v.system_modstamp),
         deleted=int(v.deleted),  # type: ignore[arg-type]
         hash=v.hash.hex(),
         values_json=v.values_json.encode(),
@@ -163,7 +155,7 @@ def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
         file_name=f.file_name,
         content_type=f.content_type,
         session_id=f.session_id,
-        captured_at=_ts(f.captured_at),
+        captured_at=timestamps.to_pb(f.captured_at),
     )
 
 
@@ -174,8 +166,8 @@ def _metadata_version(org_id: str, m: MetadataVersionRow, content: bytes = b"") 
         full_name=m.full_name,
         version_id=m.version_id,
         session_id=m.session_id,
-        captured_at=_ts(m.captured_at),
-        last_modified_date=_ts(m.last_modified_date),
+        captured_at=timestamps.to_pb(m.captured_at),
+        last_modified_date=timestamps.to_pb(m.last_modified_date),
         sha256=m.sha256.hex(),
         size=m.size,
         deleted=m.deleted,
@@ -394,8 +386,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             restore_points=[
                 storage_pb2.RestorePoint(
                     session_id=p.session_id,
-                    first_capture=_ts(p.first_capture),
-                    last_capture=_ts(p.last_capture),
+                    first_capture=timestamps.to_pb(p.first_capture),
+                    last_capture=timestamps.to_pb(p.last_capture),
                     counts=_counts(p.counts),
                     jobs=p.jobs,
                 )
@@ -460,7 +452,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.ListReadAuditResponse(
             entries=[
                 storage_pb2.ReadAuditEntry(
-                    at=_ts(e.at),
+                    at=timestamps.to_pb(e.at),
                     actor=e.actor,
                     role=e.role,
                     token_id=e.token_id,
@@ -469,7 +461,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                     org_id=e.org_id,
                     object_name=e.object_name,
                     target=e.target,
-                    as_of=_ts(e.as_of),
+                    as_of=timestamps.to_pb(e.as_of),
                     count=e.count,
                     entry_id=e.entry_id,
                 )
