@@ -1,0 +1,99 @@
+"""Metadata API (SOAP): describeMetadata, listMetadata, retrieve and checkRetrieveStatus."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from sforg import metadata as md
+from sforg.api.http import Api, xml_response
+from sforg.ids import make_id
+
+
+class MetadataApi(Api):
+    async def handle(self, request: web.Request, path: str) -> web.Response:
+        org = self.org
+        body = await request.read()
+        version = path.split("/services/Soap/m/")[1].split("/")[0]
+        try:
+            op, op_el, session = md.parse_request(body)
+        except Exception:
+            return xml_response(md.fault("INVALID_XML", "could not parse the request"), 500)
+        session = session or self.bearer(request)
+        if not org.check_token(session):
+            return xml_response(
+                md.fault("INVALID_SESSION_ID", "Invalid Session ID found in SessionHeader: Illegal Session"),
+                500,
+            )
+        assert op_el is not None
+        user_id, user_name = org.identity["user_id"], "Admin User"
+        if op == "describeMetadata":
+            return xml_response(md.describe_metadata_xml(version))
+        if op == "listMetadata":
+            types = [md.text_of(q, "type") for q in md.children(op_el, "queries")]
+            rows = self.metadata_rows([t for t in types if t])
+            return xml_response(md.list_metadata_xml(rows, user_id, user_name))
+        if op == "retrieve":
+            requested: dict[str, list[str]] = {}
+            for t in md.children(op_el, "types"):
+                name = md.text_of(t, "name") or ""
+                requested.setdefault(name, []).extend(
+                    (m.text or "").strip() for m in t.iter() if md.local(m.tag) == "members"
+                )
+            single = (md.text_of(op_el, "singlePackage") or "false").lower() == "true"
+            rows, problems = [], []
+            unretrievable = set(org.settings["unretrievable_metadata"])
+            for mtype, members in requested.items():
+                available = {
+                    r["full_name"]: r
+                    for r in self.metadata_rows([mtype])
+                    if f"{mtype}:{r['full_name']}" not in unretrievable
+                }
+                for member in members:
+                    if member == "*":
+                        rows.extend(available.values())
+                    elif member in available:
+                        rows.append(available[member])
+                    else:
+                        problems.append(f"Entity of type '{mtype}' named '{member}' cannot be found")
+            zip_bytes = md.build_zip(rows, requested, version, single, org.catalogue)
+            async_id = make_id("09S", secrets.randbelow(62**9), pod="Dx")
+            org.retrieves[async_id] = {"id": async_id, "rows": rows, "problems": problems, "zip": zip_bytes}
+            return xml_response(md.retrieve_started_xml(async_id))
+        if op == "checkRetrieveStatus":
+            async_id = md.text_of(op_el, "asyncProcessId") or ""
+            job = org.retrieves.get(async_id)
+            if job is None:
+                return xml_response(md.fault("INVALID_ID_FIELD", f"Invalid id: {async_id}"), 500)
+            include = (md.text_of(op_el, "includeZip") or "true").lower() == "true"
+            return xml_response(md.retrieve_result_xml(job, include, user_id, user_name))
+        return xml_response(md.fault("UNKNOWN_EXCEPTION", f"sforg does not emulate the {op} call"), 500)
+
+    def metadata_rows(self, types: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for t in types:
+            for r in self.org.store.conn().execute(
+                "SELECT type, full_name, id, file_name, content, created_date, last_modified_date "
+                "FROM metadata WHERE type=? ORDER BY full_name",
+                (t,),
+            ):
+                out.append(
+                    dict(
+                        zip(
+                            [
+                                "type",
+                                "full_name",
+                                "id",
+                                "file_name",
+                                "content",
+                                "created_date",
+                                "last_modified_date",
+                            ],
+                            r,
+                            strict=True,
+                        )
+                    )
+                )
+        return out
