@@ -12,6 +12,9 @@ import re
 from google.protobuf.message import DecodeError, Message
 from sfvault.events.v1 import events_pb2
 
+from services.platform.counts import FIELDS as COUNT_FIELDS
+from services.platform.counts import Counts
+
 SCHEMA_VERSION = 1
 EVENTS_SUBJECT_ROOT = "sfvault.events"
 
@@ -117,3 +120,11 @@ def decode(data: bytes) -> events_pb2.Envelope:
         raise MalformedEvent(f"schema version {env.schema_version} is newer than this service understands")
     event_type(env)
     return env
+
+
+def counts_to_pb(counts: Counts) -> events_pb2.Counts:
+    return events_pb2.Counts(**counts.to_json())
+
+
+def counts_from_pb(msg: events_pb2.Counts) -> Counts:
+    return Counts(*(getattr(msg, f) for f in COUNT_FIELDS))

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from services.platform.counts import ZERO, Counts
+
 
 class Status(StrEnum):
     PENDING = "PENDING"
@@ -50,37 +52,6 @@ class Outcome(StrEnum):
     WARNING = "WARNING"
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    received: int = 0
-    new_versions: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    files: int = 0
-    api_calls: int = 0
-    metadata_components: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        if other is ZERO:
-            return self
-        return Counts(*(getattr(self, f) + getattr(other, f) for f in _COUNT_FIELDS))
-
-    def max(self, other: Counts) -> Counts:
-        if other is ZERO:
-            return self
-        return Counts(*(max(getattr(self, f), getattr(other, f)) for f in _COUNT_FIELDS))
-
-    @property
-    def restore_points(self) -> int:
-        return self.new_versions + self.changed + self.deleted
-
-
-ZERO = Counts()
-_COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Counts))
 
 
 # ---- events ---------------------------------------------------------------------------------------------

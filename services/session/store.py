@@ -145,12 +145,7 @@ def _upsert(schema: str, table: str, columns: list[str], key: list[str]) -> sql.
 
 
 def _counts_json(c: d.Counts) -> str:
-    return json.dumps(dataclasses.asdict(c), separators=(",", ":"))
-
-
-def _counts(value: Any) -> d.Counts:
-    data = value if isinstance(value, dict) else json.loads(value)
-    return d.Counts(**{f.name: int(data.get(f.name, 0)) for f in dataclasses.fields(d.Counts)})
+    return json.dumps(c.to_json(), separators=(",", ":"))
 
 
 def session_row(s: d.Session) -> tuple[Any, ...]:
@@ -214,8 +209,8 @@ def _job_from_row(r: dict[str, Any]) -> d.Job:
         phase=d.Phase(r["phase"]),
         outcome=d.Outcome(r["outcome"]),
         message=r["message"],
-        uploaded=_counts(r["uploaded"]),
-        reported=_counts(r["reported"]),
+        uploaded=d.Counts.from_json(r["uploaded"]),
+        reported=d.Counts.from_json(r["reported"]),
         chunks_upto=r["chunks_upto"],
         chunks_ahead=frozenset(r["chunks_ahead"]),
         planned=r["planned"],

@@ -39,34 +39,6 @@ _PHASES = {
 }
 
 
-def counts_from_pb(c: pb.Counts) -> d.Counts:
-    return d.Counts(
-        received=c.received,
-        new_versions=c.new_versions,
-        changed=c.changed,
-        unchanged=c.unchanged,
-        deleted=c.deleted,
-        bytes=c.bytes,
-        files=c.files,
-        api_calls=c.api_calls,
-        metadata_components=c.metadata_components,
-    )
-
-
-def counts_to_pb(c: d.Counts) -> pb.Counts:
-    return pb.Counts(
-        received=c.received,
-        new_versions=c.new_versions,
-        changed=c.changed,
-        unchanged=c.unchanged,
-        deleted=c.deleted,
-        bytes=c.bytes,
-        files=c.files,
-        api_calls=c.api_calls,
-        metadata_components=c.metadata_components,
-    )
-
-
 def _duration(value: duration_pb2.Duration) -> dt.timedelta | None:
     delta = value.ToTimedelta()
     return delta if delta > dt.timedelta(0) else None
@@ -112,7 +84,7 @@ def to_domain(env: pb.Envelope) -> d.Event:
         if env.chunk_uploaded.chunk_seq < 1:
             raise events.MalformedEvent("ChunkUploaded with chunk_seq < 1")
         return d.ChunkUploaded(
-            **base, chunk_seq=env.chunk_uploaded.chunk_seq, counts=counts_from_pb(env.chunk_uploaded.counts)
+            **base, chunk_seq=env.chunk_uploaded.chunk_seq, counts=events.counts_from_pb(env.chunk_uploaded.counts)
         )
     if kind == "job_finished":
         jf = env.job_finished
@@ -122,7 +94,7 @@ def to_domain(env: pb.Envelope) -> d.Event:
         if jf.chunks < 0:
             raise events.MalformedEvent("JobFinished with a negative chunk count")
         return d.JobFinished(
-            **base, outcome=outcome, message=jf.message, counts=counts_from_pb(jf.counts), chunks=jf.chunks
+            **base, outcome=outcome, message=jf.message, counts=events.counts_from_pb(jf.counts), chunks=jf.chunks
         )
     if kind == "job_terminated":
         return d.JobTerminated(**base, reason=env.job_terminated.reason)
@@ -145,7 +117,7 @@ def session_to_pb(s: d.Session) -> api.Session:
         reason=s.reason,
         initial=s.initial,
         cancel_requested=s.cancel_requested,
-        totals=counts_to_pb(s.totals),
+        totals=events.counts_to_pb(s.totals),
         jobs_total=len(s.jobs),
         jobs_finished=s.jobs_finished,
         jobs_with_errors=s.jobs_with_errors,
@@ -170,7 +142,7 @@ def job_to_pb(session_id: str, j: d.Job) -> api.Job:
         state=_PHASES[j.phase],
         outcome=_OUTCOMES_BACK.get(j.outcome, pb.JOB_OUTCOME_UNSPECIFIED),
         message=j.message,
-        counts=counts_to_pb(j.counts),
+        counts=events.counts_to_pb(j.counts),
         chunks=j.chunks,
         worker_id=j.worker_id,
         planned_at=timestamps.to_pb(j.planned_at),
@@ -183,7 +155,7 @@ def job_to_pb(session_id: str, j: d.Job) -> api.Job:
 def finished_payload(s: d.Session) -> pb.SessionFinished:
     return pb.SessionFinished(
         status=STATUS_TO_PB[s.status],
-        totals=counts_to_pb(s.totals),
+        totals=events.counts_to_pb(s.totals),
         reason=s.reason,
         jobs_total=len(s.jobs),
         jobs_with_errors=s.jobs_with_errors,
