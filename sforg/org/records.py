@@ -1,0 +1,280 @@
+"""Record writes as the REST API and the admin API make them, and admin bulk changes (update, create)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import random
+from typing import Any
+
+from sforg.clock import parse_datetime, stamp
+from sforg.ids import is_valid, to18
+from sforg.org.base import DAY, OrgBase, OrgError
+from sforg.schema import ObjectDef
+
+
+class Records(OrgBase):
+    # ------------------------------------------------------------ record writes (REST and admin)
+    def _coerce(self, o: ObjectDef, values: dict[str, Any], creating: bool, admin: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        hidden = self.hidden().get(o.name, set())
+        for key, v in values.items():
+            if key == "attributes":
+                continue
+            f = o.field(key)
+            if f is None or f.name.lower() in hidden:
+                raise OrgError(400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {o.name}")
+            if (not admin and not (f.createable if creating else f.updateable)) or not f.stored:
+                raise OrgError(
+                    400,
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {f.name}. Please check the security settings "
+                    "of this field and verify that it is read/write for your profile or permission "
+                    "set.",
+                    [f.name],
+                )
+            if v is not None:
+                if f.type == "boolean":
+                    v = 1 if v in (True, "true", 1) else 0
+                elif f.type == "datetime":
+                    v = stamp(parse_datetime(str(v)).timestamp())
+                elif f.type in ("int",):
+                    v = int(v)
+                elif f.type in ("double", "currency", "percent"):
+                    v = float(v)
+                elif f.type in ("reference", "id"):
+                    if not is_valid(str(v)):
+                        raise OrgError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name])
+                    v = to18(str(v))
+                elif f.type == "base64":
+                    continue
+                else:
+                    v = str(v)
+                    if f.type in ("string", "email", "phone", "url", "picklist", "textarea") and len(v) > f.length:
+                        raise OrgError(400, "STRING_TOO_LONG", f"{f.label}: data value too large: {v[:40]}", [f.name])
+            out[f.name] = v
+        return out
+
+    def create_record(self, obj_name: str, values: dict[str, Any], admin: bool = False, late: bool = True) -> str:
+        o = self.obj(obj_name)
+        data = self._coerce(o, values, creating=True, admin=admin)
+        blob_data = None
+        if o.blob_field and o.blob_field in {k for k in values}:
+            blob_data = base64.b64decode(values[o.blob_field] or "")
+        for f in o.fields:
+            if (
+                f.stored
+                and not f.nillable
+                and f.name not in data
+                and not f.defaulted
+                and f.type != "base64"
+                and f.createable
+                and not (o.name in ("Contact", "Lead", "User") and f.name == "Name")
+            ):
+                raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
+        now = self._stamp_now()
+        rid = self.new_id(o)
+        user = self.identity["user_id"]
+        sysvals: dict[str, Any] = {
+            "Id": rid,
+            "CreatedDate": now,
+            "CreatedById": user,
+            "LastModifiedDate": now,
+            "LastModifiedById": user,
+            "SystemModstamp": now,
+        }
+        if o.field("IsDeleted"):
+            sysvals["IsDeleted"] = 0
+        if o.field("OwnerId") and "OwnerId" not in data:
+            sysvals["OwnerId"] = user
+        for f in o.fields:
+            if f.stored and f.type == "boolean" and f.name not in data and f.name not in sysvals:
+                sysvals[f.name] = 0
+        row = {**sysvals, **data}
+        if o.field("Name") and o.field("LastName") and o.name in ("Contact", "Lead", "User"):
+            row["Name"] = " ".join(p for p in (row.get("FirstName"), row.get("LastName")) if p)
+        if blob_data is not None:
+            row["_blob"] = self.blobs.put(blob_data)
+            row["_sha256"] = hashlib.sha256(blob_data).hexdigest()
+            size_field = "ContentSize" if o.field("ContentSize") else "BodyLength"
+            if o.field(size_field):
+                row[size_field] = len(blob_data)
+            if o.name == "ContentVersion":
+                row["Checksum"] = hashlib.md5(blob_data, usedforsecurity=False).hexdigest()
+        if late and self.settings["late_commit_delay"] > 0:
+            self._defer(o.name, rid, "insert", row)
+        else:
+            self.store.insert_many(o.name, list(row), [list(row.values())])
+        return rid
+
+    def _defer(self, obj: str, rid: str, op: str, values: dict[str, Any]) -> None:
+        visible = self.now() + float(self.settings["late_commit_delay"])
+        with self.store.write_lock:
+            self.store.conn().execute(
+                "INSERT INTO pending (visible_at, object, id, op, payload) VALUES (?,?,?,?,?)",
+                (visible, obj, rid, op, json.dumps(values)),
+            )
+
+    def get_row(self, o: ObjectDef, rid: str, include_deleted: bool = False) -> dict[str, Any]:
+        if not is_valid(rid):
+            raise OrgError(
+                404,
+                "NOT_FOUND",
+                "Provided external ID field does not exist or is not accessible: " + rid
+                if not rid.isalnum()
+                else "The requested resource does not exist",
+            )
+        row = self.store.get(o.name, to18(rid))
+        if row is None or (row.get("IsDeleted") and not include_deleted):
+            if row is not None:
+                raise OrgError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+            raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+        return row
+
+    def update_record(
+        self,
+        obj_name: str,
+        rid: str,
+        values: dict[str, Any],
+        admin: bool = False,
+        modstamp: str | None = None,
+        late: bool = True,
+    ) -> None:
+        o = self.obj(obj_name)
+        self.get_row(o, rid)
+        data = self._coerce(o, values, creating=False, admin=admin)
+        now = modstamp or self._stamp_now()
+        data.update({"LastModifiedDate": now, "SystemModstamp": now, "LastModifiedById": self.identity["user_id"]})
+        if o.name in ("Contact", "Lead", "User") and ("FirstName" in data or "LastName" in data):
+            cur = self.store.get(o.name, to18(rid)) or {}
+            merged = {**cur, **data}
+            data["Name"] = " ".join(p for p in (merged.get("FirstName"), merged.get("LastName")) if p)
+        if late and self.settings["late_commit_delay"] > 0:
+            self._defer(o.name, to18(rid), "update", data)
+        else:
+            self.store.update(o.name, to18(rid), data)
+
+    # ------------------------------------------------------------ admin: changes
+    def _pick_ids(
+        self,
+        obj: str,
+        n: int | None,
+        fraction: float | None,
+        ids: list[str] | None,
+        deleted: bool = False,
+        seed: int | None = None,
+    ) -> list[str]:
+        if ids:
+            return [to18(i) for i in ids]
+        o = self.obj(obj)
+        where = ('WHERE "IsDeleted"=1' if deleted else 'WHERE "IsDeleted"=0') if o.field("IsDeleted") else ""
+        all_ids = [r[0] for r in self.store.scan(o.name, ["Id"], where)]
+        if fraction is not None:
+            n = round(len(all_ids) * fraction)
+        n = min(n if n is not None else 1, len(all_ids))
+        return random.Random(seed if seed is not None else len(all_ids)).sample(all_ids, n)
+
+    def _change_values(self, o: ObjectDef, rng: random.Random, fields: list[str] | None) -> dict[str, Any]:
+        """New values for an admin update: given fields, or a sensible updateable field of the object."""
+        candidates = [
+            f
+            for f in o.fields
+            if f.stored
+            and f.updateable
+            and f.createable
+            and not f.system
+            and f.type not in ("reference", "base64", "id")
+            and not f.unique
+        ]
+        chosen = [o.field(n) for n in fields] if fields else [candidates[int(rng.random() * len(candidates))]]
+        out: dict[str, Any] = {}
+        for f in chosen:
+            if f is None:
+                continue
+            t = f.type
+            if t == "boolean":
+                out[f.name] = rng.random() < 0.5
+            elif t in ("int",):
+                out[f.name] = int(rng.random() * 1000)
+            elif t in ("double", "currency", "percent"):
+                out[f.name] = round(rng.random() * 100, 2)
+            elif t == "date":
+                out[f.name] = (dt.date(2024, 1, 1) + dt.timedelta(days=int(rng.random() * 700))).isoformat()
+            elif t == "datetime":
+                out[f.name] = stamp(self.now() - rng.random() * DAY)
+            elif t in ("picklist", "multipicklist"):
+                out[f.name] = f.picklist[int(rng.random() * len(f.picklist))]
+            elif t == "email":
+                out[f.name] = f"changed{int(rng.random() * 10**6)}@example.com"
+            else:
+                out[f.name] = f"changed {int(rng.random() * 10**6)}"[: f.length or 255]
+        return out
+
+    def _update_records(
+        self,
+        obj: str,
+        n: int | None = None,
+        fraction: float | None = None,
+        ids: list[str] | None = None,
+        values: dict[str, Any] | None = None,
+        fields: list[str] | None = None,
+        same_modstamp: bool = False,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Update N records (or a fraction, or given ids); same_modstamp gives all one SystemModstamp."""
+        o = self.obj(obj)
+        targets = self._pick_ids(o.name, n, fraction, ids, seed=seed)
+        rng = random.Random(seed if seed is not None else len(targets))
+        modstamp = self._stamp_now() if same_modstamp else None
+        for rid in targets:
+            self.update_record(
+                o.name,
+                rid,
+                values if values is not None else self._change_values(o, rng, fields),
+                admin=True,
+                modstamp=modstamp,
+            )
+        return {"ids": targets, "modstamp": modstamp}
+
+    def _create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        o = self.obj(obj)
+        ids = []
+        rng = random.Random(self.counters.get(o.name, 0))
+        for i in range(n):
+            vals = dict(values or {})
+            for f in o.fields:
+                if (
+                    f.stored
+                    and not f.nillable
+                    and f.createable
+                    and not f.defaulted
+                    and f.name not in vals
+                    and f.type != "base64"
+                ):
+                    if f.type == "reference":
+                        parent = self.obj(f.reference_to[0])
+                        vals[f.name] = next(iter(self.store.scan(parent.name, ["Id"])))[0]
+                    elif f.type == "picklist":
+                        vals[f.name] = f.picklist[0]
+                    elif f.type == "date":
+                        vals[f.name] = "2025-01-01"
+                    elif f.type == "email":
+                        vals[f.name] = f"new{i}@example.com"
+                    else:
+                        vals[f.name] = f"New {o.label} {self.counters.get(o.name, 0)}"[: f.length or 80]
+            if o.blob_field and o.blob_field not in vals:
+                vals[o.blob_field] = base64.b64encode(rng.randbytes(256)).decode()
+            ids.append(self.create_record(o.name, vals, admin=True))
+        return {"ids": ids}
+
+    # Admin changes run in one transaction each: thousands of rows change in one commit, as a data load does.
+    def update_records(self, obj: str, **kw: Any) -> dict[str, Any]:
+        """Update N records (or a fraction, or given ids); same_modstamp gives all one SystemModstamp."""
+        with self.store.transaction():
+            return self._update_records(obj, **kw)
+
+    def create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self.store.transaction():
+            return self._create_records(obj, n, values)
