@@ -21,17 +21,11 @@ from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
+from services.jobrunner.data_job import DataJob
 from services.jobrunner.domain import CountMismatch, Tally
-from services.jobrunner.jobs import (
-    DataJob,
-    FileJob,
-    JobControl,
-    JobRun,
-    JobStopped,
-    MetadataJob,
-    Tuning,
-    credentials,
-)
+from services.jobrunner.file_job import FileJob
+from services.jobrunner.job_run import JobControl, JobRun, JobStopped, Tuning, credentials
+from services.jobrunner.metadata_job import MetadataJob
 from services.jobrunner.salesforce import JobOrgClient, MetadataClient, OrgReader, SalesforceError
 from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
@@ -324,11 +318,11 @@ class Runner:
             reserve = int(spec.api_reserve_percent)
             job: DataJob | FileJob | MetadataJob
             if spec.type == ev.JOB_TYPE_DATA:
-                job = DataJob(run, OrgReader(client, reserve_percent=reserve))
+                job = DataJob(run, OrgReader(client, reserve_percent=reserve), self.store)
             elif spec.type == ev.JOB_TYPE_FILE:
-                job = FileJob(run, OrgReader(client, reserve_percent=reserve))
+                job = FileJob(run, OrgReader(client, reserve_percent=reserve), self.store)
             elif spec.type == ev.JOB_TYPE_METADATA:
-                job = MetadataJob(run, MetadataClient(client, reserve_percent=reserve))
+                job = MetadataJob(run, MetadataClient(client, reserve_percent=reserve), self.store)
             else:
                 return self._result(run, ev.JOB_OUTCOME_ERROR, f"unknown job type {spec.type}", "ack")
             message = job.execute()

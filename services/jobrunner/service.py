@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from services.jobrunner import store as store_module
 from services.jobrunner.application import Runner
 from services.jobrunner.config import JobrunnerSettings
-from services.jobrunner.jobs import Tuning
+from services.jobrunner.job_run import Tuning
 from services.jobrunner.storage_client import StorageClient
 from services.jobrunner.store import JobStore
 from services.platform.bus import Bus

@@ -1,0 +1,129 @@
+"""The small interfaces the jobs and the runner depend on: the Salesforce reads, the storage client, the
+jobrunner's own tables (marks, checkpoints, what files and metadata are stored). Adapters: salesforce.py,
+storage_client.py, store.py; in-memory fakes: tests/jobrunner/fakes.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from sfvault.storage.v1 import storage_pb2 as spb
+
+from services.canonical import CanonicalParts
+from services.jobrunner.domain import ObjectMarks
+from services.jobrunner.salesforce import BulkJob, FileProperties, RestPage
+
+
+class Body(Protocol):
+    """A file body being downloaded (requests.Response's streaming part)."""
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class OrgClock(Protocol):
+    """The org's own time, and the API calls made so far (JobOrgClient)."""
+
+    api_calls: int
+
+    def org_now(self) -> dt.datetime: ...
+
+
+class SalesforceReads(Protocol):
+    """The reads a data or file job makes (OrgReader)."""
+
+    def query_page(self, soql: str, *, query_all: bool = True, batch_size: int = 2000) -> RestPage: ...
+
+    def query_more(self, next_url: str, *, batch_size: int = 2000) -> RestPage: ...
+
+    def deleted(self, object_name: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any]: ...
+
+    def bulk_create(self, soql: str, *, query_all: bool = True) -> str: ...
+
+    def bulk_wait(self, job_id: str, *, max_wait_s: float = ..., should_stop: Any = None) -> BulkJob: ...
+
+    def bulk_page(self, job_id: str, locator: str, max_records: int) -> tuple[int, str, Iterator[list[str]]]: ...
+
+    def blob(self, object_name: str, record_id: str, field: str) -> Body: ...
+
+
+class MetadataReads(Protocol):
+    """The Metadata API calls a metadata job makes (MetadataClient)."""
+
+    def describe(self) -> list[tuple[str, list[str]]]: ...
+
+    def list_components(self, types: list[str]) -> list[FileProperties]: ...
+
+    def retrieve(self, members: dict[str, list[str]], *, should_stop: Any = None) -> bytes: ...
+
+
+class Storage(Protocol):
+    """The storage service as the jobs call it (StorageClient)."""
+
+    def begin_job(
+        self, org_id: str, session_id: str, job_id: str, job_type: int, object_name: str
+    ) -> spb.BeginJobResponse: ...
+
+    def put_schema(self, org_id: str, session_id: str, schema: spb.ObjectSchema) -> spb.PutObjectSchemaResponse: ...
+
+    def put_records(
+        self,
+        org_id: str,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        object_name: str,
+        records: list[CanonicalParts],
+        *,
+        rules: int,
+        formula_changes_counted: bool,
+    ) -> spb.ChunkResult: ...
+
+    def mark_deleted(
+        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, ids: list[str], state: int
+    ) -> spb.ChunkResult: ...
+
+    def upload_file(self, header: spb.FileHeader, body: Iterable[bytes]) -> spb.UploadFileResponse: ...
+
+    def put_metadata(
+        self, org_id: str, session_id: str, job_id: str, seq: int, components: list[spb.MetadataComponent]
+    ) -> spb.ChunkResult: ...
+
+    def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]: ...
+
+
+class CheckpointStore(Protocol):
+    """A job's write-ahead checkpoint: where reading continues after its last chunks."""
+
+    def checkpoint(self, session_id: str, job_id: str) -> dict[str, Any] | None: ...
+
+    def save_checkpoint(self, session_id: str, job_id: str, state: dict[str, Any]) -> None: ...
+
+
+class MarkStore(Protocol):
+    """Per object and Id range: up to where every change is stored, and when the last full read, Id
+    reconciliation and success were."""
+
+    def marks(self, policy_id: str, object_name: str, id_from: str = "", id_to: str = "") -> ObjectMarks: ...
+
+    def save_marks(self, policy_id: str, object_name: str, id_from: str, id_to: str, marks: ObjectMarks) -> None: ...
+
+
+class StoredFiles(Protocol):
+    def stored_files(self, org_id: str, object_name: str) -> dict[str, str]: ...
+
+    def file_stored(
+        self, org_id: str, object_name: str, record_id: str, modstamp: str, sha256: str, size: int
+    ) -> None: ...
+
+
+class StoredMetadata(Protocol):
+    def stored_metadata(self, org_id: str) -> dict[tuple[str, str], tuple[str, bool]]: ...
+
+    def metadata_stored(self, org_id: str, items: list[tuple[str, str, str, bool]]) -> None: ...
+
+
+class JobTables(CheckpointStore, MarkStore, StoredFiles, StoredMetadata, Protocol):
+    """The jobrunner's own tables, as a job uses them (JobStore)."""
