@@ -197,6 +197,7 @@ class Delivery:
         return telemetry.Consumed(self.msg.subject, self.headers, _kind(env), env.session_id, env.job_id, env.event_id)
 
 
+# the handler of a batch (services.platform.ports.BatchHandler takes any Sequence of Delivered)
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 

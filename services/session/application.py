@@ -1,6 +1,6 @@
 """Use cases of the session service: fold event batches into the projection, enforce stall timeouts,
 announce finished sessions exactly once, and answer the API. Written against small interfaces so tests
-can swap the clock and the publisher."""
+swap the clock, the publisher and the projection store (services/session/ports.py)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,24 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
 
 from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
 
 from services.platform import errors, events, telemetry
-from services.platform.bus import Delivery
+from services.platform.ports import Delivered
 from services.session import domain as d
 from services.session import translate
-from services.session.store import Page, Projection
+from services.session.domain import Page
+from services.session.ports import Clock, ProjectionStore, Publisher
 
 log = logging.getLogger(__name__)
 PRODUCER = "session"
 
 
-class Clock(Protocol):
-    def now(self) -> dt.datetime: ...
-
-
 class SystemClock:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
-
-
-class Publisher(Protocol):
-    async def publish(self, env: pb.Envelope) -> bool: ...
 
 
 NotFound = errors.NotFound
@@ -46,7 +38,7 @@ Invalid = errors.InvalidArgument
 
 @dataclasses.dataclass
 class SessionService:
-    projection: Projection
+    projection: ProjectionStore
     publisher: Publisher
     clock: Clock
     default_stall_timeout: dt.timedelta
@@ -62,7 +54,7 @@ class SessionService:
 
     # ---- folding ----------------------------------------------------------------------------------------
 
-    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+    async def handle_batch(self, deliveries: Sequence[Delivered]) -> None:
         """The consumer's handler: fold the batch and commit it with its tracking rows, in one transaction."""
         folded: list[d.Event] = []
         for delivery in deliveries:
@@ -84,8 +76,8 @@ class SessionService:
     async def _apply_locked(self, batch: Sequence[d.Event]) -> list[d.Session]:
         if not batch:
             return []
-        async with self.projection.pool.connection() as conn, conn.transaction():
-            fresh = await self.projection.claim(conn, [e.event_id for e in batch])
+        async with self.projection.transaction() as tx:
+            fresh = await tx.claim([e.event_id for e in batch])
             todo: list[d.Event] = []
             for e in batch:
                 if e.event_id in fresh:
@@ -95,7 +87,7 @@ class SessionService:
                 return []
             missing = sorted({e.session_id for e in todo} - self._cache.keys())
             states: dict[str, d.Session | None] = {sid: self._cache.get(sid) for sid in {e.session_id for e in todo}}
-            states.update(await self.projection.load(conn, missing))
+            states.update(await tx.load(missing))
             before = dict(states)
             for e in todo:
                 states[e.session_id] = d.fold(states.get(e.session_id), e)
@@ -105,7 +97,7 @@ class SessionService:
                 old = before.get(s.session_id)
                 old_jobs = old.jobs if old is not None else {}
                 jobs.extend((s.session_id, j) for jid, j in s.jobs.items() if old_jobs.get(jid) is not j)
-            await self.projection.save(conn, changed, jobs)
+            await tx.save(changed, jobs)
         # committed: only now does the cache see the new states
         for s in changed:
             self._cache[s.session_id] = s

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from services.platform.counts import ZERO, Counts
+from services.platform.counts import ZERO as ZERO  # re-exported: the fold speaks of Counts
+from services.platform.counts import Counts as Counts
 
 
 class Status(StrEnum):
@@ -553,3 +554,11 @@ def stalls(
                 reason = f"job {what} {silent}"
             found.append(Stall(job.job_id, reason))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a session listing, newest first; `next_token` (listed at, session id) continues it."""
+
+    sessions: list[Session]
+    next_token: tuple[dt.datetime, str] | None

@@ -3,10 +3,10 @@ table that makes event processing idempotent. Only the session service reads or 
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -16,72 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.platform.db import migrate, reconnected
 from services.session import domain as d
-
-MIGRATIONS = [
-    """
-    CREATE TABLE sessions (
-        session_id text PRIMARY KEY,
-        policy_id text NOT NULL DEFAULT '',
-        org_id text NOT NULL DEFAULT '',
-        status text NOT NULL,
-        reason text NOT NULL DEFAULT '',
-        initial boolean NOT NULL DEFAULT false,
-        trigger text NOT NULL DEFAULT '',
-        requested_by text NOT NULL DEFAULT '',
-        stall_timeout_s double precision,
-        planned boolean NOT NULL DEFAULT false,
-        cancel_requested boolean NOT NULL DEFAULT false,
-        failure_reason text NOT NULL DEFAULT '',
-        finished_event_seen boolean NOT NULL DEFAULT false,
-        requested_at timestamptz,
-        started_at timestamptz,
-        finished_at timestamptz,
-        listed_at timestamptz NOT NULL,
-        totals jsonb NOT NULL,
-        jobs_total integer NOT NULL DEFAULT 0,
-        jobs_finished integer NOT NULL DEFAULT 0,
-        jobs_with_errors integer NOT NULL DEFAULT 0,
-        version bigint NOT NULL DEFAULT 0,
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE INDEX sessions_listed ON sessions (listed_at DESC, session_id DESC);
-    CREATE INDEX sessions_policy_listed ON sessions (policy_id, listed_at DESC, session_id DESC);
-    CREATE INDEX sessions_open ON sessions (status) WHERE status IN ('PENDING', 'RUNNING');
-    CREATE TABLE jobs (
-        session_id text NOT NULL,
-        job_id text NOT NULL,
-        job_type text NOT NULL DEFAULT '',
-        object_name text NOT NULL DEFAULT '',
-        phase text NOT NULL,
-        outcome text NOT NULL DEFAULT '',
-        message text NOT NULL DEFAULT '',
-        uploaded jsonb NOT NULL,
-        reported jsonb NOT NULL,
-        chunks_upto bigint NOT NULL DEFAULT 0,
-        chunks_ahead bigint[] NOT NULL DEFAULT '{}',
-        planned boolean NOT NULL DEFAULT false,
-        planned_at timestamptz,
-        started_at timestamptz,
-        last_upload_at timestamptz,
-        finished_at timestamptz,
-        worker_id text NOT NULL DEFAULT '',
-        expected_chunks bigint NOT NULL DEFAULT 0,
-        PRIMARY KEY (session_id, job_id)
-    );
-    -- (consumer, event_id) of every event whose effect is committed: a redelivery finds its row and is skipped
-    CREATE TABLE processed_events (
-        consumer text NOT NULL,
-        event_id text NOT NULL,
-        PRIMARY KEY (consumer, event_id)
-    );
-    """,
-    "ALTER TABLE sessions ADD COLUMN warnings text[] NOT NULL DEFAULT '{}'",
-    # the cancel grace counts from the cancellation; a session cancelled before this column gets its last change
-    """
-    ALTER TABLE sessions ADD COLUMN cancelled_at timestamptz;
-    UPDATE sessions SET cancelled_at = updated_at WHERE cancel_requested;
-    """,
-]
+from services.session.domain import Page
+from services.session.migrations import MIGRATIONS
 
 _SESSION_COLUMNS = [
     "session_id",
@@ -248,14 +184,9 @@ def _session_from_row(r: dict[str, Any], jobs: dict[str, d.Job]) -> d.Session:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Page:
-    sessions: list[d.Session]
-    next_token: tuple[dt.datetime, str] | None
-
-
 class Projection:
-    """Reads and writes the projection; `apply` commits folded states and tracking rows together."""
+    """Reads and writes the projection (the port ports.ProjectionStore); a `transaction` commits folded states
+    and their tracking rows together."""
 
     def __init__(self, pool: AsyncConnectionPool, schema: str = "session", consumer: str = "session-projection"):
         self.pool = pool
@@ -277,6 +208,11 @@ class Projection:
             await conn.execute(
                 sql.SQL("TRUNCATE {}, {}, {}").format(self._t("sessions"), self._t("jobs"), self._t("processed_events"))
             )
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[ProjectionTransaction]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield ProjectionTransaction(self, conn)
 
     async def load(self, conn: psycopg.AsyncConnection, session_ids: Sequence[str]) -> dict[str, d.Session]:
         if not session_ids:
@@ -405,3 +341,20 @@ class Projection:
             await cur.execute(sql.SQL("SELECT * FROM {} ORDER BY session_id, job_id").format(self._t("jobs")))
             jobs = list(await cur.fetchall())
         return {"sessions": sessions, "jobs": jobs}
+
+
+class ProjectionTransaction:
+    """One transaction of the projection: claims, reads and writes commit together or not at all."""
+
+    def __init__(self, projection: Projection, conn: psycopg.AsyncConnection) -> None:
+        self.projection = projection
+        self.conn = conn
+
+    async def claim(self, event_ids: Sequence[str]) -> set[str]:
+        return await self.projection.claim(self.conn, event_ids)
+
+    async def load(self, session_ids: Sequence[str]) -> dict[str, d.Session]:
+        return await self.projection.load(self.conn, session_ids)
+
+    async def save(self, sessions: Iterable[d.Session], jobs: Iterable[tuple[str, d.Job]]) -> None:
+        await self.projection.save(self.conn, sessions, jobs)

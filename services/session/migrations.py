@@ -1,0 +1,68 @@
+"""The session projection's schema (schema `session` by default) and its migrations, applied in order once
+each by services.platform.db.migrate."""
+
+MIGRATIONS = [
+    """
+    CREATE TABLE sessions (
+        session_id text PRIMARY KEY,
+        policy_id text NOT NULL DEFAULT '',
+        org_id text NOT NULL DEFAULT '',
+        status text NOT NULL,
+        reason text NOT NULL DEFAULT '',
+        initial boolean NOT NULL DEFAULT false,
+        trigger text NOT NULL DEFAULT '',
+        requested_by text NOT NULL DEFAULT '',
+        stall_timeout_s double precision,
+        planned boolean NOT NULL DEFAULT false,
+        cancel_requested boolean NOT NULL DEFAULT false,
+        failure_reason text NOT NULL DEFAULT '',
+        finished_event_seen boolean NOT NULL DEFAULT false,
+        requested_at timestamptz,
+        started_at timestamptz,
+        finished_at timestamptz,
+        listed_at timestamptz NOT NULL,
+        totals jsonb NOT NULL,
+        jobs_total integer NOT NULL DEFAULT 0,
+        jobs_finished integer NOT NULL DEFAULT 0,
+        jobs_with_errors integer NOT NULL DEFAULT 0,
+        version bigint NOT NULL DEFAULT 0,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX sessions_listed ON sessions (listed_at DESC, session_id DESC);
+    CREATE INDEX sessions_policy_listed ON sessions (policy_id, listed_at DESC, session_id DESC);
+    CREATE INDEX sessions_open ON sessions (status) WHERE status IN ('PENDING', 'RUNNING');
+    CREATE TABLE jobs (
+        session_id text NOT NULL,
+        job_id text NOT NULL,
+        job_type text NOT NULL DEFAULT '',
+        object_name text NOT NULL DEFAULT '',
+        phase text NOT NULL,
+        outcome text NOT NULL DEFAULT '',
+        message text NOT NULL DEFAULT '',
+        uploaded jsonb NOT NULL,
+        reported jsonb NOT NULL,
+        chunks_upto bigint NOT NULL DEFAULT 0,
+        chunks_ahead bigint[] NOT NULL DEFAULT '{}',
+        planned boolean NOT NULL DEFAULT false,
+        planned_at timestamptz,
+        started_at timestamptz,
+        last_upload_at timestamptz,
+        finished_at timestamptz,
+        worker_id text NOT NULL DEFAULT '',
+        expected_chunks bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, job_id)
+    );
+    -- (consumer, event_id) of every event whose effect is committed: a redelivery finds its row and is skipped
+    CREATE TABLE processed_events (
+        consumer text NOT NULL,
+        event_id text NOT NULL,
+        PRIMARY KEY (consumer, event_id)
+    );
+    """,
+    "ALTER TABLE sessions ADD COLUMN warnings text[] NOT NULL DEFAULT '{}'",
+    # the cancel grace counts from the cancellation; a session cancelled before this column gets its last change
+    """
+    ALTER TABLE sessions ADD COLUMN cancelled_at timestamptz;
+    UPDATE sessions SET cancelled_at = updated_at WHERE cancel_requested;
+    """,
+]
