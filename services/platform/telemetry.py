@@ -1,20 +1,22 @@
-"""OpenTelemetry for every service: set-up from the standard OTEL_* variables, and the spans and metrics
-sfvault makes (gRPC, NATS publish/consume, Salesforce HTTP, the chunk's SQL transaction).
+"""OpenTelemetry for every service: set-up from the standard OTEL_* variables, sfvault's own spans and metrics
+(NATS publish/consume with the trace context in the message headers, the job, the chunk's SQL transaction), and
+the instrumentation libraries' spans of gRPC calls and Salesforce HTTP.
 
 `install()` takes the providers as parameters, so tests use the SDK's in-memory exporter and reader. Span
-attributes carry ids, object names, counts and status codes only: never a token, a query text or a value.
+attributes carry ids, object names, counts and status codes only: never a token, a query text or a value. The
+libraries' spans go through one tracer of ours (`_LibraryTracer`) that enforces that: URL attributes keep the
+scheme, host and path with Ids replaced, captured headers are dropped, an exception is recorded as its type.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import inspect
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -24,17 +26,16 @@ import grpc
 import requests
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.instrumentation import grpc as grpc_instrumentation
+from opentelemetry.instrumentation.grpc import filters, grpcext
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from services.platform.handlers import CallDetails, rewrap
-
 log = logging.getLogger(__name__)
 NAME = "sfvault"
-# health and reflection are polled all the time and say nothing about a backup
-UNTRACED_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 SESSION_ID = "sfvault.session_id"
 JOB_ID = "sfvault.job_id"
 OBJECT = "sfvault.object"
@@ -87,6 +88,7 @@ class Instruments:
 class _State:
     tracer: trace.Tracer
     instruments: Instruments
+    provider: trace.TracerProvider | None = None  # None: the global one
     # False while no SDK provider is installed: the NATS paths then skip even extracting the context, which
     # costs tens of microseconds per message in batches of hundreds
     tracing: bool = False
@@ -103,6 +105,22 @@ def install(tracer_provider: trace.TracerProvider | None = None, meter_provider:
         trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
     )
     _state.instruments = Instruments.create(metrics.get_meter(NAME, meter_provider=meter_provider))
+    _state.provider = tracer_provider
+    # requests is instrumented by patching requests.Session.send: only while spans are recorded
+    instrumentor = RequestsInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry and not _state.tracing:
+        instrumentor.uninstrument()
+    elif _state.tracing and not instrumentor.is_instrumented_by_opentelemetry:
+        # the stable HTTP attribute names (http.request.method, url.full, http.response.status_code), not the
+        # library's default of the older ones; read once per process, at the first instrument()
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+        instrumentor.instrument(
+            tracer_provider=_LIBRARIES,
+            meter_provider=metrics.NoOpMeterProvider(),  # sfvault.salesforce.api_calls counts the calls
+            request_hook=_salesforce_request,
+            response_hook=_salesforce_response,
+            skip_dep_check=True,
+        )
 
 
 def tracer() -> trace.Tracer:
@@ -411,7 +429,122 @@ def stall_terminated() -> None:
     _state.instruments.stall_terminations.add(1)
 
 
-# ---- Salesforce HTTP ------------------------------------------------------------------------------------------
+# ---- the instrumentation libraries' spans ---------------------------------------------------------------------
+
+_URL_KEYS = ("http.url", "url.full")
+_HEADER_PREFIXES = ("http.request.header.", "http.response.header.")  # a request's carry the bearer token
+
+
+def _allowed(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The scope's ids with `attributes`; a URL cut to its route (no query: SOQL carries literal values; no Id),
+    captured headers (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*) dropped."""
+    merged = {**_scope.get(), **attributes}
+    for key in _URL_KEYS:
+        if isinstance(merged.get(key), str):
+            parts = urlsplit(merged[key])
+            merged[key] = f"{parts.scheme}://{parts.hostname or ''}{salesforce_route(merged[key])[0]}"
+    return {k: v for k, v in merged.items() if not k.startswith(_HEADER_PREFIXES)}
+
+
+class _Discreet(trace.Span):
+    """A library's span that keeps no exception message, status description or captured header."""
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def end(self, end_time: int | None = None) -> None:
+        self._span.end(end_time)
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._span.get_span_context()
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._span.set_attributes({k: v for k, v in attributes.items() if not k.startswith(_HEADER_PREFIXES)})
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if not key.startswith(_HEADER_PREFIXES):
+            self._span.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._span.add_event(name, timestamp=timestamp)
+
+    def add_link(self, context: trace.SpanContext, attributes: Any = None) -> None:
+        self._span.add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self._span.update_name(name)
+
+    def is_recording(self) -> bool:
+        return self._span.is_recording()
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # the libraries describe with the server's message or str(exception): a URL with its query, a value
+        self._span.set_status(status.status_code if isinstance(status, Status) else status)
+
+    def record_exception(
+        self, exception: BaseException, attributes: Any = None, timestamp: int | None = None, escaped: bool = False
+    ) -> None:
+        self._span.set_attribute("error.type", type(exception).__name__)
+
+
+class _LibraryTracer(trace.Tracer):
+    """The instrumentation libraries' tracer: spans of the provider install() set last (the libraries take
+    their tracer once, when a server, channel or instrumentor is made), with the scope's ids, made discreet."""
+
+    def __init__(self, name: str, version: str | None, schema_url: str | None) -> None:
+        self._scope_of = (name, version, schema_url)
+        self._provider: trace.TracerProvider | None = None
+        self._tracer: trace.Tracer = trace.NoOpTracer()
+
+    def start_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+        links: Any = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        if not _state.tracing:
+            return trace.INVALID_SPAN
+        provider = _state.provider or trace.get_tracer_provider()
+        if provider is not self._provider:
+            self._provider, self._tracer = provider, provider.get_tracer(*self._scope_of)
+        span = self._tracer.start_span(name, context, kind, _allowed(attributes or {}), links, start_time)
+        return _Discreet(span)
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        *args: Any,  # context, kind, attributes, links, start_time: as start_span's
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+        **kwargs: Any,
+    ) -> Iterator[Span]:
+        span = self.start_span(name, *args, **kwargs)
+        with trace.use_span(span, end_on_exit, record_exception, set_status_on_exception) as current:
+            yield current
+
+
+class _LibraryTracerProvider(trace.TracerProvider):
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> trace.Tracer:
+        return _LibraryTracer(instrumenting_module_name, instrumenting_library_version, schema_url)
+
+
+_LIBRARIES = _LibraryTracerProvider()
+
+
+# ---- Salesforce HTTP (opentelemetry-instrumentation-requests) ---------------------------------------------------
 
 # Salesforce ids (15/18 characters, with a digit) and query locators ("01g...-2000") in a path become {id}, so
 # span names stay few and no record is identified by its name.
@@ -431,33 +564,25 @@ def salesforce_route(url: str) -> tuple[str, str]:
     return route, object_name
 
 
-class TracedSession(requests.Session):
-    """A requests session that makes a CLIENT span per Salesforce call: method, path, status, rows."""
+def _salesforce_request(span: Span, request: requests.PreparedRequest) -> None:
+    """Named by method and route (the semantic conventions' `{method} {url.template}`), with the object."""
+    route, object_name = salesforce_route(request.url or "")
+    span.update_name(f"{request.method} {route}")
+    span.set_attribute("url.template", route)
+    if object_name and OBJECT not in _scope.get():
+        span.set_attribute(OBJECT, object_name)
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        url = request.url or ""
-        route, object_name = salesforce_route(url)
-        attributes: dict[str, Any] = {
-            "http.request.method": request.method or "",
-            "url.path": route,
-            "server.address": urlsplit(url).hostname or "",
-        }
-        if object_name and OBJECT not in _scope.get():
-            attributes[OBJECT] = object_name
-        span = _start(f"{request.method} {route}", SpanKind.CLIENT, attributes)
-        with _current(span):
-            response = super().send(request, **kwargs)
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 400:
-                span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status_code}"))
-            rows = response.headers.get("Sforce-NumberOfRecords", "")
-            if rows.isdigit():
-                span.set_attribute("sfvault.salesforce.rows", int(rows))
-            elif not kwargs.get("stream") and "json" in response.headers.get("Content-Type", ""):
-                found = _TOTAL_SIZE.search(response.content[:200])
-                if found:
-                    span.set_attribute("sfvault.salesforce.total_size", int(found.group(1)))
-            return response
+
+def _salesforce_response(span: Span, request: requests.PreparedRequest, response: requests.Response) -> None:
+    """The rows a Bulk page or a query answered."""
+    rows = response.headers.get("Sforce-NumberOfRecords", "")
+    if rows.isdigit():
+        span.set_attribute("sfvault.salesforce.rows", int(rows))
+    # only a body already read: reading a streamed one (a Bulk page, a file) here would load it whole
+    elif getattr(response, "_content_consumed", False) and "json" in response.headers.get("Content-Type", ""):
+        found = _TOTAL_SIZE.search(response.content[:200])
+        if found:
+            span.set_attribute("sfvault.salesforce.total_size", int(found.group(1)))
 
 
 def salesforce_call(org_id: str, usage: tuple[int, int] | None) -> None:
@@ -470,196 +595,23 @@ def salesforce_call(org_id: str, usage: tuple[int, int] | None) -> None:
         _state.instruments.api_requests_left.set(max(limit - used, 0), attributes)
 
 
-# ---- gRPC -----------------------------------------------------------------------------------------------------
+# ---- gRPC (opentelemetry-instrumentation-grpc) ------------------------------------------------------------------
+
+# health and reflection are polled all the time and say nothing about a backup
+_TRACED = filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection.")))
 
 
-def _method_name(method: str | bytes) -> str:
-    return method.decode() if isinstance(method, bytes) else method
-
-
-def _rpc_attributes(method: str) -> dict[str, str]:
-    service, _, name = method.lstrip("/").rpartition("/")
-    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-
-
-def _traced(method: str) -> bool:
-    return not method.startswith(UNTRACED_METHODS)
-
-
-class ServerInterceptor(grpc.aio.ServerInterceptor):
+def server_interceptor() -> grpc.aio.ServerInterceptor:
     """A SERVER span per call (health and reflection excluded), child of the caller's span."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not _traced(method):
-            return handler
-        carrier = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
-        return _traced_handler(handler, method, carrier)
-
-
-def _server_span(method: str, carrier: Mapping[str, str]) -> Span:
-    return _start(method.lstrip("/"), SpanKind.SERVER, _rpc_attributes(method), propagate.extract(carrier))
-
-
-def _finish_server_span(span: Span, context: grpc.aio.ServicerContext) -> None:
-    code = context.code() if hasattr(context, "code") else None
-    if isinstance(code, grpc.StatusCode):
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
-        if code not in (grpc.StatusCode.OK, *_CALLER_ERRORS):
-            span.set_status(Status(StatusCode.ERROR, code.name))
-
-
-# the caller's mistake, not the server's failure (OpenTelemetry's rule for gRPC server spans)
-_CALLER_ERRORS = (
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
-
-
-def _traced_handler(handler: grpc.RpcMethodHandler, method: str, carrier: Mapping[str, str]) -> Any:
-    def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            span = _server_span(method, carrier)
-            try:
-                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                    return await fn(request, context)
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
-            finally:
-                _finish_server_span(span, context)
-                span.end()
-
-        return call
-
-    def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            span = _server_span(method, carrier)
-            try:
-                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                    responses = fn(request, context)
-                    if inspect.isawaitable(responses):  # a handler that writes with context.write()
-                        await responses
-                        return
-                    async for item in responses:
-                        yield item
-            except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
-            finally:
-                _finish_server_span(span, context)
-                span.end()
-
-        return call
-
-    return rewrap(handler, wrap_unary, wrap_stream)
-
-
-def _client_span(method: str) -> Span:
-    return _start(method.lstrip("/"), SpanKind.CLIENT, _rpc_attributes(method))
-
-
-def _with_trace_context(metadata: Any) -> list[tuple[str, str]]:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return [*list(metadata or ()), *carrier.items()]
-
-
-class _AioClientTracing:
-    async def _intercept(
-        self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any, unary: bool
-    ) -> Any:
-        method = _method_name(details.method)
-        if not _traced(method):
-            return await continuation(details, request)
-        span = _client_span(method)
-        with _current(span):
-            traced = grpc.aio.ClientCallDetails(
-                details.method,
-                details.timeout,
-                grpc.aio.Metadata(*_with_trace_context(details.metadata)),
-                details.credentials,
-                details.wait_for_ready,
-            )
-            call = await continuation(traced, request)
-            if unary:  # a streamed response outlives this call: its span covers the start only
-                code = await call.code()
-                span.set_attribute("rpc.grpc.status_code", code.value[0])
-                if code != grpc.StatusCode.OK:
-                    span.set_status(Status(StatusCode.ERROR, code.name))
-            return call
-
-
-# grpc.aio files each interceptor under the first kind it is an instance of, so one class per kind
-class _AioUnaryUnary(_AioClientTracing, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await self._intercept(continuation, details, request, True)
-
-
-class _AioUnaryStream(_AioClientTracing, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await self._intercept(continuation, details, request, False)
-
-
-class _AioStreamUnary(_AioClientTracing, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await self._intercept(continuation, details, request_iterator, True)
-
-
-class _AioStreamStream(_AioClientTracing, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await self._intercept(continuation, details, request_iterator, False)
+    return grpc_instrumentation.aio_server_interceptor(_LIBRARIES, filter_=_TRACED)
 
 
 def aio_client_interceptors() -> list[Any]:
     """CLIENT spans for an asyncio channel; the trace context travels in the call's metadata."""
-    return [_AioUnaryUnary(), _AioUnaryStream(), _AioStreamUnary(), _AioStreamStream()]
+    return list(grpc_instrumentation.aio_client_interceptors(_LIBRARIES, filter_=_TRACED))
 
 
-class ClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """CLIENT spans for a blocking channel (job threads, the CLI): `grpc.intercept_channel(ch, ClientInterceptor())`."""
-
-    def _call(self, continuation: Any, details: Any, request: Any, unary: bool) -> Any:
-        method = _method_name(details.method)
-        if not _traced(method):
-            return continuation(details, request)
-        span = _client_span(method)
-        with _current(span):
-            outcome = continuation(CallDetails(details, _with_trace_context(details.metadata)), request)
-            if unary:  # a blocking unary call has completed here
-                code = outcome.code()
-                if isinstance(code, grpc.StatusCode):
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code != grpc.StatusCode.OK:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-            return outcome
-
-    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._call(continuation, client_call_details, request, True)
-
-    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._call(continuation, client_call_details, request, False)
-
-    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._call(continuation, client_call_details, request_iterator, True)
-
-    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._call(continuation, client_call_details, request_iterator, False)
+def traced_channel(channel: grpc.Channel) -> grpc.Channel:
+    """A blocking channel (job threads, the CLI) with CLIENT spans."""
+    interceptor = grpc_instrumentation.client_interceptor(_LIBRARIES, filter_=_TRACED)
+    return grpcext.intercept_channel(channel, interceptor)  # type: ignore[no-any-return]

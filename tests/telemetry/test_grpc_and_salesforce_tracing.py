@@ -1,5 +1,6 @@
-"""gRPC client/server spans (health excluded), Salesforce HTTP spans that hold no query text or token, the
-chunk span with its metrics, and telemetry set-up from the OTEL_* variables."""
+"""gRPC client/server spans (health excluded) and Salesforce HTTP spans, from the instrumentation libraries,
+that hold no query text, token or exception message; the chunk span with its metrics, and telemetry set-up
+from the OTEL_* variables."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def _echo_service(_servicer: Any, server: grpc.aio.Server) -> None:
     async def say(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         if request == b"missing":
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        if request == b"boom":
+            raise RuntimeError("Secret Corp")  # an exception's message may quote a record value
         return request
 
     handler = grpc.unary_unary_rpc_method_handler(say)  # raw bytes: no serializers needed
@@ -49,8 +52,8 @@ async def test_client_and_server_spans_share_the_trace_and_health_is_not_traced(
 
     clients = [s for s in captured.spans() if s.kind == SpanKind.CLIENT]
     servers = [s for s in captured.spans() if s.kind == SpanKind.SERVER]
-    assert [s.name for s in clients] == ["test.Echo/Say"] * 2
-    assert [s.name for s in servers] == ["test.Echo/Say"] * 2
+    assert [s.name for s in clients] == ["/test.Echo/Say"] * 2  # the library names a call by its full method
+    assert [s.name for s in servers] == ["/test.Echo/Say"] * 2
     for client, server in zip(clients, servers, strict=True):
         assert server.context.trace_id == client.context.trace_id
         assert server.parent is not None and server.parent.span_id == client.context.span_id
@@ -123,6 +126,38 @@ def test_salesforce_spans_hold_no_query_values_token_or_ids(captured: Captured) 
     text = repr([dict(s.attributes or {}) for s in captured.spans()])
     for forbidden in ("Secret", "SELECT", token, "068000000000001AAA", "locator"):
         assert forbidden not in text
+
+
+class Unreachable(requests.adapters.BaseAdapter):
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        raise requests.ConnectionError(f"Max retries exceeded with url: {request.url}")  # as urllib3 words it
+
+    def close(self) -> None:
+        pass
+
+
+async def test_library_spans_keep_no_exception_message(echo_server: GrpcServer, captured: Captured) -> None:
+    """gRPC and Salesforce HTTP spans come from the instrumentation libraries; what they would describe an
+    error with (the server's message, str(exception) with the URL and its SOQL) is reduced to its type."""
+    async with auth.aio_channel(f"127.0.0.1:{echo_server.port}", "t") as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await channel.unary_unary("/test.Echo/Say")(b"boom")
+    session = new_http_session(Credentials(login_url="https://login.example", auth_flow="client_credentials"))
+    session.mount("https://", Unreachable())
+    with pytest.raises(requests.ConnectionError):
+        session.get("https://org.example/services/data/v62.0/query/", params={"q": "SELECT Id FROM Account"})
+
+    client, server, http = (
+        next(s for s in captured.spans() if s.kind == kind and s.instrumentation_scope.name.endswith(library))
+        for kind, library in ((SpanKind.CLIENT, ".grpc"), (SpanKind.SERVER, ".grpc"), (SpanKind.CLIENT, ".requests"))
+    )
+    assert client.status.status_code.name == "ERROR" and http.status.status_code.name == "ERROR"
+    assert server.attributes is not None and server.attributes["error.type"] == "RuntimeError"
+    assert http.attributes is not None and http.attributes["error.type"] == "ConnectionError"
+    assert http.name == "GET /services/data/v62.0/query/"
+    for span in captured.spans():
+        text = repr([span.status.description, dict(span.attributes or {}), [e.attributes for e in span.events]])
+        assert "Secret" not in text and "SELECT" not in text, text
 
 
 def test_salesforce_route() -> None:

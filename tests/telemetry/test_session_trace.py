@@ -148,7 +148,7 @@ def test_one_trace_per_session_across_all_services(tmp_path: Path, receiver: tup
     # leaving local_stack stopped every service with SIGTERM: each flushed its spans and metrics on the way out
 
     session_id = started.session_id
-    [start] = [s for s in collected.spans if s.span.name == "sfvault.session.v1.SessionService/StartSession"]
+    [start] = [s for s in collected.spans if s.span.name == "/sfvault.session.v1.SessionService/StartSession"]
     trace_id = start.span.trace_id
     in_trace = [s for s in collected.spans if s.span.trace_id == trace_id]
     of_session = [s for s in collected.spans if s.attributes.get("sfvault.session_id") == session_id]
@@ -171,8 +171,8 @@ def test_one_trace_per_session_across_all_services(tmp_path: Path, receiver: tup
 
     names = {(s.service, s.span.name) for s in in_trace}
     assert ("storage", "sql put_records") in names
-    assert ("storage", "sfvault.storage.v1.StorageService/PutRecords") in names
-    assert ("jobrunner", "sfvault.storage.v1.StorageService/PutRecords") in names
+    assert ("storage", "/sfvault.storage.v1.StorageService/PutRecords") in names
+    assert ("jobrunner", "/sfvault.storage.v1.StorageService/PutRecords") in names
     assert any(svc == "jobrunner" and name.startswith("GET /services/data/") for svc, name in names)
     assert any(svc == "discovery" and name.startswith("GET /services/data/") for svc, name in names)
     assert ("session", "publish SessionFinished") in names
