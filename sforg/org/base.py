@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sforg import schema
+from sforg.catalogue import build_catalogue
 from sforg.clock import UTC, Clock, stamp
 from sforg.files import BlobStore
 from sforg.generate import SCALES, Generator, plan
@@ -118,7 +119,7 @@ class OrgBase:
         # Generated timestamps hang off the start of the current UTC day, so the same seed gives the same org
         # (to the byte) all day long while the org still looks recently used.
         anchor = float(int(time.time()) // 86400 * 86400)
-        cat = schema.build_catalogue()
+        cat = build_catalogue()
         gen = Generator(self.store, cat, seed, total, anchor, progress)
         counters = gen.build()
         rng = random.Random(f"{seed}:identity")
