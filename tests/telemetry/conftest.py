@@ -21,6 +21,13 @@ from services.platform import telemetry
 class Captured:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def reinstall(self) -> None:
+        """Install again (the requests instrumentation reads its OTEL_* settings when it is installed)."""
+        telemetry.install()
+        telemetry.install(self.tracer_provider, self.meter_provider)
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
@@ -47,7 +54,7 @@ def captured() -> Iterator[Captured]:
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     telemetry.install(tracer_provider, meter_provider)
-    yield Captured(exporter, reader)
+    yield Captured(exporter, reader, tracer_provider, meter_provider)
     telemetry.install()  # back to the global (no-op) providers
     tracer_provider.shutdown()
     meter_provider.shutdown()

@@ -136,16 +136,28 @@ class Unreachable(requests.adapters.BaseAdapter):
         pass
 
 
-async def test_library_spans_keep_no_exception_message(echo_server: GrpcServer, captured: Captured) -> None:
+async def test_library_spans_keep_no_exception_message_or_header(
+    echo_server: GrpcServer, captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """gRPC and Salesforce HTTP spans come from the instrumentation libraries; what they would describe an
-    error with (the server's message, str(exception) with the URL and its SOQL) is reduced to its type."""
+    error with (the server's message, str(exception) with the URL and its SOQL) is reduced to its type, and
+    headers are not captured even when the settings ask for them (a request's carry the bearer token)."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", ".*")
+    captured.reinstall()
     async with auth.aio_channel(f"127.0.0.1:{echo_server.port}", "t") as channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await channel.unary_unary("/test.Echo/Say")(b"boom")
     session = new_http_session(Credentials(login_url="https://login.example", auth_flow="client_credentials"))
     session.mount("https://", Unreachable())
     with pytest.raises(requests.ConnectionError):
-        session.get("https://org.example/services/data/v62.0/query/", params={"q": "SELECT Id FROM Account"})
+        session.get(
+            "https://org.example/services/data/v62.0/query/",
+            params={"q": "SELECT Id FROM Account"},
+            headers={"Authorization": "Bearer 00D000000000001!AQ-access-token"},
+        )
+    session.mount("https://", FakeSalesforce())
+    session.get("https://org.example/services/data/v62.0/limits/", headers={"Authorization": "Bearer 00D!AQ-x"})
 
     client, server, http = (
         next(s for s in captured.spans() if s.kind == kind and s.instrumentation_scope.name.endswith(library))
@@ -157,7 +169,8 @@ async def test_library_spans_keep_no_exception_message(echo_server: GrpcServer, 
     assert http.name == "GET /services/data/v62.0/query/"
     for span in captured.spans():
         text = repr([span.status.description, dict(span.attributes or {}), [e.attributes for e in span.events]])
-        assert "Secret" not in text and "SELECT" not in text, text
+        assert "Secret" not in text and "SELECT" not in text and "!AQ" not in text, text
+        assert not any(key.startswith("http.request.header.") for key in span.attributes or {})
 
 
 def test_salesforce_route() -> None:
