@@ -95,6 +95,15 @@ WORDS = [
     "Nordic",
 ]
 SUFFIX = ["Inc.", "Ltd", "GmbH", "S.A.", "LLC", "& Co.", "Group", "Holdings", "Partners", "日本"]
+# Fields whose generated value is the row's number in a fixed format.
+NUMBERED: dict[str, Callable[[random.Random, int], Any]] = {
+    "Username": lambda r, i: f"user{i}@sforg.example.com",
+    "Alias": lambda r, i: f"u{i}",
+    "CaseNumber": lambda r, i: f"{i + 1:08d}",
+    "External_Id__c": lambda r, i: f"EXT-{i:08d}",
+    "Tracking__c": lambda r, i: f"TRK{i:09d}",
+    "DeveloperName": lambda r, i: f"Doc_{i}",
+}
 CITIES = [
     ("Paris", "IDF", "France", "75001"),
     ("New York", "NY", "USA", "10001"),
@@ -113,6 +122,27 @@ SENTENCES = [
     "Legacy import, values may be 'odd'.",
     "Ça va, merci.",
 ]
+
+
+# The audit columns of generated rows, and the internal columns of rows holding a file body.
+AUDIT_COLS = ["CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp"]
+OWNED_COLS = ["Id", "IsDeleted", "OwnerId", *AUDIT_COLS]
+BLOB_COLS = ["_deleted_at", "_blob", "_sha256"]
+
+
+def audited(user: str, created: str, modified: str) -> list[str]:
+    """Values of AUDIT_COLS: created and last modified by the same user."""
+    return [created, user, modified, user, modified]
+
+
+def owned(owner: str, created: str, modified: str) -> list[str]:
+    """Values of OwnerId and AUDIT_COLS."""
+    return [owner, *audited(owner, created, modified)]
+
+
+def blob_cells(content: tuple[int, int], sha: str) -> list[Any]:
+    """Values of BLOB_COLS for a generated body (seed, size): bodies are generated on the fly when read."""
+    return [None, f"gen:{content[0]}:{content[1]}", sha]
 
 
 def plan(total: int) -> dict[str, int]:
@@ -189,18 +219,8 @@ class Generator:
             return lambda r, i: LAST[int(r.random() * 20)]
         elif name == "Company":
             return lambda r, i: f"{WORDS[int(r.random() * 20)]} {SUFFIX[i % 10]}"
-        elif name == "Username":
-            return lambda r, i: f"user{i}@sforg.example.com"
-        elif name == "Alias":
-            return lambda r, i: f"u{i}"
-        elif name == "CaseNumber":
-            return lambda r, i: f"{i + 1:08d}"
-        elif name == "External_Id__c":
-            return lambda r, i: f"EXT-{i:08d}"
-        elif name == "Tracking__c":
-            return lambda r, i: f"TRK{i:09d}"
-        elif name == "DeveloperName":
-            return lambda r, i: f"Doc_{i}"
+        elif name in NUMBERED:
+            return NUMBERED[name]
         elif name.endswith("City"):
             return lambda r, i: CITIES[i % 6][0]
         elif name.endswith("State") and ftype == "string":
@@ -389,7 +409,6 @@ class Generator:
             ("csv", "CSV", "text/csv"),
             ("docx", "WORD_X", "application/octet-stream"),
         ]
-        users = self.counts["User"]
         n_cv = int(n * 0.6)
         n_att = int(n * 0.3)
         n_doc = n - n_cv - n_att
@@ -403,7 +422,7 @@ class Generator:
             doc_id = make_id(self.cat["ContentDocument"].key_prefix, di + 1)
             ext, ftype, _ = exts[di % 5]
             title = f'File {di + 1} - report, "final"'
-            owner = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
+            owner = self.pick(rng, "User")
             created, sms, _ = self.times(rng)
             latest = ""
             latest_size = 0
@@ -416,12 +435,7 @@ class Generator:
                     [
                         vid,
                         0,
-                        owner,
-                        vstamp,
-                        owner,
-                        vstamp,
-                        owner,
-                        vstamp,
+                        *owned(owner, vstamp, vstamp),
                         doc_id,
                         title,
                         f"file_{di + 1}.{ext}",
@@ -433,9 +447,7 @@ class Generator:
                         1 if v == nver - 1 else 0,
                         md5,
                         None if v == 0 else "Revised",
-                        None,
-                        f"gen:{content[0]}:{content[1]}",
-                        sha,
+                        *blob_cells(content, sha),
                     ]
                 )
                 latest, latest_size = vid, size
@@ -444,12 +456,7 @@ class Generator:
                 [
                     doc_id,
                     0,
-                    owner,
-                    created,
-                    owner,
-                    sms,
-                    owner,
-                    sms,
+                    *owned(owner, created, sms),
                     title,
                     ftype,
                     ext,
@@ -459,20 +466,10 @@ class Generator:
                 ]
             )
             di += 1
-        sys_cols = [
-            "Id",
-            "IsDeleted",
-            "OwnerId",
-            "CreatedDate",
-            "CreatedById",
-            "LastModifiedDate",
-            "LastModifiedById",
-            "SystemModstamp",
-        ]
         self.store.insert_many(
             "ContentDocument",
             [
-                *sys_cols,
+                *OWNED_COLS,
                 "Title",
                 "FileType",
                 "FileExtension",
@@ -485,7 +482,7 @@ class Generator:
         self.store.insert_many(
             "ContentVersion",
             [
-                *sys_cols,
+                *OWNED_COLS,
                 "ContentDocumentId",
                 "Title",
                 "PathOnClient",
@@ -497,9 +494,7 @@ class Generator:
                 "IsLatest",
                 "Checksum",
                 "ReasonForChange",
-                "_deleted_at",
-                "_blob",
-                "_sha256",
+                *BLOB_COLS,
             ],
             versions,
         )
@@ -542,18 +537,13 @@ class Generator:
             content = contents[n_cv + a]
             sha, _md5, size = digest(content)
             ext, _, mime = exts[a % 5]
-            owner = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
+            owner = self.pick(rng, "User")
             created, sms, _ = self.times(rng)
             atts.append(
                 [
                     make_id(self.cat["Attachment"].key_prefix, a + 1),
                     0,
-                    owner,
-                    created,
-                    owner,
-                    sms,
-                    owner,
-                    sms,
+                    *owned(owner, created, sms),
                     self.pick(rng, parents[a % 3]),
                     f"attachment_{a + 1}.{ext}",
                     mime,
@@ -561,15 +551,13 @@ class Generator:
                     None,
                     a % 4 == 0,
                     None,
-                    None,
-                    f"gen:{content[0]}:{content[1]}",
-                    sha,
+                    *blob_cells(content, sha),
                 ]
             )
         self.store.insert_many(
             "Attachment",
             [
-                *sys_cols,
+                *OWNED_COLS,
                 "ParentId",
                 "Name",
                 "ContentType",
@@ -577,9 +565,7 @@ class Generator:
                 "Body",
                 "IsPrivate",
                 "Description",
-                "_deleted_at",
-                "_blob",
-                "_sha256",
+                *BLOB_COLS,
             ],
             atts,
         )
@@ -589,17 +575,13 @@ class Generator:
             content = contents[n_cv + n_att + d]
             sha, _md5, size = digest(content)
             ext, _, mime = exts[d % 5]
-            user = make_id(self.cat["User"].key_prefix, int(rng.random() * users) + 1)
+            user = self.pick(rng, "User")
             created, sms, _ = self.times(rng)
             documents.append(
                 [
                     make_id(self.cat["Document"].key_prefix, d + 1),
                     0,
-                    created,
-                    user,
-                    sms,
-                    user,
-                    sms,
+                    *audited(user, created, sms),
                     user,
                     f"Document {d + 1}",
                     f"Doc_{d + 1}",
@@ -611,9 +593,7 @@ class Generator:
                     "Shared document",
                     "shared",
                     user,
-                    None,
-                    f"gen:{content[0]}:{content[1]}",
-                    sha,
+                    *blob_cells(content, sha),
                 ]
             )
         self.store.insert_many(
@@ -621,11 +601,7 @@ class Generator:
             [
                 "Id",
                 "IsDeleted",
-                "CreatedDate",
-                "CreatedById",
-                "LastModifiedDate",
-                "LastModifiedById",
-                "SystemModstamp",
+                *AUDIT_COLS,
                 "FolderId",
                 "Name",
                 "DeveloperName",
@@ -637,9 +613,7 @@ class Generator:
                 "Description",
                 "Keywords",
                 "AuthorId",
-                "_deleted_at",
-                "_blob",
-                "_sha256",
+                *BLOB_COLS,
             ],
             documents,
         )

@@ -17,6 +17,17 @@ from sforg.ids import is_valid, to18
 from sforg.schema import TEXT_TYPES, FieldDef, ObjectDef
 from sforg.soql import BoolOp, Comparison, FieldRef, Literal, Not, SoqlError, SubQuery
 
+# An address's components: its JSON key and the suffix of its column.
+ADDRESS_PARTS = (
+    ("city", "City"),
+    ("country", "Country"),
+    ("geocodeAccuracy", "GeocodeAccuracy"),
+    ("latitude", "Latitude"),
+    ("longitude", "Longitude"),
+    ("postalCode", "PostalCode"),
+    ("state", "State"),
+    ("street", "Street"),
+)
 INVALID_FIELD_TAIL = (
     ". If you are attempting to use a custom field, be sure to append the '__c' after the custom "
     "field name. Please reference your WSDL or the describe call for the appropriate names."
@@ -113,19 +124,7 @@ def value_of(f: FieldDef, obj: ObjectDef, node: RelNode, row: tuple[Any, ...], c
         return formulas.value(f, tuple(map(col, formulas.inputs(f))), ctx.today)
     if t == "address":
         p = f.name[: -len("Address")]
-        vals = {
-            k: col(p + c)
-            for k, c in (
-                ("city", "City"),
-                ("country", "Country"),
-                ("geocodeAccuracy", "GeocodeAccuracy"),
-                ("latitude", "Latitude"),
-                ("longitude", "Longitude"),
-                ("postalCode", "PostalCode"),
-                ("state", "State"),
-                ("street", "Street"),
-            )
-        }
+        vals = {k: col(p + c) for k, c in ADDRESS_PARTS}
         return None if all(v is None for v in vals.values()) else vals
     if t == "location":
         stem = f.name.removesuffix("__c")
@@ -1189,17 +1188,7 @@ def _json_expr(f: FieldDef, obj: ObjectDef, as_text: bool = True, today: dt.date
         return f"CASE WHEN {c} IS NULL THEN NULL ELSE substr({c}, 1, 23) || '+0000' END"
     if f.type == "address":
         p = f.name[: -len("Address")]
-        parts = [
-            ("city", "City"),
-            ("country", "Country"),
-            ("geocodeAccuracy", "GeocodeAccuracy"),
-            ("latitude", "Latitude"),
-            ("longitude", "Longitude"),
-            ("postalCode", "PostalCode"),
-            ("state", "State"),
-            ("street", "Street"),
-        ]
-        present = [(k, _q(p + s)) for k, s in parts if obj.field(p + s)]
+        present = [(k, _q(p + s)) for k, s in ADDRESS_PARTS if obj.field(p + s)]
         all_null = " AND ".join(f"{col} IS NULL" for _, col in present)
         inner = ", ".join(f"'{k}', {col}" for k, col in present)
         return f"CASE WHEN {all_null} THEN {null} ELSE json_object({inner}) END"

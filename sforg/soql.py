@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -389,18 +390,18 @@ class Parser:
         return FieldRef(path, t.pos)
 
     def or_expr(self) -> Any:
-        items = [self.and_expr()]
-        while self.is_kw("OR"):
-            self.advance()
-            items.append(self.and_expr())
-        return items[0] if len(items) == 1 else BoolOp("OR", items)
+        return self.bool_chain("OR", self.and_expr)
 
     def and_expr(self) -> Any:
-        items = [self.not_expr()]
-        while self.is_kw("AND"):
+        return self.bool_chain("AND", self.not_expr)
+
+    def bool_chain(self, op: str, operand: Callable[[], Any]) -> Any:
+        """operand (op operand)*: one BoolOp over all of them, or the operand alone."""
+        items = [operand()]
+        while self.is_kw(op):
             self.advance()
-            items.append(self.not_expr())
-        return items[0] if len(items) == 1 else BoolOp("AND", items)
+            items.append(operand())
+        return items[0] if len(items) == 1 else BoolOp(op, items)
 
     def not_expr(self) -> Any:
         if self.is_kw("NOT"):
