@@ -1,4 +1,4 @@
-"""The services' Dockerfiles and `make images`, read statically: no Docker engine is needed (nor here)."""
+"""The services' one Dockerfile and `make images`, read statically: no Docker engine is needed (nor here)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,67 @@ import pytest
 from tests.k8s.conftest import ROOT, SERVICE_PORTS, Obj, containers, of_kind
 
 PINNED = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
+DOCKERFILE = ROOT / "Dockerfile"
 
 
-def instructions(name: str) -> list[tuple[str, str]]:
-    text = (ROOT / "services" / name / "Dockerfile").read_text().replace("\\\n", " ")
+def instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
-def test_dockerfile_is_multistage_pinned_and_non_root(name: str) -> None:
-    steps = instructions(name)
-    bases = [args.split()[0] for op, args in steps if op == "FROM"]
+def stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Each named stage: (what it is built FROM, its instructions); the last, unnamed one as "" ."""
+    out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    steps: list[tuple[str, str]] = []
+    for op, args in instructions():
+        if op == "FROM":
+            words = args.split()
+            steps = []
+            out[words[2] if len(words) == 3 and words[1].upper() == "AS" else ""] = (words[0], steps)
+        else:
+            steps.append((op, args))
+    return out
+
+
+def test_one_dockerfile_for_the_four_services() -> None:
+    assert DOCKERFILE.exists()
+    assert not list((ROOT / "services").glob("**/Dockerfile")), "a build argument picks the service, not a file"
+
+
+def test_dockerfile_is_multistage_pinned_and_non_root() -> None:
+    steps = instructions()
+    assert steps[0] == ("ARG", "SERVICE"), "SERVICE is declared before the first FROM, so that a FROM can use it"
+    named = stages()
+    assert named[""][0] == "${SERVICE}", "the image is the stage SERVICE names"
+    bases = [base for base, _ in named.values() if base not in named and base != "${SERVICE}"]
     assert len(bases) >= 2, "multi-stage: dependencies are built apart from the runtime image"
     for base in bases:
         assert PINNED.match(base) and (":" in base or "@" in base), f"{base}: pin an exact version or a digest"
-    runtime = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    # The dependencies: the image lock, every file checked against its hash.
+    build = named["build"][1]
+    assert ("COPY", "requirements/image.txt ./requirements.txt") in build
+    assert any(op == "RUN" and "pip install --require-hashes -r requirements.txt" in args for op, args in build)
+    base, runtime = named["runtime"]
+    assert base in bases
     (user,) = [args for op, args in runtime if op == "USER"]
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) > 0, f"USER {user}: numeric and not root, so runAsNonRoot can verify it"
     env = " ".join(args for op, args in runtime if op == "ENV")
     assert re.search(r"PYTHONPATH=/app:/app/gen\b", env)
-    assert f"SFVAULT_{name.upper()}_PORT={SERVICE_PORTS[name]}" in env
-    assert ("EXPOSE", str(SERVICE_PORTS[name])) in runtime
-    assert ("ENTRYPOINT", f'["python", "-m", "services.{name}"]') in runtime
     copied = [args.split()[-1] for op, args in runtime if op == "COPY" and "--from" not in args]
     assert {"./gen", "./services"} <= set(copied)
+    assert set(named) == {"build", "runtime", "", *SERVICE_PORTS}, "one stage per service, nothing else"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
+def test_the_service_stage_starts_its_module_on_its_port(name: str) -> None:
+    base, steps = stages()[name]
+    assert base == "runtime"
+    assert ("ENV", f"SFVAULT_{name.upper()}_PORT={SERVICE_PORTS[name]}") in steps
+    assert ("EXPOSE", str(SERVICE_PORTS[name])) in steps
+    assert ("ENTRYPOINT", f'["python", "-m", "services.{name}"]') in steps
+    assert not [args for op, args in steps if op == "USER"], "the runtime stage's non-root user"
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
@@ -56,7 +91,7 @@ def test_make_images_builds_the_images_the_dev_overlay_runs(objects: list[Obj], 
     assert run.returncode == 0, run.stdout + run.stderr
     calls = log.read_text().splitlines()
     assert sorted(calls) == sorted(
-        f"build -f services/{name}/Dockerfile -t sfvault/{name}:dev ." for name in SERVICE_PORTS
+        f"build --build-arg SERVICE={name} -t sfvault/{name}:dev ." for name in SERVICE_PORTS
     )
     built = {f"sfvault/{name}:dev" for name in SERVICE_PORTS}
     images = {c["image"] for w in of_kind(objects, "Deployment") for c in containers(w)}

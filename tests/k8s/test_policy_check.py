@@ -1,4 +1,4 @@
-"""checkov, offline, on the rendered overlays and the services' Dockerfiles: no failed check at all.
+"""checkov, offline, on the rendered overlays and the services' Dockerfile: no failed check at all.
 
 Without a platform account checkov reports no severities, so "no HIGH issue" is held here as "no issue": every
 check passes or is skipped with a reason, and k8s/README.md lists exactly the checks that are skipped.
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.conftest import K8S, OVERLAYS, ROOT, SERVICE_PORTS, render
+from tests.k8s.conftest import K8S, OVERLAYS, ROOT, render
 
 CHECKOV = Path(sys.prefix) / "tools" / "bin" / "checkov"
 # Skipped everywhere, on the command line (the others are skipped where they apply: checkov.io/skipN
-# annotations in the manifests, `# checkov:skip=` comments in the Dockerfiles).
+# annotations in the manifests, `# checkov:skip=` comments in the Dockerfile).
 GLOBAL_SKIPS = {"CKV_K8S_43"}
 # No download of policies or mappings, no version check: the run needs no network.
 OFFLINE = {"BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "ANSI_COLORS_DISABLED": "true"}
@@ -34,9 +34,8 @@ def checkov_reports(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, 
     scan = tmp_path_factory.mktemp("checkov")
     for overlay in OVERLAYS:
         (scan / f"{overlay}.yaml").write_text(yaml.safe_dump_all(render(overlay), sort_keys=False))
-    for name in SERVICE_PORTS:
-        (scan / name).mkdir()
-        shutil.copy(ROOT / "services" / name / "Dockerfile", scan / name / "Dockerfile")
+    (scan / "image").mkdir()
+    shutil.copy(ROOT / "Dockerfile", scan / "image" / "Dockerfile")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_API", "PRISMA_"))} | OFFLINE
     run = subprocess.run(
         [str(CHECKOV), "--directory", str(scan), "--framework", "kubernetes", "dockerfile", "--skip-download"]
