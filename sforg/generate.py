@@ -530,15 +530,19 @@ class Generator:
         )
         self.next_counter["ContentDocumentLink"] = len(links) + 1
         self.next_counter["ContentVersion"] = k + 1
+
+        def body_and_author(index: int, n: int) -> tuple[tuple[int, int], str, int, str, str, str, str, str]:
+            """The index-th body (its digest, size, extension and MIME type by n), a user and its times."""
+            content = contents[index]
+            sha, _md5, size = digest(content)
+            ext, _, mime = exts[n % 5]
+            return content, sha, size, ext, mime, self.pick(rng, "User"), *self.times(rng)[:2]
+
         # Attachments on accounts, opportunities and cases.
         atts = []
         parents = ["Account", "Opportunity", "Case"]
         for a in range(n_att):
-            content = contents[n_cv + a]
-            sha, _md5, size = digest(content)
-            ext, _, mime = exts[a % 5]
-            owner = self.pick(rng, "User")
-            created, sms, _ = self.times(rng)
+            content, sha, size, ext, mime, owner, created, sms = body_and_author(n_cv + a, a)
             atts.append(
                 [
                     make_id(self.cat["Attachment"].key_prefix, a + 1),
@@ -572,11 +576,7 @@ class Generator:
         self.next_counter["Attachment"] = n_att + 1
         documents = []
         for d in range(n_doc):
-            content = contents[n_cv + n_att + d]
-            sha, _md5, size = digest(content)
-            ext, _, mime = exts[d % 5]
-            user = self.pick(rng, "User")
-            created, sms, _ = self.times(rng)
+            content, sha, size, ext, mime, user, created, sms = body_and_author(n_cv + n_att + d, d)
             documents.append(
                 [
                     make_id(self.cat["Document"].key_prefix, d + 1),
