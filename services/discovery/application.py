@@ -1,6 +1,7 @@
-"""Use cases of discovery: keep orgs and policies (`Catalog`), and turn each SessionRequested into a plan
-(`Planner`): log in, describe, resolve the scope against the previous session, store, publish, enqueue.
-Written against small interfaces so tests can swap the org, the storage probe and the clock."""
+"""Use cases of discovery: keep orgs and policies (`Catalog`), turn each SessionRequested into a plan
+(`Planner`: log in, describe, resolve the scope against the previous session, store, publish, enqueue),
+start scheduled backups (`Scheduler`) and announce revoked tokens again. Written against the small
+interfaces of ports.py, so tests can swap the org, the storage probe, the stores, the bus and the clock."""
 
 from __future__ import annotations
 
@@ -12,18 +13,32 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services import sfclient as sfc
-from services.discovery import adapters, translate
 from services.discovery import domain as d
-from services.discovery.store import Conflict, DiscoveryStore, SessionRecord, StoredJob
+from services.discovery import ports, translate
+from services.discovery.domain_schedule import COULD_NOT_START, InvalidSchedule, latest_due
+from services.discovery.ports import (
+    Clock,
+    Connector,
+    DiscoveryStore,
+    OrgSession,
+    Publisher,
+    RevocationFeed,
+    ScheduleRunStore,
+    SessionStarter,
+    StorageProbe,
+    TokenRegistry,
+)
+from services.discovery.store import Conflict, SessionRecord, StoredJob
 from services.platform import errors
-from services.platform.bus import Delivery, is_transient
+from services.platform.bus import is_transient
+from services.platform.ports import Delivered
 
 log = logging.getLogger(__name__)
 
@@ -32,44 +47,9 @@ class AlreadyExists(errors.RequestError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
-class Clock(Protocol):
-    def now(self) -> dt.datetime: ...
-
-
 class SystemClock:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
-
-
-class OrgSession(Protocol):
-    """A logged-in org (adapters.SalesforceOrg); its methods block and run in worker threads."""
-
-    @property
-    def salesforce_org_id(self) -> str: ...
-    @property
-    def instance_url(self) -> str: ...
-    @property
-    def api_calls(self) -> int: ...
-    @property
-    def org_usage(self) -> tuple[int, int]: ...
-    def describe_global(self, since: str = "") -> adapters.Fetched: ...
-    def describe_many(
-        self, wanted: Sequence[tuple[str, str]], parallel: int = 4
-    ) -> dict[str, adapters.Fetched | adapters.DescribeFailed]: ...
-    def check_access(self) -> list[str]: ...
-    def live_ids(self, object_name: str) -> set[str]: ...
-    def record_counts(self, names: Sequence[str]) -> dict[str, int]: ...
-
-
-Connector = Callable[[d.Connection], OrgSession]  # logs in; raises the salesforce module's errors
-StorageProbe = Callable[[], Awaitable[None]]  # raises adapters.StorageUnreachable
-
-
-class Publisher(Protocol):
-    async def emit(
-        self, payload: Any, *, session_id: str, job_id: str = "", id_parts: tuple[object, ...] = ()
-    ) -> bool: ...
-    async def enqueue_job(self, spec: jobs.JobSpec) -> bool: ...
 
 
 def _invalid(exc: d.InvalidPolicy) -> errors.InvalidArgument:
@@ -246,7 +226,7 @@ class Catalog:
 COMPLETED_OUTCOMES = ("JOB_OUTCOME_SUCCESS", "JOB_OUTCOME_WARNING")
 
 
-async def record_job_outcomes(store: DiscoveryStore, deliveries: Sequence[Delivery]) -> None:
+async def record_job_outcomes(store: DiscoveryStore, deliveries: Sequence[Delivered]) -> None:
     """The outcomes consumer's handler: remember how each data job ended."""
     outcomes = [
         (e.session_id, e.job_id, ev.JobOutcome.Name(e.job_finished.outcome))
@@ -277,7 +257,7 @@ class Planner:
     # one attempt's deadline: requests are planned one at a time, so a hung plan must not hold every other back
     plan_timeout: dt.timedelta = dt.timedelta(minutes=15)
 
-    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+    async def handle_batch(self, deliveries: Sequence[Delivered]) -> None:
         """The consumer's handler: plan each requested session, commit, publish; then the batch is acked."""
         for delivery in deliveries:
             env = delivery.envelope
@@ -360,7 +340,7 @@ class Planner:
             raise SessionFailure(f"org {policy.org_id!r} of policy {policy.policy_id!r} does not exist")
         try:
             await self.check_storage()
-        except adapters.StorageUnreachable as exc:
+        except ports.StorageUnreachable as exc:
             raise SessionFailure(str(exc)) from None
         try:
             session = await asyncio.to_thread(self.connect, org.connection)
@@ -371,7 +351,7 @@ class Planner:
         await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
         try:
             return await self._describe_and_plan(session_id, request, policy, org, session)
-        except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded, adapters.DescribeFailed) as exc:
+        except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded, ports.DescribeFailed) as exc:
             raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
 
     async def _describe_and_plan(
@@ -398,7 +378,7 @@ class Planner:
             if previous.global_hash not in stored:
                 fetched = await asyncio.to_thread(session.describe_global, "")
         if fetched.body is not None:
-            global_hash, global_bytes = adapters.canonical(fetched.body)
+            global_hash, global_bytes = d.canonical(fetched.body)
             new_describes[global_hash] = global_bytes
             global_body = fetched.body
             global_changed = True
@@ -430,7 +410,7 @@ class Planner:
         if to_fetch:
             results = await asyncio.to_thread(session.describe_many, to_fetch, self.describe_parallel)
             for name, result in results.items():
-                if isinstance(result, adapters.DescribeFailed):
+                if isinstance(result, ports.DescribeFailed):
                     unreadable[name] = str(result)
                     continue
                 if result.body is None:
@@ -438,7 +418,7 @@ class Planner:
                     bodies[name] = prior_bodies[old]
                     describes[name] = d.ObjectDescribe.from_describe(_json(prior_bodies[old]), old)
                     continue
-                digest, data = adapters.canonical(result.body)
+                digest, data = d.canonical(result.body)
                 new_describes[digest] = data
                 bodies[name] = data
                 describes[name] = d.ObjectDescribe.from_describe(result.body, digest)
@@ -493,3 +473,91 @@ def _json(data: bytes) -> dict[str, Any]:
     body = json.loads(data)
     assert isinstance(body, dict)
     return body
+
+
+# ---- tokens ---------------------------------------------------------------------------------------------
+
+
+async def republish_revocations(store: TokenRegistry, feed: RevocationFeed) -> int:
+    """Every revoked, unexpired token id into the KV bucket again; returns how many."""
+    records = await store.revoked_unexpired(dt.datetime.now(dt.UTC))
+    for r in records:
+        assert r.revoked_at is not None
+        await feed.revoke(r.token_id, r.revoked_at.timestamp(), r.revoked_by)
+    return len(records)
+
+
+# ---- scheduled backups: start each policy's due session on time, at most one running session per policy -----
+#
+# A trigger that finds a session of its policy still running is skipped, and the skip is recorded with its
+# reason (table schedule_runs, and the audit log). A run that could not start (the session service away) is
+# tried again at each tick for START_RETRY_WINDOW after it fell due, with the same session id, so a short
+# outage at 02:00 does not cost the night's backup. Replicas agree through the table's primary key: the first
+# to claim a due run decides it.
+
+schedule_log = logging.getLogger("sfvault.discovery.scheduler")
+START_RETRY_WINDOW = dt.timedelta(minutes=30)
+audit = logging.getLogger("sfvault.audit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    policy_id: str
+    due_at: dt.datetime
+    session_id: str = ""
+    skipped: str = ""
+
+
+def scheduled_session_id(policy_id: str, due_at: dt.datetime) -> str:
+    """Deterministic, so a retried start is the same session."""
+    return f"sched-{policy_id}-{due_at.astimezone(dt.UTC):%Y%m%dT%H%M}"[:120]
+
+
+@dataclasses.dataclass
+class Scheduler:
+    store: DiscoveryStore
+    runs: ScheduleRunStore
+    starter: SessionStarter
+    clock: Clock
+
+    async def tick(self) -> list[Decision]:
+        now = self.clock.now()
+        decisions: list[Decision] = []
+        for policy in await self.store.list_policies():
+            if not policy.schedule:
+                continue
+            last = await self.runs.last_due(policy.policy_id) or policy.created_at or now
+            try:
+                due = latest_due(policy.schedule, last, now)
+            except InvalidSchedule as exc:
+                schedule_log.error("policy %s has a bad schedule: %s", policy.policy_id, exc)
+                continue
+            if due is not None and await self.runs.claim(policy.policy_id, due):
+                decisions.append(await self._decide(policy, due))
+                continue
+            failed = await self.runs.failed_start(policy.policy_id, now - START_RETRY_WINDOW)
+            if failed is not None:
+                decisions.append(await self._decide(policy, failed))
+        return decisions
+
+    async def _decide(self, policy: d.Policy, due: dt.datetime) -> Decision:
+        session_id = scheduled_session_id(policy.policy_id, due)
+        try:
+            running = await self.starter.running_session(policy.policy_id)
+            if running == session_id:  # an earlier attempt did start it; its answer was lost
+                await self.runs.decide(policy.policy_id, due, session_id=session_id)
+                return Decision(policy.policy_id, due, session_id=session_id)
+            if running:
+                reason = f"session {running} of this policy was still running"
+                await self.runs.decide(policy.policy_id, due, skipped=reason)
+                audit.info("schedule of policy %s due %s: skipped (%s)", policy.policy_id, due.isoformat(), reason)
+                return Decision(policy.policy_id, due, skipped=reason)
+            session_id = await self.starter.start(policy, session_id)
+        except Exception as exc:  # the session service is unreachable: recorded, tried again within the window
+            reason = f"{COULD_NOT_START}: {type(exc).__name__}"
+            await self.runs.decide(policy.policy_id, due, skipped=reason)
+            schedule_log.error("schedule of policy %s due %s: %s", policy.policy_id, due.isoformat(), reason)
+            return Decision(policy.policy_id, due, skipped=reason)
+        await self.runs.decide(policy.policy_id, due, session_id=session_id)
+        audit.info("schedule of policy %s due %s: started session %s", policy.policy_id, due.isoformat(), session_id)
+        return Decision(policy.policy_id, due, session_id=session_id)

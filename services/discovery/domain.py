@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-from services.discovery.schedule import InvalidSchedule, next_fire
+from services.discovery.domain_schedule import InvalidSchedule, next_fire
 from services.platform.secrets import SecretError, SecretRule
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -662,3 +665,38 @@ def split_budget(policy: Policy, jobs: int, spent_by_discovery: int) -> Budget:
         return Budget(0, reserve)
     left = max(policy.per_run_cap - spent_by_discovery, 0)
     return Budget(max(left // jobs, 1), reserve)
+
+
+def canonical(body: Any) -> tuple[str, bytes]:
+    """A describe as stable bytes and their hash, so an unchanged describe is stored once."""
+    data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+# ---- a session's plan as recorded ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    policy_id: str
+    org_id: str
+    planned: bool
+    failure_reason: str = ""
+    initial: bool = False
+    warnings: tuple[str, ...] = ()
+    global_hash: str = ""
+    describe_date: str = ""
+    full_describe_at: dt.datetime | None = None
+    api_calls: int = 0
+    published: bool = False
+    planned_at: dt.datetime | None = None
+    stall_timeout: dt.timedelta = dt.timedelta(0)  # the request's, else the policy's; zero: the service default
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    job_id: str
+    job_type: str
+    object_name: str
+    spec: bytes

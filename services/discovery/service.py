@@ -11,19 +11,19 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 
-import grpc
-import orjson
 from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
-from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.discovery import access, adapters
-from services.discovery.api import DiscoveryApi
-from services.discovery.application import Catalog, Clock, Connector, Planner, SystemClock
+from services.discovery.api import AccessApi, DiscoveryApi, access_service_entry
+from services.discovery.application import Catalog, Planner, Scheduler, SystemClock, republish_revocations
 from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import consume_job_outcomes, consume_session_requests
-from services.discovery.scheduler import GrpcSessionStarter, Scheduler
+from services.discovery.ports import Clock, Connector
+from services.discovery.salesforce import SalesforceOrg
+from services.discovery.session_client import GrpcSessionStarter
+from services.discovery.storage_client import StorageExports, check_storage
 from services.discovery.store import DiscoveryStore, ScheduleRuns
-from services.platform import db, errors
+from services.discovery.store_tokens import TokenStore
+from services.platform import db
 from services.platform.auth import BusAccess, aio_channel, load_key
 from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
@@ -49,7 +49,7 @@ async def serve(
     settings: DiscoverySettings,
     stop: asyncio.Event,
     *,
-    connect: Connector = adapters.SalesforceOrg,
+    connect: Connector = SalesforceOrg,
     clock: Clock | None = None,
     on_ready: Callable[[GrpcServer, Planner], Awaitable[None] | None] | None = None,
 ) -> None:
@@ -62,14 +62,14 @@ async def serve(
         await store.setup()
         interceptors = settings.auth_interceptors(ROLES)
         bus_access = await BusAccess.attach(interceptors, bus, "discovery")  # revocations and the audit
-        tokens = access.TokenStore(pool, settings.discovery_db_schema)
-        await access.republish_revocations(tokens, bus_access.feed)
+        tokens = TokenStore(pool, settings.discovery_db_schema)
+        await republish_revocations(tokens, bus_access.feed)
         key = b"" if settings.auth_disabled or not settings.auth_key else load_key(settings.auth_key)
         planner = Planner(
             store,
             connect,
             functools.partial(
-                adapters.check_storage,
+                check_storage,
                 settings.storage_addr,
                 settings.storage_check_timeout_s,
                 settings.channel_credentials(),
@@ -81,37 +81,22 @@ async def serve(
             describe_parallel=settings.discovery_describe_parallel,
             plan_timeout=dt.timedelta(seconds=settings.discovery_plan_timeout_s),
         )
-        storage_channel = aio_channel(
-            settings.storage_addr,
-            settings.own_token("discovery"),
-            settings.channel_credentials(),
-            options=[("grpc.max_receive_message_length", 64 << 20)],
-        )
-
-        async def backup_ids(salesforce_org_id: str, object_name: str) -> set[str]:
-            """The Ids live in the latest backup of an object (storage's JSON-lines export)."""
-            stub = storage_pb2_grpc.StorageServiceStub(storage_channel)
-            request = storage_pb2.ExportObjectAsOfRequest(
-                org_id=salesforce_org_id, object_name=object_name, format=storage_pb2.EXPORT_FORMAT_JSONL
+        storage = StorageExports(
+            aio_channel(
+                settings.storage_addr,
+                settings.own_token("discovery"),
+                settings.channel_credentials(),
+                options=[("grpc.max_receive_message_length", 64 << 20)],
             )
-            ids: set[str] = set()
-            try:
-                async for chunk in stub.ExportObjectAsOf(request):
-                    ids.update(orjson.loads(line)["Id"] for line in chunk.data.splitlines() if line.strip())
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    return ids  # never backed up: every live record is missing
-                raise errors.Unavailable(f"storage could not export {object_name}: {exc.code().name}") from None
-            return ids
-
+        )
         grpc_server = await start_grpc_server(
             [
                 (
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
-                    DiscoveryApi(Catalog(store, connect, backup_ids), store),
+                    DiscoveryApi(Catalog(store, connect, storage.backup_ids), store),
                     discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name,
                 ),
-                access.service_entry(access.AccessApi(key, tokens, bus_access.feed, bus_access.audit)),
+                access_service_entry(AccessApi(key, tokens, bus_access.feed, bus_access.audit)),
             ],
             port=settings.discovery_port,
             interceptors=interceptors,

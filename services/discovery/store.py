@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,153 +16,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.discovery import domain as d
+from services.discovery.domain import SessionRecord, StoredJob
+from services.discovery.domain_schedule import COULD_NOT_START
+from services.discovery.migrations import MIGRATIONS
+from services.discovery.ports import Conflict
 from services.platform.db import migrate, reconnected
-
-MIGRATIONS = [
-    """
-    CREATE TABLE orgs (
-        org_id text PRIMARY KEY,
-        name text NOT NULL DEFAULT '',
-        connection jsonb NOT NULL,          -- secret references only, never secrets
-        salesforce_org_id text NOT NULL DEFAULT '',
-        instance_url text NOT NULL DEFAULT '',
-        created_at timestamptz NOT NULL DEFAULT now(),
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE TABLE policies (
-        policy_id text PRIMARY KEY,
-        org_id text NOT NULL REFERENCES orgs (org_id) ON DELETE RESTRICT,
-        name text NOT NULL DEFAULT '',
-        scope jsonb NOT NULL,
-        auto_add_new_objects boolean NOT NULL,
-        auto_add_new_fields boolean NOT NULL,
-        files boolean NOT NULL,
-        metadata boolean NOT NULL,
-        stall_timeout_s double precision NOT NULL DEFAULT 0,
-        daily_share_percent integer NOT NULL DEFAULT 0,
-        per_run_cap bigint NOT NULL DEFAULT 0,
-        reconcile_every_s double precision NOT NULL DEFAULT 0,
-        schedule text NOT NULL DEFAULT '',
-        created_at timestamptz NOT NULL DEFAULT now(),
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE INDEX policies_org ON policies (org_id);
-    -- full describe JSON, stored once per distinct content
-    CREATE TABLE describes (
-        describe_hash text PRIMARY KEY,
-        body bytea NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now()
-    );
-    -- one row per session discovery handled (planned or failed): a redelivery finds it and re-publishes it
-    CREATE TABLE sessions (
-        session_id text PRIMARY KEY,
-        policy_id text NOT NULL,
-        org_id text NOT NULL,
-        planned boolean NOT NULL,
-        failure_reason text NOT NULL DEFAULT '',
-        initial boolean NOT NULL DEFAULT false,
-        warnings jsonb NOT NULL DEFAULT '[]',
-        global_hash text NOT NULL DEFAULT '',
-        describe_date text NOT NULL DEFAULT '',   -- the org's Date header of describeGlobal (If-Modified-Since)
-        full_describe_at timestamptz,             -- the last describe made without If-Modified-Since
-        api_calls bigint NOT NULL DEFAULT 0,
-        published boolean NOT NULL DEFAULT false,
-        planned_at timestamptz NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE INDEX sessions_policy_planned ON sessions (policy_id, planned_at DESC) WHERE planned;
-    CREATE TABLE session_objects (
-        session_id text NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
-        object_name text NOT NULL,
-        status text NOT NULL,
-        info jsonb,
-        fields jsonb NOT NULL,
-        describe_hash text NOT NULL DEFAULT '',
-        full_read boolean NOT NULL DEFAULT false,
-        reason text NOT NULL DEFAULT '',
-        PRIMARY KEY (session_id, object_name)
-    );
-    CREATE TABLE session_jobs (
-        session_id text NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
-        job_id text NOT NULL,
-        position integer NOT NULL,
-        job_type text NOT NULL,
-        object_name text NOT NULL DEFAULT '',
-        spec bytea NOT NULL,                     -- the serialized sfvault.jobs.v1.JobSpec, re-published as is
-        PRIMARY KEY (session_id, job_id)
-    );
-    """,
-    """
-    -- how each planned data job ended (JobFinished): a full read or a backfill whose job did not complete is
-    -- asked for again by the next session
-    CREATE TABLE job_outcomes (
-        session_id text NOT NULL,
-        job_id text NOT NULL,
-        outcome text NOT NULL,
-        finished_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (session_id, job_id)
-    );
-    """,
-    """
-    -- one row per due run of a policy's schedule: the first replica to insert it starts (or skips) the run
-    CREATE TABLE schedule_runs (
-        policy_id text NOT NULL,
-        due_at timestamptz NOT NULL,
-        decided_at timestamptz NOT NULL DEFAULT now(),
-        session_id text NOT NULL DEFAULT '',
-        skipped_reason text NOT NULL DEFAULT '',
-        PRIMARY KEY (policy_id, due_at)
-    );
-    """,
-    """
-    -- the registry of issued tokens (services/discovery/access.py): their claims, never a token's text
-    CREATE TABLE tokens (
-        token_id text PRIMARY KEY,
-        name text NOT NULL,
-        role text NOT NULL,
-        issued_at timestamptz NOT NULL,
-        expires_at timestamptz NOT NULL,
-        registered_by text NOT NULL DEFAULT '',
-        registered_at timestamptz NOT NULL DEFAULT now(),
-        revoked_at timestamptz,
-        revoked_by text NOT NULL DEFAULT ''
-    );
-    """,
-    # the stall timeout decided for the session (request, else policy; 0: the session service's default)
-    "ALTER TABLE sessions ADD COLUMN stall_timeout_s double precision NOT NULL DEFAULT 0",
-]
-
-
-class Conflict(Exception):
-    """A row with this id exists already, or a row still depends on the one being removed."""
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    session_id: str
-    policy_id: str
-    org_id: str
-    planned: bool
-    failure_reason: str = ""
-    initial: bool = False
-    warnings: tuple[str, ...] = ()
-    global_hash: str = ""
-    describe_date: str = ""
-    full_describe_at: dt.datetime | None = None
-    api_calls: int = 0
-    published: bool = False
-    planned_at: dt.datetime | None = None
-    stall_timeout: dt.timedelta = dt.timedelta(0)  # the request's, else the policy's; zero: the service default
-
-
-@dataclass(frozen=True)
-class StoredJob:
-    job_id: str
-    job_type: str
-    object_name: str
-    spec: bytes
-
 
 # ---- (de)serialisation of domain values -----------------------------------------------------------------
 
@@ -537,9 +394,6 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         planned_at=row["planned_at"],
         stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
     )
-
-
-COULD_NOT_START = "could not start"
 
 
 class ScheduleRuns:

@@ -6,12 +6,14 @@ import datetime as dt
 from collections.abc import Sequence
 
 from google.protobuf.duration_pb2 import Duration
+from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.discovery import domain as d
 from services.discovery.store import SessionRecord, StoredJob
+from services.discovery.store_tokens import TokenRecord
 from services.platform import timestamps
 
 AUTH_FLOW_FROM_PB = {
@@ -224,4 +226,17 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
         objects=objects,
         api_calls=record.api_calls,
         planned_at=timestamps.to_pb(record.planned_at),
+    )
+
+
+def token_to_pb(record: TokenRecord) -> access_api.TokenInfo:
+    return access_api.TokenInfo(
+        token_id=record.token_id,
+        name=record.name,
+        role=record.role,
+        issued_at=timestamps.to_pb(record.issued_at),
+        expires_at=timestamps.to_pb(record.expires_at),
+        revoked_at=timestamps.to_pb(record.revoked_at),
+        revoked_by=record.revoked_by,
+        registered_by=record.registered_by,
     )

@@ -18,7 +18,7 @@ from sfvault.discovery.v1 import discovery_pb2_grpc
 
 from services.discovery import domain as d
 from services.discovery import service
-from services.discovery.scheduler import Scheduler
+from services.discovery.application import Scheduler
 from services.discovery.store import DiscoveryStore, ScheduleRuns
 from services.platform.auth import aio_channel
 from services.platform.db import open_pool

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from services.discovery.schedule import InvalidSchedule, latest_due, next_fire
+from services.discovery.domain_schedule import InvalidSchedule, latest_due, next_fire
 
 T = dt.datetime(2026, 11, 27, 10, 30, tzinfo=dt.UTC)  # a Friday
 

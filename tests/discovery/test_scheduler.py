@@ -1,4 +1,5 @@
-"""Scheduled sessions with the real store: due runs start once, a run that finds its policy busy is skipped
+"""Scheduled sessions, on the in-memory stores (tests/discovery/test_store_contract.py holds them to the
+PostgreSQL ones): due runs start once, a run that finds its policy busy is skipped
 and recorded, a failed start is recorded."""
 
 from __future__ import annotations
@@ -9,55 +10,27 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.discovery import domain as d
-from services.discovery.scheduler import Scheduler, scheduled_session_id
-from services.discovery.store import DiscoveryStore, ScheduleRuns
-from services.platform.db import open_pool
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.current = now
-
-    def now(self) -> dt.datetime:
-        return self.current
-
-
-class Starter:
-    def __init__(self) -> None:
-        self.running: str | None = None
-        self.fail = False
-        self.started: list[str] = []
-
-    async def running_session(self, policy_id: str) -> str | None:
-        if self.fail:
-            raise ConnectionError("session service unreachable")
-        return self.running
-
-    async def start(self, policy: d.Policy, session_id: str) -> str:
-        self.started.append(session_id)
-        return session_id
+from services.discovery.application import Scheduler, scheduled_session_id
+from tests.discovery.fakes import FakeClock, FakeDiscoveryStore, FakeScheduleRuns, FakeSessionStarter
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[DiscoveryStore]:
-    pool = await open_pool(database_url)
-    s = DiscoveryStore(pool)
-    await s.setup()
+async def store() -> AsyncIterator[FakeDiscoveryStore]:
+    s = FakeDiscoveryStore()
     await s.create_org(
         d.Org("acme", "Acme", d.Connection("https://login.example.com", d.AuthFlow.CLIENT_CREDENTIALS, "id", "env:X"))
     )
     yield s
-    await pool.close()
 
 
-async def test_scheduled_runs(store: DiscoveryStore) -> None:
+async def test_scheduled_runs(store: FakeDiscoveryStore) -> None:
     policy = await store.create_policy(d.Policy(policy_id="hourly", org_id="acme", schedule="hourly"))
     await store.create_policy(d.Policy(policy_id="manual", org_id="acme"))
     assert policy.created_at is not None
     start = policy.created_at
-    clock = Clock(start)
-    starter = Starter()
-    runs = ScheduleRuns(store)
+    clock = FakeClock(start)
+    starter = FakeSessionStarter()
+    runs = FakeScheduleRuns()
     scheduler = Scheduler(store, runs, starter, clock)
 
     assert await scheduler.tick() == []  # nothing due yet
@@ -84,14 +57,14 @@ async def test_scheduled_runs(store: DiscoveryStore) -> None:
     assert all(h["skipped_reason"] for h in history[1:])
 
 
-async def test_a_run_that_could_not_start_is_tried_again_within_the_window(store: DiscoveryStore) -> None:
-    from services.discovery.scheduler import START_RETRY_WINDOW
+async def test_a_run_that_could_not_start_is_tried_again_within_the_window(store: FakeDiscoveryStore) -> None:
+    from services.discovery.application import START_RETRY_WINDOW
 
     policy = await store.create_policy(d.Policy(policy_id="nightly", org_id="acme", schedule="hourly"))
     assert policy.created_at is not None
     due = (policy.created_at + dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
-    clock, starter = Clock(due + dt.timedelta(seconds=5)), Starter()
-    runs = ScheduleRuns(store)
+    clock, starter = FakeClock(due + dt.timedelta(seconds=5)), FakeSessionStarter()
+    runs = FakeScheduleRuns()
     scheduler = Scheduler(store, runs, starter, clock)
 
     starter.fail = True  # the session service restarts just as the run falls due

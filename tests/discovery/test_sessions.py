@@ -15,7 +15,7 @@ from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.discovery import adapters
+from services.discovery import storage_client
 from sforg.testing import Admin
 from tests.discovery.conftest import SECRET_ENV, Running
 
@@ -187,7 +187,7 @@ def unused_port() -> int:
 async def test_unreachable_storage_fails_the_session(running: Running, connection: api.OrgConnection) -> None:
     await running.create_org(connection)
     await running.create_policy("p1")
-    running.planner.check_storage = functools.partial(adapters.check_storage, f"127.0.0.1:{unused_port()}", 2.0)
+    running.planner.check_storage = functools.partial(storage_client.check_storage, f"127.0.0.1:{unused_port()}", 2.0)
     await running.request("s-nostorage", "p1")
     reason = (await running.outcome("s-nostorage"))[-1].session_failed.reason
     assert "storage" in reason and "unreachable" in reason

@@ -1,34 +1,22 @@
-"""Discovery's adapters to the outside: a Salesforce org (describeGlobal, describe, access checks) through
-`services.sfclient`, and storage's gRPC health. Blocking Salesforce calls run in worker threads."""
+"""Discovery's adapter to a Salesforce org (describeGlobal, describe, access checks, Id lists, record counts)
+through `services.sfclient`. Blocking Salesforce calls run in worker threads."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import requests
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import sfclient as sfc
 from services.discovery import domain as d
+from services.discovery.ports import DescribeFailed, Fetched
 
 NOT_MODIFIED = 304
 log = logging.getLogger("sfvault.discovery")
-
-
-class StorageUnreachable(RuntimeError):
-    pass
-
-
-class DescribeFailed(RuntimeError):
-    """describeGlobal could not be read: the session cannot be planned."""
 
 
 def credentials(c: d.Connection) -> sfc.Credentials:
@@ -44,20 +32,6 @@ def credentials(c: d.Connection) -> sfc.Credentials:
         ca_bundle_ref=c.ca_bundle_ref,
         api_version=c.api_version or sfc.DEFAULT_API_VERSION,
     )
-
-
-def canonical(body: Any) -> tuple[str, bytes]:
-    """A describe as stable bytes and their hash, so an unchanged describe is stored once."""
-    data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(data).hexdigest(), data
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A describe answer: the body, or None when the org said 304 Not Modified."""
-
-    body: dict[str, Any] | None
-    date: str = ""  # the org's Date header, the next If-Modified-Since
 
 
 class SalesforceOrg:
@@ -226,21 +200,3 @@ def _error_code(response: requests.Response) -> str:
 def _reason(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     return f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}"
-
-
-async def check_storage(address: str, timeout_s: float = 5.0, credentials: Any = None) -> None:
-    """Storage's grpc.health.v1 must say SERVING; raises StorageUnreachable with the reason otherwise."""
-    if not address:
-        raise StorageUnreachable("no storage address is configured (SFVAULT_STORAGE_ADDR)")
-    try:
-        channel_ = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
-        async with channel_ as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
-    except grpc.aio.AioRpcError as exc:
-        raise StorageUnreachable(f"storage at {address} is unreachable ({exc.code().name})") from None
-    except TimeoutError:
-        raise StorageUnreachable(f"storage at {address} did not answer within {timeout_s:.0f} s") from None
-    if reply.status != health_pb2.HealthCheckResponse.SERVING:
-        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        raise StorageUnreachable(f"storage at {address} is not serving ({status})")

@@ -11,6 +11,8 @@ import itertools
 
 from cronsim import CronSim, CronSimError
 
+# the reason recorded for a run the session service did not take (tried again within the retry window)
+COULD_NOT_START = "could not start"
 DAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 
 
