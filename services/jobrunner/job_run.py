@@ -21,7 +21,6 @@ from services.canonical import CANONICAL_RULES
 from services.jobrunner import domain, translate
 from services.jobrunner.domain import CountMismatch, Tally
 from services.jobrunner.ports import CheckpointStore, OrgClock, Storage
-from services.sfclient import Credentials, credentials_from_connection
 
 log = logging.getLogger("services.jobrunner.jobs")
 
@@ -70,10 +69,6 @@ class Tuning:
     overlap: dt.timedelta = domain.OVERLAP
     settle: dt.timedelta = domain.SETTLE
     metadata_batch: int = 2500  # components per retrieve: far below the 10,000-file limit
-
-
-def credentials(spec: jobs_pb2.JobSpec) -> Credentials:
-    return credentials_from_connection(spec.connection)
 
 
 @dataclass

@@ -26,7 +26,8 @@ class Body(Protocol):
 class OrgClock(Protocol):
     """The org's own time, and the API calls made so far (JobOrgClient)."""
 
-    api_calls: int
+    @property
+    def api_calls(self) -> int: ...
 
     def org_now(self) -> dt.datetime: ...
 
@@ -57,6 +58,15 @@ class MetadataReads(Protocol):
     def list_components(self, types: list[str]) -> list[FileProperties]: ...
 
     def retrieve(self, members: dict[str, list[str]], *, should_stop: Any = None) -> bytes: ...
+
+
+class Org(OrgClock, Protocol):
+    """One job's connection to its org (JobOrgClient): its clock, and its reads keeping `reserve_percent` of
+    the org's daily API calls for others."""
+
+    def reads(self, reserve_percent: int) -> SalesforceReads: ...
+
+    def metadata(self, reserve_percent: int) -> MetadataReads: ...
 
 
 class Storage(Protocol):

@@ -19,10 +19,18 @@ from xml.etree import ElementTree as ET
 
 import requests
 from isal import isal_zlib
+from sfvault.jobs.v1 import jobs_pb2
 from simple_salesforce.exceptions import SalesforceExpiredSession
 from urllib3.exceptions import ProtocolError
 
-from services.sfclient import ApiLimitExceeded, Credentials, OrgClient, SalesforceError, error_of
+from services.sfclient import (
+    ApiLimitExceeded,
+    Credentials,
+    OrgClient,
+    SalesforceError,
+    credentials_from_connection,
+    error_of,
+)
 
 log = logging.getLogger(__name__)
 MD_NS = "http://soap.sforce.com/2006/04/metadata"
@@ -67,6 +75,17 @@ class JobOrgClient(OrgClient):
             except (ValueError, KeyError, TypeError):
                 pass
         super()._on_response(response, *args, **kwargs)
+
+    @classmethod
+    def for_job(cls, spec: jobs_pb2.JobSpec, *, timeout: float) -> JobOrgClient:
+        """The client of the job's org (its connection, its API call cap)."""
+        return cls(credentials_from_connection(spec.connection), api_call_cap=int(spec.api_call_cap), timeout=timeout)
+
+    def reads(self, reserve_percent: int) -> OrgReader:
+        return OrgReader(self, reserve_percent=reserve_percent)
+
+    def metadata(self, reserve_percent: int) -> MetadataClient:
+        return MetadataClient(self, reserve_percent=reserve_percent)
 
     def org_now(self) -> dt.datetime:
         if self._issued is None:

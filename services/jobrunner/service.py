@@ -9,14 +9,21 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+import psycopg
+
 from services.jobrunner import store as store_module
-from services.jobrunner.application import Runner
+from services.jobrunner.application import ErrorKinds, JobExecutor
 from services.jobrunner.config import JobrunnerSettings
+from services.jobrunner.consumers import Runner
+from services.jobrunner.domain import CountMismatch
 from services.jobrunner.job_run import Tuning
-from services.jobrunner.storage_client import StorageClient
+from services.jobrunner.salesforce import JobOrgClient
+from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
 from services.platform.bus import Bus
+from services.platform.errors import InvalidArgument
 from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
+from services.sfclient import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable, SalesforceError, is_transient
 
 log = logging.getLogger("sfvault.jobrunner")
 
@@ -30,6 +37,19 @@ def tuning(settings: JobrunnerSettings) -> Tuning:
         rest_batch=settings.jobrunner_rest_batch,
         overlap=dt.timedelta(seconds=settings.jobrunner_overlap_s),
         settle=dt.timedelta(seconds=settings.jobrunner_settle_s),
+    )
+
+
+def error_kinds() -> ErrorKinds:
+    """What the adapters' errors make of a job."""
+    return ErrorKinds(
+        # on Salesforce's side, what `is_transient` says (the one retry rule) and still failed after OrgClient's
+        # own retries, or broke a streamed result page mid-body (the job resumes at that page's locator)
+        transient=(StorageUnavailable, StorageConflict, OrgUnreachable, psycopg.OperationalError),
+        # InvalidArgument: a record the canonical form refuses (the message names the field, not the value)
+        failing=(CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument),
+        limit=(ApiLimitExceeded,),
+        is_transient=is_transient,
     )
 
 
@@ -71,16 +91,22 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
     )
     bus = await Bus.connect(settings.bus_config(), producer="jobrunner")
     server = await start_grpc_server([], port=settings.jobrunner_port, credentials=settings.server_credentials())
+    jobs = JobExecutor(
+        storage,
+        store,
+        lambda spec: JobOrgClient.for_job(spec, timeout=settings.jobrunner_http_timeout_s),
+        error_kinds(),
+        tuning=tuning(settings),
+        max_deliver=bus.config.max_deliver,
+    )
     runner = Runner(
         bus,
         store,
-        storage,
+        jobs,
         worker_id=settings.worker_id,
         concurrency=settings.jobrunner_concurrency,
-        tuning=tuning(settings),
         ack_wait_s=settings.jobrunner_ack_wait_s,
         heartbeat_s=settings.jobrunner_heartbeat_s,
-        http_timeout_s=settings.jobrunner_http_timeout_s,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))

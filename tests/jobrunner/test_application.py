@@ -1,0 +1,157 @@
+"""The job use cases on the fakes of their ports (tests/jobrunner/fakes.py): no server, milliseconds each. What
+the integration tests prove against sforg, storage and PostgreSQL (test_data, test_adversity, test_runner), in
+the cases that need no wire: full then incremental reads, the Bulk/REST fallback, expiring locators, the delete
+log and the Id reconciliation, a crash resumed from its checkpoint, stop signals."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+
+from services.jobrunner.application import JobExecutor, Result
+from services.jobrunner.job_run import JobControl, Tuning
+from services.jobrunner.service import error_kinds
+from services.jobrunner.storage_client import StorageUnavailable
+from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
+
+ORG = "00D000000000001AAA"
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+FIELDS = [
+    ("Id", "id"),
+    ("Name", "string"),
+    ("Amount", "double"),
+    ("IsDeleted", "boolean"),
+    ("SystemModstamp", "datetime"),
+]
+SMALL = Tuning(chunk_records=7, rest_batch=5, bulk_threshold=20, bulk_page=6)
+
+
+def stamp(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def rid(n: int) -> str:
+    return f"006{n:012d}AAA"
+
+
+def record(n: int, when: dt.datetime, name: str = "") -> dict[str, Any]:
+    return {"Id": rid(n), "Name": name or f"deal {n}", "Amount": float(n), "SystemModstamp": stamp(when)}
+
+
+def spec(session: str, *, bulk: bool = True, full: bool = False, reconcile_every: bool = False) -> jobs_pb2.JobSpec:
+    data = jobs_pb2.DataJob(
+        fields=[jobs_pb2.FieldSpec(name=n, sf_type=t) for n, t in FIELDS],
+        key_prefix="006",
+        full=full,
+        bulk_supported=bulk,
+        queryall_supported=True,
+        has_system_modstamp=True,
+        replicateable=True,
+    )
+    if reconcile_every:
+        data.reconcile_every.FromTimedelta(dt.timedelta(seconds=1))
+    return jobs_pb2.JobSpec(
+        session_id=session,
+        job_id="j1",
+        type=ev.JOB_TYPE_DATA,
+        policy_id="p1",
+        object_name="Opportunity",
+        salesforce_org_id=ORG,
+        data=data,
+    )
+
+
+class World:
+    def __init__(self, n: int = 0, tuning: Tuning = SMALL) -> None:
+        self.org = FakeOrg(now=T0)
+        self.org.put("Opportunity", *(record(i, T0 - dt.timedelta(hours=1)) for i in range(n)))
+        self.storage = FakeStorage()
+        self.tables = FakeTables()
+        self.jobs = JobExecutor(self.storage, self.tables, lambda _spec: self.org, error_kinds(), tuning=tuning)
+
+    def run(self, job: jobs_pb2.JobSpec, attempt: int = 1, control: JobControl | None = None) -> Result:
+        return self.jobs.execute(job, control or JobControl(), attempt)
+
+    def held(self) -> dict[str, bool]:
+        """Id -> soft-deleted, of what storage holds."""
+        return dict(self.storage.stored_ids(ORG, "Opportunity"))
+
+    def later(self, minutes: int) -> None:
+        self.org.now += dt.timedelta(minutes=minutes)
+
+
+def test_a_full_copy_then_an_incremental_window_reads_only_what_changed() -> None:
+    w = World(30)
+    first = w.run(spec("s1"))
+    assert first.outcome == ev.JOB_OUTCOME_SUCCESS, first.message
+    assert first.message.startswith("full"), first.message
+    assert w.held() == {rid(i): False for i in range(30)}
+    assert first.tally.received == 30 and first.tally.new_versions == 30
+    w.later(30)
+    w.org.put("Opportunity", record(3, w.org.now - dt.timedelta(minutes=10), "renamed"))
+    second = w.run(spec("s2"))
+    assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
+    assert second.message.startswith("incremental"), second.message
+    # the window re-reads the overlap: what it finds again is no new version
+    assert second.tally.new_versions == 1 and second.tally.changed == 1
+
+
+def test_a_refused_bulk_job_is_read_through_rest_with_a_warning() -> None:
+    w = World(30)  # above the Bulk threshold: the REST probe hands over to Bulk, which is refused
+    w.org.refuse_bulk = "API_DISABLED_FOR_ORG"
+    result = w.run(spec("s1"))
+    assert result.outcome == ev.JOB_OUTCOME_WARNING, result.message
+    assert "Bulk API unavailable for Opportunity (API_DISABLED_FOR_ORG): read through REST" in result.message
+    assert len(w.held()) == 30
+
+
+def test_bulk_pages_and_expiring_rest_locators_lose_nothing() -> None:
+    w = World(40)
+    assert w.run(spec("s1")).outcome == ev.JOB_OUTCOME_SUCCESS  # through Bulk, 6 rows a page
+    assert len(w.held()) == 40
+    w2 = World(40)
+    w2.org.expire_locators = True  # every query_more: INVALID_QUERY_LOCATOR; the query is issued again after
+    result = w2.run(spec("s1", bulk=False))
+    assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    assert len(w2.held()) == 40 and result.tally.received == 40
+
+
+def test_the_delete_log_soft_deletes_and_the_id_reconciliation_hard_deletes() -> None:
+    w = World(10)
+    assert w.run(spec("s1")).outcome == ev.JOB_OUTCOME_SUCCESS
+    w.later(30)
+    w.org.delete("Opportunity", rid(1), purge=True)  # deleted and purged: only the delete log names it
+    w.later(30)
+    assert w.run(spec("s2")).outcome == ev.JOB_OUTCOME_SUCCESS
+    assert w.held()[rid(1)] is True  # soft-deleted
+    w.org.objects["Opportunity"].pop(rid(2))  # gone without a trace: only the Id reconciliation sees it
+    w.later(30)
+    result = w.run(spec("s3", reconcile_every=True))
+    assert "hard-deleted" in result.message, result.message
+    assert rid(1) not in w.held() and rid(2) not in w.held() and len(w.held()) == 8
+
+
+def test_an_attempt_cut_by_a_storage_outage_resumes_after_its_last_stored_chunk() -> None:
+    w = World(18)
+    w.storage.fail_chunk, w.storage.failure = 2, StorageUnavailable("storage unavailable")
+    first = w.run(spec("s1", bulk=False), attempt=1)
+    assert (first.outcome, first.disposition) == (0, "nak")  # handed back, not reported
+    second = w.run(spec("s1", bulk=False), attempt=2)
+    assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
+    assert len(w.held()) == 18
+    # the second attempt read on after chunk 1: storage received each record once in all
+    assert second.tally.received == 18 and second.tally.new_versions == 18
+    assert sorted(w.storage.jobs[("s1", "j1")].results) == [1, 2, 3]
+
+
+def test_a_cancelled_job_reports_cancelled_and_a_terminated_one_nothing() -> None:
+    for why, expected in (("cancelled", (ev.JOB_OUTCOME_CANCELLED, "ack")), ("terminated", (0, "term"))):
+        w = World(5)
+        control = JobControl()
+        control.stop(why)
+        result = w.run(spec("s1"), control=control)
+        assert (result.outcome, result.disposition) == expected
+        assert w.held() == {}
