@@ -93,7 +93,7 @@ class Admin:
         self.ssl: SSLContext = create_default_context(cafile=info["ca_file"])
 
     def call(self, _op: str, _method: str = "POST", **kwargs: Any) -> Any:
-        """Call one admin operation by name with keyword arguments (see ADMIN_METHODS in sforg.server)."""
+        """Call one admin operation by name with keyword arguments (see ADMIN_METHODS in sforg.api.admin)."""
         url, method = self.base + _op, _method
         data = None
         if method == "GET":
