@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sforg.schema import SYSTEM, F, FieldDef, ObjectDef, address, location, ref, system_fields
+from sforg.schema import READ_ONLY, SYSTEM, F, FieldDef, ObjectDef, address, location, ref, system_fields
 
 PICK = {
     "AccountType": [
@@ -91,12 +91,12 @@ PICK = {
 
 def full_name() -> FieldDef:
     """Name of a person (Contact, Lead, User): FirstName and LastName joined, never written."""
-    return F("Name", "string", length=121, name_field=True, createable=False, updateable=False, label="Full Name")
+    return F("Name", "string", length=121, name_field=True, **READ_ONLY, label="Full Name")
 
 
 def computed_flag(name: str, label: str) -> FieldDef:
     """A checkbox Salesforce sets itself (IsClosed, IsWon, HasResponded)."""
-    return F(name, "boolean", label=label, nillable=False, createable=False, updateable=False, defaulted=True)
+    return F(name, "boolean", label=label, nillable=False, **READ_ONLY, defaulted=True)
 
 
 def long_text(name: str, length: int = 32000, **kw: Any) -> FieldDef:
@@ -270,8 +270,7 @@ def _case() -> ObjectDef:
                 "string",
                 length=30,
                 nillable=False,
-                createable=False,
-                updateable=False,
+                **READ_ONLY,
                 name_field=True,
                 auto_number=True,
                 id_lookup=True,
@@ -286,16 +285,8 @@ def _case() -> ObjectDef:
             F("Priority", "picklist", length=40, picklist=PICK["Priority"]),
             F("Origin", "picklist", length=40, picklist=PICK["Origin"], label="Case Origin"),
             computed_flag("IsClosed", "Closed"),
-            F("ClosedDate", "datetime", createable=False, updateable=False),
-            F(
-                "Days_Open__c",
-                "double",
-                precision=18,
-                scale=0,
-                formula="TODAY() - DATEVALUE(CreatedDate)",
-                createable=False,
-                updateable=False,
-            ),
+            F("ClosedDate", "datetime", **READ_ONLY),
+            F("Days_Open__c", "double", precision=18, scale=0, formula="TODAY() - DATEVALUE(CreatedDate)", **READ_ONLY),
         ],
     )
 
@@ -362,16 +353,15 @@ def _content_document() -> ObjectDef:
         [
             *system_fields(),
             F("Title", "string", nillable=False, name_field=True),
-            F("FileType", "string", length=20, createable=False, updateable=False),
-            F("FileExtension", "string", length=40, createable=False, updateable=False),
-            F("ContentSize", "int", label="Size", createable=False, updateable=False),
+            F("FileType", "string", length=20, **READ_ONLY),
+            F("FileExtension", "string", length=40, **READ_ONLY),
+            F("ContentSize", "int", label="Size", **READ_ONLY),
             ref(
                 "LatestPublishedVersionId",
                 ["ContentVersion"],
                 "LatestPublishedVersion",
                 None,
-                createable=False,
-                updateable=False,
+                **READ_ONLY,
                 label="Latest Published Version ID",
             ),
         ],
@@ -432,12 +422,12 @@ def _content_version() -> ObjectDef:
             F("Title", "string", nillable=False, name_field=True),
             F("PathOnClient", "string", length=500),
             F("VersionData", "base64", label="Version Data", nillable=False),
-            F("ContentSize", "int", label="Size", createable=False, updateable=False),
-            F("FileType", "string", length=20, createable=False, updateable=False),
-            F("FileExtension", "string", length=40, createable=False, updateable=False),
-            F("VersionNumber", "string", length=20, createable=False, updateable=False),
-            F("IsLatest", "boolean", nillable=False, createable=False, updateable=False, defaulted=True),
-            F("Checksum", "string", length=50, createable=False, updateable=False),
+            F("ContentSize", "int", label="Size", **READ_ONLY),
+            F("FileType", "string", length=20, **READ_ONLY),
+            F("FileExtension", "string", length=40, **READ_ONLY),
+            F("VersionNumber", "string", length=20, **READ_ONLY),
+            F("IsLatest", "boolean", nillable=False, **READ_ONLY, defaulted=True),
+            F("Checksum", "string", length=50, **READ_ONLY),
             F("ReasonForChange", "string", length=1000),
         ],
         blob_field="VersionData",
@@ -462,7 +452,7 @@ def _attachment() -> ObjectDef:
             ),
             F("Name", "string", nillable=False, name_field=True, label="File Name"),
             F("ContentType", "string", length=120),
-            F("BodyLength", "int", label="Body Length", createable=False, updateable=False),
+            F("BodyLength", "int", label="Body Length", **READ_ONLY),
             F("Body", "base64", nillable=False),
             F("IsPrivate", "boolean", label="Private", nillable=False, defaulted=True),
             F("Description", "textarea", length=500),
@@ -486,7 +476,7 @@ def _document() -> ObjectDef:
             F("ContentType", "string", length=120, label="MIME Type"),
             F("Type", "string", length=40, label="File Extension"),
             F("IsPublic", "boolean", label="Externally Available", nillable=False, defaulted=True),
-            F("BodyLength", "int", label="Body Length", createable=False, updateable=False),
+            F("BodyLength", "int", label="Body Length", **READ_ONLY),
             F("Body", "base64", label="Body"),
             F("Description", "textarea", length=255),
             F("Keywords", "string", length=255),
@@ -524,8 +514,7 @@ def _invoice() -> ObjectDef:
                 "currency",
                 precision=18,
                 scale=2,
-                createable=False,
-                updateable=False,
+                **READ_ONLY,
                 formula="Amount__c * (1 + Tax_Rate__c)",
             ),
         ],

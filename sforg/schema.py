@@ -196,14 +196,10 @@ def location(name: str) -> list[FieldDef]:
     ]
 
 
+# What the API never writes (computed or maintained by Salesforce).
+READ_ONLY: dict[str, Any] = {"createable": False, "updateable": False}
 # What Salesforce maintains itself on every record: required, never written by the API, always set.
-SYSTEM: dict[str, Any] = {
-    "nillable": False,
-    "createable": False,
-    "updateable": False,
-    "defaulted": True,
-    "system": True,
-}
+SYSTEM: dict[str, Any] = {"nillable": False, **READ_ONLY, "defaulted": True, "system": True}
 
 
 def system_fields(owner: bool = True, deletable: bool = True) -> list[FieldDef]:
