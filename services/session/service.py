@@ -12,22 +12,21 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2, session_pb2_grpc
 
-from services.platform import db
+from services.platform import db, events
 from services.platform.auth import BusAccess
 from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
+from services.session import consumers, translate
 from services.session.api import SessionApi
 from services.session.application import Clock, SessionService, SystemClock
 from services.session.config import SessionSettings
 from services.session.store import Projection
 
 log = logging.getLogger("sfvault.session")
-CONSUMER = "session-projection"
+CONSUMER = consumers.CONSUMER
 # how long a call waits for a database connection: its queries take milliseconds, so longer means PostgreSQL is
 # away, and the caller is better served by UNAVAILABLE (and the loops by their retry) than by a long wait
 DATABASE_WAIT_S = 5.0
@@ -79,12 +78,8 @@ async def serve(
             if asyncio.iscoroutine(result):
                 await result
         consumer = asyncio.create_task(
-            bus.consume_events(
-                CONSUMER,
-                app.handle_batch,
-                stop,
-                batch_size=settings.session_batch_size,
-                ack_wait_s=settings.session_ack_wait_s,
+            consumers.consume_events(
+                bus, app.handle_batch, stop, settings.session_batch_size, settings.session_ack_wait_s
             )
         )
         enforcer = asyncio.create_task(_enforce_forever(app, settings.stall_check_interval_s, stop))
@@ -142,42 +137,17 @@ async def rebuild(settings: SessionSettings, schema: str | None = None, batch_si
     pool = await db.open_pool(settings.database_url)
     bus = await Bus.connect(settings.bus_config(), producer="session-rebuild")
     durable = f"session-rebuild-{uuid.uuid4().hex[:8]}"
-    stream = bus.config.events_stream
     try:
         projection = Projection(pool, schema or settings.session_db_schema, CONSUMER)
         await projection.setup()
         await projection.reset()
         app = SessionService(projection, _Silent(), SystemClock(), settings.stall_timeout)
-        info = await bus.js.stream_info(stream)
-        last = info.state.last_seq
-        sub = await bus.js.pull_subscribe(
-            bus.config.events_subject(),
-            durable=durable,
-            stream=stream,
-            config=ConsumerConfig(
-                durable_name=durable,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.NONE,
-                max_ack_pending=-1,
-            ),
-        )
-        from services.platform import events
-        from services.session import translate
-
         folded = 0
-        seq = 0
-        while seq < last:
-            try:
-                msgs = await sub.fetch(batch_size, timeout=5)
-            except (TimeoutError, NatsTimeoutError):
-                break
+        async for messages in consumers.replay(bus, durable, batch_size):
             batch = []
-            for msg in msgs:
-                seq = msg.metadata.sequence.stream
-                if seq > last:
-                    break
+            for seq, data in messages:
                 try:
-                    batch.append(translate.to_domain(events.decode(msg.data)))
+                    batch.append(translate.to_domain(events.decode(data)))
                 except events.MalformedEvent:
                     log.warning("rebuild skipped malformed event at stream sequence %d", seq)
             await app.apply(batch)
@@ -185,6 +155,6 @@ async def rebuild(settings: SessionSettings, schema: str | None = None, batch_si
         return folded
     finally:
         with contextlib.suppress(Exception):
-            await bus.js.delete_consumer(stream, durable)
+            await bus.js.delete_consumer(bus.config.events_stream, durable)
         await bus.close()
         await pool.close()
