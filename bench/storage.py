@@ -32,8 +32,7 @@ PER_OBJECT = int(os.environ.get("BENCH_STORAGE_RECORDS_PER_OBJECT", "100000"))
 CHUNK = 10_000
 IN_FLIGHT = 3
 FILE_BYTES = int(os.environ.get("BENCH_STORAGE_FILE_MB", "1024")) << 20
-ORG = "00D000000000062EAA"  # records sent in canonical form, as the jobrunner sends them
-RAW_ORG = "00D000000000063EAA"  # the same records as raw JSON, canonicalised by storage
+ORG = "00D000000000062EAA"
 PREFIXES = [f"a{i:02d}" for i in range(OBJECTS)]
 
 FIELDS: list[tuple[str, int, bool]] = [
@@ -162,7 +161,7 @@ class StorageProcess:
 async def _load(
     stub: storage_pb2_grpc.StorageServiceStub,
     session: str,
-    chunks: list[list[bytes]] | list[pb.CanonicalColumns],
+    chunks: list[pb.CanonicalColumns],
     org: str = ORG,
 ) -> pb.ChunkResult:
     total = pb.ChunkResult()
@@ -180,13 +179,9 @@ async def _load(
         request = pb.PutRecordsRequest(
             org_id=org, session_id=session, job_id=f"j{obj}", chunk_seq=seq + 1, object_name=f"Obj{obj}__c"
         )
-        chunk = chunks[i]
-        if isinstance(chunk, list):
-            request.records.extend(chunk)
-        else:
-            request.canonical_columns.CopyFrom(chunk)
-            request.canonical_rules = begun.canonical_rules
-            request.formula_changes_counted = begun.formula_changes_counted
+        request.canonical_columns.CopyFrom(chunks[i])
+        request.canonical_rules = begun.canonical_rules
+        request.formula_changes_counted = begun.formula_changes_counted
         async with sem:
             result = await stub.PutRecords(request)
         for field in ("received", "new_versions", "changed", "unchanged"):
@@ -322,11 +317,6 @@ async def _main(database_url: str, nats_url: str, files_dir: str) -> None:
         second = await _load(stub, "incremental", canonical)
         unchanged_s = time.perf_counter() - started
         versions_after = _count_versions(database_url)
-        cpu_raw = _cpu_s([proc.proc.pid])
-        started = time.perf_counter()
-        await _load(stub, "raw", chunks, RAW_ORG)
-        raw_s = time.perf_counter() - started
-        cpu_raw_storage = _cpu_since(cpu_raw, [proc.proc.pid])
         load_peak = _rss_peak_mb(proc.proc.pid)
     finally:
         await channel.close()
@@ -349,11 +339,6 @@ async def _main(database_url: str, nats_url: str, files_dir: str) -> None:
     print(
         f"unchanged re-put: {total:,} records in {unchanged_s:.1f} s = {total / unchanged_s:,.0f} records/s "
         f"(unchanged {second.counts.unchanged:,}, versions written {versions_after - versions:,})"
-    )
-    print(
-        f"initial load via PutRecords (raw JSON records, canonicalised by storage): {total:,} records in {raw_s:.1f} s"
-        f" = {total / raw_s:,.0f} records/s, {total / raw_s / copy_rate:.2f} of COPY; storage CPU"
-        f" {cpu_raw_storage / total * 1e6:.0f} us per record"
     )
     print(f"  speed-up over the initial load = {initial_s / unchanged_s:.2f}x (target >= 2x, 0 versions written)")
     print(f"  storage peak RSS during the record loads: {load_peak:.0f} MB")

@@ -1,9 +1,10 @@
 """sfvault's canonical form of a Salesforce record, and its content hash: what counts as a change.
 
-A contract shared by the jobrunner, which canonicalises the records it reads (the work scales out with its
-replicas), and storage, which stores them, hashes them and spot-checks that they are canonical (and
-canonicalises raw JSON records itself). Rules change only with CANONICAL_RULES: storage refuses records made
-under other rules rather than storing hashes that would not compare.
+The one place these rules are written. The jobrunner canonicalises the records it reads (parts, compile_rows:
+the work scales out with its replicas) and sends them column by column (column_bytes); storage splits the
+columns (split_column_texts), hashes the values with content_hash, and canonicalises a sample again
+(canonicalize) to check them. Rules change only with CANONICAL_RULES: storage refuses records made under other
+rules rather than storing hashes that would not compare.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import xxhash
 
 from services.platform.errors import InvalidArgument
 
-# the version of the rules below; a change of what they produce for any input is a new version. Rules 1 hashed
-# with BLAKE2b-128; rules 2 (the same canonical text) with XXH3-128, a tenth of its CPU. Storage keeps the rules of
-# each head's hash, and compares a record with a head of older rules by that head's rules (legacy_hash).
+# the version of the rules below; a change of what they produce for any input is a new version. Rules 2 hash the
+# canonical text with XXH3-128. (Rules 1 hashed the same text with BLAKE2b-128: storage rehashed those heads once,
+# at start-up, PostgresStore.rehash_rules_1_heads; nothing compares by them any more.)
 CANONICAL_RULES = 2
 
 
@@ -333,7 +334,7 @@ class CanonicalRecord(NamedTuple):  # a tuple: one is built per record, ten thou
     hash: bytes  # of the values that count for a change: formula fields and audit fields excluded
     system_modstamp: str | None
     deleted: Deleted
-    raw_hash: bytes = b""  # fingerprint() of the bytes it was parsed from
+    raw_hash: bytes = b""  # the fast path's fingerprint (storage: of the canonical parts it was sent)
 
     @property
     def values_json(self) -> str:
@@ -431,11 +432,6 @@ def canonical_json(values: Mapping[str, Any]) -> bytes:
 def values_hash(values: Mapping[str, Any]) -> bytes:
     """The content hash of canonical values already parsed: what canonicalize gives a record holding them."""
     return content_hash(canonical_json(values))
-
-
-def legacy_content_hash(core_json: bytes) -> bytes:
-    """The content hash of rules 1 (BLAKE2b-128), of the same canonical text."""
-    return hashlib.blake2b(core_json, digest_size=16).digest()
 
 
 # how the compiled pick (RecordCanonicalizer._compile_pick) takes a value of each kind of field: `{fn}` is the
@@ -553,11 +549,9 @@ class RecordCanonicalizer:
         return env["pick"]  # type: ignore[no-any-return]
 
     def canonicalize(
-        self, raw: bytes | str | Mapping[str, Any], position: int = 0, raw_hash: bytes | None = None
+        self, raw: bytes | str | Mapping[str, Any], position: int = 0, raw_hash: bytes = b""
     ) -> CanonicalRecord:
-        """`raw_hash`: fingerprint(raw) when the caller already computed it."""
-        if raw_hash is None:
-            raw_hash = fingerprint(raw) if isinstance(raw, bytes) else b""
+        """The canonical record of raw JSON (or a parsed record); `raw_hash` is carried into it as given."""
         done: CanonicalParts | None = None
         if isinstance(raw, bytes):
             try:
@@ -582,17 +576,9 @@ class RecordCanonicalizer:
         """The fields whose values count for a change (those the hash covers)."""
         return frozenset(name for name, _fn in self._core)
 
-    def legacy_hash(self, data: bytes) -> bytes:
-        """The rules-1 hash of a canonical record's stored JSON (`data`: its values, then the others): its
-        hashed values written again by the reference (the json module), whose text is the one rules 1 hashed.
-        For comparing a record with a head stored under rules 1; that costs a parse, once per such head."""
-        values = json.loads(data)
-        core = {name: values[name] for name, _fn in self._core if name in values}
-        return legacy_content_hash(_legacy_encode(core).encode())
-
     def parts(self, obj: Mapping[str, Any], position: int = 0) -> CanonicalParts:
         """The canonical parts of a record already parsed (by the json module, or typed from Bulk CSV as the json
-        module would have read its REST form): what a client sends as PutRecordsRequest.canonical."""
+        module would have read its REST form): what the jobrunner sends in PutRecordsRequest.canonical_columns."""
         done = self._parts(obj, position, fast=True)
         if done is None:
             done = self._parts(obj, position, fast=False)
@@ -806,31 +792,3 @@ def join_values(values: bytes, other_values: bytes) -> bytes:
     if len(values) <= 2:
         return other_values
     return values[:-1] + b"," + other_values[1:]
-
-
-_RAW_ID = re.compile(rb'"Id"\s*:\s*"([A-Za-z0-9]{15,18})"')
-
-
-def fingerprint(raw: bytes) -> bytes:
-    """Hash of a record's bytes as received: identical bytes are identical content, so a re-read record whose
-    bytes match the head's fingerprint is unchanged without being parsed."""
-    return hashlib.blake2b(raw, digest_size=16).digest()
-
-
-def guess_id(raw: bytes) -> str | None:
-    """The record Id found in the raw JSON without parsing it (the first "Id" key), or None. Only used to look
-    up the head's fingerprint: a wrong guess can only miss the fast path, never make different bytes look
-    unchanged (bytes equal to those last stored for an Id are that record), and a guess shared by two records
-    of a chunk makes both be parsed (PostgresStore.put_records)."""
-    at = raw.find(b'"Id"')
-    if at < 0:
-        return None
-    found = _RAW_ID.match(raw, at)
-    if found is None:
-        return None
-    rid = found[1].decode()
-    if len(rid) == 15:
-        return rid + id_suffix(rid)
-    if len(rid) == 18:
-        return rid[:15] + rid[15:].upper()
-    return None

@@ -109,23 +109,24 @@ class StorageClient:
         job_id: str,
         seq: int,
         object_name: str,
-        records: list[bytes] | list[CanonicalParts],
+        records: list[CanonicalParts],
         *,
-        rules: int = 0,
-        formula_changes_counted: bool = False,
+        rules: int,
+        formula_changes_counted: bool,
     ) -> pb.ChunkResult:
-        """Raw JSON records, or canonical ones (made under `rules`, BeginJobResponse.canonical_rules), sent
-        column by column. The list is emptied once the request holds its records: a chunk is not held twice
-        while it travels (retries resend the request)."""
+        """Canonical records (made under `rules`, BeginJobResponse.canonical_rules), sent column by column. The
+        list is emptied once the request holds its records: a chunk is not held twice while it travels (retries
+        resend the request)."""
         req = pb.PutRecordsRequest(
-            org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, object_name=object_name
+            org_id=org_id,
+            session_id=session_id,
+            job_id=job_id,
+            chunk_seq=seq,
+            object_name=object_name,
+            canonical_rules=rules,
+            formula_changes_counted=formula_changes_counted,
         )
-        if records and not isinstance(records[0], bytes):
-            fill_columns(req.canonical_columns, records)  # type: ignore[arg-type]
-            req.canonical_rules = rules
-            req.formula_changes_counted = formula_changes_counted
-        else:
-            req.records.extend(records)  # type: ignore[arg-type]
+        fill_columns(req.canonical_columns, records)
         records.clear()
         return self._call(lambda: self.stub.PutRecords(req, timeout=self.timeout_s))
 

@@ -83,13 +83,8 @@ NAMED_RULES: dict[str, Rule] = {
 
 # full field names -> their rule, where neither the name nor the default fits
 FIELD_RULES: dict[str, Rule] = {
-    # a chunk of records: each record and the chunk are bounded by storage's message limit
-    # (SFVAULT_STORAGE_MAX_MESSAGE_MB); the count by storage's SFVAULT_STORAGE_MAX_CHUNK_RECORDS
-    "sfvault.storage.v1.PutRecordsRequest.records": Rule(max_length=UNBOUNDED, max_items=UNBOUNDED),
-    # storage checks each canonical record itself (Id, canonical JSON): not walked here, on its hottest path
-    "sfvault.storage.v1.PutRecordsRequest.canonical": Rule(max_items=UNBOUNDED, check_items=False),
-    "sfvault.storage.v1.CanonicalRecord.values": Rule(max_length=UNBOUNDED),
-    "sfvault.storage.v1.CanonicalRecord.other_values": Rule(max_length=UNBOUNDED),
+    # a chunk of records, column by column: bounded by storage's message limit (SFVAULT_STORAGE_MAX_MESSAGE_MB),
+    # its count by SFVAULT_STORAGE_MAX_CHUNK_RECORDS; storage checks each column itself (Ids, canonical JSON)
     "sfvault.storage.v1.CanonicalColumns.record_ids": Rule(max_length=UNBOUNDED),
     "sfvault.storage.v1.CanonicalColumns.values": Rule(max_length=UNBOUNDED),
     "sfvault.storage.v1.CanonicalColumns.other_values": Rule(max_length=UNBOUNDED),

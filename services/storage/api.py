@@ -225,7 +225,6 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             chunks=chunks,
             canonical_rules=CANONICAL_RULES,
             formula_changes_counted=self.storage.count_formula_changes,
-            canonical_columns=True,
         )
 
     @_unary
@@ -243,31 +242,16 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     @_unary
     async def PutRecords(self, request: storage_pb2.PutRecordsRequest, context: Any) -> storage_pb2.ChunkResult:
-        by_column = request.HasField("canonical_columns")
-        if sum(map(bool, (request.records, request.canonical, by_column))) > 1:
-            raise InvalidArgument(
-                "a PutRecords request carries one of records, canonical and canonical_columns, not several"
-            )
-        if request.canonical or by_column:
-            outcome = await self.storage.put_canonical(
-                request.org_id,
-                request.session_id,
-                request.job_id,
-                request.chunk_seq,
-                request.object_name,
-                request.canonical_columns if by_column else request.canonical,
-                request.canonical_rules,
-                request.formula_changes_counted,
-            )
-        else:
-            outcome = await self.storage.put_records(
-                request.org_id,
-                request.session_id,
-                request.job_id,
-                request.chunk_seq,
-                request.object_name,
-                request.records,
-            )
+        outcome = await self.storage.put_records(
+            request.org_id,
+            request.session_id,
+            request.job_id,
+            request.chunk_seq,
+            request.object_name,
+            request.canonical_columns,
+            request.canonical_rules,
+            request.formula_changes_counted,
+        )
         return _chunk_result(outcome)
 
     @_unary

@@ -7,36 +7,27 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import functools
 import hashlib
 import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import xxhash
+from typing import Any
 
 from services.canonical import (
     CanonicalColumnsIn,
-    content_hash,
-    has_escaped_nul,
-    join_values,
-    split_column_texts,
 )
 from services.platform import telemetry
 from services.platform.failpoints import failpoint
 from services.storage.audit import ReadAuditLog
 from services.storage.domain import (
     CANONICAL_RULES,
-    CanonicalRecord,
     ChunkDigest,
     Counts,
     Deleted,
     FailedPrecondition,
-    HeadState,
     InvalidArgument,
     NotFound,
     ObjectSchema,
@@ -45,12 +36,9 @@ from services.storage.domain import (
     check_api_name,
     check_chunk_seq,
     check_token,
-    dedupe_last,
-    fingerprint,
-    guess_id,
     normalize_id,
     normalize_org_id,
-    rescope,
+    prepare_chunk,
     scope_history,
 )
 from services.storage.files import FileRepository
@@ -62,9 +50,7 @@ from services.storage.store import (
     MetadataInput,
     MetadataVersionRow,
     PostgresStore,
-    PreparedColumns,
     RecordVersionRow,
-    Rescope,
     RestorePointRow,
     SchemaRef,
 )
@@ -73,95 +59,6 @@ MAX_CACHED_JOBS = 20_000
 JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 log = logging.getLogger(__name__)
-
-
-def _message_columns(records: Sequence[CanonicalIn]) -> tuple[list[str], list[bytes], list[bytes], list[str], bytes]:
-    """(Ids, values, other values, modstamps, deleted flags) of canonical records sent one message each, as
-    split_column_texts gives them for records sent column by column."""
-    return (
-        [r.record_id for r in records],
-        [r.values for r in records],
-        [r.other_values for r in records],
-        [r.system_modstamp for r in records],
-        bytes(bool(r.deleted) for r in records),
-    )
-
-
-_make_record = functools.partial(tuple.__new__, CanonicalRecord)  # a NamedTuple's own __new__ is a Python call
-
-
-def _canonical_records(columns: PreparedColumns, positions: Sequence[int]) -> list[CanonicalRecord]:
-    """The records at these positions of prepared columns (all of them: built straight from zip's tuples)."""
-    ids, cores, others, modstamps, flags, hashes, fps = columns
-    if len(positions) != len(ids):
-        picked = [[column[i] for i in positions] for column in columns]
-        ids, cores, others, modstamps, flags, hashes, fps = picked  # type: ignore[assignment]
-    deleted = [Deleted.SOFT if flag else Deleted.LIVE for flag in flags]
-    stamps = [m or None for m in modstamps]
-    rows = zip(ids, map(join_values, cores, others), hashes, stamps, deleted, fps, strict=True)
-    return list(map(_make_record, rows))
-
-
-class CanonicalIn(Protocol):
-    """A record in canonical form, as PutRecordsRequest.canonical carries it."""
-
-    @property
-    def record_id(self) -> str: ...
-    @property
-    def values(self) -> bytes: ...
-    @property
-    def other_values(self) -> bytes: ...
-    @property
-    def system_modstamp(self) -> str: ...
-    @property
-    def deleted(self) -> bool: ...
-
-
-_MODSTAMPS = re.compile(r"(?:(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)?\n)*", re.ASCII)
-
-
-@functools.lru_cache(maxsize=256)
-def _ids_pattern(prefix: str) -> re.Pattern[str]:
-    """Lines of 18-character Ids (of this key prefix), each with its checksum in upper case."""
-    head = re.escape(prefix) + "[A-Za-z0-9]{" + str(15 - len(prefix)) + "}"
-    return re.compile(f"(?:{head}[A-Z0-5]{{3}}\\n)*")
-
-
-def _lines(parts: list[bytes]) -> bytes:
-    """Each part a line ending in a newline."""
-    return b"\n".join(parts) + b"\n" if parts else b""
-
-
-def _json_objects(lines: bytes, count: int, *, lines_counted: bool = False) -> bool:
-    """`lines` is `count` JSON objects, each a line ending in a newline, none holding a raw newline, carriage
-    return or tab, or an escaped NUL (what would break a COPY row). `lines_counted`: it is known to hold count
-    newlines, the last one at its end."""
-    return (
-        lines[:1] == b"{"
-        and lines[-2:] == b"}\n"
-        and (lines_counted or lines.count(b"\n") == count)
-        and lines.count(b"}\n{") == count - 1
-        and b"\r" not in lines
-        and b"\t" not in lines
-        and not has_escaped_nul(lines)
-    )
-
-
-def _utf8(*texts: bytes) -> bool:
-    try:
-        for text in texts:
-            text.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _canonical_print(mark: bytes) -> bytes:
-    # seeded: never equal to a content hash or a raw record's fingerprint of the same bytes
-    return xxhash.xxh3_128_digest(mark, seed=_CANONICAL_PRINT_SEED)
-
-
-_CANONICAL_PRINT_SEED = 0x5F7A_0C4E  # "sfvault-canon"
 
 
 @dataclass(frozen=True)
@@ -322,145 +219,53 @@ class Storage:
     # --- writes --------------------------------------------------------------------------------------------
 
     async def put_records(
-        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, records: Sequence[bytes]
-    ) -> ChunkOutcome:
-        job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, len(records))
-        # a list: each access to an item of a protobuf repeated field makes a new bytes object
-        records = list(records)
-
-        def fingerprints() -> tuple[bytes, list[tuple[str | None, bytes]]]:
-            digest = ChunkDigest()
-            digest.update(ref.object_name.lower())
-            add = digest.add
-            out = []
-            for raw in records:
-                add(raw)
-                out.append((guess_id(raw), fingerprint(raw)))
-            return digest.digest(), out
-
-        async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
-            # CPU-bound: off the event loop, so health checks and other chunks' SQL keep going meanwhile
-            def run() -> dict[str, CanonicalRecord]:
-                canon = canonicalizer.canonicalize
-                return dedupe_last(canon(records[i], i, prints[i][1]) for i in positions)
-
-            return await asyncio.to_thread(run)
-
-        digest, prints = await asyncio.to_thread(fingerprints)
-        return await self._store_records(job, ref, seq, len(records), digest, prints, canonicalize, canonicalizer)
-
-    async def put_canonical(
         self,
         org_id: str,
         session_id: str,
         job_id: str,
         seq: int,
         object_name: str,
-        records: Sequence[CanonicalIn] | CanonicalColumnsIn,
+        columns: CanonicalColumnsIn,
         rules: int,
         formula_changes_counted: bool,
     ) -> ChunkOutcome:
-        """A chunk of records already in canonical form (one message each, or column by column): validated,
-        hashed and stored without parsing; of the records compared with their head or stored, one in
+        """A chunk of canonical records, column by column (the one form of PutRecords): validated, hashed and
+        stored without parsing, in one transaction; of the records compared with their head or stored, one in
         `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
-        count = records.record_ids.count(b"\n") if isinstance(records, CanonicalColumnsIn) else len(records)
-        job, ref, canonicalizer = await self._records_job(org_id, session_id, job_id, seq, object_name, count)
+        count = columns.record_ids.count(b"\n")
+        job = await self._job(org_id, session_id, job_id, seq)
+        if count > self.max_chunk_records:
+            raise InvalidArgument(f"chunk {seq} has {count} records; at most {self.max_chunk_records} per PutRecords")
+        ref, canonicalizer = await self._schema(job, object_name)
         if rules != CANONICAL_RULES or formula_changes_counted != self.count_formula_changes:
             raise FailedPrecondition(
                 f"chunk {seq} was canonicalised under rules {rules} (formula changes counted: "
                 f"{formula_changes_counted}); this storage uses rules {CANONICAL_RULES} (formula changes counted: "
-                f"{self.count_formula_changes}): send raw records, or canonical ones made under these rules"
+                f"{self.count_formula_changes}): canonicalise the records under these rules"
             )
-        prefix = ref.schema.key_prefix
-        every = self.canonical_check_every
-
-        def prepare() -> tuple[bytes, list[tuple[str | None, bytes]], PreparedColumns]:
-            if isinstance(records, CanonicalColumnsIn):  # the texts as sent, their lines counted
-                ids, cores, others, modstamps, flags, cores_text, others_text = split_column_texts(records)
-                counted = True
-            else:
-                ids, cores, others, modstamps, flags = _message_columns(records)
-                cores_text, others_text, counted = _lines(cores), _lines(others), False
-            if not ids:
-                return ChunkDigest().digest(), [], ([], [], [], [], [], [], [])
-            # validated chunk by chunk at C speed: each check below fails for the whole chunk, then the record
-            # at fault is looked for (only then is the cost per record paid)
-            ids_text = "\n".join(ids)
-            modstamps_text = "\n".join(modstamps)
-            id_pattern = _ids_pattern(prefix)
-            if ids_text.count("\n") != len(ids) - 1 or not id_pattern.fullmatch(ids_text + "\n"):
-                for i, rid in enumerate(ids):
-                    if not id_pattern.fullmatch(rid + "\n") or "\n" in rid:
-                        # described, never quoted: a sender that mixed up its columns would put values here
-                        raise InvalidArgument(
-                            f"record {i} Id (a {type(rid).__name__} of {len(rid)} characters) is not an 18-character"
-                            " Id (checksum in upper case)"
-                            + (f" starting with {prefix}, the key prefix of {ref.object_name}" if prefix else "")
-                        )
-            if not (
-                _json_objects(cores_text, len(ids), lines_counted=counted)
-                and _json_objects(others_text, len(ids), lines_counted=counted)
-                and _utf8(cores_text, others_text)
-            ):
-                for i, parts in enumerate(zip(cores, others, strict=True)):
-                    if not all(_json_objects(part + b"\n", 1) and _utf8(part) for part in parts):
-                        raise InvalidArgument(f"record {i} ({ids[i]}): its values are not a canonical JSON object")
-            if not _MODSTAMPS.fullmatch(modstamps_text + "\n"):
-                for i, modstamp in enumerate(modstamps):
-                    if not _MODSTAMPS.fullmatch(modstamp + "\n"):
-                        raise InvalidArgument(
-                            f"record {i} ({ids[i]}): system_modstamp (of {len(modstamp)} characters) is not canonical"
-                            " (2024-01-02T03:04:05.000Z)"
-                        )
-            hashes = list(map(content_hash, cores))
-            # the fast path's fingerprint of a canonical record: its hash, deleted flag (0 or 1, Deleted's
-            # values) and other values (the hash stands for the values it was computed from)
-            marks = [b"%s%d%s" % (h, d, o) for h, d, o in zip(hashes, flags, others, strict=True)]
-            fps = list(map(_canonical_print, marks))
-            digest = ChunkDigest()
-            digest.update(
-                ref.object_name.lower(),
-                "canonical",
-                ids_text,
-                modstamps_text,
-                b"".join(hashes),
-                bytes(flags),
-                memoryview(others_text)[:-1],  # without its last newline, as the digest always was
-            )
-            columns = (ids, cores, others, modstamps, flags, hashes, fps)
-            return digest.digest(), list(zip(ids, fps, strict=True)), columns
-
-        digest, prints, columns = await asyncio.to_thread(prepare)
-
-        def spot_check(records: list[CanonicalRecord], positions: list[int]) -> None:
-            """Each record (at these positions) canonicalised again must come out identical."""
-            for rec, i in zip(records, positions, strict=True):
-                normalize_id(rec.record_id, f"record {i} Id")  # its checksum
-                if canonicalizer.canonicalize(rec.data, i, rec.raw_hash) != rec:
-                    raise InvalidArgument(
-                        f"record {i} ({rec.record_id}) is not in canonical form (rules {CANONICAL_RULES}):"
-                        " canonicalised again it differs; the sender's canonicaliser and this storage's disagree"
-                    )
-
-        def checked(positions: list[int]) -> list[CanonicalRecord]:
-            """The records to compare or store (none for an unchanged chunk: its records are those of heads that
-            were checked when stored), one in `every` of them canonicalised again."""
-            out = _canonical_records(columns, positions)
-            spot_check(out[::every], positions[::every])
-            return out
-
-        async def canonicalize(positions: list[int]) -> dict[str, CanonicalRecord]:
-            return dedupe_last(await asyncio.to_thread(checked, positions))
-
-        async def first_versions() -> PreparedColumns:
-            """All the records, column by column, their sample canonicalised again (as `checked` does)."""
-            sample = list(range(0, len(columns[0]), every))
-            await asyncio.to_thread(lambda: spot_check(_canonical_records(columns, sample), sample))
-            return columns
-
-        return await self._store_records(
-            job, ref, seq, count, digest, prints, canonicalize, canonicalizer, first_versions
+        history = await self._scope_history(ref)
+        # CPU-bound: off the event loop, so health checks and other chunks' SQL keep going meanwhile
+        chunk = await asyncio.to_thread(
+            prepare_chunk,
+            columns,
+            ref.object_name,
+            canonicalizer,
+            check_every=self.canonical_check_every,
+            schema_version=ref.schema_version,
+            # the object's fields changed at some point: records are compared with heads across the change
+            scopes=None if history.uniform else history,
         )
+        with telemetry.chunk_transaction(
+            "put_records",
+            session_id=job.session_id,
+            job_id=job.job_id,
+            object_name=ref.object_name,
+            records=count,
+            chunk_seq=seq,
+        ) as span:
+            outcome = await self.store.put_records(job, ref, seq, chunk)
+            span.stored(replayed=outcome.replayed)
+        return await self._published(job, seq, outcome)
 
     async def _scope_history(self, ref: SchemaRef) -> ScopeHistory:
         history = self._scopes.get(ref.object_key)
@@ -471,66 +276,6 @@ class Storage:
                 self._scopes.clear()
             self._scopes[ref.object_key] = history
         return history
-
-    async def _records_job(
-        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, count: int
-    ) -> tuple[JobRef, SchemaRef, RecordCanonicalizer]:
-        """The job, the object's schema and canonicaliser of a records chunk (of `count` records), validated."""
-        job = await self._job(org_id, session_id, job_id, seq)
-        if count > self.max_chunk_records:
-            raise InvalidArgument(f"chunk {seq} has {count} records; at most {self.max_chunk_records} per PutRecords")
-        ref, canonicalizer = await self._schema(job, object_name)
-        return job, ref, canonicalizer
-
-    async def _store_records(
-        self,
-        job: JobRef,
-        ref: SchemaRef,
-        seq: int,
-        count: int,
-        digest: bytes,
-        prints: list[tuple[str | None, bytes]],
-        canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
-        canonicalizer: RecordCanonicalizer,
-        first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
-    ) -> ChunkOutcome:
-        """One records chunk in one transaction (PostgresStore.put_records), then its ChunkUploaded."""
-
-        async def legacy_hashes(records: list[CanonicalRecord]) -> list[bytes]:
-            return await asyncio.to_thread(lambda: [canonicalizer.legacy_hash(r.data) for r in records])
-
-        rescope_records: Rescope | None = None
-        history = await self._scope_history(ref)
-        if not history.uniform:
-            # the object's fields changed at some point: records are compared with heads across the change
-
-            async def rescope_records(states: list[HeadState], records: dict[str, CanonicalRecord]) -> set[str]:
-                def run() -> set[str]:
-                    now = history.scopes[ref.schema_version]
-                    scope_only = set()
-                    for state in states:
-                        then = history.scopes.get(state.schema_version, now)
-                        record, quiet = rescope(records[state.record_id], state, now, then, history.unhashed)
-                        records[state.record_id] = record
-                        if quiet:
-                            scope_only.add(state.record_id)
-                    return scope_only
-
-                return await asyncio.to_thread(run)
-
-        with telemetry.chunk_transaction(
-            "put_records",
-            session_id=job.session_id,
-            job_id=job.job_id,
-            object_name=ref.object_name,
-            records=count,
-            chunk_seq=seq,
-        ) as chunk:
-            outcome = await self.store.put_records(
-                job, ref, seq, digest, prints, canonicalize, legacy_hashes, first_versions, rescope_records
-            )
-            chunk.stored(replayed=outcome.replayed)
-        return await self._published(job, seq, outcome)
 
     async def mark_deleted(
         self,

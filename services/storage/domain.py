@@ -5,17 +5,21 @@ re-exported here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import xxhash
 
 from services.canonical import (
     AUDIT_FIELDS,
     CANONICAL_RULES,
     MAX_NAME_LENGTH,
+    CanonicalColumnsIn,
     CanonicalRecord,
     Deleted,
     FieldDef,
@@ -33,10 +37,11 @@ from services.canonical import (
     canonical_json,
     check_api_name,
     content_hash,
-    fingerprint,
-    guess_id,
+    has_escaped_nul,
     id_suffix,
+    join_values,
     normalize_id,
+    split_column_texts,
     values_hash,
 )
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -57,7 +62,9 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "ObjectSchema",
+    "PreparedColumns",
     "RecordCanonicalizer",
+    "RecordsChunk",
     "Scope",
     "ScopeHistory",
     "StorageError",
@@ -75,13 +82,13 @@ __all__ = [
     "classify",
     "content_hash",
     "dedupe_last",
-    "fingerprint",
-    "guess_id",
     "id_suffix",
     "normalize_id",
     "normalize_org_id",
+    "prepare_chunk",
     "rescope",
     "scope_history",
+    "values_hash",
 ]
 
 
@@ -262,3 +269,197 @@ def scope_history(schemas: Mapping[int, ObjectSchema], *, count_formula_changes:
     for version, schema in schemas.items():
         unhashed |= {f.name for f in schema.fields if f.name not in scopes[version].hashed}
     return ScopeHistory(scopes, frozenset(unhashed))
+
+
+# --- a chunk of records (PutRecords): canonical records column by column, validated at C speed -------------------
+
+# A chunk column by column: Ids, values, other values, modstamps ("" for none), deleted flags (0 or 1), hashes of
+# the values, fast-path fingerprints
+PreparedColumns = tuple[
+    Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
+]
+_MODSTAMPS = re.compile(r"(?:(?:\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)?\n)*", re.ASCII)
+_CANONICAL_PRINT_SEED = 0x5F7A_0C4E  # "sfvault-canon"
+_make_record = functools.partial(tuple.__new__, CanonicalRecord)  # a NamedTuple's own __new__ is a Python call
+
+
+@functools.lru_cache(maxsize=256)
+def _ids_pattern(prefix: str) -> re.Pattern[str]:
+    """Lines of 18-character Ids (of this key prefix), each with its checksum in upper case."""
+    head = re.escape(prefix) + "[A-Za-z0-9]{" + str(15 - len(prefix)) + "}"
+    return re.compile(f"(?:{head}[A-Z0-5]{{3}}\\n)*")
+
+
+def _json_objects(lines: bytes, count: int, *, lines_counted: bool = False) -> bool:
+    """`lines` is `count` JSON objects, each a line ending in a newline, none holding a raw newline, carriage
+    return or tab, or an escaped NUL (what would break a COPY row). `lines_counted`: it is known to hold count
+    newlines, the last one at its end."""
+    return (
+        lines[:1] == b"{"
+        and lines[-2:] == b"}\n"
+        and (lines_counted or lines.count(b"\n") == count)
+        and lines.count(b"}\n{") == count - 1
+        and b"\r" not in lines
+        and b"\t" not in lines
+        and not has_escaped_nul(lines)
+    )
+
+
+def _utf8(*texts: bytes) -> bool:
+    try:
+        for text in texts:
+            text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def canonical_print(content_hash_: bytes, deleted: int, other_values: bytes) -> bytes:
+    """The fast path's fingerprint of a canonical record: of its values' hash (which stands for the values), its
+    deleted flag and its other values. Seeded: never equal to a content hash of the same bytes."""
+    return xxhash.xxh3_128_digest(b"%s%d%s" % (content_hash_, deleted, other_values), seed=_CANONICAL_PRINT_SEED)
+
+
+@dataclass(frozen=True)
+class RecordsChunk:
+    """A validated chunk of canonical records (prepare_chunk): what PostgresStore.put_records stores.
+
+    `records(positions)` gives the records at those positions as CanonicalRecords, one in `check_every` of them
+    canonicalised again (it must come out identical: a sender that disagrees with storage is refused); records
+    the fast path finds unchanged are never built. `rescope` compares records with their heads across a change
+    of the object's fields (only when `scopes` is given: the object's schema versions differ in their fields)."""
+
+    digest: bytes
+    columns: PreparedColumns
+    canonicalizer: RecordCanonicalizer
+    check_every: int
+    schema_version: int = 0
+    scopes: ScopeHistory | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    @property
+    def ids(self) -> Sequence[str]:
+        return self.columns[0]
+
+    @property
+    def prints(self) -> Sequence[bytes]:
+        return self.columns[6]
+
+    def _build(self, positions: Sequence[int]) -> list[CanonicalRecord]:
+        ids, cores, others, modstamps, flags, hashes, fps = self.columns
+        if len(positions) != len(ids):
+            picked = [[column[i] for i in positions] for column in self.columns]
+            ids, cores, others, modstamps, flags, hashes, fps = picked  # type: ignore[assignment]
+        deleted = [Deleted.SOFT if flag else Deleted.LIVE for flag in flags]
+        stamps = [m or None for m in modstamps]
+        rows = zip(ids, map(join_values, cores, others), hashes, stamps, deleted, fps, strict=True)
+        return list(map(_make_record, rows))
+
+    def spot_check(self, records: Sequence[CanonicalRecord], positions: Sequence[int]) -> None:
+        """One in `check_every` of these records (at these positions) canonicalised again must come out identical."""
+        every, canon = self.check_every, self.canonicalizer.canonicalize
+        for rec, i in zip(records[::every], positions[::every], strict=True):
+            normalize_id(rec.record_id, f"record {i} Id")  # its checksum
+            if canon(rec.data, i, rec.raw_hash) != rec:
+                raise InvalidArgument(
+                    f"record {i} ({rec.record_id}) is not in canonical form (rules {CANONICAL_RULES}):"
+                    " canonicalised again it differs; the sender's canonicaliser and this storage's disagree"
+                )
+
+    def records(self, positions: Sequence[int]) -> dict[str, CanonicalRecord]:
+        """The records at these positions, checked, one per Id (the last occurrence of an Id listed twice)."""
+        built = self._build(positions)
+        self.spot_check(built, positions)
+        return dedupe_last(built)
+
+    def checked_columns(self) -> PreparedColumns:
+        """All the records column by column (first versions), their sample canonicalised again."""
+        sample = list(range(0, len(self), self.check_every))
+        self.spot_check(self._build(sample), sample)
+        return self.columns
+
+    def rescope(self, states: Sequence[HeadState], records: dict[str, CanonicalRecord]) -> set[str]:
+        """Records compared with their heads (whose hash differs) across a change of scope (domain.rescope): they
+        are replaced in `records`; returns the Ids whose version is scope-only."""
+        assert self.scopes is not None
+        history = self.scopes
+        now = history.scopes[self.schema_version]
+        scope_only = set()
+        for state in states:
+            then = history.scopes.get(state.schema_version, now)
+            record, quiet = rescope(records[state.record_id], state, now, then, history.unhashed)
+            records[state.record_id] = record
+            if quiet:
+                scope_only.add(state.record_id)
+        return scope_only
+
+
+def _lines_matching(pattern: re.Pattern[str], lines: list[str], refusal: Callable[[int, str], str]) -> str:
+    """The lines joined, each one checked to match `pattern` (a pattern of lines): the whole text at once, and
+    only when it fails line by line, to name the first one at fault (InvalidArgument, `refusal`'s message)."""
+    text = "\n".join(lines)
+    if not pattern.fullmatch(text + "\n"):
+        for i, line in enumerate(lines):
+            if not pattern.fullmatch(line + "\n"):
+                raise InvalidArgument(refusal(i, line))
+    return text
+
+
+def prepare_chunk(
+    columns_in: CanonicalColumnsIn,
+    object_name: str,
+    canonicalizer: RecordCanonicalizer,
+    *,
+    check_every: int,
+    schema_version: int = 0,
+    scopes: ScopeHistory | None = None,
+) -> RecordsChunk:
+    """A chunk of canonical columns validated chunk by chunk at C speed (18-character Ids of the object's key
+    prefix, JSON objects without raw tab/newline/NUL, canonical SystemModstamps: each check fails for the whole
+    chunk, then the record at fault is looked for and named), hashed, fingerprinted and digested."""
+    ids, cores, others, modstamps, flags, cores_text, others_text = split_column_texts(columns_in)
+    prefix = canonicalizer.schema.key_prefix
+    if ids:
+        # described, never quoted: a sender that mixed up its columns would put values here
+        ids_text = _lines_matching(
+            _ids_pattern(prefix),
+            ids,
+            lambda i, rid: (
+                f"record {i} Id (a {type(rid).__name__} of {len(rid)} characters) is not an 18-character"
+                " Id (checksum in upper case)"
+                + (f" starting with {prefix}, the key prefix of {object_name}" if prefix else "")
+            ),
+        )
+        if not (
+            _json_objects(cores_text, len(ids), lines_counted=True)
+            and _json_objects(others_text, len(ids), lines_counted=True)
+            and _utf8(cores_text, others_text)
+        ):
+            for i, parts in enumerate(zip(cores, others, strict=True)):
+                if not all(_json_objects(part + b"\n", 1) and _utf8(part) for part in parts):
+                    raise InvalidArgument(f"record {i} ({ids[i]}): its values are not a canonical JSON object")
+        modstamps_text = _lines_matching(
+            _MODSTAMPS,
+            modstamps,
+            lambda i, modstamp: (
+                f"record {i} ({ids[i]}): system_modstamp (of {len(modstamp)} characters) is not"
+                " canonical (2024-01-02T03:04:05.000Z)"
+            ),
+        )
+    hashes = list(map(content_hash, cores))
+    fps = list(map(canonical_print, hashes, flags, others))
+    digest = ChunkDigest()
+    if ids:
+        digest.update(
+            object_name.lower(),
+            "canonical",
+            ids_text,
+            modstamps_text,
+            b"".join(hashes),
+            bytes(flags),
+            memoryview(others_text)[:-1],  # without its last newline, as the digest always was
+        )
+    columns = (ids, cores, others, modstamps, flags, hashes, fps)
+    return RecordsChunk(digest.digest(), columns, canonicalizer, max(1, check_every), schema_version, scopes)

@@ -238,4 +238,14 @@ SET LOCAL lock_timeout = '10s';
 ALTER TABLE record_versions ADD COLUMN scope_only boolean NOT NULL DEFAULT false;
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7]
+# Version 8: canonical rules 1 (BLAKE2b) are gone. The heads still hashed under them are rehashed under rules 2
+# by PostgresStore.rehash_rules_1_heads right after the migrations (a hash needs Python: XXH3-128 of the
+# canonical text of the last version's hashed values); this partial index finds them, and costs nothing once
+# they are all rehashed. Nothing compares by rules 1 any more: the `rules` column is kept (a later rules
+# version may use it) but no query reads it on the write path.
+V8 = """
+SET LOCAL lock_timeout = '10s';
+CREATE INDEX record_head_rules_1 ON record_head (org_key) WHERE rules = 1;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8]

@@ -90,7 +90,7 @@ async def start(
 ) -> RunningStorage:
     pool = await open_store_pool(settings.database_url, max_size=settings.storage_db_pool_size)
     store = PostgresStore(pool)
-    version = await store.migrate()
+    version = await store.migrate(count_formula_changes=settings.storage_count_formula_changes)
     log.info("storage schema at version %d", version)
     repo = files or open_repository(settings.file_repository, s3_endpoint_url=settings.s3_endpoint_url)
     await repo.check()

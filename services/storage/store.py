@@ -6,6 +6,7 @@ and returns the result stored with it, so it changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from binascii import hexlify
@@ -28,14 +29,16 @@ from services.storage.domain import (
     FailedPrecondition,
     HeadState,
     ObjectSchema,
+    PreparedColumns,
+    RecordCanonicalizer,
+    RecordsChunk,
     classify,
+    values_hash,
 )
 from services.storage.migrations import MIGRATIONS, SCHEMA
 
 S = SCHEMA
 Fault = Callable[[str], Awaitable[None]]
-# compares records with their heads across a change of scope (see put_records); returns the scope-only Ids
-Rescope = Callable[[list[HeadState], dict[str, CanonicalRecord]], Awaitable[set[str]]]
 
 
 @dataclass(frozen=True)
@@ -163,13 +166,7 @@ class MetadataInput:
     file_name: str
 
 
-# A chunk of canonical records column by column: Ids, values, other values, modstamps ("" for none), deleted
-# flags (0 or 1), hashes of the values, fast-path fingerprints
-PreparedColumns = tuple[
-    Sequence[str], Sequence[bytes], Sequence[bytes], Sequence[str], Sequence[int], Sequence[bytes], Sequence[bytes]
-]
 _FLAG_TEXT = (b"0", b"1", b"2")  # Deleted's values
-LEGACY_RULES = 1  # the canonical rules of a head hashed before rules 2 (legacy_hash compares by them)
 _ALL_BUT_LAST = itemgetter(slice(None, -1))
 _ALL_BUT_FIRST = itemgetter(slice(1, None))
 
@@ -239,27 +236,6 @@ async def open_store_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> 
     return pool
 
 
-def _positions(fingerprints: Sequence[tuple[str | None, bytes]]) -> tuple[dict[str, int], list[int], set[str]]:
-    """({guessed Id: position of its last occurrence}, positions parsed whatever the head says, Ids listed twice)."""
-    ids = [guessed for guessed, _fp in fingerprints]
-    if None not in ids:
-        last: dict[str, int] = dict(zip(ids, range(len(ids)), strict=True))  # type: ignore[arg-type]
-        if len(last) == len(ids):  # the usual chunk: every Id guessed, none twice
-            return last, [], set()
-    last, unguessed, repeated = {}, [], set()
-    for i, guessed in enumerate(ids):
-        if guessed is None:
-            unguessed.append(i)
-        else:
-            if guessed in last:
-                # listed twice (or a wrong guess): every occurrence is parsed, and the last occurrence of each real
-                # Id counts; the fast path could skip the last one and keep an earlier one
-                repeated.add(guessed)
-                unguessed.append(last[guessed])
-            last[guessed] = i
-    return last, unguessed, repeated
-
-
 class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool, *, fault: Fault | None = None) -> None:
         self.pool = pool
@@ -269,9 +245,60 @@ class PostgresStore:
         if self._fault is not None:
             await self._fault(point)
 
-    async def migrate(self) -> int:
+    async def migrate(self, *, count_formula_changes: bool = False) -> int:
         async with self.pool.connection() as conn:
-            return await db.migrate(conn, SCHEMA, MIGRATIONS)
+            version = await db.migrate(conn, SCHEMA, MIGRATIONS)
+        await self.rehash_rules_1_heads(count_formula_changes=count_formula_changes)
+        return version
+
+    async def rehash_rules_1_heads(self, *, count_formula_changes: bool, batch: int = 1000) -> int:
+        """The one-shot migration off canonical rules 1 (BLAKE2b): every head still hashed under them takes the
+        rules-2 hash (XXH3-128, CANONICAL_RULES) of its last version's hashed values -- the canonical text is the
+        same under both rules, so an unchanged record stays unchanged and no version is written. Runs at start-up
+        until none is left (found through a partial index: free once done); idempotent, so replicas starting at
+        once only repeat each other's work. Returns the heads rehashed."""
+        done = 0
+        hashed: dict[tuple[int, int], frozenset[str]] = {}
+        while True:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT h.org_key, h.object_key, h.record_id, last.schema_version, last.data::text"
+                    f" FROM {S}.record_head h CROSS JOIN LATERAL ("
+                    f"  SELECT v.schema_version, v.data FROM {S}.record_versions v"
+                    "   WHERE v.org_key = h.org_key AND v.object_key = h.object_key AND v.record_id = h.record_id"
+                    "   ORDER BY v.version_id DESC LIMIT 1) last"
+                    " WHERE h.rules = 1 LIMIT %s FOR UPDATE OF h SKIP LOCKED",
+                    (batch,),
+                )
+                rows = await cur.fetchall()
+                if not rows:
+                    return done
+                updates: list[tuple[int, int, str, bytes]] = []
+                for org_key, object_key, record_id, version, data in rows:
+                    fields = hashed.get((object_key, version))
+                    if fields is None:
+                        found = await conn.execute(
+                            f"SELECT key_prefix, fields FROM {S}.object_schemas"
+                            " WHERE object_key = %s AND schema_version = %s",
+                            (object_key, version),
+                        )
+                        schema = await found.fetchone()
+                        assert schema is not None  # a version's schema is never deleted
+                        canon = RecordCanonicalizer(
+                            ObjectSchema.from_json("Object", schema[0], schema[1]),
+                            count_formula_changes=count_formula_changes,
+                        )
+                        fields = hashed[(object_key, version)] = canon.hashed_fields
+                    values = json.loads(data)
+                    core = {k: v for k, v in values.items() if k in fields}
+                    updates.append((org_key, object_key, record_id, values_hash(core)))
+                await conn.execute(
+                    f"UPDATE {S}.record_head h SET hash = u.hash, rules = {CANONICAL_RULES}"
+                    " FROM unnest(%s::int[], %s::int[], %s::text[], %s::bytea[]) AS u(org_key, object_key, id, hash)"
+                    " WHERE h.org_key = u.org_key AND h.object_key = u.object_key AND h.record_id = u.id",
+                    tuple(map(list, zip(*updates, strict=True))),
+                )
+                done += len(updates)
 
     async def ping(self) -> None:
         async with self.pool.connection() as conn:
@@ -500,82 +527,49 @@ class PostgresStore:
                 ([k[0] for k in keys], [k[1] for k in keys]),
             )
 
-    async def put_records(
-        self,
-        job: JobRef,
-        target: SchemaRef,
-        seq: int,
-        digest: bytes,
-        fingerprints: Sequence[tuple[str | None, bytes]],
-        canonicalize: Callable[[list[int]], Awaitable[dict[str, CanonicalRecord]]],
-        legacy_hashes: Callable[[list[CanonicalRecord]], Awaitable[list[bytes]]],
-        first_versions: Callable[[], Awaitable[PreparedColumns]] | None = None,
-        rescope: Rescope | None = None,
-    ) -> ChunkOutcome:
-        """Stores a chunk in one transaction.
+    async def put_records(self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk) -> ChunkOutcome:
+        """Stores a chunk of canonical records in one transaction.
 
-        0. A chunk of canonical records (`first_versions` given: all its records, checked, column by column)
-           none of which has a head yet and none listed twice (an initial load) is written straight from its
-           columns (first_version_rows); the steps below are the general way, also taken when a concurrent
-           chunk inserted one of those heads meanwhile.
-
-        1. Records whose bytes equal the head's fingerprint are unchanged: they are not even parsed.
-        2. The others are canonicalised (`canonicalize(positions)`). When none of them has a head yet (an
-           initial load), their head rows are COPied straight into the head; otherwise (or when a concurrent
-           chunk inserted one of them meanwhile) their (Id, hash, deleted) are COPied into a temporary table and
-           the head upserted where the hash or deleted state differs; its RETURNING says which records need a
-           version.
-        3. Only those versions are COPied into record_versions.
-
-        A head whose hash was made under rules 1 (before CANONICAL_RULES 2) is compared by rules 1 first
-        (`legacy_hashes` of the records, by their stored JSON): an equal one takes the record's hash of these
-        rules, unchanged (no version); a different one is a change like any other.
-
-        `rescope` (given for an object whose schema versions differ in their fields): the records whose hash
-        differs from their head's are compared with it across the change of scope (domain.rescope); it replaces
-        them in `records` and returns the Ids whose version is scope-only (written so, counted unchanged).
+        1. An initial load -- none of the chunk's records has a head yet, none listed twice -- is written straight
+           from its columns (first_version_rows: head rows COPied in a savepoint, then the versions). A concurrent
+           chunk that inserted one of those heads meanwhile sends it the general way below.
+        2. Records whose fingerprint equals their head's are unchanged: no record object is even built.
+        3. The others (chunk.records: built, spot-checked) have their (Id, hash, deleted) COPied into a temporary
+           table and the head upserted where the hash or deleted state differs; its RETURNING says which records
+           need a version. For an object whose fields changed (chunk.scopes), the records whose hash differs from
+           their head's are first compared with it across the change of scope (chunk.rescope): scope-only versions
+           are written so and counted unchanged.
+        4. Only those versions are COPied into record_versions; a record unchanged in other bytes (only its
+           SystemModstamp moved) has its head's fingerprint and modstamp refreshed.
         """
-        received = len(fingerprints)
+        received = len(chunk)
         async with self.pool.connection() as conn, conn.transaction():
-            stored = await self._claim(conn, job.job_key, seq, "records", digest, target.object_key)
+            stored = await self._claim(conn, job.job_key, seq, "records", chunk.digest, target.object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
-            last, unguessed, repeated = _positions(fingerprints)
-            heads, legacy = (
-                await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else ({}, set())
-            )
-            if first_versions is not None and last and not heads and not unguessed and len(last) == received:
-                inserted = await self._insert_first_versions(conn, job, target, await first_versions())
+            ids, prints = chunk.ids, chunk.prints
+            last: dict[str, int] = dict(zip(ids, range(received), strict=True))
+            heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
+            if last and not heads and len(last) == received:
+                columns = await asyncio.to_thread(chunk.checked_columns)
+                inserted = await self._insert_first_versions(conn, job, target, columns)
                 if inserted is not None:
                     # all first versions (a first version counts as new whatever its deleted state)
                     return await self._stored(
                         conn, job.job_key, seq, received, repeat((True, Deleted.LIVE), received), inserted
                     )
-            todo = sorted(
-                [
-                    *unguessed,
-                    *(i for rid, i in last.items() if rid in repeated or heads.get(rid) != fingerprints[i][1]),
-                ]
-            )
-            records = await canonicalize(todo) if todo else {}
+            # an Id listed twice: its last occurrence counts
+            todo = sorted(i for rid, i in last.items() if heads.get(rid) != prints[i])
+            records = await asyncio.to_thread(chunk.records, todo) if todo else {}
             transitions: list[tuple[str, bool, int]] = []
             written = 0
-            # no head for any of them (each Id was looked up above): an initial load
-            fresh = bool(records) and not heads and records.keys() <= last.keys()
-            inserted = await self._insert_fresh(conn, job, target, records) if fresh else None
-            if inserted is not None:
-                written = inserted
-                transitions = [(rid, True, int(r.deleted)) for rid, r in records.items()]
-            elif records:
-                older = sorted((r for rid, r in records.items() if rid in legacy), key=lambda r: r.record_id)
-                if older:
-                    await self._adopt_rules(conn, job, target, older, await legacy_hashes(older))
+            if records:
                 scope_only: set[str] = set()
-                if rescope is not None and heads:
-                    compared = [r for rid, r in records.items() if rid in heads and rid not in legacy]
+                if chunk.scopes is not None and heads:
+                    compared = [r for rid, r in records.items() if rid in heads]
                     states = await self._differing_heads(conn, job, target, compared) if compared else []
                     if states:
-                        scope_only = await rescope(states, records)
+                        scope_only = await asyncio.to_thread(chunk.rescope, states, records)
                 transitions = await self._upsert_heads(conn, job, target, records)
                 await self._at("records.after_head")
                 if scope_only and transitions:
@@ -584,8 +578,8 @@ class PostgresStore:
                     written += await self._copy_versions(conn, job, target, quiet, scope_only=True)
                 if transitions:
                     written += await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
-                # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new bytes and
-                # modstamp, so the next identical read takes the fast path again
+                # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new fingerprint
+                # and modstamp, so the next identical read takes the fast path again
                 versioned = {t[0] for t in transitions} | scope_only
                 stale = [r for rid, r in records.items() if rid not in versioned and heads.get(rid) != r.raw_hash]
                 if stale:
@@ -628,36 +622,10 @@ class PostgresStore:
         return ChunkOutcome(result, False)
 
     @staticmethod
-    async def _adopt_rules(
-        conn: psycopg.AsyncConnection[Any],
-        job: JobRef,
-        target: SchemaRef,
-        records: Sequence[CanonicalRecord],
-        legacy: Sequence[bytes],
-    ) -> None:
-        """The rules-1 heads of these records (in Id order) whose hash equals the record's rules-1 hash take its
-        hash of these rules: their content is unchanged, and the upsert that follows compares by these rules."""
-        await conn.execute(
-            f"UPDATE {S}.record_head h SET hash = u.hash, rules = %s"
-            " FROM unnest(%s::text[], %s::bytea[], %s::bytea[]) AS u(id, old, hash)"
-            " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id AND h.rules = %s AND h.hash = u.old",
-            (
-                CANONICAL_RULES,
-                [r.record_id for r in records],
-                list(legacy),
-                [r.hash for r in records],
-                job.org_key,
-                target.object_key,
-                LEGACY_RULES,
-            ),
-        )
-
-    @staticmethod
     async def _head_fingerprints(
         conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, ids: Collection[str]
-    ) -> tuple[dict[str, bytes | None], set[str]]:
-        """({record Id: raw_hash} of the Ids that have a head, the Ids among them whose head was hashed under
-        rules 1).
+    ) -> dict[str, bytes | None]:
+        """{record Id: raw_hash} of the Ids that have a head.
 
         First the heads between the smallest and the largest Id, up to twice as many as there are Ids: an
         initial load sends Ids in ranges no head covers yet (none), a re-read of a whole object sends them in
@@ -670,7 +638,7 @@ class PostgresStore:
         joined = ",".join(ids)
         cur = await conn.execute(
             "WITH ids AS (SELECT unnest(string_to_array(%s, ',')) AS id)"
-            f" SELECT record_id, raw_hash, rules FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
+            f" SELECT record_id, raw_hash FROM {S}.record_head WHERE org_key = %s AND object_key = %s"
             "  AND record_id BETWEEN (SELECT min(id) FROM ids) AND (SELECT max(id) FROM ids) LIMIT %s",
             (joined, org_key, object_key, 2 * len(ids) + 1),
         )
@@ -680,30 +648,13 @@ class PostgresStore:
             rows = [r for r in rows if r[0] in wanted]
         else:
             cur = await conn.execute(
-                f"SELECT u.id, h.raw_hash, h.rules FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
-                f" SELECT raw_hash, rules FROM {S}.record_head h"
+                f"SELECT u.id, h.raw_hash FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
+                f" SELECT raw_hash FROM {S}.record_head h"
                 "  WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id LIMIT 1) AS h",
                 (joined, org_key, object_key),
             )
             rows = await cur.fetchall()
-        fingerprints = {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in rows}
-        return fingerprints, {r[0] for r in rows if r[2] == LEGACY_RULES}
-
-    async def _insert_fresh(
-        self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: dict[str, CanonicalRecord]
-    ) -> int | None:
-        """_insert_first_versions of canonical records (their values already one object, so the others are empty)."""
-        rs = list(records.values())
-        columns = (
-            [r.record_id for r in rs],
-            [r.data for r in rs],
-            [b"{}"] * len(rs),
-            [r.system_modstamp or "" for r in rs],
-            [int(r.deleted) for r in rs],
-            [r.hash for r in rs],
-            [r.raw_hash for r in rs],
-        )
-        return await self._insert_first_versions(conn, job, target, columns)
+        return {r[0]: (bytes(r[1]) if r[1] is not None else None) for r in rows}
 
     async def _insert_first_versions(
         self, conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, columns: PreparedColumns
@@ -757,7 +708,7 @@ class PostgresStore:
             " system_modstamp, raw_hash, changed_at)"
             " SELECT %s, %s, record_id, hash, deleted, 1, system_modstamp, raw_hash, now() FROM incoming"
             ' ORDER BY record_id COLLATE "C"'
-            " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash, rules = EXCLUDED.rules,"
+            " ON CONFLICT (org_key, object_key, record_id) DO UPDATE SET hash = EXCLUDED.hash,"
             " deleted = EXCLUDED.deleted, versions = h.versions + 1,"
             " system_modstamp = EXCLUDED.system_modstamp, raw_hash = EXCLUDED.raw_hash,"
             " changed_at = EXCLUDED.changed_at"
@@ -806,17 +757,17 @@ class PostgresStore:
     async def _differing_heads(
         conn: psycopg.AsyncConnection[Any], job: JobRef, target: SchemaRef, records: Sequence[CanonicalRecord]
     ) -> list[HeadState]:
-        """The heads (of these rules) whose hash differs from the records', with their last version's values; one
+        """The heads whose hash differs from the records', with their last version's values; one
         probe of each (pruned to its partition), as in _head_fingerprints."""
         cur = await conn.execute(
             "SELECT c.id, h.hash, h.deleted, last.schema_version, last.data::text"
             " FROM unnest(%s::text[], %s::bytea[]) AS c(id, hash)"
-            f" CROSS JOIN LATERAL (SELECT hash, deleted, rules FROM {S}.record_head"
+            f" CROSS JOIN LATERAL (SELECT hash, deleted FROM {S}.record_head"
             "  WHERE org_key = %s AND object_key = %s AND record_id = c.id) h"
             f" CROSS JOIN LATERAL (SELECT v.schema_version, v.data FROM {S}.record_versions v"
             "  WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = c.id"
             "  ORDER BY v.version_id DESC LIMIT 1) last"
-            " WHERE h.hash <> c.hash AND h.rules = %s",
+            " WHERE h.hash <> c.hash",
             (
                 [r.record_id for r in records],
                 [r.hash for r in records],
@@ -824,7 +775,6 @@ class PostgresStore:
                 target.object_key,
                 job.org_key,
                 target.object_key,
-                CANONICAL_RULES,
             ),
         )
         return [HeadState(r[0], bytes(r[1]), int(r[2]), int(r[3]), r[4]) for r in await cur.fetchall()]
@@ -845,7 +795,7 @@ class PostgresStore:
             stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)
             if stored is not None:
                 return ChunkOutcome(stored, True)
-            known = set((await self._head_fingerprints(conn, job.org_key, object_key, ids))[0])
+            known = set(await self._head_fingerprints(conn, job.org_key, object_key, ids))
             # joined with the Ids (one primary-key probe each), not `record_id = ANY(array)`: see _head_fingerprints
             cur = await conn.execute(
                 f"UPDATE {S}.record_head h SET deleted = %s, versions = h.versions + 1, raw_hash = NULL,"

@@ -41,6 +41,7 @@ from sfvault.session.v1 import session_pb2
 from sfvault.storage.v1 import storage_pb2
 
 from devstack.localstack import Stack, local_stack
+from services.canonical import CANONICAL_RULES
 from services.cli import local
 from services.platform.auth import load_key, mint
 from tests.storage.conftest import sf_id
@@ -217,7 +218,14 @@ def _seed(channels: dict[str, grpc.Channel], tokens: dict[str, str]) -> None:
                 job_id=JOB,
                 chunk_seq=1,
                 object_name="Account",
-                records=[b'{"Id": "%s", "Name": "seed"}' % RECORD.encode()],
+                canonical_columns=storage_pb2.CanonicalColumns(
+                    record_ids=RECORD.encode() + b"\n",
+                    values=b'{"Id":"%s","Name":"seed"}\n' % RECORD.encode(),
+                    other_values=b"{}\n",
+                    system_modstamps=b"\n",
+                    deleted=b"\x00",
+                ),
+                canonical_rules=CANONICAL_RULES,
             ),
             service,
         ),

@@ -123,7 +123,11 @@ def test_each_kind_of_bad_value_is_named(request_: Message, problem: str) -> Non
 
 def test_the_large_bodies_pass() -> None:
     big = b"x" * (3 << 20)
-    check_request(storage_pb2.PutRecordsRequest(records=[big], session_id="s", job_id="data-Account"))
+    check_request(
+        storage_pb2.PutRecordsRequest(
+            canonical_columns=storage_pb2.CanonicalColumns(record_ids=big), session_id="s", job_id="data-Account"
+        )
+    )
     check_request(storage_pb2.UploadFileRequest(data=big))
     check_request(
         storage_pb2.PutMetadataRequest(components=[storage_pb2.MetadataComponent(type="ApexClass", content=big)])

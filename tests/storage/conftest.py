@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from sfvault.storage.v1 import storage_pb2 as pb
 
+from services.canonical import CANONICAL_RULES, CanonicalParts, column_bytes
 from services.storage.application import Storage
-from services.storage.domain import Counts, FieldDef, FieldType, ObjectSchema, id_suffix
+from services.storage.domain import Counts, FieldDef, FieldType, ObjectSchema, StorageError, id_suffix
 from services.storage.files import LocalFileRepository
-from services.storage.store import PostgresStore, open_store_pool
+from services.storage.store import ChunkOutcome, PostgresStore, open_store_pool
 
 ORG = "00D000000000062EAA"
 DATA = 3  # JobType.JOB_TYPE_DATA
@@ -95,3 +97,26 @@ async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
 async def data_job(storage: Storage, org: str = ORG, session: str = "s1", job: str = "j1") -> None:
     await storage.begin_job(org, session, job, DATA, "Account")
     await storage.put_schema(org, session, ACCOUNT)
+
+
+def columns_of(parts: list[CanonicalParts]) -> pb.CanonicalColumns:
+    """Canonical records as PutRecordsRequest.canonical_columns carries them (what the jobrunner fills)."""
+    return pb.CanonicalColumns(**dict(column_bytes(parts)))
+
+
+async def put_raw(
+    s: Storage, org: str, session: str, job: str, seq: int, object_name: str, raws: list[bytes]
+) -> ChunkOutcome:
+    """PutRecords as the jobrunner makes it: raw records canonicalised by the one canonicaliser
+    (services/canonical.py) under the session's schema, sent column by column. A request storage refuses before
+    reading its records (unknown job, no schema, too many records) is sent with that many empty records, for
+    storage to refuse it itself."""
+    try:
+        _ref, canonicalizer = await s._schema(await s._job(org, session, job, seq), object_name)
+    except StorageError:
+        n = len(raws)
+        chunk = pb.CanonicalColumns(record_ids=b"\n" * n, values=b"{}\n" * n, other_values=b"{}\n" * n)
+        chunk.system_modstamps, chunk.deleted = b"\n" * n, bytes(n)
+    else:
+        chunk = columns_of([canonicalizer.parts(json.loads(raw), i) for i, raw in enumerate(raws)])
+    return await s.put_records(org, session, job, seq, object_name, chunk, CANONICAL_RULES, s.count_formula_changes)

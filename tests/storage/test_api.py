@@ -16,13 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from services.canonical import CANONICAL_RULES
+from services.canonical import CANONICAL_RULES, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 from services.platform import events
 from services.platform.auth import aio_channel
 from services.platform.bus import Bus, BusConfig
 from services.storage import config, service
 from tests.auth import AUTH_KEY, token
-from tests.storage.conftest import DATA, FILE, ORG, account, sf_id
+from tests.storage.conftest import DATA, FILE, ORG, account, columns_of, sf_id
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,15 @@ SCHEMA = pb.ObjectSchema(
         pb.FieldSchema(name="Score__c", type=pb.FIELD_TYPE_DOUBLE, calculated=True),
     ],
 )
+CANONICALIZER = RecordCanonicalizer(
+    ObjectSchema("Account", tuple(FieldDef(f.name, FieldType(f.type), f.calculated) for f in SCHEMA.fields), "001")
+)
+
+
+def chunk(raws: list[bytes]) -> dict[str, Any]:
+    """PutRecordsRequest's fields for these records as the jobrunner sends them: canonical, column by column."""
+    parts = [CANONICALIZER.parts(json.loads(raw), i) for i, raw in enumerate(raws)]
+    return {"canonical_columns": columns_of(parts), "canonical_rules": CANONICAL_RULES}
 
 
 @pytest.fixture
@@ -89,7 +98,7 @@ async def test_chunks_files_reads_and_the_chunk_uploaded_event(
         job_id="j1",
         chunk_seq=1,
         object_name="Account",
-        records=[account(1), account(2, AnnualRevenue="3.0")],
+        **chunk([account(1), account(2, AnnualRevenue="3.0")]),
     )
     result = await stub.PutRecords(put)
     assert (result.counts.received, result.counts.new_versions) == (2, 2)
@@ -177,31 +186,31 @@ async def test_bad_input_gets_a_precise_status_never_internal(stub: storage_pb2_
     await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account"))
     await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
 
+    def one(**column: bytes) -> pb.CanonicalColumns:
+        """A one-record chunk's columns, one of them replaced."""
+        good = chunk([account(1)])["canonical_columns"]
+        return pb.CanonicalColumns(**{f: getattr(good, f) for f in ("record_ids", "values", "other_values",
+                                      "system_modstamps", "deleted")} | column)  # fmt: skip
+
     def put(**kw: object) -> pb.PutRecordsRequest:
         base: dict[str, object] = dict(
-            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", records=[account(1)]
+            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", **chunk([account(1)])
         )
         return pb.PutRecordsRequest(**{**base, **kw})  # type: ignore[arg-type]
 
     cases = [
         (stub.PutRecords(put(job_id="unknown")), grpc.StatusCode.FAILED_PRECONDITION),
-        (stub.PutRecords(put(records=[account(i) for i in range(101)])), grpc.StatusCode.INVALID_ARGUMENT),
-        (stub.PutRecords(put(records=[b'{"Id": "001BAD"}'])), grpc.StatusCode.INVALID_ARGUMENT),
-        (stub.PutRecords(put(records=[b"not json"])), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(**chunk([account(i) for i in range(101)]))), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(canonical_columns=one(record_ids=b"001BAD\n"))), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.PutRecords(put(canonical_columns=one(values=b"not json\n"))), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.PutRecords(put(org_id="nonsense")), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.PutRecords(put(session_id="a.b")), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.PutRecords(put(object_name="Bad Name")), grpc.StatusCode.INVALID_ARGUMENT),
-        (  # raw records and canonical columns in one request
-            stub.PutRecords(
-                put(canonical_columns=pb.CanonicalColumns(record_ids=b"x\n"), canonical_rules=CANONICAL_RULES)
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ),
+        # records made under no rules (or others): their hashes would not compare
+        (stub.PutRecords(put(canonical_rules=0)), grpc.StatusCode.FAILED_PRECONDITION),
         (  # columns whose lines do not line up
             stub.PutRecords(
                 put(
-                    records=[],
-                    canonical_rules=CANONICAL_RULES,
                     canonical_columns=pb.CanonicalColumns(
                         record_ids=sf_id("001", 1).encode() + b"\n", values=b"{}\n{}\n", deleted=b"\x00"
                     ),
@@ -276,7 +285,7 @@ async def test_a_chunk_larger_than_grpcs_default_message_limit_is_received(
     try:
         big = storage_pb2_grpc.StorageServiceStub(channel)
         put = pb.PutRecordsRequest(
-            org_id=ORG, session_id="s1", job_id="big", chunk_seq=1, object_name="Account", records=records
+            org_id=ORG, session_id="s1", job_id="big", chunk_seq=1, object_name="Account", **chunk(records)
         )
         assert put.ByteSize() > 4 << 20
         result = await big.PutRecords(put)
@@ -325,7 +334,7 @@ async def test_only_the_service_identity_writes_people_get_permission_denied(
     await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
     await stub.PutRecords(
         pb.PutRecordsRequest(
-            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", records=[account(1)]
+            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", **chunk([account(1)])
         )
     )
     rid = sf_id("001", 1)
@@ -338,7 +347,7 @@ async def test_only_the_service_identity_writes_people_get_permission_denied(
         ),
         "PutRecords": lambda s: s.PutRecords(
             pb.PutRecordsRequest(
-                org_id=ORG, session_id="s1", job_id="j1", chunk_seq=2, object_name="Account", records=[account(1, "x")]
+                org_id=ORG, session_id="s1", job_id="j1", chunk_seq=2, object_name="Account", **chunk([account(1, "x")])
             )
         ),
         "MarkDeleted": lambda s: s.MarkDeleted(
@@ -404,7 +413,7 @@ async def test_reads_are_audited_who_what_when_never_the_values_and_listed_for_a
     records = [account(1, "Secret Name"), account(2, "Secret Name")]
     await stub.PutRecords(
         pb.PutRecordsRequest(
-            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", records=records
+            org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", **chunk(records)
         )
     )
     await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="f1", type=FILE))

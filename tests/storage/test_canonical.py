@@ -1,9 +1,11 @@
-"""PutRecords of records already in canonical form (as the jobrunner sends them): the same versions and hashes
-as raw records, idempotent, validated, spot-checked, refused under other rules."""
+"""PutRecords: records in canonical form, column by column (as the jobrunner sends them), stored with exactly the
+hash and values the one canonicaliser (services/canonical.py) gives; idempotent, validated, spot-checked, refused
+under other rules; heads of the old rules 1 rehashed once at start-up."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
@@ -13,17 +15,17 @@ import psycopg
 import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
-from services.canonical import CANONICAL_RULES, RecordCanonicalizer, content_hash, legacy_content_hash
+from services.canonical import CANONICAL_RULES, RecordCanonicalizer, content_hash
 from services.storage.api import _status
 from services.storage.application import Storage
 from services.storage.domain import FailedPrecondition, InvalidArgument
-from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, random_org, sf_id
+from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, put_raw, random_org, sf_id
 
 pytestmark = pytest.mark.integration
 
 
 @dataclass(frozen=True)
-class Canon:  # the shape of PutRecordsRequest.canonical's messages
+class Canon:  # one record of a chunk, before its columns are joined
     record_id: str
     values: bytes
     other_values: bytes
@@ -47,11 +49,8 @@ def columns(records: list[Canon]) -> pb.CanonicalColumns:
     )
 
 
-async def put(
-    s: Storage, seq: int, records: list[Canon], job: str = "j1", rules: int = CANONICAL_RULES, by_column: bool = False
-) -> object:
-    chunk = columns(records) if by_column else records
-    return await s.put_canonical(ORG, "s1", job, seq, "Account", chunk, rules, False)
+async def put(s: Storage, seq: int, records: list[Canon], job: str = "j1", rules: int = CANONICAL_RULES) -> object:
+    return await s.put_records(ORG, "s1", job, seq, "Account", columns(records), rules, False)
 
 
 async def history(h: Harness, rid: str) -> list[tuple[bytes, str]]:
@@ -62,25 +61,37 @@ async def history(h: Harness, rid: str) -> list[tuple[bytes, str]]:
         return [(bytes(r[0]), r[1]) for r in await cur.fetchall()]
 
 
-@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
-async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harness, by_column: bool) -> None:
+async def test_storage_stores_and_compares_exactly_what_the_one_canonicaliser_gives(harness: Harness) -> None:
+    # the jobrunner's bytes for a record (RecordCanonicalizer.parts, services/canonical.py) are what storage
+    # stores, and their hash (content_hash) is what it compares: the same module's canonicalize() of the raw
+    # record gives the stored hash and data, so a record read again in any formatting is unchanged
     s = harness.storage
     s.canonical_check_every = 1
-    await data_job(s, job="raw")
-    await data_job(s, job="j1")
+    await data_job(s)
     raw = [account(1, AnnualRevenue=10.5, Score__c=3), account(2, IsDeleted=True)]
-    await s.put_records(ORG, "s1", "raw", 1, "Account", raw)
-    # the raw chunk stored them: the same records in canonical form are unchanged (same hash, same values)
-    again = await put(s, 1, [canon(r) for r in raw], by_column=by_column)
+    await put(s, 1, [canon(r) for r in raw])
+    for r in raw:
+        reference = RecordCanonicalizer(ACCOUNT).canonicalize(r)
+        [(hash_, data)] = await history(harness, reference.record_id)
+        assert hash_ == reference.hash == content_hash(canon(r).values)
+        assert json.loads(data) == json.loads(reference.data)
+        async with harness.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT hash FROM storage.record_head WHERE record_id = %s", (reference.record_id,)
+            )
+            assert bytes((await cur.fetchone())[0]) == reference.hash  # type: ignore[index]
+    # the same records written otherwise (a number as text, keys in another case) are the same bytes
+    same = json.dumps({"id": sf_id("001", 1), "Name": "Acme", "AnnualRevenue": "10.50", "Score__c": 3,
+                       "SystemModstamp": "2024-01-01T00:00:00.000Z"}).encode()  # fmt: skip
+    again = await put(s, 2, [canon(same), canon(raw[1])])
     assert (again.counts.unchanged, again.counts.new_versions) == (2, 0)  # type: ignore[attr-defined]
     changed = await put(
         s,
-        2,
+        3,
         [
             canon(account(1, "Acme 2", AnnualRevenue=10.5, Score__c=3)),  # a real change
             canon(account(2, IsDeleted=True, Score__c=7, SystemModstamp="2025-01-01T00:00:00.000Z")),  # not one
         ],
-        by_column=by_column,
     )
     assert (changed.counts.changed, changed.counts.unchanged) == (1, 1)  # type: ignore[attr-defined]
     versions = await history(harness, sf_id("001", 1))
@@ -88,17 +99,16 @@ async def test_canonical_records_are_stored_as_raw_ones_would_be(harness: Harnes
     assert len(await history(harness, sf_id("001", 2))) == 1
 
 
-@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
-async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness, by_column: bool) -> None:
+async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness) -> None:
     s = harness.storage
     await data_job(s)
     chunk = [canon(account(n)) for n in range(1, 4)]
-    first = await put(s, 1, chunk, by_column=by_column)
-    replay = await put(s, 1, chunk, by_column=by_column)
+    first = await put(s, 1, chunk)
+    replay = await put(s, 1, chunk)
     assert replay.replayed and replay.counts == first.counts  # type: ignore[attr-defined]
     assert await harness.count("record_versions") == 3
     with pytest.raises(FailedPrecondition, match="other content"):
-        await put(s, 1, [canon(account(9))], by_column=by_column)
+        await put(s, 1, [canon(account(9))])
 
 
 @pytest.mark.parametrize(
@@ -115,9 +125,8 @@ async def test_a_redelivered_canonical_chunk_changes_nothing(harness: Harness, b
         (lambda c: replace(c, deleted=True), "not in canonical form"),
     ],
 )
-@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
 async def test_records_not_in_canonical_form_are_refused_and_nothing_is_stored(
-    harness: Harness, broken: object, message: str, by_column: bool
+    harness: Harness, broken: object, message: str
 ) -> None:
     s = harness.storage
     s.canonical_check_every = 1
@@ -125,7 +134,7 @@ async def test_records_not_in_canonical_form_are_refused_and_nothing_is_stored(
     chunk = [canon(account(n)) for n in range(1, 4)]
     chunk[1] = broken(chunk[1])  # type: ignore[operator]
     with pytest.raises(InvalidArgument, match=message):
-        await put(s, 1, chunk, by_column=by_column)
+        await put(s, 1, chunk)
     assert await harness.count("record_versions") == 0
     assert await harness.count("chunks") == 0
     assert harness.publisher.published == []
@@ -147,7 +156,7 @@ async def test_other_rules_are_refused_before_anything_is_stored(harness: Harnes
     with pytest.raises(FailedPrecondition, match="rules"):
         await put(s, 1, [canon(account(1))], rules=CANONICAL_RULES + 1)
     with pytest.raises(FailedPrecondition, match="formula changes counted"):
-        await s.put_canonical(ORG, "s1", "j1", 1, "Account", [canon(account(1))], CANONICAL_RULES, True)
+        await s.put_records(ORG, "s1", "j1", 1, "Account", columns([canon(account(1))]), CANONICAL_RULES, True)
     assert await harness.count("chunks") == 0
 
 
@@ -180,7 +189,7 @@ async def test_columns_that_do_not_line_up_are_refused_and_nothing_is_stored(
     fields = {f: getattr(good, f) for f in ("record_ids", "values", "other_values", "system_modstamps", "deleted")}
     chunk = broken(SimpleNamespace(**fields))  # type: ignore[operator]
     with pytest.raises(InvalidArgument, match=message):
-        await s.put_canonical(ORG, "s1", "j1", 1, "Account", pb.CanonicalColumns(**vars(chunk)), CANONICAL_RULES, False)
+        await s.put_records(ORG, "s1", "j1", 1, "Account", pb.CanonicalColumns(**vars(chunk)), CANONICAL_RULES, False)
     assert await harness.count("chunks") == 0
     assert harness.publisher.published == []
 
@@ -188,7 +197,7 @@ async def test_columns_that_do_not_line_up_are_refused_and_nothing_is_stored(
 async def test_empty_columns_are_an_empty_chunk(harness: Harness) -> None:
     s = harness.storage
     await data_job(s)
-    result = await put(s, 1, [], by_column=True)
+    result = await put(s, 1, [])
     assert result.counts.received == 0  # type: ignore[attr-defined]
     assert await harness.count("record_versions") == 0
 
@@ -201,12 +210,12 @@ async def test_errors_describe_misplaced_values_and_never_quote_them(harness: Ha
     swapped.CopyFrom(good)
     swapped.record_ids = good.values  # a sender that mixed up its columns
     with pytest.raises(InvalidArgument, match="not an 18-character Id") as refused:
-        await s.put_canonical(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
+        await s.put_records(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
     assert "SECRET" not in str(refused.value)
     swapped.CopyFrom(good)
     swapped.system_modstamps = good.values
     with pytest.raises(InvalidArgument, match="system_modstamp") as refused:
-        await s.put_canonical(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
+        await s.put_records(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
     assert "SECRET" not in str(refused.value)
     assert await harness.count("chunks") == 0
 
@@ -214,7 +223,7 @@ async def test_errors_describe_misplaced_values_and_never_quote_them(harness: Ha
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
-        (lambda c: replace(c, record_id=c.record_id + "\n" + c.record_id), "18-character Id"),
+        (lambda c: replace(c, record_id=c.record_id + "\n" + c.record_id), "record_ids 4: each record is one line"),
         (lambda c: replace(c, values=c.values.replace(b"Acme", b"Ac\xffme")), "not a canonical JSON object"),
         (lambda c: replace(c, system_modstamp="\u0662" + c.system_modstamp[1:]), "system_modstamp"),
         (lambda c: replace(c, values=c.values.replace(b"Acme", b"Ac\\\\\\u0000me")), "not a canonical JSON object"),
@@ -248,14 +257,13 @@ async def test_a_value_postgresql_refuses_is_invalid_argument_without_its_text(h
     assert await harness.count("chunks") == 0
 
 
-@pytest.mark.parametrize("by_column", [False, True], ids=["messages", "columns"])
-async def test_first_versions_from_columns_are_the_rows_records_would_write(harness: Harness, by_column: bool) -> None:
-    # an initial load of canonical records is written straight from its columns (first_version_rows); raw records
-    # go through CanonicalRecords (_insert_fresh): the same rows, but for the fast path's fingerprint
+async def test_first_versions_from_columns_are_the_rows_the_general_way_writes(harness: Harness) -> None:
+    # an initial load is written straight from its columns (first_version_rows); a chunk with an Id listed twice
+    # takes the general way (CanonicalRecords, the head upsert, the versions' COPY): the same rows
     s = harness.storage
     s.canonical_check_every = 1
-    raw_org, canon_org = random_org(), random_org()
-    for org, session in ((raw_org, "raw"), (canon_org, "canon")):
+    general_org, canon_org = random_org(), random_org()
+    for org, session in ((general_org, "general"), (canon_org, "canon")):
         await data_job(s, org=org, session=session)
     raw = [
         account(5, 'quote " backslash \\ tab-free\nnewline', AnnualRevenue=10.5, Score__c=3),
@@ -264,12 +272,13 @@ async def test_first_versions_from_columns_are_the_rows_records_would_write(harn
         account(7, "ünïcödé ✓", SystemModstamp="2025-01-01T00:00:00.123Z"),
         account(3, "the text \\u0000 is kept, a NUL \x00 is not"),
     ]  # not in Id order
-    got = await s.put_records(raw_org, "raw", "j1", 1, "Account", raw)
     chunk = [canon(r) for r in raw]
-    first = await s.put_canonical(
-        canon_org, "canon", "j1", 1, "Account", columns(chunk) if by_column else chunk, CANONICAL_RULES, False
+    got = await s.put_records(
+        general_org, "general", "j1", 1, "Account", columns([chunk[1], *chunk]), CANONICAL_RULES, False
     )
+    first = await s.put_records(canon_org, "canon", "j1", 1, "Account", columns(chunk), CANONICAL_RULES, False)
     assert first.counts.new_versions == got.counts.new_versions == 5  # type: ignore[attr-defined]
+    assert got.counts.unchanged == 1  # type: ignore[attr-defined]
     assert first.counts.bytes == got.counts.bytes  # type: ignore[attr-defined]
 
     async def rows(org: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
@@ -287,14 +296,14 @@ async def test_first_versions_from_columns_are_the_rows_records_would_write(harn
             )
             return await versions.fetchall(), await heads.fetchall()
 
-    assert await rows(canon_org) == await rows(raw_org)
+    assert await rows(canon_org) == await rows(general_org)
     versions, _heads = await rows(canon_org)
     assert [v[0] for v in versions] == sorted(sf_id("001", n) for n in (2, 3, 5, 7, 9))
     assert versions[0][2] == 1 and versions[4][1] is None  # soft-deleted; NULL modstamp, not the empty text
     assert "backslash \\\\ tab-free\\nnewline" in versions[2][4]
     assert json.loads(versions[1][4])["Name"] == "the text \\u0000 is kept, a NUL  is not"
     # a second read of the same records through the columns changes nothing
-    again = await s.put_canonical(canon_org, "canon", "j1", 2, "Account", columns(chunk), CANONICAL_RULES, False)
+    again = await s.put_records(canon_org, "canon", "j1", 2, "Account", columns(chunk), CANONICAL_RULES, False)
     assert again.counts.unchanged == 5  # type: ignore[attr-defined]
 
 
@@ -308,8 +317,8 @@ async def test_overlapping_canonical_chunks_at_once_store_each_record_once(harne
     first = columns([canon(account(n)) for n in ids])
     second = columns([canon(account(n, "other" if n % 2 else "Acme")) for n in ids])
     results = await asyncio.gather(
-        s.put_canonical(ORG, "s1", "j1", 1, "Account", first, CANONICAL_RULES, False),
-        s.put_canonical(ORG, "s1", "j2", 1, "Account", second, CANONICAL_RULES, False),
+        s.put_records(ORG, "s1", "j1", 1, "Account", first, CANONICAL_RULES, False),
+        s.put_records(ORG, "s1", "j2", 1, "Account", second, CANONICAL_RULES, False),
     )
     counts = [r.counts for r in results]  # type: ignore[attr-defined]
     assert sorted(c.new_versions for c in counts) == [0, len(ids)]
@@ -318,52 +327,48 @@ async def test_overlapping_canonical_chunks_at_once_store_each_record_once(harne
     assert await harness.count("record_versions") == len(ids) + len(ids) // 2
 
 
-@pytest.mark.parametrize("form", ["raw", "messages", "columns"])
-async def test_heads_hashed_under_rules_1_are_compared_by_rules_1(harness: Harness, form: str) -> None:
-    # a database of rules 1 (BLAKE2b hashes) read again under rules 2 (XXH3): an unchanged record gets no
-    # version, its head takes the new hash; a changed or deleted one gets its version as always
+async def test_heads_hashed_under_rules_1_are_rehashed_once_at_start_up(harness: Harness) -> None:
+    # a database of rules 1 (BLAKE2b hashes): the start-up's migration rehashes every such head under rules 2
+    # (XXH3) from its last version; then an unchanged record gets no version, a changed or deleted one its
+    # version as always, and nothing on the write path reads the rules
     s = harness.storage
     s.canonical_check_every = 1
     org = random_org()
     await data_job(s, org=org, session="s1")
-    raw = [account(n, f"Name {n}", AnnualRevenue=n * 1.5) for n in range(1, 5)]
-    await s.put_records(org, "s1", "j1", 1, "Account", raw)
+    raw = [account(n, f"Name {n}", AnnualRevenue=n * 1.5, Score__c=n) for n in range(1, 5)]
+    await put_raw(s, org, "s1", "j1", 1, "Account", raw)
     cores = {json.loads(r)["Id"]: RecordCanonicalizer(ACCOUNT).parts(json.loads(r)).values for r in raw}
     async with harness.store.pool.connection() as conn:
-        default = await conn.execute(
-            "SELECT column_default FROM information_schema.columns"
-            " WHERE table_schema = 'storage' AND table_name = 'record_head' AND column_name = 'rules'"
-        )
-        assert (await default.fetchone()) == (str(CANONICAL_RULES),)  # new heads: the rules of this storage
         for rid, core in cores.items():  # as rules 1 left them
             await conn.execute(
                 "UPDATE storage.record_head SET rules = 1, hash = %s, raw_hash = %s WHERE record_id = %s",
-                (legacy_content_hash(core), b"rules-1 print", rid),
+                (hashlib.blake2b(core, digest_size=16).digest(), b"rules-1 print", rid),
             )
+    await harness.store.migrate()  # what start-up runs
+    assert await harness.store.rehash_rules_1_heads(count_formula_changes=False) == 0  # one shot: none left
+
+    async def heads() -> list[tuple[int, bytes, int]]:
+        async with harness.store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT rules, hash, versions FROM storage.record_head"
+                " WHERE org_key = (SELECT org_key FROM storage.orgs WHERE org_id = %s) ORDER BY record_id",
+                (org,),
+            )
+            return [(r[0], bytes(r[1]), r[2]) for r in await cur.fetchall()]
+
+    assert await heads() == [(CANONICAL_RULES, content_hash(core), 1) for core in cores.values()]
     again = [
         raw[0],
-        account(2, "Name 2", AnnualRevenue=3.0),  # the same values, written otherwise
+        account(2, "Name 2", AnnualRevenue=3.0, Score__c=2),  # the same values, written otherwise
         account(3, "Renamed"),
-        account(4, "Name 4", AnnualRevenue=6.0, IsDeleted=True),
+        account(4, "Name 4", AnnualRevenue=6.0, Score__c=4, IsDeleted=True),
     ]
     await data_job(s, org=org, session="s2")
-    if form == "raw":
-        result = await s.put_records(org, "s2", "j1", 1, "Account", again)
-    else:
-        chunk = [canon(r) for r in again]
-        records = columns(chunk) if form == "columns" else chunk
-        result = await s.put_canonical(org, "s2", "j1", 1, "Account", records, CANONICAL_RULES, False)
-    counts = result.counts  # type: ignore[attr-defined]
+    result = await put_raw(s, org, "s2", "j1", 1, "Account", again)
+    counts = result.counts
     assert (counts.unchanged, counts.changed, counts.deleted, counts.new_versions) == (2, 1, 1, 0)
-    async with harness.store.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT record_id, rules, hash, versions FROM storage.record_head"
-            " WHERE org_key = (SELECT org_key FROM storage.orgs WHERE org_id = %s) ORDER BY record_id",
-            (org,),
-        )
-        heads = await cur.fetchall()
     new_cores = [RecordCanonicalizer(ACCOUNT).parts(json.loads(r)).values for r in again]
-    assert [(h[1], bytes(h[2]), h[3]) for h in heads] == [
+    assert await heads() == [
         (CANONICAL_RULES, content_hash(core), versions) for core, versions in zip(new_cores, (1, 1, 2, 2), strict=True)
     ]
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.storage.domain import Deleted, NotFound
-from tests.storage.conftest import DATA, Harness, account, data_job, random_org, sf_id
+from tests.storage.conftest import DATA, Harness, account, data_job, put_raw, random_org, sf_id
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,7 @@ async def test_history_and_as_of_match_the_model(harness: Harness, ops: list[Put
     snapshots: list[tuple[dt.datetime, dict[int, tuple[str, Deleted] | None]]] = []
     for seq, op in enumerate(ops, start=1):
         if isinstance(op, Put):
-            await s.put_records(org, session, "j1", seq, "Account", [account(r, n, Score__c=f) for r, n, f in op.batch])
+            await put_raw(s, org, session, "j1", seq, "Account", [account(r, n, Score__c=f) for r, n, f in op.batch])
             model.put(op.batch)
         else:
             await s.mark_deleted(org, session, "j1", seq, "Account", [sf_id("001", r) for r in op.records], op.state)

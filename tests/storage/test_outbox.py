@@ -25,7 +25,7 @@ from services.platform.auth import aio_channel
 from services.platform.bus import Bus, BusConfig
 from tests.auth import AUTH_KEY, token
 from tests.storage.conftest import DATA, ORG, account
-from tests.storage.test_api import SCHEMA
+from tests.storage.test_api import SCHEMA, chunk
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +78,7 @@ def storage_process(database_url: str, nats_url: str, bus_namespace: str, tmp_pa
 
 def _chunk(seq: int) -> pb.PutRecordsRequest:
     return pb.PutRecordsRequest(
-        org_id=ORG, session_id="s1", job_id="j1", chunk_seq=seq, object_name="Account", records=[account(seq)]
+        org_id=ORG, session_id="s1", job_id="j1", chunk_seq=seq, object_name="Account", **chunk([account(seq)])
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from services.storage.application import MetadataComponentIn
 from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
-from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, sf_id
+from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, put_raw, sf_id
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +21,11 @@ pytestmark = pytest.mark.integration
 async def test_only_new_and_changed_records_become_versions(harness: Harness) -> None:
     s = harness.storage
     await data_job(s)
-    first = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2), account(3)])
+    first = await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), account(2), account(3)])
     assert (first.counts.received, first.counts.new_versions, first.counts.unchanged) == (3, 3, 0)
     assert first.counts.bytes > 0
-    again = await s.put_records(
+    again = await put_raw(
+        s,
         ORG,
         "s1",
         "j1",
@@ -45,15 +46,15 @@ async def test_a_redelivered_chunk_changes_nothing_and_returns_the_same_counts(h
     s = harness.storage
     await data_job(s)
     chunk = [account(1), account(2)]
-    first = await s.put_records(ORG, "s1", "j1", 1, "Account", chunk)
-    await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1, "changed later")])
-    replay = await s.put_records(ORG, "s1", "j1", 1, "Account", chunk)
+    first = await put_raw(s, ORG, "s1", "j1", 1, "Account", chunk)
+    await put_raw(s, ORG, "s1", "j1", 2, "Account", [account(1, "changed later")])
+    replay = await put_raw(s, ORG, "s1", "j1", 1, "Account", chunk)
     assert replay.replayed and not first.replayed
     assert replay.counts == first.counts
     assert await harness.count("record_versions") == 3
     # a chunk 1 with other content is refused, never silently dropped
     with pytest.raises(FailedPrecondition, match="other content"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(7)])
+        await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(7)])
     last, chunks, totals = await s.begin_job(ORG, "s1", "j1", DATA, "Account")
     assert (last, chunks, totals.new_versions, totals.changed) == (2, 2, 2, 1)
 
@@ -69,12 +70,12 @@ async def test_a_crash_inside_the_chunk_transaction_leaves_nothing(harness: Harn
 
     harness.store._fault = crash
     with pytest.raises(RuntimeError, match="simulated crash"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+        await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
     for table in ("record_versions", "record_head", "chunks"):
         assert await harness.count(table) == 0, table
     assert harness.publisher.published == []
     harness.store._fault = None
-    retried = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    retried = await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
     assert retried.counts.new_versions == 2 and not retried.replayed
 
 
@@ -83,7 +84,7 @@ async def test_a_crash_inside_a_chunk_of_changes_leaves_the_previous_state(harne
     # the first chunk takes the initial-load path (head rows COPied); this one the upsert path
     s = harness.storage
     await data_job(s)
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
 
     async def crash(at: str) -> None:
         if at == point:
@@ -92,11 +93,11 @@ async def test_a_crash_inside_a_chunk_of_changes_leaves_the_previous_state(harne
     harness.store._fault = crash
     changed = [account(1, "changed"), account(3)]
     with pytest.raises(RuntimeError, match="simulated crash"):
-        await s.put_records(ORG, "s1", "j1", 2, "Account", changed)
+        await put_raw(s, ORG, "s1", "j1", 2, "Account", changed)
     assert (await harness.count("record_versions"), await harness.count("record_head")) == (2, 2)
     assert await harness.count("chunks") == 1
     harness.store._fault = None
-    retried = await s.put_records(ORG, "s1", "j1", 2, "Account", changed)
+    retried = await put_raw(s, ORG, "s1", "j1", 2, "Account", changed)
     assert (retried.counts.new_versions, retried.counts.changed) == (1, 1)
 
 
@@ -108,8 +109,8 @@ async def test_overlapping_chunks_at_once_store_each_record_once(harness: Harnes
     await data_job(s, job="j2")
     ids = range(1, 41)
     results = await asyncio.gather(
-        s.put_records(ORG, "s1", "j1", 1, "Account", [account(n) for n in ids]),
-        s.put_records(ORG, "s1", "j2", 1, "Account", [account(n, "other" if n % 2 else "Acme") for n in ids]),
+        put_raw(s, ORG, "s1", "j1", 1, "Account", [account(n) for n in ids]),
+        put_raw(s, ORG, "s1", "j2", 1, "Account", [account(n, "other" if n % 2 else "Acme") for n in ids]),
     )
     assert sum(r.counts.new_versions for r in results) == len(ids)
     assert sum(r.counts.new_versions + r.counts.changed + r.counts.unchanged for r in results) == 2 * len(ids)
@@ -122,14 +123,14 @@ async def test_overlapping_chunks_at_once_store_each_record_once(harness: Harnes
 
 
 async def test_a_record_whose_id_guess_is_another_records_is_not_lost(harness: Harness) -> None:
-    # the Id guessed from the raw bytes (first "Id" key) is a nested one here: both records must be stored
+    # a record whose Id key is spelled otherwise ("ID") and holds a nested "Id": both records must be stored
     s = harness.storage
     await data_job(s)
     x, y = sf_id("001", 1), sf_id("001", 2)
     tricky = json.dumps({"Name": {"Id": y}, "ID": x, "SystemModstamp": "2024-01-01T00:00:00.000Z"}).encode()
-    first = await s.put_records(ORG, "s1", "j1", 1, "Account", [tricky, account(2)])
+    first = await put_raw(s, ORG, "s1", "j1", 1, "Account", [tricky, account(2)])
     assert first.counts.new_versions == 2
-    again = await s.put_records(ORG, "s1", "j1", 2, "Account", [tricky, account(2, "renamed")])
+    again = await put_raw(s, ORG, "s1", "j1", 2, "Account", [tricky, account(2, "renamed")])
     assert (again.counts.changed, again.counts.unchanged) == (1, 1)
     assert [v.record_id for v in await s.record_history(ORG, "Account", x)] == [x]
 
@@ -137,7 +138,7 @@ async def test_a_record_whose_id_guess_is_another_records_is_not_lost(harness: H
 async def test_duplicate_ids_in_one_chunk_keep_the_last(harness: Harness) -> None:
     s = harness.storage
     await data_job(s)
-    r = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1, "old"), account(1, "new")])
+    r = await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1, "old"), account(1, "new")])
     assert (r.counts.received, r.counts.new_versions, r.counts.unchanged) == (2, 1, 1)
     [v] = await s.record_history(ORG, "Account", sf_id("001", 1))
     assert json.loads(v.values_json)["Name"] == "new"
@@ -147,7 +148,7 @@ async def test_deletes_keep_the_last_live_values_and_undelete_is_a_change(harnes
     s = harness.storage
     await data_job(s)
     rid = sf_id("001", 1)
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1, "Acme")])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1, "Acme")])
     soft = await s.mark_deleted(ORG, "s1", "j1", 2, "Account", [rid, sf_id("001", 9)], Deleted.SOFT)
     assert soft.counts.deleted == 1 and soft.result["unknown_ids"] == [sf_id("001", 9)]
     again = await s.mark_deleted(ORG, "s1", "j1", 3, "Account", [rid], Deleted.SOFT)
@@ -157,19 +158,19 @@ async def test_deletes_keep_the_last_live_values_and_undelete_is_a_change(harnes
     history = await s.record_history(ORG, "Account", rid)
     assert [v.deleted for v in history] == [Deleted.LIVE, Deleted.SOFT, Deleted.HARD]
     assert all(json.loads(v.values_json)["Name"] == "Acme" for v in history)
-    back = await s.put_records(ORG, "s1", "j1", 5, "Account", [account(1, "Acme")])
+    back = await put_raw(s, ORG, "s1", "j1", 5, "Account", [account(1, "Acme")])
     assert back.counts.changed == 1
     # queryAll's IsDeleted=true is a soft delete with values
-    gone = await s.put_records(ORG, "s1", "j1", 6, "Account", [account(1, "Acme", IsDeleted=True)])
+    gone = await put_raw(s, ORG, "s1", "j1", 6, "Account", [account(1, "Acme", IsDeleted=True)])
     assert gone.counts.deleted == 1
 
 
 async def test_as_of_reads_and_exports_follow_capture_time(harness: Harness) -> None:
     s = harness.storage
     await data_job(s)
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1, "v1"), account(2, "b", AnnualRevenue="12.50")])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1, "v1"), account(2, "b", AnnualRevenue="12.50")])
     t1 = dt.datetime.now(dt.UTC)
-    await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1, "v2")])
+    await put_raw(s, ORG, "s1", "j1", 2, "Account", [account(1, "v2")])
     await s.mark_deleted(ORG, "s1", "j1", 3, "Account", [sf_id("001", 2)], Deleted.SOFT)
     t2 = dt.datetime.now(dt.UTC)
 
@@ -204,21 +205,21 @@ async def test_as_of_reads_and_exports_follow_capture_time(harness: Harness) -> 
 async def test_bad_requests_are_refused_with_a_reason(harness: Harness) -> None:
     s = harness.storage
     with pytest.raises(FailedPrecondition, match="call BeginJob first"):
-        await s.put_records(ORG, "s1", "nojob", 1, "Account", [account(1)])
+        await put_raw(s, ORG, "s1", "nojob", 1, "Account", [account(1)])
     await s.begin_job(ORG, "s1", "j1", DATA, "Account")
     with pytest.raises(FailedPrecondition, match="PutObjectSchema first"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+        await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])
     await s.put_schema(ORG, "s1", ACCOUNT)
     with pytest.raises(InvalidArgument, match="at most 50"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(i) for i in range(51)])
+        await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(i) for i in range(51)])
     with pytest.raises(InvalidArgument, match="backs up Account, not Contact"):
-        await s.put_records(ORG, "s1", "j1", 1, "Contact", [account(1)])
+        await put_raw(s, ORG, "s1", "j1", 1, "Contact", [account(1)])
     with pytest.raises(InvalidArgument, match="chunk_seq"):
-        await s.put_records(ORG, "s1", "j1", 0, "Account", [account(1)])
+        await put_raw(s, ORG, "s1", "j1", 0, "Account", [account(1)])
     with pytest.raises(InvalidArgument, match="belongs to org"):
-        await s.put_records(sf_id("00D", 5), "s1", "j1", 1, "Account", [account(1)])
+        await put_raw(s, sf_id("00D", 5), "s1", "j1", 1, "Account", [account(1)])
     with pytest.raises(InvalidArgument, match="record 1 Id"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), b'{"Id": "001xyz"}'])
+        await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), b'{"Id": "001xyz"}'])
     with pytest.raises(NotFound, match="not known to storage"):
         await s.record_history(sf_id("00D", 5), "Account", sf_id("001", 1))
     with pytest.raises(NotFound, match="object Contact is not known"):
@@ -242,7 +243,7 @@ async def test_a_failed_publish_never_fails_the_committed_chunk_and_the_outbox_r
     s = harness.storage
     await data_job(s)
     harness.publisher.fail = True
-    stored = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])  # committed: no error
+    stored = await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])  # committed: no error
     assert stored.counts.new_versions == 1 and harness.publisher.published == []
     assert await harness.count("outbox") == 1  # written in the chunk's transaction
     assert await s.relay.relay() == 0  # NATS still down: the row stays
@@ -250,7 +251,7 @@ async def test_a_failed_publish_never_fails_the_committed_chunk_and_the_outbox_r
     harness.publisher.fail = False
     assert await s.relay.relay() == 1
     assert await harness.count("outbox") == 0
-    replay = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    replay = await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])
     assert replay.replayed and replay.counts.new_versions == 1
     assert [p[2] for p in harness.publisher.published] == [1]  # acknowledged once: the replay relays nothing
 
@@ -259,7 +260,7 @@ async def test_every_kind_of_chunk_leaves_its_event_in_the_outbox_until_announce
     s = harness.storage
     await data_job(s)
     harness.publisher.fail = True
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])
     await s.mark_deleted(ORG, "s1", "j1", 2, "Account", [sf_id("001", 1)], Deleted.SOFT)
     await s.put_metadata(ORG, "s1", "j1", 3, [MetadataComponentIn("ApexClass", "A", b"class A {}")])
     assert await harness.count("outbox") == 3
@@ -270,7 +271,7 @@ async def test_every_kind_of_chunk_leaves_its_event_in_the_outbox_until_announce
     assert [p[3].new_versions for p in harness.publisher.published] == [1, 0, 1]
     assert await harness.count("outbox") == 0
     # an announced chunk's row goes once the relay forgets what was acknowledged
-    await s.put_records(ORG, "s1", "j1", 4, "Account", [account(2)])
+    await put_raw(s, ORG, "s1", "j1", 4, "Account", [account(2)])
     assert await harness.count("outbox") == 1
     await s.relay.flush()
     assert await harness.count("outbox") == 0
@@ -283,7 +284,7 @@ async def test_identical_bytes_are_unchanged_without_being_parsed(
 
     s = harness.storage
     await data_job(s)
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
     parsed: list[int] = []
     original = RecordCanonicalizer.canonicalize
 
@@ -293,10 +294,10 @@ async def test_identical_bytes_are_unchanged_without_being_parsed(
 
     monkeypatch.setattr(RecordCanonicalizer, "canonicalize", spy)
     moved = account(2, SystemModstamp="2024-09-09T00:00:00.000Z")
-    again = await s.put_records(ORG, "s1", "j1", 2, "Account", [account(1), moved])
+    again = await put_raw(s, ORG, "s1", "j1", 2, "Account", [account(1), moved])
     assert again.counts.unchanged == 2 and parsed == [1]  # only the record whose bytes differ was parsed
     parsed.clear()
-    third = await s.put_records(ORG, "s1", "j1", 3, "Account", [account(1), moved])
+    third = await put_raw(s, ORG, "s1", "j1", 3, "Account", [account(1), moved])
     assert third.counts.unchanged == 2 and parsed == []  # the moved modstamp's bytes were remembered
     assert await harness.count("record_versions") == 2
 
@@ -311,7 +312,7 @@ async def test_a_publish_that_hangs_holds_up_neither_the_write_nor_the_resumed_b
 
     harness.publisher.chunk_uploaded = hang  # type: ignore[method-assign]
     s.relay.announce_timeout_s = 0.05
-    stored = await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
+    stored = await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])
     assert stored.counts.new_versions == 1
     last, chunks, _totals = await s.begin_job(ORG, "s1", "j1", DATA, "Account")  # relays, bounded
     assert (last, chunks) == (1, 1)
@@ -324,7 +325,7 @@ async def test_the_periodic_relay_outlives_errors_and_publishes_what_is_pending(
     s = harness.storage
     await data_job(s)
     harness.publisher.fail = True
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])  # committed, not announced
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])  # committed, not announced
     harness.publisher.fail = False
     store = harness.store
     calls = {"pending": 0}
@@ -364,19 +365,19 @@ async def test_the_cache_of_jobs_is_bounded(harness: Harness, monkeypatch: pytes
         assert len(s._jobs) <= 3
     await s.put_schema(ORG, "s1", ACCOUNT)
     # a job no longer cached is read again from the database
-    assert (await s.put_records(ORG, "s1", "j0", 1, "Account", [account(1)])).counts.new_versions == 1
+    assert (await put_raw(s, ORG, "s1", "j0", 1, "Account", [account(1)])).counts.new_versions == 1
 
 
 async def test_stalled_export_readers_never_leave_the_writes_without_a_connection(harness: Harness) -> None:
     s = harness.storage  # its pool has 4 connections; 2 exports stream at once
     await data_job(s)
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1), account(2)])
     exports = [s.export_as_of(ORG, "Account", None, csv_format=False, include_deleted=False) for _ in range(4)]
     # four readers that take their first batch and then stop reading (a client that never reads on)
     firsts = [asyncio.create_task(anext(e)) for e in exports]
     _done, waiting = await asyncio.wait(firsts, return_when=asyncio.FIRST_COMPLETED)
     try:
-        stored = await s.put_records(ORG, "s1", "j1", 2, "Account", [account(3)])
+        stored = await put_raw(s, ORG, "s1", "j1", 2, "Account", [account(3)])
         assert stored.counts.new_versions == 1
         assert len(waiting) >= 2  # the others wait their turn, holding no connection
     finally:
@@ -402,8 +403,8 @@ async def test_an_event_that_cannot_be_made_does_not_bar_the_others(harness: Har
     s = harness.storage
     await data_job(s)
     harness.publisher.fail = True
-    await s.put_records(ORG, "s1", "j1", 1, "Account", [account(1)])
-    await s.put_records(ORG, "s1", "j1", 2, "Account", [account(2)])
+    await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])
+    await put_raw(s, ORG, "s1", "j1", 2, "Account", [account(2)])
     harness.publisher.fail = False
     publish = harness.publisher.chunk_uploaded
 

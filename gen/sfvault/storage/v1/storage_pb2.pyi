@@ -159,16 +159,15 @@ class BeginJobResponse(_message.Message):
     CHUNKS_FIELD_NUMBER: _builtins.int
     CANONICAL_RULES_FIELD_NUMBER: _builtins.int
     FORMULA_CHANGES_COUNTED_FIELD_NUMBER: _builtins.int
-    CANONICAL_COLUMNS_FIELD_NUMBER: _builtins.int
     last_chunk_seq: _builtins.int
     """highest chunk already stored; 0 for a new job"""
     chunks: _builtins.int
     canonical_rules: _builtins.int
-    """The canonical rules storage expects of PutRecordsRequest.canonical (services/canonical.py)."""
+    """The canonical rules (services/canonical.py) and whether formula (calculated) fields count as a change:
+    PutRecordsRequest carries the same two, so records made otherwise are refused, never stored with hashes
+    that would not compare.
+    """
     formula_changes_counted: _builtins.bool
-    """Whether formula (calculated) fields count as a change: they are then hashed with the other values."""
-    canonical_columns: _builtins.bool
-    """Whether PutRecordsRequest.canonical_columns is understood."""
     @_builtins.property
     def counts(self) -> _events_pb2.Counts:
         """totals of the chunks already stored"""
@@ -181,11 +180,10 @@ class BeginJobResponse(_message.Message):
         chunks: _builtins.int = ...,
         canonical_rules: _builtins.int = ...,
         formula_changes_counted: _builtins.bool = ...,
-        canonical_columns: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_columns", b"canonical_columns", "canonical_rules", b"canonical_rules", "chunks", b"chunks", "counts", b"counts", "formula_changes_counted", b"formula_changes_counted", "last_chunk_seq", b"last_chunk_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_rules", b"canonical_rules", "chunks", b"chunks", "counts", b"counts", "formula_changes_counted", b"formula_changes_counted", "last_chunk_seq", b"last_chunk_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -313,11 +311,9 @@ class PutRecordsRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     CHUNK_SEQ_FIELD_NUMBER: _builtins.int
     OBJECT_NAME_FIELD_NUMBER: _builtins.int
-    RECORDS_FIELD_NUMBER: _builtins.int
-    CANONICAL_FIELD_NUMBER: _builtins.int
+    CANONICAL_COLUMNS_FIELD_NUMBER: _builtins.int
     CANONICAL_RULES_FIELD_NUMBER: _builtins.int
     FORMULA_CHANGES_COUNTED_FIELD_NUMBER: _builtins.int
-    CANONICAL_COLUMNS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     session_id: _builtins.str
     job_id: _builtins.str
@@ -325,29 +321,15 @@ class PutRecordsRequest(_message.Message):
     """1-based per job; a redelivered chunk returns the first result"""
     object_name: _builtins.str
     canonical_rules: _builtins.int
-    """The rules the canonical records were made with: BeginJobResponse.canonical_rules and
-    formula_changes_counted. Other rules: FAILED_PRECONDITION (their hashes would not compare).
+    """The rules the records were made with: BeginJobResponse.canonical_rules and formula_changes_counted. Other
+    rules: FAILED_PRECONDITION (their hashes would not compare).
     """
     formula_changes_counted: _builtins.bool
     @_builtins.property
-    def records(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Each record is one JSON object as Salesforce returns it (REST or Bulk CSV converted to JSON, field
-        names as keys, "attributes" ignored). JSON keeps one parser in C on both sides and tolerates the
-        formatting variations the canonical form removes.
-        """
-
-    @_builtins.property
-    def canonical(self) -> _containers.RepeatedCompositeFieldContainer[Global___CanonicalRecord]:
-        """Or: the records already in canonical form, as the jobrunner sends them (the canonicalisation is spread
-        over its replicas). Storage hashes `values` itself, stores without parsing, and re-canonicalises a sample
-        of them: a chunk with a record that is not canonical is refused (INVALID_ARGUMENT). One of `records` and
-        `canonical` per request.
-        """
-
-    @_builtins.property
     def canonical_columns(self) -> Global___CanonicalColumns:
-        """Or: canonical records column by column (what the jobrunner sends when BeginJobResponse.canonical_columns
-        says storage understands it): one message per chunk instead of one per record, the same rules and checks.
+        """The records in canonical form (services/canonical.py), column by column: the one form of a chunk. The
+        jobrunner canonicalises (the work scales out with its replicas); storage validates the columns, hashes the
+        values itself, and canonicalises a sample again: a chunk with a record that is not canonical is refused.
         """
 
     def __init__(
@@ -358,15 +340,13 @@ class PutRecordsRequest(_message.Message):
         job_id: _builtins.str = ...,
         chunk_seq: _builtins.int = ...,
         object_name: _builtins.str = ...,
-        records: _abc.Iterable[_builtins.bytes] | None = ...,
-        canonical: _abc.Iterable[Global___CanonicalRecord] | None = ...,
+        canonical_columns: Global___CanonicalColumns | None = ...,
         canonical_rules: _builtins.int = ...,
         formula_changes_counted: _builtins.bool = ...,
-        canonical_columns: Global___CanonicalColumns | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["canonical_columns", b"canonical_columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical", b"canonical", "canonical_columns", b"canonical_columns", "canonical_rules", b"canonical_rules", "chunk_seq", b"chunk_seq", "formula_changes_counted", b"formula_changes_counted", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "records", b"records", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_columns", b"canonical_columns", "canonical_rules", b"canonical_rules", "chunk_seq", b"chunk_seq", "formula_changes_counted", b"formula_changes_counted", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -388,11 +368,11 @@ class CanonicalColumns(_message.Message):
     record_ids: _builtins.bytes
     """18-character Ids"""
     values: _builtins.bytes
-    """as CanonicalRecord.values"""
+    """canonical JSON object of the hashed values (what counts as a change)"""
     other_values: _builtins.bytes
-    """as CanonicalRecord.other_values"""
+    """canonical JSON object of the rest: audit fields, formula fields unless counted"""
     system_modstamps: _builtins.bytes
-    """as CanonicalRecord.system_modstamp: an empty line when the object has none"""
+    """as in the values (2024-01-02T03:04:05.000Z); an empty line when none"""
     deleted: _builtins.bytes
     """one byte per record: 0 live, 1 in the recycle bin"""
     def __init__(
@@ -411,42 +391,6 @@ class CanonicalColumns(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CanonicalColumns: _TypeAlias = CanonicalColumns  # noqa: Y015
-
-@_typing.final
-class CanonicalRecord(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    RECORD_ID_FIELD_NUMBER: _builtins.int
-    VALUES_FIELD_NUMBER: _builtins.int
-    OTHER_VALUES_FIELD_NUMBER: _builtins.int
-    SYSTEM_MODSTAMP_FIELD_NUMBER: _builtins.int
-    DELETED_FIELD_NUMBER: _builtins.int
-    record_id: _builtins.str
-    """18 characters"""
-    values: _builtins.bytes
-    """canonical JSON object of the hashed values (what counts as a change)"""
-    other_values: _builtins.bytes
-    """canonical JSON object of the rest: audit fields, formula fields unless counted"""
-    system_modstamp: _builtins.str
-    """as in the values (2024-01-02T03:04:05.000Z), empty when the object has none"""
-    deleted: _builtins.bool
-    """IsDeleted (in the recycle bin)"""
-    def __init__(
-        self,
-        *,
-        record_id: _builtins.str = ...,
-        values: _builtins.bytes = ...,
-        other_values: _builtins.bytes = ...,
-        system_modstamp: _builtins.str = ...,
-        deleted: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "other_values", b"other_values", "record_id", b"record_id", "system_modstamp", b"system_modstamp", "values", b"values"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CanonicalRecord: _TypeAlias = CanonicalRecord  # noqa: Y015
 
 @_typing.final
 class ChunkResult(_message.Message):
