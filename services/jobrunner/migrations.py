@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
+
+from services.platform import db
+
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE object_marks (
@@ -44,3 +48,8 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+
+async def migrate(url: str, schema: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await db.migrate(conn, schema, MIGRATIONS)

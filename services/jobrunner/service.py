@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from services.jobrunner import store as store_module
+from services.jobrunner import migrations
 from services.jobrunner.application import ErrorKinds, JobExecutor
 from services.jobrunner.config import JobrunnerSettings
 from services.jobrunner.consumers import Runner
@@ -81,7 +81,7 @@ class RunningJobrunner:
 
 
 async def start(settings: JobrunnerSettings) -> RunningJobrunner:
-    await store_module.migrate(settings.database_url, settings.jobrunner_db_schema)
+    await migrations.migrate(settings.database_url, settings.jobrunner_db_schema)
     store = JobStore(settings.database_url, settings.jobrunner_db_schema, max_size=settings.jobrunner_concurrency + 2)
     storage = StorageClient(
         settings.storage_addr,

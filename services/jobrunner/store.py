@@ -1,23 +1,15 @@
-"""The jobrunner's PostgreSQL adapter (schema `jobrunner`). Synchronous: jobs run in worker threads."""
+"""The jobrunner's PostgreSQL adapter (schema `jobrunner`, its tables in migrations.py): the ports MarkStore,
+CheckpointStore, StoredFiles and StoredMetadata. Synchronous: jobs run in worker threads."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from services.jobrunner.domain import ObjectMarks
-from services.jobrunner.migrations import MIGRATIONS
-from services.platform import db
-
-
-async def migrate(url: str, schema: str) -> int:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return await db.migrate(conn, schema, MIGRATIONS)
 
 
 class JobStore:
@@ -128,7 +120,3 @@ class JobStore:
                     ),
                     (org_id, mtype, full_name, modified, deleted),
                 )
-
-
-def utc(value: dt.datetime | None) -> dt.datetime | None:
-    return value.astimezone(dt.UTC) if value is not None else None

@@ -20,6 +20,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 from services.canonical import CANONICAL_RULES, CanonicalParts
 from services.jobrunner.domain import ObjectMarks, parse_sf_datetime
 from services.jobrunner.salesforce import BulkJob, BulkJobGone, LocatorExpired, RestPage
+from services.jobrunner.storage_client import StorageConflict
 from services.jobrunner.translate import STORED_COUNTS
 from services.sfclient import SalesforceError
 
@@ -244,13 +245,15 @@ class _Job:
     seq: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("received", *STORED_COUNTS), 0))
     results: dict[int, Any] = field(default_factory=dict)  # chunk_seq -> its first result
+    contents: dict[int, Any] = field(default_factory=dict)  # chunk_seq -> what it held
 
 
 @dataclass
 class FakeStorage:
     """Storage's write path as the jobrunner sees it: a chunk is stored once per (session, job, chunk_seq) (a
-    redelivered one returns its first result, replayed), a record whose hashed values did not change is no new
-    version, deletes are soft (kept, flagged) or hard (gone from what is held)."""
+    redelivered one returns its first result, replayed; one with other content is refused); a record seen first
+    is a new version, one whose hashed values changed is `changed`, one that became deleted `deleted`, the rest
+    `unchanged`; deletes are soft (kept, flagged) or hard (gone from what is held)."""
 
     formula_changes_counted: bool = False
     records: dict[tuple[str, str], dict[str, CanonicalParts]] = field(default_factory=dict)  # (org, object)
@@ -281,9 +284,11 @@ class FakeStorage:
         self.schemas[(org_id, schema.object_name)] = schema
         return spb.PutObjectSchemaResponse()
 
-    def _chunk(self, session_id: str, job_id: str, seq: int, store: Any) -> Any:
+    def _chunk(self, session_id: str, job_id: str, seq: int, content: Any, store: Any) -> Any:
         job = self._job(session_id, job_id)
         if seq in job.results:
+            if job.contents[seq] != content:
+                raise StorageConflict(f"chunk {seq} of this job was already stored with other content")
             result = copy.deepcopy(job.results[seq])
             result.replayed = True
             return result
@@ -293,6 +298,7 @@ class FakeStorage:
             job.counts[name] += n
         job.seq = max(job.seq, seq)
         job.results[seq] = spb.ChunkResult(counts=ev.Counts(**counts))
+        job.contents[seq] = content
         return job.results[seq]
 
     def put_records(
@@ -319,18 +325,22 @@ class FakeStorage:
             for p in chunk:
                 counts["received"] += 1
                 old = held.get(p.record_id)
-                if old is not None and old.values == p.values and bool(old.deleted) == bool(p.deleted):
-                    counts["unchanged"] += 1
-                else:
+                was_deleted = p.record_id in soft
+                if old is None:
                     counts["new_versions"] += 1
-                    counts["changed"] += old is not None
+                elif bool(p.deleted) and not was_deleted:
+                    counts["deleted"] += 1
+                elif old.values != p.values or bool(p.deleted) != was_deleted:
+                    counts["changed"] += 1
+                else:
+                    counts["unchanged"] += 1
                 held[p.record_id] = p
                 if p.deleted:
                     soft.add(p.record_id)
                 else:
                     soft.discard(p.record_id)
 
-        return self._chunk(session_id, job_id, seq, store)  # type: ignore[no-any-return]
+        return self._chunk(session_id, job_id, seq, chunk, store)  # type: ignore[no-any-return]
 
     def mark_deleted(
         self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, ids: list[str], state: int
@@ -351,7 +361,7 @@ class FakeStorage:
                     soft.add(rid)
                     counts["deleted"] += 1
 
-        return self._chunk(session_id, job_id, seq, store)  # type: ignore[no-any-return]
+        return self._chunk(session_id, job_id, seq, (list(ids), state), store)  # type: ignore[no-any-return]
 
     def upload_file(self, header: spb.FileHeader, body: Iterable[bytes]) -> spb.UploadFileResponse:
         data = b"".join(body)
@@ -376,7 +386,8 @@ class FakeStorage:
                 counts["metadata_components"] += 1
                 self.metadata[(org_id, c.type, c.full_name)] = c
 
-        return self._chunk(session_id, job_id, seq, store)  # type: ignore[no-any-return]
+        content = [c.SerializeToString() for c in components]
+        return self._chunk(session_id, job_id, seq, content, store)  # type: ignore[no-any-return]
 
     def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]:
         soft = self.soft.get((org_id, object_name), set())

@@ -15,9 +15,10 @@ from services.jobrunner.application import JobExecutor, Result
 from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.service import error_kinds
 from services.jobrunner.storage_client import StorageUnavailable
+from sforg.ids import to18
 from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
 
-ORG = "00D000000000001AAA"
+ORG = to18("00D000000000001")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 FIELDS = [
     ("Id", "id"),
@@ -34,7 +35,7 @@ def stamp(when: dt.datetime) -> str:
 
 
 def rid(n: int) -> str:
-    return f"006{n:012d}AAA"
+    return to18(f"006{n:012d}")
 
 
 def record(n: int, when: dt.datetime, name: str = "") -> dict[str, Any]:
@@ -96,7 +97,8 @@ def test_a_full_copy_then_an_incremental_window_reads_only_what_changed() -> Non
     assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
     assert second.message.startswith("incremental"), second.message
     # the window re-reads the overlap: what it finds again is no new version
-    assert second.tally.new_versions == 1 and second.tally.changed == 1
+    assert second.tally.new_versions == 0 and second.tally.changed == 1
+    assert second.tally.unchanged == second.tally.received - 1
 
 
 def test_a_refused_bulk_job_is_read_through_rest_with_a_warning() -> None:
