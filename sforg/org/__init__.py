@@ -7,6 +7,7 @@ admin API and the Python admin client call the same methods.
 
 from __future__ import annotations
 
+from sforg.org.accounting import Accounting
 from sforg.org.adversity import Adversity
 from sforg.org.base import (
     DAY,
@@ -19,6 +20,7 @@ from sforg.org.base import (
     scale_total,
 )
 from sforg.org.deletes import Deletes
+from sforg.org.faults import Faults
 from sforg.org.files import Files
 from sforg.org.queries import Queries
 from sforg.org.schema_changes import SchemaChanges
@@ -39,5 +41,5 @@ __all__ = [
 ]
 
 
-class Org(SchemaChanges, Deletes, Files, Queries, Truth, Adversity):
+class Org(SchemaChanges, Deletes, Files, Queries, Truth, Adversity, Faults, Accounting):
     """One emulated org living in a state directory."""

@@ -1,8 +1,7 @@
-"""What tests turn against a client: the clock, settings, API usage, injected faults; and the accounting of calls."""
+"""What tests turn against a client: the org's clock, its settings and its API usage."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sforg.clock import parse_datetime, stamp
@@ -55,76 +54,3 @@ class Adversity(OrgBase):
             self.save_settings()
         self.flush()
         return {"used": self.api_used, "max": self.settings["api_max"], "bulk_jobs": self.bulk_jobs_created}
-
-    # ------------------------------------------------------------ admin: faults
-    def set_fault(
-        self,
-        endpoint: str = "*",
-        error_rate: float = 0.0,
-        error: str = "SERVER_UNAVAILABLE",
-        latency: float = 0.0,
-        hang: bool = False,
-        stall_after: int | None = None,
-        count: int | None = None,
-    ) -> dict[str, Any]:
-        """Arm a fault on an endpoint name (see README) or '*': errors, latency, hangs, mid-body stalls."""
-        spec = {
-            "endpoint": endpoint,
-            "error_rate": error_rate,
-            "error": error,
-            "latency": latency,
-            "hang": hang,
-            "stall_after": stall_after,
-            "count": count,
-        }
-        self.faults[endpoint] = spec
-        return spec
-
-    def clear_faults(self) -> dict[str, Any]:
-        self.faults.clear()
-        return {"faults": {}}
-
-    def in_flight_requests(self) -> dict[str, Any]:
-        """How many API requests are being served now (what the concurrent long-requests limit counts)."""
-        return {"in_flight": len(self.in_flight)}
-
-    def take_fault(self, endpoint: str) -> dict[str, Any] | None:
-        """The fault to apply to this request, if any (counts down 'count')."""
-        with self.lock:
-            spec = self.faults.get(endpoint) or self.faults.get("*")
-            if spec is None:
-                return None
-            key = spec["endpoint"]
-            if spec["count"] is not None:
-                if spec["count"] <= 0:
-                    del self.faults[key]
-                    return None
-                spec["count"] -= 1
-                if spec["count"] <= 0:
-                    del self.faults[key]
-            return spec
-
-    # ------------------------------------------------------------ accounting
-    def account(self, endpoint: str, kind: str, nbytes: int) -> None:
-        with self.lock:
-            a = self.accounting
-            a["calls"][endpoint] = a["calls"].get(endpoint, 0) + 1
-            a["kinds"][kind] = a["kinds"].get(kind, 0) + 1
-            a["bytes"][endpoint] = a["bytes"].get(endpoint, 0) + nbytes
-            a["bytes_total"] += nbytes
-
-    def add_bytes(self, endpoint: str, nbytes: int) -> None:
-        with self.lock:
-            self.accounting["bytes"][endpoint] = self.accounting["bytes"].get(endpoint, 0) + nbytes
-            self.accounting["bytes_total"] += nbytes
-
-    def get_accounting(self) -> dict[str, Any]:
-        with self.lock:
-            return json.loads(
-                json.dumps({**self.accounting, "api_used": self.api_used, "api_max": self.settings["api_max"]})
-            )
-
-    def reset_accounting(self) -> dict[str, Any]:
-        with self.lock:
-            self.accounting = {"calls": {}, "kinds": {}, "bytes": {}, "bytes_total": 0}
-        return self.get_accounting()
