@@ -104,7 +104,7 @@ class FakeBody:
 class FakeOrg:
     """An org's records in memory, answering the SOQL domain.build_soql writes (field comparisons, an Id range, an
     Id list, the keyset condition, ORDER BY Id or SystemModstamp, Id) as Salesforce does: queryAll includes the
-    recycle bin, a page holds at most batch_size records, Bulk returns CSV pages in no promised order."""
+    recycle bin, a REST page holds batchSize records (200 to 2,000), Bulk returns CSV pages in no promised order."""
 
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # object -> Id -> record
     delete_log: dict[str, list[tuple[str, dt.datetime]]] = field(default_factory=dict)  # object -> (Id, when)
@@ -162,6 +162,7 @@ class FakeOrg:
         return fields, [{"attributes": {"type": m["object"]}, **{f: r.get(f) for f in fields}} for r in rows]
 
     def _rest_page(self, rows: list[dict[str, Any]], total: int, batch_size: int) -> RestPage:
+        batch_size = max(200, min(2000, batch_size))  # Salesforce's bounds of Sforce-Query-Options batchSize
         page, rest = rows[:batch_size], rows[batch_size:]
         next_url = None
         if rest:

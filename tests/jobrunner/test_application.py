@@ -27,7 +27,7 @@ FIELDS = [
     ("IsDeleted", "boolean"),
     ("SystemModstamp", "datetime"),
 ]
-SMALL = Tuning(chunk_records=7, rest_batch=5, bulk_threshold=20, bulk_page=6)
+SMALL = Tuning(chunk_records=70, rest_batch=200, bulk_threshold=200, bulk_page=60)
 
 
 def stamp(when: dt.datetime) -> str:
@@ -85,12 +85,12 @@ class World:
 
 
 def test_a_full_copy_then_an_incremental_window_reads_only_what_changed() -> None:
-    w = World(30)
+    w = World(300)
     first = w.run(spec("s1"))
     assert first.outcome == ev.JOB_OUTCOME_SUCCESS, first.message
     assert first.message.startswith("full"), first.message
-    assert w.held() == {rid(i): False for i in range(30)}
-    assert first.tally.received == 30 and first.tally.new_versions == 30
+    assert w.held() == {rid(i): False for i in range(300)}
+    assert first.tally.received == 300 and first.tally.new_versions == 300
     w.later(30)
     w.org.put("Opportunity", record(3, w.org.now - dt.timedelta(minutes=10), "renamed"))
     second = w.run(spec("s2"))
@@ -102,23 +102,23 @@ def test_a_full_copy_then_an_incremental_window_reads_only_what_changed() -> Non
 
 
 def test_a_refused_bulk_job_is_read_through_rest_with_a_warning() -> None:
-    w = World(30)  # above the Bulk threshold: the REST probe hands over to Bulk, which is refused
+    w = World(300)  # above the Bulk threshold: the REST probe hands over to Bulk, which is refused
     w.org.refuse_bulk = "API_DISABLED_FOR_ORG"
     result = w.run(spec("s1"))
     assert result.outcome == ev.JOB_OUTCOME_WARNING, result.message
     assert "Bulk API unavailable for Opportunity (API_DISABLED_FOR_ORG): read through REST" in result.message
-    assert len(w.held()) == 30
+    assert len(w.held()) == 300
 
 
 def test_bulk_pages_and_expiring_rest_locators_lose_nothing() -> None:
-    w = World(40)
+    w = World(450)
     assert w.run(spec("s1")).outcome == ev.JOB_OUTCOME_SUCCESS  # through Bulk, 6 rows a page
-    assert len(w.held()) == 40
-    w2 = World(40)
+    assert len(w.held()) == 450
+    w2 = World(450)
     w2.org.expire_locators = True  # every query_more: INVALID_QUERY_LOCATOR; the query is issued again after
     result = w2.run(spec("s1", bulk=False))
     assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
-    assert len(w2.held()) == 40 and result.tally.received == 40
+    assert len(w2.held()) == 450 and result.tally.received == 450
 
 
 def test_the_delete_log_soft_deletes_and_the_id_reconciliation_hard_deletes() -> None:
@@ -137,15 +137,15 @@ def test_the_delete_log_soft_deletes_and_the_id_reconciliation_hard_deletes() ->
 
 
 def test_an_attempt_cut_by_a_storage_outage_resumes_after_its_last_stored_chunk() -> None:
-    w = World(18)
+    w = World(180)
     w.storage.fail_chunk, w.storage.failure = 2, StorageUnavailable("storage unavailable")
     first = w.run(spec("s1", bulk=False), attempt=1)
     assert (first.outcome, first.disposition) == (0, "nak")  # handed back, not reported
     second = w.run(spec("s1", bulk=False), attempt=2)
     assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
-    assert len(w.held()) == 18
+    assert len(w.held()) == 180
     # the second attempt read on after chunk 1: storage received each record once in all
-    assert second.tally.received == 18 and second.tally.new_versions == 18
+    assert second.tally.received == 180 and second.tally.new_versions == 180
     assert sorted(w.storage.jobs[("s1", "j1")].results) == [1, 2, 3]
 
 
