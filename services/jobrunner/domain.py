@@ -387,13 +387,6 @@ def csv_decoder(
     return decode
 
 
-def encode_record(record: dict[str, Any]) -> bytes:
-    """One record as storage takes it; deterministic bytes so an unchanged re-read hits storage's fast path."""
-    return json.dumps(
-        {k: v for k, v in record.items() if k != "attributes"}, separators=(",", ":"), ensure_ascii=False
-    ).encode()
-
-
 def components_to_drop(selection: Selection, wanted: Iterable[str]) -> tuple[str, ...]:
     """Components selected only to rebuild a compound value, not in the job's scope themselves."""
     scope = set(wanted)
