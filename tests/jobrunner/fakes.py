@@ -113,6 +113,7 @@ class FakeOrg:
     api_calls: int = 0
     refuse_bulk: str = ""  # an error code: every Bulk job is refused with it
     expire_locators: bool = False  # every query_more finds its locator expired
+    refuse_query: str = ""  # an error code: every REST query fails with it (as after OrgClient's retries)
     _cursors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=itertools.count)
@@ -171,6 +172,9 @@ class FakeOrg:
         return RestPage(total, copy.deepcopy(page), next_url)
 
     def query_page(self, soql: str, *, query_all: bool = True, batch_size: int = 2000) -> RestPage:
+        if self.refuse_query:
+            self.api_calls += 1
+            raise SalesforceError(400, self.refuse_query, "query refused")
         _fields, rows = self._select(soql, query_all)
         return self._rest_page(rows, len(rows), batch_size)
 

@@ -191,25 +191,6 @@ async def test_query_timeouts_are_retried_on_every_path(stack: Stack, org: dict[
     await _clean(stack, org, admin, spec)
 
 
-async def test_the_id_reconciliation_reads_ids_through_rest_when_bulk_is_unavailable(
-    stack: Stack, org: dict[str, Any], admin: Admin
-) -> None:
-    await stack.start_jobrunner(jobrunner_bulk_threshold=10)
-    await _ok(stack, data_spec(org, "Opportunity", "s1", "j1"))
-    for refusal in ("API_DISABLED_FOR_ORG", "FEATURENOTENABLED"):
-        gone = admin.hard_delete("Opportunity", n=2)["ids"]
-        admin.advance_clock(400)
-        admin.fault(endpoint="bulk2_create", error_rate=1.0, error=refusal)
-        spec = data_spec(org, "Opportunity", f"s-{refusal}", "j1", reconcile_every=RECONCILE_NOW)
-        done = await _ok(stack, spec, WARNED)
-        assert f"Id reconciliation of Opportunity ({refusal}): Ids read through REST" in done.message, done.message
-        assert done.counts.deleted == len(gone)
-        stored = await stack.export(org["org_id"], "Opportunity")
-        assert not any(i in stored for i in gone)
-    admin.clear_faults()
-    await _clean(stack, org, admin, spec)
-
-
 async def test_a_job_whose_secret_is_not_an_orgs_secret_fails_before_any_login(
     stack: Stack, org: dict[str, Any], admin: Admin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,20 +215,6 @@ async def test_a_result_page_that_stalls_mid_body_is_read_again(
     spec = data_spec(org, "Task", "s1", "j1")
     done = await _ok(stack, spec)
     assert stack.started.count(("s1", "j1")) == 2 and "warning" not in done.message, done.message
-    await _clean(stack, org, admin, spec)
-
-
-async def test_a_rest_query_that_keeps_timing_out_is_read_through_bulk(
-    stack: Stack, org: dict[str, Any], admin: Admin
-) -> None:
-    """QUERY_TIMEOUT on every try of the REST query (an ordered query over a large table): not a failed job after
-    max_deliver deliveries, the same read through Bulk, with a warning."""
-    await stack.start_jobrunner(**REST_ONLY)
-    admin.fault(endpoint="query", error_rate=1.0, error="QUERY_TIMEOUT", count=6)  # OrgClient's six attempts
-    spec = data_spec(org, "Account", "s1", "j1")
-    done = await _ok(stack, spec, WARNED)
-    assert "REST queries of Account kept timing out (QUERY_TIMEOUT): read through Bulk" in done.message, done.message
-    assert stack.started.count(("s1", "j1")) == 1
     await _clean(stack, org, admin, spec)
 
 

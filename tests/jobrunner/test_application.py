@@ -157,3 +157,32 @@ def test_a_cancelled_job_reports_cancelled_and_a_terminated_one_nothing() -> Non
         result = w.run(spec("s1"), control=control)
         assert (result.outcome, result.disposition) == expected
         assert w.held() == {}
+
+
+def test_the_id_reconciliation_reads_ids_through_rest_when_bulk_is_unavailable() -> None:
+    """(was an integration test on sforg: test_salesforce_contract holds a refused Bulk job to sforg's answer)"""
+    w = World(300)
+    assert w.run(spec("s1")).outcome == ev.JOB_OUTCOME_SUCCESS  # through Bulk
+    for n, refusal in enumerate(("API_DISABLED_FOR_ORG", "FEATURENOTENABLED")):
+        gone = [rid(2 * n), rid(2 * n + 1)]
+        for record_id in gone:
+            w.org.objects["Opportunity"].pop(record_id)  # hard-deleted: no recycle bin, no delete log
+        w.later(30)
+        w.org.refuse_bulk = refusal
+        done = w.run(spec(f"s-{refusal}", reconcile_every=True))
+        assert done.outcome == ev.JOB_OUTCOME_WARNING, done.message
+        assert f"Id reconciliation of Opportunity ({refusal}): Ids read through REST" in done.message, done.message
+        assert done.tally.deleted == len(gone)
+        assert not any(i in w.held() for i in gone)
+    assert set(w.held()) == set(w.org.objects["Opportunity"])
+
+
+def test_a_rest_query_that_keeps_timing_out_is_read_through_bulk() -> None:
+    """QUERY_TIMEOUT still after OrgClient's retries (an ordered query over a large table): not a failed job, the
+    same read through Bulk, with a warning, in one attempt (was an integration test on sforg)."""
+    w = World(300, Tuning(chunk_records=70, rest_batch=200, bulk_threshold=1_000_000, bulk_page=60))
+    w.org.refuse_query = "QUERY_TIMEOUT"
+    done = w.run(spec("s1"))
+    assert (done.outcome, done.disposition) == (ev.JOB_OUTCOME_WARNING, "ack"), done.message
+    assert "REST queries of Opportunity kept timing out (QUERY_TIMEOUT): read through Bulk" in done.message
+    assert len(w.held()) == 300

@@ -14,6 +14,7 @@ from sfvault.jobs.v1 import jobs_pb2
 from services.jobrunner.domain import Key, build_soql, parse_sf_datetime
 from services.jobrunner.ports import SalesforceReads
 from services.jobrunner.salesforce import JobOrgClient
+from services.sfclient import SalesforceError, is_transient
 from sforg.testing import Admin
 from tests.jobrunner.conftest import connection
 from tests.jobrunner.fakes import FakeOrg
@@ -106,6 +107,36 @@ def test_bulk_pages_hold_what_rest_returns(reads: SalesforceReads) -> None:
             break
     assert job.records == len(ids)
     assert sorted(ids) == [str(r["Id"]) for r in rest(reads, build_soql(OBJECT, FIELDS, ordered="id"))]
+
+
+@pytest.mark.parametrize("refusal", ["API_DISABLED_FOR_ORG", "FEATURENOTENABLED"])
+def test_a_refused_bulk_job_is_a_salesforce_error_with_its_code(
+    reads: SalesforceReads, admin: Admin, refusal: str
+) -> None:
+    if isinstance(reads, FakeOrg):
+        reads.refuse_bulk = refusal
+    else:
+        admin.fault(endpoint="bulk2_create", error_rate=1.0, error=refusal)
+    try:
+        with pytest.raises(SalesforceError) as refused:
+            reads.bulk_create(build_soql(OBJECT, ["Id"]), query_all=True)
+    finally:
+        admin.clear_faults()
+    assert refused.value.code == refusal and not is_transient(refused.value)
+
+
+def test_a_query_timing_out_is_a_salesforce_error_with_its_code(reads: SalesforceReads, admin: Admin) -> None:
+    """What OrgReader raises once OrgClient's six tries all timed out."""
+    if isinstance(reads, FakeOrg):
+        reads.refuse_query = "QUERY_TIMEOUT"
+    else:
+        admin.fault(endpoint="query", error_rate=1.0, error="QUERY_TIMEOUT", count=6)
+    try:
+        with pytest.raises(SalesforceError) as refused:
+            reads.query_page(build_soql(OBJECT, ["Id"], ordered="id"))
+    finally:
+        admin.clear_faults()
+    assert refused.value.code == "QUERY_TIMEOUT"
 
 
 def _sf(when: dt.datetime) -> str:
