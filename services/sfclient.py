@@ -31,6 +31,7 @@ from urllib3.exceptions import TimeoutError as SocketTimeout
 
 from services.platform import telemetry
 from services.platform.secrets import SecretError, check_org_secret_ref, read_org_secret, read_secret
+from services.sfconnection import auth_flow_from_pb, connection_fields
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,26 +124,15 @@ class Credentials:
         return self.ca_bundle_ref.removeprefix("file:")
 
 
-_FLOWS = {1: "client_credentials", 2: "password", 3: "refresh_token", 4: "jwt_bearer"}
-
-
 def credentials_from_connection(c: Any) -> Credentials:
-    """Credentials from a sfvault.discovery.v1.OrgConnection (as a JobSpec carries it)."""
-    flow = _FLOWS.get(int(c.auth_flow))
+    """Credentials from an org connection: a sfvault.discovery.v1.OrgConnection (as a JobSpec carries it, its
+    auth_flow the proto's enum) or discovery's domain Connection (its auth_flow a name)."""
+    flow = str(c.auth_flow) if isinstance(c.auth_flow, str) else auth_flow_from_pb(c.auth_flow)
     if flow is None:
         raise AuthenticationRefused(f"the org connection names no known auth flow ({int(c.auth_flow)})")
-    return Credentials(
-        login_url=c.login_url,
-        auth_flow=flow,
-        client_id=c.client_id,
-        client_secret_ref=c.client_secret_ref,
-        username=c.username,
-        password_ref=c.password_ref,
-        refresh_token_ref=c.refresh_token_ref,
-        private_key_ref=c.private_key_ref,
-        ca_bundle_ref=c.ca_bundle_ref,
-        api_version=c.api_version or DEFAULT_API_VERSION,
-    )
+    fields = connection_fields(c)
+    fields["api_version"] = fields["api_version"] or DEFAULT_API_VERSION
+    return Credentials(auth_flow=flow, **fields)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sfvault.session.v1 import session_pb2 as api
 from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
+from services import sfconnection as sfc
 from services.cli import render
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 
@@ -130,13 +131,6 @@ def salesforce_org_id(c: Clients, org_id: str) -> str:
 
 # ---- orgs -----------------------------------------------------------------------------------------------
 
-FLOWS = {
-    "client_credentials": disc.AUTH_FLOW_CLIENT_CREDENTIALS,
-    "password": disc.AUTH_FLOW_PASSWORD,
-    "refresh_token": disc.AUTH_FLOW_REFRESH_TOKEN,
-    "jwt_bearer": disc.AUTH_FLOW_JWT_BEARER,
-}
-
 
 @org_app.command("add")
 def org_add(
@@ -145,7 +139,7 @@ def org_add(
     client_secret_ref: Annotated[str, typer.Option(help="env:NAME or file:/path holding the consumer secret")] = "",
     name: Annotated[str, typer.Option()] = "",
     org_id: Annotated[str, typer.Option("--id", help="sfvault's id for the org (generated if empty)")] = "",
-    flow: Annotated[str, typer.Option(help=", ".join(FLOWS))] = "client_credentials",
+    flow: Annotated[str, typer.Option(help=", ".join(sfc.AUTH_FLOWS))] = "client_credentials",
     username: str = "",
     password_ref: str = "",
     refresh_token_ref: str = "",
@@ -155,20 +149,12 @@ def org_add(
     json_out: JsonOpt = False,
 ) -> None:
     """Register an org connection (secrets are references, never values)."""
-    if flow not in FLOWS:
-        raise CliError(f"unknown flow {flow!r}: one of {', '.join(FLOWS)}")
-    connection = disc.OrgConnection(
-        login_url=login_url,
-        auth_flow=FLOWS[flow],
-        client_id=client_id,
-        client_secret_ref=client_secret_ref,
-        username=username,
-        password_ref=password_ref,
-        refresh_token_ref=refresh_token_ref,
-        private_key_ref=private_key_ref,
-        ca_bundle_ref=ca_bundle_ref,
-        api_version=api_version,
-    )
+    try:
+        auth_flow = sfc.auth_flow_to_pb(flow)
+    except ValueError:
+        raise CliError(f"unknown flow {flow!r}: one of {', '.join(sfc.AUTH_FLOWS)}") from None
+    options = locals()  # the options are named as the connection's fields
+    connection = disc.OrgConnection(auth_flow=auth_flow, **{f: options[f] for f in sfc.CONNECTION_FIELDS})  # type: ignore[arg-type]
     org = clients().discovery.CreateOrg(disc.CreateOrgRequest(org_id=org_id, name=name, connection=connection))
     if json_out:
         render.print_json(org)

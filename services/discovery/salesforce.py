@@ -19,26 +19,11 @@ NOT_MODIFIED = 304
 log = logging.getLogger("sfvault.discovery")
 
 
-def credentials(c: d.Connection) -> sfc.Credentials:
-    return sfc.Credentials(
-        login_url=c.login_url,
-        auth_flow=c.auth_flow.value,
-        client_id=c.client_id,
-        client_secret_ref=c.client_secret_ref,
-        username=c.username,
-        password_ref=c.password_ref,
-        refresh_token_ref=c.refresh_token_ref,
-        private_key_ref=c.private_key_ref,
-        ca_bundle_ref=c.ca_bundle_ref,
-        api_version=c.api_version or sfc.DEFAULT_API_VERSION,
-    )
-
-
 class SalesforceOrg:
     """One logged-in org, used from worker threads."""
 
     def __init__(self, connection: d.Connection, *, max_attempts: int = 4, timeout: float = 60.0) -> None:
-        self.creds = credentials(connection)
+        self.creds = sfc.credentials_from_connection(connection)
         self.client = sfc.OrgClient(self.creds, max_attempts=max_attempts, timeout=timeout)
         self.version = self.creds.api_version
 

@@ -11,18 +11,12 @@ from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
+from services import sfconnection as sfc
 from services.discovery import domain as d
-from services.discovery.store import SessionRecord, StoredJob
+from services.discovery.domain import SessionRecord, StoredJob
 from services.discovery.store_tokens import TokenRecord
 from services.platform import timestamps
 
-AUTH_FLOW_FROM_PB = {
-    api.AUTH_FLOW_CLIENT_CREDENTIALS: d.AuthFlow.CLIENT_CREDENTIALS,
-    api.AUTH_FLOW_PASSWORD: d.AuthFlow.PASSWORD,
-    api.AUTH_FLOW_REFRESH_TOKEN: d.AuthFlow.REFRESH_TOKEN,
-    api.AUTH_FLOW_JWT_BEARER: d.AuthFlow.JWT_BEARER,
-}
-AUTH_FLOW_TO_PB = {v: k for k, v in AUTH_FLOW_FROM_PB.items()}
 JOB_TYPE = {
     d.JobKind.DATA: ev.JOB_TYPE_DATA,
     d.JobKind.FILE: ev.JOB_TYPE_FILE,
@@ -37,36 +31,16 @@ def _duration(value: dt.timedelta) -> Duration:
 
 
 def connection_from_pb(c: api.OrgConnection) -> d.Connection:
-    flow = AUTH_FLOW_FROM_PB.get(c.auth_flow)
+    flow = sfc.auth_flow_from_pb(c.auth_flow)
     if flow is None:
         raise d.InvalidPolicy("connection.auth_flow must be set (client credentials, password, refresh token or JWT)")
-    return d.Connection(
-        login_url=c.login_url.strip(),
-        auth_flow=flow,
-        client_id=c.client_id,
-        client_secret_ref=c.client_secret_ref,
-        username=c.username,
-        password_ref=c.password_ref,
-        refresh_token_ref=c.refresh_token_ref,
-        private_key_ref=c.private_key_ref,
-        ca_bundle_ref=c.ca_bundle_ref,
-        api_version=c.api_version,
-    )
+    fields = sfc.connection_fields(c)
+    fields["login_url"] = fields["login_url"].strip()
+    return d.Connection(auth_flow=d.AuthFlow(flow), **fields)
 
 
 def connection_to_pb(c: d.Connection) -> api.OrgConnection:
-    return api.OrgConnection(
-        login_url=c.login_url,
-        auth_flow=AUTH_FLOW_TO_PB[c.auth_flow],
-        client_id=c.client_id,
-        client_secret_ref=c.client_secret_ref,
-        username=c.username,
-        password_ref=c.password_ref,
-        refresh_token_ref=c.refresh_token_ref,
-        private_key_ref=c.private_key_ref,
-        ca_bundle_ref=c.ca_bundle_ref,
-        api_version=c.api_version,
-    )
+    return api.OrgConnection(auth_flow=sfc.auth_flow_to_pb(c.auth_flow), **sfc.connection_fields(c))  # type: ignore[arg-type]
 
 
 def org_to_pb(o: d.Org) -> api.Org:
