@@ -20,16 +20,20 @@ from services.platform.auth import current_principal
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
+    ChunkOutcome,
     Counts,
     Deleted,
     FailedPrecondition,
     FieldDef,
     FieldType,
+    FileVersionRow,
     InvalidArgument,
+    MetadataVersionRow,
     NotFound,
     ObjectSchema,
+    ReadEntry,
+    RecordVersionRow,
 )
-from services.storage.store import ChunkOutcome, FileVersionRow, MetadataVersionRow, ReadEntry, RecordVersionRow
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,21 @@ from services.storage.audit import ReadAuditLog
 from services.storage.domain import (
     CANONICAL_RULES,
     ChunkDigest,
+    ChunkOutcome,
     Counts,
     Deleted,
     FailedPrecondition,
+    FileVersionRow,
     InvalidArgument,
+    JobRef,
+    MetadataInput,
+    MetadataVersionRow,
     NotFound,
     ObjectSchema,
     RecordCanonicalizer,
+    RecordVersionRow,
+    RestorePointRow,
+    SchemaRef,
     ScopeHistory,
     check_api_name,
     check_chunk_seq,
@@ -41,19 +49,8 @@ from services.storage.domain import (
     prepare_chunk,
     scope_history,
 )
-from services.storage.files import FileRepository
-from services.storage.outbox import ChunkEventRelay, ChunkPublisher
-from services.storage.store import (
-    ChunkOutcome,
-    FileVersionRow,
-    JobRef,
-    MetadataInput,
-    MetadataVersionRow,
-    PostgresStore,
-    RecordVersionRow,
-    RestorePointRow,
-    SchemaRef,
-)
+from services.storage.outbox import ChunkEventRelay
+from services.storage.ports import ChunkPublisher, FileRepository, Store
 
 MAX_CACHED_JOBS = 20_000
 JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
@@ -92,7 +89,7 @@ def _now() -> dt.datetime:
 class Storage:
     def __init__(
         self,
-        store: PostgresStore,
+        store: Store,
         files: FileRepository,
         publisher: ChunkPublisher,
         *,

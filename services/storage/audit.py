@@ -9,21 +9,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from typing import Protocol
 
-from services.storage.domain import InvalidArgument
-from services.storage.store import ReadEntry
+from services.storage.domain import InvalidArgument, ReadEntry
+from services.storage.ports import ReadAuditStore
 
 log = logging.getLogger(__name__)
 DEFAULT_PAGE = 500
 MAX_PAGE = 5000
-
-
-class ReadAuditStore(Protocol):
-    async def record_reads(self, entries: Sequence[ReadEntry]) -> None: ...
-
-    async def read_audit(self, *, since: dt.datetime | None, actor: str, after: int, limit: int) -> list[ReadEntry]: ...
 
 
 class ReadAuditLog:

@@ -5,6 +5,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -53,18 +54,28 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "CanonicalRecord",
     "ChunkDigest",
+    "ChunkOutcome",
     "Counts",
     "Deleted",
     "FailedPrecondition",
     "FieldDef",
     "FieldType",
+    "FileVersionRow",
     "HeadState",
     "InvalidArgument",
+    "JobRef",
+    "MetadataInput",
+    "MetadataVersionRow",
     "NotFound",
     "ObjectSchema",
+    "PendingEvent",
     "PreparedColumns",
+    "ReadEntry",
     "RecordCanonicalizer",
+    "RecordVersionRow",
     "RecordsChunk",
+    "RestorePointRow",
+    "SchemaRef",
     "Scope",
     "ScopeHistory",
     "StorageError",
@@ -463,3 +474,128 @@ def prepare_chunk(
         )
     columns = (ids, cores, others, modstamps, flags, hashes, fps)
     return RecordsChunk(digest.digest(), columns, canonicalizer, max(1, check_every), schema_version, scopes)
+
+
+# --- what the store ports take and give (rows of storage's tables) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRef:
+    job_key: int
+    org_key: int
+    org_id: str
+    session_id: str
+    job_id: str
+    job_type: int
+    object_name: str
+
+
+@dataclass(frozen=True)
+class SchemaRef:
+    object_key: int
+    object_name: str
+    schema_version: int
+    schema: ObjectSchema
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    result: dict[str, Any]  # {"counts": {...}, ...}: what the call returned the first time
+    replayed: bool
+
+    @property
+    def counts(self) -> Counts:
+        return Counts.from_json(self.result["counts"])
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A committed chunk whose ChunkUploaded is in the outbox (not acknowledged by the stream yet)."""
+
+    job_key: int
+    chunk_seq: int
+    session_id: str
+    job_id: str
+    counts: Counts
+    committed_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ReadEntry:
+    """One read in the read audit: who, which RPC, of what, how much; never a value."""
+
+    at: dt.datetime
+    actor: str
+    role: str
+    token_id: str
+    method: str
+    outcome: str
+    org_id: str
+    object_name: str
+    target: str
+    as_of: dt.datetime | None
+    count: int
+    entry_id: int = 0  # set once stored
+
+
+@dataclass(frozen=True)
+class RecordVersionRow:
+    record_id: str
+    version_id: int
+    session_id: str
+    job_id: str
+    captured_at: dt.datetime
+    system_modstamp: dt.datetime | None
+    deleted: Deleted
+    hash: bytes
+    values_json: str
+    schema_version: int
+    scope_only: bool = False  # only adds values of fields that joined the scope: no restore point
+
+
+@dataclass(frozen=True)
+class FileVersionRow:
+    object_name: str
+    record_id: str
+    sha256: bytes
+    size: int
+    file_name: str
+    content_type: str
+    session_id: str
+    captured_at: dt.datetime
+    location: str
+
+
+@dataclass(frozen=True)
+class MetadataVersionRow:
+    type: str
+    full_name: str
+    version_id: int
+    session_id: str
+    captured_at: dt.datetime
+    last_modified_date: dt.datetime | None
+    sha256: bytes
+    size: int
+    deleted: bool
+    file_name: str
+    location: str
+
+
+@dataclass(frozen=True)
+class RestorePointRow:
+    session_id: str
+    first_capture: dt.datetime
+    last_capture: dt.datetime
+    counts: Counts
+    jobs: int
+
+
+@dataclass(frozen=True)
+class MetadataInput:
+    type: str
+    full_name: str
+    sha256: bytes
+    size: int
+    deleted: bool
+    last_modified_date: dt.datetime | None
+    file_name: str

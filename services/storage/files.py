@@ -17,10 +17,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
-READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
+from services.storage.ports import READ_CHUNK, FileRepository, Upload
+
 DIR_MODE = 0o700  # a local repository is readable by the service's user only
 FILE_MODE = 0o600
 log = logging.getLogger(__name__)
@@ -29,35 +30,6 @@ log = logging.getLogger(__name__)
 def content_key(sha256_hex: str) -> str:
     """The repository-relative address of a body; two levels of fan-out keep directories small."""
     return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}"
-
-
-class Upload(Protocol):
-    async def write(self, data: bytes) -> None: ...
-
-    async def commit(self, sha256_hex: str) -> str:
-        """Makes the body visible at its content address (deduplicated); returns the address."""
-        ...
-
-    async def abort(self) -> None: ...
-
-
-class FileRepository(Protocol):
-    async def begin(self) -> Upload: ...
-
-    async def put_bytes(self, data: bytes) -> tuple[str, str]:
-        """Stores a small body in one go; returns (sha256 hex, address)."""
-        ...
-
-    def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]: ...
-
-    async def check(self) -> None:
-        """Raises when the repository is not usable (start-up and readiness)."""
-        ...
-
-    async def sweep_temporary(self, older_than_s: float) -> int:
-        """Removes temporary bodies (of uploads killed midway) untouched for `older_than_s`; returns how many.
-        Safe with several replicas: an upload in flight keeps its body younger than the grace period."""
-        ...
 
 
 # --- local directory ------------------------------------------------------------------------------------

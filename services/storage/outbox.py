@@ -12,29 +12,12 @@ service's tracking table recognises one after it. A failed publish never fails a
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-from collections.abc import Sequence
-from typing import Protocol
 
 from services.storage.domain import Counts
-from services.storage.store import PendingEvent
+from services.storage.ports import ChunkPublisher, OutboxStore
 
 log = logging.getLogger(__name__)
-
-
-class ChunkPublisher(Protocol):
-    async def chunk_uploaded(
-        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
-    ) -> None: ...
-
-
-class OutboxStore(Protocol):
-    async def pending_events(
-        self, *, job_key: int | None = None, min_age_s: float | None = None, limit: int = 1000
-    ) -> list[PendingEvent]: ...
-
-    async def events_published(self, keys: Sequence[tuple[int, int]]) -> None: ...
 
 
 class ChunkEventRelay:

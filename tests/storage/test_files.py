@@ -1,75 +1,27 @@
-"""File repositories (local directory and S3 through moto's server) as one contract, and file and metadata
-chunks through the application against a real PostgreSQL."""
+"""File repositories (local directory and S3 through moto's server) beyond their contract
+(test_file_repository_contract.py): what an abort leaves, privacy, the sweep; file and metadata chunks through
+the application against a real PostgreSQL."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from devstack.embedded import free_port
 from services.storage.application import FileHeaderIn, MetadataComponentIn
 from services.storage.domain import FailedPrecondition, InvalidArgument, NotFound
-from services.storage.files import FileRepository, LocalFileRepository, S3FileRepository, content_key, open_repository
+from services.storage.files import FileRepository, LocalFileRepository, open_repository
 from tests.storage.conftest import FILE, METADATA, ORG, Harness, sf_id
+from tests.storage.test_file_repository_contract import _read, _upload, moto_endpoint, real_repository  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["local", "s3"])
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> FileRepository:
-    if request.param == "local":
-        return LocalFileRepository(tmp_path / "files")
-    endpoint = request.getfixturevalue("moto_endpoint")
-    bucket = f"b{os.urandom(4).hex()}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    return S3FileRepository(bucket, "backups/org1", endpoint_url=endpoint, part_size=5 << 20)
-
-
-async def _read(repo: FileRepository, key: str) -> bytes:
-    return b"".join([c async for c in repo.read(key)])
-
-
-async def _upload(repo: FileRepository, pieces: list[bytes]) -> str:
-    up = await repo.begin()
-    for p in pieces:
-        await up.write(p)
-    return await up.commit(hashlib.sha256(b"".join(pieces)).hexdigest())
-
-
-async def test_bodies_are_content_addressed_and_stored_once(repo: FileRepository) -> None:
-    await repo.check()
-    key = await _upload(repo, [b"hello ", b"world"])
-    assert key == content_key(hashlib.sha256(b"hello world").hexdigest())
-    assert await _upload(repo, [b"hello world"]) == key
-    assert await _read(repo, key) == b"hello world"
-    digest, small_key = await repo.put_bytes(b"<xml/>")
-    assert digest == hashlib.sha256(b"<xml/>").hexdigest() and await _read(repo, small_key) == b"<xml/>"
-
-
-async def test_large_bodies_go_through_multipart_and_round_trip(repo: FileRepository) -> None:
-    piece = os.urandom(1 << 20)
-    pieces = [piece] * 11  # 11 MiB: three parts of a 5 MiB multipart upload on S3
-    key = await _upload(repo, pieces)
-    assert hashlib.sha256(await _read(repo, key)).digest() == hashlib.sha256(b"".join(pieces)).digest()
+    return real_repository(request, tmp_path)
 
 
 async def test_an_aborted_upload_leaves_nothing_visible(repo: FileRepository, tmp_path: Path) -> None:

@@ -1,0 +1,200 @@
+"""The small interfaces storage's application depends on (cosmicpython's ports): its tables, split by concern
+(store_*.py implement them, PostgresStore all of them; tests/storage/fakes.py has in-memory fakes), the file
+repository (files.py: a local directory or S3), and the publisher of ChunkUploaded (consumers.py). Nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from services.storage.domain import (
+    ChunkOutcome,
+    Counts,
+    Deleted,
+    FileVersionRow,
+    JobRef,
+    MetadataInput,
+    MetadataVersionRow,
+    ObjectSchema,
+    PendingEvent,
+    ReadEntry,
+    RecordsChunk,
+    RecordVersionRow,
+    RestorePointRow,
+    SchemaRef,
+)
+
+READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
+
+# --- the file repository (files.py) ------------------------------------------------------------------------
+
+
+class Upload(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self, sha256_hex: str) -> str:
+        """Makes the body visible at its content address (deduplicated); returns the address."""
+        ...
+
+    async def abort(self) -> None: ...
+
+
+class FileRepository(Protocol):
+    async def begin(self) -> Upload: ...
+
+    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+        """Stores a small body in one go; returns (sha256 hex, address)."""
+        ...
+
+    def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]: ...
+
+    async def check(self) -> None:
+        """Raises when the repository is not usable (start-up and readiness)."""
+        ...
+
+    async def sweep_temporary(self, older_than_s: float) -> int:
+        """Removes temporary bodies (of uploads killed midway) untouched for `older_than_s`; returns how many.
+        Safe with several replicas: an upload in flight keeps its body younger than the grace period."""
+        ...
+
+
+# --- the bus (consumers.py) ------------------------------------------------------------------------------------
+
+
+class ChunkPublisher(Protocol):
+    async def chunk_uploaded(
+        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+    ) -> None: ...
+
+
+# --- the tables (store_*.py, PostgresStore) -------------------------------------------------------------------
+
+
+class OutboxStore(Protocol):
+    async def pending_events(
+        self, *, job_key: int | None = None, min_age_s: float | None = None, limit: int = 1000
+    ) -> list[PendingEvent]: ...
+
+    async def events_published(self, keys: Sequence[tuple[int, int]]) -> None: ...
+
+
+class ReadAuditStore(Protocol):
+    async def record_reads(self, entries: Sequence[ReadEntry]) -> None: ...
+
+    async def read_audit(self, *, since: dt.datetime | None, actor: str, after: int, limit: int) -> list[ReadEntry]: ...
+
+
+class JobStore(OutboxStore, Protocol):
+    """Orgs, jobs (BeginJob) and the outbox of committed chunks."""
+
+    async def org_key(self, org_id: str) -> int | None: ...
+
+    async def begin_job(
+        self, org_id: str, session_id: str, job_id: str, job_type: int, object_name: str
+    ) -> tuple[JobRef, int, int, Counts]: ...
+
+    async def job(self, session_id: str, job_id: str) -> JobRef | None: ...
+
+    async def chunk_result(self, job_key: int, seq: int) -> tuple[str, bytes, dict[str, Any]] | None: ...
+
+
+class SchemaStore(Protocol):
+    """Objects and their describes, versioned."""
+
+    async def object_key(self, org_key: int, object_name: str) -> tuple[int, str] | None: ...
+
+    async def put_schema(
+        self, org_key: int, session_id: str, schema: ObjectSchema, describe_json: bytes | None
+    ) -> tuple[int, bool]: ...
+
+    async def session_schema(self, org_key: int, session_id: str, object_name: str) -> SchemaRef | None: ...
+
+    async def schema_history(self, object_key: int, object_name: str) -> dict[int, ObjectSchema]: ...
+
+    async def schema_as_of(self, object_key: int, object_name: str, as_of: dt.datetime) -> ObjectSchema | None: ...
+
+
+class RecordStore(Protocol):
+    """Record heads and versions: a chunk's write, deletes, and the reads of versions."""
+
+    async def put_records(self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk) -> ChunkOutcome: ...
+
+    async def mark_deleted(
+        self, job: JobRef, object_key: int, seq: int, digest: bytes, record_ids: Sequence[str], state: Deleted
+    ) -> ChunkOutcome: ...
+
+    async def history(self, org_key: int, object_key: int, record_id: str) -> list[RecordVersionRow]: ...
+
+    async def as_of(
+        self, org_key: int, object_key: int, record_id: str, when: dt.datetime
+    ) -> RecordVersionRow | None: ...
+
+    def export_as_of(
+        self, org_key: int, object_key: int, when: dt.datetime, *, include_deleted: bool, batch: int = 2000
+    ) -> AsyncIterator[list[tuple[str, int, str]]]: ...
+
+    async def restore_points(self, org_key: int, object_key: int | None) -> list[RestorePointRow]: ...
+
+
+class FileStore(Protocol):
+    """File bodies' addresses and each record's file versions."""
+
+    async def file_location(self, sha256: bytes) -> tuple[str, int] | None: ...
+
+    async def org_references(self, org_key: int, sha256: bytes) -> bool: ...
+
+    async def existing_files(self, digests: Sequence[bytes]) -> set[bytes]: ...
+
+    async def record_file(
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        *,
+        object_name: str,
+        record_id: str,
+        sha256: bytes,
+        size: int,
+        location: str,
+        file_name: str,
+        content_type: str,
+    ) -> ChunkOutcome: ...
+
+    async def latest_file(
+        self, org_key: int, object_name: str, record_id: str, as_of: dt.datetime
+    ) -> FileVersionRow | None: ...
+
+    async def file_versions(
+        self,
+        org_key: int,
+        object_name: str,
+        record_id: str,
+        *,
+        as_of: dt.datetime | None = None,
+        newest_only: bool = False,
+    ) -> list[FileVersionRow]: ...
+
+
+class MetadataStore(Protocol):
+    """Metadata API components, versioned."""
+
+    async def put_metadata(
+        self, job: JobRef, seq: int, digest: bytes, components: Sequence[MetadataInput], locations: dict[bytes, str]
+    ) -> ChunkOutcome: ...
+
+    async def metadata_versions(
+        self,
+        org_key: int,
+        *,
+        type_: str = "",
+        full_name: str = "",
+        as_of: dt.datetime | None = None,
+        newest_only: bool = False,
+        limit: int = 1000,
+    ) -> list[MetadataVersionRow]: ...
+
+
+class Store(JobStore, SchemaStore, RecordStore, FileStore, MetadataStore, ReadAuditStore, Protocol):
+    """Every table port at once: what the application is given (PostgresStore, or the fakes)."""

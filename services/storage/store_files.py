@@ -1,0 +1,124 @@
+"""File bodies (content-addressed, shared by every record and org) and the file versions of each record."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from services.storage.domain import (
+    ChunkOutcome,
+    Counts,
+    FileVersionRow,
+    JobRef,
+)
+from services.storage.store_base import S, StoreBase
+
+
+class FilesStore(StoreBase):
+    """Tables files and file_versions."""
+
+    async def file_location(self, sha256: bytes) -> tuple[str, int] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT location, size FROM {S}.files WHERE sha256 = %s", (sha256,))
+            row = await cur.fetchone()
+            return (str(row[0]), int(row[1])) if row else None
+
+    async def org_references(self, org_key: int, sha256: bytes) -> bool:
+        """Whether the org owns a version with this body: content addresses are shared across orgs, reads
+        are not."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {S}.file_versions WHERE org_key = %s AND sha256 = %s)"
+                f" OR EXISTS (SELECT 1 FROM {S}.metadata_versions WHERE org_key = %s AND sha256 = %s)",
+                (org_key, sha256, org_key, sha256),
+            )
+            return bool((await cur.fetchone())[0])  # type: ignore[index]
+
+    async def existing_files(self, digests: Sequence[bytes]) -> set[bytes]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"SELECT sha256 FROM {S}.files WHERE sha256 = ANY(%s)", (list(digests),))
+            return {bytes(r[0]) for r in await cur.fetchall()}
+
+    async def record_file(
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        *,
+        object_name: str,
+        record_id: str,
+        sha256: bytes,
+        size: int,
+        location: str,
+        file_name: str,
+        content_type: str,
+    ) -> ChunkOutcome:
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._claim(conn, job.job_key, seq, "file", digest)
+            if stored is not None:
+                return ChunkOutcome(stored, True)
+            cur = await conn.execute(
+                f"INSERT INTO {S}.files (sha256, size, location) VALUES (%s, %s, %s)"
+                " ON CONFLICT (sha256) DO NOTHING RETURNING 1",
+                (sha256, size, location),
+            )
+            body_new = (await cur.fetchone()) is not None
+            cur = await conn.execute(
+                f"SELECT sha256 FROM {S}.file_versions WHERE org_key = %s AND object_name = %s AND record_id = %s"
+                " ORDER BY version_id DESC LIMIT 1 FOR UPDATE",
+                (job.org_key, object_name, record_id),
+            )
+            previous = await cur.fetchone()
+            counts = Counts(received=1)
+            new_version = previous is None or bytes(previous[0]) != sha256
+            if new_version:
+                await conn.execute(
+                    f"INSERT INTO {S}.file_versions"
+                    " (org_key, object_name, record_id, sha256, size, file_name, content_type, job_key)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (job.org_key, object_name, record_id, sha256, size, file_name, content_type, job.job_key),
+                )
+                if previous is None:
+                    counts.new_versions = 1
+                else:
+                    counts.changed = 1
+            else:
+                counts.unchanged = 1
+            if body_new:
+                counts.files, counts.bytes = 1, size
+            result = {
+                "counts": counts.to_json(),
+                "sha256": sha256.hex(),
+                "size": size,
+                "deduplicated": not body_new,
+                "new_version": new_version,
+            }
+            await self._finish(conn, job.job_key, seq, result)
+            return ChunkOutcome(result, False)
+
+    async def latest_file(
+        self, org_key: int, object_name: str, record_id: str, as_of: dt.datetime
+    ) -> FileVersionRow | None:
+        rows = await self.file_versions(org_key, object_name, record_id, as_of=as_of, newest_only=True)
+        return rows[0] if rows else None
+
+    async def file_versions(
+        self,
+        org_key: int,
+        object_name: str,
+        record_id: str,
+        *,
+        as_of: dt.datetime | None = None,
+        newest_only: bool = False,
+    ) -> list[FileVersionRow]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT fv.object_name, fv.record_id, fv.sha256, fv.size, fv.file_name, fv.content_type,"
+                f" j.session_id, fv.captured_at, f.location FROM {S}.file_versions fv"
+                f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
+                " WHERE fv.org_key = %s AND lower(fv.object_name) = lower(%s) AND fv.record_id = %s"
+                " AND (%s::timestamptz IS NULL OR fv.captured_at <= %s)"
+                f" ORDER BY fv.version_id {'DESC LIMIT 1' if newest_only else 'ASC'}",
+                (org_key, object_name, record_id, as_of, as_of),
+            )
+            return [FileVersionRow(r[0], r[1], bytes(r[2]), *r[3:]) for r in await cur.fetchall()]
