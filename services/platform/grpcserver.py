@@ -57,7 +57,7 @@ async def start_grpc_server(
     # no SO_REUSEPORT (gRPC sets it by default): a second server on a port in use must fail to bind, not share
     # the port and receive a share of another service's calls ("Method not found")
     server = grpc.aio.server(
-        interceptors=[telemetry.server_interceptor(), *interceptors, RequestValidator()],
+        interceptors=[*telemetry.server_interceptors(), *interceptors, RequestValidator()],
         options=[("grpc.so_reuseport", 0), *options],
     )
     names: list[str] = []

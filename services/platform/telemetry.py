@@ -27,7 +27,7 @@ import requests
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.instrumentation import grpc as grpc_instrumentation
-from opentelemetry.instrumentation.grpc import filters, grpcext
+from opentelemetry.instrumentation.grpc import grpcext
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -597,21 +597,32 @@ def salesforce_call(org_id: str, usage: tuple[int, int] | None) -> None:
 
 # ---- gRPC (opentelemetry-instrumentation-grpc) ------------------------------------------------------------------
 
+# Servers and channels made while no spans are recorded get no interceptor and cost nothing: a service sets up
+# telemetry before it makes them (config -> telemetry -> wiring).
 # health and reflection are polled all the time and say nothing about a backup
-_TRACED = filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection.")))
+UNTRACED_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def server_interceptor() -> grpc.aio.ServerInterceptor:
+def _TRACED(details: Any) -> bool:
+    """The library's filters (grpc_instrumentation.filters) would cost tens of microseconds a call: isinstance
+    checks against typing Protocols, os.path on the method name."""
+    method = getattr(details, "method", None) or getattr(details, "full_method", "")
+    return not str(method.decode() if isinstance(method, bytes) else method).startswith(UNTRACED_METHODS)
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """A SERVER span per call (health and reflection excluded), child of the caller's span."""
-    return grpc_instrumentation.aio_server_interceptor(_LIBRARIES, filter_=_TRACED)
+    return [grpc_instrumentation.aio_server_interceptor(_LIBRARIES, filter_=_TRACED)] if _state.tracing else []
 
 
 def aio_client_interceptors() -> list[Any]:
     """CLIENT spans for an asyncio channel; the trace context travels in the call's metadata."""
-    return list(grpc_instrumentation.aio_client_interceptors(_LIBRARIES, filter_=_TRACED))
+    return list(grpc_instrumentation.aio_client_interceptors(_LIBRARIES, filter_=_TRACED)) if _state.tracing else []
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     """A blocking channel (job threads, the CLI) with CLIENT spans."""
+    if not _state.tracing:
+        return channel
     interceptor = grpc_instrumentation.client_interceptor(_LIBRARIES, filter_=_TRACED)
     return grpcext.intercept_channel(channel, interceptor)  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ import grpc
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.trace import SpanKind
 
 from services.platform import auth, telemetry
@@ -40,7 +41,7 @@ async def echo_server() -> Any:
 
 
 async def test_client_and_server_spans_share_the_trace_and_health_is_not_traced(
-    echo_server: GrpcServer, captured: Captured
+    captured: Captured, echo_server: GrpcServer
 ) -> None:
     async with auth.aio_channel(f"127.0.0.1:{echo_server.port}", "token-not-to-be-traced") as channel:
         say = channel.unary_unary("/test.Echo/Say")
@@ -64,7 +65,7 @@ async def test_client_and_server_spans_share_the_trace_and_health_is_not_traced(
     assert all("token-not-to-be-traced" not in str(s.attributes) for s in captured.spans())
 
 
-async def test_blocking_channel_spans(echo_server: GrpcServer, captured: Captured) -> None:
+async def test_blocking_channel_spans(captured: Captured, echo_server: GrpcServer) -> None:
     def call() -> bytes:
         with auth.channel(f"127.0.0.1:{echo_server.port}", "t") as channel:
             return channel.unary_unary("/test.Echo/Say")(b"hi", timeout=10)  # type: ignore[no-any-return]
@@ -137,7 +138,7 @@ class Unreachable(requests.adapters.BaseAdapter):
 
 
 async def test_library_spans_keep_no_exception_message_or_header(
-    echo_server: GrpcServer, captured: Captured, monkeypatch: pytest.MonkeyPatch
+    captured: Captured, echo_server: GrpcServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gRPC and Salesforce HTTP spans come from the instrumentation libraries; what they would describe an
     error with (the server's message, str(exception) with the URL and its SOQL) is reduced to its type, and
@@ -217,6 +218,17 @@ def test_job_and_session_metrics(captured: Captured) -> None:
     assert captured.metric_points("sfvault.salesforce.api_requests.left")[0].value == 14900
     [job_span] = captured.named("process JobSpec")
     assert job_span.attributes is not None and job_span.attributes["sfvault.object"] == "Account"
+
+
+def test_nothing_is_instrumented_while_no_span_is_recorded() -> None:
+    """Without a provider (no OTEL endpoint), servers and channels get no interceptor and requests is not
+    patched: telemetry costs the hot paths (PutRecords, Bulk pages) nothing."""
+    telemetry.install()
+    assert telemetry.server_interceptors() == [] and telemetry.aio_client_interceptors() == []
+    channel = grpc.insecure_channel("127.0.0.1:1")
+    assert telemetry.traced_channel(channel) is channel
+    channel.close()
+    assert not RequestsInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_setup_exports_only_when_asked() -> None:
