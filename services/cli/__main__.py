@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-from google.protobuf import duration_pb2, timestamp_pb2
 from sfvault.discovery.v1 import access_pb2 as acc
 from sfvault.discovery.v1 import discovery_pb2 as disc
 from sfvault.events.v1 import events_pb2 as pb
@@ -23,6 +22,7 @@ from typer._click import exceptions as click_errors  # typer vendors click: what
 from services import sfconnection as sfc
 from services.cli import render
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
+from services.platform import timestamps
 
 app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
 org_app = typer.Typer(help="Org connections.", no_args_is_help=True)
@@ -79,18 +79,6 @@ def parse_time(text: str) -> dt.datetime:
     except ValueError:
         raise CliError(f"cannot read time {text!r}: use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _dur(value: dt.timedelta) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromTimedelta(value)
-    return d
 
 
 def private_dir(path: Path) -> None:
@@ -213,9 +201,9 @@ def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Poli
     if opts.get("schedule") is not None:
         policy.schedule = opts["schedule"]
     if opts.get("stall_timeout"):
-        policy.stall_timeout.CopyFrom(_dur(parse_duration(opts["stall_timeout"])))
+        policy.stall_timeout.CopyFrom(timestamps.duration_to_pb(parse_duration(opts["stall_timeout"])))
     if opts.get("reconcile_every"):
-        policy.reconcile_every.CopyFrom(_dur(parse_duration(opts["reconcile_every"])))
+        policy.reconcile_every.CopyFrom(timestamps.duration_to_pb(parse_duration(opts["reconcile_every"])))
     if opts.get("api_share") is not None:
         policy.api_budget.daily_share_percent = opts["api_share"]
     if opts.get("api_cap") is not None:
@@ -360,7 +348,7 @@ def backup_run(
     org_id = org or c.discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy)).org_id
     request = api.StartSessionRequest(policy_id=policy, org_id=org_id, trigger="manual")
     if stall_timeout:
-        request.stall_timeout.CopyFrom(_dur(parse_duration(stall_timeout)))
+        request.stall_timeout.CopyFrom(timestamps.duration_to_pb(parse_duration(stall_timeout)))
     session = c.session.StartSession(request)
     if not wait:
         if json_out:
@@ -488,7 +476,7 @@ def records_as_of(
             org_id=salesforce_org_id(c, org or _only_org(c)),
             object_name=object_name,
             record_id=record_id,
-            as_of=_ts(parse_time(at)),
+            as_of=timestamps.to_pb(parse_time(at)),
         )
     )
     values = json.loads(version.values_json or b"{}")
@@ -515,7 +503,7 @@ def export(
     request = st.ExportObjectAsOfRequest(
         org_id=salesforce_org_id(c, org or _only_org(c)),
         object_name=object_name,
-        as_of=_ts(parse_time(at)),
+        as_of=timestamps.to_pb(parse_time(at)),
         format=formats[fmt],
     )
     count = 0
@@ -548,7 +536,7 @@ def files_get(
         org_id=salesforce_org_id(c, org or _only_org(c)),
         object_name=object_name,
         record_id=record_id,
-        as_of=_ts(parse_time(at)),
+        as_of=timestamps.to_pb(parse_time(at)),
     )
     parts = (part.data for part in c.storage.GetFile(request) if part.HasField("data"))
     size = write_private(output, parts)
@@ -601,7 +589,7 @@ def metadata_get(
             org_id=salesforce_org_id(c, org or _only_org(c)),
             type=type_,
             full_name=full_name,
-            as_of=_ts(parse_time(at)),
+            as_of=timestamps.to_pb(parse_time(at)),
         )
     )
     if output is None:
@@ -749,7 +737,7 @@ def token_revoke(token_id: str, json_out: JsonOpt = False) -> None:
 def _changes(c: Clients, since: dt.datetime | None, actor: str) -> Iterator[dict[str, Any]]:
     request = acc.ListAuditRequest(actor=actor, page_size=1000)
     if since is not None:
-        request.since.CopyFrom(_ts(since))
+        request.since.CopyFrom(timestamps.to_pb(since))
     while True:
         page = c.access.ListAudit(request)
         for e in page.entries:
@@ -776,7 +764,7 @@ def _reads(c: Clients, since: dt.datetime | None, actor: str) -> Iterator[dict[s
         return
     request = request_type(actor=actor, page_size=1000)
     if since is not None:
-        request.since.CopyFrom(_ts(since))
+        request.since.CopyFrom(timestamps.to_pb(since))
     while True:
         try:
             page = c.storage.ListReadAudit(request)  # type: ignore[attr-defined,unused-ignore]

@@ -23,10 +23,9 @@ from services.discovery.session_client import GrpcSessionStarter
 from services.discovery.storage_client import StorageExports, check_storage
 from services.discovery.store import DiscoveryStore, ScheduleRuns
 from services.discovery.store_tokens import TokenStore
-from services.platform import db
-from services.platform.auth import BusAccess, aio_channel, load_key
-from services.platform.bus import Bus
-from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
+from services.platform import serving
+from services.platform.auth import aio_channel, load_key
+from services.platform.grpcserver import GrpcServer
 
 log = logging.getLogger("sfvault.discovery")
 # how long a call waits for a database connection: longer means PostgreSQL is away, and the caller is better
@@ -53,17 +52,13 @@ async def serve(
     clock: Clock | None = None,
     on_ready: Callable[[GrpcServer, Planner], Awaitable[None] | None] | None = None,
 ) -> None:
-    pool = await db.open_pool(settings.database_url, timeout_s=DATABASE_WAIT_S)
-    bus = await Bus.connect(settings.bus_config(), producer="discovery")
-    grpc_server: GrpcServer | None = None
-    bus_access: BusAccess | None = None
-    try:
-        store = DiscoveryStore(pool, settings.discovery_db_schema)
+    async with serving.runtime("discovery", settings, ROLES, database_wait_s=DATABASE_WAIT_S) as running:
+        bus, access = running.bus, running.access
+        assert access is not None
+        store = DiscoveryStore(running.pool, settings.discovery_db_schema)
         await store.setup()
-        interceptors = settings.auth_interceptors(ROLES)
-        bus_access = await BusAccess.attach(interceptors, bus, "discovery")  # revocations and the audit
-        tokens = TokenStore(pool, settings.discovery_db_schema)
-        await republish_revocations(tokens, bus_access.feed)
+        tokens = TokenStore(running.pool, settings.discovery_db_schema)
+        await republish_revocations(tokens, access.feed)
         key = b"" if settings.auth_disabled or not settings.auth_key else load_key(settings.auth_key)
         planner = Planner(
             store,
@@ -89,25 +84,19 @@ async def serve(
                 options=[("grpc.max_receive_message_length", 64 << 20)],
             )
         )
-        grpc_server = await start_grpc_server(
+        discovery_service = discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name
+        server = await running.serve_grpc(
             [
                 (
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
                     DiscoveryApi(Catalog(store, connect, storage.backup_ids), store),
-                    discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name,
+                    discovery_service,
                 ),
-                access_service_entry(AccessApi(key, tokens, bus_access.feed, bus_access.audit)),
+                access_service_entry(AccessApi(key, tokens, access.feed, access.audit)),
             ],
-            port=settings.discovery_port,
-            interceptors=interceptors,
-            credentials=settings.server_credentials(),
+            settings.discovery_port,
         )
-        await grpc_server.set_serving(True)
-        log.info("discovery serving on port %d", grpc_server.port)
-        if on_ready is not None:
-            result = on_ready(grpc_server, planner)
-            if asyncio.iscoroutine(result):
-                await result
+        await serving.announce_ready(on_ready, server, planner)
         consumer = asyncio.create_task(consume_session_requests(bus, planner, stop, settings.discovery_ack_wait_s))
         outcomes = asyncio.create_task(consume_job_outcomes(bus, store, stop))
 
@@ -115,42 +104,20 @@ async def serve(
             await store.ping()
             return True
 
-        async def nats_connected() -> bool:
-            return bool(bus.nc.is_connected)
-
-        health = asyncio.create_task(
-            watch_health(grpc_server, [database_answers, nats_connected], stop, settings.health_check_interval_s)
-        )
+        health = running.watch_health(stop, database_answers)
         starter = GrpcSessionStarter(
             settings.session_addr, settings.own_token("discovery"), settings.channel_credentials()
         )
         scheduler = Scheduler(store, ScheduleRuns(store), starter, SystemClock())
         scheduling = asyncio.create_task(_schedule_forever(scheduler, settings.scheduler_interval_s, stop))
-        stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait(
-            {consumer, outcomes, health, scheduling, stopped}, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done:
-            if task is not stopped and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        stop.set()
-        await grpc_server.set_serving(False)
+        await serving.until_stopped(stop, [consumer, outcomes, health, scheduling])
+        await server.set_serving(False)
         # the plan in hand commits and is acked; one still running after the drain is handed back (redelivered)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consumer, SHUTDOWN_DRAIN_S)
         await asyncio.wait_for(outcomes, 30)
-        for task in (health, scheduling):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await serving.cancel(health, scheduling)
         await starter.close()
-    finally:
-        if grpc_server is not None:
-            await grpc_server.stop(2)
-        if bus_access is not None:
-            await bus_access.close()
-        await bus.close()
-        await pool.close()
 
 
 async def _schedule_forever(scheduler: Scheduler, interval_s: float, stop: asyncio.Event) -> None:

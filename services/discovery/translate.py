@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from google.protobuf.duration_pb2 import Duration
 from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
@@ -22,12 +21,6 @@ JOB_TYPE = {
     d.JobKind.FILE: ev.JOB_TYPE_FILE,
     d.JobKind.METADATA: ev.JOB_TYPE_METADATA,
 }
-
-
-def _duration(value: dt.timedelta) -> Duration:
-    out = Duration()
-    out.FromTimedelta(value)
-    return out
 
 
 def connection_from_pb(c: api.OrgConnection) -> d.Connection:
@@ -92,9 +85,9 @@ def policy_to_pb(p: d.Policy) -> api.Policy:
         auto_add_new_fields=p.auto_add_new_fields,
         files=p.files,
         metadata=p.metadata,
-        stall_timeout=_duration(p.stall_timeout),
+        stall_timeout=timestamps.duration_to_pb(p.stall_timeout),
         api_budget=api.ApiBudget(daily_share_percent=p.daily_share_percent, per_run_cap=p.per_run_cap),
-        reconcile_every=_duration(p.reconcile_every),
+        reconcile_every=timestamps.duration_to_pb(p.reconcile_every),
         schedule=p.schedule,
         created_at=timestamps.to_pb(p.created_at),
         updated_at=timestamps.to_pb(p.updated_at),
@@ -122,7 +115,7 @@ def job_spec(
         org_id=org.org_id,
         policy_id=policy.policy_id,
         initial=initial,
-        stall_timeout=_duration(stall_timeout),
+        stall_timeout=timestamps.duration_to_pb(stall_timeout),
         connection=connection_to_pb(org.connection),
         salesforce_org_id=salesforce_org_id,
         instance_url=instance_url,
@@ -152,7 +145,7 @@ def job_spec(
                 queryall_supported=job.queryall_supported,
                 has_system_modstamp=job.has_system_modstamp,
                 replicateable=job.replicateable,
-                reconcile_every=_duration(policy.reconcile_every or d.DEFAULT_RECONCILE_EVERY),
+                reconcile_every=timestamps.duration_to_pb(policy.reconcile_every or d.DEFAULT_RECONCILE_EVERY),
                 describe_json=describe_json,
             )
         )

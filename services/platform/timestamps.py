@@ -1,12 +1,21 @@
-"""Datetimes <-> google.protobuf.Timestamp: the one conversion every service's translation uses."""
+"""Datetimes <-> google.protobuf.Timestamp (and timedeltas -> Duration): the one conversion every service's
+translation and the CLI use."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import overload
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
+@overload
+def to_pb(value: dt.datetime | float) -> Timestamp: ...
+@overload
+def to_pb(value: None) -> None: ...
+@overload
+def to_pb(value: dt.datetime | float | None) -> Timestamp | None: ...
 def to_pb(value: dt.datetime | float | None) -> Timestamp | None:
     """A Timestamp of a datetime (or of seconds since the epoch); None stays None, so a message built with it
     leaves the field unset."""
@@ -26,3 +35,9 @@ def from_pb(msg: object, field: str) -> dt.datetime | None:
         return None
     stamp: Timestamp = getattr(msg, field)
     return stamp.ToDatetime(tzinfo=dt.UTC)
+
+
+def duration_to_pb(value: dt.timedelta) -> Duration:
+    out = Duration()
+    out.FromTimedelta(value)
+    return out

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2, session_pb2_grpc
 
-from services.platform import db, events
-from services.platform.auth import BusAccess
+from services.platform import db, events, serving
 from services.platform.bus import Bus
-from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
+from services.platform.grpcserver import GrpcServer
 from services.session import consumers, translate
 from services.session.api import SessionApi
 from services.session.application import Clock, SessionService, SystemClock
@@ -47,36 +46,18 @@ async def serve(
     clock: Clock | None = None,
     on_ready: Callable[[GrpcServer, SessionService], Awaitable[None] | None] | None = None,
 ) -> None:
-    pool = await db.open_pool(settings.database_url, timeout_s=DATABASE_WAIT_S)
-    bus = await Bus.connect(settings.bus_config(), producer="session")
-    grpc_server: GrpcServer | None = None
-    bus_access: BusAccess | None = None
-    try:
+    async with serving.runtime("session", settings, ROLES, database_wait_s=DATABASE_WAIT_S) as running:
+        pool, bus = running.pool, running.bus
         projection = Projection(pool, settings.session_db_schema, CONSUMER)
         await projection.setup()
         app = SessionService(
             projection, bus, clock or SystemClock(), settings.stall_timeout, cancel_grace=settings.cancel_grace
         )
-        interceptors = settings.auth_interceptors(ROLES)
-        bus_access = await BusAccess.attach(interceptors, bus, "session")  # revocations and the audit
-        grpc_server = await start_grpc_server(
-            [
-                (
-                    session_pb2_grpc.add_SessionServiceServicer_to_server,
-                    SessionApi(app),
-                    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
-                )
-            ],
-            port=settings.session_port,
-            interceptors=interceptors,
-            credentials=settings.server_credentials(),
+        service = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+        server = await running.serve_grpc(
+            [(session_pb2_grpc.add_SessionServiceServicer_to_server, SessionApi(app), service)], settings.session_port
         )
-        await grpc_server.set_serving(True)
-        log.info("session service serving on port %d", grpc_server.port)
-        if on_ready is not None:
-            result = on_ready(grpc_server, app)
-            if asyncio.iscoroutine(result):
-                await result
+        await serving.announce_ready(on_ready, server, app)
         consumer = asyncio.create_task(
             consumers.consume_events(
                 bus, app.handle_batch, stop, settings.session_batch_size, settings.session_ack_wait_s
@@ -89,31 +70,11 @@ async def serve(
                 await conn.execute("SELECT 1")
             return True
 
-        async def nats_connected() -> bool:
-            return bool(bus.nc.is_connected)
-
-        health = asyncio.create_task(
-            watch_health(grpc_server, [database_answers, nats_connected], stop, settings.health_check_interval_s)
-        )
-        stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({consumer, enforcer, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopped and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        stop.set()
-        await grpc_server.set_serving(False)
+        health = running.watch_health(stop, database_answers)
+        await serving.until_stopped(stop, [consumer, enforcer])
+        await server.set_serving(False)
         await asyncio.wait_for(consumer, 30)  # the batch in hand commits and is acked
-        for task in (enforcer, health):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    finally:
-        if grpc_server is not None:
-            await grpc_server.stop(2)
-        if bus_access is not None:
-            await bus_access.close()
-        await bus.close()
-        await pool.close()
+        await serving.cancel(enforcer, health)
 
 
 async def _enforce_forever(app: SessionService, interval_s: float, stop: asyncio.Event) -> None:

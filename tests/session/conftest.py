@@ -27,23 +27,13 @@ from services.platform.bus import Bus, BusConfig
 from services.session import service
 from services.session.application import SessionService
 from services.session.config import SessionSettings
+from tests.session.fakes import FakeClock
 
 AUTH_KEY = b"test-signing-key"
 
 
 def token(role: str = "admin", name: str = "tester") -> str:
     return mint(AUTH_KEY, name, role)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.current = dt.datetime.now(dt.UTC)
-
-    def now(self) -> dt.datetime:
-        return self.current
-
-    def advance(self, delta: dt.timedelta) -> None:
-        self.current += delta
 
 
 @dataclasses.dataclass
