@@ -20,9 +20,10 @@ from services.jobrunner.job_run import Tuning
 from services.jobrunner.salesforce import JobOrgClient
 from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
+from services.platform import serving
 from services.platform.bus import Bus
 from services.platform.errors import InvalidArgument
-from services.platform.grpcserver import GrpcServer, start_grpc_server, watch_health
+from services.platform.grpcserver import GrpcServer, start_grpc_server
 from services.sfclient import ApiLimitExceeded, AuthenticationRefused, OrgUnreachable, SalesforceError, is_transient
 
 log = logging.getLogger("sfvault.jobrunner")
@@ -131,11 +132,8 @@ async def serve(settings: JobrunnerSettings, stop: asyncio.Event) -> None:
 
         return await asyncio.to_thread(ping)
 
-    async def nats_connected() -> bool:
-        return bool(running.bus.nc.is_connected)
-
-    health = asyncio.create_task(
-        watch_health(running.server, [database_answers, nats_connected], stop, settings.health_check_interval_s)
+    health = serving.watch_dependencies(
+        running.server, stop, database_answers, running.bus, settings.health_check_interval_s
     )
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({waiter, running.task}, return_when=asyncio.FIRST_COMPLETED)

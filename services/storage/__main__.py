@@ -6,8 +6,7 @@ import asyncio
 import logging
 import signal
 
-from services.platform import lifecycle, telemetry
-from services.platform.grpcserver import watch_health
+from services.platform import lifecycle, serving, telemetry
 from services.storage import config, service
 
 
@@ -33,10 +32,7 @@ async def _serve(settings: config.StorageSettings) -> None:
             await conn.execute("SELECT 1")
         return True
 
-    async def nats_connected() -> bool:
-        return running.bus is None or bool(running.bus.nc.is_connected)
-
-    health = asyncio.create_task(watch_health(running.server, [database_answers, nats_connected], stop))
+    health = serving.watch_dependencies(running.server, stop, database_answers, running.bus)
     await stop.wait()
     health.cancel()
     logging.getLogger("services.storage").info("stopping: draining in-flight calls")
