@@ -81,25 +81,16 @@ class Stops:
             control.stop(why)
 
 
+@dataclass
 class JobExecutor:
     """Runs one job synchronously (in a worker thread) and says how it ended."""
 
-    def __init__(
-        self,
-        storage: Storage,
-        tables: JobTables,
-        org: Callable[[jobs_pb2.JobSpec], Org],
-        errors: ErrorKinds,
-        *,
-        tuning: Tuning | None = None,
-        max_deliver: int = 6,
-    ) -> None:
-        self.storage = storage
-        self.tables = tables
-        self.org = org
-        self.errors = errors
-        self.tuning = tuning or Tuning()
-        self.max_deliver = max_deliver
+    storage: Storage
+    tables: JobTables
+    org: Callable[[jobs_pb2.JobSpec], Org]
+    errors: ErrorKinds
+    tuning: Tuning = field(default_factory=Tuning)
+    max_deliver: int = 6
 
     def execute(self, spec: jobs_pb2.JobSpec, control: JobControl, attempt: int) -> Result:
         run: JobRun | None = None

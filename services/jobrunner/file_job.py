@@ -141,15 +141,7 @@ class FileJob:
                     response.close()
 
             header = spb.FileHeader(
-                org_id=run.org,
-                session_id=run.spec.session_id,
-                job_id=run.spec.job_id,
-                chunk_seq=seq,
-                object_name=obj,
-                record_id=rid,
-                size=size,
-                file_name=name,
-                content_type=content_type,
+                **run.chunk_of(seq, obj), record_id=rid, size=size, file_name=name, content_type=content_type
             )
             try:
                 result = run.storage.upload_file(header, body())

@@ -100,6 +100,16 @@ class JobRun:
     def org(self) -> str:
         return self.spec.salesforce_org_id
 
+    def chunk_of(self, seq: int, object_name: str) -> dict[str, Any]:
+        """What names chunk `seq` of this job to storage."""
+        return {
+            "org_id": self.org,
+            "session_id": self.spec.session_id,
+            "job_id": self.spec.job_id,
+            "chunk_seq": seq,
+            "object_name": object_name,
+        }
+
     def begin(self, object_name: str = "") -> None:
         resp = self.storage.begin_job(self.org, self.spec.session_id, self.spec.job_id, self.spec.type, object_name)
         self.seq = int(resp.last_chunk_seq)
