@@ -45,6 +45,7 @@ from services.canonical import (
     split_column_texts,
     values_hash,
 )
+from services.platform.counts import Counts
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.platform.errors import RequestError as StorageError
 
@@ -129,42 +130,18 @@ def check_chunk_seq(seq: int) -> int:
 # --- chunk counts ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Counts:
-    received: int = 0
-    new_versions: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    files: int = 0
-    metadata_components: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Counts:
-        return cls(**{k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__})
-
-    def add(self, other: Counts) -> Counts:
-        for k in self.__dataclass_fields__:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-        return self
-
-
 def classify(received: int, transitions: Iterable[tuple[bool, Deleted]]) -> Counts:
     """Counts of a chunk from the head transitions it caused: (first sight?, new deleted state) per version."""
-    counts = Counts(received=received)
+    new_versions = deleted = changed = 0
     for first, state in transitions:
         if first:
-            counts.new_versions += 1
+            new_versions += 1
         elif state != Deleted.LIVE:
-            counts.deleted += 1
+            deleted += 1
         else:
-            counts.changed += 1
-    counts.unchanged = received - counts.new_versions - counts.changed - counts.deleted
-    return counts
+            changed += 1
+    unchanged = received - new_versions - changed - deleted
+    return Counts(received=received, new_versions=new_versions, changed=changed, unchanged=unchanged, deleted=deleted)
 
 
 @dataclass

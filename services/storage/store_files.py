@@ -69,7 +69,7 @@ class FilesStore(StoreBase):
                 (job.org_key, object_name, record_id),
             )
             previous = await cur.fetchone()
-            counts = Counts(received=1)
+            new_versions = changed = unchanged = 0
             new_version = previous is None or bytes(previous[0]) != sha256
             if new_version:
                 await conn.execute(
@@ -79,13 +79,19 @@ class FilesStore(StoreBase):
                     (job.org_key, object_name, record_id, sha256, size, file_name, content_type, job.job_key),
                 )
                 if previous is None:
-                    counts.new_versions = 1
+                    new_versions = 1
                 else:
-                    counts.changed = 1
+                    changed = 1
             else:
-                counts.unchanged = 1
-            if body_new:
-                counts.files, counts.bytes = 1, size
+                unchanged = 1
+            counts = Counts(
+                received=1,
+                new_versions=new_versions,
+                changed=changed,
+                unchanged=unchanged,
+                files=1 if body_new else 0,
+                bytes=size if body_new else 0,
+            )
             result = {
                 "counts": counts.to_json(),
                 "sha256": sha256.hex(),

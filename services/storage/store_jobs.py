@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from services.platform.counts import ZERO
 from services.storage.domain import (
     Counts,
     FailedPrecondition,
@@ -51,10 +52,8 @@ class JobsStore(StoreBase):
                 f"SELECT coalesce(max(chunk_seq), 0), count(*) FROM {S}.chunks WHERE job_key = %s", (job.job_key,)
             )
             last, chunks = await cur.fetchone()  # type: ignore[misc]
-            totals = Counts()
             cur = await conn.execute(f"SELECT result->'counts' FROM {S}.chunks WHERE job_key = %s", (job.job_key,))
-            for (counts,) in await cur.fetchall():
-                totals.add(Counts.from_json(counts))
+            totals = sum((Counts.from_json(counts) for (counts,) in await cur.fetchall()), ZERO)
             return job, int(last), int(chunks), totals
 
     async def _job(self, conn: psycopg.AsyncConnection[Any], session_id: str, job_id: str) -> JobRef | None:

@@ -41,23 +41,23 @@ class MetadataStore(StoreBase):
                 ([c.type for c in components], [c.full_name for c in components], job.org_key),
             )
             heads = {(r[0], r[1]): (bytes(r[2]), bool(r[3])) for r in await cur.fetchall()}
-            counts = Counts(received=len(components), metadata_components=len(components))
+            tally = dict.fromkeys(("unchanged", "new_versions", "deleted", "changed", "bytes"), 0)
             latest = {(c.type, c.full_name): c for c in components}  # a component listed twice: the last wins
             for key, c in sorted(latest.items()):
                 head = heads.get(key)
                 if head is None and c.deleted:
-                    counts.unchanged += 1  # never backed up and already gone: nothing to keep
+                    tally["unchanged"] += 1  # never backed up and already gone: nothing to keep
                     continue
                 if head is not None and head == (c.sha256, c.deleted):
-                    counts.unchanged += 1
+                    tally["unchanged"] += 1
                     continue
                 if head is None:
-                    counts.new_versions += 1
+                    tally["new_versions"] += 1
                 elif c.deleted:
-                    counts.deleted += 1
+                    tally["deleted"] += 1
                 else:
-                    counts.changed += 1
-                counts.bytes += c.size
+                    tally["changed"] += 1
+                tally["bytes"] += c.size
                 await conn.execute(
                     f"INSERT INTO {S}.metadata_head AS h (org_key, type, full_name, sha256, deleted, versions)"
                     " VALUES (%s, %s, %s, %s, %s, 1) ON CONFLICT (org_key, type, full_name) DO UPDATE"
@@ -69,7 +69,8 @@ class MetadataStore(StoreBase):
                     " last_modified_date, file_name, job_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (job.org_key, *key, c.sha256, c.size, c.deleted, c.last_modified_date, c.file_name, job.job_key),
                 )
-            counts.unchanged += len(components) - len(latest)
+            tally["unchanged"] += len(components) - len(latest)
+            counts = Counts(received=len(components), metadata_components=len(components), **tally)
             result = {"counts": counts.to_json()}
             await self._finish(conn, job.job_key, seq, result)
             return ChunkOutcome(result, False)

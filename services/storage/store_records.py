@@ -5,6 +5,7 @@ and the reads of versions (history, as-of, export, restore points).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from binascii import hexlify
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from services.platform.counts import ZERO
 from services.storage.domain import (
     CANONICAL_RULES,
     CanonicalRecord,
@@ -229,8 +231,7 @@ class RecordsStore(StoreBase):
     ) -> ChunkOutcome:
         """A records chunk's result, from the head transitions it caused and the bytes of values it wrote."""
         await self._at("records.after_versions")
-        counts = classify(received, transitions)
-        counts.bytes = written
+        counts = dataclasses.replace(classify(received, transitions), bytes=written)
         result = {"counts": counts.to_json()}
         await self._finish(conn, job_key, seq, result)
         return ChunkOutcome(result, False)
@@ -431,8 +432,7 @@ class RecordsStore(StoreBase):
                     (job.org_key, object_key, job.job_key, int(state), changed, job.org_key, object_key),
                 )
             unknown = [i for i in ids if i not in known]
-            counts = Counts(received=len(record_ids), deleted=len(changed))
-            counts.unchanged = counts.received - counts.deleted
+            counts = Counts(received=len(record_ids), deleted=len(changed), unchanged=len(record_ids) - len(changed))
             result = {"counts": counts.to_json(), "unknown_ids": unknown}
             await self._finish(conn, job.job_key, seq, result)
             return ChunkOutcome(result, False)
@@ -502,9 +502,6 @@ class RecordsStore(StoreBase):
             )
             out = []
             for r in await cur.fetchall():
-                totals = Counts()
-                for c in r["counts"]:
-                    if c:
-                        totals.add(Counts.from_json(c))
+                totals = sum((Counts.from_json(c) for c in r["counts"] if c), ZERO)
                 out.append(RestorePointRow(r["session_id"], r["first_capture"], r["last_capture"], totals, r["jobs"]))
             return out
