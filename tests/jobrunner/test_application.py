@@ -11,7 +11,8 @@ from typing import Any
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.jobrunner.application import JobExecutor, Result
+from services.jobrunner.application import JobExecutor, Result, Stops, finished, settled
+from services.jobrunner.domain import Tally
 from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.service import error_kinds
 from services.jobrunner.storage_client import StorageUnavailable
@@ -186,3 +187,27 @@ def test_a_rest_query_that_keeps_timing_out_is_read_through_bulk() -> None:
     assert (done.outcome, done.disposition) == (ev.JOB_OUTCOME_WARNING, "ack"), done.message
     assert "REST queries of Opportunity kept timing out (QUERY_TIMEOUT): read through Bulk" in done.message
     assert len(w.held()) == 300
+
+
+def test_stops_reach_the_running_jobs_they_name_and_are_remembered() -> None:
+    stops = Stops()
+    mine, other, elsewhere = JobControl(), JobControl(), JobControl()
+    stops.controls.update({("s1", "j1"): mine, ("s1", "j2"): other, ("s2", "j1"): elsewhere})
+    stops.apply("JobTerminated", "s1", "j1")
+    assert (mine.why, other.why, elsewhere.why) == ("terminated", None, None)
+    stops.apply("SessionCancelled", "s1", "")
+    assert (mine.why, other.why, elsewhere.why) == ("terminated", "cancelled", None)  # a termination outranks
+    assert stops.known("s1", "j9") == "cancelled" and stops.known("s2", "j1") is None
+    stops.apply("SessionFailed", "s1", "")
+    assert stops.known("s1", "j9") == "cancelled"  # the first ending of a session is the one that counts
+    stops.stop_all("shutdown")
+    assert elsewhere.why == "shutdown"
+
+
+def test_a_job_handed_back_at_its_last_delivery_ends_in_error_and_is_reported() -> None:
+    handed_back = Result(0, "storage unavailable", Tally(received=3), 2, "nak")
+    assert settled(handed_back, 2, max_deliver=6) is handed_back
+    last = settled(handed_back, 6, max_deliver=6)
+    assert (last.outcome, last.disposition, last.chunks) == (ev.JOB_OUTCOME_ERROR, "ack", 2)
+    event = finished(Result(ev.JOB_OUTCOME_WARNING, "x" * 3000, Tally(received=3, changed=1), 2, "ack"))
+    assert len(event.message) == 2000 and event.counts.received == 3 and event.counts.changed == 1
