@@ -373,3 +373,52 @@ def test_rescope_carries_fields_out_of_scope_and_tells_a_scope_only_difference()
     assert not quiet and changed.hash != head.hash
     _gone, quiet = rescope(record(Name="A", Phone="5")._replace(deleted=Deleted.SOFT), head, now, then, unhashed)
     assert not quiet  # a deleted state that changed is a change
+
+
+# --- a chunk of canonical columns (prepare_chunk, RecordsChunk): pure, no I/O ---------------------------------
+
+
+def _columns(parts: list[object]) -> object:
+    from types import SimpleNamespace
+
+    from services.canonical import column_bytes
+
+    return SimpleNamespace(**dict(column_bytes(parts)))  # type: ignore[arg-type]
+
+
+def test_a_chunk_is_hashed_fingerprinted_and_built_as_the_one_canonicaliser_says() -> None:
+    from services.canonical import CanonicalParts
+    from services.storage.domain import canonical_print, prepare_chunk
+
+    c = RecordCanonicalizer(ACCOUNT)
+    raws = [{"Id": ID, "Name": "a"}, {"Id": ID[:15], "Name": "b", "IsDeleted": True}]
+    parts = [c.parts(r, i) for i, r in enumerate(raws)]
+    chunk = prepare_chunk(_columns(parts), "Account", c, check_every=1)  # type: ignore[arg-type]
+    assert list(chunk.ids) == [ID, ID] and len(chunk) == 2
+    [record] = chunk.records([0, 1]).values()  # one per Id: the last occurrence
+    assert record == c.canonicalize(json.dumps(raws[1]).encode(), 1, chunk.prints[1])
+    assert chunk.prints[1] == canonical_print(content_hash(parts[1].values), 1, parts[1].other_values)
+    same = prepare_chunk(_columns(parts), "Account", c, check_every=1)  # type: ignore[arg-type]
+    other = [parts[0], CanonicalParts(*parts[1][:2], b'{"x":1}', *parts[1][3:])]
+    assert same.digest == chunk.digest != prepare_chunk(_columns(other), "Account", c, check_every=1).digest  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("column", "line", "message"),
+    [
+        ("record_ids", b"001000000000001aaa", r"record 1 Id \(a str of 18 characters\) is not an 18-character Id"),
+        ("values", b'{"Name":"x"', r"record 1 \(.*\): its values are not a canonical JSON object"),
+        ("system_modstamps", b"2024-01-02 03:04:05", r"record 1 \(.*\): system_modstamp \(of 19 characters\)"),
+    ],
+)
+def test_a_chunk_refused_names_the_record_at_fault(column: str, line: bytes, message: str) -> None:
+    from services.storage.domain import prepare_chunk
+
+    c = RecordCanonicalizer(ACCOUNT)
+    parts = [c.parts({"Id": ID, "Name": "a"}), c.parts({"Id": ID[:14] + "2", "Name": "b"})]
+    columns = _columns(parts)
+    lines = getattr(columns, column).split(b"\n")
+    lines[1] = line
+    setattr(columns, column, b"\n".join(lines))
+    with pytest.raises(InvalidArgument, match=message):
+        prepare_chunk(columns, "Account", c, check_every=1)  # type: ignore[arg-type]
