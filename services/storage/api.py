@@ -12,16 +12,14 @@ from typing import Any
 
 import grpc
 import psycopg
-from sfvault.events.v1 import events_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.platform import timestamps
+from services.platform import events, timestamps
 from services.platform.auth import current_principal
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
     ChunkOutcome,
-    Counts,
     Deleted,
     FailedPrecondition,
     FieldDef,
@@ -119,13 +117,9 @@ def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
         raise InvalidArgument(f"{field} is not a time between the years 1 and 9999") from None
 
 
-def _counts(counts: Counts) -> events_pb2.Counts:
-    return events_pb2.Counts(**counts.to_json())
-
-
 def _chunk_result(outcome: ChunkOutcome) -> storage_pb2.ChunkResult:
     return storage_pb2.ChunkResult(
-        counts=_counts(outcome.counts),
+        counts=events.counts_to_pb(outcome.counts),
         replayed=outcome.replayed,
         unknown_ids=outcome.result.get("unknown_ids", []),
     )
@@ -225,7 +219,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         )
         return storage_pb2.BeginJobResponse(
             last_chunk_seq=last,
-            counts=_counts(totals),
+            counts=events.counts_to_pb(totals),
             chunks=chunks,
             canonical_rules=CANONICAL_RULES,
             formula_changes_counted=self.storage.count_formula_changes,
@@ -308,7 +302,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             size=r["size"],
             deduplicated=r["deduplicated"],
             new_version=r["new_version"],
-            counts=_counts(outcome.counts),
+            counts=events.counts_to_pb(outcome.counts),
             replayed=outcome.replayed,
         )
 
@@ -376,7 +370,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                     session_id=p.session_id,
                     first_capture=timestamps.to_pb(p.first_capture),
                     last_capture=timestamps.to_pb(p.last_capture),
-                    counts=_counts(p.counts),
+                    counts=events.counts_to_pb(p.counts),
                     jobs=p.jobs,
                 )
                 for p in points

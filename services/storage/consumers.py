@@ -22,7 +22,7 @@ class BusChunkPublisher:
     async def chunk_uploaded(
         self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
     ) -> None:
-        payload = events_pb2.ChunkUploaded(chunk_seq=chunk_seq, counts=events_pb2.Counts(**counts.to_json()))
+        payload = events_pb2.ChunkUploaded(chunk_seq=chunk_seq, counts=events.counts_to_pb(counts))
         env = events.envelope(
             payload,
             session_id=session_id,
