@@ -1,7 +1,7 @@
-"""In-memory fakes of storage's ports (services/storage/ports.py): the file repository and the read audit's
-store. Each behaves as its real adapter does, as the contract suites show (test_file_repository_contract.py,
-test_read_audit_store_contract.py run against fake and real alike), so application tests can use them and run in
-milliseconds without PostgreSQL, a directory or S3."""
+"""In-memory fakes of storage's ports (services/storage/ports.py): the file repository, the read audit's store and
+the outbox. Each behaves as its real adapter does, as the contract suites show (test_file_repository_contract.py,
+test_read_audit_store_contract.py, test_outbox_store_contract.py run against fake and real alike), so application
+tests can use them and run in milliseconds without PostgreSQL, a directory or S3."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 
-from services.storage.domain import ReadEntry
+from services.storage.domain import Counts, PendingEvent, ReadEntry
 from services.storage.files import content_key
 from services.storage.ports import READ_CHUNK, Upload
 
@@ -84,3 +84,30 @@ class InMemoryReadAuditStore:
             if e.entry_id > after and (since is None or e.at >= since) and (not actor or e.actor == actor)
         ]
         return found[:limit]
+
+
+class InMemoryOutbox:
+    """The outbox: a committed chunk's row (`committed`, what a chunk's transaction does) until its event is
+    acknowledged (events_published)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[int, int], PendingEvent] = {}
+
+    def committed(self, job_key: int, seq: int, session_id: str, job_id: str, counts: Counts, at: dt.datetime) -> None:
+        self.rows[(job_key, seq)] = PendingEvent(job_key, seq, session_id, job_id, counts, at)
+
+    async def pending_events(
+        self, *, job_key: int | None = None, min_age_s: float | None = None, limit: int = 1000
+    ) -> list[PendingEvent]:
+        now = dt.datetime.now(dt.UTC)
+        found = [
+            row
+            for key, row in sorted(self.rows.items())
+            if (job_key is None or key[0] == job_key)
+            and (min_age_s is None or row.committed_at < now - dt.timedelta(seconds=min_age_s))
+        ]
+        return found[:limit]
+
+    async def events_published(self, keys: Sequence[tuple[int, int]]) -> None:
+        for key in keys:
+            self.rows.pop(key, None)
