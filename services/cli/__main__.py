@@ -108,7 +108,8 @@ def write_private(path: Path, parts: Iterable[bytes]) -> int:
 
 
 def salesforce_org_id(c: Clients, org_id: str) -> str:
-    """Storage keys everything by the Salesforce org id; accept either ours or theirs."""
+    """Storage keys everything by the Salesforce org id; accept either ours or theirs (none: the only org)."""
+    org_id = org_id or _only_org(c)
     if org_id.startswith("00D") and len(org_id) in (15, 18):
         return org_id
     org = c.discovery.GetOrg(disc.GetOrgRequest(org_id=org_id))
@@ -437,7 +438,7 @@ def records_history(
 ) -> None:
     """Every backed-up version of a record."""
     c = clients()
-    sf_org = salesforce_org_id(c, org or _only_org(c))
+    sf_org = salesforce_org_id(c, org)
     history = c.storage.GetRecordHistory(
         st.GetRecordHistoryRequest(org_id=sf_org, object_name=object_name, record_id=record_id)
     )
@@ -473,7 +474,7 @@ def records_as_of(
     c = clients()
     version = c.storage.GetRecordAsOf(
         st.GetRecordAsOfRequest(
-            org_id=salesforce_org_id(c, org or _only_org(c)),
+            org_id=salesforce_org_id(c, org),
             object_name=object_name,
             record_id=record_id,
             as_of=timestamps.to_pb(parse_time(at)),
@@ -501,7 +502,7 @@ def export(
         raise CliError("--format must be csv or jsonl")
     c = clients()
     request = st.ExportObjectAsOfRequest(
-        org_id=salesforce_org_id(c, org or _only_org(c)),
+        org_id=salesforce_org_id(c, org),
         object_name=object_name,
         as_of=timestamps.to_pb(parse_time(at)),
         format=formats[fmt],
@@ -533,7 +534,7 @@ def files_get(
     """Download a backed-up file body (ContentVersion, Attachment, Document)."""
     c = clients()
     request = st.GetFileRequest(
-        org_id=salesforce_org_id(c, org or _only_org(c)),
+        org_id=salesforce_org_id(c, org),
         object_name=object_name,
         record_id=record_id,
         as_of=timestamps.to_pb(parse_time(at)),
@@ -553,7 +554,7 @@ def metadata_list(
     c = clients()
     versions = list(
         c.storage.ListMetadataVersions(
-            st.ListMetadataVersionsRequest(org_id=salesforce_org_id(c, org or _only_org(c)), type=type_)
+            st.ListMetadataVersionsRequest(org_id=salesforce_org_id(c, org), type=type_)
         ).versions
     )
     if json_out:
@@ -586,7 +587,7 @@ def metadata_get(
     c = clients()
     version = c.storage.GetMetadataAsOf(
         st.GetMetadataAsOfRequest(
-            org_id=salesforce_org_id(c, org or _only_org(c)),
+            org_id=salesforce_org_id(c, org),
             type=type_,
             full_name=full_name,
             as_of=timestamps.to_pb(parse_time(at)),
