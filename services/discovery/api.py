@@ -22,7 +22,6 @@ from sfvault.discovery.v1 import discovery_pb2 as api
 from services.discovery import domain as d
 from services.discovery import translate
 from services.discovery.application import Catalog
-from services.discovery.store import DiscoveryStore
 from services.discovery.store_tokens import TokenStore
 from services.platform import auth, timestamps
 from services.platform.auth import AuthError, KvRevocationFeed, StreamAudit, claims_of, current_principal
@@ -44,9 +43,8 @@ def _domain(fn: Callable[[A], T], arg: A) -> T:
 
 
 class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
-    def __init__(self, catalog: Catalog, store: DiscoveryStore) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.store = store
 
     @grpc_errors
     async def CreateOrg(self, request: api.CreateOrgRequest, context: grpc.aio.ServicerContext) -> api.Org:
@@ -128,12 +126,7 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
     async def GetSessionPlan(
         self, request: api.GetSessionPlanRequest, context: grpc.aio.ServicerContext
     ) -> api.SessionPlan:
-        record = await self.store.get_session(_id("session_id", request.session_id))
-        if record is None:
-            raise NotFound(f"discovery has not handled session {request.session_id!r}")
-        jobs = await self.store.session_jobs(record.session_id)
-        schema = await self.store.session_schema(record.session_id)
-        return translate.session_plan_to_pb(record, jobs, schema)
+        return translate.session_plan_to_pb(*await self.catalog.session_plan(_id("session_id", request.session_id)))
 
 
 def _id(what: str, value: str) -> str:

@@ -187,6 +187,13 @@ class Catalog:
             raise errors.NotFound(f"policy {policy_id!r} does not exist")
         return policy
 
+    async def session_plan(self, session_id: str) -> tuple[SessionRecord, list[StoredJob], d.Schema]:
+        """What discovery decided for a session: its record, its jobs and the schema it saw."""
+        record = await self.store.get_session(session_id)
+        if record is None:
+            raise errors.NotFound(f"discovery has not handled session {session_id!r}")
+        return record, await self.store.session_jobs(session_id), await self.store.session_schema(session_id)
+
     async def list_policies(self, org_id: str = "") -> list[d.Policy]:
         if org_id:
             await self._require_org(org_id)

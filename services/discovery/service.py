@@ -89,7 +89,7 @@ async def serve(
             [
                 (
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
-                    DiscoveryApi(Catalog(store, connect, storage.backup_ids), store),
+                    DiscoveryApi(Catalog(store, connect, storage.backup_ids)),
                     discovery_service,
                 ),
                 access_service_entry(AccessApi(key, tokens, access.feed, access.audit)),
