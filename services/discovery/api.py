@@ -9,8 +9,6 @@ the tokens table and puts its id into the KV bucket of revoked tokens every serv
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,13 +19,11 @@ from sfvault.discovery.v1 import discovery_pb2 as api
 
 from services.discovery import domain as d
 from services.discovery import translate
-from services.discovery.application import Catalog
-from services.discovery.store_tokens import TokenStore
+from services.discovery.application import Access, Catalog
 from services.platform import auth, timestamps
-from services.platform.auth import AuthError, KvRevocationFeed, StreamAudit, claims_of, current_principal
-from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, grpc_errors
+from services.platform.auth import current_principal
+from services.platform.errors import InvalidArgument, grpc_errors
 
-MAX_TOKEN_TEXT = 4096
 MAX_AUDIT_PAGE = 5000
 DEFAULT_AUDIT_PAGE = 500
 T = TypeVar("T")
@@ -143,46 +139,21 @@ def _id(what: str, value: str) -> str:
 class AccessApi(access_pb2_grpc.AccessServiceServicer):
     """Every RPC needs the admin role (the AuthInterceptor's default)."""
 
-    def __init__(self, key: bytes, store: TokenStore, feed: KvRevocationFeed, audit: StreamAudit) -> None:
-        self.key = key
-        self.store = store
-        self.feed = feed
-        self.audit = audit
+    def __init__(self, access: Access) -> None:
+        self.access = access
 
     @grpc_errors
     async def RegisterToken(self, request: access_api.RegisterTokenRequest, context: grpc.aio.ServicerContext) -> Any:
-        if not self.key:
-            raise FailedPrecondition("authentication is disabled on this installation: there are no tokens")
-        if not request.token or len(request.token) > MAX_TOKEN_TEXT:
-            raise InvalidArgument(f"token is required (at most {MAX_TOKEN_TEXT} characters)")
-        try:
-            claims = claims_of(self.key, request.token)
-        except AuthError as exc:
-            raise InvalidArgument(f"not a token of this installation: {exc}") from None
-        if claims.expires_at <= time.time():
-            raise InvalidArgument("the token has expired")
-        if claims.expires_at - claims.issued_at > auth.MAX_TOKEN_TTL_S + 1:
-            raise InvalidArgument(f"the token lives longer than {auth.MAX_TOKEN_TTL_S / 86400:.0f} days")
-        return translate.token_to_pb(await self.store.register(claims, current_principal.get().name))
+        return translate.token_to_pb(await self.access.register(request.token, current_principal.get().name))
 
     @grpc_errors
     async def ListTokens(self, request: access_api.ListTokensRequest, context: grpc.aio.ServicerContext) -> Any:
-        records = await self.store.list_tokens(request.include_expired, dt.datetime.now(dt.UTC))
+        records = await self.access.list_tokens(request.include_expired)
         return access_api.ListTokensResponse(tokens=[translate.token_to_pb(r) for r in records])
 
     @grpc_errors
     async def RevokeToken(self, request: access_api.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> Any:
-        token_id = _check_token_id(request.token_id)
-        record = await self.store.revoke(token_id, current_principal.get().name, dt.datetime.now(dt.UTC))
-        if record is None:
-            raise NotFound(f"no registered token {token_id!r} (`sfvault token list --all` shows them)")
-        assert record.revoked_at is not None
-        try:
-            await self.feed.revoke(token_id, record.revoked_at.timestamp(), record.revoked_by)
-        except Exception as exc:  # recorded, not yet announced: a retry (or discovery's next start) announces it
-            raise Unavailable(
-                f"token {token_id} is marked revoked but not yet announced ({type(exc).__name__}); retry"
-            ) from None
+        record = await self.access.revoke(_check_token_id(request.token_id), current_principal.get().name)
         return translate.token_to_pb(record)
 
     @grpc_errors
@@ -203,10 +174,7 @@ class AccessApi(access_pb2_grpc.AccessServiceServicer):
             if not 0 <= request.since.seconds < 253402300800:
                 raise InvalidArgument("since is out of range")
             since = request.since.seconds + request.since.nanos / 1e9
-        try:
-            entries, last = await self.audit.read(since, request.actor, size, after)
-        except Exception as exc:
-            raise Unavailable(f"the audit stream cannot be read now ({type(exc).__name__})") from None
+        entries, last = await self.access.audit_entries(since, request.actor, size, after)
         return access_api.ListAuditResponse(
             entries=[
                 access_api.AuditEntry(

@@ -24,6 +24,7 @@ from services.discovery import domain as d
 from services.discovery import ports, translate
 from services.discovery.domain_schedule import COULD_NOT_START, InvalidSchedule, latest_due
 from services.discovery.ports import (
+    AuditLog,
     Clock,
     Connector,
     DiscoveryStore,
@@ -36,7 +37,7 @@ from services.discovery.ports import (
     TokenRegistry,
 )
 from services.discovery.store import Conflict, SessionRecord, StoredJob
-from services.platform import errors
+from services.platform import auth, errors
 from services.platform.bus import is_transient
 from services.platform.ports import Delivered
 
@@ -483,6 +484,58 @@ def _json(data: bytes) -> dict[str, Any]:
 
 
 # ---- tokens ---------------------------------------------------------------------------------------------
+
+
+MAX_TOKEN_TEXT = 4096
+
+
+@dataclasses.dataclass
+class Access:
+    """Tokens minted with the signing key are registered here (their claims, never the token), listed and
+    revoked; a revocation is put into the KV bucket every service follows. And the audit of changes."""
+
+    key: bytes  # empty: authentication is disabled, there are no tokens
+    tokens: TokenRegistry
+    feed: RevocationFeed
+    audit: AuditLog
+    clock: Clock = dataclasses.field(default_factory=SystemClock)
+
+    async def register(self, token: str, by: str) -> d.TokenRecord:
+        if not self.key:
+            raise errors.FailedPrecondition("authentication is disabled on this installation: there are no tokens")
+        if not token or len(token) > MAX_TOKEN_TEXT:
+            raise errors.InvalidArgument(f"token is required (at most {MAX_TOKEN_TEXT} characters)")
+        try:
+            claims = auth.claims_of(self.key, token)
+        except auth.AuthError as exc:
+            raise errors.InvalidArgument(f"not a token of this installation: {exc}") from None
+        if claims.expires_at <= self.clock.now().timestamp():
+            raise errors.InvalidArgument("the token has expired")
+        if claims.expires_at - claims.issued_at > auth.MAX_TOKEN_TTL_S + 1:
+            raise errors.InvalidArgument(f"the token lives longer than {auth.MAX_TOKEN_TTL_S / 86400:.0f} days")
+        return await self.tokens.register(claims, by)
+
+    async def list_tokens(self, include_expired: bool) -> list[d.TokenRecord]:
+        return await self.tokens.list_tokens(include_expired, self.clock.now())
+
+    async def revoke(self, token_id: str, by: str) -> d.TokenRecord:
+        record = await self.tokens.revoke(token_id, by, self.clock.now())
+        if record is None:
+            raise errors.NotFound(f"no registered token {token_id!r} (`sfvault token list --all` shows them)")
+        assert record.revoked_at is not None
+        try:
+            await self.feed.revoke(token_id, record.revoked_at.timestamp(), record.revoked_by)
+        except Exception as exc:  # recorded, not yet announced: a retry (or discovery's next start) announces it
+            raise errors.Unavailable(
+                f"token {token_id} is marked revoked but not yet announced ({type(exc).__name__}); retry"
+            ) from None
+        return record
+
+    async def audit_entries(self, since: float | None, actor: str, size: int, after: int) -> tuple[list[Any], int]:
+        try:
+            return await self.audit.read(since, actor, size, after)
+        except Exception as exc:
+            raise errors.Unavailable(f"the audit stream cannot be read now ({type(exc).__name__})") from None
 
 
 async def republish_revocations(store: TokenRegistry, feed: RevocationFeed) -> int:

@@ -700,3 +700,18 @@ class StoredJob:
     job_type: str
     object_name: str
     spec: bytes
+
+
+# ---- tokens as registered (claims only, never the token) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    name: str
+    role: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    registered_by: str = ""
+    revoked_at: dt.datetime | None = None
+    revoked_by: str = ""

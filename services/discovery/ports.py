@@ -14,6 +14,7 @@ from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.discovery import domain as d
 from services.discovery.domain import SessionRecord, StoredJob
+from services.platform.auth import AuditEntry, Claims
 
 
 class Conflict(Exception):
@@ -138,9 +139,27 @@ class ScheduleRunStore(Protocol):
 
 
 class TokenRegistry(Protocol):
-    async def revoked_unexpired(self, now: dt.datetime) -> list[Any]:
-        """The tokens revoked that have not expired yet (each with token_id, revoked_at, revoked_by)."""
+    """The registered tokens' claims (never a token) and their revocations."""
+
+    async def register(self, claims: Claims, by: str) -> d.TokenRecord:
+        """Idempotent: a token registered again keeps its first record."""
         ...
+
+    async def list_tokens(self, include_expired: bool, now: dt.datetime) -> list[d.TokenRecord]: ...
+
+    async def revoke(self, token_id: str, by: str, now: dt.datetime) -> d.TokenRecord | None:
+        """None for a token never registered; the first revocation's time and author stay."""
+        ...
+
+    async def revoked_unexpired(self, now: dt.datetime) -> list[d.TokenRecord]: ...
+
+
+class AuditLog(Protocol):
+    """The audit of changes every service appends (services.platform.auth.StreamAudit)."""
+
+    async def read(
+        self, since: float | None = None, actor: str = "", limit: int = 500, after_seq: int = 0
+    ) -> tuple[list[AuditEntry], int]: ...
 
 
 class RevocationFeed(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
 
 from services.discovery.api import AccessApi, DiscoveryApi, access_service_entry
-from services.discovery.application import Catalog, Planner, Scheduler, SystemClock, republish_revocations
+from services.discovery.application import Access, Catalog, Planner, Scheduler, SystemClock, republish_revocations
 from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import consume_job_outcomes, consume_session_requests
 from services.discovery.ports import Clock, Connector
@@ -92,7 +92,7 @@ async def serve(
                     DiscoveryApi(Catalog(store, connect, storage.backup_ids)),
                     discovery_service,
                 ),
-                access_service_entry(AccessApi(key, tokens, access.feed, access.audit)),
+                access_service_entry(AccessApi(Access(key, tokens, access.feed, access.audit))),
             ],
             settings.discovery_port,
         )

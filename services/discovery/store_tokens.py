@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from services.discovery.domain import TokenRecord
 from services.platform.auth import Claims
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    token_id: str
-    name: str
-    role: str
-    issued_at: dt.datetime
-    expires_at: dt.datetime
-    registered_by: str = ""
-    revoked_at: dt.datetime | None = None
-    revoked_by: str = ""
 
 
 def _utc(epoch: float) -> dt.datetime:

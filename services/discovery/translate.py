@@ -13,7 +13,6 @@ from sfvault.jobs.v1 import jobs_pb2 as jobs
 from services import sfconnection as sfc
 from services.discovery import domain as d
 from services.discovery.domain import SessionRecord, StoredJob
-from services.discovery.store_tokens import TokenRecord
 from services.platform import timestamps
 
 JOB_TYPE = {
@@ -196,7 +195,7 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
     )
 
 
-def token_to_pb(record: TokenRecord) -> access_api.TokenInfo:
+def token_to_pb(record: d.TokenRecord) -> access_api.TokenInfo:
     return access_api.TokenInfo(
         token_id=record.token_id,
         name=record.name,
