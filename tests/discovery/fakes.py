@@ -1,6 +1,7 @@
-"""In-memory fakes of discovery's ports (services/discovery/ports.py): its store, the schedule runs and the
-session service the scheduler asks. tests/discovery/test_store_contract.py holds the stores and the
-PostgreSQL ones to the same rules; the bus fake is tests/platform/fakes.py."""
+"""In-memory fakes of discovery's ports (services/discovery/ports.py): its store, the schedule runs, the
+session service the scheduler asks and a logged-in org. tests/discovery/test_store_contract.py and
+test_org_contract.py hold them and the real adapters (PostgreSQL, sforg) to the same rules; the bus fake is
+tests/platform/fakes.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from services.discovery import domain as d
 from services.discovery.domain import SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
-from services.discovery.ports import Conflict
+from services.discovery.ports import Conflict, DescribeFailed, Fetched
 
 
 class FakeClock:
@@ -197,3 +198,61 @@ class FakeSessionStarter:
     async def start(self, policy: d.Policy, session_id: str) -> str:
         self.started.append(session_id)
         return session_id
+
+
+class FakeOrg:
+    """A logged-in org (the port ports.OrgSession) holding a few objects: their describes and live Ids.
+    Answers 304 (a body of None) to a describe asked with the Date it last gave, while nothing changed."""
+
+    DATE = "Thu, 01 Jan 2026 00:00:00 GMT"
+
+    def __init__(self, objects: dict[str, list[dict[str, object]]], ids: dict[str, set[str]] | None = None) -> None:
+        self.objects = objects  # name -> its fields as a describe lists them
+        self.ids = ids or {}
+        self.salesforce_org_id = "00D000000000001AAA"
+        self.instance_url = "https://fake.my.salesforce.com"
+        self.api_calls = 0
+        self.org_usage = (0, 15_000)
+        self.date = self.DATE
+
+    def _call(self) -> None:
+        self.api_calls += 1
+
+    def change(self, date: str) -> None:
+        """Something changed in the org at `date`: describes asked since an earlier date are sent again."""
+        self.date = date
+
+    def describe_global(self, since: str = "") -> Fetched:
+        self._call()
+        if since and since == self.date:
+            return Fetched(None, since)
+        sobjects = [{"name": name, "queryable": True, "retrieveable": True} for name in sorted(self.objects)]
+        return Fetched({"sobjects": sobjects}, self.date)
+
+    def describe_many(
+        self, wanted: Sequence[tuple[str, str]], parallel: int = 4
+    ) -> dict[str, Fetched | DescribeFailed]:
+        out: dict[str, Fetched | DescribeFailed] = {}
+        for name, since in wanted:
+            self._call()
+            if name not in self.objects:
+                out[name] = DescribeFailed(
+                    "describe returned HTTP 404 NOT_FOUND: The requested resource does not exist"
+                )
+            elif since and since == self.date:
+                out[name] = Fetched(None, since)
+            else:
+                out[name] = Fetched({"name": name, "fields": list(self.objects[name])}, self.date)
+        return out
+
+    def check_access(self) -> list[str]:
+        self._call()
+        return []
+
+    def live_ids(self, object_name: str) -> set[str]:
+        self._call()
+        return set(self.ids.get(object_name, set()))
+
+    def record_counts(self, names: Sequence[str]) -> dict[str, int]:
+        self._call()
+        return {n: len(self.ids.get(n, set())) for n in names if n in self.objects}
