@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
-from services.jobrunner import translate
 from services.jobrunner.data_job import DataJob
-from services.jobrunner.domain import Tally
 from services.jobrunner.file_job import FileJob
 from services.jobrunner.job_run import JobControl, JobRun, JobStopped, Tuning
 from services.jobrunner.metadata_job import MetadataJob
 from services.jobrunner.ports import JobTables, Org, Storage
+from services.platform.counts import ZERO, Counts
+from services.platform.events import counts_to_pb
 
 log = logging.getLogger("sfvault.jobrunner")
 # the events that end a session, and what they make of its jobs
@@ -28,7 +28,7 @@ CLOSING = {"SessionCancelled": "cancelled", "SessionFailed": "terminated", "Sess
 class Result:
     outcome: int  # JobOutcome, or 0 when nothing is to be reported
     message: str
-    tally: Tally
+    tally: Counts
     chunks: int
     disposition: str  # "ack" | "term" | "nak"
 
@@ -144,7 +144,7 @@ class JobExecutor:
     @staticmethod
     def _result(run: JobRun | None, outcome: int, message: str, disposition: str) -> Result:
         if run is None:
-            return Result(outcome, message, Tally(), 0, disposition)
+            return Result(outcome, message, ZERO, 0, disposition)
         return Result(outcome, message, run.finish_counts(), run.seq, disposition)
 
 
@@ -163,6 +163,6 @@ def finished(result: Result) -> ev.JobFinished:
     return ev.JobFinished(
         outcome=result.outcome,  # type: ignore[arg-type]
         message=result.message[:2000],
-        counts=translate.event_counts(result.tally),
+        counts=counts_to_pb(result.tally),
         chunks=result.chunks,
     )

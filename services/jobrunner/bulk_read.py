@@ -69,7 +69,7 @@ def _pages(o: ObjectRead, job_id: str, total: int, locator: str, skip: int, rece
                 o.seen.add(rid)
             page_rows += 1
             if len(buffer) >= tuning.chunk_records or size >= tuning.chunk_bytes:
-                o.run.tally.received += len(buffer)
+                o.run.count_read(len(buffer))
                 _flush(o, buffer, job_id, locator, page_rows, base + page_rows)
                 buffer, size = [], 0
         if page_rows != count:
@@ -77,7 +77,7 @@ def _pages(o: ObjectRead, job_id: str, total: int, locator: str, skip: int, rece
         received = base + page_rows
         if buffer:
             # the page's tail: after it, reading continues at the next page
-            o.run.tally.received += len(buffer)
+            o.run.count_read(len(buffer))
             _flush(o, buffer, job_id, nxt, 0, received, page_done=True)
         if not nxt:
             break

@@ -74,7 +74,7 @@ class DataJob:
             "data job %s %s: %d records in %.1f s; storage took %.1f s, the reader waited %.1f s for it",
             spec.job_id,
             obj,
-            run.tally.received,
+            run.received,
             elapsed,
             run.storage_s,
             run.waited_s,

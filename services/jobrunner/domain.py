@@ -396,29 +396,6 @@ def components_to_drop(selection: Selection, wanted: Iterable[str]) -> tuple[str
 # ---------------------------------------------------------------- counts
 
 
-@dataclass
-class Tally:
-    """A job's running totals (all are what storage reported, except received and api_calls)."""
-
-    received: int = 0
-    new_versions: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    files: int = 0
-    api_calls: int = 0
-    metadata_components: int = 0
-
-    def add(self, other: dict[str, int]) -> None:
-        for k, v in other.items():
-            if hasattr(self, k) and k != "received":
-                setattr(self, k, getattr(self, k) + int(v))
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
 class CountMismatch(RuntimeError):
     """Salesforce said one number of records, we received or stored another: never a silent success."""
 

@@ -5,6 +5,7 @@ committed and never re-sends a stored chunk_seq with other content."""
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -19,8 +20,9 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.canonical import CANONICAL_RULES
 from services.jobrunner import domain, translate
-from services.jobrunner.domain import CountMismatch, Tally
+from services.jobrunner.domain import CountMismatch
 from services.jobrunner.ports import CheckpointStore, OrgClock, Storage
+from services.platform.counts import ZERO, Counts
 
 log = logging.getLogger("services.jobrunner.jobs")
 
@@ -81,10 +83,10 @@ class JobRun:
     control: JobControl
     tuning: Tuning
     client: OrgClock
-    tally: Tally = field(default_factory=Tally)
+    received: int = 0  # records read (the reader's own count); storage's counts of the chunks say the rest
+    stored: Counts = ZERO  # storage's counts of the chunks stored (received and api_calls apart)
     seq: int = 0  # last chunk stored
     checkpoint: dict[str, Any] = field(default_factory=dict)
-    stored_received: int = 0
     # one chunk may be in storage's hands while the next is read: they are still sent strictly in order, and a
     # chunk's checkpoint is written only once the chunk before it committed
     pipe: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chunk"))
@@ -114,7 +116,8 @@ class JobRun:
         resp = self.storage.begin_job(self.org, self.spec.session_id, self.spec.job_id, self.spec.type, object_name)
         self.seq = int(resp.last_chunk_seq)
         self.formula_changes_counted = bool(resp.formula_changes_counted)
-        self.tally = translate.tally_of(resp.counts)
+        self.received = int(resp.counts.received)
+        self.stored = translate.chunk_counts(resp.counts)
         self.checkpoint = self.store.checkpoint(self.spec.session_id, self.spec.job_id) or {}
 
     def resume_position(self) -> dict[str, Any] | None:
@@ -157,9 +160,13 @@ class JobRun:
         """Chunk `seq` is stored: the job goes on after it, with storage's counts of it (and `received`, what
         the job read for it, when the read does not count it itself)."""
         self.seq = seq
-        self.tally.add(translate.stored_counts(result.counts))
-        self.stored_received += int(result.counts.received)
-        self.tally.received += received
+        self.stored += translate.chunk_counts(result.counts)
+        if received:  # never a write of `received` from the storage thread while the reader counts
+            self.received += received
+
+    def count_read(self, records: int) -> None:
+        """Records the job read (what storage's counts say it received once they are stored)."""
+        self.received += records
 
     def put_records(self, object_name: str, records: list[Any], pos: dict[str, Any], **extra: Any) -> None:
         seq = self.announce(pos, extra)
@@ -196,11 +203,10 @@ class JobRun:
         self.committed(seq, result)
         return list(result.unknown_ids)
 
-    def finish_counts(self) -> Tally:
+    def finish_counts(self) -> Counts:
         try:
             self.wait_stored()
         except Exception:
             log.debug("the chunk in flight failed", exc_info=True)
         self.pipe.shutdown(wait=False)
-        self.tally.api_calls = self.client.api_calls
-        return self.tally
+        return dataclasses.replace(self.stored, received=self.received, api_calls=self.client.api_calls)

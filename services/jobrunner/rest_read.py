@@ -79,7 +79,7 @@ def read_rest(o: ObjectRead, plan: Plan, after: Key | None, *, probe: bool) -> b
 
 
 def _flush(o: ObjectRead, buffer: list[Any], last: Key) -> None:
-    o.run.tally.received += len(buffer)
+    o.run.count_read(len(buffer))
     o.run.put_records(o.obj, buffer, {"phase": "read", "api": "rest", "key": [last.modstamp, last.record_id]})
 
 

@@ -1,7 +1,9 @@
 """Protobuf <-> the jobrunner's domain: a JobSpec's object schema for storage, storage's counts, Salesforce
-timestamps, a finished job's counts for its event."""
+timestamps."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.events.v1 import events_pb2 as ev
@@ -10,10 +12,8 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.canonical import FieldDef, FieldType, ObjectSchema
 from services.jobrunner import domain
-from services.jobrunner.domain import Tally
-
-# what storage counts of a chunk (or of a job so far, BeginJobResponse), besides the records received
-STORED_COUNTS = ("new_versions", "changed", "unchanged", "deleted", "bytes", "files", "metadata_components")
+from services.platform.counts import Counts
+from services.platform.events import counts_from_pb
 
 
 def schema_of(spec: jobs_pb2.JobSpec) -> spb.ObjectSchema:
@@ -43,20 +43,10 @@ def canonical_schema(schema: spb.ObjectSchema) -> ObjectSchema:
     )
 
 
-def stored_counts(counts: ev.Counts) -> dict[str, int]:
-    """Storage's counts of a chunk, by Tally's names (received apart: the job counts what it read)."""
-    return {name: int(getattr(counts, name)) for name in STORED_COUNTS}
-
-
-def tally_of(counts: ev.Counts) -> Tally:
-    """A job's totals as storage holds them (BeginJobResponse.counts: the resume point's)."""
-    tally = Tally(received=int(counts.received))
-    tally.add(stored_counts(counts))
-    return tally
-
-
-def event_counts(tally: Tally) -> ev.Counts:
-    return ev.Counts(**tally.as_dict())
+def chunk_counts(counts: ev.Counts) -> Counts:
+    """Storage's counts of a chunk (or of a job so far), without what the job counts itself: the records it
+    read and its API calls."""
+    return dataclasses.replace(counts_from_pb(counts), received=0, api_calls=0)
 
 
 def sf_timestamp(text: str) -> Timestamp:

@@ -21,7 +21,7 @@ from services.canonical import CANONICAL_RULES, CanonicalParts
 from services.jobrunner.domain import ObjectMarks, parse_sf_datetime
 from services.jobrunner.salesforce import BulkJob, BulkJobGone, LocatorExpired, RestPage
 from services.jobrunner.storage_client import StorageConflict
-from services.jobrunner.translate import STORED_COUNTS
+from services.platform.counts import FIELDS
 from services.sfclient import SalesforceError
 
 # ---------------------------------------------------------------- Salesforce
@@ -248,7 +248,7 @@ def _cell(value: Any) -> str:
 @dataclass
 class _Job:
     seq: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("received", *STORED_COUNTS), 0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FIELDS, 0))
     results: dict[int, Any] = field(default_factory=dict)  # chunk_seq -> its first result
     contents: dict[int, Any] = field(default_factory=dict)  # chunk_seq -> what it held
 
@@ -297,7 +297,7 @@ class FakeStorage:
             result = copy.deepcopy(job.results[seq])
             result.replayed = True
             return result
-        counts = dict.fromkeys(("received", *STORED_COUNTS), 0)
+        counts = dict.fromkeys(FIELDS, 0)
         store(counts)
         for name, n in counts.items():
             job.counts[name] += n

@@ -12,10 +12,10 @@ from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
 from services.jobrunner.application import JobExecutor, Result, Stops, finished, settled
-from services.jobrunner.domain import Tally
 from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.service import error_kinds
 from services.jobrunner.storage_client import StorageUnavailable
+from services.platform.counts import Counts
 from sforg.ids import to18
 from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
 
@@ -205,9 +205,9 @@ def test_stops_reach_the_running_jobs_they_name_and_are_remembered() -> None:
 
 
 def test_a_job_handed_back_at_its_last_delivery_ends_in_error_and_is_reported() -> None:
-    handed_back = Result(0, "storage unavailable", Tally(received=3), 2, "nak")
+    handed_back = Result(0, "storage unavailable", Counts(received=3), 2, "nak")
     assert settled(handed_back, 2, max_deliver=6) is handed_back
     last = settled(handed_back, 6, max_deliver=6)
     assert (last.outcome, last.disposition, last.chunks) == (ev.JOB_OUTCOME_ERROR, "ack", 2)
-    event = finished(Result(ev.JOB_OUTCOME_WARNING, "x" * 3000, Tally(received=3, changed=1), 2, "ack"))
+    event = finished(Result(ev.JOB_OUTCOME_WARNING, "x" * 3000, Counts(received=3, changed=1), 2, "ack"))
     assert len(event.message) == 2000 and event.counts.received == 3 and event.counts.changed == 1
