@@ -6,7 +6,7 @@ stored with it (changing nothing), and finishes by storing its result with its C
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -33,6 +33,18 @@ class StoreBase:
     async def ping(self) -> None:
         async with self.pool.connection() as conn:
             await conn.execute("SELECT 1")
+
+    async def _one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of a read, on a connection of its own."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a read, on a connection of its own."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
 
     # --- chunks --------------------------------------------------------------------------------------------
 
@@ -67,12 +79,10 @@ class StoreBase:
         return dict(row[2])
 
     async def chunk_result(self, job_key: int, seq: int) -> tuple[str, bytes, dict[str, Any]] | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT kind, digest, result FROM {S}.chunks WHERE job_key = %s AND chunk_seq = %s", (job_key, seq)
-            )
-            row = await cur.fetchone()
-            return (row[0], bytes(row[1]), dict(row[2])) if row else None
+        row = await self._one(
+            f"SELECT kind, digest, result FROM {S}.chunks WHERE job_key = %s AND chunk_seq = %s", (job_key, seq)
+        )
+        return (row[0], bytes(row[1]), dict(row[2])) if row else None
 
     async def _finish(self, conn: psycopg.AsyncConnection[Any], job_key: int, seq: int, result: dict[str, Any]) -> None:
         """The chunk's result, and its ChunkUploaded in the outbox: one statement, in the chunk's transaction."""

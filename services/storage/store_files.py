@@ -18,26 +18,22 @@ class FilesStore(StoreBase):
     """Tables files and file_versions."""
 
     async def file_location(self, sha256: bytes) -> tuple[str, int] | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(f"SELECT location, size FROM {S}.files WHERE sha256 = %s", (sha256,))
-            row = await cur.fetchone()
-            return (str(row[0]), int(row[1])) if row else None
+        row = await self._one(f"SELECT location, size FROM {S}.files WHERE sha256 = %s", (sha256,))
+        return (str(row[0]), int(row[1])) if row else None
 
     async def org_references(self, org_key: int, sha256: bytes) -> bool:
         """Whether the org owns a version with this body: content addresses are shared across orgs, reads
         are not."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT EXISTS (SELECT 1 FROM {S}.file_versions WHERE org_key = %s AND sha256 = %s)"
-                f" OR EXISTS (SELECT 1 FROM {S}.metadata_versions WHERE org_key = %s AND sha256 = %s)",
-                (org_key, sha256, org_key, sha256),
-            )
-            return bool((await cur.fetchone())[0])  # type: ignore[index]
+        row = await self._one(
+            f"SELECT EXISTS (SELECT 1 FROM {S}.file_versions WHERE org_key = %s AND sha256 = %s)"
+            f" OR EXISTS (SELECT 1 FROM {S}.metadata_versions WHERE org_key = %s AND sha256 = %s)",
+            (org_key, sha256, org_key, sha256),
+        )
+        return bool(row[0])  # type: ignore[index]
 
     async def existing_files(self, digests: Sequence[bytes]) -> set[bytes]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(f"SELECT sha256 FROM {S}.files WHERE sha256 = ANY(%s)", (list(digests),))
-            return {bytes(r[0]) for r in await cur.fetchall()}
+        rows = await self._all(f"SELECT sha256 FROM {S}.files WHERE sha256 = ANY(%s)", (list(digests),))
+        return {bytes(r[0]) for r in rows}
 
     async def record_file(
         self,
@@ -117,14 +113,13 @@ class FilesStore(StoreBase):
         as_of: dt.datetime | None = None,
         newest_only: bool = False,
     ) -> list[FileVersionRow]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT fv.object_name, fv.record_id, fv.sha256, fv.size, fv.file_name, fv.content_type,"
-                f" j.session_id, fv.captured_at, f.location FROM {S}.file_versions fv"
-                f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
-                " WHERE fv.org_key = %s AND lower(fv.object_name) = lower(%s) AND fv.record_id = %s"
-                " AND (%s::timestamptz IS NULL OR fv.captured_at <= %s)"
-                f" ORDER BY fv.version_id {'DESC LIMIT 1' if newest_only else 'ASC'}",
-                (org_key, object_name, record_id, as_of, as_of),
-            )
-            return [FileVersionRow(r[0], r[1], bytes(r[2]), *r[3:]) for r in await cur.fetchall()]
+        rows = await self._all(
+            f"SELECT fv.object_name, fv.record_id, fv.sha256, fv.size, fv.file_name, fv.content_type,"
+            f" j.session_id, fv.captured_at, f.location FROM {S}.file_versions fv"
+            f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
+            " WHERE fv.org_key = %s AND lower(fv.object_name) = lower(%s) AND fv.record_id = %s"
+            " AND (%s::timestamptz IS NULL OR fv.captured_at <= %s)"
+            f" ORDER BY fv.version_id {'DESC LIMIT 1' if newest_only else 'ASC'}",
+            (org_key, object_name, record_id, as_of, as_of),
+        )
+        return [FileVersionRow(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]

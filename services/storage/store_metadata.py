@@ -85,17 +85,15 @@ class MetadataStore(StoreBase):
         newest_only: bool = False,
         limit: int = 1000,
     ) -> list[MetadataVersionRow]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT m.type, m.full_name, m.version_id, j.session_id, m.captured_at, m.last_modified_date,"
-                f" m.sha256, m.size, m.deleted, m.file_name, f.location FROM {S}.metadata_versions m"
-                f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
-                " WHERE m.org_key = %s AND (%s = '' OR m.type = %s) AND (%s = '' OR m.full_name = %s)"
-                " AND (%s::timestamptz IS NULL OR m.captured_at <= %s)"
-                f" ORDER BY m.version_id {'DESC' if newest_only else 'ASC'} LIMIT %s",
-                (org_key, type_, type_, full_name, full_name, as_of, as_of, 1 if newest_only else limit),
-            )
-            return [
-                MetadataVersionRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7], r[8], r[9], r[10])
-                for r in await cur.fetchall()
-            ]
+        rows = await self._all(
+            f"SELECT m.type, m.full_name, m.version_id, j.session_id, m.captured_at, m.last_modified_date,"
+            f" m.sha256, m.size, m.deleted, m.file_name, f.location FROM {S}.metadata_versions m"
+            f" JOIN {S}.jobs j USING (job_key) JOIN {S}.files f USING (sha256)"
+            " WHERE m.org_key = %s AND (%s = '' OR m.type = %s) AND (%s = '' OR m.full_name = %s)"
+            " AND (%s::timestamptz IS NULL OR m.captured_at <= %s)"
+            f" ORDER BY m.version_id {'DESC' if newest_only else 'ASC'} LIMIT %s",
+            (org_key, type_, type_, full_name, full_name, as_of, as_of, 1 if newest_only else limit),
+        )
+        return [
+            MetadataVersionRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), r[7], r[8], r[9], r[10]) for r in rows
+        ]

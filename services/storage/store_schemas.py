@@ -16,14 +16,11 @@ class SchemasStore(StoreBase):
     """Tables objects, object_schemas and session_schemas."""
 
     async def object_key(self, org_key: int, object_name: str) -> tuple[int, str] | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT object_key, object_name FROM {S}.objects"
-                " WHERE org_key = %s AND lower(object_name) = lower(%s)",
-                (org_key, object_name),
-            )
-            row = await cur.fetchone()
-            return (int(row[0]), str(row[1])) if row else None
+        row = await self._one(
+            f"SELECT object_key, object_name FROM {S}.objects WHERE org_key = %s AND lower(object_name) = lower(%s)",
+            (org_key, object_name),
+        )
+        return (int(row[0]), str(row[1])) if row else None
 
     async def put_schema(
         self, org_key: int, session_id: str, schema: ObjectSchema, describe_json: bytes | None
@@ -73,35 +70,29 @@ class SchemasStore(StoreBase):
             return version, changed
 
     async def session_schema(self, org_key: int, session_id: str, object_name: str) -> SchemaRef | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT o.object_key, o.object_name, s.schema_version, s.key_prefix, s.fields"
-                f" FROM {S}.objects o JOIN {S}.session_schemas ss USING (object_key)"
-                f" JOIN {S}.object_schemas s ON s.object_key = o.object_key AND s.schema_version = ss.schema_version"
-                " WHERE o.org_key = %s AND lower(o.object_name) = lower(%s) AND ss.session_id = %s",
-                (org_key, object_name, session_id),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            return SchemaRef(row[0], row[1], row[2], ObjectSchema.from_json(row[1], row[3], row[4]))
+        row = await self._one(
+            f"SELECT o.object_key, o.object_name, s.schema_version, s.key_prefix, s.fields"
+            f" FROM {S}.objects o JOIN {S}.session_schemas ss USING (object_key)"
+            f" JOIN {S}.object_schemas s ON s.object_key = o.object_key AND s.schema_version = ss.schema_version"
+            " WHERE o.org_key = %s AND lower(o.object_name) = lower(%s) AND ss.session_id = %s",
+            (org_key, object_name, session_id),
+        )
+        if row is None:
+            return None
+        return SchemaRef(row[0], row[1], row[2], ObjectSchema.from_json(row[1], row[3], row[4]))
 
     async def schema_history(self, object_key: int, object_name: str) -> dict[int, ObjectSchema]:
         """Every schema version of an object."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT schema_version, key_prefix, fields FROM {S}.object_schemas WHERE object_key = %s",
-                (object_key,),
-            )
-            return {r[0]: ObjectSchema.from_json(object_name, r[1], r[2]) for r in await cur.fetchall()}
+        rows = await self._all(
+            f"SELECT schema_version, key_prefix, fields FROM {S}.object_schemas WHERE object_key = %s", (object_key,)
+        )
+        return {r[0]: ObjectSchema.from_json(object_name, r[1], r[2]) for r in rows}
 
     async def schema_as_of(self, object_key: int, object_name: str, as_of: dt.datetime) -> ObjectSchema | None:
         """The describe in effect at a time: the newest schema version created at or before it."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT key_prefix, fields FROM {S}.object_schemas WHERE object_key = %s"
-                " ORDER BY (created_at <= %s) DESC, schema_version DESC LIMIT 1",
-                (object_key, as_of),
-            )
-            row = await cur.fetchone()
-            return ObjectSchema.from_json(object_name, row[0], row[1]) if row else None
+        row = await self._one(
+            f"SELECT key_prefix, fields FROM {S}.object_schemas WHERE object_key = %s"
+            " ORDER BY (created_at <= %s) DESC, schema_version DESC LIMIT 1",
+            (object_key, as_of),
+        )
+        return ObjectSchema.from_json(object_name, row[0], row[1]) if row else None
