@@ -79,16 +79,21 @@ def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the storage log"
 
 
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """Ends the call with the status the exception maps to; an abort already under way goes on as it was."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    code, message = _status(exc)
+    await context.abort(code, message)
+
+
 def _unary(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(self: StorageServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            code, message = _status(exc)
-            await context.abort(code, message)
+            await _abort(context, exc)
 
     return wrapper
 
@@ -99,11 +104,8 @@ def _streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIter
         try:
             async for item in fn(self, request, context):
                 yield item
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            code, message = _status(exc)
-            await context.abort(code, message)
+            await _abort(context, exc)
 
     return wrapper
 
