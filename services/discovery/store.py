@@ -20,7 +20,7 @@ from services.discovery.domain import SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
 from services.discovery.migrations import MIGRATIONS
 from services.discovery.ports import Conflict
-from services.platform.db import migrate, reconnected
+from services.platform.db import from_row, migrate, reconnected
 
 # ---- (de)serialisation of domain values -----------------------------------------------------------------
 
@@ -52,34 +52,16 @@ def _scope(data: Mapping[str, Any]) -> d.Scope:
 
 
 def _org(row: Mapping[str, Any]) -> d.Org:
-    return d.Org(
-        org_id=row["org_id"],
-        name=row["name"],
-        connection=_connection(row["connection"]),
-        salesforce_org_id=row["salesforce_org_id"],
-        instance_url=row["instance_url"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return from_row(d.Org, row, connection=_connection(row["connection"]))
 
 
 def _policy(row: Mapping[str, Any]) -> d.Policy:
-    return d.Policy(
-        policy_id=row["policy_id"],
-        org_id=row["org_id"],
-        name=row["name"],
+    return from_row(
+        d.Policy,
+        row,
         scope=_scope(row["scope"]),
-        auto_add_new_objects=row["auto_add_new_objects"],
-        auto_add_new_fields=row["auto_add_new_fields"],
-        files=row["files"],
-        metadata=row["metadata"],
         stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
-        daily_share_percent=row["daily_share_percent"],
-        per_run_cap=row["per_run_cap"],
         reconcile_every=dt.timedelta(seconds=row["reconcile_every_s"]),
-        schedule=row["schedule"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
     )
 
 
@@ -154,6 +136,13 @@ class DiscoveryStore:
             return await reconnected(self.pool, lambda: self._run(text, params))
         return await self._run(text, params)
 
+    async def _insert(self, text: str, params: Sequence[Any], *, exists: str) -> dict[str, Any]:
+        """The row an INSERT ... RETURNING * made; Conflict(exists) where its key is taken."""
+        try:
+            return (await self._fetch(text, params))[0]
+        except psycopg.errors.UniqueViolation:
+            raise Conflict(exists) from None
+
     async def _run(self, text: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.transaction():
             await self._path(conn)
@@ -170,14 +159,12 @@ class DiscoveryStore:
     # ---- orgs -----------------------------------------------------------------------------------------------
 
     async def create_org(self, org: d.Org) -> d.Org:
-        try:
-            rows = await self._fetch(
-                "INSERT INTO orgs (org_id, name, connection) VALUES (%s, %s, %s) RETURNING *",
-                (org.org_id, org.name, Jsonb(_connection_json(org.connection))),
-            )
-        except psycopg.errors.UniqueViolation:
-            raise Conflict(f"org {org.org_id!r} exists already") from None
-        return _org(rows[0])
+        row = await self._insert(
+            "INSERT INTO orgs (org_id, name, connection) VALUES (%s, %s, %s) RETURNING *",
+            (org.org_id, org.name, Jsonb(_connection_json(org.connection))),
+            exists=f"org {org.org_id!r} exists already",
+        )
+        return _org(row)
 
     async def get_org(self, org_id: str) -> d.Org | None:
         rows = await self._fetch("SELECT * FROM orgs WHERE org_id = %s", (org_id,))
@@ -212,13 +199,12 @@ class DiscoveryStore:
     async def create_policy(self, policy: d.Policy) -> d.Policy:
         columns = ", ".join(_POLICY_COLUMNS)
         marks = ", ".join(["%s"] * len(_POLICY_COLUMNS))
-        try:
-            rows = await self._fetch(
-                f"INSERT INTO policies ({columns}) VALUES ({marks}) RETURNING *", _policy_values(policy)
-            )
-        except psycopg.errors.UniqueViolation:
-            raise Conflict(f"policy {policy.policy_id!r} exists already") from None
-        return _policy(rows[0])
+        row = await self._insert(
+            f"INSERT INTO policies ({columns}) VALUES ({marks}) RETURNING *",
+            _policy_values(policy),
+            exists=f"policy {policy.policy_id!r} exists already",
+        )
+        return _policy(row)
 
     async def get_policy(self, policy_id: str) -> d.Policy | None:
         rows = await self._fetch("SELECT * FROM policies WHERE policy_id = %s", (policy_id,))
@@ -378,21 +364,8 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
     warnings = row["warnings"]
     if isinstance(warnings, str):
         warnings = json.loads(warnings)
-    return SessionRecord(
-        session_id=row["session_id"],
-        policy_id=row["policy_id"],
-        org_id=row["org_id"],
-        planned=row["planned"],
-        failure_reason=row["failure_reason"],
-        initial=row["initial"],
-        warnings=tuple(warnings),
-        global_hash=row["global_hash"],
-        describe_date=row["describe_date"],
-        full_describe_at=row["full_describe_at"],
-        api_calls=row["api_calls"],
-        published=row["published"],
-        planned_at=row["planned_at"],
-        stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
+    return from_row(
+        SessionRecord, row, warnings=tuple(warnings), stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"])
     )
 
 

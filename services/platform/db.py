@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    D = TypeVar("D", bound=DataclassInstance)
+
+
+def from_row(cls: type[D], row: Mapping[str, Any], **given: Any) -> D:
+    """A dataclass from a row whose columns are named like its fields (a KeyError where a column is missing);
+    `given` holds the fields whose columns are named or typed otherwise."""
+    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name not in given}, **given)
 
 
 def _lock_key(schema: str) -> int:

@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.platform.db import migrate, reconnected
+from services.platform.db import from_row, migrate, reconnected
 from services.session import domain as d
 from services.session.domain import Page
 from services.session.migrations import MIGRATIONS
@@ -138,48 +138,24 @@ def job_row(session_id: str, j: d.Job) -> tuple[Any, ...]:
 
 
 def _job_from_row(r: dict[str, Any]) -> d.Job:
-    return d.Job(
-        job_id=r["job_id"],
-        job_type=r["job_type"],
-        object_name=r["object_name"],
+    return from_row(
+        d.Job,
+        r,
         phase=d.Phase(r["phase"]),
         outcome=d.Outcome(r["outcome"]),
-        message=r["message"],
         uploaded=d.Counts.from_json(r["uploaded"]),
         reported=d.Counts.from_json(r["reported"]),
-        chunks_upto=r["chunks_upto"],
         chunks_ahead=frozenset(r["chunks_ahead"]),
-        planned=r["planned"],
-        planned_at=r["planned_at"],
-        started_at=r["started_at"],
-        last_upload_at=r["last_upload_at"],
-        finished_at=r["finished_at"],
-        worker_id=r["worker_id"],
-        expected_chunks=r["expected_chunks"],
     )
 
 
 def _session_from_row(r: dict[str, Any], jobs: dict[str, d.Job]) -> d.Session:
-    return d.Session(
-        session_id=r["session_id"],
-        policy_id=r["policy_id"],
-        org_id=r["org_id"],
+    return from_row(
+        d.Session,
+        r,
         status=d.Status(r["status"]),
-        reason=r["reason"],
-        initial=r["initial"],
-        trigger=r["trigger"],
-        requested_by=r["requested_by"],
         stall_timeout=dt.timedelta(seconds=r["stall_timeout_s"]) if r["stall_timeout_s"] else None,
-        planned=r["planned"],
-        cancel_requested=r["cancel_requested"],
-        cancelled_at=r["cancelled_at"],
-        failure_reason=r["failure_reason"],
-        finished_event_seen=r["finished_event_seen"],
-        requested_at=r["requested_at"],
-        started_at=r["started_at"],
-        finished_at=r["finished_at"],
         jobs=jobs,
-        version=r["version"],
         warnings=tuple(r["warnings"]),
     )
 
