@@ -14,29 +14,14 @@ from services.session import domain as d
 
 _JOB_TYPES = {pb.JOB_TYPE_METADATA: "metadata", pb.JOB_TYPE_FILE: "file", pb.JOB_TYPE_DATA: "data"}
 _JOB_TYPES_BACK = {v: k for k, v in _JOB_TYPES.items()}
-_OUTCOMES = {
-    pb.JOB_OUTCOME_SUCCESS: d.Outcome.SUCCESS,
-    pb.JOB_OUTCOME_WARNING: d.Outcome.WARNING,
-    pb.JOB_OUTCOME_ERROR: d.Outcome.ERROR,
-    pb.JOB_OUTCOME_CANCELLED: d.Outcome.CANCELLED,
+# the domain's enums and the protobuf ones share their member names (a missing one fails at import)
+_OUTCOMES_BACK: dict[d.Outcome, pb.JobOutcome.ValueType] = {
+    o: pb.JobOutcome.Value(f"JOB_OUTCOME_{o.name}") for o in d.Outcome if o is not d.Outcome.NONE
 }
-_OUTCOMES_BACK = {v: k for k, v in _OUTCOMES.items()}
-STATUS_TO_PB = {
-    d.Status.PENDING: pb.SESSION_STATUS_PENDING,
-    d.Status.RUNNING: pb.SESSION_STATUS_RUNNING,
-    d.Status.SUCCESS: pb.SESSION_STATUS_SUCCESS,
-    d.Status.WARNING: pb.SESSION_STATUS_WARNING,
-    d.Status.FAILED: pb.SESSION_STATUS_FAILED,
-    d.Status.STOPPED: pb.SESSION_STATUS_STOPPED,
-}
+_OUTCOMES = {v: k for k, v in _OUTCOMES_BACK.items()}
+STATUS_TO_PB = {s: pb.SessionStatus.Value(f"SESSION_STATUS_{s.name}") for s in d.Status}
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
-_PHASES = {
-    d.Phase.PLANNED: api.JOB_STATE_PLANNED,
-    d.Phase.RUNNING: api.JOB_STATE_RUNNING,
-    d.Phase.FINISHED: api.JOB_STATE_FINISHED,
-    d.Phase.TERMINATED: api.JOB_STATE_TERMINATED,
-    d.Phase.DROPPED: api.JOB_STATE_DROPPED,
-}
+_PHASES = {p: api.JobState.Value(f"JOB_STATE_{p.name}") for p in d.Phase}
 
 
 def _duration(value: duration_pb2.Duration) -> dt.timedelta | None:
