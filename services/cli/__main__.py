@@ -107,6 +107,11 @@ def write_private(path: Path, parts: Iterable[bytes]) -> int:
     return size
 
 
+def as_of(c: Clients, org: str, at: str) -> dict[str, Any]:
+    """The org (storage's key for it) and the time of a read as of a time."""
+    return {"org_id": salesforce_org_id(c, org), "as_of": timestamps.to_pb(parse_time(at))}
+
+
 def salesforce_org_id(c: Clients, org_id: str) -> str:
     """Storage keys everything by the Salesforce org id; accept either ours or theirs (none: the only org)."""
     org_id = org_id or _only_org(c)
@@ -154,16 +159,13 @@ def org_add(
 @org_app.command("list")
 def org_list(json_out: JsonOpt = False) -> None:
     """The registered orgs."""
-    orgs = list(clients().discovery.ListOrgs(disc.ListOrgsRequest()).orgs)
-    if json_out:
-        render.print_json(orgs)
-        return
-    table = render.Table(title="Orgs")
-    for col in ("org", "name", "login URL", "Salesforce org", "instance"):
-        table.add_column(col)
-    for o in orgs:
-        table.add_row(o.org_id, o.name, o.connection.login_url, o.salesforce_org_id or "-", o.instance_url or "-")
-    render.console.print(table)
+    render.print_listing(
+        clients().discovery.ListOrgs(disc.ListOrgsRequest()).orgs,
+        json_out,
+        "Orgs",
+        ("org", "name", "login URL", "Salesforce org", "instance"),
+        lambda o: (o.org_id, o.name, o.connection.login_url, o.salesforce_org_id or "-", o.instance_url or "-"),
+    )
 
 
 @org_app.command("test")
@@ -279,15 +281,12 @@ def policy_show(policy_id: str, json_out: JsonOpt = False) -> None:
 @policy_app.command("list")
 def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """The policies (of one org)."""
-    policies = list(clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies)
-    if json_out:
-        render.print_json(policies)
-        return
-    table = render.Table(title="Policies")
-    for col in ("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"):
-        table.add_column(col)
-    for p in policies:
-        table.add_row(
+    render.print_listing(
+        clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies,
+        json_out,
+        "Policies",
+        ("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"),
+        lambda p: (
             p.policy_id,
             p.org_id,
             p.name,
@@ -296,8 +295,8 @@ def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = Fa
             str(p.auto_add_new_fields),
             str(p.files),
             str(p.metadata),
-        )
-    render.console.print(table)
+        ),
+    )
 
 
 # ---- backups and sessions -------------------------------------------------------------------------------
@@ -442,22 +441,20 @@ def records_history(
     history = c.storage.GetRecordHistory(
         st.GetRecordHistoryRequest(org_id=sf_org, object_name=object_name, record_id=record_id)
     )
-    if json_out:
-        render.print_json(list(history.versions))
-        return
-    table = render.Table(title=f"{object_name} {record_id}")
-    for col in ("version", "captured", "session", "SystemModstamp", "deleted", "hash"):
-        table.add_column(col)
-    for v in history.versions:
-        table.add_row(
+    render.print_listing(
+        history.versions,
+        json_out,
+        f"{object_name} {record_id}",
+        ("version", "captured", "session", "SystemModstamp", "deleted", "hash"),
+        lambda v: (
             str(v.version_id),
             render.ts(v.captured_at),
             v.session_id,
             render.ts(v.system_modstamp),
             st.DeletedState.Name(v.deleted).removeprefix("DELETED_STATE_").lower(),
             v.hash[:12],
-        )
-    render.console.print(table)
+        ),
+    )
 
 
 @records_app.command("as-of")
@@ -473,12 +470,7 @@ def records_as_of(
 
     c = clients()
     version = c.storage.GetRecordAsOf(
-        st.GetRecordAsOfRequest(
-            org_id=salesforce_org_id(c, org),
-            object_name=object_name,
-            record_id=record_id,
-            as_of=timestamps.to_pb(parse_time(at)),
-        )
+        st.GetRecordAsOfRequest(object_name=object_name, record_id=record_id, **as_of(c, org, at))
     )
     values = json.loads(version.values_json or b"{}")
     if json_out:
@@ -501,12 +493,7 @@ def export(
     if fmt not in formats:
         raise CliError("--format must be csv or jsonl")
     c = clients()
-    request = st.ExportObjectAsOfRequest(
-        org_id=salesforce_org_id(c, org),
-        object_name=object_name,
-        as_of=timestamps.to_pb(parse_time(at)),
-        format=formats[fmt],
-    )
+    request = st.ExportObjectAsOfRequest(object_name=object_name, format=formats[fmt], **as_of(c, org, at))
     count = 0
 
     def data() -> Iterator[bytes]:
@@ -533,12 +520,7 @@ def files_get(
 ) -> None:
     """Download a backed-up file body (ContentVersion, Attachment, Document)."""
     c = clients()
-    request = st.GetFileRequest(
-        org_id=salesforce_org_id(c, org),
-        object_name=object_name,
-        record_id=record_id,
-        as_of=timestamps.to_pb(parse_time(at)),
-    )
+    request = st.GetFileRequest(object_name=object_name, record_id=record_id, **as_of(c, org, at))
     parts = (part.data for part in c.storage.GetFile(request) if part.HasField("data"))
     size = write_private(output, parts)
     render.console.print(f"{size:,} bytes written to {output}")
@@ -552,27 +534,22 @@ def metadata_list(
 ) -> None:
     """Backed-up metadata component versions."""
     c = clients()
-    versions = list(
+    render.print_listing(
         c.storage.ListMetadataVersions(
             st.ListMetadataVersionsRequest(org_id=salesforce_org_id(c, org), type=type_)
-        ).versions
-    )
-    if json_out:
-        render.print_json(versions)
-        return
-    table = render.Table(title="Metadata")
-    for col in ("type", "full name", "version", "captured", "last modified", "deleted"):
-        table.add_column(col)
-    for v in versions:
-        table.add_row(
+        ).versions,
+        json_out,
+        "Metadata",
+        ("type", "full name", "version", "captured", "last modified", "deleted"),
+        lambda v: (
             v.type,
             v.full_name,
             str(v.version_id),
             render.ts(v.captured_at),
             render.ts(v.last_modified_date),
             str(v.deleted),
-        )
-    render.console.print(table)
+        ),
+    )
 
 
 @metadata_app.command("get")
@@ -585,14 +562,7 @@ def metadata_get(
 ) -> None:
     """A metadata component's content as backed up at a time."""
     c = clients()
-    version = c.storage.GetMetadataAsOf(
-        st.GetMetadataAsOfRequest(
-            org_id=salesforce_org_id(c, org),
-            type=type_,
-            full_name=full_name,
-            as_of=timestamps.to_pb(parse_time(at)),
-        )
-    )
+    version = c.storage.GetMetadataAsOf(st.GetMetadataAsOfRequest(type=type_, full_name=full_name, **as_of(c, org, at)))
     if output is None:
         sys.stdout.buffer.write(version.content)
     else:
@@ -615,20 +585,22 @@ def verify(
     if json_out:
         render.print_json(result)
     else:
-        table = render.Table(title=f"Backup vs org {result.salesforce_org_id}")
-        for col in ("object", "in org", "in backup", "missing from backup", "gone from org", "examples"):
-            table.add_column(col)
-        for o in result.objects:
-            style = "red" if o.missing or o.phantom else "green"
-            table.add_row(
-                o.object_name,
-                f"{o.org_records:,}",
-                f"{o.backup_records:,}",
-                f"[{style}]{o.missing:,}[/]",
-                f"[{style}]{o.phantom:,}[/]",
-                ", ".join([*o.missing_sample[:3], *o.phantom_sample[:3]]),
-            )
-        render.console.print(table)
+        render.print_table(
+            f"Backup vs org {result.salesforce_org_id}",
+            ("object", "in org", "in backup", "missing from backup", "gone from org", "examples"),
+            [
+                (
+                    o.object_name,
+                    f"{o.org_records:,}",
+                    f"{o.backup_records:,}",
+                    f"[{style}]{o.missing:,}[/]",
+                    f"[{style}]{o.phantom:,}[/]",
+                    ", ".join([*o.missing_sample[:3], *o.phantom_sample[:3]]),
+                )
+                for o in result.objects
+                for style in ["red" if o.missing or o.phantom else "green"]
+            ],
+        )
         render.console.print(
             "[green]the backup matches the org[/]"
             if not differs
@@ -701,16 +673,10 @@ def token_list(
     json_out: JsonOpt = False,
 ) -> None:
     """The registered tokens (never the tokens themselves)."""
-    tokens = list(clients().access.ListTokens(acc.ListTokensRequest(include_expired=include_expired)).tokens)
-    if json_out:
-        render.print_json(tokens)
-        return
-    table = render.Table(title="Tokens")
-    for col in ("id", "name", "role", "issued", "expires", "revoked", "by"):
-        table.add_column(col)
-    for t in tokens:
+
+    def row(t: acc.TokenInfo) -> tuple[str, ...]:
         revoked = t.HasField("revoked_at")
-        table.add_row(
+        return (
             t.token_id,
             t.name,
             t.role,
@@ -719,7 +685,9 @@ def token_list(
             f"[red]{render.ts(t.revoked_at)}[/]" if revoked else "-",
             t.revoked_by if revoked else t.registered_by,
         )
-    render.console.print(table)
+
+    tokens = clients().access.ListTokens(acc.ListTokensRequest(include_expired=include_expired)).tokens
+    render.print_listing(tokens, json_out, "Tokens", ("id", "name", "role", "issued", "expires", "revoked", "by"), row)
 
 
 @token_app.command("revoke")
@@ -811,21 +779,23 @@ def audit_list(
     if json_out:
         render.print_json([e | {"at": e["at"].isoformat()} for e in entries])
         return
-    table = render.Table(title="Audit")
-    for col in ("time", "kind", "actor", "role", "service", "action", "what", "outcome"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(
-            e["at"].strftime("%Y-%m-%d %H:%M:%S"),
-            e["kind"],
-            e["actor"],
-            e["role"],
-            e["service"],
-            e["action"],
-            e["what"],
-            e["outcome"] if e["outcome"] == "OK" else f"[red]{e['outcome']}[/]",
-        )
-    render.console.print(table)
+    render.print_table(
+        "Audit",
+        ("time", "kind", "actor", "role", "service", "action", "what", "outcome"),
+        [
+            (
+                e["at"].strftime("%Y-%m-%d %H:%M:%S"),
+                e["kind"],
+                e["actor"],
+                e["role"],
+                e["service"],
+                e["action"],
+                e["what"],
+                e["outcome"] if e["outcome"] == "OK" else f"[red]{e['outcome']}[/]",
+            )
+            for e in entries
+        ],
+    )
 
 
 @services_app.command("up")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -38,6 +38,29 @@ def print_json(data: Any) -> None:
     elif isinstance(data, list):
         data = [as_dict(m) if isinstance(m, Message) else m for m in data]
     console.print_json(json.dumps(data, default=str))
+
+
+T = TypeVar("T")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Rows under their column names, for people."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_listing(
+    items: Sequence[T], json_out: bool, title: str, columns: Sequence[str], row: Callable[[T], Sequence[str]]
+) -> None:
+    """A list: as JSON for scripts (`--json`), else a table of a row per item."""
+    if json_out:
+        print_json(list(items))
+    else:
+        print_table(title, columns, [row(item) for item in items])
 
 
 def status_name(status: Any) -> str:
