@@ -150,10 +150,7 @@ def org_add(
     options = locals()  # the options are named as the connection's fields
     connection = disc.OrgConnection(auth_flow=auth_flow, **{f: options[f] for f in sfc.CONNECTION_FIELDS})  # type: ignore[arg-type]
     org = clients().discovery.CreateOrg(disc.CreateOrgRequest(org_id=org_id, name=name, connection=connection))
-    if json_out:
-        render.print_json(org)
-    else:
-        render.console.print(f"org [bold]{org.org_id}[/] added")
+    render.print_result(org, json_out, f"org [bold]{org.org_id}[/] added")
 
 
 @org_app.command("list")
@@ -242,10 +239,7 @@ def policy_create(
     """Create a backup policy."""
     policy = _policy_from_options(disc.Policy(policy_id=policy_id, org_id=org), dict(locals()))
     created = clients().discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
-    if json_out:
-        render.print_json(created)
-    else:
-        render.console.print(f"policy [bold]{created.policy_id}[/] created for org {created.org_id}")
+    render.print_result(created, json_out, f"policy [bold]{created.policy_id}[/] created for org {created.org_id}")
 
 
 @policy_app.command("update")
@@ -351,10 +345,7 @@ def backup_run(
         request.stall_timeout.CopyFrom(timestamps.duration_to_pb(parse_duration(stall_timeout)))
     session = c.session.StartSession(request)
     if not wait:
-        if json_out:
-            render.print_json(session)
-        else:
-            render.console.print(f"session [bold]{session.session_id}[/] started")
+        render.print_result(session, json_out, f"session [bold]{session.session_id}[/] started")
         return
     final = watch(c, session.session_id)
     jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=final.session_id)).jobs)
@@ -381,10 +372,7 @@ def session_list(
         except ValueError:
             raise CliError(f"unknown status {status!r}") from None
     sessions = list(clients().session.ListSessions(request).sessions)
-    if json_out:
-        render.print_json(sessions)
-    else:
-        render.console.print(render.sessions_table(sessions))
+    render.print_result(sessions, json_out, render.sessions_table(sessions))
 
 
 @session_app.command("show")
@@ -422,10 +410,7 @@ def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "")
 def jobs_list(session_id: str, json_out: JsonOpt = False) -> None:
     """The jobs of a session."""
     jobs = list(clients().session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
-    if json_out:
-        render.print_json(jobs)
-    else:
-        render.console.print(render.jobs_table(jobs))
+    render.print_result(jobs, json_out, render.jobs_table(jobs))
 
 
 # ---- reading the backup ---------------------------------------------------------------------------------
@@ -661,10 +646,7 @@ def token_register(
 
     token = read_key(token_ref, "the token", "--token-ref").decode()
     info = clients().access.RegisterToken(acc.RegisterTokenRequest(token=token))
-    if json_out:
-        render.print_json(info)
-    else:
-        render.console.print(f"token [bold]{info.token_id}[/] ({info.name}, {info.role}) registered")
+    render.print_result(info, json_out, f"token [bold]{info.token_id}[/] ({info.name}, {info.role}) registered")
 
 
 @token_app.command("list")
@@ -694,10 +676,7 @@ def token_list(
 def token_revoke(token_id: str, json_out: JsonOpt = False) -> None:
     """Revoke a token: every service refuses it within seconds."""
     info = clients().access.RevokeToken(acc.RevokeTokenRequest(token_id=token_id))
-    if json_out:
-        render.print_json(info)
-    else:
-        render.console.print(f"token {info.token_id} ({info.name}) revoked at {render.ts(info.revoked_at)}")
+    render.print_result(info, json_out, f"token {info.token_id} ({info.name}) revoked at {render.ts(info.revoked_at)}")
 
 
 # ---- audit ----------------------------------------------------------------------------------------------

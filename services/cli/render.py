@@ -43,6 +43,14 @@ def print_json(data: Any) -> None:
 T = TypeVar("T")
 
 
+def print_result(data: Any, json_out: bool, shown: Any) -> None:
+    """A result: as JSON for scripts (`--json`), else what people read (a line, a table)."""
+    if json_out:
+        print_json(data)
+    else:
+        console.print(shown)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Rows under their column names, for people."""
     table = Table(title=title)
