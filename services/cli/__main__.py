@@ -348,13 +348,18 @@ def backup_run(
         render.print_result(session, json_out, f"session [bold]{session.session_id}[/] started")
         return
     final = watch(c, session.session_id)
-    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=final.session_id)).jobs)
-    if json_out:
-        render.print_json({"session": render.as_dict(final), "jobs": [render.as_dict(j) for j in jobs]})
-    else:
-        render.session_report(final, jobs)
+    _session_report(c, final, json_out)
     if final.status in (pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_STOPPED):
         raise typer.Exit(2)
+
+
+def _session_report(c: Clients, s: api.Session, json_out: bool) -> None:
+    """A session with its jobs: as JSON for scripts (`--json`), else its report."""
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=s.session_id)).jobs)
+    if json_out:
+        render.print_json({"session": render.as_dict(s), "jobs": [render.as_dict(j) for j in jobs]})
+    else:
+        render.session_report(s, jobs)
 
 
 @session_app.command("list")
@@ -379,24 +384,14 @@ def session_list(
 def session_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A session's report: status, per-job outcome and counts."""
     c = clients()
-    s = c.session.GetSession(api.GetSessionRequest(session_id=session_id))
-    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
-    if json_out:
-        render.print_json({"session": render.as_dict(s), "jobs": [render.as_dict(j) for j in jobs]})
-    else:
-        render.session_report(s, jobs)
+    _session_report(c, c.session.GetSession(api.GetSessionRequest(session_id=session_id)), json_out)
 
 
 @session_app.command("watch")
 def session_watch(session_id: str, json_out: JsonOpt = False) -> None:
     """Follow a session until it ends."""
     c = clients()
-    final = watch(c, session_id)
-    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
-    if json_out:
-        render.print_json({"session": render.as_dict(final), "jobs": [render.as_dict(j) for j in jobs]})
-    else:
-        render.session_report(final, jobs)
+    _session_report(c, watch(c, session_id), json_out)
 
 
 @session_app.command("cancel")
