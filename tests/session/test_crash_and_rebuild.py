@@ -11,9 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
@@ -23,6 +21,7 @@ from services.platform.auth import aio_channel
 from services.platform.bus import Bus, BusConfig
 from services.platform.db import open_pool
 from services.session.store import Projection
+from tests.health import await_serving
 from tests.session.conftest import AUTH_KEY, token
 
 pytestmark = pytest.mark.e2e
@@ -48,17 +47,8 @@ class ServiceProcess:
         return self.proc.wait(timeout=30)
 
     async def serving(self, within: float = 30) -> None:
-        """Wait for SERVING through the health Watch stream (no polling)."""
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), within)
-            stub = health_pb2_grpc.HealthStub(channel)
-
-            async def watch() -> None:
-                async for update in stub.Watch(health_pb2.HealthCheckRequest(service="")):
-                    if update.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-
-            await asyncio.wait_for(watch(), within)
+        """SERVING on the health Watch stream (no polling)."""
+        await await_serving(self.port, within)
 
 
 @pytest.fixture

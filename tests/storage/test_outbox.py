@@ -4,7 +4,6 @@ chunk's event is on the stream exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
@@ -24,6 +22,7 @@ from services.platform import events
 from services.platform.auth import aio_channel
 from services.platform.bus import Bus, BusConfig
 from tests.auth import AUTH_KEY, token
+from tests.health import await_serving
 from tests.storage.conftest import DATA, ORG, account
 from tests.storage.test_api import SCHEMA, chunk
 
@@ -45,16 +44,7 @@ class StorageProcess:
 
     async def serving(self, within: float = 60) -> None:
         """SERVING on the health Watch stream (no polling)."""
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), within)
-            stub = health_pb2_grpc.HealthStub(channel)
-
-            async def watch() -> None:
-                async for update in stub.Watch(health_pb2.HealthCheckRequest(service="")):
-                    if update.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-
-            await asyncio.wait_for(watch(), within)
+        await await_serving(self.port, within)
 
 
 @pytest.fixture
