@@ -115,6 +115,7 @@ class Org(_message.Message):
     INSTANCE_URL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """sfvault's id of the org connection"""
     name: _builtins.str
@@ -122,6 +123,8 @@ class Org(_message.Message):
     """00D… as learned at the last successful login"""
     instance_url: _builtins.str
     """as learned at the last successful login"""
+    sandbox: _builtins.bool
+    """A sandbox (writes to it need no confirmation). False: a production org; a restore into it needs --yes."""
     @_builtins.property
     def connection(self) -> Global___OrgConnection: ...
     @_builtins.property
@@ -138,10 +141,11 @@ class Org(_message.Message):
         instance_url: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "created_at", b"created_at", "instance_url", b"instance_url", "name", b"name", "org_id", b"org_id", "salesforce_org_id", b"salesforce_org_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "created_at", b"created_at", "instance_url", b"instance_url", "name", b"name", "org_id", b"org_id", "salesforce_org_id", b"salesforce_org_id", "sandbox", b"sandbox", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,9 +326,11 @@ class CreateOrgRequest(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CONNECTION_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """optional; generated when empty"""
     name: _builtins.str
+    sandbox: _builtins.bool
     @_builtins.property
     def connection(self) -> Global___OrgConnection: ...
     def __init__(
@@ -333,10 +339,11 @@ class CreateOrgRequest(_message.Message):
         org_id: _builtins.str = ...,
         name: _builtins.str = ...,
         connection: Global___OrgConnection | None = ...,
+        sandbox: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "name", b"name", "org_id", b"org_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "name", b"name", "org_id", b"org_id", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -33,6 +34,10 @@ class _JobTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobType.Value
     JOB_TYPE_METADATA: _JobType.ValueType  # 1
     JOB_TYPE_FILE: _JobType.ValueType  # 2
     JOB_TYPE_DATA: _JobType.ValueType  # 3
+    JOB_TYPE_RESTORE: _JobType.ValueType  # 4
+    """a restore session's records and files"""
+    JOB_TYPE_METADATA_RESTORE: _JobType.ValueType  # 5
+    """a metadata restore (deploy)"""
 
 class JobType(_JobType, metaclass=_JobTypeEnumTypeWrapper): ...
 
@@ -40,6 +45,10 @@ JOB_TYPE_UNSPECIFIED: JobType.ValueType  # 0
 JOB_TYPE_METADATA: JobType.ValueType  # 1
 JOB_TYPE_FILE: JobType.ValueType  # 2
 JOB_TYPE_DATA: JobType.ValueType  # 3
+JOB_TYPE_RESTORE: JobType.ValueType  # 4
+"""a restore session's records and files"""
+JOB_TYPE_METADATA_RESTORE: JobType.ValueType  # 5
+"""a metadata restore (deploy)"""
 Global___JobType: _TypeAlias = JobType  # noqa: Y015
 
 class _JobOutcome:
@@ -189,16 +198,24 @@ class SessionRequested(_message.Message):
     STALL_TIMEOUT_FIELD_NUMBER: _builtins.int
     REQUESTED_BY_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     requested_by: _builtins.str
     trigger: _builtins.str
     """"manual", "schedule", ..."""
+    kind: _restore_pb2.SessionKind.ValueType
+    """unspecified: backup"""
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
         """Set only to override the policy's. Zero: the policy's (discovery puts it into SessionStarted), else the
         session service's default (SFVAULT_STALL_TIMEOUT_S, 24 h unless set).
         """
+
+    @_builtins.property
+    def restore(self) -> _restore_pb2.RestoreSpec:
+        """a restore session's request"""
 
     def __init__(
         self,
@@ -208,10 +225,12 @@ class SessionRequested(_message.Message):
         stall_timeout: _duration_pb2.Duration | None = ...,
         requested_by: _builtins.str = ...,
         trigger: _builtins.str = ...,
+        kind: _restore_pb2.SessionKind.ValueType = ...,
+        restore: _restore_pb2.RestoreSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id", "policy_id", b"policy_id", "requested_by", b"requested_by", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "requested_by", b"requested_by", "restore", b"restore", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -225,15 +244,22 @@ class SessionStarted(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     INITIAL_FIELD_NUMBER: _builtins.int
     STALL_TIMEOUT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     initial: _builtins.bool
     """the first session of the policy: a full copy"""
+    kind: _restore_pb2.SessionKind.ValueType
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
         """The stall timeout discovery decided, once for the session: the request's, else the policy's. Zero: the
         session service's default. The session service applies this one.
         """
+
+    @_builtins.property
+    def restore(self) -> _restore_pb2.RestoreSpec:
+        """as discovery resolved it (target org, as_of)"""
 
     def __init__(
         self,
@@ -242,10 +268,12 @@ class SessionStarted(_message.Message):
         org_id: _builtins.str = ...,
         initial: _builtins.bool = ...,
         stall_timeout: _duration_pb2.Duration | None = ...,
+        kind: _restore_pb2.SessionKind.ValueType = ...,
+        restore: _restore_pb2.RestoreSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "org_id", b"org_id", "policy_id", b"policy_id", "stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -313,19 +341,25 @@ class ChunkUploaded(_message.Message):
 
     CHUNK_SEQ_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     chunk_seq: _builtins.int
     """1-based, per job"""
     @_builtins.property
     def counts(self) -> Global___Counts: ...
+    @_builtins.property
+    def restore(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.ObjectRestoreCounts]:
+        """A restore chunk: per object, the records it decided (and, unless a dry run, wrote)."""
+
     def __init__(
         self,
         *,
         chunk_seq: _builtins.int = ...,
         counts: Global___Counts | None = ...,
+        restore: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_seq", b"chunk_seq", "counts", b"counts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_seq", b"chunk_seq", "counts", b"counts", "restore", b"restore"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,6 +373,8 @@ class JobFinished(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
     outcome: Global___JobOutcome.ValueType
     message: _builtins.str
     chunks: _builtins.int
@@ -349,6 +385,14 @@ class JobFinished(_message.Message):
     def counts(self) -> Global___Counts:
         """the job's totals"""
 
+    @_builtins.property
+    def restore(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.ObjectRestoreCounts]:
+        """a restore job's totals"""
+
+    @_builtins.property
+    def verification(self) -> _restore_pb2.Verification:
+        """a restore job's read-back"""
+
     def __init__(
         self,
         *,
@@ -356,10 +400,12 @@ class JobFinished(_message.Message):
         message: _builtins.str = ...,
         counts: Global___Counts | None = ...,
         chunks: _builtins.int = ...,
+        restore: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
+        verification: _restore_pb2.Verification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "counts", b"counts", "message", b"message", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "counts", b"counts", "message", b"message", "outcome", b"outcome", "restore", b"restore", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,12 +484,18 @@ class SessionFinished(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     JOBS_TOTAL_FIELD_NUMBER: _builtins.int
     JOBS_WITH_ERRORS_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
     status: Global___SessionStatus.ValueType
     reason: _builtins.str
     jobs_total: _builtins.int
     jobs_with_errors: _builtins.int
     @_builtins.property
     def totals(self) -> Global___Counts: ...
+    @_builtins.property
+    def restore(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.ObjectRestoreCounts]: ...
+    @_builtins.property
+    def verification(self) -> _restore_pb2.Verification: ...
     def __init__(
         self,
         *,
@@ -452,10 +504,12 @@ class SessionFinished(_message.Message):
         reason: _builtins.str = ...,
         jobs_total: _builtins.int = ...,
         jobs_with_errors: _builtins.int = ...,
+        restore: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
+        verification: _restore_pb2.Verification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "reason", b"reason", "status", b"status", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "reason", b"reason", "restore", b"restore", "status", b"status", "totals", b"totals", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

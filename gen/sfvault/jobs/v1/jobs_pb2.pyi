@@ -12,6 +12,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from sfvault.discovery.v1 import discovery_pb2 as _discovery_pb2
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -173,6 +174,45 @@ class MetadataJob(_message.Message):
 Global___MetadataJob: _TypeAlias = MetadataJob  # noqa: Y015
 
 @_typing.final
+class RestoreJob(_message.Message):
+    """A restore job: everything the jobrunner needs to restore into the target org. The jobrunner reads the
+    backup from storage, describes the target, orders the objects and decides each record itself.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    TARGET_CONNECTION_FIELD_NUMBER: _builtins.int
+    TARGET_SALESFORCE_ORG_ID_FIELD_NUMBER: _builtins.int
+    TARGET_INSTANCE_URL_FIELD_NUMBER: _builtins.int
+    TARGET_IS_PRODUCTION_FIELD_NUMBER: _builtins.int
+    target_salesforce_org_id: _builtins.str
+    target_instance_url: _builtins.str
+    target_is_production: _builtins.bool
+    @_builtins.property
+    def spec(self) -> _restore_pb2.RestoreSpec: ...
+    @_builtins.property
+    def target_connection(self) -> _discovery_pb2.OrgConnection:
+        """secret references only"""
+
+    def __init__(
+        self,
+        *,
+        spec: _restore_pb2.RestoreSpec | None = ...,
+        target_connection: _discovery_pb2.OrgConnection | None = ...,
+        target_salesforce_org_id: _builtins.str = ...,
+        target_instance_url: _builtins.str = ...,
+        target_is_production: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "target_connection", b"target_connection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "target_connection", b"target_connection", "target_instance_url", b"target_instance_url", "target_is_production", b"target_is_production", "target_salesforce_org_id", b"target_salesforce_org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreJob: _TypeAlias = RestoreJob  # noqa: Y015
+
+@_typing.final
 class JobSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -193,6 +233,7 @@ class JobSpec(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     API_CALL_CAP_FIELD_NUMBER: _builtins.int
     API_RESERVE_PERCENT_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     job_id: _builtins.str
     type: _events_pb2.JobType.ValueType
@@ -226,6 +267,10 @@ class JobSpec(_message.Message):
     def file(self) -> Global___FileJob: ...
     @_builtins.property
     def metadata(self) -> Global___MetadataJob: ...
+    @_builtins.property
+    def restore(self) -> Global___RestoreJob:
+        """JOB_TYPE_RESTORE and JOB_TYPE_METADATA_RESTORE"""
+
     def __init__(
         self,
         *,
@@ -246,10 +291,11 @@ class JobSpec(_message.Message):
         metadata: Global___MetadataJob | None = ...,
         api_call_cap: _builtins.int = ...,
         api_reserve_percent: _builtins.int = ...,
+        restore: Global___RestoreJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "data", b"data", "file", b"file", "metadata", b"metadata", "stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "data", b"data", "file", b"file", "metadata", b"metadata", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_call_cap", b"api_call_cap", "api_reserve_percent", b"api_reserve_percent", "connection", b"connection", "data", b"data", "fields", b"fields", "file", b"file", "initial", b"initial", "instance_url", b"instance_url", "job_id", b"job_id", "metadata", b"metadata", "object_name", b"object_name", "org_id", b"org_id", "policy_id", b"policy_id", "salesforce_org_id", b"salesforce_org_id", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_call_cap", b"api_call_cap", "api_reserve_percent", b"api_reserve_percent", "connection", b"connection", "data", b"data", "fields", b"fields", "file", b"file", "initial", b"initial", "instance_url", b"instance_url", "job_id", b"job_id", "metadata", b"metadata", "object_name", b"object_name", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "salesforce_org_id", b"salesforce_org_id", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -134,6 +135,10 @@ class Session(_message.Message):
     PLANNED_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
+    RESTORE_COUNTS_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     policy_id: _builtins.str
     org_id: _builtins.str
@@ -146,6 +151,7 @@ class Session(_message.Message):
     jobs_with_errors: _builtins.int
     planned: _builtins.bool
     trigger: _builtins.str
+    kind: _restore_pb2.SessionKind.ValueType
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -160,6 +166,16 @@ class Session(_message.Message):
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """from planning: objects skipped, fields left out"""
 
+    @_builtins.property
+    def restore(self) -> _restore_pb2.RestoreSpec:
+        """a restore: what was asked (resolved)"""
+
+    @_builtins.property
+    def restore_counts(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.ObjectRestoreCounts]:
+        """per object, summed over chunks"""
+
+    @_builtins.property
+    def verification(self) -> _restore_pb2.Verification: ...
     def __init__(
         self,
         *,
@@ -181,10 +197,14 @@ class Session(_message.Message):
         planned: _builtins.bool = ...,
         trigger: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        kind: _restore_pb2.SessionKind.ValueType = ...,
+        restore: _restore_pb2.RestoreSpec | None = ...,
+        restore_counts: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
+        verification: _restore_pb2.Verification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "requested_at", b"requested_at", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "totals", b"totals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "requested_at", b"requested_at", "restore", b"restore", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "totals", b"totals", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "finished_at", b"finished_at", "initial", b"initial", "jobs_finished", b"jobs_finished", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "org_id", b"org_id", "planned", b"planned", "policy_id", b"policy_id", "reason", b"reason", "requested_at", b"requested_at", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "status", b"status", "totals", b"totals", "trigger", b"trigger", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "finished_at", b"finished_at", "initial", b"initial", "jobs_finished", b"jobs_finished", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "kind", b"kind", "org_id", b"org_id", "planned", b"planned", "policy_id", b"policy_id", "reason", b"reason", "requested_at", b"requested_at", "restore", b"restore", "restore_counts", b"restore_counts", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "status", b"status", "totals", b"totals", "trigger", b"trigger", "verification", b"verification", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -199,14 +219,22 @@ class StartSessionRequest(_message.Message):
     STALL_TIMEOUT_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     trigger: _builtins.str
     session_id: _builtins.str
     """Optional; a repeated call with the same id returns the same session (idempotent start)."""
+    kind: _restore_pb2.SessionKind.ValueType
+    """unspecified: backup"""
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
         """zero: the service default"""
+
+    @_builtins.property
+    def restore(self) -> _restore_pb2.RestoreSpec:
+        """required for a restore; org_id is then its source"""
 
     def __init__(
         self,
@@ -216,10 +244,12 @@ class StartSessionRequest(_message.Message):
         stall_timeout: _duration_pb2.Duration | None = ...,
         trigger: _builtins.str = ...,
         session_id: _builtins.str = ...,
+        kind: _restore_pb2.SessionKind.ValueType = ...,
+        restore: _restore_pb2.RestoreSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id", "policy_id", b"policy_id", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -254,11 +284,14 @@ class ListSessionsRequest(_message.Message):
     REQUESTED_BEFORE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     status: _events_pb2.SessionStatus.ValueType
     page_size: _builtins.int
     """default 50, at most 500"""
     page_token: _builtins.str
+    kind: _restore_pb2.SessionKind.ValueType
+    """unspecified: every kind"""
     @_builtins.property
     def requested_after(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -272,10 +305,11 @@ class ListSessionsRequest(_message.Message):
         requested_before: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        kind: _restore_pb2.SessionKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["requested_after", b"requested_after", "requested_before", b"requested_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "policy_id", b"policy_id", "requested_after", b"requested_after", "requested_before", b"requested_before", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "policy_id", b"policy_id", "requested_after", b"requested_after", "requested_before", b"requested_before", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -70,7 +70,8 @@ class SessionServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def StartSession(self, request, context):
-        """Requests a backup session for a policy (publishes SessionRequested; discovery takes it from there).
+        """Requests a backup session for a policy, or a restore (kind RESTORE / METADATA_RESTORE with restore set;
+        role restorer or admin). Publishes SessionRequested; discovery takes it from there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -32,7 +32,9 @@ class SessionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SessionServiceAsyncStub: ...
     StartSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.StartSessionRequest, _session_pb2.Session]
-    """Requests a backup session for a policy (publishes SessionRequested; discovery takes it from there)."""
+    """Requests a backup session for a policy, or a restore (kind RESTORE / METADATA_RESTORE with restore set;
+    role restorer or admin). Publishes SessionRequested; discovery takes it from there.
+    """
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.Session]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListJobsRequest, _session_pb2.ListJobsResponse]
@@ -45,7 +47,9 @@ class SessionServiceStub:
 class SessionServiceAsyncStub(SessionServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartSession: _aio.UnaryUnaryMultiCallable[_session_pb2.StartSessionRequest, _session_pb2.Session]  # type: ignore[assignment]
-    """Requests a backup session for a policy (publishes SessionRequested; discovery takes it from there)."""
+    """Requests a backup session for a policy, or a restore (kind RESTORE / METADATA_RESTORE with restore set;
+    role restorer or admin). Publishes SessionRequested; discovery takes it from there.
+    """
     GetSession: _aio.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.Session]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_session_pb2.ListJobsRequest, _session_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -61,7 +65,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.StartSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.Session, _abc.Awaitable[_session_pb2.Session]]:
-        """Requests a backup session for a policy (publishes SessionRequested; discovery takes it from there)."""
+        """Requests a backup session for a policy, or a restore (kind RESTORE / METADATA_RESTORE with restore set;
+        role restorer or admin). Publishes SessionRequested; discovery takes it from there.
+        """
 
     @_abc_1.abstractmethod
     def GetSession(

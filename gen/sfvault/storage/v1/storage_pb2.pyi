@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -397,12 +398,17 @@ class ChunkResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COUNTS_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     UNKNOWN_IDS_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
     """the chunk had already been stored: nothing changed"""
     @_builtins.property
     def counts(self) -> _events_pb2.Counts: ...
+    @_builtins.property
+    def restore(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.ObjectRestoreCounts]:
+        """PutRestoreOutcomes: per object"""
+
     @_builtins.property
     def unknown_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """MarkDeleted: Ids storage never saw (nothing recorded for them)"""
@@ -411,12 +417,13 @@ class ChunkResult(_message.Message):
         self,
         *,
         counts: _events_pb2.Counts | None = ...,
+        restore: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
         replayed: _builtins.bool = ...,
         unknown_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "replayed", b"replayed", "unknown_ids", b"unknown_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "replayed", b"replayed", "restore", b"restore", "unknown_ids", b"unknown_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1331,3 +1338,433 @@ class ListReadAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReadAuditResponse: _TypeAlias = ListReadAuditResponse  # noqa: Y015
+
+@_typing.final
+class ReadRecordsAsOfRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    DELETED_SINCE_FIELD_NUMBER: _builtins.int
+    CHANGED_SINCE_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    WHERE_FIELD_FIELD_NUMBER: _builtins.int
+    WHERE_IN_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """the backed-up org (00D…)"""
+    object_name: _builtins.str
+    all: _builtins.bool
+    """every record live at as_of"""
+    where_field: _builtins.str
+    """children: records whose where_field (a reference) is"""
+    batch_size: _builtins.int
+    """default 2,000, at most 10,000"""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """unset: now (the latest backup)"""
+
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The selection: exactly one of ids / deleted_since / changed_since / all / where_field.
+        15- or 18-character Ids
+        """
+
+    @_builtins.property
+    def deleted_since(self) -> _timestamp_pb2.Timestamp:
+        """live at as_of, with a deleted version captured since then"""
+
+    @_builtins.property
+    def changed_since(self) -> _timestamp_pb2.Timestamp:
+        """live at as_of, with any version (changed or deleted) since then"""
+
+    @_builtins.property
+    def where_in(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """  one of these Ids, at as_of"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        object_name: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        deleted_since: _timestamp_pb2.Timestamp | None = ...,
+        changed_since: _timestamp_pb2.Timestamp | None = ...,
+        all: _builtins.bool = ...,
+        where_field: _builtins.str = ...,
+        where_in: _abc.Iterable[_builtins.str] | None = ...,
+        batch_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "changed_since", b"changed_since", "deleted_since", b"deleted_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "as_of", b"as_of", "batch_size", b"batch_size", "changed_since", b"changed_since", "deleted_since", b"deleted_since", "ids", b"ids", "object_name", b"object_name", "org_id", b"org_id", "where_field", b"where_field", "where_in", b"where_in"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecordsAsOfRequest: _TypeAlias = ReadRecordsAsOfRequest  # noqa: Y015
+
+@_typing.final
+class RecordBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    MISSING_IDS_FIELD_NUMBER: _builtins.int
+    missing: _builtins.int
+    """requested ids storage has no live version of at as_of"""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordVersion]:
+        """values_json: the version's canonical values (all fields)"""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSchema]:
+        """First batch only: the object's fields at the schema version of as_of (name, type, calculated, sf_type)."""
+
+    @_builtins.property
+    def missing_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """up to 100 of them"""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___RecordVersion] | None = ...,
+        fields: _abc.Iterable[Global___FieldSchema] | None = ...,
+        missing: _builtins.int = ...,
+        missing_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "missing", b"missing", "missing_ids", b"missing_ids", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordBatch: _TypeAlias = RecordBatch  # noqa: Y015
+
+@_typing.final
+class RecordRestoreIntentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    BATCH_KEY_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_IDS_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """the target org (00D…)"""
+    session_id: _builtins.str
+    job_id: _builtins.str
+    batch_key: _builtins.str
+    """unique in the job, e.g. "Account:create:17" """
+    object_name: _builtins.str
+    @_builtins.property
+    def source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the backup Ids of the records the batch creates"""
+
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp:
+        """when the batch is sent (the org's clock, if known)"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        batch_key: _builtins.str = ...,
+        object_name: _builtins.str = ...,
+        source_ids: _abc.Iterable[_builtins.str] | None = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_key", b"batch_key", "job_id", b"job_id", "object_name", b"object_name", "org_id", b"org_id", "sent_at", b"sent_at", "session_id", b"session_id", "source_ids", b"source_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRestoreIntentRequest: _TypeAlias = RecordRestoreIntentRequest  # noqa: Y015
+
+@_typing.final
+class RecordRestoreIntentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALREADY_RECORDED_FIELD_NUMBER: _builtins.int
+    already_recorded: _builtins.bool
+    def __init__(
+        self,
+        *,
+        already_recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_recorded", b"already_recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRestoreIntentResponse: _TypeAlias = RecordRestoreIntentResponse  # noqa: Y015
+
+@_typing.final
+class RestoreIntent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_KEY_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_IDS_FIELD_NUMBER: _builtins.int
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    batch_key: _builtins.str
+    object_name: _builtins.str
+    @_builtins.property
+    def source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        batch_key: _builtins.str = ...,
+        object_name: _builtins.str = ...,
+        source_ids: _abc.Iterable[_builtins.str] | None = ...,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_key", b"batch_key", "object_name", b"object_name", "sent_at", b"sent_at", "source_ids", b"source_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreIntent: _TypeAlias = RestoreIntent  # noqa: Y015
+
+@_typing.final
+class ListRestoreIntentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRestoreIntentsRequest: _TypeAlias = ListRestoreIntentsRequest  # noqa: Y015
+
+@_typing.final
+class ListRestoreIntentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def intents(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreIntent]:
+        """unresolved ones, oldest first"""
+
+    def __init__(
+        self,
+        *,
+        intents: _abc.Iterable[Global___RestoreIntent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intents", b"intents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRestoreIntentsResponse: _TypeAlias = ListRestoreIntentsResponse  # noqa: Y015
+
+@_typing.final
+class PutRestoreOutcomesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ORG_ID_FIELD_NUMBER: _builtins.int
+    TARGET_ORG_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_SEQ_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    RESOLVED_INTENTS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    WRITE_CALLS_FIELD_NUMBER: _builtins.int
+    API_CALLS_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    source_org_id: _builtins.str
+    """00D… of the backup"""
+    target_org_id: _builtins.str
+    """00D… written to"""
+    session_id: _builtins.str
+    job_id: _builtins.str
+    chunk_seq: _builtins.int
+    """1-based per job"""
+    dry_run: _builtins.bool
+    """outcomes are predictions: stored, no Id map entry"""
+    write_calls: _builtins.int
+    """Salesforce calls that wrote, for this chunk"""
+    api_calls: _builtins.int
+    """all Salesforce calls, for this chunk"""
+    files: _builtins.int
+    """file bodies restored in this chunk"""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.RecordOutcome]: ...
+    @_builtins.property
+    def resolved_intents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """batch keys this chunk settles"""
+
+    def __init__(
+        self,
+        *,
+        source_org_id: _builtins.str = ...,
+        target_org_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        chunk_seq: _builtins.int = ...,
+        outcomes: _abc.Iterable[_restore_pb2.RecordOutcome] | None = ...,
+        resolved_intents: _abc.Iterable[_builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
+        write_calls: _builtins.int = ...,
+        api_calls: _builtins.int = ...,
+        files: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_calls", b"api_calls", "chunk_seq", b"chunk_seq", "dry_run", b"dry_run", "files", b"files", "job_id", b"job_id", "outcomes", b"outcomes", "resolved_intents", b"resolved_intents", "session_id", b"session_id", "source_org_id", b"source_org_id", "target_org_id", b"target_org_id", "write_calls", b"write_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutRestoreOutcomesRequest: _TypeAlias = PutRestoreOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class GetIdMapRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ORG_ID_FIELD_NUMBER: _builtins.int
+    TARGET_ORG_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_IDS_FIELD_NUMBER: _builtins.int
+    source_org_id: _builtins.str
+    target_org_id: _builtins.str
+    @_builtins.property
+    def source_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: the whole map"""
+
+    def __init__(
+        self,
+        *,
+        source_org_id: _builtins.str = ...,
+        target_org_id: _builtins.str = ...,
+        source_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source_ids", b"source_ids", "source_org_id", b"source_org_id", "target_org_id", b"target_org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdMapRequest: _TypeAlias = GetIdMapRequest  # noqa: Y015
+
+@_typing.final
+class GetIdMapResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class IdsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """backup Id -> target Id"""
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdMapResponse: _TypeAlias = GetIdMapResponse  # noqa: Y015
+
+@_typing.final
+class ListRestoreRecordsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    state: _restore_pb2.RecordState.ValueType
+    """unspecified: every state"""
+    object_name: _builtins.str
+    """optional"""
+    page_size: _builtins.int
+    """default 500, at most 5000"""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        state: _restore_pb2.RecordState.ValueType = ...,
+        object_name: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object_name", b"object_name", "page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRestoreRecordsRequest: _TypeAlias = ListRestoreRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListRestoreRecordsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.RecordOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[_restore_pb2.RecordOutcome] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRestoreRecordsResponse: _TypeAlias = ListRestoreRecordsResponse  # noqa: Y015

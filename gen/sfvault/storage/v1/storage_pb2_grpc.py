@@ -109,6 +109,36 @@ class StorageServiceStub:
                 request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditRequest.SerializeToString,
                 response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditResponse.FromString,
                 _registered_method=True)
+        self.ReadRecordsAsOf = channel.unary_stream(
+                '/sfvault.storage.v1.StorageService/ReadRecordsAsOf',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ReadRecordsAsOfRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordBatch.FromString,
+                _registered_method=True)
+        self.RecordRestoreIntent = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/RecordRestoreIntent',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordRestoreIntentRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordRestoreIntentResponse.FromString,
+                _registered_method=True)
+        self.ListRestoreIntents = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/ListRestoreIntents',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreIntentsRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreIntentsResponse.FromString,
+                _registered_method=True)
+        self.PutRestoreOutcomes = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/PutRestoreOutcomes',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PutRestoreOutcomesRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ChunkResult.FromString,
+                _registered_method=True)
+        self.GetIdMap = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/GetIdMap',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.GetIdMapRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.GetIdMapResponse.FromString,
+                _registered_method=True)
+        self.ListRestoreRecords = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/ListRestoreRecords',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -216,6 +246,52 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadRecordsAsOf(self, request, context):
+        """Restore. The backup's records a restore selected, as they were at a point in time (the last live
+        version at or before as_of; records already deleted then are not part of that state), in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRestoreIntent(self, request, context):
+        """Written before a batch of creates is sent to Salesforce (idempotent by session, job, batch_key), so that
+        a restore resumed after the answer was lost can find what that batch created instead of creating again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestoreIntents(self, request, context):
+        """The intents of a job not yet resolved by a PutRestoreOutcomes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutRestoreOutcomes(self, request, context):
+        """One chunk of a restore's per-record outcomes, one transaction, idempotent by (session, job, chunk_seq):
+        the outcomes, the Id map entries of Created (and matched) records, the intents it resolves. Storage
+        publishes the chunk's ChunkUploaded (restore counts per object) through its outbox.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdMap(self, request, context):
+        """The persisted Id map of a (source org, target org) pair: backup Id -> Id in the target org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestoreRecords(self, request, context):
+        """A restore session's per-record outcomes, paged (`sfvault restore records`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +369,36 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.ListReadAudit,
                     request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditRequest.FromString,
                     response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditResponse.SerializeToString,
+            ),
+            'ReadRecordsAsOf': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadRecordsAsOf,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ReadRecordsAsOfRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordBatch.SerializeToString,
+            ),
+            'RecordRestoreIntent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRestoreIntent,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordRestoreIntentRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordRestoreIntentResponse.SerializeToString,
+            ),
+            'ListRestoreIntents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestoreIntents,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreIntentsRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreIntentsResponse.SerializeToString,
+            ),
+            'PutRestoreOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRestoreOutcomes,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PutRestoreOutcomesRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ChunkResult.SerializeToString,
+            ),
+            'GetIdMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdMap,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.GetIdMapRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.GetIdMapResponse.SerializeToString,
+            ),
+            'ListRestoreRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestoreRecords,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -700,6 +806,168 @@ class StorageService:
             '/sfvault.storage.v1.StorageService/ListReadAudit',
             sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditRequest.SerializeToString,
             sfvault_dot_storage_dot_v1_dot_storage__pb2.ListReadAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadRecordsAsOf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/ReadRecordsAsOf',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ReadRecordsAsOfRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRestoreIntent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/RecordRestoreIntent',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordRestoreIntentRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.RecordRestoreIntentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestoreIntents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/ListRestoreIntents',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreIntentsRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreIntentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRestoreOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/PutRestoreOutcomes',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.PutRestoreOutcomesRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ChunkResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/GetIdMap',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.GetIdMapRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.GetIdMapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestoreRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/ListRestoreRecords',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

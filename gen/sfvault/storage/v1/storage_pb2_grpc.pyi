@@ -64,6 +64,25 @@ class StorageServiceStub:
     """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
     metadata downloads -- oldest first, paged. Never record contents.
     """
+    ReadRecordsAsOf: _grpc.UnaryStreamMultiCallable[_storage_pb2.ReadRecordsAsOfRequest, _storage_pb2.RecordBatch]
+    """Restore. The backup's records a restore selected, as they were at a point in time (the last live
+    version at or before as_of; records already deleted then are not part of that state), in batches.
+    """
+    RecordRestoreIntent: _grpc.UnaryUnaryMultiCallable[_storage_pb2.RecordRestoreIntentRequest, _storage_pb2.RecordRestoreIntentResponse]
+    """Written before a batch of creates is sent to Salesforce (idempotent by session, job, batch_key), so that
+    a restore resumed after the answer was lost can find what that batch created instead of creating again.
+    """
+    ListRestoreIntents: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListRestoreIntentsRequest, _storage_pb2.ListRestoreIntentsResponse]
+    """The intents of a job not yet resolved by a PutRestoreOutcomes."""
+    PutRestoreOutcomes: _grpc.UnaryUnaryMultiCallable[_storage_pb2.PutRestoreOutcomesRequest, _storage_pb2.ChunkResult]
+    """One chunk of a restore's per-record outcomes, one transaction, idempotent by (session, job, chunk_seq):
+    the outcomes, the Id map entries of Created (and matched) records, the intents it resolves. Storage
+    publishes the chunk's ChunkUploaded (restore counts per object) through its outbox.
+    """
+    GetIdMap: _grpc.UnaryUnaryMultiCallable[_storage_pb2.GetIdMapRequest, _storage_pb2.GetIdMapResponse]
+    """The persisted Id map of a (source org, target org) pair: backup Id -> Id in the target org."""
+    ListRestoreRecords: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListRestoreRecordsRequest, _storage_pb2.ListRestoreRecordsResponse]
+    """A restore session's per-record outcomes, paged (`sfvault restore records`)."""
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -98,6 +117,25 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
     metadata downloads -- oldest first, paged. Never record contents.
     """
+    ReadRecordsAsOf: _aio.UnaryStreamMultiCallable[_storage_pb2.ReadRecordsAsOfRequest, _storage_pb2.RecordBatch]  # type: ignore[assignment]
+    """Restore. The backup's records a restore selected, as they were at a point in time (the last live
+    version at or before as_of; records already deleted then are not part of that state), in batches.
+    """
+    RecordRestoreIntent: _aio.UnaryUnaryMultiCallable[_storage_pb2.RecordRestoreIntentRequest, _storage_pb2.RecordRestoreIntentResponse]  # type: ignore[assignment]
+    """Written before a batch of creates is sent to Salesforce (idempotent by session, job, batch_key), so that
+    a restore resumed after the answer was lost can find what that batch created instead of creating again.
+    """
+    ListRestoreIntents: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListRestoreIntentsRequest, _storage_pb2.ListRestoreIntentsResponse]  # type: ignore[assignment]
+    """The intents of a job not yet resolved by a PutRestoreOutcomes."""
+    PutRestoreOutcomes: _aio.UnaryUnaryMultiCallable[_storage_pb2.PutRestoreOutcomesRequest, _storage_pb2.ChunkResult]  # type: ignore[assignment]
+    """One chunk of a restore's per-record outcomes, one transaction, idempotent by (session, job, chunk_seq):
+    the outcomes, the Id map entries of Created (and matched) records, the intents it resolves. Storage
+    publishes the chunk's ChunkUploaded (restore counts per object) through its outbox.
+    """
+    GetIdMap: _aio.UnaryUnaryMultiCallable[_storage_pb2.GetIdMapRequest, _storage_pb2.GetIdMapResponse]  # type: ignore[assignment]
+    """The persisted Id map of a (source org, target org) pair: backup Id -> Id in the target org."""
+    ListRestoreRecords: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListRestoreRecordsRequest, _storage_pb2.ListRestoreRecordsResponse]  # type: ignore[assignment]
+    """A restore session's per-record outcomes, paged (`sfvault restore records`)."""
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -219,5 +257,60 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         """The read audit (admin only): who read what and when -- record histories, as-of reads, exports, file and
         metadata downloads -- oldest first, paged. Never record contents.
         """
+
+    @_abc_1.abstractmethod
+    def ReadRecordsAsOf(
+        self,
+        request: _storage_pb2.ReadRecordsAsOfRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_storage_pb2.RecordBatch], _abc.AsyncIterator[_storage_pb2.RecordBatch]]:
+        """Restore. The backup's records a restore selected, as they were at a point in time (the last live
+        version at or before as_of; records already deleted then are not part of that state), in batches.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordRestoreIntent(
+        self,
+        request: _storage_pb2.RecordRestoreIntentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.RecordRestoreIntentResponse, _abc.Awaitable[_storage_pb2.RecordRestoreIntentResponse]]:
+        """Written before a batch of creates is sent to Salesforce (idempotent by session, job, batch_key), so that
+        a restore resumed after the answer was lost can find what that batch created instead of creating again.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRestoreIntents(
+        self,
+        request: _storage_pb2.ListRestoreIntentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.ListRestoreIntentsResponse, _abc.Awaitable[_storage_pb2.ListRestoreIntentsResponse]]:
+        """The intents of a job not yet resolved by a PutRestoreOutcomes."""
+
+    @_abc_1.abstractmethod
+    def PutRestoreOutcomes(
+        self,
+        request: _storage_pb2.PutRestoreOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.ChunkResult, _abc.Awaitable[_storage_pb2.ChunkResult]]:
+        """One chunk of a restore's per-record outcomes, one transaction, idempotent by (session, job, chunk_seq):
+        the outcomes, the Id map entries of Created (and matched) records, the intents it resolves. Storage
+        publishes the chunk's ChunkUploaded (restore counts per object) through its outbox.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIdMap(
+        self,
+        request: _storage_pb2.GetIdMapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.GetIdMapResponse, _abc.Awaitable[_storage_pb2.GetIdMapResponse]]:
+        """The persisted Id map of a (source org, target org) pair: backup Id -> Id in the target org."""
+
+    @_abc_1.abstractmethod
+    def ListRestoreRecords(
+        self,
+        request: _storage_pb2.ListRestoreRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.ListRestoreRecordsResponse, _abc.Awaitable[_storage_pb2.ListRestoreRecordsResponse]]:
+        """A restore session's per-record outcomes, paged (`sfvault restore records`)."""
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
