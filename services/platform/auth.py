@@ -1,11 +1,13 @@
 """Bearer-token authentication and role checks for every gRPC service.
 
 Tokens are HMAC-SHA256 signed (key from SFVAULT_AUTH_KEY, a Kubernetes Secret shared by the services), so
-each service verifies them locally. Roles, each including the ones before it: viewer (reads), operator
-(runs and cancels backups), admin (orgs, policies, tokens, the audit), service (the services' own calls:
-writes to storage; it includes operator but not admin). Missing or bad token -> UNAUTHENTICATED; a role too
-low -> PERMISSION_DENIED. Health and reflection stay open (they reveal no data). Mutating calls are written to
-the audit log.
+each service verifies them locally. Roles (`INCLUDES`): viewer (reads); operator (a viewer that runs and
+cancels backups); restorer (a viewer that starts restores, previews, retries and metadata restores: it writes
+to an org, so an operator cannot); admin (orgs, policies, tokens, the audit; includes operator and restorer);
+service (the services' own calls: writes to storage; includes operator and restorer but not admin). A method
+requires a role, or any of several written "operator|restorer". Missing or bad token -> UNAUTHENTICATED; a
+role that does not include the required one -> PERMISSION_DENIED. Health and reflection stay open (they
+reveal no data). Mutating calls are written to the audit log, with what the method notes (`note_for_audit`).
 
 A token lives at most MAX_TOKEN_TTL_S (366 days); one that claims longer is refused. Revocation is a port
 (`Revocations`, anything with `in`): the in-memory `RevokedTokens`, filled in every service by
@@ -38,7 +40,28 @@ import grpc
 from services.platform import telemetry
 from services.platform.handlers import CallDetails, rewrap
 
-ROLES = {"viewer": 1, "operator": 2, "admin": 3, "service": 4}
+
+class _Ranks(dict[str, int]):
+    """How much a role may do, for ordering (e.g. "more than a viewer"); a requirement "a|b" ranks as its
+    lowest part. What a role may do is INCLUDES, not its rank: operator and restorer rank alike, apart."""
+
+    def __missing__(self, requirement: str) -> int:
+        parts = requirement.split("|")
+        if len(parts) < 2 or any(p not in self for p in parts):
+            raise KeyError(requirement)
+        return min(self[p] for p in parts)
+
+
+ROLES = _Ranks({"viewer": 1, "operator": 2, "restorer": 2, "admin": 3, "service": 4})  # the roles a token can carry
+INCLUDES: dict[str, frozenset[str]] = {
+    "viewer": frozenset({"viewer"}),
+    "operator": frozenset({"operator", "viewer"}),
+    "restorer": frozenset({"restorer", "viewer"}),
+    "admin": frozenset({"admin", "operator", "restorer", "viewer"}),
+    # a service's token (every service mints one from the key) reads, runs backups and restores and writes
+    # backed-up data, but does not administer: orgs, policies, tokens and the audit are people's business
+    "service": frozenset({"service", "operator", "restorer", "viewer"}),
+}
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MAX_TOKEN_TTL_S = 366 * 86400.0  # no token, a service's own included, lives longer than this
 CLOCK_SKEW_S = 300.0  # a token issued this far in the future is still accepted (clocks differ)
@@ -58,16 +81,27 @@ class Principal:
     token_id: str
     expires_at: float = float("inf")
 
-    def allows(self, role: str) -> bool:
-        if self.role == "service" and role == "admin":
-            # a service's token (every service mints one from the key) reads, runs backups and writes backed-up
-            # data, but does not administer: orgs, policies, tokens and the audit are people's business
-            return False
-        return ROLES.get(self.role, 0) >= ROLES[role]
+    def allows(self, required: str) -> bool:
+        """Whether this principal's role includes the required one (or any of "a|b")."""
+        included = INCLUDES.get(self.role, frozenset())
+        return any(part in included for part in required.split("|"))
 
 
 ANONYMOUS = Principal("anonymous", "", "")
 current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("sfvault_principal", default=ANONYMOUS)
+_audit_notes: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("sfvault_audit_notes", default=None)
+
+
+def note_for_audit(detail: str) -> None:
+    """Add to the audit entry of the call under way what it did (e.g. a restore's scope): names and counts only,
+    never record values. Outside an audited call it goes nowhere."""
+    notes = _audit_notes.get()
+    if notes is not None:
+        notes.append(detail)
+
+
+def describe_requirement(required: str) -> str:
+    return " or ".join(required.split("|"))
 
 
 def _b64(data: bytes) -> str:
@@ -269,6 +303,7 @@ class AuditEntry:
     method: str
     outcome: str  # OK, or the gRPC status name
     target: str = ""
+    detail: str = ""  # what the call did, when its method says (a restore's scope): names and counts, never values
 
 
 class AuditSink(Protocol):
@@ -426,13 +461,29 @@ def _with_principal(
             return "token revoked"
         return None
 
-    async def record(request: Any, context: Any, failed: bool) -> None:
+    async def record(request: Any, context: Any, failed: bool, notes: list[str]) -> None:
         outcome = _outcome(context, failed)
-        audit.info("%s by %s (%s): %s", method, principal.name, principal.role, outcome.lower())
+        detail = "; ".join(notes)[:2000]
+        audit.info(
+            "%s by %s (%s): %s%s",
+            method,
+            principal.name,
+            principal.role,
+            outcome.lower(),
+            f" [{detail}]" if detail else "",
+        )
         if sink is None or principal.role == "service":  # the services' own writes are the backup itself
             return
         entry = AuditEntry(
-            time.time(), principal.name, principal.role, principal.token_id, service, short, outcome, _target(request)
+            time.time(),
+            principal.name,
+            principal.role,
+            principal.token_id,
+            service,
+            short,
+            outcome,
+            _target(request),
+            detail,
         )
         try:
             await asyncio.wait_for(sink.record(entry), 5)
@@ -442,16 +493,19 @@ def _with_principal(
     def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = current_principal.set(principal)
+            notes: list[str] = []
+            noting = _audit_notes.set(notes)
             try:
                 result = await fn(request, context)
                 if mutating:
-                    await record(request, context, False)
+                    await record(request, context, False, notes)
                 return result
             except BaseException:
                 if mutating:
-                    await record(request, context, True)
+                    await record(request, context, True, notes)
                 raise
             finally:
+                _audit_notes.reset(noting)
                 current_principal.reset(token)
 
         return call
@@ -536,7 +590,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         role = self.role_for(method)
         if not principal.allows(role):
             return _abort_handler(
-                grpc.StatusCode.PERMISSION_DENIED, f"{method.rsplit('/', 1)[-1]} needs the {role} role", handler
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method.rsplit('/', 1)[-1]} needs the {describe_requirement(role)} role",
+                handler,
             )
         mutating = method.rsplit("/", 1)[-1].startswith(self.mutating_verbs)
         return _with_principal(handler, principal, method, mutating, self.audit_sink, self.service, self.revoked)

@@ -250,3 +250,65 @@ async def test_people_changes_are_audited_not_reads_nor_the_services_own_writes(
         ("alice", "PutThing", "OK", "storage"),
         ("alice", "PutThing", "NOT_FOUND", "storage"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        ("viewer", {"viewer"}),
+        ("operator", {"viewer", "operator", "operator|restorer"}),
+        ("restorer", {"viewer", "restorer", "operator|restorer"}),
+        ("admin", {"viewer", "operator", "restorer", "admin", "operator|restorer"}),
+        ("service", {"viewer", "operator", "restorer", "service", "operator|restorer"}),
+    ],
+)
+def test_roles_are_two_branches_above_viewer(role: str, allowed: set[str]) -> None:
+    """viewer < operator (backups), viewer < restorer (restores): neither includes the other; admin and the
+    services' own role include both; only admin administers."""
+    from services.platform.auth import Principal
+
+    principal = Principal("p", role, "t")
+    requirements = ["viewer", "operator", "restorer", "admin", "service", "operator|restorer"]
+    assert {r for r in requirements if principal.allows(r)} == allowed
+    assert verify(KEY, mint(KEY, "p", role)).role == role
+
+
+def test_a_requirement_of_either_role_ranks_as_the_lower() -> None:
+    from services.platform.auth import ROLES
+
+    assert ROLES["operator|restorer"] == ROLES["operator"] == ROLES["restorer"] > ROLES["viewer"]
+    assert "operator|restorer" not in ROLES  # not a role a token can carry
+    with pytest.raises(ValueError, match="unknown role"):
+        mint(KEY, "eve", "operator|restorer")
+    with pytest.raises(KeyError):
+        ROLES["operator|root"]
+
+
+async def test_a_call_notes_what_it_did_in_its_audit_entry() -> None:
+    import grpc
+
+    from services.platform.auth import AuthInterceptor, MemoryAudit, aio_channel, note_for_audit
+
+    async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        note_for_audit("objects=Account(ids:2)")
+        return b"ok"
+
+    sink = MemoryAudit()
+    guard = AuthInterceptor(KEY, {"StartThing": "operator|restorer"}, audit_sink=sink, service="session")
+    server = grpc.aio.server(interceptors=[guard])
+    identity = (lambda b: b, lambda b: b)
+    handlers = {"StartThing": grpc.unary_unary_rpc_method_handler(answer, *identity)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Things", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio_channel(f"127.0.0.1:{port}", mint(KEY, "rita", "restorer")) as channel:
+            assert await channel.unary_unary("/test.Things/StartThing", *identity)(b"x") == b"ok"
+        async with aio_channel(f"127.0.0.1:{port}", mint(KEY, "victor", "viewer")) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/test.Things/StartThing", *identity)(b"x")
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "operator or restorer" in (refused.value.details() or "")
+    finally:
+        await server.stop(None)
+    assert [(e.actor, e.method, e.detail) for e in sink.entries] == [("rita", "StartThing", "objects=Account(ids:2)")]
