@@ -2,14 +2,37 @@
 are restored (parents first, cycles broken by a second pass), a backup's canonical values turned into what
 Salesforce accepts, references mapped to the new Ids, masking for another org, the per-record decision
 (skip, update, undelete, create), matching creates after a lost answer, and the read-back proof.
-No I/O here: every rule is unit-testable in milliseconds."""
+No I/O here: every rule is unit-testable in milliseconds.
+
+One equality serves the decision, the match after a lost answer and the proof (`normalized`): Salesforce's own,
+by field type: numbers by value (1 == 1.0 == "1.00"), datetimes by instant at millisecond precision (+0000, Z and
+offsets alike), Ids by their 18-character form (a 15-character Id and a wrong-case suffix compare equal), a
+multipicklist as a set of values, an empty string as null (Salesforce stores "" as null), a null checkbox as
+false."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from services.canonical import (
+    canon_boolean,
+    canon_date,
+    canon_datetime,
+    canon_double,
+    canon_integer,
+    canon_reference,
+    canon_time,
+    normalize_id,
+)
+from services.jobrunner.domain import component_key
+from services.platform.errors import InvalidArgument
 
 
 class State(enum.Enum):
@@ -36,6 +59,8 @@ class FieldInfo:
     unique: bool
     defaulted_on_create: bool
     cascade_delete: bool = False  # master-detail (relationshipOrder / cascadeDelete)
+    auto_number: bool = False
+    compound: str | None = None  # the compound field this is a component of (BillingCity -> BillingAddress)
 
 
 @dataclass(frozen=True)
@@ -52,49 +77,536 @@ class ObjectInfo:
     fields: Mapping[str, FieldInfo]
     children: tuple[ChildRelationship, ...]
 
+    def field(self, name: str) -> FieldInfo | None:
+        """A field by its name in any case (describe's spelling is the key of `fields`)."""
+        found = self.fields.get(name)
+        if found is not None:
+            return found
+        lowered = name.lower()
+        for key, f in self.fields.items():
+            if key.lower() == lowered:
+                return f
+        return None
+
+
+# Salesforce maintains these itself. The audit fields may be createable (with "Set Audit Fields upon Record
+# Creation"), but a restore never writes them: the restored row is created now, by the restoring user.
+SYSTEM_FIELDS = frozenset(
+    {"id", "isdeleted", "systemmodstamp", "createddate", "createdbyid", "lastmodifieddate", "lastmodifiedbyid"}
+)
+COMPOUND_TYPES = frozenset({"address", "location"})
+NUMBER_TYPES = frozenset({"int", "long", "double", "currency", "percent"})
+_TEXT_TYPES = frozenset({"string", "textarea", "picklist", "email", "phone", "url", "combobox", "encryptedstring"})
+
+
+# ---------------------------------------------------------------- describe
+
 
 def object_info(describe: Mapping[str, Any]) -> ObjectInfo:
     """An object's write-side facts from a REST sobjects/X/describe JSON."""
-    raise NotImplementedError
+    fields: dict[str, FieldInfo] = {}
+    for f in describe.get("fields") or ():
+        name = str(f["name"])
+        compound = f.get("compoundFieldName")
+        fields[name] = FieldInfo(
+            name=name,
+            sf_type=str(f.get("type") or "string").lower(),
+            createable=bool(f.get("createable")),
+            updateable=bool(f.get("updateable")),
+            nillable=bool(f.get("nillable")),
+            calculated=bool(f.get("calculated")),
+            reference_to=tuple(str(t) for t in f.get("referenceTo") or ()),
+            relationship_name=f.get("relationshipName"),
+            external_id=bool(f.get("externalId")),
+            unique=bool(f.get("unique")),
+            defaulted_on_create=bool(f.get("defaultedOnCreate")),
+            cascade_delete=bool(f.get("cascadeDelete")) or f.get("relationshipOrder") is not None,
+            auto_number=bool(f.get("autoNumber")),
+            compound=str(compound) if compound and compound != name else None,
+        )
+    children = tuple(
+        ChildRelationship(str(c["childSObject"]), str(c["field"]), bool(c.get("cascadeDelete")))
+        for c in describe.get("childRelationships") or ()
+    )
+    return ObjectInfo(str(describe["name"]), str(describe.get("keyPrefix") or ""), fields, children)
+
+
+def _compound_parents(info: ObjectInfo) -> dict[str, list[str]]:
+    """compound field -> its components (in describe order)."""
+    out: dict[str, list[str]] = {n: [] for n, f in info.fields.items() if f.sf_type in COMPOUND_TYPES}
+    for f in info.fields.values():
+        if f.compound and f.compound in info.fields:
+            out.setdefault(f.compound, []).append(f.name)
+    return out
+
+
+def writable(f: FieldInfo) -> bool:
+    """Whether a restore may send this field at all (on create or on update)."""
+    return (
+        (f.createable or f.updateable)
+        and not f.calculated
+        and not f.auto_number
+        and f.name.lower() not in SYSTEM_FIELDS
+        and f.sf_type not in COMPOUND_TYPES
+        and f.sf_type != "base64"
+    )
 
 
 def restorable_fields(info: ObjectInfo, selected: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """(the fields written, the selected ones that cannot be written). Written: createable or updateable, not
-    calculated/auto-number/system/audit/Id/compound parents (their components are written). selected None:
-    every field of the object."""
-    raise NotImplementedError
+    """(the fields written, the selected ones that cannot be written), in describe's spelling.
+
+    Written: createable or updateable, not calculated (formula, roll-up), auto-number, system or audit, Id. A
+    compound field (BillingAddress, a geolocation, a person's Name) is written through its components: selecting
+    it selects them. base64 bodies are neither: files are restored by their own jobs. selected None: every field
+    of the object; left out then are its fields that cannot be written (Id and compound fields not counted).
+    A selected name the object does not have (another org) is left out as given."""
+    compounds = _compound_parents(info)
+    written: list[str] = []
+    left_out: list[str] = []
+
+    def take(name: str) -> None:
+        if name not in written:
+            written.append(name)
+
+    def leave(name: str) -> None:
+        if name not in left_out:
+            left_out.append(name)
+
+    if selected is None:
+        for each in info.fields.values():
+            if writable(each):
+                take(each.name)
+            elif each.name.lower() != "id" and each.name not in compounds and each.sf_type != "base64":
+                leave(each.name)
+        return written, left_out
+    for asked in selected:
+        f = info.field(asked)
+        if f is None:
+            leave(asked)
+        elif f.name in compounds:
+            parts = [c for c in compounds[f.name] if writable(info.fields[c])]
+            if not parts:
+                leave(f.name)
+            for c in parts:
+                take(c)
+        elif writable(f):
+            take(f.name)
+        elif f.sf_type != "base64":
+            leave(f.name)
+    return written, left_out
+
+
+# ---------------------------------------------------------------- order
+
+
+def _reference_edges(infos: Mapping[str, ObjectInfo]) -> dict[str, list[tuple[str, FieldInfo]]]:
+    """object -> (parent object, reference field) among the given objects, for the fields a restore writes."""
+    edges: dict[str, list[tuple[str, FieldInfo]]] = {name: [] for name in infos}
+    for name, info in infos.items():
+        for f in info.fields.values():
+            if f.sf_type != "reference" or not writable(f):
+                continue
+            for target in f.reference_to:
+                if target in infos:
+                    edges[name].append((target, f))
+    return edges
+
+
+def _deferrable(f: FieldInfo) -> bool:
+    """Whether a reference can be left empty on create and patched after: a lookup, not a master-detail."""
+    return f.nillable and f.updateable and not f.cascade_delete
+
+
+def _components(nodes: Sequence[str], parents: Mapping[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components (Tarjan, iterative), parents' components first."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        work: list[tuple[str, list[str]]] = [(root, sorted(parents[root], key=nodes.index))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, todo = work[-1]
+            if todo:
+                nxt = todo.pop(0)
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, sorted(parents[nxt], key=nodes.index)))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp: list[str] = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    comp.append(top)
+                    if top == node:
+                        break
+                out.append(sorted(comp, key=nodes.index))
+    return out  # Tarjan emits a component after every component it reaches: parents first
+
+
+def _place_cycle(
+    comp: Sequence[str], edges: Mapping[str, list[tuple[str, FieldInfo]]]
+) -> tuple[list[str], dict[str, set[str]]]:
+    """The objects of one cycle in order, and the references cut (to objects placed later): each step places
+    an object whose required references point at placed objects, the one with the fewest lookups left open."""
+    members = set(comp)
+    placed: list[str] = []
+    left = list(comp)
+    cut: dict[str, set[str]] = {}
+
+    def required_ready(n: str) -> bool:
+        return all(p in placed or p == n for p, f in edges[n] if p in members and not _deferrable(f))
+
+    def open_lookups(n: str) -> int:
+        return sum(1 for p, _f in edges[n] if p in members and p not in placed and p != n)
+
+    while left:
+        ready = [n for n in left if required_ready(n)] or left
+        pick = min(ready, key=lambda n: (open_lookups(n), left.index(n)))
+        for p, f in edges[pick]:
+            if p in members and p != pick and p not in placed:
+                cut.setdefault(pick, set()).add(f.name)
+        placed.append(pick)
+        left.remove(pick)
+    return placed, cut
 
 
 def restore_order(infos: Mapping[str, ObjectInfo]) -> tuple[list[str], dict[str, set[str]]]:
     """Objects parents-first by their reference fields among the given objects. Cycles and self-lookups are
     broken: the second value maps object -> reference fields written in a second pass (patch) after all
-    creates."""
-    raise NotImplementedError
+    creates. Self-lookups (Account.ParentId, Contact.ReportsToId) always go to the second pass. In a cycle the
+    objects are placed so that every master-detail or required reference points at an object placed before
+    (Shipment__c after Invoice__c); the lookups that point at objects placed later are deferred. A cycle of
+    required references only (which Salesforce itself does not allow) is deferred all the same: those
+    records will fail with the org's reason. Ties keep the order of `infos`."""
+    nodes = list(infos)
+    edges = _reference_edges(infos)
+    parents = {n: {p for p, _f in edges[n] if p != n} for n in nodes}
+    deferred: dict[str, set[str]] = {}
+    for n in nodes:
+        for p, f in edges[n]:
+            if p == n:
+                deferred.setdefault(n, set()).add(f.name)
+    order: list[str] = []
+    for comp in _components(nodes, parents):
+        if len(comp) == 1:
+            order.append(comp[0])
+            continue
+        placed, cut = _place_cycle(comp, edges)
+        for n, names in cut.items():
+            deferred.setdefault(n, set()).update(names)
+        order.extend(placed)
+    return order, deferred
+
+
+# ---------------------------------------------------------------- values
 
 
 def to_salesforce(values: Mapping[str, Any], info: ObjectInfo) -> dict[str, Any]:
-    """A backup record's canonical values (values_json decoded) -> the JSON values Salesforce accepts on write
-    (dates, datetimes, numbers, booleans, multipicklists, references as 18-char Ids; base64 left out)."""
-    raise NotImplementedError
+    """A backup record's canonical values (values_json decoded) -> the JSON values Salesforce accepts on write:
+    booleans, numbers (integral ones as integers), dates YYYY-MM-DD, datetimes UTC with milliseconds, times,
+    multipicklists as "A;B", references as 18-character Ids, text as is. Only the fields a restore may write
+    are kept (`writable`), keyed in describe's spelling: Id, system, audit, formula and compound fields and
+    base64 bodies are left out; a component missing from `values` is taken from its compound's value.
+    Raises InvalidArgument (naming the field, never the value) for a value that is not of its field's type."""
+    out: dict[str, Any] = {}
+    by_lower = {k.lower(): v for k, v in values.items()}
+    for f in info.fields.values():
+        if not writable(f):
+            continue
+        low = f.name.lower()
+        if low in by_lower:
+            raw = by_lower[low]
+        elif f.compound and isinstance(by_lower.get(f.compound.lower()), Mapping):
+            compound = by_lower[f.compound.lower()]
+            key = component_key(f.name)  # as the backup built the compound value
+            if key not in compound:
+                continue
+            raw = compound[key]
+        else:
+            continue
+        out[f.name] = _to_sf_value(raw, f)
+    return out
+
+
+def _to_sf_value(value: Any, f: FieldInfo) -> Any:
+    if value is None:
+        return None
+    t = f.sf_type
+    if t == "boolean":
+        return canon_boolean(value, f.name)
+    if t in ("int", "long"):
+        return canon_integer(value, f.name)
+    if t in ("double", "currency", "percent"):
+        return canon_double(value, f.name)
+    if t == "date":
+        return canon_date(value, f.name)
+    if t == "datetime":
+        return canon_datetime(value, f.name)
+    if t == "time":
+        return canon_time(value, f.name)
+    if t in ("reference", "id"):
+        return canon_reference(value, f.name)
+    if t == "multipicklist":
+        if isinstance(value, (list, tuple)):
+            return ";".join(str(v) for v in value)
+        return value
+    if t in _TEXT_TYPES and value == "":
+        return None
+    return value
+
+
+def _as_id(value: Any) -> str | None:
+    try:
+        return normalize_id(value)
+    except InvalidArgument:
+        return None
+
+
+def _object_of(ref: str, f: FieldInfo, prefixes: Mapping[str, str] | None) -> str:
+    if prefixes and ref[:3] in prefixes:
+        return prefixes[ref[:3]]
+    if len(f.reference_to) == 1:
+        return f.reference_to[0]
+    return "record"
 
 
 def rewrite_references(
-    values: dict[str, Any], info: ObjectInfo, id_map: Mapping[str, str], present: Callable[[str], bool]
+    values: dict[str, Any],
+    info: ObjectInfo,
+    id_map: Mapping[str, str],
+    present: Callable[[str], bool],
+    *,
+    prefixes: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Every reference value mapped through id_map (old Id -> new Id). A reference to a record neither present
-    in the target nor mapped is dropped from the write (lookup left empty) and named in the second value as
-    a reason; for a master-detail field the reason reads "parent Account 001... not restored" and the record
-    is to fail."""
-    raise NotImplementedError
+    """Every reference value mapped through id_map (old Id -> new Id, 18-character keys). A reference to a
+    record neither mapped nor present in the target (present(18-character Id)) is dropped from the write
+    (lookup left empty) and named in the second value, one reason per field:
+    "ParentId: Account 001... not in the target org, left empty"; for a master-detail or required reference
+    "parent Account 001... not restored" (record_failure finds it: a create must then fail with it; an update
+    leaves the org's value). prefixes (key prefix -> object) names the parent of a polymorphic reference.
+    `values` is not changed: a new dict is returned."""
+    out = dict(values)
+    reasons: list[str] = []
+    for name, value in values.items():
+        f = info.field(name)
+        if f is None or f.sf_type != "reference" or value is None:
+            continue
+        ref = _as_id(value)
+        if ref is None:
+            continue  # not an Id: the org answers MALFORMED_ID for this record, with the field named
+        mapped = id_map.get(ref) or id_map.get(str(value))
+        if mapped is not None:
+            out[name] = _as_id(mapped) or mapped
+        elif present(ref):
+            out[name] = ref
+        else:
+            del out[name]
+            parent = _object_of(ref, f, prefixes)
+            if f.cascade_delete or not f.nillable:
+                reasons.append(f"parent {parent} {ref} not restored")
+            else:
+                reasons.append(f"{f.name}: {parent} {ref} not in the target org, left empty")
+    return out, reasons
+
+
+def record_failure(reasons: Sequence[str]) -> str | None:
+    """The reason a record cannot be created, among rewrite_references' reasons (a master-detail or required
+    parent that is not there), or None."""
+    for r in reasons:
+        if r.startswith("parent "):
+            return r
+    return None
+
+
+# ---------------------------------------------------------------- masking
+
+MASK_RULES = ("null", "email", "phone", "pseudonym", "fixed:VALUE")
+
+
+def check_mask_rule(rule: str) -> None:
+    """Raises InvalidArgument (a ValueError) for a rule that is not one of MASK_RULES."""
+    if rule in ("null", "email", "phone", "pseudonym") or rule.startswith("fixed:"):
+        return
+    raise InvalidArgument(f"mask rule {rule!r} is unknown: one of {', '.join(MASK_RULES)}")
+
+
+def _digest(secret: bytes, rule: str, value: Any) -> str:
+    text = str(value).strip()
+    if rule == "email":
+        text = text.lower()
+    return hmac.new(secret, f"{rule}\x00{text}".encode(), hashlib.sha256).hexdigest()
+
+
+def _pseudonym_stem(field: str) -> str:
+    stem = re.sub(r"__c$|__s$|Id$", "", field).replace("_", " ").strip()
+    return stem or "Value"
 
 
 def mask_values(
     object_name: str, values: dict[str, Any], masks: Sequence[tuple[str, str, str]], *, secret: bytes
 ) -> dict[str, Any]:
-    """masks: (object, field, rule). Rules: null, email (a deterministic fake address from HMAC(secret,
-    value)), phone, pseudonym ("Name 1a2b3c"), fixed:VALUE. An unknown rule -> ValueError. Deterministic for
-    one secret."""
-    raise NotImplementedError
+    """masks: (object, field, rule), names in any case. Rules: null; email (a fake address from HMAC(secret,
+    value): "u<16 hex>@example.com", one per address whatever its case); phone ("+1555" and 7 digits from the
+    HMAC); pseudonym ("<Field> <6 hex>", e.g. "LastName 1a2b3c"); fixed:VALUE. A null stays null. An unknown
+    rule (of any mask, for any object) raises InvalidArgument (a ValueError). Deterministic for one secret:
+    the same value masks alike across records, fields and runs (references between masked data stay
+    consistent); the original value cannot be read back from the mask. Returns a new dict."""
+    for _obj, _field, rule in masks:
+        check_mask_rule(rule)
+    out = dict(values)
+    lowered = {k.lower(): k for k in values}
+    for obj, field, rule in masks:
+        if obj.lower() != object_name.lower():
+            continue
+        key = lowered.get(field.lower())
+        if key is None or out[key] is None:
+            continue
+        original = values[key]
+        if rule == "null":
+            out[key] = None
+        elif rule == "email":
+            out[key] = f"u{_digest(secret, rule, original)[:16]}@example.com"
+        elif rule == "phone":
+            out[key] = f"+1555{int(_digest(secret, rule, original)[:12], 16) % 10_000_000:07d}"
+        elif rule == "pseudonym":
+            out[key] = f"{_pseudonym_stem(key)} {_digest(secret, rule, original)[:6]}"
+        else:
+            out[key] = rule.removeprefix("fixed:")
+    return out
+
+
+# ---------------------------------------------------------------- equality
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        d = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return d if d.is_finite() else None
+
+
+_DATETIME_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _loose(value: Any) -> Hashable:
+    """A comparable form of a value whose field type is unknown."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", _decimal(value))
+    if isinstance(value, str):
+        if len(value) in (15, 18) and value.isascii() and value.isalnum():
+            ref = _as_id(value)
+            if ref is not None:
+                return ("s", ref)
+        if _DATETIME_SHAPE.match(value):
+            try:
+                return ("s", canon_datetime(value, "value"))
+            except InvalidArgument:
+                pass
+        return ("s", value)
+    if isinstance(value, Mapping):
+        return ("d", tuple(sorted((str(k), _loose(v)) for k, v in value.items() if _loose(v) is not None)))
+    if isinstance(value, (list, tuple)):
+        return ("l", tuple(_loose(v) for v in value))
+    return ("o", repr(value))
+
+
+def normalized(value: Any, f: FieldInfo | None) -> Hashable:
+    """The form two values of one field are compared in (equal forms: Salesforce holds the same value). Never
+    raises: a value not of its field's type is compared as it is."""
+    t = f.sf_type if f is not None else ""
+    try:
+        if t == "boolean":
+            return ("b", False if value is None or value == "" else canon_boolean(value, "value"))
+        if value is None or value == "":
+            return None
+        if t in NUMBER_TYPES:
+            d = _decimal(value)
+            return ("n", d) if d is not None else _loose(value)
+        if t == "date":
+            return ("s", canon_date(value, "value"))
+        if t == "datetime":
+            return ("s", canon_datetime(value, "value"))
+        if t == "time":
+            return ("s", canon_time(value, "value"))
+        if t in ("reference", "id"):
+            return ("s", _as_id(value) or value)
+        if t == "multipicklist":
+            items = value if isinstance(value, (list, tuple)) else str(value).split(";")
+            found = frozenset(str(v).strip() for v in items if str(v).strip())
+            return ("m", found) if found else None
+        if t in _TEXT_TYPES:
+            return ("s", value) if isinstance(value, str) else _loose(value)
+    except InvalidArgument:
+        pass
+    return _loose(value)
+
+
+def same(a: Any, b: Any, f: FieldInfo | None) -> bool:
+    """Salesforce's equality of two values of one field (see the module's docstring)."""
+    return normalized(a, f) == normalized(b, f)
+
+
+def _compared(
+    backup: Mapping[str, Any], fields: Sequence[str], info: ObjectInfo | None, restore_empty: bool
+) -> list[tuple[str, FieldInfo | None]]:
+    """The fields a record is compared on: `fields` that the backup holds a value of (or all of them with
+    restore_empty: a null then means null)."""
+    out: list[tuple[str, FieldInfo | None]] = []
+    for name in fields:
+        f = info.field(name) if info is not None else None
+        if info is not None and f is None:
+            continue
+        key = f.name if f is not None else name
+        if not restore_empty and normalized(backup.get(key), None) is None:
+            continue
+        out.append((key, f))
+    return out
+
+
+def differences(
+    expected: Mapping[str, Any],
+    actual: Mapping[str, Any],
+    fields: Sequence[str],
+    *,
+    info: ObjectInfo | None = None,
+    restore_empty: bool = False,
+) -> list[str]:
+    """The read-back proof: the fields whose values differ, names only, with decide's equality (by field type
+    when `info` is given, else by the values' own kinds). A field `expected` holds no value of is not compared
+    unless restore_empty (the restore left the org's value)."""
+    return [
+        name
+        for name, f in _compared(expected, fields, info, restore_empty)
+        if not same(expected.get(name), actual.get(name), f)
+    ]
+
+
+# ---------------------------------------------------------------- the decision
 
 
 @dataclass(frozen=True)
@@ -119,27 +631,101 @@ def decide(
     info: ObjectInfo,
     restore_empty: bool,
 ) -> Decision:
-    """backup and target are Salesforce-shaped values (to_salesforce output, after rewrite/mask). Compared on
-    `fields` only with Salesforce's equality. Exists & equal -> SKIPPED (write {}); exists & differs ->
-    UPDATED (write = the differing updateable fields); deleted -> UNDELETED (+ the differing fields);
-    target None -> CREATED (write = createable fields with a value; nulls only when restore_empty)."""
-    raise NotImplementedError
+    """backup and target are Salesforce-shaped values (to_salesforce output, after rewrite/mask); compared on
+    `fields` only, with Salesforce's equality (`same`). A backup field without a value is compared (and
+    written as null) only with restore_empty; a null is never written to a checkbox.
+
+    - target None and not deleted -> CREATED: write = the createable fields with a value (nulls only with
+      restore_empty), changed_fields = their names;
+    - target_deleted -> UNDELETED (undelete=True), write = the differing updateable fields (all of them when
+      the deleted row's values are not given);
+    - exists & equal -> SKIPPED (write {});
+    - exists & differs -> UPDATED, write = the differing updateable fields. When none of the differing fields
+      is updateable (a master-detail that cannot be reparented) -> SKIPPED with a note; the proof shows them.
+    The write never holds Id: the caller sends target_id."""
+    if target is None and not target_deleted:
+        write: dict[str, Any] = {}
+        for name, f in _compared(backup, fields, info, restore_empty):
+            assert f is not None
+            value = backup.get(name)
+            if not f.createable or (value is None and (f.sf_type == "boolean" or not f.nillable)):
+                continue
+            write[name] = value
+        return Decision(source_id, None, State.CREATED, write, False, tuple(write))
+    current: Mapping[str, Any] = target if target is not None else {}
+    compared = _compared(backup, fields, info, restore_empty)
+    if target is None:  # deleted, its values unknown: everything the backup holds is written
+        changed = [name for name, _f in compared]
+    else:
+        changed = [name for name, f in compared if not same(backup.get(name), current.get(name), f)]
+    write = {}
+    fixed: list[str] = []
+    for name in changed:
+        f = info.fields[name]
+        value = backup.get(name)
+        if not f.updateable or (value is None and f.sf_type == "boolean"):
+            fixed.append(name)
+            continue
+        write[name] = value
+    note = f"cannot be updated: {', '.join(fixed)}" if fixed else ""
+    if target_deleted:
+        return Decision(source_id, target_id, State.UNDELETED, write, True, tuple(changed), note)
+    if not write:
+        return Decision(source_id, target_id, State.SKIPPED, {}, False, tuple(changed), note)
+    return Decision(source_id, target_id, State.UPDATED, write, False, tuple(changed), note)
+
+
+# ---------------------------------------------------------------- resume after a lost answer
 
 
 def match_created(
-    expected: Mapping[str, Mapping[str, Any]], candidates: Sequence[Mapping[str, Any]], fields: Sequence[str]
+    expected: Mapping[str, Mapping[str, Any]],
+    candidates: Sequence[Mapping[str, Any]],
+    fields: Sequence[str],
+    *,
+    info: ObjectInfo | None = None,
 ) -> dict[str, str]:
     """Resume after a lost answer: expected = source_id -> values written; candidates = rows (with "Id") the
-    restoring user created since the batch was sent. Matched by equality on `fields`, each candidate used
-    once. Returns source_id -> new Id for the matched ones."""
-    raise NotImplementedError
+    restoring user created since the batch was sent. A candidate matches a source when they are equal
+    (`same`, by field type when `info` is given) on each of `fields` the source wrote a key for (a field not
+    written may hold the org's default). Each candidate is used once; identical sources take identical
+    candidates in order (which of two identical records gets which new Id does not matter; a source without a
+    candidate left is not matched: it is to be created). Returns source_id -> new Id (18 characters) for the
+    matched ones."""
+    pool: dict[tuple[str, ...], dict[tuple[Hashable, ...], list[str]]] = {}
+    used: set[str] = set()
+    out: dict[str, str] = {}
 
+    def field_of(name: str) -> FieldInfo | None:
+        return info.field(name) if info is not None else None
 
-def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], fields: Sequence[str]) -> list[str]:
-    """The read-back proof: the fields whose values differ (decide's equality); names only."""
-    raise NotImplementedError
+    for source_id, written in expected.items():
+        keys = tuple(name for name in fields if name in written)
+        if keys not in pool:
+            index: dict[tuple[Hashable, ...], list[str]] = {}
+            for row in candidates:
+                new_id = row.get("Id")
+                if not isinstance(new_id, str):
+                    continue
+                sig = tuple(normalized(row.get(k), field_of(k)) for k in keys)
+                index.setdefault(sig, []).append(_as_id(new_id) or new_id)
+            pool[keys] = index
+        sig = tuple(normalized(written.get(k), field_of(k)) for k in keys)
+        for new_id in pool[keys].get(sig, ()):
+            if new_id not in used:
+                used.add(new_id)
+                out[source_id] = new_id
+                break
+    return out
 
 
 def sample_line(object_name: str, source_id: str, fields: Sequence[str], reason: str) -> str:
-    """One line for a sample of failures or differences; field names, never values."""
-    raise NotImplementedError
+    """One line for a sample of failures or differences: the object, the record's Id, field names and a reason;
+    never a value."""
+    names = ", ".join(fields)
+    line = f"{object_name} {source_id}"
+    if names:
+        line += f" [{names}]"
+    if reason:
+        line += f": {reason}"
+    return line
