@@ -47,7 +47,7 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
         if not request.HasField("connection"):
             raise InvalidArgument("connection is required")
         connection = _domain(translate.connection_from_pb, request.connection)
-        org = await self.catalog.create_org(d.Org(request.org_id, request.name, connection))
+        org = await self.catalog.create_org(d.Org(request.org_id, request.name, connection, sandbox=request.sandbox))
         return translate.org_to_pb(org)
 
     @grpc_errors

@@ -309,13 +309,16 @@ class Planner:
         await self.store.mark_published(session_id)
 
     def _failed(self, session_id: str, request: ev.SessionRequested, reason: str) -> SessionRecord:
+        kind = translate.SESSION_KIND.get(request.kind, d.SessionKind.BACKUP)
         return SessionRecord(
             session_id=session_id,
-            policy_id=request.policy_id,
-            org_id=request.org_id,
+            # a restore has no policy: it never counts as a policy's previous session
+            policy_id=request.policy_id if kind is d.SessionKind.BACKUP else "",
+            org_id=request.org_id or request.restore.source_org_id,
             planned=False,
             failure_reason=reason,
             planned_at=self.clock.now(),
+            kind=kind,
         )
 
     async def _publish(self, record: SessionRecord) -> None:
@@ -328,6 +331,9 @@ class Planner:
         started = ev.SessionStarted(policy_id=record.policy_id, org_id=record.org_id, initial=record.initial)
         if record.stall_timeout > dt.timedelta(0):
             started.stall_timeout.FromTimedelta(record.stall_timeout)
+        if record.kind is not d.SessionKind.BACKUP:
+            started.kind = translate.SESSION_KIND_PB[record.kind]
+            started.restore.ParseFromString(record.restore_spec)
         await self.publisher.emit(started, session_id=sid)
         planned = ev.JobsPlanned(jobs=[translate.planned_job(s) for s in specs])
         planned.warnings.extend(record.warnings)
@@ -336,6 +342,12 @@ class Planner:
             await self.publisher.enqueue_job(spec)
 
     async def _decide(self, session_id: str, request: ev.SessionRequested) -> SessionRecord:
+        try:
+            kind = translate.session_kind(request)
+        except d.RestoreRefused as exc:
+            raise SessionFailure(str(exc)) from None
+        if kind is not d.SessionKind.BACKUP:
+            return await self._decide_restore(session_id, request, kind)
         policy = await self.store.get_policy(request.policy_id) if request.policy_id else None
         if policy is None:
             raise SessionFailure(f"policy {request.policy_id!r} does not exist")
@@ -361,6 +373,71 @@ class Planner:
             return await self._describe_and_plan(session_id, request, policy, org, session)
         except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded, ports.DescribeFailed) as exc:
             raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
+
+    async def _decide_restore(
+        self, session_id: str, request: ev.SessionRequested, kind: d.SessionKind
+    ) -> SessionRecord:
+        """A restore's plan: its orgs resolved, the production guard, the point in time fixed, one job. Nothing is
+        described (the jobrunner describes the target itself) and no policy is involved."""
+        now = self.clock.now()
+        ask = translate.restore_ask(request, kind)
+        orgs = {}
+        for org_id in {ask.source_org_id or ask.org_id, ask.target_org_id} - {""}:
+            org = await self.store.get_org(org_id)
+            if org is not None:
+                orgs[org_id] = org
+        try:
+            plan = d.plan_restore(ask, orgs, now)
+        except d.RestoreRefused as exc:
+            raise SessionFailure(str(exc)) from None
+        if ask.retry_of:
+            retried = await self.store.get_session(ask.retry_of)
+            if retried is None or retried.kind is d.SessionKind.BACKUP:
+                raise SessionFailure(f"session {ask.retry_of!r} is not a restore session: there is nothing to retry")
+        try:
+            await self.check_storage()
+        except ports.StorageUnreachable as exc:
+            raise SessionFailure(str(exc)) from None
+        source = await self._identified(plan.source)
+        target = source if plan.target.org_id == source.org_id else await self._identified(plan.target)
+        plan = dataclasses.replace(plan, source=source, target=target)
+        spec = translate.resolved_restore(request, plan)
+        stall = request.stall_timeout.ToTimedelta()
+        job = translate.restore_job_spec(plan, spec, session_id=session_id, stall_timeout=stall)
+        record = SessionRecord(
+            session_id=session_id,
+            policy_id="",
+            org_id=source.org_id,
+            planned=True,
+            planned_at=now,
+            stall_timeout=stall,
+            kind=kind,
+            restore_spec=spec.SerializeToString(deterministic=True),
+        )
+        log.info(
+            "session %s: %s of org %s into org %s as of %s%s",
+            session_id,
+            kind.value.lower().replace("_", " "),
+            source.org_id,
+            target.org_id,
+            plan.as_of.isoformat(),
+            " (dry run)" if spec.dry_run else "",
+        )
+        stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
+        return await self.store.save_session(record, None, [stored])
+
+    async def _identified(self, org: d.Org) -> d.Org:
+        """The org with its 00D id and instance URL, learned by logging in when no login has told them yet."""
+        if org.salesforce_org_id and org.instance_url:
+            return org
+        try:
+            session = await asyncio.to_thread(self.connect, org.connection)
+        except sfc.SecretError as exc:
+            raise SessionFailure(f"cannot log in to org {org.org_id!r}: {exc}") from None
+        except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
+            raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
+        await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
+        return dataclasses.replace(org, salesforce_org_id=session.salesforce_org_id, instance_url=session.instance_url)
 
     async def _describe_and_plan(
         self, session_id: str, request: ev.SessionRequested, policy: d.Policy, org: d.Org, session: OrgSession

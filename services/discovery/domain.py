@@ -145,6 +145,7 @@ class Org:
     instance_url: str = ""
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    sandbox: bool = False  # False: a production org, which a restore writes to only when confirmed (--yes)
 
 
 @dataclass(frozen=True)
@@ -673,6 +674,82 @@ def canonical(body: Any) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
+# ---- restore sessions ------------------------------------------------------------------------------------
+#
+# A restore is planned without describing anything (the jobrunner describes the target itself) and without a
+# policy: the source and target orgs are resolved among the registered ones, a production target is written to
+# only when the restore is confirmed (or is a dry run, which writes nothing), and the point in time is fixed
+# here once, so every replica of the job and the report read the same point.
+
+
+class SessionKind(StrEnum):
+    BACKUP = "BACKUP"
+    RESTORE = "RESTORE"  # records (and their files)
+    METADATA_RESTORE = "METADATA_RESTORE"  # components deployed
+
+
+class RestoreRefused(Exception):
+    """A restore that cannot be planned: the session fails with this reason."""
+
+
+@dataclass(frozen=True)
+class RestoreAsk:
+    """What a SessionRequested of a restore asks, as far as planning it goes."""
+
+    kind: SessionKind
+    org_id: str  # the event's org id: the source when the spec names none
+    source_org_id: str = ""
+    target_org_id: str = ""
+    as_of: dt.datetime | None = None
+    dry_run: bool = False
+    confirmed: bool = False
+    selections: int = 0
+    whole_org: bool = False
+    components: int = 0
+    retry_of: str = ""
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    job_id: str
+    kind: SessionKind
+    source: Org
+    target: Org
+    as_of: dt.datetime
+
+
+RESTORE_JOB_ID = {SessionKind.RESTORE: "restore", SessionKind.METADATA_RESTORE: "metadata-restore"}
+
+
+def plan_restore(ask: RestoreAsk, orgs: Mapping[str, Org], now: dt.datetime) -> RestorePlan:
+    """The one job of a restore session: source (the spec's, else the event's org), target (the spec's, else
+    the source), the point in time (unset: `now`). Raises RestoreRefused naming what is wrong."""
+    source_id = ask.source_org_id or ask.org_id
+    if not source_id:
+        raise RestoreRefused("a restore names its source org (restore.source_org_id or org_id)")
+    if ask.source_org_id and ask.org_id and ask.source_org_id != ask.org_id:
+        raise RestoreRefused(f"org {ask.org_id!r} and restore.source_org_id {ask.source_org_id!r} differ")
+    source = orgs.get(source_id)
+    if source is None:
+        raise RestoreRefused(f"source org {source_id!r} does not exist")
+    target_id = ask.target_org_id or source_id
+    target = orgs.get(target_id)
+    if target is None:
+        raise RestoreRefused(f"target org {target_id!r} does not exist")
+    if ask.kind is SessionKind.METADATA_RESTORE and not ask.components:
+        raise RestoreRefused("a metadata restore names its components (Type:FullName)")
+    if ask.kind is SessionKind.RESTORE and not (ask.selections or ask.whole_org or ask.retry_of):
+        raise RestoreRefused("a restore selects records: at least one selection, or the whole org")
+    if not target.sandbox and not ask.dry_run and not ask.confirmed:
+        raise RestoreRefused(f"target org {target.org_id} is a production org: confirm the restore (--yes)")
+    return RestorePlan(RESTORE_JOB_ID[ask.kind], ask.kind, source, target, ask.as_of or now)
+
+
+def restore_budget() -> Budget:
+    """A restore has no policy: no per-run cap, the default daily share."""
+    return Budget(0, 100 - DEFAULT_DAILY_SHARE)
+
+
 # ---- a session's plan as recorded ------------------------------------------------------------------------
 
 
@@ -692,6 +769,9 @@ class SessionRecord:
     published: bool = False
     planned_at: dt.datetime | None = None
     stall_timeout: dt.timedelta = dt.timedelta(0)  # the request's, else the policy's; zero: the service default
+    kind: SessionKind = field(default_factory=lambda: SessionKind.BACKUP)
+    # a restore session: its RestoreSpec as resolved (serialized sfvault.restore.v1.RestoreSpec), re-published as is
+    restore_spec: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -115,4 +115,11 @@ MIGRATIONS = [
     """,
     # the stall timeout decided for the session (request, else policy; 0: the session service's default)
     "ALTER TABLE sessions ADD COLUMN stall_timeout_s double precision NOT NULL DEFAULT 0",
+    """
+    -- a sandbox takes restores without confirmation; false (every org registered before): production
+    ALTER TABLE orgs ADD COLUMN sandbox boolean NOT NULL DEFAULT false;
+    -- restore sessions: their kind and the RestoreSpec as resolved (serialized), re-published as is
+    ALTER TABLE sessions ADD COLUMN kind text NOT NULL DEFAULT 'BACKUP';
+    ALTER TABLE sessions ADD COLUMN restore_spec bytea NOT NULL DEFAULT ''::bytea;
+    """,
 ]

@@ -160,8 +160,8 @@ class DiscoveryStore:
 
     async def create_org(self, org: d.Org) -> d.Org:
         row = await self._insert(
-            "INSERT INTO orgs (org_id, name, connection) VALUES (%s, %s, %s) RETURNING *",
-            (org.org_id, org.name, Jsonb(_connection_json(org.connection))),
+            "INSERT INTO orgs (org_id, name, connection, sandbox) VALUES (%s, %s, %s, %s) RETURNING *",
+            (org.org_id, org.name, Jsonb(_connection_json(org.connection)), org.sandbox),
             exists=f"org {org.org_id!r} exists already",
         )
         return _org(row)
@@ -175,8 +175,9 @@ class DiscoveryStore:
 
     async def update_org(self, org: d.Org) -> d.Org | None:
         rows = await self._fetch(
-            "UPDATE orgs SET name = %s, connection = %s, updated_at = now() WHERE org_id = %s RETURNING *",
-            (org.name, Jsonb(_connection_json(org.connection)), org.org_id),
+            "UPDATE orgs SET name = %s, connection = %s, sandbox = %s, updated_at = now() WHERE org_id = %s"
+            " RETURNING *",
+            (org.name, Jsonb(_connection_json(org.connection)), org.sandbox, org.org_id),
         )
         return _org(rows[0]) if rows else None
 
@@ -279,8 +280,8 @@ class DiscoveryStore:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "INSERT INTO sessions (session_id, policy_id, org_id, planned, failure_reason, initial, warnings,"
-                " global_hash, describe_date, full_describe_at, api_calls, planned_at, stall_timeout_s)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " global_hash, describe_date, full_describe_at, api_calls, planned_at, stall_timeout_s, kind,"
+                " restore_spec) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (session_id) DO NOTHING RETURNING session_id",
                 (
                     record.session_id,
@@ -296,6 +297,8 @@ class DiscoveryStore:
                     record.api_calls,
                     record.planned_at or dt.datetime.now(dt.UTC),
                     record.stall_timeout.total_seconds(),
+                    record.kind.value,
+                    record.restore_spec,
                 ),
             )
             if await cur.fetchone() is None:
@@ -365,7 +368,12 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
     if isinstance(warnings, str):
         warnings = json.loads(warnings)
     return from_row(
-        SessionRecord, row, warnings=tuple(warnings), stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"])
+        SessionRecord,
+        row,
+        warnings=tuple(warnings),
+        stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
+        kind=d.SessionKind(row["kind"]),
+        restore_spec=bytes(row["restore_spec"]),
     )
 
 

@@ -9,6 +9,7 @@ from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
+from sfvault.restore.v1 import restore_pb2 as rpb
 
 from services import sfconnection as sfc
 from services.discovery import domain as d
@@ -44,6 +45,7 @@ def org_to_pb(o: d.Org) -> api.Org:
         instance_url=o.instance_url,
         created_at=timestamps.to_pb(o.created_at),
         updated_at=timestamps.to_pb(o.updated_at),
+        sandbox=o.sandbox,
     )
 
 
@@ -157,6 +159,86 @@ def job_spec(
         spec.type = ev.JOB_TYPE_METADATA
         spec.metadata.CopyFrom(jobs.MetadataJob())
     return spec
+
+
+SESSION_KIND = {
+    rpb.SESSION_KIND_UNSPECIFIED: d.SessionKind.BACKUP,
+    rpb.SESSION_KIND_BACKUP: d.SessionKind.BACKUP,
+    rpb.SESSION_KIND_RESTORE: d.SessionKind.RESTORE,
+    rpb.SESSION_KIND_METADATA_RESTORE: d.SessionKind.METADATA_RESTORE,
+}
+SESSION_KIND_PB = {
+    d.SessionKind.BACKUP: rpb.SESSION_KIND_BACKUP,
+    d.SessionKind.RESTORE: rpb.SESSION_KIND_RESTORE,
+    d.SessionKind.METADATA_RESTORE: rpb.SESSION_KIND_METADATA_RESTORE,
+}
+RESTORE_JOB_TYPE = {
+    d.SessionKind.RESTORE: ev.JOB_TYPE_RESTORE,
+    d.SessionKind.METADATA_RESTORE: ev.JOB_TYPE_METADATA_RESTORE,
+}
+
+
+def session_kind(request: ev.SessionRequested) -> d.SessionKind:
+    """The kind of session asked for; an unknown value (a newer sender) is not taken for a backup."""
+    kind = SESSION_KIND.get(request.kind)
+    if kind is None:
+        raise d.RestoreRefused(f"unknown session kind {request.kind}")
+    return kind
+
+
+def restore_ask(request: ev.SessionRequested, kind: d.SessionKind) -> d.RestoreAsk:
+    spec = request.restore
+    return d.RestoreAsk(
+        kind=kind,
+        org_id=request.org_id,
+        source_org_id=spec.source_org_id,
+        target_org_id=spec.target_org_id,
+        as_of=spec.as_of.ToDatetime(dt.UTC) if spec.HasField("as_of") else None,
+        dry_run=spec.dry_run,
+        confirmed=spec.confirmed,
+        selections=len(spec.selections),
+        whole_org=spec.whole_org,
+        components=len(spec.metadata_components),
+        retry_of=spec.retry_of,
+    )
+
+
+def resolved_restore(request: ev.SessionRequested, plan: d.RestorePlan) -> rpb.RestoreSpec:
+    """The request's RestoreSpec with what discovery decided: both orgs and the point in time."""
+    spec = rpb.RestoreSpec()
+    spec.CopyFrom(request.restore)
+    spec.source_org_id = plan.source.org_id
+    spec.target_org_id = plan.target.org_id
+    spec.as_of.FromDatetime(plan.as_of)
+    spec.requested_by = spec.requested_by or request.requested_by
+    return spec
+
+
+def restore_job_spec(
+    plan: d.RestorePlan, spec: rpb.RestoreSpec, *, session_id: str, stall_timeout: dt.timedelta
+) -> jobs.JobSpec:
+    """A restore's one job: the source org as any job's org (storage keys the backup by its 00D), the target in
+    `restore`. Secrets only as references, as for every job."""
+    budget = d.restore_budget()
+    return jobs.JobSpec(
+        session_id=session_id,
+        job_id=plan.job_id,
+        type=RESTORE_JOB_TYPE[plan.kind],
+        org_id=plan.source.org_id,
+        stall_timeout=timestamps.duration_to_pb(stall_timeout),
+        connection=connection_to_pb(plan.source.connection),
+        salesforce_org_id=plan.source.salesforce_org_id,
+        instance_url=plan.source.instance_url,
+        api_call_cap=budget.api_call_cap,
+        api_reserve_percent=budget.api_reserve_percent,
+        restore=jobs.RestoreJob(
+            spec=spec,
+            target_connection=connection_to_pb(plan.target.connection),
+            target_salesforce_org_id=plan.target.salesforce_org_id,
+            target_instance_url=plan.target.instance_url,
+            target_is_production=not plan.target.sandbox,
+        ),
+    )
 
 
 def planned_job(spec: jobs.JobSpec) -> ev.PlannedJob:

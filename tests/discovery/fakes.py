@@ -59,7 +59,9 @@ class FakeDiscoveryStore:
         old = self.orgs.get(org.org_id)
         if old is None:
             return None
-        new = dataclasses.replace(old, name=org.name, connection=org.connection, updated_at=self._now())
+        new = dataclasses.replace(
+            old, name=org.name, connection=org.connection, sandbox=org.sandbox, updated_at=self._now()
+        )
         self.orgs[org.org_id] = new
         return new
 

@@ -147,3 +147,15 @@ async def test_health_is_serving(running: Running) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_an_org_registered_as_a_sandbox_says_so_everywhere(running: Running) -> None:
+    stub = running.stub
+    created = await stub.CreateOrg(api.CreateOrgRequest(org_id="uat", name="UAT", connection=CONNECTION, sandbox=True))
+    await stub.CreateOrg(api.CreateOrgRequest(org_id="prod", name="Prod", connection=CONNECTION))
+    assert created.sandbox
+    assert (await stub.GetOrg(api.GetOrgRequest(org_id="uat"))).sandbox
+    listed = await stub.ListOrgs(api.ListOrgsRequest())
+    assert {o.org_id: o.sandbox for o in listed.orgs} == {"prod": False, "uat": True}
+    renamed = await stub.UpdateOrg(api.UpdateOrgRequest(org_id="uat", name="UAT 2"))
+    assert renamed.sandbox and renamed.name == "UAT 2"  # UpdateOrgRequest has no sandbox field: it stays

@@ -122,6 +122,40 @@ async def test_a_session_is_recorded_once_with_its_schema_jobs_and_describes(sto
     assert await store.get_session("nobody") is None
 
 
+async def test_an_org_is_a_sandbox_or_production_and_keeps_it_when_changed(stores: Stores) -> None:
+    store = stores.store
+    sandbox = await store.create_org(d.Org("uat", "UAT", CONNECTION, sandbox=True))
+    production = await store.create_org(d.Org("prod", "Prod", CONNECTION))
+    assert sandbox.sandbox and not production.sandbox
+    renamed = await store.update_org(dataclasses.replace(sandbox, name="UAT 2"))
+    assert renamed is not None and renamed.sandbox and renamed.name == "UAT 2"
+    await store.set_org_identity("uat", "00D000000000002", "https://uat.example.com")
+    assert [(o.org_id, o.sandbox) for o in await store.list_orgs()] == [("prod", False), ("uat", True)]
+
+
+async def test_a_restore_session_keeps_its_kind_and_resolved_spec_and_is_no_policy_s_previous(stores: Stores) -> None:
+    store = stores.store
+    backup = SessionRecord("b1", "nightly", "acme", planned=True, planned_at=T0)
+    restore = SessionRecord(
+        "r1",
+        "",
+        "acme",
+        planned=True,
+        planned_at=T0 + dt.timedelta(hours=1),
+        kind=d.SessionKind.RESTORE,
+        restore_spec=b"\x0a\x04acme",
+        stall_timeout=dt.timedelta(hours=2),
+    )
+    await store.save_session(backup)
+    assert await store.save_session(restore, None, [StoredJob("restore", "JOB_TYPE_RESTORE", "", b"spec")]) == restore
+    assert await store.get_session("r1") == restore
+    assert (await store.get_session("b1")) == backup and backup.kind is d.SessionKind.BACKUP
+    assert await store.session_jobs("r1") == [StoredJob("restore", "JOB_TYPE_RESTORE", "", b"spec")]
+    assert (await store.session_schema("r1")).objects == ()
+    previous = await store.previous_session("nightly", "b2")
+    assert previous is not None and previous.session_id == "b1"
+
+
 async def test_the_first_outcome_of_a_job_stands(stores: Stores) -> None:
     store = stores.store
     await store.record_outcomes([("s1", "data-A", "JOB_OUTCOME_ERROR"), ("s1", "data-B", "JOB_OUTCOME_SUCCESS")])
