@@ -1,4 +1,4 @@
-"""The rules of a backup session: events are folded into state by a pure function.
+"""The rules of a session (a backup or a restore): events are folded into state by a pure function.
 
 No I/O and no clock read here: `fold(state, event)` takes times from the events, and the stall check
 takes `now` as an argument. Status rules are the seed's (How Backup Works):
@@ -9,6 +9,15 @@ takes `now` as an argument. Status rules are the seed's (How Backup Works):
 - Stopped (ours): a user cancelled the session and at least one job was dropped or cut short. A job that
   has not finished within the cancel grace after the cancellation is terminated, so every cancelled
   session ends, even one whose jobrunner hangs or whose job is never taken.
+
+A restore session (kind RESTORE or METADATA_RESTORE) follows the same rules with the jobrunner's outcomes, where
+a job that ended WARNING (some records Failed, or the read-back differs) counts as completed with errors: failed
+records never show as a plain Success. So: Success if every job succeeded; Warning if any ended WARNING or ERROR
+and not all ERROR; Failed if all ERROR or a critical error. A restore job that says SUCCESS while its own counts
+show Failed records or its read-back differs is held to its counts. Its per-object counts (created, updated,
+undeleted, skipped, failed, ...) are summed from its chunks once each and replaced by its JobFinished totals by
+the same rule as the backup's Counts (the larger of the two, field by field), and its read-back (verification)
+is kept from its JobFinished.
 """
 
 from __future__ import annotations
@@ -34,6 +43,107 @@ class Status(StrEnum):
 
 
 FINAL = frozenset({Status.SUCCESS, Status.WARNING, Status.FAILED, Status.STOPPED})
+
+
+class Kind(StrEnum):
+    BACKUP = "BACKUP"
+    RESTORE = "RESTORE"  # records and files
+    METADATA_RESTORE = "METADATA_RESTORE"
+
+
+RESTORE_KINDS = frozenset({Kind.RESTORE, Kind.METADATA_RESTORE})
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreCounts:
+    """What a restore did (or, in a dry run, would do) to the records of one object."""
+
+    created: int = 0
+    updated: int = 0
+    undeleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    fields_left_out: int = 0
+    files: int = 0
+    write_calls: int = 0
+
+    def __add__(self, other: RestoreCounts) -> RestoreCounts:
+        return RestoreCounts(*(getattr(self, f) + getattr(other, f) for f in RESTORE_FIELDS))
+
+    def max(self, other: RestoreCounts) -> RestoreCounts:
+        return RestoreCounts(*(max(getattr(self, f), getattr(other, f)) for f in RESTORE_FIELDS))
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RestoreCounts:
+        return cls(**{f: int(data.get(f, 0)) for f in RESTORE_FIELDS})
+
+
+RESTORE_FIELDS = tuple(f.name for f in dataclasses.fields(RestoreCounts))
+ObjectCounts = Mapping[str, RestoreCounts]  # per object name (an sObject, or "metadata:<Type>")
+
+
+def add_objects(a: ObjectCounts, b: ObjectCounts) -> dict[str, RestoreCounts]:
+    summed = dict(a)
+    for name, counts in b.items():
+        summed[name] = summed[name] + counts if name in summed else counts
+    return summed
+
+
+def max_objects(a: ObjectCounts, b: ObjectCounts) -> dict[str, RestoreCounts]:
+    larger = dict(a)
+    for name, counts in b.items():
+        larger[name] = larger[name].max(counts) if name in larger else counts
+    return larger
+
+
+MAX_SAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The read-back after a restore: the restored scope compared with the backup's state at the point."""
+
+    done: bool = False  # false: not run (a dry run, or the job did not get that far)
+    verified: bool = False  # done and nothing differs
+    matching: int = 0
+    differing: int = 0
+    samples: tuple[str, ...] = ()  # "Object Id field: reason" lines, never values
+
+    def combine(self, other: Verification) -> Verification:
+        """Two jobs' read-backs as one: done when either ran, verified when every one that ran matched."""
+        if not other.done:
+            return self
+        if not self.done:
+            return other
+        return Verification(
+            done=True,
+            verified=self.verified and other.verified,
+            matching=self.matching + other.matching,
+            differing=self.differing + other.differing,
+            samples=(self.samples + other.samples)[:MAX_SAMPLES],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "samples": list(self.samples)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verification:
+        return cls(
+            done=bool(data.get("done")),
+            verified=bool(data.get("verified")),
+            matching=int(data.get("matching", 0)),
+            differing=int(data.get("differing", 0)),
+            samples=tuple(data.get("samples", ()))[:MAX_SAMPLES],
+        )
+
+
+NOT_VERIFIED = Verification()
+# A restore spec as the session keeps it: sfvault.restore.v1.RestoreSpec in its JSON form (translate.py converts;
+# the fold never reads inside it). Empty for a backup.
+RestoreSpec = Mapping[str, Any]
 
 
 class Phase(StrEnum):
@@ -73,6 +183,8 @@ class SessionRequested(Event):
     stall_timeout: dt.timedelta | None = None
     trigger: str = ""
     requested_by: str = ""
+    kind: Kind = Kind.BACKUP
+    restore: RestoreSpec = field(default_factory=dict)  # as requested
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +193,8 @@ class SessionStarted(Event):
     org_id: str = ""
     initial: bool = False
     stall_timeout: dt.timedelta | None = None  # discovery's decision: the request's, else the policy's
+    kind: Kind = Kind.BACKUP
+    restore: RestoreSpec = field(default_factory=dict)  # as discovery resolved it (target org, as_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +221,7 @@ class JobStarted(Event):
 class ChunkUploaded(Event):
     chunk_seq: int
     counts: Counts = ZERO
+    restore: ObjectCounts = field(default_factory=dict)  # a restore chunk: per object, what it decided
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +230,8 @@ class JobFinished(Event):
     message: str = ""
     counts: Counts = ZERO
     chunks: int = 0  # chunks 1..chunks were stored; the job is complete once each is folded
+    restore: ObjectCounts = field(default_factory=dict)  # a restore job's totals, per object
+    verification: Verification = NOT_VERIFIED  # a restore job's read-back
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +277,9 @@ class Job:
     finished_at: dt.datetime | None = None
     worker_id: str = ""
     expected_chunks: int = 0
+    restore_uploaded: ObjectCounts = field(default_factory=dict)  # the sum of its chunks' restore counts
+    restore_reported: ObjectCounts = field(default_factory=dict)  # the totals of its JobFinished
+    verification: Verification = NOT_VERIFIED
 
     @property
     def done(self) -> bool:
@@ -177,8 +297,22 @@ class Job:
         return self.chunks_upto + len(self.chunks_ahead)
 
     @property
+    def restore_counts(self) -> dict[str, RestoreCounts]:
+        return max_objects(self.restore_uploaded, self.restore_reported)
+
+    @property
     def with_errors(self) -> bool:
         return self.outcome == Outcome.ERROR
+
+    @property
+    def restore_with_errors(self) -> bool:
+        """A restore job that ended with errors: ERROR, WARNING, or a SUCCESS its own counts contradict (records
+        that Failed, a read-back that differs)."""
+        if self.outcome in (Outcome.ERROR, Outcome.WARNING):
+            return True
+        if self.outcome == Outcome.SUCCESS:
+            return self.verification.differing > 0 or any(c.failed for c in self.restore_counts.values())
+        return False
 
     def has_chunk(self, seq: int) -> bool:
         return seq <= self.chunks_upto or seq in self.chunks_ahead
@@ -227,10 +361,32 @@ class Session:
     jobs: Mapping[str, Job] = field(default_factory=dict)
     version: int = 0  # events folded
     warnings: tuple[str, ...] = ()
+    kind: Kind = Kind.BACKUP
+    restore: RestoreSpec = field(default_factory=dict)  # the resolved spec once SessionStarted says, else the request
+    restore_resolved: bool = False  # `restore` is discovery's resolution (SessionStarted), not the request
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def is_restore(self) -> bool:
+        return self.kind in RESTORE_KINDS
+
+    @property
+    def restore_counts(self) -> dict[str, RestoreCounts]:
+        """Per object, summed over the jobs (each job's chunks, or its totals once it finished)."""
+        total: dict[str, RestoreCounts] = {}
+        for job in self.jobs.values():
+            total = add_objects(total, job.restore_counts)
+        return total
+
+    @property
+    def verification(self) -> Verification:
+        combined = NOT_VERIFIED
+        for job_id in sorted(self.jobs):
+            combined = combined.combine(self.jobs[job_id].verification)
+        return combined
 
     @property
     def totals(self) -> Counts:
@@ -245,6 +401,9 @@ class Session:
 
     @property
     def jobs_with_errors(self) -> int:
+        """Jobs that completed with errors (for a restore: a WARNING too, see the module's rules)."""
+        if self.is_restore:
+            return sum(1 for j in self.jobs.values() if j.restore_with_errors)
         return sum(1 for j in self.jobs.values() if j.with_errors)
 
 
@@ -300,6 +459,11 @@ def _running_if_pending(session: Session, at: dt.datetime) -> Session:
     return session
 
 
+def _kind(current: Kind, told: Kind) -> Kind:
+    # an event that does not say (a backup's, or an older one) never turns a restore back into a backup
+    return current if current != Kind.BACKUP else told
+
+
 def _on_requested(s: Session, e: SessionRequested) -> Session:
     return dataclasses.replace(
         s,
@@ -309,10 +473,13 @@ def _on_requested(s: Session, e: SessionRequested) -> Session:
         trigger=s.trigger or e.trigger,
         requested_by=s.requested_by or e.requested_by,
         requested_at=_earliest(s.requested_at, e.at),
+        kind=_kind(s.kind, e.kind),
+        restore=s.restore or e.restore,  # the resolved one, when SessionStarted came first, stands
     )
 
 
 def _on_started(s: Session, e: SessionStarted) -> Session:
+    resolve = bool(e.restore) and not s.restore_resolved
     s = dataclasses.replace(
         s,
         policy_id=s.policy_id or e.policy_id,
@@ -320,6 +487,9 @@ def _on_started(s: Session, e: SessionStarted) -> Session:
         initial=s.initial or e.initial,
         stall_timeout=s.stall_timeout or e.stall_timeout,
         started_at=_earliest(s.started_at, e.at),
+        kind=_kind(s.kind, e.kind),
+        restore=e.restore if resolve else s.restore,
+        restore_resolved=s.restore_resolved or resolve,
     )
     return _running_if_pending(s, e.at)
 
@@ -368,6 +538,7 @@ def _on_chunk(s: Session, e: ChunkUploaded) -> Session:
     job = dataclasses.replace(
         job,
         uploaded=job.uploaded + e.counts,
+        restore_uploaded=add_objects(job.restore_uploaded, e.restore) if e.restore else job.restore_uploaded,
         chunks_upto=upto,
         chunks_ahead=frozenset(ahead),
         last_upload_at=_latest(job.last_upload_at, e.at),
@@ -388,6 +559,8 @@ def _on_job_finished(s: Session, e: JobFinished) -> Session:
         outcome=e.outcome,
         message=e.message,
         reported=e.counts,
+        restore_reported=e.restore,
+        verification=e.verification,
         expected_chunks=e.chunks,
         started_at=_earliest(job.started_at, e.at),
         finished_at=e.at,
@@ -464,12 +637,26 @@ def final_status(session: Session) -> tuple[Status, str] | None:
         # everything completed before the cancellation took effect: the session ends on its merits
     if not session.planned or any(not j.done for j in jobs):
         return None
-    with_errors = sum(1 for j in jobs if j.with_errors)
+    with_errors = session.jobs_with_errors  # for a restore: WARNING jobs too
     if not jobs or with_errors == 0:
         return Status.SUCCESS, ""
-    if with_errors == len(jobs):
+    if sum(1 for j in jobs if j.with_errors) == len(jobs):  # every job ERROR (or terminated)
         return Status.FAILED, f"all {len(jobs)} jobs completed with errors"
+    if session.is_restore:
+        return Status.WARNING, f"{with_errors} of {len(jobs)} jobs completed with errors: {_restore_errors(session)}"
     return Status.WARNING, f"{with_errors} of {len(jobs)} jobs completed with errors"
+
+
+def _restore_errors(session: Session) -> str:
+    """What went wrong in a restore, in counts: records that failed, records that differ after it."""
+    failed = sum(c.failed for c in session.restore_counts.values())
+    differing = session.verification.differing
+    parts = []
+    if failed:
+        parts.append(f"{failed:,} records failed")
+    if differing:
+        parts.append(f"{differing:,} records differ from the backup after the restore")
+    return ", ".join(parts) or "see the jobs' messages"
 
 
 def _settle(session: Session, at: dt.datetime) -> Session:
