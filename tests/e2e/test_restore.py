@@ -1,0 +1,311 @@
+"""Restore end to end, every service a separate process, on a tiny emulated org: a backup, then damage
+(Accounts deleted with their family by the cascade, half of them purged from the recycle bin, other records
+changed), then a restore of "deleted since T" and "changed since T" as of before the damage — previewed
+first (the same counts, zero writes by sforg's own accounting), then run: every record back (undeleted ones
+with their Ids, purged ones created with every lookup on the right new parent), verified, and a second run
+all Skipped. A restore into a second org with masking lets no original value of a masked field reach it.
+Metadata: changed components deployed back to their earlier version; a deploy failing validation deploys
+nothing and says why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sfvault.discovery.v1 import discovery_pb2 as disc
+from sfvault.events.v1 import events_pb2 as pb
+from sfvault.restore.v1 import restore_pb2 as rs
+from sfvault.storage.v1 import storage_pb2 as st
+
+from devstack.localstack import Stack, local_stack
+from services.cli import local
+from services.cli.client import Clients
+from services.cli.demo import secrets_dir
+from sforg.testing import Admin, running_org
+from tests.e2e.conftest import register
+from tests.e2e.restore_scenario import (
+    FAMILY,
+    backup,
+    check_restored,
+    counts,
+    describe_session,
+    do_damage,
+    fields_of,
+    id_map,
+    now,
+    outcomes,
+    restore,
+    timestamp,
+    totals,
+)
+
+pytestmark = pytest.mark.e2e
+SFVAULT = str(Path(sys.executable).parent / "sfvault")
+BROKEN_CLASS = "InvoiceService0"  # its backed-up version does not compile (see `scenario`)
+
+
+@pytest.fixture(scope="module")
+def stack(stack_home: Path) -> Iterator[Stack]:
+    """A tiny org (about 1,000 records) keeps the four restores of this module within a couple of minutes."""
+    env = {
+        **local.prepare_auth(stack_home),
+        "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1",
+        "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),
+    }
+    with local_stack(stack_home, with_org="tiny", org_seed=7, extra_env=env) as s:
+        yield s
+
+
+@dataclass
+class Scenario:
+    stack: Stack
+    home: Path
+    admin: Admin
+    sf_org: str  # the org's 00D
+    before: dict[str, Any]  # sforg's ground truth at the backup
+    as_of: Any  # a Timestamp just after the backup, before any damage
+
+
+@pytest.fixture(scope="module")
+def scenario(stack: Stack, clients: Clients, stack_home: Path) -> Scenario:
+    assert stack.org is not None
+    admin = Admin(stack.org)
+    register(clients, stack.org, stack_home)
+    policy = clients.discovery.GetPolicy(disc.GetPolicyRequest(policy_id="p1"))
+    policy.reconcile_every.FromSeconds(60)  # the backup after the damage sees the purged records gone
+    clients.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=policy))
+    # the backup holds a class that does not compile: restoring it must fail validation
+    admin.change_metadata("ApexClass", BROKEN_CLASS, content=f"public class {BROKEN_CLASS} {{\n")
+    backup(clients)
+    before = admin.ground_truth()
+    as_of = timestamp(now())
+    return Scenario(stack, stack_home, admin, stack.org["org_id"], before, as_of)
+
+
+def cli_env(s: Scenario) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
+    e.update(
+        SFVAULT_HOME=str(s.home / "cli"),
+        SFVAULT_SESSION_ADDR=s.stack.address("session"),
+        SFVAULT_DISCOVERY_ADDR=s.stack.address("discovery"),
+        SFVAULT_STORAGE_ADDR=s.stack.address("storage"),
+        SFVAULT_TOKEN=(s.home / "admin.token").read_text().strip(),
+        COLUMNS="200",
+    )
+    return e
+
+
+def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent(
+    scenario: Scenario, clients: Clients
+) -> None:
+    s, admin = scenario, scenario.admin
+    damage = do_damage(admin, s.before, accounts=10, purge=5, changes=30, seed=17)
+    admin.advance_clock(15 * 60)  # past the backup's settle margin
+    backup(clients)  # the backup now knows what was deleted and changed since T
+    selections = [rs.RestoreSelection(object_name="Account", deleted_since=s.as_of)]
+    selections += [rs.RestoreSelection(object_name=o, changed_since=s.as_of) for o in sorted(damage.changed)]
+    spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, selections=selections, children=2)
+
+    # the preview: decides everything, writes nothing (sforg's own accounting)
+    admin.reset_accounting()
+    preview = restore(clients, variant(spec, dry_run=True))
+    writes = admin.accounting()
+    assert writes.get("writes") == 0, f"the dry run wrote to the org: {writes}"
+    assert preview.status == pb.SESSION_STATUS_SUCCESS, describe_session(preview)
+    predicted = counts(preview)
+    for obj in ("Account", *FAMILY):
+        assert predicted.get(obj, {}).get("created", 0) == len(damage.purged[obj]), (obj, describe_session(preview))
+        assert predicted.get(obj, {}).get("undeleted", 0) == len(damage.binned(obj)), (obj, describe_session(preview))
+    assert len(outcomes(clients, preview.session_id)) == sum(sum(c.values()) for c in predicted.values())
+    assert not id_map(clients, s.sf_org, s.sf_org), "a dry run mapped Ids"
+
+    # the restore itself: the same decisions, every record back, the read-back proving it
+    real = restore(clients, variant(spec, confirmed=True))
+    assert real.status == pb.SESSION_STATUS_SUCCESS, describe_session(real)
+    assert counts(real) == predicted, f"preview {predicted} != restore {counts(real)}"
+    assert totals(real)["failed"] == 0, describe_session(real)
+    for obj, changed in damage.changed.items():
+        assert counts(real)[obj]["updated"] >= len(changed), (obj, describe_session(real))
+    v = real.verification
+    assert v.done and v.verified and v.differing == 0 and v.matching > 0, describe_session(real)
+    ids = id_map(clients, s.sf_org, s.sf_org)
+    assert set(ids) >= damage.all_gone(), f"{len(damage.all_gone() - set(ids))} purged records not in the Id map"
+    created = outcomes(clients, real.session_id, rs.RECORD_STATE_CREATED)
+    assert {o.source_id: o.target_id for o in created} == {k: ids[k] for k in (o.source_id for o in created)}
+    after = admin.ground_truth()
+    fields = fields_of(s.stack.org or {}, ["Account", *FAMILY])
+    problems = check_restored(s.before, after, damage, ids, fields)
+    assert not problems, f"{len(problems)} problems: {problems[:10]}"
+
+    # the same restore again: nothing left to do
+    again = restore(clients, variant(spec, confirmed=True))
+    assert again.status == pb.SESSION_STATUS_SUCCESS, describe_session(again)
+    t = totals(again)
+    assert t["skipped"] > 0 and t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0, describe_session(
+        again
+    )
+    assert again.verification.verified, describe_session(again)
+    assert id_map(clients, s.sf_org, s.sf_org) == ids
+
+    # the CLI's preview of the Accounts deleted since T: one JSON object, every Account Skipped now
+    result = subprocess.run(
+        [
+            SFVAULT,
+            *("restore", "run", "o1", "--object", "Account"),
+            *("--deleted-since", _iso(s.as_of), "--as-of", _iso(s.as_of), "--dry-run", "--json"),
+        ],
+        env=cli_env(s),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+    shown = json.loads(result.stdout)
+    assert {"session_id", "status", "objects", "verified"} <= set(shown), shown
+    account = shown["objects"]["Account"]
+    assert account == {**dict.fromkeys(("created", "updated", "undeleted", "failed"), 0), **account}, account
+    assert account["skipped"] == len(damage.accounts), account
+
+
+def test_a_restore_into_a_sandbox_masks_values_before_they_leave(
+    scenario: Scenario, clients: Clients, tmp_path: Path
+) -> None:
+    s = scenario
+    accounts = sorted(s.before["objects"]["Account"])[-4:]  # the damage takes Accounts from the first half
+    contacts = {rid for rid, v in s.before["objects"]["Contact"].items() if v.get("AccountId") in accounts}
+    masks = {
+        ("Account", "Name"): "pseudonym",
+        ("Account", "Phone"): "phone",
+        ("Contact", "Email"): "email",
+        ("Contact", "Phone"): "null",
+        ("Contact", "LastName"): "pseudonym",
+    }
+    with running_org(tmp_path / "sandbox", scale="tiny", seed=11) as sandbox:
+        register_sandbox(clients, sandbox, s.home)
+        admin2 = Admin(sandbox)
+        existing = admin2.ground_truth(objects=["Account", "Contact"], values=False)["objects"]
+        spec = rs.RestoreSpec(
+            source_org_id="o1",
+            target_org_id="o2",
+            as_of=s.as_of,
+            selections=[rs.RestoreSelection(object_name="Account", ids=accounts)],
+            children=1,
+            parents=0,
+            masks=[rs.MaskRule(object_name=o, field=f, rule=r) for (o, f), r in masks.items()],
+        )
+        done = restore(clients, spec)
+        assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done)
+        after = admin2.ground_truth(objects=["Account", "Contact"])["objects"]
+        new = {obj: {k: v for k, v in after[obj].items() if k not in existing[obj]} for obj in ("Account", "Contact")}
+        assert len(new["Account"]) == len(accounts), describe_session(done)
+        assert len(new["Contact"]) == len(contacts), describe_session(done)
+        for (obj, name), rule in masks.items():
+            originals = {str(v[name]).lower() for v in s.before["objects"][obj].values() if v.get(name)}
+            for rid, values in new[obj].items():
+                value = values.get(name)
+                if rule == "null":
+                    assert value in (None, ""), f"{obj}.{name} of {rid} not nulled"
+                else:
+                    assert value, f"{obj}.{name} of {rid} empty, expected a {rule} value"
+                    assert str(value).lower() not in originals, f"{obj}.{name} of {rid}: an original value reached it"
+        # what is not masked came across: the new Contacts under the new Accounts, first names as backed up
+        firsts = sorted(str(s.before["objects"]["Contact"][c].get("FirstName")) for c in contacts)
+        assert sorted(str(v.get("FirstName")) for v in new["Contact"].values()) == firsts
+        assert {v.get("AccountId") for v in new["Contact"].values()} <= set(new["Account"])
+
+
+def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_deploys_nothing(
+    scenario: Scenario, clients: Clients
+) -> None:
+    s, admin = scenario, scenario.admin
+    before = {(m["type"], m["fullName"]): m["sha256"] for m in s.before["metadata"]}
+    classes = sorted(n for t, n in before if t == "ApexClass" and n != BROKEN_CLASS)
+    field = sorted(n for t, n in before if t == "CustomField")[0]
+    chosen = [("ApexClass", n) for n in classes[:3]] + [("CustomField", field)]
+    for mtype, name in chosen:
+        admin.change_metadata(mtype, name)
+    changed = _metadata(admin)
+    assert all(changed[c] != before[c] for c in chosen)
+
+    spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, confirmed=True)
+    spec.metadata_components.extend(f"{t}:{n}" for t, n in chosen)
+    done = restore(clients, spec, kind=rs.SESSION_KIND_METADATA_RESTORE)
+    assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done)
+    assert done.verification.verified, describe_session(done)
+    # the org holds again what the backup held at T (an Apex class byte for byte: the sha256 the org had)
+    now_ = _metadata(admin)
+    for mtype, name in chosen:
+        backed_up = clients.storage.GetMetadataAsOf(
+            st.GetMetadataAsOfRequest(org_id=s.sf_org, type=mtype, full_name=name, as_of=s.as_of)
+        ).content
+        assert now_[(mtype, name)] == hashlib.sha256(backed_up).hexdigest(), f"{mtype} {name} not restored"
+        assert now_[(mtype, name)] != changed[(mtype, name)], f"{mtype} {name} still the changed version"
+    assert all(now_[c] == before[c] for c in chosen if c[0] == "ApexClass")
+
+    # the backup's version of BROKEN_CLASS does not compile: with it, nothing of the deploy is deployed
+    admin.change_metadata("ApexClass", BROKEN_CLASS, content=f"public class {BROKEN_CLASS} {{\n}}\n")
+    other = classes[3]
+    admin.change_metadata("ApexClass", other)
+    current = _metadata(admin)
+    spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, confirmed=True)
+    spec.metadata_components.extend([f"ApexClass:{BROKEN_CLASS}", f"ApexClass:{other}"])
+    refused = restore(clients, spec, kind=rs.SESSION_KIND_METADATA_RESTORE)
+    assert refused.status in (pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_WARNING), describe_session(refused)
+    assert _metadata(admin) == current, "a deploy that failed validation changed the org"
+    failed = outcomes(clients, refused.session_id, rs.RECORD_STATE_FAILED)
+    assert {o.source_id for o in failed} >= {f"ApexClass:{BROKEN_CLASS}"}, failed
+    assert all(o.message for o in failed), failed  # says why
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def variant(spec: rs.RestoreSpec, **changes: Any) -> rs.RestoreSpec:
+    """The same spec with some fields set."""
+    out = rs.RestoreSpec()
+    out.CopyFrom(spec)
+    for name, value in changes.items():
+        setattr(out, name, value)
+    return out
+
+
+def _iso(ts: Any) -> str:
+    return str(ts.ToDatetime().isoformat() + "Z")
+
+
+def _metadata(admin: Admin) -> dict[tuple[str, str], str]:
+    return {
+        (m["type"], m["fullName"]): m["sha256"] for m in admin.ground_truth(objects=["User"], values=False)["metadata"]
+    }
+
+
+def register_sandbox(c: Clients, info: dict[str, Any], home: Path) -> None:
+    """The second org, registered as a sandbox (writes to it need no --yes)."""
+    directory = secrets_dir(home)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    secret = directory / "o2-client-secret"
+    secret.touch(mode=0o600)
+    secret.write_text(info["client_secret"])
+    c.discovery.CreateOrg(
+        disc.CreateOrgRequest(
+            org_id="o2",
+            name="sandbox",
+            sandbox=True,
+            connection=disc.OrgConnection(
+                login_url=info["login_url"],
+                auth_flow=disc.AUTH_FLOW_CLIENT_CREDENTIALS,
+                client_id=info["client_id"],
+                client_secret_ref=f"file:{secret.resolve()}",
+                ca_bundle_ref=f"file:{Path(info['ca_file']).resolve()}",
+                api_version=info["api_version"],
+            ),
+        )
+    )
