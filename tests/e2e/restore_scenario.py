@@ -362,10 +362,10 @@ def check_restored(
 
 
 def duplicates(
-    before: dict[str, Any], after: dict[str, Any], obj: str, fields: Fields, ids: dict[str, str]
+    before: dict[str, Any], after: dict[str, Any], obj: str, fields: Fields, ids: dict[str, str], only: set[str]
 ) -> list[str]:
-    """Records created twice: backed-up records of `obj` that two live records of the org both equal
-    (on the compared fields, references through the Id map)."""
+    """Records created twice: backed-up records of `obj` (those of `only`) that two live records of the org
+    both equal (on the compared fields but the owner, references through the Id map)."""
     by_values: dict[tuple[str, ...], list[str]] = {}
     names = [n for n in fields.compared if n != "OwnerId"]
     for rid, values in after["objects"].get(obj, {}).items():
@@ -373,6 +373,8 @@ def duplicates(
         by_values.setdefault(key, []).append(rid)
     found = []
     for rid, values in before["objects"].get(obj, {}).items():
+        if rid not in only:
+            continue
         expected = _expected(values, fields, ids)
         key = tuple(repr(_norm(expected.get(n))) for n in names)
         twins = by_values.get(key, [])
