@@ -158,7 +158,8 @@ def restorable_fields(info: ObjectInfo, selected: Sequence[str] | None) -> tuple
     Written: createable or updateable, not calculated (formula, roll-up), auto-number, system or audit, Id. A
     compound field (BillingAddress, a geolocation, a person's Name) is written through its components: selecting
     it selects them. base64 bodies are neither: files are restored by their own jobs. selected None: every field
-    of the object; left out then are its fields that cannot be written (Id and compound fields not counted).
+    of the object; left out then are its fields that cannot be written. Id and compound fields are never
+    counted as left out (Id is the record's identity, a compound is written through its components).
     A selected name the object does not have (another org) is left out as given."""
     compounds = _compound_parents(info)
     written: list[str] = []
@@ -191,7 +192,7 @@ def restorable_fields(info: ObjectInfo, selected: Sequence[str] | None) -> tuple
                 take(c)
         elif writable(f):
             take(f.name)
-        elif f.sf_type != "base64":
+        elif f.sf_type != "base64" and f.name.lower() != "id":
             leave(f.name)
     return written, left_out
 
@@ -213,8 +214,9 @@ def _reference_edges(infos: Mapping[str, ObjectInfo]) -> dict[str, list[tuple[st
 
 
 def _deferrable(f: FieldInfo) -> bool:
-    """Whether a reference can be left empty on create and patched after: a lookup, not a master-detail."""
-    return f.nillable and f.updateable and not f.cascade_delete
+    """Whether a reference can be left empty on create and patched after: a lookup, not a master-detail or
+    other required reference (a lookup that cascades deletes, as Contact.AccountId, is still optional)."""
+    return f.nillable and f.updateable
 
 
 def _components(nodes: Sequence[str], parents: Mapping[str, set[str]]) -> list[list[str]]:
@@ -388,6 +390,12 @@ def _object_of(ref: str, f: FieldInfo, prefixes: Mapping[str, str] | None) -> st
     return "record"
 
 
+def required(f: FieldInfo) -> bool:
+    """Whether a record cannot be created without this field: a master-detail or another required field
+    (nillable false) that the org does not fill itself (OwnerId defaults to the restoring user)."""
+    return not f.nillable and not f.defaulted_on_create and f.sf_type != "boolean"
+
+
 def rewrite_references(
     values: dict[str, Any],
     info: ObjectInfo,
@@ -399,7 +407,7 @@ def rewrite_references(
     """Every reference value mapped through id_map (old Id -> new Id, 18-character keys). A reference to a
     record neither mapped nor present in the target (present(18-character Id)) is dropped from the write
     (lookup left empty) and named in the second value, one reason per field:
-    "ParentId: Account 001... not in the target org, left empty"; for a master-detail or required reference
+    "ParentId: Account 001... not in the target org, left empty"; for a `required` one (master-detail)
     "parent Account 001... not restored" (record_failure finds it: a create must then fail with it; an update
     leaves the org's value). prefixes (key prefix -> object) names the parent of a polymorphic reference.
     `values` is not changed: a new dict is returned."""
@@ -420,7 +428,7 @@ def rewrite_references(
         else:
             del out[name]
             parent = _object_of(ref, f, prefixes)
-            if f.cascade_delete or not f.nillable:
+            if required(f):
                 reasons.append(f"parent {parent} {ref} not restored")
             else:
                 reasons.append(f"{f.name}: {parent} {ref} not in the target org, left empty")
