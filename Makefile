@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(DEV_LOCK) pyproject.toml | sha1sum | c
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: install tools lock test test-long check lint proto proto-check bench bench-session bench-storage bench-sforg demo images clean
+.PHONY: install tools lock test test-long check lint proto proto-check bench bench-session bench-storage bench-sforg bench-restore demo images clean
 
 install: $(STAMP) tools
 
@@ -97,6 +97,10 @@ bench-storage: install
 
 bench-sforg: install
 	$(PY) -m bench sforg
+
+# 100,000 records hard-deleted then restored, beside their backup (bench/restore.py; BENCH_RESTORE_RECORDS)
+bench-restore: install
+	$(PY) -m bench restore
 
 demo: install
 	$(PY) -m services.cli.demo

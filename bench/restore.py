@@ -1,0 +1,176 @@
+"""Restore benchmark: BENCH_RESTORE_RECORDS (default 100,000) records across Account / Contact / Opportunity
+in sforg, backed up by a jobrunner process into a storage process (timed, as bench/backup.py does), then every
+one of them hard-deleted, then restored as of the backup (all Created, lookups through the Id map) by the same
+jobrunner. Prints records/s of the backup and of the restore, restore wall / backup wall (target <= 3), API
+calls per 10,000 records restored (from sforg's accounting; target <= 10) and the jobrunner's peak RSS
+(target <= 300 MB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.api import DeliverPolicy
+from sfvault.discovery.v1 import discovery_pb2 as dpb
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+from sfvault.restore.v1 import restore_pb2 as rs
+
+from bench.backup import SECRET_ENV, Collector, _specs
+from bench.storage import StorageProcess, _rss_peak_mb
+from devstack.embedded import free_port, nats_server, postgres_server
+from services.platform.bus import Bus, BusConfig
+from sforg.testing import Admin, running_org
+
+OBJECTS = ("Account", "Contact", "Opportunity")
+RECORDS = int(os.environ.get("BENCH_RESTORE_RECORDS", "100000"))
+SHARE = 0.40  # of an sforg org's records, Account + Contact + Opportunity (sforg.generate.WEIGHTS)
+NOT_API = ("oauth", "soap_login")  # logins: not API requests in Salesforce's daily count
+
+
+def _restore_spec(info: dict[str, Any], as_of: dt.datetime) -> jobs_pb2.JobSpec:
+    conn = dpb.OrgConnection(
+        login_url=info["login_url"],
+        auth_flow=dpb.AUTH_FLOW_CLIENT_CREDENTIALS,
+        client_id=info["client_id"],
+        client_secret_ref=f"env:{SECRET_ENV}",
+        ca_bundle_ref="file:" + info["ca_file"],
+        api_version=info["api_version"],
+    )
+    point = Timestamp()
+    point.FromDatetime(as_of.replace(tzinfo=None))
+    spec = rs.RestoreSpec(
+        source_org_id="bench",
+        target_org_id="bench",
+        as_of=point,
+        selections=[rs.RestoreSelection(object_name=o, all=True) for o in OBJECTS],
+        parents=0,
+        children=0,
+        confirmed=True,
+    )
+    return jobs_pb2.JobSpec(
+        session_id="restore",
+        job_id="restore",
+        type=ev.JOB_TYPE_RESTORE,
+        org_id="bench",
+        connection=conn,
+        salesforce_org_id=info["org_id"],
+        instance_url=info["instance_url"],
+        restore=jobs_pb2.RestoreJob(
+            spec=spec,
+            target_connection=conn,
+            target_salesforce_org_id=info["org_id"],
+            target_instance_url=info["instance_url"],
+            target_is_production=False,
+        ),
+    )
+
+
+def _api_calls(accounting: dict[str, Any]) -> int:
+    return sum(n for endpoint, n in accounting.get("calls", {}).items() if endpoint not in NOT_API)
+
+
+async def _run(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]) -> tuple[float, list[ev.JobFinished]]:
+    started = time.perf_counter()
+    for spec in specs:
+        await bus.enqueue_job(spec)
+    done = await collector.wait([(s.session_id, s.job_id) for s in specs])
+    return time.perf_counter() - started, done
+
+
+async def _main(url: str, nats_url: str, work: Path) -> None:
+    os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
+    total = int(RECORDS / SHARE)
+    print(f"   generating sforg with {total:,} records ({RECORDS:,} in {', '.join(OBJECTS)}) ...", flush=True)
+    with running_org(work / "org", scale=total, seed=5, timeout=3600) as info:
+        os.environ[SECRET_ENV] = info["client_secret"]
+        admin = Admin(info)
+        storage = StorageProcess(url, nats_url, str(work / "files"))
+        jr_env = {
+            **os.environ,
+            "SFVAULT_DATABASE_URL": url,
+            "SFVAULT_NATS_URL": nats_url,
+            "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
+            "SFVAULT_JOBRUNNER_PORT": str(free_port()),
+            "SFVAULT_LOG_LEVEL": os.environ.get("BENCH_RESTORE_LOG_LEVEL", "WARNING"),
+        }
+        # its own process for each part, so each peak RSS is its own
+        jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
+        bus = await Bus.connect(BusConfig(nats_url), producer="bench")
+        collector = Collector()
+        await bus.js.subscribe(
+            bus.config.events_subject("*.JobFinished"),
+            cb=collector.on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            specs = [s for s in _specs(info, "backup") if s.object_name in OBJECTS]
+            admin.reset_accounting()
+            backup_s, done = await _run(bus, collector, specs)
+            backed_up = sum(d.counts.received for d in done)
+            backup_calls = _api_calls(admin.accounting())
+            bad = [d.message for d in done if d.outcome != ev.JOB_OUTCOME_SUCCESS]
+            if bad:
+                print(f"   !! {len(bad)} backup jobs not successful: {bad[:3]}")
+            print(f"backup: {backed_up:,} records in {backup_s:.1f} s = {backed_up / backup_s:,.0f} records/s")
+            print(
+                f"backup: {backup_calls} API calls ({backup_calls / max(backed_up, 1) * 10000:.2f} per 10,000 records)"
+            )
+            as_of = dt.datetime.now(dt.UTC)
+            truth = admin.ground_truth(objects=list(OBJECTS), values=False)["objects"]
+            live = {o: len(truth[o]) for o in OBJECTS}
+            for obj in reversed(OBJECTS):  # children first
+                admin.call("hard_delete", obj=obj, fraction=1.0)
+            print(f"   hard-deleted {sum(live.values()):,} records ({live})", flush=True)
+            print(f"jobrunner peak RSS (backup): {_rss_peak_mb(jobrunner.pid):.0f} MB")
+            jobrunner.terminate()
+            jobrunner.wait(60)
+            jr_env["SFVAULT_JOBRUNNER_PORT"] = str(free_port())
+            jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
+
+            admin.reset_accounting()
+            restore_s, (finished,) = await _run(bus, collector, [_restore_spec(info, as_of)])
+            accounting = admin.accounting()
+            calls, writes = _api_calls(accounting), accounting.get("writes", 0)
+            per = {c.object_name: c for c in finished.restore}
+            created = sum(c.created for c in per.values())
+            failed = sum(c.failed for c in per.values())
+            if finished.outcome != ev.JOB_OUTCOME_SUCCESS:
+                print(f"   !! restore job {ev.JobOutcome.Name(finished.outcome)}: {finished.message[:300]}")
+            after = admin.ground_truth(objects=list(OBJECTS), values=False)["objects"]
+            back = {o: len(after[o]) for o in OBJECTS}
+            print(
+                f"restore: {created:,} records created ({failed:,} failed; the org holds {back} again of {live}) in"
+                f" {restore_s:.1f} s = {created / restore_s:,.0f} records/s"
+            )
+            v = finished.verification
+            print(
+                f"restore: verification done={v.done} verified={v.verified},",
+                f"matching={v.matching:,} differing={v.differing:,}",
+            )
+            print(f"restore wall / backup wall: {restore_s / backup_s:.2f} (target <= 3)")
+            print(
+                f"restore: {calls} API calls, {writes} of them writes ({calls / max(created, 1) * 10000:.2f} per 10,000"
+                f" records; target <= 10): {dict(sorted(accounting.get('calls', {}).items()))}"
+            )
+            print(f"jobrunner peak RSS (restore): {_rss_peak_mb(jobrunner.pid):.0f} MB (target <= 300)")
+        finally:
+            jobrunner.terminate()
+            jobrunner.wait(60)
+            storage.stop()
+            await bus.close()
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory() as tmp, postgres_server() as url, nats_server() as nats_url:
+        asyncio.run(_main(url, nats_url, Path(tmp)))
