@@ -8,11 +8,13 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.canonical import CanonicalParts
 from services.jobrunner.domain import ObjectMarks
 from services.jobrunner.salesforce import BulkJob, FileProperties, RestPage
+from services.jobrunner.salesforce_write import WriteResult
 
 
 class Body(Protocol):
@@ -60,6 +62,43 @@ class MetadataReads(Protocol):
     def retrieve(self, members: dict[str, list[str]], *, should_stop: Any = None) -> bytes: ...
 
 
+class SalesforceWrites(Protocol):
+    """What a restore job asks of its target org (OrgWriter): reads of the target's current state and the
+    writes. Every call is counted (`api_calls` on the org, `write_calls` here); a create whose answer was lost
+    is never sent again blindly (WriteAnswerLost): the job's intents settle it."""
+
+    @property
+    def write_calls(self) -> int: ...
+
+    def user_id(self) -> str: ...
+
+    def describe(self, object_name: str) -> dict[str, Any]: ...
+
+    def object_names(self) -> list[str]: ...
+
+    def query_ids(self, object_name: str, fields: list[str], ids: list[str]) -> list[dict[str, Any]]: ...
+
+    def query_in(self, object_name: str, fields: list[str], field: str, values: list[str]) -> list[dict[str, Any]]: ...
+
+    def query_object(self, object_name: str, fields: list[str], types: dict[str, str]) -> Iterator[dict[str, Any]]: ...
+
+    def created_since(
+        self, object_name: str, user_id: str, since: dt.datetime, fields: list[str]
+    ) -> list[dict[str, Any]]: ...
+
+    def create(self, object_name: str, records: list[dict[str, Any]]) -> list[WriteResult]: ...
+
+    def update(self, object_name: str, records: list[dict[str, Any]]) -> list[WriteResult]: ...
+
+    def upsert(self, object_name: str, field: str, records: list[dict[str, Any]]) -> list[WriteResult]: ...
+
+    def undelete(self, ids: list[str]) -> list[WriteResult]: ...
+
+    def bulk_ingest(
+        self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""
+    ) -> list[WriteResult]: ...
+
+
 class Org(OrgClock, Protocol):
     """One job's connection to its org (JobOrgClient): its clock, and its reads keeping `reserve_percent` of
     the org's daily API calls for others."""
@@ -67,6 +106,8 @@ class Org(OrgClock, Protocol):
     def reads(self, reserve_percent: int) -> SalesforceReads: ...
 
     def metadata(self, reserve_percent: int) -> MetadataReads: ...
+
+    def writes(self, reserve_percent: int) -> SalesforceWrites: ...
 
 
 class Storage(Protocol):
@@ -102,6 +143,21 @@ class Storage(Protocol):
     ) -> spb.ChunkResult: ...
 
     def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]: ...
+
+    # ---- restore
+    def read_records_as_of(self, request: spb.ReadRecordsAsOfRequest) -> Iterator[spb.RecordBatch]: ...
+
+    def record_restore_intent(self, request: spb.RecordRestoreIntentRequest) -> bool: ...
+
+    def list_restore_intents(self, session_id: str, job_id: str) -> list[spb.RestoreIntent]: ...
+
+    def put_restore_outcomes(self, request: spb.PutRestoreOutcomesRequest) -> spb.ChunkResult: ...
+
+    def get_id_map(self, source_org_id: str, target_org_id: str, source_ids: list[str]) -> dict[str, str]: ...
+
+    def list_restore_records(
+        self, session_id: str, state: int = 0, object_name: str = ""
+    ) -> Iterator[rpb.RecordOutcome]: ...
 
 
 class CheckpointStore(Protocol):

@@ -81,8 +81,20 @@ class JobOrgClient(OrgClient):
         """The client of the job's org (its connection, its API call cap)."""
         return cls(credentials_from_connection(spec.connection), api_call_cap=int(spec.api_call_cap), timeout=timeout)
 
+    @classmethod
+    def for_restore(cls, spec: jobs_pb2.JobSpec, *, timeout: float) -> JobOrgClient:
+        """The client of a restore job's TARGET org (spec.restore.target_connection; the source's connection
+        when the restore writes back into the org it came from)."""
+        target = spec.restore.target_connection if spec.restore.target_connection.login_url else spec.connection
+        return cls(credentials_from_connection(target), api_call_cap=int(spec.api_call_cap), timeout=timeout)
+
     def reads(self, reserve_percent: int) -> OrgReader:
         return OrgReader(self, reserve_percent=reserve_percent)
+
+    def writes(self, reserve_percent: int) -> Any:
+        from services.jobrunner.salesforce_write import OrgWriter  # it builds on this module
+
+        return OrgWriter(self, reserve_percent=reserve_percent)
 
     def metadata(self, reserve_percent: int) -> MetadataClient:
         return MetadataClient(self, reserve_percent=reserve_percent)

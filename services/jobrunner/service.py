@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
 
 from services.jobrunner import migrations
 from services.jobrunner.application import ErrorKinds, JobExecutor
@@ -17,10 +19,13 @@ from services.jobrunner.config import JobrunnerSettings
 from services.jobrunner.consumers import Runner
 from services.jobrunner.domain import CountMismatch
 from services.jobrunner.job_run import Tuning
+from services.jobrunner.restore_job import mask_secret
 from services.jobrunner.salesforce import JobOrgClient
+from services.jobrunner.salesforce_write import WriteAnswerLost
 from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
 from services.platform import serving
+from services.platform.auth import load_key
 from services.platform.bus import Bus
 from services.platform.errors import InvalidArgument
 from services.platform.grpcserver import GrpcServer, start_grpc_server
@@ -46,12 +51,28 @@ def error_kinds() -> ErrorKinds:
     return ErrorKinds(
         # on Salesforce's side, what `is_transient` says (the one retry rule) and still failed after OrgClient's
         # own retries, or broke a streamed result page mid-body (the job resumes at that page's locator)
-        transient=(StorageUnavailable, StorageConflict, OrgUnreachable, psycopg.OperationalError),
+        # WriteAnswerLost: a create whose answer was lost; the next attempt resolves its intent first
+        transient=(StorageUnavailable, StorageConflict, OrgUnreachable, psycopg.OperationalError, WriteAnswerLost),
         # InvalidArgument: a record the canonical form refuses (the message names the field, not the value)
         failing=(CountMismatch, SalesforceError, StorageError, AuthenticationRefused, InvalidArgument),
         limit=(ApiLimitExceeded,),
         is_transient=is_transient,
     )
+
+
+def org_client(spec: jobs_pb2.JobSpec, timeout: float) -> JobOrgClient:
+    """The org a job talks to: its own for a backup, the TARGET for a restore (spec.restore.target_connection)."""
+    if spec.type == ev.JOB_TYPE_RESTORE:
+        return JobOrgClient.for_restore(spec, timeout=timeout)
+    return JobOrgClient.for_job(spec, timeout=timeout)
+
+
+def deployment_mask_secret(settings: JobrunnerSettings) -> bytes:
+    """Restore masking's key: derived from the deployment's auth key (SFVAULT_AUTH_KEY), else from the bus
+    namespace and database name (a deployment without auth: still stable across its replicas and runs)."""
+    key = load_key(settings.auth_key) if settings.auth_key else b""
+    database = settings.database_url.rsplit("/", 1)[-1]
+    return mask_secret(key, f"{settings.bus_namespace}/{database}")
 
 
 @dataclass
@@ -95,10 +116,11 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
     jobs = JobExecutor(
         storage,
         store,
-        lambda spec: JobOrgClient.for_job(spec, timeout=settings.jobrunner_http_timeout_s),
+        lambda spec: org_client(spec, settings.jobrunner_http_timeout_s),
         error_kinds(),
         tuning=tuning(settings),
         max_deliver=bus.config.max_deliver,
+        mask_secret=deployment_mask_secret(settings),
     )
     runner = Runner(
         bus,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
@@ -198,6 +199,61 @@ class StorageClient:
             if exc.code() == grpc.StatusCode.NOT_FOUND:  # nothing stored for this object yet
                 return
             raise StorageUnavailable(f"storage export failed: {exc.details()}") from None
+
+    # ---------------------------------------------------------------- restore
+
+    def read_records_as_of(self, request: pb.ReadRecordsAsOfRequest) -> Iterator[pb.RecordBatch]:
+        """The backup's records a restore selected, in batches, streamed. NOT_FOUND (nothing of the object in the
+        backup) is an empty stream; a stream cut off is StorageUnavailable (the job is handed back)."""
+        try:
+            yield from self.stub.ReadRecordsAsOf(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.NOT_FOUND:
+                return
+            if code in RETRYABLE:
+                raise StorageUnavailable(f"storage unavailable: {_details(exc)}") from None
+            raise StorageError(f"storage refused the read ({code.name if code else '?'}): {_details(exc)}") from None
+
+    def record_restore_intent(self, request: pb.RecordRestoreIntentRequest) -> bool:
+        """Written before a batch of creates is sent; True when it was already recorded."""
+        resp = self._call(lambda: self.stub.RecordRestoreIntent(request, timeout=60))
+        return bool(resp.already_recorded)
+
+    def list_restore_intents(self, session_id: str, job_id: str) -> list[pb.RestoreIntent]:
+        req = pb.ListRestoreIntentsRequest(session_id=session_id, job_id=job_id)
+        return list(self._call(lambda: self.stub.ListRestoreIntents(req, timeout=60)).intents)
+
+    def put_restore_outcomes(self, request: pb.PutRestoreOutcomesRequest) -> pb.ChunkResult:
+        return self._call(lambda: self.stub.PutRestoreOutcomes(request, timeout=self.timeout_s))
+
+    def get_id_map(self, source_org_id: str, target_org_id: str, source_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        step = 5000 if source_ids else 1
+        for i in range(0, max(len(source_ids), 1), step):
+            req = pb.GetIdMapRequest(
+                source_org_id=source_org_id, target_org_id=target_org_id, source_ids=source_ids[i : i + step]
+            )
+            out.update(self._call(lambda req=req: self.stub.GetIdMap(req, timeout=60)).ids)  # type: ignore[misc]
+        return out
+
+    def list_restore_records(
+        self, session_id: str, state: int = 0, object_name: str = ""
+    ) -> Iterator[rpb.RecordOutcome]:
+        token = ""
+        while True:
+            req = pb.ListRestoreRecordsRequest(
+                session_id=session_id,
+                state=state,  # type: ignore[arg-type]
+                object_name=object_name,
+                page_size=5000,
+                page_token=token,
+            )
+            resp = self._call(lambda req=req: self.stub.ListRestoreRecords(req, timeout=60))  # type: ignore[misc]
+            yield from resp.outcomes
+            token = resp.next_page_token
+            if not token:
+                return
 
 
 def _details(exc: grpc.RpcError) -> str:

@@ -1,0 +1,843 @@
+"""The restore job (issue 17): put a backed-up state back into the target org, record by record, resumable
+without ever creating a record twice, and prove the result by reading it back.
+
+An attempt:
+1. BeginJob (the target's 00D, JOB_TYPE_RESTORE): the chunks of outcomes already stored; on a resume, the
+   outcomes already recorded (ListRestoreRecords of the session) are not decided again.
+2. The selection, as Ids per object (the only thing held for the whole job): the RestoreSpec's selections read
+   from storage as of the point in time (ReadRecordsAsOf), or the Failed records of `retry_of`; missing parents
+   (`parents` levels up: references to records neither in the target nor in the Id map) and children
+   (`children` levels down, through the describe's child relationships) added.
+3. Unresolved intents (a batch of creates whose answer was lost) resolved FIRST: what the restoring user
+   created since the batch was sent is matched to the batch's records (restore_domain.match_created), and
+   those are recorded Created with their new Ids (PutRestoreOutcomes, resolved_intents); the unmatched ones
+   were not created and are decided again like any other record.
+4. Objects in restore order (parents first); per object, batches: the backup's values (to_salesforce,
+   masked for another org, references through the Id map), the target's current state (by Id, 200 a call;
+   a large selection through one Bulk queryAll of the object; with match_on in another org, by that field),
+   the decision, then (unless a dry run) undelete, update, create (the intent committed before the call;
+   Collections up to the Bulk threshold, a Bulk ingest job above) or upsert on match_on; owner fallback on
+   INACTIVE_OWNER_OR_USER; each batch's outcomes and Id map entries committed in one PutRestoreOutcomes.
+5. A second pass patches the references deferred to break cycles and self-lookups.
+6. Verification (not in a dry run): the restored scope read back from the target and compared with the backup
+   values on the restored fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sfvault.restore.v1 import restore_pb2 as rpb
+from sfvault.storage.v1 import storage_pb2 as spb
+
+from services.jobrunner import restore_domain as rd
+from services.jobrunner.job_run import JobRun
+from services.jobrunner.ports import SalesforceWrites
+from services.jobrunner.salesforce_write import WriteResult
+
+log = logging.getLogger("services.jobrunner.restore")
+
+# objects a restore never writes: users, groups and setup objects are referenced, not restored
+NOT_RESTORED = frozenset(
+    {"User", "Group", "RecordType", "Profile", "UserRole", "Organization", "BusinessHours", "PermissionSet"}
+)
+READ_BATCH = 2000  # records per storage read and per decision batch
+WHERE_IN = 2000  # parent Ids per children read
+SAMPLES = 20
+STATE_COUNTER = {
+    rd.State.CREATED: "created",
+    rd.State.UPDATED: "updated",
+    rd.State.UNDELETED: "undeleted",
+    rd.State.SKIPPED: "skipped",
+    rd.State.FAILED: "failed",
+}
+
+
+def mask_secret(auth_key: bytes, fallback: str = "") -> bytes:
+    """The per-deployment masking key: derived from the deployment's auth key (SFVAULT_AUTH_KEY), else from
+    `fallback` (a deployment-wide setting); never the key itself."""
+    material = auth_key or fallback.encode()
+    return hashlib.sha256(b"sfvault restore masking\x00" + material).digest()
+
+
+@dataclass
+class Counter:
+    created: int = 0
+    updated: int = 0
+    undeleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    fields_left_out: int = 0
+    files: int = 0
+    write_calls: int = 0
+
+    def pb(self, name: str) -> rpb.ObjectRestoreCounts:
+        return rpb.ObjectRestoreCounts(object_name=name, **self.__dict__)
+
+
+@dataclass
+class Pending:
+    """One record's decision in a batch, on its way to an outcome."""
+
+    source_id: str
+    decision: rd.Decision
+    values: dict[str, Any]  # what it should hold in the target (for a re-decision, the proof)
+    target_id: str | None = None
+    state: rd.State | None = None
+    code: str = ""
+    message: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RestoreJob:
+    run: JobRun
+    sf: SalesforceWrites
+    secret: bytes = b""
+    warnings: list[str] = field(default_factory=list)
+    counts: dict[str, Counter] = field(default_factory=dict)
+    verification: rpb.Verification = field(default_factory=rpb.Verification)
+    infos: dict[str, rd.ObjectInfo] = field(default_factory=dict)
+    id_map: dict[str, str] = field(default_factory=dict)
+    done: dict[str, tuple[int, str]] = field(default_factory=dict)  # source Id -> (state, target Id)
+    selection: dict[str, list[str]] = field(default_factory=dict)  # object -> source Ids, in order
+    fields_of: dict[str, list[str]] = field(default_factory=dict)
+    deferred: dict[str, set[str]] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # referenced Ids neither in the target nor restored
+    undeleted_now: set[str] = field(default_factory=set)  # dry run: parents whose cascade children come back
+    prefixes: dict[str, str] = field(default_factory=dict)
+    user: str = ""
+    seq: int = 0
+    _writes_seen: int = 0
+    _api_seen: int = 0
+    _seen: dict[str, set[str]] = field(default_factory=dict)  # object -> the Ids of its selection
+    _describes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {} : not in the target org
+
+    # ------------------------------------------------------------------ the spec
+    @property
+    def spec(self) -> rpb.RestoreSpec:
+        return self.run.spec.restore.spec
+
+    @property
+    def source_org(self) -> str:
+        return self.run.spec.salesforce_org_id
+
+    @property
+    def target_org(self) -> str:
+        return self.run.spec.restore.target_salesforce_org_id or self.source_org
+
+    @property
+    def same_org(self) -> bool:
+        return self.target_org[:15] == self.source_org[:15]
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.spec.dry_run)
+
+    @property
+    def masks(self) -> list[tuple[str, str, str]]:
+        if self.same_org:
+            return []  # masking is for another org (sandbox seeding); the source's own values go back
+        return [(m.object_name, m.field, m.rule) for m in self.spec.masks]
+
+    def _as_of(self) -> Timestamp | None:
+        return self.spec.as_of if self.spec.HasField("as_of") else None
+
+    # ------------------------------------------------------------------ the job
+    def execute(self) -> str:
+        run = self.run
+        for _o, _f, rule in self.masks:
+            rd.check_mask_rule(rule)
+        resp = run.storage.begin_job(self.target_org, run.spec.session_id, run.spec.job_id, run.spec.type, "")
+        self.seq = run.seq = int(resp.last_chunk_seq)
+        run.received = int(resp.counts.received)
+        self.user = self.sf.user_id()
+        if self.seq:
+            self._load_done()
+        intents = run.storage.list_restore_intents(run.spec.session_id, run.spec.job_id)
+        self._select()
+        self._describe_all()
+        self._load_id_map()
+        if intents:
+            self._resolve(intents)
+        if int(self.spec.parents if self.spec.HasField("parents") else 1) > 0:
+            self._add_parents()
+        order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
+        self.deferred = deferred
+        for obj in order:
+            run.control.check()
+            self._restore_object(obj)
+        if not self.dry_run:
+            self._patch()
+            self._verify()
+        if self.spec.files:
+            self.warnings.append("files: restoring files is not built into this jobrunner yet")
+        total = sum(c.created + c.updated + c.undeleted + c.skipped + c.failed for c in self.counts.values())
+        failed = sum(c.failed for c in self.counts.values())
+        if failed:
+            self.warnings.append(f"{failed} record(s) failed")
+        if self.verification.done and not self.verification.verified:
+            self.warnings.append(f"{self.verification.differing} record(s) differ from the backup after the restore")
+        verb = "would restore" if self.dry_run else "restored"
+        return f"{verb} {total - failed} of {total} records" + (
+            "; warning: " + "; ".join(self.warnings) if self.warnings else ""
+        )
+
+    def all_failed(self) -> bool:
+        failed = sum(c.failed for c in self.counts.values())
+        total = sum(c.created + c.updated + c.undeleted + c.skipped + c.failed for c in self.counts.values())
+        return total > 0 and failed == total
+
+    def restore_counts(self) -> list[rpb.ObjectRestoreCounts]:
+        return [c.pb(name) for name, c in sorted(self.counts.items())]
+
+    def _counter(self, obj: str) -> Counter:
+        return self.counts.setdefault(obj, Counter())
+
+    # ------------------------------------------------------------------ resume
+    def _load_done(self) -> None:
+        for o in self.run.storage.list_restore_records(self.run.spec.session_id):
+            self.done[o.source_id] = (int(o.state), o.target_id)
+            counter = self._counter(o.object_name)
+            name = STATE_COUNTER.get(rd.State(int(o.state))) if int(o.state) else None
+            if name:
+                setattr(counter, name, getattr(counter, name) + 1)
+            if o.target_id and int(o.state) == rd.State.CREATED.value:
+                self.id_map[o.source_id] = o.target_id
+
+    def _resolve(self, intents: Sequence[spb.RestoreIntent]) -> None:
+        """Batches of creates whose answer was lost: what they created is found and recorded, never created
+        again."""
+        for intent in intents:
+            self.run.control.check()
+            obj = intent.object_name
+            info = self._info(obj)
+            todo = [i for i in intent.source_ids if i not in self.done]
+            outcomes: list[rpb.RecordOutcome] = []
+            if todo and info is not None:
+                fields = self._fields(obj)
+                restore_empty = bool(self.spec.restore_empty)
+                expected = {
+                    sid: rd.decide(
+                        sid,
+                        values,
+                        None,
+                        target_id=None,
+                        target_deleted=False,
+                        fields=fields,
+                        info=info,
+                        restore_empty=restore_empty,
+                    ).write
+                    for sid, values in self._backup(obj, todo)
+                }
+                since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
+                plain = [f for f in fields if info.fields[f].sf_type != "reference"]
+                candidates = self.sf.created_since(obj, self.user, since, plain)
+                matched = rd.match_created(expected, candidates, plain, info=info)
+                for sid, new_id in matched.items():
+                    self.id_map[sid] = new_id
+                    self.done[sid] = (rd.State.CREATED.value, new_id)
+                    outcomes.append(
+                        rpb.RecordOutcome(
+                            object_name=obj,
+                            source_id=sid,
+                            target_id=new_id,
+                            state=rpb.RECORD_STATE_CREATED,
+                            note="created by a batch whose answer was lost; found and matched",
+                        )
+                    )
+                    self._counter(obj).created += 1
+            self._put(obj, outcomes, resolved=[intent.batch_key])
+
+    # ------------------------------------------------------------------ the selection
+    def _request(self, obj: str, **kw: Any) -> spb.ReadRecordsAsOfRequest:
+        req = spb.ReadRecordsAsOfRequest(org_id=self.source_org, object_name=obj, batch_size=READ_BATCH, **kw)
+        as_of = self._as_of()
+        if as_of is not None:
+            req.as_of.CopyFrom(as_of)
+        return req
+
+    def _ids_of(self, req: spb.ReadRecordsAsOfRequest) -> Iterator[str]:
+        for batch in self.run.storage.read_records_as_of(req):
+            for r in batch.records:
+                yield r.record_id
+
+    def _add(self, obj: str, ids: Sequence[str]) -> list[str]:
+        held = self.selection.setdefault(obj, [])
+        seen = self._seen.setdefault(obj, set(held))
+        new = [i for i in ids if i not in seen]
+        seen.update(new)
+        held.extend(new)
+        return new
+
+    def _select(self) -> None:
+        spec = self.spec
+        picked: dict[str, list[str]] = {}
+        if spec.retry_of:
+            for o in self.run.storage.list_restore_records(spec.retry_of, rpb.RECORD_STATE_FAILED):
+                picked.setdefault(o.object_name, []).append(o.source_id)
+            for obj, ids in picked.items():
+                self._add(obj, ids)
+            return  # a retry re-runs exactly the Failed records
+        selections = list(spec.selections)
+        if spec.whole_org:
+            names = [n for n in self.sf.object_names() if n not in NOT_RESTORED]
+            selections = [rpb.RestoreSelection(object_name=n, all=True) for n in names]
+        for sel in selections:
+            self.run.control.check()
+            obj = sel.object_name
+            if sel.fields:
+                self.fields_of.setdefault(obj, [])
+                self.fields_of[obj].extend(f for f in sel.fields if f not in self.fields_of[obj])
+            if sel.ids:
+                ids = [i for i in sel.ids]
+                for i in range(0, len(ids), READ_BATCH):
+                    self._add(obj, list(self._ids_of(self._request(obj, ids=ids[i : i + READ_BATCH]))))
+            elif sel.HasField("deleted_since"):
+                self._add(obj, list(self._ids_of(self._request(obj, deleted_since=sel.deleted_since))))
+            elif sel.HasField("changed_since"):
+                self._add(obj, list(self._ids_of(self._request(obj, changed_since=sel.changed_since))))
+            else:
+                self._add(obj, list(self._ids_of(self._request(obj, all=True))))
+        levels = int(spec.children) if spec.HasField("children") else 2
+        frontier = {obj: list(ids) for obj, ids in self.selection.items()}
+        for _level in range(levels):
+            nxt: dict[str, list[str]] = {}
+            for obj, ids in frontier.items():
+                info = self._info(obj)
+                if info is None or not ids:
+                    continue
+                for rel in info.children:
+                    child = rel.child_object
+                    if child in NOT_RESTORED or not self._restorable(child):
+                        continue
+                    for i in range(0, len(ids), WHERE_IN):
+                        self.run.control.check()
+                        req = self._request(child, where_field=rel.field, where_in=ids[i : i + WHERE_IN])
+                        new = self._add(child, list(self._ids_of(req)))
+                        nxt.setdefault(child, []).extend(new)
+            frontier = nxt
+        self.selection = {o: ids for o, ids in self.selection.items() if ids}
+
+    def _restorable(self, obj: str) -> bool:
+        info = self._info(obj)
+        if info is None:
+            return False
+        describe = self._describes.get(obj) or {}
+        return bool(describe.get("createable", True)) and bool(describe.get("queryable", True))
+
+    def _info(self, obj: str) -> rd.ObjectInfo | None:
+        if obj in self.infos:
+            return self.infos[obj]
+        if obj in self._describes:
+            return None  # described before: not in the target
+        try:
+            describe = self.sf.describe(obj)
+        except Exception as exc:  # not in the target org (another org), or not describable
+            if getattr(exc, "status", 0) in (400, 404):
+                self._describes[obj] = {}
+                return None
+            raise
+        self._describes[obj] = describe
+        info = rd.object_info(describe)
+        self.infos[obj] = info
+        if info.key_prefix:
+            self.prefixes[info.key_prefix] = obj
+        return info
+
+    def _describe_all(self) -> None:
+        for obj in list(self.selection):
+            if self._info(obj) is None:
+                self.warnings.append(f"{obj}: not in the target org; its records are not restored")
+                for sid in self.selection[obj]:
+                    self.done.setdefault(sid, (rd.State.FAILED.value, ""))
+                del self.selection[obj]
+
+    def _fields(self, obj: str) -> list[str]:
+        info = self.infos[obj]
+        selected = self.fields_of.get(obj)
+        written, left_out = rd.restorable_fields(info, selected or None)
+        self._counter(obj).fields_left_out = len(left_out)
+        return written
+
+    def _load_id_map(self) -> None:
+        ids = [i for ids in self.selection.values() for i in ids]
+        if ids:
+            self.id_map.update(self.run.storage.get_id_map(self.source_org, self.target_org, ids))
+
+    # ------------------------------------------------------------------ parents
+    def _refs(self, obj: str, values: dict[str, Any]) -> Iterator[tuple[str, str]]:
+        """(parent object, parent Id) of each reference of a record to a restorable object."""
+        info = self.infos[obj]
+        for name, value in values.items():
+            f = info.field(name)
+            if f is None or f.sf_type != "reference" or not isinstance(value, str) or len(value) < 15:
+                continue
+            parent = self.prefixes.get(value[:3]) or (f.reference_to[0] if len(f.reference_to) == 1 else "")
+            if parent and parent not in NOT_RESTORED:
+                yield parent, value
+
+    def _add_parents(self) -> None:
+        levels = int(self.spec.parents) if self.spec.HasField("parents") else 1
+        frontier = {o: list(ids) for o, ids in self.selection.items()}
+        for _level in range(levels):
+            wanted: dict[str, set[str]] = {}
+            for obj, ids in frontier.items():
+                for _sid, values in self._backup(obj, ids, raw=True):
+                    for parent, ref in self._refs(obj, values):
+                        if ref in self._seen.get(parent, set()) or ref in self.id_map:
+                            continue
+                        wanted.setdefault(parent, set()).add(ref)
+            nxt: dict[str, list[str]] = {}
+            for parent, refs in wanted.items():
+                info = self._info(parent)
+                if info is None or not self._restorable(parent):
+                    if not self.same_org:
+                        self.missing.update(refs)
+                    continue
+                present: set[str] = set()
+                if self.same_org:
+                    rows = self.sf.query_ids(parent, self._deleted_field(parent), sorted(refs))
+                    present = {str(r["Id"]) for r in rows if not r.get("IsDeleted")}
+                absent = sorted(refs - present)
+                if not absent:
+                    continue
+                found: list[str] = []
+                for i in range(0, len(absent), READ_BATCH):
+                    found.extend(self._ids_of(self._request(parent, ids=absent[i : i + READ_BATCH])))
+                self.missing.update(set(absent) - set(found))
+                new = self._add(parent, found)
+                if new:
+                    nxt[parent] = new
+            frontier = nxt
+            if not frontier:
+                break
+
+    def _deleted_field(self, obj: str) -> list[str]:
+        return ["IsDeleted"] if "IsDeleted" in self.infos[obj].fields else []
+
+    # ------------------------------------------------------------------ reads
+    def _backup(self, obj: str, ids: Sequence[str], *, raw: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(source Id, values) of these records as of the point: Salesforce-shaped and masked (raw: the
+        canonical values as stored)."""
+        info = self.infos.get(obj)
+        for i in range(0, len(ids), READ_BATCH):
+            req = self._request(obj, ids=list(ids[i : i + READ_BATCH]))
+            for batch in self.run.storage.read_records_as_of(req):
+                for r in batch.records:
+                    values = json.loads(r.values_json) if r.values_json else {}
+                    if raw or info is None:
+                        yield r.record_id, values
+                        continue
+                    out = rd.to_salesforce(values, info)
+                    if self.masks:
+                        out = rd.mask_values(obj, out, self.masks, secret=self.secret)
+                    yield r.record_id, out
+
+    def _target_of(self, sid: str) -> str | None:
+        mapped = self.id_map.get(sid)
+        if mapped:
+            return mapped
+        return sid if self.same_org else None
+
+    def _target_rows(self, obj: str, fields: list[str], keys: list[str], by: str = "Id") -> dict[str, dict[str, Any]]:
+        """The target's current records with these keys (Ids, or match_on values), queryAll: by key 200 a call,
+        or, above the Bulk threshold, one Bulk queryAll of the whole object kept only for these keys."""
+        info = self.infos[obj]
+        select = list(dict.fromkeys([*fields, *self._deleted_field(obj), *([by] if by != "Id" else [])]))
+        if not keys:
+            return {}
+        if len(keys) > self.run.tuning.bulk_threshold:
+            wanted = set(keys)
+            types = {f: info.fields[f].sf_type for f in select if f in info.fields}
+            return {
+                str(r.get(by)): r for r in self.sf.query_object(obj, select, types) if str(r.get(by) or "") in wanted
+            }
+        rows = self.sf.query_in(obj, select, by, keys) if by != "Id" else self.sf.query_ids(obj, select, keys)
+        return {str(r.get(by)): r for r in rows}
+
+    # ------------------------------------------------------------------ one object
+    def _restore_object(self, obj: str) -> None:
+        info = self.infos[obj]
+        fields = self._fields(obj)
+        ids = [i for i in self.selection[obj] if i not in self.done]
+        if not ids:
+            return
+        match_on = self.spec.match_on if (self.spec.match_on and not self.same_org) else ""
+        if match_on and info.field(match_on) is None:
+            match_on = ""
+        prefetched: dict[str, dict[str, Any]] | None = None
+        if len(ids) > self.run.tuning.bulk_threshold and not match_on:
+            targets = [t for t in (self._target_of(i) for i in ids) if t]
+            prefetched = self._target_rows(obj, fields, targets)
+        batch: list[tuple[str, dict[str, Any]]] = []
+        for sid, values in self._backup(obj, ids):
+            batch.append((sid, values))
+            if len(batch) >= READ_BATCH:
+                self._batch(obj, info, fields, batch, prefetched, match_on)
+                batch = []
+        if batch:
+            self._batch(obj, info, fields, batch, prefetched, match_on)
+        for sid in ids:  # requested but not in the backup as of the point: nothing to restore
+            if sid not in self.done:
+                self.done[sid] = (0, "")
+
+    def _present(self, ref: str) -> bool:
+        if ref in self.missing:
+            return False
+        state = self.done.get(ref)
+        if state is not None:
+            return state[0] not in (rd.State.FAILED.value, 0) and (self.same_org or bool(state[1]))
+        return self.same_org
+
+    def _batch(
+        self,
+        obj: str,
+        info: rd.ObjectInfo,
+        fields: list[str],
+        batch: list[tuple[str, dict[str, Any]]],
+        prefetched: dict[str, dict[str, Any]] | None,
+        match_on: str,
+    ) -> None:
+        self.run.control.check()
+        if match_on:
+            keys = [str(v[match_on]) for _s, v in batch if v.get(match_on) not in (None, "")]
+            current = self._target_rows(obj, fields, keys, by=match_on)
+        elif prefetched is not None:
+            current = prefetched
+        else:
+            targets = [t for t in (self._target_of(s) for s, _v in batch) if t]
+            current = self._target_rows(obj, fields, targets)
+        deferred = self.deferred.get(obj, set())
+        pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
+        items: list[Pending] = []
+        owner_map = dict(self.spec.owner_map)
+        for sid, values in batch:
+            notes: list[str] = []
+            if owner_map and values.get("OwnerId") in owner_map:
+                values = {**values, "OwnerId": owner_map[str(values["OwnerId"])]}
+                notes.append("owner replaced from the owner map")
+            for f in deferred:
+                ref = values.get(f)
+                if isinstance(ref, str) and ref in pending_ids:
+                    values = {k: v for k, v in values.items() if k != f}  # patched in the second pass
+            values, reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
+            row = current.get(str(values.get(match_on))) if match_on else None
+            tid = str(row["Id"]) if row is not None else self._target_of(sid)
+            if not match_on:
+                row = current.get(tid) if tid else None
+            deleted = bool(row.get("IsDeleted")) if row is not None else False
+            if deleted and self.dry_run and self._cascaded_back(obj, info, values):
+                deleted = False  # its parent's undelete brings it back, as the real run will find it
+            decision = rd.decide(
+                sid,
+                values,
+                None if deleted else row,
+                target_id=tid if row is not None else None,
+                target_deleted=deleted,
+                fields=fields,
+                info=info,
+                restore_empty=bool(self.spec.restore_empty),
+            )
+            item = Pending(sid, decision, values, target_id=decision.target_id, notes=notes)
+            if decision.note:
+                item.notes.append(decision.note)
+            failure = rd.record_failure(reasons)
+            if failure and decision.state == rd.State.CREATED:
+                item.state, item.code, item.message = rd.State.FAILED, "PARENT_NOT_RESTORED", failure
+            elif reasons:
+                item.notes.extend(reasons)
+            items.append(item)
+        if self.dry_run:
+            for item in items:
+                if item.state is None:
+                    item.state = item.decision.state
+                    if item.state == rd.State.CREATED:
+                        self.id_map.setdefault(item.source_id, item.source_id)  # children see it as restored
+                    if item.state == rd.State.UNDELETED:
+                        self.undeleted_now.add(item.source_id)
+            self._commit(obj, items, [])
+            return
+        resolved = self._write(obj, items, match_on)
+        self._commit(obj, items, resolved)
+
+    def _cascaded_back(self, obj: str, info: rd.ObjectInfo, values: dict[str, Any]) -> bool:
+        for parent, ref in self._refs(obj, values):
+            parent_info = self.infos.get(parent)
+            if ref in self.undeleted_now and parent_info is not None:
+                if any(c.child_object == obj and c.cascade_delete for c in parent_info.children):
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ writes
+    def _write(self, obj: str, items: list[Pending], match_on: str) -> list[str]:
+        """The batch's writes; returns the intents its outcomes resolve."""
+        undelete = [i for i in items if i.state is None and i.decision.undelete and i.target_id]
+        if undelete:
+            results = self.sf.undelete([str(i.target_id) for i in undelete])
+            for item, res in zip(undelete, results, strict=True):
+                if res.success:
+                    item.state = rd.State.UNDELETED
+                elif res.code in ("UNDELETE_FAILED", "ENTITY_IS_DELETED", "INVALID_ID_FIELD"):
+                    # purged since it was read: it comes back as a new record
+                    item.decision = rd.decide(
+                        item.source_id,
+                        item.values,
+                        None,
+                        target_id=None,
+                        target_deleted=False,
+                        fields=self._fields(obj),
+                        info=self.infos[obj],
+                        restore_empty=bool(self.spec.restore_empty),
+                    )
+                    item.target_id = None
+                else:
+                    self._fail(item, res)
+        updates = [
+            i
+            for i in items
+            if i.decision.write
+            and i.target_id
+            and ((i.state is None and i.decision.state == rd.State.UPDATED) or i.state == rd.State.UNDELETED)
+        ]
+        if updates:
+            records = [{"Id": i.target_id, **i.decision.write} for i in updates]
+            results = self._send(obj, "update", records)
+            for item, res in zip(updates, results, strict=True):
+                if res.success:
+                    item.state = item.state or rd.State.UPDATED
+                elif res.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in item.decision.write:
+                    item.state = item.state or rd.State.UPDATED
+                    self._owner_retry(obj, [item], "update")
+                else:
+                    self._fail(item, res)
+        for item in items:
+            if item.state is None and item.decision.state == rd.State.SKIPPED:
+                item.state = rd.State.SKIPPED
+        creates = [i for i in items if i.state is None and i.decision.state == rd.State.CREATED]
+        resolved: list[str] = []
+        if creates and match_on:
+            records = [{**i.decision.write, match_on: i.values.get(match_on)} for i in creates]
+            results = (
+                self.sf.upsert(obj, match_on, records)
+                if len(records) <= self._bulk()
+                else self._bulk_send(obj, "upsert", records, match_on)
+            )
+            self._settle_creates(obj, creates, results, upsert=True)
+        elif creates:
+            resolved.append(self._intent(obj, creates))
+            results = self._send(obj, "create", [dict(i.decision.write) for i in creates])
+            self._settle_creates(obj, creates, results)
+            retry = [i for i in creates if i.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in i.decision.write]
+            if retry:
+                resolved.append(self._intent(obj, retry, suffix="owner"))
+                self._owner_retry(obj, retry, "create")
+        return resolved
+
+    def _bulk(self) -> int:
+        return int(self.run.tuning.bulk_threshold)
+
+    def _send(self, obj: str, operation: str, records: list[dict[str, Any]]) -> list[WriteResult]:
+        if len(records) > self._bulk():
+            return self._bulk_send(obj, "insert" if operation == "create" else operation, records, "")
+        if operation == "create":
+            return self.sf.create(obj, records)
+        return self.sf.update(obj, records)
+
+    def _bulk_send(self, obj: str, operation: str, records: list[dict[str, Any]], external: str) -> list[WriteResult]:
+        return self.sf.bulk_ingest(obj, operation, records, external_id=external)
+
+    def _settle_creates(
+        self, obj: str, creates: list[Pending], results: Sequence[WriteResult], *, upsert: bool = False
+    ) -> None:
+        for item, res in zip(creates, results, strict=True):
+            if res.success and res.id:
+                item.target_id = res.id
+                item.state = rd.State.CREATED if (res.created or not upsert) else rd.State.UPDATED
+            else:
+                self._fail(item, res)
+
+    def _owner_retry(self, obj: str, items: list[Pending], operation: str) -> None:
+        """INACTIVE_OWNER_OR_USER: the owner mapped, or the default owner, or the restoring user."""
+        fallback = self.spec.default_owner_id or self.user
+        records: list[dict[str, Any]] = []
+        for item in items:
+            old = str(item.decision.write.get("OwnerId") or "")
+            new = self.spec.owner_map.get(old) or fallback
+            write = {**item.decision.write, "OwnerId": new}
+            item.decision = rd.Decision(
+                item.source_id,
+                item.target_id,
+                item.decision.state,
+                write,
+                item.decision.undelete,
+                item.decision.changed_fields,
+                item.decision.note,
+            )
+            item.values = {**item.values, "OwnerId": new}
+            item.notes.append("owner replaced: inactive user")
+            item.state, item.code, item.message = (
+                (item.state if operation == "update" else None),
+                "",
+                "",
+            )
+            records.append({"Id": item.target_id, **write} if operation == "update" else write)
+        results = self.sf.update(obj, records) if operation == "update" else self.sf.create(obj, records)
+        if operation == "create":
+            self._settle_creates(obj, items, results)
+            return
+        for item, res in zip(items, results, strict=True):
+            if not res.success:
+                self._fail(item, res)
+
+    @staticmethod
+    def _fail(item: Pending, res: WriteResult) -> None:
+        item.state, item.code, item.message = rd.State.FAILED, res.code or "FAILED", res.message
+
+    def _intent(self, obj: str, creates: list[Pending], suffix: str = "") -> str:
+        """The intent of a batch of creates, committed before the call: a resumed attempt finds what it
+        created instead of creating again."""
+        key = f"{obj}:create:{self.seq + 1}" + (f":{suffix}" if suffix else "")
+        sent = Timestamp()
+        sent.FromDatetime(self.run.client.org_now())
+        self.run.storage.record_restore_intent(
+            spb.RecordRestoreIntentRequest(
+                org_id=self.target_org,
+                session_id=self.run.spec.session_id,
+                job_id=self.run.spec.job_id,
+                batch_key=key,
+                object_name=obj,
+                source_ids=[i.source_id for i in creates],
+                sent_at=sent,
+            )
+        )
+        return key
+
+    # ------------------------------------------------------------------ outcomes
+    def _commit(self, obj: str, items: list[Pending], resolved: list[str]) -> None:
+        outcomes = []
+        counter = self._counter(obj)
+        for item in items:
+            state = item.state or rd.State.FAILED
+            if state == rd.State.FAILED and not item.code:
+                item.code, item.message = "NOT_WRITTEN", "the record was not written"
+            name = STATE_COUNTER[state]
+            setattr(counter, name, getattr(counter, name) + 1)
+            target = item.target_id or ""
+            if self.dry_run and state == rd.State.CREATED:
+                target = ""
+            self.done[item.source_id] = (state.value, target)
+            if state == rd.State.CREATED and target:
+                self.id_map[item.source_id] = target
+            outcomes.append(
+                rpb.RecordOutcome(
+                    object_name=obj,
+                    source_id=item.source_id,
+                    target_id=target,
+                    state=state.value,  # type: ignore[arg-type]
+                    error_code=item.code,
+                    message=item.message[:500],
+                    changed_fields=list(item.decision.changed_fields),
+                    note="; ".join(item.notes)[:500],
+                )
+            )
+        self._put(obj, outcomes, resolved)
+
+    def _put(self, obj: str, outcomes: list[rpb.RecordOutcome], resolved: list[str]) -> None:
+        writes = int(self.sf.write_calls)
+        api = int(self.run.client.api_calls)
+        self.run.control.check()
+        seq = self.seq + 1
+        result = self.run.storage.put_restore_outcomes(
+            spb.PutRestoreOutcomesRequest(
+                source_org_id=self.source_org,
+                target_org_id=self.target_org,
+                session_id=self.run.spec.session_id,
+                job_id=self.run.spec.job_id,
+                chunk_seq=seq,
+                outcomes=outcomes,
+                resolved_intents=resolved,
+                dry_run=self.dry_run,
+                write_calls=writes - self._writes_seen,
+                api_calls=api - self._api_seen,
+            )
+        )
+        self._counter(obj).write_calls += writes - self._writes_seen
+        self._writes_seen, self._api_seen = writes, api
+        self.seq = seq
+        self.run.committed(seq, result, received=len(outcomes))
+
+    # ------------------------------------------------------------------ second pass
+    def _patch(self) -> None:
+        """References deferred to break cycles and self-lookups, written once every record exists."""
+        for obj, names in self.deferred.items():
+            if obj not in self.selection or not names:
+                continue
+            info = self.infos[obj]
+            restored = [
+                s
+                for s in self.selection[obj]
+                if self.done.get(s, (0, ""))[0]
+                in (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
+            ]
+            records: list[dict[str, Any]] = []
+            for sid, values in self._backup(obj, restored):
+                tid = self.done[sid][1] or self._target_of(sid)
+                patch: dict[str, Any] = {}
+                for name in names:
+                    ref = values.get(name)
+                    if not isinstance(ref, str):
+                        continue
+                    rewritten, _reasons = rd.rewrite_references(
+                        {name: ref}, info, self.id_map, self._present, prefixes=self.prefixes
+                    )
+                    if name in rewritten:
+                        patch[name] = rewritten[name]
+                if patch and tid:
+                    records.append({"Id": tid, **patch})
+            if not records:
+                continue
+            results = self._send(obj, "update", records)
+            failed = [r for r in results if not r.success]
+            if failed:
+                self.warnings.append(f"{obj}: {len(failed)} reference(s) could not be patched ({failed[0].code})")
+
+    # ------------------------------------------------------------------ the proof
+    def _verify(self) -> None:
+        v = rpb.Verification(done=True)
+        samples: list[str] = []
+        for obj, ids in self.selection.items():
+            info = self.infos[obj]
+            fields = self._fields(obj)
+            restored = [s for s in ids if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)]
+            if not restored:
+                continue
+            targets = {s: self.done[s][1] or self._target_of(s) for s in restored}
+            current = self._target_rows(obj, fields, [t for t in targets.values() if t])
+            for sid, values in self._backup(obj, restored):
+                self.run.control.check()
+                expected, _reasons = rd.rewrite_references(
+                    values, info, self.id_map, self._present, prefixes=self.prefixes
+                )
+                row = current.get(targets.get(sid) or "")
+                if row is None or row.get("IsDeleted"):
+                    v.differing += 1
+                    if len(samples) < SAMPLES:
+                        samples.append(rd.sample_line(obj, sid, [], "not in the target org after the restore"))
+                    continue
+                diff = rd.differences(expected, row, fields, info=info, restore_empty=bool(self.spec.restore_empty))
+                if diff:
+                    v.differing += 1
+                    if len(samples) < SAMPLES:
+                        samples.append(rd.sample_line(obj, sid, diff, "differs from the backup"))
+                else:
+                    v.matching += 1
+        v.verified = v.differing == 0
+        v.samples.extend(samples)
+        self.verification = v
