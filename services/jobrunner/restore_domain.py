@@ -16,7 +16,7 @@ import enum
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -444,6 +444,15 @@ def record_failure(reasons: Sequence[str]) -> str | None:
     return None
 
 
+def split_deferred(write: Mapping[str, Any], deferred: Collection[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A create's values in two passes (restore_order's second value for its object): (what is sent on create,
+    the deferred references with a value, patched once every record of the restore is created)."""
+    low = {d.lower() for d in deferred}
+    first = {k: v for k, v in write.items() if k.lower() not in low}
+    patch = {k: v for k, v in write.items() if k.lower() in low and v is not None}
+    return first, patch
+
+
 # ---------------------------------------------------------------- masking
 
 MASK_RULES = ("null", "email", "phone", "pseudonym", "fixed:VALUE")
@@ -469,26 +478,46 @@ def _pseudonym_stem(field: str) -> str:
 
 
 def mask_values(
-    object_name: str, values: dict[str, Any], masks: Sequence[tuple[str, str, str]], *, secret: bytes
+    object_name: str,
+    values: dict[str, Any],
+    masks: Sequence[tuple[str, str, str]],
+    *,
+    secret: bytes,
+    info: ObjectInfo | None = None,
 ) -> dict[str, Any]:
     """masks: (object, field, rule), names in any case. Rules: null; email (a fake address from HMAC(secret,
     value): "u<16 hex>@example.com", one per address whatever its case); phone ("+1555" and 7 digits from the
     HMAC); pseudonym ("<Field> <6 hex>", e.g. "LastName 1a2b3c"); fixed:VALUE. A null stays null. An unknown
     rule (of any mask, for any object) raises InvalidArgument (a ValueError). Deterministic for one secret:
     the same value masks alike across records, fields and runs (references between masked data stay
-    consistent); the original value cannot be read back from the mask. Returns a new dict."""
+    consistent); the original value cannot be read back from the mask. Returns a new dict.
+
+    With the object's `info`, a mask on a compound field (MailingAddress, a geolocation) masks each of its
+    components (a number component is emptied unless the rule is fixed:), and a compound value found beside a
+    masked component is emptied too: no part of a masked value is left anywhere in the record."""
     for _obj, _field, rule in masks:
         check_mask_rule(rule)
-    out = dict(values)
-    lowered = {k.lower(): k for k in values}
+    wanted: list[tuple[str, str]] = []
+    compounds = _compound_parents(info) if info is not None else {}
     for obj, field, rule in masks:
         if obj.lower() != object_name.lower():
             continue
+        f = info.field(field) if info is not None else None
+        wanted.append((f.name if f is not None else field, rule))
+        if f is not None:
+            for component in compounds.get(f.name, ()):
+                numeric = info is not None and info.fields[component].sf_type in NUMBER_TYPES
+                wanted.append((component, "null" if numeric and not rule.startswith("fixed:") else rule))
+            if f.compound:
+                wanted.append((f.compound, "null"))
+    out = dict(values)
+    lowered = {k.lower(): k for k in values}
+    for field, rule in wanted:
         key = lowered.get(field.lower())
         if key is None or out[key] is None:
             continue
         original = values[key]
-        if rule == "null":
+        if rule == "null" or isinstance(original, Mapping):  # a compound value: its components carry it
             out[key] = None
         elif rule == "email":
             out[key] = f"u{_digest(secret, rule, original)[:16]}@example.com"
@@ -582,16 +611,19 @@ def same(a: Any, b: Any, f: FieldInfo | None) -> bool:
 def _compared(
     backup: Mapping[str, Any], fields: Sequence[str], info: ObjectInfo | None, restore_empty: bool
 ) -> list[tuple[str, FieldInfo | None]]:
-    """The fields a record is compared on: `fields` that the backup holds a value of (or all of them with
-    restore_empty: a null then means null)."""
+    """The fields a record is compared on: `fields` that the backup holds a value of; with restore_empty also
+    those it holds none of (a null then means null), but a checkbox or a required field (which Salesforce never
+    holds empty: the field did not exist then) only with a value."""
     out: list[tuple[str, FieldInfo | None]] = []
     for name in fields:
         f = info.field(name) if info is not None else None
         if info is not None and f is None:
             continue
         key = f.name if f is not None else name
-        if not restore_empty and normalized(backup.get(key), None) is None:
-            continue
+        if normalized(backup.get(key), None) is None and (
+            not restore_empty or (f is not None and (f.sf_type == "boolean" or not f.nillable))
+        ):
+            continue  # no value: the org's is left (a checkbox or a required field is never emptied)
         out.append((key, f))
     return out
 
@@ -700,27 +732,28 @@ def match_created(
     candidates in order (which of two identical records gets which new Id does not matter; a source without a
     candidate left is not matched: it is to be created). Returns source_id -> new Id (18 characters) for the
     matched ones."""
-    pool: dict[tuple[str, ...], dict[tuple[Hashable, ...], list[str]]] = {}
-    used: set[str] = set()
-    out: dict[str, str] = {}
 
     def field_of(name: str) -> FieldInfo | None:
         return info.field(name) if info is not None else None
 
+    common = [name for name in fields if all(name in written for written in expected.values())]
+    rows: list[tuple[str, Mapping[str, Any]]] = []
+    for row in candidates:
+        new_id = row.get("Id")
+        if isinstance(new_id, str):
+            rows.append((_as_id(new_id) or new_id, row))
+    index: dict[tuple[Hashable, ...], list[tuple[str, Mapping[str, Any]]]] = {}
+    for new_id, row in rows:
+        index.setdefault(tuple(normalized(row.get(k), field_of(k)) for k in common), []).append((new_id, row))
+    used: set[str] = set()
+    out: dict[str, str] = {}
     for source_id, written in expected.items():
-        keys = tuple(name for name in fields if name in written)
-        if keys not in pool:
-            index: dict[tuple[Hashable, ...], list[str]] = {}
-            for row in candidates:
-                new_id = row.get("Id")
-                if not isinstance(new_id, str):
-                    continue
-                sig = tuple(normalized(row.get(k), field_of(k)) for k in keys)
-                index.setdefault(sig, []).append(_as_id(new_id) or new_id)
-            pool[keys] = index
-        sig = tuple(normalized(written.get(k), field_of(k)) for k in keys)
-        for new_id in pool[keys].get(sig, ()):
-            if new_id not in used:
+        sig = tuple(normalized(written.get(k), field_of(k)) for k in common)
+        rest = [k for k in fields if k in written and k not in common]
+        for new_id, row in index.get(sig, ()):
+            if new_id in used:
+                continue
+            if all(same(written.get(k), row.get(k), field_of(k)) for k in rest):
                 used.add(new_id)
                 out[source_id] = new_id
                 break

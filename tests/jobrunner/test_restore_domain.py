@@ -392,6 +392,29 @@ def test_masking_leaves_nulls_and_absent_fields() -> None:
     assert out == {"Email": None, "FirstName": "Ada"}
 
 
+def test_a_mask_on_a_compound_field_masks_its_components_and_the_compound_value() -> None:
+    record = {
+        "MailingStreet": "1 Rue de Rivoli",
+        "MailingCity": "Paris",
+        "MailingLatitude": 48.86,
+        "MailingAddress": {"street": "1 Rue de Rivoli", "city": "Paris", "latitude": 48.86},
+        "LastName": "X",
+    }
+    masks = [("Contact", "MailingAddress", "pseudonym")]
+    out = rd.mask_values("Contact", record, masks, secret=SECRET, info=CONTACT)
+    assert out["MailingAddress"] is None and out["MailingLatitude"] is None and out["LastName"] == "X"
+    assert out["MailingStreet"].startswith("MailingStreet ") and out["MailingCity"].startswith("MailingCity ")
+    assert "Paris" not in repr(out) and "Rivoli" not in repr(out)
+    # a mask on one component empties the compound value that also holds it
+    out = rd.mask_values("Contact", record, [("Contact", "MailingCity", "null")], secret=SECRET, info=CONTACT)
+    assert out["MailingCity"] is None and out["MailingAddress"] is None and out["MailingStreet"] == "1 Rue de Rivoli"
+    # masked after to_salesforce (the pipeline's order), nothing of the address is written either
+    written = rd.to_salesforce(rd.mask_values("Contact", record, masks, secret=SECRET, info=CONTACT), CONTACT)
+    assert "Paris" not in repr(written) and "Rivoli" not in repr(written)
+    written = rd.mask_values("Contact", rd.to_salesforce(record, CONTACT), masks, secret=SECRET, info=CONTACT)
+    assert "Paris" not in repr(written) and "Rivoli" not in repr(written)
+
+
 @pytest.mark.parametrize("rule", ["hash", "", "Email", "fixed", "NULL"])
 def test_an_unknown_mask_rule_is_refused(rule: str) -> None:
     with pytest.raises(ValueError, match="mask rule"):
@@ -627,6 +650,21 @@ def test_decide_writes_only_updateable_fields_and_says_which_differ_otherwise() 
     assert d.write == backup  # createable: sent on create
 
 
+def test_restore_empty_never_empties_a_checkbox_or_a_required_field() -> None:
+    target = {"Name": "Acme", "Phone": "1", "Active__c": True, "NumberOfEmployees": 3}
+    d = decide(target, restore_empty=True, backup={"Phone": "1"})
+    assert d.state is State.UPDATED and d.write == {"NumberOfEmployees": None}
+    assert rd.differences({"Phone": "1"}, target, FIELDS, info=ACCOUNT, restore_empty=True) == ["NumberOfEmployees"]
+
+
+def test_split_deferred_sends_self_lookups_in_a_patch() -> None:
+    _, deferred = rd.restore_order({"Account": ACCOUNT})
+    d = decide(None)
+    first, patch = rd.split_deferred(d.write, deferred["Account"])
+    assert "ParentId" not in first and patch == {"ParentId": ACC2} and first["Name"] == "Acme"
+    assert rd.split_deferred({"Name": "A", "ParentId": None}, {"parentid"}) == ({"Name": "A"}, {})
+
+
 def test_decide_compares_only_the_given_fields() -> None:
     d = decide({"Name": "Other", "Phone": "x"}, fields=["Phone"], backup={"Name": "Acme", "Phone": "x"})
     assert d.state is State.SKIPPED
@@ -676,6 +714,26 @@ def test_match_created_compares_a_written_null_and_ignores_a_field_not_written()
     assert rd.match_created({"s": {"Name": "A"}}, [{"Id": new, "Name": "A", "Rating": "Hot"}], ["Name", "Rating"]) == {
         "s": new
     }
+
+
+def test_match_created_at_bulk_size_pairs_every_source_once() -> None:
+    n = 10_000
+    expected: dict[str, dict[str, Any]] = {}
+    candidates: list[dict[str, Any]] = []
+    for i in range(n):
+        row: dict[str, Any] = {"Name": f"R{i % 2500}", "NumberOfEmployees": i % 7}
+        for j, field in enumerate(("Phone", "Website", "Rating", "Industry", "AccountNumber", "Description")):
+            if (i >> j) & 1:
+                row[field] = f"{field}{i % 3}"  # 64 different sets of fields written
+        expected[f"s{i}"] = row
+        candidates.append({"Id": sfid("001", 10_000 + i), **row, "Site": "set by a trigger"})
+    candidates.reverse()
+    got = rd.match_created(
+        expected, candidates, [*FIELDS, "Website", "Rating", "Industry", "AccountNumber", "Description"], info=ACCOUNT
+    )
+    assert len(got) == n and len(set(got.values())) == n
+    by_id = {c["Id"]: c for c in candidates}
+    assert all(rd.differences(expected[s], by_id[new], list(expected[s])) == [] for s, new in got.items())
 
 
 # ---------------------------------------------------------------- proof and samples
