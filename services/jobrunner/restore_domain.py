@@ -273,14 +273,21 @@ def _place_cycle(
     left = list(comp)
     cut: dict[str, set[str]] = {}
 
+    needs = {n: {p for p, f in edges[n] if p in members and p != n and not _deferrable(f)} for n in comp}
+    # the cycles of required references alone (Salesforce allows none; a describe may still show one)
+    stuck_with = {n: c for c in _components(list(comp), needs) for n in c}
+
     def required_ready(n: str) -> bool:
-        return all(p in placed or p == n for p, f in edges[n] if p in members and not _deferrable(f))
+        return needs[n] <= set(placed)
+
+    def only_stuck(n: str) -> bool:
+        return all(p in placed or p in stuck_with[n] for p in needs[n])
 
     def open_lookups(n: str) -> int:
         return sum(1 for p, _f in edges[n] if p in members and p not in placed and p != n)
 
     while left:
-        ready = [n for n in left if required_ready(n)] or left
+        ready = [n for n in left if required_ready(n)] or [n for n in left if only_stuck(n)] or left
         pick = min(ready, key=lambda n: (open_lookups(n), left.index(n)))
         for p, f in edges[pick]:
             if p in members and p != pick and p not in placed:

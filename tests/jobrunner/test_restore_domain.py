@@ -198,6 +198,82 @@ def test_a_cycle_of_lookups_is_cut_once_and_self_lookups_with_it() -> None:
     _check_parents_first(infos, order, deferred)
 
 
+def test_real_account_and_contact_describes_cut_their_lookup_cycle() -> None:
+    # the real capture: Account.Primary_Contact__c -> Contact and Contact.AccountId -> Account, both lookups;
+    # Account.ParentId and Contact.ReportsToId self-lookups
+    infos = {
+        "Contact": fixture_info("cumulusci_contact_describe.json"),
+        "Account": fixture_info("cumulusci_account_describe.json"),
+    }
+    order, deferred = rd.restore_order(infos)
+    assert order == ["Contact", "Account"]  # a tie (one open lookup each): the given order
+    assert deferred == {
+        "Contact": {"ReportsToId", "AccountId"},
+        "Account": {"ParentId", "ns__LinkedAccount__c"},
+    }
+    _check_parents_first(infos, order, deferred)
+
+
+def _random_infos(seed: int) -> dict[str, ObjectInfo]:
+    import random
+
+    rnd = random.Random(seed)
+    names = [f"O{i}__c" for i in range(rnd.randint(2, 7))]
+    infos: dict[str, ObjectInfo] = {}
+    for name in names:
+        fields: dict[str, FieldInfo] = {}
+        for j in range(rnd.randint(0, 4)):
+            target = rnd.choice(names)
+            nillable = rnd.random() < 0.6
+            fields[f"R{j}__c"] = FieldInfo(
+                f"R{j}__c",
+                "reference",
+                True,
+                nillable,
+                nillable,
+                False,
+                (target,),
+                None,
+                False,
+                False,
+                False,
+                not nillable,
+            )
+        infos[name] = ObjectInfo(name, "a00", fields, ())
+    return infos
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_order_of_random_schemas_is_parents_first_and_defers_lookups_before_master_details(seed: int) -> None:
+    infos = _random_infos(seed)
+    order, deferred = rd.restore_order(infos)
+    _check_parents_first(infos, order, deferred)
+    pos = {n: i for i, n in enumerate(order)}
+    # a master-detail is deferred only in a cycle of master-details alone (which Salesforce does not allow)
+    md_edges = {(c, f.reference_to[0]) for c, i in infos.items() for f in i.fields.values() if not f.nillable}
+    for child, names in deferred.items():
+        for name in names:
+            f = infos[child].fields[name]
+            parent = f.reference_to[0]
+            assert parent == child or pos[parent] > pos[child]  # deferred: self, or a parent placed later
+            if not f.nillable and parent != child:
+                # only when the master-details of the cycle close on themselves
+                assert _reaches(md_edges, parent, child)
+
+
+def _reaches(edges: set[tuple[str, str]], start: str, goal: str) -> bool:
+    seen, todo = {start}, [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        for a, b in edges:
+            if a == node and b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return False
+
+
 def test_order_of_objects_without_references_keeps_the_given_order() -> None:
     infos = {n: INFOS[n] for n in ("Document", "Campaign", "User")}
     order, deferred = rd.restore_order(infos)
