@@ -564,8 +564,7 @@ class RestoreJob:
                         self.undeleted_now.add(item.source_id)
             self._commit(obj, items, [])
             return
-        resolved = self._write(obj, items, match_on)
-        self._commit(obj, items, resolved)
+        self._write(obj, items, match_on)
 
     def _cascaded_back(self, obj: str, info: rd.ObjectInfo, values: dict[str, Any]) -> bool:
         for parent, ref in self._refs(obj, values):
@@ -577,7 +576,8 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ writes
     def _write(self, obj: str, items: list[Pending], match_on: str) -> list[str]:
-        """The batch's writes; returns the intents its outcomes resolve."""
+        """The batch's writes and their outcomes: undeletes and updates committed first, then the intent of the
+        creates, the creates and their outcomes (with the intents they resolve)."""
         undelete = [i for i in items if i.state is None and i.decision.undelete and i.target_id]
         if undelete:
             results = self.sf.undelete([str(i.target_id) for i in undelete])
@@ -620,24 +620,31 @@ class RestoreJob:
         for item in items:
             if item.state is None and item.decision.state == rd.State.SKIPPED:
                 item.state = rd.State.SKIPPED
+        # what is settled so far is committed before any create is sent: a lost answer loses no other outcome
         creates = [i for i in items if i.state is None and i.decision.state == rd.State.CREATED]
+        settled = [i for i in items if i.state is not None]
+        if settled:
+            self._commit(obj, settled, [])
         resolved: list[str] = []
-        if creates and match_on:
-            records = [{**i.decision.write, match_on: i.values.get(match_on)} for i in creates]
-            results = (
-                self.sf.upsert(obj, match_on, records)
-                if len(records) <= self._bulk()
-                else self._bulk_send(obj, "upsert", records, match_on)
-            )
-            self._settle_creates(obj, creates, results, upsert=True)
-        elif creates:
-            resolved.append(self._intent(obj, creates))
-            results = self._send(obj, "create", [dict(i.decision.write) for i in creates])
-            self._settle_creates(obj, creates, results)
-            retry = [i for i in creates if i.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in i.decision.write]
+        upserts = [i for i in creates if match_on and i.values.get(match_on) not in (None, "")]
+        if upserts:  # idempotent on the external Id: no intent needed
+            records = [{**i.decision.write, match_on: i.values.get(match_on)} for i in upserts]
+            if len(records) <= self._bulk():
+                results = self.sf.upsert(obj, match_on, records)
+            else:
+                results = self._bulk_send(obj, "upsert", records, match_on)
+            self._settle_creates(obj, upserts, results, upsert=True)
+        plain = [i for i in creates if i not in upserts]
+        if plain:
+            resolved.append(self._intent(obj, plain))
+            results = self._send(obj, "create", [dict(i.decision.write) for i in plain])
+            self._settle_creates(obj, plain, results)
+            retry = [i for i in plain if i.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in i.decision.write]
             if retry:
                 resolved.append(self._intent(obj, retry, suffix="owner"))
                 self._owner_retry(obj, retry, "create")
+        if creates or resolved:
+            self._commit(obj, creates, resolved)
         return resolved
 
     def _bulk(self) -> int:

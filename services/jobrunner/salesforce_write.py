@@ -380,9 +380,7 @@ class OrgWriter:
             for row in rows:
                 at = take(row)
                 if at is not None:
-                    results[at] = WriteResult(
-                        None, False, "UNPROCESSED", info.get("errorMessage") or "not processed"
-                    )
+                    results[at] = WriteResult(None, False, "UNPROCESSED", info.get("errorMessage") or "not processed")
         del ok_header
         return [
             r if r is not None else WriteResult(None, False, "NO_RESULT", "the Bulk job gave no result for the record")

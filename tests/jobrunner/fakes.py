@@ -20,6 +20,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 from services.canonical import CANONICAL_RULES, CanonicalParts
 from services.jobrunner.domain import ObjectMarks, parse_sf_datetime
 from services.jobrunner.salesforce import BulkJob, BulkJobGone, LocatorExpired, RestPage
+from services.jobrunner.salesforce_write import WriteAnswerLost, WriteResult
 from services.jobrunner.storage_client import StorageConflict
 from services.platform.counts import FIELDS
 from services.sfclient import SalesforceError
@@ -439,3 +440,421 @@ class FakeTables:
         held = self._metadata.setdefault(org_id, {})
         for mtype, full_name, modified, deleted in items:
             held[(mtype, full_name)] = (modified, deleted)
+
+
+# ---------------------------------------------------------------- restore: the backup as storage reads it back
+
+
+@dataclass
+class BackupRecord:
+    values: dict[str, Any]
+    changed_at: dt.datetime | None = None  # a version (changed or deleted) captured then
+    deleted_at: dt.datetime | None = None  # a deleted version captured then
+
+
+@dataclass
+class FakeRestoreStorage(FakeStorage):
+    """FakeStorage plus storage's restore side: the backup's records as of the point (the latest version here),
+    intents, per-record outcomes committed once per (session, job, chunk_seq) with the Id map of their Created
+    records, and the outcomes listed back. `fail_outcomes`: that many PutRestoreOutcomes calls fail (unavailable)
+    before doing anything."""
+
+    backup: dict[tuple[str, str], dict[str, BackupRecord]] = field(default_factory=dict)  # (00D, object)
+    intents: dict[tuple[str, str], dict[str, spb.RestoreIntent]] = field(default_factory=dict)
+    resolved: set[tuple[str, str, str]] = field(default_factory=set)
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # session -> source Id -> RecordOutcome
+    id_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    restore_chunks: dict[tuple[str, str], dict[int, bytes]] = field(default_factory=dict)
+    fail_outcomes: int = 0
+
+    def back_up(self, org_id: str, object_name: str, *records: dict[str, Any], **when: dt.datetime) -> None:
+        held = self.backup.setdefault((org_id, object_name), {})
+        for r in records:
+            held[str(r["Id"])] = BackupRecord(dict(r), when.get("changed_at"), when.get("deleted_at"))
+
+    def read_records_as_of(self, request: spb.ReadRecordsAsOfRequest) -> Iterator[spb.RecordBatch]:
+        held = self.backup.get((request.org_id, request.object_name))
+        if held is None:
+            return
+        ids = {i for i in request.ids}
+        chosen: list[tuple[str, BackupRecord]] = []
+        for rid, rec in held.items():
+            if request.ids and rid not in ids:
+                continue
+            if request.HasField("deleted_since"):
+                since = request.deleted_since.ToDatetime(dt.UTC)
+                if rec.deleted_at is None or rec.deleted_at < since:
+                    continue
+            if request.HasField("changed_since"):
+                since = request.changed_since.ToDatetime(dt.UTC)
+                stamps = [t for t in (rec.changed_at, rec.deleted_at) if t is not None]
+                if not stamps or max(stamps) < since:
+                    continue
+            if request.where_field and rec.values.get(request.where_field) not in set(request.where_in):
+                continue
+            chosen.append((rid, rec))
+        size = request.batch_size or 2000
+        for i in range(0, max(len(chosen), 1), size):
+            part = chosen[i : i + size]
+            yield spb.RecordBatch(
+                records=[
+                    spb.RecordVersion(
+                        org_id=request.org_id,
+                        object_name=request.object_name,
+                        record_id=rid,
+                        values_json=json.dumps(rec.values).encode(),
+                    )
+                    for rid, rec in part
+                ]
+            )
+
+    def record_restore_intent(self, request: spb.RecordRestoreIntentRequest) -> bool:
+        held = self.intents.setdefault((request.session_id, request.job_id), {})
+        if request.batch_key in held:
+            return True
+        held[request.batch_key] = spb.RestoreIntent(
+            batch_key=request.batch_key,
+            object_name=request.object_name,
+            source_ids=request.source_ids,
+            sent_at=request.sent_at,
+        )
+        return False
+
+    def list_restore_intents(self, session_id: str, job_id: str) -> list[spb.RestoreIntent]:
+        held = self.intents.get((session_id, job_id), {})
+        return [i for key, i in held.items() if (session_id, job_id, key) not in self.resolved]
+
+    def put_restore_outcomes(self, request: spb.PutRestoreOutcomesRequest) -> spb.ChunkResult:
+        if self.fail_outcomes:
+            self.fail_outcomes -= 1
+            from services.jobrunner.storage_client import StorageUnavailable
+
+            raise StorageUnavailable("storage unavailable: the fake says so")
+        job = self._job(request.session_id, request.job_id)
+        chunks = self.restore_chunks.setdefault((request.session_id, request.job_id), {})
+        content = request.SerializeToString()
+        if request.chunk_seq in chunks:
+            if chunks[request.chunk_seq] != content:
+                raise StorageConflict(f"chunk {request.chunk_seq} was already stored with other content")
+            result = copy.deepcopy(job.results[request.chunk_seq])
+            result.replayed = True
+            return result  # type: ignore[no-any-return]
+        chunks[request.chunk_seq] = content
+        held = self.outcomes.setdefault(request.session_id, {})
+        id_map = self.id_maps.setdefault((request.source_org_id[:15], request.target_org_id[:15]), {})
+        per_object: dict[str, Any] = {}
+        names = {1: "skipped", 2: "updated", 3: "undeleted", 4: "created", 5: "failed"}
+        for o in request.outcomes:
+            held[o.source_id] = o
+            counts = per_object.setdefault(o.object_name, {"object_name": o.object_name})
+            counts[names[o.state]] = counts.get(names[o.state], 0) + 1
+            if o.state == 4 and o.target_id and not request.dry_run:
+                id_map[o.source_id] = o.target_id
+        for key in request.resolved_intents:
+            self.resolved.add((request.session_id, request.job_id, key))
+        job.seq = max(job.seq, request.chunk_seq)
+        job.counts["received"] += len(request.outcomes)
+        from sfvault.restore.v1 import restore_pb2 as rpb
+
+        result = spb.ChunkResult(
+            counts=ev.Counts(received=len(request.outcomes)),
+            restore=[rpb.ObjectRestoreCounts(**c) for c in per_object.values()],
+        )
+        job.results[request.chunk_seq] = result
+        return result
+
+    def get_id_map(self, source_org_id: str, target_org_id: str, source_ids: list[str]) -> dict[str, str]:
+        held = self.id_maps.get((source_org_id[:15], target_org_id[:15]), {})
+        if not source_ids:
+            return dict(held)
+        return {i: held[i] for i in source_ids if i in held}
+
+    def list_restore_records(self, session_id: str, state: int = 0, object_name: str = "") -> Iterator[Any]:
+        for o in list(self.outcomes.get(session_id, {}).values()):
+            if (not state or o.state == state) and (not object_name or o.object_name == object_name):
+                yield o
+
+
+# ---------------------------------------------------------------- restore: a target org that writes
+
+
+def describe_field(name: str, sf_type: str = "string", **kw: Any) -> dict[str, Any]:
+    system = name in ("Id", "IsDeleted", "CreatedDate", "CreatedById", "SystemModstamp", "LastModifiedDate")
+    return {
+        "name": name,
+        "type": sf_type,
+        "label": name,
+        "createable": kw.get("createable", not system),
+        "updateable": kw.get("updateable", not system),
+        "nillable": kw.get("nillable", True),
+        "calculated": kw.get("calculated", False),
+        "referenceTo": kw.get("reference_to", []),
+        "relationshipName": kw.get("relationship_name"),
+        "externalId": kw.get("external_id", False),
+        "unique": False,
+        "defaultedOnCreate": kw.get("defaulted", False),
+        "cascadeDelete": kw.get("cascade", False),
+        "autoNumber": False,
+    }
+
+
+def _system_fields() -> list[dict[str, Any]]:
+    return [
+        describe_field("Id", "id", nillable=False),
+        describe_field("IsDeleted", "boolean", nillable=False),
+        describe_field("CreatedDate", "datetime", nillable=False),
+        describe_field("CreatedById", "reference", nillable=False, reference_to=["User"]),
+        describe_field("SystemModstamp", "datetime", nillable=False),
+    ]
+
+
+def account_contact_describes() -> dict[str, dict[str, Any]]:
+    """Account (Name required, a self-lookup, an owner, an external Id) and Contact (LastName required, its Account
+    cascade-deleted with it): the shapes the restore's rules care about."""
+    return {
+        "Account": {
+            "name": "Account",
+            "keyPrefix": "001",
+            "createable": True,
+            "queryable": True,
+            "fields": [
+                *_system_fields(),
+                describe_field("Name", nillable=False),
+                describe_field("Phone", "phone"),
+                describe_field("AnnualRevenue", "currency"),
+                describe_field("Ext__c", external_id=True),
+                describe_field("ParentId", "reference", reference_to=["Account"], relationship_name="Parent"),
+                describe_field("OwnerId", "reference", nillable=False, defaulted=True, reference_to=["User"]),
+            ],
+            "childRelationships": [{"childSObject": "Contact", "field": "AccountId", "cascadeDelete": True}],
+        },
+        "Contact": {
+            "name": "Contact",
+            "keyPrefix": "003",
+            "createable": True,
+            "queryable": True,
+            "fields": [
+                *_system_fields(),
+                describe_field("LastName", nillable=False),
+                describe_field("Email", "email"),
+                describe_field("AccountId", "reference", reference_to=["Account"], relationship_name="Account"),
+            ],
+            "childRelationships": [],
+        },
+    }
+
+
+@dataclass
+class FakeWriteOrg:
+    """A target org as a restore job sees it (ports.SalesforceWrites, and Org for the executor): records with a
+    recycle bin and cascade undelete, required fields, inactive owners refused (INACTIVE_OWNER_OR_USER), every call
+    counted (api_calls, write_calls). `lose_create_answer`: the n-th create call (1-based) creates its records,
+    then its answer is lost (WriteAnswerLost)."""
+
+    describes: dict[str, dict[str, Any]] = field(default_factory=account_contact_describes)
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    user: str = "005000000000001AAA"
+    inactive_users: set[str] = field(default_factory=set)
+    now: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    api_calls: int = 0
+    write_calls: int = 0
+    creates: int = 0
+    lose_create_answer: int = 0
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(900))
+
+    # ---- Org
+    def org_now(self) -> dt.datetime:
+        return self.now
+
+    def writes(self, reserve_percent: int) -> FakeWriteOrg:
+        return self
+
+    def reads(self, reserve_percent: int) -> Any:
+        raise NotImplementedError("a restore's target org is read through its writer")
+
+    def metadata(self, reserve_percent: int) -> Any:
+        raise NotImplementedError
+
+    # ---- content
+    def put(self, object_name: str, *records: dict[str, Any]) -> None:
+        table = self.records.setdefault(object_name, {})
+        for r in records:
+            table[str(r["Id"])] = {"IsDeleted": False, "CreatedById": "005000000000009AAA", **r}
+
+    def delete(self, object_name: str, record_id: str, *, purge: bool = False) -> None:
+        """Into the recycle bin with its cascade children (or gone for good with `purge`)."""
+        for rel in self.describes[object_name].get("childRelationships", []):
+            if rel.get("cascadeDelete"):
+                for child in list(self.records.get(rel["childSObject"], {}).values()):
+                    if child.get(rel["field"]) == record_id:
+                        self.delete(rel["childSObject"], str(child["Id"]), purge=purge)
+        if purge:
+            del self.records[object_name][record_id]
+        else:
+            self.records[object_name][record_id]["IsDeleted"] = True
+
+    def live(self, object_name: str) -> list[dict[str, Any]]:
+        return [r for r in self.records.get(object_name, {}).values() if not r.get("IsDeleted")]
+
+    def _fields(self, object_name: str) -> dict[str, dict[str, Any]]:
+        return {f["name"]: f for f in self.describes[object_name]["fields"]}
+
+    # ---- SalesforceWrites: reads
+    def user_id(self) -> str:
+        return self.user
+
+    def describe(self, object_name: str) -> dict[str, Any]:
+        self.api_calls += 1
+        if object_name not in self.describes:
+            raise SalesforceError(404, "NOT_FOUND", f"{object_name} is not in this org")
+        return copy.deepcopy(self.describes[object_name])
+
+    def object_names(self) -> list[str]:
+        self.api_calls += 1
+        return list(self.describes)
+
+    def _rows(self, object_name: str, fields: list[str], keep: Any) -> list[dict[str, Any]]:
+        names = list(dict.fromkeys(["Id", *fields]))
+        return [
+            {f: copy.deepcopy(r.get(f)) for f in names} for r in self.records.get(object_name, {}).values() if keep(r)
+        ]
+
+    def query_ids(self, object_name: str, fields: list[str], ids: list[str]) -> list[dict[str, Any]]:
+        return self.query_in(object_name, fields, "Id", ids)
+
+    def query_in(self, object_name: str, fields: list[str], field_name: str, values: list[str]) -> list[dict[str, Any]]:
+        self.api_calls += max(1, -(-len(values) // 200))
+        wanted = set(values)
+        return self._rows(object_name, fields, lambda r: r.get(field_name) in wanted)
+
+    def query_object(self, object_name: str, fields: list[str], types: dict[str, str]) -> Iterator[dict[str, Any]]:
+        self.api_calls += 3
+        yield from self._rows(object_name, fields, lambda r: True)
+
+    def created_since(
+        self, object_name: str, user_id: str, since: dt.datetime, fields: list[str]
+    ) -> list[dict[str, Any]]:
+        self.api_calls += 1
+        return self._rows(
+            object_name,
+            fields,
+            lambda r: r.get("CreatedById") == user_id and r.get("CreatedDate") >= since and not r.get("IsDeleted"),
+        )
+
+    # ---- SalesforceWrites: writes
+    def _refuse(self, object_name: str, values: dict[str, Any], *, create: bool) -> Any:
+        fields = self._fields(object_name)
+        for name in values:
+            f = fields.get(name)
+            if f is None or not (f["createable"] if create else f["updateable"]):
+                return WriteResult(
+                    None, False, "INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {name}"
+                )
+        if create:
+            for f in fields.values():
+                required = not f["nillable"] and f["createable"] and not f["defaultedOnCreate"]
+                if required and values.get(f["name"]) in (None, ""):
+                    return WriteResult(
+                        None, False, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f['name']}]"
+                    )
+        if values.get("OwnerId") in self.inactive_users:
+            return WriteResult(None, False, "INACTIVE_OWNER_OR_USER", "operation performed with inactive user as owner")
+        return None
+
+    def _create_one(self, object_name: str, values: dict[str, Any]) -> Any:
+        refused = self._refuse(object_name, values, create=True)
+        if refused is not None:
+            return refused
+        prefix = self.describes[object_name]["keyPrefix"]
+        rid = f"{prefix}{next(self._ids):012d}AAA"
+        self.records.setdefault(object_name, {})[rid] = {
+            "OwnerId": self.user,
+            **values,
+            "Id": rid,
+            "IsDeleted": False,
+            "CreatedById": self.user,
+            "CreatedDate": self.now,
+        }
+        return WriteResult(rid, True, created=True)
+
+    def create(self, object_name: str, records: list[dict[str, Any]]) -> list[Any]:
+        out = []
+        for i in range(0, len(records), 200):
+            self.api_calls += 1
+            self.write_calls += 1
+            self.creates += 1
+            out.extend(self._create_one(object_name, dict(r)) for r in records[i : i + 200])
+            if self.creates == self.lose_create_answer:
+                raise WriteAnswerLost("POST: the answer was lost (the fake says so)")
+        return out
+
+    def _update_one(self, object_name: str, values: dict[str, Any]) -> Any:
+        rid = str(values.pop("Id"))
+        row = self.records.get(object_name, {}).get(rid)
+        if row is None:
+            return WriteResult(None, False, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        if row.get("IsDeleted"):
+            return WriteResult(None, False, "ENTITY_IS_DELETED", "entity is deleted")
+        refused = self._refuse(object_name, values, create=False)
+        if refused is not None:
+            return refused
+        row.update(values)
+        return WriteResult(rid, True)
+
+    def update(self, object_name: str, records: list[dict[str, Any]]) -> list[Any]:
+        out = []
+        for i in range(0, len(records), 200):
+            self.api_calls += 1
+            self.write_calls += 1
+            out.extend(self._update_one(object_name, dict(r)) for r in records[i : i + 200])
+        return out
+
+    def upsert(self, object_name: str, field_name: str, records: list[dict[str, Any]]) -> list[Any]:
+        out = []
+        for i in range(0, len(records), 200):
+            self.api_calls += 1
+            self.write_calls += 1
+            for r in records[i : i + 200]:
+                key = r.get(field_name)
+                match = [x for x in self.live(object_name) if key is not None and x.get(field_name) == key]
+                if match:
+                    res = self._update_one(object_name, {**r, "Id": match[0]["Id"]})
+                    out.append(WriteResult(res.id, res.success, res.code, res.message, created=False))
+                else:
+                    out.append(self._create_one(object_name, dict(r)))
+        return out
+
+    def undelete(self, ids: list[str]) -> list[Any]:
+        out = []
+        for i in range(0, len(ids), 200):
+            self.api_calls += 1
+            self.write_calls += 1
+            for rid in ids[i : i + 200]:
+                found = [(o, t[rid]) for o, t in self.records.items() if rid in t]
+                if not found or not found[0][1].get("IsDeleted"):
+                    out.append(WriteResult(rid, False, "UNDELETE_FAILED", "Entity is not in the recycle bin"))
+                    continue
+                object_name, row = found[0]
+                row["IsDeleted"] = False
+                for rel in self.describes[object_name].get("childRelationships", []):
+                    if rel.get("cascadeDelete"):
+                        for child in self.records.get(rel["childSObject"], {}).values():
+                            if child.get(rel["field"]) == rid:
+                                child["IsDeleted"] = False
+                out.append(WriteResult(rid, True))
+        return out
+
+    def bulk_ingest(
+        self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""
+    ) -> list[Any]:
+        self.api_calls += 6  # create, upload, close, poll, successful and failed results
+        self.write_calls += 3
+        if operation == "insert":
+            self.creates += 1
+            out = [self._create_one(object_name, dict(r)) for r in records]
+            if self.creates == self.lose_create_answer:
+                raise WriteAnswerLost("the Bulk job's answer was lost (the fake says so)")
+            return out
+        if operation == "update":
+            return [self._update_one(object_name, dict(r)) for r in records]
+        raise NotImplementedError(operation)

@@ -1,0 +1,215 @@
+"""The restore job on the fakes (milliseconds): the per-record decisions against the target's state, the Id map
+re-linking children of re-created parents, a dry run that writes nothing, a resume after a create whose answer
+was lost (its intent resolved, nothing created twice), failed records that do not stop the rest, the owner
+fallback, a retry of the Failed records, masking for another org, and the read-back proof."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+from sfvault.restore.v1 import restore_pb2 as rpb
+
+from services.jobrunner.application import JobExecutor, Result, finished
+from services.jobrunner.job_run import JobControl, Tuning
+from services.jobrunner.service import error_kinds
+from tests.jobrunner.fakes import FakeRestoreStorage, FakeTables, FakeWriteOrg
+
+SOURCE = "00D000000000001AAA"
+OTHER = "00D000000000002AAA"
+T0 = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+DAMAGE = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
+OWNER = "005000000000002AAA"
+
+
+def acc(n: int) -> str:
+    return f"001{n:012d}AAA"
+
+
+def con(n: int) -> str:
+    return f"003{n:012d}AAA"
+
+
+def account(n: int, **kw: Any) -> dict[str, Any]:
+    return {"Id": acc(n), "Name": f"Account {n}", "Phone": f"555-{n:04d}", "OwnerId": OWNER, **kw}
+
+
+def contact(n: int, parent: int, **kw: Any) -> dict[str, Any]:
+    return {"Id": con(n), "LastName": f"Contact {n}", "Email": f"c{n}@example.org", "AccountId": acc(parent), **kw}
+
+
+def spec(session: str = "s1", *, target: str = SOURCE, **restore: Any) -> jobs_pb2.JobSpec:
+    selections = restore.pop("selections", None)
+    if selections is None:
+        sel = rpb.RestoreSelection(object_name="Account")
+        sel.deleted_since.FromDatetime(DAMAGE)
+        changed = rpb.RestoreSelection(object_name="Account")
+        changed.changed_since.FromDatetime(DAMAGE)
+        selections = [sel, changed]
+    rs = rpb.RestoreSpec(source_org_id="o1", target_org_id="o2", selections=selections, **restore)
+    rs.as_of.FromDatetime(DAMAGE - dt.timedelta(hours=1))
+    return jobs_pb2.JobSpec(
+        session_id=session,
+        job_id="restore",
+        type=ev.JOB_TYPE_RESTORE,
+        org_id="o1",
+        salesforce_org_id=SOURCE,
+        restore=jobs_pb2.RestoreJob(spec=rs, target_salesforce_org_id=target),
+    )
+
+
+def world() -> tuple[FakeRestoreStorage, FakeWriteOrg]:
+    """The backup: accounts 1-6 with contacts 11-16 (one each). The org since the damage: account 1 in the recycle
+    bin with its contact, account 2 and its contact purged, account 3's phone changed, accounts 4-6 untouched."""
+    storage = FakeRestoreStorage()
+    org = FakeWriteOrg()
+    accounts = [account(n) for n in range(1, 7)]
+    contacts = [contact(10 + n, n) for n in range(1, 7)]
+    org.put("Account", *accounts)
+    org.put("Contact", *contacts)
+    for a in accounts:
+        n = int(a["Id"][3:15])
+        when = {"deleted_at": DAMAGE + dt.timedelta(hours=1)} if n in (1, 2) else {}
+        if n == 3:
+            when = {"changed_at": DAMAGE + dt.timedelta(hours=1)}
+        storage.back_up(SOURCE, "Account", a, **when)
+    for c in contacts:
+        parent = int(c["AccountId"][3:15])
+        when = {"deleted_at": DAMAGE + dt.timedelta(hours=1)} if parent in (1, 2) else {}
+        storage.back_up(SOURCE, "Contact", c, **when)
+    org.delete("Account", acc(1))
+    org.delete("Account", acc(2), purge=True)
+    org.records["Account"][acc(3)]["Phone"] = "000"
+    return storage, org
+
+
+def execute(storage: FakeRestoreStorage, org: FakeWriteOrg, job: jobs_pb2.JobSpec, attempt: int = 1) -> Result:
+    executor = JobExecutor(
+        storage, FakeTables(), lambda _spec: org, error_kinds(), tuning=Tuning(bulk_threshold=2000), mask_secret=b"k"
+    )
+    return executor.execute(job, JobControl(), attempt)
+
+
+def states(storage: FakeRestoreStorage, session: str) -> dict[str, int]:
+    return {sid: o.state for sid, o in storage.outcomes[session].items()}
+
+
+def counts(result: Result) -> dict[str, tuple[int, int, int, int, int]]:
+    return {c.object_name: (c.created, c.updated, c.undeleted, c.skipped, c.failed) for c in result.restore}
+
+
+def test_each_record_is_decided_against_the_target_and_children_follow_their_new_parent() -> None:
+    storage, org = world()
+    result = execute(storage, org, spec())
+    assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    got = states(storage, "s1")
+    assert got[acc(1)] == rpb.RECORD_STATE_UNDELETED
+    assert got[acc(2)] == rpb.RECORD_STATE_CREATED
+    assert got[acc(3)] == rpb.RECORD_STATE_UPDATED
+    # account 1's contact came back with it (cascade undelete); account 2's contact re-created under the new Id
+    assert got[con(11)] == rpb.RECORD_STATE_SKIPPED
+    assert got[con(12)] == rpb.RECORD_STATE_CREATED
+    new_account = storage.outcomes["s1"][acc(2)].target_id
+    new_contact = storage.outcomes["s1"][con(12)].target_id
+    assert new_account != acc(2) and org.records["Account"][new_account]["Name"] == "Account 2"
+    assert org.records["Contact"][new_contact]["AccountId"] == new_account
+    assert org.records["Account"][acc(3)]["Phone"] == "555-0003"
+    assert storage.outcomes["s1"][acc(3)].changed_fields == ["Phone"]
+    assert storage.get_id_map(SOURCE, SOURCE, [acc(2), con(12)]) == {acc(2): new_account, con(12): new_contact}
+    assert result.verification is not None and result.verification.done and result.verification.verified
+    # the children (2 levels down) of the changed account 3 are in the scope too: its contact is as it was
+    assert got[con(13)] == rpb.RECORD_STATE_SKIPPED
+    assert result.verification.matching == 6 and result.verification.differing == 0
+    assert counts(result) == {"Account": (1, 1, 1, 0, 0), "Contact": (1, 0, 0, 2, 0)}
+    event = finished(result)
+    assert event.verification.verified and {c.object_name for c in event.restore} == {"Account", "Contact"}
+
+    # the same restore again: the org already holds the backup's state, nothing is written
+    writes = org.write_calls
+    again = execute(storage, org, spec("s2"))
+    assert again.outcome == ev.JOB_OUTCOME_SUCCESS, again.message
+    assert set(states(storage, "s2").values()) == {rpb.RECORD_STATE_SKIPPED}
+    assert org.write_calls == writes
+    assert len(org.live("Account")) == 6 and len(org.live("Contact")) == 6
+
+
+def test_a_dry_run_predicts_the_real_run_and_writes_nothing() -> None:
+    storage, org = world()
+    preview = execute(storage, org, spec("dry", dry_run=True))
+    assert preview.outcome == ev.JOB_OUTCOME_SUCCESS, preview.message
+    assert org.write_calls == 0
+    assert org.records["Account"][acc(1)]["IsDeleted"] and acc(2) not in org.records["Account"]
+    assert preview.verification is not None and not preview.verification.done
+    assert storage.get_id_map(SOURCE, SOURCE, []) == {}
+    real = execute(storage, org, spec("real"))
+    assert counts(preview) == counts(real)
+    assert states(storage, "dry") == states(storage, "real")
+
+
+def test_a_create_whose_answer_was_lost_is_found_not_created_again() -> None:
+    storage, org = world()
+    org.lose_create_answer = 1  # Account 2's create reaches the org, its answer does not come back
+    first = execute(storage, org, spec())
+    assert first.disposition == "nak" and first.outcome == 0, first.message
+    assert [i.batch_key for i in storage.list_restore_intents("s1", "restore")] == ["Account:create:2"]
+    second = execute(storage, org, spec(), attempt=2)
+    assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
+    assert [r["Id"] for r in org.live("Account") if r["Name"] == "Account 2"] == [
+        storage.outcomes["s1"][acc(2)].target_id
+    ]
+    assert "answer was lost" in storage.outcomes["s1"][acc(2)].note
+    assert storage.list_restore_intents("s1", "restore") == []
+    assert len([r for r in org.live("Contact") if r["LastName"] == "Contact 12"]) == 1
+    assert counts(second)["Account"] == (1, 1, 1, 0, 0)
+
+
+def test_failed_records_do_not_stop_the_rest_and_a_retry_takes_only_them() -> None:
+    storage, org = world()
+    # account 5 and 6 purged; the backup of 5 has no Name (the org requires one), 6 has an inactive owner
+    storage.back_up(SOURCE, "Account", account(5, Name=None), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    storage.back_up(SOURCE, "Account", account(6, OwnerId="005000000000003AAA"), deleted_at=DAMAGE)
+    org.inactive_users.add("005000000000003AAA")
+    org.delete("Account", acc(5), purge=True)
+    org.delete("Account", acc(6), purge=True)
+    result = execute(storage, org, spec())
+    assert result.outcome == ev.JOB_OUTCOME_WARNING, result.message
+    failed = storage.outcomes["s1"][acc(5)]
+    assert failed.state == rpb.RECORD_STATE_FAILED and failed.error_code == "REQUIRED_FIELD_MISSING"
+    owner = storage.outcomes["s1"][acc(6)]
+    assert owner.state == rpb.RECORD_STATE_CREATED and "owner replaced" in owner.note
+    assert org.records["Account"][owner.target_id]["OwnerId"] == org.user
+    assert states(storage, "s1")[acc(2)] == rpb.RECORD_STATE_CREATED
+    # contact 15's parent failed: it is re-created with its (optional) lookup left empty, and says so
+    assert storage.outcomes["s1"][con(15)].state == rpb.RECORD_STATE_CREATED
+    assert "AccountId" in storage.outcomes["s1"][con(15)].note
+    assert "1 record(s) failed" in result.message
+
+    # the user fixes the cause; the retry re-runs the Failed record only
+    storage.back_up(SOURCE, "Account", account(5), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    retry = execute(storage, org, spec("s2", retry_of="s1", selections=[]))
+    assert retry.outcome == ev.JOB_OUTCOME_SUCCESS, retry.message
+    assert states(storage, "s2") == {acc(5): rpb.RECORD_STATE_CREATED}
+
+
+def test_another_org_gets_masked_values_and_upserts_on_the_external_id() -> None:
+    storage, _org = world()
+    target = FakeWriteOrg()
+    target.put("Account", {"Id": acc(500), "Name": "Seeded", "Ext__c": "E1", "OwnerId": target.user})
+    storage.back_up(SOURCE, "Account", account(1, Ext__c="E1"), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    masks = [rpb.MaskRule(object_name="Account", field="Phone", rule="phone")]
+    all_accounts = [rpb.RestoreSelection(object_name="Account", all=True)]
+    result = execute(
+        storage,
+        target,
+        spec(target=OTHER, selections=all_accounts, masks=masks, match_on="Ext__c", owner_map={OWNER: target.user}),
+    )
+    assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    phones = {str(r.get("Phone")) for r in target.live("Account")}
+    assert not phones & {f"555-{n:04d}" for n in range(1, 7)}
+    assert target.records["Account"][acc(500)]["Name"] == "Account 1"  # matched on Ext__c, updated in place
+    assert len(target.live("Account")) == 6
+    contacts = {r["LastName"]: r for r in target.live("Contact")}
+    new_of = storage.get_id_map(SOURCE, OTHER, [])
+    assert contacts["Contact 12"]["AccountId"] == new_of[acc(2)]
