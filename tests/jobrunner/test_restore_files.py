@@ -1,0 +1,388 @@
+"""File restore: a backed-up body comes back as a new version of its document when the document is still in
+the target, as a new document published to the restored parent (Id-mapped) and linked to the other restored
+records the backup's links name when it is gone, an Attachment re-created under its restored parent; equal
+bodies are Skipped; a dry run writes nothing; a create whose answer was lost is found, not made twice. On
+in-memory fakes (milliseconds); the body uploads themselves (JSON and streamed multipart) against sforg."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+from sfvault.restore.v1 import restore_pb2 as rpb
+from sfvault.storage.v1 import storage_pb2 as spb
+
+from services.jobrunner import restore_files as rf
+from services.jobrunner.job_run import JobControl, JobRun, Tuning
+from services.jobrunner.restore_files import BlobWriter, Body, Written, multipart, restore_files, spool
+from tests.jobrunner.fakes import FakeStorage, FakeTables
+
+SRC = "00Dxx0000001"
+AT = Timestamp(seconds=1_790_000_000)
+ACC_OLD, ACC_NEW, ACC2 = "001000000000001AAA", "001000000000009AAA", "001000000000002AAA"
+USER = "005000000000001AAA"
+
+
+@dataclass
+class Result:
+    id: str | None
+    success: bool
+    code: str = ""
+    message: str = ""
+
+
+@dataclass
+class FakeTargetOrg:
+    """The target's files: versions by document, attachments, links; every write logged."""
+
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # 068 -> {ContentDocumentId, body, ...}
+    attachments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    records: set[str] = field(default_factory=set)  # Ids of records that exist (link targets)
+    writes: list[str] = field(default_factory=list)
+    refuse_first_publish: bool = False
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(100))
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self.ids):012d}AAA"
+
+    def query_in(self, object_name: str, fields: list[str], field_name: str, values: list[str]) -> list[dict[str, Any]]:
+        if object_name == "ContentDocument":
+            docs = {v["ContentDocumentId"] for v in self.versions.values()}
+            return [{"Id": d} for d in values if d in docs]
+        if object_name == "ContentVersion":
+            return [
+                {"Id": vid, **{k: v for k, v in row.items() if k != "body"}, "ContentSize": len(row["body"])}
+                for vid, row in self.versions.items()
+                if str(row.get(field_name) if field_name != "Id" else vid) in values
+            ]
+        if object_name == "Attachment":
+            return [
+                {"Id": aid, "ParentId": a["ParentId"], "Name": a["Name"], "BodyLength": len(a["body"])}
+                for aid, a in self.attachments.items()
+                if aid in values
+            ]
+        raise AssertionError(object_name)
+
+    def create(self, object_name: str, records: list[dict[str, Any]]) -> list[Result]:
+        assert object_name == "ContentDocumentLink"
+        self.writes.append("links")
+        out = []
+        for r in records:
+            if r["LinkedEntityId"] not in self.records:
+                out.append(Result(None, False, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))
+                continue
+            self.links.append(r)
+            out.append(Result(self.new_id("06A"), True))
+        return out
+
+    def user_id(self) -> str:
+        return USER
+
+    def created_since(self, object_name: str, user_id: str, since: Any, fields: list[str]) -> list[dict[str, Any]]:
+        rows = self.versions if object_name == "ContentVersion" else self.attachments
+        return [{"Id": i, **{k: r.get(k) for k in fields}} for i, r in rows.items() if r.get("mine")]
+
+    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> Written:
+        self.writes.append(f"create {object_name}")
+        data = body.read_all()
+        if object_name == "ContentVersion":
+            if "FirstPublishLocationId" in values and self.refuse_first_publish:
+                return Written(None, False, "INVALID_FIELD", "No such column 'FirstPublishLocationId'")
+            doc = values.get("ContentDocumentId") or self.new_id("069")
+            for v in self.versions.values():
+                if v["ContentDocumentId"] == doc:
+                    v["IsLatest"] = False
+            vid = self.new_id("068")
+            self.versions[vid] = {**values, "ContentDocumentId": doc, "body": data, "IsLatest": True, "mine": True}
+            if values.get("FirstPublishLocationId"):
+                self.links.append({"ContentDocumentId": doc, "LinkedEntityId": values["FirstPublishLocationId"]})
+            return Written(vid, True)
+        if values["ParentId"] not in self.records:
+            return Written(None, False, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+        aid = self.new_id("00P")
+        self.attachments[aid] = {**values, "body": data, "mine": True}
+        return Written(aid, True)
+
+    def update_body(self, object_name: str, record_id: str, body: Body) -> Written:
+        self.writes.append(f"update {object_name}")
+        self.attachments[record_id]["body"] = body.read_all()
+        return Written(None, True)
+
+    def body_sha256(self, object_name: str, record_id: str, field_name: str) -> str:
+        row = self.versions.get(record_id) or self.attachments[record_id]
+        return hashlib.sha256(row["body"]).hexdigest()
+
+
+@dataclass
+class FakeBackup:
+    """The backup's records (canonical values) and bodies, by object and Id."""
+
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    bodies: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    id_map: dict[str, str] = field(default_factory=dict)
+    intents: set[str] = field(default_factory=set)
+
+    def add(self, obj: str, rid: str, body: bytes | None = None, **values: Any) -> None:
+        self.records.setdefault(obj, {})[rid] = values
+        if body is not None:
+            self.bodies[(obj, rid)] = body
+
+    def read_records_as_of(self, req: spb.ReadRecordsAsOfRequest) -> Iterator[spb.RecordBatch]:
+        assert req.org_id == SRC and req.as_of == AT
+        rows = self.records.get(req.object_name, {})
+        if req.ids:
+            chosen = [(i, rows[i]) for i in req.ids if i in rows]
+        else:
+            chosen = [(i, r) for i, r in rows.items() if r.get(req.where_field) in req.where_in]
+        yield spb.RecordBatch(
+            records=[spb.RecordVersion(record_id=i, values_json=json.dumps(r).encode()) for i, r in chosen]
+        )
+
+    def get_id_map(self, source: str, target: str, ids: list[str]) -> dict[str, str]:
+        return {i: self.id_map[i] for i in ids if i in self.id_map}
+
+    def get_file(self, org_id: str, object_name: str, record_id: str, as_of: Timestamp | None) -> Any:
+        assert as_of == AT
+        data = self.bodies.get((object_name, record_id))
+        if data is None:
+            return None
+        return [
+            spb.GetFileResponse(file=spb.FileVersion(record_id=record_id, size=len(data), file_name="f.bin")),
+            spb.GetFileResponse(data=data[: len(data) // 2]),
+            spb.GetFileResponse(data=data[len(data) // 2 :]),
+        ]
+
+    def record_restore_intent(self, req: spb.RecordRestoreIntentRequest) -> bool:
+        again = req.batch_key in self.intents
+        self.intents.add(req.batch_key)
+        return again
+
+
+def _run(target: str = "") -> JobRun:
+    spec = jobs_pb2.JobSpec(
+        session_id="r1",
+        job_id="files",
+        type=ev.JOB_TYPE_RESTORE,
+        salesforce_org_id=SRC,
+        restore=jobs_pb2.RestoreJob(spec=rpb.RestoreSpec(as_of=AT), target_salesforce_org_id=target),
+    )
+
+    class Clock:
+        api_calls = 0
+
+        def org_now(self) -> Any:
+            import datetime as dt
+
+            return dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+
+    return JobRun(spec, FakeStorage(), FakeTables(), JobControl(), Tuning(), Clock())
+
+
+def _scene() -> tuple[FakeTargetOrg, FakeBackup]:
+    """Two files backed up: a document still in the org (its latest version changed since), and one whose
+    document is gone (linked to an Account that was re-created with a new Id, another Account and a user)."""
+    org, backup = FakeTargetOrg(), FakeBackup()
+    backup.add("ContentVersion", "068A", b"kept document, old body", ContentDocumentId="069A", Title="Kept")
+    backup.add(
+        "ContentVersion",
+        "068B",
+        b"gone document body" * 100,
+        ContentDocumentId="069B",
+        Title="Gone",
+        PathOnClient="gone.pdf",
+    )
+    for n, target in enumerate((ACC_OLD, ACC2, USER)):
+        backup.add("ContentDocumentLink", f"06A{n}", ContentDocumentId="069B", LinkedEntityId=target, ShareType="I")
+    org.versions["068A"] = {"ContentDocumentId": "069A", "Title": "Kept", "body": b"old", "IsLatest": False}
+    org.versions["068Z"] = {"ContentDocumentId": "069A", "Title": "Kept", "body": b"changed since", "IsLatest": True}
+    org.records |= {ACC_NEW, ACC2, USER}
+    return org, backup
+
+
+ITEMS = [
+    ("Account", ACC_OLD, ACC_NEW, rpb.RECORD_STATE_CREATED),  # re-created: its files follow its new Id
+    ("ContentVersion", "068A", "", rpb.RECORD_STATE_UPDATED),
+    ("ContentVersion", "068B", "", rpb.RECORD_STATE_CREATED),
+]
+
+
+def _states(result: rf.FileRestoreResult) -> dict[str, int]:
+    return {o.source_id: o.state for o in result.outcomes}
+
+
+def test_a_new_version_of_a_kept_document_and_a_new_linked_document_for_a_gone_one() -> None:
+    org, backup = _scene()
+    result = restore_files(_run(), org, backup, ITEMS, dry_run=False)
+
+    assert _states(result) == {"068A": rpb.RECORD_STATE_UPDATED, "068B": rpb.RECORD_STATE_CREATED}
+    kept = [v for v in org.versions.values() if v["ContentDocumentId"] == "069A" and v["IsLatest"]]
+    assert [v["body"] for v in kept] == [b"kept document, old body"]
+    new = next(v for v in org.versions.values() if v.get("Title") == "Gone")
+    assert new["body"] == b"gone document body" * 100 and new["PathOnClient"] == "gone.pdf"
+    assert new["FirstPublishLocationId"] == ACC_NEW  # the restored parent, Id-mapped
+    linked = {
+        (lnk["LinkedEntityId"], lnk.get("ShareType"))
+        for lnk in org.links
+        if lnk["ContentDocumentId"] == new["ContentDocumentId"]
+    }
+    assert linked == {(ACC_NEW, None), (ACC2, "I")}  # the user's link is not a record's
+    by = {o.source_id: o for o in result.outcomes}
+    assert by["068B"].target_id in org.versions and by["068A"].target_id in org.versions
+    assert (result.files, result.links) == (2, 1)
+    assert result.bytes == len(b"kept document, old body") + len(b"gone document body" * 100)
+    assert result.resolved_intents == ["file:ContentVersion:068A", "file:ContentVersion:068B"]
+    counts = {c.object_name: (c.created, c.updated, c.files) for c in result.counts()}
+    assert counts == {"ContentVersion": (1, 1, 2)}
+    assert not result.warnings
+
+    # again: the document's latest version is the backed-up body (Skipped); the other is re-created? no: it is
+    # the restore of the same items, and its new document is known only by the Id map the restore persisted
+    org.writes.clear()
+    again = restore_files(_run(), org, backup, ITEMS[:2], dry_run=False)
+    assert _states(again) == {"068A": rpb.RECORD_STATE_SKIPPED}
+    assert org.writes == []
+
+
+def test_a_dry_run_decides_everything_and_writes_nothing() -> None:
+    org, backup = _scene()
+    before = json.dumps({k: {**v, "body": v["body"].hex()} for k, v in org.versions.items()}, sort_keys=True)
+    result = restore_files(_run(), org, backup, ITEMS, dry_run=True)
+    assert _states(result) == {"068A": rpb.RECORD_STATE_UPDATED, "068B": rpb.RECORD_STATE_CREATED}
+    assert org.writes == [] and not backup.intents
+    assert json.dumps({k: {**v, "body": v["body"].hex()} for k, v in org.versions.items()}, sort_keys=True) == before
+    assert result.write_calls == 0 and result.files == 2
+
+
+def test_an_attachment_is_recreated_under_its_restored_parent_or_skipped_when_equal() -> None:
+    org, backup = _scene()
+    backup.add("Attachment", "00PA", b"attached", ParentId=ACC_OLD, Name="a.txt", ContentType="text/plain")
+    backup.add("Attachment", "00PB", b"same", ParentId=ACC2, Name="b.txt")
+    backup.add("Attachment", "00PC", b"orphan", ParentId="001000000000077AAA", Name="c.txt")
+    backup.add("Attachment", "00PD", b"the backup's body", ParentId=ACC2, Name="d.txt")
+    org.attachments["00PB"] = {"ParentId": ACC2, "Name": "b.txt", "body": b"same"}
+    org.attachments["00PD"] = {"ParentId": ACC2, "Name": "d.txt", "body": b"another body"}
+    items = [ITEMS[0], *(("Attachment", a, "", rpb.RECORD_STATE_CREATED) for a in ("00PA", "00PB", "00PC", "00PD"))]
+    result = restore_files(_run(), org, backup, items, dry_run=False)
+    assert _states(result) == {
+        "00PA": rpb.RECORD_STATE_CREATED,
+        "00PB": rpb.RECORD_STATE_SKIPPED,
+        "00PC": rpb.RECORD_STATE_FAILED,
+        "00PD": rpb.RECORD_STATE_UPDATED,
+    }
+    made = next(a for a in org.attachments.values() if a.get("Name") == "a.txt")
+    assert (made["ParentId"], made["body"], made["ContentType"]) == (ACC_NEW, b"attached", "text/plain")
+    assert org.attachments["00PD"]["body"] == b"the backup's body"
+    failed = next(o for o in result.outcomes if o.source_id == "00PC")
+    assert failed.error_code == "INVALID_CROSS_REFERENCE_KEY"  # the org's word: its parent is not there
+    assert result.warnings == ["1 files were not restored"]
+
+    # into another org, a parent the restore did not map is not guessed
+    other = restore_files(_run(target="00Dother000001"), org, backup, [("Attachment", "00PC", "", 4)], dry_run=False)
+    assert [(o.state, o.error_code) for o in other.outcomes] == [(rpb.RECORD_STATE_FAILED, "PARENT_NOT_RESTORED")]
+
+
+def test_a_file_missing_from_the_backup_fails_alone() -> None:
+    org, backup = _scene()
+    result = restore_files(_run(), org, backup, [*ITEMS, ("ContentVersion", "068Q", "", 2)], dry_run=False)
+    assert _states(result)["068Q"] == rpb.RECORD_STATE_FAILED
+    assert _states(result)["068B"] == rpb.RECORD_STATE_CREATED
+
+
+def test_a_document_is_restored_by_its_latest_backed_up_version() -> None:
+    org, backup = _scene()
+    backup.add("ContentVersion", "068B0", b"older", ContentDocumentId="069B", Title="Gone", IsLatest=False)
+    backup.records["ContentVersion"]["068B"]["IsLatest"] = True
+    result = restore_files(_run(), org, backup, [ITEMS[0], ("ContentDocument", "069B", "", 4)], dry_run=False)
+    assert _states(result) == {"069B": rpb.RECORD_STATE_CREATED}
+    assert any(v["body"] == b"gone document body" * 100 for v in org.versions.values())
+
+
+def test_a_create_whose_answer_was_lost_is_found_not_made_again() -> None:
+    org, backup = _scene()
+    backup.intents.add("file:ContentVersion:068B")  # an earlier attempt sent it...
+    made = org.new_id("068")
+    org.versions[made] = {"ContentDocumentId": "069N", "Title": "Gone", "body": b"x", "IsLatest": True, "mine": True}
+    result = restore_files(_run(), org, backup, ITEMS, dry_run=False)
+    assert {o.source_id: o.target_id for o in result.outcomes}["068B"] == made
+    assert sum(1 for v in org.versions.values() if v.get("Title") == "Gone") == 1
+
+
+def test_an_org_refusing_first_publish_location_gets_the_document_then_its_links() -> None:
+    org, backup = _scene()
+    org.refuse_first_publish = True
+    result = restore_files(_run(), org, backup, ITEMS, dry_run=False)
+    assert _states(result)["068B"] == rpb.RECORD_STATE_CREATED
+    new = next(v for v in org.versions.values() if v.get("Title") == "Gone")
+    assert {lnk["LinkedEntityId"] for lnk in org.links if lnk["ContentDocumentId"] == new["ContentDocumentId"]} == {
+        ACC_NEW,
+        ACC2,
+    }
+
+
+def test_a_body_is_spooled_hashed_and_sent_multipart_as_a_stream() -> None:
+    data = bytes(range(256)) * 5000
+    body = spool([spb.GetFileResponse(file=spb.FileVersion(file_name='r"x.pdf')), spb.GetFileResponse(data=data)])
+    assert body is not None
+    assert (body.size, body.sha256, body.md5) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.md5(data).hexdigest(),
+    )
+    stream = multipart({"Title": "r"}, body, "VersionData")
+    raw = stream.read()
+    assert len(raw) == len(stream)
+    boundary = stream.content_type.split("boundary=")[1]
+    parts = raw.split(f"--{boundary}".encode())
+    assert parts[-1] == b"--\r\n"
+    head, _, payload = parts[2].partition(b"\r\n\r\n")
+    assert b'name="VersionData"; filename="rx.pdf"' in head
+    assert payload == data + b"\r\n"
+    assert json.loads(parts[1].partition(b"\r\n\r\n")[2]) == {"Title": "r"}
+    assert spool([]) is None
+
+
+@pytest.mark.integration
+def test_bodies_uploaded_to_sforg_as_json_and_multipart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sforg.testing import running_org
+    from tests.jobrunner.conftest import SECRET_ENV, org_client
+
+    with running_org(tmp_path, scale="tiny", seed=5) as info:
+        monkeypatch.setenv(SECRET_ENV, info["client_secret"])
+        client = org_client(info)
+        writer = BlobWriter(client)
+        small = spool([spb.GetFileResponse(data=b"small body")])
+        monkeypatch.setattr(rf, "JSON_MAX", 1000)
+        large_data = b"0123456789" * 20_000
+        large = spool([spb.GetFileResponse(data=large_data)])
+        assert small is not None and large is not None
+        first = writer.create_with_body("ContentVersion", {"Title": "S", "PathOnClient": "s.txt"}, small)
+        assert first.success and first.id, first
+        second = writer.create_with_body("ContentVersion", {"Title": "L", "PathOnClient": "l.bin"}, large)
+        assert second.success and second.id, second
+        assert writer.body_sha256("ContentVersion", second.id, "VersionData") == hashlib.sha256(large_data).hexdigest()
+        assert (
+            writer.body_sha256("ContentVersion", first.id, "VersionData") == hashlib.sha256(b"small body").hexdigest()
+        )
+        assert writer.write_calls == 2
+        doc = client.call(lambda sf: sf.query(f"SELECT ContentDocumentId FROM ContentVersion WHERE Id = '{first.id}'"))
+        doc_id = doc["records"][0]["ContentDocumentId"]
+        if not doc_id:
+            pytest.skip("this sforg does not make a ContentDocument on a REST ContentVersion insert yet (H1)")
+        third = writer.create_with_body(
+            "ContentVersion", {"Title": "S2", "PathOnClient": "s.txt", "ContentDocumentId": doc_id}, large
+        )
+        assert third.success, third
+        rows = client.call(
+            lambda sf: sf.query(f"SELECT Id, IsLatest FROM ContentVersion WHERE ContentDocumentId = '{doc_id}'")
+        )
+        assert {r["Id"]: r["IsLatest"] for r in rows["records"]} == {first.id: False, third.id: True}
