@@ -12,12 +12,17 @@ from sfvault.session.v1 import session_pb2 as api
 from sfvault.session.v1 import session_pb2_grpc
 
 from services.platform import events, timestamps
-from services.platform.auth import current_principal
-from services.platform.errors import InvalidArgument, grpc_errors
-from services.session import translate
+from services.platform.auth import current_principal, note_for_audit
+from services.platform.errors import InvalidArgument, RequestError, grpc_errors
+from services.session import restore_request, translate
 from services.session.application import SessionService
+from services.session.domain import RESTORE_KINDS
 
 MAX_PAGE = 500
+
+
+class PermissionDenied(RequestError):
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 def _encode_token(token: tuple[dt.datetime, str] | None) -> str:
@@ -47,6 +52,16 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
         stall = request.stall_timeout.ToTimedelta() if request.HasField("stall_timeout") else None
         if stall is not None and stall < dt.timedelta(0):
             raise InvalidArgument("stall_timeout must not be negative")
+        kind = translate.KIND_FROM_PB.get(request.kind)
+        if kind is None:
+            raise InvalidArgument(f"unknown kind {request.kind}")
+        # the door lets operators and restorers in; which of them may start this kind is decided here
+        principal = current_principal.get()
+        needed = restore_request.role_for(kind)
+        if principal.role and not principal.allows(needed):
+            raise PermissionDenied(f"starting a {kind.value} session needs the {needed} role")
+        if kind in RESTORE_KINDS:
+            note_for_audit(restore_request.audit_scope(kind, request.org_id, request.restore))
         session = await self.app.start(
             policy_id=request.policy_id,
             org_id=request.org_id,
@@ -54,6 +69,8 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             trigger=request.trigger,
             requested_by=_caller(context, self.caller),
             session_id=request.session_id,
+            kind=kind,
+            restore=request.restore if request.HasField("restore") else None,
         )
         return translate.session_to_pb(session)
 
@@ -72,7 +89,13 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             status = translate.STATUS_FROM_PB.get(request.status)
             if status is None:
                 raise InvalidArgument(f"unknown status {request.status}")
+        kind = None
+        if request.kind != 0:
+            kind = translate.KIND_FROM_PB.get(request.kind)
+            if kind is None:
+                raise InvalidArgument(f"unknown kind {request.kind}")
         page = await self.app.list(
+            kind=kind,
             policy_id=request.policy_id,
             status=status,
             after=timestamps.from_pb(request, "requested_after"),
@@ -100,6 +123,10 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
 
     @grpc_errors
     async def CancelSession(self, request: api.CancelSessionRequest, context: grpc.aio.ServicerContext) -> api.Session:
+        principal = current_principal.get()
+        needed = restore_request.role_for((await self.app.get(request.session_id)).kind)
+        if principal.role and not principal.allows(needed):
+            raise PermissionDenied(f"cancelling this session needs the {needed} role")
         session = await self.app.cancel(
             request.session_id, requested_by=_caller(context, self.caller), reason=request.reason
         )

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
+from sfvault.restore.v1 import restore_pb2 as rpb
 
 from services.platform import errors, events, telemetry
 from services.platform.ports import Delivered
 from services.session import domain as d
-from services.session import translate
+from services.session import restore_request, translate
 from services.session.domain import Page
 from services.session.ports import Clock, ProjectionStore, Publisher
 
@@ -218,9 +219,24 @@ class SessionService:
         trigger: str,
         requested_by: str,
         session_id: str = "",
+        kind: d.Kind = d.Kind.BACKUP,
+        restore: rpb.RestoreSpec | None = None,
     ) -> d.Session:
-        _check_id("policy_id", policy_id)
-        _check_id("org_id", org_id)
+        """A backup of a policy, or a restore (kind RESTORE / METADATA_RESTORE, `restore` its spec: checked here,
+        its source org from `org_id` or its own, `requested_by` the caller). Who may start which kind is the
+        API's check (restore_request.role_for)."""
+        spec: rpb.RestoreSpec | None = None
+        if kind in d.RESTORE_KINDS:
+            if policy_id:
+                _check_id("policy_id", policy_id)
+            spec = restore_request.check(kind, org_id, restore)
+            spec.requested_by = requested_by
+            org_id = spec.source_org_id
+        elif restore is not None:
+            raise Invalid("restore is only for a restore session (kind RESTORE or METADATA_RESTORE)")
+        else:
+            _check_id("policy_id", policy_id)
+            _check_id("org_id", org_id)
         if session_id:
             _check_id("session_id", session_id)
             with contextlib.suppress(NotFound):
@@ -229,7 +245,12 @@ class SessionService:
             raise Invalid("stall_timeout must be at least one second (or zero for the default)")
         session_id = session_id or uuid.uuid4().hex
         payload = pb.SessionRequested(
-            policy_id=policy_id, org_id=org_id, trigger=trigger or "manual", requested_by=requested_by
+            policy_id=policy_id,
+            org_id=org_id,
+            trigger=trigger or "manual",
+            requested_by=requested_by,
+            kind=translate.KIND_TO_PB[kind],
+            restore=spec,
         )
         if stall_timeout is not None:
             payload.stall_timeout.FromTimedelta(stall_timeout)

@@ -65,4 +65,19 @@ MIGRATIONS = [
     ALTER TABLE sessions ADD COLUMN cancelled_at timestamptz;
     UPDATE sessions SET cancelled_at = updated_at WHERE cancel_requested;
     """,
+    # restores (issue 17): the kind, the spec (its JSON form), and per job the restore counts and the read-back;
+    # the session's restore_counts and verification are derived from its jobs (like totals), kept for reading
+    """
+    ALTER TABLE sessions
+        ADD COLUMN kind text NOT NULL DEFAULT 'BACKUP',
+        ADD COLUMN restore jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN restore_resolved boolean NOT NULL DEFAULT false,
+        ADD COLUMN restore_counts jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN verification jsonb NOT NULL DEFAULT '{}';
+    CREATE INDEX sessions_kind_listed ON sessions (kind, listed_at DESC, session_id DESC);
+    ALTER TABLE jobs
+        ADD COLUMN restore_uploaded jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN restore_reported jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN verification jsonb NOT NULL DEFAULT '{}';
+    """,
 ]

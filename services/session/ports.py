@@ -58,6 +58,7 @@ class ProjectionStore(Protocol):
         before: dt.datetime | None = None,
         page_size: int = 50,
         page_after: tuple[dt.datetime, str] | None = None,
+        kind: d.Kind | None = None,
     ) -> d.Page:
         """Newest first by the time listed (requested, else started), then session id, both descending."""
         ...

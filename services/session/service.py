@@ -34,8 +34,8 @@ ROLES = {
     "ListSessions": "viewer",
     "ListJobs": "viewer",
     "WatchSession": "viewer",
-    "StartSession": "operator",
-    "CancelSession": "operator",
+    "StartSession": "operator|restorer",  # a backup for operators, a restore for restorers (api.StartSession)
+    "CancelSession": "operator|restorer",
 }
 
 

@@ -44,6 +44,11 @@ _SESSION_COLUMNS = [
     "jobs_with_errors",
     "version",
     "warnings",
+    "kind",
+    "restore",
+    "restore_resolved",
+    "restore_counts",
+    "verification",
 ]
 _JOB_COLUMNS = [
     "session_id",
@@ -64,6 +69,9 @@ _JOB_COLUMNS = [
     "finished_at",
     "worker_id",
     "expected_chunks",
+    "restore_uploaded",
+    "restore_reported",
+    "verification",
 ]
 
 
@@ -82,6 +90,18 @@ def _upsert(schema: str, table: str, columns: list[str], key: list[str]) -> sql.
 
 def _counts_json(c: d.Counts) -> str:
     return json.dumps(c.to_json(), separators=(",", ":"))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _objects_json(objects: d.ObjectCounts) -> str:
+    return _json({name: counts.to_json() for name, counts in objects.items()})
+
+
+def _objects(data: dict[str, Any]) -> dict[str, d.RestoreCounts]:
+    return {name: d.RestoreCounts.from_json(counts) for name, counts in data.items()}
 
 
 def session_row(s: d.Session) -> tuple[Any, ...]:
@@ -111,6 +131,11 @@ def session_row(s: d.Session) -> tuple[Any, ...]:
         s.jobs_with_errors,
         s.version,
         list(s.warnings),
+        s.kind.value,
+        _json(dict(s.restore)),
+        s.restore_resolved,
+        _objects_json(s.restore_counts),
+        _json(s.verification.to_json()),
     )
 
 
@@ -134,6 +159,9 @@ def job_row(session_id: str, j: d.Job) -> tuple[Any, ...]:
         j.finished_at,
         j.worker_id,
         j.expected_chunks,
+        _objects_json(j.restore_uploaded),
+        _objects_json(j.restore_reported),
+        _json(j.verification.to_json()),
     )
 
 
@@ -146,6 +174,9 @@ def _job_from_row(r: dict[str, Any]) -> d.Job:
         uploaded=d.Counts.from_json(r["uploaded"]),
         reported=d.Counts.from_json(r["reported"]),
         chunks_ahead=frozenset(r["chunks_ahead"]),
+        restore_uploaded=_objects(r["restore_uploaded"]),
+        restore_reported=_objects(r["restore_reported"]),
+        verification=d.Verification.from_json(r["verification"]),
     )
 
 
@@ -157,6 +188,7 @@ def _session_from_row(r: dict[str, Any], jobs: dict[str, d.Job]) -> d.Session:
         stall_timeout=dt.timedelta(seconds=r["stall_timeout_s"]) if r["stall_timeout_s"] else None,
         jobs=jobs,
         warnings=tuple(r["warnings"]),
+        kind=d.Kind(r["kind"]),
     )
 
 
@@ -265,8 +297,11 @@ class Projection:
         before: dt.datetime | None = None,
         page_size: int = 50,
         page_after: tuple[dt.datetime, str] | None = None,
+        kind: d.Kind | None = None,
     ) -> Page:
-        return await reconnected(self.pool, lambda: self._list(policy_id, status, after, before, page_size, page_after))
+        return await reconnected(
+            self.pool, lambda: self._list(policy_id, status, after, before, page_size, page_after, kind)
+        )
 
     async def _list(
         self,
@@ -276,12 +311,16 @@ class Projection:
         before: dt.datetime | None,
         page_size: int,
         page_after: tuple[dt.datetime, str] | None,
+        kind: d.Kind | None,
     ) -> Page:
         where: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []
         if policy_id:
             where.append(sql.SQL("policy_id = %s"))
             params.append(policy_id)
+        if kind is not None:
+            where.append(sql.SQL("kind = %s"))
+            params.append(kind.value)
         if status is not None:
             where.append(sql.SQL("status = %s"))
             params.append(status.value)

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import duration_pb2
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from sfvault.events.v1 import events_pb2 as pb
+from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.session.v1 import session_pb2 as api
 
 from services.platform import events, timestamps
 from services.session import domain as d
 
-_JOB_TYPES = {pb.JOB_TYPE_METADATA: "metadata", pb.JOB_TYPE_FILE: "file", pb.JOB_TYPE_DATA: "data"}
+_JOB_TYPES = {
+    pb.JOB_TYPE_METADATA: "metadata",
+    pb.JOB_TYPE_FILE: "file",
+    pb.JOB_TYPE_DATA: "data",
+    pb.JOB_TYPE_RESTORE: "restore",
+    pb.JOB_TYPE_METADATA_RESTORE: "metadata_restore",
+}
 _JOB_TYPES_BACK = {v: k for k, v in _JOB_TYPES.items()}
 # the domain's enums and the protobuf ones share their member names (a missing one fails at import)
 _OUTCOMES_BACK: dict[d.Outcome, pb.JobOutcome.ValueType] = {
@@ -22,6 +31,55 @@ _OUTCOMES = {v: k for k, v in _OUTCOMES_BACK.items()}
 STATUS_TO_PB = {s: pb.SessionStatus.Value(f"SESSION_STATUS_{s.name}") for s in d.Status}
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 _PHASES = {p: api.JobState.Value(f"JOB_STATE_{p.name}") for p in d.Phase}
+KIND_TO_PB = {k: rpb.SessionKind.Value(f"SESSION_KIND_{k.name}") for k in d.Kind}
+KIND_FROM_PB: dict[int, d.Kind] = {int(v): k for k, v in KIND_TO_PB.items()} | {
+    int(rpb.SESSION_KIND_UNSPECIFIED): d.Kind.BACKUP
+}
+
+
+def kind_from_pb(value: int) -> d.Kind:
+    kind = KIND_FROM_PB.get(int(value))
+    if kind is None:
+        raise events.MalformedEvent(f"unknown session kind {value}")
+    return kind
+
+
+def spec_to_json(spec: rpb.RestoreSpec) -> dict[str, Any]:
+    """A restore spec as the session keeps it (its JSON form); empty when unset."""
+    return MessageToDict(spec, preserving_proto_field_name=True)
+
+
+def spec_from_json(data: Mapping[str, Any]) -> rpb.RestoreSpec:
+    spec = rpb.RestoreSpec()
+    if data:
+        try:
+            ParseDict(dict(data), spec, ignore_unknown_fields=True)
+        except ParseError as exc:  # a spec stored by a newer shape: what can be read is shown
+            raise events.MalformedEvent(f"restore spec: {exc}") from exc
+    return spec
+
+
+def restore_counts_from_pb(items: Iterable[rpb.ObjectRestoreCounts]) -> dict[str, d.RestoreCounts]:
+    """Per object (the same object twice in one message is summed)."""
+    found: dict[str, d.RestoreCounts] = {}
+    for item in items:
+        counts = d.RestoreCounts(*(getattr(item, f) for f in d.RESTORE_FIELDS))
+        found = d.add_objects(found, {item.object_name: counts})
+    return found
+
+
+def restore_counts_to_pb(objects: Mapping[str, d.RestoreCounts]) -> list[rpb.ObjectRestoreCounts]:
+    return [rpb.ObjectRestoreCounts(object_name=name, **objects[name].to_json()) for name in sorted(objects)]
+
+
+def verification_from_pb(v: rpb.Verification) -> d.Verification:
+    return d.Verification(
+        done=v.done, verified=v.verified, matching=v.matching, differing=v.differing, samples=tuple(v.samples)
+    )
+
+
+def verification_to_pb(v: d.Verification) -> rpb.Verification:
+    return rpb.Verification(**v.to_json())
 
 
 def _duration(value: duration_pb2.Duration) -> dt.timedelta | None:
@@ -47,11 +105,19 @@ def to_domain(env: pb.Envelope) -> d.Event:
             stall_timeout=_duration(p.stall_timeout),
             trigger=p.trigger,
             requested_by=p.requested_by,
+            kind=kind_from_pb(p.kind),
+            restore=spec_to_json(p.restore),
         )
     if kind == "session_started":
         q = env.session_started
         return d.SessionStarted(
-            **base, policy_id=q.policy_id, org_id=q.org_id, initial=q.initial, stall_timeout=_duration(q.stall_timeout)
+            **base,
+            policy_id=q.policy_id,
+            org_id=q.org_id,
+            initial=q.initial,
+            stall_timeout=_duration(q.stall_timeout),
+            kind=kind_from_pb(q.kind),
+            restore=spec_to_json(q.restore),
         )
     if kind == "jobs_planned":
         jobs = tuple(d.PlannedJob(j.job_id, _JOB_TYPES.get(j.type, ""), j.object_name) for j in env.jobs_planned.jobs)
@@ -68,8 +134,12 @@ def to_domain(env: pb.Envelope) -> d.Event:
     if kind == "chunk_uploaded":
         if env.chunk_uploaded.chunk_seq < 1:
             raise events.MalformedEvent("ChunkUploaded with chunk_seq < 1")
+        cu = env.chunk_uploaded
         return d.ChunkUploaded(
-            **base, chunk_seq=env.chunk_uploaded.chunk_seq, counts=events.counts_from_pb(env.chunk_uploaded.counts)
+            **base,
+            chunk_seq=cu.chunk_seq,
+            counts=events.counts_from_pb(cu.counts),
+            restore=restore_counts_from_pb(cu.restore),
         )
     if kind == "job_finished":
         jf = env.job_finished
@@ -79,7 +149,13 @@ def to_domain(env: pb.Envelope) -> d.Event:
         if jf.chunks < 0:
             raise events.MalformedEvent("JobFinished with a negative chunk count")
         return d.JobFinished(
-            **base, outcome=outcome, message=jf.message, counts=events.counts_from_pb(jf.counts), chunks=jf.chunks
+            **base,
+            outcome=outcome,
+            message=jf.message,
+            counts=events.counts_from_pb(jf.counts),
+            chunks=jf.chunks,
+            restore=restore_counts_from_pb(jf.restore),
+            verification=verification_from_pb(jf.verification),
         )
     if kind == "job_terminated":
         return d.JobTerminated(**base, reason=env.job_terminated.reason)
@@ -112,9 +188,14 @@ def session_to_pb(s: d.Session) -> api.Session:
         requested_at=timestamps.to_pb(s.requested_at),
         started_at=timestamps.to_pb(s.started_at),
         finished_at=timestamps.to_pb(s.finished_at),
+        kind=KIND_TO_PB[s.kind],
     )
     if s.stall_timeout is not None:
         msg.stall_timeout.FromTimedelta(s.stall_timeout)
+    if s.is_restore:
+        msg.restore.CopyFrom(spec_from_json(s.restore))
+        msg.restore_counts.extend(restore_counts_to_pb(s.restore_counts))
+        msg.verification.CopyFrom(verification_to_pb(s.verification))
     return msg
 
 
@@ -144,4 +225,6 @@ def finished_payload(s: d.Session) -> pb.SessionFinished:
         reason=s.reason,
         jobs_total=len(s.jobs),
         jobs_with_errors=s.jobs_with_errors,
+        restore=restore_counts_to_pb(s.restore_counts) if s.is_restore else [],
+        verification=verification_to_pb(s.verification) if s.is_restore else None,
     )

@@ -103,12 +103,15 @@ class FakeProjection:
         before: dt.datetime | None = None,
         page_size: int = 50,
         page_after: tuple[dt.datetime, str] | None = None,
+        kind: d.Kind | None = None,
     ) -> d.Page:
         rows = sorted(((st.listed_at, sid) for sid, st in self.sessions.items()), reverse=True)
         chosen = []
         for listed, sid in rows:
             s = self.sessions[sid].session
             if policy_id and s.policy_id != policy_id:
+                continue
+            if kind is not None and s.kind != kind:
                 continue
             if status is not None and s.status != status:
                 continue

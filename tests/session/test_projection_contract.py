@@ -116,3 +116,52 @@ async def test_list_is_newest_first_filtered_and_paged(projection: ProjectionSto
     assert [s.session_id for s in window.sessions] == ["s3", "s2"]
     assert (await projection.list(status=d.Status.RUNNING)).sessions == []
     assert len((await projection.list(status=d.Status.PENDING)).sessions) == 5
+
+
+def restore_session(sid: str, minute: int) -> d.Session:
+    at = T0 + dt.timedelta(minutes=minute)
+    spec = {"source_org_id": "o1", "selections": [{"object_name": "Account", "all": True}], "dry_run": True}
+    counts = d.RestoreCounts(created=2, skipped=3, failed=1, write_calls=2)
+    check = d.Verification(done=True, verified=False, matching=4, differing=1, samples=("Account 001 Name: differs",))
+    return d.fold_all(
+        None,
+        [
+            d.SessionRequested(
+                event_id=f"req-{sid}", session_id=sid, at=at, org_id="o1", kind=d.Kind.RESTORE, restore=spec
+            ),
+            d.SessionStarted(
+                event_id=f"st-{sid}",
+                session_id=sid,
+                at=at,
+                kind=d.Kind.RESTORE,
+                restore={**spec, "target_org_id": "o1"},
+            ),
+            d.JobsPlanned(event_id=f"pl-{sid}", session_id=sid, at=at, jobs=(d.PlannedJob("r", "restore"),)),
+            d.ChunkUploaded(
+                event_id=f"cu-{sid}", session_id=sid, job_id="r", at=at, chunk_seq=1, restore={"Account": counts}
+            ),
+            d.JobFinished(
+                event_id=f"jf-{sid}",
+                session_id=sid,
+                job_id="r",
+                at=at,
+                outcome=d.Outcome.WARNING,
+                chunks=1,
+                restore={"Account": counts, "Contact": d.RestoreCounts(updated=1)},
+                verification=check,
+            ),
+        ],
+    )  # type: ignore[return-value]
+
+
+async def test_a_restore_session_reads_back_equal_and_lists_by_kind(projection: ProjectionStore) -> None:
+    restore = restore_session("r1", 3)
+    assert restore.status == d.Status.WARNING
+    await save(projection, session("s1", 1), restore)
+    back = await projection.get("r1")
+    assert back == restore
+    assert back is not None and back.restore_counts["Contact"] == d.RestoreCounts(updated=1)
+    assert back.verification.differing == 1 and back.restore["target_org_id"] == "o1"
+    assert [s.session_id for s in (await projection.list(kind=d.Kind.RESTORE)).sessions] == ["r1"]
+    assert [s.session_id for s in (await projection.list(kind=d.Kind.BACKUP)).sessions] == ["s1"]
+    assert len((await projection.list()).sessions) == 2
