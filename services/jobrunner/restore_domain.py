@@ -328,13 +328,16 @@ def restore_order(infos: Mapping[str, ObjectInfo]) -> tuple[list[str], dict[str,
 # ---------------------------------------------------------------- values
 
 
-def to_salesforce(values: Mapping[str, Any], info: ObjectInfo) -> dict[str, Any]:
+def to_salesforce(values: Mapping[str, Any], info: ObjectInfo, *, problems: list[str] | None = None) -> dict[str, Any]:
     """A backup record's canonical values (values_json decoded) -> the JSON values Salesforce accepts on write:
     booleans, numbers (integral ones as integers), dates YYYY-MM-DD, datetimes UTC with milliseconds, times,
     multipicklists as "A;B", references as 18-character Ids, text as is. Only the fields a restore may write
     are kept (`writable`), keyed in describe's spelling: Id, system, audit, formula and compound fields and
     base64 bodies are left out; a component missing from `values` is taken from its compound's value.
-    Raises InvalidArgument (naming the field, never the value) for a value that is not of its field's type."""
+    A value that is not of its field's type (the field's type changed since the backup, or differs in another
+    org) raises InvalidArgument (naming the field, never the value); with `problems` given, the field is left
+    out instead and a reason appended ("NumberOfEmployees: the backup's value is not a valid int"), so one
+    record's drift never stops the rest."""
     out: dict[str, Any] = {}
     by_lower = {k.lower(): v for k, v in values.items()}
     for f in info.fields.values():
@@ -351,7 +354,12 @@ def to_salesforce(values: Mapping[str, Any], info: ObjectInfo) -> dict[str, Any]
             raw = compound[key]
         else:
             continue
-        out[f.name] = _to_sf_value(raw, f)
+        try:
+            out[f.name] = _to_sf_value(raw, f)
+        except InvalidArgument:
+            if problems is None:
+                raise
+            problems.append(f"{f.name}: the backup's value is not a valid {f.sf_type}")
     return out
 
 

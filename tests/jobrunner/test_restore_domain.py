@@ -346,6 +346,9 @@ def test_to_salesforce_refuses_a_value_not_of_its_type_without_echoing_it() -> N
     with pytest.raises(ValueError) as err:
         rd.to_salesforce({"NumberOfEmployees": "secret-words"}, ACCOUNT)
     assert "NumberOfEmployees" in str(err.value) and "secret" not in str(err.value)
+    problems: list[str] = []
+    out = rd.to_salesforce({"NumberOfEmployees": "secret-words", "Name": "Acme"}, ACCOUNT, problems=problems)
+    assert out == {"Name": "Acme"} and problems == ["NumberOfEmployees: the backup's value is not a valid int"]
 
 
 # ---------------------------------------------------------------- references
