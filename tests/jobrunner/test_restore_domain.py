@@ -376,7 +376,12 @@ def test_rewrite_references_reads_15_and_18_character_ids_alike(as_given: str) -
     out, reasons = rd.rewrite_references({"ParentId": as_given}, ACCOUNT, {ACC1: new1[:15]}, lambda i: False)
     assert out == {"ParentId": new1} and reasons == []
     seen: list[str] = []
-    out, _ = rd.rewrite_references({"ParentId": as_given}, ACCOUNT, {}, lambda i: seen.append(i) or True)
+
+    def present(i: str) -> bool:
+        seen.append(i)
+        return True
+
+    out, _ = rd.rewrite_references({"ParentId": as_given}, ACCOUNT, {}, present)
     assert out == {"ParentId": ACC1} and seen == [ACC1]
 
 
@@ -754,12 +759,12 @@ def test_decide_compares_only_the_given_fields() -> None:
 
 def test_match_created_pairs_each_source_with_its_own_row() -> None:
     new = [sfid("001", 100 + i) for i in range(4)]
-    expected = {
+    expected: dict[str, dict[str, Any]] = {
         "s1": {"Name": "A", "NumberOfEmployees": 1},
         "s2": {"Name": "B", "NumberOfEmployees": 2, "ParentId": ACC1},
         "s3": {"Name": "C"},
     }
-    candidates = [
+    candidates: list[dict[str, Any]] = [
         {"Id": new[0], "Name": "B", "NumberOfEmployees": 2.0, "ParentId": ACC1[:15], "Website": "set by a flow"},
         {"Id": new[1][:15], "Name": "A", "NumberOfEmployees": 1},
         {"Id": new[2], "Name": "Z"},  # someone else's
