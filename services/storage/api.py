@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import psycopg
+from sfvault.restore.v1 import restore_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.platform import events, timestamps
@@ -31,6 +32,7 @@ from services.storage.domain import (
     ObjectSchema,
     ReadEntry,
     RecordVersionRow,
+    RestoreOutcome,
 )
 
 log = logging.getLogger(__name__)
@@ -122,9 +124,35 @@ def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
 def _chunk_result(outcome: ChunkOutcome) -> storage_pb2.ChunkResult:
     return storage_pb2.ChunkResult(
         counts=events.counts_to_pb(outcome.counts),
+        restore=[restore_pb2.ObjectRestoreCounts(**r.to_json()) for r in outcome.restore],
         replayed=outcome.replayed,
         unknown_ids=outcome.result.get("unknown_ids", []),
     )
+
+
+def _record_outcome(o: RestoreOutcome) -> restore_pb2.RecordOutcome:
+    return restore_pb2.RecordOutcome(
+        object_name=o.object_name,
+        source_id=o.source_id,
+        target_id=o.target_id,
+        state=o.state,  # type: ignore[arg-type]
+        error_code=o.error_code,
+        message=o.message,
+        changed_fields=list(o.changed_fields),
+        note=o.note,
+    )
+
+
+def _selection_target(request: storage_pb2.ReadRecordsAsOfRequest) -> str:
+    """What a ReadRecordsAsOf selected, for its audit entry (names and counts, never a value)."""
+    if request.ids:
+        return f"ids:{len(request.ids)}"
+    if request.where_field:
+        return f"where:{request.where_field[:200]}:{len(request.where_in)}"
+    for name in ("deleted_since", "changed_since"):
+        if request.HasField(name):
+            return name
+    return "all" if request.all else ""
 
 
 def _version(org_id: str, object_name: str, v: RecordVersionRow) -> storage_pb2.RecordVersion:
@@ -452,4 +480,131 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 for e in entries
             ],
             next_page_token=next_token,
+        )
+
+    # --- restore (issue 17) --------------------------------------------------------------------------------
+
+    @_streaming
+    async def ReadRecordsAsOf(
+        self, request: storage_pb2.ReadRecordsAsOfRequest, context: Any
+    ) -> AsyncIterator[storage_pb2.RecordBatch]:
+        when = _when(request)
+        target = _selection_target(request)
+        with self._reading("ReadRecordsAsOf", request.org_id, request.object_name, target, when) as read:
+            async for batch in self.storage.records_as_of(
+                request.org_id,
+                request.object_name,
+                when,
+                ids=list(request.ids),
+                deleted_since=_when(request, "deleted_since"),
+                changed_since=_when(request, "changed_since"),
+                all_=request.all,
+                where_field=request.where_field,
+                where_in=list(request.where_in),
+                batch_size=request.batch_size,
+            ):
+                fields = (
+                    [
+                        storage_pb2.FieldSchema(
+                            name=f.name,
+                            type=int(f.type),  # type: ignore[arg-type]
+                            calculated=f.calculated,
+                            sf_type=f.sf_type,
+                            label=f.label,
+                        )
+                        for f in batch.schema.fields
+                    ]
+                    if batch.schema is not None
+                    else []
+                )
+                yield storage_pb2.RecordBatch(
+                    records=[_version(request.org_id, batch.object_name, v) for v in batch.records],
+                    fields=fields,
+                    missing=batch.missing,
+                    missing_ids=list(batch.missing_ids),
+                )
+                read.count += len(batch.records)
+
+    @_unary
+    async def RecordRestoreIntent(
+        self, request: storage_pb2.RecordRestoreIntentRequest, context: Any
+    ) -> storage_pb2.RecordRestoreIntentResponse:
+        recorded = await self.storage.record_restore_intent(
+            request.org_id,
+            request.session_id,
+            request.job_id,
+            request.batch_key,
+            request.object_name,
+            list(request.source_ids),
+            _when(request, "sent_at"),
+        )
+        return storage_pb2.RecordRestoreIntentResponse(already_recorded=not recorded)
+
+    @_unary
+    async def ListRestoreIntents(
+        self, request: storage_pb2.ListRestoreIntentsRequest, context: Any
+    ) -> storage_pb2.ListRestoreIntentsResponse:
+        rows = await self.storage.restore_intents(request.session_id, request.job_id)
+        return storage_pb2.ListRestoreIntentsResponse(
+            intents=[
+                storage_pb2.RestoreIntent(
+                    batch_key=r.batch_key,
+                    object_name=r.object_name,
+                    source_ids=list(r.source_ids),
+                    sent_at=timestamps.to_pb(r.sent_at),
+                )
+                for r in rows
+            ]
+        )
+
+    @_unary
+    async def PutRestoreOutcomes(
+        self, request: storage_pb2.PutRestoreOutcomesRequest, context: Any
+    ) -> storage_pb2.ChunkResult:
+        outcomes = [
+            RestoreOutcome(
+                o.object_name,
+                o.source_id,
+                o.target_id,
+                int(o.state),
+                o.error_code,
+                o.message,
+                tuple(o.changed_fields),
+                o.note,
+            )
+            for o in request.outcomes
+        ]
+        outcome = await self.storage.put_restore_outcomes(
+            request.source_org_id,
+            request.target_org_id,
+            request.session_id,
+            request.job_id,
+            request.chunk_seq,
+            outcomes,
+            resolved_intents=list(request.resolved_intents),
+            dry_run=request.dry_run,
+            write_calls=request.write_calls,
+            api_calls=request.api_calls,
+            files=request.files,
+        )
+        return _chunk_result(outcome)
+
+    @_unary
+    async def GetIdMap(self, request: storage_pb2.GetIdMapRequest, context: Any) -> storage_pb2.GetIdMapResponse:
+        ids = await self.storage.id_map(request.source_org_id, request.target_org_id, list(request.source_ids))
+        return storage_pb2.GetIdMapResponse(ids=ids)
+
+    @_unary
+    async def ListRestoreRecords(
+        self, request: storage_pb2.ListRestoreRecordsRequest, context: Any
+    ) -> storage_pb2.ListRestoreRecordsResponse:
+        outcomes, next_token = await self.storage.restore_records(
+            request.session_id,
+            state=int(request.state),
+            object_name=request.object_name,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return storage_pb2.ListRestoreRecordsResponse(
+            outcomes=[_record_outcome(o) for o in outcomes], next_page_token=next_token
         )

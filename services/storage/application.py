@@ -13,17 +13,21 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.canonical import (
     CanonicalColumnsIn,
+    canonical_json,
 )
 from services.platform import telemetry
 from services.platform.failpoints import failpoint
 from services.storage.audit import ReadAuditLog
 from services.storage.domain import (
     CANONICAL_RULES,
+    MAX_BATCH_KEY,
+    MAX_SELECTED_IDS,
+    RECORD_STATES,
     ChunkDigest,
     ChunkOutcome,
     Counts,
@@ -38,22 +42,35 @@ from services.storage.domain import (
     ObjectSchema,
     RecordCanonicalizer,
     RecordVersionRow,
+    RestoreIntentRow,
+    RestoreOutcome,
     RestorePointRow,
     SchemaRef,
     ScopeHistory,
     check_api_name,
     check_chunk_seq,
+    check_outcome,
     check_token,
+    id_map_entries,
     normalize_id,
     normalize_org_id,
     prepare_chunk,
+    restore_counts,
+    restore_digest,
     scope_history,
+    select_records,
 )
 from services.storage.outbox import ChunkEventRelay
 from services.storage.ports import ChunkPublisher, FileRepository, Store
 
 MAX_CACHED_JOBS = 20_000
 JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
+JOB_TYPE_RESTORE, JOB_TYPE_METADATA_RESTORE = 4, 5  # their chunks are PutRestoreOutcomes
+DEFAULT_RESTORE_BATCH, MAX_RESTORE_BATCH = 2_000, 10_000  # ReadRecordsAsOf's batches
+MAX_ID_MAP = 100_000  # GetIdMap's entries at most (more: ask by source_ids)
+MAX_MISSING_IDS = 100  # missing_ids of a ReadRecordsAsOf
+DEFAULT_RESTORE_PAGE, MAX_RESTORE_PAGE = 500, 5_000  # ListRestoreRecords
+_METADATA_OBJECT = re.compile(r"^metadata:[A-Za-z][A-Za-z0-9_]{0,254}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 log = logging.getLogger(__name__)
 
@@ -210,7 +227,7 @@ class Storage:
             await self._relay_job(job)
             return outcome
         failpoint("storage.chunk_committed")
-        await self.relay.announce(job.job_key, job.session_id, job.job_id, seq, outcome.counts)
+        await self.relay.announce(job.job_key, job.session_id, job.job_id, seq, outcome.counts, outcome.restore)
         return outcome
 
     # --- writes --------------------------------------------------------------------------------------------
@@ -499,6 +516,234 @@ class Storage:
             raise NotFound(f"no version of {type_} {full_name} at or before {when.isoformat()}")
         content = b"".join([chunk async for chunk in self.files.read(rows[0].location)])
         return rows[0], content
+
+    # --- restore (issue 17) ----------------------------------------------------------------------------------
+
+    async def records_as_of(
+        self,
+        org_id: str,
+        object_name: str,
+        as_of: dt.datetime | None,
+        *,
+        ids: Sequence[str] = (),
+        deleted_since: dt.datetime | None = None,
+        changed_since: dt.datetime | None = None,
+        all_: bool = False,
+        where_field: str = "",
+        where_in: Sequence[str] = (),
+        batch_size: int = 0,
+    ) -> AsyncIterator[RecordsBatch]:
+        """ReadRecordsAsOf: per selected record, its last version at or before `as_of` if that version is live,
+        in batches (Id order). The first batch (always sent, empty or not) carries the object's fields at the schema
+        version in force at `as_of`, and the requested Ids with no live version then. values_json: every value of
+        the version (hashed and other values), canonical JSON."""
+        if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
+            raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
+        selection = select_records(
+            ids=ids,
+            deleted_since=deleted_since,
+            changed_since=changed_since,
+            all_=all_,
+            where_field=where_field,
+            where_in=where_in,
+        )
+        org_key, object_key, name = await self._object(org_id, object_name)
+        when = as_of or _now()
+        schema = await self.store.schema_as_of(object_key, name, when)
+        assert schema is not None  # an object is stored with its first schema
+        field = where_field
+        if where_field:
+            # the stored values are keyed in the schema's spelling; names are case-insensitive in Salesforce
+            field = next((f.name for f in schema.fields if f.name.lower() == where_field.lower()), where_field)
+        missing: list[str] = []
+        if selection.ids:
+            live = await self.store.live_ids_as_of(org_key, object_key, selection.ids, when)
+            missing = [i for i in selection.ids if i not in live]
+        limit = batch_size or DEFAULT_RESTORE_BATCH
+        after: str | None = ""
+        first = True
+        while after is not None:
+            rows, after = await self.store.records_as_of(
+                org_key, object_key, when, selection, after=after, limit=limit, where_field=field
+            )
+            if not rows and not first:
+                continue
+            records = await asyncio.to_thread(_canonical_versions, rows) if rows else []
+            if first:
+                yield RecordsBatch(records, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
+                first = False
+            else:
+                yield RecordsBatch(records, name)
+
+    async def _restore_job(self, org_id: str, session_id: str, job_id: str, seq: int) -> JobRef:
+        job = await self._job(org_id, session_id, job_id, seq)
+        if job.job_type not in (JOB_TYPE_RESTORE, JOB_TYPE_METADATA_RESTORE):
+            raise FailedPrecondition(
+                f"job {job_id} of session {session_id} is not a restore job (type {job.job_type}): begin it with"
+                " JOB_TYPE_RESTORE or JOB_TYPE_METADATA_RESTORE"
+            )
+        return job
+
+    def _outcome(self, job: JobRef, o: RestoreOutcome, i: int) -> RestoreOutcome:
+        if job.job_type == JOB_TYPE_METADATA_RESTORE and _METADATA_OBJECT.match(o.object_name or ""):
+            # a component: "metadata:<Type>", its full name where a record has its Id
+            if o.state not in RECORD_STATES:
+                raise InvalidArgument(f"outcome {i}: unknown state {o.state} (one of {sorted(RECORD_STATES)})")
+            for what, value in (("source_id", o.source_id), ("target_id", o.target_id)):
+                if len(value) > 1000 or "\x00" in value:
+                    raise InvalidArgument(f"outcome {i} {what} is not a component's full name")
+            if not o.source_id:
+                raise InvalidArgument(f"outcome {i} source_id (the component's full name) is required")
+            return replace(
+                o,
+                error_code=o.error_code.replace("\x00", "")[:10_000],
+                message=o.message.replace("\x00", "")[:10_000],
+                note=o.note.replace("\x00", "")[:10_000],
+            )
+        return check_outcome(o, i)
+
+    async def put_restore_outcomes(
+        self,
+        source_org_id: str,
+        target_org_id: str,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        outcomes: Sequence[RestoreOutcome],
+        *,
+        resolved_intents: Sequence[str] = (),
+        dry_run: bool = False,
+        write_calls: int = 0,
+        api_calls: int = 0,
+        files: int = 0,
+    ) -> ChunkOutcome:
+        """One chunk of a restore's outcomes (PutRestoreOutcomes), one transaction: the outcomes, the Id map
+        entries of the records now under another Id in the target (none in a dry run), the intents it resolves,
+        its ChunkUploaded (counts.api_calls, and counts per object in `restore`) in the outbox."""
+        job = await self._restore_job(target_org_id, session_id, job_id, seq)
+        source_org_key = await self._org_key(source_org_id)
+        for what, value in (("write_calls", write_calls), ("api_calls", api_calls), ("files", files)):
+            if value < 0:
+                raise InvalidArgument(f"{what} must be 0 or more, got {value}")
+        if len(outcomes) > self.max_chunk_records:
+            raise InvalidArgument(
+                f"chunk {seq} has {len(outcomes)} outcomes; at most {self.max_chunk_records} per PutRestoreOutcomes"
+            )
+        if len(resolved_intents) > self.max_chunk_records:
+            raise InvalidArgument(f"{len(resolved_intents)} resolved_intents; at most {self.max_chunk_records}")
+        for key in resolved_intents:
+            _check_batch_key(key, "resolved_intents entry")
+        checked = [self._outcome(job, o, i) for i, o in enumerate(outcomes)]
+        resolved = sorted(set(resolved_intents))
+        digest = restore_digest(normalize_org_id(source_org_id), job.org_id, checked, resolved, dry_run)
+        metadata = job.job_type == JOB_TYPE_METADATA_RESTORE
+        with telemetry.chunk_transaction(
+            "put_restore_outcomes", session_id=job.session_id, job_id=job.job_id, object_name="", chunk_seq=seq
+        ) as span:
+            outcome = await self.store.put_restore_outcomes(
+                job,
+                seq,
+                digest,
+                source_org_key=source_org_key,
+                outcomes=checked,
+                id_map={} if metadata else id_map_entries(checked, dry_run=dry_run),
+                resolved=resolved,
+                dry_run=dry_run,
+                counts=Counts(api_calls=api_calls),
+                restore=restore_counts(checked, write_calls=write_calls, files=files),
+            )
+            span.stored(replayed=outcome.replayed)
+        return await self._published(job, seq, outcome)
+
+    async def record_restore_intent(
+        self,
+        org_id: str,
+        session_id: str,
+        job_id: str,
+        batch_key: str,
+        object_name: str,
+        source_ids: Sequence[str],
+        sent_at: dt.datetime | None,
+    ) -> bool:
+        """Records a batch of creates before it is sent (idempotent); False when it was already recorded."""
+        job = await self._restore_job(org_id, session_id, job_id, 1)
+        _check_batch_key(batch_key, "batch_key")
+        check_api_name(object_name)
+        if len(source_ids) > MAX_SELECTED_IDS:
+            raise InvalidArgument(f"{len(source_ids)} source_ids; at most {MAX_SELECTED_IDS} per intent")
+        ids = [normalize_id(i, "source_ids entry") for i in source_ids]
+        return await self.store.record_intent(job, batch_key, object_name, ids, sent_at)
+
+    async def restore_intents(self, session_id: str, job_id: str) -> list[RestoreIntentRow]:
+        """A job's intents no PutRestoreOutcomes resolved yet, oldest first (an unknown job has none)."""
+        check_token(session_id, "session_id")
+        check_token(job_id, "job_id")
+        job = self._jobs.get((session_id, job_id)) or await self.store.job(session_id, job_id)
+        if job is None:
+            return []
+        return await self.store.open_intents(job.job_key)
+
+    async def id_map(self, source_org_id: str, target_org_id: str, source_ids: Sequence[str]) -> dict[str, str]:
+        """The Id map of (source org, target org): of these Ids, else all of it (an unknown org: empty)."""
+        source, target = normalize_org_id(source_org_id), normalize_org_id(target_org_id)
+        if len(source_ids) > MAX_ID_MAP:
+            raise InvalidArgument(f"{len(source_ids)} source_ids; at most {MAX_ID_MAP} per GetIdMap")
+        ids = sorted({normalize_id(i, "source_ids entry") for i in source_ids})
+        source_key, target_key = await self.store.org_key(source), await self.store.org_key(target)
+        if source_key is None or target_key is None:
+            return {}
+        found = await self.store.id_map(source_key, target_key, ids or None, MAX_ID_MAP + 1)
+        if len(found) > MAX_ID_MAP:
+            raise FailedPrecondition(
+                f"the Id map of {source} -> {target} has more than {MAX_ID_MAP} entries: ask by source_ids"
+            )
+        return found
+
+    async def restore_records(
+        self, session_id: str, *, state: int, object_name: str, page_size: int, page_token: str
+    ) -> tuple[list[RestoreOutcome], str]:
+        """A page of a restore session's outcomes (every job of it), in the order they were stored, and the token
+        of the next page ("" at the end); an unknown session has none."""
+        check_token(session_id, "session_id")
+        if state != 0 and state not in RECORD_STATES:
+            raise InvalidArgument(f"state {state} is not a RecordState (0: every state)")
+        if object_name and not _METADATA_OBJECT.match(object_name):
+            check_api_name(object_name)
+        if page_size < 0 or page_size > MAX_RESTORE_PAGE:
+            raise InvalidArgument(
+                f"page_size must be between 0 and {MAX_RESTORE_PAGE} (0: {DEFAULT_RESTORE_PAGE}), got {page_size}"
+            )
+        if page_token and not (page_token.isascii() and page_token.isdigit() and int(page_token) < 2**63):
+            raise InvalidArgument("page_token is not one this service gave (use next_page_token as it came)")
+        size = page_size or DEFAULT_RESTORE_PAGE
+        rows = await self.store.restore_records(
+            session_id, state=state, object_name=object_name, after=int(page_token or 0), limit=size + 1
+        )
+        more = len(rows) > size
+        rows = rows[:size]
+        return [o for _id, o in rows], str(rows[-1][0]) if more else ""
+
+
+@dataclass(frozen=True)
+class RecordsBatch:
+    """One batch of ReadRecordsAsOf; the first carries the schema and what was missing."""
+
+    records: list[RecordVersionRow]
+    object_name: str
+    schema: ObjectSchema | None = None
+    missing: int = 0
+    missing_ids: tuple[str, ...] = ()
+
+
+def _canonical_versions(rows: list[RecordVersionRow]) -> list[RecordVersionRow]:
+    """The versions with their values as canonical JSON (PostgreSQL's jsonb writes its own spacing and key order)."""
+    return [replace(r, values_json=canonical_json(json.loads(r.values_json)).decode()) for r in rows]
+
+
+def _check_batch_key(key: str, what: str) -> str:
+    if not key or len(key) > MAX_BATCH_KEY or not key.isprintable():
+        raise InvalidArgument(f"{what} must be 1-{MAX_BATCH_KEY} printable characters")
+    return key
 
 
 def _csv_value(value: Any) -> Any:

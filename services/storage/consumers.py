@@ -1,15 +1,17 @@
 """What storage publishes on the bus: ChunkUploaded of each committed chunk, from the outbox (storage consumes
-nothing)."""
+nothing); a restore chunk's carries its counts per object (`restore`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from sfvault.events.v1 import events_pb2
+from sfvault.restore.v1 import restore_pb2
 
 from services.platform import events
 from services.platform.bus import Bus
-from services.storage.domain import Counts
+from services.storage.domain import Counts, RestoreCounts
 
 
 class BusChunkPublisher:
@@ -20,9 +22,20 @@ class BusChunkPublisher:
         self.bus = bus
 
     async def chunk_uploaded(
-        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+        self,
+        session_id: str,
+        job_id: str,
+        chunk_seq: int,
+        counts: Counts,
+        occurred_at: dt.datetime | None = None,
+        *,
+        restore: Sequence[RestoreCounts] = (),
     ) -> None:
-        payload = events_pb2.ChunkUploaded(chunk_seq=chunk_seq, counts=events.counts_to_pb(counts))
+        payload = events_pb2.ChunkUploaded(
+            chunk_seq=chunk_seq,
+            counts=events.counts_to_pb(counts),
+            restore=[restore_pb2.ObjectRestoreCounts(**r.to_json()) for r in restore],
+        )
         env = events.envelope(
             payload,
             session_id=session_id,
@@ -38,6 +51,13 @@ class NullPublisher:
     """For tools that write without a bus (benchmarks, offline imports)."""
 
     async def chunk_uploaded(
-        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+        self,
+        session_id: str,
+        job_id: str,
+        chunk_seq: int,
+        counts: Counts,
+        occurred_at: dt.datetime | None = None,
+        *,
+        restore: Sequence[RestoreCounts] = (),
     ) -> None:
         return None

@@ -5,6 +5,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -73,8 +74,12 @@ __all__ = [
     "PreparedColumns",
     "ReadEntry",
     "RecordCanonicalizer",
+    "RecordSelection",
     "RecordVersionRow",
     "RecordsChunk",
+    "RestoreCounts",
+    "RestoreIntentRow",
+    "RestoreOutcome",
     "RestorePointRow",
     "SchemaRef",
     "Scope",
@@ -90,16 +95,21 @@ __all__ = [
     "canon_time",
     "check_api_name",
     "check_chunk_seq",
+    "check_outcome",
     "check_token",
     "classify",
     "content_hash",
     "dedupe_last",
+    "id_map_entries",
     "id_suffix",
     "normalize_id",
     "normalize_org_id",
     "prepare_chunk",
     "rescope",
+    "restore_counts",
+    "restore_digest",
     "scope_history",
+    "select_records",
     "values_hash",
 ]
 
@@ -484,6 +494,11 @@ class ChunkOutcome:
     def counts(self) -> Counts:
         return Counts.from_json(self.result["counts"])
 
+    @property
+    def restore(self) -> tuple[RestoreCounts, ...]:
+        """A restore chunk's counts per object (none for other chunks)."""
+        return tuple(RestoreCounts.from_json(r) for r in self.result.get("restore") or ())
+
 
 @dataclass(frozen=True)
 class PendingEvent:
@@ -495,6 +510,7 @@ class PendingEvent:
     job_id: str
     counts: Counts
     committed_at: dt.datetime
+    restore: tuple[RestoreCounts, ...] = ()  # a restore chunk's counts per object
 
 
 @dataclass(frozen=True)
@@ -576,3 +592,189 @@ class MetadataInput:
     deleted: bool
     last_modified_date: dt.datetime | None
     file_name: str
+
+
+# --- restore (issue 17) ------------------------------------------------------------------------------------------
+
+# restore.v1.RecordState: what happened (or would happen) to one record
+SKIPPED, UPDATED, UNDELETED, CREATED, FAILED = 1, 2, 3, 4, 5
+RECORD_STATES = {SKIPPED: "skipped", UPDATED: "updated", UNDELETED: "undeleted", CREATED: "created", FAILED: "failed"}
+MAX_TEXT = 10_000  # an outcome's error_code, message and note are cut to this many characters
+MAX_BATCH_KEY = 200
+
+
+@dataclass(frozen=True)
+class RestoreCounts:
+    """A restore's counts of one object (restore.v1.ObjectRestoreCounts): records per state, and the chunk's
+    Salesforce write calls and file bodies."""
+
+    object_name: str
+    created: int = 0
+    updated: int = 0
+    undeleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    fields_left_out: int = 0
+    files: int = 0
+    write_calls: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RestoreCounts:
+        return cls(
+            str(data.get("object_name", "")),
+            *(int(data.get(f.name, 0)) for f in dataclasses.fields(cls) if f.name != "object_name"),
+        )
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """One record's outcome (restore.v1.RecordOutcome), its Ids in the 18-character form."""
+
+    object_name: str
+    source_id: str
+    target_id: str
+    state: int
+    error_code: str = ""
+    message: str = ""
+    changed_fields: tuple[str, ...] = ()
+    note: str = ""
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text holds no NUL; an org's messages can be long
+    return value.replace("\x00", "")[:MAX_TEXT]
+
+
+def check_outcome(o: RestoreOutcome, i: int) -> RestoreOutcome:
+    """An outcome as stored: known state, valid Ids (target_id may be empty: a failed record, or a dry run's
+    would-be creation), names that are API names. InvalidArgument names the outcome at fault."""
+    if o.state not in RECORD_STATES:
+        raise InvalidArgument(f"outcome {i}: unknown state {o.state} (one of {sorted(RECORD_STATES)})")
+    check_api_name(o.object_name, f"outcome {i} object_name")
+    source = normalize_id(o.source_id, f"outcome {i} source_id")
+    target = normalize_id(o.target_id, f"outcome {i} target_id") if o.target_id else ""
+    for name in o.changed_fields:
+        check_api_name(name, f"outcome {i} changed field")
+    return RestoreOutcome(
+        o.object_name,
+        source,
+        target,
+        o.state,
+        _text(o.error_code),
+        _text(o.message),
+        tuple(o.changed_fields),
+        _text(o.note),
+    )
+
+
+def restore_counts(outcomes: Sequence[RestoreOutcome], *, write_calls: int, files: int) -> tuple[RestoreCounts, ...]:
+    """Counts per object, objects in the order they first appear. The chunk's write calls and files go to its
+    first object (a chunk is usually one object's); a chunk without outcomes that wrote or restored files counts
+    them under the object name ""."""
+    per: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        counts = per.setdefault(o.object_name, {})
+        state = RECORD_STATES[o.state]
+        counts[state] = counts.get(state, 0) + 1
+    if not per and (write_calls or files):
+        per[""] = {}
+    out = []
+    for n, (name, counts) in enumerate(per.items()):
+        extra = {"write_calls": write_calls, "files": files} if n == 0 else {}
+        out.append(RestoreCounts(name, **counts, **extra))
+    return tuple(out)
+
+
+def id_map_entries(outcomes: Sequence[RestoreOutcome], *, dry_run: bool) -> dict[str, str]:
+    """{backup Id: target Id} of the records that are (now) in the target org under another Id: every outcome
+    but a failed one whose target_id is set and differs (Created; matched in another org). A dry run: none."""
+    if dry_run:
+        return {}
+    return {
+        o.source_id: o.target_id for o in outcomes if o.state != FAILED and o.target_id and o.target_id != o.source_id
+    }
+
+
+def restore_digest(
+    source_org: str, target_org: str, outcomes: Sequence[RestoreOutcome], resolved: Sequence[str], dry_run: bool
+) -> bytes:
+    """A restore chunk's identity: its records' outcomes (object, Ids, state), the intents it resolves, dry run.
+    A redelivery with the same identity returns the first result; messages and call counts may differ."""
+    digest = ChunkDigest()
+    digest.update(source_org, target_org, b"1" if dry_run else b"0", str(len(outcomes)))
+    for o in outcomes:
+        digest.update(o.object_name.lower(), o.source_id, o.target_id, str(o.state))
+    digest.update(str(len(resolved)), *resolved)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class RestoreIntentRow:
+    batch_key: str
+    object_name: str
+    source_ids: tuple[str, ...]
+    sent_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RecordSelection:
+    """Which records of an object ReadRecordsAsOf reads (exactly one kind; Ids 18 characters)."""
+
+    ids: tuple[str, ...] = ()
+    deleted_since: dt.datetime | None = None
+    changed_since: dt.datetime | None = None
+    all: bool = False
+    where_field: str = ""
+    where_in: tuple[str, ...] = ()
+
+
+MAX_SELECTED_IDS = 100_000
+
+
+def select_records(
+    *,
+    ids: Sequence[str],
+    deleted_since: dt.datetime | None,
+    changed_since: dt.datetime | None,
+    all_: bool,
+    where_field: str,
+    where_in: Sequence[str],
+) -> RecordSelection:
+    """The selection of a ReadRecordsAsOf, validated: exactly one of ids / deleted_since / changed_since / all /
+    where_field (with where_in); Ids checked and widened to 18 characters, duplicates dropped."""
+    given = [
+        name
+        for name, present in (
+            ("ids", bool(ids)),
+            ("deleted_since", deleted_since is not None),
+            ("changed_since", changed_since is not None),
+            ("all", all_),
+            ("where_field", bool(where_field)),
+        )
+        if present
+    ]
+    if len(given) != 1:
+        raise InvalidArgument(
+            "exactly one of ids, deleted_since, changed_since, all, where_field selects the records; "
+            + (f"got {', '.join(given)}" if given else "got none")
+        )
+    if where_in and not where_field:
+        raise InvalidArgument("where_in needs where_field (the reference field to match)")
+    if where_field and not where_in:
+        raise InvalidArgument(f"where_field {where_field!r} needs where_in (the Ids it may reference)")
+    for name, values in (("ids", ids), ("where_in", where_in)):
+        if len(values) > MAX_SELECTED_IDS:
+            raise InvalidArgument(f"{name} holds {len(values)} Ids; at most {MAX_SELECTED_IDS} per call")
+    if where_field:
+        check_api_name(where_field, "where_field")
+    return RecordSelection(
+        tuple(dict.fromkeys(normalize_id(i, "ids entry") for i in ids)),
+        deleted_since,
+        changed_since,
+        all_,
+        where_field,
+        tuple(dict.fromkeys(normalize_id(i, "where_in entry") for i in where_in)),
+    )

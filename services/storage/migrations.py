@@ -248,4 +248,51 @@ SET LOCAL lock_timeout = '10s';
 CREATE INDEX record_head_rules_1 ON record_head (org_key) WHERE rules = 1;
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8]
+# Version 9: restore (issue 17). A restore job is a job like any other (BeginJob with the TARGET org and
+# JOB_TYPE_RESTORE); its chunks (PutRestoreOutcomes, kind "restore") store:
+# - restore_outcomes: what happened (or, in a dry run, would happen) to each record, listed by session
+#   (ListRestoreRecords: the session's jobs, then keyset on outcome_id);
+# - restore_id_map: backup Id -> Id in the target org, per (source org, target org), for every record that came
+#   back under another Id (Created, or matched in another org); the session that first mapped it;
+# - restore_intents: a batch of creates announced before it is sent to Salesforce, resolved by the chunk that
+#   stores its outcomes; an unresolved one tells a resumed restore to look for what that batch created.
+V9 = """
+CREATE TABLE restore_outcomes (
+    outcome_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_key        int NOT NULL REFERENCES jobs,
+    chunk_seq      bigint NOT NULL,
+    object_name    text NOT NULL,
+    source_id      text NOT NULL,
+    target_id      text NOT NULL DEFAULT '',
+    state          smallint NOT NULL,               -- restore.v1.RecordState
+    error_code     text NOT NULL DEFAULT '',
+    message        text NOT NULL DEFAULT '',
+    changed_fields text[] NOT NULL DEFAULT '{}',
+    note           text NOT NULL DEFAULT '',
+    dry_run        boolean NOT NULL DEFAULT false
+);
+CREATE INDEX restore_outcomes_job_state ON restore_outcomes (job_key, state, outcome_id);
+
+CREATE TABLE restore_id_map (
+    source_org_key int NOT NULL REFERENCES orgs,
+    target_org_key int NOT NULL REFERENCES orgs,
+    source_id      text NOT NULL,
+    target_id      text NOT NULL,
+    session_id     text NOT NULL,                   -- the session that first mapped it
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_org_key, target_org_key, source_id)
+);
+
+CREATE TABLE restore_intents (
+    job_key     int NOT NULL REFERENCES jobs,
+    batch_key   text NOT NULL,
+    object_name text NOT NULL,
+    source_ids  text[] NOT NULL,
+    sent_at     timestamptz NOT NULL,
+    resolved_at timestamptz,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_key, batch_key)
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
-from services.storage.domain import Counts
+from services.storage.domain import Counts, RestoreCounts
 from services.storage.ports import ChunkPublisher, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,19 @@ class ChunkEventRelay:
         self._acked: set[tuple[int, int]] = set()  # published and acknowledged; their rows not yet deleted
         self._retry = asyncio.Event()
 
-    async def announce(self, job_key: int, session_id: str, job_id: str, seq: int, counts: Counts) -> bool:
+    async def announce(
+        self,
+        job_key: int,
+        session_id: str,
+        job_id: str,
+        seq: int,
+        counts: Counts,
+        restore: Sequence[RestoreCounts] = (),
+    ) -> bool:
         """Publish a chunk's event right after its commit; on failure the relay publishes it later."""
         try:
             async with asyncio.timeout(self.announce_timeout_s):
-                await self.publisher.chunk_uploaded(session_id, job_id, seq, counts)
+                await self.publisher.chunk_uploaded(session_id, job_id, seq, counts, restore=restore)
         except Exception as exc:  # the row stays in the outbox: nothing is lost
             log.warning(
                 "ChunkUploaded of chunk %d of job %s not published now (%s); the outbox relay retries it",
@@ -69,7 +78,12 @@ class ChunkEventRelay:
             for row in rows:
                 try:
                     await self.publisher.chunk_uploaded(
-                        row.session_id, row.job_id, row.chunk_seq, row.counts, occurred_at=row.committed_at
+                        row.session_id,
+                        row.job_id,
+                        row.chunk_seq,
+                        row.counts,
+                        occurred_at=row.committed_at,
+                        restore=row.restore,
                     )
                 except (ValueError, TypeError) as exc:
                     # an event that can never be made (not a bus failure): kept, and no bar to the others

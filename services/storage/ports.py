@@ -21,7 +21,11 @@ from services.storage.domain import (
     PendingEvent,
     ReadEntry,
     RecordsChunk,
+    RecordSelection,
     RecordVersionRow,
+    RestoreCounts,
+    RestoreIntentRow,
+    RestoreOutcome,
     RestorePointRow,
     SchemaRef,
 )
@@ -65,7 +69,14 @@ class FileRepository(Protocol):
 
 class ChunkPublisher(Protocol):
     async def chunk_uploaded(
-        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+        self,
+        session_id: str,
+        job_id: str,
+        chunk_seq: int,
+        counts: Counts,
+        occurred_at: dt.datetime | None = None,
+        *,
+        restore: Sequence[RestoreCounts] = (),
     ) -> None: ...
 
 
@@ -196,5 +207,54 @@ class MetadataStore(Protocol):
     ) -> list[MetadataVersionRow]: ...
 
 
-class Store(JobStore, SchemaStore, RecordStore, FileStore, MetadataStore, ReadAuditStore, Protocol):
+class RestoreStore(Protocol):
+    """Restore: the backup's records as of a point, page by page; outcomes, the Id map and intents."""
+
+    async def live_ids_as_of(
+        self, org_key: int, object_key: int, ids: Sequence[str], when: dt.datetime
+    ) -> set[str]: ...
+
+    async def records_as_of(
+        self,
+        org_key: int,
+        object_key: int,
+        when: dt.datetime,
+        selection: RecordSelection,
+        *,
+        after: str,
+        limit: int,
+        where_field: str = "",
+    ) -> tuple[list[RecordVersionRow], str | None]: ...
+
+    async def put_restore_outcomes(
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        *,
+        source_org_key: int,
+        outcomes: Sequence[RestoreOutcome],
+        id_map: dict[str, str],
+        resolved: Sequence[str],
+        dry_run: bool,
+        counts: Counts,
+        restore: Sequence[RestoreCounts],
+    ) -> ChunkOutcome: ...
+
+    async def record_intent(
+        self, job: JobRef, batch_key: str, object_name: str, source_ids: Sequence[str], sent_at: dt.datetime | None
+    ) -> bool: ...
+
+    async def open_intents(self, job_key: int) -> list[RestoreIntentRow]: ...
+
+    async def id_map(
+        self, source_org_key: int, target_org_key: int, source_ids: Sequence[str] | None, limit: int
+    ) -> dict[str, str]: ...
+
+    async def restore_records(
+        self, session_id: str, *, state: int, object_name: str, after: int, limit: int
+    ) -> list[tuple[int, RestoreOutcome]]: ...
+
+
+class Store(JobStore, SchemaStore, RecordStore, FileStore, MetadataStore, ReadAuditStore, RestoreStore, Protocol):
     """Every table port at once: what the application is given (PostgresStore, or the fakes)."""

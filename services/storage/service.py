@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
+from services.platform.auth import ROLES as ROLE_RANKS
 from services.platform.auth import BusAccess
 from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer, start_grpc_server
@@ -42,7 +43,15 @@ READS = {
     "ListMetadataVersions": "viewer",
     "GetMetadataAsOf": "viewer",
     "ListReadAudit": "admin",  # who read what: for admins
+    # restore (issue 17): what a restore did and the Id map are listings without backed-up values
+    "ListRestoreRecords": "viewer",
+    "GetIdMap": "viewer",
+    "ListRestoreIntents": "viewer",
 }
+# ReadRecordsAsOf hands out whole records in bulk: the services' own role (the jobrunner restoring), or the restorer
+# role where the platform has one. RecordRestoreIntent and PutRestoreOutcomes are writes: the service role.
+if "restorer" in ROLE_RANKS:
+    READS["ReadRecordsAsOf"] = "restorer"
 ROLES = {
     m.name: READS.get(m.name, "service") for m in storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
 }

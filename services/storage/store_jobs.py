@@ -15,6 +15,7 @@ from services.storage.domain import (
     FailedPrecondition,
     JobRef,
     PendingEvent,
+    RestoreCounts,
 )
 from services.storage.store_base import S, StoreBase
 
@@ -76,7 +77,8 @@ class JobsStore(StoreBase):
         `min_age_s`: only chunks committed at least that long ago (by the database's clock)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT o.job_key, o.chunk_seq, j.session_id, j.job_id, c.result->'counts', c.committed_at"
+                "SELECT o.job_key, o.chunk_seq, j.session_id, j.job_id, c.result->'counts', c.committed_at,"
+                " c.result->'restore'"
                 f" FROM {S}.outbox o JOIN {S}.chunks c USING (job_key, chunk_seq) JOIN {S}.jobs j USING (job_key)"
                 " WHERE (%s::int IS NULL OR o.job_key = %s)"
                 " AND (%s::float8 IS NULL OR c.committed_at < now() - make_interval(secs => %s))"
@@ -84,7 +86,15 @@ class JobsStore(StoreBase):
                 (job_key, job_key, min_age_s, min_age_s, limit),
             )
             return [
-                PendingEvent(r[0], int(r[1]), r[2], r[3], Counts.from_json(r[4] or {}), r[5])
+                PendingEvent(
+                    r[0],
+                    int(r[1]),
+                    r[2],
+                    r[3],
+                    Counts.from_json(r[4] or {}),
+                    r[5],
+                    tuple(RestoreCounts.from_json(c) for c in r[6] or ()),
+                )
                 for r in await cur.fetchall()
             ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,15 @@ from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.canonical import CANONICAL_RULES, CanonicalParts, column_bytes
 from services.storage.application import Storage
-from services.storage.domain import Counts, FieldDef, FieldType, ObjectSchema, StorageError, id_suffix
+from services.storage.domain import (
+    Counts,
+    FieldDef,
+    FieldType,
+    ObjectSchema,
+    RestoreCounts,
+    StorageError,
+    id_suffix,
+)
 from services.storage.files import LocalFileRepository
 from services.storage.store import ChunkOutcome, PostgresStore, open_store_pool
 
@@ -57,14 +65,24 @@ def account(n: int, name: str = "Acme", **extra: object) -> bytes:
 @dataclass
 class RecordingPublisher:
     published: list[tuple[str, str, int, Counts]] = field(default_factory=list)
+    restore: dict[tuple[str, str, int], tuple[RestoreCounts, ...]] = field(default_factory=dict)  # restore chunks'
     fail: bool = False
 
     async def chunk_uploaded(
-        self, session_id: str, job_id: str, chunk_seq: int, counts: Counts, occurred_at: dt.datetime | None = None
+        self,
+        session_id: str,
+        job_id: str,
+        chunk_seq: int,
+        counts: Counts,
+        occurred_at: dt.datetime | None = None,
+        *,
+        restore: Sequence[RestoreCounts] = (),
     ) -> None:
         if self.fail:
             raise ConnectionError("NATS unavailable")
         self.published.append((session_id, job_id, chunk_seq, counts))
+        if restore:
+            self.restore[(session_id, job_id, chunk_seq)] = tuple(restore)
 
 
 @dataclass

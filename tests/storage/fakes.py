@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 
-from services.storage.domain import Counts, PendingEvent, ReadEntry
+from services.storage.domain import Counts, PendingEvent, ReadEntry, RestoreCounts
 from services.storage.files import content_key
 from services.storage.ports import READ_CHUNK, Upload
 
@@ -93,8 +93,17 @@ class InMemoryOutbox:
     def __init__(self) -> None:
         self.rows: dict[tuple[int, int], PendingEvent] = {}
 
-    def committed(self, job_key: int, seq: int, session_id: str, job_id: str, counts: Counts, at: dt.datetime) -> None:
-        self.rows[(job_key, seq)] = PendingEvent(job_key, seq, session_id, job_id, counts, at)
+    def committed(
+        self,
+        job_key: int,
+        seq: int,
+        session_id: str,
+        job_id: str,
+        counts: Counts,
+        at: dt.datetime,
+        restore: tuple[RestoreCounts, ...] = (),
+    ) -> None:
+        self.rows[(job_key, seq)] = PendingEvent(job_key, seq, session_id, job_id, counts, at, restore)
 
     async def pending_events(
         self, *, job_key: int | None = None, min_age_s: float | None = None, limit: int = 1000

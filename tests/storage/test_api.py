@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
@@ -373,7 +374,26 @@ async def test_only_the_service_identity_writes_people_get_permission_denied(
                 components=[pb.MetadataComponent(type="ApexClass", full_name="A", content=b"x")],
             )
         ),
+        "RecordRestoreIntent": lambda s: s.RecordRestoreIntent(
+            pb.RecordRestoreIntentRequest(
+                org_id=ORG, session_id="s1", job_id="j1", batch_key="k", object_name="Account", source_ids=[rid]
+            )
+        ),
+        "PutRestoreOutcomes": lambda s: s.PutRestoreOutcomes(
+            pb.PutRestoreOutcomesRequest(
+                source_org_id=ORG,
+                target_org_id=ORG,
+                session_id="s1",
+                job_id="j1",
+                chunk_seq=2,
+                outcomes=[rpb.RecordOutcome(object_name="Account", source_id=rid, state=rpb.RECORD_STATE_SKIPPED)],
+            )
+        ),
     }
+    if service.ROLES["ReadRecordsAsOf"] == "service":  # the whole backup in bulk: the services' (no restorer role)
+        writes["ReadRecordsAsOf"] = lambda s: _drain(
+            s.ReadRecordsAsOf(pb.ReadRecordsAsOfRequest(org_id=ORG, object_name="Account", all=True))
+        )
     # every RPC that is not a read is listed (a new write is refused to people by default)
     methods = pb.DESCRIPTOR.services_by_name["StorageService"].methods
     assert {m.name for m in methods if service.ROLES[m.name] == "service"} == set(writes)
@@ -398,6 +418,10 @@ async def test_only_the_service_identity_writes_people_get_permission_denied(
         assert conn.execute("SELECT count(*) FROM storage.chunks").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM storage.jobs").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM storage.record_versions").fetchone() == (1,)
+
+
+async def _drain(call: Any) -> list[Any]:
+    return [m async for m in call]
 
 
 async def _upload(header: pb.FileHeader, body: bytes) -> AsyncIterator[pb.UploadFileRequest]:

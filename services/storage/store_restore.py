@@ -1,0 +1,246 @@
+"""Restore (issue 17): the backup read as of a point for a restore (ReadRecordsAsOf, keyset-paged), and what a
+restore writes down -- its per-record outcomes, the Id map of records that came back under another Id, and the
+intents of batches of creates sent to Salesforce.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from services.storage.domain import (
+    ChunkOutcome,
+    Counts,
+    Deleted,
+    JobRef,
+    RecordSelection,
+    RecordVersionRow,
+    RestoreCounts,
+    RestoreIntentRow,
+    RestoreOutcome,
+)
+from services.storage.store_base import S, StoreBase
+
+# the columns of a version read for a restore (as RecordsStore._VERSION_COLUMNS, over the page `l`)
+_PAGE_COLUMNS = (
+    "l.record_id, l.version_id, j.session_id, j.job_id, l.captured_at, l.system_modstamp, l.deleted, l.hash,"
+    " l.data::text, l.schema_version, l.scope_only"
+)
+_LATEST_COLUMNS = (
+    "v.record_id, v.version_id, v.job_key, v.captured_at, v.system_modstamp, v.deleted, v.hash, v.data,"
+    " v.schema_version, v.scope_only"
+)
+
+
+def _version(row: Sequence[Any]) -> RecordVersionRow:
+    return RecordVersionRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], Deleted(row[6]), bytes(row[7]), row[8], row[9], row[10]
+    )
+
+
+class RestoreStore(StoreBase):
+    """Tables restore_outcomes, restore_id_map, restore_intents; the restore's reads of record_versions."""
+
+    # --- the backup as of a point ------------------------------------------------------------------------------
+
+    async def live_ids_as_of(self, org_key: int, object_key: int, ids: Sequence[str], when: dt.datetime) -> set[str]:
+        """Which of these Ids have a live version (the last one at or before `when`)."""
+        if not ids:
+            return set()
+        rows = await self._all(
+            "SELECT u.id FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+            f" SELECT v.deleted FROM {S}.record_versions v"
+            "  WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id AND v.captured_at <= %s"
+            "  ORDER BY v.version_id DESC LIMIT 1) last WHERE last.deleted = 0",
+            (list(ids), org_key, object_key, when),
+        )
+        return {r[0] for r in rows}
+
+    async def records_as_of(
+        self,
+        org_key: int,
+        object_key: int,
+        when: dt.datetime,
+        selection: RecordSelection,
+        *,
+        after: str,
+        limit: int,
+        where_field: str = "",
+    ) -> tuple[list[RecordVersionRow], str | None]:
+        """One page of the selected records' last versions at or before `when` that are live, and where the next
+        page starts (None: this was the last). Keyset: Ids after `after`, at most `limit` of them looked at (the
+        requested Ids) or returned (a scan of the object). Each page is one query on a connection of its own:
+        nothing is held while the caller streams it out, and memory stays one page whatever the object's size."""
+        params: list[Any] = []
+        following: str | None
+        if selection.ids:
+            candidates = sorted(i for i in selection.ids if i > after)
+            page_ids = candidates[:limit]
+            following = page_ids[-1] if len(candidates) > limit else None
+            if not page_ids:
+                return [], None
+            latest = (
+                f"SELECT {_LATEST_COLUMNS} FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+                f" SELECT * FROM {S}.record_versions v0 WHERE v0.org_key = %s AND v0.object_key = %s"
+                "  AND v0.record_id = u.id AND v0.captured_at <= %s ORDER BY v0.version_id DESC LIMIT 1) v"
+            )
+            params += [page_ids, org_key, object_key, when]
+        else:
+            following = None
+            latest = (
+                f"SELECT DISTINCT ON (v.record_id) {_LATEST_COLUMNS} FROM {S}.record_versions v"
+                " WHERE v.org_key = %s AND v.object_key = %s AND v.captured_at <= %s AND v.record_id > %s"
+                " ORDER BY v.record_id, v.version_id DESC"
+            )
+            params += [org_key, object_key, when, after]
+        condition = ""
+        if selection.deleted_since is not None or selection.changed_since is not None:
+            deleted_only = selection.deleted_since is not None
+            condition = (
+                f" AND EXISTS (SELECT 1 FROM {S}.record_versions d WHERE d.org_key = %s AND d.object_key = %s"
+                " AND d.record_id = l.record_id AND d.captured_at >= %s"
+                + (" AND d.deleted > 0)" if deleted_only else " AND NOT d.scope_only)")
+            )
+            params += [org_key, object_key, selection.deleted_since if deleted_only else selection.changed_since]
+        elif selection.where_in:
+            condition = " AND l.data ->> %s = ANY(%s::text[])"
+            params += [where_field, list(selection.where_in)]
+        params.append(limit)
+        rows = await self._all(
+            f"WITH page AS (SELECT * FROM ({latest}) l WHERE l.deleted = 0{condition} ORDER BY l.record_id LIMIT %s)"
+            f" SELECT {_PAGE_COLUMNS} FROM page l JOIN {S}.jobs j USING (job_key) ORDER BY l.record_id",
+            params,
+        )
+        versions = [_version(r) for r in rows]
+        if not selection.ids and len(versions) == limit:
+            following = versions[-1].record_id
+        return versions, following
+
+    # --- what a restore writes down ----------------------------------------------------------------------------
+
+    async def put_restore_outcomes(
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        *,
+        source_org_key: int,
+        outcomes: Sequence[RestoreOutcome],
+        id_map: dict[str, str],
+        resolved: Sequence[str],
+        dry_run: bool,
+        counts: Counts,
+        restore: Sequence[RestoreCounts],
+    ) -> ChunkOutcome:
+        """One restore chunk in one transaction: its claim (a redelivery returns the first result), the outcomes,
+        the Id map entries, the intents it resolves, and its result with its ChunkUploaded in the outbox."""
+        async with self.pool.connection() as conn, conn.transaction():
+            stored = await self._claim(conn, job.job_key, seq, "restore", digest)
+            if stored is not None:
+                return ChunkOutcome(stored, True)
+            if outcomes:
+                async with conn.cursor().copy(
+                    f"COPY {S}.restore_outcomes (job_key, chunk_seq, object_name, source_id, target_id, state,"
+                    " error_code, message, changed_fields, note, dry_run) FROM STDIN"
+                ) as copy:
+                    for o in outcomes:
+                        await copy.write_row(
+                            (
+                                job.job_key,
+                                seq,
+                                o.object_name,
+                                o.source_id,
+                                o.target_id,
+                                o.state,
+                                o.error_code,
+                                o.message,
+                                list(o.changed_fields),
+                                o.note,
+                                dry_run,
+                            )
+                        )
+            await self._at("restore.after_outcomes")
+            if id_map:
+                sources = sorted(id_map)  # one lock order: overlapping chunks cannot deadlock
+                await conn.execute(
+                    f"INSERT INTO {S}.restore_id_map AS m (source_org_key, target_org_key, source_id, target_id,"
+                    " session_id) SELECT %s, %s, u.source_id, u.target_id, %s"
+                    " FROM unnest(%s::text[], %s::text[]) AS u(source_id, target_id)"
+                    " ON CONFLICT (source_org_key, target_org_key, source_id) DO UPDATE SET target_id ="
+                    " EXCLUDED.target_id WHERE m.target_id <> EXCLUDED.target_id",
+                    (
+                        source_org_key,
+                        job.org_key,
+                        job.session_id,
+                        sources,
+                        [id_map[s] for s in sources],
+                    ),
+                )
+            if resolved:
+                await conn.execute(
+                    f"UPDATE {S}.restore_intents SET resolved_at = now()"
+                    " WHERE job_key = %s AND batch_key = ANY(%s::text[]) AND resolved_at IS NULL",
+                    (job.job_key, list(resolved)),
+                )
+            result = {"counts": counts.to_json(), "restore": [r.to_json() for r in restore]}
+            await self._finish(conn, job.job_key, seq, result)
+            return ChunkOutcome(result, False)
+
+    async def record_intent(
+        self, job: JobRef, batch_key: str, object_name: str, source_ids: Sequence[str], sent_at: dt.datetime | None
+    ) -> bool:
+        """Records a batch of creates before it is sent; False when that batch key was already recorded."""
+        row = await self._one_committed(
+            f"INSERT INTO {S}.restore_intents (job_key, batch_key, object_name, source_ids, sent_at)"
+            " VALUES (%s, %s, %s, %s, coalesce(%s, now())) ON CONFLICT (job_key, batch_key) DO NOTHING RETURNING 1",
+            (job.job_key, batch_key, object_name, list(source_ids), sent_at),
+        )
+        return row is not None
+
+    async def _one_committed(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    async def open_intents(self, job_key: int) -> list[RestoreIntentRow]:
+        rows = await self._all(
+            f"SELECT batch_key, object_name, source_ids, sent_at FROM {S}.restore_intents"
+            " WHERE job_key = %s AND resolved_at IS NULL ORDER BY sent_at, recorded_at, batch_key",
+            (job_key,),
+        )
+        return [RestoreIntentRow(r[0], r[1], tuple(r[2]), r[3]) for r in rows]
+
+    async def id_map(
+        self, source_org_key: int, target_org_key: int, source_ids: Sequence[str] | None, limit: int
+    ) -> dict[str, str]:
+        """{backup Id: target Id} of the pair (of these Ids, else all), at most `limit` entries."""
+        if source_ids is not None:
+            rows = await self._all(
+                f"SELECT m.source_id, m.target_id FROM unnest(%s::text[]) AS u(id) JOIN {S}.restore_id_map m"
+                " ON m.source_org_key = %s AND m.target_org_key = %s AND m.source_id = u.id LIMIT %s",
+                (list(source_ids), source_org_key, target_org_key, limit),
+            )
+        else:
+            rows = await self._all(
+                f"SELECT source_id, target_id FROM {S}.restore_id_map"
+                " WHERE source_org_key = %s AND target_org_key = %s ORDER BY source_id LIMIT %s",
+                (source_org_key, target_org_key, limit),
+            )
+        return {r[0]: r[1] for r in rows}
+
+    async def restore_records(
+        self, session_id: str, *, state: int, object_name: str, after: int, limit: int
+    ) -> list[tuple[int, RestoreOutcome]]:
+        """(outcome_id, outcome) of a session's jobs, by outcome_id after `after`, at most `limit`."""
+        rows = await self._all(
+            "SELECT o.outcome_id, o.object_name, o.source_id, o.target_id, o.state, o.error_code, o.message,"
+            f" o.changed_fields, o.note FROM {S}.restore_outcomes o"
+            f" WHERE o.job_key IN (SELECT job_key FROM {S}.jobs WHERE session_id = %s)"
+            " AND (%s = 0 OR o.state = %s) AND (%s = '' OR lower(o.object_name) = lower(%s)) AND o.outcome_id > %s"
+            " ORDER BY o.outcome_id LIMIT %s",
+            (session_id, state, state, object_name, object_name, after, limit),
+        )
+        return [
+            (int(r[0]), RestoreOutcome(r[1], r[2], r[3], int(r[4]), r[5], r[6], tuple(r[7] or ()), r[8])) for r in rows
+        ]
