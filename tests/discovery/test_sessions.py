@@ -14,6 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
+from sfvault.restore.v1 import restore_pb2 as rpb
 
 from services.discovery import storage_client
 from sforg.testing import Admin
@@ -254,3 +255,43 @@ async def test_schema_changes_follow_the_policy_flags(
     auto3 = by_id(await running.job_specs("auto-3"))
     assert "data-Gadget__c" not in auto3
     assert [f.name for f in auto3["data-Account"].data.fields if f.backfill] == ["Loyalty__c"]
+
+
+async def test_a_restore_session_is_planned_as_one_restore_job_on_its_subject(
+    running: Running, connection: api.OrgConnection, org: dict[str, Any]
+) -> None:
+    """Real NATS, PostgreSQL and sforg: the target registered as a sandbox and never logged in to; discovery
+    learns its identity, publishes SessionStarted with the resolved spec and JobsPlanned, and enqueues one
+    JobSpec on `sfvault.jobs.restore` inside JOBS. Nothing is described (the jobrunner describes the target)."""
+    await running.stub.CreateOrg(api.CreateOrgRequest(org_id="uat", name="uat", connection=connection, sandbox=True))
+    admin = Admin(org)
+    admin.reset_accounting()
+    spec = rpb.RestoreSpec(
+        source_org_id="uat",
+        selections=[rpb.RestoreSelection(object_name="Account", all=True)],
+        requested_by="alice",
+    )
+    await running.bus.emit(ev.SessionRequested(kind=rpb.SESSION_KIND_RESTORE, restore=spec), session_id="r1")
+    envs = await running.outcome("r1")
+    assert payloads(envs) == ["session_requested", "session_started", "jobs_planned"], envs[-1]
+    started = envs[1].session_started
+    assert started.kind == rpb.SESSION_KIND_RESTORE and started.org_id == "uat"
+    assert started.restore.target_org_id == "uat" and started.restore.HasField("as_of")
+    [job] = await running.job_specs("r1")
+    assert (job.job_id, job.type, job.org_id) == ("restore", ev.JOB_TYPE_RESTORE, "uat")
+    assert job.salesforce_org_id == org["org_id"] == job.restore.target_salesforce_org_id
+    assert job.restore.target_instance_url == org["instance_url"] and not job.restore.target_is_production
+    assert job.restore.spec == started.restore
+    assert org["client_secret"].encode() not in job.SerializeToString()
+    assert (await running.stub.GetOrg(api.GetOrgRequest(org_id="uat"))).salesforce_org_id == org["org_id"]
+    stream = running.bus.config.jobs_stream
+    info = await running.bus.js.stream_info(stream)
+    subjects = {
+        (await running.bus.js.get_msg(stream, seq)).subject
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    }
+    assert running.bus.config.jobs_subject("restore") in subjects
+    plan = await running.stub.GetSessionPlan(api.GetSessionPlanRequest(session_id="r1"))
+    assert plan.planned and [j.job_id for j in plan.jobs] == ["restore"]
+    calls = admin.accounting()["calls"]
+    assert "describe" not in calls and "describe_global" not in calls
