@@ -336,6 +336,14 @@ def deploy_client(md: Any) -> Any:
     return md if hasattr(md, "deploy") else MetadataDeployClient.of(md)
 
 
+def _parses(content: bytes) -> bool:
+    try:
+        ET.fromstring(content)
+    except ET.ParseError:
+        return False
+    return True
+
+
 def _when(ts: Timestamp | None) -> str:
     return ts.ToJsonString() if ts is not None else "the latest backup"
 
@@ -443,7 +451,13 @@ class MetadataRestoreJob:
                 c.state, c.error_code = rpb.RECORD_STATE_FAILED, "NOT_IN_BACKUP"
                 c.message = f"not in the backup at {_when(as_of)}" + (" (deleted then)" if version is not None else "")
                 continue
-            c.content, c.file_name = bytes(version.content), version.file_name
+            content = bytes(version.content)
+            if not content or (c.type in ("CustomField", "CustomObject") and not _parses(content)):
+                # a field the backup could not cut out of its object's file is stored empty
+                c.state, c.error_code = rpb.RECORD_STATE_FAILED, "NOT_IN_BACKUP"
+                c.message = f"the backup at {_when(as_of)} holds no usable content for it"
+                continue
+            c.content, c.file_name = content, version.file_name
         held = [c for c in components if c.content is not None]
         org_files: dict[str, bytes] = {}
         if held:

@@ -306,6 +306,21 @@ def test_a_component_not_in_the_backup_fails_alone() -> None:
     assert org.files[org.path("ApexClass", "Alpha")] == _cls("Alpha", "Integer v = 1;")
 
 
+def test_a_field_the_backup_holds_empty_fails_alone() -> None:
+    org = _org()
+    storage = FakeRestoreStorage()
+    storage.back_up(org, ALL)
+    _damage(org)
+    held = storage.held[("CustomField", "Account.Tier__c")]
+    held.content = b""  # what the backup job stores when the field was not in its object's file
+    run, _, _ = _run(["ApexClass:Alpha", "CustomField:Account.Tier__c"])
+    MetadataRestoreJob(run, org, storage).execute()
+    got = _outcomes(storage)
+    assert got["CustomField:Account.Tier__c"][0] == rpb.RECORD_STATE_FAILED
+    assert "no usable content" in got["CustomField:Account.Tier__c"][1]
+    assert got["ApexClass:Alpha"][0] == rpb.RECORD_STATE_UPDATED
+
+
 def test_a_component_gone_from_the_org_is_created() -> None:
     org = _org()
     storage = FakeRestoreStorage()
