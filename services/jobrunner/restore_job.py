@@ -47,7 +47,10 @@ log = logging.getLogger("services.jobrunner.restore")
 NOT_RESTORED = frozenset(
     {"User", "Group", "RecordType", "Profile", "UserRole", "Organization", "BusinessHours", "PermissionSet"}
 )
+# file records: their bodies come back through restore_files (spec.files), never as plain records
+FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "ContentDocumentLink"})
 READ_BATCH = 2000  # records per storage read and per decision batch
+BIG_BATCH = 20_000  # records per decision batch of a selection above the Bulk threshold (one ingest job)
 WHERE_IN = 2000  # parent Ids per children read
 SAMPLES = 20
 STATE_COUNTER = {
@@ -112,8 +115,10 @@ class RestoreJob:
     missing: set[str] = field(default_factory=set)  # referenced Ids neither in the target nor restored
     undeleted_now: set[str] = field(default_factory=set)  # dry run: parents whose cascade children come back
     prefixes: dict[str, str] = field(default_factory=dict)
+    file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
     user: str = ""
     seq: int = 0
+    _proof: rpb.Verification = field(default_factory=rpb.Verification)
     _writes_seen: int = 0
     _api_seen: int = 0
     _seen: dict[str, set[str]] = field(default_factory=dict)  # object -> the Ids of its selection
@@ -177,7 +182,7 @@ class RestoreJob:
             self._patch()
             self._verify()
         if self.spec.files:
-            self.warnings.append("files: restoring files is not built into this jobrunner yet")
+            self._files()
         total = sum(c.created + c.updated + c.undeleted + c.skipped + c.failed for c in self.counts.values())
         failed = sum(c.failed for c in self.counts.values())
         if failed:
@@ -315,6 +320,10 @@ class RestoreJob:
                     continue
                 for rel in info.children:
                     child = rel.child_object
+                    if child in FILE_OBJECTS:
+                        if self.spec.files and _level == 0:
+                            self._file_children(child, rel.field, ids)
+                        continue
                     if child in NOT_RESTORED or not self._restorable(child):
                         continue
                     for i in range(0, len(ids), WHERE_IN):
@@ -323,7 +332,24 @@ class RestoreJob:
                         new = self._add(child, list(self._ids_of(req)))
                         nxt.setdefault(child, []).extend(new)
             frontier = nxt
+        for obj in [o for o in self.selection if o in FILE_OBJECTS]:
+            self.file_items.extend((obj, i) for i in self.selection.pop(obj))
         self.selection = {o: ids for o, ids in self.selection.items() if ids}
+
+    def _file_children(self, child: str, field_name: str, ids: list[str]) -> None:
+        """The files of the selected records: their Attachments, and the documents their ContentDocumentLinks
+        name (restore_files brings the bodies back)."""
+        for i in range(0, len(ids), WHERE_IN):
+            req = self._request(child, where_field=field_name, where_in=ids[i : i + WHERE_IN])
+            for batch in self.run.storage.read_records_as_of(req):
+                for r in batch.records:
+                    if child == "ContentDocumentLink":
+                        values = json.loads(r.values_json) if r.values_json else {}
+                        doc = values.get("ContentDocumentId")
+                        if isinstance(doc, str) and doc:
+                            self.file_items.append(("ContentDocument", doc))
+                    else:
+                        self.file_items.append((child, r.record_id))
 
     def _restorable(self, obj: str) -> bool:
         info = self._info(obj)
@@ -476,10 +502,12 @@ class RestoreJob:
         if len(ids) > self.run.tuning.bulk_threshold and not match_on:
             targets = [t for t in (self._target_of(i) for i in ids) if t]
             prefetched = self._target_rows(obj, fields, targets)
+        # a large selection goes in batches of BIG_BATCH: one Bulk ingest job each (few API calls per record)
+        size = BIG_BATCH if len(ids) > self.run.tuning.bulk_threshold else READ_BATCH
         batch: list[tuple[str, dict[str, Any]]] = []
         for sid, values in self._backup(obj, ids):
             batch.append((sid, values))
-            if len(batch) >= READ_BATCH:
+            if len(batch) >= size:
                 self._batch(obj, info, fields, batch, prefetched, match_on)
                 batch = []
         if batch:
@@ -756,7 +784,7 @@ class RestoreJob:
             )
         self._put(obj, outcomes, resolved)
 
-    def _put(self, obj: str, outcomes: list[rpb.RecordOutcome], resolved: list[str]) -> None:
+    def _put(self, obj: str, outcomes: list[rpb.RecordOutcome], resolved: list[str], *, files: int = 0) -> None:
         writes = int(self.sf.write_calls)
         api = int(self.run.client.api_calls)
         self.run.control.check()
@@ -773,12 +801,46 @@ class RestoreJob:
                 dry_run=self.dry_run,
                 write_calls=writes - self._writes_seen,
                 api_calls=api - self._api_seen,
+                files=files,
             )
         )
+        if obj == "files":
+            return self._committed(seq, result, outcomes, writes, api)
         self._counter(obj).write_calls += writes - self._writes_seen
+        self._committed(seq, result, outcomes, writes, api)
+
+    def _committed(
+        self, seq: int, result: spb.ChunkResult, outcomes: list[rpb.RecordOutcome], writes: int, api: int
+    ) -> None:
         self._writes_seen, self._api_seen = writes, api
         self.seq = seq
         self.run.committed(seq, result, received=len(outcomes))
+
+    # ------------------------------------------------------------------ files
+    def _files(self) -> None:
+        """The bodies of the selected records' files (H6's restore_files), their outcomes one more chunk."""
+        from services.jobrunner.restore_files import restore_files
+
+        items: list[tuple[str, str, str, int]] = [
+            (obj, sid, tid, state)
+            for obj, ids in self.selection.items()
+            for sid in ids
+            for state, tid in [self.done.get(sid, (0, ""))]
+        ]
+        items.extend((obj, sid, "", 0) for obj, sid in dict.fromkeys(self.file_items))
+        if not any(obj in FILE_OBJECTS for obj, *_rest in items):
+            return
+        self.run.control.check()
+        result = restore_files(self.run, self.sf, self.run.storage, items, dry_run=self.dry_run)
+        self.warnings.extend(result.warnings)
+        for c in result.counts():
+            counter = self._counter(c.object_name)
+            for name in ("created", "updated", "skipped", "failed", "files"):
+                setattr(counter, name, getattr(counter, name) + getattr(c, name))
+        for o in result.outcomes:
+            self.done[o.source_id] = (int(o.state), o.target_id)
+        if result.outcomes or result.resolved_intents:
+            self._put("files", list(result.outcomes), list(result.resolved_intents), files=result.files)
 
     # ------------------------------------------------------------------ second pass
     def _patch(self) -> None:
@@ -817,34 +879,59 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the proof
     def _verify(self) -> None:
-        v = rpb.Verification(done=True)
-        samples: list[str] = []
+        """The restored scope read back from the target (by Id, or one Bulk queryAll of the object streamed in
+        pieces for a large scope) and compared with the backup's values on the restored fields."""
+        self._proof = rpb.Verification(done=True)
         for obj, ids in self.selection.items():
-            info = self.infos[obj]
-            fields = self._fields(obj)
             restored = [s for s in ids if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)]
             if not restored:
                 continue
-            targets = {s: self.done[s][1] or self._target_of(s) for s in restored}
-            current = self._target_rows(obj, fields, [t for t in targets.values() if t])
-            for sid, values in self._backup(obj, restored):
-                self.run.control.check()
-                expected, _reasons = rd.rewrite_references(
-                    values, info, self.id_map, self._present, prefixes=self.prefixes
-                )
-                row = current.get(targets.get(sid) or "")
-                if row is None or row.get("IsDeleted"):
-                    v.differing += 1
-                    if len(samples) < SAMPLES:
-                        samples.append(rd.sample_line(obj, sid, [], "not in the target org after the restore"))
+            fields = self._fields(obj)
+            targets = {s: self.done[s][1] or self._target_of(s) or "" for s in restored}
+            if len(restored) <= self.run.tuning.bulk_threshold:
+                self._compare(obj, fields, targets, self._target_rows(obj, fields, [t for t in targets.values() if t]))
+                continue
+            reverse = {t: s for s, t in targets.items() if t}
+            info = self.infos[obj]
+            select = list(dict.fromkeys([*fields, *self._deleted_field(obj)]))
+            types = {f: info.fields[f].sf_type for f in select if f in info.fields}
+            piece: dict[str, dict[str, Any]] = {}
+            seen: set[str] = set()
+            for row in self.sf.query_object(obj, select, types):
+                sid = reverse.get(str(row.get("Id")))
+                if sid is None:
                     continue
-                diff = rd.differences(expected, row, fields, info=info, restore_empty=bool(self.spec.restore_empty))
-                if diff:
-                    v.differing += 1
-                    if len(samples) < SAMPLES:
-                        samples.append(rd.sample_line(obj, sid, diff, "differs from the backup"))
-                else:
-                    v.matching += 1
-        v.verified = v.differing == 0
-        v.samples.extend(samples)
-        self.verification = v
+                piece[str(row["Id"])] = row
+                seen.add(sid)
+                if len(piece) >= READ_BATCH * 5:
+                    self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
+                    piece = {}
+            if piece:
+                self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
+            gone = {s: t for s, t in targets.items() if s not in seen}
+            if gone:
+                self._compare(obj, fields, gone, {})
+        self._proof.verified = self._proof.differing == 0
+        self.verification = self._proof
+
+    def _compare(
+        self, obj: str, fields: list[str], targets: dict[str, str], current: dict[str, dict[str, Any]]
+    ) -> None:
+        v = self._proof
+        info = self.infos[obj]
+        for sid, values in self._backup(obj, list(targets)):
+            self.run.control.check()
+            expected, _reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
+            row = current.get(targets.get(sid) or "")
+            if row is None or row.get("IsDeleted"):
+                v.differing += 1
+                if len(v.samples) < SAMPLES:
+                    v.samples.append(rd.sample_line(obj, sid, [], "not in the target org after the restore"))
+                continue
+            diff = rd.differences(expected, row, fields, info=info, restore_empty=bool(self.spec.restore_empty))
+            if diff:
+                v.differing += 1
+                if len(v.samples) < SAMPLES:
+                    v.samples.append(rd.sample_line(obj, sid, diff, "differs from the backup"))
+            else:
+                v.matching += 1

@@ -329,7 +329,7 @@ class OrgWriter:
         for index, r in enumerate(records):
             row = [csv_cell(r.get(h), null=null) for h in header]
             writer.writerow(row)
-            keys.setdefault(tuple(row), []).append(index)
+            keys.setdefault(_row_key(row), []).append(index)
         spec: dict[str, Any] = {
             "object": object_name,
             "operation": operation,
@@ -361,7 +361,7 @@ class OrgWriter:
         results: list[WriteResult | None] = [None] * len(records)
 
         def take(cells: list[str]) -> int | None:
-            indexes = keys.get(tuple(cells))
+            indexes = keys.get(_row_key(cells))
             return indexes.pop(0) if indexes else None
 
         ok_rows, ok_header = self._ingest_results(f"{path}/successfulResults/")
@@ -405,6 +405,25 @@ class OrgWriter:
         rows = _csv_rows(response)
         header = next(rows, None) or []
         return list(rows), header
+
+
+def _cell_key(cell: str) -> str:
+    """A cell as Salesforce may echo it back in a result CSV: numbers and booleans in one spelling."""
+    text = cell.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low
+    if low == "#n/a":
+        return ""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(number) if text[:1].isdigit() or text[:1] in "-+." else text
+
+
+def _row_key(cells: list[str]) -> tuple[str, ...]:
+    return tuple(_cell_key(c) for c in cells)
 
 
 def _local(tag: str) -> str:

@@ -213,3 +213,25 @@ def test_another_org_gets_masked_values_and_upserts_on_the_external_id() -> None
     contacts = {r["LastName"]: r for r in target.live("Contact")}
     new_of = storage.get_id_map(SOURCE, OTHER, [])
     assert contacts["Contact 12"]["AccountId"] == new_of[acc(2)]
+
+
+def test_a_large_selection_is_read_and_written_in_bulk() -> None:
+    storage, org = world()
+    for n in range(20, 60):  # 40 more accounts purged since the backup
+        storage.back_up(SOURCE, "Account", account(n), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    executor = JobExecutor(
+        storage, FakeTables(), lambda _spec: org, error_kinds(), tuning=Tuning(bulk_threshold=10), mask_secret=b"k"
+    )
+    calls: list[str] = []
+    bulk_ingest, query_object = org.bulk_ingest, org.query_object
+    org.bulk_ingest = lambda *a, **kw: calls.append("ingest") or bulk_ingest(*a, **kw)  # type: ignore[method-assign]
+    org.query_object = lambda *a, **kw: calls.append("bulk read") or query_object(*a, **kw)  # type: ignore[method-assign]
+    result = executor.execute(spec(), JobControl(), 1)
+    assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    # the state of the 42 deleted/changed accounts in one Bulk read, their creates in one ingest job, the proof in
+    # one Bulk read again
+    assert calls.count("ingest") == 1 and calls.count("bulk read") == 2
+    assert counts(result)["Account"] == (41, 1, 1, 0, 0)
+    assert result.verification is not None and result.verification.verified
+    assert result.verification.matching == 43 + 3
+    assert len(org.live("Account")) == 6 + 40
