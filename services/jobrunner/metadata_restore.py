@@ -177,7 +177,7 @@ class Component:
 
     @property
     def key(self) -> str:
-        return f"{self.type}:{self.full_name}"
+        return f"{self.type}:{self.full_name}" if self.type else self.full_name
 
     @property
     def path(self) -> str:
@@ -378,10 +378,28 @@ class MetadataRestoreJob:
             # the outcomes are stored: an attempt that ended after that has nothing left to do
             self.warnings.extend(run.checkpoint.get("warnings") or [])
             return str(run.checkpoint.get("summary") or "metadata restore already recorded")
-        refs = parse_components(spec.metadata_components)
+        refs: list[tuple[str, str]] = []
+        malformed: list[str] = []
+        for item in spec.metadata_components:
+            try:
+                refs.extend(r for r in parse_components([item]) if r not in refs)
+            except InvalidComponent:
+                malformed.append(item)
+        if not refs and not malformed:
+            raise InvalidComponent("no metadata component to restore")
         as_of = spec.as_of if spec.HasField("as_of") else None
         dry = bool(spec.dry_run or spec.check_only)
         plan = self._plan(refs, as_of)
+        for item in malformed:  # refused alone: the others are restored
+            plan.components.append(
+                Component(
+                    "",
+                    item,
+                    state=rpb.RECORD_STATE_FAILED,
+                    error_code="INVALID_COMPONENT",
+                    message=f"{item!r} is not Type:FullName (e.g. ApexClass:MyClass)",
+                )
+            )
         planned = run.checkpoint.get("planned") or {}
         if run.checkpoint.get("deploy_id"):
             # resumed after the real deploy started: its components are judged by that deploy, not found equal now
@@ -515,7 +533,7 @@ class MetadataRestoreJob:
         run, spec = self.run, self.spec
         self.outcomes = [
             rpb.RecordOutcome(
-                object_name=f"metadata:{c.type}",
+                object_name=f"metadata:{c.type or 'invalid'}",
                 source_id=c.key,
                 target_id=c.key,
                 state=c.state,  # type: ignore[arg-type]

@@ -389,6 +389,23 @@ def test_a_resumed_job_polls_its_deploy_instead_of_deploying_again() -> None:
     assert got["ApexClass:Delta"][0] == rpb.RECORD_STATE_SKIPPED
 
 
+def test_a_malformed_component_fails_alone() -> None:
+    org = _org()
+    storage = FakeRestoreStorage()
+    storage.back_up(org, ALL)
+    _damage(org)
+    run, _, _ = _run(["ApexClass:Alpha", "not a component"])
+    MetadataRestoreJob(run, org, storage).execute()
+    got = {o.source_id: (o.object_name, o.state, o.error_code) for o in storage.puts[0].outcomes}
+    assert got == {
+        "ApexClass:Alpha": ("metadata:ApexClass", rpb.RECORD_STATE_UPDATED, ""),
+        "not a component": ("metadata:invalid", rpb.RECORD_STATE_FAILED, "INVALID_COMPONENT"),
+    }
+    run, _, _ = _run([])
+    with pytest.raises(InvalidComponent):
+        MetadataRestoreJob(run, org, storage).execute()
+
+
 def test_component_names_are_checked() -> None:
     assert parse_components(["ApexClass:A", " CustomField:Account.X__c ", "ApexClass:A"]) == [
         ("ApexClass", "A"),
