@@ -596,3 +596,72 @@ def test_on_sforg_three_classes_and_a_field_restored_and_a_failing_validation_de
         assert all(state == rpb.RECORD_STATE_FAILED for state, _m in got.values()), got
         assert got[keys[0]][1] and "validation failed" not in got[keys[0]][1]  # its own problem
         assert _unzip(md.retrieve(members)) == before
+
+
+def test_the_deploy_client_speaks_soap_deploy_and_polls_check_deploy_status() -> None:
+    """MetadataDeployClient over HTTP (a local server answering as Salesforce does): deploy with the session,
+    SOAPAction and zip; checkDeployStatus polled until done; the answer read."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from services.jobrunner.metadata_deploy import MetadataDeployClient
+    from services.sfclient import Credentials, OrgClient, Token
+
+    seen: list[tuple[str, bytes]] = []
+    polls = iter(["InProgress", "Succeeded"])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            action = self.headers.get("SOAPAction", "")
+            seen.append((action, body))
+            if action == "deploy":
+                inner = (
+                    "<deployResponse><result><done>false</done><id>0Af9</id><state>Queued</state></result>"
+                    "</deployResponse>"
+                )
+            else:
+                status = next(polls)
+                done = "true" if status == "Succeeded" else "false"
+                inner = (
+                    "<checkDeployStatusResponse><result><checkOnly>false</checkOnly><details><componentSuccesses>"
+                    "<componentType>ApexClass</componentType><fullName>Alpha</fullName><fileName>classes/Alpha.cls"
+                    "</fileName><changed>true</changed><success>true</success></componentSuccesses></details>"
+                    f"<done>{done}</done><id>0Af9</id><status>{status}</status><success>{done}</success></result>"
+                    "</checkDeployStatusResponse>"
+                )
+            answer = (
+                '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
+                f'envelope/" xmlns="{MD_NS}"><soapenv:Body>{inner}</soapenv:Body></soapenv:Envelope>'
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        token = Token(access_token="SESSION-1", instance_url=url, salesforce_org_id=ORG, user_id="005x")
+        client = OrgClient(Credentials(login_url=url, auth_flow="client_credentials", api_version=V), token=token)
+        md = MetadataDeployClient(client)
+        async_id = md.deploy(b"PKzip", check_only=False)
+        result = md.wait_deploy(async_id)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert async_id == "0Af9"
+    assert result.succeeded and [s.full_name for s in result.successes] == ["Alpha"]
+    assert [a for a, _b in seen] == ["deploy", "checkDeployStatus", "checkDeployStatus"]
+    deploy = ET.fromstring(seen[0][1])
+    assert deploy.findtext(f".//{{{MD_NS}}}sessionId") == "SESSION-1"
+    assert deploy.findtext(f".//{{{MD_NS}}}ZipFile") == "UEt6aXA="  # b"PKzip"
+    assert deploy.findtext(f".//{{{MD_NS}}}checkOnly") == "false"
+    assert ET.fromstring(seen[1][1]).findtext(f".//{{{MD_NS}}}asyncProcessId") == "0Af9"
+    assert client.api_calls == 3
