@@ -12,8 +12,10 @@
   ContentVersion, Attachment and ContentDocumentLink rows), get_id_map(source, target, ids), and GetFile (its
   stub, or a get_file(org, object, record_id, as_of) method); record_restore_intent(request) when it has it.
 - items: (object_name, source_id, target_id, state) of the records the restore decided, every object: those of
-  ContentVersion / ContentDocument / Attachment are the files to restore (a Failed one is left alone); the
-  others (their target Ids) map the files' parents and links, with storage's Id map for the rest.
+  ContentVersion / ContentDocument / Attachment are the files to restore, state UNSPECIFIED (0); one with a
+  target_id and state Created / Updated / Skipped is a file an earlier attempt restored (its outcome stored:
+  pass it so, and it is not restored again), a Failed one is left alone; the other objects' items (their
+  target Ids) map the files' parents and links, with storage's Id map for the rest.
 - dry_run: everything decided (which file becomes a new version, a new document, an Attachment), nothing
   written: not one write call.
 
@@ -67,7 +69,12 @@ SPOOL_MEMORY = 4 << 20
 CV_FIELDS = ["ContentDocumentId", "Title", "PathOnClient", "Description", "ReasonForChange", "IsLatest"]
 AT_FIELDS = ["ParentId", "Name", "ContentType", "Description", "IsPrivate"]
 LINK_FIELDS = ["ContentDocumentId", "LinkedEntityId", "ShareType", "Visibility"]
-USER_PREFIXES = ("005", "00G", "00D")  # users, groups, the org: links that are not a restored record's
+USER_PREFIXES = ("005", "00G", "00D")
+DONE = (
+    rpb.RECORD_STATE_CREATED,
+    rpb.RECORD_STATE_UPDATED,
+    rpb.RECORD_STATE_SKIPPED,
+)  # users, groups, the org: links that are not a restored record's
 
 
 class FileAnswerLost(RuntimeError):
@@ -780,6 +787,8 @@ def restore_files(
     for obj, source, _target, state in listed:
         if obj not in FILE_OBJECTS or state == rpb.RECORD_STATE_FAILED or (obj, source) in seen:
             continue
+        if _target and state in DONE:
+            continue  # restored by an earlier attempt of the job (its outcome stored): not again
         seen.add((obj, source))
         if obj == "Attachment":
             attachments.append(source)

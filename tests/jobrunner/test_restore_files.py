@@ -253,6 +253,14 @@ def test_a_new_version_of_a_kept_document_and_a_new_linked_document_for_a_gone_o
     assert org.writes == []
 
 
+def test_files_an_earlier_attempt_restored_are_not_restored_again() -> None:
+    org, backup = _scene()
+    done = [ITEMS[0], ("ContentVersion", "068A", "068Q", rpb.RECORD_STATE_UPDATED), ITEMS[2]]
+    result = restore_files(_run(), org, backup, done, dry_run=False)
+    assert _states(result) == {"068B": rpb.RECORD_STATE_CREATED}
+    assert org.writes.count("create ContentVersion") == 1
+
+
 def test_a_dry_run_decides_everything_and_writes_nothing() -> None:
     org, backup = _scene()
     before = json.dumps({k: {**v, "body": v["body"].hex()} for k, v in org.versions.items()}, sort_keys=True)
