@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sfvault.events.v1 import events_pb2
 from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
@@ -517,3 +518,106 @@ def test_a_time_out_of_range_is_invalid_argument_in_storage_itself() -> None:
     with pytest.raises(InvalidArgument, match="as_of is not a time"):
         _when(request)
     assert _when(pb.GetRecordAsOfRequest()) is None
+
+
+async def test_a_restore_over_grpc_reads_writes_and_announces_its_counts(
+    stub: storage_pb2_grpc.StorageServiceStub, nats_url: str, bus_namespace: str
+) -> None:
+    await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account"))
+    await stub.PutObjectSchema(pb.PutObjectSchemaRequest(org_id=ORG, session_id="s1", schema=SCHEMA))
+    put = pb.PutRecordsRequest(
+        org_id=ORG, session_id="s1", job_id="j1", chunk_seq=1, object_name="Account", **chunk([account(1), account(2)])
+    )
+    await stub.PutRecords(put)
+    target = sf_id("00D", 77)
+    # the jobrunner reads what it restores, in batches: the first with the fields and the missing Ids
+    read = pb.ReadRecordsAsOfRequest(
+        org_id=ORG, object_name="Account", ids=[sf_id("001", 1)[:15], sf_id("001", 3)], batch_size=1
+    )
+    [batch] = [b async for b in stub.ReadRecordsAsOf(read)]
+    assert [r.record_id for r in batch.records] == [sf_id("001", 1)]
+    assert json.loads(batch.records[0].values_json)["Name"] == "Acme"
+    assert [f.name for f in batch.fields] == [f.name for f in SCHEMA.fields]
+    assert (batch.missing, list(batch.missing_ids)) == (1, [sf_id("001", 3)])
+    both = pb.ReadRecordsAsOfRequest(org_id=ORG, object_name="Account", all=True, deleted_since=Timestamp(seconds=1))
+    assert await _code(_drain(stub.ReadRecordsAsOf(both))) == grpc.StatusCode.INVALID_ARGUMENT
+
+    begun = pb.BeginJobRequest(org_id=target, session_id="r1", job_id="restore", type=events_pb2.JOB_TYPE_RESTORE)
+    assert (await stub.BeginJob(begun)).last_chunk_seq == 0
+    intent = pb.RecordRestoreIntentRequest(
+        org_id=target, session_id="r1", job_id="restore", batch_key="Account:create:1", object_name="Account",
+        source_ids=[sf_id("001", 2)],
+    )  # fmt: skip
+    assert not (await stub.RecordRestoreIntent(intent)).already_recorded
+    assert (await stub.RecordRestoreIntent(intent)).already_recorded
+    outcomes = pb.PutRestoreOutcomesRequest(
+        source_org_id=ORG,
+        target_org_id=target,
+        session_id="r1",
+        job_id="restore",
+        chunk_seq=1,
+        outcomes=[
+            rpb.RecordOutcome(
+                object_name="Account", source_id=sf_id("001", 1), target_id=sf_id("001", 1),
+                state=rpb.RECORD_STATE_UPDATED, changed_fields=["Name"],
+            ),
+            rpb.RecordOutcome(
+                object_name="Account", source_id=sf_id("001", 2), target_id=sf_id("001", 900),
+                state=rpb.RECORD_STATE_CREATED,
+            ),
+        ],
+        resolved_intents=["Account:create:1"],
+        write_calls=2,
+        api_calls=3,
+    )  # fmt: skip
+    result = await stub.PutRestoreOutcomes(outcomes)
+    [counts] = result.restore
+    assert (counts.object_name, counts.created, counts.updated, counts.write_calls) == ("Account", 1, 1, 2)
+    assert result.counts.api_calls == 3 and (await stub.PutRestoreOutcomes(outcomes)).replayed
+    assert (await stub.BeginJob(begun)).last_chunk_seq == 1  # a resumed restore job goes on after chunk 1
+    assert not (await stub.ListRestoreIntents(pb.ListRestoreIntentsRequest(session_id="r1", job_id="restore"))).intents
+    bad = pb.PutRestoreOutcomesRequest()
+    bad.CopyFrom(outcomes)
+    bad.chunk_seq, bad.outcomes[0].state = 2, 42
+    assert await _code(stub.PutRestoreOutcomes(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+
+    # ChunkUploaded of the restore chunk, with its counts per object, once
+    bus = await Bus.connect(BusConfig(nats_url, namespace=bus_namespace), producer="test")
+    try:
+        sub = await bus.pull_subscription(
+            bus.config.events_stream, "restore-observer", bus.config.events_subject("r1.ChunkUploaded")
+        )
+        [msg] = await sub.fetch(1, timeout=10)
+        env = events.decode(msg.data)
+        assert env.event_id == events.event_id("ChunkUploaded", "r1", "restore", 1)
+        assert env.chunk_uploaded.counts.api_calls == 3
+        assert [(r.object_name, r.created, r.updated) for r in env.chunk_uploaded.restore] == [("Account", 1, 1)]
+    finally:
+        await bus.close()
+
+    # people read what a restore did and its Id map (viewer); the backup in bulk is not theirs
+    port = stub.test_port  # type: ignore[attr-defined]
+    async with aio_channel(f"127.0.0.1:{port}", token("viewer", "vera")) as channel:
+        vera = storage_pb2_grpc.StorageServiceStub(channel)
+        listed = await vera.ListRestoreRecords(pb.ListRestoreRecordsRequest(session_id="r1", page_size=1))
+        assert [o.source_id for o in listed.outcomes] == [sf_id("001", 1)] and listed.next_page_token
+        rest = await vera.ListRestoreRecords(
+            pb.ListRestoreRecordsRequest(session_id="r1", page_token=listed.next_page_token)
+        )
+        assert [(o.source_id, o.target_id, o.state) for o in rest.outcomes] == [
+            (sf_id("001", 2), sf_id("001", 900), rpb.RECORD_STATE_CREATED)
+        ]
+        mapped = await vera.GetIdMap(pb.GetIdMapRequest(source_org_id=ORG, target_org_id=target))
+        assert dict(mapped.ids) == {sf_id("001", 2): sf_id("001", 900)}
+        code = await _code(
+            _drain(vera.ReadRecordsAsOf(pb.ReadRecordsAsOfRequest(org_id=ORG, object_name="Account", all=True)))
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+
+    # the bulk read is in the read audit: who, what selection, how many records; never a value
+    async with aio_channel(f"127.0.0.1:{port}", token("admin", "root")) as channel:
+        admin = storage_pb2_grpc.StorageServiceStub(channel)
+        entries = (await admin.ListReadAudit(pb.ListReadAuditRequest(actor="jobrunner"))).entries
+        got = [(e.method, e.outcome, e.object_name, e.target, e.count) for e in entries]
+        assert ("ReadRecordsAsOf", "OK", "Account", "ids:2", 1) in got
+        assert ("ReadRecordsAsOf", "INVALID_ARGUMENT", "Account", "deleted_since", 0) in got
