@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import grpc
 import typer
@@ -21,6 +21,7 @@ from typer._click import exceptions as click_errors  # typer vendors click: what
 
 from services import sfconnection as sfc
 from services.cli import render
+from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.platform import timestamps
 
@@ -28,7 +29,8 @@ app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=T
 org_app = typer.Typer(help="Org connections.", no_args_is_help=True)
 policy_app = typer.Typer(help="Backup policies.", no_args_is_help=True)
 backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
-session_app = typer.Typer(help="Backup sessions.", no_args_is_help=True)
+session_app = typer.Typer(help="Sessions: backups and restores.", no_args_is_help=True)
+restore_app = typer.Typer(help="Restore backed-up records, files and metadata into an org.", no_args_is_help=True)
 jobs_app = typer.Typer(help="The jobs of a session.", no_args_is_help=True)
 records_app = typer.Typer(help="Backed-up records.", no_args_is_help=True)
 files_app = typer.Typer(help="Backed-up files.", no_args_is_help=True)
@@ -41,6 +43,7 @@ for sub, name in [
     (policy_app, "policy"),
     (backup_app, "backup"),
     (session_app, "session"),
+    (restore_app, "restore"),
     (jobs_app, "jobs"),
     (records_app, "records"),
     (files_app, "files"),
@@ -140,6 +143,9 @@ def org_add(
     private_key_ref: str = "",
     ca_bundle_ref: Annotated[str, typer.Option(help="file:/path of a PEM CA bundle (sforg's CA)")] = "",
     api_version: str = "",
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox/--production", help="a sandbox (a restore into production needs --yes)")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Register an org connection (secrets are references, never values)."""
@@ -149,7 +155,9 @@ def org_add(
         raise CliError(f"unknown flow {flow!r}: one of {', '.join(sfc.AUTH_FLOWS)}") from None
     options = locals()  # the options are named as the connection's fields
     connection = disc.OrgConnection(auth_flow=auth_flow, **{f: options[f] for f in sfc.CONNECTION_FIELDS})  # type: ignore[arg-type]
-    org = clients().discovery.CreateOrg(disc.CreateOrgRequest(org_id=org_id, name=name, connection=connection))
+    org = clients().discovery.CreateOrg(
+        disc.CreateOrgRequest(org_id=org_id, name=name, connection=connection, sandbox=sandbox)
+    )
     render.print_result(org, json_out, f"org [bold]{org.org_id}[/] added")
 
 
@@ -160,8 +168,15 @@ def org_list(json_out: JsonOpt = False) -> None:
         clients().discovery.ListOrgs(disc.ListOrgsRequest()).orgs,
         json_out,
         "Orgs",
-        ("org", "name", "login URL", "Salesforce org", "instance"),
-        lambda o: (o.org_id, o.name, o.connection.login_url, o.salesforce_org_id or "-", o.instance_url or "-"),
+        ("org", "name", "login URL", "Salesforce org", "instance", "kind"),
+        lambda o: (
+            o.org_id,
+            o.name,
+            o.connection.login_url,
+            o.salesforce_org_id or "-",
+            o.instance_url or "-",
+            "sandbox" if o.sandbox else "production",
+        ),
     )
 
 
@@ -316,12 +331,19 @@ def _progress(s: api.Session, jobs: list[api.Job]) -> Any:
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
     done = s.jobs_finished
+    if s.kind in rs.RESTORE_KINDS:
+        counted = {state: sum(getattr(c, state) for c in s.restore_counts) for state in rs.STATES}
+        info = f"{done}/{s.jobs_total} jobs, " + ", ".join(f"{n:,} {state}" for state, n in counted.items())
+    else:
+        info = (
+            f"{done}/{s.jobs_total} jobs, {s.totals.received:,} records, {s.totals.files:,} files, "
+            f"{s.totals.api_calls:,} API calls"
+        )
     progress.add_task(
         f"session {s.session_id[:12]} {render.status_name(s.status)}",
         total=max(s.jobs_total, 1),
         completed=done,
-        info=f"{done}/{s.jobs_total} jobs, {s.totals.received:,} records, {s.totals.files:,} files, "
-        f"{s.totals.api_calls:,} API calls",
+        info=info,
     )
     for j in jobs:
         if j.state == api.JOB_STATE_RUNNING:
@@ -362,15 +384,27 @@ def _session_report(c: Clients, s: api.Session, json_out: bool) -> None:
         render.session_report(s, jobs)
 
 
+SESSION_KINDS = {
+    "backup": rs.rpb.SESSION_KIND_BACKUP,
+    "restore": rs.rpb.SESSION_KIND_RESTORE,
+    "metadata-restore": rs.rpb.SESSION_KIND_METADATA_RESTORE,
+}
+
+
 @session_app.command("list")
 def session_list(
     policy: Annotated[str, typer.Option()] = "",
     status: Annotated[str, typer.Option(help="success, warning, failed, stopped, running, pending")] = "",
+    kind: Annotated[str, typer.Option(help="backup, restore or metadata-restore (default: every kind)")] = "",
     limit: Annotated[int, typer.Option()] = 50,
     json_out: JsonOpt = False,
 ) -> None:
     """Sessions, newest first."""
-    request = api.ListSessionsRequest(policy_id=policy, page_size=limit)
+    if kind and kind not in SESSION_KINDS:
+        raise CliError(f"unknown kind {kind!r}: one of {', '.join(SESSION_KINDS)}")
+    request = api.ListSessionsRequest(
+        policy_id=policy, page_size=limit, kind=SESSION_KINDS.get(kind, rs.rpb.SESSION_KIND_UNSPECIFIED)
+    )
     if status:
         try:
             request.status = pb.SessionStatus.Value(f"SESSION_STATUS_{status.upper()}")
@@ -406,6 +440,220 @@ def jobs_list(session_id: str, json_out: JsonOpt = False) -> None:
     """The jobs of a session."""
     jobs = list(clients().session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
     render.print_result(jobs, json_out, render.jobs_table(jobs))
+
+
+# ---- restores -------------------------------------------------------------------------------------------
+
+
+def _restore_usage(message: str) -> NoReturn:
+    """A restore refused before anything is called: one line, exit 2."""
+    _error(message)
+    raise typer.Exit(2)
+
+
+def _confirm_production(c: Clients, request: api.StartSessionRequest) -> None:
+    """A restore that writes to a production org (Org.sandbox false) needs --yes: asked on a terminal, refused
+    otherwise, before anything is started."""
+    target = rs.target_org(request)
+    org = c.discovery.GetOrg(disc.GetOrgRequest(org_id=target))
+    if not rs.needs_confirmation(request, org.sandbox):
+        return
+    question = f"org {target} is a production org: write the restore into it?"
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        if typer.confirm(question, default=False):
+            request.restore.confirmed = True
+            return
+        _restore_usage(f"not confirmed: nothing was written to {target}")
+    _restore_usage(f"org {target} is a production org: give --yes to restore into it (or --dry-run to preview)")
+
+
+def _restore_started(c: Clients, request: api.StartSessionRequest, wait: bool, json_out: bool) -> None:
+    """Start the restore; with --wait (a dry run always waits) follow it, report it, and exit non-zero unless
+    it ended clean: 2 when it failed or stopped, 3 when records failed or differ."""
+    session = c.session.StartSession(request)
+    if not (wait or request.restore.dry_run):
+        render.print_result(rs.summary(session), json_out, f"restore session [bold]{session.session_id}[/] started")
+        return
+    final = watch(c, session.session_id)
+    _restore_report(c, final, json_out)
+    found = rs.problems(final)
+    if found:
+        if not json_out:
+            for problem in found:
+                render.err_console.print(f"[red]problem[/]: {_one_line(problem)}", highlight=False)
+        raise typer.Exit(2 if final.status in (pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_STOPPED) else 3)
+
+
+def _difference_sample(c: Clients, session_id: str, size: int = 5) -> list[str]:
+    """A few Updated records' changed fields (a preview's sample of field differences), or a note why not."""
+    request = st.ListRestoreRecordsRequest(session_id=session_id, state=rs.RECORD_STATES["updated"], page_size=size)
+    try:
+        outcomes = list(c.storage.ListRestoreRecords(request).outcomes)[:size]
+    except grpc.RpcError as exc:
+        return [f"(no sample: storage answered {exc.code().name.lower()})"]  # type: ignore[attr-defined]
+    return [rs.difference_line(o) for o in outcomes]
+
+
+def _restore_report(c: Clients, s: api.Session, json_out: bool) -> None:
+    if json_out:
+        render.print_json(rs.summary(s))
+        return
+    render.restore_report(s)
+    if s.restore.dry_run and s.kind == rs.rpb.SESSION_KIND_RESTORE:
+        sample = _difference_sample(c, s.session_id)
+        if sample:
+            render.console.print("sample of field differences (records that would be Updated):")
+            for line in sample:
+                render.console.print(f"  {_one_line(line)}", highlight=False)
+
+
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="follow the session to its end")]
+
+
+@restore_app.command("run")
+def restore_run(
+    org: Annotated[str, typer.Argument(help="the org whose backup is restored (sfvault's org id)")],
+    objects: Annotated[list[str] | None, typer.Option("--object", help="an object to restore (repeatable)")] = None,
+    whole_org: Annotated[bool, typer.Option("--whole-org", help="every backed-up object, all records")] = False,
+    as_of: Annotated[str, typer.Option("--as-of", help="the point in time, ISO 8601 (default: latest)")] = "",
+    ids: Annotated[str, typer.Option("--ids", help="ID,… of the records (of one --object)")] = "",
+    ids_file: Annotated[Path | None, typer.Option("--ids-file", help="a file of Ids, one a line")] = None,
+    deleted_since: Annotated[str, typer.Option("--deleted-since", help="records deleted since then")] = "",
+    changed_since: Annotated[str, typer.Option("--changed-since", help="records changed since then")] = "",
+    all_records: Annotated[bool, typer.Option("--all", help="every record of the object (the default)")] = False,
+    fields: Annotated[list[str] | None, typer.Option("--fields", help="F,… only these fields (default: all)")] = None,
+    restore_empty: Annotated[bool, typer.Option("--restore-empty", help="write empty values too")] = False,
+    parents: Annotated[int | None, typer.Option("--parents", help="levels of missing parents (default 1)")] = None,
+    children: Annotated[int | None, typer.Option("--children", help="levels of children (default 2)")] = None,
+    to_org: Annotated[str, typer.Option("--to-org", help="restore into another org (e.g. a sandbox)")] = "",
+    match_on: Annotated[str, typer.Option("--match-on", help="external-Id field matching records there")] = "",
+    masks: Annotated[
+        list[str] | None, typer.Option("--mask", help="OBJ.FIELD=RULE: null, email, phone, pseudonym, fixed:V")
+    ] = None,
+    files: Annotated[bool, typer.Option("--files/--no-files", help="the files of the restored records")] = True,
+    owner_map: Annotated[list[str] | None, typer.Option("--owner-map", help="OLD_USER=NEW_USER (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="decide everything, write nothing; waits")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm a restore into a production org")] = False,
+    wait: WaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore records (and their files) as they were backed up. With --wait or --dry-run: exit 0 only when the
+    session ended Success with nothing Failed and the read-back matching (2: failed or stopped, 3: records
+    failed or differ)."""
+    try:
+        listed = rs.split_ids(ids) + (rs.read_ids_file(ids_file) if ids_file is not None else [])
+        request = rs.run_request(
+            rs.RunOptions(
+                org=org,
+                objects=objects or [],
+                whole_org=whole_org,
+                as_of=parse_time(as_of) if as_of else None,
+                ids=listed,
+                deleted_since=parse_time(deleted_since) if deleted_since else None,
+                changed_since=parse_time(changed_since) if changed_since else None,
+                all_records=all_records,
+                fields=fields or [],
+                restore_empty=restore_empty,
+                parents=parents,
+                children=children,
+                to_org=to_org,
+                match_on=match_on,
+                masks=masks or [],
+                files=files,
+                owner_map=owner_map or [],
+                dry_run=dry_run,
+                yes=yes,
+            )
+        )
+    except (rs.RestoreOptionError, CliError) as exc:
+        _restore_usage(str(exc))
+    c = clients()
+    _confirm_production(c, request)
+    _restore_started(c, request, wait, json_out)
+
+
+@restore_app.command("metadata")
+def restore_metadata(
+    org: Annotated[str, typer.Argument(help="the org whose backed-up metadata is restored")],
+    as_of: Annotated[str, typer.Option("--as-of", help="the point in time, ISO 8601")],
+    components: Annotated[list[str], typer.Option("--component", help="TYPE:FULLNAME (repeatable)")],
+    check_only: Annotated[bool, typer.Option("--check-only", help="validate the deploy, deploy nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm a deploy into a production org")] = False,
+    wait: WaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore metadata components as they were at a time (a validated deploy)."""
+    try:
+        request = rs.metadata_request(org, parse_time(as_of), components, check_only, yes)
+    except (rs.RestoreOptionError, CliError) as exc:
+        _restore_usage(str(exc))
+    c = clients()
+    _confirm_production(c, request)
+    _restore_started(c, request, wait, json_out)
+
+
+@restore_app.command("show")
+def restore_show(session_id: str, json_out: JsonOpt = False) -> None:
+    """A restore's report: per object Created / Updated / Undeleted / Skipped / Failed, and the read-back."""
+    c = clients()
+    session = c.session.GetSession(api.GetSessionRequest(session_id=session_id))
+    if session.kind not in rs.RESTORE_KINDS:
+        raise CliError(f"session {session_id} is a backup: `sfvault session show {session_id}`")
+    _restore_report(c, session, json_out)
+
+
+@restore_app.command("records")
+def restore_records(
+    session_id: str,
+    state: Annotated[str, typer.Option(help=", ".join(rs.STATES))] = "",
+    object_name: Annotated[str, typer.Option("--object", help="only this object")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Each record's outcome in a restore (e.g. --state failed: Salesforce's error code and message)."""
+    if state and state.lower() not in rs.RECORD_STATES:
+        _restore_usage(f"unknown state {state!r}: one of {', '.join(rs.STATES)}")
+    c = clients()
+    request = st.ListRestoreRecordsRequest(
+        session_id=session_id,
+        state=rs.RECORD_STATES.get(state.lower(), rs.rpb.RECORD_STATE_UNSPECIFIED),
+        object_name=object_name,
+        page_size=1000,
+    )
+    outcomes: list[Any] = []
+    while True:
+        page = c.storage.ListRestoreRecords(request)
+        outcomes.extend(page.outcomes)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    render.print_listing(
+        outcomes,
+        json_out,
+        f"Restore {session_id}",
+        ("object", "backup Id", "org Id", "state", "error", "message", "changed fields", "note"),
+        lambda o: (
+            o.object_name,
+            o.source_id,
+            o.target_id or "-",
+            render.record_state_name(o.state),
+            o.error_code or "-",
+            o.message[:120],
+            ", ".join(o.changed_fields),
+            o.note,
+        ),
+    )
+
+
+@restore_app.command("retry")
+def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = False) -> None:
+    """Re-run only the Failed records of a restore (once their cause is fixed): a new session, the same spec."""
+    c = clients()
+    try:
+        request = rs.retry_request(c.session.GetSession(api.GetSessionRequest(session_id=session_id)))
+    except rs.RestoreOptionError as exc:
+        _restore_usage(str(exc))
+    _confirm_production(c, request)
+    _restore_started(c, request, wait, json_out)
 
 
 # ---- reading the backup ---------------------------------------------------------------------------------
@@ -602,12 +850,13 @@ def _only_org(c: Clients) -> str:
 
 
 MAX_TOKEN_DAYS = 366
+PEOPLE_ROLES = ("viewer", "operator", "restorer", "admin")  # the services' own role is minted by the services
 
 
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="who the token is for")],
-    role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+    role: Annotated[str, typer.Option(help="viewer, operator, restorer or admin")] = "viewer",
     days: Annotated[int, typer.Option(help=f"lifetime, 1 to {MAX_TOKEN_DAYS} days")] = 90,
     key_ref: Annotated[str, typer.Option(help="the signing key: env:NAME or file:/path")] = "env:SFVAULT_AUTH_KEY",
     register: Annotated[
@@ -617,8 +866,8 @@ def token_create(
     """Mint a token (needs the signing key: an admin's task) and register it, so it can be listed and revoked."""
     from services.platform.auth import mint, read_key
 
-    if role not in ("viewer", "operator", "admin"):
-        raise CliError("role must be viewer, operator or admin")
+    if role not in PEOPLE_ROLES:
+        raise CliError(f"role must be {', '.join(PEOPLE_ROLES[:-1])} or {PEOPLE_ROLES[-1]}")
     if not 1 <= days <= MAX_TOKEN_DAYS:
         raise CliError(f"--days must be 1 to {MAX_TOKEN_DAYS}")
     token = mint(read_key(key_ref), name, role, ttl_s=days * 86400.0)

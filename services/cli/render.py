@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 from sfvault.events.v1 import events_pb2 as pb
+from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.session.v1 import session_pb2 as api
 
 # a pipe or a log file gets wide lines rather than tables folded into 80 columns
@@ -83,6 +84,20 @@ def job_type_name(kind: Any) -> str:
     return pb.JobType.Name(kind).removeprefix("JOB_TYPE_").lower()
 
 
+def kind_name(kind: Any) -> str:
+    return {rpb.SESSION_KIND_RESTORE: "restore", rpb.SESSION_KIND_METADATA_RESTORE: "metadata restore"}.get(
+        kind, "backup"
+    )
+
+
+def is_restore(session: api.Session) -> bool:
+    return session.kind in (rpb.SESSION_KIND_RESTORE, rpb.SESSION_KIND_METADATA_RESTORE)
+
+
+def record_state_name(state: Any) -> str:
+    return rpb.RecordState.Name(state).removeprefix("RECORD_STATE_").lower() if state else "-"
+
+
 def ts(value: Any) -> str:
     if value is None or not value.seconds:
         return "-"
@@ -90,22 +105,99 @@ def ts(value: Any) -> str:
 
 
 def sessions_table(sessions: Iterable[api.Session]) -> Table:
+    """Backups and restores alike: a restore's "restore points" column counts the records it wrote (created,
+    updated, undeleted), its "unchanged" the ones it skipped."""
     table = Table(title="Sessions")
-    for col in ("session", "policy", "status", "requested", "finished", "jobs", "restore points", "unchanged"):
+    for col in (
+        "session",
+        "kind",
+        "policy / org",
+        "status",
+        "requested",
+        "finished",
+        "jobs",
+        "restore points",
+        "unchanged",
+    ):
         table.add_column(col)
     for s in sessions:
         status = status_name(s.status)
+        if is_restore(s):
+            written = sum(c.created + c.updated + c.undeleted for c in s.restore_counts)
+            unchanged = sum(c.skipped for c in s.restore_counts)
+            target = s.restore.target_org_id or s.org_id
+            where = s.org_id if target == s.org_id else f"{s.org_id} -> {target}"
+        else:
+            written, unchanged, where = (
+                s.totals.new_versions + s.totals.changed + s.totals.deleted,
+                s.totals.unchanged,
+                s.policy_id,
+            )
         table.add_row(
             s.session_id,
-            s.policy_id,
+            kind_name(s.kind) + (" (dry run)" if s.restore.dry_run else ""),
+            where,
             f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
             ts(s.requested_at),
             ts(s.finished_at),
             f"{s.jobs_finished}/{s.jobs_total}",
-            f"{s.totals.new_versions + s.totals.changed + s.totals.deleted:,}",
-            f"{s.totals.unchanged:,}",
+            f"{written:,}",
+            f"{unchanged:,}",
         )
     return table
+
+
+RESTORE_COLUMNS = ("created", "updated", "undeleted", "skipped", "failed", "fields left out", "files", "write calls")
+
+
+def restore_counts_table(session: api.Session) -> Table:
+    """Per object: what the restore did (or, in a dry run, would do)."""
+    table = Table(title="Would be restored (dry run)" if session.restore.dry_run else "Restored")
+    table.add_column("object")
+    for col in RESTORE_COLUMNS:
+        table.add_column(col, justify="right")
+    for c in session.restore_counts:
+        table.add_row(
+            c.object_name,
+            f"{c.created:,}",
+            f"{c.updated:,}",
+            f"{c.undeleted:,}",
+            f"{c.skipped:,}",
+            f"[red]{c.failed:,}[/]" if c.failed else "0",
+            f"{c.fields_left_out:,}",
+            f"{c.files:,}",
+            f"{c.write_calls:,}",
+        )
+    return table
+
+
+def restore_report(session: api.Session) -> None:
+    """A restore: what was asked, what it did per object, and the read-back that proves it."""
+    spec = session.restore
+    status = status_name(session.status)
+    console.rule(f"{kind_name(session.kind).capitalize()} {session.session_id}")
+    target = spec.target_org_id or session.org_id
+    lines = [
+        f"status [{STATUS_STYLE.get(status, '')}]{status}[/]" + (f" — {session.reason}" if session.reason else ""),
+        f"from org {spec.source_org_id or session.org_id} into org {target}, as of "
+        + (ts(spec.as_of) if spec.HasField("as_of") else "the latest backup")
+        + (", dry run: nothing written" if spec.dry_run else "")
+        + (", check only: nothing deployed" if spec.check_only else "")
+        + (f", retry of {spec.retry_of}" if spec.retry_of else ""),
+        f"requested by {spec.requested_by or '-'} at {ts(session.requested_at)}, finished {ts(session.finished_at)}",
+    ]
+    console.print("\n".join(lines))
+    for warning in session.warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+    console.print(restore_counts_table(session))
+    v = session.verification
+    if v.done:
+        style = "green" if v.verified else "red"
+        console.print(f"read-back: [{style}]{v.matching:,} matching, {v.differing:,} differing[/]")
+        for sample in v.samples:
+            console.print(f"  {sample}", highlight=False, markup=False)
+    elif not spec.dry_run:
+        console.print("read-back: [yellow]not run[/]")
 
 
 def jobs_table(jobs: Iterable[api.Job]) -> Table:
@@ -147,6 +239,10 @@ def jobs_table(jobs: Iterable[api.Job]) -> Table:
 
 
 def session_report(session: api.Session, jobs: list[api.Job]) -> None:
+    if is_restore(session):
+        restore_report(session)
+        console.print(jobs_table(jobs))
+        return
     status = status_name(session.status)
     t = session.totals
     console.rule(f"Session {session.session_id}")
