@@ -6,12 +6,15 @@ sforg, real storage, PostgreSQL and NATS (tests/jobrunner/conftest.py)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.storage.v1 import storage_pb2 as spb
 
+from services.jobrunner import file_job
 from services.jobrunner.file_job import LINK_DOCUMENTS_PER_QUERY
 from sforg.testing import Admin
 from tests.jobrunner.conftest import Stack, file_spec
@@ -61,3 +64,36 @@ async def test_a_file_job_stores_the_links_of_the_files_it_sees(
     assert set(now) == set(_links(admin))
     assert removed not in now
     assert any(link["ContentDocumentId"] == added["ContentDocumentId"] for link in now.values())
+
+
+async def test_a_file_job_interrupted_among_its_links_resumes_after_the_last_stored_query(
+    stack: Stack, org: dict[str, Any], admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two documents a query and a chunk per query: the attempt ends as it announces its second chunk of links
+    (the jobrunner's database went away); the next attempt goes on after the documents already stored, so every
+    link is read and stored exactly once, as in an uninterrupted job."""
+    monkeypatch.setattr(file_job, "LINK_DOCUMENTS_PER_QUERY", 2)
+    running = await stack.start_jobrunner(jobrunner_chunk_records=1)
+    store = running.runner.store
+    save: Callable[..., None] = store.save_checkpoint
+    announced: list[str] = []
+
+    def lost_at_the_second_links_chunk(session_id: str, job_id: str, checkpoint: dict[str, Any]) -> None:
+        pos = checkpoint.get("pos") or {}
+        if pos.get("phase") == "links" and pos["after"] not in announced:
+            announced.append(pos["after"])
+            if len(announced) == 2:
+                raise psycopg.OperationalError("the jobrunner's database went away")
+        save(session_id, job_id, checkpoint)
+
+    store.save_checkpoint = lost_at_the_second_links_chunk
+    truth = _links(admin)
+    done = await stack.run(file_spec(org, "s1", "files"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert stack.started.count(("s1", "files")) == 2  # interrupted once, resumed
+    documents = len({link["ContentDocumentId"] for link in truth.values()})
+    assert len(announced) == math.ceil(documents / 2) >= 3
+    files = len(admin.ground_truth(values=False)["files"])
+    assert done.counts.received == done.counts.new_versions == files + len(truth), done.message
+    assert done.counts.unchanged == 0
+    assert set(await stack.export(org["org_id"], "ContentDocumentLink")) == set(truth)
