@@ -12,6 +12,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from google.protobuf.json_format import ParseDict
+from hypothesis import HealthCheck, given, settings
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.session.v1 import session_pb2 as api
@@ -21,6 +22,7 @@ from services.platform import errors
 from services.platform.auth import StreamAudit, aio_channel
 from services.session import domain as d
 from services.session import restore_request
+from tests.e2e.test_api_security import messages
 from tests.session.conftest import Running, token
 from tests.session.test_application import Harness
 
@@ -300,3 +302,34 @@ async def test_a_restore_reads_back_with_its_kind_spec_counts_and_read_back(runn
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await restorer.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=messages(api.StartSessionRequest.DESCRIPTOR))
+def test_no_restore_request_breaks_the_start(request: api.StartSessionRequest) -> None:
+    """Whatever a StartSession carries (odd names, huge or negative numbers, timestamps out of range): a
+    session, or a RequestError saying why — never another exception, and the audit line is always written."""
+    from services.session import translate
+
+    kind = translate.KIND_FROM_PB.get(request.kind)
+    if kind is None:
+        return  # refused by the servicer as an unknown kind
+    restore_request.audit_scope(kind, request.org_id, request.restore)
+
+    async def start() -> None:
+        h = Harness()
+        try:
+            started = await h.app.start(
+                policy_id=request.policy_id,
+                org_id=request.org_id,
+                stall_timeout=None,
+                trigger=request.trigger,
+                requested_by="fuzz",
+                kind=kind,
+                restore=request.restore if request.HasField("restore") else None,
+            )
+        except errors.RequestError:
+            return
+        translate.session_to_pb(started)
+
+    asyncio.run(start())
