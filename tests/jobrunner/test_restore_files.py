@@ -394,3 +394,36 @@ def test_bodies_uploaded_to_sforg_as_json_and_multipart(tmp_path: Path, monkeypa
             lambda sf: sf.query(f"SELECT Id, IsLatest FROM ContentVersion WHERE ContentDocumentId = '{doc_id}'")
         )
         assert {r["Id"]: r["IsLatest"] for r in rows["records"]} == {first.id: False, third.id: True}
+
+
+@pytest.mark.integration
+async def test_bodies_read_back_from_storage_as_of_a_point(stack: Any, org: Any, admin: Any) -> None:
+    """GetFile by record through the job's StorageClient (its stub): each body the file job stored comes back
+    whole, spooled, with its SHA-256; a record storage never saw is None."""
+    import asyncio
+
+    from services.jobrunner.restore_files import get_file
+    from services.jobrunner.storage_client import StorageClient
+    from tests.jobrunner.conftest import file_spec
+
+    await stack.start_jobrunner()
+    done = await stack.run(file_spec(org, "s1", "files"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    truth = admin.ground_truth(values=False)["files"]
+    client = StorageClient(f"127.0.0.1:{stack.storage.port}")
+
+    def read() -> tuple[dict[str, tuple[str, int]], Body | None]:
+        out = {}
+        for rid, f in list(truth.items())[:5]:
+            body = get_file(client, org["org_id"], f["object"], rid, None)
+            assert body is not None
+            out[rid] = (body.sha256, body.size)
+            body.close()
+        return out, get_file(client, org["org_id"], "ContentVersion", "068000000000000AAA", None)
+
+    try:
+        got, missing = await asyncio.to_thread(read)
+    finally:
+        client.close()
+    assert got == {rid: (f["sha256"], f["size"]) for rid, f in list(truth.items())[:5]}
+    assert missing is None
