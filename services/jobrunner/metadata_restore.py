@@ -363,7 +363,7 @@ class MetadataRestoreJob:
         self.storage: MetadataStorageReads = restore_storage(storage_reads)
         self.warnings: list[str] = []
         self.verification = rpb.Verification()
-        self.restore_counts: list[rpb.ObjectRestoreCounts] = []
+        self._counts: list[rpb.ObjectRestoreCounts] = []
         self.outcomes: list[rpb.RecordOutcome] = []
         self.write_calls = 0
 
@@ -373,7 +373,7 @@ class MetadataRestoreJob:
 
     def execute(self) -> str:
         run, spec = self.run, self.spec
-        run.begin("")
+        self._begin()
         if run.seq > 0 and run.checkpoint.get("seq") == run.seq:
             # the outcomes are stored: an attempt that ended after that has nothing left to do
             self.warnings.extend(run.checkpoint.get("warnings") or [])
@@ -451,7 +451,26 @@ class MetadataRestoreJob:
         summary = self._store(plan.components, dry)
         return summary
 
+    @property
+    def target(self) -> str:
+        return self.run.spec.restore.target_salesforce_org_id or self.run.org
+
+    def restore_counts(self) -> list[rpb.ObjectRestoreCounts]:
+        """Totals per "metadata:<Type>" (JobFinished.restore)."""
+        return list(self._counts)
+
+    def all_failed(self) -> bool:
+        return bool(self.outcomes) and all(o.state == rpb.RECORD_STATE_FAILED for o in self.outcomes)
+
     # ------------------------------------------------------------------ steps
+
+    def _begin(self) -> None:
+        """JobRun.begin for the target org: a restore job's chunks are keyed by the org it writes to."""
+        run = self.run
+        resp = run.storage.begin_job(self.target, run.spec.session_id, run.spec.job_id, run.spec.type, "")
+        run.seq = int(resp.last_chunk_seq)
+        run.received = int(resp.counts.received)
+        run.checkpoint = run.store.checkpoint(run.spec.session_id, run.spec.job_id) or {}
 
     def _version(self) -> str:
         md = self.md
@@ -543,7 +562,7 @@ class MetadataRestoreJob:
             )
             for c in components
         ]
-        self.restore_counts = tally(self.outcomes, self.write_calls)
+        self._counts = tally(self.outcomes, self.write_calls)
         failed = sum(1 for c in components if c.state == rpb.RECORD_STATE_FAILED)
         if failed:
             self.warnings.append(f"{failed} of {len(components)} components failed")
@@ -562,7 +581,7 @@ class MetadataRestoreJob:
         if self.verification.done:
             summary += f"; verification: {self.verification.matching} matching, {self.verification.differing} differing"
         summary = "; ".join([summary, *(f"warning: {w}" for w in self.warnings)])
-        target = run.spec.restore.target_salesforce_org_id or run.org
+        target = self.target
         seq = run.announce({"phase": "outcomes"}, {"summary": summary, "warnings": self.warnings})
         request = spb.PutRestoreOutcomesRequest(
             source_org_id=run.org,
@@ -577,7 +596,7 @@ class MetadataRestoreJob:
         )
         result = self.storage.put_restore_outcomes(request)
         if result.restore:
-            self.restore_counts = list(result.restore)
+            self._counts = list(result.restore)
         run.committed(seq, result)
         run.save_state(phase="done")
         return summary

@@ -190,7 +190,7 @@ ALL = {
 
 
 def _run(
-    components: list[str], tables: FakeTables | None = None, **restore: Any
+    components: list[str], tables: FakeTables | None = None, target: str = "", **restore: Any
 ) -> tuple[JobRun, FakeTables, JobControl]:
     at = Timestamp(seconds=1_790_000_000)
     spec = jobs_pb2.JobSpec(
@@ -199,7 +199,9 @@ def _run(
         type=ev.JOB_TYPE_METADATA_RESTORE,
         org_id="o1",
         salesforce_org_id=ORG,
-        restore=jobs_pb2.RestoreJob(spec=rpb.RestoreSpec(metadata_components=components, as_of=at, **restore)),
+        restore=jobs_pb2.RestoreJob(
+            spec=rpb.RestoreSpec(metadata_components=components, as_of=at, **restore), target_salesforce_org_id=target
+        ),
     )
     tables = tables or FakeTables()
     control = JobControl()
@@ -254,7 +256,7 @@ def test_changed_classes_and_a_field_come_back_unchanged_ones_skipped() -> None:
     assert storage.asked == [Timestamp(seconds=1_790_000_000)] * 5  # read as of the point
     assert job.verification.done and job.verification.verified, job.verification
     assert job.verification.matching == 5
-    counts = {c.object_name: (c.updated, c.skipped) for c in job.restore_counts}
+    counts = {c.object_name: (c.updated, c.skipped) for c in job.restore_counts()}
     assert counts == {"metadata:ApexClass": (3, 1), "metadata:CustomField": (1, 0)}
     assert not job.warnings, summary
 
@@ -320,6 +322,28 @@ def test_a_field_the_backup_holds_empty_fails_alone() -> None:
     assert got["CustomField:Account.Tier__c"][0] == rpb.RECORD_STATE_FAILED
     assert "no usable content" in got["CustomField:Account.Tier__c"][1]
     assert got["ApexClass:Alpha"][0] == rpb.RECORD_STATE_UPDATED
+
+
+def test_into_another_org_the_job_and_its_outcomes_are_the_target_org_s() -> None:
+    org = _org()  # the sandbox: what it holds is compared and deployed to
+    storage = FakeRestoreStorage()
+    storage.back_up(org, ALL)  # (the source's backup)
+    _damage(org)
+    run, _, _ = _run(["ApexClass:Alpha"], target="00Dsandbox0001")
+    begun: list[str] = []
+    begin = run.storage.begin_job
+
+    def spy(org_id: str, *args: Any) -> Any:
+        begun.append(org_id)
+        return begin(org_id, *args)
+
+    run.storage.begin_job = spy  # type: ignore[method-assign]
+    job = MetadataRestoreJob(run, org, storage)
+    job.execute()
+    assert begun == ["00Dsandbox0001"]
+    put = storage.puts[0]
+    assert (put.source_org_id, put.target_org_id) == (ORG, "00Dsandbox0001")
+    assert not job.all_failed() and job.restore_counts()[0].updated == 1
 
 
 def test_a_component_gone_from_the_org_is_created() -> None:
