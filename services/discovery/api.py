@@ -63,7 +63,8 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
         connection = (
             _domain(translate.connection_from_pb, request.connection) if request.HasField("connection") else None
         )
-        org = await self.catalog.update_org(_id("org_id", request.org_id), request.name or None, connection)
+        sandbox = request.sandbox if request.HasField("sandbox") else None
+        org = await self.catalog.update_org(_id("org_id", request.org_id), request.name or None, connection, sandbox)
         return translate.org_to_pb(org)
 
     @grpc_errors

@@ -124,10 +124,15 @@ class Catalog:
     async def list_orgs(self) -> list[d.Org]:
         return await self.store.list_orgs()
 
-    async def update_org(self, org_id: str, name: str | None, connection: d.Connection | None) -> d.Org:
+    async def update_org(
+        self, org_id: str, name: str | None, connection: d.Connection | None, sandbox: bool | None = None
+    ) -> d.Org:
         current = await self.get_org(org_id)
         updated = dataclasses.replace(
-            current, name=current.name if name is None else name, connection=connection or current.connection
+            current,
+            name=current.name if name is None else name,
+            connection=connection or current.connection,
+            sandbox=current.sandbox if sandbox is None else sandbox,
         )
         self._check_org(updated)
         result = await self.store.update_org(updated)

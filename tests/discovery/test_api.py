@@ -158,4 +158,7 @@ async def test_an_org_registered_as_a_sandbox_says_so_everywhere(running: Runnin
     listed = await stub.ListOrgs(api.ListOrgsRequest())
     assert {o.org_id: o.sandbox for o in listed.orgs} == {"prod": False, "uat": True}
     renamed = await stub.UpdateOrg(api.UpdateOrgRequest(org_id="uat", name="UAT 2"))
-    assert renamed.sandbox and renamed.name == "UAT 2"  # UpdateOrgRequest has no sandbox field: it stays
+    assert renamed.sandbox and renamed.name == "UAT 2"  # sandbox not given: it stays
+    promoted = await stub.UpdateOrg(api.UpdateOrgRequest(org_id="uat", sandbox=False))
+    assert not promoted.sandbox and promoted.name == "UAT 2"
+    assert not (await stub.GetOrg(api.GetOrgRequest(org_id="uat"))).sandbox

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sfvault.events.v1 import events_pb2 as sfvault_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sfvault/discovery/v1/discovery.proto\x12\x14sfvault.discovery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esfvault/events/v1/events.proto\"\x8b\x02\n\rOrgConnection\x12\x11\n\tlogin_url\x18\x01 \x01(\t\x12\x31\n\tauth_flow\x18\x02 \x01(\x0e\x32\x1e.sfvault.discovery.v1.AuthFlow\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x19\n\x11\x63lient_secret_ref\x18\x04 \x01(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x14\n\x0cpassword_ref\x18\x06 \x01(\t\x12\x19\n\x11refresh_token_ref\x18\x07 \x01(\t\x12\x17\n\x0fprivate_key_ref\x18\x08 \x01(\t\x12\x15\n\rca_bundle_ref\x18\t \x01(\t\x12\x13\n\x0b\x61pi_version\x18\n \x01(\t\"\xfe\x01\n\x03Org\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x37\n\nconnection\x18\x03 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x19\n\x11salesforce_org_id\x18\x04 \x01(\t\x12\x14\n\x0cinstance_url\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x08 \x01(\x08\"=\n\tApiBudget\x12\x1b\n\x13\x64\x61ily_share_percent\x18\x01 \x01(\x05\x12\x13\n\x0bper_run_cap\x18\x02 \x01(\x03\"\xd8\x01\n\x05Scope\x12\x17\n\x0finclude_objects\x18\x01 \x03(\t\x12\x17\n\x0f\x65xclude_objects\x18\x02 \x03(\t\x12\x46\n\x0e\x65xclude_fields\x18\x03 \x03(\x0b\x32..sfvault.discovery.v1.Scope.ExcludeFieldsEntry\x1aU\n\x12\x45xcludeFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.sfvault.discovery.v1.FieldList:\x02\x38\x01\"\x1b\n\tFieldList\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\"\xce\x03\n\x06Policy\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\x05scope\x18\x04 \x01(\x0b\x32\x1b.sfvault.discovery.v1.Scope\x12\x1c\n\x14\x61uto_add_new_objects\x18\x05 \x01(\x08\x12\x1b\n\x13\x61uto_add_new_fields\x18\x06 \x01(\x08\x12\r\n\x05\x66iles\x18\x07 \x01(\x08\x12\x10\n\x08metadata\x18\x08 \x01(\x08\x12\x30\n\rstall_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\napi_budget\x18\n \x01(\x0b\x32\x1f.sfvault.discovery.v1.ApiBudget\x12\x32\n\x0freconcile_every\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08schedule\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x10\x43reateOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x37\n\nconnection\x18\x03 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x0f\n\x07sandbox\x18\x04 \x01(\x08\"\x1f\n\rGetOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x11\n\x0fListOrgsRequest\";\n\x10ListOrgsResponse\x12\'\n\x04orgs\x18\x01 \x03(\x0b\x32\x19.sfvault.discovery.v1.Org\"i\n\x10UpdateOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x37\n\nconnection\x18\x03 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\"\"\n\x10\x44\x65leteOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteOrgResponse\" \n\x0eTestOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x95\x01\n\x0fTestOrgResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x19\n\x11salesforce_org_id\x18\x02 \x01(\t\x12\x14\n\x0cinstance_url\x18\x03 \x01(\t\x12\x10\n\x08problems\x18\x04 \x03(\t\x12\x19\n\x11\x61pi_requests_used\x18\x05 \x01(\x03\x12\x18\n\x10\x61pi_requests_max\x18\x06 \x01(\x03\"C\n\x13\x43reatePolicyRequest\x12,\n\x06policy\x18\x01 \x01(\x0b\x32\x1c.sfvault.discovery.v1.Policy\"%\n\x10GetPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"%\n\x13ListPoliciesRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"F\n\x14ListPoliciesResponse\x12.\n\x08policies\x18\x01 \x03(\x0b\x32\x1c.sfvault.discovery.v1.Policy\"C\n\x13UpdatePolicyRequest\x12,\n\x06policy\x18\x01 \x01(\x0b\x32\x1c.sfvault.discovery.v1.Policy\"(\n\x13\x44\x65letePolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65letePolicyResponse\"+\n\x15GetSessionPlanRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x94\x01\n\rPlannedObject\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x17\n\x0f\x62\x61\x63kfill_fields\x18\x06 \x03(\t\x12\x17\n\x0fleft_out_fields\x18\x07 \x03(\t\"\xb6\x02\n\x0bSessionPlan\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0f\n\x07planned\x18\x04 \x01(\x08\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x0f\n\x07initial\x18\x06 \x01(\x08\x12+\n\x04jobs\x18\x07 \x03(\x0b\x32\x1d.sfvault.events.v1.PlannedJob\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12\x34\n\x07objects\x18\t \x03(\x0b\x32#.sfvault.discovery.v1.PlannedObject\x12\x11\n\tapi_calls\x18\n \x01(\x03\x12.\n\nplanned_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x10VerifyOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07objects\x18\x02 \x03(\t\"\xa8\x01\n\x12ObjectVerification\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x13\n\x0borg_records\x18\x02 \x01(\x03\x12\x16\n\x0e\x62\x61\x63kup_records\x18\x03 \x01(\x03\x12\x0f\n\x07missing\x18\x04 \x01(\x03\x12\x0f\n\x07phantom\x18\x05 \x01(\x03\x12\x16\n\x0emissing_sample\x18\x06 \x03(\t\x12\x16\n\x0ephantom_sample\x18\x07 \x03(\t\"|\n\x11VerifyOrgResponse\x12\x19\n\x11salesforce_org_id\x18\x01 \x01(\t\x12\x39\n\x07objects\x18\x02 \x03(\x0b\x32(.sfvault.discovery.v1.ObjectVerification\x12\x11\n\tapi_calls\x18\x03 \x01(\x03*\x96\x01\n\x08\x41uthFlow\x12\x19\n\x15\x41UTH_FLOW_UNSPECIFIED\x10\x00\x12 \n\x1c\x41UTH_FLOW_CLIENT_CREDENTIALS\x10\x01\x12\x16\n\x12\x41UTH_FLOW_PASSWORD\x10\x02\x12\x1b\n\x17\x41UTH_FLOW_REFRESH_TOKEN\x10\x03\x12\x18\n\x14\x41UTH_FLOW_JWT_BEARER\x10\x04\x32\xa0\t\n\x10\x44iscoveryService\x12N\n\tCreateOrg\x12&.sfvault.discovery.v1.CreateOrgRequest\x1a\x19.sfvault.discovery.v1.Org\x12H\n\x06GetOrg\x12#.sfvault.discovery.v1.GetOrgRequest\x1a\x19.sfvault.discovery.v1.Org\x12Y\n\x08ListOrgs\x12%.sfvault.discovery.v1.ListOrgsRequest\x1a&.sfvault.discovery.v1.ListOrgsResponse\x12N\n\tUpdateOrg\x12&.sfvault.discovery.v1.UpdateOrgRequest\x1a\x19.sfvault.discovery.v1.Org\x12\\\n\tDeleteOrg\x12&.sfvault.discovery.v1.DeleteOrgRequest\x1a\'.sfvault.discovery.v1.DeleteOrgResponse\x12V\n\x07TestOrg\x12$.sfvault.discovery.v1.TestOrgRequest\x1a%.sfvault.discovery.v1.TestOrgResponse\x12W\n\x0c\x43reatePolicy\x12).sfvault.discovery.v1.CreatePolicyRequest\x1a\x1c.sfvault.discovery.v1.Policy\x12Q\n\tGetPolicy\x12&.sfvault.discovery.v1.GetPolicyRequest\x1a\x1c.sfvault.discovery.v1.Policy\x12\x65\n\x0cListPolicies\x12).sfvault.discovery.v1.ListPoliciesRequest\x1a*.sfvault.discovery.v1.ListPoliciesResponse\x12W\n\x0cUpdatePolicy\x12).sfvault.discovery.v1.UpdatePolicyRequest\x1a\x1c.sfvault.discovery.v1.Policy\x12\x65\n\x0c\x44\x65letePolicy\x12).sfvault.discovery.v1.DeletePolicyRequest\x1a*.sfvault.discovery.v1.DeletePolicyResponse\x12\\\n\tVerifyOrg\x12&.sfvault.discovery.v1.VerifyOrgRequest\x1a\'.sfvault.discovery.v1.VerifyOrgResponse\x12`\n\x0eGetSessionPlan\x12+.sfvault.discovery.v1.GetSessionPlanRequest\x1a!.sfvault.discovery.v1.SessionPlanb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sfvault/discovery/v1/discovery.proto\x12\x14sfvault.discovery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esfvault/events/v1/events.proto\"\x8b\x02\n\rOrgConnection\x12\x11\n\tlogin_url\x18\x01 \x01(\t\x12\x31\n\tauth_flow\x18\x02 \x01(\x0e\x32\x1e.sfvault.discovery.v1.AuthFlow\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x19\n\x11\x63lient_secret_ref\x18\x04 \x01(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x14\n\x0cpassword_ref\x18\x06 \x01(\t\x12\x19\n\x11refresh_token_ref\x18\x07 \x01(\t\x12\x17\n\x0fprivate_key_ref\x18\x08 \x01(\t\x12\x15\n\rca_bundle_ref\x18\t \x01(\t\x12\x13\n\x0b\x61pi_version\x18\n \x01(\t\"\xfe\x01\n\x03Org\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x37\n\nconnection\x18\x03 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x19\n\x11salesforce_org_id\x18\x04 \x01(\t\x12\x14\n\x0cinstance_url\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07sandbox\x18\x08 \x01(\x08\"=\n\tApiBudget\x12\x1b\n\x13\x64\x61ily_share_percent\x18\x01 \x01(\x05\x12\x13\n\x0bper_run_cap\x18\x02 \x01(\x03\"\xd8\x01\n\x05Scope\x12\x17\n\x0finclude_objects\x18\x01 \x03(\t\x12\x17\n\x0f\x65xclude_objects\x18\x02 \x03(\t\x12\x46\n\x0e\x65xclude_fields\x18\x03 \x03(\x0b\x32..sfvault.discovery.v1.Scope.ExcludeFieldsEntry\x1aU\n\x12\x45xcludeFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.sfvault.discovery.v1.FieldList:\x02\x38\x01\"\x1b\n\tFieldList\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\"\xce\x03\n\x06Policy\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\x05scope\x18\x04 \x01(\x0b\x32\x1b.sfvault.discovery.v1.Scope\x12\x1c\n\x14\x61uto_add_new_objects\x18\x05 \x01(\x08\x12\x1b\n\x13\x61uto_add_new_fields\x18\x06 \x01(\x08\x12\r\n\x05\x66iles\x18\x07 \x01(\x08\x12\x10\n\x08metadata\x18\x08 \x01(\x08\x12\x30\n\rstall_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\napi_budget\x18\n \x01(\x0b\x32\x1f.sfvault.discovery.v1.ApiBudget\x12\x32\n\x0freconcile_every\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08schedule\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x10\x43reateOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x37\n\nconnection\x18\x03 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x0f\n\x07sandbox\x18\x04 \x01(\x08\"\x1f\n\rGetOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x11\n\x0fListOrgsRequest\";\n\x10ListOrgsResponse\x12\'\n\x04orgs\x18\x01 \x03(\x0b\x32\x19.sfvault.discovery.v1.Org\"\x8b\x01\n\x10UpdateOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x37\n\nconnection\x18\x03 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x14\n\x07sandbox\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_sandbox\"\"\n\x10\x44\x65leteOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteOrgResponse\" \n\x0eTestOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x95\x01\n\x0fTestOrgResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x19\n\x11salesforce_org_id\x18\x02 \x01(\t\x12\x14\n\x0cinstance_url\x18\x03 \x01(\t\x12\x10\n\x08problems\x18\x04 \x03(\t\x12\x19\n\x11\x61pi_requests_used\x18\x05 \x01(\x03\x12\x18\n\x10\x61pi_requests_max\x18\x06 \x01(\x03\"C\n\x13\x43reatePolicyRequest\x12,\n\x06policy\x18\x01 \x01(\x0b\x32\x1c.sfvault.discovery.v1.Policy\"%\n\x10GetPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"%\n\x13ListPoliciesRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"F\n\x14ListPoliciesResponse\x12.\n\x08policies\x18\x01 \x03(\x0b\x32\x1c.sfvault.discovery.v1.Policy\"C\n\x13UpdatePolicyRequest\x12,\n\x06policy\x18\x01 \x01(\x0b\x32\x1c.sfvault.discovery.v1.Policy\"(\n\x13\x44\x65letePolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65letePolicyResponse\"+\n\x15GetSessionPlanRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x94\x01\n\rPlannedObject\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x17\n\x0f\x62\x61\x63kfill_fields\x18\x06 \x03(\t\x12\x17\n\x0fleft_out_fields\x18\x07 \x03(\t\"\xb6\x02\n\x0bSessionPlan\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0f\n\x07planned\x18\x04 \x01(\x08\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x0f\n\x07initial\x18\x06 \x01(\x08\x12+\n\x04jobs\x18\x07 \x03(\x0b\x32\x1d.sfvault.events.v1.PlannedJob\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12\x34\n\x07objects\x18\t \x03(\x0b\x32#.sfvault.discovery.v1.PlannedObject\x12\x11\n\tapi_calls\x18\n \x01(\x03\x12.\n\nplanned_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x10VerifyOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07objects\x18\x02 \x03(\t\"\xa8\x01\n\x12ObjectVerification\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x13\n\x0borg_records\x18\x02 \x01(\x03\x12\x16\n\x0e\x62\x61\x63kup_records\x18\x03 \x01(\x03\x12\x0f\n\x07missing\x18\x04 \x01(\x03\x12\x0f\n\x07phantom\x18\x05 \x01(\x03\x12\x16\n\x0emissing_sample\x18\x06 \x03(\t\x12\x16\n\x0ephantom_sample\x18\x07 \x03(\t\"|\n\x11VerifyOrgResponse\x12\x19\n\x11salesforce_org_id\x18\x01 \x01(\t\x12\x39\n\x07objects\x18\x02 \x03(\x0b\x32(.sfvault.discovery.v1.ObjectVerification\x12\x11\n\tapi_calls\x18\x03 \x01(\x03*\x96\x01\n\x08\x41uthFlow\x12\x19\n\x15\x41UTH_FLOW_UNSPECIFIED\x10\x00\x12 \n\x1c\x41UTH_FLOW_CLIENT_CREDENTIALS\x10\x01\x12\x16\n\x12\x41UTH_FLOW_PASSWORD\x10\x02\x12\x1b\n\x17\x41UTH_FLOW_REFRESH_TOKEN\x10\x03\x12\x18\n\x14\x41UTH_FLOW_JWT_BEARER\x10\x04\x32\xa0\t\n\x10\x44iscoveryService\x12N\n\tCreateOrg\x12&.sfvault.discovery.v1.CreateOrgRequest\x1a\x19.sfvault.discovery.v1.Org\x12H\n\x06GetOrg\x12#.sfvault.discovery.v1.GetOrgRequest\x1a\x19.sfvault.discovery.v1.Org\x12Y\n\x08ListOrgs\x12%.sfvault.discovery.v1.ListOrgsRequest\x1a&.sfvault.discovery.v1.ListOrgsResponse\x12N\n\tUpdateOrg\x12&.sfvault.discovery.v1.UpdateOrgRequest\x1a\x19.sfvault.discovery.v1.Org\x12\\\n\tDeleteOrg\x12&.sfvault.discovery.v1.DeleteOrgRequest\x1a\'.sfvault.discovery.v1.DeleteOrgResponse\x12V\n\x07TestOrg\x12$.sfvault.discovery.v1.TestOrgRequest\x1a%.sfvault.discovery.v1.TestOrgResponse\x12W\n\x0c\x43reatePolicy\x12).sfvault.discovery.v1.CreatePolicyRequest\x1a\x1c.sfvault.discovery.v1.Policy\x12Q\n\tGetPolicy\x12&.sfvault.discovery.v1.GetPolicyRequest\x1a\x1c.sfvault.discovery.v1.Policy\x12\x65\n\x0cListPolicies\x12).sfvault.discovery.v1.ListPoliciesRequest\x1a*.sfvault.discovery.v1.ListPoliciesResponse\x12W\n\x0cUpdatePolicy\x12).sfvault.discovery.v1.UpdatePolicyRequest\x1a\x1c.sfvault.discovery.v1.Policy\x12\x65\n\x0c\x44\x65letePolicy\x12).sfvault.discovery.v1.DeletePolicyRequest\x1a*.sfvault.discovery.v1.DeletePolicyResponse\x12\\\n\tVerifyOrg\x12&.sfvault.discovery.v1.VerifyOrgRequest\x1a\'.sfvault.discovery.v1.VerifyOrgResponse\x12`\n\x0eGetSessionPlan\x12+.sfvault.discovery.v1.GetSessionPlanRequest\x1a!.sfvault.discovery.v1.SessionPlanb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOPE_EXCLUDEFIELDSENTRY']._loaded_options = None
   _globals['_SCOPE_EXCLUDEFIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_AUTHFLOW']._serialized_start=3263
-  _globals['_AUTHFLOW']._serialized_end=3413
+  _globals['_AUTHFLOW']._serialized_start=3298
+  _globals['_AUTHFLOW']._serialized_end=3448
   _globals['_ORGCONNECTION']._serialized_start=160
   _globals['_ORGCONNECTION']._serialized_end=427
   _globals['_ORG']._serialized_start=430
@@ -60,42 +60,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTORGSREQUEST']._serialized_end=1636
   _globals['_LISTORGSRESPONSE']._serialized_start=1638
   _globals['_LISTORGSRESPONSE']._serialized_end=1697
-  _globals['_UPDATEORGREQUEST']._serialized_start=1699
-  _globals['_UPDATEORGREQUEST']._serialized_end=1804
-  _globals['_DELETEORGREQUEST']._serialized_start=1806
-  _globals['_DELETEORGREQUEST']._serialized_end=1840
-  _globals['_DELETEORGRESPONSE']._serialized_start=1842
-  _globals['_DELETEORGRESPONSE']._serialized_end=1861
-  _globals['_TESTORGREQUEST']._serialized_start=1863
-  _globals['_TESTORGREQUEST']._serialized_end=1895
-  _globals['_TESTORGRESPONSE']._serialized_start=1898
-  _globals['_TESTORGRESPONSE']._serialized_end=2047
-  _globals['_CREATEPOLICYREQUEST']._serialized_start=2049
-  _globals['_CREATEPOLICYREQUEST']._serialized_end=2116
-  _globals['_GETPOLICYREQUEST']._serialized_start=2118
-  _globals['_GETPOLICYREQUEST']._serialized_end=2155
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=2157
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=2194
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=2196
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=2266
-  _globals['_UPDATEPOLICYREQUEST']._serialized_start=2268
-  _globals['_UPDATEPOLICYREQUEST']._serialized_end=2335
-  _globals['_DELETEPOLICYREQUEST']._serialized_start=2337
-  _globals['_DELETEPOLICYREQUEST']._serialized_end=2377
-  _globals['_DELETEPOLICYRESPONSE']._serialized_start=2379
-  _globals['_DELETEPOLICYRESPONSE']._serialized_end=2401
-  _globals['_GETSESSIONPLANREQUEST']._serialized_start=2403
-  _globals['_GETSESSIONPLANREQUEST']._serialized_end=2446
-  _globals['_PLANNEDOBJECT']._serialized_start=2449
-  _globals['_PLANNEDOBJECT']._serialized_end=2597
-  _globals['_SESSIONPLAN']._serialized_start=2600
-  _globals['_SESSIONPLAN']._serialized_end=2910
-  _globals['_VERIFYORGREQUEST']._serialized_start=2912
-  _globals['_VERIFYORGREQUEST']._serialized_end=2963
-  _globals['_OBJECTVERIFICATION']._serialized_start=2966
-  _globals['_OBJECTVERIFICATION']._serialized_end=3134
-  _globals['_VERIFYORGRESPONSE']._serialized_start=3136
-  _globals['_VERIFYORGRESPONSE']._serialized_end=3260
-  _globals['_DISCOVERYSERVICE']._serialized_start=3416
-  _globals['_DISCOVERYSERVICE']._serialized_end=4600
+  _globals['_UPDATEORGREQUEST']._serialized_start=1700
+  _globals['_UPDATEORGREQUEST']._serialized_end=1839
+  _globals['_DELETEORGREQUEST']._serialized_start=1841
+  _globals['_DELETEORGREQUEST']._serialized_end=1875
+  _globals['_DELETEORGRESPONSE']._serialized_start=1877
+  _globals['_DELETEORGRESPONSE']._serialized_end=1896
+  _globals['_TESTORGREQUEST']._serialized_start=1898
+  _globals['_TESTORGREQUEST']._serialized_end=1930
+  _globals['_TESTORGRESPONSE']._serialized_start=1933
+  _globals['_TESTORGRESPONSE']._serialized_end=2082
+  _globals['_CREATEPOLICYREQUEST']._serialized_start=2084
+  _globals['_CREATEPOLICYREQUEST']._serialized_end=2151
+  _globals['_GETPOLICYREQUEST']._serialized_start=2153
+  _globals['_GETPOLICYREQUEST']._serialized_end=2190
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=2192
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=2229
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=2231
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=2301
+  _globals['_UPDATEPOLICYREQUEST']._serialized_start=2303
+  _globals['_UPDATEPOLICYREQUEST']._serialized_end=2370
+  _globals['_DELETEPOLICYREQUEST']._serialized_start=2372
+  _globals['_DELETEPOLICYREQUEST']._serialized_end=2412
+  _globals['_DELETEPOLICYRESPONSE']._serialized_start=2414
+  _globals['_DELETEPOLICYRESPONSE']._serialized_end=2436
+  _globals['_GETSESSIONPLANREQUEST']._serialized_start=2438
+  _globals['_GETSESSIONPLANREQUEST']._serialized_end=2481
+  _globals['_PLANNEDOBJECT']._serialized_start=2484
+  _globals['_PLANNEDOBJECT']._serialized_end=2632
+  _globals['_SESSIONPLAN']._serialized_start=2635
+  _globals['_SESSIONPLAN']._serialized_end=2945
+  _globals['_VERIFYORGREQUEST']._serialized_start=2947
+  _globals['_VERIFYORGREQUEST']._serialized_end=2998
+  _globals['_OBJECTVERIFICATION']._serialized_start=3001
+  _globals['_OBJECTVERIFICATION']._serialized_end=3169
+  _globals['_VERIFYORGRESPONSE']._serialized_start=3171
+  _globals['_VERIFYORGRESPONSE']._serialized_end=3295
+  _globals['_DISCOVERYSERVICE']._serialized_start=3451
+  _globals['_DISCOVERYSERVICE']._serialized_end=4635
 # @@protoc_insertion_point(module_scope)

@@ -410,8 +410,11 @@ class UpdateOrgRequest(_message.Message):
     ORG_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CONNECTION_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     name: _builtins.str
+    sandbox: _builtins.bool
+    """replaces the sandbox flag when set"""
     @_builtins.property
     def connection(self) -> Global___OrgConnection:
         """replaces the connection when set"""
@@ -422,12 +425,15 @@ class UpdateOrgRequest(_message.Message):
         org_id: _builtins.str = ...,
         name: _builtins.str = ...,
         connection: Global___OrgConnection | None = ...,
+        sandbox: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sandbox", b"_sandbox", "connection", b"connection", "sandbox", b"sandbox"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "name", b"name", "org_id", b"org_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sandbox", b"_sandbox", "connection", b"connection", "name", b"name", "org_id", b"org_id", "sandbox", b"sandbox"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sandbox: _TypeAlias = _typing.Literal["sandbox"]  # noqa: Y015
+    _WhichOneofArgType__sandbox: _TypeAlias = _typing.Literal["_sandbox", b"_sandbox"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sandbox) -> _WhichOneofReturnType__sandbox | None: ...
 
 Global___UpdateOrgRequest: _TypeAlias = UpdateOrgRequest  # noqa: Y015
 
