@@ -157,6 +157,33 @@ def test_roles_reach_the_cli(env: dict[str, str], stack_home: Path) -> None:
     assert refused.returncode == 1 and "unauthenticated" in refused.stderr
 
 
+def test_a_restore_preview_and_the_production_guard(stack: Stack, env: dict[str, str], stack_home: Path) -> None:
+    """After the backup of the first test: a restorer previews a restore of Account (acme is a production org:
+    a dry run needs no --yes, a real restore does and is refused before anything starts); an operator may not."""
+    assert stack.org is not None
+    key = load_key(f"file:{stack_home / 'auth.key'}")
+    rita = dict(env, SFVAULT_TOKEN=mint(key, "rita", "restorer"))
+    otto = dict(env, SFVAULT_TOKEN=mint(key, "otto", "operator"))
+    denied = sfvault(otto, "restore", "run", "acme", "--object", "Account", "--dry-run", ok=False)
+    assert denied.returncode == 1 and "permission_denied" in denied.stderr
+    guarded = sfvault(rita, "restore", "run", "acme", "--object", "Account", ok=False)
+    assert guarded.returncode == 2 and "--yes" in guarded.stderr
+    assert json.loads(sfvault(rita, "session", "list", "--kind", "restore", "--json").stdout) == []
+
+    preview = json.loads(sfvault(rita, "restore", "run", "acme", "--object", "Account", "--dry-run", "--json").stdout)
+    truth = Admin(stack.org).ground_truth(objects=["Account"])["objects"]["Account"]
+    assert set(preview) == {"session_id", "status", "objects", "verified", "dry_run"}
+    assert preview["status"] == "SUCCESS" and preview["dry_run"] is True
+    account = preview["objects"]["Account"]
+    assert account["failed"] == 0 and account["skipped"] == len(truth)  # nothing changed since the backup
+    assert account["created"] == account["updated"] == account["undeleted"] == 0
+    shown = json.loads(sfvault(rita, "restore", "show", preview["session_id"], "--json").stdout)
+    assert shown == preview
+    listed = json.loads(sfvault(rita, "session", "list", "--kind", "restore", "--json").stdout)
+    assert [s["session_id"] for s in listed] == [preview["session_id"]]
+    assert "restore (dry run)" in sfvault(rita, "session", "list").stdout
+
+
 def refused_everywhere(stack: Stack, token: str) -> dict[str, grpc.StatusCode]:
     """A viewer's call to each service with `token`: OK, or the refusal's code (storage: INVALID_ARGUMENT is
     its answer to an empty org id, past authentication)."""
