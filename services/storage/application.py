@@ -561,19 +561,21 @@ class Storage:
             missing = [i for i in selection.ids if i not in live]
         limit = batch_size or DEFAULT_RESTORE_BATCH
         after: str | None = ""
+        pending: list[RecordVersionRow] = []  # short pages (a selection matching few records) gathered into batches
         first = True
         while after is not None:
             rows, after = await self.store.records_as_of(
                 org_key, object_key, when, selection, after=after, limit=limit, where_field=field
             )
-            if not rows and not first:
-                continue
-            records = await asyncio.to_thread(_canonical_versions, rows) if rows else []
-            if first:
-                yield RecordsBatch(records, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
-                first = False
-            else:
-                yield RecordsBatch(records, name)
+            pending += rows
+            while len(pending) >= limit or (after is None and (pending or first)):
+                batch, pending = pending[:limit], pending[limit:]
+                records = await asyncio.to_thread(_canonical_versions, batch) if batch else []
+                if first:
+                    yield RecordsBatch(records, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
+                    first = False
+                else:
+                    yield RecordsBatch(records, name)
 
     async def _restore_job(self, org_id: str, session_id: str, job_id: str, seq: int) -> JobRef:
         job = await self._job(org_id, session_id, job_id, seq)

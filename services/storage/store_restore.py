@@ -69,53 +69,55 @@ class RestoreStore(StoreBase):
         where_field: str = "",
     ) -> tuple[list[RecordVersionRow], str | None]:
         """One page of the selected records' last versions at or before `when` that are live, and where the next
-        page starts (None: this was the last). Keyset: Ids after `after`, at most `limit` of them looked at (the
-        requested Ids) or returned (a scan of the object). Each page is one query on a connection of its own:
-        nothing is held while the caller streams it out, and memory stays one page whatever the object's size."""
-        params: list[Any] = []
-        following: str | None
+        page starts (None: this was the last).
+
+        Keyset over Ids: a page looks at `limit` Ids after `after` -- the requested ones, or the object's heads in
+        Id order (one index range: every record with a version has a head) -- and probes each one's last version
+        at or before `when` (a primary-key probe, pruned to its partition); the selection's condition filters
+        those. Every record is probed once whatever the object's size (no page rescans what earlier pages read),
+        each page is one short query on a connection of its own (nothing is held while the caller streams it out),
+        and memory stays one page. A page may come back short, or empty, with more to follow."""
         if selection.ids:
             candidates = sorted(i for i in selection.ids if i > after)
             page_ids = candidates[:limit]
             following = page_ids[-1] if len(candidates) > limit else None
-            if not page_ids:
-                return [], None
-            latest = (
-                f"SELECT {_LATEST_COLUMNS} FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
-                f" SELECT * FROM {S}.record_versions v0 WHERE v0.org_key = %s AND v0.object_key = %s"
-                "  AND v0.record_id = u.id AND v0.captured_at <= %s ORDER BY v0.version_id DESC LIMIT 1) v"
-            )
-            params += [page_ids, org_key, object_key, when]
         else:
-            following = None
-            latest = (
-                f"SELECT DISTINCT ON (v.record_id) {_LATEST_COLUMNS} FROM {S}.record_versions v"
-                " WHERE v.org_key = %s AND v.object_key = %s AND v.captured_at <= %s AND v.record_id > %s"
-                " ORDER BY v.record_id, v.version_id DESC"
+            heads = await self._all(
+                f"SELECT record_id FROM {S}.record_head WHERE org_key = %s AND object_key = %s AND record_id > %s"
+                " ORDER BY record_id LIMIT %s",
+                (org_key, object_key, after, limit),
             )
-            params += [org_key, object_key, when, after]
+            page_ids = [r[0] for r in heads]
+            following = page_ids[-1] if len(page_ids) == limit else None
+        if not page_ids:
+            return [], following
+        params: list[Any] = [page_ids, org_key, object_key, when]
+        since = ""
         condition = ""
         if selection.deleted_since is not None or selection.changed_since is not None:
+            # a probe of the record's own versions (a LATERAL with LIMIT 1: never a scan of the object's versions
+            # per page, whatever the planner estimates)
             deleted_only = selection.deleted_since is not None
-            condition = (
-                f" AND EXISTS (SELECT 1 FROM {S}.record_versions d WHERE d.org_key = %s AND d.object_key = %s"
-                " AND d.record_id = l.record_id AND d.captured_at >= %s"
-                + (" AND d.deleted > 0)" if deleted_only else " AND NOT d.scope_only)")
+            since = (
+                f" CROSS JOIN LATERAL (SELECT 1 FROM {S}.record_versions d WHERE d.org_key = %s AND d.object_key = %s"
+                " AND d.record_id = u.id AND d.captured_at >= %s"
+                + (" AND d.deleted > 0" if deleted_only else " AND NOT d.scope_only")
+                + " LIMIT 1) d"
             )
-            params += [org_key, object_key, selection.deleted_since if deleted_only else selection.changed_since]
         elif selection.where_in:
             condition = " AND l.data ->> %s = ANY(%s::text[])"
             params += [where_field, list(selection.where_in)]
-        params.append(limit)
-        rows = await self._all(
-            f"WITH page AS (SELECT * FROM ({latest}) l WHERE l.deleted = 0{condition} ORDER BY l.record_id LIMIT %s)"
-            f" SELECT {_PAGE_COLUMNS} FROM page l JOIN {S}.jobs j USING (job_key) ORDER BY l.record_id",
-            params,
+        query = (
+            f"SELECT {_PAGE_COLUMNS} FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+            f" SELECT {_LATEST_COLUMNS} FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"
+            "  AND v.record_id = u.id AND v.captured_at <= %s ORDER BY v.version_id DESC LIMIT 1) l"
+            f"{since} JOIN {S}.jobs j ON j.job_key = l.job_key WHERE l.deleted = 0{condition} ORDER BY l.record_id"
         )
-        versions = [_version(r) for r in rows]
-        if not selection.ids and len(versions) == limit:
-            following = versions[-1].record_id
-        return versions, following
+        if since:
+            at = selection.deleted_since if selection.deleted_since is not None else selection.changed_since
+            params += [org_key, object_key, at]
+        rows = await self._all(query, params)
+        return [_version(r) for r in rows], following
 
     # --- what a restore writes down ----------------------------------------------------------------------------
 
