@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import duration_pb2
-from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError, SerializeToJsonError
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.session.v1 import session_pb2 as api
@@ -46,7 +46,10 @@ def kind_from_pb(value: int) -> d.Kind:
 
 def spec_to_json(spec: rpb.RestoreSpec) -> dict[str, Any]:
     """A restore spec as the session keeps it (its JSON form); empty when unset."""
-    return MessageToDict(spec, preserving_proto_field_name=True)
+    try:
+        return MessageToDict(spec, preserving_proto_field_name=True)
+    except (ValueError, SerializeToJsonError) as exc:  # e.g. a Timestamp out of range: never foldable
+        raise events.MalformedEvent(f"restore spec: {exc}") from exc
 
 
 def spec_from_json(data: Mapping[str, Any]) -> rpb.RestoreSpec:

@@ -333,3 +333,32 @@ def test_no_restore_request_breaks_the_start(request: api.StartSessionRequest) -
         translate.session_to_pb(started)
 
     asyncio.run(start())
+
+
+def test_restore_events_translate_both_ways_and_a_bad_spec_is_malformed() -> None:
+    from services.platform import events
+    from services.session import translate
+
+    resolved = spec(source_org_id="o1", target_org_id="sb1", parents=0, dry_run=True)
+    resolved.as_of.FromSeconds(1_800_000_000)
+    env = events.envelope(
+        pb.SessionStarted(org_id="o1", kind=rpb.SESSION_KIND_RESTORE, restore=resolved), session_id="r1", producer="t"
+    )
+    started = translate.to_domain(env)
+    assert isinstance(started, d.SessionStarted) and started.kind is d.Kind.RESTORE
+    session = d.fold(None, started)
+    assert translate.session_to_pb(session).restore == resolved  # parents=0 kept: presence survives the JSON
+    counts = [
+        rpb.ObjectRestoreCounts(object_name="Account", created=1),
+        rpb.ObjectRestoreCounts(object_name="Account", failed=2),
+    ]
+    chunk = translate.to_domain(
+        events.envelope(pb.ChunkUploaded(chunk_seq=1, restore=counts), session_id="r1", job_id="j", producer="t")
+    )
+    assert isinstance(chunk, d.ChunkUploaded) and chunk.restore == {"Account": d.RestoreCounts(created=1, failed=2)}
+    broken = pb.SessionRequested(kind=rpb.SESSION_KIND_RESTORE, restore=rpb.RestoreSpec(source_org_id="o1"))
+    broken.restore.as_of.seconds = -(10**15)
+    with pytest.raises(events.MalformedEvent, match="restore spec"):
+        translate.to_domain(events.envelope(broken, session_id="r2", producer="t"))
+    with pytest.raises(events.MalformedEvent, match="kind"):
+        translate.to_domain(events.envelope(pb.SessionRequested(kind=9), session_id="r3", producer="t"))  # type: ignore[arg-type]
