@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.platform.auth import ROLES as ROLE_RANKS
 from services.platform.auth import BusAccess
 from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer, start_grpc_server
@@ -47,11 +46,10 @@ READS = {
     "ListRestoreRecords": "viewer",
     "GetIdMap": "viewer",
     "ListRestoreIntents": "viewer",
+    # the backup's records in bulk, for a restore: the restorer role (which the services and admins include);
+    # RecordRestoreIntent and PutRestoreOutcomes are writes: the service role, as every write
+    "ReadRecordsAsOf": "restorer",
 }
-# ReadRecordsAsOf hands out whole records in bulk: the services' own role (the jobrunner restoring), or the restorer
-# role where the platform has one. RecordRestoreIntent and PutRestoreOutcomes are writes: the service role.
-if "restorer" in ROLE_RANKS:
-    READS["ReadRecordsAsOf"] = "restorer"
 ROLES = {
     m.name: READS.get(m.name, "service") for m in storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
 }
