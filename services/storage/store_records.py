@@ -496,7 +496,8 @@ class RecordsStore(StoreBase):
                 "SELECT j.session_id, min(c.committed_at) AS first_capture, max(c.committed_at) AS last_capture,"
                 " count(DISTINCT j.job_key) AS jobs, array_agg(c.result->'counts') AS counts"
                 f" FROM {S}.chunks c JOIN {S}.jobs j USING (job_key)"
-                " WHERE j.org_key = %s AND (%s::int IS NULL OR c.object_key = %s)"
+                # a restore's chunks (kind restore, registered under the org written to) are no restore point
+                " WHERE j.org_key = %s AND (%s::int IS NULL OR c.object_key = %s) AND c.kind <> 'restore'"
                 " GROUP BY j.session_id ORDER BY max(c.committed_at) DESC",
                 (org_key, object_key, object_key),
             )

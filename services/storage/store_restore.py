@@ -235,13 +235,21 @@ class RestoreStore(StoreBase):
         self, session_id: str, *, state: int, object_name: str, after: int, limit: int
     ) -> list[tuple[int, RestoreOutcome]]:
         """(outcome_id, outcome) of a session's jobs, by outcome_id after `after`, at most `limit`."""
+        params: list[Any] = [session_id, after]
+        filters = ""
+        if state:
+            filters += " AND o.state = %s"
+            params.append(state)
+        if object_name:
+            filters += " AND lower(o.object_name) = lower(%s)"
+            params.append(object_name)
+        params.append(limit)
         rows = await self._all(
             "SELECT o.outcome_id, o.object_name, o.source_id, o.target_id, o.state, o.error_code, o.message,"
             f" o.changed_fields, o.note FROM {S}.restore_outcomes o"
-            f" WHERE o.job_key IN (SELECT job_key FROM {S}.jobs WHERE session_id = %s)"
-            " AND (%s = 0 OR o.state = %s) AND (%s = '' OR lower(o.object_name) = lower(%s)) AND o.outcome_id > %s"
-            " ORDER BY o.outcome_id LIMIT %s",
-            (session_id, state, state, object_name, object_name, after, limit),
+            f" WHERE o.job_key = ANY(ARRAY(SELECT job_key FROM {S}.jobs WHERE session_id = %s)) AND o.outcome_id > %s"
+            f"{filters} ORDER BY o.outcome_id LIMIT %s",
+            params,
         )
         return [
             (int(r[0]), RestoreOutcome(r[1], r[2], r[3], int(r[4]), r[5], r[6], tuple(r[7] or ()), r[8])) for r in rows

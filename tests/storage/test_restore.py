@@ -216,6 +216,7 @@ async def test_outcomes_are_stored_once_with_their_id_map_and_counts(harness: Ha
     # a resumed restore job knows where it stopped
     last, chunks, _totals = await s.begin_job(TARGET, "r1", "restore", RESTORE, "")
     assert (last, chunks) == (1, 1)
+    assert await s.restore_points(TARGET, "") == []  # a restore is no restore point of the org it wrote to
 
     # a record matched in another org (not created) under another Id is mapped too; a failed one never
     await s.put_restore_outcomes(
