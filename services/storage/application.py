@@ -559,6 +559,17 @@ class Storage:
         if selection.ids:
             live = await self.store.live_ids_as_of(org_key, object_key, selection.ids, when)
             missing = [i for i in selection.ids if i not in live]
+        if not selection.ids and not selection.all:
+            # few records match a time or a parent, most often: find them in one pass over the object's versions
+            # rather than probing every record (too many of them: every record is probed)
+            candidates = await self.store.candidate_ids(
+                org_key, object_key, when, selection, where_field=field, cap=MAX_SELECTED_IDS
+            )
+            if candidates is not None:
+                if not candidates:
+                    yield RecordsBatch([], name, schema)
+                    return
+                selection = replace(selection, ids=tuple(candidates))
         limit = batch_size or DEFAULT_RESTORE_BATCH
         after: str | None = ""
         pending: list[RecordVersionRow] = []  # short pages (a selection matching few records) gathered into batches

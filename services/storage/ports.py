@@ -214,6 +214,17 @@ class RestoreStore(Protocol):
         self, org_key: int, object_key: int, ids: Sequence[str], when: dt.datetime
     ) -> set[str]: ...
 
+    async def candidate_ids(
+        self,
+        org_key: int,
+        object_key: int,
+        when: dt.datetime,
+        selection: RecordSelection,
+        *,
+        where_field: str = "",
+        cap: int,
+    ) -> list[str] | None: ...
+
     async def records_as_of(
         self,
         org_key: int,

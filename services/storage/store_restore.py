@@ -57,6 +57,42 @@ class RestoreStore(StoreBase):
         )
         return {r[0] for r in rows}
 
+    async def candidate_ids(
+        self,
+        org_key: int,
+        object_key: int,
+        when: dt.datetime,
+        selection: RecordSelection,
+        *,
+        where_field: str = "",
+        cap: int,
+    ) -> list[str] | None:
+        """The Ids that may match a deleted_since / changed_since / where selection, from one sequential pass over
+        the object's versions (a version deleted, or any, captured since then; a version referencing one of the
+        Ids at or before `when`), or None when there are more than `cap` of them (then every head is probed).
+        records_as_of checks each candidate's version at `when` as for any selection."""
+        if selection.where_in:
+            condition, params = (
+                "v.captured_at <= %s AND v.data ->> %s = ANY(%s::text[])",
+                [
+                    when,
+                    where_field,
+                    list(selection.where_in),
+                ],
+            )
+        elif selection.deleted_since is not None:
+            condition, params = "v.captured_at >= %s AND v.deleted > 0", [selection.deleted_since]
+        elif selection.changed_since is not None:
+            condition, params = "v.captured_at >= %s AND NOT v.scope_only", [selection.changed_since]
+        else:
+            return None
+        rows = await self._all(
+            f"SELECT DISTINCT v.record_id FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"
+            f" AND {condition} LIMIT %s",
+            [org_key, object_key, *params, cap + 1],
+        )
+        return None if len(rows) > cap else [r[0] for r in rows]
+
     async def records_as_of(
         self,
         org_key: int,

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from services.storage import application
 from services.storage.application import RecordsBatch, Storage
 from services.storage.domain import (
     CREATED,
@@ -62,9 +63,14 @@ def names(batches: list[RecordsBatch]) -> dict[str, str]:
     return {r.record_id: json.loads(r.values_json)["Name"] for b in batches for r in b.records}
 
 
-@pytest.fixture
-async def backed_up(harness: Harness) -> tuple[Storage, dt.datetime, dt.datetime]:
-    """Accounts 1-5 (t1), then 2 changed, 3 soft-deleted and 4 hard-deleted (t2); contacts of accounts 1 and 2."""
+@pytest.fixture(params=["candidates", "every record probed"])
+async def backed_up(
+    harness: Harness, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Storage, dt.datetime, dt.datetime]:
+    """Accounts 1-5 (t1), then 2 changed, 3 soft-deleted and 4 hard-deleted (t2); contacts of accounts 1 and 2.
+    Read both ways: candidates found in one pass over the versions, or (too many of them) every head probed."""
+    if request.param == "every record probed":
+        monkeypatch.setattr(application, "MAX_SELECTED_IDS", 0)
     s = harness.storage
     await data_job(s)
     await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(n, f"A{n}", Score__c=n) for n in range(1, 6)])
