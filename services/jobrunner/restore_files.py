@@ -477,7 +477,9 @@ class _FileRestore:
         existing = {
             str(r["Id"]): r
             for r in (
-                self.writer.query_in("ContentDocument", ["Id"], "Id", sorted({t for t in mapped_docs.values() if t}))
+                self.writer.query_in(
+                    "ContentDocument", ["IsDeleted"], "Id", sorted({t for t in mapped_docs.values() if t})
+                )
                 if any(mapped_docs.values())
                 else []
             )
@@ -675,7 +677,10 @@ class _FileRestore:
             str(r["Id"]): r
             for r in (
                 self.writer.query_in(
-                    "Attachment", ["ParentId", "Name", "BodyLength"], "Id", [t for t in mapped_self.values() if t]
+                    "Attachment",
+                    ["ParentId", "Name", "BodyLength", "IsDeleted"],
+                    "Id",
+                    [t for t in mapped_self.values() if t],
                 )
                 if any(mapped_self.values())
                 else []

@@ -50,6 +50,7 @@ class FakeTargetOrg:
     records: set[str] = field(default_factory=set)  # Ids of records that exist (link targets)
     writes: list[str] = field(default_factory=list)
     refuse_first_publish: bool = False
+    binned: set[str] = field(default_factory=set)  # documents in the recycle bin
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(100))
 
     def new_id(self, prefix: str) -> str:
@@ -58,7 +59,7 @@ class FakeTargetOrg:
     def query_in(self, object_name: str, fields: list[str], field_name: str, values: list[str]) -> list[dict[str, Any]]:
         if object_name == "ContentDocument":
             docs = {v["ContentDocumentId"] for v in self.versions.values()}
-            return [{"Id": d} for d in values if d in docs]
+            return [{"Id": d, "IsDeleted": d in self.binned} for d in values if d in docs]
         if object_name == "ContentVersion":
             return [
                 {"Id": vid, **{k: v for k, v in row.items() if k != "body"}, "ContentSize": len(row["body"])}
@@ -297,6 +298,14 @@ def test_an_attachment_is_recreated_under_its_restored_parent_or_skipped_when_eq
     # into another org, a parent the restore did not map is not guessed
     other = restore_files(_run(target="00Dother000001"), org, backup, [("Attachment", "00PC", "", 4)], dry_run=False)
     assert [(o.state, o.error_code) for o in other.outcomes] == [(rpb.RECORD_STATE_FAILED, "PARENT_NOT_RESTORED")]
+
+
+def test_a_document_in_the_recycle_bin_is_not_versioned_a_new_one_is_made() -> None:
+    org, backup = _scene()
+    org.binned.add("069A")
+    result = restore_files(_run(), org, backup, ITEMS[:2], dry_run=False)
+    assert _states(result) == {"068A": rpb.RECORD_STATE_CREATED}
+    assert [v["body"] for v in org.versions.values() if v["ContentDocumentId"] == "069A"] == [b"old", b"changed since"]
 
 
 def test_a_file_missing_from_the_backup_fails_alone() -> None:
