@@ -941,7 +941,7 @@ def _changes(c: Clients, since: dt.datetime | None, actor: str) -> Iterator[dict
                 "token_id": e.token_id,
                 "service": e.service,
                 "action": e.method,
-                "what": e.target,
+                "what": f"{e.target} ({e.detail})" if e.detail else e.target,
                 "outcome": e.outcome,
             }
         if not page.next_page_token:

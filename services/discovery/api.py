@@ -187,6 +187,7 @@ class AccessApi(access_pb2_grpc.AccessServiceServicer):
                     method=e.method,
                     outcome=e.outcome,
                     target=e.target,
+                    detail=e.detail,
                 )
                 for e in entries
             ],

@@ -12,7 +12,7 @@ from sfvault.discovery.v1 import access_pb2 as acc
 from sfvault.discovery.v1 import access_pb2_grpc, discovery_pb2_grpc
 from sfvault.discovery.v1 import discovery_pb2 as api
 
-from services.platform.auth import aio_channel, claims_of, mint
+from services.platform.auth import AuditEntry, StreamAudit, aio_channel, claims_of, mint
 from tests.auth import AUTH_KEY, token
 from tests.discovery.conftest import Running
 
@@ -128,5 +128,18 @@ async def test_the_audit_lists_people_changes_in_order_with_filters(running: Run
         assert len(first.entries) == 1 and first.next_page_token
         rest = await admin.ListAudit(acc.ListAuditRequest(page_token=first.next_page_token))
         assert [e.method for e in [*first.entries, *rest.entries]] == [e.method for e in entries]
+    finally:
+        await channel.close()
+
+
+async def test_the_audit_lists_what_a_call_noted_of_its_scope(running: Running) -> None:
+    # the session service notes a restore's scope (names and counts) on its StartSession entry; ListAudit carries it
+    sink = StreamAudit(running.bus.js, running.settings.bus_namespace)
+    scope = "kind=RESTORE source=o1 target=o1 as_of=latest dry_run=false objects=Account(deleted_since)"
+    await sink.record(AuditEntry(time.time(), "rita", "restorer", "t1", "session", "StartSession", "OK", "s1", scope))
+    channel, admin = access_stub(running, token("admin", "root"))
+    try:
+        entries = (await admin.ListAudit(acc.ListAuditRequest(actor="rita"))).entries
+        assert [(e.method, e.target, e.detail) for e in entries] == [("StartSession", "s1", scope)]
     finally:
         await channel.close()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!sfvault/discovery/v1/access.proto\x12\x14sfvault.discovery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\x07 \x01(\t\x12\x15\n\rregistered_by\x18\x08 \x01(\t\"%\n\x14RegisterTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\",\n\x11ListTokensRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"E\n\x12ListTokensResponse\x12/\n\x06tokens\x18\x01 \x03(\x0b\x32\x1f.sfvault.discovery.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\xa5\x01\n\nAuditEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06target\x18\x08 \x01(\t\"s\n\x10ListAuditRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"_\n\x11ListAuditResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .sfvault.discovery.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x86\x03\n\rAccessService\x12\\\n\rRegisterToken\x12*.sfvault.discovery.v1.RegisterTokenRequest\x1a\x1f.sfvault.discovery.v1.TokenInfo\x12_\n\nListTokens\x12\'.sfvault.discovery.v1.ListTokensRequest\x1a(.sfvault.discovery.v1.ListTokensResponse\x12X\n\x0bRevokeToken\x12(.sfvault.discovery.v1.RevokeTokenRequest\x1a\x1f.sfvault.discovery.v1.TokenInfo\x12\\\n\tListAudit\x12&.sfvault.discovery.v1.ListAuditRequest\x1a\'.sfvault.discovery.v1.ListAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!sfvault/discovery/v1/access.proto\x12\x14sfvault.discovery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\x07 \x01(\t\x12\x15\n\rregistered_by\x18\x08 \x01(\t\"%\n\x14RegisterTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\",\n\x11ListTokensRequest\x12\x17\n\x0finclude_expired\x18\x01 \x01(\x08\"E\n\x12ListTokensResponse\x12/\n\x06tokens\x18\x01 \x03(\x0b\x32\x1f.sfvault.discovery.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\xb5\x01\n\nAuditEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0e\n\x06target\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"s\n\x10ListAuditRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"_\n\x11ListAuditResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .sfvault.discovery.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x86\x03\n\rAccessService\x12\\\n\rRegisterToken\x12*.sfvault.discovery.v1.RegisterTokenRequest\x1a\x1f.sfvault.discovery.v1.TokenInfo\x12_\n\nListTokens\x12\'.sfvault.discovery.v1.ListTokensRequest\x1a(.sfvault.discovery.v1.ListTokensResponse\x12X\n\x0bRevokeToken\x12(.sfvault.discovery.v1.RevokeTokenRequest\x1a\x1f.sfvault.discovery.v1.TokenInfo\x12\\\n\tListAudit\x12&.sfvault.discovery.v1.ListAuditRequest\x1a\'.sfvault.discovery.v1.ListAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,11 +43,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKETOKENREQUEST']._serialized_start=494
   _globals['_REVOKETOKENREQUEST']._serialized_end=532
   _globals['_AUDITENTRY']._serialized_start=535
-  _globals['_AUDITENTRY']._serialized_end=700
-  _globals['_LISTAUDITREQUEST']._serialized_start=702
-  _globals['_LISTAUDITREQUEST']._serialized_end=817
-  _globals['_LISTAUDITRESPONSE']._serialized_start=819
-  _globals['_LISTAUDITRESPONSE']._serialized_end=914
-  _globals['_ACCESSSERVICE']._serialized_start=917
-  _globals['_ACCESSSERVICE']._serialized_end=1307
+  _globals['_AUDITENTRY']._serialized_end=716
+  _globals['_LISTAUDITREQUEST']._serialized_start=718
+  _globals['_LISTAUDITREQUEST']._serialized_end=833
+  _globals['_LISTAUDITRESPONSE']._serialized_start=835
+  _globals['_LISTAUDITRESPONSE']._serialized_end=930
+  _globals['_ACCESSSERVICE']._serialized_start=933
+  _globals['_ACCESSSERVICE']._serialized_end=1323
 # @@protoc_insertion_point(module_scope)

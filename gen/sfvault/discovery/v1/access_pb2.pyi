@@ -157,6 +157,7 @@ class AuditEntry(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     actor: _builtins.str
     """the token's name"""
     role: _builtins.str
@@ -169,6 +170,8 @@ class AuditEntry(_message.Message):
     """OK or the gRPC status name"""
     target: _builtins.str
     """the id the call was about, when it names one (org, policy, session, token)"""
+    detail: _builtins.str
+    """what the call did, when its method says (a restore's scope): names and counts, never values"""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -182,10 +185,11 @@ class AuditEntry(_message.Message):
         method: _builtins.str = ...,
         outcome: _builtins.str = ...,
         target: _builtins.str = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "method", b"method", "outcome", b"outcome", "role", b"role", "service", b"service", "target", b"target", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "detail", b"detail", "method", b"method", "outcome", b"outcome", "role", b"role", "service", b"service", "target", b"target", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
