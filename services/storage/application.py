@@ -16,8 +16,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from services.canonical import (
     CanonicalColumnsIn,
+    _plain,
     canonical_json,
 )
 from services.platform import telemetry
@@ -748,9 +751,21 @@ class RecordsBatch:
     missing_ids: tuple[str, ...] = ()
 
 
+def _canonical_text(jsonb_text: str) -> str:
+    """Stored values (PostgreSQL's jsonb text: its own spacing and key order) as canonical JSON: orjson's text when
+    it is the json module's (services/canonical.py's rule, `_plain`), else the json module's, the reference."""
+    try:
+        values = orjson.loads(jsonb_text)
+    except orjson.JSONDecodeError:
+        values = None
+    if type(values) is dict and _plain(values):
+        return orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
+    return canonical_json(json.loads(jsonb_text)).decode()
+
+
 def _canonical_versions(rows: list[RecordVersionRow]) -> list[RecordVersionRow]:
-    """The versions with their values as canonical JSON (PostgreSQL's jsonb writes its own spacing and key order)."""
-    return [replace(r, values_json=canonical_json(json.loads(r.values_json)).decode()) for r in rows]
+    """The versions with their values as canonical JSON."""
+    return [replace(r, values_json=_canonical_text(r.values_json)) for r in rows]
 
 
 def _check_batch_key(key: str, what: str) -> str:

@@ -355,3 +355,23 @@ async def test_a_restore_chunks_event_waits_in_the_outbox_with_its_counts(harnes
     harness.publisher.fail = False
     assert await s.relay.relay() >= 1
     assert harness.publisher.restore[("r1", "restore", 1)] == expected
+
+
+async def test_values_come_back_as_the_canonical_text_whatever_path_writes_it(harness: Harness) -> None:
+    s = harness.storage
+    await data_job(s)
+    await put_raw(
+        s,
+        ORG,
+        "s1",
+        "j1",
+        1,
+        "Account",
+        [account(1, 'Zoë 🎉 "q" \\', AnnualRevenue=12.5), account(2, "tiny", AnnualRevenue=0.00001)],
+    )
+    [batch] = await read(s, None, all_=True)
+    for record in batch.records:
+        values = json.loads(record.values_json)
+        assert record.values_json == json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert '"AnnualRevenue":1e-05' in batch.records[1].values_json  # the json module's text, not orjson's
+    assert '"Name":"Zoë 🎉 \\"q\\" \\\\"' in batch.records[0].values_json
