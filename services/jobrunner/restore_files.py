@@ -98,6 +98,7 @@ class FileRestoreResult:
         names = {
             rpb.RECORD_STATE_CREATED: "created",
             rpb.RECORD_STATE_UPDATED: "updated",
+            rpb.RECORD_STATE_UNDELETED: "undeleted",
             rpb.RECORD_STATE_SKIPPED: "skipped",
             rpb.RECORD_STATE_FAILED: "failed",
         }
@@ -105,8 +106,8 @@ class FileRestoreResult:
             c = by.setdefault(o.object_name, rpb.ObjectRestoreCounts(object_name=o.object_name))
             if o.state in names:
                 setattr(c, names[o.state], getattr(c, names[o.state]) + 1)
-            if o.state in (rpb.RECORD_STATE_CREATED, rpb.RECORD_STATE_UPDATED):
-                c.files += 1
+            if o.state == rpb.RECORD_STATE_CREATED or list(o.changed_fields):
+                c.files += 1  # a body written
         return [by[k] for k in sorted(by)]
 
 
@@ -385,6 +386,8 @@ class _FileRestore:
         self.items = items
         self.id_map: dict[str, str] = {s: t for _o, s, t, st in items if t and st != rpb.RECORD_STATE_FAILED and s}
         self.link_writes = 0
+        self.undelete_writes = 0
+        self.undeleted: set[str] = set()  # target Ids brought back from the recycle bin
 
     # -------------------------------------------------------------- Ids
     def map_ids(self, ids: Iterable[str]) -> dict[str, str]:
@@ -433,6 +436,31 @@ class _FileRestore:
                 return str(r["Id"])
         return None
 
+    # -------------------------------------------------------------- the recycle bin
+    def _live(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The target's records of these rows that are live or back from the recycle bin: those in the bin are
+        undeleted (their Ids kept, Veeam's rule; a dry run counts them as they would be), remembered in
+        self.undeleted; one the org will not undelete is left out (gone: re-created)."""
+        live = {str(r["Id"]): r for r in rows if not r.get("IsDeleted")}
+        binned = [str(r["Id"]) for r in rows if r.get("IsDeleted")]
+        if not binned or not hasattr(self.writer, "undelete"):
+            return live
+        if self.dry:
+            back = set(binned)
+        else:
+            results = self.writer.undelete(binned)
+            self.undelete_writes += (len(binned) + 199) // 200
+            back = {i for i, r in zip(binned, results, strict=False) if getattr(r, "success", False)}
+        self.undeleted |= back
+        live.update({r["Id"]: r for r in rows if r["Id"] in back})
+        return live
+
+    def _back(self, target: str, state: int, note: str) -> tuple[int, str]:
+        """Undeleted (then its body written when it differed) for a record back from the recycle bin."""
+        if target in self.undeleted:
+            return rpb.RECORD_STATE_UNDELETED, f"undeleted from the recycle bin; {note}"
+        return state, note
+
     # -------------------------------------------------------------- ContentVersion
     def content(self, wanted: list[tuple[str, str]]) -> None:
         """(object, source Id) of ContentVersion / ContentDocument items."""
@@ -474,17 +502,8 @@ class _FileRestore:
         for link in links:
             links_of.setdefault(str(link.get("ContentDocumentId") or ""), []).append(link)
         mapped_docs = self.map_ids(docs)
-        existing = {
-            str(r["Id"]): r
-            for r in (
-                self.writer.query_in(
-                    "ContentDocument", ["IsDeleted"], "Id", sorted({t for t in mapped_docs.values() if t})
-                )
-                if any(mapped_docs.values())
-                else []
-            )
-            if not r.get("IsDeleted")
-        }
+        targets = sorted({t for t in mapped_docs.values() if t})
+        existing = self._live(self.writer.query_in("ContentDocument", ["IsDeleted"], "Id", targets) if targets else [])
         latest: dict[str, dict[str, Any]] = {}
         if existing:
             for r in self.writer.query_in(
@@ -545,24 +564,14 @@ class _FileRestore:
             if target_doc and target_doc in existing:
                 now = latest.get(target_doc)
                 if now is not None and self._same(now, body):
-                    out.append(
-                        _outcome(
-                            obj,
-                            source,
-                            str(now["Id"]),
-                            rpb.RECORD_STATE_SKIPPED,
-                            note="the document's latest version has this body",
-                        )
-                    )
+                    state, note = self._back(target_doc, rpb.RECORD_STATE_SKIPPED, "its latest version has this body")
+                    out.append(_outcome(obj, source, str(now["Id"]), state, note=note))
                     return
                 values["ContentDocumentId"] = target_doc
                 new_id = self._create("ContentVersion", source, values, body, note_key="new version")
                 if new_id is not None:
-                    out.append(
-                        _outcome(
-                            obj, source, new_id, rpb.RECORD_STATE_UPDATED, note="a new version of the existing document"
-                        )
-                    )
+                    state, note = self._back(target_doc, rpb.RECORD_STATE_UPDATED, "a new version of the document")
+                    out.append(_outcome(obj, source, new_id, state, note=note, changed_fields=["VersionData"]))
                 return
             # a new document, published to the first restored record the backup's links name, linked to the others
             linked = [str(lnk.get("LinkedEntityId") or "") for lnk in links_of.get(doc, [])]
@@ -673,20 +682,9 @@ class _FileRestore:
     def attachments(self, sources: list[str]) -> None:
         rows = {r["Id"]: r for r in backed_up(self.storage, self.source, "Attachment", self.as_of, ids=sources)}
         mapped_self = self.map_ids(sources)
-        present = {
-            str(r["Id"]): r
-            for r in (
-                self.writer.query_in(
-                    "Attachment",
-                    ["ParentId", "Name", "BodyLength", "IsDeleted"],
-                    "Id",
-                    [t for t in mapped_self.values() if t],
-                )
-                if any(mapped_self.values())
-                else []
-            )
-            if not r.get("IsDeleted")
-        }
+        mine = [t for t in mapped_self.values() if t]
+        fields = ["ParentId", "Name", "BodyLength", "IsDeleted"]
+        present = self._live(self.writer.query_in("Attachment", fields, "Id", mine) if mine else [])
         parents = self.map_ids([str(r.get("ParentId") or "") for r in rows.values()])
         for source in sources:
             self.run.control.check()
@@ -726,7 +724,8 @@ class _FileRestore:
                     and int(now["BodyLength"]) == body.size
                     and (self.bodies.body_sha256("Attachment", target, "Body") == body.sha256)
                 ):
-                    out.append(_outcome("Attachment", source, target, rpb.RECORD_STATE_SKIPPED, note="the same body"))
+                    state, note = self._back(target, rpb.RECORD_STATE_SKIPPED, "the same body")
+                    out.append(_outcome("Attachment", source, target, state, note=note))
                     return
                 self.result.files += 1
                 self.result.bytes += body.size
@@ -744,16 +743,8 @@ class _FileRestore:
                             )
                         )
                         return
-                out.append(
-                    _outcome(
-                        "Attachment",
-                        source,
-                        target,
-                        rpb.RECORD_STATE_UPDATED,
-                        note="its body replaced",
-                        changed_fields=["Body"],
-                    )
-                )
+                state, note = self._back(target, rpb.RECORD_STATE_UPDATED, "its body replaced")
+                out.append(_outcome("Attachment", source, target, state, note=note, changed_fields=["Body"]))
                 return
             parent = parents.get(str(row.get("ParentId") or ""), "")
             if not parent:
@@ -804,7 +795,9 @@ def restore_files(
     if attachments:
         job.attachments(attachments)
     bodies = job.bodies
-    job.result.write_calls = (0 if dry_run else int(getattr(bodies, "write_calls", 0))) + job.link_writes
+    job.result.write_calls = (
+        (0 if dry_run else int(getattr(bodies, "write_calls", 0))) + job.link_writes + job.undelete_writes
+    )
     failed = sum(1 for o in job.result.outcomes if o.state == rpb.RECORD_STATE_FAILED)
     if failed:
         job.result.warnings.append(f"{failed} files were not restored")

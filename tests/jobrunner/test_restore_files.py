@@ -51,6 +51,7 @@ class FakeTargetOrg:
     writes: list[str] = field(default_factory=list)
     refuse_first_publish: bool = False
     binned: set[str] = field(default_factory=set)  # documents in the recycle bin
+    undeletable: bool = True
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(100))
 
     def new_id(self, prefix: str) -> str:
@@ -88,6 +89,17 @@ class FakeTargetOrg:
 
     def user_id(self) -> str:
         return USER
+
+    def undelete(self, ids: list[str]) -> list[Result]:
+        self.writes.append("undelete")
+        out = []
+        for i in ids:
+            if self.undeletable and i in self.binned:
+                self.binned.discard(i)
+                out.append(Result(i, True))
+            else:
+                out.append(Result(i, False, "UNDELETE_FAILED", "Entity is not in the recycle bin"))
+        return out
 
     def created_since(self, object_name: str, user_id: str, since: Any, fields: list[str]) -> list[dict[str, Any]]:
         rows = self.versions if object_name == "ContentVersion" else self.attachments
@@ -300,12 +312,29 @@ def test_an_attachment_is_recreated_under_its_restored_parent_or_skipped_when_eq
     assert [(o.state, o.error_code) for o in other.outcomes] == [(rpb.RECORD_STATE_FAILED, "PARENT_NOT_RESTORED")]
 
 
-def test_a_document_in_the_recycle_bin_is_not_versioned_a_new_one_is_made() -> None:
+def test_a_document_in_the_recycle_bin_is_undeleted_then_versioned_or_else_made_anew() -> None:
     org, backup = _scene()
     org.binned.add("069A")
     result = restore_files(_run(), org, backup, ITEMS[:2], dry_run=False)
+    assert _states(result) == {"068A": rpb.RECORD_STATE_UNDELETED}
+    assert org.binned == set()
+    assert [v["body"] for v in org.versions.values() if v["ContentDocumentId"] == "069A" and v["IsLatest"]] == [
+        b"kept document, old body"
+    ]
+    assert result.counts()[0].undeleted == 1 and result.counts()[0].files == 1
+
+    org, backup = _scene()
+    org.binned.add("069A")
+    org.undeletable = False  # purged meanwhile: the org will not undelete it
+    result = restore_files(_run(), org, backup, ITEMS[:2], dry_run=False)
     assert _states(result) == {"068A": rpb.RECORD_STATE_CREATED}
     assert [v["body"] for v in org.versions.values() if v["ContentDocumentId"] == "069A"] == [b"old", b"changed since"]
+
+    org, backup = _scene()
+    org.binned.add("069A")
+    result = restore_files(_run(), org, backup, ITEMS[:2], dry_run=True)
+    assert _states(result) == {"068A": rpb.RECORD_STATE_UNDELETED}
+    assert org.binned == {"069A"} and org.writes == []
 
 
 def test_a_file_missing_from_the_backup_fails_alone() -> None:
