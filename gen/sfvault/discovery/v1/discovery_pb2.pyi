@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.protect.v1 import protect_pb2 as _protect_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -266,6 +267,10 @@ class Policy(_message.Message):
     SCHEDULE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    ANOMALIES_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     name: _builtins.str
@@ -275,6 +280,8 @@ class Policy(_message.Message):
     metadata: _builtins.bool
     schedule: _builtins.str
     """"", "hourly", "daily@HH:MM", "weekly@DAY@HH:MM", or cron"""
+    legal_hold: _builtins.bool
+    """nothing of the policy's org is pruned or erased while set"""
     @_builtins.property
     def scope(self) -> Global___Scope: ...
     @_builtins.property
@@ -293,6 +300,12 @@ class Policy(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def alerts(self) -> _protect_pb2.AlertSettings: ...
+    @_builtins.property
+    def anomalies(self) -> _protect_pb2.AnomalySettings: ...
+    @_builtins.property
+    def retention(self) -> _protect_pb2.RetentionSettings: ...
     def __init__(
         self,
         *,
@@ -310,10 +323,14 @@ class Policy(_message.Message):
         schedule: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        alerts: _protect_pb2.AlertSettings | None = ...,
+        anomalies: _protect_pb2.AnomalySettings | None = ...,
+        retention: _protect_pb2.RetentionSettings | None = ...,
+        legal_hold: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["api_budget", b"api_budget", "created_at", b"created_at", "reconcile_every", b"reconcile_every", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "created_at", b"created_at", "reconcile_every", b"reconcile_every", "retention", b"retention", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_budget", b"api_budget", "auto_add_new_fields", b"auto_add_new_fields", "auto_add_new_objects", b"auto_add_new_objects", "created_at", b"created_at", "files", b"files", "metadata", b"metadata", "name", b"name", "org_id", b"org_id", "policy_id", b"policy_id", "reconcile_every", b"reconcile_every", "schedule", b"schedule", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "auto_add_new_fields", b"auto_add_new_fields", "auto_add_new_objects", b"auto_add_new_objects", "created_at", b"created_at", "files", b"files", "legal_hold", b"legal_hold", "metadata", b"metadata", "name", b"name", "org_id", b"org_id", "policy_id", b"policy_id", "reconcile_every", b"reconcile_every", "retention", b"retention", "schedule", b"schedule", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

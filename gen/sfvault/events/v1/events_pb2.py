@@ -24,46 +24,47 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from sfvault.protect.v1 import protect_pb2 as sfvault_dot_protect_dot_v1_dot_protect__pb2
 from sfvault.restore.v1 import restore_pb2 as sfvault_dot_restore_dot_v1_dot_restore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esfvault/events/v1/events.proto\x12\x11sfvault.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a sfvault/restore/v1/restore.proto\"\xb3\x01\n\x06\x43ounts\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x14\n\x0cnew_versions\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x03\x12\x11\n\tunchanged\x18\x04 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x03\x12\r\n\x05\x62ytes\x18\x06 \x01(\x03\x12\r\n\x05\x66iles\x18\x07 \x01(\x03\x12\x11\n\tapi_calls\x18\x08 \x01(\x03\x12\x1b\n\x13metadata_components\x18\t \x01(\x03\"[\n\nPlannedJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x13\n\x0bobject_name\x18\x03 \x01(\t\"\xef\x01\n\x10SessionRequested\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x30\n\rstall_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0crequested_by\x18\x04 \x01(\t\x12\x0f\n\x07trigger\x18\x05 \x01(\t\x12-\n\x04kind\x18\x06 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x07 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\"\xd7\x01\n\x0eSessionStarted\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0f\n\x07initial\x18\x03 \x01(\x08\x12\x30\n\rstall_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04kind\x18\x05 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x06 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\"L\n\x0bJobsPlanned\x12+\n\x04jobs\x18\x01 \x03(\x0b\x32\x1d.sfvault.events.v1.PlannedJob\x12\x10\n\x08warnings\x18\x02 \x03(\t\"o\n\nJobStarted\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\"\x87\x01\n\rChunkUploaded\x12\x11\n\tchunk_seq\x18\x01 \x01(\x03\x12)\n\x06\x63ounts\x18\x02 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x38\n\x07restore\x18\x03 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\"\xfb\x01\n\x0bJobFinished\x12.\n\x07outcome\x18\x01 \x01(\x0e\x32\x1d.sfvault.events.v1.JobOutcome\x12\x0f\n\x07message\x18\x02 \x01(\t\x12)\n\x06\x63ounts\x18\x03 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x03\x12\x38\n\x07restore\x18\x05 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\x12\x36\n\x0cverification\x18\x06 \x01(\x0b\x32 .sfvault.restore.v1.Verification\"\x1f\n\rJobTerminated\x12\x0e\n\x06reason\x18\x01 \x01(\t\"8\n\x10SessionCancelled\x12\x14\n\x0crequested_by\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\rSessionFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x9e\x02\n\x0fSessionFinished\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .sfvault.events.v1.SessionStatus\x12)\n\x06totals\x18\x02 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\njobs_total\x18\x04 \x01(\x05\x12\x18\n\x10jobs_with_errors\x18\x05 \x01(\x05\x12\x38\n\x07restore\x18\x06 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\x12\x36\n\x0cverification\x18\x07 \x01(\x0b\x32 .sfvault.restore.v1.Verification\"\x82\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x10\n\x08producer\x18\x06 \x01(\t\x12@\n\x11session_requested\x18\n \x01(\x0b\x32#.sfvault.events.v1.SessionRequestedH\x00\x12<\n\x0fsession_started\x18\x0b \x01(\x0b\x32!.sfvault.events.v1.SessionStartedH\x00\x12\x36\n\x0cjobs_planned\x18\x0c \x01(\x0b\x32\x1e.sfvault.events.v1.JobsPlannedH\x00\x12\x34\n\x0bjob_started\x18\r \x01(\x0b\x32\x1d.sfvault.events.v1.JobStartedH\x00\x12:\n\x0e\x63hunk_uploaded\x18\x0e \x01(\x0b\x32 .sfvault.events.v1.ChunkUploadedH\x00\x12\x36\n\x0cjob_finished\x18\x0f \x01(\x0b\x32\x1e.sfvault.events.v1.JobFinishedH\x00\x12:\n\x0ejob_terminated\x18\x10 \x01(\x0b\x32 .sfvault.events.v1.JobTerminatedH\x00\x12@\n\x11session_cancelled\x18\x11 \x01(\x0b\x32#.sfvault.events.v1.SessionCancelledH\x00\x12:\n\x0esession_failed\x18\x12 \x01(\x0b\x32 .sfvault.events.v1.SessionFailedH\x00\x12>\n\x10session_finished\x18\x13 \x01(\x0b\x32\".sfvault.events.v1.SessionFinishedH\x00\x42\t\n\x07payload*\x95\x01\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_TYPE_METADATA\x10\x01\x12\x11\n\rJOB_TYPE_FILE\x10\x02\x12\x11\n\rJOB_TYPE_DATA\x10\x03\x12\x14\n\x10JOB_TYPE_RESTORE\x10\x04\x12\x1d\n\x19JOB_TYPE_METADATA_RESTORE\x10\x05*\x8d\x01\n\nJobOutcome\x12\x1b\n\x17JOB_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_OUTCOME_SUCCESS\x10\x01\x12\x17\n\x13JOB_OUTCOME_WARNING\x10\x02\x12\x15\n\x11JOB_OUTCOME_ERROR\x10\x03\x12\x19\n\x15JOB_OUTCOME_CANCELLED\x10\x04*\xd6\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_PENDING\x10\x01\x12\x1a\n\x16SESSION_STATUS_RUNNING\x10\x02\x12\x1a\n\x16SESSION_STATUS_SUCCESS\x10\x03\x12\x1a\n\x16SESSION_STATUS_WARNING\x10\x04\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x05\x12\x1a\n\x16SESSION_STATUS_STOPPED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esfvault/events/v1/events.proto\x12\x11sfvault.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a sfvault/protect/v1/protect.proto\x1a sfvault/restore/v1/restore.proto\"\xb3\x01\n\x06\x43ounts\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x14\n\x0cnew_versions\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x03\x12\x11\n\tunchanged\x18\x04 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x03\x12\r\n\x05\x62ytes\x18\x06 \x01(\x03\x12\r\n\x05\x66iles\x18\x07 \x01(\x03\x12\x11\n\tapi_calls\x18\x08 \x01(\x03\x12\x1b\n\x13metadata_components\x18\t \x01(\x03\"[\n\nPlannedJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x13\n\x0bobject_name\x18\x03 \x01(\t\"\x81\x02\n\x10SessionRequested\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x30\n\rstall_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0crequested_by\x18\x04 \x01(\t\x12\x0f\n\x07trigger\x18\x05 \x01(\t\x12-\n\x04kind\x18\x06 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x07 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\x12\x10\n\x08\x64raft_of\x18\x08 \x01(\t\"\xc2\x02\n\x0eSessionStarted\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0f\n\x07initial\x18\x03 \x01(\x08\x12\x30\n\rstall_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04kind\x18\x05 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x06 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\x12\x31\n\x06\x61lerts\x18\x07 \x01(\x0b\x32!.sfvault.protect.v1.AlertSettings\x12\x36\n\tanomalies\x18\x08 \x01(\x0b\x32#.sfvault.protect.v1.AnomalySettings\"L\n\x0bJobsPlanned\x12+\n\x04jobs\x18\x01 \x03(\x0b\x32\x1d.sfvault.events.v1.PlannedJob\x12\x10\n\x08warnings\x18\x02 \x03(\t\"o\n\nJobStarted\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\"\x87\x01\n\rChunkUploaded\x12\x11\n\tchunk_seq\x18\x01 \x01(\x03\x12)\n\x06\x63ounts\x18\x02 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x38\n\x07restore\x18\x03 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\"\xfb\x01\n\x0bJobFinished\x12.\n\x07outcome\x18\x01 \x01(\x0e\x32\x1d.sfvault.events.v1.JobOutcome\x12\x0f\n\x07message\x18\x02 \x01(\t\x12)\n\x06\x63ounts\x18\x03 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x03\x12\x38\n\x07restore\x18\x05 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\x12\x36\n\x0cverification\x18\x06 \x01(\x0b\x32 .sfvault.restore.v1.Verification\"\x1f\n\rJobTerminated\x12\x0e\n\x06reason\x18\x01 \x01(\t\"8\n\x10SessionCancelled\x12\x14\n\x0crequested_by\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\rSessionFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xcd\x02\n\x0fSessionFinished\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .sfvault.events.v1.SessionStatus\x12)\n\x06totals\x18\x02 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\njobs_total\x18\x04 \x01(\x05\x12\x18\n\x10jobs_with_errors\x18\x05 \x01(\x05\x12\x38\n\x07restore\x18\x06 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\x12\x36\n\x0cverification\x18\x07 \x01(\x0b\x32 .sfvault.restore.v1.Verification\x12-\n\x08\x66indings\x18\x08 \x03(\x0b\x32\x1b.sfvault.protect.v1.Finding\"\x82\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eschema_version\x18\x05 \x01(\r\x12\x10\n\x08producer\x18\x06 \x01(\t\x12@\n\x11session_requested\x18\n \x01(\x0b\x32#.sfvault.events.v1.SessionRequestedH\x00\x12<\n\x0fsession_started\x18\x0b \x01(\x0b\x32!.sfvault.events.v1.SessionStartedH\x00\x12\x36\n\x0cjobs_planned\x18\x0c \x01(\x0b\x32\x1e.sfvault.events.v1.JobsPlannedH\x00\x12\x34\n\x0bjob_started\x18\r \x01(\x0b\x32\x1d.sfvault.events.v1.JobStartedH\x00\x12:\n\x0e\x63hunk_uploaded\x18\x0e \x01(\x0b\x32 .sfvault.events.v1.ChunkUploadedH\x00\x12\x36\n\x0cjob_finished\x18\x0f \x01(\x0b\x32\x1e.sfvault.events.v1.JobFinishedH\x00\x12:\n\x0ejob_terminated\x18\x10 \x01(\x0b\x32 .sfvault.events.v1.JobTerminatedH\x00\x12@\n\x11session_cancelled\x18\x11 \x01(\x0b\x32#.sfvault.events.v1.SessionCancelledH\x00\x12:\n\x0esession_failed\x18\x12 \x01(\x0b\x32 .sfvault.events.v1.SessionFailedH\x00\x12>\n\x10session_finished\x18\x13 \x01(\x0b\x32\".sfvault.events.v1.SessionFinishedH\x00\x42\t\n\x07payload*\x95\x01\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_TYPE_METADATA\x10\x01\x12\x11\n\rJOB_TYPE_FILE\x10\x02\x12\x11\n\rJOB_TYPE_DATA\x10\x03\x12\x14\n\x10JOB_TYPE_RESTORE\x10\x04\x12\x1d\n\x19JOB_TYPE_METADATA_RESTORE\x10\x05*\x8d\x01\n\nJobOutcome\x12\x1b\n\x17JOB_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_OUTCOME_SUCCESS\x10\x01\x12\x17\n\x13JOB_OUTCOME_WARNING\x10\x02\x12\x15\n\x11JOB_OUTCOME_ERROR\x10\x03\x12\x19\n\x15JOB_OUTCOME_CANCELLED\x10\x04*\xd6\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_PENDING\x10\x01\x12\x1a\n\x16SESSION_STATUS_RUNNING\x10\x02\x12\x1a\n\x16SESSION_STATUS_SUCCESS\x10\x03\x12\x1a\n\x16SESSION_STATUS_WARNING\x10\x04\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x05\x12\x1a\n\x16SESSION_STATUS_STOPPED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sfvault.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBTYPE']._serialized_start=2657
-  _globals['_JOBTYPE']._serialized_end=2806
-  _globals['_JOBOUTCOME']._serialized_start=2809
-  _globals['_JOBOUTCOME']._serialized_end=2950
-  _globals['_SESSIONSTATUS']._serialized_start=2953
-  _globals['_SESSIONSTATUS']._serialized_end=3167
-  _globals['_COUNTS']._serialized_start=153
-  _globals['_COUNTS']._serialized_end=332
-  _globals['_PLANNEDJOB']._serialized_start=334
-  _globals['_PLANNEDJOB']._serialized_end=425
-  _globals['_SESSIONREQUESTED']._serialized_start=428
-  _globals['_SESSIONREQUESTED']._serialized_end=667
-  _globals['_SESSIONSTARTED']._serialized_start=670
-  _globals['_SESSIONSTARTED']._serialized_end=885
-  _globals['_JOBSPLANNED']._serialized_start=887
-  _globals['_JOBSPLANNED']._serialized_end=963
-  _globals['_JOBSTARTED']._serialized_start=965
-  _globals['_JOBSTARTED']._serialized_end=1076
-  _globals['_CHUNKUPLOADED']._serialized_start=1079
-  _globals['_CHUNKUPLOADED']._serialized_end=1214
-  _globals['_JOBFINISHED']._serialized_start=1217
-  _globals['_JOBFINISHED']._serialized_end=1468
-  _globals['_JOBTERMINATED']._serialized_start=1470
-  _globals['_JOBTERMINATED']._serialized_end=1501
-  _globals['_SESSIONCANCELLED']._serialized_start=1503
-  _globals['_SESSIONCANCELLED']._serialized_end=1559
-  _globals['_SESSIONFAILED']._serialized_start=1561
-  _globals['_SESSIONFAILED']._serialized_end=1592
-  _globals['_SESSIONFINISHED']._serialized_start=1595
-  _globals['_SESSIONFINISHED']._serialized_end=1881
-  _globals['_ENVELOPE']._serialized_start=1884
-  _globals['_ENVELOPE']._serialized_end=2654
+  _globals['_JOBTYPE']._serialized_start=2863
+  _globals['_JOBTYPE']._serialized_end=3012
+  _globals['_JOBOUTCOME']._serialized_start=3015
+  _globals['_JOBOUTCOME']._serialized_end=3156
+  _globals['_SESSIONSTATUS']._serialized_start=3159
+  _globals['_SESSIONSTATUS']._serialized_end=3373
+  _globals['_COUNTS']._serialized_start=187
+  _globals['_COUNTS']._serialized_end=366
+  _globals['_PLANNEDJOB']._serialized_start=368
+  _globals['_PLANNEDJOB']._serialized_end=459
+  _globals['_SESSIONREQUESTED']._serialized_start=462
+  _globals['_SESSIONREQUESTED']._serialized_end=719
+  _globals['_SESSIONSTARTED']._serialized_start=722
+  _globals['_SESSIONSTARTED']._serialized_end=1044
+  _globals['_JOBSPLANNED']._serialized_start=1046
+  _globals['_JOBSPLANNED']._serialized_end=1122
+  _globals['_JOBSTARTED']._serialized_start=1124
+  _globals['_JOBSTARTED']._serialized_end=1235
+  _globals['_CHUNKUPLOADED']._serialized_start=1238
+  _globals['_CHUNKUPLOADED']._serialized_end=1373
+  _globals['_JOBFINISHED']._serialized_start=1376
+  _globals['_JOBFINISHED']._serialized_end=1627
+  _globals['_JOBTERMINATED']._serialized_start=1629
+  _globals['_JOBTERMINATED']._serialized_end=1660
+  _globals['_SESSIONCANCELLED']._serialized_start=1662
+  _globals['_SESSIONCANCELLED']._serialized_end=1718
+  _globals['_SESSIONFAILED']._serialized_start=1720
+  _globals['_SESSIONFAILED']._serialized_end=1751
+  _globals['_SESSIONFINISHED']._serialized_start=1754
+  _globals['_SESSIONFINISHED']._serialized_end=2087
+  _globals['_ENVELOPE']._serialized_start=2090
+  _globals['_ENVELOPE']._serialized_end=2860
 # @@protoc_insertion_point(module_scope)

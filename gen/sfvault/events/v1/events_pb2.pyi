@@ -12,6 +12,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from sfvault.protect.v1 import protect_pb2 as _protect_pb2
 from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
@@ -200,6 +201,7 @@ class SessionRequested(_message.Message):
     TRIGGER_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
+    DRAFT_OF_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     requested_by: _builtins.str
@@ -207,6 +209,8 @@ class SessionRequested(_message.Message):
     """"manual", "schedule", ..."""
     kind: _restore_pb2.SessionKind.ValueType
     """unspecified: backup"""
+    draft_of: _builtins.str
+    """a restore draft prepared for a finding of this (backup) session"""
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
         """Set only to override the policy's. Zero: the policy's (discovery puts it into SessionStarted), else the
@@ -227,10 +231,11 @@ class SessionRequested(_message.Message):
         trigger: _builtins.str = ...,
         kind: _restore_pb2.SessionKind.ValueType = ...,
         restore: _restore_pb2.RestoreSpec | None = ...,
+        draft_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "requested_by", b"requested_by", "restore", b"restore", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft_of", b"draft_of", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "requested_by", b"requested_by", "restore", b"restore", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,6 +251,8 @@ class SessionStarted(_message.Message):
     STALL_TIMEOUT_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    ANOMALIES_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     initial: _builtins.bool
@@ -261,6 +268,14 @@ class SessionStarted(_message.Message):
     def restore(self) -> _restore_pb2.RestoreSpec:
         """as discovery resolved it (target org, as_of)"""
 
+    @_builtins.property
+    def alerts(self) -> _protect_pb2.AlertSettings:
+        """The policy's protection settings, as the session starts: the session service alerts and judges anomalies
+        with these (it never calls discovery).
+        """
+
+    @_builtins.property
+    def anomalies(self) -> _protect_pb2.AnomalySettings: ...
     def __init__(
         self,
         *,
@@ -270,10 +285,12 @@ class SessionStarted(_message.Message):
         stall_timeout: _duration_pb2.Duration | None = ...,
         kind: _restore_pb2.SessionKind.ValueType = ...,
         restore: _restore_pb2.RestoreSpec | None = ...,
+        alerts: _protect_pb2.AlertSettings | None = ...,
+        anomalies: _protect_pb2.AnomalySettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "initial", b"initial", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -486,6 +503,7 @@ class SessionFinished(_message.Message):
     JOBS_WITH_ERRORS_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
     VERIFICATION_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
     status: Global___SessionStatus.ValueType
     reason: _builtins.str
     jobs_total: _builtins.int
@@ -496,6 +514,10 @@ class SessionFinished(_message.Message):
     def restore(self) -> _containers.RepeatedCompositeFieldContainer[_restore_pb2.ObjectRestoreCounts]: ...
     @_builtins.property
     def verification(self) -> _restore_pb2.Verification: ...
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[_protect_pb2.Finding]:
+        """anomalies and other findings (they make it Warning)"""
+
     def __init__(
         self,
         *,
@@ -506,10 +528,11 @@ class SessionFinished(_message.Message):
         jobs_with_errors: _builtins.int = ...,
         restore: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
         verification: _restore_pb2.Verification | None = ...,
+        findings: _abc.Iterable[_protect_pb2.Finding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "reason", b"reason", "restore", b"restore", "status", b"status", "totals", b"totals", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "reason", b"reason", "restore", b"restore", "status", b"status", "totals", b"totals", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,38 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sfvault.events.v1 import events_pb2 as sfvault_dot_events_dot_v1_dot_events__pb2
+from sfvault.protect.v1 import protect_pb2 as sfvault_dot_protect_dot_v1_dot_protect__pb2
 from sfvault.restore.v1 import restore_pb2 as sfvault_dot_restore_dot_v1_dot_restore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sfvault/session/v1/session.proto\x12\x12sfvault.session.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esfvault/events/v1/events.proto\x1a sfvault/restore/v1/restore.proto\"\xe9\x03\n\x03Job\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12+\n\x05state\x18\x05 \x01(\x0e\x32\x1c.sfvault.session.v1.JobState\x12.\n\x07outcome\x18\x06 \x01(\x0e\x32\x1d.sfvault.events.v1.JobOutcome\x12\x0f\n\x07message\x18\x07 \x01(\t\x12)\n\x06\x63ounts\x18\x08 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x0e\n\x06\x63hunks\x18\t \x01(\x03\x12.\n\nplanned_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_upload_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0e \x01(\t\"\xf0\x05\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .sfvault.events.v1.SessionStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07initial\x18\x06 \x01(\x08\x12\x18\n\x10\x63\x61ncel_requested\x18\x07 \x01(\x08\x12\x30\n\x0crequested_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rstall_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06totals\x18\x0c \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x12\n\njobs_total\x18\r \x01(\x05\x12\x15\n\rjobs_finished\x18\x0e \x01(\x05\x12\x18\n\x10jobs_with_errors\x18\x0f \x01(\x05\x12\x0f\n\x07planned\x18\x10 \x01(\x08\x12\x0f\n\x07trigger\x18\x11 \x01(\t\x12\x10\n\x08warnings\x18\x12 \x03(\t\x12-\n\x04kind\x18\x13 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x14 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\x12?\n\x0erestore_counts\x18\x15 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\x12\x36\n\x0cverification\x18\x16 \x01(\x0b\x32 .sfvault.restore.v1.Verification\"\xf0\x01\n\x13StartSessionRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x30\n\rstall_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12-\n\x04kind\x18\x06 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x07 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9b\x02\n\x13ListSessionsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .sfvault.events.v1.SessionStatus\x12\x33\n\x0frequested_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10requested_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12-\n\x04kind\x18\x07 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\"^\n\x14ListSessionsResponse\x12-\n\x08sessions\x18\x01 \x03(\x0b\x32\x1b.sfvault.session.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x0fListJobsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.sfvault.session.v1.Job\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\":\n\x14\x43\x61ncelSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\x9c\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PLANNED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_FINISHED\x10\x03\x12\x18\n\x14JOB_STATE_TERMINATED\x10\x04\x12\x15\n\x11JOB_STATE_DROPPED\x10\x05\x32\xa2\x04\n\x0eSessionService\x12T\n\x0cStartSession\x12\'.sfvault.session.v1.StartSessionRequest\x1a\x1b.sfvault.session.v1.Session\x12P\n\nGetSession\x12%.sfvault.session.v1.GetSessionRequest\x1a\x1b.sfvault.session.v1.Session\x12\x61\n\x0cListSessions\x12\'.sfvault.session.v1.ListSessionsRequest\x1a(.sfvault.session.v1.ListSessionsResponse\x12U\n\x08ListJobs\x12#.sfvault.session.v1.ListJobsRequest\x1a$.sfvault.session.v1.ListJobsResponse\x12V\n\x0cWatchSession\x12\'.sfvault.session.v1.WatchSessionRequest\x1a\x1b.sfvault.session.v1.Session0\x01\x12V\n\rCancelSession\x12(.sfvault.session.v1.CancelSessionRequest\x1a\x1b.sfvault.session.v1.Sessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sfvault/session/v1/session.proto\x12\x12sfvault.session.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esfvault/events/v1/events.proto\x1a sfvault/protect/v1/protect.proto\x1a sfvault/restore/v1/restore.proto\"\xe9\x03\n\x03Job\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12+\n\x05state\x18\x05 \x01(\x0e\x32\x1c.sfvault.session.v1.JobState\x12.\n\x07outcome\x18\x06 \x01(\x0e\x32\x1d.sfvault.events.v1.JobOutcome\x12\x0f\n\x07message\x18\x07 \x01(\t\x12)\n\x06\x63ounts\x18\x08 \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x0e\n\x06\x63hunks\x18\t \x01(\x03\x12.\n\nplanned_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_upload_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0e \x01(\t\"\xb1\x06\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32 .sfvault.events.v1.SessionStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07initial\x18\x06 \x01(\x08\x12\x18\n\x10\x63\x61ncel_requested\x18\x07 \x01(\x08\x12\x30\n\x0crequested_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rstall_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06totals\x18\x0c \x01(\x0b\x32\x19.sfvault.events.v1.Counts\x12\x12\n\njobs_total\x18\r \x01(\x05\x12\x15\n\rjobs_finished\x18\x0e \x01(\x05\x12\x18\n\x10jobs_with_errors\x18\x0f \x01(\x05\x12\x0f\n\x07planned\x18\x10 \x01(\x08\x12\x0f\n\x07trigger\x18\x11 \x01(\t\x12\x10\n\x08warnings\x18\x12 \x03(\t\x12-\n\x04kind\x18\x13 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x14 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\x12?\n\x0erestore_counts\x18\x15 \x03(\x0b\x32\'.sfvault.restore.v1.ObjectRestoreCounts\x12\x36\n\x0cverification\x18\x16 \x01(\x0b\x32 .sfvault.restore.v1.Verification\x12-\n\x08\x66indings\x18\x17 \x03(\x0b\x32\x1b.sfvault.protect.v1.Finding\x12\x10\n\x08\x64raft_of\x18\x18 \x01(\t\"\xf0\x01\n\x13StartSessionRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x30\n\rstall_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12-\n\x04kind\x18\x06 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\x12\x30\n\x07restore\x18\x07 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9b\x02\n\x13ListSessionsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .sfvault.events.v1.SessionStatus\x12\x33\n\x0frequested_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10requested_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12-\n\x04kind\x18\x07 \x01(\x0e\x32\x1f.sfvault.restore.v1.SessionKind\"^\n\x14ListSessionsResponse\x12-\n\x08sessions\x18\x01 \x03(\x0b\x32\x1b.sfvault.session.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x0fListJobsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.sfvault.session.v1.Job\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\":\n\x14\x43\x61ncelSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"o\n\x11ListAlertsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"X\n\x12ListAlertsResponse\x12)\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x19.sfvault.protect.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x9c\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PLANNED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x16\n\x12JOB_STATE_FINISHED\x10\x03\x12\x18\n\x14JOB_STATE_TERMINATED\x10\x04\x12\x15\n\x11JOB_STATE_DROPPED\x10\x05\x32\xff\x04\n\x0eSessionService\x12T\n\x0cStartSession\x12\'.sfvault.session.v1.StartSessionRequest\x1a\x1b.sfvault.session.v1.Session\x12P\n\nGetSession\x12%.sfvault.session.v1.GetSessionRequest\x1a\x1b.sfvault.session.v1.Session\x12\x61\n\x0cListSessions\x12\'.sfvault.session.v1.ListSessionsRequest\x1a(.sfvault.session.v1.ListSessionsResponse\x12U\n\x08ListJobs\x12#.sfvault.session.v1.ListJobsRequest\x1a$.sfvault.session.v1.ListJobsResponse\x12V\n\x0cWatchSession\x12\'.sfvault.session.v1.WatchSessionRequest\x1a\x1b.sfvault.session.v1.Session0\x01\x12V\n\rCancelSession\x12(.sfvault.session.v1.CancelSessionRequest\x1a\x1b.sfvault.session.v1.Session\x12[\n\nListAlerts\x12%.sfvault.session.v1.ListAlertsRequest\x1a&.sfvault.session.v1.ListAlertsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sfvault.session.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2302
-  _globals['_JOBSTATE']._serialized_end=2458
-  _globals['_JOB']._serialized_start=188
-  _globals['_JOB']._serialized_end=677
-  _globals['_SESSION']._serialized_start=680
-  _globals['_SESSION']._serialized_end=1432
-  _globals['_STARTSESSIONREQUEST']._serialized_start=1435
-  _globals['_STARTSESSIONREQUEST']._serialized_end=1675
-  _globals['_GETSESSIONREQUEST']._serialized_start=1677
-  _globals['_GETSESSIONREQUEST']._serialized_end=1716
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1719
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=2002
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2004
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2098
-  _globals['_LISTJOBSREQUEST']._serialized_start=2100
-  _globals['_LISTJOBSREQUEST']._serialized_end=2137
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2139
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2196
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=2198
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=2239
-  _globals['_CANCELSESSIONREQUEST']._serialized_start=2241
-  _globals['_CANCELSESSIONREQUEST']._serialized_end=2299
-  _globals['_SESSIONSERVICE']._serialized_start=2461
-  _globals['_SESSIONSERVICE']._serialized_end=3007
+  _globals['_JOBSTATE']._serialized_start=2604
+  _globals['_JOBSTATE']._serialized_end=2760
+  _globals['_JOB']._serialized_start=222
+  _globals['_JOB']._serialized_end=711
+  _globals['_SESSION']._serialized_start=714
+  _globals['_SESSION']._serialized_end=1531
+  _globals['_STARTSESSIONREQUEST']._serialized_start=1534
+  _globals['_STARTSESSIONREQUEST']._serialized_end=1774
+  _globals['_GETSESSIONREQUEST']._serialized_start=1776
+  _globals['_GETSESSIONREQUEST']._serialized_end=1815
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1818
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2101
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2103
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2197
+  _globals['_LISTJOBSREQUEST']._serialized_start=2199
+  _globals['_LISTJOBSREQUEST']._serialized_end=2236
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2238
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2295
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=2297
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=2338
+  _globals['_CANCELSESSIONREQUEST']._serialized_start=2340
+  _globals['_CANCELSESSIONREQUEST']._serialized_end=2398
+  _globals['_LISTALERTSREQUEST']._serialized_start=2400
+  _globals['_LISTALERTSREQUEST']._serialized_end=2511
+  _globals['_LISTALERTSRESPONSE']._serialized_start=2513
+  _globals['_LISTALERTSRESPONSE']._serialized_end=2601
+  _globals['_SESSIONSERVICE']._serialized_start=2763
+  _globals['_SESSIONSERVICE']._serialized_end=3402
 # @@protoc_insertion_point(module_scope)

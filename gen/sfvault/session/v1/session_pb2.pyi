@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.protect.v1 import protect_pb2 as _protect_pb2
 from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
@@ -139,6 +140,8 @@ class Session(_message.Message):
     RESTORE_FIELD_NUMBER: _builtins.int
     RESTORE_COUNTS_FIELD_NUMBER: _builtins.int
     VERIFICATION_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    DRAFT_OF_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     policy_id: _builtins.str
     org_id: _builtins.str
@@ -152,6 +155,8 @@ class Session(_message.Message):
     planned: _builtins.bool
     trigger: _builtins.str
     kind: _restore_pb2.SessionKind.ValueType
+    draft_of: _builtins.str
+    """a restore draft: the session whose finding it undoes"""
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -176,6 +181,10 @@ class Session(_message.Message):
 
     @_builtins.property
     def verification(self) -> _restore_pb2.Verification: ...
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[_protect_pb2.Finding]:
+        """anomalies (each with its restore draft) and other findings"""
+
     def __init__(
         self,
         *,
@@ -201,10 +210,12 @@ class Session(_message.Message):
         restore: _restore_pb2.RestoreSpec | None = ...,
         restore_counts: _abc.Iterable[_restore_pb2.ObjectRestoreCounts] | None = ...,
         verification: _restore_pb2.Verification | None = ...,
+        findings: _abc.Iterable[_protect_pb2.Finding] | None = ...,
+        draft_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "requested_at", b"requested_at", "restore", b"restore", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "totals", b"totals", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "finished_at", b"finished_at", "initial", b"initial", "jobs_finished", b"jobs_finished", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "kind", b"kind", "org_id", b"org_id", "planned", b"planned", "policy_id", b"policy_id", "reason", b"reason", "requested_at", b"requested_at", "restore", b"restore", "restore_counts", b"restore_counts", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "status", b"status", "totals", b"totals", "trigger", b"trigger", "verification", b"verification", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "draft_of", b"draft_of", "findings", b"findings", "finished_at", b"finished_at", "initial", b"initial", "jobs_finished", b"jobs_finished", "jobs_total", b"jobs_total", "jobs_with_errors", b"jobs_with_errors", "kind", b"kind", "org_id", b"org_id", "planned", b"planned", "policy_id", b"policy_id", "reason", b"reason", "requested_at", b"requested_at", "restore", b"restore", "restore_counts", b"restore_counts", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "started_at", b"started_at", "status", b"status", "totals", b"totals", "trigger", b"trigger", "verification", b"verification", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -417,3 +428,59 @@ class CancelSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelSessionRequest: _TypeAlias = CancelSessionRequest  # noqa: Y015
+
+@_typing.final
+class ListAlertsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """optional filters"""
+    session_id: _builtins.str
+    kind: _builtins.str
+    page_size: _builtins.int
+    """default 50, at most 500"""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "policy_id", b"policy_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsRequest: _TypeAlias = ListAlertsRequest  # noqa: Y015
+
+@_typing.final
+class ListAlertsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[_protect_pb2.Alert]: ...
+    def __init__(
+        self,
+        *,
+        alerts: _abc.Iterable[_protect_pb2.Alert] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsResponse: _TypeAlias = ListAlertsResponse  # noqa: Y015

@@ -64,6 +64,11 @@ class SessionServiceStub:
                 request_serializer=sfvault_dot_session_dot_v1_dot_session__pb2.CancelSessionRequest.SerializeToString,
                 response_deserializer=sfvault_dot_session_dot_v1_dot_session__pb2.Session.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/sfvault.session.v1.SessionService/ListAlerts',
+                request_serializer=sfvault_dot_session_dot_v1_dot_session__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=sfvault_dot_session_dot_v1_dot_session__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -109,6 +114,13 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """Alerts sent (or being sent) for sessions: failed, warning, anomaly, stalled, budget, verification; newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +153,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CancelSession,
                     request_deserializer=sfvault_dot_session_dot_v1_dot_session__pb2.CancelSessionRequest.FromString,
                     response_serializer=sfvault_dot_session_dot_v1_dot_session__pb2.Session.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=sfvault_dot_session_dot_v1_dot_session__pb2.ListAlertsRequest.FromString,
+                    response_serializer=sfvault_dot_session_dot_v1_dot_session__pb2.ListAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +322,33 @@ class SessionService:
             '/sfvault.session.v1.SessionService/CancelSession',
             sfvault_dot_session_dot_v1_dot_session__pb2.CancelSessionRequest.SerializeToString,
             sfvault_dot_session_dot_v1_dot_session__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.session.v1.SessionService/ListAlerts',
+            sfvault_dot_session_dot_v1_dot_session__pb2.ListAlertsRequest.SerializeToString,
+            sfvault_dot_session_dot_v1_dot_session__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,8 @@ class SessionServiceStub:
     """Each change of the session as it is folded, ending with its final status."""
     CancelSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.CancelSessionRequest, _session_pb2.Session]
     """Graceful stop: running jobs finish their current chunk, queued ones are dropped; final status Stopped."""
+    ListAlerts: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListAlertsRequest, _session_pb2.ListAlertsResponse]
+    """Alerts sent (or being sent) for sessions: failed, warning, anomaly, stalled, budget, verification; newest first."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -57,6 +59,8 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Each change of the session as it is folded, ending with its final status."""
     CancelSession: _aio.UnaryUnaryMultiCallable[_session_pb2.CancelSessionRequest, _session_pb2.Session]  # type: ignore[assignment]
     """Graceful stop: running jobs finish their current chunk, queued ones are dropped; final status Stopped."""
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_session_pb2.ListAlertsRequest, _session_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    """Alerts sent (or being sent) for sessions: failed, warning, anomaly, stalled, budget, verification; newest first."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -105,5 +109,13 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.Session, _abc.Awaitable[_session_pb2.Session]]:
         """Graceful stop: running jobs finish their current chunk, queued ones are dropped; final status Stopped."""
+
+    @_abc_1.abstractmethod
+    def ListAlerts(
+        self,
+        request: _session_pb2.ListAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ListAlertsResponse, _abc.Awaitable[_session_pb2.ListAlertsResponse]]:
+        """Alerts sent (or being sent) for sessions: failed, warning, anomaly, stalled, budget, verification; newest first."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
