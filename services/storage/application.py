@@ -601,7 +601,7 @@ class Storage:
         return job
 
     def _outcome(self, job: JobRef, o: RestoreOutcome, i: int) -> RestoreOutcome:
-        if job.job_type == JOB_TYPE_METADATA_RESTORE and _METADATA_OBJECT.match(o.object_name or ""):
+        if _METADATA_OBJECT.match(o.object_name or ""):
             # a component: "metadata:<Type>", its full name where a record has its Id
             if o.state not in RECORD_STATES:
                 raise InvalidArgument(f"outcome {i}: unknown state {o.state} (one of {sorted(RECORD_STATES)})")
@@ -652,7 +652,7 @@ class Storage:
         checked = [self._outcome(job, o, i) for i, o in enumerate(outcomes)]
         resolved = sorted(set(resolved_intents))
         digest = restore_digest(normalize_org_id(source_org_id), job.org_id, checked, resolved, dry_run)
-        metadata = job.job_type == JOB_TYPE_METADATA_RESTORE
+        records = [o for o in checked if not o.object_name.startswith("metadata:")]  # components have no Id map
         with telemetry.chunk_transaction(
             "put_restore_outcomes", session_id=job.session_id, job_id=job.job_id, object_name="", chunk_seq=seq
         ) as span:
@@ -662,7 +662,7 @@ class Storage:
                 digest,
                 source_org_key=source_org_key,
                 outcomes=checked,
-                id_map={} if metadata else id_map_entries(checked, dry_run=dry_run),
+                id_map=id_map_entries(records, dry_run=dry_run),
                 resolved=resolved,
                 dry_run=dry_run,
                 counts=Counts(api_calls=api_calls),

@@ -375,3 +375,34 @@ async def test_values_come_back_as_the_canonical_text_whatever_path_writes_it(ha
         assert record.values_json == json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert '"AnnualRevenue":1e-05' in batch.records[1].values_json  # the json module's text, not orjson's
     assert '"Name":"Zoë 🎉 \\"q\\" \\\\"' in batch.records[0].values_json
+
+
+async def test_a_metadata_restore_stores_its_components_outcomes_by_full_name(harness: Harness) -> None:
+    s = harness.storage
+    await restore_job(s)
+    await s.begin_job(TARGET, "m1", "metadata-restore", 5, "")  # JOB_TYPE_METADATA_RESTORE
+    result = await s.put_restore_outcomes(
+        ORG,
+        TARGET,
+        "m1",
+        "metadata-restore",
+        1,
+        [
+            RestoreOutcome("metadata:ApexClass", "ApexClass:Invoice", "ApexClass:Invoice", UPDATED),
+            RestoreOutcome("metadata:CustomField", "CustomField:Account.Tier__c", "", FAILED, "DEPLOY_FAILED", "no"),
+        ],
+        write_calls=1,
+    )
+    assert result.restore == (
+        RestoreCounts("metadata:ApexClass", updated=1, write_calls=1),
+        RestoreCounts("metadata:CustomField", failed=1),
+    )
+    assert await s.id_map(ORG, TARGET, []) == {}
+    [failed], _ = await s.restore_records(
+        "m1", state=FAILED, object_name="metadata:CustomField", page_size=0, page_token=""
+    )
+    assert (failed.source_id, failed.error_code) == ("CustomField:Account.Tier__c", "DEPLOY_FAILED")
+    with pytest.raises(InvalidArgument, match="full name"):
+        await s.put_restore_outcomes(
+            ORG, TARGET, "m1", "metadata-restore", 2, [RestoreOutcome("metadata:ApexClass", "", "", SKIPPED)]
+        )
