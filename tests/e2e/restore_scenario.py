@@ -139,14 +139,19 @@ def id_map(c: Clients, source_org: str, target_org: str) -> dict[str, str]:
     return dict(response.ids)
 
 
-def describe_session(s: api.Session) -> str:
-    """A session in one line for an assertion's message (counts and verification, never values)."""
+def describe_session(s: api.Session, c: Clients | None = None) -> str:
+    """A session for an assertion's message (counts, verification, its jobs' messages; never values)."""
     v = s.verification
-    return (
+    text = (
         f"{s.session_id} {pb.SessionStatus.Name(s.status)} reason={s.reason!r} counts={counts(s)} "
         f"verification(done={v.done}, verified={v.verified}, matching={v.matching}, differing={v.differing},"
         f" samples={list(v.samples)[:5]})"
     )
+    if c is not None:
+        for job in c.session.ListJobs(api.ListJobsRequest(session_id=s.session_id)).jobs:
+            state, outcome = api.JobState.Name(job.state), pb.JobOutcome.Name(job.outcome)
+            text += f"\n  job {job.job_id} {state} {outcome}: {job.message[:500]}"
+    return text
 
 
 # ---------------------------------------------------------------- the org

@@ -119,23 +119,24 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     preview = restore(clients, variant(spec, dry_run=True))
     writes = admin.accounting()
     assert writes.get("writes") == 0, f"the dry run wrote to the org: {writes}"
-    assert preview.status == pb.SESSION_STATUS_SUCCESS, describe_session(preview)
+    assert preview.status == pb.SESSION_STATUS_SUCCESS, describe_session(preview, clients)
     predicted = counts(preview)
     for obj in ("Account", *FAMILY):
-        assert predicted.get(obj, {}).get("created", 0) == len(damage.purged[obj]), (obj, describe_session(preview))
-        assert predicted.get(obj, {}).get("undeleted", 0) == len(damage.binned(obj)), (obj, describe_session(preview))
+        got = predicted.get(obj, {})
+        assert got.get("created", 0) == len(damage.purged[obj]), (obj, describe_session(preview, clients))
+        assert got.get("undeleted", 0) == len(damage.binned(obj)), (obj, describe_session(preview, clients))
     assert len(outcomes(clients, preview.session_id)) == sum(sum(c.values()) for c in predicted.values())
     assert not id_map(clients, s.sf_org, s.sf_org), "a dry run mapped Ids"
 
     # the restore itself: the same decisions, every record back, the read-back proving it
     real = restore(clients, variant(spec, confirmed=True))
-    assert real.status == pb.SESSION_STATUS_SUCCESS, describe_session(real)
+    assert real.status == pb.SESSION_STATUS_SUCCESS, describe_session(real, clients)
     assert counts(real) == predicted, f"preview {predicted} != restore {counts(real)}"
-    assert totals(real)["failed"] == 0, describe_session(real)
+    assert totals(real)["failed"] == 0, describe_session(real, clients)
     for obj, changed in damage.changed.items():
-        assert counts(real)[obj]["updated"] >= len(changed), (obj, describe_session(real))
+        assert counts(real)[obj]["updated"] >= len(changed), (obj, describe_session(real, clients))
     v = real.verification
-    assert v.done and v.verified and v.differing == 0 and v.matching > 0, describe_session(real)
+    assert v.done and v.verified and v.differing == 0 and v.matching > 0, describe_session(real, clients)
     ids = id_map(clients, s.sf_org, s.sf_org)
     assert set(ids) >= damage.all_gone(), f"{len(damage.all_gone() - set(ids))} purged records not in the Id map"
     created = outcomes(clients, real.session_id, rs.RECORD_STATE_CREATED)
@@ -147,12 +148,12 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
 
     # the same restore again: nothing left to do
     again = restore(clients, variant(spec, confirmed=True))
-    assert again.status == pb.SESSION_STATUS_SUCCESS, describe_session(again)
+    assert again.status == pb.SESSION_STATUS_SUCCESS, describe_session(again, clients)
     t = totals(again)
     assert t["skipped"] > 0 and t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0, describe_session(
         again
     )
-    assert again.verification.verified, describe_session(again)
+    assert again.verification.verified, describe_session(again, clients)
     assert id_map(clients, s.sf_org, s.sf_org) == ids
 
     # the CLI's preview of the Accounts deleted since T: one JSON object, every Account Skipped now
@@ -181,6 +182,8 @@ def test_a_restore_into_a_sandbox_masks_values_before_they_leave(
     s = scenario
     accounts = sorted(s.before["objects"]["Account"])[-4:]  # the damage takes Accounts from the first half
     contacts = {rid for rid, v in s.before["objects"]["Contact"].items() if v.get("AccountId") in accounts}
+    # one level of children: their Contacts, and the Accounts whose parent they are (ParentId)
+    children = {rid for rid, v in s.before["objects"]["Account"].items() if v.get("ParentId") in accounts}
     masks = {
         ("Account", "Name"): "pseudonym",
         ("Account", "Phone"): "phone",
@@ -202,17 +205,19 @@ def test_a_restore_into_a_sandbox_masks_values_before_they_leave(
             masks=[rs.MaskRule(object_name=o, field=f, rule=r) for (o, f), r in masks.items()],
         )
         done = restore(clients, spec)
-        assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done)
+        assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done, clients)
         after = admin2.ground_truth(objects=["Account", "Contact"])["objects"]
         new = {obj: {k: v for k, v in after[obj].items() if k not in existing[obj]} for obj in ("Account", "Contact")}
-        assert len(new["Account"]) == len(accounts), describe_session(done)
-        assert len(new["Contact"]) == len(contacts), describe_session(done)
+        assert len(new["Account"]) == len(set(accounts) | children), describe_session(done, clients)
+        assert len(new["Contact"]) == len(contacts), describe_session(done, clients)
+        source_of = {new_id: old for old, new_id in id_map(clients, s.sf_org, sandbox["org_id"]).items()}
         for (obj, name), rule in masks.items():
             originals = {str(v[name]).lower() for v in s.before["objects"][obj].values() if v.get(name)}
             for rid, values in new[obj].items():
-                value = values.get(name)
-                if rule == "null":
-                    assert value in (None, ""), f"{obj}.{name} of {rid} not nulled"
+                value, source = values.get(name), source_of.get(rid)
+                assert source in s.before["objects"][obj], f"{obj} {rid}: not in the Id map of the restore"
+                if rule == "null" or not s.before["objects"][obj][source].get(name):
+                    assert value in (None, ""), f"{obj}.{name} of {rid} not null"
                 else:
                     assert value, f"{obj}.{name} of {rid} empty, expected a {rule} value"
                     assert str(value).lower() not in originals, f"{obj}.{name} of {rid}: an original value reached it"
@@ -238,8 +243,8 @@ def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_depl
     spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, confirmed=True)
     spec.metadata_components.extend(f"{t}:{n}" for t, n in chosen)
     done = restore(clients, spec, kind=rs.SESSION_KIND_METADATA_RESTORE)
-    assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done)
-    assert done.verification.verified, describe_session(done)
+    assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done, clients)
+    assert done.verification.verified, describe_session(done, clients)
     # the org holds again what the backup held at T (an Apex class byte for byte: the sha256 the org had)
     now_ = _metadata(admin)
     for mtype, name in chosen:
@@ -258,7 +263,7 @@ def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_depl
     spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, confirmed=True)
     spec.metadata_components.extend([f"ApexClass:{BROKEN_CLASS}", f"ApexClass:{other}"])
     refused = restore(clients, spec, kind=rs.SESSION_KIND_METADATA_RESTORE)
-    assert refused.status in (pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_WARNING), describe_session(refused)
+    assert refused.status in (pb.SESSION_STATUS_FAILED, pb.SESSION_STATUS_WARNING), describe_session(refused, clients)
     assert _metadata(admin) == current, "a deploy that failed validation changed the org"
     failed = outcomes(clients, refused.session_id, rs.RECORD_STATE_FAILED)
     assert {o.source_id for o in failed} >= {f"ApexClass:{BROKEN_CLASS}"}, failed

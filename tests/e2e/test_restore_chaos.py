@@ -109,7 +109,7 @@ def test_a_restore_killed_mid_way_ends_complete_and_creates_nothing_twice(
             restarts = stack.services[victim].restarts
             outage = (at_progress(fraction, expected), f"kill -9 {victim} at {fraction:.0%}", kill(stack, victim))
             final = restore(c, spec, outages=[outage], timeout=600)
-            why = f"seed {seed}, kill -9 {victim} at {fraction:.0%}: {describe_session(final)}"
+            why = f"seed {seed}, kill -9 {victim} at {fraction:.0%}: {describe_session(final, c)}"
             assert stack.services[victim].restarts > restarts, why
             assert final.status == pb.SESSION_STATUS_SUCCESS, why
             assert final.verification.verified and final.verification.differing == 0, why
