@@ -118,7 +118,8 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             admin.reset_accounting()
             backup_s, done = await _run(bus, collector, specs)
             backed_up = sum(d.counts.received for d in done)
-            backup_calls = _api_calls(admin.accounting())
+            backup_accounting = admin.accounting()
+            backup_calls = _api_calls(backup_accounting)
             bad = [d.message for d in done if d.outcome != ev.JOB_OUTCOME_SUCCESS]
             if bad:
                 print(f"   !! {len(bad)} backup jobs not successful: {bad[:3]}")
