@@ -116,6 +116,9 @@ class RestoreJob:
     undeleted_now: set[str] = field(default_factory=set)  # dry run: parents whose cascade children come back
     prefixes: dict[str, str] = field(default_factory=dict)
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
+    to_patch: dict[str, set[str]] = field(default_factory=dict)  # object -> records whose reference was deferred
+    owners: dict[str, str] = field(default_factory=dict)  # source Id -> the owner written in place of its own
+    _owner_active: dict[str, bool] = field(default_factory=dict)
     user: str = ""
     seq: int = 0
     _proof: rpb.Verification = field(default_factory=rpb.Verification)
@@ -546,15 +549,21 @@ class RestoreJob:
         pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
         items: list[Pending] = []
         owner_map = dict(self.spec.owner_map)
+        inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
         for sid, values in batch:
             notes: list[str] = []
             if owner_map and values.get("OwnerId") in owner_map:
                 values = {**values, "OwnerId": owner_map[str(values["OwnerId"])]}
                 notes.append("owner replaced from the owner map")
+
+            here = current.get(self._target_of(sid) or "") if not match_on else None
             for f in deferred:
                 ref = values.get(f)
                 if isinstance(ref, str) and ref in pending_ids:
+                    if here is not None and here.get(f) and here.get(f) == self._target_of(ref):
+                        continue  # already pointing where it should: compared as any field
                     values = {k: v for k, v in values.items() if k != f}  # patched in the second pass
+                    self.to_patch.setdefault(obj, set()).add(sid)
             values, reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
             row = current.get(str(values.get(match_on))) if match_on else None
             tid = str(row["Id"]) if row is not None else self._target_of(sid)
@@ -573,6 +582,22 @@ class RestoreJob:
                 info=info,
                 restore_empty=bool(self.spec.restore_empty),
             )
+            if decision.write.get("OwnerId") in inactive:
+                # the org refuses an inactive owner on a write: the default owner, or the restoring user
+                new_owner = self.spec.default_owner_id or self.user
+                values = {**values, "OwnerId": new_owner}
+                self.owners[sid] = new_owner
+                notes.append("owner replaced: inactive user")
+                decision = rd.decide(
+                    sid,
+                    values,
+                    None if deleted else row,
+                    target_id=tid if row is not None else None,
+                    target_deleted=deleted,
+                    fields=fields,
+                    info=info,
+                    restore_empty=bool(self.spec.restore_empty),
+                )
             item = Pending(sid, decision, values, target_id=decision.target_id, notes=notes)
             if decision.note:
                 item.notes.append(decision.note)
@@ -593,6 +618,22 @@ class RestoreJob:
             self._commit(obj, items, [])
             return
         self._write(obj, items, match_on)
+
+    def _inactive_owners(self, owners: list[str]) -> set[str]:
+        """The owners among these that are inactive users of the target (asked once per user): their records
+        go to the default owner or the restoring user, so a second restore decides the same."""
+        unknown = sorted({o for o in owners if o.startswith("005") and o not in self._owner_active})
+        if unknown and "User" not in self._describes:
+            try:
+                rows = self.sf.query_ids("User", ["IsActive"], unknown)
+            except Exception as exc:  # no User object to ask (or no access): the write's answer decides
+                log.info("owners not checked: %s", type(exc).__name__)
+                self._describes["User"] = {}
+                rows = []
+            found = {str(r["Id"]): r.get("IsActive") is not False for r in rows}
+            for o in unknown:
+                self._owner_active[o] = found.get(o, True)  # a user the target lacks: its answer decides
+        return {o for o in owners if self._owner_active.get(o) is False}
 
     def _cascaded_back(self, obj: str, info: rd.ObjectInfo, values: dict[str, Any]) -> bool:
         for parent, ref in self._refs(obj, values):
@@ -716,6 +757,7 @@ class RestoreJob:
                 item.decision.note,
             )
             item.values = {**item.values, "OwnerId": new}
+            self.owners[item.source_id] = new  # what the proof expects
             item.notes.append("owner replaced: inactive user")
             item.state, item.code, item.message = (
                 (item.state if operation == "update" else None),
@@ -849,11 +891,14 @@ class RestoreJob:
             if obj not in self.selection or not names:
                 continue
             info = self.infos[obj]
+            # the records whose reference was deferred here, and every record created in this session (a
+            # resumed attempt does not know which of the earlier attempt's were deferred)
+            marked = self.to_patch.get(obj, set())
             restored = [
                 s
                 for s in self.selection[obj]
-                if self.done.get(s, (0, ""))[0]
-                in (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
+                if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)
+                and (s in marked or self.done[s][0] == rd.State.CREATED.value)
             ]
             records: list[dict[str, Any]] = []
             for sid, values in self._backup(obj, restored):
@@ -919,8 +964,12 @@ class RestoreJob:
     ) -> None:
         v = self._proof
         info = self.infos[obj]
+        owner_map = dict(self.spec.owner_map)
         for sid, values in self._backup(obj, list(targets)):
             self.run.control.check()
+            owner = self.owners.get(sid) or owner_map.get(str(values.get("OwnerId")))
+            if owner and "OwnerId" in values:
+                values = {**values, "OwnerId": owner}
             expected, _reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
             row = current.get(targets.get(sid) or "")
             if row is None or row.get("IsDeleted"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from sfvault.restore.v1 import restore_pb2 as rpb
@@ -15,6 +16,8 @@ from sfvault.restore.v1 import restore_pb2 as rpb
 from services.jobrunner.application import JobExecutor, Result, finished
 from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.service import error_kinds
+from sforg.testing import Admin
+from tests.jobrunner.conftest import Stack, connection, data_spec
 from tests.jobrunner.fakes import FakeRestoreStorage, FakeTables, FakeWriteOrg
 
 SOURCE = "00D000000000001AAA"
@@ -235,3 +238,82 @@ def test_a_large_selection_is_read_and_written_in_bulk() -> None:
     assert result.verification is not None and result.verification.verified
     assert result.verification.matching == 43 + 3
     assert len(org.live("Account")) == 6 + 40
+
+
+# ---------------------------------------------------------------- sforg, real storage, NATS and PostgreSQL
+
+
+def sforg_restore_spec(
+    org: dict[str, Any], session: str, ids: list[str], as_of: dt.datetime, **restore: Any
+) -> jobs_pb2.JobSpec:
+    rs = rpb.RestoreSpec(
+        source_org_id="o1",
+        target_org_id="o1",
+        selections=[rpb.RestoreSelection(object_name="Account", ids=ids)],
+        confirmed=True,
+        **restore,
+    )
+    rs.as_of.FromDatetime(as_of)
+    return jobs_pb2.JobSpec(
+        session_id=session,
+        job_id="restore",
+        type=ev.JOB_TYPE_RESTORE,
+        org_id="o1",
+        connection=connection(org),
+        salesforce_org_id=org["org_id"],
+        instance_url=org["instance_url"],
+        restore=jobs_pb2.RestoreJob(
+            spec=rs,
+            target_connection=connection(org),
+            target_salesforce_org_id=org["org_id"],
+            target_instance_url=org["instance_url"],
+        ),
+    )
+
+
+@pytest.mark.integration
+async def test_purged_and_changed_accounts_come_back_on_sforg(stack: Stack, org: dict[str, Any], admin: Admin) -> None:
+    await stack.start_jobrunner()
+    for name in ("Account", "Contact"):
+        done = await stack.run(data_spec(org, name, "b1", f"data-{name}", full=True))
+        assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    as_of = dt.datetime.now(dt.UTC)
+    before = admin.ground_truth(objects=["Account", "Contact"])["objects"]
+    accounts = sorted(before["Account"])
+    purged, changed = accounts[:3], accounts[3:6]
+    family = {cid for cid, v in before["Contact"].items() if v.get("AccountId") in purged}
+    admin.hard_delete("Account", ids=purged)
+    admin.update("Account", ids=changed, fields=["Phone"])
+
+    admin.reset_accounting()
+    preview = await stack.run(sforg_restore_spec(org, "dry", purged + changed, as_of, dry_run=True))
+    assert preview.outcome == ev.JOB_OUTCOME_SUCCESS, preview.message
+    assert admin.accounting().get("writes", 0) == 0
+    real = await stack.run(sforg_restore_spec(org, "real", purged + changed, as_of))
+    assert real.outcome == ev.JOB_OUTCOME_SUCCESS, (real.message, list(real.verification.samples), list(real.restore))
+    predicted = {c.object_name: (c.created, c.updated, c.skipped, c.failed) for c in preview.restore}
+    assert predicted == {c.object_name: (c.created, c.updated, c.skipped, c.failed) for c in real.restore}
+    by_object = {c.object_name: c for c in real.restore}
+    assert by_object["Account"].created == 3 and by_object["Account"].updated == 3
+    assert by_object["Contact"].created == len(family)
+    assert real.verification.done and real.verification.verified, list(real.verification.samples)
+
+    after = admin.ground_truth(objects=["Account", "Contact"])["objects"]
+    names = {v["Name"]: rid for rid, v in after["Account"].items()}
+    for rid in purged:
+        assert before["Account"][rid]["Name"] in names  # back, with a new Id
+    for rid in changed:
+        assert after["Account"][rid]["Phone"] == before["Account"][rid]["Phone"]
+    new_parents = {names[before["Account"][rid]["Name"]] for rid in purged}
+    back = [v for v in after["Contact"].values() if v.get("AccountId") in new_parents]
+    assert len(back) == len(family)
+
+    # the same restore again: all Skipped, nothing written
+    admin.reset_accounting()
+    again = await stack.run(sforg_restore_spec(org, "again", purged + changed, as_of))
+    assert again.outcome == ev.JOB_OUTCOME_SUCCESS, again.message
+    assert {(c.created, c.updated, c.undeleted, c.failed) for c in again.restore} == {(0, 0, 0, 0)}
+    assert {c.object_name: c.skipped for c in again.restore} == {
+        c.object_name: c.created + c.updated + c.skipped for c in real.restore
+    }
+    assert admin.accounting().get("writes", 0) == 0
