@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 import traceback
@@ -18,17 +19,20 @@ from aiohttp import web
 from sforg.api.admin import ADMIN_METHODS, AdminApi
 from sforg.api.auth import AuthApi
 from sforg.api.bulk import BulkApi
+from sforg.api.composite import CompositeApi
 from sforg.api.faults import FaultsApi
 from sforg.api.http import HANG_SECONDS, MAX_VERSION, MIN_VERSION, VERSION_RE, error, json_response
+from sforg.api.ingest import IngestApi
 from sforg.api.limits import LimitsApi
 from sforg.api.metadata import MetadataApi
 from sforg.api.rest_query import QueryApi
+from sforg.api.soap import SoapApi
 from sforg.api.sobjects import SObjectsApi
 from sforg.org import Org, OrgError, scale_total
 from sforg.soql import SoqlError
 from sforg.tls import ensure_certificates
 
-__all__ = ["ADMIN_METHODS", "HANG_SECONDS", "Server", "classify", "release_label", "serve"]
+__all__ = ["ADMIN_METHODS", "HANG_SECONDS", "Server", "classify", "is_write", "release_label", "serve"]
 
 RESOURCES = [
     "tooling",
@@ -78,13 +82,27 @@ def release_label(version: int) -> str:
     return f"{season} '{17 + (n + 2) // 3:02d}"
 
 
-def classify(method: str, path: str) -> tuple[str, str]:
-    """(endpoint name, kind) of a request: the names faults and accounting use."""
+SOAP_OP_RE = re.compile(rb"<(?:[\w.-]+:)?Body\b[^>]*>\s*<(?:[\w.-]+:)?([\w]+)")
+PARTNER_WRITES = {"undelete", "emptyRecycleBin", "create", "update", "upsert", "delete", "merge"}
+
+
+def soap_operation(body: bytes) -> str:
+    """The local name of a SOAP request's first Body child (the operation), or ''."""
+    m = SOAP_OP_RE.search(body[:65536])
+    return m.group(1).decode() if m else ""
+
+
+def classify(method: str, path: str, op: str = "") -> tuple[str, str]:
+    """(endpoint name, kind) of a request: the names faults and accounting use (op: the SOAP operation)."""
     if path.endswith("/services/oauth2/token"):
         return "oauth", "Auth"
     if "/services/Soap/u/" in path:
+        if op and op != "login":
+            return "soap_partner", "SOAP"
         return "soap_login", "Auth"
     if path.startswith("/services/Soap/m/"):
+        if op in ("deploy", "checkDeployStatus", "cancelDeploy"):
+            return "metadata_deploy", "Metadata"
         return "metadata", "Metadata"
     m = VERSION_RE.match(path)
     if not m:
@@ -93,6 +111,8 @@ def classify(method: str, path: str) -> tuple[str, str]:
     parts = rest.split("/") if rest else []
     head = parts[0] if parts else ""
     if head == "jobs":
+        if len(parts) >= 2 and parts[1] == "ingest":
+            return "bulk2_ingest", "Bulk"
         if len(parts) >= 4 and parts[3] == "results":
             return "bulk2_results", "Bulk"
         if len(parts) >= 3:
@@ -107,14 +127,36 @@ def classify(method: str, path: str) -> tuple[str, str]:
             return "describe", "REST"
         if len(parts) >= 3 and parts[2] in ("updated", "deleted"):
             return parts[2], "REST"
+        if method in ("POST", "PATCH", "PUT", "DELETE"):
+            return "sobject_write", "REST"
         if len(parts) == 4:
             return "blob", "REST"
         return "sobject", "REST"
     if head == "limits":
         return "limits", "REST"
     if head == "composite":
+        if len(parts) >= 2 and parts[1] == "sobjects":
+            return "composite_sobjects", "REST"
         return "composite", "REST"
     return ("resources" if not head else head), "REST"
+
+
+def is_write(endpoint: str, method: str, path: str, op: str = "") -> bool:
+    """Whether a request is a write call (what a dry run must never make), whatever its outcome."""
+    if endpoint == "sobject_write":
+        return True
+    if endpoint == "composite_sobjects":
+        # POST composite/sobjects/{X} with ids is a read (retrieve); POST composite/sobjects creates.
+        return method in ("PATCH", "DELETE") or (method == "POST" and path.rstrip("/").endswith("/sobjects"))
+    if endpoint == "composite":
+        return method == "POST"
+    if endpoint == "bulk2_ingest":
+        return method in ("POST", "PUT", "PATCH", "DELETE")
+    if endpoint == "soap_partner":
+        return op in PARTNER_WRITES
+    if endpoint == "metadata_deploy":
+        return op == "deploy"
+    return False
 
 
 class Server:
@@ -133,6 +175,9 @@ class Server:
         self.limits = LimitsApi(self)
         self.metadata = MetadataApi(self)
         self.faults = FaultsApi(self)
+        self.soap = SoapApi(self)
+        self.ingest = IngestApi(self)
+        self.composite = CompositeApi(self)
         self.admin = AdminApi(self)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
@@ -194,8 +239,13 @@ class Server:
             path = path.rstrip("/")
         if path.startswith("/_sforg"):
             return await self.admin.handle(request, path)
-        endpoint, kind = classify(request.method, path)
+        op = ""
+        if path.startswith("/services/Soap/") and request.method == "POST":
+            op = soap_operation(await request.read())
+        endpoint, kind = classify(request.method, path, op)
         org = self.org
+        if is_write(endpoint, request.method, path, op):
+            org.count_write(endpoint)
         await asyncio.get_running_loop().run_in_executor(None, org.maintain) if endpoint in (
             "query",
             "updated",
@@ -270,7 +320,9 @@ class Server:
             return await self.auth.oauth(request)
         if endpoint == "soap_login":
             return await self.auth.soap_login(request, path)
-        if endpoint == "metadata":
+        if endpoint == "soap_partner":
+            return await self.soap.handle(request, path)
+        if endpoint in ("metadata", "metadata_deploy"):
             return await self.metadata.handle(request, path)
         if path == "/services/data":
             return json_response(
@@ -317,6 +369,10 @@ class Server:
             return await self.sobjects.collections(request, version, parts[2:])
         if head == "jobs" and len(parts) > 1 and parts[1] == "query":
             return await self.bulk.jobs(request, version, parts[2:])
+        if head == "jobs" and len(parts) > 1 and parts[1] == "ingest":
+            return await self.ingest.jobs(request, version, parts[2:])
+        if head == "composite" and len(parts) == 1:
+            return await self.composite.composite(request, version)
         return error(404, "NOT_FOUND", "The requested resource does not exist")
 
 

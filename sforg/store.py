@@ -57,6 +57,9 @@ class Store:
                 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, kind TEXT, issued REAL);
                 CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY, visible_at REAL, object TEXT,
                     id TEXT, op TEXT, payload TEXT);
+                CREATE TABLE IF NOT EXISTS cascades (root TEXT, object TEXT, id TEXT, field TEXT, value TEXT);
+                CREATE INDEX IF NOT EXISTS ix_cascades_root ON cascades (root);
+                CREATE INDEX IF NOT EXISTS ix_cascades_id ON cascades (id);
                 """
             )
 

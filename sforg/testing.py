@@ -161,8 +161,17 @@ class Admin:
     def undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
         return self.call("undelete", obj=obj, ids=ids, n=n)
 
-    def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
-        return self.call("purge_recycle_bin", obj=obj)
+    def purge_recycle_bin(self, obj: str | None = None, ids: list[str] | None = None) -> dict[str, Any]:
+        """Empty the recycle bin (of one object, or of given Ids with their cascade families)."""
+        return self.call("purge_recycle_bin", obj=obj, ids=ids)
+
+    def validation_rules(self) -> dict[str, Any]:
+        """{rule name: {"object", "field", "message", "active"}} of the org's validation rules."""
+        return self.call("validation_rules")
+
+    def validation_rule(self, name: str, active: bool) -> dict[str, Any]:
+        """Turn a validation rule on or off (e.g. "Opportunity.Amount_Not_Negative")."""
+        return self.call("set_validation_rule", name=name, active=active)
 
     def add_field(self, obj: str, name: str, type: str = "string", **kw: Any) -> dict[str, Any]:
         return self.call("add_field", obj=obj, name=name, type=type, **kw)

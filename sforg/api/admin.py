@@ -39,6 +39,8 @@ ADMIN_METHODS = {
     "reset_accounting",
     "ground_truth",
     "record_count",
+    "validation_rules",
+    "set_validation_rule",
 }
 
 

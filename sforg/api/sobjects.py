@@ -4,11 +4,13 @@ composite/sobjects collections."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from sforg import schema
 from sforg.api.http import HANG_SECONDS, Api, error, json_response
@@ -50,7 +52,7 @@ class SObjectsApi(Api):
             if method == "GET":
                 return json_response({"objectDescribe": schema.global_entry(o, version), "recentItems": []})
             if method == "POST":
-                body = await self.json_body(request)
+                body = await self.create_body(request, o)
                 rid = org.create_record(o.name, body)
                 return json_response({"id": rid, "success": True, "errors": []}, 201)
             return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST")
@@ -96,9 +98,36 @@ class SObjectsApi(Api):
             org.update_record(o.name, rid, body)
             return web.Response(status=204)
         if method == "DELETE":
-            org.delete_record(o.name, rid)
+            org.delete_record(o.name, rid, api=True)
             return web.Response(status=204)
         return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE")
+
+    async def create_body(self, request: web.Request, o: schema.ObjectDef) -> dict[str, Any]:
+        """A create's values: JSON, or multipart with a JSON part (entity_content, entity_document, ...) and a
+        binary part named after the blob field (VersionData, Body)."""
+        if not request.content_type.startswith("multipart/"):
+            body = await self.json_body(request)
+            if not isinstance(body, dict):
+                raise OrgError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of object from START_ARRAY")
+            return body
+        values: dict[str, Any] = {}
+        blob: bytes | None = None
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            name = part.name or ""
+            data = await part.read()
+            if name.startswith("entity_"):
+                try:
+                    values.update(json.loads(data or b"{}"))
+                except ValueError as exc:
+                    raise OrgError(400, "JSON_PARSER_ERROR", f"Unexpected character: {exc}") from exc
+            elif o.blob_field and name.lower() == o.blob_field.lower():
+                blob = bytes(data)
+        if blob is not None and o.blob_field:
+            values[o.blob_field] = base64.b64encode(blob).decode()
+        return values
 
     async def by_external_id(
         self, request: web.Request, o: schema.ObjectDef, f: schema.FieldDef, value: str, version: str
@@ -119,11 +148,14 @@ class SObjectsApi(Api):
             return json_response(self.record_json(o, self.org.get_row(o, rows[0][0]), version))
         if request.method == "PATCH":
             body = await self.json_body(request)
-            if not rows:
-                rid = self.org.create_record(o.name, {**body, f.name: value})
-                return json_response({"id": rid, "success": True, "errors": [], "created": True}, 201)
-            self.org.update_record(o.name, rows[0][0], body)
-            return json_response({"id": rows[0][0], "success": True, "errors": [], "created": False}, 200)
+            if len(rows) > 1:
+                return json_response([f"/services/data/v{version}/sobjects/{o.name}/{r[0]}" for r in rows], 300)
+            rid, created = self.org.upsert_record(o.name, f.name, value, body)
+            if not created and float(version) < 46.0:
+                return web.Response(status=204)
+            return json_response(
+                {"id": rid, "success": True, "errors": [], "created": created}, 201 if created else 200
+            )
         return error(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed. Allowed are GET,PATCH")
 
     def not_modified(self, request: web.Request) -> bool:
@@ -211,56 +243,96 @@ class SObjectsApi(Api):
             )
         if method == "POST":
 
-            def create(rec: dict[str, Any]) -> str:
+            def create(rec: dict[str, Any]) -> tuple[str, bool | None]:
                 typ = (rec.get("attributes") or {}).get("type")
                 if not typ:
                     raise OrgError(400, "INVALID_TYPE", "Must send a concrete entity type.")
-                return org.create_record(typ, rec)
+                if rec.get("id") or rec.get("Id"):
+                    raise OrgError(
+                        400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"]
+                    )
+                return org.create_record(typ, {k: v for k, v in rec.items() if k not in ("Id", "id")}), None
 
             return json_response(self.each(records, all_or_none, create))
+        if method == "PATCH" and len(parts) == 2:
+            o = org.obj(parts[0])
+            ext = o.field(parts[1])
+            if ext is None or not (ext.external_id or ext.id_lookup):
+                return error(
+                    400,
+                    "INVALID_FIELD",
+                    f"Field name provided, {parts[1]} is not an External ID or indexed field for {o.name}",
+                )
+
+            def upsert(rec: dict[str, Any]) -> tuple[str, bool | None]:
+                typ = (rec.get("attributes") or {}).get("type") or o.name
+                if typ.lower() != o.name.lower():
+                    raise OrgError(400, "INVALID_TYPE", f"Record type {typ} does not match the URI type {o.name}")
+                value = next((v for k, v in rec.items() if k.lower() == ext.name.lower()), None)
+                values = {k: v for k, v in rec.items() if k.lower() != ext.name.lower()}
+                return org.upsert_record(o.name, ext.name, value, values)
+
+            return json_response(self.each(records, all_or_none, upsert, upserting=True))
         if method == "PATCH":
 
-            def update(rec: dict[str, Any]) -> str:
+            def update(rec: dict[str, Any]) -> tuple[str, bool | None]:
                 rid = rec.get("Id") or rec.get("id")
                 if not rid:
                     raise OrgError(400, "MISSING_ARGUMENT", "Id not specified in an update call")
-                o = org.object_of_id(str(rid))
+                o = org.object_of_id(str(rid)) if is_valid(str(rid)) else None
                 if o is None:
                     raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}")
+                typ = (rec.get("attributes") or {}).get("type")
+                if typ and typ.lower() != o.name.lower():
+                    raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}")
                 org.update_record(o.name, str(rid), {k: v for k, v in rec.items() if k not in ("Id", "id")})
-                return to18(str(rid))
+                return to18(str(rid)), None
 
             return json_response(self.each(records, all_or_none, update))
         return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed.")
 
-    def _delete_any(self, rid: str) -> str:
+    def _delete_any(self, rid: str) -> tuple[str, bool | None]:
         o = self.org.object_of_id(rid) if is_valid(rid) else None
         if o is None:
             raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}")
-        self.org.delete_record(o.name, rid)
-        return to18(rid)
+        self.org.delete_record(o.name, rid, api=True)
+        return to18(rid), None
 
-    @staticmethod
-    def each(items: list[Any], all_or_none: bool, fn: Callable[[Any], str]) -> list[dict[str, Any]]:
-        """Apply fn per record; failures become per-record errors (statusCode), as collections report."""
+    def each(
+        self,
+        items: list[Any],
+        all_or_none: bool,
+        fn: Callable[[Any], tuple[str, bool | None]],
+        upserting: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Apply fn per record in one transaction; failures become per-record errors (statusCode), as collections
+        report. With allOrNone, one failure rolls every record back and the others say so."""
         out: list[dict[str, Any]] = []
-        failed = False
-        for item in items:
-            try:
-                out.append({"id": fn(item), "success": True, "errors": []})
-            except OrgError as exc:
-                failed = True
-                out.append(
-                    {
-                        "success": False,
-                        "errors": [{"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}],
-                    }
-                )
-        if failed and all_or_none:
-            # sforg applies records one by one; with allOrNone the successes are reported rolled back.
+        try:
+            with self.org.store.transaction():
+                for item in items:
+                    try:
+                        rid, created = fn(item)
+                        entry: dict[str, Any] = {"id": rid, "success": True, "errors": []}
+                        if upserting:
+                            entry["created"] = bool(created)
+                        out.append(entry)
+                    except OrgError as exc:
+                        out.append(
+                            {
+                                "success": False,
+                                "errors": [
+                                    {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
+                                ],
+                            }
+                        )
+                if all_or_none and any(not e["success"] for e in out):
+                    raise _RolledBack
+        except _RolledBack:
             for entry in out:
                 if entry["success"]:
                     entry["success"] = False
+                    entry.pop("created", None)
                     entry["errors"] = [
                         {
                             "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
@@ -270,3 +342,7 @@ class SObjectsApi(Api):
                         }
                     ]
         return out
+
+
+class _RolledBack(Exception):
+    """Raised inside a collection's transaction to undo it (allOrNone with a failure)."""

@@ -17,6 +17,13 @@ class Accounting(OrgBase):
             a["bytes"][endpoint] = a["bytes"].get(endpoint, 0) + nbytes
             a["bytes_total"] += nbytes
 
+    def count_write(self, endpoint: str) -> None:
+        """A write call (record, recycle bin, ingest job or deploy), counted as made whatever its outcome."""
+        with self.lock:
+            a = self.accounting
+            a["writes"] = a.get("writes", 0) + 1
+            a["write_calls"][endpoint] = a["write_calls"].get(endpoint, 0) + 1
+
     def add_bytes(self, endpoint: str, nbytes: int) -> None:
         with self.lock:
             self.accounting["bytes"][endpoint] = self.accounting["bytes"].get(endpoint, 0) + nbytes
@@ -30,5 +37,12 @@ class Accounting(OrgBase):
 
     def reset_accounting(self) -> dict[str, Any]:
         with self.lock:
-            self.accounting = {"calls": {}, "kinds": {}, "bytes": {}, "bytes_total": 0}
+            self.accounting = {
+                "calls": {},
+                "kinds": {},
+                "bytes": {},
+                "bytes_total": 0,
+                "writes": 0,
+                "write_calls": {},
+            }
         return self.get_accounting()

@@ -76,6 +76,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "long_running_seconds": 20.0,
     "bulk_jobs_max": 10000,
     "unretrievable_metadata": [],  # "Type:fullName" listed by listMetadata but left out of a retrieve
+    "validation_rules": {},  # rule name -> active, overriding the rule's default (see validation.py)
+    "audit_fields_on_insert": False,  # "Set Audit Fields upon Record Creation": CreatedDate... on insert
+    "inactive_owner_updates": False,  # "Update Records with Inactive Owners": no INACTIVE_OWNER_OR_USER
+    "recycle_bin_days": 15,  # org days a deleted record stays in the recycle bin before it is purged
 }
 
 
@@ -95,7 +99,14 @@ class OrgBase:
         self.faults: dict[str, dict[str, Any]] = {}
         self.fault_rng = random.Random(0)
         self.in_flight: dict[int, float] = {}
-        self.accounting: dict[str, Any] = {"calls": {}, "kinds": {}, "bytes": {}, "bytes_total": 0}
+        self.accounting: dict[str, Any] = {
+            "calls": {},
+            "kinds": {},
+            "bytes": {},
+            "bytes_total": 0,
+            "writes": 0,
+            "write_calls": {},
+        }
         if self.store.get_meta("catalogue") is None:
             self._build(scale, seed, progress)
         self.catalogue = schema.catalogue_from_json(self.store.get_meta("catalogue"))
@@ -243,7 +254,7 @@ class OrgBase:
                 else:
                     self.store.update(obj, rid, values)
                 self.store.conn().execute("DELETE FROM pending WHERE seq=?", (seq,))
-        cutoff = stamp(now - RECYCLE_BIN_DAYS * DAY)
+        cutoff = stamp(now - float(self.settings.get("recycle_bin_days", RECYCLE_BIN_DAYS)) * DAY)
         for o in self.catalogue.values():
             if not o.field("IsDeleted"):
                 continue
@@ -259,8 +270,15 @@ class OrgBase:
                 self._tombstone(o.name, rid, deleted_at, "purged")
 
     def _tombstone(self, obj: str, rid: str, deleted_at: str, kind: str) -> None:
+        """Remove a row for good (hard delete or purge); a purged root takes its cascade family with it."""
         with self.store.write_lock:
+            conn = self.store.conn()
             self.store.delete_row(obj, rid)
-            self.store.conn().execute(
-                "INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?, ?)", (obj, rid, deleted_at, kind)
-            )
+            conn.execute("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?, ?)", (obj, rid, deleted_at, kind))
+            family = conn.execute(
+                "SELECT object, id FROM cascades WHERE root=? AND field IS NULL AND id<>?", (rid, rid)
+            ).fetchall()
+            conn.execute("DELETE FROM cascades WHERE root=? OR id=?", (rid, rid))
+            for cobj, cid in family:
+                if cobj in self.catalogue and self.store.get(cobj, cid) is not None:
+                    self._tombstone(cobj, cid, deleted_at, kind)

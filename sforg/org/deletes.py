@@ -1,56 +1,172 @@
-"""Deletes as the API makes them (recycle bin, cascades), hard deletes, undelete and purges."""
+"""Deletes as the API makes them (recycle bin, cascades), hard deletes, undelete and purges.
+
+Deleting a record deletes, with it, every record whose lookup to it has `cascadeDelete` (Account: Contacts,
+Opportunities, Cases; Contact and Case: Tasks, Attachments; master-detail children such as Shipment__c), and
+their own cascade children, into the recycle bin (junctions such as CampaignMember for good). Other lookups to a
+deleted record are cleared. The `cascades` table remembers, per deleted root, which records went with it and
+which lookups were cleared, so that undeleting the root brings the family back with the same Ids and puts
+cleared lookups back where nothing replaced them; purging the root purges the family.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sforg.org.records import Records
-from sforg.schema import ObjectDef
-from sforg.store import col
+from sforg.ids import is_valid, to18
+from sforg.org.base import OrgError
+from sforg.org.files import Files
+from sforg.schema import FieldDef, ObjectDef
+from sforg.store import col, table
+
+NOT_IN_BIN = "Entity is not in the recycle bin"
 
 
-class Deletes(Records):
-    def delete_record(self, obj_name: str, rid: str) -> None:
-        """Delete as the API does: to the recycle bin, or for junctions such as CampaignMember, for good."""
-        o = self.obj(obj_name)
-        row = self.get_row(o, rid)
-        now = self._stamp_now()
-        if o.hard_delete or not o.field("IsDeleted"):
-            self._tombstone(o.name, row["Id"], now, "hard")
-        else:
-            self.store.update(
-                o.name,
-                row["Id"],
-                {"IsDeleted": 1, "_deleted_at": now, "SystemModstamp": now, "LastModifiedDate": now},
-            )
-        self._cascade(o, row["Id"], now)
-
-    def _cascade(self, parent: ObjectDef, rid: str, now: str) -> None:
-        """Master-detail children (cascadeDelete) go with their parent."""
+class Deletes(Files):
+    def _referencing(self, parent: ObjectDef) -> list[tuple[ObjectDef, FieldDef]]:
+        """Every (object, lookup field) that can point at records of parent."""
+        out = []
         for o in self.catalogue.values():
             for f in o.fields:
-                if f.type == "reference" and f.cascade_delete and parent.name in f.reference_to:
-                    for (cid,) in list(
-                        self.store.scan(
-                            o.name,
-                            ["Id"],
-                            f"WHERE {col(f.name)}=? AND " + ('"IsDeleted"=0' if o.field("IsDeleted") else "1"),
-                            (rid,),
-                        )
-                    ):
-                        if o.hard_delete:
-                            self._tombstone(o.name, cid, now, "hard")
-                        else:
-                            self.store.update(
-                                o.name,
-                                cid,
-                                {
-                                    "IsDeleted": 1,
-                                    "_deleted_at": now,
-                                    "SystemModstamp": now,
-                                    "LastModifiedDate": now,
-                                },
-                            )
+                if f.type == "reference" and parent.name in f.reference_to and not f.system and f.stored:
+                    if f.cascade_delete or (f.nillable and f.updateable and f.name != "OwnerId"):
+                        out.append((o, f))
+        return out
+
+    def delete_record(self, obj_name: str, rid: str, api: bool = False, hard: bool = False) -> None:
+        """Delete as the API does: to the recycle bin with the cascade family (junctions for good)."""
+        o = self.obj(obj_name)
+        if api and o.name == "User":
+            raise OrgError(400, "INVALID_OPERATION", "User records cannot be deleted", [])
+        row = self.get_row(o, rid)
+        self._delete_family(o, row["Id"], self._stamp_now(), hard)
+
+    def _delete_family(self, root_obj: ObjectDef, root: str, now: str, hard: bool) -> None:
+        conn = self.store.conn()
+        with self.store.transaction():
+            frontier: dict[str, list[str]] = {root_obj.name: [root]}
+            self._remove(root_obj, [root], now, hard, root, cascaded=False)
+            while frontier:
+                nxt: dict[str, list[str]] = {}
+                for pname, pids in frontier.items():
+                    parent = self.obj(pname)
+                    for child, f in self._referencing(parent):
+                        self._index(child, f)
+                        live = ' AND "IsDeleted"=0' if child.field("IsDeleted") else ""
+                        for i in range(0, len(pids), 500):
+                            chunk = pids[i : i + 500]
+                            marks = ",".join("?" * len(chunk))
+                            rows = conn.execute(
+                                f'SELECT "Id", {col(f.name)} FROM {table(child.name)} '
+                                f"WHERE {col(f.name)} IN ({marks}){live}",
+                                chunk,
+                            ).fetchall()
+                            if not rows:
+                                continue
+                            if f.cascade_delete:
+                                ids = [r[0] for r in rows]
+                                self._remove(child, ids, now, hard, root, cascaded=True)
+                                nxt.setdefault(child.name, []).extend(ids)
+                            else:
+                                for cid, old in rows:
+                                    self.store.update(child.name, cid, {f.name: None, "SystemModstamp": now})
+                                    if not hard:
+                                        conn.execute(
+                                            "INSERT INTO cascades VALUES (?,?,?,?,?)",
+                                            (root, child.name, cid, f.name, old),
+                                        )
+                frontier = nxt
+
+    def _remove(self, o: ObjectDef, ids: list[str], now: str, hard: bool, root: str, cascaded: bool) -> None:
+        for cid in ids:
+            if hard or o.hard_delete or not o.field("IsDeleted"):
+                self._tombstone(o.name, cid, now, "hard")
+                continue
+            self.store.update(
+                o.name, cid, {"IsDeleted": 1, "_deleted_at": now, "SystemModstamp": now, "LastModifiedDate": now}
+            )
+            if cascaded:
+                self.store.conn().execute("INSERT INTO cascades VALUES (?,?,?,NULL,NULL)", (root, o.name, cid))
+
+    def _cascade_root(self, rid: str) -> str | None:
+        """The root whose delete took this record with it, while that root is still in the recycle bin."""
+        row = (
+            self.store.conn()
+            .execute("SELECT root FROM cascades WHERE id=? AND field IS NULL AND root<>? LIMIT 1", (rid, rid))
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def undelete_one(self, rid: str, alone_ok: bool = False) -> str:
+        """Undelete a record of the recycle bin, with its cascade family and cleared lookups. Errors as SOAP
+        undelete reports them."""
+        if not is_valid(rid):
+            raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}", [])
+        rid = to18(rid)
+        o = self.object_of_id(rid)
+        if o is None:
+            raise OrgError(400, "INVALID_ID_FIELD", f"invalid record id {rid}", [])
+        if o.hard_delete or not o.field("IsDeleted") or o.name == "User":
+            raise OrgError(400, "INVALID_ID_FIELD", f"Invalid id for undelete: {rid}", [])
+        row = self.store.conn().execute(f'SELECT "IsDeleted" FROM {table(o.name)} WHERE "Id"=?', (rid,)).fetchone()
+        if row is None or not row[0]:
+            raise OrgError(400, "UNDELETE_FAILED", NOT_IN_BIN, [])
+        root = self._cascade_root(rid)
+        if root is not None and not alone_ok:
+            root_obj = self.object_of_id(root)
+            if root_obj is not None:
+                r = (
+                    self.store.conn()
+                    .execute(f'SELECT "IsDeleted" FROM {table(root_obj.name)} WHERE "Id"=?', (root,))
+                    .fetchone()
+                )
+                if r is not None and r[0]:
+                    raise OrgError(400, "UNDELETE_FAILED", NOT_IN_BIN, [])
+        now = self._stamp_now()
+        conn = self.store.conn()
+        with self.store.transaction():
+            back = {"IsDeleted": 0, "_deleted_at": None, "SystemModstamp": now, "LastModifiedDate": now}
+            self.store.update(o.name, rid, back)
+            for obj, cid, fname, old in conn.execute(
+                "SELECT object, id, field, value FROM cascades WHERE root=? ORDER BY rowid", (rid,)
+            ).fetchall():
+                if obj not in self.catalogue:
+                    continue
+                if fname is None:
+                    conn.execute(
+                        f'UPDATE {table(obj)} SET "IsDeleted"=0, _deleted_at=NULL, "SystemModstamp"=?, '
+                        '"LastModifiedDate"=? WHERE "Id"=? AND "IsDeleted"=1',
+                        (now, now, cid),
+                    )
+                elif fname in self.store.table_columns(obj):
+                    # put a cleared lookup back, unless something replaced it in the meantime
+                    conn.execute(
+                        f'UPDATE {table(obj)} SET {col(fname)}=?, "SystemModstamp"=? '
+                        f'WHERE "Id"=? AND {col(fname)} IS NULL',
+                        (old, now, cid),
+                    )
+            conn.execute("DELETE FROM cascades WHERE root=? OR id=?", (rid, rid))
+        return rid
+
+    def purge_one(self, rid: str) -> str:
+        """Empty one record (and its cascade family) from the recycle bin, as emptyRecycleBin does."""
+        if not is_valid(rid):
+            raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}", [])
+        rid = to18(rid)
+        o = self.object_of_id(rid)
+        if o is None or o.hard_delete or not o.field("IsDeleted"):
+            raise OrgError(400, "INVALID_ID_FIELD", f"invalid record id {rid}", [])
+        row = (
+            self.store.conn()
+            .execute(f'SELECT "IsDeleted", _deleted_at FROM {table(o.name)} WHERE "Id"=?', (rid,))
+            .fetchone()
+        )
+        if row is None:
+            raise OrgError(400, "ENTITY_IS_DELETED", "entity is deleted", [])
+        if not row[0]:
+            raise OrgError(400, "INVALID_ID_FIELD", "no recycle bin entry found", [])
+        with self.store.transaction():
+            self._tombstone(o.name, rid, row[1] or self._stamp_now(), "purged")
+        return rid
 
     def _soft_delete(
         self, obj: str, n: int | None = None, ids: list[str] | None = None, fraction: float | None = None
@@ -63,28 +179,38 @@ class Deletes(Records):
     def _hard_delete(
         self, obj: str, n: int | None = None, ids: list[str] | None = None, fraction: float | None = None
     ) -> dict[str, Any]:
-        """Delete without the recycle bin (as the Bulk API hardDelete does): the Id vanishes everywhere."""
+        """Delete without the recycle bin (as the Bulk API hardDelete does): the Id (and its cascade family)
+        vanishes everywhere."""
         o = self.obj(obj)
         targets = self._pick_ids(o.name, n, fraction, ids)
         now = self._stamp_now()
         for rid in targets:
-            self._tombstone(o.name, rid, now, "hard")
+            if self.store.get(o.name, rid) is not None:
+                self._delete_family(o, rid, now, hard=True)
+            else:
+                self._tombstone(o.name, rid, now, "hard")
         return {"ids": targets}
 
     def _undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
         o = self.obj(obj)
         targets = self._pick_ids(o.name, n, None, ids, deleted=True)
-        now = self._stamp_now()
+        done = []
         for rid in targets:
-            self.store.update(
-                o.name,
-                rid,
-                {"IsDeleted": 0, "_deleted_at": None, "SystemModstamp": now, "LastModifiedDate": now},
-            )
+            try:
+                done.append(self.undelete_one(rid, alone_ok=True))
+            except OrgError:
+                continue  # already back with its parent
         return {"ids": targets}
 
-    def _purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
+    def _purge_recycle_bin(self, obj: str | None = None, ids: list[str] | None = None) -> dict[str, Any]:
         purged = []
+        if ids:
+            for rid in ids:
+                try:
+                    purged.append(self.purge_one(rid))
+                except OrgError:
+                    continue
+            return {"ids": purged}
         for o in self.catalogue.values():
             if (obj and o.name != obj) or not o.field("IsDeleted"):
                 continue
@@ -105,6 +231,6 @@ class Deletes(Records):
         with self.store.transaction():
             return self._undelete(obj, **kw)
 
-    def purge_recycle_bin(self, obj: str | None = None) -> dict[str, Any]:
+    def purge_recycle_bin(self, obj: str | None = None, ids: list[str] | None = None) -> dict[str, Any]:
         with self.store.transaction():
-            return self._purge_recycle_bin(obj)
+            return self._purge_recycle_bin(obj, ids)

@@ -5,75 +5,141 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import itertools
 import json
 import random
 from typing import Any
 
 from sforg.clock import parse_datetime, stamp
 from sforg.ids import is_valid, to18
-from sforg.org.base import DAY, OrgBase, OrgError
-from sforg.schema import ObjectDef
+from sforg.org.base import DAY, OrgError
+from sforg.org.validation import AUDIT_FIELDS, Validation
+from sforg.schema import FieldDef, ObjectDef
+
+_SKIP = object()  # a value stored elsewhere (a file body)
 
 
-class Records(OrgBase):
+class Records(Validation):
     # ------------------------------------------------------------ record writes (REST and admin)
     def _coerce(self, o: ObjectDef, values: dict[str, Any], creating: bool, admin: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {}
         hidden = self.hidden().get(o.name, set())
+        refused: list[str] = []
+        audit_ok = creating and bool(self.settings.get("audit_fields_on_insert"))
         for key, v in values.items():
             if key == "attributes":
                 continue
             f = o.field(key)
             if f is None or f.name.lower() in hidden:
                 raise OrgError(400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {o.name}")
-            if (not admin and not (f.createable if creating else f.updateable)) or not f.stored:
-                raise OrgError(
-                    400,
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to create/update fields: {f.name}. Please check the security settings "
-                    "of this field and verify that it is read/write for your profile or permission "
-                    "set.",
-                    [f.name],
-                )
+            if not admin and f.name == "Id" and creating:
+                raise OrgError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
+            writable = f.createable if creating else f.updateable
+            if audit_ok and f.name in AUDIT_FIELDS:
+                writable = True
+            if (not admin and not writable) or not f.stored:
+                refused.append(f.name)
+                continue
             if v is not None:
-                if f.type == "boolean":
-                    v = 1 if v in (True, "true", 1) else 0
-                elif f.type == "datetime":
-                    v = stamp(parse_datetime(str(v)).timestamp())
-                elif f.type in ("int",):
-                    v = int(v)
-                elif f.type in ("double", "currency", "percent"):
-                    v = float(v)
-                elif f.type in ("reference", "id"):
-                    if not is_valid(str(v)):
-                        raise OrgError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name])
-                    v = to18(str(v))
-                elif f.type == "base64":
+                v = self._typed(f, v, admin)
+                if v is _SKIP:
                     continue
-                else:
-                    v = str(v)
-                    if f.type in ("string", "email", "phone", "url", "picklist", "textarea") and len(v) > f.length:
-                        raise OrgError(400, "STRING_TOO_LONG", f"{f.label}: data value too large: {v[:40]}", [f.name])
+            elif not admin and not f.nillable and f.type != "boolean":
+                raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
+            elif f.type == "boolean":
+                v = 0
             out[f.name] = v
+        if refused:
+            names = ", ".join(refused)
+            raise OrgError(
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                f"Unable to create/update fields: {names}. Please check the security settings "
+                "of this field and verify that it is read/write for your profile or permission "
+                "set.",
+                refused,
+            )
         return out
+
+    def _typed(self, f: FieldDef, v: Any, admin: bool) -> Any:
+        """A value as stored, or an error as Salesforce words it."""
+        t = f.type
+        try:
+            if t == "boolean":
+                if isinstance(v, str) and v.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(v)
+                return 1 if v in (True, "true", "True", "TRUE", 1, "1") else 0
+            if t == "datetime":
+                return stamp(parse_datetime(str(v)).timestamp())
+            if t == "date":
+                text = str(v)[:10]
+                dt.date.fromisoformat(text)
+                return text
+            if t == "int":
+                if isinstance(v, float) and not v.is_integer():
+                    raise ValueError(v)
+                return int(float(v)) if isinstance(v, str) else int(v)
+            if t in ("double", "currency", "percent"):
+                if isinstance(v, bool):
+                    raise ValueError(v)
+                return float(v)
+        except (TypeError, ValueError) as exc:
+            raise OrgError(
+                400, "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{f.label}: value not of required type: {v}", [f.name]
+            ) from exc
+        if t in ("reference", "id"):
+            if not is_valid(str(v)):
+                raise OrgError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name])
+            return to18(str(v))
+        if t == "base64":
+            return _SKIP
+        v = str(v)
+        if t in ("string", "email", "phone", "url", "picklist", "textarea", "combobox") and len(v) > f.length:
+            raise OrgError(
+                400, "STRING_TOO_LONG", f"{f.label}: data value too large: {v[:40]} (max length={f.length})", [f.name]
+            )
+        if not admin and f.custom and t in ("picklist", "multipicklist") and f.picklist:
+            for item in v.split(";") if t == "multipicklist" else [v]:
+                if item not in f.picklist:
+                    raise OrgError(
+                        400,
+                        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                        f"{f.label}: bad value for restricted picklist field: {item}",
+                        [f.name],
+                    )
+        return v
 
     def create_record(self, obj_name: str, values: dict[str, Any], admin: bool = False, late: bool = True) -> str:
         o = self.obj(obj_name)
         data = self._coerce(o, values, creating=True, admin=admin)
         blob_data = None
         if o.blob_field and o.blob_field in {k for k in values}:
-            blob_data = base64.b64decode(values[o.blob_field] or "")
-        for f in o.fields:
-            if (
-                f.stored
-                and not f.nillable
-                and f.name not in data
-                and not f.defaulted
-                and f.type != "base64"
-                and f.createable
-                and not (o.name in ("Contact", "Lead", "User") and f.name == "Name")
-            ):
-                raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
+            try:
+                blob_data = base64.b64decode(values[o.blob_field] or "", validate=True)
+            except (ValueError, TypeError) as exc:
+                msg = f"{o.blob_field}: value not of required type"
+                raise OrgError(400, "INVALID_TYPE_ON_FIELD_IN_RECORD", msg, [o.blob_field]) from exc
+        missing = [
+            f.name
+            for f in o.fields
+            if f.stored
+            and not f.nillable
+            and data.get(f.name) is None
+            and not f.defaulted
+            and f.type != "base64"
+            and f.createable
+            and not (o.name in ("Contact", "Lead", "User") and f.name == "Name")
+        ]
+        if o.blob_field and blob_data is None and not admin:
+            bf = o.field(o.blob_field)
+            if bf is not None and not bf.nillable:
+                missing.append(o.blob_field)
+        if missing:
+            raise OrgError(
+                400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
+            )
+        if not admin:
+            self.check_write(o, data, None, {})
         now = self._stamp_now()
         rid = self.new_id(o)
         user = self.identity["user_id"]
@@ -92,7 +158,7 @@ class Records(OrgBase):
         for f in o.fields:
             if f.stored and f.type == "boolean" and f.name not in data and f.name not in sysvals:
                 sysvals[f.name] = 0
-        row = {**sysvals, **data}
+        row = {**sysvals, **{k: v for k, v in data.items() if v is not None or k not in sysvals}}
         if o.field("Name") and o.field("LastName") and o.name in ("Contact", "Lead", "User"):
             row["Name"] = " ".join(p for p in (row.get("FirstName"), row.get("LastName")) if p)
         if blob_data is not None:
@@ -108,6 +174,46 @@ class Records(OrgBase):
         else:
             self.store.insert_many(o.name, list(row), [list(row.values())])
         return rid
+
+    def upsert_record(self, obj_name: str, ext_field: str, value: Any, values: dict[str, Any]) -> tuple[str, bool]:
+        """Upsert on an external-Id field (or Id): update the one live match, else create. (Id, created)."""
+        o = self.obj(obj_name)
+        f = o.field(ext_field)
+        if f is None or not (f.external_id or f.id_lookup):
+            raise OrgError(
+                400,
+                "INVALID_FIELD",
+                f"Field name provided, {ext_field} is not an External ID or indexed field for {o.name}",
+            )
+        if value in (None, ""):
+            if f.name != "Id":
+                raise OrgError(
+                    400,
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{f.name}]",
+                    [f.name],
+                )
+            return self.create_record(o.name, values), True
+        if f.name == "Id":
+            if not is_valid(str(value)):
+                raise OrgError(400, "MALFORMED_ID", f"malformed id {value}", ["Id"])
+            self.update_record(o.name, to18(str(value)), values)
+            return to18(str(value)), False
+        where = f'WHERE "{f.name}"=?' + (' AND "IsDeleted"=0' if o.field("IsDeleted") else "")
+        if f.unique:
+            self._index(o, f)
+        rows = [r[0] for r in itertools.islice(self.store.scan(o.name, ["Id"], where, (str(value),)), 2)]
+        if len(rows) > 1:
+            raise OrgError(
+                300,
+                "DUPLICATE_EXTERNAL_ID",
+                f"{f.label}: more than one record found for external id field: {rows}",
+                [f.name],
+            )
+        if rows:
+            self.update_record(o.name, rows[0], values)
+            return rows[0], False
+        return self.create_record(o.name, {**values, f.name: value}), True
 
     def _defer(self, obj: str, rid: str, op: str, values: dict[str, Any]) -> None:
         visible = self.now() + float(self.settings["late_commit_delay"])
@@ -143,8 +249,12 @@ class Records(OrgBase):
         late: bool = True,
     ) -> None:
         o = self.obj(obj_name)
-        self.get_row(o, rid)
+        current = self.get_row(o, rid)
+        if not admin:
+            values = {k: v for k, v in values.items() if not (k.lower() == "id" and str(v)[:15] == rid[:15])}
         data = self._coerce(o, values, creating=False, admin=admin)
+        if not admin:
+            self.check_write(o, data, current["Id"], current)
         now = modstamp or self._stamp_now()
         data.update({"LastModifiedDate": now, "SystemModstamp": now, "LastModifiedById": self.identity["user_id"]})
         if o.name in ("Contact", "Lead", "User") and ("FirstName" in data or "LastName" in data):

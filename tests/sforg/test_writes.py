@@ -1,0 +1,313 @@
+"""The write side of sforg: write accounting, REST record writes validated as Salesforce does (errors with
+their real codes), upserts, allOrNone, and cascade delete / undelete / purge. One org for the module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sforg.ids import make_id
+from sforg.testing import Admin, ca_bundle, running_org
+from tests.sforg.writes_helpers import Rest
+
+
+@pytest.fixture(scope="module")
+def worg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with running_org(tmp_path_factory.mktemp("sforg-writes"), scale=2000, seed=5) as info:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REQUESTS_CA_BUNDLE", ca_bundle(info))
+            yield info
+
+
+@pytest.fixture(scope="module")
+def wadmin(worg: dict[str, Any]) -> Admin:
+    return Admin(worg)
+
+
+@pytest.fixture(scope="module")
+def rest(worg: dict[str, Any]) -> Rest:
+    return Rest(worg)
+
+
+def family_of(rest: Rest) -> tuple[str, dict[str, list[str]]]:
+    """An Account that has Contacts, Opportunities and Cases, and their Ids."""
+    accounts = {r["AccountId"] for r in rest.query("SELECT AccountId FROM Case WHERE AccountId != null")}
+    for acc in sorted(accounts):
+        fam = {
+            obj: [r["Id"] for r in rest.query(f"SELECT Id FROM {obj} WHERE AccountId = '{acc}'")]
+            for obj in ("Contact", "Opportunity", "Case")
+        }
+        if all(fam.values()):
+            return acc, fam
+    raise AssertionError("no Account with Contacts, Opportunities and Cases")
+
+
+# ---------------------------------------------------------------- 1. write accounting
+
+
+def test_reads_count_no_writes_and_each_write_call_is_counted(rest: Rest, wadmin: Admin) -> None:
+    wadmin.reset_accounting()
+    acc = rest.query("SELECT Id FROM Account LIMIT 2")
+    rest.ok("GET", "/sobjects/Account/describe")
+    rest.ok("GET", f"/sobjects/Account/{acc[0]['Id']}")
+    rest.ok("GET", "/composite/sobjects/Account", params={"ids": acc[0]["Id"], "fields": "Name"})
+    rest.ok("POST", "/composite/sobjects/Account", {"ids": [acc[1]["Id"]], "fields": ["Name"]})
+    a = wadmin.accounting()
+    assert a["writes"] == 0 and a["write_calls"] == {}
+    assert a["calls"]["composite_sobjects"] == 2
+    rid = rest.ok("POST", "/sobjects/Account", {"Name": "Counted"})["id"]
+    rest.ok("PATCH", f"/sobjects/Account/{rid}", {"Name": "Counted 2"})
+    rest.ok("POST", "/composite/sobjects", {"records": [{"attributes": {"type": "Account"}, "Name": "C"}]})
+    rest.call("POST", "/sobjects/Account", {})  # refused, still a write call made
+    a = wadmin.accounting()
+    assert a["writes"] == 4
+    assert a["write_calls"] == {"sobject_write": 3, "composite_sobjects": 1}
+
+
+# ---------------------------------------------------------------- 2. REST record writes
+
+
+def test_create_sets_system_fields(rest: Rest, worg: dict[str, Any]) -> None:
+    rid = rest.ok("POST", "/sobjects/Account", {"Name": "Fresh"})["id"]
+    rec = rest.ok("GET", f"/sobjects/Account/{rid}")
+    assert rec["CreatedDate"] == rec["SystemModstamp"] == rec["LastModifiedDate"]
+    assert rec["CreatedById"] == rec["LastModifiedById"] == rec["OwnerId"] == worg["user_id"]
+    assert rec["IsDeleted"] is False and rid.startswith("001") and len(rid) == 18
+
+
+def test_write_errors_have_salesforce_codes(rest: Rest) -> None:
+    contact = rest.query("SELECT Id FROM Contact LIMIT 1")[0]["Id"]
+    e = rest.fails("POST", "/sobjects/Account", {"Phone": "1"})
+    assert e == {
+        "message": "Required fields are missing: [Name]",
+        "errorCode": "REQUIRED_FIELD_MISSING",
+        "fields": ["Name"],
+    }
+    e = rest.fails("POST", "/sobjects/Opportunity", {"Name": "x"})
+    assert e["errorCode"] == "REQUIRED_FIELD_MISSING" and set(e["fields"]) == {"StageName", "CloseDate"}
+    e = rest.fails("POST", "/sobjects/Contact", {"LastName": "x", "AccountId": "not-an-id"})
+    assert e["errorCode"] == "MALFORMED_ID" and e["fields"] == ["AccountId"]
+    e = rest.fails("POST", "/sobjects/Contact", {"LastName": "x", "AccountId": make_id("001", 987654)})
+    assert e["errorCode"] == "INVALID_CROSS_REFERENCE_KEY" and e["message"] == "invalid cross reference id"
+    e = rest.fails("POST", "/sobjects/Contact", {"LastName": "x", "AccountId": contact})
+    assert e["errorCode"] == "FIELD_INTEGRITY_EXCEPTION" and "id value of incorrect type" in e["message"]
+    e = rest.fails("POST", "/sobjects/Account", {"Name": "x", "CreatedDate": "2020-01-01T00:00:00Z", "Id": None})
+    assert e["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    e = rest.fails(
+        "POST",
+        "/sobjects/Account",
+        {"Name": "x", "CreatedDate": "2020-01-01T00:00:00Z", "SystemModstamp": "2020-01-01T00:00:00Z"},
+    )
+    assert e["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE" and e["fields"] == ["CreatedDate", "SystemModstamp"]
+    assert e["message"].startswith("Unable to create/update fields: CreatedDate, SystemModstamp.")
+    e = rest.fails("POST", "/sobjects/Invoice__c", {"Name": "x", "Total_With_Tax__c": 3})
+    assert e["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE" and e["fields"] == ["Total_With_Tax__c"]
+    e = rest.fails("PATCH", f"/sobjects/Contact/{contact}", {"LastName": None})
+    assert e["errorCode"] == "REQUIRED_FIELD_MISSING"
+    e = rest.fails("PATCH", f"/sobjects/Contact/{contact}", {"Birthdate": "yesterday"})
+    assert e["errorCode"] == "INVALID_TYPE_ON_FIELD_IN_RECORD"
+    e = rest.fails("POST", "/sobjects/Invoice__c", {"Name": "x", "Status__c": "Lost"})
+    assert e["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+
+
+def test_audit_fields_on_insert_only_behind_the_org_switch(rest: Rest, wadmin: Admin) -> None:
+    when = "2021-03-04T05:06:07.000+0000"
+    wadmin.settings(audit_fields_on_insert=True)
+    try:
+        rid = rest.ok("POST", "/sobjects/Account", {"Name": "Old", "CreatedDate": when})["id"]
+        assert rest.ok("GET", f"/sobjects/Account/{rid}")["CreatedDate"] == when
+        e = rest.fails("PATCH", f"/sobjects/Account/{rid}", {"CreatedDate": when})
+        assert e["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    finally:
+        wadmin.settings(audit_fields_on_insert=False)
+
+
+def test_duplicate_external_id_and_upserts(rest: Rest) -> None:
+    rest.ok("POST", "/sobjects/Account", {"Name": "U1", "External_Id__c": "UP-1"})
+    e = rest.fails("POST", "/sobjects/Account", {"Name": "U2", "External_Id__c": "UP-1"})
+    assert e["errorCode"] == "DUPLICATE_VALUE" and e["fields"] == ["External_Id__c"]
+    assert e["message"].startswith("duplicate value found: External_Id__c duplicates value on record with id: 001")
+    r = rest.call("PATCH", "/sobjects/Account/External_Id__c/UP-2", {"Name": "U2"})
+    assert r.status_code == 201 and r.json()["created"] is True
+    r = rest.call("PATCH", "/sobjects/Account/External_Id__c/UP-2", {"Name": "U2b"})
+    assert r.status_code == 200 and r.json() == {"id": r.json()["id"], "success": True, "errors": [], "created": False}
+    out = rest.ok(
+        "PATCH",
+        "/composite/sobjects/Account/External_Id__c",
+        {
+            "allOrNone": False,
+            "records": [
+                {"attributes": {"type": "Account"}, "External_Id__c": "UP-2", "Name": "U2c"},
+                {"attributes": {"type": "Account"}, "External_Id__c": "UP-3", "Name": "U3"},
+                {"attributes": {"type": "Account"}, "External_Id__c": "UP-4"},
+            ],
+        },
+    )
+    assert [(o["success"], o.get("created")) for o in out] == [(True, False), (True, True), (False, None)]
+    assert list(out[0]) == ["id", "success", "errors", "created"]
+    assert out[2]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING"
+    names = {
+        r["External_Id__c"]: r["Name"]
+        for r in rest.query("SELECT External_Id__c, Name FROM Account WHERE External_Id__c LIKE 'UP-%'")
+    }
+    assert names == {"UP-1": "U1", "UP-2": "U2c", "UP-3": "U3"}
+
+
+def test_all_or_none_rolls_everything_back(rest: Rest, wadmin: Admin) -> None:
+    before = len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"])
+    out = rest.ok(
+        "POST",
+        "/composite/sobjects",
+        {
+            "allOrNone": True,
+            "records": [
+                {"attributes": {"type": "Account"}, "Name": "Rolled back"},
+                {"attributes": {"type": "Account"}},
+            ],
+        },
+    )
+    assert [o["errors"][0]["statusCode"] for o in out] == [
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        "REQUIRED_FIELD_MISSING",
+    ]
+    assert len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"]) == before
+    out = rest.ok(
+        "POST",
+        "/composite/sobjects",
+        {
+            "allOrNone": False,
+            "records": [{"attributes": {"type": "Account"}, "Name": "Kept"}, {"attributes": {"type": "Account"}}],
+        },
+    )
+    assert [o["success"] for o in out] == [True, False]
+    assert len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"]) == before + 1
+
+
+def test_inactive_owner_refused_unless_the_permission_is_on(rest: Rest, wadmin: Admin) -> None:
+    inactive = rest.query("SELECT Id FROM User WHERE IsActive = false")
+    assert inactive, "the seeded org has inactive users"
+    uid = inactive[0]["Id"]
+    e = rest.fails("POST", "/sobjects/Account", {"Name": "x", "OwnerId": uid})
+    assert e["errorCode"] == "INACTIVE_OWNER_OR_USER" and uid in e["message"]
+    wadmin.settings(inactive_owner_updates=True)
+    try:
+        rest.ok("POST", "/sobjects/Account", {"Name": "x", "OwnerId": uid})
+    finally:
+        wadmin.settings(inactive_owner_updates=False)
+
+
+def test_validation_rule_switched_by_admin(rest: Rest, wadmin: Admin) -> None:
+    rules = wadmin.validation_rules()
+    assert rules["Opportunity.Amount_Not_Negative"]["active"] is True
+    body = {"Name": "Neg", "StageName": "Prospecting", "CloseDate": "2026-01-01", "Amount": -5}
+    e = rest.fails("POST", "/sobjects/Opportunity", body)
+    assert e == {
+        "message": "Amount must not be negative.",
+        "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+        "fields": ["Amount"],
+    }
+    wadmin.validation_rule("Opportunity.Amount_Not_Negative", False)
+    try:
+        rest.ok("POST", "/sobjects/Opportunity", body)
+    finally:
+        wadmin.validation_rule("Opportunity.Amount_Not_Negative", True)
+    wadmin.validation_rule("Account.Hot_Account_Needs_Phone", True)
+    try:
+        e = rest.fails("POST", "/sobjects/Account", {"Name": "Hot", "Rating": "Hot"})
+        assert e["errorCode"] == "FIELD_CUSTOM_VALIDATION_EXCEPTION" and e["fields"] == ["Phone"]
+    finally:
+        wadmin.validation_rule("Account.Hot_Account_Needs_Phone", False)
+    rest.ok("POST", "/sobjects/Account", {"Name": "Hot", "Rating": "Hot"})
+
+
+def test_describe_agrees_with_what_writes_accept(rest: Rest) -> None:
+    for obj in ("Account", "Contact", "Opportunity", "Case", "Invoice__c"):
+        fields = rest.ok("GET", f"/sobjects/{obj}/describe")["fields"]
+        required = sorted(
+            f["name"]
+            for f in fields
+            if f["createable"] and not f["nillable"] and not f["defaultedOnCreate"] and f["type"] != "boolean"
+        )
+        if required:
+            e = rest.fails("POST", f"/sobjects/{obj}", {})
+            assert e["errorCode"] == "REQUIRED_FIELD_MISSING" and sorted(e["fields"]) == required, obj
+        else:
+            rest.ok("POST", f"/sobjects/{obj}", {})
+        for f in fields:
+            if not f["createable"] and f["type"] not in ("address", "location"):
+                e = rest.fails("POST", f"/sobjects/{obj}", {f["name"]: None})
+                assert e["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE", (obj, f["name"])
+
+
+def test_update_of_a_deleted_record_is_entity_is_deleted(rest: Rest) -> None:
+    rid = rest.ok("POST", "/sobjects/Lead", {"LastName": "Gone", "Company": "Co", "Status": "Open - Not Contacted"})[
+        "id"
+    ]
+    assert rest.call("DELETE", f"/sobjects/Lead/{rid}").status_code == 204
+    e = rest.fails("PATCH", f"/sobjects/Lead/{rid}", {"LastName": "Back"}, status=404)
+    assert e["errorCode"] == "ENTITY_IS_DELETED"
+    out = rest.ok(
+        "PATCH", "/composite/sobjects", {"records": [{"attributes": {"type": "Lead"}, "id": rid, "LastName": "B"}]}
+    )
+    assert out[0]["errors"][0]["statusCode"] == "ENTITY_IS_DELETED"
+    out = rest.call("DELETE", "/composite/sobjects", params={"ids": f"{rid},001RM000003oLrB000"}).json()
+    assert [o["errors"][0]["statusCode"] for o in out] == ["ENTITY_IS_DELETED", "MALFORMED_ID"]
+
+
+# ---------------------------------------------------------------- 3. cascade delete
+
+
+def test_describe_says_which_children_cascade(rest: Rest) -> None:
+    rels = {
+        (c["childSObject"], c["field"]): c["cascadeDelete"]
+        for c in rest.ok("GET", "/sobjects/Account/describe")["childRelationships"]
+    }
+    assert rels[("Contact", "AccountId")] and rels[("Opportunity", "AccountId")] and rels[("Case", "AccountId")]
+    assert rels[("Task", "WhatId")] and rels[("Attachment", "ParentId")]
+    assert not rels[("Account", "ParentId")] and not rels[("Invoice__c", "Account__c")]
+
+
+def test_account_delete_cascades_and_undelete_brings_the_family_back(rest: Rest, wadmin: Admin) -> None:
+    acc, fam = family_of(rest)
+    invoice = rest.ok("POST", "/sobjects/Invoice__c", {"Name": "Linked", "Account__c": acc})["id"]
+    assert rest.call("DELETE", f"/sobjects/Account/{acc}").status_code == 204
+    truth = wadmin.ground_truth(["Account", "Contact", "Opportunity", "Case", "Invoice__c"])
+    assert acc in truth["recycle_bin"]["Account"]
+    for obj, ids in fam.items():
+        assert set(ids) <= set(truth["recycle_bin"][obj]) and not set(ids) & set(truth["objects"][obj])
+    assert truth["objects"]["Invoice__c"][invoice]["Account__c"] is None  # a plain lookup is cleared
+    alive = rest.query(f"SELECT Id FROM Contact WHERE Id IN ('{fam['Contact'][0]}')")
+    assert alive == []
+    wadmin.undelete("Account", ids=[acc])
+    truth = wadmin.ground_truth(["Account", "Contact", "Opportunity", "Case", "Invoice__c"])
+    assert acc in truth["objects"]["Account"]
+    for obj, ids in fam.items():
+        assert set(ids) <= set(truth["objects"][obj]) and not set(ids) & set(truth["recycle_bin"][obj])
+        assert all(truth["objects"][obj][i]["AccountId"] == acc for i in ids)
+    assert truth["objects"]["Invoice__c"][invoice]["Account__c"] == acc
+
+
+def test_collections_delete_cascades_and_purge_takes_the_family(rest: Rest, wadmin: Admin) -> None:
+    acc, fam = family_of(rest)
+    out = rest.call("DELETE", "/composite/sobjects", params={"ids": acc, "allOrNone": "true"}).json()
+    assert out == [{"id": acc, "success": True, "errors": []}]
+    wadmin.purge_recycle_bin(ids=[acc])
+    truth = wadmin.ground_truth(["Account", "Contact", "Opportunity", "Case"], values=False)
+    assert acc in truth["purged"]["Account"]
+    for obj, ids in fam.items():
+        assert set(ids) <= set(truth["purged"][obj])
+
+
+def test_recycle_bin_empties_itself_after_15_days(rest: Rest, wadmin: Admin) -> None:
+    acc, fam = family_of(rest)
+    rest.call("DELETE", f"/sobjects/Account/{acc}")
+    wadmin.advance_clock(14 * 86400)
+    assert acc in wadmin.ground_truth(["Account"], values=False)["recycle_bin"]["Account"]
+    wadmin.advance_clock(2 * 86400)
+    try:
+        truth = wadmin.ground_truth(["Account", "Contact"], values=False)
+        assert acc in truth["purged"]["Account"] and set(fam["Contact"]) <= set(truth["purged"]["Contact"])
+    finally:
+        wadmin.reset_clock()
