@@ -311,3 +311,73 @@ def test_recycle_bin_empties_itself_after_15_days(rest: Rest, wadmin: Admin) -> 
         assert acc in truth["purged"]["Account"] and set(fam["Contact"]) <= set(truth["purged"]["Contact"])
     finally:
         wadmin.reset_clock()
+
+
+# ---------------------------------------------------------------- 4. SOAP partner undelete / emptyRecycleBin
+
+
+def soap(rest: Rest, op: str, ids: list[str], session: str | None = None) -> Any:
+    """A jsforce-shaped partner call; its results as (id, success, statusCode) per Id, or the fault code."""
+    import xml.etree.ElementTree as ET
+
+    id_xml = "".join(f"<ns1:ids>{i}</ns1:ids>" for i in ids)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
+        'envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-'
+        'instance"><soapenv:Header xmlns="urn:partner.soap.sforce.com"><SessionHeader><sessionId>'
+        f"{session or rest.token}</sessionId></SessionHeader></soapenv:Header>"
+        f'<soapenv:Body xmlns="urn:partner.soap.sforce.com"><{op} xmlns="urn:partner.soap.sforce.com" '
+        f'xmlns:ns1="sobject.partner.soap.sforce.com">{id_xml}</{op}></soapenv:Body></soapenv:Envelope>'
+    )
+    resp = rest.http.post(
+        f"{rest.base}/services/Soap/u/62.0",
+        data=body.encode(),
+        headers={"Content-Type": "text/xml", "SOAPAction": '""', "Authorization": ""},
+    )
+    root = ET.fromstring(resp.content)
+    assert root.tag == "{http://schemas.xmlsoap.org/soap/envelope/}Envelope"
+    if resp.status_code == 500:
+        return next(el.text for el in root.iter() if el.tag == "faultcode")
+    assert resp.status_code == 200
+    ns = "{urn:partner.soap.sforce.com}"
+    out = []
+    for r in root.iter(f"{ns}result"):
+        code = r.find(f"{ns}errors/{ns}statusCode")
+        out.append(
+            (r.findtext(f"{ns}id"), r.findtext(f"{ns}success") == "true", code.text if code is not None else None)
+        )
+    return out
+
+
+def test_soap_undelete_brings_back_families_and_reports_per_id(rest: Rest, wadmin: Admin) -> None:
+    acc, fam = family_of(rest)
+    live = rest.query("SELECT Id FROM Lead LIMIT 1")[0]["Id"]
+    rest.call("DELETE", f"/sobjects/Account/{acc}")
+    contact = fam["Contact"][0]
+    assert soap(rest, "undelete", [contact]) == [(contact, False, "UNDELETE_FAILED")]  # its Account is in the bin
+    wadmin.reset_accounting()
+    out = soap(rest, "undelete", [contact, acc, live, "001bad"])
+    assert out == [
+        (contact, True, None),
+        (acc, True, None),
+        (live, False, "UNDELETE_FAILED"),
+        ("", False, "MALFORMED_ID"),  # id xsi:nil,
+    ]
+    a = wadmin.accounting()
+    assert a["write_calls"] == {"soap_partner": 1} and a["kinds"]["SOAP"] == 1
+    truth = wadmin.ground_truth(["Account", "Contact", "Opportunity", "Case"], values=False)
+    for obj, ids in {"Account": [acc], **fam}.items():
+        assert set(ids) <= set(truth["objects"][obj])
+
+
+def test_soap_empty_recycle_bin_then_undelete_fails(rest: Rest, wadmin: Admin) -> None:
+    acc, fam = family_of(rest)
+    rest.call("DELETE", f"/sobjects/Account/{acc}")
+    live = rest.query("SELECT Id FROM Lead LIMIT 1")[0]["Id"]
+    assert soap(rest, "emptyRecycleBin", [acc, live]) == [(acc, True, None), (live, False, "INVALID_ID_FIELD")]
+    assert soap(rest, "undelete", [acc]) == [(acc, False, "UNDELETE_FAILED")]
+    assert soap(rest, "emptyRecycleBin", [acc]) == [(acc, False, "ENTITY_IS_DELETED")]
+    truth = wadmin.ground_truth(["Account", "Contact"], values=False)
+    assert acc in truth["purged"]["Account"] and set(fam["Contact"]) <= set(truth["purged"]["Contact"])
+    assert soap(rest, "undelete", [acc] * 201) == "sf:EXCEEDED_ID_LIMIT"
+    assert soap(rest, "undelete", [acc], session="00Dbad!x") == "sf:INVALID_SESSION_ID"
