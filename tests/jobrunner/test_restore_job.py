@@ -280,21 +280,23 @@ async def test_purged_and_changed_accounts_come_back_on_sforg(stack: Stack, org:
     as_of = dt.datetime.now(dt.UTC)
     before = admin.ground_truth(objects=["Account", "Contact"])["objects"]
     accounts = sorted(before["Account"])
-    purged, changed = accounts[:3], accounts[3:6]
+    purged, changed, binned = accounts[:3], accounts[3:6], accounts[6:8]
     family = {cid for cid, v in before["Contact"].items() if v.get("AccountId") in purged}
     admin.hard_delete("Account", ids=purged)
     admin.update("Account", ids=changed, fields=["Phone"])
+    admin.soft_delete("Account", ids=binned)  # into the recycle bin with their contacts
 
     admin.reset_accounting()
-    preview = await stack.run(sforg_restore_spec(org, "dry", purged + changed, as_of, dry_run=True))
+    preview = await stack.run(sforg_restore_spec(org, "dry", purged + changed + binned, as_of, dry_run=True))
     assert preview.outcome == ev.JOB_OUTCOME_SUCCESS, preview.message
     assert admin.accounting().get("writes", 0) == 0
-    real = await stack.run(sforg_restore_spec(org, "real", purged + changed, as_of))
+    real = await stack.run(sforg_restore_spec(org, "real", purged + changed + binned, as_of))
     assert real.outcome == ev.JOB_OUTCOME_SUCCESS, (real.message, list(real.verification.samples), list(real.restore))
-    predicted = {c.object_name: (c.created, c.updated, c.skipped, c.failed) for c in preview.restore}
-    assert predicted == {c.object_name: (c.created, c.updated, c.skipped, c.failed) for c in real.restore}
+    predicted = {c.object_name: (c.created, c.updated, c.undeleted, c.skipped, c.failed) for c in preview.restore}
+    assert predicted == {c.object_name: (c.created, c.updated, c.undeleted, c.skipped, c.failed) for c in real.restore}
     by_object = {c.object_name: c for c in real.restore}
     assert by_object["Account"].created == 3 and by_object["Account"].updated == 3
+    assert by_object["Account"].undeleted == 2
     assert by_object["Contact"].created == len(family)
     assert real.verification.done and real.verification.verified, list(real.verification.samples)
 
@@ -304,16 +306,20 @@ async def test_purged_and_changed_accounts_come_back_on_sforg(stack: Stack, org:
         assert before["Account"][rid]["Name"] in names  # back, with a new Id
     for rid in changed:
         assert after["Account"][rid]["Phone"] == before["Account"][rid]["Phone"]
+    for rid in binned:  # back from the recycle bin with their Ids, their contacts with them
+        assert rid in after["Account"]
+    binned_family = {cid for cid, v in before["Contact"].items() if v.get("AccountId") in binned}
+    assert binned_family <= set(after["Contact"])
     new_parents = {names[before["Account"][rid]["Name"]] for rid in purged}
     back = [v for v in after["Contact"].values() if v.get("AccountId") in new_parents]
     assert len(back) == len(family)
 
     # the same restore again: all Skipped, nothing written
     admin.reset_accounting()
-    again = await stack.run(sforg_restore_spec(org, "again", purged + changed, as_of))
+    again = await stack.run(sforg_restore_spec(org, "again", purged + changed + binned, as_of))
     assert again.outcome == ev.JOB_OUTCOME_SUCCESS, again.message
     assert {(c.created, c.updated, c.undeleted, c.failed) for c in again.restore} == {(0, 0, 0, 0)}
     assert {c.object_name: c.skipped for c in again.restore} == {
-        c.object_name: c.created + c.updated + c.skipped for c in real.restore
+        c.object_name: c.created + c.updated + c.undeleted + c.skipped for c in real.restore
     }
     assert admin.accounting().get("writes", 0) == 0

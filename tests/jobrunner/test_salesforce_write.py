@@ -77,3 +77,18 @@ def test_a_whole_object_through_bulk_typed_as_rest(org: dict[str, Any]) -> None:
     truth = w.query_ids("Account", ["Name", "IsDeleted", "NumberOfEmployees"], [str(r["Id"]) for r in rows[:50]])
     by_id = {r["Id"]: r for r in rows}
     assert truth and all(by_id[t["Id"]] == t for t in truth)
+
+
+def test_undelete_brings_a_family_back_with_its_ids(org: dict[str, Any], admin: Admin) -> None:
+    w = writer(org)
+    account = str(w.create("Account", [{"Name": "Family"}])[0].id)
+    contact = str(w.create("Contact", [{"LastName": "Member", "AccountId": account}])[0].id)
+    admin.soft_delete("Account", ids=[account])
+    assert w.query_ids("Contact", ["IsDeleted"], [contact]) == [{"Id": contact, "IsDeleted": True}]
+    results = w.undelete([account, "001000000000000AAA"])
+    assert results[0].success and results[0].id == account
+    assert not results[1].success and results[1].code
+    assert w.query_ids("Account", ["IsDeleted"], [account]) == [{"Id": account, "IsDeleted": False}]
+    assert w.query_ids("Contact", ["IsDeleted"], [contact]) == [{"Id": contact, "IsDeleted": False}]
+    again = w.undelete([account])  # not in the recycle bin any more
+    assert not again[0].success and again[0].code == "UNDELETE_FAILED"
