@@ -323,3 +323,29 @@ async def test_purged_and_changed_accounts_come_back_on_sforg(stack: Stack, org:
         c.object_name: c.created + c.updated + c.undeleted + c.skipped for c in real.restore
     }
     assert admin.accounting().get("writes", 0) == 0
+
+
+@pytest.mark.integration
+async def test_a_create_answer_lost_on_sforg_is_resolved_by_the_next_attempt(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    await stack.start_jobrunner(jobrunner_http_timeout_s=2.0)
+    done = await stack.run(data_spec(org, "Account", "b1", "data-Account", full=True))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    as_of = dt.datetime.now(dt.UTC)
+    before = admin.ground_truth(objects=["Account"])["objects"]["Account"]
+    purged = sorted(before)[-2:]
+    admin.hard_delete("Account", ids=purged)
+    # the create reaches the org and is committed; its answer stalls past the jobrunner's HTTP timeout
+    admin.fault("composite_sobjects", stall_after=5, count=1)
+    job = sforg_restore_spec(org, "lost", purged, as_of, children=0)
+    finished = await stack.run(job, within=90)
+    assert finished.outcome == ev.JOB_OUTCOME_SUCCESS, finished.message
+    assert stack.started.count(("lost", "restore")) == 2  # handed back once, resumed once
+    after = admin.ground_truth(objects=["Account"])["objects"]["Account"]
+    for rid in purged:
+        name = before[rid]["Name"]
+        assert [r for r, v in after.items() if v["Name"] == name and r not in before] != []
+        assert sum(1 for r, v in after.items() if v["Name"] == name and r not in before) == 1  # never twice
+    assert {c.object_name: c.created for c in finished.restore} == {"Account": 2}
+    assert finished.verification.verified, list(finished.verification.samples)
