@@ -17,6 +17,7 @@ from services.platform.errors import InvalidArgument, RequestError, grpc_errors
 from services.session import restore_request, translate
 from services.session.application import SessionService
 from services.session.domain import RESTORE_KINDS
+from services.session.domain_alerts import KINDS
 
 MAX_PAGE = 500
 
@@ -107,6 +108,30 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             sessions=[translate.session_to_pb(s) for s in page.sessions],
             next_page_token=_encode_token(page.next_token),
         )
+
+    @grpc_errors
+    async def ListAlerts(
+        self, request: api.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> api.ListAlertsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        for name in ("policy_id", "session_id", "page_token"):
+            value = getattr(request, name)
+            if value:
+                try:
+                    events.check_token(name, value)
+                except ValueError as exc:
+                    raise InvalidArgument(str(exc)) from exc
+        if request.kind and request.kind not in KINDS:
+            raise InvalidArgument(f"kind {request.kind[:40]!r} is not one of {', '.join(KINDS)}")
+        found, next_token = await self.app.list_alerts(
+            policy_id=request.policy_id,
+            session_id=request.session_id,
+            kind=request.kind,
+            page_size=min(request.page_size or 50, MAX_PAGE),
+            page_after=request.page_token,
+        )
+        return api.ListAlertsResponse(alerts=[translate.alert_to_pb(a) for a in found], next_page_token=next_token)
 
     @grpc_errors
     async def ListJobs(self, request: api.ListJobsRequest, context: grpc.aio.ServicerContext) -> api.ListJobsResponse:

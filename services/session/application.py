@@ -19,12 +19,15 @@ from sfvault.restore.v1 import restore_pb2 as rpb
 from services.platform import errors, events, telemetry
 from services.platform.ports import Delivered
 from services.session import domain as d
-from services.session import restore_request, translate
+from services.session import domain_alerts, restore_request, translate
+from services.session import domain_anomaly as anomaly
+from services.session.alerting import AlertDispatcher
 from services.session.domain import Page
-from services.session.ports import Clock, ProjectionStore, Publisher
+from services.session.ports import Clock, ProjectionStore, ProjectionTransaction, Publisher
 
 log = logging.getLogger(__name__)
 PRODUCER = "session"
+DRAFTED_BY = "sfvault-anomaly"  # who asks for a restore draft: the session service itself
 
 
 class SystemClock:
@@ -47,6 +50,7 @@ class SessionService:
     cache_limit: int = 10_000
     watch_grace_s: float = 10.0
     on_change: Callable[[d.Session], None] | None = None
+    alerting: AlertDispatcher | None = None  # None: no alerts (a rebuild)
     _cache: dict[str, d.Session] = dataclasses.field(default_factory=dict)
     _watchers: dict[str, set[asyncio.Queue[d.Session]]] = dataclasses.field(default_factory=dict)
     _announced: set[str] = dataclasses.field(default_factory=set)
@@ -71,8 +75,36 @@ class SessionService:
             changed = await self._apply_locked(batch)
         for session in changed:
             self._notify(session)
+        await self._prepare_drafts(changed)
         await self._announce(changed)
         return changed
+
+    async def _prepare_drafts(self, sessions: Sequence[d.Session]) -> None:
+        """For each mass delete or change a final backup found: its restore draft, a dry-run restore of the object's
+        affected records as of the previous backup, started under its deterministic id (once, whatever happens:
+        a draft already known is left as it is)."""
+        for s in sessions:
+            if not s.is_final or s.finished_event_seen or s.baseline_at is None:
+                continue
+            for finding in domain_alerts.draft_findings(s.findings):
+                if finding.draft_session_id in self._cache:
+                    continue
+                try:
+                    await self.start(
+                        policy_id="",
+                        org_id=s.org_id,
+                        stall_timeout=None,
+                        trigger="anomaly",
+                        requested_by=DRAFTED_BY,
+                        session_id=finding.draft_session_id,
+                        kind=d.Kind.RESTORE,
+                        restore=draft_spec(s.org_id, finding, s.baseline_at),
+                        draft_of=s.session_id,
+                    )
+                except Exception:
+                    log.exception(
+                        "session %s: the restore draft %s could not start", s.session_id, finding.draft_session_id
+                    )
 
     async def _apply_locked(self, batch: Sequence[d.Event]) -> list[d.Session]:
         if not batch:
@@ -92,6 +124,19 @@ class SessionService:
             before = dict(states)
             for e in todo:
                 states[e.session_id] = d.fold(states.get(e.session_id), e)
+            for sid, state in list(states.items()):
+                old = before.get(sid)
+                if state is not None and state.is_final and (old is None or not old.is_final) and d.judged(state):
+                    states[sid] = await self._judge(tx, state)
+            raised = 0
+            if self.alerting is not None:  # stored with the end itself: once, whatever happens after the commit
+                now = self.clock.now()
+                for sid, state in states.items():
+                    old = before.get(sid)
+                    if state is not None and state.is_final and (old is None or not old.is_final):
+                        alert = domain_alerts.alert_for(state, now)
+                        if alert is not None and await tx.add_alert(alert):
+                            raised += 1
             changed = [s for sid, s in states.items() if s is not None and s is not before.get(sid)]
             jobs: list[tuple[str, d.Job]] = []
             for s in changed:
@@ -99,11 +144,26 @@ class SessionService:
                 old_jobs = old.jobs if old is not None else {}
                 jobs.extend((s.session_id, j) for jid, j in s.jobs.items() if old_jobs.get(jid) is not j)
             await tx.save(changed, jobs)
-        # committed: only now does the cache see the new states
+        # committed: only now does the cache see the new states, and the deliveries of the new alerts start
+        if raised and self.alerting is not None:
+            self.alerting.wake()
         for s in changed:
             self._cache[s.session_id] = s
         self._trim_cache()
         return changed
+
+    @staticmethod
+    async def _judge(tx: ProjectionTransaction, session: d.Session) -> d.Session:
+        """A backup that just ended, judged against the policy's earlier backups (domain_anomaly): its findings,
+        each mass delete or change with the id of the restore draft prepared for it."""
+        settings = anomaly.AnomalySettings.from_json(session.anomalies)
+        if settings.disabled:
+            return session
+        history = await tx.history(session, settings.baseline_sessions)
+        findings = anomaly.judge(session.session_id, d.object_counts(session), history, settings)
+        if findings:
+            log.warning("session %s: %s", session.session_id, anomaly.summary(findings))
+        return d.with_findings(session, tuple(findings), history.previous_finished_at)
 
     def _trim_cache(self) -> None:
         if len(self._cache) <= self.cache_limit:
@@ -148,7 +208,9 @@ class SessionService:
                     log.warning("failing session %s: %s", s.session_id, stall.reason)
                     await self._publish(pb.SessionFailed(reason=stall.reason), s.session_id)
         self._announced.clear()
-        await self._announce(list((await self.projection.unannounced_final_sessions()).values()))
+        unannounced = list((await self.projection.unannounced_final_sessions()).values())
+        await self._prepare_drafts(unannounced)
+        await self._announce(unannounced)
         return found
 
     async def next_round(self, interval_s: float, stop: asyncio.Event) -> None:
@@ -210,6 +272,15 @@ class SessionService:
     async def list(self, **filters: object) -> Page:
         return await self.projection.list(**filters)  # type: ignore[arg-type]
 
+    async def list_alerts(
+        self, *, policy_id: str = "", session_id: str = "", kind: str = "", page_size: int = 50, page_after: str = ""
+    ) -> tuple[Sequence[domain_alerts.Alert], str]:
+        if self.alerting is None:
+            return [], ""
+        return await self.alerting.store.page(
+            policy_id=policy_id, session_id=session_id, kind=kind, page_size=page_size, page_after=page_after
+        )
+
     async def start(
         self,
         *,
@@ -221,6 +292,7 @@ class SessionService:
         session_id: str = "",
         kind: d.Kind = d.Kind.BACKUP,
         restore: rpb.RestoreSpec | None = None,
+        draft_of: str = "",
     ) -> d.Session:
         """A backup of a policy, or a restore (kind RESTORE / METADATA_RESTORE, `restore` its spec: checked here,
         its source org from `org_id` or its own, `requested_by` the caller). Who may start which kind is the
@@ -251,6 +323,7 @@ class SessionService:
             requested_by=requested_by,
             kind=translate.KIND_TO_PB[kind],
             restore=spec,
+            draft_of=draft_of,
         )
         if stall_timeout is not None:
             payload.stall_timeout.FromTimedelta(stall_timeout)
@@ -290,3 +363,17 @@ def _check_id(name: str, value: str) -> None:
         events.check_token(name, value)
     except ValueError as exc:
         raise Invalid(str(exc)) from exc
+
+
+def draft_spec(org_id: str, finding: anomaly.Finding, since: dt.datetime) -> rpb.RestoreSpec:
+    """A restore draft's spec: a preview (dry run) of the finding's object in the same org, the records deleted
+    (mass delete) or changed (mass change) since the previous backup, as they were then; no parents, no
+    children."""
+    spec = rpb.RestoreSpec(source_org_id=org_id, target_org_id=org_id, dry_run=True, parents=0, children=0)
+    spec.as_of.FromDatetime(since)
+    selection = spec.selections.add(object_name=finding.object_name)
+    if finding.kind == anomaly.MASS_DELETE:
+        selection.deleted_since.FromDatetime(since)
+    else:
+        selection.changed_since.FromDatetime(since)
+    return spec

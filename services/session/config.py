@@ -18,6 +18,16 @@ class SessionSettings(ServiceSettings):
     # a batch commits in well under a second; after a crash its unacked events come back after this long
     session_ack_wait_s: float = 10.0
 
+    # alerts (issue 18): the SMTP server e-mails go through, and the deliveries' retry back-off
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password_ref: str = ""  # a secret reference ("env:NAME" / "file:/path")
+    smtp_from: str = "sfvault@localhost"
+    smtp_starttls: bool = False
+    alert_retry_base_s: float = 5.0  # a failed delivery is tried again after 5 s, 10 s, 20 s, ... (at most 64x)
+    alert_max_attempts: int = 8
+
     @property
     def stall_timeout(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.stall_timeout_s)

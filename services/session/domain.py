@@ -31,6 +31,7 @@ from typing import Any
 
 from services.platform.counts import ZERO as ZERO  # re-exported: the fold speaks of Counts
 from services.platform.counts import Counts as Counts
+from services.session.domain_anomaly import Finding, summary
 
 
 class Status(StrEnum):
@@ -141,6 +142,9 @@ class Verification:
 
 
 NOT_VERIFIED = Verification()
+# A policy's protection settings as the session keeps them: their protobuf JSON form (domain_anomaly and
+# domain_alerts read them).
+Settings = Mapping[str, Any]
 # A restore spec as the session keeps it: sfvault.restore.v1.RestoreSpec in its JSON form (translate.py converts;
 # the fold never reads inside it). Empty for a backup.
 RestoreSpec = Mapping[str, Any]
@@ -185,6 +189,7 @@ class SessionRequested(Event):
     requested_by: str = ""
     kind: Kind = Kind.BACKUP
     restore: RestoreSpec = field(default_factory=dict)  # as requested
+    draft_of: str = ""  # a restore draft: the backup session whose finding it undoes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +200,9 @@ class SessionStarted(Event):
     stall_timeout: dt.timedelta | None = None  # discovery's decision: the request's, else the policy's
     kind: Kind = Kind.BACKUP
     restore: RestoreSpec = field(default_factory=dict)  # as discovery resolved it (target org, as_of)
+    # the policy's protection settings (sfvault.protect.v1 AlertSettings / AnomalySettings, JSON form)
+    alerts: Settings = field(default_factory=dict)
+    anomalies: Settings = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +372,11 @@ class Session:
     kind: Kind = Kind.BACKUP
     restore: RestoreSpec = field(default_factory=dict)  # the resolved spec once SessionStarted says, else the request
     restore_resolved: bool = False  # `restore` is discovery's resolution (SessionStarted), not the request
+    alerts: Settings = field(default_factory=dict)  # the policy's, from SessionStarted
+    anomalies: Settings = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()  # set once, as the backup ends (with_findings)
+    baseline_at: dt.datetime | None = None  # when the previous backup finished: the restore drafts' point
+    draft_of: str = ""
 
     @property
     def is_final(self) -> bool:
@@ -475,6 +488,7 @@ def _on_requested(s: Session, e: SessionRequested) -> Session:
         requested_at=_earliest(s.requested_at, e.at),
         kind=_kind(s.kind, e.kind),
         restore=s.restore or e.restore,  # the resolved one, when SessionStarted came first, stands
+        draft_of=s.draft_of or e.draft_of,
     )
 
 
@@ -490,6 +504,8 @@ def _on_started(s: Session, e: SessionStarted) -> Session:
         kind=_kind(s.kind, e.kind),
         restore=e.restore if resolve else s.restore,
         restore_resolved=s.restore_resolved or resolve,
+        alerts=s.alerts or e.alerts,
+        anomalies=s.anomalies or e.anomalies,
     )
     return _running_if_pending(s, e.at)
 
@@ -672,6 +688,38 @@ def _settle(session: Session, at: dt.datetime) -> Session:
         marks.extend(t for t in (job.finished_at, job.last_upload_at, job.started_at) if t is not None)
     finished_at = max(marks) if session.failure_reason or session.cancel_requested else max(marks[1:] or marks)
     return dataclasses.replace(session, status=status, reason=reason, finished_at=finished_at)
+
+
+def judged(session: Session) -> bool:
+    """Whether the session's end is judged for anomalies: a backup that is not the policy's first, once final
+    (Stopped ones are not: a person cut them short)."""
+    return (
+        session.kind == Kind.BACKUP
+        and not session.initial
+        and bool(session.policy_id)
+        and session.status in (Status.SUCCESS, Status.WARNING, Status.FAILED)
+    )
+
+
+def object_counts(session: Session) -> dict[str, Counts]:
+    """Per object, what its data jobs counted."""
+    found: dict[str, Counts] = {}
+    for job in session.jobs.values():
+        if job.job_type != "data" or not job.object_name:
+            continue
+        found[job.object_name] = found[job.object_name] + job.counts if job.object_name in found else job.counts
+    return found
+
+
+def with_findings(session: Session, findings: tuple[Finding, ...], baseline_at: dt.datetime | None = None) -> Session:
+    """The session with what its end found: a Success becomes Warning (Warning and Failed stay), its reason
+    naming them; `baseline_at` (the previous backup's end) is the point its restore drafts go back to."""
+    if not findings:
+        return session
+    named = summary(findings)
+    status = Status.WARNING if session.status == Status.SUCCESS else session.status
+    reason = f"{session.reason}; {named}" if session.reason else named
+    return dataclasses.replace(session, findings=findings, status=status, reason=reason, baseline_at=baseline_at)
 
 
 # ---- stall timeout --------------------------------------------------------------------------------------

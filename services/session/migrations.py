@@ -80,4 +80,42 @@ MIGRATIONS = [
         ADD COLUMN restore_reported jsonb NOT NULL DEFAULT '{}',
         ADD COLUMN verification jsonb NOT NULL DEFAULT '{}';
     """,
+    # protection (issue 18): the policy's settings as the session started, what its end found (and the previous
+    # backup's end, the restore drafts' point), a draft's backup; alerts and their deliveries
+    """
+    ALTER TABLE sessions
+        ADD COLUMN alerts jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN anomalies jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN findings jsonb NOT NULL DEFAULT '[]',
+        ADD COLUMN baseline_at timestamptz,
+        ADD COLUMN draft_of text NOT NULL DEFAULT '';
+    CREATE INDEX sessions_policy_finished ON sessions (policy_id, finished_at DESC) WHERE kind = 'BACKUP';
+    CREATE TABLE alerts (
+        alert_id text PRIMARY KEY,
+        session_id text NOT NULL,
+        policy_id text NOT NULL DEFAULT '',
+        org_id text NOT NULL DEFAULT '',
+        kind text NOT NULL,
+        message text NOT NULL,
+        at timestamptz NOT NULL,
+        findings jsonb NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX alerts_at ON alerts (at DESC, alert_id DESC);
+    -- target: the webhook's URL or its secret reference, the e-mail address (never returned by the API: shown is)
+    CREATE TABLE deliveries (
+        alert_id text NOT NULL REFERENCES alerts ON DELETE CASCADE,
+        number integer NOT NULL,
+        channel text NOT NULL,
+        target text NOT NULL,
+        shown text NOT NULL,
+        format text NOT NULL DEFAULT 'json',
+        status text NOT NULL DEFAULT 'pending',
+        attempts integer NOT NULL DEFAULT 0,
+        last_error text NOT NULL DEFAULT '',
+        delivered_at timestamptz,
+        next_attempt_at timestamptz,
+        PRIMARY KEY (alert_id, number)
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+    """,
 ]

@@ -12,6 +12,8 @@ from typing import Protocol
 from sfvault.events.v1 import events_pb2 as pb
 
 from services.session import domain as d
+from services.session import domain_alerts as alerts
+from services.session.domain_anomaly import History
 
 
 class Clock(Protocol):
@@ -33,6 +35,16 @@ class ProjectionTransaction(Protocol):
 
     async def save(self, sessions: Iterable[d.Session], jobs: Iterable[tuple[str, d.Job]]) -> None:
         """Store the sessions' states and the jobs that changed (each with its session id)."""
+        ...
+
+    async def add_alert(self, alert: alerts.Alert) -> bool:
+        """Store an alert and its pending deliveries with the session's end; False if its id is stored already."""
+        ...
+
+    async def history(self, session: d.Session, limit: int) -> History:
+        """The policy's earlier backups (other than `session`, finished no later than it): the last `limit` that
+        ended Success or Warning with their per-object counts, newest first, and per object the new versions less
+        the deleted ones over every earlier backup that ended."""
         ...
 
 
@@ -61,4 +73,37 @@ class ProjectionStore(Protocol):
         kind: d.Kind | None = None,
     ) -> d.Page:
         """Newest first by the time listed (requested, else started), then session id, both descending."""
+        ...
+
+
+class AlertStore(Protocol):
+    """Alerts and their deliveries (the tables `alerts` and `deliveries`; an alert is stored by the projection's
+    transaction that ends its session, ProjectionTransaction.add_alert)."""
+
+    async def due(self, now: dt.datetime, limit: int) -> list[tuple[alerts.Alert, int, alerts.Delivery]]:
+        """Pending deliveries whose next attempt is due, oldest first: (alert, delivery's number, delivery)."""
+        ...
+
+    async def next_due(self) -> dt.datetime | None:
+        """When the earliest pending delivery is due."""
+        ...
+
+    async def update(self, alert_id: str, number: int, delivery: alerts.Delivery) -> None: ...
+
+    async def page(
+        self, *, policy_id: str = "", session_id: str = "", kind: str = "", page_size: int = 50, page_after: str = ""
+    ) -> tuple[list[alerts.Alert], str]:
+        """Newest first; the second item continues the listing ("" at its end)."""
+        ...
+
+
+class WebhookSender(Protocol):
+    async def post(self, url: str, body: bytes) -> None:
+        """POST the JSON body; raises (with a message that holds no URL) unless the answer is 2xx."""
+        ...
+
+
+class Mailer(Protocol):
+    async def send(self, to: str, subject: str, body: str) -> None:
+        """Send a plain-text e-mail through the service's SMTP server; raises on failure."""
         ...

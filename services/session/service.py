@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,12 @@ from services.platform import db, events, serving
 from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer
 from services.session import consumers, translate
+from services.session.alerting import AlertDispatcher
 from services.session.api import SessionApi
 from services.session.application import Clock, SessionService, SystemClock
 from services.session.config import SessionSettings
-from services.session.store import Projection
+from services.session.notify import HttpWebhooks, SmtpMailer
+from services.session.store import Alerts, Projection
 
 log = logging.getLogger("sfvault.session")
 CONSUMER = consumers.CONSUMER
@@ -36,6 +39,7 @@ ROLES = {
     "WatchSession": "viewer",
     "StartSession": "operator|restorer",  # a backup for operators, a restore for restorers (api.StartSession)
     "CancelSession": "operator|restorer",
+    "ListAlerts": "viewer",
 }
 
 
@@ -50,8 +54,15 @@ async def serve(
         pool, bus = running.pool, running.bus
         projection = Projection(pool, settings.session_db_schema, CONSUMER)
         await projection.setup()
+        the_clock = clock or SystemClock()
+        alerting = alert_dispatcher(settings, Alerts(pool, settings.session_db_schema), the_clock)
         app = SessionService(
-            projection, bus, clock or SystemClock(), settings.stall_timeout, cancel_grace=settings.cancel_grace
+            projection,
+            bus,
+            the_clock,
+            settings.stall_timeout,
+            cancel_grace=settings.cancel_grace,
+            alerting=alerting,
         )
         service = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
         server = await running.serve_grpc(
@@ -64,6 +75,7 @@ async def serve(
             )
         )
         enforcer = asyncio.create_task(_enforce_forever(app, settings.stall_check_interval_s, stop))
+        deliveries = asyncio.create_task(alerting.run(stop))
 
         async def database_answers() -> bool:
             async with pool.connection() as conn:
@@ -71,10 +83,29 @@ async def serve(
             return True
 
         health = running.watch_health(stop, database_answers)
-        await serving.until_stopped(stop, [consumer, enforcer])
+        await serving.until_stopped(stop, [consumer, enforcer, deliveries])
         await server.set_serving(False)
         await asyncio.wait_for(consumer, 30)  # the batch in hand commits and is acked
-        await serving.cancel(enforcer, health)
+        await serving.cancel(enforcer, deliveries, health)
+
+
+def alert_dispatcher(settings: SessionSettings, store: Alerts, clock: Clock) -> AlertDispatcher:
+    mailer = SmtpMailer(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_from,
+        settings.smtp_username,
+        settings.smtp_password_ref,
+        settings.smtp_starttls,
+    )
+    return AlertDispatcher(
+        store,
+        HttpWebhooks(),
+        mailer,
+        clock,
+        retry_base=dt.timedelta(seconds=settings.alert_retry_base_s),
+        max_attempts=settings.alert_max_attempts,
+    )
 
 
 async def _enforce_forever(app: SessionService, interval_s: float, stop: asyncio.Event) -> None:

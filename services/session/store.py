@@ -16,7 +16,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.platform.db import from_row, migrate, reconnected
 from services.session import domain as d
+from services.session import domain_alerts as alerts
 from services.session.domain import Page
+from services.session.domain_anomaly import Finding, History, PastSession
 from services.session.migrations import MIGRATIONS
 
 _SESSION_COLUMNS = [
@@ -49,6 +51,11 @@ _SESSION_COLUMNS = [
     "restore_resolved",
     "restore_counts",
     "verification",
+    "alerts",
+    "anomalies",
+    "findings",
+    "baseline_at",
+    "draft_of",
 ]
 _JOB_COLUMNS = [
     "session_id",
@@ -136,6 +143,11 @@ def session_row(s: d.Session) -> tuple[Any, ...]:
         s.restore_resolved,
         _objects_json(s.restore_counts),
         _json(s.verification.to_json()),
+        _json(dict(s.alerts)),
+        _json(dict(s.anomalies)),
+        _json([f.to_json() for f in s.findings]),
+        s.baseline_at,
+        s.draft_of,
     )
 
 
@@ -189,6 +201,7 @@ def _session_from_row(r: dict[str, Any], jobs: dict[str, d.Job]) -> d.Session:
         jobs=jobs,
         warnings=tuple(r["warnings"]),
         kind=d.Kind(r["kind"]),
+        findings=tuple(Finding.from_json(f) for f in r["findings"]),
     )
 
 
@@ -260,6 +273,52 @@ class Projection:
                 await cur.executemany(self._upsert_job, job_rows)
             if session_rows:
                 await cur.executemany(self._upsert_session, session_rows)
+
+    async def history(self, conn: psycopg.AsyncConnection, session: d.Session, limit: int) -> History:
+        until = session.finished_at or dt.datetime.now(dt.UTC)
+        backups = sql.SQL(
+            "s.policy_id = %s AND s.kind = 'BACKUP' AND s.session_id <> %s AND s.finished_at <= %s"
+            " AND s.status IN ('SUCCESS', 'WARNING', 'FAILED', 'STOPPED')"
+        )
+        key = (session.policy_id, session.session_id, until)
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                sql.SQL(
+                    "SELECT s.session_id, s.finished_at, s.initial FROM {} s WHERE {}"
+                    " AND s.status IN ('SUCCESS', 'WARNING') ORDER BY s.finished_at DESC, s.session_id DESC LIMIT %s"
+                ).format(self._t("sessions"), backups),
+                (*key, limit),
+            )
+            past = list(await cur.fetchall())
+            await cur.execute(
+                sql.SQL(
+                    "SELECT session_id, job_type, object_name, uploaded, reported FROM {} WHERE session_id = ANY(%s)"
+                    " AND job_type = 'data'"
+                ).format(self._t("jobs")),
+                ([p["session_id"] for p in past],),
+            )
+            objects: dict[str, dict[str, d.Counts]] = {}
+            for r in await cur.fetchall():
+                counts = d.Counts.from_json(r["uploaded"]).max(d.Counts.from_json(r["reported"]))
+                mine = objects.setdefault(r["session_id"], {})
+                name = r["object_name"]
+                mine[name] = mine[name] + counts if name in mine else counts
+            # per object: records first seen less records deleted, over every earlier backup that ended
+            await cur.execute(
+                sql.SQL(
+                    "SELECT j.object_name, sum(greatest((j.uploaded->>'new_versions')::bigint,"
+                    " (j.reported->>'new_versions')::bigint) - greatest((j.uploaded->>'deleted')::bigint,"
+                    " (j.reported->>'deleted')::bigint)) AS records"
+                    " FROM {} j JOIN {} s USING (session_id) WHERE {} AND j.job_type = 'data' AND j.object_name <> ''"
+                    " GROUP BY j.object_name"
+                ).format(self._t("jobs"), self._t("sessions"), backups),
+                key,
+            )
+            records = {r["object_name"]: int(r["records"] or 0) for r in await cur.fetchall()}
+        sessions = tuple(
+            PastSession(p["session_id"], p["finished_at"], p["initial"], objects.get(p["session_id"], {})) for p in past
+        )
+        return History(sessions, records)
 
     async def get(self, session_id: str) -> d.Session | None:
         return await reconnected(self.pool, lambda: self._get(session_id))
@@ -373,3 +432,187 @@ class ProjectionTransaction:
 
     async def save(self, sessions: Iterable[d.Session], jobs: Iterable[tuple[str, d.Job]]) -> None:
         await self.projection.save(self.conn, sessions, jobs)
+
+    async def history(self, session: d.Session, limit: int) -> History:
+        return await self.projection.history(self.conn, session, limit)
+
+    async def add_alert(self, alert: alerts.Alert) -> bool:
+        return await Alerts(self.projection.pool, self.projection.schema).add_in(self.conn, alert)
+
+
+_DELIVERY_COLUMNS = ("channel", "target", "shown", "format", "status", "attempts", "last_error", "delivered_at")
+
+
+class Alerts:
+    """Alerts and their deliveries (the port ports.AlertStore), in the projection's schema."""
+
+    def __init__(self, pool: AsyncConnectionPool, schema: str = "session") -> None:
+        self.pool = pool
+        self.schema = schema
+
+    def _t(self, table: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
+
+    async def add(self, alert: alerts.Alert) -> bool:
+        async with self.pool.connection() as conn, conn.transaction():
+            return await self.add_in(conn, alert)
+
+    async def add_in(self, conn: psycopg.AsyncConnection, alert: alerts.Alert) -> bool:
+        cur = await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (alert_id, session_id, policy_id, org_id, kind, message, at, findings)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING alert_id"
+            ).format(self._t("alerts")),
+            (
+                alert.alert_id,
+                alert.session_id,
+                alert.policy_id,
+                alert.org_id,
+                alert.kind,
+                alert.message,
+                alert.at,
+                _json([f.to_json() for f in alert.findings]),
+            ),
+        )
+        if await cur.fetchone() is None:
+            return False
+        async with conn.cursor() as c:
+            await c.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (alert_id, number, channel, target, shown, format, status, attempts,"
+                    " last_error, delivered_at, next_attempt_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(self._t("deliveries")),
+                [
+                    (
+                        alert.alert_id,
+                        n,
+                        x.channel,
+                        x.target,
+                        x.shown,
+                        x.format,
+                        x.status,
+                        x.attempts,
+                        x.last_error,
+                        x.delivered_at,
+                        x.next_attempt_at,
+                    )
+                    for n, x in enumerate(alert.deliveries)
+                ],
+            )
+        return True
+
+    async def _alerts(self, conn: psycopg.AsyncConnection, ids: list[str]) -> dict[str, alerts.Alert]:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql.SQL("SELECT * FROM {} WHERE alert_id = ANY(%s)").format(self._t("alerts")), (ids,))
+            rows = await cur.fetchall()
+            await cur.execute(
+                sql.SQL("SELECT * FROM {} WHERE alert_id = ANY(%s) ORDER BY alert_id, number").format(
+                    self._t("deliveries")
+                ),
+                (ids,),
+            )
+            deliveries: dict[str, list[alerts.Delivery]] = {}
+            for r in await cur.fetchall():
+                deliveries.setdefault(r["alert_id"], []).append(_delivery(r))
+        return {
+            r["alert_id"]: alerts.Alert(
+                alert_id=r["alert_id"],
+                session_id=r["session_id"],
+                policy_id=r["policy_id"],
+                org_id=r["org_id"],
+                kind=r["kind"],
+                message=r["message"],
+                at=r["at"],
+                findings=tuple(Finding.from_json(f) for f in r["findings"]),
+                deliveries=tuple(deliveries.get(r["alert_id"], ())),
+            )
+            for r in rows
+        }
+
+    async def due(self, now: dt.datetime, limit: int) -> list[tuple[alerts.Alert, int, alerts.Delivery]]:
+        async with self.pool.connection() as conn:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT * FROM {} WHERE status = 'pending' AND next_attempt_at <= %s"
+                        " ORDER BY next_attempt_at LIMIT %s"
+                    ).format(self._t("deliveries")),
+                    (now, limit),
+                )
+                rows = await cur.fetchall()
+            found = await self._alerts(conn, sorted({r["alert_id"] for r in rows}))
+        return [(found[r["alert_id"]], r["number"], _delivery(r)) for r in rows if r["alert_id"] in found]
+
+    async def next_due(self) -> dt.datetime | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL("SELECT min(next_attempt_at) FROM {} WHERE status = 'pending'").format(self._t("deliveries"))
+            )
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def update(self, alert_id: str, number: int, delivery: alerts.Delivery) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET status = %s, attempts = %s, last_error = %s, delivered_at = %s, next_attempt_at = %s"
+                    " WHERE alert_id = %s AND number = %s"
+                ).format(self._t("deliveries")),
+                (
+                    delivery.status,
+                    delivery.attempts,
+                    delivery.last_error,
+                    delivery.delivered_at,
+                    delivery.next_attempt_at,
+                    alert_id,
+                    number,
+                ),
+            )
+
+    async def page(
+        self, *, policy_id: str = "", session_id: str = "", kind: str = "", page_size: int = 50, page_after: str = ""
+    ) -> tuple[list[alerts.Alert], str]:
+        return await reconnected(self.pool, lambda: self._list(policy_id, session_id, kind, page_size, page_after))
+
+    async def _list(
+        self, policy_id: str, session_id: str, kind: str, page_size: int, page_after: str
+    ) -> tuple[list[alerts.Alert], str]:
+        where: list[sql.Composable] = [sql.SQL("true")]
+        params: list[Any] = []
+        for column, value in (("policy_id", policy_id), ("session_id", session_id), ("kind", kind)):
+            if value:
+                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if page_after:
+            where.append(
+                sql.SQL("(at, alert_id) < (SELECT at, alert_id FROM {} WHERE alert_id = %s)").format(self._t("alerts"))
+            )
+            params.append(page_after)
+        params.append(page_size + 1)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                sql.SQL("SELECT alert_id FROM {} WHERE {} ORDER BY at DESC, alert_id DESC LIMIT %s").format(
+                    self._t("alerts"), sql.SQL(" AND ").join(where)
+                ),
+                params,
+            )
+            ids = [r[0] for r in await cur.fetchall()]
+            more = len(ids) > page_size
+            ids = ids[:page_size]
+            found = await self._alerts(conn, ids)
+        return [found[i] for i in ids if i in found], (ids[-1] if more and ids else "")
+
+
+def _delivery(r: dict[str, Any]) -> alerts.Delivery:
+    return alerts.Delivery(
+        channel=r["channel"],
+        target=r["target"],
+        shown=r["shown"],
+        format=r["format"],
+        status=r["status"],
+        attempts=r["attempts"],
+        last_error=r["last_error"],
+        delivered_at=r["delivered_at"],
+        next_attempt_at=r["next_attempt_at"],
+    )

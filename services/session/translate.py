@@ -8,12 +8,16 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError, SerializeToJsonError
+from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
+from sfvault.protect.v1 import protect_pb2 as ppb
 from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.session.v1 import session_pb2 as api
 
 from services.platform import events, timestamps
 from services.session import domain as d
+from services.session import domain_alerts
+from services.session.domain_anomaly import Finding
 
 _JOB_TYPES = {
     pb.JOB_TYPE_METADATA: "metadata",
@@ -50,6 +54,39 @@ def spec_to_json(spec: rpb.RestoreSpec) -> dict[str, Any]:
         return MessageToDict(spec, preserving_proto_field_name=True)
     except (ValueError, SerializeToJsonError) as exc:  # e.g. a Timestamp out of range: never foldable
         raise events.MalformedEvent(f"restore spec: {exc}") from exc
+
+
+def settings_to_json(message: Message) -> dict[str, Any]:
+    """A policy's protection settings (AlertSettings / AnomalySettings) as the session keeps them."""
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def finding_to_pb(f: Finding) -> ppb.Finding:
+    return ppb.Finding(**f.to_json())
+
+
+def alert_to_pb(a: domain_alerts.Alert) -> ppb.Alert:
+    return ppb.Alert(
+        alert_id=a.alert_id,
+        session_id=a.session_id,
+        policy_id=a.policy_id,
+        org_id=a.org_id,
+        kind=a.kind,
+        message=a.message,
+        at=timestamps.to_pb(a.at),
+        findings=[finding_to_pb(f) for f in a.findings],
+        deliveries=[
+            ppb.Delivery(
+                channel=x.channel,
+                target=x.shown,
+                status=x.status,
+                attempts=x.attempts,
+                last_error=x.last_error,
+                delivered_at=timestamps.to_pb(x.delivered_at),
+            )
+            for x in a.deliveries
+        ],
+    )
 
 
 def spec_from_json(data: Mapping[str, Any]) -> rpb.RestoreSpec:
@@ -110,6 +147,7 @@ def to_domain(env: pb.Envelope) -> d.Event:
             requested_by=p.requested_by,
             kind=kind_from_pb(p.kind),
             restore=spec_to_json(p.restore),
+            draft_of=p.draft_of,
         )
     if kind == "session_started":
         q = env.session_started
@@ -121,6 +159,8 @@ def to_domain(env: pb.Envelope) -> d.Event:
             stall_timeout=_duration(q.stall_timeout),
             kind=kind_from_pb(q.kind),
             restore=spec_to_json(q.restore),
+            alerts=settings_to_json(q.alerts),
+            anomalies=settings_to_json(q.anomalies),
         )
     if kind == "jobs_planned":
         jobs = tuple(d.PlannedJob(j.job_id, _JOB_TYPES.get(j.type, ""), j.object_name) for j in env.jobs_planned.jobs)
@@ -192,6 +232,8 @@ def session_to_pb(s: d.Session) -> api.Session:
         started_at=timestamps.to_pb(s.started_at),
         finished_at=timestamps.to_pb(s.finished_at),
         kind=KIND_TO_PB[s.kind],
+        findings=[finding_to_pb(f) for f in s.findings],
+        draft_of=s.draft_of,
     )
     if s.stall_timeout is not None:
         msg.stall_timeout.FromTimedelta(s.stall_timeout)
@@ -230,4 +272,5 @@ def finished_payload(s: d.Session) -> pb.SessionFinished:
         jobs_with_errors=s.jobs_with_errors,
         restore=restore_counts_to_pb(s.restore_counts) if s.is_restore else [],
         verification=verification_to_pb(s.verification) if s.is_restore else None,
+        findings=[finding_to_pb(f) for f in s.findings],
     )

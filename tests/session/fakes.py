@@ -10,6 +10,8 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from services.session import domain as d
+from services.session import domain_alerts as alerts
+from services.session.domain_anomaly import History, PastSession
 
 
 class FakeClock:
@@ -35,6 +37,7 @@ class FakeTransaction:
         self.claimed: set[str] = set()
         self.sessions: dict[str, d.Session] = {}
         self.jobs: dict[tuple[str, str], d.Job] = {}
+        self.new_alerts: dict[str, alerts.Alert] = {}
 
     async def claim(self, event_ids: Sequence[str]) -> set[str]:
         fresh = {e for e in event_ids if e not in self.store.processed and e not in self.claimed}
@@ -51,6 +54,15 @@ class FakeTransaction:
         for sid, j in jobs:
             self.jobs[(sid, j.job_id)] = j
 
+    async def history(self, session: d.Session, limit: int) -> History:
+        return self.store.history(session, limit)
+
+    async def add_alert(self, alert: alerts.Alert) -> bool:
+        if alert.alert_id in self.store.alerts.alerts or alert.alert_id in self.new_alerts:
+            return False
+        self.new_alerts[alert.alert_id] = alert
+        return True
+
 
 class FakeProjection:
     """The projection as dicts. As in PostgreSQL, a session's row and its jobs' rows are stored apart: a
@@ -61,6 +73,7 @@ class FakeProjection:
         self.sessions: dict[str, _Stored] = {}
         self.jobs: dict[str, dict[str, d.Job]] = {}
         self.fail_next: BaseException | None = None  # raised by the next transaction's commit (an outage)
+        self.alerts = FakeAlerts()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeTransaction]:
@@ -70,6 +83,7 @@ class FakeProjection:
             exc, self.fail_next = self.fail_next, None
             raise exc
         self.processed |= tx.claimed
+        self.alerts.alerts.update(tx.new_alerts)
         for (sid, job_id), job in tx.jobs.items():
             self.jobs.setdefault(sid, {})[job_id] = job
         for sid, s in tx.sessions.items():
@@ -84,6 +98,30 @@ class FakeProjection:
 
     async def get(self, session_id: str) -> d.Session | None:
         return self.read(session_id)
+
+    def history(self, session: d.Session, limit: int) -> History:
+        until = session.finished_at or dt.datetime.now(dt.UTC)
+        earlier = [
+            s
+            for s in self._all().values()
+            if s.policy_id == session.policy_id
+            and s.kind == d.Kind.BACKUP
+            and s.session_id != session.session_id
+            and s.is_final
+            and s.finished_at is not None
+            and s.finished_at <= until
+        ]
+        earlier.sort(key=lambda s: (s.finished_at, s.session_id), reverse=True)
+        records: dict[str, int] = {}
+        for s in earlier:
+            for name, counts in d.object_counts(s).items():
+                records[name] = records.get(name, 0) + counts.new_versions - counts.deleted
+        past = tuple(
+            PastSession(s.session_id, s.finished_at, s.initial, d.object_counts(s))
+            for s in earlier
+            if s.status in (d.Status.SUCCESS, d.Status.WARNING)
+        )[:limit]
+        return History(past, records)
 
     async def open_sessions(self) -> dict[str, d.Session]:
         return {sid: s for sid, s in self._all().items() if s.status in (d.Status.PENDING, d.Status.RUNNING)}
@@ -126,3 +164,74 @@ class FakeProjection:
         chosen = chosen[:page_size]
         sessions = [found for _, sid in chosen if (found := self.read(sid)) is not None]
         return d.Page(sessions, chosen[-1] if more and chosen else None)
+
+
+class FakeAlerts:
+    """The alert store as a dict (ports.AlertStore)."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, alerts.Alert] = {}
+
+    async def due(self, now: dt.datetime, limit: int) -> list[tuple[alerts.Alert, int, alerts.Delivery]]:
+        found = [
+            (a, n, x)
+            for a in self.alerts.values()
+            for n, x in enumerate(a.deliveries)
+            if x.status == "pending" and x.next_attempt_at is not None and x.next_attempt_at <= now
+        ]
+        found.sort(key=lambda t: t[2].next_attempt_at or now)
+        return found[:limit]
+
+    async def next_due(self) -> dt.datetime | None:
+        times = [
+            x.next_attempt_at
+            for a in self.alerts.values()
+            for x in a.deliveries
+            if x.status == "pending" and x.next_attempt_at is not None
+        ]
+        return min(times) if times else None
+
+    async def update(self, alert_id: str, number: int, delivery: alerts.Delivery) -> None:
+        alert = self.alerts[alert_id]
+        deliveries = list(alert.deliveries)
+        deliveries[number] = delivery
+        self.alerts[alert_id] = dataclasses.replace(alert, deliveries=tuple(deliveries))
+
+    async def page(
+        self, *, policy_id: str = "", session_id: str = "", kind: str = "", page_size: int = 50, page_after: str = ""
+    ) -> tuple[list[alerts.Alert], str]:
+        chosen = sorted(self.alerts.values(), key=lambda a: (a.at, a.alert_id), reverse=True)
+        chosen = [
+            a
+            for a in chosen
+            if (not policy_id or a.policy_id == policy_id)
+            and (not session_id or a.session_id == session_id)
+            and (not kind or a.kind == kind)
+        ]
+        if page_after:
+            ids = [a.alert_id for a in chosen]
+            chosen = chosen[ids.index(page_after) + 1 :] if page_after in ids else []
+        more = len(chosen) > page_size
+        chosen = chosen[:page_size]
+        return chosen, (chosen[-1].alert_id if more and chosen else "")
+
+
+class FakeWebhooks:
+    """Records what it was sent; fails while `down` is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.down = False
+
+    async def post(self, url: str, body: bytes) -> None:
+        if self.down:
+            raise ConnectionRefusedError("receiver down")
+        self.sent.append((url, body))
+
+
+class FakeMailer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        self.sent.append((to, subject, body))
