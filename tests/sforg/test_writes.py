@@ -3,13 +3,16 @@ their real codes), upserts, allOrNone, and cascade delete / undelete / purge. On
 
 from __future__ import annotations
 
+import csv
+import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from sforg.ids import make_id
-from sforg.testing import Admin, ca_bundle, running_org
+from sforg.testing import Admin, ca_bundle, running_org, simple_salesforce
 from tests.sforg.writes_helpers import Rest
 
 
@@ -381,3 +384,114 @@ def test_soap_empty_recycle_bin_then_undelete_fails(rest: Rest, wadmin: Admin) -
     assert acc in truth["purged"]["Account"] and set(fam["Contact"]) <= set(truth["purged"]["Contact"])
     assert soap(rest, "undelete", [acc] * 201) == "sf:EXCEEDED_ID_LIMIT"
     assert soap(rest, "undelete", [acc], session="00Dbad!x") == "sf:INVALID_SESSION_ID"
+
+
+# ---------------------------------------------------------------- 5. Bulk API 2.0 ingest
+
+
+def ingest(rest: Rest, job: dict[str, Any], data: str, close: bool = True) -> dict[str, Any]:
+    """Create, upload, close and wait for an ingest job (raw REST, as jsforce and simple-salesforce call it)."""
+    info = rest.ok(
+        "POST", "/jobs/ingest", {"contentType": "CSV", "lineEnding": "LF", "columnDelimiter": "COMMA", **job}
+    )
+    assert info["state"] == "Open" and info["jobType"] == "V2Ingest"
+    put = rest.http.put(
+        f"{rest.data}/jobs/ingest/{info['id']}/batches", data=data.encode(), headers={"Content-Type": "text/csv"}
+    )
+    assert put.status_code == 201 and put.content == b""
+    if not close:
+        return info
+    assert rest.ok("PATCH", f"/jobs/ingest/{info['id']}", {"state": "UploadComplete"})["state"] == "UploadComplete"
+    for _ in range(500):
+        got = rest.ok("GET", f"/jobs/ingest/{info['id']}")
+        if got["state"] in ("JobComplete", "Failed", "Aborted"):
+            return dict(got)
+        time.sleep(0.02)  # polling the job, as clients do
+    raise AssertionError("ingest job did not finish")
+
+
+def results(rest: Rest, job_id: str, kind: str) -> list[dict[str, str]]:
+    resp = rest.call("GET", f"/jobs/ingest/{job_id}/{kind}")
+    assert resp.status_code == 200 and resp.text.startswith('"')
+    return list(csv.DictReader(io.StringIO(resp.text)))
+
+
+def test_bulk_ingest_insert_update_upsert_with_per_row_errors(rest: Rest, wadmin: Admin) -> None:
+    wadmin.reset_accounting()
+    job = ingest(
+        rest,
+        {"object": "Account", "operation": "insert"},
+        'Name,External_Id__c,Rating\nBulk "A",BK-1,Hot\n,BK-2,\nBulk C,BK-1,\n',
+    )
+    assert (job["state"], job["numberRecordsProcessed"], job["numberRecordsFailed"]) == ("JobComplete", 3, 2)
+    ok = results(rest, job["id"], "successfulResults")
+    assert [(r["sf__Created"], r["Name"], r["External_Id__c"]) for r in ok] == [("true", 'Bulk "A"', "BK-1")]
+    assert list(ok[0]) == ["sf__Id", "sf__Created", "Name", "External_Id__c", "Rating"]
+    first = ok[0]["sf__Id"]
+    bad = results(rest, job["id"], "failedResults")
+    errors = {r["Name"]: r["sf__Error"] for r in bad}
+    assert errors[""] == "REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --"
+    assert (
+        errors["Bulk C"] == "DUPLICATE_VALUE:duplicate value found: External_Id__c duplicates value on record with id: "
+        f"{first}:External_Id__c --"
+    )
+    assert list(bad[0]) == ["sf__Id", "sf__Error", "Name", "External_Id__c", "Rating"] and bad[0]["sf__Id"] == ""
+    job = ingest(rest, {"object": "Account", "operation": "update"}, f"Id,Rating,Phone\n{first},#N/A,\n001bad,Hot,\n")
+    assert job["numberRecordsFailed"] == 1
+    assert rest.ok("GET", f"/sobjects/Account/{first}")["Rating"] is None
+    assert results(rest, job["id"], "failedResults")[0]["sf__Error"].startswith("MALFORMED_ID:")
+    job = ingest(
+        rest,
+        {"object": "Contact", "operation": "upsert", "externalIdFieldName": "Email"},
+        "Email,LastName,Account.External_Id__c\nbk1@example.com,One,BK-1\nbk2@example.com,Two,NOPE\n",
+    )
+    ok = results(rest, job["id"], "successfulResults")
+    assert [(r["sf__Created"], r["Email"]) for r in ok] == [("true", "bk1@example.com")]
+    assert rest.ok("GET", f"/sobjects/Contact/{ok[0]['sf__Id']}")["AccountId"] == first
+    assert "not found" in results(rest, job["id"], "failedResults")[0]["sf__Error"]
+    job = ingest(
+        rest,
+        {"object": "Contact", "operation": "upsert", "externalIdFieldName": "Email"},
+        "Email,LastName\nbk1@example.com,Uno\n",
+    )
+    assert [r["sf__Created"] for r in results(rest, job["id"], "successfulResults")] == ["false"]
+    a = wadmin.accounting()
+    assert a["write_calls"]["bulk2_ingest"] == 4 * 3 and a["writes"] == 12  # create, upload, close per job
+
+
+def test_bulk_ingest_delete_hard_delete_and_bad_jobs(rest: Rest, wadmin: Admin) -> None:
+    ids = [
+        rest.ok("POST", "/sobjects/Lead", {"LastName": f"L{i}", "Company": "C", "Status": "Open - Not Contacted"})["id"]
+        for i in range(3)
+    ]
+    job = ingest(rest, {"object": "Lead", "operation": "delete"}, f"Id\n{ids[0]}\n{make_id('00Q', 999999)}\n")
+    bad = results(rest, job["id"], "failedResults")
+    assert bad[0]["sf__Error"] == "INVALID_CROSS_REFERENCE_KEY:invalid cross reference id:--"
+    job = ingest(rest, {"object": "Lead", "operation": "hardDelete"}, f"Id\n{ids[1]}\n")
+    assert job["numberRecordsFailed"] == 0
+    truth = wadmin.ground_truth(["Lead"], values=False)
+    assert ids[0] in truth["recycle_bin"]["Lead"] and ids[1] in truth["hard_deleted"]["Lead"]
+    job = ingest(rest, {"object": "Lead", "operation": "insert"}, "LastName,Nope__c\nx,y\n")
+    assert job["state"] == "Failed" and job["errorMessage"] == "InvalidBatch : Field name not found : Nope__c"
+    e = rest.call("POST", "/jobs/ingest", {"object": "Lead", "operation": "insert", "externalIdFieldName": "Email"})
+    assert e.status_code == 400 and e.json()[0]["errorCode"] == "INVALIDJOB"
+    e = rest.call("POST", "/jobs/ingest", {"object": "Lead", "operation": "upsert"})
+    assert e.status_code == 400
+    open_job = ingest(rest, {"object": "Lead", "operation": "update"}, f"Id,LastName\n{ids[2]},Never\n", close=False)
+    assert rest.ok("PATCH", f"/jobs/ingest/{open_job['id']}", {"state": "Aborted"})["state"] == "Aborted"
+    assert [r["Id"] for r in results(rest, open_job["id"], "unprocessedrecords")] == [ids[2]]
+    assert rest.ok("GET", f"/sobjects/Lead/{ids[2]}")["LastName"] == "L2"
+    listed = {j["id"] for j in rest.ok("GET", "/jobs/ingest")["records"]}
+    assert open_job["id"] in listed
+    assert rest.call("DELETE", f"/jobs/ingest/{open_job['id']}").status_code == 204
+    assert rest.call("GET", f"/jobs/ingest/{open_job['id']}").status_code == 404
+
+
+def test_simple_salesforce_bulk2_insert(worg: dict[str, Any]) -> None:
+    sf = simple_salesforce(worg)
+    out = sf.bulk2.Invoice__c.insert(
+        records=[{"Name": "SS1", "Amount__c": "10"}, {"Name": "SS2", "Amount__c": "-1"}], wait=0.05
+    )
+    assert out[0]["numberRecordsProcessed"] == 2 and out[0]["numberRecordsFailed"] == 1
+    failed = sf.bulk2.Invoice__c.get_failed_records(out[0]["job_id"])
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION:Invoice amount must not be negative.:Amount__c --" in failed
