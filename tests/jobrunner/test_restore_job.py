@@ -349,3 +349,29 @@ async def test_a_create_answer_lost_on_sforg_is_resolved_by_the_next_attempt(
         assert sum(1 for r, v in after.items() if v["Name"] == name and r not in before) == 1  # never twice
     assert {c.object_name: c.created for c in finished.restore} == {"Account": 2}
     assert finished.verification.verified, list(finished.verification.samples)
+
+
+@pytest.mark.integration
+async def test_a_large_restore_on_sforg_goes_through_bulk(stack: Stack, org: dict[str, Any], admin: Admin) -> None:
+    await stack.start_jobrunner(jobrunner_bulk_threshold=5)
+    for name in ("Account", "Contact"):
+        done = await stack.run(data_spec(org, name, "b1", f"data-{name}", full=True))
+        assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    as_of = dt.datetime.now(dt.UTC)
+    before = admin.ground_truth(objects=["Account", "Contact"])["objects"]
+    purged = sorted(before["Account"])[10:22]
+    family = {cid for cid, v in before["Contact"].items() if v.get("AccountId") in purged}
+    admin.hard_delete("Account", ids=purged)
+    admin.reset_accounting()
+    finished = await stack.run(sforg_restore_spec(org, "bulk", purged, as_of, children=1))
+    assert finished.outcome == ev.JOB_OUTCOME_SUCCESS, (finished.message, list(finished.verification.samples))
+    by_object = {c.object_name: c for c in finished.restore}
+    assert by_object["Account"].created == len(purged) and by_object["Contact"].created == len(family)
+    scope = sum(c.created + c.updated + c.undeleted + c.skipped for c in finished.restore)  # with child accounts
+    assert finished.verification.verified and finished.verification.matching == scope
+    calls = admin.accounting()["calls"]
+    assert calls.get("bulk2_ingest", 0) > 0 and "composite_sobjects" not in calls
+    after = admin.ground_truth(objects=["Account", "Contact"])["objects"]
+    new_ids = {rid for rid in after["Account"] if rid not in before["Account"]}
+    assert len(new_ids) == len(purged)
+    assert len([c for c in after["Contact"].values() if c.get("AccountId") in new_ids]) == len(family)

@@ -92,3 +92,30 @@ def test_undelete_brings_a_family_back_with_its_ids(org: dict[str, Any], admin: 
     assert w.query_ids("Contact", ["IsDeleted"], [contact]) == [{"Id": contact, "IsDeleted": False}]
     again = w.undelete([account])  # not in the recycle bin any more
     assert not again[0].success and again[0].code == "UNDELETE_FAILED"
+
+
+def test_bulk_ingest_results_come_back_in_the_records_order(org: dict[str, Any]) -> None:
+    w = writer(org)
+    records = [
+        {"Name": "Bulk, one", "NumberOfEmployees": 3, "Phone": None},
+        {"Name": None, "Phone": "refused"},  # required Name missing
+        {"Name": 'Bulk "two"\nlines', "NumberOfEmployees": 4.0, "Phone": "1"},
+    ]
+    calls = w.write_calls
+    results = w.bulk_ingest("Account", "insert", records)
+    assert [r.success for r in results] == [True, False, True]
+    assert results[1].code == "REQUIRED_FIELD_MISSING" and results[1].id is None
+    assert all(r.created for r in (results[0], results[2]))
+    rows = {
+        r["Id"]: r
+        for r in w.query_ids("Account", ["Name", "NumberOfEmployees"], [str(results[0].id), str(results[2].id)])
+    }
+    assert rows[results[0].id]["Name"] == "Bulk, one" and rows[results[2].id]["NumberOfEmployees"] == 4
+    assert rows[results[2].id]["Name"] == 'Bulk "two"\nlines'
+    updated = w.bulk_ingest(
+        "Account", "update", [{"Id": results[2].id, "Phone": None}, {"Id": results[0].id, "Phone": "9"}]
+    )
+    assert [r.success for r in updated] == [True, True]
+    phones = {r["Id"]: r["Phone"] for r in w.query_ids("Account", ["Phone"], [str(results[0].id), str(results[2].id)])}
+    assert phones == {results[0].id: "9", results[2].id: None}  # "#N/A" set the null
+    assert w.write_calls == calls + 6  # create, upload, close per job
