@@ -311,7 +311,7 @@ class IngestApi(Api):
         if op == "insert":
             if rid:
                 raise OrgError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
-            return org.create_record(o.name, values), True
+            return org.api_create(o.name, values), True
         if op == "upsert":
             ext = job.info["externalIdFieldName"]
             if ext == "Id":

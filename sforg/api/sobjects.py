@@ -53,7 +53,7 @@ class SObjectsApi(Api):
                 return json_response({"objectDescribe": schema.global_entry(o, version), "recentItems": []})
             if method == "POST":
                 body = await self.create_body(request, o)
-                rid = org.create_record(o.name, body)
+                rid = org.api_create(o.name, body)
                 return json_response({"id": rid, "success": True, "errors": []}, 201)
             return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,POST")
         sub = parts[1]
@@ -251,7 +251,7 @@ class SObjectsApi(Api):
                     raise OrgError(
                         400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"]
                     )
-                return org.create_record(typ, {k: v for k, v in rec.items() if k not in ("Id", "id")}), None
+                return org.api_create(typ, {k: v for k, v in rec.items() if k not in ("Id", "id")}), None
 
             return json_response(self.each(records, all_or_none, create))
         if method == "PATCH" and len(parts) == 2:

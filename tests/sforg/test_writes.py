@@ -3,8 +3,11 @@ their real codes), upserts, allOrNone, and cascade delete / undelete / purge. On
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -495,3 +498,84 @@ def test_simple_salesforce_bulk2_insert(worg: dict[str, Any]) -> None:
     assert out[0]["numberRecordsProcessed"] == 2 and out[0]["numberRecordsFailed"] == 1
     failed = sf.bulk2.Invoice__c.get_failed_records(out[0]["job_id"])
     assert "FIELD_CUSTOM_VALIDATION_EXCEPTION:Invoice amount must not be negative.:Amount__c --" in failed
+
+
+# ---------------------------------------------------------------- 6. files
+
+
+def test_content_version_json_then_multipart_new_version(rest: Rest, wadmin: Admin) -> None:
+    acc = rest.query("SELECT Id FROM Account LIMIT 1")[0]["Id"]
+    body1, body2 = b"first body \x00\xff", b"second body, longer \x01" * 10
+    vid = rest.ok(
+        "POST",
+        "/sobjects/ContentVersion",
+        {
+            "Title": "report",
+            "PathOnClient": "report.pdf",
+            "VersionData": base64.b64encode(body1).decode(),
+            "FirstPublishLocationId": acc,
+        },
+    )["id"]
+    v1 = rest.ok("GET", f"/sobjects/ContentVersion/{vid}")
+    doc = v1["ContentDocumentId"]
+    assert (
+        v1["IsLatest"] is True and v1["ContentSize"] == len(body1) and v1["Checksum"] == hashlib.md5(body1).hexdigest()
+    )
+    assert v1["FileExtension"] == "pdf" and v1["VersionNumber"] == "1"
+    linked = {
+        r["LinkedEntityId"]
+        for r in rest.query(f"SELECT LinkedEntityId FROM ContentDocumentLink WHERE ContentDocumentId = '{doc}'")
+    }
+    assert acc in linked
+    entity = json.dumps({"PathOnClient": "report.pdf", "ReasonForChange": "restore", "ContentDocumentId": doc})
+    boundary = "boundary_string"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="entity_content";\r\n'
+            "Content-Type: application/json\r\n\r\n"
+            f"{entity}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            f'Content-Disposition: form-data; name="VersionData"; filename="report.pdf"\r\n\r\n'
+        ).encode()
+        + body2
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    resp = rest.http.post(
+        f"{rest.data}/sobjects/ContentVersion",
+        data=multipart,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert resp.status_code == 201, resp.text
+    v2 = resp.json()["id"]
+    versions = {
+        r["Id"]: r["IsLatest"]
+        for r in rest.query(f"SELECT Id, IsLatest FROM ContentVersion WHERE ContentDocumentId = '{doc}'")
+    }
+    assert versions == {vid: False, v2: True}
+    assert rest.ok("GET", f"/sobjects/ContentDocument/{doc}")["LatestPublishedVersionId"] == v2
+    blob = rest.call("GET", f"/sobjects/ContentVersion/{v2}/VersionData")
+    assert blob.content == body2
+    files = wadmin.ground_truth(["ContentVersion"], values=False)["files"]
+    assert files[v2]["sha256"] == hashlib.sha256(body2).hexdigest() and files[vid]["size"] == len(body1)
+    e = rest.fails("POST", "/sobjects/ContentVersion", {"PathOnClient": "x.txt"})
+    assert e["errorCode"] == "REQUIRED_FIELD_MISSING" and e["fields"] == ["VersionData"]
+
+
+def test_content_document_link_and_attachment_create(rest: Rest, wadmin: Admin) -> None:
+    case = rest.query("SELECT Id FROM Case LIMIT 1")[0]["Id"]
+    doc = rest.query("SELECT Id FROM ContentDocument LIMIT 1")[0]["Id"]
+    link = {"ContentDocumentId": doc, "LinkedEntityId": case, "ShareType": "V", "Visibility": "AllUsers"}
+    lid = rest.ok("POST", "/sobjects/ContentDocumentLink", link)["id"]
+    got = rest.query(f"SELECT Id, ShareType FROM ContentDocumentLink WHERE LinkedEntityId = '{case}'")
+    assert {"Id": lid, "ShareType": "V"} in [{k: r[k] for k in ("Id", "ShareType")} for r in got]
+    assert rest.fails("POST", "/sobjects/ContentDocumentLink", link)["errorCode"] == "DUPLICATE_VALUE"
+    body = b"attached \xe2\x9c\x93"
+    aid = rest.ok(
+        "POST",
+        "/sobjects/Attachment",
+        {"ParentId": case, "Name": "a.txt", "ContentType": "text/plain", "Body": base64.b64encode(body).decode()},
+    )["id"]
+    assert rest.ok("GET", f"/sobjects/Attachment/{aid}")["BodyLength"] == len(body)
+    assert rest.call("GET", f"/sobjects/Attachment/{aid}/Body").content == body
+    assert wadmin.ground_truth(["Attachment"], values=False)["files"][aid]["sha256"] == hashlib.sha256(body).hexdigest()
+    e = rest.fails("POST", "/sobjects/Attachment", {"ParentId": make_id("001", 999998), "Name": "a", "Body": "eA=="})
+    assert e["errorCode"] == "INVALID_CROSS_REFERENCE_KEY"
