@@ -51,7 +51,8 @@ NOT_RESTORED = frozenset(
 FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "ContentDocumentLink"})
 READ_BATCH = 2000  # records per storage read and per decision batch
 BIG_BATCH = 20_000  # records per decision batch of a selection above the Bulk threshold (one ingest job)
-WHERE_IN = 2000  # parent Ids per children read
+# storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
+PER_CALL = 1000
 SAMPLES = 20
 STATE_COUNTER = {
     rd.State.CREATED: "created",
@@ -265,7 +266,7 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the selection
     def _request(self, obj: str, **kw: Any) -> spb.ReadRecordsAsOfRequest:
-        req = spb.ReadRecordsAsOfRequest(org_id=self.source_org, object_name=obj, batch_size=READ_BATCH, **kw)
+        req = spb.ReadRecordsAsOfRequest(org_id=self.source_org, object_name=obj, batch_size=PER_CALL, **kw)
         as_of = self._as_of()
         if as_of is not None:
             req.as_of.CopyFrom(as_of)
@@ -305,8 +306,8 @@ class RestoreJob:
                 self.fields_of[obj].extend(f for f in sel.fields if f not in self.fields_of[obj])
             if sel.ids:
                 ids = [i for i in sel.ids]
-                for i in range(0, len(ids), READ_BATCH):
-                    self._add(obj, list(self._ids_of(self._request(obj, ids=ids[i : i + READ_BATCH]))))
+                for i in range(0, len(ids), PER_CALL):
+                    self._add(obj, list(self._ids_of(self._request(obj, ids=ids[i : i + PER_CALL]))))
             elif sel.HasField("deleted_since"):
                 self._add(obj, list(self._ids_of(self._request(obj, deleted_since=sel.deleted_since))))
             elif sel.HasField("changed_since"):
@@ -329,9 +330,9 @@ class RestoreJob:
                         continue
                     if child in NOT_RESTORED or not self._restorable(child):
                         continue
-                    for i in range(0, len(ids), WHERE_IN):
+                    for i in range(0, len(ids), PER_CALL):
                         self.run.control.check()
-                        req = self._request(child, where_field=rel.field, where_in=ids[i : i + WHERE_IN])
+                        req = self._request(child, where_field=rel.field, where_in=ids[i : i + PER_CALL])
                         new = self._add(child, list(self._ids_of(req)))
                         nxt.setdefault(child, []).extend(new)
             frontier = nxt
@@ -342,8 +343,8 @@ class RestoreJob:
     def _file_children(self, child: str, field_name: str, ids: list[str]) -> None:
         """The files of the selected records: their Attachments, and the documents their ContentDocumentLinks
         name (restore_files brings the bodies back)."""
-        for i in range(0, len(ids), WHERE_IN):
-            req = self._request(child, where_field=field_name, where_in=ids[i : i + WHERE_IN])
+        for i in range(0, len(ids), PER_CALL):
+            req = self._request(child, where_field=field_name, where_in=ids[i : i + PER_CALL])
             for batch in self.run.storage.read_records_as_of(req):
                 for r in batch.records:
                     if child == "ContentDocumentLink":
@@ -438,8 +439,8 @@ class RestoreJob:
                 if not absent:
                     continue
                 found: list[str] = []
-                for i in range(0, len(absent), READ_BATCH):
-                    found.extend(self._ids_of(self._request(parent, ids=absent[i : i + READ_BATCH])))
+                for i in range(0, len(absent), PER_CALL):
+                    found.extend(self._ids_of(self._request(parent, ids=absent[i : i + PER_CALL])))
                 self.missing.update(set(absent) - set(found))
                 new = self._add(parent, found)
                 if new:
@@ -456,8 +457,8 @@ class RestoreJob:
         """(source Id, values) of these records as of the point: Salesforce-shaped and masked (raw: the
         canonical values as stored)."""
         info = self.infos.get(obj)
-        for i in range(0, len(ids), READ_BATCH):
-            req = self._request(obj, ids=list(ids[i : i + READ_BATCH]))
+        for i in range(0, len(ids), PER_CALL):
+            req = self._request(obj, ids=list(ids[i : i + PER_CALL]))
             for batch in self.run.storage.read_records_as_of(req):
                 for r in batch.records:
                     values = json.loads(r.values_json) if r.values_json else {}
@@ -705,12 +706,12 @@ class RestoreJob:
             self._settle_creates(obj, upserts, results, upsert=True)
         plain = [i for i in creates if i not in upserts]
         if plain:
-            resolved.append(self._intent(obj, plain))
+            resolved.extend(self._intent(obj, plain))
             results = self._send(obj, "create", [dict(i.decision.write) for i in plain])
             self._settle_creates(obj, plain, results)
             retry = [i for i in plain if i.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in i.decision.write]
             if retry:
-                resolved.append(self._intent(obj, retry, suffix="owner"))
+                resolved.extend(self._intent(obj, retry, suffix="owner"))
                 self._owner_retry(obj, retry, "create")
         if creates or resolved:
             self._commit(obj, creates, resolved)
@@ -777,24 +778,27 @@ class RestoreJob:
     def _fail(item: Pending, res: WriteResult) -> None:
         item.state, item.code, item.message = rd.State.FAILED, res.code or "FAILED", res.message
 
-    def _intent(self, obj: str, creates: list[Pending], suffix: str = "") -> str:
-        """The intent of a batch of creates, committed before the call: a resumed attempt finds what it
-        created instead of creating again."""
-        key = f"{obj}:create:{self.seq + 1}" + (f":{suffix}" if suffix else "")
+    def _intent(self, obj: str, creates: list[Pending], suffix: str = "") -> list[str]:
+        """The intents of a batch of creates (1,000 records each), committed before the call: a resumed attempt
+        finds what they created instead of creating again."""
         sent = Timestamp()
         sent.FromDatetime(self.run.client.org_now())
-        self.run.storage.record_restore_intent(
-            spb.RecordRestoreIntentRequest(
-                org_id=self.target_org,
-                session_id=self.run.spec.session_id,
-                job_id=self.run.spec.job_id,
-                batch_key=key,
-                object_name=obj,
-                source_ids=[i.source_id for i in creates],
-                sent_at=sent,
+        keys: list[str] = []
+        for n, i in enumerate(range(0, len(creates), PER_CALL)):
+            key = f"{obj}:create:{self.seq + 1}" + (f":{suffix}" if suffix else "") + (f":{n}" if n else "")
+            self.run.storage.record_restore_intent(
+                spb.RecordRestoreIntentRequest(
+                    org_id=self.target_org,
+                    session_id=self.run.spec.session_id,
+                    job_id=self.run.spec.job_id,
+                    batch_key=key,
+                    object_name=obj,
+                    source_ids=[c.source_id for c in creates[i : i + PER_CALL]],
+                    sent_at=sent,
+                )
             )
-        )
-        return key
+            keys.append(key)
+        return keys
 
     # ------------------------------------------------------------------ outcomes
     def _commit(self, obj: str, items: list[Pending], resolved: list[str]) -> None:
@@ -827,29 +831,34 @@ class RestoreJob:
         self._put(obj, outcomes, resolved)
 
     def _put(self, obj: str, outcomes: list[rpb.RecordOutcome], resolved: list[str], *, files: int = 0) -> None:
-        writes = int(self.sf.write_calls)
-        api = int(self.run.client.api_calls)
-        self.run.control.check()
-        seq = self.seq + 1
-        result = self.run.storage.put_restore_outcomes(
-            spb.PutRestoreOutcomesRequest(
-                source_org_id=self.source_org,
-                target_org_id=self.target_org,
-                session_id=self.run.spec.session_id,
-                job_id=self.run.spec.job_id,
-                chunk_seq=seq,
-                outcomes=outcomes,
-                resolved_intents=resolved,
-                dry_run=self.dry_run,
-                write_calls=writes - self._writes_seen,
-                api_calls=api - self._api_seen,
-                files=files,
+        """Outcomes committed in chunks of at most 1,000 (storage's limit); the last one carries the intents they
+        resolve, the files and the calls (a crash between two leaves the intents open: the next attempt finds
+        the rest)."""
+        pieces = [outcomes[i : i + PER_CALL] for i in range(0, len(outcomes), PER_CALL)] or [[]]
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1
+            writes = int(self.sf.write_calls)
+            api = int(self.run.client.api_calls)
+            self.run.control.check()
+            seq = self.seq + 1
+            result = self.run.storage.put_restore_outcomes(
+                spb.PutRestoreOutcomesRequest(
+                    source_org_id=self.source_org,
+                    target_org_id=self.target_org,
+                    session_id=self.run.spec.session_id,
+                    job_id=self.run.spec.job_id,
+                    chunk_seq=seq,
+                    outcomes=piece,
+                    resolved_intents=resolved if last else [],
+                    dry_run=self.dry_run,
+                    write_calls=writes - self._writes_seen,
+                    api_calls=api - self._api_seen,
+                    files=files if last else 0,
+                )
             )
-        )
-        if obj == "files":
-            return self._committed(seq, result, outcomes, writes, api)
-        self._counter(obj).write_calls += writes - self._writes_seen
-        self._committed(seq, result, outcomes, writes, api)
+            if obj != "files":
+                self._counter(obj).write_calls += writes - self._writes_seen
+            self._committed(seq, result, piece, writes, api)
 
     def _committed(
         self, seq: int, result: spb.ChunkResult, outcomes: list[rpb.RecordOutcome], writes: int, api: int

@@ -229,7 +229,7 @@ class StorageClient:
 
     def get_id_map(self, source_org_id: str, target_org_id: str, source_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
-        step = 5000 if source_ids else 1
+        step = 1000 if source_ids else 1  # storage's limit of a repeated field
         for i in range(0, max(len(source_ids), 1), step):
             req = pb.GetIdMapRequest(
                 source_org_id=source_org_id, target_org_id=target_org_id, source_ids=source_ids[i : i + step]

@@ -472,7 +472,17 @@ class FakeRestoreStorage(FakeStorage):
         for r in records:
             held[str(r["Id"])] = BackupRecord(dict(r), when.get("changed_at"), when.get("deleted_at"))
 
+    @staticmethod
+    def _bounded(**repeated: Any) -> None:
+        """Storage's validation: at most 1,000 items of a repeated field per call (INVALID_ARGUMENT)."""
+        from services.jobrunner.storage_client import StorageError
+
+        for name, values in repeated.items():
+            if len(values) > 1000:
+                raise StorageError(f"storage refused the call (INVALID_ARGUMENT): {name} has more than 1000 items")
+
     def read_records_as_of(self, request: spb.ReadRecordsAsOfRequest) -> Iterator[spb.RecordBatch]:
+        self._bounded(ids=request.ids, where_in=request.where_in)
         held = self.backup.get((request.org_id, request.object_name))
         if held is None:
             return
@@ -509,6 +519,7 @@ class FakeRestoreStorage(FakeStorage):
             )
 
     def record_restore_intent(self, request: spb.RecordRestoreIntentRequest) -> bool:
+        self._bounded(source_ids=request.source_ids)
         held = self.intents.setdefault((request.session_id, request.job_id), {})
         if request.batch_key in held:
             return True
@@ -525,6 +536,7 @@ class FakeRestoreStorage(FakeStorage):
         return [i for key, i in held.items() if (session_id, job_id, key) not in self.resolved]
 
     def put_restore_outcomes(self, request: spb.PutRestoreOutcomesRequest) -> spb.ChunkResult:
+        self._bounded(outcomes=request.outcomes)
         if self.fail_outcomes:
             self.fail_outcomes -= 1
             from services.jobrunner.storage_client import StorageUnavailable
