@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from sfvault.events.v1 import events_pb2
+from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
@@ -23,7 +25,7 @@ from services.platform.auth import aio_channel
 from services.platform.bus import Bus, BusConfig
 from tests.auth import AUTH_KEY, token
 from tests.health import await_serving
-from tests.storage.conftest import DATA, ORG, account
+from tests.storage.conftest import DATA, ORG, account, sf_id
 from tests.storage.test_api import SCHEMA, chunk
 
 pytestmark = pytest.mark.e2e
@@ -113,5 +115,64 @@ async def test_killed_between_commit_and_publish_the_chunk_is_announced_once_aft
         received = [events.decode(m.data) for m in await sub.fetch(2, timeout=10)]
         assert [e.event_id for e in received] == [events.event_id("ChunkUploaded", "s1", "j1", s) for s in (1, 2)]
         assert [e.chunk_uploaded.counts.new_versions for e in received] == [1, 1]
+    finally:
+        await bus.close()
+
+
+async def test_a_restore_chunk_killed_before_its_publish_is_announced_with_its_counts_after_restart(
+    storage_process: StorageProcess, nats_url: str, bus_namespace: str
+) -> None:
+    target = sf_id("00D", 42)
+    begin = pb.BeginJobRequest(org_id=target, session_id="r1", job_id="restore", type=events_pb2.JOB_TYPE_RESTORE)
+    put = pb.PutRestoreOutcomesRequest(
+        source_org_id=ORG,
+        target_org_id=target,
+        session_id="r1",
+        job_id="restore",
+        chunk_seq=1,
+        outcomes=[
+            rpb.RecordOutcome(
+                object_name="Account", source_id=sf_id("001", 1), target_id=sf_id("001", 9),
+                state=rpb.RECORD_STATE_CREATED,
+            )
+        ],
+        write_calls=1,
+        api_calls=2,
+    )  # fmt: skip
+    storage_process.start()
+    await storage_process.serving()
+    async with aio_channel(f"127.0.0.1:{storage_process.port}", token("service", "jobrunner")) as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        # the backed-up org is known to storage (BeginJob registers it), the restore job is begun on the target
+        await stub.BeginJob(
+            pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="j1", type=DATA, object_name="Account")
+        )
+        await stub.BeginJob(begin)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.PutRestoreOutcomes(put)  # the process dies after the commit, before the publish
+    assert storage_process.proc is not None
+    assert storage_process.proc.wait(timeout=60) == -signal.SIGKILL
+
+    storage_process.start()
+    await storage_process.serving()  # the start-up relay announced it
+    async with aio_channel(f"127.0.0.1:{storage_process.port}", token("service", "jobrunner")) as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        assert (await stub.BeginJob(begin)).last_chunk_seq == 1
+        again = await stub.PutRestoreOutcomes(put)  # the jobrunner's retry: the first result
+        assert again.replayed and [(r.object_name, r.created, r.write_calls) for r in again.restore] == [
+            ("Account", 1, 1)
+        ]
+        ids = await stub.GetIdMap(pb.GetIdMapRequest(source_org_id=ORG, target_org_id=target))
+        assert dict(ids.ids) == {sf_id("001", 1): sf_id("001", 9)}
+    bus = await Bus.connect(BusConfig(nats_url, namespace=bus_namespace), producer="test")
+    try:
+        sub = await bus.pull_subscription(
+            bus.config.events_stream, "observer", bus.config.events_subject("r1.ChunkUploaded")
+        )
+        [msg] = await sub.fetch(1, timeout=10)
+        chunk_uploaded = events.decode(msg.data).chunk_uploaded
+        assert chunk_uploaded.counts.api_calls == 2
+        assert [(r.object_name, r.created, r.write_calls) for r in chunk_uploaded.restore] == [("Account", 1, 1)]
+        assert (await bus.js.stream_info(bus.config.events_stream)).state.messages == 1
     finally:
         await bus.close()
