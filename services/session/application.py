@@ -73,9 +73,9 @@ class SessionService:
     async def apply(self, batch: Sequence[d.Event]) -> list[d.Session]:
         async with self._lock:
             changed = await self._apply_locked(batch)
+        await self._prepare_drafts(changed)  # before anyone sees the end: its drafts are readable then
         for session in changed:
             self._notify(session)
-        await self._prepare_drafts(changed)
         await self._announce(changed)
         return changed
 
