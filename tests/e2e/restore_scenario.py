@@ -151,6 +151,11 @@ def describe_session(s: api.Session, c: Clients | None = None) -> str:
         for job in c.session.ListJobs(api.ListJobsRequest(session_id=s.session_id)).jobs:
             state, outcome = api.JobState.Name(job.state), pb.JobOutcome.Name(job.outcome)
             text += f"\n  job {job.job_id} {state} {outcome}: {job.message[:500]}"
+        failed = c.storage.ListRestoreRecords(
+            st.ListRestoreRecordsRequest(session_id=s.session_id, state=rs.RECORD_STATE_FAILED, page_size=5)
+        ).outcomes
+        for o in failed:
+            text += f"\n  failed {o.object_name} {o.source_id}: {o.error_code} {o.message[:200]} {o.note[:100]}"
     return text
 
 
