@@ -205,6 +205,67 @@ def retrieve_started_xml(async_id: str) -> str:
     )
 
 
+def deploy_started_xml(async_id: str) -> str:
+    return envelope(
+        f"<deployResponse><result><done>false</done><id>{async_id}</id><state>Queued</state></result></deployResponse>"
+    )
+
+
+def _bool(v: Any) -> str:
+    return "true" if v else "false"
+
+
+def deploy_message_xml(m: dict[str, Any], created_date: str) -> str:
+    """A DeployMessage, elements in WSDL order."""
+    out = f"<changed>{_bool(m['changed'])}</changed>"
+    if m["componentType"]:
+        out += f"<componentType>{escape(m['componentType'])}</componentType>"
+    out += (
+        f"<created>{_bool(m['created'])}</created><createdDate>{created_date}</createdDate>"
+        f"<deleted>false</deleted><fileName>{escape(m['fileName'])}</fileName>"
+        f"<fullName>{escape(m['fullName'])}</fullName>"
+    )
+    if m["problem"] is not None:
+        out += f"<problem>{escape(m['problem'])}</problem><problemType>Error</problemType>"
+    return out + f"<success>{_bool(m['success'])}</success>"
+
+
+def deploy_result_xml(r: dict[str, Any], user_id: str, user_name: str, details: bool = True) -> str:
+    """checkDeployStatus's DeployResult, elements in WSDL (alphabetical) order."""
+    failures, successes = r["failures"], r["successes"]
+    detail = ""
+    if details:
+        detail = "".join(
+            f"<componentFailures>{deploy_message_xml(m, r['createdDate'])}</componentFailures>" for m in failures
+        ) + "".join(
+            f"<componentSuccesses>{deploy_message_xml(m, r['createdDate'])}</componentSuccesses>" for m in successes
+        )
+    status = "Succeeded" if r["success"] else "Failed"
+    deployed = len(successes) if r["success"] else 0
+    error = ""
+    if r.get("errorMessage"):
+        error = (
+            f"<errorMessage>{escape(r['errorMessage'])}</errorMessage>"
+            f"<errorStatusCode>{escape(r.get('errorStatusCode') or 'UNKNOWN_EXCEPTION')}</errorStatusCode>"
+        )
+    return envelope(
+        "<checkDeployStatusResponse><result>"
+        f"<checkOnly>{_bool(r['checkOnly'])}</checkOnly><completedDate>{r['completedDate']}</completedDate>"
+        f"<createdBy>{user_id[:15]}</createdBy><createdByName>{escape(user_name)}</createdByName>"
+        f"<createdDate>{r['createdDate']}</createdDate><details>{detail}</details><done>true</done>{error}"
+        f"<id>{r['id']}</id><ignoreWarnings>false</ignoreWarnings>"
+        f"<lastModifiedDate>{r['lastModifiedDate']}</lastModifiedDate>"
+        f"<numberComponentErrors>{len(failures)}</numberComponentErrors>"
+        f"<numberComponentsDeployed>{deployed}</numberComponentsDeployed>"
+        f"<numberComponentsTotal>{len(failures) + len(successes)}</numberComponentsTotal>"
+        "<numberTestErrors>0</numberTestErrors><numberTestsCompleted>0</numberTestsCompleted>"
+        "<numberTestsTotal>0</numberTestsTotal><rollbackOnError>true</rollbackOnError>"
+        f"<runTestsEnabled>false</runTestsEnabled><startDate>{r['startDate']}</startDate>"
+        f"<status>{status}</status><success>{_bool(r['success'])}</success>"
+        "</result></checkDeployStatusResponse>"
+    )
+
+
 def local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -69,6 +70,18 @@ class MetadataApi(Api):
                 return xml_response(md.fault("INVALID_ID_FIELD", f"Invalid id: {async_id}"), 500)
             include = (md.text_of(op_el, "includeZip") or "true").lower() == "true"
             return xml_response(md.retrieve_result_xml(job, include, user_id, user_name))
+        if op == "deploy":
+            zip_b64 = md.text_of(op_el, "ZipFile") or ""
+            check_only = (md.text_of(op_el, "checkOnly") or "false").lower() == "true"
+            result = await asyncio.get_running_loop().run_in_executor(None, org.deploy, zip_b64, check_only)
+            return xml_response(md.deploy_started_xml(result["id"]))
+        if op == "checkDeployStatus":
+            async_id = md.text_of(op_el, "asyncProcessId") or md.text_of(op_el, "id") or ""
+            deployed = org.deploy_status(async_id)
+            if deployed is None:
+                return xml_response(md.fault("INVALID_ID_FIELD", f"Invalid id: {async_id}"), 500)
+            details = (md.text_of(op_el, "includeDetails") or "true").lower() == "true"
+            return xml_response(md.deploy_result_xml(deployed, user_id, user_name, details))
         return xml_response(md.fault("UNKNOWN_EXCEPTION", f"sforg does not emulate the {op} call"), 500)
 
     def metadata_rows(self, types: list[str]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from sforg.org.base import (
     scale_total,
 )
 from sforg.org.deletes import Deletes
+from sforg.org.deploy import Deploy
 from sforg.org.faults import Faults
 from sforg.org.files import Files
 from sforg.org.queries import Queries
@@ -41,5 +42,5 @@ __all__ = [
 ]
 
 
-class Org(SchemaChanges, Deletes, Files, Queries, Truth, Adversity, Faults, Accounting):
+class Org(Deploy, SchemaChanges, Deletes, Files, Queries, Truth, Adversity, Faults, Accounting):
     """One emulated org living in a state directory."""

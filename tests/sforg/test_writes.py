@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -579,3 +580,85 @@ def test_content_document_link_and_attachment_create(rest: Rest, wadmin: Admin) 
     assert wadmin.ground_truth(["Attachment"], values=False)["files"][aid]["sha256"] == hashlib.sha256(body).hexdigest()
     e = rest.fails("POST", "/sobjects/Attachment", {"ParentId": make_id("001", 999998), "Name": "a", "Body": "eA=="})
     assert e["errorCode"] == "INVALID_CROSS_REFERENCE_KEY"
+
+
+# ---------------------------------------------------------------- 7. Metadata deploy
+
+
+def deploy_zip(files: dict[str, str], package: bool = True) -> io.BytesIO:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        if package:
+            zf.writestr(
+                "package.xml",
+                '<?xml version="1.0" encoding="UTF-8"?><Package xmlns="http://soap.sforce.com/2006/04/metadata">'
+                "<version>59.0</version></Package>",
+            )
+        for name, content in files.items():
+            zf.writestr(name, content)
+    buf.seek(0)
+    return buf
+
+
+def apex(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["fullName"]: m for m in truth["metadata"] if m["type"] == "ApexClass"}
+
+
+def test_deploy_apex_classes_and_a_custom_field(worg: dict[str, Any], wadmin: Admin) -> None:
+    sf = simple_salesforce(worg)
+    before = apex(wadmin.ground_truth(["Account"], values=False))
+    a, b = sorted(before)[:2]
+    files = {
+        f"classes/{a}.cls": f"public with sharing class {a} {{\n    // restored '{{' \n"
+        "    public void run() { }\n}\n",
+        f"classes/{b}.cls": f"public class {b} {{ }}\n",
+        "objects/Invoice__c.object": '<?xml version="1.0" encoding="UTF-8"?>'
+        '<CustomObject xmlns="http://soap.sforce.com/2006/04/metadata"><fields><fullName>Restored_Note__c</fullName>'
+        "<label>Restored Note</label><type>Text</type><length>80</length></fields><fields>"
+        "<fullName>Amount__c</fullName><label>Invoice Amount</label><type>Currency</type></fields></CustomObject>",
+    }
+    wadmin.reset_accounting()
+    job, state = sf.mdapi.deploy(deploy_zip(files), sandbox=False, checkOnly=True)
+    assert state == "Queued"
+    status, _, detail, _ = sf.mdapi.check_deploy_status(job)
+    assert status == "Succeeded" and detail["failed_count"] == "0"
+    assert apex(wadmin.ground_truth(["Account"], values=False)) == before  # validate-only deploys nothing
+    job, _ = sf.mdapi.deploy(deploy_zip(files), sandbox=False)
+    status, _, detail, _ = sf.mdapi.check_deploy_status(job)
+    assert status == "Succeeded" and detail["deployed_count"] == detail["total_count"]
+    after = apex(wadmin.ground_truth(["Account"], values=False))
+    for name in (a, b):
+        assert after[name]["sha256"] != before[name]["sha256"]
+        assert after[name]["lastModifiedDate"] > before[name]["lastModifiedDate"]
+    fields = {f["name"]: f for f in sf.Invoice__c.describe()["fields"]}
+    assert fields["Restored_Note__c"]["type"] == "string" and fields["Amount__c"]["label"] == "Invoice Amount"
+    listed = sf.mdapi.list_metadata([{"type": "ApexClass"}]) if hasattr(sf.mdapi, "list_metadata") else None
+    assert listed is None or listed
+    a_ = wadmin.accounting()
+    assert a_["write_calls"] == {"metadata_deploy": 2} and a_["calls"]["metadata_deploy"] == 4
+
+
+def test_failed_validation_deploys_nothing_and_says_why(worg: dict[str, Any], wadmin: Admin) -> None:
+    sf = simple_salesforce(worg)
+    before = wadmin.ground_truth(["Account"], values=False)["metadata"]
+    a, b, c = sorted(apex({"metadata": before}))[:3]
+    files = {
+        f"classes/{a}.cls": f"public class {a} {{ void x() {{ }}\n",  # a brace short
+        f"classes/{b}.cls": f"public class {b} {{ }}\n",  # fine on its own
+        f"classes/{c}.cls": "public class SomethingElse { }\n",  # the name does not match the file
+        "objects/Invoice__c.object": '<CustomObject xmlns="http://soap.sforce.com/2006/04/metadata"><fields>'
+        "<fullName>Bad__c</fullName><label>Bad</label><type>Banana</type></fields></CustomObject>",
+    }
+    job, _ = sf.mdapi.deploy(deploy_zip(files), sandbox=False)
+    status, _, detail, _ = sf.mdapi.check_deploy_status(job)
+    assert status == "Failed" and detail["failed_count"] == "3" and detail["deployed_count"] == "0"
+    problems = {e["file"]: e["message"] for e in detail["errors"]}
+    assert problems[f"classes/{a}.cls"] == "Missing '}' at '<EOF>'"
+    assert "does not match the file name" in problems[f"classes/{c}.cls"]
+    assert "'Banana' is not a valid value for the enum 'FieldType'" in problems["objects/Invoice__c.object"]
+    assert all(e["status"] == "Error" for e in detail["errors"])
+    assert wadmin.ground_truth(["Account"], values=False)["metadata"] == before
+    assert "Bad__c" not in {f["name"] for f in sf.Invoice__c.describe()["fields"]}
+    job, _ = sf.mdapi.deploy(deploy_zip({f"classes/{b}.cls": "x"}, package=False), sandbox=False)
+    status, _, detail, _ = sf.mdapi.check_deploy_status(job)
+    assert status == "Failed" and detail["errors"][0]["message"] == "No package.xml found"
