@@ -50,7 +50,7 @@ NOT_RESTORED = frozenset(
 # file records: their bodies come back through restore_files (spec.files), never as plain records
 FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "ContentDocumentLink"})
 READ_BATCH = 2000  # records per storage read and per decision batch
-BIG_BATCH = 20_000  # records per decision batch of a selection above the Bulk threshold (one ingest job)
+BIG_BATCH = 25_000  # records per decision batch of a selection above the Bulk threshold (one ingest job)
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
 SAMPLES = 20
@@ -119,6 +119,8 @@ class RestoreJob:
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
     to_patch: dict[str, set[str]] = field(default_factory=dict)  # object -> records whose reference was deferred
     owners: dict[str, str] = field(default_factory=dict)  # source Id -> the owner written in place of its own
+    failure_codes: dict[str, int] = field(default_factory=dict)  # Salesforce's error code -> records
+    dropped: dict[str, set[str]] = field(default_factory=dict)  # source Id -> references left empty on a retry
     _owner_active: dict[str, bool] = field(default_factory=dict)
     user: str = ""
     seq: int = 0
@@ -190,7 +192,10 @@ class RestoreJob:
         total = sum(c.created + c.updated + c.undeleted + c.skipped + c.failed for c in self.counts.values())
         failed = sum(c.failed for c in self.counts.values())
         if failed:
-            self.warnings.append(f"{failed} record(s) failed")
+            codes = ", ".join(
+                f"{code} {n}" for code, n in sorted(self.failure_codes.items(), key=lambda kv: -kv[1])[:5]
+            )
+            self.warnings.append(f"{failed} record(s) failed" + (f" ({codes})" if codes else ""))
         if self.verification.done and not self.verification.verified:
             self.warnings.append(f"{self.verification.differing} record(s) differ from the backup after the restore")
         verb = "would restore" if self.dry_run else "restored"
@@ -679,14 +684,17 @@ class RestoreJob:
         if updates:
             records = [{"Id": i.target_id, **i.decision.write} for i in updates]
             results = self._send(obj, "update", records)
+            again: list[Pending] = []
             for item, res in zip(updates, results, strict=True):
                 if res.success:
                     item.state = item.state or rd.State.UPDATED
-                elif res.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in item.decision.write:
+                elif self._mend(obj, item, res):
                     item.state = item.state or rd.State.UPDATED
-                    self._owner_retry(obj, [item], "update")
+                    again.append(item)
                 else:
                     self._fail(item, res)
+            if again:
+                self._retry(obj, again, "update")
         for item in items:
             if item.state is None and item.decision.state == rd.State.SKIPPED:
                 item.state = rd.State.SKIPPED
@@ -708,11 +716,11 @@ class RestoreJob:
         if plain:
             resolved.extend(self._intent(obj, plain))
             results = self._send(obj, "create", [dict(i.decision.write) for i in plain])
-            self._settle_creates(obj, plain, results)
-            retry = [i for i in plain if i.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in i.decision.write]
-            if retry:
-                resolved.extend(self._intent(obj, retry, suffix="owner"))
-                self._owner_retry(obj, retry, "create")
+            failures = self._settle_creates(obj, plain, results)
+            again = [item for item, res in failures if self._mend(obj, item, res)]
+            if again:
+                resolved.extend(self._intent(obj, again, suffix="again"))
+                self._retry(obj, again, "create")
         if creates or resolved:
             self._commit(obj, creates, resolved)
         return resolved
@@ -732,44 +740,67 @@ class RestoreJob:
 
     def _settle_creates(
         self, obj: str, creates: list[Pending], results: Sequence[WriteResult], *, upsert: bool = False
-    ) -> None:
+    ) -> list[tuple[Pending, WriteResult]]:
+        """The results of creates on their records; returns the refused ones with their answer."""
+        refused: list[tuple[Pending, WriteResult]] = []
         for item, res in zip(creates, results, strict=True):
             if res.success and res.id:
                 item.target_id = res.id
                 item.state = rd.State.CREATED if (res.created or not upsert) else rd.State.UPDATED
             else:
                 self._fail(item, res)
+                refused.append((item, res))
+        return refused
 
-    def _owner_retry(self, obj: str, items: list[Pending], operation: str) -> None:
-        """INACTIVE_OWNER_OR_USER: the owner mapped, or the default owner, or the restoring user."""
-        fallback = self.spec.default_owner_id or self.user
-        records: list[dict[str, Any]] = []
-        for item in items:
-            old = str(item.decision.write.get("OwnerId") or "")
-            new = self.spec.owner_map.get(old) or fallback
-            write = {**item.decision.write, "OwnerId": new}
-            item.decision = rd.Decision(
-                item.source_id,
-                item.target_id,
-                item.decision.state,
-                write,
-                item.decision.undelete,
-                item.decision.changed_fields,
-                item.decision.note,
-            )
+    def _mend(self, obj: str, item: Pending, res: WriteResult) -> bool:
+        """Whether a refused write can be sent once more, changed as Salesforce's answer says (and changes it):
+        INACTIVE_OWNER_OR_USER -> the owner mapped, the default owner or the restoring user; a lookup to a
+        record that is deleted or not in the target (ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY naming
+        optional reference fields) -> left empty. Noted on the record."""
+        write = dict(item.decision.write)
+        info = self.infos[obj]
+        if res.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in write:
+            old = str(write["OwnerId"])
+            new = self.spec.owner_map.get(old) or self.spec.default_owner_id or self.user
+            if new == old:
+                return False
+            write["OwnerId"] = new
             item.values = {**item.values, "OwnerId": new}
             self.owners[item.source_id] = new  # what the proof expects
             item.notes.append("owner replaced: inactive user")
-            item.state, item.code, item.message = (
-                (item.state if operation == "update" else None),
-                "",
-                "",
-            )
-            records.append({"Id": item.target_id, **write} if operation == "update" else write)
-        results = self.sf.update(obj, records) if operation == "update" else self.sf.create(obj, records)
+        elif res.code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY") and res.fields:
+            named = [info.field(f) for f in res.fields]
+            if not all(f is not None and f.sf_type == "reference" and f.nillable and f.name in write for f in named):
+                return False
+            for f in named:
+                assert f is not None
+                del write[f.name]
+                item.values = {k: v for k, v in item.values.items() if k != f.name}
+                self.dropped.setdefault(item.source_id, set()).add(f.name)
+                item.notes.append(f"{f.name}: the referenced record is not in the target org ({res.code}), left empty")
+        else:
+            return False
+        item.decision = rd.Decision(
+            item.source_id,
+            item.target_id,
+            item.decision.state,
+            write,
+            item.decision.undelete,
+            item.decision.changed_fields,
+            item.decision.note,
+        )
+        item.code, item.message = "", ""
+        return True
+
+    def _retry(self, obj: str, items: list[Pending], operation: str) -> None:
+        """The second and last try of writes `_mend` changed (Bulk above the threshold, as the first)."""
         if operation == "create":
+            for item in items:
+                item.state = None
+            results = self._send(obj, "create", [dict(i.decision.write) for i in items])
             self._settle_creates(obj, items, results)
             return
+        results = self._send(obj, "update", [{"Id": i.target_id, **i.decision.write} for i in items])
         for item, res in zip(items, results, strict=True):
             if not res.success:
                 self._fail(item, res)
@@ -810,6 +841,8 @@ class RestoreJob:
                 item.code, item.message = "NOT_WRITTEN", "the record was not written"
             name = STATE_COUNTER[state]
             setattr(counter, name, getattr(counter, name) + 1)
+            if state == rd.State.FAILED:
+                self.failure_codes[item.code] = self.failure_codes.get(item.code, 0) + 1
             target = item.target_id or ""
             if self.dry_run and state == rd.State.CREATED:
                 target = ""
@@ -990,6 +1023,8 @@ class RestoreJob:
             if diff:
                 v.differing += 1
                 if len(v.samples) < SAMPLES:
-                    v.samples.append(rd.sample_line(obj, sid, diff, "differs from the backup"))
+                    left = set(diff) <= self.dropped.get(sid, set())
+                    reason = "left empty: the referenced record is not in the target org" if left else "differs"
+                    v.samples.append(rd.sample_line(obj, sid, diff, reason))
             else:
                 v.matching += 1

@@ -353,11 +353,15 @@ class OrgWriter:
         del data
         close = self.client.request("PATCH", path, json={"state": "UploadComplete"})
         self._wrote()
+        info: dict[str, Any] = {}
         if close.status_code >= 400:
             state = str(self.reader._get(path).json().get("state", ""))
             if state in ("Open", "Aborted"):
                 _raise_for(close)
-        info = self._ingest_wait(path)
+        else:
+            info = dict(close.json())  # the job's info: already complete when the org processed it at once
+        if str(info.get("state", "")) not in ("JobComplete", "Failed", "Aborted"):
+            info = self._ingest_wait(path)
         results: list[WriteResult | None] = [None] * len(records)
 
         def take(cells: list[str]) -> int | None:
@@ -369,7 +373,8 @@ class OrgWriter:
             at = take(row[2:])
             if at is not None:
                 results[at] = WriteResult(row[0] or None, True, created=row[1].lower() == "true")
-        bad_rows, _ = self._ingest_results(f"{path}/failedResults/")
+        failed = info.get("numberRecordsFailed")
+        bad_rows = [] if failed == 0 else self._ingest_results(f"{path}/failedResults/")[0]
         for row in bad_rows:
             at = take(row[2:])
             if at is not None:
