@@ -64,6 +64,7 @@ class Rule:
 
 
 ID = Rule(MAX_ID_LENGTH, ID_PATTERN, "letters, digits, '_' and '-'")
+METADATA_OR_API_NAME = re.compile(r"(?:metadata:)?[A-Za-z][A-Za-z0-9_]*")
 SALESFORCE_ID = Rule(18, SALESFORCE_ID_PATTERN, "a Salesforce Id: 15 or 18 letters and digits")
 API_NAME = Rule(255, API_NAME_PATTERN, "an API name: a letter, then letters, digits and '_'")
 
@@ -113,6 +114,20 @@ FIELD_RULES: dict[str, Rule] = {
     # a connected app's consumer key is not an sfvault id (it holds '.')
     "sfvault.discovery.v1.OrgConnection.client_id": Rule(max_length=1_000),
     "sfvault.discovery.v1.OrgConnection.login_url": Rule(max_length=2_000),
+    # a restore reads, maps and records large selections: storage bounds these itself (chunk records, 100,000 Ids)
+    "sfvault.storage.v1.ReadRecordsAsOfRequest.ids": Rule(18, SALESFORCE_ID_PATTERN, SALESFORCE_ID.shape, 100_000),
+    "sfvault.storage.v1.ReadRecordsAsOfRequest.where_in": Rule(18, SALESFORCE_ID_PATTERN, SALESFORCE_ID.shape, 100_000),
+    "sfvault.storage.v1.RecordRestoreIntentRequest.source_ids": Rule(
+        18, SALESFORCE_ID_PATTERN, SALESFORCE_ID.shape, 100_000
+    ),
+    "sfvault.storage.v1.GetIdMapRequest.source_ids": Rule(18, SALESFORCE_ID_PATTERN, SALESFORCE_ID.shape, 100_000),
+    "sfvault.storage.v1.PutRestoreOutcomesRequest.outcomes": Rule(max_items=UNBOUNDED),
+    "sfvault.storage.v1.PutRestoreOutcomesRequest.resolved_intents": Rule(max_length=200, max_items=10_000),
+    # a metadata component's outcome is filed under "metadata:<Type>"
+    "sfvault.restore.v1.RecordOutcome.object_name": Rule(264, METADATA_OR_API_NAME, "an API name or metadata:<Type>"),
+    "sfvault.storage.v1.ListRestoreRecordsRequest.object_name": Rule(
+        264, METADATA_OR_API_NAME, "an API name or metadata:<Type>"
+    ),
 }
 
 _INT32 = (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32)

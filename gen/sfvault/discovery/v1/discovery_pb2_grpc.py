@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from sfvault.discovery.v1 import discovery_pb2 as sfvault_dot_discovery_dot_v1_dot_discovery__pb2
+from sfvault.storage.v1 import storage_pb2 as sfvault_dot_storage_dot_v1_dot_storage__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -99,6 +100,11 @@ class DiscoveryServiceStub:
                 request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.SerializeToString,
                 response_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.SessionPlan.FromString,
                 _registered_method=True)
+        self.CompareLive = channel.unary_stream(
+                '/sfvault.discovery.v1.DiscoveryService/CompareLive',
+                request_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.CompareLiveRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareChunk.FromString,
+                _registered_method=True)
 
 
 class DiscoveryServiceServicer:
@@ -186,6 +192,15 @@ class DiscoveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareLive(self, request, context):
+        """The backup at a point compared with the org now (reads through the API, counted against the org's budget):
+        records added, deleted and changed in the org since, with the changed fields. The same pieces as storage's
+        CompareAsOf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiscoveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +268,11 @@ def add_DiscoveryServiceServicer_to_server(servicer, server):
                     servicer.GetSessionPlan,
                     request_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.FromString,
                     response_serializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.SessionPlan.SerializeToString,
+            ),
+            'CompareLive': grpc.unary_stream_rpc_method_handler(
+                    servicer.CompareLive,
+                    request_deserializer=sfvault_dot_discovery_dot_v1_dot_discovery__pb2.CompareLiveRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +626,33 @@ class DiscoveryService:
             '/sfvault.discovery.v1.DiscoveryService/GetSessionPlan',
             sfvault_dot_discovery_dot_v1_dot_discovery__pb2.GetSessionPlanRequest.SerializeToString,
             sfvault_dot_discovery_dot_v1_dot_discovery__pb2.SessionPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sfvault.discovery.v1.DiscoveryService/CompareLive',
+            sfvault_dot_discovery_dot_v1_dot_discovery__pb2.CompareLiveRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareChunk.FromString,
             options,
             channel_credentials,
             insecure,

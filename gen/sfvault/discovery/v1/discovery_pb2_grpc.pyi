@@ -6,6 +6,7 @@ The discovery service: org connections, backup policies, and the planning of eac
 from collections import abc as _abc
 from grpc import aio as _aio
 from sfvault.discovery.v1 import discovery_pb2 as _discovery_pb2
+from sfvault.storage.v1 import storage_pb2 as _storage_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -49,6 +50,11 @@ class DiscoveryServiceStub:
     """
     GetSessionPlan: _grpc.UnaryUnaryMultiCallable[_discovery_pb2.GetSessionPlanRequest, _discovery_pb2.SessionPlan]
     """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
+    CompareLive: _grpc.UnaryStreamMultiCallable[_discovery_pb2.CompareLiveRequest, _storage_pb2.CompareChunk]
+    """The backup at a point compared with the org now (reads through the API, counted against the org's budget):
+    records added, deleted and changed in the org since, with the changed fields. The same pieces as storage's
+    CompareAsOf.
+    """
 
 @_typing.type_check_only
 class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
@@ -71,6 +77,11 @@ class DiscoveryServiceAsyncStub(DiscoveryServiceStub):
     """
     GetSessionPlan: _aio.UnaryUnaryMultiCallable[_discovery_pb2.GetSessionPlanRequest, _discovery_pb2.SessionPlan]  # type: ignore[assignment]
     """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
+    CompareLive: _aio.UnaryStreamMultiCallable[_discovery_pb2.CompareLiveRequest, _storage_pb2.CompareChunk]  # type: ignore[assignment]
+    """The backup at a point compared with the org now (reads through the API, counted against the org's budget):
+    records added, deleted and changed in the org since, with the changed fields. The same pieces as storage's
+    CompareAsOf.
+    """
 
 class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -168,5 +179,16 @@ class DiscoveryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_discovery_pb2.SessionPlan, _abc.Awaitable[_discovery_pb2.SessionPlan]]:
         """What discovery decided for one session: its jobs, and the warnings (objects skipped, fields left out)."""
+
+    @_abc_1.abstractmethod
+    def CompareLive(
+        self,
+        request: _discovery_pb2.CompareLiveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_storage_pb2.CompareChunk], _abc.AsyncIterator[_storage_pb2.CompareChunk]]:
+        """The backup at a point compared with the org now (reads through the API, counted against the org's budget):
+        records added, deleted and changed in the org since, with the changed fields. The same pieces as storage's
+        CompareAsOf.
+        """
 
 def add_DiscoveryServiceServicer_to_server(servicer: DiscoveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1768,3 +1768,237 @@ class ListRestoreRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRestoreRecordsResponse: _TypeAlias = ListRestoreRecordsResponse  # noqa: Y015
+
+@_typing.final
+class CompareAsOfRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """00D…"""
+    values: _builtins.bool
+    """include old and new values of changed fields"""
+    batch_size: _builtins.int
+    """changes per piece; default 1,000, at most 10,000"""
+    limit: _builtins.int
+    """at most this many changes in all (0: no limit); summary exact"""
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp:
+        """unset: now (the latest backup)"""
+
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: every object"""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """only changes to these fields count (empty: any field)"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        objects: _abc.Iterable[_builtins.str] | None = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        values: _builtins.bool = ...,
+        batch_size: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "fields", b"fields", "from", b"from", "limit", b"limit", "objects", b"objects", "org_id", b"org_id", "to", b"to", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareAsOfRequest: _TypeAlias = CompareAsOfRequest  # noqa: Y015
+
+@_typing.final
+class FieldChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    OLD_JSON_FIELD_NUMBER: _builtins.int
+    NEW_JSON_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    old_json: _builtins.bytes
+    """canonical JSON of the value (values only)"""
+    new_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        old_json: _builtins.bytes = ...,
+        new_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "new_json", b"new_json", "old_json", b"old_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldChange: _TypeAlias = FieldChange  # noqa: Y015
+
+@_typing.final
+class RecordChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    record_id: _builtins.str
+    change: _builtins.str
+    """"added", "deleted", "changed" """
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldChange]:
+        """changed: the fields that differ"""
+
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        change: _builtins.str = ...,
+        fields: _abc.Iterable[Global___FieldChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "fields", b"fields", "object_name", b"object_name", "record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordChange: _TypeAlias = RecordChange  # noqa: Y015
+
+@_typing.final
+class ObjectCompareSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    added: _builtins.int
+    deleted: _builtins.int
+    changed: _builtins.int
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str = ...,
+        added: _builtins.int = ...,
+        deleted: _builtins.int = ...,
+        changed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "changed", b"changed", "deleted", b"deleted", "object_name", b"object_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectCompareSummary: _TypeAlias = ObjectCompareSummary  # noqa: Y015
+
+@_typing.final
+class CompareChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    SUMMARIES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """the last piece: the limit cut the list (not the summary)"""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordChange]: ...
+    @_builtins.property
+    def summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObjectCompareSummary]:
+        """the last piece only"""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___RecordChange] | None = ...,
+        summaries: _abc.Iterable[Global___ObjectCompareSummary] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "summaries", b"summaries", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareChunk: _TypeAlias = CompareChunk  # noqa: Y015
+
+@_typing.final
+class CountLiveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: every object"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        objects: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects", b"objects", "org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountLiveRequest: _TypeAlias = CountLiveRequest  # noqa: Y015
+
+@_typing.final
+class CountLiveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LiveEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LIVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def live(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """object -> live records in the latest state"""
+
+    def __init__(
+        self,
+        *,
+        live: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["live", b"live"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountLiveResponse: _TypeAlias = CountLiveResponse  # noqa: Y015

@@ -139,6 +139,16 @@ class StorageServiceStub:
                 request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsRequest.SerializeToString,
                 response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsResponse.FromString,
                 _registered_method=True)
+        self.CompareAsOf = channel.unary_stream(
+                '/sfvault.storage.v1.StorageService/CompareAsOf',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareAsOfRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareChunk.FromString,
+                _registered_method=True)
+        self.CountLive = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/CountLive',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -292,6 +302,22 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareAsOf(self, request, context):
+        """Protection. Two points in time of an org compared per object: records added, deleted and changed, with
+        the changed fields (and their old and new values when asked). Decided on stored hashes first; values are
+        read only for the records that differ. Streamed in pieces; the last piece carries the per-object summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountLive(self, request, context):
+        """Live records per object in the backup's latest state (the hard-delete count check of every session).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +425,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.ListRestoreRecords,
                     request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsRequest.FromString,
                     response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsResponse.SerializeToString,
+            ),
+            'CompareAsOf': grpc.unary_stream_rpc_method_handler(
+                    servicer.CompareAsOf,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareAsOfRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareChunk.SerializeToString,
+            ),
+            'CountLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountLive,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -968,6 +1004,60 @@ class StorageService:
             '/sfvault.storage.v1.StorageService/ListRestoreRecords',
             sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsRequest.SerializeToString,
             sfvault_dot_storage_dot_v1_dot_storage__pb2.ListRestoreRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareAsOf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/CompareAsOf',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareAsOfRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.CompareChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/CountLive',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,13 @@ class StorageServiceStub:
     """The persisted Id map of a (source org, target org) pair: backup Id -> Id in the target org."""
     ListRestoreRecords: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListRestoreRecordsRequest, _storage_pb2.ListRestoreRecordsResponse]
     """A restore session's per-record outcomes, paged (`sfvault restore records`)."""
+    CompareAsOf: _grpc.UnaryStreamMultiCallable[_storage_pb2.CompareAsOfRequest, _storage_pb2.CompareChunk]
+    """Protection. Two points in time of an org compared per object: records added, deleted and changed, with
+    the changed fields (and their old and new values when asked). Decided on stored hashes first; values are
+    read only for the records that differ. Streamed in pieces; the last piece carries the per-object summary.
+    """
+    CountLive: _grpc.UnaryUnaryMultiCallable[_storage_pb2.CountLiveRequest, _storage_pb2.CountLiveResponse]
+    """Live records per object in the backup's latest state (the hard-delete count check of every session)."""
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -136,6 +143,13 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """The persisted Id map of a (source org, target org) pair: backup Id -> Id in the target org."""
     ListRestoreRecords: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListRestoreRecordsRequest, _storage_pb2.ListRestoreRecordsResponse]  # type: ignore[assignment]
     """A restore session's per-record outcomes, paged (`sfvault restore records`)."""
+    CompareAsOf: _aio.UnaryStreamMultiCallable[_storage_pb2.CompareAsOfRequest, _storage_pb2.CompareChunk]  # type: ignore[assignment]
+    """Protection. Two points in time of an org compared per object: records added, deleted and changed, with
+    the changed fields (and their old and new values when asked). Decided on stored hashes first; values are
+    read only for the records that differ. Streamed in pieces; the last piece carries the per-object summary.
+    """
+    CountLive: _aio.UnaryUnaryMultiCallable[_storage_pb2.CountLiveRequest, _storage_pb2.CountLiveResponse]  # type: ignore[assignment]
+    """Live records per object in the backup's latest state (the hard-delete count check of every session)."""
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -312,5 +326,24 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_pb2.ListRestoreRecordsResponse, _abc.Awaitable[_storage_pb2.ListRestoreRecordsResponse]]:
         """A restore session's per-record outcomes, paged (`sfvault restore records`)."""
+
+    @_abc_1.abstractmethod
+    def CompareAsOf(
+        self,
+        request: _storage_pb2.CompareAsOfRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_storage_pb2.CompareChunk], _abc.AsyncIterator[_storage_pb2.CompareChunk]]:
+        """Protection. Two points in time of an org compared per object: records added, deleted and changed, with
+        the changed fields (and their old and new values when asked). Decided on stored hashes first; values are
+        read only for the records that differ. Streamed in pieces; the last piece carries the per-object summary.
+        """
+
+    @_abc_1.abstractmethod
+    def CountLive(
+        self,
+        request: _storage_pb2.CountLiveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.CountLiveResponse, _abc.Awaitable[_storage_pb2.CountLiveResponse]]:
+        """Live records per object in the backup's latest state (the hard-delete count check of every session)."""
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
