@@ -81,7 +81,19 @@ class Store:
         with self.write_lock:
             c = self.conn()
             if c.in_transaction:
-                yield
+                # nested: a savepoint, so an inner failure (an allOrNone collection inside a composite) undoes
+                # only its own writes before it propagates
+                name = f"sp{id(c)}_{self._depth(1)}"
+                c.execute(f"SAVEPOINT {name}")
+                try:
+                    yield
+                except BaseException:
+                    c.execute(f"ROLLBACK TO {name}")
+                    c.execute(f"RELEASE {name}")
+                    raise
+                finally:
+                    self._depth(-1)
+                c.execute(f"RELEASE {name}")
                 return
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -90,6 +102,11 @@ class Store:
                 c.execute("ROLLBACK")
                 raise
             c.execute("COMMIT")
+
+    def _depth(self, step: int) -> int:
+        depth = int(getattr(self._local, "depth", 0)) + step
+        self._local.depth = depth
+        return depth
 
     # ------------------------------------------------------------ meta
     def get_meta(self, key: str, default: Any = None) -> Any:

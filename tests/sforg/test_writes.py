@@ -662,3 +662,110 @@ def test_failed_validation_deploys_nothing_and_says_why(worg: dict[str, Any], wa
     job, _ = sf.mdapi.deploy(deploy_zip({f"classes/{b}.cls": "x"}, package=False), sandbox=False)
     status, _, detail, _ = sf.mdapi.check_deploy_status(job)
     assert status == "Failed" and detail["errors"][0]["message"] == "No package.xml found"
+
+
+# ---------------------------------------------------------------- 8. /composite
+
+
+def test_composite_references_and_all_or_none(rest: Rest, wadmin: Admin) -> None:
+    v = f"/services/data/v{rest.version}"
+    wadmin.reset_accounting()
+    out = rest.ok(
+        "POST",
+        "/composite",
+        {
+            "allOrNone": True,
+            "compositeRequest": [
+                {
+                    "method": "POST",
+                    "url": f"{v}/sobjects/Account",
+                    "referenceId": "refAccount",
+                    "body": {"Name": "Composite Co"},
+                },
+                {
+                    "method": "POST",
+                    "url": f"{v}/sobjects/Contact",
+                    "referenceId": "refContact",
+                    "body": {"LastName": "Sample", "AccountId": "@{refAccount.id}"},
+                },
+                {
+                    "method": "GET",
+                    "url": f"{v}/sobjects/Contact/@{{refContact.id}}?fields=AccountId",
+                    "referenceId": "check",
+                },
+            ],
+        },
+    )["compositeResponse"]
+    assert [r["httpStatusCode"] for r in out] == [201, 201, 200]
+    assert out[0]["httpHeaders"]["Location"].endswith(out[0]["body"]["id"])
+    assert out[2]["body"]["AccountId"] == out[0]["body"]["id"]
+    a = wadmin.accounting()
+    assert a["calls"]["composite"] == 1 and a["write_calls"] == {"composite": 1}
+    before = len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"])
+    out = rest.ok(
+        "POST",
+        "/composite",
+        {
+            "allOrNone": True,
+            "compositeRequest": [
+                {"method": "POST", "url": f"{v}/sobjects/Account", "referenceId": "a", "body": {"Name": "Rolled"}},
+                {
+                    "method": "POST",
+                    "url": f"{v}/sobjects/Contact",
+                    "referenceId": "c",
+                    "body": {"AccountId": "@{a.id}"},
+                },
+                {"method": "POST", "url": f"{v}/sobjects/Account", "referenceId": "later", "body": {"Name": "Never"}},
+            ],
+        },
+    )["compositeResponse"]
+    assert [(r["httpStatusCode"], r["body"][0]["errorCode"]) for r in out] == [
+        (400, "PROCESSING_HALTED"),
+        (400, "REQUIRED_FIELD_MISSING"),
+        (400, "PROCESSING_HALTED"),
+    ]
+    assert len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"]) == before
+    out = rest.ok(
+        "POST",
+        "/composite",
+        {
+            "allOrNone": False,
+            "compositeRequest": [
+                {"method": "POST", "url": f"{v}/sobjects/Account", "referenceId": "bad", "body": {}},
+                {
+                    "method": "POST",
+                    "url": f"{v}/sobjects/Contact",
+                    "referenceId": "dep",
+                    "body": {"LastName": "x", "AccountId": "@{bad.id}"},
+                },
+                {"method": "POST", "url": f"{v}/sobjects/Account", "referenceId": "free", "body": {"Name": "Kept"}},
+            ],
+        },
+    )["compositeResponse"]
+    assert [r["httpStatusCode"] for r in out] == [400, 400, 201]
+    assert out[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"]) == before + 1
+
+
+def test_collection_all_or_none_inside_a_composite_rolls_back_only_itself(rest: Rest, wadmin: Admin) -> None:
+    v = f"/services/data/v{rest.version}"
+    before = len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"])
+    records = [{"attributes": {"type": "Account"}, "Name": "In"}, {"attributes": {"type": "Account"}}]
+    out = rest.ok(
+        "POST",
+        "/composite",
+        {
+            "compositeRequest": [
+                {
+                    "method": "POST",
+                    "url": f"{v}/composite/sobjects",
+                    "referenceId": "coll",
+                    "body": {"allOrNone": True, "records": records},
+                },
+                {"method": "POST", "url": f"{v}/sobjects/Account", "referenceId": "one", "body": {"Name": "Out"}},
+            ]
+        },
+    )["compositeResponse"]
+    assert out[0]["httpStatusCode"] == 200 and [r["success"] for r in out[0]["body"]] == [False, False]
+    assert out[1]["httpStatusCode"] == 201
+    assert len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"]) == before + 1
