@@ -339,6 +339,11 @@ class Planner:
         if record.kind is not d.SessionKind.BACKUP:
             started.kind = translate.SESSION_KIND_PB[record.kind]
             started.restore.ParseFromString(record.restore_spec)
+        else:  # the policy's alerting and anomaly settings: the session service judges and alerts with them
+            policy = await self.store.get_policy(record.policy_id)
+            if policy is not None:
+                started.alerts.CopyFrom(translate.alerts_to_pb(policy.alerts))
+                started.anomalies.CopyFrom(translate.anomalies_to_pb(policy.anomalies))
         await self.publisher.emit(started, session_id=sid)
         planned = ev.JobsPlanned(jobs=[translate.planned_job(s) for s in specs])
         planned.warnings.extend(record.warnings)

@@ -155,6 +155,45 @@ class Scope:
     exclude_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+# ---- protection settings (issue 18): alerts, anomaly detection, retention, legal hold --------------------
+
+WEBHOOK_FORMATS = ("json", "slack", "teams")
+ALERT_KINDS = ("failed", "warning", "anomaly", "stalled", "budget", "verification")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url_ref: str  # an http(s) URL or a secret reference to it ("env:NAME" / "file:/path"): webhook URLs carry tokens
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    webhooks: tuple[Webhook, ...] = ()
+    emails: tuple[str, ...] = ()
+    on: tuple[str, ...] = ()  # empty: every kind
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """Zero values: the session service's defaults (3 sigma, 30 sessions, 100 records, 10 % / 50 % / 50 %)."""
+
+    disabled: bool = False
+    sigma: float = 0.0
+    baseline_sessions: int = 0
+    min_records: int = 0
+    delete_pct: float = 0.0
+    change_pct: float = 0.0
+    create_pct: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    days: int = 0  # 0: forever
+    versions: int = 0  # 0: all
+    prune_latest: bool = False
+
+
 @dataclass(frozen=True)
 class Policy:
     policy_id: str
@@ -172,6 +211,10 @@ class Policy:
     schedule: str = ""
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    anomalies: AnomalySettings = field(default_factory=AnomalySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    legal_hold: bool = False  # nothing of the policy's org is pruned or erased while set
 
 
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)$")
@@ -245,7 +288,46 @@ def check_policy(policy: Policy) -> Policy:
     for name in (*policy.scope.include_objects, *policy.scope.exclude_objects, *policy.scope.exclude_fields):
         if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name):
             raise InvalidPolicy(f"{name!r} is not an sObject name")
+    check_protection(policy)
     return policy
+
+
+_WEBHOOK_URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$")
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+
+def check_protection(policy: Policy) -> None:
+    """Alerts, anomaly and retention settings: InvalidPolicy naming the field. A webhook's URL is never echoed
+    (it carries a token)."""
+    for i, hook in enumerate(policy.alerts.webhooks):
+        if not (_WEBHOOK_URL.match(hook.url_ref) or _SECRET_REF.match(hook.url_ref)):
+            raise InvalidPolicy(
+                f"alerts.webhooks[{i}].url_ref must be an http(s):// URL or a secret reference"
+                " ('env:NAME' or 'file:/absolute/path')"
+            )
+        if hook.format not in WEBHOOK_FORMATS:
+            raise InvalidPolicy(f"alerts.webhooks[{i}].format must be one of {', '.join(WEBHOOK_FORMATS)}")
+    for i, address in enumerate(policy.alerts.emails):
+        if len(address) > 254 or not _EMAIL.match(address):
+            raise InvalidPolicy(f"alerts.emails[{i}] {address[:60]!r} is not an e-mail address")
+    for i, kind in enumerate(policy.alerts.on):
+        if kind not in ALERT_KINDS:
+            raise InvalidPolicy(f"alerts.on[{i}] {kind[:40]!r} is not one of {', '.join(ALERT_KINDS)}")
+    a = policy.anomalies
+    if not (a.sigma >= 0 and a.sigma == a.sigma and a.sigma < 1000):  # NaN fails the middle test
+        raise InvalidPolicy("anomalies.sigma must be more than 0 (0: the default 3)")
+    if not 0 <= a.baseline_sessions <= 1000:
+        raise InvalidPolicy("anomalies.baseline_sessions must be between 1 and 1000 (0: the default 30)")
+    if a.min_records < 0:
+        raise InvalidPolicy("anomalies.min_records must not be negative (0: the default 100)")
+    for name in ("delete_pct", "change_pct", "create_pct"):
+        value = getattr(a, name)
+        if not 0 <= value <= 100:
+            raise InvalidPolicy(f"anomalies.{name} must be between 0 and 100 (0: the default)")
+    if policy.retention.days < 0:
+        raise InvalidPolicy("retention.days must not be negative (0: keep forever)")
+    if policy.retention.versions < 0:
+        raise InvalidPolicy("retention.versions must not be negative (0: keep every version)")
 
 
 def stall_timeout(policy: Policy, requested: dt.timedelta) -> dt.timedelta:

@@ -122,4 +122,12 @@ MIGRATIONS = [
     ALTER TABLE sessions ADD COLUMN kind text NOT NULL DEFAULT 'BACKUP';
     ALTER TABLE sessions ADD COLUMN restore_spec bytea NOT NULL DEFAULT ''::bytea;
     """,
+    # protection (issue 18): a policy's alerts, anomaly and retention settings (their JSON), and its legal hold
+    """
+    ALTER TABLE policies
+        ADD COLUMN alerts jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN anomalies jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN retention jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN legal_hold boolean NOT NULL DEFAULT false;
+    """,
 ]

@@ -55,10 +55,21 @@ def _org(row: Mapping[str, Any]) -> d.Org:
     return from_row(d.Org, row, connection=_connection(row["connection"]))
 
 
+def _alerts(data: Mapping[str, Any]) -> d.AlertSettings:
+    return d.AlertSettings(
+        webhooks=tuple(d.Webhook(h["url_ref"], h.get("format", "json")) for h in data.get("webhooks", ())),
+        emails=tuple(data.get("emails", ())),
+        on=tuple(data.get("on", ())),
+    )
+
+
 def _policy(row: Mapping[str, Any]) -> d.Policy:
     return from_row(
         d.Policy,
         row,
+        alerts=_alerts(row["alerts"]),
+        anomalies=d.AnomalySettings(**row["anomalies"]),
+        retention=d.RetentionSettings(**row["retention"]),
         scope=_scope(row["scope"]),
         stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
         reconcile_every=dt.timedelta(seconds=row["reconcile_every_s"]),
@@ -101,6 +112,10 @@ _POLICY_COLUMNS = (
     "per_run_cap",
     "reconcile_every_s",
     "schedule",
+    "alerts",
+    "anomalies",
+    "retention",
+    "legal_hold",
 )
 
 
@@ -119,6 +134,10 @@ def _policy_values(p: d.Policy) -> tuple[Any, ...]:
         p.per_run_cap,
         p.reconcile_every.total_seconds(),
         p.schedule,
+        Jsonb(dataclasses.asdict(p.alerts)),
+        Jsonb(dataclasses.asdict(p.anomalies)),
+        Jsonb(dataclasses.asdict(p.retention)),
+        p.legal_hold,
     )
 
 

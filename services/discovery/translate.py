@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.discovery.v1 import discovery_pb2 as api
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2 as jobs
+from sfvault.protect.v1 import protect_pb2 as ppb
 from sfvault.restore.v1 import restore_pb2 as rpb
 
 from services import sfconnection as sfc
@@ -49,6 +51,49 @@ def org_to_pb(o: d.Org) -> api.Org:
     )
 
 
+_FORMATS = {
+    ppb.WEBHOOK_FORMAT_UNSPECIFIED: "json",
+    ppb.WEBHOOK_FORMAT_JSON: "json",
+    ppb.WEBHOOK_FORMAT_SLACK: "slack",
+    ppb.WEBHOOK_FORMAT_TEAMS: "teams",
+}
+_FORMATS_BACK = {"json": ppb.WEBHOOK_FORMAT_JSON, "slack": ppb.WEBHOOK_FORMAT_SLACK, "teams": ppb.WEBHOOK_FORMAT_TEAMS}
+
+
+def alerts_from_pb(a: ppb.AlertSettings) -> d.AlertSettings:
+    hooks = []
+    for i, h in enumerate(a.webhooks):
+        fmt = _FORMATS.get(h.format)
+        if fmt is None:
+            raise d.InvalidPolicy(f"alerts.webhooks[{i}].format {h.format} is not a known format")
+        hooks.append(d.Webhook(h.url_ref.strip(), fmt))
+    return d.AlertSettings(tuple(hooks), tuple(e.strip() for e in a.emails), tuple(a.on))
+
+
+def alerts_to_pb(a: d.AlertSettings) -> ppb.AlertSettings:
+    return ppb.AlertSettings(
+        webhooks=[ppb.Webhook(url_ref=h.url_ref, format=_FORMATS_BACK[h.format]) for h in a.webhooks],
+        emails=a.emails,
+        on=a.on,
+    )
+
+
+def anomalies_from_pb(a: ppb.AnomalySettings) -> d.AnomalySettings:
+    return d.AnomalySettings(
+        disabled=a.disabled,
+        sigma=a.sigma,
+        baseline_sessions=a.baseline_sessions,
+        min_records=a.min_records,
+        delete_pct=a.delete_pct,
+        change_pct=a.change_pct,
+        create_pct=a.create_pct,
+    )
+
+
+def anomalies_to_pb(a: d.AnomalySettings) -> ppb.AnomalySettings:
+    return ppb.AnomalySettings(**dataclasses.asdict(a))
+
+
 def policy_from_pb(p: api.Policy) -> d.Policy:
     scope = d.Scope(
         include_objects=tuple(p.scope.include_objects),
@@ -69,6 +114,10 @@ def policy_from_pb(p: api.Policy) -> d.Policy:
         per_run_cap=p.api_budget.per_run_cap,
         reconcile_every=p.reconcile_every.ToTimedelta(),
         schedule=p.schedule,
+        alerts=alerts_from_pb(p.alerts),
+        anomalies=anomalies_from_pb(p.anomalies),
+        retention=d.RetentionSettings(p.retention.days, p.retention.versions, p.retention.prune_latest),
+        legal_hold=p.legal_hold,
     )
 
 
@@ -92,7 +141,15 @@ def policy_to_pb(p: d.Policy) -> api.Policy:
         schedule=p.schedule,
         created_at=timestamps.to_pb(p.created_at),
         updated_at=timestamps.to_pb(p.updated_at),
+        legal_hold=p.legal_hold,
     )
+    # set only when not the defaults: a policy without protection settings reads as it was written
+    if p.alerts != d.AlertSettings():
+        out.alerts.CopyFrom(alerts_to_pb(p.alerts))
+    if p.anomalies != d.AnomalySettings():
+        out.anomalies.CopyFrom(anomalies_to_pb(p.anomalies))
+    if p.retention != d.RetentionSettings():
+        out.retention.CopyFrom(ppb.RetentionSettings(**dataclasses.asdict(p.retention)))
     return out
 
 
