@@ -23,6 +23,12 @@ class FaultsApi(Api):
             # every SOAP fault comes at HTTP 500, whatever it means
             fault = {"500": "UNKNOWN_EXCEPTION", "QUERY_TIMEOUT": "SERVER_UNAVAILABLE"}.get(code, code)
             return xml_response(md.fault(fault, "injected fault"), 500)
+        if kind == "SOAP":  # Partner API faults, at HTTP 500 like every SOAP fault
+            from sforg.api.soap import fault
+
+            return fault(
+                {"500": "UNKNOWN_EXCEPTION", "QUERY_TIMEOUT": "SERVER_UNAVAILABLE"}.get(code, code), "injected fault"
+            )
         if code == "QUERY_TIMEOUT":
             return error(400, "QUERY_TIMEOUT", "Your query request was running for too long.")
         if code in REFUSALS:

@@ -769,3 +769,18 @@ def test_collection_all_or_none_inside_a_composite_rolls_back_only_itself(rest: 
     assert out[0]["httpStatusCode"] == 200 and [r["success"] for r in out[0]["body"]] == [False, False]
     assert out[1]["httpStatusCode"] == 201
     assert len(wadmin.ground_truth(["Account"], values=False)["objects"]["Account"]) == before + 1
+
+
+def test_faults_by_write_endpoint_name(rest: Rest, wadmin: Admin) -> None:
+    wadmin.fault("sobject_write", error_rate=1.0, count=1)
+    try:
+        assert rest.call("POST", "/sobjects/Account", {"Name": "Faulted"}).status_code == 503
+        assert rest.call("GET", "/sobjects/Account/describe").status_code == 200  # reads are another endpoint
+        assert rest.call("POST", "/sobjects/Account", {"Name": "Through"}).status_code == 201
+        wadmin.fault("bulk2_ingest", error_rate=1.0, error="JOB_FAILED", count=1)
+        job = ingest(rest, {"object": "Account", "operation": "insert"}, "Name\nNever\n")
+        assert job["state"] == "Failed" and "Retried more than 15 times" in job["errorMessage"]
+        wadmin.fault("soap_partner", error_rate=1.0, error="500", count=1)
+        assert soap(rest, "undelete", [make_id("001", 1)]) == "sf:UNKNOWN_EXCEPTION"
+    finally:
+        wadmin.clear_faults()
