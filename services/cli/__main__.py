@@ -20,7 +20,7 @@ from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services import sfconnection as sfc
-from services.cli import render
+from services.cli import protect, render
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.platform import timestamps
@@ -38,6 +38,7 @@ metadata_app = typer.Typer(help="Backed-up metadata.", no_args_is_help=True)
 services_app = typer.Typer(help="A local installation.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 audit_app = typer.Typer(help="Who changed and who read what.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts: failed and warning sessions, anomalies, stalls, budgets.", no_args_is_help=True)
 for sub, name in [
     (org_app, "org"),
     (policy_app, "policy"),
@@ -51,6 +52,7 @@ for sub, name in [
     (services_app, "services"),
     (token_app, "token"),
     (audit_app, "audit"),
+    (alerts_app, "alerts"),
 ]:
     app.add_typer(sub, name=name)
 
@@ -227,10 +229,11 @@ def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Poli
 
 
 def _show_policy(p: disc.Policy, json_out: bool) -> None:
+    shown = protect.policy_dict(p)  # webhook URLs by their host: they carry tokens
     if json_out:
-        render.print_json(p)
+        render.print_json(shown)
         return
-    render.console.print(render.as_dict(p))
+    render.console.print(shown)
 
 
 @policy_app.command("create")
@@ -272,12 +275,31 @@ def policy_update(
     reconcile_every: Annotated[str | None, typer.Option()] = None,
     api_share: Annotated[int | None, typer.Option()] = None,
     api_cap: Annotated[int | None, typer.Option()] = None,
+    alert_webhook: Annotated[
+        list[str] | None,
+        typer.Option(help="URL[,json|slack|teams] or a secret ref env:NAME / file:/path (repeatable; replaces)"),
+    ] = None,
+    alert_email: Annotated[list[str] | None, typer.Option(help="an e-mail recipient (repeatable; replaces)")] = None,
+    alert_on: Annotated[
+        list[str] | None, typer.Option(help="failed,warning,anomaly,stalled,budget,verification (default: all)")
+    ] = None,
+    retention_days: Annotated[int | None, typer.Option(help="keep restore points N days (0: forever)")] = None,
+    retention_versions: Annotated[int | None, typer.Option(help="keep N versions per record (0: all)")] = None,
+    anomaly_delete_pct: Annotated[float | None, typer.Option(help="% of an object's records deleted (10)")] = None,
+    anomaly_change_pct: Annotated[float | None, typer.Option(help="% of an object's records changed (50)")] = None,
+    anomaly_create_pct: Annotated[float | None, typer.Option(help="% of an object's records created (50)")] = None,
+    anomaly_min_records: Annotated[int | None, typer.Option(help="records at least, to be an anomaly (100)")] = None,
+    anomaly_sigma: Annotated[float | None, typer.Option(help="standard deviations over the baseline (3)")] = None,
+    anomalies: Annotated[bool | None, typer.Option("--anomalies/--no-anomalies", help="detect anomalies")] = None,
+    legal_hold: Annotated[bool | None, typer.Option("--legal-hold/--no-legal-hold")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Change a policy (only the options given)."""
     c = clients()
     current = c.discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id))
-    updated = c.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=_policy_from_options(current, dict(locals()))))
+    options = dict(locals())
+    changed = protect.apply_options(_policy_from_options(current, options), options)
+    updated = c.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=changed))
     _show_policy(updated, json_out)
 
 
@@ -287,24 +309,36 @@ def policy_show(policy_id: str, json_out: JsonOpt = False) -> None:
     _show_policy(clients().discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id)), json_out)
 
 
+POLICY_COLUMNS = (
+    *("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"),
+    *("alerts", "retention", "hold"),
+)
+
+
 @policy_app.command("list")
 def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """The policies (of one org)."""
-    render.print_listing(
-        clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies,
-        json_out,
+    policies = clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies
+    if json_out:
+        render.print_json([protect.policy_dict(p) for p in policies])
+        return
+    render.print_table(
         "Policies",
-        ("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"),
-        lambda p: (
-            p.policy_id,
-            p.org_id,
-            p.name,
-            p.schedule or "-",
-            str(p.auto_add_new_objects),
-            str(p.auto_add_new_fields),
-            str(p.files),
-            str(p.metadata),
-        ),
+        POLICY_COLUMNS,
+        [
+            (
+                p.policy_id,
+                p.org_id,
+                p.name,
+                p.schedule or "-",
+                str(p.auto_add_new_objects),
+                str(p.auto_add_new_fields),
+                str(p.files),
+                str(p.metadata),
+                *protect.protection_summary(p),
+            )
+            for p in policies
+        ],
     )
 
 
@@ -654,6 +688,44 @@ def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = Fa
         _restore_usage(str(exc))
     _confirm_production(c, request)
     _restore_started(c, request, wait, json_out)
+
+
+@restore_app.command("run-draft")
+def restore_run_draft(
+    draft_session: Annotated[str, typer.Argument(help="the restore draft an anomaly prepared (its session id)")],
+    yes: Annotated[bool, typer.Option("--yes", help="confirm a restore into a production org")] = False,
+    wait: WaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a restore draft for real: a new restore session with the draft's spec (after reviewing its preview
+    with `sfvault restore show` / `restore records`). With --wait: exit as `restore run` does."""
+    c = clients()
+    try:
+        request = protect.draft_request(c.session.GetSession(api.GetSessionRequest(session_id=draft_session)), yes)
+    except protect.ProtectOptionError as exc:
+        _restore_usage(str(exc))
+    _confirm_production(c, request)
+    _restore_started(c, request, wait, json_out)
+
+
+# ---- alerts ---------------------------------------------------------------------------------------------
+
+
+@alerts_app.command("list")
+def alerts_list(
+    policy: Annotated[str, typer.Option()] = "",
+    session: Annotated[str, typer.Option()] = "",
+    kind: Annotated[str, typer.Option(help="failed, warning, anomaly, stalled, budget or verification")] = "",
+    limit: Annotated[int, typer.Option()] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Alerts, newest first, with what became of each delivery (webhook hosts, e-mail addresses)."""
+    request = api.ListAlertsRequest(policy_id=policy, session_id=session, kind=kind, page_size=limit)
+    found = list(clients().session.ListAlerts(request).alerts)
+    if json_out:
+        render.print_json(protect.alerts_json(found))
+        return
+    render.print_table("Alerts", ("at", "kind", "session", "message", "deliveries"), map(protect.alert_row, found))
 
 
 # ---- reading the backup ---------------------------------------------------------------------------------
