@@ -168,7 +168,7 @@ class OrgRest:
     def __init__(self, info: dict[str, Any]) -> None:
         self.info = info
         self.http = requests.Session()
-        self.http.verify = info["ca_file"]
+        self.ca = info["ca_file"]  # per request: REQUESTS_CA_BUNDLE would win over the session's verify
         token = self.http.post(
             info["login_url"].rstrip("/") + "/services/oauth2/token",
             data={
@@ -177,6 +177,7 @@ class OrgRest:
                 "client_secret": info["client_secret"],
             },
             timeout=30,
+            verify=self.ca,
         )
         token.raise_for_status()
         body = token.json()
@@ -184,7 +185,7 @@ class OrgRest:
         self.http.headers["Authorization"] = f"Bearer {body['access_token']}"
 
     def describe(self, obj: str) -> dict[str, Any]:
-        response = self.http.get(f"{self.base}/sobjects/{obj}/describe", timeout=30)
+        response = self.http.get(f"{self.base}/sobjects/{obj}/describe", timeout=30, verify=self.ca)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -304,13 +305,22 @@ def do_damage(admin: Admin, truth: dict[str, Any], *, accounts: int, purge: int,
 # ---------------------------------------------------------------- the checks
 
 
-def _expected(values: dict[str, Any], fields: Fields, ids: dict[str, str]) -> dict[str, Any]:
-    """A backed-up record's compared values as they should be in the org: references through the Id map."""
+def _expected(
+    values: dict[str, Any], fields: Fields, ids: dict[str, str], live: set[str] | None = None
+) -> dict[str, Any]:
+    """A backed-up record's compared values as they should be in the org: references through the Id map; a
+    reference to a record that was not live at the backup (`live`: the Ids that were) left empty."""
     out = {}
     for name in fields.compared:
         v = values.get(name)
-        out[name] = ids.get(v, v) if name in fields.references and isinstance(v, str) else v
+        if name in fields.references and isinstance(v, str):
+            v = ids.get(v, v if live is None or v in live else None)
+        out[name] = v
     return out
+
+
+def live_ids(truth: dict[str, Any]) -> set[str]:
+    return {rid for records in truth["objects"].values() for rid in records}
 
 
 def differing(expected: dict[str, Any], actual: dict[str, Any], fields: Fields, users: set[str]) -> list[str]:
@@ -335,7 +345,7 @@ def check_restored(
     of the family back (undeleted ones with their Id, purged ones created under a new Id mapped in `ids`,
     their lookups pointing at the right new parents), every changed record equal to the backup again."""
     problems: list[str] = []
-    users = active_users(before)
+    users, was_live = active_users(before), live_ids(before)
     for obj, family in damage.family.items():
         live = after["objects"].get(obj, {})
         for rid in sorted(family):
@@ -356,16 +366,21 @@ def check_restored(
                     problems.append(f"{obj} {rid}: in the recycle bin, not undeleted")
                     continue
                 actual = live[rid]
-            diff = differing(_expected(backed_up, fields[obj], ids), actual, fields[obj], users)
+            expected = _expected(backed_up, fields[obj], ids, was_live)
+            diff = differing(expected, actual, fields[obj], users)
             if diff:
-                problems.append(f"{obj} {rid}: differs on {diff}")
+                refs = {
+                    n: (backed_up.get(n), expected.get(n), actual.get(n)) for n in diff if n in fields[obj].references
+                }
+                problems.append(f"{obj} {rid}: differs on {diff} (references: backup, expected, org: {refs})")
     for obj, changed in damage.changed.items():
         live = after["objects"].get(obj, {})
         for rid in sorted(changed):
             if rid not in live:
                 problems.append(f"{obj} {rid}: changed, now gone")
                 continue
-            diff = differing(_expected(before["objects"][obj][rid], fields[obj], ids), live[rid], fields[obj], users)
+            expected = _expected(before["objects"][obj][rid], fields[obj], ids, was_live)
+            diff = differing(expected, live[rid], fields[obj], users)
             if diff:
                 problems.append(f"{obj} {rid}: changed, still differs on {diff}")
     return problems
@@ -377,6 +392,7 @@ def duplicates(
     """Records created twice: backed-up records of `obj` (those of `only`) that two live records of the org
     both equal (on the compared fields but the owner, references through the Id map)."""
     by_values: dict[tuple[str, ...], list[str]] = {}
+    was_live = live_ids(before)
     names = [n for n in fields.compared if n != "OwnerId"]
     for rid, values in after["objects"].get(obj, {}).items():
         key = tuple(repr(_norm(values.get(n))) for n in names)
@@ -385,7 +401,7 @@ def duplicates(
     for rid, values in before["objects"].get(obj, {}).items():
         if rid not in only:
             continue
-        expected = _expected(values, fields, ids)
+        expected = _expected(values, fields, ids, was_live)
         key = tuple(repr(_norm(expected.get(n))) for n in names)
         twins = by_values.get(key, [])
         if len(twins) > 1:
