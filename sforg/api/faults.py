@@ -24,9 +24,9 @@ class FaultsApi(Api):
             fault = {"500": "UNKNOWN_EXCEPTION", "QUERY_TIMEOUT": "SERVER_UNAVAILABLE"}.get(code, code)
             return xml_response(md.fault(fault, "injected fault"), 500)
         if kind == "SOAP":  # Partner API faults, at HTTP 500 like every SOAP fault
-            from sforg.api.soap import fault
+            from sforg.api.soap import fault as soap_fault
 
-            return fault(
+            return soap_fault(
                 {"500": "UNKNOWN_EXCEPTION", "QUERY_TIMEOUT": "SERVER_UNAVAILABLE"}.get(code, code), "injected fault"
             )
         if code == "QUERY_TIMEOUT":
