@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.api import DeliverPolicy
 from sfvault.discovery.v1 import discovery_pb2 as dpb
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from sfvault.restore.v1 import restore_pb2 as rs
+from sfvault.storage.v1 import storage_pb2 as st
+from sfvault.storage.v1 import storage_pb2_grpc
 
 from bench.backup import SECRET_ENV, Collector, _specs
 from bench.storage import StorageProcess, _rss_peak_mb
@@ -75,6 +78,25 @@ def _restore_spec(info: dict[str, Any], as_of: dt.datetime) -> jobs_pb2.JobSpec:
     )
 
 
+def _failures(port: int) -> dict[str, int]:
+    """The restore's Failed records counted by Salesforce's error code (from storage's outcomes)."""
+    by_code: dict[str, int] = {}
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        token = ""
+        while True:
+            request = st.ListRestoreRecordsRequest(
+                session_id="restore", state=rs.RECORD_STATE_FAILED, page_size=5000, page_token=token
+            )
+            page = stub.ListRestoreRecords(request, timeout=60)
+            for o in page.outcomes:
+                key = f"{o.object_name} {o.error_code}: {o.message[:80]}"
+                by_code[key] = by_code.get(key, 0) + 1
+            token = page.next_page_token
+            if not token:
+                return dict(sorted(by_code.items(), key=lambda kv: -kv[1])[:5])
+
+
 def _api_calls(accounting: dict[str, Any]) -> int:
     return sum(n for endpoint, n in accounting.get("calls", {}).items() if endpoint not in NOT_API)
 
@@ -124,9 +146,9 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             if bad:
                 print(f"   !! {len(bad)} backup jobs not successful: {bad[:3]}")
             print(f"backup: {backed_up:,} records in {backup_s:.1f} s = {backed_up / backup_s:,.0f} records/s")
-            print(
-                f"backup: {backup_calls} API calls ({backup_calls / max(backed_up, 1) * 10000:.2f} per 10,000 records)"
-            )
+            per_10k = backup_calls / max(backed_up, 1) * 10000
+            calls_by_endpoint = dict(sorted(backup_accounting.get("calls", {}).items()))
+            print(f"backup: {backup_calls} API calls ({per_10k:.2f} per 10,000 records): {calls_by_endpoint}")
             as_of = dt.datetime.now(dt.UTC)
             truth = admin.ground_truth(objects=list(OBJECTS), values=False)["objects"]
             live = {o: len(truth[o]) for o in OBJECTS}
@@ -154,6 +176,8 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
                 f"restore: {created:,} records created ({failed:,} failed; the org holds {back} again of {live}) in"
                 f" {restore_s:.1f} s = {created / restore_s:,.0f} records/s"
             )
+            if failed:
+                print(f"   !! failed records by error: {_failures(storage.port)}")
             v = finished.verification
             print(
                 f"restore: verification done={v.done} verified={v.verified},",
