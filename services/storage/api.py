@@ -608,3 +608,53 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.ListRestoreRecordsResponse(
             outcomes=[_record_outcome(o) for o in outcomes], next_page_token=next_token
         )
+
+    # --- compare (issue 18) --------------------------------------------------------------------------------
+
+    @_streaming
+    async def CompareAsOf(
+        self, request: storage_pb2.CompareAsOfRequest, context: Any
+    ) -> AsyncIterator[storage_pb2.CompareChunk]:
+        since, until = _when(request, "from"), _when(request, "to")
+        target = ",".join(request.objects)[:500] or "*"
+        if request.fields:
+            target += f" fields:{len(request.fields)}"
+        if request.values:
+            target += " values"
+        with self._reading("CompareAsOf", request.org_id, "", target, until) as read:
+            async for piece in self.storage.compare_as_of(
+                request.org_id,
+                since,
+                until,
+                objects=list(request.objects),
+                fields=list(request.fields),
+                values=request.values,
+                batch_size=request.batch_size,
+                limit=request.limit,
+            ):
+                yield storage_pb2.CompareChunk(
+                    changes=[
+                        storage_pb2.RecordChange(
+                            object_name=c.object_name,
+                            record_id=c.record_id,
+                            change=c.change,
+                            fields=[
+                                storage_pb2.FieldChange(field=f.field, old_json=f.old_json, new_json=f.new_json)
+                                for f in c.fields
+                            ],
+                        )
+                        for c in piece.changes
+                    ],
+                    summaries=[
+                        storage_pb2.ObjectCompareSummary(
+                            object_name=s.object_name, added=s.added, deleted=s.deleted, changed=s.changed
+                        )
+                        for s in piece.summaries or ()
+                    ],
+                    truncated=piece.truncated,
+                )
+                read.count += len(piece.changes)
+
+    @_unary
+    async def CountLive(self, request: storage_pb2.CountLiveRequest, context: Any) -> storage_pb2.CountLiveResponse:
+        return storage_pb2.CountLiveResponse(live=await self.storage.count_live(request.org_id, list(request.objects)))

@@ -26,6 +26,18 @@ from services.canonical import (
 from services.platform import telemetry
 from services.platform.failpoints import failpoint
 from services.storage.audit import ReadAuditLog
+from services.storage.compare import (
+    CHANGED,
+    ComparePiece,
+    FieldChange,
+    ObjectSummary,
+    RecordChange,
+    changed_fields,
+    check_names,
+    check_page,
+    check_window,
+    resolve_fields,
+)
 from services.storage.domain import (
     CANONICAL_RULES,
     MAX_BATCH_KEY,
@@ -738,6 +750,107 @@ class Storage:
         more = len(rows) > size
         rows = rows[:size]
         return [o for _id, o in rows], str(rows[-1][0]) if more else ""
+
+    # --- compare (issue 18) ----------------------------------------------------------------------------------
+
+    async def compare_as_of(
+        self,
+        org_id: str,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        *,
+        objects: Sequence[str] = (),
+        fields: Sequence[str] = (),
+        values: bool = False,
+        batch_size: int = 0,
+        limit: int = 0,
+    ) -> AsyncIterator[ComparePiece]:
+        """CompareAsOf: per object, the records live at `since` and not at `until` (deleted), live at `until` and
+        not at `since` (added), live at both with different hashes (changed: the fields that differ, compared
+        field by field on the two versions' values; with a fields filter only those fields count). Pieces of
+        `batch_size` changes; the last one carries every object's summary, exact even when `limit` cut the list."""
+        since, until = check_window(since, until, _now())
+        size = check_page(batch_size, limit)
+        names = check_names(objects, "object")
+        wanted = check_names(fields, "field")
+        org_key = await self._org_key(org_id)
+        known = await self.store.org_objects(org_key)
+        if names:
+            by_lower = {name.lower(): (key, name) for key, name in known}
+            missing = [n for n in names if n.lower() not in by_lower]
+            if missing:
+                raise NotFound(f"object {missing[0]} is not known for org {normalize_org_id(org_id)}")
+            chosen = sorted((by_lower[n.lower()] for n in names), key=lambda k: k[1].lower())
+        else:
+            chosen = known
+        histories = {key: await self.store.schema_history(key, name) for key, name in chosen}
+        only: list[str] | None = None
+        if wanted:
+            every = {f.name for h in histories.values() for schema in h.values() for f in schema.fields}
+            only = resolve_fields(wanted, every)
+        hashed: dict[tuple[int, int], frozenset[str]] = {}
+
+        def comparable(object_key: int, a: int, b: int) -> frozenset[str]:
+            for version in (a, b):
+                if (object_key, version) not in hashed:
+                    schema = histories[object_key][version]
+                    hashed[(object_key, version)] = RecordCanonicalizer(
+                        schema, count_formula_changes=self.count_formula_changes
+                    ).hashed_fields
+            return hashed[(object_key, a)] & hashed[(object_key, b)]
+
+        piece = ComparePiece()
+        summaries: list[ObjectSummary] = []
+        sent = 0
+        truncated = False
+        async with self._exports:
+            for object_key, name in chosen:
+                summary = ObjectSummary(name)
+                summaries.append(summary)
+                async for rows in self.store.compare(org_key, object_key, since, until, batch=size):
+                    for rid, kind, from_version, old, to_version, new in rows:
+                        found: tuple[FieldChange, ...] = ()
+                        if kind == CHANGED:
+                            assert old is not None and new is not None
+                            assert from_version is not None and to_version is not None
+                            found = changed_fields(
+                                json.loads(old),
+                                json.loads(new),
+                                comparable(object_key, from_version, to_version),
+                                only=only,
+                                values=values,
+                            )
+                            if not found:
+                                continue  # a hash that differs in no field that counts (scope, fields filter)
+                        summary.count(kind)
+                        if limit and sent >= limit:
+                            truncated = True
+                            continue
+                        piece.changes.append(RecordChange(name, rid, kind, found))
+                        sent += 1
+                        if len(piece.changes) >= size:
+                            yield piece
+                            piece = ComparePiece()
+        piece.summaries = summaries
+        piece.truncated = truncated
+        yield piece
+
+    async def count_live(self, org_id: str, objects: Sequence[str] = ()) -> dict[str, int]:
+        """CountLive: {object: live records in the latest state}; an object never backed up is refused
+        (NOT_FOUND), one backed up with no live record counts 0."""
+        names = check_names(objects, "object")
+        org_key = await self._org_key(org_id)
+        known = await self.store.org_objects(org_key)
+        by_lower = {name.lower(): (key, name) for key, name in known}
+        if names:
+            missing = [n for n in names if n.lower() not in by_lower]
+            if missing:
+                raise NotFound(f"object {missing[0]} is not known for org {normalize_org_id(org_id)}")
+            chosen = [by_lower[n.lower()] for n in names]
+        else:
+            chosen = known
+        counts = await self.store.count_live(org_key, [key for key, _ in chosen])
+        return {name: counts.get(key, 0) for key, name in chosen}
 
 
 @dataclass(frozen=True)

@@ -267,5 +267,19 @@ class RestoreStore(Protocol):
     ) -> list[tuple[int, RestoreOutcome]]: ...
 
 
-class Store(JobStore, SchemaStore, RecordStore, FileStore, MetadataStore, ReadAuditStore, RestoreStore, Protocol):
+class CompareStore(Protocol):
+    """Compare (issue 18): the records whose state differs between two points; the live count."""
+
+    async def org_objects(self, org_key: int) -> list[tuple[int, str]]: ...
+
+    def compare(
+        self, org_key: int, object_key: int, since: dt.datetime, until: dt.datetime, *, batch: int = 1000
+    ) -> AsyncIterator[list[tuple[str, str, int | None, str | None, int | None, str | None]]]: ...
+
+    async def count_live(self, org_key: int, object_keys: Sequence[int]) -> dict[int, int]: ...
+
+
+class Store(
+    JobStore, SchemaStore, RecordStore, FileStore, MetadataStore, ReadAuditStore, RestoreStore, CompareStore, Protocol
+):
     """Every table port at once: what the application is given (PostgresStore, or the fakes)."""

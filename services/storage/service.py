@@ -49,6 +49,10 @@ READS = {
     # the backup's records in bulk, for a restore: the restorer role (which the services and admins include);
     # RecordRestoreIntent and PutRestoreOutcomes are writes: the service role, as every write
     "ReadRecordsAsOf": "restorer",
+    # compare (issue 18): changed fields, and their values when asked (as GetRecordAsOf gives a viewer); the live
+    # count per object (the hard-delete count check of every session)
+    "CompareAsOf": "viewer",
+    "CountLive": "viewer",
 }
 ROLES = {
     m.name: READS.get(m.name, "service") for m in storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods

@@ -1,7 +1,7 @@
 """The PostgreSQL adapter of storage: its own schema (see migrations.py), one class per table or concern
-(store_jobs, store_schemas, store_records, store_files, store_metadata, store_audit, store_restore; the chunk
-claim they share in store_base), joined here into the one PostgresStore the service wires in (it implements
-every port of ports.py).
+(store_jobs, store_schemas, store_records, store_files, store_metadata, store_audit, store_restore,
+store_compare; the chunk claim they share in store_base), joined here into the one PostgresStore the service wires
+in (it implements every port of ports.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from services.storage.domain import (
 from services.storage.migrations import MIGRATIONS, SCHEMA
 from services.storage.store_audit import AuditStore
 from services.storage.store_base import Fault, StoreBase
+from services.storage.store_compare import CompareStore
 from services.storage.store_files import FilesStore
 from services.storage.store_jobs import JobsStore
 from services.storage.store_metadata import MetadataStore
@@ -70,7 +71,9 @@ async def open_store_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> 
     return pool
 
 
-class PostgresStore(JobsStore, SchemasStore, RecordsStore, FilesStore, MetadataStore, AuditStore, RestoreStore):
+class PostgresStore(
+    JobsStore, SchemasStore, RecordsStore, FilesStore, MetadataStore, AuditStore, RestoreStore, CompareStore
+):
     """Storage's tables, every concern's adapter in one object over one pool."""
 
     async def migrate(self, *, count_formula_changes: bool = False) -> int:
