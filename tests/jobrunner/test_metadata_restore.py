@@ -33,7 +33,6 @@ from services.jobrunner.metadata_restore import (
     parse_components,
 )
 from services.jobrunner.salesforce import MD_NS, FileProperties
-from services.jobrunner.storage_client import StorageError
 from tests.jobrunner.fakes import FakeStorage, FakeTables
 
 ORG = "00Dxx0000001"
@@ -693,12 +692,6 @@ def test_the_deploy_client_speaks_soap_deploy_and_polls_check_deploy_status() ->
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    raises=StorageError,
-    strict=False,
-    reason="services/platform/validation.py applies the API-name rule of `object_name` to RecordOutcome.object_name"
-    ", refusing the contract's 'metadata:<Type>' before storage's own check (which accepts it)",
-)
 async def test_with_storage_the_backup_is_read_as_of_and_the_outcomes_stored(stack: Any, org: Any, admin: Any) -> None:
     """The real path to storage: the metadata job backs the org up; a metadata restore of components the org
     still holds unchanged reads them as of that point (GetMetadataAsOf), retrieves the org's, finds them equal
