@@ -559,9 +559,10 @@ def test_the_deploy_request_carries_the_zip_and_check_only() -> None:
 def test_on_sforg_three_classes_and_a_field_restored_and_a_failing_validation_deploys_nothing(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The acceptance's metadata case against sforg: the backup as the backup job extracts a retrieve, three
-    classes and a custom field changed through the admin API, restored and read back equal; then a backup holding
-    a class that does not compile deploys nothing and says why."""
+    """The acceptance's metadata case against sforg: the backup as the backup job extracts a retrieve; three
+    classes changed through the admin API and an Account custom field's label changed by a deploy; all four
+    restored (Updated) and read back equal to the backup; then a backup holding a class that does not compile
+    deploys nothing and says why."""
     from services.jobrunner.metadata_deploy import MetadataDeployClient
     from services.jobrunner.salesforce import JobOrgClient
     from sforg.testing import Admin, running_org
@@ -586,8 +587,17 @@ def test_on_sforg_three_classes_and_a_field_restored_and_a_failing_validation_de
             storage.held[(p.type, p.full_name)] = spb.MetadataVersion(
                 type=p.type, full_name=p.full_name, content=content, file_name=p.file_name
             )
-        for p in chosen:
+        for p in classes:
             admin.change_metadata(p.type, p.full_name)
+        # the field changed as an admin would change it (its label, through a deploy of its own)
+        held = storage.held[(field_.type, field_.full_name)].content
+        renamed = ET.fromstring(held)
+        label = next(el for el in renamed if el.tag.endswith("label"))
+        label.text = f"{label.text} (renamed)"
+        damage = Component(field_.type, field_.full_name, ET.tostring(renamed), field_.file_name)
+        assert md.wait_deploy(md.deploy(build_deploy_zip([damage], V), check_only=False)).succeeded
+        current = _custom_field(_unzip(md.retrieve(members)), field_)
+        assert fingerprint(field_.type, current) != fingerprint(field_.type, held)
         keys = [f"{p.type}:{p.full_name}" for p in chosen]
         run, _, _ = _run(keys)
         job = MetadataRestoreJob(run, md, storage)
@@ -600,11 +610,12 @@ def test_on_sforg_three_classes_and_a_field_restored_and_a_failing_validation_de
         got = _outcomes(storage)
         changed = [k for k in keys if got[k][0] == rpb.RECORD_STATE_UPDATED]
         assert len([k for k in changed if k.startswith("ApexClass:")]) == 3, got
-        assert got[keys[-1]][0] in (rpb.RECORD_STATE_UPDATED, rpb.RECORD_STATE_SKIPPED), got
-        assert job.verification.verified, job.verification
+        assert got[keys[-1]][0] == rpb.RECORD_STATE_UPDATED, got
+        assert job.verification.verified and job.verification.matching == 4, job.verification
         after = _unzip(md.retrieve(members))
         for p in classes:
             assert after[p.file_name] == storage.held[(p.type, p.full_name)].content
+        assert fingerprint(field_.type, _custom_field(after, field_)) == fingerprint(field_.type, held)
 
         # a backup holding a class that does not compile: nothing deployed, the reason given
         bad = classes[0]
