@@ -417,6 +417,7 @@ def _content_version() -> ObjectDef:
                 ["ContentDocument"],
                 "ContentDocument",
                 "ContentVersions",
+                cascade_delete=True,
                 label="ContentDocument ID",
             ),
             F("Title", "string", nillable=False, name_field=True),

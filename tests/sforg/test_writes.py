@@ -784,3 +784,16 @@ def test_faults_by_write_endpoint_name(rest: Rest, wadmin: Admin) -> None:
         assert soap(rest, "undelete", [make_id("001", 1)]) == "sf:UNKNOWN_EXCEPTION"
     finally:
         wadmin.clear_faults()
+
+
+def test_content_document_delete_takes_its_versions_and_links(rest: Rest, wadmin: Admin) -> None:
+    doc = rest.query("SELECT Id FROM ContentDocument LIMIT 1")[0]["Id"]
+    versions = [r["Id"] for r in rest.query(f"SELECT Id FROM ContentVersion WHERE ContentDocumentId = '{doc}'")]
+    links = [r["Id"] for r in rest.query(f"SELECT Id FROM ContentDocumentLink WHERE ContentDocumentId = '{doc}'")]
+    assert versions and links
+    assert rest.call("DELETE", f"/sobjects/ContentDocument/{doc}").status_code == 204
+    truth = wadmin.ground_truth(["ContentVersion", "ContentDocumentLink"], values=False)
+    assert set(versions) <= set(truth["recycle_bin"]["ContentVersion"])
+    assert set(links) <= set(truth["hard_deleted"]["ContentDocumentLink"])
+    assert soap(rest, "undelete", [doc]) == [(doc, True, None)]
+    assert set(versions) <= set(wadmin.ground_truth(["ContentVersion"], values=False)["objects"]["ContentVersion"])
