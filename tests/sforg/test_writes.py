@@ -296,6 +296,17 @@ def test_account_delete_cascades_and_undelete_brings_the_family_back(rest: Rest,
     assert truth["objects"]["Invoice__c"][invoice]["Account__c"] == acc
 
 
+def test_master_detail_children_go_with_their_parent(rest: Rest, wadmin: Admin) -> None:
+    ship = rest.query("SELECT Id, Invoice__c FROM Shipment__c LIMIT 1")[0]
+    invoice = ship["Invoice__c"]
+    shipments = [r["Id"] for r in rest.query(f"SELECT Id FROM Shipment__c WHERE Invoice__c = '{invoice}'")]
+    assert rest.call("DELETE", f"/sobjects/Invoice__c/{invoice}").status_code == 204
+    assert set(shipments) <= set(wadmin.ground_truth(["Shipment__c"], values=False)["recycle_bin"]["Shipment__c"])
+    assert soap(rest, "undelete", [shipments[0]]) == [(shipments[0], False, "UNDELETE_FAILED")]
+    assert soap(rest, "undelete", [invoice]) == [(invoice, True, None)]
+    assert set(shipments) <= set(wadmin.ground_truth(["Shipment__c"], values=False)["objects"]["Shipment__c"])
+
+
 def test_collections_delete_cascades_and_purge_takes_the_family(rest: Rest, wadmin: Admin) -> None:
     acc, fam = family_of(rest)
     out = rest.call("DELETE", "/composite/sobjects", params={"ids": acc, "allOrNone": "true"}).json()
@@ -632,8 +643,14 @@ def test_deploy_apex_classes_and_a_custom_field(worg: dict[str, Any], wadmin: Ad
         assert after[name]["lastModifiedDate"] > before[name]["lastModifiedDate"]
     fields = {f["name"]: f for f in sf.Invoice__c.describe()["fields"]}
     assert fields["Restored_Note__c"]["type"] == "string" and fields["Amount__c"]["label"] == "Invoice Amount"
-    listed = sf.mdapi.list_metadata([{"type": "ApexClass"}]) if hasattr(sf.mdapi, "list_metadata") else None
-    assert listed is None or listed
+    listed = {p.fullName: p for p in sf.mdapi.list_metadata([sf.mdapi.ListMetadataQuery(type="ApexClass")])}
+    assert listed[a].lastModifiedDate.strftime("%Y-%m-%dT%H:%M:%S") == after[a]["lastModifiedDate"][:19]
+    async_id, _ = sf.mdapi.retrieve("x", unpackaged={"ApexClass": [a], "CustomObject": ["Invoice__c"]})
+    _, _, _, zipped = sf.mdapi.retrieve_zip(async_id)
+    z = zipfile.ZipFile(io.BytesIO(zipped))
+    assert z.read(f"classes/{a}.cls").decode() == files[f"classes/{a}.cls"]
+    obj = z.read("objects/Invoice__c.object").decode()
+    assert "<fullName>Restored_Note__c</fullName>" in obj and "<label>Invoice Amount</label>" in obj
     a_ = wadmin.accounting()
     assert a_["write_calls"] == {"metadata_deploy": 2} and a_["calls"]["metadata_deploy"] == 4
 
