@@ -258,4 +258,7 @@ def session_report(session: api.Session, jobs: list[api.Job]) -> None:
     )
     for warning in session.warnings:
         console.print(f"[yellow]warning[/]: {warning}")
+    for finding in session.findings:
+        draft = f" — restore draft {finding.draft_session_id}" if finding.draft_session_id else ""
+        console.print(f"[red]{finding.kind}[/]: {finding.message}{draft}", highlight=False)
     console.print(jobs_table(jobs))

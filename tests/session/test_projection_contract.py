@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -165,3 +167,47 @@ async def test_a_restore_session_reads_back_equal_and_lists_by_kind(projection: 
     assert [s.session_id for s in (await projection.list(kind=d.Kind.RESTORE)).sessions] == ["r1"]
     assert [s.session_id for s in (await projection.list(kind=d.Kind.BACKUP)).sessions] == ["s1"]
     assert len((await projection.list()).sessions) == 2
+
+
+def ended_backup(
+    sid: str, minute: int, policy: str, counts: d.Counts, *, initial: bool = False, status: d.Status | None = None
+) -> d.Session:
+    at = T0 + dt.timedelta(minutes=minute)
+    state = session(
+        sid,
+        minute,
+        d.SessionStarted(event_id=f"st-{sid}", session_id=sid, at=at, policy_id=policy, org_id="o1", initial=initial),
+        d.JobsPlanned(event_id=f"pl-{sid}", session_id=sid, at=at, jobs=(d.PlannedJob("j", "data", "Contact"),)),
+        d.JobFinished(
+            event_id=f"jf-{sid}", session_id=sid, job_id="j", at=at, outcome=d.Outcome.SUCCESS, counts=counts
+        ),
+        policy=policy,
+    )
+    assert state.status is d.Status.SUCCESS and state.finished_at == at
+    return dataclasses.replace(state, status=status or state.status)
+
+
+async def test_the_history_of_a_policy_s_backups(projection: ProjectionStore) -> None:
+    """What damage detection reads: the last N backups of the policy that ended Success or Warning before this
+    one (newest first, initial ones included, with their per-object counts), and per object the new versions less
+    the deleted ones over every earlier backup that ended (Failed and Stopped ones too)."""
+    p = f"p-{uuid.uuid4().hex[:8]}"
+    earlier = [
+        ended_backup("h0" + p, 0, p, d.Counts(new_versions=100, deleted=2), initial=True),
+        ended_backup("h1" + p, 10, p, d.Counts(deleted=5, changed=3), status=d.Status.WARNING),
+        ended_backup("h2" + p, 20, p, d.Counts(new_versions=7), status=d.Status.FAILED),
+        ended_backup("h3" + p, 30, p, d.Counts(changed=4)),
+        ended_backup("other" + p, 35, "another-" + p, d.Counts(new_versions=1000)),
+    ]
+    current = ended_backup("h9" + p, 40, p, d.Counts(deleted=50))
+    later = ended_backup("h10" + p, 50, p, d.Counts(deleted=1))
+    await save(projection, *earlier, current, later)
+    async with projection.transaction() as tx:
+        history = await tx.history(current, 2)
+        everything = await tx.history(current, 30)
+    assert [s.session_id for s in history.sessions] == ["h3" + p, "h1" + p]
+    assert history.previous_finished_at == T0 + dt.timedelta(minutes=30)
+    assert history.sessions[1].objects == {"Contact": d.Counts(deleted=5, changed=3)}
+    assert history.records == {"Contact": 100 - 2 - 5 + 7}
+    assert [s.session_id for s in everything.sessions] == ["h3" + p, "h1" + p, "h0" + p]
+    assert everything.sessions[2].initial
