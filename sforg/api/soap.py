@@ -6,6 +6,7 @@ at most 200 Ids a call (more: an `EXCEEDED_ID_LIMIT` fault)."""
 
 from __future__ import annotations
 
+from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -45,7 +46,9 @@ def result_xml(rid: str | None, error: OrgError | None) -> str:
 class SoapApi(Api):
     async def handle(self, request: web.Request, path: str) -> web.Response:
         try:
-            op, op_el, session = md.parse_request(await request.read())
+            raw = await request.read()
+            op, op_el, session = md.parse_request(raw)
+            root_el: ET.Element | None = ET.fromstring(raw).find(f"{{{SOAP_NS}}}Header")
         except Exception:
             return fault("INVALID_XML", "could not parse the request")
         if not self.org.check_token(session or self.bearer(request)):
@@ -65,18 +68,34 @@ class SoapApi(Api):
         roots = {i: org._cascade_root(keys[i]) if is_valid(ids[i]) else None for i in range(len(ids))}
         # Roots first: a cascade child named in the same call as its parent comes back (or goes) with it.
         done: set[str] = set()
-        for i in sorted(range(len(ids)), key=lambda i: roots[i] is not None):
-            key = keys[i]
-            try:
-                if key not in done and not (roots[i] is not None and roots[i] in done):
-                    (org.undelete_one if op == "undelete" else org.purge_one)(ids[i])
-                done.add(key)
-                results[i] = (key, None)
-            except OrgError as exc:
-                results[i] = (key if is_valid(ids[i]) else None, exc)
+        all_or_none = (md.text_of(root_el, "allOrNone") or "false").lower() == "true" if root_el is not None else False
+        try:
+            with org.store.transaction():
+                for i in sorted(range(len(ids)), key=lambda i: roots[i] is not None):
+                    key = keys[i]
+                    try:
+                        if key not in done and not (roots[i] is not None and roots[i] in done):
+                            (org.undelete_one if op == "undelete" else org.purge_one)(ids[i])
+                        done.add(key)
+                        results[i] = (key, None)
+                    except OrgError as exc:
+                        results[i] = (key if is_valid(ids[i]) else None, exc)
+                if all_or_none and any(err is not None for _, err in results.values()):
+                    raise _RolledBack
+        except _RolledBack:
+            rolled = OrgError(
+                400,
+                "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                "Record rolled back because not all records were valid and the request was using AllOrNone header",
+            )
+            results = {i: (rid, err or rolled) for i, (rid, err) in results.items()}
         body = "".join(result_xml(*results[i]) for i in range(len(ids)))
         return xml_response(
             f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}" '
             'xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
             f"<soapenv:Body><{op}Response>{body}</{op}Response></soapenv:Body></soapenv:Envelope>"
         )
+
+
+class _RolledBack(Exception):
+    """Undo an AllOrNoneHeader call with a failure."""

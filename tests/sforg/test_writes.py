@@ -334,7 +334,7 @@ def test_recycle_bin_empties_itself_after_15_days(rest: Rest, wadmin: Admin) -> 
 # ---------------------------------------------------------------- 4. SOAP partner undelete / emptyRecycleBin
 
 
-def soap(rest: Rest, op: str, ids: list[str], session: str | None = None) -> Any:
+def soap(rest: Rest, op: str, ids: list[str], session: str | None = None, all_or_none: bool = False) -> Any:
     """A jsforce-shaped partner call; its results as (id, success, statusCode) per Id, or the fault code."""
     import xml.etree.ElementTree as ET
 
@@ -343,7 +343,9 @@ def soap(rest: Rest, op: str, ids: list[str], session: str | None = None) -> Any
         '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/'
         'envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-'
         'instance"><soapenv:Header xmlns="urn:partner.soap.sforce.com"><SessionHeader><sessionId>'
-        f"{session or rest.token}</sessionId></SessionHeader></soapenv:Header>"
+        f"{session or rest.token}</sessionId></SessionHeader>"
+        + ("<AllOrNoneHeader><allOrNone>true</allOrNone></AllOrNoneHeader>" if all_or_none else "")
+        + "</soapenv:Header>"
         f'<soapenv:Body xmlns="urn:partner.soap.sforce.com"><{op} xmlns="urn:partner.soap.sforce.com" '
         f'xmlns:ns1="sobject.partner.soap.sforce.com">{id_xml}</{op}></soapenv:Body></soapenv:Envelope>'
     )
@@ -398,6 +400,13 @@ def test_soap_empty_recycle_bin_then_undelete_fails(rest: Rest, wadmin: Admin) -
     truth = wadmin.ground_truth(["Account", "Contact"], values=False)
     assert acc in truth["purged"]["Account"] and set(fam["Contact"]) <= set(truth["purged"]["Contact"])
     assert soap(rest, "undelete", [acc] * 201) == "sf:EXCEEDED_ID_LIMIT"
+    lead = rest.ok("POST", "/sobjects/Lead", {"LastName": "AON", "Company": "C", "Status": "Open - Not Contacted"})[
+        "id"
+    ]
+    rest.call("DELETE", f"/sobjects/Lead/{lead}")
+    out = soap(rest, "undelete", [lead, acc], all_or_none=True)
+    assert out == [(lead, False, "ALL_OR_NONE_OPERATION_ROLLED_BACK"), (acc, False, "UNDELETE_FAILED")]
+    assert lead in wadmin.ground_truth(["Lead"], values=False)["recycle_bin"]["Lead"]
     assert soap(rest, "undelete", [acc], session="00Dbad!x") == "sf:INVALID_SESSION_ID"
 
 
