@@ -181,13 +181,13 @@ class FakeBackup:
         return again
 
 
-def _run(target: str = "") -> JobRun:
+def _run(target: str = "", source: str = SRC, as_of: Timestamp | None = AT) -> JobRun:
     spec = jobs_pb2.JobSpec(
         session_id="r1",
         job_id="files",
         type=ev.JOB_TYPE_RESTORE,
-        salesforce_org_id=SRC,
-        restore=jobs_pb2.RestoreJob(spec=rpb.RestoreSpec(as_of=AT), target_salesforce_org_id=target),
+        salesforce_org_id=source,
+        restore=jobs_pb2.RestoreJob(spec=rpb.RestoreSpec(as_of=as_of), target_salesforce_org_id=target),
     )
 
     class Clock:
@@ -465,3 +465,73 @@ async def test_bodies_read_back_from_storage_as_of_a_point(stack: Any, org: Any,
         client.close()
     assert got == {rid: (f["sha256"], f["size"]) for rid, f in list(truth.items())[:5]}
     assert missing is None
+
+
+@pytest.mark.integration
+async def test_on_sforg_and_storage_a_version_comes_back_and_a_deleted_document_is_made_and_linked(
+    stack: Any, org: Any, admin: Any
+) -> None:
+    """The real path: ContentVersion records and the file job's bodies and links backed up; then one document
+    gets a newer version and another is hard-deleted with its links; restore_files through the restore's
+    OrgWriter and the StorageClient: the first document's latest version is the backed-up body again, the second
+    is a new document with the backed-up body, linked to the records the backup's links named; a second run
+    Skips the first."""
+    import asyncio
+
+    from services.jobrunner.salesforce import JobOrgClient
+    from services.jobrunner.salesforce_write import OrgWriter
+    from services.jobrunner.storage_client import StorageClient
+    from tests.jobrunner.conftest import data_spec, file_spec, org_client
+
+    await stack.start_jobrunner()
+    for spec in (data_spec(org, "ContentVersion", "s1", "cv", full=True), file_spec(org, "s1", "files")):
+        done = await stack.run(spec)
+        assert done.outcome in (ev.JOB_OUTCOME_SUCCESS, ev.JOB_OUTCOME_WARNING), done.message
+    truth = admin.ground_truth(objects=["ContentVersion", "ContentDocumentLink"])
+    files = truth["files"]
+    versions = truth["objects"]["ContentVersion"]
+    links = truth["objects"]["ContentDocumentLink"]
+    latest = {v["ContentDocumentId"]: vid for vid, v in versions.items() if v.get("IsLatest") and vid in files}
+    linked: dict[str, set[str]] = {}
+    for lnk in links.values():
+        if not str(lnk["LinkedEntityId"]).startswith("005"):
+            linked.setdefault(lnk["ContentDocumentId"], set()).add(lnk["LinkedEntityId"])
+    kept_doc, gone_doc = [d for d in latest if linked.get(d)][:2]
+    kept_v, gone_v = latest[kept_doc], latest[gone_doc]
+    admin.add_file_version(b"a newer body, after the backup", content_document_id=kept_doc)
+    admin.hard_delete("ContentDocument", ids=[gone_doc])
+
+    sf = org_client(org)
+    client = StorageClient(f"127.0.0.1:{stack.storage.port}")
+    items = [("ContentVersion", kept_v, "", 0), ("ContentDocument", gone_doc, "", 0)]
+
+    def restore(chosen: list[tuple[str, str, str, int]]) -> rf.FileRestoreResult:
+        client.begin_job(org["org_id"], "r1", "files", ev.JOB_TYPE_RESTORE, "")  # as the restore job begins
+        writer = OrgWriter(JobOrgClient(sf.creds, token=sf.token))
+        return restore_files(_run(source=org["org_id"], as_of=None), writer, client, chosen, dry_run=False)
+
+    try:
+        result = await asyncio.to_thread(restore, items)
+        again = await asyncio.to_thread(restore, items[:1])
+    finally:
+        client.close()
+    states = {o.source_id: o for o in result.outcomes}
+    assert (states[kept_v].state, states[gone_doc].state) == (rpb.RECORD_STATE_UPDATED, rpb.RECORD_STATE_CREATED), (
+        result
+    )
+    now = admin.ground_truth(objects=["ContentVersion", "ContentDocumentLink"])
+    new_versions = now["objects"]["ContentVersion"]
+    kept_latest = next(
+        vid for vid, v in new_versions.items() if v["ContentDocumentId"] == kept_doc and v.get("IsLatest")
+    )
+    assert now["files"][kept_latest]["sha256"] == files[kept_v]["sha256"]
+    made = states[gone_doc].target_id
+    assert now["files"][made]["sha256"] == files[gone_v]["sha256"]
+    new_doc = new_versions[made]["ContentDocumentId"]
+    relinked = {
+        lnk["LinkedEntityId"]
+        for lnk in now["objects"]["ContentDocumentLink"].values()
+        if lnk["ContentDocumentId"] == new_doc and not str(lnk["LinkedEntityId"]).startswith("005")
+    }
+    assert relinked == linked[gone_doc]
+    assert [o.state for o in again.outcomes] == [rpb.RECORD_STATE_SKIPPED]
