@@ -9,20 +9,24 @@ the tokens table and puts its id into the KV bucket of revoked tokens every serv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
 from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.discovery.v1 import access_pb2_grpc, discovery_pb2_grpc
 from sfvault.discovery.v1 import discovery_pb2 as api
+from sfvault.storage.v1 import storage_pb2
 
 from services.discovery import domain as d
 from services.discovery import translate
 from services.discovery.application import Access, Catalog
+from services.discovery.compare import LiveCompare
+from services.discovery.compare import to_pb as compare_to_pb
 from services.platform import auth, timestamps
 from services.platform.auth import current_principal
-from services.platform.errors import InvalidArgument, grpc_errors
+from services.platform.errors import InvalidArgument, Unavailable, grpc_errors
 
 MAX_AUDIT_PAGE = 5000
 DEFAULT_AUDIT_PAGE = 500
@@ -39,8 +43,9 @@ def _domain(fn: Callable[[A], T], arg: A) -> T:
 
 
 class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, live: LiveCompare | None = None) -> None:
         self.catalog = catalog
+        self.live = live
 
     @grpc_errors
     async def CreateOrg(self, request: api.CreateOrgRequest, context: grpc.aio.ServicerContext) -> api.Org:
@@ -118,6 +123,29 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
             api_calls=result["api_calls"],
             objects=[api.ObjectVerification(**o) for o in result["objects"]],
         )
+
+    @grpc_errors
+    async def CompareLive(
+        self, request: api.CompareLiveRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[storage_pb2.CompareChunk]:
+        if self.live is None:
+            raise Unavailable("compare with the org needs storage, which is not configured")
+        since = None
+        if request.HasField("from"):
+            try:
+                since = getattr(request, "from").ToDatetime(tzinfo=dt.UTC)
+            except (ValueError, OverflowError):
+                raise InvalidArgument("from is not a time between the years 1 and 9999") from None
+        async for piece in self.live.compare(
+            _id("org_id", request.org_id),
+            since,
+            list(request.objects),
+            fields=list(request.fields),
+            values=request.values,
+            batch_size=request.batch_size,
+            limit=request.limit,
+        ):
+            yield compare_to_pb(piece)
 
     @grpc_errors
     async def GetSessionPlan(

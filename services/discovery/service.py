@@ -15,6 +15,7 @@ from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
 
 from services.discovery.api import AccessApi, DiscoveryApi, access_service_entry
 from services.discovery.application import Access, Catalog, Planner, Scheduler, SystemClock, republish_revocations
+from services.discovery.compare import LiveCompare, SalesforceLive, StorageBackup
 from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import consume_job_outcomes, consume_session_requests
 from services.discovery.ports import Clock, Connector
@@ -40,6 +41,8 @@ ROLES = {
     "GetSessionPlan": "viewer",
     "TestOrg": "operator",
     "VerifyOrg": "operator",
+    # the backup at a point compared with the org now: reads the org (counted against its API budget)
+    "CompareLive": "viewer",
     # Create*, Update*, Delete*: admin (the default)
 }
 
@@ -89,7 +92,10 @@ async def serve(
             [
                 (
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
-                    DiscoveryApi(Catalog(store, connect, storage.backup_ids)),
+                    DiscoveryApi(
+                        catalog := Catalog(store, connect, storage.backup_ids),
+                        LiveCompare(catalog.get_org, lambda c: SalesforceLive(connect(c)), StorageBackup(storage.stub)),
+                    ),
                     discovery_service,
                 ),
                 access_service_entry(AccessApi(Access(key, tokens, access.feed, access.audit))),
