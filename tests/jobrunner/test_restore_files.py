@@ -535,3 +535,60 @@ async def test_on_sforg_and_storage_a_version_comes_back_and_a_deleted_document_
     }
     assert relinked == linked[gone_doc]
     assert [o.state for o in again.outcomes] == [rpb.RECORD_STATE_SKIPPED]
+
+
+@pytest.mark.integration
+async def test_on_sforg_and_storage_a_deleted_attachment_is_recreated_under_its_parent(
+    stack: Any, org: Any, admin: Any
+) -> None:
+    """An Attachment hard-deleted after the backup is re-created under its parent with the backed-up body, name and
+    content type; one still there with its body is Skipped; a dry run writes nothing (sforg's write accounting)."""
+    import asyncio
+
+    from services.jobrunner.salesforce import JobOrgClient
+    from services.jobrunner.salesforce_write import OrgWriter
+    from services.jobrunner.storage_client import StorageClient
+    from tests.jobrunner.conftest import data_spec, file_spec, org_client
+
+    await stack.start_jobrunner()
+    for spec in (data_spec(org, "Attachment", "s1", "at", full=True), file_spec(org, "s1", "files")):
+        done = await stack.run(spec)
+        assert done.outcome in (ev.JOB_OUTCOME_SUCCESS, ev.JOB_OUTCOME_WARNING), done.message
+    truth = admin.ground_truth(objects=["Attachment"])
+    attachments = {rid: a for rid, a in truth["objects"]["Attachment"].items() if rid in truth["files"]}
+    gone, kept = sorted(attachments)[:2]
+    admin.hard_delete("Attachment", ids=[gone])
+    sf = org_client(org)
+    client = StorageClient(f"127.0.0.1:{stack.storage.port}")
+    items = [("Attachment", gone, "", 0), ("Attachment", kept, "", 0)]
+
+    def restore(dry_run: bool) -> rf.FileRestoreResult:
+        client.begin_job(org["org_id"], "r1", "files", ev.JOB_TYPE_RESTORE, "")
+        writer = OrgWriter(JobOrgClient(sf.creds, token=sf.token))
+        return restore_files(_run(source=org["org_id"], as_of=None), writer, client, items, dry_run=dry_run)
+
+    try:
+        admin.reset_accounting()
+        preview = await asyncio.to_thread(restore, True)
+        writes = admin.accounting()
+        result = await asyncio.to_thread(restore, False)
+        written = admin.accounting()
+    finally:
+        client.close()
+    assert {o.source_id: o.state for o in preview.outcomes} == {
+        gone: rpb.RECORD_STATE_CREATED,
+        kept: rpb.RECORD_STATE_SKIPPED,
+    }
+    assert writes["writes"] == 0, writes
+    assert written["writes"] == 1, written  # the real run: one Attachment insert
+    states = {o.source_id: o for o in result.outcomes}
+    assert (states[gone].state, states[kept].state) == (rpb.RECORD_STATE_CREATED, rpb.RECORD_STATE_SKIPPED)
+    now = admin.ground_truth(objects=["Attachment"])
+    made = now["objects"]["Attachment"][states[gone].target_id]
+    before = attachments[gone]
+    assert (made["ParentId"], made["Name"], made.get("ContentType")) == (
+        before["ParentId"],
+        before["Name"],
+        before.get("ContentType"),
+    )
+    assert now["files"][states[gone].target_id]["sha256"] == truth["files"][gone]["sha256"]
