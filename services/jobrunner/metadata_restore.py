@@ -35,6 +35,7 @@ from services.jobrunner.job_run import JobRun
 from services.jobrunner.metadata_deploy import DeployMessage, DeployResult, MetadataDeployClient
 from services.jobrunner.metadata_job import _custom_field, _unzip
 from services.jobrunner.salesforce import MD_NS, FileProperties
+from services.platform.errors import InvalidArgument
 
 # xmlName -> (directory, suffix, has a -meta.xml): where a component lives in a deploy zip when storage holds no
 # file name for it (components backed up before file names were kept)
@@ -56,7 +57,7 @@ LAYOUT: dict[str, tuple[str, str, bool]] = {
 STATUS_TYPES = {"ApexClass", "ApexTrigger"}  # their -meta.xml carries <status>
 
 
-class InvalidComponent(ValueError):
+class InvalidComponent(InvalidArgument):
     """A "Type:FullName" that is not one."""
 
 

@@ -59,6 +59,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.salesforce import SalesforceError, _raise_for
+from services.jobrunner.salesforce_write import WriteAnswerLost
 from services.sfclient import ApiLimitExceeded, OrgClient, error_of
 
 log = logging.getLogger("services.jobrunner.jobs")
@@ -77,7 +78,7 @@ DONE = (
 )  # users, groups, the org: links that are not a restored record's
 
 
-class FileAnswerLost(RuntimeError):
+class FileAnswerLost(WriteAnswerLost):
     """A create carrying a body was sent and its answer lost: whether it created the record is unknown. Never
     re-sent blindly: the job is handed back; its next attempt finds the intent recorded and looks for the
     record before creating."""
