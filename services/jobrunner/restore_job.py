@@ -24,10 +24,12 @@ An attempt:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,9 +119,12 @@ class RestoreJob:
     undeleted_now: set[str] = field(default_factory=set)  # dry run: parents whose cascade children come back
     prefixes: dict[str, str] = field(default_factory=dict)
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
-    to_patch: dict[str, set[str]] = field(default_factory=dict)  # object -> records whose reference was deferred
+    # object -> source Id -> deferred reference field -> the backup's reference (patched in the second pass)
+    to_patch: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    resumed: bool = False  # outcomes of an earlier attempt exist: its deferred references are not known here
     owners: dict[str, str] = field(default_factory=dict)  # source Id -> the owner written in place of its own
     failure_codes: dict[str, int] = field(default_factory=dict)  # Salesforce's error code -> records
+    spent: dict[str, float] = field(default_factory=dict)  # seconds per part of the step being timed
     dropped: dict[str, set[str]] = field(default_factory=dict)  # source Id -> references left empty on a retry
     _owner_active: dict[str, bool] = field(default_factory=dict)
     user: str = ""
@@ -170,23 +175,30 @@ class RestoreJob:
         run.received = int(resp.counts.received)
         self.user = self.sf.user_id()
         if self.seq:
+            self.resumed = True
             self._load_done()
         intents = run.storage.list_restore_intents(run.spec.session_id, run.spec.job_id)
-        self._select()
-        self._describe_all()
-        self._load_id_map()
+        with self._timed("selection"):
+            self._select()
+            self._describe_all()
+            self._load_id_map()
         if intents:
-            self._resolve(intents)
+            with self._timed("open intents"):
+                self._resolve(intents)
         if int(self.spec.parents if self.spec.HasField("parents") else 1) > 0:
-            self._add_parents()
+            with self._timed("parents"):
+                self._add_parents()
         order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
         self.deferred = deferred
         for obj in order:
             run.control.check()
-            self._restore_object(obj)
+            with self._timed(obj):
+                self._restore_object(obj)
         if not self.dry_run:
-            self._patch()
-            self._verify()
+            with self._timed("second pass"):
+                self._patch()
+            with self._timed("proof"):
+                self._verify()
         if self.spec.files:
             self._files()
         total = sum(c.created + c.updated + c.undeleted + c.skipped + c.failed for c in self.counts.values())
@@ -201,6 +213,21 @@ class RestoreJob:
         verb = "would restore" if self.dry_run else "restored"
         return f"{verb} {total - failed} of {total} records" + (
             "; warning: " + "; ".join(self.warnings) if self.warnings else ""
+        )
+
+    @contextlib.contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        """Where a restore spends its time (and Salesforce calls), in the log: never values."""
+        started, calls = time.monotonic(), int(self.run.client.api_calls)
+        self.spent = {}
+        yield
+        log.info(
+            "restore %s: %s in %.1f s (%s), %d API calls",
+            self.run.spec.job_id,
+            what,
+            time.monotonic() - started,
+            ", ".join(f"{k} {v:.1f} s" for k, v in self.spent.items()),
+            int(self.run.client.api_calls) - calls,
         )
 
     def all_failed(self) -> bool:
@@ -484,6 +511,13 @@ class RestoreJob:
     def _target_rows(self, obj: str, fields: list[str], keys: list[str], by: str = "Id") -> dict[str, dict[str, Any]]:
         """The target's current records with these keys (Ids, or match_on values), queryAll: by key 200 a call,
         or, above the Bulk threshold, one Bulk queryAll of the whole object kept only for these keys."""
+        started = time.monotonic()
+        try:
+            return self._read_target(obj, fields, keys, by)
+        finally:
+            self.spent["target reads"] = self.spent.get("target reads", 0.0) + time.monotonic() - started
+
+    def _read_target(self, obj: str, fields: list[str], keys: list[str], by: str) -> dict[str, dict[str, Any]]:
         info = self.infos[obj]
         select = list(dict.fromkeys([*fields, *self._deleted_field(obj), *([by] if by != "Id" else [])]))
         if not keys:
@@ -569,7 +603,7 @@ class RestoreJob:
                     if here is not None and here.get(f) and here.get(f) == self._target_of(ref):
                         continue  # already pointing where it should: compared as any field
                     values = {k: v for k, v in values.items() if k != f}  # patched in the second pass
-                    self.to_patch.setdefault(obj, set()).add(sid)
+                    self.to_patch.setdefault(obj, {}).setdefault(sid, {})[f] = ref
             values, reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
             row = current.get(str(values.get(match_on))) if match_on else None
             tid = str(row["Id"]) if row is not None else self._target_of(sid)
@@ -623,7 +657,9 @@ class RestoreJob:
                         self.undeleted_now.add(item.source_id)
             self._commit(obj, items, [])
             return
+        started = time.monotonic()
         self._write(obj, items, match_on)
+        self.spent["writes"] = self.spent.get("writes", 0.0) + time.monotonic() - started
 
     def _inactive_owners(self, owners: list[str]) -> set[str]:
         """The owners among these that are inactive users of the target (asked once per user): their records
@@ -933,29 +969,31 @@ class RestoreJob:
             if obj not in self.selection or not names:
                 continue
             info = self.infos[obj]
-            # the records whose reference was deferred here, and every record created in this session (a
-            # resumed attempt does not know which of the earlier attempt's were deferred)
-            marked = self.to_patch.get(obj, set())
-            restored = [
-                s
-                for s in self.selection[obj]
-                if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)
-                and (s in marked or self.done[s][0] == rd.State.CREATED.value)
-            ]
+            marked = self.to_patch.get(obj, {})
+            wanted: dict[str, dict[str, str]] = dict(marked)
+            if self.resumed:
+                # an earlier attempt's deferred references are not known: every record this session created is
+                # read back from the backup for its references
+                created = [
+                    s
+                    for s in self.selection[obj]
+                    if s not in marked and self.done.get(s, (0, ""))[0] == rd.State.CREATED.value
+                ]
+                for sid, values in self._backup(obj, created):
+                    refs = {n: values[n] for n in names if isinstance(values.get(n), str)}
+                    if refs:
+                        wanted[sid] = refs
             records: list[dict[str, Any]] = []
-            for sid, values in self._backup(obj, restored):
-                tid = self.done[sid][1] or self._target_of(sid)
-                patch: dict[str, Any] = {}
-                for name in names:
-                    ref = values.get(name)
-                    if not isinstance(ref, str):
-                        continue
-                    rewritten, _reasons = rd.rewrite_references(
-                        {name: ref}, info, self.id_map, self._present, prefixes=self.prefixes
-                    )
-                    if name in rewritten:
-                        patch[name] = rewritten[name]
-                if patch and tid:
+            for sid, refs in wanted.items():
+                state, tid = self.done.get(sid, (0, ""))
+                tid = tid or self._target_of(sid) or ""
+                if state in (0, rd.State.FAILED.value) or not tid:
+                    continue
+                rewritten, _reasons = rd.rewrite_references(
+                    dict(refs), info, self.id_map, self._present, prefixes=self.prefixes
+                )
+                patch = {n: v for n, v in rewritten.items() if n in refs}
+                if patch:
                     records.append({"Id": tid, **patch})
             if not records:
                 continue

@@ -361,7 +361,7 @@ class OrgWriter:
         else:
             info = dict(close.json())  # the job's info: already complete when the org processed it at once
         if str(info.get("state", "")) not in ("JobComplete", "Failed", "Aborted"):
-            info = self._ingest_wait(path)
+            info = self._ingest_wait(path, len(records))
         results: list[WriteResult | None] = [None] * len(records)
 
         def take(cells: list[str]) -> int | None:
@@ -392,8 +392,12 @@ class OrgWriter:
             for r in results
         ]
 
-    def _ingest_wait(self, path: str) -> dict[str, Any]:
-        delay, waited = 0.05, 0.0
+    def _ingest_wait(self, path: str, records: int = 0) -> dict[str, Any]:
+        """Polls until the job ends: the first after about the time the org needs for `records` (a poll is an API
+        call), then doubling."""
+        delay, waited = min(max(0.1, records / 10_000.0), 10.0), 0.0
+        time.sleep(delay)  # the org's processing time, not a wait for our own work
+        waited += delay
         while True:
             info = dict(self.reader._get(path).json())
             state = str(info.get("state", ""))

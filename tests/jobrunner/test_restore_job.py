@@ -370,7 +370,8 @@ async def test_a_large_restore_on_sforg_goes_through_bulk(stack: Stack, org: dic
     scope = sum(c.created + c.updated + c.undeleted + c.skipped for c in finished.restore)  # with child accounts
     assert finished.verification.verified and finished.verification.matching == scope
     calls = admin.accounting()["calls"]
-    assert calls.get("bulk2_ingest", 0) > 0 and "composite_sobjects" not in calls
+    # creates through Bulk; at most the second pass's few patched references through Collections
+    assert calls.get("bulk2_ingest", 0) > 0 and calls.get("composite_sobjects", 0) <= 1
     after = admin.ground_truth(objects=["Account", "Contact"])["objects"]
     new_ids = {rid for rid in after["Account"] if rid not in before["Account"]}
     assert len(new_ids) == len(purged)
