@@ -40,11 +40,15 @@ class Deletes(Files):
         row = self.get_row(o, rid)
         self._delete_family(o, row["Id"], self._stamp_now(), hard)
 
-    def _delete_family(self, root_obj: ObjectDef, root: str, now: str, hard: bool) -> None:
+    def _delete_family(self, root_obj: ObjectDef, root: str | list[str], now: str, hard: bool) -> None:
+        """Delete a root and its cascade family; a hard delete may take many roots at once (nothing to undo)."""
+        roots = root if isinstance(root, list) else [root]
+        assert hard or len(roots) == 1
+        root = roots[0]
         conn = self.store.conn()
         with self.store.transaction():
-            frontier: dict[str, list[str]] = {root_obj.name: [root]}
-            self._remove(root_obj, [root], now, hard, root, cascaded=False)
+            frontier: dict[str, list[str]] = {root_obj.name: roots}
+            self._remove(root_obj, roots, now, hard, root, cascaded=False)
             while frontier:
                 nxt: dict[str, list[str]] = {}
                 for pname, pids in frontier.items():
@@ -184,11 +188,13 @@ class Deletes(Files):
         o = self.obj(obj)
         targets = self._pick_ids(o.name, n, fraction, ids)
         now = self._stamp_now()
+        live = self.store.fetch_ids(o.name, ["Id"], targets)
         for rid in targets:
-            if self.store.get(o.name, rid) is not None:
-                self._delete_family(o, rid, now, hard=True)
-            else:
+            if rid not in live:
                 self._tombstone(o.name, rid, now, "hard")
+        present = [rid for rid in targets if rid in live]
+        for i in range(0, len(present), 2000):
+            self._delete_family(o, present[i : i + 2000], now, hard=True)
         return {"ids": targets}
 
     def _undelete(self, obj: str, ids: list[str] | None = None, n: int | None = None) -> dict[str, Any]:
