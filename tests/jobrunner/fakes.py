@@ -672,6 +672,7 @@ class FakeWriteOrg:
     write_calls: int = 0
     creates: int = 0
     lose_create_answer: int = 0
+    triggers: dict[str, dict[str, Any]] = field(default_factory=dict)  # object -> values a trigger sets on create
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(900))
 
     # ---- Org
@@ -786,6 +787,7 @@ class FakeWriteOrg:
             "IsDeleted": False,
             "CreatedById": self.user,
             "CreatedDate": self.now,
+            **self.triggers.get(object_name, {}),
         }
         return WriteResult(rid, True, created=True)
 

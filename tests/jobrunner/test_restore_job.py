@@ -376,3 +376,24 @@ async def test_a_large_restore_on_sforg_goes_through_bulk(stack: Stack, org: dic
     new_ids = {rid for rid in after["Account"] if rid not in before["Account"]}
     assert len(new_ids) == len(purged)
     assert len([c for c in after["Contact"].values() if c.get("AccountId") in new_ids]) == len(family)
+
+
+def test_the_proof_names_what_the_org_changed_after_the_write() -> None:
+    for threshold in (2000, 2):  # read back by Id, and through one Bulk read
+        storage, org = world()
+        org.triggers["Account"] = {"Phone": "rewritten by a trigger"}
+        executor = JobExecutor(
+            storage,
+            FakeTables(),
+            lambda _spec, org=org: org,
+            error_kinds(),
+            tuning=Tuning(bulk_threshold=threshold),
+            mask_secret=b"k",
+        )
+        result = executor.execute(spec(), JobControl(), 1)
+        assert result.outcome == ev.JOB_OUTCOME_WARNING, result.message
+        v = result.verification
+        assert v is not None and v.done and not v.verified
+        assert (v.matching, v.differing) == (5, 1)  # account 2, re-created: its phone is not the backup's
+        assert v.samples == [f"Account {acc(2)} [Phone]: differs"]
+        assert "rewritten" not in " ".join(v.samples)  # names, never values
