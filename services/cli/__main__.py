@@ -20,6 +20,7 @@ from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services import sfconnection as sfc
+from services.cli import compare as compare_command
 from services.cli import protect, render
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
@@ -1188,6 +1189,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # CliError, AuthError, ValueError, RuntimeError, ...: the message, one line
         _error(str(exc) or type(exc).__name__)
         return 1
+
+
+compare_command.register(app, sys.modules[__name__])  # `sfvault compare` (services/cli/compare.py)
 
 
 def main() -> None:
