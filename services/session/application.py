@@ -51,6 +51,7 @@ class SessionService:
     watch_grace_s: float = 10.0
     on_change: Callable[[d.Session], None] | None = None
     alerting: AlertDispatcher | None = None  # None: no alerts (a rebuild)
+    start_drafts: bool = True  # False: a rebuild, which only folds (the drafts' requests are in the stream)
     _cache: dict[str, d.Session] = dataclasses.field(default_factory=dict)
     _watchers: dict[str, set[asyncio.Queue[d.Session]]] = dataclasses.field(default_factory=dict)
     _announced: set[str] = dataclasses.field(default_factory=set)
@@ -83,6 +84,8 @@ class SessionService:
         """For each mass delete or change a final backup found: its restore draft, a dry-run restore of the object's
         affected records as of the previous backup, started under its deterministic id (once, whatever happens:
         a draft already known is left as it is)."""
+        if not self.start_drafts:
+            return
         for s in sessions:
             if not s.is_final or s.finished_event_seen or s.baseline_at is None:
                 continue
@@ -124,25 +127,28 @@ class SessionService:
             before = dict(states)
             for e in todo:
                 states[e.session_id] = d.fold(states.get(e.session_id), e)
-            for sid, state in list(states.items()):
-                old = before.get(sid)
-                if state is not None and state.is_final and (old is None or not old.is_final) and d.judged(state):
+            ended = [
+                sid
+                for sid, state in states.items()
+                if state is not None and state.is_final and not _was_final(before.get(sid)) and d.judged(state)
+            ]
+            if ended:
+                # the history a judgement reads must hold every session of this batch that ended before it: saved
+                # first (the save below writes them again, judged)
+                await tx.save(*_changes(states, before))
+                for sid in ended:
+                    state = states[sid]
+                    assert state is not None
                     states[sid] = await self._judge(tx, state)
             raised = 0
             if self.alerting is not None:  # stored with the end itself: once, whatever happens after the commit
                 now = self.clock.now()
                 for sid, state in states.items():
-                    old = before.get(sid)
-                    if state is not None and state.is_final and (old is None or not old.is_final):
+                    if state is not None and state.is_final and not _was_final(before.get(sid)):
                         alert = domain_alerts.alert_for(state, now)
                         if alert is not None and await tx.add_alert(alert):
                             raised += 1
-            changed = [s for sid, s in states.items() if s is not None and s is not before.get(sid)]
-            jobs: list[tuple[str, d.Job]] = []
-            for s in changed:
-                old = before.get(s.session_id)
-                old_jobs = old.jobs if old is not None else {}
-                jobs.extend((s.session_id, j) for jid, j in s.jobs.items() if old_jobs.get(jid) is not j)
+            changed, jobs = _changes(states, before)
             await tx.save(changed, jobs)
         # committed: only now does the cache see the new states, and the deliveries of the new alerts start
         if raised and self.alerting is not None:
@@ -356,6 +362,23 @@ class SessionService:
             if session.session_id == event.session_id:
                 return session
         return await self.get(event.session_id)  # the stream's delivery folded it first
+
+
+def _was_final(session: d.Session | None) -> bool:
+    return session is not None and session.is_final
+
+
+def _changes(
+    states: dict[str, d.Session | None], before: dict[str, d.Session | None]
+) -> tuple[list[d.Session], list[tuple[str, d.Job]]]:
+    """The sessions a batch changed, and the jobs that changed in them (each with its session id)."""
+    changed = [s for sid, s in states.items() if s is not None and s is not before.get(sid)]
+    jobs: list[tuple[str, d.Job]] = []
+    for s in changed:
+        old = before.get(s.session_id)
+        old_jobs = old.jobs if old is not None else {}
+        jobs.extend((s.session_id, j) for jid, j in s.jobs.items() if old_jobs.get(jid) is not j)
+    return changed, jobs
 
 
 def _check_id(name: str, value: str) -> None:

@@ -133,7 +133,7 @@ async def rebuild(settings: SessionSettings, schema: str | None = None, batch_si
         projection = Projection(pool, schema or settings.session_db_schema, CONSUMER)
         await projection.setup()
         await projection.reset()
-        app = SessionService(projection, _Silent(), SystemClock(), settings.stall_timeout)
+        app = SessionService(projection, _Silent(), SystemClock(), settings.stall_timeout, start_drafts=False)
         folded = 0
         async for messages in consumers.replay(bus, durable, batch_size):
             batch = []

@@ -55,7 +55,15 @@ class FakeTransaction:
             self.jobs[(sid, j.job_id)] = j
 
     async def history(self, session: d.Session, limit: int) -> History:
-        return self.store.history(session, limit)
+        # what this transaction saved counts, as in PostgreSQL (jobs saved apart, like the store's rows)
+        pending = {
+            sid: dataclasses.replace(s, jobs={**self.store.jobs.get(sid, {}), **self._jobs_of(sid)})
+            for sid, s in self.sessions.items()
+        }
+        return self.store.history(session, limit, pending)
+
+    def _jobs_of(self, session_id: str) -> dict[str, d.Job]:
+        return {job_id: j for (sid, job_id), j in self.jobs.items() if sid == session_id}
 
     async def add_alert(self, alert: alerts.Alert) -> bool:
         if alert.alert_id in self.store.alerts.alerts or alert.alert_id in self.new_alerts:
@@ -99,11 +107,11 @@ class FakeProjection:
     async def get(self, session_id: str) -> d.Session | None:
         return self.read(session_id)
 
-    def history(self, session: d.Session, limit: int) -> History:
+    def history(self, session: d.Session, limit: int, pending: dict[str, d.Session] | None = None) -> History:
         until = session.finished_at or dt.datetime.now(dt.UTC)
         earlier = [
             s
-            for s in self._all().values()
+            for s in {**self._all(), **(pending or {})}.values()
             if s.policy_id == session.policy_id
             and s.kind == d.Kind.BACKUP
             and s.session_id != session.session_id
