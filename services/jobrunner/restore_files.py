@@ -69,7 +69,7 @@ JSON_MAX = 8 << 20  # bodies up to this size go as base64 JSON (about 11 MB of t
 SPOOL_MEMORY = 4 << 20
 CV_FIELDS = ["ContentDocumentId", "Title", "PathOnClient", "Description", "ReasonForChange", "IsLatest"]
 AT_FIELDS = ["ParentId", "Name", "ContentType", "Description", "IsPrivate"]
-LINK_FIELDS = ["ContentDocumentId", "LinkedEntityId", "ShareType", "Visibility"]
+LINK = "ContentDocumentLink"
 USER_PREFIXES = ("005", "00G", "00D")
 DONE = (
     rpb.RECORD_STATE_CREATED,
@@ -661,6 +661,14 @@ class _FileRestore:
         doc = str(rows[0].get("ContentDocumentId") or "") if rows else ""
         if not doc:
             return "; its document could not be read back to link it"
+        # links already there (a resumed attempt's, or FirstPublishLocationId's) are not made twice
+        there = {
+            str(r.get("LinkedEntityId"))
+            for r in self.writer.query_in(LINK, ["LinkedEntityId"], "ContentDocumentId", [doc])
+        }
+        targets = [t for t in targets if t not in there]
+        if not targets:
+            return ""
         records = []
         for t in targets:
             lnk = next((v for k, v in backed.items() if self.id_map.get(k) == t or k == t), {})

@@ -67,6 +67,8 @@ class FakeTargetOrg:
                 for vid, row in self.versions.items()
                 if str(row.get(field_name) if field_name != "Id" else vid) in values
             ]
+        if object_name == "ContentDocumentLink":
+            return [dict(lnk) for lnk in self.links if lnk["ContentDocumentId"] in values]
         if object_name == "Attachment":
             return [
                 {"Id": aid, "ParentId": a["ParentId"], "Name": a["Name"], "BodyLength": len(a["body"])}
@@ -483,25 +485,43 @@ async def test_on_sforg_and_storage_a_version_comes_back_and_a_deleted_document_
     from services.jobrunner.storage_client import StorageClient
     from tests.jobrunner.conftest import data_spec, file_spec, org_client
 
+    def linked_records() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for lnk in admin.ground_truth(objects=["ContentDocumentLink"])["objects"]["ContentDocumentLink"].values():
+            if not str(lnk["LinkedEntityId"]).startswith("005"):
+                out.setdefault(lnk["ContentDocumentId"], set()).add(lnk["LinkedEntityId"])
+        return out
+
+    sf = org_client(org)
+    before = admin.ground_truth(objects=["ContentVersion"])
+    latest = {
+        v["ContentDocumentId"]: vid
+        for vid, v in before["objects"]["ContentVersion"].items()
+        if v.get("IsLatest") and vid in before["files"]
+    }
+    linked = linked_records()
+    kept_doc = next(d for d in latest if linked.get(d))
+    gone_doc = next(d for d in latest if d != kept_doc and linked.get(d))
+    # a second record linked to the document to delete: a first publish location and a link made after it
+    other = sf.call(lambda s: s.query("SELECT Id FROM Account ORDER BY Id LIMIT 5"))["records"]
+    extra = next(r["Id"] for r in other if r["Id"] not in linked[gone_doc])
+    sf.call(
+        lambda s: s.ContentDocumentLink.create(
+            {"ContentDocumentId": gone_doc, "LinkedEntityId": extra, "ShareType": "V"}
+        )
+    )
+    linked = linked_records()
+    assert len(linked[gone_doc]) >= 2
+
     await stack.start_jobrunner()
     for spec in (data_spec(org, "ContentVersion", "s1", "cv", full=True), file_spec(org, "s1", "files")):
         done = await stack.run(spec)
         assert done.outcome in (ev.JOB_OUTCOME_SUCCESS, ev.JOB_OUTCOME_WARNING), done.message
-    truth = admin.ground_truth(objects=["ContentVersion", "ContentDocumentLink"])
-    files = truth["files"]
-    versions = truth["objects"]["ContentVersion"]
-    links = truth["objects"]["ContentDocumentLink"]
-    latest = {v["ContentDocumentId"]: vid for vid, v in versions.items() if v.get("IsLatest") and vid in files}
-    linked: dict[str, set[str]] = {}
-    for lnk in links.values():
-        if not str(lnk["LinkedEntityId"]).startswith("005"):
-            linked.setdefault(lnk["ContentDocumentId"], set()).add(lnk["LinkedEntityId"])
-    kept_doc, gone_doc = [d for d in latest if linked.get(d)][:2]
+    files = admin.ground_truth(objects=["ContentVersion"])["files"]
     kept_v, gone_v = latest[kept_doc], latest[gone_doc]
     admin.add_file_version(b"a newer body, after the backup", content_document_id=kept_doc)
     admin.hard_delete("ContentDocument", ids=[gone_doc])
 
-    sf = org_client(org)
     client = StorageClient(f"127.0.0.1:{stack.storage.port}")
     items = [("ContentVersion", kept_v, "", 0), ("ContentDocument", gone_doc, "", 0)]
 
@@ -513,6 +533,11 @@ async def test_on_sforg_and_storage_a_version_comes_back_and_a_deleted_document_
     try:
         result = await asyncio.to_thread(restore, items)
         again = await asyncio.to_thread(restore, items[:1])
+        # an attempt resumed after the new document's create was sent and its answer lost (the intent stays
+        # recorded in storage): the document it made is found, not made a second time
+        admin.reset_accounting()
+        resumed = await asyncio.to_thread(restore, items[1:])
+        resumed_writes = admin.accounting()["writes"]
     finally:
         client.close()
     states = {o.source_id: o for o in result.outcomes}
@@ -535,6 +560,8 @@ async def test_on_sforg_and_storage_a_version_comes_back_and_a_deleted_document_
     }
     assert relinked == linked[gone_doc]
     assert [o.state for o in again.outcomes] == [rpb.RECORD_STATE_SKIPPED]
+    assert [(o.state, o.target_id) for o in resumed.outcomes] == [(rpb.RECORD_STATE_CREATED, made)]
+    assert resumed_writes == 0
 
 
 @pytest.mark.integration
