@@ -373,3 +373,25 @@ async def test_on_postgresql_the_history_judges_and_list_alerts_answers(running:
     assert mine(rebuilt) == mine(live)
     [p3] = [r for r in mine(rebuilt)["sessions"] if r["session_id"] == "p3"]
     assert p3["status"] == "WARNING" and [f["count"] for f in p3["findings"]] == [60]  # type: ignore[attr-defined]
+
+
+async def test_a_webhook_given_by_reference_is_read_when_sent_and_never_logged(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SFVAULT_TEST_HOOK", "https://hooks.example.com/services/T0/B0/secret-token")
+    settings = protection(["env:SFVAULT_TEST_HOOK", "https://other.example.com/x/secret-token"])
+    await harness.backup("s1", {"Contact": pb.Counts(new_versions=200)}, initial=True)
+    await harness.backup("s2", {"Contact": pb.Counts(deleted=60)}, settings=settings)
+    harness.webhooks.down = True
+    with caplog.at_level("DEBUG"):
+        await harness.dispatcher.deliver_due()
+        harness.webhooks.down = False
+        harness.clock.advance(dt.timedelta(seconds=1))
+        await harness.dispatcher.deliver_due()
+    assert [url for url, _ in harness.webhooks.sent] == [
+        "https://hooks.example.com/services/T0/B0/secret-token",
+        "https://other.example.com/x/secret-token",
+    ]
+    assert "receiver down" in caplog.text and "secret-token" not in caplog.text
+    [alert], _ = await harness.projection.alerts.page()
+    assert [x.shown for x in alert.deliveries] == ["env:…", "other.example.com"]
