@@ -599,6 +599,14 @@ def test_on_sforg_three_classes_and_a_field_restored_and_a_failing_validation_de
         current = _custom_field(_unzip(md.retrieve(members)), field_)
         assert fingerprint(field_.type, current) != fingerprint(field_.type, held)
         keys = [f"{p.type}:{p.full_name}" for p in chosen]
+        # check only first: validated, predicted, nothing deployed
+        damaged = _unzip(md.retrieve(members))
+        run, _, _ = _run(keys, check_only=True)
+        MetadataRestoreJob(run, md, storage).execute()
+        assert {s for s, _m in _outcomes(storage).values()} == {rpb.RECORD_STATE_UPDATED}
+        assert storage.puts[0].dry_run
+        assert _unzip(md.retrieve(members)) == damaged
+        storage.puts.clear()
         run, _, _ = _run(keys)
         job = MetadataRestoreJob(run, md, storage)
         try:
