@@ -654,6 +654,7 @@ class RestoreJob:
                 item.notes.extend(reasons)
             item.exact = not reasons
             items.append(item)
+        batch.clear()  # the values live on in `items` only
         if self.dry_run:
             for item in items:
                 if item.state is None:
@@ -758,7 +759,7 @@ class RestoreJob:
         plain = [i for i in creates if i not in upserts]
         if plain:
             resolved.extend(self._intent(obj, plain))
-            results = self._send(obj, "create", [dict(i.decision.write) for i in plain])
+            results = self._send(obj, "create", [i.decision.write for i in plain])
             failures = self._settle_creates(obj, plain, results)
             again = [item for item, res in failures if self._mend(obj, item, res)]
             if again:
@@ -841,7 +842,7 @@ class RestoreJob:
         if operation == "create":
             for item in items:
                 item.state = None
-            results = self._send(obj, "create", [dict(i.decision.write) for i in items])
+            results = self._send(obj, "create", [i.decision.write for i in items])
             self._settle_creates(obj, items, results)
             return
         results = self._send(obj, "update", [{"Id": i.target_id, **i.decision.write} for i in items])
