@@ -469,6 +469,16 @@ class _FileRestore:
         doc_ids = [s for o, s in wanted if o == "ContentDocument"]
         versions = backed_up(self.storage, self.source, "ContentVersion", self.as_of, ids=cv_ids) if cv_ids else []
         by_id = {v["Id"]: v for v in versions}
+        unknown = [i for i in cv_ids if i not in by_id]
+        if unknown and self.target == self.source:
+            # versions whose record the backup does not hold (ContentVersion not in the data scope): the org
+            # still knows which document each belongs to, unless it is gone with its document
+            for r in self.writer.query_in(
+                "ContentVersion", ["ContentDocumentId", "Title", "PathOnClient"], "Id", unknown
+            ):
+                by_id[str(r["Id"])] = {
+                    k: v for k, v in r.items() if k in ("Id", "ContentDocumentId", "Title", "PathOnClient")
+                }
         if doc_ids:  # a document: its latest version at the point
             for v in backed_up(
                 self.storage,

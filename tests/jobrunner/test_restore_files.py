@@ -339,6 +339,15 @@ def test_a_document_in_the_recycle_bin_is_undeleted_then_versioned_or_else_made_
     assert org.binned == {"069A"} and org.writes == []
 
 
+def test_a_version_whose_record_the_backup_lacks_is_placed_by_the_org() -> None:
+    org, backup = _scene()
+    del backup.records["ContentVersion"]["068A"]  # bodies backed up, ContentVersion records not in scope
+    result = restore_files(_run(), org, backup, ITEMS[:2], dry_run=False)
+    assert _states(result) == {"068A": rpb.RECORD_STATE_UPDATED}
+    latest = [v for v in org.versions.values() if v["ContentDocumentId"] == "069A" and v["IsLatest"]]
+    assert [(v["body"], v["Title"]) for v in latest] == [(b"kept document, old body", "Kept")]
+
+
 def test_a_file_missing_from_the_backup_fails_alone() -> None:
     org, backup = _scene()
     result = restore_files(_run(), org, backup, [*ITEMS, ("ContentVersion", "068Q", "", 2)], dry_run=False)
