@@ -102,6 +102,10 @@ bench-sforg: install
 bench-restore: install
 	$(PY) -m bench restore
 
+# storage's CompareAsOf: 1,000,000 records, 1 % changed (bench/compare.py; BENCH_COMPARE_RECORDS)
+bench-compare: install
+	$(PY) -m bench compare
+
 demo: install
 	$(PY) -m services.cli.demo
 
