@@ -82,7 +82,7 @@ async def _load(store: PostgresStore, storage: Storage, records: int) -> tuple[d
         between = dt.datetime.now(dt.UTC)
         await asyncio.sleep(0.01)
         step = 100  # every 100th record changed: 1 %
-        changed = "SELECT i FROM generate_series(%s, %s, %s) i" % (1, records, step)
+        changed = f"SELECT i FROM generate_series(1, {records}, {step}) i"
         await conn.execute(
             "INSERT INTO storage.record_versions (org_key, object_key, record_id, job_key, schema_version, deleted,"
             f" hash, data) SELECT %s, %s, {make_id}, %s, 1, 0, decode(md5('x' || i), 'hex'),"
