@@ -29,7 +29,7 @@ from sfvault.storage.v1 import storage_pb2 as st
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from bench.backup import SECRET_ENV, Collector, _specs
-from bench.storage import StorageProcess, _rss_peak_mb
+from bench.storage import StorageProcess, _cpu_s, _cpu_since, _postgres_pids, _rss_peak_mb
 from devstack.embedded import free_port, nats_server, postgres_server
 from services.platform.bus import Bus, BusConfig
 from sforg.testing import Admin, running_org
@@ -109,6 +109,13 @@ async def _run(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]) ->
     return time.perf_counter() - started, done
 
 
+def _cpu_line(cpu: dict[str, float], records: int, wall: float) -> str:
+    """CPU per record of each process (the machine is shared: CPU says where the time goes)."""
+    per = ", ".join(f"{name} {s / max(records, 1) * 1e6:.0f}" for name, s in cpu.items())
+    n = max(records, 1)
+    return f"CPU per record {sum(cpu.values()) / n * 1e6:.0f} us ({per}); wall {wall / n * 1e6:.0f} us"
+
+
 async def _main(url: str, nats_url: str, work: Path) -> None:
     os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
     total = int(RECORDS / SHARE)
@@ -138,7 +145,12 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         try:
             specs = [s for s in _specs(info, "backup") if s.object_name in OBJECTS]
             admin.reset_accounting()
+            parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}
+            before = {name: _cpu_s(pids) for name, pids in parts.items()}
+            pg_before = _cpu_s(_postgres_pids(url))
             backup_s, done = await _run(bus, collector, specs)
+            cpu = {name: _cpu_since(before[name], pids) for name, pids in parts.items()}
+            cpu["PostgreSQL"] = _cpu_since(pg_before, _postgres_pids(url))
             backed_up = sum(d.counts.received for d in done)
             backup_accounting = admin.accounting()
             backup_calls = _api_calls(backup_accounting)
@@ -146,6 +158,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             if bad:
                 print(f"   !! {len(bad)} backup jobs not successful: {bad[:3]}")
             print(f"backup: {backed_up:,} records in {backup_s:.1f} s = {backed_up / backup_s:,.0f} records/s")
+            print(f"backup: {_cpu_line(cpu, backed_up, backup_s)}")
             per_10k = backup_calls / max(backed_up, 1) * 10000
             calls_by_endpoint = dict(sorted(backup_accounting.get("calls", {}).items()))
             print(f"backup: {backup_calls} API calls ({per_10k:.2f} per 10,000 records): {calls_by_endpoint}")
@@ -162,7 +175,12 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
 
             admin.reset_accounting()
+            parts["jobrunner"] = [jobrunner.pid]
+            before = {name: _cpu_s(pids) for name, pids in parts.items()}
+            pg_before = _cpu_s(_postgres_pids(url))
             restore_s, (finished,) = await _run(bus, collector, [_restore_spec(info, as_of)])
+            cpu = {name: _cpu_since(before[name], pids) for name, pids in parts.items()}
+            cpu["PostgreSQL"] = _cpu_since(pg_before, _postgres_pids(url))
             accounting = admin.accounting()
             calls, writes = _api_calls(accounting), accounting.get("writes", 0)
             per = {c.object_name: c for c in finished.restore}
@@ -176,6 +194,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
                 f"restore: {created:,} records created ({failed:,} failed; the org holds {back} again of {live}) in"
                 f" {restore_s:.1f} s = {created / restore_s:,.0f} records/s"
             )
+            print(f"restore: {_cpu_line(cpu, created + failed, restore_s)}")
             if failed:
                 print(f"   !! failed records by error: {_failures(storage.port)}")
             v = finished.verification
