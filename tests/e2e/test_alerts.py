@@ -188,6 +188,16 @@ def test_a_mass_delete_warns_alerts_and_its_draft_brings_the_records_back(
         ("email", "ops@example.com", "delivered"),
     ]
     assert alert.deliveries[0].attempts == 2 and "secret-token" not in str(alert)
+    listed = subprocess.run(
+        [SFVAULT, "alerts", "list", "--policy", "p1", "--json"],
+        env=cli_env(stack, stack_home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    [shown] = json.loads(listed.stdout)
+    assert shown["kind"] == "anomaly" and shown["findings"][0]["draft_session_id"] == finding.draft_session_id
 
     # the draft: a preview of exactly the deleted Contacts, each Undeleted
     draft, _ = watch(clients, finding.draft_session_id, timeout=120)
