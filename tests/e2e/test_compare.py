@@ -1,7 +1,7 @@
 """Compare end to end (issue 18), every service a separate process, on a tiny emulated org: a backup, known changes
 made through sforg's admin API, a second backup -- `sfvault compare --from T1 --to T2` lists exactly those
 changes; then more changes, and `sfvault compare --from T2 --live` lists exactly those (the org read through its
-API by discovery)."""
+API by discovery). The CLI runs with a viewer's token: compare needs no more."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from devstack.localstack import Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients
 from services.cli.demo import register_org, secrets_dir
+from services.platform.auth import load_key, mint
 from sforg.testing import Admin
 from tests.e2e.restore_scenario import backup, now
 
@@ -40,13 +41,14 @@ def stack(stack_home: Path) -> Iterator[Stack]:
 
 
 def sfvault(home: Path, stack: Stack, *args: str) -> Any:
+    """`sfvault ARGS --json` as a viewer (compare needs no more), its output parsed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
     env.update(
         SFVAULT_HOME=str(home / "cli"),
         SFVAULT_SESSION_ADDR=stack.address("session"),
         SFVAULT_DISCOVERY_ADDR=stack.address("discovery"),
         SFVAULT_STORAGE_ADDR=stack.address("storage"),
-        SFVAULT_TOKEN=(home / "admin.token").read_text().strip(),
+        SFVAULT_TOKEN=mint(load_key(f"file:{home / 'auth.key'}"), "vera", "viewer"),
         COLUMNS="200",
     )
     result = subprocess.run([SFVAULT, *args], env=env, capture_output=True, text=True, timeout=300)
