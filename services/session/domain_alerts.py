@@ -121,6 +121,18 @@ def triggers(session: d.Session) -> list[str]:
     return found
 
 
+def _job_problems(session: d.Session, limit: int = 3) -> list[str]:
+    """What went wrong in its jobs, by their messages (a stall's reason, a spent budget, an error): the first few."""
+    failed = sorted(
+        (j for j in session.jobs.values() if j.outcome == d.Outcome.ERROR and j.message),
+        key=lambda j: (j.object_name or j.job_type, j.job_id),
+    )
+    lines = [f"{j.object_name or j.job_type or j.job_id}: {j.message}" for j in failed[:limit]]
+    if len(failed) > limit:
+        lines.append(f"… and {len(failed) - limit} more jobs")
+    return lines
+
+
 def redact(url: str) -> str:
     """A webhook as shown: its host (a secret reference: the reference's kind only)."""
     if url.startswith(("env:", "file:")):
@@ -144,6 +156,7 @@ def alert_for(session: d.Session, at: dt.datetime) -> Alert | None:
     message = f"{what} session {session.session_id} ended {session.status.value}"
     if session.reason:
         message += f": {session.reason}"
+    message += "".join(f"; {line}" for line in _job_problems(session))
     deliveries = tuple(
         Delivery("webhook", h.url_ref, redact(h.url_ref), h.format, next_attempt_at=at) for h in settings.webhooks
     )

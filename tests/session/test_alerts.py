@@ -395,3 +395,30 @@ async def test_a_webhook_given_by_reference_is_read_when_sent_and_never_logged(
     assert "receiver down" in caplog.text and "secret-token" not in caplog.text
     [alert], _ = await harness.projection.alerts.page()
     assert [x.shown for x in alert.deliveries] == ["env:…", "other.example.com"]
+
+
+async def test_a_stall_termination_and_a_spent_budget_alert(harness: Harness) -> None:
+    alerts, _ = protection(emails=["ops@example.com"])
+    for sid in ("stall", "budget"):
+        await harness.bus.emit(pb.SessionRequested(policy_id="p1", org_id="o1"), session_id=sid)
+        started = pb.SessionStarted(policy_id="p1", org_id="o1", initial=True, alerts=alerts)
+        started.stall_timeout.FromTimedelta(dt.timedelta(hours=1))
+        await harness.bus.emit(started, session_id=sid)
+        jobs = [pb.PlannedJob(job_id=j, type=pb.JOB_TYPE_DATA, object_name=j) for j in ("Account", "Contact")]
+        await harness.bus.emit(pb.JobsPlanned(jobs=jobs), session_id=sid)
+        await harness.bus.emit(pb.JobFinished(outcome=OK), session_id=sid, job_id="Account")
+    spent = "stopped: the policy's API budget of 500 calls for this run is spent"
+    await harness.bus.emit(
+        pb.JobFinished(outcome=pb.JOB_OUTCOME_ERROR, message=spent), session_id="budget", job_id="Contact"
+    )
+    await harness.deliver()
+    # the fake bus stamps events with the wall clock: two hours after it, the Contact job of "stall" has stalled
+    harness.clock.current = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    await harness.app.enforce()
+    await harness.deliver()
+    found = {a.session_id: a for a in (await harness.projection.alerts.page())[0]}
+    assert found["stall"].kind == "stalled" and "stall timeout" in found["stall"].message
+    assert found["budget"].kind == "budget" and f"1 of 2 jobs completed with errors; Contact: {spent}" in (
+        found["budget"].message
+    )
+    assert [x.shown for x in found["budget"].deliveries] == ["ops@example.com"]
