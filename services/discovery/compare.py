@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -159,8 +160,9 @@ class BackupRecords(Protocol):
 class SalesforceLive:
     """LiveOrg over discovery's Salesforce adapter (salesforce.SalesforceOrg): describe and REST query."""
 
-    def __init__(self, org: Any) -> None:
+    def __init__(self, org: Any, page_size: int = 2000) -> None:
         self.org = org
+        self.page_size = page_size  # records per query page (Salesforce: 200 to 2,000)
 
     @property
     def salesforce_org_id(self) -> str:
@@ -179,15 +181,29 @@ class SalesforceLive:
         return {f["name"]: f for f in body.get("fields", []) if isinstance(f, dict) and f.get("name")}
 
     def records(self, object_name: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """The live records, page by page (REST query, `page_size` a page: one API call each; memory stays a page)."""
         soql = f"SELECT {', '.join(fields)} FROM {object_name}"
-        out: list[dict[str, Any]] = []
+        path = f"/services/data/v{self.org.version}/query?q={urllib.parse.quote(soql)}"
+        while path:
+            response = self.org.client.request(
+                "GET", path, headers={"Sforce-Query-Options": f"batchSize={self.page_size}"}
+            )
+            if response.status_code != 200:
+                raise errors.FailedPrecondition(
+                    f"the org refused the query of {object_name}: HTTP {response.status_code} {_error_code(response)}"
+                )
+            body = response.json()
+            yield from body.get("records", [])
+            path = "" if body.get("done", True) else str(body.get("nextRecordsUrl", ""))
 
-        def read(sf: Any) -> None:
-            out.clear()  # a retried call starts again
-            out.extend(sf.query_all_iter(soql))
 
-        self.org.client.call(read)
-        return iter(out)
+def _error_code(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    first = body[0] if isinstance(body, list) and body else body
+    return str(first.get("errorCode", "")) if isinstance(first, dict) else ""
 
 
 def _field(f: storage_pb2.FieldSchema) -> FieldDef:

@@ -215,13 +215,21 @@ async def test_on_sforg_exactly_the_changes_made_since_the_backup(
     changed = admin.update("Contact", ids=ids[:2], values={"Title": "Compared"})["ids"]
     deleted = ids[5:7]
     admin.soft_delete("Contact", ids=deleted)
-    created = admin.create("Contact", n=1, values={"LastName": "Brandnew"})["ids"]
+    created = admin.create("Contact", n=250, values={"LastName": "Brandnew"})["ids"]  # more than a page
 
     async def get_org(_org_id: str) -> d.Org:
         return d.Org("sforg", "sforg", conn)
 
-    compare = LiveCompare(get_org, lambda c: SalesforceLive(SalesforceOrg(c)), backup)
+    orgs: list[SalesforceLive] = []
+
+    def connect(c: d.Connection) -> SalesforceLive:
+        orgs.append(SalesforceLive(SalesforceOrg(c), page_size=200))  # several pages: nextRecordsUrl followed
+        return orgs[-1]
+
+    compare = LiveCompare(get_org, connect, backup)
     pieces = [p async for p in compare.compare("sforg", None, ["Contact"], values=True)]
+    pages = -(-(len(snapshot) - len(deleted) + len(created)) // 200)
+    assert pages >= 2 and orgs[0].api_calls >= pages + 1  # the pages and the describe (and the login)
     got = found(pieces)
     assert {rid for rid, (kind, _f) in got.items() if kind == "added"} == set(created)
     assert {rid for rid, (kind, _f) in got.items() if kind == "deleted"} == set(deleted)
