@@ -56,6 +56,8 @@ BIG_BATCH = 25_000  # records per decision batch of a selection above the Bulk t
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
 SAMPLES = 20
+# field types whose values the proof's digest takes as they are (see RestoreJob._digest)
+_AS_IS = frozenset({"string", "textarea", "picklist", "email", "phone", "url", "combobox", "reference", "id"})
 STATE_COUNTER = {
     rd.State.CREATED: "created",
     rd.State.UPDATED: "updated",
@@ -139,6 +141,9 @@ class RestoreJob:
     _writes_seen: int = 0
     _api_seen: int = 0
     _seen: dict[str, set[str]] = field(default_factory=dict)  # object -> the Ids of its selection
+    _written: dict[str, list[str]] = field(default_factory=dict)  # object -> its restored fields
+    # object -> the storage reads its whole selection came from (none added by Id): read again the same way
+    _reads: dict[str, list[spb.ReadRecordsAsOfRequest]] = field(default_factory=dict)
     _describes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {} : not in the target org
 
     # ------------------------------------------------------------------ the spec
@@ -315,10 +320,12 @@ class RestoreJob:
             for r in batch.records:
                 yield r.record_id
 
-    def _add(self, obj: str, ids: Sequence[str]) -> list[str]:
+    def _add(self, obj: str, ids: Sequence[str], *, by_id: bool = False) -> list[str]:
         held = self.selection.setdefault(obj, [])
         seen = self._seen.setdefault(obj, set(held))
         new = [i for i in ids if i not in seen]
+        if by_id and new:
+            self._reads.pop(obj, None)  # no longer one plain read: by its Ids
         seen.update(new)
         held.extend(new)
         return new
@@ -345,13 +352,18 @@ class RestoreJob:
             if sel.ids:
                 ids = [i for i in sel.ids]
                 for i in range(0, len(ids), PER_CALL):
-                    self._add(obj, list(self._ids_of(self._request(obj, ids=ids[i : i + PER_CALL]))))
-            elif sel.HasField("deleted_since"):
-                self._add(obj, list(self._ids_of(self._request(obj, deleted_since=sel.deleted_since))))
-            elif sel.HasField("changed_since"):
-                self._add(obj, list(self._ids_of(self._request(obj, changed_since=sel.changed_since))))
+                    self._add(obj, list(self._ids_of(self._request(obj, ids=ids[i : i + PER_CALL]))), by_id=True)
             else:
-                self._add(obj, list(self._ids_of(self._request(obj, all=True))))
+                if sel.HasField("deleted_since"):
+                    req = self._request(obj, deleted_since=sel.deleted_since)
+                elif sel.HasField("changed_since"):
+                    req = self._request(obj, changed_since=sel.changed_since)
+                else:
+                    req = self._request(obj, all=True)
+                plain = obj not in self.selection or obj in self._reads
+                self._add(obj, list(self._ids_of(req)))
+                if plain:
+                    self._reads.setdefault(obj, []).append(req)
         levels = int(spec.children) if spec.HasField("children") else 2
         frontier = {obj: list(ids) for obj, ids in self.selection.items()}
         for _level in range(levels):
@@ -371,7 +383,7 @@ class RestoreJob:
                     for i in range(0, len(ids), PER_CALL):
                         self.run.control.check()
                         req = self._request(child, where_field=rel.field, where_in=ids[i : i + PER_CALL])
-                        new = self._add(child, list(self._ids_of(req)))
+                        new = self._add(child, list(self._ids_of(req)), by_id=True)
                         nxt.setdefault(child, []).extend(new)
             frontier = nxt
         for obj in [o for o in self.selection if o in FILE_OBJECTS]:
@@ -428,10 +440,15 @@ class RestoreJob:
                 del self.selection[obj]
 
     def _fields(self, obj: str) -> list[str]:
+        """The fields restored of an object (written, compared), and the count of those left out."""
+        known = self._written.get(obj)
+        if known is not None:
+            return known
         info = self.infos[obj]
         selected = self.fields_of.get(obj)
         written, left_out = rd.restorable_fields(info, selected or None)
         self._counter(obj).fields_left_out = len(left_out)
+        self._written[obj] = written
         return written
 
     def _load_id_map(self) -> None:
@@ -480,7 +497,7 @@ class RestoreJob:
                 for i in range(0, len(absent), PER_CALL):
                     found.extend(self._ids_of(self._request(parent, ids=absent[i : i + PER_CALL])))
                 self.missing.update(set(absent) - set(found))
-                new = self._add(parent, found)
+                new = self._add(parent, found, by_id=True)
                 if new:
                     nxt[parent] = new
             frontier = nxt
@@ -491,14 +508,26 @@ class RestoreJob:
         return ["IsDeleted"] if "IsDeleted" in self.infos[obj].fields else []
 
     # ------------------------------------------------------------------ reads
-    def _backup(self, obj: str, ids: Sequence[str], *, raw: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _backup(
+        self, obj: str, ids: Sequence[str], *, raw: bool = False, again: bool = False
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(source Id, values) of these records as of the point: Salesforce-shaped and masked (raw: the
-        canonical values as stored)."""
+        canonical values as stored). again: the object's selection read as it was selected when it came from
+        plain reads (one stream, no lookup by Id), keeping these Ids."""
         info = self.infos.get(obj)
-        for i in range(0, len(ids), PER_CALL):
-            req = self._request(obj, ids=list(ids[i : i + PER_CALL]))
+        wanted: set[str] | None = None
+        if again and obj in self._reads:
+            wanted = set(ids)
+            requests = list(self._reads[obj])
+        else:
+            requests = [self._request(obj, ids=list(ids[i : i + PER_CALL])) for i in range(0, len(ids), PER_CALL)]
+        for req in requests:
             for batch in self.run.storage.read_records_as_of(req):
                 for r in batch.records:
+                    if wanted is not None:
+                        if r.record_id not in wanted:
+                            continue
+                        wanted.discard(r.record_id)  # two selections of one object may name a record twice
                     values = json.loads(r.values_json) if r.values_json else {}
                     if raw or info is None:
                         yield r.record_id, values
@@ -554,7 +583,7 @@ class RestoreJob:
         # a large selection goes in batches of BIG_BATCH: one Bulk ingest job each (few API calls per record)
         size = BIG_BATCH if len(ids) > self.run.tuning.bulk_threshold else READ_BATCH
         batch: list[tuple[str, dict[str, Any]]] = []
-        for sid, values in self._backup(obj, ids):
+        for sid, values in self._backup(obj, ids, again=True):
             batch.append((sid, values))
             if len(batch) >= size:
                 self._batch(obj, info, fields, batch, prefetched, match_on)
@@ -1031,8 +1060,18 @@ class RestoreJob:
 
     @staticmethod
     def _digest(info: rd.ObjectInfo, shape: tuple[str, ...], values: dict[str, Any]) -> bytes:
-        normal = tuple(rd.normalized(values.get(f), info.fields.get(f)) for f in shape)
-        return hashlib.blake2b(repr(normal).encode(), digest_size=16).digest()
+        """A digest of values on these fields: text and Ids as they are (both sides are Salesforce's 18-character
+        form), other types through the domain's equality. Equal digests mean equal values; a difference the
+        domain would forgive (1 and 1.0 in a text field) only sends the row to the backup's comparison."""
+        parts: list[object] = []
+        for f in shape:
+            value = values.get(f)
+            fi = info.fields.get(f)
+            if fi is not None and fi.sf_type in _AS_IS and (value is None or isinstance(value, str)):
+                parts.append(value or None)
+            else:
+                parts.append(rd.normalized(value, fi))
+        return hashlib.blake2b(repr(parts).encode(), digest_size=16).digest()
 
     def _matches(self, obj: str, sid: str, row: dict[str, Any]) -> bool:
         """A read-back row equal to what the restore wrote (or found equal), without reading the backup again;
