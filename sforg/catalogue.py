@@ -299,8 +299,15 @@ def _task() -> ObjectDef:
         "Tasks",
         [
             *system_fields(),
-            ref("WhoId", ["Contact", "Lead"], "Who", None, cascade_delete=True, label="Name ID"),
-            ref("WhatId", ["Account", "Opportunity", "Case"], "What", None, cascade_delete=True, label="Related To ID"),
+            ref("WhoId", ["Contact", "Lead"], "Who", "Tasks", cascade_delete=True, label="Name ID"),
+            ref(
+                "WhatId",
+                ["Account", "Opportunity", "Case"],
+                "What",
+                "Tasks",
+                cascade_delete=True,
+                label="Related To ID",
+            ),
             F("Subject", "combobox", length=255),
             F("ActivityDate", "date", label="Due Date Only"),
             F("Status", "picklist", length=40, picklist=PICK["TaskStatus"], nillable=False),

@@ -15,7 +15,7 @@ from sforg import formulas, soql
 from sforg.clock import UTC, rest_datetime, to_stamp
 from sforg.ids import is_valid, to18
 from sforg.schema import TEXT_TYPES, FieldDef, ObjectDef
-from sforg.soql import BoolOp, Comparison, FieldRef, Literal, Not, SoqlError, SubQuery
+from sforg.soql import BoolOp, Comparison, FieldRef, Literal, Not, SoqlError, SubQuery, TypeOf
 
 # An address's components: its JSON key and the suffix of its column.
 ADDRESS_PARTS = (
@@ -37,6 +37,10 @@ INVALID_TYPE_TAIL = (
     "after the entity name. Please reference your WSDL or the describe call for the appropriate "
     "names."
 )
+
+# The `Type` of a polymorphic relationship (What.Type, Who.Type): the API name of the object the Id points to.
+POLY_TYPE = FieldDef("Type", "picklist", label="Object Type", length=255, createable=False, updateable=False)
+MUST_BE_GROUPED = "Field must be grouped or aggregated: "
 
 # SQL conditions a scan may apply before the compiled filter runs: (column, one of PREFILTER_OPS, value).
 Prefilter = tuple[tuple[str, str, str], ...]
@@ -120,6 +124,8 @@ def value_of(f: FieldDef, obj: ObjectDef, node: RelNode, row: tuple[Any, ...], c
         return row[i] if i >= 0 else None
 
     t = f.type
+    if f is POLY_TYPE:
+        return obj.name
     if f.formula is not None:
         return formulas.value(f, tuple(map(col, formulas.inputs(f))), ctx.today)
     if t == "address":
@@ -173,6 +179,8 @@ class Column:
             obj_name, values = hit
             node = nxt
         obj = ctx.catalogue[obj_name]
+        if self.field is POLY_TYPE:
+            return obj.name
         f = obj.field(self.field.name)
         if f is None:
             return None
@@ -194,6 +202,8 @@ class Plan:
     subqueries: list[tuple[int, SubQuery]] = field(default_factory=list)
     filter_width: int = 0
     prefilter: Prefilter = ()
+    group_by: list[Column] = field(default_factory=list)
+    typeofs: list[tuple[TypeOf, FieldDef]] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
@@ -255,7 +265,10 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
         current = node.targets
     final = None
     owner = current[0] if current else obj
-    for t in current:
+    last_ref = nodes[-1].ref
+    if last_ref is not None and len(last_ref.reference_to) > 1 and path[-1].lower() == "type":
+        final = POLY_TYPE  # What.Type: the object the polymorphic lookup points to
+    for t in current if final is None else []:
         final = ctx.visible(t, path[-1])
         if final:
             owner = t
@@ -265,7 +278,9 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
             raise invalid_field(q, ref, obj)
         msg = f"No such column '{path[-1]}' on entity '{owner.name}'{INVALID_FIELD_TAIL}"
         raise SoqlError("INVALID_FIELD", soql.caret_message(q.text, ref.pos, msg))
-    for t in node.targets:
+    if final is POLY_TYPE:
+        node.need("Id")
+    for t in node.targets if final is not POLY_TYPE else []:
         target_field = t.field(final.name)
         if target_field:
             for c in deps(target_field, t):
@@ -654,22 +669,42 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
     root = RelNode(None, [obj], "")
     root.need("Id")
 
-    def resolve_select(root: RelNode) -> tuple[list[Any], bool, bool, list[tuple[int, SubQuery]]]:
+    group_cols = [resolve(q, ctx, RelNode(None, [obj], ""), g) for g in q.group_by]
+    grouped = {".".join(c.path).lower() for c in group_cols}
+    has_aggregate = any(isinstance(i, soql.Aggregate) and i.func not in ("FIELDS",) and i.arg for i in q.select)
+
+    def resolve_select(
+        root: RelNode,
+    ) -> tuple[list[Any], bool, bool, list[tuple[int, SubQuery]], list[tuple[TypeOf, FieldDef]]]:
         select: list[Any] = []
         count_only = False
-        aggregate = False
+        aggregate = bool(q.group_by)
         subqueries: list[tuple[int, SubQuery]] = []
+        typeofs: list[tuple[TypeOf, FieldDef]] = []
         for item in q.select:
             if isinstance(item, FieldRef):
-                select.append(resolve(q, ctx, root, item))
+                col = resolve(q, ctx, root, item)
+                if (q.group_by or has_aggregate) and ".".join(col.path).lower() not in grouped:
+                    raise SoqlError(
+                        "MALFORMED_QUERY", soql.caret_message(q.text, item.pos, MUST_BE_GROUPED + item.text)
+                    )
+                select.append(col)
             elif isinstance(item, SubQuery):
                 if bulk:
                     raise SoqlError(
                         "INVALIDJOB",
                         "Unsupported query: parent-to-child relationship queries are not supported by the Bulk API",
                     )
+                subquery_plan(q, ctx, obj, item, include_deleted)  # unknown relationship or field: fails at once
                 subqueries.append((len(select), item))
                 select.append(item)
+            elif isinstance(item, TypeOf):
+                if bulk:
+                    raise SoqlError("INVALIDJOB", "Unsupported query: TYPEOF is not supported by the Bulk API")
+                ref = typeof_reference(q, ctx, obj, item)
+                root.need(ref.name)
+                typeofs.append((item, ref))
+                select.append(("typeof", item, ref))
             elif item.func == "FIELDS":
                 which = item.arg.path[0] if item.arg else "ALL"
                 for f in obj.fields:
@@ -694,15 +729,10 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
                 aggregate = True
                 arg_col = resolve(q, ctx, root, item.arg) if item.arg else None
                 select.append(("agg", item.func, arg_col, item.alias))
-        return select, count_only, aggregate, subqueries
+        return select, count_only, aggregate, subqueries, typeofs
 
     # Select-list errors come first, as Salesforce reports them; a scratch pass finds them.
     resolve_select(RelNode(None, [obj], ""))
-    if q.group_by:
-        raise SoqlError(
-            "MALFORMED_QUERY",
-            soql.caret_message(q.text, q.group_by[0].pos, "GROUP BY is not supported by sforg"),
-        )
     uses_parents = [False]
     where = compile_where(q, q.where, ctx, root, uses_parents) if q.where is not None else None
     order = []
@@ -719,7 +749,10 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
     # WHERE and ORDER BY columns are resolved first, so they are a prefix of the root's column list:
     # the filtering scan reads only that prefix, the page fetch reads everything.
     filter_width = len(root.columns[obj.name])
-    select, count_only, aggregate, subqueries = resolve_select(root)
+    group_cols = [resolve(q, ctx, root, g) for g in q.group_by]
+    if any(len(c.nodes) > 1 for c in group_cols):
+        uses_parents[0] = True
+    select, count_only, aggregate, subqueries, typeofs = resolve_select(root)
     seen: set[str] = set()
     for item in select:
         if isinstance(item, Column):
@@ -752,7 +785,104 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         subqueries,
         filter_width,
         plan_prefilter(q, ctx, obj),
+        group_cols,
+        typeofs,
     )
+
+
+def child_relationship(q: soql.Query, ctx: Context, parent: ObjectDef, sq: SubQuery) -> tuple[FieldDef, ObjectDef]:
+    """The lookup field and child object a subquery's FROM names: Contacts, or qualified Account.Contacts."""
+    rel = sq.query.sobject
+    if "." in rel:
+        qualifier, _, rel = rel.rpartition(".")
+        if qualifier.lower() != parent.name.lower():
+            rel = sq.query.sobject  # reported whole below
+    found: tuple[FieldDef, ObjectDef] | None = None
+    for o in ctx.catalogue.values():
+        for f in o.fields:
+            if (
+                f.type == "reference"
+                and f.child_relationship
+                and f.child_relationship.lower() == rel.lower()
+                and parent.name in f.reference_to
+                and f.name.lower() not in ctx.hidden.get(o.name, set())
+            ):
+                found = (f, o)
+    if found is None:
+        raise SoqlError(
+            "INVALID_TYPE",
+            soql.caret_message(
+                q.text,
+                sq.query.sobject_pos,
+                f"Didn't understand relationship '{rel}' in FROM part of query call. "
+                "If you are attempting to use a custom relationship, be sure to append the '__r' after the "
+                "custom relationship name. Please reference your WSDL or the describe call for the "
+                "appropriate names.",
+            ),
+        )
+    return found
+
+
+def typeof_reference(q: soql.Query, ctx: Context, obj: ObjectDef, t: TypeOf) -> FieldDef:
+    """The polymorphic lookup a TYPEOF names, after checking every WHEN object and every field it lists."""
+    ref = next(
+        (
+            f
+            for f in obj.fields
+            if f.type == "reference"
+            and f.relationship_name
+            and f.relationship_name.lower() == t.relationship.lower()
+            and f.name.lower() not in ctx.hidden.get(obj.name, set())
+        ),
+        None,
+    )
+    if ref is None:
+        raise invalid_field(q, FieldRef([t.relationship, "Id"], t.pos), obj)
+    for name, fields in typeof_branches(ctx, ref, t):
+        target = ctx.catalogue[name]
+        for fr in fields:
+            resolve(q, ctx, RelNode(None, [target], ""), fr)
+    for name, _fields in t.whens:
+        if not any(r.lower() == name.lower() for r in ref.reference_to):
+            raise SoqlError(
+                "INVALID_FIELD",
+                soql.caret_message(q.text, t.pos, f"TYPEOF {ref.relationship_name}: {name} is not one of its types"),
+            )
+    return ref
+
+
+def typeof_branches(ctx: Context, ref: FieldDef, t: TypeOf) -> list[tuple[str, list[FieldRef]]]:
+    """(object, fields) for every object the lookup may point to: its WHEN fields, else the ELSE fields."""
+    out = []
+    for target in ref.reference_to:
+        if target not in ctx.catalogue:
+            continue
+        fields = next((f for name, f in t.whens if name.lower() == target.lower()), t.otherwise)
+        if fields:
+            out.append((target, fields))
+    return out
+
+
+def render_typeof(
+    plan: Plan, t: TypeOf, ref: FieldDef, rows: list[tuple[Any, ...]], ctx: Context, version: str, src: RowSource
+) -> dict[str, dict[str, Any]]:
+    """Referenced Id -> the record a TYPEOF renders for it (its type's fields); Ids of other types are left out."""
+    i = plan.root.index(plan.obj.name, ref.name)
+    ids = {r[i] for r in rows if i >= 0 and r[i]}
+    out: dict[str, dict[str, Any]] = {}
+    for target, fields in typeof_branches(ctx, ref, t):
+        prefix = ctx.catalogue[target].key_prefix
+        wanted = [rid for rid in ids if rid[:3] == prefix]
+        if not wanted:
+            continue
+        inner = soql.Query(list(fields), target, t.pos, text=plan.query.text)
+        sub = _plan_from_ast(inner, ctx, plan.include_deleted)
+        fetched = src.fetch_ids(target, sub.columns[1:], wanted)
+        trows = [(rid, *vals) for rid, vals in fetched.items()]
+        load_parents(sub.root, trows, target, src, ctx)
+        for rid, rec in zip(fetched, render_rest(sub, trows, ctx, version, src), strict=True):
+            out[rid] = rec
+    return out
 
 
 # ------------------------------------------------------------------ execution
@@ -852,6 +982,8 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> Sequence[int]:
             rowids = run
         else:
             rowids = [r[0] for r in src.scan(plan.obj.name, ["_rowid"], plan.include_deleted)]
+        if plan.aggregate:
+            return rowids  # LIMIT and OFFSET count result rows (groups), not the rows aggregated
         rowids = rowids[q.offset or 0 :]
         return rowids if q.limit is None else rowids[: q.limit]
     matched: list[tuple[Any, ...]] = []
@@ -894,39 +1026,64 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> Sequence[int]:
 
             matched.sort(key=by_key, reverse=desc)
     rowids = [r[0] for r in matched]
-    if q.offset:
+    if q.offset and not plan.aggregate:
         rowids = rowids[q.offset :]
-    if q.limit is not None:
+    if q.limit is not None and not plan.aggregate:
         rowids = rowids[: q.limit]
     for child in plan.root.children.values():
         child.cache.clear()
     return rowids
 
 
-def aggregate_record(plan: Plan, rowids: Sequence[int], src: RowSource, ctx: Context) -> dict[str, Any]:
+def _aggregate(func: str, col: Column | None, rows: list[tuple[Any, ...]], ctx: Context, version: str) -> Any:
+    values = [col.get(r, ctx) for r in rows] if col else [1] * len(rows)
+    present = [v for v in values if v is not None]
+    if func == "COUNT":
+        return len(present)
+    if func == "COUNT_DISTINCT":
+        return len({v.lower() if isinstance(v, str) else v for v in present})
+    if not present:
+        return None
+    if func in ("MIN", "MAX"):
+        v = min(present) if func == "MIN" else max(present)
+        return _rest_value(col.field, v, version) if col else v
+    if func == "SUM":
+        return sum(present)
+    return sum(present) / len(present)  # AVG
+
+
+def aggregate_records(
+    plan: Plan, rowids: Sequence[int], src: RowSource, ctx: Context, version: str = "62.0"
+) -> list[dict[str, Any]]:
+    """AggregateResult records: one per GROUP BY group (in the order rows come, ORDER BY applied to them),
+    or a single one without GROUP BY. Unaliased aggregates are named expr0, expr1, … in select order;
+    grouped fields keep their field name. LIMIT and OFFSET apply to these records."""
     rows = fetch_page(plan, src, ctx, rowids)
-    rec: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
-    n = 0
-    for item in plan.select:
-        func, col, alias = item[1], item[2], item[3]
-        name = alias or f"expr{n}"
-        if not alias:
-            n += 1
-        values = [col.get(r, ctx) for r in rows] if col else [1] * len(rows)
-        present = [v for v in values if v is not None]
-        if func == "COUNT":
-            rec[name] = len(present)
-        elif func == "COUNT_DISTINCT":
-            rec[name] = len(set(present))
-        elif func == "MIN":
-            rec[name] = min(present) if present else None
-        elif func == "MAX":
-            rec[name] = max(present) if present else None
-        elif func == "SUM":
-            rec[name] = sum(present) if present else None
-        elif func == "AVG":
-            rec[name] = sum(present) / len(present) if present else None
-    return rec
+    groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    if plan.group_by:
+        for r in rows:
+            groups.setdefault(tuple(c.get(r, ctx) for c in plan.group_by), []).append(r)
+    else:
+        groups[()] = rows
+    out = []
+    for members in groups.values():
+        rec: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
+        n = 0
+        for item in plan.select:
+            if isinstance(item, Column):
+                rec[item.path[-1]] = _rest_value(item.field, item.get(members[0], ctx), version)
+                continue
+            func, col, alias = item[1], item[2], item[3]
+            name = alias or f"expr{n}"
+            if not alias:
+                n += 1
+            rec[name] = _aggregate(func, col, members, ctx, version)
+        out.append(rec)
+    for child in plan.root.children.values():
+        child.cache.clear()
+    q = plan.query
+    out = out[q.offset or 0 :]
+    return out if q.limit is None else out[: q.limit]
 
 
 def fetch_page(plan: Plan, src: RowSource, ctx: Context, rowids: Sequence[int]) -> list[tuple[Any, ...]]:
@@ -951,6 +1108,7 @@ def render_rest(
 ) -> list[dict[str, Any]]:
     """Records as the REST query resource returns them (nested parents with their own attributes)."""
     sub_results = [render_subquery(plan, sq, rows, ctx, version, src) for _idx, sq in plan.subqueries]
+    typeof_results = {id(t): render_typeof(plan, t, ref, rows, ctx, version, src) for t, ref in plan.typeofs}
     out = []
     obj = plan.obj.name
     id_index = plan.root.index(obj, "Id")
@@ -964,6 +1122,12 @@ def render_rest(
                 name, per_parent = sub_results[sub_n]
                 rec[name] = per_parent.get(r[id_index])
                 sub_n += 1
+                continue
+            if isinstance(item, tuple) and item[0] == "typeof":
+                _, t, ref = item
+                ri = plan.root.index(obj, ref.name)
+                target_id = r[ri] if ri >= 0 else None
+                rec[ref.relationship_name or t.relationship] = typeof_results[id(t)].get(target_id or "")
                 continue
             col: Column = item
             target = rec
@@ -996,7 +1160,7 @@ def render_rest(
             if values is None:
                 continue
             pobj = ctx.catalogue[obj_name]
-            f = pobj.field(col.field.name)
+            f = col.field if col.field is POLY_TYPE else pobj.field(col.field.name)
             v = value_of(f, pobj, node, values, ctx) if f else None
             target[col.path[-1]] = _rest_value(col.field, v, version)
         out.append(rec)
@@ -1012,44 +1176,7 @@ def render_subquery(
     src: RowSource,
 ) -> tuple[str, dict[str, Any]]:
     """A child subquery evaluated for the parents of one page: name -> {parentId: result or None}."""
-    rel = sq.query.sobject
-    child_field = None
-    child_obj = None
-    for o in ctx.catalogue.values():
-        for f in o.fields:
-            if (
-                f.type == "reference"
-                and f.child_relationship
-                and f.child_relationship.lower() == rel.lower()
-                and plan.obj.name in f.reference_to
-            ):
-                child_field, child_obj = f, o
-    if child_field is None or child_obj is None:
-        raise SoqlError(
-            "INVALID_TYPE",
-            soql.caret_message(
-                plan.query.text,
-                sq.pos + 1,
-                f"Didn't understand relationship '{rel}' in FROM part of query call. "
-                "If you are attempting to use a custom relationship, be sure to append the '__r' after the "
-                "custom relationship name. Please reference your WSDL or the describe call for the "
-                "appropriate names.",
-            ),
-        )
-    sub_text = sq.query.text  # the whole statement; re-plan only the inner part with the child's name
-    inner = soql.Query(
-        sq.query.select,
-        child_obj.name,
-        sq.query.sobject_pos,
-        sq.query.where,
-        sq.query.order,
-        sq.query.limit,
-        None,
-        [],
-        sub_text,
-    )
-    sub_plan = _plan_from_ast(inner, ctx, plan.include_deleted)
-    sub_plan.root.need(child_field.name)
+    child_field, child_obj, sub_plan = subquery_plan(plan.query, ctx, plan.obj, sq, plan.include_deleted)
     id_index = plan.root.index(plan.obj.name, "Id")
     parent_ids = [r[id_index] for r in rows]
     crow = src.children(child_obj.name, sub_plan.columns, child_field.name, parent_ids, plan.include_deleted)
@@ -1067,7 +1194,34 @@ def render_subquery(
             crows = crows[: sub_plan.query.limit]
         recs = render_rest(sub_plan, crows, ctx, version, src)
         result[pid] = {"totalSize": len(recs), "done": True, "records": recs}
-    return (child_field.child_relationship or rel), result
+    return (child_field.child_relationship or sq.query.sobject), result
+
+
+def subquery_plan(
+    q: soql.Query, ctx: Context, parent: ObjectDef, sq: SubQuery, include_deleted: bool
+) -> tuple[FieldDef, ObjectDef, Plan]:
+    """The lookup, the child object and the plan of a child subquery (its fields checked against the child)."""
+    child_field, child_obj = child_relationship(q, ctx, parent, sq)
+    for item in sq.query.select:
+        if not isinstance(item, FieldRef):
+            raise SoqlError(
+                "MALFORMED_QUERY",
+                soql.caret_message(q.text, sq.pos + 1, "only plain fields are supported in a subquery by sforg"),
+            )
+    inner = soql.Query(
+        sq.query.select,
+        child_obj.name,
+        sq.query.sobject_pos,
+        sq.query.where,
+        sq.query.order,
+        sq.query.limit,
+        None,
+        [],
+        sq.query.text,  # the whole statement; only the inner part is planned, with the child's name
+    )
+    sub_plan = _plan_from_ast(inner, ctx, include_deleted)
+    sub_plan.root.need(child_field.name)
+    return child_field, child_obj, sub_plan
 
 
 def _plan_from_ast(q: soql.Query, ctx: Context, include_deleted: bool) -> Plan:

@@ -42,6 +42,10 @@ KEYWORDS = {
     "UPDATE",
     "VIEW",
     "REFERENCE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
 }
 DATE_LITERALS = {
     "TODAY",
@@ -92,7 +96,7 @@ class Token:
 _TOKEN_RE = re.compile(
     r"""
     (?P<ws>\s+)
-  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:?\d{2}))
+  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))
   | (?P<date>\d{4}-\d{2}-\d{2})(?![\d:T])
   | (?P<number>[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
@@ -177,6 +181,16 @@ class SubQuery:
 
 
 @dataclass
+class TypeOf:
+    """TYPEOF rel WHEN Obj THEN fields ... [ELSE fields] END: per-type field lists of a polymorphic relationship."""
+
+    relationship: str
+    whens: list[tuple[str, list[FieldRef]]]
+    otherwise: list[FieldRef]
+    pos: int
+
+
+@dataclass
 class Literal:
     value: Any
     kind: str  # string, number, date, datetime, null, boolean, dateliteral
@@ -211,7 +225,7 @@ class OrderItem:
 
 @dataclass
 class Query:
-    select: list[FieldRef | Aggregate | SubQuery]
+    select: list[FieldRef | Aggregate | SubQuery | TypeOf]
     sobject: str
     sobject_pos: int
     where: Any = None
@@ -248,6 +262,11 @@ class Parser:
         tok = tok or self.tok
         if text is None:
             text = "unexpected token: <EOF>" if tok.kind == "eof" else f"unexpected token: {tok.text}"
+        if tok is self.tokens[0]:
+            # Nothing parsed yet: Salesforce answers the short form, without the query and caret
+            # ("SELEKT Name FROM Account" -> "unexpected token: SELEKT", heroku-applink-nodejs
+            # mappings/query-malformed-soql.json).
+            return SoqlError("MALFORMED_QUERY", text)
         return SoqlError("MALFORMED_QUERY", caret_message(self.query, tok.pos, text))
 
     def expect_kw(self, word: str) -> Token:
@@ -277,7 +296,12 @@ class Parser:
         select = self.select_list()
         self.expect_kw("FROM")
         obj = self.ident()
-        q = Query(select=select, sobject=obj.text, sobject_pos=obj.pos, text=self.query)
+        name = obj.text
+        # A child relationship may be qualified by its parent's name inside a subquery (FROM Account.Contacts).
+        while self.tok.kind == "punct" and self.tok.text == ".":
+            self.advance()
+            name += "." + self.ident().text
+        q = Query(select=select, sobject=name, sobject_pos=obj.pos, text=self.query)
         # An alias after the object name is legal SOQL (FROM Account a); it is accepted and ignored.
         if self.tok.kind == "ident" and self.tok.text.upper() not in KEYWORDS:
             self.advance()
@@ -343,20 +367,22 @@ class Parser:
         self.advance()
         return int(t.value)
 
-    def select_list(self) -> list[FieldRef | Aggregate | SubQuery]:
-        items: list[FieldRef | Aggregate | SubQuery] = [self.select_item()]
+    def select_list(self) -> list[FieldRef | Aggregate | SubQuery | TypeOf]:
+        items: list[FieldRef | Aggregate | SubQuery | TypeOf] = [self.select_item()]
         while self.tok.kind == "punct" and self.tok.text == ",":
             self.advance()
             items.append(self.select_item())
         return items
 
-    def select_item(self) -> FieldRef | Aggregate | SubQuery:
+    def select_item(self) -> FieldRef | Aggregate | SubQuery | TypeOf:
         t = self.tok
         if t.kind == "punct" and t.text == "(":
             self.advance()
             sub = self.query_rule()
             self.expect_punct(")")
             return SubQuery(sub, t.pos)
+        if self.is_kw("TYPEOF"):
+            return self.typeof()
         if t.kind != "ident" or t.text.upper() in ("FROM",):
             raise self.error()
         nxt = self.tokens[self.i + 1]
@@ -380,6 +406,31 @@ class Parser:
                 alias = self.advance().text
             return Aggregate(func, arg, alias, t.pos)
         return self.field_ref()
+
+    def typeof(self) -> TypeOf:
+        start = self.advance()
+        rel = self.ident().text
+        whens: list[tuple[str, list[FieldRef]]] = []
+        otherwise: list[FieldRef] = []
+        while self.is_kw("WHEN"):
+            self.advance()
+            obj = self.ident().text
+            self.expect_kw("THEN")
+            whens.append((obj, self.plain_fields()))
+        if not whens:
+            raise self.error()
+        if self.is_kw("ELSE"):
+            self.advance()
+            otherwise = self.plain_fields()
+        self.expect_kw("END")
+        return TypeOf(rel, whens, otherwise, start.pos)
+
+    def plain_fields(self) -> list[FieldRef]:
+        items = [self.field_ref()]
+        while self.tok.kind == "punct" and self.tok.text == ",":
+            self.advance()
+            items.append(self.field_ref())
+        return items
 
     def field_ref(self) -> FieldRef:
         t = self.ident()

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from sforg.api.http import JSON_TYPE, Api, dumps, error, json_response
-from sforg.query import aggregate_record, fast_fields, fetch_page, json_sql, render_rest
+from sforg.query import aggregate_records, fast_fields, fetch_page, json_sql, render_rest
 
 
 class QueryApi(Api):
@@ -44,8 +44,8 @@ class QueryApi(Api):
             if plan.count_only:
                 return json_response({"totalSize": len(rowids), "done": True, "records": []})
             if plan.aggregate:
-                rec = await loop.run_in_executor(None, aggregate_record, plan, rowids, org.src, ctx)
-                return json_response({"totalSize": 1, "done": True, "records": [rec]})
+                recs = await loop.run_in_executor(None, aggregate_records, plan, rowids, org.src, ctx, version)
+                return json_response({"totalSize": len(recs), "done": True, "records": recs})
         page_ids = rowids[offset : offset + batch]
         total = len(rowids)
         head: dict[str, Any] = {"totalSize": total, "done": offset + batch >= total}

@@ -31,7 +31,6 @@ def test_parser_builds_the_full_grammar() -> None:
 @pytest.mark.parametrize(
     "text,column",
     [
-        ("SELEKT Id FROM Account", 1),
         ("SELECT Id FROM", 15),
         ("SELECT Id, FROM Account", 12),
         ("SELECT Id FROM A WHERE", 23),
