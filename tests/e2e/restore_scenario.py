@@ -314,9 +314,17 @@ def _expected(
     for name in fields.compared:
         v = values.get(name)
         if name in fields.references and isinstance(v, str):
-            v = ids.get(v, v if live is None or v in live else None)
+            v = ids.get(v, v if live is None or v in live else EitherEmpty(v))
         out[name] = v
     return out
+
+
+@dataclass(frozen=True)
+class EitherEmpty:
+    """A reference to a record not live at the backup: the restore leaves it empty when it writes it, an
+    undeleted record may keep it."""
+
+    value: str
 
 
 def live_ids(truth: dict[str, Any]) -> set[str]:
@@ -329,6 +337,10 @@ def differing(expected: dict[str, Any], actual: dict[str, Any], fields: Fields, 
         want = expected.get(name)
         if name == "OwnerId" and want not in users:
             continue  # an inactive or unknown owner falls back to another user, by design
+        if isinstance(want, EitherEmpty):
+            if actual.get(name) in (None, "") or same(want.value, actual.get(name)):
+                continue
+            want = want.value
         if not same(want, actual.get(name)):
             names.append(name)
     return names
@@ -411,7 +423,7 @@ def duplicates(
 
 def _norm(value: Any) -> Any:
     """A value in one form for grouping (what `same` treats as equal, for the types the org renders)."""
-    if value in (None, ""):
+    if isinstance(value, EitherEmpty) or value in (None, ""):
         return None
     if isinstance(value, bool):
         return str(value).lower()

@@ -103,7 +103,9 @@ def test_a_restore_killed_mid_way_ends_complete_and_creates_nothing_twice(
             backup(c)
             selections = [rs.RestoreSelection(object_name="Account", deleted_since=as_of)]
             selections += [rs.RestoreSelection(object_name=o, changed_since=as_of) for o in sorted(damage.changed)]
-            spec = rs.RestoreSpec(source_org_id="o1", as_of=as_of, selections=selections, confirmed=True)
+            spec = rs.RestoreSpec(
+                source_org_id="o1", as_of=as_of, selections=selections, confirmed=True, restore_empty=True
+            )
             expected = sum(len(ids) for ids in damage.family.values()) + sum(len(i) for i in damage.changed.values())
             fraction = rng.choice([0.0, rng.uniform(0.05, 0.8)])
             restarts = stack.services[victim].restarts
