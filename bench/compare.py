@@ -140,7 +140,7 @@ async def _main(url: str, files: str) -> None:
     for values in (False, True, False):
         started = time.perf_counter()
         counts = {"added": 0, "deleted": 0, "changed": 0}
-        summaries = []
+        summaries: list[Any] = []
         async for piece in storage.compare_as_of(ORG, between, None, values=values):
             for c in piece.changes:
                 counts[c.change] += 1
