@@ -19,6 +19,7 @@ changed field; values are JSON text, a string as itself; the file is created 060
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from collections.abc import Iterable
@@ -127,13 +128,26 @@ def show(result: dict[str, Any]) -> None:
         render.console.print("[yellow]the list was cut by --limit[/]: the counts above are complete")
 
 
+def point(cli: ModuleType, text: str) -> dt.datetime:
+    """A point of --from / --to: ISO 8601, `now`, or an age (`24h`, `7d`: that long ago)."""
+    try:
+        return cli.parse_time(text)  # type: ignore[no-any-return]
+    except cli.CliError:
+        try:
+            return dt.datetime.now(dt.UTC) - cli.parse_duration(text)
+        except cli.CliError:
+            raise cli.CliError(
+                f"cannot read time {text!r}: use ISO 8601 (2026-11-27T10:00:00Z), now, or an age such as 24h or 7d"
+            ) from None
+
+
 def register(app: typer.Typer, cli: ModuleType) -> None:
     """Adds `sfvault compare` to the CLI (`cli`: the CLI's main module, for its clients and time parsing)."""
 
     @app.command("compare", help=HELP)
     def compare(
         org: Annotated[str, typer.Argument(help="the org (sfvault's org id, or its 00D... Id)")],
-        from_: Annotated[str, typer.Option("--from", help="the backup's point: ISO 8601 time")],
+        from_: Annotated[str, typer.Option("--from", help="the backup's point: ISO 8601, or an age (24h, 7d)")],
         to: Annotated[str, typer.Option("--to", help="the other point (default: now, the latest backup)")] = "",
         live: Annotated[bool, typer.Option("--live", help="compare with the org now (reads it: API calls)")] = False,
         objects: Annotated[list[str] | None, typer.Option("--object", help="an object (repeatable)")] = None,
@@ -153,8 +167,8 @@ def register(app: typer.Typer, cli: ModuleType) -> None:
             raise typer.BadParameter("give --json or --csv, not both")
         if limit < 0:
             raise typer.BadParameter("--limit must be 0 (no limit) or more")
-        since = cli.parse_time(from_)
-        until = cli.parse_time(to) if to else None
+        since = point(cli, from_)
+        until = point(cli, to) if to else None
         want_values = values or csv_file is not None
         c = cli.clients()
         if live:

@@ -149,3 +149,14 @@ def test_the_table_for_people(fake: FakeServices, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "Account" in out and ID2 in out and "Name, NumberOfEmployees" in out
     assert cmp.collect([], "o", "a", "b", False)["objects"] == {}
+
+
+def test_a_point_may_be_an_age(fake: FakeServices, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    assert cli.run(["compare", "00D000000000062EAA", "--from", "2d", "--to", "1h", "--json"]) == 0
+    [request] = fake.asked
+    assert abs(getattr(request, "from").seconds - (time.time() - 2 * 86400)) < 60
+    assert abs(request.to.seconds - (time.time() - 3600)) < 60
+    assert cli.run(["compare", "00D000000000062EAA", "--from", "yesterday"]) == 1
+    assert "cannot read time 'yesterday'" in capsys.readouterr().err
