@@ -373,6 +373,10 @@ class Server:
             return await self.ingest.jobs(request, version, parts[2:])
         if head == "composite" and len(parts) == 1:
             return await self.composite.composite(request, version)
+        if head == "composite" and len(parts) == 2 and parts[1] == "batch":
+            return await self.composite.batch(request, version)
+        if head == "composite" and len(parts) == 3 and parts[1] == "tree":
+            return await self.composite.tree(request, version, parts[2])
         return error(404, "NOT_FOUND", "The requested resource does not exist")
 
 

@@ -4,8 +4,16 @@ the other subrequests answered 400 `PROCESSING_HALTED`), and, without it, only s
 failed one halted. The top level is 200 either way.
 
 Subrequests served: sObject create (POST sobjects/X), read (GET sobjects/X/id[?fields=]), update (PATCH
-sobjects/X/id), upsert (PATCH sobjects/X/ExtField/value), delete (DELETE sobjects/X/id) and collections
-create / update / delete (composite/sobjects). Others answer 400 NOT_FOUND inside the composite response."""
+sobjects/X/id), upsert (PATCH sobjects/X/ExtField/value), delete (DELETE sobjects/X/id), collections
+create / update / delete (composite/sobjects) and query/queryAll (first page). Others answer 400 NOT_FOUND inside
+the composite response.
+
+`POST /composite/batch`: up to 25 independent subrequests (URLs relative to /services/data, `richInput` bodies),
+each committed on its own; `{"hasErrors", "results": [{"statusCode", "result"}]}`; `haltOnError` answers the
+rest 412 BATCH_PROCESSING_HALTED. `POST /composite/tree/{SObject}`: records with `attributes.referenceId` and
+children nested under their relationship name (up to 200 records, 5 levels), created parents first in one
+transaction: 201 `{"hasErrors": false, "results": [{"referenceId", "id"}]}`, or on any failure nothing and 400
+`{"hasErrors": true, "results": [{"referenceId", "errors": [{"statusCode", "message", "fields"}]}]}`."""
 
 from __future__ import annotations
 
@@ -18,8 +26,13 @@ from aiohttp import web
 from sforg.api.http import VERSION_RE, Api, error, json_response
 from sforg.ids import is_valid, to18
 from sforg.org import OrgError
+from sforg.query import aggregate_records, fetch_page, render_rest
+from sforg.soql import SoqlError
 
 MAX_SUBREQUESTS = 25
+MAX_TREE_RECORDS = 200
+MAX_TREE_DEPTH = 5
+BATCH_HALTED = [{"errorCode": "BATCH_PROCESSING_HALTED", "message": "Batch processing halted per request"}]
 REF_RE = re.compile(r"@\{([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
 HALTED = "The transaction was rolled back since another operation in the same transaction failed."
 
@@ -32,7 +45,140 @@ class _RolledBack(Exception):
     pass
 
 
+class _TreeFailed(Exception):
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        super().__init__("tree failed")
+        self.results = results
+
+
 class CompositeApi(Api):
+    async def batch(self, request: web.Request, version: str) -> web.StreamResponse:
+        if request.method != "POST":
+            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are POST")
+        body = await self.json_body(request)
+        subs = body.get("batchRequests") if isinstance(body, dict) else None
+        if not isinstance(subs, list) or not subs:
+            return error(400, "JSON_PARSER_ERROR", "batchRequests: a list of subrequests is required")
+        if len(subs) > MAX_SUBREQUESTS:
+            return error(400, "LIMIT_EXCEEDED", f"Maximum number of subrequests exceeded: {MAX_SUBREQUESTS}")
+        halt = bool(body.get("haltOnError", False))
+        results: list[dict[str, Any]] = []
+        halted = False
+        for sub in subs:
+            if halted:
+                results.append({"statusCode": 412, "result": BATCH_HALTED})
+                continue
+            url = str(sub.get("url", "")) if isinstance(sub, dict) else ""
+            if url and not url.startswith("/"):
+                url = "/services/data/" + url
+            try:
+                with self.org.store.transaction():
+                    status, out, _headers = self.run(str(sub.get("method", "")), url, sub.get("richInput"), version)
+            except OrgError as exc:
+                status, out = exc.status, [{"errorCode": exc.code, "message": exc.message, "fields": exc.fields or []}]
+            except SoqlError as exc:
+                status, out = 400, [{"message": exc.message, "errorCode": exc.code}]
+            results.append({"statusCode": status, "result": out})
+            if status >= 400 and halt:
+                halted = True
+        has_errors = any(r["statusCode"] >= 400 for r in results)
+        return json_response({"hasErrors": has_errors, "results": results})
+
+    async def tree(self, request: web.Request, version: str, obj_name: str) -> web.StreamResponse:
+        if request.method != "POST":
+            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are POST")
+        o = self.org.obj(obj_name)
+        body = await self.json_body(request)
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list) or not records:
+            return error(400, "JSON_PARSER_ERROR", "records: a list of records is required")
+        flat: list[tuple[str, str, dict[str, Any], str | None, str | None]] = []  # (ref, object, values, parent, field)
+        self.flatten(o.name, records, None, None, 1, flat)
+        if len(flat) > MAX_TREE_RECORDS:
+            return error(400, "LIMIT_EXCEEDED", f"Maximum number of records exceeded: {MAX_TREE_RECORDS}")
+        refs = [r[0] for r in flat]
+        if len(set(refs)) != len(refs):
+            dup = next(r for r in refs if refs.count(r) > 1)
+            return error(400, "INVALID_INPUT", f"Duplicate ReferenceId provided in the request: {dup}")
+        results: list[dict[str, Any]] = []
+        ids: dict[str, str] = {}
+        try:
+            with self.org.store.transaction():
+                failures: list[dict[str, Any]] = []
+                for ref, obj, values, parent_ref, field in flat:
+                    if parent_ref is not None and parent_ref not in ids:
+                        continue  # its parent failed: reported through the parent
+                    data = dict(values)
+                    if parent_ref is not None and field is not None:
+                        data[field] = ids[parent_ref]
+                    try:
+                        rid = self.org.api_create(obj, data)
+                    except OrgError as exc:
+                        err = {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
+                        failures.append({"referenceId": ref, "errors": [err]})
+                        continue
+                    ids[ref] = rid
+                    results.append({"referenceId": ref, "id": rid})
+                if failures:
+                    raise _TreeFailed(failures)
+        except _TreeFailed as exc:
+            return json_response({"hasErrors": True, "results": exc.results}, 400)
+        return json_response({"hasErrors": False, "results": results}, 201)
+
+    def flatten(
+        self,
+        obj_name: str,
+        records: list[Any],
+        parent_ref: str | None,
+        field: str | None,
+        depth: int,
+        out: list[tuple[str, str, dict[str, Any], str | None, str | None]],
+    ) -> None:
+        """Depth-first, parents before their children: (referenceId, object, values, parent's referenceId, lookup)."""
+        if depth > MAX_TREE_DEPTH:
+            raise OrgError(400, "INVALID_INPUT", f"Maximum tree depth exceeded: {MAX_TREE_DEPTH}")
+        o = self.org.obj(obj_name)
+        for rec in records:
+            if not isinstance(rec, dict):
+                raise OrgError(400, "JSON_PARSER_ERROR", "Each record must be an object")
+            attrs = rec.get("attributes") or {}
+            ref = attrs.get("referenceId")
+            typ = attrs.get("type")
+            if not isinstance(ref, str) or not ref:
+                raise OrgError(400, "INVALID_INPUT", "Include a reference ID for each record in the request.")
+            if not isinstance(typ, str) or typ.lower() != o.name.lower():
+                raise OrgError(400, "INVALID_INPUT", f"The type of record {ref} must be {o.name}")
+            values: dict[str, Any] = {}
+            children: list[tuple[str, str, list[Any]]] = []
+            for key, value in rec.items():
+                if key == "attributes":
+                    continue
+                if isinstance(value, dict) and "records" in value:
+                    child = self.child_lookup(o.name, key)
+                    if child is None:
+                        raise OrgError(
+                            400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {o.name}", [key]
+                        )
+                    children.append((child[0], child[1], list(value.get("records") or [])))
+                else:
+                    values[key] = value
+            out.append((ref, o.name, values, parent_ref, field))
+            for child_obj, child_field, child_records in children:
+                self.flatten(child_obj, child_records, ref, child_field, depth + 1, out)
+
+    def child_lookup(self, parent: str, relationship: str) -> tuple[str, str] | None:
+        """(child object, lookup field) of a parent's child relationship name (Contacts -> Contact.AccountId)."""
+        for other in self.org.catalogue.values():
+            for f in other.fields:
+                if (
+                    f.type == "reference"
+                    and f.child_relationship
+                    and f.child_relationship.lower() == relationship.lower()
+                    and parent in f.reference_to
+                ):
+                    return other.name, f.name
+        return None
+
     async def composite(self, request: web.Request, version: str) -> web.StreamResponse:
         if request.method != "POST":
             return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are POST")
@@ -90,6 +236,28 @@ class CompositeApi(Api):
                     )
         return json_response({"compositeResponse": results})
 
+    def query_page(self, text: str, include_deleted: bool, version: str) -> dict[str, Any]:
+        """A query subrequest's answer: the first page, with nextRecordsUrl when there are more."""
+        org = self.org
+        ctx = org.context()
+        plan = org.plan(text, include_deleted)
+        rowids = org.run(plan)
+        if plan.count_only:
+            return {"totalSize": len(rowids), "done": True, "records": []}
+        if plan.aggregate:
+            recs = aggregate_records(plan, rowids, org.src, ctx, version)
+            return {"totalSize": len(recs), "done": True, "records": recs}
+        batch = 2000
+        head: dict[str, Any] = {"totalSize": len(rowids), "done": len(rowids) <= batch}
+        if len(rowids) > batch:
+            cur = org.new_cursor(plan, rowids, version, batch)
+            head["nextRecordsUrl"] = f"/services/data/v{version}/query/{cur.id}-{batch}"
+        rows = fetch_page(plan, org.src, ctx, rowids[:batch])
+        recs = render_rest(plan, rows, ctx, version, org.src)
+        for child in plan.root.children.values():
+            child.cache.clear()
+        return {**head, "records": recs}
+
     def resolve(self, value: Any, done: dict[str, dict[str, Any]], failed: set[str]) -> Any:
         if isinstance(value, dict):
             return {k: self.resolve(v, done, failed) for k, v in value.items()}
@@ -133,6 +301,8 @@ class CompositeApi(Api):
         parts = (m.group(2) or "").split("/")
         query = urllib.parse.parse_qs(parsed.query)
         api = self.server.sobjects
+        if parts[0] in ("query", "queryAll") and len(parts) == 1 and method == "GET":
+            return 200, self.query_page(query.get("q", [""])[0], parts[0] == "queryAll", v), {}
         if parts[0] == "sobjects" and len(parts) >= 2:
             o = org.obj(parts[1])
             if len(parts) == 2 and method == "POST":
@@ -143,6 +313,7 @@ class CompositeApi(Api):
                     {"Location": f"/services/data/v{v}/sobjects/{o.name}/{rid}"},
                 )
             if len(parts) == 3 and is_valid(parts[2]):
+                api.check_id_object(o, parts[2])
                 rid = to18(parts[2])
                 if method == "GET":
                     fields = query.get("fields", [""])[0]

@@ -16,6 +16,7 @@ from sforg import schema
 from sforg.api.http import HANG_SECONDS, Api, error, json_response
 from sforg.ids import is_valid, to18
 from sforg.org import OrgError
+from sforg.query import INVALID_FIELD_TAIL
 
 
 class SObjectsApi(Api):
@@ -27,7 +28,13 @@ class SObjectsApi(Api):
             if isinstance(v, str) and v.startswith("/services/data/v59.0/sobjects/"):
                 values[k] = v.replace("/v59.0/", f"/v{version}/", 1)
         if fields:
-            wanted = {f.lower() for f in fields}
+            wanted = {f.strip().lower() for f in fields if f.strip()}
+            known = {k.lower() for k in values}
+            for name in fields:
+                if name.strip() and name.strip().lower() not in known:
+                    # ?fields= naming no field: an error, not a silent omission
+                    message = f"No such column '{name.strip()}' on entity '{o.name}'{INVALID_FIELD_TAIL}"
+                    raise OrgError(400, "INVALID_FIELD", message)
             values = {k: v for k, v in values.items() if k.lower() in wanted}
         return {
             "attributes": {"type": o.name, "url": f"/services/data/v{version}/sobjects/{o.name}/{row['Id']}"},
@@ -89,6 +96,7 @@ class SObjectsApi(Api):
             if o.field(rid) is not None:
                 return error(404, "NOT_FOUND", "The requested resource does not exist")
             return error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {rid}")
+        self.check_id_object(o, rid)
         if method == "GET":
             row = org.get_row(o, rid)
             fields = request.query.get("fields")
@@ -101,6 +109,13 @@ class SObjectsApi(Api):
             org.delete_record(o.name, rid, api=True)
             return web.Response(status=204)
         return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are GET,PATCH,DELETE")
+
+    @staticmethod
+    def check_id_object(o: schema.ObjectDef, rid: str) -> None:
+        """An Id of another object in a record URL: 400 MALFORMED_ID naming the Id as sent (heroku-applink-nodejs
+        mappings/update-malformed-id.json)."""
+        if is_valid(rid) and o.key_prefix and rid[:3] != o.key_prefix:
+            raise OrgError(400, "MALFORMED_ID", f"Record ID: id value of incorrect type: {rid}", ["Id"])
 
     async def create_body(self, request: web.Request, o: schema.ObjectDef) -> dict[str, Any]:
         """A create's values: JSON, or multipart with a JSON part (entity_content, entity_document, ...) and a
