@@ -33,6 +33,7 @@ from services.platform import errors, timestamps
 log = logging.getLogger("sfvault.discovery")
 
 DEFAULT_BATCH, MAX_BATCH = 1_000, 10_000
+PROBE_ID = "000000000000000"  # a well-formed Id no object's records have (key prefix 000)
 IDS_PER_READ = 10_000  # candidates' backed-up values read by Ids, this many a call
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,254}$")
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
@@ -271,18 +272,15 @@ class LiveCompare:
         except (sfc.SecretError, sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
             raise errors.FailedPrecondition(f"cannot log in to org {org_id!r}: {exc}") from None
         sf_org = live.salesforce_org_id
-        # the backup side of every object first: an unknown object or field is refused before the org is read
-        backups: dict[str, tuple[tuple[FieldDef, ...], dict[str, bytes]]] = {}
+        # every object's fields at `from` first (a read of one Id that is never stored: the first batch carries
+        # them), so an unknown object or field is refused before the org is read
+        schemas: dict[str, tuple[FieldDef, ...]] = {}
         for name in sorted(names, key=str.lower):
-            schema: tuple[FieldDef, ...] = ()
-            hashes: dict[str, bytes] = {}
-            async for batch in self.backup.read(sf_org, name, since):
-                schema = schema or batch.fields
-                hashes.update((rid, h) for rid, h, _values in batch.records)
-            backups[name] = (schema, hashes)
+            async for batch in self.backup.read(sf_org, name, since, [PROBE_ID]):
+                schemas.setdefault(name, batch.fields)
         only: list[str] | None = None
         if wanted:
-            known = {f.name.lower(): f.name for schema, _ in backups.values() for f in schema}
+            known = {f.name.lower(): f.name for schema in schemas.values() for f in schema}
             missing = [f for f in wanted if f.lower() not in known]
             if missing:
                 raise errors.InvalidArgument(f"field {missing[0]} is not a field of any compared object at from")
@@ -292,9 +290,13 @@ class LiveCompare:
         summaries: list[ObjectSummary] = []
         sent = 0
         truncated = False
-        for name, (schema, hashes) in backups.items():
+        for name, schema in schemas.items():
             summary = ObjectSummary(name)
             summaries.append(summary)
+            # one object's Ids and hashes at a time in memory (about 100 bytes a record)
+            hashes: dict[str, bytes] = {}
+            async for batch in self.backup.read(sf_org, name, since):
+                hashes.update((rid, h) for rid, h, _values in batch.records)
             changes = await self._object(live, sf_org, name, since, schema, hashes, only, values)
             for change in changes:
                 setattr(summary, change.change, getattr(summary, change.change) + 1)
