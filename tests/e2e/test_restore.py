@@ -9,11 +9,13 @@ nothing and says why."""
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,8 @@ from devstack.localstack import Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients
 from services.cli.demo import secrets_dir
-from sforg.testing import Admin, running_org
+from services.jobrunner.salesforce import MD_NS
+from sforg.testing import Admin, ca_bundle, running_org, simple_salesforce
 from tests.e2e.conftest import register
 from tests.e2e.restore_scenario import (
     FAMILY,
@@ -237,32 +240,36 @@ def test_a_restore_into_a_sandbox_masks_values_before_they_leave(
 
 
 def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_deploys_nothing(
-    scenario: Scenario, clients: Clients
+    scenario: Scenario, clients: Clients, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s, admin = scenario, scenario.admin
+    assert s.stack.org is not None
     before = {(m["type"], m["fullName"]): m["sha256"] for m in s.before["metadata"]}
     classes = sorted(n for t, n in before if t == "ApexClass" and n != BROKEN_CLASS)
-    field = sorted(n for t, n in before if t == "CustomField")[0]
+    field = "Account.Active__c" if ("CustomField", "Account.Active__c") in before else ""
+    field = field or sorted(n for t, n in before if t == "CustomField" and n.startswith("Account."))[0]
     chosen = [("ApexClass", n) for n in classes[:3]] + [("CustomField", field)]
-    for mtype, name in chosen:
-        admin.change_metadata(mtype, name)
+    at_t = {c: _backed_up(clients, s, c, s.as_of) for c in chosen}
+    for name in classes[:3]:
+        admin.change_metadata("ApexClass", name)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_bundle(s.stack.org))  # zeep (simple-salesforce's mdapi) too
+    relabel(s.stack.org, field, at_t[("CustomField", field)], "Relabelled after the backup")
     changed = _metadata(admin)
-    assert all(changed[c] != before[c] for c in chosen)
+    assert all(changed[c] != before[c] for c in chosen), "the components did not change"
 
     spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, confirmed=True)
     spec.metadata_components.extend(f"{t}:{n}" for t, n in chosen)
     done = restore(clients, spec, kind=rs.SESSION_KIND_METADATA_RESTORE)
     assert done.status == pb.SESSION_STATUS_SUCCESS, describe_session(done, clients)
     assert done.verification.verified, describe_session(done, clients)
-    # the org holds again what the backup held at T (an Apex class byte for byte: the sha256 the org had)
+    assert totals(done)["updated"] == len(chosen), describe_session(done, clients)
+    # the org holds again what it held at T: the Apex classes byte for byte (the org's own sha256), and each
+    # component as the next backup retrieves it equal to the backup at T
     now_ = _metadata(admin)
-    for mtype, name in chosen:
-        backed_up = clients.storage.GetMetadataAsOf(
-            st.GetMetadataAsOfRequest(org_id=s.sf_org, type=mtype, full_name=name, as_of=s.as_of)
-        ).content
-        assert now_[(mtype, name)] == hashlib.sha256(backed_up).hexdigest(), f"{mtype} {name} not restored"
-        assert now_[(mtype, name)] != changed[(mtype, name)], f"{mtype} {name} still the changed version"
-    assert all(now_[c] == before[c] for c in chosen if c[0] == "ApexClass")
+    assert all(now_[c] == before[c] for c in chosen if c[0] == "ApexClass"), "an Apex class not restored"
+    backup(clients)
+    for c in chosen:
+        assert _backed_up(clients, s, c, None) == at_t[c], f"{c} not back to its version at T"
 
     # the backup's version of BROKEN_CLASS does not compile: with it, nothing of the deploy is deployed
     admin.change_metadata("ApexClass", BROKEN_CLASS, content=f"public class {BROKEN_CLASS} {{\n}}\n")
@@ -289,6 +296,39 @@ def variant(spec: rs.RestoreSpec, **changes: Any) -> rs.RestoreSpec:
     for name, value in changes.items():
         setattr(out, name, value)
     return out
+
+
+def _backed_up(clients: Clients, s: Scenario, component: tuple[str, str], as_of: Any) -> bytes:
+    """A component's content in the backup at a point (None: the latest)."""
+    request = st.GetMetadataAsOfRequest(org_id=s.sf_org, type=component[0], full_name=component[1])
+    if as_of is not None:
+        request.as_of.CopyFrom(as_of)
+    return bytes(clients.storage.GetMetadataAsOf(request).content)
+
+
+def relabel(info: dict[str, Any], field: str, backed_up: bytes, label: str) -> None:
+    """A custom field changed in the org: its backed-up definition deployed with another label (Metadata API
+    deploy through simple-salesforce, as an admin would)."""
+    obj, _, _name = field.partition(".")
+    definition, n = re.subn(r"<((?:\w+:)?label)>[^<]*</\1>", rf"<\1>{label}</\1>", backed_up.decode(), count=1)
+    assert n == 1, f"no label in the backed-up definition of {field}"
+    package = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Package xmlns="{MD_NS}"><types><members>{obj}</members>'
+        f"<name>CustomObject</name></types><version>{info['api_version']}</version></Package>"
+    )
+    body = f'<?xml version="1.0" encoding="UTF-8"?><CustomObject xmlns="{MD_NS}">{definition}</CustomObject>'
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("package.xml", package)
+        zf.writestr(f"objects/{obj}.object", body)
+    sf = simple_salesforce(info)
+    deploy_id, _state = sf.mdapi.deploy(buffer, sandbox=False, singlePackage=True)
+    assert deploy_id, "the deploy was not accepted"
+    for _ in range(100):  # sforg deploys at once; a few polls at most
+        status, detail, *_rest = sf.mdapi.check_deploy_status(deploy_id)
+        if status not in ("Pending", "InProgress", None):
+            break
+    assert status == "Succeeded", f"relabel deploy: {status} {detail}"
 
 
 def _iso(ts: Any) -> str:
