@@ -625,7 +625,9 @@ class RestoreJob:
         items: list[Pending] = []
         owner_map = dict(self.spec.owner_map)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
-        for sid, values in batch:
+        for n in range(len(batch)):
+            sid, values = batch[n]
+            batch[n] = ("", {})  # its values live on in `items` only: one copy of the batch at a time
             notes: list[str] = []
             if owner_map and values.get("OwnerId") in owner_map:
                 values = {**values, "OwnerId": owner_map[str(values["OwnerId"])]}

@@ -323,7 +323,8 @@ class OrgWriter:
             return []
         header = list(dict.fromkeys(k for r in records for k in r))
         null = "#N/A" if operation != "insert" else ""
-        buffer = io.StringIO()
+        raw = io.BytesIO()
+        buffer = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=True)
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
         keys: dict[bytes, list[int]] = {}
@@ -346,12 +347,14 @@ class OrgWriter:
         job_id = str(created.json()["id"])
         self._wrote()
         path = f"{self.base}/jobs/ingest/{job_id}"
-        data = buffer.getvalue().encode()
-        buffer.close()
+        buffer.flush()
+        buffer.detach()  # raw stays open
+        data = raw.getvalue()  # bytes (a retry of the PUT sends them again whole)
+        raw.close()
         upload = self.client.request("PUT", f"{path}/batches", data=data, headers={"Content-Type": "text/csv"})
+        del data
         _raise_for(upload)
         self._wrote()
-        del data
         close = self.client.request("PATCH", path, json={"state": "UploadComplete"})
         self._wrote()
         info: dict[str, Any] = {}
@@ -395,9 +398,10 @@ class OrgWriter:
     def _ingest_wait(self, path: str, records: int = 0) -> dict[str, Any]:
         """Polls until the job ends: the first after about the time the org needs for `records` (a poll is an API
         call), then doubling."""
-        delay, waited = min(max(0.1, records / 10_000.0), 10.0), 0.0
+        delay, waited = min(max(0.1, records / 4_000.0), 10.0), 0.0
         time.sleep(delay)  # the org's processing time, not a wait for our own work
         waited += delay
+        delay = max(0.2, delay / 2)
         while True:
             info = dict(self.reader._get(path).json())
             state = str(info.get("state", ""))
@@ -407,7 +411,7 @@ class OrgWriter:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")
             time.sleep(delay)  # polling back-off while Salesforce runs the job
             waited += delay
-            delay = min(delay * 2, 10.0)
+            delay = min(max(delay, waited / 2), 10.0)  # about half the time waited so far
 
     def _ingest_results(self, path: str) -> Iterator[list[str]]:
         """A result CSV's rows after its header, streamed."""
