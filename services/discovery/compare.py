@@ -161,9 +161,18 @@ class BackupRecords(Protocol):
 class SalesforceLive:
     """LiveOrg over discovery's Salesforce adapter (salesforce.SalesforceOrg): describe and REST query."""
 
-    def __init__(self, org: Any, page_size: int = 2000) -> None:
+    def __init__(self, org: Any, page_size: int = 2000, reserve_percent: int = 0) -> None:
         self.org = org
         self.page_size = page_size  # records per query page (Salesforce: 200 to 2,000)
+        # the share of the org's daily API requests sfvault leaves alone: checked before every call (on the usage
+        # the org's last answer reported)
+        self.reserve_percent = reserve_percent
+
+    def _check_budget(self) -> None:
+        try:
+            self.org.client.check_budget(self.reserve_percent)
+        except sfc.ApiLimitExceeded as exc:
+            raise errors.FailedPrecondition(f"the org's API budget for sfvault is spent: {exc}") from None
 
     @property
     def salesforce_org_id(self) -> str:
@@ -174,8 +183,11 @@ class SalesforceLive:
         return int(self.org.api_calls)
 
     def fields(self, object_name: str) -> dict[str, dict[str, Any]]:
+        self._check_budget()
         try:
             fetched = self.org.describe(object_name)
+        except sfc.ApiLimitExceeded as exc:
+            raise errors.FailedPrecondition(f"the org's API budget for sfvault is spent: {exc}") from None
         except DescribeFailed as exc:
             raise errors.FailedPrecondition(f"cannot describe {object_name} in the org: {exc}") from None
         body = fetched.body or {}
@@ -186,9 +198,13 @@ class SalesforceLive:
         soql = f"SELECT {', '.join(fields)} FROM {object_name}"
         path = f"/services/data/v{self.org.version}/query?q={urllib.parse.quote(soql)}"
         while path:
-            response = self.org.client.request(
-                "GET", path, headers={"Sforce-Query-Options": f"batchSize={self.page_size}"}
-            )
+            self._check_budget()
+            try:
+                response = self.org.client.request(
+                    "GET", path, headers={"Sforce-Query-Options": f"batchSize={self.page_size}"}
+                )
+            except sfc.ApiLimitExceeded as exc:
+                raise errors.FailedPrecondition(f"the org's API budget for sfvault is spent: {exc}") from None
             if response.status_code != 200:
                 raise errors.FailedPrecondition(
                     f"the org refused the query of {object_name}: HTTP {response.status_code} {_error_code(response)}"
@@ -248,11 +264,19 @@ class StorageBackup:
 # ---- the use case -----------------------------------------------------------------------------------------
 
 
+async def org_reserve(list_policies: Callable[[str], Awaitable[Sequence[d.Policy]]], org_id: str) -> int:
+    """The share of the org's daily API requests a compare leaves alone: 100 less the largest daily share its
+    policies give sfvault (none: the default share)."""
+    shares = [p.daily_share_percent or d.DEFAULT_DAILY_SHARE for p in await list_policies(org_id)]
+    return 100 - max(shares, default=d.DEFAULT_DAILY_SHARE)
+
+
 @dataclasses.dataclass
 class LiveCompare:
     get_org: Callable[[str], Awaitable[d.Org]]
-    connect: Callable[[d.Connection], LiveOrg]
+    connect: Callable[[d.Connection, int], LiveOrg]  # (connection, reserve percent) -> a logged-in org
     backup: BackupRecords
+    reserve: Callable[[str], Awaitable[int]] | None = None  # org id -> the API reserve (org_reserve)
 
     async def compare(
         self,
@@ -267,8 +291,9 @@ class LiveCompare:
     ) -> AsyncIterator[Piece]:
         names, wanted, size = check_request(objects, fields, batch_size, limit)
         org = await self.get_org(org_id)
+        reserve = await self.reserve(org_id) if self.reserve is not None else 0
         try:
-            live = await asyncio.to_thread(self.connect, org.connection)
+            live = await asyncio.to_thread(self.connect, org.connection, reserve)
         except (sfc.SecretError, sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
             raise errors.FailedPrecondition(f"cannot log in to org {org_id!r}: {exc}") from None
         sf_org = live.salesforce_org_id

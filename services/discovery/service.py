@@ -15,7 +15,7 @@ from sfvault.discovery.v1 import discovery_pb2, discovery_pb2_grpc
 
 from services.discovery.api import AccessApi, DiscoveryApi, access_service_entry
 from services.discovery.application import Access, Catalog, Planner, Scheduler, SystemClock, republish_revocations
-from services.discovery.compare import LiveCompare, SalesforceLive, StorageBackup
+from services.discovery.compare import LiveCompare, SalesforceLive, StorageBackup, org_reserve
 from services.discovery.config import DiscoverySettings
 from services.discovery.consumers import consume_job_outcomes, consume_session_requests
 from services.discovery.ports import Clock, Connector
@@ -94,7 +94,12 @@ async def serve(
                     discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server,
                     DiscoveryApi(
                         catalog := Catalog(store, connect, storage.backup_ids),
-                        LiveCompare(catalog.get_org, lambda c: SalesforceLive(connect(c)), StorageBackup(storage.stub)),
+                        LiveCompare(
+                            catalog.get_org,
+                            lambda c, reserve: SalesforceLive(connect(c), reserve_percent=reserve),
+                            StorageBackup(storage.stub),
+                            functools.partial(org_reserve, store.list_policies),
+                        ),
                     ),
                     discovery_service,
                 ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from services.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
 from services.discovery import domain as d
-from services.discovery.compare import BackupBatch, LiveCompare, Piece, SalesforceLive, changed_fields
+from services.discovery.compare import BackupBatch, LiveCompare, Piece, SalesforceLive, changed_fields, org_reserve
 from services.discovery.salesforce import SalesforceOrg
 from services.jobrunner.domain import storage_field_type
 from services.platform import errors
@@ -109,7 +110,7 @@ def fixture(
             raise errors.NotFound(f"org {org_id!r} does not exist")
         return ORG
 
-    return LiveCompare(get_org, lambda _c: live, backup), live, backup
+    return LiveCompare(get_org, lambda _c, _reserve: live, backup), live, backup
 
 
 async def run(c: LiveCompare, objects: Sequence[str] = ("Account",), **kw: Any) -> list[Piece]:
@@ -135,8 +136,9 @@ async def test_added_deleted_and_changed_fields_against_the_org_now() -> None:
     ]
     # the org is asked for the backup's fields it still has (Id first), never Gone__c
     assert live.queried == [("Account", ("Id", "AnnualRevenue", "Name", "Rating", "SystemModstamp"))]
-    # the backup: its fields (a probe of one Id), once whole (hashes), once for the candidates' values (accounts 1, 2 and 4, 5: only the
-    # records whose hash differs -- 4 and 5 differ by Gone__c alone, then found unchanged field by field)
+    # the backup: its fields (a probe of one Id), once whole (hashes), once for the candidates' values (accounts
+    # 1, 2 and 4, 5: only the records whose hash differs -- 4 and 5 differ by Gone__c alone, then found unchanged
+    # field by field)
     assert backup.reads == [("Account", 1), ("Account", 0), ("Account", 4)]
     assert [c.record_id for p in pieces for c in p.changes] == sorted(found(pieces))  # Id order
 
@@ -222,7 +224,7 @@ async def test_on_sforg_exactly_the_changes_made_since_the_backup(
 
     orgs: list[SalesforceLive] = []
 
-    def connect(c: d.Connection) -> SalesforceLive:
+    def connect(c: d.Connection, _reserve: int) -> SalesforceLive:
         orgs.append(SalesforceLive(SalesforceOrg(c), page_size=200))  # several pages: nextRecordsUrl followed
         return orgs[-1]
 
@@ -239,3 +241,27 @@ async def test_on_sforg_exactly_the_changes_made_since_the_backup(
     assert all("Title" in f and set(f) <= {"Title", "LastModifiedById"} for f in changes.values()), changes
     title = next(f for p in pieces for ch in p.changes for f in ch.fields if f.field == "Title")
     assert json.loads(title.new_json) == "Compared"
+    # the org's API budget: a compare leaves the reserve alone (here all of it: nothing may be read)
+    starved = SalesforceLive(SalesforceOrg(conn), reserve_percent=100)
+    with pytest.raises(errors.FailedPrecondition, match="API budget"):
+        starved.fields("Contact")  # checked on the usage the org's last answer told
+        list(starved.records("Contact", ["Id"]))
+
+
+async def test_the_reserve_is_what_the_orgs_policies_leave_alone() -> None:
+    async def policies(org_id: str) -> list[d.Policy]:
+        return {"a": [d.Policy("p1", "a", daily_share_percent=30), d.Policy("p2", "a", daily_share_percent=60)],
+                "b": [d.Policy("p3", "b")]}.get(org_id, [])  # fmt: skip
+
+    assert await org_reserve(policies, "a") == 40
+    assert await org_reserve(policies, "b") == 50 and await org_reserve(policies, "none") == 50
+    given: list[int] = []
+    c, live, backup = fixture()
+
+    def connect(_c: d.Connection, reserve: int) -> FakeLive:
+        given.append(reserve)
+        return live
+
+    c = LiveCompare(c.get_org, connect, backup, functools.partial(org_reserve, policies))
+    await run(c)
+    assert given == [50]
