@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(DEV_LOCK) pyproject.toml | sha1sum | c
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: install tools lock test test-long check lint proto proto-check bench bench-session bench-storage bench-sforg bench-restore demo images clean
+.PHONY: install tools lock test test-long check lint proto proto-check bench bench-session bench-storage bench-sforg bench-restore bench-compare demo images clean
 
 install: $(STAMP) tools
 
