@@ -28,6 +28,7 @@ from sforg.api.metadata import MetadataApi
 from sforg.api.rest_query import QueryApi
 from sforg.api.soap import SoapApi
 from sforg.api.sobjects import SObjectsApi
+from sforg.api.tooling import ToolingApi
 from sforg.org import Org, OrgError, scale_total
 from sforg.soql import SoqlError
 from sforg.tls import ensure_certificates
@@ -178,6 +179,7 @@ class Server:
         self.soap = SoapApi(self)
         self.ingest = IngestApi(self)
         self.composite = CompositeApi(self)
+        self.tooling = ToolingApi(self)
         self.admin = AdminApi(self)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
 
@@ -373,6 +375,8 @@ class Server:
             return await self.ingest.jobs(request, version, parts[2:])
         if head == "composite" and len(parts) == 1:
             return await self.composite.composite(request, version)
+        if head == "tooling":
+            return await self.tooling.handle(request, version, parts[1:])
         if head == "composite" and len(parts) == 2 and parts[1] == "batch":
             return await self.composite.batch(request, version)
         if head == "composite" and len(parts) == 3 and parts[1] == "tree":
