@@ -39,6 +39,8 @@ class _JobTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobType.Value
     """a restore session's records and files"""
     JOB_TYPE_METADATA_RESTORE: _JobType.ValueType  # 5
     """a metadata restore (deploy)"""
+    JOB_TYPE_PRUNE: _JobType.ValueType  # 6
+    """retention: storage's PruneStep until done"""
 
 class JobType(_JobType, metaclass=_JobTypeEnumTypeWrapper): ...
 
@@ -50,6 +52,8 @@ JOB_TYPE_RESTORE: JobType.ValueType  # 4
 """a restore session's records and files"""
 JOB_TYPE_METADATA_RESTORE: JobType.ValueType  # 5
 """a metadata restore (deploy)"""
+JOB_TYPE_PRUNE: JobType.ValueType  # 6
+"""retention: storage's PruneStep until done"""
 Global___JobType: _TypeAlias = JobType  # noqa: Y015
 
 class _JobOutcome:
@@ -202,6 +206,7 @@ class SessionRequested(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
     DRAFT_OF_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     requested_by: _builtins.str
@@ -211,6 +216,8 @@ class SessionRequested(_message.Message):
     """unspecified: backup"""
     draft_of: _builtins.str
     """a restore draft prepared for a finding of this (backup) session"""
+    dry_run: _builtins.bool
+    """a prune: say what would go, delete nothing"""
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
         """Set only to override the policy's. Zero: the policy's (discovery puts it into SessionStarted), else the
@@ -232,10 +239,11 @@ class SessionRequested(_message.Message):
         kind: _restore_pb2.SessionKind.ValueType = ...,
         restore: _restore_pb2.RestoreSpec | None = ...,
         draft_of: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft_of", b"draft_of", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "requested_by", b"requested_by", "restore", b"restore", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft_of", b"draft_of", "dry_run", b"dry_run", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "requested_by", b"requested_by", "restore", b"restore", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from sfvault.discovery.v1 import discovery_pb2 as _discovery_pb2
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.protect.v1 import protect_pb2 as _protect_pb2
 from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
@@ -234,6 +235,7 @@ class JobSpec(_message.Message):
     API_CALL_CAP_FIELD_NUMBER: _builtins.int
     API_RESERVE_PERCENT_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
+    PRUNE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     job_id: _builtins.str
     type: _events_pb2.JobType.ValueType
@@ -271,6 +273,10 @@ class JobSpec(_message.Message):
     def restore(self) -> Global___RestoreJob:
         """JOB_TYPE_RESTORE and JOB_TYPE_METADATA_RESTORE"""
 
+    @_builtins.property
+    def prune(self) -> Global___PruneJob:
+        """JOB_TYPE_PRUNE"""
+
     def __init__(
         self,
         *,
@@ -292,11 +298,37 @@ class JobSpec(_message.Message):
         api_call_cap: _builtins.int = ...,
         api_reserve_percent: _builtins.int = ...,
         restore: Global___RestoreJob | None = ...,
+        prune: Global___PruneJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "data", b"data", "file", b"file", "metadata", b"metadata", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "data", b"data", "file", b"file", "metadata", b"metadata", "prune", b"prune", "restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_call_cap", b"api_call_cap", "api_reserve_percent", b"api_reserve_percent", "connection", b"connection", "data", b"data", "fields", b"fields", "file", b"file", "initial", b"initial", "instance_url", b"instance_url", "job_id", b"job_id", "metadata", b"metadata", "object_name", b"object_name", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "salesforce_org_id", b"salesforce_org_id", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_call_cap", b"api_call_cap", "api_reserve_percent", b"api_reserve_percent", "connection", b"connection", "data", b"data", "fields", b"fields", "file", b"file", "initial", b"initial", "instance_url", b"instance_url", "job_id", b"job_id", "metadata", b"metadata", "object_name", b"object_name", "org_id", b"org_id", "policy_id", b"policy_id", "prune", b"prune", "restore", b"restore", "salesforce_org_id", b"salesforce_org_id", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class PruneJob(_message.Message):
+    """A prune job: the retention discovery resolved for the org (the most keeping of its policies' settings)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETENTION_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    @_builtins.property
+    def retention(self) -> _protect_pb2.RetentionSettings: ...
+    def __init__(
+        self,
+        *,
+        retention: _protect_pb2.RetentionSettings | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "retention", b"retention"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneJob: _TypeAlias = PruneJob  # noqa: Y015

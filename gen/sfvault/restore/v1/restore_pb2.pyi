@@ -34,6 +34,8 @@ class _SessionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionKi
     SESSION_KIND_RESTORE: _SessionKind.ValueType  # 2
     """records and files"""
     SESSION_KIND_METADATA_RESTORE: _SessionKind.ValueType  # 3
+    SESSION_KIND_PRUNE: _SessionKind.ValueType  # 4
+    """retention: old versions, metadata versions and file bodies deleted (issue 18)"""
 
 class SessionKind(_SessionKind, metaclass=_SessionKindEnumTypeWrapper): ...
 
@@ -43,6 +45,8 @@ SESSION_KIND_BACKUP: SessionKind.ValueType  # 1
 SESSION_KIND_RESTORE: SessionKind.ValueType  # 2
 """records and files"""
 SESSION_KIND_METADATA_RESTORE: SessionKind.ValueType  # 3
+SESSION_KIND_PRUNE: SessionKind.ValueType  # 4
+"""retention: old versions, metadata versions and file bodies deleted (issue 18)"""
 Global___SessionKind: _TypeAlias = SessionKind  # noqa: Y015
 
 class _RecordState:

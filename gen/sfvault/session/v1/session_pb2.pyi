@@ -232,6 +232,7 @@ class StartSessionRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     trigger: _builtins.str
@@ -239,6 +240,8 @@ class StartSessionRequest(_message.Message):
     """Optional; a repeated call with the same id returns the same session (idempotent start)."""
     kind: _restore_pb2.SessionKind.ValueType
     """unspecified: backup"""
+    dry_run: _builtins.bool
+    """a prune (kind PRUNE, admin): say what would go, delete nothing"""
     @_builtins.property
     def stall_timeout(self) -> _duration_pb2.Duration:
         """zero: the service default"""
@@ -257,10 +260,11 @@ class StartSessionRequest(_message.Message):
         session_id: _builtins.str = ...,
         kind: _restore_pb2.SessionKind.ValueType = ...,
         restore: _restore_pb2.RestoreSpec | None = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "stall_timeout", b"stall_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "kind", b"kind", "org_id", b"org_id", "policy_id", b"policy_id", "restore", b"restore", "session_id", b"session_id", "stall_timeout", b"stall_timeout", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

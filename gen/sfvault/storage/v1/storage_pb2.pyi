@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sfvault.events.v1 import events_pb2 as _events_pb2
+from sfvault.protect.v1 import protect_pb2 as _protect_pb2
 from sfvault.restore.v1 import restore_pb2 as _restore_pb2
 import builtins as _builtins
 import sys
@@ -2002,3 +2003,453 @@ class CountLiveResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CountLiveResponse: _TypeAlias = CountLiveResponse  # noqa: Y015
+
+@_typing.final
+class PruneStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_SEQ_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    MAX_VERSIONS_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """00D…"""
+    session_id: _builtins.str
+    job_id: _builtins.str
+    chunk_seq: _builtins.int
+    """1-based per job"""
+    dry_run: _builtins.bool
+    """count what would go, delete nothing"""
+    max_versions: _builtins.int
+    """versions per step (default 50,000)"""
+    @_builtins.property
+    def retention(self) -> _protect_pb2.RetentionSettings: ...
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        chunk_seq: _builtins.int = ...,
+        retention: _protect_pb2.RetentionSettings | None = ...,
+        dry_run: _builtins.bool = ...,
+        max_versions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_seq", b"chunk_seq", "dry_run", b"dry_run", "job_id", b"job_id", "max_versions", b"max_versions", "org_id", b"org_id", "retention", b"retention", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneStepRequest: _TypeAlias = PruneStepRequest  # noqa: Y015
+
+@_typing.final
+class PruneStepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_VERSIONS_FIELD_NUMBER: _builtins.int
+    METADATA_VERSIONS_FIELD_NUMBER: _builtins.int
+    FILE_VERSIONS_FIELD_NUMBER: _builtins.int
+    FILE_BODIES_FIELD_NUMBER: _builtins.int
+    BYTES_FREED_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    HORIZON_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    record_versions: _builtins.int
+    """deleted (or, in a dry run, that would be)"""
+    metadata_versions: _builtins.int
+    file_versions: _builtins.int
+    file_bodies: _builtins.int
+    bytes_freed: _builtins.int
+    done: _builtins.bool
+    held: _builtins.bool
+    """a legal hold kept (part of) the org"""
+    replayed: _builtins.bool
+    @_builtins.property
+    def horizon(self) -> _timestamp_pb2.Timestamp:
+        """restore points before it are gone (as-of reads say so)"""
+
+    def __init__(
+        self,
+        *,
+        record_versions: _builtins.int = ...,
+        metadata_versions: _builtins.int = ...,
+        file_versions: _builtins.int = ...,
+        file_bodies: _builtins.int = ...,
+        bytes_freed: _builtins.int = ...,
+        done: _builtins.bool = ...,
+        held: _builtins.bool = ...,
+        horizon: _timestamp_pb2.Timestamp | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["horizon", b"horizon"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_freed", b"bytes_freed", "done", b"done", "file_bodies", b"file_bodies", "file_versions", b"file_versions", "held", b"held", "horizon", b"horizon", "metadata_versions", b"metadata_versions", "record_versions", b"record_versions", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneStepResponse: _TypeAlias = PruneStepResponse  # noqa: Y015
+
+@_typing.final
+class PinRestorePointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    reason: _builtins.str
+    session_id: _builtins.str
+    """who pinned it (a draft's backup session), optional"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: every object"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        objects: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "objects", b"objects", "org_id", b"org_id", "reason", b"reason", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PinRestorePointRequest: _TypeAlias = PinRestorePointRequest  # noqa: Y015
+
+@_typing.final
+class PinRestorePointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIN_ID_FIELD_NUMBER: _builtins.int
+    pin_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        pin_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pin_id", b"pin_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PinRestorePointResponse: _TypeAlias = PinRestorePointResponse  # noqa: Y015
+
+@_typing.final
+class LegalHold(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SET_BY_FIELD_NUMBER: _builtins.int
+    SET_AT_FIELD_NUMBER: _builtins.int
+    RELEASED_AT_FIELD_NUMBER: _builtins.int
+    RELEASED_BY_FIELD_NUMBER: _builtins.int
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    hold_id: _builtins.str
+    org_id: _builtins.str
+    object_name: _builtins.str
+    """empty: the whole org"""
+    reason: _builtins.str
+    set_by: _builtins.str
+    released_by: _builtins.str
+    policy_id: _builtins.str
+    """informative: the policy it was set through"""
+    @_builtins.property
+    def set_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def released_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        hold_id: _builtins.str = ...,
+        org_id: _builtins.str = ...,
+        object_name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        set_by: _builtins.str = ...,
+        set_at: _timestamp_pb2.Timestamp | None = ...,
+        released_at: _timestamp_pb2.Timestamp | None = ...,
+        released_by: _builtins.str = ...,
+        policy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["released_at", b"released_at", "set_at", b"set_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_id", b"hold_id", "object_name", b"object_name", "org_id", b"org_id", "policy_id", b"policy_id", "reason", b"reason", "released_at", b"released_at", "released_by", b"released_by", "set_at", b"set_at", "set_by", b"set_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LegalHold: _TypeAlias = LegalHold  # noqa: Y015
+
+@_typing.final
+class SetLegalHoldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    object_name: _builtins.str
+    reason: _builtins.str
+    policy_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        object_name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        policy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object_name", b"object_name", "org_id", b"org_id", "policy_id", b"policy_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLegalHoldRequest: _TypeAlias = SetLegalHoldRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseLegalHoldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    hold_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        hold_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_id", b"hold_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseLegalHoldRequest: _TypeAlias = ReleaseLegalHoldRequest  # noqa: Y015
+
+@_typing.final
+class ListLegalHoldsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_RELEASED_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    include_released: _builtins.bool
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        include_released: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_released", b"include_released", "org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLegalHoldsRequest: _TypeAlias = ListLegalHoldsRequest  # noqa: Y015
+
+@_typing.final
+class ListLegalHoldsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def holds(self) -> _containers.RepeatedCompositeFieldContainer[Global___LegalHold]: ...
+    def __init__(
+        self,
+        *,
+        holds: _abc.Iterable[Global___LegalHold] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holds", b"holds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLegalHoldsResponse: _TypeAlias = ListLegalHoldsResponse  # noqa: Y015
+
+@_typing.final
+class EraseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """00D…"""
+    object_name: _builtins.str
+    """with ids"""
+    value: _builtins.str
+    """personal data: never logged, audited, or stored"""
+    reason: _builtins.str
+    """required"""
+    dry_run: _builtins.bool
+    """say what would be erased"""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"Object.Field" where value is looked for"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        object_name: _builtins.str = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        value: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "fields", b"fields", "ids", b"ids", "object_name", b"object_name", "org_id", b"org_id", "reason", b"reason", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseRequest: _TypeAlias = EraseRequest  # noqa: Y015
+
+@_typing.final
+class ErasedRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    FILE_BODIES_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    record_id: _builtins.str
+    versions: _builtins.int
+    file_bodies: _builtins.int
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        versions: _builtins.int = ...,
+        file_bodies: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_bodies", b"file_bodies", "object_name", b"object_name", "record_id", b"record_id", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasedRecord: _TypeAlias = ErasedRecord  # noqa: Y015
+
+@_typing.final
+class EraseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    FILE_BODIES_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    erasure_id: _builtins.str
+    versions: _builtins.int
+    file_bodies: _builtins.int
+    dry_run: _builtins.bool
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErasedRecord]: ...
+    def __init__(
+        self,
+        *,
+        erasure_id: _builtins.str = ...,
+        records: _abc.Iterable[Global___ErasedRecord] | None = ...,
+        versions: _builtins.int = ...,
+        file_bodies: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "erasure_id", b"erasure_id", "file_bodies", b"file_bodies", "records", b"records", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseResponse: _TypeAlias = EraseResponse  # noqa: Y015
+
+@_typing.final
+class VerifyErasureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    value: _builtins.str
+    erasure_id: _builtins.str
+    """or: the records of an erasure are gone"""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """empty: every field of every version"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        value: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        erasure_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure_id", b"erasure_id", "fields", b"fields", "org_id", b"org_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyErasureRequest: _TypeAlias = VerifyErasureRequest  # noqa: Y015
+
+@_typing.final
+class VerifyErasureResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLEAN_FIELD_NUMBER: _builtins.int
+    VERSIONS_HOLDING_FIELD_NUMBER: _builtins.int
+    FILE_BODIES_HOLDING_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    clean: _builtins.bool
+    versions_holding: _builtins.int
+    file_bodies_holding: _builtins.int
+    @_builtins.property
+    def samples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"Object:Id", up to 20"""
+
+    def __init__(
+        self,
+        *,
+        clean: _builtins.bool = ...,
+        versions_holding: _builtins.int = ...,
+        file_bodies_holding: _builtins.int = ...,
+        samples: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clean", b"clean", "file_bodies_holding", b"file_bodies_holding", "samples", b"samples", "versions_holding", b"versions_holding"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyErasureResponse: _TypeAlias = VerifyErasureResponse  # noqa: Y015

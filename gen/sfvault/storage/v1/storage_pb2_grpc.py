@@ -149,6 +149,41 @@ class StorageServiceStub:
                 request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveRequest.SerializeToString,
                 response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveResponse.FromString,
                 _registered_method=True)
+        self.PruneStep = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/PruneStep',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PruneStepRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PruneStepResponse.FromString,
+                _registered_method=True)
+        self.PinRestorePoint = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/PinRestorePoint',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PinRestorePointRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PinRestorePointResponse.FromString,
+                _registered_method=True)
+        self.SetLegalHold = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/SetLegalHold',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.SetLegalHoldRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.LegalHold.FromString,
+                _registered_method=True)
+        self.ReleaseLegalHold = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/ReleaseLegalHold',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ReleaseLegalHoldRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.LegalHold.FromString,
+                _registered_method=True)
+        self.ListLegalHolds = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/ListLegalHolds',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListLegalHoldsRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListLegalHoldsResponse.FromString,
+                _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/Erase',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.EraseRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.EraseResponse.FromString,
+                _registered_method=True)
+        self.VerifyErasure = channel.unary_unary(
+                '/sfvault.storage.v1.StorageService/VerifyErasure',
+                request_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.VerifyErasureRequest.SerializeToString,
+                response_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.VerifyErasureResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -318,6 +353,58 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PruneStep(self, request, context):
+        """Keep. One bounded step of a prune job (idempotent by session, job, chunk_seq): deletes record versions,
+        metadata versions and file versions older than the retention (never a record's latest version unless
+        prune_latest, never what a pin or a legal hold protects), then file bodies no longer referenced by any
+        org or object. `done` when nothing is left; counts as in ChunkResult (published through the outbox).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PinRestorePoint(self, request, context):
+        """A point in time kept whatever the retention (a restore draft's point, a person's choice).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLegalHold(self, request, context):
+        """Legal hold on an org (or one object of it): nothing in it is pruned or erased until released. Admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseLegalHold(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLegalHolds(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Erase(self, request, context):
+        """Erase (GDPR Article 17): records by Id, or every record holding a value in given fields, from every version
+        and file body of the backup. Admin; audited by Id and hash, never the personal data. FAILED_PRECONDITION
+        under a legal hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyErasure(self, request, context):
+        """Proves no stored version (or file body) still holds the value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +522,41 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.CountLive,
                     request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveRequest.FromString,
                     response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveResponse.SerializeToString,
+            ),
+            'PruneStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneStep,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PruneStepRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PruneStepResponse.SerializeToString,
+            ),
+            'PinRestorePoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinRestorePoint,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PinRestorePointRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.PinRestorePointResponse.SerializeToString,
+            ),
+            'SetLegalHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLegalHold,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.SetLegalHoldRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.LegalHold.SerializeToString,
+            ),
+            'ReleaseLegalHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLegalHold,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ReleaseLegalHoldRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.LegalHold.SerializeToString,
+            ),
+            'ListLegalHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLegalHolds,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListLegalHoldsRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.ListLegalHoldsResponse.SerializeToString,
+            ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.EraseRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.EraseResponse.SerializeToString,
+            ),
+            'VerifyErasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyErasure,
+                    request_deserializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.VerifyErasureRequest.FromString,
+                    response_serializer=sfvault_dot_storage_dot_v1_dot_storage__pb2.VerifyErasureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1058,6 +1180,195 @@ class StorageService:
             '/sfvault.storage.v1.StorageService/CountLive',
             sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveRequest.SerializeToString,
             sfvault_dot_storage_dot_v1_dot_storage__pb2.CountLiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/PruneStep',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.PruneStepRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.PruneStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinRestorePoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/PinRestorePoint',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.PinRestorePointRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.PinRestorePointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLegalHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/SetLegalHold',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.SetLegalHoldRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.LegalHold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLegalHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/ReleaseLegalHold',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ReleaseLegalHoldRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.LegalHold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLegalHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/ListLegalHolds',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListLegalHoldsRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.ListLegalHoldsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/Erase',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.EraseRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.EraseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyErasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sfvault.storage.v1.StorageService/VerifyErasure',
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.VerifyErasureRequest.SerializeToString,
+            sfvault_dot_storage_dot_v1_dot_storage__pb2.VerifyErasureResponse.FromString,
             options,
             channel_credentials,
             insecure,

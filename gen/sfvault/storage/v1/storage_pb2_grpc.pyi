@@ -90,6 +90,25 @@ class StorageServiceStub:
     """
     CountLive: _grpc.UnaryUnaryMultiCallable[_storage_pb2.CountLiveRequest, _storage_pb2.CountLiveResponse]
     """Live records per object in the backup's latest state (the hard-delete count check of every session)."""
+    PruneStep: _grpc.UnaryUnaryMultiCallable[_storage_pb2.PruneStepRequest, _storage_pb2.PruneStepResponse]
+    """Keep. One bounded step of a prune job (idempotent by session, job, chunk_seq): deletes record versions,
+    metadata versions and file versions older than the retention (never a record's latest version unless
+    prune_latest, never what a pin or a legal hold protects), then file bodies no longer referenced by any
+    org or object. `done` when nothing is left; counts as in ChunkResult (published through the outbox).
+    """
+    PinRestorePoint: _grpc.UnaryUnaryMultiCallable[_storage_pb2.PinRestorePointRequest, _storage_pb2.PinRestorePointResponse]
+    """A point in time kept whatever the retention (a restore draft's point, a person's choice)."""
+    SetLegalHold: _grpc.UnaryUnaryMultiCallable[_storage_pb2.SetLegalHoldRequest, _storage_pb2.LegalHold]
+    """Legal hold on an org (or one object of it): nothing in it is pruned or erased until released. Admin."""
+    ReleaseLegalHold: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ReleaseLegalHoldRequest, _storage_pb2.LegalHold]
+    ListLegalHolds: _grpc.UnaryUnaryMultiCallable[_storage_pb2.ListLegalHoldsRequest, _storage_pb2.ListLegalHoldsResponse]
+    Erase: _grpc.UnaryUnaryMultiCallable[_storage_pb2.EraseRequest, _storage_pb2.EraseResponse]
+    """Erase (GDPR Article 17): records by Id, or every record holding a value in given fields, from every version
+    and file body of the backup. Admin; audited by Id and hash, never the personal data. FAILED_PRECONDITION
+    under a legal hold.
+    """
+    VerifyErasure: _grpc.UnaryUnaryMultiCallable[_storage_pb2.VerifyErasureRequest, _storage_pb2.VerifyErasureResponse]
+    """Proves no stored version (or file body) still holds the value."""
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -150,6 +169,25 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """
     CountLive: _aio.UnaryUnaryMultiCallable[_storage_pb2.CountLiveRequest, _storage_pb2.CountLiveResponse]  # type: ignore[assignment]
     """Live records per object in the backup's latest state (the hard-delete count check of every session)."""
+    PruneStep: _aio.UnaryUnaryMultiCallable[_storage_pb2.PruneStepRequest, _storage_pb2.PruneStepResponse]  # type: ignore[assignment]
+    """Keep. One bounded step of a prune job (idempotent by session, job, chunk_seq): deletes record versions,
+    metadata versions and file versions older than the retention (never a record's latest version unless
+    prune_latest, never what a pin or a legal hold protects), then file bodies no longer referenced by any
+    org or object. `done` when nothing is left; counts as in ChunkResult (published through the outbox).
+    """
+    PinRestorePoint: _aio.UnaryUnaryMultiCallable[_storage_pb2.PinRestorePointRequest, _storage_pb2.PinRestorePointResponse]  # type: ignore[assignment]
+    """A point in time kept whatever the retention (a restore draft's point, a person's choice)."""
+    SetLegalHold: _aio.UnaryUnaryMultiCallable[_storage_pb2.SetLegalHoldRequest, _storage_pb2.LegalHold]  # type: ignore[assignment]
+    """Legal hold on an org (or one object of it): nothing in it is pruned or erased until released. Admin."""
+    ReleaseLegalHold: _aio.UnaryUnaryMultiCallable[_storage_pb2.ReleaseLegalHoldRequest, _storage_pb2.LegalHold]  # type: ignore[assignment]
+    ListLegalHolds: _aio.UnaryUnaryMultiCallable[_storage_pb2.ListLegalHoldsRequest, _storage_pb2.ListLegalHoldsResponse]  # type: ignore[assignment]
+    Erase: _aio.UnaryUnaryMultiCallable[_storage_pb2.EraseRequest, _storage_pb2.EraseResponse]  # type: ignore[assignment]
+    """Erase (GDPR Article 17): records by Id, or every record holding a value in given fields, from every version
+    and file body of the backup. Admin; audited by Id and hash, never the personal data. FAILED_PRECONDITION
+    under a legal hold.
+    """
+    VerifyErasure: _aio.UnaryUnaryMultiCallable[_storage_pb2.VerifyErasureRequest, _storage_pb2.VerifyErasureResponse]  # type: ignore[assignment]
+    """Proves no stored version (or file body) still holds the value."""
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -345,5 +383,66 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_pb2.CountLiveResponse, _abc.Awaitable[_storage_pb2.CountLiveResponse]]:
         """Live records per object in the backup's latest state (the hard-delete count check of every session)."""
+
+    @_abc_1.abstractmethod
+    def PruneStep(
+        self,
+        request: _storage_pb2.PruneStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.PruneStepResponse, _abc.Awaitable[_storage_pb2.PruneStepResponse]]:
+        """Keep. One bounded step of a prune job (idempotent by session, job, chunk_seq): deletes record versions,
+        metadata versions and file versions older than the retention (never a record's latest version unless
+        prune_latest, never what a pin or a legal hold protects), then file bodies no longer referenced by any
+        org or object. `done` when nothing is left; counts as in ChunkResult (published through the outbox).
+        """
+
+    @_abc_1.abstractmethod
+    def PinRestorePoint(
+        self,
+        request: _storage_pb2.PinRestorePointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.PinRestorePointResponse, _abc.Awaitable[_storage_pb2.PinRestorePointResponse]]:
+        """A point in time kept whatever the retention (a restore draft's point, a person's choice)."""
+
+    @_abc_1.abstractmethod
+    def SetLegalHold(
+        self,
+        request: _storage_pb2.SetLegalHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.LegalHold, _abc.Awaitable[_storage_pb2.LegalHold]]:
+        """Legal hold on an org (or one object of it): nothing in it is pruned or erased until released. Admin."""
+
+    @_abc_1.abstractmethod
+    def ReleaseLegalHold(
+        self,
+        request: _storage_pb2.ReleaseLegalHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.LegalHold, _abc.Awaitable[_storage_pb2.LegalHold]]: ...
+
+    @_abc_1.abstractmethod
+    def ListLegalHolds(
+        self,
+        request: _storage_pb2.ListLegalHoldsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.ListLegalHoldsResponse, _abc.Awaitable[_storage_pb2.ListLegalHoldsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Erase(
+        self,
+        request: _storage_pb2.EraseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.EraseResponse, _abc.Awaitable[_storage_pb2.EraseResponse]]:
+        """Erase (GDPR Article 17): records by Id, or every record holding a value in given fields, from every version
+        and file body of the backup. Admin; audited by Id and hash, never the personal data. FAILED_PRECONDITION
+        under a legal hold.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyErasure(
+        self,
+        request: _storage_pb2.VerifyErasureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_pb2.VerifyErasureResponse, _abc.Awaitable[_storage_pb2.VerifyErasureResponse]]:
+        """Proves no stored version (or file body) still holds the value."""
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
