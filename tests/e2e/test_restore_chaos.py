@@ -3,6 +3,9 @@ supervised processes, while a jobrunner or storage is killed -9 mid-restore. The
 Success, verified, every record back as in test_restore.py, and no record created twice: no two live records
 of the org (sforg's ground truth) carrying the same backed-up values.
 
+A third victim: sforg holds the answer of the first Collections write it has made, and the jobrunner is killed
+then (the batch's records exist, its answer never came: the intent must find them, not create them again).
+
 Long: 5 trials per victim, each its own stack and seed; run by `make test-long` (SFVAULT_CHAOS_TRIALS set),
 skipped otherwise. SFVAULT_RESTORE_CHAOS_TRIALS sets the trials per victim, SFVAULT_CHAOS_SEED the first seed
 (a failing trial names its seed to replay it).
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,8 +71,27 @@ def kill(stack: Stack, name: str) -> Callable[[], None]:
     return lambda: stack.services[name].kill9()  # the supervisor starts it again
 
 
+def kill_after_write(stack: Stack, admin: Admin, endpoint: str, fired: threading.Event) -> threading.Thread:
+    """sforg makes its first `endpoint` write and then holds the answer (a stalled body); once the write is
+    counted, the jobrunner is killed -9: a batch whose records exist in the org and whose answer never came."""
+    admin.fault(endpoint=endpoint, stall_after=0, count=1)
+
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if admin.accounting().get("write_calls", {}).get(endpoint, 0) >= 1:
+                stack.services["jobrunner"].kill9()
+                fired.set()
+                return
+            time.sleep(0.05)  # polling sforg's accounting: the session does not see a call in flight
+
+    thread = threading.Thread(target=watch, name="kill-after-write", daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.mark.parametrize("seed", [FIRST_SEED + i for i in range(TRIALS)])
-@pytest.mark.parametrize("victim", ["jobrunner", "storage"])
+@pytest.mark.parametrize("victim", ["jobrunner", "storage", "jobrunner-after-write"])
 def test_a_restore_killed_mid_way_ends_complete_and_creates_nothing_twice(
     tmp_path: Path, victim: str, seed: int
 ) -> None:
@@ -108,11 +132,20 @@ def test_a_restore_killed_mid_way_ends_complete_and_creates_nothing_twice(
             )
             expected = sum(len(ids) for ids in damage.family.values()) + sum(len(i) for i in damage.changed.values())
             fraction = rng.choice([0.0, rng.uniform(0.05, 0.8)])
-            restarts = stack.services[victim].restarts
-            outage = (at_progress(fraction, expected), f"kill -9 {victim} at {fraction:.0%}", kill(stack, victim))
-            final = restore(c, spec, outages=[outage], timeout=600)
+            name = victim.removesuffix("-after-write")
+            restarts = stack.services[name].restarts
+            outages = []
+            fired = threading.Event()
+            if victim == "jobrunner-after-write":
+                fraction, watcher = 0.0, kill_after_write(stack, admin, "composite_sobjects", fired)
+            else:
+                outages = [(at_progress(fraction, expected), f"kill -9 {name} at {fraction:.0%}", kill(stack, name))]
+            final = restore(c, spec, outages=outages, timeout=600)
             why = f"seed {seed}, kill -9 {victim} at {fraction:.0%}: {describe_session(final, c)}"
-            assert stack.services[victim].restarts > restarts, why
+            if victim == "jobrunner-after-write":
+                watcher.join(5)
+                assert fired.is_set(), f"no write was stalled: {why}"
+            assert stack.services[name].restarts > restarts, why
             assert final.status == pb.SESSION_STATUS_SUCCESS, why
             assert final.verification.verified and final.verification.differing == 0, why
             got = counts(final)
