@@ -184,7 +184,20 @@ def build_zip(
     return buf.getvalue()
 
 
+def zip_names(data: bytes) -> list[str]:
+    return zipfile.ZipFile(io.BytesIO(data)).namelist()
+
+
 def retrieve_result_xml(job: dict[str, Any], include_zip: bool, user_id: str, user_name: str) -> str:
+    """A RetrieveResult in WSDL order; a failed retrieve carries errorMessage and errorStatusCode and a nil zipFile
+    (SFDO-Tooling/CumulusCI cumulusci/tasks/salesforce/tests/test_UninstallPackaged.py)."""
+    if job.get("error"):
+        code, message = job["error"]
+        return envelope(
+            f"<checkRetrieveStatusResponse><result><done>true</done><errorMessage>{escape(message)}</errorMessage>"
+            f"<errorStatusCode>{code}</errorStatusCode><id>{job['id']}</id><status>Failed</status>"
+            '<success>false</success><zipFile xsi:nil="true"/></result></checkRetrieveStatusResponse>'
+        )
     props = "".join(f"<fileProperties>{file_properties(r, user_id, user_name)}</fileProperties>" for r in job["rows"])
     messages = "".join(
         f"<messages><fileName>unpackaged/package.xml</fileName><problem>{escape(p)}</problem></messages>"

@@ -59,17 +59,43 @@ class MetadataApi(Api):
                         rows.append(available[member])
                     else:
                         problems.append(f"Entity of type '{mtype}' named '{member}' cannot be found")
-            zip_bytes = md.build_zip(rows, requested, version, single, org.catalogue)
             async_id = make_id("09S", secrets.randbelow(62**9), pod="Dx")
-            org.retrieves[async_id] = {"id": async_id, "rows": rows, "problems": problems, "zip": zip_bytes}
+            job: dict[str, Any] = {"id": async_id, "rows": rows, "problems": problems, "single": single}
+            packages = [(p.text or "").strip() for p in md.children(op_el, "packageNames") if (p.text or "").strip()]
+            if packages:
+                # sforg's org has no packages: Salesforce ends such a retrieve Failed (SFDO-Tooling/CumulusCI
+                # cumulusci/tasks/salesforce/tests/test_UninstallPackaged.py).
+                job["error"] = (
+                    "UNKNOWN_EXCEPTION",
+                    f"INVALID_CROSS_REFERENCE_KEY: No package named '{packages[0]}' found",
+                )
+            else:
+                zip_bytes = md.build_zip(rows, requested, version, single, org.catalogue)
+                files = len(md.zip_names(zip_bytes)) - 1  # package.xml aside
+                if files > org.settings["retrieve_max_files"]:
+                    # tprouvot/Salesforce-Inspector-reloaded issue 741 (a real checkRetrieveStatus answer)
+                    limit = org.settings["retrieve_max_files"]
+                    job["error"] = (
+                        "LIMIT_EXCEEDED",
+                        f"LIMIT_EXCEEDED: Too many files in retrieve call, limit is: {limit}",
+                    )
+                elif len(zip_bytes) > org.settings["retrieve_max_bytes"]:
+                    limit = org.settings["retrieve_max_bytes"]
+                    job["error"] = (
+                        "LIMIT_EXCEEDED",
+                        f"LIMIT_EXCEEDED: Retrieve result size exceeds the limit: {limit} bytes",
+                    )
+                else:
+                    job["zip"] = zip_bytes
+            org.retrieves[async_id] = job
             return xml_response(md.retrieve_started_xml(async_id))
         if op == "checkRetrieveStatus":
             async_id = md.text_of(op_el, "asyncProcessId") or ""
-            job = org.retrieves.get(async_id)
-            if job is None:
+            found = org.retrieves.get(async_id)
+            if found is None:
                 return xml_response(md.fault("INVALID_ID_FIELD", f"Invalid id: {async_id}"), 500)
             include = (md.text_of(op_el, "includeZip") or "true").lower() == "true"
-            return xml_response(md.retrieve_result_xml(job, include, user_id, user_name))
+            return xml_response(md.retrieve_result_xml(found, include, user_id, user_name))
         if op == "deploy":
             zip_b64 = md.text_of(op_el, "ZipFile") or ""
             check_only = (md.text_of(op_el, "checkOnly") or "false").lower() == "true"

@@ -80,6 +80,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "audit_fields_on_insert": False,  # "Set Audit Fields upon Record Creation": CreatedDate... on insert
     "inactive_owner_updates": False,  # "Update Records with Inactive Owners": no INACTIVE_OWNER_OR_USER
     "recycle_bin_days": 15,  # org days a deleted record stays in the recycle bin before it is purged
+    "retrieve_max_files": 10000,  # a Metadata retrieve with more files fails LIMIT_EXCEEDED
+    "retrieve_max_bytes": 400 * 1024 * 1024,  # and one whose zip is larger
 }
 
 
