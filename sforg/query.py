@@ -1397,13 +1397,35 @@ def json_sql(plan: Plan, fields: list[FieldDef], version: str, today: dt.date | 
     return json_object_sql(members, obj, today)
 
 
-def csv_sql(fields: list[FieldDef], delimiter: str, obj: ObjectDef | None = None, today: dt.date | None = None) -> str:
+def csv_sql(
+    fields: list[FieldDef],
+    delimiter: str,
+    obj: ObjectDef | None = None,
+    today: dt.date | None = None,
+    nul_safe: bool = False,
+) -> str:
     """A SQL expression rendering one record as a Bulk API 2.0 CSV line (every value quoted).
 
     SQLite's format() with %w doubles embedded double quotes, which is exactly CSV's escaping; it takes at
     most 126 values, so wide records are formatted in chunks. A formula field (fast_fields' formulas_too) is
     computed by the formulas module's SQL function, from the columns of `obj`, as of `today`.
+
+    format() stops at a NUL character; with `nul_safe` (an object some write put one into) text is quoted by
+    replace() and concatenation instead, which keep every character (about half as fast).
     """
+    if nul_safe:
+        cells = []
+        for f in fields:
+            c = _q(f.name)
+            if f.formula is not None:
+                assert obj is not None and today is not None, "a formula field needs its object and today"
+                value = f"coalesce({formulas.csv_text_sql(f, obj, today)}, '')"
+            elif f.type == "boolean":
+                value = f"CASE WHEN {c} THEN 'true' ELSE 'false' END"
+            else:
+                value = f"coalesce({c}, '')"
+            cells.append(f"""('"' || replace({value}, '"', '""') || '"')""")
+        return _concat([part for i, cell in enumerate(cells) for part in ((_lit(delimiter),) if i else ()) + (cell,)])
     chunks = []
     for i in range(0, len(fields), 100):
         part = fields[i : i + 100]

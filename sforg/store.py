@@ -117,6 +117,17 @@ class Store:
         with self.write_lock:
             self.conn().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
+    def nul_objects(self) -> set[str]:
+        """Objects a write has put a NUL character into (SQLite's format() stops at one, so their CSV is rendered
+        another way: query.csv_sql's nul_safe)."""
+        return set(self.get_meta("nul_objects", []))
+
+    def _note_nul(self, obj: str, values: Iterable[Any]) -> None:
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            marked = self.nul_objects()
+            if obj not in marked:
+                self.set_meta("nul_objects", sorted(marked | {obj}))
+
     # ------------------------------------------------------------ schema
     def create_object(self, obj: ObjectDef) -> None:
         self._columns.clear()
@@ -172,6 +183,9 @@ class Store:
             keep = [i for i, c in enumerate(columns) if c in known]
             columns = [columns[i] for i in keep]
             rows = ([r[i] for i in keep] for r in rows)
+        if isinstance(rows, list):  # API writes (generation streams its rows and writes no NUL)
+            for r in rows:
+                self._note_nul(obj, r)
         sql = (
             f"INSERT INTO {table(obj)} ({', '.join(col(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
@@ -276,6 +290,7 @@ class Store:
         if not values:
             return
         sets = ", ".join(f"{col(k)}=?" for k in values)
+        self._note_nul(obj, values.values())
         with self.write_lock:
             self.conn().execute(f'UPDATE {table(obj)} SET {sets} WHERE "Id"=?', [*values.values(), record_id])
 

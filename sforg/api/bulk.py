@@ -198,7 +198,8 @@ class BulkApi(Api):
         sent = 0
 
         fast = fast_fields(plan, formulas_too=True)
-        csv_expr = csv_sql(fast, delim, plan.obj, ctx.today) if fast is not None else ""
+        nul_safe = plan.obj.name in org.store.nul_objects()
+        csv_expr = csv_sql(fast, delim, plan.obj, ctx.today, nul_safe) if fast is not None else ""
         header_line = (delim.join('"' + h.replace('"', '""') + '"' for h in header) + ending).encode()
         ending_bytes = ending.encode()
 

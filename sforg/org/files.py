@@ -22,9 +22,11 @@ class Files(Records):
         if content_document_id:
             doc = self.get_row(self.obj("ContentDocument"), content_document_id)
             with self.store.write_lock:
+                # the version that was latest stops being it, and its SystemModstamp moves (a backup sees it change)
                 self.store.conn().execute(
-                    f'UPDATE {table("ContentVersion")} SET "IsLatest"=0 WHERE "ContentDocumentId"=?',
-                    (doc["Id"],),
+                    f'UPDATE {table("ContentVersion")} SET "IsLatest"=0, "SystemModstamp"=? '
+                    'WHERE "ContentDocumentId"=? AND "IsLatest"=1',
+                    (now, doc["Id"]),
                 )
             count = self.store.count("ContentVersion", 'WHERE "ContentDocumentId"=?', (doc["Id"],))
             title = title or doc["Title"]
@@ -157,7 +159,9 @@ class Files(Records):
             vid = self.create_record(cv.name, {**values, "ContentDocumentId": doc_id}, late=False)
             with self.store.write_lock:
                 self.store.conn().execute(
-                    f'UPDATE {table(cv.name)} SET "IsLatest"=0 WHERE "ContentDocumentId"=? AND "Id"<>?', (doc_id, vid)
+                    f'UPDATE {table(cv.name)} SET "IsLatest"=0, "SystemModstamp"=? '
+                    'WHERE "ContentDocumentId"=? AND "Id"<>? AND "IsLatest"=1',
+                    (now, doc_id, vid),
                 )
             version = self.store.get(cv.name, vid) or {}
             kind = (ext.lstrip(".") or "UNKNOWN").upper()
