@@ -206,7 +206,10 @@ def _metadata_version(org_id: str, m: MetadataVersionRow, content: bytes = b"") 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def __init__(self, storage: Storage) -> None:
+        from services.storage.retention import Retention  # keep (issue 18): the horizon of as-of reads
+
         self.storage = storage
+        self.retention = Retention(storage)
 
     @contextlib.contextmanager
     def _reading(
@@ -369,6 +372,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def GetRecordAsOf(self, request: storage_pb2.GetRecordAsOfRequest, context: Any) -> storage_pb2.RecordVersion:
         when = _when(request)
         with self._reading("GetRecordAsOf", request.org_id, request.object_name, request.record_id, when) as read:
+            await self.retention.check_as_of(request.org_id, [request.object_name], when)
             v = await self.storage.record_as_of(request.org_id, request.object_name, request.record_id, when)
             read.count = 1
         return _version(request.org_id, request.object_name, v)
@@ -379,6 +383,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> AsyncIterator[storage_pb2.ExportChunk]:
         when = _when(request)
         with self._reading("ExportObjectAsOf", request.org_id, request.object_name, "", when) as read:
+            await self.retention.check_as_of(request.org_id, [request.object_name], when)
             async for data, records in self.storage.export_as_of(
                 request.org_id,
                 request.object_name,
@@ -447,6 +452,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.MetadataVersion:
         when = _when(request)
         with self._reading("GetMetadataAsOf", request.org_id, request.type, request.full_name, when) as read:
+            await self.retention.check_as_of(request.org_id, ["#metadata"], when)
             row, content = await self.storage.metadata_as_of(request.org_id, request.type, request.full_name, when)
             read.count = len(content)
         return _metadata_version(request.org_id, row, content)
@@ -491,6 +497,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         when = _when(request)
         target = _selection_target(request)
         with self._reading("ReadRecordsAsOf", request.org_id, request.object_name, target, when) as read:
+            await self.retention.check_as_of(request.org_id, [request.object_name], when)
             async for batch in self.storage.records_as_of(
                 request.org_id,
                 request.object_name,
@@ -622,6 +629,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if request.values:
             target += " values"
         with self._reading("CompareAsOf", request.org_id, "", target, until) as read:
+            for point in (since, until):
+                await self.retention.check_as_of(request.org_id, list(request.objects), point)
             async for piece in self.storage.compare_as_of(
                 request.org_id,
                 since,

@@ -112,6 +112,10 @@ class LocalFileRepository:
         finally:
             fh.close()
 
+    async def delete(self, key: str) -> None:
+        """Removes a body (retention: no version references it any more); a missing one is already gone."""
+        await asyncio.to_thread((self.root / key).unlink, missing_ok=True)
+
     async def check(self) -> None:
         probe = self.root / ".tmp" / f"probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
@@ -254,6 +258,10 @@ class S3FileRepository:
                 yield chunk
         finally:
             body.close()
+
+    async def delete(self, key: str) -> None:
+        """Removes a body (retention); S3 answers a missing key as deleted."""
+        await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
 
     async def check(self) -> None:
         await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)

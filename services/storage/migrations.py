@@ -295,4 +295,45 @@ CREATE TABLE restore_intents (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9]
+# Version 10: keep (issue 18). See services/storage/retention.py.
+# - legal_holds: an org (object_name '') or one object of it on hold: nothing in it is pruned (or erased) until
+#   released; rows are never deleted (released_at/by say when and who).
+# - restore_pins: a point in time kept whatever the retention -- for each record (of `objects`, lower-case; empty:
+#   every object) the version in force at `at` is never pruned.
+# - retention_horizons: per org and scope (an object's lower-case name; '#metadata' for metadata components;
+#   'file:<object>' for file versions), the time before which pruned versions leave as-of reads unanswerable.
+V10 = """
+CREATE TABLE legal_holds (
+    hold_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_key     int NOT NULL REFERENCES orgs,
+    object_name text NOT NULL DEFAULT '',
+    reason      text NOT NULL,
+    policy_id   text NOT NULL DEFAULT '',
+    set_by      text NOT NULL,
+    set_at      timestamptz NOT NULL DEFAULT now(),
+    released_at timestamptz,
+    released_by text NOT NULL DEFAULT ''
+);
+CREATE INDEX legal_holds_active ON legal_holds (org_key) WHERE released_at IS NULL;
+
+CREATE TABLE restore_pins (
+    pin_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_key    int NOT NULL REFERENCES orgs,
+    at         timestamptz NOT NULL,
+    objects    text[] NOT NULL DEFAULT '{}',
+    reason     text NOT NULL DEFAULT '',
+    session_id text NOT NULL DEFAULT '',
+    pinned_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX restore_pins_org ON restore_pins (org_key, at);
+
+CREATE TABLE retention_horizons (
+    org_key   int NOT NULL REFERENCES orgs,
+    scope     text NOT NULL,
+    horizon   timestamptz NOT NULL,
+    pruned_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_key, scope)
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10]

@@ -58,6 +58,10 @@ class FileRepository(Protocol):
         """Raises when the repository is not usable (start-up and readiness)."""
         ...
 
+    async def delete(self, key: str) -> None:
+        """Removes a body no version references any more (retention); a missing body is already gone."""
+        ...
+
     async def sweep_temporary(self, older_than_s: float) -> int:
         """Removes temporary bodies (of uploads killed midway) untouched for `older_than_s`; returns how many.
         Safe with several replicas: an upload in flight keeps its body younger than the grace period."""

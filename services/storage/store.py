@@ -1,7 +1,7 @@
 """The PostgreSQL adapter of storage: its own schema (see migrations.py), one class per table or concern
 (store_jobs, store_schemas, store_records, store_files, store_metadata, store_audit, store_restore,
-store_compare; the chunk claim they share in store_base), joined here into the one PostgresStore the service wires
-in (it implements every port of ports.py).
+store_compare, store_retention; the chunk claim they share in store_base), joined here into the one PostgresStore
+the service wires in (it implements every port of ports.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from services.storage.store_jobs import JobsStore
 from services.storage.store_metadata import MetadataStore
 from services.storage.store_records import RecordsStore, first_version_rows
 from services.storage.store_restore import RestoreStore
+from services.storage.store_retention import RetentionStore
 from services.storage.store_schemas import SchemasStore
 
 __all__ = [
@@ -72,7 +73,15 @@ async def open_store_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> 
 
 
 class PostgresStore(
-    JobsStore, SchemasStore, RecordsStore, FilesStore, MetadataStore, AuditStore, RestoreStore, CompareStore
+    JobsStore,
+    SchemasStore,
+    RecordsStore,
+    FilesStore,
+    MetadataStore,
+    AuditStore,
+    RestoreStore,
+    CompareStore,
+    RetentionStore,
 ):
     """Storage's tables, every concern's adapter in one object over one pool."""
 

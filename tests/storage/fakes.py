@@ -63,6 +63,9 @@ class InMemoryFileRepository:
         if self.broken:
             raise OSError("file repository not writable")
 
+    async def delete(self, key: str) -> None:
+        self.bodies.pop(key, None)
+
     async def sweep_temporary(self, older_than_s: float) -> int:
         return 0  # nothing is left behind in memory: an aborted or killed upload is simply dropped
 
