@@ -16,7 +16,7 @@ from services.platform.auth import current_principal, note_for_audit
 from services.platform.errors import InvalidArgument, RequestError, grpc_errors
 from services.session import restore_request, translate
 from services.session.application import SessionService
-from services.session.domain import RESTORE_KINDS
+from services.session.domain import RESTORE_KINDS, Kind
 from services.session.domain_alerts import KINDS
 
 MAX_PAGE = 500
@@ -63,6 +63,8 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             raise PermissionDenied(f"starting a {kind.value} session needs the {needed} role")
         if kind in RESTORE_KINDS:
             note_for_audit(restore_request.audit_scope(kind, request.org_id, request.restore))
+        elif kind == Kind.PRUNE:
+            note_for_audit(f"prune of org {request.org_id[:40]}" + (" (dry run)" if request.dry_run else ""))
         session = await self.app.start(
             policy_id=request.policy_id,
             org_id=request.org_id,
@@ -72,6 +74,7 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             session_id=request.session_id,
             kind=kind,
             restore=request.restore if request.HasField("restore") else None,
+            dry_run=request.dry_run,
         )
         return translate.session_to_pb(session)
 

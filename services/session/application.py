@@ -299,6 +299,7 @@ class SessionService:
         kind: d.Kind = d.Kind.BACKUP,
         restore: rpb.RestoreSpec | None = None,
         draft_of: str = "",
+        dry_run: bool = False,
     ) -> d.Session:
         """A backup of a policy, or a restore (kind RESTORE / METADATA_RESTORE, `restore` its spec: checked here,
         its source org from `org_id` or its own, `requested_by` the caller). Who may start which kind is the
@@ -312,9 +313,20 @@ class SessionService:
             org_id = spec.source_org_id
         elif restore is not None:
             raise Invalid("restore is only for a restore session (kind RESTORE or METADATA_RESTORE)")
+        elif kind == d.Kind.PRUNE:
+            # the org's retention: discovery resolves it from the org's policies (none names one here)
+            if not org_id:
+                raise Invalid("org_id is required for a PRUNE session: the org whose backup is pruned")
+            _check_id("org_id", org_id)
+            if policy_id:
+                raise Invalid(
+                    "a PRUNE session prunes an org (the most keeping of its policies' retention), no policy_id"
+                )
         else:
             _check_id("policy_id", policy_id)
             _check_id("org_id", org_id)
+        if dry_run and kind != d.Kind.PRUNE:
+            raise Invalid("dry_run is for a PRUNE session (a restore previews with restore.dry_run)")
         if session_id:
             _check_id("session_id", session_id)
             with contextlib.suppress(NotFound):
@@ -330,6 +342,7 @@ class SessionService:
             kind=translate.KIND_TO_PB[kind],
             restore=spec,
             draft_of=draft_of,
+            dry_run=dry_run,
         )
         if stall_timeout is not None:
             payload.stall_timeout.FromTimedelta(stall_timeout)

@@ -50,6 +50,7 @@ class Kind(StrEnum):
     BACKUP = "BACKUP"
     RESTORE = "RESTORE"  # records and files
     METADATA_RESTORE = "METADATA_RESTORE"
+    PRUNE = "PRUNE"  # retention (issue 18): old versions and unreferenced file bodies deleted; admins only
 
 
 RESTORE_KINDS = frozenset({Kind.RESTORE, Kind.METADATA_RESTORE})

@@ -31,7 +31,9 @@ _MAX_SECONDS = 253402300800  # 9999-12-31
 
 def role_for(kind: d.Kind) -> str:
     """The role a start of this kind needs: restores write to an org, so they are the restorer's (an admin's,
-    a service's), never the operator's."""
+    a service's), never the operator's; a prune deletes backed-up history, so it is an admin's."""
+    if kind == d.Kind.PRUNE:
+        return "admin"
     return "restorer" if kind in d.RESTORE_KINDS else "operator"
 
 

@@ -25,6 +25,7 @@ _JOB_TYPES = {
     pb.JOB_TYPE_DATA: "data",
     pb.JOB_TYPE_RESTORE: "restore",
     pb.JOB_TYPE_METADATA_RESTORE: "metadata_restore",
+    pb.JOB_TYPE_PRUNE: "prune",
 }
 _JOB_TYPES_BACK = {v: k for k, v in _JOB_TYPES.items()}
 # the domain's enums and the protobuf ones share their member names (a missing one fails at import)
