@@ -253,6 +253,11 @@ class SessionFailure(Exception):
     """A critical problem: the session fails with this reason."""
 
 
+# keep (issue 18): a restore point pinned in storage against retention -- (00D org id, at, objects, reason,
+# session id); storage_client.StorageExports.pin_point
+PinPoint = Callable[[str, dt.datetime, Sequence[str], str, str], Awaitable[None]]
+
+
 class PlanningTimedOut(Exception):
     """A plan did not finish in time (an org call that hangs): not an outage, so it counts as an attempt."""
 
@@ -269,6 +274,8 @@ class Planner:
     describe_parallel: int = 4
     # one attempt's deadline: requests are planned one at a time, so a hung plan must not hold every other back
     plan_timeout: dt.timedelta = dt.timedelta(minutes=15)
+    # a restore draft's point pinned against retention when it is planned (None: not pinned, e.g. in unit tests)
+    pin_point: PinPoint | None = None
 
     async def handle_batch(self, deliveries: Sequence[Delivered]) -> None:
         """The consumer's handler: plan each requested session, commit, publish; then the batch is acked."""
@@ -338,7 +345,8 @@ class Planner:
             started.stall_timeout.FromTimedelta(record.stall_timeout)
         if record.kind is not d.SessionKind.BACKUP:
             started.kind = translate.SESSION_KIND_PB[record.kind]
-            started.restore.ParseFromString(record.restore_spec)
+            if record.restore_spec:
+                started.restore.ParseFromString(record.restore_spec)
         else:  # the policy's alerting and anomaly settings: the session service judges and alerts with them
             policy = await self.store.get_policy(record.policy_id)
             if policy is not None:
@@ -356,6 +364,8 @@ class Planner:
             kind = translate.session_kind(request)
         except d.RestoreRefused as exc:
             raise SessionFailure(str(exc)) from None
+        if kind is d.SessionKind.PRUNE:
+            return await self._decide_prune(session_id, request)
         if kind is not d.SessionKind.BACKUP:
             return await self._decide_restore(session_id, request, kind)
         policy = await self.store.get_policy(request.policy_id) if request.policy_id else None
@@ -432,6 +442,68 @@ class Planner:
             target.org_id,
             plan.as_of.isoformat(),
             " (dry run)" if spec.dry_run else "",
+        )
+        if request.draft_of:
+            record = dataclasses.replace(record, warnings=tuple(await self._pin_draft(session_id, request, plan)))
+        stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
+        return await self.store.save_session(record, None, [stored])
+
+    async def _pin_draft(self, session_id: str, request: ev.SessionRequested, plan: d.RestorePlan) -> list[str]:
+        """A restore draft's point pinned in storage (the versions it previews are never pruned); a pin that fails
+        is a warning of the draft, never its failure."""
+        if self.pin_point is None or not plan.source.salesforce_org_id:
+            return []
+        objects = sorted({s.object_name for s in request.restore.selections if s.object_name})
+        reason = f"restore draft of session {request.draft_of}"
+        try:
+            await self.pin_point(plan.source.salesforce_org_id, plan.as_of, objects, reason, session_id)
+        except Exception as exc:
+            log.warning("session %s: the draft's restore point was not pinned (%s)", session_id, exc)
+            return [f"the restore point {plan.as_of.isoformat()} could not be pinned against retention ({exc})"]
+        return []
+
+    async def _decide_prune(self, session_id: str, request: ev.SessionRequested) -> SessionRecord:
+        """A prune's plan: the org's retention (the most keeping of its policies'), one prune job; nothing to
+        prune (no retention, or never backed up): no job, the session ends Success with the reason as a
+        warning. Nothing is described and Salesforce is never called."""
+        now = self.clock.now()
+        org = await self.store.get_org(request.org_id) if request.org_id else None
+        if org is None:
+            raise SessionFailure(f"org {request.org_id!r} does not exist")
+        policies = await self.store.list_policies(org.org_id)
+        retention = d.prune_retention(policies)
+        stall = request.stall_timeout.ToTimedelta()
+        record = SessionRecord(
+            session_id=session_id,
+            policy_id="",
+            org_id=org.org_id,
+            planned=True,
+            planned_at=now,
+            stall_timeout=stall,
+            kind=d.SessionKind.PRUNE,
+        )
+        if retention is not None and not org.salesforce_org_id:
+            retention, why = None, f"nothing to prune: org {org.org_id} was never backed up"
+        elif retention is None:
+            why = d.nothing_to_prune(org.org_id, policies)
+        if retention is None:
+            log.info("session %s: %s", session_id, why)
+            return await self.store.save_session(dataclasses.replace(record, warnings=(why,)), None, [])
+        try:
+            await self.check_storage()
+        except ports.StorageUnreachable as exc:
+            raise SessionFailure(str(exc)) from None
+        job = translate.prune_job_spec(
+            org, retention, session_id=session_id, dry_run=request.dry_run, stall_timeout=stall
+        )
+        log.info(
+            "session %s: prune of org %s (days %d, versions %d%s)%s",
+            session_id,
+            org.org_id,
+            retention.days,
+            retention.versions,
+            ", deleted records too" if retention.prune_latest else "",
+            " (dry run)" if request.dry_run else "",
         )
         stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
         return await self.store.save_session(record, None, [stored])

@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -768,6 +768,7 @@ class SessionKind(StrEnum):
     BACKUP = "BACKUP"
     RESTORE = "RESTORE"  # records (and their files)
     METADATA_RESTORE = "METADATA_RESTORE"  # components deployed
+    PRUNE = "PRUNE"  # retention (issue 18): one prune job, storage's PruneStep until done
 
 
 class RestoreRefused(Exception):
@@ -877,3 +878,33 @@ class TokenRecord:
     registered_by: str = ""
     revoked_at: dt.datetime | None = None
     revoked_by: str = ""
+
+
+# --- keep (issue 18) --------------------------------------------------------------------------------------------
+
+PRUNE_JOB_ID = "prune"
+
+
+def prune_retention(policies: Sequence[Policy]) -> RetentionSettings | None:
+    """The retention a prune of an org applies: the most keeping of its policies' settings -- the most days and
+    the most versions, where 0 (keep forever, keep all) wins; prune_latest only when every policy says so. None
+    when nothing is to be pruned: no policy, or one keeps everything (no days and no versions)."""
+    if not policies:
+        return None
+    days = 0 if any(p.retention.days == 0 for p in policies) else max(p.retention.days for p in policies)
+    versions = 0 if any(p.retention.versions == 0 for p in policies) else max(p.retention.versions for p in policies)
+    if days == 0 and versions == 0:
+        return None
+    latest = days > 0 and all(p.retention.prune_latest for p in policies)
+    return RetentionSettings(days, versions, latest)
+
+
+def nothing_to_prune(org_id: str, policies: Sequence[Policy]) -> str:
+    if not policies:
+        return f"nothing to prune: org {org_id} has no policy, so no retention"
+    keeping = [p.policy_id for p in policies if p.retention.days == 0 and p.retention.versions == 0]
+    return (
+        f"nothing to prune: policy {keeping[0]} of org {org_id} keeps every restore point (no retention set)"
+        if keeping
+        else f"nothing to prune: the policies of org {org_id} keep every restore point"
+    )

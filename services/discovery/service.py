@@ -87,6 +87,7 @@ async def serve(
                 options=[("grpc.max_receive_message_length", 64 << 20)],
             )
         )
+        planner.pin_point = storage.pin_point  # a restore draft's point, pinned against retention when planned
         discovery_service = discovery_pb2.DESCRIPTOR.services_by_name["DiscoveryService"].full_name
         server = await running.serve_grpc(
             [

@@ -3,6 +3,8 @@ object's latest backup (its export), which `verify` compares with the org."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -52,3 +54,16 @@ class StorageExports:
                 return ids  # never backed up: every live record is missing
             raise errors.Unavailable(f"storage could not export {object_name}: {exc.code().name}") from None
         return ids
+
+    async def pin_point(
+        self, salesforce_org_id: str, at: dt.datetime, objects: Sequence[str], reason: str, session_id: str
+    ) -> None:
+        """A restore point pinned against retention (storage's PinRestorePoint; the same pin twice is one)."""
+        request = storage_pb2.PinRestorePointRequest(
+            org_id=salesforce_org_id, reason=reason, session_id=session_id, objects=list(objects)
+        )
+        request.at.FromDatetime(at)
+        try:
+            await self.stub.PinRestorePoint(request, timeout=10.0)
+        except grpc.aio.AioRpcError as exc:
+            raise errors.Unavailable(f"storage could not pin {at.isoformat()}: {exc.code().name}") from None

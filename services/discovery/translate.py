@@ -223,11 +223,13 @@ SESSION_KIND = {
     rpb.SESSION_KIND_BACKUP: d.SessionKind.BACKUP,
     rpb.SESSION_KIND_RESTORE: d.SessionKind.RESTORE,
     rpb.SESSION_KIND_METADATA_RESTORE: d.SessionKind.METADATA_RESTORE,
+    rpb.SESSION_KIND_PRUNE: d.SessionKind.PRUNE,
 }
 SESSION_KIND_PB = {
     d.SessionKind.BACKUP: rpb.SESSION_KIND_BACKUP,
     d.SessionKind.RESTORE: rpb.SESSION_KIND_RESTORE,
     d.SessionKind.METADATA_RESTORE: rpb.SESSION_KIND_METADATA_RESTORE,
+    d.SessionKind.PRUNE: rpb.SESSION_KIND_PRUNE,
 }
 RESTORE_JOB_TYPE = {
     d.SessionKind.RESTORE: ev.JOB_TYPE_RESTORE,
@@ -344,4 +346,26 @@ def token_to_pb(record: d.TokenRecord) -> access_api.TokenInfo:
         revoked_at=timestamps.to_pb(record.revoked_at),
         revoked_by=record.revoked_by,
         registered_by=record.registered_by,
+    )
+
+
+def prune_job_spec(
+    org: d.Org, retention: d.RetentionSettings, *, session_id: str, dry_run: bool, stall_timeout: dt.timedelta
+) -> jobs.JobSpec:
+    """A prune's one job: storage's PruneStep over the org's backup (by its 00D) until done. No connection: a
+    prune never calls Salesforce."""
+    return jobs.JobSpec(
+        session_id=session_id,
+        job_id=d.PRUNE_JOB_ID,
+        type=ev.JOB_TYPE_PRUNE,
+        org_id=org.org_id,
+        stall_timeout=timestamps.duration_to_pb(stall_timeout),
+        salesforce_org_id=org.salesforce_org_id,
+        instance_url=org.instance_url,
+        prune=jobs.PruneJob(
+            retention=ppb.RetentionSettings(
+                days=retention.days, versions=retention.versions, prune_latest=retention.prune_latest
+            ),
+            dry_run=dry_run,
+        ),
     )
