@@ -132,6 +132,11 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     assert len(outcomes(clients, preview.session_id)) == sum(sum(c.values()) for c in predicted.values())
     assert not id_map(clients, s.sf_org, s.sf_org), "a dry run mapped Ids"
 
+    # o1 is a production org: without confirmation (--yes) nothing is written
+    refused = restore(clients, spec)
+    assert refused.status == pb.SESSION_STATUS_FAILED and "--yes" in refused.reason, describe_session(refused)
+    assert admin.accounting()["writes"] == 0
+
     # the restore itself: the same decisions, every record back, the read-back proving it
     real = restore(clients, variant(spec, confirmed=True))
     assert real.status == pb.SESSION_STATUS_SUCCESS, describe_session(real, clients)
@@ -154,9 +159,8 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     again = restore(clients, variant(spec, confirmed=True))
     assert again.status == pb.SESSION_STATUS_SUCCESS, describe_session(again, clients)
     t = totals(again)
-    assert t["skipped"] > 0 and t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0, describe_session(
-        again
-    )
+    nothing = t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0
+    assert t["skipped"] > 0 and nothing, describe_session(again, clients)
     assert again.verification.verified, describe_session(again, clients)
     assert id_map(clients, s.sf_org, s.sf_org) == ids
 
