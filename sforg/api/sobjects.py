@@ -54,7 +54,12 @@ class SObjectsApi(Api):
                     "sobjects": [schema.global_entry(o, version) for o in org.catalogue.values()],
                 }
             )
-        o = org.obj(parts[0])
+        try:
+            o = org.obj(parts[0])
+        except OrgError as exc:
+            # an unknown sObject: this answer lists errorCode before message (heroku-applink-nodejs
+            # mappings/create-unknown-object.json)
+            return json_response([{"errorCode": exc.code, "message": exc.message}], exc.status)
         if len(parts) == 1:
             if method == "GET":
                 return json_response({"objectDescribe": schema.global_entry(o, version), "recentItems": []})
