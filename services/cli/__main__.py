@@ -21,7 +21,7 @@ from typer._click import exceptions as click_errors  # typer vendors click: what
 
 from services import sfconnection as sfc
 from services.cli import compare as compare_command
-from services.cli import protect, render
+from services.cli import keep, protect, render
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.platform import timestamps
@@ -423,6 +423,7 @@ SESSION_KINDS = {
     "backup": rs.rpb.SESSION_KIND_BACKUP,
     "restore": rs.rpb.SESSION_KIND_RESTORE,
     "metadata-restore": rs.rpb.SESSION_KIND_METADATA_RESTORE,
+    "prune": rs.rpb.SESSION_KIND_PRUNE,
 }
 
 
@@ -1192,6 +1193,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 compare_command.register(app, sys.modules[__name__])  # `sfvault compare` (services/cli/compare.py)
+keep.register(app, sys.modules[__name__])  # `sfvault prune`, `sfvault hold` (services/cli/keep.py)
 
 
 def main() -> None:

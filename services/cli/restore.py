@@ -23,6 +23,7 @@ KINDS = {
     rpb.SESSION_KIND_BACKUP: "backup",
     rpb.SESSION_KIND_RESTORE: "restore",
     rpb.SESSION_KIND_METADATA_RESTORE: "metadata restore",
+    rpb.SESSION_KIND_PRUNE: "prune",
 }
 RESTORE_KINDS = (rpb.SESSION_KIND_RESTORE, rpb.SESSION_KIND_METADATA_RESTORE)
 _ID_SEPARATORS = re.compile(r"[\s,;]+")
