@@ -401,7 +401,7 @@ class OrgWriter:
         delay, waited = min(max(0.1, records / 4_000.0), 10.0), 0.0
         time.sleep(delay)  # the org's processing time, not a wait for our own work
         waited += delay
-        delay = max(0.2, delay / 2)
+
         while True:
             info = dict(self.reader._get(path).json())
             state = str(info.get("state", ""))
@@ -411,7 +411,7 @@ class OrgWriter:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")
             time.sleep(delay)  # polling back-off while Salesforce runs the job
             waited += delay
-            delay = min(max(delay, waited / 2), 10.0)  # about half the time waited so far
+            delay = min(delay * 2, 10.0)
 
     def _ingest_results(self, path: str) -> Iterator[list[str]]:
         """A result CSV's rows after its header, streamed."""
