@@ -352,14 +352,16 @@ def token_to_pb(record: d.TokenRecord) -> access_api.TokenInfo:
 def prune_job_spec(
     org: d.Org, retention: d.RetentionSettings, *, session_id: str, dry_run: bool, stall_timeout: dt.timedelta
 ) -> jobs.JobSpec:
-    """A prune's one job: storage's PruneStep over the org's backup (by its 00D) until done. No connection: a
-    prune never calls Salesforce."""
+    """A prune's one job: storage's PruneStep over the org's backup (by its 00D) until done. A prune never calls
+    Salesforce; the connection (secret references only, as in every JobSpec) is there for the jobrunner's org
+    client every job is given (never logged in to)."""
     return jobs.JobSpec(
         session_id=session_id,
         job_id=d.PRUNE_JOB_ID,
         type=ev.JOB_TYPE_PRUNE,
         org_id=org.org_id,
         stall_timeout=timestamps.duration_to_pb(stall_timeout),
+        connection=connection_to_pb(org.connection),
         salesforce_org_id=org.salesforce_org_id,
         instance_url=org.instance_url,
         prune=jobs.PruneJob(

@@ -66,7 +66,7 @@ async def test_a_prune_is_one_job_with_the_org_retention_and_dry_run(world: Worl
         PROD.salesforce_org_id,
     )
     assert (job.prune.retention.days, job.prune.retention.versions, job.prune.retention.prune_latest) == (14, 0, False)
-    assert job.prune.dry_run and not job.HasField("connection") and world.logins == []
+    assert job.prune.dry_run and job.connection.client_id == "id" and world.logins == []  # never logged in to
     await world.planner.plan("p1", prune_request(dry_run=True))  # redelivered: decided once
     assert len(world.bus.jobs) == 1
 
