@@ -962,7 +962,6 @@ class RestoreJob:
             last = n == len(pieces) - 1
             writes = int(self.sf.write_calls)
             api = int(self.run.client.api_calls)
-            self.run.control.check()
             seq = self.seq + 1
             result = self.run.storage.put_restore_outcomes(
                 spb.PutRestoreOutcomesRequest(
@@ -982,6 +981,7 @@ class RestoreJob:
             if obj != "files":
                 self._counter(obj).write_calls += writes - self._writes_seen
             self._committed(seq, result, piece, writes, api)
+        self.run.control.check()  # a stop is obeyed once what was written is recorded
 
     def _committed(
         self, seq: int, result: spb.ChunkResult, outcomes: list[rpb.RecordOutcome], writes: int, api: int

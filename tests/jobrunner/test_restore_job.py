@@ -397,3 +397,43 @@ def test_the_proof_names_what_the_org_changed_after_the_write() -> None:
         assert (v.matching, v.differing) == (5, 1)  # account 2, re-created: its phone is not the backup's
         assert v.samples == [f"Account {acc(2)} [Phone]: differs"]
         assert "rewritten" not in " ".join(v.samples)  # names, never values
+
+
+def test_the_api_budget_stops_the_restore_cleanly_and_a_resume_finishes_it() -> None:
+    from services.sfclient import ApiLimitExceeded
+
+    storage, org = world()
+    create = org.create
+
+    def spent(*args: Any, **kwargs: Any) -> Any:
+        raise ApiLimitExceeded("the policy's API budget of 10 calls for this run is spent")
+
+    org.create = spent  # type: ignore[method-assign]
+    stopped = execute(storage, org, spec())
+    assert stopped.outcome == ev.JOB_OUTCOME_ERROR and stopped.disposition == "ack"
+    assert stopped.message.startswith("stopped: ")
+    # what was done before the stop is stored and reported: the undelete and the update, not the create
+    assert counts(stopped)["Account"] == (0, 1, 1, 0, 0)
+    org.create = create  # type: ignore[method-assign]
+    resumed = execute(storage, org, spec(), attempt=2)
+    assert resumed.outcome == ev.JOB_OUTCOME_SUCCESS, resumed.message
+    assert counts(resumed)["Account"] == (1, 1, 1, 0, 0)
+    assert len([r for r in org.live("Account") if r["Name"] == "Account 2"]) == 1
+
+
+def test_a_cancelled_restore_reports_cancelled_with_what_it_did() -> None:
+    storage, org = world()
+    control = JobControl()
+    undelete = org.undelete
+
+    def cancel_after(ids: list[str]) -> Any:
+        control.stop("cancelled")  # the session is cancelled while the first write runs
+        return undelete(ids)
+
+    org.undelete = cancel_after  # type: ignore[method-assign]
+    executor = JobExecutor(storage, FakeTables(), lambda _spec: org, error_kinds(), mask_secret=b"k")
+    result = executor.execute(spec(), control, 1)
+    assert result.outcome == ev.JOB_OUTCOME_CANCELLED and result.disposition == "ack"
+    assert org.creates == 0  # nothing created after the cancellation
+    # what was written before it is recorded
+    assert storage.outcomes["s1"][acc(1)].state == rpb.RECORD_STATE_UNDELETED
