@@ -437,3 +437,10 @@ def test_a_cancelled_restore_reports_cancelled_with_what_it_did() -> None:
     assert org.creates == 0  # nothing created after the cancellation
     # what was written before it is recorded
     assert storage.outcomes["s1"][acc(1)].state == rpb.RECORD_STATE_UNDELETED
+
+
+def test_files_asked_for_records_without_files_change_nothing() -> None:
+    storage, org = world()
+    result = execute(storage, org, spec(files=True))
+    assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    assert counts(result) == {"Account": (1, 1, 1, 0, 0), "Contact": (1, 0, 0, 2, 0)}
