@@ -16,6 +16,7 @@ from services.jobrunner.data_job import DataJob
 from services.jobrunner.file_job import FileJob
 from services.jobrunner.job_run import JobControl, JobRun, JobStopped, Tuning
 from services.jobrunner.metadata_job import MetadataJob
+from services.jobrunner.metadata_restore import MetadataRestoreJob
 from services.jobrunner.ports import JobTables, Org, Storage
 from services.jobrunner.restore_job import RestoreJob
 from services.platform.counts import ZERO, Counts
@@ -101,14 +102,17 @@ class JobExecutor:
 
     def execute(self, spec: jobs_pb2.JobSpec, control: JobControl, attempt: int) -> Result:
         run: JobRun | None = None
-        restore: RestoreJob | None = None
+        restore: RestoreJob | MetadataRestoreJob | None = None
         try:
             org = self.org(spec)
             run = JobRun(spec, self.storage, self.tables, control, self.tuning, org)
             reserve = int(spec.api_reserve_percent)
             job: DataJob | FileJob | MetadataJob
-            if spec.type == ev.JOB_TYPE_RESTORE:
-                restore = RestoreJob(run, org.writes(reserve), secret=self.mask_secret)
+            if spec.type in (ev.JOB_TYPE_RESTORE, ev.JOB_TYPE_METADATA_RESTORE):
+                if spec.type == ev.JOB_TYPE_RESTORE:
+                    restore = RestoreJob(run, org.writes(reserve), secret=self.mask_secret)
+                else:
+                    restore = MetadataRestoreJob(run, org.metadata(reserve), self.storage)
                 message = restore.execute()
                 # ERROR when every record failed; WARNING when some failed or differ after the restore, or
                 # something was left out; SUCCESS when everything was restored and the read-back matches
@@ -134,7 +138,7 @@ class JobExecutor:
             return self._restored(self._classify(exc, run, control, spec, attempt), restore)
 
     @staticmethod
-    def _restored(result: Result, restore: RestoreJob | None) -> Result:
+    def _restored(result: Result, restore: RestoreJob | MetadataRestoreJob | None) -> Result:
         """A restore job's totals (also when it stopped early: what it did is reported with its end)."""
         if restore is not None:
             result.restore = restore.restore_counts()

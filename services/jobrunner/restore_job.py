@@ -199,7 +199,12 @@ class RestoreJob:
         if self.seq:
             self.resumed = True
             self._load_done()
-        intents = run.storage.list_restore_intents(run.spec.session_id, run.spec.job_id)
+        # a file's intent (batch key "file:...") is settled by restore_files itself when the files come
+        intents = [
+            i
+            for i in run.storage.list_restore_intents(run.spec.session_id, run.spec.job_id)
+            if not i.batch_key.startswith("file:")
+        ]
         with self._timed("selection"):
             self._select()
             self._describe_all()
@@ -1001,7 +1006,11 @@ class RestoreJob:
             for sid in ids
             for state, tid in [self.done.get(sid, (0, ""))]
         ]
-        items.extend((obj, sid, "", 0) for obj, sid in dict.fromkeys(self.file_items))
+        # an item an earlier attempt restored comes with its stored outcome (restore_files skips it)
+        items.extend(
+            (obj, sid, self.done.get(sid, (0, ""))[1], self.done.get(sid, (0, ""))[0])
+            for obj, sid in dict.fromkeys(self.file_items)
+        )
         if not any(obj in FILE_OBJECTS for obj, *_rest in items):
             return
         self.run.control.check()

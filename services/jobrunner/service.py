@@ -62,7 +62,7 @@ def error_kinds() -> ErrorKinds:
 
 def org_client(spec: jobs_pb2.JobSpec, timeout: float) -> JobOrgClient:
     """The org a job talks to: its own for a backup, the TARGET for a restore (spec.restore.target_connection)."""
-    if spec.type == ev.JOB_TYPE_RESTORE:
+    if spec.type in (ev.JOB_TYPE_RESTORE, ev.JOB_TYPE_METADATA_RESTORE):
         return JobOrgClient.for_restore(spec, timeout=timeout)
     return JobOrgClient.for_job(spec, timeout=timeout)
 
