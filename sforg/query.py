@@ -204,6 +204,7 @@ class Plan:
     prefilter: Prefilter = ()
     group_by: list[Column] = field(default_factory=list)
     typeofs: list[tuple[TypeOf, FieldDef]] = field(default_factory=list)
+    having: Callable[[list[tuple[Any, ...]]], bool] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -414,7 +415,7 @@ def compile_where(
     if isinstance(node, Not):
         inner = compile_where(q, node.item, ctx, root, uses_parents)
         return lambda r: not inner(r)
-    assert isinstance(node, Comparison)
+    assert isinstance(node, Comparison) and isinstance(node.field, FieldRef)
     col = resolve(q, ctx, root, node.field)
     if len(col.nodes) > 1:
         uses_parents[0] = True
@@ -555,7 +556,7 @@ def _looser(a: str | None, a_open: bool, b: str | None, b_open: bool, pick: Any)
 
 def _comparison_bounds(q: soql.Query, ctx: Context, obj: ObjectDef, node: Comparison) -> dict[str, Interval]:
     """The interval a comparison confines an indexed column of the root object to ({} when it does not)."""
-    if node.op not in (*PREFILTER_OPS, "IN"):
+    if node.op not in (*PREFILTER_OPS, "IN") or not isinstance(node.field, FieldRef):
         return {}
     try:
         c = resolve(q, ctx, RelNode(None, [obj], ""), node.field)  # a scratch root: no columns registered
@@ -646,7 +647,13 @@ def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
     """Whether a WHERE clause restricts one of the fields with = or IN at its top level (ANDed)."""
     wanted = {f.lower() for f in fields}
     items = where.items if isinstance(where, BoolOp) and where.op == "AND" else [where]
-    return any(isinstance(i, Comparison) and i.op in ("=", "IN") and i.field.path[-1].lower() in wanted for i in items)
+    return any(
+        isinstance(i, Comparison)
+        and isinstance(i.field, FieldRef)
+        and i.op in ("=", "IN")
+        and i.field.path[-1].lower() in wanted
+        for i in items
+    )
 
 
 def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = False) -> Plan:
@@ -753,6 +760,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
     if any(len(c.nodes) > 1 for c in group_cols):
         uses_parents[0] = True
     select, count_only, aggregate, subqueries, typeofs = resolve_select(root)
+    having = compile_having(q, q.having, ctx, root, grouped) if q.having is not None else None
     seen: set[str] = set()
     for item in select:
         if isinstance(item, Column):
@@ -787,7 +795,67 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         plan_prefilter(q, ctx, obj),
         group_cols,
         typeofs,
+        having,
     )
+
+
+def compile_having(
+    q: soql.Query, node: Any, ctx: Context, root: RelNode, grouped: set[str]
+) -> Callable[[list[tuple[Any, ...]]], bool]:
+    """HAVING as a test of one group's rows: aggregates of the group, or grouped fields (equal in every row)."""
+    if isinstance(node, BoolOp):
+        parts = [compile_having(q, i, ctx, root, grouped) for i in node.items]
+        if node.op == "AND":
+            return lambda g: all(p(g) for p in parts)
+        return lambda g: any(p(g) for p in parts)
+    if isinstance(node, Not):
+        inner = compile_having(q, node.item, ctx, root, grouped)
+        return lambda g: not inner(g)
+    assert isinstance(node, Comparison)
+    lits = node.value if isinstance(node.value, list) else [node.value]
+    get: Callable[[list[tuple[Any, ...]]], Any]
+    if isinstance(node.field, soql.Aggregate):
+        agg = node.field
+        col = resolve(q, ctx, root, agg.arg) if agg.arg else None
+        if agg.func in ("COUNT", "COUNT_DISTINCT"):
+            for lit in lits:
+                if lit.kind != "number":
+                    raise _bad_value(q, lit, FieldDef(f"{agg.func}()", "int"), "int")
+            targets = [lit.value for lit in lits]
+        else:
+            assert col is not None
+            targets = [_cmp_value(col, literal_for(q, col, lit, ctx)) for lit in lits]
+
+        def get(g: list[tuple[Any, ...]], a: soql.Aggregate = agg, c: Column | None = col) -> Any:
+            v = _aggregate_raw(a.func, c, g, ctx)
+            return _cmp_value(c, v) if c is not None else v
+
+    else:
+        col = resolve(q, ctx, root, node.field)
+        if ".".join(col.path).lower() not in grouped:
+            raise SoqlError(
+                "MALFORMED_QUERY", soql.caret_message(q.text, node.field.pos, MUST_BE_GROUPED + node.field.text)
+            )
+        targets = [_cmp_value(col, literal_for(q, col, lit, ctx)) for lit in lits]
+
+        def get(g: list[tuple[Any, ...]], c: Column = col) -> Any:
+            return _cmp_value(c, c.get(g[0], ctx)) if g else None
+
+    op = node.op
+    checks: dict[str, Callable[[Any, Any], bool]] = {
+        "=": lambda v, t: v == t,
+        "!=": lambda v, t: v != t,
+        "<": lambda v, t: v is not None and t is not None and v < t,
+        "<=": lambda v, t: v is not None and t is not None and v <= t,
+        ">": lambda v, t: v is not None and t is not None and v > t,
+        ">=": lambda v, t: v is not None and t is not None and v >= t,
+    }
+    if op in ("IN", "NOT IN"):
+        return lambda g: (get(g) in targets) == (op == "IN")
+    if op not in checks:
+        raise SoqlError("MALFORMED_QUERY", soql.caret_message(q.text, lits[0].pos, f"unexpected token: {op}"))
+    check = checks[op]
+    return lambda g: check(get(g), targets[0])
 
 
 def child_relationship(q: soql.Query, ctx: Context, parent: ObjectDef, sq: SubQuery) -> tuple[FieldDef, ObjectDef]:
@@ -1035,7 +1103,8 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> Sequence[int]:
     return rowids
 
 
-def _aggregate(func: str, col: Column | None, rows: list[tuple[Any, ...]], ctx: Context, version: str) -> Any:
+def _aggregate_raw(func: str, col: Column | None, rows: list[tuple[Any, ...]], ctx: Context) -> Any:
+    """An aggregate of rows, in the stored form (MIN/MAX of a datetime: its stored stamp)."""
     values = [col.get(r, ctx) for r in rows] if col else [1] * len(rows)
     present = [v for v in values if v is not None]
     if func == "COUNT":
@@ -1045,11 +1114,17 @@ def _aggregate(func: str, col: Column | None, rows: list[tuple[Any, ...]], ctx: 
     if not present:
         return None
     if func in ("MIN", "MAX"):
-        v = min(present) if func == "MIN" else max(present)
-        return _rest_value(col.field, v, version) if col else v
+        return min(present) if func == "MIN" else max(present)
     if func == "SUM":
         return sum(present)
     return sum(present) / len(present)  # AVG
+
+
+def _aggregate(func: str, col: Column | None, rows: list[tuple[Any, ...]], ctx: Context, version: str) -> Any:
+    v = _aggregate_raw(func, col, rows, ctx)
+    if func in ("MIN", "MAX") and col is not None:
+        return _rest_value(col.field, v, version)
+    return v
 
 
 def aggregate_records(
@@ -1067,6 +1142,8 @@ def aggregate_records(
         groups[()] = rows
     out = []
     for members in groups.values():
+        if plan.having is not None and not plan.having(members):
+            continue
         rec: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
         n = 0
         for item in plan.select:

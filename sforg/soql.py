@@ -200,7 +200,7 @@ class Literal:
 
 @dataclass
 class Comparison:
-    field: FieldRef
+    field: FieldRef | Aggregate  # an Aggregate only in HAVING
     op: str  # = != < <= > >= IN NOT IN LIKE INCLUDES EXCLUDES
     value: Literal | list[Literal]
 
@@ -235,6 +235,7 @@ class Query:
     group_by: list[FieldRef] = field(default_factory=list)
     text: str = ""
     all_rows: bool = False
+    having: Any = None
 
 
 class Parser:
@@ -244,6 +245,7 @@ class Parser:
         self.query = query
         self.tokens = tokenize(query)
         self.i = 0
+        self.in_having = False
 
     # -------------------------------------------------------------- token helpers
     @property
@@ -321,6 +323,11 @@ class Parser:
             while self.tok.kind == "punct" and self.tok.text == ",":
                 self.advance()
                 q.group_by.append(self.field_ref())
+            if self.is_kw("HAVING"):
+                self.advance()
+                self.in_having = True
+                q.having = self.or_expr()
+                self.in_having = False
         if self.is_kw("ORDER"):
             self.advance()
             self.expect_kw("BY")
@@ -466,7 +473,21 @@ class Parser:
         return self.comparison()
 
     def comparison(self) -> Comparison:
-        f = self.field_ref()
+        f: FieldRef | Aggregate
+        nxt = self.tokens[min(self.i + 1, len(self.tokens) - 1)]
+        if self.in_having and self.tok.kind == "ident" and nxt.kind == "punct" and nxt.text == "(":
+            t = self.advance()
+            func = t.text.upper()
+            if func not in ("COUNT", "COUNT_DISTINCT", "MIN", "MAX", "SUM", "AVG"):
+                raise SoqlError("MALFORMED_QUERY", caret_message(self.query, t.pos, f"Unknown function: {t.text}"))
+            self.advance()
+            arg = None if self.tok.kind == "punct" and self.tok.text == ")" else self.field_ref()
+            if arg is None and func != "COUNT":
+                raise self.error()
+            self.expect_punct(")")
+            f = Aggregate(func, arg, None, t.pos)
+        else:
+            f = self.field_ref()
         t = self.tok
         if t.kind == "op":
             self.advance()

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sforg import soql
 from sforg.testing import Admin
@@ -245,3 +247,48 @@ def test_fractional_seconds_and_for_view_reference(sf: Any, admin: Admin) -> Non
     assert sf.query("SELECT COUNT() FROM Account WHERE CreatedDate < 2000-01-01T00:00:00.5+01:00")["totalSize"] == 0
     for clause in ("FOR VIEW", "FOR REFERENCE"):
         assert len(sf.query(f"SELECT Id FROM Account LIMIT 3 {clause}")["records"]) == 3
+
+
+def test_having_filters_groups(sf: Any, admin: Admin) -> None:
+    truth = admin.ground_truth(["Opportunity"])["objects"]["Opportunity"]
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for v in truth.values():
+        by_stage.setdefault(v["StageName"], []).append(v)
+    sizes = sorted(len(rows) for rows in by_stage.values())
+    cut = sizes[len(sizes) // 2]
+    got = sf.query(f"SELECT StageName, COUNT(Id) n FROM Opportunity GROUP BY StageName HAVING COUNT(Id) > {cut}")
+    assert {r["StageName"]: r["n"] for r in got["records"]} == {
+        s: len(rows) for s, rows in by_stage.items() if len(rows) > cut
+    }
+    sums = {s: sum(v["Amount"] or 0 for v in rows) for s, rows in by_stage.items()}
+    floor = sorted(sums.values())[len(sums) // 2]
+    stage = next(iter(by_stage))
+    both = sf.query(
+        "SELECT StageName FROM Opportunity GROUP BY StageName "
+        f"HAVING (SUM(Amount) >= {floor} AND StageName != '{stage}') OR MAX(CloseDate) = null"
+    )["records"]
+    assert {r["StageName"] for r in both} == {
+        s
+        for s, rows in by_stage.items()
+        if (sums[s] >= floor and s != stage) or all(v["CloseDate"] is None for v in rows)
+    }
+    from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        sf.query("SELECT StageName FROM Opportunity GROUP BY StageName HAVING Name = 'x'")
+    assert err.value.content[0]["message"].endswith("\nField must be grouped or aggregated: Name")
+
+
+_FULL = (
+    "SELECT StageName, COUNT(Id) n, TYPEOF What WHEN Account THEN Name END, (SELECT Id FROM Account.Contacts) "
+    "FROM Opportunity WHERE CloseDate > 2024-01-01T00:00:00.1234Z GROUP BY StageName HAVING COUNT(Id) > 1 "
+    "AND MAX(Amount) IN (1, 2) ORDER BY StageName LIMIT 5 FOR VIEW"
+)
+
+
+@given(st.integers(min_value=0, max_value=len(_FULL)), st.integers(min_value=0, max_value=len(_FULL)))
+def test_any_cut_of_a_statement_fails_only_as_soql_does(start: int, end: int) -> None:
+    try:
+        soql.parse(_FULL[start:end])
+    except soql.SoqlError as exc:
+        assert exc.code == "MALFORMED_QUERY"
