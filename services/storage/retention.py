@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ from services.storage.store_retention import HoldRow, PruneRule, RetentionStore
 JOB_TYPE_PRUNE = 6  # events.v1.JobType.JOB_TYPE_PRUNE
 DEFAULT_STEP, MAX_STEP = 50_000, 500_000
 MAX_REASON = 1000
+MAX_DAYS, MAX_VERSIONS = 36_500, 1_000_000  # a century; far more versions than any record has
+_HOLD_ID = re.compile(r"[0-9]{1,18}")
 log = logging.getLogger(__name__)
 
 
@@ -60,8 +63,10 @@ class PruneResult:
 
 
 def check_rule(days: int, versions: int, prune_latest: bool) -> PruneRule:
-    if days < 0 or versions < 0:
-        raise InvalidArgument(f"retention days and versions must be 0 or more, got {days} and {versions}")
+    if not 0 <= days <= MAX_DAYS or not 0 <= versions <= MAX_VERSIONS:
+        raise InvalidArgument(
+            f"retention days must be 0 to {MAX_DAYS} and versions 0 to {MAX_VERSIONS}, got {days} and {versions}"
+        )
     if prune_latest and days == 0:
         raise InvalidArgument("prune_latest needs retention days (a deleted record goes when older than them)")
     return PruneRule(days, versions, prune_latest)
@@ -148,7 +153,7 @@ class Retention:
         return await self.store.set_hold(org, object_name, reason, policy_id, set_by)
 
     async def release_hold(self, hold_id: str, released_by: str) -> HoldRow:
-        if not hold_id.isdigit() or len(hold_id) > 18:
+        if not _HOLD_ID.fullmatch(hold_id):
             raise InvalidArgument(f"hold_id {hold_id!r} is not a hold id")
         hold = await self.store.release_hold(int(hold_id), released_by)
         if hold is None:

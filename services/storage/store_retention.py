@@ -311,6 +311,8 @@ class RetentionStore(StoreBase):
     async def _prune(
         self, conn: psycopg.AsyncConnection[Any], org_key: int, rule: PruneRule, *, dry_run: bool, limit: int
     ) -> tuple[PruneCounts, list[str]]:
+        # one step of an org at a time (two prune sessions of one org take turns, never count the same rows)
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('storage.prune'), %s)", (org_key,))
         for statement in _TEMP.strip().split(";\n"):
             await conn.execute(statement)
         await conn.execute("DELETE FROM prune_rv")

@@ -166,6 +166,9 @@ async def test_a_legal_hold_keeps_its_org_or_object_until_released(h: Harness) -
     assert [x.hold_id for x in await r.holds(ORG, True)] == [hold.hold_id]
     with pytest.raises(NotFound):
         await r.release_hold("999999", "bob")
+    for bad in ("", "x1", "\u00b2", "1" * 19):  # a superscript two is a digit to str.isdigit, not to int()
+        with pytest.raises(InvalidArgument):
+            await r.release_hold(bad, "bob")
 
     await r.set_hold(ORG, "Account", "one object", "", "alice")
     step = (await _prune(h, check_rule(0, 1, False), session="p2"))[0]
@@ -187,6 +190,9 @@ async def test_prune_latest_forgets_records_deleted_before_the_window(h: Harness
     assert await h.count("record_head") == 2
     with pytest.raises(InvalidArgument):
         check_rule(0, 0, True)
+    for days, versions in ((-1, 0), (0, -1), (36_501, 0), (0, 1_000_001)):
+        with pytest.raises(InvalidArgument):
+            check_rule(days, versions, False)
 
 
 async def test_steps_are_bounded_and_idempotent_by_chunk(h: Harness) -> None:
