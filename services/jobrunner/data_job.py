@@ -1,6 +1,6 @@
 """The data job: one object, a full copy (Bulk or REST) or a SystemModstamp window, then the delete log and
-the Id reconciliation, in phases a resumed attempt continues from; the mark moves only once all of it is
-stored. Which API reads the records, and the fallbacks between them, are decided here."""
+the Id reconciliation, in phases a resumed attempt continues from, and (incremental) the count check; the mark
+moves only once all of it is stored. Which API reads the records, and the fallbacks between them, are decided here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from services.jobrunner import domain, translate
 from services.jobrunner.bulk_read import read_bulk
-from services.jobrunner.deletes import reconcile_ids, store_delete_log
+from services.jobrunner.deletes import count_check, reconcile_ids, store_delete_log
 from services.jobrunner.domain import Key, ObjectMarks, Plan
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.object_read import ObjectRead, has_field
@@ -55,6 +55,9 @@ class DataJob:
         done = []
         if pos.get("phase") == "reconcile" and plan.reconcile:
             done.append(reconcile_ids(o))
+        # an incremental job ends with the count check: one COUNT() against storage's live count, the Id
+        # reconciliation when the org has fewer (a hard delete), a warning when they still differ
+        done += count_check(o, plan, reconciled=plan.reconcile)
         run.save_state(phase="done")
         org_now = run.client.org_now()
         self.marks.save_marks(

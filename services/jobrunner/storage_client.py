@@ -200,6 +200,22 @@ class StorageClient:
                 return
             raise StorageUnavailable(f"storage export failed: {exc.details()}") from None
 
+    def count_live(self, org_id: str, object_name: str) -> int:
+        """Records of the object live in the backup's latest state (CountLive: neither soft- nor hard-deleted); an
+        object storage does not know yet (NOT_FOUND) holds none."""
+        req = pb.CountLiveRequest(org_id=org_id, objects=[object_name])
+
+        def call() -> dict[str, int]:
+            try:
+                return dict(self.stub.CountLive(req, timeout=60).live)
+            except grpc.RpcError as exc:
+                if hasattr(exc, "code") and exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return {}
+                raise
+
+        live = self._call(call)
+        return next((int(n) for name, n in live.items() if name.lower() == object_name.lower()), 0)
+
     # ---------------------------------------------------------------- restore
 
     def read_records_as_of(self, request: pb.ReadRecordsAsOfRequest) -> Iterator[pb.RecordBatch]:

@@ -42,7 +42,7 @@ def _value(text: str) -> Any:
 
 def _field(record: dict[str, Any], name: str) -> Any:
     value = record.get(name)
-    if name == "SystemModstamp" and value is not None:
+    if name in ("SystemModstamp", "CreatedDate") and value is not None:
         return parse_sf_datetime(str(value))
     return value
 
@@ -115,6 +115,8 @@ class FakeOrg:
     refuse_bulk: str = ""  # an error code: every Bulk job is refused with it
     expire_locators: bool = False  # every query_more finds its locator expired
     refuse_query: str = ""  # an error code: every REST query fails with it (as after OrgClient's retries)
+    refuse_count: str = ""  # an error code: every SELECT COUNT() query fails with it
+    queries: list[str] = field(default_factory=list)  # every SOQL text asked, REST or Bulk, in order
     _cursors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=itertools.count)
@@ -147,6 +149,7 @@ class FakeOrg:
     # ---- REST
     def _select(self, soql: str, query_all: bool) -> tuple[list[str], list[dict[str, Any]]]:
         self.api_calls += 1
+        self.queries.append(soql)
         m = _SOQL.match(soql)
         if m is None:
             raise SalesforceError(400, "MALFORMED_QUERY", soql[:100])
@@ -176,7 +179,12 @@ class FakeOrg:
         if self.refuse_query:
             self.api_calls += 1
             raise SalesforceError(400, self.refuse_query, "query refused")
-        _fields, rows = self._select(soql, query_all)
+        if self.refuse_count and soql.startswith("SELECT COUNT() "):
+            self.api_calls += 1
+            raise SalesforceError(400, self.refuse_count, "count refused")
+        fields, rows = self._select(soql, query_all)
+        if fields == ["COUNT()"]:  # as Salesforce: the count in totalSize, no records
+            return RestPage(len(rows), [], None)
         return self._rest_page(rows, len(rows), batch_size)
 
     def query_more(self, next_url: str, *, batch_size: int = 2000) -> RestPage:
@@ -268,6 +276,7 @@ class FakeStorage:
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     metadata: dict[tuple[str, str, str], spb.MetadataComponent] = field(default_factory=dict)
     jobs: dict[tuple[str, str], _Job] = field(default_factory=dict)
+    counted: list[str] = field(default_factory=list)  # the objects count_live was asked about, in order
     fail_chunk: int = 0  # a PutRecords of this chunk_seq raises `failure` once
     failure: Exception | None = None
 
@@ -399,6 +408,12 @@ class FakeStorage:
         soft = self.soft.get((org_id, object_name), set())
         for rid in list(self.records.get((org_id, object_name), {})):
             yield rid, rid in soft
+
+    def count_live(self, org_id: str, object_name: str) -> int:
+        """As CountLive: the records held neither soft- nor hard-deleted (an object never stored: 0)."""
+        self.counted.append(object_name)
+        soft = self.soft.get((org_id, object_name), set())
+        return sum(1 for rid in self.records.get((org_id, object_name), {}) if rid not in soft)
 
 
 # ---------------------------------------------------------------- the jobrunner's tables

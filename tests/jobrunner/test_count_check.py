@@ -1,0 +1,225 @@
+"""The count check that ends every incremental data job (issue 18, "hard deletes noticed on every run, cheaply"),
+on the fakes of the job's ports: counts equal cost one API call and nothing more; a hard delete (no delete log,
+no change in the window) is found by the Id reconciliation the check runs, and the Id is marked HARD; a count
+that still differs ends the job WARNING naming the object and both counts; records created while the job runs
+are not a disagreement."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sfvault.events.v1 import events_pb2 as ev
+from sfvault.jobs.v1 import jobs_pb2
+from sfvault.storage.v1 import storage_pb2 as spb
+
+from services.jobrunner.application import JobExecutor, Result
+from services.jobrunner.deletes import count_disagreement, count_soql
+from services.jobrunner.job_run import JobControl, Tuning
+from services.jobrunner.service import error_kinds
+from sforg.ids import to18
+from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
+
+ORG = to18("00D000000000001")
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+FIELDS = [
+    ("Id", "id"),
+    ("Name", "string"),
+    ("IsDeleted", "boolean"),
+    ("CreatedDate", "datetime"),
+    ("SystemModstamp", "datetime"),
+]
+SMALL = Tuning(chunk_records=70, rest_batch=200, bulk_threshold=200, bulk_page=60)
+OBJ = "Opportunity"
+
+
+def stamp(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def rid(n: int) -> str:
+    return to18(f"006{n:012d}")
+
+
+def record(n: int, created: dt.datetime, modified: dt.datetime | None = None) -> dict[str, Any]:
+    return {
+        "Id": rid(n),
+        "Name": f"deal {n}",
+        "CreatedDate": stamp(created),
+        "SystemModstamp": stamp(modified or created),
+    }
+
+
+def spec(session: str, *, full: bool = False, id_from: str = "", id_to: str = "", reconcile: bool = False) -> Any:
+    data = jobs_pb2.DataJob(
+        fields=[jobs_pb2.FieldSpec(name=n, sf_type=t) for n, t in FIELDS],
+        key_prefix="006",
+        full=full,
+        bulk_supported=True,
+        queryall_supported=True,
+        has_system_modstamp=True,
+        replicateable=True,
+        id_from=id_from,
+        id_to=id_to,
+    )
+    if reconcile:
+        data.reconcile_every.FromTimedelta(dt.timedelta(seconds=1))
+    return jobs_pb2.JobSpec(
+        session_id=session,
+        job_id="j1",
+        type=ev.JOB_TYPE_DATA,
+        policy_id="p1",
+        object_name=OBJ,
+        salesforce_org_id=ORG,
+        data=data,
+    )
+
+
+class World:
+    """An org of `n` Opportunities backed up once (a full copy), its clock 30 minutes on."""
+
+    def __init__(self, n: int = 20) -> None:
+        self.org = FakeOrg(now=T0)
+        self.org.put(OBJ, *(record(i, T0 - dt.timedelta(hours=1)) for i in range(n)))
+        self.storage = FakeStorage()
+        self.tables = FakeTables()
+        self.jobs = JobExecutor(self.storage, self.tables, lambda _spec: self.org, error_kinds(), tuning=SMALL)
+        first = self.run(spec("s0"))
+        assert first.outcome == ev.JOB_OUTCOME_SUCCESS and first.message.startswith("full"), first.message
+        assert "count check" not in first.message  # a full copy is every record: nothing to check
+        self.later(30)
+        self.org.queries.clear()
+        self.storage.counted.clear()
+
+    def run(self, job: jobs_pb2.JobSpec) -> Result:
+        return self.jobs.execute(job, JobControl(), 1)
+
+    def later(self, minutes: int) -> None:
+        self.org.now += dt.timedelta(minutes=minutes)
+
+    def held(self) -> dict[str, bool]:
+        return dict(self.storage.stored_ids(ORG, OBJ))
+
+    def counts(self) -> list[str]:
+        return [q for q in self.org.queries if q.startswith("SELECT COUNT() ")]
+
+    def id_queries(self) -> list[str]:
+        return [q for q in self.org.queries if q.startswith("SELECT Id FROM")]
+
+    def hard_marked(self, session: str) -> list[str]:
+        contents = self.storage.jobs[(session, "j1")].contents.values()
+        return [i for c in contents if isinstance(c, tuple) and c[1] == spb.DELETED_STATE_HARD for i in c[0]]
+
+
+def test_equal_counts_cost_one_call_and_nothing_more() -> None:
+    w = World()
+    w.org.put(OBJ, record(3, T0 - dt.timedelta(hours=1), w.org.now - dt.timedelta(minutes=10)))  # a change
+    calls = w.org.api_calls
+    done = w.run(spec("s1"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "count check: 20 records in the org and the backup" in done.message, done.message
+    # one COUNT() (the window's end bounds CreatedDate), one CountLive, no Id reconciliation
+    end = w.org.now - dt.timedelta(minutes=5)
+    assert w.counts() == [f"SELECT COUNT() FROM {OBJ} WHERE CreatedDate <= {end:%Y-%m-%dT%H:%M:%S}.000Z"]
+    assert w.storage.counted == [OBJ] and w.id_queries() == []
+    # the window's read, the delete log, the count: three calls
+    assert w.org.api_calls - calls == 3 and len(w.org.queries) == 2
+
+
+def test_a_hard_delete_is_found_by_the_reconciliation_the_count_check_runs() -> None:
+    w = World()
+    gone = [rid(4), rid(7), rid(11)]
+    for record_id in gone:
+        w.org.objects[OBJ].pop(record_id)  # hard-deleted: no recycle bin, no delete log, nothing in the window
+    done = w.run(spec("s1"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "reconciled 17 Ids, 3 hard-deleted" in done.message, done.message
+    assert "count check: 17 records in the org and the backup after the Id reconciliation" in done.message
+    assert sorted(w.hard_marked("s1")) == sorted(gone)  # marked HARD in storage, nothing else
+    assert set(w.held()) == set(w.org.objects[OBJ]) and done.tally.deleted == 3
+    assert len(w.counts()) == 2 and w.storage.counted == [OBJ, OBJ] and len(w.id_queries()) == 1
+    # the next session: counts equal again, one call
+    w.later(30)
+    w.org.queries.clear()
+    again = w.run(spec("s2"))
+    assert again.outcome == ev.JOB_OUTCOME_SUCCESS and len(w.counts()) == 1 and w.id_queries() == [], again.message
+
+
+def test_a_count_that_still_differs_ends_the_job_warning_naming_the_object_and_both_counts() -> None:
+    w = World()
+    # deleted into the recycle bin while the job runs: after the window's end, before the count
+    deleted = w.org.objects[OBJ][rid(5)]
+    deleted.update(IsDeleted=True, SystemModstamp=stamp(w.org.now))
+    done = w.run(spec("s1"))
+    assert done.outcome == ev.JOB_OUTCOME_WARNING, done.message
+    assert (
+        f"count check of {OBJ}: 19 records in the org, 20 in the backup after the Id reconciliation" in done.message
+    ), done.message
+    assert "deleted while the backup ran" in done.message
+    assert w.hard_marked("s1") == [] and rid(5) in w.held()  # the reconciliation ran and found nothing gone
+    assert len(w.id_queries()) == 1 and len(w.counts()) == 2
+
+
+def test_more_records_in_the_org_is_a_warning_without_a_reconciliation() -> None:
+    w = World()
+    # created before the window's end, changed after it: the window did not read it, the count has it
+    w.org.put(OBJ, record(50, w.org.now - dt.timedelta(minutes=20), w.org.now - dt.timedelta(minutes=1)))
+    done = w.run(spec("s1"))
+    assert done.outcome == ev.JOB_OUTCOME_WARNING, done.message
+    assert f"count check of {OBJ}: 21 records in the org, 20 in the backup: the backup lacks 1" in done.message
+    assert w.id_queries() == [] and len(w.counts()) == 1
+
+
+def test_records_created_while_the_job_runs_are_not_a_disagreement() -> None:
+    w = World()
+    w.org.put(OBJ, *(record(60 + i, w.org.now - dt.timedelta(minutes=1)) for i in range(4)))  # past the end
+    done = w.run(spec("s1"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "count check: 20 records in the org and the backup" in done.message
+    assert w.id_queries() == []
+
+
+def test_a_due_reconciliation_is_a_full_copy_and_no_count_check_on_top() -> None:
+    w = World()
+    w.org.objects[OBJ].pop(rid(2))
+    done = w.run(spec("s1", reconcile=True))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert done.message.startswith("full") and "1 hard-deleted" in done.message, done.message
+    assert "count check" not in done.message and w.counts() == [] and len(w.id_queries()) == 1
+
+
+def test_a_refused_count_leaves_the_job_as_it_was() -> None:
+    w = World()
+    w.org.refuse_count = "MALFORMED_QUERY"
+    done = w.run(spec("s1"))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "count check unavailable (MALFORMED_QUERY)" in done.message
+    assert w.storage.counted == []
+
+
+def test_id_range_jobs_are_not_checked() -> None:
+    """CountLive counts a whole object: a job over an Id range has nothing to compare its count with."""
+    w = World()
+    done = w.run(spec("s1", id_from=rid(0), id_to=rid(10)))
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert w.counts() == [] and w.storage.counted == [] and "count check" not in done.message
+
+
+@pytest.mark.parametrize(
+    ("org", "backup", "reconciled", "says"),
+    [
+        (5, 5, False, ""),
+        (6, 5, False, "count check of Lead: 6 records in the org, 5 in the backup: the backup lacks 1 records"),
+        (4, 5, True, "count check of Lead: 4 records in the org, 5 in the backup after the Id reconciliation: 1"),
+    ],
+)
+def test_what_a_disagreement_says(org: int, backup: int, reconciled: bool, says: str) -> None:
+    text = count_disagreement("Lead", org, backup, reconciled=reconciled)
+    assert text.startswith(says) and bool(text) == bool(says)
+
+
+def test_the_count_query() -> None:
+    assert count_soql("Lead", None) == "SELECT COUNT() FROM Lead"
+    end = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+    assert count_soql("Lead", end) == "SELECT COUNT() FROM Lead WHERE CreatedDate <= 2026-01-02T03:04:05.678Z"
