@@ -37,6 +37,7 @@ from services.storage.domain import (
     InvalidArgument,
     NotFound,
     check_api_name,
+    check_token,
     normalize_org_id,
 )
 from services.storage.store_retention import HoldRow, PruneRule, RetentionStore
@@ -139,6 +140,8 @@ class Retention:
             raise InvalidArgument(f"reason is longer than {MAX_REASON} characters")
         for name in objects:
             check_api_name(name)
+        if session_id:
+            check_token(session_id, "session_id")
         org_key = await self.storage._org_key(org_id)
         return str(await self.store.pin(org_key, at, list(objects), reason, session_id))
 
