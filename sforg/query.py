@@ -41,6 +41,23 @@ INVALID_TYPE_TAIL = (
 # The `Type` of a polymorphic relationship (What.Type, Who.Type): the API name of the object the Id points to.
 POLY_TYPE = FieldDef("Type", "picklist", label="Object Type", length=255, createable=False, updateable=False)
 MUST_BE_GROUPED = "Field must be grouped or aggregated: "
+# What a polymorphic relationship (Who, What) reaches: the fields of the Name object, whatever the record's type
+# (Salesforce's object reference for Name).
+NAME_FIELDS = {
+    "id",
+    "name",
+    "type",
+    "alias",
+    "email",
+    "firstname",
+    "lastname",
+    "isactive",
+    "phone",
+    "title",
+    "userroleid",
+    "profileid",
+    "recordtypeid",
+}
 
 # SQL conditions a scan may apply before the compiled filter runs: (column, one of PREFILTER_OPS, value).
 Prefilter = tuple[tuple[str, str, str], ...]
@@ -267,13 +284,19 @@ def resolve(q: soql.Query, ctx: Context, root: RelNode, ref: FieldRef) -> Column
     final = None
     owner = current[0] if current else obj
     last_ref = nodes[-1].ref
-    if last_ref is not None and len(last_ref.reference_to) > 1 and path[-1].lower() == "type":
+    polymorphic = last_ref is not None and len(last_ref.reference_to) > 1
+    if polymorphic and path[-1].lower() not in NAME_FIELDS:
+        msg = f"No such column '{path[-1]}' on entity 'Name'{INVALID_FIELD_TAIL}"
+        raise SoqlError("INVALID_FIELD", soql.caret_message(q.text, ref.pos, msg))
+    if polymorphic and path[-1].lower() == "type":
         final = POLY_TYPE  # What.Type: the object the polymorphic lookup points to
     for t in current if final is None else []:
         final = ctx.visible(t, path[-1])
         if final:
             owner = t
             break
+    if final is None and polymorphic:
+        final = FieldDef(path[-1], "string")  # a Name field none of the types has (Who.Alias): always null
     if final is None:
         if len(path) == 1:
             raise invalid_field(q, ref, obj)

@@ -292,3 +292,21 @@ def test_any_cut_of_a_statement_fails_only_as_soql_does(start: int, end: int) ->
         soql.parse(_FULL[start:end])
     except soql.SoqlError as exc:
         assert exc.code == "MALFORMED_QUERY"
+
+
+def test_polymorphic_relationships_reach_the_name_object(sf: Any, admin: Admin) -> None:
+    from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+    truth = admin.ground_truth(["Task", "Contact", "Lead"])["objects"]
+    got = sf.query_all("SELECT Id, Who.FirstName, Who.Alias FROM Task WHERE WhoId != null")["records"]
+    assert got
+    for rec in got:
+        wid = truth["Task"][rec["Id"]]["WhoId"]
+        person = truth[PREFIX[wid[:3]]].get(wid)
+        if person is None or rec["Who"] is None:
+            continue  # a Who gone for good (other tests delete some)
+        assert rec["Who"]["FirstName"] == person["FirstName"] and rec["Who"]["Alias"] is None
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        sf.query("SELECT What.Industry FROM Task")
+    assert err.value.content[0]["errorCode"] == "INVALID_FIELD"
+    assert "No such column 'Industry' on entity 'Name'." in err.value.content[0]["message"]
