@@ -496,8 +496,10 @@ class RecordsStore(StoreBase):
                 "SELECT j.session_id, min(c.committed_at) AS first_capture, max(c.committed_at) AS last_capture,"
                 " count(DISTINCT j.job_key) AS jobs, array_agg(c.result->'counts') AS counts"
                 f" FROM {S}.chunks c JOIN {S}.jobs j USING (job_key)"
-                # a restore's chunks (kind restore, registered under the org written to) are no restore point
-                " WHERE j.org_key = %s AND (%s::int IS NULL OR c.object_key = %s) AND c.kind <> 'restore'"
+                # a restore's chunks (kind restore, registered under the org written to) are no restore point, nor a
+                # prune's steps (kind prune: what retention deleted)
+                " WHERE j.org_key = %s AND (%s::int IS NULL OR c.object_key = %s)"
+                " AND c.kind NOT IN ('restore', 'prune')"
                 " GROUP BY j.session_id ORDER BY max(c.committed_at) DESC",
                 (org_key, object_key, object_key),
             )

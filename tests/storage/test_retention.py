@@ -117,6 +117,9 @@ async def test_a_window_of_7_days_prunes_what_was_superseded_before_it_and_moves
         await r.check_as_of(ORG, ["Account"], await _ago(h, 25))
     with pytest.raises(FailedPrecondition):
         await r.check_as_of(ORG, [], await _ago(h, 25))  # CompareAsOf of every object
+    # the prune's steps are no restore point: the three backups are
+    points = await h.storage.restore_points(ORG, "")
+    assert sorted(p.session_id for p in points) == ["s1", "s2", "s3"]
     # a second prune finds nothing more
     again = await _prune(h, check_rule(7, 0, False), session="p2")
     assert again[0].record_versions == 0 and again[0].done
