@@ -18,6 +18,7 @@ from services.jobrunner.job_run import JobControl, JobRun, JobStopped, Tuning
 from services.jobrunner.metadata_job import MetadataJob
 from services.jobrunner.metadata_restore import MetadataRestoreJob
 from services.jobrunner.ports import JobTables, Org, Storage
+from services.jobrunner.prune_job import PruneJob, StoragePruner
 from services.jobrunner.restore_job import RestoreJob
 from services.platform.counts import ZERO, Counts
 from services.platform.events import counts_to_pb
@@ -107,7 +108,7 @@ class JobExecutor:
             org = self.org(spec)
             run = JobRun(spec, self.storage, self.tables, control, self.tuning, org)
             reserve = int(spec.api_reserve_percent)
-            job: DataJob | FileJob | MetadataJob
+            job: DataJob | FileJob | MetadataJob | PruneJob
             if spec.type in (ev.JOB_TYPE_RESTORE, ev.JOB_TYPE_METADATA_RESTORE):
                 if spec.type == ev.JOB_TYPE_RESTORE:
                     restore = RestoreJob(run, org.writes(reserve), secret=self.mask_secret)
@@ -127,6 +128,8 @@ class JobExecutor:
                 job = FileJob(run, org.reads(reserve), self.tables)
             elif spec.type == ev.JOB_TYPE_METADATA:
                 job = MetadataJob(run, org.metadata(reserve), self.tables)
+            elif spec.type == ev.JOB_TYPE_PRUNE:
+                job = PruneJob(run, StoragePruner(self.storage))
             else:
                 return self._result(run, ev.JOB_OUTCOME_ERROR, f"unknown job type {spec.type}", "ack")
             message = job.execute()

@@ -44,9 +44,6 @@ SFVAULT = str(Path(sys.executable).parent / "sfvault")
 AGES = [12.5, 9.5, 6.5, 3.5, 0.5]  # days before now of the five backups
 DAY = dt.timedelta(days=1)
 
-if "JOB_TYPE_PRUNE" not in (Path(__file__).parents[2] / "services/jobrunner/application.py").read_text():
-    pytest.skip("the jobrunner does not run prune jobs yet (application.py: JOB_TYPE_PRUNE)", allow_module_level=True)
-
 
 @pytest.fixture(scope="module")
 def stack(stack_home: Path) -> Iterator[Stack]:
