@@ -330,6 +330,7 @@ class Generator:
         can_soft_delete = has_deleted and not obj.hard_delete and obj.name != "User"
         users = self.counts["User"]
         prefix_user = self.cat["User"].key_prefix
+        active_at = names.index("IsActive") if obj.name == "User" and "IsActive" in names else None
         rng = random.Random(f"{self.seed}:{obj.name}")
 
         def it() -> Iterator[list[Any]]:
@@ -347,6 +348,8 @@ class Generator:
                     "SystemModstamp": sms,
                 }
                 values = [g(rng, i) for g in gens]
+                if i == 0 and active_at is not None:
+                    values[active_at] = 1  # the org's API user (005…1, who every client logs in as) is active
                 if full_name:
                     first = values[fi]
                     values[ni] = f"{first} {values[li]}" if first else values[li]

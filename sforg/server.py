@@ -84,6 +84,7 @@ def release_label(version: int) -> str:
 
 
 SOAP_OP_RE = re.compile(rb"<(?:[\w.-]+:)?Body\b[^>]*>\s*<(?:[\w.-]+:)?([\w]+)")
+CHECK_ONLY_RE = re.compile(rb"<(?:[\w.-]+:)?checkOnly>\s*true\s*</")
 PARTNER_WRITES = {"undelete", "emptyRecycleBin", "create", "update", "upsert", "delete", "merge"}
 
 
@@ -242,11 +243,14 @@ class Server:
         if path.startswith("/_sforg"):
             return await self.admin.handle(request, path)
         op = ""
+        check_only = False  # a validating deploy changes nothing in the org: it is no write
         if path.startswith("/services/Soap/") and request.method == "POST":
-            op = soap_operation(await request.read())
+            body = await request.read()
+            op = soap_operation(body)
+            check_only = op == "deploy" and CHECK_ONLY_RE.search(body) is not None
         endpoint, kind = classify(request.method, path, op)
         org = self.org
-        if is_write(endpoint, request.method, path, op):
+        if is_write(endpoint, request.method, path, op) and not check_only:
             org.count_write(endpoint)
         await asyncio.get_running_loop().run_in_executor(None, org.maintain) if endpoint in (
             "query",
