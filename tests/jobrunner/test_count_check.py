@@ -2,7 +2,8 @@
 on the fakes of the job's ports: counts equal cost one API call and nothing more; a hard delete (no delete log,
 no change in the window) is found by the Id reconciliation the check runs, and the Id is marked HARD; a count
 that still differs ends the job WARNING naming the object and both counts; records created while the job runs
-are not a disagreement."""
+are not a disagreement. And the port's count_live: the fake and StorageClient (CountLive on the storage service)
+count alike."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.service import error_kinds
 from sforg.ids import to18
 from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
+from tests.jobrunner.test_storage_contract import ORG as SORG
+from tests.jobrunner.test_storage_contract import SCHEMA, Calls, parts
+from tests.jobrunner.test_storage_contract import calls as calls  # the fixture: the fake, then the storage service
+from tests.jobrunner.test_storage_contract import rid as srid
 
 ORG = to18("00D000000000001")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -223,3 +228,18 @@ def test_the_count_query() -> None:
     assert count_soql("Lead", None) == "SELECT COUNT() FROM Lead"
     end = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
     assert count_soql("Lead", end) == "SELECT COUNT() FROM Lead WHERE CreatedDate <= 2026-01-02T03:04:05.678Z"
+
+
+# ---------------------------------------------------------------- CountLive: the fake and the client alike
+
+
+async def test_count_live_counts_what_is_held_live_fake_and_storage_alike(calls: Calls) -> None:
+    assert await calls(calls.storage.count_live, SORG, "Opportunity") == 0  # nothing stored yet: none
+    await calls.begin("s1")
+    await calls(calls.storage.put_schema, SORG, "s1", SCHEMA)
+    await calls.put("s1", 1, parts((1, "a", False), (2, "b", False), (3, "c", True), (4, "d", False)))
+    assert await calls(calls.storage.count_live, SORG, "Opportunity") == 3  # a soft-deleted record is not live
+    await calls.delete("s1", 2, [srid(2)], spb.DELETED_STATE_HARD)
+    assert await calls(calls.storage.count_live, SORG, "Opportunity") == 2
+    await calls.delete("s1", 3, [srid(4)], spb.DELETED_STATE_SOFT)
+    assert await calls(calls.storage.count_live, SORG, "Opportunity") == 1
