@@ -90,8 +90,13 @@ def change_org(org: dict[str, Any]) -> dict[str, Any]:
     changes["updated"] = sum(
         len(admin.update(obj, fraction=0.01)["ids"]) for obj in ("Account", "Contact", "Opportunity")
     )
+    live_before = {o: set(ids) for o, ids in admin.ground_truth(values=False)["objects"].items()}
     changes["soft_deleted"] = len(admin.soft_delete("Case", n=20).get("ids", []))
     changes["hard_deleted"] = len(admin.hard_delete("Lead", n=10).get("ids", []))
+    # their activities went with them, as in Salesforce (cascade delete)
+    live_after = admin.ground_truth(values=False)["objects"]
+    gone = sum(len(ids - set(live_after.get(o, {}))) for o, ids in live_before.items())
+    changes["cascade_deleted"] = gone - changes["soft_deleted"] - changes["hard_deleted"]
     admin.add_field("Account", "Loyalty_Tier__c", type="picklist")
     changes["new_field"] = "Account.Loyalty_Tier__c"
     for name in ("AccountService", "InvoiceBuilder", "ShipmentTracker"):

@@ -40,7 +40,7 @@ def test_demo_runs_twice_and_logs_no_secret(tmp_path: Path) -> None:
     assert incremental["session"]["status"] == "SESSION_STATUS_SUCCESS"
     totals = {k: int(v) for k, v in incremental["session"]["totals"].items()}
     assert int(initial["session"]["totals"]["new_versions"]) > 1000
-    assert totals["deleted"] == changes["soft_deleted"] + changes["hard_deleted"]
+    assert totals["deleted"] == changes["soft_deleted"] + changes["hard_deleted"] + changes["cascade_deleted"]
     assert 0 < totals["changed"] <= changes["updated"]
     assert totals["files"] == changes["file_versions"]
     assert totals["unchanged"] > 0

@@ -39,12 +39,24 @@ async def test_full_copy_rest_and_bulk_then_incremental_and_reconciliation(
     done = await stack.run(inc)
     assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
     assert "incremental" in done.message
-    assert done.counts.changed == len(set(updated) - set(soft) - set(hard))
-    assert done.counts.deleted == len(soft)
+    # besides the updated ones, the accounts whose parent was deleted: their ParentId was cleared (as Salesforce does)
+    after = admin.ground_truth(objects=["Account"])["objects"]["Account"]
+    system = {"SystemModstamp", "LastModifiedDate", "LastModifiedById"}
+    before = truth["objects"]["Account"]
+    changed = {
+        i
+        for i, v in after.items()
+        if i in before and any(before[i].get(k) != x for k, x in v.items() if k not in system)
+    }
+    assert set(updated) - set(soft) - set(hard) <= changed
+    assert done.counts.changed == len(changed)
+    assert done.counts.deleted == len(soft) + len(hard)  # the hard deletes found by the count check at once
     assert done.counts.new_versions == 0
     stored = await stack.export(sforg_id, "Account")
     assert all(stored[i].get("_deleted") == "soft" for i in soft)
-    assert all(i in stored and not stored[i].get("_deleted") for i in hard)  # not caught yet: needs the Ids
+    # caught at once: the count check saw fewer records in the org and ran the Id reconciliation
+    assert "count check" in done.message and "reconciled" in done.message, done.message
+    assert all(stored.get(i, {}).get("_deleted", "hard") == "hard" for i in hard)
 
     # a window larger than the Bulk threshold is read through Bulk
     many = admin.update("Account", n=70)["ids"]
@@ -53,12 +65,12 @@ async def test_full_copy_rest_and_bulk_then_incremental_and_reconciliation(
     assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
     assert "incremental" in done.message and done.counts.changed == len(set(many)), done
 
-    # the reconciliation (due at once here) finds the hard deletes; nothing else gets a version
+    # the scheduled reconciliation (due at once here) finds nothing more: the count check caught the hard deletes
     rec = data_spec(org, "Account", "s3", "j-Account", reconcile_every=dt.timedelta(seconds=1))
     done = await stack.run(rec)
     assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
     assert "reconciled" in done.message
-    assert done.counts.deleted == len(hard)
+    assert done.counts.deleted == 0
     assert done.counts.changed == 0 and done.counts.new_versions == 0
     result = reconcile(admin.ground_truth(objects=["Account"]), await stack.export(sforg_id, "Account"), rec)
     assert result.clean, str(result)

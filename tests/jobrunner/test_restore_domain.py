@@ -16,7 +16,7 @@ from services.jobrunner import restore_domain as rd
 from services.jobrunner.restore_domain import Decision, FieldInfo, ObjectInfo, State
 from sforg import catalogue, schema
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "salesforce" / "fixtures"
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "sforg" / "fixtures"  # copies of ../shared/salesforce/fixtures
 
 
 def sfid(prefix: str, n: int) -> str:
