@@ -113,13 +113,9 @@ def count_check(o: ObjectRead, plan: Plan, *, reconciled: bool) -> list[str]:
     if plan.mode != "incremental" or o.data.id_from or o.data.id_to:
         return []
     created_by = plan.end if has_created_date(o) else None
-    try:
-        org = org_count(o, created_by)
-    except SalesforceError as exc:
-        if is_transient(exc):
-            raise  # still failing after OrgClient's retries: the job is handed back, resumes at this check
-        log.warning("count of %s unavailable (%s): no count check", o.obj, exc.code)
-        return [f"count check unavailable ({exc.code or exc.status})"]
+    org = _org_count_or_note(o, created_by)
+    if isinstance(org, str):
+        return [org]
     backup = stored_count(o)
     if org == backup:
         return [f"count check: {org} records in the org and the backup"]
@@ -128,12 +124,28 @@ def count_check(o: ObjectRead, plan: Plan, *, reconciled: bool) -> list[str]:
         log.info("count check of %s: %d in the org, %d in the backup: reconciling Ids", o.obj, org, backup)
         done.append(reconcile_ids(o))
         reconciled = True
-        org, backup = org_count(o, created_by), stored_count(o)
+        again = _org_count_or_note(o, created_by)
+        if isinstance(again, str):
+            return [*done, again]
+        org, backup = again, stored_count(o)
     problem = count_disagreement(o.obj, org, backup, reconciled=reconciled)
     if problem:
         o.warn(problem)
         return [*done, "count check: counts differ"]
     return [*done, f"count check: {org} records in the org and the backup after the Id reconciliation"]
+
+
+def _org_count_or_note(o: ObjectRead, created_by: dt.datetime | None) -> int | str:
+    """The org's count, or what the job's result says when Salesforce will not count the object: refused, or
+    timing out still after OrgClient's retries (a check must never fail a job whose records are all stored).
+    Other transient failures hand the job back, as any read's do."""
+    try:
+        return org_count(o, created_by)
+    except SalesforceError as exc:
+        if is_transient(exc) and exc.code.rpartition(":")[2] != "QUERY_TIMEOUT":
+            raise
+        log.warning("count of %s unavailable (%s): no count check", o.obj, exc.code)
+        return f"count check unavailable ({exc.code or exc.status})"
 
 
 def org_count(o: ObjectRead, created_by: dt.datetime | None) -> int:
