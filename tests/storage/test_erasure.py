@@ -203,24 +203,26 @@ def test_tombstoned_positions_only_deleted_rows_without_head() -> None:
     assert tombstoned_positions(chunk, {"a", "b", "c"}, {"c": None}) == [0]  # type: ignore[arg-type]
 
 
-async def test_a_legal_hold_refuses_the_erasure(harness: Harness) -> None:
-    h = harness
+async def test_a_legal_hold_on_the_object_or_the_org_refuses_the_erasure(harness: Harness) -> None:
+    h, s = harness, harness.storage
     await _backup(h)
-    calls: list[str] = []
+    rid = sf_id("001", 1)
 
-    async def held(conn: object, org_key: int, object_name: str) -> bool:
-        calls.append(object_name)
-        return True
+    async def erase() -> object:
+        return await s.erasures.erase(ORG, "Account", [rid], "", [], "asked", dry_run=False, eraser=ADMIN)
 
-    request = erase_request("Account", [sf_id("001", 1)], "", [], "r")
-    org_key = await h.store.org_key(ORG)
-    assert org_key is not None
-
-    async def nothing(locations: object) -> None:
-        raise AssertionError("no body may be deleted")
-
+    other = await h.store.set_hold(ORG, "Contact", "another object", "", "lawyer")
+    on_object = await h.store.set_hold(ORG, "account", "litigation", "", "lawyer")
     with pytest.raises(FailedPrecondition, match="legal hold"):
-        await h.store.erase(
-            org_key, request, erasure_id="er-x", eraser=ADMIN, value_hash=None, delete_bodies=nothing, is_held=held
-        )
-    assert calls == ["Account"] and await h.count("record_versions") == 5 and await h.count("erasures") == 0
+        await erase()
+    with pytest.raises(FailedPrecondition, match="legal hold"):  # by value too
+        await s.erasures.erase(ORG, "", [], MAIL, ["Account.Name"], "asked", dry_run=True, eraser=ADMIN)
+    await h.store.release_hold(on_object.hold_id, "lawyer")
+    on_org = await h.store.set_hold(ORG, "", "whole org", "", "lawyer")
+    with pytest.raises(FailedPrecondition, match="legal hold"):
+        await erase()
+    assert await h.count("record_versions") == 5 and await h.count("erasures") == 0
+    await h.store.release_hold(on_org.hold_id, "lawyer")
+    assert other.released_at is None  # a hold on another object does not stop it
+    done = await erase()
+    assert await h.count("erasures") == 1 and done is not None
