@@ -138,6 +138,13 @@ class ErasureStore(StoreBase):
                         rows[rid].versions = int(n)
                     await self._count_bodies(conn, org_key, name, rows, delete=False)
                     continue
+                # the heads locked first, in the order a chunk locks them: a chunk writing one of these records
+                # commits before (and its version is deleted here) or waits and finds no head
+                await conn.execute(
+                    f"SELECT 1 FROM {S}.record_head h JOIN unnest(%s::text[]) AS u(id) ON h.record_id = u.id"
+                    ' WHERE h.org_key = %s AND h.object_key = %s ORDER BY h.record_id COLLATE "C" FOR UPDATE OF h',
+                    (ids, org_key, object_key),
+                )
                 cur = await conn.execute(
                     f"WITH gone AS (DELETE FROM {S}.record_versions v USING unnest(%s::text[]) AS u(id)"
                     "  WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id RETURNING v.record_id)"

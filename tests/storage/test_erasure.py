@@ -5,13 +5,15 @@ bodies; bad requests and legal holds refused."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
-from services.storage.application import FileHeaderIn
+from services.storage.application import FileHeaderIn, Storage
 from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
 from services.storage.erasure import (
     BodyScanner,
@@ -21,7 +23,8 @@ from services.storage.erasure import (
     keyed_hash,
     tombstoned_positions,
 )
-from tests.storage.conftest import ACCOUNT, FILE, ORG, Harness, account, data_job, put_raw, sf_id
+from services.storage.store import PostgresStore, open_store_pool
+from tests.storage.conftest import ACCOUNT, FILE, ORG, Harness, RecordingPublisher, account, data_job, put_raw, sf_id
 
 ADMIN = Eraser("alice", "admin", "tok-1")
 MAIL = "Jane.Doe@Example.com"
@@ -226,3 +229,48 @@ async def test_a_legal_hold_on_the_object_or_the_org_refuses_the_erasure(harness
     assert other.released_at is None  # a hold on another object does not stop it
     done = await erase()
     assert await h.count("erasures") == 1 and done is not None
+
+
+async def test_a_chunk_in_flight_on_the_record_commits_first_and_its_version_is_erased_too(
+    harness: Harness, database_url: str
+) -> None:
+    h, s = harness, harness.storage
+    await _backup(h)
+    rid = sf_id("001", 1)
+    reached, go_on = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_head(point: str) -> None:
+        if point == "records.after_head":
+            reached.set()
+            await go_on.wait()
+
+    # another replica erases (its own pool)
+    pool = await open_store_pool(database_url, min_size=3, max_size=3)
+    try:
+        replica = Storage(PostgresStore(pool), s.files, RecordingPublisher())
+        h.store._fault = hold_the_head
+        chunk = asyncio.create_task(put_raw(s, ORG, "s1", "j1", 9, "Account", [account(1, "A third version")]))
+        await reached.wait()  # the chunk holds Account 1's head (a new version on its way)
+        erase = asyncio.create_task(
+            replica.erasures.erase(ORG, "Account", [rid], "", [], "asked", dry_run=False, eraser=ADMIN)
+        )
+        await _lock_waiters(pool, 1)  # the erasure waits for the chunk's lock on the head
+        assert not erase.done()
+        go_on.set()
+        assert (await chunk).counts.changed == 1
+        done = await erase
+    finally:
+        await pool.close()
+    assert done.records[0].versions == 3  # the chunk's version too
+    assert await h.count("record_versions") == 3 and await h.count("record_head") == 2
+
+
+async def _lock_waiters(pool: AsyncConnectionPool, n: int, timeout_s: float = 20.0) -> None:
+    """Until n sessions of the database wait for a lock (polled: PostgreSQL announces no such thing)."""
+    async with asyncio.timeout(timeout_s), pool.connection() as conn:
+        for _ in iter(int, 1):
+            cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            row = await cur.fetchone()
+            if row is not None and row[0] >= n:
+                return
+            await asyncio.sleep(0.01)
