@@ -21,6 +21,7 @@ from typer._click import exceptions as click_errors  # typer vendors click: what
 
 from services import sfconnection as sfc
 from services.cli import compare as compare_command
+from services.cli import erase as erase_command
 from services.cli import keep, protect, render
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
@@ -1194,6 +1195,7 @@ def run(argv: list[str] | None = None) -> int:
 
 compare_command.register(app, sys.modules[__name__])  # `sfvault compare` (services/cli/compare.py)
 keep.register(app, sys.modules[__name__])  # `sfvault prune`, `sfvault hold` (services/cli/keep.py)
+erase_command.register(app, sys.modules[__name__])  # `sfvault erase` (services/cli/erase.py)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from sfvault.restore.v1 import restore_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.platform import events, timestamps
-from services.platform.auth import current_principal
+from services.platform.auth import current_principal, note_for_audit
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
@@ -34,6 +34,7 @@ from services.storage.domain import (
     RecordVersionRow,
     RestoreOutcome,
 )
+from services.storage.erasure import Eraser
 
 log = logging.getLogger(__name__)
 
@@ -667,3 +668,51 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     @_unary
     async def CountLive(self, request: storage_pb2.CountLiveRequest, context: Any) -> storage_pb2.CountLiveResponse:
         return storage_pb2.CountLiveResponse(live=await self.storage.count_live(request.org_id, list(request.objects)))
+
+    # --- erasure (issue 18) ------------------------------------------------------------------------------------
+
+    @_unary
+    async def Erase(self, request: storage_pb2.EraseRequest, context: Any) -> storage_pb2.EraseResponse:
+        who = current_principal.get()
+        result = await self.storage.erasures.erase(
+            request.org_id,
+            request.object_name,
+            list(request.ids),
+            request.value,
+            list(request.fields),
+            request.reason,
+            dry_run=request.dry_run,
+            eraser=Eraser(who.name, who.role, who.token_id),
+        )
+        if not request.dry_run:
+            # the audit of changes: which erasure and how much, never the value
+            note_for_audit(
+                f"erasure {result.erasure_id}: {len(result.records)} records, {result.versions} versions,"
+                f" {result.file_bodies} file bodies"
+            )
+        return storage_pb2.EraseResponse(
+            erasure_id=result.erasure_id,
+            records=[
+                storage_pb2.ErasedRecord(
+                    object_name=r.object_name, record_id=r.record_id, versions=r.versions, file_bodies=r.file_bodies
+                )
+                for r in result.records
+            ],
+            versions=result.versions,
+            file_bodies=result.file_bodies,
+            dry_run=request.dry_run,
+        )
+
+    @_unary
+    async def VerifyErasure(
+        self, request: storage_pb2.VerifyErasureRequest, context: Any
+    ) -> storage_pb2.VerifyErasureResponse:
+        result = await self.storage.erasures.verify(
+            request.org_id, request.value, list(request.fields), request.erasure_id
+        )
+        return storage_pb2.VerifyErasureResponse(
+            clean=result.versions_holding == 0 and result.file_bodies_holding == 0,
+            versions_holding=result.versions_holding,
+            file_bodies_holding=result.file_bodies_holding,
+            samples=result.samples,
+        )

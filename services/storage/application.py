@@ -25,6 +25,7 @@ from services.canonical import (
 )
 from services.platform import telemetry
 from services.platform.failpoints import failpoint
+from services.storage.application_erasure import Erasures, TombstoneCache
 from services.storage.audit import ReadAuditLog
 from services.storage.compare import (
     CHANGED,
@@ -145,6 +146,9 @@ class Storage:
         self._jobs: dict[tuple[str, str], JobRef] = {}  # jobs never change once registered
         self._schemas: dict[tuple[int, str, str], tuple[SchemaRef, RecordCanonicalizer]] = {}
         self._scopes: dict[int, ScopeHistory] = {}  # by object_key; reloaded when a chunk's version is new
+        # erasure (issue 18): Erase / VerifyErasure, and the erased Ids a backup must not bring back
+        self.tombstones = TombstoneCache(store)
+        self.erasures = Erasures(store, files, self.tombstones)
 
     # --- registration --------------------------------------------------------------------------------------
 
@@ -292,7 +296,8 @@ class Storage:
             records=count,
             chunk_seq=seq,
         ) as span:
-            outcome = await self.store.put_records(job, ref, seq, chunk)
+            erased = await self.tombstones.of(job.org_key, ref.object_key)
+            outcome = await self.store.put_records(job, ref, seq, chunk, erased)
             span.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 
@@ -331,7 +336,8 @@ class Storage:
         with telemetry.chunk_transaction(
             "mark_deleted", session_id=session_id, job_id=job_id, object_name=object_name, chunk_seq=seq
         ) as chunk:
-            outcome = await self.store.mark_deleted(job, found[0], seq, digest.digest(), ids, state)
+            erased = await self.tombstones.of(job.org_key, found[0])
+            outcome = await self.store.mark_deleted(job, found[0], seq, digest.digest(), ids, state, erased)
             chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 

@@ -336,4 +336,40 @@ CREATE TABLE retention_horizons (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10]
+# Version 11: erasure (GDPR Article 17, erasure.py). `erasures`: who erased what, when and why -- by object and Id
+# and a keyed hash of the value looked for, never the value; `erased_records`: a tombstone per erased record (the
+# next backups skip it while the org has it deleted); `erasure_key`: the installation's key of those hashes (one
+# row, created at the first erasure).
+V11 = """
+CREATE TABLE erasures (
+    erasure_seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    erasure_id  text NOT NULL UNIQUE,
+    org_key     int NOT NULL REFERENCES orgs,
+    erased_by   text NOT NULL,
+    role        text NOT NULL,
+    token_id    text NOT NULL,
+    erased_at   timestamptz NOT NULL DEFAULT now(),
+    reason      text NOT NULL,
+    value_hash  bytea,                              -- HMAC-SHA256 of the value (by-value erasures), never the value
+    fields      text[] NOT NULL DEFAULT '{}',       -- Object.Field looked in
+    records     jsonb NOT NULL,                     -- [{object, id, versions, file_bodies}]
+    versions    bigint NOT NULL,
+    file_bodies bigint NOT NULL
+);
+CREATE INDEX erasures_org ON erasures (org_key, erasure_seq);
+
+CREATE TABLE erased_records (
+    org_key     int NOT NULL,
+    object_key  int NOT NULL,
+    record_id   text NOT NULL,
+    erasure_seq bigint NOT NULL,
+    PRIMARY KEY (org_key, object_key, record_id)
+);
+
+CREATE TABLE erasure_key (
+    id  smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    key bytea NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11]

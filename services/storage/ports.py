@@ -29,6 +29,7 @@ from services.storage.domain import (
     RestorePointRow,
     SchemaRef,
 )
+from services.storage.erasure import DeleteBodies, Eraser, EraseRequest, ErasureResult, VerificationResult
 
 READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
 
@@ -134,10 +135,19 @@ class SchemaStore(Protocol):
 class RecordStore(Protocol):
     """Record heads and versions: a chunk's write, deletes, and the reads of versions."""
 
-    async def put_records(self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk) -> ChunkOutcome: ...
+    async def put_records(
+        self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk, tombstones: frozenset[str] = frozenset()
+    ) -> ChunkOutcome: ...
 
     async def mark_deleted(
-        self, job: JobRef, object_key: int, seq: int, digest: bytes, record_ids: Sequence[str], state: Deleted
+        self,
+        job: JobRef,
+        object_key: int,
+        seq: int,
+        digest: bytes,
+        record_ids: Sequence[str],
+        state: Deleted,
+        tombstones: frozenset[str] = frozenset(),
     ) -> ChunkOutcome: ...
 
     async def history(self, org_key: int, object_key: int, record_id: str) -> list[RecordVersionRow]: ...
@@ -283,7 +293,45 @@ class CompareStore(Protocol):
     async def count_live(self, org_key: int, object_keys: Sequence[int]) -> dict[int, int]: ...
 
 
+class ErasureStore(Protocol):
+    """Erasure (issue 18, store_erasure.py): the tombstones, the erase itself, the verification's scans."""
+
+    async def erasure_generation(self) -> int: ...
+
+    async def tombstones(self) -> dict[tuple[int, int], frozenset[str]]: ...
+
+    async def erasure_key(self) -> bytes: ...
+
+    async def erase(
+        self,
+        org_key: int,
+        request: EraseRequest,
+        *,
+        erasure_id: str,
+        eraser: Eraser,
+        value_hash: bytes | None,
+        delete_bodies: DeleteBodies,
+    ) -> ErasureResult: ...
+
+    async def versions_holding(
+        self, org_key: int, value: str, fields: Sequence[tuple[str, str]], result: VerificationResult
+    ) -> None: ...
+
+    async def erasure_leftovers(self, org_key: int, erasure_id: str, result: VerificationResult) -> bool: ...
+
+    async def org_bodies(self, org_key: int) -> dict[str, list[str]]: ...
+
+
 class Store(
-    JobStore, SchemaStore, RecordStore, FileStore, MetadataStore, ReadAuditStore, RestoreStore, CompareStore, Protocol
+    JobStore,
+    SchemaStore,
+    RecordStore,
+    FileStore,
+    MetadataStore,
+    ReadAuditStore,
+    RestoreStore,
+    CompareStore,
+    ErasureStore,
+    Protocol,
 ):
     """Every table port at once: what the application is given (PostgresStore, or the fakes)."""

@@ -58,6 +58,10 @@ READS = {
     "SetLegalHold": "admin",
     "ReleaseLegalHold": "admin",
     "ListLegalHolds": "viewer",
+    # erasure (issue 18): an admin's act (audited: who, when, why, what); its verification takes the personal data
+    # looked for and says where it is: admins too
+    "Erase": "admin",
+    "VerifyErasure": "admin",
 }
 ROLES = {
     m.name: READS.get(m.name, "service") for m in storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods

@@ -28,6 +28,7 @@ from services.storage.migrations import MIGRATIONS, SCHEMA
 from services.storage.store_audit import AuditStore
 from services.storage.store_base import Fault, StoreBase
 from services.storage.store_compare import CompareStore
+from services.storage.store_erasure import ErasureStore
 from services.storage.store_files import FilesStore
 from services.storage.store_jobs import JobsStore
 from services.storage.store_metadata import MetadataStore
@@ -82,6 +83,7 @@ class PostgresStore(
     RestoreStore,
     CompareStore,
     RetentionStore,
+    ErasureStore,
 ):
     """Storage's tables, every concern's adapter in one object over one pool."""
 

@@ -36,6 +36,7 @@ from services.storage.domain import (
     classify,
     values_hash,
 )
+from services.storage.erasure import tombstoned_positions, without_positions
 from services.storage.store_base import S, StoreBase
 
 _FLAG_TEXT = (b"0", b"1", b"2")  # Deleted's values
@@ -143,7 +144,9 @@ class RecordsStore(StoreBase):
                 )
                 done += len(updates)
 
-    async def put_records(self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk) -> ChunkOutcome:
+    async def put_records(
+        self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk, tombstones: frozenset[str] = frozenset()
+    ) -> ChunkOutcome:
         """Stores a chunk of canonical records in one transaction.
 
         1. An initial load -- none of the chunk's records has a head yet, none listed twice -- is written straight
@@ -157,6 +160,9 @@ class RecordsStore(StoreBase):
            are written so and counted unchanged.
         4. Only those versions are COPied into record_versions; a record unchanged in other bytes (only its
            SystemModstamp moved) has its head's fingerprint and modstamp refreshed.
+
+        `tombstones`: the object's erased Ids (erasure.py); one read deleted and without a head is left out
+        (counted received and unchanged). Empty, as almost always, it costs nothing.
         """
         received = len(chunk)
         async with self.pool.connection() as conn, conn.transaction():
@@ -166,13 +172,17 @@ class RecordsStore(StoreBase):
             ids, prints = chunk.ids, chunk.prints
             last: dict[str, int] = dict(zip(ids, range(received), strict=True))
             heads = await self._head_fingerprints(conn, job.org_key, target.object_key, last) if last else {}
-            if last and not heads and len(last) == received:
+            if tombstones and (drop := tombstoned_positions(chunk, tombstones, heads)):
+                chunk = without_positions(chunk, drop)
+                ids, prints = chunk.ids, chunk.prints
+                last = dict(zip(ids, range(len(chunk)), strict=True))
+            if last and not heads and len(last) == len(chunk):
                 columns = await asyncio.to_thread(chunk.checked_columns)
                 inserted = await self._insert_first_versions(conn, job, target, columns)
                 if inserted is not None:
                     # all first versions (a first version counts as new whatever its deleted state)
                     return await self._stored(
-                        conn, job.job_key, seq, received, repeat((True, Deleted.LIVE), received), inserted
+                        conn, job.job_key, seq, received, repeat((True, Deleted.LIVE), len(chunk)), inserted
                     )
             # an Id listed twice: its last occurrence counts
             todo = sorted(i for rid, i in last.items() if heads.get(rid) != prints[i])
@@ -402,9 +412,11 @@ class RecordsStore(StoreBase):
         digest: bytes,
         record_ids: Sequence[str],
         state: Deleted,
+        tombstones: frozenset[str] = frozenset(),
     ) -> ChunkOutcome:
         """A deleted version per known Id whose state gets worse (live -> soft -> hard); it carries the last
-        version's values, so the record stays restorable. Ids never stored are reported, not invented."""
+        version's values, so the record stays restorable. Ids never stored are reported, not invented; erased
+        ones (`tombstones`) are neither: ignored."""
         ids = sorted(set(record_ids))
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)
@@ -431,7 +443,7 @@ class RecordsStore(StoreBase):
                     "   ORDER BY v.version_id DESC LIMIT 1) AS last",
                     (job.org_key, object_key, job.job_key, int(state), changed, job.org_key, object_key),
                 )
-            unknown = [i for i in ids if i not in known]
+            unknown = [i for i in ids if i not in known and i not in tombstones]
             counts = Counts(received=len(record_ids), deleted=len(changed), unchanged=len(record_ids) - len(changed))
             result = {"counts": counts.to_json(), "unknown_ids": unknown}
             await self._finish(conn, job.job_key, seq, result)
