@@ -145,7 +145,7 @@ async def start(
     interceptors = settings.auth_interceptors(ROLES)
     access = await BusAccess.attach(interceptors, bus, "storage") if bus is not None else None
     server = await start_grpc_server(
-        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],  # type: ignore[abstract]  # Erase, VerifyErasure: H13
+        [(storage_pb2_grpc.add_StorageServiceServicer_to_server, StorageServicer(storage), SERVICE_NAME)],
         port=settings.storage_port,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         interceptors=interceptors,

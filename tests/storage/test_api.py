@@ -396,11 +396,9 @@ async def test_only_the_service_identity_writes_people_get_permission_denied(
         ),
         "PinRestorePoint": lambda s: s.PinRestorePoint(pb.PinRestorePointRequest(org_id=ORG, at=Timestamp(seconds=1))),
     }
-    # every RPC that is not a read is listed (a new write is refused to people by default); Erase and
-    # VerifyErasure (issue 18's erasure) get their roles with their implementation
+    # every RPC that is not a read is listed (a new write is refused to people by default)
     methods = pb.DESCRIPTOR.services_by_name["StorageService"].methods
-    erasure = {"Erase", "VerifyErasure"}
-    assert {m.name for m in methods if service.ROLES[m.name] == "service"} - erasure == set(writes)
+    assert {m.name for m in methods if service.ROLES[m.name] == "service"} == set(writes)
     port = stub.test_port  # type: ignore[attr-defined]
     for role in ("admin", "operator", "viewer"):
         async with aio_channel(f"127.0.0.1:{port}", token(role, f"a-{role}")) as channel:
