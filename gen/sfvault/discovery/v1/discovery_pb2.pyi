@@ -271,6 +271,7 @@ class Policy(_message.Message):
     ANOMALIES_FIELD_NUMBER: _builtins.int
     RETENTION_FIELD_NUMBER: _builtins.int
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELDS_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     name: _builtins.str
@@ -306,6 +307,10 @@ class Policy(_message.Message):
     def anomalies(self) -> _protect_pb2.AnomalySettings: ...
     @_builtins.property
     def retention(self) -> _protect_pb2.RetentionSettings: ...
+    @_builtins.property
+    def sensitive_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"Object.Field" whose values storage keeps encrypted in PostgreSQL (compared by keyed hash)."""
+
     def __init__(
         self,
         *,
@@ -327,10 +332,11 @@ class Policy(_message.Message):
         anomalies: _protect_pb2.AnomalySettings | None = ...,
         retention: _protect_pb2.RetentionSettings | None = ...,
         legal_hold: _builtins.bool = ...,
+        sensitive_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "created_at", b"created_at", "reconcile_every", b"reconcile_every", "retention", b"retention", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "auto_add_new_fields", b"auto_add_new_fields", "auto_add_new_objects", b"auto_add_new_objects", "created_at", b"created_at", "files", b"files", "legal_hold", b"legal_hold", "metadata", b"metadata", "name", b"name", "org_id", b"org_id", "policy_id", b"policy_id", "reconcile_every", b"reconcile_every", "retention", b"retention", "schedule", b"schedule", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "auto_add_new_fields", b"auto_add_new_fields", "auto_add_new_objects", b"auto_add_new_objects", "created_at", b"created_at", "files", b"files", "legal_hold", b"legal_hold", "metadata", b"metadata", "name", b"name", "org_id", b"org_id", "policy_id", b"policy_id", "reconcile_every", b"reconcile_every", "retention", b"retention", "schedule", b"schedule", "scope", b"scope", "sensitive_fields", b"sensitive_fields", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,25 +29,25 @@ from sfvault.protect.v1 import protect_pb2 as sfvault_dot_protect_dot_v1_dot_pro
 from sfvault.restore.v1 import restore_pb2 as sfvault_dot_restore_dot_v1_dot_restore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asfvault/jobs/v1/jobs.proto\x12\x0fsfvault.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a$sfvault/discovery/v1/discovery.proto\x1a\x1esfvault/events/v1/events.proto\x1a sfvault/protect/v1/protect.proto\x1a sfvault/restore/v1/restore.proto\"q\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07sf_type\x18\x02 \x01(\t\x12\x12\n\ncalculated\x18\x03 \x01(\x08\x12\x10\n\x08\x62\x61\x63kfill\x18\x04 \x01(\x08\x12\x10\n\x08nillable\x18\x05 \x01(\x08\x12\r\n\x05label\x18\x06 \x01(\t\"\xaa\x02\n\x07\x44\x61taJob\x12*\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1a.sfvault.jobs.v1.FieldSpec\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\x12\x16\n\x0e\x62ulk_supported\x18\x04 \x01(\x08\x12\x1a\n\x12queryall_supported\x18\x05 \x01(\x08\x12\x1b\n\x13has_system_modstamp\x18\x06 \x01(\x08\x12\x15\n\rreplicateable\x18\x07 \x01(\x08\x12\x32\n\x0freconcile_every\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rdescribe_json\x18\t \x01(\x0c\x12\x0f\n\x07id_from\x18\n \x01(\t\x12\r\n\x05id_to\x18\x0b \x01(\t\"K\n\x07\x46ileJob\x12\x18\n\x10\x63ontent_versions\x18\x01 \x01(\x08\x12\x13\n\x0b\x61ttachments\x18\x02 \x01(\x08\x12\x11\n\tdocuments\x18\x03 \x01(\x08\"\x1c\n\x0bMetadataJob\x12\r\n\x05types\x18\x01 \x03(\t\"\xd8\x01\n\nRestoreJob\x12-\n\x04spec\x18\x01 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\x12>\n\x11target_connection\x18\x02 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12 \n\x18target_salesforce_org_id\x18\x03 \x01(\t\x12\x1b\n\x13target_instance_url\x18\x04 \x01(\t\x12\x1c\n\x14target_is_production\x18\x05 \x01(\x08\"\xd7\x04\n\x07JobSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x0e\n\x06org_id\x18\x04 \x01(\t\x12\x11\n\tpolicy_id\x18\x05 \x01(\t\x12\x13\n\x0bobject_name\x18\x06 \x01(\t\x12\x0e\n\x06\x66ields\x18\x07 \x03(\t\x12\x0f\n\x07initial\x18\x08 \x01(\x08\x12\x30\n\rstall_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\nconnection\x18\n \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x19\n\x11salesforce_org_id\x18\x0b \x01(\t\x12\x14\n\x0cinstance_url\x18\x0c \x01(\t\x12&\n\x04\x64\x61ta\x18\r \x01(\x0b\x32\x18.sfvault.jobs.v1.DataJob\x12&\n\x04\x66ile\x18\x0e \x01(\x0b\x32\x18.sfvault.jobs.v1.FileJob\x12.\n\x08metadata\x18\x0f \x01(\x0b\x32\x1c.sfvault.jobs.v1.MetadataJob\x12\x14\n\x0c\x61pi_call_cap\x18\x10 \x01(\x03\x12\x1b\n\x13\x61pi_reserve_percent\x18\x11 \x01(\x05\x12,\n\x07restore\x18\x12 \x01(\x0b\x32\x1b.sfvault.jobs.v1.RestoreJob\x12(\n\x05prune\x18\x13 \x01(\x0b\x32\x19.sfvault.jobs.v1.PruneJob\"U\n\x08PruneJob\x12\x38\n\tretention\x18\x01 \x01(\x0b\x32%.sfvault.protect.v1.RetentionSettings\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asfvault/jobs/v1/jobs.proto\x12\x0fsfvault.jobs.v1\x1a\x1egoogle/protobuf/duration.proto\x1a$sfvault/discovery/v1/discovery.proto\x1a\x1esfvault/events/v1/events.proto\x1a sfvault/protect/v1/protect.proto\x1a sfvault/restore/v1/restore.proto\"\x84\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07sf_type\x18\x02 \x01(\t\x12\x12\n\ncalculated\x18\x03 \x01(\x08\x12\x10\n\x08\x62\x61\x63kfill\x18\x04 \x01(\x08\x12\x10\n\x08nillable\x18\x05 \x01(\x08\x12\r\n\x05label\x18\x06 \x01(\t\x12\x11\n\tsensitive\x18\x07 \x01(\x08\"\xaa\x02\n\x07\x44\x61taJob\x12*\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1a.sfvault.jobs.v1.FieldSpec\x12\x12\n\nkey_prefix\x18\x02 \x01(\t\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\x12\x16\n\x0e\x62ulk_supported\x18\x04 \x01(\x08\x12\x1a\n\x12queryall_supported\x18\x05 \x01(\x08\x12\x1b\n\x13has_system_modstamp\x18\x06 \x01(\x08\x12\x15\n\rreplicateable\x18\x07 \x01(\x08\x12\x32\n\x0freconcile_every\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rdescribe_json\x18\t \x01(\x0c\x12\x0f\n\x07id_from\x18\n \x01(\t\x12\r\n\x05id_to\x18\x0b \x01(\t\"K\n\x07\x46ileJob\x12\x18\n\x10\x63ontent_versions\x18\x01 \x01(\x08\x12\x13\n\x0b\x61ttachments\x18\x02 \x01(\x08\x12\x11\n\tdocuments\x18\x03 \x01(\x08\"\x1c\n\x0bMetadataJob\x12\r\n\x05types\x18\x01 \x03(\t\"\xd8\x01\n\nRestoreJob\x12-\n\x04spec\x18\x01 \x01(\x0b\x32\x1f.sfvault.restore.v1.RestoreSpec\x12>\n\x11target_connection\x18\x02 \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12 \n\x18target_salesforce_org_id\x18\x03 \x01(\t\x12\x1b\n\x13target_instance_url\x18\x04 \x01(\t\x12\x1c\n\x14target_is_production\x18\x05 \x01(\x08\"\xd7\x04\n\x07JobSpec\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.sfvault.events.v1.JobType\x12\x0e\n\x06org_id\x18\x04 \x01(\t\x12\x11\n\tpolicy_id\x18\x05 \x01(\t\x12\x13\n\x0bobject_name\x18\x06 \x01(\t\x12\x0e\n\x06\x66ields\x18\x07 \x03(\t\x12\x0f\n\x07initial\x18\x08 \x01(\x08\x12\x30\n\rstall_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\nconnection\x18\n \x01(\x0b\x32#.sfvault.discovery.v1.OrgConnection\x12\x19\n\x11salesforce_org_id\x18\x0b \x01(\t\x12\x14\n\x0cinstance_url\x18\x0c \x01(\t\x12&\n\x04\x64\x61ta\x18\r \x01(\x0b\x32\x18.sfvault.jobs.v1.DataJob\x12&\n\x04\x66ile\x18\x0e \x01(\x0b\x32\x18.sfvault.jobs.v1.FileJob\x12.\n\x08metadata\x18\x0f \x01(\x0b\x32\x1c.sfvault.jobs.v1.MetadataJob\x12\x14\n\x0c\x61pi_call_cap\x18\x10 \x01(\x03\x12\x1b\n\x13\x61pi_reserve_percent\x18\x11 \x01(\x05\x12,\n\x07restore\x18\x12 \x01(\x0b\x32\x1b.sfvault.jobs.v1.RestoreJob\x12(\n\x05prune\x18\x13 \x01(\x0b\x32\x19.sfvault.jobs.v1.PruneJob\"U\n\x08PruneJob\x12\x38\n\tretention\x18\x01 \x01(\x0b\x32%.sfvault.protect.v1.RetentionSettings\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sfvault.jobs.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDSPEC']._serialized_start=217
-  _globals['_FIELDSPEC']._serialized_end=330
-  _globals['_DATAJOB']._serialized_start=333
-  _globals['_DATAJOB']._serialized_end=631
-  _globals['_FILEJOB']._serialized_start=633
-  _globals['_FILEJOB']._serialized_end=708
-  _globals['_METADATAJOB']._serialized_start=710
-  _globals['_METADATAJOB']._serialized_end=738
-  _globals['_RESTOREJOB']._serialized_start=741
-  _globals['_RESTOREJOB']._serialized_end=957
-  _globals['_JOBSPEC']._serialized_start=960
-  _globals['_JOBSPEC']._serialized_end=1559
-  _globals['_PRUNEJOB']._serialized_start=1561
-  _globals['_PRUNEJOB']._serialized_end=1646
+  _globals['_FIELDSPEC']._serialized_start=218
+  _globals['_FIELDSPEC']._serialized_end=350
+  _globals['_DATAJOB']._serialized_start=353
+  _globals['_DATAJOB']._serialized_end=651
+  _globals['_FILEJOB']._serialized_start=653
+  _globals['_FILEJOB']._serialized_end=728
+  _globals['_METADATAJOB']._serialized_start=730
+  _globals['_METADATAJOB']._serialized_end=758
+  _globals['_RESTOREJOB']._serialized_start=761
+  _globals['_RESTOREJOB']._serialized_end=977
+  _globals['_JOBSPEC']._serialized_start=980
+  _globals['_JOBSPEC']._serialized_end=1579
+  _globals['_PRUNEJOB']._serialized_start=1581
+  _globals['_PRUNEJOB']._serialized_end=1666
 # @@protoc_insertion_point(module_scope)

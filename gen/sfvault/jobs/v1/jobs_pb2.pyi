@@ -37,6 +37,7 @@ class FieldSpec(_message.Message):
     BACKFILL_FIELD_NUMBER: _builtins.int
     NILLABLE_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     sf_type: _builtins.str
     """the describe's type: "string", "reference", "address", "base64", ..."""
@@ -46,6 +47,8 @@ class FieldSpec(_message.Message):
     """new in scope this session: every record must be read again for it"""
     nillable: _builtins.bool
     label: _builtins.str
+    sensitive: _builtins.bool
+    """the policy marks it sensitive (Policy.sensitive_fields): stored encrypted"""
     def __init__(
         self,
         *,
@@ -55,10 +58,11 @@ class FieldSpec(_message.Message):
         backfill: _builtins.bool = ...,
         nillable: _builtins.bool = ...,
         label: _builtins.str = ...,
+        sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "calculated", b"calculated", "label", b"label", "name", b"name", "nillable", b"nillable", "sf_type", b"sf_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "calculated", b"calculated", "label", b"label", "name", b"name", "nillable", b"nillable", "sensitive", b"sensitive", "sf_type", b"sf_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

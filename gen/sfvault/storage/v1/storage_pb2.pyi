@@ -200,6 +200,7 @@ class FieldSchema(_message.Message):
     CALCULATED_FIELD_NUMBER: _builtins.int
     SF_TYPE_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     type: Global___FieldType.ValueType
     calculated: _builtins.bool
@@ -207,6 +208,10 @@ class FieldSchema(_message.Message):
     sf_type: _builtins.str
     """the describe's own type name ("currency", "picklist"), kept for restores"""
     label: _builtins.str
+    sensitive: _builtins.bool
+    """The policy marks it sensitive: its values are stored encrypted (AES-256-GCM, envelope keys) and compared by
+    a keyed hash, never in clear in PostgreSQL.
+    """
     def __init__(
         self,
         *,
@@ -215,10 +220,11 @@ class FieldSchema(_message.Message):
         calculated: _builtins.bool = ...,
         sf_type: _builtins.str = ...,
         label: _builtins.str = ...,
+        sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculated", b"calculated", "label", b"label", "name", b"name", "sf_type", b"sf_type", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculated", b"calculated", "label", b"label", "name", b"name", "sensitive", b"sensitive", "sf_type", b"sf_type", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
