@@ -201,6 +201,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             print(
                 f"restore: verification done={v.done} verified={v.verified},",
                 f"matching={v.matching:,} differing={v.differing:,}",
+                f"{list(v.samples)[:3]}" if v.differing else "",
             )
             print(f"restore wall / backup wall: {restore_s / backup_s:.2f} (target <= 3)")
             print(
