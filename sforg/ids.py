@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_CHARS = frozenset(_BASE62)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def checksum(id15: str) -> str:
     """The 3 suffix characters Salesforce appends so an Id survives case-insensitive systems."""
     out = []
@@ -31,7 +35,7 @@ def make_id(prefix: str, counter: int, pod: str = "8d") -> str:
 
 def is_valid(record_id: str) -> bool:
     """True for a well-formed 15- or 18-character Id (checksum verified when present)."""
-    if len(record_id) not in (15, 18) or any(c not in _BASE62 for c in record_id):
+    if len(record_id) not in (15, 18) or not _CHARS.issuperset(record_id):
         return False
     return len(record_id) == 15 or checksum(record_id[:15]) == record_id[15:]
 

@@ -195,11 +195,13 @@ class OrgBase:
         today = dt.datetime.fromtimestamp(now if self.settings["formula_drift"] else self.anchor, UTC).date()
         return Context(self.catalogue, self.hidden(), today, now)
 
-    def new_id(self, obj: ObjectDef) -> str:
+    def new_id(self, obj: ObjectDef, save: bool = True) -> str:
+        """The next Id of the object; save=False leaves writing the counters to the caller (a batch of creates)."""
         with self.lock:
             n = self.counters.get(obj.name, 1)
             self.counters[obj.name] = n + 1
-            self.store.set_meta("counters", self.counters)
+            if save:
+                self.store.set_meta("counters", self.counters)
         return make_id(obj.key_prefix, n)
 
     def object_of_id(self, record_id: str) -> ObjectDef | None:

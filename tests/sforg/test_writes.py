@@ -483,6 +483,65 @@ def test_bulk_ingest_insert_update_upsert_with_per_row_errors(rest: Rest, wadmin
     assert a["write_calls"]["bulk2_ingest"] == 4 * 3 and a["writes"] == 12  # create, upload, close per job
 
 
+def test_bulk_insert_checks_each_row_as_a_rest_create_does(rest: Rest) -> None:
+    """An ingest insert writes its rows 200 at once, yet each row is checked as one REST create is: the same
+    error (code and message) or the same stored record, row by row, whatever the rows before it did."""
+    live = rest.query("SELECT Id FROM Account WHERE IsDeleted = false LIMIT 2")
+    gone = rest.ok("POST", "/sobjects/Account", {"Name": "Gone parent"})["id"]
+    rest.ok("DELETE", f"/sobjects/Account/{gone}")
+    inactive = rest.query("SELECT Id FROM User WHERE IsActive = false LIMIT 1")
+    assert live and inactive
+    header = ["LastName", "FirstName", "Email", "AccountId", "OwnerId", "Birthdate"]
+    rows = [
+        ["Same1", "A", "same1@example.com", live[0]["Id"], "", "1980-02-03"],
+        ["Same2", "B", "", gone, "", ""],  # ENTITY_IS_DELETED
+        ["Same3", "", "", "001bad", "", ""],  # MALFORMED_ID
+        ["Same4", "", "", make_id("001", 9_999_999), "", ""],  # INVALID_CROSS_REFERENCE_KEY
+        ["Same5", "", "", live[1]["Id"], inactive[0]["Id"], ""],  # INACTIVE_OWNER_OR_USER
+        ["", "NoLast", "", live[0]["Id"], "", ""],  # REQUIRED_FIELD_MISSING
+        ["Same7", "", "", "", "", "not a date"],  # INVALID_TYPE_ON_FIELD_IN_RECORD
+        ["Same8", "C", "", live[0]["Id"], "", ""],  # the same parent again: checked again, found again
+        ["x" * 81, "", "", "", "", ""],  # STRING_TOO_LONG
+        ["Same10", "", "", gone, "", ""],  # the same deleted parent again: the same error again
+    ]
+    data = "\n".join(",".join(r) for r in [header, *rows]) + "\n"
+    job = ingest(rest, {"object": "Contact", "operation": "insert"}, data)
+    assert job["numberRecordsProcessed"] == len(rows)
+    bulk_ok = {r["LastName"]: r["sf__Id"] for r in results(rest, job["id"], "successfulResults")}
+    bulk_bad = {r["LastName"]: r["sf__Error"] for r in results(rest, job["id"], "failedResults")}
+    fields = ["LastName", "FirstName", "Name", "Email", "AccountId", "OwnerId", "Birthdate", "IsDeleted"]
+    for row in rows:
+        body = {h: v for h, v in zip(header, row, strict=True) if v != ""}
+        resp = rest.call("POST", "/sobjects/Contact", body)
+        if resp.status_code == 201:
+            made = rest.query(f"SELECT {', '.join(fields)} FROM Contact WHERE Id = '{resp.json()['id']}'")
+            bulk = rest.query(f"SELECT {', '.join(fields)} FROM Contact WHERE Id = '{bulk_ok[row[0]]}'")
+            assert [{k: r[k] for k in fields} for r in bulk] == [{k: r[k] for k in fields} for r in made]
+        else:
+            error = resp.json()[0]
+            assert bulk_bad[row[0]].startswith(f"{error['errorCode']}:{error['message']}:"), (row, error)
+    assert sorted(bulk_ok) == ["Same1", "Same8"]
+
+
+def test_bulk_insert_sees_rows_of_its_own_batch(rest: Rest) -> None:
+    """Rows of one ingest insert written together still see each other: an external Id repeated in the batch
+    is a DUPLICATE_VALUE of the first, and a parent named by the external Id of an earlier row is found."""
+    data = (
+        "Name,External_Id__c,Parent.External_Id__c\n"
+        "Batch parent,BATCH-P1,\n"
+        "Batch child,BATCH-C1,BATCH-P1\n"
+        "Batch twin,BATCH-P1,\n"
+    )
+    job = ingest(rest, {"object": "Account", "operation": "insert"}, data)
+    ok = {r["Name"]: r["sf__Id"] for r in results(rest, job["id"], "successfulResults")}
+    bad = {r["Name"]: r["sf__Error"] for r in results(rest, job["id"], "failedResults")}
+    assert sorted(ok) == ["Batch child", "Batch parent"]
+    dup = "DUPLICATE_VALUE:duplicate value found: External_Id__c duplicates value on record with id: "
+    assert bad["Batch twin"].startswith(dup + ok["Batch parent"])
+    (child,) = rest.query(f"SELECT ParentId FROM Account WHERE Id = '{ok['Batch child']}'")
+    assert child["ParentId"] == ok["Batch parent"]
+
+
 def test_bulk_ingest_delete_hard_delete_and_bad_jobs(rest: Rest, wadmin: Admin) -> None:
     ids = [
         rest.ok("POST", "/sobjects/Lead", {"LastName": f"L{i}", "Company": "C", "Status": "Open - Not Contacted"})["id"]
