@@ -17,10 +17,14 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.jobrunner.application import JobExecutor, Result
 from services.jobrunner.deletes import count_disagreement, count_soql
+from services.jobrunner.domain import parse_sf_datetime
 from services.jobrunner.job_run import JobControl, Tuning
+from services.jobrunner.ports import SalesforceReads
 from services.jobrunner.service import error_kinds
 from sforg.ids import to18
+from sforg.testing import Admin
 from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
+from tests.jobrunner.test_salesforce_contract import reads as reads  # the fixture: the fake org, then sforg
 from tests.jobrunner.test_storage_contract import ORG as SORG
 from tests.jobrunner.test_storage_contract import SCHEMA, Calls, parts
 from tests.jobrunner.test_storage_contract import calls as calls  # the fixture: the fake, then the storage service
@@ -255,3 +259,31 @@ async def test_count_live_counts_what_is_held_live_fake_and_storage_alike(calls:
     assert await calls(calls.storage.count_live, SORG, "Opportunity") == 2
     await calls.delete("s1", 3, [srid(4)], spb.DELETED_STATE_SOFT)
     assert await calls(calls.storage.count_live, SORG, "Opportunity") == 1
+
+
+# ---------------------------------------------------------------- COUNT(): the fake org and sforg alike
+
+
+@pytest.fixture(scope="module")
+def accounts(admin: Admin) -> None:
+    """Accounts created at two org times, a few in the recycle bin: before `reads` loads the fake from the truth."""
+    admin.create("Account", n=30)
+    admin.advance_clock(3600)
+    admin.create("Account", n=20)
+    admin.soft_delete("Account", n=4)
+
+
+@pytest.mark.integration
+def test_the_count_of_live_records_created_by_a_time_fake_and_sforg_alike(
+    accounts: None, reads: SalesforceReads, admin: Admin
+) -> None:
+    truth = admin.ground_truth(objects=["Account"])
+    live = truth["objects"]["Account"]
+    assert truth["recycle_bin"]["Account"]  # the recycle bin is not counted
+    whole = reads.query_page(count_soql("Account", None), query_all=False)
+    assert (whole.total_size, whole.records) == (len(live), [])
+    created = sorted(parse_sf_datetime(str(r["CreatedDate"])) for r in live.values())
+    cut = created[len(created) // 2]
+    bounded = reads.query_page(count_soql("Account", cut), query_all=False)
+    assert bounded.total_size == sum(1 for c in created if c <= cut)  # Salesforce's datetimes: milliseconds
+    assert 0 < bounded.total_size < len(live)
