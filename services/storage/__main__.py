@@ -1,10 +1,12 @@
-"""`python -m services.storage`: read the settings, start the service, serve until SIGTERM/SIGINT, then drain."""
+"""`python -m services.storage`: read the settings, start the service, serve until SIGTERM/SIGINT, then drain.
+`python -m services.storage rewrap`: re-wrap the encrypted bodies' data keys under the current KEK (rewrap.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import sys
 
 from services.platform import lifecycle, serving, telemetry
 from services.storage import config, service
@@ -40,6 +42,12 @@ async def _serve(settings: config.StorageSettings) -> None:
 
 
 if __name__ == "__main__":
-    lifecycle.tune_malloc()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if sys.argv[1:] == ["rewrap"]:
+        from services.storage import rewrap
+
+        sys.exit(asyncio.run(rewrap.main()))
+    if sys.argv[1:]:
+        sys.exit(f"usage: python -m services.storage [rewrap]; got {' '.join(sys.argv[1:])!r}")
+    lifecycle.tune_malloc()
     asyncio.run(main())

@@ -76,6 +76,7 @@ from services.storage.domain import (
     scope_history,
     select_records,
 )
+from services.storage.encryption import Envelope
 from services.storage.outbox import ChunkEventRelay
 from services.storage.ports import ChunkPublisher, FileRepository, Store
 
@@ -360,10 +361,11 @@ class Storage:
                 raise FailedPrecondition(f"chunk {header.chunk_seq} of job {job.job_id} was stored with other content")
             return await self._published(job, header.chunk_seq, ChunkOutcome(result, True))
         known = await self.store.file_location(bytes.fromhex(expected_sha)) if expected_sha else None
+        envelope: Envelope | None = None
         if known is not None and known[1] == header.size:
             location, sha_hex, size = known[0], expected_sha, header.size  # already stored: skip the body
         else:
-            location, sha_hex, size = await self._receive(header, body)
+            location, sha_hex, size, envelope = await self._receive(header, body)
         outcome = await self.store.record_file(
             job,
             header.chunk_seq,
@@ -375,10 +377,21 @@ class Storage:
             location=location,
             file_name=header.file_name,
             content_type=header.content_type,
+            envelope=envelope,
         )
+        if envelope is not None:
+            await self._drop_unused_bodies({bytes.fromhex(sha_hex): location})
         return await self._published(job, header.chunk_seq, outcome)
 
-    async def _receive(self, header: FileHeaderIn, body: AsyncIterator[bytes]) -> tuple[str, str, int]:
+    async def _drop_unused_bodies(self, uploaded: dict[bytes, str]) -> None:
+        """Encrypted bodies are stored at random addresses: when another upload of the same content recorded
+        its body first (or the chunk was a replay), the one just uploaded is referenced by nothing."""
+        recorded = await self.store.body_locations(list(uploaded))
+        for sha, location in uploaded.items():
+            if recorded.get(sha) != location:
+                await self.files.delete(location)
+
+    async def _receive(self, header: FileHeaderIn, body: AsyncIterator[bytes]) -> tuple[str, str, int, Envelope | None]:
         """Streams the body into the repository with SHA-256 and size computed on the fly."""
         sha = hashlib.sha256()
         size = 0
@@ -397,7 +410,7 @@ class Storage:
             sha_hex = sha.hexdigest()
             if header.sha256 and header.sha256.lower() != sha_hex:
                 raise InvalidArgument(f"file of record {header.record_id} has SHA-256 {sha_hex}, not {header.sha256}")
-            return await upload.commit(sha_hex), sha_hex, size
+            return await upload.commit(sha_hex), sha_hex, size, upload.envelope
         except BaseException:
             await upload.abort()
             raise
@@ -424,6 +437,7 @@ class Storage:
         if previous is None:
             existing = await self.store.existing_files([m.sha256 for m in inputs])
             locations: dict[bytes, str] = {}
+            envelopes: dict[bytes, Envelope] = {}
             for component, item in zip(components, inputs, strict=True):
                 if item.sha256 in locations:
                     continue
@@ -432,10 +446,14 @@ class Storage:
                     assert found is not None
                     locations[item.sha256] = found[0]
                 else:
-                    _hex, locations[item.sha256] = await self.files.put_bytes(component.content)
+                    _hex, locations[item.sha256], envelope = await self.files.put_bytes(component.content)
+                    if envelope is not None:
+                        envelopes[item.sha256] = envelope
         else:
-            locations = {}  # the store recognises the replay before it needs any location
-        outcome = await self.store.put_metadata(job, seq, digest_bytes, inputs, locations)
+            locations, envelopes = {}, {}  # the store recognises the replay before it needs any location
+        outcome = await self.store.put_metadata(job, seq, digest_bytes, inputs, locations, envelopes)
+        if envelopes:
+            await self._drop_unused_bodies({sha: locations[sha] for sha in envelopes})
         return await self._published(job, seq, outcome)
 
     # --- reads ---------------------------------------------------------------------------------------------

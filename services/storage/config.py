@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.platform.secrets import SecretError
 from services.platform.settings import ServiceSettings
+from services.storage.encryption import KEY_SETTING, OLD_KEYS_SETTING, Keyring
 
 
 class StorageSettings(ServiceSettings):
@@ -34,6 +36,20 @@ class StorageSettings(ServiceSettings):
     # temporary bodies (of uploads killed midway) untouched this long are removed at start-up; longer than any
     # upload's pause between two writes (local) or than any multipart upload takes (S3)
     storage_tmp_grace_s: float = Field(default=6 * 3600.0, ge=0)
+    # encryption at rest of the file repository's bodies: the key-encryption key's reference ("env:NAME" or
+    # "file:/path", 32 bytes as hex or base64); empty: new bodies are stored plain
+    storage_encryption_key_ref: str = ""
+    # the references of former KEKs (comma-separated), to read the bodies they wrapped until `rewrap` ran
+    storage_encryption_old_key_refs: str = ""
+
+    def keyring(self) -> Keyring | None:
+        """The KEKs (raises SecretError, naming the reference, when one cannot be read or is no key)."""
+        old = [r.strip() for r in self.storage_encryption_old_key_refs.split(",") if r.strip()]
+        if not self.storage_encryption_key_ref:
+            if old:
+                raise SecretError(f"{OLD_KEYS_SETTING} is set but {KEY_SETTING} is not")
+            return None
+        return Keyring.from_refs(self.storage_encryption_key_ref, old)
 
     @model_validator(mode="after")
     def _exports_leave_connections_for_writes(self) -> StorageSettings:

@@ -15,11 +15,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from services.storage.encryption import KEY_SETTING, OLD_KEYS_SETTING, Envelope, Keyring, KeyUnavailable, Opener, Sealer
 from services.storage.ports import READ_CHUNK, FileRepository, Upload
 
 DIR_MODE = 0o700  # a local repository is readable by the service's user only
@@ -36,6 +37,8 @@ def content_key(sha256_hex: str) -> str:
 
 
 class _LocalUpload:
+    envelope: Envelope | None = None  # a plain body
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp" / uuid.uuid4().hex
@@ -46,7 +49,9 @@ class _LocalUpload:
         await asyncio.to_thread(self._fh.write, data)
 
     async def commit(self, sha256_hex: str) -> str:
-        key = content_key(sha256_hex)
+        return await self.commit_at(content_key(sha256_hex))
+
+    async def commit_at(self, key: str) -> str:
         target = self.root / key
 
         def finish() -> None:
@@ -94,12 +99,12 @@ class LocalFileRepository:
     async def begin(self) -> Upload:
         return _LocalUpload(self.root)
 
-    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+    async def put_bytes(self, data: bytes) -> tuple[str, str, Envelope | None]:
         digest = hashlib.sha256(data).hexdigest()
         up = await self.begin()
         try:
             await up.write(data)
-            return digest, await up.commit(digest)
+            return digest, await up.commit(digest), None
         except BaseException:
             await up.abort()
             raise
@@ -144,6 +149,8 @@ class _S3Upload:
     """Small bodies are one put_object at the final key; larger ones a multipart upload to a temporary key,
     completed and then copied to the content address (server-side, no bytes through this service)."""
 
+    envelope: Envelope | None = None  # a plain body
+
     def __init__(self, repo: S3FileRepository) -> None:
         self.repo = repo
         self.tmp_key = f"{repo.prefix}.tmp/{uuid.uuid4().hex}"
@@ -170,7 +177,9 @@ class _S3Upload:
         self.parts.append({"PartNumber": number, "ETag": part["ETag"]})
 
     async def commit(self, sha256_hex: str) -> str:
-        key = content_key(sha256_hex)
+        return await self.commit_at(content_key(sha256_hex))
+
+    async def commit_at(self, key: str) -> str:
         s3, bucket, final = self.repo.client, self.repo.bucket, self.repo.prefix + key
         if await self.repo.exists(final):
             await self.abort()
@@ -243,12 +252,12 @@ class S3FileRepository:
     async def begin(self) -> Upload:
         return _S3Upload(self)
 
-    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+    async def put_bytes(self, data: bytes) -> tuple[str, str, Envelope | None]:
         digest = hashlib.sha256(data).hexdigest()
         key = content_key(digest)
         if not await self.exists(self.prefix + key):
             await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=self.prefix + key, Body=data)
-        return digest, key
+        return digest, key, None
 
     async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
         obj = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
@@ -309,3 +318,107 @@ def open_repository(url: str, *, s3_endpoint_url: str | None = None) -> FileRepo
             raise ValueError(f"file repository {url!r} names no bucket (s3://bucket/prefix)")
         return S3FileRepository(parsed.netloc, parsed.path, endpoint_url=s3_endpoint_url)
     raise ValueError(f"file repository {url!r}: use file:///path or s3://bucket/prefix")
+
+
+# --- encryption at rest (encryption.py) -----------------------------------------------------------------
+
+ENCRYPTED_PREFIX = "enc/"  # encrypted bodies live at random addresses under it: their name reveals nothing
+
+
+def encrypted_address() -> str:
+    name = uuid.uuid4().hex
+    return f"{ENCRYPTED_PREFIX}{name[:2]}/{name[2:4]}/{name}"
+
+
+def is_encrypted_address(key: str) -> bool:
+    return key.startswith(ENCRYPTED_PREFIX)
+
+
+class _SealedUpload:
+    """Encrypts what it is given segment by segment into the inner upload; commits at a random address (the
+    row of `files` maps the plaintext's SHA-256 to it, with `envelope`)."""
+
+    envelope: Envelope | None
+
+    def __init__(self, inner: Upload, keyring: Keyring) -> None:
+        self.inner = inner
+        data_key, self.envelope = keyring.new_data_key()
+        self.sealer = Sealer(data_key)
+
+    async def write(self, data: bytes) -> None:
+        sealed = self.sealer.feed(data)
+        if sealed:
+            await self.inner.write(sealed)
+
+    async def commit(self, sha256_hex: str) -> str:
+        return await self.commit_at(encrypted_address())
+
+    async def commit_at(self, key: str) -> str:
+        await self.inner.write(self.sealer.finish())
+        return await self.inner.commit_at(key)
+
+    async def abort(self) -> None:
+        await self.inner.abort()
+
+
+class EncryptedFileRepository:
+    """A file repository whose new bodies are encrypted (when a keyring is configured) and whose encrypted
+    bodies are decrypted as they are read, with the envelope `envelope_of` finds for their address (the body's
+    row). Plain bodies (stored before encryption was turned on) are read as they are."""
+
+    def __init__(
+        self,
+        inner: FileRepository,
+        keyring: Keyring | None,
+        envelope_of: Callable[[str], Awaitable[Envelope | None]],
+    ) -> None:
+        self.inner = inner
+        self.keyring = keyring
+        self.envelope_of = envelope_of
+
+    async def begin(self) -> Upload:
+        upload = await self.inner.begin()
+        return upload if self.keyring is None else _SealedUpload(upload, self.keyring)
+
+    async def put_bytes(self, data: bytes) -> tuple[str, str, Envelope | None]:
+        if self.keyring is None:
+            return await self.inner.put_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        up = await self.begin()
+        try:
+            await up.write(data)
+            return digest, await up.commit(digest), up.envelope
+        except BaseException:
+            await up.abort()
+            raise
+
+    async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        if not is_encrypted_address(key):
+            async for chunk in self.inner.read(key, chunk_size):
+                yield chunk
+            return
+        envelope = await self.envelope_of(key)
+        if envelope is None:
+            raise KeyUnavailable(f"encrypted body {key} has no key recorded in its row")
+        if self.keyring is None:
+            raise KeyUnavailable(
+                f"the body is encrypted with key {envelope.kek_id} and encryption is not configured"
+                f" (set {KEY_SETTING} or {OLD_KEYS_SETTING})"
+            )
+        opener = Opener(self.keyring.unwrap(envelope), key)
+        async for chunk in self.inner.read(key, chunk_size):
+            plain = opener.feed(chunk)
+            if plain:
+                yield plain
+        last = opener.finish()
+        if last:
+            yield last
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    async def sweep_temporary(self, older_than_s: float) -> int:
+        return await self.inner.sweep_temporary(older_than_s)

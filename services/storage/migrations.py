@@ -372,4 +372,13 @@ CREATE TABLE erasure_key (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11]
+# Encryption at rest (issue 18): an encrypted body's data key, wrapped by the KEK named; both NULL for a plain body.
+# Encrypted bodies live at random addresses: a read finds the envelope by its address.
+V12 = """
+ALTER TABLE files ADD COLUMN kek_id text, ADD COLUMN wrapped_key bytea,
+    ADD CONSTRAINT files_envelope CHECK ((kek_id IS NULL) = (wrapped_key IS NULL));
+CREATE UNIQUE INDEX files_location ON files (location);
+CREATE INDEX files_kek ON files (kek_id) WHERE kek_id IS NOT NULL;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12]

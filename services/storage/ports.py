@@ -29,6 +29,7 @@ from services.storage.domain import (
     RestorePointRow,
     SchemaRef,
 )
+from services.storage.encryption import Envelope
 from services.storage.erasure import DeleteBodies, Eraser, EraseRequest, ErasureResult, VerificationResult
 
 READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
@@ -37,10 +38,18 @@ READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
 
 
 class Upload(Protocol):
+    # the wrapped data key of an encrypted body (kept in its row of `files`); None: a plain body
+    envelope: Envelope | None
+
     async def write(self, data: bytes) -> None: ...
 
     async def commit(self, sha256_hex: str) -> str:
-        """Makes the body visible at its content address (deduplicated); returns the address."""
+        """Makes the body visible at its address (a plain body: its content address, deduplicated; an encrypted
+        one: a random address); returns the address."""
+        ...
+
+    async def commit_at(self, key: str) -> str:
+        """Makes the body visible at `key` (an existing body there is kept); returns it."""
         ...
 
     async def abort(self) -> None: ...
@@ -49,8 +58,8 @@ class Upload(Protocol):
 class FileRepository(Protocol):
     async def begin(self) -> Upload: ...
 
-    async def put_bytes(self, data: bytes) -> tuple[str, str]:
-        """Stores a small body in one go; returns (sha256 hex, address)."""
+    async def put_bytes(self, data: bytes) -> tuple[str, str, Envelope | None]:
+        """Stores a small body in one go; returns (sha256 hex, address, envelope if encrypted)."""
         ...
 
     def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]: ...
@@ -185,7 +194,16 @@ class FileStore(Protocol):
         location: str,
         file_name: str,
         content_type: str,
+        envelope: Envelope | None = None,
     ) -> ChunkOutcome: ...
+
+    async def body_envelope(self, location: str) -> Envelope | None: ...
+
+    async def body_locations(self, digests: Sequence[bytes]) -> dict[bytes, str]: ...
+
+    async def envelopes_not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, Envelope]]: ...
+
+    async def replace_envelope(self, location: str, old: Envelope, new: Envelope) -> bool: ...
 
     async def latest_file(
         self, org_key: int, object_name: str, record_id: str, as_of: dt.datetime
@@ -206,7 +224,13 @@ class MetadataStore(Protocol):
     """Metadata API components, versioned."""
 
     async def put_metadata(
-        self, job: JobRef, seq: int, digest: bytes, components: Sequence[MetadataInput], locations: dict[bytes, str]
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        components: Sequence[MetadataInput],
+        locations: dict[bytes, str],
+        envelopes: dict[bytes, Envelope] | None = None,
     ) -> ChunkOutcome: ...
 
     async def metadata_versions(

@@ -16,11 +16,12 @@ from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 from services.platform.auth import BusAccess
 from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer, start_grpc_server
+from services.platform.secrets import SecretError
 from services.storage.api_retention import StorageServicer
 from services.storage.application import Storage
-from services.storage.config import StorageSettings
+from services.storage.config import ConfigError, StorageSettings
 from services.storage.consumers import BusChunkPublisher
-from services.storage.files import FileRepository, open_repository
+from services.storage.files import EncryptedFileRepository, FileRepository, open_repository
 from services.storage.outbox import ChunkPublisher
 from services.storage.store import PostgresStore, open_store_pool
 
@@ -108,11 +109,18 @@ async def start(
     files: FileRepository | None = None,
     publisher: ChunkPublisher | None = None,
 ) -> RunningStorage:
+    try:
+        keyring = settings.keyring()
+    except SecretError as exc:
+        raise ConfigError(f"storage: bad configuration: {exc}") from None
     pool = await open_store_pool(settings.database_url, max_size=settings.storage_db_pool_size)
     store = PostgresStore(pool)
     version = await store.migrate(count_formula_changes=settings.storage_count_formula_changes)
     log.info("storage schema at version %d", version)
-    repo = files or open_repository(settings.file_repository, s3_endpoint_url=settings.s3_endpoint_url)
+    plain = files or open_repository(settings.file_repository, s3_endpoint_url=settings.s3_endpoint_url)
+    repo = EncryptedFileRepository(plain, keyring, store.body_envelope)
+    if keyring is not None:
+        log.info("file repository: new bodies encrypted with key %s", keyring.current_id)
     await repo.check()
     swept = await repo.sweep_temporary(settings.storage_tmp_grace_s)
     if swept:

@@ -11,11 +11,44 @@ from services.storage.domain import (
     FileVersionRow,
     JobRef,
 )
+from services.storage.encryption import Envelope
 from services.storage.store_base import S, StoreBase
+
+
+def _envelope_columns(envelope: Envelope | None) -> tuple[str | None, bytes | None]:
+    return (envelope.kek_id, envelope.wrapped_key) if envelope is not None else (None, None)
 
 
 class FilesStore(StoreBase):
     """Tables files and file_versions."""
+
+    async def body_envelope(self, location: str) -> Envelope | None:
+        """The wrapped data key of the encrypted body at this address (None: a plain body, or none there)."""
+        row = await self._one(f"SELECT kek_id, wrapped_key FROM {S}.files WHERE location = %s", (location,))
+        return Envelope(str(row[0]), bytes(row[1])) if row and row[0] is not None else None
+
+    async def body_locations(self, digests: Sequence[bytes]) -> dict[bytes, str]:
+        rows = await self._all(f"SELECT sha256, location FROM {S}.files WHERE sha256 = ANY(%s)", (list(digests),))
+        return {bytes(r[0]): str(r[1]) for r in rows}
+
+    async def envelopes_not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, Envelope]]:
+        """(address, envelope) of encrypted bodies wrapped by another KEK than `kek_id`, by address after
+        `after` (the rewrap's cursor)."""
+        rows = await self._all(
+            f"SELECT location, kek_id, wrapped_key FROM {S}.files"
+            " WHERE kek_id IS NOT NULL AND kek_id <> %s AND location > %s ORDER BY location LIMIT %s",
+            (kek_id, after, limit),
+        )
+        return [(str(r[0]), Envelope(str(r[1]), bytes(r[2]))) for r in rows]
+
+    async def replace_envelope(self, location: str, old: Envelope, new: Envelope) -> bool:
+        """Re-wraps one body's data key (only if its row still holds `old`: a concurrent rewrap wins)."""
+        row = await self._one(
+            f"UPDATE {S}.files SET kek_id = %s, wrapped_key = %s"
+            " WHERE location = %s AND kek_id = %s AND wrapped_key = %s RETURNING 1",
+            (new.kek_id, new.wrapped_key, location, old.kek_id, old.wrapped_key),
+        )
+        return row is not None
 
     async def file_location(self, sha256: bytes) -> tuple[str, int] | None:
         row = await self._one(f"SELECT location, size FROM {S}.files WHERE sha256 = %s", (sha256,))
@@ -48,15 +81,16 @@ class FilesStore(StoreBase):
         location: str,
         file_name: str,
         content_type: str,
+        envelope: Envelope | None = None,
     ) -> ChunkOutcome:
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "file", digest)
             if stored is not None:
                 return ChunkOutcome(stored, True)
             cur = await conn.execute(
-                f"INSERT INTO {S}.files (sha256, size, location) VALUES (%s, %s, %s)"
+                f"INSERT INTO {S}.files (sha256, size, location, kek_id, wrapped_key) VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (sha256) DO NOTHING RETURNING 1",
-                (sha256, size, location),
+                (sha256, size, location, *_envelope_columns(envelope)),
             )
             body_new = (await cur.fetchone()) is not None
             cur = await conn.execute(

@@ -12,6 +12,7 @@ from services.storage.domain import (
     MetadataInput,
     MetadataVersionRow,
 )
+from services.storage.encryption import Envelope
 from services.storage.store_base import S, StoreBase
 
 
@@ -19,19 +20,29 @@ class MetadataStore(StoreBase):
     """Tables metadata_components and metadata_versions."""
 
     async def put_metadata(
-        self, job: JobRef, seq: int, digest: bytes, components: Sequence[MetadataInput], locations: dict[bytes, str]
+        self,
+        job: JobRef,
+        seq: int,
+        digest: bytes,
+        components: Sequence[MetadataInput],
+        locations: dict[bytes, str],
+        envelopes: dict[bytes, Envelope] | None = None,
     ) -> ChunkOutcome:
+        envelopes = envelopes or {}
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "metadata", digest)
             if stored is not None:
                 return ChunkOutcome(stored, True)
             await conn.execute(
-                f"INSERT INTO {S}.files (sha256, size, location)"
-                " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::text[]) ON CONFLICT (sha256) DO NOTHING",
+                f"INSERT INTO {S}.files (sha256, size, location, kek_id, wrapped_key)"
+                " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])"
+                " ON CONFLICT (sha256) DO NOTHING",
                 (
                     [c.sha256 for c in components],
                     [c.size for c in components],
                     [locations[c.sha256] for c in components],
+                    [e.kek_id if (e := envelopes.get(c.sha256)) else None for c in components],
+                    [e.wrapped_key if (e := envelopes.get(c.sha256)) else None for c in components],
                 ),
             )
             cur = await conn.execute(

@@ -11,11 +11,14 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 
 from services.storage.domain import Counts, PendingEvent, ReadEntry, RestoreCounts
+from services.storage.encryption import Envelope
 from services.storage.files import content_key
 from services.storage.ports import READ_CHUNK, Upload
 
 
 class InMemoryUpload:
+    envelope: Envelope | None = None  # a plain body
+
     def __init__(self, repo: InMemoryFileRepository) -> None:
         self.repo = repo
         self.parts: list[bytes] = []
@@ -25,7 +28,9 @@ class InMemoryUpload:
         self.parts.append(bytes(data))
 
     async def commit(self, sha256_hex: str) -> str:
-        key = content_key(sha256_hex)
+        return await self.commit_at(content_key(sha256_hex))
+
+    async def commit_at(self, key: str) -> str:
         self.repo.bodies.setdefault(key, b"".join(self.parts))  # content-addressed: stored once
         self.repo.in_flight -= 1
         return key
@@ -46,11 +51,11 @@ class InMemoryFileRepository:
     async def begin(self) -> Upload:
         return InMemoryUpload(self)
 
-    async def put_bytes(self, data: bytes) -> tuple[str, str]:
+    async def put_bytes(self, data: bytes) -> tuple[str, str, Envelope | None]:
         digest = hashlib.sha256(data).hexdigest()
         up = await self.begin()
         await up.write(data)
-        return digest, await up.commit(digest)
+        return digest, await up.commit(digest), None
 
     async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
         if key not in self.bodies:

@@ -57,7 +57,7 @@ async def test_bodies_are_content_addressed_and_stored_once(repo: FileRepository
     assert key == content_key(hashlib.sha256(b"hello world").hexdigest())
     assert await _upload(repo, [b"hello world"]) == key
     assert await _read(repo, key) == b"hello world"
-    digest, small_key = await repo.put_bytes(b"<xml/>")
+    digest, small_key, _envelope = await repo.put_bytes(b"<xml/>")
     assert digest == hashlib.sha256(b"<xml/>").hexdigest() and await _read(repo, small_key) == b"<xml/>"
 
 

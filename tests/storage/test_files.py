@@ -128,7 +128,7 @@ async def test_a_local_repository_is_private_directories_0700_bodies_0600(tmp_pa
     root.mkdir(mode=0o755)  # made by an older version
     repo = LocalFileRepository(root)
     key = await _upload(repo, [b"secret body"])
-    _sha, small = await repo.put_bytes(b"metadata component")
+    _sha, small, _envelope = await repo.put_bytes(b"metadata component")
     for body in (root / key, root / small):
         assert body.stat().st_mode & 0o777 == 0o600, body
     dirs = [root, root / ".tmp", *(p for p in root.rglob("*") if p.is_dir())]

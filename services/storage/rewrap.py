@@ -1,0 +1,57 @@
+"""`python -m services.storage rewrap`: after a key rotation, re-wraps the data key of every encrypted body
+still under a former KEK with the current one (SFVAULT_STORAGE_ENCRYPTION_KEY_REF), in the bodies' rows only:
+no body is read or rewritten. The former KEKs must still be listed in SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS
+while it runs; once it reports none left, they can be retired. Safe to run again, or beside a running storage
+(a row re-wrapped meanwhile by another run is left as it is)."""
+
+from __future__ import annotations
+
+from services.storage.encryption import Keyring
+from services.storage.ports import FileStore
+
+
+async def rewrap(store: FileStore, keyring: Keyring, *, batch: int = 500) -> int:
+    """How many bodies were re-wrapped; raises KeyUnavailable (naming the key) for a body whose KEK is not
+    configured."""
+    done = 0
+    after = ""
+    while rows := await store.envelopes_not_under(keyring.current_id, after, batch):
+        for location, envelope in rows:
+            if await store.replace_envelope(location, envelope, keyring.rewrap(envelope)):
+                done += 1
+        after = rows[-1][0]
+    return done
+
+
+async def main() -> int:
+    """The CLI: prints what it did as JSON; exit status 1 with a message naming the key when one is missing."""
+    import json
+    import sys
+
+    from services.platform.errors import FailedPrecondition
+    from services.platform.secrets import SecretError
+    from services.storage import config
+    from services.storage.store import PostgresStore, open_store_pool
+
+    settings = config.load()
+    try:
+        keyring = settings.keyring()
+    except SecretError as exc:
+        print(f"rewrap: {exc}", file=sys.stderr)
+        return 2
+    if keyring is None:
+        print("rewrap: SFVAULT_STORAGE_ENCRYPTION_KEY_REF is not set: no current key to wrap under", file=sys.stderr)
+        return 2
+    pool = await open_store_pool(settings.database_url, max_size=2)
+    try:
+        store = PostgresStore(pool)
+        await store.migrate(count_formula_changes=settings.storage_count_formula_changes)
+        try:
+            count = await rewrap(store, keyring)
+        except FailedPrecondition as exc:
+            print(f"rewrap: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"rewrapped": count, "current_key": keyring.current_id}))
+        return 0
+    finally:
+        await pool.close()
