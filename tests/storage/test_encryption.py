@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +254,32 @@ async def test_a_tampered_body_fails_to_read(harness: Harness) -> None:
     stored.write_bytes(bytes(damaged))
     with pytest.raises(BodyDamaged, match="fails authentication"):
         await _read_file(s, 1)
+
+
+def _rewrap_cli(database_url: str, current: bytes, *old: bytes) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
+    env.update(
+        SFVAULT_DATABASE_URL=database_url,
+        SFVAULT_NATS_URL="nats://127.0.0.1:1",  # required by the settings; rewrap never connects
+        SFVAULT_AUTH_DISABLED="true",
+        SFVAULT_STORAGE_ENCRYPTION_KEY_REF="env:TEST_KEK_CURRENT",
+        TEST_KEK_CURRENT=current.hex(),
+        SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS=",".join(f"env:TEST_KEK_OLD{i}" for i in range(len(old))),
+        **{f"TEST_KEK_OLD{i}": base64.b64encode(k).decode() for i, k in enumerate(old)},
+    )
+    cmd = [sys.executable, "-m", "services.storage", "rewrap"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.integration
+async def test_the_rewrap_command(harness: Harness, database_url: str) -> None:
+    s = _encrypted(harness, Keyring(KEK1))
+    await s.begin_job(ORG, "s1", "f1", FILE, "")
+    body = os.urandom(1000)
+    await s.upload_file(_header(1, 1, body), _body(body))
+    refused = _rewrap_cli(database_url, KEK2)  # KEK1 not listed: nothing changes, the key is named
+    assert refused.returncode == 1 and kek_id_of(KEK1) in refused.stderr and KEK1.hex() not in refused.stderr
+    done = _rewrap_cli(database_url, KEK2, KEK1)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"rewrapped": 1, "current_key": kek_id_of(KEK2)}
+    assert await _read_file(_encrypted(harness, Keyring(KEK2)), 1) == body
