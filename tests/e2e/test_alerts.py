@@ -159,7 +159,8 @@ def test_a_mass_delete_warns_alerts_and_its_draft_brings_the_records_back(
     damaged, _ = watch(clients, started.session_id, timeout=300)
 
     assert damaged.status == pb.SESSION_STATUS_WARNING, damaged.reason
-    [finding] = damaged.findings
+    # the Contacts' cascade family (their CampaignMembers, hard-deleted with them) may be a finding of its own
+    [finding] = [f for f in damaged.findings if f.object_name == "Contact"]
     assert (finding.kind, finding.object_name, finding.count) == ("mass_delete", "Contact", len(deleted))
     # the records before the session as the session service knows them (new versions less deletes so far): the
     # org's live Contacts, give or take the few the org had in its recycle bin at the first backup
@@ -197,7 +198,8 @@ def test_a_mass_delete_warns_alerts_and_its_draft_brings_the_records_back(
     )
     assert listed.returncode == 0, listed.stderr
     [shown] = json.loads(listed.stdout)
-    assert shown["kind"] == "anomaly" and shown["findings"][0]["draft_session_id"] == finding.draft_session_id
+    assert shown["kind"] == "anomaly"
+    assert finding.draft_session_id in {f["draft_session_id"] for f in shown["findings"]}
 
     # the draft: a preview of exactly the deleted Contacts, each Undeleted
     draft, _ = watch(clients, finding.draft_session_id, timeout=120)
