@@ -163,10 +163,11 @@ class SessionService:
         """A backup that just ended, judged against the policy's earlier backups (domain_anomaly): its findings,
         each mass delete or change with the id of the restore draft prepared for it."""
         settings = anomaly.AnomalySettings.from_json(session.anomalies)
+        counted = anomaly.count_findings(d.data_job_messages(session))  # judged whatever the anomaly settings
         if settings.disabled:
-            return session
+            return d.with_findings(session, tuple(counted))
         history = await tx.history(session, settings.baseline_sessions)
-        findings = anomaly.judge(session.session_id, d.object_counts(session), history, settings)
+        findings = [*anomaly.judge(session.session_id, d.object_counts(session), history, settings), *counted]
         if findings:
             log.warning("session %s: %s", session.session_id, anomaly.summary(findings))
         return d.with_findings(session, tuple(findings), history.previous_finished_at)

@@ -712,6 +712,15 @@ def object_counts(session: Session) -> dict[str, Counts]:
     return found
 
 
+def data_job_messages(session: Session) -> dict[str, str]:
+    """Per object, what its data jobs said (their messages joined)."""
+    said: dict[str, str] = {}
+    for job in session.jobs.values():
+        if job.job_type == "data" and job.object_name and job.message:
+            said[job.object_name] = "; ".join(filter(None, (said.get(job.object_name, ""), job.message)))
+    return said
+
+
 def with_findings(session: Session, findings: tuple[Finding, ...], baseline_at: dt.datetime | None = None) -> Session:
     """The session with what its end found: a Success becomes Warning (Warning and Failed stay), its reason
     naming them; `baseline_at` (the previous backup's end) is the point its restore drafts go back to."""

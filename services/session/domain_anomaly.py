@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,30 @@ def judge(session_id: str, current: Mapping[str, Counts], history: History, sett
     return findings
 
 
+# the jobrunner's words when an incremental's count of an object still disagrees with the backup's (jobrunner
+# deletes.count_disagreement): "count check of <Object>: <n> records in the org, <m> in the backup..."
+_COUNT_CHECK = re.compile(r"count check of ([A-Za-z][A-Za-z0-9_]*): (\d+) records in the org, (\d+) in the backup[^;]*")
+
+
+def count_findings(job_messages: Mapping[str, str]) -> list[Finding]:
+    """A backup says Success only when every object's count agrees: each data job (object -> its message) whose
+    count check still disagreed is a `count_mismatch` finding naming the object, both counts and why."""
+    findings: list[Finding] = []
+    for _object_name, message in sorted(job_messages.items()):
+        for m in _COUNT_CHECK.finditer(message):
+            org, backup = int(m.group(2)), int(m.group(3))
+            findings.append(
+                Finding(
+                    kind="count_mismatch",
+                    object_name=m.group(1),
+                    count=abs(org - backup),
+                    object_records=backup,
+                    message=m.group(0),
+                )
+            )
+    return findings
+
+
 def draft_session_id(session_id: str, finding: Finding) -> str:
     """The restore draft's session id: the same for the same session, kind and object, whatever happens."""
     return "draft-" + uuid.uuid5(_NAMESPACE, f"{session_id}/{finding.kind}/{finding.object_name}").hex
@@ -188,4 +213,11 @@ def draft_session_id(session_id: str, finding: Finding) -> str:
 
 def summary(findings: Sequence[Finding]) -> str:
     """The reason's part that names them."""
-    return "anomal" + ("y" if len(findings) == 1 else "ies") + ": " + "; ".join(f.message for f in findings)
+    anomalies = [f.message for f in findings if f.kind != "count_mismatch"]
+    counts = [f.message for f in findings if f.kind == "count_mismatch"]
+    parts = []
+    if anomalies:
+        parts.append("anomal" + ("y" if len(anomalies) == 1 else "ies") + ": " + "; ".join(anomalies))
+    if counts:
+        parts.append("counts disagree: " + "; ".join(counts))
+    return "; ".join(parts)

@@ -143,3 +143,23 @@ def test_a_failed_delivery_backs_off_then_gives_up() -> None:
     assert alerts.after_attempt(twice, T0, "HTTP 503", base, max_attempts=3).status == "failed"
     done = alerts.after_attempt(once, T0, "", base)
     assert done.status == "delivered" and done.delivered_at == T0 and done.attempts == 2
+
+
+def test_a_count_check_that_still_disagrees_is_a_finding_naming_the_object_and_both_counts() -> None:
+    said = {
+        "Lead": "incremental (window); reconciled 98 Ids, 3 hard-deleted",
+        "Opportunity": "incremental (window); count check of Opportunity: 19 records in the org, 20 in the backup"
+        " after the Id reconciliation: 1 records live in the backup are not in the org's count (deleted while the"
+        " backup ran, into the recycle bin): the next session's delete log stores them",
+    }
+    [finding] = anomaly.count_findings(said)
+    assert (finding.kind, finding.object_name, finding.count, finding.object_records) == (
+        "count_mismatch",
+        "Opportunity",
+        1,
+        20,
+    )
+    assert finding.message.startswith("count check of Opportunity: 19 records in the org, 20 in the backup")
+    assert not finding.draft_session_id  # nothing to undo: the next session settles it
+    assert anomaly.summary([finding]).startswith("counts disagree: count check of Opportunity")
+    assert anomaly.count_findings({"Lead": "incremental (window)"}) == []
