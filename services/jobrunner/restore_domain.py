@@ -635,7 +635,8 @@ def _compared(
         if info is not None and f is None:
             continue
         key = f.name if f is not None else name
-        if normalized(backup.get(key), None) is None and (
+        value = backup.get(key)
+        if (value is None or value == "") and (  # no value (normalized(value, None) is None)
             not restore_empty or (f is not None and (f.sf_type == "boolean" or not f.nillable))
         ):
             continue  # no value: the org's is left (a checkbox or a required field is never emptied)

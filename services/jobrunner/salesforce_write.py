@@ -103,6 +103,7 @@ class OrgWriter:
         self.bulk_poll_max_s = bulk_poll_max_s
         self._lock = threading.Lock()
         self._write_calls = 0
+        self._ingest_rate = 4_000.0  # records/s the org processed on the last ingest job (the first poll's time)
 
     @property
     def base(self) -> str:
@@ -396,22 +397,30 @@ class OrgWriter:
         ]
 
     def _ingest_wait(self, path: str, records: int = 0) -> dict[str, Any]:
-        """Polls until the job ends: the first after about the time the org needs for `records` (a poll is an API
-        call), then doubling."""
-        delay, waited = min(max(0.1, records / 4_000.0), 10.0), 0.0
+        """Polls until the job ends (a poll is an API call): the first after the time the org took per record on
+        this writer's last job (at first 4,000 records/s), the next after the time the rest needs at the rate the
+        poll's numberRecordsProcessed shows (doubling when it shows none), each at most 10 s."""
+        started = time.monotonic()
+        delay = min(max(0.1, records / self._ingest_rate), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
-        waited += delay
-
         while True:
             info = dict(self.reader._get(path).json())
             state = str(info.get("state", ""))
+            waited = time.monotonic() - started
             if state in ("JobComplete", "Failed", "Aborted"):
+                if state == "JobComplete" and records and waited > 0:
+                    # the next job's first poll: about when it ends (a little early costs one more poll)
+                    self._ingest_rate = min(max(records / waited, 500.0), 50_000.0)
                 return info
             if waited > self.bulk_poll_max_s:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")
+            done = int(info.get("numberRecordsProcessed") or 0)
+            if 0 < done < records:
+                delay = (records - done) * waited / done * 1.05 + 0.05
+            else:
+                delay *= 2
+            delay = min(max(delay, 0.1), 10.0)
             time.sleep(delay)  # polling back-off while Salesforce runs the job
-            waited += delay
-            delay = min(delay * 2, 10.0)
 
     def _ingest_results(self, path: str) -> Iterator[list[str]]:
         """A result CSV's rows after its header, streamed."""
