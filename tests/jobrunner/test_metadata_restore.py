@@ -609,12 +609,7 @@ def test_on_sforg_three_classes_and_a_field_restored_and_a_failing_validation_de
         storage.puts.clear()
         run, _, _ = _run(keys)
         job = MetadataRestoreJob(run, md, storage)
-        try:
-            job.execute()
-        except Exception as exc:  # an sforg without deploy answers UNKNOWN_EXCEPTION "does not emulate"
-            if "does not emulate" in str(exc):
-                pytest.skip("this sforg does not emulate deploy yet (H1)")
-            raise
+        job.execute()
         got = _outcomes(storage)
         changed = [k for k in keys if got[k][0] == rpb.RECORD_STATE_UPDATED]
         assert len([k for k in changed if k.startswith("ApexClass:")]) == 3, got
