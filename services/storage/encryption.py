@@ -146,18 +146,28 @@ class Sealer:
         self._started = True
         return _HEADER.pack(MAGIC, SEGMENT)
 
+    def _seal(self, piece: bytes | bytearray | memoryview) -> bytes:
+        sealed = self._aead.encrypt(_nonce(self._index), piece, _aad(self._index, False))
+        self._index += 1
+        return sealed
+
     def feed(self, data: bytes) -> bytes:
-        out = [self._header()]
-        if not self._pending and len(data) <= SEGMENT:
-            self._pending += data
-            return out[0]
-        self._pending += data
-        # a segment is sealed only once more data follows it: the last one must be known as the last
-        while len(self._pending) > SEGMENT:
-            piece = bytes(self._pending[:SEGMENT])
-            del self._pending[:SEGMENT]
-            out.append(self._aead.encrypt(_nonce(self._index), piece, _aad(self._index, False)))
-            self._index += 1
+        # a segment is sealed only once more data follows it: the last one must be known as the last. Whole
+        # segments are sealed straight from `data`; only what is left of a segment is copied aside.
+        out = [head] if (head := self._header()) else []
+        view = memoryview(data)
+        at = 0
+        if self._pending:
+            at = min(SEGMENT - len(self._pending), len(view))
+            self._pending += view[:at]
+            if at == len(view):
+                return b"".join(out)
+            out.append(self._seal(self._pending))  # full, and more follows
+            self._pending.clear()
+        while len(view) - at > SEGMENT:
+            out.append(self._seal(view[at : at + SEGMENT]))
+            at += SEGMENT
+        self._pending += view[at:]
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -177,7 +187,7 @@ class Opener:
         self._header_seen = False
         self._where = where
 
-    def _open(self, sealed: bytes, last: bool) -> bytes:
+    def _open(self, sealed: bytes | memoryview, last: bool) -> bytes:
         try:
             return self._aead.decrypt(_nonce(self._index), sealed, _aad(self._index, last))
         except InvalidTag:
@@ -196,11 +206,16 @@ class Opener:
                 raise BodyDamaged(f"body {self._where} is not an encrypted body of this version")
             del self._buffer[:HEADER_SIZE]
             self._header_seen = True
+        sealed = SEGMENT + TAG
+        full = (len(self._buffer) - 1) // sealed  # the last segment stays until the end is known
+        if full <= 0:
+            return b""
         out = []
-        while len(self._buffer) > SEGMENT + TAG:
-            out.append(self._open(bytes(self._buffer[: SEGMENT + TAG]), False))
-            del self._buffer[: SEGMENT + TAG]
-            self._index += 1
+        with memoryview(self._buffer) as view:
+            for i in range(full):
+                out.append(self._open(view[i * sealed : (i + 1) * sealed], False))
+                self._index += 1
+        del self._buffer[: full * sealed]
         return b"".join(out)
 
     def finish(self) -> bytes:
