@@ -11,11 +11,18 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from sfvault.storage.v1 import storage_pb2 as pb
+from sfvault.storage.v1 import storage_pb2_grpc
 
+from services.platform.auth import aio_channel
 from services.platform.secrets import SecretError
+from services.storage import config, service
 from services.storage.application import MetadataComponentIn, Storage
 from services.storage.encryption import (
     SEGMENT,
@@ -31,6 +38,7 @@ from services.storage.encryption import (
 )
 from services.storage.files import EncryptedFileRepository, FileRepository, LocalFileRepository, is_encrypted_address
 from services.storage.rewrap import rewrap
+from tests.auth import AUTH_KEY, token
 from tests.storage.conftest import FILE, METADATA, ORG, Harness, sf_id
 from tests.storage.test_file_repository_contract import moto_endpoint, real_repository  # noqa: F401
 from tests.storage.test_files import _body, _header
@@ -283,3 +291,61 @@ async def test_the_rewrap_command(harness: Harness, database_url: str) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"rewrapped": 1, "current_key": kek_id_of(KEK2)}
     assert await _read_file(_encrypted(harness, Keyring(KEK2)), 1) == body
+
+
+# --- the service: settings and the status a client sees ------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_the_service_encrypts_and_a_client_sees_failed_precondition_without_the_key(
+    database_url: str, nats_url: str, bus_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "SFVAULT_DATABASE_URL": database_url,
+        "SFVAULT_NATS_URL": nats_url,
+        "SFVAULT_BUS_NAMESPACE": bus_namespace,
+        "SFVAULT_STORAGE_PORT": "0",
+        "SFVAULT_FILE_REPOSITORY": f"file://{tmp_path / 'files'}",
+        "SFVAULT_AUTH_KEY": AUTH_KEY.decode(),
+        "SFVAULT_STORAGE_ENCRYPTION_KEY_REF": "env:TEST_KEK",
+        "TEST_KEK": KEK1.hex(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    body = b"API-LEVEL-SECRET " * 5000
+    get = pb.GetFileRequest(org_id=ORG, object_name="ContentVersion", record_id=sf_id("068", 1))
+
+    async def upload() -> AsyncIterator[pb.UploadFileRequest]:
+        header = pb.FileHeader(org_id=ORG, session_id="s1", job_id="f1", chunk_seq=1, object_name="ContentVersion",
+                               record_id=sf_id("068", 1), size=len(body))  # fmt: skip
+        yield pb.UploadFileRequest(header=header)
+        yield pb.UploadFileRequest(data=body)
+
+    async def started(key: bytes) -> tuple[Any, grpc.aio.Channel]:
+        monkeypatch.setenv("TEST_KEK", key.hex())
+        running = await service.start(config.load())
+        return running, aio_channel(f"127.0.0.1:{running.port}", token("service", "jobrunner"))
+
+    running, channel = await started(KEK1)
+    try:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        await stub.BeginJob(pb.BeginJobRequest(org_id=ORG, session_id="s1", job_id="f1", type=FILE))
+        assert (await stub.UploadFile(upload())).new_version
+        assert b"".join([p.data async for p in stub.GetFile(get)]) == body
+    finally:
+        await channel.close()
+        await running.stop(1)
+    assert b"API-LEVEL-SECRET" not in _all_bytes(tmp_path / "files")
+
+    running, channel = await started(KEK2)  # the key was changed without listing the former one
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            _ = [p async for p in storage_pb2_grpc.StorageServiceStub(channel).GetFile(get)]
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert kek_id_of(KEK1) in str(refused.value.details()) and KEK1.hex() not in str(refused.value.details())
+    finally:
+        await channel.close()
+        await running.stop(1)
+
+    monkeypatch.setenv("TEST_KEK", "not a key")
+    with pytest.raises(config.ConfigError, match=r"SFVAULT_STORAGE_ENCRYPTION_KEY_REF.*32 bytes"):
+        await service.start(config.load())
