@@ -71,9 +71,12 @@ test: install proto-check
 # The long outage runs: many chaos trials (each a backup with kills and restarts, its own seed) and the NATS
 # cluster test; CHAOS_TRIALS sets how many, SFVAULT_CHAOS_SEED the first seed (to replay a failing one).
 CHAOS_TRIALS ?= 20
+# restore chaos (tests/e2e/test_restore_chaos.py): trials per victim (kill -9 of jobrunner, of storage, an answer lost)
+RESTORE_CHAOS_TRIALS ?= 5
 test-long: install
-	SFVAULT_CHAOS_TRIALS=$(CHAOS_TRIALS) $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_chaos.py \
-		tests/e2e/test_nats_cluster.py $(PYTEST_ARGS)
+	SFVAULT_CHAOS_TRIALS=$(CHAOS_TRIALS) SFVAULT_RESTORE_CHAOS_TRIALS=$(RESTORE_CHAOS_TRIALS) $(PY) -m pytest -q \
+		-p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_nats_cluster.py tests/e2e/test_restore_chaos.py \
+		$(PYTEST_ARGS)
 
 # The habits CI holds (.ci/run): ruff's lint and format check, mypy (strict for the domain modules and the ports,
 # see [tool.mypy] in pyproject.toml), and the locks agreeing with pyproject.toml.
