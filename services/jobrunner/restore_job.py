@@ -29,9 +29,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import queue
 import resource
+import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +70,9 @@ def big_batch(fields: int) -> int:
 
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
+READ_PAGE = 1000  # records per message of a storage read (a bigger one holds more memory in flight, for no gain)
 SAMPLES = 20
+_EMPTY = (None, "")  # a value normalized(value, None) takes as none
 # field types whose values the proof's digest takes as they are (see RestoreJob._digest)
 _AS_IS = frozenset({"string", "textarea", "picklist", "email", "phone", "url", "combobox", "reference", "id"})
 STATE_COUNTER = {
@@ -113,6 +119,90 @@ class Pending:
     message: str = ""
     notes: list[str] = field(default_factory=list)
     exact: bool = True  # `values` are the backup's, every reference mapped (none left empty): the proof's expectation
+
+
+def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Iterator[list[Any]]:
+    """The chunks of `chunks`, read from now on by a thread of their own up to `ahead` chunks before they are
+    taken (a storage read overlaps the target's read and the writes of the batch before); its error is raised
+    where its chunk would have been. Closing the iterator stops the thread."""
+    out: queue.Queue[tuple[list[Any] | None, BaseException | None]] = queue.Queue(maxsize=max(ahead, 1))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        out.put((chunk, None), timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            else:
+                out.put((None, None))
+        except BaseException as exc:  # handed to the consumer
+            out.put((None, exc))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    thread = threading.Thread(target=produce, name="restore-read-ahead", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator[list[Any]]:
+        try:
+            while True:
+                chunk, exc = out.get()
+                if exc is not None:
+                    raise exc
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            stop.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    out.get_nowait()  # a producer blocked on a full queue sees the stop
+            thread.join(timeout=5)
+
+    return consume()
+
+
+def _packed(chunks: Iterator[list[tuple[str, bytes]]]) -> Iterator[list[Any]]:
+    """Chunks of (Id, values_json) held compressed while they wait (JSON compresses several times: a batch read
+    ahead costs a few MB, not its size): [ids, lengths, zlib of the values joined]."""
+    try:
+        for chunk in chunks:
+            ids = [sid for sid, _v in chunk]
+            lengths = [len(v) for _s, v in chunk]
+            blob = zlib.compress(b"".join(v for _s, v in chunk), 1)
+            del chunk
+            yield [ids, lengths, blob]
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _unpacked(packed: Iterator[list[Any]]) -> Iterator[list[tuple[str, bytes]]]:
+    """The chunks `_packed` packed, as they were."""
+    try:
+        for ids, lengths, blob in packed:
+            data = zlib.decompress(blob)
+            out: list[tuple[str, bytes]] = []
+            at = 0
+            for sid, n in zip(ids, lengths, strict=True):
+                out.append((sid, data[at : at + n]))
+                at += n
+            del data
+            yield out
+    finally:
+        close = getattr(packed, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass
@@ -326,7 +416,7 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the selection
     def _request(self, obj: str, **kw: Any) -> spb.ReadRecordsAsOfRequest:
-        req = spb.ReadRecordsAsOfRequest(org_id=self.source_org, object_name=obj, batch_size=PER_CALL, **kw)
+        req = spb.ReadRecordsAsOfRequest(org_id=self.source_org, object_name=obj, batch_size=READ_PAGE, **kw)
         as_of = self._as_of()
         if as_of is not None:
             req.as_of.CopyFrom(as_of)
@@ -360,7 +450,33 @@ class RestoreJob:
         if spec.whole_org:
             names = [n for n in self.sf.object_names() if n not in NOT_RESTORED]
             selections = [rpb.RestoreSelection(object_name=n, all=True) for n in names]
-        for sel in selections:
+        # the plain reads (all, deleted_since, changed_since) of several objects are made at once: storage and
+        # its database answer one while the job takes another's Ids
+        plain_reads: dict[int, Future[list[str]]] = {}
+        pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="restore-select")
+        try:
+            for n, sel in enumerate(selections):
+                if not sel.ids:
+                    plain_reads[n] = pool.submit(lambda req: list(self._ids_of(req)), self._plain_request(sel))
+            self._select_each(selections, plain_reads)
+        finally:
+            for future in plain_reads.values():
+                future.cancel()
+            pool.shutdown(wait=True)
+        self._select_children()
+
+    def _plain_request(self, sel: rpb.RestoreSelection) -> spb.ReadRecordsAsOfRequest:
+        obj = sel.object_name
+        if sel.HasField("deleted_since"):
+            return self._request(obj, deleted_since=sel.deleted_since)
+        if sel.HasField("changed_since"):
+            return self._request(obj, changed_since=sel.changed_since)
+        return self._request(obj, all=True)
+
+    def _select_each(
+        self, selections: Sequence[rpb.RestoreSelection], plain_reads: dict[int, Future[list[str]]]
+    ) -> None:
+        for n, sel in enumerate(selections):
             self.run.control.check()
             obj = sel.object_name
             if sel.fields:
@@ -371,16 +487,14 @@ class RestoreJob:
                 for i in range(0, len(ids), PER_CALL):
                     self._add(obj, list(self._ids_of(self._request(obj, ids=ids[i : i + PER_CALL]))), by_id=True)
             else:
-                if sel.HasField("deleted_since"):
-                    req = self._request(obj, deleted_since=sel.deleted_since)
-                elif sel.HasField("changed_since"):
-                    req = self._request(obj, changed_since=sel.changed_since)
-                else:
-                    req = self._request(obj, all=True)
+                req = self._plain_request(sel)
                 plain = obj not in self.selection or obj in self._reads
-                self._add(obj, list(self._ids_of(req)))
+                self._add(obj, plain_reads[n].result())
                 if plain:
                     self._reads.setdefault(obj, []).append(req)
+
+    def _select_children(self) -> None:
+        spec = self.spec
         levels = int(spec.children) if spec.HasField("children") else 2
         frontier = {obj: list(ids) for obj, ids in self.selection.items()}
         for _level in range(levels):
@@ -531,7 +645,27 @@ class RestoreJob:
         """(source Id, values) of these records as of the point: Salesforce-shaped and masked (raw: the
         canonical values as stored). again: the object's selection read as it was selected when it came from
         plain reads (one stream, no lookup by Id), keeping these Ids."""
+        for chunk in self._backup_json(obj, ids, again=again):
+            yield from self._shaped(obj, chunk, raw=raw)
+
+    def _shaped(
+        self, obj: str, chunk: list[tuple[str, bytes]], *, raw: bool = False
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Records as stored (values_json) made (source Id, values) as `_backup` yields them."""
         info = self.infos.get(obj)
+        masks = self.masks
+        for record_id, values_json in chunk:
+            values = json.loads(values_json) if values_json else {}
+            if raw or info is None:
+                yield record_id, values
+                continue
+            out = rd.to_salesforce(values, info)
+            if masks:
+                out = rd.mask_values(obj, out, masks, secret=self.secret)
+            yield record_id, out
+
+    def _backup_json(self, obj: str, ids: Sequence[str], *, again: bool = False) -> Iterator[list[tuple[str, bytes]]]:
+        """The records of `_backup` as stored, (source Id, values_json), one list per storage batch."""
         wanted: set[str] | None = None
         if again and obj in self._reads:
             wanted = set(ids)
@@ -540,19 +674,15 @@ class RestoreJob:
             requests = [self._request(obj, ids=list(ids[i : i + PER_CALL])) for i in range(0, len(ids), PER_CALL)]
         for req in requests:
             for batch in self.run.storage.read_records_as_of(req):
+                chunk: list[tuple[str, bytes]] = []
                 for r in batch.records:
                     if wanted is not None:
                         if r.record_id not in wanted:
                             continue
                         wanted.discard(r.record_id)  # two selections of one object may name a record twice
-                    values = json.loads(r.values_json) if r.values_json else {}
-                    if raw or info is None:
-                        yield r.record_id, values
-                        continue
-                    out = rd.to_salesforce(values, info)
-                    if self.masks:
-                        out = rd.mask_values(obj, out, self.masks, secret=self.secret)
-                    yield r.record_id, out
+                    chunk.append((r.record_id, r.values_json))
+                if chunk:
+                    yield chunk
 
     def _target_of(self, sid: str) -> str | None:
         mapped = self.id_map.get(sid)
@@ -593,20 +723,32 @@ class RestoreJob:
         match_on = self.spec.match_on if (self.spec.match_on and not self.same_org) else ""
         if match_on and info.field(match_on) is None:
             match_on = ""
-        prefetched: dict[str, dict[str, Any]] | None = None
-        if len(ids) > self.run.tuning.bulk_threshold and not match_on:
-            targets = [t for t in (self._target_of(i) for i in ids) if t]
-            prefetched = self._target_rows(obj, fields, targets)
         # a large selection goes in batches of BIG_BATCH: one Bulk ingest job each (few API calls per record)
-        size = big_batch(len(fields)) if len(ids) > self.run.tuning.bulk_threshold else READ_BATCH
+        big = len(ids) > self.run.tuning.bulk_threshold
+        size = big_batch(len(fields)) if big else READ_BATCH
+        chunks = self._backup_json(obj, ids, again=True)
+        if big and not self.dry_run:
+            # the next batch is read from storage (as stored: compact) while the target is read and while the
+            # batch before is written
+            chunks = _unpacked(read_ahead(_packed(chunks), size // READ_PAGE + 1))
+        prefetched: dict[str, dict[str, Any]] | None = None
         batch: list[tuple[str, dict[str, Any]]] = []
-        for sid, values in self._backup(obj, ids, again=True):
-            batch.append((sid, values))
-            if len(batch) >= size:
+        try:
+            if big and not match_on:
+                targets = [t for t in (self._target_of(i) for i in ids) if t]
+                prefetched = self._target_rows(obj, fields, targets)
+            for chunk in chunks:
+                for sid, values in self._shaped(obj, chunk):
+                    batch.append((sid, values))
+                    if len(batch) >= size:
+                        self._batch(obj, info, fields, batch, prefetched, match_on)
+                        batch = []
+            if batch:
                 self._batch(obj, info, fields, batch, prefetched, match_on)
-                batch = []
-        if batch:
-            self._batch(obj, info, fields, batch, prefetched, match_on)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         for sid in ids:  # requested but not in the backup as of the point: nothing to restore
             if sid not in self.done:
                 self.done[sid] = (0, "")
@@ -1071,9 +1213,7 @@ class RestoreJob:
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
         shape = tuple(
-            f
-            for f in self._fields(obj)
-            if f not in deferred and (restore_empty or rd.normalized(values.get(f), None) is not None)
+            f for f in self._fields(obj) if f not in deferred and (restore_empty or values.get(f) not in _EMPTY)
         )
         index = self._shapes.get(shape)
         if index is None:

@@ -433,16 +433,20 @@ class OrgWriter:
 def _cell_key(cell: str) -> str:
     """A cell as Salesforce may echo it back in a result CSV: numbers and booleans in one spelling."""
     text = cell.strip()
-    low = text.lower()
-    if low in ("true", "false"):
-        return low
-    if low == "#n/a":
-        return ""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return repr(number) if text[:1].isdigit() or text[:1] in "-+." else text
+    first = text[:1]
+    if first and (first.isdigit() or first in "-+."):  # a number perhaps (nothing else starts so)
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return repr(number)
+    if len(text) in (4, 5):
+        low = text.lower()
+        if low in ("true", "false"):
+            return low
+        if low == "#n/a":
+            return ""
+    return text
 
 
 def _row_key(cells: list[str]) -> bytes:
