@@ -34,7 +34,7 @@ import resource
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,7 +187,7 @@ def _packed(chunks: Iterator[list[tuple[str, bytes]]]) -> Iterator[list[Any]]:
             close()
 
 
-def _unpacked(packed: Iterator[list[Any]]) -> Iterator[list[tuple[str, bytes]]]:
+def _unpacked(packed: Iterator[list[Any]]) -> Generator[list[tuple[str, bytes]], None, None]:
     """The chunks `_packed` packed, as they were."""
     try:
         for ids, lengths, blob in packed:
