@@ -103,7 +103,8 @@ class OrgWriter:
         self.bulk_poll_max_s = bulk_poll_max_s
         self._lock = threading.Lock()
         self._write_calls = 0
-        self._ingest_rate = 4_000.0  # records/s the org processed on the last ingest job (the first poll's time)
+        # records/s the org processed on the last ingest job of each operation (when its first poll comes)
+        self._ingest_rate: dict[str, float] = {}
 
     @property
     def base(self) -> str:
@@ -366,7 +367,7 @@ class OrgWriter:
         else:
             info = dict(close.json())  # the job's info: already complete when the org processed it at once
         if str(info.get("state", "")) not in ("JobComplete", "Failed", "Aborted"):
-            info = self._ingest_wait(path, len(records))
+            info = self._ingest_wait(path, len(records), operation)
         results: list[WriteResult | None] = [None] * len(records)
 
         def take(cells: list[str]) -> int | None:
@@ -396,12 +397,12 @@ class OrgWriter:
             for r in results
         ]
 
-    def _ingest_wait(self, path: str, records: int = 0) -> dict[str, Any]:
+    def _ingest_wait(self, path: str, records: int = 0, operation: str = "") -> dict[str, Any]:
         """Polls until the job ends (a poll is an API call): the first after the time the org took per record on
-        this writer's last job (at first 4,000 records/s), the next after the time the rest needs at the rate the
-        poll's numberRecordsProcessed shows (doubling when it shows none), each at most 10 s."""
+        this writer's last job of the operation (at first 4,000 records/s), the next after the time the rest needs
+        at the rate the poll's numberRecordsProcessed shows (doubling when it shows none), each at most 10 s."""
         started = time.monotonic()
-        delay = min(max(0.1, records / self._ingest_rate), 10.0)
+        delay = min(max(0.1, records / self._ingest_rate.get(operation, 4_000.0)), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
         while True:
             info = dict(self.reader._get(path).json())
@@ -410,7 +411,7 @@ class OrgWriter:
             if state in ("JobComplete", "Failed", "Aborted"):
                 if state == "JobComplete" and records and waited > 0:
                     # the next job's first poll: about when it ends (a little early costs one more poll)
-                    self._ingest_rate = min(max(records / waited, 500.0), 50_000.0)
+                    self._ingest_rate[operation] = min(max(records / waited, 500.0), 50_000.0)
                 return info
             if waited > self.bulk_poll_max_s:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")

@@ -3,9 +3,11 @@ hardDelete; JSON or multipart with the data), PUT CSV batches (201, no body), PA
 poll, `successfulResults` / `failedResults` / `unprocessedrecords`, list, delete.
 
 Rows are validated and written by the same code as REST writes, 200 rows a transaction (as Salesforce's chunks);
-a failed row never stops the others. Empty cells are left out (unchanged on update), `#N/A` sets null, and a
-`Relationship.ExternalIdField` column names a parent by its external Id. A header naming no field fails the whole
-job (`InvalidBatch : Field name not found : X`). Jobs live in memory (a restart forgets them)."""
+a failed row never stops the others. An insert's rows are checked one by one as REST creates are (the same
+errors) and written together, one INSERT per chunk (`Records.create_batch`). Empty cells are left out (unchanged
+on update), `#N/A` sets null, and a `Relationship.ExternalIdField` column names a parent by its external Id. A
+header naming no field fails the whole job (`InvalidBatch : Field name not found : X`). Jobs live in memory (a
+restart forgets them)."""
 
 from __future__ import annotations
 
