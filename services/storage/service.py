@@ -121,6 +121,13 @@ async def start(
     repo = EncryptedFileRepository(plain, keyring, store.body_envelope)
     if keyring is not None:
         log.info("file repository: new bodies encrypted with key %s", keyring.current_id)
+    unknown = await store.kek_ids_in_use() - set(keyring.ids if keyring else ())
+    if unknown:  # plain bodies and the others stay readable: not a reason to refuse to start
+        log.warning(
+            "file repository: bodies encrypted with key(s) %s cannot be read: add their references to"
+            " SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS",
+            ", ".join(sorted(unknown)),
+        )
     await repo.check()
     swept = await repo.sweep_temporary(settings.storage_tmp_grace_s)
     if swept:

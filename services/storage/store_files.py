@@ -27,6 +27,11 @@ class FilesStore(StoreBase):
         row = await self._one(f"SELECT kek_id, wrapped_key FROM {S}.files WHERE location = %s", (location,))
         return Envelope(str(row[0]), bytes(row[1])) if row and row[0] is not None else None
 
+    async def kek_ids_in_use(self) -> set[str]:
+        """The KEKs that wrapped the data keys of the stored bodies (a partial index holds the encrypted rows)."""
+        rows = await self._all(f"SELECT DISTINCT kek_id FROM {S}.files WHERE kek_id IS NOT NULL")
+        return {str(r[0]) for r in rows}
+
     async def body_locations(self, digests: Sequence[bytes]) -> dict[bytes, str]:
         rows = await self._all(f"SELECT sha256, location FROM {S}.files WHERE sha256 = ANY(%s)", (list(digests),))
         return {bytes(r[0]): str(r[1]) for r in rows}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -298,7 +299,12 @@ async def test_the_rewrap_command(harness: Harness, database_url: str) -> None:
 
 @pytest.mark.integration
 async def test_the_service_encrypts_and_a_client_sees_failed_precondition_without_the_key(
-    database_url: str, nats_url: str, bus_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    nats_url: str,
+    bus_namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     for name, value in {
         "SFVAULT_DATABASE_URL": database_url,
@@ -336,7 +342,9 @@ async def test_the_service_encrypts_and_a_client_sees_failed_precondition_withou
         await running.stop(1)
     assert b"API-LEVEL-SECRET" not in _all_bytes(tmp_path / "files")
 
+    caplog.set_level(logging.WARNING, logger="services.storage.service")
     running, channel = await started(KEK2)  # the key was changed without listing the former one
+    assert f"key(s) {kek_id_of(KEK1)} cannot be read" in caplog.text  # said at start-up
     try:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             _ = [p async for p in storage_pb2_grpc.StorageServiceStub(channel).GetFile(get)]
