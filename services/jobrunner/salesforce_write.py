@@ -398,26 +398,32 @@ class OrgWriter:
         ]
 
     def _ingest_wait(self, path: str, records: int = 0, operation: str = "") -> dict[str, Any]:
-        """Polls until the job ends (a poll is an API call): the first after the time the org took per record on
-        this writer's last job of the operation (at first 4,000 records/s), the next after the time the rest needs
-        at the rate the poll's numberRecordsProcessed shows (doubling when it shows none), each at most 10 s."""
+        """Polls until the job ends (a poll is an API call): the first when the job should end at the rate the org
+        showed on this writer's jobs of the operation (at first 4,000 records/s; a job found done at its first
+        poll makes the next first poll come sooner), the next when the rest should be done at the rate the poll's
+        numberRecordsProcessed shows (doubling when it shows none), each at most 10 s."""
         started = time.monotonic()
-        delay = min(max(0.1, records / self._ingest_rate.get(operation, 4_000.0)), 10.0)
+        rate = self._ingest_rate.get(operation, 4_000.0)
+        delay = min(max(0.1, records / rate * 1.05 + 0.05), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
+        polls = 0
         while True:
             info = dict(self.reader._get(path).json())
+            polls += 1
             state = str(info.get("state", ""))
             waited = time.monotonic() - started
             if state in ("JobComplete", "Failed", "Aborted"):
                 if state == "JobComplete" and records and waited > 0:
-                    # the next job's first poll: about when it ends (a little early costs one more poll)
-                    self._ingest_rate[operation] = min(max(records / waited, 500.0), 50_000.0)
+                    seen = records / waited  # at least this fast: done before the poll
+                    rate = max(rate, seen) * 1.5 if polls == 1 else max(rate, seen)
+                    self._ingest_rate[operation] = min(max(rate, 500.0), 50_000.0)
                 return info
             if waited > self.bulk_poll_max_s:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")
             done = int(info.get("numberRecordsProcessed") or 0)
             if 0 < done < records:
-                delay = (records - done) * waited / done * 1.05 + 0.05
+                rate = done / waited  # the org's pace on this job
+                delay = (records - done) / rate * 1.05 + 0.05
             else:
                 delay *= 2
             delay = min(max(delay, 0.1), 10.0)
