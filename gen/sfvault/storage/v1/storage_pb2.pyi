@@ -1360,6 +1360,7 @@ class ReadRecordsAsOfRequest(_message.Message):
     WHERE_FIELD_FIELD_NUMBER: _builtins.int
     WHERE_IN_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    IDS_ONLY_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """the backed-up org (00D…)"""
     object_name: _builtins.str
@@ -1369,6 +1370,8 @@ class ReadRecordsAsOfRequest(_message.Message):
     """children: records whose where_field (a reference) is"""
     batch_size: _builtins.int
     """default 2,000, at most 10,000"""
+    ids_only: _builtins.bool
+    """RecordVersion without values_json (a selection's Ids)"""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """unset: now (the latest backup)"""
@@ -1404,10 +1407,11 @@ class ReadRecordsAsOfRequest(_message.Message):
         where_field: _builtins.str = ...,
         where_in: _abc.Iterable[_builtins.str] | None = ...,
         batch_size: _builtins.int = ...,
+        ids_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "changed_since", b"changed_since", "deleted_since", b"deleted_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "as_of", b"as_of", "batch_size", b"batch_size", "changed_since", b"changed_since", "deleted_since", b"deleted_since", "ids", b"ids", "object_name", b"object_name", "org_id", b"org_id", "where_field", b"where_field", "where_in", b"where_in"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "as_of", b"as_of", "batch_size", b"batch_size", "changed_since", b"changed_since", "deleted_since", b"deleted_since", "ids", b"ids", "ids_only", b"ids_only", "object_name", b"object_name", "org_id", b"org_id", "where_field", b"where_field", "where_in", b"where_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
