@@ -25,6 +25,7 @@ An attempt:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -220,7 +221,8 @@ class RestoreJob:
     fields_of: dict[str, list[str]] = field(default_factory=dict)
     deferred: dict[str, set[str]] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # referenced Ids neither in the target nor restored
-    undeleted_now: set[str] = field(default_factory=set)  # dry run: parents whose cascade children come back
+    # real run: target Ids in the recycle bin when it started (cascade children of the selection; _snapshot_bin)
+    binned_at_start: set[str] = field(default_factory=set)
     prefixes: dict[str, str] = field(default_factory=dict)
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
     # object -> source Id -> deferred reference field -> the backup's reference (patched in the second pass)
@@ -307,6 +309,8 @@ class RestoreJob:
                 self._add_parents()
         order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
         self.deferred = deferred
+        with self._timed("recycle bin"):
+            self._snapshot_bin()
         for obj in order:
             run.control.check()
             with self._timed(obj):
@@ -806,34 +810,32 @@ class RestoreJob:
             if not match_on:
                 row = current.get(tid) if tid else None
             deleted = bool(row.get("IsDeleted")) if row is not None else False
-            if deleted and self.dry_run and self._cascaded_back(obj, info, values):
-                deleted = False  # its parent's undelete brings it back, as the real run will find it
-            decision = rd.decide(
-                sid,
-                values,
-                None if deleted else row,
-                target_id=tid if row is not None else None,
-                target_deleted=deleted,
-                fields=fields,
-                info=info,
-                restore_empty=bool(self.spec.restore_empty),
-            )
+            # in the recycle bin when the restore started, live now: its parent's undelete (this session) brought
+            # it back; Undeleted as the preview says, its differences written without undeleting it again
+            revived = not deleted and row is not None and tid is not None and tid in self.binned_at_start
+
+            how: dict[str, Any] = {
+                "target_id": tid if row is not None else None,
+                "target_deleted": deleted or revived,
+                "fields": fields,
+                "info": info,
+                "restore_empty": bool(self.spec.restore_empty),
+            }
+            decision = rd.decide(sid, values, None if deleted else row, **how)
             if decision.write.get("OwnerId") in inactive:
                 # the org refuses an inactive owner on a write: the default owner, or the restoring user
                 new_owner = self.spec.default_owner_id or self.user
                 values = {**values, "OwnerId": new_owner}
                 self.owners[sid] = new_owner
                 notes.append("owner replaced: inactive user")
-                decision = rd.decide(
-                    sid,
-                    values,
-                    None if deleted else row,
-                    target_id=tid if row is not None else None,
-                    target_deleted=deleted,
-                    fields=fields,
-                    info=info,
-                    restore_empty=bool(self.spec.restore_empty),
-                )
+                decision = rd.decide(sid, values, None if deleted else row, **how)
+            if revived:
+                decision = dataclasses.replace(decision, undelete=False)
+            elif decision.state == rd.State.SKIPPED and row is not None and self._lookups_back(info, fields, values):
+                # a lookup Salesforce cleared when its parent was deleted, put back by that parent's undelete in
+                # this session: Updated in the preview (it differs) and in the real run (the org restored it)
+                decision = dataclasses.replace(decision, state=rd.State.UPDATED)
+                notes.append("lookups restored by the undelete of their parent")
             item = Pending(sid, decision, values, target_id=decision.target_id, notes=notes)
             if decision.note:
                 item.notes.append(decision.note)
@@ -851,8 +853,6 @@ class RestoreJob:
                     item.state = item.decision.state
                     if item.state == rd.State.CREATED:
                         self.id_map.setdefault(item.source_id, item.source_id)  # children see it as restored
-                    if item.state == rd.State.UNDELETED:
-                        self.undeleted_now.add(item.source_id)
             self._commit(obj, items, [])
             return
         started = time.monotonic()
@@ -875,13 +875,36 @@ class RestoreJob:
                 self._owner_active[o] = found.get(o, True)  # a user the target lacks: its answer decides
         return {o for o in owners if self._owner_active.get(o) is False}
 
-    def _cascaded_back(self, obj: str, info: rd.ObjectInfo, values: dict[str, Any]) -> bool:
-        for parent, ref in self._refs(obj, values):
-            parent_info = self.infos.get(parent)
-            if ref in self.undeleted_now and parent_info is not None:
-                if any(c.child_object == obj and c.cascade_delete for c in parent_info.children):
-                    return True
+    def _lookups_back(self, info: rd.ObjectInfo, fields: list[str], values: dict[str, Any]) -> bool:
+        """Whether a restored lookup of the record names a record this session undeleted (in the recycle bin
+        when it started): Salesforce cleared that lookup on the delete and puts it back on the undelete."""
+        for name in fields:
+            f = info.fields.get(name)
+            ref = values.get(name)
+            if f is None or f.sf_type != "reference" or f.cascade_delete or not isinstance(ref, str):
+                continue
+            if self.done.get(ref, (0, ""))[0] == rd.State.UNDELETED.value:
+                return True
         return False
+
+    def _snapshot_bin(self) -> None:
+        """The real run's record of what was in the recycle bin when it started (Ids only), for the objects an
+        undelete of this restore can bring back with their parent (a cascade-delete child of a selected object):
+        a record it brings back counts Undeleted, as the preview (which writes nothing) sees it."""
+        if self.dry_run or not self.same_org:
+            return
+        children = {
+            c.child_object
+            for o in self.selection
+            for c in self.infos[o].children
+            if c.cascade_delete and c.child_object in self.selection
+        }
+        for obj in children:
+            if not self._deleted_field(obj):
+                continue
+            targets = [t for t in (self._target_of(s) for s in self.selection[obj] if s not in self.done) if t]
+            rows = self._target_rows(obj, [], targets)
+            self.binned_at_start.update(t for t, r in rows.items() if r.get("IsDeleted"))
 
     # ------------------------------------------------------------------ writes
     def _write(self, obj: str, items: list[Pending], match_on: str) -> list[str]:
@@ -908,6 +931,9 @@ class RestoreJob:
                     item.target_id = None
                 else:
                     self._fail(item, res)
+        for item in items:  # in the recycle bin at the start, brought back by its parent's undelete
+            if item.state is None and item.decision.state == rd.State.UNDELETED and not item.decision.undelete:
+                item.state = rd.State.UNDELETED
         updates = [
             i
             for i in items
@@ -932,6 +958,8 @@ class RestoreJob:
         for item in items:
             if item.state is None and item.decision.state == rd.State.SKIPPED:
                 item.state = rd.State.SKIPPED
+            elif item.state is None and item.decision.state == rd.State.UPDATED and not item.decision.write:
+                item.state = rd.State.UPDATED  # its lookups came back with their parent's undelete
         # what is settled so far is committed before any create is sent: a lost answer loses no other outcome
         creates = [i for i in items if i.state is None and i.decision.state == rd.State.CREATED]
         settled = [i for i in items if i.state is not None]
