@@ -648,25 +648,37 @@ def _text(value: str) -> str:
     return value.replace("\x00", "")[:MAX_TEXT]
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_api_name(value: str) -> bool:
+    """Whether check_api_name accepts the name (cached: a chunk's outcomes name the same fields again and again)."""
+    try:
+        check_api_name(value)
+    except InvalidArgument:
+        return False
+    return True
+
+
 def check_outcome(o: RestoreOutcome, i: int) -> RestoreOutcome:
     """An outcome as stored: known state, valid Ids (target_id may be empty: a failed record, or a dry run's
     would-be creation), names that are API names. InvalidArgument names the outcome at fault."""
     if o.state not in RECORD_STATES:
         raise InvalidArgument(f"outcome {i}: unknown state {o.state} (one of {sorted(RECORD_STATES)})")
-    check_api_name(o.object_name, f"outcome {i} object_name")
+    if not _is_api_name(o.object_name):
+        check_api_name(o.object_name, f"outcome {i} object_name")
     source = normalize_id(o.source_id, f"outcome {i} source_id")
     target = normalize_id(o.target_id, f"outcome {i} target_id") if o.target_id else ""
     for name in o.changed_fields:
-        check_api_name(name, f"outcome {i} changed field")
+        if not _is_api_name(name):
+            check_api_name(name, f"outcome {i} changed field")
     return RestoreOutcome(
         o.object_name,
         source,
         target,
         o.state,
-        _text(o.error_code),
-        _text(o.message),
+        _text(o.error_code) if o.error_code else "",
+        _text(o.message) if o.message else "",
         tuple(o.changed_fields),
-        _text(o.note),
+        _text(o.note) if o.note else "",
     )
 
 

@@ -406,3 +406,53 @@ async def test_a_metadata_restore_stores_its_components_outcomes_by_full_name(ha
         await s.put_restore_outcomes(
             ORG, TARGET, "m1", "metadata-restore", 2, [RestoreOutcome("metadata:ApexClass", "", "", SKIPPED)]
         )
+
+
+async def test_outcomes_text_comes_back_as_sent_whatever_it_holds(harness: Harness) -> None:
+    """The outcomes are written as one COPY in text format: tabs, newlines, backslashes, quotes, braces and commas
+    in messages, notes and a component's changed fields come back unchanged (NUL is dropped: PostgreSQL holds none)."""
+    s = harness.storage
+    await restore_job(s)
+    await s.begin_job(TARGET, "m2", "metadata-restore", 5, "")
+    odd = 'a\tb\nc\r\\N \\ "q" {x,y} , é 🎉'
+    await s.put_restore_outcomes(
+        ORG,
+        TARGET,
+        "r1",
+        "restore",
+        1,
+        [
+            outcome(FAILED, 1, error_code="E\t1", message=odd, note="n\\\x00o"),
+            outcome(UPDATED, 2, sf_id("001", 2), changed_fields=("Name", "Score__c")),
+            outcome(SKIPPED, 3, sf_id("001", 3)),
+        ],
+    )
+    await s.put_restore_outcomes(
+        ORG,
+        TARGET,
+        "m2",
+        "metadata-restore",
+        1,
+        [
+            RestoreOutcome(
+                "metadata:Layout",
+                "Layout:Account-Account Layout",
+                "",
+                FAILED,
+                message=odd,
+                changed_fields=(odd, "", "NULL", "x"),
+            )
+        ],
+    )
+    got, _ = await s.restore_records("r1", state=0, object_name="", page_size=0, page_token="")
+    assert [(o.error_code, o.message, o.note, o.changed_fields) for o in got] == [
+        ("E\t1", odd, "n\\o", ()),
+        ("", "", "", ("Name", "Score__c")),
+        ("", "", "", ()),
+    ]
+    [component], _ = await s.restore_records("m2", state=0, object_name="", page_size=0, page_token="")
+    assert (component.source_id, component.message, component.changed_fields) == (
+        "Layout:Account-Account Layout",
+        odd,
+        (odd, "", "NULL", "x"),
+    )
