@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import queue
+import re
 import resource
 import threading
 import time
@@ -76,6 +77,12 @@ SAMPLES = 20
 _EMPTY = (None, "")  # a value normalized(value, None) takes as none
 # field types whose values the proof's digest takes as they are (see RestoreJob._digest)
 _AS_IS = frozenset({"string", "textarea", "picklist", "email", "phone", "url", "combobox", "reference", "id"})
+# what an outcome's note says the restore wrote in place of the backup's value (read again by a resumed attempt's
+# proof): the owner written instead of an inactive one, a reference left empty on Salesforce's refusal
+_OWNER_NOTE = "owner replaced: inactive user"
+_OWNER_NOTED = re.compile(re.escape(_OWNER_NOTE) + r" \((\w{15,18})\)")
+_LEFT_EMPTY = " the referenced record is not in the target org ("
+_LEFT_EMPTY_NOTED = re.compile(r"(\w+):" + re.escape(_LEFT_EMPTY))
 STATE_COUNTER = {
     rd.State.CREATED: "created",
     rd.State.UPDATED: "updated",
@@ -373,6 +380,19 @@ class RestoreJob:
                 setattr(counter, name, getattr(counter, name) + 1)
             if o.target_id and int(o.state) == rd.State.CREATED.value:
                 self.id_map[o.source_id] = o.target_id
+            if o.note and int(o.state) not in (0, rd.State.FAILED.value):
+                self._noted(o.source_id, o.note)
+
+    def _noted(self, sid: str, note: str) -> None:
+        """What an earlier attempt wrote in place of the backup's values, from its outcome's note: the proof
+        expects it as this attempt's own writes."""
+        owner = _OWNER_NOTED.search(note)
+        if owner:
+            self.owners[sid] = owner.group(1)
+        elif _OWNER_NOTE in note:  # noted before the owner was: the fallback is the same one
+            self.owners[sid] = self.spec.default_owner_id or self.user
+        for name in _LEFT_EMPTY_NOTED.findall(note):
+            self.dropped.setdefault(sid, set()).add(name)
 
     def _resolve(self, intents: Sequence[spb.RestoreIntent]) -> None:
         """Batches of creates whose answer was lost: what they created is found and recorded, never created
@@ -827,7 +847,7 @@ class RestoreJob:
                 new_owner = self.spec.default_owner_id or self.user
                 values = {**values, "OwnerId": new_owner}
                 self.owners[sid] = new_owner
-                notes.append("owner replaced: inactive user")
+                notes.append(f"{_OWNER_NOTE} ({new_owner})")
                 decision = rd.decide(sid, values, None if deleted else row, **how)
             if revived:
                 decision = dataclasses.replace(decision, undelete=False)
@@ -1029,7 +1049,7 @@ class RestoreJob:
             write["OwnerId"] = new
             item.values = {**item.values, "OwnerId": new}
             self.owners[item.source_id] = new  # what the proof expects
-            item.notes.append("owner replaced: inactive user")
+            item.notes.append(f"{_OWNER_NOTE} ({new})")
         elif res.code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY") and res.fields:
             named = [info.field(f) for f in res.fields]
             if not all(f is not None and f.sf_type == "reference" and f.nillable and f.name in write for f in named):
@@ -1040,7 +1060,7 @@ class RestoreJob:
                 item.values = {k: v for k, v in item.values.items() if k != f.name}
                 item.exact = False
                 self.dropped.setdefault(item.source_id, set()).add(f.name)
-                item.notes.append(f"{f.name}: the referenced record is not in the target org ({res.code}), left empty")
+                item.notes.append(f"{f.name}:{_LEFT_EMPTY}{res.code}), left empty")
         else:
             return False
         item.decision = rd.Decision(
@@ -1348,6 +1368,8 @@ class RestoreJob:
             if owner and "OwnerId" in values:
                 values = {**values, "OwnerId": owner}
             expected, _reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
+            for name in self.dropped.get(sid, ()):  # left empty on Salesforce's refusal (noted on the outcome)
+                expected.pop(name, None)
             row = current.get(targets.get(sid) or "")
             if row is None or row.get("IsDeleted"):
                 v.differing += 1

@@ -422,6 +422,36 @@ def test_the_api_budget_stops_the_restore_cleanly_and_a_resume_finishes_it() -> 
     assert len([r for r in org.live("Account") if r["Name"] == "Account 2"]) == 1
 
 
+def test_a_resumed_restore_proves_what_the_first_attempt_wrote_in_place_of_the_backup() -> None:
+    from services.sfclient import ApiLimitExceeded
+
+    storage, org = world()
+    # account 6 purged, its owner inactive now: re-created under the restoring user (the owner fallback)
+    storage.back_up(SOURCE, "Account", account(6, OwnerId="005000000000003AAA"), deleted_at=DAMAGE)
+    org.inactive_users.add("005000000000003AAA")
+    org.delete("Account", acc(6), purge=True)
+    create = org.create
+
+    def accounts_only(object_name: str, records: list[dict[str, Any]]) -> Any:
+        if object_name != "Account":
+            raise ApiLimitExceeded("the policy's API budget of 10 calls for this run is spent")
+        return create(object_name, records)
+
+    org.create = accounts_only  # type: ignore[method-assign]
+    stopped = execute(storage, org, spec())  # stopped after the Accounts' batch
+    assert stopped.outcome == ev.JOB_OUTCOME_ERROR and stopped.disposition == "ack", stopped.message
+    first = storage.outcomes["s1"][acc(6)]
+    assert first.state == rpb.RECORD_STATE_CREATED and "owner replaced" in first.note
+    assert org.records["Account"][first.target_id]["OwnerId"] == org.user
+    org.create = create  # type: ignore[method-assign]
+    resumed = execute(storage, org, spec(), attempt=2)
+    assert resumed.outcome == ev.JOB_OUTCOME_SUCCESS, resumed.message
+    v = resumed.verification
+    assert v is not None and v.done and v.verified and v.differing == 0, v
+    assert v.matching == len(storage.outcomes["s1"]), v
+    assert storage.outcomes["s1"][acc(6)].target_id == first.target_id  # decided once, not again
+
+
 def test_a_cancelled_restore_reports_cancelled_with_what_it_did() -> None:
     storage, org = world()
     control = JobControl()
