@@ -571,11 +571,13 @@ class Storage:
         where_field: str = "",
         where_in: Sequence[str] = (),
         batch_size: int = 0,
+        ids_only: bool = False,
     ) -> AsyncIterator[RecordsBatch]:
         """ReadRecordsAsOf: per selected record, its last version at or before `as_of` if that version is live,
         in batches (Id order). The first batch (always sent, empty or not) carries the object's fields at the schema
         version in force at `as_of`, and the requested Ids with no live version then. values_json: every value of
-        the version (hashed and other values), canonical JSON."""
+        the version (hashed and other values), canonical JSON; with `ids_only`, empty (the same records, their
+        values neither read nor sent)."""
         if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
             raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
         selection = select_records(
@@ -615,12 +617,15 @@ class Storage:
         first = True
         while after is not None:
             rows, after = await self.store.records_as_of(
-                org_key, object_key, when, selection, after=after, limit=limit, where_field=field
+                org_key, object_key, when, selection, after=after, limit=limit, where_field=field, values=not ids_only
             )
             pending += rows
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
-                records = await asyncio.to_thread(_canonical_versions, batch) if batch else []
+                if ids_only or not batch:
+                    records = batch
+                else:
+                    records = await asyncio.to_thread(_canonical_versions, batch)
                 if first:
                     yield RecordsBatch(records, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
                     first = False
@@ -895,14 +900,40 @@ def _canonical_text(jsonb_text: str) -> str:
         values = orjson.loads(jsonb_text)
     except orjson.JSONDecodeError:
         values = None
-    if type(values) is dict and _plain(values):
+    if type(values) is dict and _plain_values(values):
         return orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
     return canonical_json(json.loads(jsonb_text)).decode()
 
 
+def _plain_values(values: dict[str, Any]) -> bool:
+    """`_plain` of a record's values, its common values (text, whole numbers, booleans, nulls) checked inline."""
+    for value in values.values():
+        kind = type(value)
+        if kind is str or value is None or kind is int or kind is bool:
+            continue
+        if not _plain(value):
+            return False
+    return True
+
+
 def _canonical_versions(rows: list[RecordVersionRow]) -> list[RecordVersionRow]:
     """The versions with their values as canonical JSON."""
-    return [replace(r, values_json=_canonical_text(r.values_json)) for r in rows]
+    return [
+        RecordVersionRow(
+            r.record_id,
+            r.version_id,
+            r.session_id,
+            r.job_id,
+            r.captured_at,
+            r.system_modstamp,
+            r.deleted,
+            r.hash,
+            _canonical_text(r.values_json),
+            r.schema_version,
+            r.scope_only,
+        )
+        for r in rows
+    ]
 
 
 def _check_batch_key(key: str, what: str) -> str:

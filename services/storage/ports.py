@@ -275,6 +275,7 @@ class RestoreStore(Protocol):
         after: str,
         limit: int,
         where_field: str = "",
+        values: bool = True,
     ) -> tuple[list[RecordVersionRow], str | None]: ...
 
     async def put_restore_outcomes(

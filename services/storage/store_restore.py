@@ -27,6 +27,7 @@ _PAGE_COLUMNS = (
     "l.record_id, l.version_id, j.session_id, j.job_id, l.captured_at, l.system_modstamp, l.deleted, l.hash,"
     " l.data::text, l.schema_version, l.scope_only"
 )
+_PAGE_COLUMNS_NO_VALUES = _PAGE_COLUMNS.replace("l.data::text", "''")
 _LATEST_COLUMNS = (
     "v.record_id, v.version_id, v.job_key, v.captured_at, v.system_modstamp, v.deleted, v.hash, v.data,"
     " v.schema_version, v.scope_only"
@@ -134,6 +135,7 @@ class RestoreStore(StoreBase):
         after: str,
         limit: int,
         where_field: str = "",
+        values: bool = True,
     ) -> tuple[list[RecordVersionRow], str | None]:
         """One page of the selected records' last versions at or before `when` that are live, and where the next
         page starts (None: this was the last).
@@ -143,7 +145,8 @@ class RestoreStore(StoreBase):
         at or before `when` (a primary-key probe, pruned to its partition); the selection's condition filters
         those. Every record is probed once whatever the object's size (no page rescans what earlier pages read),
         each page is one short query on a connection of its own (nothing is held while the caller streams it out),
-        and memory stays one page. A page may come back short, or empty, with more to follow."""
+        and memory stays one page. A page may come back short, or empty, with more to follow. Without `values`,
+        values_json is empty (the values are not read out)."""
         if selection.ids:
             candidates = sorted(i for i in selection.ids if i > after)
             page_ids = candidates[:limit]
@@ -174,8 +177,9 @@ class RestoreStore(StoreBase):
         elif selection.where_in:
             condition = " AND l.data ->> %s = ANY(%s::text[])"
             params += [where_field, list(selection.where_in)]
+        columns = _PAGE_COLUMNS if values else _PAGE_COLUMNS_NO_VALUES
         query = (
-            f"SELECT {_PAGE_COLUMNS} FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+            f"SELECT {columns} FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT {_LATEST_COLUMNS} FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"
             "  AND v.record_id = u.id AND v.captured_at <= %s ORDER BY v.version_id DESC LIMIT 1) l"
             f"{since} JOIN {S}.jobs j ON j.job_key = l.job_key WHERE l.deleted = 0{condition} ORDER BY l.record_id"

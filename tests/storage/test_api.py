@@ -540,6 +540,14 @@ async def test_a_restore_over_grpc_reads_writes_and_announces_its_counts(
     assert json.loads(batch.records[0].values_json)["Name"] == "Acme"
     assert [f.name for f in batch.fields] == [f.name for f in SCHEMA.fields]
     assert (batch.missing, list(batch.missing_ids)) == (1, [sf_id("001", 3)])
+    # ids_only: the same versions, the same first batch, without their values
+    read.ids_only = True
+    [bare] = [b async for b in stub.ReadRecordsAsOf(read)]
+    assert [r.values_json for r in bare.records] == [b""]
+    for r in batch.records:
+        r.ClearField("values_json")
+    assert list(bare.records) == list(batch.records) and bare.records[0].HasField("captured_at")
+    assert list(bare.fields) == list(batch.fields) and list(bare.missing_ids) == [sf_id("001", 3)]
     both = pb.ReadRecordsAsOfRequest(org_id=ORG, object_name="Account", all=True, deleted_since=Timestamp(seconds=1))
     assert await _code(_drain(stub.ReadRecordsAsOf(both))) == grpc.StatusCode.INVALID_ARGUMENT
 

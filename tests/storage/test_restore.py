@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -143,6 +144,30 @@ async def test_children_by_a_reference_field_either_id_form(
     assert [f.sf_type for f in batches[0].schema.fields] == ["id", "string", "reference", "datetime"]  # type: ignore[union-attr]
     batches = await read(s, t1, "Contact", where_field="AccountId", where_in=[sf_id("001", 2), sf_id("001", 5)])
     assert [r.record_id for b in batches for r in b.records] == [sf_id("003", 3)]
+
+
+async def test_ids_only_selects_the_same_versions_without_their_values(
+    backed_up: tuple[Storage, dt.datetime, dt.datetime],
+) -> None:
+    s, t1, t2 = backed_up
+    selections: list[tuple[dt.datetime, str, dict[str, object]]] = [
+        (t1, "Account", {"all_": True}),
+        (t2, "Account", {"all_": True, "batch_size": 1}),
+        (t1, "Account", {"deleted_since": t1}),
+        (t1, "Account", {"changed_since": t1}),
+        (t2, "Account", {"ids": [sf_id("001", 1)[:15], sf_id("001", 3), sf_id("001", 99)]}),
+        (t1, "Contact", {"where_field": "accountid", "where_in": [sf_id("001", 1)]}),
+    ]
+    for when, object_name, selection in selections:
+        full = await read(s, when, object_name, **selection)
+        bare = await read(s, when, object_name, ids_only=True, **selection)
+        assert [len(b.records) for b in bare] == [len(b.records) for b in full]
+        assert all(r.values_json == "" for b in bare for r in b.records)
+        assert [replace(r, values_json="") for b in full for r in b.records] == [r for b in bare for r in b.records]
+        assert [r.record_id for b in bare for r in b.records], selection  # each selects something
+        # the first batch still carries the fields and what was missing
+        assert bare[0].schema == full[0].schema and bare[0].schema is not None
+        assert (bare[0].missing, bare[0].missing_ids) == (full[0].missing, full[0].missing_ids)
 
 
 async def test_batches_page_through_the_object_in_id_order(harness: Harness) -> None:
