@@ -230,6 +230,7 @@ class RestoreJob:
     missing: set[str] = field(default_factory=set)  # referenced Ids neither in the target nor restored
     # real run: target Ids in the recycle bin when it started (cascade children of the selection; _snapshot_bin)
     binned_at_start: set[str] = field(default_factory=set)
+    _bin_noted: bool = False
     prefixes: dict[str, str] = field(default_factory=dict)
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
     # object -> source Id -> deferred reference field -> the backup's reference (patched in the second pass)
@@ -316,8 +317,6 @@ class RestoreJob:
                 self._add_parents()
         order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
         self.deferred = deferred
-        with self._timed("recycle bin"):
-            self._snapshot_bin()
         for obj in order:
             run.control.check()
             with self._timed(obj):
@@ -908,9 +907,12 @@ class RestoreJob:
         return False
 
     def _snapshot_bin(self) -> None:
-        """The real run's record of what was in the recycle bin when it started (Ids only), for the objects an
-        undelete of this restore can bring back with their parent (a cascade-delete child of a selected object):
-        a record it brings back counts Undeleted, as the preview (which writes nothing) sees it."""
+        """The real run's record of what was in the recycle bin when it started (Ids only), for the records not
+        decided yet of the objects an undelete of this restore can bring back with their parent (a cascade-delete
+        child of a selected object): a record it brings back counts Undeleted, as the preview (which writes
+        nothing) sees it. Taken before the session's first undelete (nothing before it brings a record back):
+        a restore that undeletes nothing never reads it."""
+        self._bin_noted = True
         if self.dry_run or not self.same_org:
             return
         children = {
@@ -931,6 +933,8 @@ class RestoreJob:
         """The batch's writes and their outcomes: undeletes and updates committed first, then the intent of the
         creates, the creates and their outcomes (with the intents they resolve)."""
         undelete = [i for i in items if i.state is None and i.decision.undelete and i.target_id]
+        if undelete and not self._bin_noted:
+            self._snapshot_bin()  # before the session's first undelete, the org is as the restore found it
         if undelete:
             results = self.sf.undelete([str(i.target_id) for i in undelete])
             for item, res in zip(undelete, results, strict=True):
