@@ -6,6 +6,7 @@ intents of batches of creates sent to Salesforce.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,17 +43,20 @@ def _version(row: Sequence[Any]) -> RecordVersionRow:
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 _ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+_SPECIAL = re.compile(r'[\\"\t\n\r]')  # what a COPY field or an array element must escape
 
 
 def _copy_field(value: str) -> str:
     """A text value in COPY's text format (backslash, newline, carriage return and tab escaped)."""
-    return value.translate(_COPY_ESCAPES)
+    return value.translate(_COPY_ESCAPES) if value else value
 
 
 def _copy_array(values: Sequence[str]) -> str:
     """A text[] literal of these values, each element quoted, in COPY's text format."""
     if not values:
         return "{}"
+    if _SPECIAL.search("".join(values)) is None:  # field names, most often: nothing to escape
+        return '{"' + '","'.join(values) + '"}'
     return _copy_field("{" + ",".join(f'"{v.translate(_ARRAY_ESCAPES)}"' for v in values) + "}")
 
 

@@ -461,7 +461,7 @@ async def test_outcomes_text_comes_back_as_sent_whatever_it_holds(harness: Harne
         [
             RestoreOutcome(
                 "metadata:Layout",
-                "Layout:Account-Account Layout",
+                "Layout:Account-Account \\Layout\t",
                 "",
                 FAILED,
                 message=odd,
@@ -477,7 +477,7 @@ async def test_outcomes_text_comes_back_as_sent_whatever_it_holds(harness: Harne
     ]
     [component], _ = await s.restore_records("m2", state=0, object_name="", page_size=0, page_token="")
     assert (component.source_id, component.message, component.changed_fields) == (
-        "Layout:Account-Account Layout",
+        "Layout:Account-Account \\Layout\t",
         odd,
         (odd, "", "NULL", "x"),
     )
