@@ -177,6 +177,8 @@ class Generator:
         self.counts = plan(total)
         self.progress = progress or (lambda _m: None)
         self.next_counter: dict[str, int] = {}
+        # (deleted at, object, Id) of the records generated live that the org deletes once built (oldest first)
+        self.to_bin: list[tuple[str, str, str]] = []
 
     # ------------------------------------------------------------ helpers
     def rid(self, obj: str, index: int) -> str:
@@ -353,12 +355,13 @@ class Generator:
                 if full_name:
                     first = values[fi]
                     values[ni] = f"{first} {values[li]}" if first else values[li]
-                deleted_at = None
                 if can_soft_delete and rng.random() < 0.01:
-                    deleted_at = stamp(self.anchor - rng.random() * 10 * DAY)
-                    base["IsDeleted"] = 1
-                    base["SystemModstamp"] = base["LastModifiedDate"] = max(deleted_at, sms)
-                yield [base[c] for c in present] + values + [deleted_at]
+                    # deleted after the build through the org's own delete (`to_bin`): its cascade family goes
+                    # to the recycle bin with it and the lookups to it are cleared, as Salesforce does
+                    # in the last 5 days: after every generated record's creation (its family's and referrers')
+                    deleted_at = max(stamp(self.anchor - rng.random() * 5 * DAY), sms)
+                    self.to_bin.append((deleted_at, obj.name, str(base["Id"])))
+                yield [base[c] for c in present] + values + [None]
 
         return columns, it()
 

@@ -93,6 +93,7 @@ class OrgBase:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state_dir / "org.db")
+        self._generated_bin: list[tuple[str, str, str]] = []
         self.blobs = BlobStore(self.state_dir / "blobs")
         self.lock = threading.RLock()
         self.cursors: dict[str, Cursor] = {}
@@ -125,6 +126,9 @@ class OrgBase:
         self._maintained = 0.0
         self.bulk_jobs_created: int = self.store.get_meta("bulk_jobs_created", 0)
         self._clock_seen: tuple[float, float | None] = (self.clock.offset, self.clock.frozen)
+        if self._generated_bin:
+            self._bin_generated(self._generated_bin)
+            self._generated_bin = []
 
     # ------------------------------------------------------------ build / persistence
     def _build(self, scale: str | int, seed: int, progress: Any) -> None:
@@ -135,6 +139,7 @@ class OrgBase:
         cat = build_catalogue()
         gen = Generator(self.store, cat, seed, total, anchor, progress)
         counters = gen.build()
+        self._generated_bin = sorted(gen.to_bin)
         rng = random.Random(f"{seed}:identity")
         org_id = make_id("00D", 1 + int(rng.random() * 10**6), pod="5g")
         self.store.set_meta(
@@ -155,6 +160,10 @@ class OrgBase:
         self.store.set_meta("anchor", anchor)
         self.store.set_meta("scale", {"total": total, "seed": seed, "counts": plan(total)})
         self.store.set_meta("catalogue", schema.catalogue_to_json(cat))
+
+    def _bin_generated(self, marks: list[tuple[str, str, str]]) -> None:
+        """The records a new org's generator marked deleted, deleted as the API deletes (Deletes)."""
+        raise NotImplementedError
 
     def save_catalogue(self) -> None:
         self.store.set_meta("catalogue", schema.catalogue_to_json(self.catalogue))

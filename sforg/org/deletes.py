@@ -40,6 +40,19 @@ class Deletes(Files):
         row = self.get_row(o, rid)
         self._delete_family(o, row["Id"], self._stamp_now(), hard)
 
+    def _bin_generated(self, marks: list[tuple[str, str, str]]) -> None:
+        """A new org's soft-deleted records (deleted at, object, Id), oldest first, deleted as delete_record does:
+        each with its cascade family, the lookups to it cleared; one already gone with an earlier root's family
+        stays there."""
+        conn = self.store.conn()
+        with self.store.transaction():
+            for deleted_at, obj_name, rid in marks:
+                o = self.obj(obj_name)
+                row = conn.execute(f'SELECT "IsDeleted" FROM {table(o.name)} WHERE "Id"=?', (rid,)).fetchone()
+                if row is None or row[0]:
+                    continue
+                self._delete_family(o, rid, deleted_at, hard=False)
+
     def _delete_family(self, root_obj: ObjectDef, root: str | list[str], now: str, hard: bool) -> None:
         """Delete a root and its cascade family; a hard delete may take many roots at once (nothing to undo)."""
         roots = root if isinstance(root, list) else [root]
