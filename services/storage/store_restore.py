@@ -46,6 +46,12 @@ _ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _SPECIAL = re.compile(r'[\\"\t\n\r]')  # what a COPY field or an array element must escape
 
 
+def _id_list(ids: Sequence[str]) -> str:
+    """Record Ids (18 characters, letters and digits: checked, or read from the heads) as one comma-separated text
+    parameter, split by string_to_array (psycopg dumps a list element by element, in Python)."""
+    return ",".join(ids)
+
+
 def _copy_field(value: str) -> str:
     """A text value in COPY's text format (backslash, newline, carriage return and tab escaped)."""
     return value.translate(_COPY_ESCAPES) if value else value
@@ -85,11 +91,11 @@ class RestoreStore(StoreBase):
         if not ids:
             return set()
         rows = await self._all(
-            "SELECT u.id FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+            "SELECT u.id FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT v.deleted FROM {S}.record_versions v"
             "  WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id AND v.captured_at <= %s"
             "  ORDER BY v.version_id DESC LIMIT 1) last WHERE last.deleted = 0",
-            (list(ids), org_key, object_key, when),
+            (_id_list(ids), org_key, object_key, when),
         )
         return {r[0] for r in rows}
 
@@ -165,7 +171,7 @@ class RestoreStore(StoreBase):
             following = page_ids[-1] if len(page_ids) == limit else None
         if not page_ids:
             return [], following
-        params: list[Any] = [page_ids, org_key, object_key, when]
+        params: list[Any] = [_id_list(page_ids), org_key, object_key, when]
         since = ""
         condition = ""
         if selection.deleted_since is not None or selection.changed_since is not None:
@@ -183,7 +189,7 @@ class RestoreStore(StoreBase):
             params += [where_field, list(selection.where_in)]
         columns = _PAGE_COLUMNS if values else _PAGE_COLUMNS_NO_VALUES
         query = (
-            f"SELECT {columns} FROM unnest(%s::text[]) AS u(id) CROSS JOIN LATERAL ("
+            f"SELECT {columns} FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT {_LATEST_COLUMNS} FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"
             "  AND v.record_id = u.id AND v.captured_at <= %s ORDER BY v.version_id DESC LIMIT 1) l"
             f"{since} JOIN {S}.jobs j ON j.job_key = l.job_key WHERE l.deleted = 0{condition} ORDER BY l.record_id"
