@@ -722,12 +722,16 @@ def data_job_messages(session: Session) -> dict[str, str]:
 
 
 def with_findings(session: Session, findings: tuple[Finding, ...], baseline_at: dt.datetime | None = None) -> Session:
-    """The session with what its end found: a Success becomes Warning (Warning and Failed stay), its reason
-    naming them; `baseline_at` (the previous backup's end) is the point its restore drafts go back to."""
+    """The session with what its end found: with an anomaly a Success becomes Warning (Warning and Failed stay);
+    the reason names them all (a count mismatch only informs); `baseline_at` (the previous backup's end) is the
+    point its restore drafts go back to."""
     if not findings:
         return session
     named = summary(findings)
-    status = Status.WARNING if session.status == Status.SUCCESS else session.status
+    # a count that still disagrees has a benign cause the next session settles (records changed or deleted while
+    # the backup ran): the session says which object and why, and keeps its status; an anomaly makes it Warning
+    alarming = any(f.kind != "count_mismatch" for f in findings)
+    status = Status.WARNING if session.status == Status.SUCCESS and alarming else session.status
     reason = f"{session.reason}; {named}" if session.reason else named
     return dataclasses.replace(session, findings=findings, status=status, reason=reason, baseline_at=baseline_at)
 

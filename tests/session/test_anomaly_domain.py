@@ -163,3 +163,12 @@ def test_a_count_check_that_still_disagrees_is_a_finding_naming_the_object_and_b
     assert not finding.draft_session_id  # nothing to undo: the next session settles it
     assert anomaly.summary([finding]).startswith("counts disagree: count check of Opportunity")
     assert anomaly.count_findings({"Lead": "incremental (window)"}) == []
+
+
+def test_a_count_mismatch_is_named_in_the_reason_and_leaves_the_status() -> None:
+    [finding] = anomaly.count_findings({"Case": "count check of Case: 96 records in the org, 95 in the backup: x"})
+    done = d.Session(session_id="s1", status=d.Status.SUCCESS, reason="")
+    judged = d.with_findings(done, (finding,))
+    assert judged.status == d.Status.SUCCESS and "count check of Case: 96 records in the org" in judged.reason
+    mass = dataclasses.replace(finding, kind="mass_delete", message="Case: 500 records deleted")
+    assert d.with_findings(done, (finding, mass)).status == d.Status.WARNING
