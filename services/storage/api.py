@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import psycopg
-from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.restore.v1 import restore_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
@@ -178,44 +177,35 @@ def _version(org_id: str, object_name: str, v: RecordVersionRow) -> storage_pb2.
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _stamp(value: dt.datetime, stamps: dict[dt.datetime, Timestamp]) -> Timestamp:
-    """timestamps.to_pb of an aware datetime, computed without FromDatetime's time tuples and kept in `stamps`
-    (a batch's versions share their captured_at, chunk by chunk)."""
-    stamp = stamps.get(value)
-    if stamp is None:
-        delta = value - _EPOCH
-        stamp = stamps[value] = Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
-    return stamp
-
-
-def _restore_versions(
-    org_id: str, object_name: str, rows: Sequence[RecordVersionRow]
-) -> list[storage_pb2.RecordVersion]:
-    """_version of each of a ReadRecordsAsOf batch's versions, built with the least Python per record (a restore
-    reads every record it writes)."""
-    stamps: dict[dt.datetime, Timestamp] = {}
-    version = storage_pb2.RecordVersion
-    out = []
+def _add_versions(
+    batch: storage_pb2.RecordBatch, org_id: str, object_name: str, rows: Sequence[RecordVersionRow]
+) -> None:
+    """_version of each of a ReadRecordsAsOf batch's versions, added to the batch field by field (a restore reads
+    every record it writes: the keyword constructor and timestamps.to_pb cost five times as much per record)."""
+    add = batch.records.add
+    epoch = _EPOCH
     for v in rows:
-        modstamp = v.system_modstamp
-        out.append(
-            version(
-                org_id=org_id,
-                object_name=object_name,
-                record_id=v.record_id,
-                version_id=v.version_id,
-                session_id=v.session_id,
-                job_id=v.job_id,
-                captured_at=_stamp(v.captured_at, stamps),
-                system_modstamp=_stamp(modstamp, stamps) if modstamp is not None else None,
-                deleted=int(v.deleted),  # type: ignore[arg-type]
-                hash=v.hash.hex(),
-                values_json=v.values_json.encode(),
-                schema_version=v.schema_version,
-                scope_only=v.scope_only,
-            )
-        )
-    return out
+        m = add()
+        m.org_id = org_id
+        m.object_name = object_name
+        m.record_id = v.record_id
+        m.version_id = v.version_id
+        m.session_id = v.session_id
+        m.job_id = v.job_id
+        delta = v.captured_at - epoch
+        stamp = m.captured_at
+        stamp.seconds = delta.days * 86_400 + delta.seconds
+        stamp.nanos = delta.microseconds * 1000
+        if v.system_modstamp is not None:
+            delta = v.system_modstamp - epoch
+            stamp = m.system_modstamp
+            stamp.seconds = delta.days * 86_400 + delta.seconds
+            stamp.nanos = delta.microseconds * 1000
+        m.deleted = int(v.deleted)  # type: ignore[assignment]
+        m.hash = v.hash.hex()
+        m.values_json = v.values_json.encode()
+        m.schema_version = v.schema_version
+        m.scope_only = v.scope_only
 
 
 def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
@@ -570,12 +560,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                     if batch.schema is not None
                     else []
                 )
-                yield storage_pb2.RecordBatch(
-                    records=_restore_versions(request.org_id, batch.object_name, batch.records),
-                    fields=fields,
-                    missing=batch.missing,
-                    missing_ids=list(batch.missing_ids),
-                )
+                out = storage_pb2.RecordBatch(fields=fields, missing=batch.missing, missing_ids=list(batch.missing_ids))
+                _add_versions(out, request.org_id, batch.object_name, batch.records)
+                yield out
                 read.count += len(batch.records)
 
     @_unary

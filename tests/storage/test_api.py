@@ -540,6 +540,15 @@ async def test_a_restore_over_grpc_reads_writes_and_announces_its_counts(
     assert json.loads(batch.records[0].values_json)["Name"] == "Acme"
     assert [f.name for f in batch.fields] == [f.name for f in SCHEMA.fields]
     assert (batch.missing, list(batch.missing_ids)) == (1, [sf_id("001", 3)])
+    # each version exactly as GetRecordAsOf gives it (the batch is built field by field)
+    alone = pb.GetRecordAsOfRequest(org_id=ORG, object_name="Account", record_id=sf_id("001", 1))
+    reference, got = await stub.GetRecordAsOf(alone), pb.RecordVersion()
+    got.CopyFrom(batch.records[0])
+    assert json.loads(got.values_json) == json.loads(reference.values_json)  # here canonical, there as stored
+    got.ClearField("values_json")
+    reference.ClearField("values_json")
+    assert got == reference
+    assert batch.records[0].HasField("system_modstamp") and batch.records[0].captured_at.seconds > 0
     # ids_only: the same versions, the same first batch, without their values
     read.ids_only = True
     [bare] = [b async for b in stub.ReadRecordsAsOf(read)]
