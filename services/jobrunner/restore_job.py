@@ -446,7 +446,12 @@ class RestoreJob:
         return req
 
     def _ids_of(self, req: spb.ReadRecordsAsOfRequest) -> Iterator[str]:
-        for batch in self.run.storage.read_records_as_of(req):
+        """The Ids a selection names: read without their values (a copy: the request may be read again later
+        for the values, at the object's turn)."""
+        only_ids = spb.ReadRecordsAsOfRequest()
+        only_ids.CopyFrom(req)
+        only_ids.ids_only = True
+        for batch in self.run.storage.read_records_as_of(only_ids):
             for r in batch.records:
                 yield r.record_id
 
