@@ -66,7 +66,7 @@ proto-check: install
 	$(PY) -m tools.protogen --check
 
 test: install proto-check
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 # The long outage runs: many chaos trials (each a backup with kills and restarts, its own seed) and the NATS
 # cluster test; CHAOS_TRIALS sets how many, SFVAULT_CHAOS_SEED the first seed (to replay a failing one).
