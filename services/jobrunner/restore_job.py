@@ -1234,15 +1234,20 @@ class RestoreJob:
             marked = self.to_patch.get(obj, {})
             wanted: dict[str, dict[str, str]] = dict(marked)
             if self.resumed:
-                # an earlier attempt's deferred references are not known: every record this session created is
-                # read back from the backup for its references
-                created = [
-                    s
-                    for s in self.selection[obj]
-                    if s not in marked and self.done.get(s, (0, ""))[0] == rd.State.CREATED.value
+                # an earlier attempt's deferred references are not known: every record it wrote (created,
+                # updated or undeleted) is read back from the backup, and its references to a record this
+                # restore created (the ones a write defers) are patched
+                written = (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
+                decided = [
+                    s for s in self.selection[obj] if s not in marked and self.done.get(s, (0, ""))[0] in written
                 ]
-                for sid, values in self._backup(obj, created):
-                    refs = {n: values[n] for n in names if isinstance(values.get(n), str)}
+                for sid, values in self._backup(obj, decided):
+                    refs = {
+                        n: values[n]
+                        for n in names
+                        if isinstance(values.get(n), str)
+                        and (self.done.get(sid, (0, ""))[0] == rd.State.CREATED.value or values[n] in self.id_map)
+                    }
                     if refs:
                         wanted[sid] = refs
             records: list[dict[str, Any]] = []
