@@ -51,7 +51,7 @@ class TombstoneCache:
                 self._erased = await self.store.tombstones() if generation else {}
                 self._generation = generation
             self._checked_at = now
-        return self._erased.get((org_key, object_key), EMPTY) if self._erased else EMPTY
+        return self._erased.get((org_key, object_key), EMPTY)
 
 
 class Erasures:
