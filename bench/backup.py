@@ -177,6 +177,36 @@ def _drop_scratch(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
+def _jobrunner_env(url: str, nats_url: str, storage_port: int, log_level_var: str) -> dict[str, str]:
+    """A jobrunner's environment against this PostgreSQL, NATS and storage process (log level from log_level_var)."""
+    return {
+        **os.environ,
+        "SFVAULT_DATABASE_URL": url,
+        "SFVAULT_NATS_URL": nats_url,
+        "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage_port}",
+        "SFVAULT_LOG_LEVEL": os.environ.get(log_level_var, "WARNING"),
+    }
+
+
+def _start_jobrunner(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A jobrunner in its own process (so its peak RSS is its own), on a fresh port."""
+    env["SFVAULT_JOBRUNNER_PORT"] = str(free_port())
+    return subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=env)
+
+
+async def _collecting_bus(nats_url: str) -> tuple[Bus, Collector]:
+    """A bus whose Collector receives every JobFinished event."""
+    bus = await Bus.connect(BusConfig(nats_url), producer="bench")
+    collector = Collector()
+    await bus.js.subscribe(
+        bus.config.events_subject("*.JobFinished"),
+        cb=collector.on_msg,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    return bus, collector
+
+
 async def _main(url: str, nats_url: str, work: Path) -> None:
     os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
     print(f"   generating sforg at scale {SCALE} ...", flush=True)
@@ -184,26 +214,11 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         os.environ[SECRET_ENV] = info["client_secret"]
         admin = Admin(info)
         storage = StorageProcess(url, nats_url, str(work / "files"))
-        jr_env = {
-            **os.environ,
-            "SFVAULT_DATABASE_URL": url,
-            "SFVAULT_NATS_URL": nats_url,
-            "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
-            "SFVAULT_JOBRUNNER_PORT": str(free_port()),
-            "SFVAULT_LOG_LEVEL": os.environ.get("BENCH_BACKUP_LOG_LEVEL", "WARNING"),
-        }
+        jr_env = _jobrunner_env(url, nats_url, storage.port, "BENCH_BACKUP_LOG_LEVEL")
         if "BENCH_BACKUP_CONCURRENCY" in os.environ:  # else the jobrunner's default, as deployed
             jr_env["SFVAULT_JOBRUNNER_CONCURRENCY"] = os.environ["BENCH_BACKUP_CONCURRENCY"]
-        # its own process, so its peak RSS is its own
-        jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
-        bus = await Bus.connect(BusConfig(nats_url), producer="bench")
-        collector = Collector()
-        await bus.js.subscribe(
-            bus.config.events_subject("*.JobFinished"),
-            cb=collector.on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        jobrunner = _start_jobrunner(jr_env)
+        bus, collector = await _collecting_bus(nats_url)
         try:
             specs = _specs(info, "initial")
             parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from nats.js.api import DeliverPolicy
 from sfvault.discovery.v1 import discovery_pb2 as dpb
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
@@ -28,10 +25,10 @@ from sfvault.restore.v1 import restore_pb2 as rs
 from sfvault.storage.v1 import storage_pb2 as st
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from bench.backup import SECRET_ENV, Collector, _specs
+from bench.backup import SECRET_ENV, Collector, _collecting_bus, _jobrunner_env, _specs, _start_jobrunner
 from bench.storage import StorageProcess, _cpu_s, _cpu_since, _postgres_pids, _rss_peak_mb
-from devstack.embedded import free_port, nats_server, postgres_server
-from services.platform.bus import Bus, BusConfig
+from devstack.embedded import nats_server, postgres_server
+from services.platform.bus import Bus
 from sforg.testing import Admin, running_org
 
 OBJECTS = ("Account", "Contact", "Opportunity")
@@ -124,24 +121,10 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         os.environ[SECRET_ENV] = info["client_secret"]
         admin = Admin(info)
         storage = StorageProcess(url, nats_url, str(work / "files"))
-        jr_env = {
-            **os.environ,
-            "SFVAULT_DATABASE_URL": url,
-            "SFVAULT_NATS_URL": nats_url,
-            "SFVAULT_STORAGE_ADDR": f"127.0.0.1:{storage.port}",
-            "SFVAULT_JOBRUNNER_PORT": str(free_port()),
-            "SFVAULT_LOG_LEVEL": os.environ.get("BENCH_RESTORE_LOG_LEVEL", "WARNING"),
-        }
+        jr_env = _jobrunner_env(url, nats_url, storage.port, "BENCH_RESTORE_LOG_LEVEL")
         # its own process for each part, so each peak RSS is its own
-        jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
-        bus = await Bus.connect(BusConfig(nats_url), producer="bench")
-        collector = Collector()
-        await bus.js.subscribe(
-            bus.config.events_subject("*.JobFinished"),
-            cb=collector.on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        jobrunner = _start_jobrunner(jr_env)
+        bus, collector = await _collecting_bus(nats_url)
         try:
             specs = [s for s in _specs(info, "backup") if s.object_name in OBJECTS]
             admin.reset_accounting()
@@ -171,8 +154,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             print(f"jobrunner peak RSS (backup): {_rss_peak_mb(jobrunner.pid):.0f} MB")
             jobrunner.terminate()
             jobrunner.wait(60)
-            jr_env["SFVAULT_JOBRUNNER_PORT"] = str(free_port())
-            jobrunner = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=jr_env)  # noqa: ASYNC220
+            jobrunner = _start_jobrunner(jr_env)
 
             admin.reset_accounting()
             parts["jobrunner"] = [jobrunner.pid]
