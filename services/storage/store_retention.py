@@ -247,12 +247,8 @@ class RetentionStore(StoreBase):
         return row[0] if row else None
 
     async def any_horizon(self, org_key: int) -> dt.datetime | None:
-        row = await self._one(
-            f"SELECT max(horizon) FROM {S}.retention_horizons WHERE org_key = %s AND scope NOT LIKE 'file:%%'"
-            " AND scope <> '#metadata'",
-            (org_key,),
-        )
-        return row[0] if row else None
+        async with self.pool.connection() as conn:
+            return await self._org_horizon(conn, org_key)
 
     async def pinned_at(self, org_key: int, at: dt.datetime, objects: Sequence[str]) -> bool:
         """Whether `at` is a pinned point for every one of these objects."""
