@@ -792,3 +792,43 @@ def join_values(values: bytes, other_values: bytes) -> bytes:
     if len(values) <= 2:
         return other_values
     return values[:-1] + b"," + other_values[1:]
+
+
+# --- a change between two versions of a record (compare: storage's CompareAsOf, discovery's CompareLive) ---------
+
+_compare_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def value_json(value: Any) -> bytes:
+    """The canonical JSON of one value (b"" for a value absent: null or empty, which Salesforce does not tell apart)."""
+    return b"" if value is None else _compare_encode(value).encode()
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    old_json: bytes = b""  # canonical JSON of the value (only when values are asked for)
+    new_json: bytes = b""
+
+
+def changed_fields(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    comparable: Collection[str],
+    *,
+    only: Collection[str] | None = None,
+    values: bool = False,
+) -> tuple[FieldChange, ...]:
+    """The fields whose value differs between two versions of a record, in name order.
+
+    `comparable`: the fields that count for a change at both points (hashed at both: no audit field, no formula
+    field unless formula changes are counted, and no field that was not in the backup's scope at one of the two
+    points -- its value there is unknown, not empty). `only`: the fields filter (None: every comparable one).
+    A value absent (null or empty) differs from any present value."""
+    names = comparable if only is None else [f for f in only if f in comparable]
+    out = []
+    for name in sorted(names):
+        a, b = old.get(name), new.get(name)
+        if a != b or type(a) is not type(b):
+            out.append(FieldChange(name, value_json(a), value_json(b)) if values else FieldChange(name))
+    return tuple(out)

@@ -18,14 +18,14 @@ import json
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services import sfclient as sfc
-from services.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
+from services.canonical import FieldChange, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, changed_fields
 from services.discovery import domain as d
 from services.discovery.ports import DescribeFailed
 from services.platform import errors, timestamps
@@ -36,17 +36,9 @@ DEFAULT_BATCH, MAX_BATCH = 1_000, 10_000
 PROBE_ID = "000000000000000"  # a well-formed Id no object's records have (key prefix 000)
 IDS_PER_READ = 10_000  # candidates' backed-up values read by Ids, this many a call
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,254}$")
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 # ---- pure rules --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldChange:
-    field: str
-    old_json: bytes = b""
-    new_json: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,29 +62,6 @@ class Piece:
     changes: list[RecordChange] = dataclasses.field(default_factory=list)
     summaries: list[ObjectSummary] | None = None
     truncated: bool = False
-
-
-def value_json(value: Any) -> bytes:
-    return b"" if value is None else _encode(value).encode()
-
-
-def changed_fields(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    comparable: Collection[str],
-    *,
-    only: Collection[str] | None = None,
-    values: bool = False,
-) -> tuple[FieldChange, ...]:
-    """The fields whose value differs, in name order (the same rule as storage's compare: a value absent -- null
-    or empty -- differs from any present value; `only` is the fields filter)."""
-    names = comparable if only is None else [f for f in only if f in comparable]
-    out = []
-    for name in sorted(names):
-        a, b = old.get(name), new.get(name)
-        if a != b or type(a) is not type(b):
-            out.append(FieldChange(name, value_json(a), value_json(b)) if values else FieldChange(name))
-    return tuple(out)
 
 
 def check_names(names: Iterable[str], what: str) -> list[str]:

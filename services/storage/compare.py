@@ -6,30 +6,15 @@ application reads their values and asks these rules which fields changed.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from services.canonical import check_api_name
+from services.canonical import FieldChange, check_api_name
+from services.canonical import changed_fields as changed_fields  # the one rule (discovery's CompareLive too)
 from services.platform.errors import InvalidArgument
 
 DEFAULT_COMPARE_BATCH, MAX_COMPARE_BATCH = 1_000, 10_000
 ADDED, DELETED, CHANGED = "added", "deleted", "changed"
-
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
-def value_json(value: Any) -> bytes:
-    """The canonical JSON of one value (b"" for a value absent: null or empty, which Salesforce does not tell apart)."""
-    return b"" if value is None else _encode(value).encode()
-
-
-@dataclass(frozen=True)
-class FieldChange:
-    field: str
-    old_json: bytes = b""  # canonical JSON of the value (only when values are asked for)
-    new_json: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -58,29 +43,6 @@ class ComparePiece:
     changes: list[RecordChange] = field(default_factory=list)
     summaries: list[ObjectSummary] | None = None
     truncated: bool = False
-
-
-def changed_fields(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    comparable: Collection[str],
-    *,
-    only: Collection[str] | None = None,
-    values: bool = False,
-) -> tuple[FieldChange, ...]:
-    """The fields whose value differs between two versions of a record, in name order.
-
-    `comparable`: the fields that count for a change at both points (hashed at both: no audit field, no formula
-    field unless formula changes are counted, and no field that was not in the backup's scope at one of the two
-    points -- its value there is unknown, not empty). `only`: the fields filter (None: every comparable one).
-    A value absent (null or empty) differs from any present value."""
-    names = comparable if only is None else [f for f in only if f in comparable]
-    out = []
-    for name in sorted(names):
-        a, b = old.get(name), new.get(name)
-        if a != b or type(a) is not type(b):
-            out.append(FieldChange(name, value_json(a), value_json(b)) if values else FieldChange(name))
-    return tuple(out)
 
 
 def check_window(

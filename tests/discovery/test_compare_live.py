@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from services.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer
+from services.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, changed_fields
 from services.discovery import domain as d
-from services.discovery.compare import BackupBatch, LiveCompare, Piece, SalesforceLive, changed_fields, org_reserve
+from services.discovery.compare import BackupBatch, LiveCompare, Piece, SalesforceLive, org_reserve
 from services.discovery.salesforce import SalesforceOrg
 from services.jobrunner.domain import storage_field_type
 from services.platform import errors
