@@ -146,8 +146,8 @@ class Sealer:
         self._started = True
         return _HEADER.pack(MAGIC, SEGMENT)
 
-    def _seal(self, piece: bytes | bytearray | memoryview) -> bytes:
-        sealed = self._aead.encrypt(_nonce(self._index), piece, _aad(self._index, False))
+    def _seal(self, piece: bytes | bytearray | memoryview, last: bool = False) -> bytes:
+        sealed = self._aead.encrypt(_nonce(self._index), piece, _aad(self._index, last))
         self._index += 1
         return sealed
 
@@ -172,7 +172,7 @@ class Sealer:
 
     def finish(self) -> bytes:
         head = self._header()
-        last = self._aead.encrypt(_nonce(self._index), bytes(self._pending), _aad(self._index, True))
+        last = self._seal(bytes(self._pending), last=True)
         self._pending.clear()
         return head + last
 
