@@ -194,6 +194,18 @@ def _start_jobrunner(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=env)
 
 
+def _cpu_start(parts: dict[str, list[int]], url: str) -> dict[str, dict[int, float]]:
+    """The CPU seconds so far of each part's processes and of PostgreSQL's (for _cpu_spent)."""
+    return {**{name: _cpu_s(pids) for name, pids in parts.items()}, "PostgreSQL": _cpu_s(_postgres_pids(url))}
+
+
+def _cpu_spent(parts: dict[str, list[int]], url: str, before: dict[str, dict[int, float]]) -> dict[str, float]:
+    """The CPU seconds each part, then PostgreSQL, spent since _cpu_start's `before`."""
+    cpu = {name: _cpu_since(before[name], pids) for name, pids in parts.items()}
+    cpu["PostgreSQL"] = _cpu_since(before["PostgreSQL"], _postgres_pids(url))
+    return cpu
+
+
 async def _collecting_bus(nats_url: str) -> tuple[Bus, Collector]:
     """A bus whose Collector receives every JobFinished event."""
     bus = await Bus.connect(BusConfig(nats_url), producer="bench")
@@ -222,11 +234,9 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         try:
             specs = _specs(info, "initial")
             parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}
-            cpu_before = {name: _cpu_s(pids) for name, pids in parts.items()}
-            pg_before = _cpu_s(_postgres_pids(url))
+            cpu_before = _cpu_start(parts, url)
             elapsed, records, calls = await _session(bus, collector, specs)
-            cpu = {name: _cpu_since(cpu_before[name], pids) for name, pids in parts.items()}
-            cpu["PostgreSQL"] = _cpu_since(pg_before, _postgres_pids(url))
+            cpu = _cpu_spent(parts, url, cpu_before)
             rss = _rss_peak_mb(jobrunner.pid)
             print(f"initial: {records:,} records in {elapsed:.1f} s = {records / elapsed:,.0f} records/s")
             print(

@@ -25,8 +25,17 @@ from sfvault.restore.v1 import restore_pb2 as rs
 from sfvault.storage.v1 import storage_pb2 as st
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from bench.backup import SECRET_ENV, Collector, _collecting_bus, _jobrunner_env, _specs, _start_jobrunner
-from bench.storage import StorageProcess, _cpu_s, _cpu_since, _postgres_pids, _rss_peak_mb
+from bench.backup import (
+    SECRET_ENV,
+    Collector,
+    _collecting_bus,
+    _cpu_spent,
+    _cpu_start,
+    _jobrunner_env,
+    _specs,
+    _start_jobrunner,
+)
+from bench.storage import StorageProcess, _rss_peak_mb
 from devstack.embedded import nats_server, postgres_server
 from services.platform.bus import Bus
 from sforg.testing import Admin, running_org
@@ -129,11 +138,9 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             specs = [s for s in _specs(info, "backup") if s.object_name in OBJECTS]
             admin.reset_accounting()
             parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}
-            before = {name: _cpu_s(pids) for name, pids in parts.items()}
-            pg_before = _cpu_s(_postgres_pids(url))
+            before = _cpu_start(parts, url)
             backup_s, done = await _run(bus, collector, specs)
-            cpu = {name: _cpu_since(before[name], pids) for name, pids in parts.items()}
-            cpu["PostgreSQL"] = _cpu_since(pg_before, _postgres_pids(url))
+            cpu = _cpu_spent(parts, url, before)
             backed_up = sum(d.counts.received for d in done)
             backup_accounting = admin.accounting()
             backup_calls = _api_calls(backup_accounting)
@@ -158,11 +165,9 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
 
             admin.reset_accounting()
             parts["jobrunner"] = [jobrunner.pid]
-            before = {name: _cpu_s(pids) for name, pids in parts.items()}
-            pg_before = _cpu_s(_postgres_pids(url))
+            before = _cpu_start(parts, url)
             restore_s, (finished,) = await _run(bus, collector, [_restore_spec(info, as_of)])
-            cpu = {name: _cpu_since(before[name], pids) for name, pids in parts.items()}
-            cpu["PostgreSQL"] = _cpu_since(pg_before, _postgres_pids(url))
+            cpu = _cpu_spent(parts, url, before)
             accounting = admin.accounting()
             calls, writes = _api_calls(accounting), accounting.get("writes", 0)
             per = {c.object_name: c for c in finished.restore}
