@@ -49,6 +49,8 @@ from services.jobrunner import restore_domain as rd
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import SalesforceWrites
 from services.jobrunner.salesforce_write import WriteResult
+from services.platform import events
+from services.platform.counts import RestoreCounts
 
 log = logging.getLogger("services.jobrunner.restore")
 
@@ -111,7 +113,7 @@ class Counter:
     write_calls: int = 0
 
     def pb(self, name: str) -> rpb.ObjectRestoreCounts:
-        return rpb.ObjectRestoreCounts(object_name=name, **self.__dict__)
+        return events.restore_counts_to_pb(RestoreCounts(name, **dataclasses.asdict(self)))
 
 
 @dataclass

@@ -11,9 +11,10 @@ import re
 
 from google.protobuf.message import DecodeError, Message
 from sfvault.events.v1 import events_pb2
+from sfvault.restore.v1 import restore_pb2
 
 from services.platform.counts import FIELDS as COUNT_FIELDS
-from services.platform.counts import Counts
+from services.platform.counts import RESTORE_FIELDS, Counts, RestoreCounts
 
 SCHEMA_VERSION = 1
 EVENTS_SUBJECT_ROOT = "sfvault.events"
@@ -128,3 +129,15 @@ def counts_to_pb(counts: Counts) -> events_pb2.Counts:
 
 def counts_from_pb(msg: events_pb2.Counts) -> Counts:
     return Counts(*(getattr(msg, f) for f in COUNT_FIELDS))
+
+
+def restore_counts_to_pb(counts: RestoreCounts, object_name: str = "") -> restore_pb2.ObjectRestoreCounts:
+    """As restore.v1.ObjectRestoreCounts; `object_name` names counts kept without one."""
+    return restore_pb2.ObjectRestoreCounts(
+        object_name=object_name or counts.object_name, **{f: getattr(counts, f) for f in RESTORE_FIELDS}
+    )
+
+
+def restore_counts_from_pb(msg: restore_pb2.ObjectRestoreCounts, *, named: bool = True) -> RestoreCounts:
+    """From restore.v1.ObjectRestoreCounts; `named=False` leaves object_name empty (counts kept by their name)."""
+    return RestoreCounts(msg.object_name if named else "", *(getattr(msg, f) for f in RESTORE_FIELDS))

@@ -31,6 +31,7 @@ from typing import Any
 
 from services.platform.counts import ZERO as ZERO  # re-exported: the fold speaks of Counts
 from services.platform.counts import Counts as Counts
+from services.platform.counts import RestoreCounts as RestoreCounts  # kept by object name: object_name empty
 from services.session.domain_anomaly import Finding, summary
 
 
@@ -56,34 +57,6 @@ class Kind(StrEnum):
 RESTORE_KINDS = frozenset({Kind.RESTORE, Kind.METADATA_RESTORE})
 
 
-@dataclass(frozen=True, slots=True)
-class RestoreCounts:
-    """What a restore did (or, in a dry run, would do) to the records of one object."""
-
-    created: int = 0
-    updated: int = 0
-    undeleted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    fields_left_out: int = 0
-    files: int = 0
-    write_calls: int = 0
-
-    def __add__(self, other: RestoreCounts) -> RestoreCounts:
-        return RestoreCounts(*(getattr(self, f) + getattr(other, f) for f in RESTORE_FIELDS))
-
-    def max(self, other: RestoreCounts) -> RestoreCounts:
-        return RestoreCounts(*(max(getattr(self, f), getattr(other, f)) for f in RESTORE_FIELDS))
-
-    def to_json(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RestoreCounts:
-        return cls(**{f: int(data.get(f, 0)) for f in RESTORE_FIELDS})
-
-
-RESTORE_FIELDS = tuple(f.name for f in dataclasses.fields(RestoreCounts))
 ObjectCounts = Mapping[str, RestoreCounts]  # per object name (an sObject, or "metadata:<Type>")
 
 

@@ -104,13 +104,12 @@ def restore_counts_from_pb(items: Iterable[rpb.ObjectRestoreCounts]) -> dict[str
     """Per object (the same object twice in one message is summed)."""
     found: dict[str, d.RestoreCounts] = {}
     for item in items:
-        counts = d.RestoreCounts(*(getattr(item, f) for f in d.RESTORE_FIELDS))
-        found = d.add_objects(found, {item.object_name: counts})
+        found = d.add_objects(found, {item.object_name: events.restore_counts_from_pb(item, named=False)})
     return found
 
 
 def restore_counts_to_pb(objects: Mapping[str, d.RestoreCounts]) -> list[rpb.ObjectRestoreCounts]:
-    return [rpb.ObjectRestoreCounts(object_name=name, **objects[name].to_json()) for name in sorted(objects)]
+    return [events.restore_counts_to_pb(objects[name], name) for name in sorted(objects)]
 
 
 def verification_from_pb(v: rpb.Verification) -> d.Verification:

@@ -5,7 +5,6 @@ re-exported here.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -46,7 +45,7 @@ from services.canonical import (
     split_column_texts,
     values_hash,
 )
-from services.platform.counts import Counts
+from services.platform.counts import Counts, RestoreCounts
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.platform.errors import RequestError as StorageError
 
@@ -601,32 +600,6 @@ SKIPPED, UPDATED, UNDELETED, CREATED, FAILED = 1, 2, 3, 4, 5
 RECORD_STATES = {SKIPPED: "skipped", UPDATED: "updated", UNDELETED: "undeleted", CREATED: "created", FAILED: "failed"}
 MAX_TEXT = 10_000  # an outcome's error_code, message and note are cut to this many characters
 MAX_BATCH_KEY = 200
-
-
-@dataclass(frozen=True)
-class RestoreCounts:
-    """A restore's counts of one object (restore.v1.ObjectRestoreCounts): records per state, and the chunk's
-    Salesforce write calls and file bodies."""
-
-    object_name: str
-    created: int = 0
-    updated: int = 0
-    undeleted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    fields_left_out: int = 0
-    files: int = 0
-    write_calls: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RestoreCounts:
-        return cls(
-            str(data.get("object_name", "")),
-            *(int(data.get(f.name, 0)) for f in dataclasses.fields(cls) if f.name != "object_name"),
-        )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from sfvault.events.v1 import events_pb2
 
 from services.platform import events
-from services.platform.counts import ZERO, Counts
+from services.platform.counts import ZERO, Counts, RestoreCounts
 
 
 def test_counts_round_trip_through_the_event_and_json_forms() -> None:
@@ -22,3 +22,17 @@ def test_sum_max_and_restore_points() -> None:
     assert a + b == Counts(received=4, changed=2, deleted=4)
     assert a.max(b) == Counts(received=3, changed=2, deleted=4)
     assert (a + b).restore_points == 6
+
+
+def test_restore_counts_add_json_and_protobuf_round_trip() -> None:
+    a = RestoreCounts("Account", created=2, failed=1, write_calls=1)
+    b = RestoreCounts(updated=3, files=4, write_calls=2)
+    total = a + b
+    assert total == RestoreCounts("Account", created=2, updated=3, failed=1, files=4, write_calls=3)
+    assert RestoreCounts.from_json(total.to_json()) == total
+    assert "object_name" not in b.to_json()
+    assert events.restore_counts_from_pb(events.restore_counts_to_pb(total)) == total
+    assert events.restore_counts_to_pb(b, "Contact").object_name == "Contact"
+    unnamed = events.restore_counts_from_pb(events.restore_counts_to_pb(total), named=False)
+    assert unnamed == RestoreCounts(created=2, updated=3, failed=1, files=4, write_calls=3)
+    assert a.max(b) == RestoreCounts("Account", created=2, updated=3, failed=1, files=4, write_calls=2)
