@@ -125,7 +125,7 @@ def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
 def _chunk_result(outcome: ChunkOutcome) -> storage_pb2.ChunkResult:
     return storage_pb2.ChunkResult(
         counts=events.counts_to_pb(outcome.counts),
-        restore=[restore_pb2.ObjectRestoreCounts(**r.to_json()) for r in outcome.restore],
+        restore=[events.restore_counts_to_pb(r) for r in outcome.restore],
         replayed=outcome.replayed,
         unknown_ids=outcome.result.get("unknown_ids", []),
     )

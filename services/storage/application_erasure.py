@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from services.storage.domain import InvalidArgument, NotFound, normalize_org_id
 from services.storage.erasure import (
@@ -55,17 +55,17 @@ class TombstoneCache:
 
 
 class Erasures:
-    def __init__(self, store: Store, files: FileRepository, tombstones: TombstoneCache) -> None:
+    def __init__(
+        self,
+        store: Store,
+        files: FileRepository,
+        tombstones: TombstoneCache,
+        org_key: Callable[[str], Awaitable[int]],
+    ) -> None:
         self.store = store
         self.files = files
         self.tombstones = tombstones
-
-    async def _org_key(self, org_id: str) -> int:
-        org = normalize_org_id(org_id)
-        key = await self.store.org_key(org)
-        if key is None:
-            raise NotFound(f"org {org} is not known to storage (nothing was ever backed up for it)")
-        return key
+        self._org_key = org_key  # Storage's: the org's key, NOT_FOUND for an org storage never saw
 
     async def erase(
         self,

@@ -7,7 +7,6 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sfvault.events.v1 import events_pb2
-from sfvault.restore.v1 import restore_pb2
 
 from services.platform import events
 from services.platform.bus import Bus
@@ -34,7 +33,7 @@ class BusChunkPublisher:
         payload = events_pb2.ChunkUploaded(
             chunk_seq=chunk_seq,
             counts=events.counts_to_pb(counts),
-            restore=[restore_pb2.ObjectRestoreCounts(**r.to_json()) for r in restore],
+            restore=[events.restore_counts_to_pb(r) for r in restore],
         )
         env = events.envelope(
             payload,
