@@ -20,8 +20,10 @@ import orjson
 
 from services.canonical import (
     CanonicalColumnsIn,
+    FieldChange,
     _plain,
     canonical_json,
+    changed_fields,
 )
 from services.platform import telemetry
 from services.platform.failpoints import failpoint
@@ -30,10 +32,8 @@ from services.storage.audit import ReadAuditLog
 from services.storage.compare import (
     CHANGED,
     ComparePiece,
-    FieldChange,
     ObjectSummary,
     RecordChange,
-    changed_fields,
     check_names,
     check_page,
     check_window,

@@ -10,7 +10,6 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from services.canonical import FieldChange, check_api_name
-from services.canonical import changed_fields as changed_fields  # the one rule (discovery's CompareLive too)
 from services.platform.errors import InvalidArgument
 
 DEFAULT_COMPARE_BATCH, MAX_COMPARE_BATCH = 1_000, 10_000
