@@ -1,11 +1,12 @@
 """OpenTelemetry for every service: set-up from the standard OTEL_* variables, sfvault's own spans and metrics
 (NATS publish/consume with the trace context in the message headers, the job, the chunk's SQL transaction), and
-the instrumentation libraries' spans of gRPC calls and Salesforce HTTP.
+the instrumentation libraries' spans of gRPC calls, Salesforce HTTP and SQL statements (psycopg).
 
 `install()` takes the providers as parameters, so tests use the SDK's in-memory exporter and reader. Span
 attributes carry ids, object names, counts and status codes only: never a token, a query text or a value. The
 libraries' spans go through one tracer of ours (`_LibraryTracer`) that enforces that: URL attributes keep the
-scheme, host and path with Ids replaced, captured headers are dropped, an exception is recorded as its type.
+scheme, host and path with Ids replaced, captured headers and statement texts are dropped, an exception is
+recorded as its type.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.instrumentation import grpc as grpc_instrumentation
 from opentelemetry.instrumentation.grpc import grpcext
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # no __all__
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -106,21 +109,28 @@ def install(tracer_provider: trace.TracerProvider | None = None, meter_provider:
     )
     _state.instruments = Instruments.create(metrics.get_meter(NAME, meter_provider=meter_provider))
     _state.provider = tracer_provider
-    # requests is instrumented by patching requests.Session.send: only while spans are recorded
-    instrumentor = RequestsInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry and not _state.tracing:
-        instrumentor.uninstrument()
-    elif _state.tracing and not instrumentor.is_instrumented_by_opentelemetry:
+    if _state.tracing:
         # the stable HTTP attribute names (http.request.method, url.full, http.response.status_code), not the
         # library's default of the older ones; read once per process, at the first instrument()
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-        instrumentor.instrument(
-            tracer_provider=_LIBRARIES,
-            meter_provider=metrics.NoOpMeterProvider(),  # sfvault.salesforce.api_calls counts the calls
-            request_hook=_salesforce_request,
-            response_hook=_salesforce_response,
-            skip_dep_check=True,
-        )
+    _patched_while_tracing(
+        RequestsInstrumentor(),
+        meter_provider=metrics.NoOpMeterProvider(),  # sfvault.salesforce.api_calls counts the calls
+        request_hook=_salesforce_request,
+        response_hook=_salesforce_response,
+    )
+    # a span per statement (execute/executemany; COPY is not traced by the library) on the connections opened
+    # from now on, inside the chunk's span where there is one
+    _patched_while_tracing(PsycopgInstrumentor())
+
+
+def _patched_while_tracing(instrumentor: BaseInstrumentor, **options: Any) -> None:
+    """An instrumentation library patches its library (requests.Session.send, psycopg's connect) only while
+    spans are recorded, and makes its spans through our tracer (_LIBRARIES)."""
+    if instrumentor.is_instrumented_by_opentelemetry and not _state.tracing:
+        instrumentor.uninstrument()
+    elif _state.tracing and not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=_LIBRARIES, skip_dep_check=True, **options)
 
 
 def tracer() -> trace.Tracer:
@@ -395,8 +405,9 @@ class ChunkSpan:
 def chunk_transaction(
     operation: str, *, session_id: str, job_id: str, object_name: str = "", records: int = 0, chunk_seq: int = 0
 ) -> Iterator[ChunkSpan]:
-    """A span around the SQL transaction that stores one chunk; the chunk-latency histogram, and the records
-    counter once the chunk is stored for the first time (not on a replay)."""
+    """A span around the SQL transaction that stores one chunk (its statements' spans inside carry its ids); the
+    chunk-latency histogram, and the records counter once the chunk is stored for the first time (not on a
+    replay)."""
     span = _start(
         f"sql {operation}",
         SpanKind.CLIENT,
@@ -410,7 +421,7 @@ def chunk_transaction(
     )
     chunk = ChunkSpan(span)
     started = time.perf_counter()
-    with _current(span):
+    with _current(span), scope(session_id=session_id, job_id=job_id, object_name=object_name):  # its statements'
         yield chunk
     attributes = {"sfvault.operation": operation, **({OBJECT: object_name} if object_name else {})}
     _state.instruments.chunk_latency.record(time.perf_counter() - started, attributes)
@@ -432,22 +443,29 @@ def stall_terminated() -> None:
 # ---- the instrumentation libraries' spans ---------------------------------------------------------------------
 
 _URL_KEYS = ("http.url", "url.full")
-_HEADER_PREFIXES = ("http.request.header.", "http.response.header.")  # a request's carry the bearer token
+# captured headers (a request's carry the bearer token), and a statement's text and parameters (psycopg's)
+_DROPPED_PREFIXES = (
+    "http.request.header.",
+    "http.response.header.",
+    "db.statement",
+    "db.query.text",
+    "db.query.parameter.",
+)
 
 
 def _allowed(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The scope's ids with `attributes`; a URL cut to its route (no query: SOQL carries literal values; no Id),
-    captured headers (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*) dropped."""
+    captured headers (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*) and SQL texts dropped."""
     merged = {**_scope.get(), **attributes}
     for key in _URL_KEYS:
         if isinstance(merged.get(key), str):
             parts = urlsplit(merged[key])
             merged[key] = f"{parts.scheme}://{parts.hostname or ''}{salesforce_route(merged[key])[0]}"
-    return {k: v for k, v in merged.items() if not k.startswith(_HEADER_PREFIXES)}
+    return {k: v for k, v in merged.items() if not k.startswith(_DROPPED_PREFIXES)}
 
 
 class _Discreet(trace.Span):
-    """A library's span that keeps no exception message, status description or captured header."""
+    """A library's span that keeps no exception message, status description, captured header or SQL text."""
 
     def __init__(self, span: Span) -> None:
         self._span = span
@@ -459,10 +477,10 @@ class _Discreet(trace.Span):
         return self._span.get_span_context()
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        self._span.set_attributes({k: v for k, v in attributes.items() if not k.startswith(_HEADER_PREFIXES)})
+        self._span.set_attributes({k: v for k, v in attributes.items() if not k.startswith(_DROPPED_PREFIXES)})
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if not key.startswith(_HEADER_PREFIXES):
+        if not key.startswith(_DROPPED_PREFIXES):
             self._span.set_attribute(key, value)
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:

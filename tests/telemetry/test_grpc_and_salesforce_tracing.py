@@ -1,5 +1,6 @@
 """gRPC client/server spans (health excluded) and Salesforce HTTP spans, from the instrumentation libraries,
-that hold no query text, token or exception message; the chunk span with its metrics, and telemetry set-up
+that hold no query text, token or exception message; SQL statement spans from psycopg's; the chunk span with
+its metrics, and telemetry set-up
 from the OTEL_* variables."""
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ import asyncio
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.trace import SpanKind
 
@@ -202,6 +205,23 @@ def test_chunk_span_and_metrics_count_a_chunk_once(captured: Captured) -> None:
     assert latency.count == 2
 
 
+async def test_sql_statements_are_spans_inside_the_chunk_span_without_their_text(
+    captured: Captured, database_url: str
+) -> None:
+    """psycopg's instrumentation: a CLIENT span per statement on connections opened while spans are recorded,
+    a child of the chunk's span, with the scope's ids and no statement text or parameter."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        with telemetry.chunk_transaction("put_records", session_id="s1", job_id="j1", object_name="Account"):
+            await conn.execute("SELECT %s::text", ("Secret Corp",))
+    [chunk] = captured.named("sql put_records")
+    [statement] = captured.named("SELECT")
+    assert statement.kind == SpanKind.CLIENT and statement.parent is not None
+    assert statement.parent.span_id == chunk.context.span_id
+    attributes = dict(statement.attributes or {})
+    assert attributes["db.system"] == "postgresql" and attributes["sfvault.session_id"] == "s1"
+    assert "Secret" not in repr(attributes) and not any(k.startswith(("db.statement", "db.query")) for k in attributes)
+
+
 def test_job_and_session_metrics(captured: Captured) -> None:
     consumed = telemetry.Consumed("sfvault.jobs.data", {}, "JobSpec", "s1", "j1")
     with telemetry.running_job(consumed, object_name="Account", job_type="data"):
@@ -229,6 +249,7 @@ def test_nothing_is_instrumented_while_no_span_is_recorded() -> None:
     assert telemetry.traced_channel(channel) is channel
     channel.close()
     assert not RequestsInstrumentor().is_instrumented_by_opentelemetry
+    assert not PsycopgInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_setup_exports_only_when_asked() -> None:

@@ -171,6 +171,11 @@ def test_one_trace_per_session_across_all_services(tmp_path: Path, receiver: tup
 
     names = {(s.service, s.span.name) for s in in_trace}
     assert ("storage", "sql put_records") in names
+    # psycopg's statement spans, inside the chunk's transaction, carry the session
+    assert any(
+        s.service == "storage" and s.attributes.get("db.system") == "postgresql" and s.span.name != "sql put_records"
+        for s in of_session
+    )
     assert ("storage", "/sfvault.storage.v1.StorageService/PutRecords") in names
     assert ("jobrunner", "/sfvault.storage.v1.StorageService/PutRecords") in names
     assert any(svc == "jobrunner" and name.startswith("GET /services/data/") for svc, name in names)
