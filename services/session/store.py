@@ -4,6 +4,7 @@ table that makes event processing idempotent. Only the session service reads or 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -440,7 +441,11 @@ class ProjectionTransaction:
         return await Alerts(self.projection.pool, self.projection.schema).add_in(self.conn, alert)
 
 
-_DELIVERY_COLUMNS = ("channel", "target", "shown", "format", "status", "attempts", "last_error", "delivered_at")
+# The alert tables' columns are named like the fields of Alert (findings last, as JSON; deliveries in their own
+# table) and of Delivery (after the alert's id and the delivery's number).
+_ALERT_COLUMNS = tuple(f.name for f in dataclasses.fields(alerts.Alert) if f.name != "deliveries")
+_DELIVERY_COLUMNS = tuple(f.name for f in dataclasses.fields(alerts.Delivery))
+_DELIVERY_ROW = ("alert_id", "number", *_DELIVERY_COLUMNS)
 
 
 class Alerts:
@@ -459,46 +464,19 @@ class Alerts:
 
     async def add_in(self, conn: psycopg.AsyncConnection, alert: alerts.Alert) -> bool:
         cur = await conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (alert_id, session_id, policy_id, org_id, kind, message, at, findings)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING alert_id"
-            ).format(self._t("alerts")),
-            (
-                alert.alert_id,
-                alert.session_id,
-                alert.policy_id,
-                alert.org_id,
-                alert.kind,
-                alert.message,
-                alert.at,
-                _json([f.to_json() for f in alert.findings]),
+            sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING alert_id").format(
+                self._t("alerts"), _names(_ALERT_COLUMNS), _placeholders(_ALERT_COLUMNS)
             ),
+            (*_values(alert, _ALERT_COLUMNS[:-1]), _json([f.to_json() for f in alert.findings])),
         )
         if await cur.fetchone() is None:
             return False
         async with conn.cursor() as c:
             await c.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (alert_id, number, channel, target, shown, format, status, attempts,"
-                    " last_error, delivered_at, next_attempt_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                ).format(self._t("deliveries")),
-                [
-                    (
-                        alert.alert_id,
-                        n,
-                        x.channel,
-                        x.target,
-                        x.shown,
-                        x.format,
-                        x.status,
-                        x.attempts,
-                        x.last_error,
-                        x.delivered_at,
-                        x.next_attempt_at,
-                    )
-                    for n, x in enumerate(alert.deliveries)
-                ],
+                sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    self._t("deliveries"), _names(_DELIVERY_ROW), _placeholders(_DELIVERY_ROW)
+                ),
+                [(alert.alert_id, n, *_values(x, _DELIVERY_COLUMNS)) for n, x in enumerate(alert.deliveries)],
             )
         return True
 
@@ -516,14 +494,9 @@ class Alerts:
             for r in await cur.fetchall():
                 deliveries.setdefault(r["alert_id"], []).append(_delivery(r))
         return {
-            r["alert_id"]: alerts.Alert(
-                alert_id=r["alert_id"],
-                session_id=r["session_id"],
-                policy_id=r["policy_id"],
-                org_id=r["org_id"],
-                kind=r["kind"],
-                message=r["message"],
-                at=r["at"],
+            r["alert_id"]: from_row(
+                alerts.Alert,
+                r,
                 findings=tuple(Finding.from_json(f) for f in r["findings"]),
                 deliveries=tuple(deliveries.get(r["alert_id"], ())),
             )
@@ -605,14 +578,16 @@ class Alerts:
 
 
 def _delivery(r: dict[str, Any]) -> alerts.Delivery:
-    return alerts.Delivery(
-        channel=r["channel"],
-        target=r["target"],
-        shown=r["shown"],
-        format=r["format"],
-        status=r["status"],
-        attempts=r["attempts"],
-        last_error=r["last_error"],
-        delivered_at=r["delivered_at"],
-        next_attempt_at=r["next_attempt_at"],
-    )
+    return from_row(alerts.Delivery, r)
+
+
+def _names(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, columns))
+
+
+def _placeholders(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Placeholder() * len(columns))
+
+
+def _values(obj: Any, columns: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(getattr(obj, c) for c in columns)
