@@ -44,19 +44,3 @@ class BusChunkPublisher:
             occurred_at=occurred_at,
         )
         await self.bus.publish(env)
-
-
-class NullPublisher:
-    """For tools that write without a bus (benchmarks, offline imports)."""
-
-    async def chunk_uploaded(
-        self,
-        session_id: str,
-        job_id: str,
-        chunk_seq: int,
-        counts: Counts,
-        occurred_at: dt.datetime | None = None,
-        *,
-        restore: Sequence[RestoreCounts] = (),
-    ) -> None:
-        return None
