@@ -59,20 +59,40 @@ async def _load(store: PostgresStore, storage: Storage, records: int) -> tuple[d
         # Ids: '001' + 12 digits + a checksum that is 'AAA' for digits only
         make_id = "'001' || lpad(i::text, 12, '0') || 'AAA'"
         data = (
-            "jsonb_build_object('Id', {id}, 'Name', 'Account ' || i, 'Industry', 'Retail', 'AnnualRevenue', i,"
+            f"jsonb_build_object('Id', {make_id}, 'Name', 'Account ' || i, 'Industry', 'Retail', 'AnnualRevenue', i,"
             " 'SystemModstamp', '2026-01-01T00:00:00.000Z')"
         )
-        await conn.execute(
-            "INSERT INTO storage.record_versions (org_key, object_key, record_id, job_key, schema_version, deleted,"
-            f" hash, data) SELECT %s, %s, {make_id}, %s, 1, 0, decode(md5(i::text), 'hex'), {data.format(id=make_id)}"
-            " FROM generate_series(1, %s) i",
-            (org_key, object_key, job1, records),
-        )
-        await conn.execute(
-            "INSERT INTO storage.record_head (org_key, object_key, record_id, hash, deleted, versions)"
-            f" SELECT %s, %s, {make_id}, decode(md5(i::text), 'hex'), 0, 1 FROM generate_series(1, %s) i",
-            (org_key, object_key, records),
-        )
+
+        async def add_versions(
+            numbers: str, job: int, *, deleted: int = 0, hashed: str = "i::text", more: str = ""
+        ) -> None:
+            """A version in `job` of each record numbered by `numbers` (a SELECT of i); its data with `more`."""
+            await conn.execute(
+                "INSERT INTO storage.record_versions (org_key, object_key, record_id, job_key, schema_version, deleted,"
+                f" hash, data) SELECT %s, %s, {make_id}, %s, 1, {deleted}, decode(md5({hashed}), 'hex'), {data}{more}"
+                f" FROM ({numbers}) n",
+                (org_key, object_key, job),
+            )
+
+        async def add_heads(numbers: str) -> None:
+            await conn.execute(
+                "INSERT INTO storage.record_head (org_key, object_key, record_id, hash, deleted, versions)"
+                f" SELECT %s, %s, {make_id}, decode(md5(i::text), 'hex'), 0, 1 FROM ({numbers}) n",
+                (org_key, object_key),
+            )
+
+        async def update_heads(numbers: str, change: str) -> None:
+            """`change` (SET ...; n.i the record's number) and one more version for each record of `numbers`."""
+            await conn.execute(
+                f"UPDATE storage.record_head h SET {change}, versions = versions + 1, changed_at = now()"
+                f" FROM ({numbers}) n WHERE h.org_key = %s AND h.object_key = %s"
+                f" AND h.record_id = {make_id.replace('i::', 'n.i::')}",
+                (org_key, object_key),
+            )
+
+        initial = f"SELECT i FROM generate_series(1, {records}) i"
+        await add_versions(initial, job1)
+        await add_heads(initial)
         await conn.commit()
         await conn.set_autocommit(True)
         await conn.execute("VACUUM ANALYZE storage.record_versions")
@@ -83,44 +103,16 @@ async def _load(store: PostgresStore, storage: Storage, records: int) -> tuple[d
         await asyncio.sleep(0.01)
         step = 100  # every 100th record changed: 1 %
         changed = f"SELECT i FROM generate_series(1, {records}, {step}) i"
-        await conn.execute(
-            "INSERT INTO storage.record_versions (org_key, object_key, record_id, job_key, schema_version, deleted,"
-            f" hash, data) SELECT %s, %s, {make_id}, %s, 1, 0, decode(md5('x' || i), 'hex'),"
-            f" {data.format(id=make_id)} || jsonb_build_object('Name', 'Renamed ' || i) FROM ({changed}) c",
-            (org_key, object_key, job2),
-        )
-        await conn.execute(
-            "UPDATE storage.record_head h SET hash = decode(md5('x' || c.i), 'hex'), versions = versions + 1,"
-            f" changed_at = now() FROM ({changed}) c WHERE h.org_key = %s AND h.object_key = %s"
-            f" AND h.record_id = {make_id.replace('i::', 'c.i::')}",
-            (org_key, object_key),
-        )
+        rename = " || jsonb_build_object('Name', 'Renamed ' || i)"
+        await add_versions(changed, job2, hashed="'x' || i", more=rename)
+        await update_heads(changed, "hash = decode(md5('x' || n.i), 'hex')")
         few = max(1, records // 10_000)
         deleted = f"SELECT i FROM generate_series(50, {50 + 100 * (few - 1)}, 100) i"  # not among the changed
-        await conn.execute(
-            "INSERT INTO storage.record_versions (org_key, object_key, record_id, job_key, schema_version, deleted,"
-            f" hash, data) SELECT %s, %s, {make_id}, %s, 1, 2, decode(md5(i::text), 'hex'), {data.format(id=make_id)}"
-            f" FROM ({deleted}) d",
-            (org_key, object_key, job2),
-        )
-        await conn.execute(
-            f"UPDATE storage.record_head h SET deleted = 2, versions = versions + 1, changed_at = now()"
-            f" FROM ({deleted}) d WHERE h.org_key = %s AND h.object_key = %s"
-            f" AND h.record_id = {make_id.replace('i::', 'd.i::')}",
-            (org_key, object_key),
-        )
+        await add_versions(deleted, job2, deleted=2)
+        await update_heads(deleted, "deleted = 2")
         added = f"SELECT i FROM generate_series({records + 1}, {records + few}) i"
-        await conn.execute(
-            "INSERT INTO storage.record_versions (org_key, object_key, record_id, job_key, schema_version, deleted,"
-            f" hash, data) SELECT %s, %s, {make_id}, %s, 1, 0, decode(md5(i::text), 'hex'), {data.format(id=make_id)}"
-            f" FROM ({added}) a",
-            (org_key, object_key, job2),
-        )
-        await conn.execute(
-            "INSERT INTO storage.record_head (org_key, object_key, record_id, hash, deleted, versions)"
-            f" SELECT %s, %s, {make_id}, decode(md5(i::text), 'hex'), 0, 1 FROM ({added}) a",
-            (org_key, object_key),
-        )
+        await add_versions(added, job2)
+        await add_heads(added)
         await conn.commit()
         await conn.execute("ANALYZE storage.record_head")
         await conn.commit()
