@@ -28,35 +28,28 @@ from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.platform import timestamps
 
 app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
-org_app = typer.Typer(help="Org connections.", no_args_is_help=True)
-policy_app = typer.Typer(help="Backup policies.", no_args_is_help=True)
-backup_app = typer.Typer(help="Run backups.", no_args_is_help=True)
-session_app = typer.Typer(help="Sessions: backups and restores.", no_args_is_help=True)
-restore_app = typer.Typer(help="Restore backed-up records, files and metadata into an org.", no_args_is_help=True)
-jobs_app = typer.Typer(help="The jobs of a session.", no_args_is_help=True)
-records_app = typer.Typer(help="Backed-up records.", no_args_is_help=True)
-files_app = typer.Typer(help="Backed-up files.", no_args_is_help=True)
-metadata_app = typer.Typer(help="Backed-up metadata.", no_args_is_help=True)
-services_app = typer.Typer(help="A local installation.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-audit_app = typer.Typer(help="Who changed and who read what.", no_args_is_help=True)
-alerts_app = typer.Typer(help="Alerts: failed and warning sessions, anomalies, stalls, budgets.", no_args_is_help=True)
-for sub, name in [
-    (org_app, "org"),
-    (policy_app, "policy"),
-    (backup_app, "backup"),
-    (session_app, "session"),
-    (restore_app, "restore"),
-    (jobs_app, "jobs"),
-    (records_app, "records"),
-    (files_app, "files"),
-    (metadata_app, "metadata"),
-    (services_app, "services"),
-    (token_app, "token"),
-    (audit_app, "audit"),
-    (alerts_app, "alerts"),
-]:
-    app.add_typer(sub, name=name)
+
+
+def _group(name: str, help: str) -> typer.Typer:
+    """The command group `sfvault NAME ...`."""
+    group = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+org_app = _group("org", "Org connections.")
+policy_app = _group("policy", "Backup policies.")
+backup_app = _group("backup", "Run backups.")
+session_app = _group("session", "Sessions: backups and restores.")
+restore_app = _group("restore", "Restore backed-up records, files and metadata into an org.")
+jobs_app = _group("jobs", "The jobs of a session.")
+records_app = _group("records", "Backed-up records.")
+files_app = _group("files", "Backed-up files.")
+metadata_app = _group("metadata", "Backed-up metadata.")
+services_app = _group("services", "A local installation.")
+token_app = _group("token", "API tokens.")
+audit_app = _group("audit", "Who changed and who read what.")
+alerts_app = _group("alerts", "Alerts: failed and warning sessions, anomalies, stalls, budgets.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -504,9 +497,11 @@ def _confirm_production(c: Clients, request: api.StartSessionRequest) -> None:
     _restore_usage(f"org {target} is a production org: give --yes to restore into it (or --dry-run to preview)")
 
 
-def _restore_started(c: Clients, request: api.StartSessionRequest, wait: bool, json_out: bool) -> None:
-    """Start the restore; with --wait (a dry run always waits) follow it, report it, and exit non-zero unless
-    it ended clean: 2 when it failed or stopped, 3 when records failed or differ."""
+def _start_restore(c: Clients, request: api.StartSessionRequest, wait: bool, json_out: bool) -> None:
+    """Start the restore once a production target is confirmed; with --wait (a dry run always waits) follow it,
+    report it, and exit non-zero unless it ended clean: 2 when it failed or stopped, 3 when records failed or
+    differ."""
+    _confirm_production(c, request)
     session = c.session.StartSession(request)
     if not (wait or request.restore.dry_run):
         render.print_result(rs.summary(session), json_out, f"restore session [bold]{session.session_id}[/] started")
@@ -604,9 +599,7 @@ def restore_run(
         )
     except (rs.RestoreOptionError, CliError) as exc:
         _restore_usage(str(exc))
-    c = clients()
-    _confirm_production(c, request)
-    _restore_started(c, request, wait, json_out)
+    _start_restore(clients(), request, wait, json_out)
 
 
 @restore_app.command("metadata")
@@ -624,9 +617,7 @@ def restore_metadata(
         request = rs.metadata_request(org, parse_time(as_of), components, check_only, yes)
     except (rs.RestoreOptionError, CliError) as exc:
         _restore_usage(str(exc))
-    c = clients()
-    _confirm_production(c, request)
-    _restore_started(c, request, wait, json_out)
+    _start_restore(clients(), request, wait, json_out)
 
 
 @restore_app.command("show")
@@ -689,8 +680,7 @@ def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = Fa
         request = rs.retry_request(c.session.GetSession(api.GetSessionRequest(session_id=session_id)))
     except rs.RestoreOptionError as exc:
         _restore_usage(str(exc))
-    _confirm_production(c, request)
-    _restore_started(c, request, wait, json_out)
+    _start_restore(c, request, wait, json_out)
 
 
 @restore_app.command("run-draft")
@@ -707,8 +697,7 @@ def restore_run_draft(
         request = protect.draft_request(c.session.GetSession(api.GetSessionRequest(session_id=draft_session)), yes)
     except protect.ProtectOptionError as exc:
         _restore_usage(str(exc))
-    _confirm_production(c, request)
-    _restore_started(c, request, wait, json_out)
+    _start_restore(c, request, wait, json_out)
 
 
 # ---- alerts ---------------------------------------------------------------------------------------------

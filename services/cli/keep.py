@@ -26,6 +26,9 @@ from sfvault.storage.v1 import storage_pb2 as st
 from services.cli import render
 from services.platform import timestamps
 
+HeldOrgArg = Annotated[str, typer.Argument(help="the org (sfvault's org id, or its 00D... Id)")]
+JsonFlag = Annotated[bool, typer.Option("--json")]
+
 PRUNE_HELP = (
     "Delete what the org's retention no longer keeps: record versions, metadata versions and file bodies no longer "
     "referenced (the most keeping of the org's policies' --retention-days / --retention-versions; the latest "
@@ -129,11 +132,11 @@ def register(app: typer.Typer, cli: ModuleType) -> None:
 
     @hold_app.command("set")
     def hold_set(
-        org: Annotated[str, typer.Argument(help="the org (sfvault's org id, or its 00D... Id)")] = "",
+        org: HeldOrgArg = "",
         policy: Annotated[str, typer.Option("--policy", help="hold the org of this policy (and mark it)")] = "",
         object_name: Annotated[str, typer.Option("--object", help="only this object (default: the org)")] = "",
         reason: Annotated[str, typer.Option("--reason", help="why (required: a matter, a ticket)")] = "",
-        json_out: Annotated[bool, typer.Option("--json")] = False,
+        json_out: JsonFlag = False,
     ) -> None:
         """Put an org (or one object of it) on legal hold. Admins only."""
         if not reason.strip():
@@ -148,11 +151,11 @@ def register(app: typer.Typer, cli: ModuleType) -> None:
 
     @hold_app.command("release")
     def hold_release(
-        org: Annotated[str, typer.Argument(help="the org (sfvault's org id, or its 00D... Id)")] = "",
+        org: HeldOrgArg = "",
         policy: Annotated[str, typer.Option("--policy", help="release the holds set through this policy")] = "",
         object_name: Annotated[str, typer.Option("--object", help="only the hold on this object")] = "",
         hold_id: Annotated[str, typer.Option("--id", help="only this hold")] = "",
-        json_out: Annotated[bool, typer.Option("--json")] = False,
+        json_out: JsonFlag = False,
     ) -> None:
         """Release the org's active holds (or the one on --object, or --id). Admins only."""
         c = cli.clients()
@@ -177,10 +180,10 @@ def register(app: typer.Typer, cli: ModuleType) -> None:
 
     @hold_app.command("list")
     def hold_list(
-        org: Annotated[str, typer.Argument(help="the org (sfvault's org id, or its 00D... Id)")] = "",
+        org: HeldOrgArg = "",
         policy: Annotated[str, typer.Option("--policy", help="the org of this policy")] = "",
         released: Annotated[bool, typer.Option("--released", help="released holds too")] = False,
-        json_out: Annotated[bool, typer.Option("--json")] = False,
+        json_out: JsonFlag = False,
     ) -> None:
         """The legal holds of an org."""
         c = cli.clients()
