@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+from dataclasses import dataclass
 from email.message import EmailMessage
 
 import aiohttp
@@ -32,27 +33,18 @@ class WebhookRefused(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
 class SmtpMailer:
     """Plain-text mail through the service's SMTP server (SFVAULT_SMTP_*): STARTTLS when asked, login when a
     user name is set (its password from a secret reference)."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int = 25,
-        sender: str = "sfvault@localhost",
-        username: str = "",
-        password_ref: str = "",
-        starttls: bool = False,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.sender = sender
-        self.username = username
-        self.password_ref = password_ref
-        self.starttls = starttls
-        self.timeout_s = timeout_s
+    host: str
+    port: int = 25
+    sender: str = "sfvault@localhost"
+    username: str = ""
+    password_ref: str = ""
+    starttls: bool = False
+    timeout_s: float = 10.0
 
     async def send(self, to: str, subject: str, body: str) -> None:
         if not self.host:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 
 from services.storage.domain import Counts, RestoreCounts
 from services.storage.ports import ChunkPublisher, OutboxStore
@@ -21,23 +22,17 @@ from services.storage.ports import ChunkPublisher, OutboxStore
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class ChunkEventRelay:
-    def __init__(
-        self,
-        store: OutboxStore,
-        publisher: ChunkPublisher,
-        *,
-        interval_s: float = 2.0,
-        announce_timeout_s: float = 10.0,
-        batch: int = 500,
-    ) -> None:
-        self.store = store
-        self.publisher = publisher
-        self.interval_s = interval_s
-        self.announce_timeout_s = announce_timeout_s
-        self.batch = batch
-        self._acked: set[tuple[int, int]] = set()  # published and acknowledged; their rows not yet deleted
-        self._retry = asyncio.Event()
+    store: OutboxStore
+    publisher: ChunkPublisher
+    _: KW_ONLY
+    interval_s: float = 2.0
+    announce_timeout_s: float = 10.0
+    batch: int = 500
+    # published and acknowledged; their rows not yet deleted
+    _acked: set[tuple[int, int]] = field(default_factory=set, init=False)
+    _retry: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def announce(
         self,
