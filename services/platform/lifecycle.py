@@ -1,4 +1,5 @@
-"""Running a service process: logging, telemetry, serve until SIGTERM/SIGINT, then flush telemetry."""
+"""Running a service process: logging, telemetry, serve until SIGTERM/SIGINT, then flush telemetry; the wait of
+a background loop between its rounds."""
 
 from __future__ import annotations
 
@@ -64,3 +65,15 @@ def run_until_signal(name: str, serve: Callable[[S, asyncio.Event], Awaitable[No
             tel.shutdown()  # flush the spans and metrics still buffered
 
     asyncio.run(main())
+
+
+async def next_round(wake: asyncio.Event, stop: asyncio.Event, timeout_s: float) -> None:
+    """A background loop's wait for its next round: `timeout_s`, or less once `wake` or `stop` is set; `wake` is
+    cleared for the round after."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+        wake.clear()

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import logging
 
+from services.platform import lifecycle
 from services.platform.secrets import SecretError, read_secret
 from services.session import domain_alerts as alerts
 from services.session.ports import AlertStore, Clock, Mailer, WebhookSender
@@ -91,13 +92,7 @@ class AlertDispatcher:
                 wait = min(idle_s, max(0.0, (next_due - self.clock.now()).total_seconds()))
             if wait <= 0:
                 continue
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            try:
-                await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
-                self._wake.clear()
+            await lifecycle.next_round(self._wake, stop, wait)
 
 
 def _describe(exc: BaseException) -> str:

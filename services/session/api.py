@@ -26,6 +26,13 @@ class PermissionDenied(RequestError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+def _page_size(asked: int) -> int:
+    """A list's page: 50 unless asked, at most MAX_PAGE."""
+    if asked < 0:
+        raise InvalidArgument("page_size must not be negative")
+    return min(asked or 50, MAX_PAGE)
+
+
 def _encode_token(token: tuple[dt.datetime, str] | None) -> str:
     if token is None:
         return ""
@@ -86,8 +93,7 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: api.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> api.ListSessionsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must not be negative")
+        page_size = _page_size(request.page_size)
         status = None
         if request.status != pb.SESSION_STATUS_UNSPECIFIED:
             status = translate.STATUS_FROM_PB.get(request.status)
@@ -104,7 +110,7 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             status=status,
             after=timestamps.from_pb(request, "requested_after"),
             before=timestamps.from_pb(request, "requested_before"),
-            page_size=min(request.page_size or 50, MAX_PAGE),
+            page_size=page_size,
             page_after=_decode_token(request.page_token),
         )
         return api.ListSessionsResponse(
@@ -116,8 +122,7 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
     async def ListAlerts(
         self, request: api.ListAlertsRequest, context: grpc.aio.ServicerContext
     ) -> api.ListAlertsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must not be negative")
+        page_size = _page_size(request.page_size)
         for name in ("policy_id", "session_id", "page_token"):
             value = getattr(request, name)
             if value:
@@ -131,7 +136,7 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             policy_id=request.policy_id,
             session_id=request.session_id,
             kind=request.kind,
-            page_size=min(request.page_size or 50, MAX_PAGE),
+            page_size=page_size,
             page_after=request.page_token,
         )
         return api.ListAlertsResponse(alerts=[translate.alert_to_pb(a) for a in found], next_page_token=next_token)

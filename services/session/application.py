@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.restore.v1 import restore_pb2 as rpb
 
-from services.platform import errors, events, telemetry
+from services.platform import errors, events, lifecycle, telemetry
 from services.platform.ports import Delivered
 from services.session import domain as d
 from services.session import domain_alerts, restore_request, translate
@@ -222,13 +222,7 @@ class SessionService:
 
     async def next_round(self, interval_s: float, stop: asyncio.Event) -> None:
         """Wait for the next enforcement round: the check interval, or sooner when a cancel grace runs out."""
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            await asyncio.wait(waits, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
-            self._wake.clear()
+        await lifecycle.next_round(self._wake, stop, interval_s)
 
     # ---- watching ---------------------------------------------------------------------------------------
 
