@@ -18,6 +18,7 @@ import hmac
 import re
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -76,6 +77,8 @@ class ObjectInfo:
     key_prefix: str
     fields: Mapping[str, FieldInfo]
     children: tuple[ChildRelationship, ...]
+    # what is derived once from the fields and read for every record (to_salesforce's columns); not compared
+    derived: dict[str, Any] = dc_field(default_factory=dict, compare=False, repr=False)
 
     def field(self, name: str) -> FieldInfo | None:
         """A field by its name in any case (describe's spelling is the key of `fields`)."""
@@ -338,29 +341,69 @@ def to_salesforce(values: Mapping[str, Any], info: ObjectInfo, *, problems: list
     org) raises InvalidArgument (naming the field, never the value); with `problems` given, the field is left
     out instead and a reason appended ("NumberOfEmployees: the backup's value is not a valid int"), so one
     record's drift never stops the rest."""
+    columns = _write_columns(info)
     out: dict[str, Any] = {}
-    by_lower = {k.lower(): v for k, v in values.items()}
-    for f in info.fields.values():
-        if not writable(f):
+    given: set[str] = set()
+    compounds: list[tuple[str, Mapping[str, Any]]] = []
+    for key, raw in values.items():
+        column = columns.get(key)
+        if column is None:
+            column = columns[key] = _column_of(info, key)
+        f, text = column
+        if f is None:
+            if text and isinstance(raw, Mapping):  # a compound value: its components unless given themselves
+                compounds.append((key.lower(), raw))
             continue
-        low = f.name.lower()
-        if low in by_lower:
-            raw = by_lower[low]
-        elif f.compound and isinstance(by_lower.get(f.compound.lower()), Mapping):
-            compound = by_lower[f.compound.lower()]
-            key = component_key(f.name)  # as the backup built the compound value
-            if key not in compound:
-                continue
-            raw = compound[key]
+        given.add(f.name)
+        if text:
+            out[f.name] = None if raw == "" else raw  # as _to_sf_value returns it
         else:
-            continue
-        try:
-            out[f.name] = _to_sf_value(raw, f)
-        except InvalidArgument:
-            if problems is None:
-                raise
-            problems.append(f"{f.name}: the backup's value is not a valid {f.sf_type}")
+            _convert(out, f, raw, problems)
+    for low, compound in compounds:
+        for f in _components_of(info).get(low, ()):
+            key = component_key(f.name)  # as the backup built the compound value
+            if f.name not in given and key in compound:
+                _convert(out, f, compound[key], problems)
     return out
+
+
+def _write_columns(info: ObjectInfo) -> dict[str, tuple[FieldInfo | None, bool]]:
+    """A record's key (as the backup spells it) -> (the writable field it names or None, whether its value is
+    text taken as it is); for None, whether the key names a compound field. Filled as keys are met."""
+    columns: dict[str, tuple[FieldInfo | None, bool]] = info.derived.setdefault("write_columns", {})
+    return columns
+
+
+def _column_of(info: ObjectInfo, key: str) -> tuple[FieldInfo | None, bool]:
+    low = key.lower()
+    by_lower: dict[str, FieldInfo] = info.derived.get("writable_by_lower") or info.derived.setdefault(
+        "writable_by_lower", {f.name.lower(): f for f in info.fields.values() if writable(f)}
+    )
+    f = by_lower.get(low)
+    if f is None:
+        return None, low in _components_of(info)
+    return f, f.sf_type in _TEXT_TYPES
+
+
+def _components_of(info: ObjectInfo) -> dict[str, list[FieldInfo]]:
+    """compound field (lower case) -> its writable components, in describe order."""
+    found: dict[str, list[FieldInfo]] | None = info.derived.get("components")
+    if found is None:
+        found = {}
+        for f in info.fields.values():
+            if writable(f) and f.compound:
+                found.setdefault(f.compound.lower(), []).append(f)
+        info.derived["components"] = found
+    return found
+
+
+def _convert(out: dict[str, Any], f: FieldInfo, raw: Any, problems: list[str] | None) -> None:
+    try:
+        out[f.name] = _to_sf_value(raw, f)
+    except InvalidArgument:
+        if problems is None:
+            raise
+        problems.append(f"{f.name}: the backup's value is not a valid {f.sf_type}")
 
 
 def _to_sf_value(value: Any, f: FieldInfo) -> Any:

@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import queue
 import re
 import resource
@@ -39,6 +40,7 @@ import zlib
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -92,6 +94,20 @@ STATE_COUNTER = {
     rd.State.SKIPPED: "skipped",
     rd.State.FAILED: "failed",
 }
+
+
+def _number_form(value: Any, fi: rd.FieldInfo | None) -> object:
+    """A number field's value in one form per number (100, 100.0 and "100.00" alike) for the proof's digest."""
+    kind = type(value)
+    if kind is int:
+        return ("n", value)
+    if kind is float and math.isfinite(value):
+        return ("n", int(value)) if value.is_integer() else ("n", value)
+    form = rd.normalized(value, fi)
+    if isinstance(form, tuple) and len(form) == 2 and form[0] == "n" and isinstance(form[1], Decimal):
+        d = form[1]
+        return ("n", int(d)) if d == d.to_integral_value() else ("n", d.normalize())
+    return form
 
 
 def mask_secret(auth_key: bytes, fallback: str = "") -> bytes:
@@ -245,6 +261,7 @@ class RestoreJob:
     expect: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     _shapes: dict[tuple[str, ...], int] = field(default_factory=dict)
     _shape_list: list[tuple[str, ...]] = field(default_factory=list)
+    _digest_plans: dict[int, list[tuple[str, rd.FieldInfo | None, bool, bool]]] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=dict)  # seconds per part of the step being timed
     dropped: dict[str, set[str]] = field(default_factory=dict)  # source Id -> references left empty on a retry
     _owner_active: dict[str, bool] = field(default_factory=dict)
@@ -1283,19 +1300,28 @@ class RestoreJob:
         if index is None:
             index = self._shapes[shape] = len(self._shape_list)
             self._shape_list.append(shape)
-        self.expect[sid] = (self._digest(info, shape, values), index)
+        self.expect[sid] = (self._digest(info, index, values), index)
 
-    @staticmethod
-    def _digest(info: rd.ObjectInfo, shape: tuple[str, ...], values: dict[str, Any]) -> bytes:
-        """A digest of values on these fields: text and Ids as they are (both sides are Salesforce's 18-character
-        form), other types through the domain's equality. Equal digests mean equal values; a difference the
-        domain would forgive (1 and 1.0 in a text field) only sends the row to the backup's comparison."""
+    def _digest(self, info: rd.ObjectInfo, index: int, values: dict[str, Any]) -> bytes:
+        """A digest of values on the fields of shape `index`: text and Ids as they are (both sides are
+        Salesforce's 18-character form), numbers by value, other types through the domain's equality. Equal
+        digests mean equal values; a difference the domain would forgive (1 and 1.0 in a text field) only sends
+        the row to the backup's comparison."""
+        plan = self._digest_plans.get(index)
+        if plan is None:
+            shape = self._shape_list[index]
+            plan = self._digest_plans[index] = [
+                (f, fi, fi is not None and fi.sf_type in _AS_IS, fi is not None and fi.sf_type in rd.NUMBER_TYPES)
+                for f in shape
+                for fi in [info.fields.get(f)]
+            ]
         parts: list[object] = []
-        for f in shape:
+        for f, fi, as_is, number in plan:
             value = values.get(f)
-            fi = info.fields.get(f)
-            if fi is not None and fi.sf_type in _AS_IS and (value is None or isinstance(value, str)):
+            if as_is and (value is None or type(value) is str):
                 parts.append(value or None)
+            elif number:
+                parts.append(_number_form(value, fi))
             else:
                 parts.append(rd.normalized(value, fi))
         return hashlib.blake2b(repr(parts).encode(), digest_size=16).digest()
@@ -1308,7 +1334,7 @@ class RestoreJob:
             return False
         info = self.infos[obj]
         digest, index = known
-        if self._digest(info, self._shape_list[index], row) != digest:
+        if self._digest(info, index, row) != digest:
             return False
         refs = self.to_patch.get(obj, {}).get(sid)
         if refs:

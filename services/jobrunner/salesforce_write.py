@@ -329,11 +329,12 @@ class OrgWriter:
         buffer = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=True)
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
-        keys: dict[bytes, list[int]] = {}
-        for index, r in enumerate(records):
+        sent: list[str] = []
+        for r in records:
             row = [csv_cell(r.get(h), null=null) for h in header]
             writer.writerow(row)
-            keys.setdefault(_row_key(row), []).append(index)
+            sent.append(_SEP.join(row))
+        match = _RowMatch(sent)
         spec: dict[str, Any] = {
             "object": object_name,
             "operation": operation,
@@ -369,11 +370,7 @@ class OrgWriter:
         if str(info.get("state", "")) not in ("JobComplete", "Failed", "Aborted"):
             info = self._ingest_wait(path, len(records), operation)
         results: list[WriteResult | None] = [None] * len(records)
-
-        def take(cells: list[str]) -> int | None:
-            indexes = keys.get(_row_key(cells))
-            return indexes.pop(0) if indexes else None
-
+        take = match.take
         ok_rows = self._ingest_results(f"{path}/successfulResults/")
         for row in ok_rows:
             at = take(row[2:])
@@ -381,6 +378,7 @@ class OrgWriter:
                 results[at] = WriteResult(row[0] or None, True, created=row[1].lower() == "true")
         failed = info.get("numberRecordsFailed")
         bad_rows = iter(()) if failed == 0 else self._ingest_results(f"{path}/failedResults/")
+        match.restart()
         for row in bad_rows:
             at = take(row[2:])
             if at is not None:
@@ -388,6 +386,7 @@ class OrgWriter:
                 results[at] = WriteResult(row[0] or None, False, code, message, fields=fields)
         if any(r is None for r in results):
             rows = self._ingest_results(f"{path}/unprocessedrecords/")
+            match.restart()
             for row in rows:
                 at = take(row)
                 if at is not None:
@@ -435,6 +434,47 @@ class OrgWriter:
         rows = _csv_rows(response)
         next(rows, None)
         return rows
+
+
+_SEP = "\x1f"
+
+
+class _RowMatch:
+    """A Bulk result row matched back to the uploaded row it echoes: each result file lists its rows in the
+    order they were uploaded (as sforg does and Salesforce mostly does), so the next row not yet matched is
+    tried first, as sent; any other row is found by its cells in the spelling Salesforce may echo them
+    (`_row_key`), each uploaded row taken once."""
+
+    def __init__(self, sent: list[str]) -> None:
+        self.sent = sent
+        self.taken = bytearray(len(sent))
+        self.at = 0
+        self.keys: dict[bytes, list[int]] | None = None
+
+    def restart(self) -> None:
+        """The next result file: its rows come in upload order again."""
+        self.at = 0
+
+    def take(self, cells: list[str]) -> int | None:
+        sent, taken, at = self.sent, self.taken, self.at
+        while at < len(sent) and taken[at]:
+            at += 1
+        self.at = at
+        if at < len(sent) and sent[at] == _SEP.join(cells):
+            taken[at] = 1
+            self.at = at + 1
+            return at
+        if self.keys is None:
+            self.keys = {}
+            for index, text in enumerate(sent):
+                self.keys.setdefault(_row_key(text.split(_SEP)), []).append(index)
+        indexes = self.keys.get(_row_key(cells))
+        while indexes:
+            index = indexes.pop(0)
+            if not taken[index]:
+                taken[index] = 1
+                return index
+        return None
 
 
 def _cell_key(cell: str) -> str:

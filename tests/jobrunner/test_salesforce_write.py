@@ -119,3 +119,17 @@ def test_bulk_ingest_results_come_back_in_the_records_order(org: dict[str, Any])
     phones = {r["Id"]: r["Phone"] for r in w.query_ids("Account", ["Phone"], [str(results[0].id), str(results[2].id)])}
     assert phones == {results[0].id: "9", results[2].id: None}  # "#N/A" set the null
     assert w.write_calls == calls + 6  # create, upload, close per job
+
+
+def test_bulk_result_rows_are_matched_in_order_then_by_their_cells() -> None:
+    from services.jobrunner.salesforce_write import _RowMatch
+
+    sent = ["\x1f".join(cells) for cells in (["a", "1", "true"], ["b", "2", ""], ["a", "1", "true"], ["c", "3", ""])]
+    match = _RowMatch(sent)
+    assert match.take(["a", "1", "true"]) == 0  # in upload order: as sent
+    assert match.take(["c", "3.0", "#N/A"]) == 3  # out of order, echoed in another spelling
+    assert match.take(["a", "1", "TRUE"]) == 2  # the identical row not taken yet
+    assert match.take(["a", "1", "true"]) is None  # each uploaded row taken once
+    match.restart()  # the next result file
+    assert match.take(["b", "2", ""]) == 1
+    assert match.take(["b", "2", ""]) is None
