@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from services.storage.encryption import KEY_SETTING, OLD_KEYS_SETTING, Envelope, Keyring, KeyUnavailable, Opener, Sealer
@@ -34,6 +34,15 @@ def content_key(sha256_hex: str) -> str:
 
 
 # --- local directory ------------------------------------------------------------------------------------
+
+
+async def _pieces(body: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:
+    """A body (an open file, an S3 object's stream) read in pieces off the event loop, then closed."""
+    try:
+        while chunk := await asyncio.to_thread(body.read, chunk_size):
+            yield chunk
+    finally:
+        body.close()
 
 
 class _LocalUpload:
@@ -110,12 +119,8 @@ class LocalFileRepository:
             raise
 
     async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
-        fh = await asyncio.to_thread(open, self.root / key, "rb")
-        try:
-            while chunk := await asyncio.to_thread(fh.read, chunk_size):
-                yield chunk
-        finally:
-            fh.close()
+        async for chunk in _pieces(await asyncio.to_thread(open, self.root / key, "rb"), chunk_size):
+            yield chunk
 
     async def delete(self, key: str) -> None:
         """Removes a body (retention: no version references it any more); a missing one is already gone."""
@@ -261,12 +266,8 @@ class S3FileRepository:
 
     async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
         obj = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
-        body = obj["Body"]
-        try:
-            while chunk := await asyncio.to_thread(body.read, chunk_size):
-                yield chunk
-        finally:
-            body.close()
+        async for chunk in _pieces(obj["Body"], chunk_size):
+            yield chunk
 
     async def delete(self, key: str) -> None:
         """Removes a body (retention); S3 answers a missing key as deleted."""
