@@ -128,14 +128,7 @@ class ErasureStore(StoreBase):
                 rows = {i: ErasedRecordRow(name, i) for i in ids}
                 result.records.extend(rows.values())
                 if request.dry_run:
-                    cur = await conn.execute(
-                        f"SELECT record_id, count(*) FROM {S}.record_versions v"
-                        " JOIN unnest(%s::text[]) AS u(id) ON v.record_id = u.id"
-                        " WHERE v.org_key = %s AND v.object_key = %s GROUP BY record_id",
-                        (ids, org_key, object_key),
-                    )
-                    for rid, n in await cur.fetchall():
-                        rows[rid].versions = int(n)
+                    await self._count_versions(conn, org_key, object_key, rows, delete=False)
                     await self._count_bodies(conn, org_key, name, rows, delete=False)
                     continue
                 # the heads locked first, in the order a chunk locks them: a chunk writing one of these records
@@ -145,14 +138,7 @@ class ErasureStore(StoreBase):
                     ' WHERE h.org_key = %s AND h.object_key = %s ORDER BY h.record_id COLLATE "C" FOR UPDATE OF h',
                     (ids, org_key, object_key),
                 )
-                cur = await conn.execute(
-                    f"WITH gone AS (DELETE FROM {S}.record_versions v USING unnest(%s::text[]) AS u(id)"
-                    "  WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id RETURNING v.record_id)"
-                    " SELECT record_id, count(*) FROM gone GROUP BY record_id",
-                    (ids, org_key, object_key),
-                )
-                for rid, n in await cur.fetchall():
-                    rows[rid].versions = int(n)
+                await self._count_versions(conn, org_key, object_key, rows, delete=True)
                 await conn.execute(
                     f"DELETE FROM {S}.record_head h USING unnest(%s::text[]) AS u(id)"
                     " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id",
@@ -200,6 +186,30 @@ class ErasureStore(StoreBase):
                     (org_key, object_key, seq_row[0], ids),
                 )
         return result
+
+    @staticmethod
+    async def _count_versions(
+        conn: psycopg.AsyncConnection[Any],
+        org_key: int,
+        object_key: int,
+        rows: dict[str, ErasedRecordRow],
+        *,
+        delete: bool,
+    ) -> None:
+        """Counts each record's versions into its row; with `delete`, deletes them as it counts them."""
+        versions = (
+            f"DELETE FROM {S}.record_versions v USING unnest(%s::text[]) AS u(id)"
+            " WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id RETURNING v.record_id"
+            if delete
+            else f"SELECT v.record_id FROM {S}.record_versions v JOIN unnest(%s::text[]) AS u(id) ON v.record_id = u.id"
+            " WHERE v.org_key = %s AND v.object_key = %s"
+        )
+        cur = await conn.execute(
+            f"WITH counted AS ({versions}) SELECT record_id, count(*) FROM counted GROUP BY record_id",
+            (list(rows), org_key, object_key),
+        )
+        for rid, n in await cur.fetchall():
+            rows[rid].versions = int(n)
 
     @staticmethod
     async def _count_bodies(
