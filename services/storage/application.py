@@ -49,6 +49,7 @@ from services.storage.domain import (
     Counts,
     Deleted,
     FailedPrecondition,
+    FileVersionIn,
     FileVersionRow,
     InvalidArgument,
     JobRef,
@@ -366,19 +367,10 @@ class Storage:
             location, sha_hex, size = known[0], expected_sha, header.size  # already stored: skip the body
         else:
             location, sha_hex, size, envelope = await self._receive(header, body)
-        outcome = await self.store.record_file(
-            job,
-            header.chunk_seq,
-            digest_bytes,
-            object_name=header.object_name,
-            record_id=record_id,
-            sha256=bytes.fromhex(sha_hex),
-            size=size,
-            location=location,
-            file_name=header.file_name,
-            content_type=header.content_type,
-            envelope=envelope,
+        stored = FileVersionIn(
+            header.object_name, record_id, bytes.fromhex(sha_hex), size, location, header.file_name, header.content_type
         )
+        outcome = await self.store.record_file(job, header.chunk_seq, digest_bytes, stored, envelope)
         if envelope is not None:
             await self._drop_unused_bodies({bytes.fromhex(sha_hex): location})
         return await self._published(job, header.chunk_seq, outcome)

@@ -546,6 +546,20 @@ class RecordVersionRow:
 
 
 @dataclass(frozen=True)
+class FileVersionIn:
+    """A record's file as a chunk stores it: which record, its body (content address, size, where it is) and
+    its name and type."""
+
+    object_name: str
+    record_id: str
+    sha256: bytes
+    size: int
+    location: str
+    file_name: str
+    content_type: str
+
+
+@dataclass(frozen=True)
 class FileVersionRow:
     object_name: str
     record_id: str

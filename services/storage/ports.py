@@ -13,6 +13,7 @@ from services.storage.domain import (
     ChunkOutcome,
     Counts,
     Deleted,
+    FileVersionIn,
     FileVersionRow,
     JobRef,
     MetadataInput,
@@ -182,19 +183,7 @@ class FileStore(Protocol):
     async def existing_files(self, digests: Sequence[bytes]) -> set[bytes]: ...
 
     async def record_file(
-        self,
-        job: JobRef,
-        seq: int,
-        digest: bytes,
-        *,
-        object_name: str,
-        record_id: str,
-        sha256: bytes,
-        size: int,
-        location: str,
-        file_name: str,
-        content_type: str,
-        envelope: Envelope | None = None,
+        self, job: JobRef, seq: int, digest: bytes, file: FileVersionIn, envelope: Envelope | None = None
     ) -> ChunkOutcome: ...
 
     async def body_envelope(self, location: str) -> Envelope | None: ...

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from services.storage.domain import (
     ChunkOutcome,
     Counts,
+    FileVersionIn,
     FileVersionRow,
     JobRef,
 )
@@ -74,19 +75,7 @@ class FilesStore(StoreBase):
         return {bytes(r[0]) for r in rows}
 
     async def record_file(
-        self,
-        job: JobRef,
-        seq: int,
-        digest: bytes,
-        *,
-        object_name: str,
-        record_id: str,
-        sha256: bytes,
-        size: int,
-        location: str,
-        file_name: str,
-        content_type: str,
-        envelope: Envelope | None = None,
+        self, job: JobRef, seq: int, digest: bytes, file: FileVersionIn, envelope: Envelope | None = None
     ) -> ChunkOutcome:
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "file", digest)
@@ -95,23 +84,32 @@ class FilesStore(StoreBase):
             cur = await conn.execute(
                 f"INSERT INTO {S}.files (sha256, size, location, kek_id, wrapped_key) VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (sha256) DO NOTHING RETURNING 1",
-                (sha256, size, location, *_envelope_columns(envelope)),
+                (file.sha256, file.size, file.location, *_envelope_columns(envelope)),
             )
             body_new = (await cur.fetchone()) is not None
             cur = await conn.execute(
                 f"SELECT sha256 FROM {S}.file_versions WHERE org_key = %s AND object_name = %s AND record_id = %s"
                 " ORDER BY version_id DESC LIMIT 1 FOR UPDATE",
-                (job.org_key, object_name, record_id),
+                (job.org_key, file.object_name, file.record_id),
             )
             previous = await cur.fetchone()
             new_versions = changed = unchanged = 0
-            new_version = previous is None or bytes(previous[0]) != sha256
+            new_version = previous is None or bytes(previous[0]) != file.sha256
             if new_version:
                 await conn.execute(
                     f"INSERT INTO {S}.file_versions"
                     " (org_key, object_name, record_id, sha256, size, file_name, content_type, job_key)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (job.org_key, object_name, record_id, sha256, size, file_name, content_type, job.job_key),
+                    (
+                        job.org_key,
+                        file.object_name,
+                        file.record_id,
+                        file.sha256,
+                        file.size,
+                        file.file_name,
+                        file.content_type,
+                        job.job_key,
+                    ),
                 )
                 if previous is None:
                     new_versions = 1
@@ -125,12 +123,12 @@ class FilesStore(StoreBase):
                 changed=changed,
                 unchanged=unchanged,
                 files=1 if body_new else 0,
-                bytes=size if body_new else 0,
+                bytes=file.size if body_new else 0,
             )
             result = {
                 "counts": counts.to_json(),
-                "sha256": sha256.hex(),
-                "size": size,
+                "sha256": file.sha256.hex(),
+                "size": file.size,
                 "deduplicated": not body_new,
                 "new_version": new_version,
             }
