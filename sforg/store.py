@@ -294,6 +294,28 @@ class Store:
         with self.write_lock:
             self.conn().execute(f'UPDATE {table(obj)} SET {sets} WHERE "Id"=?', [*values.values(), record_id])
 
+    def get_many(self, obj: str, record_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`get` of several Ids in one query: Id -> row (absent ones left out)."""
+        if not record_ids:
+            return {}
+        marks = ", ".join("?" for _ in record_ids)
+        cur = self.conn().execute(f'SELECT * FROM {table(obj)} WHERE "Id" IN ({marks})', list(record_ids))
+        names = [d[0] for d in cur.description]
+        return {row["Id"]: row for row in (dict(zip(names, r, strict=True)) for r in cur.fetchall())}
+
+    def update_many(self, obj: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """`update` of several records with the same columns: each row is the columns' values, then the Id."""
+        known = self.table_columns(obj)
+        keep = [i for i, c in enumerate(columns) if c in known]
+        if not keep or not rows:
+            return
+        sets = ", ".join(f"{col(columns[i])}=?" for i in keep)
+        params = [[r[i] for i in keep] + [r[-1]] for r in rows]
+        for p in params:
+            self._note_nul(obj, p[:-1])
+        with self.write_lock:
+            self.conn().executemany(f'UPDATE {table(obj)} SET {sets} WHERE "Id"=?', params)
+
     def delete_row(self, obj: str, record_id: str) -> None:
         with self.write_lock:
             self.conn().execute(f'DELETE FROM {table(obj)} WHERE "Id"=?', (record_id,))

@@ -360,8 +360,7 @@ def to_salesforce(values: Mapping[str, Any], info: ObjectInfo, *, problems: list
         else:
             _convert(out, f, raw, problems)
     for low, compound in compounds:
-        for f in _components_of(info).get(low, ()):
-            key = component_key(f.name)  # as the backup built the compound value
+        for f, key in _components_of(info).get(low, ()):
             if f.name not in given and key in compound:
                 _convert(out, f, compound[key], problems)
     return out
@@ -385,14 +384,16 @@ def _column_of(info: ObjectInfo, key: str) -> tuple[FieldInfo | None, bool]:
     return f, f.sf_type in _TEXT_TYPES
 
 
-def _components_of(info: ObjectInfo) -> dict[str, list[FieldInfo]]:
-    """compound field (lower case) -> its writable components, in describe order."""
-    found: dict[str, list[FieldInfo]] | None = info.derived.get("components")
+def _components_of(info: ObjectInfo) -> dict[str, list[tuple[FieldInfo, str]]]:
+    """compound field (lower case) -> its writable components and their keys in the compound value, in describe
+    order."""
+    found: dict[str, list[tuple[FieldInfo, str]]] | None = info.derived.get("components")
     if found is None:
         found = {}
         for f in info.fields.values():
             if writable(f) and f.compound:
-                found.setdefault(f.compound.lower(), []).append(f)
+                # as the backup built the compound value
+                found.setdefault(f.compound.lower(), []).append((f, component_key(f.name)))
         info.derived["components"] = found
     return found
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as spb
@@ -94,6 +95,16 @@ STATE_COUNTER = {
     rd.State.SKIPPED: "skipped",
     rd.State.FAILED: "failed",
 }
+
+
+def _loads(values_json: bytes | str) -> dict[str, Any]:
+    """A record's stored values: orjson (several times the json module's pace), the json module for what orjson
+    refuses (NaN, an integer above 64 bits)."""
+    try:
+        values = orjson.loads(values_json)
+    except orjson.JSONDecodeError:
+        values = json.loads(values_json)
+    return values if isinstance(values, dict) else {}
 
 
 def _number_form(value: Any, fi: rd.FieldInfo | None) -> object:
@@ -702,7 +713,7 @@ class RestoreJob:
         info = self.infos.get(obj)
         masks = self.masks
         for record_id, values_json in chunk:
-            values = json.loads(values_json) if values_json else {}
+            values = _loads(values_json) if values_json else {}
             if raw or info is None:
                 yield record_id, values
                 continue

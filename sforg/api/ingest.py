@@ -27,7 +27,7 @@ from sforg.api.http import Api, error, json_response
 from sforg.clock import stamp
 from sforg.ids import is_valid, make_id, to18
 from sforg.org import OrgError
-from sforg.org.records import CreateBatch
+from sforg.org.records import CreateBatch, UpdateBatch
 from sforg.query import DELIMITERS
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
@@ -249,12 +249,25 @@ class IngestApi(Api):
             and not o.blob_field
             and not org.settings["late_commit_delay"] > 0
         )
+        # plain updates likewise: the chunk's rows read at once, written together
+        updating = (
+            job.info["operation"] == "update"
+            and o.name != "User"
+            and not o.blob_field
+            and not org.settings["late_commit_delay"] > 0
+        )
+        id_at = next((n for n, h in enumerate(header) if h.lower() == "id"), None)
         for i in range(0, len(rows), CHUNK):
             if job.aborted:
                 job.unprocessed.extend(rows[i:])
                 return
             with org.store.transaction():
-                batch = org.create_batch(o.name) if batched else None
+                batch: CreateBatch | UpdateBatch | None = None
+                if batched:
+                    batch = org.create_batch(o.name)
+                elif updating and id_at is not None:
+                    batch = org.update_batch(o.name)
+                    batch.load([row[id_at] for row in rows[i : i + CHUNK] if len(row) > id_at])
                 for row in rows[i : i + CHUNK]:
                     if not any(cell for cell in row):
                         continue
@@ -295,7 +308,7 @@ class IngestApi(Api):
         columns: list[tuple[str, schema.FieldDef, str | None]],
         header: list[str],
         row: list[str],
-        batch: CreateBatch | None = None,
+        batch: CreateBatch | UpdateBatch | None = None,
     ) -> tuple[str, bool]:
         org = self.org
         op = job.info["operation"]
@@ -327,7 +340,7 @@ class IngestApi(Api):
         if op == "insert":
             if rid:
                 raise OrgError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
-            if batch is not None:
+            if isinstance(batch, CreateBatch):
                 return batch.create(values), True
             return org.api_create(o.name, values), True
         if op == "upsert":
@@ -341,7 +354,9 @@ class IngestApi(Api):
         if not is_valid(rid) or org.object_of_id(rid) is not o:
             raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}", ["Id"])
         try:
-            if op == "update":
+            if op == "update" and isinstance(batch, UpdateBatch):
+                batch.update(rid, values)
+            elif op == "update":
                 org.update_record(o.name, rid, values)
             else:
                 org.delete_record(o.name, rid, api=True, hard=op == "hardDelete")

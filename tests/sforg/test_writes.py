@@ -542,6 +542,53 @@ def test_bulk_insert_sees_rows_of_its_own_batch(rest: Rest) -> None:
     assert child["ParentId"] == ok["Batch parent"]
 
 
+def test_bulk_update_checks_each_row_as_a_rest_update_does(rest: Rest) -> None:
+    """An ingest update writes its rows together, yet each row is checked as one REST update is, and sees the
+    rows before it: a record updated twice keeps both changes, an external Id taken by an earlier row of the
+    batch is a DUPLICATE_VALUE, a deleted or unknown record or parent fails with Salesforce's code, every time."""
+    made = [rest.ok("POST", "/sobjects/Account", {"Name": f"Upd {n}"})["id"] for n in range(4)]
+    gone = rest.ok("POST", "/sobjects/Account", {"Name": "Upd gone"})["id"]
+    rest.ok("DELETE", f"/sobjects/Account/{gone}")
+    unknown = make_id("001", 9_999_998)
+    header = "Id,Name,Rating,ParentId,External_Id__c"
+    rows = [
+        f"{made[0]},,Hot,{made[1]},",
+        f"{made[0]},Upd zero again,,,",  # the same record again: keeps the row before's changes
+        f"{made[1]},,,{gone},",  # ENTITY_IS_DELETED (the parent)
+        f"{made[2]},,,{gone},",  # the same deleted parent again: the same error again
+        f"{gone},,Cold,,",  # ENTITY_IS_DELETED (the record)
+        f"{unknown},,Cold,,",  # INVALID_CROSS_REFERENCE_KEY
+        f"{made[2]},,,,UPD-X1",
+        f"{made[3]},,,,UPD-X1",  # DUPLICATE_VALUE of the row before
+        f"{made[3]},,,{made[0]},",
+    ]
+    job = ingest(rest, {"object": "Account", "operation": "update"}, "\n".join([header, *rows]) + "\n")
+    assert (job["numberRecordsProcessed"], job["numberRecordsFailed"]) == (len(rows), 5)
+    bad = [r["sf__Error"].split(":")[0] for r in results(rest, job["id"], "failedResults")]
+    assert bad == [
+        "ENTITY_IS_DELETED",
+        "ENTITY_IS_DELETED",
+        "ENTITY_IS_DELETED",
+        "INVALID_CROSS_REFERENCE_KEY",
+        "DUPLICATE_VALUE",
+    ]
+    got = {
+        r["Id"]: r
+        for r in rest.query(
+            "SELECT Id, Name, Rating, ParentId, External_Id__c FROM Account WHERE Id IN ("
+            + ",".join(f"'{i}'" for i in made)
+            + ")"
+        )
+    }
+    assert (got[made[0]]["Name"], got[made[0]]["Rating"], got[made[0]]["ParentId"]) == (
+        "Upd zero again",
+        "Hot",
+        made[1],
+    )
+    assert got[made[1]]["ParentId"] is None and got[made[2]]["External_Id__c"] == "UPD-X1"
+    assert (got[made[3]]["External_Id__c"], got[made[3]]["ParentId"]) == (None, made[0])
+
+
 def test_bulk_ingest_delete_hard_delete_and_bad_jobs(rest: Rest, wadmin: Admin) -> None:
     ids = [
         rest.ok("POST", "/sobjects/Lead", {"LastName": f"L{i}", "Company": "C", "Status": "Open - Not Contacted"})["id"]
