@@ -13,7 +13,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from sfvault.events.v1 import events_pb2 as ev
@@ -55,6 +55,24 @@ class SystemClock:
 
 def _invalid(exc: d.InvalidPolicy) -> errors.InvalidArgument:
     return errors.InvalidArgument(str(exc))
+
+
+T = TypeVar("T")
+
+
+def _existing(found: T | None, kind: str, key: str) -> T:
+    """What the store found under `key`, or NOT_FOUND naming the `kind` ("org", "policy")."""
+    if found is None:
+        raise errors.NotFound(f"{kind} {key!r} does not exist")
+    return found
+
+
+async def _created(insert: Awaitable[T]) -> T:
+    """A store insert whose unique-key conflict is the caller's ALREADY_EXISTS."""
+    try:
+        return await insert
+    except Conflict as exc:
+        raise AlreadyExists(str(exc)) from None
 
 
 # ---- orgs and policies ----------------------------------------------------------------------------------
@@ -110,16 +128,10 @@ class Catalog:
     async def create_org(self, org: d.Org) -> d.Org:
         org = dataclasses.replace(org, org_id=org.org_id or f"org-{uuid.uuid4().hex[:12]}")
         self._check_org(org)
-        try:
-            return await self.store.create_org(org)
-        except Conflict as exc:
-            raise AlreadyExists(str(exc)) from None
+        return await _created(self.store.create_org(org))
 
     async def get_org(self, org_id: str) -> d.Org:
-        org = await self.store.get_org(org_id) if org_id else None
-        if org is None:
-            raise errors.NotFound(f"org {org_id!r} does not exist")
-        return org
+        return _existing(await self.store.get_org(org_id) if org_id else None, "org", org_id)
 
     async def list_orgs(self) -> list[d.Org]:
         return await self.store.list_orgs()
@@ -135,10 +147,7 @@ class Catalog:
             sandbox=current.sandbox if sandbox is None else sandbox,
         )
         self._check_org(updated)
-        result = await self.store.update_org(updated)
-        if result is None:
-            raise errors.NotFound(f"org {org_id!r} does not exist")
-        return result
+        return _existing(await self.store.update_org(updated), "org", org_id)
 
     async def delete_org(self, org_id: str) -> None:
         try:
@@ -182,16 +191,10 @@ class Catalog:
         policy = dataclasses.replace(policy, policy_id=policy.policy_id or f"policy-{uuid.uuid4().hex[:12]}")
         self._check_policy(policy)
         await self._require_org(policy.org_id)
-        try:
-            return await self.store.create_policy(policy)
-        except Conflict as exc:
-            raise AlreadyExists(str(exc)) from None
+        return await _created(self.store.create_policy(policy))
 
     async def get_policy(self, policy_id: str) -> d.Policy:
-        policy = await self.store.get_policy(policy_id) if policy_id else None
-        if policy is None:
-            raise errors.NotFound(f"policy {policy_id!r} does not exist")
-        return policy
+        return _existing(await self.store.get_policy(policy_id) if policy_id else None, "policy", policy_id)
 
     async def session_plan(self, session_id: str) -> tuple[SessionRecord, list[StoredJob], d.Schema]:
         """What discovery decided for a session: its record, its jobs and the schema it saw."""
@@ -211,10 +214,7 @@ class Catalog:
         self._check_policy(policy)
         if policy.org_id != current.org_id:
             await self._require_org(policy.org_id)
-        result = await self.store.update_policy(policy)
-        if result is None:
-            raise errors.NotFound(f"policy {policy.policy_id!r} does not exist")
-        return result
+        return _existing(await self.store.update_policy(policy), "policy", policy.policy_id)
 
     async def delete_policy(self, policy_id: str) -> None:
         if not await self.store.delete_policy(policy_id):
@@ -228,8 +228,7 @@ class Catalog:
             raise _invalid(exc) from None
 
     async def _require_org(self, org_id: str) -> None:
-        if await self.store.get_org(org_id) is None:
-            raise errors.NotFound(f"org {org_id!r} does not exist")
+        _existing(await self.store.get_org(org_id), "org", org_id)
 
 
 # ---- sessions -------------------------------------------------------------------------------------------
@@ -256,6 +255,27 @@ class SessionFailure(Exception):
 # keep (issue 18): a restore point pinned in storage against retention -- (00D org id, at, objects, reason,
 # session id); storage_client.StorageExports.pin_point
 PinPoint = Callable[[str, dt.datetime, Sequence[str], str, str], Awaitable[None]]
+
+
+def _org_session(
+    session_id: str,
+    org_id: str,
+    kind: d.SessionKind,
+    now: dt.datetime,
+    stall: dt.timedelta,
+    restore_spec: bytes = b"",
+) -> SessionRecord:
+    """The record of a session planned for an org rather than for a policy (a restore, a prune)."""
+    return SessionRecord(
+        session_id=session_id,
+        policy_id="",
+        org_id=org_id,
+        planned=True,
+        planned_at=now,
+        stall_timeout=stall,
+        kind=kind,
+        restore_spec=restore_spec,
+    )
 
 
 class PlanningTimedOut(Exception):
@@ -378,17 +398,8 @@ class Planner:
         org = await self.store.get_org(policy.org_id)
         if org is None:
             raise SessionFailure(f"org {policy.org_id!r} of policy {policy.policy_id!r} does not exist")
-        try:
-            await self.check_storage()
-        except ports.StorageUnreachable as exc:
-            raise SessionFailure(str(exc)) from None
-        try:
-            session = await asyncio.to_thread(self.connect, org.connection)
-        except sfc.SecretError as exc:
-            raise SessionFailure(f"cannot log in to org {org.org_id!r}: {exc}") from None
-        except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
-            raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
-        await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
+        await self._require_storage()
+        session = await self._log_in(org)
         try:
             return await self._describe_and_plan(session_id, request, policy, org, session)
         except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded, ports.DescribeFailed) as exc:
@@ -414,26 +425,14 @@ class Planner:
             retried = await self.store.get_session(ask.retry_of)
             if retried is None or retried.kind is d.SessionKind.BACKUP:
                 raise SessionFailure(f"session {ask.retry_of!r} is not a restore session: there is nothing to retry")
-        try:
-            await self.check_storage()
-        except ports.StorageUnreachable as exc:
-            raise SessionFailure(str(exc)) from None
+        await self._require_storage()
         source = await self._identified(plan.source)
         target = source if plan.target.org_id == source.org_id else await self._identified(plan.target)
         plan = dataclasses.replace(plan, source=source, target=target)
         spec = translate.resolved_restore(request, plan)
         stall = request.stall_timeout.ToTimedelta()
         job = translate.restore_job_spec(plan, spec, session_id=session_id, stall_timeout=stall)
-        record = SessionRecord(
-            session_id=session_id,
-            policy_id="",
-            org_id=source.org_id,
-            planned=True,
-            planned_at=now,
-            stall_timeout=stall,
-            kind=kind,
-            restore_spec=spec.SerializeToString(deterministic=True),
-        )
+        record = _org_session(session_id, source.org_id, kind, now, stall, spec.SerializeToString(deterministic=True))
         log.info(
             "session %s: %s of org %s into org %s as of %s%s",
             session_id,
@@ -445,8 +444,7 @@ class Planner:
         )
         if request.draft_of:
             record = dataclasses.replace(record, warnings=tuple(await self._pin_draft(session_id, request, plan)))
-        stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
-        return await self.store.save_session(record, None, [stored])
+        return await self._save_one_job(record, job)
 
     async def _pin_draft(self, session_id: str, request: ev.SessionRequested, plan: d.RestorePlan) -> list[str]:
         """A restore draft's point pinned in storage (the versions it previews are never pruned); a pin that fails
@@ -473,15 +471,7 @@ class Planner:
         policies = await self.store.list_policies(org.org_id)
         retention = d.prune_retention(policies)
         stall = request.stall_timeout.ToTimedelta()
-        record = SessionRecord(
-            session_id=session_id,
-            policy_id="",
-            org_id=org.org_id,
-            planned=True,
-            planned_at=now,
-            stall_timeout=stall,
-            kind=d.SessionKind.PRUNE,
-        )
+        record = _org_session(session_id, org.org_id, d.SessionKind.PRUNE, now, stall)
         if retention is not None and not org.salesforce_org_id:
             retention, why = None, f"nothing to prune: org {org.org_id} was never backed up"
         elif retention is None:
@@ -489,10 +479,7 @@ class Planner:
         if retention is None:
             log.info("session %s: %s", session_id, why)
             return await self.store.save_session(dataclasses.replace(record, warnings=(why,)), None, [])
-        try:
-            await self.check_storage()
-        except ports.StorageUnreachable as exc:
-            raise SessionFailure(str(exc)) from None
+        await self._require_storage()
         job = translate.prune_job_spec(
             org, retention, session_id=session_id, dry_run=request.dry_run, stall_timeout=stall
         )
@@ -505,13 +492,29 @@ class Planner:
             ", deleted records too" if retention.prune_latest else "",
             " (dry run)" if request.dry_run else "",
         )
-        stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
-        return await self.store.save_session(record, None, [stored])
+        return await self._save_one_job(record, job)
 
     async def _identified(self, org: d.Org) -> d.Org:
         """The org with its 00D id and instance URL, learned by logging in when no login has told them yet."""
         if org.salesforce_org_id and org.instance_url:
             return org
+        session = await self._log_in(org)
+        return dataclasses.replace(org, salesforce_org_id=session.salesforce_org_id, instance_url=session.instance_url)
+
+    async def _require_storage(self) -> None:
+        """Storage answers, or the session fails: jobs that could not write their records are planned for nothing."""
+        try:
+            await self.check_storage()
+        except ports.StorageUnreachable as exc:
+            raise SessionFailure(str(exc)) from None
+
+    async def _save_one_job(self, record: SessionRecord, job: jobs.JobSpec) -> SessionRecord:
+        """An org-level session's outcome with its one job (a restore, a prune)."""
+        stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
+        return await self.store.save_session(record, None, [stored])
+
+    async def _log_in(self, org: d.Org) -> OrgSession:
+        """A session with the org, whose 00D id and instance URL are remembered; a failed login fails the session."""
         try:
             session = await asyncio.to_thread(self.connect, org.connection)
         except sfc.SecretError as exc:
@@ -519,7 +522,7 @@ class Planner:
         except (sfc.AuthenticationRefused, sfc.OrgUnreachable, sfc.ApiLimitExceeded) as exc:
             raise SessionFailure(f"org {org.org_id!r}: {exc}") from None
         await self.store.set_org_identity(org.org_id, session.salesforce_org_id, session.instance_url)
-        return dataclasses.replace(org, salesforce_org_id=session.salesforce_org_id, instance_url=session.instance_url)
+        return session
 
     async def _describe_and_plan(
         self, session_id: str, request: ev.SessionRequested, policy: d.Policy, org: d.Org, session: OrgSession

@@ -79,15 +79,8 @@ def alerts_to_pb(a: d.AlertSettings) -> ppb.AlertSettings:
 
 
 def anomalies_from_pb(a: ppb.AnomalySettings) -> d.AnomalySettings:
-    return d.AnomalySettings(
-        disabled=a.disabled,
-        sigma=a.sigma,
-        baseline_sessions=a.baseline_sessions,
-        min_records=a.min_records,
-        delete_pct=a.delete_pct,
-        change_pct=a.change_pct,
-        create_pct=a.create_pct,
-    )
+    # the message and the dataclass have the same fields (anomalies_to_pb relies on it too)
+    return d.AnomalySettings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(d.AnomalySettings)})
 
 
 def anomalies_to_pb(a: d.AnomalySettings) -> ppb.AnomalySettings:
