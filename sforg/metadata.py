@@ -31,6 +31,17 @@ TYPES: dict[str, tuple[str, str, bool, bool, list[str]]] = {
     "Profile": ("profiles", "profile", False, False, []),
 }
 CHILD_TYPES = {"CustomField": "CustomObject"}
+# xmlName -> the key prefix of its components' Ids
+ID_PREFIXES = {
+    "ApexClass": "01p",
+    "ApexTrigger": "01q",
+    "Flow": "301",
+    "PermissionSet": "0PS",
+    "Profile": "00e",
+    "Layout": "00h",
+    "CustomField": "00N",
+    "CustomObject": "01I",
+}
 
 
 def component_xml(mtype: str, full_name: str, revision: int = 1) -> str:

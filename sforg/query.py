@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sforg import formulas, soql
 from sforg.clock import UTC, rest_datetime, to_stamp
@@ -427,17 +427,28 @@ def _cmp_value(col: Column, v: Any) -> Any:
     return v
 
 
-def compile_where(
-    q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_parents: list[bool]
-) -> Callable[[tuple[Any, ...]], bool]:
+Row = TypeVar("Row")
+
+
+def _compile_logic(node: Any, compile_part: Callable[[Any], Callable[[Row], bool]]) -> Callable[[Row], bool] | None:
+    """AND / OR / NOT of a WHERE or a HAVING, each part compiled by `compile_part`; None for a comparison."""
     if isinstance(node, BoolOp):
-        parts = [compile_where(q, i, ctx, root, uses_parents) for i in node.items]
+        parts = [compile_part(i) for i in node.items]
         if node.op == "AND":
             return lambda r: all(p(r) for p in parts)
         return lambda r: any(p(r) for p in parts)
     if isinstance(node, Not):
-        inner = compile_where(q, node.item, ctx, root, uses_parents)
+        inner = compile_part(node.item)
         return lambda r: not inner(r)
+    return None
+
+
+def compile_where(
+    q: soql.Query, node: Any, ctx: Context, root: RelNode, uses_parents: list[bool]
+) -> Callable[[tuple[Any, ...]], bool]:
+    logic = _compile_logic(node, lambda part: compile_where(q, part, ctx, root, uses_parents))
+    if logic is not None:
+        return logic
     assert isinstance(node, Comparison) and isinstance(node.field, FieldRef)
     col = resolve(q, ctx, root, node.field)
     if len(col.nodes) > 1:
@@ -826,14 +837,9 @@ def compile_having(
     q: soql.Query, node: Any, ctx: Context, root: RelNode, grouped: set[str]
 ) -> Callable[[list[tuple[Any, ...]]], bool]:
     """HAVING as a test of one group's rows: aggregates of the group, or grouped fields (equal in every row)."""
-    if isinstance(node, BoolOp):
-        parts = [compile_having(q, i, ctx, root, grouped) for i in node.items]
-        if node.op == "AND":
-            return lambda g: all(p(g) for p in parts)
-        return lambda g: any(p(g) for p in parts)
-    if isinstance(node, Not):
-        inner = compile_having(q, node.item, ctx, root, grouped)
-        return lambda g: not inner(g)
+    logic = _compile_logic(node, lambda part: compile_having(q, part, ctx, root, grouped))
+    if logic is not None:
+        return logic
     assert isinstance(node, Comparison)
     lits = node.value if isinstance(node.value, list) else [node.value]
     get: Callable[[list[tuple[Any, ...]]], Any]

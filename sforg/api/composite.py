@@ -52,15 +52,20 @@ class _TreeFailed(Exception):
 
 
 class CompositeApi(Api):
-    async def batch(self, request: web.Request, version: str) -> web.StreamResponse:
+    async def _subrequests(self, request: web.Request, key: str) -> tuple[dict[str, Any], list[Any]]:
+        """A composite POST's body and its list of subrequests under `key` (1 to MAX_SUBREQUESTS of them)."""
         if request.method != "POST":
-            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are POST")
+            raise OrgError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are POST")
         body = await self.json_body(request)
-        subs = body.get("batchRequests") if isinstance(body, dict) else None
+        subs = body.get(key) if isinstance(body, dict) else None
         if not isinstance(subs, list) or not subs:
-            return error(400, "JSON_PARSER_ERROR", "batchRequests: a list of subrequests is required")
+            raise OrgError(400, "JSON_PARSER_ERROR", f"{key}: a list of subrequests is required")
         if len(subs) > MAX_SUBREQUESTS:
-            return error(400, "LIMIT_EXCEEDED", f"Maximum number of subrequests exceeded: {MAX_SUBREQUESTS}")
+            raise OrgError(400, "LIMIT_EXCEEDED", f"Maximum number of subrequests exceeded: {MAX_SUBREQUESTS}")
+        return body, subs
+
+    async def batch(self, request: web.Request, version: str) -> web.StreamResponse:
+        body, subs = await self._subrequests(request, "batchRequests")
         halt = bool(body.get("haltOnError", False))
         results: list[dict[str, Any]] = []
         halted = False
@@ -180,14 +185,7 @@ class CompositeApi(Api):
         return None
 
     async def composite(self, request: web.Request, version: str) -> web.StreamResponse:
-        if request.method != "POST":
-            return error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed. Allowed are POST")
-        body = await self.json_body(request)
-        subs = body.get("compositeRequest") if isinstance(body, dict) else None
-        if not isinstance(subs, list) or not subs:
-            return error(400, "JSON_PARSER_ERROR", "compositeRequest: a list of subrequests is required")
-        if len(subs) > MAX_SUBREQUESTS:
-            return error(400, "LIMIT_EXCEEDED", f"Maximum number of subrequests exceeded: {MAX_SUBREQUESTS}")
+        body, subs = await self._subrequests(request, "compositeRequest")
         refs = [s.get("referenceId") for s in subs]
         if any(not isinstance(r, str) or not r for r in refs) or len(set(refs)) != len(refs):
             return error(400, "INVALID_INPUT", "Each subrequest needs a unique referenceId")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sforg.org.base import OrgBase
+from sforg.org.base import OrgBase, new_accounting
 
 
 class Accounting(OrgBase):
@@ -37,12 +37,5 @@ class Accounting(OrgBase):
 
     def reset_accounting(self) -> dict[str, Any]:
         with self.lock:
-            self.accounting = {
-                "calls": {},
-                "kinds": {},
-                "bytes": {},
-                "bytes_total": 0,
-                "writes": 0,
-                "write_calls": {},
-            }
+            self.accounting = new_accounting()
         return self.get_accounting()

@@ -85,6 +85,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
+def new_accounting() -> dict[str, Any]:
+    """The API use counted since start (or the last reset): calls and kinds by endpoint, bytes, writes."""
+    return {"calls": {}, "kinds": {}, "bytes": {}, "bytes_total": 0, "writes": 0, "write_calls": {}}
+
+
 class OrgBase:
     """The org's state (store, blobs, catalogue, settings, clock, identity, counters, in-memory cursors, jobs and
     faults), its persistence, and what every concern uses: the clock, objects by name, new Ids, housekeeping."""
@@ -102,14 +107,7 @@ class OrgBase:
         self.faults: dict[str, dict[str, Any]] = {}
         self.fault_rng = random.Random(0)
         self.in_flight: dict[int, float] = {}
-        self.accounting: dict[str, Any] = {
-            "calls": {},
-            "kinds": {},
-            "bytes": {},
-            "bytes_total": 0,
-            "writes": 0,
-            "write_calls": {},
-        }
+        self.accounting: dict[str, Any] = new_accounting()
         if self.store.get_meta("catalogue") is None:
             self._build(scale, seed, progress)
         self.catalogue = schema.catalogue_from_json(self.store.get_meta("catalogue"))

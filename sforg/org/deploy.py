@@ -47,16 +47,6 @@ FIELD_TYPES = {
     "Lookup": "reference",
     "Location": "location",
 }
-PREFIXES = {
-    "ApexClass": "01p",
-    "ApexTrigger": "01q",
-    "Flow": "301",
-    "PermissionSet": "0PS",
-    "Profile": "00e",
-    "Layout": "00h",
-    "CustomField": "00N",
-    "CustomObject": "01I",
-}
 BY_DIR = {spec[0]: (mtype, spec[1]) for mtype, spec in md.TYPES.items()}
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/|'(?:\\.|[^'\\])*'", re.S)
 
@@ -233,7 +223,7 @@ class Deploy(SchemaChanges):
                 self._metadata_upsert("CustomField", f"{o.name}.{name}", f"objects/{o.name}.object", fxml, "00N")
                 out.append(self._message("CustomField", rel, f"{o.name}.{name}", None, changed=True, created=created))
             self.save_catalogue()
-        self._metadata_upsert(mtype, full_name, rel, content, PREFIXES.get(mtype, ""))
+        self._metadata_upsert(mtype, full_name, rel, content, md.ID_PREFIXES.get(mtype, ""))
         out.append(
             self._message(mtype, rel, full_name, None, changed=row is None or row[0] != content, created=row is None)
         )

@@ -12,6 +12,20 @@ from sforg.org.records import Records
 from sforg.store import table
 
 
+def _created_by(record_id: str, user: str, now: str) -> dict[str, Any]:
+    """The system fields of a row the org's user creates now (owned by them, not deleted)."""
+    return {
+        "Id": record_id,
+        "IsDeleted": 0,
+        "OwnerId": user,
+        "CreatedDate": now,
+        "CreatedById": user,
+        "LastModifiedDate": now,
+        "LastModifiedById": user,
+        "SystemModstamp": now,
+    }
+
+
 class Files(Records):
     def add_file_version(
         self, content: bytes, content_document_id: str | None = None, title: str | None = None
@@ -39,14 +53,7 @@ class Files(Records):
         sha, md5, size = digests(iter([content]))
         user = self.identity["user_id"]
         row = {
-            "Id": vid,
-            "IsDeleted": 0,
-            "OwnerId": user,
-            "CreatedDate": now,
-            "CreatedById": user,
-            "LastModifiedDate": now,
-            "LastModifiedById": user,
-            "SystemModstamp": now,
+            **_created_by(vid, user, now),
             "ContentDocumentId": doc_id,
             "Title": title,
             "PathOnClient": f"{title}.bin",
@@ -143,17 +150,7 @@ class Files(Records):
                 doc_id, new_doc = doc["Id"], False
             else:
                 doc_id, new_doc = self.new_id(cd), True
-                row = {
-                    "Id": doc_id,
-                    "IsDeleted": 0,
-                    "OwnerId": user,
-                    "CreatedDate": now,
-                    "CreatedById": user,
-                    "LastModifiedDate": now,
-                    "LastModifiedById": user,
-                    "SystemModstamp": now,
-                    "Title": values["Title"],
-                }
+                row = {**_created_by(doc_id, user, now), "Title": values["Title"]}
                 self.store.insert_many(cd.name, list(row), [list(row.values())])
             count = self.store.count(cv.name, 'WHERE "ContentDocumentId"=?', (doc_id,))
             vid = self.create_record(cv.name, {**values, "ContentDocumentId": doc_id}, late=False)

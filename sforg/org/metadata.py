@@ -26,7 +26,7 @@ class Metadata(OrgBase):
 
     def change_metadata(self, type: str, full_name: str, content: str | None = None) -> dict[str, Any]:
         """Edit a component (or create it): new content and a new lastModifiedDate."""
-        from sforg.metadata import TYPES, component_xml
+        from sforg.metadata import ID_PREFIXES, TYPES, component_xml
 
         row = (
             self.store.conn()
@@ -45,15 +45,5 @@ class Metadata(OrgBase):
                 if type in ("ApexClass", "ApexTrigger")
                 else component_xml(type, full_name, rev).replace("</", f"<!-- revision {rev} --></", 1)
             )
-        prefix = {
-            "ApexClass": "01p",
-            "ApexTrigger": "01q",
-            "Flow": "301",
-            "PermissionSet": "0PS",
-            "Profile": "00e",
-            "Layout": "00h",
-            "CustomField": "00N",
-            "CustomObject": "01I",
-        }.get(type, "")
-        self._metadata_upsert(type, full_name, file_name, content, prefix)
+        self._metadata_upsert(type, full_name, file_name, content, ID_PREFIXES.get(type, ""))
         return {"type": type, "fullName": full_name}
