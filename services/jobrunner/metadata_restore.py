@@ -604,7 +604,8 @@ class MetadataRestoreJob:
 
 
 def tally(outcomes: Iterable[rpb.RecordOutcome], write_calls: int = 0) -> list[rpb.ObjectRestoreCounts]:
-    """Counts per object_name and state (what storage's ChunkResult.restore says of a chunk)."""
+    """Counts per object_name and state (what storage's ChunkResult.restore says of a chunk), sorted by name;
+    restore_files adds the bodies it wrote to them."""
     by: dict[str, rpb.ObjectRestoreCounts] = {}
     names = {
         rpb.RECORD_STATE_CREATED: "created",

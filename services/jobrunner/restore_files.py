@@ -58,8 +58,9 @@ from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.jobrunner.job_run import JobRun
+from services.jobrunner.metadata_restore import tally
 from services.jobrunner.salesforce import SalesforceError, _raise_for
-from services.jobrunner.salesforce_write import WriteAnswerLost
+from services.jobrunner.salesforce_write import WriteAnswerLost, WriteResult
 from services.sfclient import ApiLimitExceeded, OrgClient, error_of
 
 log = logging.getLogger("services.jobrunner.jobs")
@@ -95,21 +96,12 @@ class FileRestoreResult:
     warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> list[rpb.ObjectRestoreCounts]:
-        by: dict[str, rpb.ObjectRestoreCounts] = {}
-        names = {
-            rpb.RECORD_STATE_CREATED: "created",
-            rpb.RECORD_STATE_UPDATED: "updated",
-            rpb.RECORD_STATE_UNDELETED: "undeleted",
-            rpb.RECORD_STATE_SKIPPED: "skipped",
-            rpb.RECORD_STATE_FAILED: "failed",
-        }
+        counts = tally(self.outcomes)
+        by = {c.object_name: c for c in counts}
         for o in self.outcomes:
-            c = by.setdefault(o.object_name, rpb.ObjectRestoreCounts(object_name=o.object_name))
-            if o.state in names:
-                setattr(c, names[o.state], getattr(c, names[o.state]) + 1)
             if o.state == rpb.RECORD_STATE_CREATED or list(o.changed_fields):
-                c.files += 1  # a body written
-        return [by[k] for k in sorted(by)]
+                by[o.object_name].files += 1  # a body written
+        return counts
 
 
 # ---------------------------------------------------------------- bodies
@@ -212,18 +204,10 @@ def multipart(values: dict[str, Any], body: Body, binary_part: str, json_part: s
 # ---------------------------------------------------------------- writes with a body
 
 
-@dataclass(frozen=True)
-class Written:
-    id: str | None
-    success: bool
-    code: str = ""
-    message: str = ""
-
-
 class BodyWrites(Protocol):
-    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> Written: ...
+    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> WriteResult: ...
 
-    def update_body(self, object_name: str, record_id: str, body: Body) -> Written: ...
+    def update_body(self, object_name: str, record_id: str, body: Body) -> WriteResult: ...
 
     def body_sha256(self, object_name: str, record_id: str, field_name: str) -> str: ...
 
@@ -289,20 +273,20 @@ class BlobWriter:
         return make
 
     @staticmethod
-    def _written(response: requests.Response) -> Written:
+    def _written(response: requests.Response) -> WriteResult:
         if response.status_code >= 400:
             code, message = error_of(response)
-            return Written(None, False, code, message)
+            return WriteResult(None, False, code, message)
         if response.status_code == 204 or not response.content:
-            return Written(None, True)
+            return WriteResult(None, True)
         payload = response.json()
-        return Written(str(payload.get("id") or "") or None, bool(payload.get("success", True)))
+        return WriteResult(str(payload.get("id") or "") or None, bool(payload.get("success", True)))
 
-    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> Written:
+    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> WriteResult:
         make = self._payload(object_name, values, body)
         return self._written(self._send("POST", f"{self.base}/sobjects/{object_name}", make, once=True))
 
-    def update_body(self, object_name: str, record_id: str, body: Body) -> Written:
+    def update_body(self, object_name: str, record_id: str, body: Body) -> WriteResult:
         make = self._payload(object_name, {}, body)
         return self._written(self._send("PATCH", f"{self.base}/sobjects/{object_name}/{record_id}", make, once=False))
 
@@ -389,6 +373,12 @@ class _FileRestore:
         self.link_writes = 0
         self.undelete_writes = 0
         self.undeleted: set[str] = set()  # target Ids brought back from the recycle bin
+
+    def _failed(self, obj: str, source: str, target: str, code: str, message: str) -> None:
+        """A file not restored: Salesforce's error code and message (or ours), as the outcome of its record."""
+        self.result.outcomes.append(
+            _outcome(obj, source, target, rpb.RECORD_STATE_FAILED, error_code=code, message=message)
+        )
 
     # -------------------------------------------------------------- Ids
     def map_ids(self, ids: Iterable[str]) -> dict[str, str]:
@@ -531,9 +521,7 @@ class _FileRestore:
             try:
                 self._one_version(obj, source, version, mapped_docs, existing, latest, links_of)
             except SalesforceError as exc:
-                self.result.outcomes.append(
-                    _outcome(obj, source, "", rpb.RECORD_STATE_FAILED, error_code=exc.code, message=str(exc)[:500])
-                )
+                self._failed(obj, source, "", exc.code, str(exc)[:500])
 
     def _one_version(
         self,
@@ -549,16 +537,7 @@ class _FileRestore:
         body_id = str(version["Id"]) if version else (source if obj == "ContentVersion" else "")
         body = get_file(self.storage, self.source, "ContentVersion", body_id, self.as_of) if body_id else None
         if body is None:
-            out.append(
-                _outcome(
-                    obj,
-                    source,
-                    "",
-                    rpb.RECORD_STATE_FAILED,
-                    error_code="NOT_IN_BACKUP",
-                    message="no body in the backup at the point",
-                )
-            )
+            self._failed(obj, source, "", "NOT_IN_BACKUP", "no body in the backup at the point")
             return
         try:
             version = version or {}
@@ -643,15 +622,11 @@ class _FileRestore:
         if not written.success or not written.id:
             self.result.files -= 1
             self.result.bytes -= body.size
-            self.result.outcomes.append(
-                _outcome(
-                    obj, source, "", rpb.RECORD_STATE_FAILED, error_code=written.code, message=written.message[:500]
-                )
-            )
+            self._failed(obj, source, "", written.code, written.message[:500])
             return None
         return written.id
 
-    def _with_fallback(self, obj: str, values: dict[str, Any], body: Body) -> Written:
+    def _with_fallback(self, obj: str, values: dict[str, Any], body: Body) -> WriteResult:
         written = self.bodies.create_with_body(obj, values, body)
         if (
             not written.success
@@ -710,11 +685,7 @@ class _FileRestore:
             try:
                 self._one_attachment(source, rows.get(source), mapped_self.get(source, ""), present, parents)
             except SalesforceError as exc:
-                self.result.outcomes.append(
-                    _outcome(
-                        "Attachment", source, "", rpb.RECORD_STATE_FAILED, error_code=exc.code, message=str(exc)[:500]
-                    )
-                )
+                self._failed("Attachment", source, "", exc.code, str(exc)[:500])
 
     def _one_attachment(
         self, source: str, row: dict[str, Any] | None, target: str, present: dict[str, Any], parents: dict[str, str]
@@ -724,16 +695,7 @@ class _FileRestore:
         if row is None or body is None:
             if body is not None:
                 body.close()
-            out.append(
-                _outcome(
-                    "Attachment",
-                    source,
-                    "",
-                    rpb.RECORD_STATE_FAILED,
-                    error_code="NOT_IN_BACKUP",
-                    message="no record or body in the backup at the point",
-                )
-            )
+            self._failed("Attachment", source, "", "NOT_IN_BACKUP", "no record or body in the backup at the point")
             return
         try:
             if target and target in present:
@@ -751,31 +713,19 @@ class _FileRestore:
                 if not self.dry:
                     written = self.bodies.update_body("Attachment", target, body)
                     if not written.success:
-                        out.append(
-                            _outcome(
-                                "Attachment",
-                                source,
-                                target,
-                                rpb.RECORD_STATE_FAILED,
-                                error_code=written.code,
-                                message=written.message[:500],
-                            )
-                        )
+                        self._failed("Attachment", source, target, written.code, written.message[:500])
                         return
                 state, note = self._back(target, rpb.RECORD_STATE_UPDATED, "its body replaced")
                 out.append(_outcome("Attachment", source, target, state, note=note, changed_fields=["Body"]))
                 return
             parent = parents.get(str(row.get("ParentId") or ""), "")
             if not parent:
-                out.append(
-                    _outcome(
-                        "Attachment",
-                        source,
-                        "",
-                        rpb.RECORD_STATE_FAILED,
-                        error_code="PARENT_NOT_RESTORED",
-                        message=f"its parent {row.get('ParentId')} is not in the target",
-                    )
+                self._failed(
+                    "Attachment",
+                    source,
+                    "",
+                    "PARENT_NOT_RESTORED",
+                    f"its parent {row.get('ParentId')} is not in the target",
                 )
                 return
             values = {k: row[k] for k in ("Name", "ContentType", "Description", "IsPrivate") if row.get(k) is not None}

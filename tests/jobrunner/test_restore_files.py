@@ -23,7 +23,8 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.jobrunner import restore_files as rf
 from services.jobrunner.job_run import JobControl, JobRun, Tuning
-from services.jobrunner.restore_files import BlobWriter, Body, Written, multipart, restore_files, spool
+from services.jobrunner.restore_files import BlobWriter, Body, multipart, restore_files, spool
+from services.jobrunner.salesforce_write import WriteResult
 from tests.jobrunner.fakes import FakeStorage, FakeTables
 
 SRC = "00Dxx0000001"
@@ -107,12 +108,12 @@ class FakeTargetOrg:
         rows = self.versions if object_name == "ContentVersion" else self.attachments
         return [{"Id": i, **{k: r.get(k) for k in fields}} for i, r in rows.items() if r.get("mine")]
 
-    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> Written:
+    def create_with_body(self, object_name: str, values: dict[str, Any], body: Body) -> WriteResult:
         self.writes.append(f"create {object_name}")
         data = body.read_all()
         if object_name == "ContentVersion":
             if "FirstPublishLocationId" in values and self.refuse_first_publish:
-                return Written(None, False, "INVALID_FIELD", "No such column 'FirstPublishLocationId'")
+                return WriteResult(None, False, "INVALID_FIELD", "No such column 'FirstPublishLocationId'")
             doc = values.get("ContentDocumentId") or self.new_id("069")
             for v in self.versions.values():
                 if v["ContentDocumentId"] == doc:
@@ -121,17 +122,17 @@ class FakeTargetOrg:
             self.versions[vid] = {**values, "ContentDocumentId": doc, "body": data, "IsLatest": True, "mine": True}
             if values.get("FirstPublishLocationId"):
                 self.links.append({"ContentDocumentId": doc, "LinkedEntityId": values["FirstPublishLocationId"]})
-            return Written(vid, True)
+            return WriteResult(vid, True)
         if values["ParentId"] not in self.records:
-            return Written(None, False, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
+            return WriteResult(None, False, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
         aid = self.new_id("00P")
         self.attachments[aid] = {**values, "body": data, "mine": True}
-        return Written(aid, True)
+        return WriteResult(aid, True)
 
-    def update_body(self, object_name: str, record_id: str, body: Body) -> Written:
+    def update_body(self, object_name: str, record_id: str, body: Body) -> WriteResult:
         self.writes.append(f"update {object_name}")
         self.attachments[record_id]["body"] = body.read_all()
-        return Written(None, True)
+        return WriteResult(None, True)
 
     def body_sha256(self, object_name: str, record_id: str, field_name: str) -> str:
         row = self.versions.get(record_id) or self.attachments[record_id]
