@@ -16,7 +16,7 @@ from services.platform.auth import current_principal, note_for_audit
 from services.platform.errors import InvalidArgument, RequestError, grpc_errors
 from services.session import restore_request, translate
 from services.session.application import SessionService
-from services.session.domain import RESTORE_KINDS, Kind
+from services.session.domain import RESTORE_KINDS, Kind, SessionQuery
 from services.session.domain_alerts import KINDS
 
 MAX_PAGE = 500
@@ -105,13 +105,15 @@ class SessionApi(session_pb2_grpc.SessionServiceServicer):
             if kind is None:
                 raise InvalidArgument(f"unknown kind {request.kind}")
         page = await self.app.list(
-            kind=kind,
-            policy_id=request.policy_id,
-            status=status,
-            after=timestamps.from_pb(request, "requested_after"),
-            before=timestamps.from_pb(request, "requested_before"),
-            page_size=page_size,
-            page_after=_decode_token(request.page_token),
+            SessionQuery(
+                kind=kind,
+                policy_id=request.policy_id,
+                status=status,
+                after=timestamps.from_pb(request, "requested_after"),
+                before=timestamps.from_pb(request, "requested_before"),
+                page_size=page_size,
+                page_after=_decode_token(request.page_token),
+            )
         )
         return api.ListSessionsResponse(
             sessions=[translate.session_to_pb(s) for s in page.sessions],

@@ -270,8 +270,8 @@ class SessionService:
             raise NotFound(f"session {session_id!r} not found")
         return found
 
-    async def list(self, **filters: object) -> Page:
-        return await self.projection.list(**filters)  # type: ignore[arg-type]
+    async def list(self, query: d.SessionQuery) -> Page:
+        return await self.projection.list(query)
 
     async def list_alerts(
         self, *, policy_id: str = "", session_id: str = "", kind: str = "", page_size: int = 50, page_after: str = ""

@@ -779,6 +779,20 @@ def stalls(
 
 
 @dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """Which sessions a listing shows (every filter set must match) and from where: newest first by the time
+    listed (requested, else started), then session id, both descending; `page_after` is a Page's next_token."""
+
+    policy_id: str = ""
+    status: Status | None = None
+    kind: Kind | None = None
+    after: dt.datetime | None = None  # listed at or after
+    before: dt.datetime | None = None  # listed before
+    page_size: int = 50
+    page_after: tuple[dt.datetime, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of a session listing, newest first; `next_token` (listed at, session id) continues it."""
 

@@ -61,18 +61,8 @@ class ProjectionStore(Protocol):
         """The final sessions whose SessionFinished has not come back from the stream yet."""
         ...
 
-    async def list(
-        self,
-        *,
-        policy_id: str = "",
-        status: d.Status | None = None,
-        after: dt.datetime | None = None,
-        before: dt.datetime | None = None,
-        page_size: int = 50,
-        page_after: tuple[dt.datetime, str] | None = None,
-        kind: d.Kind | None = None,
-    ) -> d.Page:
-        """Newest first by the time listed (requested, else started), then session id, both descending."""
+    async def list(self, query: d.SessionQuery) -> d.Page:
+        """One page of the sessions the query selects, in its order."""
         ...
 
 

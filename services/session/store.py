@@ -348,60 +348,39 @@ class Projection:
             )
             return await self.load(conn, [r[0] for r in await cur.fetchall()])
 
-    async def list(
-        self,
-        *,
-        policy_id: str = "",
-        status: d.Status | None = None,
-        after: dt.datetime | None = None,
-        before: dt.datetime | None = None,
-        page_size: int = 50,
-        page_after: tuple[dt.datetime, str] | None = None,
-        kind: d.Kind | None = None,
-    ) -> Page:
-        return await reconnected(
-            self.pool, lambda: self._list(policy_id, status, after, before, page_size, page_after, kind)
-        )
+    async def list(self, query: d.SessionQuery) -> Page:
+        return await reconnected(self.pool, lambda: self._list(query))
 
-    async def _list(
-        self,
-        policy_id: str,
-        status: d.Status | None,
-        after: dt.datetime | None,
-        before: dt.datetime | None,
-        page_size: int,
-        page_after: tuple[dt.datetime, str] | None,
-        kind: d.Kind | None,
-    ) -> Page:
+    async def _list(self, q: d.SessionQuery) -> Page:
         where: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []
-        if policy_id:
+        if q.policy_id:
             where.append(sql.SQL("policy_id = %s"))
-            params.append(policy_id)
-        if kind is not None:
+            params.append(q.policy_id)
+        if q.kind is not None:
             where.append(sql.SQL("kind = %s"))
-            params.append(kind.value)
-        if status is not None:
+            params.append(q.kind.value)
+        if q.status is not None:
             where.append(sql.SQL("status = %s"))
-            params.append(status.value)
-        if after is not None:
+            params.append(q.status.value)
+        if q.after is not None:
             where.append(sql.SQL("listed_at >= %s"))
-            params.append(after)
-        if before is not None:
+            params.append(q.after)
+        if q.before is not None:
             where.append(sql.SQL("listed_at < %s"))
-            params.append(before)
-        if page_after is not None:
+            params.append(q.before)
+        if q.page_after is not None:
             where.append(sql.SQL("(listed_at, session_id) < (%s, %s)"))
-            params.extend(page_after)
+            params.extend(q.page_after)
         query = sql.SQL(
             "SELECT session_id, listed_at FROM {} WHERE {} ORDER BY listed_at DESC, session_id DESC LIMIT %s"
         )
-        params.append(page_size + 1)
+        params.append(q.page_size + 1)
         async with self.pool.connection() as conn:
             cur = await conn.execute(query.format(self._t("sessions"), sql.SQL(" AND ").join(where)), params)
             rows = await cur.fetchall()
-            more = len(rows) > page_size
-            rows = rows[:page_size]
+            more = len(rows) > q.page_size
+            rows = rows[: q.page_size]
             loaded = await self.load(conn, [r[0] for r in rows])
         sessions = [loaded[r[0]] for r in rows if r[0] in loaded]
         return Page(sessions, (rows[-1][1], rows[-1][0]) if more and rows else None)

@@ -140,36 +140,26 @@ class FakeProjection:
     def _all(self) -> dict[str, d.Session]:
         return {sid: s for sid in self.sessions if (s := self.read(sid)) is not None}
 
-    async def list(
-        self,
-        *,
-        policy_id: str = "",
-        status: d.Status | None = None,
-        after: dt.datetime | None = None,
-        before: dt.datetime | None = None,
-        page_size: int = 50,
-        page_after: tuple[dt.datetime, str] | None = None,
-        kind: d.Kind | None = None,
-    ) -> d.Page:
+    async def list(self, q: d.SessionQuery) -> d.Page:
         rows = sorted(((st.listed_at, sid) for sid, st in self.sessions.items()), reverse=True)
         chosen = []
         for listed, sid in rows:
             s = self.sessions[sid].session
-            if policy_id and s.policy_id != policy_id:
+            if q.policy_id and s.policy_id != q.policy_id:
                 continue
-            if kind is not None and s.kind != kind:
+            if q.kind is not None and s.kind != q.kind:
                 continue
-            if status is not None and s.status != status:
+            if q.status is not None and s.status != q.status:
                 continue
-            if after is not None and listed < after:
+            if q.after is not None and listed < q.after:
                 continue
-            if before is not None and listed >= before:
+            if q.before is not None and listed >= q.before:
                 continue
-            if page_after is not None and (listed, sid) >= page_after:
+            if q.page_after is not None and (listed, sid) >= q.page_after:
                 continue
             chosen.append((listed, sid))
-        more = len(chosen) > page_size
-        chosen = chosen[:page_size]
+        more = len(chosen) > q.page_size
+        chosen = chosen[: q.page_size]
         sessions = [found for _, sid in chosen if (found := self.read(sid)) is not None]
         return d.Page(sessions, chosen[-1] if more and chosen else None)
 

@@ -106,18 +106,20 @@ async def test_open_and_unannounced_final_sessions(projection: ProjectionStore) 
 
 async def test_list_is_newest_first_filtered_and_paged(projection: ProjectionStore) -> None:
     await save(projection, *(session(f"s{i}", i, policy="p1" if i % 2 else "p2") for i in range(1, 6)))
-    page = await projection.list(page_size=2)
+    page = await projection.list(d.SessionQuery(page_size=2))
     assert [s.session_id for s in page.sessions] == ["s5", "s4"]
     assert page.next_token is not None
-    rest = await projection.list(page_size=10, page_after=page.next_token)
+    rest = await projection.list(d.SessionQuery(page_size=10, page_after=page.next_token))
     assert [s.session_id for s in rest.sessions] == ["s3", "s2", "s1"]
     assert rest.next_token is None
-    p1 = await projection.list(policy_id="p1")
+    p1 = await projection.list(d.SessionQuery(policy_id="p1"))
     assert [s.session_id for s in p1.sessions] == ["s5", "s3", "s1"]
-    window = await projection.list(after=T0 + dt.timedelta(minutes=2), before=T0 + dt.timedelta(minutes=4))
+    window = await projection.list(
+        d.SessionQuery(after=T0 + dt.timedelta(minutes=2), before=T0 + dt.timedelta(minutes=4))
+    )
     assert [s.session_id for s in window.sessions] == ["s3", "s2"]
-    assert (await projection.list(status=d.Status.RUNNING)).sessions == []
-    assert len((await projection.list(status=d.Status.PENDING)).sessions) == 5
+    assert (await projection.list(d.SessionQuery(status=d.Status.RUNNING))).sessions == []
+    assert len((await projection.list(d.SessionQuery(status=d.Status.PENDING))).sessions) == 5
 
 
 def restore_session(sid: str, minute: int) -> d.Session:
@@ -164,9 +166,9 @@ async def test_a_restore_session_reads_back_equal_and_lists_by_kind(projection: 
     assert back == restore
     assert back is not None and back.restore_counts["Contact"] == d.RestoreCounts(updated=1)
     assert back.verification.differing == 1 and back.restore["target_org_id"] == "o1"
-    assert [s.session_id for s in (await projection.list(kind=d.Kind.RESTORE)).sessions] == ["r1"]
-    assert [s.session_id for s in (await projection.list(kind=d.Kind.BACKUP)).sessions] == ["s1"]
-    assert len((await projection.list()).sessions) == 2
+    assert [s.session_id for s in (await projection.list(d.SessionQuery(kind=d.Kind.RESTORE))).sessions] == ["r1"]
+    assert [s.session_id for s in (await projection.list(d.SessionQuery(kind=d.Kind.BACKUP))).sessions] == ["s1"]
+    assert len((await projection.list(d.SessionQuery())).sessions) == 2
 
 
 def ended_backup(
