@@ -267,12 +267,10 @@ class RestoreJob:
     resumed: bool = False  # outcomes of an earlier attempt exist: its deferred references are not known here
     owners: dict[str, str] = field(default_factory=dict)  # source Id -> the owner written in place of its own
     failure_codes: dict[str, int] = field(default_factory=dict)  # Salesforce's error code -> records
-    # the proof's expectation of each record restored in this attempt: a digest of its compared values and the
-    # index of which fields are compared (records sharing which of their values are empty share one)
+    # the proof's expectation of each record restored in this attempt: a digest of its compared values and which
+    # of the object's restored fields are compared (bit i: the i-th of `_fields`)
     expect: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    _shapes: dict[tuple[str, ...], int] = field(default_factory=dict)
-    _shape_list: list[tuple[str, ...]] = field(default_factory=list)
-    _digest_plans: dict[int, list[tuple[str, rd.FieldInfo | None, bool, bool]]] = field(default_factory=dict)
+    _digest_plans: dict[str, list[tuple[str, rd.FieldInfo | None, bool, bool]]] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=dict)  # seconds per part of the step being timed
     dropped: dict[str, set[str]] = field(default_factory=dict)  # source Id -> references left empty on a retry
     _owner_active: dict[str, bool] = field(default_factory=dict)
@@ -286,6 +284,7 @@ class RestoreJob:
     # object -> the storage reads its whole selection came from (none added by Id): read again the same way
     _reads: dict[str, list[spb.ReadRecordsAsOfRequest]] = field(default_factory=dict)
     _describes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {} : not in the target org
+    _patched: set[str] = field(default_factory=set)  # objects whose second pass is sent
 
     # ------------------------------------------------------------------ the spec
     @property
@@ -347,13 +346,28 @@ class RestoreJob:
                 self._add_parents()
         order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
         self.deferred = deferred
-        for obj in order:
-            run.control.check()
-            with self._timed(obj):
-                self._restore_object(obj)
+        # an object whose only deferred references are self-lookups has its second pass sent as soon as its own
+        # records are restored, while the next objects are decided and written
+        early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-patch")
+        patches: list[Future[None]] = []
+        try:
+            for obj in order:
+                run.control.check()
+                with self._timed(obj):
+                    self._restore_object(obj)
+                if not self.dry_run and self._self_only(obj):
+                    self._patched.add(obj)
+                    patches.append(early.submit(self._patch_object, obj, self.deferred[obj]))
+            if not self.dry_run:
+                with self._timed("second pass"):
+                    for future in patches:
+                        future.result()
+                    self._patch()
+        finally:
+            for future in patches:
+                future.cancel()
+            early.shutdown(wait=True)
         if not self.dry_run:
-            with self._timed("second pass"):
-                self._patch()
             with self._timed("proof"):
                 self._verify()
         if self.spec.files:
@@ -1258,76 +1272,93 @@ class RestoreJob:
     def _patch(self) -> None:
         """References deferred to break cycles and self-lookups, written once every record exists."""
         for obj, names in self.deferred.items():
-            if obj not in self.selection or not names:
+            if obj not in self._patched:
+                self._patch_object(obj, names)
+
+    def _self_only(self, obj: str) -> bool:
+        """Whether the object's deferred references are self-lookups only: its second pass needs none but its own
+        records, and can be sent as soon as they are all restored."""
+        info = self.infos[obj]
+        names = self.deferred.get(obj) or set()
+        return bool(names) and all(
+            info.fields[n].reference_to and set(info.fields[n].reference_to) <= {obj} for n in names
+        )
+
+    def _patch_object(self, obj: str, names: set[str]) -> None:
+        """The second pass of one object: its deferred references written now that the records exist."""
+        self._patched.add(obj)
+        if obj not in self.selection or not names:
+            return
+        info = self.infos[obj]
+        marked = self.to_patch.get(obj, {})
+        wanted: dict[str, dict[str, str]] = dict(marked)
+        if self.resumed:
+            # an earlier attempt's deferred references are not known: every record it wrote (created,
+            # updated or undeleted) is read back from the backup, and its references to a record this
+            # restore created (the ones a write defers) are patched
+            written = (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
+            decided = [s for s in self.selection[obj] if s not in marked and self.done.get(s, (0, ""))[0] in written]
+            for sid, values in self._backup(obj, decided):
+                refs = {
+                    n: values[n]
+                    for n in names
+                    if isinstance(values.get(n), str)
+                    and (self.done.get(sid, (0, ""))[0] == rd.State.CREATED.value or values[n] in self.id_map)
+                }
+                if refs:
+                    wanted[sid] = refs
+        records: list[dict[str, Any]] = []
+        for sid, refs in wanted.items():
+            state, tid = self.done.get(sid, (0, ""))
+            tid = tid or self._target_of(sid) or ""
+            if state in (0, rd.State.FAILED.value) or not tid:
                 continue
-            info = self.infos[obj]
-            marked = self.to_patch.get(obj, {})
-            wanted: dict[str, dict[str, str]] = dict(marked)
-            if self.resumed:
-                # an earlier attempt's deferred references are not known: every record it wrote (created,
-                # updated or undeleted) is read back from the backup, and its references to a record this
-                # restore created (the ones a write defers) are patched
-                written = (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
-                decided = [
-                    s for s in self.selection[obj] if s not in marked and self.done.get(s, (0, ""))[0] in written
-                ]
-                for sid, values in self._backup(obj, decided):
-                    refs = {
-                        n: values[n]
-                        for n in names
-                        if isinstance(values.get(n), str)
-                        and (self.done.get(sid, (0, ""))[0] == rd.State.CREATED.value or values[n] in self.id_map)
-                    }
-                    if refs:
-                        wanted[sid] = refs
-            records: list[dict[str, Any]] = []
-            for sid, refs in wanted.items():
-                state, tid = self.done.get(sid, (0, ""))
-                tid = tid or self._target_of(sid) or ""
-                if state in (0, rd.State.FAILED.value) or not tid:
-                    continue
-                rewritten, _reasons = rd.rewrite_references(
-                    dict(refs), info, self.id_map, self._present, prefixes=self.prefixes
-                )
-                patch = {n: v for n, v in rewritten.items() if n in refs}
-                if patch:
-                    records.append({"Id": tid, **patch})
-            if not records:
-                continue
-            results = self._send(obj, "update", records)
-            failed = [r for r in results if not r.success]
-            if failed:
-                self.warnings.append(f"{obj}: {len(failed)} reference(s) could not be patched ({failed[0].code})")
+            rewritten, _reasons = rd.rewrite_references(
+                dict(refs), info, self.id_map, self._present, prefixes=self.prefixes
+            )
+            patch = {n: v for n, v in rewritten.items() if n in refs}
+            if patch:
+                records.append({"Id": tid, **patch})
+        if not records:
+            return
+        results = self._send(obj, "update", records)
+        failed = [r for r in results if not r.success]
+        if failed:
+            self.warnings.append(f"{obj}: {len(failed)} reference(s) could not be patched ({failed[0].code})")
 
     # ------------------------------------------------------------------ the proof
     def _expect(self, obj: str, sid: str, values: dict[str, Any]) -> None:
-        info = self.infos[obj]
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
-        shape = tuple(
-            f for f in self._fields(obj) if f not in deferred and (restore_empty or values.get(f) not in _EMPTY)
-        )
-        index = self._shapes.get(shape)
-        if index is None:
-            index = self._shapes[shape] = len(self._shape_list)
-            self._shape_list.append(shape)
-        self.expect[sid] = (self._digest(info, index, values), index)
+        mask = 0
+        for i, (f, *_rest) in enumerate(self._digest_plan(obj)):
+            if f not in deferred and (restore_empty or values.get(f) not in _EMPTY):
+                mask |= 1 << i
+        self.expect[sid] = (self._digest(obj, mask, values), mask)
 
-    def _digest(self, info: rd.ObjectInfo, index: int, values: dict[str, Any]) -> bytes:
-        """A digest of values on the fields of shape `index`: text and Ids as they are (both sides are
+    def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
+        """The object's restored fields with how the digest takes each: (name, field, as it is, a number)."""
+        plan = self._digest_plans.get(obj)
+        if plan is None:
+            info = self.infos[obj]
+            plan = self._digest_plans[obj] = [
+                (f, fi, fi is not None and fi.sf_type in _AS_IS, fi is not None and fi.sf_type in rd.NUMBER_TYPES)
+                for f in self._fields(obj)
+                for fi in [info.fields.get(f)]
+            ]
+        return plan
+
+    def _digest(self, obj: str, mask: int, values: dict[str, Any]) -> bytes:
+        """A digest of values on the restored fields of `mask`: text and Ids as they are (both sides are
         Salesforce's 18-character form), numbers by value, other types through the domain's equality. Equal
         digests mean equal values; a difference the domain would forgive (1 and 1.0 in a text field) only sends
         the row to the backup's comparison."""
-        plan = self._digest_plans.get(index)
-        if plan is None:
-            shape = self._shape_list[index]
-            plan = self._digest_plans[index] = [
-                (f, fi, fi is not None and fi.sf_type in _AS_IS, fi is not None and fi.sf_type in rd.NUMBER_TYPES)
-                for f in shape
-                for fi in [info.fields.get(f)]
-            ]
         parts: list[object] = []
-        for f, fi, as_is, number in plan:
+        for f, fi, as_is, number in self._digest_plan(obj):
+            if not mask & 1:
+                mask >>= 1
+                continue
+            mask >>= 1
             value = values.get(f)
             if as_is and (value is None or type(value) is str):
                 parts.append(value or None)
@@ -1344,8 +1375,8 @@ class RestoreJob:
         if known is None or row.get("IsDeleted"):
             return False
         info = self.infos[obj]
-        digest, index = known
-        if self._digest(info, index, row) != digest:
+        digest, mask = known
+        if self._digest(obj, mask, row) != digest:
             return False
         refs = self.to_patch.get(obj, {}).get(sid)
         if refs:
