@@ -301,6 +301,30 @@ class FileProperties:
     last_modified: str
 
 
+def soap_post(
+    client: OrgClient, path: str, namespace: tuple[str, str], op: str, body: str
+) -> tuple[str, requests.Response]:
+    """One SOAP operation posted to `path` of the org (e.g. /services/Soap/m/62.0): `body`, the operation's element,
+    in an envelope whose SessionHeader carries the client's current session (a re-authentication replaces it),
+    in `namespace` (prefix, URI: the API's, e.g. ("met", MD_NS)). The URL and the answer, not yet judged."""
+    prefix, uri = namespace
+    token = client.token
+    url = f"{token.instance_url.rstrip('/')}{path}"
+    envelope = (
+        f'<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}"'
+        f' xmlns:{prefix}="{uri}"><soapenv:Header><{prefix}:SessionHeader><{prefix}:sessionId>'
+        f"{_xml(token.access_token)}</{prefix}:sessionId></{prefix}:SessionHeader></soapenv:Header>"
+        f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    )
+    response = client.http.post(
+        url,
+        data=envelope.encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
+        timeout=client.timeout,
+    )
+    return url, response
+
+
 class MetadataClient:
     """describeMetadata, listMetadata and retrieve over plain requests, on OrgClient's own session (trust_env
     off, the org's CA), with re-authentication on INVALID_SESSION_ID. Avoids simple-salesforce's mdapi header
@@ -316,19 +340,8 @@ class MetadataClient:
         fault fails with its faultcode."""
 
         def post(_: Any) -> ET.Element:
-            token = self.client.token  # the current one: a re-authentication replaces it
-            url = f"{token.instance_url.rstrip('/')}/services/Soap/m/{self.client.creds.api_version}"
-            envelope = (
-                f'<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="{SOAP_NS}"'
-                f' xmlns:met="{MD_NS}"><soapenv:Header><met:SessionHeader><met:sessionId>{_xml(token.access_token)}'
-                f"</met:sessionId></met:SessionHeader></soapenv:Header><soapenv:Body>{body}</soapenv:Body>"
-                "</soapenv:Envelope>"
-            )
-            response = self.client.http.post(
-                url,
-                data=envelope.encode(),
-                headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
-                timeout=self.client.timeout,
+            url, response = soap_post(
+                self.client, f"/services/Soap/m/{self.client.creds.api_version}", ("met", MD_NS), op, body
             )
             try:
                 root = ET.fromstring(response.content)
