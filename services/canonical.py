@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -832,3 +832,35 @@ def changed_fields(
         if a != b or type(a) is not type(b):
             out.append(FieldChange(name, value_json(a), value_json(b)) if values else FieldChange(name))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    """A record added, deleted or changed (with the fields that changed) between two points of a compare."""
+
+    object_name: str
+    record_id: str
+    change: str  # added | deleted | changed
+    fields: tuple[FieldChange, ...] = ()
+
+
+@dataclass
+class ObjectSummary:
+    """One object's changes of a compare, counted by kind (exact even where a limit cut the list of changes)."""
+
+    object_name: str
+    added: int = 0
+    deleted: int = 0
+    changed: int = 0
+
+    def count(self, change: str) -> None:
+        setattr(self, change, getattr(self, change) + 1)
+
+
+@dataclass
+class ComparePiece:
+    """One piece of a compare's stream: changes; the last piece also the per-object summaries."""
+
+    changes: list[RecordChange] = field(default_factory=list)
+    summaries: list[ObjectSummary] | None = None
+    truncated: bool = False

@@ -23,9 +23,9 @@ from services.discovery import domain as d
 from services.discovery import translate
 from services.discovery.application import Access, Catalog
 from services.discovery.compare import LiveCompare
-from services.discovery.compare import to_pb as compare_to_pb
 from services.platform import auth, timestamps
 from services.platform.auth import current_principal
+from services.platform.compare import compare_piece_to_pb
 from services.platform.errors import InvalidArgument, Unavailable, grpc_errors
 
 MAX_AUDIT_PAGE = 5000
@@ -145,7 +145,7 @@ class DiscoveryApi(discovery_pb2_grpc.DiscoveryServiceServicer):
             batch_size=request.batch_size,
             limit=request.limit,
         ):
-            yield compare_to_pb(piece)
+            yield compare_piece_to_pb(piece)
 
     @grpc_errors
     async def GetSessionPlan(

@@ -25,7 +25,16 @@ import grpc
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services import sfclient as sfc
-from services.canonical import FieldChange, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, changed_fields
+from services.canonical import (
+    ComparePiece,
+    FieldDef,
+    FieldType,
+    ObjectSchema,
+    ObjectSummary,
+    RecordCanonicalizer,
+    RecordChange,
+    changed_fields,
+)
 from services.discovery import domain as d
 from services.discovery.ports import DescribeFailed
 from services.platform import errors, timestamps
@@ -39,29 +48,6 @@ _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,254}$")
 
 
 # ---- pure rules --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordChange:
-    object_name: str
-    record_id: str
-    change: str  # added | deleted | changed
-    fields: tuple[FieldChange, ...] = ()
-
-
-@dataclasses.dataclass
-class ObjectSummary:
-    object_name: str
-    added: int = 0
-    deleted: int = 0
-    changed: int = 0
-
-
-@dataclasses.dataclass
-class Piece:
-    changes: list[RecordChange] = dataclasses.field(default_factory=list)
-    summaries: list[ObjectSummary] | None = None
-    truncated: bool = False
 
 
 def check_names(names: Iterable[str], what: str) -> list[str]:
@@ -257,7 +243,7 @@ class LiveCompare:
         values: bool = False,
         batch_size: int = 0,
         limit: int = 0,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncIterator[ComparePiece]:
         names, wanted, size = check_request(objects, fields, batch_size, limit)
         org = await self.get_org(org_id)
         reserve = await self.reserve(org_id) if self.reserve is not None else 0
@@ -280,7 +266,7 @@ class LiveCompare:
                 raise errors.InvalidArgument(f"field {missing[0]} is not a field of any compared object at from")
             only = [known[f.lower()] for f in wanted]
 
-        piece = Piece()
+        piece = ComparePiece()
         summaries: list[ObjectSummary] = []
         sent = 0
         truncated = False
@@ -293,7 +279,7 @@ class LiveCompare:
                 hashes.update((rid, h) for rid, h, _values in batch.records)
             changes = await self._object(live, sf_org, name, since, schema, hashes, only, values)
             for change in changes:
-                setattr(summary, change.change, getattr(summary, change.change) + 1)
+                summary.count(change.change)
                 if limit and sent >= limit:
                     truncated = True
                     continue
@@ -301,7 +287,7 @@ class LiveCompare:
                 sent += 1
                 if len(piece.changes) >= size:
                     yield piece
-                    piece = Piece()
+                    piece = ComparePiece()
         log.info("compare with org %s read it in %d API calls", org_id, live.api_calls)
         piece.summaries, piece.truncated = summaries, truncated
         yield piece
@@ -353,26 +339,3 @@ class LiveCompare:
                         out.append(RecordChange(name, rid, "changed", found))
         out.sort(key=lambda c: c.record_id)
         return out
-
-
-def to_pb(piece: Piece) -> storage_pb2.CompareChunk:
-    return storage_pb2.CompareChunk(
-        changes=[
-            storage_pb2.RecordChange(
-                object_name=c.object_name,
-                record_id=c.record_id,
-                change=c.change,
-                fields=[
-                    storage_pb2.FieldChange(field=f.field, old_json=f.old_json, new_json=f.new_json) for f in c.fields
-                ],
-            )
-            for c in piece.changes
-        ],
-        summaries=[
-            storage_pb2.ObjectCompareSummary(
-                object_name=s.object_name, added=s.added, deleted=s.deleted, changed=s.changed
-            )
-            for s in piece.summaries or ()
-        ],
-        truncated=piece.truncated,
-    )

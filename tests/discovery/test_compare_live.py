@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from services.canonical import FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, changed_fields
+from services.canonical import ComparePiece, FieldDef, FieldType, ObjectSchema, RecordCanonicalizer, changed_fields
 from services.discovery import domain as d
-from services.discovery.compare import BackupBatch, LiveCompare, Piece, SalesforceLive, org_reserve
+from services.discovery.compare import BackupBatch, LiveCompare, SalesforceLive, org_reserve
 from services.discovery.salesforce import SalesforceOrg
 from services.jobrunner.domain import storage_field_type
 from services.platform import errors
@@ -113,11 +113,11 @@ def fixture(
     return LiveCompare(get_org, lambda _c, _reserve: live, backup), live, backup
 
 
-async def run(c: LiveCompare, objects: Sequence[str] = ("Account",), **kw: Any) -> list[Piece]:
+async def run(c: LiveCompare, objects: Sequence[str] = ("Account",), **kw: Any) -> list[ComparePiece]:
     return [p async for p in c.compare(ORG.org_id, None, objects, **kw)]
 
 
-def found(pieces: list[Piece]) -> dict[str, tuple[str, tuple[str, ...]]]:
+def found(pieces: list[ComparePiece]) -> dict[str, tuple[str, tuple[str, ...]]]:
     return {c.record_id: (c.change, tuple(f.field for f in c.fields)) for p in pieces for c in p.changes}
 
 
