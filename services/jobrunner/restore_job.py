@@ -25,6 +25,7 @@ An attempt:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
 import hashlib
@@ -36,8 +37,7 @@ import re
 import resource
 import threading
 import time
-import zlib
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -75,6 +75,7 @@ def big_batch(fields: int) -> int:
     return BIG_BATCH
 
 
+IN_FLIGHT = 8  # chunks of outcomes on their way to storage while the job goes on
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
 READ_PAGE = 1000  # records per message of a storage read (a bigger one holds more memory in flight, for no gain)
@@ -208,40 +209,6 @@ def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Iterator[list[Any]]:
     return consume()
 
 
-def _packed(chunks: Iterator[list[tuple[str, bytes]]]) -> Iterator[list[Any]]:
-    """Chunks of (Id, values_json) held compressed while they wait (JSON compresses several times: a batch read
-    ahead costs a few MB, not its size): [ids, lengths, zlib of the values joined]."""
-    try:
-        for chunk in chunks:
-            ids = [sid for sid, _v in chunk]
-            lengths = [len(v) for _s, v in chunk]
-            blob = zlib.compress(b"".join(v for _s, v in chunk), 1)
-            del chunk
-            yield [ids, lengths, blob]
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-
-
-def _unpacked(packed: Iterator[list[Any]]) -> Generator[list[tuple[str, bytes]], None, None]:
-    """The chunks `_packed` packed, as they were."""
-    try:
-        for ids, lengths, blob in packed:
-            data = zlib.decompress(blob)
-            out: list[tuple[str, bytes]] = []
-            at = 0
-            for sid, n in zip(ids, lengths, strict=True):
-                out.append((sid, data[at : at + n]))
-                at += n
-            del data
-            yield out
-    finally:
-        close = getattr(packed, "close", None)
-        if close is not None:
-            close()
-
-
 @dataclass
 class RestoreJob:
     run: JobRun
@@ -285,6 +252,8 @@ class RestoreJob:
     _reads: dict[str, list[spb.ReadRecordsAsOfRequest]] = field(default_factory=dict)
     _describes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {} : not in the target org
     _patched: set[str] = field(default_factory=set)  # objects whose second pass is sent
+    _outcomes_pipe: ThreadPoolExecutor | None = None
+    _in_flight: list[Future[None]] = field(default_factory=list)  # chunks of outcomes being stored, in order
 
     # ------------------------------------------------------------------ the spec
     @property
@@ -318,6 +287,17 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the job
     def execute(self) -> str:
+        try:
+            message = self._execute()
+            self._settle()
+            return message
+        finally:
+            with contextlib.suppress(Exception):  # an error of the job itself goes first
+                self._settle()
+            if self._outcomes_pipe is not None:
+                self._outcomes_pipe.shutdown(wait=True)
+
+    def _execute(self) -> str:
         run = self.run
         for _o, _f, rule in self.masks:
             rd.check_mask_rule(rule)
@@ -371,6 +351,7 @@ class RestoreJob:
             with self._timed("proof"):
                 self._verify()
         if self.spec.files:
+            self._settle()
             self._files()
         total = sum(c.created + c.updated + c.undeleted + c.skipped + c.failed for c in self.counts.values())
         failed = sum(c.failed for c in self.counts.values())
@@ -800,9 +781,9 @@ class RestoreJob:
         size = big_batch(len(fields)) if big else READ_BATCH
         chunks = self._backup_json(obj, ids, again=True)
         if big and not self.dry_run:
-            # the next batch is read from storage (as stored: compact) while the target is read and while the
-            # batch before is written
-            chunks = _unpacked(read_ahead(_packed(chunks), size // READ_PAGE + 1))
+            # the next batch is read from storage (as stored: its values' JSON text, a few KB a record) while the
+            # target is read and while the batch before is written
+            chunks = read_ahead(chunks, size // READ_PAGE + 1)
         prefetched: dict[str, dict[str, Any]] | None = None
         batch: list[tuple[str, dict[str, Any]]] = []
         try:
@@ -1148,6 +1129,7 @@ class RestoreJob:
     def _intent(self, obj: str, creates: list[Pending], suffix: str = "") -> list[str]:
         """The intents of a batch of creates (1,000 records each), committed before the call: a resumed attempt
         finds what they created instead of creating again."""
+        self._settle()  # what was decided before is stored before any create is sent
         sent = Timestamp()
         sent.FromDatetime(self.run.client.org_now())
         keys: list[str] = []
@@ -1211,32 +1193,44 @@ class RestoreJob:
             writes = int(self.sf.write_calls)
             api = int(self.run.client.api_calls)
             seq = self.seq + 1
-            result = self.run.storage.put_restore_outcomes(
-                spb.PutRestoreOutcomesRequest(
-                    source_org_id=self.source_org,
-                    target_org_id=self.target_org,
-                    session_id=self.run.spec.session_id,
-                    job_id=self.run.spec.job_id,
-                    chunk_seq=seq,
-                    outcomes=piece,
-                    resolved_intents=resolved if last else [],
-                    dry_run=self.dry_run,
-                    write_calls=writes - self._writes_seen,
-                    api_calls=api - self._api_seen,
-                    files=files if last else 0,
-                )
+            request = spb.PutRestoreOutcomesRequest(
+                source_org_id=self.source_org,
+                target_org_id=self.target_org,
+                session_id=self.run.spec.session_id,
+                job_id=self.run.spec.job_id,
+                chunk_seq=seq,
+                outcomes=piece,
+                resolved_intents=resolved if last else [],
+                dry_run=self.dry_run,
+                write_calls=writes - self._writes_seen,
+                api_calls=api - self._api_seen,
+                files=files if last else 0,
             )
             if obj != "files":
                 self._counter(obj).write_calls += writes - self._writes_seen
-            self._committed(seq, result, piece, writes, api)
-        self.run.control.check()  # a stop is obeyed once what was written is recorded
+            self._writes_seen, self._api_seen = writes, api
+            self.seq = seq
+            self._store_outcomes(seq, request, len(piece))
+        self.run.control.check()  # a stop is obeyed once what was written is recorded (`_settle` on the way out)
 
-    def _committed(
-        self, seq: int, result: spb.ChunkResult, outcomes: list[rpb.RecordOutcome], writes: int, api: int
-    ) -> None:
-        self._writes_seen, self._api_seen = writes, api
-        self.seq = seq
-        self.run.committed(seq, result, received=len(outcomes))
+    def _store_outcomes(self, seq: int, request: spb.PutRestoreOutcomesRequest, received: int) -> None:
+        """A chunk of outcomes stored by a thread of its own, chunks in order, while the job decides its next batch
+        (storage and its database work beside the job); `_settle` waits for them, before any create is sent."""
+
+        def store() -> None:
+            result = self.run.storage.put_restore_outcomes(request)
+            self.run.committed(seq, result, received=received)
+
+        if self._outcomes_pipe is None:
+            self._outcomes_pipe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-outcomes")
+        self._in_flight.append(self._outcomes_pipe.submit(contextvars.copy_context().run, store))
+        while len(self._in_flight) > IN_FLIGHT:
+            self._in_flight.pop(0).result()
+
+    def _settle(self) -> None:
+        """Every chunk of outcomes sent is stored (or its error raised here)."""
+        while self._in_flight:
+            self._in_flight.pop(0).result()
 
     # ------------------------------------------------------------------ files
     def _files(self) -> None:

@@ -480,21 +480,21 @@ def test_files_asked_for_records_without_files_change_nothing() -> None:
 # ---------------------------------------------------------------- reading ahead (speed, same records)
 
 
-def test_read_ahead_gives_every_chunk_in_order_packed_and_raises_where_the_read_failed() -> None:
-    """The next batch is read from storage by a thread while this one is written: the same chunks, in order,
-    held compressed while they wait; a failed read is raised to the job where its chunk would have come."""
-    from services.jobrunner.restore_job import _packed, _unpacked, read_ahead
+def test_read_ahead_gives_every_chunk_in_order_and_raises_where_the_read_failed() -> None:
+    """The next batch is read from storage by a thread while this one is written: the same chunks, in order;
+    a failed read is raised to the job where its chunk would have come."""
+    from services.jobrunner.restore_job import read_ahead
 
     chunks = [[(f"001{n:03d}{i:03d}", f'{{"Name": "r{n}-{i}", "e": ""}}'.encode()) for i in range(7)] for n in range(9)]
-    got = list(_unpacked(read_ahead(_packed(iter(chunks)), 2)))
+    got = list(read_ahead(iter(chunks), 2))
     assert got == chunks
-    assert list(_unpacked(read_ahead(_packed(iter([])), 2))) == []
+    assert list(read_ahead(iter([]), 2)) == []
 
     def broken() -> Any:
         yield chunks[0]
         raise RuntimeError("storage went away")
 
-    reader = _unpacked(read_ahead(_packed(broken()), 2))
+    reader = read_ahead(broken(), 2)
     assert next(reader) == chunks[0]
     with pytest.raises(RuntimeError, match="storage went away"):
         next(reader)
@@ -510,7 +510,7 @@ def test_read_ahead_gives_every_chunk_in_order_packed_and_raises_where_the_read_
         finally:
             closed.append(True)
 
-    reader = _unpacked(read_ahead(_packed(endless()), 1))
+    reader = read_ahead(endless(), 1)
     assert next(reader) == [("1", b"{}")]
     reader.close()  # the job stops early: the reading thread stops and closes its source
     assert closed == [True]
