@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import marshal
 import math
 import queue
 import re
@@ -108,7 +109,11 @@ def _loads(values_json: bytes | str) -> dict[str, Any]:
     return values if isinstance(values, dict) else {}
 
 
-def _number_form(value: Any, fi: rd.FieldInfo | None) -> object:
+# the value kinds of a digest's part written as they are (a normalized form ("s", text), a number ...)
+_MARSHALLED = frozenset({str, int, float, bool})
+
+
+def _number_form(value: Any, fi: rd.FieldInfo | None) -> Any:
     """A number field's value in one form per number (100, 100.0 and "100.00" alike) for the proof's digest."""
     kind = type(value)
     if kind is int:
@@ -118,7 +123,7 @@ def _number_form(value: Any, fi: rd.FieldInfo | None) -> object:
     form = rd.normalized(value, fi)
     if isinstance(form, tuple) and len(form) == 2 and form[0] == "n" and isinstance(form[1], Decimal):
         d = form[1]
-        return ("n", int(d)) if d == d.to_integral_value() else ("n", d.normalize())
+        return ("n", int(d)) if d == d.to_integral_value() else ("d", str(d.normalize()))
     return form
 
 
@@ -1356,11 +1361,12 @@ class RestoreJob:
             value = values.get(f)
             if as_is and (value is None or type(value) is str):
                 parts.append(value or None)
-            elif number:
-                parts.append(_number_form(value, fi))
             else:
-                parts.append(rd.normalized(value, fi))
-        return hashlib.blake2b(repr(parts).encode(), digest_size=16).digest()
+                form = _number_form(value, fi) if number else rd.normalized(value, fi)
+                kind = type(form[1]) if type(form) is tuple and len(form) == 2 else None
+                parts.append(form if kind in _MARSHALLED or form is None else ("r", repr(form)))
+        # marshal (version 2: no back-references) writes each part with its type and length: one text per parts
+        return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
 
     def _matches(self, obj: str, sid: str, row: dict[str, Any]) -> bool:
         """A read-back row equal to what the restore wrote (or found equal), without reading the backup again;

@@ -514,3 +514,36 @@ def test_read_ahead_gives_every_chunk_in_order_and_raises_where_the_read_failed(
     assert next(reader) == [("1", b"{}")]
     reader.close()  # the job stops early: the reading thread stops and closes its source
     assert closed == [True]
+
+
+# ---------------------------------------------------------------- the proof's digest (speed, same verdicts)
+
+
+def test_the_proofs_digest_takes_a_number_in_any_spelling_and_sees_any_other_difference() -> None:
+    """A read-back row counts at once when its digest equals what the restore wrote: a number read back as
+    100.0 or "100.00" for the 100 written is the same; any other value, or a value in a field the restore left
+    empty being the org's own, is judged by the backup's comparison (a different digest)."""
+    from types import SimpleNamespace
+
+    from services.jobrunner import restore_domain as rd
+    from services.jobrunner.restore_job import RestoreJob
+
+    def f(name: str, kind: str) -> dict[str, Any]:
+        return {"name": name, "type": kind, "createable": True, "updateable": True, "nillable": True}
+
+    info = rd.object_info(
+        {
+            "name": "Account",
+            "fields": [f("Name", "string"), f("AnnualRevenue", "currency"), f("Since", "date"), f("Rating", "string")],
+        }
+    )
+    run = SimpleNamespace(spec=jobs_pb2.JobSpec(restore=jobs_pb2.RestoreJob(spec=rpb.RestoreSpec())))
+    job = RestoreJob(run=run, sf=None)  # type: ignore[arg-type]
+    job.infos["Account"] = info
+    job._expect("Account", "001A", {"Name": "Acme", "AnnualRevenue": 100, "Since": "2024-01-02", "Rating": None})
+    digest, mask = job.expect["001A"]
+    same = {"Name": "Acme", "AnnualRevenue": 100.0, "Since": "2024-01-02", "Rating": "Hot"}  # Rating: not restored
+    assert job._digest("Account", mask, same) == digest
+    assert job._digest("Account", mask, {**same, "AnnualRevenue": "100.00"}) == digest
+    for changed in ({"AnnualRevenue": 100.5}, {"Name": "Acme "}, {"Since": "2024-01-03"}, {"Name": None}):
+        assert job._digest("Account", mask, {**same, **changed}) != digest, changed
