@@ -9,6 +9,7 @@ nothing and says why."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -34,8 +35,12 @@ from services.cli.demo import secrets_dir
 from services.jobrunner.salesforce import MD_NS
 from sforg.testing import Admin, ca_bundle, running_org, simple_salesforce
 from tests.e2e.conftest import register
+from tests.e2e.reconcile import same
 from tests.e2e.restore_scenario import (
     FAMILY,
+    Damage,
+    Fields,
+    OrgRest,
     backup,
     check_restored,
     counts,
@@ -110,13 +115,18 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     scenario: Scenario, clients: Clients
 ) -> None:
     s, admin = scenario, scenario.admin
+    fields = fields_of(s.stack.org or {}, ["Account", *FAMILY])
     damage = do_damage(admin, s.before, accounts=10, purge=5, changes=30, seed=17)
+    differences = changed_differences(s.before, admin.ground_truth(objects=sorted(damage.changed)), damage, fields)
     admin.advance_clock(15 * 60)  # past the backup's settle margin
     backup(clients)  # the backup now knows what was deleted and changed since T
     selections = [rs.RestoreSelection(object_name="Account", deleted_since=s.as_of)]
     selections += [rs.RestoreSelection(object_name=o, changed_since=s.as_of) for o in sorted(damage.changed)]
-    # restore_empty: a field empty in the backup and filled in since is emptied again (equal to the backup)
-    spec = rs.RestoreSpec(source_org_id="o1", as_of=s.as_of, selections=selections, children=2, restore_empty=True)
+    # restore_empty: a field empty in the backup and filled in since is emptied again (equal to the backup);
+    # files, as `sfvault restore run` does by default: the Attachments of the purged Accounts come back
+    spec = rs.RestoreSpec(
+        source_org_id="o1", as_of=s.as_of, selections=selections, children=2, restore_empty=True, files=True
+    )
 
     # the preview: decides everything, writes nothing (sforg's own accounting)
     admin.reset_accounting()
@@ -151,9 +161,12 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     created = outcomes(clients, real.session_id, rs.RECORD_STATE_CREATED)
     assert {o.source_id: o.target_id for o in created} == {k: ids[k] for k in (o.source_id for o in created)}
     after = admin.ground_truth()
-    fields = fields_of(s.stack.org or {}, ["Account", *FAMILY])
     problems = check_restored(s.before, after, damage, ids, fields)
     assert not problems, f"{len(problems)} problems: {problems[:10]}"
+    missing = missing_records(s.before, after, ids)
+    assert not missing, f"{len(missing)} records of the backup not back: {missing[:10]}"
+    wrong = wrong_states(clients, real.session_id, differences)
+    assert not wrong, f"{len(wrong)} changed records not in the state they were in: {wrong[:10]}"
 
     # the same restore again: nothing left to do
     again = restore(clients, variant(spec, confirmed=True))
@@ -162,7 +175,9 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     nothing = t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0
     assert t["skipped"] > 0 and nothing, describe_session(again, clients)
     assert again.verification.verified, describe_session(again, clients)
-    assert id_map(clients, s.sf_org, s.sf_org) == ids
+    now_map = id_map(clients, s.sf_org, s.sf_org)
+    changed_map = sorted(set(now_map.items()) ^ set(ids.items()))
+    assert now_map == ids, f"the second restore changed the Id map: {len(changed_map)} entries, {changed_map[:5]}"
 
     # the CLI's preview of the Accounts deleted since T: one JSON object, every Account Skipped now
     result = subprocess.run(
@@ -237,6 +252,18 @@ def test_a_restore_into_a_sandbox_masks_values_before_they_leave(
                 else:
                     assert value, f"{obj}.{name} of {rid} empty, expected a {rule} value"
                     assert str(value).lower() not in originals, f"{obj}.{name} of {rid}: an original value reached it"
+        # nor anywhere else in the sandbox's new records: no field of a restored record holds (as a whole word)
+        # a masked value of its source record, e.g. in a compound Name built from an unmasked LastName
+        for obj, records in new.items():
+            for rid, values in records.items():
+                source = s.before["objects"][obj][source_of[rid]]
+                masked = [str(source[f]) for (o, f) in masks if o == obj and source.get(f)]
+                leaks = [
+                    key
+                    for key, value in values.items()
+                    if isinstance(value, str) and any(_holds(value, original) for original in masked)
+                ]
+                assert not leaks, f"{obj} {rid}: a masked value of its source record in {leaks}"
         # what is not masked came across: the new Contacts under the new Accounts, first names as backed up
         firsts = sorted(str(s.before["objects"]["Contact"][c].get("FirstName")) for c in contacts)
         assert sorted(str(v.get("FirstName")) for v in new["Contact"].values()) == firsts
@@ -271,6 +298,16 @@ def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_depl
     # component as the next backup retrieves it equal to the backup at T
     now_ = _metadata(admin)
     assert all(now_[c] == before[c] for c in chosen if c[0] == "ApexClass"), "an Apex class not restored"
+    # the custom field as the org describes it: the label it had at T
+    label = re.search(r"<(?:\w+:)?label>([^<]*)</", at_t[("CustomField", field)].decode())
+    assert label, f"no label in the backed-up definition of {field}"
+    obj, _, name = field.partition(".")
+    rest = OrgRest(s.stack.org)
+    try:
+        described = {f["name"]: f["label"] for f in rest.describe(obj)["fields"]}
+    finally:
+        rest.close()
+    assert described[name] == html.unescape(label.group(1)), f"{field}: labelled {described[name]!r}, not as at T"
     backup(clients)
     for c in chosen:
         assert _backed_up(clients, s, c, None) == at_t[c], f"{c} not back to its version at T"
@@ -288,9 +325,50 @@ def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_depl
     failed = outcomes(clients, refused.session_id, rs.RECORD_STATE_FAILED)
     assert {o.source_id for o in failed} >= {f"ApexClass:{BROKEN_CLASS}"}, failed
     assert all(o.message for o in failed), failed  # says why
+    # why: the org's own compile error for the broken class; the valid one is not reported deployed
+    broken = next(o for o in failed if o.source_id == f"ApexClass:{BROKEN_CLASS}")
+    assert "Missing '}'" in broken.message, broken.message
+    assert totals(refused)["updated"] == 0, describe_session(refused, clients)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def changed_differences(
+    before: dict[str, Any], damaged: dict[str, Any], damage: Damage, fields: dict[str, Fields]
+) -> dict[tuple[str, str], list[str]]:
+    """Per changed record (object, Id), the restored fields on which it differed from the backup after the
+    damage (none: the change set a checkbox or a picklist to the value it had)."""
+    out = {}
+    for obj, ids in damage.changed.items():
+        for rid in ids:
+            was, now_ = before["objects"][obj][rid], damaged["objects"][obj][rid]
+            out[obj, rid] = [n for n in fields[obj].compared if not same(was.get(n), now_.get(n))]
+    return out
+
+
+def wrong_states(c: Clients, session_id: str, differences: dict[tuple[str, str], list[str]]) -> list[str]:
+    """Changed records whose outcome is not the state they were in when the restore started: Updated when
+    they differed from the backup; when not, Skipped (or not selected: the backup saw no change)."""
+    state_of = {(o.object_name, o.source_id): o.state for o in outcomes(c, session_id)}
+    wrong = []
+    for (obj, rid), names in sorted(differences.items()):
+        want = {rs.RECORD_STATE_UPDATED} if names else {rs.RECORD_STATE_SKIPPED, None}
+        got = state_of.get((obj, rid))
+        if got not in want:
+            shown = rs.RecordState.Name(got) if got is not None else "no outcome"
+            wrong.append(f"{obj} {rid}: {shown}, differed on {names}")
+    return wrong
+
+
+def missing_records(before: dict[str, Any], after: dict[str, Any], ids: dict[str, str]) -> list[str]:
+    """Records live at the backup (every object of the org) that are not live now, under their Id or the
+    new Id the restore mapped them to."""
+    gone = []
+    for obj, records in before["objects"].items():
+        live = after["objects"].get(obj, {})
+        gone += [f"{obj} {rid}" for rid in sorted(records) if rid not in live and ids.get(rid) not in live]
+    return gone
 
 
 def variant(spec: rs.RestoreSpec, **changes: Any) -> rs.RestoreSpec:
@@ -333,6 +411,11 @@ def relabel(info: dict[str, Any], field: str, backed_up: bytes, label: str) -> N
         if status not in ("Pending", "InProgress", None):
             break
     assert status == "Succeeded", f"relabel deploy: {status} {detail}"
+
+
+def _holds(value: str, original: str) -> bool:
+    """`original` in `value` as a whole word (or words), whatever the case."""
+    return re.search(rf"(?<!\w){re.escape(original)}(?!\w)", value, re.IGNORECASE) is not None
 
 
 def _iso(ts: Any) -> str:
