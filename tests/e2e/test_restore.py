@@ -158,6 +158,8 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     assert v.done and v.verified and v.differing == 0 and v.matching > 0, describe_session(real, clients)
     ids = id_map(clients, s.sf_org, s.sf_org)
     assert set(ids) >= damage.all_gone(), f"{len(damage.all_gone() - set(ids))} purged records not in the Id map"
+    other_kind = sorted((k, v) for k, v in ids.items() if k[:3] != v[:3])  # the same org: the same key prefixes
+    assert not other_kind, f"{len(other_kind)} Ids mapped to a record of another object: {other_kind[:5]}"
     created = outcomes(clients, real.session_id, rs.RECORD_STATE_CREATED)
     assert {o.source_id: o.target_id for o in created} == {k: ids[k] for k in (o.source_id for o in created)}
     after = admin.ground_truth()

@@ -169,6 +169,8 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     ids = id_map(clients, sf_org, sf_org)
     unmapped = damage.all_gone() - set(ids)
     expect(not unmapped, f"{len(unmapped)} purged records not in the Id map")
+    other_kind = sorted((k, v) for k, v in ids.items() if k[:3] != v[:3])  # the same org: the same key prefixes
+    expect(not other_kind, f"{len(other_kind)} Ids mapped to a record of another object: {other_kind[:5]}")
     after = admin.ground_truth()
     problems = check_restored(before, after, damage, ids, fields)
     expect(not problems, f"{len(problems)} problems: {problems[:10]}")
