@@ -21,7 +21,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 from services.canonical import CANONICAL_RULES
 from services.jobrunner import domain, translate
 from services.jobrunner.domain import CountMismatch
-from services.jobrunner.ports import CheckpointStore, OrgClock, Storage
+from services.jobrunner.ports import CheckpointStore, Chunk, OrgClock, Storage
 from services.platform.counts import ZERO, Counts
 
 log = logging.getLogger("services.jobrunner.jobs")
@@ -168,6 +168,10 @@ class JobRun:
         """Records the job read (what storage's counts say it received once they are stored)."""
         self.received += records
 
+    def chunk(self, seq: int, object_name: str = "") -> Chunk:
+        """This job's chunk `seq` in storage."""
+        return Chunk(self.org, self.spec.session_id, self.spec.job_id, seq, object_name)
+
     def put_records(self, object_name: str, records: list[Any], pos: dict[str, Any], **extra: Any) -> None:
         seq = self.announce(pos, extra)
         # in a copy of the job's context, so the chunk's storage call stays in the session's trace
@@ -177,11 +181,7 @@ class JobRun:
         started = time.monotonic()
         sent = len(records)  # put_records empties the list once the request is built
         result = self.storage.put_records(
-            self.org,
-            self.spec.session_id,
-            self.spec.job_id,
-            seq,
-            object_name,
+            self.chunk(seq, object_name),
             records,
             rules=CANONICAL_RULES,
             formula_changes_counted=self.formula_changes_counted,
@@ -197,9 +197,7 @@ class JobRun:
         self, object_name: str, ids: list[str], state: int, pos: dict[str, Any], **extra: Any
     ) -> list[str]:
         seq = self.announce(pos, extra)
-        result = self.storage.mark_deleted(
-            self.org, self.spec.session_id, self.spec.job_id, seq, object_name, ids, state
-        )
+        result = self.storage.mark_deleted(self.chunk(seq, object_name), ids, state)
         self.committed(seq, result)
         return list(result.unknown_ids)
 

@@ -93,7 +93,7 @@ class MetadataJob:
         for i in range(0, len(components), 1000):
             part = components[i : i + 1000]
             seq = run.announce({"phase": "metadata", "items": [list(item) for item in items[i : i + 1000]]}, {})
-            result = run.storage.put_metadata(run.org, run.spec.session_id, run.spec.job_id, seq, part)
+            result = run.storage.put_metadata(run.chunk(seq), part)
             run.committed(seq, result, received=len(part))
             self.stored.metadata_stored(run.org, items[i : i + 1000])
 

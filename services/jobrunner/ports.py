@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sfvault.restore.v1 import restore_pb2 as rpb
@@ -110,6 +111,18 @@ class Org(OrgClock, Protocol):
     def writes(self, reserve_percent: int) -> SalesforceWrites: ...
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Where one chunk of a job's writes goes: the org's backup (00D Id), the session and job, the chunk's seq in the
+    job (storage applies each seq once: a resent chunk answers as it did) and the object its records are of."""
+
+    org_id: str
+    session_id: str
+    job_id: str
+    seq: int
+    object_name: str = ""  # none for metadata
+
+
 class Storage(Protocol):
     """The storage service as the jobs call it (StorageClient)."""
 
@@ -120,27 +133,14 @@ class Storage(Protocol):
     def put_schema(self, org_id: str, session_id: str, schema: spb.ObjectSchema) -> spb.PutObjectSchemaResponse: ...
 
     def put_records(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        object_name: str,
-        records: list[CanonicalParts],
-        *,
-        rules: int,
-        formula_changes_counted: bool,
+        self, chunk: Chunk, records: list[CanonicalParts], *, rules: int, formula_changes_counted: bool
     ) -> spb.ChunkResult: ...
 
-    def mark_deleted(
-        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, ids: list[str], state: int
-    ) -> spb.ChunkResult: ...
+    def mark_deleted(self, chunk: Chunk, ids: list[str], state: int) -> spb.ChunkResult: ...
 
     def upload_file(self, header: spb.FileHeader, body: Iterable[bytes]) -> spb.UploadFileResponse: ...
 
-    def put_metadata(
-        self, org_id: str, session_id: str, job_id: str, seq: int, components: list[spb.MetadataComponent]
-    ) -> spb.ChunkResult: ...
+    def put_metadata(self, chunk: Chunk, components: list[spb.MetadataComponent]) -> spb.ChunkResult: ...
 
     def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]: ...
 

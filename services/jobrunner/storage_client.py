@@ -16,6 +16,7 @@ from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.canonical import CanonicalParts, column_bytes
+from services.jobrunner.ports import Chunk
 from services.platform.auth import channel as auth_channel
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ def fill_columns(columns: pb.CanonicalColumns, records: Sequence[CanonicalParts]
     """The records, column by column, each column set as it is joined (one at a time held twice)."""
     for name, column in column_bytes(records):
         setattr(columns, name, column)
+
+
+def _chunk_fields(chunk: Chunk) -> dict[str, Any]:
+    """The fields every chunk request names its chunk by (PutRecords, MarkDeleted, PutMetadata)."""
+    return {"org_id": chunk.org_id, "session_id": chunk.session_id, "job_id": chunk.job_id, "chunk_seq": chunk.seq}
 
 
 class StorageClient:
@@ -104,26 +110,14 @@ class StorageClient:
         return self._call(lambda: self.stub.PutObjectSchema(req, timeout=60))
 
     def put_records(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        object_name: str,
-        records: list[CanonicalParts],
-        *,
-        rules: int,
-        formula_changes_counted: bool,
+        self, chunk: Chunk, records: list[CanonicalParts], *, rules: int, formula_changes_counted: bool
     ) -> pb.ChunkResult:
         """Canonical records (made under `rules`, BeginJobResponse.canonical_rules), sent column by column. The
         list is emptied once the request holds its records: a chunk is not held twice while it travels (retries
         resend the request)."""
         req = pb.PutRecordsRequest(
-            org_id=org_id,
-            session_id=session_id,
-            job_id=job_id,
-            chunk_seq=seq,
-            object_name=object_name,
+            **_chunk_fields(chunk),
+            object_name=chunk.object_name,
             canonical_rules=rules,
             formula_changes_counted=formula_changes_counted,
         )
@@ -131,22 +125,10 @@ class StorageClient:
         records.clear()
         return self._call(lambda: self.stub.PutRecords(req, timeout=self.timeout_s))
 
-    def mark_deleted(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        object_name: str,
-        ids: list[str],
-        state: int,
-    ) -> pb.ChunkResult:
+    def mark_deleted(self, chunk: Chunk, ids: list[str], state: int) -> pb.ChunkResult:
         req = pb.MarkDeletedRequest(
-            org_id=org_id,
-            session_id=session_id,
-            job_id=job_id,
-            chunk_seq=seq,
-            object_name=object_name,
+            **_chunk_fields(chunk),
+            object_name=chunk.object_name,
             record_ids=ids,
             state=state,  # type: ignore[arg-type]
         )
@@ -172,12 +154,8 @@ class StorageClient:
                 f"{exc.details() if hasattr(exc, 'details') else exc}"
             ) from None
 
-    def put_metadata(
-        self, org_id: str, session_id: str, job_id: str, seq: int, components: list[pb.MetadataComponent]
-    ) -> pb.ChunkResult:
-        req = pb.PutMetadataRequest(
-            org_id=org_id, session_id=session_id, job_id=job_id, chunk_seq=seq, components=components
-        )
+    def put_metadata(self, chunk: Chunk, components: list[pb.MetadataComponent]) -> pb.ChunkResult:
+        req = pb.PutMetadataRequest(**_chunk_fields(chunk), components=components)
         return self._call(lambda: self.stub.PutMetadata(req, timeout=self.timeout_s))
 
     def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]:

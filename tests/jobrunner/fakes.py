@@ -19,6 +19,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.canonical import CANONICAL_RULES, CanonicalParts
 from services.jobrunner.domain import ObjectMarks, parse_sf_datetime
+from services.jobrunner.ports import Chunk
 from services.jobrunner.salesforce import BulkJob, BulkJobGone, LocatorExpired, RestPage
 from services.jobrunner.salesforce_write import WriteAnswerLost, WriteResult
 from services.jobrunner.storage_client import StorageConflict
@@ -317,27 +318,18 @@ class FakeStorage:
         return job.results[seq]
 
     def put_records(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        object_name: str,
-        records: list[CanonicalParts],
-        *,
-        rules: int,
-        formula_changes_counted: bool,
+        self, chunk: Chunk, records: list[CanonicalParts], *, rules: int, formula_changes_counted: bool
     ) -> spb.ChunkResult:
-        if seq == self.fail_chunk and self.failure is not None:
+        if chunk.seq == self.fail_chunk and self.failure is not None:
             failure, self.failure = self.failure, None
             raise failure
-        held = self.records.setdefault((org_id, object_name), {})
-        soft = self.soft.setdefault((org_id, object_name), set())
-        chunk = list(records)
+        held = self.records.setdefault((chunk.org_id, chunk.object_name), {})
+        soft = self.soft.setdefault((chunk.org_id, chunk.object_name), set())
+        parts = list(records)
         records.clear()  # as the client: the list is emptied once the request holds its records
 
         def store(counts: dict[str, int]) -> None:
-            for p in chunk:
+            for p in parts:
                 counts["received"] += 1
                 old = held.get(p.record_id)
                 was_deleted = p.record_id in soft
@@ -355,13 +347,11 @@ class FakeStorage:
                 else:
                     soft.discard(p.record_id)
 
-        return self._chunk(session_id, job_id, seq, chunk, store)  # type: ignore[no-any-return]
+        return self._chunk(chunk.session_id, chunk.job_id, chunk.seq, parts, store)  # type: ignore[no-any-return]
 
-    def mark_deleted(
-        self, org_id: str, session_id: str, job_id: str, seq: int, object_name: str, ids: list[str], state: int
-    ) -> spb.ChunkResult:
-        held = self.records.setdefault((org_id, object_name), {})
-        soft = self.soft.setdefault((org_id, object_name), set())
+    def mark_deleted(self, chunk: Chunk, ids: list[str], state: int) -> spb.ChunkResult:
+        held = self.records.setdefault((chunk.org_id, chunk.object_name), {})
+        soft = self.soft.setdefault((chunk.org_id, chunk.object_name), set())
 
         def store(counts: dict[str, int]) -> None:
             for rid in ids:
@@ -376,7 +366,7 @@ class FakeStorage:
                     soft.add(rid)
                     counts["deleted"] += 1
 
-        return self._chunk(session_id, job_id, seq, (list(ids), state), store)  # type: ignore[no-any-return]
+        return self._chunk(chunk.session_id, chunk.job_id, chunk.seq, (list(ids), state), store)  # type: ignore[no-any-return]
 
     def upload_file(self, header: spb.FileHeader, body: Iterable[bytes]) -> spb.UploadFileResponse:
         data = b"".join(body)
@@ -392,17 +382,15 @@ class FakeStorage:
         job.results[header.chunk_seq] = spb.UploadFileResponse(size=len(data), counts=ev.Counts(**counts))
         return job.results[header.chunk_seq]  # type: ignore[no-any-return]
 
-    def put_metadata(
-        self, org_id: str, session_id: str, job_id: str, seq: int, components: list[spb.MetadataComponent]
-    ) -> spb.ChunkResult:
+    def put_metadata(self, chunk: Chunk, components: list[spb.MetadataComponent]) -> spb.ChunkResult:
         def store(counts: dict[str, int]) -> None:
             for c in components:
                 counts["received"] += 1
                 counts["metadata_components"] += 1
-                self.metadata[(org_id, c.type, c.full_name)] = c
+                self.metadata[(chunk.org_id, c.type, c.full_name)] = c
 
         content = [c.SerializeToString() for c in components]
-        return self._chunk(session_id, job_id, seq, content, store)  # type: ignore[no-any-return]
+        return self._chunk(chunk.session_id, chunk.job_id, chunk.seq, content, store)  # type: ignore[no-any-return]
 
     def stored_ids(self, org_id: str, object_name: str) -> Iterator[tuple[str, bool]]:
         soft = self.soft.get((org_id, object_name), set())

@@ -9,6 +9,7 @@ import grpc
 from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.canonical import CANONICAL_RULES, CanonicalParts, Deleted, split_column_texts
+from services.jobrunner.ports import Chunk
 from services.jobrunner.storage_client import StorageClient, fill_columns
 
 PARTS = [
@@ -56,9 +57,8 @@ def test_the_list_is_emptied_and_a_retry_resends_the_whole_chunk(monkeypatch: An
     try:
         client.stub = FlakyStub()  # type: ignore[assignment]
         records = list(PARTS)
-        result = client.put_records(
-            "00D000000000001AAA", "s", "j", 1, "Account", records, rules=CANONICAL_RULES, formula_changes_counted=False
-        )
+        chunk = Chunk("00D000000000001AAA", "s", "j", 1, "Account")
+        result = client.put_records(chunk, records, rules=CANONICAL_RULES, formula_changes_counted=False)
         assert records == []  # not held twice while it travels
         first, second = client.stub.requests  # type: ignore[attr-defined]
         assert first == second and result.counts.received == 2

@@ -15,7 +15,7 @@ from sfvault.storage.v1 import storage_pb2 as spb
 
 from services.canonical import CANONICAL_RULES, CanonicalParts, RecordCanonicalizer
 from services.jobrunner import translate
-from services.jobrunner.ports import Storage
+from services.jobrunner.ports import Chunk, Storage
 from services.jobrunner.storage_client import StorageClient, StorageConflict
 from services.storage import service as st_service
 from services.storage.config import StorageSettings
@@ -68,18 +68,14 @@ class Calls:
     async def put(self, session: str, seq: int, records: list[CanonicalParts], job: str = "j1") -> spb.ChunkResult:
         return await self(
             self.storage.put_records,
-            ORG,
-            session,
-            job,
-            seq,
-            "Opportunity",
+            Chunk(ORG, session, job, seq, "Opportunity"),
             records,
             rules=CANONICAL_RULES,
             formula_changes_counted=False,
         )
 
     async def delete(self, session: str, seq: int, ids: list[str], state: int) -> spb.ChunkResult:
-        return await self(self.storage.mark_deleted, ORG, session, "j1", seq, "Opportunity", ids, state)
+        return await self(self.storage.mark_deleted, Chunk(ORG, session, "j1", seq, "Opportunity"), ids, state)
 
     async def held(self) -> dict[str, bool]:
         return dict(await self(lambda: list(self.storage.stored_ids(ORG, "Opportunity"))))
