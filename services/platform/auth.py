@@ -653,32 +653,31 @@ class _ClientAuth:
     def __init__(self, token: str) -> None:
         self.token = token
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    async def _with_token(self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
+        """Any kind of call (its request, or request iterator), continued with the bearer token added."""
         metadata = list(details.metadata or ()) + list(bearer(self.token))
-        return grpc.aio.ClientCallDetails(
+        with_token = grpc.aio.ClientCallDetails(
             details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
         )
+        return await continuation(with_token, request)
 
 
-# grpc.aio files each interceptor under the first kind it is an instance of, so one class per kind
+# grpc.aio files each interceptor under the first kind it is an instance of, so one class per kind, each with
+# the one method of its kind
 class _UnaryUnaryAuth(_ClientAuth, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+    intercept_unary_unary = _ClientAuth._with_token
 
 
 class _UnaryStreamAuth(_ClientAuth, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+    intercept_unary_stream = _ClientAuth._with_token
 
 
 class _StreamUnaryAuth(_ClientAuth, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await continuation(self._details(details), request_iterator)
+    intercept_stream_unary = _ClientAuth._with_token
 
 
 class _StreamStreamAuth(_ClientAuth, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        return await continuation(self._details(details), request_iterator)
+    intercept_stream_stream = _ClientAuth._with_token
 
 
 def aio_channel(
@@ -712,23 +711,15 @@ def channel(
         grpc.StreamUnaryClientInterceptor,
         grpc.StreamStreamClientInterceptor,
     ):
-        def _details(self, details: Any) -> Any:
+        def _with_token(self, continuation: Any, details: Any, request: Any) -> Any:
+            """Any kind of call (its request, or request iterator), continued with the bearer token added."""
             metadata = list(details.metadata or ()) + list(bearer(token))
             if hasattr(details, "_replace"):
-                return details._replace(metadata=metadata)
-            return CallDetails(details, metadata)
+                return continuation(details._replace(metadata=metadata), request)
+            return continuation(CallDetails(details, metadata), request)
 
-        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            return continuation(self._details(details), request)
-
-        def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-            return continuation(self._details(details), request)
-
-        def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-            return continuation(self._details(details), request_iterator)
-
-        def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-            return continuation(self._details(details), request_iterator)
+        intercept_unary_unary = intercept_unary_stream = _with_token
+        intercept_stream_unary = intercept_stream_stream = _with_token
 
     return grpc.intercept_channel(base, _Sync())
 
