@@ -331,7 +331,9 @@ def restore_order(infos: Mapping[str, ObjectInfo]) -> tuple[list[str], dict[str,
 # ---------------------------------------------------------------- values
 
 
-def to_salesforce(values: Mapping[str, Any], info: ObjectInfo, *, problems: list[str] | None = None) -> dict[str, Any]:
+def to_salesforce(
+    values: Mapping[str, Any], info: ObjectInfo, *, problems: list[str] | None = None, keep_null: bool = True
+) -> dict[str, Any]:
     """A backup record's canonical values (values_json decoded) -> the JSON values Salesforce accepts on write:
     booleans, numbers (integral ones as integers), dates YYYY-MM-DD, datetimes UTC with milliseconds, times,
     multipicklists as "A;B", references as 18-character Ids, text as is. Only the fields a restore may write
@@ -340,7 +342,8 @@ def to_salesforce(values: Mapping[str, Any], info: ObjectInfo, *, problems: list
     A value that is not of its field's type (the field's type changed since the backup, or differs in another
     org) raises InvalidArgument (naming the field, never the value); with `problems` given, the field is left
     out instead and a reason appended ("NumberOfEmployees: the backup's value is not a valid int"), so one
-    record's drift never stops the rest."""
+    record's drift never stops the rest. keep_null False: a field without a value is left out (every rule here
+    reads a missing field as a null one)."""
     columns = _write_columns(info)
     out: dict[str, Any] = {}
     given: set[str] = set()
@@ -355,13 +358,16 @@ def to_salesforce(values: Mapping[str, Any], info: ObjectInfo, *, problems: list
                 compounds.append((key.lower(), raw))
             continue
         given.add(f.name)
-        if text:
-            out[f.name] = None if raw == "" else raw  # as _to_sf_value returns it
+        if raw is None or (text and raw == ""):
+            if keep_null:
+                out[f.name] = None  # as _to_sf_value returns it
+        elif text:
+            out[f.name] = raw
         else:
             _convert(out, f, raw, problems)
     for low, compound in compounds:
         for f, key in _components_of(info).get(low, ()):
-            if f.name not in given and key in compound:
+            if f.name not in given and key in compound and (keep_null or compound[key] is not None):
                 _convert(out, f, compound[key], problems)
     return out
 
@@ -472,10 +478,20 @@ def rewrite_references(
     `values` is not changed: a new dict is returned."""
     out = dict(values)
     reasons: list[str] = []
+    references: dict[str, FieldInfo] | None = info.derived.get("references")
+    if references is None:
+        references = info.derived["references"] = {n: f for n, f in info.fields.items() if f.sf_type == "reference"}
+    fields = info.fields
     for name, value in values.items():
-        f = info.field(name)
-        if f is None or f.sf_type != "reference" or value is None:
+        if value is None:
             continue
+        f = references.get(name)
+        if f is None:
+            if name in fields:
+                continue  # a field of another type
+            f = info.field(name)  # another spelling
+            if f is None or f.sf_type != "reference":
+                continue
         ref = _as_id(value)
         if ref is None:
             continue  # not an Id: the org answers MALFORMED_ID for this record, with the field named
@@ -751,6 +767,8 @@ def decide(
             if not f.createable or (value is None and (f.sf_type == "boolean" or not f.nillable)):
                 continue
             write[name] = value
+        if type(backup) is dict and write.keys() == backup.keys():
+            write = backup  # the same values (held once while the batch is written)
         return Decision(source_id, None, State.CREATED, write, False, tuple(write))
     current: Mapping[str, Any] = target if target is not None else {}
     compared = _compared(backup, fields, info, restore_empty)

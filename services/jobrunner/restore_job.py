@@ -79,6 +79,7 @@ def big_batch(fields: int) -> int:
 IN_FLIGHT = 8  # chunks of outcomes on their way to storage while the job goes on
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
+READ_AHEAD = 4  # storage messages read ahead of the batch being decided (JSON text, a few MB)
 READ_PAGE = 1000  # records per message of a storage read (a bigger one holds more memory in flight, for no gain)
 SAMPLES = 20
 _EMPTY = (None, "")  # a value normalized(value, None) takes as none
@@ -149,7 +150,7 @@ class Counter:
         return events.restore_counts_to_pb(RestoreCounts(name, **dataclasses.asdict(self)))
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """One record's decision in a batch, on its way to an outcome."""
 
@@ -717,7 +718,7 @@ class RestoreJob:
             if raw or info is None:
                 yield record_id, values
                 continue
-            out = rd.to_salesforce(values, info)
+            out = rd.to_salesforce(values, info, keep_null=False)
             if masks:
                 out = rd.mask_values(obj, out, masks, secret=self.secret)
             yield record_id, out
@@ -788,7 +789,7 @@ class RestoreJob:
         if big and not self.dry_run:
             # the next batch is read from storage (as stored: its values' JSON text, a few KB a record) while the
             # target is read and while the batch before is written
-            chunks = read_ahead(chunks, size // READ_PAGE + 1)
+            chunks = read_ahead(chunks, READ_AHEAD)
         prefetched: dict[str, dict[str, Any]] | None = None
         batch: list[tuple[str, dict[str, Any]]] = []
         try:
@@ -856,7 +857,8 @@ class RestoreJob:
                 if isinstance(ref, str) and ref in pending_ids:
                     if here is not None and here.get(f) and here.get(f) == self._target_of(ref):
                         continue  # already pointing where it should: compared as any field
-                    values = {k: v for k, v in values.items() if k != f}  # patched in the second pass
+                    values = dict(values)
+                    del values[f]  # patched in the second pass
                     self.to_patch.setdefault(obj, {}).setdefault(sid, {})[f] = ref
             values, reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
             row = current.get(str(values.get(match_on))) if match_on else None

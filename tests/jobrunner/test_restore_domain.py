@@ -342,6 +342,22 @@ def test_to_salesforce(obj: str, given: dict[str, Any], expected: dict[str, Any]
     assert [type(v) for v in out.values()] == [type(v) for v in expected.values()]
 
 
+def test_to_salesforce_without_nulls_decides_alike_and_a_create_writes_the_values_themselves() -> None:
+    given = {"Name": "Acme", "Phone": "", "NumberOfEmployees": None, "BillingAddress": {"city": None}}
+    full, lean = rd.to_salesforce(given, ACCOUNT), rd.to_salesforce(given, ACCOUNT, keep_null=False)
+    assert lean == {"Name": "Acme"} and full["Phone"] is None and "NumberOfEmployees" in full
+    fields, _left = rd.restorable_fields(ACCOUNT, None)
+    for restore_empty in (False, True):
+        how: dict[str, Any] = {"fields": fields, "info": ACCOUNT, "restore_empty": restore_empty}
+        a = rd.decide("s", full, None, target_id=None, target_deleted=False, **how)
+        b = rd.decide("s", lean, None, target_id=None, target_deleted=False, **how)
+        assert (a.state, a.write, set(a.changed_fields)) == (b.state, b.write, set(b.changed_fields))
+    made = rd.decide(
+        "s", lean, None, target_id=None, target_deleted=False, fields=fields, info=ACCOUNT, restore_empty=False
+    )
+    assert made.write is lean  # held once
+
+
 def test_to_salesforce_refuses_a_value_not_of_its_type_without_echoing_it() -> None:
     with pytest.raises(ValueError) as err:
         rd.to_salesforce({"NumberOfEmployees": "secret-words"}, ACCOUNT)
