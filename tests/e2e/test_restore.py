@@ -118,6 +118,7 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     fields = fields_of(s.stack.org or {}, ["Account", *FAMILY])
     damage = do_damage(admin, s.before, accounts=10, purge=5, changes=30, seed=17)
     differences = changed_differences(s.before, admin.ground_truth(objects=sorted(damage.changed)), damage, fields)
+    binned = binned_since(admin, s.before)
     admin.advance_clock(15 * 60)  # past the backup's settle margin
     backup(clients)  # the backup now knows what was deleted and changed since T
     selections = [rs.RestoreSelection(object_name="Account", deleted_since=s.as_of)]
@@ -169,6 +170,8 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     assert not missing, f"{len(missing)} records of the backup not back: {missing[:10]}"
     wrong = wrong_states(clients, real.session_id, differences)
     assert not wrong, f"{len(wrong)} changed records not in the state they were in: {wrong[:10]}"
+    wrong = not_undeleted(clients, real.session_id, binned)
+    assert not wrong, f"{len(wrong)} records in the recycle bin at the start not Undeleted: {wrong[:10]}"
 
     # the same restore again: nothing left to do
     again = restore(clients, variant(spec, confirmed=True))
@@ -360,6 +363,26 @@ def wrong_states(c: Clients, session_id: str, differences: dict[tuple[str, str],
         if got not in want:
             shown = rs.RecordState.Name(got) if got is not None else "no outcome"
             wrong.append(f"{obj} {rid}: {shown}, differed on {names}")
+    return wrong
+
+
+def binned_since(admin: Admin, before: dict[str, Any]) -> dict[str, set[str]]:
+    """Per object, the records in the org's recycle bin now that were not there at `before` (ground truth)."""
+    now_ = admin.ground_truth(values=False)["recycle_bin"]
+    return {o: set(ids) - set(before["recycle_bin"].get(o, [])) for o, ids in now_.items()}
+
+
+def not_undeleted(c: Clients, session_id: str, binned: dict[str, set[str]]) -> list[str]:
+    """Records in the recycle bin when the restore started (`binned`: sforg's recycle bin then, per object)
+    whose outcome is not Undeleted: their state is the one the restore found, even when their parent's
+    undelete brought them back before their own turn."""
+    state_of = {(o.object_name, o.source_id): o.state for o in outcomes(c, session_id)}
+    wrong = []
+    for obj, ids in sorted(binned.items()):
+        for rid in sorted(ids):
+            got = state_of.get((obj, rid))
+            if got != rs.RECORD_STATE_UNDELETED:
+                wrong.append(f"{obj} {rid}: {rs.RecordState.Name(got) if got is not None else 'no outcome'}")
     return wrong
 
 

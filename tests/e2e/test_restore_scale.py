@@ -46,7 +46,14 @@ from tests.e2e.restore_scenario import (
     timestamp,
     totals,
 )
-from tests.e2e.test_restore import changed_differences, missing_records, variant, wrong_states
+from tests.e2e.test_restore import (
+    binned_since,
+    changed_differences,
+    missing_records,
+    not_undeleted,
+    variant,
+    wrong_states,
+)
 
 pytestmark = pytest.mark.e2e
 # long: collected only when SFVAULT_RESTORE_SCALE is set (`make test-long`), neither run nor reported as skipped
@@ -117,6 +124,7 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     deleted = {obj: len(ids) for obj, ids in damage.family.items()}
     purged = {obj: len(ids) for obj, ids in damage.purged.items()}
     differences = changed_differences(before, admin.ground_truth(objects=sorted(damage.changed)), damage, fields)
+    binned = binned_since(admin, before)
     admin.advance_clock(15 * 60)  # past the backup's settle margin
     backup(clients)  # the backup now knows what was deleted and changed since T
 
@@ -182,7 +190,9 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     # each record in the state it was in when the restore started: a changed record that differs is Updated
     expect(any(differences.values()), "the changes changed nothing")
     wrong = wrong_states(clients, real.session_id, differences)
-    expect(not wrong, f"{len(wrong)} changed records not in the state they were in: {wrong[:10]}")
+    expect(not wrong, f"{len(wrong)} changed records not in the state they were in: {wrong[:20]}")
+    wrong = not_undeleted(clients, real.session_id, binned)
+    expect(not wrong, f"{len(wrong)} records in the recycle bin at the start not Undeleted: {wrong[:10]}")
 
     # the same restore again: nothing left to do
     again, again_s = timed(clients, real_spec)
