@@ -35,9 +35,11 @@ def make_id(prefix: str, counter: int, pod: str = "8d") -> str:
 
 def is_valid(record_id: str) -> bool:
     """True for a well-formed 15- or 18-character Id (checksum verified when present)."""
-    if len(record_id) not in (15, 18) or not _CHARS.issuperset(record_id):
+    n = len(record_id)
+    # ASCII letters and digits: base62 (what _CHARS holds), tested in C
+    if (n != 15 and n != 18) or not (record_id.isascii() and record_id.isalnum()):
         return False
-    return len(record_id) == 15 or checksum(record_id[:15]) == record_id[15:]
+    return n == 15 or checksum(record_id[:15]) == record_id[15:]
 
 
 def to18(record_id: str) -> str:

@@ -2,12 +2,13 @@
 hardDelete; JSON or multipart with the data), PUT CSV batches (201, no body), PATCH `UploadComplete` / `Aborted`,
 poll, `successfulResults` / `failedResults` / `unprocessedrecords`, list, delete.
 
-Rows are validated and written by the same code as REST writes, 200 rows a transaction (as Salesforce's chunks);
-a failed row never stops the others. An insert's rows are checked one by one as REST creates are (the same
-errors) and written together, one INSERT per chunk (`Records.create_batch`). Empty cells are left out (unchanged
-on update), `#N/A` sets null, and a `Relationship.ExternalIdField` column names a parent by its external Id. A
-header naming no field fails the whole job (`InvalidBatch : Field name not found : X`). Jobs live in memory (a
-restart forgets them)."""
+Rows are validated and written by the same code as REST writes, 200 rows a transaction (as Salesforce's chunks;
+a savepoint, 10 of them a commit); a failed row never stops the others. An insert's rows are checked one by one as
+REST creates are (the same errors) and written together, one INSERT per chunk (`Records.create_batch`); an
+update's likewise (`Records.update_batch`: the chunk's rows read at once). Empty cells are left out (unchanged on
+update), `#N/A` sets null, and a `Relationship.ExternalIdField` column names a parent by its external Id. A header
+naming no field fails the whole job (`InvalidBatch : Field name not found : X`). Jobs live in memory (a restart
+forgets them)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from sforg.query import DELIMITERS
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 CHUNK = 200
+CHUNKS_A_COMMIT = 10
 
 
 @dataclass
@@ -257,28 +259,47 @@ class IngestApi(Api):
             and not org.settings["late_commit_delay"] > 0
         )
         id_at = next((n for n, h in enumerate(header) if h.lower() == "id"), None)
-        for i in range(0, len(rows), CHUNK):
-            if job.aborted:
-                job.unprocessed.extend(rows[i:])
-                return
+        for start in range(0, len(rows), CHUNK * CHUNKS_A_COMMIT):
+            # several chunks a commit (each chunk its own savepoint): a commit costs the store more than a chunk
             with org.store.transaction():
-                batch: CreateBatch | UpdateBatch | None = None
-                if batched:
-                    batch = org.create_batch(o.name)
-                elif updating and id_at is not None:
-                    batch = org.update_batch(o.name)
-                    batch.load([row[id_at] for row in rows[i : i + CHUNK] if len(row) > id_at])
-                for row in rows[i : i + CHUNK]:
-                    if not any(cell for cell in row):
-                        continue
-                    try:
-                        rid, created = self.apply(job, o, columns, header, row, batch)
-                        job.ok.append([rid, "true" if created else "false", *row])
-                    except OrgError as exc:
-                        given = next((c for h, c in zip(header, row, strict=False) if h.lower() == "id"), "")
-                        job.failed.append([to18(given) if is_valid(given) else given, sf_error(exc), *row])
-                if batch is not None:
-                    batch.flush()
+                for i in range(start, min(len(rows), start + CHUNK * CHUNKS_A_COMMIT), CHUNK):
+                    if job.aborted:
+                        job.unprocessed.extend(rows[i:])
+                        return
+                    self._chunk(job, o, columns, header, rows[i : i + CHUNK], batched, updating, id_at)
+
+    def _chunk(
+        self,
+        job: IngestJob,
+        o: schema.ObjectDef,
+        columns: list[tuple[str, schema.FieldDef, str | None]],
+        header: list[str],
+        rows: list[list[str]],
+        batched: bool,
+        updating: bool,
+        id_at: int | None,
+    ) -> None:
+        """One chunk of 200 rows, one transaction (a savepoint inside the commit's): each row applied alone (a
+        failed row never stops the others), creates and updates written together at the chunk's end."""
+        org = self.org
+        with org.store.transaction():
+            batch: CreateBatch | UpdateBatch | None = None
+            if batched:
+                batch = org.create_batch(o.name)
+            elif updating and id_at is not None:
+                batch = org.update_batch(o.name)
+                batch.load([row[id_at] for row in rows if len(row) > id_at])
+            for row in rows:
+                if not any(cell for cell in row):
+                    continue
+                try:
+                    rid, created = self.apply(job, o, columns, header, row, batch)
+                    job.ok.append([rid, "true" if created else "false", *row])
+                except OrgError as exc:
+                    given = next((c for h, c in zip(header, row, strict=False) if h.lower() == "id"), "")
+                    job.failed.append([to18(given) if is_valid(given) else given, sf_error(exc), *row])
+            if batch is not None:
+                batch.flush()
 
     def column(self, o: schema.ObjectDef, name: str, operation: str) -> tuple[str, schema.FieldDef, str | None]:
         """(kind, field, parent external-Id field) of a header cell; a bad one fails the job."""
