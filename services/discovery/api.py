@@ -23,7 +23,7 @@ from services.discovery import domain as d
 from services.discovery import translate
 from services.discovery.application import Access, Catalog
 from services.discovery.compare import LiveCompare
-from services.platform import auth, timestamps
+from services.platform import auth
 from services.platform.auth import current_principal
 from services.platform.compare import compare_piece_to_pb
 from services.platform.errors import InvalidArgument, Unavailable, grpc_errors
@@ -205,20 +205,7 @@ class AccessApi(access_pb2_grpc.AccessServiceServicer):
             since = request.since.seconds + request.since.nanos / 1e9
         entries, last = await self.access.audit_entries(since, request.actor, size, after)
         return access_api.ListAuditResponse(
-            entries=[
-                access_api.AuditEntry(
-                    at=timestamps.to_pb(e.at),
-                    actor=e.actor,
-                    role=e.role,
-                    token_id=e.token_id,
-                    service=e.service,
-                    method=e.method,
-                    outcome=e.outcome,
-                    target=e.target,
-                    detail=e.detail,
-                )
-                for e in entries
-            ],
+            entries=[translate.audit_entry_to_pb(e) for e in entries],
             next_page_token=str(last) if len(entries) >= size and last else "",
         )
 

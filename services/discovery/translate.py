@@ -17,6 +17,7 @@ from services import sfconnection as sfc
 from services.discovery import domain as d
 from services.discovery.domain import SessionRecord, StoredJob
 from services.platform import timestamps
+from services.platform.auth import AuditEntry
 
 JOB_TYPE = {
     d.JobKind.DATA: ev.JOB_TYPE_DATA,
@@ -327,6 +328,11 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
         api_calls=record.api_calls,
         planned_at=timestamps.to_pb(record.planned_at),
     )
+
+
+def audit_entry_to_pb(e: AuditEntry) -> access_api.AuditEntry:
+    """An audit entry; the dataclass has the message's fields (its time in epoch seconds)."""
+    return access_api.AuditEntry(**{**dataclasses.asdict(e), "at": timestamps.to_pb(e.at)})
 
 
 def token_to_pb(record: d.TokenRecord) -> access_api.TokenInfo:
