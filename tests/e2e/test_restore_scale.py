@@ -52,6 +52,7 @@ from tests.e2e.test_restore import (
     missing_records,
     not_undeleted,
     variant,
+    whole_org,
     wrong_states,
 )
 
@@ -125,6 +126,7 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     purged = {obj: len(ids) for obj, ids in damage.purged.items()}
     differences = changed_differences(before, admin.ground_truth(objects=sorted(damage.changed)), damage, fields)
     binned = binned_since(admin, before)
+    everything = whole_org(admin, before)
     admin.advance_clock(15 * 60)  # past the backup's settle margin
     backup(clients)  # the backup now knows what was deleted and changed since T
 
@@ -182,6 +184,8 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     after = admin.ground_truth()
     problems = check_restored(before, after, damage, ids, fields)
     expect(not problems, f"{len(problems)} problems: {problems[:10]}")
+    problems = check_restored(before, after, everything, ids, fields_of(stack.org, sorted(everything.family)))
+    expect(not problems, f"{len(problems)} records of the backup not as backed up: {problems[:10]}")
     missing = missing_records(before, after, ids)
     expect(not missing, f"{len(missing)} records of the backup not back: {missing[:10]}")
     for obj in ("Account", *FAMILY):  # and no more live records than the backup had
