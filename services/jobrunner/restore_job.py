@@ -65,10 +65,10 @@ NOT_RESTORED = frozenset(
 # file records: their bodies come back through restore_files (spec.files), never as plain records
 FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "ContentDocumentLink"})
 READ_BATCH = 2000  # records per storage read and per decision batch
-# a selection above the Bulk threshold is decided and written in batches of one ingest job each: a record held
-# while its batch is decided and written costs about 6 to 8 KB (its values twice, as dicts), so 18,000 of them
+# a selection above the Bulk threshold is decided and written in batches of one ingest job each, one batch written
+# while the next is decided: a record held costs a few KB (its values once, as a dict), so two batches of 12,500
 # keep a jobrunner within 300 MB while a 100,000-record restore stays below 10 API calls per 10,000 records
-BIG_BATCH = 18_000
+BIG_BATCH = 12_500
 
 
 def big_batch(fields: int) -> int:
@@ -259,6 +259,8 @@ class RestoreJob:
     _describes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {} : not in the target org
     _patched: set[str] = field(default_factory=set)  # objects whose second pass is sent
     _outcomes_pipe: ThreadPoolExecutor | None = None
+    _writer: ThreadPoolExecutor | None = None  # a large object's batches written behind their decisions
+    _writing: Future[None] | None = None
     _in_flight: list[Future[None]] = field(default_factory=list)  # chunks of outcomes being stored, in order
 
     # ------------------------------------------------------------------ the spec
@@ -790,6 +792,9 @@ class RestoreJob:
             # the next batch is read from storage (as stored: its values' JSON text, a few KB a record) while the
             # target is read and while the batch before is written
             chunks = read_ahead(chunks, READ_AHEAD)
+            # a batch is written (the org at work on its Bulk job) while the next one is decided: the object's
+            # own records are all the next batch could refer to, and those references wait for the second pass
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-write")
         prefetched: dict[str, dict[str, Any]] | None = None
         batch: list[tuple[str, dict[str, Any]]] = []
         try:
@@ -804,10 +809,16 @@ class RestoreJob:
                         batch = []
             if batch:
                 self._batch(obj, info, fields, batch, prefetched, match_on)
+            self._wait_write()
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+            if self._writer is not None:
+                with contextlib.suppress(Exception):  # the error that stopped the object goes first
+                    self._wait_write()
+                self._writer.shutdown(wait=True)
+                self._writer = None
         for sid in ids:  # requested but not in the backup as of the point: nothing to restore
             if sid not in self.done:
                 self.done[sid] = (0, "")
@@ -911,9 +922,23 @@ class RestoreJob:
                         self.id_map.setdefault(item.source_id, item.source_id)  # children see it as restored
             self._commit(obj, items, [])
             return
+        if self._writer is None:
+            self._timed_write(obj, items, match_on)
+            return
+        # written by the writer thread while the next batch is read and decided; batches written in order
+        self._wait_write()
+        self._writing = self._writer.submit(contextvars.copy_context().run, self._timed_write, obj, items, match_on)
+
+    def _timed_write(self, obj: str, items: list[Pending], match_on: str) -> None:
         started = time.monotonic()
         self._write(obj, items, match_on)
         self.spent["writes"] = self.spent.get("writes", 0.0) + time.monotonic() - started
+
+    def _wait_write(self) -> None:
+        """The batch being written is written (its error raised here)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
     def _inactive_owners(self, owners: list[str]) -> set[str]:
         """The owners among these that are inactive users of the target (asked once per user): their records

@@ -241,6 +241,38 @@ def test_a_large_selection_is_read_and_written_in_bulk() -> None:
     assert len(org.live("Account")) == 6 + 40
 
 
+def test_batches_written_behind_the_next_ones_decisions_restore_each_record_once_with_its_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large selection in several Bulk batches, each written while the next is decided: every record created
+    once, each pointing at its parent's new Id (a parent in the batch before or after: the second pass), the
+    proof matching."""
+    from services.jobrunner import restore_job
+
+    monkeypatch.setattr(restore_job, "BIG_BATCH", 7)
+    storage, org = world()
+    for n in range(20, 60):  # purged since the backup, each the child of the one before it
+        parent = {"ParentId": acc(n - 1)} if n > 20 else {}
+        storage.back_up(SOURCE, "Account", account(n, **parent), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    executor = JobExecutor(
+        storage, FakeTables(), lambda _spec: org, error_kinds(), tuning=Tuning(bulk_threshold=10), mask_secret=b"k"
+    )
+    calls: list[str] = []
+    bulk_ingest, create = org.bulk_ingest, org.create
+    org.bulk_ingest = lambda *a, **kw: calls.append(a[1]) or bulk_ingest(*a, **kw)  # type: ignore[method-assign]
+    org.create = lambda *a, **kw: calls.append("create") or create(*a, **kw)  # type: ignore[method-assign]
+    result = executor.execute(spec(), JobControl(), 1)
+    assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    assert calls.count("create") == 7  # 43 records, 7 a batch
+    assert counts(result)["Account"] == (41, 1, 1, 0, 0)
+    assert result.verification is not None and result.verification.verified
+    assert result.verification.matching == 43 + 3
+    live = {r["Name"]: r for r in org.live("Account")}
+    assert len(live) == len(org.live("Account")) == 6 + 40  # none twice
+    new_of = storage.get_id_map(SOURCE, SOURCE, [])
+    assert all(live[f"Account {n}"]["ParentId"] == new_of[acc(n - 1)] for n in range(21, 60))
+
+
 # ---------------------------------------------------------------- sforg, real storage, NATS and PostgreSQL
 
 
