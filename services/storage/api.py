@@ -17,6 +17,7 @@ from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
 from services.platform import events, timestamps
 from services.platform.auth import current_principal, note_for_audit
+from services.platform.compare import compare_piece_to_pb
 from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
@@ -674,27 +675,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 batch_size=request.batch_size,
                 limit=request.limit,
             ):
-                yield storage_pb2.CompareChunk(
-                    changes=[
-                        storage_pb2.RecordChange(
-                            object_name=c.object_name,
-                            record_id=c.record_id,
-                            change=c.change,
-                            fields=[
-                                storage_pb2.FieldChange(field=f.field, old_json=f.old_json, new_json=f.new_json)
-                                for f in c.fields
-                            ],
-                        )
-                        for c in piece.changes
-                    ],
-                    summaries=[
-                        storage_pb2.ObjectCompareSummary(
-                            object_name=s.object_name, added=s.added, deleted=s.deleted, changed=s.changed
-                        )
-                        for s in piece.summaries or ()
-                    ],
-                    truncated=piece.truncated,
-                )
+                yield compare_piece_to_pb(piece)
                 read.count += len(piece.changes)
 
     @_unary

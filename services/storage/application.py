@@ -20,7 +20,10 @@ import orjson
 
 from services.canonical import (
     CanonicalColumnsIn,
+    ComparePiece,
     FieldChange,
+    ObjectSummary,
+    RecordChange,
     _plain,
     canonical_json,
     changed_fields,
@@ -31,9 +34,6 @@ from services.storage.application_erasure import Erasures, TombstoneCache
 from services.storage.audit import ReadAuditLog
 from services.storage.compare import (
     CHANGED,
-    ComparePiece,
-    ObjectSummary,
-    RecordChange,
     check_names,
     check_page,
     check_window,

@@ -1,47 +1,19 @@
-"""Compare (issue 18), the pure rules: what a change between two states of a record is, field by field, and the
-checks of a CompareAsOf request. No I/O: the store finds the records whose state differs (store_compare.py), the
-application reads their values and asks these rules which fields changed.
+"""Compare (issue 18), the pure checks of a CompareAsOf request. No I/O: the store finds the records whose state
+differs (store_compare.py), the application reads their values and asks services.canonical (changed_fields, and
+the model of a compare's stream: RecordChange, ObjectSummary, ComparePiece) which fields changed; the stream's
+protobuf form is services.platform.compare's, shared with discovery's CompareLive.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 
-from services.canonical import FieldChange, check_api_name
+from services.canonical import check_api_name
 from services.platform.errors import InvalidArgument
 
 DEFAULT_COMPARE_BATCH, MAX_COMPARE_BATCH = 1_000, 10_000
 ADDED, DELETED, CHANGED = "added", "deleted", "changed"
-
-
-@dataclass(frozen=True)
-class RecordChange:
-    object_name: str
-    record_id: str
-    change: str  # added | deleted | changed
-    fields: tuple[FieldChange, ...] = ()
-
-
-@dataclass
-class ObjectSummary:
-    object_name: str
-    added: int = 0
-    deleted: int = 0
-    changed: int = 0
-
-    def count(self, change: str) -> None:
-        setattr(self, change, getattr(self, change) + 1)
-
-
-@dataclass
-class ComparePiece:
-    """One piece of a compare's stream: changes; the last piece also the per-object summaries."""
-
-    changes: list[RecordChange] = field(default_factory=list)
-    summaries: list[ObjectSummary] | None = None
-    truncated: bool = False
 
 
 def check_window(

@@ -8,9 +8,8 @@ import json
 
 import pytest
 
-from services.canonical import FieldChange, changed_fields
+from services.canonical import ComparePiece, FieldChange, changed_fields
 from services.storage.application import Storage
-from services.storage.compare import ComparePiece
 from services.storage.domain import Deleted, FieldDef, FieldType, InvalidArgument, NotFound, ObjectSchema
 from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, put_raw, sf_id
 
