@@ -19,7 +19,9 @@
 - dry_run: everything decided (which file becomes a new version, a new document, an Attachment), nothing
   written: not one write call.
 
-Per file (RecordOutcome, object_name the file object, source_id the backup's Id, target_id the new record's):
+Per file (RecordOutcome, object_name the file object, source_id the backup's Id, target_id the target's record:
+for a ContentDocument its document, for a ContentVersion the version written or found; so the Id map of a later
+restore finds the document again, and a version's document is read from the org through the version it maps to):
 - ContentVersion (or ContentDocument: its latest backed-up version): when its ContentDocument still exists in
   the target, the body comes back as a NEW VERSION of it (ContentDocumentId set) - Skipped when the document's
   latest version already has the same body (Checksum, or SHA-256 of its body when the sizes agree) - Updated;
@@ -503,6 +505,9 @@ class _FileRestore:
         for link in links:
             links_of.setdefault(str(link.get("ContentDocumentId") or ""), []).append(link)
         mapped_docs = self.map_ids(docs)
+        for doc, target_doc in self._documents_of_restored_versions(cv_ids, by_id).items():
+            if target_doc and not self.id_map.get(doc):
+                mapped_docs[doc] = target_doc
         targets = sorted({t for t in mapped_docs.values() if t})
         existing = self._live(self.writer.query_in("ContentDocument", ["IsDeleted"], "Id", targets) if targets else [])
         latest: dict[str, dict[str, Any]] = {}
@@ -522,6 +527,27 @@ class _FileRestore:
                 self._one_version(obj, source, version, mapped_docs, existing, latest, links_of)
             except SalesforceError as exc:
                 self._failed(obj, source, "", exc.code, str(exc)[:500])
+
+    def _documents_of_restored_versions(self, cv_ids: list[str], by_id: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Backed-up document -> the target's document now holding a restored version of it: a version an earlier
+        restore made as a new document is in the Id map (version -> new version), its document is read from the
+        org (the Id map of a ContentVersion names a version, not its document)."""
+        self.map_ids(cv_ids)
+        moved = {s: self.id_map[s] for s in cv_ids if self.id_map.get(s) and self.id_map[s] != s}
+        if not moved:
+            return {}
+        rows = self.writer.query_in("ContentVersion", ["ContentDocumentId"], "Id", sorted(set(moved.values())))
+        doc_of = {str(r["Id"]): str(r.get("ContentDocumentId") or "") for r in rows}
+        return {
+            str(by_id[s].get("ContentDocumentId") or ""): doc_of.get(t, "")
+            for s, t in moved.items()
+            if s in by_id and by_id[s].get("ContentDocumentId")
+        }
+
+    def _document_of(self, version_id: str) -> str:
+        """The ContentDocument a new version belongs to, read back from the org ("" when it cannot be read)."""
+        rows = self.writer.query_in("ContentVersion", ["ContentDocumentId"], "Id", [version_id])
+        return str(rows[0].get("ContentDocumentId") or "") if rows else ""
 
     def _one_version(
         self,
@@ -553,15 +579,18 @@ class _FileRestore:
                 values["Description"] = version["Description"]
             if target_doc and target_doc in existing:
                 now = latest.get(target_doc)
+                # a ContentDocument's outcome names the target's document, a ContentVersion's the version
+                is_doc = obj == "ContentDocument"
                 if now is not None and self._same(now, body):
                     state, note = self._back(target_doc, rpb.RECORD_STATE_SKIPPED, "its latest version has this body")
-                    out.append(_outcome(obj, source, str(now["Id"]), state, note=note))
+                    out.append(_outcome(obj, source, target_doc if is_doc else str(now["Id"]), state, note=note))
                     return
                 values["ContentDocumentId"] = target_doc
                 new_id = self._create("ContentVersion", source, values, body, note_key="new version")
                 if new_id is not None:
                     state, note = self._back(target_doc, rpb.RECORD_STATE_UPDATED, "a new version of the document")
-                    out.append(_outcome(obj, source, new_id, state, note=note, changed_fields=["VersionData"]))
+                    made = target_doc if is_doc and new_id else new_id
+                    out.append(_outcome(obj, source, made, state, note=note, changed_fields=["VersionData"]))
                 return
             # a new document, published to the first restored record the backup's links name, linked to the others
             linked = [str(lnk.get("LinkedEntityId") or "") for lnk in links_of.get(doc, [])]
@@ -581,11 +610,13 @@ class _FileRestore:
             )
             if missing:
                 note += f"; {len(missing)} linked records not in the target"
+            new_doc = self._document_of(new_id) if new_id and (len(targets) > 1 or obj == "ContentDocument") else ""
             if len(targets) > 1:
                 note += self._links(
-                    new_id, targets[1:], {str(lnk.get("LinkedEntityId")): lnk for lnk in links_of.get(doc, [])}
+                    new_doc, targets[1:], {str(lnk.get("LinkedEntityId")): lnk for lnk in links_of.get(doc, [])}
                 )
-            out.append(_outcome(obj, source, new_id, rpb.RECORD_STATE_CREATED, note=note))
+            made = new_doc if obj == "ContentDocument" else new_id
+            out.append(_outcome(obj, source, made, rpb.RECORD_STATE_CREATED, note=note))
         finally:
             body.close()
 
@@ -637,13 +668,11 @@ class _FileRestore:
             target = values.pop("FirstPublishLocationId")
             written = self.bodies.create_with_body(obj, values, body)
             if written.success and written.id:
-                self._links(written.id, [target], {})
+                self._links(self._document_of(written.id), [target], {})
         return written
 
-    def _links(self, version_id: str, targets: list[str], backed: dict[str, dict[str, Any]]) -> str:
-        """ContentDocumentLinks of a new document (its id read from the new version) to these records."""
-        rows = self.writer.query_in("ContentVersion", ["ContentDocumentId"], "Id", [version_id])
-        doc = str(rows[0].get("ContentDocumentId") or "") if rows else ""
+    def _links(self, doc: str, targets: list[str], backed: dict[str, dict[str, Any]]) -> str:
+        """ContentDocumentLinks of a new document (its id read back from the new version) to these records."""
         if not doc:
             return "; its document could not be read back to link it"
         # links already there (a resumed attempt's, or FirstPublishLocationId's) are not made twice

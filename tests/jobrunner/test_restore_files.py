@@ -261,11 +261,28 @@ def test_a_new_version_of_a_kept_document_and_a_new_linked_document_for_a_gone_o
     assert counts == {"ContentVersion": (1, 1, 2)}
     assert not result.warnings
 
-    # again: the document's latest version is the backed-up body (Skipped); the other is re-created? no: it is
-    # the restore of the same items, and its new document is known only by the Id map the restore persisted
+    # again, a later session: the kept document's latest version is the backed-up body, and the gone one's new
+    # document is found through the Id map the first restore persisted (version -> new version): all Skipped
+    backup.id_map = {o.source_id: o.target_id for o in result.outcomes}
     org.writes.clear()
-    again = restore_files(_run(), org, backup, ITEMS[:2], dry_run=False)
-    assert _states(again) == {"068A": rpb.RECORD_STATE_SKIPPED}
+    again = restore_files(_run(), org, backup, ITEMS, dry_run=False)
+    assert _states(again) == {"068A": rpb.RECORD_STATE_SKIPPED, "068B": rpb.RECORD_STATE_SKIPPED}
+    assert org.writes == []
+
+
+def test_a_restored_document_is_mapped_to_a_document_and_found_by_the_next_restore() -> None:
+    org, backup = _scene()
+    items = [ITEMS[0], ("ContentDocument", "069B", "", 0), ("ContentDocument", "069A", "", 0)]
+    result = restore_files(_run(), org, backup, items, dry_run=False)
+    assert _states(result) == {"069B": rpb.RECORD_STATE_CREATED, "069A": rpb.RECORD_STATE_UPDATED}
+    by = {o.source_id: o.target_id for o in result.outcomes}
+    new_doc = next(v["ContentDocumentId"] for v in org.versions.values() if v.get("Title") == "Gone")
+    assert by == {"069B": new_doc, "069A": "069A"}  # documents, never the versions written
+    backup.id_map = {s: t for s, t in by.items() if s != t}
+    org.writes.clear()
+    again = restore_files(_run(), org, backup, items, dry_run=False)
+    assert _states(again) == {"069B": rpb.RECORD_STATE_SKIPPED, "069A": rpb.RECORD_STATE_SKIPPED}
+    assert {o.source_id: o.target_id for o in again.outcomes} == by
     assert org.writes == []
 
 
@@ -559,9 +576,10 @@ async def test_on_sforg_and_storage_a_version_comes_back_and_a_deleted_document_
         vid for vid, v in new_versions.items() if v["ContentDocumentId"] == kept_doc and v.get("IsLatest")
     )
     assert now["files"][kept_latest]["sha256"] == files[kept_v]["sha256"]
-    made = states[gone_doc].target_id
-    assert now["files"][made]["sha256"] == files[gone_v]["sha256"]
-    new_doc = new_versions[made]["ContentDocumentId"]
+    new_doc = made = states[gone_doc].target_id  # a ContentDocument's outcome names the new document
+    assert made.startswith("069"), made
+    new_v = next(vid for vid, v in new_versions.items() if v["ContentDocumentId"] == new_doc)
+    assert now["files"][new_v]["sha256"] == files[gone_v]["sha256"]
     relinked = {
         lnk["LinkedEntityId"]
         for lnk in now["objects"]["ContentDocumentLink"].values()
