@@ -690,12 +690,19 @@ def _compared(
     those it holds none of (a null then means null), but a checkbox or a required field (which Salesforce never
     holds empty: the field did not exist then) only with a value."""
     out: list[tuple[str, FieldInfo | None]] = []
+    by_name = info.fields if info is not None else None
+    get = backup.get
     for name in fields:
-        f = info.field(name) if info is not None else None
-        if info is not None and f is None:
-            continue
-        key = f.name if f is not None else name
-        value = backup.get(key)
+        f: FieldInfo | None = None
+        key = name
+        if by_name is not None:
+            f = by_name.get(name)
+            if f is None:
+                f = info.field(name) if info is not None else None  # another spelling
+                if f is None:
+                    continue
+            key = f.name
+        value = get(key)
         if (value is None or value == "") and (  # no value (normalized(value, None) is None)
             not restore_empty or (f is not None and (f.sf_type == "boolean" or not f.nillable))
         ):

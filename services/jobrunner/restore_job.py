@@ -853,6 +853,7 @@ class RestoreJob:
         pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
         items: list[Pending] = []
         owner_map = dict(self.spec.owner_map)
+        restore_empty = bool(self.spec.restore_empty)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
         for n in range(len(batch)):
             sid, values = batch[n]
@@ -886,7 +887,7 @@ class RestoreJob:
                 "target_deleted": deleted or revived,
                 "fields": fields,
                 "info": info,
-                "restore_empty": bool(self.spec.restore_empty),
+                "restore_empty": restore_empty,
             }
             decision = rd.decide(sid, values, None if deleted else row, **how)
             if decision.write.get("OwnerId") in inactive:
@@ -1357,9 +1358,11 @@ class RestoreJob:
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
         mask = 0
-        for i, (f, *_rest) in enumerate(self._digest_plan(obj)):
+        bit = 1
+        for f, _fi, _as_is, _number in self._digest_plan(obj):
             if f not in deferred and (restore_empty or values.get(f) not in _EMPTY):
-                mask |= 1 << i
+                mask |= bit
+            bit <<= 1
         self.expect[sid] = (self._digest(obj, mask, values), mask)
 
     def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
