@@ -187,6 +187,8 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     now_map = id_map(clients, s.sf_org, s.sf_org)
     changed_map = sorted(set(now_map.items()) ^ set(ids.items()))
     assert now_map == ids, f"the second restore changed the Id map: {len(changed_map)} entries, {changed_map[:5]}"
+    counted = live_counts_differ(admin, s.before)
+    assert not counted, f"after the second restore, not the backup's number of records: {counted}"
 
     # the CLI's preview of the Accounts deleted since T: one JSON object, every Account Skipped now
     result = subprocess.run(
@@ -403,6 +405,17 @@ def not_undeleted(c: Clients, session_id: str, binned: dict[str, set[str]]) -> l
             if got != rs.RECORD_STATE_UNDELETED:
                 wrong.append(f"{obj} {rid}: {rs.RecordState.Name(got) if got is not None else 'no outcome'}")
     return wrong
+
+
+def live_counts_differ(admin: Admin, before: dict[str, Any]) -> list[str]:
+    """Objects (users aside) with another number of live records in the org now than at `before`: after a
+    restore of everything the damage took, a record created twice shows as one too many."""
+    now_ = admin.ground_truth(values=False)["objects"]
+    return [
+        f"{o}: {len(now_.get(o, {}))} live, {len(ids)} at the backup"
+        for o, ids in sorted(before["objects"].items())
+        if o != "User" and len(now_.get(o, {})) != len(ids)
+    ]
 
 
 def missing_records(before: dict[str, Any], after: dict[str, Any], ids: dict[str, str]) -> list[str]:
