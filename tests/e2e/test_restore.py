@@ -1,11 +1,13 @@
 """Restore end to end, every service a separate process, on a tiny emulated org: a backup, then damage
 (Accounts deleted with their family by the cascade, half of them purged from the recycle bin, other records
-changed), then a restore of "deleted since T" and "changed since T" as of before the damage — previewed
-first (the same counts, zero writes by sforg's own accounting), then run: every record back (undeleted ones
-with their Ids, purged ones created with every lookup on the right new parent), verified, and a second run
-all Skipped. A restore into a second org with masking lets no original value of a masked field reach it.
-Metadata: changed components deployed back to their earlier version; a deploy failing validation deploys
-nothing and says why."""
+changed), then a restore of "deleted since T" and "changed since T" (files too) as of before the damage —
+previewed first (the same counts, zero writes by sforg's own accounting), then run: every record of every
+object back as backed up (undeleted ones with their Ids, purged ones created with every lookup on the right
+new parent), each in the state it was in at the start, verified, and a second run all Skipped with no record
+created twice. A restore into a second sforg with masking lets no original value of a masked field reach it,
+in that field or any other. Metadata: three changed Apex classes and a custom field deployed back to their
+earlier version (as the org holds and describes them); a deploy failing validation deploys nothing and gives
+the org's reason. test_restore_scale.py runs the first scenario at the issue's scale (make test-long)."""
 
 from __future__ import annotations
 

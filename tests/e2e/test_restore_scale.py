@@ -1,14 +1,17 @@
 """Issue 17's first two acceptance scenarios at their stated scale, through the whole stack (every service a
 separate process, real NATS and PostgreSQL, sforg): 500 Accounts deleted with their Contacts, Opportunities and
 Cases (the cascade), 250 of them purged from the recycle bin with their family, 1,000 other records changed;
-then "deleted since T" and "changed since T" restored as of before the damage. Previewed first (its counts
-equal the real run's, sforg counts 0 writes), then run: every record of the backed-up state back (undeleted
-ones with their Ids, purged ones created with every lookup on the right new parent), the changed ones equal
-to the backup, the verification 0 differences, and a second identical restore all Skipped.
+then "deleted since T" and "changed since T" restored (files too, as the CLI does) as of before the damage.
+Previewed first (its counts equal the real run's, sforg counts 0 writes), then run: every record of the
+backed-up state back, in every object (undeleted ones with their Ids, purged ones created with every lookup on
+the right new parent), each record in the state it was in at the start (a changed one that differs Updated,
+one in the recycle bin Undeleted), the verification 0 differences, no object with a record more or less than
+the backup, and a second identical restore all Skipped. Every check is made; their failures are reported
+together (one run shows every problem).
 
-Long (a 12,000-record org, a few minutes): `make test-long` runs it (SFVAULT_RESTORE_SCALE set); `make test`
-does not collect it (tests/e2e/conftest.py). It prints the figures: records per state, wall time of the
-preview and of the restore."""
+Long (a 12,000-record org, about a minute on 2 cores): `make test-long` runs it (SFVAULT_RESTORE_SCALE set);
+`make test` does not collect it. It prints the figures: records per object and state, wall time of the
+preview, the restore and the second restore."""
 
 from __future__ import annotations
 
