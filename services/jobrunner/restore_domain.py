@@ -732,7 +732,7 @@ def differences(
 # ---------------------------------------------------------------- the decision
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     source_id: str
     target_id: str | None

@@ -29,6 +29,7 @@ import contextvars
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import marshal
@@ -38,7 +39,7 @@ import re
 import resource
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -98,6 +99,18 @@ STATE_COUNTER = {
     rd.State.SKIPPED: "skipped",
     rd.State.FAILED: "failed",
 }
+
+
+def _pieces(items: Iterable[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
+    """`items` in lists of at most `size`, each with whether it is the last (one empty list for no items)."""
+    it = iter(items)
+    piece = list(itertools.islice(it, size))
+    while True:
+        following = list(itertools.islice(it, size)) if len(piece) == size else []
+        yield piece, not following
+        if not following:
+            return
+        piece = following
 
 
 def _loads(values_json: bytes | str) -> dict[str, Any]:
@@ -1184,7 +1197,11 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ outcomes
     def _commit(self, obj: str, items: list[Pending], resolved: list[str]) -> None:
-        outcomes = []
+        self._put(obj, self._outcomes(obj, items), resolved)
+
+    def _outcomes(self, obj: str, items: list[Pending]) -> Iterator[rpb.RecordOutcome]:
+        """The items' outcomes, each noted as it is made (counts, the Id map, the proof's expectation): made as
+        they are sent, a chunk at a time."""
         counter = self._counter(obj)
         for item in items:
             state = item.state or rd.State.FAILED
@@ -1202,27 +1219,22 @@ class RestoreJob:
                 self.id_map[item.source_id] = target
             if state != rd.State.FAILED and item.exact and not self.dry_run:
                 self._expect(obj, item.source_id, item.values)
-            outcomes.append(
-                rpb.RecordOutcome(
-                    object_name=obj,
-                    source_id=item.source_id,
-                    target_id=target,
-                    state=state.value,  # type: ignore[arg-type]
-                    error_code=item.code,
-                    message=item.message[:500],
-                    changed_fields=list(item.decision.changed_fields),
-                    note="; ".join(item.notes)[:500],
-                )
+            yield rpb.RecordOutcome(
+                object_name=obj,
+                source_id=item.source_id,
+                target_id=target,
+                state=state.value,  # type: ignore[arg-type]
+                error_code=item.code,
+                message=item.message[:500],
+                changed_fields=list(item.decision.changed_fields),
+                note="; ".join(item.notes)[:500],
             )
-        self._put(obj, outcomes, resolved)
 
-    def _put(self, obj: str, outcomes: list[rpb.RecordOutcome], resolved: list[str], *, files: int = 0) -> None:
+    def _put(self, obj: str, outcomes: Iterable[rpb.RecordOutcome], resolved: list[str], *, files: int = 0) -> None:
         """Outcomes committed in chunks of at most 1,000 (storage's limit); the last one carries the intents they
         resolve, the files and the calls (a crash between two leaves the intents open: the next attempt finds
         the rest)."""
-        pieces = [outcomes[i : i + PER_CALL] for i in range(0, len(outcomes), PER_CALL)] or [[]]
-        for n, piece in enumerate(pieces):
-            last = n == len(pieces) - 1
+        for piece, last in _pieces(outcomes, PER_CALL):
             writes = int(self.sf.write_calls)
             api = int(self.run.client.api_calls)
             seq = self.seq + 1
