@@ -289,6 +289,9 @@ class IngestApi(Api):
             elif updating and id_at is not None:
                 batch = org.update_batch(o.name)
                 batch.load([row[id_at] for row in rows if len(row) > id_at])
+            if batch is not None:  # the records the chunk's lookups name, read at once
+                at = [n for n, (kind, f, _ext) in enumerate(columns) if kind == "field" and f.type == "reference"]
+                batch.prefetch(org, (row[n] for row in rows for n in at if n < len(row) and row[n]))
             for row in rows:
                 if not any(cell for cell in row):
                     continue

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from sforg.clock import parse_datetime, stamp
@@ -424,7 +425,39 @@ def _booleans(o: ObjectDef) -> list[str]:
     return [f.name for f in o.fields if f.stored and f.type == "boolean"]
 
 
-class CreateBatch:
+class _References:
+    """A batch's reference checks: each (field, value) checked once (its error kept), the chunk's referenced rows
+    read at once beforehand (`prefetch`) where the caller knows them."""
+
+    refs: dict[tuple[str, str], OrgError | None]
+    known: dict[str, tuple[Any, ...] | None]
+
+    def prefetch(self, org: Records, values: Iterable[str]) -> None:
+        """The rows these references name, as they are stored now (for `reference`)."""
+        wanted = {to18(v) for v in values if is_valid(v)}
+        self.known.update(org.reference_rows(v for v in wanted if v not in self.known))
+
+    def reference(self, org: Records, o: ObjectDef, f: FieldDef, value: str) -> None:
+        """`check_reference`, once per field and value."""
+        key = (f.name, value)
+        if key in self.refs:
+            cached = self.refs[key]
+            if cached is not None:
+                raise OrgError(cached.status, cached.code, cached.message, cached.fields and list(cached.fields))
+            return
+        row = self.known.get(value)  # found then, found now: a batch neither deletes nor deactivates
+        try:
+            if row is not None:
+                org.check_reference(o, f, value, row=row)
+            else:  # read now: it may be a record written since (this batch's own)
+                org.check_reference(o, f, value)
+        except OrgError as exc:
+            self.refs[key] = exc
+            raise
+        self.refs[key] = None
+
+
+class CreateBatch(_References):
     """Creates of one object checked one by one as `create_record` checks them (so each fails alone, with the
     same error), their rows written together. What the per-record path reads from the store is known here
     without a query where it can be: a reference checked once per value (the records of this batch, not yet
@@ -444,6 +477,7 @@ class CreateBatch:
         self.rows: list[dict[str, Any]] = []
         self.pending: set[str] = set()
         self.refs: dict[tuple[str, str], OrgError | None] = {}
+        self.known: dict[str, tuple[Any, ...] | None] = {}
         self.unique = [f for f in o.fields if f.unique and f.name != "Id"]
         self.unique_seen: dict[str, dict[Any, str]] = {f.name: {} for f in self.unique}
 
@@ -517,18 +551,7 @@ class CreateBatch:
             value = to18(str(v)) if is_valid(str(v)) else str(v)
             if value in self.pending:  # a record of this batch: written first, then checked as stored
                 self.flush()
-            key = (f.name, value)
-            if key in self.refs:
-                cached = self.refs[key]
-                if cached is not None:
-                    raise OrgError(cached.status, cached.code, cached.message, cached.fields and list(cached.fields))
-                continue
-            try:
-                org.check_reference(o, f, value)
-            except OrgError as exc:
-                self.refs[key] = exc
-                raise
-            self.refs[key] = None
+            self.reference(org, o, f, value)
         for f in self.unique:
             v = data.get(f.name)
             if v is None:
@@ -558,7 +581,7 @@ class CreateBatch:
                 self.org.store.set_meta("counters", self.org.counters)
 
 
-class UpdateBatch:
+class UpdateBatch(_References):
     """Updates of one object checked one by one as `update_record` checks them (the same errors, in the same
     order), their rows written together: the chunk's current rows read in one query (and kept as each update
     leaves them), a reference checked once per value, the rows of the same columns written by one statement.
@@ -570,6 +593,7 @@ class UpdateBatch:
         self.current: dict[str, dict[str, Any]] = {}
         self.writes: dict[tuple[str, ...], list[list[Any]]] = {}
         self.refs: dict[tuple[str, str], OrgError | None] = {}
+        self.known: dict[str, tuple[Any, ...] | None] = {}
         self.unique = {f.name for f in o.fields if f.unique and f.name != "Id"}
 
     def load(self, ids: list[str]) -> None:
@@ -610,19 +634,7 @@ class UpdateBatch:
                 continue
             if current.get(name) == v:
                 continue
-            value = to18(str(v)) if is_valid(str(v)) else str(v)
-            key = (f.name, value)
-            if key in self.refs:
-                cached = self.refs[key]
-                if cached is not None:
-                    raise OrgError(cached.status, cached.code, cached.message, cached.fields and list(cached.fields))
-                continue
-            try:
-                org.check_reference(o, f, value)
-            except OrgError as exc:
-                self.refs[key] = exc
-                raise
-            self.refs[key] = None
+            self.reference(org, o, f, to18(str(v)) if is_valid(str(v)) else str(v))
         if any(data.get(n) is not None for n in self.unique):
             self.flush()
             org.check_unique(o, data, current["Id"])

@@ -5,7 +5,7 @@ validation rules (FIELD_CUSTOM_VALIDATION_EXCEPTION, switchable by the admin API
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,8 @@ from sforg.ids import is_valid, to18
 from sforg.org.base import OrgBase, OrgError
 from sforg.schema import FieldDef, ObjectDef
 from sforg.store import col, table
+
+_UNREAD = object()  # check_reference: the referenced row is read by the check itself
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,28 @@ class Validation(OrgBase):
         return self.validation_rules()
 
     # ------------------------------------------------------------ checks
-    def check_reference(self, o: ObjectDef, f: FieldDef, value: str) -> None:
-        """A lookup value must name a live record of one of the field's target objects."""
+    def reference_rows(self, values: Iterable[str]) -> dict[str, tuple[Any, ...] | None]:
+        """What `check_reference` reads of each of these (18-character) Ids, one query per object: Id -> its row
+        (None: not stored). Ids of no object are left out."""
+        by_object: dict[str, list[str]] = {}
+        for value in values:
+            target = self.object_of_id(value)
+            if target is not None:
+                by_object.setdefault(target.name, []).append(value)
+        out: dict[str, tuple[Any, ...] | None] = {}
+        for name, ids in by_object.items():
+            target = self.obj(name)
+            out.update(dict.fromkeys(ids))
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                marks = ", ".join("?" for _ in part)
+                sql = f'SELECT {_reference_columns(target)} FROM {table(target.name)} WHERE "Id" IN ({marks})'
+                out.update((row[0], tuple(row)) for row in self.store.conn().execute(sql, part))
+        return out
+
+    def check_reference(self, o: ObjectDef, f: FieldDef, value: str, row: Any = _UNREAD) -> None:
+        """A lookup value must name a live record of one of the field's target objects (`row`: its row as
+        `reference_rows` read it, when it was)."""
         target = self.object_of_id(value)
         if target is None:
             raise OrgError(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name])
@@ -101,16 +123,12 @@ class Validation(OrgBase):
             raise OrgError(
                 400, "FIELD_INTEGRITY_EXCEPTION", f"{f.label}: id value of incorrect type: {value}", [f.name]
             )
-        cols = ['"Id"']
-        if target.field("IsDeleted"):
-            cols.append('"IsDeleted"')
-        if target.name == "User":
-            cols.append('"IsActive"')
-        row = (
-            self.store.conn()
-            .execute(f'SELECT {", ".join(cols)} FROM {table(target.name)} WHERE "Id"=?', (value,))
-            .fetchone()
-        )
+        if row is _UNREAD:
+            row = (
+                self.store.conn()
+                .execute(f'SELECT {_reference_columns(target)} FROM {table(target.name)} WHERE "Id"=?', (value,))
+                .fetchone()
+            )
         if row is None:
             raise OrgError(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name])
         if target.field("IsDeleted") and row[1]:
@@ -180,3 +198,13 @@ class Validation(OrgBase):
             self.check_reference(o, f, to18(str(v)) if is_valid(str(v)) else str(v))
         self.check_unique(o, data, rid)
         self.check_rules(o, {**current, **data})
+
+
+def _reference_columns(target: ObjectDef) -> str:
+    """The columns `check_reference` reads of a referenced record: Id, then IsDeleted and IsActive where they are."""
+    cols = ['"Id"']
+    if target.field("IsDeleted"):
+        cols.append('"IsDeleted"')
+    if target.name == "User":
+        cols.append('"IsActive"')
+    return ", ".join(cols)
