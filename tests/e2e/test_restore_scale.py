@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +94,32 @@ def change_more(admin: Admin, truth: dict[str, Any], damage: Damage, n: int) -> 
     damage.changed["Account"] |= set(more)
 
 
-def timed(clients: Clients, spec: rs.RestoreSpec) -> tuple[api.Session, float]:
+@dataclass
+class Run:
+    """A restore session watched to its end, its wall time and the org's API calls (sforg's accounting)."""
+
+    session: api.Session
+    seconds: float
+    calls: int
+    writes: int
+
+    def figures(self, name: str) -> str:
+        per = counts(self.session)
+        head = (
+            f"restore scale: {name} {self.session.session_id} in {self.seconds:.1f} s, {self.calls} API calls"
+            f" ({self.writes} writes), totals {totals(self.session)}"
+        )
+        lines = [f"restore scale:   {o}: " + ", ".join(f"{s} {per[o][s]}" for s in STATES) for o in sorted(per)]
+        return "\n".join([head, *lines])
+
+
+def timed(clients: Clients, admin: Admin, spec: rs.RestoreSpec) -> Run:
+    admin.reset_accounting()
     started = time.monotonic()
     final = restore(clients, spec, timeout=1800)
-    return final, time.monotonic() - started
-
-
-def figures(name: str, session: api.Session, seconds: float) -> str:
-    per = counts(session)
-    lines = [f"restore scale: {name} {session.session_id} in {seconds:.1f} s, totals {totals(session)}"]
-    lines += [f"restore scale:   {obj}: " + ", ".join(f"{s} {per[obj][s]}" for s in STATES) for obj in sorted(per)]
-    return "\n".join(lines)
+    seconds = time.monotonic() - started
+    used = admin.accounting()
+    return Run(final, seconds, sum(used["calls"].values()), int(used["writes"]))  # sforg counts both
 
 
 def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verified_and_idempotent(
@@ -142,20 +158,20 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     )
 
     # the preview: decides everything, writes nothing (sforg's own accounting)
-    admin.reset_accounting()
-    preview, preview_s = timed(clients, variant(spec, dry_run=True))
-    writes = admin.accounting()
-    assert writes.get("writes") == 0, f"the dry run wrote to the org: {writes.get('write_calls')}"
+    previewed = timed(clients, admin, variant(spec, dry_run=True))
+    preview = previewed.session
+    assert previewed.writes == 0, f"the dry run wrote to the org: {previewed.writes} write calls"
     assert not id_map(clients, sf_org, sf_org), "a dry run mapped Ids"
 
     # the restore itself: the same decisions, every record back, the read-back proving it
     real_spec = variant(spec, confirmed=True)
-    real, real_s = timed(clients, real_spec)
+    restored = timed(clients, admin, real_spec)
+    real = restored.session
     with capsys.disabled():
         print(f"\nrestore scale: org {ORG_RECORDS} records; deleted {deleted}; purged {purged}; changed", end=" ")
         print({obj: len(ids) for obj, ids in damage.changed.items()})
-        print(figures("preview (dry run)", preview, preview_s))
-        print(figures("restore", real, real_s))
+        print(previewed.figures("preview (dry run)"))
+        print(restored.figures("restore"))
         v = real.verification
         print(f"restore scale: verification matching {v.matching}, differing {v.differing}")
 
@@ -202,9 +218,10 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     expect(not wrong, f"{len(wrong)} records in the recycle bin at the start not Undeleted: {wrong[:10]}")
 
     # the same restore again: nothing left to do
-    again, again_s = timed(clients, real_spec)
+    second = timed(clients, admin, real_spec)
+    again = second.session
     with capsys.disabled():
-        print(figures("second restore", again, again_s))
+        print(second.figures("second restore"))
     t = totals(again)
     nothing = t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0
     expect(again.status == pb.SESSION_STATUS_SUCCESS and t["skipped"] > 0 and nothing, "not all Skipped", again)
