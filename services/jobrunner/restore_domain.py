@@ -13,6 +13,7 @@ false."""
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import re
@@ -441,6 +442,17 @@ def _to_sf_value(value: Any, f: FieldInfo) -> Any:
 
 
 def _as_id(value: Any) -> str | None:
+    if type(value) is str:
+        return _text_as_id(value)
+    try:
+        return normalize_id(value)
+    except InvalidArgument:
+        return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _text_as_id(value: str) -> str | None:
+    """An Id's 18-character form (a restore meets the same owners and parents again and again)."""
     try:
         return normalize_id(value)
     except InvalidArgument:

@@ -331,7 +331,8 @@ class OrgWriter:
         writer.writerow(header)
         sent: list[str] = []
         for r in records:
-            row = [csv_cell(r.get(h), null=null) for h in header]
+            # text as it is, anything else as csv_cell writes it
+            row = [v if type(v) is str else csv_cell(v, null=null) for v in map(r.get, header)]
             writer.writerow(row)
             sent.append(_SEP.join(row))
         match = _RowMatch(sent)
