@@ -1,7 +1,7 @@
 """Shared fixtures: real PostgreSQL and NATS JetStream servers, unless URLs are given in the environment.
 
 - `postgres_url`: one pgserver for the whole run (or SFVAULT_DATABASE_URL).
-- `database_url`: a fresh, empty database per test on that server.
+- `database_url`: a fresh, empty database per test on that server (`fresh_database`, also for a module's stack).
 - `nats_url`: a fresh nats-server (JetStream, temporary store, free port) per test, or SFVAULT_NATS_URL; the
   embedded one requires a user (services.platform.natsauth): the URL carries the admin's credentials.
 - `nats_credentials(service)`: the settings that make a component connect as its own NATS user
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,12 +39,21 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def database_url(postgres_url: str) -> Iterator[str]:
+    with fresh_database(postgres_url) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of `server_url`, dropped afterwards (its connections cut)."""
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
+    with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_dbname(postgres_url, name)
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield _with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _with_dbname(url: str, name: str) -> str:

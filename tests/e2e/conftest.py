@@ -14,6 +14,7 @@ from devstack.localstack import Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients, Endpoints
 from services.cli.demo import register_org, secrets_dir
+from tests.conftest import fresh_database
 
 # The restore chaos trials are long: `make test-long` runs them (it sets SFVAULT_RESTORE_CHAOS_TRIALS); `make test`
 # does not collect them (so they are neither run nor reported as skipped there).
@@ -41,14 +42,35 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(stack_home: Path) -> Iterator[Stack]:
+def stack_database(postgres_url: str) -> Iterator[str]:
+    """A fresh database of its own for a module's stack, on the run's one PostgreSQL server: a stack that does
+    not restart PostgreSQL needs no server of its own (each started one costs an initdb)."""
+    with fresh_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="package")
+def bare_stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Stack]:
+    """The whole sfvault without an org, started once for the modules that only call its RPCs and never need a
+    state of their own (test_api_security, test_rpc_fuzz: each of their checks compares a call's outcome, not
+    what is stored). Its admin's signing key is `state_dir / "auth.key"`."""
+    home = tmp_path_factory.mktemp("bare-stack")
+    # storage deletes a published chunk's outbox row at its relay's next run: soon, so a test awaiting an empty
+    # outbox (test_rpc_fuzz's Quiet) waits a tenth of a second, not the 2 s default
+    env = {**local.prepare_auth(home), "SFVAULT_STORAGE_OUTBOX_INTERVAL_S": "0.1"}
+    with fresh_database(postgres_url) as url, local_stack(home, with_org=None, extra_env=env, database_url=url) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def stack(stack_home: Path, stack_database: str) -> Iterator[Stack]:
     # storage canonicalises again every record the jobrunner sends in canonical form: both must agree
     env = {
         **local.prepare_auth(stack_home),
         "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1",
         "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),  # orgs' secrets only from there
     }
-    with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=env) as s:
+    with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=env, database_url=stack_database) as s:
         yield s
 
 

@@ -40,9 +40,8 @@ from sfvault.events.v1 import events_pb2
 from sfvault.session.v1 import session_pb2
 from sfvault.storage.v1 import storage_pb2
 
-from devstack.localstack import Stack, local_stack
+from devstack.localstack import Stack
 from services.canonical import CANONICAL_RULES
-from services.cli import local
 from services.platform.auth import load_key, mint
 from tests.storage.conftest import sf_id
 
@@ -72,10 +71,8 @@ PROCESS = {name: name.split(".")[1] for name in SERVICES}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("fuzz")
-    with local_stack(home, with_org=None, extra_env=local.prepare_auth(home)) as s:
-        yield s
+def stack(bare_stack: Stack) -> Stack:
+    return bare_stack
 
 
 @pytest.fixture(scope="module")
