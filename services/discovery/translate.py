@@ -18,6 +18,7 @@ from services.discovery import domain as d
 from services.discovery.domain import SessionRecord, StoredJob
 from services.platform import timestamps
 from services.platform.auth import AuditEntry
+from services.platform.translate import from_message, to_message
 
 JOB_TYPE = {
     d.JobKind.DATA: ev.JOB_TYPE_DATA,
@@ -40,16 +41,7 @@ def connection_to_pb(c: d.Connection) -> api.OrgConnection:
 
 
 def org_to_pb(o: d.Org) -> api.Org:
-    return api.Org(
-        org_id=o.org_id,
-        name=o.name,
-        connection=connection_to_pb(o.connection),
-        salesforce_org_id=o.salesforce_org_id,
-        instance_url=o.instance_url,
-        created_at=timestamps.to_pb(o.created_at),
-        updated_at=timestamps.to_pb(o.updated_at),
-        sandbox=o.sandbox,
-    )
+    return to_message(api.Org, o, connection=connection_to_pb(o.connection))
 
 
 _FORMATS = {
@@ -81,7 +73,7 @@ def alerts_to_pb(a: d.AlertSettings) -> ppb.AlertSettings:
 
 def anomalies_from_pb(a: ppb.AnomalySettings) -> d.AnomalySettings:
     # the message and the dataclass have the same fields (anomalies_to_pb relies on it too)
-    return d.AnomalySettings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(d.AnomalySettings)})
+    return from_message(d.AnomalySettings, a)
 
 
 def anomalies_to_pb(a: d.AnomalySettings) -> ppb.AnomalySettings:
@@ -332,20 +324,11 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
 
 def audit_entry_to_pb(e: AuditEntry) -> access_api.AuditEntry:
     """An audit entry; the dataclass has the message's fields (its time in epoch seconds)."""
-    return access_api.AuditEntry(**{**dataclasses.asdict(e), "at": timestamps.to_pb(e.at)})
+    return to_message(access_api.AuditEntry, e)
 
 
 def token_to_pb(record: d.TokenRecord) -> access_api.TokenInfo:
-    return access_api.TokenInfo(
-        token_id=record.token_id,
-        name=record.name,
-        role=record.role,
-        issued_at=timestamps.to_pb(record.issued_at),
-        expires_at=timestamps.to_pb(record.expires_at),
-        revoked_at=timestamps.to_pb(record.revoked_at),
-        revoked_by=record.revoked_by,
-        registered_by=record.registered_by,
-    )
+    return to_message(access_api.TokenInfo, record)
 
 
 def prune_job_spec(

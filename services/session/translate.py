@@ -15,6 +15,7 @@ from sfvault.restore.v1 import restore_pb2 as rpb
 from sfvault.session.v1 import session_pb2 as api
 
 from services.platform import events, timestamps
+from services.platform.translate import to_message
 from services.session import domain as d
 from services.session import domain_alerts
 from services.session.domain_anomaly import Finding
@@ -67,26 +68,12 @@ def finding_to_pb(f: Finding) -> ppb.Finding:
 
 
 def alert_to_pb(a: domain_alerts.Alert) -> ppb.Alert:
-    return ppb.Alert(
-        alert_id=a.alert_id,
-        session_id=a.session_id,
-        policy_id=a.policy_id,
-        org_id=a.org_id,
-        kind=a.kind,
-        message=a.message,
-        at=timestamps.to_pb(a.at),
+    return to_message(
+        ppb.Alert,
+        a,
         findings=[finding_to_pb(f) for f in a.findings],
-        deliveries=[
-            ppb.Delivery(
-                channel=x.channel,
-                target=x.shown,
-                status=x.status,
-                attempts=x.attempts,
-                last_error=x.last_error,
-                delivered_at=timestamps.to_pb(x.delivered_at),
-            )
-            for x in a.deliveries
-        ],
+        # a delivery's target shown redacted, never the address it is sent to
+        deliveries=[to_message(ppb.Delivery, x, target=x.shown) for x in a.deliveries],
     )
 
 

@@ -1,0 +1,74 @@
+"""Protobuf <-> dataclass by field name: what is copied, what is given, what fails."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pytest
+from sfvault.discovery.v1 import access_pb2 as access_api
+from sfvault.protect.v1 import protect_pb2 as ppb
+
+from services.platform import timestamps
+from services.platform.translate import from_message, to_message
+
+
+@dataclass(frozen=True)
+class _Token:
+    token_id: str
+    name: str
+    role: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    registered_by: str = ""
+    revoked_at: dt.datetime | None = None
+    revoked_by: str = ""
+    secret: str = "not a field of the message"
+
+
+def test_the_message_fields_are_copied_by_name_datetimes_as_timestamps_and_nothing_else() -> None:
+    at = dt.datetime(2026, 11, 1, 12, 30, 5, tzinfo=dt.UTC)
+    msg = to_message(access_api.TokenInfo, _Token("t1", "ci", "admin", at, at + dt.timedelta(days=1), "ann"))
+    assert msg == access_api.TokenInfo(
+        token_id="t1",
+        name="ci",
+        role="admin",
+        issued_at=timestamps.to_pb(at),
+        expires_at=timestamps.to_pb(at + dt.timedelta(days=1)),
+        registered_by="ann",
+    )
+    assert not msg.HasField("revoked_at")  # None leaves it unset
+
+
+def test_a_given_field_replaces_the_copy_and_a_missing_one_fails() -> None:
+    @dataclass(frozen=True)
+    class Delivery:
+        channel: str
+        target: str  # where it is sent: must never be copied into the message
+        shown: str
+        status: str = "pending"
+        attempts: int = 0
+        last_error: str = ""
+        delivered_at: dt.datetime | None = None
+
+    x = Delivery("webhook", "https://hooks.example/secret-path", "hooks.example", attempts=2)
+    assert to_message(ppb.Delivery, x, target=x.shown) == ppb.Delivery(
+        channel="webhook", target="hooks.example", status="pending", attempts=2
+    )
+
+    @dataclass(frozen=True)
+    class Short:
+        channel: str
+
+    with pytest.raises(AttributeError):
+        to_message(ppb.Delivery, Short("email"))
+
+
+def test_a_dataclass_from_the_message_fields_of_the_same_names() -> None:
+    @dataclass(frozen=True)
+    class Retention:
+        days: int
+        versions: int
+        prune_latest: bool
+        label: str = ""
+
+    msg = ppb.RetentionSettings(days=30, versions=5, prune_latest=True)
+    assert from_message(Retention, msg, label="given") == Retention(30, 5, True, "given")
