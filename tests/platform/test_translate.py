@@ -7,26 +7,14 @@ import pytest
 from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.protect.v1 import protect_pb2 as ppb
 
+from services.discovery.domain import TokenRecord
 from services.platform import timestamps
 from services.platform.translate import from_message, to_message
 
 
-@dataclass(frozen=True)
-class _Token:
-    token_id: str
-    name: str
-    role: str
-    issued_at: dt.datetime
-    expires_at: dt.datetime
-    registered_by: str = ""
-    revoked_at: dt.datetime | None = None
-    revoked_by: str = ""
-    secret: str = "not a field of the message"
-
-
-def test_the_message_fields_are_copied_by_name_datetimes_as_timestamps_and_nothing_else() -> None:
+def test_the_message_fields_are_copied_by_name_and_datetimes_as_timestamps() -> None:
     at = dt.datetime(2026, 11, 1, 12, 30, 5, tzinfo=dt.UTC)
-    msg = to_message(access_api.TokenInfo, _Token("t1", "ci", "admin", at, at + dt.timedelta(days=1), "ann"))
+    msg = to_message(access_api.TokenInfo, TokenRecord("t1", "ci", "admin", at, at + dt.timedelta(days=1), "ann"))
     assert msg == access_api.TokenInfo(
         token_id="t1",
         name="ci",
