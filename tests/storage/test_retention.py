@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
+import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
@@ -286,6 +290,284 @@ async def test_an_as_of_read_before_the_horizon_is_failed_precondition_through_t
     assert ctx.code == grpc.StatusCode.FAILED_PRECONDITION
     request.as_of.FromDatetime(await _ago(h, 10))
     assert _name((await servicer.GetRecordAsOf(request, _Context())).values_json) == "b"
+
+
+# --- the acceptance (issue 18): 30 daily incrementals at 1 % change, then a retention of 7 days -------------------
+# Day d's backup is placed AGES[d] days before now (29.5 ... 0.5). Each incremental stores what changed that day,
+# as a jobrunner's would: 1 % of the Accounts (29 renamed, 1 deleted), 1 % of the files (2 bodies replaced, plus
+# the special cases below), a metadata component every third day. The test predicts what a 7-day prune removes
+# from its own model of the versions (not from storage's answers), with a pin 15 days ago on Account and
+# ContentVersion, then measures it: rows, bodies, bytes on disk, database size before and after.
+# File bodies by reference count: S is shared by ContentVersions 1 and 2 (1 replaced: S stays); T by ORG's 3 and
+# another org (3 replaced: T stays); 4 goes Z -> W -> Z (W goes, Z stays: the latest references it); 5's body M is
+# also a metadata component's body (5 replaced: M stays); 6 is replaced 4.5 days ago (its old body stays: its
+# version was superseded inside the window).
+
+DAYS, KEEP_DAYS, PIN_AGE = 30, 7, 15.0
+AGES = [DAYS - 0.5 - d for d in range(DAYS)]
+N_ACCOUNTS, N_FILES, N_COMPONENTS = 3000, 200, 10
+Item = tuple[str, object]  # ("Account", n), ("ContentVersion", n), ("ApexClass", name)
+
+
+@dataclass
+class _Day:
+    accounts: dict[int, str] = field(default_factory=dict)  # n -> Name
+    deleted: list[int] = field(default_factory=list)
+    files: dict[int, bytes] = field(default_factory=dict)  # ContentVersion n -> its body
+    metadata: dict[str, bytes] = field(default_factory=dict)  # ApexClass name -> its body
+
+
+def _thirty_days() -> list[_Day]:
+    rng = random.Random(18)
+
+    def body() -> bytes:
+        return rng.randbytes(rng.randint(2_000, 20_000))
+
+    shared_s, shared_t, z, w, m = body(), body(), body(), body(), body()
+    first = _Day(
+        accounts={n: f"Account {n} as created, with a name long enough to weigh" for n in range(1, N_ACCOUNTS + 1)},
+        files={n: body() for n in range(1, N_FILES + 1)} | {1: shared_s, 2: shared_s, 3: shared_t, 4: z, 5: m},
+        metadata={f"C{i}": f"public class C{i} {{ /* day 0 */ }}".encode() for i in range(N_COMPONENTS)}
+        | {"Shared": m},
+    )
+    days = [first]
+    live = list(range(1, N_ACCOUNTS + 1))
+    special: dict[int, dict[int, bytes]] = {3: {1: body()}, 4: {3: body()}, 5: {4: w}, 6: {5: body()}, 10: {4: z}}
+    special[25] = {6: body()}
+    for d in range(1, DAYS):
+        picked = rng.sample(live, 30)
+        live.remove(picked[-1])
+        day = _Day(accounts={n: f"Account {n} renamed on day {d}" for n in picked[:-1]}, deleted=[picked[-1]])
+        day.files = {n: body() for n in rng.sample(range(7, N_FILES + 1), 2)} | special.get(d, {})
+        if d % 3 == 0:
+            day.metadata = {f"C{d % N_COMPONENTS}": f"public class C{d % N_COMPONENTS} {{ /* day {d} */ }}".encode()}
+        days.append(day)
+    return days
+
+
+def _versions(days: list[_Day]) -> dict[Item, list[tuple[int, object]]]:
+    """Every item's versions as (day, content), oldest first: a Name or None (deleted), a body."""
+    out: dict[Item, list[tuple[int, object]]] = {}
+    for d, day in enumerate(days):
+        for n, name in day.accounts.items():
+            out.setdefault(("Account", n), []).append((d, name))
+        for n in day.deleted:
+            out[("Account", n)].append((d, None))
+        for n, data in day.files.items():
+            out.setdefault(("ContentVersion", n), []).append((d, data))
+        for name, data in day.metadata.items():
+            out.setdefault(("ApexClass", name), []).append((d, data))
+    return out
+
+
+def _predicted_pruned(item: Item, versions: list[tuple[int, object]]) -> list[int]:
+    """Indexes of the versions a 7-day prune removes: superseded more than 7 days ago, except the one in force at
+    the pin (Account and ContentVersion only: metadata is pinned only by a pin of every object)."""
+    pinned = item[0] in ("Account", "ContentVersion")
+    out = []
+    for i, ((day, _), (next_day, _)) in enumerate(itertools.pairwise(versions)):
+        if AGES[next_day] <= KEEP_DAYS:
+            continue
+        if pinned and AGES[day] >= PIN_AGE > AGES[next_day]:
+            continue
+        out.append(i)
+    return out
+
+
+async def _store_days(h: Harness, days: list[_Day]) -> None:
+    s = h.storage
+    s.max_chunk_records = 1000
+    for d, day in enumerate(days):
+        session = f"day{d:02d}"
+        await data_job(s, session=session, job="accounts")
+        names = sorted(day.accounts.items())
+        seq = 0
+        for start in range(0, len(names), 1000):
+            seq += 1
+            raws = [account(n, name, AnnualRevenue=n * 10.5) for n, name in names[start : start + 1000]]
+            await put_raw(s, ORG, session, "accounts", seq, "Account", raws)
+        if day.deleted:
+            ids = [sf_id("001", n) for n in day.deleted]
+            await s.mark_deleted(ORG, session, "accounts", seq + 1, "Account", ids, Deleted.SOFT)
+        await s.begin_job(ORG, session, "files", FILE, "")
+        for seq, (n, data) in enumerate(sorted(day.files.items()), 1):
+            header = FileHeaderIn(ORG, session, "files", seq, "ContentVersion", sf_id("068", n), len(data))
+            await s.upload_file(header, _body(data))
+        if day.metadata:
+            await s.begin_job(ORG, session, "metadata", METADATA, "")
+            components = [MetadataComponentIn("ApexClass", name, data) for name, data in sorted(day.metadata.items())]
+            await s.put_metadata(ORG, session, "metadata", 1, components)
+    for d in range(DAYS):  # in order: a record's head is changed at its latest day
+        await _age(h, f"day{d:02d}", AGES[d])
+
+
+async def _reads(
+    h: Harness, when: dt.datetime, file_ids: list[int], *, metadata_too: bool = True
+) -> tuple[bytes, dict[int, str], dict[str, str]]:
+    """What an as-of read answers at `when`: the Accounts' export (deleted ones too), the files' bodies' SHA-256,
+    the metadata components' bodies' SHA-256 (unless not asked: the pin does not cover metadata)."""
+    s = h.storage
+    export = b"".join(
+        [d async for d, _ in s.export_as_of(ORG, "Account", when, csv_format=False, include_deleted=True)]
+    )
+    files = {}
+    for n in file_ids:
+        _v, _loc, _size, stream = await s.open_file(ORG, "", "ContentVersion", sf_id("068", n), when)
+        files[n] = hashlib.sha256(b"".join([c async for c in stream])).hexdigest()
+    metadata = {}
+    for name in [f"C{i}" for i in range(N_COMPONENTS)] + ["Shared"] if metadata_too else []:
+        _row, content = await s.metadata_as_of(ORG, "ApexClass", name, when)
+        metadata[name] = hashlib.sha256(content).hexdigest()
+    return export, files, metadata
+
+
+def _disk(h: Harness) -> dict[str, int]:
+    """The file repository's bodies on disk: name -> bytes."""
+    return {p.name: p.stat().st_size for p in h.files_dir.rglob("*") if p.is_file() and ".tmp" not in p.parts}
+
+
+async def _database_bytes(h: Harness) -> dict[str, int]:
+    """pg_total_relation_size (heap, indexes, TOAST) of storage's version and body tables after VACUUM FULL --
+    the space the rows take once the dead ones are given back to the file system."""
+    tables = {
+        "record_versions": "record_versions",
+        "file_versions": "file_versions",
+        "metadata_versions": "metadata_versions",
+        "files": "files",
+    }
+    async with await psycopg.AsyncConnection.connect(h.store.pool.conninfo, autocommit=True) as conn:
+        sizes = {}
+        for label, table in tables.items():
+            cur = await conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'storage'::regnamespace"
+                " AND c.relkind = 'r' AND (c.relname = %s OR c.relname LIKE %s)",
+                (table, f"{table}\\_p%"),
+            )
+            parts = [r[0] for r in await cur.fetchall()]
+            for part in parts:
+                await conn.execute(f"VACUUM FULL {part}")
+            cur = await conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(r::regclass)), 0) FROM unnest(%s::text[]) AS r", (parts,)
+            )
+            sizes[label] = int((await cur.fetchone())[0])  # type: ignore[index]
+        return sizes
+
+
+async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_was_predicted(h: Harness) -> None:
+    days = _thirty_days()
+    model = _versions(days)
+    s = h.storage
+    await s.begin_job(sf_id("00D", 78), "other", "files", FILE, "")  # another org holds T too
+    t_body = days[0].files[3]
+    await s.upload_file(
+        FileHeaderIn(sf_id("00D", 78), "other", "files", 1, "ContentVersion", sf_id("068", 900), len(t_body)),
+        _body(t_body),
+    )
+    await _store_days(h, days)
+    await _age(h, "other", 40)
+
+    # the prediction, from the model alone
+    pruned = {item: _predicted_pruned(item, v) for item, v in model.items()}
+    kept = {item: [c for i, (_d, c) in enumerate(v) if i not in pruned[item]] for item, v in model.items()}
+    count = {
+        kind: sum(len(p) for (k, _), p in pruned.items() if k == kind)
+        for kind in ("Account", "ContentVersion", "ApexClass")
+    }
+    bodies_before = {c for (k, _), v in model.items() if k != "Account" for _d, c in v} | {t_body}
+    bodies_after = {c for (k, _), v in kept.items() if k != "Account" for c in v} | {t_body}
+    bodies_gone = {hashlib.sha256(b).hexdigest(): len(b) for b in bodies_before - bodies_after}  # type: ignore[arg-type]
+    horizon_day = max(v[i + 1][0] for (k, _), v in model.items() if k == "Account" for i in pruned[(k, _)])
+    # storage holds exactly the model before the prune
+    assert await h.count("record_versions") == sum(len(v) for (k, _), v in model.items() if k == "Account")
+    assert await h.count("file_versions") == sum(len(v) for (k, _), v in model.items() if k == "ContentVersion") + 1
+    assert await h.count("files") == len(bodies_before)
+
+    pinned = await _ago(h, PIN_AGE)
+    await Retention(s).pin(ORG, pinned, "a restore draft's point", "", ["Account", "ContentVersion"])
+    changed_files = sorted({n for (k, n), v in model.items() if k == "ContentVersion" and len(v) > 1})  # type: ignore[misc]
+    inside = [await _ago(h, age) for age in (AGES[horizon_day], 7.25, 6.9, 5.25, 3.0, 0.25)]
+    before = {when: await _reads(h, when, changed_files, metadata_too=when != pinned) for when in [pinned, *inside]}
+    disk_before, db_before = _disk(h), await _database_bytes(h)
+    rows_before = {t: await h.count(t) for t in ("record_versions", "file_versions", "metadata_versions", "files")}
+
+    dry = (await _prune(h, check_rule(KEEP_DAYS, 0, False), session="dry", dry_run=True))[0]
+    steps = await _prune(h, check_rule(KEEP_DAYS, 0, False), max_versions=250)
+    disk_after, db_after = _disk(h), await _database_bytes(h)
+    rows_after = {t: await h.count(t) for t in rows_before}
+    freed = sum(x.bytes_freed for x in steps)
+    print(
+        f"\n30 days x 1 %: {rows_before['record_versions']:,} record versions, {rows_before['file_versions']:,} file"
+        f" versions, {rows_before['metadata_versions']} metadata versions, {rows_before['files']} bodies"
+        f" ({sum(disk_before.values()):,} bytes on disk); a 7-day prune in {len(steps)} steps removed"
+        f" {count['Account']} record, {count['ContentVersion']} file and {count['ApexClass']} metadata versions and"
+        f" {len(bodies_gone)} bodies: {sum(disk_before.values()) - sum(disk_after.values()):,} bytes freed on disk"
+        f" (reported {freed:,})\n  database after VACUUM FULL, bytes before -> after: "
+        + ", ".join(f"{t} {db_before[t]:,} -> {db_after[t]:,}" for t in db_before)
+    )
+
+    # versions and bodies: exactly the prediction, in the dry run, the steps' counts and the tables
+    expected = (
+        count["Account"],
+        count["ApexClass"],
+        count["ContentVersion"],
+        len(bodies_gone),
+        sum(bodies_gone.values()),
+    )
+    assert (dry.record_versions, dry.metadata_versions, dry.file_versions, dry.file_bodies, dry.bytes_freed) == expected
+    assert (
+        sum(x.record_versions for x in steps),
+        sum(x.metadata_versions for x in steps),
+        sum(x.file_versions for x in steps),
+        sum(x.file_bodies for x in steps),
+        freed,
+    ) == expected
+    assert len(steps) > 1 and steps[-1].done
+    assert rows_before["record_versions"] - rows_after["record_versions"] == count["Account"]
+    assert rows_before["metadata_versions"] - rows_after["metadata_versions"] == count["ApexClass"]
+    assert rows_before["file_versions"] - rows_after["file_versions"] == count["ContentVersion"]
+    assert rows_before["files"] - rows_after["files"] == len(bodies_gone)
+    # the repository: exactly those bodies' files went, and their bytes
+    assert set(disk_before) - set(disk_after) == set(bodies_gone) and set(disk_after) <= set(disk_before)
+    assert sum(disk_before.values()) - sum(disk_after.values()) == sum(bodies_gone.values())
+    for special in (days[0].files[1], t_body, days[0].files[4], days[0].files[5]):  # S, T, Z, M stay
+        assert hashlib.sha256(special).hexdigest() in disk_after
+    assert hashlib.sha256(days[5].files[4]).hexdigest() in bodies_gone  # W: no version references it any more
+    # every record keeps exactly the predicted versions (its latest always, live or deleted)
+    async with h.store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT record_id, deleted, data->>'Name' FROM storage.record_versions ORDER BY version_id"
+        )
+        stored: dict[str, list[object]] = {}
+        for rid, deleted, name in await cur.fetchall():
+            stored.setdefault(rid, []).append(None if deleted else name)
+    assert stored == {sf_id("001", n): kept[(k, n)] for (k, n) in kept if k == "Account"}  # type: ignore[arg-type]
+    # the database gives the space back: the versions' tables take less once vacuumed
+    assert db_after["record_versions"] < db_before["record_versions"]
+    assert db_after["files"] < db_before["files"]
+
+    # the horizon: the latest time a pruned Account version was still in force
+    assert steps[-1].horizon is not None
+    assert abs((steps[-1].horizon - await _ago(h, AGES[horizon_day])).total_seconds()) < 60
+    # inside the window and at the pin: every read as it was before the prune
+    for when, reads in before.items():
+        assert await _reads(h, when, changed_files, metadata_too=when != pinned) == reads, when
+    r = Retention(s)
+    for when in [pinned, *inside]:
+        await r.check_as_of(ORG, ["Account"], when)
+    # before the horizon: a clear FAILED_PRECONDITION naming the horizon, never a wrong answer
+    servicer = StorageServicer(s)  # type: ignore[abstract]
+    request = pb.GetRecordAsOfRequest(org_id=ORG, object_name="Account", record_id=sf_id("001", 1))
+    request.as_of.FromDatetime(await _ago(h, 10))
+    ctx = _Context()
+    with pytest.raises(grpc.aio.AbortError) as refused:
+        await servicer.GetRecordAsOf(request, ctx)
+    assert ctx.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"restore points before {steps[-1].horizon.isoformat()} were pruned by retention" in str(refused.value)
+    with pytest.raises(FailedPrecondition, match="pruned by retention"):
+        await r.check_as_of(ORG, ["#metadata"], await _ago(h, 10))
+    # a second prune finds nothing more
+    again = await _prune(h, check_rule(KEEP_DAYS, 0, False), session="again")
+    assert (again[0].record_versions, again[0].file_versions, again[0].file_bodies) == (0, 0, 0)
 
 
 @pytest.fixture
