@@ -344,7 +344,87 @@ def test_metadata_comes_back_to_its_earlier_version_and_a_failed_validation_depl
     assert totals(refused)["updated"] == 0, describe_session(refused, clients)
 
 
+def test_the_children_and_files_of_restored_accounts_come_back_each_in_its_state(
+    scenario: Scenario, clients: Clients
+) -> None:
+    """Two Accounts restored by Id with two levels of children and their files: one in the recycle bin, one
+    purged, each with an Attachment, a Case holding an Attachment, and a child Account whose ParentId (a
+    self-lookup) the delete cleared. The preview and the restore agree; every record comes back (the files of
+    the Cases too); each in the state it was in at the start: the binned ones Undeleted, the child Accounts
+    Updated (they differed)."""
+    s, admin = scenario, scenario.admin
+    truth = admin.ground_truth(objects=["Account", "Case"])["objects"]
+    cases = {a: sorted(c for c, v in truth["Case"].items() if v.get("AccountId") == a) for a in truth["Account"]}
+    kids = {a: sorted(c for c, v in truth["Account"].items() if v.get("ParentId") == a) for a in truth["Account"]}
+    chosen = [a for a in sorted(truth["Account"]) if cases[a] and kids[a] and not truth["Account"][a].get("ParentId")]
+    assert len(chosen) >= 2, "the org has no two top Accounts with Cases and child Accounts"
+    binned_account, purged_account = chosen[:2]
+    for account in (binned_account, purged_account):
+        for parent in (account, cases[account][0]):
+            admin.create("Attachment", values={"ParentId": parent, "Name": f"note of {parent}.txt"})
+    admin.advance_clock(15 * 60)  # past the backup's settle margin
+    backup(clients)
+    before = admin.ground_truth()
+    as_of = timestamp(now())
+
+    admin.soft_delete("Account", ids=[binned_account, purged_account])
+    admin.purge_recycle_bin(ids=[purged_account])  # with its family
+    binned, everything = binned_since(admin, before), whole_org(admin, before)
+    purged = set(admin.ground_truth(objects=["User"], values=False)["purged"].get("Attachment", []))
+    purged -= set(before["purged"].get("Attachment", []))
+    assert len(binned.get("Attachment", ())) == len(purged) == 2, f"binned {binned.get('Attachment')}, purged {purged}"
+    fields = fields_of(s.stack.org or {}, sorted(everything.family))
+    children = Damage(accounts=[], changed={"Account": set(kids[binned_account] + kids[purged_account])})
+    differences = changed_differences(before, admin.ground_truth(objects=["Account"]), children, fields)
+    assert all(differences.values()), f"the delete left the child Accounts as they were: {differences}"
+    admin.advance_clock(15 * 60)
+    backup(clients)
+
+    selection = rs.RestoreSelection(object_name="Account", ids=[binned_account, purged_account])
+    spec = rs.RestoreSpec(
+        source_org_id="o1", as_of=as_of, selections=[selection], children=2, files=True, restore_empty=True
+    )
+    admin.reset_accounting()
+    preview = restore(clients, variant(spec, dry_run=True))
+    checks = Checks(clients)
+    checks.expect(admin.accounting()["writes"] == 0, "the dry run wrote to the org")
+    checks.expect(preview.status == pb.SESSION_STATUS_SUCCESS, "the preview did not succeed", preview)
+    real = restore(clients, variant(spec, confirmed=True))
+    checks.expect(real.status == pb.SESSION_STATUS_SUCCESS, "the restore did not succeed", real)
+    checks.expect(counts(real) == counts(preview), f"preview {counts(preview)} != restore {counts(real)}")
+    v = real.verification
+    checks.expect(v.done and v.verified and v.differing == 0, "the restore is not verified", real)
+
+    ids = id_map(clients, s.sf_org, s.sf_org)
+    after = admin.ground_truth()
+    missing = missing_records(before, after, ids)
+    checks.expect(not missing, f"{len(missing)} records of the backup not back: {missing[:10]}")
+    problems = check_restored(before, after, everything, ids, fields)
+    checks.expect(not problems, f"{len(problems)} records of the backup not as backed up: {problems[:10]}")
+    wrong = not_undeleted(clients, real.session_id, binned)
+    checks.expect(not wrong, f"{len(wrong)} records in the recycle bin at the start not Undeleted: {wrong[:10]}")
+    wrong = wrong_states(clients, real.session_id, differences)
+    checks.expect(not wrong, f"{len(wrong)} child Accounts not in the state they were in: {wrong}")
+    checks.verdict()
+
+
 # ---------------------------------------------------------------- helpers
+
+
+class Checks:
+    """Checks made one after the other and their failures reported together at the end: one run of a long
+    scenario shows every problem it finds."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
+        self.failures: list[str] = []
+
+    def expect(self, ok: bool, what: str, session: Any = None) -> None:
+        if not ok:
+            self.failures.append(what + (f": {describe_session(session, self.clients)}" if session is not None else ""))
+
+    def verdict(self) -> None:
+        assert not self.failures, f"{len(self.failures)} failed checks:\n" + "\n".join(self.failures)
 
 
 def changed_differences(

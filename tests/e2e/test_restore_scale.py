@@ -41,7 +41,6 @@ from tests.e2e.restore_scenario import (
     backup,
     check_restored,
     counts,
-    describe_session,
     do_damage,
     fields_of,
     id_map,
@@ -51,6 +50,7 @@ from tests.e2e.restore_scenario import (
     totals,
 )
 from tests.e2e.test_restore import (
+    Checks,
     binned_since,
     changed_differences,
     live_counts_differ,
@@ -175,13 +175,8 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
         v = real.verification
         print(f"restore scale: verification matching {v.matching}, differing {v.differing}")
 
-    # every check made, its failures reported together: one long run shows every problem it finds
-    failures: list[str] = []
-
-    def expect(ok: bool, what: str, session: api.Session | None = None) -> None:
-        if not ok:
-            failures.append(what + (f": {describe_session(session, clients)}" if session is not None else ""))
-
+    checks = Checks(clients)  # every check made, their failures reported together
+    expect = checks.expect
     expect(preview.status == pb.SESSION_STATUS_SUCCESS, "the preview did not succeed", preview)
     expect(real.status == pb.SESSION_STATUS_SUCCESS, "the restore did not succeed", real)
     expect(counts(real) == counts(preview), f"preview {counts(preview)} != restore {counts(real)}")
@@ -231,4 +226,4 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     expect(now_map == ids, f"the second restore changed the Id map: {len(changed_map)} entries, {changed_map[:5]}")
     counted = live_counts_differ(admin, before)
     expect(not counted, f"after the second restore, not the backup's number of records: {counted}")
-    assert not failures, f"{len(failures)} failed checks:\n" + "\n".join(failures)
+    checks.verdict()
