@@ -169,7 +169,8 @@ class Retention:
 
     async def check_as_of(self, org_id: str, objects: Sequence[str], when: dt.datetime | None) -> None:
         """FAILED_PRECONDITION when `when` is before the horizon of one of these objects (every object of the
-        org when none is named; '#metadata' for metadata) and not a pinned point of them."""
+        org when none is named; '#metadata' for metadata; 'file:<object>' for an object's file bodies) and not a
+        pinned point of them (a pin of an object keeps its file versions in force then too)."""
         if when is None:
             return
         try:
@@ -180,6 +181,7 @@ class Retention:
         horizon = await (self.store.horizon(org_key, names) if names else self.store.any_horizon(org_key))
         if horizon is None or when >= horizon:
             return
-        if names and "#metadata" not in names and await self.store.pinned_at(org_key, when, names):
+        pinned = [n.removeprefix("file:") for n in names]
+        if names and "#metadata" not in names and await self.store.pinned_at(org_key, when, pinned):
             return
         raise FailedPrecondition(horizon_message(horizon, when, ", ".join(objects) or "the org"))

@@ -334,11 +334,13 @@ def _thirty_days() -> list[_Day]:
     live = list(range(1, N_ACCOUNTS + 1))
     special: dict[int, dict[int, bytes]] = {3: {1: body()}, 4: {3: body()}, 5: {4: w}, 6: {5: body()}, 10: {4: z}}
     special[25] = {6: body()}
+    for d in (10, 18, 20):  # 7: its day-10 body is in force at the pin (kept), its day-18 body is not (pruned)
+        special.setdefault(d, {})[7] = body()
     for d in range(1, DAYS):
         picked = rng.sample(live, 30)
         live.remove(picked[-1])
         day = _Day(accounts={n: f"Account {n} renamed on day {d}" for n in picked[:-1]}, deleted=[picked[-1]])
-        day.files = {n: body() for n in rng.sample(range(7, N_FILES + 1), 2)} | special.get(d, {})
+        day.files = {n: body() for n in rng.sample(range(8, N_FILES + 1), 2)} | special.get(d, {})
         if d % 3 == 0:
             day.metadata = {f"C{d % N_COMPONENTS}": f"public class C{d % N_COMPONENTS} {{ /* day {d} */ }}".encode()}
         days.append(day)
@@ -565,6 +567,11 @@ async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_
     assert f"restore points before {steps[-1].horizon.isoformat()} were pruned by retention" in str(refused.value)
     with pytest.raises(FailedPrecondition, match="pruned by retention"):
         await r.check_as_of(ORG, ["#metadata"], await _ago(h, 10))
+    # files too: ContentVersion 7's pinned day-10 body is kept and its day-18 one pruned, so a read 10 days ago
+    # (day 19.5) would find the day-10 body -- the file scope's horizon refuses it; the pinned point is served
+    with pytest.raises(FailedPrecondition, match="pruned by retention"):
+        await r.check_as_of(ORG, ["file:ContentVersion"], await _ago(h, 10))
+    await r.check_as_of(ORG, ["file:ContentVersion"], pinned)
     # a second prune finds nothing more
     again = await _prune(h, check_rule(KEEP_DAYS, 0, False), session="again")
     assert (again[0].record_versions, again[0].file_versions, again[0].file_bodies) == (0, 0, 0)
