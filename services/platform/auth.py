@@ -340,22 +340,12 @@ class StreamAudit:
         return f"{self.namespace}sfvault.audit.{service}"
 
     async def ensure(self) -> None:
-        from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-        from nats.js.errors import BadRequestError
+        from nats.js.api import DiscardPolicy
 
-        config = StreamConfig(
-            name=self.stream,
-            subjects=[self.subject(">")],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=self.replicas,
-            max_age=self.MAX_AGE_S,
-            discard=DiscardPolicy.OLD,
-        )
-        try:
-            await self.js.add_stream(config)
-        except BadRequestError:
-            await self.js.update_stream(config)
+        from services.platform.bus import ensure_stream, kept_stream
+
+        config = kept_stream(self.stream, self.subject(">"), self.replicas, self.MAX_AGE_S, discard=DiscardPolicy.OLD)
+        await ensure_stream(self.js, config)
 
     async def record(self, entry: AuditEntry) -> None:
         await self.js.publish(

@@ -151,13 +151,11 @@ class BusConfig:
 
     def stream_configs(self) -> list[StreamConfig]:
         return [
-            StreamConfig(
-                name=self.events_stream,
-                subjects=[self.events_subject()],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=self.events_replicas,
-                max_age=self.events_max_age_s,
+            kept_stream(
+                self.events_stream,
+                self.events_subject(),
+                self.events_replicas,
+                self.events_max_age_s,
                 duplicate_window=self.duplicate_window_s,
                 discard=DiscardPolicy.OLD,
             ),
@@ -169,15 +167,33 @@ class BusConfig:
                 num_replicas=self.jobs_replicas,
                 duplicate_window=self.duplicate_window_s,
             ),
-            StreamConfig(
-                name=self.deadletter_stream,
-                subjects=[f"{self.namespace}sfvault.dlq.>"],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                num_replicas=self.events_replicas,
-                max_age=self.events_max_age_s,
+            kept_stream(
+                self.deadletter_stream, f"{self.namespace}sfvault.dlq.>", self.events_replicas, self.events_max_age_s
             ),
         ]
+
+
+def kept_stream(name: str, subject: str, replicas: int, max_age_s: float, **more: Any) -> StreamConfig:
+    """A stream kept on file whose messages age out after `max_age_s` (the events, the dead letters, the audit)."""
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_age=max_age_s,
+        **more,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or update it where it stands with another configuration: safe at every start."""
+    try:
+        await js.add_stream(config)
+    except APIError as exc:
+        if exc.err_code != 10058:  # stream name already in use with a different configuration
+            raise
+        await js.update_stream(config)
 
 
 @dataclass
@@ -241,12 +257,7 @@ class Bus:
     async def ensure_streams(self) -> None:
         """Create or update the streams; safe to call from every service at every start."""
         for cfg in self.config.stream_configs():
-            try:
-                await self.js.add_stream(cfg)
-            except APIError as exc:
-                if exc.err_code != 10058:  # stream name already in use with a different configuration
-                    raise
-                await self.js.update_stream(cfg)
+            await ensure_stream(self.js, cfg)
 
     async def close(self) -> None:
         """Flush what was published and acked, then close. (Not drain: nats-py's drain of a pull

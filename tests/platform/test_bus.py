@@ -12,7 +12,7 @@ from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 
 from devstack.embedded import nats_process
-from services.platform.bus import Bus, BusConfig, Delivery, TransientError, is_transient
+from services.platform.bus import Bus, BusConfig, Delivery, TransientError, ensure_stream, is_transient, kept_stream
 
 
 @pytest.fixture
@@ -29,6 +29,15 @@ async def test_streams_are_declared_idempotently(bus: Bus) -> None:
     jobs_info = await bus.js.stream_info(bus.config.jobs_stream)
     assert events_info.config.retention == RetentionPolicy.LIMITS
     assert jobs_info.config.retention == RetentionPolicy.WORK_QUEUE
+
+
+async def test_a_stream_standing_with_another_configuration_is_updated(bus: Bus) -> None:
+    name = f"{bus.config.namespace.upper()}KEPT"
+    await ensure_stream(bus.js, kept_stream(name, f"{bus.config.namespace}kept.>", 1, 3600.0))
+    await ensure_stream(bus.js, kept_stream(name, f"{bus.config.namespace}kept.>", 1, 7200.0))
+    info = await bus.js.stream_info(name)
+    assert (info.config.max_age, info.config.retention) == (7200.0, RetentionPolicy.LIMITS)
+    await bus.js.delete_stream(name)
 
 
 async def test_republishing_the_same_fact_is_deduplicated(bus: Bus) -> None:
