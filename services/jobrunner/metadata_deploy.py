@@ -9,10 +9,16 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, TypeVar
 from xml.etree import ElementTree as ET
 
 from services.jobrunner.salesforce import MD_NS, MetadataClient, SalesforceError, _xml
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    T = TypeVar("T", bound=DataclassInstance)
 
 _N = f"{{{MD_NS}}}"
 
@@ -79,18 +85,19 @@ def _children(el: ET.Element | None, name: str) -> list[ET.Element]:
     return el.findall(_N + name) + el.findall(name)
 
 
-def _message(el: ET.Element) -> DeployMessage:
-    return DeployMessage(
-        component_type=_text(el, "componentType"),
-        full_name=_text(el, "fullName"),
-        file_name=_text(el, "fileName"),
-        success=_flag(el, "success"),
-        created=_flag(el, "created"),
-        changed=_flag(el, "changed"),
-        deleted=_flag(el, "deleted"),
-        problem=_text(el, "problem"),
-        problem_type=_text(el, "problemType"),
-    )
+_READ: dict[str, Callable[[ET.Element | None, str], object]] = {"str": _text, "bool": _flag, "int": _number}
+
+
+def _read(cls: type[T], el: ET.Element | None, **given: object) -> T:
+    """A result's dataclass from the element's children named as its fields are in camelCase (`problem_type`:
+    problemType), each read as its field's type says; `given` holds the fields read otherwise."""
+    read = {f.name: _READ[str(f.type)](el, _camel(f.name)) for f in fields(cls) if f.name not in given}
+    return cls(**read, **given)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 def _result_element(root: ET.Element) -> ET.Element | None:
@@ -119,22 +126,14 @@ def parse_deploy_result(root: ET.Element) -> DeployResult:
     failures: list[DeployMessage] = []
     tests: list[str] = []
     for d in details:
-        successes.extend(_message(m) for m in _children(d, "componentSuccesses"))
-        failures.extend(_message(m) for m in _children(d, "componentFailures"))
+        successes.extend(_read(DeployMessage, m) for m in _children(d, "componentSuccesses"))
+        failures.extend(_read(DeployMessage, m) for m in _children(d, "componentFailures"))
         for run in _children(d, "runTestResult"):
             for f in _children(run, "failures"):
                 tests.append(f"{_text(f, 'name')}.{_text(f, 'methodName')}: {_text(f, 'message')}")
-    return DeployResult(
-        id=_text(result, "id"),
-        done=_flag(result, "done"),
-        status=_text(result, "status"),
-        success=_flag(result, "success"),
-        check_only=_flag(result, "checkOnly"),
-        error_message=_text(result, "errorMessage"),
-        error_status_code=_text(result, "errorStatusCode"),
-        number_component_errors=_number(result, "numberComponentErrors"),
-        number_components_deployed=_number(result, "numberComponentsDeployed"),
-        number_components_total=_number(result, "numberComponentsTotal"),
+    return _read(
+        DeployResult,
+        result,
         successes=successes,
         failures=[f for f in failures if f.problem_type != "Warning"],
         test_failures=tests,
