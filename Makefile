@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(DEV_LOCK) pyproject.toml | sha1sum | c
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: install tools lock test test-long check lint proto proto-check bench bench-session bench-storage bench-sforg bench-restore bench-compare demo images clean
+.PHONY: install tools lock test test-long check lint proto proto-check bench bench-session bench-storage bench-sforg bench-restore bench-compare bench-encryption demo images clean
 
 install: $(STAMP) tools
 
@@ -108,6 +108,11 @@ bench-restore: install
 # storage's CompareAsOf: 1,000,000 records, 1 % changed (bench/compare.py; BENCH_COMPARE_RECORDS)
 bench-compare: install
 	$(PY) -m bench compare
+
+# the initial backup (bodies, then records) with storage's encryption at rest off and on, and the ratio
+# (bench/encryption.py; BENCH_ENCRYPTION_SCALE, BENCH_ENCRYPTION_EXTRA_MB, BENCH_ENCRYPTION_ROUNDS)
+bench-encryption: install
+	$(PY) -m bench encryption
 
 demo: install
 	$(PY) -m services.cli.demo

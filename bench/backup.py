@@ -49,6 +49,18 @@ def _creds(info: dict[str, Any]) -> Credentials:
     )
 
 
+def _connection(info: dict[str, Any]) -> dpb.OrgConnection:
+    """The org's connection as discovery puts it into a job spec (secret references only)."""
+    return dpb.OrgConnection(
+        login_url=info["login_url"],
+        auth_flow=dpb.AUTH_FLOW_CLIENT_CREDENTIALS,
+        client_id=info["client_id"],
+        client_secret_ref=f"env:{SECRET_ENV}",
+        ca_bundle_ref="file:" + info["ca_file"],
+        api_version=info["api_version"],
+    )
+
+
 def _specs(info: dict[str, Any], session: str) -> list[jobs_pb2.JobSpec]:
     client = OrgClient(_creds(info))
     catalogue = client.request("GET", f"/services/data/v{info['api_version']}/sobjects").json()
@@ -58,14 +70,7 @@ def _specs(info: dict[str, Any], session: str) -> list[jobs_pb2.JobSpec]:
         "GET", f"/services/data/v{info['api_version']}/limits/recordCount", params={"sObjects": ",".join(names)}
     ).json()
     names = largest_first(names, {o["name"]: o["count"] for o in body["sObjects"]})
-    conn = dpb.OrgConnection(
-        login_url=info["login_url"],
-        auth_flow=dpb.AUTH_FLOW_CLIENT_CREDENTIALS,
-        client_id=info["client_id"],
-        client_secret_ref=f"env:{SECRET_ENV}",
-        ca_bundle_ref="file:" + info["ca_file"],
-        api_version=info["api_version"],
-    )
+    conn = _connection(info)
     out = []
     for name in names:
         d = client.request("GET", f"/services/data/v{info['api_version']}/sobjects/{name}/describe").json()
