@@ -70,7 +70,7 @@ def stack(stack_home: Path, stack_database: str) -> Iterator[Stack]:
         "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1",
         "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),  # orgs' secrets only from there
     }
-    with local_stack(stack_home, with_org=3000, org_seed=7, extra_env=env, database_url=stack_database) as s:
+    with local_stack(stack_home, with_org="tiny", org_seed=7, extra_env=env, database_url=stack_database) as s:
         yield s
 
 

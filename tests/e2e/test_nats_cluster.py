@@ -25,7 +25,7 @@ def test_a_backup_survives_losing_one_of_three_nats_servers(tmp_path: Path, data
     with (
         nats_cluster(str(tmp_path / "nats")) as servers,
         local_stack(
-            home, with_org=2000, org_seed=11, extra_env=env, database_url=database_url, nats_cluster=servers
+            home, with_org="tiny", org_seed=11, extra_env=env, database_url=database_url, nats_cluster=servers
         ) as stack,
     ):
         assert stack.org is not None
