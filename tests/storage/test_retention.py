@@ -301,7 +301,8 @@ async def test_an_as_of_read_before_the_horizon_is_failed_precondition_through_t
 # File bodies by reference count: S is shared by ContentVersions 1 and 2 (1 replaced: S stays); T by ORG's 3 and
 # another org (3 replaced: T stays); 4 goes Z -> W -> Z (W goes, Z stays: the latest references it); 5's body M is
 # also a metadata component's body (5 replaced: M stays); 6 is replaced 4.5 days ago (its old body stays: its
-# version was superseded inside the window).
+# version was superseded inside the window); 7's body of day 10 is in force at the pin (kept), its next one not
+# (pruned): a file read between them must be refused, not answered with the pinned body.
 
 DAYS, KEEP_DAYS, PIN_AGE = 30, 7, 15.0
 AGES = [DAYS - 0.5 - d for d in range(DAYS)]
