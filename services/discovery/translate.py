@@ -307,19 +307,7 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
                 left_out_fields=[f.info.name for f in o.fields if f.status is d.FieldStatus.GONE],
             )
         )
-    return api.SessionPlan(
-        session_id=record.session_id,
-        policy_id=record.policy_id,
-        org_id=record.org_id,
-        planned=record.planned,
-        failure_reason=record.failure_reason,
-        initial=record.initial,
-        jobs=[planned_job(s) for s in specs],
-        warnings=record.warnings,
-        objects=objects,
-        api_calls=record.api_calls,
-        planned_at=timestamps.to_pb(record.planned_at),
-    )
+    return to_message(api.SessionPlan, record, jobs=[planned_job(s) for s in specs], objects=objects)
 
 
 def audit_entry_to_pb(e: AuditEntry) -> access_api.AuditEntry:
