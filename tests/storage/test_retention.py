@@ -302,7 +302,8 @@ async def test_an_as_of_read_before_the_horizon_is_failed_precondition_through_t
 # another org (3 replaced: T stays); 4 goes Z -> W -> Z (W goes, Z stays: the latest references it); 5's body M is
 # also a metadata component's body (5 replaced: M stays); 6 is replaced 4.5 days ago (its old body stays: its
 # version was superseded inside the window); 7's body of day 10 is in force at the pin (kept), its next one not
-# (pruned): a file read between them must be refused, not answered with the pinned body.
+# (pruned): a file read between them must be refused, not answered with the pinned body; 8's first body A is also
+# an Attachment's (another object: 8 replaced, A stays).
 
 DAYS, KEEP_DAYS, PIN_AGE = 30, 7, 15.0
 AGES = [DAYS - 0.5 - d for d in range(DAYS)]
@@ -324,24 +325,24 @@ def _thirty_days() -> list[_Day]:
     def body() -> bytes:
         return rng.randbytes(rng.randint(2_000, 20_000))
 
-    shared_s, shared_t, z, w, m = body(), body(), body(), body(), body()
+    shared_s, shared_t, z, w, m, a = body(), body(), body(), body(), body(), body()
     first = _Day(
         accounts={n: f"Account {n} as created, with a name long enough to weigh" for n in range(1, N_ACCOUNTS + 1)},
-        files={n: body() for n in range(1, N_FILES + 1)} | {1: shared_s, 2: shared_s, 3: shared_t, 4: z, 5: m},
+        files={n: body() for n in range(1, N_FILES + 1)} | {1: shared_s, 2: shared_s, 3: shared_t, 4: z, 5: m, 8: a},
         metadata={f"C{i}": f"public class C{i} {{ /* day 0 */ }}".encode() for i in range(N_COMPONENTS)}
         | {"Shared": m},
     )
     days = [first]
     live = list(range(1, N_ACCOUNTS + 1))
     special: dict[int, dict[int, bytes]] = {3: {1: body()}, 4: {3: body()}, 5: {4: w}, 6: {5: body()}, 10: {4: z}}
-    special[25] = {6: body()}
+    special[25], special[2] = {6: body()}, {8: body()}
     for d in (10, 18, 20):  # 7: its day-10 body is in force at the pin (kept), its day-18 body is not (pruned)
         special.setdefault(d, {})[7] = body()
     for d in range(1, DAYS):
         picked = rng.sample(live, 30)
         live.remove(picked[-1])
         day = _Day(accounts={n: f"Account {n} renamed on day {d}" for n in picked[:-1]}, deleted=[picked[-1]])
-        day.files = {n: body() for n in rng.sample(range(8, N_FILES + 1), 2)} | special.get(d, {})
+        day.files = {n: body() for n in rng.sample(range(9, N_FILES + 1), 2)} | special.get(d, {})
         if d % 3 == 0:
             day.metadata = {f"C{d % N_COMPONENTS}": f"public class C{d % N_COMPONENTS} {{ /* day {d} */ }}".encode()}
         days.append(day)
@@ -457,14 +458,17 @@ async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_
     days = _thirty_days()
     model = _versions(days)
     s = h.storage
-    await s.begin_job(sf_id("00D", 78), "other", "files", FILE, "")  # another org holds T too
-    t_body = days[0].files[3]
-    await s.upload_file(
+    t_body, a_body = days[0].files[3], days[0].files[8]
+    held_elsewhere = (  # T by another org's ContentVersion, A by an Attachment of this org: kept by the prune
         FileHeaderIn(sf_id("00D", 78), "other", "files", 1, "ContentVersion", sf_id("068", 900), len(t_body)),
-        _body(t_body),
+        FileHeaderIn(ORG, "attachments", "files", 1, "Attachment", sf_id("00P", 1), len(a_body)),
     )
+    for header, data in zip(held_elsewhere, (t_body, a_body), strict=True):
+        await s.begin_job(header.org_id, header.session_id, "files", FILE, "")
+        await s.upload_file(header, _body(data))
     await _store_days(h, days)
     await _age(h, "other", 40)
+    await _age(h, "attachments", 40)
 
     # the prediction, from the model alone
     pruned = {item: _predicted_pruned(item, v) for item, v in model.items()}
@@ -473,13 +477,13 @@ async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_
         kind: sum(len(p) for (k, _), p in pruned.items() if k == kind)
         for kind in ("Account", "ContentVersion", "ApexClass")
     }
-    bodies_before = {c for (k, _), v in model.items() if k != "Account" for _d, c in v} | {t_body}
-    bodies_after = {c for (k, _), v in kept.items() if k != "Account" for c in v} | {t_body}
+    bodies_before = {c for (k, _), v in model.items() if k != "Account" for _d, c in v} | {t_body, a_body}
+    bodies_after = {c for (k, _), v in kept.items() if k != "Account" for c in v} | {t_body, a_body}
     bodies_gone = {hashlib.sha256(b).hexdigest(): len(b) for b in bodies_before - bodies_after}  # type: ignore[arg-type]
     horizon_day = max(v[i + 1][0] for (k, _), v in model.items() if k == "Account" for i in pruned[(k, _)])
     # storage holds exactly the model before the prune
     assert await h.count("record_versions") == sum(len(v) for (k, _), v in model.items() if k == "Account")
-    assert await h.count("file_versions") == sum(len(v) for (k, _), v in model.items() if k == "ContentVersion") + 1
+    assert await h.count("file_versions") == sum(len(v) for (k, _), v in model.items() if k == "ContentVersion") + 2
     assert await h.count("files") == len(bodies_before)
 
     pinned = await _ago(h, PIN_AGE)
@@ -528,7 +532,7 @@ async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_
     # the repository: exactly those bodies' files went, and their bytes
     assert set(disk_before) - set(disk_after) == set(bodies_gone) and set(disk_after) <= set(disk_before)
     assert sum(disk_before.values()) - sum(disk_after.values()) == sum(bodies_gone.values())
-    for special in (days[0].files[1], t_body, days[0].files[4], days[0].files[5]):  # S, T, Z, M stay
+    for special in (days[0].files[1], t_body, days[0].files[4], days[0].files[5], a_body):  # S, T, Z, M, A stay
         assert hashlib.sha256(special).hexdigest() in disk_after
     assert hashlib.sha256(days[5].files[4]).hexdigest() in bodies_gone  # W: no version references it any more
     # every record keeps exactly the predicted versions (its latest always, live or deleted)
