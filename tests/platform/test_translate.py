@@ -7,9 +7,10 @@ import pytest
 from sfvault.discovery.v1 import access_pb2 as access_api
 from sfvault.protect.v1 import protect_pb2 as ppb
 
-from services.discovery.domain import TokenRecord
+from services.discovery.domain import RetentionSettings, TokenRecord
 from services.platform import timestamps
 from services.platform.translate import from_message, to_message
+from services.session.domain_alerts import Delivery
 
 
 def test_the_message_fields_are_copied_by_name_and_datetimes_as_timestamps() -> None:
@@ -27,16 +28,6 @@ def test_the_message_fields_are_copied_by_name_and_datetimes_as_timestamps() -> 
 
 
 def test_a_given_field_replaces_the_copy_and_a_missing_one_fails() -> None:
-    @dataclass(frozen=True)
-    class Delivery:
-        channel: str
-        target: str  # where it is sent: must never be copied into the message
-        shown: str
-        status: str = "pending"
-        attempts: int = 0
-        last_error: str = ""
-        delivered_at: dt.datetime | None = None
-
     x = Delivery("webhook", "https://hooks.example/secret-path", "hooks.example", attempts=2)
     assert to_message(ppb.Delivery, x, target=x.shown) == ppb.Delivery(
         channel="webhook", target="hooks.example", status="pending", attempts=2
@@ -51,12 +42,6 @@ def test_a_given_field_replaces_the_copy_and_a_missing_one_fails() -> None:
 
 
 def test_a_dataclass_from_the_message_fields_of_the_same_names() -> None:
-    @dataclass(frozen=True)
-    class Retention:
-        days: int
-        versions: int
-        prune_latest: bool
-        label: str = ""
-
     msg = ppb.RetentionSettings(days=30, versions=5, prune_latest=True)
-    assert from_message(Retention, msg, label="given") == Retention(30, 5, True, "given")
+    assert from_message(RetentionSettings, msg) == RetentionSettings(30, 5, True)
+    assert from_message(RetentionSettings, msg, prune_latest=False) == RetentionSettings(30, 5, False)
