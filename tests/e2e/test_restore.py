@@ -63,14 +63,15 @@ BROKEN_CLASS = "InvoiceService0"  # its backed-up version does not compile (see 
 
 
 @pytest.fixture(scope="module")
-def stack(stack_home: Path) -> Iterator[Stack]:
-    """A tiny org (about 1,000 records) keeps the four restores of this module within a couple of minutes."""
+def stack(stack_home: Path, stack_database: str) -> Iterator[Stack]:
+    """A tiny org (about 1,000 records) keeps the restores of this module within a minute; the database is one of
+    the run's PostgreSQL server (no initdb of its own)."""
     env = {
         **local.prepare_auth(stack_home),
         "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1",
         "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),
     }
-    with local_stack(stack_home, with_org="tiny", org_seed=7, extra_env=env) as s:
+    with local_stack(stack_home, with_org="tiny", org_seed=7, extra_env=env, database_url=stack_database) as s:
         yield s
 
 
