@@ -121,6 +121,7 @@ def test_each_record_is_decided_against_the_target_and_children_follow_their_new
     assert org.records["Contact"][new_contact]["AccountId"] == new_account
     assert org.records["Account"][acc(3)]["Phone"] == "555-0003"
     assert storage.outcomes["s1"][acc(3)].changed_fields == ["Phone"]
+    assert list(storage.outcomes["s1"][acc(2)].changed_fields) == []  # created whole: no fields listed
     assert storage.get_id_map(SOURCE, SOURCE, [acc(2), con(12)]) == {acc(2): new_account, con(12): new_contact}
     assert result.verification is not None and result.verification.done and result.verification.verified
     # the children (2 levels down) of the changed account 3 are in the scope too: its contact is as it was
