@@ -181,7 +181,9 @@ def test_deleted_and_changed_records_come_back_previewed_verified_and_idempotent
     assert not wrong, f"{len(wrong)} records in the recycle bin at the start not Undeleted: {wrong[:10]}"
 
     # the same restore again: nothing left to do
+    admin.reset_accounting()
     again = restore(clients, variant(spec, confirmed=True))
+    assert admin.accounting()["writes"] == 0, "the second restore wrote to the org"
     assert again.status == pb.SESSION_STATUS_SUCCESS, describe_session(again, clients)
     t = totals(again)
     nothing = t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0

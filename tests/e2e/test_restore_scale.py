@@ -221,6 +221,7 @@ def test_500_accounts_deleted_250_purged_1000_changed_come_back_previewed_verifi
     nothing = t["created"] == t["updated"] == t["undeleted"] == t["failed"] == 0
     expect(again.status == pb.SESSION_STATUS_SUCCESS and t["skipped"] > 0 and nothing, "not all Skipped", again)
     expect(again.verification.verified, "the second restore is not verified", again)
+    expect(second.writes == 0, f"the second restore wrote to the org: {second.writes} write calls")
     now_map = id_map(clients, sf_org, sf_org)
     changed_map = sorted(set(now_map.items()) ^ set(ids.items()))
     expect(now_map == ids, f"the second restore changed the Id map: {len(changed_map)} entries, {changed_map[:5]}")
