@@ -7,8 +7,8 @@ from typing import Any
 
 from sfvault.storage.v1 import storage_pb2
 
-from services.platform import timestamps
 from services.platform.auth import current_principal
+from services.platform.translate import to_message
 from services.storage import api
 from services.storage.api import _unary, _when
 from services.storage.application import Storage
@@ -17,19 +17,7 @@ from services.storage.store_retention import HoldRow
 
 
 def _hold(h: HoldRow) -> storage_pb2.LegalHold:
-    hold = storage_pb2.LegalHold(
-        hold_id=str(h.hold_id),
-        org_id=h.org_id,
-        object_name=h.object_name,
-        reason=h.reason,
-        set_by=h.set_by,
-        set_at=timestamps.to_pb(h.set_at),
-        released_by=h.released_by,
-        policy_id=h.policy_id,
-    )
-    if h.released_at is not None:
-        hold.released_at.CopyFrom(timestamps.to_pb(h.released_at))
-    return hold
+    return to_message(storage_pb2.LegalHold, h, hold_id=str(h.hold_id))  # released_at None: left unset
 
 
 class RetentionServicer:
@@ -49,19 +37,7 @@ class RetentionServicer:
             dry_run=request.dry_run,
             max_versions=request.max_versions,
         )
-        response = storage_pb2.PruneStepResponse(
-            record_versions=result.record_versions,
-            metadata_versions=result.metadata_versions,
-            file_versions=result.file_versions,
-            file_bodies=result.file_bodies,
-            bytes_freed=result.bytes_freed,
-            done=result.done,
-            held=result.held,
-            replayed=result.replayed,
-        )
-        if result.horizon is not None:
-            response.horizon.CopyFrom(timestamps.to_pb(result.horizon))
-        return response
+        return to_message(storage_pb2.PruneStepResponse, result)  # horizon None: left unset
 
     @_unary
     async def PinRestorePoint(
