@@ -1076,6 +1076,7 @@ class RestoreJob:
             self._settle_creates(obj, upserts, results, upsert=True)
         plain = [i for i in creates if i not in upserts]
         if plain:
+            self._bind_deferred(obj, plain)
             resolved.extend(self._intent(obj, plain))
             results = self._send(obj, "create", [i.decision.write for i in plain])
             failures = self._settle_creates(obj, plain, results)
@@ -1086,6 +1087,26 @@ class RestoreJob:
         if creates or resolved:
             self._commit(obj, creates, resolved)
         return resolved
+
+    def _bind_deferred(self, obj: str, creates: list[Pending]) -> None:
+        """Deferred references of these creates to records created by an earlier batch (written while this one was
+        decided): sent with the create, through the Id map, instead of patched by the second pass."""
+        marked = self.to_patch.get(obj)
+        if not marked:
+            return
+        for item in creates:
+            refs = marked.get(item.source_id)
+            if not refs:
+                continue
+            for name, ref in list(refs.items()):
+                new = self.id_map.get(ref)
+                if new is None or self.done.get(ref, (0, ""))[0] != rd.State.CREATED.value:
+                    continue
+                item.decision.write[name] = new  # (the same dict as the values when they were written whole)
+                item.values[name] = new
+                del refs[name]
+            if not refs:
+                del marked[item.source_id]
 
     def _bulk(self) -> int:
         return int(self.run.tuning.bulk_threshold)
