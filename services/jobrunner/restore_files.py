@@ -375,6 +375,7 @@ class _FileRestore:
         self.link_writes = 0
         self.undelete_writes = 0
         self.undeleted: set[str] = set()  # target Ids brought back from the recycle bin
+        self.binned_at_start: set[str] = set()  # target Ids in the recycle bin when the restore started
 
     def _failed(self, obj: str, source: str, target: str, code: str, message: str) -> None:
         """A file not restored: Salesforce's error code and message (or ours), as the outcome of its record."""
@@ -449,8 +450,10 @@ class _FileRestore:
         return live
 
     def _back(self, target: str, state: int, note: str) -> tuple[int, str]:
-        """Undeleted (then its body written when it differed) for a record back from the recycle bin."""
-        if target in self.undeleted:
+        """Undeleted (then its body written when it differed) for a record back from the recycle bin: undeleted
+        here, or in the bin when the restore started and brought back since by its parent's undelete (the state a
+        record had at the start decides, as for every other object, so the preview's counts are the restore's)."""
+        if target in self.undeleted or target in self.binned_at_start:
             return rpb.RECORD_STATE_UNDELETED, f"undeleted from the recycle bin; {note}"
         return state, note
 
@@ -729,10 +732,13 @@ class _FileRestore:
         try:
             if target and target in present:
                 now = present[target]
+                # a preview cannot read the body of a record in the recycle bin (ENTITY_IS_DELETED): its size
+                # decides; the restore reads it once undeleted (its state is Undeleted either way)
+                unreadable = self.dry and target in self.undeleted
                 if (
                     now.get("BodyLength") is not None
                     and int(now["BodyLength"]) == body.size
-                    and (self.bodies.body_sha256("Attachment", target, "Body") == body.sha256)
+                    and (unreadable or self.bodies.body_sha256("Attachment", target, "Body") == body.sha256)
                 ):
                     state, note = self._back(target, rpb.RECORD_STATE_SKIPPED, "the same body")
                     out.append(_outcome("Attachment", source, target, state, note=note))
@@ -770,11 +776,20 @@ class _FileRestore:
 
 
 def restore_files(
-    run: JobRun, writer: Any, storage_reads: Any, items: Iterable[tuple[str, str, str, int]], *, dry_run: bool
+    run: JobRun,
+    writer: Any,
+    storage_reads: Any,
+    items: Iterable[tuple[str, str, str, int]],
+    *,
+    dry_run: bool,
+    binned_at_start: Iterable[str] = (),
 ) -> FileRestoreResult:
-    """The bodies of the restored file records back in the target org (module docstring)."""
+    """The bodies of the restored file records back in the target org (module docstring). binned_at_start: the
+    target Ids the restore found in the recycle bin when it started (a file its parent's undelete brought back
+    since is Undeleted, as the preview, which undeletes nothing, predicts)."""
     listed = list(items)
     job = _FileRestore(run, writer, storage_reads, listed, dry_run)
+    job.binned_at_start = set(binned_at_start)
     seen: set[tuple[str, str]] = set()
     content: list[tuple[str, str]] = []
     attachments: list[str] = []

@@ -25,6 +25,7 @@ from services.jobrunner import restore_files as rf
 from services.jobrunner.job_run import JobControl, JobRun, Tuning
 from services.jobrunner.restore_files import BlobWriter, Body, multipart, restore_files, spool
 from services.jobrunner.salesforce_write import WriteResult
+from services.sfclient import SalesforceError
 from tests.jobrunner.fakes import FakeStorage, FakeTables
 
 SRC = "00Dxx0000001"
@@ -72,7 +73,13 @@ class FakeTargetOrg:
             return [dict(lnk) for lnk in self.links if lnk["ContentDocumentId"] in values]
         if object_name == "Attachment":
             return [
-                {"Id": aid, "ParentId": a["ParentId"], "Name": a["Name"], "BodyLength": len(a["body"])}
+                {
+                    "Id": aid,
+                    "ParentId": a["ParentId"],
+                    "Name": a["Name"],
+                    "BodyLength": len(a["body"]),
+                    "IsDeleted": aid in self.binned,
+                }
                 for aid, a in self.attachments.items()
                 if aid in values
             ]
@@ -135,6 +142,8 @@ class FakeTargetOrg:
         return WriteResult(None, True)
 
     def body_sha256(self, object_name: str, record_id: str, field_name: str) -> str:
+        if record_id in self.binned:  # as Salesforce: a body in the recycle bin cannot be read
+            raise SalesforceError(404, "ENTITY_IS_DELETED", "entity is deleted")
         row = self.versions.get(record_id) or self.attachments[record_id]
         return hashlib.sha256(row["body"]).hexdigest()
 
@@ -355,6 +364,31 @@ def test_a_document_in_the_recycle_bin_is_undeleted_then_versioned_or_else_made_
     result = restore_files(_run(), org, backup, ITEMS[:2], dry_run=True)
     assert _states(result) == {"068A": rpb.RECORD_STATE_UNDELETED}
     assert org.binned == {"069A"} and org.writes == []
+
+
+def test_an_attachment_in_the_recycle_bin_is_previewed_and_restored_undeleted() -> None:
+    def scene() -> tuple[FakeTargetOrg, FakeBackup, list[tuple[str, str, str, int]]]:
+        org, backup = _scene()
+        backup.add("Attachment", "00PB", b"same", ParentId=ACC2, Name="b.txt")
+        org.attachments["00PB"] = {"ParentId": ACC2, "Name": "b.txt", "body": b"same"}
+        org.binned.add("00PB")
+        return org, backup, [ITEMS[0], ("Attachment", "00PB", "", 0)]
+
+    # the preview cannot read a binned body (the fake refuses as Salesforce does): its size decides
+    org, backup, items = scene()
+    preview = restore_files(_run(), org, backup, items, dry_run=True)
+    assert _states(preview) == {"00PB": rpb.RECORD_STATE_UNDELETED} and org.writes == []
+    # the restore undeletes it, then reads its body: the same, nothing more written
+    restored = restore_files(_run(), org, backup, items, dry_run=False)
+    assert _states(restored) == {"00PB": rpb.RECORD_STATE_UNDELETED}
+    assert org.writes == ["undelete"] and not org.binned
+
+    # brought back since the restore started by its parent's undelete: Undeleted still, as the preview said
+    org, backup, items = scene()
+    org.binned.clear()
+    again = restore_files(_run(), org, backup, items, dry_run=False, binned_at_start={"00PB"})
+    assert _states(again) == {"00PB": rpb.RECORD_STATE_UNDELETED} and org.writes == []
+    assert _states(restore_files(_run(), org, backup, items, dry_run=False)) == {"00PB": rpb.RECORD_STATE_SKIPPED}
 
 
 def test_a_version_whose_record_the_backup_lacks_is_placed_by_the_org() -> None:
