@@ -812,6 +812,20 @@ def decide(
     return Decision(source_id, target_id, State.UPDATED, write, False, tuple(changed), note)
 
 
+def with_deferred(decision: Decision, deferred: Sequence[str]) -> Decision:
+    """The decision of an existing record some of whose references differ from the backup's and are written by
+    the second pass (a self-lookup or a cycle, deferred until the record it names is restored): those fields
+    are among its changed fields, and a record otherwise equal is Updated (its write left to the second pass),
+    in a preview as in the real run. A created record is written whole: unchanged."""
+    if not deferred or decision.state == State.CREATED:
+        return decision
+    changed = (*decision.changed_fields, *(n for n in deferred if n not in decision.changed_fields))
+    state = State.UPDATED if decision.state == State.SKIPPED else decision.state
+    return Decision(
+        decision.source_id, decision.target_id, state, decision.write, decision.undelete, changed, decision.note
+    )
+
+
 # ---------------------------------------------------------------- resume after a lost answer
 
 

@@ -65,6 +65,8 @@ NOT_RESTORED = frozenset(
 )
 # file records: their bodies come back through restore_files (spec.files), never as plain records
 FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "ContentDocumentLink"})
+# the file records restore_files finds by their own Id, which an undelete of their parent brings back
+BINNED_FILES = frozenset({"Attachment", "ContentDocument"})
 READ_BATCH = 2000  # records per storage read and per decision batch
 # a selection above the Bulk threshold is decided and written in batches of one ingest job each, one batch written
 # while the next is decided: a record held costs a few KB (its values once, as a dict), so two batches of 12,500
@@ -571,7 +573,10 @@ class RestoreJob:
         spec = self.spec
         levels = int(spec.children) if spec.HasField("children") else 2
         frontier = {obj: list(ids) for obj, ids in self.selection.items()}
-        for _level in range(levels):
+        # level by level down to `levels`; the files of every record selected (at any level, the last one too)
+        for level in itertools.count():
+            if not frontier or (level >= levels and not spec.files):
+                break
             nxt: dict[str, list[str]] = {}
             for obj, ids in frontier.items():
                 info = self._info(obj)
@@ -580,10 +585,10 @@ class RestoreJob:
                 for rel in info.children:
                     child = rel.child_object
                     if child in FILE_OBJECTS:
-                        if self.spec.files and _level == 0:
+                        if self.spec.files:
                             self._file_children(child, rel.field, ids)
                         continue
-                    if child in NOT_RESTORED or not self._restorable(child):
+                    if level >= levels or child in NOT_RESTORED or not self._restorable(child):
                         continue
                     for i in range(0, len(ids), PER_CALL):
                         self.run.control.check()
@@ -877,6 +882,7 @@ class RestoreJob:
                 notes.append("owner replaced from the owner map")
 
             here = current.get(self._target_of(sid) or "") if not match_on else None
+            later: list[str] = []  # references that differ, written by the second pass
             for f in deferred:
                 ref = values.get(f)
                 if isinstance(ref, str) and ref in pending_ids:
@@ -885,6 +891,7 @@ class RestoreJob:
                     values = dict(values)
                     del values[f]  # patched in the second pass
                     self.to_patch.setdefault(obj, {}).setdefault(sid, {})[f] = ref
+                    later.append(f)
             values, reasons = rd.rewrite_references(values, info, self.id_map, self._present, prefixes=self.prefixes)
             row = current.get(str(values.get(match_on))) if match_on else None
             tid = str(row["Id"]) if row is not None else self._target_of(sid)
@@ -917,6 +924,8 @@ class RestoreJob:
                 # this session: Updated in the preview (it differs) and in the real run (the org restored it)
                 decision = dataclasses.replace(decision, state=rd.State.UPDATED)
                 notes.append("lookups restored by the undelete of their parent")
+            # an existing record whose deferred references differ is Updated by the second pass (a preview too)
+            decision = rd.with_deferred(decision, later)
             item = Pending(sid, decision, values, target_id=decision.target_id, notes=notes)
             if decision.note:
                 item.notes.append(decision.note)
@@ -1003,6 +1012,19 @@ class RestoreJob:
             targets = [t for t in (self._target_of(s) for s in self.selection[obj] if s not in self.done) if t]
             rows = self._target_rows(obj, [], targets)
             self.binned_at_start.update(t for t, r in rows.items() if r.get("IsDeleted"))
+        # the selected files (Attachments, documents) an undelete of their parent can bring back: restore_files
+        # counts one of them Undeleted, as the preview does
+        files: dict[str, list[str]] = {}
+        for obj, sid in dict.fromkeys(self.file_items):
+            target = self._target_of(sid) if obj in BINNED_FILES and sid not in self.done else None
+            if target:
+                files.setdefault(obj, []).append(target)
+        for obj, targets in files.items():
+            self.binned_at_start.update(self._binned(obj, targets))
+
+    def _binned(self, obj: str, targets: list[str]) -> Iterator[str]:
+        """Those of these target Ids in the recycle bin: Ids only, by Id (queryAll, 200 a call)."""
+        return (str(r["Id"]) for r in self.sf.query_ids(obj, ["IsDeleted"], targets) if r.get("IsDeleted"))
 
     # ------------------------------------------------------------------ writes
     def _write(self, obj: str, items: list[Pending], match_on: str) -> list[str]:
@@ -1059,7 +1081,8 @@ class RestoreJob:
             if item.state is None and item.decision.state == rd.State.SKIPPED:
                 item.state = rd.State.SKIPPED
             elif item.state is None and item.decision.state == rd.State.UPDATED and not item.decision.write:
-                item.state = rd.State.UPDATED  # its lookups came back with their parent's undelete
+                # its lookups came back with their parent's undelete, or its deferred ones go in the second pass
+                item.state = rd.State.UPDATED
         # what is settled so far is committed before any create is sent: a lost answer loses no other outcome
         creates = [i for i in items if i.state is None and i.decision.state == rd.State.CREATED]
         settled = [i for i in items if i.state is not None]
@@ -1319,7 +1342,9 @@ class RestoreJob:
         if not any(obj in FILE_OBJECTS for obj, *_rest in items):
             return
         self.run.control.check()
-        result = restore_files(self.run, self.sf, self.run.storage, items, dry_run=self.dry_run)
+        result = restore_files(
+            self.run, self.sf, self.run.storage, items, dry_run=self.dry_run, binned_at_start=self.binned_at_start
+        )
         self.warnings.extend(result.warnings)
         for c in result.counts():
             counter = self._counter(c.object_name)

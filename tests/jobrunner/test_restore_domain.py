@@ -765,6 +765,23 @@ def test_split_deferred_sends_self_lookups_in_a_patch() -> None:
     assert rd.split_deferred({"Name": "A", "ParentId": None}, {"parentid"}) == ({"Name": "A"}, {})
 
 
+def test_a_deferred_reference_that_differs_makes_an_existing_record_updated_and_is_named() -> None:
+    # ParentId is deferred: left out of the values decided, the org's value cleared (its parent was deleted)
+    backup = {k: v for k, v in BACKUP.items() if k != "ParentId"}
+    equal = decide({"Name": "Acme", "Phone": "+1 555", "NumberOfEmployees": 10, "Active__c": True}, backup=backup)
+    assert equal.state is State.SKIPPED
+    d = rd.with_deferred(equal, ["ParentId"])
+    assert (d.state, d.write, d.changed_fields, d.undelete) == (State.UPDATED, {}, ("ParentId",), False)
+    changed = decide({"Name": "Old", "Phone": "+1 555", "NumberOfEmployees": 10, "Active__c": True}, backup=backup)
+    d = rd.with_deferred(changed, ["ParentId", "Name"])
+    assert (d.state, d.write, d.changed_fields) == (State.UPDATED, {"Name": "Acme"}, ("Name", "ParentId"))
+    binned = rd.with_deferred(decide(None, deleted=True, backup=backup), ["ParentId"])
+    assert binned.state is State.UNDELETED and binned.undelete and "ParentId" in binned.changed_fields
+    created = decide(None, backup=backup)
+    assert rd.with_deferred(created, ["ParentId"]) is created  # written whole: no fields listed
+    assert rd.with_deferred(equal, []) is equal
+
+
 def test_decide_compares_only_the_given_fields() -> None:
     d = decide({"Name": "Other", "Phone": "x"}, fields=["Phone"], backup={"Name": "Acme", "Phone": "x"})
     assert d.state is State.SKIPPED

@@ -523,6 +523,76 @@ def test_files_asked_for_records_without_files_change_nothing() -> None:
     assert counts(result) == {"Account": (1, 1, 1, 0, 0), "Contact": (1, 0, 1, 1, 0)}
 
 
+def att(n: int) -> str:
+    return f"00P{n:012d}AAA"
+
+
+def test_the_files_of_children_at_every_level_are_restored_and_those_binned_at_the_start_are_noted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Files of every selected record, a child's too (not only the selection's own): an Attachment of a Contact
+    whose Account is in the recycle bin (binned with it) and of one whose Account was purged go to restore_files,
+    with the Ids in the recycle bin when the restore started (its parent's undelete brings the first back: it is
+    Undeleted, as the preview says). The preview notes nothing: it undeletes nothing."""
+    from services.jobrunner import restore_files
+
+    storage, org = world()
+    org.describes["Account"]["childRelationships"].append(
+        {"childSObject": "Attachment", "field": "ParentId", "cascadeDelete": True}
+    )
+    org.describes["Contact"]["childRelationships"].append(
+        {"childSObject": "Attachment", "field": "ParentId", "cascadeDelete": True}
+    )
+    files = {att(1): acc(1), att(2): con(11), att(3): con(12), att(4): con(14)}
+    for aid, parent in files.items():
+        storage.back_up(SOURCE, "Attachment", {"Id": aid, "ParentId": parent, "Name": f"{aid}.txt"})
+    # what the delete left: account 1's family in the recycle bin, account 2's purged, contact 14's file live
+    org.put("Attachment", {"Id": att(1), "ParentId": acc(1), "IsDeleted": True})
+    org.put("Attachment", {"Id": att(2), "ParentId": con(11), "IsDeleted": True})
+    org.put("Attachment", {"Id": att(4), "ParentId": con(14)})
+    calls: list[tuple[bool, set[str], set[str]]] = []
+
+    def files_restored(run: Any, writer: Any, reads: Any, items: Any, *, dry_run: bool, binned_at_start: Any = ()):
+        listed = {sid for obj, sid, _t, _s in items if obj == "Attachment"}
+        calls.append((dry_run, listed, set(binned_at_start)))
+        return restore_files.FileRestoreResult()
+
+    monkeypatch.setattr(restore_files, "restore_files", files_restored)
+    one_level = rpb.RestoreSelection(object_name="Account", ids=[acc(1), acc(2), acc(3)])
+    for session, dry in (("dry", True), ("real", False)):
+        result = execute(storage, org, spec(session, selections=[one_level], children=1, files=True, dry_run=dry))
+        assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+    # the selected Accounts' file and their Contacts' (level 1); contact 14 is not a child of a selected Account
+    selected = {att(1), att(2), att(3)}
+    assert [(dry, listed) for dry, listed, _b in calls] == [(True, selected), (False, selected)]
+    assert calls[0][2] == set()
+    assert {a for a in calls[1][2] if a.startswith("00P")} == {att(1), att(2)}  # att(3) is gone: not in the bin
+
+
+def test_a_child_whose_only_difference_is_its_deferred_self_lookup_is_updated_in_the_preview_and_the_restore() -> None:
+    """Child Accounts whose ParentId (a self-lookup, written by the second pass) the delete of their parent
+    cleared: one under the Account in the recycle bin, one under the purged one. Both are Updated (ParentId
+    among their changed fields), in the preview as in the restore, and point at their parent afterwards."""
+    storage, org = world()
+    for n, parent in ((7, 1), (8, 2)):
+        storage.back_up(SOURCE, "Account", account(n, ParentId=acc(parent)))
+        org.put("Account", account(n))  # its ParentId cleared by the delete of its parent
+    chosen = rpb.RestoreSelection(object_name="Account", ids=[acc(1), acc(2), acc(7), acc(8)])
+    preview = execute(storage, org, spec("dry", selections=[chosen], children=0, dry_run=True))
+    real = execute(storage, org, spec("real", selections=[chosen], children=0))
+    assert real.outcome == ev.JOB_OUTCOME_SUCCESS, real.message
+    assert counts(preview) == counts(real) == {"Account": (1, 2, 1, 0, 0)}
+    for session in ("dry", "real"):
+        for n in (7, 8):
+            outcome = storage.outcomes[session][acc(n)]
+            assert outcome.state == rpb.RECORD_STATE_UPDATED, (session, n)
+            assert list(outcome.changed_fields) == ["ParentId"], (session, n)
+    new_parent = storage.outcomes["real"][acc(2)].target_id
+    assert org.records["Account"][acc(7)]["ParentId"] == acc(1)
+    assert org.records["Account"][acc(8)]["ParentId"] == new_parent
+    assert real.verification is not None and real.verification.verified
+
+
 # ---------------------------------------------------------------- reading ahead (speed, same records)
 
 
