@@ -981,13 +981,17 @@ class RestoreJob:
 
     def _lookups_back(self, info: rd.ObjectInfo, fields: list[str], values: dict[str, Any]) -> bool:
         """Whether a restored lookup of the record names a record this session undeleted (in the recycle bin
-        when it started): Salesforce cleared that lookup on the delete and puts it back on the undelete."""
+        when it started): Salesforce cleared that lookup on the delete and puts it back on the undelete. The
+        record named may not be decided yet (a self-lookup to a record of the same object, brought back by the
+        undelete of its own parent): in the recycle bin at the start is enough."""
         for name in fields:
             f = info.fields.get(name)
             ref = values.get(name)
             if f is None or f.sf_type != "reference" or f.cascade_delete or not isinstance(ref, str):
                 continue
             if self.done.get(ref, (0, ""))[0] == rd.State.UNDELETED.value:
+                return True
+            if self.binned_at_start and (self._target_of(ref) or "") in self.binned_at_start:
                 return True
         return False
 

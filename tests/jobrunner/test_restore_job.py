@@ -18,7 +18,7 @@ from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.service import error_kinds
 from sforg.testing import Admin
 from tests.jobrunner.conftest import Stack, connection, data_spec
-from tests.jobrunner.fakes import FakeRestoreStorage, FakeTables, FakeWriteOrg
+from tests.jobrunner.fakes import FakeRestoreStorage, FakeTables, FakeWriteOrg, describe_field
 
 SOURCE = "00D000000000001AAA"
 OTHER = "00D000000000002AAA"
@@ -342,7 +342,10 @@ async def test_purged_and_changed_accounts_come_back_on_sforg(stack: Stack, org:
     predicted = {c.object_name: (c.created, c.updated, c.undeleted, c.skipped, c.failed) for c in preview.restore}
     assert predicted == {c.object_name: (c.created, c.updated, c.undeleted, c.skipped, c.failed) for c in real.restore}
     by_object = {c.object_name: c for c in real.restore}
-    assert by_object["Account"].created == 3 and by_object["Account"].updated == 3
+    # Updated: the changed ones, and the child Accounts whose ParentId the delete of their parent cleared
+    kids = {a for a, v in before["Account"].items() if v.get("ParentId") in purged + binned}
+    kids -= set(purged + changed + binned)
+    assert by_object["Account"].created == 3 and by_object["Account"].updated == 3 + len(kids)
     assert by_object["Account"].undeleted == 2
     assert by_object["Contact"].created == len(family)
     assert real.verification.done and real.verification.verified, list(real.verification.samples)
@@ -355,6 +358,10 @@ async def test_purged_and_changed_accounts_come_back_on_sforg(stack: Stack, org:
         assert after["Account"][rid]["Phone"] == before["Account"][rid]["Phone"]
     for rid in binned:  # back from the recycle bin with their Ids, their contacts with them
         assert rid in after["Account"]
+    new_of = {rid: names[before["Account"][rid]["Name"]] for rid in purged}
+    for rid in kids:  # under their parent again (a re-created one: its new Id)
+        parent = before["Account"][rid]["ParentId"]
+        assert after["Account"][rid]["ParentId"] == new_of.get(parent, parent)
     binned_family = {cid for cid, v in before["Contact"].items() if v.get("AccountId") in binned}
     assert binned_family <= set(after["Contact"])
     new_parents = {names[before["Account"][rid]["Name"]] for rid in purged}
@@ -590,6 +597,32 @@ def test_a_child_whose_only_difference_is_its_deferred_self_lookup_is_updated_in
     new_parent = storage.outcomes["real"][acc(2)].target_id
     assert org.records["Account"][acc(7)]["ParentId"] == acc(1)
     assert org.records["Account"][acc(8)]["ParentId"] == new_parent
+    assert real.verification is not None and real.verification.verified
+
+
+def test_a_self_lookup_the_undelete_of_its_record_put_back_counts_updated_as_the_preview_says() -> None:
+    """Contact 14 (live) reports to contact 11, in the recycle bin with its Account: the delete cleared its
+    ReportsToId (a self-lookup). The real run's Account undelete brings contact 11 back and Salesforce puts the
+    lookup back before contact 14 is decided: Updated (no write), as the preview, which sees it cleared, says."""
+    storage, org = world()
+    org.describes["Contact"]["fields"].append(describe_field("ReportsToId", "reference", reference_to=["Contact"]))
+    storage.back_up(SOURCE, "Contact", contact(14, 4, ReportsToId=con(11)))
+    undelete = org.undelete
+
+    def undelete_puts_lookups_back(ids: list[str]) -> Any:
+        results = undelete(ids)
+        if not org.records["Contact"][con(11)]["IsDeleted"]:
+            org.records["Contact"][con(14)]["ReportsToId"] = con(11)
+        return results
+
+    org.undelete = undelete_puts_lookups_back  # type: ignore[method-assign]
+    chosen = rpb.RestoreSelection(object_name="Account", ids=[acc(1), acc(4)])
+    preview = execute(storage, org, spec("dry", selections=[chosen], children=1, dry_run=True))
+    real = execute(storage, org, spec("real", selections=[chosen], children=1))
+    assert real.outcome == ev.JOB_OUTCOME_SUCCESS, real.message
+    assert counts(preview) == counts(real) == {"Account": (0, 0, 1, 1, 0), "Contact": (0, 1, 1, 0, 0)}
+    assert storage.outcomes["real"][con(14)].state == rpb.RECORD_STATE_UPDATED
+    assert org.records["Contact"][con(14)]["ReportsToId"] == con(11)
     assert real.verification is not None and real.verification.verified
 
 
