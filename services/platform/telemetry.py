@@ -16,26 +16,25 @@ import contextvars
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-import grpc
-import requests
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.instrumentation import grpc as grpc_instrumentation
-from opentelemetry.instrumentation.grpc import grpcext
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # no __all__
-from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:  # the SDK and the instrumentation libraries are imported where they are used: a process that
+    # records nothing (the CLI, a service without an exporter) does not pay their import (a third of a second)
+    import grpc
+    import requests
+    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 NAME = "sfvault"
@@ -113,6 +112,11 @@ def install(tracer_provider: trace.TracerProvider | None = None, meter_provider:
         # the stable HTTP attribute names (http.request.method, url.full, http.response.status_code), not the
         # library's default of the older ones; read once per process, at the first instrument()
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    if not _state.tracing and not any(name in sys.modules for name in _INSTRUMENTATIONS):
+        return  # nothing recorded, nothing ever patched: the libraries are not even imported
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
     _patched_while_tracing(
         RequestsInstrumentor(),
         meter_provider=metrics.NoOpMeterProvider(),  # sfvault.salesforce.api_calls counts the calls
@@ -122,6 +126,9 @@ def install(tracer_provider: trace.TracerProvider | None = None, meter_provider:
     # a span per statement (execute/executemany; COPY is not traced by the library) on the connections opened
     # from now on, inside the chunk's span where there is one
     _patched_while_tracing(PsycopgInstrumentor())
+
+
+_INSTRUMENTATIONS = ("opentelemetry.instrumentation.requests", "opentelemetry.instrumentation.psycopg")
 
 
 def _patched_while_tracing(instrumentor: BaseInstrumentor, **options: Any) -> None:
@@ -182,6 +189,10 @@ def setup(service_name: str, environ: Mapping[str, str] | None = None) -> Teleme
     protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower()
     if "otlp" in (traces, metric_exporter) and protocol != "grpc":
         raise SystemExit(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: sfvault exports OTLP over grpc")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     resource = Resource.create({} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name})
     result = Telemetry()
     if traces != "none":
@@ -630,17 +641,28 @@ def _TRACED(details: Any) -> bool:
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """A SERVER span per call (health and reflection excluded), child of the caller's span."""
-    return [grpc_instrumentation.aio_server_interceptor(_LIBRARIES, filter_=_TRACED)] if _state.tracing else []
+    if not _state.tracing:
+        return []
+    from opentelemetry.instrumentation import grpc as grpc_instrumentation
+
+    return [grpc_instrumentation.aio_server_interceptor(_LIBRARIES, filter_=_TRACED)]
 
 
 def aio_client_interceptors() -> list[Any]:
     """CLIENT spans for an asyncio channel; the trace context travels in the call's metadata."""
-    return list(grpc_instrumentation.aio_client_interceptors(_LIBRARIES, filter_=_TRACED)) if _state.tracing else []
+    if not _state.tracing:
+        return []
+    from opentelemetry.instrumentation import grpc as grpc_instrumentation
+
+    return list(grpc_instrumentation.aio_client_interceptors(_LIBRARIES, filter_=_TRACED))
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     """A blocking channel (job threads, the CLI) with CLIENT spans."""
     if not _state.tracing:
         return channel
+    from opentelemetry.instrumentation import grpc as grpc_instrumentation
+    from opentelemetry.instrumentation.grpc import grpcext
+
     interceptor = grpc_instrumentation.client_interceptor(_LIBRARIES, filter_=_TRACED)
     return grpcext.intercept_channel(channel, interceptor)  # type: ignore[no-any-return]

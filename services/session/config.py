@@ -14,6 +14,9 @@ class SessionSettings(ServiceSettings):
     stall_check_interval_s: float = 30.0
     # how long the jobs of a cancelled session have to stop before they are terminated (the session then ends)
     cancel_grace_s: float = 10.0
+    # how long WatchSession waits for a session it does not know yet (its SessionRequested on the way) before
+    # answering NOT_FOUND
+    watch_grace_s: float = 10.0
     session_batch_size: int = 500
     # a batch commits in well under a second; after a crash its unacked events come back after this long
     session_ack_wait_s: float = 10.0

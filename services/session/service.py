@@ -63,6 +63,7 @@ async def serve(
             settings.stall_timeout,
             cancel_grace=settings.cancel_grace,
             alerting=alerting,
+            watch_grace_s=settings.watch_grace_s,
         )
         service = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
         server = await running.serve_grpc(

@@ -57,7 +57,13 @@ def bare_stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> I
     home = tmp_path_factory.mktemp("bare-stack")
     # storage deletes a published chunk's outbox row at its relay's next run: soon, so a test awaiting an empty
     # outbox (test_rpc_fuzz's Quiet) waits a tenth of a second, not the 2 s default
-    env = {**local.prepare_auth(home), "SFVAULT_STORAGE_OUTBOX_INTERVAL_S": "0.1"}
+    # and WatchSession answers NOT_FOUND for an unknown session after half a second, not 10 s, so the fuzzer's
+    # watches reach that answer instead of their call's timeout
+    env = {
+        **local.prepare_auth(home),
+        "SFVAULT_STORAGE_OUTBOX_INTERVAL_S": "0.1",
+        "SFVAULT_WATCH_GRACE_S": "0.5",
+    }
     with fresh_database(postgres_url) as url, local_stack(home, with_org=None, extra_env=env, database_url=url) as s:
         yield s
 
