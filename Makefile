@@ -74,9 +74,9 @@ CHAOS_TRIALS ?= 20
 # restore chaos (tests/e2e/test_restore_chaos.py): trials per victim (kill -9 of jobrunner, of storage, an answer lost)
 RESTORE_CHAOS_TRIALS ?= 5
 test-long: install
-	SFVAULT_CHAOS_TRIALS=$(CHAOS_TRIALS) SFVAULT_RESTORE_CHAOS_TRIALS=$(RESTORE_CHAOS_TRIALS) $(PY) -m pytest -q \
-		-p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_nats_cluster.py tests/e2e/test_restore_chaos.py \
-		$(PYTEST_ARGS)
+	SFVAULT_CHAOS_TRIALS=$(CHAOS_TRIALS) SFVAULT_RESTORE_CHAOS_TRIALS=$(RESTORE_CHAOS_TRIALS) SFVAULT_RESTORE_SCALE=1 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_nats_cluster.py \
+		tests/e2e/test_restore_chaos.py tests/e2e/test_restore_scale.py $(PYTEST_ARGS)
 
 # The habits CI holds (.ci/run): ruff's lint and format check, mypy (strict for the domain modules and the ports,
 # see [tool.mypy] in pyproject.toml), and the locks agreeing with pyproject.toml.

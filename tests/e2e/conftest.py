@@ -16,9 +16,11 @@ from services.cli.client import Clients, Endpoints
 from services.cli.demo import register_org, secrets_dir
 from tests.conftest import fresh_database
 
-# The restore chaos trials are long: `make test-long` runs them (it sets SFVAULT_RESTORE_CHAOS_TRIALS); `make test`
-# does not collect them (so they are neither run nor reported as skipped there).
+# The restore chaos trials and the restore at the scale are long: `make test-long` runs them (it sets
+# SFVAULT_RESTORE_CHAOS_TRIALS and SFVAULT_RESTORE_SCALE); `make test` does not collect them (so they are neither
+# run nor reported as skipped there).
 collect_ignore = [] if os.environ.get("SFVAULT_RESTORE_CHAOS_TRIALS") else ["test_restore_chaos.py"]
+collect_ignore += [] if os.environ.get("SFVAULT_RESTORE_SCALE") else ["test_restore_scale.py"]
 
 
 def endpoints(stack: Stack, home: Path) -> Endpoints:
