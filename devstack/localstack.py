@@ -94,12 +94,17 @@ class ServiceProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def terminate(self) -> None:
+        """SIGTERM, not waiting: a stack asks every service to drain at once, then waits for each (stop)."""
         self._stopping = True  # the supervisor leaves a process stopped on purpose alone
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        self.terminate()
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -353,6 +358,8 @@ def local_stack(
         finally:
             if result.supervisor is not None:
                 result.supervisor.stop()
+            for svc in reversed(list(result.services.values())):
+                svc.terminate()  # every service drains at once (a stack stops in the time of its slowest)
             for svc in reversed(list(result.services.values())):
                 svc.stop()
             if result.supervisor is not None:
