@@ -100,7 +100,7 @@ def inbox() -> Iterator[tuple[int, Inbox]]:
 
 
 @pytest.fixture(scope="module")
-def stack(stack_home: Path, inbox: tuple[int, Inbox]) -> Iterator[Stack]:
+def stack(stack_home: Path, inbox: tuple[int, Inbox], stack_database: str) -> Iterator[Stack]:
     env = {
         **local.prepare_auth(stack_home),
         "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),
@@ -109,7 +109,7 @@ def stack(stack_home: Path, inbox: tuple[int, Inbox]) -> Iterator[Stack]:
         "SFVAULT_SMTP_FROM": "sfvault@example.com",
         "SFVAULT_ALERT_RETRY_BASE_S": "0.5",
     }
-    with local_stack(stack_home, with_org="tiny", org_seed=7, extra_env=env) as s:
+    with local_stack(stack_home, with_org="tiny", org_seed=7, extra_env=env, database_url=stack_database) as s:
         yield s
 
 

@@ -30,13 +30,13 @@ OBJECTS = ["Account", "Contact"]
 
 
 @pytest.fixture(scope="module")
-def stack(stack_home: Path) -> Iterator[Stack]:
+def stack(stack_home: Path, stack_database: str) -> Iterator[Stack]:
     env = {
         **local.prepare_auth(stack_home),
         "SFVAULT_STORAGE_CANONICAL_CHECK_EVERY": "1",
         "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),
     }
-    with local_stack(stack_home, with_org="tiny", org_seed=11, extra_env=env) as s:
+    with local_stack(stack_home, with_org="tiny", org_seed=11, extra_env=env, database_url=stack_database) as s:
         yield s
 
 
