@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from sfvault.discovery.v1 import discovery_pb2 as dpb
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 from sfvault.restore.v1 import restore_pb2 as rs
@@ -29,6 +28,7 @@ from bench.backup import (
     SECRET_ENV,
     Collector,
     _collecting_bus,
+    _connection,
     _cpu_spent,
     _cpu_start,
     _jobrunner_env,
@@ -47,14 +47,7 @@ NOT_API = ("oauth", "soap_login")  # logins: not API requests in Salesforce's da
 
 
 def _restore_spec(info: dict[str, Any], as_of: dt.datetime) -> jobs_pb2.JobSpec:
-    conn = dpb.OrgConnection(
-        login_url=info["login_url"],
-        auth_flow=dpb.AUTH_FLOW_CLIENT_CREDENTIALS,
-        client_id=info["client_id"],
-        client_secret_ref=f"env:{SECRET_ENV}",
-        ca_bundle_ref="file:" + info["ca_file"],
-        api_version=info["api_version"],
-    )
+    conn = _connection(info)
     point = Timestamp()
     point.FromDatetime(as_of.replace(tzinfo=None))
     spec = rs.RestoreSpec(
