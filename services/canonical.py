@@ -124,6 +124,7 @@ class FieldDef:
     calculated: bool = False
     sf_type: str = ""
     label: str = ""
+    sensitive: bool = False  # the policy marks it sensitive: storage keeps its values encrypted
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,10 @@ class ObjectSchema:
         return self
 
     def to_json(self) -> list[dict[str, Any]]:
+        # "sensitive" only where set: the digest of a schema without sensitive fields is what it always was
         return [
             {"name": f.name, "type": int(f.type), "calculated": f.calculated, "sf_type": f.sf_type, "label": f.label}
+            | ({"sensitive": True} if f.sensitive else {})
             for f in self.fields
         ]
 
@@ -158,7 +161,12 @@ class ObjectSchema:
             object_name,
             tuple(
                 FieldDef(
-                    f["name"], FieldType(f["type"]), bool(f["calculated"]), f.get("sf_type", ""), f.get("label", "")
+                    f["name"],
+                    FieldType(f["type"]),
+                    bool(f["calculated"]),
+                    f.get("sf_type", ""),
+                    f.get("label", ""),
+                    bool(f.get("sensitive", False)),
                 )
                 for f in fields
             ),
@@ -177,6 +185,11 @@ class ObjectSchema:
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def sensitive_fields(self) -> tuple[str, ...]:
+        """The fields whose values are stored encrypted, in the schema's spelling."""
+        return tuple(f.name for f in self.fields if f.sensitive)
 
 
 # --- canonical values -----------------------------------------------------------------------------------

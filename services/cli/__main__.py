@@ -287,6 +287,10 @@ def policy_update(
     anomaly_sigma: Annotated[float | None, typer.Option(help="standard deviations over the baseline (3)")] = None,
     anomalies: Annotated[bool | None, typer.Option("--anomalies/--no-anomalies", help="detect anomalies")] = None,
     legal_hold: Annotated[bool | None, typer.Option("--legal-hold/--no-legal-hold")] = None,
+    sensitive: Annotated[
+        list[str] | None,
+        typer.Option(help="OBJ.FIELD,... stored encrypted (repeatable; replaces; '' for none)"),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Change a policy (only the options given)."""

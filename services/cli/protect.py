@@ -61,6 +61,9 @@ def apply_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Policy:
         policy.retention.versions = opts["retention_versions"]
     if opts.get("legal_hold") is not None:
         policy.legal_hold = opts["legal_hold"]
+    if opts.get("sensitive") is not None:
+        del policy.sensitive_fields[:]
+        policy.sensitive_fields.extend(n.strip() for t in opts["sensitive"] for n in t.split(",") if n.strip())
     return policy
 
 

@@ -215,6 +215,8 @@ class Policy:
     anomalies: AnomalySettings = field(default_factory=AnomalySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     legal_hold: bool = False  # nothing of the policy's org is pruned or erased while set
+    # "Object.Field" whose values storage keeps encrypted in PostgreSQL (compared by keyed hash)
+    sensitive_fields: tuple[str, ...] = ()
 
 
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)$")
@@ -289,7 +291,28 @@ def check_policy(policy: Policy) -> Policy:
         if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name):
             raise InvalidPolicy(f"{name!r} is not an sObject name")
     check_protection(policy)
+    check_sensitive_fields(policy.sensitive_fields)
     return policy
+
+
+_SENSITIVE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*$")
+
+
+def check_sensitive_fields(names: tuple[str, ...]) -> None:
+    """Each "Object.Field" (API names), listed once (case-insensitively)."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not _SENSITIVE.match(name):
+            raise InvalidPolicy(f"sensitive_fields[{i}] {name[:80]!r} is not 'Object.Field' (API names)")
+        if name.lower() in seen:
+            raise InvalidPolicy(f"sensitive_fields[{i}] {name!r} is listed twice")
+        seen.add(name.lower())
+
+
+def sensitive_set(policy: Policy, object_name: str) -> frozenset[str]:
+    """The policy's sensitive fields of one object, lower-case field names."""
+    prefix = object_name.lower() + "."
+    return frozenset(n.lower()[len(prefix) :] for n in policy.sensitive_fields if n.lower().startswith(prefix))
 
 
 _WEBHOOK_URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$")

@@ -130,4 +130,8 @@ MIGRATIONS = [
         ADD COLUMN retention jsonb NOT NULL DEFAULT '{}',
         ADD COLUMN legal_hold boolean NOT NULL DEFAULT false;
     """,
+    # protection (issue 18): the policy's sensitive fields ("Object.Field"), stored encrypted by storage
+    """
+    ALTER TABLE policies ADD COLUMN sensitive_fields text[] NOT NULL DEFAULT '{}';
+    """,
 ]

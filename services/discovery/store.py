@@ -73,6 +73,7 @@ def _policy(row: Mapping[str, Any]) -> d.Policy:
         scope=_scope(row["scope"]),
         stall_timeout=dt.timedelta(seconds=row["stall_timeout_s"]),
         reconcile_every=dt.timedelta(seconds=row["reconcile_every_s"]),
+        sensitive_fields=tuple(row["sensitive_fields"]),
     )
 
 
@@ -116,6 +117,7 @@ _POLICY_COLUMNS = (
     "anomalies",
     "retention",
     "legal_hold",
+    "sensitive_fields",
 )
 
 
@@ -138,6 +140,7 @@ def _policy_values(p: d.Policy) -> tuple[Any, ...]:
         Jsonb(dataclasses.asdict(p.anomalies)),
         Jsonb(dataclasses.asdict(p.retention)),
         p.legal_hold,
+        list(p.sensitive_fields),
     )
 
 

@@ -104,6 +104,7 @@ def policy_from_pb(p: api.Policy) -> d.Policy:
         anomalies=anomalies_from_pb(p.anomalies),
         retention=d.RetentionSettings(p.retention.days, p.retention.versions, p.retention.prune_latest),
         legal_hold=p.legal_hold,
+        sensitive_fields=tuple(n.strip() for n in p.sensitive_fields),
     )
 
 
@@ -128,6 +129,7 @@ def policy_to_pb(p: d.Policy) -> api.Policy:
         created_at=timestamps.to_pb(p.created_at),
         updated_at=timestamps.to_pb(p.updated_at),
         legal_hold=p.legal_hold,
+        sensitive_fields=p.sensitive_fields,
     )
     # set only when not the defaults: a policy without protection settings reads as it was written
     if p.alerts != d.AlertSettings():
@@ -169,6 +171,7 @@ def job_spec(
     if isinstance(job, d.PlannedDataJob):
         spec.type = ev.JOB_TYPE_DATA
         spec.object_name = job.object_name
+        sensitive = d.sensitive_set(policy, job.object_name)
         spec.fields.extend(f.info.name for f in job.fields)
         spec.data.CopyFrom(
             jobs.DataJob(
@@ -180,6 +183,7 @@ def job_spec(
                         backfill=f.backfill,
                         nillable=f.info.nillable,
                         label=f.info.label,
+                        sensitive=f.info.name.lower() in sensitive,
                     )
                     for f in job.fields
                 ],

@@ -26,6 +26,7 @@ def schema_of(spec: jobs_pb2.JobSpec) -> spb.ObjectSchema:
             calculated=f.calculated,
             sf_type=f.sf_type,
             label=f.label,
+            sensitive=f.sensitive,
         )
         for f in data.fields
     ]

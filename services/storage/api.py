@@ -300,7 +300,10 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.PutObjectSchemaResponse:
         s = request.schema
         try:
-            fields = tuple(FieldDef(f.name, FieldType(int(f.type)), f.calculated, f.sf_type, f.label) for f in s.fields)
+            fields = tuple(
+                FieldDef(f.name, FieldType(int(f.type)), f.calculated, f.sf_type, f.label, f.sensitive)
+                for f in s.fields
+            )
         except ValueError as exc:
             raise InvalidArgument(f"schema of {s.object_name}: unknown field type ({exc})") from None
         schema = ObjectSchema(s.object_name, fields, s.key_prefix)
@@ -555,6 +558,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                             calculated=f.calculated,
                             sf_type=f.sf_type,
                             label=f.label,
+                            sensitive=f.sensitive,
                         )
                         for f in batch.schema.fields
                     ]
