@@ -31,6 +31,7 @@ from services.canonical import (
 from services.platform import telemetry
 from services.platform.failpoints import failpoint
 from services.storage.application_erasure import Erasures, TombstoneCache
+from services.storage.application_sensitive import SensitiveValues
 from services.storage.audit import ReadAuditLog
 from services.storage.compare import (
     CHANGED,
@@ -77,9 +78,10 @@ from services.storage.domain import (
     scope_history,
     select_records,
 )
-from services.storage.encryption import Envelope
+from services.storage.encryption import Envelope, Keyring
 from services.storage.outbox import ChunkEventRelay
 from services.storage.ports import ChunkPublisher, FileRepository, Store
+from services.storage.sensitive import has_sealed
 
 MAX_CACHED_JOBS = 20_000
 JOB_TYPE_DATA = 3  # events.v1.JobType.JOB_TYPE_DATA: its chunks must be of the job's object
@@ -133,6 +135,7 @@ class Storage:
         canonical_check_every: int = 32,
         outbox_interval_s: float = 2.0,
         max_concurrent_exports: int = 2,
+        keyring: Keyring | None = None,
     ) -> None:
         self.store = store
         self.files = files
@@ -151,6 +154,8 @@ class Storage:
         # erasure (issue 18): Erase / VerifyErasure, and the erased Ids a backup must not bring back
         self.tombstones = TombstoneCache(store)
         self.erasures = Erasures(store, files, self.tombstones, self._org_key)
+        # sensitive fields (issue 18): their values sealed under each org's value key, wrapped by the KEK
+        self.sensitive = SensitiveValues(store, keyring)
 
     # --- registration --------------------------------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class Storage:
         org_key = await self._org_key(org_id)
         check_token(session_id, "session_id")
         schema.validate()
+        self.sensitive.check_schema(schema)
         if describe_json:
             try:
                 json.loads(describe_json)
@@ -299,7 +305,8 @@ class Storage:
             chunk_seq=seq,
         ) as span:
             erased = await self.tombstones.of(job.org_key, ref.object_key)
-            outcome = await self.store.put_records(job, ref, seq, chunk, erased)
+            seal, unseal = await self.sensitive.sealing(job.org_key, ref.schema, rescoped=chunk.scopes is not None)
+            outcome = await self.store.put_records(job, ref, seq, chunk, erased, seal=seal, unseal=unseal)
             span.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 
@@ -464,7 +471,7 @@ class Storage:
         versions = await self.store.history(org_key, object_key, rid)
         if not versions:
             raise NotFound(f"record {rid} of {name} has never been backed up")
-        return versions
+        return await self.sensitive.open_versions(org_key, name, versions)
 
     async def record_as_of(
         self, org_id: str, object_name: str, record_id: str, as_of: dt.datetime | None
@@ -475,7 +482,7 @@ class Storage:
         version = await self.store.as_of(org_key, object_key, rid, when)
         if version is None:
             raise NotFound(f"record {rid} of {name} has no backed-up version at or before {when.isoformat()}")
-        return version
+        return (await self.sensitive.open_versions(org_key, name, [version]))[0]
 
     async def export_as_of(
         self, org_id: str, object_name: str, as_of: dt.datetime | None, *, csv_format: bool, include_deleted: bool
@@ -490,7 +497,8 @@ class Storage:
             csv.writer(header, lineterminator="\n").writerow([*columns, *(["_deleted"] if include_deleted else [])])
             yield header.getvalue().encode(), 0
         async with self._exports:
-            async for batch in self.store.export_as_of(org_key, object_key, when, include_deleted=include_deleted):
+            async for stored in self.store.export_as_of(org_key, object_key, when, include_deleted=include_deleted):
+                batch = await self.sensitive.open_batch(org_key, name, stored)
                 if csv_format:
                     yield _csv_rows(batch, columns, include_deleted), len(batch)
                 else:
@@ -617,7 +625,8 @@ class Storage:
                 if ids_only or not batch:
                     records = batch
                 else:
-                    records = await asyncio.to_thread(_canonical_versions, batch)
+                    opened = await self.sensitive.open_versions(org_key, name, batch)
+                    records = await asyncio.to_thread(_canonical_versions, opened)
                 if first:
                     yield RecordsBatch(records, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
                     first = False
@@ -834,9 +843,12 @@ class Storage:
                         if kind == CHANGED:
                             assert old is not None and new is not None
                             assert from_version is not None and to_version is not None
+                            # sensitive values by their keyed hashes (opened only to be shown, or when one side
+                            # was stored before the field became sensitive)
+                            shown = values or has_sealed(old) != has_sealed(new)
                             found = changed_fields(
-                                json.loads(old),
-                                json.loads(new),
+                                await self.sensitive.compared(org_key, name, old, values=shown),
+                                await self.sensitive.compared(org_key, name, new, values=shown),
                                 comparable(object_key, from_version, to_version),
                                 only=only,
                                 values=values,

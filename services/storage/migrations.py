@@ -381,4 +381,15 @@ CREATE UNIQUE INDEX files_location ON files (location);
 CREATE INDEX files_kek ON files (kek_id) WHERE kek_id IS NOT NULL;
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12]
+# Sensitive field values (issue 18, sensitive.py): each org's value key, wrapped by the KEK named (encryption.py's
+# envelope); the values it seals live in record_versions' JSON, never in clear.
+V13 = """
+CREATE TABLE value_keys (
+    org_key     int PRIMARY KEY,
+    kek_id      text NOT NULL,
+    wrapped_key bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13]

@@ -6,7 +6,7 @@ repository (files.py: a local directory or S3), and the publisher of ChunkUpload
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from services.storage.domain import (
@@ -146,7 +146,15 @@ class RecordStore(Protocol):
     """Record heads and versions: a chunk's write, deletes, and the reads of versions."""
 
     async def put_records(
-        self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk, tombstones: frozenset[str] = frozenset()
+        self,
+        job: JobRef,
+        target: SchemaRef,
+        seq: int,
+        chunk: RecordsChunk,
+        tombstones: frozenset[str] = frozenset(),
+        *,
+        seal: Callable[[bytes], bytes] | None = None,
+        unseal: Callable[[str], str] | None = None,
     ) -> ChunkOutcome: ...
 
     async def mark_deleted(
@@ -338,6 +346,16 @@ class ErasureStore(Protocol):
     async def org_bodies(self, org_key: int) -> dict[str, list[str]]: ...
 
 
+class ValueKeyStore(Protocol):
+    """Sensitive field values (issue 18, sensitive.py): each org's value key, wrapped by the KEK."""
+
+    async def value_key(self, org_key: int, make: Callable[[], Envelope] | None) -> Envelope | None: ...
+
+    async def value_keys_not_under(self, kek_id: str) -> list[tuple[int, Envelope]]: ...
+
+    async def replace_value_key(self, org_key: int, old: Envelope, new: Envelope) -> bool: ...
+
+
 class Store(
     JobStore,
     SchemaStore,
@@ -348,6 +366,7 @@ class Store(
     RestoreStore,
     CompareStore,
     ErasureStore,
+    ValueKeyStore,
     Protocol,
 ):
     """Every table port at once: what the application is given (PostgresStore, or the fakes)."""

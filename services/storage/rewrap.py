@@ -1,19 +1,29 @@
 """`python -m services.storage rewrap`: after a key rotation, re-wraps the data key of every encrypted body
-still under a former KEK with the current one (SFVAULT_STORAGE_ENCRYPTION_KEY_REF), in the bodies' rows only:
-no body is read or rewritten. The former KEKs must still be listed in SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS
-while it runs; once it reports none left, they can be retired. Safe to run again, or beside a running storage
-(a row re-wrapped meanwhile by another run is left as it is)."""
+(and every org's value key of its sensitive fields, sensitive.py) still under a former KEK with the current one
+(SFVAULT_STORAGE_ENCRYPTION_KEY_REF), in the rows only: no body or value is read or rewritten. The former KEKs must
+still be listed in SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS while it runs; once it reports none left, they can be
+retired. Safe to run again, or beside a running storage (a row re-wrapped meanwhile by another run is left as it
+is)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from services.storage.encryption import Keyring
-from services.storage.ports import FileStore
+from services.storage.ports import FileStore, ValueKeyStore
 
 
-async def rewrap(store: FileStore, keyring: Keyring, *, batch: int = 500) -> int:
-    """How many bodies were re-wrapped; raises KeyUnavailable (naming the key) for a body whose KEK is not
-    configured."""
+class RewrapStore(FileStore, ValueKeyStore, Protocol):
+    pass
+
+
+async def rewrap(store: RewrapStore, keyring: Keyring, *, batch: int = 500) -> int:
+    """How many data keys were re-wrapped (of bodies, and the orgs' value keys of sensitive fields); raises
+    KeyUnavailable (naming the key) for one whose KEK is not configured."""
     done = 0
+    for org_key, envelope in await store.value_keys_not_under(keyring.current_id):
+        if await store.replace_value_key(org_key, envelope, keyring.rewrap(envelope)):
+            done += 1
     after = ""
     while rows := await store.envelopes_not_under(keyring.current_id, after, batch):
         for location, envelope in rows:

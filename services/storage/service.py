@@ -146,6 +146,7 @@ async def start(
         canonical_check_every=settings.storage_canonical_check_every,
         outbox_interval_s=settings.storage_outbox_interval_s,
         max_concurrent_exports=settings.storage_max_concurrent_exports,
+        keyring=keyring,
     )
     # what a killed predecessor committed and never announced, before anything new
     try:

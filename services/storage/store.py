@@ -36,6 +36,7 @@ from services.storage.store_records import RecordsStore, first_version_rows
 from services.storage.store_restore import RestoreStore
 from services.storage.store_retention import RetentionStore
 from services.storage.store_schemas import SchemasStore
+from services.storage.store_values import ValueKeysStore
 
 __all__ = [
     "ChunkOutcome",
@@ -84,6 +85,7 @@ class PostgresStore(
     CompareStore,
     RetentionStore,
     ErasureStore,
+    ValueKeysStore,
 ):
     """Storage's tables, every concern's adapter in one object over one pool."""
 

@@ -9,7 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 from binascii import hexlify
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
@@ -92,6 +92,15 @@ def _copy_text(value: bytes) -> bytes:
     return value.replace(b"\\", b"\\\\") if b"\\" in value else value
 
 
+def _sealed_columns(columns: PreparedColumns, seal: Callable[[bytes], bytes]) -> PreparedColumns:
+    ids, cores, others, modstamps, flags, hashes, fps = columns
+    return ids, list(map(seal, cores)), list(map(seal, others)), modstamps, flags, hashes, fps
+
+
+def _sealed(records: list[CanonicalRecord], seal: Callable[[bytes], bytes] | None) -> list[CanonicalRecord]:
+    return records if seal is None else [r._replace(data=seal(r.data)) for r in records]
+
+
 class RecordsStore(StoreBase):
     """Tables record_head and record_versions."""
 
@@ -145,7 +154,15 @@ class RecordsStore(StoreBase):
                 done += len(updates)
 
     async def put_records(
-        self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk, tombstones: frozenset[str] = frozenset()
+        self,
+        job: JobRef,
+        target: SchemaRef,
+        seq: int,
+        chunk: RecordsChunk,
+        tombstones: frozenset[str] = frozenset(),
+        *,
+        seal: Callable[[bytes], bytes] | None = None,
+        unseal: Callable[[str], str] | None = None,
     ) -> ChunkOutcome:
         """Stores a chunk of canonical records in one transaction.
 
@@ -163,6 +180,10 @@ class RecordsStore(StoreBase):
 
         `tombstones`: the object's erased Ids (erasure.py); one read deleted and without a head is left out
         (counted received and unchanged). Empty, as almost always, it costs nothing.
+
+        `seal` / `unseal` (sensitive.py: the object has sensitive fields): the values are written sealed -- after
+        everything above compared them in clear by their hashes -- and a head's values read back for a change of
+        scope are opened first.
         """
         received = len(chunk)
         async with self.pool.connection() as conn, conn.transaction():
@@ -178,6 +199,8 @@ class RecordsStore(StoreBase):
                 last = dict(zip(ids, range(len(chunk)), strict=True))
             if last and not heads and len(last) == len(chunk):
                 columns = await asyncio.to_thread(chunk.checked_columns)
+                if seal is not None:
+                    columns = await asyncio.to_thread(_sealed_columns, columns, seal)
                 inserted = await self._insert_first_versions(conn, job, target, columns)
                 if inserted is not None:
                     # all first versions (a first version counts as new whatever its deleted state)
@@ -194,6 +217,8 @@ class RecordsStore(StoreBase):
                 if chunk.scopes is not None and heads:
                     compared = [r for rid, r in records.items() if rid in heads]
                     states = await self._differing_heads(conn, job, target, compared) if compared else []
+                    if unseal is not None:
+                        states = [dataclasses.replace(h, data=unseal(h.data)) for h in states]
                     if states:
                         scope_only = await asyncio.to_thread(chunk.rescope, states, records)
                 transitions = await self._upsert_heads(conn, job, target, records)
@@ -201,9 +226,10 @@ class RecordsStore(StoreBase):
                 if scope_only and transitions:
                     quiet = [records[t[0]] for t in transitions if t[0] in scope_only]
                     transitions = [t for t in transitions if t[0] not in scope_only]
-                    written += await self._copy_versions(conn, job, target, quiet, scope_only=True)
+                    written += await self._copy_versions(conn, job, target, _sealed(quiet, seal), scope_only=True)
                 if transitions:
-                    written += await self._copy_versions(conn, job, target, [records[t[0]] for t in transitions])
+                    changed = _sealed([records[t[0]] for t in transitions], seal)
+                    written += await self._copy_versions(conn, job, target, changed)
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new fingerprint
                 # and modstamp, so the next identical read takes the fast path again
                 versioned = {t[0] for t in transitions} | scope_only

@@ -1,0 +1,117 @@
+"""Sensitive field values (issue 18): the use-case side of sensitive.py -- each org's value key (made on first
+need, wrapped by the KEK, cached opened), the sealing of a chunk's values and the opening of what reads return.
+Written against ports.py only."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from services.canonical import ObjectSchema
+from services.platform.errors import FailedPrecondition
+from services.storage.domain import RecordVersionRow
+from services.storage.encryption import KEY_SETTING, Keyring
+from services.storage.ports import ValueKeyStore
+from services.storage.sensitive import (
+    FieldSealer,
+    ValueKey,
+    compared_values,
+    has_sealed,
+    no_key_message,
+    open_json,
+    open_values,
+)
+
+Opener = Callable[[str], str]
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+class SensitiveValues:
+    def __init__(self, store: ValueKeyStore, keyring: Keyring | None) -> None:
+        self.store = store
+        self.keyring = keyring
+        self._keys: dict[int, ValueKey] = {}
+
+    def check_schema(self, schema: ObjectSchema) -> None:
+        """A schema with sensitive fields needs a key: refused (FAILED_PRECONDITION naming the setting) without."""
+        if schema.sensitive_fields and self.keyring is None:
+            raise FailedPrecondition(no_key_message(schema.object_name, schema.sensitive_fields))
+
+    async def key(self, org_key: int, *, create: bool) -> ValueKey | None:
+        """The org's value key, opened (None: it has none and `create` is false)."""
+        key = self._keys.get(org_key)
+        if key is not None:
+            return key
+        keyring = self.keyring
+        if keyring is None:
+            if not create and await self.store.value_key(org_key, None) is None:
+                return None
+            raise FailedPrecondition(
+                f"values of sensitive fields of this org are stored encrypted: set {KEY_SETTING} (and the former"
+                " keys' references) to read or write them"
+            )
+        envelope = await self.store.value_key(org_key, (lambda: keyring.new_data_key()[1]) if create else None)
+        if envelope is None:
+            return None
+        key = self._keys[org_key] = ValueKey(keyring.unwrap(envelope))
+        return key
+
+    async def sealing(
+        self, org_key: int, schema: ObjectSchema, *, rescoped: bool
+    ) -> tuple[Callable[[bytes], bytes] | None, Opener | None]:
+        """(seal, unseal) of a chunk of this object: seal when it has sensitive fields; unseal when its heads may be
+        read back across a change of scope and the org has sealed values."""
+        sensitive = schema.sensitive_fields
+        if sensitive:
+            self.check_schema(schema)
+        if not sensitive and not rescoped:
+            return None, None
+        key = await self.key(org_key, create=bool(sensitive))
+        if key is None:
+            return None, None
+        seal = FieldSealer(key, schema.object_name, sensitive).seal_json if sensitive else None
+        return seal, functools.partial(open_json, key, schema.object_name) if rescoped else None
+
+    async def opener(self, org_key: int, object_name: str, texts: Sequence[str]) -> Opener:
+        """What opens these values' texts: nothing to do unless one of them holds a sealed value."""
+        if not any(map(has_sealed, texts)):
+            return _unchanged
+        key = await self.key(org_key, create=False)
+        if key is None:
+            raise FailedPrecondition(f"sealed values of {object_name} without a value key for their org")
+        return functools.partial(open_json, key, object_name)
+
+    async def open_versions(
+        self, org_key: int, object_name: str, rows: list[RecordVersionRow]
+    ) -> list[RecordVersionRow]:
+        opened = await self.opener(org_key, object_name, [r.values_json for r in rows])
+        if opened is _unchanged:
+            return rows
+        return [dataclasses.replace(r, values_json=opened(r.values_json)) for r in rows]
+
+    async def open_batch(
+        self, org_key: int, object_name: str, batch: list[tuple[str, int, str]]
+    ) -> list[tuple[str, int, str]]:
+        opened = await self.opener(org_key, object_name, [b[2] for b in batch])
+        if opened is _unchanged:
+            return batch
+        return [(rid, state, opened(text)) for rid, state, text in batch]
+
+    async def compared(self, org_key: int, object_name: str, text: str, *, values: bool) -> dict[str, Any]:
+        """A version's values as compare compares them: sealed ones by their keyed equality hash, or opened when
+        the values are to be shown."""
+        parsed = json.loads(text)
+        if not has_sealed(text):
+            return parsed  # type: ignore[no-any-return]
+        if not values:
+            return compared_values(parsed)
+        key = await self.key(org_key, create=False)
+        if key is None:
+            raise FailedPrecondition(f"sealed values of {object_name} without a value key for their org")
+        return open_values(key, object_name, parsed)
