@@ -153,9 +153,9 @@ class Storage:
         self._scopes: dict[int, ScopeHistory] = {}  # by object_key; reloaded when a chunk's version is new
         # erasure (issue 18): Erase / VerifyErasure, and the erased Ids a backup must not bring back
         self.tombstones = TombstoneCache(store)
-        self.erasures = Erasures(store, files, self.tombstones, self._org_key)
         # sensitive fields (issue 18): their values sealed under each org's value key, wrapped by the KEK
         self.sensitive = SensitiveValues(store, keyring)
+        self.erasures = Erasures(store, files, self.tombstones, self._org_key, self.sensitive)
 
     # --- registration --------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
+from services.storage.application_sensitive import SensitiveValues
 from services.storage.domain import InvalidArgument, NotFound, normalize_org_id
 from services.storage.erasure import (
     BodyScanner,
@@ -61,8 +62,10 @@ class Erasures:
         files: FileRepository,
         tombstones: TombstoneCache,
         org_key: Callable[[str], Awaitable[int]],
+        sensitive: SensitiveValues | None = None,
     ) -> None:
         self.store = store
+        self.sensitive = sensitive or SensitiveValues(store, None)  # finds values sealed in sensitive fields
         self.files = files
         self.tombstones = tombstones
         self._org_key = org_key  # Storage's: the org's key, NOT_FOUND for an org storage never saw
@@ -83,6 +86,10 @@ class Erasures:
         org_key = await self._org_key(org_id)
         value_hash = keyed_hash(await self.store.erasure_key(), request.value) if request.by_value else None
         erasure_id = f"er-{uuid.uuid4().hex}"
+        sealed = {}
+        if request.by_value:
+            pairs = [(f.object_name, f.field) for f in request.fields]
+            sealed = await self.sensitive.search_hashes(org_key, request.value, pairs)
         result = await self.store.erase(
             org_key,
             request,
@@ -90,6 +97,7 @@ class Erasures:
             eraser=eraser,
             value_hash=value_hash,
             delete_bodies=self._delete_bodies,
+            sealed=sealed,
         )
         if not dry_run:
             self.tombstones.invalidate()
@@ -123,7 +131,8 @@ class Erasures:
             raise NotFound(f"erasure {erasure_id[:100]!r} is not known for org {normalize_org_id(org_id)}")
         if checked_value:
             pairs = [(f.object_name, f.field) for f in checked_fields]
-            await self.store.versions_holding(org_key, checked_value, pairs, result)
+            sealed = await self.sensitive.search_hashes(org_key, checked_value, pairs)
+            await self.store.versions_holding(org_key, checked_value, pairs, result, sealed)
             await self._scan_bodies(org_key, checked_value, result)
         return result
 

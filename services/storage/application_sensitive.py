@@ -14,7 +14,7 @@ from services.canonical import ObjectSchema
 from services.platform.errors import FailedPrecondition
 from services.storage.domain import RecordVersionRow
 from services.storage.encryption import KEY_SETTING, Keyring
-from services.storage.ports import ValueKeyStore
+from services.storage.ports import Store
 from services.storage.sensitive import (
     FieldSealer,
     ValueKey,
@@ -33,7 +33,7 @@ def _unchanged(text: str) -> str:
 
 
 class SensitiveValues:
-    def __init__(self, store: ValueKeyStore, keyring: Keyring | None) -> None:
+    def __init__(self, store: Store, keyring: Keyring | None) -> None:
         self.store = store
         self.keyring = keyring
         self._keys: dict[int, ValueKey] = {}
@@ -115,3 +115,22 @@ class SensitiveValues:
         if key is None:
             raise FailedPrecondition(f"sealed values of {object_name} without a value key for their org")
         return open_values(key, object_name, parsed)
+
+    async def search_hashes(self, org_key: int, value: str, pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+        """{object, lower case: the value's keyed search hashes} in these (object, field)s -- none given: in every
+        field of the org ever marked sensitive -- for erasure to find the value where it is sealed."""
+        key = await self.key(org_key, create=False)
+        if key is None:
+            return {}
+        if not pairs:
+            pairs = [
+                (name, f.name)
+                for object_key, name in await self.store.org_objects(org_key)
+                for schema in (await self.store.schema_history(object_key, name)).values()
+                for f in schema.fields
+                if f.sensitive
+            ]
+        out: dict[str, list[str]] = {}
+        for obj, field in dict.fromkeys((o.lower(), f.lower()) for o, f in pairs):
+            out.setdefault(obj, []).append(key.search_hash(obj, field, value))
+        return out

@@ -6,7 +6,7 @@ repository (files.py: a local directory or S3), and the publisher of ChunkUpload
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from services.storage.domain import (
@@ -335,10 +335,16 @@ class ErasureStore(Protocol):
         eraser: Eraser,
         value_hash: bytes | None,
         delete_bodies: DeleteBodies,
+        sealed: Mapping[str, Sequence[str]] = ...,
     ) -> ErasureResult: ...
 
     async def versions_holding(
-        self, org_key: int, value: str, fields: Sequence[tuple[str, str]], result: VerificationResult
+        self,
+        org_key: int,
+        value: str,
+        fields: Sequence[tuple[str, str]],
+        result: VerificationResult,
+        sealed: Mapping[str, Sequence[str]] = ...,
     ) -> None: ...
 
     async def erasure_leftovers(self, org_key: int, erasure_id: str, result: VerificationResult) -> bool: ...

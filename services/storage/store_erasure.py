@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -35,6 +35,11 @@ async def held(conn: psycopg.AsyncConnection[Any], org_key: int, object_name: st
         (org_key, object_name),
     )
     return await cur.fetchone() is not None
+
+
+_NONE: Mapping[str, Sequence[str]] = {}
+# a version holding one of the keyed search hashes (sensitive.py) of a value: each names its org, object and field
+_SEALED_HELD = "EXISTS (SELECT 1 FROM unnest(%s::text[]) AS n(hash) WHERE strpos(v.data::text, n.hash) > 0)"
 
 
 class ErasureStore(StoreBase):
@@ -75,16 +80,23 @@ class ErasureStore(StoreBase):
 
     @staticmethod
     async def _holding_value(
-        conn: psycopg.AsyncConnection[Any], org_key: int, object_key: int, fields: Sequence[str], value: str
+        conn: psycopg.AsyncConnection[Any],
+        org_key: int,
+        object_key: int,
+        fields: Sequence[str],
+        value: str,
+        sealed: Sequence[str] = (),
     ) -> list[str]:
-        """Ids of the object's records whose any version holds the value (trimmed, any case) in one of the fields."""
+        """Ids of the object's records whose any version holds the value (trimmed, any case) in one of the fields;
+        or, sealed (a sensitive field), one of the value's keyed search hashes in those fields (`sealed`)."""
         cur = await conn.execute(
             f"SELECT DISTINCT v.record_id FROM {S}.record_versions v"
-            " WHERE v.org_key = %s AND v.object_key = %s AND strpos(lower(v.data::text), %s) > 0"
+            " WHERE v.org_key = %s AND v.object_key = %s AND ((strpos(lower(v.data::text), %s) > 0"
             "  AND EXISTS (SELECT 1 FROM jsonb_each_text(v.data) e"
-            "   WHERE lower(e.key) = ANY(%s) AND lower(btrim(e.value)) = %s)"
+            "   WHERE lower(e.key) = ANY(%s) AND lower(btrim(e.value)) = %s))"
+            f"  OR {_SEALED_HELD})"
             " ORDER BY v.record_id",
-            (org_key, object_key, json_needle(value), [f.lower() for f in fields], value_key(value)),
+            (org_key, object_key, json_needle(value), [f.lower() for f in fields], value_key(value), list(sealed)),
         )
         return [r[0] for r in await cur.fetchall()]
 
@@ -98,9 +110,11 @@ class ErasureStore(StoreBase):
         value_hash: bytes | None,
         delete_bodies: DeleteBodies,
         is_held: Callable[[psycopg.AsyncConnection[Any], int, str], Awaitable[bool]] = held,
+        sealed: Mapping[str, Sequence[str]] = _NONE,
     ) -> ErasureResult:
         """Finds the records (by Id, or holding the value) and, unless a dry run, deletes them whole; raises
-        FailedPrecondition (from the caller's check) under a legal hold. Returns what was (or would be) erased."""
+        FailedPrecondition (from the caller's check) under a legal hold. Returns what was (or would be) erased.
+        `sealed`: {object, lower case: the value's keyed search hashes in its sensitive fields asked}."""
         from services.storage.domain import FailedPrecondition
 
         result = ErasureResult(erasure_id if not request.dry_run else "")
@@ -113,7 +127,14 @@ class ErasureStore(StoreBase):
                         f"{name} of this org is under a legal hold: nothing in it is erased until the hold is released"
                     )
                 if request.by_value:
-                    ids = await self._holding_value(conn, org_key, object_key, request.fields_of(name), request.value)
+                    ids = await self._holding_value(
+                        conn,
+                        org_key,
+                        object_key,
+                        request.fields_of(name),
+                        request.value,
+                        sealed.get(name.lower(), ()),
+                    )
                 else:
                     cur = await conn.execute(
                         f"SELECT DISTINCT record_id FROM {S}.record_versions v"
@@ -267,17 +288,23 @@ class ErasureStore(StoreBase):
     # --- verification ----------------------------------------------------------------------------------------
 
     async def versions_holding(
-        self, org_key: int, value: str, fields: Sequence[tuple[str, str]], result: VerificationResult
+        self,
+        org_key: int,
+        value: str,
+        fields: Sequence[tuple[str, str]],
+        result: VerificationResult,
+        sealed: Mapping[str, Sequence[str]] = _NONE,
     ) -> None:
         """Counts the org's versions holding the value (in any field, or in the given (object, field)s; contained,
-        any case) into `result`, with samples."""
+        any case; in a sensitive field, sealed: equal as erasure compares, by its keyed search hash in `sealed`, by
+        object in lower case) into `result`, with samples."""
         async with self.pool.connection() as conn:
             if not fields:
                 cur = await conn.execute(
                     f"SELECT o.object_name, v.record_id FROM {S}.record_versions v"
                     f" JOIN {S}.objects o USING (object_key)"
-                    " WHERE v.org_key = %s AND strpos(lower(v.data::text), %s) > 0",
-                    (org_key, json_needle(value)),
+                    f" WHERE v.org_key = %s AND (strpos(lower(v.data::text), %s) > 0 OR {_SEALED_HELD})",
+                    (org_key, json_needle(value), [h for hashes in sealed.values() for h in hashes]),
                 )
                 self._tally(await cur.fetchall(), result)
                 return
@@ -288,10 +315,19 @@ class ErasureStore(StoreBase):
             for name, object_key in objects.items():
                 cur = await conn.execute(
                     f"SELECT %s::text, v.record_id FROM {S}.record_versions v"
-                    " WHERE v.org_key = %s AND v.object_key = %s AND strpos(lower(v.data::text), %s) > 0"
+                    " WHERE v.org_key = %s AND v.object_key = %s AND ((strpos(lower(v.data::text), %s) > 0"
                     "  AND EXISTS (SELECT 1 FROM jsonb_each_text(v.data) e"
-                    "   WHERE lower(e.key) = ANY(%s) AND strpos(lower(e.value), %s) > 0)",
-                    (name, org_key, object_key, json_needle(value), by_object[name.lower()], value_key(value)),
+                    "   WHERE lower(e.key) = ANY(%s) AND strpos(lower(e.value), %s) > 0))"
+                    f"  OR {_SEALED_HELD})",
+                    (
+                        name,
+                        org_key,
+                        object_key,
+                        json_needle(value),
+                        by_object[name.lower()],
+                        value_key(value),
+                        list(sealed.get(name.lower(), ())),
+                    ),
                 )
                 self._tally(await cur.fetchall(), result)
 

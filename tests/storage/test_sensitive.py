@@ -16,6 +16,7 @@ from services.storage.application import Storage
 from services.storage.application_sensitive import SensitiveValues
 from services.storage.domain import FieldDef, FieldType, ObjectSchema
 from services.storage.encryption import KEY_SETTING, Keyring, kek_id_of
+from services.storage.erasure import Eraser
 from services.storage.rewrap import rewrap
 from services.storage.sensitive import (
     TOKEN,
@@ -91,7 +92,7 @@ def test_a_records_values_are_sealed_field_by_field_and_opened_back() -> None:
 
 def _keyed(harness: Harness, keyring: Keyring | None) -> Storage:
     s = harness.storage
-    s.sensitive = SensitiveValues(harness.store, keyring)
+    s.sensitive = s.erasures.sensitive = SensitiveValues(harness.store, keyring)
     return s
 
 
@@ -200,3 +201,20 @@ async def test_rewrap_moves_the_value_keys_to_the_new_kek(harness: Harness) -> N
     s = _keyed(harness, Keyring(KEK2))  # KEK1 retired
     version = await s.record_as_of(ORG, "Contact", sf_id("003", 1), None)
     assert json.loads(version.values_json)["Email"] == EMAILS[0]
+
+
+@pytest.mark.integration
+async def test_erasure_finds_a_sealed_value_by_its_keyed_search_hash(harness: Harness) -> None:
+    s = _keyed(harness, Keyring(KEK1))
+    await _session(s, "s1", [contact(n + 1, f"Name{n + 1}", e) for n, e in enumerate(EMAILS)])
+    asked = " Bob.Secret@EXAMPLE.org"  # erasure compares trimmed and in any case
+    for fields in (["Contact.Email"], []):
+        found = await s.erasures.verify(ORG, asked, fields, "")
+        assert found.versions_holding == 1 and found.samples == [f"Contact:{sf_id('003', 2)}"]
+    assert (await s.erasures.verify(ORG, asked, ["Contact.LastName"], "")).versions_holding == 0
+    erased = await s.erasures.erase(
+        ORG, "", [], asked, ["contact.email"], "GDPR request", dry_run=False, eraser=Eraser("alice", "admin", "t")
+    )
+    assert [r.record_id for r in erased.records] == [sf_id("003", 2)]
+    assert (await s.erasures.verify(ORG, asked, [], "")).versions_holding == 0
+    assert (await s.erasures.verify(ORG, EMAILS[0], ["Contact.Email"], "")).versions_holding == 1  # others kept
