@@ -305,7 +305,13 @@ class Storage:
             chunk_seq=seq,
         ) as span:
             erased = await self.tombstones.of(job.org_key, ref.object_key)
-            seal, unseal = await self.sensitive.sealing(job.org_key, ref.schema, rescoped=chunk.scopes is not None)
+            self.sensitive.check_schema(ref.schema)
+            sensitive = ref.schema.sensitive_fields
+            if chunk.scopes is not None:  # values carried from a head may belong to a field sensitive before
+                sensitive = await self.sensitive.fields_ever(ref.object_key, ref.object_name, ref.schema_version)
+            seal, unseal = await self.sensitive.sealing(
+                job.org_key, ref.object_name, sensitive, rescoped=chunk.scopes is not None
+            )
             outcome = await self.store.put_records(job, ref, seq, chunk, erased, seal=seal, unseal=unseal)
             span.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)

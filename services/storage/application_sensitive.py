@@ -37,6 +37,7 @@ class SensitiveValues:
         self.store = store
         self.keyring = keyring
         self._keys: dict[int, ValueKey] = {}
+        self._ever: dict[tuple[int, int], tuple[str, ...]] = {}
 
     def check_schema(self, schema: ObjectSchema) -> None:
         """A schema with sensitive fields needs a key: refused (FAILED_PRECONDITION naming the setting) without."""
@@ -62,21 +63,29 @@ class SensitiveValues:
         key = self._keys[org_key] = ValueKey(keyring.unwrap(envelope))
         return key
 
+    async def fields_ever(self, object_key: int, object_name: str, schema_version: int) -> tuple[str, ...]:
+        """The object's fields sensitive in any of its schema versions up to this one: across a change of scope a
+        field's value may be carried from the head into a version whose schema no longer has the field."""
+        cache = (object_key, schema_version)
+        found = self._ever.get(cache)
+        if found is None:
+            history = await self.store.schema_history(object_key, object_name)
+            names = {f.name: None for v in sorted(history) for f in history[v].fields if f.sensitive}
+            found = self._ever[cache] = tuple(names)
+        return found
+
     async def sealing(
-        self, org_key: int, schema: ObjectSchema, *, rescoped: bool
+        self, org_key: int, object_name: str, sensitive: Sequence[str], *, rescoped: bool
     ) -> tuple[Callable[[bytes], bytes] | None, Opener | None]:
-        """(seal, unseal) of a chunk of this object: seal when it has sensitive fields; unseal when its heads may be
-        read back across a change of scope and the org has sealed values."""
-        sensitive = schema.sensitive_fields
-        if sensitive:
-            self.check_schema(schema)
+        """(seal, unseal) of a chunk of this object: seal the `sensitive` fields' values when there are any;
+        unseal when its heads may be read back across a change of scope and the org has sealed values."""
         if not sensitive and not rescoped:
             return None, None
         key = await self.key(org_key, create=bool(sensitive))
         if key is None:
             return None, None
-        seal = FieldSealer(key, schema.object_name, sensitive).seal_json if sensitive else None
-        return seal, functools.partial(open_json, key, schema.object_name) if rescoped else None
+        seal = FieldSealer(key, object_name, sensitive).seal_json if sensitive else None
+        return seal, functools.partial(open_json, key, object_name) if rescoped else None
 
     async def opener(self, org_key: int, object_name: str, texts: Sequence[str]) -> Opener:
         """What opens these values' texts: nothing to do unless one of them holds a sealed value."""

@@ -5,6 +5,7 @@ is no new version, a schema with sensitive fields is refused without a key, and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -218,3 +219,24 @@ async def test_erasure_finds_a_sealed_value_by_its_keyed_search_hash(harness: Ha
     assert [r.record_id for r in erased.records] == [sf_id("003", 2)]
     assert (await s.erasures.verify(ORG, asked, [], "")).versions_holding == 0
     assert (await s.erasures.verify(ORG, EMAILS[0], ["Contact.Email"], "")).versions_holding == 1  # others kept
+
+
+@pytest.mark.integration
+async def test_a_sensitive_value_carried_across_a_change_of_scope_stays_sealed(harness: Harness) -> None:
+    s = _keyed(harness, Keyring(KEK1))
+    await _session(s, "s1", [contact(n + 1, f"Name{n + 1}", e) for n, e in enumerate(EMAILS)])
+    # the e-mail hidden from the integration user: the re-read lacks it; record 3 renamed carries it along
+    hidden = dataclasses.replace(CONTACT, fields=tuple(f for f in CONTACT.fields if f.name != "Email"))
+    await s.begin_job(ORG, "s2", "jc", DATA, "Contact")
+    await s.put_schema(ORG, "s2", hidden)
+    raws = [json.dumps({k: v for k, v in json.loads(contact(n, name, None)).items() if k != "Email"}).encode()
+            for n, name in ((1, "Name1"), (2, "Name2"), (3, "Renamed"))]  # fmt: skip
+    counts = (await put_raw(s, ORG, "s2", "jc", 1, "Contact", raws)).counts
+    assert (counts.changed, counts.unchanged) == (1, 2)  # the sealed heads were compared in clear
+    renamed = await s.record_as_of(ORG, "Contact", sf_id("003", 3), None)
+    assert (
+        json.loads(renamed.values_json)["Email"] == EMAILS[2]
+        and json.loads(renamed.values_json)["LastName"] == "Renamed"
+    )
+    stored = await _all_text(harness)
+    assert not any(e in stored for e in EMAILS) and "1980-02-0" not in stored
