@@ -22,7 +22,7 @@ from typer._click import exceptions as click_errors  # typer vendors click: what
 from services import sfconnection as sfc
 from services.cli import compare as compare_command
 from services.cli import erase as erase_command
-from services.cli import keep, protect, render
+from services.cli import keep, protect, render, sealed_export
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.platform import timestamps
@@ -783,11 +783,15 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
     org: Annotated[str, typer.Option()] = "",
+    encrypt_to: Annotated[
+        str, typer.Option("--encrypt-to", help="env:NAME / file:/path of a 32-byte key: the export encrypted with it")
+    ] = "",
 ) -> None:
-    """Every record of an object as it was backed up at a time."""
+    """Every record of an object as it was backed up at a time (encrypted with --encrypt-to: `sfvault decrypt`)."""
     formats = {"csv": st.EXPORT_FORMAT_CSV, "jsonl": st.EXPORT_FORMAT_JSONL}
     if fmt not in formats:
         raise CliError("--format must be csv or jsonl")
+    keyring = sealed_export.keyring_of(encrypt_to, "--encrypt-to") if encrypt_to else None
     c = clients()
     request = st.ExportObjectAsOfRequest(object_name=object_name, format=formats[fmt], **as_of(c, org, at))
     count = 0
@@ -798,12 +802,38 @@ def export(
             count += chunk.records
             yield chunk.data
 
+    parts = data() if keyring is None else sealed_export.seal(data(), keyring)
     if output is None:
-        for part in data():
+        for part in parts:
             sys.stdout.buffer.write(part)
         return
-    write_private(output, data())
-    render.err_console.print(f"{count:,} records written to {output}")
+    write_private(output, parts)
+    render.err_console.print(f"{count:,} records written to {output}{' (encrypted)' if keyring else ''}")
+
+
+@app.command("decrypt")
+def decrypt(
+    source: Path,
+    key: Annotated[str, typer.Option("--key", help="env:NAME / file:/path of the key given to --encrypt-to")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
+) -> None:
+    """An export encrypted with `sfvault export --encrypt-to`, decrypted (a wrong key or an altered file: an error)."""
+    keyring = sealed_export.keyring_of(key, "--key")
+
+    def data() -> Iterator[bytes]:
+        with source.open("rb") as f:
+            yield from iter(lambda: f.read(1 << 20), b"")
+
+    try:
+        parts = sealed_export.open_sealed(data(), keyring, str(source))
+        if output is None:
+            # the plaintext is held until it is known whole: nothing partial reaches the standard output
+            sys.stdout.buffer.write(b"".join(parts))
+            return
+        size = write_private(output, parts)  # a failure leaves no file
+    except sealed_export.KeyUnavailable:
+        raise CliError(f"{source} is not encrypted with the key in {key}") from None
+    render.err_console.print(f"{size:,} bytes written to {output}")
 
 
 @files_app.command("get")
