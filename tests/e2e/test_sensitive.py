@@ -1,13 +1,16 @@
 """Sensitive fields end to end (issue 18), every service a separate process, on a tiny emulated org: the policy
-marks Contact.Email sensitive (discovery -> the data job's FieldSpec -> storage's schema) and storage runs with a
-key-encryption key; after a backup no table of storage's schema holds any of the org's e-mail addresses, the export
-gives them back exactly, an incremental that reads a Contact again with the same e-mail stores no new version and one
-with a new e-mail stores exactly one."""
+marks Contact.Email sensitive (`sfvault policy update --sensitive`; discovery -> the data job's FieldSpec ->
+storage's schema) and storage runs with a key-encryption key; after a backup no table of storage's schema holds any
+of the org's e-mail addresses, the export gives them back exactly, an incremental that reads a Contact again with
+the same e-mail stores no new version and one with a new e-mail stores exactly one; an export encrypted on request
+(`--encrypt-to`) holds none of them and `sfvault decrypt` gives it back."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from tests.e2e.restore_scenario import backup
 pytestmark = pytest.mark.e2e
 
 KEK = os.urandom(32)
+SFVAULT = str(Path(sys.executable).parent / "sfvault")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,22 @@ def stack(stack_home: Path) -> Iterator[Stack]:
     }
     with local_stack(stack_home, with_org="tiny", org_seed=23, extra_env=env) as s:
         yield s
+
+
+def _cli_env(stack: Stack, stack_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
+    return env | {
+        "SFVAULT_HOME": str(stack_home / "cli-home"),
+        "SFVAULT_SESSION_ADDR": stack.address("session"),
+        "SFVAULT_DISCOVERY_ADDR": stack.address("discovery"),
+        "SFVAULT_STORAGE_ADDR": stack.address("storage"),
+        "SFVAULT_TOKEN": (stack_home / "admin.token").read_text().strip(),
+    }
+
+
+def _sfvault(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run([SFVAULT, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"sfvault {' '.join(args)}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
 
 
 def _storage_text(stack: Stack) -> str:
@@ -76,9 +96,13 @@ def test_a_sensitive_field_is_stored_sealed_and_read_back(stack: Stack, clients:
         scope=disc.Scope(include_objects=["Contact"]),
         files=False,
         metadata=False,
-        sensitive_fields=["contact.email"],
     )
     clients.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
+    cli = _cli_env(stack, stack_home)
+    _sfvault(cli, "policy", "update", "p1", "--sensitive", "contact.email")
+    assert list(clients.discovery.GetPolicy(disc.GetPolicyRequest(policy_id="p1")).sensitive_fields) == [
+        "contact.email"
+    ]
     truth = admin.ground_truth(objects=["Contact"])["objects"]["Contact"]
     emails = {rid: v["Email"] for rid, v in truth.items() if v.get("Email")}
     assert len(emails) >= 5, "the org's Contacts have e-mail addresses"
@@ -101,3 +125,14 @@ def test_a_sensitive_field_is_stored_sealed_and_read_back(stack: Stack, clients:
     assert _versions(stack) == before + 1  # only the changed e-mail is a new version
     assert "new.sensitive.e2e" not in _storage_text(stack)
     assert _export(clients, org_id)[changed]["Email"] == "new.sensitive.e2e@example.org"
+
+    # an export encrypted on request, read back with the key
+    key = stack_home / "export.key"
+    key.write_text(os.urandom(32).hex())
+    sealed, plain = stack_home / "contacts.csv.sfv", stack_home / "contacts.csv"
+    _sfvault(cli, "export", "Contact", "--org", "o1", "--encrypt-to", f"file:{key}", "-o", str(sealed))
+    assert b"new.sensitive.e2e" not in sealed.read_bytes() and b"Email" not in sealed.read_bytes()
+    _sfvault(cli, "decrypt", str(sealed), "--key", f"file:{key}", "-o", str(plain))
+    text = plain.read_text()
+    assert "Email" in text.splitlines()[0].split(",")  # the CSV's header
+    assert "new.sensitive.e2e@example.org" in text and all(e in text for rid, e in emails.items() if rid != changed)
