@@ -107,7 +107,12 @@ class StorageClient:
 
     def put_schema(self, org_id: str, session_id: str, schema: pb.ObjectSchema) -> pb.PutObjectSchemaResponse:
         req = pb.PutObjectSchemaRequest(org_id=org_id, session_id=session_id, schema=schema)
-        return self._call(lambda: self.stub.PutObjectSchema(req, timeout=60))
+        try:
+            return self._call(lambda: self.stub.PutObjectSchema(req, timeout=60))
+        except StorageConflict as exc:
+            # a schema storage cannot take (sensitive fields without its key): no retry makes it pass, the job fails
+            # with storage's message (which names the setting)
+            raise StorageError(str(exc)) from None
 
     def put_records(
         self, chunk: Chunk, records: list[CanonicalParts], *, rules: int, formula_changes_counted: bool
