@@ -122,6 +122,15 @@ def test_policy_update_sets_the_protection_options_and_shows_no_url(
     assert "90 days, 10 versions" in listed and "hooks.example.com" in listed and "secret-token" not in listed
 
 
+def test_policy_update_sets_the_sensitive_fields(fake: FakeServices) -> None:
+    assert cli.run(["policy", "update", "p1", "--sensitive", "Contact.Email, Lead.Email", "--sensitive", "X.Y"]) == 0
+    assert list(fake.updated[-1].sensitive_fields) == ["Contact.Email", "Lead.Email", "X.Y"]
+    assert cli.run(["policy", "update", "p1", "--retention-days", "3"]) == 0  # not given: kept
+    assert list(fake.updated[-1].sensitive_fields) == ["Contact.Email", "Lead.Email", "X.Y"]
+    assert cli.run(["policy", "update", "p1", "--sensitive", ""]) == 0  # none any more
+    assert list(fake.updated[-1].sensitive_fields) == []
+
+
 def test_a_webhook_option_without_a_format_is_json() -> None:
     assert protect.webhook("https://h.example.com/a,b").format == ppb.WEBHOOK_FORMAT_JSON
     assert protect.webhook("https://h.example.com/a,b").url_ref == "https://h.example.com/a,b"
