@@ -34,7 +34,8 @@ def endpoints(stack: Stack, home: Path) -> Endpoints:
 
 def register(c: Clients, org: dict[str, Any], home: Path, *, policy_id: str = "p1", **policy: Any) -> None:
     register_org(c, org, home, "o1", "emulated org")
-    p = disc.Policy(policy_id=policy_id, org_id="o1", name="all", files=True, metadata=True, **policy)
+    given: dict[str, Any] = {"policy_id": policy_id, "org_id": "o1", "name": "all", "files": True, "metadata": True}
+    p = disc.Policy(**(given | policy))  # files and metadata unless the policy says otherwise
     c.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=p))
 
 

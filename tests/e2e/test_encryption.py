@@ -28,8 +28,8 @@ KEK = os.urandom(32)
 MARKER = b"ENCRYPTION-E2E-CONFIDENTIAL"
 
 
-@pytest.fixture(scope="module")
-def stack(stack_home: Path) -> Iterator[Stack]:
+def encrypted_stack(stack_home: Path, org_seed: int) -> Iterator[Stack]:
+    """The local stack on a tiny emulated org, storage with a KEK (a file reference)."""
     key_file = stack_home / "storage.kek"
     key_file.write_text(KEK.hex())
     key_file.chmod(0o600)
@@ -38,8 +38,13 @@ def stack(stack_home: Path) -> Iterator[Stack]:
         "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),
         "SFVAULT_STORAGE_ENCRYPTION_KEY_REF": f"file:{key_file}",
     }
-    with local_stack(stack_home, with_org="tiny", org_seed=17, extra_env=env) as s:
+    with local_stack(stack_home, with_org="tiny", org_seed=org_seed, extra_env=env) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def stack(stack_home: Path) -> Iterator[Stack]:
+    yield from encrypted_stack(stack_home, 17)
 
 
 def test_a_backup_with_encryption_on_leaves_no_readable_body(stack: Stack, clients: Clients, stack_home: Path) -> None:

@@ -19,31 +19,21 @@ import pytest
 from sfvault.discovery.v1 import discovery_pb2 as disc
 from sfvault.storage.v1 import storage_pb2 as st
 
-from devstack.localstack import Stack, local_stack
-from services.cli import local
+from devstack.localstack import Stack
 from services.cli.client import Clients
-from services.cli.demo import register_org, secrets_dir
 from sforg.testing import Admin
+from tests.e2e.conftest import register
 from tests.e2e.restore_scenario import backup
+from tests.e2e.test_encryption import encrypted_stack
 
 pytestmark = pytest.mark.e2e
 
-KEK = os.urandom(32)
 SFVAULT = str(Path(sys.executable).parent / "sfvault")
 
 
 @pytest.fixture(scope="module")
 def stack(stack_home: Path) -> Iterator[Stack]:
-    key_file = stack_home / "storage.kek"
-    key_file.write_text(KEK.hex())
-    key_file.chmod(0o600)
-    env = {
-        **local.prepare_auth(stack_home),
-        "SFVAULT_SECRETS_DIR": str(secrets_dir(stack_home)),
-        "SFVAULT_STORAGE_ENCRYPTION_KEY_REF": f"file:{key_file}",
-    }
-    with local_stack(stack_home, with_org="tiny", org_seed=23, extra_env=env) as s:
-        yield s
+    yield from encrypted_stack(stack_home, 23)
 
 
 def _cli_env(stack: Stack, stack_home: Path) -> dict[str, str]:
@@ -88,16 +78,7 @@ def _export(clients: Clients, org_id: str) -> dict[str, dict[str, object]]:
 def test_a_sensitive_field_is_stored_sealed_and_read_back(stack: Stack, clients: Clients, stack_home: Path) -> None:
     assert stack.org is not None
     admin = Admin(stack.org)
-    register_org(clients, stack.org, stack_home, "o1", "emulated org")
-    policy = disc.Policy(
-        policy_id="p1",
-        org_id="o1",
-        name="sensitive",
-        scope=disc.Scope(include_objects=["Contact"]),
-        files=False,
-        metadata=False,
-    )
-    clients.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
+    register(clients, stack.org, stack_home, scope=disc.Scope(include_objects=["Contact"]), files=False, metadata=False)
     cli = _cli_env(stack, stack_home)
     _sfvault(cli, "policy", "update", "p1", "--sensitive", "contact.email")
     assert list(clients.discovery.GetPolicy(disc.GetPolicyRequest(policy_id="p1")).sensitive_fields) == [

@@ -16,7 +16,8 @@ from sfvault.session.v1 import session_pb2 as api
 from devstack.localstack import Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients
-from services.cli.demo import register_org, secrets_dir
+from services.cli.demo import secrets_dir
+from tests.e2e.conftest import register
 from tests.e2e.restore_scenario import watch
 
 pytestmark = pytest.mark.e2e
@@ -33,17 +34,10 @@ def test_a_sensitive_field_without_a_key_fails_the_job_naming_the_setting(
     stack: Stack, clients: Clients, stack_home: Path
 ) -> None:
     assert stack.org is not None
-    register_org(clients, stack.org, stack_home, "o1", "emulated org")
-    policy = disc.Policy(
-        policy_id="p1",
-        org_id="o1",
-        name="sensitive",
-        scope=disc.Scope(include_objects=["Contact", "Account"]),
-        files=False,
-        metadata=False,
-        sensitive_fields=["Contact.Email"],
+    scope = disc.Scope(include_objects=["Contact", "Account"])
+    register(
+        clients, stack.org, stack_home, scope=scope, files=False, metadata=False, sensitive_fields=["Contact.Email"]
     )
-    clients.discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
     started = clients.session.StartSession(api.StartSessionRequest(policy_id="p1", org_id="o1", trigger="test"))
     final, _ = watch(clients, started.session_id, timeout=300)
     jobs = {j.object_name: j for j in clients.session.ListJobs(api.ListJobsRequest(session_id=final.session_id)).jobs}

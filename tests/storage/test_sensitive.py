@@ -134,27 +134,16 @@ async def test_sensitive_values_are_never_in_clear_in_postgresql_and_every_read_
     assert first["new_versions"] == 3
     t1 = dt.datetime.now(dt.UTC)
     # contact 1: a new e-mail; 2: the same values again; 3: its name only
-    second = await _session(
-        s,
-        "s2",
-        [
-            contact(1, "Name1", "alice.new.secret@example.org"),
-            contact(2, "Name2", EMAILS[1]),
-            contact(3, "Three", EMAILS[2]),
-        ],
-    )
+    later = [
+        contact(1, "Name1", "alice.new.secret@example.org"),
+        contact(2, "Name2", EMAILS[1]),
+        contact(3, "Three", EMAILS[2]),
+    ]
+    second = await _session(s, "s2", later)
     assert (second["changed"], second["unchanged"]) == (2, 1)
     t2 = dt.datetime.now(dt.UTC)
     # the same plaintext again: no new version (the hash is taken of the plaintext, never of the ciphertext)
-    third = await _session(
-        s,
-        "s3",
-        [
-            contact(1, "Name1", "alice.new.secret@example.org"),
-            contact(2, "Name2", EMAILS[1]),
-            contact(3, "Three", EMAILS[2]),
-        ],
-    )
+    third = await _session(s, "s3", later)
     assert (third["changed"], third["unchanged"]) == (0, 3)
     assert await harness.count("record_versions") == 5
 
