@@ -20,19 +20,19 @@ Pure: no I/O.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.canonical import canonical_json
+from services.canonical import _plain as _exact
 from services.platform.errors import FailedPrecondition
 from services.storage.encryption import KEY_SETTING
 from services.storage.erasure import value_key
@@ -75,30 +75,58 @@ def _search_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _dumps(value: Any) -> bytes:
+    """JSON text with keys sorted: orjson's, or the json module's for what orjson cannot write (integers beyond
+    64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _loads(text: bytes | str) -> Any:
+    """orjson's reading where it is exact (services.canonical's rule); else the json module's (orjson reads an
+    integer beyond 64 bits as a float)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return value if value is not None and _exact(value) else json.loads(text)
+
+
+def _plain(value: Any) -> bytes:
+    """A value's one JSON text (keys sorted): what is sealed and what the equality hash is taken of."""
+    return _dumps(value)
+
+
 class ValueKey:
-    """One org's value key, opened: seals, opens and hashes the values of sensitive fields."""
+    """One org's value key, opened: seals, opens and hashes the values of sensitive fields. The hashes are
+    HMAC-SHA-256 cut to 128 bits (ample for equality; 22 characters each)."""
 
     def __init__(self, data_key: bytes) -> None:
         self._aead = AESGCM(_derive(data_key, b"values"))
         self._equality = _derive(data_key, b"equality")
         self._search = _derive(data_key, b"search")
 
+    def _hash(self, key: bytes, where: bytes, text: bytes) -> str:
+        return _b64(hmac.digest(key, where + b"\0" + text, "sha256")[:16])
+
     def equality_hash(self, object_name: str, field: str, value: Any) -> str:
-        """Equal for equal values of one field (the value's canonical JSON, keyed): what compare compares."""
-        text = canonical_json({"v": value})
-        return _b64(hmac.new(self._equality, _where(object_name, field) + b"\0" + text, hashlib.sha256).digest())
+        """Equal for equal values of one field (the value's JSON, keyed): what compare compares."""
+        return self._hash(self._equality, _where(object_name, field), _plain(value))
 
     def search_hash(self, object_name: str, field: str, value: Any) -> str:
         """Equal for values equal as erasure compares them (trimmed, case-insensitive), keyed."""
-        text = value_key(_search_text(value)).encode()
-        return _b64(hmac.new(self._search, _where(object_name, field) + b"\0" + text, hashlib.sha256).digest())
+        return self._hash(self._search, _where(object_name, field), value_key(_search_text(value)).encode())
 
     def seal(self, object_name: str, field: str, value: Any) -> dict[str, str]:
+        where = _where(object_name, field)
+        plain = _plain(value)
         nonce = os.urandom(12)
-        plain = canonical_json({"v": value})
-        sealed = self._aead.encrypt(nonce, plain, _where(object_name, field))
-        eq = self.equality_hash(object_name, field, value)
-        return {TOKEN: f"{eq}.{self.search_hash(object_name, field, value)}.{_b64(nonce + sealed)}"}
+        sealed = self._aead.encrypt(nonce, plain, where)
+        eq = self._hash(self._equality, where, plain)
+        search = self._hash(self._search, where, value_key(_search_text(value)).encode())
+        return {TOKEN: f"{eq}.{search}.{_b64(nonce + sealed)}"}
 
     def open(self, object_name: str, field: str, token: str) -> Any:
         try:
@@ -108,7 +136,7 @@ class ValueKey:
             raise ValueDamaged(
                 f"the sealed value of {object_name}.{field} fails authentication (altered or moved)"
             ) from None
-        return json.loads(plain)["v"]
+        return _loads(plain)
 
 
 def sealed(value: Any) -> str | None:
@@ -142,12 +170,12 @@ class FieldSealer:
         """A record's values (a JSON object) with the sensitive fields' values sealed."""
         if not any(m in data for m in self._marks):
             return data
-        values = json.loads(data)
+        values = _loads(data)
         for f in self.fields:
             v = values.get(f)
             if v is not None and sealed(v) is None:
                 values[f] = self.key.seal(self.object_name, f, v)
-        return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
+        return _dumps(values)
 
 
 def open_values(key: ValueKey, object_name: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,10 +189,10 @@ def open_values(key: ValueKey, object_name: str, values: Mapping[str, Any]) -> d
 
 
 def open_json(key: ValueKey, object_name: str, text: str) -> str:
-    """A version's values (JSON text) with the sealed ones opened, as canonical JSON; text without any, as is."""
+    """A version's values (JSON text) with the sealed ones opened (keys sorted); text without any, as is."""
     if MARK not in text:
         return text
-    return canonical_json(open_values(key, object_name, json.loads(text))).decode()
+    return _dumps(open_values(key, object_name, _loads(text))).decode()
 
 
 def compared_values(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -97,8 +97,11 @@ def _sealed_columns(columns: PreparedColumns, seal: Callable[[bytes], bytes]) ->
     return ids, list(map(seal, cores)), list(map(seal, others)), modstamps, flags, hashes, fps
 
 
-def _sealed(records: list[CanonicalRecord], seal: Callable[[bytes], bytes] | None) -> list[CanonicalRecord]:
-    return records if seal is None else [r._replace(data=seal(r.data)) for r in records]
+async def _sealed(records: list[CanonicalRecord], seal: Callable[[bytes], bytes] | None) -> list[CanonicalRecord]:
+    """The records with their sensitive values sealed (CPU-bound: off the event loop)."""
+    if seal is None:
+        return records
+    return await asyncio.to_thread(lambda: [r._replace(data=seal(r.data)) for r in records])
 
 
 class RecordsStore(StoreBase):
@@ -226,9 +229,10 @@ class RecordsStore(StoreBase):
                 if scope_only and transitions:
                     quiet = [records[t[0]] for t in transitions if t[0] in scope_only]
                     transitions = [t for t in transitions if t[0] not in scope_only]
-                    written += await self._copy_versions(conn, job, target, _sealed(quiet, seal), scope_only=True)
+                    quiet = await _sealed(quiet, seal)
+                    written += await self._copy_versions(conn, job, target, quiet, scope_only=True)
                 if transitions:
-                    changed = _sealed([records[t[0]] for t in transitions], seal)
+                    changed = await _sealed([records[t[0]] for t in transitions], seal)
                     written += await self._copy_versions(conn, job, target, changed)
                 # unchanged content in other bytes (e.g. only SystemModstamp moved): remember the new fingerprint
                 # and modstamp, so the next identical read takes the fast path again
