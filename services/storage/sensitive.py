@@ -39,7 +39,6 @@ from services.storage.erasure import value_key
 
 TOKEN = "$sfv1"
 MARK = '"' + TOKEN + '"'  # present in a version's JSON text exactly when one of its values is sealed
-_MARK_BYTES = MARK.encode()
 
 
 class ValueDamaged(FailedPrecondition):
@@ -203,7 +202,3 @@ def compared_values(values: Mapping[str, Any]) -> dict[str, Any]:
         if token is not None:
             out[f] = {TOKEN: token_hashes(token)[0]}
     return out
-
-
-def sealed_bytes(data: bytes) -> bool:
-    return _MARK_BYTES in data
