@@ -229,3 +229,27 @@ async def test_a_sensitive_value_carried_across_a_change_of_scope_stays_sealed(h
     )
     stored = await _all_text(harness)
     assert not any(e in stored for e in EMAILS) and "1980-02-0" not in stored
+
+
+@pytest.mark.integration
+async def test_marking_a_field_sensitive_later_is_no_change_and_compare_spans_both_forms(harness: Harness) -> None:
+    s = _keyed(harness, Keyring(KEK1))
+    plain = dataclasses.replace(CONTACT, fields=tuple(dataclasses.replace(f, sensitive=False) for f in CONTACT.fields))
+    await s.begin_job(ORG, "s1", "jc", DATA, "Contact")
+    await s.put_schema(ORG, "s1", plain)
+    await put_raw(s, ORG, "s1", "jc", 1, "Contact", [contact(n + 1, f"Name{n + 1}", e) for n, e in enumerate(EMAILS)])
+    t1 = dt.datetime.now(dt.UTC)
+    # the policy marks Email and Birth__c sensitive: the same values are no new version (no mass change); a new
+    # e-mail is stored sealed
+    counts = await _session(
+        s, "s2", [contact(1, "Name1", EMAILS[0]), contact(2, "Name2", EMAILS[1]), contact(3, "Name3", "c.new@x.org")]
+    )
+    assert (counts["changed"], counts["unchanged"]) == (1, 2)
+    t2 = dt.datetime.now(dt.UTC)
+    assert "c.new@x.org" not in await _all_text(harness)
+    pieces = [p async for p in s.compare_as_of(ORG, t1, t2)]
+    assert [(c.record_id, tuple(f.field for f in c.fields)) for p in pieces for c in p.changes] == [
+        (sf_id("003", 3), ("Email",))
+    ]
+    history = await s.record_history(ORG, "Contact", sf_id("003", 3))
+    assert [json.loads(v.values_json)["Email"] for v in history] == [EMAILS[2], "c.new@x.org"]
