@@ -1,5 +1,6 @@
 """`python -m services.storage`: read the settings, start the service, serve until SIGTERM/SIGINT, then drain.
-`python -m services.storage rewrap`: re-wrap the encrypted bodies' data keys under the current KEK (rewrap.py)."""
+`python -m services.storage rewrap`: re-wrap the encrypted bodies' data keys under the current KEK (rewrap.py).
+`python -m services.storage reseal`: seal the values stored before their field was marked sensitive (rewrap.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,11 @@ if __name__ == "__main__":
         from services.storage import rewrap
 
         sys.exit(asyncio.run(rewrap.main()))
+    if sys.argv[1:] == ["reseal"]:
+        from services.storage import rewrap
+
+        sys.exit(asyncio.run(rewrap.reseal_main()))
     if sys.argv[1:]:
-        sys.exit(f"usage: python -m services.storage [rewrap]; got {' '.join(sys.argv[1:])!r}")
+        sys.exit(f"usage: python -m services.storage [rewrap | reseal]; got {' '.join(sys.argv[1:])!r}")
     lifecycle.tune_malloc()
     asyncio.run(main())

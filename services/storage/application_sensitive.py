@@ -4,9 +4,11 @@ Written against ports.py only."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,10 +28,15 @@ from services.storage.sensitive import (
 )
 
 Opener = Callable[[str], str]
+log = logging.getLogger(__name__)
 
 
 def _unchanged(text: str) -> str:
     return text
+
+
+def _sealed_rows(sealer: FieldSealer, rows: Sequence[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+    return [(rid, version, sealer.seal_json(text.encode()).decode()) for rid, version, text in rows]
 
 
 class SensitiveValues:
@@ -38,6 +45,7 @@ class SensitiveValues:
         self.keyring = keyring
         self._keys: dict[int, ValueKey] = {}
         self._ever: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._resealing: set[asyncio.Task[int]] = set()
 
     def check_schema(self, schema: ObjectSchema) -> None:
         """A schema with sensitive fields needs a key: refused (FAILED_PRECONDITION naming the setting) without."""
@@ -143,3 +151,59 @@ class SensitiveValues:
         for obj, field in dict.fromkeys((o.lower(), f.lower()) for o, f in pairs):
             out.setdefault(obj, []).append(key.search_hash(obj, field, value))
         return out
+
+    async def reseal(self, org_key: int, object_key: int, object_name: str, *, batch: int = 1000) -> int:
+        """Seals the values stored in clear before their field was marked sensitive (every version of the object,
+        one pass, in batches; idempotent, safe beside writes and another replica doing the same). Returns the
+        versions rewritten."""
+        history = await self.store.schema_history(object_key, object_name)
+        fields = tuple({f.name: None for v in sorted(history) for f in history[v].fields if f.sensitive})
+        if not fields:
+            return 0
+        key = await self.key(org_key, create=True)
+        assert key is not None
+        sealer = FieldSealer(key, object_name, fields)
+        after, done = ("", 0), 0
+        while rows := await self.store.versions_in_clear(org_key, object_key, fields, after, batch):
+            sealed = await asyncio.to_thread(
+                lambda: [(r[0], r[1], sealer.seal_json(r[2].encode()).decode()) for r in rows]
+            )
+            done += await self.store.replace_values(org_key, object_key, sealed)
+            after = (rows[-1][0], rows[-1][1])
+        return done
+
+    async def reseal_all(self) -> int:
+        """reseal of every object (`python -m services.storage reseal`)."""
+        done = 0
+        for org_key, object_key, name in await self.store.every_object():
+            done += await self.reseal(org_key, object_key, name)
+        return done
+
+    def reseal_soon(self, org_key: int, object_key: int, object_name: str) -> None:
+        """reseal in the background (a field just marked sensitive: its past values); a failure is logged and
+        `python -m services.storage reseal` finishes the work."""
+        task = asyncio.create_task(self.reseal(org_key, object_key, object_name), name=f"reseal-{object_name}")
+        self._resealing.add(task)
+        task.add_done_callback(self._resealed)
+
+    def _resealed(self, task: asyncio.Task[int]) -> None:
+        self._resealing.discard(task)
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            log.warning(
+                "sealing past values of %s failed (%s); `python -m services.storage reseal` retries",
+                task.get_name(),
+                type(exc).__name__,
+            )
+        elif task.result():
+            log.info("%s: %d versions' values sealed", task.get_name(), task.result())
+
+    async def idle(self) -> None:
+        """Waits for the background reseals (tests; a draining service cancels them instead)."""
+        while self._resealing:
+            await asyncio.gather(*self._resealing, return_exceptions=True)
+
+    def cancel(self) -> None:
+        for task in self._resealing:
+            task.cancel()

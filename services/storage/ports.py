@@ -361,6 +361,14 @@ class ValueKeyStore(Protocol):
 
     async def replace_value_key(self, org_key: int, old: Envelope, new: Envelope) -> bool: ...
 
+    async def versions_in_clear(
+        self, org_key: int, object_key: int, fields: Sequence[str], after: tuple[str, int], limit: int
+    ) -> list[tuple[str, int, str]]: ...
+
+    async def replace_values(self, org_key: int, object_key: int, rows: Sequence[tuple[str, int, str]]) -> int: ...
+
+    async def every_object(self) -> list[tuple[int, int, str]]: ...
+
 
 class Store(
     JobStore,

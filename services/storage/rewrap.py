@@ -65,3 +65,37 @@ async def main() -> int:
         return 0
     finally:
         await pool.close()
+
+
+async def reseal_main() -> int:
+    """`python -m services.storage reseal`: the values stored in clear before their field was marked sensitive,
+    sealed (storage does it in the background when a schema marks a field; this finishes what was cut short).
+    Prints `{"resealed": N}`."""
+    import json
+    import sys
+
+    from services.platform.errors import FailedPrecondition
+    from services.platform.secrets import SecretError
+    from services.storage import config
+    from services.storage.application_sensitive import SensitiveValues
+    from services.storage.store import PostgresStore, open_store_pool
+
+    settings = config.load()
+    try:
+        keyring = settings.keyring()
+    except SecretError as exc:
+        print(f"reseal: {exc}", file=sys.stderr)
+        return 2
+    pool = await open_store_pool(settings.database_url, max_size=2)
+    try:
+        store = PostgresStore(pool)
+        await store.migrate(count_formula_changes=settings.storage_count_formula_changes)
+        try:
+            count = await SensitiveValues(store, keyring).reseal_all()
+        except FailedPrecondition as exc:
+            print(f"reseal: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"resealed": count}))
+        return 0
+    finally:
+        await pool.close()

@@ -87,6 +87,7 @@ class RunningStorage:
         """Drain: NOT_SERVING first, then let in-flight chunks finish (their transactions commit or roll back
         whole), then stop the outbox relay (forgetting what was acknowledged), then close the bus and the pool."""
         await self.server.stop(grace_s)
+        self.storage.sensitive.cancel()  # a background reseal: `python -m services.storage reseal` resumes it
         for task in (self.relay, self.read_audit):
             if task is not None:
                 task.cancel()

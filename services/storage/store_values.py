@@ -1,10 +1,12 @@
-"""Sensitive field values (issue 18): each org's value key, wrapped by the KEK (sensitive.py)."""
+"""Sensitive field values (issue 18): each org's value key, wrapped by the KEK (sensitive.py); the versions
+whose values of a field marked sensitive later are still in clear, and their rewrite sealed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.storage.encryption import Envelope
+from services.storage.sensitive import TOKEN
 from services.storage.store_base import S, StoreBase
 
 
@@ -41,3 +43,36 @@ class ValueKeysStore(StoreBase):
             (new.kek_id, new.wrapped_key, org_key, old.kek_id, old.wrapped_key),
         )
         return row is not None
+
+    async def versions_in_clear(
+        self, org_key: int, object_key: int, fields: Sequence[str], after: tuple[str, int], limit: int
+    ) -> list[tuple[str, int, str]]:
+        """(record Id, version_id, values JSON) of the object's versions holding one of these fields not sealed,
+        in (Id, version) order after `after` (a cursor: one pass over the object's versions in all)."""
+        return [
+            (str(r[0]), int(r[1]), str(r[2]))
+            for r in await self._all(
+                f"SELECT record_id, version_id, data::text FROM {S}.record_versions v"
+                " WHERE org_key = %s AND object_key = %s AND (record_id, version_id) > (%s, %s)"
+                "  AND EXISTS (SELECT 1 FROM unnest(%s::text[]) AS f(name) WHERE v.data ? f.name"
+                "   AND NOT (jsonb_typeof(v.data -> f.name) = 'object' AND v.data -> f.name ? %s))"
+                " ORDER BY record_id, version_id LIMIT %s",
+                (org_key, object_key, after[0], after[1], list(fields), TOKEN, limit),
+            )
+        ]
+
+    async def replace_values(self, org_key: int, object_key: int, rows: Sequence[tuple[str, int, str]]) -> int:
+        """Rewrites these versions' values (record Id, version_id, values JSON): the same values, sealed."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                f"UPDATE {S}.record_versions v SET data = u.data::jsonb"
+                " FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS u(id, version_id, data)"
+                " WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id AND v.version_id = u.version_id",
+                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], org_key, object_key),
+            )
+            return cur.rowcount
+
+    async def every_object(self) -> list[tuple[int, int, str]]:
+        """(org_key, object_key, name) of every object stored."""
+        rows = await self._all(f"SELECT org_key, object_key, object_name FROM {S}.objects ORDER BY object_key")
+        return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
