@@ -204,10 +204,10 @@ class Storage:
                 raise InvalidArgument(f"describe_json of {schema.object_name} is not JSON") from None
         version, changed = await self.store.put_schema(org_key, session_id, schema, describe_json or None)
         self._schemas.pop((org_key, session_id, schema.object_name.lower()), None)
-        if changed and schema.sensitive_fields:
-            # values stored before a field was marked sensitive: sealed too, in the background
+        if changed and schema.sensitive_fields and version > 1:
+            # a field marked sensitive now: the values stored before, sealed too, in the background
             found = await self.store.object_key(org_key, schema.object_name)
-            if found is not None:
+            if found is not None and await self.sensitive.newly_marked(found[0], found[1], version):
                 self.sensitive.reseal_soon(org_key, found[0], found[1])
         return version, changed
 

@@ -172,6 +172,13 @@ class SensitiveValues:
             after = (rows[-1][0], rows[-1][1])
         return done
 
+    async def newly_marked(self, object_key: int, object_name: str, version: int) -> bool:
+        """Whether this schema version marks sensitive a field the one before did not (values may be in clear)."""
+        history = await self.store.schema_history(object_key, object_name)
+        previous = history.get(version - 1)
+        before = {f.name.lower() for f in previous.fields if f.sensitive} if previous else set()
+        return any(f.name.lower() not in before for f in history[version].fields if f.sensitive)
+
     async def reseal_all(self) -> int:
         """reseal of every object (`python -m services.storage reseal`)."""
         done = 0
