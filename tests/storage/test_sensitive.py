@@ -9,6 +9,8 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -257,3 +259,35 @@ async def test_marking_a_field_sensitive_later_seals_its_past_values_and_is_no_c
     ]
     history = await s.record_history(ORG, "Contact", sf_id("003", 3))
     assert [json.loads(v.values_json)["Email"] for v in history] == [EMAILS[2], "c.new@x.org"]
+
+
+def _reseal_cli(database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFVAULT_")}
+    env |= {
+        "SFVAULT_DATABASE_URL": database_url,
+        "SFVAULT_NATS_URL": "nats://127.0.0.1:1",  # required by the settings; reseal never connects
+        "SFVAULT_AUTH_DISABLED": "true",
+        "SFVAULT_STORAGE_ENCRYPTION_KEY_REF": "env:TEST_KEK",
+        "TEST_KEK": KEK1.hex(),
+    }
+    cmd = [sys.executable, "-m", "services.storage", "reseal"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.integration
+async def test_the_reseal_command_seals_what_was_stored_in_clear(harness: Harness, database_url: str) -> None:
+    s = _keyed(harness, Keyring(KEK1))
+    plain = dataclasses.replace(CONTACT, fields=tuple(dataclasses.replace(f, sensitive=False) for f in CONTACT.fields))
+    await s.begin_job(ORG, "s1", "jc", DATA, "Contact")
+    await s.put_schema(ORG, "s1", plain)
+    await put_raw(s, ORG, "s1", "jc", 1, "Contact", [contact(n + 1, f"Name{n + 1}", e) for n, e in enumerate(EMAILS)])
+    org_key = await s._org_key(ORG)
+    await harness.store.put_schema(org_key, "s2", CONTACT, None)  # marked, and no storage running to seal
+    assert EMAILS[0] in await _all_text(harness)
+    done = _reseal_cli(database_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"resealed": 3}
+    stored = await _all_text(harness)
+    assert not any(e in stored for e in EMAILS) and "1980-02-0" not in stored
+    version = await s.record_as_of(ORG, "Contact", sf_id("003", 2), None)
+    assert json.loads(version.values_json)["Email"] == EMAILS[1]
