@@ -7,10 +7,14 @@ is)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.storage.encryption import Keyring
 from services.storage.ports import FileStore, ValueKeyStore
+
+if TYPE_CHECKING:
+    from services.storage.store import PostgresStore
 
 
 class RewrapStore(FileStore, ValueKeyStore, Protocol):
@@ -33,8 +37,9 @@ async def rewrap(store: RewrapStore, keyring: Keyring, *, batch: int = 500) -> i
     return done
 
 
-async def main() -> int:
-    """The CLI: prints what it did as JSON; exit status 1 with a message naming the key when one is missing."""
+async def _command(name: str, work: Callable[[PostgresStore, Keyring], Awaitable[dict[str, Any]]]) -> int:
+    """A maintenance command over storage's database with its configured keys: prints what `work` did as JSON;
+    exit status 2 without a usable current key, 1 with a message naming a key that is missing."""
     import json
     import sys
 
@@ -47,55 +52,42 @@ async def main() -> int:
     try:
         keyring = settings.keyring()
     except SecretError as exc:
-        print(f"rewrap: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     if keyring is None:
-        print("rewrap: SFVAULT_STORAGE_ENCRYPTION_KEY_REF is not set: no current key to wrap under", file=sys.stderr)
+        print(f"{name}: SFVAULT_STORAGE_ENCRYPTION_KEY_REF is not set: no current key", file=sys.stderr)
         return 2
     pool = await open_store_pool(settings.database_url, max_size=2)
     try:
         store = PostgresStore(pool)
         await store.migrate(count_formula_changes=settings.storage_count_formula_changes)
         try:
-            count = await rewrap(store, keyring)
+            done = await work(store, keyring)
         except FailedPrecondition as exc:
-            print(f"rewrap: {exc}", file=sys.stderr)
+            print(f"{name}: {exc}", file=sys.stderr)
             return 1
-        print(json.dumps({"rewrapped": count, "current_key": keyring.current_id}))
+        print(json.dumps(done))
         return 0
     finally:
         await pool.close()
+
+
+async def main() -> int:
+    """`python -m services.storage rewrap`: prints `{"rewrapped": N, "current_key": ID}`."""
+
+    async def work(store: PostgresStore, keyring: Keyring) -> dict[str, Any]:
+        return {"rewrapped": await rewrap(store, keyring), "current_key": keyring.current_id}
+
+    return await _command("rewrap", work)
 
 
 async def reseal_main() -> int:
     """`python -m services.storage reseal`: the values stored in clear before their field was marked sensitive,
     sealed (storage does it in the background when a schema marks a field; this finishes what was cut short).
     Prints `{"resealed": N}`."""
-    import json
-    import sys
-
-    from services.platform.errors import FailedPrecondition
-    from services.platform.secrets import SecretError
-    from services.storage import config
     from services.storage.application_sensitive import SensitiveValues
-    from services.storage.store import PostgresStore, open_store_pool
 
-    settings = config.load()
-    try:
-        keyring = settings.keyring()
-    except SecretError as exc:
-        print(f"reseal: {exc}", file=sys.stderr)
-        return 2
-    pool = await open_store_pool(settings.database_url, max_size=2)
-    try:
-        store = PostgresStore(pool)
-        await store.migrate(count_formula_changes=settings.storage_count_formula_changes)
-        try:
-            count = await SensitiveValues(store, keyring).reseal_all()
-        except FailedPrecondition as exc:
-            print(f"reseal: {exc}", file=sys.stderr)
-            return 1
-        print(json.dumps({"resealed": count}))
-        return 0
-    finally:
-        await pool.close()
+    async def work(store: PostgresStore, keyring: Keyring) -> dict[str, Any]:
+        return {"resealed": await SensitiveValues(store, keyring).reseal_all()}
+
+    return await _command("reseal", work)
