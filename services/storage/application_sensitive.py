@@ -35,6 +35,10 @@ def _unchanged(text: str) -> str:
     return text
 
 
+def _opened_versions(rows: list[RecordVersionRow], opened: Opener) -> list[RecordVersionRow]:
+    return [dataclasses.replace(r, values_json=opened(r.values_json)) for r in rows]
+
+
 def _sealed_rows(sealer: FieldSealer, rows: Sequence[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
     return [(rid, version, sealer.seal_json(text.encode()).decode()) for rid, version, text in rows]
 
@@ -110,7 +114,9 @@ class SensitiveValues:
         opened = await self.opener(org_key, object_name, [r.values_json for r in rows])
         if opened is _unchanged:
             return rows
-        return [dataclasses.replace(r, values_json=opened(r.values_json)) for r in rows]
+        return await asyncio.to_thread(
+            lambda: [dataclasses.replace(r, values_json=opened(r.values_json)) for r in rows]
+        )
 
     async def open_batch(
         self, org_key: int, object_name: str, batch: list[tuple[str, int, str]]
@@ -118,7 +124,7 @@ class SensitiveValues:
         opened = await self.opener(org_key, object_name, [b[2] for b in batch])
         if opened is _unchanged:
             return batch
-        return [(rid, state, opened(text)) for rid, state, text in batch]
+        return await asyncio.to_thread(lambda: [(rid, state, opened(text)) for rid, state, text in batch])
 
     async def compared(self, org_key: int, object_name: str, text: str, *, values: bool) -> dict[str, Any]:
         """A version's values as compare compares them: sealed ones by their keyed equality hash, or opened when
