@@ -129,6 +129,13 @@ async def start(
             " SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS",
             ", ".join(sorted(unknown)),
         )
+    locked = {e.kek_id for _org, e in await store.value_keys_not_under("")} - set(keyring.ids if keyring else ())
+    if locked:  # the other orgs' records (and these orgs' values in clear) stay readable
+        log.warning(
+            "sensitive fields: values sealed under key(s) %s cannot be read: add their references to"
+            " SFVAULT_STORAGE_ENCRYPTION_OLD_KEY_REFS",
+            ", ".join(sorted(locked)),
+        )
     await repo.check()
     swept = await repo.sweep_temporary(settings.storage_tmp_grace_s)
     if swept:
