@@ -114,9 +114,7 @@ class SensitiveValues:
         opened = await self.opener(org_key, object_name, [r.values_json for r in rows])
         if opened is _unchanged:
             return rows
-        return await asyncio.to_thread(
-            lambda: [dataclasses.replace(r, values_json=opened(r.values_json)) for r in rows]
-        )
+        return await asyncio.to_thread(_opened_versions, rows, opened)  # CPU-bound: off the event loop
 
     async def open_batch(
         self, org_key: int, object_name: str, batch: list[tuple[str, int, str]]
