@@ -252,7 +252,9 @@ class RestoreJob:
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
     # object -> source Id -> deferred reference field -> the backup's reference (patched in the second pass)
     to_patch: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    resumed: bool = False  # outcomes of an earlier attempt exist: its deferred references are not known here
+    # records an earlier attempt decided (its outcomes, and the creates of its batches whose answer was lost): what
+    # it deferred to the second pass is derived again from the backup and the Id map (_earlier_patches)
+    earlier: set[str] = field(default_factory=set)
     owners: dict[str, str] = field(default_factory=dict)  # source Id -> the owner written in place of its own
     failure_codes: dict[str, int] = field(default_factory=dict)  # Salesforce's error code -> records
     # the proof's expectation of each record restored in this attempt: a digest of its compared values and which
@@ -329,7 +331,6 @@ class RestoreJob:
         run.received = int(resp.counts.received)
         self.user = self.sf.user_id()
         if self.seq:
-            self.resumed = True
             self._load_done()
         # a file's intent (batch key "file:...") is settled by restore_files itself when the files come
         intents = [
@@ -421,6 +422,7 @@ class RestoreJob:
     def _load_done(self) -> None:
         for o in self.run.storage.list_restore_records(self.run.spec.session_id):
             self.done[o.source_id] = (int(o.state), o.target_id)
+            self.earlier.add(o.source_id)
             counter = self._counter(o.object_name)
             name = STATE_COUNTER.get(rd.State(int(o.state))) if int(o.state) else None
             if name:
@@ -453,8 +455,16 @@ class RestoreJob:
             if todo and info is not None:
                 fields = self._fields(obj)
                 restore_empty = bool(self.spec.restore_empty)
-                expected = {
-                    sid: rd.decide(
+                expected: dict[str, dict[str, Any]] = {}
+                notes: dict[str, list[str]] = {}
+                backup = list(self._backup(obj, todo))
+                inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in backup if v.get("OwnerId")])
+                for sid, values in backup:
+                    # the owner the batch wrote (as _batch decides it): the proof expects it, later attempts too
+                    values = self._mapped_owner(values, notes.setdefault(sid, []))
+                    if values.get("OwnerId") in inactive:
+                        values = self._replaced_owner(sid, values, notes[sid])
+                    expected[sid] = rd.decide(
                         sid,
                         values,
                         None,
@@ -464,8 +474,6 @@ class RestoreJob:
                         info=info,
                         restore_empty=restore_empty,
                     ).write
-                    for sid, values in self._backup(obj, todo)
-                }
                 since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
                 plain = [f for f in fields if info.fields[f].sf_type != "reference"]
                 candidates = self.sf.created_since(obj, self.user, since, plain)
@@ -473,13 +481,15 @@ class RestoreJob:
                 for sid, new_id in matched.items():
                     self.id_map[sid] = new_id
                     self.done[sid] = (rd.State.CREATED.value, new_id)
+                    self.earlier.add(sid)
+                    note = [*notes.get(sid, []), "created by a batch whose answer was lost; found and matched"]
                     outcomes.append(
                         rpb.RecordOutcome(
                             object_name=obj,
                             source_id=sid,
                             target_id=new_id,
                             state=rpb.RECORD_STATE_CREATED,
-                            note="created by a batch whose answer was lost; found and matched",
+                            note="; ".join(note)[:500],
                         )
                     )
                     self._counter(obj).created += 1
@@ -870,16 +880,13 @@ class RestoreJob:
         deferred = self.deferred.get(obj, set())
         pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
         items: list[Pending] = []
-        owner_map = dict(self.spec.owner_map)
         restore_empty = bool(self.spec.restore_empty)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
         for n in range(len(batch)):
             sid, values = batch[n]
             batch[n] = ("", {})  # its values live on in `items` only: one copy of the batch at a time
             notes: list[str] = []
-            if owner_map and values.get("OwnerId") in owner_map:
-                values = {**values, "OwnerId": owner_map[str(values["OwnerId"])]}
-                notes.append("owner replaced from the owner map")
+            values = self._mapped_owner(values, notes)
 
             here = current.get(self._target_of(sid) or "") if not match_on else None
             later: list[str] = []  # references that differ, written by the second pass
@@ -911,11 +918,7 @@ class RestoreJob:
             }
             decision = rd.decide(sid, values, None if deleted else row, **how)
             if decision.write.get("OwnerId") in inactive:
-                # the org refuses an inactive owner on a write: the default owner, or the restoring user
-                new_owner = self.spec.default_owner_id or self.user
-                values = {**values, "OwnerId": new_owner}
-                self.owners[sid] = new_owner
-                notes.append(f"{_OWNER_NOTE} ({new_owner})")
+                values = self._replaced_owner(sid, values, notes)
                 decision = rd.decide(sid, values, None if deleted else row, **how)
             if revived:
                 decision = dataclasses.replace(decision, undelete=False)
@@ -962,6 +965,23 @@ class RestoreJob:
         writing, self._writing = self._writing, None
         if writing is not None:
             writing.result()
+
+    def _mapped_owner(self, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+        """The record's values with its owner through the spec's owner map (noted when it is)."""
+        owner = values.get("OwnerId")
+        mapped = self.spec.owner_map.get(str(owner)) if owner else None
+        if not mapped:
+            return values
+        notes.append("owner replaced from the owner map")
+        return {**values, "OwnerId": mapped}
+
+    def _replaced_owner(self, sid: str, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+        """The record's values with an inactive owner (the org refuses one on a write) replaced by the default
+        owner, or the restoring user; noted on its outcome, where a resumed attempt's proof reads it again."""
+        new_owner = self.spec.default_owner_id or self.user
+        self.owners[sid] = new_owner
+        notes.append(f"{_OWNER_NOTE} ({new_owner})")
+        return {**values, "OwnerId": new_owner}
 
     def _inactive_owners(self, owners: list[str]) -> set[str]:
         """The owners among these that are inactive users of the target (asked once per user): their records
@@ -1381,23 +1401,10 @@ class RestoreJob:
         if obj not in self.selection or not names:
             return
         info = self.infos[obj]
-        marked = self.to_patch.get(obj, {})
-        wanted: dict[str, dict[str, str]] = dict(marked)
-        if self.resumed:
-            # an earlier attempt's deferred references are not known: every record it wrote (created,
-            # updated or undeleted) is read back from the backup, and its references to a record this
-            # restore created (the ones a write defers) are patched
-            written = (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
-            decided = [s for s in self.selection[obj] if s not in marked and self.done.get(s, (0, ""))[0] in written]
-            for sid, values in self._backup(obj, decided):
-                refs = {
-                    n: values[n]
-                    for n in names
-                    if isinstance(values.get(n), str)
-                    and (self.done.get(sid, (0, ""))[0] == rd.State.CREATED.value or values[n] in self.id_map)
-                }
-                if refs:
-                    wanted[sid] = refs
+        wanted: dict[str, dict[str, str]] = dict(self.to_patch.get(obj, {}))
+        earlier = [s for s in self.selection[obj] if s in self.earlier and s not in wanted and self._kept(s)]
+        if earlier:
+            wanted.update(self._earlier_patches(obj, names, earlier))
         records: list[dict[str, Any]] = []
         for sid, refs in wanted.items():
             state, tid = self.done.get(sid, (0, ""))
@@ -1416,6 +1423,40 @@ class RestoreJob:
         failed = [r for r in results if not r.success]
         if failed:
             self.warnings.append(f"{obj}: {len(failed)} reference(s) could not be patched ({failed[0].code})")
+
+    def _kept(self, sid: str) -> bool:
+        """Whether the record is in the target after its decision (created, updated, undeleted or skipped)."""
+        return self.done.get(sid, (0, ""))[0] not in (0, rd.State.FAILED.value)
+
+    def _earlier_patches(self, obj: str, names: set[str], sids: list[str]) -> dict[str, dict[str, str]]:
+        """The deferred references of records an earlier attempt decided, derived again rather than remembered
+        (that attempt may have ended before its second pass, or during it): the backup's reference of each
+        deferred field, through the Id map as it is now, where the target does not hold it yet. What a second
+        pass of the earlier attempt already wrote is not written again."""
+        info = self.infos[obj]
+        wanted: dict[str, dict[str, str]] = {}
+        for sid, values in self._backup(obj, sids):
+            refs = {n: values[n] for n in names if isinstance(values.get(n), str)}
+            if refs:
+                wanted[sid] = refs
+        if not wanted:
+            return {}
+        targets = {sid: self.done[sid][1] or self._target_of(sid) or "" for sid in wanted}
+        current = self._target_rows(obj, sorted(names), [t for t in targets.values() if t])
+        out: dict[str, dict[str, str]] = {}
+        for sid, refs in wanted.items():
+            row = current.get(targets[sid])
+            if row is None or row.get("IsDeleted"):
+                continue  # not there to patch: the proof says so
+            mapped, _reasons = rd.rewrite_references(
+                dict(refs), info, self.id_map, self._present, prefixes=self.prefixes
+            )
+            differ = {
+                n: r for n, r in refs.items() if n in mapped and not rd.same(mapped[n], row.get(n), info.fields.get(n))
+            }
+            if differ:
+                out[sid] = differ
+        return out
 
     # ------------------------------------------------------------------ the proof
     def _expect(self, obj: str, sid: str, values: dict[str, Any]) -> None:
