@@ -94,6 +94,12 @@ _OWNER_NOTE = "owner replaced: inactive user"
 _OWNER_NOTED = re.compile(re.escape(_OWNER_NOTE) + r" \((\w{15,18})\)")
 _LEFT_EMPTY = " the referenced record is not in the target org ("
 _LEFT_EMPTY_NOTED = re.compile(r"(\w+):" + re.escape(_LEFT_EMPTY))
+
+
+def _owner_note(owner: str) -> str:
+    return f"{_OWNER_NOTE} ({owner})"
+
+
 STATE_COUNTER = {
     rd.State.CREATED: "created",
     rd.State.UPDATED: "updated",
@@ -342,14 +348,14 @@ class RestoreJob:
             self._select()
             self._describe_all()
             self._load_id_map()
-        if intents:
-            with self._timed("open intents"):
-                self._resolve(intents)
         if int(self.spec.parents if self.spec.HasField("parents") else 1) > 0:
             with self._timed("parents"):
                 self._add_parents()
         order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
         self.deferred = deferred
+        if intents:
+            with self._timed("open intents"):
+                self._resolve(intents)
         # an object whose only deferred references are self-lookups has its second pass sent as soon as its own
         # records are restored, while the next objects are decided and written
         early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-patch")
@@ -439,13 +445,17 @@ class RestoreJob:
         if owner:
             self.owners[sid] = owner.group(1)
         elif _OWNER_NOTE in note:  # noted before the owner was: the fallback is the same one
-            self.owners[sid] = self.spec.default_owner_id or self.user
+            self.owners[sid] = self._fallback_owner()
         for name in _LEFT_EMPTY_NOTED.findall(note):
             self.dropped.setdefault(sid, set()).add(name)
 
     def _resolve(self, intents: Sequence[spb.RestoreIntent]) -> None:
         """Batches of creates whose answer was lost: what they created is found and recorded, never created
-        again."""
+        again; with what the batch wrote in place of the backup's values noted on the outcome (the proof expects
+        it, in this attempt and any later one)."""
+        # records the org refused, mended (`_mend`) and sent again in a batch of their own: what the mend changed
+        # (not derivable: it followed the refusal's answer) is read from the record the batch made
+        mended = {sid for i in intents if ":again" in i.batch_key for sid in i.source_ids}
         for intent in intents:
             self.run.control.check()
             obj = intent.object_name
@@ -453,36 +463,22 @@ class RestoreJob:
             todo = [i for i in intent.source_ids if i not in self.done]
             outcomes: list[rpb.RecordOutcome] = []
             if todo and info is not None:
+                expected, notes = self._lost_writes(obj, info, todo)
                 fields = self._fields(obj)
-                restore_empty = bool(self.spec.restore_empty)
-                expected: dict[str, dict[str, Any]] = {}
-                notes: dict[str, list[str]] = {}
-                backup = list(self._backup(obj, todo))
-                inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in backup if v.get("OwnerId")])
-                for sid, values in backup:
-                    # the owner the batch wrote (as _batch decides it): the proof expects it, later attempts too
-                    values = self._mapped_owner(values, notes.setdefault(sid, []))
-                    if values.get("OwnerId") in inactive:
-                        values = self._replaced_owner(sid, values, notes[sid])
-                    expected[sid] = rd.decide(
-                        sid,
-                        values,
-                        None,
-                        target_id=None,
-                        target_deleted=False,
-                        fields=fields,
-                        info=info,
-                        restore_empty=restore_empty,
-                    ).write
-                since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
                 plain = [f for f in fields if info.fields[f].sf_type != "reference"]
-                candidates = self.sf.created_since(obj, self.user, since, plain)
+                since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
+                candidates = self.sf.created_since(obj, self.user, since, fields)
                 matched = rd.match_created(expected, candidates, plain, info=info)
+                rows = {str(r.get("Id"))[:15]: r for r in candidates}  # 15 characters: an Id in either form
                 for sid, new_id in matched.items():
+                    note = notes[sid]
+                    if sid in mended:
+                        note += self._mends_found(obj, info, expected[sid], rows.get(new_id[:15]))
+                    note.append("created by a batch whose answer was lost; found and matched")
                     self.id_map[sid] = new_id
                     self.done[sid] = (rd.State.CREATED.value, new_id)
                     self.earlier.add(sid)
-                    note = [*notes.get(sid, []), "created by a batch whose answer was lost; found and matched"]
+                    self._noted(sid, "; ".join(note))
                     outcomes.append(
                         rpb.RecordOutcome(
                             object_name=obj,
@@ -494,6 +490,57 @@ class RestoreJob:
                     )
                     self._counter(obj).created += 1
             self._put(obj, outcomes, resolved=[intent.batch_key])
+
+    def _lost_writes(
+        self, obj: str, info: rd.ObjectInfo, sids: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """What a batch of creates wrote, derived again as `_batch` decided it: per record, the values sent (the
+        owner mapped, an inactive one replaced) and the notes saying what differs from the backup."""
+        fields = self._fields(obj)
+        backup = list(self._backup(obj, sids))
+        inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in backup if v.get("OwnerId")])
+        writes: dict[str, dict[str, Any]] = {}
+        notes: dict[str, list[str]] = {}
+        for sid, values in backup:
+            said = notes[sid] = []
+            values = self._mapped_owner(values, said)
+            if values.get("OwnerId") in inactive:
+                values = {**values, "OwnerId": self._fallback_owner()}
+                said.append(_owner_note(values["OwnerId"]))
+            writes[sid] = rd.decide(
+                sid,
+                values,
+                None,
+                target_id=None,
+                target_deleted=False,
+                fields=fields,
+                info=info,
+                restore_empty=bool(self.spec.restore_empty),
+            ).write
+        return writes, notes
+
+    def _mends_found(
+        self, obj: str, info: rd.ObjectInfo, write: dict[str, Any], row: dict[str, Any] | None
+    ) -> list[str]:
+        """The notes of what `_mend` changed in a record sent again, read from the record made: the owner replaced
+        (by the one a mend picks), optional references it holds no value of (left empty). A deferred reference
+        is no mend: the second pass writes it."""
+        if row is None:
+            return []
+        found: list[str] = []
+        owner = write.get("OwnerId")
+        if isinstance(owner, str) and "OwnerId" in row and not rd.same(owner, row["OwnerId"], info.field("OwnerId")):
+            fallback = self.spec.owner_map.get(owner) or self._fallback_owner()
+            if rd.same(fallback, row["OwnerId"], info.field("OwnerId")):
+                found.append(_owner_note(fallback))
+        deferred = self.deferred.get(obj, set())
+        for name, value in write.items():
+            f = info.field(name)
+            if f is None or f.sf_type != "reference" or not f.nillable or name in deferred or name == "OwnerId":
+                continue
+            if value not in _EMPTY and row.get(name) in _EMPTY:
+                found.append(f"{name}:{_LEFT_EMPTY}refused), left empty")
+        return found
 
     # ------------------------------------------------------------------ the selection
     def _request(self, obj: str, **kw: Any) -> spb.ReadRecordsAsOfRequest:
@@ -975,12 +1022,17 @@ class RestoreJob:
         notes.append("owner replaced from the owner map")
         return {**values, "OwnerId": mapped}
 
+    def _fallback_owner(self) -> str:
+        """The owner written in place of an inactive one (the org refuses one on a write): the default owner,
+        or the restoring user."""
+        return self.spec.default_owner_id or self.user
+
     def _replaced_owner(self, sid: str, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-        """The record's values with an inactive owner (the org refuses one on a write) replaced by the default
-        owner, or the restoring user; noted on its outcome, where a resumed attempt's proof reads it again."""
-        new_owner = self.spec.default_owner_id or self.user
+        """The record's values with an inactive owner replaced; noted on its outcome, where a resumed attempt's
+        proof reads it again."""
+        new_owner = self._fallback_owner()
         self.owners[sid] = new_owner
-        notes.append(f"{_OWNER_NOTE} ({new_owner})")
+        notes.append(_owner_note(new_owner))
         return {**values, "OwnerId": new_owner}
 
     def _inactive_owners(self, owners: list[str]) -> set[str]:
@@ -1191,13 +1243,13 @@ class RestoreJob:
         info = self.infos[obj]
         if res.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in write:
             old = str(write["OwnerId"])
-            new = self.spec.owner_map.get(old) or self.spec.default_owner_id or self.user
+            new = self.spec.owner_map.get(old) or self._fallback_owner()
             if new == old:
                 return False
             write["OwnerId"] = new
             item.values = {**item.values, "OwnerId": new}
             self.owners[item.source_id] = new  # what the proof expects
-            item.notes.append(f"{_OWNER_NOTE} ({new})")
+            item.notes.append(_owner_note(new))
         elif res.code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY") and res.fields:
             named = [info.field(f) for f in res.fields]
             if not all(f is not None and f.sf_type == "reference" and f.nillable and f.name in write for f in named):

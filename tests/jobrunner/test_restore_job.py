@@ -764,3 +764,29 @@ def test_a_restore_stopped_after_its_first_batch_resumes_every_deferred_referenc
     assert again.outcome == ev.JOB_OUTCOME_SUCCESS, again.message
     assert org.write_calls == writes
     assert again.verification is not None and again.verification.differing == 0, again.verification
+
+
+def test_a_record_refused_mended_and_sent_again_whose_answer_was_lost_is_proved_as_written() -> None:
+    """The org refuses account 6's owner (inactive, which the restore could not know before: no User to ask),
+    the create is mended (the restoring user as owner) and sent again in a batch of its own, whose answer is
+    lost: the next attempt finds the record made, notes the owner it holds, and proves it."""
+    storage, org = world()
+    inactive = "005000000000003AAA"
+    storage.back_up(SOURCE, "Account", account(6, OwnerId=inactive), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    org.inactive_users.add(inactive)
+    org.delete("Account", acc(6), purge=True)
+    org.lose_create_answer = 2  # the first create (accounts 2 and 6: 6 refused), then the mended one: lost
+    first = execute(storage, org, spec())
+    assert first.disposition == "nak" and first.outcome == 0, first.message
+    assert sorted(i.batch_key for i in storage.list_restore_intents("s1", "restore")) == [
+        "Account:create:2",
+        "Account:create:2:again",
+    ]
+    resumed = execute(storage, org, spec(), attempt=2)
+    assert resumed.outcome == ev.JOB_OUTCOME_SUCCESS, resumed.message
+    made = [r for r in org.live("Account") if r["Name"] == "Account 6"]
+    assert [r["Id"] for r in made] == [storage.outcomes["s1"][acc(6)].target_id]  # found, not created again
+    assert made[0]["OwnerId"] == org.user and "owner replaced" in storage.outcomes["s1"][acc(6)].note
+    assert storage.list_restore_intents("s1", "restore") == []
+    v = resumed.verification
+    assert v is not None and v.verified and v.differing == 0 and v.matching == len(storage.outcomes["s1"]), v
