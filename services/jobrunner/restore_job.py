@@ -8,17 +8,20 @@ An attempt:
    from storage as of the point in time (ReadRecordsAsOf), or the Failed records of `retry_of`; missing parents
    (`parents` levels up: references to records neither in the target nor in the Id map) and children
    (`children` levels down, through the describe's child relationships) added.
-3. Unresolved intents (a batch of creates whose answer was lost) resolved FIRST: what the restoring user
-   created since the batch was sent is matched to the batch's records (restore_domain.match_created), and
-   those are recorded Created with their new Ids (PutRestoreOutcomes, resolved_intents); the unmatched ones
-   were not created and are decided again like any other record.
+3. Unresolved intents (a batch of creates whose answer was lost) resolved before any batch is decided: what
+   the restoring user created since the batch was sent is matched to the batch's records
+   (restore_domain.match_created), and those are recorded Created with their new Ids and what the batch wrote
+   in place of the backup's values (PutRestoreOutcomes, resolved_intents); the unmatched ones were not created
+   and are decided again like any other record.
 4. Objects in restore order (parents first); per object, batches: the backup's values (to_salesforce,
    masked for another org, references through the Id map), the target's current state (by Id, 200 a call;
    a large selection through one Bulk queryAll of the object; with match_on in another org, by that field),
    the decision, then (unless a dry run) undelete, update, create (the intent committed before the call;
    Collections up to the Bulk threshold, a Bulk ingest job above) or upsert on match_on; owner fallback on
    INACTIVE_OWNER_OR_USER; each batch's outcomes and Id map entries committed in one PutRestoreOutcomes.
-5. A second pass patches the references deferred to break cycles and self-lookups.
+5. A second pass patches the references deferred to break cycles and self-lookups: this attempt's, and those
+   of the records earlier attempts decided, derived again from the backup and the Id map (nothing an attempt
+   holds in memory is needed by another).
 6. Verification (not in a dry run): the restored scope read back from the target and compared with the backup
    values on the restored fields."""
 
