@@ -8,17 +8,20 @@ An attempt:
    from storage as of the point in time (ReadRecordsAsOf), or the Failed records of `retry_of`; missing parents
    (`parents` levels up: references to records neither in the target nor in the Id map) and children
    (`children` levels down, through the describe's child relationships) added.
-3. Unresolved intents (a batch of creates whose answer was lost) resolved FIRST: what the restoring user
-   created since the batch was sent is matched to the batch's records (restore_domain.match_created), and
-   those are recorded Created with their new Ids (PutRestoreOutcomes, resolved_intents); the unmatched ones
-   were not created and are decided again like any other record.
+3. Unresolved intents (a batch of creates whose answer was lost) resolved before any batch is decided: what
+   the restoring user created since the batch was sent is matched to the batch's records
+   (restore_domain.match_created), and those are recorded Created with their new Ids and what the batch wrote
+   in place of the backup's values (PutRestoreOutcomes, resolved_intents); the unmatched ones were not created
+   and are decided again like any other record.
 4. Objects in restore order (parents first); per object, batches: the backup's values (to_salesforce,
    masked for another org, references through the Id map), the target's current state (by Id, 200 a call;
    a large selection through one Bulk queryAll of the object; with match_on in another org, by that field),
    the decision, then (unless a dry run) undelete, update, create (the intent committed before the call;
    Collections up to the Bulk threshold, a Bulk ingest job above) or upsert on match_on; owner fallback on
    INACTIVE_OWNER_OR_USER; each batch's outcomes and Id map entries committed in one PutRestoreOutcomes.
-5. A second pass patches the references deferred to break cycles and self-lookups.
+5. A second pass patches the references deferred to break cycles and self-lookups: this attempt's, and those
+   of the records earlier attempts decided, derived again from the backup and the Id map (nothing an attempt
+   holds in memory is needed by another).
 6. Verification (not in a dry run): the restored scope read back from the target and compared with the backup
    values on the restored fields."""
 
@@ -94,6 +97,12 @@ _OWNER_NOTE = "owner replaced: inactive user"
 _OWNER_NOTED = re.compile(re.escape(_OWNER_NOTE) + r" \((\w{15,18})\)")
 _LEFT_EMPTY = " the referenced record is not in the target org ("
 _LEFT_EMPTY_NOTED = re.compile(r"(\w+):" + re.escape(_LEFT_EMPTY))
+
+
+def _owner_note(owner: str) -> str:
+    return f"{_OWNER_NOTE} ({owner})"
+
+
 STATE_COUNTER = {
     rd.State.CREATED: "created",
     rd.State.UPDATED: "updated",
@@ -252,7 +261,9 @@ class RestoreJob:
     file_items: list[tuple[str, str]] = field(default_factory=list)  # (file object, source Id) for restore_files
     # object -> source Id -> deferred reference field -> the backup's reference (patched in the second pass)
     to_patch: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    resumed: bool = False  # outcomes of an earlier attempt exist: its deferred references are not known here
+    # records an earlier attempt decided (its outcomes, and the creates of its batches whose answer was lost): what
+    # it deferred to the second pass is derived again from the backup and the Id map (_earlier_patches)
+    earlier: set[str] = field(default_factory=set)
     owners: dict[str, str] = field(default_factory=dict)  # source Id -> the owner written in place of its own
     failure_codes: dict[str, int] = field(default_factory=dict)  # Salesforce's error code -> records
     # the proof's expectation of each record restored in this attempt: a digest of its compared values and which
@@ -329,7 +340,6 @@ class RestoreJob:
         run.received = int(resp.counts.received)
         self.user = self.sf.user_id()
         if self.seq:
-            self.resumed = True
             self._load_done()
         # a file's intent (batch key "file:...") is settled by restore_files itself when the files come
         intents = [
@@ -341,14 +351,14 @@ class RestoreJob:
             self._select()
             self._describe_all()
             self._load_id_map()
-        if intents:
-            with self._timed("open intents"):
-                self._resolve(intents)
         if int(self.spec.parents if self.spec.HasField("parents") else 1) > 0:
             with self._timed("parents"):
                 self._add_parents()
         order, deferred = rd.restore_order({o: self.infos[o] for o in self.selection if o in self.infos})
         self.deferred = deferred
+        if intents:
+            with self._timed("open intents"):
+                self._resolve(intents)
         # an object whose only deferred references are self-lookups has its second pass sent as soon as its own
         # records are restored, while the next objects are decided and written
         early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-patch")
@@ -421,6 +431,7 @@ class RestoreJob:
     def _load_done(self) -> None:
         for o in self.run.storage.list_restore_records(self.run.spec.session_id):
             self.done[o.source_id] = (int(o.state), o.target_id)
+            self.earlier.add(o.source_id)
             counter = self._counter(o.object_name)
             name = STATE_COUNTER.get(rd.State(int(o.state))) if int(o.state) else None
             if name:
@@ -437,13 +448,17 @@ class RestoreJob:
         if owner:
             self.owners[sid] = owner.group(1)
         elif _OWNER_NOTE in note:  # noted before the owner was: the fallback is the same one
-            self.owners[sid] = self.spec.default_owner_id or self.user
+            self.owners[sid] = self._fallback_owner()
         for name in _LEFT_EMPTY_NOTED.findall(note):
             self.dropped.setdefault(sid, set()).add(name)
 
     def _resolve(self, intents: Sequence[spb.RestoreIntent]) -> None:
         """Batches of creates whose answer was lost: what they created is found and recorded, never created
-        again."""
+        again; with what the batch wrote in place of the backup's values noted on the outcome (the proof expects
+        it, in this attempt and any later one)."""
+        # records the org refused, mended (`_mend`) and sent again in a batch of their own: what the mend changed
+        # (not derivable: it followed the refusal's answer) is read from the record the batch made
+        mended = {sid for i in intents if ":again" in i.batch_key for sid in i.source_ids}
         for intent in intents:
             self.run.control.check()
             obj = intent.object_name
@@ -451,39 +466,84 @@ class RestoreJob:
             todo = [i for i in intent.source_ids if i not in self.done]
             outcomes: list[rpb.RecordOutcome] = []
             if todo and info is not None:
+                expected, notes = self._lost_writes(obj, info, todo)
                 fields = self._fields(obj)
-                restore_empty = bool(self.spec.restore_empty)
-                expected = {
-                    sid: rd.decide(
-                        sid,
-                        values,
-                        None,
-                        target_id=None,
-                        target_deleted=False,
-                        fields=fields,
-                        info=info,
-                        restore_empty=restore_empty,
-                    ).write
-                    for sid, values in self._backup(obj, todo)
-                }
-                since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
                 plain = [f for f in fields if info.fields[f].sf_type != "reference"]
-                candidates = self.sf.created_since(obj, self.user, since, plain)
+                since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
+                candidates = self.sf.created_since(obj, self.user, since, fields)
                 matched = rd.match_created(expected, candidates, plain, info=info)
+                rows = {str(r.get("Id"))[:15]: r for r in candidates}  # 15 characters: an Id in either form
                 for sid, new_id in matched.items():
+                    note = notes[sid]
+                    if sid in mended:
+                        note += self._mends_found(obj, info, expected[sid], rows.get(new_id[:15]))
+                    note.append("created by a batch whose answer was lost; found and matched")
                     self.id_map[sid] = new_id
                     self.done[sid] = (rd.State.CREATED.value, new_id)
+                    self.earlier.add(sid)
+                    self._noted(sid, "; ".join(note))
                     outcomes.append(
                         rpb.RecordOutcome(
                             object_name=obj,
                             source_id=sid,
                             target_id=new_id,
                             state=rpb.RECORD_STATE_CREATED,
-                            note="created by a batch whose answer was lost; found and matched",
+                            note="; ".join(note)[:500],
                         )
                     )
                     self._counter(obj).created += 1
             self._put(obj, outcomes, resolved=[intent.batch_key])
+
+    def _lost_writes(
+        self, obj: str, info: rd.ObjectInfo, sids: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """What a batch of creates wrote, derived again as `_batch` decided it: per record, the values sent (the
+        owner mapped, an inactive one replaced) and the notes saying what differs from the backup."""
+        fields = self._fields(obj)
+        backup = list(self._backup(obj, sids))
+        inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in backup if v.get("OwnerId")])
+        writes: dict[str, dict[str, Any]] = {}
+        notes: dict[str, list[str]] = {}
+        for sid, values in backup:
+            said = notes[sid] = []
+            values = self._mapped_owner(values, said)
+            if values.get("OwnerId") in inactive:
+                values = {**values, "OwnerId": self._fallback_owner()}
+                said.append(_owner_note(values["OwnerId"]))
+            writes[sid] = rd.decide(
+                sid,
+                values,
+                None,
+                target_id=None,
+                target_deleted=False,
+                fields=fields,
+                info=info,
+                restore_empty=bool(self.spec.restore_empty),
+            ).write
+        return writes, notes
+
+    def _mends_found(
+        self, obj: str, info: rd.ObjectInfo, write: dict[str, Any], row: dict[str, Any] | None
+    ) -> list[str]:
+        """The notes of what `_mend` changed in a record sent again, read from the record made: the owner replaced
+        (by the one a mend picks), optional references it holds no value of (left empty). A deferred reference
+        is no mend: the second pass writes it."""
+        if row is None:
+            return []
+        found: list[str] = []
+        owner = write.get("OwnerId")
+        if isinstance(owner, str) and "OwnerId" in row and not rd.same(owner, row["OwnerId"], info.field("OwnerId")):
+            fallback = self.spec.owner_map.get(owner) or self._fallback_owner()
+            if rd.same(fallback, row["OwnerId"], info.field("OwnerId")):
+                found.append(_owner_note(fallback))
+        deferred = self.deferred.get(obj, set())
+        for name, value in write.items():
+            f = info.field(name)
+            if f is None or f.sf_type != "reference" or not f.nillable or name in deferred or name == "OwnerId":
+                continue
+            if value not in _EMPTY and row.get(name) in _EMPTY:
+                found.append(f"{name}:{_LEFT_EMPTY}refused), left empty")
+        return found
 
     # ------------------------------------------------------------------ the selection
     def _request(self, obj: str, **kw: Any) -> spb.ReadRecordsAsOfRequest:
@@ -870,16 +930,13 @@ class RestoreJob:
         deferred = self.deferred.get(obj, set())
         pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
         items: list[Pending] = []
-        owner_map = dict(self.spec.owner_map)
         restore_empty = bool(self.spec.restore_empty)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
         for n in range(len(batch)):
             sid, values = batch[n]
             batch[n] = ("", {})  # its values live on in `items` only: one copy of the batch at a time
             notes: list[str] = []
-            if owner_map and values.get("OwnerId") in owner_map:
-                values = {**values, "OwnerId": owner_map[str(values["OwnerId"])]}
-                notes.append("owner replaced from the owner map")
+            values = self._mapped_owner(values, notes)
 
             here = current.get(self._target_of(sid) or "") if not match_on else None
             later: list[str] = []  # references that differ, written by the second pass
@@ -911,11 +968,7 @@ class RestoreJob:
             }
             decision = rd.decide(sid, values, None if deleted else row, **how)
             if decision.write.get("OwnerId") in inactive:
-                # the org refuses an inactive owner on a write: the default owner, or the restoring user
-                new_owner = self.spec.default_owner_id or self.user
-                values = {**values, "OwnerId": new_owner}
-                self.owners[sid] = new_owner
-                notes.append(f"{_OWNER_NOTE} ({new_owner})")
+                values = self._replaced_owner(sid, values, notes)
                 decision = rd.decide(sid, values, None if deleted else row, **how)
             if revived:
                 decision = dataclasses.replace(decision, undelete=False)
@@ -962,6 +1015,28 @@ class RestoreJob:
         writing, self._writing = self._writing, None
         if writing is not None:
             writing.result()
+
+    def _mapped_owner(self, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+        """The record's values with its owner through the spec's owner map (noted when it is)."""
+        owner = values.get("OwnerId")
+        mapped = self.spec.owner_map.get(str(owner)) if owner else None
+        if not mapped:
+            return values
+        notes.append("owner replaced from the owner map")
+        return {**values, "OwnerId": mapped}
+
+    def _fallback_owner(self) -> str:
+        """The owner written in place of an inactive one (the org refuses one on a write): the default owner,
+        or the restoring user."""
+        return self.spec.default_owner_id or self.user
+
+    def _replaced_owner(self, sid: str, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+        """The record's values with an inactive owner replaced; noted on its outcome, where a resumed attempt's
+        proof reads it again."""
+        new_owner = self._fallback_owner()
+        self.owners[sid] = new_owner
+        notes.append(_owner_note(new_owner))
+        return {**values, "OwnerId": new_owner}
 
     def _inactive_owners(self, owners: list[str]) -> set[str]:
         """The owners among these that are inactive users of the target (asked once per user): their records
@@ -1171,13 +1246,13 @@ class RestoreJob:
         info = self.infos[obj]
         if res.code == "INACTIVE_OWNER_OR_USER" and "OwnerId" in write:
             old = str(write["OwnerId"])
-            new = self.spec.owner_map.get(old) or self.spec.default_owner_id or self.user
+            new = self.spec.owner_map.get(old) or self._fallback_owner()
             if new == old:
                 return False
             write["OwnerId"] = new
             item.values = {**item.values, "OwnerId": new}
             self.owners[item.source_id] = new  # what the proof expects
-            item.notes.append(f"{_OWNER_NOTE} ({new})")
+            item.notes.append(_owner_note(new))
         elif res.code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY") and res.fields:
             named = [info.field(f) for f in res.fields]
             if not all(f is not None and f.sf_type == "reference" and f.nillable and f.name in write for f in named):
@@ -1381,23 +1456,10 @@ class RestoreJob:
         if obj not in self.selection or not names:
             return
         info = self.infos[obj]
-        marked = self.to_patch.get(obj, {})
-        wanted: dict[str, dict[str, str]] = dict(marked)
-        if self.resumed:
-            # an earlier attempt's deferred references are not known: every record it wrote (created,
-            # updated or undeleted) is read back from the backup, and its references to a record this
-            # restore created (the ones a write defers) are patched
-            written = (rd.State.CREATED.value, rd.State.UPDATED.value, rd.State.UNDELETED.value)
-            decided = [s for s in self.selection[obj] if s not in marked and self.done.get(s, (0, ""))[0] in written]
-            for sid, values in self._backup(obj, decided):
-                refs = {
-                    n: values[n]
-                    for n in names
-                    if isinstance(values.get(n), str)
-                    and (self.done.get(sid, (0, ""))[0] == rd.State.CREATED.value or values[n] in self.id_map)
-                }
-                if refs:
-                    wanted[sid] = refs
+        wanted: dict[str, dict[str, str]] = dict(self.to_patch.get(obj, {}))
+        earlier = [s for s in self.selection[obj] if s in self.earlier and s not in wanted and self._kept(s)]
+        if earlier:
+            wanted.update(self._earlier_patches(obj, names, earlier))
         records: list[dict[str, Any]] = []
         for sid, refs in wanted.items():
             state, tid = self.done.get(sid, (0, ""))
@@ -1416,6 +1478,40 @@ class RestoreJob:
         failed = [r for r in results if not r.success]
         if failed:
             self.warnings.append(f"{obj}: {len(failed)} reference(s) could not be patched ({failed[0].code})")
+
+    def _kept(self, sid: str) -> bool:
+        """Whether the record is in the target after its decision (created, updated, undeleted or skipped)."""
+        return self.done.get(sid, (0, ""))[0] not in (0, rd.State.FAILED.value)
+
+    def _earlier_patches(self, obj: str, names: set[str], sids: list[str]) -> dict[str, dict[str, str]]:
+        """The deferred references of records an earlier attempt decided, derived again rather than remembered
+        (that attempt may have ended before its second pass, or during it): the backup's reference of each
+        deferred field, through the Id map as it is now, where the target does not hold it yet. What a second
+        pass of the earlier attempt already wrote is not written again."""
+        info = self.infos[obj]
+        wanted: dict[str, dict[str, str]] = {}
+        for sid, values in self._backup(obj, sids):
+            refs = {n: values[n] for n in names if isinstance(values.get(n), str)}
+            if refs:
+                wanted[sid] = refs
+        if not wanted:
+            return {}
+        targets = {sid: self.done[sid][1] or self._target_of(sid) or "" for sid in wanted}
+        current = self._target_rows(obj, sorted(names), [t for t in targets.values() if t])
+        out: dict[str, dict[str, str]] = {}
+        for sid, refs in wanted.items():
+            row = current.get(targets[sid])
+            if row is None or row.get("IsDeleted"):
+                continue  # not there to patch: the proof says so
+            mapped, _reasons = rd.rewrite_references(
+                dict(refs), info, self.id_map, self._present, prefixes=self.prefixes
+            )
+            differ = {
+                n: r for n, r in refs.items() if n in mapped and not rd.same(mapped[n], row.get(n), info.fields.get(n))
+            }
+            if differ:
+                out[sid] = differ
+        return out
 
     # ------------------------------------------------------------------ the proof
     def _expect(self, obj: str, sid: str, values: dict[str, Any]) -> None:

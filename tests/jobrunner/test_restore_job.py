@@ -696,3 +696,99 @@ def test_the_proofs_digest_takes_a_number_in_any_spelling_and_sees_any_other_dif
     assert job._digest("Account", mask, {**same, "AnnualRevenue": "100.00"}) == digest
     for changed in ({"AnnualRevenue": 100.5}, {"Name": "Acme "}, {"Since": "2024-01-03"}, {"Name": None}):
         assert job._digest("Account", mask, {**same, **changed}) != digest, changed
+
+
+# ---------------------------------------------------------------- resume (kill -9 between batches)
+
+
+@pytest.mark.parametrize("ended_by", ["the answer of its next create was lost", "the API budget was spent"])
+def test_a_restore_stopped_after_its_first_batch_resumes_every_deferred_reference_and_owner(
+    ended_by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second pass and the proof of a resumed restore do not depend on what the first attempt held in memory:
+    the references it deferred (a self-lookup to a record created in a later batch, or to a record undeleted in
+    the same batch) are patched by the attempt that ends the job, and the owner it wrote in place of an inactive
+    one is expected, even for a batch whose answer was lost."""
+    from services.jobrunner import restore_job
+    from services.sfclient import ApiLimitExceeded
+
+    monkeypatch.setattr(restore_job, "READ_BATCH", 4)  # Accounts 1-4 in the first batch, 7 in the second
+    storage, org = world()
+    inactive = "005000000000003AAA"
+    org.inactive_users.add(inactive)
+    org.put("User", {"Id": inactive, "IsActive": False})  # the restore sees it inactive before it writes
+    # account 7 purged since the backup, its owner inactive now: re-created in the second batch under the
+    # restoring user; account 4's parent was account 7 (the org cleared the lookup with the delete)
+    storage.back_up(SOURCE, "Account", account(7, OwnerId=inactive), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    storage.back_up(SOURCE, "Account", account(4, ParentId=acc(7)), changed_at=DAMAGE + dt.timedelta(hours=1))
+    # account 3's parent was account 1 (in the recycle bin now; undeleted in the same batch, keeping its Id)
+    storage.back_up(SOURCE, "Account", account(3, ParentId=acc(1)), changed_at=DAMAGE + dt.timedelta(hours=1))
+    org.put("Account", account(7, OwnerId=inactive))
+    org.delete("Account", acc(7), purge=True)
+    changed = rpb.RestoreSelection(object_name="Account")
+    changed.changed_since.FromDatetime(DAMAGE)
+    job = spec(selections=[changed])
+
+    create = org.create
+    if ended_by.startswith("the answer"):
+        org.lose_create_answer = 2  # account 2's create (first batch) answered; account 7's (second) lost
+    else:
+
+        def first_batch_only(object_name: str, records: list[dict[str, Any]]) -> Any:
+            if any(r.get("Name") == "Account 7" for r in records):
+                raise ApiLimitExceeded("the policy's API budget of 10 calls for this run is spent")
+            return create(object_name, records)
+
+        org.create = first_batch_only  # type: ignore[method-assign]
+    first = execute(storage, org, job)
+    assert first.outcome != ev.JOB_OUTCOME_SUCCESS, first.message
+    # account 4 decided (its parent differs: Updated), its parent deferred to a second pass the attempt never made
+    assert storage.outcomes["s1"][acc(4)].state == rpb.RECORD_STATE_UPDATED
+    assert list(storage.outcomes["s1"][acc(4)].changed_fields) == ["ParentId"]
+    assert org.records["Account"][acc(4)].get("ParentId") is None  # never patched: the attempt ended first
+    org.create = create  # type: ignore[method-assign]
+
+    resumed = execute(storage, org, job, attempt=2)
+    assert resumed.outcome == ev.JOB_OUTCOME_SUCCESS, resumed.message
+    new_parent = storage.outcomes["s1"][acc(7)].target_id
+    assert [r["Id"] for r in org.live("Account") if r["Name"] == "Account 7"] == [new_parent]  # created once
+    assert org.records["Account"][new_parent]["OwnerId"] == org.user
+    assert "owner replaced" in storage.outcomes["s1"][acc(7)].note
+    assert org.records["Account"][acc(4)]["ParentId"] == new_parent
+    assert org.records["Account"][acc(3)]["ParentId"] == acc(1)
+    v = resumed.verification
+    assert v is not None and v.done and v.verified and v.differing == 0, v
+    assert v.matching == len(storage.outcomes["s1"]), v
+
+    # a third attempt (the job delivered once more after it ended) writes nothing and proves the same
+    writes = org.write_calls
+    again = execute(storage, org, job, attempt=3)
+    assert again.outcome == ev.JOB_OUTCOME_SUCCESS, again.message
+    assert org.write_calls == writes
+    assert again.verification is not None and again.verification.differing == 0, again.verification
+
+
+def test_a_record_refused_mended_and_sent_again_whose_answer_was_lost_is_proved_as_written() -> None:
+    """The org refuses account 6's owner (inactive, which the restore could not know before: no User to ask),
+    the create is mended (the restoring user as owner) and sent again in a batch of its own, whose answer is
+    lost: the next attempt finds the record made, notes the owner it holds, and proves it."""
+    storage, org = world()
+    inactive = "005000000000003AAA"
+    storage.back_up(SOURCE, "Account", account(6, OwnerId=inactive), deleted_at=DAMAGE + dt.timedelta(hours=1))
+    org.inactive_users.add(inactive)
+    org.delete("Account", acc(6), purge=True)
+    org.lose_create_answer = 2  # the first create (accounts 2 and 6: 6 refused), then the mended one: lost
+    first = execute(storage, org, spec())
+    assert first.disposition == "nak" and first.outcome == 0, first.message
+    assert sorted(i.batch_key for i in storage.list_restore_intents("s1", "restore")) == [
+        "Account:create:2",
+        "Account:create:2:again",
+    ]
+    resumed = execute(storage, org, spec(), attempt=2)
+    assert resumed.outcome == ev.JOB_OUTCOME_SUCCESS, resumed.message
+    made = [r for r in org.live("Account") if r["Name"] == "Account 6"]
+    assert [r["Id"] for r in made] == [storage.outcomes["s1"][acc(6)].target_id]  # found, not created again
+    assert made[0]["OwnerId"] == org.user and "owner replaced" in storage.outcomes["s1"][acc(6)].note
+    assert storage.list_restore_intents("s1", "restore") == []
+    v = resumed.verification
+    assert v is not None and v.verified and v.differing == 0 and v.matching == len(storage.outcomes["s1"]), v
