@@ -458,6 +458,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         when = _when(request)
         target = request.sha256.lower() or request.record_id
         with self._reading("GetFile", request.org_id, request.object_name, target, when) as read:
+            if not request.sha256:  # a record's body as of a point: not before its file scope's horizon
+                await self.retention.check_as_of(request.org_id, ["file:" + request.object_name], when)
             version, _location, size, body = await self.storage.open_file(
                 request.org_id, request.sha256, request.object_name, request.record_id, when
             )

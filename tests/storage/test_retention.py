@@ -570,6 +570,17 @@ async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_
     with pytest.raises(FailedPrecondition, match="pruned by retention"):
         await r.check_as_of(ORG, ["file:ContentVersion"], await _ago(h, 10))
     await r.check_as_of(ORG, ["file:ContentVersion"], pinned)
+    # and GetFile, a record's body as of a point, asks it first (the restore's file reads go through it)
+    file_request = pb.GetFileRequest(org_id=ORG, object_name="ContentVersion", record_id=sf_id("068", 7))
+    file_request.as_of.FromDatetime(await _ago(h, 10))
+    ctx = _Context()
+    with pytest.raises(grpc.aio.AbortError):
+        async for _piece in servicer.GetFile(file_request, ctx):
+            pass
+    assert ctx.code == grpc.StatusCode.FAILED_PRECONDITION
+    file_request.as_of.FromDatetime(pinned)
+    served = b"".join([piece.data async for piece in servicer.GetFile(file_request, _Context())])
+    assert hashlib.sha256(served).hexdigest() == before[pinned][1][7], "the pinned point's body"
     # a second prune finds nothing more
     again = await _prune(h, check_rule(KEEP_DAYS, 0, False), session="again")
     assert (again[0].record_versions, again[0].file_versions, again[0].file_bodies) == (0, 0, 0)
