@@ -41,7 +41,7 @@ from bench.backup import (
 from bench.storage import StorageProcess
 from devstack.embedded import nats_server, postgres_server
 from services.platform.bus import Bus
-from services.storage.encryption import KEY_SETTING
+from services.platform.encryption import KEY_SETTING
 from sforg.testing import Admin, running_org
 
 SCALE = os.environ.get("BENCH_ENCRYPTION_SCALE", "small")

@@ -1,5 +1,5 @@
 """An export encrypted on request (issue 18): `sfvault export OBJ --encrypt-to KEYREF` writes the export sealed
-with storage's own envelope scheme (services/storage/encryption.py, not a second one): a random 256-bit data key
+with storage's own envelope scheme (services/platform/encryption.py, not a second one): a random 256-bit data key
 seals the bytes as they stream (AES-256-GCM, 1 MiB segments, each authenticated with its index and whether it is
 the last), and the key from the secret reference (32 bytes, hex or base64) wraps the data key. `sfvault decrypt
 FILE --key KEYREF` reads it back. Nothing is held whole.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
+from services.platform.encryption import Envelope, Keyring, KeyUnavailable, Opener, Sealer, parse_key
 from services.platform.secrets import read_secret
-from services.storage.encryption import Envelope, Keyring, KeyUnavailable, Opener, Sealer, parse_key
 
 __all__ = ["KeyUnavailable", "SealedExportError", "keyring_of", "open_sealed", "seal"]
 

@@ -29,6 +29,7 @@ from services.canonical import (
     changed_fields,
 )
 from services.platform import telemetry
+from services.platform.encryption import Envelope, Keyring
 from services.platform.failpoints import failpoint
 from services.storage.application_erasure import Erasures, TombstoneCache
 from services.storage.application_sensitive import SensitiveValues
@@ -78,7 +79,6 @@ from services.storage.domain import (
     scope_history,
     select_records,
 )
-from services.storage.encryption import Envelope, Keyring
 from services.storage.outbox import ChunkEventRelay
 from services.storage.ports import ChunkPublisher, FileRepository, Store
 from services.storage.sensitive import has_sealed

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.canonical import ObjectSchema
+from services.platform.encryption import KEY_SETTING, Keyring
 from services.platform.errors import FailedPrecondition
 from services.storage.domain import RecordVersionRow
-from services.storage.encryption import KEY_SETTING, Keyring
 from services.storage.ports import Store
 from services.storage.sensitive import (
     FieldSealer,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.platform.encryption import KEY_SETTING, OLD_KEYS_SETTING, Keyring
 from services.platform.secrets import SecretError
 from services.platform.settings import ServiceSettings
-from services.storage.encryption import KEY_SETTING, OLD_KEYS_SETTING, Keyring
 
 
 class StorageSettings(ServiceSettings):

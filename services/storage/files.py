@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-from services.storage.encryption import KEY_SETTING, OLD_KEYS_SETTING, Envelope, Keyring, KeyUnavailable, Opener, Sealer
+from services.platform.encryption import (
+    KEY_SETTING,
+    OLD_KEYS_SETTING,
+    Envelope,
+    Keyring,
+    KeyUnavailable,
+    Opener,
+    Sealer,
+)
 from services.storage.ports import READ_CHUNK, FileRepository, Upload
 
 DIR_MODE = 0o700  # a local repository is readable by the service's user only

@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from services.platform.encryption import Envelope
 from services.storage.domain import (
     ChunkOutcome,
     Counts,
@@ -30,7 +31,6 @@ from services.storage.domain import (
     RestorePointRow,
     SchemaRef,
 )
-from services.storage.encryption import Envelope
 from services.storage.erasure import DeleteBodies, Eraser, EraseRequest, ErasureResult, VerificationResult
 
 READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out

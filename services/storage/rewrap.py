@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.storage.encryption import Keyring
+from services.platform.encryption import Keyring
 from services.storage.ports import FileStore, ValueKeyStore
 
 if TYPE_CHECKING:

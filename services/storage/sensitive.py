@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.canonical import _plain as _exact
+from services.platform.encryption import KEY_SETTING
 from services.platform.errors import FailedPrecondition
-from services.storage.encryption import KEY_SETTING
 from services.storage.erasure import value_key
 
 TOKEN = "$sfv1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from services.platform.encryption import Envelope
 from services.storage.domain import (
     ChunkOutcome,
     Counts,
@@ -12,7 +13,6 @@ from services.storage.domain import (
     FileVersionRow,
     JobRef,
 )
-from services.storage.encryption import Envelope
 from services.storage.store_base import S, StoreBase
 
 

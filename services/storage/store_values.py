@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from services.storage.encryption import Envelope
+from services.platform.encryption import Envelope
 from services.storage.sensitive import TOKEN
 from services.storage.store_base import S, StoreBase
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from services.cli.sealed_export import MAGIC, SealedExportError, keyring_of, open_sealed, seal
+from services.platform.encryption import SEGMENT, BodyDamaged, Keyring, KeyUnavailable
 from services.platform.secrets import SecretError
-from services.storage.encryption import SEGMENT, BodyDamaged, Keyring, KeyUnavailable
 from tests.cli.test_main import one_error_line, sfvault
 
 KEY, OTHER = os.urandom(32), os.urandom(32)

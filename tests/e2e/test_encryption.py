@@ -18,7 +18,7 @@ from devstack.localstack import Stack, local_stack
 from services.cli import local
 from services.cli.client import Clients
 from services.cli.demo import register_org, secrets_dir
-from services.storage.encryption import kek_id_of
+from services.platform.encryption import kek_id_of
 from sforg.testing import Admin
 from tests.e2e.restore_scenario import backup
 

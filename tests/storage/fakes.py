@@ -10,8 +10,8 @@ import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 
+from services.platform.encryption import Envelope
 from services.storage.domain import Counts, PendingEvent, ReadEntry, RestoreCounts
-from services.storage.encryption import Envelope
 from services.storage.files import content_key
 from services.storage.ports import READ_CHUNK, Upload
 

@@ -22,10 +22,7 @@ from sfvault.storage.v1 import storage_pb2 as pb
 from sfvault.storage.v1 import storage_pb2_grpc
 
 from services.platform.auth import aio_channel
-from services.platform.secrets import SecretError
-from services.storage import config, service
-from services.storage.application import MetadataComponentIn, Storage
-from services.storage.encryption import (
+from services.platform.encryption import (
     SEGMENT,
     BodyDamaged,
     Envelope,
@@ -37,6 +34,9 @@ from services.storage.encryption import (
     parse_key,
     sealed_size,
 )
+from services.platform.secrets import SecretError
+from services.storage import config, service
+from services.storage.application import MetadataComponentIn, Storage
 from services.storage.files import EncryptedFileRepository, FileRepository, LocalFileRepository, is_encrypted_address
 from services.storage.rewrap import rewrap
 from tests.auth import AUTH_KEY, token

@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
+from services.platform.encryption import KEY_SETTING, Keyring, kek_id_of
 from services.platform.errors import FailedPrecondition
 from services.storage.application import Storage
 from services.storage.application_sensitive import SensitiveValues
 from services.storage.domain import FieldDef, FieldType, ObjectSchema
-from services.storage.encryption import KEY_SETTING, Keyring, kek_id_of
 from services.storage.erasure import Eraser
 from services.storage.rewrap import rewrap
 from services.storage.sensitive import (
