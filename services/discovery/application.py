@@ -367,6 +367,9 @@ class Planner:
             started.kind = translate.SESSION_KIND_PB[record.kind]
             if record.restore_spec:
                 started.restore.ParseFromString(record.restore_spec)
+            # whoever the source org's policies alert hears of the restore too (a verification mismatch, a failure)
+            policies = await self.store.list_policies(record.org_id)
+            started.alerts.CopyFrom(translate.alerts_to_pb(d.restore_alerts([p.alerts for p in policies])))
         else:  # the policy's alerting and anomaly settings: the session service judges and alerts with them
             policy = await self.store.get_policy(record.policy_id)
             if policy is not None:

@@ -174,6 +174,17 @@ class AlertSettings:
     on: tuple[str, ...] = ()  # empty: every kind
 
 
+def restore_alerts(policies: Sequence[AlertSettings]) -> AlertSettings:
+    """A restore has no policy of its own: it alerts whoever the source org's policies alert (their webhooks and
+    addresses, each once, in the policies' order), on the kinds any of them asks for (every kind when one of them
+    names none)."""
+    hooks = tuple(dict.fromkeys(h for p in policies for h in p.webhooks))
+    emails = tuple(dict.fromkeys(e for p in policies for e in p.emails))
+    wanted = [p for p in policies if p.webhooks or p.emails]
+    on = () if any(not p.on for p in wanted) else tuple(dict.fromkeys(k for p in wanted for k in p.on))
+    return AlertSettings(webhooks=hooks, emails=emails, on=on)
+
+
 @dataclass(frozen=True)
 class AnomalySettings:
     """Zero values: the session service's defaults (3 sigma, 30 sessions, 100 records, 10 % / 50 % / 50 %)."""

@@ -222,3 +222,28 @@ async def test_restores_leave_backups_as_they_were(world: World) -> None:
     assert started.kind == rpb.SESSION_KIND_UNSPECIFIED and not started.HasField("restore")
     previous = await world.store.previous_session("nightly", "b2")
     assert backup.initial and previous is not None and previous.session_id == "b1"
+
+
+async def test_a_restore_alerts_whoever_the_source_orgs_policies_alert(world: World) -> None:
+    hook = d.Webhook(url_ref="env:HOOK", format="slack")
+    alerts = d.AlertSettings(webhooks=(hook,), emails=("ops@example.com",), on=("verification",))
+    await world.store.create_policy(d.Policy(policy_id="weekly", org_id="prod", alerts=alerts))
+    await world.store.create_policy(
+        d.Policy(policy_id="other-org", org_id="uat", alerts=d.AlertSettings(emails=("uat@example.com",)))
+    )
+    await world.planner.plan("r2", restore_request(target_org_id="uat"))
+    started = published(world.bus, "r2")[0].session_started
+    assert translate.alerts_from_pb(started.alerts) == alerts  # the "nightly" policy alerts nobody
+
+
+def test_restore_alerts_are_the_union_of_the_policies_each_once() -> None:
+    a = d.AlertSettings(webhooks=(d.Webhook("https://h/1"),), emails=("x@e.com",), on=("failed",))
+    b = d.AlertSettings(webhooks=(d.Webhook("https://h/1"), d.Webhook("https://h/2", "teams")), on=("verification",))
+    assert d.restore_alerts([a, b, d.AlertSettings()]) == d.AlertSettings(
+        webhooks=(d.Webhook("https://h/1"), d.Webhook("https://h/2", "teams")),
+        emails=("x@e.com",),
+        on=("failed", "verification"),
+    )
+    every = d.AlertSettings(emails=("y@e.com",))  # names no kind: every kind
+    assert d.restore_alerts([a, every]).on == ()
+    assert d.restore_alerts([]) == d.AlertSettings()
