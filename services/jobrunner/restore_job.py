@@ -58,7 +58,7 @@ from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import SalesforceWrites
 from services.jobrunner.salesforce_write import WriteResult
 from services.platform import events
-from services.platform.counts import RestoreCounts
+from services.platform.counts import RESTORE_FIELDS, RestoreCounts
 
 log = logging.getLogger("services.jobrunner.restore")
 
@@ -1427,7 +1427,7 @@ class RestoreJob:
         self.warnings.extend(result.warnings)
         for c in result.counts():
             counter = self._counter(c.object_name)
-            for name in ("created", "updated", "skipped", "failed", "files"):
+            for name in RESTORE_FIELDS:  # every count restore_files keeps, Undeleted files too
                 setattr(counter, name, getattr(counter, name) + getattr(c, name))
         for o in result.outcomes:
             self.done[o.source_id] = (int(o.state), o.target_id)

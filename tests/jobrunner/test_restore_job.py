@@ -562,13 +562,21 @@ def test_the_files_of_children_at_every_level_are_restored_and_those_binned_at_t
     def files_restored(run: Any, writer: Any, reads: Any, items: Any, *, dry_run: bool, binned_at_start: Any = ()):
         listed = {sid for obj, sid, _t, _s in items if obj == "Attachment"}
         calls.append((dry_run, listed, set(binned_at_start)))
-        return restore_files.FileRestoreResult()
+        # the files' own outcomes: one back from the recycle bin, one made anew (their counts join the job's)
+        states = {att(1): rpb.RECORD_STATE_UNDELETED, att(2): rpb.RECORD_STATE_CREATED}
+        return restore_files.FileRestoreResult(
+            outcomes=[
+                rpb.RecordOutcome(object_name="Attachment", source_id=a, target_id=a, state=st)
+                for a, st in states.items()
+            ]
+        )
 
     monkeypatch.setattr(restore_files, "restore_files", files_restored)
     one_level = rpb.RestoreSelection(object_name="Account", ids=[acc(1), acc(2), acc(3)])
     for session, dry in (("dry", True), ("real", False)):
         result = execute(storage, org, spec(session, selections=[one_level], children=1, files=True, dry_run=dry))
         assert result.outcome == ev.JOB_OUTCOME_SUCCESS, result.message
+        assert counts(result)["Attachment"] == (1, 0, 1, 0, 0), session  # every state's count, Undeleted too
     # the selected Accounts' file and their Contacts' (level 1); contact 14 is not a child of a selected Account
     selected = {att(1), att(2), att(3)}
     assert [(dry, listed) for dry, listed, _b in calls] == [(True, selected), (False, selected)]
