@@ -14,7 +14,7 @@ from typing import Any
 from sforg.clock import parse_datetime, stamp
 from sforg.ids import is_valid, to18
 from sforg.org.base import DAY, OrgError
-from sforg.org.validation import AUDIT_FIELDS, Validation
+from sforg.org.validation import AUDIT_FIELDS, Validation, changed_references
 from sforg.schema import FieldDef, ObjectDef
 
 _SKIP = object()  # a value stored elsewhere (a file body)
@@ -628,13 +628,8 @@ class UpdateBatch(_References):
     def check(self, data: dict[str, Any], current: dict[str, Any]) -> None:
         """`check_write`: references (each value once), unique values (against the rows written), rules."""
         org, o = self.org, self.o
-        for name, v in data.items():
-            f = o.field(name)
-            if f is None or v is None or f.type != "reference" or name in AUDIT_FIELDS:
-                continue
-            if current.get(name) == v:
-                continue
-            self.reference(org, o, f, to18(str(v)) if is_valid(str(v)) else str(v))
+        for f, value in changed_references(o, data, current):
+            self.reference(org, o, f, value)
         if any(data.get(n) is not None for n in self.unique):
             self.flush()
             org.check_unique(o, data, current["Id"])

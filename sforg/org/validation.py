@@ -189,15 +189,20 @@ class Validation(OrgBase):
 
     def check_write(self, o: ObjectDef, data: dict[str, Any], rid: str | None, current: dict[str, Any]) -> None:
         """Every check of an API write after type coercion: references, uniqueness, validation rules."""
-        for name, v in data.items():
-            f = o.field(name)
-            if f is None or v is None or f.type != "reference" or name in AUDIT_FIELDS:
-                continue
-            if current.get(name) == v:
-                continue
-            self.check_reference(o, f, to18(str(v)) if is_valid(str(v)) else str(v))
+        for f, value in changed_references(o, data, current):
+            self.check_reference(o, f, value)
         self.check_unique(o, data, rid)
         self.check_rules(o, {**current, **data})
+
+
+def changed_references(o: ObjectDef, data: dict[str, Any], current: dict[str, Any]) -> Iterable[tuple[FieldDef, str]]:
+    """The reference fields a write sets to another value than the record's, with that value (18 characters when
+    it is an Id): the ones a write checks. Audit fields are the org's, never checked."""
+    for name, v in data.items():
+        f = o.field(name)
+        if f is None or v is None or f.type != "reference" or name in AUDIT_FIELDS or current.get(name) == v:
+            continue
+        yield f, to18(str(v)) if is_valid(str(v)) else str(v)
 
 
 def _reference_columns(target: ObjectDef) -> str:
