@@ -4,6 +4,7 @@ dependency added, removed or re-pinned in pyproject.toml without `make lock` fai
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -82,7 +83,15 @@ def test_the_build_backend_is_the_locked_one() -> None:
     assert pins(PYPROJECT["build-system"]["requires"]).items() <= TOOLS.items()
 
 
-@pytest.mark.parametrize("name", ["tools.txt", "image.txt"])
+def test_the_runtime_lock_pins_exactly_the_apps_dependencies_and_the_install_tools() -> None:
+    # `make demo` installs it alone: what the app and the demo run, no dev extra (checked by name: `direct`)
+    assert direct("runtime.txt", "sfvault (pyproject.toml)") == RUNTIME, "pyproject.toml changed: run `make lock`"
+    assert direct("runtime.txt", "-r requirements/tools.in") == TOOLS, "requirements/tools.in changed: run `make lock`"
+    versions, _ = lock("runtime.txt")
+    assert not set(DEV) & set(versions), "a dev tool in the runtime lock"
+
+
+@pytest.mark.parametrize("name", ["tools.txt", "image.txt", "runtime.txt"])
 def test_the_other_locks_take_the_dev_locks_versions(name: str) -> None:
     versions, _ = lock(name)
     dev, _ = lock("dev.txt")
@@ -104,6 +113,30 @@ def test_the_checkov_lock_pins_checkov() -> None:
 def test_make_install_installs_the_locks_with_their_hashes() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "--require-hashes --no-deps -r requirements/tools.txt" in makefile
-    assert "pip sync -q --python $(PY) --require-hashes $(DEV_LOCK)" in makefile
+    assert "$(call install_lock,sync,$(DEV_LOCK))" in makefile  # `uv pip sync`: exactly the lock
     assert "--require-hashes requirements/checkov.txt" in makefile
+    assert "$(call install_lock,install,-r $(RUNTIME_LOCK))" in makefile
+    assert "$(UV) pip $(1) -q --python $(PY) --require-hashes $(2)" in makefile
     assert re.search(r"pip install .*--no-deps .*-e \.", makefile), "the project itself: no dependency of its own"
+
+
+def _planned(target: str, venv: Path) -> str:
+    """What `make TARGET` would run on a machine without a venv (make -n: nothing is run)."""
+    run = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), target, f"VENV={venv}"], capture_output=True, text=True, check=True
+    )
+    return run.stdout
+
+
+def test_make_demo_installs_the_runtime_lock_only(tmp_path: Path) -> None:
+    planned = _planned("demo", tmp_path / "venv")
+    assert "--require-hashes -r requirements/runtime.txt" in planned
+    assert "requirements/dev.txt" not in planned and "checkov" not in planned
+    assert "services.cli.demo" in planned
+
+
+@pytest.mark.parametrize("target", ["test", "check"])
+def test_make_test_and_check_install_the_dev_lock_and_checkov(target: str, tmp_path: Path) -> None:
+    planned = _planned(target, tmp_path / "venv")
+    assert "pip sync -q" in planned and "--require-hashes requirements/dev.txt" in planned
+    assert "--require-hashes requirements/checkov.txt" in planned
