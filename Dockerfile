@@ -1,7 +1,6 @@
 # The image of every sfvault service: the build argument SERVICE (discovery | jobrunner | session | storage) picks
-# the module started and its port. Build from the repository root:
+# the module started. Build from the repository root:
 #   docker build --build-arg SERVICE=session -t sfvault/session:dev .    (or: make images, the four)
-ARG SERVICE
 
 # --- build: the locked dependencies (requirements/image.txt, every file checked against its hash) in a venv that
 # the runtime stage copies. Only the lock is copied first, so this layer is rebuilt when the lock changes, not on
@@ -31,28 +30,13 @@ USER 10001:10001
 # Kubernetes probes the gRPC health service natively; a Docker HEALTHCHECK would duplicate them.
 # checkov:skip=CKV_DOCKER_2: health is probed by Kubernetes (native gRPC probes), not by the image
 
-# --- one stage per service: its port and its module; SERVICE picks one (BuildKit builds only that one).
-FROM runtime AS discovery
-ENV SFVAULT_DISCOVERY_PORT=50051
-EXPOSE 50051
-ENTRYPOINT ["python", "-m", "services.discovery"]
-
-FROM runtime AS jobrunner
-ENV SFVAULT_JOBRUNNER_PORT=50052
-EXPOSE 50052
-ENTRYPOINT ["python", "-m", "services.jobrunner"]
-
-FROM runtime AS storage
-ENV SFVAULT_STORAGE_PORT=50053
-EXPOSE 50053
-ENTRYPOINT ["python", "-m", "services.storage"]
-
-FROM runtime AS session
-ENV SFVAULT_SESSION_PORT=50054
-EXPOSE 50054
-ENTRYPOINT ["python", "-m", "services.session"]
-
-# The image is the stage SERVICE names. checkov takes it for a base image without a tag (CKV_DOCKER_7); every base
-# image above is pinned to an exact version (tests/k8s/test_images.py holds it).
-# checkov:skip=CKV_DOCKER_7: the last FROM names one of this file's own stages (SERVICE), not a base image
-FROM ${SERVICE}
+# --- the service SERVICE names: python -m services.<SERVICE>, listening on its own default port (discovery 50051,
+# jobrunner 50052, storage 50053, session 50054: SFVAULT_<NAME>_PORT in services/<name>/config.py), which the
+# manifests name as the container's port. The shell only expands the name, then gives way (exec) to python, which
+# receives SIGTERM itself.
+FROM runtime
+ARG SERVICE
+RUN case "${SERVICE}" in discovery|jobrunner|storage|session) ;; \
+      *) echo "SERVICE='${SERVICE}': one of discovery, jobrunner, storage, session" >&2; exit 1 ;; esac
+ENV SFVAULT_SERVICE=${SERVICE}
+ENTRYPOINT ["/bin/sh", "-c", "exec python -m \"services.${SFVAULT_SERVICE}\""]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import subprocess
@@ -41,11 +43,8 @@ def test_one_dockerfile_for_the_four_services() -> None:
 
 
 def test_dockerfile_is_multistage_pinned_and_non_root() -> None:
-    steps = instructions()
-    assert steps[0] == ("ARG", "SERVICE"), "SERVICE is declared before the first FROM, so that a FROM can use it"
     named = stages()
-    assert named[""][0] == "${SERVICE}", "the image is the stage SERVICE names"
-    bases = [base for base, _ in named.values() if base not in named and base != "${SERVICE}"]
+    bases = [base for base, _ in named.values() if base not in named]
     assert len(bases) >= 2, "multi-stage: dependencies are built apart from the runtime image"
     for base in bases:
         assert PINNED.match(base) and (":" in base or "@" in base), f"{base}: pin an exact version or a digest"
@@ -62,17 +61,39 @@ def test_dockerfile_is_multistage_pinned_and_non_root() -> None:
     assert re.search(r"PYTHONPATH=/app:/app/gen\b", env)
     copied = [args.split()[-1] for op, args in runtime if op == "COPY" and "--from" not in args]
     assert {"./gen", "./services"} <= set(copied)
-    assert set(named) == {"build", "runtime", "", *SERVICE_PORTS}, "one stage per service, nothing else"
+    assert set(named) == {"build", "runtime", ""}, "one service stage, SERVICE picking the service: nothing else"
+
+
+def run_step(command: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """A shell step of the service stage, its `python` a stand-in that prints how it is called."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "python $*"\n')
+    fake.chmod(0o755)
+    path = f"{tmp_path}:{os.environ['PATH']}"
+    return subprocess.run(["/bin/sh", "-c", command], env={**env, "PATH": path}, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
-def test_the_service_stage_starts_its_module_on_its_port(name: str) -> None:
-    base, steps = stages()[name]
+def test_the_service_stage_starts_the_module_service_names_on_its_port(name: str, tmp_path: Path) -> None:
+    base, steps = stages()[""]
     assert base == "runtime"
-    assert ("ENV", f"SFVAULT_{name.upper()}_PORT={SERVICE_PORTS[name]}") in steps
-    assert ("EXPOSE", str(SERVICE_PORTS[name])) in steps
-    assert ("ENTRYPOINT", f'["python", "-m", "services.{name}"]') in steps
+    assert ("ARG", "SERVICE") in steps and ("ENV", "SFVAULT_SERVICE=${SERVICE}") in steps
     assert not [args for op, args in steps if op == "USER"], "the runtime stage's non-root user"
+    # the build refuses a name that is no service, and takes each service's
+    (check,) = [args for op, args in steps if op == "RUN"]
+    assert run_step(check, {"SERVICE": name}, tmp_path).returncode == 0
+    assert run_step(check, {"SERVICE": "billing"}, tmp_path).returncode != 0
+    assert run_step(check, {"SERVICE": ""}, tmp_path).returncode != 0
+    # the entrypoint runs the service's module (exec: python is the container's first process)
+    (entrypoint,) = [json.loads(args) for op, args in steps if op == "ENTRYPOINT"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and entrypoint[2].startswith("exec ")
+    started = run_step(entrypoint[2], {"SFVAULT_SERVICE": name}, tmp_path)
+    assert started.stdout.strip() == f"python -m services.{name}"
+    # on its port: the image sets none, so the service's own default is the port the manifests name
+    assert not [args for op, args in steps if op == "ENV" and "_PORT" in args]
+    config = importlib.import_module(f"services.{name}.config")
+    (settings,) = [v for k, v in vars(config).items() if k.endswith("Settings") and k != "ServiceSettings"]
+    assert settings.model_fields[f"{name}_port"].default == SERVICE_PORTS[name]
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
