@@ -222,6 +222,7 @@ class Plan:
     group_by: list[Column] = field(default_factory=list)
     typeofs: list[tuple[TypeOf, FieldDef]] = field(default_factory=list)
     having: Callable[[list[tuple[Any, ...]]], bool] | None = None
+    count_conditions: Prefilter | None = None  # COUNT() only: exact_conditions of the WHERE clause
 
     @property
     def columns(self) -> list[str]:
@@ -588,8 +589,15 @@ def _looser(a: str | None, a_open: bool, b: str | None, b_open: bool, pick: Any)
     return (a, a_open) if pick(a, b) == a else (b, b_open)
 
 
-def _comparison_bounds(q: soql.Query, ctx: Context, obj: ObjectDef, node: Comparison) -> dict[str, Interval]:
-    """The interval a comparison confines an indexed column of the root object to ({} when it does not)."""
+def _indexed(f: FieldDef) -> bool:
+    return INDEXED.get(f.name) == f.type
+
+
+def _comparison_bounds(
+    q: soql.Query, ctx: Context, obj: ObjectDef, node: Comparison, usable_field: Callable[[FieldDef], bool] = _indexed
+) -> dict[str, Interval]:
+    """The interval a comparison confines a root object's column to ({} when it does not), for the columns
+    usable_field accepts (by default those the store indexes)."""
     if node.op not in (*PREFILTER_OPS, "IN") or not isinstance(node.field, FieldRef):
         return {}
     try:
@@ -597,7 +605,7 @@ def _comparison_bounds(q: soql.Query, ctx: Context, obj: ObjectDef, node: Compar
     except SoqlError:
         return {}
     f = c.field
-    if len(c.nodes) != 1 or INDEXED.get(f.name) != f.type or not f.stored:
+    if len(c.nodes) != 1 or not usable_field(f) or not f.stored:
         return {}
 
     def usable(v: Any) -> bool:
@@ -675,6 +683,40 @@ def plan_prefilter(q: soql.Query, ctx: Context, obj: ObjectDef) -> Prefilter:
         return ()
     bounds = implied_bounds(q, ctx, obj, q.where)
     return tuple(cond for column in INDEXED if column in bounds for cond in bounds[column].sql(column))
+
+
+# COUNT() (a backup's count check: SELECT COUNT() FROM X WHERE CreatedDate <= T) is answered by SQLite's
+# count(*) when the prefilter's conditions say exactly what the WHERE clause says: the WHERE is comparisons
+# (= < <= > >=, no IN, no NULL) ANDed together, each on a stored Id or datetime column of the root object. On
+# those the compiled filter compares the stored text with the converted literal as SQLite's BINARY collation
+# does, and a NULL matches no comparison in either.
+
+
+def _countable(f: FieldDef) -> bool:
+    return f.type in ("id", "datetime")
+
+
+def exact_conditions(q: soql.Query, ctx: Context, obj: ObjectDef) -> Prefilter | None:
+    """SQL conditions matching exactly the rows q's WHERE clause matches, or None when there are none such."""
+    if q.where is None:
+        return ()
+    stack, comparisons = [q.where], []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, BoolOp) and node.op == "AND":
+            stack.extend(node.items)
+        elif isinstance(node, Comparison) and node.op in PREFILTER_OPS:
+            comparisons.append(node)
+        else:
+            return None
+    bounds: dict[str, Interval] = {}
+    for node in comparisons:
+        one = _comparison_bounds(q, ctx, obj, node, _countable)
+        if not one:
+            return None
+        for column, iv in one.items():
+            bounds[column] = bounds[column].meet(iv) if column in bounds else iv
+    return tuple(cond for column, iv in bounds.items() for cond in iv.sql(column))
 
 
 def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
@@ -830,6 +872,7 @@ def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = Fals
         group_cols,
         typeofs,
         having,
+        exact_conditions(q, ctx, obj) if count_only else None,
     )
 
 
@@ -1007,6 +1050,11 @@ class RowSource:
         source cannot: execute then sorts in Python."""
         return None
 
+    def count(self, obj: str, include_deleted: bool, conditions: Prefilter) -> int | None:
+        """How many (live, or with include_deleted all) rows of obj meet every condition, or None when the
+        source cannot count (count_matches then runs the query)."""
+        return None
+
     def fetch_rowids(self, obj: str, columns: list[str], rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -1130,6 +1178,17 @@ def execute(plan: Plan, src: RowSource, ctx: Context) -> Sequence[int]:
     for child in plan.root.children.values():
         child.cache.clear()
     return rowids
+
+
+def count_matches(plan: Plan, src: RowSource, ctx: Context) -> int:
+    """COUNT()'s totalSize: the matching rows after OFFSET and LIMIT, counted by the source when it can."""
+    n = None
+    if plan.count_conditions is not None:
+        n = src.count(plan.obj.name, plan.include_deleted, plan.count_conditions)
+    if n is None:
+        return len(execute(plan, src, ctx))
+    n = max(0, n - (plan.query.offset or 0))
+    return n if plan.query.limit is None else min(n, plan.query.limit)
 
 
 def _aggregate_raw(func: str, col: Column | None, rows: list[tuple[Any, ...]], ctx: Context) -> Any:

@@ -239,9 +239,9 @@ class CompositeApi(Api):
         org = self.org
         ctx = org.context()
         plan = org.plan(text, include_deleted)
-        rowids = org.run(plan)
         if plan.count_only:
-            return {"totalSize": len(rowids), "done": True, "records": []}
+            return {"totalSize": org.count(plan), "done": True, "records": []}
+        rowids = org.run(plan)
         if plan.aggregate:
             recs = aggregate_records(plan, rowids, org.src, ctx, version)
             return {"totalSize": len(recs), "done": True, "records": recs}

@@ -33,6 +33,9 @@ class QueryApi(Api):
             if text is None:
                 return error(400, "MALFORMED_QUERY", "A query string has to be specified")
             plan = await loop.run_in_executor(None, org.plan, text, include_deleted)
+            if plan.count_only:
+                n = await loop.run_in_executor(None, org.count, plan)
+                return json_response({"totalSize": n, "done": True, "records": []})
             rowids = await loop.run_in_executor(None, org.run, plan)
             offset = 0
             batch = 2000
@@ -41,8 +44,6 @@ class QueryApi(Api):
             if m:
                 batch = max(200, min(2000, int(m.group(1))))
             cur = None
-            if plan.count_only:
-                return json_response({"totalSize": len(rowids), "done": True, "records": []})
             if plan.aggregate:
                 recs = await loop.run_in_executor(None, aggregate_records, plan, rowids, org.src, ctx, version)
                 return json_response({"totalSize": len(recs), "done": True, "records": recs})

@@ -10,7 +10,7 @@ from typing import Any
 from sforg.clock import parse_datetime, stamp
 from sforg.ids import make_id
 from sforg.org.base import DAY, RECYCLE_BIN_DAYS, REPLICATION_DAYS, Cursor, OrgBase, OrgError
-from sforg.query import Plan, execute, plan_query
+from sforg.query import Plan, count_matches, execute, plan_query
 from sforg.store import ascending_run
 
 
@@ -29,6 +29,10 @@ class Queries(OrgBase):
         if ascending_run(rowids):
             return range(rowids[0], rowids[-1] + 1)
         return array("q", rowids)
+
+    def count(self, plan_: Plan) -> int:
+        """A COUNT() query's totalSize."""
+        return count_matches(plan_, self.src, self.context())
 
     def new_cursor(self, plan_: Plan, rowids: Sequence[int], version: str, batch: int) -> Cursor:
         cid = make_id("01g", secrets.randbelow(62**9), pod="Dx")

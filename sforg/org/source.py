@@ -45,7 +45,14 @@ class StoreSource(RowSource):
             return range(0)
         return range(lo, hi + 1) if hi - lo + 1 == n else None
 
-    def scan_where(self, obj: str, include_deleted: bool, prefilter: Prefilter) -> tuple[str, list[Any]]:
+    def count(self, obj: str, include_deleted: bool, conditions: Prefilter) -> int:
+        # No likelihood() hint: narrowing reads index entries to pick a range worth it for a scan, not a count.
+        where, params = self.scan_where(obj, include_deleted, conditions, hint=False)
+        return self.store.count(obj, where, params)
+
+    def scan_where(
+        self, obj: str, include_deleted: bool, prefilter: Prefilter, hint: bool = True
+    ) -> tuple[str, list[Any]]:
         conds = [] if include_deleted or not self.soft_deletes(obj) else ['"IsDeleted" = 0']
         params: list[Any] = []
         # The plan's range conditions on indexed columns, by column.
@@ -56,7 +63,7 @@ class StoreSource(RowSource):
             sql, values = ranges.setdefault(column, ([], []))
             sql.append(f"{col(column)} {op} ?")
             values.append(value)
-        narrow = self.narrow_range(obj, ranges)
+        narrow = self.narrow_range(obj, ranges) if hint else None
         for column, (sql, values) in ranges.items():
             # Without statistics SQLite prefers a full scan in rowid order to a one-sided index range and a
             # sort; for a range holding few rows likelihood() tells it better, and it reads just the range.
