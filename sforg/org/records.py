@@ -41,25 +41,15 @@ class Records(Validation):
             if (not admin and not writable) or not f.stored:
                 refused.append(f.name)
                 continue
-            if v is not None:
+            if v is None:
+                v = _null(f, required=not admin)
+            else:
                 v = self._typed(f, v, admin)
                 if v is _SKIP:
                     continue
-            elif not admin and not f.nillable and f.type != "boolean":
-                raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
-            elif f.type == "boolean":
-                v = 0
             out[f.name] = v
         if refused:
-            names = ", ".join(refused)
-            raise OrgError(
-                400,
-                "INVALID_FIELD_FOR_INSERT_UPDATE",
-                f"Unable to create/update fields: {names}. Please check the security settings "
-                "of this field and verify that it is read/write for your profile or permission "
-                "set.",
-                refused,
-            )
+            raise _not_writable(refused)
         return out
 
     def _typed(self, f: FieldDef, v: Any, admin: bool) -> Any:
@@ -407,6 +397,27 @@ class Records(Validation):
 _PLAIN_TEXT = ("string", "email", "phone", "url", "textarea", "combobox")
 
 
+def _null(f: FieldDef, required: bool) -> Any:
+    """A null written to f as stored: false for a checkbox; REQUIRED_FIELD_MISSING for a field that cannot be
+    null when required (API writes), else None."""
+    if f.type == "boolean":
+        return 0
+    if required and not f.nillable:
+        raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
+    return None
+
+
+def _not_writable(refused: list[str]) -> OrgError:
+    """INVALID_FIELD_FOR_INSERT_UPDATE naming every field the write may not set, together, as Salesforce does."""
+    return OrgError(
+        400,
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        f"Unable to create/update fields: {', '.join(refused)}. Please check the security settings of this field"
+        " and verify that it is read/write for your profile or permission set.",
+        refused,
+    )
+
+
 def _required(o: ObjectDef) -> list[str]:
     """Fields a create must give a value (REQUIRED_FIELD_MISSING otherwise)."""
     return [
@@ -506,28 +517,15 @@ class CreateBatch(_References):
             if not ok:
                 refused.append(f.name)
                 continue
-            if v is not None:
-                if plain and type(v) is str and len(v) <= f.length:
-                    pass  # as _typed returns it
-                else:
-                    v = org._typed(f, v, False)
-                    if v is _SKIP:
-                        continue
-            elif not f.nillable and f.type != "boolean":
-                raise OrgError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{f.name}]", [f.name])
-            elif f.type == "boolean":
-                v = 0
+            if v is None:
+                v = _null(f, required=True)
+            elif not (plain and type(v) is str and len(v) <= f.length):  # else as _typed returns it
+                v = org._typed(f, v, False)
+                if v is _SKIP:
+                    continue
             out[f.name] = v
         if refused:
-            names = ", ".join(refused)
-            raise OrgError(
-                400,
-                "INVALID_FIELD_FOR_INSERT_UPDATE",
-                f"Unable to create/update fields: {names}. Please check the security settings "
-                "of this field and verify that it is read/write for your profile or permission "
-                "set.",
-                refused,
-            )
+            raise _not_writable(refused)
         return out
 
     def create(self, values: dict[str, Any]) -> str:
