@@ -37,6 +37,32 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
+def kept_ports(record: Path, names: tuple[str, ...]) -> dict[str, int]:
+    """A port for each name: the one `record` (a JSON file) holds when it is still free, else a new free one; all
+    written back to `record`. So a stack started again in the same directory listens where it did before: an org
+    registered with the emulator's address, or a client holding a service's, still reaches it."""
+    try:
+        recorded = {k: v for k, v in json.loads(record.read_text()).items() if isinstance(v, int)}
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    ports = {name: recorded[name] for name in names if name in recorded and _bindable(recorded[name])}
+    fresh = (p for p in free_ports(len(names) + len(ports)) if p not in ports.values())
+    for name in names:
+        ports.setdefault(name, next(fresh))
+    record.write_text(json.dumps({**recorded, **ports}, indent=2))
+    return ports
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: a TIME_WAIT is no owner
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack.embedded import (
     NatsServer,
     cluster_url,
-    free_ports,
+    kept_ports,
     nats_process,
     postgres_server,
     restart_postgres,
@@ -307,9 +307,11 @@ def local_stack(
 ) -> Iterator[Stack]:
     """Start PostgreSQL (unless `database_url` or SFVAULT_DATABASE_URL names one), NATS (unless
     SFVAULT_NATS_URL does, or `nats_cluster` gives the servers of a cluster the caller runs), sforg (unless
-    with_org is None) and the services; stop everything on exit."""
+    with_org is None) and the services; stop everything on exit. Started again on the same state directory, each
+    listens on the port it had (`ports.json`) while that port is free."""
     state = Path(state_dir).resolve()  # children and references need absolute paths
     state.mkdir(parents=True, exist_ok=True)
+    ports = kept_ports(state / "ports.json", (*SERVICES, "nats", "sforg"))
     (state / "logs").mkdir(exist_ok=True)
     (state / "secrets").mkdir(mode=0o700, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -324,14 +326,13 @@ def local_stack(
             nats = nats_cluster[0]  # the users are the cluster's (one set for all its servers)
             nats_url, services_nats_url = cluster_url(nats_cluster), cluster_url(nats_cluster, with_admin=False)
         elif not nats_url:
-            nats = stack.enter_context(nats_process(str(state / "nats")))
+            nats = stack.enter_context(nats_process(str(state / "nats"), ports["nats"]))
             nats_url, services_nats_url = nats.url, nats.address
         org = None
         if with_org is not None:
             from sforg.testing import running_org  # the emulator is only needed when it is asked for
 
-            org = stack.enter_context(running_org(state / "sforg", scale=with_org, seed=org_seed))
-        ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+            org = stack.enter_context(running_org(state / "sforg", scale=with_org, seed=org_seed, port=ports["sforg"]))
         result = Stack(state, database_url, nats_url, org=org, nats=nats, pg_dir=pg_dir)
         for name in services:
             own_nats = nats.service_env(name) if nats is not None else {}
@@ -339,7 +340,7 @@ def local_stack(
                 name,
                 database_url=database_url,
                 nats_url=services_nats_url,
-                ports=ports,
+                ports={n: ports[n] for n in SERVICES},
                 state_dir=state,
                 extra={**own_nats, **(extra_env or {})},
             )

@@ -1,11 +1,14 @@
-"""Where the CLI finds sfvault: service addresses and the token, from the environment or a local stack."""
+"""Where the CLI finds sfvault: service addresses and the token, from the environment or a local stack, whose
+state lives in one place, `default_home()`."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar, overload
 
 import grpc
 from sfvault.discovery.v1 import access_pb2_grpc, discovery_pb2_grpc
@@ -15,7 +18,27 @@ from sfvault.storage.v1 import storage_pb2_grpc
 from services.platform.auth import channel
 from services.platform.settings import channel_credentials
 
-DEFAULT_HOME = Path(os.environ.get("SFVAULT_HOME", ".sfvault"))
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def default_home() -> Path:
+    """The one state directory of a local installation (`sfvault services up`) and of the CLI, an absolute path
+    whatever the current directory: SFVAULT_HOME when set; else the checkout's `.sfvault/` when sfvault runs from
+    a checkout (as `make` installs it); else the user's data directory (platformdirs' when installed, else
+    $XDG_DATA_HOME/sfvault, by default ~/.local/share/sfvault)."""
+    if home := os.environ.get("SFVAULT_HOME"):
+        return Path(home).expanduser().resolve()
+    if (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "services" / "cli").is_dir():
+        return CHECKOUT / ".sfvault"
+    try:
+        import platformdirs
+    except ImportError:
+        data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(data).expanduser().resolve() / "sfvault"
+    return Path(platformdirs.user_data_dir("sfvault", appauthor=False))
+
+
+DEFAULT_HOME = default_home()
 
 
 @dataclass
@@ -26,8 +49,9 @@ class Endpoints:
     token: str
 
     @classmethod
-    def load(cls, home: Path = DEFAULT_HOME) -> Endpoints:
+    def load(cls, home: Path | None = None) -> Endpoints:
         """SFVAULT_*_ADDR and SFVAULT_TOKEN win; otherwise the local stack started by `sfvault services up`."""
+        home = home or default_home()
         stack: dict[str, str] = {}
         token = os.environ.get("SFVAULT_TOKEN", "")
         stack_file = home / "stack.json"
@@ -44,7 +68,31 @@ class Endpoints:
         )
 
 
+Stub = TypeVar("Stub")
+
+
+class _StubOf(Generic[Stub]):
+    """A gRPC stub on a new channel to one of the endpoints, each time the attribute is read."""
+
+    def __init__(self, stub: Callable[[grpc.Channel], Stub], endpoint: str) -> None:
+        self.stub, self.endpoint = stub, endpoint
+
+    @overload
+    def __get__(self, clients: None, owner: Any) -> _StubOf[Stub]: ...
+    @overload
+    def __get__(self, clients: Clients, owner: Any) -> Stub: ...
+    def __get__(self, clients: Clients | None, owner: Any) -> _StubOf[Stub] | Stub:
+        if clients is None:
+            return self
+        return self.stub(clients._channel(getattr(clients.endpoints, self.endpoint)))
+
+
 class Clients:
+    session = _StubOf(session_pb2_grpc.SessionServiceStub, "session")
+    discovery = _StubOf(discovery_pb2_grpc.DiscoveryServiceStub, "discovery")
+    access = _StubOf(access_pb2_grpc.AccessServiceStub, "discovery")  # tokens and the audit: served by discovery
+    storage = _StubOf(storage_pb2_grpc.StorageServiceStub, "storage")
+
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
         self._channels: list[grpc.Channel] = []
@@ -58,23 +106,6 @@ class Clients:
         )
         self._channels.append(ch)
         return ch
-
-    @property
-    def session(self) -> session_pb2_grpc.SessionServiceStub:
-        return session_pb2_grpc.SessionServiceStub(self._channel(self.endpoints.session))
-
-    @property
-    def discovery(self) -> discovery_pb2_grpc.DiscoveryServiceStub:
-        return discovery_pb2_grpc.DiscoveryServiceStub(self._channel(self.endpoints.discovery))
-
-    @property
-    def access(self) -> access_pb2_grpc.AccessServiceStub:
-        """Tokens and the audit of changes: served by discovery."""
-        return access_pb2_grpc.AccessServiceStub(self._channel(self.endpoints.discovery))
-
-    @property
-    def storage(self) -> storage_pb2_grpc.StorageServiceStub:
-        return storage_pb2_grpc.StorageServiceStub(self._channel(self.endpoints.storage))
 
     def close(self) -> None:
         for ch in self._channels:

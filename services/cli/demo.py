@@ -22,22 +22,16 @@ from devstack.localstack import local_stack
 from services.cli import local, render
 from services.cli.__main__ import watch
 from services.cli.client import Clients, Endpoints
+from services.cli.local import secrets_dir, write_secret
 
-
-def secrets_dir(home: Path) -> Path:
-    """Where a local installation keeps its orgs' secrets (its services get it as SFVAULT_SECRETS_DIR)."""
-    return (home / "secrets").resolve()
+__all__ = ["main", "register_org", "secrets_dir"]
 
 
 def register_org(c: Clients, org: dict[str, Any], home: Path, org_id: str, name: str) -> None:
     """Registers a running sforg org (sforg.testing's description of it) with discovery; its client secret
     goes to a file in `home`'s secrets directory readable by its owner only (0700 / 0600), and the
     connection refers to that file."""
-    directory = secrets_dir(home)
-    directory.mkdir(mode=0o700, exist_ok=True)
-    secret = directory / f"{org_id}-client-secret"
-    secret.touch(mode=0o600)
-    secret.write_text(org["client_secret"])
+    secret = write_secret(home, f"{org_id}-client-secret", org["client_secret"])
     c.discovery.CreateOrg(
         disc.CreateOrgRequest(
             org_id=org_id,

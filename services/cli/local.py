@@ -2,7 +2,9 @@
 
 The supervisor (`python -m services.cli.local SFVAULT_HOME [ORG_SCALE]`) runs `localstack.local_stack`
 until SIGTERM, starting again any service whose process exits (with back-off; each restart is logged in
-`supervisor.log`); it writes `stack.json` (addresses), an auth key and an admin token into the home directory.
+`supervisor.log`); it writes `stack.json` (addresses), an auth key and an admin token into the home directory,
+and with an emulated org, what `sfvault org add` needs to register it: `emulated-org.env` (README "Using it").
+Started again, everything listens where it did (`ports.json`), so a registered emulated org keeps working.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,6 +45,40 @@ def prepare_auth(home: Path) -> dict[str, str]:
     return {"SFVAULT_AUTH_KEY": f"file:{key_file.resolve()}"}
 
 
+def secrets_dir(home: Path) -> Path:
+    """Where a local installation keeps its orgs' secrets (its services get it as SFVAULT_SECRETS_DIR)."""
+    return (home / "secrets").resolve()
+
+
+def write_secret(home: Path, name: str, value: str) -> Path:
+    """`value` in a file of `home`'s secrets directory readable by its owner only (0700 / 0600): its path."""
+    directory = secrets_dir(home)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    secret = directory / name
+    secret.touch(mode=0o600)
+    secret.write_text(value)
+    return secret
+
+
+ORG_ENV = "emulated-org.env"
+
+
+def write_org_env(home: Path, org: dict[str, Any]) -> Path:
+    """`home/emulated-org.env`: the emulated org's connection as shell variables, for `sfvault org add` (its
+    client secret in the secrets directory, referred to by a `file:` reference; no secret in this file)."""
+    values = {
+        "SFORG_LOGIN_URL": org["login_url"],
+        "SFORG_CLIENT_ID": org["client_id"],
+        "SFORG_CLIENT_SECRET_REF": f"file:{write_secret(home, 'emulated-client-secret', org['client_secret'])}",
+        "SFORG_CA_BUNDLE_REF": f"file:{Path(org['ca_file']).resolve()}",
+    }
+    env = home / ORG_ENV
+    lines = [f"# the emulated org of {home} (sforg): `. {env}`, then `sfvault org add` (README)"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+    env.write_text("\n".join(lines) + "\n")
+    return env
+
+
 class AlreadyRunning(RuntimeError):
     """`services up` while a supervisor of the same home directory is alive."""
 
@@ -54,6 +91,8 @@ def supervise(home: Path, org_scale: str | None) -> None:
     ready = home / "ready"
     ready.unlink(missing_ok=True)
     with local_stack(home, with_org=org_scale, extra_env=prepare_auth(home), supervise=True) as stack:
+        if stack.org is not None:
+            write_org_env(home, stack.org)
         ready.write_text(json.dumps(stack.describe()))
         stop.wait()
     ready.unlink(missing_ok=True)

@@ -3,11 +3,14 @@ back and serves again, restarts back off, and a second `up` says sfvault is alre
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
+from devstack.embedded import kept_ports
 from devstack.localstack import RestartPolicy, local_stack
 from services.cli import local
 
@@ -96,3 +99,34 @@ def test_down_with_a_garbled_pid_file_just_cleans_up(tmp_path: Path) -> None:
     (home / "supervisor.pid").write_text("")
     local.down(home)
     assert not (home / "supervisor.pid").exists()
+
+
+def test_kept_ports_are_the_recorded_ones_while_free(tmp_path: Path) -> None:
+    record = tmp_path / "ports.json"
+    first = kept_ports(record, ("a", "b"))
+    assert len(set(first.values())) == 2
+    assert kept_ports(record, ("a", "b")) == first
+    with socket.socket() as busy:  # someone else took b's port meanwhile: b gets another, a keeps its own
+        busy.bind(("127.0.0.1", first["b"]))
+        busy.listen()
+        again = kept_ports(record, ("a", "b", "c"))
+    assert again["a"] == first["a"] and again["b"] != first["b"]
+    assert len(set(again.values())) == 3
+    assert json.loads(record.read_text()) == again
+    record.write_text("garbled")
+    assert set(kept_ports(record, ("a",))) == {"a"}
+
+
+def test_a_stack_started_again_listens_where_it_did(tmp_path: Path, database_url: str) -> None:
+    """`sfvault services down` / `up`: the emulator's login URL (registered with the org) and the services'
+    addresses stay what they were."""
+    home = tmp_path / "stack"
+    seen = []
+    for _ in range(2):
+        with local_stack(
+            home, with_org="tiny", services=("storage",), extra_env=local.prepare_auth(home), database_url=database_url
+        ) as stack:
+            assert stack.org is not None
+            seen.append((stack.org["login_url"], stack.address("storage"), stack.nats_url))
+            assert local.status(home) == {"storage": "SERVING"}
+    assert seen[0] == seen[1]
