@@ -12,9 +12,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from ssl import SSLContext, create_default_context
 from typing import Any
+
+from sforg.admin_calls import Fault, RecordUpdate
 
 
 class OrgStartError(RuntimeError):
@@ -114,40 +117,14 @@ class Admin:
             raise AdminError(exc.code, exc.read().decode()) from exc
 
     # ---------------------------------------------------------------- changes
-    def update(
-        self,
-        obj: str,
-        n: int | None = None,
-        fraction: float | None = None,
-        ids: list[str] | None = None,
-        values: dict[str, Any] | None = None,
-        fields: list[str] | None = None,
-        same_modstamp: bool = False,
-        seed: int | None = None,
-    ) -> dict[str, Any]:
-        """Update N records (or a fraction, or ids); returns {"ids", "modstamp"}."""
-        return self.call(
-            "update_records",
-            obj=obj,
-            n=n,
-            fraction=fraction,
-            ids=ids,
-            values=values,
-            fields=fields,
-            same_modstamp=same_modstamp,
-            seed=seed,
-        )
+    def update(self, obj: str, **kw: Any) -> dict[str, Any]:
+        """Update records (the arguments of admin_calls.RecordUpdate: n, fraction, ids, values, fields,
+        same_modstamp, seed); returns {"ids", "modstamp"}."""
+        return self.call("update_records", obj=obj, **asdict(RecordUpdate(**kw)))
 
-    def mass_update(
-        self,
-        obj: str,
-        n: int | None = None,
-        fraction: float | None = None,
-        values: dict[str, Any] | None = None,
-        fields: list[str] | None = None,
-    ) -> dict[str, Any]:
+    def mass_update(self, obj: str, **kw: Any) -> dict[str, Any]:
         """Every updated row gets one shared SystemModstamp (a data load or a picklist rename)."""
-        return self.update(obj, n=n, fraction=fraction, values=values, fields=fields, same_modstamp=True)
+        return self.update(obj, same_modstamp=True, **kw)
 
     def create(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.call("create_records", obj=obj, n=n, values=values)
@@ -227,26 +204,10 @@ class Admin:
         return self.settings(hidden_fields=hidden)
 
     # ---------------------------------------------------------------- faults
-    def fault(
-        self,
-        endpoint: str = "*",
-        error_rate: float = 0.0,
-        error: str = "SERVER_UNAVAILABLE",
-        latency: float = 0.0,
-        hang: bool = False,
-        stall_after: int | None = None,
-        count: int | None = None,
-    ) -> dict[str, Any]:
-        return self.call(
-            "set_fault",
-            endpoint=endpoint,
-            error_rate=error_rate,
-            error=error,
-            latency=latency,
-            hang=hang,
-            stall_after=stall_after,
-            count=count,
-        )
+    def fault(self, endpoint: str = "*", **kw: Any) -> dict[str, Any]:
+        """Arm a fault (the arguments of admin_calls.Fault: endpoint, error_rate, error, latency, hang,
+        stall_after, count)."""
+        return self.call("set_fault", **asdict(Fault(endpoint, **kw)))
 
     def clear_faults(self) -> dict[str, Any]:
         return self.call("clear_faults")

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from sforg.admin_calls import Fault
 from sforg.org.base import OrgBase
 
 
 class Faults(OrgBase):
-    def set_fault(
-        self,
-        endpoint: str = "*",
-        error_rate: float = 0.0,
-        error: str = "SERVER_UNAVAILABLE",
-        latency: float = 0.0,
-        hang: bool = False,
-        stall_after: int | None = None,
-        count: int | None = None,
-    ) -> dict[str, Any]:
-        """Arm a fault on an endpoint name (see README) or '*': errors, latency, hangs, mid-body stalls."""
-        spec = {
-            "endpoint": endpoint,
-            "error_rate": error_rate,
-            "error": error,
-            "latency": latency,
-            "hang": hang,
-            "stall_after": stall_after,
-            "count": count,
-        }
-        self.faults[endpoint] = spec
+    def set_fault(self, **kw: Any) -> dict[str, Any]:
+        """Arm a fault (the arguments of admin_calls.Fault): errors, latency, hangs, mid-body stalls."""
+        spec = asdict(Fault(**kw))
+        self.faults[spec["endpoint"]] = spec
         return spec
 
     def clear_faults(self) -> dict[str, Any]:

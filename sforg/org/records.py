@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from sforg.admin_calls import RecordUpdate
 from sforg.clock import parse_datetime, stamp
 from sforg.ids import is_valid, to18
 from sforg.org.base import DAY, OrgError
@@ -326,27 +327,16 @@ class Records(Validation):
                 out[f.name] = f"changed {int(rng.random() * 10**6)}"[: f.length or 255]
         return out
 
-    def _update_records(
-        self,
-        obj: str,
-        n: int | None = None,
-        fraction: float | None = None,
-        ids: list[str] | None = None,
-        values: dict[str, Any] | None = None,
-        fields: list[str] | None = None,
-        same_modstamp: bool = False,
-        seed: int | None = None,
-    ) -> dict[str, Any]:
-        """Update N records (or a fraction, or given ids); same_modstamp gives all one SystemModstamp."""
+    def _update_records(self, obj: str, change: RecordUpdate) -> dict[str, Any]:
         o = self.obj(obj)
-        targets = self._pick_ids(o.name, n, fraction, ids, seed=seed)
-        rng = random.Random(seed if seed is not None else len(targets))
-        modstamp = self._stamp_now() if same_modstamp else None
+        targets = self._pick_ids(o.name, change.n, change.fraction, change.ids, seed=change.seed)
+        rng = random.Random(change.seed if change.seed is not None else len(targets))
+        modstamp = self._stamp_now() if change.same_modstamp else None
         for rid in targets:
             self.update_record(
                 o.name,
                 rid,
-                values if values is not None else self._change_values(o, rng, fields),
+                change.values if change.values is not None else self._change_values(o, rng, change.fields),
                 admin=True,
                 modstamp=modstamp,
             )
@@ -385,9 +375,9 @@ class Records(Validation):
 
     # Admin changes run in one transaction each: thousands of rows change in one commit, as a data load does.
     def update_records(self, obj: str, **kw: Any) -> dict[str, Any]:
-        """Update N records (or a fraction, or given ids); same_modstamp gives all one SystemModstamp."""
+        """Update records of obj as an admin_calls.RecordUpdate of kw says."""
         with self.store.transaction():
-            return self._update_records(obj, **kw)
+            return self._update_records(obj, RecordUpdate(**kw))
 
     def create_records(self, obj: str, n: int = 1, values: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.store.transaction():
