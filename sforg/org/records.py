@@ -8,7 +8,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sforg.admin_calls import RecordUpdate
@@ -24,34 +24,15 @@ _SKIP = object()  # a value stored elsewhere (a file body)
 class Records(Validation):
     # ------------------------------------------------------------ record writes (REST and admin)
     def _coerce(self, o: ObjectDef, values: dict[str, Any], creating: bool, admin: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {}
         hidden = self.hidden().get(o.name, set())
-        refused: list[str] = []
         audit_ok = creating and bool(self.settings.get("audit_fields_on_insert"))
-        for key, v in values.items():
-            if key == "attributes":
-                continue
-            f = o.field(key)
-            if f is None or f.name.lower() in hidden:
-                raise OrgError(400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {o.name}")
-            if not admin and f.name == "Id" and creating:
-                raise OrgError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
-            writable = f.createable if creating else f.updateable
-            if audit_ok and f.name in AUDIT_FIELDS:
-                writable = True
-            if (not admin and not writable) or not f.stored:
-                refused.append(f.name)
-                continue
-            if v is None:
-                v = _null(f, required=not admin)
-            else:
-                v = self._typed(f, v, admin)
-                if v is _SKIP:
-                    continue
-            out[f.name] = v
-        if refused:
-            raise _not_writable(refused)
-        return out
+        return _coerced(
+            values,
+            {},
+            lambda key: _column(o, key, hidden, creating=creating, admin=admin, audit_ok=audit_ok),
+            lambda f, v: self._typed(f, v, admin),
+            required=not admin,
+        )
 
     def _typed(self, f: FieldDef, v: Any, admin: bool) -> Any:
         """A value as stored, or an error as Salesforce words it."""
@@ -387,6 +368,55 @@ class Records(Validation):
 _PLAIN_TEXT = ("string", "email", "phone", "url", "textarea", "combobox")
 
 
+def _column(
+    o: ObjectDef, key: str, hidden: set[str], *, creating: bool, admin: bool, audit_ok: bool
+) -> tuple[FieldDef, bool, bool]:
+    """The field a written key names, whether this write may set it, and whether its value is plain text (a string
+    within its length is stored as given); INVALID_FIELD for no such (visible) field, and an Id given to an API
+    insert is refused."""
+    f = o.field(key)
+    if f is None or f.name.lower() in hidden:
+        raise OrgError(400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {o.name}")
+    if not admin and f.name == "Id" and creating:
+        raise OrgError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
+    writable = admin or (f.createable if creating else f.updateable) or (audit_ok and f.name in AUDIT_FIELDS)
+    plain = f.type in _PLAIN_TEXT or (f.type == "picklist" and not (f.custom and f.picklist))
+    return f, writable and f.stored, plain
+
+
+def _coerced(
+    values: dict[str, Any],
+    columns: dict[str, tuple[FieldDef, bool, bool]],
+    column: Callable[[str], tuple[FieldDef, bool, bool]],
+    typed: Callable[[FieldDef, Any], Any],
+    required: bool,
+) -> dict[str, Any]:
+    """A write's values as stored, by field name (a base64 body left out: it is stored elsewhere); the fields it
+    may not set refused together. columns caches column's answers (a batch keeps it across its records)."""
+    out: dict[str, Any] = {}
+    refused: list[str] = []
+    for key, v in values.items():
+        plan = columns.get(key)
+        if plan is None:
+            if key == "attributes":
+                continue
+            plan = columns[key] = column(key)
+        f, writable, plain = plan
+        if not writable:
+            refused.append(f.name)
+            continue
+        if v is None:
+            v = _null(f, required)
+        elif not (plain and type(v) is str and len(v) <= f.length):  # else as typed returns it
+            v = typed(f, v)
+            if v is _SKIP:
+                continue
+        out[f.name] = v
+    if refused:
+        raise _not_writable(refused)
+    return out
+
+
 def _null(f: FieldDef, required: bool) -> Any:
     """A null written to f as stored: false for a checkbox; REQUIRED_FIELD_MISSING for a field that cannot be
     null when required (API writes), else None."""
@@ -485,38 +515,13 @@ class CreateBatch(_References):
     def coerce(self, values: dict[str, Any]) -> dict[str, Any]:
         """`_coerce` of an API create (the same values, the same errors in the same order), each column's field
         looked up once."""
-        o, org = self.o, self.org
-        out: dict[str, Any] = {}
-        refused: list[str] = []
-        for key, v in values.items():
-            plan = self.columns.get(key)
-            if plan is None:
-                if key == "attributes":
-                    continue
-                f = o.field(key)
-                if f is None or f.name.lower() in self.hidden:
-                    raise OrgError(400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {o.name}")
-                if f.name == "Id":
-                    raise OrgError(
-                        400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"]
-                    )
-                writable = f.createable or (self.audit_ok and f.name in AUDIT_FIELDS)
-                plain = f.type in _PLAIN_TEXT or (f.type == "picklist" and not (f.custom and f.picklist))
-                plan = self.columns[key] = (f, writable and f.stored, plain)
-            f, ok, plain = plan
-            if not ok:
-                refused.append(f.name)
-                continue
-            if v is None:
-                v = _null(f, required=True)
-            elif not (plain and type(v) is str and len(v) <= f.length):  # else as _typed returns it
-                v = org._typed(f, v, False)
-                if v is _SKIP:
-                    continue
-            out[f.name] = v
-        if refused:
-            raise _not_writable(refused)
-        return out
+        return _coerced(
+            values,
+            self.columns,
+            lambda key: _column(self.o, key, self.hidden, creating=True, admin=False, audit_ok=self.audit_ok),
+            lambda f, v: self.org._typed(f, v, False),
+            required=True,
+        )
 
     def create(self, values: dict[str, Any]) -> str:
         rid, row = self.org._create_row(self.o, values, False, self)
