@@ -36,6 +36,35 @@ def _audit() -> list[FieldDef]:
     ]
 
 
+SHARING_MODELS = ["Private", "Read", "ReadWrite", "ControlledByParent"]
+
+
+def _manageable_state() -> FieldDef:
+    return F("ManageableState", "picklist", picklist=["released", "deleted", "deprecated", "installed", "unmanaged"])
+
+
+def _definition(name: str, prefix: str, label: str, before: list[FieldDef], after: list[FieldDef]) -> ObjectDef:
+    """CustomObject or CustomField: Id, the fields before its DeveloperName, DeveloperName, NamespacePrefix,
+    Description, the fields after, ManageableState and the audit fields."""
+    return ObjectDef(
+        name,
+        prefix,
+        label,
+        label + "s",
+        [
+            F("Id", "id", createable=False, updateable=False, nillable=False),
+            *before,
+            F("DeveloperName", "string", length=40, nillable=False),
+            F("NamespacePrefix", "string", length=15, createable=False, updateable=False),
+            F("Description", "textarea", length=1000),
+            *after,
+            _manageable_state(),
+            *_audit(),
+        ],
+        bulk_supported=False,
+    )
+
+
 def _code(name: str, prefix: str, extra: list[FieldDef]) -> ObjectDef:
     return ObjectDef(
         name,
@@ -54,7 +83,7 @@ def _code(name: str, prefix: str, extra: list[FieldDef]) -> ObjectDef:
             F("Body", "textarea", length=1000000),
             F("LengthWithoutComments", "int", digits=9, nillable=False),
             *_audit(),
-            F("ManageableState", "picklist", picklist=["released", "deleted", "deprecated", "installed", "unmanaged"]),
+            _manageable_state(),
         ],
         bulk_supported=False,
     )
@@ -78,49 +107,23 @@ def catalogue() -> dict[str, ObjectDef]:
     objs = [
         _code("ApexClass", "01p", []),
         _code("ApexTrigger", "01q", [F("TableEnumOrId", "picklist", length=40, nillable=False), *usage]),
-        ObjectDef(
+        _definition(
             "CustomObject",
             "01I",
             "Custom Object",
-            "Custom Objects",
+            [],
             [
-                F("Id", "id", createable=False, updateable=False, nillable=False),
-                F("DeveloperName", "string", length=40, nillable=False),
-                F("NamespacePrefix", "string", length=15, createable=False, updateable=False),
-                F("Description", "textarea", length=1000),
                 F("ExternalName", "string", length=255),
-                F("SharingModel", "picklist", picklist=["Private", "Read", "ReadWrite", "ControlledByParent"]),
-                F("ExternalSharingModel", "picklist", picklist=["Private", "Read", "ReadWrite", "ControlledByParent"]),
-                F(
-                    "ManageableState",
-                    "picklist",
-                    picklist=["released", "deleted", "deprecated", "installed", "unmanaged"],
-                ),
-                *_audit(),
+                F("SharingModel", "picklist", picklist=SHARING_MODELS),
+                F("ExternalSharingModel", "picklist", picklist=SHARING_MODELS),
             ],
-            bulk_supported=False,
         ),
-        ObjectDef(
+        _definition(
             "CustomField",
             "00N",
             "Custom Field Definition",
-            "Custom Field Definitions",
-            [
-                F("Id", "id", createable=False, updateable=False, nillable=False),
-                F("TableEnumOrId", "picklist", length=40, nillable=False),
-                F("DeveloperName", "string", length=40, nillable=False),
-                F("NamespacePrefix", "string", length=15, createable=False, updateable=False),
-                F("Description", "textarea", length=1000),
-                F("Length", "int", digits=9),
-                F("InlineHelpText", "textarea", length=510),
-                F(
-                    "ManageableState",
-                    "picklist",
-                    picklist=["released", "deleted", "deprecated", "installed", "unmanaged"],
-                ),
-                *_audit(),
-            ],
-            bulk_supported=False,
+            [F("TableEnumOrId", "picklist", length=40, nillable=False)],
+            [F("Length", "int", digits=9), F("InlineHelpText", "textarea", length=510)],
         ),
     ]
     return {o.name: o for o in objs}
