@@ -31,7 +31,7 @@ from urllib3.exceptions import TimeoutError as SocketTimeout
 
 from services.platform import telemetry
 from services.platform.secrets import SecretError, check_org_secret_ref, read_org_secret, read_secret
-from services.sfconnection import auth_flow_from_pb, connection_fields
+from services.sfconnection import AuthFlow, Connection, auth_flow_from_pb, connection_fields
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,18 +103,9 @@ def check_secret_ref(ref: str, what: str) -> None:
 
 
 @dataclass(frozen=True)
-class Credentials:
-    """Where and how to log in; mirrors sfvault.discovery.v1.OrgConnection (secret references only)."""
+class Credentials(Connection):
+    """An org connection as the client logs in with it: without an API version, the client's default."""
 
-    login_url: str
-    auth_flow: str  # client_credentials | password | refresh_token | jwt_bearer
-    client_id: str = ""
-    client_secret_ref: str = ""
-    username: str = ""
-    password_ref: str = ""
-    refresh_token_ref: str = ""
-    private_key_ref: str = ""
-    ca_bundle_ref: str = ""
     api_version: str = DEFAULT_API_VERSION
 
     @property
@@ -132,7 +123,7 @@ def credentials_from_connection(c: Any) -> Credentials:
         raise AuthenticationRefused(f"the org connection names no known auth flow ({int(c.auth_flow)})")
     fields = connection_fields(c)
     fields["api_version"] = fields["api_version"] or DEFAULT_API_VERSION
-    return Credentials(auth_flow=flow, **fields)
+    return Credentials(auth_flow=AuthFlow(flow), **fields)
 
 
 @dataclass(frozen=True)

@@ -329,14 +329,14 @@ class Planner:
                 record = await self._decide(session_id, request)
             except SessionFailure as exc:
                 log.warning("session %s fails: %s", session_id, exc)
-                record = await self.store.save_session(self._failed(session_id, request, str(exc)))
+                record = await self.store.save_session(d.SessionDecision(self._failed(session_id, request, str(exc))))
         if not record.published:
             await self._publish(record)
             await self.store.mark_published(session_id)
         return record
 
     async def _fail(self, session_id: str, request: ev.SessionRequested, reason: str) -> None:
-        record = await self.store.save_session(self._failed(session_id, request, reason))
+        record = await self.store.save_session(d.SessionDecision(self._failed(session_id, request, reason)))
         await self._publish(record)
         await self.store.mark_published(session_id)
 
@@ -481,7 +481,7 @@ class Planner:
             why = d.nothing_to_prune(org.org_id, policies)
         if retention is None:
             log.info("session %s: %s", session_id, why)
-            return await self.store.save_session(dataclasses.replace(record, warnings=(why,)), None, [])
+            return await self.store.save_session(d.SessionDecision(dataclasses.replace(record, warnings=(why,))))
         await self._require_storage()
         job = translate.prune_job_spec(
             org, retention, session_id=session_id, dry_run=request.dry_run, stall_timeout=stall
@@ -514,7 +514,7 @@ class Planner:
     async def _save_one_job(self, record: SessionRecord, job: jobs.JobSpec) -> SessionRecord:
         """An org-level session's outcome with its one job (a restore, a prune)."""
         stored = StoredJob(job.job_id, ev.JobType.Name(job.type), "", job.SerializeToString())
-        return await self.store.save_session(record, None, [stored])
+        return await self.store.save_session(d.SessionDecision(record, jobs=(stored,)))
 
     async def _log_in(self, org: d.Org) -> OrgSession:
         """A session with the org, whose 00D id and instance URL are remembered; a failed login fails the session."""
@@ -639,7 +639,9 @@ class Planner:
         )
         for warning in resolution.warnings:
             log.warning("session %s: %s", session_id, warning)
-        return await self.store.save_session(record, resolution.schema, stored_jobs, new_describes)
+        return await self.store.save_session(
+            d.SessionDecision(record, resolution.schema, tuple(stored_jobs), new_describes)
+        )
 
 
 def _json(data: bytes) -> dict[str, Any]:

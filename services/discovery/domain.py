@@ -18,6 +18,8 @@ from typing import Any
 
 from services.discovery.domain_schedule import InvalidSchedule, next_fire
 from services.platform.secrets import SecretError, SecretRule
+from services.sfconnection import AuthFlow as AuthFlow  # the one org connection type, re-exported as the domain's
+from services.sfconnection import Connection as Connection
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_RECONCILE_EVERY = dt.timedelta(days=7)
@@ -102,38 +104,6 @@ class InvalidPolicy(ValueError):
 
 
 # ---- orgs and policies ------------------------------------------------------------------------------------
-
-
-class AuthFlow(StrEnum):
-    CLIENT_CREDENTIALS = "client_credentials"
-    PASSWORD = "password"
-    REFRESH_TOKEN = "refresh_token"
-    JWT_BEARER = "jwt_bearer"
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to log in to an org; secrets only as references ("env:NAME" / "file:/path")."""
-
-    login_url: str
-    auth_flow: AuthFlow
-    client_id: str = ""
-    client_secret_ref: str = ""
-    username: str = ""
-    password_ref: str = ""
-    refresh_token_ref: str = ""
-    private_key_ref: str = ""
-    ca_bundle_ref: str = ""
-    api_version: str = ""
-
-    def secret_refs(self) -> dict[str, str]:
-        return {
-            "client_secret_ref": self.client_secret_ref,
-            "password_ref": self.password_ref,
-            "refresh_token_ref": self.refresh_token_ref,
-            "private_key_ref": self.private_key_ref,
-            "ca_bundle_ref": self.ca_bundle_ref,
-        }
 
 
 @dataclass(frozen=True)
@@ -897,6 +867,17 @@ class StoredJob:
     job_type: str
     object_name: str
     spec: bytes
+
+
+@dataclass(frozen=True)
+class SessionDecision:
+    """What deciding a session records at once: its record, the schema it was planned from, its jobs and the
+    describes it read that are not stored yet (a failed or jobless session: the record alone)."""
+
+    record: SessionRecord
+    schema: Schema | None = None
+    jobs: tuple[StoredJob, ...] = ()
+    describes: Mapping[str, bytes] = field(default_factory=dict)
 
 
 # ---- tokens as registered (claims only, never the token) ----------------------------------------------------

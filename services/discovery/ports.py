@@ -6,14 +6,14 @@ store_tokens.py; the in-memory fakes are in tests/discovery/fakes.py (the bus's 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.discovery import domain as d
-from services.discovery.domain import SessionRecord, StoredJob
+from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.platform.auth import AuditEntry, Claims
 
 
@@ -106,15 +106,9 @@ class DiscoveryStore(Protocol):
     async def session_schema(self, session_id: str) -> d.Schema: ...
     async def session_jobs(self, session_id: str) -> list[StoredJob]: ...
     async def describes(self, hashes: Iterable[str]) -> dict[str, bytes]: ...
-    async def save_session(
-        self,
-        record: SessionRecord,
-        schema: d.Schema | None = None,
-        jobs: Sequence[StoredJob] = (),
-        describes: Mapping[str, bytes] | None = None,
-    ) -> SessionRecord:
-        """Record a session's outcome, schema and jobs at once; a session already recorded is kept as it was,
-        and that first record is returned."""
+    async def save_session(self, decision: SessionDecision) -> SessionRecord:
+        """Record a session's decision at once; a session already recorded is kept as it was (a redelivery
+        re-publishes the first decision), and that first record is returned."""
         ...
 
     async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None: ...

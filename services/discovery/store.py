@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.discovery import domain as d
-from services.discovery.domain import SessionRecord, StoredJob
+from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
 from services.discovery.migrations import MIGRATIONS
 from services.discovery.ports import Conflict
@@ -288,16 +288,9 @@ class DiscoveryStore:
         rows = await self._fetch("SELECT describe_hash, body FROM describes WHERE describe_hash = ANY(%s)", (wanted,))
         return {r["describe_hash"]: bytes(r["body"]) for r in rows}
 
-    async def save_session(
-        self,
-        record: SessionRecord,
-        schema: d.Schema | None = None,
-        jobs: Sequence[StoredJob] = (),
-        describes: Mapping[str, bytes] | None = None,
-    ) -> SessionRecord:
-        """Record a session's outcome, schema and jobs in one transaction. A session already recorded is kept
-        as it is (a redelivery re-publishes the first decision), and that first record is returned."""
-        async with self.pool.connection() as conn, conn.transaction():
+    async def save_session(self, decision: SessionDecision) -> SessionRecord:
+        record, schema, jobs, describes = decision.record, decision.schema, decision.jobs, decision.describes
+        async with self.pool.connection() as conn, conn.transaction():  # one transaction
             await self._path(conn)
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(

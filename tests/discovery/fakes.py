@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from services.discovery import domain as d
-from services.discovery.domain import SessionRecord, StoredJob
+from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
 from services.discovery.ports import Conflict, DescribeFailed, Fetched
 
@@ -123,22 +123,17 @@ class FakeDiscoveryStore:
     async def describes(self, hashes: Iterable[str]) -> dict[str, bytes]:
         return {h: self.describe_bodies[h] for h in set(hashes) if h in self.describe_bodies}
 
-    async def save_session(
-        self,
-        record: SessionRecord,
-        schema: d.Schema | None = None,
-        jobs: Sequence[StoredJob] = (),
-        describes: Mapping[str, bytes] | None = None,
-    ) -> SessionRecord:
+    async def save_session(self, decision: SessionDecision) -> SessionRecord:
+        record, schema = decision.record, decision.schema
         first = self.sessions.get(record.session_id)
         if first is not None:
             return first
         self.sessions[record.session_id] = record
-        for digest, body in (describes or {}).items():
+        for digest, body in decision.describes.items():
             self.describe_bodies.setdefault(digest, body)
         if schema is not None:
             self.schemas[record.session_id] = d.Schema(tuple(sorted(schema.objects, key=lambda o: o.name)))
-        self.jobs[record.session_id] = list(jobs)
+        self.jobs[record.session_id] = list(decision.jobs)
         return record
 
     async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None:

@@ -14,6 +14,7 @@ from sfvault.events.v1 import events_pb2 as ev
 
 from services.discovery import domain as d
 from services.discovery.application import Planner, PlanningTimedOut
+from services.discovery.domain import SessionDecision
 from services.discovery.store import SessionRecord
 from services.platform import events
 from services.platform.bus import Delivery, is_transient
@@ -27,9 +28,9 @@ class Store:
     async def get_session(self, session_id: str) -> SessionRecord | None:
         raise self.error
 
-    async def save_session(self, record: SessionRecord, *args: Any) -> SessionRecord:
-        self.saved.append(record)
-        return record
+    async def save_session(self, decision: SessionDecision) -> SessionRecord:
+        self.saved.append(decision.record)
+        return decision.record
 
     async def mark_published(self, session_id: str) -> None:
         return None

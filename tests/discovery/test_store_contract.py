@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.discovery import domain as d
-from services.discovery.domain import SessionRecord, StoredJob
+from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
 from services.discovery.ports import Conflict, DiscoveryStore, ScheduleRunStore
 from services.discovery.store import DiscoveryStore as PostgresDiscoveryStore
@@ -99,9 +99,9 @@ async def test_a_session_is_recorded_once_with_its_schema_jobs_and_describes(sto
     )
     jobs = [StoredJob("data-Account", "data", "Account", b"spec-1"), StoredJob("files", "file", "", b"spec-2")]
     first = SessionRecord("s1", "nightly", "acme", planned=True, initial=True, warnings=("w",), planned_at=T0)
-    assert await store.save_session(first, schema, jobs, {"h1": b"{}"}) == first
+    assert await store.save_session(SessionDecision(first, schema, tuple(jobs), {"h1": b"{}"})) == first
     again = dataclasses.replace(first, warnings=("other",))
-    assert await store.save_session(again, d.Schema(()), [], {}) == first  # the first decision stands
+    assert await store.save_session(SessionDecision(again, d.Schema(()))) == first  # the first decision stands
     assert await store.get_session("s1") == first
     assert await store.session_jobs("s1") == jobs
     assert [o.name for o in (await store.session_schema("s1")).objects] == ["Account", "Contact"]
@@ -113,8 +113,8 @@ async def test_a_session_is_recorded_once_with_its_schema_jobs_and_describes(sto
 
     later = SessionRecord("s2", "nightly", "acme", planned=True, planned_at=T0 + dt.timedelta(days=1))
     failed = SessionRecord("s3", "nightly", "acme", planned=False, failure_reason="login refused")
-    await store.save_session(later)
-    await store.save_session(failed)
+    await store.save_session(SessionDecision(later))
+    await store.save_session(SessionDecision(failed))
     previous = await store.previous_session("nightly", "s4")
     assert previous is not None and previous.session_id == "s2"  # the last planned one, not the failed one
     previous = await store.previous_session("nightly", "s2")
@@ -146,8 +146,13 @@ async def test_a_restore_session_keeps_its_kind_and_resolved_spec_and_is_no_poli
         restore_spec=b"\x0a\x04acme",
         stall_timeout=dt.timedelta(hours=2),
     )
-    await store.save_session(backup)
-    assert await store.save_session(restore, None, [StoredJob("restore", "JOB_TYPE_RESTORE", "", b"spec")]) == restore
+    await store.save_session(SessionDecision(backup))
+    assert (
+        await store.save_session(
+            SessionDecision(restore, jobs=(StoredJob("restore", "JOB_TYPE_RESTORE", "", b"spec"),))
+        )
+        == restore
+    )
     assert await store.get_session("r1") == restore
     assert (await store.get_session("b1")) == backup and backup.kind is d.SessionKind.BACKUP
     assert await store.session_jobs("r1") == [StoredJob("restore", "JOB_TYPE_RESTORE", "", b"spec")]
