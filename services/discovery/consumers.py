@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 from services.discovery.application import record_job_outcomes
 from services.discovery.store import DiscoveryStore
 from services.platform.bus import Bus, Delivery, heartbeat
+from services.platform.ports import Consuming
 
 log = logging.getLogger(__name__)
 CONSUMER = "discovery"
@@ -64,9 +65,5 @@ async def _set_ack_wait(bus: Bus, ack_wait_s: float) -> None:
 
 
 async def consume_job_outcomes(bus: Bus, store: DiscoveryStore, stop: asyncio.Event) -> None:
-    await bus.consume_events(
-        OUTCOMES_CONSUMER,
-        functools.partial(record_job_outcomes, store),
-        stop,
-        filter_subject=bus.config.events_subject("*.JobFinished"),
-    )
+    outcomes = Consuming(filter_subject=bus.config.events_subject("*.JobFinished"))
+    await bus.consume_events(OUTCOMES_CONSUMER, functools.partial(record_job_outcomes, store), stop, outcomes)

@@ -41,6 +41,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_r
 
 from services.platform import events, telemetry
 from services.platform.natsauth import inbox_prefix
+from services.platform.ports import EVERY_EVENT, Consuming
 
 log = logging.getLogger(__name__)
 
@@ -373,15 +374,7 @@ class Bus:
         return consumer
 
     async def consume_events(
-        self,
-        durable: str,
-        handler: BatchHandler,
-        stop: asyncio.Event,
-        *,
-        filter_subject: str | None = None,
-        batch_size: int = 500,
-        fetch_timeout_s: float = 1.0,
-        ack_wait_s: float | None = None,
+        self, durable: str, handler: BatchHandler, stop: asyncio.Event, how: Consuming = EVERY_EVENT
     ) -> None:
         """Run a durable pull consumer on EVENTS until `stop` is set.
 
@@ -391,12 +384,11 @@ class Bus:
         transient failure (`is_transient`: NATS or PostgreSQL away) is waited out and retried, whatever its
         length; the loop ends only when `stop` is set.
         """
-        sub = await self.pull_subscription(
-            self.config.events_stream, durable, filter_subject or self.config.events_subject(), ack_wait_s=ack_wait_s
-        )
+        subject = how.filter_subject or self.config.events_subject()
+        sub = await self.pull_subscription(self.config.events_stream, durable, subject, ack_wait_s=how.ack_wait_s)
 
         async def fetch() -> list[Msg]:
-            return await sub.fetch(batch_size, timeout=fetch_timeout_s, stop=stop)
+            return await sub.fetch(how.batch_size, timeout=how.fetch_timeout_s, stop=stop)
 
         # the next batch is fetched while this one is folded and committed; only committed ones are acked
         pending: asyncio.Task[list[Msg]] = asyncio.create_task(fetch())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from sfvault.events.v1 import events_pb2
@@ -41,17 +42,23 @@ class JobQueue(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Consuming:
+    """How a durable consumer reads EVENTS: the subjects it takes (None: all of them), how many events a batch
+    holds at most, how long a fetch waits for one, how long an unacked event stays with it (None: the bus's)."""
+
+    filter_subject: str | None = None
+    batch_size: int = 500
+    fetch_timeout_s: float = 1.0
+    ack_wait_s: float | None = None
+
+
+EVERY_EVENT = Consuming()  # every subject of EVENTS, the defaults above
+
+
 class EventConsumer(Protocol):
     async def consume_events(
-        self,
-        durable: str,
-        handler: BatchHandler,
-        stop: asyncio.Event,
-        *,
-        filter_subject: str | None = None,
-        batch_size: int = 500,
-        fetch_timeout_s: float = 1.0,
-        ack_wait_s: float | None = None,
+        self, durable: str, handler: BatchHandler, stop: asyncio.Event, how: Consuming = EVERY_EVENT
     ) -> None:
         """Hand the events to `handler` in batches until `stop` is set. An event is acked once its batch's
         handler returned; a durable consumer never sees an acked event again. A batch that fails is retried

@@ -10,7 +10,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.platform.bus import Bus
-from services.platform.ports import BatchHandler
+from services.platform.ports import BatchHandler, Consuming
 
 CONSUMER = "session-projection"
 
@@ -19,7 +19,7 @@ async def consume_events(
     bus: Bus, handler: BatchHandler, stop: asyncio.Event, batch_size: int, ack_wait_s: float
 ) -> None:
     """Fold EVENTS into the projection until `stop`: each batch is acked once `handler` committed it."""
-    await bus.consume_events(CONSUMER, handler, stop, batch_size=batch_size, ack_wait_s=ack_wait_s)
+    await bus.consume_events(CONSUMER, handler, stop, Consuming(batch_size=batch_size, ack_wait_s=ack_wait_s))
 
 
 async def replay(bus: Bus, durable: str, batch_size: int) -> AsyncIterator[list[tuple[int, bytes]]]:

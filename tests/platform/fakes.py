@@ -12,7 +12,7 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from services.platform import events
 from services.platform.bus import Backoff, is_transient
-from services.platform.ports import BatchHandler
+from services.platform.ports import EVERY_EVENT, BatchHandler, Consuming
 
 
 @dataclasses.dataclass
@@ -85,21 +85,13 @@ class FakeBus:
     # ---- consuming --------------------------------------------------------------------------------------
 
     async def consume_events(
-        self,
-        durable: str,
-        handler: BatchHandler,
-        stop: asyncio.Event,
-        *,
-        filter_subject: str | None = None,
-        batch_size: int = 500,
-        fetch_timeout_s: float = 1.0,
-        ack_wait_s: float | None = None,
+        self, durable: str, handler: BatchHandler, stop: asyncio.Event, how: Consuming = EVERY_EVENT
     ) -> None:
         acked = self._acked.setdefault(durable, set())
         while not stop.is_set():
-            positions = [i for i in range(len(self.raw)) if i not in acked][:batch_size]
+            positions = [i for i in range(len(self.raw)) if i not in acked][: how.batch_size]
             if not positions:
-                await self._wait_for_more(len(self.raw), stop, fetch_timeout_s)
+                await self._wait_for_more(len(self.raw), stop, how.fetch_timeout_s)
                 continue
             await self._process(durable, positions, handler, stop)
 

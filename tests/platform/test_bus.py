@@ -13,6 +13,7 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from devstack.embedded import nats_process
 from services.platform.bus import Bus, BusConfig, Delivery, TransientError, ensure_stream, is_transient, kept_stream
+from services.platform.ports import Consuming
 
 
 @pytest.fixture
@@ -78,7 +79,9 @@ async def test_consumer_acks_good_events_and_dead_letters_poison_and_malformed(b
         if len(set(seen)) == 4:
             done.set()
 
-    task = asyncio.create_task(bus.consume_events("test-consumer", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    task = asyncio.create_task(
+        bus.consume_events("test-consumer", handler, stop, Consuming(batch_size=10, fetch_timeout_s=0.2))
+    )
     await asyncio.wait_for(done.wait(), 20)
 
     dlq = await bus.pull_subscription(bus.config.deadletter_stream, "dlq-reader", bus.config.deadletter_subject(">"))
@@ -123,7 +126,9 @@ async def _consume_until(bus: Bus, expected: set[int], before_done) -> set[int]:
         if seen >= expected:
             done.set()
 
-    task = asyncio.create_task(bus.consume_events("outage", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    task = asyncio.create_task(
+        bus.consume_events("outage", handler, stop, Consuming(batch_size=10, fetch_timeout_s=0.2))
+    )
     await asyncio.wait_for(half.wait(), 20)
     await before_done(seen)
     await asyncio.wait_for(done.wait(), 60)
@@ -198,7 +203,9 @@ async def test_a_database_outage_longer_than_max_deliver_is_waited_out_not_dead_
             raise psycopg.OperationalError("the database system is shutting down")
         done.set()
 
-    task = asyncio.create_task(bus.consume_events("db-outage", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    task = asyncio.create_task(
+        bus.consume_events("db-outage", handler, stop, Consuming(batch_size=10, fetch_timeout_s=0.2))
+    )
     await asyncio.wait_for(done.wait(), 60)
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -245,7 +252,9 @@ async def test_a_dead_letter_nats_cannot_take_yet_is_retried_and_the_consumer_go
     async def handler(batch: list[Delivery]) -> None:
         seen.set()
 
-    task = asyncio.create_task(bus.consume_events("dlq-outage", handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    task = asyncio.create_task(
+        bus.consume_events("dlq-outage", handler, stop, Consuming(batch_size=10, fetch_timeout_s=0.2))
+    )
     await asyncio.wait_for(seen.wait(), 20)
     dlq = await bus.pull_subscription(bus.config.deadletter_stream, "dlq-reader", bus.config.deadletter_subject(">"))
     msgs: list = []

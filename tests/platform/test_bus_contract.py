@@ -13,7 +13,7 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from services.platform import events
 from services.platform.bus import Bus, BusConfig, TransientError
-from services.platform.ports import Delivered, EventBus
+from services.platform.ports import Consuming, Delivered, EventBus
 from tests.platform.fakes import FakeBus
 
 MAX_DELIVER = 2
@@ -114,7 +114,9 @@ async def consume(
         if until(handled):
             done.set()
 
-    task = asyncio.create_task(bus.consume_events(durable, handler, stop, batch_size=10, fetch_timeout_s=0.2))
+    task = asyncio.create_task(
+        bus.consume_events(durable, handler, stop, Consuming(batch_size=10, fetch_timeout_s=0.2))
+    )
     try:
         await asyncio.wait_for(done.wait(), 30)
     finally:

@@ -11,6 +11,7 @@ from opentelemetry.trace import SpanKind
 from sfvault.events.v1 import events_pb2
 
 from services.platform.bus import Bus, BusConfig, Delivery
+from services.platform.ports import Consuming
 from tests.telemetry.conftest import Captured
 
 
@@ -36,7 +37,7 @@ async def consume_until(bus: Bus, count: int, on_batch=None) -> list[Delivery]: 
         if len(seen) >= count:
             enough.set()
 
-    task = asyncio.create_task(bus.consume_events("traced", handler, stop, fetch_timeout_s=0.2))
+    task = asyncio.create_task(bus.consume_events("traced", handler, stop, Consuming(fetch_timeout_s=0.2)))
     await asyncio.wait_for(enough.wait(), 10)
     stop.set()
     await asyncio.wait_for(task, 10)
