@@ -748,16 +748,11 @@ def column_bytes(parts: Sequence[CanonicalParts]) -> Iterator[tuple[str, bytes]]
 class CanonicalColumnsIn(Protocol):
     """Canonical records column by column, as PutRecordsRequest.canonical_columns carries them (column_bytes)."""
 
-    @property
-    def record_ids(self) -> bytes: ...
-    @property
-    def values(self) -> bytes: ...
-    @property
-    def other_values(self) -> bytes: ...
-    @property
-    def system_modstamps(self) -> bytes: ...
-    @property
-    def deleted(self) -> bytes: ...
+    record_ids: bytes
+    values: bytes
+    other_values: bytes
+    system_modstamps: bytes
+    deleted: bytes
 
 
 def split_column_texts(

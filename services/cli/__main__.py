@@ -30,26 +30,31 @@ from services.platform import timestamps
 app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _group(name: str, help: str) -> typer.Typer:
-    """The command group `sfvault NAME ...`."""
-    group = typer.Typer(help=help, no_args_is_help=True)
-    app.add_typer(group, name=name)
-    return group
+def _groups(helps: dict[str, str]) -> dict[str, typer.Typer]:
+    """The command groups `sfvault NAME ...` by name, added to the app; `@group[NAME].command(...)` adds to one."""
+    groups = {name: typer.Typer(help=help, no_args_is_help=True) for name, help in helps.items()}
+    for name, commands in groups.items():
+        app.add_typer(commands, name=name)
+    return groups
 
 
-org_app = _group("org", "Org connections.")
-policy_app = _group("policy", "Backup policies.")
-backup_app = _group("backup", "Run backups.")
-session_app = _group("session", "Sessions: backups and restores.")
-restore_app = _group("restore", "Restore backed-up records, files and metadata into an org.")
-jobs_app = _group("jobs", "The jobs of a session.")
-records_app = _group("records", "Backed-up records.")
-files_app = _group("files", "Backed-up files.")
-metadata_app = _group("metadata", "Backed-up metadata.")
-services_app = _group("services", "A local installation.")
-token_app = _group("token", "API tokens.")
-audit_app = _group("audit", "Who changed and who read what.")
-alerts_app = _group("alerts", "Alerts: failed and warning sessions, anomalies, stalls, budgets.")
+group = _groups(
+    {
+        "org": "Org connections.",
+        "policy": "Backup policies.",
+        "backup": "Run backups.",
+        "session": "Sessions: backups and restores.",
+        "restore": "Restore backed-up records, files and metadata into an org.",
+        "jobs": "The jobs of a session.",
+        "records": "Backed-up records.",
+        "files": "Backed-up files.",
+        "metadata": "Backed-up metadata.",
+        "services": "A local installation.",
+        "token": "API tokens.",
+        "audit": "Who changed and who read what.",
+        "alerts": "Alerts: failed and warning sessions, anomalies, stalls, budgets.",
+    }
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -126,7 +131,7 @@ def salesforce_org_id(c: Clients, org_id: str) -> str:
 # ---- orgs -----------------------------------------------------------------------------------------------
 
 
-@org_app.command("add")
+@group["org"].command("add")
 def org_add(
     login_url: Annotated[str, typer.Option(help="https://login.salesforce.com, a My Domain, or sforg's login_url")],
     client_id: Annotated[str, typer.Option(help="The connected app's consumer key")],
@@ -158,7 +163,7 @@ def org_add(
     render.print_result(org, json_out, f"org [bold]{org.org_id}[/] added")
 
 
-@org_app.command("list")
+@group["org"].command("list")
 def org_list(json_out: JsonOpt = False) -> None:
     """The registered orgs."""
     render.print_listing(
@@ -177,7 +182,7 @@ def org_list(json_out: JsonOpt = False) -> None:
     )
 
 
-@org_app.command("test")
+@group["org"].command("test")
 def org_test(org_id: str, json_out: JsonOpt = False) -> None:
     """Log in and check the permissions a backup needs."""
     result = clients().discovery.TestOrg(disc.TestOrgRequest(org_id=org_id))
@@ -231,7 +236,7 @@ def _show_policy(p: disc.Policy, json_out: bool) -> None:
     render.console.print(shown)
 
 
-@policy_app.command("create")
+@group["policy"].command("create")
 def policy_create(
     org: Annotated[str, typer.Option(help="the org's sfvault id")],
     name: Annotated[str, typer.Option()] = "",
@@ -255,7 +260,7 @@ def policy_create(
     render.print_result(created, json_out, f"policy [bold]{created.policy_id}[/] created for org {created.org_id}")
 
 
-@policy_app.command("update")
+@group["policy"].command("update")
 def policy_update(
     policy_id: str,
     name: Annotated[str | None, typer.Option()] = None,
@@ -302,7 +307,7 @@ def policy_update(
     _show_policy(updated, json_out)
 
 
-@policy_app.command("show")
+@group["policy"].command("show")
 def policy_show(policy_id: str, json_out: JsonOpt = False) -> None:
     """One policy."""
     _show_policy(clients().discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id)), json_out)
@@ -314,7 +319,7 @@ POLICY_COLUMNS = (
 )
 
 
-@policy_app.command("list")
+@group["policy"].command("list")
 def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """The policies (of one org)."""
     policies = clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies
@@ -384,7 +389,7 @@ def _progress(s: api.Session, jobs: list[api.Job]) -> Any:
     return progress
 
 
-@backup_app.command("run")
+@group["backup"].command("run")
 def backup_run(
     policy: Annotated[str, typer.Option(help="the policy to run")],
     org: Annotated[str, typer.Option(help="the policy's org (looked up when omitted)")] = "",
@@ -425,7 +430,7 @@ SESSION_KINDS = {
 }
 
 
-@session_app.command("list")
+@group["session"].command("list")
 def session_list(
     policy: Annotated[str, typer.Option()] = "",
     status: Annotated[str, typer.Option(help="success, warning, failed, stopped, running, pending")] = "",
@@ -448,28 +453,28 @@ def session_list(
     render.print_result(sessions, json_out, render.sessions_table(sessions))
 
 
-@session_app.command("show")
+@group["session"].command("show")
 def session_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A session's report: status, per-job outcome and counts."""
     c = clients()
     _session_report(c, c.session.GetSession(api.GetSessionRequest(session_id=session_id)), json_out)
 
 
-@session_app.command("watch")
+@group["session"].command("watch")
 def session_watch(session_id: str, json_out: JsonOpt = False) -> None:
     """Follow a session until it ends."""
     c = clients()
     _session_report(c, watch(c, session_id), json_out)
 
 
-@session_app.command("cancel")
+@group["session"].command("cancel")
 def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "") -> None:
     """Stop a session gracefully: queued jobs are dropped, running ones finish their chunk."""
     clients().session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
     render.console.print(f"session {session_id}: cancellation requested")
 
 
-@jobs_app.command("list")
+@group["jobs"].command("list")
 def jobs_list(session_id: str, json_out: JsonOpt = False) -> None:
     """The jobs of a session."""
     jobs = list(clients().session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
@@ -546,7 +551,7 @@ def _restore_report(c: Clients, s: api.Session, json_out: bool) -> None:
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="follow the session to its end")]
 
 
-@restore_app.command("run")
+@group["restore"].command("run")
 def restore_run(
     org: Annotated[str, typer.Argument(help="the org whose backup is restored (sfvault's org id)")],
     objects: Annotated[list[str] | None, typer.Option("--object", help="an object to restore (repeatable)")] = None,
@@ -606,7 +611,7 @@ def restore_run(
     _start_restore(clients(), request, wait, json_out)
 
 
-@restore_app.command("metadata")
+@group["restore"].command("metadata")
 def restore_metadata(
     org: Annotated[str, typer.Argument(help="the org whose backed-up metadata is restored")],
     as_of: Annotated[str, typer.Option("--as-of", help="the point in time, ISO 8601")],
@@ -624,7 +629,7 @@ def restore_metadata(
     _start_restore(clients(), request, wait, json_out)
 
 
-@restore_app.command("show")
+@group["restore"].command("show")
 def restore_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A restore's report: per object Created / Updated / Undeleted / Skipped / Failed, and the read-back."""
     c = clients()
@@ -634,7 +639,7 @@ def restore_show(session_id: str, json_out: JsonOpt = False) -> None:
     _restore_report(c, session, json_out)
 
 
-@restore_app.command("records")
+@group["restore"].command("records")
 def restore_records(
     session_id: str,
     state: Annotated[str, typer.Option(help=", ".join(rs.STATES))] = "",
@@ -676,7 +681,7 @@ def restore_records(
     )
 
 
-@restore_app.command("retry")
+@group["restore"].command("retry")
 def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = False) -> None:
     """Re-run only the Failed records of a restore (once their cause is fixed): a new session, the same spec."""
     c = clients()
@@ -687,7 +692,7 @@ def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = Fa
     _start_restore(c, request, wait, json_out)
 
 
-@restore_app.command("run-draft")
+@group["restore"].command("run-draft")
 def restore_run_draft(
     draft_session: Annotated[str, typer.Argument(help="the restore draft an anomaly prepared (its session id)")],
     yes: Annotated[bool, typer.Option("--yes", help="confirm a restore into a production org")] = False,
@@ -707,7 +712,7 @@ def restore_run_draft(
 # ---- alerts ---------------------------------------------------------------------------------------------
 
 
-@alerts_app.command("list")
+@group["alerts"].command("list")
 def alerts_list(
     policy: Annotated[str, typer.Option()] = "",
     session: Annotated[str, typer.Option()] = "",
@@ -727,7 +732,7 @@ def alerts_list(
 # ---- reading the backup ---------------------------------------------------------------------------------
 
 
-@records_app.command("history")
+@group["records"].command("history")
 def records_history(
     object_name: str, record_id: str, org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False
 ) -> None:
@@ -753,7 +758,7 @@ def records_history(
     )
 
 
-@records_app.command("as-of")
+@group["records"].command("as-of")
 def records_as_of(
     object_name: str,
     record_id: str,
@@ -836,7 +841,7 @@ def decrypt(
     render.err_console.print(f"{size:,} bytes written to {output}")
 
 
-@files_app.command("get")
+@group["files"].command("get")
 def files_get(
     object_name: str,
     record_id: str,
@@ -852,7 +857,7 @@ def files_get(
     render.console.print(f"{size:,} bytes written to {output}")
 
 
-@metadata_app.command("list")
+@group["metadata"].command("list")
 def metadata_list(
     type_: Annotated[str, typer.Option("--type")] = "",
     org: Annotated[str, typer.Option()] = "",
@@ -878,7 +883,7 @@ def metadata_list(
     )
 
 
-@metadata_app.command("get")
+@group["metadata"].command("get")
 def metadata_get(
     type_: Annotated[str, typer.Argument(metavar="TYPE")],
     full_name: str,
@@ -951,7 +956,7 @@ MAX_TOKEN_DAYS = 366
 PEOPLE_ROLES = ("viewer", "operator", "restorer", "admin")  # the services' own role is minted by the services
 
 
-@token_app.command("create")
+@group["token"].command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="who the token is for")],
     role: Annotated[str, typer.Option(help="viewer, operator, restorer or admin")] = "viewer",
@@ -976,7 +981,7 @@ def token_create(
     print(token)
 
 
-@token_app.command("register")
+@group["token"].command("register")
 def token_register(
     token_ref: Annotated[
         str, typer.Option("--token-ref", help="the token: env:NAME or file:/path (e.g. .sfvault/admin.token)")
@@ -991,7 +996,7 @@ def token_register(
     render.print_result(info, json_out, f"token [bold]{info.token_id}[/] ({info.name}, {info.role}) registered")
 
 
-@token_app.command("list")
+@group["token"].command("list")
 def token_list(
     include_expired: Annotated[bool, typer.Option("--all", help="expired tokens too")] = False,
     json_out: JsonOpt = False,
@@ -1014,7 +1019,7 @@ def token_list(
     render.print_listing(tokens, json_out, "Tokens", ("id", "name", "role", "issued", "expires", "revoked", "by"), row)
 
 
-@token_app.command("revoke")
+@group["token"].command("revoke")
 def token_revoke(token_id: str, json_out: JsonOpt = False) -> None:
     """Revoke a token: every service refuses it within seconds."""
     info = clients().access.RevokeToken(acc.RevokeTokenRequest(token_id=token_id))
@@ -1081,7 +1086,7 @@ def _reads(c: Clients, since: dt.datetime | None, actor: str) -> Iterator[dict[s
         request.page_token = page.next_page_token
 
 
-@audit_app.command("list")
+@group["audit"].command("list")
 def audit_list(
     since: Annotated[str, typer.Option(help="ISO 8601 time, or a duration back from now (e.g. 24h, 7d)")] = "",
     actor: Annotated[str, typer.Option(help="only this token name")] = "",
@@ -1119,7 +1124,7 @@ def audit_list(
     )
 
 
-@services_app.command("up")
+@group["services"].command("up")
 def services_up(
     home: Annotated[Path, typer.Option(help="state directory")] = DEFAULT_HOME,
     org: Annotated[str, typer.Option(help="start sforg with this scale (tiny, small, large), or none")] = "none",
@@ -1143,7 +1148,7 @@ def services_up(
         c.close()
 
 
-@services_app.command("down")
+@group["services"].command("down")
 def services_down(home: Annotated[Path, typer.Option()] = DEFAULT_HOME) -> None:
     """Stop the local installation."""
     from services.cli import local
@@ -1152,7 +1157,7 @@ def services_down(home: Annotated[Path, typer.Option()] = DEFAULT_HOME) -> None:
     render.console.print("sfvault is down")
 
 
-@services_app.command("status")
+@group["services"].command("status")
 def services_status(home: Annotated[Path, typer.Option()] = DEFAULT_HOME, json_out: JsonOpt = False) -> None:
     """Health of each local service."""
     from services.cli import local

@@ -173,35 +173,24 @@ def job_spec(
         spec.object_name = job.object_name
         sensitive = d.sensitive_set(policy, job.object_name)
         spec.fields.extend(f.info.name for f in job.fields)
+        fields = [
+            to_message(jobs.FieldSpec, f.info, backfill=f.backfill, sensitive=f.name_lower in sensitive)
+            for f in job.fields
+        ]
         spec.data.CopyFrom(
-            jobs.DataJob(
-                fields=[
-                    jobs.FieldSpec(
-                        name=f.info.name,
-                        sf_type=f.info.sf_type,
-                        calculated=f.info.calculated,
-                        backfill=f.backfill,
-                        nillable=f.info.nillable,
-                        label=f.info.label,
-                        sensitive=f.info.name.lower() in sensitive,
-                    )
-                    for f in job.fields
-                ],
-                key_prefix=job.key_prefix,
-                full=job.full,
-                bulk_supported=job.bulk_supported,
-                queryall_supported=job.queryall_supported,
-                has_system_modstamp=job.has_system_modstamp,
-                replicateable=job.replicateable,
+            to_message(
+                jobs.DataJob,
+                job,  # the object's flags (key_prefix, full, bulk_supported, ...), by name
+                fields=fields,
                 reconcile_every=timestamps.duration_to_pb(policy.reconcile_every or d.DEFAULT_RECONCILE_EVERY),
                 describe_json=describe_json,
+                id_from="",  # discovery plans an object as one job, not split by Id range
+                id_to="",
             )
         )
     elif isinstance(job, d.PlannedFileJob):
         spec.type = ev.JOB_TYPE_FILE
-        spec.file.CopyFrom(
-            jobs.FileJob(content_versions=job.content_versions, attachments=job.attachments, documents=job.documents)
-        )
+        spec.file.CopyFrom(to_message(jobs.FileJob, job))
     else:
         spec.type = ev.JOB_TYPE_METADATA
         spec.metadata.CopyFrom(jobs.MetadataJob())

@@ -41,15 +41,15 @@ class ServiceSettings(BaseSettings):
         """The bus as these settings describe it (services.platform.bus.BusConfig)."""
         from services.platform.bus import BusConfig
 
+        # the streams' settings are named alike; the connection's carry a nats_ prefix here (tls_ca_file is gRPC's)
+        streams = {name: getattr(self, name) for name in ("events_replicas", "jobs_replicas", "duplicate_window_s")}
         return BusConfig(
             url=self.nats_url,
             namespace=self.bus_namespace,
-            events_replicas=self.events_replicas,
-            jobs_replicas=self.jobs_replicas,
-            duplicate_window_s=self.duplicate_window_s,
             user=self.nats_user,
             password=self._nats_password(),
             tls_ca_file=self.nats_tls_ca_file,
+            **streams,
         )
 
     def _nats_password(self) -> str:
