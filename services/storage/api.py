@@ -15,10 +15,11 @@ import psycopg
 from sfvault.restore.v1 import restore_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.platform import events, timestamps
+from services.platform import events
 from services.platform.auth import current_principal, note_for_audit
 from services.platform.compare import compare_piece_to_pb
-from services.storage.application import FileHeaderIn, MetadataComponentIn, Storage
+from services.platform.translate import from_message, to_message
+from services.storage.application import ChunkRef, FileHeaderIn, MetadataComponentIn, Storage
 from services.storage.domain import (
     CANONICAL_RULES,
     ChunkOutcome,
@@ -32,10 +33,10 @@ from services.storage.domain import (
     NotFound,
     ObjectSchema,
     ReadEntry,
+    RecordSelection,
     RecordVersionRow,
     RestoreOutcome,
 )
-from services.storage.erasure import Eraser
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,11 @@ def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
         raise InvalidArgument(f"{field} is not a time between the years 1 and 9999") from None
 
 
+def _chunk_ref(request: Any) -> ChunkRef:
+    """The chunk a write request names (PutRecords, MarkDeleted, PutMetadata)."""
+    return ChunkRef(request.org_id, request.session_id, request.job_id, request.chunk_seq)
+
+
 def _chunk_result(outcome: ChunkOutcome) -> storage_pb2.ChunkResult:
     return storage_pb2.ChunkResult(
         counts=events.counts_to_pb(outcome.counts),
@@ -133,16 +139,7 @@ def _chunk_result(outcome: ChunkOutcome) -> storage_pb2.ChunkResult:
 
 
 def _record_outcome(o: RestoreOutcome) -> restore_pb2.RecordOutcome:
-    return restore_pb2.RecordOutcome(
-        object_name=o.object_name,
-        source_id=o.source_id,
-        target_id=o.target_id,
-        state=o.state,  # type: ignore[arg-type]
-        error_code=o.error_code,
-        message=o.message,
-        changed_fields=list(o.changed_fields),
-        note=o.note,
-    )
+    return to_message(restore_pb2.RecordOutcome, o)
 
 
 def _selection_target(request: storage_pb2.ReadRecordsAsOfRequest) -> str:
@@ -158,20 +155,14 @@ def _selection_target(request: storage_pb2.ReadRecordsAsOfRequest) -> str:
 
 
 def _version(org_id: str, object_name: str, v: RecordVersionRow) -> storage_pb2.RecordVersion:
-    return storage_pb2.RecordVersion(
+    return to_message(
+        storage_pb2.RecordVersion,
+        v,
         org_id=org_id,
         object_name=object_name,
-        record_id=v.record_id,
-        version_id=v.version_id,
-        session_id=v.session_id,
-        job_id=v.job_id,
-        captured_at=timestamps.to_pb(v.captured_at),
-        system_modstamp=timestamps.to_pb(v.system_modstamp),
-        deleted=int(v.deleted),  # type: ignore[arg-type]
+        deleted=int(v.deleted),
         hash=v.hash.hex(),
         values_json=v.values_json.encode(),
-        schema_version=v.schema_version,
-        scope_only=v.scope_only,
     )
 
 
@@ -210,34 +201,11 @@ def _add_versions(
 
 
 def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
-    return storage_pb2.FileVersion(
-        org_id=org_id,
-        object_name=f.object_name,
-        record_id=f.record_id,
-        sha256=f.sha256.hex(),
-        size=f.size,
-        file_name=f.file_name,
-        content_type=f.content_type,
-        session_id=f.session_id,
-        captured_at=timestamps.to_pb(f.captured_at),
-    )
+    return to_message(storage_pb2.FileVersion, f, org_id=org_id, sha256=f.sha256.hex())
 
 
 def _metadata_version(org_id: str, m: MetadataVersionRow, content: bytes = b"") -> storage_pb2.MetadataVersion:
-    return storage_pb2.MetadataVersion(
-        org_id=org_id,
-        type=m.type,
-        full_name=m.full_name,
-        version_id=m.version_id,
-        session_id=m.session_id,
-        captured_at=timestamps.to_pb(m.captured_at),
-        last_modified_date=timestamps.to_pb(m.last_modified_date),
-        sha256=m.sha256.hex(),
-        size=m.size,
-        deleted=m.deleted,
-        content=content,
-        file_name=m.file_name,
-    )
+    return to_message(storage_pb2.MetadataVersion, m, org_id=org_id, sha256=m.sha256.hex(), content=content)
 
 
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
@@ -313,10 +281,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     @_unary
     async def PutRecords(self, request: storage_pb2.PutRecordsRequest, context: Any) -> storage_pb2.ChunkResult:
         outcome = await self.storage.put_records(
-            request.org_id,
-            request.session_id,
-            request.job_id,
-            request.chunk_seq,
+            _chunk_ref(request),
             request.object_name,
             request.canonical_columns,
             request.canonical_rules,
@@ -329,13 +294,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if request.state not in (storage_pb2.DELETED_STATE_SOFT, storage_pb2.DELETED_STATE_HARD):
             raise InvalidArgument(f"state must be SOFT or HARD, not {int(request.state)}")
         outcome = await self.storage.mark_deleted(
-            request.org_id,
-            request.session_id,
-            request.job_id,
-            request.chunk_seq,
-            request.object_name,
-            list(request.record_ids),
-            Deleted(int(request.state)),
+            _chunk_ref(request), request.object_name, list(request.record_ids), Deleted(int(request.state))
         )
         return _chunk_result(outcome)
 
@@ -347,7 +306,6 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         first = await anext(stream, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("UploadFile must start with a header message")
-        h = first.header
 
         async def body() -> AsyncIterator[bytes]:
             async for msg in stream:
@@ -355,19 +313,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                     raise InvalidArgument("UploadFile: only data messages may follow the header")
                 yield msg.data
 
-        header = FileHeaderIn(
-            h.org_id,
-            h.session_id,
-            h.job_id,
-            h.chunk_seq,
-            h.object_name,
-            h.record_id,
-            h.size,
-            h.sha256,
-            h.file_name,
-            h.content_type,
-        )
-        outcome = await self.storage.upload_file(header, body())
+        outcome = await self.storage.upload_file(from_message(FileHeaderIn, first.header), body())
         r = outcome.result
         return storage_pb2.UploadFileResponse(
             sha256=r["sha256"],
@@ -381,19 +327,10 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     @_unary
     async def PutMetadata(self, request: storage_pb2.PutMetadataRequest, context: Any) -> storage_pb2.ChunkResult:
         components = [
-            MetadataComponentIn(
-                c.type,
-                c.full_name,
-                c.content,
-                c.deleted,
-                _when(c, "last_modified_date"),
-                c.file_name,
-            )
+            from_message(MetadataComponentIn, c, last_modified_date=_when(c, "last_modified_date"))
             for c in request.components
         ]
-        outcome = await self.storage.put_metadata(
-            request.org_id, request.session_id, request.job_id, request.chunk_seq, components
-        )
+        outcome = await self.storage.put_metadata(_chunk_ref(request), components)
         return _chunk_result(outcome)
 
     @_unary
@@ -440,14 +377,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         points = await self.storage.restore_points(request.org_id, request.object_name)
         return storage_pb2.ListRestorePointsResponse(
             restore_points=[
-                storage_pb2.RestorePoint(
-                    session_id=p.session_id,
-                    first_capture=timestamps.to_pb(p.first_capture),
-                    last_capture=timestamps.to_pb(p.last_capture),
-                    counts=events.counts_to_pb(p.counts),
-                    jobs=p.jobs,
-                )
-                for p in points
+                to_message(storage_pb2.RestorePoint, p, counts=events.counts_to_pb(p.counts)) for p in points
             ]
         )
 
@@ -509,24 +439,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             page_token=request.page_token,
         )
         return storage_pb2.ListReadAuditResponse(
-            entries=[
-                storage_pb2.ReadAuditEntry(
-                    at=timestamps.to_pb(e.at),
-                    actor=e.actor,
-                    role=e.role,
-                    token_id=e.token_id,
-                    method=e.method,
-                    outcome=e.outcome,
-                    org_id=e.org_id,
-                    object_name=e.object_name,
-                    target=e.target,
-                    as_of=timestamps.to_pb(e.as_of),
-                    count=e.count,
-                    entry_id=e.entry_id,
-                )
-                for e in entries
-            ],
-            next_page_token=next_token,
+            entries=[to_message(storage_pb2.ReadAuditEntry, e) for e in entries], next_page_token=next_token
         )
 
     # --- restore (issue 17) --------------------------------------------------------------------------------
@@ -539,16 +452,19 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         target = _selection_target(request)
         with self._reading("ReadRecordsAsOf", request.org_id, request.object_name, target, when) as read:
             await self.retention.check_as_of(request.org_id, [request.object_name], when)
+            asked = from_message(
+                RecordSelection,
+                request,
+                ids=tuple(request.ids),
+                deleted_since=_when(request, "deleted_since"),
+                changed_since=_when(request, "changed_since"),
+                where_in=tuple(request.where_in),
+            )
             async for batch in self.storage.records_as_of(
                 request.org_id,
                 request.object_name,
                 when,
-                ids=list(request.ids),
-                deleted_since=_when(request, "deleted_since"),
-                changed_since=_when(request, "changed_since"),
-                all_=request.all,
-                where_field=request.where_field,
-                where_in=list(request.where_in),
+                asked,
                 batch_size=request.batch_size,
                 ids_only=request.ids_only,
             ):
@@ -592,33 +508,14 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.ListRestoreIntentsRequest, context: Any
     ) -> storage_pb2.ListRestoreIntentsResponse:
         rows = await self.storage.restore_intents(request.session_id, request.job_id)
-        return storage_pb2.ListRestoreIntentsResponse(
-            intents=[
-                storage_pb2.RestoreIntent(
-                    batch_key=r.batch_key,
-                    object_name=r.object_name,
-                    source_ids=list(r.source_ids),
-                    sent_at=timestamps.to_pb(r.sent_at),
-                )
-                for r in rows
-            ]
-        )
+        return storage_pb2.ListRestoreIntentsResponse(intents=[to_message(storage_pb2.RestoreIntent, r) for r in rows])
 
     @_unary
     async def PutRestoreOutcomes(
         self, request: storage_pb2.PutRestoreOutcomesRequest, context: Any
     ) -> storage_pb2.ChunkResult:
         outcomes = [
-            RestoreOutcome(
-                o.object_name,
-                o.source_id,
-                o.target_id,
-                int(o.state),
-                o.error_code,
-                o.message,
-                tuple(o.changed_fields),
-                o.note,
-            )
+            from_message(RestoreOutcome, o, state=int(o.state), changed_fields=tuple(o.changed_fields))
             for o in request.outcomes
         ]
         outcome = await self.storage.put_restore_outcomes(
@@ -701,7 +598,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             list(request.fields),
             request.reason,
             dry_run=request.dry_run,
-            eraser=Eraser(who.name, who.role, who.token_id),
+            eraser=who,
         )
         if not request.dry_run:
             # the audit of changes: which erasure and how much, never the value

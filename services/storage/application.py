@@ -59,7 +59,9 @@ from services.storage.domain import (
     MetadataVersionRow,
     NotFound,
     ObjectSchema,
+    PendingEvent,
     RecordCanonicalizer,
+    RecordSelection,
     RecordVersionRow,
     RestoreIntentRow,
     RestoreOutcome,
@@ -80,7 +82,16 @@ from services.storage.domain import (
     select_records,
 )
 from services.storage.outbox import ChunkEventRelay
-from services.storage.ports import ChunkPublisher, FileRepository, Store
+from services.storage.ports import (
+    AsOfRead,
+    ChunkPublisher,
+    Deletes,
+    FileRepository,
+    MetadataChunk,
+    RestoreChunk,
+    Store,
+    WriteGuards,
+)
 from services.storage.sensitive import has_sealed
 
 MAX_CACHED_JOBS = 20_000
@@ -93,6 +104,16 @@ DEFAULT_RESTORE_PAGE, MAX_RESTORE_PAGE = 500, 5_000  # ListRestoreRecords
 _METADATA_OBJECT = re.compile(r"^metadata:[A-Za-z][A-Za-z0-9_]{0,254}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """The chunk a write is, as its caller names it: chunk `seq` of a job of a session of an org."""
+
+    org_id: str
+    session_id: str
+    job_id: str
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -123,31 +144,38 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@dataclass(frozen=True)
+class StorageOptions:
+    """Storage's settings (config.py: SFVAULT_STORAGE_<NAME>, the same names) that its use cases apply."""
+
+    max_chunk_records: int = 10_000
+    count_formula_changes: bool = False
+    canonical_check_every: int = 32  # one record in this many of those compared or stored is canonicalised again
+    outbox_interval_s: float = 2.0
+    max_concurrent_exports: int = 2
+
+
 class Storage:
     def __init__(
         self,
         store: Store,
         files: FileRepository,
         publisher: ChunkPublisher,
+        options: StorageOptions = StorageOptions(),
         *,
-        max_chunk_records: int = 10_000,
-        count_formula_changes: bool = False,
-        canonical_check_every: int = 32,
-        outbox_interval_s: float = 2.0,
-        max_concurrent_exports: int = 2,
         keyring: Keyring | None = None,
     ) -> None:
         self.store = store
         self.files = files
         self.publisher = publisher
-        self.relay = ChunkEventRelay(store, publisher, interval_s=outbox_interval_s)
+        self.relay = ChunkEventRelay(store, publisher, interval_s=options.outbox_interval_s)
         self.read_audit = ReadAuditLog(store)
         # an export holds a database connection while its client reads: fewer at once than the pool has
         # connections, so slow (or stalled) readers never leave the writes without one
-        self._exports = asyncio.Semaphore(max(1, max_concurrent_exports))
-        self.max_chunk_records = max_chunk_records
-        self.count_formula_changes = count_formula_changes
-        self.canonical_check_every = max(1, canonical_check_every)
+        self._exports = asyncio.Semaphore(max(1, options.max_concurrent_exports))
+        self.max_chunk_records = options.max_chunk_records
+        self.count_formula_changes = options.count_formula_changes
+        self.canonical_check_every = max(1, options.canonical_check_every)
         self._jobs: dict[tuple[str, str], JobRef] = {}  # jobs never change once registered
         self._schemas: dict[tuple[int, str, str], tuple[SchemaRef, RecordCanonicalizer]] = {}
         self._scopes: dict[int, ScopeHistory] = {}  # by object_key; reloaded when a chunk's version is new
@@ -259,27 +287,20 @@ class Storage:
             await self._relay_job(job)
             return outcome
         failpoint("storage.chunk_committed")
-        await self.relay.announce(job.job_key, job.session_id, job.job_id, seq, outcome.counts, outcome.restore)
+        committed = PendingEvent(job.job_key, seq, job.session_id, job.job_id, outcome.counts, _now(), outcome.restore)
+        await self.relay.announce(committed)
         return outcome
 
     # --- writes --------------------------------------------------------------------------------------------
 
     async def put_records(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        object_name: str,
-        columns: CanonicalColumnsIn,
-        rules: int,
-        formula_changes_counted: bool,
+        self, at: ChunkRef, object_name: str, columns: CanonicalColumnsIn, rules: int, formula_changes_counted: bool
     ) -> ChunkOutcome:
         """A chunk of canonical records, column by column (the one form of PutRecords): validated, hashed and
         stored without parsing, in one transaction; of the records compared with their head or stored, one in
         `canonical_check_every` (and the first) is canonicalised again and must come out identical."""
         count = columns.record_ids.count(b"\n")
-        job = await self._job(org_id, session_id, job_id, seq)
+        job, seq = await self._job(at.org_id, at.session_id, at.job_id, at.seq), at.seq
         if count > self.max_chunk_records:
             raise InvalidArgument(f"chunk {seq} has {count} records; at most {self.max_chunk_records} per PutRecords")
         ref, canonicalizer = await self._schema(job, object_name)
@@ -317,7 +338,8 @@ class Storage:
             seal, unseal = await self.sensitive.sealing(
                 job.org_key, ref.object_name, sensitive, rescoped=chunk.scopes is not None
             )
-            outcome = await self.store.put_records(job, ref, seq, chunk, erased, seal=seal, unseal=unseal)
+            guards = WriteGuards(erased, seal, unseal)
+            outcome = await self.store.put_records(job, ref, seq, chunk, guards)
             span.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 
@@ -332,16 +354,9 @@ class Storage:
         return history
 
     async def mark_deleted(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        object_name: str,
-        record_ids: Sequence[str],
-        state: Deleted,
+        self, at: ChunkRef, object_name: str, record_ids: Sequence[str], state: Deleted
     ) -> ChunkOutcome:
-        job = await self._job(org_id, session_id, job_id, seq)
+        job, seq = await self._job(at.org_id, at.session_id, at.job_id, at.seq), at.seq
         if state not in (Deleted.SOFT, Deleted.HARD):
             raise InvalidArgument("state must be DELETED_STATE_SOFT or DELETED_STATE_HARD")
         if len(record_ids) > self.max_chunk_records:
@@ -354,10 +369,11 @@ class Storage:
         digest = ChunkDigest()
         digest.update(found[1].lower(), str(int(state)), *ids)
         with telemetry.chunk_transaction(
-            "mark_deleted", session_id=session_id, job_id=job_id, object_name=object_name, chunk_seq=seq
+            "mark_deleted", session_id=job.session_id, job_id=job.job_id, object_name=object_name, chunk_seq=seq
         ) as chunk:
             erased = await self.tombstones.of(job.org_key, found[0])
-            outcome = await self.store.mark_deleted(job, found[0], seq, digest.digest(), ids, state, erased)
+            deletes = Deletes(found[0], ids, state)
+            outcome = await self.store.mark_deleted(job, seq, digest.digest(), deletes, erased)
             chunk.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 
@@ -425,10 +441,8 @@ class Storage:
             await upload.abort()
             raise
 
-    async def put_metadata(
-        self, org_id: str, session_id: str, job_id: str, seq: int, components: Sequence[MetadataComponentIn]
-    ) -> ChunkOutcome:
-        job = await self._job(org_id, session_id, job_id, seq)
+    async def put_metadata(self, at: ChunkRef, components: Sequence[MetadataComponentIn]) -> ChunkOutcome:
+        job, seq = await self._job(at.org_id, at.session_id, at.job_id, at.seq), at.seq
         if len(components) > self.max_chunk_records:
             raise InvalidArgument(f"{len(components)} components; at most {self.max_chunk_records} per PutMetadata")
         digest = ChunkDigest()
@@ -461,7 +475,7 @@ class Storage:
                         envelopes[item.sha256] = envelope
         else:
             locations, envelopes = {}, {}  # the store recognises the replay before it needs any location
-        outcome = await self.store.put_metadata(job, seq, digest_bytes, inputs, locations, envelopes)
+        outcome = await self.store.put_metadata(job, seq, digest_bytes, MetadataChunk(inputs, locations, envelopes))
         if envelopes:
             await self._drop_unused_bodies({sha: locations[sha] for sha in envelopes})
         return await self._published(job, seq, outcome)
@@ -559,13 +573,11 @@ class Storage:
         if not type_ or not full_name:
             raise InvalidArgument("type and full_name are required")
         when = as_of or _now()
-        rows = await self.store.metadata_versions(
-            org_key, type_=type_, full_name=full_name, as_of=when, newest_only=True
-        )
-        if not rows:
+        row = await self.store.latest_metadata(org_key, type_, full_name, when)
+        if row is None:
             raise NotFound(f"no version of {type_} {full_name} at or before {when.isoformat()}")
-        content = b"".join([chunk async for chunk in self.files.read(rows[0].location)])
-        return rows[0], content
+        content = b"".join([chunk async for chunk in self.files.read(row.location)])
+        return row, content
 
     # --- restore (issue 17) ----------------------------------------------------------------------------------
 
@@ -574,13 +586,8 @@ class Storage:
         org_id: str,
         object_name: str,
         as_of: dt.datetime | None,
+        asked: RecordSelection,
         *,
-        ids: Sequence[str] = (),
-        deleted_since: dt.datetime | None = None,
-        changed_since: dt.datetime | None = None,
-        all_: bool = False,
-        where_field: str = "",
-        where_in: Sequence[str] = (),
         batch_size: int = 0,
         ids_only: bool = False,
     ) -> AsyncIterator[RecordsBatch]:
@@ -591,22 +598,16 @@ class Storage:
         values neither read nor sent)."""
         if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
             raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
-        selection = select_records(
-            ids=ids,
-            deleted_since=deleted_since,
-            changed_since=changed_since,
-            all_=all_,
-            where_field=where_field,
-            where_in=where_in,
-        )
+        selection = select_records(asked)
         org_key, object_key, name = await self._object(org_id, object_name)
         when = as_of or _now()
         schema = await self.store.schema_as_of(object_key, name, when)
         assert schema is not None  # an object is stored with its first schema
-        field = where_field
-        if where_field:
+        if where_field := selection.where_field:
             # the stored values are keyed in the schema's spelling; names are case-insensitive in Salesforce
             field = next((f.name for f in schema.fields if f.name.lower() == where_field.lower()), where_field)
+            selection = replace(selection, where_field=field)
+        read = AsOfRead(org_key, object_key, when, selection)
         missing: list[str] = []
         if selection.ids:
             live = await self.store.live_ids_as_of(org_key, object_key, selection.ids, when)
@@ -614,22 +615,18 @@ class Storage:
         if not selection.ids and not selection.all:
             # few records match a time or a parent, most often: find them in one pass over the object's versions
             # rather than probing every record (too many of them: every record is probed)
-            candidates = await self.store.candidate_ids(
-                org_key, object_key, when, selection, where_field=field, cap=MAX_SELECTED_IDS
-            )
+            candidates = await self.store.candidate_ids(read, cap=MAX_SELECTED_IDS)
             if candidates is not None:
                 if not candidates:
                     yield RecordsBatch([], name, schema)
                     return
-                selection = replace(selection, ids=tuple(candidates))
+                read = replace(read, selection=replace(read.selection, ids=tuple(candidates)))
         limit = batch_size or DEFAULT_RESTORE_BATCH
         after: str | None = ""
         pending: list[RecordVersionRow] = []  # short pages (a selection matching few records) gathered into batches
         first = True
         while after is not None:
-            rows, after = await self.store.records_as_of(
-                org_key, object_key, when, selection, after=after, limit=limit, where_field=field, values=not ids_only
-            )
+            rows, after = await self.store.records_as_of(read, after=after, limit=limit, values=not ids_only)
             pending += rows
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
@@ -709,18 +706,16 @@ class Storage:
         with telemetry.chunk_transaction(
             "put_restore_outcomes", session_id=job.session_id, job_id=job.job_id, object_name="", chunk_seq=seq
         ) as span:
-            outcome = await self.store.put_restore_outcomes(
-                job,
-                seq,
-                digest,
-                source_org_key=source_org_key,
-                outcomes=checked,
-                id_map=id_map_entries(records, dry_run=dry_run),
-                resolved=resolved,
-                dry_run=dry_run,
-                counts=Counts(api_calls=api_calls),
-                restore=restore_counts(checked, write_calls=write_calls, files=files),
+            chunk = RestoreChunk(
+                source_org_key,
+                checked,
+                id_map_entries(records, dry_run=dry_run),
+                resolved,
+                dry_run,
+                Counts(api_calls=api_calls),
+                restore_counts(checked, write_calls=write_calls, files=files),
             )
+            outcome = await self.store.put_restore_outcomes(job, seq, digest, chunk)
             span.stored(replayed=outcome.replayed)
         return await self._published(job, seq, outcome)
 

@@ -13,12 +13,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
+from services.platform.auth import Principal
 from services.storage.application_sensitive import SensitiveValues
 from services.storage.domain import InvalidArgument, NotFound, normalize_org_id
 from services.storage.erasure import (
     BodyScanner,
-    Eraser,
+    Erasure,
     ErasureResult,
+    ValueSought,
     VerificationResult,
     body_needles,
     check_value,
@@ -80,7 +82,7 @@ class Erasures:
         reason: str,
         *,
         dry_run: bool,
-        eraser: Eraser,
+        eraser: Principal,
     ) -> ErasureResult:
         request = erase_request(object_name, ids, value, fields, reason, dry_run=dry_run)
         org_key = await self._org_key(org_id)
@@ -90,15 +92,8 @@ class Erasures:
         if request.by_value:
             pairs = [(f.object_name, f.field) for f in request.fields]
             sealed = await self.sensitive.search_hashes(org_key, request.value, pairs)
-        result = await self.store.erase(
-            org_key,
-            request,
-            erasure_id=erasure_id,
-            eraser=eraser,
-            value_hash=value_hash,
-            delete_bodies=self._delete_bodies,
-            sealed=sealed,
-        )
+        erasure = Erasure(request, erasure_id, eraser, value_hash, sealed)
+        result = await self.store.erase(org_key, erasure, self._delete_bodies)
         if not dry_run:
             self.tombstones.invalidate()
             # names and counts only: never the value
@@ -132,7 +127,7 @@ class Erasures:
         if checked_value:
             pairs = [(f.object_name, f.field) for f in checked_fields]
             sealed = await self.sensitive.search_hashes(org_key, checked_value, pairs)
-            await self.store.versions_holding(org_key, checked_value, pairs, result, sealed)
+            await self.store.versions_holding(org_key, ValueSought(checked_value, pairs, sealed), result)
             await self._scan_bodies(org_key, checked_value, result)
         return result
 

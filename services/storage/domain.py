@@ -27,14 +27,6 @@ from services.canonical import (
     FieldType,
     ObjectSchema,
     RecordCanonicalizer,
-    canon_boolean,
-    canon_date,
-    canon_datetime,
-    canon_double,
-    canon_integer,
-    canon_reference,
-    canon_string,
-    canon_time,
     canonical_json,
     check_api_name,
     content_hash,
@@ -84,14 +76,6 @@ __all__ = [
     "Scope",
     "ScopeHistory",
     "StorageError",
-    "canon_boolean",
-    "canon_date",
-    "canon_datetime",
-    "canon_double",
-    "canon_integer",
-    "canon_reference",
-    "canon_string",
-    "canon_time",
     "check_api_name",
     "check_chunk_seq",
     "check_outcome",
@@ -733,17 +717,11 @@ class RecordSelection:
 MAX_SELECTED_IDS = 100_000
 
 
-def select_records(
-    *,
-    ids: Sequence[str],
-    deleted_since: dt.datetime | None,
-    changed_since: dt.datetime | None,
-    all_: bool,
-    where_field: str,
-    where_in: Sequence[str],
-) -> RecordSelection:
-    """The selection of a ReadRecordsAsOf, validated: exactly one of ids / deleted_since / changed_since / all /
-    where_field (with where_in); Ids checked and widened to 18 characters, duplicates dropped."""
+def select_records(asked: RecordSelection) -> RecordSelection:
+    """The selection a ReadRecordsAsOf asked for, validated: exactly one of ids / deleted_since / changed_since /
+    all / where_field (with where_in); Ids checked and widened to 18 characters, duplicates dropped."""
+    ids, deleted_since, changed_since = asked.ids, asked.deleted_since, asked.changed_since
+    all_, where_field, where_in = asked.all, asked.where_field, asked.where_in
     given = [
         name
         for name, present in (

@@ -16,8 +16,12 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from services.storage.domain import InvalidArgument, RecordsChunk, check_api_name, normalize_id
+
+if TYPE_CHECKING:
+    from services.platform.auth import Principal  # a type only: the rules import no gRPC
 
 MAX_ERASE_IDS = 10_000  # Ids of one Erase request
 MAX_VALUE = 1_000  # characters of a value looked for
@@ -56,15 +60,6 @@ class VerificationResult:
 
 
 @dataclass(frozen=True)
-class Eraser:
-    """Who erases (from the caller's token), for the audit."""
-
-    name: str
-    role: str
-    token_id: str
-
-
-@dataclass(frozen=True)
 class FieldRef:
     object_name: str
     field: str
@@ -95,6 +90,29 @@ class EraseRequest:
 
     def fields_of(self, object_name: str) -> list[str]:
         return [f.field for f in self.fields if f.object_name.lower() == object_name.lower()]
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """An erasure as ErasureStore.erase runs it: the checked request, its id, who erases, the keyed hash of the
+    value (the audit keeps it, never the value) and the value's keyed search hashes in sensitive fields
+    ({object, lower case: hashes}: sealed values are found by them)."""
+
+    request: EraseRequest
+    erasure_id: str
+    eraser: Principal  # who erases (the caller's token), for the audit
+    value_hash: bytes | None = None
+    sealed: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ValueSought:
+    """What a VerifyErasure looks for in the versions: the value, the (object, field)s it is looked in (none: any
+    field), and its keyed search hashes in sensitive fields ({object, lower case: hashes})."""
+
+    value: str
+    fields: Sequence[tuple[str, str]] = ()
+    sealed: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 def parse_fields(fields: Sequence[str]) -> tuple[FieldRef, ...]:

@@ -13,50 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import KW_ONLY, dataclass, field
 
-from services.storage.domain import Counts, RestoreCounts
+from services.storage.domain import PendingEvent
 from services.storage.ports import ChunkPublisher, OutboxStore
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class ChunkEventRelay:
-    store: OutboxStore
-    publisher: ChunkPublisher
-    _: KW_ONLY
-    interval_s: float = 2.0
-    announce_timeout_s: float = 10.0
-    batch: int = 500
-    # published and acknowledged; their rows not yet deleted
-    _acked: set[tuple[int, int]] = field(default_factory=set, init=False)
-    _retry: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    def __init__(
+        self, store: OutboxStore, publisher: ChunkPublisher, *, interval_s: float = 2.0, batch: int = 500
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.interval_s = interval_s
+        self.announce_timeout_s = 10.0  # a write's own publish waits no longer (NATS away: the relay retries)
+        self.batch = batch
+        self._acked: set[tuple[int, int]] = set()  # published and acknowledged; their rows not yet deleted
+        self._retry = asyncio.Event()
 
-    async def announce(
-        self,
-        job_key: int,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        counts: Counts,
-        restore: Sequence[RestoreCounts] = (),
-    ) -> bool:
+    async def announce(self, event: PendingEvent) -> bool:
         """Publish a chunk's event right after its commit; on failure the relay publishes it later."""
         try:
             async with asyncio.timeout(self.announce_timeout_s):
-                await self.publisher.chunk_uploaded(session_id, job_id, seq, counts, restore=restore)
+                await self.publisher.chunk_uploaded(event)
         except Exception as exc:  # the row stays in the outbox: nothing is lost
             log.warning(
                 "ChunkUploaded of chunk %d of job %s not published now (%s); the outbox relay retries it",
-                seq,
-                job_id,
+                event.chunk_seq,
+                event.job_id,
                 type(exc).__name__,
             )
             self._retry.set()
             return False
-        self._acked.add((job_key, seq))
+        self._acked.add((event.job_key, event.chunk_seq))
         return True
 
     async def relay(self, *, job_key: int | None = None, min_age_s: float | None = None) -> int:
@@ -72,14 +62,7 @@ class ChunkEventRelay:
             poisoned = 0
             for row in rows:
                 try:
-                    await self.publisher.chunk_uploaded(
-                        row.session_id,
-                        row.job_id,
-                        row.chunk_seq,
-                        row.counts,
-                        occurred_at=row.committed_at,
-                        restore=row.restore,
-                    )
+                    await self.publisher.chunk_uploaded(row)
                 except (ValueError, TypeError) as exc:
                     # an event that can never be made (not a bus failure): kept, and no bar to the others
                     poisoned += 1

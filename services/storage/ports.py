@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.platform.encryption import Envelope
@@ -31,9 +32,73 @@ from services.storage.domain import (
     RestorePointRow,
     SchemaRef,
 )
-from services.storage.erasure import DeleteBodies, Eraser, EraseRequest, ErasureResult, VerificationResult
+from services.storage.erasure import DeleteBodies, Erasure, ErasureResult, ValueSought, VerificationResult
 
 READ_CHUNK = 1 << 20  # 1 MiB pieces when streaming a body out
+
+# --- what the table ports take: a write's chunk as stored, a restore's read -----------------------------------
+
+
+@dataclass(frozen=True)
+class MetadataChunk:
+    """A PutMetadata chunk as MetadataStore.put_metadata stores it: its components, where each body is (by
+    SHA-256: a replay is recognised before any is needed), and the envelope of each body it encrypted."""
+
+    components: Sequence[MetadataInput]
+    locations: Mapping[bytes, str]
+    envelopes: Mapping[bytes, Envelope] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deletes:
+    """A MarkDeleted chunk as RecordStore.mark_deleted stores it: these records of the object (Ids checked), deleted
+    so."""
+
+    object_key: int
+    record_ids: Sequence[str]
+    state: Deleted
+
+
+@dataclass(frozen=True)
+class WriteGuards:
+    """What the write of a chunk of records keeps besides its records (issue 18): the object's erased Ids, never
+    brought back (erasure.py), and the sealing of sensitive values (sensitive.py: `seal` each value written,
+    `unseal` a head's values read back for a change of scope). The default guards nothing."""
+
+    tombstones: frozenset[str] = frozenset()
+    seal: Callable[[bytes], bytes] | None = None
+    unseal: Callable[[str], str] | None = None
+
+
+UNGUARDED = WriteGuards()
+
+
+@dataclass(frozen=True)
+class RestoreChunk:
+    """A PutRestoreOutcomes chunk as RestoreStore.put_restore_outcomes stores it: the outcomes (checked), the Id map
+    entries of the records now under another Id in the target (none in a dry run), the intents it resolves, and
+    its ChunkUploaded's counts (api_calls) and counts per object."""
+
+    source_org_key: int
+    outcomes: Sequence[RestoreOutcome]
+    id_map: Mapping[str, str]
+    resolved: Sequence[str]
+    dry_run: bool
+    counts: Counts
+    restore: Sequence[RestoreCounts]
+
+
+@dataclass(frozen=True)
+class AsOfRead:
+    """What a restore reads of the backup (RestoreStore.candidate_ids, records_as_of): the records of an object
+    that `selection` picks (its where_field in the schema's spelling), each as its last version at or before
+    `when`."""
+
+    org_key: int
+    object_key: int
+    when: dt.datetime
+    selection: RecordSelection
+
 
 # --- the file repository (files.py) ------------------------------------------------------------------------
 
@@ -83,16 +148,9 @@ class FileRepository(Protocol):
 
 
 class ChunkPublisher(Protocol):
-    async def chunk_uploaded(
-        self,
-        session_id: str,
-        job_id: str,
-        chunk_seq: int,
-        counts: Counts,
-        occurred_at: dt.datetime | None = None,
-        *,
-        restore: Sequence[RestoreCounts] = (),
-    ) -> None: ...
+    async def chunk_uploaded(self, event: PendingEvent) -> None:
+        """Publishes the committed chunk's ChunkUploaded (occurred at its commit), with its deterministic id."""
+        ...
 
 
 # --- the tables (store_*.py, PostgresStore) -------------------------------------------------------------------
@@ -146,27 +204,18 @@ class RecordStore(Protocol):
     """Record heads and versions: a chunk's write, deletes, and the reads of versions."""
 
     async def put_records(
-        self,
-        job: JobRef,
-        target: SchemaRef,
-        seq: int,
-        chunk: RecordsChunk,
-        tombstones: frozenset[str] = frozenset(),
-        *,
-        seal: Callable[[bytes], bytes] | None = None,
-        unseal: Callable[[str], str] | None = None,
-    ) -> ChunkOutcome: ...
+        self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk, guards: WriteGuards = UNGUARDED
+    ) -> ChunkOutcome:
+        """Stores a chunk of canonical records in one transaction (a version for each new or changed record; a
+        redelivered chunk returns its first result), its ChunkUploaded in the outbox."""
+        ...
 
     async def mark_deleted(
-        self,
-        job: JobRef,
-        object_key: int,
-        seq: int,
-        digest: bytes,
-        record_ids: Sequence[str],
-        state: Deleted,
-        tombstones: frozenset[str] = frozenset(),
-    ) -> ChunkOutcome: ...
+        self, job: JobRef, seq: int, digest: bytes, deletes: Deletes, tombstones: frozenset[str] = frozenset()
+    ) -> ChunkOutcome:
+        """A deleted version per known record whose state gets worse; unknown Ids reported, erased ones
+        (`tombstones`) ignored."""
+        ...
 
     async def history(self, org_key: int, object_key: int, record_id: str) -> list[RecordVersionRow]: ...
 
@@ -208,40 +257,30 @@ class FileStore(Protocol):
         self, org_key: int, object_name: str, record_id: str, as_of: dt.datetime
     ) -> FileVersionRow | None: ...
 
-    async def file_versions(
-        self,
-        org_key: int,
-        object_name: str,
-        record_id: str,
-        *,
-        as_of: dt.datetime | None = None,
-        newest_only: bool = False,
-    ) -> list[FileVersionRow]: ...
+    async def file_versions(self, org_key: int, object_name: str, record_id: str) -> list[FileVersionRow]:
+        """Every file version of the record, oldest first."""
+        ...
 
 
 class MetadataStore(Protocol):
     """Metadata API components, versioned."""
 
-    async def put_metadata(
-        self,
-        job: JobRef,
-        seq: int,
-        digest: bytes,
-        components: Sequence[MetadataInput],
-        locations: dict[bytes, str],
-        envelopes: dict[bytes, Envelope] | None = None,
-    ) -> ChunkOutcome: ...
+    async def put_metadata(self, job: JobRef, seq: int, digest: bytes, chunk: MetadataChunk) -> ChunkOutcome:
+        """A version per component whose content or deleted state changed, in one transaction."""
+        ...
 
     async def metadata_versions(
-        self,
-        org_key: int,
-        *,
-        type_: str = "",
-        full_name: str = "",
-        as_of: dt.datetime | None = None,
-        newest_only: bool = False,
-        limit: int = 1000,
-    ) -> list[MetadataVersionRow]: ...
+        self, org_key: int, *, type_: str, full_name: str, limit: int
+    ) -> list[MetadataVersionRow]:
+        """The versions of the org's components (of this type, of this full name: '' for any), oldest first, at
+        most `limit`."""
+        ...
+
+    async def latest_metadata(
+        self, org_key: int, type_: str, full_name: str, as_of: dt.datetime
+    ) -> MetadataVersionRow | None:
+        """The component's last version captured at or before `as_of`."""
+        ...
 
 
 class RestoreStore(Protocol):
@@ -251,44 +290,21 @@ class RestoreStore(Protocol):
         self, org_key: int, object_key: int, ids: Sequence[str], when: dt.datetime
     ) -> set[str]: ...
 
-    async def candidate_ids(
-        self,
-        org_key: int,
-        object_key: int,
-        when: dt.datetime,
-        selection: RecordSelection,
-        *,
-        where_field: str = "",
-        cap: int,
-    ) -> list[str] | None: ...
+    async def candidate_ids(self, read: AsOfRead, *, cap: int) -> list[str] | None:
+        """The Ids that may match a deleted_since / changed_since / where selection (one pass over the object's
+        versions), or None when there are more than `cap` of them."""
+        ...
 
     async def records_as_of(
-        self,
-        org_key: int,
-        object_key: int,
-        when: dt.datetime,
-        selection: RecordSelection,
-        *,
-        after: str,
-        limit: int,
-        where_field: str = "",
-        values: bool = True,
-    ) -> tuple[list[RecordVersionRow], str | None]: ...
+        self, read: AsOfRead, *, after: str, limit: int, values: bool = True
+    ) -> tuple[list[RecordVersionRow], str | None]:
+        """One page of the selected records' live versions as of `read.when` (Id order, after `after`), and where
+        the next page starts (None: this was the last); without `values`, values_json is empty."""
+        ...
 
-    async def put_restore_outcomes(
-        self,
-        job: JobRef,
-        seq: int,
-        digest: bytes,
-        *,
-        source_org_key: int,
-        outcomes: Sequence[RestoreOutcome],
-        id_map: dict[str, str],
-        resolved: Sequence[str],
-        dry_run: bool,
-        counts: Counts,
-        restore: Sequence[RestoreCounts],
-    ) -> ChunkOutcome: ...
+    async def put_restore_outcomes(self, job: JobRef, seq: int, digest: bytes, chunk: RestoreChunk) -> ChunkOutcome:
+        """One restore chunk in one transaction: outcomes, Id map entries, resolved intents, its result."""
+        ...
 
     async def record_intent(
         self, job: JobRef, batch_key: str, object_name: str, source_ids: Sequence[str], sent_at: dt.datetime | None
@@ -326,26 +342,14 @@ class ErasureStore(Protocol):
 
     async def erasure_key(self) -> bytes: ...
 
-    async def erase(
-        self,
-        org_key: int,
-        request: EraseRequest,
-        *,
-        erasure_id: str,
-        eraser: Eraser,
-        value_hash: bytes | None,
-        delete_bodies: DeleteBodies,
-        sealed: Mapping[str, Sequence[str]] = ...,
-    ) -> ErasureResult: ...
+    async def erase(self, org_key: int, erasure: Erasure, delete_bodies: DeleteBodies) -> ErasureResult:
+        """Finds the records and, unless a dry run, deletes them whole (their bodies through `delete_bodies`),
+        in one transaction; FailedPrecondition under a legal hold. What was (or would be) erased."""
+        ...
 
-    async def versions_holding(
-        self,
-        org_key: int,
-        value: str,
-        fields: Sequence[tuple[str, str]],
-        result: VerificationResult,
-        sealed: Mapping[str, Sequence[str]] = ...,
-    ) -> None: ...
+    async def versions_holding(self, org_key: int, sought: ValueSought, result: VerificationResult) -> None:
+        """Counts the org's versions holding the value into `result`, with samples."""
+        ...
 
     async def erasure_leftovers(self, org_key: int, erasure_id: str, result: VerificationResult) -> bool: ...
 

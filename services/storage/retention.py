@@ -28,7 +28,6 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from services.storage.application import Storage
 from services.storage.domain import (
@@ -40,7 +39,7 @@ from services.storage.domain import (
     check_token,
     normalize_org_id,
 )
-from services.storage.store_retention import HoldRow, PruneRule, RetentionStore
+from services.storage.store_retention import HoldRow, PruneResult, PruneRule, RetentionStore
 
 JOB_TYPE_PRUNE = 6  # events.v1.JobType.JOB_TYPE_PRUNE
 DEFAULT_STEP, MAX_STEP = 50_000, 500_000
@@ -48,19 +47,6 @@ MAX_REASON = 1000
 MAX_DAYS, MAX_VERSIONS = 36_500, 1_000_000  # a century; far more versions than any record has
 _HOLD_ID = re.compile(r"[0-9]{1,18}")
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    record_versions: int
-    metadata_versions: int
-    file_versions: int
-    file_bodies: int
-    bytes_freed: int
-    done: bool
-    held: bool
-    horizon: dt.datetime | None
-    replayed: bool
 
 
 def check_rule(days: int, versions: int, prune_latest: bool) -> PruneRule:
@@ -118,18 +104,7 @@ class Retention:
             except Exception as exc:
                 log.warning("file repository: an unreferenced body was not deleted (%s)", type(exc).__name__)
         await self.storage._published(job, seq, ChunkOutcome(result, replayed))
-        p = result["prune"]
-        return PruneResult(
-            p["record_versions"],
-            p["metadata_versions"],
-            p["file_versions"],
-            p["file_bodies"],
-            p["bytes_freed"],
-            bool(p["done"]),
-            bool(p["held"]),
-            dt.datetime.fromisoformat(p["horizon"]) if p["horizon"] else None,
-            replayed,
-        )
+        return PruneResult.from_json(result["prune"], replayed=replayed)
 
     async def pin(
         self, org_id: str, at: dt.datetime | None, reason: str, session_id: str = "", objects: Sequence[str] = ()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from services.platform.bus import Bus
 from services.platform.grpcserver import GrpcServer, start_grpc_server
 from services.platform.secrets import SecretError
 from services.storage.api_retention import StorageServicer
-from services.storage.application import Storage
+from services.storage.application import Storage, StorageOptions
 from services.storage.config import ConfigError, StorageSettings
 from services.storage.consumers import BusChunkPublisher
 from services.storage.files import EncryptedFileRepository, FileRepository, open_repository
@@ -145,17 +146,8 @@ async def start(
         # the streams as every service declares them (replicas, duplicate window): storage resets nothing
         bus = await Bus.connect(settings.bus_config(), producer="storage")
         publisher = BusChunkPublisher(bus)
-    storage = Storage(
-        store,
-        repo,
-        publisher,
-        max_chunk_records=settings.storage_max_chunk_records,
-        count_formula_changes=settings.storage_count_formula_changes,
-        canonical_check_every=settings.storage_canonical_check_every,
-        outbox_interval_s=settings.storage_outbox_interval_s,
-        max_concurrent_exports=settings.storage_max_concurrent_exports,
-        keyring=keyring,
-    )
+    options = {f.name: getattr(settings, f"storage_{f.name}") for f in dataclasses.fields(StorageOptions)}
+    storage = Storage(store, repo, publisher, StorageOptions(**options), keyring=keyring)
     # what a killed predecessor committed and never announced, before anything new
     try:
         relayed = await storage.relay.relay()

@@ -12,9 +12,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from services.storage.domain import (
-    FailedPrecondition,
-)
+from services.platform.encryption import Envelope
+from services.storage.domain import FailedPrecondition
 from services.storage.migrations import SCHEMA
 
 S = SCHEMA
@@ -45,6 +44,16 @@ class StoreBase:
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
+
+    async def _rewrap(self, table: str, key_column: str, key: object, old: Envelope, new: Envelope) -> bool:
+        """Re-wraps the data key of the row of `table` whose `key_column` is `key`, only if that row still holds
+        `old` (a concurrent rewrap wins); whether it did. The rewrap of file bodies and of value keys alike."""
+        row = await self._one(
+            f"UPDATE {S}.{table} SET kek_id = %s, wrapped_key = %s"
+            f" WHERE {key_column} = %s AND kek_id = %s AND wrapped_key = %s RETURNING 1",
+            (new.kek_id, new.wrapped_key, key, old.kek_id, old.wrapped_key),
+        )
+        return row is not None
 
     # --- chunks --------------------------------------------------------------------------------------------
 

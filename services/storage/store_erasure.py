@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -16,9 +16,9 @@ import psycopg
 from services.storage.erasure import (
     DeleteBodies,
     ErasedRecordRow,
-    Eraser,
-    EraseRequest,
+    Erasure,
     ErasureResult,
+    ValueSought,
     VerificationResult,
     json_needle,
     sample,
@@ -37,7 +37,6 @@ async def held(conn: psycopg.AsyncConnection[Any], org_key: int, object_name: st
     return await cur.fetchone() is not None
 
 
-_NONE: Mapping[str, Sequence[str]] = {}
 # a version holding one of the keyed search hashes (sensitive.py) of a value: each names its org, object and field
 _SEALED_HELD = "EXISTS (SELECT 1 FROM unnest(%s::text[]) AS n(hash) WHERE strpos(v.data::text, n.hash) > 0)"
 
@@ -103,21 +102,19 @@ class ErasureStore(StoreBase):
     async def erase(
         self,
         org_key: int,
-        request: EraseRequest,
-        *,
-        erasure_id: str,
-        eraser: Eraser,
-        value_hash: bytes | None,
+        erasure: Erasure,
         delete_bodies: DeleteBodies,
+        *,
         is_held: Callable[[psycopg.AsyncConnection[Any], int, str], Awaitable[bool]] = held,
-        sealed: Mapping[str, Sequence[str]] = _NONE,
     ) -> ErasureResult:
         """Finds the records (by Id, or holding the value) and, unless a dry run, deletes them whole; raises
         FailedPrecondition (from the caller's check) under a legal hold. Returns what was (or would be) erased.
-        `sealed`: {object, lower case: the value's keyed search hashes in its sensitive fields asked}."""
+        `erasure.sealed`: {object, lower case: the value's keyed search hashes in its sensitive fields asked}."""
         from services.storage.domain import FailedPrecondition
 
-        result = ErasureResult(erasure_id if not request.dry_run else "")
+        request, eraser = erasure.request, erasure.eraser
+
+        result = ErasureResult(erasure.erasure_id if not request.dry_run else "")
         async with self.pool.connection() as conn, conn.transaction():
             objects = await self._objects(conn, org_key, request.objects())
             targets: list[tuple[str, int, list[str]]] = []
@@ -133,7 +130,7 @@ class ErasureStore(StoreBase):
                         object_key,
                         request.fields_of(name),
                         request.value,
-                        sealed.get(name.lower(), ()),
+                        erasure.sealed.get(name.lower(), ()),
                     )
                 else:
                     cur = await conn.execute(
@@ -149,8 +146,7 @@ class ErasureStore(StoreBase):
                 rows = {i: ErasedRecordRow(name, i) for i in ids}
                 result.records.extend(rows.values())
                 if request.dry_run:
-                    await self._count_versions(conn, org_key, object_key, rows, delete=False)
-                    await self._count_bodies(conn, org_key, name, rows, delete=False)
+                    await self._count_records(conn, org_key, object_key, name, rows, delete=False)
                     continue
                 # the heads locked first, in the order a chunk locks them: a chunk writing one of these records
                 # commits before (and its version is deleted here) or waits and finds no head
@@ -159,13 +155,12 @@ class ErasureStore(StoreBase):
                     ' WHERE h.org_key = %s AND h.object_key = %s ORDER BY h.record_id COLLATE "C" FOR UPDATE OF h',
                     (ids, org_key, object_key),
                 )
-                await self._count_versions(conn, org_key, object_key, rows, delete=True)
+                locations = await self._count_records(conn, org_key, object_key, name, rows, delete=True)
                 await conn.execute(
                     f"DELETE FROM {S}.record_head h USING unnest(%s::text[]) AS u(id)"
                     " WHERE h.org_key = %s AND h.object_key = %s AND h.record_id = u.id",
                     (ids, org_key, object_key),
                 )
-                locations = await self._count_bodies(conn, org_key, name, rows, delete=True)
                 if locations:
                     await delete_bodies(locations)
             for r in result.records:
@@ -179,13 +174,13 @@ class ErasureStore(StoreBase):
                 " fields, records, versions, file_bodies) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING erasure_seq",
                 (
-                    erasure_id,
+                    erasure.erasure_id,
                     org_key,
                     eraser.name,
                     eraser.role,
                     eraser.token_id,
                     request.reason,
-                    value_hash,
+                    erasure.value_hash,
                     [f"{f.object_name}.{f.field}" for f in request.fields],
                     json.dumps(
                         [
@@ -209,15 +204,18 @@ class ErasureStore(StoreBase):
         return result
 
     @staticmethod
-    async def _count_versions(
+    async def _count_records(
         conn: psycopg.AsyncConnection[Any],
         org_key: int,
         object_key: int,
+        object_name: str,
         rows: dict[str, ErasedRecordRow],
         *,
         delete: bool,
-    ) -> None:
-        """Counts each record's versions into its row; with `delete`, deletes them as it counts them."""
+    ) -> list[str]:
+        """Counts each record's versions, its file versions and the bodies only they referenced into its row; with
+        `delete`, deletes them as it counts them (the bodies' rows too). Returns the repository addresses of the
+        bodies to remove."""
         versions = (
             f"DELETE FROM {S}.record_versions v USING unnest(%s::text[]) AS u(id)"
             " WHERE v.org_key = %s AND v.object_key = %s AND v.record_id = u.id RETURNING v.record_id"
@@ -231,18 +229,6 @@ class ErasureStore(StoreBase):
         )
         for rid, n in await cur.fetchall():
             rows[rid].versions = int(n)
-
-    @staticmethod
-    async def _count_bodies(
-        conn: psycopg.AsyncConnection[Any],
-        org_key: int,
-        object_name: str,
-        rows: dict[str, ErasedRecordRow],
-        *,
-        delete: bool,
-    ) -> list[str]:
-        """The records' file versions (deleted, unless counting) and the bodies only they referenced (their rows
-        deleted too): counted per record; returns the repository addresses of the bodies to remove."""
         ids = list(rows)
         if delete:
             cur = await conn.execute(
@@ -287,17 +273,11 @@ class ErasureStore(StoreBase):
 
     # --- verification ----------------------------------------------------------------------------------------
 
-    async def versions_holding(
-        self,
-        org_key: int,
-        value: str,
-        fields: Sequence[tuple[str, str]],
-        result: VerificationResult,
-        sealed: Mapping[str, Sequence[str]] = _NONE,
-    ) -> None:
+    async def versions_holding(self, org_key: int, sought: ValueSought, result: VerificationResult) -> None:
         """Counts the org's versions holding the value (in any field, or in the given (object, field)s; contained,
         any case; in a sensitive field, sealed: equal as erasure compares, by its keyed search hash in `sealed`, by
         object in lower case) into `result`, with samples."""
+        value, fields, sealed = sought.value, sought.fields, sought.sealed
         async with self.pool.connection() as conn:
             if not fields:
                 cur = await conn.execute(

@@ -49,12 +49,7 @@ class FilesStore(StoreBase):
 
     async def replace_envelope(self, location: str, old: Envelope, new: Envelope) -> bool:
         """Re-wraps one body's data key (only if its row still holds `old`: a concurrent rewrap wins)."""
-        row = await self._one(
-            f"UPDATE {S}.files SET kek_id = %s, wrapped_key = %s"
-            " WHERE location = %s AND kek_id = %s AND wrapped_key = %s RETURNING 1",
-            (new.kek_id, new.wrapped_key, location, old.kek_id, old.wrapped_key),
-        )
-        return row is not None
+        return await self._rewrap("files", "location", location, old, new)
 
     async def file_location(self, sha256: bytes) -> tuple[str, int] | None:
         row = await self._one(f"SELECT location, size FROM {S}.files WHERE sha256 = %s", (sha256,))

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
-from services.platform.encryption import Envelope
 from services.storage.domain import (
     ChunkOutcome,
     Counts,
     JobRef,
-    MetadataInput,
     MetadataVersionRow,
 )
+from services.storage.ports import MetadataChunk
 from services.storage.store_base import S, StoreBase
 
 
 class MetadataStore(StoreBase):
     """Tables metadata_components and metadata_versions."""
 
-    async def put_metadata(
-        self,
-        job: JobRef,
-        seq: int,
-        digest: bytes,
-        components: Sequence[MetadataInput],
-        locations: dict[bytes, str],
-        envelopes: dict[bytes, Envelope] | None = None,
-    ) -> ChunkOutcome:
-        envelopes = envelopes or {}
+    async def put_metadata(self, job: JobRef, seq: int, digest: bytes, chunk: MetadataChunk) -> ChunkOutcome:
+        components, locations, envelopes = chunk.components, chunk.locations, chunk.envelopes
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "metadata", digest)
             if stored is not None:
@@ -85,6 +75,12 @@ class MetadataStore(StoreBase):
             result = {"counts": counts.to_json()}
             await self._finish(conn, job.job_key, seq, result)
             return ChunkOutcome(result, False)
+
+    async def latest_metadata(
+        self, org_key: int, type_: str, full_name: str, as_of: dt.datetime
+    ) -> MetadataVersionRow | None:
+        rows = await self.metadata_versions(org_key, type_=type_, full_name=full_name, as_of=as_of, newest_only=True)
+        return rows[0] if rows else None
 
     async def metadata_versions(
         self,

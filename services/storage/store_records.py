@@ -37,6 +37,7 @@ from services.storage.domain import (
     values_hash,
 )
 from services.storage.erasure import tombstoned_positions, without_positions
+from services.storage.ports import UNGUARDED, Deletes, WriteGuards
 from services.storage.store_base import S, StoreBase
 
 _FLAG_TEXT = (b"0", b"1", b"2")  # Deleted's values
@@ -157,15 +158,7 @@ class RecordsStore(StoreBase):
                 done += len(updates)
 
     async def put_records(
-        self,
-        job: JobRef,
-        target: SchemaRef,
-        seq: int,
-        chunk: RecordsChunk,
-        tombstones: frozenset[str] = frozenset(),
-        *,
-        seal: Callable[[bytes], bytes] | None = None,
-        unseal: Callable[[str], str] | None = None,
+        self, job: JobRef, target: SchemaRef, seq: int, chunk: RecordsChunk, guards: WriteGuards = UNGUARDED
     ) -> ChunkOutcome:
         """Stores a chunk of canonical records in one transaction.
 
@@ -181,13 +174,14 @@ class RecordsStore(StoreBase):
         4. Only those versions are COPied into record_versions; a record unchanged in other bytes (only its
            SystemModstamp moved) has its head's fingerprint and modstamp refreshed.
 
-        `tombstones`: the object's erased Ids (erasure.py); one read deleted and without a head is left out
+        `guards.tombstones`: the object's erased Ids (erasure.py); one read deleted and without a head is left out
         (counted received and unchanged). Empty, as almost always, it costs nothing.
 
-        `seal` / `unseal` (sensitive.py: the object has sensitive fields): the values are written sealed -- after
-        everything above compared them in clear by their hashes -- and a head's values read back for a change of
-        scope are opened first.
+        `guards.seal` / `unseal` (sensitive.py: the object has sensitive fields): the values are written sealed --
+        after everything above compared them in clear by their hashes -- and a head's values read back for a change
+        of scope are opened first.
         """
+        tombstones, seal, unseal = guards.tombstones, guards.seal, guards.unseal
         received = len(chunk)
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "records", chunk.digest, target.object_key)
@@ -435,18 +429,12 @@ class RecordsStore(StoreBase):
         return [HeadState(r[0], bytes(r[1]), int(r[2]), int(r[3]), r[4]) for r in await cur.fetchall()]
 
     async def mark_deleted(
-        self,
-        job: JobRef,
-        object_key: int,
-        seq: int,
-        digest: bytes,
-        record_ids: Sequence[str],
-        state: Deleted,
-        tombstones: frozenset[str] = frozenset(),
+        self, job: JobRef, seq: int, digest: bytes, deletes: Deletes, tombstones: frozenset[str] = frozenset()
     ) -> ChunkOutcome:
         """A deleted version per known Id whose state gets worse (live -> soft -> hard); it carries the last
         version's values, so the record stays restorable. Ids never stored are reported, not invented; erased
         ones (`tombstones`) are neither: ignored."""
+        object_key, record_ids, state = deletes.object_key, deletes.record_ids, deletes.state
         ids = sorted(set(record_ids))
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "deletes", digest, object_key)

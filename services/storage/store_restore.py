@@ -12,15 +12,13 @@ from typing import Any
 
 from services.storage.domain import (
     ChunkOutcome,
-    Counts,
     Deleted,
     JobRef,
-    RecordSelection,
     RecordVersionRow,
-    RestoreCounts,
     RestoreIntentRow,
     RestoreOutcome,
 )
+from services.storage.ports import AsOfRead, RestoreChunk
 from services.storage.store_base import S, StoreBase
 
 # the columns of a version read for a restore (as RecordsStore._VERSION_COLUMNS, over the page `l`)
@@ -99,20 +97,13 @@ class RestoreStore(StoreBase):
         )
         return {r[0] for r in rows}
 
-    async def candidate_ids(
-        self,
-        org_key: int,
-        object_key: int,
-        when: dt.datetime,
-        selection: RecordSelection,
-        *,
-        where_field: str = "",
-        cap: int,
-    ) -> list[str] | None:
+    async def candidate_ids(self, read: AsOfRead, *, cap: int) -> list[str] | None:
         """The Ids that may match a deleted_since / changed_since / where selection, from one sequential pass over
         the object's versions (a version deleted, or any, captured since then; a version referencing one of the
         Ids at or before `when`), or None when there are more than `cap` of them (then every head is probed).
         records_as_of checks each candidate's version at `when` as for any selection."""
+        org_key, object_key, when, selection = read.org_key, read.object_key, read.when, read.selection
+        where_field = selection.where_field
         if selection.where_in:
             condition, params = (
                 "v.captured_at <= %s AND v.data ->> %s = ANY(%s::text[])",
@@ -136,16 +127,7 @@ class RestoreStore(StoreBase):
         return None if len(rows) > cap else [r[0] for r in rows]
 
     async def records_as_of(
-        self,
-        org_key: int,
-        object_key: int,
-        when: dt.datetime,
-        selection: RecordSelection,
-        *,
-        after: str,
-        limit: int,
-        where_field: str = "",
-        values: bool = True,
+        self, read: AsOfRead, *, after: str, limit: int, values: bool = True
     ) -> tuple[list[RecordVersionRow], str | None]:
         """One page of the selected records' last versions at or before `when` that are live, and where the next
         page starts (None: this was the last).
@@ -157,6 +139,8 @@ class RestoreStore(StoreBase):
         each page is one short query on a connection of its own (nothing is held while the caller streams it out),
         and memory stays one page. A page may come back short, or empty, with more to follow. Without `values`,
         values_json is empty (the values are not read out)."""
+        org_key, object_key, when, selection = read.org_key, read.object_key, read.when, read.selection
+        where_field = selection.where_field
         if selection.ids:
             candidates = sorted(i for i in selection.ids if i > after)
             page_ids = candidates[:limit]
@@ -202,22 +186,11 @@ class RestoreStore(StoreBase):
 
     # --- what a restore writes down ----------------------------------------------------------------------------
 
-    async def put_restore_outcomes(
-        self,
-        job: JobRef,
-        seq: int,
-        digest: bytes,
-        *,
-        source_org_key: int,
-        outcomes: Sequence[RestoreOutcome],
-        id_map: dict[str, str],
-        resolved: Sequence[str],
-        dry_run: bool,
-        counts: Counts,
-        restore: Sequence[RestoreCounts],
-    ) -> ChunkOutcome:
+    async def put_restore_outcomes(self, job: JobRef, seq: int, digest: bytes, chunk: RestoreChunk) -> ChunkOutcome:
         """One restore chunk in one transaction: its claim (a redelivery returns the first result), the outcomes,
         the Id map entries, the intents it resolves, and its result with its ChunkUploaded in the outbox."""
+        source_org_key, outcomes, id_map, resolved = chunk.source_org_key, chunk.outcomes, chunk.id_map, chunk.resolved
+        dry_run, counts, restore = chunk.dry_run, chunk.counts, chunk.restore
         async with self.pool.connection() as conn, conn.transaction():
             stored = await self._claim(conn, job.job_key, seq, "restore", digest)
             if stored is not None:

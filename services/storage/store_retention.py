@@ -10,9 +10,10 @@ between is unreferenced garbage, never a dangling reference).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -41,18 +42,37 @@ class PruneRule:
 
 
 @dataclass(frozen=True)
-class PruneCounts:
+class PruneResult:
+    """One prune step (storage.v1.PruneStepResponse): what it deleted (or, in a dry run, would), `done` when
+    nothing is left to prune, `held` when a legal hold kept (part of) the org, the org's horizon after it, and
+    `replayed` for a redelivered step (its first result)."""
+
     record_versions: int = 0
     metadata_versions: int = 0
     file_versions: int = 0
     file_bodies: int = 0
     bytes_freed: int = 0
+    done: bool = False
     held: bool = False
     horizon: dt.datetime | None = None
+    replayed: bool = False
 
     @property
     def work(self) -> int:
         return self.record_versions + self.metadata_versions + self.file_versions + self.file_bodies
+
+    def to_json(self) -> dict[str, Any]:
+        """The step's part of its chunk's stored result (`replayed` is the call's, not stored)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "replayed"}
+        return data | {"horizon": self.horizon.isoformat() if self.horizon else None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, replayed: bool) -> PruneResult:
+        horizon = dt.datetime.fromisoformat(data["horizon"]) if data["horizon"] else None
+        counted = {
+            f: data[f] for f in ("record_versions", "metadata_versions", "file_versions", "file_bodies", "bytes_freed")
+        }
+        return cls(**counted, done=bool(data["done"]), held=bool(data["held"]), horizon=horizon, replayed=replayed)
 
 
 _HOLD_COLUMNS = (
@@ -289,24 +309,14 @@ class RetentionStore(StoreBase):
                     "files": counts.file_bodies,
                     "bytes": counts.bytes_freed,
                 },
-                "prune": {
-                    "record_versions": counts.record_versions,
-                    "metadata_versions": counts.metadata_versions,
-                    "file_versions": counts.file_versions,
-                    "file_bodies": counts.file_bodies,
-                    "bytes_freed": counts.bytes_freed,
-                    "held": counts.held,
-                    "horizon": counts.horizon.isoformat() if counts.horizon else None,
-                    "done": dry_run or counts.work < limit,
-                    "dry_run": dry_run,
-                },
+                "prune": replace(counts, done=dry_run or counts.work < limit).to_json() | {"dry_run": dry_run},
             }
             await self._finish(conn, job_key, seq, result)
             return result, False, locations
 
     async def _prune(
         self, conn: psycopg.AsyncConnection[Any], org_key: int, rule: PruneRule, *, dry_run: bool, limit: int
-    ) -> tuple[PruneCounts, list[str]]:
+    ) -> tuple[PruneResult, list[str]]:
         # one step of an org at a time (two prune sessions of one org take turns, never count the same rows)
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('storage.prune'), %s)", (org_key,))
         for statement in _TEMP.strip().split(";\n"):
@@ -320,7 +330,7 @@ class RetentionStore(StoreBase):
         )
         held_names = sorted({r[0].lower() for r in await cur.fetchall()})
         if "" in held_names:  # the whole org is on hold
-            return PruneCounts(held=True, horizon=await self._org_horizon(conn, org_key)), []
+            return PruneResult(held=True, horizon=await self._org_horizon(conn, org_key)), []
         cur = await conn.execute(
             f"SELECT object_key FROM {S}.objects WHERE org_key = %s AND lower(object_name) = ANY(%s::text[])",
             (org_key, held_names),
@@ -384,7 +394,7 @@ class RetentionStore(StoreBase):
             await conn.execute(
                 f"DELETE FROM {S}.files WHERE sha256 = ANY(%s::bytea[])", ([bytes(b[0]) for b in bodies],)
             )
-        counts = PruneCounts(
+        counts = PruneResult(
             record_versions=records,
             metadata_versions=metadata,
             file_versions=files,

@@ -37,12 +37,7 @@ class ValueKeysStore(StoreBase):
 
     async def replace_value_key(self, org_key: int, old: Envelope, new: Envelope) -> bool:
         """Re-wraps an org's value key (only if its row still holds `old`: a concurrent rewrap wins)."""
-        row = await self._one(
-            f"UPDATE {S}.value_keys SET kek_id = %s, wrapped_key = %s"
-            " WHERE org_key = %s AND kek_id = %s AND wrapped_key = %s RETURNING 1",
-            (new.kek_id, new.wrapped_key, org_key, old.kek_id, old.wrapped_key),
-        )
-        return row is not None
+        return await self._rewrap("value_keys", "org_key", org_key, old, new)
 
     async def versions_in_clear(
         self, org_key: int, object_key: int, fields: Sequence[str], after: tuple[str, int], limit: int

@@ -3,10 +3,9 @@ publisher, and helpers to build Ids, schemas and records."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.canonical import CANONICAL_RULES, CanonicalParts, column_bytes
-from services.storage.application import Storage
+from services.storage.application import ChunkRef, Storage, StorageOptions
 from services.storage.domain import (
     Counts,
     FieldDef,
     FieldType,
     ObjectSchema,
+    PendingEvent,
     RestoreCounts,
     StorageError,
     id_suffix,
@@ -68,21 +68,12 @@ class RecordingPublisher:
     restore: dict[tuple[str, str, int], tuple[RestoreCounts, ...]] = field(default_factory=dict)  # restore chunks'
     fail: bool = False
 
-    async def chunk_uploaded(
-        self,
-        session_id: str,
-        job_id: str,
-        chunk_seq: int,
-        counts: Counts,
-        occurred_at: dt.datetime | None = None,
-        *,
-        restore: Sequence[RestoreCounts] = (),
-    ) -> None:
+    async def chunk_uploaded(self, event: PendingEvent) -> None:
         if self.fail:
             raise ConnectionError("NATS unavailable")
-        self.published.append((session_id, job_id, chunk_seq, counts))
-        if restore:
-            self.restore[(session_id, job_id, chunk_seq)] = tuple(restore)
+        self.published.append((event.session_id, event.job_id, event.chunk_seq, event.counts))
+        if event.restore:
+            self.restore[(event.session_id, event.job_id, event.chunk_seq)] = tuple(event.restore)
 
 
 @dataclass
@@ -105,7 +96,7 @@ async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     await store.migrate()
     publisher = RecordingPublisher()
     files = LocalFileRepository(tmp_path / "files")
-    storage = Storage(store, files, publisher, max_chunk_records=50)
+    storage = Storage(store, files, publisher, StorageOptions(max_chunk_records=50))
     try:
         yield Harness(storage, store, publisher, tmp_path / "files")
     finally:
@@ -137,4 +128,6 @@ async def put_raw(
         chunk.system_modstamps, chunk.deleted = b"\n" * n, bytes(n)
     else:
         chunk = columns_of([canonicalizer.parts(json.loads(raw), i) for i, raw in enumerate(raws)])
-    return await s.put_records(org, session, job, seq, object_name, chunk, CANONICAL_RULES, s.count_formula_changes)
+    return await s.put_records(
+        ChunkRef(org, session, job, seq), object_name, chunk, CANONICAL_RULES, s.count_formula_changes
+    )

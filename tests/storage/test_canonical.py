@@ -17,7 +17,7 @@ from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.canonical import CANONICAL_RULES, RecordCanonicalizer, content_hash
 from services.storage.api import _status
-from services.storage.application import Storage
+from services.storage.application import ChunkRef, Storage
 from services.storage.domain import FailedPrecondition, InvalidArgument
 from tests.storage.conftest import ACCOUNT, ORG, Harness, account, data_job, put_raw, random_org, sf_id
 
@@ -50,7 +50,7 @@ def columns(records: list[Canon]) -> pb.CanonicalColumns:
 
 
 async def put(s: Storage, seq: int, records: list[Canon], job: str = "j1", rules: int = CANONICAL_RULES) -> object:
-    return await s.put_records(ORG, "s1", job, seq, "Account", columns(records), rules, False)
+    return await s.put_records(ChunkRef(ORG, "s1", job, seq), "Account", columns(records), rules, False)
 
 
 async def history(h: Harness, rid: str) -> list[tuple[bytes, str]]:
@@ -156,7 +156,9 @@ async def test_other_rules_are_refused_before_anything_is_stored(harness: Harnes
     with pytest.raises(FailedPrecondition, match="rules"):
         await put(s, 1, [canon(account(1))], rules=CANONICAL_RULES + 1)
     with pytest.raises(FailedPrecondition, match="formula changes counted"):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", columns([canon(account(1))]), CANONICAL_RULES, True)
+        await s.put_records(
+            ChunkRef(ORG, "s1", "j1", 1), "Account", columns([canon(account(1))]), CANONICAL_RULES, True
+        )
     assert await harness.count("chunks") == 0
 
 
@@ -189,7 +191,9 @@ async def test_columns_that_do_not_line_up_are_refused_and_nothing_is_stored(
     fields = {f: getattr(good, f) for f in ("record_ids", "values", "other_values", "system_modstamps", "deleted")}
     chunk = broken(SimpleNamespace(**fields))  # type: ignore[operator]
     with pytest.raises(InvalidArgument, match=message):
-        await s.put_records(ORG, "s1", "j1", 1, "Account", pb.CanonicalColumns(**vars(chunk)), CANONICAL_RULES, False)
+        await s.put_records(
+            ChunkRef(ORG, "s1", "j1", 1), "Account", pb.CanonicalColumns(**vars(chunk)), CANONICAL_RULES, False
+        )
     assert await harness.count("chunks") == 0
     assert harness.publisher.published == []
 
@@ -210,12 +214,12 @@ async def test_errors_describe_misplaced_values_and_never_quote_them(harness: Ha
     swapped.CopyFrom(good)
     swapped.record_ids = good.values  # a sender that mixed up its columns
     with pytest.raises(InvalidArgument, match="not an 18-character Id") as refused:
-        await s.put_records(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
+        await s.put_records(ChunkRef(ORG, "s1", "j1", 1), "Account", swapped, CANONICAL_RULES, False)
     assert "SECRET" not in str(refused.value)
     swapped.CopyFrom(good)
     swapped.system_modstamps = good.values
     with pytest.raises(InvalidArgument, match="system_modstamp") as refused:
-        await s.put_records(ORG, "s1", "j1", 1, "Account", swapped, CANONICAL_RULES, False)
+        await s.put_records(ChunkRef(ORG, "s1", "j1", 1), "Account", swapped, CANONICAL_RULES, False)
     assert "SECRET" not in str(refused.value)
     assert await harness.count("chunks") == 0
 
@@ -274,9 +278,11 @@ async def test_first_versions_from_columns_are_the_rows_the_general_way_writes(h
     ]  # not in Id order
     chunk = [canon(r) for r in raw]
     got = await s.put_records(
-        general_org, "general", "j1", 1, "Account", columns([chunk[1], *chunk]), CANONICAL_RULES, False
+        ChunkRef(general_org, "general", "j1", 1), "Account", columns([chunk[1], *chunk]), CANONICAL_RULES, False
     )
-    first = await s.put_records(canon_org, "canon", "j1", 1, "Account", columns(chunk), CANONICAL_RULES, False)
+    first = await s.put_records(
+        ChunkRef(canon_org, "canon", "j1", 1), "Account", columns(chunk), CANONICAL_RULES, False
+    )
     assert first.counts.new_versions == got.counts.new_versions == 5  # type: ignore[attr-defined]
     assert got.counts.unchanged == 1  # type: ignore[attr-defined]
     assert first.counts.bytes == got.counts.bytes  # type: ignore[attr-defined]
@@ -303,7 +309,9 @@ async def test_first_versions_from_columns_are_the_rows_the_general_way_writes(h
     assert "backslash \\\\ tab-free\\nnewline" in versions[2][4]
     assert json.loads(versions[1][4])["Name"] == "the text \\u0000 is kept, a NUL  is not"
     # a second read of the same records through the columns changes nothing
-    again = await s.put_records(canon_org, "canon", "j1", 2, "Account", columns(chunk), CANONICAL_RULES, False)
+    again = await s.put_records(
+        ChunkRef(canon_org, "canon", "j1", 2), "Account", columns(chunk), CANONICAL_RULES, False
+    )
     assert again.counts.unchanged == 5  # type: ignore[attr-defined]
 
 
@@ -317,8 +325,8 @@ async def test_overlapping_canonical_chunks_at_once_store_each_record_once(harne
     first = columns([canon(account(n)) for n in ids])
     second = columns([canon(account(n, "other" if n % 2 else "Acme")) for n in ids])
     results = await asyncio.gather(
-        s.put_records(ORG, "s1", "j1", 1, "Account", first, CANONICAL_RULES, False),
-        s.put_records(ORG, "s1", "j2", 1, "Account", second, CANONICAL_RULES, False),
+        s.put_records(ChunkRef(ORG, "s1", "j1", 1), "Account", first, CANONICAL_RULES, False),
+        s.put_records(ChunkRef(ORG, "s1", "j2", 1), "Account", second, CANONICAL_RULES, False),
     )
     counts = [r.counts for r in results]  # type: ignore[attr-defined]
     assert sorted(c.new_versions for c in counts) == [0, len(ids)]

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from services.canonical import ComparePiece, FieldChange, changed_fields
-from services.storage.application import Storage
+from services.storage.application import ChunkRef, Storage
 from services.storage.domain import Deleted, FieldDef, FieldType, InvalidArgument, NotFound, ObjectSchema
 from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, put_raw, sf_id
 
@@ -68,8 +68,8 @@ async def points(harness: Harness) -> tuple[Storage, dt.datetime, dt.datetime, d
             account(7, "A7"),
         ],
     )
-    await s.mark_deleted(ORG, "s2", "j1", 2, "Account", [sf_id("001", 3)], Deleted.SOFT)
-    await s.mark_deleted(ORG, "s2", "j1", 3, "Account", [sf_id("001", 4)], Deleted.HARD)
+    await s.mark_deleted(ChunkRef(ORG, "s2", "j1", 2), "Account", [sf_id("001", 3)], Deleted.SOFT)
+    await s.mark_deleted(ChunkRef(ORG, "s2", "j1", 3), "Account", [sf_id("001", 4)], Deleted.HARD)
     await s.begin_job(ORG, "s2", "jc", DATA, "Contact")
     await s.put_schema(ORG, "s2", CONTACT)
     await put_raw(s, ORG, "s2", "jc", 1, "Contact", [contact(1, "One", "b@x.org")])

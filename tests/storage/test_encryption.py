@@ -36,7 +36,7 @@ from services.platform.encryption import (
 )
 from services.platform.secrets import SecretError
 from services.storage import config, service
-from services.storage.application import MetadataComponentIn, Storage
+from services.storage.application import ChunkRef, MetadataComponentIn, Storage
 from services.storage.files import EncryptedFileRepository, FileRepository, LocalFileRepository, is_encrypted_address
 from services.storage.rewrap import rewrap
 from tests.auth import AUTH_KEY, token
@@ -204,7 +204,7 @@ async def test_file_and_metadata_bodies_are_encrypted_and_read_back(harness: Har
     assert again.result["deduplicated"] and again.counts.files == 0
     await s.begin_job(ORG, "s1", "m1", METADATA, "")
     profile = b"<Profile><custom>SECRET-METADATA-VALUE</custom></Profile>"
-    await s.put_metadata(ORG, "s1", "m1", 1, [MetadataComponentIn("Profile", "Admin", profile)])
+    await s.put_metadata(ChunkRef(ORG, "s1", "m1", 1), [MetadataComponentIn("Profile", "Admin", profile)])
 
     repository = _all_bytes(harness.files_dir)
     assert b"TOP-SECRET" not in repository and b"SECRET-METADATA" not in repository

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from services.storage.application import FileHeaderIn, Storage
+from services.platform.auth import Principal
+from services.storage.application import ChunkRef, FileHeaderIn, Storage
 from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
 from services.storage.erasure import (
     BodyScanner,
-    Eraser,
     body_needles,
     erase_request,
     keyed_hash,
@@ -26,7 +26,7 @@ from services.storage.erasure import (
 from services.storage.store import PostgresStore, open_store_pool
 from tests.storage.conftest import ACCOUNT, FILE, ORG, Harness, RecordingPublisher, account, data_job, put_raw, sf_id
 
-ADMIN = Eraser("alice", "admin", "tok-1")
+ADMIN = Principal("alice", "admin", "tok-1")
 MAIL = "Jane.Doe@Example.com"
 
 
@@ -170,7 +170,7 @@ async def test_an_erased_record_deleted_in_the_org_does_not_come_back(harness: H
     assert (again.counts.received, again.counts.unchanged, again.counts.new_versions) == (2, 2, 0)
     alone = await put_raw(s, ORG, "s2", "j2", 2, "Account", [account(1, "Acme", IsDeleted=True)])
     assert (alone.counts.received, alone.counts.unchanged) == (1, 1)
-    gone = await s.mark_deleted(ORG, "s2", "j2", 3, "Account", [rid], Deleted.HARD)
+    gone = await s.mark_deleted(ChunkRef(ORG, "s2", "j2", 3), "Account", [rid], Deleted.HARD)
     assert gone.result["unknown_ids"] == [] and gone.counts.unchanged == 1
     with pytest.raises(NotFound):
         await s.record_history(ORG, "Account", rid)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.storage.application import FileHeaderIn, MetadataComponentIn
+from services.storage.application import ChunkRef, FileHeaderIn, MetadataComponentIn
 from services.storage.domain import FailedPrecondition, InvalidArgument, NotFound
 from services.storage.files import FileRepository, LocalFileRepository, open_repository
 from tests.storage.conftest import FILE, METADATA, ORG, Harness, sf_id
@@ -105,14 +105,16 @@ async def test_metadata_components_are_versioned_when_they_change(harness: Harne
     await s.begin_job(ORG, "s1", "m1", METADATA, "")
     layout = MetadataComponentIn("Layout", "Account-Account Layout", b"<Layout>v1</Layout>")
     klass = MetadataComponentIn("ApexClass", "Hello", b"public class Hello {}")
-    first = await s.put_metadata(ORG, "s1", "m1", 1, [layout, klass])
+    first = await s.put_metadata(ChunkRef(ORG, "s1", "m1", 1), [layout, klass])
     assert first.counts.new_versions == 2
     changed = MetadataComponentIn("Layout", "Account-Account Layout", b"<Layout>v2</Layout>")
-    second = await s.put_metadata(ORG, "s1", "m1", 2, [changed, klass])
+    second = await s.put_metadata(ChunkRef(ORG, "s1", "m1", 2), [changed, klass])
     assert (second.counts.changed, second.counts.unchanged) == (1, 1)
-    gone = await s.put_metadata(ORG, "s1", "m1", 3, [MetadataComponentIn("ApexClass", "Hello", b"", deleted=True)])
+    gone = await s.put_metadata(
+        ChunkRef(ORG, "s1", "m1", 3), [MetadataComponentIn("ApexClass", "Hello", b"", deleted=True)]
+    )
     assert gone.counts.deleted == 1
-    assert (await s.put_metadata(ORG, "s1", "m1", 2, [changed, klass])).replayed
+    assert (await s.put_metadata(ChunkRef(ORG, "s1", "m1", 2), [changed, klass])).replayed
     versions = await s.metadata_versions(ORG, "Layout", "", 0)
     assert [v.size for v in versions] == [19, 19]
     row, content = await s.metadata_as_of(ORG, "Layout", "Account-Account Layout", None)

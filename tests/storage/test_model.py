@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.storage.application import ChunkRef
 from services.storage.domain import Deleted, NotFound
 from tests.storage.conftest import DATA, Harness, account, data_job, put_raw, random_org, sf_id
 
@@ -79,7 +80,9 @@ async def test_history_and_as_of_match_the_model(harness: Harness, ops: list[Put
             await put_raw(s, org, session, "j1", seq, "Account", [account(r, n, Score__c=f) for r, n, f in op.batch])
             model.put(op.batch)
         else:
-            await s.mark_deleted(org, session, "j1", seq, "Account", [sf_id("001", r) for r in op.records], op.state)
+            await s.mark_deleted(
+                ChunkRef(org, session, "j1", seq), "Account", [sf_id("001", r) for r in op.records], op.state
+            )
             model.delete(op.records, op.state)
         # the next transaction starts after this instant, so as-of here sees exactly this state
         snapshots.append((dt.datetime.now(dt.UTC), model.snapshot()))

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from services.storage.application import MetadataComponentIn
-from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
+from services.storage.application import ChunkRef, MetadataComponentIn
+from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound, PendingEvent
 from tests.storage.conftest import ACCOUNT, DATA, ORG, Harness, account, data_job, put_raw, sf_id
 
 pytestmark = pytest.mark.integration
@@ -149,11 +149,11 @@ async def test_deletes_keep_the_last_live_values_and_undelete_is_a_change(harnes
     await data_job(s)
     rid = sf_id("001", 1)
     await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1, "Acme")])
-    soft = await s.mark_deleted(ORG, "s1", "j1", 2, "Account", [rid, sf_id("001", 9)], Deleted.SOFT)
+    soft = await s.mark_deleted(ChunkRef(ORG, "s1", "j1", 2), "Account", [rid, sf_id("001", 9)], Deleted.SOFT)
     assert soft.counts.deleted == 1 and soft.result["unknown_ids"] == [sf_id("001", 9)]
-    again = await s.mark_deleted(ORG, "s1", "j1", 3, "Account", [rid], Deleted.SOFT)
+    again = await s.mark_deleted(ChunkRef(ORG, "s1", "j1", 3), "Account", [rid], Deleted.SOFT)
     assert again.counts.deleted == 0 and again.counts.unchanged == 1
-    hard = await s.mark_deleted(ORG, "s1", "j1", 4, "Account", [rid], Deleted.HARD)
+    hard = await s.mark_deleted(ChunkRef(ORG, "s1", "j1", 4), "Account", [rid], Deleted.HARD)
     assert hard.counts.deleted == 1
     history = await s.record_history(ORG, "Account", rid)
     assert [v.deleted for v in history] == [Deleted.LIVE, Deleted.SOFT, Deleted.HARD]
@@ -171,7 +171,7 @@ async def test_as_of_reads_and_exports_follow_capture_time(harness: Harness) -> 
     await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1, "v1"), account(2, "b", AnnualRevenue="12.50")])
     t1 = dt.datetime.now(dt.UTC)
     await put_raw(s, ORG, "s1", "j1", 2, "Account", [account(1, "v2")])
-    await s.mark_deleted(ORG, "s1", "j1", 3, "Account", [sf_id("001", 2)], Deleted.SOFT)
+    await s.mark_deleted(ChunkRef(ORG, "s1", "j1", 3), "Account", [sf_id("001", 2)], Deleted.SOFT)
     t2 = dt.datetime.now(dt.UTC)
 
     old = await s.record_as_of(ORG, "Account", sf_id("001", 1)[:15], t1)  # a 15-character Id works too
@@ -261,8 +261,8 @@ async def test_every_kind_of_chunk_leaves_its_event_in_the_outbox_until_announce
     await data_job(s)
     harness.publisher.fail = True
     await put_raw(s, ORG, "s1", "j1", 1, "Account", [account(1)])
-    await s.mark_deleted(ORG, "s1", "j1", 2, "Account", [sf_id("001", 1)], Deleted.SOFT)
-    await s.put_metadata(ORG, "s1", "j1", 3, [MetadataComponentIn("ApexClass", "A", b"class A {}")])
+    await s.mark_deleted(ChunkRef(ORG, "s1", "j1", 2), "Account", [sf_id("001", 1)], Deleted.SOFT)
+    await s.put_metadata(ChunkRef(ORG, "s1", "j1", 3), [MetadataComponentIn("ApexClass", "A", b"class A {}")])
     assert await harness.count("outbox") == 3
     # a resumed job (BeginJob again) announces what was committed and not acknowledged
     harness.publisher.fail = False
@@ -408,10 +408,10 @@ async def test_an_event_that_cannot_be_made_does_not_bar_the_others(harness: Har
     harness.publisher.fail = False
     publish = harness.publisher.chunk_uploaded
 
-    async def refuse_the_first(session_id: str, job_id: str, chunk_seq: int, *rest: object, **kw: object) -> None:
-        if chunk_seq == 1:
+    async def refuse_the_first(event: PendingEvent) -> None:
+        if event.chunk_seq == 1:
             raise ValueError("not a subject token")
-        await publish(session_id, job_id, chunk_seq, *rest, **kw)  # type: ignore[arg-type]
+        await publish(event)
 
     harness.publisher.chunk_uploaded = refuse_the_first  # type: ignore[method-assign]
     assert await s.relay.relay() == 1

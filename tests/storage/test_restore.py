@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from services.storage import application
-from services.storage.application import RecordsBatch, Storage
+from services.storage.application import ChunkRef, RecordsBatch, Storage
 from services.storage.domain import (
     CREATED,
     FAILED,
@@ -25,6 +26,7 @@ from services.storage.domain import (
     InvalidArgument,
     NotFound,
     ObjectSchema,
+    RecordSelection,
     RestoreCounts,
     RestoreOutcome,
 )
@@ -55,9 +57,16 @@ def contact(n: int, account_n: int) -> bytes:
 
 
 async def read(
-    s: Storage, when: dt.datetime | None, object_name: str = "Account", **selection: object
+    s: Storage,
+    when: dt.datetime | None,
+    object_name: str = "Account",
+    *,
+    batch_size: int = 0,
+    ids_only: bool = False,
+    **selection: object,
 ) -> list[RecordsBatch]:
-    return [b async for b in s.records_as_of(ORG, object_name, when, **selection)]  # type: ignore[arg-type]
+    asked = RecordSelection(**{name.removesuffix("_"): value for name, value in selection.items()})  # type: ignore[arg-type]
+    return [b async for b in s.records_as_of(ORG, object_name, when, asked, batch_size=batch_size, ids_only=ids_only)]
 
 
 def names(batches: list[RecordsBatch]) -> dict[str, str]:
@@ -81,8 +90,8 @@ async def backed_up(
     t1 = dt.datetime.now(dt.UTC)
     await data_job(s, session="s2")
     await put_raw(s, ORG, "s2", "j1", 1, "Account", [account(2, "changed")])
-    await s.mark_deleted(ORG, "s2", "j1", 2, "Account", [sf_id("001", 3)], Deleted.SOFT)
-    await s.mark_deleted(ORG, "s2", "j1", 3, "Account", [sf_id("001", 4)], Deleted.HARD)
+    await s.mark_deleted(ChunkRef(ORG, "s2", "j1", 2), "Account", [sf_id("001", 3)], Deleted.SOFT)
+    await s.mark_deleted(ChunkRef(ORG, "s2", "j1", 3), "Account", [sf_id("001", 4)], Deleted.HARD)
     t2 = dt.datetime.now(dt.UTC)
     return s, t1, t2
 
@@ -150,7 +159,7 @@ async def test_ids_only_selects_the_same_versions_without_their_values(
     backed_up: tuple[Storage, dt.datetime, dt.datetime],
 ) -> None:
     s, t1, t2 = backed_up
-    selections: list[tuple[dt.datetime, str, dict[str, object]]] = [
+    selections: list[tuple[dt.datetime, str, dict[str, Any]]] = [
         (t1, "Account", {"all_": True}),
         (t2, "Account", {"all_": True, "batch_size": 1}),
         (t1, "Account", {"deleted_since": t1}),
@@ -175,7 +184,9 @@ async def test_batches_page_through_the_object_in_id_order(harness: Harness) -> 
     await data_job(s)
     for seq in range(1, 4):  # 30 accounts, the even ones deleted
         await put_raw(s, ORG, "s1", "j1", seq, "Account", [account(n) for n in range(seq * 10 - 9, seq * 10 + 1)])
-    await s.mark_deleted(ORG, "s1", "j1", 4, "Account", [sf_id("001", n) for n in range(2, 31, 2)], Deleted.SOFT)
+    await s.mark_deleted(
+        ChunkRef(ORG, "s1", "j1", 4), "Account", [sf_id("001", n) for n in range(2, 31, 2)], Deleted.SOFT
+    )
     batches = await read(s, None, all_=True, batch_size=4)
     assert [len(b.records) for b in batches] == [4, 4, 4, 3]
     assert [r.record_id for b in batches for r in b.records] == [sf_id("001", n) for n in range(1, 31, 2)]

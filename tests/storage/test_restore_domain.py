@@ -14,6 +14,7 @@ from services.storage.domain import (
     UNDELETED,
     UPDATED,
     InvalidArgument,
+    RecordSelection,
     RestoreCounts,
     RestoreOutcome,
     check_outcome,
@@ -85,21 +86,13 @@ def test_a_chunks_identity_is_its_outcomes_not_their_messages() -> None:
 
 
 def test_a_selection_is_exactly_one_kind() -> None:
-    none: dict[str, object] = {
-        "ids": [],
-        "deleted_since": None,
-        "changed_since": None,
-        "all_": False,
-        "where_field": "",
-        "where_in": [],
-    }
-    got = select_records(**none | {"ids": [A1[:15], A1, A2]})  # type: ignore[arg-type]
+    got = select_records(RecordSelection(ids=(A1[:15], A1, A2)))
     assert got.ids == (A1, A2)
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    assert select_records(**none | {"deleted_since": when}).deleted_since == when  # type: ignore[arg-type]
-    kids = select_records(**none | {"where_field": "AccountId", "where_in": [A1[:15]]})  # type: ignore[arg-type]
+    assert select_records(RecordSelection(deleted_since=when)).deleted_since == when
+    kids = select_records(RecordSelection(where_field="AccountId", where_in=(A1[:15],)))
     assert kids.where_in == (A1,)
     with pytest.raises(InvalidArgument, match="got deleted_since, changed_since"):
-        select_records(**none | {"deleted_since": when, "changed_since": when})  # type: ignore[arg-type]
+        select_records(RecordSelection(deleted_since=when, changed_since=when))
     with pytest.raises(InvalidArgument, match="at most 100000"):
-        select_records(**none | {"ids": [A1] * 100_001})  # type: ignore[arg-type]
+        select_records(RecordSelection(ids=(A1,) * 100_001))

@@ -20,7 +20,7 @@ import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.storage.api_retention import StorageServicer
-from services.storage.application import FileHeaderIn, MetadataComponentIn
+from services.storage.application import ChunkRef, FileHeaderIn, MetadataComponentIn
 from services.storage.domain import Deleted, FailedPrecondition, InvalidArgument, NotFound
 from services.storage.retention import JOB_TYPE_PRUNE, Retention, check_rule
 from services.storage.store_retention import PruneRule
@@ -189,7 +189,7 @@ async def test_prune_latest_forgets_records_deleted_before_the_window(h: Harness
     await _three_sessions(h)
     s = h.storage
     await s.begin_job(ORG, "s4", "d1", 3, "Account")
-    await s.mark_deleted(ORG, "s4", "d1", 1, "Account", [A3], Deleted.HARD)
+    await s.mark_deleted(ChunkRef(ORG, "s4", "d1", 1), "Account", [A3], Deleted.HARD)
     await _age(h, "s4", 10)
     await _prune(h, check_rule(7, 0, True))
     hist = await _history(h)
@@ -244,9 +244,9 @@ async def test_file_versions_and_bodies_go_by_reference_count_across_orgs(h: Har
     await upload(ORG, "s2", 1, 1, new)
     await upload(ORG, "s2", 2, 2, new)
     await s.begin_job(ORG, "m1", "m1", METADATA, "")
-    await s.put_metadata(ORG, "m1", "m1", 1, [MetadataComponentIn("ApexClass", "A", b"v1 body")])
+    await s.put_metadata(ChunkRef(ORG, "m1", "m1", 1), [MetadataComponentIn("ApexClass", "A", b"v1 body")])
     await s.begin_job(ORG, "m2", "m1", METADATA, "")
-    await s.put_metadata(ORG, "m2", "m1", 1, [MetadataComponentIn("ApexClass", "A", b"v2 body!")])
+    await s.put_metadata(ChunkRef(ORG, "m2", "m1", 1), [MetadataComponentIn("ApexClass", "A", b"v2 body!")])
     for session in ("s1", "m1"):
         await _age(h, session, 30)
     for session in ("s2", "m2"):
@@ -392,7 +392,7 @@ async def _store_days(h: Harness, days: list[_Day]) -> None:
             await put_raw(s, ORG, session, "accounts", seq, "Account", raws)
         if day.deleted:
             ids = [sf_id("001", n) for n in day.deleted]
-            await s.mark_deleted(ORG, session, "accounts", seq + 1, "Account", ids, Deleted.SOFT)
+            await s.mark_deleted(ChunkRef(ORG, session, "accounts", seq + 1), "Account", ids, Deleted.SOFT)
         await s.begin_job(ORG, session, "files", FILE, "")
         for seq, (n, data) in enumerate(sorted(day.files.items()), 1):
             header = FileHeaderIn(ORG, session, "files", seq, "ContentVersion", sf_id("068", n), len(data))
@@ -400,7 +400,7 @@ async def _store_days(h: Harness, days: list[_Day]) -> None:
         if day.metadata:
             await s.begin_job(ORG, session, "metadata", METADATA, "")
             components = [MetadataComponentIn("ApexClass", name, data) for name, data in sorted(day.metadata.items())]
-            await s.put_metadata(ORG, session, "metadata", 1, components)
+            await s.put_metadata(ChunkRef(ORG, session, "metadata", 1), components)
     for d in range(DAYS):  # in order: a record's head is changed at its latest day
         await _age(h, f"day{d:02d}", AGES[d])
 

@@ -14,12 +14,12 @@ import sys
 
 import pytest
 
+from services.platform.auth import Principal
 from services.platform.encryption import KEY_SETTING, Keyring, kek_id_of
 from services.platform.errors import FailedPrecondition
 from services.storage.application import Storage
 from services.storage.application_sensitive import SensitiveValues
-from services.storage.domain import FieldDef, FieldType, ObjectSchema
-from services.storage.erasure import Eraser
+from services.storage.domain import FieldDef, FieldType, ObjectSchema, RecordSelection
 from services.storage.rewrap import rewrap
 from services.storage.sensitive import (
     TOKEN,
@@ -163,7 +163,7 @@ async def test_sensitive_values_are_never_in_clear_in_postgresql_and_every_read_
         [chunk async for chunk, _n in s.export_as_of(ORG, "Contact", t1, csv_format=True, include_deleted=False)]
     )
     assert all(e.encode() in csv for e in EMAILS) and b"1980-02-03" in csv and TOKEN.encode() not in csv
-    batches = [b async for b in s.records_as_of(ORG, "Contact", t2, all_=True)]
+    batches = [b async for b in s.records_as_of(ORG, "Contact", t2, RecordSelection(all=True))]
     restored = {r.record_id: json.loads(r.values_json) for b in batches for r in b.records}
     assert restored[sf_id("003", 1)]["Email"] == "alice.new.secret@example.org"
     assert restored[sf_id("003", 2)]["Birth__c"] == "1980-02-02"
@@ -205,7 +205,7 @@ async def test_erasure_finds_a_sealed_value_by_its_keyed_search_hash(harness: Ha
         assert found.versions_holding == 1 and found.samples == [f"Contact:{sf_id('003', 2)}"]
     assert (await s.erasures.verify(ORG, asked, ["Contact.LastName"], "")).versions_holding == 0
     erased = await s.erasures.erase(
-        ORG, "", [], asked, ["contact.email"], "GDPR request", dry_run=False, eraser=Eraser("alice", "admin", "t")
+        ORG, "", [], asked, ["contact.email"], "GDPR request", dry_run=False, eraser=Principal("alice", "admin", "t")
     )
     assert [r.record_id for r in erased.records] == [sf_id("003", 2)]
     assert (await s.erasures.verify(ORG, asked, [], "")).versions_holding == 0
