@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from services.platform import natsauth
+
+log = logging.getLogger("sfvault.devstack")
 
 
 def free_port() -> int:
@@ -46,6 +49,8 @@ def kept_ports(record: Path, names: tuple[str, ...]) -> dict[str, int]:
     except (OSError, ValueError, AttributeError):
         recorded = {}
     ports = {name: recorded[name] for name in names if name in recorded and _bindable(recorded[name])}
+    for name in sorted(set(names) & set(recorded) - set(ports)):
+        log.warning("%s's port %d is taken by another program: %s listens on another one", name, recorded[name], name)
     fresh = (p for p in free_ports(len(names) + len(ports)) if p not in ports.values())
     for name in names:
         ports.setdefault(name, next(fresh))

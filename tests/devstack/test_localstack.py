@@ -101,7 +101,7 @@ def test_down_with_a_garbled_pid_file_just_cleans_up(tmp_path: Path) -> None:
     assert not (home / "supervisor.pid").exists()
 
 
-def test_kept_ports_are_the_recorded_ones_while_free(tmp_path: Path) -> None:
+def test_kept_ports_are_the_recorded_ones_while_free(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     record = tmp_path / "ports.json"
     first = kept_ports(record, ("a", "b"))
     assert len(set(first.values())) == 2
@@ -111,6 +111,7 @@ def test_kept_ports_are_the_recorded_ones_while_free(tmp_path: Path) -> None:
         busy.listen()
         again = kept_ports(record, ("a", "b", "c"))
     assert again["a"] == first["a"] and again["b"] != first["b"]
+    assert f"b's port {first['b']} is taken" in caplog.text
     assert len(set(again.values())) == 3
     assert json.loads(record.read_text()) == again
     record.write_text("garbled")
