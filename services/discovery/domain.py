@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.discovery.domain_schedule import InvalidSchedule, next_fire
+from services.platform.protect import AnomalySettings as AnomalySettings  # one type: protect.v1.AnomalySettings
 from services.platform.secrets import SecretError, SecretRule
 from services.sfconnection import AuthFlow as AuthFlow  # the one org connection type, re-exported as the domain's
 from services.sfconnection import Connection as Connection
@@ -153,19 +154,6 @@ def restore_alerts(policies: Sequence[AlertSettings]) -> AlertSettings:
     wanted = [p for p in policies if p.webhooks or p.emails]
     on = () if any(not p.on for p in wanted) else tuple(dict.fromkeys(k for p in wanted for k in p.on))
     return AlertSettings(webhooks=hooks, emails=emails, on=on)
-
-
-@dataclass(frozen=True)
-class AnomalySettings:
-    """Zero values: the session service's defaults (3 sigma, 30 sessions, 100 records, 10 % / 50 % / 50 %)."""
-
-    disabled: bool = False
-    sigma: float = 0.0
-    baseline_sessions: int = 0
-    min_records: int = 0
-    delete_pct: float = 0.0
-    change_pct: float = 0.0
-    create_pct: float = 0.0
 
 
 @dataclass(frozen=True)

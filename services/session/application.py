@@ -162,7 +162,7 @@ class SessionService:
     async def _judge(tx: ProjectionTransaction, session: d.Session) -> d.Session:
         """A backup that just ended, judged against the policy's earlier backups (domain_anomaly): its findings,
         each mass delete or change with the id of the restore draft prepared for it."""
-        settings = anomaly.AnomalySettings.from_json(session.anomalies)
+        settings = anomaly.AnomalySettings.from_json(session.anomalies).with_defaults()
         counted = anomaly.count_findings(d.data_job_messages(session))  # judged whatever the anomaly settings
         if settings.disabled:
             return d.with_findings(session, tuple(counted))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.platform.counts import Counts
+from services.platform.protect import AnomalySettings as AnomalySettings  # one type: protect.v1.AnomalySettings
 
 MASS_DELETE = "mass_delete"
 MASS_CHANGE = "mass_change"
@@ -38,33 +39,6 @@ MASS_CREATE = "mass_create"
 DRAFTED = frozenset({MASS_DELETE, MASS_CHANGE})  # the kinds a restore draft undoes
 MIN_BASELINE = 3  # below this many earlier sessions only the floors judge
 _NAMESPACE = uuid.UUID("6f1d3c0e-8a53-4f5e-9d4b-2f6c1e0a7b18")
-
-
-@dataclass(frozen=True, slots=True)
-class AnomalySettings:
-    """A policy's settings (zero values: the defaults, as sfvault.protect.v1.AnomalySettings says)."""
-
-    disabled: bool = False
-    sigma: float = 3.0
-    baseline_sessions: int = 30
-    min_records: int = 100
-    delete_pct: float = 10.0
-    change_pct: float = 50.0
-    create_pct: float = 50.0
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AnomalySettings:
-        """From the message's JSON form (proto field names); a missing or zero value is the default."""
-        default = cls()
-        return cls(
-            disabled=bool(data.get("disabled", False)),
-            sigma=float(data.get("sigma") or default.sigma),
-            baseline_sessions=int(data.get("baseline_sessions") or default.baseline_sessions),
-            min_records=int(data.get("min_records") or default.min_records),
-            delete_pct=float(data.get("delete_pct") or default.delete_pct),
-            change_pct=float(data.get("change_pct") or default.change_pct),
-            create_pct=float(data.get("create_pct") or default.create_pct),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +111,11 @@ def _mean_stddev(values: Sequence[int]) -> tuple[float, float]:
 
 
 def judge(session_id: str, current: Mapping[str, Counts], history: History, settings: AnomalySettings) -> list[Finding]:
-    """The findings of a (non-initial) backup session whose per-object counts are `current`."""
+    """The findings of a (non-initial) backup session whose per-object counts are `current`, judged by the
+    policy's settings (their zero values the defaults)."""
     if settings.disabled:
         return []
+    settings = settings.with_defaults()
     baseline_of = [p for p in history.sessions if not p.initial][: settings.baseline_sessions]
     findings: list[Finding] = []
     for object_name in sorted(current):

@@ -67,6 +67,13 @@ def test_an_object_never_backed_up_before_and_disabled_settings_are_not_judged()
 def test_settings_zero_values_are_the_defaults() -> None:
     got = anomaly.AnomalySettings.from_json({"delete_pct": 25.0, "min_records": "50"})
     assert got == anomaly.AnomalySettings(delete_pct=25.0, min_records=50)
+    assert got.with_defaults() == anomaly.AnomalySettings(
+        sigma=3.0, baseline_sessions=30, min_records=50, delete_pct=25.0, change_pct=50.0, create_pct=50.0
+    )
+    # the judge applies them: 150 deletes of 1,000 records (15 %) stand out by the default 10 %, not by 25 %
+    deletes = {"Contact": Counts(deleted=150)}
+    assert anomaly.judge("s9", deletes, history([]), anomaly.AnomalySettings(min_records=50))
+    assert not anomaly.judge("s9", deletes, history([]), got)
 
 
 def _ended(status: d.Status, **changes: object) -> d.Session:
