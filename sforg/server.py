@@ -20,7 +20,7 @@ from sforg.api.admin import ADMIN_METHODS, AdminApi
 from sforg.api.auth import AuthApi
 from sforg.api.bulk import BulkApi
 from sforg.api.composite import CompositeApi
-from sforg.api.faults import FaultsApi
+from sforg.api.faults import fault_error, stall
 from sforg.api.http import HANG_SECONDS, MAX_VERSION, MIN_VERSION, VERSION_RE, error, json_response
 from sforg.api.ingest import IngestApi
 from sforg.api.limits import LimitsApi
@@ -176,7 +176,6 @@ class Server:
         self.bulk = BulkApi(self)
         self.limits = LimitsApi(self)
         self.metadata = MetadataApi(self)
-        self.faults = FaultsApi(self)
         self.soap = SoapApi(self)
         self.ingest = IngestApi(self)
         self.composite = CompositeApi(self)
@@ -286,7 +285,7 @@ class Server:
                     # Not an HTTP error: the Bulk job is accepted and ends Failed, as Salesforce's do.
                     request["job_failed"] = True
                 elif failing:
-                    failed = self.faults.fault_error(fault["error"], kind)
+                    failed = fault_error(fault["error"], kind)
                     org.account(endpoint, kind, len(failed.body) if isinstance(failed.body, bytes) else 0)
                     return self.finish(failed, kind)
                 if fault["stall_after"] is not None:
@@ -313,7 +312,7 @@ class Server:
         org.account(endpoint, kind, size)
         resp = self.finish(resp, kind)
         if "stall_after" in request and isinstance(resp, web.Response) and not resp.prepared:
-            return await self.faults.stall(request, resp, request["stall_after"])
+            return await stall(self.org, request, resp, request["stall_after"])
         return resp
 
     def finish(self, resp: web.StreamResponse, kind: str) -> web.StreamResponse:
