@@ -106,6 +106,12 @@ def change_org(org: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+# what a newcomer does next: the README's "Using it", against an installation that keeps running
+NEXT = """next, the README's "Using it": an installation that keeps running, with an emulated org
+  export PATH="$PWD/.venv/bin:$PATH"
+  sfvault services up --org tiny"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", default=".demo", help="state directory (recreated)")
@@ -161,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         render.console.print("stopping ...")
     render.console.print(f"demo finished in {time.monotonic() - started:.0f} s")
+    render.console.print(NEXT, highlight=False)
     ok = all(render.status_name(s.status) == "SUCCESS" for s in (initial, incremental))
     return 0 if ok else 1
 

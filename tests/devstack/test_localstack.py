@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,32 @@ def test_a_stack_started_again_listens_where_it_did(tmp_path: Path, database_url
             seen.append((stack.org["login_url"], stack.address("storage"), stack.nats_url))
             assert local.status(home) == {"storage": "SERVING"}
     assert seen[0] == seen[1]
+
+
+def test_the_emulated_orgs_env_file_names_its_secret_and_holds_none(tmp_path: Path) -> None:
+    home = tmp_path / "home with space"
+    home.mkdir()
+    org = {
+        "login_url": "https://localhost:8443",
+        "client_id": "3MVG9 'quoted'",
+        "client_secret": "s3cr3t-value",
+        "ca_file": str(tmp_path / "sforg" / "ca.pem"),
+    }
+    env_file = local.write_org_env(home, org)
+    assert org["client_secret"] not in env_file.read_text()
+    shown = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'. {shlex.quote(str(env_file))} && printf "%s\\n" "$SFORG_CLIENT_ID" "$SFORG_CLIENT_SECRET_REF"'
+            ' "$SFORG_CA_BUNDLE_REF" "$SFORG_LOGIN_URL"',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": os.environ["PATH"]},
+    ).stdout.splitlines()
+    secret = home / "secrets" / "emulated-client-secret"
+    assert shown == [org["client_id"], f"file:{secret}", f"file:{org['ca_file']}", org["login_url"]]
+    assert secret.read_text() == org["client_secret"]
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and stat.S_IMODE(secret.parent.stat().st_mode) == 0o700

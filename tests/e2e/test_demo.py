@@ -34,6 +34,7 @@ def test_demo_runs_twice_and_logs_no_secret(tmp_path: Path) -> None:
             timeout=600,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "sfvault services up --org tiny" in result.stdout  # where a newcomer goes next (README, "Using it")
     report = json.loads(report_file.read_text())
     initial, incremental, changes = report["initial"], report["incremental"], report["changes"]
     assert initial["session"]["status"] == "SESSION_STATUS_SUCCESS"

@@ -67,3 +67,11 @@ def test_the_readmes_using_it_runs_as_written(tmp_path: Path) -> None:
     assert (work / "body.bin").stat().st_size > 0
     assert not (home / "supervisor.pid").exists()  # the last block stopped it
     assert " --org tiny" in (home / "supervisor.log").read_text() or (home / "sforg" / "org.json").exists()
+
+
+def test_the_demo_points_at_the_walks_first_commands() -> None:
+    from services.cli.demo import NEXT
+
+    _, first = marked_blocks((ROOT / "README.md").read_text())[0]
+    commands = [line.strip() for line in NEXT.splitlines()[1:]]
+    assert commands and all(any(line.startswith(c) for line in first.splitlines()) for c in commands)
