@@ -125,7 +125,7 @@ def _when(msg: Any, field: str = "as_of") -> dt.datetime | None:
 
 
 def _chunk_ref(request: Any) -> ChunkRef:
-    """The chunk a write request names (PutRecords, MarkDeleted, PutMetadata)."""
+    """The chunk a write request (PutRecords, MarkDeleted, PutMetadata) or an UploadFile's header names."""
     return ChunkRef(request.org_id, request.session_id, request.job_id, request.chunk_seq)
 
 
@@ -313,7 +313,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                     raise InvalidArgument("UploadFile: only data messages may follow the header")
                 yield msg.data
 
-        outcome = await self.storage.upload_file(from_message(FileHeaderIn, first.header), body())
+        header = from_message(FileHeaderIn, first.header, chunk=_chunk_ref(first.header))
+        outcome = await self.storage.upload_file(header, body())
         r = outcome.result
         return storage_pb2.UploadFileResponse(
             sha256=r["sha256"],
@@ -520,10 +521,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         ]
         outcome = await self.storage.put_restore_outcomes(
             request.source_org_id,
-            request.target_org_id,
-            request.session_id,
-            request.job_id,
-            request.chunk_seq,
+            ChunkRef(request.target_org_id, request.session_id, request.job_id, request.chunk_seq),
             outcomes,
             resolved_intents=list(request.resolved_intents),
             dry_run=request.dry_run,

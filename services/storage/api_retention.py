@@ -11,7 +11,7 @@ from services.platform.auth import current_principal
 from services.platform.translate import to_message
 from services.storage import api
 from services.storage.api import _unary, _when
-from services.storage.application import Storage
+from services.storage.application import ChunkRef, Storage
 from services.storage.retention import Retention, check_rule
 from services.storage.store_retention import HoldRow
 
@@ -28,15 +28,8 @@ class RetentionServicer:
     async def PruneStep(self, request: storage_pb2.PruneStepRequest, context: Any) -> storage_pb2.PruneStepResponse:
         r = request.retention
         rule = check_rule(r.days, r.versions, r.prune_latest)
-        result = await self.retention.prune_step(
-            request.org_id,
-            request.session_id,
-            request.job_id,
-            request.chunk_seq,
-            rule,
-            dry_run=request.dry_run,
-            max_versions=request.max_versions,
-        )
+        at = ChunkRef(request.org_id, request.session_id, request.job_id, request.chunk_seq)
+        result = await self.retention.prune_step(at, rule, dry_run=request.dry_run, max_versions=request.max_versions)
         return to_message(storage_pb2.PruneStepResponse, result)  # horizon None: left unset
 
     @_unary

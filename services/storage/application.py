@@ -118,10 +118,9 @@ class ChunkRef:
 
 @dataclass(frozen=True)
 class FileHeaderIn:
-    org_id: str
-    session_id: str
-    job_id: str
-    chunk_seq: int
+    """UploadFile's header: the chunk the upload is, and the file (its size; its SHA-256 if the sender knows it)."""
+
+    chunk: ChunkRef
     object_name: str
     record_id: str
     size: int
@@ -378,7 +377,8 @@ class Storage:
         return await self._published(job, seq, outcome)
 
     async def upload_file(self, header: FileHeaderIn, body: AsyncIterator[bytes]) -> ChunkOutcome:
-        job = await self._job(header.org_id, header.session_id, header.job_id, header.chunk_seq)
+        at = header.chunk
+        job, seq = await self._job(at.org_id, at.session_id, at.job_id, at.seq), at.seq
         check_api_name(header.object_name)
         record_id = normalize_id(header.record_id)
         if header.size < 0:
@@ -389,12 +389,12 @@ class Storage:
         digest = ChunkDigest()
         digest.update(header.object_name, record_id, str(header.size), header.file_name, header.content_type)
         digest_bytes = digest.digest()
-        previous = await self.store.chunk_result(job.job_key, header.chunk_seq)
+        previous = await self.store.chunk_result(job.job_key, seq)
         if previous is not None:
             kind, stored_digest, result = previous
             if kind != "file" or stored_digest != digest_bytes:
-                raise FailedPrecondition(f"chunk {header.chunk_seq} of job {job.job_id} was stored with other content")
-            return await self._published(job, header.chunk_seq, ChunkOutcome(result, True))
+                raise FailedPrecondition(f"chunk {seq} of job {job.job_id} was stored with other content")
+            return await self._published(job, seq, ChunkOutcome(result, True))
         known = await self.store.file_location(bytes.fromhex(expected_sha)) if expected_sha else None
         envelope: Envelope | None = None
         if known is not None and known[1] == header.size:
@@ -404,10 +404,10 @@ class Storage:
         stored = FileVersionIn(
             header.object_name, record_id, bytes.fromhex(sha_hex), size, location, header.file_name, header.content_type
         )
-        outcome = await self.store.record_file(job, header.chunk_seq, digest_bytes, stored, envelope)
+        outcome = await self.store.record_file(job, seq, digest_bytes, stored, envelope)
         if envelope is not None:
             await self._drop_unused_bodies({bytes.fromhex(sha_hex): location})
-        return await self._published(job, header.chunk_seq, outcome)
+        return await self._published(job, seq, outcome)
 
     async def _drop_unused_bodies(self, uploaded: dict[bytes, str]) -> None:
         """Encrypted bodies are stored at random addresses: when another upload of the same content recorded
@@ -671,10 +671,7 @@ class Storage:
     async def put_restore_outcomes(
         self,
         source_org_id: str,
-        target_org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
+        at: ChunkRef,
         outcomes: Sequence[RestoreOutcome],
         *,
         resolved_intents: Sequence[str] = (),
@@ -685,8 +682,9 @@ class Storage:
     ) -> ChunkOutcome:
         """One chunk of a restore's outcomes (PutRestoreOutcomes), one transaction: the outcomes, the Id map
         entries of the records now under another Id in the target (none in a dry run), the intents it resolves,
-        its ChunkUploaded (counts.api_calls, and counts per object in `restore`) in the outbox."""
-        job = await self._restore_job(target_org_id, session_id, job_id, seq)
+        its ChunkUploaded (counts.api_calls, and counts per object in `restore`) in the outbox (`at`: a chunk of a
+        restore job, in the target org)."""
+        job, seq = await self._restore_job(at.org_id, at.session_id, at.job_id, at.seq), at.seq
         source_org_key = await self._org_key(source_org_id)
         for what, value in (("write_calls", write_calls), ("api_calls", api_calls), ("files", files)):
             if value < 0:

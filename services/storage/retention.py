@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from services.storage.application import Storage
+from services.storage.application import ChunkRef, Storage
 from services.storage.domain import (
     ChunkOutcome,
     FailedPrecondition,
@@ -76,19 +76,11 @@ class Retention:
         self.store: RetentionStore = store
 
     async def prune_step(
-        self,
-        org_id: str,
-        session_id: str,
-        job_id: str,
-        seq: int,
-        rule: PruneRule,
-        *,
-        dry_run: bool = False,
-        max_versions: int = 0,
+        self, at: ChunkRef, rule: PruneRule, *, dry_run: bool = False, max_versions: int = 0
     ) -> PruneResult:
-        job = await self.storage._job(org_id, session_id, job_id, seq)
+        job, seq = await self.storage._job(at.org_id, at.session_id, at.job_id, at.seq), at.seq
         if job.job_type != JOB_TYPE_PRUNE:
-            raise FailedPrecondition(f"job {job_id} is not a prune job (BeginJob with JOB_TYPE_PRUNE)")
+            raise FailedPrecondition(f"job {job.job_id} is not a prune job (BeginJob with JOB_TYPE_PRUNE)")
         if max_versions < 0 or max_versions > MAX_STEP:
             raise InvalidArgument(f"max_versions must be between 0 and {MAX_STEP}, got {max_versions}")
         limit = max_versions or DEFAULT_STEP

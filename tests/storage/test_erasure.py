@@ -35,7 +35,7 @@ async def _body(data: bytes) -> AsyncIterator[bytes]:
 
 
 def _file(seq: int, record_id: str, data: bytes, object_name: str = "Account") -> FileHeaderIn:
-    return FileHeaderIn(ORG, "s1", "f1", seq, object_name, record_id, len(data))
+    return FileHeaderIn(ChunkRef(ORG, "s1", "f1", seq), object_name, record_id, len(data))
 
 
 async def _backup(h: Harness) -> None:

@@ -53,7 +53,7 @@ async def _body(data: bytes, piece: int = 4096) -> AsyncIterator[bytes]:
 
 
 def _header(seq: int, record: int, data: bytes, **kw: object) -> FileHeaderIn:
-    return FileHeaderIn(ORG, "s1", "f1", seq, "ContentVersion", sf_id("068", record), len(data), **kw)  # type: ignore[arg-type]
+    return FileHeaderIn(ChunkRef(ORG, "s1", "f1", seq), "ContentVersion", sf_id("068", record), len(data), **kw)  # type: ignore[arg-type]
 
 
 async def test_file_uploads_are_versioned_deduplicated_and_idempotent(harness: Harness) -> None:
@@ -97,7 +97,9 @@ async def test_a_wrong_size_or_checksum_stores_nothing(harness: Harness) -> None
     with pytest.raises(NotFound):
         await s.open_file(ORG, "", "ContentVersion", sf_id("068", 1), None)
     with pytest.raises(FailedPrecondition, match="call BeginJob first"):
-        await s.upload_file(FileHeaderIn(ORG, "s1", "nope", 1, "ContentVersion", sf_id("068", 1), 1), _body(b"x"))
+        await s.upload_file(
+            FileHeaderIn(ChunkRef(ORG, "s1", "nope", 1), "ContentVersion", sf_id("068", 1), 1), _body(b"x")
+        )
 
 
 async def test_metadata_components_are_versioned_when_they_change(harness: Harness) -> None:

@@ -241,7 +241,9 @@ async def test_outcomes_are_stored_once_with_their_id_map_and_counts(harness: Ha
         outcome(SKIPPED, 4, sf_id("001", 4)),
         outcome(FAILED, 5, error_code="REQUIRED_FIELD_MISSING", message="Required fields are missing: [Name]"),
     ]
-    first = await s.put_restore_outcomes(ORG, TARGET, "r1", "restore", 1, chunk, write_calls=3, api_calls=5, files=1)
+    first = await s.put_restore_outcomes(
+        ORG, ChunkRef(TARGET, "r1", "restore", 1), chunk, write_calls=3, api_calls=5, files=1
+    )
     assert not first.replayed and first.counts.api_calls == 5
     assert first.restore == (RestoreCounts("Account", 1, 1, 1, 1, 1, 0, 1, 3),)
     assert harness.publisher.restore[("r1", "restore", 1)] == first.restore
@@ -250,11 +252,13 @@ async def test_outcomes_are_stored_once_with_their_id_map_and_counts(harness: Ha
     assert await s.id_map(TARGET, ORG, []) == {} and await s.id_map(random_org(), TARGET, []) == {}
 
     # a redelivery returns the first result and stores nothing more
-    again = await s.put_restore_outcomes(ORG, TARGET, "r1", "restore", 1, chunk, write_calls=3, api_calls=5, files=1)
+    again = await s.put_restore_outcomes(
+        ORG, ChunkRef(TARGET, "r1", "restore", 1), chunk, write_calls=3, api_calls=5, files=1
+    )
     assert again.replayed and again.restore == first.restore and again.counts == first.counts
     assert await harness.count("restore_outcomes") == 5
     with pytest.raises(FailedPrecondition, match="other content"):
-        await s.put_restore_outcomes(ORG, TARGET, "r1", "restore", 1, chunk[:2])
+        await s.put_restore_outcomes(ORG, ChunkRef(TARGET, "r1", "restore", 1), chunk[:2])
     # a resumed restore job knows where it stopped
     last, chunks, _totals = await s.begin_job(TARGET, "r1", "restore", RESTORE, "")
     assert (last, chunks) == (1, 1)
@@ -262,7 +266,9 @@ async def test_outcomes_are_stored_once_with_their_id_map_and_counts(harness: Ha
 
     # a record matched in another org (not created) under another Id is mapped too; a failed one never
     await s.put_restore_outcomes(
-        ORG, TARGET, "r1", "restore", 2, [outcome(SKIPPED, 5, sf_id("001", 800)), outcome(FAILED, 2, sf_id("001", 9))]
+        ORG,
+        ChunkRef(TARGET, "r1", "restore", 2),
+        [outcome(SKIPPED, 5, sf_id("001", 800)), outcome(FAILED, 2, sf_id("001", 9))],
     )
     assert await s.id_map(ORG, TARGET, []) == {sf_id("001", 1): new, sf_id("001", 5): sf_id("001", 800)}
 
@@ -278,7 +284,10 @@ async def test_a_dry_run_stores_its_predictions_and_maps_nothing(harness: Harnes
     s = harness.storage
     await restore_job(s)
     result = await s.put_restore_outcomes(
-        ORG, TARGET, "r1", "restore", 1, [outcome(CREATED, 1, sf_id("001", 700)), outcome(CREATED, 2)], dry_run=True
+        ORG,
+        ChunkRef(TARGET, "r1", "restore", 1),
+        [outcome(CREATED, 1, sf_id("001", 700)), outcome(CREATED, 2)],
+        dry_run=True,
     )
     assert result.restore == (RestoreCounts("Account", created=2),)
     assert await s.id_map(ORG, TARGET, []) == {}
@@ -302,7 +311,10 @@ async def test_intents_are_recorded_once_and_resolved_by_the_chunk_of_their_outc
     )
     assert two.batch_key == "Account:create:2"
     await s.put_restore_outcomes(
-        ORG, TARGET, "r1", "restore", 1, [outcome(CREATED, 1, sf_id("001", 700))], resolved_intents=["Account:create:1"]
+        ORG,
+        ChunkRef(TARGET, "r1", "restore", 1),
+        [outcome(CREATED, 1, sf_id("001", 700))],
+        resolved_intents=["Account:create:1"],
     )
     assert [i.batch_key for i in await s.restore_intents("r1", "restore")] == ["Account:create:2"]
     assert await s.restore_intents("r1", "no-such-job") == []
@@ -317,9 +329,9 @@ async def test_a_sessions_outcomes_page_across_its_jobs(harness: Harness) -> Non
     await restore_job(s)
     await s.begin_job(TARGET, "r1", "restore-2", RESTORE, "")
     await s.put_restore_outcomes(
-        ORG, TARGET, "r1", "restore", 1, [outcome(SKIPPED, n, sf_id("001", n)) for n in (1, 2, 3)]
+        ORG, ChunkRef(TARGET, "r1", "restore", 1), [outcome(SKIPPED, n, sf_id("001", n)) for n in (1, 2, 3)]
     )
-    await s.put_restore_outcomes(ORG, TARGET, "r1", "restore-2", 1, [outcome(FAILED, n) for n in (4, 5)])
+    await s.put_restore_outcomes(ORG, ChunkRef(TARGET, "r1", "restore-2", 1), [outcome(FAILED, n) for n in (4, 5)])
     seen, token, pages = [], "", 0
     while True:
         page, token = await s.restore_records("r1", state=0, object_name="", page_size=2, page_token=token)
@@ -353,7 +365,7 @@ async def test_bad_outcomes_are_refused_and_nothing_is_stored(
     s = harness.storage
     await restore_job(s)
     with pytest.raises(InvalidArgument, match=match):
-        await s.put_restore_outcomes(ORG, TARGET, "r1", "restore", seq, outcomes)
+        await s.put_restore_outcomes(ORG, ChunkRef(TARGET, "r1", "restore", seq), outcomes)
     assert await harness.count("restore_outcomes") == 0 and await harness.count("chunks") == 1  # the backup's
 
 
@@ -361,13 +373,13 @@ async def test_outcomes_of_a_job_never_begun_or_not_a_restore_are_refused(harnes
     s = harness.storage
     await restore_job(s)
     with pytest.raises(FailedPrecondition, match="BeginJob"):
-        await s.put_restore_outcomes(ORG, TARGET, "r1", "unknown", 1, [outcome(SKIPPED, 1)])
+        await s.put_restore_outcomes(ORG, ChunkRef(TARGET, "r1", "unknown", 1), [outcome(SKIPPED, 1)])
     with pytest.raises(FailedPrecondition, match="not a restore job"):
-        await s.put_restore_outcomes(ORG, ORG, "s1", "j1", 9, [outcome(SKIPPED, 1)])
+        await s.put_restore_outcomes(ORG, ChunkRef(ORG, "s1", "j1", 9), [outcome(SKIPPED, 1)])
     with pytest.raises(NotFound):  # a source org storage never backed up
-        await s.put_restore_outcomes(random_org(), TARGET, "r1", "restore", 1, [outcome(SKIPPED, 1)])
+        await s.put_restore_outcomes(random_org(), ChunkRef(TARGET, "r1", "restore", 1), [outcome(SKIPPED, 1)])
     with pytest.raises(InvalidArgument, match="belongs to org"):
-        await s.put_restore_outcomes(ORG, ORG, "r1", "restore", 1, [outcome(SKIPPED, 1)])
+        await s.put_restore_outcomes(ORG, ChunkRef(ORG, "r1", "restore", 1), [outcome(SKIPPED, 1)])
 
 
 async def test_a_restore_chunks_event_waits_in_the_outbox_with_its_counts(harness: Harness) -> None:
@@ -376,10 +388,7 @@ async def test_a_restore_chunks_event_waits_in_the_outbox_with_its_counts(harnes
     harness.publisher.fail = True  # NATS away: committed, announced later by the relay
     result = await s.put_restore_outcomes(
         ORG,
-        TARGET,
-        "r1",
-        "restore",
-        1,
+        ChunkRef(TARGET, "r1", "restore", 1),
         [outcome(CREATED, 1, sf_id("001", 700)), RestoreOutcome("Contact", sf_id("003", 1), "", FAILED)],
         write_calls=2,
         api_calls=4,
@@ -419,10 +428,7 @@ async def test_a_metadata_restore_stores_its_components_outcomes_by_full_name(ha
     await s.begin_job(TARGET, "m1", "metadata-restore", 5, "")  # JOB_TYPE_METADATA_RESTORE
     result = await s.put_restore_outcomes(
         ORG,
-        TARGET,
-        "m1",
-        "metadata-restore",
-        1,
+        ChunkRef(TARGET, "m1", "metadata-restore", 1),
         [
             RestoreOutcome("metadata:ApexClass", "ApexClass:Invoice", "ApexClass:Invoice", UPDATED),
             RestoreOutcome("metadata:CustomField", "CustomField:Account.Tier__c", "", FAILED, "DEPLOY_FAILED", "no"),
@@ -440,7 +446,7 @@ async def test_a_metadata_restore_stores_its_components_outcomes_by_full_name(ha
     assert (failed.source_id, failed.error_code) == ("CustomField:Account.Tier__c", "DEPLOY_FAILED")
     with pytest.raises(InvalidArgument, match="full name"):
         await s.put_restore_outcomes(
-            ORG, TARGET, "m1", "metadata-restore", 2, [RestoreOutcome("metadata:ApexClass", "", "", SKIPPED)]
+            ORG, ChunkRef(TARGET, "m1", "metadata-restore", 2), [RestoreOutcome("metadata:ApexClass", "", "", SKIPPED)]
         )
 
 
@@ -453,10 +459,7 @@ async def test_outcomes_text_comes_back_as_sent_whatever_it_holds(harness: Harne
     odd = 'a\tb\nc\r\\N \\ "q" {x,y} , é 🎉'
     await s.put_restore_outcomes(
         ORG,
-        TARGET,
-        "r1",
-        "restore",
-        1,
+        ChunkRef(TARGET, "r1", "restore", 1),
         [
             outcome(FAILED, 1, error_code="E\t1", message=odd, note="n\\\x00o"),
             outcome(UPDATED, 2, sf_id("001", 2), changed_fields=("Name", "Score__c")),
@@ -465,10 +468,7 @@ async def test_outcomes_text_comes_back_as_sent_whatever_it_holds(harness: Harne
     )
     await s.put_restore_outcomes(
         ORG,
-        TARGET,
-        "m2",
-        "metadata-restore",
-        1,
+        ChunkRef(TARGET, "m2", "metadata-restore", 1),
         [
             RestoreOutcome(
                 "metadata:Layout",

@@ -93,7 +93,9 @@ async def _prune(
     await h.storage.begin_job(ORG, session, "prune", JOB_TYPE_PRUNE, "")
     steps = []
     for seq in range(1, 100):
-        step = await r.prune_step(ORG, session, "prune", seq, rule, dry_run=dry_run, max_versions=max_versions)
+        step = await r.prune_step(
+            ChunkRef(ORG, session, "prune", seq), rule, dry_run=dry_run, max_versions=max_versions
+        )
         steps.append(step)
         if step.done:
             return steps
@@ -207,19 +209,19 @@ async def test_steps_are_bounded_and_idempotent_by_chunk(h: Harness) -> None:
     r = Retention(h.storage)
     rule = check_rule(0, 1, False)
     await h.storage.begin_job(ORG, "p1", "prune", JOB_TYPE_PRUNE, "")
-    first = await r.prune_step(ORG, "p1", "prune", 1, rule, max_versions=1)
+    first = await r.prune_step(ChunkRef(ORG, "p1", "prune", 1), rule, max_versions=1)
     assert first.record_versions == 1 and not first.done and not first.replayed
-    replay = await r.prune_step(ORG, "p1", "prune", 1, rule, max_versions=1)
+    replay = await r.prune_step(ChunkRef(ORG, "p1", "prune", 1), rule, max_versions=1)
     assert replay.replayed and replay.record_versions == 1
     assert await h.count("record_versions") == 5  # the redelivered step deleted nothing more
-    rest = [await r.prune_step(ORG, "p1", "prune", seq, rule, max_versions=1) for seq in (2, 3, 4)]
+    rest = [await r.prune_step(ChunkRef(ORG, "p1", "prune", seq), rule, max_versions=1) for seq in (2, 3, 4)]
     assert [x.record_versions for x in rest] == [1, 1, 0] and rest[-1].done
     # each step announced its counts (ChunkUploaded): deleted = record versions
     assert [c.deleted for (sess, _j, _s, c) in h.publisher.published if sess == "p1"] == [1, 1, 1, 0]
     # the job registered as another type is refused
     await h.storage.begin_job(ORG, "p9", "x", 3, "Account")
     with pytest.raises(FailedPrecondition, match="not a prune job"):
-        await r.prune_step(ORG, "p9", "x", 1, rule)
+        await r.prune_step(ChunkRef(ORG, "p9", "x", 1), rule)
 
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:
@@ -232,7 +234,7 @@ async def test_file_versions_and_bodies_go_by_reference_count_across_orgs(h: Har
     shared, old, new = os.urandom(1000), os.urandom(2000), os.urandom(3000)
 
     async def upload(org: str, session: str, seq: int, rec: int, body: bytes) -> None:
-        header = FileHeaderIn(org, session, "f1", seq, "ContentVersion", sf_id("068", rec), len(body))
+        header = FileHeaderIn(ChunkRef(org, session, "f1", seq), "ContentVersion", sf_id("068", rec), len(body))
         await s.upload_file(header, _body(body))
 
     await s.begin_job(ORG, "s1", "f1", FILE, "")
@@ -395,7 +397,7 @@ async def _store_days(h: Harness, days: list[_Day]) -> None:
             await s.mark_deleted(ChunkRef(ORG, session, "accounts", seq + 1), "Account", ids, Deleted.SOFT)
         await s.begin_job(ORG, session, "files", FILE, "")
         for seq, (n, data) in enumerate(sorted(day.files.items()), 1):
-            header = FileHeaderIn(ORG, session, "files", seq, "ContentVersion", sf_id("068", n), len(data))
+            header = FileHeaderIn(ChunkRef(ORG, session, "files", seq), "ContentVersion", sf_id("068", n), len(data))
             await s.upload_file(header, _body(data))
         if day.metadata:
             await s.begin_job(ORG, session, "metadata", METADATA, "")
@@ -460,11 +462,11 @@ async def test_thirty_daily_incrementals_then_seven_days_of_retention_free_what_
     s = h.storage
     t_body, a_body = days[0].files[3], days[0].files[8]
     held_elsewhere = (  # T by another org's ContentVersion, A by an Attachment of this org: kept by the prune
-        FileHeaderIn(sf_id("00D", 78), "other", "files", 1, "ContentVersion", sf_id("068", 900), len(t_body)),
-        FileHeaderIn(ORG, "attachments", "files", 1, "Attachment", sf_id("00P", 1), len(a_body)),
+        FileHeaderIn(ChunkRef(sf_id("00D", 78), "other", "files", 1), "ContentVersion", sf_id("068", 900), len(t_body)),
+        FileHeaderIn(ChunkRef(ORG, "attachments", "files", 1), "Attachment", sf_id("00P", 1), len(a_body)),
     )
     for header, data in zip(held_elsewhere, (t_body, a_body), strict=True):
-        await s.begin_job(header.org_id, header.session_id, "files", FILE, "")
+        await s.begin_job(header.chunk.org_id, header.chunk.session_id, "files", FILE, "")
         await s.upload_file(header, _body(data))
     await _store_days(h, days)
     await _age(h, "other", 40)
