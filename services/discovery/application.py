@@ -296,6 +296,9 @@ class Planner:
     plan_timeout: dt.timedelta = dt.timedelta(minutes=15)
     # a restore draft's point pinned against retention when it is planned (None: not pinned, e.g. in unit tests)
     pin_point: PinPoint | None = None
+    # waits until every JobFinished already on the bus is recorded (consumers.outcomes_caught_up), so the
+    # previous session's outcomes are known before they are read (None: recorded synchronously, e.g. in unit tests)
+    outcomes_recorded: Callable[[], Awaitable[None]] | None = None
 
     async def handle_batch(self, deliveries: Sequence[Delivered]) -> None:
         """The consumer's handler: plan each requested session, commit, publish; then the batch is acked."""
@@ -598,6 +601,8 @@ class Planner:
 
         completed: set[str] | None = None
         if previous is not None and prev_schema is not None:
+            if self.outcomes_recorded is not None:
+                await self.outcomes_recorded()
             done_jobs = await self.store.completed_jobs(previous.session_id, COMPLETED_OUTCOMES)
             completed = {o.name for o in prev_schema.objects if d.data_job_id(o.name) in done_jobs}
         resolution = d.resolve(policy, global_objects, describes, prev_schema, unreadable, completed)

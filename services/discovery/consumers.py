@@ -64,6 +64,27 @@ async def _set_ack_wait(bus: Bus, ack_wait_s: float) -> None:
     await bus.js.add_consumer(stream, info.config.evolve(ack_wait=ack_wait_s))
 
 
+async def outcomes_caught_up(bus: Bus, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
+    """Wait until the outcomes consumer has recorded every JobFinished already in the stream (none pending, none
+    delivered and not yet acked). A session is reported ended only after its jobs' JobFinished events were
+    published, so after this the previous session's outcomes are all known. Bounded: past `timeout_s` planning goes
+    on, and a job whose outcome is still unknown is treated as not completed (its full read asked for again:
+    more work, never less)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            info = await bus.js.consumer_info(bus.config.events_stream, OUTCOMES_CONSUMER)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+        except NotFoundError:
+            pass  # not created yet: the consumer task is starting
+        if loop.time() >= deadline:
+            log.warning("job outcomes still being recorded after %g s; planning goes on", timeout_s)
+            return
+        await asyncio.sleep(poll_s)
+
+
 async def consume_job_outcomes(bus: Bus, store: DiscoveryStore, stop: asyncio.Event) -> None:
     outcomes = Consuming(filter_subject=bus.config.events_subject("*.JobFinished"))
     await bus.consume_events(OUTCOMES_CONSUMER, functools.partial(record_job_outcomes, store), stop, outcomes)

@@ -17,7 +17,7 @@ from services.discovery.api import AccessApi, DiscoveryApi, access_service_entry
 from services.discovery.application import Access, Catalog, Planner, Scheduler, SystemClock, republish_revocations
 from services.discovery.compare import LiveCompare, SalesforceLive, StorageBackup, org_reserve
 from services.discovery.config import DiscoverySettings
-from services.discovery.consumers import consume_job_outcomes, consume_session_requests
+from services.discovery.consumers import consume_job_outcomes, consume_session_requests, outcomes_caught_up
 from services.discovery.ports import Clock, Connector
 from services.discovery.salesforce import SalesforceOrg
 from services.discovery.session_client import GrpcSessionStarter
@@ -78,6 +78,7 @@ async def serve(
             full_describe_every=dt.timedelta(seconds=settings.discovery_full_describe_every_s),
             describe_parallel=settings.discovery_describe_parallel,
             plan_timeout=dt.timedelta(seconds=settings.discovery_plan_timeout_s),
+            outcomes_recorded=functools.partial(outcomes_caught_up, bus),
         )
         storage = StorageExports(
             aio_channel(

@@ -10,11 +10,18 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 
 from devstack.embedded import nats_process
 from services.discovery.config import DiscoverySettings
-from services.discovery.consumers import CONSUMER, consume_session_requests
+from services.discovery.consumers import (
+    CONSUMER,
+    OUTCOMES_CONSUMER,
+    consume_job_outcomes,
+    consume_session_requests,
+    outcomes_caught_up,
+)
 from services.platform.bus import Bus, BusConfig, Delivery
 from tests.discovery.conftest import Running
 
@@ -155,3 +162,48 @@ async def test_the_consumer_goes_on_after_a_nats_restart_with_discovery_s_own_pe
         finally:
             await bus.close()
             await admin.close()
+
+
+class GatedOutcomes:
+    """A store whose record_outcomes waits for `gate`: outcomes delivered to discovery but not yet recorded."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.recorded: list[tuple[str, str, str]] = []
+
+    async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None:
+        await self.gate.wait()
+        self.recorded.extend(outcomes)
+
+
+async def _outcomes_held(bus: Bus) -> int:
+    try:
+        return (await bus.js.consumer_info(bus.config.events_stream, OUTCOMES_CONSUMER)).num_ack_pending
+    except NotFoundError:
+        return 0  # the consumer is being created
+
+
+async def test_planning_waits_until_the_previous_sessions_outcomes_are_recorded(bus: Bus) -> None:
+    # CI once planned a session while the previous one's JobFinished was still on its way to the outcomes table:
+    # a completed job looked unfinished and its object was read in full again
+    store = GatedOutcomes()
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume_job_outcomes(bus, store, stop))  # type: ignore[arg-type]
+    try:
+        await bus.emit(ev.JobFinished(outcome=ev.JOB_OUTCOME_SUCCESS), session_id="s1", job_id="data-Document")
+        caught_up = asyncio.create_task(outcomes_caught_up(bus, timeout_s=60))
+        while (held := await _outcomes_held(bus)) == 0:
+            await asyncio.sleep(0.02)  # until delivered, and held by the gate
+        assert held == 1 and not caught_up.done()
+        store.gate.set()
+        await asyncio.wait_for(caught_up, 30)
+        assert store.recorded == [("s1", "data-Document", "JOB_OUTCOME_SUCCESS")]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_wait_for_outcomes_is_bounded(bus: Bus) -> None:
+    # nobody records them (the consumer is not running): planning goes on after the bound, and reads more, never less
+    await bus.emit(ev.JobFinished(outcome=ev.JOB_OUTCOME_SUCCESS), session_id="s1", job_id="data-Lead")
+    await asyncio.wait_for(outcomes_caught_up(bus, timeout_s=0.3), 10)
