@@ -55,7 +55,7 @@ from services.storage.domain import (
     FileVersionRow,
     InvalidArgument,
     JobRef,
-    MetadataInput,
+    MetadataComponentIn,
     MetadataVersionRow,
     NotFound,
     ObjectSchema,
@@ -127,16 +127,6 @@ class FileHeaderIn:
     sha256: str = ""
     file_name: str = ""
     content_type: str = ""
-
-
-@dataclass(frozen=True)
-class MetadataComponentIn:
-    type: str
-    full_name: str
-    content: bytes
-    deleted: bool = False
-    last_modified_date: dt.datetime | None = None
-    file_name: str = ""
 
 
 def _now() -> dt.datetime:
@@ -446,36 +436,31 @@ class Storage:
         if len(components) > self.max_chunk_records:
             raise InvalidArgument(f"{len(components)} components; at most {self.max_chunk_records} per PutMetadata")
         digest = ChunkDigest()
-        inputs = []
         for i, c in enumerate(components):
             if not c.type or not c.full_name or len(c.type) > 255 or len(c.full_name) > 1000:
                 raise InvalidArgument(f"component {i} needs a type and a full_name (at most 255 / 1000 characters)")
             check_api_name(c.type, f"component {i} type")
-            sha = hashlib.sha256(c.content).digest()
-            digest.update(c.type, c.full_name, sha, b"1" if c.deleted else b"0")
-            inputs.append(
-                MetadataInput(c.type, c.full_name, sha, len(c.content), c.deleted, c.last_modified_date, c.file_name)
-            )
+            digest.update(c.type, c.full_name, c.sha256, b"1" if c.deleted else b"0")
         digest_bytes = digest.digest()
         previous = await self.store.chunk_result(job.job_key, seq)
         if previous is None:
-            existing = await self.store.existing_files([m.sha256 for m in inputs])
+            existing = await self.store.existing_files([c.sha256 for c in components])
             locations: dict[bytes, str] = {}
             envelopes: dict[bytes, Envelope] = {}
-            for component, item in zip(components, inputs, strict=True):
-                if item.sha256 in locations:
+            for c in components:
+                if c.sha256 in locations:
                     continue
-                if item.sha256 in existing:
-                    found = await self.store.file_location(item.sha256)
+                if c.sha256 in existing:
+                    found = await self.store.file_location(c.sha256)
                     assert found is not None
-                    locations[item.sha256] = found[0]
+                    locations[c.sha256] = found[0]
                 else:
-                    _hex, locations[item.sha256], envelope = await self.files.put_bytes(component.content)
+                    _hex, locations[c.sha256], envelope = await self.files.put_bytes(c.content)
                     if envelope is not None:
-                        envelopes[item.sha256] = envelope
+                        envelopes[c.sha256] = envelope
         else:
             locations, envelopes = {}, {}  # the store recognises the replay before it needs any location
-        outcome = await self.store.put_metadata(job, seq, digest_bytes, MetadataChunk(inputs, locations, envelopes))
+        outcome = await self.store.put_metadata(job, seq, digest_bytes, MetadataChunk(components, locations, envelopes))
         if envelopes:
             await self._drop_unused_bodies({sha: locations[sha] for sha in envelopes})
         return await self._published(job, seq, outcome)

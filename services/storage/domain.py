@@ -57,7 +57,7 @@ __all__ = [
     "HeadState",
     "InvalidArgument",
     "JobRef",
-    "MetadataInput",
+    "MetadataComponentIn",
     "MetadataVersionRow",
     "NotFound",
     "ObjectSchema",
@@ -581,14 +581,24 @@ class RestorePointRow:
 
 
 @dataclass(frozen=True)
-class MetadataInput:
+class MetadataComponentIn:
+    """A Metadata API component as PutMetadata carries it (storage.v1.MetadataComponent) and as MetadataStore stores
+    it: its body's SHA-256 (computed once) and size come from its content."""
+
     type: str
     full_name: str
-    sha256: bytes
-    size: int
-    deleted: bool
-    last_modified_date: dt.datetime | None
-    file_name: str
+    content: bytes
+    deleted: bool = False
+    last_modified_date: dt.datetime | None = None
+    file_name: str = ""
+
+    @functools.cached_property
+    def sha256(self) -> bytes:
+        return hashlib.sha256(self.content).digest()
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
 
 
 # --- restore (issue 17) ------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from services.storage.domain import (
     FileVersionIn,
     FileVersionRow,
     JobRef,
-    MetadataInput,
+    MetadataComponentIn,
     MetadataVersionRow,
     ObjectSchema,
     PendingEvent,
@@ -44,7 +44,7 @@ class MetadataChunk:
     """A PutMetadata chunk as MetadataStore.put_metadata stores it: its components, where each body is (by
     SHA-256: a replay is recognised before any is needed), and the envelope of each body it encrypted."""
 
-    components: Sequence[MetadataInput]
+    components: Sequence[MetadataComponentIn]
     locations: Mapping[bytes, str]
     envelopes: Mapping[bytes, Envelope] = field(default_factory=dict)
 
