@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 
 from devstack.embedded import nats_process
@@ -169,18 +168,13 @@ class GatedOutcomes:
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
+        self.held = asyncio.Event()
         self.recorded: list[tuple[str, str, str]] = []
 
     async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None:
+        self.held.set()
         await self.gate.wait()
         self.recorded.extend(outcomes)
-
-
-async def _outcomes_held(bus: Bus) -> int:
-    try:
-        return (await bus.js.consumer_info(bus.config.events_stream, OUTCOMES_CONSUMER)).num_ack_pending
-    except NotFoundError:
-        return 0  # the consumer is being created
 
 
 async def test_planning_waits_until_the_previous_sessions_outcomes_are_recorded(bus: Bus) -> None:
@@ -192,9 +186,9 @@ async def test_planning_waits_until_the_previous_sessions_outcomes_are_recorded(
     try:
         await bus.emit(ev.JobFinished(outcome=ev.JOB_OUTCOME_SUCCESS), session_id="s1", job_id="data-Document")
         caught_up = asyncio.create_task(outcomes_caught_up(bus, timeout_s=60))
-        while (held := await _outcomes_held(bus)) == 0:
-            await asyncio.sleep(0.02)  # until delivered, and held by the gate
-        assert held == 1 and not caught_up.done()
+        await asyncio.wait_for(store.held.wait(), 30)  # delivered, and held by the gate
+        info = await bus.js.consumer_info(bus.config.events_stream, OUTCOMES_CONSUMER)
+        assert info.num_ack_pending == 1 and not caught_up.done()
         store.gate.set()
         await asyncio.wait_for(caught_up, 30)
         assert store.recorded == [("s1", "data-Document", "JOB_OUTCOME_SUCCESS")]
