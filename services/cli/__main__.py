@@ -20,9 +20,9 @@ from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services import sfconnection as sfc
+from services.cli import catalog, keep, points, protect, render, sealed_export, sessions
 from services.cli import compare as compare_command
 from services.cli import erase as erase_command
-from services.cli import keep, protect, render, sealed_export
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.platform import timestamps
@@ -84,6 +84,18 @@ def parse_time(text: str) -> dt.datetime:
     except ValueError:
         raise CliError(f"cannot read time {text!r}: use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def parse_since(text: str) -> dt.datetime:
+    """An ISO 8601 time, or a duration back from now (e.g. 24h, 7d)."""
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]?\s*", text):
+        return dt.datetime.now(dt.UTC) - parse_duration(text)
+    return parse_time(text)
+
+
+def session_id_of(c: Clients, text: str) -> str:
+    """The session a user's id names: the whole id or a unique prefix of it (services/cli/sessions.py)."""
+    return sessions.resolve(c, text)
 
 
 def private_dir(path: Path) -> None:
@@ -431,53 +443,59 @@ SESSION_KINDS = {
 
 
 @group["session"].command("list")
+@group["session"].command("ls", hidden=True)
 def session_list(
     policy: Annotated[str, typer.Option()] = "",
+    org: Annotated[str, typer.Option(help="only this org's sessions (sfvault's org id)")] = "",
     status: Annotated[str, typer.Option(help="success, warning, failed, stopped, running, pending")] = "",
     kind: Annotated[str, typer.Option(help="backup, restore or metadata-restore (default: every kind)")] = "",
-    limit: Annotated[int, typer.Option()] = 50,
+    since: Annotated[str, typer.Option(help="requested since: ISO 8601, or a duration back (24h, 7d)")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """Sessions, newest first."""
+    """Sessions, newest first (`session ls` too)."""
     if kind and kind not in SESSION_KINDS:
         raise CliError(f"unknown kind {kind!r}: one of {', '.join(SESSION_KINDS)}")
-    request = api.ListSessionsRequest(
-        policy_id=policy, page_size=limit, kind=SESSION_KINDS.get(kind, rs.rpb.SESSION_KIND_UNSPECIFIED)
-    )
+    request = api.ListSessionsRequest(policy_id=policy, kind=SESSION_KINDS.get(kind, rs.rpb.SESSION_KIND_UNSPECIFIED))
     if status:
         try:
             request.status = pb.SessionStatus.Value(f"SESSION_STATUS_{status.upper()}")
         except ValueError:
-            raise CliError(f"unknown status {status!r}") from None
-    sessions = list(clients().session.ListSessions(request).sessions)
-    render.print_result(sessions, json_out, render.sessions_table(sessions))
+            raise CliError(f"unknown status {status!r}: success, warning, failed, stopped, running, pending") from None
+    if since:
+        request.requested_after.CopyFrom(timestamps.to_pb(parse_since(since)))
+    found = sessions.listed(clients(), request, limit, sessions.of_org(org))
+    render.print_result(found, json_out, render.sessions_table(found))
 
 
 @group["session"].command("show")
 def session_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A session's report: status, per-job outcome and counts."""
     c = clients()
-    _session_report(c, c.session.GetSession(api.GetSessionRequest(session_id=session_id)), json_out)
+    _session_report(c, c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, session_id))), json_out)
 
 
 @group["session"].command("watch")
 def session_watch(session_id: str, json_out: JsonOpt = False) -> None:
     """Follow a session until it ends."""
     c = clients()
-    _session_report(c, watch(c, session_id), json_out)
+    _session_report(c, watch(c, session_id_of(c, session_id)), json_out)
 
 
 @group["session"].command("cancel")
 def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "") -> None:
     """Stop a session gracefully: queued jobs are dropped, running ones finish their chunk."""
-    clients().session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
+    c = clients()
+    session_id = session_id_of(c, session_id)
+    c.session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
     render.console.print(f"session {session_id}: cancellation requested")
 
 
 @group["jobs"].command("list")
 def jobs_list(session_id: str, json_out: JsonOpt = False) -> None:
     """The jobs of a session."""
-    jobs = list(clients().session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
+    c = clients()
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id_of(c, session_id))).jobs)
     render.print_result(jobs, json_out, render.jobs_table(jobs))
 
 
@@ -633,7 +651,7 @@ def restore_metadata(
 def restore_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A restore's report: per object Created / Updated / Undeleted / Skipped / Failed, and the read-back."""
     c = clients()
-    session = c.session.GetSession(api.GetSessionRequest(session_id=session_id))
+    session = c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, session_id)))
     if session.kind not in rs.RESTORE_KINDS:
         raise CliError(f"session {session_id} is a backup: `sfvault session show {session_id}`")
     _restore_report(c, session, json_out)
@@ -650,6 +668,7 @@ def restore_records(
     if state and state.lower() not in rs.RECORD_STATES:
         _restore_usage(f"unknown state {state!r}: one of {', '.join(rs.STATES)}")
     c = clients()
+    session_id = session_id_of(c, session_id)
     request = st.ListRestoreRecordsRequest(
         session_id=session_id,
         state=rs.RECORD_STATES.get(state.lower(), rs.rpb.RECORD_STATE_UNSPECIFIED),
@@ -686,7 +705,7 @@ def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = Fa
     """Re-run only the Failed records of a restore (once their cause is fixed): a new session, the same spec."""
     c = clients()
     try:
-        request = rs.retry_request(c.session.GetSession(api.GetSessionRequest(session_id=session_id)))
+        request = rs.retry_request(c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, session_id))))
     except rs.RestoreOptionError as exc:
         _restore_usage(str(exc))
     _start_restore(c, request, wait, json_out)
@@ -703,7 +722,8 @@ def restore_run_draft(
     with `sfvault restore show` / `restore records`). With --wait: exit as `restore run` does."""
     c = clients()
     try:
-        request = protect.draft_request(c.session.GetSession(api.GetSessionRequest(session_id=draft_session)), yes)
+        draft = c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, draft_session)))
+        request = protect.draft_request(draft, yes)
     except protect.ProtectOptionError as exc:
         _restore_usage(str(exc))
     _start_restore(c, request, wait, json_out)
@@ -721,8 +741,10 @@ def alerts_list(
     json_out: JsonOpt = False,
 ) -> None:
     """Alerts, newest first, with what became of each delivery (webhook hosts, e-mail addresses)."""
+    c = clients()
+    session = session_id_of(c, session) if session else ""
     request = api.ListAlertsRequest(policy_id=policy, session_id=session, kind=kind, page_size=limit)
-    found = list(clients().session.ListAlerts(request).alerts)
+    found = list(c.session.ListAlerts(request).alerts)
     if json_out:
         render.print_json(protect.alerts_json(found))
         return
@@ -756,6 +778,22 @@ def records_history(
             v.hash[:12],
         ),
     )
+
+
+@group["records"].command("restore-points")
+def records_restore_points(
+    object_name: str, record_id: str, org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False
+) -> None:
+    """The points a record can be read or restored at (newest first): pass one as --at / --as-of."""
+    c = clients()
+    request = st.GetRecordHistoryRequest(org_id=salesforce_org_id(c, org), object_name=object_name, record_id=record_id)
+    found = points.restore_points(c.storage.GetRecordHistory(request).versions)
+    if not found:
+        raise sessions.CodedError(f"{object_name} {record_id} has never been backed up", "not_found")
+    if json_out:
+        render.print_json(found)
+    else:
+        render.print_table(f"{object_name} {record_id}", points.COLUMNS, map(points.row, found))
 
 
 @group["records"].command("as-of")
@@ -1093,13 +1131,7 @@ def audit_list(
     json_out: JsonOpt = False,
 ) -> None:
     """The audit: changes (every service) and reads (storage), merged by time, oldest first."""
-    start: dt.datetime | None = None
-    if since:
-        start = (
-            dt.datetime.now(dt.UTC) - parse_duration(since)
-            if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]?\s*", since)
-            else parse_time(since)
-        )
+    start = parse_since(since) if since else None
     c = clients()
     entries = sorted([*_changes(c, start, actor), *_reads(c, start, actor)], key=lambda e: e["at"])
     if json_out:
@@ -1217,13 +1249,15 @@ def run(argv: list[str] | None = None) -> int:
         _error(f"{exc.strerror or type(exc).__name__}{where}" if exc.strerror else str(exc) or type(exc).__name__)
         return 1
     except Exception as exc:  # CliError, AuthError, ValueError, RuntimeError, ...: the message, one line
-        _error(str(exc) or type(exc).__name__)
+        code = getattr(exc, "code", "")
+        _error(str(exc) or type(exc).__name__, code if isinstance(code, str) else "")
         return 1
 
 
 compare_command.register(app, sys.modules[__name__])  # `sfvault compare` (services/cli/compare.py)
 keep.register(app, sys.modules[__name__])  # `sfvault prune`, `sfvault hold` (services/cli/keep.py)
 erase_command.register(app, sys.modules[__name__])  # `sfvault erase` (services/cli/erase.py)
+catalog.register(sys.modules[__name__])  # `org update`, `org remove`, `policy delete` (services/cli/catalog.py)
 
 
 def main() -> None:
