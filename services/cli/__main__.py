@@ -20,11 +20,12 @@ from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services import sfconnection as sfc
-from services.cli import catalog, keep, points, protect, render, sealed_export, sessions
+from services.cli import catalog, exporting, keep, points, policies, protect, render, sealed_export, sessions
 from services.cli import compare as compare_command
 from services.cli import erase as erase_command
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
+from services.cli.errors import CodedError
 from services.platform import timestamps
 
 app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -229,6 +230,8 @@ def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Poli
             setattr(policy, flag, opts[flag])
     if opts.get("schedule") is not None:
         policy.schedule = opts["schedule"]
+    if opts.get("time_zone") is not None:
+        policy.time_zone = policies.time_zone(opts["time_zone"])
     if opts.get("stall_timeout"):
         policy.stall_timeout.CopyFrom(timestamps.duration_to_pb(parse_duration(opts["stall_timeout"])))
     if opts.get("reconcile_every"):
@@ -241,11 +244,10 @@ def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Poli
 
 
 def _show_policy(p: disc.Policy, json_out: bool) -> None:
-    shown = protect.policy_dict(p)  # webhook URLs by their host: they carry tokens
     if json_out:
-        render.print_json(shown)
+        render.print_json(protect.policy_dict(p))  # webhook URLs by their host: they carry tokens
         return
-    render.console.print(shown)
+    render.print_fields(f"Policy {p.policy_id}", policies.report(p))
 
 
 @group["policy"].command("create")
@@ -260,6 +262,7 @@ def policy_create(
     files: Annotated[bool, typer.Option("--files/--no-files")] = True,
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata")] = True,
     schedule: Annotated[str, typer.Option(help="hourly, daily@HH:MM, weekly@mon@HH:MM or a cron line")] = "",
+    time_zone: Annotated[str, typer.Option(help="the schedule's IANA time zone, e.g. Europe/Paris")] = "UTC",
     stall_timeout: Annotated[str, typer.Option(help="e.g. 24h")] = "24h",
     reconcile_every: Annotated[str, typer.Option(help="e.g. 7d")] = "7d",
     api_share: Annotated[int, typer.Option(help="% of the org's daily API limit sfvault may use")] = 50,
@@ -269,6 +272,7 @@ def policy_create(
     """Create a backup policy."""
     policy = _policy_from_options(disc.Policy(policy_id=policy_id, org_id=org), dict(locals()))
     created = clients().discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
+    policies.check_kept(policy.time_zone, created)
     render.print_result(created, json_out, f"policy [bold]{created.policy_id}[/] created for org {created.org_id}")
 
 
@@ -283,6 +287,7 @@ def policy_update(
     files: Annotated[bool | None, typer.Option("--files/--no-files")] = None,
     metadata: Annotated[bool | None, typer.Option("--metadata/--no-metadata")] = None,
     schedule: Annotated[str | None, typer.Option()] = None,
+    time_zone: Annotated[str | None, typer.Option(help="the schedule's IANA time zone, e.g. Europe/Paris")] = None,
     stall_timeout: Annotated[str | None, typer.Option()] = None,
     reconcile_every: Annotated[str | None, typer.Option()] = None,
     api_share: Annotated[int | None, typer.Option()] = None,
@@ -316,6 +321,7 @@ def policy_update(
     options = dict(locals())
     changed = protect.apply_options(_policy_from_options(current, options), options)
     updated = c.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=changed))
+    policies.check_kept(changed.time_zone, updated)
     _show_policy(updated, json_out)
 
 
@@ -325,37 +331,14 @@ def policy_show(policy_id: str, json_out: JsonOpt = False) -> None:
     _show_policy(clients().discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id)), json_out)
 
 
-POLICY_COLUMNS = (
-    *("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"),
-    *("alerts", "retention", "hold"),
-)
-
-
 @group["policy"].command("list")
 def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """The policies (of one org)."""
-    policies = clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies
+    found = clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies
     if json_out:
-        render.print_json([protect.policy_dict(p) for p in policies])
+        render.print_json([protect.policy_dict(p) for p in found])
         return
-    render.print_table(
-        "Policies",
-        POLICY_COLUMNS,
-        [
-            (
-                p.policy_id,
-                p.org_id,
-                p.name,
-                p.schedule or "-",
-                str(p.auto_add_new_objects),
-                str(p.auto_add_new_fields),
-                str(p.files),
-                str(p.metadata),
-                *protect.protection_summary(p),
-            )
-            for p in policies
-        ],
-    )
+    render.print_table("Policies", policies.LIST_COLUMNS, map(policies.row, found))
 
 
 # ---- backups and sessions -------------------------------------------------------------------------------
@@ -789,7 +772,7 @@ def records_restore_points(
     request = st.GetRecordHistoryRequest(org_id=salesforce_org_id(c, org), object_name=object_name, record_id=record_id)
     found = points.restore_points(c.storage.GetRecordHistory(request).versions)
     if not found:
-        raise sessions.CodedError(f"{object_name} {record_id} has never been backed up", "not_found")
+        raise CodedError(f"{object_name} {record_id} has never been backed up", "not_found")
     if json_out:
         render.print_json(found)
     else:
@@ -813,30 +796,56 @@ def records_as_of(
     )
     values = json.loads(version.values_json or b"{}")
     if json_out:
-        render.print_json({"version": render.as_dict(version) | {"values_json": None}, "values": values})
+        shown = {k: v for k, v in render.as_dict(version).items() if k != "values_json"}
+        render.print_json({"version": shown, "values": values})
     else:
-        render.console.print(f"version {version.version_id} captured {render.ts(version.captured_at)}")
-        render.console.print(values)
+        title = f"{object_name} {record_id}: version {version.version_id}, captured {render.ts(version.captured_at)}"
+        render.print_fields(title, [(k, "-" if v is None else str(v)) for k, v in sorted(values.items())])
+
+
+OutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="a file, or - for the standard output (the default)")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite the output file if it exists")]
+
+
+def write_output(output: Path | None, parts: Iterable[bytes], force: bool = True) -> int | None:
+    """`parts` to the standard output (no -o, or -o -), else to the file (private; an existing file only with
+    --force). Bytes written to a file; None for the standard output."""
+    if output is None or str(output) == "-":
+        for part in parts:
+            sys.stdout.buffer.write(part)
+        sys.stdout.buffer.flush()
+        return None
+    if not force and output.exists():
+        raise CodedError(f"{output} exists: give --force to overwrite it", "already_exists")
+    return write_private(output, parts)
 
 
 @app.command("export")
 def export(
     object_name: str,
     at: Annotated[str, typer.Option("--at", help="ISO 8601 time, or now")] = "now",
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet")] = "csv",
+    output: OutputOpt = None,
     org: Annotated[str, typer.Option()] = "",
+    include_deleted: Annotated[
+        bool, typer.Option("--include-deleted", help="records in the recycle bin then too (JSON Lines: _deleted)")
+    ] = False,
     encrypt_to: Annotated[
         str, typer.Option("--encrypt-to", help="env:NAME / file:/path of a 32-byte key: the export encrypted with it")
     ] = "",
 ) -> None:
     """Every record of an object as it was backed up at a time (encrypted with --encrypt-to: `sfvault decrypt`)."""
-    formats = {"csv": st.EXPORT_FORMAT_CSV, "jsonl": st.EXPORT_FORMAT_JSONL}
-    if fmt not in formats:
-        raise CliError("--format must be csv or jsonl")
+    storage_format = exporting.storage_format(fmt)
     keyring = sealed_export.keyring_of(encrypt_to, "--encrypt-to") if encrypt_to else None
     c = clients()
-    request = st.ExportObjectAsOfRequest(object_name=object_name, format=formats[fmt], **as_of(c, org, at))
+    point = as_of(c, org, at)
+    found = c.storage.ListRestorePoints(st.ListRestorePointsRequest(org_id=point["org_id"], object_name=object_name))
+    exporting.check_point(object_name, point["as_of"].ToDatetime(dt.UTC), found.restore_points)
+    request = st.ExportObjectAsOfRequest(
+        object_name=object_name, format=storage_format, include_deleted=include_deleted, **point
+    )
     count = 0
 
     def data() -> Iterator[bytes]:
@@ -845,13 +854,11 @@ def export(
             count += chunk.records
             yield chunk.data
 
-    parts = data() if keyring is None else sealed_export.seal(data(), keyring)
-    if output is None:
-        for part in parts:
-            sys.stdout.buffer.write(part)
-        return
-    write_private(output, parts)
-    render.err_console.print(f"{count:,} records written to {output}{' (encrypted)' if keyring else ''}")
+    parts = exporting.parquet(data()) if fmt == "parquet" else data()
+    if keyring is not None:
+        parts = sealed_export.seal(parts, keyring)
+    if write_output(output, parts) is not None:
+        render.err_console.print(f"{count:,} records written to {output}{' (encrypted)' if keyring else ''}")
 
 
 @app.command("decrypt")
@@ -883,16 +890,35 @@ def decrypt(
 def files_get(
     object_name: str,
     record_id: str,
-    output: Annotated[Path, typer.Option("-o", "--output")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="a file, or - for the standard output")],
     at: Annotated[str, typer.Option("--at")] = "now",
     org: Annotated[str, typer.Option()] = "",
+    force: ForceOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the file's version as JSON")] = False,
 ) -> None:
     """Download a backed-up file body (ContentVersion, Attachment, Document)."""
     c = clients()
+    if str(output) != "-" and not force and output.exists():  # before anything is read
+        raise CodedError(f"{output} exists: give --force to overwrite it", "already_exists")
     request = st.GetFileRequest(object_name=object_name, record_id=record_id, **as_of(c, org, at))
-    parts = (part.data for part in c.storage.GetFile(request) if part.HasField("data"))
-    size = write_private(output, parts)
-    render.console.print(f"{size:,} bytes written to {output}")
+    version = st.FileVersion()
+
+    def parts() -> Iterator[bytes]:
+        for part in c.storage.GetFile(request):
+            if part.HasField("file"):
+                version.CopyFrom(part.file)
+            else:
+                yield part.data
+
+    size = write_output(output, parts(), force)
+    if size is None:
+        return
+    if json_out:
+        render.print_json(render.as_dict(version) | {"path": str(output), "bytes": size})
+    else:
+        render.console.print(
+            f"{size:,} bytes written to {output}" + (f" ({version.file_name})" if version.file_name else "")
+        )
 
 
 @group["metadata"].command("list")
@@ -927,15 +953,20 @@ def metadata_get(
     full_name: str,
     at: Annotated[str, typer.Option("--at")] = "now",
     org: Annotated[str, typer.Option()] = "",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="the version as JSON, its content as text (UTF-8) in `content`")
+    ] = False,
 ) -> None:
     """A metadata component's content as backed up at a time."""
     c = clients()
     version = c.storage.GetMetadataAsOf(st.GetMetadataAsOfRequest(type=type_, full_name=full_name, **as_of(c, org, at)))
-    if output is None:
-        sys.stdout.buffer.write(version.content)
-    else:
-        write_private(output, [version.content])
+    if json_out:
+        content = version.content.decode("utf-8", errors="replace")
+        render.print_json(render.as_dict(version) | {"content": content})
+        return
+    if write_output(output, [version.content], force) is not None:
         render.err_console.print(f"{len(version.content):,} bytes written to {output}")
 
 

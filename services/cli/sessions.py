@@ -14,16 +14,10 @@ from typing import Any
 import grpc
 from sfvault.session.v1 import session_pb2 as api
 
+from services.cli.errors import CodedError
+
 PAGE = 500  # ListSessions' largest page
 SHOWN_CANDIDATES = 10
-
-
-class CodedError(Exception):
-    """An error the CLI names by a code (its error line: `error (CODE): ...`), e.g. a session id naming no session."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def pages(c: Any, request: api.ListSessionsRequest) -> Iterator[api.Session]:
