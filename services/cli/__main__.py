@@ -20,7 +20,7 @@ from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services import sfconnection as sfc
-from services.cli import catalog, exporting, keep, points, policies, protect, render, sealed_export, sessions
+from services.cli import catalog, exporting, keep, points, policies, progress, protect, render, sealed_export, sessions
 from services.cli import compare as compare_command
 from services.cli import erase as erase_command
 from services.cli import restore as rs
@@ -345,43 +345,8 @@ def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = Fa
 
 
 def watch(c: Clients, session_id: str) -> api.Session:
-    """Live progress until the session ends: a bar per running job, records and API calls so far."""
-    from rich.live import Live
-
-    last: api.Session | None = None
-    with Live(console=render.console, refresh_per_second=4, transient=True) as live:
-        for update in c.session.WatchSession(api.WatchSessionRequest(session_id=session_id)):
-            last = update
-            jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
-            live.update(_progress(update, jobs))
-    if last is None:
-        raise CliError(f"session {session_id} sent no update")
-    return last
-
-
-def _progress(s: api.Session, jobs: list[api.Job]) -> Any:
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
-    done = s.jobs_finished
-    if s.kind in rs.RESTORE_KINDS:
-        counted = {state: sum(getattr(c, state) for c in s.restore_counts) for state in rs.STATES}
-        info = f"{done}/{s.jobs_total} jobs, " + ", ".join(f"{n:,} {state}" for state, n in counted.items())
-    else:
-        info = (
-            f"{done}/{s.jobs_total} jobs, {s.totals.received:,} records, {s.totals.files:,} files, "
-            f"{s.totals.api_calls:,} API calls"
-        )
-    progress.add_task(
-        f"session {s.session_id[:12]} {render.status_name(s.status)}",
-        total=max(s.jobs_total, 1),
-        completed=done,
-        info=info,
-    )
-    for j in jobs:
-        if j.state == api.JOB_STATE_RUNNING:
-            progress.add_task(f"  {j.job_id}", total=None, info=f"{j.counts.received:,} records, {j.chunks} chunks")
-    return progress
+    """Live progress until the session ends, on standard error (services/cli/progress.py)."""
+    return progress.follow(c, session_id, render.err_console)
 
 
 @group["backup"].command("run")

@@ -249,7 +249,7 @@ def restore_report(session: api.Session) -> None:
         console.print("read-back: [yellow]not run[/]")
 
 
-JOB_STATE_STYLE = {"queued": "dim", "running": "cyan", "terminated": "red", "dropped": "magenta"}
+JOB_STATE_STYLE = {"planned": "dim", "running": "cyan", "terminated": "red", "dropped": "magenta"}
 OUTCOME_STYLE = {"SUCCESS": "green", "WARNING": "yellow", "ERROR": "red", "CANCELLED": "magenta"}
 
 
