@@ -35,11 +35,11 @@ def job(name: str, received: int, state: int = api.JOB_STATE_RUNNING, outcome: i
 def session(status: int = pb.SESSION_STATUS_RUNNING, finished: int = 0) -> api.Session:
     return api.Session(
         session_id=SESSION,
-        status=status,
+        status=status,  # type: ignore[arg-type]
         jobs_total=2,
         jobs_finished=finished,
         policy_id="nightly",
-        org_id="prod",  # type: ignore[arg-type]
+        org_id="prod",
     )
 
 
