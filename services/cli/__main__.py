@@ -28,7 +28,54 @@ from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.cli.errors import CodedError
 from services.platform import timestamps
 
-app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
+EXIT_CODES = (
+    (0, "done"),
+    (
+        1,
+        "an error, one line on standard error (`error (CODE): ...`): a service refused or failed; also `org test` "
+        "with problems, `services status` with a service down, `erase verify` finding the value still held",
+    ),
+    (
+        2,
+        "a usage mistake (an option or argument), a refusal before anything is done (e.g. --yes needed), or a "
+        "followed session (--wait) that failed or was stopped",
+    ),
+    (
+        3,
+        "done, and differences found: `verify` (the backup vs the org), a restore with failed records or a "
+        "read-back that differs",
+    ),
+    (130, "interrupted (Ctrl-C)"),
+)
+EXIT_HELP = "Exit codes:\n\n" + "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODES)
+
+app = typer.Typer(
+    help="sfvault: backup for Salesforce orgs.",
+    epilog=EXIT_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"sfvault {version('sfvault')}")
+        except PackageNotFoundError:
+            print("sfvault (not installed as a package)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    shown: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print sfvault's version and exit.")
+    ] = False,
+) -> None:
+    """sfvault: backup for Salesforce orgs. `sfvault --install-completion` adds tab completion to your shell."""
 
 
 def _groups(helps: dict[str, str]) -> dict[str, typer.Typer]:
