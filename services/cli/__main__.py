@@ -767,7 +767,7 @@ def records_history(
         lambda v: (
             str(v.version_id),
             render.ts(v.captured_at),
-            v.session_id,
+            v.session_id[:12],
             render.ts(v.system_modstamp),
             st.DeletedState.Name(v.deleted).removeprefix("DELETED_STATE_").lower(),
             v.hash[:12],
@@ -954,7 +954,7 @@ def metadata_list(
             str(v.version_id),
             render.ts(v.captured_at),
             render.ts(v.last_modified_date),
-            str(v.deleted),
+            "deleted" if v.deleted else "-",
         ),
     )
 

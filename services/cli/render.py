@@ -107,7 +107,7 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]
     """Rows under their column names, for people."""
     table = new_table(title)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # folded, never cut
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -196,15 +196,15 @@ def sessions_table(sessions: Iterable[api.Session]) -> Table:
     return table
 
 
-RESTORE_COLUMNS = ("created", "updated", "undeleted", "skipped", "failed", "fields left out", "files", "write calls")
+RESTORE_COLUMNS = ("created", "updated", "undeleted", "skipped", "failed", "fields out", "files", "writes")
 
 
 def restore_counts_table(session: api.Session) -> Table:
     """Per object: what the restore did (or, in a dry run, would do)."""
     table = new_table("Would be restored (dry run)" if session.restore.dry_run else "Restored")
-    table.add_column("object")
+    table.add_column("object", overflow="fold")
     for col in RESTORE_COLUMNS:
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for c in session.restore_counts:
         table.add_row(
             c.object_name,

@@ -233,3 +233,15 @@ def test_parquet_without_pyarrow_says_what_to_install(
     assert err.startswith("error (failed_precondition)") and "pip install pyarrow" in err and fake.exports == []
     assert cli.run(["export", "Account", "--format", "xlsx", "--org", "prod"]) == 1
     assert "--format must be csv, jsonl or parquet" in capsys.readouterr().err
+
+
+def test_the_restore_table_fits_80_columns(terminal: io.StringIO) -> None:
+    from rich.text import Text
+    from sfvault.restore.v1 import restore_pb2 as rpb
+
+    s = api.Session(session_id=SESSION, kind=rpb.SESSION_KIND_RESTORE)
+    s.restore_counts.add(object_name="Opportunity", created=12_345, updated=1_234, skipped=123_456, write_calls=99)
+    render.console.print(render.restore_counts_table(s))
+    lines = Text.from_ansi(terminal.getvalue()).plain.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert {"Opportunity", "undeleted", "12,345", "123,456", "writes"} <= {w for line in lines for w in line.split()}
