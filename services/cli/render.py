@@ -196,16 +196,18 @@ def sessions_table(sessions: Iterable[api.Session]) -> Table:
     return table
 
 
-RESTORE_COLUMNS = ("created", "updated", "undeleted", "skipped", "failed", "fields out", "files", "writes")
+RESTORE_COLUMNS = ("created", "updated", "undeleted", "skipped", "failed")
 
 
-def restore_counts_table(session: api.Session) -> Table:
-    """Per object: what the restore did (or, in a dry run, would do)."""
+def restore_counts_table(session: api.Session) -> Group:
+    """Per object: what the restore did (or, in a dry run, would do); below, in all: fields left out, files and
+    write calls (per object in --json)."""
     table = new_table("Would be restored (dry run)" if session.restore.dry_run else "Restored")
     table.add_column("object", overflow="fold")
     for col in RESTORE_COLUMNS:
         table.add_column(col, justify="right", no_wrap=True)
-    for c in session.restore_counts:
+    counts = list(session.restore_counts)
+    for c in counts:
         table.add_row(
             c.object_name,
             f"{c.created:,}",
@@ -213,11 +215,9 @@ def restore_counts_table(session: api.Session) -> Table:
             f"{c.undeleted:,}",
             f"{c.skipped:,}",
             f"[red]{c.failed:,}[/]" if c.failed else "0",
-            f"{c.fields_left_out:,}",
-            f"{c.files:,}",
-            f"{c.write_calls:,}",
         )
-    return table
+    left_out, files, writes = (sum(getattr(c, f) for c in counts) for f in ("fields_left_out", "files", "write_calls"))
+    return Group(table, Text(f"fields left out {left_out:,}; files {files:,}; write calls {writes:,}"))
 
 
 def restore_report(session: api.Session) -> None:
