@@ -246,3 +246,21 @@ def test_the_restore_table_fits_80_columns(terminal: io.StringIO) -> None:
     assert max(len(line) for line in lines) <= 80
     words = {w for line in lines for w in line.split()}
     assert {"Opportunity", "undeleted", "12,345", "123,456", "calls", "99"} <= words
+
+
+def test_parquet_export(fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With pyarrow (the optional dependency) a Parquet file of the records; without it, what to install."""
+    out = tmp_path / "accounts.parquet"
+    code = cli.run(["export", "Account", "--format", "parquet", "-o", str(out), "--org", "prod"])
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        assert code == 1 and "pip install pyarrow" in capsys.readouterr().err and not out.exists()
+        return
+    assert code == 0 and "2 records written" in capsys.readouterr().err
+    table = pq.read_table(out)
+    assert table.to_pylist() == [
+        {"Id": "001A", "Name": "Acme", "NumberOfEmployees": 5},
+        {"Id": "001B", "Name": "Globex", "NumberOfEmployees": None},
+    ]
+    assert fake.exports[-1].format == st.EXPORT_FORMAT_JSONL  # storage is asked for JSON Lines
