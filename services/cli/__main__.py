@@ -478,12 +478,12 @@ def session_watch(session_id: str, json_out: JsonOpt = False) -> None:
 
 
 @group["session"].command("cancel")
-def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "") -> None:
+def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """Stop a session gracefully: queued jobs are dropped, running ones finish their chunk."""
     c = clients()
     session_id = session_id_of(c, session_id)
-    c.session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
-    render.console.print(f"session {session_id}: cancellation requested")
+    cancelled = c.session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
+    render.print_result(cancelled, json_out, f"session {session_id}: cancellation requested")
 
 
 @group["jobs"].command("list")

@@ -173,7 +173,7 @@ def sessions_table(sessions: Iterable[api.Session]) -> Table:
     table.add_column("kind")
     table.add_column("policy / org", overflow="fold")
     table.add_column("status", no_wrap=True)
-    table.add_column("requested", no_wrap=True)
+    table.add_column("requested (UTC)", no_wrap=True)
     table.add_column("jobs", justify="right", no_wrap=True)
     table.add_column("points", justify="right", no_wrap=True)
     for s in sessions:

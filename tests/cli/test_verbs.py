@@ -83,6 +83,10 @@ class Fake:
             sessions=self.sessions[start : start + 2], next_page_token=str(start + 2) if more else ""
         )
 
+    def CancelSession(self, request: api.CancelSessionRequest) -> api.Session:
+        self.calls.append(request)
+        return api.Session(session_id=request.session_id, cancel_requested=True, status=pb.SESSION_STATUS_RUNNING)
+
     def ListJobs(self, request: api.ListJobsRequest) -> api.ListJobsResponse:
         self.calls.append(request)
         return api.ListJobsResponse(jobs=[api.Job(session_id=request.session_id, job_id="data-Account")])
@@ -153,6 +157,9 @@ def test_a_session_id_by_a_unique_prefix(fake: Fake, capsys: pytest.CaptureFixtu
     assert cli.run(["session", "show", "3f2"]) == 1
     err = capsys.readouterr().err
     assert "ambiguous" in err and IDS[0] in err and IDS[1] in err and err.startswith("error (invalid_argument)")
+    assert cli.run(["session", "cancel", "9c", "--reason", "wrong policy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cancel_requested"] is True
+    assert fake.calls[-1] == api.CancelSessionRequest(session_id=IDS[2], reason="wrong policy")
     assert cli.run(["session", "show", "ffff"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error (not_found)") and "no session id starts with 'ffff'" in err
