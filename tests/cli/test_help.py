@@ -40,3 +40,11 @@ def test_shell_completion_completes_commands_and_verbs() -> None:
     assert complete("sfvault sess") == ["session"]
     assert complete("sfvault org re") == ["remove"]
     assert "restore-points" in complete("sfvault records r")
+
+
+def test_the_cli_readme_lists_the_same_exit_codes() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "services" / "cli" / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.MULTILINE))
+    assert {
+        int(code): meaning.replace("`--yes`", "--yes").replace("`--wait`", "--wait") for code, meaning in rows.items()
+    } == dict(cli.EXIT_CODES)
