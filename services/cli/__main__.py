@@ -54,7 +54,6 @@ app = typer.Typer(
     epilog=EXIT_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 
