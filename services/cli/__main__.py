@@ -1210,7 +1210,8 @@ def services_up(
     if (home / "auth.key").exists():  # one an older sfvault left 0755 (only ours: never e.g. --home /tmp)
         home.chmod(0o700)
     info = local.up(home, None if org == "none" else org)
-    render.console.print(f"sfvault is up: {info['services']} (state in {home})")
+    listening = ", ".join(f"{name} {address}" for name, address in info["services"].items())
+    render.console.print(f"sfvault is up (state in {home}): {listening}", highlight=False)
     addresses = info["services"]  # the installation just started, whatever SFVAULT_*_ADDR say
     token = (home / "admin.token").read_text().strip()
     c = Clients(Endpoints(addresses["session"], addresses["discovery"], addresses["storage"], token))
