@@ -35,6 +35,7 @@ from services.cli import render
 from services.cli.errors import CodedError
 
 QUARTERS = 4
+RUNNING = (api.JOB_STATE_UNSPECIFIED, api.JOB_STATE_PLANNED, api.JOB_STATE_RUNNING)
 
 
 class RateColumn(ProgressColumn):
@@ -64,14 +65,16 @@ def job_state(j: api.Job) -> str:
     return render.outcome_name(j.outcome).lower() if state == "finished" and j.outcome else state
 
 
-def session_line(s: api.Session) -> str:
-    status = render.status_name(s.status)
-    done = f"{s.jobs_finished}/{s.jobs_total} jobs"
+def session_counts(s: api.Session, jobs: list[api.Job]) -> tuple[int, int, str]:
+    """(jobs finished, jobs in all, what the session did so far) -- jobs counted from the list while the
+    session's own count lags its plan."""
+    finished = sum(1 for j in jobs if j.state not in RUNNING)
+    done, total = max(s.jobs_finished, finished), max(s.jobs_total, len(jobs))
     if render.is_restore(s):
         written = sum(c.created + c.updated + c.undeleted for c in s.restore_counts)
-        return f"session {s.session_id[:12]} {status}: {done}, {written:,} records written"
-    t = s.totals
-    return f"session {s.session_id[:12]} {status}: {done}, {t.received:,} records, {t.api_calls:,} API calls"
+        return done, total, f"{done}/{total} jobs, {written:,} records written"
+    received = max(s.totals.received, sum(j.counts.received for j in jobs))
+    return done, total, f"{done}/{total} jobs, {received:,} records"
 
 
 class Bars:
@@ -99,7 +102,6 @@ class Bars:
             get_time=get_time,
             auto_refresh=self.live,
         )
-        self.header = ""
         self.tasks: dict[str, TaskID] = {}
         self.said: dict[str, tuple[str, int]] = {}  # plain lines: a job's last state and quarter said
 
@@ -115,21 +117,22 @@ class Bars:
     def update(self, s: api.Session, jobs: list[api.Job]) -> None:
         if jobs and self.expected is None:  # the plan exists once jobs do
             self.expected = self._expected_of()
-        self.header = session_line(s)
         for j in jobs:
             if self.live:
                 self._bar(j)
             else:
                 self._line(j)
         if self.live:
+            done, total, counts = session_counts(s, jobs)
+            title = f"session {s.session_id[:12]} {render.status_name(s.status)}"
             self.progress.update(
-                self._header_task(), description=self.header, total=max(s.jobs_total, 1), completed=s.jobs_finished
+                self._header_task(), description=title, total=max(total, 1), completed=done, records=counts
             )
 
     def _header_task(self) -> TaskID:
         """The session's row: its status and counts, its bar the jobs finished."""
         if "" not in self.tasks:
-            self.tasks[""] = self.progress.add_task(self.header, total=1, records="")
+            self.tasks[""] = self.progress.add_task("session", total=1, records="")
         return self.tasks[""]
 
     def _total(self, j: api.Job) -> int | None:
@@ -141,7 +144,7 @@ class Bars:
         if j.job_id not in self.tasks:
             self.tasks[j.job_id] = self.progress.add_task(f"  {job_name(j)}", total=self._total(j), records="")
         task = self.tasks[j.job_id]
-        finished = j.state not in (api.JOB_STATE_UNSPECIFIED, api.JOB_STATE_PLANNED, api.JOB_STATE_RUNNING)
+        finished = j.state not in RUNNING
         total = max(received, self._total(j) or 0) if finished else self._total(j)
         label = f"{received:,} records" + (f" {job_state(j)}" if finished else "")
         self.progress.update(task, completed=received, total=total, records=label)

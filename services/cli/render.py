@@ -270,7 +270,7 @@ def jobs_table(jobs: Iterable[api.Job]) -> Group:
     table.add_column("state", no_wrap=True)
     for col in ("records", "points", "unchanged", "files", "API"):
         table.add_column(col, justify="right", no_wrap=True)
-    notes = []
+    notes: dict[str, list[str]] = {}  # a message and the jobs that said it
     for j in jobs:
         c = j.counts
         name = j.object_name or job_type_name(j.type)
@@ -284,8 +284,8 @@ def jobs_table(jobs: Iterable[api.Job]) -> Group:
             f"{c.api_calls:,}",
         )
         if j.message:
-            notes.append(Text.assemble((name, "bold"), f": {j.message[:500]}"))
-    return Group(table, *notes)
+            notes.setdefault(j.message[:500], []).append(name)
+    return Group(table, *(Text.assemble((", ".join(names), "bold"), f": {note}") for note, names in notes.items()))
 
 
 def session_report(session: api.Session, jobs: list[api.Job]) -> None:

@@ -139,6 +139,7 @@ def test_the_jobs_and_sessions_tables_fit_80_columns(fake: Fake, terminal: io.St
     words = {w for line in lines for w in line.split()}
     assert {"OpportunityLineItem", "ContentVersion", "1,234,567", "1,000,000", "success", "records", "API"} <= words
     assert SESSION[:12] in words and "nightly" in words
+    assert " ".join(lines).count("Salesforce reported") == 1  # one message, said by four jobs: once
     assert "\x1b[" in terminal.getvalue()  # colours on a terminal
 
 
