@@ -39,11 +39,11 @@ RUNNING = (api.JOB_STATE_UNSPECIFIED, api.JOB_STATE_PLANNED, api.JOB_STATE_RUNNI
 
 
 class RateColumn(ProgressColumn):
-    """Records per second (rich's estimate over the last samples)."""
+    """Records per second (rich's estimate over the last samples), e.g. 1,234/s."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} rec/s" if speed else "", style="progress.data.speed")
+        speed = None if task.fields.get("session") else task.finished_speed or task.speed  # the session: jobs
+        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
 
 
 def expected_records(c: Any, session_id: str) -> dict[str, int]:
@@ -92,11 +92,11 @@ class Bars:
         self.expected: dict[str, int] | None = None
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(bar_width=20),
+            BarColumn(bar_width=10),
             TaskProgressColumn(),
             TextColumn("{task.fields[records]}"),
             RateColumn(),
-            TimeRemainingColumn(),
+            TimeRemainingColumn(compact=True, elapsed_when_finished=True),
             console=console,
             transient=True,
             get_time=get_time,
@@ -132,7 +132,7 @@ class Bars:
     def _header_task(self) -> TaskID:
         """The session's row: its status and counts, its bar the jobs finished."""
         if "" not in self.tasks:
-            self.tasks[""] = self.progress.add_task("session", total=1, records="")
+            self.tasks[""] = self.progress.add_task("session", total=1, records="", session=True)
         return self.tasks[""]
 
     def _total(self, j: api.Job) -> int | None:
@@ -144,12 +144,12 @@ class Bars:
         if j.job_id not in self.tasks:
             self.tasks[j.job_id] = self.progress.add_task(f"  {job_name(j)}", total=self._total(j), records="")
         task = self.tasks[j.job_id]
-        finished = j.state not in RUNNING
-        total = max(received, self._total(j) or 0) if finished else self._total(j)
-        label = f"{received:,} records" + (f" {job_state(j)}" if finished else "")
-        self.progress.update(task, completed=received, total=total, records=label)
-        if finished:
-            self.progress.stop_task(task)
+        if j.state in RUNNING:
+            self.progress.update(task, completed=received, total=self._total(j), records=f"{received:,}")
+            return
+        whole = max(received, 1)  # a finished job's bar is full, whatever it read (an incremental: often 0)
+        self.progress.update(task, completed=whole, total=whole, records=f"{received:,} {job_state(j)}")
+        self.progress.stop_task(task)
 
     def _line(self, j: api.Job) -> None:
         state, received, total = job_state(j), j.counts.received, self._total(j)

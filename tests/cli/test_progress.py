@@ -75,11 +75,16 @@ def test_a_bar_per_job_with_percent_rate_and_eta() -> None:
     lines = Text.from_ansi(shown.file.getvalue()).plain.splitlines()  # type: ignore[attr-defined]
     account = next(line for line in lines if "Account" in line)
     contact = next(line for line in lines if "Contact" in line)
-    assert "30%" in account and "3,000 records" in account and "1,000 rec/s" in account
-    assert "0:00:07" in account  # 7,000 left at 1,000 a second
-    assert "%" not in contact and "500 rec/s" in contact and "1,500 records" in contact  # no expected count
+    assert "30%" in account and " 3,000 " in account and "1,000/s" in account
+    assert "00:07" in account  # 7,000 left at 1,000 a second
+    assert "%" not in contact and "500/s" in contact and " 1,500 " in contact  # no expected count
+    bars.update(*STEPS[2])  # finished: full bars, what was read
+    shown.print(bars.renderable())
+    finished = Text.from_ansi(shown.file.getvalue()).plain.splitlines()[len(lines) :]  # type: ignore[attr-defined]
+    contact_done = next(line for line in finished if "Contact" in line)
+    assert "100%" in contact_done and "2,000 success" in contact_done
     header = next(line for line in lines if "session b00000000000 RUNNING" in line)
-    assert "0/2 jobs, 4,500 records" in header  # the jobs' records while the session's totals lag
+    assert "0/2 jobs, 4,500 records" in header and "/s" not in header  # the jobs' records, no jobs a second
 
 
 class Fake:
