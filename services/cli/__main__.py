@@ -20,14 +20,61 @@ from sfvault.storage.v1 import storage_pb2 as st
 from typer._click import exceptions as click_errors  # typer vendors click: what it raises lives here
 
 from services import sfconnection as sfc
+from services.cli import catalog, exporting, keep, points, policies, progress, protect, render, sealed_export, sessions
 from services.cli import compare as compare_command
 from services.cli import erase as erase_command
-from services.cli import keep, protect, render, sealed_export
 from services.cli import restore as rs
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
+from services.cli.errors import CodedError
 from services.platform import timestamps
 
-app = typer.Typer(help="sfvault: backup for Salesforce orgs.", no_args_is_help=True, pretty_exceptions_enable=False)
+EXIT_CODES = (
+    (0, "done"),
+    (
+        1,
+        "an error, one line on standard error (`error (CODE): ...`): a service refused or failed; also `org test` "
+        "with problems, `services status` with a service down, `erase verify` finding the value still held",
+    ),
+    (
+        2,
+        "a usage mistake (an option or argument), a refusal before anything is done (e.g. --yes needed), or a "
+        "followed session (--wait) that failed or was stopped",
+    ),
+    (
+        3,
+        "done, and differences found: `verify` (the backup vs the org), a restore with failed records or a "
+        "read-back that differs",
+    ),
+    (130, "interrupted (Ctrl-C)"),
+)
+EXIT_HELP = "Exit codes:\n\n" + "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODES)
+
+app = typer.Typer(
+    help="sfvault: backup for Salesforce orgs.",
+    epilog=EXIT_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"sfvault {version('sfvault')}")
+        except PackageNotFoundError:
+            print("sfvault (not installed as a package)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    shown: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print sfvault's version and exit.")
+    ] = False,
+) -> None:
+    """sfvault: backup for Salesforce orgs. `sfvault --install-completion` adds tab completion to your shell."""
 
 
 def _groups(helps: dict[str, str]) -> dict[str, typer.Typer]:
@@ -84,6 +131,18 @@ def parse_time(text: str) -> dt.datetime:
     except ValueError:
         raise CliError(f"cannot read time {text!r}: use ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def parse_since(text: str) -> dt.datetime:
+    """An ISO 8601 time, or a duration back from now (e.g. 24h, 7d)."""
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]?\s*", text):
+        return dt.datetime.now(dt.UTC) - parse_duration(text)
+    return parse_time(text)
+
+
+def session_id_of(c: Clients, text: str) -> str:
+    """The session a user's id names: the whole id or a unique prefix of it (services/cli/sessions.py)."""
+    return sessions.resolve(c, text)
 
 
 def private_dir(path: Path) -> None:
@@ -217,6 +276,8 @@ def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Poli
             setattr(policy, flag, opts[flag])
     if opts.get("schedule") is not None:
         policy.schedule = opts["schedule"]
+    if opts.get("time_zone") is not None:
+        policy.time_zone = policies.time_zone(opts["time_zone"])
     if opts.get("stall_timeout"):
         policy.stall_timeout.CopyFrom(timestamps.duration_to_pb(parse_duration(opts["stall_timeout"])))
     if opts.get("reconcile_every"):
@@ -229,11 +290,10 @@ def _policy_from_options(policy: disc.Policy, opts: dict[str, Any]) -> disc.Poli
 
 
 def _show_policy(p: disc.Policy, json_out: bool) -> None:
-    shown = protect.policy_dict(p)  # webhook URLs by their host: they carry tokens
     if json_out:
-        render.print_json(shown)
+        render.print_json(protect.policy_dict(p))  # webhook URLs by their host: they carry tokens
         return
-    render.console.print(shown)
+    render.print_fields(f"Policy {p.policy_id}", policies.report(p))
 
 
 @group["policy"].command("create")
@@ -248,6 +308,7 @@ def policy_create(
     files: Annotated[bool, typer.Option("--files/--no-files")] = True,
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata")] = True,
     schedule: Annotated[str, typer.Option(help="hourly, daily@HH:MM, weekly@mon@HH:MM or a cron line")] = "",
+    time_zone: Annotated[str, typer.Option(help="the schedule's IANA time zone, e.g. Europe/Paris")] = "UTC",
     stall_timeout: Annotated[str, typer.Option(help="e.g. 24h")] = "24h",
     reconcile_every: Annotated[str, typer.Option(help="e.g. 7d")] = "7d",
     api_share: Annotated[int, typer.Option(help="% of the org's daily API limit sfvault may use")] = 50,
@@ -257,6 +318,7 @@ def policy_create(
     """Create a backup policy."""
     policy = _policy_from_options(disc.Policy(policy_id=policy_id, org_id=org), dict(locals()))
     created = clients().discovery.CreatePolicy(disc.CreatePolicyRequest(policy=policy))
+    policies.check_kept(policy.time_zone, created)
     render.print_result(created, json_out, f"policy [bold]{created.policy_id}[/] created for org {created.org_id}")
 
 
@@ -271,6 +333,7 @@ def policy_update(
     files: Annotated[bool | None, typer.Option("--files/--no-files")] = None,
     metadata: Annotated[bool | None, typer.Option("--metadata/--no-metadata")] = None,
     schedule: Annotated[str | None, typer.Option()] = None,
+    time_zone: Annotated[str | None, typer.Option(help="the schedule's IANA time zone, e.g. Europe/Paris")] = None,
     stall_timeout: Annotated[str | None, typer.Option()] = None,
     reconcile_every: Annotated[str | None, typer.Option()] = None,
     api_share: Annotated[int | None, typer.Option()] = None,
@@ -304,6 +367,7 @@ def policy_update(
     options = dict(locals())
     changed = protect.apply_options(_policy_from_options(current, options), options)
     updated = c.discovery.UpdatePolicy(disc.UpdatePolicyRequest(policy=changed))
+    policies.check_kept(changed.time_zone, updated)
     _show_policy(updated, json_out)
 
 
@@ -313,80 +377,22 @@ def policy_show(policy_id: str, json_out: JsonOpt = False) -> None:
     _show_policy(clients().discovery.GetPolicy(disc.GetPolicyRequest(policy_id=policy_id)), json_out)
 
 
-POLICY_COLUMNS = (
-    *("policy", "org", "name", "schedule", "new objects", "new fields", "files", "metadata"),
-    *("alerts", "retention", "hold"),
-)
-
-
 @group["policy"].command("list")
 def policy_list(org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """The policies (of one org)."""
-    policies = clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies
+    found = clients().discovery.ListPolicies(disc.ListPoliciesRequest(org_id=org)).policies
     if json_out:
-        render.print_json([protect.policy_dict(p) for p in policies])
+        render.print_json([protect.policy_dict(p) for p in found])
         return
-    render.print_table(
-        "Policies",
-        POLICY_COLUMNS,
-        [
-            (
-                p.policy_id,
-                p.org_id,
-                p.name,
-                p.schedule or "-",
-                str(p.auto_add_new_objects),
-                str(p.auto_add_new_fields),
-                str(p.files),
-                str(p.metadata),
-                *protect.protection_summary(p),
-            )
-            for p in policies
-        ],
-    )
+    render.print_table("Policies", policies.LIST_COLUMNS, map(policies.row, found))
 
 
 # ---- backups and sessions -------------------------------------------------------------------------------
 
 
 def watch(c: Clients, session_id: str) -> api.Session:
-    """Live progress until the session ends: a bar per running job, records and API calls so far."""
-    from rich.live import Live
-
-    last: api.Session | None = None
-    with Live(console=render.console, refresh_per_second=4, transient=True) as live:
-        for update in c.session.WatchSession(api.WatchSessionRequest(session_id=session_id)):
-            last = update
-            jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
-            live.update(_progress(update, jobs))
-    if last is None:
-        raise CliError(f"session {session_id} sent no update")
-    return last
-
-
-def _progress(s: api.Session, jobs: list[api.Job]) -> Any:
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
-    done = s.jobs_finished
-    if s.kind in rs.RESTORE_KINDS:
-        counted = {state: sum(getattr(c, state) for c in s.restore_counts) for state in rs.STATES}
-        info = f"{done}/{s.jobs_total} jobs, " + ", ".join(f"{n:,} {state}" for state, n in counted.items())
-    else:
-        info = (
-            f"{done}/{s.jobs_total} jobs, {s.totals.received:,} records, {s.totals.files:,} files, "
-            f"{s.totals.api_calls:,} API calls"
-        )
-    progress.add_task(
-        f"session {s.session_id[:12]} {render.status_name(s.status)}",
-        total=max(s.jobs_total, 1),
-        completed=done,
-        info=info,
-    )
-    for j in jobs:
-        if j.state == api.JOB_STATE_RUNNING:
-            progress.add_task(f"  {j.job_id}", total=None, info=f"{j.counts.received:,} records, {j.chunks} chunks")
-    return progress
+    """Live progress until the session ends, on standard error (services/cli/progress.py)."""
+    return progress.follow(c, session_id, render.err_console)
 
 
 @group["backup"].command("run")
@@ -431,53 +437,59 @@ SESSION_KINDS = {
 
 
 @group["session"].command("list")
+@group["session"].command("ls", hidden=True)
 def session_list(
     policy: Annotated[str, typer.Option()] = "",
+    org: Annotated[str, typer.Option(help="only this org's sessions (sfvault's org id)")] = "",
     status: Annotated[str, typer.Option(help="success, warning, failed, stopped, running, pending")] = "",
     kind: Annotated[str, typer.Option(help="backup, restore or metadata-restore (default: every kind)")] = "",
-    limit: Annotated[int, typer.Option()] = 50,
+    since: Annotated[str, typer.Option(help="requested since: ISO 8601, or a duration back (24h, 7d)")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """Sessions, newest first."""
+    """Sessions, newest first (`session ls` too)."""
     if kind and kind not in SESSION_KINDS:
         raise CliError(f"unknown kind {kind!r}: one of {', '.join(SESSION_KINDS)}")
-    request = api.ListSessionsRequest(
-        policy_id=policy, page_size=limit, kind=SESSION_KINDS.get(kind, rs.rpb.SESSION_KIND_UNSPECIFIED)
-    )
+    request = api.ListSessionsRequest(policy_id=policy, kind=SESSION_KINDS.get(kind, rs.rpb.SESSION_KIND_UNSPECIFIED))
     if status:
         try:
             request.status = pb.SessionStatus.Value(f"SESSION_STATUS_{status.upper()}")
         except ValueError:
-            raise CliError(f"unknown status {status!r}") from None
-    sessions = list(clients().session.ListSessions(request).sessions)
-    render.print_result(sessions, json_out, render.sessions_table(sessions))
+            raise CliError(f"unknown status {status!r}: success, warning, failed, stopped, running, pending") from None
+    if since:
+        request.requested_after.CopyFrom(timestamps.to_pb(parse_since(since)))
+    found = sessions.listed(clients(), request, limit, sessions.of_org(org))
+    render.print_result(found, json_out, render.sessions_table(found))
 
 
 @group["session"].command("show")
 def session_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A session's report: status, per-job outcome and counts."""
     c = clients()
-    _session_report(c, c.session.GetSession(api.GetSessionRequest(session_id=session_id)), json_out)
+    _session_report(c, c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, session_id))), json_out)
 
 
 @group["session"].command("watch")
 def session_watch(session_id: str, json_out: JsonOpt = False) -> None:
     """Follow a session until it ends."""
     c = clients()
-    _session_report(c, watch(c, session_id), json_out)
+    _session_report(c, watch(c, session_id_of(c, session_id)), json_out)
 
 
 @group["session"].command("cancel")
-def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "") -> None:
+def session_cancel(session_id: str, reason: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False) -> None:
     """Stop a session gracefully: queued jobs are dropped, running ones finish their chunk."""
-    clients().session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
-    render.console.print(f"session {session_id}: cancellation requested")
+    c = clients()
+    session_id = session_id_of(c, session_id)
+    cancelled = c.session.CancelSession(api.CancelSessionRequest(session_id=session_id, reason=reason))
+    render.print_result(cancelled, json_out, f"session {session_id}: cancellation requested")
 
 
 @group["jobs"].command("list")
 def jobs_list(session_id: str, json_out: JsonOpt = False) -> None:
     """The jobs of a session."""
-    jobs = list(clients().session.ListJobs(api.ListJobsRequest(session_id=session_id)).jobs)
+    c = clients()
+    jobs = list(c.session.ListJobs(api.ListJobsRequest(session_id=session_id_of(c, session_id))).jobs)
     render.print_result(jobs, json_out, render.jobs_table(jobs))
 
 
@@ -633,7 +645,7 @@ def restore_metadata(
 def restore_show(session_id: str, json_out: JsonOpt = False) -> None:
     """A restore's report: per object Created / Updated / Undeleted / Skipped / Failed, and the read-back."""
     c = clients()
-    session = c.session.GetSession(api.GetSessionRequest(session_id=session_id))
+    session = c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, session_id)))
     if session.kind not in rs.RESTORE_KINDS:
         raise CliError(f"session {session_id} is a backup: `sfvault session show {session_id}`")
     _restore_report(c, session, json_out)
@@ -650,6 +662,7 @@ def restore_records(
     if state and state.lower() not in rs.RECORD_STATES:
         _restore_usage(f"unknown state {state!r}: one of {', '.join(rs.STATES)}")
     c = clients()
+    session_id = session_id_of(c, session_id)
     request = st.ListRestoreRecordsRequest(
         session_id=session_id,
         state=rs.RECORD_STATES.get(state.lower(), rs.rpb.RECORD_STATE_UNSPECIFIED),
@@ -686,7 +699,7 @@ def restore_retry(session_id: str, wait: WaitOpt = False, json_out: JsonOpt = Fa
     """Re-run only the Failed records of a restore (once their cause is fixed): a new session, the same spec."""
     c = clients()
     try:
-        request = rs.retry_request(c.session.GetSession(api.GetSessionRequest(session_id=session_id)))
+        request = rs.retry_request(c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, session_id))))
     except rs.RestoreOptionError as exc:
         _restore_usage(str(exc))
     _start_restore(c, request, wait, json_out)
@@ -703,7 +716,8 @@ def restore_run_draft(
     with `sfvault restore show` / `restore records`). With --wait: exit as `restore run` does."""
     c = clients()
     try:
-        request = protect.draft_request(c.session.GetSession(api.GetSessionRequest(session_id=draft_session)), yes)
+        draft = c.session.GetSession(api.GetSessionRequest(session_id=session_id_of(c, draft_session)))
+        request = protect.draft_request(draft, yes)
     except protect.ProtectOptionError as exc:
         _restore_usage(str(exc))
     _start_restore(c, request, wait, json_out)
@@ -721,8 +735,10 @@ def alerts_list(
     json_out: JsonOpt = False,
 ) -> None:
     """Alerts, newest first, with what became of each delivery (webhook hosts, e-mail addresses)."""
+    c = clients()
+    session = session_id_of(c, session) if session else ""
     request = api.ListAlertsRequest(policy_id=policy, session_id=session, kind=kind, page_size=limit)
-    found = list(clients().session.ListAlerts(request).alerts)
+    found = list(c.session.ListAlerts(request).alerts)
     if json_out:
         render.print_json(protect.alerts_json(found))
         return
@@ -750,12 +766,28 @@ def records_history(
         lambda v: (
             str(v.version_id),
             render.ts(v.captured_at),
-            v.session_id,
+            v.session_id[:12],
             render.ts(v.system_modstamp),
             st.DeletedState.Name(v.deleted).removeprefix("DELETED_STATE_").lower(),
             v.hash[:12],
         ),
     )
+
+
+@group["records"].command("restore-points")
+def records_restore_points(
+    object_name: str, record_id: str, org: Annotated[str, typer.Option()] = "", json_out: JsonOpt = False
+) -> None:
+    """The points a record can be read or restored at (newest first): pass one as --at / --as-of."""
+    c = clients()
+    request = st.GetRecordHistoryRequest(org_id=salesforce_org_id(c, org), object_name=object_name, record_id=record_id)
+    found = points.restore_points(c.storage.GetRecordHistory(request).versions)
+    if not found:
+        raise CodedError(f"{object_name} {record_id} has never been backed up", "not_found")
+    if json_out:
+        render.print_json(found)
+    else:
+        render.print_table(f"{object_name} {record_id}", points.COLUMNS, map(points.row, found))
 
 
 @group["records"].command("as-of")
@@ -775,30 +807,56 @@ def records_as_of(
     )
     values = json.loads(version.values_json or b"{}")
     if json_out:
-        render.print_json({"version": render.as_dict(version) | {"values_json": None}, "values": values})
+        shown = {k: v for k, v in render.as_dict(version).items() if k != "values_json"}
+        render.print_json({"version": shown, "values": values})
     else:
-        render.console.print(f"version {version.version_id} captured {render.ts(version.captured_at)}")
-        render.console.print(values)
+        title = f"{object_name} {record_id}: version {version.version_id}, captured {render.ts(version.captured_at)}"
+        render.print_fields(title, [(k, "-" if v is None else str(v)) for k, v in sorted(values.items())])
+
+
+OutputOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="a file, or - for the standard output (the default)")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite the output file if it exists")]
+
+
+def write_output(output: Path | None, parts: Iterable[bytes], force: bool = True) -> int | None:
+    """`parts` to the standard output (no -o, or -o -), else to the file (private; an existing file only with
+    --force). Bytes written to a file; None for the standard output."""
+    if output is None or str(output) == "-":
+        for part in parts:
+            sys.stdout.buffer.write(part)
+        sys.stdout.buffer.flush()
+        return None
+    if not force and output.exists():
+        raise CodedError(f"{output} exists: give --force to overwrite it", "already_exists")
+    return write_private(output, parts)
 
 
 @app.command("export")
 def export(
     object_name: str,
     at: Annotated[str, typer.Option("--at", help="ISO 8601 time, or now")] = "now",
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet")] = "csv",
+    output: OutputOpt = None,
     org: Annotated[str, typer.Option()] = "",
+    include_deleted: Annotated[
+        bool, typer.Option("--include-deleted", help="records in the recycle bin then too (JSON Lines: _deleted)")
+    ] = False,
     encrypt_to: Annotated[
         str, typer.Option("--encrypt-to", help="env:NAME / file:/path of a 32-byte key: the export encrypted with it")
     ] = "",
 ) -> None:
     """Every record of an object as it was backed up at a time (encrypted with --encrypt-to: `sfvault decrypt`)."""
-    formats = {"csv": st.EXPORT_FORMAT_CSV, "jsonl": st.EXPORT_FORMAT_JSONL}
-    if fmt not in formats:
-        raise CliError("--format must be csv or jsonl")
+    storage_format = exporting.storage_format(fmt)
     keyring = sealed_export.keyring_of(encrypt_to, "--encrypt-to") if encrypt_to else None
     c = clients()
-    request = st.ExportObjectAsOfRequest(object_name=object_name, format=formats[fmt], **as_of(c, org, at))
+    point = as_of(c, org, at)
+    found = c.storage.ListRestorePoints(st.ListRestorePointsRequest(org_id=point["org_id"], object_name=object_name))
+    exporting.check_point(object_name, point["as_of"].ToDatetime(dt.UTC), found.restore_points)
+    request = st.ExportObjectAsOfRequest(
+        object_name=object_name, format=storage_format, include_deleted=include_deleted, **point
+    )
     count = 0
 
     def data() -> Iterator[bytes]:
@@ -807,13 +865,11 @@ def export(
             count += chunk.records
             yield chunk.data
 
-    parts = data() if keyring is None else sealed_export.seal(data(), keyring)
-    if output is None:
-        for part in parts:
-            sys.stdout.buffer.write(part)
-        return
-    write_private(output, parts)
-    render.err_console.print(f"{count:,} records written to {output}{' (encrypted)' if keyring else ''}")
+    parts = exporting.parquet(data()) if fmt == "parquet" else data()
+    if keyring is not None:
+        parts = sealed_export.seal(parts, keyring)
+    if write_output(output, parts) is not None:
+        render.err_console.print(f"{count:,} records written to {output}{' (encrypted)' if keyring else ''}")
 
 
 @app.command("decrypt")
@@ -845,16 +901,35 @@ def decrypt(
 def files_get(
     object_name: str,
     record_id: str,
-    output: Annotated[Path, typer.Option("-o", "--output")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="a file, or - for the standard output")],
     at: Annotated[str, typer.Option("--at")] = "now",
     org: Annotated[str, typer.Option()] = "",
+    force: ForceOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the file's version as JSON")] = False,
 ) -> None:
     """Download a backed-up file body (ContentVersion, Attachment, Document)."""
     c = clients()
+    if str(output) != "-" and not force and output.exists():  # before anything is read
+        raise CodedError(f"{output} exists: give --force to overwrite it", "already_exists")
     request = st.GetFileRequest(object_name=object_name, record_id=record_id, **as_of(c, org, at))
-    parts = (part.data for part in c.storage.GetFile(request) if part.HasField("data"))
-    size = write_private(output, parts)
-    render.console.print(f"{size:,} bytes written to {output}")
+    version = st.FileVersion()
+
+    def parts() -> Iterator[bytes]:
+        for part in c.storage.GetFile(request):
+            if part.HasField("file"):
+                version.CopyFrom(part.file)
+            else:
+                yield part.data
+
+    size = write_output(output, parts(), force)
+    if size is None:
+        return
+    if json_out:
+        render.print_json(render.as_dict(version) | {"path": str(output), "bytes": size})
+    else:
+        render.console.print(
+            f"{size:,} bytes written to {output}" + (f" ({version.file_name})" if version.file_name else "")
+        )
 
 
 @group["metadata"].command("list")
@@ -878,7 +953,7 @@ def metadata_list(
             str(v.version_id),
             render.ts(v.captured_at),
             render.ts(v.last_modified_date),
-            str(v.deleted),
+            "deleted" if v.deleted else "-",
         ),
     )
 
@@ -889,15 +964,20 @@ def metadata_get(
     full_name: str,
     at: Annotated[str, typer.Option("--at")] = "now",
     org: Annotated[str, typer.Option()] = "",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: standard output)")] = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="the version as JSON, its content as text (UTF-8) in `content`")
+    ] = False,
 ) -> None:
     """A metadata component's content as backed up at a time."""
     c = clients()
     version = c.storage.GetMetadataAsOf(st.GetMetadataAsOfRequest(type=type_, full_name=full_name, **as_of(c, org, at)))
-    if output is None:
-        sys.stdout.buffer.write(version.content)
-    else:
-        write_private(output, [version.content])
+    if json_out:
+        content = version.content.decode("utf-8", errors="replace")
+        render.print_json(render.as_dict(version) | {"content": content})
+        return
+    if write_output(output, [version.content], force) is not None:
         render.err_console.print(f"{len(version.content):,} bytes written to {output}")
 
 
@@ -1093,13 +1173,7 @@ def audit_list(
     json_out: JsonOpt = False,
 ) -> None:
     """The audit: changes (every service) and reads (storage), merged by time, oldest first."""
-    start: dt.datetime | None = None
-    if since:
-        start = (
-            dt.datetime.now(dt.UTC) - parse_duration(since)
-            if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]?\s*", since)
-            else parse_time(since)
-        )
+    start = parse_since(since) if since else None
     c = clients()
     entries = sorted([*_changes(c, start, actor), *_reads(c, start, actor)], key=lambda e: e["at"])
     if json_out:
@@ -1136,7 +1210,8 @@ def services_up(
     if (home / "auth.key").exists():  # one an older sfvault left 0755 (only ours: never e.g. --home /tmp)
         home.chmod(0o700)
     info = local.up(home, None if org == "none" else org)
-    render.console.print(f"sfvault is up: {info['services']} (state in {home})")
+    listening = ", ".join(f"{name} {address}" for name, address in info["services"].items())
+    render.console.print(f"sfvault is up (state in {home}): {listening}", highlight=False)
     addresses = info["services"]  # the installation just started, whatever SFVAULT_*_ADDR say
     token = (home / "admin.token").read_text().strip()
     c = Clients(Endpoints(addresses["session"], addresses["discovery"], addresses["storage"], token))
@@ -1217,13 +1292,15 @@ def run(argv: list[str] | None = None) -> int:
         _error(f"{exc.strerror or type(exc).__name__}{where}" if exc.strerror else str(exc) or type(exc).__name__)
         return 1
     except Exception as exc:  # CliError, AuthError, ValueError, RuntimeError, ...: the message, one line
-        _error(str(exc) or type(exc).__name__)
+        code = getattr(exc, "code", "")
+        _error(str(exc) or type(exc).__name__, code if isinstance(code, str) else "")
         return 1
 
 
 compare_command.register(app, sys.modules[__name__])  # `sfvault compare` (services/cli/compare.py)
 keep.register(app, sys.modules[__name__])  # `sfvault prune`, `sfvault hold` (services/cli/keep.py)
 erase_command.register(app, sys.modules[__name__])  # `sfvault erase` (services/cli/erase.py)
+catalog.register(sys.modules[__name__])  # `org update`, `org remove`, `policy delete` (services/cli/catalog.py)
 
 
 def main() -> None:

@@ -148,6 +148,7 @@ def test_services_up_registers_its_admin_token(tmp_path: Path) -> None:
     try:
         up = sfvault("services", "up", "--home", str(home), **env)
         assert up.returncode == 0, up.stderr
+        assert "sfvault is up" in up.stdout and "{" not in up.stdout and " session " in up.stdout  # not a repr
         # (home itself: 0700, unless pgserver running as root opened its path for its own system user)
         assert {stat.S_IMODE((home / f).stat().st_mode) for f in ("auth.key", "admin.token")} == {0o600}
         tokens = json.loads(sfvault("token", "list", "--json", **env, **LOCAL).stdout)

@@ -146,7 +146,7 @@ def test_alerts_list_shows_the_deliveries_and_json_for_scripts(
     assert fake.alerts_asked[0].policy_id == "p1" and fake.alerts_asked[0].kind == "anomaly"
     assert cli.run(["alerts", "list", "--json"]) == 0
     [alert] = json.loads(capsys.readouterr().out)
-    assert alert["findings"][0]["count"] == "60" and alert["deliveries"][1]["status"] == "pending"
+    assert alert["findings"][0]["count"] == 60 and alert["deliveries"][1]["status"] == "pending"
 
 
 def test_run_draft_starts_the_draft_s_spec_for_real_and_production_needs_yes(

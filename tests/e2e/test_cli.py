@@ -136,6 +136,68 @@ def test_a_user_session_with_the_cli(stack: Stack, env: dict[str, str], tmp_path
     assert bad.returncode == 1 and bad.stderr.startswith("error (invalid_argument)")
 
 
+def test_the_verbs_a_person_needs(stack: Stack, env: dict[str, str], stack_home: Path) -> None:
+    """After the first test's backup of acme (issue 20): session ls filters and ids by prefix, a record's restore
+    points, export to stdout and a point with no data, org update / remove, policy delete, and a followed backup's
+    plain progress lines (no terminal here)."""
+    assert stack.org is not None
+    [first] = json.loads(sfvault(env, "session", "ls", "--org", "acme", "--status", "success", "--json").stdout)
+    session_id = first["session_id"]
+    assert json.loads(sfvault(env, "session", "ls", "--org", "nobody", "--json").stdout) == []
+    assert json.loads(sfvault(env, "session", "list", "--since", "2000-01-01T00:00:00Z", "--json").stdout)
+    shown = sfvault(env, "session", "show", session_id[:6]).stdout
+    assert session_id in shown and "SUCCESS" in shown
+    jobs = json.loads(sfvault(env, "jobs", "list", session_id[:8], "--json").stdout)
+    assert all(isinstance(j["counts"]["received"], int) for j in jobs if j.get("counts", {}).get("received"))
+    none = sfvault(env, "session", "show", "ffffffffffff", ok=False)
+    assert none.returncode == 1 and none.stderr.startswith("error (not_found)")
+
+    some_id = sorted(Admin(stack.org).ground_truth(objects=["Account"])["objects"]["Account"])[0]
+    points = json.loads(sfvault(env, "records", "restore-points", "Account", some_id, "--org", "acme", "--json").stdout)
+    assert [p["session_id"] for p in points] == [session_id] and points[0]["state"] == "live"
+    at = points[0]["at"]
+    as_of = json.loads(
+        sfvault(env, "records", "as-of", "Account", some_id, "--at", at, "--org", "acme", "--json").stdout
+    )
+    assert as_of["values"]["Id"] == some_id
+
+    lines = sfvault(env, "export", "Account", "--format", "jsonl", "-o", "-", "--include-deleted", "--org", "acme")
+    assert some_id in lines.stdout and all(json.loads(line) for line in lines.stdout.splitlines())
+    early = sfvault(env, "export", "Account", "--at", "2001-01-01T00:00:00Z", "--org", "acme", ok=False)
+    assert early.returncode == 1 and "no backup of Account as of 2001-01-01" in early.stderr
+    assert early.stdout == ""
+
+    sfvault(env, "org", "update", "acme", "--name", "Acme Inc")
+    assert [o["name"] for o in json.loads(sfvault(env, "org", "list", "--json").stdout)] == ["Acme Inc"]
+    org = stack.org
+    secret = f"file:{secrets_dir(stack_home) / 'acme-secret'}"  # the first test's
+    sfvault(
+        env,
+        "org",
+        "add",
+        "--id",
+        "spare",
+        "--login-url",
+        org["login_url"],
+        "--client-id",
+        org["client_id"],
+        "--client-secret-ref",
+        secret,
+    )
+    refused = sfvault(env, "org", "remove", "spare", ok=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    sfvault(env, "org", "remove", "spare", "--yes")
+    assert [o["org_id"] for o in json.loads(sfvault(env, "org", "list", "--json").stdout)] == ["acme"]
+    sfvault(env, "policy", "create", "--org", "acme", "--id", "spare-policy", "--include", "Account")
+    sfvault(env, "policy", "delete", "spare-policy", "--yes")
+    assert "spare-policy" not in sfvault(env, "policy", "list").stdout
+
+    followed = sfvault(env, "backup", "run", "--policy", "daily", "--wait")
+    assert "Account: success" in followed.stderr and "Contact: success" in followed.stderr
+    assert "\x1b[" not in followed.stderr + followed.stdout  # no terminal: no colour codes, no redrawn bars
+    assert "status SUCCESS" in followed.stdout and "Jobs" in followed.stdout
+
+
 def test_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
     missing = sfvault(env, "session", "show", "nope", ok=False)
     assert missing.returncode == 1

@@ -272,6 +272,7 @@ class Policy(_message.Message):
     RETENTION_FIELD_NUMBER: _builtins.int
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     SENSITIVE_FIELDS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     org_id: _builtins.str
     name: _builtins.str
@@ -283,6 +284,8 @@ class Policy(_message.Message):
     """"", "hourly", "daily@HH:MM", "weekly@DAY@HH:MM", or cron"""
     legal_hold: _builtins.bool
     """nothing of the policy's org is pruned or erased while set"""
+    time_zone: _builtins.str
+    """The IANA time zone (e.g. "Europe/Paris") the schedule's times of day are in; empty: UTC."""
     @_builtins.property
     def scope(self) -> Global___Scope: ...
     @_builtins.property
@@ -333,10 +336,11 @@ class Policy(_message.Message):
         retention: _protect_pb2.RetentionSettings | None = ...,
         legal_hold: _builtins.bool = ...,
         sensitive_fields: _abc.Iterable[_builtins.str] | None = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "created_at", b"created_at", "reconcile_every", b"reconcile_every", "retention", b"retention", "scope", b"scope", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "auto_add_new_fields", b"auto_add_new_fields", "auto_add_new_objects", b"auto_add_new_objects", "created_at", b"created_at", "files", b"files", "legal_hold", b"legal_hold", "metadata", b"metadata", "name", b"name", "org_id", b"org_id", "policy_id", b"policy_id", "reconcile_every", b"reconcile_every", "retention", b"retention", "schedule", b"schedule", "scope", b"scope", "sensitive_fields", b"sensitive_fields", "stall_timeout", b"stall_timeout", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "anomalies", b"anomalies", "api_budget", b"api_budget", "auto_add_new_fields", b"auto_add_new_fields", "auto_add_new_objects", b"auto_add_new_objects", "created_at", b"created_at", "files", b"files", "legal_hold", b"legal_hold", "metadata", b"metadata", "name", b"name", "org_id", b"org_id", "policy_id", b"policy_id", "reconcile_every", b"reconcile_every", "retention", b"retention", "schedule", b"schedule", "scope", b"scope", "sensitive_fields", b"sensitive_fields", "stall_timeout", b"stall_timeout", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -714,6 +718,7 @@ class PlannedObject(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     BACKFILL_FIELDS_FIELD_NUMBER: _builtins.int
     LEFT_OUT_FIELDS_FIELD_NUMBER: _builtins.int
+    EXPECTED_RECORDS_FIELD_NUMBER: _builtins.int
     object_name: _builtins.str
     status: _builtins.str
     """IN_SCOPE, SKIPPED, GONE, DECLINED, EXCLUDED"""
@@ -721,6 +726,8 @@ class PlannedObject(_message.Message):
     """the data job, when the object is in scope"""
     full: _builtins.bool
     """every record is read (first backup of the object in this policy)"""
+    expected_records: _builtins.int
+    """The records a full read of the object is expected to return: the org's COUNT() at planning; 0: unknown."""
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the fields in the query"""
@@ -743,10 +750,11 @@ class PlannedObject(_message.Message):
         fields: _abc.Iterable[_builtins.str] | None = ...,
         backfill_fields: _abc.Iterable[_builtins.str] | None = ...,
         left_out_fields: _abc.Iterable[_builtins.str] | None = ...,
+        expected_records: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_fields", b"backfill_fields", "fields", b"fields", "full", b"full", "job_id", b"job_id", "left_out_fields", b"left_out_fields", "object_name", b"object_name", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_fields", b"backfill_fields", "expected_records", b"expected_records", "fields", b"fields", "full", b"full", "job_id", b"job_id", "left_out_fields", b"left_out_fields", "object_name", b"object_name", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
