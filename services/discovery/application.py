@@ -760,7 +760,7 @@ class Scheduler:
                 continue
             last = await self.runs.last_due(policy.policy_id) or policy.created_at or now
             try:
-                due = latest_due(policy.schedule, last, now)
+                due = latest_due(policy.schedule, last, now, policy.time_zone)
             except InvalidSchedule as exc:
                 schedule_log.error("policy %s has a bad schedule: %s", policy.policy_id, exc)
                 continue

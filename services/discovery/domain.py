@@ -186,6 +186,7 @@ class Policy:
     legal_hold: bool = False  # nothing of the policy's org is pruned or erased while set
     # "Object.Field" whose values storage keeps encrypted in PostgreSQL (compared by keyed hash)
     sensitive_fields: tuple[str, ...] = ()
+    time_zone: str = ""  # the IANA zone the schedule's times of day are in ('': UTC)
 
 
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)$")
@@ -250,7 +251,7 @@ def check_policy(policy: Policy) -> Policy:
             f"schedule {policy.schedule!r} is not '', 'hourly', 'daily@HH:MM', 'weekly@DAY@HH:MM' or cron"
         )
     try:  # the shape is not enough: a schedule that can never fire would be accepted and silently never run
-        next_fire(policy.schedule, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        next_fire(policy.schedule, dt.datetime(2000, 1, 1, tzinfo=dt.UTC), policy.time_zone)
     except InvalidSchedule as exc:
         raise InvalidPolicy(f"schedule: {exc}") from None
     both = set(policy.scope.include_objects) & set(policy.scope.exclude_objects)
@@ -650,6 +651,7 @@ class PlannedDataJob:
     has_system_modstamp: bool
     replicateable: bool
     describe_hash: str
+    expected_records: int = 0  # the org's approximate count at planning (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -727,6 +729,7 @@ def plan_jobs(policy: Policy, schema: Schema, counts: Mapping[str, int] | None =
                 has_system_modstamp="SystemModstamp" in names,
                 replicateable=info.replicateable,
                 describe_hash=obj.describe_hash,
+                expected_records=(counts or {}).get(obj.name, 0),
             )
         )
     return jobs

@@ -134,4 +134,8 @@ MIGRATIONS = [
     """
     ALTER TABLE policies ADD COLUMN sensitive_fields text[] NOT NULL DEFAULT '{}';
     """,
+    # the IANA time zone a policy's schedule is in ('': UTC)
+    """
+    ALTER TABLE policies ADD COLUMN time_zone text NOT NULL DEFAULT '';
+    """,
 ]

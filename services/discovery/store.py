@@ -118,6 +118,7 @@ _POLICY_COLUMNS = (
     "retention",
     "legal_hold",
     "sensitive_fields",
+    "time_zone",
 )
 
 
@@ -141,6 +142,7 @@ def _policy_values(p: d.Policy) -> tuple[Any, ...]:
         Jsonb(dataclasses.asdict(p.retention)),
         p.legal_hold,
         list(p.sensitive_fields),
+        p.time_zone,
     )
 
 

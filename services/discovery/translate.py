@@ -105,6 +105,7 @@ def policy_from_pb(p: api.Policy) -> d.Policy:
         retention=d.RetentionSettings(p.retention.days, p.retention.versions, p.retention.prune_latest),
         legal_hold=p.legal_hold,
         sensitive_fields=tuple(n.strip() for n in p.sensitive_fields),
+        time_zone=p.time_zone.strip(),
     )
 
 
@@ -130,6 +131,7 @@ def policy_to_pb(p: d.Policy) -> api.Policy:
         updated_at=timestamps.to_pb(p.updated_at),
         legal_hold=p.legal_hold,
         sensitive_fields=p.sensitive_fields,
+        time_zone=p.time_zone,
     )
     # set only when not the defaults: a policy without protection settings reads as it was written
     if p.alerts != d.AlertSettings():
@@ -297,6 +299,7 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
                 full=o.full,
                 fields=[f.info.name for f in o.query_fields()],
                 backfill_fields=[f.info.name for f in o.query_fields() if f.backfill and not o.full],
+                expected_records=spec.data.expected_records if spec else 0,
                 left_out_fields=[f.info.name for f in o.fields if f.status is d.FieldStatus.GONE],
             )
         )

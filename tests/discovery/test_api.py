@@ -162,3 +162,18 @@ async def test_an_org_registered_as_a_sandbox_says_so_everywhere(running: Runnin
     promoted = await stub.UpdateOrg(api.UpdateOrgRequest(org_id="uat", sandbox=False))
     assert not promoted.sandbox and promoted.name == "UAT 2"
     assert not (await stub.GetOrg(api.GetOrgRequest(org_id="uat"))).sandbox
+
+
+async def test_a_policys_time_zone_is_kept_and_a_wrong_one_refused(running: Running) -> None:
+    stub = running.stub
+    await stub.CreateOrg(api.CreateOrgRequest(org_id="tz", connection=CONNECTION))
+    policy = api.Policy(policy_id="tz-nightly", org_id="tz", schedule="daily@02:00", time_zone="Europe/Paris")
+    created = await stub.CreatePolicy(api.CreatePolicyRequest(policy=policy))
+    assert created.time_zone == "Europe/Paris"
+    assert (await stub.GetPolicy(api.GetPolicyRequest(policy_id="tz-nightly"))).time_zone == "Europe/Paris"
+    created.time_zone = "Mars/Olympus"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.UpdatePolicy(api.UpdatePolicyRequest(policy=created))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Mars/Olympus" in (refused.value.details() or "") and "IANA" in (refused.value.details() or "")
+    assert (await stub.GetPolicy(api.GetPolicyRequest(policy_id="tz-nightly"))).time_zone == "Europe/Paris"

@@ -4,6 +4,7 @@ and recorded, a failed start is recorded."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -100,3 +101,18 @@ async def test_a_run_that_could_not_start_is_tried_again_within_the_window(store
     clock.current = last_due + START_RETRY_WINDOW + dt.timedelta(minutes=1)
     assert await scheduler.tick() == []
     assert starter.started == [started.session_id]
+
+
+async def test_a_schedule_runs_in_its_policys_time_zone(store: FakeDiscoveryStore) -> None:
+    policy = d.Policy(policy_id="nightly", org_id="acme", schedule="daily@02:00", time_zone="Europe/Paris")
+    created = await store.create_policy(d.check_policy(policy))
+    # created at 00:30 in Paris (UTC+1 in November)
+    store.policies["nightly"] = dataclasses.replace(
+        created, created_at=dt.datetime(2026, 11, 26, 23, 30, tzinfo=dt.UTC)
+    )
+    clock = FakeClock(dt.datetime(2026, 11, 27, 0, 30, tzinfo=dt.UTC))  # 01:30 in Paris: not yet
+    scheduler = Scheduler(store, FakeScheduleRuns(), FakeSessionStarter(), clock)
+    assert await scheduler.tick() == []
+    clock.current = dt.datetime(2026, 11, 27, 1, 1, tzinfo=dt.UTC)  # 02:01 in Paris, an hour before 02:00 UTC
+    [decision] = await scheduler.tick()
+    assert decision.due_at == dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)

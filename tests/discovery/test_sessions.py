@@ -86,6 +86,10 @@ async def test_initial_session_plans_every_job(
     plan = await running.stub.GetSessionPlan(api.GetSessionPlanRequest(session_id="s1"))
     assert plan.planned and plan.initial and plan.api_calls > 0
     assert {o.object_name: o.status for o in plan.objects}["Task"] == "EXCLUDED"
+    # the records each object's job is expected to read (the org's count at planning): a progress bar's 100 %
+    expected = {o.object_name: o.expected_records for o in plan.objects if o.job_id}
+    assert expected == {n: len(truth[n]) for n in expected}
+    assert account.data.expected_records == len(truth["Account"]) > 0
     org_now = await running.stub.GetOrg(api.GetOrgRequest(org_id="org-1"))
     assert org_now.salesforce_org_id == org["org_id"]
 

@@ -83,6 +83,7 @@ class DataJob(_message.Message):
     DESCRIBE_JSON_FIELD_NUMBER: _builtins.int
     ID_FROM_FIELD_NUMBER: _builtins.int
     ID_TO_FIELD_NUMBER: _builtins.int
+    EXPECTED_RECORDS_FIELD_NUMBER: _builtins.int
     key_prefix: _builtins.str
     """e.g. "001" """
     full: _builtins.bool
@@ -100,6 +101,8 @@ class DataJob(_message.Message):
     id_from: _builtins.str
     """A very large object is split by Id range into several jobs: [id_from, id_to), empty = unbounded."""
     id_to: _builtins.str
+    expected_records: _builtins.int
+    """The records the org counted for the object at planning (its approximate count; 0: unknown), for progress."""
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSpec]:
         """the fields to back up (hidden or removed ones are already left out)"""
@@ -122,10 +125,11 @@ class DataJob(_message.Message):
         describe_json: _builtins.bytes = ...,
         id_from: _builtins.str = ...,
         id_to: _builtins.str = ...,
+        expected_records: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reconcile_every", b"reconcile_every"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bulk_supported", b"bulk_supported", "describe_json", b"describe_json", "fields", b"fields", "full", b"full", "has_system_modstamp", b"has_system_modstamp", "id_from", b"id_from", "id_to", b"id_to", "key_prefix", b"key_prefix", "queryall_supported", b"queryall_supported", "reconcile_every", b"reconcile_every", "replicateable", b"replicateable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bulk_supported", b"bulk_supported", "describe_json", b"describe_json", "expected_records", b"expected_records", "fields", b"fields", "full", b"full", "has_system_modstamp", b"has_system_modstamp", "id_from", b"id_from", "id_to", b"id_to", "key_prefix", b"key_prefix", "queryall_supported", b"queryall_supported", "reconcile_every", b"reconcile_every", "replicateable", b"replicateable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
