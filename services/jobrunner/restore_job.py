@@ -58,7 +58,7 @@ from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import SalesforceWrites
 from services.jobrunner.salesforce_write import WriteResult
 from services.platform import events
-from services.platform.counts import RESTORE_FIELDS, RestoreCounts
+from services.platform.counts import RestoreCounts
 
 log = logging.getLogger("services.jobrunner.restore")
 
@@ -161,21 +161,6 @@ def mask_secret(auth_key: bytes, fallback: str = "") -> bytes:
     return hashlib.sha256(b"sfvault restore masking\x00" + material).digest()
 
 
-@dataclass
-class Counter:
-    created: int = 0
-    updated: int = 0
-    undeleted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    fields_left_out: int = 0
-    files: int = 0
-    write_calls: int = 0
-
-    def pb(self, name: str) -> rpb.ObjectRestoreCounts:
-        return events.restore_counts_to_pb(RestoreCounts(name, **dataclasses.asdict(self)))
-
-
 @dataclass(slots=True)
 class Pending:
     """One record's decision in a batch, on its way to an outcome."""
@@ -247,7 +232,7 @@ class RestoreJob:
     sf: SalesforceWrites
     secret: bytes = b""
     warnings: list[str] = field(default_factory=list)
-    counts: dict[str, Counter] = field(default_factory=dict)
+    counts: dict[str, RestoreCounts] = field(default_factory=dict)  # object -> its counts (kept without a name)
     verification: rpb.Verification = field(default_factory=rpb.Verification)
     infos: dict[str, rd.ObjectInfo] = field(default_factory=dict)
     id_map: dict[str, str] = field(default_factory=dict)
@@ -429,24 +414,32 @@ class RestoreJob:
         return total > 0 and failed == total
 
     def restore_counts(self) -> list[rpb.ObjectRestoreCounts]:
-        return [c.pb(name) for name, c in sorted(self.counts.items())]
+        return [events.restore_counts_to_pb(c, name) for name, c in sorted(self.counts.items())]
 
-    def _counter(self, obj: str) -> Counter:
-        return self.counts.setdefault(obj, Counter())
+    def _count(self, obj: str, more: RestoreCounts) -> None:
+        self.counts[obj] = self.counts.get(obj, RestoreCounts()) + more
+
+    def _count_states(self, obj: str, states: dict[str, int]) -> None:
+        """Records counted by state (created, updated, ...: RestoreCounts' names)."""
+        if states:
+            self._count(obj, RestoreCounts("", **states))
 
     # ------------------------------------------------------------------ resume
     def _load_done(self) -> None:
+        loaded: dict[str, dict[str, int]] = {}  # object -> state name -> records
         for o in self.run.storage.list_restore_records(self.run.spec.session_id):
             self.done[o.source_id] = (int(o.state), o.target_id)
             self.earlier.add(o.source_id)
-            counter = self._counter(o.object_name)
             name = STATE_COUNTER.get(rd.State(int(o.state))) if int(o.state) else None
             if name:
-                setattr(counter, name, getattr(counter, name) + 1)
+                by_state = loaded.setdefault(o.object_name, {})
+                by_state[name] = by_state.get(name, 0) + 1
             if o.target_id and int(o.state) == rd.State.CREATED.value:
                 self.id_map[o.source_id] = o.target_id
             if o.note and int(o.state) not in (0, rd.State.FAILED.value):
                 self._noted(o.source_id, o.note)
+        for obj, by_state in loaded.items():
+            self._count_states(obj, by_state)
 
     def _noted(self, sid: str, note: str) -> None:
         """What an earlier attempt wrote in place of the backup's values, from its outcome's note: the proof
@@ -498,7 +491,7 @@ class RestoreJob:
                             note="; ".join(note)[:500],
                         )
                     )
-                    self._counter(obj).created += 1
+                    self._count(obj, RestoreCounts(created=1))
             self._put(obj, outcomes, resolved=[intent.batch_key])
 
     def _lost_writes(
@@ -724,7 +717,7 @@ class RestoreJob:
         info = self.infos[obj]
         selected = self.fields_of.get(obj)
         written, left_out = rd.restorable_fields(info, selected or None)
-        self._counter(obj).fields_left_out = len(left_out)
+        self.counts[obj] = dataclasses.replace(self.counts.get(obj, RestoreCounts()), fields_left_out=len(left_out))
         self._written[obj] = written
         return written
 
@@ -1397,13 +1390,19 @@ class RestoreJob:
     def _outcomes(self, obj: str, items: list[Pending]) -> Iterator[rpb.RecordOutcome]:
         """The items' outcomes, each noted as it is made (counts, the Id map, the proof's expectation): made as
         they are sent, a chunk at a time."""
-        counter = self._counter(obj)
+        by_state: dict[str, int] = {}
+        try:
+            yield from self._each_outcome(obj, items, by_state)
+        finally:
+            self._count_states(obj, by_state)
+
+    def _each_outcome(self, obj: str, items: list[Pending], by_state: dict[str, int]) -> Iterator[rpb.RecordOutcome]:
         for item in items:
             state = item.state or rd.State.FAILED
             if state == rd.State.FAILED and not item.code:
                 item.code, item.message = "NOT_WRITTEN", "the record was not written"
             name = STATE_COUNTER[state]
-            setattr(counter, name, getattr(counter, name) + 1)
+            by_state[name] = by_state.get(name, 0) + 1
             if state == rd.State.FAILED:
                 self.failure_codes[item.code] = self.failure_codes.get(item.code, 0) + 1
             target = item.target_id or ""
@@ -1449,7 +1448,7 @@ class RestoreJob:
                 files=files if last else 0,
             )
             if obj != "files":
-                self._counter(obj).write_calls += writes - self._writes_seen
+                self._count(obj, RestoreCounts(write_calls=writes - self._writes_seen))
             self._writes_seen, self._api_seen = writes, api
             self.seq = seq
             self._store_outcomes(seq, request, len(piece))
@@ -1497,10 +1496,8 @@ class RestoreJob:
             self.run, self.sf, self.run.storage, items, dry_run=self.dry_run, binned_at_start=self.binned_at_start
         )
         self.warnings.extend(result.warnings)
-        for c in result.counts():
-            counter = self._counter(c.object_name)
-            for name in RESTORE_FIELDS:  # every count restore_files keeps, Undeleted files too
-                setattr(counter, name, getattr(counter, name) + getattr(c, name))
+        for c in result.counts():  # every count restore_files keeps, Undeleted files too
+            self._count(c.object_name, events.restore_counts_from_pb(c, named=False))
         for o in result.outcomes:
             self.done[o.source_id] = (int(o.state), o.target_id)
         if result.outcomes or result.resolved_intents:
