@@ -992,7 +992,7 @@ class RestoreJob:
             targets = [t for t in (self._target_of(s) for s, _v in batch) if t]
             current = self._target_rows(obj, fields, targets)
         deferred = self.deferred.get(obj, set())
-        pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
+        selected = list(self._seen.values())  # a pending record: selected, not decided yet
         items: list[Pending] = []
         restore_empty = bool(self.spec.restore_empty)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
@@ -1006,7 +1006,7 @@ class RestoreJob:
             later: list[str] = []  # references that differ, written by the second pass
             for f in deferred:
                 ref = values.get(f)
-                if isinstance(ref, str) and ref in pending_ids:
+                if isinstance(ref, str) and ref not in self.done and any(ref in ids for ids in selected):
                     if here is not None and here.get(f) and here.get(f) == self._target_of(ref):
                         continue  # already pointing where it should: compared as any field
                     values = dict(values)
