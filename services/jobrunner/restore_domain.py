@@ -329,39 +329,6 @@ def restore_order(infos: Mapping[str, ObjectInfo]) -> tuple[list[str], dict[str,
     return order, deferred
 
 
-def creation_waves(parents: Mapping[str, Collection[str]], max_waves: int) -> tuple[list[list[str]], list[str]]:
-    """Records of one object held back because a self-lookup names a record of the same restore not created yet
-    (`parents`: record -> the held-back records it names; a named record not held back is created already),
-    in waves by depth: wave 0 names no held-back record, wave k only records of waves before k. Created wave
-    after wave, each record's self-lookups go with its create (no second pass). The second value: the records
-    in a cycle, or deeper than `max_waves` waves, sent together after the last wave with their references to
-    one another deferred to the second pass. Waves keep the order of `parents`."""
-    waiting: dict[str, int] = {}
-    children: dict[str, list[str]] = {}
-    for sid, named in parents.items():
-        n = 0
-        for p in set(named):
-            if p in parents and p != sid:
-                children.setdefault(p, []).append(sid)
-                n += 1
-            elif p == sid:
-                n += 1  # its own parent: a cycle of one
-        waiting[sid] = n
-    waves: list[list[str]] = []
-    wave = [s for s, n in waiting.items() if n == 0]
-    while wave and len(waves) < max_waves:
-        waves.append(wave)
-        following: list[str] = []
-        for p in wave:
-            for c in children.get(p, ()):
-                waiting[c] -= 1
-                if waiting[c] == 0:
-                    following.append(c)
-        wave = following
-    placed = {s for w in waves for s in w}
-    return waves, [s for s in parents if s not in placed]
-
-
 # ---------------------------------------------------------------- values
 
 

@@ -42,7 +42,7 @@ import re
 import resource
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -82,8 +82,6 @@ def big_batch(fields: int) -> int:
     return BIG_BATCH
 
 
-# at most this many waves of held-back records (self-lookups to records not sent yet); deeper ones go with the cycles
-MAX_WAVES = 1000
 IN_FLIGHT = 8  # chunks of outcomes on their way to storage while the job goes on
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
@@ -176,7 +174,7 @@ class Pending:
     exact: bool = True  # `values` are the backup's, every reference mapped (none left empty): the proof's expectation
 
 
-def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Generator[list[Any], None, None]:
+def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Iterator[list[Any]]:
     """The chunks of `chunks`, read from now on by a thread of their own up to `ahead` chunks before they are
     taken (a storage read overlaps the target's read and the writes of the batch before); its error is raised
     where its chunk would have been. Closing the iterator stops the thread."""
@@ -207,7 +205,7 @@ def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Generator[list[Any], 
     thread = threading.Thread(target=produce, name="restore-read-ahead", daemon=True)
     thread.start()
 
-    def consume() -> Generator[list[Any], None, None]:
+    def consume() -> Iterator[list[Any]]:
         try:
             while True:
                 chunk, exc = out.get()
@@ -274,11 +272,6 @@ class RestoreJob:
     _outcomes_pipe: ThreadPoolExecutor | None = None
     _writer: ThreadPoolExecutor | None = None  # a large object's batches written behind their decisions
     _writing: Future[None] | None = None
-    # a large object's records held back for a wave (source Id -> the held-back or unsent records it names), its
-    # selection, and its records handed to the writer so far (see _held)
-    _holding: dict[str, list[str]] | None = None
-    _own: set[str] = field(default_factory=set)
-    _handed: set[str] = field(default_factory=set)
     _in_flight: list[Future[None]] = field(default_factory=list)  # chunks of outcomes being stored, in order
 
     # ------------------------------------------------------------------ the spec
@@ -875,31 +868,20 @@ class RestoreJob:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-write")
         prefetched: dict[str, dict[str, Any]] | None = None
         batch: list[tuple[str, dict[str, Any]]] = []
-        # a record to create whose self-lookup names a record of this restore not yet sent is held back (its Id
-        # only) and created in a wave after the object's other records, its reference going with the create
-        hold = big and not self.dry_run and not match_on and bool(self.deferred.get(obj))
-        self._holding = {} if hold else None
-        self._own, self._handed = (set(ids), set()) if hold else (set(), set())
         try:
             if big and not match_on:
                 targets = [t for t in (self._target_of(i) for i in ids) if t]
                 prefetched = self._target_rows(obj, fields, targets)
             for chunk in chunks:
                 for sid, values in self._shaped(obj, chunk):
-                    if self._holding is not None and self._held(obj, sid, values, prefetched or {}):
-                        continue
                     batch.append((sid, values))
                     if len(batch) >= size:
                         self._batch(obj, info, fields, batch, prefetched, match_on)
                         batch = []
             if batch:
                 self._batch(obj, info, fields, batch, prefetched, match_on)
-            if self._holding:
-                self._waves(obj, info, fields, prefetched, size)
             self._wait_write()
         finally:
-            self._holding = None
-            self._own, self._handed = set(), set()
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
@@ -911,59 +893,6 @@ class RestoreJob:
         for sid in ids:  # requested but not in the backup as of the point: nothing to restore
             if sid not in self.done:
                 self.done[sid] = (0, "")
-
-    def _held(self, obj: str, sid: str, values: dict[str, Any], current: dict[str, dict[str, Any]]) -> bool:
-        """Whether a record is held back for a wave: it is to be created (not in the target) and a deferred
-        reference of it names a record of the object's selection not sent yet (in no batch handed to the
-        writer)."""
-        if self._holding is None or current.get(self._target_of(sid) or "") is not None:
-            return False
-        named = [
-            ref
-            for f in self.deferred.get(obj, ())
-            if isinstance(ref := values.get(f), str) and ref in self._own and ref not in self._handed
-        ]
-        if not named:
-            return False
-        self._holding[sid] = named
-        return True
-
-    def _waves(
-        self,
-        obj: str,
-        info: rd.ObjectInfo,
-        fields: list[str],
-        current: dict[str, dict[str, Any]] | None,
-        size: int,
-    ) -> None:
-        """The held-back records, read again by Id in the order of their waves (`rd.creation_waves`: each after the
-        records it names, cycles last) and written in as few batches as the object's batch size allows, of equal
-        size: a batch is decided while the one before is written, and a self-lookup to a record of a batch before
-        goes with the create (`_bind_deferred`); one to a record of its own batch is patched by the second pass."""
-        holding, self._holding = self._holding or {}, None
-        waves, rest = rd.creation_waves(holding, MAX_WAVES)
-        order = [s for w in waves for s in w] + rest
-        holding.clear()
-        pieces = -(-len(order) // size)
-        each = -(-len(order) // pieces)
-        log.info(
-            "restore %s: %s: %d record(s) held back for their self-lookups: %d wave(s), %d in cycles, in %d batch(es)",
-            self.run.spec.job_id,
-            obj,
-            len(order),
-            len(waves),
-            len(rest),
-            pieces,
-        )
-        for start in range(0, len(order), each):
-            batch: list[tuple[str, dict[str, Any]]] = []
-            chunks = read_ahead(self._backup_json(obj, order[start : start + each]), READ_AHEAD)
-            try:
-                for chunk in chunks:
-                    batch.extend(self._shaped(obj, chunk))
-            finally:
-                chunks.close()
-            self._batch(obj, info, fields, batch, current, "")
 
     def _present(self, ref: str) -> bool:
         if ref in self.missing:
@@ -1066,7 +995,6 @@ class RestoreJob:
             self._timed_write(obj, items, match_on)
             return
         # written by the writer thread while the next batch is read and decided; batches written in order
-        self._handed.update(i.source_id for i in items)  # what a later record may name: bound at its write
         self._wait_write()
         self._writing = self._writer.submit(contextvars.copy_context().run, self._timed_write, obj, items, match_on)
 

@@ -877,13 +877,3 @@ def test_state_values_are_the_record_states_of_the_contract() -> None:
 
     for state in State:
         assert restore_pb2.RecordState.Value(f"RECORD_STATE_{state.name}") == state.value
-
-
-def test_creation_waves_put_each_record_after_the_records_it_names_and_cycles_last() -> None:
-    # a <- b <- c (b names a, c names b), d names e and a, e names nothing held back; x <-> y a cycle, z names itself
-    parents = {"c": ["b"], "b": ["a"], "a": ["gone"], "d": ["e", "a"], "e": [], "x": ["y"], "y": ["x"], "z": ["z"]}
-    waves, rest = rd.creation_waves(parents, 10)
-    assert waves == [["a", "e"], ["b", "d"], ["c"]]
-    assert rest == ["x", "y", "z"]
-    waves, rest = rd.creation_waves(parents, 2)  # deeper than two waves: with the cycles
-    assert waves == [["a", "e"], ["b", "d"]] and rest == ["c", "x", "y", "z"]
