@@ -755,6 +755,22 @@ class Decision:
     note: str = ""
 
 
+def _create_plan(info: ObjectInfo, fields: Sequence[str], restore_empty: bool) -> list[tuple[str, bool]]:
+    """What a create writes of `fields`, as `_compared` and `decide` take them, derived once per object and fields:
+    (the createable field's name, whether it is written without a value: with restore_empty, a field that can be
+    empty and is not a checkbox)."""
+    key = ("create_plan", tuple(fields), restore_empty)
+    plan: list[tuple[str, bool]] | None = info.derived.get(key)  # type: ignore[call-overload]
+    if plan is None:
+        plan = []
+        for name in fields:
+            f = info.fields.get(name) or info.field(name)
+            if f is not None and f.createable:
+                plan.append((f.name, restore_empty and f.sf_type != "boolean" and f.nillable))
+        info.derived[key] = plan  # type: ignore[index]
+    return plan
+
+
 def decide(
     source_id: str,
     backup: Mapping[str, Any],
@@ -780,10 +796,10 @@ def decide(
     The write never holds Id: the caller sends target_id."""
     if target is None and not target_deleted:
         write: dict[str, Any] = {}
-        for name, f in _compared(backup, fields, info, restore_empty):
-            assert f is not None
-            value = backup.get(name)
-            if not f.createable or (value is None and (f.sf_type == "boolean" or not f.nillable)):
+        get = backup.get
+        for name, keep_empty in _create_plan(info, fields, restore_empty):
+            value = get(name)
+            if (value is None or value == "") and not keep_empty:
                 continue
             write[name] = value
         if type(backup) is dict and write.keys() == backup.keys():

@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -264,6 +265,7 @@ class RestoreJob:
     _writes_seen: int = 0
     _api_seen: int = 0
     _seen: dict[str, set[str]] = field(default_factory=dict)  # object -> the Ids of its selection
+    _selected: set[str] | None = None  # every Id of the selection (_all_selected)
     _written: dict[str, list[str]] = field(default_factory=dict)  # object -> its restored fields
     # object -> the storage reads its whole selection came from (none added by Id): read again the same way
     _reads: dict[str, list[spb.ReadRecordsAsOfRequest]] = field(default_factory=dict)
@@ -274,28 +276,28 @@ class RestoreJob:
     _writing: Future[None] | None = None
     _in_flight: list[Future[None]] = field(default_factory=list)  # chunks of outcomes being stored, in order
 
-    # ------------------------------------------------------------------ the spec
-    @property
+    # ------------------------------------------------------------------ the spec (fixed for the job: read per record)
+    @functools.cached_property
     def spec(self) -> rpb.RestoreSpec:
         return self.run.spec.restore.spec
 
-    @property
+    @functools.cached_property
     def source_org(self) -> str:
         return self.run.spec.salesforce_org_id
 
-    @property
+    @functools.cached_property
     def target_org(self) -> str:
         return self.run.spec.restore.target_salesforce_org_id or self.source_org
 
-    @property
+    @functools.cached_property
     def same_org(self) -> bool:
         return self.target_org[:15] == self.source_org[:15]
 
-    @property
+    @functools.cached_property
     def dry_run(self) -> bool:
         return bool(self.spec.dry_run)
 
-    @property
+    @functools.cached_property
     def masks(self) -> list[tuple[str, str, str]]:
         if self.same_org:
             return []  # masking is for another org (sandbox seeding); the source's own values go back
@@ -556,7 +558,14 @@ class RestoreJob:
             for r in batch.records:
                 yield r.record_id
 
+    def _all_selected(self) -> set[str]:
+        """Every selected Id, of any object (kept until the selection grows)."""
+        if self._selected is None:
+            self._selected = {i for ids in self.selection.values() for i in ids}
+        return self._selected
+
     def _add(self, obj: str, ids: Sequence[str], *, by_id: bool = False) -> list[str]:
+        self._selected = None
         held = self.selection.setdefault(obj, [])
         seen = self._seen.setdefault(obj, set(held))
         new = [i for i in ids if i not in seen]
@@ -921,7 +930,7 @@ class RestoreJob:
             targets = [t for t in (self._target_of(s) for s, _v in batch) if t]
             current = self._target_rows(obj, fields, targets)
         deferred = self.deferred.get(obj, set())
-        selected = list(self._seen.values())  # a pending record: selected, not decided yet
+        selected = self._all_selected()  # a pending record: selected, not decided yet
         items: list[Pending] = []
         restore_empty = bool(self.spec.restore_empty)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
@@ -935,7 +944,7 @@ class RestoreJob:
             later: list[str] = []  # references that differ, written by the second pass
             for f in deferred:
                 ref = values.get(f)
-                if isinstance(ref, str) and ref not in self.done and any(ref in ids for ids in selected):
+                if isinstance(ref, str) and ref in selected and ref not in self.done:
                     if here is not None and here.get(f) and here.get(f) == self._target_of(ref):
                         continue  # already pointing where it should: compared as any field
                     values = dict(values)
