@@ -292,11 +292,19 @@ class IngestApi(Api):
             if batch is not None:  # the records the chunk's lookups name, read at once
                 at = [n for n, (kind, f, _ext) in enumerate(columns) if kind == "field" and f.type == "reference"]
                 batch.prefetch(org, (row[n] for row in rows for n in at if n < len(row) and row[n]))
+            # a plain insert (fields only, no Id, no parent by external Id): each row's values taken at once
+            names = [f.name for _kind, f, _ext in columns]
+            create = batch.create if isinstance(batch, CreateBatch) else None
+            plain = create is not None and id_at is None and all(k == "field" for k, _f, _e in columns)
             for row in rows:
                 if not any(cell for cell in row):
                     continue
                 try:
-                    rid, created = self.apply(job, o, columns, header, row, batch)
+                    if plain and create is not None:
+                        values = {n: (None if c == "#N/A" else c) for n, c in zip(names, row, strict=False) if c != ""}
+                        rid, created = create(values), True
+                    else:
+                        rid, created = self.apply(job, o, columns, header, row, batch)
                     job.ok.append([rid, "true" if created else "false", *row])
                 except OrgError as exc:
                     given = next((c for h, c in zip(header, row, strict=False) if h.lower() == "id"), "")

@@ -14,7 +14,7 @@ from typing import Any
 from sforg.clock import parse_datetime, stamp
 from sforg.ids import is_valid, to18
 from sforg.org.base import DAY, OrgError
-from sforg.org.validation import AUDIT_FIELDS, Validation, changed_references
+from sforg.org.validation import AUDIT_FIELDS, Validation, changed_references, id18
 from sforg.schema import FieldDef, ObjectDef
 
 _SKIP = object()  # a value stored elsewhere (a file body)
@@ -89,9 +89,10 @@ class Records(Validation):
                 400, "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{f.label}: value not of required type: {v}", [f.name]
             ) from exc
         if t in ("reference", "id"):
-            if not is_valid(str(v)):
+            rid = id18(str(v))
+            if rid is None:
                 raise OrgError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name])
-            return to18(str(v))
+            return rid
         if t == "base64":
             return _SKIP
         v = str(v)
@@ -434,7 +435,7 @@ class _References:
 
     def prefetch(self, org: Records, values: Iterable[str]) -> None:
         """The rows these references name, as they are stored now (for `reference`)."""
-        wanted = {to18(v) for v in values if is_valid(v)}
+        wanted = {rid for rid in map(id18, values) if rid is not None}
         self.known.update(org.reference_rows(v for v in wanted if v not in self.known))
 
     def reference(self, org: Records, o: ObjectDef, f: FieldDef, value: str) -> None:
@@ -598,7 +599,7 @@ class UpdateBatch(_References):
 
     def load(self, ids: list[str]) -> None:
         """The current rows of these Ids (valid ones), read at once."""
-        wanted = [to18(i) for i in dict.fromkeys(ids) if is_valid(i) and to18(i) not in self.current]
+        wanted = [i18 for i in dict.fromkeys(ids) if is_valid(i) and (i18 := to18(i)) not in self.current]
         self.current.update(self.org.store.get_many(self.o.name, wanted))
 
     def _row(self, rid: str) -> dict[str, Any]:
