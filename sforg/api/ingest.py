@@ -33,7 +33,7 @@ from sforg.query import DELIMITERS
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 CHUNK = 200
-CHUNKS_A_COMMIT = 10
+CHUNKS_A_COMMIT = 50  # 10,000 rows a commit: a commit rewrites the pages (indexes) its rows touched
 
 
 @dataclass
