@@ -486,16 +486,20 @@ def rewrite_references(
     if references is None:
         references = info.derived["references"] = {n: f for n, f in info.fields.items() if f.sf_type == "reference"}
     fields = info.fields
-    for name, value in values.items():
+    if values.keys() <= fields.keys():  # every key in describe's spelling (to_salesforce's): its references
+        todo = [(name, references[name]) for name in values if name in references]
+    else:
+        todo = []
+        for name in values:
+            f = references.get(name)
+            if f is None and name not in fields:
+                f = info.field(name)  # another spelling
+            if f is not None and f.sf_type == "reference":
+                todo.append((name, f))
+    for name, f in todo:
+        value = values[name]
         if value is None:
             continue
-        f = references.get(name)
-        if f is None:
-            if name in fields:
-                continue  # a field of another type
-            f = info.field(name)  # another spelling
-            if f is None or f.sf_type != "reference":
-                continue
         ref = _as_id(value)
         if ref is None:
             continue  # not an Id: the org answers MALFORMED_ID for this record, with the field named

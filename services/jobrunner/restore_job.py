@@ -153,6 +153,19 @@ def _number_form(value: Any, fi: rd.FieldInfo | None) -> Any:
     return form
 
 
+def _form(value: Any, fi: rd.FieldInfo | None, number: bool) -> object:
+    """A value as the proof's digest takes it (but text and Ids, taken as they are): a number by value, any other
+    through the domain's equality (`normalized`), marshalled as it is or by its repr."""
+    form = _number_form(value, fi) if number else rd.normalized(value, fi)
+    kind = type(form[1]) if type(form) is tuple and len(form) == 2 else None
+    return form if kind in _MARSHALLED or form is None else ("r", repr(form))
+
+
+def _parts_digest(parts: list[object]) -> bytes:
+    # marshal (version 2: no back-references) writes each part with its type and length: one text per parts
+    return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
+
+
 def mask_secret(auth_key: bytes, fallback: str = "") -> bytes:
     """The per-deployment masking key: derived from the deployment's auth key (SFVAULT_AUTH_KEY), else from
     `fallback` (a deployment-wide setting); never the key itself."""
@@ -1521,15 +1534,21 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the proof
     def _expect(self, obj: str, sid: str, values: dict[str, Any]) -> None:
+        """The proof's expectation of a record this attempt restored: the digest of its values on the restored fields
+        it holds a value of (any, with restore_empty), but the references the second pass writes; in one pass."""
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
+        parts: list[object] = []
         mask = 0
         bit = 1
-        for f, _fi, _as_is, _number in self._digest_plan(obj):
-            if f not in deferred and (restore_empty or values.get(f) not in _EMPTY):
+        for f, fi, as_is, number in self._digest_plan(obj):
+            value = values.get(f)
+            if (restore_empty or value not in _EMPTY) and f not in deferred:
                 mask |= bit
+                as_it_is = as_is and (value is None or type(value) is str)
+                parts.append(value or None if as_it_is else _form(value, fi, number))
             bit <<= 1
-        self.expect[sid] = (self._digest(obj, mask, values), mask)
+        self.expect[sid] = (_parts_digest(parts), mask)
 
     def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
         """The object's restored fields with how the digest takes each: (name, field, as it is, a number)."""
@@ -1555,14 +1574,8 @@ class RestoreJob:
                 continue
             mask >>= 1
             value = values.get(f)
-            if as_is and (value is None or type(value) is str):
-                parts.append(value or None)
-            else:
-                form = _number_form(value, fi) if number else rd.normalized(value, fi)
-                kind = type(form[1]) if type(form) is tuple and len(form) == 2 else None
-                parts.append(form if kind in _MARSHALLED or form is None else ("r", repr(form)))
-        # marshal (version 2: no back-references) writes each part with its type and length: one text per parts
-        return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
+            parts.append(value or None if as_is and (value is None or type(value) is str) else _form(value, fi, number))
+        return _parts_digest(parts)
 
     def _matches(self, obj: str, sid: str, row: dict[str, Any]) -> bool:
         """A read-back row equal to what the restore wrote (or found equal), without reading the backup again;
