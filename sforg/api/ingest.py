@@ -29,6 +29,7 @@ from sforg.clock import stamp
 from sforg.ids import is_valid, make_id, to18
 from sforg.org import OrgError
 from sforg.org.records import CreateBatch, UpdateBatch
+from sforg.org.validation import id18
 from sforg.query import DELIMITERS
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
@@ -383,7 +384,8 @@ class IngestApi(Api):
             return org.upsert_record(o.name, ext, value, values)
         if not rid:
             raise OrgError(400, "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
-        if not is_valid(rid) or org.object_of_id(rid) is not o:
+        rid18 = id18(rid)
+        if rid18 is None or org.object_of_id(rid) is not o:
             raise OrgError(400, "MALFORMED_ID", f"malformed id {rid}", ["Id"])
         try:
             if op == "update" and isinstance(batch, UpdateBatch):
@@ -396,7 +398,7 @@ class IngestApi(Api):
             if exc.code == "NOT_FOUND":
                 raise OrgError(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", []) from exc
             raise
-        return to18(rid), False
+        return rid18, False
 
     def result_csv(self, job: IngestJob, kind: str) -> web.Response:
         out = io.StringIO()

@@ -549,7 +549,7 @@ class CreateBatch(_References):
             f = refs.get(name)
             if f is None or v is None:
                 continue
-            value = to18(str(v)) if is_valid(str(v)) else str(v)
+            value = id18(str(v)) or str(v)
             if value in self.pending:  # a record of this batch: written first, then checked as stored
                 self.flush()
             self.reference(org, o, f, value)
@@ -599,13 +599,14 @@ class UpdateBatch(_References):
 
     def load(self, ids: list[str]) -> None:
         """The current rows of these Ids (valid ones), read at once."""
-        wanted = [i18 for i in dict.fromkeys(ids) if is_valid(i) and (i18 := to18(i)) not in self.current]
+        wanted = [i18 for i in dict.fromkeys(ids) if (i18 := id18(i)) is not None and i18 not in self.current]
         self.current.update(self.org.store.get_many(self.o.name, wanted))
 
     def _row(self, rid: str) -> dict[str, Any]:
-        if not is_valid(rid):
+        rid18 = id18(rid)
+        if rid18 is None:
             return self.org.get_row(self.o, rid)  # its error
-        row = self.current.get(to18(rid))
+        row = self.current.get(rid18)
         if row is None or row.get("IsDeleted"):
             return self.org.get_row(self.o, rid)  # read again: its error, or a row another write made since
         return row
