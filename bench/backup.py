@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -282,12 +283,22 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
                 )
             print(f"jobrunner peak RSS (whole run): {_rss_peak_mb(jobrunner.pid):.0f} MB")
         finally:
-            jobrunner.terminate()
-            jobrunner.wait(60)
-            storage.stop()
-            await bus.close()
+            await stop_all(jobrunner, storage, bus)
+
+
+async def stop_all(jobrunner: subprocess.Popen[bytes], storage: StorageProcess, bus: Bus) -> None:
+    """A bench's jobrunner and storage processes stopped, its bus closed."""
+    jobrunner.terminate()
+    jobrunner.wait(60)
+    storage.stop()
+    await bus.close()
+
+
+def with_services(main: Callable[[str, str, Path], Coroutine[Any, Any, None]]) -> None:
+    """`main(database URL, NATS URL, work folder)` run against a PostgreSQL and a NATS of its own."""
+    with tempfile.TemporaryDirectory(prefix="sfvault-bench-") as tmp, postgres_server() as url, nats_server() as nats:
+        asyncio.run(main(url, nats, Path(tmp)))
 
 
 def run() -> None:
-    with tempfile.TemporaryDirectory() as tmp, postgres_server() as url, nats_server() as nats_url:
-        asyncio.run(_main(url, nats_url, Path(tmp)))
+    with_services(_main)

@@ -12,10 +12,8 @@ the CPU figures say what the wall times cannot). Target: initial backup with enc
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,9 +35,10 @@ from bench.backup import (
     _jobrunner_env,
     _specs,
     _start_jobrunner,
+    stop_all,
+    with_services,
 )
 from bench.storage import StorageProcess
-from devstack.embedded import nats_server, postgres_server
 from services.platform.bus import Bus
 from services.platform.encryption import KEY_SETTING
 from sforg.testing import Admin, running_org
@@ -166,10 +165,7 @@ async def _leg(server_url: str, nats_url: str, work: Path, info: dict[str, Any],
             sealed,
         )
     finally:
-        jobrunner.terminate()
-        jobrunner.wait(60)
-        storage.stop()
-        await bus.close()
+        await stop_all(jobrunner, storage, bus)
         await channel.close()
 
 
@@ -209,8 +205,7 @@ async def _main(server_url: str, nats_url: str, work: Path) -> None:
 
 
 def run() -> None:
-    with tempfile.TemporaryDirectory(prefix="sfvault-bench-") as tmp, postgres_server() as pg, nats_server() as nats:
-        asyncio.run(_main(pg, nats, Path(tmp)))
+    with_services(_main)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ calls per 10,000 records restored (from sforg's accounting; target <= 10) and th
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,19 +22,8 @@ from sfvault.restore.v1 import restore_pb2 as rs
 from sfvault.storage.v1 import storage_pb2 as st
 from sfvault.storage.v1 import storage_pb2_grpc
 
-from bench.backup import (
-    SECRET_ENV,
-    Collector,
-    _collecting_bus,
-    _connection,
-    _cpu_spent,
-    _cpu_start,
-    _jobrunner_env,
-    _specs,
-    _start_jobrunner,
-)
+from bench import backup as bb
 from bench.storage import StorageProcess, _rss_peak_mb
-from devstack.embedded import nats_server, postgres_server
 from services.platform.bus import Bus
 from sforg.testing import Admin, running_org
 
@@ -47,7 +34,7 @@ NOT_API = ("oauth", "soap_login")  # logins: not API requests in Salesforce's da
 
 
 def _restore_spec(info: dict[str, Any], as_of: dt.datetime) -> jobs_pb2.JobSpec:
-    conn = _connection(info)
+    conn = bb._connection(info)
     point = Timestamp()
     point.FromDatetime(as_of.replace(tzinfo=None))
     spec = rs.RestoreSpec(
@@ -100,7 +87,7 @@ def _api_calls(accounting: dict[str, Any]) -> int:
     return sum(n for endpoint, n in accounting.get("calls", {}).items() if endpoint not in NOT_API)
 
 
-async def _run(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]) -> tuple[float, list[ev.JobFinished]]:
+async def _run(bus: Bus, collector: bb.Collector, specs: list[jobs_pb2.JobSpec]) -> tuple[float, list[ev.JobFinished]]:
     started = time.perf_counter()
     for spec in specs:
         await bus.enqueue_job(spec)
@@ -120,20 +107,20 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
     total = int(RECORDS / SHARE)
     print(f"   generating sforg with {total:,} records ({RECORDS:,} in {', '.join(OBJECTS)}) ...", flush=True)
     with running_org(work / "org", scale=total, seed=5, timeout=3600) as info:
-        os.environ[SECRET_ENV] = info["client_secret"]
+        os.environ[bb.SECRET_ENV] = info["client_secret"]
         admin = Admin(info)
         storage = StorageProcess(url, nats_url, str(work / "files"))
-        jr_env = _jobrunner_env(url, nats_url, storage.port, "BENCH_RESTORE_LOG_LEVEL")
+        jr_env = bb._jobrunner_env(url, nats_url, storage.port, "BENCH_RESTORE_LOG_LEVEL")
         # its own process for each part, so each peak RSS is its own
-        jobrunner = _start_jobrunner(jr_env)
-        bus, collector = await _collecting_bus(nats_url)
+        jobrunner = bb._start_jobrunner(jr_env)
+        bus, collector = await bb._collecting_bus(nats_url)
         try:
-            specs = [s for s in _specs(info, "backup") if s.object_name in OBJECTS]
+            specs = [s for s in bb._specs(info, "backup") if s.object_name in OBJECTS]
             admin.reset_accounting()
             parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}
-            before = _cpu_start(parts, url)
+            before = bb._cpu_start(parts, url)
             backup_s, done = await _run(bus, collector, specs)
-            cpu = _cpu_spent(parts, url, before)
+            cpu = bb._cpu_spent(parts, url, before)
             backed_up = sum(d.counts.received for d in done)
             backup_accounting = admin.accounting()
             backup_calls = _api_calls(backup_accounting)
@@ -154,13 +141,13 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             print(f"jobrunner peak RSS (backup): {_rss_peak_mb(jobrunner.pid):.0f} MB")
             jobrunner.terminate()
             jobrunner.wait(60)
-            jobrunner = _start_jobrunner(jr_env)
+            jobrunner = bb._start_jobrunner(jr_env)
 
             admin.reset_accounting()
             parts["jobrunner"] = [jobrunner.pid]
-            before = _cpu_start(parts, url)
+            before = bb._cpu_start(parts, url)
             restore_s, (finished,) = await _run(bus, collector, [_restore_spec(info, as_of)])
-            cpu = _cpu_spent(parts, url, before)
+            cpu = bb._cpu_spent(parts, url, before)
             accounting = admin.accounting()
             calls, writes = _api_calls(accounting), accounting.get("writes", 0)
             per = {c.object_name: c for c in finished.restore}
@@ -190,12 +177,8 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             )
             print(f"jobrunner peak RSS (restore): {_rss_peak_mb(jobrunner.pid):.0f} MB (target <= 300)")
         finally:
-            jobrunner.terminate()
-            jobrunner.wait(60)
-            storage.stop()
-            await bus.close()
+            await bb.stop_all(jobrunner, storage, bus)
 
 
 def run() -> None:
-    with tempfile.TemporaryDirectory() as tmp, postgres_server() as url, nats_server() as nats_url:
-        asyncio.run(_main(url, nats_url, Path(tmp)))
+    bb.with_services(_main)

@@ -37,22 +37,22 @@ from services.jobrunner.metadata_job import _custom_field, _unzip
 from services.jobrunner.salesforce import MD_NS, FileProperties
 from services.platform.errors import InvalidArgument
 
-# xmlName -> (directory, suffix, has a -meta.xml): where a component lives in a deploy zip when storage holds no
-# file name for it (components backed up before file names were kept)
+# xmlName -> "directory/suffix": where a component lives in a deploy zip when storage holds no file name for it
+# (components backed up before file names were kept), with a -meta.xml beside it or not. Any other type: its name in
+# lower case, in a directory of that name plus "s" (Layout: layouts/x.layout; Flow, Profile, Workflow alike).
+_WITH_META = {
+    "ApexClass": "classes/cls",
+    "ApexTrigger": "triggers/trigger",
+    "ApexPage": "pages/page",
+    "ApexComponent": "components/component",
+    "StaticResource": "staticresources/resource",
+}
+_WITHOUT_META = {"CustomObject": "objects/object", "CustomField": "objects/object", "CustomLabels": "labels/labels"}
+# xmlName -> (directory, suffix, has a -meta.xml)
 LAYOUT: dict[str, tuple[str, str, bool]] = {
-    "ApexClass": ("classes", "cls", True),
-    "ApexTrigger": ("triggers", "trigger", True),
-    "ApexPage": ("pages", "page", True),
-    "ApexComponent": ("components", "component", True),
-    "StaticResource": ("staticresources", "resource", True),
-    "CustomObject": ("objects", "object", False),
-    "CustomField": ("objects", "object", False),
-    "Layout": ("layouts", "layout", False),
-    "Flow": ("flows", "flow", False),
-    "PermissionSet": ("permissionsets", "permissionset", False),
-    "Profile": ("profiles", "profile", False),
-    "CustomLabels": ("labels", "labels", False),
-    "Workflow": ("workflows", "workflow", False),
+    name: (where.partition("/")[0], where.partition("/")[2], meta)
+    for meta, table in ((True, _WITH_META), (False, _WITHOUT_META))
+    for name, where in table.items()
 }
 STATUS_TYPES = {"ApexClass", "ApexTrigger"}  # their -meta.xml carries <status>
 

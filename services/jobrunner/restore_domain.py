@@ -21,18 +21,10 @@ from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
-from services.canonical import (
-    canon_boolean,
-    canon_date,
-    canon_datetime,
-    canon_double,
-    canon_integer,
-    canon_reference,
-    canon_time,
-    normalize_id,
-)
+from services import canonical as canon
+from services.canonical import normalize_id
 from services.jobrunner.domain import component_key
 from services.platform.errors import InvalidArgument
 
@@ -65,8 +57,7 @@ class FieldInfo:
     compound: str | None = None  # the compound field this is a component of (BillingCity -> BillingAddress)
 
 
-@dataclass(frozen=True)
-class ChildRelationship:
+class ChildRelationship(NamedTuple):
     child_object: str
     field: str
     cascade_delete: bool
@@ -414,24 +405,25 @@ def _convert(out: dict[str, Any], f: FieldInfo, raw: Any, problems: list[str] | 
         problems.append(f"{f.name}: the backup's value is not a valid {f.sf_type}")
 
 
+# a field type -> the canonical form Salesforce accepts of its value (services.canonical: raises InvalidArgument)
+_CANON: dict[str, Callable[[Any, str], Any]] = {
+    "boolean": canon.canon_boolean,
+    **dict.fromkeys(("int", "long"), canon.canon_integer),
+    **dict.fromkeys(("double", "currency", "percent"), canon.canon_double),
+    "date": canon.canon_date,
+    "datetime": canon.canon_datetime,
+    "time": canon.canon_time,
+    **dict.fromkeys(("reference", "id"), canon.canon_reference),
+}
+
+
 def _to_sf_value(value: Any, f: FieldInfo) -> Any:
     if value is None:
         return None
     t = f.sf_type
-    if t == "boolean":
-        return canon_boolean(value, f.name)
-    if t in ("int", "long"):
-        return canon_integer(value, f.name)
-    if t in ("double", "currency", "percent"):
-        return canon_double(value, f.name)
-    if t == "date":
-        return canon_date(value, f.name)
-    if t == "datetime":
-        return canon_datetime(value, f.name)
-    if t == "time":
-        return canon_time(value, f.name)
-    if t in ("reference", "id"):
-        return canon_reference(value, f.name)
+    to_canon = _CANON.get(t)
+    if to_canon is not None:
+        return to_canon(value, f.name)
     if t == "multipicklist":
         if isinstance(value, (list, tuple)):
             return ";".join(str(v) for v in value)
@@ -494,16 +486,20 @@ def rewrite_references(
     if references is None:
         references = info.derived["references"] = {n: f for n, f in info.fields.items() if f.sf_type == "reference"}
     fields = info.fields
-    for name, value in values.items():
+    if values.keys() <= fields.keys():  # every key in describe's spelling (to_salesforce's): its references
+        todo = [(name, references[name]) for name in values if name in references]
+    else:
+        todo = []
+        for name in values:
+            f = references.get(name)
+            if f is None and name not in fields:
+                f = info.field(name)  # another spelling
+            if f is not None and f.sf_type == "reference":
+                todo.append((name, f))
+    for name, f in todo:
+        value = values[name]
         if value is None:
             continue
-        f = references.get(name)
-        if f is None:
-            if name in fields:
-                continue  # a field of another type
-            f = info.field(name)  # another spelling
-            if f is None or f.sf_type != "reference":
-                continue
         ref = _as_id(value)
         if ref is None:
             continue  # not an Id: the org answers MALFORMED_ID for this record, with the field named
@@ -648,7 +644,7 @@ def _loose(value: Any) -> Hashable:
                 return ("s", ref)
         if _DATETIME_SHAPE.match(value):
             try:
-                return ("s", canon_datetime(value, "value"))
+                return ("s", canon.canon_datetime(value, "value"))
             except InvalidArgument:
                 pass
         return ("s", value)
@@ -665,18 +661,18 @@ def normalized(value: Any, f: FieldInfo | None) -> Hashable:
     t = f.sf_type if f is not None else ""
     try:
         if t == "boolean":
-            return ("b", False if value is None or value == "" else canon_boolean(value, "value"))
+            return ("b", False if value is None or value == "" else canon.canon_boolean(value, "value"))
         if value is None or value == "":
             return None
         if t in NUMBER_TYPES:
             d = _decimal(value)
             return ("n", d) if d is not None else _loose(value)
         if t == "date":
-            return ("s", canon_date(value, "value"))
+            return ("s", canon.canon_date(value, "value"))
         if t == "datetime":
-            return ("s", canon_datetime(value, "value"))
+            return ("s", canon.canon_datetime(value, "value"))
         if t == "time":
-            return ("s", canon_time(value, "value"))
+            return ("s", canon.canon_time(value, "value"))
         if t in ("reference", "id"):
             return ("s", _as_id(value) or value)
         if t == "multipicklist":
@@ -755,6 +751,22 @@ class Decision:
     note: str = ""
 
 
+def _create_plan(info: ObjectInfo, fields: Sequence[str], restore_empty: bool) -> list[tuple[str, bool]]:
+    """What a create writes of `fields`, as `_compared` and `decide` take them, derived once per object and fields:
+    (the createable field's name, whether it is written without a value: with restore_empty, a field that can be
+    empty and is not a checkbox)."""
+    key = ("create_plan", tuple(fields), restore_empty)
+    plan: list[tuple[str, bool]] | None = info.derived.get(key)  # type: ignore[call-overload]
+    if plan is None:
+        plan = []
+        for name in fields:
+            f = info.fields.get(name) or info.field(name)
+            if f is not None and f.createable:
+                plan.append((f.name, restore_empty and f.sf_type != "boolean" and f.nillable))
+        info.derived[key] = plan  # type: ignore[index]
+    return plan
+
+
 def decide(
     source_id: str,
     backup: Mapping[str, Any],
@@ -780,10 +792,10 @@ def decide(
     The write never holds Id: the caller sends target_id."""
     if target is None and not target_deleted:
         write: dict[str, Any] = {}
-        for name, f in _compared(backup, fields, info, restore_empty):
-            assert f is not None
-            value = backup.get(name)
-            if not f.createable or (value is None and (f.sf_type == "boolean" or not f.nillable)):
+        get = backup.get
+        for name, keep_empty in _create_plan(info, fields, restore_empty):
+            value = get(name)
+            if (value is None or value == "") and not keep_empty:
                 continue
             write[name] = value
         if type(backup) is dict and write.keys() == backup.keys():

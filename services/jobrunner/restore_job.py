@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -58,7 +59,7 @@ from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import SalesforceWrites
 from services.jobrunner.salesforce_write import WriteResult
 from services.platform import events
-from services.platform.counts import RESTORE_FIELDS, RestoreCounts
+from services.platform.counts import RestoreCounts
 
 log = logging.getLogger("services.jobrunner.restore")
 
@@ -152,26 +153,24 @@ def _number_form(value: Any, fi: rd.FieldInfo | None) -> Any:
     return form
 
 
+def _form(value: Any, fi: rd.FieldInfo | None, number: bool) -> object:
+    """A value as the proof's digest takes it (but text and Ids, taken as they are): a number by value, any other
+    through the domain's equality (`normalized`), marshalled as it is or by its repr."""
+    form = _number_form(value, fi) if number else rd.normalized(value, fi)
+    kind = type(form[1]) if type(form) is tuple and len(form) == 2 else None
+    return form if kind in _MARSHALLED or form is None else ("r", repr(form))
+
+
+def _parts_digest(parts: list[object]) -> bytes:
+    # marshal (version 2: no back-references) writes each part with its type and length: one text per parts
+    return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
+
+
 def mask_secret(auth_key: bytes, fallback: str = "") -> bytes:
     """The per-deployment masking key: derived from the deployment's auth key (SFVAULT_AUTH_KEY), else from
     `fallback` (a deployment-wide setting); never the key itself."""
     material = auth_key or fallback.encode()
     return hashlib.sha256(b"sfvault restore masking\x00" + material).digest()
-
-
-@dataclass
-class Counter:
-    created: int = 0
-    updated: int = 0
-    undeleted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    fields_left_out: int = 0
-    files: int = 0
-    write_calls: int = 0
-
-    def pb(self, name: str) -> rpb.ObjectRestoreCounts:
-        return events.restore_counts_to_pb(RestoreCounts(name, **dataclasses.asdict(self)))
 
 
 @dataclass(slots=True)
@@ -245,7 +244,7 @@ class RestoreJob:
     sf: SalesforceWrites
     secret: bytes = b""
     warnings: list[str] = field(default_factory=list)
-    counts: dict[str, Counter] = field(default_factory=dict)
+    counts: dict[str, RestoreCounts] = field(default_factory=dict)  # object -> its counts (kept without a name)
     verification: rpb.Verification = field(default_factory=rpb.Verification)
     infos: dict[str, rd.ObjectInfo] = field(default_factory=dict)
     id_map: dict[str, str] = field(default_factory=dict)
@@ -279,6 +278,7 @@ class RestoreJob:
     _writes_seen: int = 0
     _api_seen: int = 0
     _seen: dict[str, set[str]] = field(default_factory=dict)  # object -> the Ids of its selection
+    _selected: set[str] | None = None  # every Id of the selection (_all_selected)
     _written: dict[str, list[str]] = field(default_factory=dict)  # object -> its restored fields
     # object -> the storage reads its whole selection came from (none added by Id): read again the same way
     _reads: dict[str, list[spb.ReadRecordsAsOfRequest]] = field(default_factory=dict)
@@ -289,28 +289,28 @@ class RestoreJob:
     _writing: Future[None] | None = None
     _in_flight: list[Future[None]] = field(default_factory=list)  # chunks of outcomes being stored, in order
 
-    # ------------------------------------------------------------------ the spec
-    @property
+    # ------------------------------------------------------------------ the spec (fixed for the job: read per record)
+    @functools.cached_property
     def spec(self) -> rpb.RestoreSpec:
         return self.run.spec.restore.spec
 
-    @property
+    @functools.cached_property
     def source_org(self) -> str:
         return self.run.spec.salesforce_org_id
 
-    @property
+    @functools.cached_property
     def target_org(self) -> str:
         return self.run.spec.restore.target_salesforce_org_id or self.source_org
 
-    @property
+    @functools.cached_property
     def same_org(self) -> bool:
         return self.target_org[:15] == self.source_org[:15]
 
-    @property
+    @functools.cached_property
     def dry_run(self) -> bool:
         return bool(self.spec.dry_run)
 
-    @property
+    @functools.cached_property
     def masks(self) -> list[tuple[str, str, str]]:
         if self.same_org:
             return []  # masking is for another org (sandbox seeding); the source's own values go back
@@ -422,24 +422,32 @@ class RestoreJob:
         return total > 0 and failed == total
 
     def restore_counts(self) -> list[rpb.ObjectRestoreCounts]:
-        return [c.pb(name) for name, c in sorted(self.counts.items())]
+        return [events.restore_counts_to_pb(c, name) for name, c in sorted(self.counts.items())]
 
-    def _counter(self, obj: str) -> Counter:
-        return self.counts.setdefault(obj, Counter())
+    def _count(self, obj: str, more: RestoreCounts) -> None:
+        self.counts[obj] = self.counts.get(obj, RestoreCounts()) + more
+
+    def _count_states(self, obj: str, states: dict[str, int]) -> None:
+        """Records counted by state (created, updated, ...: RestoreCounts' names)."""
+        if states:
+            self._count(obj, RestoreCounts("", **states))
 
     # ------------------------------------------------------------------ resume
     def _load_done(self) -> None:
+        loaded: dict[str, dict[str, int]] = {}  # object -> state name -> records
         for o in self.run.storage.list_restore_records(self.run.spec.session_id):
             self.done[o.source_id] = (int(o.state), o.target_id)
             self.earlier.add(o.source_id)
-            counter = self._counter(o.object_name)
             name = STATE_COUNTER.get(rd.State(int(o.state))) if int(o.state) else None
             if name:
-                setattr(counter, name, getattr(counter, name) + 1)
+                by_state = loaded.setdefault(o.object_name, {})
+                by_state[name] = by_state.get(name, 0) + 1
             if o.target_id and int(o.state) == rd.State.CREATED.value:
                 self.id_map[o.source_id] = o.target_id
             if o.note and int(o.state) not in (0, rd.State.FAILED.value):
                 self._noted(o.source_id, o.note)
+        for obj, by_state in loaded.items():
+            self._count_states(obj, by_state)
 
     def _noted(self, sid: str, note: str) -> None:
         """What an earlier attempt wrote in place of the backup's values, from its outcome's note: the proof
@@ -491,7 +499,7 @@ class RestoreJob:
                             note="; ".join(note)[:500],
                         )
                     )
-                    self._counter(obj).created += 1
+                    self._count(obj, RestoreCounts(created=1))
             self._put(obj, outcomes, resolved=[intent.batch_key])
 
     def _lost_writes(
@@ -563,7 +571,14 @@ class RestoreJob:
             for r in batch.records:
                 yield r.record_id
 
+    def _all_selected(self) -> set[str]:
+        """Every selected Id, of any object (kept until the selection grows)."""
+        if self._selected is None:
+            self._selected = {i for ids in self.selection.values() for i in ids}
+        return self._selected
+
     def _add(self, obj: str, ids: Sequence[str], *, by_id: bool = False) -> list[str]:
+        self._selected = None
         held = self.selection.setdefault(obj, [])
         seen = self._seen.setdefault(obj, set(held))
         new = [i for i in ids if i not in seen]
@@ -717,7 +732,7 @@ class RestoreJob:
         info = self.infos[obj]
         selected = self.fields_of.get(obj)
         written, left_out = rd.restorable_fields(info, selected or None)
-        self._counter(obj).fields_left_out = len(left_out)
+        self.counts[obj] = dataclasses.replace(self.counts.get(obj, RestoreCounts()), fields_left_out=len(left_out))
         self._written[obj] = written
         return written
 
@@ -928,7 +943,7 @@ class RestoreJob:
             targets = [t for t in (self._target_of(s) for s, _v in batch) if t]
             current = self._target_rows(obj, fields, targets)
         deferred = self.deferred.get(obj, set())
-        pending_ids = {i for ids in self.selection.values() for i in ids if i not in self.done} if deferred else set()
+        selected = self._all_selected()  # a pending record: selected, not decided yet
         items: list[Pending] = []
         restore_empty = bool(self.spec.restore_empty)
         inactive = self._inactive_owners([str(v.get("OwnerId")) for _s, v in batch if v.get("OwnerId")])
@@ -942,7 +957,7 @@ class RestoreJob:
             later: list[str] = []  # references that differ, written by the second pass
             for f in deferred:
                 ref = values.get(f)
-                if isinstance(ref, str) and ref in pending_ids:
+                if isinstance(ref, str) and ref in selected and ref not in self.done:
                     if here is not None and here.get(f) and here.get(f) == self._target_of(ref):
                         continue  # already pointing where it should: compared as any field
                     values = dict(values)
@@ -1325,13 +1340,19 @@ class RestoreJob:
     def _outcomes(self, obj: str, items: list[Pending]) -> Iterator[rpb.RecordOutcome]:
         """The items' outcomes, each noted as it is made (counts, the Id map, the proof's expectation): made as
         they are sent, a chunk at a time."""
-        counter = self._counter(obj)
+        by_state: dict[str, int] = {}
+        try:
+            yield from self._each_outcome(obj, items, by_state)
+        finally:
+            self._count_states(obj, by_state)
+
+    def _each_outcome(self, obj: str, items: list[Pending], by_state: dict[str, int]) -> Iterator[rpb.RecordOutcome]:
         for item in items:
             state = item.state or rd.State.FAILED
             if state == rd.State.FAILED and not item.code:
                 item.code, item.message = "NOT_WRITTEN", "the record was not written"
             name = STATE_COUNTER[state]
-            setattr(counter, name, getattr(counter, name) + 1)
+            by_state[name] = by_state.get(name, 0) + 1
             if state == rd.State.FAILED:
                 self.failure_codes[item.code] = self.failure_codes.get(item.code, 0) + 1
             target = item.target_id or ""
@@ -1377,7 +1398,7 @@ class RestoreJob:
                 files=files if last else 0,
             )
             if obj != "files":
-                self._counter(obj).write_calls += writes - self._writes_seen
+                self._count(obj, RestoreCounts(write_calls=writes - self._writes_seen))
             self._writes_seen, self._api_seen = writes, api
             self.seq = seq
             self._store_outcomes(seq, request, len(piece))
@@ -1425,10 +1446,8 @@ class RestoreJob:
             self.run, self.sf, self.run.storage, items, dry_run=self.dry_run, binned_at_start=self.binned_at_start
         )
         self.warnings.extend(result.warnings)
-        for c in result.counts():
-            counter = self._counter(c.object_name)
-            for name in RESTORE_FIELDS:  # every count restore_files keeps, Undeleted files too
-                setattr(counter, name, getattr(counter, name) + getattr(c, name))
+        for c in result.counts():  # every count restore_files keeps, Undeleted files too
+            self._count(c.object_name, events.restore_counts_from_pb(c, named=False))
         for o in result.outcomes:
             self.done[o.source_id] = (int(o.state), o.target_id)
         if result.outcomes or result.resolved_intents:
@@ -1515,15 +1534,21 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the proof
     def _expect(self, obj: str, sid: str, values: dict[str, Any]) -> None:
+        """The proof's expectation of a record this attempt restored: the digest of its values on the restored fields
+        it holds a value of (any, with restore_empty), but the references the second pass writes; in one pass."""
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
+        parts: list[object] = []
         mask = 0
         bit = 1
-        for f, _fi, _as_is, _number in self._digest_plan(obj):
-            if f not in deferred and (restore_empty or values.get(f) not in _EMPTY):
+        for f, fi, as_is, number in self._digest_plan(obj):
+            value = values.get(f)
+            if (restore_empty or value not in _EMPTY) and f not in deferred:
                 mask |= bit
+                as_it_is = as_is and (value is None or type(value) is str)
+                parts.append(value or None if as_it_is else _form(value, fi, number))
             bit <<= 1
-        self.expect[sid] = (self._digest(obj, mask, values), mask)
+        self.expect[sid] = (_parts_digest(parts), mask)
 
     def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
         """The object's restored fields with how the digest takes each: (name, field, as it is, a number)."""
@@ -1549,14 +1574,8 @@ class RestoreJob:
                 continue
             mask >>= 1
             value = values.get(f)
-            if as_is and (value is None or type(value) is str):
-                parts.append(value or None)
-            else:
-                form = _number_form(value, fi) if number else rd.normalized(value, fi)
-                kind = type(form[1]) if type(form) is tuple and len(form) == 2 else None
-                parts.append(form if kind in _MARSHALLED or form is None else ("r", repr(form)))
-        # marshal (version 2: no back-references) writes each part with its type and length: one text per parts
-        return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
+            parts.append(value or None if as_is and (value is None or type(value) is str) else _form(value, fi, number))
+        return _parts_digest(parts)
 
     def _matches(self, obj: str, sid: str, row: dict[str, Any]) -> bool:
         """A read-back row equal to what the restore wrote (or found equal), without reading the backup again;

@@ -204,18 +204,22 @@ class RestoreStore(StoreBase):
             await self._at("restore.after_outcomes")
             if id_map:
                 sources = sorted(id_map)  # one lock order: overlapping chunks cannot deadlock
+                targets = [id_map[s] for s in sources]
+                # Ids: one text each side, split by string_to_array; anything else (a component's name) as arrays
+                plain = all(s.isalnum() for s in sources) and all(t.isalnum() for t in targets)
+                split = "string_to_array(%s, ',')" if plain else "%s::text[]"
                 await conn.execute(
                     f"INSERT INTO {S}.restore_id_map AS m (source_org_key, target_org_key, source_id, target_id,"
                     " session_id) SELECT %s, %s, u.source_id, u.target_id, %s"
-                    " FROM unnest(%s::text[], %s::text[]) AS u(source_id, target_id)"
+                    f" FROM unnest({split}, {split}) AS u(source_id, target_id)"
                     " ON CONFLICT (source_org_key, target_org_key, source_id) DO UPDATE SET target_id ="
                     " EXCLUDED.target_id WHERE m.target_id <> EXCLUDED.target_id",
                     (
                         source_org_key,
                         job.org_key,
                         job.session_id,
-                        sources,
-                        [id_map[s] for s in sources],
+                        _id_list(sources) if plain else sources,
+                        _id_list(targets) if plain else targets,
                     ),
                 )
             if resolved:

@@ -15,7 +15,7 @@ from sforg.admin_calls import RecordUpdate
 from sforg.clock import parse_datetime, stamp
 from sforg.ids import is_valid, to18
 from sforg.org.base import DAY, OrgError
-from sforg.org.validation import AUDIT_FIELDS, Validation, changed_references
+from sforg.org.validation import AUDIT_FIELDS, Validation, changed_references, id18
 from sforg.schema import FieldDef, ObjectDef
 
 _SKIP = object()  # a value stored elsewhere (a file body)
@@ -61,9 +61,10 @@ class Records(Validation):
                 400, "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{f.label}: value not of required type: {v}", [f.name]
             ) from exc
         if t in ("reference", "id"):
-            if not is_valid(str(v)):
+            rid = id18(str(v))
+            if rid is None:
                 raise OrgError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {v}", [f.name])
-            return to18(str(v))
+            return rid
         if t == "base64":
             return _SKIP
         v = str(v)
@@ -465,7 +466,7 @@ class _References:
 
     def prefetch(self, org: Records, values: Iterable[str]) -> None:
         """The rows these references name, as they are stored now (for `reference`)."""
-        wanted = {to18(v) for v in values if is_valid(v)}
+        wanted = {rid for rid in map(id18, values) if rid is not None}
         self.known.update(org.reference_rows(v for v in wanted if v not in self.known))
 
     def reference(self, org: Records, o: ObjectDef, f: FieldDef, value: str) -> None:
@@ -541,7 +542,7 @@ class CreateBatch(_References):
             f = refs.get(name)
             if f is None or v is None:
                 continue
-            value = to18(str(v)) if is_valid(str(v)) else str(v)
+            value = id18(str(v)) or str(v)
             if value in self.pending:  # a record of this batch: written first, then checked as stored
                 self.flush()
             self.reference(org, o, f, value)
@@ -591,13 +592,14 @@ class UpdateBatch(_References):
 
     def load(self, ids: list[str]) -> None:
         """The current rows of these Ids (valid ones), read at once."""
-        wanted = [to18(i) for i in dict.fromkeys(ids) if is_valid(i) and to18(i) not in self.current]
+        wanted = [i18 for i in dict.fromkeys(ids) if (i18 := id18(i)) is not None and i18 not in self.current]
         self.current.update(self.org.store.get_many(self.o.name, wanted))
 
     def _row(self, rid: str) -> dict[str, Any]:
-        if not is_valid(rid):
+        rid18 = id18(rid)
+        if rid18 is None:
             return self.org.get_row(self.o, rid)  # its error
-        row = self.current.get(to18(rid))
+        row = self.current.get(rid18)
         if row is None or row.get("IsDeleted"):
             return self.org.get_row(self.o, rid)  # read again: its error, or a row another write made since
         return row

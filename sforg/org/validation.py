@@ -195,6 +195,24 @@ class Validation(OrgBase):
         self.check_rules(o, {**current, **data})
 
 
+_ID18: dict[str, str | None] = {}
+_ID18_KEPT = 200_000  # values remembered (a few MB); then forgotten at once
+
+
+def id18(value: str) -> str | None:
+    """A reference value's 18-character Id, or None when it is not a valid Id: `is_valid` and `to18` remembered
+    per value (a Bulk load names the same owners and parents row after row)."""
+    try:
+        return _ID18[value]
+    except KeyError:
+        pass
+    out = to18(value) if is_valid(value) else None
+    if len(_ID18) >= _ID18_KEPT:
+        _ID18.clear()
+    _ID18[value] = out
+    return out
+
+
 def changed_references(o: ObjectDef, data: dict[str, Any], current: dict[str, Any]) -> Iterable[tuple[FieldDef, str]]:
     """The reference fields a write sets to another value than the record's, with that value (18 characters when
     it is an Id): the ones a write checks. Audit fields are the org's, never checked."""
@@ -202,7 +220,8 @@ def changed_references(o: ObjectDef, data: dict[str, Any], current: dict[str, An
         f = o.field(name)
         if f is None or v is None or f.type != "reference" or name in AUDIT_FIELDS or current.get(name) == v:
             continue
-        yield f, to18(str(v)) if is_valid(str(v)) else str(v)
+        text = str(v)
+        yield f, id18(text) or text
 
 
 def _reference_columns(target: ObjectDef) -> str:
