@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sforg.schema import READ_ONLY, SYSTEM, F, FieldDef, ObjectDef, address, location, ref, system_fields
+from sforg.standard import documented, standard_fields
 
 PICK = {
     "AccountType": [
@@ -40,6 +41,22 @@ PICK = {
         "Utilities",
     ],
     "Rating": ["Hot", "Warm", "Cold"],
+    # a new org's Opportunity Type values, and the forecast categories of the Object Reference (ForecastingFact's
+    # ForecastCategoryName: "Pipeline, Best Case, Commit, Omitted, and Closed"; OpportunityHistory's ForecastCategory)
+    "OpportunityType": [
+        "Existing Customer - Upgrade",
+        "Existing Customer - Replacement",
+        "Existing Customer - Downgrade",
+        "New Customer",
+    ],
+    "ForecastName": ["Pipeline", "Best Case", "Commit", "Omitted", "Closed"],
+    # values the Object Reference names: Case.Type ("Feature Request or Question"), Case.Reason ("Instructions not
+    # clear, or User didn't attend training"), Task.CallType and Task.TaskSubtype
+    "CaseType": ["Feature Request", "Question"],
+    "CaseReason": ["Instructions not clear", "User didn't attend training"],
+    "CallType": ["Internal", "Inbound", "Outbound"],
+    "TaskSubtype": ["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"],
+    "Forecast": ["BestCase", "Closed", "Forecast", "MostLikely", "Omitted", "Pipeline"],
     "LeadSource": ["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"],
     "Salutation": ["Mr.", "Ms.", "Mrs.", "Dr.", "Prof."],
     "Stage": [
@@ -104,6 +121,15 @@ def long_text(name: str, length: int = 32000, **kw: Any) -> FieldDef:
     return F(name, "textarea", length=length, extra_type_info="plaintextarea", **kw)
 
 
+def activity_dates() -> list[FieldDef]:
+    """LastActivityDate, LastViewedDate, LastReferencedDate: set by Salesforce (Object Reference of each object)."""
+    return [
+        documented("LastActivityDate", "date", "Filter, Group, Nillable, Sort", label="Last Activity"),
+        documented("LastViewedDate", "datetime", "Filter, Nillable, Sort"),
+        documented("LastReferencedDate", "datetime", "Filter, Nillable, Sort"),
+    ]
+
+
 def _user() -> ObjectDef:
     return ObjectDef(
         "User",
@@ -131,20 +157,8 @@ def _account() -> ObjectDef:
         "Account",
         "Accounts",
         [
-            *system_fields(),
-            F("Name", "string", nillable=False, name_field=True, label="Account Name"),
-            F("Type", "picklist", length=40, picklist=PICK["AccountType"], label="Account Type"),
-            ref("ParentId", ["Account"], "Parent", "ChildAccounts", label="Parent Account ID"),
-            *address("Billing"),
-            *address("Shipping"),
-            F("Phone", "phone", label="Account Phone"),
-            F("Website", "url"),
-            F("Industry", "picklist", length=40, picklist=PICK["Industry"]),
-            F("AnnualRevenue", "currency", precision=18, scale=0),
-            F("NumberOfEmployees", "int", digits=8, label="Employees"),
-            long_text("Description", label="Account Description"),
-            F("Rating", "picklist", length=40, picklist=PICK["Rating"], label="Account Rating"),
-            F("AccountNumber", "string", length=40),
+            # the captured org has person accounts, where Name is a compound of the contact's name; sforg has none
+            *standard_fields("Account", Name={"compoundFieldName": None, "extraTypeInfo": None}),
             F("Region__c", "multipicklist", picklist=PICK["Region"]),
             F("Customer_Since__c", "date"),
             F("Active__c", "boolean", nillable=False, defaulted=True),
@@ -156,29 +170,7 @@ def _account() -> ObjectDef:
 
 
 def _contact() -> ObjectDef:
-    return ObjectDef(
-        "Contact",
-        "003",
-        "Contact",
-        "Contacts",
-        [
-            *system_fields(),
-            ref("AccountId", ["Account"], "Account", "Contacts", cascade_delete=True, label="Account ID"),
-            F("LastName", "string", length=80, nillable=False),
-            F("FirstName", "string", length=40),
-            F("Salutation", "picklist", length=40, picklist=PICK["Salutation"]),
-            full_name(),
-            *address("Mailing"),
-            F("Phone", "phone", label="Business Phone"),
-            F("Email", "email", id_lookup=True),
-            F("Title", "string", length=128),
-            F("Birthdate", "date"),
-            F("LeadSource", "picklist", length=40, picklist=PICK["LeadSource"]),
-            F("HasOptedOutOfEmail", "boolean", label="Email Opt Out", nillable=False, defaulted=True),
-            ref("ReportsToId", ["Contact"], "ReportsTo", "ReportsTo", label="Reports To ID"),
-            long_text("Description", label="Contact Description"),
-        ],
-    )
+    return ObjectDef("Contact", "003", "Contact", "Contacts", standard_fields("Contact"))
 
 
 def _campaign() -> ObjectDef:
@@ -201,6 +193,13 @@ def _campaign() -> ObjectDef:
     )
 
 
+# Object Reference, Opportunity (Properties) and Field Reference, Opportunity (types, lengths; API v51+):
+# developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_objects_opportunity.htm,
+# developer.salesforce.com/docs/platform/field-reference/ (salesforce-field-reference-opportunity.html)
+READ = "Filter, Group, Nillable, Sort"
+WRITE = "Create, Filter, Group, Nillable, Sort, Update"
+
+
 def _opportunity() -> ObjectDef:
     return ObjectDef(
         "Opportunity",
@@ -221,6 +220,54 @@ def _opportunity() -> ObjectDef:
             ref("CampaignId", ["Campaign"], "Campaign", "Opportunities", label="Campaign ID"),
             F("NextStep", "string", length=255),
             long_text("Description"),
+            documented(
+                "ContactId",
+                "reference",
+                WRITE,
+                reference_to=["Contact"],
+                relationship_name="Contact",
+                child_relationship="Opportunities",
+                label="Contact ID",
+            ),
+            documented(
+                "Type", "picklist", WRITE, length=255, picklist=PICK["OpportunityType"], label="Opportunity Type"
+            ),
+            documented(
+                "IsPrivate", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update", label="Private"
+            ),
+            documented(
+                "Pricebook2Id",
+                "reference",
+                WRITE,
+                reference_to=["Pricebook2"],
+                relationship_name="Pricebook2",
+                label="Price Book ID",
+            ),
+            documented("ExpectedRevenue", "currency", "Filter, Nillable, Sort", precision=18, scale=2),
+            documented(
+                "TotalOpportunityQuantity", "double", "Create, Filter, Nillable, Sort, Update", label="Quantity"
+            ),
+            documented(
+                "ForecastCategory", "picklist", READ + ", Restricted picklist", length=40, picklist=PICK["Forecast"]
+            ),
+            documented(
+                "ForecastCategoryName",
+                "picklist",
+                WRITE + ", Restricted picklist",
+                length=255,
+                picklist=PICK["ForecastName"],
+                label="Forecast Category",
+            ),
+            documented("Fiscal", "string", READ, length=6, label="Fiscal Period"),
+            documented("FiscalQuarter", "int", READ, digits=8, label="Fiscal Quarter"),
+            documented("FiscalYear", "int", READ, digits=8, label="Fiscal Year"),
+            documented("HasOpenActivity", "boolean", "Defaulted on create, Filter, Group, Sort"),
+            documented(
+                "HasOpportunityLineItem", "boolean", "Defaulted on create, Filter, Group, Sort", label="Has Line Item"
+            ),
+            documented("HasOverdueTask", "boolean", "Defaulted on create, Filter, Group, Sort"),
+            *activity_dates(),
+            documented("LastStageChangeDate", "datetime", "Filter, Nillable, Sort"),
         ],
     )
 
@@ -253,6 +300,71 @@ def _lead() -> ObjectDef:
             F("IsConverted", "boolean", label="Converted", nillable=False, defaulted=True),
             F("AnnualRevenue", "currency", precision=18, scale=0),
             F("NumberOfEmployees", "int", digits=8, label="Employees"),
+            # Object Reference, Lead (api.meta/api/sforce_api_objects_lead.htm) and Field Reference, Lead
+            documented(
+                "MasterRecordId",
+                "reference",
+                "Filter, Group, Nillable, Sort",
+                reference_to=["Lead"],
+                relationship_name="MasterRecord",
+                label="Master Record ID",
+            ),
+            documented("Salutation", "picklist", WRITE, length=40, picklist=PICK["Salutation"]),
+            documented("Title", "string", WRITE, length=128),
+            documented("MobilePhone", "phone", WRITE, length=40, label="Mobile Phone"),
+            documented("Fax", "phone", WRITE, length=40),
+            documented("Website", "url", WRITE, length=255),
+            documented("Industry", "picklist", WRITE, length=40, picklist=PICK["Industry"]),
+            documented(
+                "Description", "textarea", "Create, Nillable, Update", length=32000, extra_type_info="plaintextarea"
+            ),
+            documented("DoNotCall", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
+            documented(
+                "HasOptedOutOfEmail",
+                "boolean",
+                "Create, Defaulted on create, Filter, Group, Sort, Update",
+                label="Email Opt Out",
+            ),
+            documented(
+                "HasOptedOutOfFax",
+                "boolean",
+                "Create, Defaulted on create, Filter, Group, Sort, Update",
+                label="Fax Opt Out",
+            ),
+            documented(
+                "IsUnreadByOwner",
+                "boolean",
+                "Create, Defaulted on create, Filter, Group, Sort, Update",
+                label="Unread By Owner",
+            ),
+            documented("ConvertedDate", "date", READ),
+            documented(
+                "ConvertedAccountId",
+                "reference",
+                READ,
+                reference_to=["Account"],
+                relationship_name="ConvertedAccount",
+                label="Converted Account ID",
+            ),
+            documented(
+                "ConvertedContactId",
+                "reference",
+                READ,
+                reference_to=["Contact"],
+                relationship_name="ConvertedContact",
+                label="Converted Contact ID",
+            ),
+            documented(
+                "ConvertedOpportunityId",
+                "reference",
+                READ,
+                reference_to=["Opportunity"],
+                relationship_name="ConvertedOpportunity",
+                label="Converted Opportunity ID",
+            ),
+            documented("EmailBouncedReason", "string", "Create, Filter, Group, Nillable, Sort, Update", length=255),
+            documented("EmailBouncedDate", "datetime", "Create, Filter, Nillable, Sort, Update"),
+            *activity_dates(),
         ],
     )
 
@@ -287,6 +399,42 @@ def _case() -> ObjectDef:
             computed_flag("IsClosed", "Closed"),
             F("ClosedDate", "datetime", **READ_ONLY),
             F("Days_Open__c", "double", precision=18, scale=0, formula="TODAY() - DATEVALUE(CreatedDate)", **READ_ONLY),
+            # Object Reference, Case (api.meta/api/sforce_api_objects_case.htm) and Field Reference, Case (v51+)
+            documented(
+                "MasterRecordId",
+                "reference",
+                "Filter, Group, Nillable, Sort",
+                reference_to=["Case"],
+                relationship_name="MasterRecord",
+                label="Master Record ID",
+            ),
+            documented(
+                "ParentId",
+                "reference",
+                WRITE,
+                reference_to=["Case"],
+                relationship_name="Parent",
+                child_relationship="Cases",
+                label="Parent Case ID",
+            ),
+            documented("Type", "picklist", WRITE, length=255, picklist=PICK["CaseType"], label="Case Type"),
+            documented("Reason", "picklist", WRITE, length=255, picklist=PICK["CaseReason"], label="Case Reason"),
+            documented("SuppliedName", "string", WRITE, length=80, label="Name"),
+            documented("SuppliedEmail", "email", WRITE, length=80, label="Email Address"),
+            documented("SuppliedPhone", "string", WRITE, length=40, label="Phone"),
+            documented("SuppliedCompany", "string", WRITE, length=80, label="Company"),
+            documented("ContactPhone", "phone", READ, length=40),
+            documented("ContactMobile", "phone", READ, length=40),
+            documented("ContactEmail", "email", READ, length=80),
+            documented("ContactFax", "phone", READ, length=40),
+            documented(
+                "IsEscalated", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update", label="Escalated"
+            ),
+            documented(
+                "Comments", "textarea", "Create, Nillable, Sort, Update", length=4000, label="Internal Comments"
+            ),
+            documented("LastViewedDate", "datetime", "Filter, Nillable, Sort"),
+            documented("LastReferencedDate", "datetime", "Filter, Nillable, Sort"),
         ],
     )
 
@@ -314,6 +462,41 @@ def _task() -> ObjectDef:
             F("Priority", "picklist", length=40, picklist=PICK["TaskPriority"], nillable=False),
             computed_flag("IsClosed", "Closed"),
             long_text("Description", label="Description"),
+            # Object Reference, Task (api.meta/api/sforce_api_objects_task.htm) and Field Reference, Task
+            documented(
+                "AccountId",
+                "reference",
+                READ,
+                reference_to=["Account"],
+                relationship_name="Account",
+                label="Account ID",
+            ),
+            documented("IsHighPriority", "boolean", "Filter, Group, Sort", label="High Priority"),
+            documented("IsArchived", "boolean", "Defaulted on create, Filter, Group, Sort", label="Archived"),
+            documented(
+                "CallDurationInSeconds",
+                "int",
+                "Create, Filter, Group, Nillable, Sort, Update",
+                digits=8,
+                label="Call Duration",
+            ),
+            documented(
+                "CallType",
+                "picklist",
+                "Create, Filter, Group, Nillable, Restricted picklist, Sort, Update",
+                length=40,
+                picklist=PICK["CallType"],
+            ),
+            documented("CallDisposition", "string", WRITE, length=255, label="Call Result"),
+            documented("CallObject", "string", WRITE, length=255, label="Call Object Identifier"),
+            documented("CompletedDateTime", "datetime", "Filter, Nillable, Sort", label="Completed Date/Time"),
+            documented(
+                "TaskSubtype",
+                "picklist",
+                "Create, Filter, Group, Nillable, Restricted picklist, Sort",
+                length=40,
+                picklist=PICK["TaskSubtype"],
+            ),
         ],
     )
 

@@ -103,7 +103,65 @@ NUMBERED: dict[str, Callable[[random.Random, int], Any]] = {
     "External_Id__c": lambda r, i: f"EXT-{i:08d}",
     "Tracking__c": lambda r, i: f"TRK{i:09d}",
     "DeveloperName": lambda r, i: f"Doc_{i}",
+    # company identifiers in their real formats (Account)
+    "YearStarted": lambda r, i: str(1900 + int(r.random() * 124)),
+    "Sic": lambda r, i: f"{int(r.random() * 9000) + 1000}",
+    "NaicsCode": lambda r, i: f"{int(r.random() * 900000) + 100000}",
+    "DunsNumber": lambda r, i: f"{int(r.random() * 900000000) + 100000000}",
+    "TickerSymbol": lambda r, i: WORDS[i % 20][:4].upper(),
 }
+# Standard fields a generated org leaves empty (or false): set by merges, record types, Data.com, portals and
+# email bounces, none of which the generator plays; the rest of the standard fields are filled by type.
+UNSET = frozenset(
+    {
+        "MasterRecordId",
+        "RecordTypeId",
+        "PhotoUrl",
+        "Jigsaw",
+        "JigsawCompanyId",
+        "JigsawContactId",
+        "ChannelProgramName",
+        "ChannelProgramLevelName",
+        "LastCURequestDate",
+        "LastCUUpdateDate",
+        "EmailBouncedReason",
+        "EmailBouncedDate",
+    }
+)
+FALSE_FLAGS = frozenset(
+    {"IsPartner", "IsCustomerPortal", "IsEmailBounced", "HasOpportunityLineItem", "IsPrivate", "IsArchived"}
+)
+
+
+def fiscal(values: dict[str, Any]) -> None:
+    """An Opportunity's fields Salesforce computes: its fiscal period (calendar fiscal year, the org's default)
+    from CloseDate and ExpectedRevenue = Amount x Probability."""
+    close = values.get("CloseDate")
+    if close:
+        year, quarter = int(close[:4]), (int(close[5:7]) - 1) // 3 + 1
+        values.update(FiscalYear=year, FiscalQuarter=quarter, Fiscal=f"{year} {quarter}")
+    amount, probability = values.get("Amount"), values.get("Probability")
+    values["ExpectedRevenue"] = None if amount is None or probability is None else round(amount * probability / 100, 2)
+
+
+def converted(values: dict[str, Any]) -> None:
+    """A Lead's conversion fields are set only on a converted lead."""
+    if not values.get("IsConverted"):
+        values.update(ConvertedDate=None, ConvertedAccountId=None, ConvertedContactId=None, ConvertedOpportunityId=None)
+
+
+def activity(values: dict[str, Any]) -> None:
+    """A Task's fields Salesforce computes: AccountId from an Account WhatId (Object Reference: "If the value of
+    WhatId is ... Account ... Salesforce uses that object's AccountId"), IsHighPriority from Priority, and
+    CompletedDateTime only once completed."""
+    what = values.get("WhatId") or ""
+    values["AccountId"] = what if what.startswith("001") else None
+    values["IsHighPriority"] = 1 if values.get("Priority") == "High" else 0
+    if values.get("Status") != "Completed":
+        values["CompletedDateTime"] = None
+
+
+DERIVED: dict[str, Callable[[dict[str, Any]], None]] = {"Opportunity": fiscal, "Lead": converted, "Task": activity}
 CITIES = [
     ("Paris", "IDF", "France", "75001"),
     ("New York", "NY", "USA", "10001"),
@@ -206,6 +264,10 @@ class Generator:
         nillable = f.nillable and not f.system
         null_rate = 0.1 if nillable else 0.0
         gen: Callable[[random.Random, int], Any]
+        if name in UNSET:
+            return lambda r, i: None
+        if name in FALSE_FLAGS:
+            return lambda r, i: 0
         if name in ("Name",) and obj.name in ("Account",):
 
             def gen(r: random.Random, i: int) -> Any:
@@ -334,6 +396,7 @@ class Generator:
         prefix_user = self.cat["User"].key_prefix
         active_at = names.index("IsActive") if obj.name == "User" and "IsActive" in names else None
         rng = random.Random(f"{self.seed}:{obj.name}")
+        derive = DERIVED.get(obj.name)
 
         def it() -> Iterator[list[Any]]:
             for i in range(count):
@@ -355,6 +418,10 @@ class Generator:
                 if full_name:
                     first = values[fi]
                     values[ni] = f"{first} {values[li]}" if first else values[li]
+                if derive is not None:
+                    by_name = dict(zip(names, values, strict=True))
+                    derive(by_name)
+                    values = [by_name[n] for n in names]
                 if can_soft_delete and rng.random() < 0.01:
                     # deleted after the build through the org's own delete (`to_bin`): its cascade family goes
                     # to the recycle bin with it and the lookups to it are cleared, as Salesforce does

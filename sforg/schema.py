@@ -73,6 +73,9 @@ class FieldDef:
     cascade_delete: bool = False
     extra_type_info: str | None = None
     system: bool = False
+    # The field's describe entry as a real org reports it (standard fields captured from orgs, see
+    # standard_fields.json): it overrides the attributes field_describe derives from the ones above.
+    real: dict[str, Any] = field(default_factory=dict)
 
     @property
     def custom(self) -> bool:
@@ -311,6 +314,7 @@ def field_describe(f: FieldDef, obj: ObjectDef) -> dict[str, Any]:
     if t == "base64":
         d["length"] = 104857600 if obj.name == "ContentVersion" else 5242880
         d["byteLength"] = 0
+    d.update(f.real)
     return d
 
 
