@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sforg.ids import make_id
+from sforg.related import associated_objects
 from sforg.schema import READ_ONLY, SYSTEM, F, FieldDef, ObjectDef, address, location, ref, system_fields
 from sforg.standard import documented, standard_fields
 
@@ -56,6 +58,18 @@ PICK = {
     "CaseReason": ["Instructions not clear", "User didn't attend training"],
     "CallType": ["Internal", "Inbound", "Outbound"],
     "TaskSubtype": ["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"],
+    # OpportunityContactRole.Role, a new org's values
+    "ContactRole": [
+        "Business User",
+        "Decision Maker",
+        "Economic Buyer",
+        "Economic Decision Maker",
+        "Evaluator",
+        "Executive Sponsor",
+        "Influencer",
+        "Technical Buyer",
+        "Other",
+    ],
     "Forecast": ["BestCase", "Closed", "Forecast", "MostLikely", "Omitted", "Pipeline"],
     "LeadSource": ["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"],
     "Salutation": ["Mr.", "Ms.", "Mrs.", "Dr.", "Prof."],
@@ -146,6 +160,24 @@ def _user() -> ObjectDef:
             F("Alias", "string", length=8, nillable=False),
             F("IsActive", "boolean", label="Active", nillable=False, defaulted=True),
             F("TimeZoneSidKey", "picklist", length=40, picklist=PICK["TimeZone"], nillable=False),
+            documented(
+                "ProfileId",
+                "reference",
+                "Create, Filter, Group, Sort, Update",
+                reference_to=["Profile"],
+                relationship_name="Profile",
+                child_relationship="Users",
+                label="Profile ID",
+            ),
+            documented(
+                "UserRoleId",
+                "reference",
+                WRITE,
+                reference_to=["UserRole"],
+                relationship_name="UserRole",
+                child_relationship="Users",
+                label="Role ID",
+            ),
         ],
     )
 
@@ -170,7 +202,21 @@ def _account() -> ObjectDef:
 
 
 def _contact() -> ObjectDef:
-    return ObjectDef("Contact", "003", "Contact", "Contacts", standard_fields("Contact"))
+    # the capture's user could not see the contact's opt-out flags (field-level security): as the Object
+    # Reference documents them
+    opt_out = "Create, Defaulted on create, Filter, Group, Sort, Update"
+    return ObjectDef(
+        "Contact",
+        "003",
+        "Contact",
+        "Contacts",
+        [
+            *standard_fields("Contact"),
+            documented("HasOptedOutOfEmail", "boolean", opt_out, label="Email Opt Out"),
+            documented("HasOptedOutOfFax", "boolean", opt_out, label="Fax Opt Out"),
+            documented("DoNotCall", "boolean", opt_out),
+        ],
+    )
 
 
 def _campaign() -> ObjectDef:
@@ -741,6 +787,302 @@ def _shipment() -> ObjectDef:
     )
 
 
+# ---------------------------------------------------------------- activities and roles, setup objects
+# Object Reference: Event, OpportunityContactRole, Profile, PermissionSet, UserRole, RecordType, Organization
+# (developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_*.htm);
+# object flags as the real describeGlobal capture lists them (cumulusci_global_describe.json).
+SETUP_FLAGS: dict[str, Any] = {
+    "feedEnabled": False,
+    "layoutable": False,
+    "mruEnabled": False,
+    "triggerable": False,
+    "undeletable": False,
+    "searchable": False,
+}
+WRITE_REQUIRED = "Create, Filter, Group, Sort, Update"
+# Record types of Account and Opportunity: (developer name, label); their Ids are 012… in this order.
+RECORD_TYPES = {
+    "Account": [("Customer", "Customer Account"), ("Partner", "Partner Account")],
+    "Opportunity": [("New_Business", "New Business"), ("Renewal", "Renewal")],
+}
+
+
+def record_type_ids() -> dict[str, list[tuple[str, str, str]]]:
+    """RECORD_TYPES with their Ids (012…1, 012…2, … in order)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    n = 0
+    for obj, types in RECORD_TYPES.items():
+        for dev, label in types:
+            n += 1
+            out.setdefault(obj, []).append((make_id("012", n), dev, label))
+    return out
+
+
+def _event() -> ObjectDef:
+    return ObjectDef(
+        "Event",
+        "00U",
+        "Event",
+        "Events",
+        [
+            *system_fields(),
+            ref("WhoId", ["Contact", "Lead"], "Who", "Events", cascade_delete=True, label="Name ID"),
+            ref(
+                "WhatId",
+                ["Account", "Opportunity", "Case"],
+                "What",
+                "Events",
+                cascade_delete=True,
+                label="Related To ID",
+            ),
+            documented("AccountId", "reference", READ, reference_to=["Account"], relationship_name="Account"),
+            F("Subject", "combobox", length=255),
+            documented("Location", "string", WRITE, length=255),
+            documented("IsAllDayEvent", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
+            documented("ActivityDateTime", "datetime", "Create, Filter, Nillable, Sort, Update", label="Due Date Time"),
+            documented("ActivityDate", "date", WRITE, label="Due Date Only"),
+            documented("DurationInMinutes", "int", "Create, Filter, Group, Nillable, Sort, Update", digits=8),
+            documented("StartDateTime", "datetime", "Create, Filter, Nillable, Sort, Update"),
+            documented("EndDateTime", "datetime", "Create, Filter, Nillable, Sort, Update"),
+            documented("EndDate", "date", "Filter, Group, Nillable, Sort"),
+            long_text("Description"),
+            documented("IsPrivate", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
+            documented(
+                "ShowAs",
+                "picklist",
+                "Create, Filter, Group, Nillable, Restricted picklist, Sort, Update",
+                length=40,
+                picklist=["Busy", "OutOfOffice", "Free"],
+                label="Show Time As",
+            ),
+            documented("IsArchived", "boolean", "Defaulted on create, Filter, Group, Sort", label="Archived"),
+            documented(
+                "EventSubtype",
+                "picklist",
+                "Create, Filter, Group, Nillable, Restricted picklist, Sort",
+                length=40,
+                picklist=["Event"],
+            ),
+        ],
+        flags={"mergeable": True},
+    )
+
+
+def _opportunity_contact_role() -> ObjectDef:
+    return ObjectDef(
+        "OpportunityContactRole",
+        "00K",
+        "Opportunity Contact Role",
+        "Opportunity Contact Role",
+        [
+            *system_fields(owner=False),
+            documented(
+                "OpportunityId",
+                "reference",
+                "Create, Filter, Group, Sort",
+                reference_to=["Opportunity"],
+                relationship_name="Opportunity",
+                child_relationship="OpportunityContactRoles",
+                cascade_delete=True,
+                label="Opportunity ID",
+            ),
+            documented(
+                "ContactId",
+                "reference",
+                WRITE_REQUIRED,
+                reference_to=["Contact"],
+                relationship_name="Contact",
+                child_relationship="OpportunityContactRoles",
+                cascade_delete=True,
+                label="Contact ID",
+            ),
+            documented("Role", "picklist", WRITE, length=40, picklist=PICK["ContactRole"]),
+            documented(
+                "IsPrimary", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update", label="Primary"
+            ),
+        ],
+        flags={"feedEnabled": False, "mruEnabled": False, "searchable": False, "undeletable": False},
+    )
+
+
+def _profile() -> ObjectDef:
+    return ObjectDef(
+        "Profile",
+        "00e",
+        "Profile",
+        "Profile",
+        [
+            *system_fields(owner=False, deletable=False),
+            documented("Name", "string", WRITE_REQUIRED, length=255, name_field=True),
+            documented("Description", "string", WRITE, length=255),
+            documented(
+                "UserType",
+                "picklist",
+                "Filter, Group, Nillable, Restricted picklist, Sort",
+                length=40,
+                picklist=["Standard", "PowerPartner", "CsnOnly", "Guest"],
+            ),
+            *activity_dates()[1:],
+        ],
+        flags=SETUP_FLAGS,
+    )
+
+
+def _permission_set() -> ObjectDef:
+    return ObjectDef(
+        "PermissionSet",
+        "0PS",
+        "Permission Set",
+        "Permission Sets",
+        [
+            *system_fields(owner=False, deletable=False),
+            documented("Name", "string", WRITE_REQUIRED, length=80),
+            documented("Label", "string", WRITE_REQUIRED, length=80, name_field=True),
+            documented("Description", "textarea", "Create, Nillable, Update", length=255),
+            documented("IsOwnedByProfile", "boolean", "Defaulted on create, Filter, Group, Sort"),
+            documented("ProfileId", "reference", READ, reference_to=["Profile"], relationship_name="Profile"),
+            documented("NamespacePrefix", "string", READ, length=15),
+        ],
+        flags=SETUP_FLAGS,
+    )
+
+
+def _user_role() -> ObjectDef:
+    return ObjectDef(
+        "UserRole",
+        "00E",
+        "Role",
+        "Role",
+        [
+            F("Id", "id", id_lookup=True, **SYSTEM),
+            documented("Name", "string", WRITE_REQUIRED, length=80, name_field=True),
+            documented("DeveloperName", "string", WRITE_REQUIRED, length=80),
+            documented("ParentRoleId", "reference", WRITE, reference_to=["UserRole"], relationship_name="ParentRole"),
+            documented("RollupDescription", "string", WRITE, length=80),
+            F("LastModifiedDate", "datetime", **SYSTEM),
+            ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
+            F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
+        ],
+        flags=SETUP_FLAGS,
+    )
+
+
+def _record_type() -> ObjectDef:
+    return ObjectDef(
+        "RecordType",
+        "012",
+        "Record Type",
+        "Record Types",
+        [
+            *system_fields(owner=False, deletable=False),
+            documented("Name", "string", WRITE_REQUIRED, length=80, name_field=True, label="Record Type Name"),
+            documented("DeveloperName", "string", WRITE_REQUIRED, length=80, label="Record Type Name"),
+            documented("NamespacePrefix", "string", READ, length=15),
+            documented("Description", "string", WRITE, length=255),
+            documented(
+                "SobjectType",
+                "picklist",
+                "Create, Filter, Group, Restricted picklist, Sort",
+                length=40,
+                picklist=list(RECORD_TYPES),
+            ),
+            documented("IsActive", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
+        ],
+        flags=SETUP_FLAGS,
+    )
+
+
+def _organization() -> ObjectDef:
+    """Organization: the fields of a real record (cumulusci_organization.json, the CumulusCI capture), typed as
+    the Object Reference types them; read only through the API here."""
+    ro = "Filter, Group, Nillable, Sort"
+    pick = "Filter, Group, Restricted picklist, Sort"
+    flag = "Defaulted on create, Filter, Group, Sort"
+    return ObjectDef(
+        "Organization",
+        "00D",
+        "Organization",
+        "Organizations",
+        [
+            F("Id", "id", id_lookup=True, **SYSTEM),
+            documented("Name", "string", "Filter, Group, Sort", length=80, name_field=True),
+            documented("Division", "string", ro, length=80),
+            *[FieldDef(**{**f.__dict__, **READ_ONLY}) for f in address("")],
+            documented("Phone", "phone", ro, length=40),
+            documented("Fax", "phone", ro, length=40),
+            documented("PrimaryContact", "string", ro, length=80),
+            *[
+                documented(n, "picklist", pick, length=40, picklist=v)
+                for n, v in (
+                    ("DefaultLocaleSidKey", ["en_US", "en_GB", "fr_FR", "de_DE", "ja_JP"]),
+                    ("TimeZoneSidKey", PICK["TimeZone"]),
+                    ("LanguageLocaleKey", ["en_US", "fr", "de", "ja"]),
+                )
+            ],
+            *[documented(n, "boolean", flag) for n in ORG_FLAGS],
+            documented("FiscalYearStartMonth", "int", ro, digits=9),
+            documented("UsesStartDateAsFiscalYearName", "boolean", flag),
+            *[
+                documented(n, "picklist", pick, length=40, picklist=ACCESS_LEVELS)
+                for n in (
+                    "DefaultAccountAccess",
+                    "DefaultContactAccess",
+                    "DefaultOpportunityAccess",
+                    "DefaultLeadAccess",
+                    "DefaultCaseAccess",
+                    "DefaultCalendarAccess",
+                    "DefaultPricebookAccess",
+                    "DefaultCampaignAccess",
+                )
+            ],
+            documented("UiSkin", "picklist", pick, length=40, picklist=["Theme1", "Theme2", "Theme3", "Theme4d"]),
+            documented("SignupCountryIsoCode", "string", ro, length=2),
+            documented("TrialExpirationDate", "datetime", "Filter, Nillable, Sort"),
+            documented("OrganizationType", "picklist", pick, length=40, picklist=ORG_TYPES),
+            documented("NamespacePrefix", "string", ro, length=15),
+            documented("InstanceName", "string", ro, length=5),
+            documented("IsSandbox", "boolean", flag),
+            documented("DelegatedAuthenticationServiceUrl", "url", ro, length=1000),
+            documented("ComplianceBccEmail", "email", ro, length=80),
+            documented("NumKnowledgeService", "int", ro, digits=9),
+            documented("WebToCaseDefaultOrigin", "string", ro, length=40),
+            documented("MonthlyPageViewsUsed", "int", ro, digits=9),
+            documented("MonthlyPageViewsEntitlement", "int", ro, digits=9),
+            documented("IsReadOnly", "boolean", flag),
+            F("CreatedDate", "datetime", **SYSTEM),
+            ref("CreatedById", ["User"], "CreatedBy", label="Created By ID", **SYSTEM),
+            F("LastModifiedDate", "datetime", **SYSTEM),
+            ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
+            F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
+        ],
+        flags={**SETUP_FLAGS, "createable": False, "deletable": False},
+    )
+
+
+ORG_FLAGS = [
+    "ReceivesInfoEmails",
+    "ReceivesAdminInfoEmails",
+    "PreferencesRequireOpportunityProducts",
+    "PreferencesTransactionSecurityPolicy",
+    "PreferencesTerminateOldestSession",
+    "PreferencesConsentManagementEnabled",
+    "PreferencesAutoSelectIndividualOnMerge",
+    "PreferencesLightningLoginEnabled",
+    "PreferencesOnlyLLPermUserAllowed",
+]
+ACCESS_LEVELS = [
+    "None",
+    "Read",
+    "Edit",
+    "ReadEditTransfer",
+    "ControlledByParent",
+    "All",
+    "ReadSelect",
+    "HideDetailsInsert",
+]
+ORG_TYPES = ["Developer Edition", "Enterprise Edition", "Professional Edition", "Unlimited Edition"]
+
+
 def build_catalogue() -> dict[str, ObjectDef]:
     """Every object of a freshly generated org, keyed by name (in this order: describeGlobal and the generator
     follow it)."""
@@ -761,5 +1103,16 @@ def build_catalogue() -> dict[str, ObjectDef]:
         _document(),
         _invoice(),
         _shipment(),
+        _event(),
+        _opportunity_contact_role(),
+        _organization(),
+        _profile(),
+        _permission_set(),
+        _user_role(),
+        _record_type(),
     ]
-    return {o.name: o for o in objs}
+    cat = {o.name: o for o in objs}
+    for name, rts in record_type_ids().items():
+        cat[name].record_types = [[rt_id, dev, label] for rt_id, dev, label in rts]
+    cat.update((o.name, o) for o in associated_objects(cat))
+    return cat

@@ -27,6 +27,7 @@ SOAP_TYPES = {
     "address": "urn:address",
     "location": "urn:location",
     "base64": "xsd:base64Binary",
+    "anyType": "xsd:anyType",
 }
 TEXT_TYPES = {
     "id",
@@ -39,6 +40,7 @@ TEXT_TYPES = {
     "email",
     "phone",
     "url",
+    "anyType",
 }
 NUMBER_TYPES = {"double", "currency", "percent"}
 SQL_TYPES = {"int": "INTEGER", "boolean": "INTEGER", "double": "REAL", "currency": "REAL", "percent": "REAL"}
@@ -103,6 +105,12 @@ class ObjectDef:
     hard_delete: bool = False  # junctions such as CampaignMember skip the recycle bin
     blob_field: str | None = None
     bulk_supported: bool = True
+    # describe flags that differ from a data object's (queryable, replicateable, createable, ... as the real
+    # object describes itself: a history object is neither createable nor updateable, a change event not
+    # queryable)
+    flags: dict[str, Any] = field(default_factory=dict)
+    # record types besides Master: [recordTypeId, developerName, name], the first the default
+    record_types: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.by_lower = {f.name.lower(): f for f in self.fields}
@@ -369,13 +377,35 @@ def _flags(obj: ObjectDef) -> dict[str, Any]:
         "triggerable": True,
         "undeletable": not user and not obj.hard_delete,
         "updateable": True,
-    }
+    } | obj.flags
 
 
 def global_entry(obj: ObjectDef, version: str) -> dict[str, Any]:
     out = _flags(obj)
     out["urls"] = _urls(obj, version, "", full=False)
     return out
+
+
+MASTER_RECORD_TYPE = "012000000000000AAA"
+
+
+def record_type_infos(obj: ObjectDef, version: str) -> list[dict[str, Any]]:
+    """The object's record types then Master, as a real describe lists them (the Account capture): the default
+    one maps by default; Master alone when the object has none."""
+    types = [*obj.record_types, [MASTER_RECORD_TYPE, "Master", "Master"]]
+    return [
+        {
+            "active": True,
+            "available": True,
+            "defaultRecordTypeMapping": i == 0,
+            "developerName": developer,
+            "master": rt_id == MASTER_RECORD_TYPE,
+            "name": name,
+            "recordTypeId": rt_id,
+            "urls": {"layout": f"/services/data/v{version}/sobjects/{obj.name}/describe/layouts/{rt_id}"},
+        }
+        for i, (rt_id, developer, name) in enumerate(types)
+    ]
 
 
 def describe(
@@ -402,10 +432,10 @@ def describe(
     d: dict[str, Any] = {
         "actionOverrides": [],
         "activateable": flags["activateable"],
-        "associateEntityType": None,
-        "associateParentEntity": None,
+        "associateEntityType": flags["associateEntityType"],
+        "associateParentEntity": flags["associateParentEntity"],
         "childRelationships": children,
-        "compactLayoutable": True,
+        "compactLayoutable": flags["layoutable"],
         "createable": flags["createable"],
         "custom": flags["custom"],
         "customSetting": False,
@@ -422,41 +452,28 @@ def describe(
         "implementsInterfaces": None,
         "isInterface": False,
         "isSubtype": False,
-        "keyPrefix": obj.key_prefix,
+        "keyPrefix": flags["keyPrefix"],
         "label": obj.label,
         "labelPlural": obj.label_plural,
-        "layoutable": True,
+        "layoutable": flags["layoutable"],
         "listviewable": None,
         "lookupLayoutable": None,
         "mergeable": flags["mergeable"],
-        "mruEnabled": True,
+        "mruEnabled": flags["mruEnabled"],
         "name": obj.name,
         "namedLayoutInfos": [],
         "networkScopeFieldName": None,
-        "queryable": True,
-        "recordTypeInfos": [
-            {
-                "active": True,
-                "available": True,
-                "defaultRecordTypeMapping": True,
-                "developerName": "Master",
-                "master": True,
-                "name": "Master",
-                "recordTypeId": "012000000000000AAA",
-                "urls": {
-                    "layout": f"/services/data/v{version}/sobjects/{obj.name}/describe/layouts/012000000000000AAA"
-                },
-            }
-        ],
-        "replicateable": True,
-        "retrieveable": True,
-        "searchLayoutable": True,
+        "queryable": flags["queryable"],
+        "recordTypeInfos": record_type_infos(obj, version),
+        "replicateable": flags["replicateable"],
+        "retrieveable": flags["retrieveable"],
+        "searchLayoutable": flags["layoutable"],
         "searchable": flags["searchable"],
         "sobjectDescribeOption": "FULL",
         "supportedScopes": [{"label": "All " + obj.label_plural.lower(), "name": "everything"}],
-        "triggerable": True,
+        "triggerable": flags["triggerable"],
         "undeletable": flags["undeletable"],
-        "updateable": True,
+        "updateable": flags["updateable"],
         "urls": _urls(obj, version, base, full=True),
     }
     return d
@@ -477,6 +494,8 @@ def catalogue_to_json(cat: dict[str, ObjectDef]) -> list[dict[str, Any]]:
                 "hard_delete": o.hard_delete,
                 "blob_field": o.blob_field,
                 "bulk_supported": o.bulk_supported,
+                "flags": o.flags,
+                "record_types": o.record_types,
                 "fields": [f.__dict__.copy() for f in o.fields],
             }
         )

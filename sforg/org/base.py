@@ -19,6 +19,7 @@ from sforg.clock import UTC, Clock, stamp
 from sforg.files import BlobStore
 from sforg.generate import SCALES, Generator, plan
 from sforg.ids import make_id
+from sforg.org import history
 from sforg.org.source import StoreSource
 from sforg.query import Context, Plan
 from sforg.schema import ObjectDef
@@ -111,6 +112,7 @@ class OrgBase:
         if self.store.get_meta("catalogue") is None:
             self._build(scale, seed, progress)
         self.catalogue = schema.catalogue_from_json(self.store.get_meta("catalogue"))
+        history.install(self.store, self.catalogue)
         self.src = StoreSource(self.store, self.catalogue)
         self.settings = {**DEFAULT_SETTINGS, **self.store.get_meta("settings", {})}
         clock = self.store.get_meta("clock", {"offset": 0.0, "frozen": None})
@@ -135,11 +137,11 @@ class OrgBase:
         # (to the byte) all day long while the org still looks recently used.
         anchor = float(int(time.time()) // 86400 * 86400)
         cat = build_catalogue()
-        gen = Generator(self.store, cat, seed, total, anchor, progress)
-        counters = gen.build()
-        self._generated_bin = sorted(gen.to_bin)
         rng = random.Random(f"{seed}:identity")
         org_id = make_id("00D", 1 + int(rng.random() * 10**6), pod="5g")
+        gen = Generator(self.store, cat, seed, total, anchor, progress, org_id=org_id)
+        counters = gen.build()
+        self._generated_bin = sorted(gen.to_bin)
         self.store.set_meta(
             "identity",
             {
@@ -213,7 +215,7 @@ class OrgBase:
 
     def object_of_id(self, record_id: str) -> ObjectDef | None:
         for o in self.catalogue.values():
-            if record_id.startswith(o.key_prefix):
+            if o.key_prefix and record_id.startswith(o.key_prefix):
                 return o
         return None
 
