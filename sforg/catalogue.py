@@ -436,7 +436,8 @@ def _case() -> ObjectDef:
                 label="Case Number",
             ),
             ref("AccountId", ["Account"], "Account", "Cases", cascade_delete=True, label="Account ID"),
-            ref("ContactId", ["Contact"], "Contact", "Cases", label="Contact ID"),
+            # a Contact with Cases cannot be deleted (restrictedDelete in the real Contact describe)
+            ref("ContactId", ["Contact"], "Contact", "Cases", label="Contact ID", restricted_delete=True),
             F("Subject", "string", length=255),
             long_text("Description"),
             F("Status", "picklist", length=40, picklist=PICK["CaseStatus"]),
@@ -614,9 +615,9 @@ def _content_document_link() -> ObjectDef:
             F("Id", "id", id_lookup=True, **SYSTEM),
             ref(
                 "LinkedEntityId",
-                ["Account", "Opportunity", "Case", "User"],
+                ["Account", "Contact", "Opportunity", "Case", "User"],
                 "LinkedEntity",
-                None,
+                "ContentDocumentLinks",
                 nillable=False,
                 updateable=False,
                 label="Linked Entity ID",
@@ -797,7 +798,6 @@ SETUP_FLAGS: dict[str, Any] = {
     "mruEnabled": False,
     "triggerable": False,
     "undeletable": False,
-    "searchable": False,
 }
 WRITE_REQUIRED = "Create, Filter, Group, Sort, Update"
 # Record types of Account and Opportunity: (developer name, label); their Ids are 012… in this order.
@@ -1055,7 +1055,7 @@ def _organization() -> ObjectDef:
             ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
             F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
         ],
-        flags={**SETUP_FLAGS, "createable": False, "deletable": False},
+        flags={**SETUP_FLAGS, "createable": False, "deletable": False, "searchable": False},
     )
 
 

@@ -490,6 +490,7 @@ class Generator:
                 values = [g(rng, i) for g in gens]
                 if i == 0 and active_at is not None:
                     values[active_at] = 1  # the org's API user (005…1, who every client logs in as) is active
+                    values[names.index("ProfileId")] = self.rid("Profile", 0)  # and a System Administrator
                 if full_name:
                     first = values[fi]
                     values[ni] = f"{first} {values[li]}" if first else values[li]

@@ -72,6 +72,7 @@ _COPIED: dict[str, Any] = {
     "updateable": False,
     "child_relationship": None,
     "cascade_delete": False,
+    "restricted_delete": False,
     "real": {},
 }
 # The DataType a history row reports for a field type (values of the documented DataType picklist).

@@ -73,6 +73,7 @@ class FieldDef:
     defaulted: bool = False
     auto_number: bool = False
     cascade_delete: bool = False
+    restricted_delete: bool = False  # the parent cannot be deleted while a live record points at it
     extra_type_info: str | None = None
     system: bool = False
     # The field's describe entry as a real org reports it (standard fields captured from orgs, see
@@ -425,7 +426,7 @@ def describe(
                         "junctionIdListNames": [],
                         "junctionReferenceTo": [],
                         "relationshipName": f.child_relationship,
-                        "restrictedDelete": False,
+                        "restrictedDelete": f.restricted_delete,
                     }
                 )
     flags = _flags(obj)

@@ -72,6 +72,7 @@ def field_from_describe(obj: str, d: dict[str, Any], **overrides: Any) -> FieldD
         defaulted=d["defaultedOnCreate"],
         auto_number=d["autoNumber"],
         cascade_delete=bool(rel.get("cascadeDelete")),
+        restricted_delete=bool(rel.get("restrictedDelete")),
         extra_type_info=d["extraTypeInfo"],
         system=system,
         real=d,

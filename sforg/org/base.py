@@ -72,6 +72,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "late_commit_delay": 0.0,
     "formula_drift": False,
     "hidden_fields": {},
+    # field-level security per profile: profile name -> {object: [fields]} hidden from users of that profile
+    # (the API user's profile is the one in force)
+    "profile_hidden_fields": {},
     "api_max": 100000,
     "concurrent_limit": 25,
     "long_running_seconds": 20.0,
@@ -197,7 +200,26 @@ class OrgBase:
         raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
 
     def hidden(self) -> dict[str, set[str]]:
-        return {k: {f.lower() for f in v} for k, v in self.settings["hidden_fields"].items()}
+        """Fields hidden from the API user: org-wide (`hidden_fields`) and by the user's profile."""
+        out = {k: {f.lower() for f in v} for k, v in self.settings["hidden_fields"].items()}
+        by_profile = self.settings["profile_hidden_fields"]
+        if by_profile:
+            for k, v in by_profile.get(self.api_profile(), {}).items():
+                out.setdefault(k, set()).update(f.lower() for f in v)
+        return out
+
+    def api_profile(self) -> str:
+        """The name of the API user's profile."""
+        row = (
+            self.store.conn()
+            .execute(
+                f'SELECT p."Name" FROM {table("User")} u JOIN {table("Profile")} p ON p."Id" = u."ProfileId" '
+                'WHERE u."Id" = ?',
+                (self.identity["user_id"],),
+            )
+            .fetchone()
+        )
+        return str(row[0]) if row else ""
 
     def context(self) -> Context:
         now = self.now()

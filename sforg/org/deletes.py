@@ -38,7 +38,31 @@ class Deletes(Files):
         if api and o.name == "User":
             raise OrgError(400, "INVALID_OPERATION", "User records cannot be deleted", [])
         row = self.get_row(o, rid)
+        if api:
+            self._check_restricted(o, row)
         self._delete_family(o, row["Id"], self._stamp_now(), hard)
+
+    def _check_restricted(self, o: ObjectDef, row: dict[str, Any]) -> None:
+        """DELETE_FAILED while live records point at the record through a restricted lookup (a Contact with
+        Cases), as Salesforce words it: the children's names (a Case's number)."""
+        for child, f in self._referencing(o):
+            if not f.restricted_delete:
+                continue
+            name = next((x.name for x in child.fields if x.name_field), "Id")
+            found = self.store.conn().execute(
+                f'SELECT {col(name)} FROM {table(child.name)} WHERE {col(f.name)}=? AND "IsDeleted"=0 LIMIT 20',
+                (row["Id"],),
+            )
+            names = [str(r[0]) for r in found]
+            if names:
+                label = (o.field("Name") and row.get("Name")) or row["Id"]
+                raise OrgError(
+                    400,
+                    "DELETE_FAILED",
+                    f"Your attempt to delete {label} could not be completed because it is associated with the "
+                    f"following {child.label_plural.lower()}.: {', '.join(names)}\n",
+                    [],
+                )
 
     def _bin_generated(self, marks: list[tuple[str, str, str]]) -> None:
         """A new org's soft-deleted records (deleted at, object, Id), oldest first, deleted as delete_record does:

@@ -132,3 +132,57 @@ def test_field_history_is_written_when_a_tracked_field_changes(sf: Any, admin: A
     fields = sf.query(f"SELECT Field FROM OpportunityFieldHistory WHERE OpportunityId = '{opp}'")["records"]
     stages = sf.query(f"SELECT StageName FROM OpportunityHistory WHERE OpportunityId = '{opp}'")["records"]
     assert "StageName" in [f["Field"] for f in fields] and stages
+
+
+def test_child_relationships_carry_the_real_restrictions(sf: Any, admin: Any) -> None:
+    real = json.loads((FIXTURES / "cumulusci_contact_describe.json").read_text())["childRelationships"]
+    real_by = {(c["childSObject"], c["field"]): c for c in real}
+    ours = sf.Contact.describe()["childRelationships"]
+    keys = ("relationshipName", "cascadeDelete", "restrictedDelete")
+    for c in ours:
+        captured = real_by.get((c["childSObject"], c["field"]))
+        if captured is not None and c["childSObject"] != "ContentDocumentLink":
+            assert {k: c[k] for k in keys} == {k: captured[k] for k in keys}, c
+    names = {c["relationshipName"] for c in ours}
+    assert {"Tasks", "Events", "Opportunities", "OpportunityContactRoles", "Cases", "Histories"} <= names
+    # a Contact with Cases cannot be deleted through the API (admin deletes stand for what happens behind it)
+    case = sf.query("SELECT ContactId, CaseNumber FROM Case WHERE ContactId != null AND IsDeleted = false LIMIT 1")
+    contact = case["records"][0]["ContactId"]
+    with pytest.raises(Exception) as failed:
+        sf.Contact.delete(contact)
+    body = failed.value.content[0]  # type: ignore[attr-defined]
+    assert body["errorCode"] == "DELETE_FAILED" and case["records"][0]["CaseNumber"] in body["message"]
+    assert sf.Contact.get(contact)["Id"] == contact
+
+
+def test_merge_moves_related_records_and_bins_the_losers(sf: Any, admin: Any) -> None:
+    accounts = sf.query("SELECT Id, (SELECT Id FROM Contacts) FROM Account WHERE IsDeleted = false LIMIT 40")["records"]
+    with_contacts = [a for a in accounts if a["Contacts"]]
+    master, loser = with_contacts[0]["Id"], with_contacts[1]["Id"]
+    moved = {c["Id"] for c in with_contacts[1]["Contacts"]["records"]}
+    done = admin.call("merge_records", obj="Account", master=master, losers=[loser])
+    assert done["merged"] == [loser] and done["related_moved"] >= len(moved)
+    gone = sf.query_all(f"SELECT Id, IsDeleted, MasterRecordId FROM Account WHERE Id = '{loser}'", include_deleted=True)
+    assert [(r["IsDeleted"], r["MasterRecordId"]) for r in gone["records"]] == [(True, master)]
+    contacts = sf.query(f"SELECT Id FROM Contact WHERE AccountId = '{master}'")["records"]
+    assert moved <= {c["Id"] for c in contacts}
+    assert loser in admin.ground_truth(["Account"], values=False)["recycle_bin"]["Account"]
+    with pytest.raises(Exception, match="INVALID_TYPE"):
+        admin.call("merge_records", obj="Opportunity", master=master, losers=[loser])
+
+
+def test_field_level_security_follows_the_api_users_profile(sf: Any, admin: Any) -> None:
+    assert (
+        sf.query("SELECT Profile.Name FROM User WHERE Id = '0058d0000000001AAA'")["records"][0]["Profile"]["Name"]
+        == "System Administrator"
+    )
+    try:
+        admin.settings(profile_hidden_fields={"Standard User": {"Account": ["Fax"]}})
+        assert "Fax" in {f["name"] for f in sf.Account.describe()["fields"]}  # not the API user's profile
+        admin.settings(profile_hidden_fields={"System Administrator": {"Account": ["Fax"]}})
+        assert "Fax" not in {f["name"] for f in sf.Account.describe()["fields"]}
+        with pytest.raises(Exception, match="INVALID_FIELD"):
+            sf.query("SELECT Fax FROM Account LIMIT 1")
+    finally:
+        admin.settings(profile_hidden_fields={})
+    assert sf.query("SELECT Fax FROM Account LIMIT 1")["records"]
