@@ -486,6 +486,21 @@ def _case() -> ObjectDef:
     )
 
 
+def who_and_what(children: str) -> list[FieldDef]:
+    """An activity's polymorphic lookups: WhoId to a person, WhatId to a record (Tasks, Events of both)."""
+    return [
+        ref("WhoId", ["Contact", "Lead"], "Who", children, cascade_delete=True, label="Name ID"),
+        ref(
+            "WhatId",
+            ["Account", "Opportunity", "Case"],
+            "What",
+            children,
+            cascade_delete=True,
+            label="Related To ID",
+        ),
+    ]
+
+
 def _task() -> ObjectDef:
     return ObjectDef(
         "Task",
@@ -494,15 +509,7 @@ def _task() -> ObjectDef:
         "Tasks",
         [
             *system_fields(),
-            ref("WhoId", ["Contact", "Lead"], "Who", "Tasks", cascade_delete=True, label="Name ID"),
-            ref(
-                "WhatId",
-                ["Account", "Opportunity", "Case"],
-                "What",
-                "Tasks",
-                cascade_delete=True,
-                label="Related To ID",
-            ),
+            *who_and_what("Tasks"),
             F("Subject", "combobox", length=255),
             F("ActivityDate", "date", label="Due Date Only"),
             F("Status", "picklist", length=40, picklist=PICK["TaskStatus"], nillable=False),
@@ -826,15 +833,7 @@ def _event() -> ObjectDef:
         "Events",
         [
             *system_fields(),
-            ref("WhoId", ["Contact", "Lead"], "Who", "Events", cascade_delete=True, label="Name ID"),
-            ref(
-                "WhatId",
-                ["Account", "Opportunity", "Case"],
-                "What",
-                "Events",
-                cascade_delete=True,
-                label="Related To ID",
-            ),
+            *who_and_what("Events"),
             documented("AccountId", "reference", READ, reference_to=["Account"], relationship_name="Account"),
             F("Subject", "combobox", length=255),
             documented("Location", "string", WRITE, length=255),

@@ -12,6 +12,28 @@ from typing import Any
 from sforg.schema import F, FieldDef
 
 DATA = Path(__file__).with_name("standard_fields.json")
+# FieldDef attributes read as they are from a describe entry's keys.
+DESCRIBE_KEYS = {
+    "name": "name",
+    "type": "type",
+    "label": "label",
+    "length": "length",
+    "precision": "precision",
+    "scale": "scale",
+    "digits": "digits",
+    "relationship_name": "relationshipName",
+    "nillable": "nillable",
+    "createable": "createable",
+    "updateable": "updateable",
+    "compound": "compoundFieldName",
+    "name_field": "nameField",
+    "external_id": "externalId",
+    "unique": "unique",
+    "id_lookup": "idLookup",
+    "defaulted": "defaultedOnCreate",
+    "auto_number": "autoNumber",
+    "extra_type_info": "extraTypeInfo",
+}
 # What Salesforce maintains on every record (sforg's `system` fields: required, never written by the API).
 SYSTEM_NAMES = frozenset(
     {"Id", "IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp"}
@@ -50,30 +72,12 @@ def field_from_describe(obj: str, d: dict[str, Any], **overrides: Any) -> FieldD
     rel = _child_of(obj, d["name"], d["referenceTo"]) if d["type"] == "reference" else {}
     system = d["name"] in SYSTEM_NAMES
     return FieldDef(
-        name=d["name"],
-        type=d["type"],
-        label=d["label"],
-        length=d["length"],
-        precision=d["precision"],
-        scale=d["scale"],
-        digits=d["digits"],
+        **{attr: d[key] for attr, key in DESCRIBE_KEYS.items()},
         reference_to=list(d["referenceTo"]),
-        relationship_name=d["relationshipName"],
         child_relationship=rel.get("relationshipName"),
-        nillable=d["nillable"],
-        createable=d["createable"],
-        updateable=d["updateable"],
         picklist=[v["value"] for v in d["picklistValues"] if v["active"]],
-        compound=d["compoundFieldName"],
-        name_field=d["nameField"],
-        external_id=d["externalId"],
-        unique=d["unique"],
-        id_lookup=d["idLookup"],
-        defaulted=d["defaultedOnCreate"],
-        auto_number=d["autoNumber"],
         cascade_delete=bool(rel.get("cascadeDelete")),
         restricted_delete=bool(rel.get("restrictedDelete")),
-        extra_type_info=d["extraTypeInfo"],
         system=system,
         real=d,
     )
