@@ -7,8 +7,19 @@ from typing import Any
 
 from sforg.ids import make_id
 from sforg.related import associated_objects
-from sforg.schema import READ_ONLY, SYSTEM, F, FieldDef, ObjectDef, address, location, ref, system_fields
-from sforg.standard import documented, standard_fields
+from sforg.schema import (
+    READ_ONLY,
+    SYSTEM,
+    F,
+    FieldDef,
+    ObjectDef,
+    address,
+    custom_object,
+    location,
+    ref,
+    system_fields,
+)
+from sforg.standard import documented, documented_fields, standard_fields
 
 PICK = {
     "AccountType": [
@@ -43,34 +54,6 @@ PICK = {
         "Utilities",
     ],
     "Rating": ["Hot", "Warm", "Cold"],
-    # a new org's Opportunity Type values, and the forecast categories of the Object Reference (ForecastingFact's
-    # ForecastCategoryName: "Pipeline, Best Case, Commit, Omitted, and Closed"; OpportunityHistory's ForecastCategory)
-    "OpportunityType": [
-        "Existing Customer - Upgrade",
-        "Existing Customer - Replacement",
-        "Existing Customer - Downgrade",
-        "New Customer",
-    ],
-    "ForecastName": ["Pipeline", "Best Case", "Commit", "Omitted", "Closed"],
-    # values the Object Reference names: Case.Type ("Feature Request or Question"), Case.Reason ("Instructions not
-    # clear, or User didn't attend training"), Task.CallType and Task.TaskSubtype
-    "CaseType": ["Feature Request", "Question"],
-    "CaseReason": ["Instructions not clear", "User didn't attend training"],
-    "CallType": ["Internal", "Inbound", "Outbound"],
-    "TaskSubtype": ["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"],
-    # OpportunityContactRole.Role, a new org's values
-    "ContactRole": [
-        "Business User",
-        "Decision Maker",
-        "Economic Buyer",
-        "Economic Decision Maker",
-        "Evaluator",
-        "Executive Sponsor",
-        "Influencer",
-        "Technical Buyer",
-        "Other",
-    ],
-    "Forecast": ["BestCase", "Closed", "Forecast", "MostLikely", "Omitted", "Pipeline"],
     "LeadSource": ["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"],
     "Salutation": ["Mr.", "Ms.", "Mrs.", "Dr.", "Prof."],
     "Stage": [
@@ -160,24 +143,7 @@ def _user() -> ObjectDef:
             F("Alias", "string", length=8, nillable=False),
             F("IsActive", "boolean", label="Active", nillable=False, defaulted=True),
             F("TimeZoneSidKey", "picklist", length=40, picklist=PICK["TimeZone"], nillable=False),
-            documented(
-                "ProfileId",
-                "reference",
-                "Create, Filter, Group, Sort, Update",
-                reference_to=["Profile"],
-                relationship_name="Profile",
-                child_relationship="Users",
-                label="Profile ID",
-            ),
-            documented(
-                "UserRoleId",
-                "reference",
-                WRITE,
-                reference_to=["UserRole"],
-                relationship_name="UserRole",
-                child_relationship="Users",
-                label="Role ID",
-            ),
+            *documented_fields("User"),
         ],
     )
 
@@ -204,7 +170,6 @@ def _account() -> ObjectDef:
 def _contact() -> ObjectDef:
     # the capture's user could not see the contact's opt-out flags (field-level security): as the Object
     # Reference documents them
-    opt_out = "Create, Defaulted on create, Filter, Group, Sort, Update"
     return ObjectDef(
         "Contact",
         "003",
@@ -212,9 +177,7 @@ def _contact() -> ObjectDef:
         "Contacts",
         [
             *standard_fields("Contact"),
-            documented("HasOptedOutOfEmail", "boolean", opt_out, label="Email Opt Out"),
-            documented("HasOptedOutOfFax", "boolean", opt_out, label="Fax Opt Out"),
-            documented("DoNotCall", "boolean", opt_out),
+            *documented_fields("Contact"),
         ],
     )
 
@@ -239,13 +202,6 @@ def _campaign() -> ObjectDef:
     )
 
 
-# Object Reference, Opportunity (Properties) and Field Reference, Opportunity (types, lengths; API v51+):
-# developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_objects_opportunity.htm,
-# developer.salesforce.com/docs/platform/field-reference/ (salesforce-field-reference-opportunity.html)
-READ = "Filter, Group, Nillable, Sort"
-WRITE = "Create, Filter, Group, Nillable, Sort, Update"
-
-
 def _opportunity() -> ObjectDef:
     return ObjectDef(
         "Opportunity",
@@ -266,54 +222,8 @@ def _opportunity() -> ObjectDef:
             ref("CampaignId", ["Campaign"], "Campaign", "Opportunities", label="Campaign ID"),
             F("NextStep", "string", length=255),
             long_text("Description"),
-            documented(
-                "ContactId",
-                "reference",
-                WRITE,
-                reference_to=["Contact"],
-                relationship_name="Contact",
-                child_relationship="Opportunities",
-                label="Contact ID",
-            ),
-            documented(
-                "Type", "picklist", WRITE, length=255, picklist=PICK["OpportunityType"], label="Opportunity Type"
-            ),
-            documented(
-                "IsPrivate", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update", label="Private"
-            ),
-            documented(
-                "Pricebook2Id",
-                "reference",
-                WRITE,
-                reference_to=["Pricebook2"],
-                relationship_name="Pricebook2",
-                label="Price Book ID",
-            ),
-            documented("ExpectedRevenue", "currency", "Filter, Nillable, Sort", precision=18, scale=2),
-            documented(
-                "TotalOpportunityQuantity", "double", "Create, Filter, Nillable, Sort, Update", label="Quantity"
-            ),
-            documented(
-                "ForecastCategory", "picklist", READ + ", Restricted picklist", length=40, picklist=PICK["Forecast"]
-            ),
-            documented(
-                "ForecastCategoryName",
-                "picklist",
-                WRITE + ", Restricted picklist",
-                length=255,
-                picklist=PICK["ForecastName"],
-                label="Forecast Category",
-            ),
-            documented("Fiscal", "string", READ, length=6, label="Fiscal Period"),
-            documented("FiscalQuarter", "int", READ, digits=8, label="Fiscal Quarter"),
-            documented("FiscalYear", "int", READ, digits=8, label="Fiscal Year"),
-            documented("HasOpenActivity", "boolean", "Defaulted on create, Filter, Group, Sort"),
-            documented(
-                "HasOpportunityLineItem", "boolean", "Defaulted on create, Filter, Group, Sort", label="Has Line Item"
-            ),
-            documented("HasOverdueTask", "boolean", "Defaulted on create, Filter, Group, Sort"),
             *activity_dates(),
-            documented("LastStageChangeDate", "datetime", "Filter, Nillable, Sort"),
+            *documented_fields("Opportunity"),
         ],
     )
 
@@ -346,71 +256,8 @@ def _lead() -> ObjectDef:
             F("IsConverted", "boolean", label="Converted", nillable=False, defaulted=True),
             F("AnnualRevenue", "currency", precision=18, scale=0),
             F("NumberOfEmployees", "int", digits=8, label="Employees"),
-            # Object Reference, Lead (api.meta/api/sforce_api_objects_lead.htm) and Field Reference, Lead
-            documented(
-                "MasterRecordId",
-                "reference",
-                "Filter, Group, Nillable, Sort",
-                reference_to=["Lead"],
-                relationship_name="MasterRecord",
-                label="Master Record ID",
-            ),
-            documented("Salutation", "picklist", WRITE, length=40, picklist=PICK["Salutation"]),
-            documented("Title", "string", WRITE, length=128),
-            documented("MobilePhone", "phone", WRITE, length=40, label="Mobile Phone"),
-            documented("Fax", "phone", WRITE, length=40),
-            documented("Website", "url", WRITE, length=255),
-            documented("Industry", "picklist", WRITE, length=40, picklist=PICK["Industry"]),
-            documented(
-                "Description", "textarea", "Create, Nillable, Update", length=32000, extra_type_info="plaintextarea"
-            ),
-            documented("DoNotCall", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
-            documented(
-                "HasOptedOutOfEmail",
-                "boolean",
-                "Create, Defaulted on create, Filter, Group, Sort, Update",
-                label="Email Opt Out",
-            ),
-            documented(
-                "HasOptedOutOfFax",
-                "boolean",
-                "Create, Defaulted on create, Filter, Group, Sort, Update",
-                label="Fax Opt Out",
-            ),
-            documented(
-                "IsUnreadByOwner",
-                "boolean",
-                "Create, Defaulted on create, Filter, Group, Sort, Update",
-                label="Unread By Owner",
-            ),
-            documented("ConvertedDate", "date", READ),
-            documented(
-                "ConvertedAccountId",
-                "reference",
-                READ,
-                reference_to=["Account"],
-                relationship_name="ConvertedAccount",
-                label="Converted Account ID",
-            ),
-            documented(
-                "ConvertedContactId",
-                "reference",
-                READ,
-                reference_to=["Contact"],
-                relationship_name="ConvertedContact",
-                label="Converted Contact ID",
-            ),
-            documented(
-                "ConvertedOpportunityId",
-                "reference",
-                READ,
-                reference_to=["Opportunity"],
-                relationship_name="ConvertedOpportunity",
-                label="Converted Opportunity ID",
-            ),
-            documented("EmailBouncedReason", "string", "Create, Filter, Group, Nillable, Sort, Update", length=255),
-            documented("EmailBouncedDate", "datetime", "Create, Filter, Nillable, Sort, Update"),
             *activity_dates(),
+            *documented_fields("Lead"),
         ],
     )
 
@@ -446,42 +293,7 @@ def _case() -> ObjectDef:
             computed_flag("IsClosed", "Closed"),
             F("ClosedDate", "datetime", **READ_ONLY),
             F("Days_Open__c", "double", precision=18, scale=0, formula="TODAY() - DATEVALUE(CreatedDate)", **READ_ONLY),
-            # Object Reference, Case (api.meta/api/sforce_api_objects_case.htm) and Field Reference, Case (v51+)
-            documented(
-                "MasterRecordId",
-                "reference",
-                "Filter, Group, Nillable, Sort",
-                reference_to=["Case"],
-                relationship_name="MasterRecord",
-                label="Master Record ID",
-            ),
-            documented(
-                "ParentId",
-                "reference",
-                WRITE,
-                reference_to=["Case"],
-                relationship_name="Parent",
-                child_relationship="Cases",
-                label="Parent Case ID",
-            ),
-            documented("Type", "picklist", WRITE, length=255, picklist=PICK["CaseType"], label="Case Type"),
-            documented("Reason", "picklist", WRITE, length=255, picklist=PICK["CaseReason"], label="Case Reason"),
-            documented("SuppliedName", "string", WRITE, length=80, label="Name"),
-            documented("SuppliedEmail", "email", WRITE, length=80, label="Email Address"),
-            documented("SuppliedPhone", "string", WRITE, length=40, label="Phone"),
-            documented("SuppliedCompany", "string", WRITE, length=80, label="Company"),
-            documented("ContactPhone", "phone", READ, length=40),
-            documented("ContactMobile", "phone", READ, length=40),
-            documented("ContactEmail", "email", READ, length=80),
-            documented("ContactFax", "phone", READ, length=40),
-            documented(
-                "IsEscalated", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update", label="Escalated"
-            ),
-            documented(
-                "Comments", "textarea", "Create, Nillable, Sort, Update", length=4000, label="Internal Comments"
-            ),
-            documented("LastViewedDate", "datetime", "Filter, Nillable, Sort"),
-            documented("LastReferencedDate", "datetime", "Filter, Nillable, Sort"),
+            *documented_fields("Case"),
         ],
     )
 
@@ -516,41 +328,7 @@ def _task() -> ObjectDef:
             F("Priority", "picklist", length=40, picklist=PICK["TaskPriority"], nillable=False),
             computed_flag("IsClosed", "Closed"),
             long_text("Description", label="Description"),
-            # Object Reference, Task (api.meta/api/sforce_api_objects_task.htm) and Field Reference, Task
-            documented(
-                "AccountId",
-                "reference",
-                READ,
-                reference_to=["Account"],
-                relationship_name="Account",
-                label="Account ID",
-            ),
-            documented("IsHighPriority", "boolean", "Filter, Group, Sort", label="High Priority"),
-            documented("IsArchived", "boolean", "Defaulted on create, Filter, Group, Sort", label="Archived"),
-            documented(
-                "CallDurationInSeconds",
-                "int",
-                "Create, Filter, Group, Nillable, Sort, Update",
-                digits=8,
-                label="Call Duration",
-            ),
-            documented(
-                "CallType",
-                "picklist",
-                "Create, Filter, Group, Nillable, Restricted picklist, Sort, Update",
-                length=40,
-                picklist=PICK["CallType"],
-            ),
-            documented("CallDisposition", "string", WRITE, length=255, label="Call Result"),
-            documented("CallObject", "string", WRITE, length=255, label="Call Object Identifier"),
-            documented("CompletedDateTime", "datetime", "Filter, Nillable, Sort", label="Completed Date/Time"),
-            documented(
-                "TaskSubtype",
-                "picklist",
-                "Create, Filter, Group, Nillable, Restricted picklist, Sort",
-                length=40,
-                picklist=PICK["TaskSubtype"],
-            ),
+            *documented_fields("Task"),
         ],
     )
 
@@ -733,14 +511,11 @@ def _document() -> ObjectDef:
 
 
 def _invoice() -> ObjectDef:
-    return ObjectDef(
+    return custom_object(
         "Invoice__c",
         "a00",
         "Invoice",
-        "Invoices",
         [
-            *system_fields(),
-            F("Name", "string", length=80, nillable=False, name_field=True, label="Invoice Name"),
             ref("Account__c", ["Account"], "Account__r", "Invoices__r", label="Account"),
             ref("Opportunity__c", ["Opportunity"], "Opportunity__r", "Invoices__r", label="Opportunity"),
             F("Amount__c", "currency", precision=16, scale=2),
@@ -768,14 +543,11 @@ def _invoice() -> ObjectDef:
 
 
 def _shipment() -> ObjectDef:
-    return ObjectDef(
+    return custom_object(
         "Shipment__c",
         "a01",
         "Shipment",
-        "Shipments",
         [
-            *system_fields(owner=False),
-            F("Name", "string", length=80, nillable=False, name_field=True, label="Shipment Name"),
             ref(
                 "Invoice__c",
                 ["Invoice__c"],
@@ -792,6 +564,7 @@ def _shipment() -> ObjectDef:
             F("Tracking__c", "string", length=40, external_id=True, unique=True, id_lookup=True),
             *location("Destination__c"),
         ],
+        owner=False,
     )
 
 
@@ -806,7 +579,6 @@ SETUP_FLAGS: dict[str, Any] = {
     "triggerable": False,
     "undeletable": False,
 }
-WRITE_REQUIRED = "Create, Filter, Group, Sort, Update"
 # Record types of Account and Opportunity: (developer name, label); their Ids are 012… in this order.
 RECORD_TYPES = {
     "Account": [("Customer", "Customer Account"), ("Partner", "Partner Account")],
@@ -834,34 +606,9 @@ def _event() -> ObjectDef:
         [
             *system_fields(),
             *who_and_what("Events"),
-            documented("AccountId", "reference", READ, reference_to=["Account"], relationship_name="Account"),
             F("Subject", "combobox", length=255),
-            documented("Location", "string", WRITE, length=255),
-            documented("IsAllDayEvent", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
-            documented("ActivityDateTime", "datetime", "Create, Filter, Nillable, Sort, Update", label="Due Date Time"),
-            documented("ActivityDate", "date", WRITE, label="Due Date Only"),
-            documented("DurationInMinutes", "int", "Create, Filter, Group, Nillable, Sort, Update", digits=8),
-            documented("StartDateTime", "datetime", "Create, Filter, Nillable, Sort, Update"),
-            documented("EndDateTime", "datetime", "Create, Filter, Nillable, Sort, Update"),
-            documented("EndDate", "date", "Filter, Group, Nillable, Sort"),
             long_text("Description"),
-            documented("IsPrivate", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
-            documented(
-                "ShowAs",
-                "picklist",
-                "Create, Filter, Group, Nillable, Restricted picklist, Sort, Update",
-                length=40,
-                picklist=["Busy", "OutOfOffice", "Free"],
-                label="Show Time As",
-            ),
-            documented("IsArchived", "boolean", "Defaulted on create, Filter, Group, Sort", label="Archived"),
-            documented(
-                "EventSubtype",
-                "picklist",
-                "Create, Filter, Group, Nillable, Restricted picklist, Sort",
-                length=40,
-                picklist=["Event"],
-            ),
+            *documented_fields("Event"),
         ],
         flags={"mergeable": True},
     )
@@ -875,211 +622,27 @@ def _opportunity_contact_role() -> ObjectDef:
         "Opportunity Contact Role",
         [
             *system_fields(owner=False),
-            documented(
-                "OpportunityId",
-                "reference",
-                "Create, Filter, Group, Sort",
-                reference_to=["Opportunity"],
-                relationship_name="Opportunity",
-                child_relationship="OpportunityContactRoles",
-                cascade_delete=True,
-                label="Opportunity ID",
-            ),
-            documented(
-                "ContactId",
-                "reference",
-                WRITE_REQUIRED,
-                reference_to=["Contact"],
-                relationship_name="Contact",
-                child_relationship="OpportunityContactRoles",
-                cascade_delete=True,
-                label="Contact ID",
-            ),
-            documented("Role", "picklist", WRITE, length=40, picklist=PICK["ContactRole"]),
-            documented(
-                "IsPrimary", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update", label="Primary"
-            ),
+            *documented_fields("OpportunityContactRole"),
         ],
         flags={"feedEnabled": False, "mruEnabled": False, "searchable": False, "undeletable": False},
     )
 
 
-def _profile() -> ObjectDef:
-    return ObjectDef(
-        "Profile",
-        "00e",
-        "Profile",
-        "Profile",
-        [
-            *system_fields(owner=False, deletable=False),
-            documented("Name", "string", WRITE_REQUIRED, length=255, name_field=True),
-            documented("Description", "string", WRITE, length=255),
-            documented(
-                "UserType",
-                "picklist",
-                "Filter, Group, Nillable, Restricted picklist, Sort",
-                length=40,
-                picklist=["Standard", "PowerPartner", "CsnOnly", "Guest"],
-            ),
-            *activity_dates()[1:],
-        ],
-        flags=SETUP_FLAGS,
-    )
-
-
-def _permission_set() -> ObjectDef:
-    return ObjectDef(
-        "PermissionSet",
-        "0PS",
-        "Permission Set",
-        "Permission Sets",
-        [
-            *system_fields(owner=False, deletable=False),
-            documented("Name", "string", WRITE_REQUIRED, length=80),
-            documented("Label", "string", WRITE_REQUIRED, length=80, name_field=True),
-            documented("Description", "textarea", "Create, Nillable, Update", length=255),
-            documented("IsOwnedByProfile", "boolean", "Defaulted on create, Filter, Group, Sort"),
-            documented("ProfileId", "reference", READ, reference_to=["Profile"], relationship_name="Profile"),
-            documented("NamespacePrefix", "string", READ, length=15),
-        ],
-        flags=SETUP_FLAGS,
-    )
-
-
-def _user_role() -> ObjectDef:
-    return ObjectDef(
-        "UserRole",
-        "00E",
-        "Role",
-        "Role",
-        [
-            F("Id", "id", id_lookup=True, **SYSTEM),
-            documented("Name", "string", WRITE_REQUIRED, length=80, name_field=True),
-            documented("DeveloperName", "string", WRITE_REQUIRED, length=80),
-            documented("ParentRoleId", "reference", WRITE, reference_to=["UserRole"], relationship_name="ParentRole"),
-            documented("RollupDescription", "string", WRITE, length=80),
-            F("LastModifiedDate", "datetime", **SYSTEM),
-            ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
-            F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
-        ],
-        flags=SETUP_FLAGS,
-    )
-
-
-def _record_type() -> ObjectDef:
-    return ObjectDef(
-        "RecordType",
-        "012",
-        "Record Type",
-        "Record Types",
-        [
-            *system_fields(owner=False, deletable=False),
-            documented("Name", "string", WRITE_REQUIRED, length=80, name_field=True, label="Record Type Name"),
-            documented("DeveloperName", "string", WRITE_REQUIRED, length=80, label="Record Type Name"),
-            documented("NamespacePrefix", "string", READ, length=15),
-            documented("Description", "string", WRITE, length=255),
-            documented(
-                "SobjectType",
-                "picklist",
-                "Create, Filter, Group, Restricted picklist, Sort",
-                length=40,
-                picklist=list(RECORD_TYPES),
-            ),
-            documented("IsActive", "boolean", "Create, Defaulted on create, Filter, Group, Sort, Update"),
-        ],
-        flags=SETUP_FLAGS,
-    )
+def _setup(
+    name: str, prefix: str, label: str, plural: str, *extra: FieldDef, created: bool = True, **flags: Any
+) -> ObjectDef:
+    """A setup object: Id and audit fields (a role has no Created…), its documented fields (documented_fields.json)
+    and the setup flags."""
+    fields = [*system_fields(owner=False, deletable=False, created=created), *extra, *documented_fields(name)]
+    return ObjectDef(name, prefix, label, plural, fields, flags={**SETUP_FLAGS, **flags})
 
 
 def _organization() -> ObjectDef:
     """Organization: the fields of a real record (cumulusci_organization.json, the CumulusCI capture), typed as
     the Object Reference types them; read only through the API here."""
-    ro = "Filter, Group, Nillable, Sort"
-    pick = "Filter, Group, Restricted picklist, Sort"
-    flag = "Defaulted on create, Filter, Group, Sort"
-    return ObjectDef(
-        "Organization",
-        "00D",
-        "Organization",
-        "Organizations",
-        [
-            F("Id", "id", id_lookup=True, **SYSTEM),
-            documented("Name", "string", "Filter, Group, Sort", length=80, name_field=True),
-            documented("Division", "string", ro, length=80),
-            *[FieldDef(**{**f.__dict__, **READ_ONLY}) for f in address("")],
-            documented("Phone", "phone", ro, length=40),
-            documented("Fax", "phone", ro, length=40),
-            documented("PrimaryContact", "string", ro, length=80),
-            *[
-                documented(n, "picklist", pick, length=40, picklist=v)
-                for n, v in (
-                    ("DefaultLocaleSidKey", ["en_US", "en_GB", "fr_FR", "de_DE", "ja_JP"]),
-                    ("TimeZoneSidKey", PICK["TimeZone"]),
-                    ("LanguageLocaleKey", ["en_US", "fr", "de", "ja"]),
-                )
-            ],
-            *[documented(n, "boolean", flag) for n in ORG_FLAGS],
-            documented("FiscalYearStartMonth", "int", ro, digits=9),
-            documented("UsesStartDateAsFiscalYearName", "boolean", flag),
-            *[
-                documented(n, "picklist", pick, length=40, picklist=ACCESS_LEVELS)
-                for n in (
-                    "DefaultAccountAccess",
-                    "DefaultContactAccess",
-                    "DefaultOpportunityAccess",
-                    "DefaultLeadAccess",
-                    "DefaultCaseAccess",
-                    "DefaultCalendarAccess",
-                    "DefaultPricebookAccess",
-                    "DefaultCampaignAccess",
-                )
-            ],
-            documented("UiSkin", "picklist", pick, length=40, picklist=["Theme1", "Theme2", "Theme3", "Theme4d"]),
-            documented("SignupCountryIsoCode", "string", ro, length=2),
-            documented("TrialExpirationDate", "datetime", "Filter, Nillable, Sort"),
-            documented("OrganizationType", "picklist", pick, length=40, picklist=ORG_TYPES),
-            documented("NamespacePrefix", "string", ro, length=15),
-            documented("InstanceName", "string", ro, length=5),
-            documented("IsSandbox", "boolean", flag),
-            documented("DelegatedAuthenticationServiceUrl", "url", ro, length=1000),
-            documented("ComplianceBccEmail", "email", ro, length=80),
-            documented("NumKnowledgeService", "int", ro, digits=9),
-            documented("WebToCaseDefaultOrigin", "string", ro, length=40),
-            documented("MonthlyPageViewsUsed", "int", ro, digits=9),
-            documented("MonthlyPageViewsEntitlement", "int", ro, digits=9),
-            documented("IsReadOnly", "boolean", flag),
-            F("CreatedDate", "datetime", **SYSTEM),
-            ref("CreatedById", ["User"], "CreatedBy", label="Created By ID", **SYSTEM),
-            F("LastModifiedDate", "datetime", **SYSTEM),
-            ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
-            F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
-        ],
-        flags={**SETUP_FLAGS, "createable": False, "deletable": False, "searchable": False},
-    )
-
-
-ORG_FLAGS = [
-    "ReceivesInfoEmails",
-    "ReceivesAdminInfoEmails",
-    "PreferencesRequireOpportunityProducts",
-    "PreferencesTransactionSecurityPolicy",
-    "PreferencesTerminateOldestSession",
-    "PreferencesConsentManagementEnabled",
-    "PreferencesAutoSelectIndividualOnMerge",
-    "PreferencesLightningLoginEnabled",
-    "PreferencesOnlyLLPermUserAllowed",
-]
-ACCESS_LEVELS = [
-    "None",
-    "Read",
-    "Edit",
-    "ReadEditTransfer",
-    "ControlledByParent",
-    "All",
-    "ReadSelect",
-    "HideDetailsInsert",
-]
-ORG_TYPES = ["Developer Edition", "Enterprise Edition", "Professional Edition", "Unlimited Edition"]
+    address_fields = [FieldDef(**{**f.__dict__, **READ_ONLY}) for f in address("")]
+    read_only = {"createable": False, "deletable": False, "searchable": False}
+    return _setup("Organization", "00D", "Organization", "Organizations", *address_fields, **read_only)
 
 
 def build_catalogue() -> dict[str, ObjectDef]:
@@ -1105,10 +668,10 @@ def build_catalogue() -> dict[str, ObjectDef]:
         _event(),
         _opportunity_contact_role(),
         _organization(),
-        _profile(),
-        _permission_set(),
-        _user_role(),
-        _record_type(),
+        _setup("Profile", "00e", "Profile", "Profile", *activity_dates()[1:]),
+        _setup("PermissionSet", "0PS", "Permission Set", "Permission Sets"),
+        _setup("UserRole", "00E", "Role", "Role", created=False),
+        _setup("RecordType", "012", "Record Type", "Record Types"),
     ]
     cat = {o.name: o for o in objs}
     for name, rts in record_type_ids().items():

@@ -196,6 +196,11 @@ def event_times(values: dict[str, Any]) -> None:
     values["AccountId"] = what if what.startswith("001") else None
 
 
+def no_hierarchy(values: dict[str, Any]) -> None:
+    """A generated Case has no parent case (an org's case hierarchies are rare and made by hand)."""
+    values["ParentId"] = None
+
+
 def converted(values: dict[str, Any]) -> None:
     """A Lead's conversion fields are set only on a converted lead."""
     if not values.get("IsConverted"):
@@ -218,6 +223,7 @@ DERIVED: dict[str, Callable[[dict[str, Any]], None]] = {
     "Lead": converted,
     "Task": activity,
     "Event": event_times,
+    "Case": no_hierarchy,
 }
 CITIES = [
     ("Paris", "IDF", "France", "75001"),

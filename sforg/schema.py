@@ -214,20 +214,31 @@ READ_ONLY: dict[str, Any] = {"createable": False, "updateable": False}
 SYSTEM: dict[str, Any] = {"nillable": False, **READ_ONLY, "defaulted": True, "system": True}
 
 
-def system_fields(owner: bool = True, deletable: bool = True) -> list[FieldDef]:
+def system_fields(owner: bool = True, deletable: bool = True, created: bool = True) -> list[FieldDef]:
     out = [F("Id", "id", id_lookup=True, **SYSTEM)]
     if deletable:
         out.append(F("IsDeleted", "boolean", label="Deleted", **SYSTEM))
     if owner:
         out.append(ref("OwnerId", ["User"], "Owner", nillable=False, defaulted=True, label="Owner ID"))
+    if created:
+        out += [
+            F("CreatedDate", "datetime", **SYSTEM),
+            ref("CreatedById", ["User"], "CreatedBy", label="Created By ID", **SYSTEM),
+        ]
     out += [
-        F("CreatedDate", "datetime", **SYSTEM),
-        ref("CreatedById", ["User"], "CreatedBy", label="Created By ID", **SYSTEM),
         F("LastModifiedDate", "datetime", **SYSTEM),
         ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
         F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
     ]
     return out
+
+
+def custom_object(
+    name: str, prefix: str, label: str, fields: list[FieldDef], owner: bool = True, name_label: str | None = None
+) -> ObjectDef:
+    """A custom object: its system fields, the Name every custom object has (text, 80), then its own fields."""
+    name_field = F("Name", "string", length=80, nillable=False, name_field=True, label=name_label or f"{label} Name")
+    return ObjectDef(name, prefix, label, label + "s", [*system_fields(owner=owner), name_field, *fields])
 
 
 def copy_catalogue(cat: dict[str, ObjectDef]) -> dict[str, ObjectDef]:

@@ -12,6 +12,7 @@ from typing import Any
 from sforg.schema import F, FieldDef
 
 DATA = Path(__file__).with_name("standard_fields.json")
+DOCUMENTED = Path(__file__).with_name("documented_fields.json")
 # FieldDef attributes read as they are from a describe entry's keys.
 DESCRIBE_KEYS = {
     "name": "name",
@@ -123,3 +124,20 @@ def documented(name: str, type_: str, properties: str, **kw: Any) -> FieldDef:
     )
     f.real = {k: flags[k] for k in ("filterable", "groupable", "sortable", "restrictedPicklist")}
     return f
+
+
+@cache
+def _documented() -> dict[str, list[dict[str, Any]]]:
+    data: dict[str, list[dict[str, Any]]] = json.loads(DOCUMENTED.read_text())["objects"]
+    return data
+
+
+def documented_fields(obj: str) -> list[FieldDef]:
+    """The object's fields as documented_fields.json has them from Salesforce's documentation."""
+    return [
+        documented(spec["name"], spec["type"], spec["properties"], **{k: v for k, v in spec.items() if k not in NAMED})
+        for spec in _documented()[obj]
+    ]
+
+
+NAMED = ("name", "type", "properties")
