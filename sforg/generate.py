@@ -196,6 +196,11 @@ def event_times(values: dict[str, Any]) -> None:
     values["AccountId"] = what if what.startswith("001") else None
 
 
+def internal_user(values: dict[str, Any]) -> None:
+    """The org's users are internal: no portal Contact or Account."""
+    values.update(ContactId=None, AccountId=None)
+
+
 def no_hierarchy(values: dict[str, Any]) -> None:
     """A generated Case has no parent case (an org's case hierarchies are rare and made by hand)."""
     values["ParentId"] = None
@@ -224,6 +229,7 @@ DERIVED: dict[str, Callable[[dict[str, Any]], None]] = {
     "Task": activity,
     "Event": event_times,
     "Case": no_hierarchy,
+    "User": internal_user,
 }
 CITIES = [
     ("Paris", "IDF", "France", "75001"),

@@ -144,7 +144,7 @@ def test_child_relationships_carry_the_real_restrictions(sf: Any, admin: Any) ->
         if captured is not None and c["childSObject"] != "ContentDocumentLink":
             assert {k: c[k] for k in keys} == {k: captured[k] for k in keys}, c
     names = {c["relationshipName"] for c in ours}
-    assert {"Tasks", "Events", "Opportunities", "OpportunityContactRoles", "Cases", "Histories"} <= names
+    assert {"Tasks", "Events", "Opportunities", "OpportunityContactRoles", "Cases", "Histories", "Users"} <= names
     # a Contact with Cases cannot be deleted through the API (admin deletes stand for what happens behind it)
     case = sf.query("SELECT ContactId, CaseNumber FROM Case WHERE ContactId != null AND IsDeleted = false LIMIT 1")
     contact = case["records"][0]["ContactId"]
