@@ -5,7 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sforg.schema import READ_ONLY, SYSTEM, F, FieldDef, ObjectDef, address, location, ref, system_fields
+from sforg.ids import make_id
+from sforg.related import associated_objects
+from sforg.schema import (
+    READ_ONLY,
+    SYSTEM,
+    F,
+    FieldDef,
+    ObjectDef,
+    address,
+    custom_object,
+    location,
+    ref,
+    system_fields,
+)
+from sforg.standard import documented, documented_fields, standard_fields
 
 PICK = {
     "AccountType": [
@@ -104,6 +118,15 @@ def long_text(name: str, length: int = 32000, **kw: Any) -> FieldDef:
     return F(name, "textarea", length=length, extra_type_info="plaintextarea", **kw)
 
 
+def activity_dates() -> list[FieldDef]:
+    """LastActivityDate, LastViewedDate, LastReferencedDate: set by Salesforce (Object Reference of each object)."""
+    return [
+        documented("LastActivityDate", "date", "Filter, Group, Nillable, Sort", label="Last Activity"),
+        documented("LastViewedDate", "datetime", "Filter, Nillable, Sort"),
+        documented("LastReferencedDate", "datetime", "Filter, Nillable, Sort"),
+    ]
+
+
 def _user() -> ObjectDef:
     return ObjectDef(
         "User",
@@ -120,6 +143,7 @@ def _user() -> ObjectDef:
             F("Alias", "string", length=8, nillable=False),
             F("IsActive", "boolean", label="Active", nillable=False, defaulted=True),
             F("TimeZoneSidKey", "picklist", length=40, picklist=PICK["TimeZone"], nillable=False),
+            *documented_fields("User"),
         ],
     )
 
@@ -131,20 +155,8 @@ def _account() -> ObjectDef:
         "Account",
         "Accounts",
         [
-            *system_fields(),
-            F("Name", "string", nillable=False, name_field=True, label="Account Name"),
-            F("Type", "picklist", length=40, picklist=PICK["AccountType"], label="Account Type"),
-            ref("ParentId", ["Account"], "Parent", "ChildAccounts", label="Parent Account ID"),
-            *address("Billing"),
-            *address("Shipping"),
-            F("Phone", "phone", label="Account Phone"),
-            F("Website", "url"),
-            F("Industry", "picklist", length=40, picklist=PICK["Industry"]),
-            F("AnnualRevenue", "currency", precision=18, scale=0),
-            F("NumberOfEmployees", "int", digits=8, label="Employees"),
-            long_text("Description", label="Account Description"),
-            F("Rating", "picklist", length=40, picklist=PICK["Rating"], label="Account Rating"),
-            F("AccountNumber", "string", length=40),
+            # the captured org has person accounts, where Name is a compound of the contact's name; sforg has none
+            *standard_fields("Account", Name={"compoundFieldName": None, "extraTypeInfo": None}),
             F("Region__c", "multipicklist", picklist=PICK["Region"]),
             F("Customer_Since__c", "date"),
             F("Active__c", "boolean", nillable=False, defaulted=True),
@@ -156,27 +168,16 @@ def _account() -> ObjectDef:
 
 
 def _contact() -> ObjectDef:
+    # the capture's user could not see the contact's opt-out flags (field-level security): as the Object
+    # Reference documents them
     return ObjectDef(
         "Contact",
         "003",
         "Contact",
         "Contacts",
         [
-            *system_fields(),
-            ref("AccountId", ["Account"], "Account", "Contacts", cascade_delete=True, label="Account ID"),
-            F("LastName", "string", length=80, nillable=False),
-            F("FirstName", "string", length=40),
-            F("Salutation", "picklist", length=40, picklist=PICK["Salutation"]),
-            full_name(),
-            *address("Mailing"),
-            F("Phone", "phone", label="Business Phone"),
-            F("Email", "email", id_lookup=True),
-            F("Title", "string", length=128),
-            F("Birthdate", "date"),
-            F("LeadSource", "picklist", length=40, picklist=PICK["LeadSource"]),
-            F("HasOptedOutOfEmail", "boolean", label="Email Opt Out", nillable=False, defaulted=True),
-            ref("ReportsToId", ["Contact"], "ReportsTo", "ReportsTo", label="Reports To ID"),
-            long_text("Description", label="Contact Description"),
+            *standard_fields("Contact"),
+            *documented_fields("Contact"),
         ],
     )
 
@@ -221,6 +222,8 @@ def _opportunity() -> ObjectDef:
             ref("CampaignId", ["Campaign"], "Campaign", "Opportunities", label="Campaign ID"),
             F("NextStep", "string", length=255),
             long_text("Description"),
+            *activity_dates(),
+            *documented_fields("Opportunity"),
         ],
     )
 
@@ -253,6 +256,8 @@ def _lead() -> ObjectDef:
             F("IsConverted", "boolean", label="Converted", nillable=False, defaulted=True),
             F("AnnualRevenue", "currency", precision=18, scale=0),
             F("NumberOfEmployees", "int", digits=8, label="Employees"),
+            *activity_dates(),
+            *documented_fields("Lead"),
         ],
     )
 
@@ -278,7 +283,8 @@ def _case() -> ObjectDef:
                 label="Case Number",
             ),
             ref("AccountId", ["Account"], "Account", "Cases", cascade_delete=True, label="Account ID"),
-            ref("ContactId", ["Contact"], "Contact", "Cases", label="Contact ID"),
+            # a Contact with Cases cannot be deleted (restrictedDelete in the real Contact describe)
+            ref("ContactId", ["Contact"], "Contact", "Cases", label="Contact ID", restricted_delete=True),
             F("Subject", "string", length=255),
             long_text("Description"),
             F("Status", "picklist", length=40, picklist=PICK["CaseStatus"]),
@@ -287,8 +293,24 @@ def _case() -> ObjectDef:
             computed_flag("IsClosed", "Closed"),
             F("ClosedDate", "datetime", **READ_ONLY),
             F("Days_Open__c", "double", precision=18, scale=0, formula="TODAY() - DATEVALUE(CreatedDate)", **READ_ONLY),
+            *documented_fields("Case"),
         ],
     )
+
+
+def who_and_what(children: str) -> list[FieldDef]:
+    """An activity's polymorphic lookups: WhoId to a person, WhatId to a record (Tasks, Events of both)."""
+    return [
+        ref("WhoId", ["Contact", "Lead"], "Who", children, cascade_delete=True, label="Name ID"),
+        ref(
+            "WhatId",
+            ["Account", "Opportunity", "Case"],
+            "What",
+            children,
+            cascade_delete=True,
+            label="Related To ID",
+        ),
+    ]
 
 
 def _task() -> ObjectDef:
@@ -299,21 +321,14 @@ def _task() -> ObjectDef:
         "Tasks",
         [
             *system_fields(),
-            ref("WhoId", ["Contact", "Lead"], "Who", "Tasks", cascade_delete=True, label="Name ID"),
-            ref(
-                "WhatId",
-                ["Account", "Opportunity", "Case"],
-                "What",
-                "Tasks",
-                cascade_delete=True,
-                label="Related To ID",
-            ),
+            *who_and_what("Tasks"),
             F("Subject", "combobox", length=255),
             F("ActivityDate", "date", label="Due Date Only"),
             F("Status", "picklist", length=40, picklist=PICK["TaskStatus"], nillable=False),
             F("Priority", "picklist", length=40, picklist=PICK["TaskPriority"], nillable=False),
             computed_flag("IsClosed", "Closed"),
             long_text("Description", label="Description"),
+            *documented_fields("Task"),
         ],
     )
 
@@ -385,9 +400,9 @@ def _content_document_link() -> ObjectDef:
             F("Id", "id", id_lookup=True, **SYSTEM),
             ref(
                 "LinkedEntityId",
-                ["Account", "Opportunity", "Case", "User"],
+                ["Account", "Contact", "Opportunity", "Case", "User"],
                 "LinkedEntity",
-                None,
+                "ContentDocumentLinks",
                 nillable=False,
                 updateable=False,
                 label="Linked Entity ID",
@@ -496,14 +511,11 @@ def _document() -> ObjectDef:
 
 
 def _invoice() -> ObjectDef:
-    return ObjectDef(
+    return custom_object(
         "Invoice__c",
         "a00",
         "Invoice",
-        "Invoices",
         [
-            *system_fields(),
-            F("Name", "string", length=80, nillable=False, name_field=True, label="Invoice Name"),
             ref("Account__c", ["Account"], "Account__r", "Invoices__r", label="Account"),
             ref("Opportunity__c", ["Opportunity"], "Opportunity__r", "Invoices__r", label="Opportunity"),
             F("Amount__c", "currency", precision=16, scale=2),
@@ -531,14 +543,11 @@ def _invoice() -> ObjectDef:
 
 
 def _shipment() -> ObjectDef:
-    return ObjectDef(
+    return custom_object(
         "Shipment__c",
         "a01",
         "Shipment",
-        "Shipments",
         [
-            *system_fields(owner=False),
-            F("Name", "string", length=80, nillable=False, name_field=True, label="Shipment Name"),
             ref(
                 "Invoice__c",
                 ["Invoice__c"],
@@ -555,7 +564,85 @@ def _shipment() -> ObjectDef:
             F("Tracking__c", "string", length=40, external_id=True, unique=True, id_lookup=True),
             *location("Destination__c"),
         ],
+        owner=False,
     )
+
+
+# ---------------------------------------------------------------- activities and roles, setup objects
+# Object Reference: Event, OpportunityContactRole, Profile, PermissionSet, UserRole, RecordType, Organization
+# (developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_*.htm);
+# object flags as the real describeGlobal capture lists them (cumulusci_global_describe.json).
+SETUP_FLAGS: dict[str, Any] = {
+    "feedEnabled": False,
+    "layoutable": False,
+    "mruEnabled": False,
+    "triggerable": False,
+    "undeletable": False,
+}
+# Record types of Account and Opportunity: (developer name, label); their Ids are 012… in this order.
+RECORD_TYPES = {
+    "Account": [("Customer", "Customer Account"), ("Partner", "Partner Account")],
+    "Opportunity": [("New_Business", "New Business"), ("Renewal", "Renewal")],
+}
+
+
+def record_type_ids() -> dict[str, list[tuple[str, str, str]]]:
+    """RECORD_TYPES with their Ids (012…1, 012…2, … in order)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    n = 0
+    for obj, types in RECORD_TYPES.items():
+        for dev, label in types:
+            n += 1
+            out.setdefault(obj, []).append((make_id("012", n), dev, label))
+    return out
+
+
+def _event() -> ObjectDef:
+    return ObjectDef(
+        "Event",
+        "00U",
+        "Event",
+        "Events",
+        [
+            *system_fields(),
+            *who_and_what("Events"),
+            F("Subject", "combobox", length=255),
+            long_text("Description"),
+            *documented_fields("Event"),
+        ],
+        flags={"mergeable": True},
+    )
+
+
+def _opportunity_contact_role() -> ObjectDef:
+    return ObjectDef(
+        "OpportunityContactRole",
+        "00K",
+        "Opportunity Contact Role",
+        "Opportunity Contact Role",
+        [
+            *system_fields(owner=False),
+            *documented_fields("OpportunityContactRole"),
+        ],
+        flags={"feedEnabled": False, "mruEnabled": False, "searchable": False, "undeletable": False},
+    )
+
+
+def _setup(
+    name: str, prefix: str, label: str, plural: str, *extra: FieldDef, created: bool = True, **flags: Any
+) -> ObjectDef:
+    """A setup object: Id and audit fields (a role has no Created…), its documented fields (documented_fields.json)
+    and the setup flags."""
+    fields = [*system_fields(owner=False, deletable=False, created=created), *extra, *documented_fields(name)]
+    return ObjectDef(name, prefix, label, plural, fields, flags={**SETUP_FLAGS, **flags})
+
+
+def _organization() -> ObjectDef:
+    """Organization: the fields of a real record (cumulusci_organization.json, the CumulusCI capture), typed as
+    the Object Reference types them; read only through the API here."""
+    address_fields = [FieldDef(**{**f.__dict__, **READ_ONLY}) for f in address("")]
+    read_only = {"createable": False, "deletable": False, "searchable": False}
+    return _setup("Organization", "00D", "Organization", "Organizations", *address_fields, **read_only)
 
 
 def build_catalogue() -> dict[str, ObjectDef]:
@@ -578,5 +665,16 @@ def build_catalogue() -> dict[str, ObjectDef]:
         _document(),
         _invoice(),
         _shipment(),
+        _event(),
+        _opportunity_contact_role(),
+        _organization(),
+        _setup("Profile", "00e", "Profile", "Profile", *activity_dates()[1:]),
+        _setup("PermissionSet", "0PS", "Permission Set", "Permission Sets"),
+        _setup("UserRole", "00E", "Role", "Role", created=False),
+        _setup("RecordType", "012", "Record Type", "Record Types"),
     ]
-    return {o.name: o for o in objs}
+    cat = {o.name: o for o in objs}
+    for name, rts in record_type_ids().items():
+        cat[name].record_types = [[rt_id, dev, label] for rt_id, dev, label in rts]
+    cat.update((o.name, o) for o in associated_objects(cat))
+    return cat

@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sforg.clock import iso_date, stamp
+from sforg.clock import iso_date, parse_datetime, stamp
 from sforg.files import digests, generated_blocks
 from sforg.ids import make_id
 from sforg.schema import ObjectDef
@@ -103,6 +103,133 @@ NUMBERED: dict[str, Callable[[random.Random, int], Any]] = {
     "External_Id__c": lambda r, i: f"EXT-{i:08d}",
     "Tracking__c": lambda r, i: f"TRK{i:09d}",
     "DeveloperName": lambda r, i: f"Doc_{i}",
+    # company identifiers in their real formats (Account)
+    "YearStarted": lambda r, i: str(1900 + int(r.random() * 124)),
+    "Sic": lambda r, i: f"{int(r.random() * 9000) + 1000}",
+    "NaicsCode": lambda r, i: f"{int(r.random() * 900000) + 100000}",
+    "DunsNumber": lambda r, i: f"{int(r.random() * 900000000) + 100000000}",
+    "TickerSymbol": lambda r, i: WORDS[i % 20][:4].upper(),
+}
+# The Organization record's values: a real one's (cumulusci_organization.json; Name and Id are this org's).
+ORGANIZATION: dict[str, Any] = {
+    "Name": "sforg",
+    "Country": "US",
+    "PrimaryContact": "Admin User",
+    "DefaultLocaleSidKey": "en_US",
+    "TimeZoneSidKey": "America/Los_Angeles",
+    "LanguageLocaleKey": "en_US",
+    "ReceivesInfoEmails": 1,
+    "ReceivesAdminInfoEmails": 1,
+    "PreferencesRequireOpportunityProducts": 0,
+    "PreferencesTransactionSecurityPolicy": 0,
+    "PreferencesTerminateOldestSession": 0,
+    "PreferencesConsentManagementEnabled": 1,
+    "PreferencesAutoSelectIndividualOnMerge": 0,
+    "PreferencesLightningLoginEnabled": 1,
+    "PreferencesOnlyLLPermUserAllowed": 0,
+    "FiscalYearStartMonth": 1,
+    "UsesStartDateAsFiscalYearName": 0,
+    "DefaultAccountAccess": "Edit",
+    "DefaultContactAccess": "ControlledByParent",
+    "DefaultOpportunityAccess": "Edit",
+    "DefaultLeadAccess": "ReadEditTransfer",
+    "DefaultCaseAccess": "ReadEditTransfer",
+    "DefaultCalendarAccess": "HideDetailsInsert",
+    "DefaultPricebookAccess": "ReadSelect",
+    "DefaultCampaignAccess": "All",
+    "UiSkin": "Theme3",
+    "SignupCountryIsoCode": "US",
+    "OrganizationType": "Developer Edition",
+    "InstanceName": "CS420",
+    "IsSandbox": 0,
+    "IsReadOnly": 0,
+    "NumKnowledgeService": 2,
+    "WebToCaseDefaultOrigin": "Web",
+    "MonthlyPageViewsUsed": 0,
+    "MonthlyPageViewsEntitlement": 0,
+}
+# Standard fields a generated org leaves empty (or false): set by merges, record types, Data.com, portals and
+# email bounces, none of which the generator plays; the rest of the standard fields are filled by type.
+UNSET = frozenset(
+    {
+        "MasterRecordId",
+        "PhotoUrl",
+        "Jigsaw",
+        "JigsawCompanyId",
+        "JigsawContactId",
+        "ChannelProgramName",
+        "ChannelProgramLevelName",
+        "LastCURequestDate",
+        "LastCUUpdateDate",
+        "EmailBouncedReason",
+        "EmailBouncedDate",
+    }
+)
+FALSE_FLAGS = frozenset(
+    {"IsPartner", "IsCustomerPortal", "IsEmailBounced", "HasOpportunityLineItem", "IsPrivate", "IsArchived"}
+)
+
+
+def fiscal(values: dict[str, Any]) -> None:
+    """An Opportunity's fields Salesforce computes: its fiscal period (calendar fiscal year, the org's default)
+    from CloseDate and ExpectedRevenue = Amount x Probability."""
+    close = values.get("CloseDate")
+    if close:
+        year, quarter = int(close[:4]), (int(close[5:7]) - 1) // 3 + 1
+        values.update(FiscalYear=year, FiscalQuarter=quarter, Fiscal=f"{year} {quarter}")
+    amount, probability = values.get("Amount"), values.get("Probability")
+    values["ExpectedRevenue"] = None if amount is None or probability is None else round(amount * probability / 100, 2)
+
+
+def event_times(values: dict[str, Any]) -> None:
+    """An Event's times hang together: it ends DurationInMinutes after it starts (Object Reference, Event)."""
+    start = values.get("StartDateTime")
+    minutes = values.get("DurationInMinutes")
+    if start is None or minutes is None:
+        values.update(StartDateTime=None, EndDateTime=None, ActivityDateTime=None, DurationInMinutes=None)
+        return
+    minutes = 15 * (1 + minutes % 16)
+    begin = parse_datetime(start).timestamp()
+    values.update(DurationInMinutes=minutes, ActivityDateTime=start, EndDateTime=stamp(begin + 60 * minutes))
+    values.update(ActivityDate=start[:10], EndDate=stamp(begin + 60 * minutes)[:10])
+    what = values.get("WhatId") or ""
+    values["AccountId"] = what if what.startswith("001") else None
+
+
+def internal_user(values: dict[str, Any]) -> None:
+    """The org's users are internal: no portal Contact or Account."""
+    values.update(ContactId=None, AccountId=None)
+
+
+def no_hierarchy(values: dict[str, Any]) -> None:
+    """A generated Case has no parent case (an org's case hierarchies are rare and made by hand)."""
+    values["ParentId"] = None
+
+
+def converted(values: dict[str, Any]) -> None:
+    """A Lead's conversion fields are set only on a converted lead."""
+    if not values.get("IsConverted"):
+        values.update(ConvertedDate=None, ConvertedAccountId=None, ConvertedContactId=None, ConvertedOpportunityId=None)
+
+
+def activity(values: dict[str, Any]) -> None:
+    """A Task's fields Salesforce computes: AccountId from an Account WhatId (Object Reference: "If the value of
+    WhatId is ... Account ... Salesforce uses that object's AccountId"), IsHighPriority from Priority, and
+    CompletedDateTime only once completed."""
+    what = values.get("WhatId") or ""
+    values["AccountId"] = what if what.startswith("001") else None
+    values["IsHighPriority"] = 1 if values.get("Priority") == "High" else 0
+    if values.get("Status") != "Completed":
+        values["CompletedDateTime"] = None
+
+
+DERIVED: dict[str, Callable[[dict[str, Any]], None]] = {
+    "Opportunity": fiscal,
+    "Lead": converted,
+    "Task": activity,
+    "Event": event_times,
+    "Case": no_hierarchy,
+    "User": internal_user,
 }
 CITIES = [
     ("Paris", "IDF", "France", "75001"),
@@ -145,10 +272,23 @@ def blob_cells(content: tuple[int, int], sha: str) -> list[Any]:
     return [None, f"gen:{content[0]}:{content[1]}", sha]
 
 
+# Activities and roles on top of the ten (a share of the total each).
+EXTRA = [("Event", 0.03), ("OpportunityContactRole", 0.02)]
+# Setup records: the profiles and roles users hold, the record types of Account and Opportunity.
+PROFILES = [
+    ("System Administrator", "Standard"),
+    ("Standard User", "Standard"),
+    ("Read Only", "Standard"),
+    ("Integration User", "Standard"),
+]
+ROLES = [("CEO", "CEO"), ("VP Sales", "VP_Sales"), ("Sales Manager", "Sales_Manager"), ("Support", "Support")]
+
+
 def plan(total: int) -> dict[str, int]:
     """Record counts per object for a total; users and files scale with it."""
-    counts = {name: max(2, int(total * w)) for name, w in WEIGHTS}
+    counts = {name: max(2, int(total * w)) for name, w in [*WEIGHTS, *EXTRA]}
     counts["User"] = max(5, min(200, total // 5000))
+    counts.update(Profile=len(PROFILES), UserRole=len(ROLES), RecordType=4, PermissionSet=2, Organization=1)
     return counts
 
 
@@ -171,8 +311,10 @@ class Generator:
         total: int,
         anchor: float,
         progress: Callable[[str], None] | None = None,
+        org_id: str = "00D000000000000AAA",
     ) -> None:
         self.store, self.cat, self.seed, self.total = store, catalogue, seed, total
+        self.org_id = org_id
         self.anchor = anchor
         self.counts = plan(total)
         self.progress = progress or (lambda _m: None)
@@ -206,6 +348,13 @@ class Generator:
         nillable = f.nillable and not f.system
         null_rate = 0.1 if nillable else 0.0
         gen: Callable[[random.Random, int], Any]
+        if name in UNSET:
+            return lambda r, i: None
+        if name in FALSE_FLAGS:
+            return lambda r, i: 0
+        if name == "RecordTypeId":
+            types = [rt[0] for rt in obj.record_types]
+            return lambda r, i: types[int(r.random() * len(types))] if types else None
         if name in ("Name",) and obj.name in ("Account",):
 
             def gen(r: random.Random, i: int) -> Any:
@@ -334,6 +483,7 @@ class Generator:
         prefix_user = self.cat["User"].key_prefix
         active_at = names.index("IsActive") if obj.name == "User" and "IsActive" in names else None
         rng = random.Random(f"{self.seed}:{obj.name}")
+        derive = DERIVED.get(obj.name)
 
         def it() -> Iterator[list[Any]]:
             for i in range(count):
@@ -352,9 +502,14 @@ class Generator:
                 values = [g(rng, i) for g in gens]
                 if i == 0 and active_at is not None:
                     values[active_at] = 1  # the org's API user (005…1, who every client logs in as) is active
+                    values[names.index("ProfileId")] = self.rid("Profile", 0)  # and a System Administrator
                 if full_name:
                     first = values[fi]
                     values[ni] = f"{first} {values[li]}" if first else values[li]
+                if derive is not None:
+                    by_name = dict(zip(names, values, strict=True))
+                    derive(by_name)
+                    values = [by_name[n] for n in names]
                 if can_soft_delete and rng.random() < 0.01:
                     # deleted after the build through the org's own delete (`to_bin`): its cascade family goes
                     # to the recycle bin with it and the lookups to it are cleared, as Salesforce does
@@ -366,7 +521,7 @@ class Generator:
         return columns, it()
 
     def build_records(self) -> None:
-        order = ["User"] + [name for name, _ in WEIGHTS]
+        order = ["User"] + [name for name, _ in [*WEIGHTS, *EXTRA]]
         for name in order:
             obj = self.cat[name]
             count = self.counts[name]
@@ -652,6 +807,8 @@ class Generator:
         from sforg.metadata import component_xml, object_xml
 
         for name, obj in self.cat.items():
+            if obj.flags:
+                continue  # setup and associated objects (history, share, feed, change event): no layout or object file
             add("CustomObject", name, f"objects/{name}.object", object_xml(obj), "01I" if obj.custom else "")
             for f in obj.fields:
                 if f.custom and f.compound is None:
@@ -706,9 +863,57 @@ class Generator:
             c.execute("COMMIT")
         self.progress(f"metadata: {len(rows)} components")
 
+    # ------------------------------------------------------------ setup
+    def build_setup(self) -> None:
+        """The org's setup records: Organization (the values of a real one, cumulusci_organization.json, with
+        this org's Id and users), profiles, roles, record types and permission sets."""
+        admin = self.rid("User", 0)
+        created = stamp(self.anchor - 800 * DAY)
+
+        def insert(obj: str, columns: list[str], rows: list[list[Any]]) -> None:
+            self.store.insert_many(obj, columns, rows)
+            self.next_counter[obj] = len(rows) + 1
+
+        audit = audited(admin, created, created)
+        insert("Organization", ["Id", *AUDIT_COLS, *ORGANIZATION], [[self.org_id, *audit, *ORGANIZATION.values()]])
+        insert(
+            "Profile",
+            ["Id", *AUDIT_COLS, "Name", "UserType"],
+            [[self.rid("Profile", i), *audit, name, kind] for i, (name, kind) in enumerate(PROFILES)],
+        )
+        roles = []
+        for i, (name, dev) in enumerate(ROLES):
+            parent = self.rid("UserRole", 0 if i < 3 else 1) if i else None
+            roles.append([self.rid("UserRole", i), created, admin, created, name, dev, parent])
+        insert(
+            "UserRole",
+            ["Id", "LastModifiedDate", "LastModifiedById", "SystemModstamp", "Name", "DeveloperName", "ParentRoleId"],
+            roles,
+        )
+        insert(
+            "RecordType",
+            ["Id", *AUDIT_COLS, "Name", "DeveloperName", "SobjectType", "IsActive"],
+            [
+                [rt_id, *audit, label, dev, obj, 1]
+                for obj in ("Account", "Opportunity")
+                for rt_id, dev, label in self.cat[obj].record_types
+            ],
+        )
+        insert(
+            "PermissionSet",
+            ["Id", *AUDIT_COLS, "Name", "Label", "IsOwnedByProfile"],
+            [
+                [self.rid("PermissionSet", 0), *audit, "Invoice_Access_0", "Invoice Access 0", 0],
+                # the permission set a profile owns is named after the profile's Id
+                [self.rid("PermissionSet", 1), *audit, f"X{self.rid('Profile', 0)}", "System Administrator", 1],
+            ],
+        )
+        self.progress("setup: organization, profiles, roles, record types, permission sets")
+
     def build(self) -> dict[str, int]:
         for obj in self.cat.values():
             self.store.create_object(obj)
+        self.build_setup()
         self.build_records()
         self.build_files()
         self.build_metadata()

@@ -27,6 +27,7 @@ SOAP_TYPES = {
     "address": "urn:address",
     "location": "urn:location",
     "base64": "xsd:base64Binary",
+    "anyType": "xsd:anyType",
 }
 TEXT_TYPES = {
     "id",
@@ -39,6 +40,7 @@ TEXT_TYPES = {
     "email",
     "phone",
     "url",
+    "anyType",
 }
 NUMBER_TYPES = {"double", "currency", "percent"}
 SQL_TYPES = {"int": "INTEGER", "boolean": "INTEGER", "double": "REAL", "currency": "REAL", "percent": "REAL"}
@@ -71,8 +73,12 @@ class FieldDef:
     defaulted: bool = False
     auto_number: bool = False
     cascade_delete: bool = False
+    restricted_delete: bool = False  # the parent cannot be deleted while a live record points at it
     extra_type_info: str | None = None
     system: bool = False
+    # The field's describe entry as a real org reports it (standard fields captured from orgs, see
+    # standard_fields.json): it overrides the attributes field_describe derives from the ones above.
+    real: dict[str, Any] = field(default_factory=dict)
 
     @property
     def custom(self) -> bool:
@@ -100,6 +106,12 @@ class ObjectDef:
     hard_delete: bool = False  # junctions such as CampaignMember skip the recycle bin
     blob_field: str | None = None
     bulk_supported: bool = True
+    # describe flags that differ from a data object's (queryable, replicateable, createable, ... as the real
+    # object describes itself: a history object is neither createable nor updateable, a change event not
+    # queryable)
+    flags: dict[str, Any] = field(default_factory=dict)
+    # record types besides Master: [recordTypeId, developerName, name], the first the default
+    record_types: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.by_lower = {f.name.lower(): f for f in self.fields}
@@ -202,20 +214,31 @@ READ_ONLY: dict[str, Any] = {"createable": False, "updateable": False}
 SYSTEM: dict[str, Any] = {"nillable": False, **READ_ONLY, "defaulted": True, "system": True}
 
 
-def system_fields(owner: bool = True, deletable: bool = True) -> list[FieldDef]:
+def system_fields(owner: bool = True, deletable: bool = True, created: bool = True) -> list[FieldDef]:
     out = [F("Id", "id", id_lookup=True, **SYSTEM)]
     if deletable:
         out.append(F("IsDeleted", "boolean", label="Deleted", **SYSTEM))
     if owner:
         out.append(ref("OwnerId", ["User"], "Owner", nillable=False, defaulted=True, label="Owner ID"))
+    if created:
+        out += [
+            F("CreatedDate", "datetime", **SYSTEM),
+            ref("CreatedById", ["User"], "CreatedBy", label="Created By ID", **SYSTEM),
+        ]
     out += [
-        F("CreatedDate", "datetime", **SYSTEM),
-        ref("CreatedById", ["User"], "CreatedBy", label="Created By ID", **SYSTEM),
         F("LastModifiedDate", "datetime", **SYSTEM),
         ref("LastModifiedById", ["User"], "LastModifiedBy", label="Last Modified By ID", **SYSTEM),
         F("SystemModstamp", "datetime", label="System Modstamp", **SYSTEM),
     ]
     return out
+
+
+def custom_object(
+    name: str, prefix: str, label: str, fields: list[FieldDef], owner: bool = True, name_label: str | None = None
+) -> ObjectDef:
+    """A custom object: its system fields, the Name every custom object has (text, 80), then its own fields."""
+    name_field = F("Name", "string", length=80, nillable=False, name_field=True, label=name_label or f"{label} Name")
+    return ObjectDef(name, prefix, label, label + "s", [*system_fields(owner=owner), name_field, *fields])
 
 
 def copy_catalogue(cat: dict[str, ObjectDef]) -> dict[str, ObjectDef]:
@@ -311,6 +334,7 @@ def field_describe(f: FieldDef, obj: ObjectDef) -> dict[str, Any]:
     if t == "base64":
         d["length"] = 104857600 if obj.name == "ContentVersion" else 5242880
         d["byteLength"] = 0
+    d.update(f.real)
     return d
 
 
@@ -365,13 +389,35 @@ def _flags(obj: ObjectDef) -> dict[str, Any]:
         "triggerable": True,
         "undeletable": not user and not obj.hard_delete,
         "updateable": True,
-    }
+    } | obj.flags
 
 
 def global_entry(obj: ObjectDef, version: str) -> dict[str, Any]:
     out = _flags(obj)
     out["urls"] = _urls(obj, version, "", full=False)
     return out
+
+
+MASTER_RECORD_TYPE = "012000000000000AAA"
+
+
+def record_type_infos(obj: ObjectDef, version: str) -> list[dict[str, Any]]:
+    """The object's record types then Master, as a real describe lists them (the Account capture): the default
+    one maps by default; Master alone when the object has none."""
+    types = [*obj.record_types, [MASTER_RECORD_TYPE, "Master", "Master"]]
+    return [
+        {
+            "active": True,
+            "available": True,
+            "defaultRecordTypeMapping": i == 0,
+            "developerName": developer,
+            "master": rt_id == MASTER_RECORD_TYPE,
+            "name": name,
+            "recordTypeId": rt_id,
+            "urls": {"layout": f"/services/data/v{version}/sobjects/{obj.name}/describe/layouts/{rt_id}"},
+        }
+        for i, (rt_id, developer, name) in enumerate(types)
+    ]
 
 
 def describe(
@@ -391,17 +437,17 @@ def describe(
                         "junctionIdListNames": [],
                         "junctionReferenceTo": [],
                         "relationshipName": f.child_relationship,
-                        "restrictedDelete": False,
+                        "restrictedDelete": f.restricted_delete,
                     }
                 )
     flags = _flags(obj)
     d: dict[str, Any] = {
         "actionOverrides": [],
         "activateable": flags["activateable"],
-        "associateEntityType": None,
-        "associateParentEntity": None,
+        "associateEntityType": flags["associateEntityType"],
+        "associateParentEntity": flags["associateParentEntity"],
         "childRelationships": children,
-        "compactLayoutable": True,
+        "compactLayoutable": flags["layoutable"],
         "createable": flags["createable"],
         "custom": flags["custom"],
         "customSetting": False,
@@ -418,41 +464,28 @@ def describe(
         "implementsInterfaces": None,
         "isInterface": False,
         "isSubtype": False,
-        "keyPrefix": obj.key_prefix,
+        "keyPrefix": flags["keyPrefix"],
         "label": obj.label,
         "labelPlural": obj.label_plural,
-        "layoutable": True,
+        "layoutable": flags["layoutable"],
         "listviewable": None,
         "lookupLayoutable": None,
         "mergeable": flags["mergeable"],
-        "mruEnabled": True,
+        "mruEnabled": flags["mruEnabled"],
         "name": obj.name,
         "namedLayoutInfos": [],
         "networkScopeFieldName": None,
-        "queryable": True,
-        "recordTypeInfos": [
-            {
-                "active": True,
-                "available": True,
-                "defaultRecordTypeMapping": True,
-                "developerName": "Master",
-                "master": True,
-                "name": "Master",
-                "recordTypeId": "012000000000000AAA",
-                "urls": {
-                    "layout": f"/services/data/v{version}/sobjects/{obj.name}/describe/layouts/012000000000000AAA"
-                },
-            }
-        ],
-        "replicateable": True,
-        "retrieveable": True,
-        "searchLayoutable": True,
+        "queryable": flags["queryable"],
+        "recordTypeInfos": record_type_infos(obj, version),
+        "replicateable": flags["replicateable"],
+        "retrieveable": flags["retrieveable"],
+        "searchLayoutable": flags["layoutable"],
         "searchable": flags["searchable"],
         "sobjectDescribeOption": "FULL",
         "supportedScopes": [{"label": "All " + obj.label_plural.lower(), "name": "everything"}],
-        "triggerable": True,
+        "triggerable": flags["triggerable"],
         "undeletable": flags["undeletable"],
-        "updateable": True,
+        "updateable": flags["updateable"],
         "urls": _urls(obj, version, base, full=True),
     }
     return d
@@ -473,6 +506,8 @@ def catalogue_to_json(cat: dict[str, ObjectDef]) -> list[dict[str, Any]]:
                 "hard_delete": o.hard_delete,
                 "blob_field": o.blob_field,
                 "bulk_supported": o.bulk_supported,
+                "flags": o.flags,
+                "record_types": o.record_types,
                 "fields": [f.__dict__.copy() for f in o.fields],
             }
         )

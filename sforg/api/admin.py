@@ -19,6 +19,7 @@ ADMIN_METHODS = {
     "soft_delete",
     "hard_delete",
     "undelete",
+    "merge_records",
     "purge_recycle_bin",
     "add_field",
     "remove_field",

@@ -23,6 +23,7 @@ from sforg.org.deletes import Deletes
 from sforg.org.deploy import Deploy
 from sforg.org.faults import Faults
 from sforg.org.files import Files
+from sforg.org.merges import Merges
 from sforg.org.queries import Queries
 from sforg.org.schema_changes import SchemaChanges
 from sforg.org.source import StoreSource
@@ -42,5 +43,5 @@ __all__ = [
 ]
 
 
-class Org(Deploy, SchemaChanges, Deletes, Files, Queries, Truth, Adversity, Faults, Accounting):
+class Org(Deploy, SchemaChanges, Merges, Deletes, Files, Queries, Truth, Adversity, Faults, Accounting):
     """One emulated org living in a state directory."""

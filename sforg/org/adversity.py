@@ -30,7 +30,7 @@ class Adversity(OrgBase):
         return {"now": stamp(self.now()), "epoch": self.now(), "frozen": self.clock.frozen is not None}
 
     def set_settings(self, **kw: Any) -> dict[str, Any]:
-        if "hidden_fields" in kw and kw["hidden_fields"] != self.settings["hidden_fields"]:
+        if any(k in kw and kw[k] != self.settings[k] for k in ("hidden_fields", "profile_hidden_fields")):
             # Field-level security changes what describe returns, so If-Modified-Since must see it.
             self.describe_modified = self.now()
             self.store.set_meta("describe_modified", self.describe_modified)

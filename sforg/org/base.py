@@ -19,6 +19,7 @@ from sforg.clock import UTC, Clock, stamp
 from sforg.files import BlobStore
 from sforg.generate import SCALES, Generator, plan
 from sforg.ids import make_id
+from sforg.org import history
 from sforg.org.source import StoreSource
 from sforg.query import Context, Plan
 from sforg.schema import ObjectDef
@@ -71,6 +72,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "late_commit_delay": 0.0,
     "formula_drift": False,
     "hidden_fields": {},
+    # field-level security per profile: profile name -> {object: [fields]} hidden from users of that profile
+    # (the API user's profile is the one in force)
+    "profile_hidden_fields": {},
     "api_max": 100000,
     "concurrent_limit": 25,
     "long_running_seconds": 20.0,
@@ -111,6 +115,7 @@ class OrgBase:
         if self.store.get_meta("catalogue") is None:
             self._build(scale, seed, progress)
         self.catalogue = schema.catalogue_from_json(self.store.get_meta("catalogue"))
+        history.install(self.store, self.catalogue)
         self.src = StoreSource(self.store, self.catalogue)
         self.settings = {**DEFAULT_SETTINGS, **self.store.get_meta("settings", {})}
         clock = self.store.get_meta("clock", {"offset": 0.0, "frozen": None})
@@ -135,11 +140,11 @@ class OrgBase:
         # (to the byte) all day long while the org still looks recently used.
         anchor = float(int(time.time()) // 86400 * 86400)
         cat = build_catalogue()
-        gen = Generator(self.store, cat, seed, total, anchor, progress)
-        counters = gen.build()
-        self._generated_bin = sorted(gen.to_bin)
         rng = random.Random(f"{seed}:identity")
         org_id = make_id("00D", 1 + int(rng.random() * 10**6), pod="5g")
+        gen = Generator(self.store, cat, seed, total, anchor, progress, org_id=org_id)
+        counters = gen.build()
+        self._generated_bin = sorted(gen.to_bin)
         self.store.set_meta(
             "identity",
             {
@@ -195,7 +200,26 @@ class OrgBase:
         raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
 
     def hidden(self) -> dict[str, set[str]]:
-        return {k: {f.lower() for f in v} for k, v in self.settings["hidden_fields"].items()}
+        """Fields hidden from the API user: org-wide (`hidden_fields`) and by the user's profile."""
+        out = {k: {f.lower() for f in v} for k, v in self.settings["hidden_fields"].items()}
+        by_profile = self.settings["profile_hidden_fields"]
+        if by_profile:
+            for k, v in by_profile.get(self.api_profile(), {}).items():
+                out.setdefault(k, set()).update(f.lower() for f in v)
+        return out
+
+    def api_profile(self) -> str:
+        """The name of the API user's profile."""
+        row = (
+            self.store.conn()
+            .execute(
+                f'SELECT p."Name" FROM {table("User")} u JOIN {table("Profile")} p ON p."Id" = u."ProfileId" '
+                'WHERE u."Id" = ?',
+                (self.identity["user_id"],),
+            )
+            .fetchone()
+        )
+        return str(row[0]) if row else ""
 
     def context(self) -> Context:
         now = self.now()
@@ -213,7 +237,7 @@ class OrgBase:
 
     def object_of_id(self, record_id: str) -> ObjectDef | None:
         for o in self.catalogue.values():
-            if record_id.startswith(o.key_prefix):
+            if o.key_prefix and record_id.startswith(o.key_prefix):
                 return o
         return None
 

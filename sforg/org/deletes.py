@@ -32,13 +32,44 @@ class Deletes(Files):
                         out.append((o, f))
         return out
 
+    def _moved(self, obj: str, now: str, modified: bool = False) -> dict[str, str]:
+        """The audit columns a delete, undelete or cleared lookup moves: SystemModstamp (and LastModifiedDate when
+        the record itself is deleted or back), those the object has (a history row has neither)."""
+        cols = self.store.table_columns(obj)
+        names = ("SystemModstamp", "LastModifiedDate") if modified else ("SystemModstamp",)
+        return {n: now for n in names if n in cols}
+
     def delete_record(self, obj_name: str, rid: str, api: bool = False, hard: bool = False) -> None:
         """Delete as the API does: to the recycle bin with the cascade family (junctions for good)."""
         o = self.obj(obj_name)
         if api and o.name == "User":
             raise OrgError(400, "INVALID_OPERATION", "User records cannot be deleted", [])
         row = self.get_row(o, rid)
+        if api:
+            self._check_restricted(o, row)
         self._delete_family(o, row["Id"], self._stamp_now(), hard)
+
+    def _check_restricted(self, o: ObjectDef, row: dict[str, Any]) -> None:
+        """DELETE_FAILED while live records point at the record through a restricted lookup (a Contact with
+        Cases), as Salesforce words it: the children's names (a Case's number)."""
+        for child, f in self._referencing(o):
+            if not f.restricted_delete:
+                continue
+            name = next((x.name for x in child.fields if x.name_field), "Id")
+            found = self.store.conn().execute(
+                f'SELECT {col(name)} FROM {table(child.name)} WHERE {col(f.name)}=? AND "IsDeleted"=0 LIMIT 20',
+                (row["Id"],),
+            )
+            names = [str(r[0]) for r in found]
+            if names:
+                label = (o.field("Name") and row.get("Name")) or row["Id"]
+                raise OrgError(
+                    400,
+                    "DELETE_FAILED",
+                    f"Your attempt to delete {label} could not be completed because it is associated with the "
+                    f"following {child.label_plural.lower()}.: {', '.join(names)}\n",
+                    [],
+                )
 
     def _bin_generated(self, marks: list[tuple[str, str, str]]) -> None:
         """A new org's soft-deleted records (deleted at, object, Id), oldest first, deleted as delete_record does:
@@ -85,7 +116,7 @@ class Deletes(Files):
                                 nxt.setdefault(child.name, []).extend(ids)
                             else:
                                 for cid, old in rows:
-                                    self.store.update(child.name, cid, {f.name: None, "SystemModstamp": now})
+                                    self.store.update(child.name, cid, {f.name: None, **self._moved(child.name, now)})
                                     if not hard:
                                         conn.execute(
                                             "INSERT INTO cascades VALUES (?,?,?,?,?)",
@@ -98,9 +129,7 @@ class Deletes(Files):
             if hard or o.hard_delete or not o.field("IsDeleted"):
                 self._tombstone(o.name, cid, now, "hard")
                 continue
-            self.store.update(
-                o.name, cid, {"IsDeleted": 1, "_deleted_at": now, "SystemModstamp": now, "LastModifiedDate": now}
-            )
+            self.store.update(o.name, cid, {"IsDeleted": 1, "_deleted_at": now, **self._moved(o.name, now, True)})
             if cascaded:
                 self.store.conn().execute("INSERT INTO cascades VALUES (?,?,?,NULL,NULL)", (root, o.name, cid))
 
@@ -141,25 +170,25 @@ class Deletes(Files):
         now = self._stamp_now()
         conn = self.store.conn()
         with self.store.transaction():
-            back = {"IsDeleted": 0, "_deleted_at": None, "SystemModstamp": now, "LastModifiedDate": now}
+            back = {"IsDeleted": 0, "_deleted_at": None, **self._moved(o.name, now, True)}
             self.store.update(o.name, rid, back)
             for obj, cid, fname, old in conn.execute(
                 "SELECT object, id, field, value FROM cascades WHERE root=? ORDER BY rowid", (rid,)
             ).fetchall():
                 if obj not in self.catalogue:
                     continue
+                moved = self._moved(obj, now, fname is None)
+                sets = "".join(f", {col(c)}=?" for c in moved)
                 if fname is None:
                     conn.execute(
-                        f'UPDATE {table(obj)} SET "IsDeleted"=0, _deleted_at=NULL, "SystemModstamp"=?, '
-                        '"LastModifiedDate"=? WHERE "Id"=? AND "IsDeleted"=1',
-                        (now, now, cid),
+                        f'UPDATE {table(obj)} SET "IsDeleted"=0, _deleted_at=NULL{sets} WHERE "Id"=? AND "IsDeleted"=1',
+                        (*moved.values(), cid),
                     )
                 elif fname in self.store.table_columns(obj):
                     # put a cleared lookup back, unless something replaced it in the meantime
                     conn.execute(
-                        f'UPDATE {table(obj)} SET {col(fname)}=?, "SystemModstamp"=? '
-                        f'WHERE "Id"=? AND {col(fname)} IS NULL',
-                        (old, now, cid),
+                        f'UPDATE {table(obj)} SET {col(fname)}=?{sets} WHERE "Id"=? AND {col(fname)} IS NULL',
+                        (old, *moved.values(), cid),
                     )
             conn.execute("DELETE FROM cascades WHERE root=? OR id=?", (rid, rid))
         return rid

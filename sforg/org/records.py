@@ -273,8 +273,12 @@ class Records(Validation):
         n = min(n if n is not None else 1, len(all_ids))
         return random.Random(seed if seed is not None else len(all_ids)).sample(all_ids, n)
 
-    def _change_values(self, o: ObjectDef, rng: random.Random, fields: list[str] | None) -> dict[str, Any]:
-        """New values for an admin update: given fields, or a sensible updateable field of the object."""
+    def _change_values(
+        self, o: ObjectDef, rng: random.Random, fields: list[str] | None, current: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """New values for an admin update: given fields, or a sensible updateable field of the object; a checkbox
+        or a picklist always moves off its `current` value (an update that changes nothing is no change)."""
+        now = current or {}
         candidates = [
             f
             for f in o.fields
@@ -292,7 +296,7 @@ class Records(Validation):
                 continue
             t = f.type
             if t == "boolean":
-                out[f.name] = rng.random() < 0.5
+                out[f.name] = rng.random() < 0.5 if current is None else not now.get(f.name)
             elif t in ("int",):
                 out[f.name] = int(rng.random() * 1000)
             elif t in ("double", "currency", "percent"):
@@ -302,7 +306,9 @@ class Records(Validation):
             elif t == "datetime":
                 out[f.name] = stamp(self.now() - rng.random() * DAY)
             elif t in ("picklist", "multipicklist"):
-                out[f.name] = f.picklist[int(rng.random() * len(f.picklist))]
+                i = int(rng.random() * len(f.picklist))
+                same = f.picklist[i] == now.get(f.name)
+                out[f.name] = f.picklist[(i + 1) % len(f.picklist) if same else i]
             elif t == "email":
                 out[f.name] = f"changed{int(rng.random() * 10**6)}@example.com"
             else:
@@ -318,7 +324,9 @@ class Records(Validation):
             self.update_record(
                 o.name,
                 rid,
-                change.values if change.values is not None else self._change_values(o, rng, change.fields),
+                change.values
+                if change.values is not None
+                else self._change_values(o, rng, change.fields, self.store.get(o.name, rid)),
                 admin=True,
                 modstamp=modstamp,
             )

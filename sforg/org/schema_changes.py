@@ -8,7 +8,6 @@ from sforg import schema
 from sforg.org.base import OrgError
 from sforg.org.metadata import Metadata
 from sforg.org.records import Records
-from sforg.schema import ObjectDef
 
 
 class SchemaChanges(Records, Metadata):
@@ -49,17 +48,8 @@ class SchemaChanges(Records, Metadata):
             raise OrgError(400, "DUPLICATE_DEVELOPER_NAME", f"object {name} already exists")
         used = {o.key_prefix for o in self.catalogue.values()}
         prefix = next(f"a{i:02d}" for i in range(2, 99) if f"a{i:02d}" not in used)
-        o = ObjectDef(
-            name,
-            prefix,
-            label or name[:-3],
-            (label or name[:-3]) + "s",
-            [
-                *schema.system_fields(),
-                schema.F("Name", "string", length=80, nillable=False, name_field=True),
-                schema.F("Value__c", "double", precision=18, scale=2),
-            ],
-        )
+        value = schema.F("Value__c", "double", precision=18, scale=2)
+        o = schema.custom_object(name, prefix, label or name[:-3], [value], name_label="Name")
         self.catalogue[name] = o
         self.store.create_object(o)
         self.counters[name] = 1

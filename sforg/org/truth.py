@@ -102,8 +102,8 @@ class Truth(OrgBase):
             "pending": 0,
         }
         for o in self.catalogue.values():
-            if objects and o.name not in objects:
-                continue
+            if (objects and o.name not in objects) or not o.flags.get("queryable", True):
+                continue  # change events and platform events are never queried, so never backed up
             live, binned = self._truth_of(o, ctx, values, out["files"])
             out["objects"][o.name] = live
             out["recycle_bin"][o.name] = binned
