@@ -1,6 +1,7 @@
-"""The data job: one object, a full copy (Bulk or REST) or a SystemModstamp window, then the delete log and
-the Id reconciliation, in phases a resumed attempt continues from, and (incremental) the count check; the mark
-moves only once all of it is stored. Which API reads the records, and the fallbacks between them, are decided here."""
+"""The data job: one object, a full copy (Bulk or REST) or a window (on SystemModstamp, else LastModifiedDate,
+else CreatedDate: domain.cursor_field), then the delete log and the Id reconciliation, in phases a resumed attempt
+continues from, and (incremental) the count check; the mark moves only once all of it is stored. Which API reads
+the records, and the fallbacks between them, are decided here."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from services.jobrunner.bulk_read import read_bulk
 from services.jobrunner.deletes import count_check, reconcile_ids, store_delete_log
 from services.jobrunner.domain import Key, ObjectMarks, Plan
 from services.jobrunner.job_run import JobRun
-from services.jobrunner.object_read import ObjectRead, has_field
+from services.jobrunner.object_read import ObjectRead
 from services.jobrunner.ports import MarkStore, SalesforceReads
 from services.jobrunner.rest_read import read_rest, too_wide_for_rest
 from services.jobrunner.salesforce import SalesforceError
@@ -96,6 +97,7 @@ class DataJob:
                 domain.parse_sf_datetime(saved["end"]),
                 saved["reconcile"],
                 domain.parse_sf_datetime(saved["deleted_since"]) if saved.get("deleted_since") else None,
+                saved.get("cursor", "SystemModstamp"),
             )
         every = data.reconcile_every.ToTimedelta() if data.HasField("reconcile_every") else None
         backfill = any(f.backfill for f in data.fields)  # a new field: every record is read for it
@@ -103,7 +105,7 @@ class DataJob:
             marks,
             run.client.org_now(),
             full=data.full or backfill,
-            has_system_modstamp=data.has_system_modstamp or has_field(data, "SystemModstamp"),
+            cursor=domain.cursor_field([f.name for f in data.fields] + ["SystemModstamp"] * data.has_system_modstamp),
             replicateable=data.replicateable,
             reconcile_every=every or None,
             overlap=run.tuning.overlap,
@@ -117,6 +119,7 @@ class DataJob:
                 "end": domain.soql_datetime(plan.end),
                 "reconcile": plan.reconcile,
                 "deleted_since": domain.soql_datetime(plan.deleted_since) if plan.deleted_since else None,
+                "cursor": plan.cursor,
             }
         )
         return plan

@@ -90,10 +90,23 @@ def soql_string(text: str) -> str:
 class ObjectMarks:
     """What the jobrunner remembers per (policy, object, Id range) between sessions."""
 
-    mark: dt.datetime | None = None  # every change with SystemModstamp <= mark is stored
+    mark: dt.datetime | None = None  # every change with its cursor (SystemModstamp, ...) <= mark is stored
     last_full: dt.datetime | None = None
     last_reconcile: dt.datetime | None = None
     last_success: dt.datetime | None = None  # org time of the last successful job
+
+
+# The field an incremental window filters on, the first the object has (as the best extractors choose it):
+# SystemModstamp (every change, indexed) > LastModifiedDate > CreatedDate (append-only objects: field history,
+# feeds). With CreatedDate only, a change to an existing record is seen by the next full read (the Id reconciliation
+# reads in full at least every `reconcile_every`), never by a window.
+CURSORS = ("SystemModstamp", "LastModifiedDate", "CreatedDate")
+
+
+def cursor_field(names: Iterable[str]) -> str:
+    """The object's window field (CURSORS' order) among its field names, any case; '' when it has none."""
+    have = {n.lower() for n in names}
+    return next((c for c in CURSORS if c.lower() in have), "")
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,7 @@ class Plan:
     end: dt.datetime  # SystemModstamp <= end (full: the new mark)
     reconcile: bool  # compare every Id in the org with storage afterwards (hard deletes)
     deleted_since: dt.datetime | None  # /deleted from here (None: not usable)
+    cursor: str = "SystemModstamp"  # the field the window filters and orders on (cursor_field)
 
 
 def plan_data_job(
@@ -111,7 +125,7 @@ def plan_data_job(
     org_now: dt.datetime,
     *,
     full: bool,
-    has_system_modstamp: bool,
+    cursor: str,
     replicateable: bool,
     reconcile_every: dt.timedelta | None,
     overlap: dt.timedelta = OVERLAP,
@@ -119,8 +133,9 @@ def plan_data_job(
 ) -> Plan:
     """Decide a data job's mode and window from what is stored and the org's clock.
 
-    The window's end stays `settle` behind the org's clock; its start `overlap` before the mark. A full copy is
-    needed when asked, when there is no mark, or when the object has no SystemModstamp. An Id reconciliation
+    The window's end stays `settle` behind the org's clock; its start `overlap` before the mark; it filters on
+    `cursor` (cursor_field). A full copy is needed when asked, when there is no mark, or when the object has no
+    cursor field. An Id reconciliation
     runs with a full read when it is due, or when the gap since the last backup exceeds the recycle bin's
     15 days (soft deletes may have been purged unseen); it is skipped only for a first copy (nothing stored).
     """
@@ -129,18 +144,19 @@ def plan_data_job(
     first = marks.mark is None
     gap = marks.last_success is None or org_now - marks.last_success > RECYCLE_BIN
     due = marks.last_reconcile is None or org_now - marks.last_reconcile >= every
-    if full or first or not has_system_modstamp:
-        reason = "first copy" if first else ("asked for a full copy" if full else "no SystemModstamp")
-        return Plan("full", reason, None, end, reconcile=not first, deleted_since=None)
+    if full or first or not cursor:
+        reason = "first copy" if first else ("asked for a full copy" if full else "no field to window on")
+        return Plan("full", reason, None, end, reconcile=not first, deleted_since=None, cursor=cursor)
     if gap or due:
         reason = "gap since the last backup exceeds 15 days" if gap else "Id reconciliation due"
-        return Plan("full", reason, None, end, reconcile=True, deleted_since=None)
+        return Plan("full", reason, None, end, reconcile=True, deleted_since=None, cursor=cursor)
     assert marks.mark is not None
     start = marks.mark - overlap
     if start > end:  # the clock went back, or two runs within the settle margin: nothing safe to read yet
         start = end
     deleted_since = start if replicateable and org_now - start < RECYCLE_BIN else None
-    return Plan("incremental", "window", start, end, reconcile=False, deleted_since=deleted_since)
+    reason = "window" if cursor == "SystemModstamp" else f"window on {cursor}"
+    return Plan("incremental", reason, start, end, reconcile=False, deleted_since=deleted_since, cursor=cursor)
 
 
 def advance_mark(old: dt.datetime | None, plan: Plan) -> dt.datetime:
@@ -155,7 +171,7 @@ def advance_mark(old: dt.datetime | None, plan: Plan) -> dt.datetime:
 
 @dataclass(frozen=True)
 class Key:
-    """A position in an ordered read: (SystemModstamp, Id) for windows, (None, Id) for full reads by Id.
+    """A position in an ordered read: (the cursor's value, Id) for windows, (None, Id) for full reads by Id.
 
     The position is always the full key of the last stored record, never a timestamp alone: a group of rows
     sharing one SystemModstamp (a mass update) can be cut anywhere and resumed exactly after the last Id."""
@@ -164,14 +180,14 @@ class Key:
     record_id: str
 
 
-def keyset_condition(key: Key | None) -> str:
+def keyset_condition(key: Key | None, cursor: str = "SystemModstamp") -> str:
     if key is None:
         return ""
     rid = soql_string(key.record_id)
     if key.modstamp is None:
         return f"Id > {rid}"
     ts = soql_datetime(parse_sf_datetime(key.modstamp))
-    return f"(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {rid}))"
+    return f"({cursor} > {ts} OR ({cursor} = {ts} AND Id > {rid}))"
 
 
 def build_soql(
@@ -183,21 +199,22 @@ def build_soql(
     id_from: str = "",
     id_to: str = "",
     after: Key | None = None,
-    ordered: str = "",  # "" | "id" | "modstamp"
+    ordered: str = "",  # "" | "id" | "modstamp" (by the cursor, then Id)
     ids: Sequence[str] = (),
+    cursor: str = "SystemModstamp",  # the field a window (start, end, after) filters and orders on
 ) -> str:
     where: list[str] = []
     if start is not None:
-        where.append(f"SystemModstamp >= {soql_datetime(start)}")
+        where.append(f"{cursor} >= {soql_datetime(start)}")
     if end is not None:
-        where.append(f"SystemModstamp <= {soql_datetime(end)}")
+        where.append(f"{cursor} <= {soql_datetime(end)}")
     if id_from:
         where.append(f"Id >= {soql_string(id_from)}")
     if id_to:
         where.append(f"Id < {soql_string(id_to)}")
     if ids:
         where.append("Id IN (" + ",".join(soql_string(i) for i in ids) + ")")
-    cond = keyset_condition(after)
+    cond = keyset_condition(after, cursor)
     if cond:
         where.append(cond)
     text = f"SELECT {', '.join(fields)} FROM {object_name}"
@@ -206,14 +223,14 @@ def build_soql(
     if ordered == "id":
         text += " ORDER BY Id"
     elif ordered == "modstamp":
-        text += " ORDER BY SystemModstamp, Id"
+        text += f" ORDER BY {cursor}, Id"
     return text
 
 
-def key_of(record: dict[str, Any], ordered: str) -> Key:
+def key_of(record: dict[str, Any], ordered: str, cursor: str = "SystemModstamp") -> Key:
     rid = str(record["Id"])
     if ordered == "modstamp":
-        return Key(str(record.get("SystemModstamp") or ""), rid)
+        return Key(str(record.get(cursor) or ""), rid)
     return Key(None, rid)
 
 

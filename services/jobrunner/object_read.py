@@ -84,6 +84,7 @@ class ObjectRead:
             id_to=self.data.id_to,
             after=after,
             ordered=ordered,
+            cursor=plan.cursor if plan else "SystemModstamp",
         )
 
     def last_stored_key(self) -> Key | None:

@@ -28,6 +28,7 @@ def too_wide_for_rest(o: ObjectRead, plan: Plan) -> bool:
         id_to=o.data.id_to,
         after=Key("2000-01-01T00:00:00.000Z", "0" * 18),
         ordered="modstamp",
+        cursor=plan.cursor,
     )
     return len(urllib.parse.quote_plus(longest)) > REST_LINE_LIMIT
 
@@ -55,7 +56,7 @@ def read_rest(o: ObjectRead, plan: Plan, after: Key | None, *, probe: bool) -> b
                     encoded, length = o.encode(rec, got)
                     buffer.append(encoded)
                     size += length
-                    buffer_key = key_of(rec, ordered)
+                    buffer_key = key_of(rec, ordered, plan.cursor)
                     if o.track_seen:
                         o.seen.add(buffer_key.record_id)
                     got += 1

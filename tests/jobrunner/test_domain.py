@@ -15,7 +15,7 @@ NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 def plan(marks: ObjectMarks, **kw: object) -> domain.Plan:
     args: dict[str, object] = {
         "full": False,
-        "has_system_modstamp": True,
+        "cursor": "SystemModstamp",
         "replicateable": True,
         "reconcile_every": None,
     }
@@ -69,7 +69,7 @@ def test_reconciliation_when_due_or_after_a_gap_longer_than_the_recycle_bin() ->
 def test_full_when_asked_or_without_system_modstamp_and_no_delete_log_when_not_replicateable() -> None:
     mark = NOW - dt.timedelta(hours=1)
     assert plan(recent(mark), full=True).mode == "full"
-    assert plan(recent(mark), has_system_modstamp=False).mode == "full"
+    assert plan(recent(mark), cursor="").mode == "full"
     assert plan(recent(mark), replicateable=False).deleted_since is None
 
 
@@ -157,3 +157,35 @@ def test_counts_must_match() -> None:
         assert "3" in str(exc) and "2" in str(exc)
     else:
         raise AssertionError("a mismatch must fail")
+
+
+def test_the_window_field_is_the_first_the_object_has() -> None:
+    assert domain.cursor_field(["Id", "systemmodstamp", "LastModifiedDate", "CreatedDate"]) == "SystemModstamp"
+    assert domain.cursor_field(["Id", "LastModifiedDate", "CreatedDate"]) == "LastModifiedDate"
+    # field history, feeds: append-only, CreatedDate only
+    assert domain.cursor_field(["Id", "ParentId", "Field", "OldValue", "NewValue", "CreatedDate"]) == "CreatedDate"
+    assert domain.cursor_field(["Id", "Name"]) == ""
+
+
+def test_an_object_with_only_created_date_is_read_by_a_window_on_it() -> None:
+    mark = NOW - dt.timedelta(hours=1)
+    p = plan(recent(mark), cursor="CreatedDate", replicateable=False)
+    assert p.mode == "incremental" and p.cursor == "CreatedDate" and "CreatedDate" in p.reason
+    soql = domain.build_soql(
+        "AccountHistory",
+        ["Id", "CreatedDate"],
+        start=p.start,
+        end=p.end,
+        after=Key("2026-01-01T00:00:00.000Z", "017x"),
+        ordered="modstamp",
+        cursor=p.cursor,
+    )
+    assert "SystemModstamp" not in soql
+    assert "CreatedDate >= " in soql and "CreatedDate <= " in soql and soql.endswith("ORDER BY CreatedDate, Id")
+    assert (
+        "(CreatedDate > 2026-01-01T00:00:00.000Z OR (CreatedDate = 2026-01-01T00:00:00.000Z AND Id > '017x'))" in soql
+    )
+    assert domain.key_of({"Id": "017x", "CreatedDate": "2026-01-02T00:00:00.000Z"}, "modstamp", p.cursor) == Key(
+        "2026-01-02T00:00:00.000Z", "017x"
+    )
+    assert plan(recent(mark), cursor="").reason == "no field to window on"
