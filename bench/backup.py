@@ -133,11 +133,12 @@ async def _session(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]
     return elapsed, sum(d.counts.received for d in done), sum(d.counts.api_calls for d in done)
 
 
-def _source_ceiling(info: dict[str, Any], specs: list[jobs_pb2.JobSpec]) -> tuple[int, float]:
-    """Every object's Bulk results downloaded and discarded: what Salesforce (sforg) can deliver."""
+def _source_ceiling(info: dict[str, Any], specs: list[jobs_pb2.JobSpec]) -> tuple[int, int, float]:
+    """Every object's Bulk results downloaded and discarded: what Salesforce (sforg) can deliver, in rows and
+    bytes (the CSV as the org serves it: the records' size on the wire)."""
     client = OrgClient(_creds(info))
     base = f"/services/data/v{info['api_version']}/jobs/query"
-    rows, started = 0, time.perf_counter()
+    rows, size, started = 0, 0, time.perf_counter()
     for spec in specs:
         if not spec.data.bulk_supported:
             continue
@@ -153,13 +154,13 @@ def _source_ceiling(info: dict[str, Any], specs: list[jobs_pb2.JobSpec]) -> tupl
         while True:
             params: dict[str, Any] = {"maxRecords": 50000, **({"locator": locator} if locator else {})}
             resp: requests.Response = client.request("GET", f"{base}/{job}/results", params=params, stream=True)
-            for _ in resp.iter_content(1 << 20):
-                pass
+            for block in resp.iter_content(1 << 20):
+                size += len(block)
             rows += int(resp.headers["Sforce-NumberOfRecords"])
             locator = resp.headers.get("Sforce-Locator", "null")
             if locator in ("", "null"):
                 break
-    return rows, time.perf_counter() - started
+    return rows, size, time.perf_counter() - started
 
 
 def _sink_ceiling(url: str) -> tuple[int, float]:
@@ -252,8 +253,14 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             )
             print(f"initial: {calls} API calls ({calls / max(records, 1) * 10000:.2f} per 10,000 records)")
             print(f"jobrunner peak RSS: {rss:.0f} MB")
-            src_rows, src_s = _source_ceiling(info, specs)
+            src_rows, src_bytes, src_s = _source_ceiling(info, specs)
             print(f"source ceiling: {src_rows:,} rows in {src_s:.1f} s = {src_rows / src_s:,.0f} rows/s")
+            # bytes/s: the records' size as the org serves them (Bulk CSV), over the initial backup's wall time
+            mb = src_bytes * records / max(src_rows, 1) / 1e6
+            print(
+                f"initial: {mb:,.0f} MB of records ({src_bytes / max(src_rows, 1):,.0f} bytes each as Bulk CSV)"
+                f" in {elapsed:.1f} s = {mb / elapsed:,.1f} MB/s"
+            )
             loose_rows, loose_s = _sink_ceiling(url)
             print(
                 f"  (COPY into an unlogged, unindexed table, not crash-safe: {loose_rows:,} rows in {loose_s:.1f} s"
