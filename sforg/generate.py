@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -387,7 +388,9 @@ class Generator:
         elif ftype == "email":
             return lambda r, i: f"{FIRST[i % 20].lower()}.{i}@example.com" if r.random() > null_rate else None
         elif ftype == "phone":
-            return lambda r, i: f"(555) 01{i % 10}-{i % 10000:04d}" if r.random() > null_rate else None
+            # an exchange per field: a record's Phone, Fax and MobilePhone are different numbers, as in an org
+            exchange = 100 + zlib.crc32(f"{obj.name}.{name}".encode()) % 900
+            return lambda r, i: f"(555) {exchange}-{i % 10000:04d}" if r.random() > null_rate else None
         elif ftype == "url":
             return lambda r, i: f"https://www.{WORDS[i % 20].lower()}.example.com" if r.random() > null_rate else None
         elif ftype == "textarea":

@@ -244,6 +244,9 @@ class RestoreJob:
     sf: SalesforceWrites
     secret: bytes = b""
     warnings: list[str] = field(default_factory=list)
+    # children of the selected records that no restore can create (field history, shares, feeds: Salesforce
+    # writes them itself, describe says not createable): object -> how many the backup holds, said in the report
+    unrestorable: dict[str, int] = field(default_factory=dict)
     counts: dict[str, RestoreCounts] = field(default_factory=dict)  # object -> its counts (kept without a name)
     verification: rpb.Verification = field(default_factory=rpb.Verification)
     infos: dict[str, rd.ObjectInfo] = field(default_factory=dict)
@@ -396,8 +399,11 @@ class RestoreJob:
         if self.verification.done and not self.verification.verified:
             self.warnings.append(f"{self.verification.differing} record(s) differ from the backup after the restore")
         verb = "would restore" if self.dry_run else "restored"
-        return f"{verb} {total - failed} of {total} records" + (
-            "; warning: " + "; ".join(self.warnings) if self.warnings else ""
+        kept = ", ".join(f"{obj} {n}" for obj, n in sorted(self.unrestorable.items()))
+        return (
+            f"{verb} {total - failed} of {total} records"
+            + (f"; not createable, so not restored (the org writes them itself): {kept}" if kept else "")
+            + ("; warning: " + "; ".join(self.warnings) if self.warnings else "")
         )
 
     @contextlib.contextmanager
@@ -663,7 +669,11 @@ class RestoreJob:
                         if self.spec.files:
                             self._file_children(child, rel.field, ids)
                         continue
-                    if level >= levels or child in NOT_RESTORED or not self._restorable(child):
+                    if level >= levels or child in NOT_RESTORED:
+                        continue
+                    if not self._restorable(child):
+                        if self._info(child) is not None:  # in the target, but not createable: counted, said
+                            self._count_unrestorable(child, rel.field, ids)
                         continue
                     for i in range(0, len(ids), PER_CALL):
                         self.run.control.check()
@@ -674,6 +684,13 @@ class RestoreJob:
         for obj in [o for o in self.selection if o in FILE_OBJECTS]:
             self.file_items.extend((obj, i) for i in self.selection.pop(obj))
         self.selection = {o: ids for o, ids in self.selection.items() if ids}
+
+    def _count_unrestorable(self, child: str, field_name: str, ids: list[str]) -> None:
+        for i in range(0, len(ids), PER_CALL):
+            req = self._request(child, where_field=field_name, where_in=ids[i : i + PER_CALL])
+            found = sum(1 for _ in self._ids_of(req))
+            if found:
+                self.unrestorable[child] = self.unrestorable.get(child, 0) + found
 
     def _file_children(self, child: str, field_name: str, ids: list[str]) -> None:
         """The files of the selected records: their Attachments, and the documents their ContentDocumentLinks
