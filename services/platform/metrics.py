@@ -120,7 +120,7 @@ def setup(service_name: str, tel: telemetry.Telemetry, environ: Mapping[str, str
         if tel.tracer_provider is None:
             tel.tracer_provider = TracerProvider(resource=_resource(service_name, env))
             trace.set_tracer_provider(tel.tracer_provider)
-        tel.tracer_provider.add_span_processor(BatchSpanProcessor(tracefile.FileSpanExporter(trace_file)))
+        tel.tracer_provider.add_span_processor(BatchSpanProcessor(tracefile.exporter(trace_file)))
     if port:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
@@ -133,4 +133,6 @@ def setup(service_name: str, tel: telemetry.Telemetry, environ: Mapping[str, str
         start_http_server(port, addr="0.0.0.0")  # scraped from the pod's address
     telemetry.install(tel.tracer_provider, tel.meter_provider)
     install(tel.meter_provider)
+    if service_name == "session":  # the one that terminates stalled jobs: its count is 0 before the first
+        telemetry.instruments().stall_terminations.add(0)
     return tel

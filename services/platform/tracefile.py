@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the SDK is imported by the services that export, not by the CLI that reads
     from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 VARIABLE = "SFVAULT_TRACE_FILE"
 
@@ -56,31 +56,29 @@ def _line(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-class FileSpanExporter:
-    """An OpenTelemetry SpanExporter (for a BatchSpanProcessor) that appends JSON lines to `path` (made 0600)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        data = "".join(json.dumps(_line(s), separators=(",", ":")) + "\n" for s in spans).encode()
+def append(path: Path, spans: Sequence[ReadableSpan]) -> bool:
+    """Append the spans' lines to `path` (made 0600) in one write; False when it cannot be written."""
+    data = "".join(json.dumps(_line(s), separators=(",", ":")) + "\n" for s in spans).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
 
-    def shutdown(self) -> None:
-        pass
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+def exporter(path: str | os.PathLike[str]) -> SpanExporter:
+    """An OpenTelemetry SpanExporter (for a BatchSpanProcessor) that appends JSON lines to `path`."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class FileSpanExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS if append(Path(path), spans) else SpanExportResult.FAILURE
+
+    return FileSpanExporter()
 
 
 def read(path: str | os.PathLike[str]) -> Iterator[FileSpan]:
