@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from tests.e2e.conftest import endpoints, register
 from tests.e2e.test_backup import run_session
 
 pytestmark = pytest.mark.e2e
+DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "components" / "observability" / "dashboards" / "sfvault.json"
 
 # what each service's endpoint has once a backup has run (Prometheus names: OTel's dots as underscores, the
 # unit as a suffix, _total on counters)
@@ -191,3 +193,57 @@ def test_each_service_serves_its_metrics_with_the_backups_numbers(observed: Obse
     assert total(session, "sfvault_session_duration_seconds_count", sfvault_session_status="SUCCESS") == 1
     assert total(session, "sfvault_jobs_stall_terminations_total") == 0
     assert total(jobrunner, "sfvault_salesforce_api_requests_left") > 0
+
+
+# ---- the Grafana dashboard ---------------------------------------------------------------------------------------
+
+METRIC = re.compile(r"\bsfvault_[a-z_]+\b")
+GROUPED_BY = re.compile(r"\bby \(([^)]*)\)")
+ADDED_BY_PROMETHEUS = {"job", "instance"}  # the scrape's own labels, not in an endpoint's text
+
+
+def test_every_dashboard_panel_has_data_after_a_backup(observed: Observed) -> None:
+    """No Prometheus runs here (none installs from a package registry, which is all CI's clean machine has):
+    each panel's PromQL is checked by its parts instead. Every metric it names has samples in the services'
+    /metrics after the backup, with every label it groups by; the trace panel's Jaeger search (service and
+    tag) matches spans of the session in the trace file."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    scraped: Samples = {}
+    for samples in observed.samples.values():
+        for name, series in samples.items():
+            scraped.setdefault(name, []).extend(series)
+    used: set[str] = set()
+    session_spans = [
+        s
+        for s in tracefile.read(observed.home / trace_command.FILE_NAME)
+        if s.attributes.get("sfvault.session_id") == observed.session.session_id
+    ]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            if target["datasource"]["type"] == "prometheus":
+                names = METRIC.findall(GROUPED_BY.sub("", target["expr"]))  # labels grouped by start so too
+                assert names, (panel["title"], target["expr"])
+                for name in names:
+                    assert scraped.get(name), (panel["title"], name)
+                    for label in {g.strip() for by in GROUPED_BY.findall(target["expr"]) for g in by.split(",")}:
+                        if label not in ADDED_BY_PROMETHEUS:
+                            assert any(label in labels for labels, _ in scraped[name]), (panel["title"], label)
+                used |= set(names)
+            else:  # the session's trace, found by its id
+                assert target["datasource"]["type"] == "jaeger" and target["queryType"] == "search"
+                key, value = target["tags"].split("=")
+                assert value == "$session_id" and key == "sfvault.session_id"
+                assert any(s.service == target["service"] for s in session_spans), panel["title"]
+    # what issue 20 names: records and bytes per second, API calls and budget left, jobs by outcome, session
+    # durations, stall terminations, consumer lag
+    assert {
+        "sfvault_records_backed_up_total",
+        "sfvault_bytes_stored_bytes_total",
+        "sfvault_salesforce_api_calls_total",
+        "sfvault_salesforce_api_requests_left",
+        "sfvault_jobs_finished_total",
+        "sfvault_session_duration_seconds_bucket",
+        "sfvault_jobs_stall_terminations_total",
+        "sfvault_consumer_lag",
+    } <= used
+    assert any(v["name"] == "session_id" for v in dashboard["templating"]["list"])
