@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.session.v1 import session_pb2 as api
@@ -199,7 +200,14 @@ def test_each_service_serves_its_metrics_with_the_backups_numbers(observed: Obse
 
 METRIC = re.compile(r"\bsfvault_[a-z_]+\b")
 GROUPED_BY = re.compile(r"\bby \(([^)]*)\)")
-ADDED_BY_PROMETHEUS = {"job", "instance"}  # the scrape's own labels, not in an endpoint's text
+
+
+def added_by_prometheus() -> set[str]:
+    """The labels a scrape adds (job, instance, and those prometheus.yml's relabelling sets): not in an
+    endpoint's text."""
+    config = yaml.safe_load((DASHBOARD.parents[1] / "prometheus.yml").read_text())
+    relabelled = {r["target_label"] for job in config["scrape_configs"] for r in job.get("relabel_configs", [])}
+    return {"job", "instance"} | relabelled
 
 
 def test_every_dashboard_panel_has_data_after_a_backup(observed: Observed) -> None:
@@ -213,6 +221,8 @@ def test_every_dashboard_panel_has_data_after_a_backup(observed: Observed) -> No
         for name, series in samples.items():
             scraped.setdefault(name, []).extend(series)
     used: set[str] = set()
+    added = added_by_prometheus()
+    assert "service" in added  # the API calls panel groups by it
     session_spans = [
         s
         for s in tracefile.read(observed.home / trace_command.FILE_NAME)
@@ -226,7 +236,7 @@ def test_every_dashboard_panel_has_data_after_a_backup(observed: Observed) -> No
                 for name in names:
                     assert scraped.get(name), (panel["title"], name)
                     for label in {g.strip() for by in GROUPED_BY.findall(target["expr"]) for g in by.split(",")}:
-                        if label not in ADDED_BY_PROMETHEUS:
+                        if label not in added:
                             assert any(label in labels for labels, _ in scraped[name]), (panel["title"], label)
                 used |= set(names)
             else:  # the session's trace, found by its id
