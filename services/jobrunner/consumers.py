@@ -238,7 +238,7 @@ class Runner:
         result = settled(result, attempt, self.bus.config.max_deliver)
         if result.outcome:
             await self.bus.emit(finished(result), session_id=spec.session_id, job_id=spec.job_id)
-            metrics.job_finished(ev.JobType.Name(spec.type), ev.JobOutcome.Name(result.outcome))
+            metrics.job_finished(spec.type, result.outcome)
         if result.disposition == "term":
             await msg.term()
         elif result.disposition == "nak":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
+from sfvault.events.v1 import events_pb2
 
 from services.platform import telemetry, tracefile
 
@@ -66,11 +67,13 @@ def bytes_stored(kind: str, size: int) -> None:
     _meters.bytes_stored.add(size, {"sfvault.kind": kind})
 
 
-def job_finished(job_type: str, outcome: str) -> None:
-    """By the enums' names (JOB_TYPE_BACKUP_RECORDS, JOB_OUTCOME_SUCCESS): backup_records, success."""
+def job_finished(job_type: int, outcome: int) -> None:
+    """By the enums' names, short: JOB_TYPE_DATA, JOB_OUTCOME_SUCCESS -> data, success."""
+    kind = events_pb2.JobType.Name(events_pb2.JobType.ValueType(job_type))
+    ended = events_pb2.JobOutcome.Name(events_pb2.JobOutcome.ValueType(outcome))
     attributes = {
-        "sfvault.job_type": job_type.removeprefix("JOB_TYPE_").lower(),
-        "sfvault.job.outcome": outcome.removeprefix("JOB_OUTCOME_").lower(),
+        "sfvault.job_type": kind.removeprefix("JOB_TYPE_").lower(),
+        "sfvault.job.outcome": ended.removeprefix("JOB_OUTCOME_").lower(),
     }
     _meters.jobs_finished.add(1, attributes)
 

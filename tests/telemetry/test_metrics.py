@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
+from sfvault.events.v1 import events_pb2 as ev
 
 from services.platform import metrics, telemetry
 from tests.telemetry.conftest import Captured
@@ -20,13 +21,13 @@ def hooked(captured: Captured) -> Iterator[Captured]:
 
 
 def test_the_hooks_record_by_names_and_outcomes(hooked: Captured) -> None:
-    metrics.job_finished("JOB_TYPE_DATA", "JOB_OUTCOME_SUCCESS")
-    metrics.job_finished("JOB_TYPE_DATA", "JOB_OUTCOME_SUCCESS")
-    metrics.job_finished("JOB_TYPE_FILES", "JOB_OUTCOME_FAILED")
+    metrics.job_finished(ev.JOB_TYPE_DATA, ev.JOB_OUTCOME_SUCCESS)
+    metrics.job_finished(ev.JOB_TYPE_DATA, ev.JOB_OUTCOME_SUCCESS)
+    metrics.job_finished(ev.JOB_TYPE_FILE, ev.JOB_OUTCOME_ERROR)
     jobs = {tuple(sorted(p.attributes.items())): p.value for p in hooked.metric_points("sfvault.jobs.finished")}
     assert jobs == {
         (("sfvault.job.outcome", "success"), ("sfvault.job_type", "data")): 2,
-        (("sfvault.job.outcome", "failed"), ("sfvault.job_type", "files")): 1,
+        (("sfvault.job.outcome", "error"), ("sfvault.job_type", "file")): 1,
     }
     start = dt.datetime(2026, 12, 7, 10, 0, tzinfo=dt.UTC)
     metrics.session_ended("SUCCESS", start, start + dt.timedelta(seconds=42))
