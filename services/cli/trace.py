@@ -192,8 +192,8 @@ def line(node: Node, origin_ns: int, said: dict[str, Any]) -> str:
     )
 
 
-def tree(session_id: str, spans: Sequence[FileSpan], limit: int) -> Any:
-    """A rich Tree of the session's trace(s)."""
+def tree(session_id: str, spans: Sequence[FileSpan], limit: int, depth: int = 0) -> Any:
+    """A rich Tree of the session's trace(s), `depth` levels deep (0: all; 3: the jobs and no further)."""
     from rich.tree import Tree
 
     origin = min(s.start_ns for s in spans)
@@ -203,13 +203,13 @@ def tree(session_id: str, spans: Sequence[FileSpan], limit: int) -> Any:
         f"session [bold]{session_id}[/]: {seconds((end - origin) / 1e9)}, {len(spans)} spans, trace {', '.join(traces)}"
     )
 
-    def add(parent: Any, nodes: list[Node], said: dict[str, Any]) -> None:
-        for node in nodes:
+    def add(parent: Any, nodes: list[Node], said: dict[str, Any], level: int) -> None:
+        for node in nodes if not depth or level <= depth else ():
             own = {k: node.span.attributes[k] for k in INHERITED if k in node.span.attributes and node.count == 1}
-            add(parent.add(line(node, origin, said)), node.children, said | own)
+            add(parent.add(line(node, origin, said)), node.children, said | own, level + 1)
 
     roots = [hop for root in build(spans) for hop in _hops(root)]
-    add(head, condense(sorted(roots, key=lambda n: n.span.start_ns), limit), {})
+    add(head, condense(sorted(roots, key=lambda n: n.span.start_ns), limit), {}, 1)
     return head
 
 
@@ -222,6 +222,7 @@ def register(cli: ModuleType) -> None:
         limit: Annotated[
             int, typer.Option(min=0, help="more siblings of one kind than this are one line (0: show every span)")
         ] = 5,
+        depth: Annotated[int, typer.Option(min=0, help="levels shown (0: all; 3: down to the jobs)")] = 0,
         file: Annotated[Path | None, typer.Option(help="the trace file (default: the local stack's)")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the trace's spans as JSON.")] = False,
     ) -> None:
@@ -234,4 +235,4 @@ def register(cli: ModuleType) -> None:
         if json_out:
             cli.render.print_json([s.__dict__ | {"attributes": dict(s.attributes)} for s in spans])
             return
-        cli.render.console.print(tree(found, spans, limit), highlight=False)
+        cli.render.console.print(tree(found, spans, limit, depth), highlight=False)

@@ -62,9 +62,9 @@ def backup(chunks: int) -> list[FileSpan]:
     return spans
 
 
-def shown(spans: list[FileSpan], limit: int) -> list[str]:
+def shown(spans: list[FileSpan], limit: int, depth: int = 0) -> list[str]:
     out = Console(file=io.StringIO(), width=200, color_system=None)
-    out.print(trace.tree(SESSION, spans, limit))
+    out.print(trace.tree(SESSION, spans, limit, depth))
     return out.file.getvalue().splitlines()  # type: ignore[attr-defined]
 
 
@@ -89,6 +89,11 @@ def test_many_siblings_of_one_kind_are_one_line_with_their_records() -> None:
     assert not any("put_records" in line for line in condensed)
     every = shown(backup(chunks=7), limit=0)
     assert sum("storage sql put_records" in line for line in every) == 7
+
+
+def test_depth_stops_at_the_jobs() -> None:
+    lines = shown(backup(chunks=2), limit=5, depth=3)
+    assert len(lines) == 4 and "jobrunner process JobSpec job=data-Account" in lines[-1]
 
 
 def test_a_session_is_named_by_a_unique_start_of_its_id() -> None:
