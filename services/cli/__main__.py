@@ -24,6 +24,7 @@ from services.cli import catalog, exporting, keep, points, policies, progress, p
 from services.cli import compare as compare_command
 from services.cli import erase as erase_command
 from services.cli import restore as rs
+from services.cli import trace as trace_command
 from services.cli.client import DEFAULT_HOME, Clients, Endpoints
 from services.cli.errors import CodedError
 from services.platform import timestamps
@@ -1301,6 +1302,7 @@ compare_command.register(app, sys.modules[__name__])  # `sfvault compare` (servi
 keep.register(app, sys.modules[__name__])  # `sfvault prune`, `sfvault hold` (services/cli/keep.py)
 erase_command.register(app, sys.modules[__name__])  # `sfvault erase` (services/cli/erase.py)
 catalog.register(sys.modules[__name__])  # `org update`, `org remove`, `policy delete` (services/cli/catalog.py)
+trace_command.register(sys.modules[__name__])  # `session trace` (services/cli/trace.py)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.localstack import local_stack
 from services.platform.auth import mint
+from services.platform.tracefile import VARIABLE as TRACE_FILE
 
 
 def prepare_auth(home: Path) -> dict[str, str]:
@@ -90,7 +91,12 @@ def supervise(home: Path, org_scale: str | None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ready = home / "ready"
     ready.unlink(missing_ok=True)
-    with local_stack(home, with_org=org_scale, extra_env=prepare_auth(home), supervise=True) as stack:
+    env = prepare_auth(home)
+    # the services' spans in one file for `sfvault session trace` (SFVAULT_TRACE_FILE="" turns it off)
+    trace_file = os.environ.get(TRACE_FILE, str(home / "traces.jsonl"))
+    if trace_file:
+        env[TRACE_FILE] = trace_file
+    with local_stack(home, with_org=org_scale, extra_env=env, supervise=True) as stack:
         if stack.org is not None:
             write_org_env(home, stack.org)
         ready.write_text(json.dumps(stack.describe()))

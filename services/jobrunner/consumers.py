@@ -21,7 +21,7 @@ from sfvault.jobs.v1 import jobs_pb2
 from services.jobrunner.application import CLOSING, JobExecutor, Result, Stops, finished, settled, started
 from services.jobrunner.job_run import JobControl
 from services.jobrunner.store import JobStore
-from services.platform import events, telemetry
+from services.platform import events, metrics, telemetry
 from services.platform.bus import Bus, heartbeat
 
 log = logging.getLogger("sfvault.jobrunner")
@@ -148,6 +148,8 @@ class Runner:
                     msgs = await sub.fetch(free, timeout=1.0)
                 except (TimeoutError, NatsTimeoutError):
                     continue
+                if msgs:
+                    metrics.consumer_lag(CONSUMER, msgs[-1].metadata.num_pending)
                 for msg in msgs:
                     task = asyncio.create_task(self.handle(msg))
                     self.tasks.add(task)
@@ -236,6 +238,7 @@ class Runner:
         result = settled(result, attempt, self.bus.config.max_deliver)
         if result.outcome:
             await self.bus.emit(finished(result), session_id=spec.session_id, job_id=spec.job_id)
+            metrics.job_finished(spec.type, result.outcome)
         if result.disposition == "term":
             await msg.term()
         elif result.disposition == "nak":

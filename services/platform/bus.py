@@ -39,7 +39,7 @@ from sfvault.events.v1 import events_pb2
 from sfvault.jobs.v1 import jobs_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from services.platform import events, telemetry
+from services.platform import events, metrics, telemetry
 from services.platform.natsauth import inbox_prefix
 from services.platform.ports import EVERY_EVENT, Consuming
 
@@ -411,6 +411,7 @@ class Bus:
     async def process_batch(
         self, consumer: str, msgs: Sequence[Msg], handler: BatchHandler, stop: asyncio.Event | None = None
     ) -> None:
+        metrics.consumer_lag(consumer, msgs[-1].metadata.num_pending)
         deliveries: list[Delivery] = []
         for msg in msgs:
             try:

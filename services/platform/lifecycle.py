@@ -12,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from services.platform import telemetry
+from services.platform import metrics, telemetry
 
 S = TypeVar("S")
 
@@ -53,7 +53,7 @@ def run_until_signal(name: str, serve: Callable[[S, asyncio.Event], Awaitable[No
     """Serve until SIGTERM or SIGINT sets the stop event; the service drains itself, then telemetry flushes."""
 
     async def main() -> None:
-        tel = telemetry.setup(name)
+        tel = metrics.setup(name, telemetry.setup(name))
         tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

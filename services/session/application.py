@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from sfvault.events.v1 import events_pb2 as pb
 from sfvault.restore.v1 import restore_pb2 as rpb
 
-from services.platform import errors, events, lifecycle, telemetry
+from services.platform import errors, events, lifecycle, metrics, telemetry
 from services.platform.ports import Delivered
 from services.session import domain as d
 from services.session import domain_alerts, restore_request, translate
@@ -190,6 +190,7 @@ class SessionService:
                 await self._publish(translate.finished_payload(s), s.session_id)
                 self._announced.add(s.session_id)
                 telemetry.session_finished(s.status.value)
+                metrics.session_ended(s.status.value, s.started_at, s.finished_at)
 
     async def _publish(self, payload: Message, session_id: str, job_id: str = "") -> bool:
         env = events.envelope(

@@ -9,13 +9,13 @@ import logging
 import signal
 import sys
 
-from services.platform import lifecycle, serving, telemetry
+from services.platform import lifecycle, metrics, serving, telemetry
 from services.storage import config, service
 
 
 async def main() -> None:
     settings = config.load()
-    tel = telemetry.setup("storage")
+    tel = metrics.setup("storage", telemetry.setup("storage"))
     lifecycle.tune_gc()
     try:
         await _serve(settings)

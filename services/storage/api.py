@@ -15,7 +15,7 @@ import psycopg
 from sfvault.restore.v1 import restore_pb2
 from sfvault.storage.v1 import storage_pb2, storage_pb2_grpc
 
-from services.platform import events
+from services.platform import events, metrics
 from services.platform.auth import current_principal, note_for_audit
 from services.platform.compare import compare_piece_to_pb
 from services.platform.translate import from_message, to_message
@@ -287,6 +287,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             request.canonical_rules,
             request.formula_changes_counted,
         )
+        if not outcome.replayed:
+            metrics.bytes_stored("records", request.ByteSize())
         return _chunk_result(outcome)
 
     @_unary
@@ -316,6 +318,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         header = from_message(FileHeaderIn, first.header, chunk=_chunk_ref(first.header))
         outcome = await self.storage.upload_file(header, body())
         r = outcome.result
+        if not outcome.replayed:
+            metrics.bytes_stored("files", r["size"])
         return storage_pb2.UploadFileResponse(
             sha256=r["sha256"],
             size=r["size"],

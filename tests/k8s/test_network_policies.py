@@ -13,7 +13,10 @@ EXPECTED_INGRESS = {
     # 8222 (monitoring) from any namespace: KEDA's JetStream scaler reads it from its own.
     "nats": {(caller, 4222) for caller in SERVICE_PORTS} | {("nats", 6222), ("*", 8222)},
     "jaeger": {("otel-collector", 4317), ("*", 16686)},
+    "prometheus": {("*", 9090)},
+    "grafana": {("*", 3000)},
 }
+METRICS_PORT = 9464  # the services' Prometheus endpoint (components/observability, dev), scraped by prometheus
 
 
 def allowed_ingress(policy: Obj, objects: list[Obj]) -> set[tuple[str, int]]:
@@ -49,7 +52,9 @@ def test_deny_all_then_one_allow_policy_per_workload(objects: list[Obj]) -> None
 def test_ingress_admits_exactly_the_expected_callers(objects: list[Obj]) -> None:
     workloads = {pod_labels(w)["app"] for w in of_kind(objects, *WORKLOAD_KINDS)}
     for app, expected in EXPECTED_INGRESS.items():
-        if app in workloads:  # postgres, otel-collector and jaeger run in dev only
+        if app in workloads:  # postgres, otel-collector, jaeger, prometheus and grafana run in dev only
+            if app in SERVICE_PORTS and "prometheus" in workloads:
+                expected = expected | {("prometheus", METRICS_PORT)}
             assert allowed_ingress(named(objects, "NetworkPolicy", app), objects) == expected, app
 
 

@@ -19,7 +19,7 @@ CUSTOM_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): Path(__file__).parent / "schemas" / "scaledobject-keda.sh-v1alpha1.json"
 }
 WORKLOADS = {
-    "dev": {*SERVICE_PORTS, "nats", "postgres", "otel-collector", "jaeger"},
+    "dev": {*SERVICE_PORTS, "nats", "postgres", "otel-collector", "jaeger", "prometheus", "grafana"},
     "prod": {*SERVICE_PORTS, "nats"},
 }
 

@@ -187,6 +187,10 @@ def test_one_trace_per_session_across_all_services(tmp_path: Path, receiver: tup
     assert {"sfvault.records.backed_up", "sfvault.chunk.duration", "sfvault.salesforce.api_calls"} <= (
         collected.metric_names()
     )
+    # and services/platform/metrics.py's, over OTLP as on the Prometheus endpoints (tests/e2e/test_observability)
+    assert {"sfvault.bytes.stored", "sfvault.jobs.finished", "sfvault.session.duration", "sfvault.consumer.lag"} <= (
+        collected.metric_names()
+    )
 
     # no secret and no record value in any attribute
     text = "\x00".join(collected.every_attribute_value())

@@ -1,0 +1,141 @@
+"""sfvault's metrics beside its traces, and where a service's telemetry goes besides OTLP: a Prometheus endpoint
+(SFVAULT_METRICS_PORT) and the local stack's trace file (SFVAULT_TRACE_FILE, services.platform.tracefile).
+
+telemetry.Instruments has records backed up, chunk durations, API calls and requests left, jobs running, stall
+terminations and sessions by status; this module adds what an operator's dashboard needs beside them: bytes
+stored, jobs by outcome, session durations and consumer lag. Attributes are names and outcomes only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics, trace
+from sfvault.events.v1 import events_pb2
+
+from services.platform import telemetry, tracefile
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+
+PORT_VARIABLE = "SFVAULT_METRICS_PORT"
+
+
+@dataclass
+class Meters:
+    bytes_stored: metrics.Counter
+    jobs_finished: metrics.Counter
+    session_duration: metrics.Histogram
+    consumer_lag: Any  # a synchronous gauge (its class is private in opentelemetry.metrics)
+
+    @classmethod
+    def create(cls, meter: metrics.Meter) -> Meters:
+        return cls(
+            bytes_stored=meter.create_counter(
+                "sfvault.bytes.stored", unit="By", description="bytes of records and files storage received, by kind"
+            ),
+            jobs_finished=meter.create_counter(
+                "sfvault.jobs.finished", unit="{job}", description="jobs reported, by job type and outcome"
+            ),
+            session_duration=meter.create_histogram(
+                "sfvault.session.duration", unit="s", description="from a session's start to its end, by status"
+            ),
+            consumer_lag=meter.create_gauge(
+                "sfvault.consumer.lag", unit="{message}", description="messages a durable consumer has yet to take"
+            ),
+        )
+
+
+_meters = Meters.create(metrics.get_meter(telemetry.NAME))
+
+
+def install(meter_provider: Any = None) -> None:
+    """Make these metrics use this provider (None: the global one); telemetry.install() does it for its own."""
+    global _meters
+    _meters = Meters.create(metrics.get_meter(telemetry.NAME, meter_provider=meter_provider))
+
+
+# ---- the hooks -------------------------------------------------------------------------------------------------
+
+
+def bytes_stored(kind: str, size: int) -> None:
+    """`kind`: "records" (a PutRecords request's size) or "files" (a file's body)."""
+    _meters.bytes_stored.add(size, {"sfvault.kind": kind})
+
+
+def job_finished(job_type: int, outcome: int) -> None:
+    """By the enums' names, short: JOB_TYPE_DATA, JOB_OUTCOME_SUCCESS -> data, success."""
+    kind = events_pb2.JobType.Name(events_pb2.JobType.ValueType(job_type))
+    ended = events_pb2.JobOutcome.Name(events_pb2.JobOutcome.ValueType(outcome))
+    attributes = {
+        "sfvault.job_type": kind.removeprefix("JOB_TYPE_").lower(),
+        "sfvault.job.outcome": ended.removeprefix("JOB_OUTCOME_").lower(),
+    }
+    _meters.jobs_finished.add(1, attributes)
+
+
+def session_ended(status: str, started_at: dt.datetime | None, finished_at: dt.datetime | None) -> None:
+    """A session's duration, when it ran (a session failed before it started has none)."""
+    if started_at is not None and finished_at is not None:
+        seconds = max((finished_at - started_at).total_seconds(), 0.0)
+        _meters.session_duration.record(seconds, {"sfvault.session.status": status})
+
+
+def consumer_lag(consumer: str, pending: int) -> None:
+    """What a durable consumer has still to take, as the last message it took said (its num_pending)."""
+    _meters.consumer_lag.set(pending, {"messaging.consumer.group.name": consumer})
+
+
+# ---- set-up ------------------------------------------------------------------------------------------------------
+
+
+def _port(env: Mapping[str, str]) -> int:
+    text = env.get(PORT_VARIABLE, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise SystemExit(f"configuration error: {PORT_VARIABLE}: {text!r} is not a port (1-65535)")
+    return int(text)
+
+
+def _resource(service_name: str, env: Mapping[str, str]) -> Resource:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    return Resource.create({} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name})
+
+
+def setup(service_name: str, tel: telemetry.Telemetry, environ: Mapping[str, str] | None = None) -> telemetry.Telemetry:
+    """After telemetry.setup(): a Prometheus endpoint on SFVAULT_METRICS_PORT (all interfaces, `/metrics`), and
+    the spans appended to SFVAULT_TRACE_FILE, each when set. Returns `tel`, with the providers it now has."""
+    env = os.environ if environ is None else environ
+    port, trace_file = _port(env), env.get(tracefile.VARIABLE, "").strip()
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not (port or trace_file):
+        install(tel.meter_provider)
+        return tel
+    if trace_file:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        if tel.tracer_provider is None:
+            tel.tracer_provider = TracerProvider(resource=_resource(service_name, env))
+            trace.set_tracer_provider(tel.tracer_provider)
+        tel.tracer_provider.add_span_processor(BatchSpanProcessor(tracefile.exporter(trace_file)))
+    if port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import start_http_server
+
+        if tel.meter_provider is None:
+            tel.meter_provider = MeterProvider(resource=_resource(service_name, env))
+            metrics.set_meter_provider(tel.meter_provider)
+        tel.meter_provider.add_metric_reader(PrometheusMetricReader())
+        start_http_server(port, addr="0.0.0.0")  # scraped from the pod's address
+    telemetry.install(tel.tracer_provider, tel.meter_provider)
+    install(tel.meter_provider)
+    if service_name == "session":  # the one that terminates stalled jobs: its count is 0 before the first
+        telemetry.instruments().stall_terminations.add(0)
+    return tel
