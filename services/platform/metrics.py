@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
 
 PORT_VARIABLE = "SFVAULT_METRICS_PORT"
+# how a session can end (the session service's final statuses), each counted from 0
+SESSION_END_STATUSES = ("SUCCESS", "WARNING", "FAILED", "STOPPED")
 
 
 @dataclass
@@ -136,6 +138,10 @@ def setup(service_name: str, tel: telemetry.Telemetry, environ: Mapping[str, str
         start_http_server(port, addr="0.0.0.0")  # scraped from the pod's address
     telemetry.install(tel.tracer_provider, tel.meter_provider)
     install(tel.meter_provider)
-    if service_name == "session":  # the one that terminates stalled jobs: its count is 0 before the first
+    if service_name == "session":
+        # counters that start at 0 before their first event: increase() and rate() need a sample before it, or
+        # a dashboard shows nothing for the first session (or stall termination) after a start
         telemetry.instruments().stall_terminations.add(0)
+        for status in SESSION_END_STATUSES:
+            telemetry.instruments().session_outcomes.add(0, {"sfvault.session.status": status})
     return tel
