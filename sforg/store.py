@@ -117,6 +117,10 @@ class Store:
         with self.write_lock:
             self.conn().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
+    def delete_meta(self, key: str) -> None:
+        with self.write_lock:
+            self.conn().execute("DELETE FROM meta WHERE key=?", (key,))
+
     def nul_objects(self) -> set[str]:
         """Objects a write has put a NUL character into (SQLite's format() stops at one, so their CSV is rendered
         another way: query.csv_sql's nul_safe)."""

@@ -8,7 +8,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ class OrgBase:
         self.accounting: dict[str, Any] = new_accounting()
         if self.store.get_meta("catalogue") is None:
             self._build(scale, seed, progress)
-        self.catalogue = schema.catalogue_from_json(self.store.get_meta("catalogue"))
+        self.catalogue = self._load_catalogue()
         history.install(self.store, self.catalogue)
         self.src = StoreSource(self.store, self.catalogue)
         self.settings = {**DEFAULT_SETTINGS, **self.store.get_meta("settings", {})}
@@ -162,14 +162,31 @@ class OrgBase:
         self.store.set_meta("counters", counters)
         self.store.set_meta("anchor", anchor)
         self.store.set_meta("scale", {"total": total, "seed": seed, "counts": plan(total)})
-        self.store.set_meta("catalogue", schema.catalogue_to_json(cat))
+        self._write_catalogue(cat, cat)
+
+    def _load_catalogue(self) -> dict[str, ObjectDef]:
+        names = self.store.get_meta("catalogue")
+        if names and isinstance(names[0], dict):  # an org saved before: the whole catalogue in one row
+            return schema.catalogue_from_json(names)
+        return schema.catalogue_from_json([self.store.get_meta(f"catalogue/{n}") for n in names])
+
+    def _write_catalogue(self, cat: dict[str, ObjectDef], changed: Iterable[str]) -> None:
+        """The catalogue as one row per object (only the changed ones written: the wide standard objects make
+        the whole a megabyte) and the list of the objects' names."""
+        for name in changed:
+            if name in cat:
+                self.store.set_meta(f"catalogue/{name}", schema.catalogue_to_json({name: cat[name]})[0])
+            else:
+                self.store.delete_meta(f"catalogue/{name}")
+        self.store.set_meta("catalogue", list(cat))
 
     def _bin_generated(self, marks: list[tuple[str, str, str]]) -> None:
         """The records a new org's generator marked deleted, deleted as the API deletes (Deletes)."""
         raise NotImplementedError
 
-    def save_catalogue(self) -> None:
-        self.store.set_meta("catalogue", schema.catalogue_to_json(self.catalogue))
+    def save_catalogue(self, *changed: str) -> None:
+        """Persist the objects named (every object when none is) and the catalogue's list of objects."""
+        self._write_catalogue(self.catalogue, changed or list(self.catalogue))
         self.describe_modified = self.clock.now()
         self.store.set_meta("describe_modified", self.describe_modified)
 

@@ -222,7 +222,7 @@ class Deploy(SchemaChanges):
                     created = False
                 self._metadata_upsert("CustomField", f"{o.name}.{name}", f"objects/{o.name}.object", fxml, "00N")
                 out.append(self._message("CustomField", rel, f"{o.name}.{name}", None, changed=True, created=created))
-            self.save_catalogue()
+            self.save_catalogue(o.name)
         self._metadata_upsert(mtype, full_name, rel, content, md.ID_PREFIXES.get(mtype, ""))
         out.append(
             self._message(mtype, rel, full_name, None, changed=row is None or row[0] != content, created=row is None)

@@ -21,7 +21,7 @@ class SchemaChanges(Records, Metadata):
         o.fields.append(f)
         o.reindex()
         self.store.add_column(o.name, f)
-        self.save_catalogue()
+        self.save_catalogue(o.name)
         self._metadata_upsert("CustomField", f"{o.name}.{name}", f"objects/{o.name}.object", "", "00N")
         return {"object": o.name, "field": name}
 
@@ -34,7 +34,7 @@ class SchemaChanges(Records, Metadata):
         o.reindex()
         if f.stored:
             self.store.drop_column(o.name, f.name)
-        self.save_catalogue()
+        self.save_catalogue(o.name)
         with self.store.write_lock:
             self.store.conn().execute(
                 "DELETE FROM metadata WHERE type='CustomField' AND full_name=?", (f"{o.name}.{f.name}",)
@@ -53,7 +53,7 @@ class SchemaChanges(Records, Metadata):
         self.catalogue[name] = o
         self.store.create_object(o)
         self.counters[name] = 1
-        self.save_catalogue()
+        self.save_catalogue(name)
         self._metadata_upsert("CustomObject", name, f"objects/{name}.object", "", "01I")
         if records:
             self.create_records(name, records)
@@ -65,7 +65,7 @@ class SchemaChanges(Records, Metadata):
             raise OrgError(400, "INVALID_TYPE", f"cannot remove standard object {name}")
         del self.catalogue[o.name]
         self.store.drop_object(o.name)
-        self.save_catalogue()
+        self.save_catalogue(o.name)
         with self.store.write_lock:
             self.store.conn().execute(
                 "DELETE FROM metadata WHERE (type='CustomObject' AND full_name=?) OR "
