@@ -85,7 +85,7 @@ proto-check: install
 	$(PY) -m tools.protogen --check
 
 test: install proto-check
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -m "not long" $(PYTEST_ARGS)
 
 # The long outage runs: many chaos trials (each a backup with kills and restarts, its own seed) and the NATS
 # cluster test; CHAOS_TRIALS sets how many, SFVAULT_CHAOS_SEED the first seed (to replay a failing one).
@@ -95,7 +95,7 @@ RESTORE_CHAOS_TRIALS ?= 5
 test-long: install
 	SFVAULT_CHAOS_TRIALS=$(CHAOS_TRIALS) SFVAULT_RESTORE_CHAOS_TRIALS=$(RESTORE_CHAOS_TRIALS) SFVAULT_RESTORE_SCALE=1 \
 		$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_chaos.py tests/e2e/test_nats_cluster.py \
-		tests/e2e/test_restore_chaos.py tests/e2e/test_restore_scale.py $(PYTEST_ARGS)
+		tests/e2e/test_restore_chaos.py tests/e2e/test_restore_scale.py tests/e2e/test_readme.py $(PYTEST_ARGS)
 
 # The habits CI holds (.ci/run): ruff's lint and format check, mypy (strict for the domain modules and the ports,
 # see [tool.mypy] in pyproject.toml), and the locks agreeing with pyproject.toml.

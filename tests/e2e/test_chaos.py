@@ -63,6 +63,10 @@ def test_every_session_ends_with_the_truth_whatever_is_killed(tmp_path: Path, se
         "SFVAULT_FAILPOINTS": "storage.chunk_committed",  # storage dies between its first commit and event
         "SFVAULT_FAILPOINT_DIR": str(tmp_path),
         "SFVAULT_STALL_CHECK_INTERVAL_S": "1",
+        # the killed jobrunner's jobs come back to its restarted self after the ack wait (60 s by default: the
+        # suite's time, not the behaviour under test); its heartbeat keeps a live holder's jobs well within it
+        "SFVAULT_JOBRUNNER_ACK_WAIT_S": "8",
+        "SFVAULT_JOBRUNNER_HEARTBEAT_S": "2",
     }
     # this test restarts them: its own servers, whatever SFVAULT_DATABASE_URL / SFVAULT_NATS_URL say
     with (

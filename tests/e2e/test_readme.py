@@ -38,6 +38,7 @@ def test_the_demo_points_at_the_walks_first_commands() -> None:
     assert commands and all(any(line.startswith(c) for line in first.splitlines()) for c in commands)
 
 
+@pytest.mark.long  # CI walks it on a fresh clone after `make demo` (.ci/first-hour): not twice in one run
 def test_the_readmes_using_it_runs_as_written(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = marked_blocks(readme)
