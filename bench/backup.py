@@ -65,7 +65,8 @@ def _connection(info: dict[str, Any]) -> dpb.OrgConnection:
 def _specs(info: dict[str, Any], session: str) -> list[jobs_pb2.JobSpec]:
     client = OrgClient(_creds(info))
     catalogue = client.request("GET", f"/services/data/v{info['api_version']}/sobjects").json()
-    names = [o["name"] for o in catalogue["sobjects"] if o["name"] not in SKIP]
+    # what discovery would plan: the queryable objects (platform and change events are not)
+    names = [o["name"] for o in catalogue["sobjects"] if o["name"] not in SKIP and o.get("queryable", True)]
     # the order discovery plans them in: largest first, by the org's record counts
     body = client.request(
         "GET", f"/services/data/v{info['api_version']}/limits/recordCount", params={"sObjects": ",".join(names)}
@@ -276,8 +277,9 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             _drop_scratch(url)
             for label, fraction in (("1 %", 0.01), ("0 %", 0.0)):
                 if fraction:
-                    for spec in specs:
-                        admin.update(spec.object_name, fraction=fraction)
+                    for spec in specs:  # the objects a user can change (not field history, feeds)
+                        if json.loads(spec.data.describe_json).get("updateable", True):
+                            admin.update(spec.object_name, fraction=fraction)
                 admin.advance_clock(400)
                 session = f"inc{int(fraction * 100)}"
                 inc_specs = [jobs_pb2.JobSpec.FromString(s.SerializeToString()) for s in specs]

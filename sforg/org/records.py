@@ -289,6 +289,8 @@ class Records(Validation):
             and f.type not in ("reference", "base64", "id")
             and not f.unique
         ]
+        if not fields and not candidates:  # field history, feeds: Salesforce writes them, nobody updates them
+            raise OrgError(400, "INVALID_TYPE_FOR_OPERATION", f"entity type {o.name} does not support update")
         chosen = [o.field(n) for n in fields] if fields else [candidates[int(rng.random() * len(candidates))]]
         out: dict[str, Any] = {}
         for f in chosen:

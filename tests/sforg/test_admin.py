@@ -7,6 +7,7 @@ import hashlib
 import threading
 import time
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
+from sforg.org import Org, OrgError
 from sforg.testing import Admin
 
 
@@ -358,3 +360,13 @@ def test_many_added_fields_make_a_wide_object(sf: Any, admin: Admin) -> None:
     finally:
         for name in names:
             admin.remove_field("Shipment__c", name)
+
+
+def test_an_admin_update_of_an_object_nobody_updates_is_refused_by_name(tmp_path: Path) -> None:
+    # field history has no field a user may change: a clear 400, not a 500 (bench's 1 % update hit it)
+    org = Org(tmp_path / "o", "tiny", 1)
+    org.create_records("Account", 1)  # a new record's history: its "created" row
+    with pytest.raises(OrgError) as refused:
+        org.update_records("AccountHistory", fraction=1.0)
+    assert refused.value.status == 400 and refused.value.code == "INVALID_TYPE_FOR_OPERATION"
+    assert "AccountHistory" in str(refused.value)
