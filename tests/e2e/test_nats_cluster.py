@@ -16,7 +16,8 @@ from services.platform.bus import BusConfig
 from tests.e2e.conftest import endpoints, register
 from tests.e2e.outages import check_complete, planned, run_with_outages, stream_info
 
-pytestmark = pytest.mark.e2e
+# in `make test-long` (which names this file), not in `make test`: three NATS servers started, one lost mid-backup
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 
 def test_a_backup_survives_losing_one_of_three_nats_servers(tmp_path: Path, database_url: str) -> None:
