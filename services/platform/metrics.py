@@ -1,9 +1,8 @@
 """sfvault's metrics beside its traces, and where a service's telemetry goes besides OTLP: a Prometheus endpoint
 (SFVAULT_METRICS_PORT) and the local stack's trace file (SFVAULT_TRACE_FILE, services.platform.tracefile).
 
-telemetry.Instruments has records backed up, chunk durations, API calls and requests left, jobs running, stall
-terminations and sessions by status; this module adds what an operator's dashboard needs beside them: bytes
-stored, jobs by outcome, session durations and consumer lag. Attributes are names and outcomes only.
+The instruments are telemetry.Instruments'; this module's hooks record bytes stored, jobs by outcome, session
+durations and consumer lag on them. Attributes are names and outcomes only.
 """
 
 from __future__ import annotations
@@ -11,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 from sfvault.events.v1 import events_pb2
@@ -27,46 +25,12 @@ PORT_VARIABLE = "SFVAULT_METRICS_PORT"
 SESSION_END_STATUSES = ("SUCCESS", "WARNING", "FAILED", "STOPPED")
 
 
-@dataclass
-class Meters:
-    bytes_stored: metrics.Counter
-    jobs_finished: metrics.Counter
-    session_duration: metrics.Histogram
-    consumer_lag: Any  # a synchronous gauge (its class is private in opentelemetry.metrics)
-
-    @classmethod
-    def create(cls, meter: metrics.Meter) -> Meters:
-        return cls(
-            bytes_stored=meter.create_counter(
-                "sfvault.bytes.stored", unit="By", description="bytes of records and files storage received, by kind"
-            ),
-            jobs_finished=meter.create_counter(
-                "sfvault.jobs.finished", unit="{job}", description="jobs reported, by job type and outcome"
-            ),
-            session_duration=meter.create_histogram(
-                "sfvault.session.duration", unit="s", description="from a session's start to its end, by status"
-            ),
-            consumer_lag=meter.create_gauge(
-                "sfvault.consumer.lag", unit="{message}", description="messages a durable consumer has yet to take"
-            ),
-        )
-
-
-_meters = Meters.create(metrics.get_meter(telemetry.NAME))
-
-
-def install(meter_provider: Any = None) -> None:
-    """Make these metrics use this provider (None: the global one); telemetry.install() does it for its own."""
-    global _meters
-    _meters = Meters.create(metrics.get_meter(telemetry.NAME, meter_provider=meter_provider))
-
-
 # ---- the hooks -------------------------------------------------------------------------------------------------
 
 
 def bytes_stored(kind: str, size: int) -> None:
     """`kind`: "records" (a PutRecords request's size) or "files" (a file's body)."""
-    _meters.bytes_stored.add(size, {"sfvault.kind": kind})
+    telemetry.instruments().bytes_stored.add(size, {"sfvault.kind": kind})
 
 
 def job_finished(job_type: int, outcome: int) -> None:
@@ -77,19 +41,19 @@ def job_finished(job_type: int, outcome: int) -> None:
         "sfvault.job_type": kind.removeprefix("JOB_TYPE_").lower(),
         "sfvault.job.outcome": ended.removeprefix("JOB_OUTCOME_").lower(),
     }
-    _meters.jobs_finished.add(1, attributes)
+    telemetry.instruments().jobs_finished.add(1, attributes)
 
 
 def session_ended(status: str, started_at: dt.datetime | None, finished_at: dt.datetime | None) -> None:
     """A session's duration, when it ran (a session failed before it started has none)."""
     if started_at is not None and finished_at is not None:
         seconds = max((finished_at - started_at).total_seconds(), 0.0)
-        _meters.session_duration.record(seconds, {"sfvault.session.status": status})
+        telemetry.instruments().session_duration.record(seconds, {"sfvault.session.status": status})
 
 
 def consumer_lag(consumer: str, pending: int) -> None:
     """What a durable consumer has still to take, as the last message it took said (its num_pending)."""
-    _meters.consumer_lag.set(pending, {"messaging.consumer.group.name": consumer})
+    telemetry.instruments().consumer_lag.set(pending, {"messaging.consumer.group.name": consumer})
 
 
 # ---- set-up ------------------------------------------------------------------------------------------------------
@@ -116,7 +80,6 @@ def setup(service_name: str, tel: telemetry.Telemetry, environ: Mapping[str, str
     env = os.environ if environ is None else environ
     port, trace_file = _port(env), env.get(tracefile.VARIABLE, "").strip()
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not (port or trace_file):
-        install(tel.meter_provider)
         return tel
     if trace_file:
         from opentelemetry.sdk.trace import TracerProvider
@@ -137,7 +100,6 @@ def setup(service_name: str, tel: telemetry.Telemetry, environ: Mapping[str, str
         tel.meter_provider.add_metric_reader(PrometheusMetricReader())
         start_http_server(port, addr="0.0.0.0")  # scraped from the pod's address
     telemetry.install(tel.tracer_provider, tel.meter_provider)
-    install(tel.meter_provider)
     if service_name == "session":
         # counters that start at 0 before their first event: increase() and rate() need a sample before it, or
         # a dashboard shows nothing for the first session (or stall termination) after a start

@@ -57,6 +57,11 @@ class Instruments:
     jobs_running: metrics.UpDownCounter
     stall_terminations: metrics.Counter
     session_outcomes: metrics.Counter
+    # what an operator's dashboard needs beside them (recorded by services.platform.metrics' hooks)
+    bytes_stored: metrics.Counter
+    jobs_finished: metrics.Counter
+    session_duration: metrics.Histogram
+    consumer_lag: Any
 
     @classmethod
     def create(cls, meter: metrics.Meter) -> Instruments:
@@ -82,6 +87,18 @@ class Instruments:
             ),
             session_outcomes=meter.create_counter(
                 "sfvault.sessions.finished", unit="{session}", description="sessions ended, by status"
+            ),
+            bytes_stored=meter.create_counter(
+                "sfvault.bytes.stored", unit="By", description="bytes of records and files storage received, by kind"
+            ),
+            jobs_finished=meter.create_counter(
+                "sfvault.jobs.finished", unit="{job}", description="jobs reported, by job type and outcome"
+            ),
+            session_duration=meter.create_histogram(
+                "sfvault.session.duration", unit="s", description="from a session's start to its end, by status"
+            ),
+            consumer_lag=meter.create_gauge(
+                "sfvault.consumer.lag", unit="{message}", description="messages a durable consumer has yet to take"
             ),
         )
 

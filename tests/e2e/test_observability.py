@@ -125,7 +125,10 @@ def observed(tmp_path_factory: pytest.TempPathFactory, stack_database: str) -> I
             register(c, stack.org, home)
             session, jobs = run_session(c)
             samples = {name: scraped_when_complete(ports[name], EXPECTED[name]) for name in SERVICES}
-            prom.wait_scraped_since(time.time(), len(SERVICES))  # Prometheus has what the endpoints show now
+            # Prometheus has what the endpoints show now, in two scrapes at least: a series the backup's last
+            # second created needs two samples for rate() and increase() to answer
+            for _ in range(2):
+                prom.wait_scraped_since(time.time(), len(SERVICES))
             at = time.time()
         finally:
             c.close()

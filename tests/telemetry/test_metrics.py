@@ -4,7 +4,6 @@ Prometheus endpoints of a real backup: tests/e2e/test_observability.py."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from sfvault.events.v1 import events_pb2 as ev
@@ -13,18 +12,11 @@ from services.platform import metrics, telemetry
 from tests.telemetry.conftest import Captured
 
 
-@pytest.fixture
-def hooked(captured: Captured) -> Iterator[Captured]:
-    metrics.install(captured.meter_provider)
-    yield captured
-    metrics.install()
-
-
-def test_the_hooks_record_by_names_and_outcomes(hooked: Captured) -> None:
+def test_the_hooks_record_by_names_and_outcomes(captured: Captured) -> None:
     metrics.job_finished(ev.JOB_TYPE_DATA, ev.JOB_OUTCOME_SUCCESS)
     metrics.job_finished(ev.JOB_TYPE_DATA, ev.JOB_OUTCOME_SUCCESS)
     metrics.job_finished(ev.JOB_TYPE_FILE, ev.JOB_OUTCOME_ERROR)
-    jobs = {tuple(sorted(p.attributes.items())): p.value for p in hooked.metric_points("sfvault.jobs.finished")}
+    jobs = {tuple(sorted(p.attributes.items())): p.value for p in captured.metric_points("sfvault.jobs.finished")}
     assert jobs == {
         (("sfvault.job.outcome", "success"), ("sfvault.job_type", "data")): 2,
         (("sfvault.job.outcome", "error"), ("sfvault.job_type", "file")): 1,
@@ -32,15 +24,15 @@ def test_the_hooks_record_by_names_and_outcomes(hooked: Captured) -> None:
     start = dt.datetime(2026, 12, 7, 10, 0, tzinfo=dt.UTC)
     metrics.session_ended("SUCCESS", start, start + dt.timedelta(seconds=42))
     metrics.session_ended("FAILED", None, start)  # never started: no duration
-    [duration] = hooked.metric_points("sfvault.session.duration")
+    [duration] = captured.metric_points("sfvault.session.duration")
     assert (duration.count, duration.sum, dict(duration.attributes)) == (1, 42.0, {"sfvault.session.status": "SUCCESS"})
     metrics.consumer_lag("jobrunner", 7)
     metrics.consumer_lag("jobrunner", 3)
-    [lag] = hooked.metric_points("sfvault.consumer.lag")
+    [lag] = captured.metric_points("sfvault.consumer.lag")
     assert lag.value == 3 and dict(lag.attributes) == {"messaging.consumer.group.name": "jobrunner"}
     metrics.bytes_stored("records", 1000)
     metrics.bytes_stored("files", 24)
-    stored = {p.attributes["sfvault.kind"]: p.value for p in hooked.metric_points("sfvault.bytes.stored")}
+    stored = {p.attributes["sfvault.kind"]: p.value for p in captured.metric_points("sfvault.bytes.stored")}
     assert stored == {"records": 1000, "files": 24}
 
 
