@@ -67,7 +67,9 @@ class Prometheus:
     def scraped_all_since(self, since: float, jobs: int) -> bool:
         """Whether each of the `jobs` targets is up and was scraped after `since` (epoch seconds)."""
         targets = self._get("/api/v1/targets")["activeTargets"]
-        return sum(1 for t in targets if t["health"] == "up" and _epoch(t["lastScrape"]) > since) >= jobs
+        # lastScrape: RFC 3339 with nanoseconds, which fromisoformat takes (to the microsecond)
+        scraped = [dt.datetime.fromisoformat(t["lastScrape"]).timestamp() for t in targets if t["health"] == "up"]
+        return sum(1 for when in scraped if when > since) >= jobs
 
     def wait_scraped_since(self, since: float, jobs: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -75,17 +77,6 @@ class Prometheus:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Prometheus did not scrape its {jobs} targets within {timeout:.0f} s")
             time.sleep(0.2)  # another process's scrape loop: no event to await
-
-
-def _epoch(stamp: str) -> float:
-    """RFC 3339 with up to nanoseconds (2026-12-07T11:42:00.123456789Z) as epoch seconds."""
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    zone = ""
-    if "+" in frac or "-" in frac:
-        cut = max(frac.find("+"), frac.find("-"))
-        frac, zone = frac[:cut], frac[cut:]
-    parsed = dt.datetime.fromisoformat(head + (zone or "+00:00"))
-    return parsed.timestamp() + (float("0." + frac) if frac else 0.0)
 
 
 @contextlib.contextmanager
