@@ -45,7 +45,8 @@ def job_finished(job_type: int, outcome: int) -> None:
 
 
 def session_ended(status: str, started_at: dt.datetime | None, finished_at: dt.datetime | None) -> None:
-    """A session's duration, when it ran (a session failed before it started has none)."""
+    """A session's end, counted by status, and its duration when it ran (one failed before it started has none)."""
+    telemetry.session_finished(status)
     if started_at is not None and finished_at is not None:
         seconds = max((finished_at - started_at).total_seconds(), 0.0)
         telemetry.instruments().session_duration.record(seconds, {"sfvault.session.status": status})

@@ -189,7 +189,6 @@ class SessionService:
             if s.is_final and not s.finished_event_seen and s.session_id not in self._announced:
                 await self._publish(translate.finished_payload(s), s.session_id)
                 self._announced.add(s.session_id)
-                telemetry.session_finished(s.status.value)
                 metrics.session_ended(s.status.value, s.started_at, s.finished_at)
 
     async def _publish(self, payload: Message, session_id: str, job_id: str = "") -> bool:

@@ -26,6 +26,10 @@ def test_the_hooks_record_by_names_and_outcomes(captured: Captured) -> None:
     metrics.session_ended("FAILED", None, start)  # never started: no duration
     [duration] = captured.metric_points("sfvault.session.duration")
     assert (duration.count, duration.sum, dict(duration.attributes)) == (1, 42.0, {"sfvault.session.status": "SUCCESS"})
+    ended = {
+        p.attributes["sfvault.session.status"]: p.value for p in captured.metric_points("sfvault.sessions.finished")
+    }
+    assert ended == {"SUCCESS": 1, "FAILED": 1}  # every end counted, with or without a duration
     metrics.consumer_lag("jobrunner", 7)
     metrics.consumer_lag("jobrunner", 3)
     [lag] = captured.metric_points("sfvault.consumer.lag")
