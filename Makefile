@@ -84,8 +84,11 @@ proto: install
 proto-check: install
 	$(PY) -m tools.protogen --check
 
+# two pytest-xdist workers, each test module whole on one of them (its stack started once); TEST_WORKERS=0 runs the
+# suite in this one process (a debugger, or output as it comes)
+TEST_WORKERS ?= 2
 test: install proto-check
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -m "not long" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -m "not long" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The long outage runs: many chaos trials (each a backup with kills and restarts, its own seed) and the NATS
 # cluster test; CHAOS_TRIALS sets how many, SFVAULT_CHAOS_SEED the first seed (to replay a failing one).

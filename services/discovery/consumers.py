@@ -65,20 +65,36 @@ async def _set_ack_wait(bus: Bus, ack_wait_s: float) -> None:
 
 
 async def outcomes_caught_up(bus: Bus, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
-    """Wait until the outcomes consumer has recorded every JobFinished already in the stream (none pending, none
-    delivered and not yet acked). A session is reported ended only after its jobs' JobFinished events were
-    published, so after this the previous session's outcomes are all known. Bounded: past `timeout_s` planning goes
-    on, and a job whose outcome is still unknown is treated as not completed (its full read asked for again:
-    more work, never less)."""
+    """Wait until the outcomes consumer has recorded every JobFinished already in the stream. A session is reported
+    ended only after its jobs' JobFinished events were published, so after this the previous session's outcomes
+    are all known. Bounded: past `timeout_s` planning goes on, and a job whose outcome is still unknown is treated
+    as not completed (its full read asked for again: more work, never less).
+
+    Judged on stream sequences, not on the consumer's pending counter alone: the last JobFinished's sequence must
+    be delivered to the consumer and nothing it delivered may wait for its ack. (A consumer just created reports
+    0 pending before its first count, seen once under load: the counters alone said "caught up" too early.)"""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    stream = bus.config.events_stream
+    last: int | None
+    try:
+        last = (await bus.js.get_last_msg(stream, bus.config.events_subject("*.JobFinished"))).seq or 0
+    except NotFoundError:
+        return  # no JobFinished in the stream: nothing to wait for
+    except Exception as exc:  # NATS away or a permission missing: the counters alone, still bounded
+        log.warning("last JobFinished unknown (%s); waiting on the consumer's counters", type(exc).__name__)
+        last = None
     while True:
         try:
-            info = await bus.js.consumer_info(bus.config.events_stream, OUTCOMES_CONSUMER)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
+            info = await bus.js.consumer_info(stream, OUTCOMES_CONSUMER)
+            delivered = (info.delivered.stream_seq if info.delivered is not None else 0) or 0
+            if last is None:
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+            elif delivered >= last and info.num_ack_pending == 0:
                 return
-        except NotFoundError:
-            pass  # not created yet: the consumer task is starting
+        except Exception:  # not created yet (the consumer task is starting), or NATS away: asked again
+            pass
         if loop.time() >= deadline:
             log.warning("job outcomes still being recorded after %g s; planning goes on", timeout_s)
             return

@@ -73,6 +73,8 @@ def permissions(service: str, namespace: str = "") -> Permissions:
     events = streams["events"]
     if service == "discovery":
         publish.append(f"{ns}sfvault.jobs.>")  # the JOBS work queue
+        # the last JobFinished's sequence (consumers.outcomes_caught_up: its outcomes recorded before planning)
+        publish.append(f"{api}.STREAM.MSG.GET.{events}")
     if service == "session":  # `rebuild` reads the whole stream through a consumer of its own, then deletes it
         publish += [
             f"{api}.CONSUMER.CREATE.{events}.>",
