@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sforg.ids import make_id
+from sforg.listed import listed_objects
 from sforg.related import associated_objects
 from sforg.schema import (
     READ_ONLY,
@@ -677,4 +678,5 @@ def build_catalogue() -> dict[str, ObjectDef]:
     for name, rts in record_type_ids().items():
         cat[name].record_types = [[rt_id, dev, label] for rt_id, dev, label in rts]
     cat.update((o.name, o) for o in associated_objects(cat))
+    cat.update((o.name, o) for o in listed_objects(cat))
     return cat

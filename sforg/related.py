@@ -121,6 +121,11 @@ def _created() -> list[FieldDef]:
 
 def history(parent: ObjectDef) -> ObjectDef:
     name, key, tracked = FIELD_HISTORY[parent.name]
+    return history_object(parent, name, key, tracked)
+
+
+def history_object(parent: ObjectDef, name: str, key: str, tracked: list[str]) -> ObjectDef:
+    """A field history object: its lookup `key` to the record and the fields it tracks."""
     return _family(
         parent,
         "History",
@@ -183,8 +188,13 @@ def opportunity_history(parent: ObjectDef) -> ObjectDef:
 
 
 def share(parent: ObjectDef) -> ObjectDef:
-    levels = SHARES[parent.name]
     key = "UserId" if parent.name == "User" else f"{parent.name}Id"
+    return share_object(parent, key, [f"{level}AccessLevel" for level in SHARES[parent.name]])
+
+
+def share_object(parent: ObjectDef, key: str = "ParentId", levels: tuple[str, ...] | list[str] = ()) -> ObjectDef:
+    """A share object: the record (`key`), who it is shared with, the access levels, why. The objects Salesforce
+    added later (and custom objects' __Share) name the record ParentId and the level AccessLevel."""
     access = "Create, Filter, Group, Restricted picklist, Sort, Update"
     return _family(
         parent,
@@ -198,7 +208,7 @@ def share(parent: ObjectDef) -> ObjectDef:
                 "reference",
                 "Create, Filter, Group, Sort",
                 reference_to=[parent.name],
-                relationship_name=parent.name,
+                relationship_name="Parent" if key == "ParentId" else parent.name,
                 child_relationship="Shares",
                 cascade_delete=True,
             ),
@@ -210,8 +220,8 @@ def share(parent: ObjectDef) -> ObjectDef:
                 relationship_name="UserOrGroup",
             ),
             *[
-                documented(f"{level}AccessLevel", "picklist", access, length=40, picklist=["Read", "Edit", "All"])
-                for level in levels
+                documented(level, "picklist", access, length=40, picklist=["Read", "Edit", "All"])
+                for level in (levels or ["AccessLevel"])
             ],
             documented(
                 "RowCause",

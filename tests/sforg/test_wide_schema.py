@@ -69,7 +69,10 @@ def test_describe_global_lists_the_associated_objects_with_their_real_flags(sf: 
         for name, entry in ours.items():
             if entry["associateEntityType"] == family:
                 assert {k: entry[k] for k in flags} == {k: template[k] for k in flags}, name
-                assert entry["keyPrefix"] is None and entry["associateParentEntity"] in ours
+                assert entry["associateParentEntity"] in ours
+                assert (
+                    entry["keyPrefix"] == real_by[name]["keyPrefix"] if name in real_by else entry["keyPrefix"] is None
+                )
     for name in ("AccountHistory", "ContactHistory", "OpportunityFieldHistory", "AccountShare", "AccountFeed"):
         assert ours[name]["queryable"]
     assert not ours["AccountChangeEvent"]["queryable"] and not ours["BatchApexErrorEvent"]["queryable"]
