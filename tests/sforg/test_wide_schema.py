@@ -11,6 +11,8 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # where sforg differs on purpose: the captured org has person accounts (Account.Name a compound of the contact name)
+# the share objects holding owner rows: their real key prefixes (Object Reference, real Ids)
+SHARE_PREFIXES = {"AccountShare": "00r", "OpportunityShare": "00t", "CaseShare": "01n", "LeadShare": "01o"}
 PERSON_ACCOUNTS = {("Account", "Name", "compoundFieldName"), ("Account", "Name", "extraTypeInfo")}
 
 
@@ -70,9 +72,8 @@ def test_describe_global_lists_the_associated_objects_with_their_real_flags(sf: 
             if entry["associateEntityType"] == family:
                 assert {k: entry[k] for k in flags} == {k: template[k] for k in flags}, name
                 assert entry["associateParentEntity"] in ours
-                assert (
-                    entry["keyPrefix"] == real_by[name]["keyPrefix"] if name in real_by else entry["keyPrefix"] is None
-                )
+                want = real_by[name]["keyPrefix"] if name in real_by else SHARE_PREFIXES.get(name)
+                assert entry["keyPrefix"] == want, name
     for name in ("AccountHistory", "ContactHistory", "OpportunityFieldHistory", "AccountShare", "AccountFeed"):
         assert ours[name]["queryable"]
     assert not ours["AccountChangeEvent"]["queryable"] and not ours["BatchApexErrorEvent"]["queryable"]
