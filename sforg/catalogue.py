@@ -20,7 +20,7 @@ from sforg.schema import (
     ref,
     system_fields,
 )
-from sforg.standard import documented, documented_fields, standard_fields
+from sforg.standard import ALIGNED, align_with_capture, documented, documented_fields, standard_fields
 
 PICK = {
     "AccountType": [
@@ -675,6 +675,8 @@ def build_catalogue() -> dict[str, ObjectDef]:
         _setup("RecordType", "012", "Record Type", "Record Types"),
     ]
     cat = {o.name: o for o in objs}
+    for name in ALIGNED:
+        align_with_capture(cat[name])
     for name, rts in record_type_ids().items():
         cat[name].record_types = [[rt_id, dev, label] for rt_id, dev, label in rts]
     cat.update((o.name, o) for o in associated_objects(cat))

@@ -164,10 +164,49 @@ UNSET = frozenset(
         "LastCUUpdateDate",
         "EmailBouncedReason",
         "EmailBouncedDate",
+        # captured standard fields of features the generator does not play: assets, Data.com, individuals,
+        # recurring and group events, reminders, the opportunity's last-change history rows
+        "AssetId",
+        "CleanStatus",
+        "CompanyDunsNumber",
+        "DandbCompanyId",
+        "IndividualId",
+        "GroupEventType",
+        "RecurrenceActivityId",
+        "RecurrenceStartDateTime",
+        "RecurrenceEndDateOnly",
+        "RecurrenceTimeZoneSidKey",
+        "RecurrenceType",
+        "RecurrenceInterval",
+        "RecurrenceDayOfWeekMask",
+        "RecurrenceDayOfMonth",
+        "RecurrenceInstance",
+        "RecurrenceMonthOfYear",
+        "ReminderDateTime",
+        "Recurrence2PatternText",
+        "Recurrence2PatternVersion",
+        "Recurrence2PatternStartDate",
+        "Recurrence2PatternTimeZone",
+        "LastAmountChangedHistoryId",
+        "LastCloseDateChangedHistoryId",
     }
 )
 FALSE_FLAGS = frozenset(
-    {"IsPartner", "IsCustomerPortal", "IsEmailBounced", "HasOpportunityLineItem", "IsPrivate", "IsArchived"}
+    {
+        "IsPartner",
+        "IsCustomerPortal",
+        "IsEmailBounced",
+        "HasOpportunityLineItem",
+        "IsPrivate",
+        "IsArchived",
+        "IsChild",
+        "IsGroupEvent",
+        "IsRecurrence",
+        "IsReminderSet",
+        "IsRecurrence2",
+        "IsRecurrence2Exclusion",
+        "IsRecurrence2Exception",
+    }
 )
 
 

@@ -190,3 +190,52 @@ def test_field_level_security_follows_the_api_users_profile(sf: Any, admin: Any)
     finally:
         admin.settings(profile_hidden_fields={})
     assert sf.query("SELECT Fax FROM Account LIMIT 1")["records"]
+
+
+# Where sforg's describe of a captured field stays its own (standard.KEPT: attributes that steer validation,
+# generation and relationships): required-on-create rules sforg enforces without defaults, its picklist values,
+# the lookup targets it has (OwnerId: User only, no queues; WhatId: the objects it models), compound names.
+KEPT_DIFFERENCES = {
+    ("Case", "Status", "defaultedOnCreate"),
+    ("Case", "Priority", "defaultedOnCreate"),
+    ("Case", "OwnerId", "referenceTo"),
+    ("Event", "WhatId", "referenceTo"),
+    ("Event", "WhoId", "referenceTo"),
+    ("Event", "OwnerId", "referenceTo"),
+    ("Event", "Subject", "nameField"),
+    ("Event", "ShowAs", "defaultedOnCreate"),
+    ("Lead", "LastName", "compoundFieldName"),
+    ("Lead", "FirstName", "compoundFieldName"),
+    ("Lead", "Salutation", "compoundFieldName"),
+    ("Lead", "Name", "calculated"),
+    ("Lead", "Name", "nillable"),
+    ("Lead", "Status", "defaultedOnCreate"),
+    ("Lead", "OwnerId", "referenceTo"),
+    ("Lead", "IsConverted", "updateable"),
+    ("Lead", "EmailBouncedReason", "createable"),
+    ("Lead", "EmailBouncedDate", "createable"),
+    ("Opportunity", "Probability", "defaultedOnCreate"),
+    ("Opportunity", "ForecastCategoryName", "defaultedOnCreate"),
+    ("Opportunity", "Pricebook2Id", "defaultedOnCreate"),
+    ("Opportunity", "ForecastCategory", "nillable"),
+    ("Opportunity", "FiscalQuarter", "compoundFieldName"),
+    ("Opportunity", "FiscalYear", "compoundFieldName"),
+    ("Opportunity", "ContactId", "relationshipName"),
+    ("Opportunity", "ContactId", "updateable"),
+}
+
+
+@pytest.mark.parametrize("obj", ["Opportunity", "Case", "Lead", "Event", "OpportunityContactRole"])
+def test_captured_objects_describe_every_standard_field_as_captured(sf: Any, obj: str) -> None:
+    ours = {f["name"]: f for f in getattr(sf, obj).describe()["fields"]}
+    real = captured_fields(obj)
+    assert set(real) <= set(ours)
+    differences = {
+        (obj, name, key)
+        for name, fr in real.items()
+        for key, value in fr.items()
+        if ours[name][key] != value and key != "picklistValues"  # the generator's values (PICK), not the capture's
+    }
+    assert differences <= KEPT_DIFFERENCES
+    rows = sf.query(f"SELECT {', '.join(real)} FROM {obj} LIMIT 5")["records"]
+    assert rows and set(real) <= set(rows[0])
