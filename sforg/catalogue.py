@@ -283,8 +283,9 @@ def _case() -> ObjectDef:
                 defaulted=True,
                 label="Case Number",
             ),
-            ref("AccountId", ["Account"], "Account", "Cases", cascade_delete=True, label="Account ID"),
-            # a Contact with Cases cannot be deleted (restrictedDelete in the real Contact describe)
+            # an Account or a Contact with Cases cannot be deleted (restrictedDelete in the real Account and
+            # Contact describes: DELETE_FAILED); an admin delete clears the lookup
+            ref("AccountId", ["Account"], "Account", "Cases", label="Account ID", restricted_delete=True),
             ref("ContactId", ["Contact"], "Contact", "Cases", label="Contact ID", restricted_delete=True),
             F("Subject", "string", length=255),
             long_text("Description"),

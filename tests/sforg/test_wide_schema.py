@@ -159,6 +159,35 @@ def test_child_relationships_carry_the_real_restrictions(sf: Any, admin: Any) ->
     assert sf.Contact.get(contact)["Id"] == contact
 
 
+def test_an_account_with_cases_cannot_be_deleted_as_in_a_real_org(sf: Any) -> None:
+    real = json.loads((FIXTURES / "cumulusci_account_describe.json").read_text())["childRelationships"]
+    real_by = {(c["childSObject"], c["field"]): c for c in real}
+    keys = ("cascadeDelete", "restrictedDelete")
+    ours = sf.Account.describe()["childRelationships"]
+    compared = [
+        c for c in ours if (c["childSObject"], c["field"]) in real_by and c["childSObject"] != "ContentDocumentLink"
+    ]
+    assert {"Case", "Contact", "Opportunity"} <= {c["childSObject"] for c in compared}
+    for c in compared:
+        assert {k: c[k] for k in keys} == {k: real_by[(c["childSObject"], c["field"])][k] for k in keys}, c
+    acc = sf.Account.create({"Name": "Has Cases"})["id"]
+    cases = [sf.Case.create({"AccountId": acc, "Subject": f"Blocking {i}"})["id"] for i in range(2)]
+    numbers = [sf.Case.get(c)["CaseNumber"] for c in cases]
+    with pytest.raises(Exception) as failed:
+        sf.Account.delete(acc)
+    body = failed.value.content[0]  # type: ignore[attr-defined]
+    assert body["errorCode"] == "DELETE_FAILED" and body["fields"] == []
+    assert body["message"] == (
+        "Your attempt to delete Has Cases could not be completed because it is associated with the following "
+        f"cases.: {', '.join(numbers)}\n"
+    )
+    assert sf.Account.get(acc)["IsDeleted"] is False
+    for c in cases:  # as a user does: the cases first, then the account
+        sf.Case.delete(c)
+    sf.Account.delete(acc)
+    assert sf.query(f"SELECT Id FROM Account WHERE Id = '{acc}'")["records"] == []
+
+
 def test_merge_moves_related_records_and_bins_the_losers(sf: Any, admin: Any) -> None:
     accounts = sf.query("SELECT Id, (SELECT Id FROM Contacts) FROM Account WHERE IsDeleted = false LIMIT 40")["records"]
     with_contacts = [a for a in accounts if a["Contacts"]]
