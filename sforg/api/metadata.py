@@ -95,10 +95,10 @@ class MetadataApi(Api):
             asked = [(m.text or "").strip() for m in md.children(op_el, "asyncProcessId")]
             results: list[tuple[str, tuple[str, str] | None]] = []
             for async_id in asked:
-                job = org.retrieves.get(async_id)
-                if job is None and org.deploy_status(async_id) is None:
+                started = org.retrieves.get(async_id)
+                if started is None and org.deploy_status(async_id) is None:
                     return xml_response(md.fault("INVALID_ID_FIELD", f"Invalid id: {async_id}"), 500)
-                results.append((async_id, job.get("error") if job else None))
+                results.append((async_id, started.get("error") if started else None))
             return xml_response(md.check_status_xml(results))
         if op == "checkRetrieveStatus":
             async_id = md.text_of(op_el, "asyncProcessId") or ""
