@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sforg.ids import make_id
+from sforg.listed import listed_objects
 from sforg.related import associated_objects
 from sforg.schema import (
     READ_ONLY,
@@ -19,7 +20,7 @@ from sforg.schema import (
     ref,
     system_fields,
 )
-from sforg.standard import documented, documented_fields, standard_fields
+from sforg.standard import ALIGNED, align_with_capture, documented, documented_fields, standard_fields
 
 PICK = {
     "AccountType": [
@@ -282,8 +283,9 @@ def _case() -> ObjectDef:
                 defaulted=True,
                 label="Case Number",
             ),
-            ref("AccountId", ["Account"], "Account", "Cases", cascade_delete=True, label="Account ID"),
-            # a Contact with Cases cannot be deleted (restrictedDelete in the real Contact describe)
+            # an Account or a Contact with Cases cannot be deleted (restrictedDelete in the real Account and
+            # Contact describes: DELETE_FAILED); an admin delete clears the lookup
+            ref("AccountId", ["Account"], "Account", "Cases", label="Account ID", restricted_delete=True),
             ref("ContactId", ["Contact"], "Contact", "Cases", label="Contact ID", restricted_delete=True),
             F("Subject", "string", length=255),
             long_text("Description"),
@@ -674,7 +676,10 @@ def build_catalogue() -> dict[str, ObjectDef]:
         _setup("RecordType", "012", "Record Type", "Record Types"),
     ]
     cat = {o.name: o for o in objs}
+    for name in ALIGNED:
+        align_with_capture(cat[name])
     for name, rts in record_type_ids().items():
         cat[name].record_types = [[rt_id, dev, label] for rt_id, dev, label in rts]
     cat.update((o.name, o) for o in associated_objects(cat))
+    cat.update((o.name, o) for o in listed_objects(cat))
     return cat

@@ -229,6 +229,23 @@ def retrieve_started_xml(async_id: str) -> str:
     )
 
 
+def check_status_xml(results: list[tuple[str, tuple[str, str] | None]]) -> str:
+    """checkStatus: an AsyncResult per Id asked (API 29.0/30.0 fields in WSDL order: done, id, message, state,
+    statusCode). sforg completes a retrieve or deploy at once, so each is done: Completed, or Error with the
+    failure's status code and message."""
+    out = []
+    for async_id, error in results:
+        if error is None:
+            out.append(f"<result><done>true</done><id>{async_id}</id><state>Completed</state></result>")
+        else:
+            code, message = error
+            out.append(
+                f"<result><done>true</done><id>{async_id}</id><message>{escape(message)}</message>"
+                f"<state>Error</state><statusCode>{code}</statusCode></result>"
+            )
+    return envelope(f"<checkStatusResponse>{''.join(out)}</checkStatusResponse>")
+
+
 def deploy_started_xml(async_id: str) -> str:
     return envelope(
         f"<deployResponse><result><done>false</done><id>{async_id}</id><state>Queued</state></result></deployResponse>"

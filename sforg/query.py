@@ -735,7 +735,8 @@ def _filters_by_id(where: Any, fields: tuple[str, ...]) -> bool:
 def plan_query(text: str, ctx: Context, include_deleted: bool, bulk: bool = False) -> Plan:
     q = soql.parse(text)
     obj = ctx.find_object(q.sobject)
-    if obj is None:
+    if obj is None or obj.flags.get("queryable") is False:
+        # a change or platform event is listed but not queryable: a real org answers as for an unknown type
         raise SoqlError(
             "INVALID_TYPE",
             soql.caret_message(q.text, q.sobject_pos, f"sObject type '{q.sobject}'" + INVALID_TYPE_TAIL),

@@ -51,6 +51,26 @@ SHARES: dict[str, list[str]] = {
     "Campaign": ["Campaign"],
     "User": ["User"],
 }
+# The owner's row of each record (RowCause Owner): its lookup and access levels. The owner has All on the record
+# (a value only Salesforce sets); AccountShare's levels on the account's opportunities, cases and contacts take
+# None, Read or Edit (Object Reference, AccountShare), Edit for the owner.
+OWNER_SHARES: dict[str, tuple[str, dict[str, str]]] = {
+    "Account": (
+        "AccountId",
+        {
+            "AccountAccessLevel": "All",
+            "OpportunityAccessLevel": "Edit",
+            "CaseAccessLevel": "Edit",
+            "ContactAccessLevel": "Edit",
+        },
+    ),
+    "Opportunity": ("OpportunityId", {"OpportunityAccessLevel": "All"}),
+    "Case": ("CaseId", {"CaseAccessLevel": "All"}),
+    "Lead": ("LeadId", {"LeadAccessLevel": "All"}),
+}
+# Key prefixes of the share objects that hold rows (Object Reference and real Ids: 00r AccountShare, 00t
+# OpportunityShare, 01n CaseShare, 01o LeadShare)
+SHARE_PREFIXES = {"Account": "00r", "Opportunity": "00t", "Case": "01n", "Lead": "01o"}
 FEEDS = ["Account", "Contact", "Opportunity", "Lead", "Case", "Campaign", "User", "Task", "Event", "ContentDocument"]
 CHANGE_EVENTS = [
     "Account",
@@ -121,6 +141,11 @@ def _created() -> list[FieldDef]:
 
 def history(parent: ObjectDef) -> ObjectDef:
     name, key, tracked = FIELD_HISTORY[parent.name]
+    return history_object(parent, name, key, tracked)
+
+
+def history_object(parent: ObjectDef, name: str, key: str, tracked: list[str]) -> ObjectDef:
+    """A field history object: its lookup `key` to the record and the fields it tracks."""
     return _family(
         parent,
         "History",
@@ -183,8 +208,18 @@ def opportunity_history(parent: ObjectDef) -> ObjectDef:
 
 
 def share(parent: ObjectDef) -> ObjectDef:
-    levels = SHARES[parent.name]
     key = "UserId" if parent.name == "User" else f"{parent.name}Id"
+    out = share_object(parent, key, [f"{level}AccessLevel" for level in SHARES[parent.name]])
+    prefix = SHARE_PREFIXES.get(parent.name)
+    if prefix:
+        out.key_prefix = prefix
+        out.flags["keyPrefix"] = prefix
+    return out
+
+
+def share_object(parent: ObjectDef, key: str = "ParentId", levels: tuple[str, ...] | list[str] = ()) -> ObjectDef:
+    """A share object: the record (`key`), who it is shared with, the access levels, why. The objects Salesforce
+    added later (and custom objects' __Share) name the record ParentId and the level AccessLevel."""
     access = "Create, Filter, Group, Restricted picklist, Sort, Update"
     return _family(
         parent,
@@ -198,7 +233,7 @@ def share(parent: ObjectDef) -> ObjectDef:
                 "reference",
                 "Create, Filter, Group, Sort",
                 reference_to=[parent.name],
-                relationship_name=parent.name,
+                relationship_name="Parent" if key == "ParentId" else parent.name,
                 child_relationship="Shares",
                 cascade_delete=True,
             ),
@@ -210,8 +245,11 @@ def share(parent: ObjectDef) -> ObjectDef:
                 relationship_name="UserOrGroup",
             ),
             *[
-                documented(f"{level}AccessLevel", "picklist", access, length=40, picklist=["Read", "Edit", "All"])
-                for level in levels
+                # the record's own level reaches All; the levels on an account's children stop at Edit
+                documented(level, "picklist", access, length=40, picklist=["Read", "Edit", "All"])
+                if i == 0
+                else documented(level, "picklist", access, length=40, picklist=["None", "Read", "Edit"])
+                for i, level in enumerate(levels or ["AccessLevel"])
             ],
             documented(
                 "RowCause",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 SOAP_TYPES = {
@@ -338,58 +341,112 @@ def field_describe(f: FieldDef, obj: ObjectDef) -> dict[str, Any]:
     return d
 
 
+# A real describeGlobal's objects (global_describe.json: every flag of each object's entry and the names of its
+# urls, from a capture): an object listed there describes itself with those flags, whatever sforg's defaults say.
+GLOBAL_DESCRIBE = Path(__file__).with_name("global_describe.json")
+# where each url of an object's entry points, under /services/data/vXX.X/sobjects/{name}
+URL_PATHS = {
+    "compactLayouts": "/describe/compactLayouts",
+    "rowTemplate": "/{ID}",
+    "approvalLayouts": "/describe/approvalLayouts",
+    "listviews": "/listviews",
+    "describe": "/describe",
+    "quickActions": "/quickActions",
+    "layouts": "/describe/layouts",
+    "namedLayouts": "/describe/namedLayouts/{LayoutName}",
+    "passwordUtilities": "/{ID}/password",
+    "eventSchema": "/eventSchema",
+    "sobject": "",
+}
+DATA_URLS = ["compactLayouts", "rowTemplate", "approvalLayouts", "listviews", "describe", "quickActions", "layouts"]
+# associated objects (history, share, feed) and setup objects list these; events also their eventSchema
+PLAIN_URLS = ["rowTemplate", "describe", "sobject"]
+EVENT_URLS = ["rowTemplate", "eventSchema", "describe", "sobject"]
+
+
+@cache
+def captured_global() -> dict[str, dict[str, Any]]:
+    """The captured describeGlobal's entries by object name (flags, and `urls`: the names of its urls)."""
+    return {o["name"]: o for o in json.loads(GLOBAL_DESCRIBE.read_text())["objects"]}
+
+
+def _url_path(key: str) -> str:
+    if key.endswith("RowArticleSuggestions"):
+        return "/{ID}/suggestedArticles"
+    if key.endswith("ArticleSuggestions"):
+        return "/suggestedArticles"
+    return URL_PATHS[key]
+
+
+def _url_keys(obj: ObjectDef, flags: dict[str, Any]) -> list[str]:
+    captured = captured_global().get(obj.name)
+    if captured is not None:
+        keys: list[str] = captured["urls"]
+        return keys
+    if flags["associateEntityType"] == "ChangeEvent" or not (flags["queryable"] or flags["retrieveable"]):
+        return EVENT_URLS
+    if not flags["layoutable"]:
+        return PLAIN_URLS
+    return [*DATA_URLS, "sobject"]
+
+
 def _urls(obj: ObjectDef, version: str, base: str, full: bool) -> dict[str, str]:
+    """The urls of the object's describeGlobal entry; a full describe of a layoutable object adds the UI templates
+    (as the captured describes do, after approvalLayouts and describe)."""
     p = f"/services/data/v{version}/sobjects/{obj.name}"
-    urls = {
-        "compactLayouts": f"{p}/describe/compactLayouts",
-        "rowTemplate": f"{p}/{{ID}}",
-        "approvalLayouts": f"{p}/describe/approvalLayouts",
-    }
-    if full:
-        urls["uiDetailTemplate"] = f"{base}/{{ID}}"
-        urls["uiEditTemplate"] = f"{base}/{{ID}}/e"
-        urls["defaultValues"] = f"{p}/defaultValues?recordTypeId&fields"
-    urls["listviews"] = f"{p}/listviews"
-    urls["describe"] = f"{p}/describe"
-    if full:
-        urls["uiNewRecord"] = f"{base}/{obj.key_prefix}/e"
-    urls["quickActions"] = f"{p}/quickActions"
-    urls["layouts"] = f"{p}/describe/layouts"
-    urls["sobject"] = p
+    ui = full and _flags(obj)["layoutable"]
+    urls: dict[str, str] = {}
+    for k in _url_keys(obj, _flags(obj)):
+        urls[k] = p + _url_path(k)
+        if ui and k == "rowTemplate":
+            urls["uiDetailTemplate"] = f"{base}/{{ID}}"
+            urls["uiEditTemplate"] = f"{base}/{{ID}}/e"
+            urls["defaultValues"] = f"{p}/defaultValues?recordTypeId&fields"
+        if ui and k == "describe":
+            urls["uiNewRecord"] = f"{base}/{obj.key_prefix}/e"
     return urls
 
 
 def _flags(obj: ObjectDef) -> dict[str, Any]:
     user = obj.name == "User"
-    return {
-        "activateable": False,
-        "associateEntityType": None,
-        "associateParentEntity": None,
-        "createable": True,
-        "custom": obj.custom,
-        "customSetting": False,
-        "deepCloneable": obj.name in ("Opportunity",),
-        "deletable": not user,
-        "deprecatedAndHidden": False,
-        "feedEnabled": obj.name in ("Account", "Contact", "Opportunity", "Lead", "Case", "User"),
-        "hasSubtypes": False,
-        "isInterface": False,
-        "isSubtype": False,
-        "keyPrefix": obj.key_prefix,
-        "label": obj.label,
-        "labelPlural": obj.label_plural,
-        "layoutable": True,
-        "mergeable": obj.name in ("Account", "Contact", "Lead", "Case"),
-        "mruEnabled": True,
-        "name": obj.name,
-        "queryable": True,
-        "replicateable": True,
-        "retrieveable": True,
-        "searchable": not obj.hard_delete,
-        "triggerable": True,
-        "undeletable": not user and not obj.hard_delete,
-        "updateable": True,
-    } | obj.flags
+    return (
+        {
+            "activateable": False,
+            "associateEntityType": None,
+            "associateParentEntity": None,
+            "createable": True,
+            "custom": obj.custom,
+            "customSetting": False,
+            "deepCloneable": obj.name in ("Opportunity",),
+            "deletable": not user,
+            "deprecatedAndHidden": False,
+            "feedEnabled": obj.name in ("Account", "Contact", "Opportunity", "Lead", "Case", "User"),
+            "hasSubtypes": False,
+            "isInterface": False,
+            "isSubtype": False,
+            "keyPrefix": obj.key_prefix,
+            "label": obj.label,
+            "labelPlural": obj.label_plural,
+            "layoutable": True,
+            "mergeable": obj.name in ("Account", "Contact", "Lead", "Case"),
+            "mruEnabled": True,
+            "name": obj.name,
+            "queryable": True,
+            "replicateable": True,
+            "retrieveable": True,
+            "searchable": not obj.hard_delete,
+            "triggerable": True,
+            "undeletable": not user and not obj.hard_delete,
+            "updateable": True,
+        }
+        | obj.flags
+        | _captured_flags(obj.name)
+    )
+
+
+def _captured_flags(name: str) -> dict[str, Any]:
+    entry = captured_global().get(name)
+    return {} if entry is None else {k: v for k, v in entry.items() if k != "urls"}
 
 
 def global_entry(obj: ObjectDef, version: str) -> dict[str, Any]:

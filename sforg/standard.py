@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sforg.schema import F, FieldDef
+from sforg.schema import F, FieldDef, ObjectDef
 
 DATA = Path(__file__).with_name("standard_fields.json")
 DOCUMENTED = Path(__file__).with_name("documented_fields.json")
@@ -141,3 +141,41 @@ def documented_fields(obj: str) -> list[FieldDef]:
 
 
 NAMED = ("name", "type", "properties")
+
+
+# Describe keys a captured describe does not override on a field sforg already models: they steer sforg's own
+# behaviour (validation, generation, relationships) or name objects sforg lacks (WhatId's 60 targets); where a
+# capture differs on them, sforg's value stays (tests/sforg/test_wide_schema.py lists the differences).
+KEPT = frozenset(
+    {
+        "createable",
+        "updateable",
+        "nillable",
+        "defaultedOnCreate",
+        "calculated",
+        "calculatedFormula",
+        "compoundFieldName",
+        "referenceTo",
+        "relationshipName",
+        "picklistValues",
+        "nameField",
+        "type",
+        "soapType",
+    }
+)
+ALIGNED = ("Opportunity", "Case", "Lead", "Event", "OpportunityContactRole")
+
+
+def align_with_capture(obj: ObjectDef) -> None:
+    """An object sforg models field by field, made to describe itself as the captured one: every captured standard
+    field it lacks is added (in the captured order, after its own), and each field it has takes the captured
+    describe attributes but those in KEPT."""
+    present = {f.name for f in obj.fields}
+    for d in _captured()[obj.name]["fields"]:
+        f = obj.field(d["name"])
+        if f is None:
+            obj.fields.append(field_from_describe(obj.name, d))
+        elif d["name"] in present and not f.custom:
+            f.real = {**f.real, **{k: v for k, v in d.items() if k not in KEPT}}
+            f.length, f.id_lookup = d["length"], d["idLookup"]
+    obj.reindex()

@@ -135,12 +135,12 @@ class Store:
     # ------------------------------------------------------------ schema
     def create_object(self, obj: ObjectDef) -> None:
         self._columns.clear()
-        cols = ", ".join(f"{col(f.name)} {f.sql_type}" for f in obj.stored_fields() if f.name != "Id")
+        cols = "".join(f", {col(f.name)} {f.sql_type}" for f in obj.stored_fields() if f.name != "Id")
         with self.write_lock:
             c = self.conn()
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS {table(obj.name)} (_rowid INTEGER PRIMARY KEY, "
-                f'"Id" TEXT UNIQUE, {cols}, _deleted_at TEXT, _blob TEXT, _sha256 TEXT)'
+                f'"Id" TEXT UNIQUE{cols}, _deleted_at TEXT, _blob TEXT, _sha256 TEXT)'
             )
             c.execute(
                 f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_del" ON {table(obj.name)} (_deleted_at) '

@@ -89,6 +89,17 @@ class MetadataApi(Api):
                     job["zip"] = zip_bytes
             org.retrieves[async_id] = job
             return xml_response(md.retrieve_started_xml(async_id))
+        if op == "checkStatus":
+            # removed from the WSDL in API 31.0, yet CumulusCI's retrieve still polls it after retrieve(), and
+            # Salesforce answers it: an AsyncResult per asyncProcessId
+            asked = [(m.text or "").strip() for m in md.children(op_el, "asyncProcessId")]
+            results: list[tuple[str, tuple[str, str] | None]] = []
+            for async_id in asked:
+                started = org.retrieves.get(async_id)
+                if started is None and org.deploy_status(async_id) is None:
+                    return xml_response(md.fault("INVALID_ID_FIELD", f"Invalid id: {async_id}"), 500)
+                results.append((async_id, started.get("error") if started else None))
+            return xml_response(md.check_status_xml(results))
         if op == "checkRetrieveStatus":
             async_id = md.text_of(op_el, "asyncProcessId") or ""
             found = org.retrieves.get(async_id)

@@ -19,7 +19,7 @@ from sforg.clock import UTC, Clock, stamp
 from sforg.files import BlobStore
 from sforg.generate import SCALES, Generator, plan
 from sforg.ids import make_id
-from sforg.org import history
+from sforg.org import history, shares
 from sforg.org.source import StoreSource
 from sforg.query import Context, Plan
 from sforg.schema import ObjectDef
@@ -116,6 +116,7 @@ class OrgBase:
             self._build(scale, seed, progress)
         self.catalogue = self._load_catalogue()
         history.install(self.store, self.catalogue)
+        shares.install(self.store, self.catalogue)
         self.src = StoreSource(self.store, self.catalogue)
         self.settings = {**DEFAULT_SETTINGS, **self.store.get_meta("settings", {})}
         clock = self.store.get_meta("clock", {"offset": 0.0, "frozen": None})

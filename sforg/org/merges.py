@@ -31,6 +31,8 @@ class Merges(Deletes):
         with self.store.transaction():
             for loser in gone:
                 for child, f in self._referencing(o):
+                    if child.flags.get("associateEntityType") == "Share":
+                        continue  # a loser's sharing rows go with it; the master keeps its own owner row
                     rows = conn.execute(f'SELECT "Id" FROM {table(child.name)} WHERE {col(f.name)}=?', (loser,))
                     for (cid,) in rows.fetchall():
                         stamp_col = {"SystemModstamp": now} if child.field("SystemModstamp") else {}

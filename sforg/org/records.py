@@ -134,6 +134,10 @@ class Records(Validation):
             sysvals["IsDeleted"] = 0
         if o.field("OwnerId") and "OwnerId" not in data:
             sysvals["OwnerId"] = user
+        for f in o.fields:
+            if f.auto_number and f.stored and not data.get(f.name):
+                # numbered as the generator numbers them (CaseNumber 00001234): the record's Id counter
+                sysvals[f.name] = f"{_counter(rid):08d}"
         for name in batch.booleans if batch else _booleans(o):
             if name not in data and name not in sysvals:
                 sysvals[name] = 0
@@ -644,3 +648,14 @@ class UpdateBatch(_References):
         writes, self.writes = self.writes, {}
         for columns, rows in writes.items():
             self.org.store.update_many(self.o.name, columns, rows)
+
+
+def _counter(record_id: str) -> int:
+    """The counter an Id was made from (ids.make_id: nine base62 digits after the prefix, pod and '0')."""
+    n = 0
+    for ch in record_id[6:15]:
+        n = n * 62 + _BASE62.index(ch)
+    return n
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

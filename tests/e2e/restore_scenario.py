@@ -271,13 +271,17 @@ def family_of(truth: dict[str, Any], accounts: Iterable[str]) -> dict[str, set[s
 
 
 def do_damage(admin: Admin, truth: dict[str, Any], *, accounts: int, purge: int, changes: int, seed: int) -> Damage:
-    """Delete `accounts` Accounts through the org's API delete (the cascade takes their Contacts,
-    Opportunities and Cases into the recycle bin), purge the first `purge` of them with their family, and
+    """Delete `accounts` Accounts through the org's API delete, their Cases first (the cascade takes their
+    Contacts and Opportunities into the recycle bin), purge the first `purge` of them with their family, and
     change `changes` other records of Account, Contact and Opportunity."""
     rng = random.Random(seed)
     pool = sorted(truth["objects"]["Account"])
     chosen = sorted(rng.sample(pool[: len(pool) // 2], accounts))  # the second half stays for other tests
     damage = Damage(accounts=chosen, family=family_of(truth, chosen))
+    # an Account with Cases cannot be deleted (restrictedDelete, as in a real org): the Cases go first, as a
+    # user deletes them
+    if damage.family["Case"]:
+        admin.soft_delete("Case", ids=sorted(damage.family["Case"]))
     admin.soft_delete("Account", ids=chosen)
     after = admin.ground_truth(objects=["Account", *FAMILY], values=False)
     for obj, ids in damage.family.items():

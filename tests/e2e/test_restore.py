@@ -372,8 +372,10 @@ def test_the_children_and_files_of_restored_accounts_come_back_each_in_its_state
     before = admin.ground_truth()
     as_of = timestamp(now())
 
+    # an Account with Cases cannot be deleted (restrictedDelete, as in a real org): its Cases go first
+    admin.soft_delete("Case", ids=cases[binned_account] + cases[purged_account])
     admin.soft_delete("Account", ids=[binned_account, purged_account])
-    admin.purge_recycle_bin(ids=[purged_account])  # with its family
+    admin.purge_recycle_bin(ids=[purged_account, *cases[purged_account]])  # with their families
     binned, everything = binned_since(admin, before), whole_org(admin, before)
     purged = set(admin.ground_truth(objects=["User"], values=False)["purged"].get("Attachment", []))
     purged -= set(before["purged"].get("Attachment", []))

@@ -2,18 +2,20 @@
 simple-salesforce connection factory from an OrgConfig, its data steps (the REST-or-Bulk choice made on
 `limits/recordCount`, the REST query with its paging, REST Collections insert and delete with a failing row) and
 its Metadata API listMetadata call (its own SOAP envelope and parser); every answer checked against the ground
-truth. CumulusCI's Bulk data steps speak Bulk API 1.0 and its retrieve polls `checkStatus`, which sforg does not
-emulate (README)."""
+truth, and its Metadata API retrieve (retrieve, then `checkStatus` until done, then checkRetrieveStatus for the zip).
+CumulusCI's Bulk data steps speak Bulk API 1.0, which sforg does not emulate (README)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from types import SimpleNamespace
 from typing import Any
 
 from cumulusci.core.config import OrgConfig
 from cumulusci.core.exceptions import ServiceNotConfigured
-from cumulusci.salesforce_api.metadata import ApiListMetadata
+from cumulusci.salesforce_api.exceptions import MetadataApiError
+from cumulusci.salesforce_api.metadata import ApiListMetadata, ApiRetrieveUnpackaged
 from cumulusci.salesforce_api.utils import get_simple_salesforce_connection
 from cumulusci.tasks.bulkdata.step import (
     DataApi,
@@ -140,3 +142,41 @@ def test_cumulusci_list_metadata(org: dict[str, Any], sf: Any, admin: Admin) -> 
     by_name = {m["fullName"]: m for m in truth}
     for m in listed["ApexClass"]:
         assert m["lastModifiedDate"].strftime("%Y-%m-%dT%H:%M:%S") == by_name[m["fullName"]]["lastModifiedDate"][:19]
+
+
+PACKAGE = """<?xml version="1.0" encoding="UTF-8"?>
+<Package xmlns="http://soap.sforce.com/2006/04/metadata">
+    <types>
+        <members>*</members>
+        <name>ApexClass</name>
+    </types>
+    <version>{version}</version>
+</Package>"""
+
+
+def test_cumulusci_retrieve_polls_check_status_then_reads_the_zip(org: dict[str, Any], sf: Any, admin: Admin) -> None:
+    task = cumulusci_task(org, sf)
+    api = ApiRetrieveUnpackaged(task, PACKAGE.format(version=org["api_version"]), org["api_version"])
+    zf = api()
+    assert api.status == "Done" and api.process_id.startswith("09S")
+    truth = {m["fullName"]: m for m in admin.ground_truth([])["metadata"] if m["type"] == "ApexClass"}
+    names = set(zf.namelist())
+    assert "package.xml" in names
+    assert {n for n in names if n.endswith(".cls")} == {f"classes/{name}.cls" for name in truth}
+    for name, m in truth.items():
+        assert f"classes/{name}.cls-meta.xml" in names
+        body = zf.read(f"classes/{name}.cls")  # the class body the org holds, byte for byte
+        assert hashlib.sha256(body).hexdigest() == m["sha256"], name
+
+
+def test_check_status_answers_each_id_and_refuses_an_unknown_one(org: dict[str, Any], sf: Any) -> None:
+    task = cumulusci_task(org, sf)
+    api = ApiRetrieveUnpackaged(task, PACKAGE.format(version=org["api_version"]), org["api_version"])
+    api.process_id = "09SDx0000000000AAA"
+    envelope = api._build_envelope_status()
+    try:
+        api._call_mdapi(api._build_headers("checkStatus", envelope), envelope)
+    except MetadataApiError as exc:
+        assert "INVALID_ID_FIELD" in str(exc)
+    else:
+        raise AssertionError("an unknown id was answered")

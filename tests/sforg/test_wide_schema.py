@@ -11,6 +11,8 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # where sforg differs on purpose: the captured org has person accounts (Account.Name a compound of the contact name)
+# the share objects holding owner rows: their real key prefixes (Object Reference, real Ids)
+SHARE_PREFIXES = {"AccountShare": "00r", "OpportunityShare": "00t", "CaseShare": "01n", "LeadShare": "01o"}
 PERSON_ACCOUNTS = {("Account", "Name", "compoundFieldName"), ("Account", "Name", "extraTypeInfo")}
 
 
@@ -69,7 +71,9 @@ def test_describe_global_lists_the_associated_objects_with_their_real_flags(sf: 
         for name, entry in ours.items():
             if entry["associateEntityType"] == family:
                 assert {k: entry[k] for k in flags} == {k: template[k] for k in flags}, name
-                assert entry["keyPrefix"] is None and entry["associateParentEntity"] in ours
+                assert entry["associateParentEntity"] in ours
+                want = real_by[name]["keyPrefix"] if name in real_by else SHARE_PREFIXES.get(name)
+                assert entry["keyPrefix"] == want, name
     for name in ("AccountHistory", "ContactHistory", "OpportunityFieldHistory", "AccountShare", "AccountFeed"):
         assert ours[name]["queryable"]
     assert not ours["AccountChangeEvent"]["queryable"] and not ours["BatchApexErrorEvent"]["queryable"]
@@ -155,6 +159,35 @@ def test_child_relationships_carry_the_real_restrictions(sf: Any, admin: Any) ->
     assert sf.Contact.get(contact)["Id"] == contact
 
 
+def test_an_account_with_cases_cannot_be_deleted_as_in_a_real_org(sf: Any) -> None:
+    real = json.loads((FIXTURES / "cumulusci_account_describe.json").read_text())["childRelationships"]
+    real_by = {(c["childSObject"], c["field"]): c for c in real}
+    keys = ("cascadeDelete", "restrictedDelete")
+    ours = sf.Account.describe()["childRelationships"]
+    compared = [
+        c for c in ours if (c["childSObject"], c["field"]) in real_by and c["childSObject"] != "ContentDocumentLink"
+    ]
+    assert {"Case", "Contact", "Opportunity"} <= {c["childSObject"] for c in compared}
+    for c in compared:
+        assert {k: c[k] for k in keys} == {k: real_by[(c["childSObject"], c["field"])][k] for k in keys}, c
+    acc = sf.Account.create({"Name": "Has Cases"})["id"]
+    cases = [sf.Case.create({"AccountId": acc, "Subject": f"Blocking {i}"})["id"] for i in range(2)]
+    numbers = [sf.Case.get(c)["CaseNumber"] for c in cases]
+    with pytest.raises(Exception) as failed:
+        sf.Account.delete(acc)
+    body = failed.value.content[0]  # type: ignore[attr-defined]
+    assert body["errorCode"] == "DELETE_FAILED" and body["fields"] == []
+    assert body["message"] == (
+        "Your attempt to delete Has Cases could not be completed because it is associated with the following "
+        f"cases.: {', '.join(numbers)}\n"
+    )
+    assert sf.Account.get(acc)["IsDeleted"] is False
+    for c in cases:  # as a user does: the cases first, then the account
+        sf.Case.delete(c)
+    sf.Account.delete(acc)
+    assert sf.query(f"SELECT Id FROM Account WHERE Id = '{acc}'")["records"] == []
+
+
 def test_merge_moves_related_records_and_bins_the_losers(sf: Any, admin: Any) -> None:
     accounts = sf.query("SELECT Id, (SELECT Id FROM Contacts) FROM Account WHERE IsDeleted = false LIMIT 40")["records"]
     with_contacts = [a for a in accounts if a["Contacts"]]
@@ -186,3 +219,52 @@ def test_field_level_security_follows_the_api_users_profile(sf: Any, admin: Any)
     finally:
         admin.settings(profile_hidden_fields={})
     assert sf.query("SELECT Fax FROM Account LIMIT 1")["records"]
+
+
+# Where sforg's describe of a captured field stays its own (standard.KEPT: attributes that steer validation,
+# generation and relationships): required-on-create rules sforg enforces without defaults, its picklist values,
+# the lookup targets it has (OwnerId: User only, no queues; WhatId: the objects it models), compound names.
+KEPT_DIFFERENCES = {
+    ("Case", "Status", "defaultedOnCreate"),
+    ("Case", "Priority", "defaultedOnCreate"),
+    ("Case", "OwnerId", "referenceTo"),
+    ("Event", "WhatId", "referenceTo"),
+    ("Event", "WhoId", "referenceTo"),
+    ("Event", "OwnerId", "referenceTo"),
+    ("Event", "Subject", "nameField"),
+    ("Event", "ShowAs", "defaultedOnCreate"),
+    ("Lead", "LastName", "compoundFieldName"),
+    ("Lead", "FirstName", "compoundFieldName"),
+    ("Lead", "Salutation", "compoundFieldName"),
+    ("Lead", "Name", "calculated"),
+    ("Lead", "Name", "nillable"),
+    ("Lead", "Status", "defaultedOnCreate"),
+    ("Lead", "OwnerId", "referenceTo"),
+    ("Lead", "IsConverted", "updateable"),
+    ("Lead", "EmailBouncedReason", "createable"),
+    ("Lead", "EmailBouncedDate", "createable"),
+    ("Opportunity", "Probability", "defaultedOnCreate"),
+    ("Opportunity", "ForecastCategoryName", "defaultedOnCreate"),
+    ("Opportunity", "Pricebook2Id", "defaultedOnCreate"),
+    ("Opportunity", "ForecastCategory", "nillable"),
+    ("Opportunity", "FiscalQuarter", "compoundFieldName"),
+    ("Opportunity", "FiscalYear", "compoundFieldName"),
+    ("Opportunity", "ContactId", "relationshipName"),
+    ("Opportunity", "ContactId", "updateable"),
+}
+
+
+@pytest.mark.parametrize("obj", ["Opportunity", "Case", "Lead", "Event", "OpportunityContactRole"])
+def test_captured_objects_describe_every_standard_field_as_captured(sf: Any, obj: str) -> None:
+    ours = {f["name"]: f for f in getattr(sf, obj).describe()["fields"]}
+    real = captured_fields(obj)
+    assert set(real) <= set(ours)
+    differences = {
+        (obj, name, key)
+        for name, fr in real.items()
+        for key, value in fr.items()
+        if ours[name][key] != value and key != "picklistValues"  # the generator's values (PICK), not the capture's
+    }
+    assert differences <= KEPT_DIFFERENCES
+    rows = sf.query(f"SELECT {', '.join(real)} FROM {obj} LIMIT 5")["records"]
+    assert rows and set(real) <= set(rows[0])
