@@ -402,7 +402,7 @@ class RestoreJob:
         kept = ", ".join(f"{obj} {n}" for obj, n in sorted(self.unrestorable.items()))
         return (
             f"{verb} {total - failed} of {total} records"
-            + (f"; not createable, so not restored (the org writes them itself): {kept}" if kept else "")
+            + (f"; not restored, the org writes them itself (not createable, or sharing rows): {kept}" if kept else "")
             + ("; warning: " + "; ".join(self.warnings) if self.warnings else "")
         )
 
@@ -672,7 +672,7 @@ class RestoreJob:
                     if level >= levels or child in NOT_RESTORED:
                         continue
                     if not self._restorable(child):
-                        if self._info(child) is not None:  # in the target, but not createable: counted, said
+                        if self._info(child) is not None:  # in the target, but the org's to write: counted, said
                             self._count_unrestorable(child, rel.field, ids)
                         continue
                     for i in range(0, len(ids), PER_CALL):
@@ -712,7 +712,15 @@ class RestoreJob:
         if info is None:
             return False
         describe = self._describes.get(obj) or {}
-        return bool(describe.get("createable", True)) and bool(describe.get("queryable", True))
+        return (
+            bool(describe.get("createable", True)) and bool(describe.get("queryable", True)) and not self._sharing(obj)
+        )
+
+    def _sharing(self, obj: str) -> bool:
+        """A sharing object (AccountShare, ...): its rows are the org's own, written from the owner, the sharing
+        rules and teams (Salesforce refuses a row of RowCause Owner); a restored record gets its owner's row from
+        the org, so none is written."""
+        return (self._describes.get(obj) or {}).get("associateEntityType") == "Share"
 
     def _info(self, obj: str) -> rd.ObjectInfo | None:
         if obj in self.infos:
@@ -740,6 +748,8 @@ class RestoreJob:
                 for sid in self.selection[obj]:
                     self.done.setdefault(sid, (rd.State.FAILED.value, ""))
                 del self.selection[obj]
+            elif self._sharing(obj):  # selected by name: said, never written
+                self.unrestorable[obj] = self.unrestorable.get(obj, 0) + len(self.selection.pop(obj))
 
     def _fields(self, obj: str) -> list[str]:
         """The fields restored of an object (written, compared), and the count of those left out."""
