@@ -107,6 +107,8 @@ def test_a_hard_delete_without_any_other_change_is_found_by_the_count_check(
     assert jobs and set(family) <= set(jobs), family
     for name, job in jobs.items():
         assert job["outcome"] == "JOB_OUTCOME_SUCCESS", (name, job["message"])
+        if job["message"].startswith("full (no field to window on)"):
+            continue  # (a setup object without audit fields: read whole every session, nothing to count)
         assert "records in the org and the backup" in job["message"], (name, job["message"])
         if name in family:
             assert f", {len(family[name])} hard-deleted; count check:" in job["message"], (name, job["message"])
