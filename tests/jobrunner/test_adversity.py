@@ -158,6 +158,20 @@ async def test_a_refused_bulk_job_falls_back_to_rest_and_a_wide_object_goes_to_b
     await _clean(stack, org, admin, wide)
 
 
+async def test_an_object_the_bulk_api_does_not_take_is_reconciled_through_rest_without_a_warning(
+    stack: Stack, org: dict[str, Any], admin: Admin
+) -> None:
+    # a real org lists objects the Bulk API refuses (INVALIDENTITY): a documented limit, not a fault to warn of
+    # every night
+    await stack.start_jobrunner(jobrunner_bulk_threshold=10)
+    spec = data_spec(org, "UndecidedEventRelation", "s1", "j-uer")
+    await _ok(stack, spec)
+    admin.advance_clock(400)
+    done = await _ok(stack, data_spec(org, "UndecidedEventRelation", "s2", "j-uer"))  # read whole: reconciled
+    assert "reconciled" in done.message and "warning" not in done.message, done.message
+    await _clean(stack, org, admin, spec)
+
+
 def _timeout_once(admin: Admin, *endpoints: str) -> None:
     for endpoint in endpoints:
         admin.fault(endpoint=endpoint, error_rate=1.0, error="QUERY_TIMEOUT", count=1)
