@@ -16,6 +16,7 @@ from services.jobrunner.domain import Key, ObjectMarks, Plan
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.object_read import ObjectRead
 from services.jobrunner.ports import MarkStore, SalesforceReads
+from services.jobrunner.prefetch import prefetch
 from services.jobrunner.rest_read import read_rest, too_wide_for_rest
 from services.jobrunner.salesforce import SalesforceError
 from services.sfclient import is_transient
@@ -46,6 +47,8 @@ class DataJob:
         plan = self._plan(marks)
         log.info("data job %s %s: %s (%s)", spec.job_id, obj, plan.mode, plan.reason)
         pos = run.resume_position() or {"phase": "read"}
+        if pos == {"phase": "read"}:  # from the window's start: its first reads in one call
+            o.reader = prefetch(o, plan)
         if pos.get("phase") == "read":
             self._read(o, plan, pos)
             pos = {"phase": "deleted"}

@@ -21,14 +21,20 @@ from services.sfclient import is_transient
 log = logging.getLogger("services.jobrunner.jobs")
 
 
+def delete_log_end(plan: Plan) -> dt.datetime:
+    """The end of the delete log's window: the plan's, at least two minutes after its start (getDeleted refuses
+    a shorter one)."""
+    assert plan.deleted_since is not None
+    return max(plan.end, plan.deleted_since + dt.timedelta(minutes=2))
+
+
 def store_delete_log(o: ObjectRead, plan: Plan) -> None:
     """Records the delete log has for the window and the window's read did not return (deleted, then purged
     from the recycle bin): soft-deleted now, hard-deleted by the next reconciliation. Records the read did
     return are already stored in the state queryAll gave (deleted, or undeleted since)."""
     assert plan.deleted_since is not None
-    end = max(plan.end, plan.deleted_since + dt.timedelta(minutes=2))
     try:
-        body = o.reader.deleted(o.obj, plan.deleted_since, end)
+        body = o.reader.deleted(o.obj, plan.deleted_since, delete_log_end(plan))
     except SalesforceError as exc:
         if is_transient(exc):
             raise  # still failing after OrgClient's retries: the job is handed back, resumes at this phase

@@ -5,7 +5,7 @@ storage_client.py, store.py; in-memory fakes: tests/jobrunner/fakes.py."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +43,13 @@ class SalesforceReads(Protocol):
     def query_more(self, next_url: str, *, batch_size: int = 2000) -> RestPage: ...
 
     def deleted(self, object_name: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any]: ...
+
+    def reads_at_once(
+        self, queries: Sequence[tuple[str, bool]], deleted: tuple[str, dt.datetime, dt.datetime] | None
+    ) -> tuple[list[RestPage | None], dict[str, Any] | None]:
+        """First pages of (soql, query_all) queries and a delete log, in one API call (/composite); None for
+        any the org refused (asked again alone, where its error is handled)."""
+        ...
 
     def bulk_create(self, soql: str, *, query_all: bool = True) -> str: ...
 

@@ -303,6 +303,12 @@ class CompositeApi(Api):
             return 200, self.query_page(query.get("q", [""])[0], parts[0] == "queryAll", v), {}
         if parts[0] == "sobjects" and len(parts) >= 2:
             o = org.obj(parts[1])
+            if len(parts) == 3 and parts[2] in ("updated", "deleted") and method == "GET":
+                start = api.fix_date(query.get("start", [""])[0])
+                end = api.fix_date(query.get("end", [""])[0])
+                if not start or not end:
+                    return 400, [{"errorCode": "MISSING_ARGUMENT", "message": "start and end are required"}], {}
+                return 200, (org.updated if parts[2] == "updated" else org.deleted)(o.name, start, end), {}
             if len(parts) == 2 and method == "POST":
                 rid = org.api_create(o.name, dict(body or {}))
                 return (

@@ -10,7 +10,7 @@ import datetime as dt
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,7 @@ class FakeOrg:
     blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     now: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     api_calls: int = 0
+    composite_calls: int = 0
     refuse_bulk: str = ""  # an error code: every Bulk job is refused with it
     expire_locators: bool = False  # every query_more finds its locator expired
     refuse_query: str = ""  # an error code: every REST query fails with it (as after OrgClient's retries)
@@ -204,6 +205,22 @@ class FakeOrg:
                 if start <= when <= end
             ]
         }
+
+    def reads_at_once(
+        self, queries: Sequence[tuple[str, bool]], deleted: tuple[str, dt.datetime, dt.datetime] | None
+    ) -> tuple[list[RestPage | None], dict[str, Any] | None]:
+        """/composite: each read as alone, a refused one None; one API call for all."""
+        calls = self.api_calls
+        self.composite_calls += 1
+        pages: list[RestPage | None] = []
+        for soql, query_all in queries:
+            try:
+                pages.append(self.query_page(soql, query_all=query_all))
+            except SalesforceError:
+                pages.append(None)
+        body = self.deleted(*deleted) if deleted is not None else None
+        self.api_calls = calls + 1
+        return pages, body
 
     # ---- Bulk API 2.0
     def bulk_create(self, soql: str, *, query_all: bool = True) -> str:

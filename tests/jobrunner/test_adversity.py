@@ -198,12 +198,47 @@ async def test_query_timeouts_are_retried_on_every_path(stack: Stack, org: dict[
     admin.advance_clock(400)
     admin.reset_accounting()
     _timeout_once(admin, "query", "query_more", "deleted")
+    # each read alone (the composite request of an incremental job's first reads refused: asked one by one)
+    admin.fault(endpoint="composite", error_rate=1.0, error="FEATURENOTENABLED")
     spec = data_spec(org, "Contact", "s2", "j1")
     done = await _ok(stack, spec)
     assert "incremental" in done.message and "warning" not in done.message, done.message
     calls = admin.accounting()["calls"]
     assert calls["deleted"] == 2 and calls["query_more"] >= 2 and "bulk2_create" not in calls
+    admin.clear_faults()
     await _clean(stack, org, admin, spec)
+
+
+async def test_an_unchanged_object_costs_one_api_call(stack: Stack, org: dict[str, Any], admin: Admin) -> None:
+    """Issue 21: an incremental job of an object with nothing changed sends its window's read, its delete log and
+    its count check as one /composite request, which Salesforce counts as one call; what it answers is as if each
+    was asked alone (a change in the window is read, a delete in the log is stored)."""
+    await stack.start_jobrunner(**REST_ONLY)
+    spec = data_spec(org, "Lead", "s1", "j-lead")
+    await _ok(stack, spec)
+    admin.advance_clock(400)
+    again = data_spec(org, "Lead", "s2", "j-lead")  # (discovery's describe)
+    admin.reset_accounting()
+    done = await _ok(stack, again)
+    assert "incremental" in done.message and "count check:" in done.message, done.message
+    assert _api_calls(admin) == {"composite": 1}
+    assert done.counts.api_calls == 1
+
+    changed = set(admin.update("Lead", n=3)["ids"])
+    leads = sorted(admin.ground_truth(objects=["Lead"], values=False)["objects"]["Lead"])
+    admin.soft_delete("Lead", ids=[i for i in leads if i not in changed][:2])
+    admin.advance_clock(400)
+    again = data_spec(org, "Lead", "s3", "j-lead")
+    admin.reset_accounting()
+    done = await _ok(stack, again)
+    assert done.counts.changed == 3 and done.counts.deleted == 2, done
+    assert _api_calls(admin) == {"composite": 1}
+    await _clean(stack, org, admin, spec)
+
+
+def _api_calls(admin: Admin) -> dict[str, int]:
+    """sforg's accounting of the calls Salesforce counts (a login is not one)."""
+    return {k: v for k, v in admin.accounting()["calls"].items() if k not in ("oauth", "soap_login")}
 
 
 async def test_a_job_whose_secret_is_not_an_orgs_secret_fails_before_any_login(

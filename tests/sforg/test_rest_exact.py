@@ -4,6 +4,8 @@ recorded responses (tests/sforg/recorded.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import urllib.parse
 from typing import Any
 
 import requests
@@ -185,3 +187,37 @@ def test_sforce_limit_info_on_every_rest_and_bulk_response(org: dict[str, Any], 
     ]
     for r in responses:
         assert r.headers.get("Sforce-Limit-Info", "").startswith("api-usage="), (r.url, r.status_code)
+
+
+def test_a_composite_get_deleted_answers_as_the_resource_alone(org: dict[str, Any], sf: Any, admin: Admin) -> None:
+    # "Composite is supported for ... all sObject resources": the delete log among them (sfvault's incremental
+    # jobs send their first reads as one composite request)
+    gone = admin.soft_delete("Lead", n=2)["ids"]
+    admin.advance_clock(120)  # the log covers whole minutes up to a minute ago
+    row = sf.query_all(f"SELECT SystemModstamp FROM Lead WHERE Id = '{gone[0]}'", include_deleted=True)["records"][0]
+    now = dt.datetime.strptime(row["SystemModstamp"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)  # the org's
+    window = urllib.parse.urlencode(
+        {
+            "start": f"{now - dt.timedelta(days=1):%Y-%m-%dT%H:%M:%S+00:00}",
+            "end": f"{now + dt.timedelta(days=1):%Y-%m-%dT%H:%M:%S+00:00}",
+        }
+    )
+    alone = call(org, sf, "GET", f"sobjects/Lead/deleted/?{window}").json()
+    resp = call(
+        org,
+        sf,
+        "POST",
+        "composite",
+        json={
+            "compositeRequest": [
+                {"method": "GET", "url": f"/services/data/v{V}/sobjects/Lead/deleted/?{window}", "referenceId": "d"},
+                {"method": "GET", "url": f"/services/data/v{V}/sobjects/Lead/deleted/", "referenceId": "bad"},
+            ]
+        },
+    )
+    assert resp.status_code == 200
+    answers = resp.json()["compositeResponse"]
+    assert answers[0]["httpStatusCode"] == 200
+    assert answers[0]["body"]["deletedRecords"] == alone["deletedRecords"]  # (earliestDateAvailable: now - 15 days)
+    assert set(gone) <= {r["id"] for r in alone["deletedRecords"]}
+    assert answers[1]["httpStatusCode"] == 400 and answers[1]["body"][0]["errorCode"] == "MISSING_ARGUMENT"
