@@ -46,6 +46,21 @@ def prepare_auth(home: Path) -> dict[str, str]:
     return {"SFVAULT_AUTH_KEY": f"file:{key_file.resolve()}"}
 
 
+STORAGE_KEY = "SFVAULT_STORAGE_ENCRYPTION_KEY_REF"
+
+
+def prepare_storage_key(home: Path) -> dict[str, str]:
+    """The key a local installation's storage encrypts at rest with (file bodies, the values of sensitive fields):
+    made once, kept 0600 in home beside the data it opens; a key the environment names instead is kept."""
+    if os.environ.get(STORAGE_KEY):
+        return {}
+    key_file = home / "storage.key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_hex(32))
+    return {STORAGE_KEY: f"file:{key_file.resolve()}"}
+
+
 def secrets_dir(home: Path) -> Path:
     """Where a local installation keeps its orgs' secrets (its services get it as SFVAULT_SECRETS_DIR)."""
     return (home / "secrets").resolve()
@@ -91,7 +106,7 @@ def supervise(home: Path, org_scale: str | None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ready = home / "ready"
     ready.unlink(missing_ok=True)
-    env = prepare_auth(home)
+    env = prepare_auth(home) | prepare_storage_key(home)
     # the services' spans in one file for `sfvault session trace` (SFVAULT_TRACE_FILE="" turns it off)
     trace_file = os.environ.get(TRACE_FILE, str(home / "traces.jsonl"))
     if trace_file:

@@ -62,3 +62,24 @@ def test_the_cli_finds_its_local_stack_from_another_directory(tmp_path: Path) ->
     )
     assert json.loads(status.stdout) == {"storage": "UNREACHABLE", "session": "UNREACHABLE"}, status.stderr
     assert client.Endpoints.load(home).storage == "127.0.0.1:1"
+
+
+def test_a_local_installation_has_a_storage_key_of_its_own_kept_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sfvault services up` encrypts at rest (file bodies, sensitive fields) with a key made once in its home, so a
+    policy marking fields sensitive works as the README shows, after a restart too; a key the environment names
+    is used instead."""
+    from services.cli import local
+    from services.platform.encryption import Keyring
+
+    monkeypatch.delenv(local.STORAGE_KEY, raising=False)
+    env = local.prepare_storage_key(tmp_path)
+    key_file = tmp_path / "storage.key"
+    assert env == {local.STORAGE_KEY: f"file:{key_file.resolve()}"}
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = key_file.read_text()
+    assert local.prepare_storage_key(tmp_path) == env and key_file.read_text() == first  # the same key again
+    Keyring.from_refs(env[local.STORAGE_KEY], [])  # a key storage takes (32 bytes)
+    monkeypatch.setenv(local.STORAGE_KEY, "env:MY_KEK")
+    assert local.prepare_storage_key(tmp_path) == {}
