@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_CHARS = frozenset(_BASE62)
+_CHARS = frozenset(BASE62)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -28,9 +28,17 @@ def make_id(prefix: str, counter: int, pod: str = "8d") -> str:
     n = counter
     for _ in range(9):
         n, r = divmod(n, 62)
-        digits.append(_BASE62[r])
+        digits.append(BASE62[r])
     body = prefix + pod + "0" + "".join(reversed(digits))
     return body + checksum(body)
+
+
+def counter_of(record_id: str) -> int:
+    """The counter `make_id` made an Id from (its nine base62 digits after the prefix, the pod and the '0')."""
+    n = 0
+    for ch in record_id[6:15]:
+        n = n * 62 + BASE62.index(ch)
+    return n
 
 
 def is_valid(record_id: str) -> bool:

@@ -10,11 +10,11 @@ was loaded."""
 
 from __future__ import annotations
 
+from sforg.ids import BASE62
 from sforg.related import DATA_TYPE, FIELD_HISTORY
 from sforg.schema import ObjectDef
 from sforg.store import Store, table
 
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 # Each history object's Ids get a pod of their own: they share the key prefix 017 and must not collide.
 PODS = {name: f"h{i}" for i, (name, _key, _tracked) in enumerate(FIELD_HISTORY.values())} | {"OpportunityHistory": "hs"}
@@ -24,7 +24,7 @@ STAGE_FIELDS = ["StageName", "Amount", "CloseDate", "Probability"]
 def id_sql(prefix: str, pod: str, n: str) -> str:
     """SQL computing ids.make_id(prefix, n, pod) for an integer SQL expression n (the next _rowid)."""
     digits = [f"(({n}) / {62 ** (8 - k)}) % 62" for k in range(9)]
-    chars = " || ".join(f"substr('{_BASE62}', {d} + 1, 1)" for d in digits)
+    chars = " || ".join(f"substr('{BASE62}', {d} + 1, 1)" for d in digits)
     first = sum(1 << i for i, ch in enumerate((prefix + pod)[:5]) if "A" <= ch <= "Z")
     # chunk two: the reserved '0' then digits 0-3; chunk three: digits 4-8 (upper case: base62 10..35)
     second = " + ".join(f"(({d}) BETWEEN 10 AND 35) * {1 << (k + 1)}" for k, d in enumerate(digits[:4]))

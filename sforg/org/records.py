@@ -13,7 +13,7 @@ from typing import Any
 
 from sforg.admin_calls import RecordUpdate
 from sforg.clock import parse_datetime, stamp
-from sforg.ids import is_valid, to18
+from sforg.ids import counter_of, is_valid, to18
 from sforg.org.base import DAY, OrgError
 from sforg.org.validation import AUDIT_FIELDS, Validation, changed_references, id18
 from sforg.schema import FieldDef, ObjectDef
@@ -137,7 +137,7 @@ class Records(Validation):
         for f in o.fields:
             if f.auto_number and f.stored and not data.get(f.name):
                 # numbered as the generator numbers them (CaseNumber 00001234): the record's Id counter
-                sysvals[f.name] = f"{_counter(rid):08d}"
+                sysvals[f.name] = f"{counter_of(rid):08d}"
         for name in batch.booleans if batch else _booleans(o):
             if name not in data and name not in sysvals:
                 sysvals[name] = 0
@@ -648,14 +648,3 @@ class UpdateBatch(_References):
         writes, self.writes = self.writes, {}
         for columns, rows in writes.items():
             self.org.store.update_many(self.o.name, columns, rows)
-
-
-def _counter(record_id: str) -> int:
-    """The counter an Id was made from (ids.make_id: nine base62 digits after the prefix, pod and '0')."""
-    n = 0
-    for ch in record_id[6:15]:
-        n = n * 62 + _BASE62.index(ch)
-    return n
-
-
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -933,3 +933,11 @@ def test_content_document_delete_takes_its_versions_and_links(rest: Rest, wadmin
     assert set(links) <= set(truth["hard_deleted"]["ContentDocumentLink"])
     assert soap(rest, "undelete", [doc]) == [(doc, True, None)]
     assert set(versions) <= set(wadmin.ground_truth(["ContentVersion"], values=False)["objects"]["ContentVersion"])
+
+
+def test_an_ids_counter_is_read_back_as_make_id_wrote_it() -> None:
+    # (an API-created record's auto-number is its Id's counter)
+    from sforg.ids import counter_of, make_id
+
+    for n in (0, 1, 61, 62, 1234, 62**9 - 1):
+        assert counter_of(make_id("500", n)) == n
