@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,20 @@ from services.platform.auth import mint
 from services.platform.tracefile import VARIABLE as TRACE_FILE
 
 
+def _kept(path: Path, make: Callable[[], str]) -> str:
+    """The text of a file readable by its owner only, written with `make()` the first time."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
 def prepare_auth(home: Path) -> dict[str, str]:
     """A signing key (kept 0600 in home) for the services, and an admin token for the CLI."""
     home.mkdir(parents=True, exist_ok=True)
     key_file = home / "auth.key"
-    if not key_file.exists():
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_urlsafe(48))
-    key = key_file.read_text().strip().encode()
-    token_file = home / "admin.token"
-    if not token_file.exists():
-        token_file.touch(mode=0o600)
-        token_file.write_text(mint(key, "local-admin", "admin", ttl_s=365 * 86400.0))
+    key = _kept(key_file, lambda: secrets.token_urlsafe(48)).encode()
+    _kept(home / "admin.token", lambda: mint(key, "local-admin", "admin", ttl_s=365 * 86400.0))
     return {"SFVAULT_AUTH_KEY": f"file:{key_file.resolve()}"}
 
 
@@ -55,9 +58,7 @@ def prepare_storage_key(home: Path) -> dict[str, str]:
     if os.environ.get(STORAGE_KEY):
         return {}
     key_file = home / "storage.key"
-    if not key_file.exists():
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_hex(32))
+    _kept(key_file, lambda: secrets.token_hex(32))
     return {STORAGE_KEY: f"file:{key_file.resolve()}"}
 
 
