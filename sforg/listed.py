@@ -26,9 +26,9 @@ def _label(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def _own_fields(name: str, entry: dict[str, Any]) -> list[FieldDef]:
-    audited = entry["createable"] or entry["replicateable"]
-    fields = system_fields(owner=False, deletable=entry["deletable"], created=audited) if audited else []
-    if not audited:
+    if entry["createable"] or entry["replicateable"]:
+        fields = system_fields(owner=False, deletable=entry["deletable"], created=True)
+    else:  # a read-only setup view: its Id only
         fields = [f for f in system_fields(owner=False, deletable=False, created=False) if f.name == "Id"]
     if name in AUTO_NUMBERS:
         fields.append(
@@ -87,9 +87,7 @@ def listed_objects(catalogue: dict[str, ObjectDef]) -> list[ObjectDef]:
             obj = ObjectDef(e["name"], "", label, plural, _localization(parent))
         obj.key_prefix = e["keyPrefix"] or ""
         obj.label, obj.label_plural = _label(e)
-        obj.flags = {k: v for k, v in e.items() if k != "urls"}
         made[e["name"]] = obj
-    for obj in made.values():
-        if not obj.flags:
-            obj.flags = {k: v for k, v in captured_global()[obj.name].items() if k != "urls"}
+    for e in entries:  # every object's flags as captured
+        made[e["name"]].flags = {k: v for k, v in e.items() if k != "urls"}
     return [made[e["name"]] for e in entries]
