@@ -394,9 +394,10 @@ def _urls(obj: ObjectDef, version: str, base: str, full: bool) -> dict[str, str]
     """The urls of the object's describeGlobal entry; a full describe of a layoutable object adds the UI templates
     (as the captured describes do, after approvalLayouts and describe)."""
     p = f"/services/data/v{version}/sobjects/{obj.name}"
-    ui = full and _flags(obj)["layoutable"]
+    flags = _flags(obj)
+    ui = full and flags["layoutable"]
     urls: dict[str, str] = {}
-    for k in _url_keys(obj, _flags(obj)):
+    for k in _url_keys(obj, flags):
         urls[k] = p + _url_path(k)
         if ui and k == "rowTemplate":
             urls["uiDetailTemplate"] = f"{base}/{{ID}}"
