@@ -907,6 +907,7 @@ class RestoreJob:
         # a large selection goes in batches of BIG_BATCH: one Bulk ingest job each (few API calls per record)
         big = len(ids) > self.run.tuning.bulk_threshold
         size = big_batch(len(fields)) if big else READ_BATCH
+        log.info("restore %s: %s, %d fields restored, batches of %d", self.run.spec.job_id, obj, len(fields), size)
         chunks = self._backup_json(obj, ids, again=True)
         if big and not self.dry_run:
             # the next batch is read from storage (as stored: its values' JSON text, a few KB a record) while the

@@ -33,18 +33,20 @@ def id_sql(prefix: str, pod: str, n: str) -> str:
     return f"'{prefix}{pod}0' || {chars} || {suffix}"
 
 
-def _next(name: str) -> str:
-    return f"(SELECT IFNULL(MAX(_rowid), 0) + 1 FROM {table(name)})"
+def next_row(name: str) -> str:
+    """The FROM clause of a trigger's INSERT … SELECT: the next _rowid of `name` as `n`, looked up once a row (the
+    Id's expression uses n eighteen times)."""
+    return f"FROM (SELECT IFNULL(MAX(_rowid), 0) + 1 AS n FROM {table(name)})"
 
 
 def history_triggers(obj: ObjectDef, history: ObjectDef) -> list[str]:
     name, key, tracked = FIELD_HISTORY[obj.name]
-    new_id = id_sql(history.key_prefix, PODS[name], _next(name))
+    new_id = id_sql(history.key_prefix, PODS[name], "n")
     cols = f'"Id", "IsDeleted", "{key}", "CreatedById", "CreatedDate", "Field", "DataType", "OldValue", "NewValue"'
     out = [
         f'CREATE TRIGGER IF NOT EXISTS "hist_{obj.name}_created" AFTER INSERT ON {table(obj.name)} BEGIN '
-        f'INSERT INTO {table(name)} ({cols}) VALUES ({new_id}, 0, NEW."Id", NEW."CreatedById", NEW."CreatedDate", '
-        f"'created', NULL, NULL, NULL); END"
+        f'INSERT INTO {table(name)} ({cols}) SELECT {new_id}, 0, NEW."Id", NEW."CreatedById", NEW."CreatedDate", '
+        f"'created', NULL, NULL, NULL {next_row(name)}; END"
     ]
     for field in tracked:
         f = obj.field(field)
@@ -53,17 +55,17 @@ def history_triggers(obj: ObjectDef, history: ObjectDef) -> list[str]:
         out.append(
             f'CREATE TRIGGER IF NOT EXISTS "hist_{obj.name}_{field}" AFTER UPDATE OF "{field}" ON {table(obj.name)} '
             f'WHEN OLD."{field}" IS NOT NEW."{field}" BEGIN '
-            f'INSERT INTO {table(name)} ({cols}) VALUES ({new_id}, 0, NEW."Id", NEW."LastModifiedById", '
+            f'INSERT INTO {table(name)} ({cols}) SELECT {new_id}, 0, NEW."Id", NEW."LastModifiedById", '
             f"NEW.\"SystemModstamp\", '{field}', '{DATA_TYPE.get(f.type, 'Text')}', OLD.\"{field}\", "
-            f'NEW."{field}"); END'
+            f'NEW."{field}" {next_row(name)}; END'
         )
-    out.append(f'CREATE INDEX IF NOT EXISTS "ix_{name}_parent" ON {table(name)} ("{key}")')
+    out.append(f'CREATE INDEX IF NOT EXISTS "ix_{name}_{key}" ON {table(name)} ("{key}")')
     return out
 
 
 def stage_triggers(opportunity: ObjectDef, history: ObjectDef) -> list[str]:
     """OpportunityHistory: a row on create and on every change of the stage, amount, close date or probability."""
-    new_id = id_sql(history.key_prefix, PODS["OpportunityHistory"], _next("OpportunityHistory"))
+    new_id = id_sql(history.key_prefix, PODS["OpportunityHistory"], "n")
     cols = (
         '"Id", "IsDeleted", "OpportunityId", "CreatedById", "CreatedDate", "StageName", "Amount", "ExpectedRevenue", '
         '"CloseDate", "Probability", "PrevAmount", "PrevCloseDate", "SystemModstamp"'
@@ -71,9 +73,10 @@ def stage_triggers(opportunity: ObjectDef, history: ObjectDef) -> list[str]:
 
     def row(who: str, prev_amount: str, prev_close: str) -> str:
         return (
-            f'INSERT INTO {table("OpportunityHistory")} ({cols}) VALUES ({new_id}, 0, NEW."Id", NEW."{who}", '
+            f'INSERT INTO {table("OpportunityHistory")} ({cols}) SELECT {new_id}, 0, NEW."Id", NEW."{who}", '
             'NEW."SystemModstamp", NEW."StageName", NEW."Amount", NEW."ExpectedRevenue", NEW."CloseDate", '
-            f'NEW."Probability", {prev_amount}, {prev_close}, NEW."SystemModstamp"); END'
+            f'NEW."Probability", {prev_amount}, {prev_close}, NEW."SystemModstamp" '
+            f"{next_row('OpportunityHistory')}; END"
         )
 
     changed = " OR ".join(f'OLD."{c}" IS NOT NEW."{c}"' for c in STAGE_FIELDS if opportunity.field(c))
@@ -82,7 +85,9 @@ def stage_triggers(opportunity: ObjectDef, history: ObjectDef) -> list[str]:
         + row("CreatedById", "NULL", "NULL"),
         f'CREATE TRIGGER IF NOT EXISTS "stage_changed" AFTER UPDATE ON {table("Opportunity")} WHEN {changed} BEGIN '
         + row("LastModifiedById", 'OLD."Amount"', 'OLD."CloseDate"'),
-        f'CREATE INDEX IF NOT EXISTS "ix_OpportunityHistory_parent" ON {table("OpportunityHistory")} ("OpportunityId")',
+        # named as validation's lookup index of the field: one index, whichever creates it first
+        f'CREATE INDEX IF NOT EXISTS "ix_OpportunityHistory_OpportunityId" '
+        f'ON {table("OpportunityHistory")} ("OpportunityId")',
     ]
 
 

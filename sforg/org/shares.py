@@ -9,7 +9,7 @@ recycle bin and back on undelete; a hard delete or a purge removes them for good
 
 from __future__ import annotations
 
-from sforg.org.history import id_sql
+from sforg.org.history import id_sql, next_row
 from sforg.related import OWNER_SHARES
 from sforg.schema import ObjectDef
 from sforg.store import Store, table
@@ -37,15 +37,15 @@ def _values(obj: ObjectDef, share: ObjectDef, n: str, row: str) -> tuple[str, st
 
 def share_triggers(obj: ObjectDef, share: ObjectDef) -> list[str]:
     key, _levels = OWNER_SHARES[obj.name]
-    cols, values = _values(obj, share, f"(SELECT IFNULL(MAX(_rowid), 0) + 1 FROM {table(share.name)})", "NEW")
+    cols, values = _values(obj, share, "n", "NEW")
     return [
         f'CREATE TRIGGER IF NOT EXISTS "share_{obj.name}_created" AFTER INSERT ON {table(obj.name)} BEGIN '
-        f"INSERT INTO {table(share.name)} ({cols}) VALUES ({values}); END",
+        f"INSERT INTO {table(share.name)} ({cols}) SELECT {values} {next_row(share.name)}; END",
         f'CREATE TRIGGER IF NOT EXISTS "share_{obj.name}_owner" AFTER UPDATE OF "OwnerId" ON {table(obj.name)} '
         f'WHEN OLD."OwnerId" IS NOT NEW."OwnerId" BEGIN '
         f'UPDATE {table(share.name)} SET "UserOrGroupId" = NEW."OwnerId", "LastModifiedDate" = NEW."SystemModstamp", '
         f'"LastModifiedById" = NEW."LastModifiedById" WHERE "{key}" = NEW."Id" AND "RowCause" = \'Owner\'; END',
-        f'CREATE INDEX IF NOT EXISTS "ix_{share.name}_parent" ON {table(share.name)} ("{key}")',
+        f'CREATE INDEX IF NOT EXISTS "ix_{share.name}_{key}" ON {table(share.name)} ("{key}")',
     ]
 
 
