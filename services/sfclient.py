@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError as LibraryError
 from simple_salesforce.exceptions import SalesforceExpiredSession
@@ -137,11 +138,19 @@ class Token:
         return f"Token(instance_url={self.instance_url!r}, org={self.salesforce_org_id!r})"
 
 
+# One pool of HTTP connections for every org client of the process: a job's login and calls go over the kept-alive
+# TLS connections of the jobs before it instead of a handshake each (urllib3's pools are thread-safe; a pool is
+# keyed by host and TLS settings, so a connection never serves another CA bundle; requests carry their own token)
+_POOL = HTTPAdapter(pool_connections=32, pool_maxsize=32)
+
+
 def new_http_session(creds: Credentials) -> requests.Session:
     session = requests.Session()  # a span per call (telemetry): path and status only, never the query or a token
     # REQUESTS_CA_BUNDLE would otherwise override session.verify (see shared/salesforce/WIRE.md 1.1)
     session.trust_env = False
     session.verify = creds.verify
+    session.mount("https://", _POOL)
+    session.mount("http://", _POOL)
     return session
 
 

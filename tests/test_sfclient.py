@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError, SalesforceMalformedRequest
 
 from services import sfclient as sfc
@@ -58,6 +59,25 @@ def test_client_credentials_login_and_query(creds: sfc.Credentials, org: dict[st
     assert client.api_calls == 1
     assert client.org_usage is not None and client.org_usage[1] > 0
     assert org["client_secret"] not in repr(client.token)
+
+
+def test_clients_share_the_kept_alive_connections(
+    creds: sfc.Credentials, org: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's client logs in and calls over the connection the client before it used: no TLS handshake each."""
+    opened: list[str] = []
+    connect = urllib3.connection.HTTPSConnection.connect
+
+    def counted(self: urllib3.connection.HTTPSConnection) -> None:
+        opened.append(self.host)
+        connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPSConnection, "connect", counted)
+    for _ in range(4):  # one after the other, as a jobrunner's jobs
+        client = sfc.OrgClient(creds)
+        client.call(lambda sf: sf.query("SELECT Id FROM Account LIMIT 1"))
+        assert client.api_calls == 1  # each client still counts its own calls
+    assert len(opened) <= 1
 
 
 def test_password_login(creds: sfc.Credentials, org: dict[str, Any]) -> None:
