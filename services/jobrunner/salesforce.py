@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import logging
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from services.sfclient import (
     Credentials,
     OrgClient,
     SalesforceError,
+    Token,
     credentials_from_connection,
     error_of,
 )
@@ -59,13 +61,68 @@ def _raise_for(response: requests.Response) -> None:
     raise SalesforceError(response.status_code, code, message)
 
 
+@dataclass
+class _Login:
+    token: Token
+    issued: tuple[float, float] | None  # the org's clock at the login: (issued_at, time.monotonic() then)
+    at: float  # time.monotonic() of the login
+
+
+class SessionLogins:
+    """The logins of a jobrunner process, one per org connection per session: a session's jobs (a hundred or more
+    for a wide org, and each incremental job is a single API call) share their login instead of one each (a real
+    org's login takes a round trip of its own and logins per hour are limited). Per session, so that every session
+    reads the org's clock afresh (the window's end is org time; sforg's clock moves between sessions in tests).
+    A login is kept at most `keep_s` and forgotten once it is refused (the job logs in again)."""
+
+    def __init__(self, keep_s: float = 1800.0, most: int = 256) -> None:
+        self.keep_s = keep_s
+        self.most = most
+        self._lock = threading.Lock()
+        self._logins: dict[tuple[str, Credentials], _Login] = {}
+
+    def get(self, session_id: str, creds: Credentials) -> _Login | None:
+        with self._lock:
+            login = self._logins.get((session_id, creds))
+            if login is not None and time.monotonic() - login.at > self.keep_s:
+                del self._logins[(session_id, creds)]
+                return None
+            return login
+
+    def put(self, session_id: str, creds: Credentials, token: Token, issued: tuple[float, float] | None) -> None:
+        with self._lock:
+            if len(self._logins) >= self.most:  # the oldest go first (sessions end; their logins are not needed)
+                for key in sorted(self._logins, key=lambda k: self._logins[k].at)[: len(self._logins) // 2]:
+                    del self._logins[key]
+            self._logins[(session_id, creds)] = _Login(token, issued, time.monotonic())
+
+
 class JobOrgClient(OrgClient):
     """OrgClient that also reads the org's clock from the token response's issued_at (the org's own time, in
-    milliseconds; sforg's clock can be moved), at no API call."""
+    milliseconds; sforg's clock can be moved), at no API call. With `logins`, the session's login to the org is
+    taken when there is one (and its clock reading), and kept for the session's next jobs when there is not."""
 
-    def __init__(self, creds: Credentials, **kwargs: Any) -> None:
+    def __init__(
+        self, creds: Credentials, *, logins: SessionLogins | None = None, session_id: str = "", **kwargs: Any
+    ) -> None:
         self._issued: tuple[float, float] | None = None
+        self._logins = logins if session_id else None
+        self._session_id = session_id
+        kept = self._logins.get(session_id, creds) if self._logins is not None else None
+        if kept is not None:
+            self._issued = kept.issued
+            kwargs["token"] = kept.token
         super().__init__(creds, **kwargs)
+        if kept is None:
+            self._keep()
+
+    def _keep(self) -> None:
+        if self._logins is not None:
+            self._logins.put(self._session_id, self.creds, self.token, self._issued)
+
+    def reauthenticate(self) -> None:
+        super().reauthenticate()  # the session's login was refused (expired, revoked): the new one is kept
+        self._keep()
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         if "/services/oauth2/" in response.url and response.status_code == 200:
@@ -77,16 +134,30 @@ class JobOrgClient(OrgClient):
         super()._on_response(response, *args, **kwargs)
 
     @classmethod
-    def for_job(cls, spec: jobs_pb2.JobSpec, *, timeout: float) -> JobOrgClient:
+    def for_job(cls, spec: jobs_pb2.JobSpec, *, timeout: float, logins: SessionLogins | None = None) -> JobOrgClient:
         """The client of the job's org (its connection, its API call cap)."""
-        return cls(credentials_from_connection(spec.connection), api_call_cap=int(spec.api_call_cap), timeout=timeout)
+        return cls(
+            credentials_from_connection(spec.connection),
+            api_call_cap=int(spec.api_call_cap),
+            timeout=timeout,
+            logins=logins,
+            session_id=spec.session_id,
+        )
 
     @classmethod
-    def for_restore(cls, spec: jobs_pb2.JobSpec, *, timeout: float) -> JobOrgClient:
+    def for_restore(
+        cls, spec: jobs_pb2.JobSpec, *, timeout: float, logins: SessionLogins | None = None
+    ) -> JobOrgClient:
         """The client of a restore job's TARGET org (spec.restore.target_connection; the source's connection
         when the restore writes back into the org it came from)."""
         target = spec.restore.target_connection if spec.restore.target_connection.login_url else spec.connection
-        return cls(credentials_from_connection(target), api_call_cap=int(spec.api_call_cap), timeout=timeout)
+        return cls(
+            credentials_from_connection(target),
+            api_call_cap=int(spec.api_call_cap),
+            timeout=timeout,
+            logins=logins,
+            session_id=spec.session_id,
+        )
 
     def reads(self, reserve_percent: int) -> OrgReader:
         return OrgReader(self, reserve_percent=reserve_percent)

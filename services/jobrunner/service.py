@@ -20,7 +20,7 @@ from services.jobrunner.consumers import Runner
 from services.jobrunner.domain import CountMismatch
 from services.jobrunner.job_run import Tuning
 from services.jobrunner.restore_job import mask_secret
-from services.jobrunner.salesforce import JobOrgClient
+from services.jobrunner.salesforce import JobOrgClient, SessionLogins
 from services.jobrunner.salesforce_write import WriteAnswerLost
 from services.jobrunner.storage_client import StorageClient, StorageConflict, StorageError, StorageUnavailable
 from services.jobrunner.store import JobStore
@@ -60,11 +60,12 @@ def error_kinds() -> ErrorKinds:
     )
 
 
-def org_client(spec: jobs_pb2.JobSpec, timeout: float) -> JobOrgClient:
-    """The org a job talks to: its own for a backup, the TARGET for a restore (spec.restore.target_connection)."""
+def org_client(spec: jobs_pb2.JobSpec, timeout: float, logins: SessionLogins | None = None) -> JobOrgClient:
+    """The org a job talks to: its own for a backup, the TARGET for a restore (spec.restore.target_connection);
+    logged in once per session and org by this process (`logins`)."""
     if spec.type in (ev.JOB_TYPE_RESTORE, ev.JOB_TYPE_METADATA_RESTORE):
-        return JobOrgClient.for_restore(spec, timeout=timeout)
-    return JobOrgClient.for_job(spec, timeout=timeout)
+        return JobOrgClient.for_restore(spec, timeout=timeout, logins=logins)
+    return JobOrgClient.for_job(spec, timeout=timeout, logins=logins)
 
 
 def deployment_mask_secret(settings: JobrunnerSettings) -> bytes:
@@ -113,10 +114,11 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
     )
     bus = await Bus.connect(settings.bus_config(), producer="jobrunner")
     server = await start_grpc_server([], port=settings.jobrunner_port, credentials=settings.server_credentials())
+    logins = SessionLogins()
     jobs = JobExecutor(
         storage,
         store,
-        lambda spec: org_client(spec, settings.jobrunner_http_timeout_s),
+        lambda spec: org_client(spec, settings.jobrunner_http_timeout_s, logins),
         error_kinds(),
         tuning=tuning(settings),
         max_deliver=bus.config.max_deliver,
