@@ -131,6 +131,9 @@ async def _session(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]
     bad = [d.message for d in done if d.outcome != ev.JOB_OUTCOME_SUCCESS]
     if bad:
         print(f"   !! {len(bad)} jobs not successful: {bad[:3]}")
+    if os.environ.get("BENCH_BACKUP_CALLS"):  # which jobs took more than one API call
+        several = sorted((s.object_name, d.counts.api_calls) for s, d in zip(specs, done) if d.counts.api_calls > 1)
+        print("   more than one API call: " + ", ".join(f"{obj} {n}" for obj, n in several))
     return elapsed, sum(d.counts.received for d in done), sum(d.counts.api_calls for d in done)
 
 

@@ -49,8 +49,11 @@ class DataJob:
         pos = run.resume_position() or {"phase": "read"}
         if pos == {"phase": "read"}:  # from the window's start: its first reads in one call
             o.reader = prefetch(o, plan)
+        # a full read from its start (no end to its window, queryAll as the reconciliation's) reads every Id the org
+        # has: the reconciliation after it takes them instead of asking the org for its Ids again
+        whole = pos == {"phase": "read"} and plan.mode == "full" and plan.reconcile
         if pos.get("phase") == "read":
-            self._read(o, plan, pos)
+            self._read(o, plan, pos, ids=whole)
             pos = {"phase": "deleted"}
         if pos.get("phase") == "deleted":
             if plan.deleted_since is not None:
@@ -58,7 +61,7 @@ class DataJob:
             pos = {"phase": "reconcile"}
         done = []
         if pos.get("phase") == "reconcile" and plan.reconcile:
-            done.append(reconcile_ids(o))
+            done.append(reconcile_ids(o, org_ids=o.seen if whole else None))
         # an incremental job ends with the count check: one COUNT() against storage's live count, the Id
         # reconciliation when the org has fewer (a hard delete), a warning when they still differ
         done += count_check(o, plan, reconciled=plan.reconcile)
@@ -128,8 +131,9 @@ class DataJob:
         return plan
 
     # ------------------------------------------------------------ which API reads the records
-    def _read(self, o: ObjectRead, plan: Plan, pos: dict[str, Any]) -> None:
-        o.track_seen = plan.deleted_since is not None
+    def _read(self, o: ObjectRead, plan: Plan, pos: dict[str, Any], *, ids: bool = False) -> None:
+        """The plan's records; with `ids`, the Ids read kept too (o.seen)."""
+        o.track_seen = plan.deleted_since is not None or ids
         if pos.get("api") == "bulk":
             self._bulk_else_rest(o, plan, pos)
             return

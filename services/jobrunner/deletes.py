@@ -54,15 +54,15 @@ def store_delete_log(o: ObjectRead, plan: Plan) -> None:
 NOT_A_BULK_OBJECT = "INVALIDENTITY"
 
 
-def reconcile_ids(o: ObjectRead) -> str:
+def reconcile_ids(o: ObjectRead, org_ids: set[str] | None = None) -> str:
     """Every Id in the org (queryAll, so the recycle bin counts as present) against every Id storage holds
     live or soft-deleted: the ones storage holds and the org no longer has are hard-deleted. Records the
-    org has and storage lacks were just read by the full copy this runs after. The org's Ids come from a Bulk
-    job, or through REST when the object or the org cannot have one (Bulk API disabled, the job refused or
-    failed: a warning in the job's result)."""
+    org has and storage lacks were just read by the full copy this runs after. The org's Ids are `org_ids` when
+    given (the Ids that full copy read, whole, at no call), else they come from a Bulk job, or through REST when
+    the object or the org cannot have one (Bulk API disabled, the job refused or failed: a warning in the job's
+    result)."""
     o.run.wait_stored()  # storage's view must include every chunk of the read
-    org_ids: set[str] | None = None
-    if o.data.bulk_supported:
+    if org_ids is None and o.data.bulk_supported:
         try:
             org_ids = org_ids_bulk(o)
         except SalesforceError as exc:

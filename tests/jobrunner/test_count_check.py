@@ -21,6 +21,7 @@ from services.jobrunner.domain import parse_sf_datetime
 from services.jobrunner.job_run import JobControl, Tuning
 from services.jobrunner.ports import SalesforceReads
 from services.jobrunner.service import error_kinds
+from services.jobrunner.storage_client import StorageUnavailable
 from sforg.ids import to18
 from sforg.testing import Admin
 from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
@@ -195,7 +196,23 @@ def test_a_due_reconciliation_is_a_full_copy_and_no_count_check_on_top() -> None
     done = w.run(spec("s1", reconcile=True))
     assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
     assert done.message.startswith("full") and "1 hard-deleted" in done.message, done.message
-    assert "count check" not in done.message and w.counts() == [] and len(w.id_queries()) == 1
+    assert "count check" not in done.message and w.counts() == []
+    assert w.id_queries() == []  # the full copy read every Id: the reconciliation asks the org for none
+
+
+def test_a_due_full_copy_resumed_mid_read_asks_the_org_for_its_ids() -> None:
+    """The attempt that resumes after a stored chunk did not read every Id itself: the reconciliation queries
+    them (no record of the first attempt's part is judged hard-deleted)."""
+    w = World(190)  # three chunks of 70, read through REST
+    w.org.objects[OBJ].pop(rid(150))
+    w.storage.fail_chunk, w.storage.failure = 2, StorageUnavailable("storage unavailable")
+    first = w.jobs.execute(spec("s1", reconcile=True), JobControl(), 1)
+    assert (first.outcome, first.disposition) == (0, "nak"), first.message
+    done = w.jobs.execute(spec("s1", reconcile=True), JobControl(), 2)
+    assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
+    assert "1 hard-deleted" in done.message, done.message
+    assert len(w.id_queries()) == 1
+    assert set(w.held()) == {rid(i) for i in range(190) if i != 150}
 
 
 @pytest.mark.parametrize("code", ["MALFORMED_QUERY", "QUERY_TIMEOUT"])
