@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -544,12 +545,14 @@ class RecordCanonicalizer:
         return out
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def _compile_pick(
         plan: tuple[tuple[str, Any], ...],
     ) -> Callable[[dict[str, Any]], tuple[dict[str, Any], bool]]:
         """For a plan of (field, canon function): a function of a parsed record that returns (the canonical
         values of those fields, whether a value is risky for orjson). Straight-line code, no call for values
-        already canonical: it runs for every field of every record."""
+        already canonical: it runs for every field of every record. Compiled once per plan in a process (a
+        session's jobs of an object, and the next session's, take the same function)."""
         env: dict[str, Any] = {"_plain": _plain, "_TINY": _TINY, "_HUGE": _HUGE, "_dates": {}}
         lines = ["def pick(obj):", "    get = obj.get", "    out = {}", "    risky = False"]
         for name, fn in plan:
