@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -23,6 +23,15 @@ from services import sfclient as sfc
 from services.discovery import domain as d
 from services.discovery import ports, translate
 from services.discovery.domain_schedule import COULD_NOT_START, InvalidSchedule, latest_due
+from services.discovery.domain_split import (
+    WHOLE,
+    IdRange,
+    completed_objects,
+    parts_for,
+    split_ranges,
+    split_top,
+    top_parts,
+)
 from services.discovery.ports import (
     AuditLog,
     Clock,
@@ -299,6 +308,9 @@ class Planner:
     # waits until every JobFinished already on the bus is recorded (consumers.outcomes_caught_up), so the
     # previous session's outcomes are known before they are read (None: recorded synchronously, e.g. in unit tests)
     outcomes_recorded: Callable[[], Awaitable[None]] | None = None
+    # an object of more records than this (the org's approximate count) is split into Id ranges, each its own
+    # data job (domain_split); 0: never split
+    split_records: int = 1_000_000
 
     async def handle_batch(self, deliveries: Sequence[Delivered]) -> None:
         """The consumer's handler: plan each requested session, commit, publish; then the batch is acked."""
@@ -604,10 +616,14 @@ class Planner:
             if self.outcomes_recorded is not None:
                 await self.outcomes_recorded()
             done_jobs = await self.store.completed_jobs(previous.session_id, COMPLETED_OUTCOMES)
-            completed = {o.name for o in prev_schema.objects if d.data_job_id(o.name) in done_jobs}
+            prev_jobs = await self.store.session_jobs(previous.session_id)
+            completed = completed_objects(
+                ((j.job_id, j.object_name) for j in prev_jobs if j.job_id.startswith("data-")), done_jobs
+            )
         resolution = d.resolve(policy, global_objects, describes, prev_schema, unreadable, completed)
         counts = await asyncio.to_thread(session.record_counts, [o.name for o in resolution.schema.in_scope()])
-        planned = d.plan_jobs(policy, resolution.schema, counts)
+        splits = await self._splits(policy.policy_id, session, [o.name for o in resolution.schema.in_scope()], counts)
+        planned = d.plan_jobs(policy, resolution.schema, counts, splits)
         initial = previous is None
         budget = d.split_budget(policy, len(planned), session.api_calls)
         stall = d.stall_timeout(policy, request.stall_timeout.ToTimedelta())
@@ -647,6 +663,36 @@ class Planner:
         return await self.store.save_session(
             d.SessionDecision(record, resolution.schema, tuple(stored_jobs), new_describes)
         )
+
+    async def _splits(
+        self, policy_id: str, session: OrgSession, names: Sequence[str], counts: Mapping[str, int]
+    ) -> dict[str, tuple[IdRange, ...]]:
+        """The Id ranges of the policy's split objects among `names`: those kept, the open top range of one that
+        outgrew it cut further, and a first split for an object now past `split_records` (its lowest and highest
+        Id read then, two queries). Each is kept before any job is planned with it."""
+        kept = await self.store.object_splits(policy_id)
+        splits: dict[str, tuple[IdRange, ...]] = {}
+        for name in names:
+            count = counts.get(name, 0)
+            ranges = kept.get(name, WHOLE)
+            if len(ranges) > 1:
+                parts = top_parts(ranges, count, self.split_records)
+                if parts > 1:
+                    highest = await asyncio.to_thread(session.edge_id, name, highest=True)
+                    grown = split_top(ranges, highest, parts)
+                    if grown != ranges:
+                        ranges = await self.store.keep_split(policy_id, name, grown, replacing=ranges)
+                        log.info("%s outgrew its top Id range: %d ranges now", name, len(ranges))
+            elif parts_for(count, self.split_records) > 1:
+                lowest = await asyncio.to_thread(session.edge_id, name, highest=False)
+                highest = await asyncio.to_thread(session.edge_id, name, highest=True) if lowest else ""
+                first = split_ranges(count, lowest, highest, self.split_records)
+                if len(first) > 1:
+                    ranges = await self.store.keep_split(policy_id, name, first)
+                    log.info("%s (about %d records) split into %d Id ranges", name, count, len(ranges))
+            if len(ranges) > 1:
+                splits[name] = ranges
+        return splits
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -18,5 +18,7 @@ class DiscoverySettings(ServiceSettings):
     discovery_describe_parallel: int = 4
     # describes are re-read without If-Modified-Since at least this often
     discovery_full_describe_every_s: float = 24 * 3600.0
+    # an object of more records than this is split into Id ranges, one data job each (issue 21); 0: never
+    discovery_split_records: int = 1_000_000
     session_addr: str = "127.0.0.1:50054"  # the session service, for scheduled sessions
     scheduler_interval_s: float = 30.0  # how often due schedules are checked; 0 turns the scheduler off

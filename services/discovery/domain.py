@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.discovery.domain_schedule import InvalidSchedule, next_fire
+from services.discovery.domain_split import WHOLE, IdRange, expected_per_range, range_job_id
 from services.platform.protect import AnomalySettings as AnomalySettings  # one type: protect.v1.AnomalySettings
 from services.platform.secrets import SecretError, SecretRule
 from services.sfconnection import AuthFlow as AuthFlow  # the one org connection type, re-exported as the domain's
@@ -651,7 +652,9 @@ class PlannedDataJob:
     has_system_modstamp: bool
     replicateable: bool
     describe_hash: str
-    expected_records: int = 0  # the org's approximate count at planning (0: unknown)
+    expected_records: int = 0  # the org's approximate count at planning (0: unknown), of its range when split
+    id_from: str = ""  # a split object's range (domain_split): [id_from, id_to), "" open
+    id_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -676,10 +679,6 @@ class Budget:
     api_reserve_percent: int
 
 
-def data_job_id(object_name: str) -> str:
-    return f"data-{object_name}"
-
-
 def largest_first(names: Iterable[str], counts: Mapping[str, int]) -> list[str]:
     """Object names in the order their data jobs should start: most records first (the longest jobs start
     first, so the session does not end with one large object read alone while the other workers idle), then
@@ -687,9 +686,15 @@ def largest_first(names: Iterable[str], counts: Mapping[str, int]) -> list[str]:
     return sorted(names, key=lambda name: (-max(counts.get(name, 0), 0), name))
 
 
-def plan_jobs(policy: Policy, schema: Schema, counts: Mapping[str, int] | None = None) -> list[PlannedJob]:
+def plan_jobs(
+    policy: Policy,
+    schema: Schema,
+    counts: Mapping[str, int] | None = None,
+    splits: Mapping[str, Sequence[IdRange]] | None = None,
+) -> list[PlannedJob]:
     """A metadata job, a file job, then one data job per object in scope: largest first by `counts` (the
-    org's approximate record counts; largest_first), in name order without them."""
+    org's approximate record counts; largest_first), in name order without them. An object `splits` names
+    has one data job per Id range (domain_split), its ranges in Id order."""
     jobs: list[PlannedJob] = []
     if policy.metadata:
         jobs.append(PlannedMetadataJob("metadata"))
@@ -716,9 +721,10 @@ def plan_jobs(policy: Policy, schema: Schema, counts: Mapping[str, int] | None =
         if obj.full:
             fields = tuple(dataclasses.replace(f, backfill=False) for f in fields)
         info = obj.info or GlobalObject(obj.name)
-        jobs.append(
+        ranges = (splits or {}).get(name) or WHOLE
+        jobs.extend(
             PlannedDataJob(
-                job_id=data_job_id(obj.name),
+                job_id=range_job_id(obj.name, i, len(ranges)),
                 object_name=obj.name,
                 fields=fields,
                 # a backfilled field must be read for every record: the job reads the object in full
@@ -729,8 +735,11 @@ def plan_jobs(policy: Policy, schema: Schema, counts: Mapping[str, int] | None =
                 has_system_modstamp="SystemModstamp" in names,
                 replicateable=info.replicateable,
                 describe_hash=obj.describe_hash,
-                expected_records=(counts or {}).get(obj.name, 0),
+                expected_records=expected_per_range(counts or {}, obj.name, len(ranges)),
+                id_from=r.id_from,
+                id_to=r.id_to,
             )
+            for i, r in enumerate(ranges)
         )
     return jobs
 

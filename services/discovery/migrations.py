@@ -138,4 +138,15 @@ MIGRATIONS = [
     """
     ALTER TABLE policies ADD COLUMN time_zone text NOT NULL DEFAULT '';
     """,
+    # issue 21: a large object's split into Id ranges (domain_split), decided once per policy and object and kept,
+    # so each range's marks stay valid: its inner bounds in Id order (n bounds, n + 1 ranges, both ends open)
+    """
+    CREATE TABLE object_splits (
+        policy_id text NOT NULL REFERENCES policies (policy_id) ON DELETE CASCADE,
+        object_name text NOT NULL,
+        bounds text[] NOT NULL,
+        decided_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (policy_id, object_name)
+    );
+    """,
 ]

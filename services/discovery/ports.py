@@ -14,6 +14,7 @@ from sfvault.jobs.v1 import jobs_pb2 as jobs
 
 from services.discovery import domain as d
 from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
+from services.discovery.domain_split import IdRange
 from services.platform.auth import AuditEntry, Claims
 
 
@@ -59,6 +60,9 @@ class OrgSession(Protocol):
     def check_access(self) -> list[str]: ...
     def live_ids(self, object_name: str) -> set[str]: ...
     def record_counts(self, names: Sequence[str]) -> dict[str, int]: ...
+    def edge_id(self, object_name: str, *, highest: bool) -> str:
+        """The object's lowest (or highest) record Id, "" when it has none: one query (ORDER BY Id, LIMIT 1)."""
+        ...
 
 
 Connector = Callable[[d.Connection], OrgSession]  # logs in; raises the salesforce module's errors
@@ -114,6 +118,17 @@ class DiscoveryStore(Protocol):
     async def record_outcomes(self, outcomes: Sequence[tuple[str, str, str]]) -> None: ...
     async def completed_jobs(self, session_id: str, outcomes: Sequence[str]) -> set[str]: ...
     async def mark_published(self, session_id: str) -> None: ...
+    async def object_splits(self, policy_id: str) -> dict[str, tuple[IdRange, ...]]:
+        """The Id ranges kept for the policy's split objects (an object not named is read whole)."""
+        ...
+
+    async def keep_split(
+        self, policy_id: str, object_name: str, ranges: Sequence[IdRange], replacing: Sequence[IdRange] = ()
+    ) -> tuple[IdRange, ...]:
+        """Keeps `ranges` as the object's split when it has none (`replacing` empty), or when its split is still
+        `replacing` (its top range cut further); returns the split kept, which is another's when a concurrent
+        plan decided first."""
+        ...
 
 
 class ScheduleRunStore(Protocol):

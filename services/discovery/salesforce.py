@@ -1,5 +1,5 @@
-"""Discovery's adapter to a Salesforce org (describeGlobal, describe, access checks, Id lists, record counts)
-through `services.sfclient`. Blocking Salesforce calls run in worker threads."""
+"""Discovery's adapter to a Salesforce org (describeGlobal, describe, access checks, Id lists, record counts, an
+object's lowest and highest Id) through `services.sfclient`. Blocking Salesforce calls run in worker threads."""
 
 from __future__ import annotations
 
@@ -107,6 +107,20 @@ class SalesforceOrg:
                 if isinstance(entry, dict) and isinstance(entry.get("count"), int) and entry.get("name"):
                     counts[str(entry["name"])] = entry["count"]
         return counts
+
+    def edge_id(self, object_name: str, *, highest: bool) -> str:
+        """The object's lowest (or highest) record Id, one query; "" when it has none, or when the org will not
+        answer (the object is then read whole: a split is an optimisation, never a condition)."""
+        soql = f"SELECT Id FROM {object_name} ORDER BY Id {'DESC' if highest else 'ASC'} LIMIT 1"
+        try:
+            body = self.client.call(lambda sf: sf.query(soql))
+        except (sfc.ApiLimitExceeded, sfc.AuthenticationRefused, sfc.OrgUnreachable):
+            raise
+        except Exception as exc:
+            log.warning("the Id range of %s not read (the object is read whole): %s", object_name, _reason(exc))
+            return ""
+        records = body.get("records") or []
+        return str(records[0]["Id"]) if records else ""
 
     def describe_many(
         self, wanted: Iterable[tuple[str, str]], parallel: int = 4

@@ -77,6 +77,7 @@ async def serve(
             max_deliver=bus.config.max_deliver,
             full_describe_every=dt.timedelta(seconds=settings.discovery_full_describe_every_s),
             describe_parallel=settings.discovery_describe_parallel,
+            split_records=settings.discovery_split_records,
             plan_timeout=dt.timedelta(seconds=settings.discovery_plan_timeout_s),
             outcomes_recorded=functools.partial(outcomes_caught_up, bus),
         )

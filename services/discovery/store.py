@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.discovery import domain as d
 from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
+from services.discovery.domain_split import WHOLE, IdRange, bounds_of, ranges_of
 from services.discovery.migrations import MIGRATIONS
 from services.discovery.ports import Conflict
 from services.platform.db import from_row, migrate, reconnected
@@ -378,6 +379,33 @@ class DiscoveryStore:
         await self._fetch(
             "UPDATE sessions SET published = true, updated_at = now() WHERE session_id = %s", (session_id,)
         )
+
+    # ---- split objects (issue 21) ---------------------------------------------------------------------------
+
+    async def object_splits(self, policy_id: str) -> dict[str, tuple[IdRange, ...]]:
+        rows = await self._fetch("SELECT object_name, bounds FROM object_splits WHERE policy_id = %s", (policy_id,))
+        return {r["object_name"]: ranges_of(r["bounds"]) for r in rows}
+
+    async def keep_split(
+        self, policy_id: str, object_name: str, ranges: Sequence[IdRange], replacing: Sequence[IdRange] = ()
+    ) -> tuple[IdRange, ...]:
+        bounds = bounds_of(ranges)
+        if replacing:  # the top range cut further, unless another plan changed the split meanwhile
+            await self._fetch(
+                "UPDATE object_splits SET bounds = %s, decided_at = now()"
+                " WHERE policy_id = %s AND object_name = %s AND bounds = %s",
+                (bounds, policy_id, object_name, bounds_of(replacing)),
+            )
+        else:  # the first plan to split the object decides
+            await self._fetch(
+                "INSERT INTO object_splits (policy_id, object_name, bounds) VALUES (%s, %s, %s)"
+                " ON CONFLICT (policy_id, object_name) DO NOTHING",
+                (policy_id, object_name, bounds),
+            )
+        rows = await self._fetch(
+            "SELECT bounds FROM object_splits WHERE policy_id = %s AND object_name = %s", (policy_id, object_name)
+        )
+        return ranges_of(rows[0]["bounds"]) if rows else WHOLE
 
 
 def _session(row: Mapping[str, Any]) -> SessionRecord:

@@ -186,8 +186,6 @@ def job_spec(
                 fields=fields,
                 reconcile_every=timestamps.duration_to_pb(policy.reconcile_every or d.DEFAULT_RECONCILE_EVERY),
                 describe_json=describe_json,
-                id_from="",  # discovery plans an object as one job, not split by Id range
-                id_to="",
             )
         )
     elif isinstance(job, d.PlannedFileJob):
@@ -287,10 +285,14 @@ def planned_job(spec: jobs.JobSpec) -> ev.PlannedJob:
 
 def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schema: d.Schema) -> api.SessionPlan:
     specs = [jobs.JobSpec.FromString(j.spec) for j in stored]
-    by_object = {s.object_name: s for s in specs if s.type == ev.JOB_TYPE_DATA}
+    by_object: dict[str, list[jobs.JobSpec]] = {}
+    for s in specs:
+        if s.type == ev.JOB_TYPE_DATA:
+            by_object.setdefault(s.object_name, []).append(s)
     objects = []
     for o in schema.objects:
-        spec = by_object.get(o.name)
+        ranges = by_object.get(o.name, [])
+        spec = ranges[0] if ranges else None  # a split object: its first range's job names it
         objects.append(
             api.PlannedObject(
                 object_name=o.name,
@@ -299,7 +301,7 @@ def session_plan_to_pb(record: SessionRecord, stored: Sequence[StoredJob], schem
                 full=o.full,
                 fields=[f.info.name for f in o.query_fields()],
                 backfill_fields=[f.info.name for f in o.query_fields() if f.backfill and not o.full],
-                expected_records=spec.data.expected_records if spec else 0,
+                expected_records=sum(r.data.expected_records for r in ranges),
                 left_out_fields=[f.info.name for f in o.fields if f.status is d.FieldStatus.GONE],
             )
         )

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from services.discovery import domain as d
 from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
+from services.discovery.domain_split import WHOLE, IdRange
 from services.discovery.ports import Conflict, DescribeFailed, Fetched
 
 
@@ -35,6 +36,7 @@ class FakeDiscoveryStore:
         self.jobs: dict[str, list[StoredJob]] = {}
         self.describe_bodies: dict[str, bytes] = {}
         self.outcomes: dict[tuple[str, str], str] = {}
+        self.splits: dict[tuple[str, str], tuple[IdRange, ...]] = {}
 
     def _now(self) -> dt.datetime:
         return self.clock.now() if self.clock is not None else dt.datetime.now(dt.UTC)
@@ -100,6 +102,7 @@ class FakeDiscoveryStore:
         return new
 
     async def delete_policy(self, policy_id: str) -> bool:
+        self.splits = {k: v for k, v in self.splits.items() if k[0] != policy_id}  # ON DELETE CASCADE
         return self.policies.pop(policy_id, None) is not None
 
     # ---- sessions -----------------------------------------------------------------------------------------
@@ -146,6 +149,18 @@ class FakeDiscoveryStore:
     async def mark_published(self, session_id: str) -> None:
         if session_id in self.sessions:
             self.sessions[session_id] = dataclasses.replace(self.sessions[session_id], published=True)
+
+    async def object_splits(self, policy_id: str) -> dict[str, tuple[IdRange, ...]]:
+        return {name: ranges for (pid, name), ranges in self.splits.items() if pid == policy_id}
+
+    async def keep_split(
+        self, policy_id: str, object_name: str, ranges: Sequence[IdRange], replacing: Sequence[IdRange] = ()
+    ) -> tuple[IdRange, ...]:
+        key = (policy_id, object_name)
+        kept = self.splits.get(key)
+        if (not replacing and kept is None) or (replacing and kept == tuple(replacing)):
+            self.splits[key] = tuple(ranges)
+        return self.splits.get(key, WHOLE)
 
 
 class FakeScheduleRuns:
@@ -253,3 +268,8 @@ class FakeOrg:
     def record_counts(self, names: Sequence[str]) -> dict[str, int]:
         self._call()
         return {n: len(self.ids.get(n, set())) for n in names if n in self.objects}
+
+    def edge_id(self, object_name: str, *, highest: bool) -> str:
+        self._call()
+        ids = self.ids.get(object_name, set())
+        return (max(ids) if highest else min(ids)) if ids else ""

@@ -56,3 +56,11 @@ def test_record_counts_agree_with_the_live_ids(org: OrgSession) -> None:
     ids = org.live_ids("Account")
     assert ids
     assert org.record_counts(["Account"]) == {"Account": len(ids)}
+
+
+def test_edge_ids_are_the_lowest_and_highest_live_ids_one_call_each(org: OrgSession) -> None:
+    ids = org.live_ids("Account")
+    before = org.api_calls
+    assert org.edge_id("Account", highest=False) == min(ids)
+    assert org.edge_id("Account", highest=True) == max(ids)
+    assert org.api_calls == before + 2

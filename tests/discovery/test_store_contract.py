@@ -12,6 +12,7 @@ import pytest
 from services.discovery import domain as d
 from services.discovery.domain import SessionDecision, SessionRecord, StoredJob
 from services.discovery.domain_schedule import COULD_NOT_START
+from services.discovery.domain_split import ranges_of
 from services.discovery.ports import Conflict, DiscoveryStore, ScheduleRunStore
 from services.discovery.store import DiscoveryStore as PostgresDiscoveryStore
 from services.discovery.store import ScheduleRuns
@@ -184,3 +185,21 @@ async def test_a_scheduled_run_is_claimed_once_and_a_failed_start_is_found_withi
     await runs.decide("nightly", due, skipped=f"{COULD_NOT_START}: ConnectionError")
     assert await runs.failed_start("nightly", due - dt.timedelta(minutes=30)) == due
     assert await runs.failed_start("nightly", due) is None  # past its window
+
+
+async def test_a_split_is_kept_once_and_only_its_kept_form_is_replaced(stores: Stores) -> None:
+    store = stores.store
+    await store.create_org(d.Org("acme", "Acme", CONNECTION))
+    await store.create_policy(d.Policy(policy_id="nightly", org_id="acme"))
+    assert await store.object_splits("nightly") == {}
+    three = ranges_of(["001000000000100AAA", "001000000000200AAA"])
+    other = ranges_of(["001000000000150AAA"])
+    assert await store.keep_split("nightly", "Account", three) == three
+    assert await store.keep_split("nightly", "Account", other) == three  # decided already: the first stands
+    assert await store.object_splits("nightly") == {"Account": three}
+    grown = (*three[:2], *ranges_of(["001000000000300AAA"], three[2].id_from))
+    assert await store.keep_split("nightly", "Account", grown, replacing=other) == three  # not what is kept
+    assert await store.keep_split("nightly", "Account", grown, replacing=three) == grown
+    assert await store.object_splits("nightly") == {"Account": grown}
+    assert await store.delete_policy("nightly")
+    assert await store.object_splits("nightly") == {}
