@@ -60,9 +60,8 @@ def prefetch(o: ObjectRead, plan: Plan) -> SalesforceReads:
     if plan.mode != "incremental" or too_wide_for_rest(o, plan):
         return reader
     window = o.soql(o.selection.rest_fields, plan, after=None, ordered="modstamp")
-    queries = [(window, o.query_all)]
-    if not (o.data.id_from or o.data.id_to):  # the count check's COUNT() (Id-range jobs are not checked)
-        queries.append((count_soql(o.obj, plan.end if has_created_date(o) else None), False))
+    # the window's first page and the count check's COUNT() (of the whole object, an Id-range job's too)
+    queries = [(window, o.query_all), (count_soql(o.obj, plan.end if has_created_date(o) else None), False)]
     deleted = (o.obj, plan.deleted_since, delete_log_end(plan)) if plan.deleted_since is not None else None
     try:
         pages, log_body = reader.reads_at_once(queries, deleted)

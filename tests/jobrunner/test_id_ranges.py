@@ -118,7 +118,11 @@ def test_a_range_s_delete_log_marks_only_its_own_ids() -> None:
     done = [w.run(range_spec("s1", i)) for i in range(3)]
     assert [r.outcome for r in done] == [ev.JOB_OUTCOME_SUCCESS] * 3, [r.message for r in done]
     assert [w.marked("s1", i, spb.DELETED_STATE_SOFT) for i in range(3)] == [[rid(3)], [rid(15)], [rid(27)]]
-    assert [r.tally.deleted for r in done] == [1, 1, 1]
+    # the first two ranges' count checks saw the whole object differ (the later ranges' deletes not stored yet):
+    # each reconciled its own range, and found its own purged record gone for good; never another range's
+    assert [w.marked("s1", i, spb.DELETED_STATE_HARD) for i in range(3)] == [[rid(3)], [rid(15)], []]
+    assert "its Id range reconciled" in done[0].message and "reconciled" not in done[2].message, done[2].message
+    assert set(w.held()) == set(w.org.objects[OBJ]) | {rid(27)}  # the last one soft: hard at its reconciliation
 
 
 def test_records_created_above_the_highest_range_bound_go_to_the_open_top_range() -> None:
@@ -128,3 +132,17 @@ def test_records_created_above_the_highest_range_bound_go_to_the_open_top_range(
     done = [w.run(range_spec("s1", i)) for i in range(3)]
     assert [r.tally.new_versions for r in done] == [0, 0, 2], [r.message for r in done]
     assert sorted(w.stored_by("s1", 2)) == [rid(40), rid(41)]
+
+
+def test_a_hard_delete_in_one_range_is_found_by_that_range_s_count_check() -> None:
+    """No delete log, nothing in any window: the whole object's count differs, each range reconciles its own
+    range until the one holding the delete marks it; a range after that finds the counts equal again."""
+    w = World()
+    w.org.objects[OBJ].pop(rid(14))
+    done = [w.run(range_spec("s1", i)) for i in range(3)]
+    assert [r.outcome for r in done] == [ev.JOB_OUTCOME_SUCCESS] * 3, [r.message for r in done]
+    assert [w.marked("s1", i, spb.DELETED_STATE_HARD) for i in range(3)] == [[], [rid(14)], []]
+    assert "reconciled 10 Ids, 0 hard-deleted" in done[0].message, done[0].message
+    assert "reconciled 9 Ids, 1 hard-deleted" in done[1].message, done[1].message
+    assert "count check: 29 records in the org and the backup" in done[2].message, done[2].message
+    assert set(w.held()) == set(w.org.objects[OBJ])

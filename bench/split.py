@@ -1,0 +1,129 @@
+"""Split-object benchmark (issue 21, "Across machines": one large object split across jobrunner replicas): the
+largest object of an sforg org (BENCH_SPLIT_SCALE, default `large`) backed up twice, each time into a fresh
+database of one PostgreSQL: read whole by one jobrunner writing to one storage process, then split into
+BENCH_SPLIT_RANGES Id ranges (3; discovery's domain_split rules) read by BENCH_SPLIT_JOBRUNNERS jobrunners (3)
+writing to BENCH_SPLIT_STORAGES storage replicas (2). Prints each run's records/s and CPU per record of each
+component, and the split's CPU per record beside the single replica's: within 10 % is the proof that nothing
+serialises or is done twice. Not part of `make bench` (it defines no run()): `python -m bench.split`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from sfvault.jobs.v1 import jobs_pb2
+
+from bench.backup import (
+    SECRET_ENV,
+    _collecting_bus,
+    _cpu_spent,
+    _cpu_start,
+    _creds,
+    _jobrunner_env,
+    _session,
+    _specs,
+    _start_jobrunner,
+    with_services,
+)
+from bench.storage import StorageProcess
+from services.discovery.domain_split import inner_bounds, range_job_id, ranges_of
+from services.sfclient import OrgClient
+from sforg.testing import running_org
+
+SCALE = os.environ.get("BENCH_SPLIT_SCALE", "large")
+RANGES = int(os.environ.get("BENCH_SPLIT_RANGES", "3"))
+JOBRUNNERS = int(os.environ.get("BENCH_SPLIT_JOBRUNNERS", "3"))
+STORAGES = int(os.environ.get("BENCH_SPLIT_STORAGES", "2"))
+
+
+def _edge(client: OrgClient, name: str, order: str) -> str:
+    body = client.call(lambda sf: sf.query(f"SELECT Id FROM {name} ORDER BY Id {order} LIMIT 1"))
+    return str(body["records"][0]["Id"])
+
+
+def _split(info: dict[str, Any], spec: jobs_pb2.JobSpec, session: str) -> list[jobs_pb2.JobSpec]:
+    """The object's jobs as discovery plans a split one: its lowest and highest Id cut into RANGES ranges."""
+    client = OrgClient(_creds(info))
+    name = spec.object_name
+    ranges = ranges_of(inner_bounds(_edge(client, name, "ASC"), _edge(client, name, "DESC"), RANGES))
+    out = []
+    for i, r in enumerate(ranges):
+        job = jobs_pb2.JobSpec.FromString(spec.SerializeToString())
+        job.session_id, job.job_id = session, range_job_id(name, i, len(ranges))
+        job.data.id_from, job.data.id_to = r.id_from, r.id_to
+        out.append(job)
+    return out
+
+
+def _fresh_database(url: str, name: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return make_conninfo(url, dbname=name)
+
+
+async def _backup(
+    label: str, info: dict[str, Any], url: str, nats_url: str, work: Path, specs: list[jobs_pb2.JobSpec], n: int, s: int
+) -> float:
+    """The specs run by `n` jobrunners over `s` storage processes (round robin) on the database `url`; prints the
+    run's figures and returns its CPU seconds per record."""
+    storages = [StorageProcess(url, nats_url, str(work / "files")) for _ in range(s)]
+    jobrunners: list[subprocess.Popen[bytes]] = []
+    bus, collector = await _collecting_bus(nats_url)
+    try:
+        for i in range(n):
+            env = _jobrunner_env(url, nats_url, storages[i % s].port, "BENCH_SPLIT_LOG_LEVEL")
+            env["SFVAULT_JOBRUNNER_WORKER_ID"] = f"bench-{label}-{i}"
+            jobrunners.append(_start_jobrunner(env))
+        parts = {
+            "sforg": [info["pid"]],
+            "jobrunner": [p.pid for p in jobrunners],
+            "storage": [p.proc.pid for p in storages],
+        }
+        before = _cpu_start(parts, url)
+        elapsed, records, calls = await _session(bus, collector, specs)
+        cpu = _cpu_spent(parts, url, before)
+        per = sum(cpu.values()) / max(records, 1)
+        print(
+            f"{label} ({len(specs)} jobs, {n} jobrunners, {s} storage): {records:,} records in {elapsed:.1f} s"
+            f" = {records / elapsed:,.0f} records/s, {calls} API calls"
+        )
+        print(
+            f"{label}: CPU per record {per * 1e6:.1f} us ("
+            + ", ".join(f"{name} {v / max(records, 1) * 1e6:.1f}" for name, v in cpu.items())
+            + ")"
+        )
+        return per
+    finally:
+        for p in jobrunners:
+            p.terminate()
+        for p in jobrunners:
+            p.wait(60)
+        for storage in storages:
+            storage.stop()
+        await bus.close()
+
+
+async def _main(url: str, nats_url: str, work: Path) -> None:
+    os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
+    print(f"   generating sforg at scale {SCALE} ...", flush=True)
+    with running_org(work / "org", scale=SCALE, seed=3, timeout=3600) as info:
+        os.environ[SECRET_ENV] = info["client_secret"]
+        [largest, *_] = _specs(info, "whole")
+        print(f"   the largest object: {largest.object_name}", flush=True)
+        whole = await _backup("whole", info, _fresh_database(url, "bench_whole"), nats_url, work, [largest], 1, 1)
+        specs = _split(info, largest, "split")
+        split_db = _fresh_database(url, "bench_split")
+        split = await _backup("split", info, split_db, nats_url, work, specs, JOBRUNNERS, STORAGES)
+        print(
+            f"split vs whole: CPU per record {split * 1e6:.1f} vs {whole * 1e6:.1f} us"
+            f" ({(split / whole - 1) * 100:+.1f} %; target within 10 %)"
+        )
+
+
+if __name__ == "__main__":
+    with_services(_main)
