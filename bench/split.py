@@ -31,6 +31,7 @@ from bench.backup import (
     with_services,
 )
 from bench.storage import StorageProcess
+from devstack.localstack import ServiceProcess
 from services.discovery.domain_split import inner_bounds, range_job_id, ranges_of
 from services.sfclient import OrgClient
 from sforg.testing import running_org
@@ -75,10 +76,15 @@ async def _backup(
     jobrunners: list[subprocess.Popen[bytes]] = []
     bus, collector = await _collecting_bus(nats_url)
     try:
+        serving = [ServiceProcess("storage", p.port, {}, work / "storage.log", proc=p.proc) for p in storages]
         for i in range(n):
             env = _jobrunner_env(url, nats_url, storages[i % s].port, "BENCH_SPLIT_LOG_LEVEL")
             env["SFVAULT_JOBRUNNER_WORKER_ID"] = f"bench-{label}-{i}"
-            jobrunners.append(_start_jobrunner(env))
+            jobrunners.append(_start_jobrunner(env))  # on the port it writes into env
+            port = int(env["SFVAULT_JOBRUNNER_PORT"])
+            serving.append(ServiceProcess("jobrunner", port, {}, work / "jobrunner.log", proc=jobrunners[-1]))
+        for svc in serving:  # every process serving before the CPU is counted: start-up is not the backup's
+            svc.wait_serving()
         parts = {
             "sforg": [info["pid"]],
             "jobrunner": [p.pid for p in jobrunners],
