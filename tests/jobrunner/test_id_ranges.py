@@ -17,7 +17,7 @@ from services.jobrunner.application import JobExecutor, Result
 from services.jobrunner.job_run import JobControl
 from services.jobrunner.service import error_kinds
 from tests.jobrunner.fakes import FakeOrg, FakeStorage, FakeTables
-from tests.jobrunner.test_count_check import FIELDS, OBJ, ORG, SMALL, T0, record, rid
+from tests.jobrunner.test_count_check import OBJ, ORG, SMALL, T0, record, rid, spec
 
 # [..., rid(10)), [rid(10), rid(20)), [rid(20), ...): 30 records, ten a range
 RANGES = [("", rid(10)), (rid(10), rid(20)), (rid(20), "")]
@@ -25,27 +25,9 @@ RANGES = [("", rid(10)), (rid(10), rid(20)), (rid(20), "")]
 
 def range_spec(session: str, index: int, *, reconcile: bool = False) -> jobs_pb2.JobSpec:
     id_from, id_to = RANGES[index]
-    data = jobs_pb2.DataJob(
-        fields=[jobs_pb2.FieldSpec(name=n, sf_type=t) for n, t in FIELDS],
-        key_prefix="006",
-        bulk_supported=True,
-        queryall_supported=True,
-        has_system_modstamp=True,
-        replicateable=True,
-        id_from=id_from,
-        id_to=id_to,
-    )
-    if reconcile:
-        data.reconcile_every.FromTimedelta(dt.timedelta(seconds=1))
-    return jobs_pb2.JobSpec(
-        session_id=session,
-        job_id=f"data-{OBJ}-{index + 1}",
-        type=ev.JOB_TYPE_DATA,
-        policy_id="p1",
-        object_name=OBJ,
-        salesforce_org_id=ORG,
-        data=data,
-    )
+    job: jobs_pb2.JobSpec = spec(session, id_from=id_from, id_to=id_to, reconcile=reconcile)
+    job.job_id = f"data-{OBJ}-{index + 1}"
+    return job
 
 
 class World:
