@@ -2,8 +2,10 @@
 process: discovery splits each object of more than SPLIT records into Id ranges, one data job each; two
 jobrunners (each one job at a time, each with a storage replica of its own) share them. The initial backup, an
 incremental after records were created, changed and soft-deleted in different ranges, and a reconciling one
-after hard deletes in the lowest and the highest range, each reconcile exactly with sforg's ground truth: no
-record missing, stale or duplicated, and no range's reconciliation deletes a record of another range."""
+after hard deletes in the lowest and the highest range, and one after the object outgrew its top range (cut
+further), each reconcile exactly with sforg's ground truth: no record missing, stale or duplicated, and no
+range's reconciliation deletes a record of another range; the session service counts the object's ranges
+together."""
 
 from __future__ import annotations
 
@@ -149,3 +151,17 @@ def test_a_split_object_backed_up_by_two_replicas_reconciles_exactly(
     assert report3.totals() == (0, 0, 0), report3.summary()
     assert [j.counts.deleted for j in contact3] == [1, 0, 1]  # each range deleted its own, none another's
     assert all("hard-deleted" in j.message for j in contact3), [j.message for j in contact3]
+
+    # the object grows past twice the split size above its lower ranges: its open top range alone is cut further
+    grown = admin.create("Contact", n=3 * SPLIT)["ids"]
+    admin.advance_clock(15 * 60)
+    fourth, jobs4 = run_session(clients)
+    # so many creates are an anomaly: the session service judged the object's counts summed over its ranges
+    assert fourth.status == pb.SESSION_STATUS_WARNING, fourth.reason
+    assert f"Contact: {len(grown)} records created" in fourth.reason, fourth.reason
+    contact4 = by_object(jobs4, "Contact")
+    assert len(contact4) > len(contact3) and [j.job_id for j in contact4[:2]] == [j.job_id for j in contact3[:2]]
+    truth4 = admin.ground_truth()
+    report4 = reconcile(clients.storage, sf_org, truth4, data_objects(jobs4))
+    assert report4.totals() == (0, 0, 0), report4.summary()
+    assert summed(contact4, "new_versions") == len(grown)  # the new ranges read in full: nothing twice
