@@ -9,6 +9,7 @@ serialises or is done twice. Not part of `make bench` (it defines no run()): `py
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ JOBRUNNERS = int(os.environ.get("BENCH_SPLIT_JOBRUNNERS", "3"))
 STORAGES = int(os.environ.get("BENCH_SPLIT_STORAGES", "2"))
 SFVAULT = ("jobrunner", "storage", "PostgreSQL")
 Specs = list[jobs_pb2.JobSpec]
+IDLE_S = 5.0
 
 
 def _edge(client: OrgClient, name: str, order: str) -> str:
@@ -115,8 +117,19 @@ async def _measured(label: str, at: Places, url: str, specs: Specs, n: int, s: i
             "jobrunner": [p.pid for p in jobrunners],
             "storage": [p.proc.pid for p in storages],
         }
+        # what the processes spend doing nothing (heartbeats, fetch loops, outbox relays), per second: part of any
+        # run's CPU, and more processes spend more of it
+        idle_from = _cpu_start(parts, url)
+        await asyncio.sleep(IDLE_S)  # a measurement over a fixed time, not a wait for a condition
+        idle = _cpu_spent(parts, url, idle_from)
         before = _cpu_start(parts, url)
         elapsed, records, calls = await _session(bus, collector, specs)
+        print(
+            f"{label}: idle CPU before the run, ms per second: "
+            + ", ".join(f"{name} {v / IDLE_S * 1e3:.1f}" for name, v in idle.items())
+            + f" (over the run's {elapsed:.1f} s: {sum(idle.values()) / IDLE_S * elapsed / max(records, 1) * 1e6:.1f}"
+            " us per record)"
+        )
         cpu = {name: v / max(records, 1) for name, v in _cpu_spent(parts, url, before).items()}
         per = sum(cpu.values())
         print(
