@@ -236,8 +236,9 @@ def test_an_org_unreachable_at_the_count_hands_the_job_back() -> None:
     assert again.outcome == ev.JOB_OUTCOME_SUCCESS and "count check: 20 records" in again.message, again.message
 
 
-def test_id_range_jobs_are_not_checked() -> None:
-    """CountLive counts a whole object: a job over an Id range has nothing to compare its count with."""
+def test_a_range_jobs_first_copy_of_its_range_is_not_checked() -> None:
+    """A range's first copy (its marks are its own: a full read) has no count check, as a whole object's first
+    copy has none; a range's incrementals count the whole object (tests/jobrunner/test_id_ranges.py)."""
     w = World()
     done = w.run(spec("s1", id_from=rid(0), id_to=rid(10)))
     assert done.outcome == ev.JOB_OUTCOME_SUCCESS, done.message
