@@ -255,6 +255,10 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
             )
             print(f"initial: {calls} API calls ({calls / max(records, 1) * 10000:.2f} per 10,000 records)")
             print(f"jobrunner peak RSS: {rss:.0f} MB")
+            with psycopg.connect(url, autocommit=True) as conn:
+                size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+            # the capacity model's disk: the whole database (every schema, indexes, TOAST) over the records in it
+            print(f"PostgreSQL after the initial: {size / 1e9:.2f} GB, {size / max(records, 1):,.0f} bytes per record")
             src_rows, src_bytes, src_s = _source_ceiling(info, specs)
             print(f"source ceiling: {src_rows:,} rows in {src_s:.1f} s = {src_rows / src_s:,.0f} rows/s")
             # bytes/s: the records' size as the org serves them (Bulk CSV), over the initial backup's wall time
