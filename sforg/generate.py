@@ -13,8 +13,8 @@ from sforg.ids import make_id
 from sforg.schema import ObjectDef
 from sforg.store import Store
 
-SCALES = {"tiny": 1000, "small": 50_000, "large": 1_000_000}
-# The ten data objects and their share of the records; files and users come on top.
+SCALES = {"tiny": 1000, "small": 50_000, "large": 1_000_000, "xlarge": 10_000_000}
+# The ten data objects and their share of the records, up to `large`; files and users come on top.
 WEIGHTS = [
     ("Account", 0.10),
     ("Contact", 0.20),
@@ -26,6 +26,21 @@ WEIGHTS = [
     ("CampaignMember", 0.08),
     ("Invoice__c", 0.08),
     ("Shipment__c", 0.08),
+]
+# Beyond `large` an org grows in its activities, as real ones do: Task holds half the records (`xlarge`: 5,000,000
+# of 10,000,000), Account, Contact and Opportunity keep their 40 % (bench/restore.py sizes its org by that share)
+# and the other six share the last tenth.
+WEIGHTS_BEYOND_LARGE = [
+    ("Account", 0.10),
+    ("Contact", 0.20),
+    ("Campaign", 0.005),
+    ("Opportunity", 0.10),
+    ("Lead", 0.03),
+    ("Case", 0.03),
+    ("Task", 0.50),
+    ("CampaignMember", 0.015),
+    ("Invoice__c", 0.01),
+    ("Shipment__c", 0.01),
 ]
 DAY = 86400.0
 
@@ -330,9 +345,14 @@ PROFILES = [
 ROLES = [("CEO", "CEO"), ("VP Sales", "VP_Sales"), ("Sales Manager", "Sales_Manager"), ("Support", "Support")]
 
 
+def weights(total: int) -> list[tuple[str, float]]:
+    """The ten data objects' shares of an org of `total` records."""
+    return WEIGHTS if total <= SCALES["large"] else WEIGHTS_BEYOND_LARGE
+
+
 def plan(total: int) -> dict[str, int]:
     """Record counts per object for a total; users and files scale with it."""
-    counts = {name: max(2, int(total * w)) for name, w in [*WEIGHTS, *EXTRA]}
+    counts = {name: max(2, int(total * w)) for name, w in [*weights(total), *EXTRA]}
     counts["User"] = max(5, min(200, total // 5000))
     counts.update(Profile=len(PROFILES), UserRole=len(ROLES), RecordType=4, PermissionSet=2, Organization=1)
     return counts
@@ -569,7 +589,7 @@ class Generator:
         return columns, it()
 
     def build_records(self) -> None:
-        order = ["User"] + [name for name, _ in [*WEIGHTS, *EXTRA]]
+        order = ["User"] + [name for name, _ in [*weights(self.total), *EXTRA]]
         for name in order:
             obj = self.cat[name]
             count = self.counts[name]
