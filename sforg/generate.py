@@ -387,13 +387,24 @@ class Generator:
         self.next_counter: dict[str, int] = {}
         # (deleted at, object, Id) of the records generated live that the org deletes once built (oldest first)
         self.to_bin: list[tuple[str, str, str]] = []
+        # every Id of an object's records, made once for the object's rows and the lookups to them (making an Id is
+        # half the cost of a row otherwise: a row holds its own Id, its owner's and two or three lookups)
+        self._ids: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------ helpers
     def rid(self, obj: str, index: int) -> str:
         return make_id(self.cat[obj].key_prefix, index + 1)
 
+    def ids(self, obj: str) -> list[str]:
+        """The Ids of obj's generated records, in order: `rid(obj, i)` is `ids(obj)[i]`."""
+        made = self._ids.get(obj)
+        if made is None:
+            prefix = self.cat[obj].key_prefix
+            made = self._ids[obj] = [make_id(prefix, n) for n in range(1, self.counts[obj] + 1)]
+        return made
+
     def pick(self, rng: random.Random, obj: str) -> str:
-        return self.rid(obj, int(rng.random() * self.counts[obj]))
+        return self.ids(obj)[int(rng.random() * self.counts[obj])]
 
     def times(self, rng: random.Random) -> tuple[str, str, float]:
         """CreatedDate, SystemModstamp (as stored text) and the modstamp epoch."""
@@ -548,7 +559,8 @@ class Generator:
         has_deleted = "IsDeleted" in present
         can_soft_delete = has_deleted and not obj.hard_delete and obj.name != "User"
         users = self.counts["User"]
-        prefix_user = self.cat["User"].key_prefix
+        user_ids = self.ids("User")
+        own_ids = self.ids(obj.name) if count == self.counts.get(obj.name) else None
         active_at = names.index("IsActive") if obj.name == "User" and "IsActive" in names else None
         rng = random.Random(f"{self.seed}:{obj.name}")
         derive = DERIVED.get(obj.name)
@@ -556,9 +568,9 @@ class Generator:
         def it() -> Iterator[list[Any]]:
             for i in range(count):
                 created, sms, _ = self.times(rng)
-                owner = make_id(prefix_user, int(rng.random() * users) + 1)
+                owner = user_ids[int(rng.random() * users)]
                 base: dict[str, Any] = {
-                    "Id": make_id(obj.key_prefix, i + 1),
+                    "Id": own_ids[i] if own_ids is not None else make_id(obj.key_prefix, i + 1),
                     "IsDeleted": 0,
                     "OwnerId": owner,
                     "CreatedDate": created,
@@ -984,5 +996,6 @@ class Generator:
         self.build_setup()
         self.build_records()
         self.build_files()
+        self._ids.clear()
         self.build_metadata()
         return self.next_counter
