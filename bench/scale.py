@@ -6,7 +6,9 @@ set-up). Then the same number of records is changed in both (0.1 % of the large 
 calls. Prints each org's figures, the disk they take, and a table: each figure, its target, met or not.
 
 Generated orgs are cached in BENCH_SCALE_CACHE (default .state/bench-scale, one folder per size and seed; 10M
-records take about 6 GB) and copied for each run, so a second run skips the generation.
+records take about 7 GB), so a second run skips the generation. A run serves the cached org in place (a copy would
+double the disk the bench needs, beside PostgreSQL's copy of every record): each run changes its 0.1 % and moves its
+clock 400 s on, and the next run backs up an org of the same size.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ REFERENCE = int(os.environ.get("BENCH_SCALE_REFERENCE", SCALES["large"]))
 CACHE = Path(os.environ.get("BENCH_SCALE_CACHE", ".state/bench-scale"))
 CHANGED = 0.001  # of the larger org's records, changed before the incremental run (the same number in both)
 SEED = 3
-ORG_FILES = ("org.json", "sforg.lock", "sforg.log")  # a served org's own files, not the org
 TOLERANCE = 0.10  # issue 21: "the same records/s (±10 %)"; the same tolerance for RSS and the incremental
 
 
@@ -110,8 +111,7 @@ def measure(total: int, changed_fraction: float) -> Figures:
 
     async def main(url: str, nats_url: str, work: Path) -> None:
         os.environ["SFVAULT_AUTH_DISABLED"] = "true"  # storage and jobrunner processes on a private loopback
-        shutil.copytree(org, work / "org", ignore=shutil.ignore_patterns(*ORG_FILES, "building"))
-        with running_org(work / "org", scale=total, seed=SEED, timeout=600) as info:
+        with running_org(org, scale=total, seed=SEED, timeout=600) as info:
             os.environ[bb.SECRET_ENV] = info["client_secret"]
             storage = StorageProcess(url, nats_url, str(work / "files"))
             jobrunner = bb._start_jobrunner(bb._jobrunner_env(url, nats_url, storage.port, "BENCH_SCALE_LOG_LEVEL"))
@@ -140,15 +140,15 @@ def measure(total: int, changed_fraction: float) -> Figures:
                 print(
                     f"{total:,} org: {out.changed:,} records changed ({changed_fraction:.2%}), incremental"
                     f" {out.inc_seconds:.1f} s ({out.inc_seconds / out.seconds:.2%} of the initial),"
-                    f" {out.inc_records:,} records, {out.inc_calls} API calls",
+                    f" {out.inc_records:,} records, {out.inc_calls} API calls (initial {out.calls})",
                     flush=True,
                 )
-                out.org_mb, out.postgres_mb = _size_mb(work / "org"), _postgres_mb(url)
+                out.org_mb, out.postgres_mb = _size_mb(org), _postgres_mb(url)
                 print(f"{total:,} org: disk: org {out.org_mb:,.0f} MB, PostgreSQL {out.postgres_mb:,.0f} MB")
             finally:
                 await bb.stop_all(jobrunner, storage, bus)
 
-    bb.with_services(main)  # its PostgreSQL, NATS and work folder (the org's copy) removed on the way out
+    bb.with_services(main)  # its PostgreSQL, NATS and work folder removed on the way out
     return out
 
 
@@ -163,12 +163,22 @@ def verdicts(big: Figures, ref: Figures) -> list[Row]:
         return (name, format(get(big), fmt), format(get(ref), fmt), f"{target} (x{value:.2f})", ok(value))
 
     flat = f"<= {1 + TOLERANCE:.1f} x the reference"
+    share = big.inc_seconds / max(big.seconds, 1e-9)
+    # issue 21's incremental at 1 % changed takes <= 2 % of the initial's wall time: at CHANGED, 2 x CHANGED
+    top = 2 * big.changed / big.total
     return [
         ratio("initial records/s", lambda f: f.rate, ",.0f", f"within ±{TOLERANCE:.0%}", lambda r: r >= 1 - TOLERANCE),
         ratio("jobrunner peak RSS MB", lambda f: f.jobrunner_mb, ".0f", flat, lambda r: r <= 1 + TOLERANCE),
         ratio("storage peak RSS MB", lambda f: f.storage_mb, ".0f", flat, lambda r: r <= 1 + TOLERANCE),
         ratio("incremental s (same change)", lambda f: f.inc_seconds, ".1f", flat, lambda r: r <= 1 + TOLERANCE),
         ratio("incremental API calls", lambda f: f.inc_calls, "d", flat, lambda r: r <= 1 + TOLERANCE),
+        (
+            "incremental / initial wall",
+            f"{share:.2%}",
+            f"{ref.inc_seconds / max(ref.seconds, 1e-9):.2%}",
+            f"<= {top:.2%} (2 x the share changed)",
+            share <= top,
+        ),
     ]
 
 
