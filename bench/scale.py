@@ -1,14 +1,15 @@
 """Scale benchmark (issue 21, "Linear cost"): sforg's `xlarge` org (BENCH_SCALE_RECORDS, default 10,000,000
 records, Task the largest at 5,000,000) and the `large` org (BENCH_SCALE_REFERENCE, default 1,000,000) backed up
 in the same run, each by a jobrunner and a storage process on a PostgreSQL and a NATS of its own (bench/backup.py's
-set-up). Then the same number of records is changed in both (0.1 % of the large org: 10,000 of 10,000,000, 1 % of
-1,000,000) and an incremental run: if its cost follows the change, not the org, both take the same time and API
-calls. Prints each org's figures, the disk they take, and a table: each figure, its target, met or not.
+set-up). Then the same records are changed in both, as many of each object (0.1 % of the xlarge org's: 5,000 Tasks,
+2,000 Contacts, ..., about 10,500 in all) and an incremental run: if its cost follows the change, not the org, both
+take the same time and API calls. Prints each org's figures, the disk they take, and a table: each figure, its
+target, met or not.
 
 Generated orgs are cached in BENCH_SCALE_CACHE (default .state/bench-scale, one folder per size and seed; 10M
 records take about 7 GB), so a second run skips the generation. A run serves the cached org in place (a copy would
-double the disk the bench needs, beside PostgreSQL's copy of every record): each run changes its 0.1 % and moves its
-clock 400 s on, and the next run backs up an org of the same size.
+double the disk the bench needs, beside PostgreSQL's copy of every record): each run changes those records and moves
+its clock 400 s on, and the next run backs up an org of the same size.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from bench import backup as bb
 from bench.storage import StorageProcess, _rss_peak_mb
-from sforg.generate import SCALES
+from sforg.generate import SCALES, plan
 from sforg.testing import Admin, running_org
 
 RECORDS = int(os.environ.get("BENCH_SCALE_RECORDS", SCALES["xlarge"]))
 REFERENCE = int(os.environ.get("BENCH_SCALE_REFERENCE", SCALES["large"]))
 CACHE = Path(os.environ.get("BENCH_SCALE_CACHE", ".state/bench-scale"))
-CHANGED = 0.001  # of the larger org's records, changed before the incremental run (the same number in both)
+CHANGED = 0.001  # of the larger org's records, changed before the incremental run (the same records in both)
 SEED = 3
 TOLERANCE = 0.10  # issue 21: "the same records/s (±10 %)"; the same tolerance for RSS and the incremental
 
@@ -103,9 +104,14 @@ def _postgres_mb(url: str) -> float:
     return _size_mb(Path(data_dir))
 
 
-def measure(total: int, changed_fraction: float) -> Figures:
-    """The initial backup of a copy of the cached org of `total` records, then `changed_fraction` of every
-    updateable object's records changed and an incremental run."""
+def changes(total: int) -> dict[str, int]:
+    """How many records of each generated object to change: CHANGED of the object's records in an org of `total`."""
+    return {name: n for name, count in plan(total).items() if (n := round(count * CHANGED))}
+
+
+def measure(total: int, changed: dict[str, int]) -> Figures:
+    """The initial backup of the cached org of `total` records, then `changed` records of each object changed and
+    an incremental run."""
     org = cached_org(total)
     out = Figures(total)
 
@@ -131,14 +137,15 @@ def measure(total: int, changed_fraction: float) -> Figures:
                 )
                 admin = Admin(info)
                 for spec in specs:  # the objects a user can change (not field history, feeds)
-                    if json.loads(spec.data.describe_json).get("updateable", True):
-                        out.changed += len(admin.update(spec.object_name, fraction=changed_fraction)["ids"])
+                    n = changed.get(spec.object_name, 0)
+                    if n and json.loads(spec.data.describe_json).get("updateable", True):
+                        out.changed += len(admin.update(spec.object_name, n=n)["ids"])
                 admin.advance_clock(400)
                 out.inc_seconds, out.inc_records, out.inc_calls = await bb._session(
                     bus, collector, _in_session(specs, "inc")
                 )
                 print(
-                    f"{total:,} org: {out.changed:,} records changed ({changed_fraction:.2%}), incremental"
+                    f"{total:,} org: {out.changed:,} records changed ({out.changed / total:.2%}), incremental"
                     f" {out.inc_seconds:.1f} s ({out.inc_seconds / out.seconds:.2%} of the initial),"
                     f" {out.inc_records:,} records, {out.inc_calls} API calls (initial {out.calls})",
                     flush=True,
@@ -191,8 +198,8 @@ def table(big: Figures, ref: Figures) -> str:
 
 
 def run() -> None:
-    # the same number of records changed in both orgs: CHANGED of the larger one
-    ref = measure(REFERENCE, CHANGED * RECORDS / REFERENCE)
-    big = measure(RECORDS, CHANGED)
+    # the same records changed in both orgs (as many of each object): CHANGED of the larger one's
+    ref = measure(REFERENCE, changes(RECORDS))
+    big = measure(RECORDS, changes(RECORDS))
     print(table(big, ref))
     print(f"org cache: {_size_mb(CACHE):,.0f} MB in {CACHE} (delete it to regenerate)")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.__main__ import ON_REQUEST
-from bench.scale import Figures, cached_org, table, verdicts
+from bench.scale import Figures, cached_org, changes, table, verdicts
+from sforg.generate import SCALES, plan
 
 
 def figures(total: int, rate: float, rss: float, inc_seconds: float, inc_calls: int) -> Figures:
@@ -45,6 +46,14 @@ def test_linear_cost_is_not_met_when_throughput_drops_memory_grows_or_the_increm
     printed = table(big, ref)
     assert printed.splitlines()[1].split()[:4] == ["initial", "records/s", "35,000", "40,000"]
     assert printed.count("NO") == len(met)
+
+
+def test_the_change_is_a_tenth_of_a_percent_of_the_xlarge_org_and_fits_the_large_one() -> None:
+    changed = changes(SCALES["xlarge"])
+    assert sum(changed.values()) == 10_500  # the ten objects' 10,000 and the Events and contact roles on top
+    assert changed["Task"] == 5_000
+    large = plan(SCALES["large"])
+    assert all(n <= large[name] // 10 for name, n in changed.items())  # the reference org changes as many
 
 
 def test_the_scale_bench_runs_only_when_named() -> None:
