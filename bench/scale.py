@@ -132,7 +132,8 @@ def measure(total: int, changed: dict[str, int]) -> Figures:
                 print(
                     f"{total:,} org: initial {out.records:,} records in {out.seconds:.1f} s = {out.rate:,.0f}"
                     f" records/s, {out.calls} API calls, CPU per record {out.cpu_us:.0f} us; peak RSS jobrunner"
-                    f" {out.jobrunner_mb:.0f} MB, storage {out.storage_mb:.0f} MB",
+                    f" {out.jobrunner_mb:.0f} MB, storage {out.storage_mb:.0f} MB;"
+                    f" load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
                 admin = Admin(info)
@@ -141,13 +142,17 @@ def measure(total: int, changed: dict[str, int]) -> Figures:
                     if n and json.loads(spec.data.describe_json).get("updateable", True):
                         out.changed += len(admin.update(spec.object_name, n=n)["ids"])
                 admin.advance_clock(400)
+                before = bb._cpu_start(parts, url)
                 out.inc_seconds, out.inc_records, out.inc_calls = await bb._session(
                     bus, collector, _in_session(specs, "inc")
                 )
+                inc_cpu = bb._cpu_spent(parts, url, before)
                 print(
                     f"{total:,} org: {out.changed:,} records changed ({out.changed / total:.2%}), incremental"
                     f" {out.inc_seconds:.1f} s ({out.inc_seconds / out.seconds:.2%} of the initial),"
-                    f" {out.inc_records:,} records, {out.inc_calls} API calls (initial {out.calls})",
+                    f" {out.inc_records:,} records, {out.inc_calls} API calls (initial {out.calls}); CPU s "
+                    + ", ".join(f"{name} {cpu:.1f}" for name, cpu in inc_cpu.items())
+                    + f"; load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
                 out.org_mb, out.postgres_mb = _size_mb(org), _postgres_mb(url)
