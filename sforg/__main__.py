@@ -1,6 +1,6 @@
 """Command line.
 
-`python -m sforg serve --port PORT --state-dir DIR [--scale tiny|small|large|N] [--seed S]`
+`python -m sforg serve --port PORT --state-dir DIR [--scale tiny|small|large|xlarge|N] [--seed S]`
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="build (first start) or open an org and serve it over HTTPS")
     s.add_argument("--port", type=int, default=8443, help="TCP port (0 picks a free one; org.json tells)")
     s.add_argument("--state-dir", type=Path, required=True, help="where the org, its CA and org.json live")
-    s.add_argument("--scale", default="tiny", help="tiny (~1k records), small (~50k), large (1M) or a number")
+    s.add_argument(
+        "--scale",
+        default="tiny",
+        help="tiny (~1k records), small (~50k), large (1M), xlarge (10M, Task 5M: ~12 min, 7 GB) or a number",
+    )
     s.add_argument("--seed", type=int, default=1, help="same seed, same org")
     args = parser.parse_args(argv)
     args.state_dir.mkdir(parents=True, exist_ok=True)
