@@ -121,6 +121,14 @@ class Collector:
         return [self.finished[k] for k in keys]
 
 
+def in_session(specs: list[jobs_pb2.JobSpec], session: str) -> list[jobs_pb2.JobSpec]:
+    """Copies of the jobs for another session (an incremental run of the same objects)."""
+    out = [jobs_pb2.JobSpec.FromString(s.SerializeToString()) for s in specs]
+    for spec in out:
+        spec.session_id = session
+    return out
+
+
 async def _session(bus: Bus, collector: Collector, specs: list[jobs_pb2.JobSpec]) -> tuple[float, int, int]:
     started = time.perf_counter()
     for spec in specs:
@@ -287,10 +295,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
                             admin.update(spec.object_name, fraction=fraction)
                 admin.advance_clock(400)
                 session = f"inc{int(fraction * 100)}"
-                inc_specs = [jobs_pb2.JobSpec.FromString(s.SerializeToString()) for s in specs]
-                for s in inc_specs:
-                    s.session_id = session
-                t, r, c = await _session(bus, collector, inc_specs)
+                t, r, c = await _session(bus, collector, in_session(specs, session))
                 print(
                     f"incremental {label}: {t:.1f} s ({t / elapsed * 100:.1f} % of the initial), {r:,} records,"
                     f" {c} API calls ({c / len(specs):.1f} per object)"

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from sfvault.jobs.v1 import jobs_pb2
 
 from bench import backup as bb
 from bench.storage import StorageProcess, _rss_peak_mb
@@ -89,14 +88,6 @@ def cached_org(total: int, seed: int = SEED, cache: Path = CACHE) -> Path:
     return folder
 
 
-def _in_session(specs: list[jobs_pb2.JobSpec], session: str) -> list[jobs_pb2.JobSpec]:
-    """The same jobs for another session."""
-    out = [jobs_pb2.JobSpec.FromString(s.SerializeToString()) for s in specs]
-    for spec in out:
-        spec.session_id = session
-    return out
-
-
 def _postgres_mb(url: str) -> float:
     """What PostgreSQL's data directory holds (tables, indexes and WAL)."""
     with psycopg.connect(url) as conn:
@@ -144,7 +135,7 @@ def measure(total: int, changed: dict[str, int]) -> Figures:
                 admin.advance_clock(400)
                 before = bb._cpu_start(parts, url)
                 out.inc_seconds, out.inc_records, out.inc_calls = await bb._session(
-                    bus, collector, _in_session(specs, "inc")
+                    bus, collector, bb.in_session(specs, "inc")
                 )
                 inc_cpu = bb._cpu_spent(parts, url, before)
                 print(

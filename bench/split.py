@@ -22,7 +22,7 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from bench.backup import (
     SECRET_ENV,
-    Collector,
+    _collecting_bus,
     _cpu_spent,
     _cpu_start,
     _creds,
@@ -30,12 +30,12 @@ from bench.backup import (
     _session,
     _specs,
     _start_jobrunner,
+    in_session,
     with_services,
 )
 from bench.storage import StorageProcess
 from devstack.localstack import ServiceProcess
 from services.discovery.domain_split import inner_bounds, range_job_id, ranges_of
-from services.platform.bus import Bus, BusConfig
 from services.sfclient import OrgClient
 from sforg.testing import running_org
 
@@ -60,8 +60,8 @@ def _split(info: dict[str, Any], spec: jobs_pb2.JobSpec, session: str) -> list[j
     ranges = ranges_of(inner_bounds(_edge(client, name, "ASC"), _edge(client, name, "DESC"), RANGES))
     out = []
     for i, r in enumerate(ranges):
-        job = jobs_pb2.JobSpec.FromString(spec.SerializeToString())
-        job.session_id, job.job_id = session, range_job_id(name, i, len(ranges))
+        [job] = in_session([spec], session)
+        job.job_id = range_job_id(name, i, len(ranges))
         job.data.id_from, job.data.id_to = r.id_from, r.id_to
         out.append(job)
     return out
@@ -96,11 +96,7 @@ async def _measured(label: str, at: Places, url: str, specs: Specs, n: int, s: i
     info, nats_url, work = at.info, at.nats_url, at.work
     storages = [StorageProcess(url, nats_url, str(work / "files")) for _ in range(s)]
     jobrunners: list[subprocess.Popen[bytes]] = []
-    # JobFinished as NATS delivers it to a plain subscriber (bench.backup's ordered consumer sometimes hands it
-    # over seconds late, and idle seconds would count in the CPU per record)
-    bus = await Bus.connect(BusConfig(nats_url), producer="bench")
-    collector = Collector()
-    await bus.nc.subscribe(bus.config.events_subject("*.JobFinished"), cb=collector.on_msg)
+    bus, collector = await _collecting_bus(nats_url)
     try:
         serving = [ServiceProcess("storage", p.port, {}, work / "storage.log", proc=p.proc) for p in storages]
         for i in range(n):

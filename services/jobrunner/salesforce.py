@@ -136,13 +136,7 @@ class JobOrgClient(OrgClient):
     @classmethod
     def for_job(cls, spec: jobs_pb2.JobSpec, *, timeout: float, logins: SessionLogins | None = None) -> JobOrgClient:
         """The client of the job's org (its connection, its API call cap)."""
-        return cls(
-            credentials_from_connection(spec.connection),
-            api_call_cap=int(spec.api_call_cap),
-            timeout=timeout,
-            logins=logins,
-            session_id=spec.session_id,
-        )
+        return cls._of(spec, spec.connection, timeout, logins)
 
     @classmethod
     def for_restore(
@@ -151,8 +145,12 @@ class JobOrgClient(OrgClient):
         """The client of a restore job's TARGET org (spec.restore.target_connection; the source's connection
         when the restore writes back into the org it came from)."""
         target = spec.restore.target_connection if spec.restore.target_connection.login_url else spec.connection
+        return cls._of(spec, target, timeout, logins)
+
+    @classmethod
+    def _of(cls, spec: jobs_pb2.JobSpec, connection: Any, timeout: float, logins: SessionLogins | None) -> JobOrgClient:
         return cls(
-            credentials_from_connection(target),
+            credentials_from_connection(connection),
             api_call_cap=int(spec.api_call_cap),
             timeout=timeout,
             logins=logins,
