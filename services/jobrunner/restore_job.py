@@ -58,7 +58,7 @@ from services.jobrunner import restore_domain as rd
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import SalesforceWrites
 from services.jobrunner.salesforce_write import WriteResult
-from services.platform import events
+from services.platform import events, lifecycle
 from services.platform.counts import RestoreCounts
 
 log = logging.getLogger("services.jobrunner.restore")
@@ -73,14 +73,19 @@ FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "Co
 BINNED_FILES = frozenset({"Attachment", "ContentDocument"})
 READ_BATCH = 2000  # records per storage read and per decision batch
 # a selection above the Bulk threshold is decided and written in batches of one ingest job each, one batch written
-# while the next is decided: a record held costs a few KB (its values once, as a dict), so two batches of 12,500
+# while the next is decided. A record held costs memory by its fields (its values once, as a dict): BIG_BATCH
+# records of BATCH_FIELDS restored fields, fewer of more, more of fewer (up to twice as many), so that two batches
 # keep a jobrunner within 300 MB while a 100,000-record restore stays below 10 API calls per 10,000 records
 BIG_BATCH = 12_500
+BATCH_FIELDS = 36
 
 
-def big_batch(fields: int) -> int:
-    """Records per batch of a large selection (one Bulk ingest job)."""
-    return BIG_BATCH
+def big_batch(fields: int, records: int) -> int:
+    """Records per batch of a large selection (one Bulk ingest job): the object's share of the memory a batch may
+    hold, evened out over the batches its records need (no small last batch costing a job of its own)."""
+    size = min(max(BIG_BATCH * BATCH_FIELDS // max(fields, 1), BIG_BATCH // 2), BIG_BATCH * 8 // 5)
+    batches = max(1, -(-records // size))
+    return max(1, -(-records // batches))
 
 
 IN_FLIGHT = 8  # chunks of outcomes on their way to storage while the job goes on
@@ -904,9 +909,9 @@ class RestoreJob:
         match_on = self.spec.match_on if (self.spec.match_on and not self.same_org) else ""
         if match_on and info.field(match_on) is None:
             match_on = ""
-        # a large selection goes in batches of BIG_BATCH: one Bulk ingest job each (few API calls per record)
+        # a large selection goes in batches of about BIG_BATCH: one Bulk ingest job each (few API calls per record)
         big = len(ids) > self.run.tuning.bulk_threshold
-        size = big_batch(len(fields)) if big else READ_BATCH
+        size = big_batch(len(fields), len(ids)) if big else READ_BATCH
         log.info("restore %s: %s, %d fields restored, batches of %d", self.run.spec.job_id, obj, len(fields), size)
         chunks = self._backup_json(obj, ids, again=True)
         if big and not self.dry_run:
@@ -1058,6 +1063,7 @@ class RestoreJob:
         writing, self._writing = self._writing, None
         if writing is not None:
             writing.result()
+            lifecycle.release_memory()  # the batch's values, freed: given back, not left resident
 
     def _mapped_owner(self, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         """The record's values with its owner through the spec's owner map (noted when it is)."""

@@ -18,7 +18,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -329,13 +329,17 @@ class OrgWriter:
         buffer = io.TextIOWrapper(raw, encoding="utf-8", newline="", write_through=True)
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
-        sent: list[str] = []
-        for r in records:
+        sent: list[int] = []
+
+        def cells(r: dict[str, Any]) -> list[str]:
             # text as it is, anything else as csv_cell writes it
-            row = [v if type(v) is str else csv_cell(v, null=null) for v in map(r.get, header)]
+            return [v if type(v) is str else csv_cell(v, null=null) for v in map(r.get, header)]
+
+        for r in records:
+            row = cells(r)
             writer.writerow(row)
-            sent.append(_SEP.join(row))
-        match = _RowMatch(sent)
+            sent.append(hash(_SEP.join(row)))
+        match = _RowMatch(sent, lambda: (cells(r) for r in records))
         spec: dict[str, Any] = {
             "object": object_name,
             "operation": operation,
@@ -446,8 +450,9 @@ class _RowMatch:
     tried first, as sent; any other row is found by its cells in the spelling Salesforce may echo them
     (`_row_key`), each uploaded row taken once."""
 
-    def __init__(self, sent: list[str]) -> None:
-        self.sent = sent
+    def __init__(self, sent: list[int], rows: Callable[[], Iterable[list[str]]]) -> None:
+        self.sent = sent  # each uploaded row's hash (its cells joined): a batch is not held twice for the matching
+        self.rows = rows  # the uploaded rows' cells again, in order, for the rows found by their cells
         self.taken = bytearray(len(sent))
         self.at = 0
         self.keys: dict[bytes, list[int]] | None = None
@@ -461,14 +466,14 @@ class _RowMatch:
         while at < len(sent) and taken[at]:
             at += 1
         self.at = at
-        if at < len(sent) and sent[at] == _SEP.join(cells):
+        if at < len(sent) and sent[at] == hash(_SEP.join(cells)):
             taken[at] = 1
             self.at = at + 1
             return at
         if self.keys is None:
             self.keys = {}
-            for index, text in enumerate(sent):
-                self.keys.setdefault(_row_key(text.split(_SEP)), []).append(index)
+            for index, row in enumerate(self.rows()):
+                self.keys.setdefault(_row_key(row), []).append(index)
         indexes = self.keys.get(_row_key(cells))
         while indexes:
             index = indexes.pop(0)

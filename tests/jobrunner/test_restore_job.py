@@ -250,7 +250,7 @@ def test_batches_written_behind_the_next_ones_decisions_restore_each_record_once
     proof matching."""
     from services.jobrunner import restore_job
 
-    monkeypatch.setattr(restore_job, "BIG_BATCH", 7)
+    monkeypatch.setattr(restore_job, "big_batch", lambda _fields, _records: 7)
     storage, org = world()
     for n in range(20, 60):  # purged since the backup, each the child of the one before it
         parent = {"ParentId": acc(n - 1)} if n > 20 else {}
@@ -285,6 +285,20 @@ def test_batches_written_behind_the_next_ones_decisions_restore_each_record_once
     assert len(live) == len(org.live("Account")) == 6 + 40  # none twice
     new_of = storage.get_id_map(SOURCE, SOURCE, [])
     assert all(live[f"Account {n}"]["ParentId"] == new_of[acc(n - 1)] for n in range(21, 60))
+
+
+def test_a_large_selection_s_batches_hold_fewer_records_of_more_fields_and_are_evened_out() -> None:
+    from services.jobrunner.restore_job import BATCH_FIELDS, BIG_BATCH, big_batch
+
+    assert big_batch(BATCH_FIELDS, 100_000) <= BIG_BATCH
+    wide, narrow = big_batch(60, 40_000), big_batch(15, 40_000)
+    assert wide < BIG_BATCH < narrow <= 2 * BIG_BATCH  # a record of more fields holds more memory
+    assert wide * 60 <= BIG_BATCH * BATCH_FIELDS  # the memory of a batch of BATCH_FIELDS fields, no more
+    for fields, records in ((60, 24_000), (15, 24_000), (43, 49_105), (30, 12_501), (1, 10**7)):
+        size = big_batch(fields, records)
+        batches = -(-records // size)
+        assert records - (batches - 1) * size >= size - batches  # the last batch as large as the others, within one
+    assert big_batch(BATCH_FIELDS, 12_501) == 6_251  # two even batches, not one full and one of a single record
 
 
 # ---------------------------------------------------------------- sforg, real storage, NATS and PostgreSQL

@@ -124,8 +124,8 @@ def test_bulk_ingest_results_come_back_in_the_records_order(org: dict[str, Any])
 def test_bulk_result_rows_are_matched_in_order_then_by_their_cells() -> None:
     from services.jobrunner.salesforce_write import _RowMatch
 
-    sent = ["\x1f".join(cells) for cells in (["a", "1", "true"], ["b", "2", ""], ["a", "1", "true"], ["c", "3", ""])]
-    match = _RowMatch(sent)
+    rows = [["a", "1", "true"], ["b", "2", ""], ["a", "1", "true"], ["c", "3", ""]]
+    match = _RowMatch([hash("\x1f".join(cells)) for cells in rows], lambda: iter(rows))
     assert match.take(["a", "1", "true"]) == 0  # in upload order: as sent
     assert match.take(["c", "3.0", "#N/A"]) == 3  # out of order, echoed in another spelling
     assert match.take(["a", "1", "TRUE"]) == 2  # the identical row not taken yet
