@@ -132,7 +132,7 @@ def measure(total: int, changed: dict[str, int]) -> Figures:
                     n = changed.get(spec.object_name, 0)
                     if n and json.loads(spec.data.describe_json).get("updateable", True):
                         out.changed += len(admin.update(spec.object_name, n=n)["ids"])
-                admin.advance_clock(400)
+                admin.advance_clock(bb.SESSION_INTERVAL_S)
                 before = bb._cpu_start(parts, url)
                 out.inc_seconds, out.inc_records, out.inc_calls = await bb._session(
                     bus, collector, bb.in_session(specs, "inc")
