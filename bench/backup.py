@@ -300,10 +300,14 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
                             admin.update(spec.object_name, fraction=fraction)
                 admin.advance_clock(SESSION_INTERVAL_S)
                 session = f"inc{int(fraction * 100)}"
+                cpu_before = _cpu_start(parts, url)
                 t, r, c = await _session(bus, collector, in_session(specs, session))
+                cpu = _cpu_spent(parts, url, cpu_before)
                 print(
                     f"incremental {label}: {t:.1f} s ({t / elapsed * 100:.1f} % of the initial), {r:,} records,"
-                    f" {c} API calls ({c / len(specs):.1f} per object)"
+                    f" {c} API calls ({c / len(specs):.1f} per object); CPU per job "
+                    + ", ".join(f"{name} {s / len(specs) * 1e3:.1f}" for name, s in cpu.items())
+                    + " ms"
                 )
             print(f"jobrunner peak RSS (whole run): {_rss_peak_mb(jobrunner.pid):.0f} MB")
         finally:

@@ -862,7 +862,8 @@ class Storage:
         (NOT_FOUND), one backed up with no live record counts 0."""
         names = check_names(objects, "object")
         org_key = await self._org_key(org_id)
-        known = await self.store.org_objects(org_key)
+        # the objects named (a job's count check names its one object), else every object of the org
+        known = await self.store.org_objects(org_key, [n.lower() for n in names])
         by_lower = {name.lower(): (key, name) for key, name in known}
         if names:
             missing = [n for n in names if n.lower() not in by_lower]

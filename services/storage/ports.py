@@ -324,7 +324,7 @@ class RestoreStore(Protocol):
 class CompareStore(Protocol):
     """Compare (issue 18): the records whose state differs between two points; the live count."""
 
-    async def org_objects(self, org_key: int) -> list[tuple[int, str]]: ...
+    async def org_objects(self, org_key: int, lowered: Sequence[str] = ()) -> list[tuple[int, str]]: ...
 
     def compare(
         self, org_key: int, object_key: int, since: dt.datetime, until: dt.datetime, *, batch: int = 1000

@@ -24,6 +24,8 @@ class StoreBase:
     def __init__(self, pool: AsyncConnectionPool, *, fault: Fault | None = None) -> None:
         self.pool = pool
         self._fault = fault  # test hook: called at named points inside write transactions
+        # org_id -> org_key: an org's key never changes and an org is never removed, so one read per process
+        self._org_keys: dict[str, int] = {}
 
     async def _at(self, point: str) -> None:
         if self._fault is not None:

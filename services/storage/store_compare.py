@@ -52,11 +52,12 @@ CompareRow = tuple[str, str, int | None, str | None, int | None, str | None]
 class CompareStore(StoreBase):
     """Reads of record_head and record_versions for compare and the live count."""
 
-    async def org_objects(self, org_key: int) -> list[tuple[int, str]]:
-        """(object_key, name) of every object of an org, by name."""
+    async def org_objects(self, org_key: int, lowered: Sequence[str] = ()) -> list[tuple[int, str]]:
+        """(object_key, name) of every object of an org, by name; only those named (in lower case) when given."""
         rows = await self._all(
-            f"SELECT object_key, object_name FROM {S}.objects WHERE org_key = %s ORDER BY lower(object_name)",
-            (org_key,),
+            f"SELECT object_key, object_name FROM {S}.objects WHERE org_key = %s"
+            " AND (cardinality(%s::text[]) = 0 OR lower(object_name) = ANY(%s::text[])) ORDER BY lower(object_name)",
+            (org_key, list(lowered), list(lowered)),
         )
         return [(int(r[0]), str(r[1])) for r in rows]
 

@@ -24,15 +24,33 @@ class JobsStore(StoreBase):
     """Tables orgs, jobs, chunks (progress) and outbox."""
 
     async def org_key(self, org_id: str) -> int | None:
+        known = self._org_keys.get(org_id)
+        if known is not None:
+            return known
         async with self.pool.connection() as conn:
             cur = await conn.execute(f"SELECT org_key FROM {S}.orgs WHERE org_id = %s", (org_id,))
             row = await cur.fetchone()
-            return int(row[0]) if row else None
+            if row is None:
+                return None
+            self._org_keys[org_id] = int(row[0])
+            return int(row[0])
 
     async def begin_job(
         self, org_id: str, session_id: str, job_id: str, job_type: int, object_name: str
     ) -> tuple[JobRef, int, int, Counts]:
-        """Registers the job (and org); returns it with (last chunk_seq, chunks, totals) already stored."""
+        """Registers the job (and org); returns it with (last chunk_seq, chunks, totals) already stored. A job
+        seen for the first time (the common case) in one statement: nothing of it can be stored yet."""
+        org_key = self._org_keys.get(org_id)
+        if org_key is not None:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    f"INSERT INTO {S}.jobs (org_key, session_id, job_id, job_type, object_name)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id, job_id) DO NOTHING RETURNING job_key",
+                    (org_key, session_id, job_id, job_type, object_name),
+                )
+                row = await cur.fetchone()
+            if row is not None:
+                return JobRef(int(row[0]), org_key, org_id, session_id, job_id, job_type, object_name), 0, 0, ZERO
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(f"INSERT INTO {S}.orgs (org_id) VALUES (%s) ON CONFLICT (org_id) DO NOTHING", (org_id,))
             cur = await conn.execute(f"SELECT org_key FROM {S}.orgs WHERE org_id = %s", (org_id,))
@@ -55,7 +73,8 @@ class JobsStore(StoreBase):
             last, chunks = await cur.fetchone()  # type: ignore[misc]
             cur = await conn.execute(f"SELECT result->'counts' FROM {S}.chunks WHERE job_key = %s", (job.job_key,))
             totals = sum((Counts.from_json(counts) for (counts,) in await cur.fetchall()), ZERO)
-            return job, int(last), int(chunks), totals
+        self._org_keys[org_id] = org_key
+        return job, int(last), int(chunks), totals
 
     async def _job(self, conn: psycopg.AsyncConnection[Any], session_id: str, job_id: str) -> JobRef | None:
         cur = await conn.execute(

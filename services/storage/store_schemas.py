@@ -26,6 +26,20 @@ class SchemasStore(StoreBase):
         self, org_key: int, session_id: str, schema: ObjectSchema, describe_json: bytes | None
     ) -> tuple[int, bool]:
         digest = schema.digest()
+        # the usual case, a schema as its latest version: the session pointed at that version in one statement
+        # (an object's schema changes rarely; a job puts it each session)
+        row = await self._one(
+            f"WITH latest AS (SELECT s.object_key, s.schema_version, s.digest FROM {S}.objects o"
+            f" JOIN {S}.object_schemas s USING (object_key) WHERE o.org_key = %s AND lower(o.object_name) = lower(%s)"
+            " ORDER BY s.schema_version DESC LIMIT 1)"
+            f" INSERT INTO {S}.session_schemas (session_id, object_key, schema_version)"
+            " SELECT %s, object_key, schema_version FROM latest WHERE digest = %s"
+            " ON CONFLICT (session_id, object_key) DO UPDATE SET schema_version = EXCLUDED.schema_version"
+            " RETURNING schema_version",
+            (org_key, schema.object_name, session_id, digest),
+        )
+        if row is not None:
+            return int(row[0]), False
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO {S}.objects (org_key, object_name) VALUES (%s, %s)"
