@@ -14,6 +14,7 @@ in memory); the org itself (its rows and the bodies' digests) is built once into
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -96,14 +97,18 @@ def cached_org(count: int = COUNT, big_mb: int = BIG_MB, cache: Path = CACHE) ->
 
 
 @dataclass
-class RssSampler:
-    """Samples the resident set of some processes until stopped: (time, MB of each)."""
+class Sampler:
+    """Samples, until stopped, the resident set of some processes (time, MB of each) and the bodies being written
+    in the file repository's temporary folder (when each was first seen, its largest size): when the big file's
+    transfer began, with several files in flight."""
 
     pids: dict[str, int]
+    uploads: Path
     samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    seen: dict[str, tuple[float, int]] = field(default_factory=dict)  # temporary body -> (first seen, largest size)
     done: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Sampler:
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
         return self
@@ -114,7 +119,17 @@ class RssSampler:
 
     def _sample(self) -> None:
         while not self.done.wait(SAMPLE_S):  # a sampling period, not a wait for a condition
-            self.samples.append((time.time(), {name: _rss_mb(pid) for name, pid in self.pids.items()}))
+            now = time.time()
+            self.samples.append((now, {name: _rss_mb(pid) for name, pid in self.pids.items()}))
+            with contextlib.suppress(FileNotFoundError), os.scandir(self.uploads) as entries:
+                for entry in entries:
+                    with contextlib.suppress(FileNotFoundError):  # committed meanwhile
+                        first, _size = self.seen.get(entry.name, (now, 0))
+                        self.seen[entry.name] = (first, entry.stat().st_size)
+
+    def began(self, size: int) -> float | None:
+        """When the body of `size` bytes was first seen being written (None: never seen)."""
+        return min((first for first, largest in self.seen.values() if largest >= size // 2), default=None)
 
     def peak(self, name: str, inside: tuple[float, float], within: bool = True) -> float:
         """The highest sample of `name` inside the window (or outside it, within=False)."""
@@ -247,7 +262,8 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         try:
             parts = {"sforg": [info["pid"]], "jobrunner": [jobrunner.pid], "storage": [storage.proc.pid]}
             before = bb._cpu_start(parts, url)
-            with RssSampler({"jobrunner": jobrunner.pid, "storage": storage.proc.pid}) as sampler:
+            pids = {"jobrunner": jobrunner.pid, "storage": storage.proc.pid}
+            with Sampler(pids, work / "files" / ".tmp") as sampler:
                 out.seconds, _received, calls = await bb._session(bus, collector, [_file_spec(info, "files")])
             cpu = bb._cpu_spent(parts, url, before)
         finally:
@@ -256,7 +272,8 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         out.files, out.mb = len(stored), sum(s[2] for s in stored) / 1e6
         out.digests_ok = {s[0]: s[1] for s in stored} == {rid: f["sha256"] for rid, f in truth.items()}
         big = next(s for s in stored if s[0] == built["big_id"])
-        start = max((s[3] for s in stored if s[3] < big[3]), default=big[3] - out.seconds)
+        # from when its body began to be written (other files commit meanwhile) to its commit
+        start = sampler.began(big[2]) or max((s[3] for s in stored if s[3] < big[3]), default=big[3] - out.seconds)
         window = (start, big[3])
         out.big_mb, out.big_seconds = big[2] / 1e6, big[3] - start
         out.small_files, out.small_mb = out.files - 1, out.mb - out.big_mb
