@@ -72,7 +72,7 @@ def _bodies(org: Org) -> int:
 def cached_org(count: int = COUNT, big_mb: int = BIG_MB, cache: Path = CACHE) -> tuple[Path, dict[str, Any]]:
     """The folder of an org of `count` files and one of `big_mb` MB (built the first time, reused after), and what
     the build recorded: the big file's Id and size."""
-    folder = cache / f"org-{count}-{big_mb}mb-seed{SEED}"
+    folder = cache / f"org-{count}-{big_mb}mb-seed{SEED}-fast"  # bodies of sforg's fast generator
     if (folder / "bench.json").exists():
         print(f"   org of {count:,} files and one of {big_mb:,} MB: cached in {folder}", flush=True)
         return folder, json.loads((folder / "bench.json").read_text())

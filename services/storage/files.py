@@ -33,7 +33,7 @@ from services.storage.ports import READ_CHUNK, FileRepository, Upload
 
 DIR_MODE = 0o700  # a local repository is readable by the service's user only
 FILE_MODE = 0o600
-WRITE_AT = 1 << 20  # a local body's pieces are written to disk this many bytes at a time
+WRITE_AT = 4 << 20  # a local body's pieces are written to disk this many bytes at a time
 log = logging.getLogger(__name__)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sforg.files import digests, generated_blocks
+from sforg.files import digests, fast_blocks
 from sforg.ids import is_valid, to18
 from sforg.org.base import OrgError
 from sforg.org.records import Records
@@ -35,11 +35,11 @@ class Files(Records):
         return self._add_version(self.blobs.put(content), (sha, md5, size), content_document_id, title)
 
     def add_generated_file(self, obj: str, seed: int, size: int, parent_id: str | None = None) -> dict[str, Any]:
-        """A file whose body is generated from (seed, size) each time it is read, as a generated org's are: no
+        """A file whose body is generated from (seed, size) each time it is read (`fast:`, see sforg/files.py): no
         byte of it on disk or in memory, whatever its size (a benchmark's 2 GB file). A ContentVersion of a new
         document, or an Attachment on parent_id."""
-        descriptor = f"gen:{seed}:{size}"
-        sha, md5, n = digests(generated_blocks(seed, size))
+        descriptor = f"fast:{seed}:{size}"
+        sha, md5, n = digests(fast_blocks(seed, size))
         if obj == "ContentVersion":
             return self._add_version(descriptor, (sha, md5, n), None, f"Generated {seed}")
         if obj != "Attachment" or not parent_id:
