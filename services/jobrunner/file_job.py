@@ -110,7 +110,7 @@ class FileJob:
         stored_total = skipped = 0
         again = self._in_flight_before()
         if again:
-            stored_total += self._transfer_all([(f, seq) for seq, f in again])
+            stored_total += self._transfer_all([(ref, seq) for seq, ref in again])
         for obj in objects:
             s, k = self._object(obj)
             stored_total += s
