@@ -33,6 +33,7 @@ from services.storage.ports import READ_CHUNK, FileRepository, Upload
 
 DIR_MODE = 0o700  # a local repository is readable by the service's user only
 FILE_MODE = 0o600
+WRITE_AT = 4 << 20  # a local body's pieces are written to disk this many bytes at a time
 log = logging.getLogger(__name__)
 
 
@@ -54,16 +55,33 @@ async def _pieces(body: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:
 
 
 class _LocalUpload:
+    """A body written to a temporary file in the worker threads, never on the event loop: pieces are gathered up to
+    WRITE_AT bytes and written in one hop, so a small body (most files) costs one hop in all (written, fsync'd and
+    renamed together at its commit) and a large one a hop per WRITE_AT, never more than that in memory."""
+
     envelope: Envelope | None = None  # a plain body
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / ".tmp" / uuid.uuid4().hex
-        # 0600 from its creation (not chmod-ed later: never readable by others, not even for a moment)
-        self._fh = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb")
+        self._fh: BinaryIO | None = None
+        self._pieces: list[bytes] = []
+        self._gathered = 0
+
+    def _write_gathered(self) -> BinaryIO:
+        """In a worker thread: the gathered pieces written (the file created at the first ones)."""
+        if self._fh is None:
+            # 0600 from its creation (not chmod-ed later: never readable by others, not even for a moment)
+            self._fh = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb")
+        self._fh.writelines(self._pieces)
+        self._pieces, self._gathered = [], 0
+        return self._fh
 
     async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._fh.write, data)
+        self._pieces.append(data)
+        self._gathered += len(data)
+        if self._gathered >= WRITE_AT:
+            await asyncio.to_thread(self._write_gathered)
 
     async def commit(self, sha256_hex: str) -> str:
         return await self.commit_at(content_key(sha256_hex))
@@ -72,9 +90,10 @@ class _LocalUpload:
         target = self.root / key
 
         def finish() -> None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())  # durable before it becomes visible
-            self._fh.close()
+            fh = self._write_gathered()
+            fh.flush()
+            os.fsync(fh.fileno())  # durable before it becomes visible
+            fh.close()
             _private_dirs(self.root, target.parent)
             if target.exists():
                 self.tmp.unlink()  # identical content already stored
@@ -85,7 +104,9 @@ class _LocalUpload:
         return key
 
     async def abort(self) -> None:
-        self._fh.close()
+        self._pieces = []
+        if self._fh is not None:
+            self._fh.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sforg.files import digests
+from sforg.files import digests, fast_blocks
 from sforg.ids import is_valid, to18
 from sforg.org.base import OrgError
 from sforg.org.records import Records
@@ -31,6 +31,37 @@ class Files(Records):
         self, content: bytes, content_document_id: str | None = None, title: str | None = None
     ) -> dict[str, Any]:
         """A new ContentVersion (and a ContentDocument when none is given); older versions lose IsLatest."""
+        sha, md5, size = digests(iter([content]))
+        return self._add_version(self.blobs.put(content), (sha, md5, size), content_document_id, title)
+
+    def add_generated_file(self, obj: str, seed: int, size: int, parent_id: str | None = None) -> dict[str, Any]:
+        """A file whose body is generated from (seed, size) each time it is read (`fast:`, see sforg/files.py): no
+        byte of it on disk or in memory, whatever its size (a benchmark's 2 GB file). A ContentVersion of a new
+        document, or an Attachment on parent_id."""
+        descriptor = f"fast:{seed}:{size}"
+        sha, md5, n = digests(fast_blocks(seed, size))
+        if obj == "ContentVersion":
+            return self._add_version(descriptor, (sha, md5, n), None, f"Generated {seed}")
+        if obj != "Attachment" or not parent_id:
+            raise OrgError(400, "INVALID_TYPE", "a generated file is a ContentVersion, or an Attachment on a parent")
+        user, now = self.identity["user_id"], self._stamp_now()
+        row = {
+            **_created_by(self.new_id(self.obj("Attachment")), user, now),
+            "ParentId": parent_id,
+            "Name": f"generated_{seed}.bin",
+            "ContentType": "application/octet-stream",
+            "BodyLength": n,
+            "IsPrivate": 0,
+            "_blob": descriptor,
+            "_sha256": sha,
+        }
+        self.store.insert_many("Attachment", list(row), [list(row.values())])
+        return {"AttachmentId": row["Id"], "sha256": sha}
+
+    def _add_version(
+        self, descriptor: str, digest: tuple[str, str, int], content_document_id: str | None, title: str | None
+    ) -> dict[str, Any]:
+        """The ContentVersion of a body stored as `descriptor`, of (sha256, md5, size) `digest`."""
         cv = self.obj("ContentVersion")
         now = self._stamp_now()
         if content_document_id:
@@ -50,7 +81,7 @@ class Files(Records):
             title = title or "New file"
         vid = self.new_id(cv)
         doc_id = doc["Id"] if doc else self.new_id(self.obj("ContentDocument"))
-        sha, md5, size = digests(iter([content]))
+        sha, md5, size = digest
         user = self.identity["user_id"]
         row = {
             **_created_by(vid, user, now),
@@ -63,7 +94,7 @@ class Files(Records):
             "VersionNumber": str(count + 1),
             "IsLatest": 1,
             "Checksum": md5,
-            "_blob": self.blobs.put(content),
+            "_blob": descriptor,
             "_sha256": sha,
         }
         self.store.insert_many("ContentVersion", list(row), [list(row.values())])
