@@ -388,8 +388,11 @@ class FakeStorage:
     def upload_file(self, header: spb.FileHeader, body: Iterable[bytes]) -> spb.UploadFileResponse:
         data = b"".join(body)
         job = self._job(header.session_id, header.job_id)
-        if header.chunk_seq in job.results:
-            return job.results[header.chunk_seq]  # type: ignore[no-any-return]
+        if header.chunk_seq in job.results:  # a committed chunk sent again: answered as stored, replayed
+            replay = spb.UploadFileResponse()
+            replay.CopyFrom(job.results[header.chunk_seq])
+            replay.replayed = True
+            return replay
         new = (header.object_name, header.record_id) not in self.files
         self.files[(header.object_name, header.record_id)] = data
         counts = {"received": 1, "files": int(new), "bytes": len(data)}

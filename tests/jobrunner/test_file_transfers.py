@@ -84,8 +84,7 @@ class Org(FakeOrg):
 
 @dataclass
 class Storage(FakeStorage):
-    """FakeStorage whose file chunks answer a second sending of a committed chunk as storage does: replayed. Sets
-    `ready` once `ready_after` files are committed."""
+    """FakeStorage, thread-safe, that sets `ready` once `ready_after` files are committed."""
 
     ready: threading.Event = field(default_factory=threading.Event)
     ready_after: int = 4
@@ -95,11 +94,6 @@ class Storage(FakeStorage):
         data = b"".join(body)  # a broken body raises here, before anything is committed
         with self.lock:
             job = self._job(header.session_id, header.job_id)
-            if header.chunk_seq in job.results:
-                replay = spb.UploadFileResponse()
-                replay.CopyFrom(job.results[header.chunk_seq])
-                replay.replayed = True
-                return replay
             result = super().upload_file(header, [data])
             if len(job.results) >= self.ready_after:
                 self.ready.set()
