@@ -103,7 +103,7 @@ class Queries(OrgBase):
     def deleted(self, obj: str, start_text: str, end_text: str) -> dict[str, Any]:
         o = self.obj(obj)
         start, end = self.replication_window(start_text, end_text)
-        self.maintain(force=True)
+        self.maintain()  # as every request: due work once a second of real time, at once when the clock moved
         recs = []
         if o.field("IsDeleted") and not o.hard_delete:
             recs = [
