@@ -392,4 +392,51 @@ CREATE TABLE value_keys (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13]
+# Live records per object, kept as the heads change (issue 21): CountLive (each incremental job's count check) adds
+# up these few rows instead of counting the object's heads, so an incremental costs what changed, not the org's size.
+# A statement's change (its transition tables: whatever writes the heads, COPY, upsert, erasure, retention) goes to
+# one of 16 rows per object chosen by its transaction, so jobs writing one object at once (the Id ranges of a split
+# object) seldom wait for each other's row; rows in key order, so two statements never take them crosswise. The
+# counts start from the heads, in the migration's transaction (the trigger's lock holds writers off meanwhile).
+V14 = """
+CREATE TABLE live_counts (
+    org_key    int NOT NULL,
+    object_key int NOT NULL,
+    shard      smallint NOT NULL,
+    live       bigint NOT NULL,
+    PRIMARY KEY (org_key, object_key, shard)
+);
+CREATE FUNCTION live_counts_changed() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO live_counts AS c (org_key, object_key, shard, live)
+        SELECT org_key, object_key, (txid_current() % 16)::smallint, count(*) FROM new_heads WHERE deleted = 0
+        GROUP BY org_key, object_key ORDER BY org_key, object_key
+        ON CONFLICT (org_key, object_key, shard) DO UPDATE SET live = c.live + EXCLUDED.live;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO live_counts AS c (org_key, object_key, shard, live)
+        SELECT org_key, object_key, (txid_current() % 16)::smallint, -count(*) FROM old_heads WHERE deleted = 0
+        GROUP BY org_key, object_key ORDER BY org_key, object_key
+        ON CONFLICT (org_key, object_key, shard) DO UPDATE SET live = c.live + EXCLUDED.live;
+    ELSE
+        INSERT INTO live_counts AS c (org_key, object_key, shard, live)
+        SELECT org_key, object_key, (txid_current() % 16)::smallint, sum(d) FROM (
+            SELECT org_key, object_key, 1 AS d FROM new_heads WHERE deleted = 0
+            UNION ALL SELECT org_key, object_key, -1 FROM old_heads WHERE deleted = 0
+        ) AS changes GROUP BY org_key, object_key HAVING sum(d) <> 0 ORDER BY org_key, object_key
+        ON CONFLICT (org_key, object_key, shard) DO UPDATE SET live = c.live + EXCLUDED.live;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER record_head_inserted AFTER INSERT ON record_head REFERENCING NEW TABLE AS new_heads
+    FOR EACH STATEMENT EXECUTE FUNCTION live_counts_changed();
+CREATE TRIGGER record_head_updated AFTER UPDATE ON record_head REFERENCING OLD TABLE AS old_heads NEW TABLE AS new_heads
+    FOR EACH STATEMENT EXECUTE FUNCTION live_counts_changed();
+CREATE TRIGGER record_head_deleted AFTER DELETE ON record_head REFERENCING OLD TABLE AS old_heads
+    FOR EACH STATEMENT EXECUTE FUNCTION live_counts_changed();
+INSERT INTO live_counts (org_key, object_key, shard, live)
+SELECT org_key, object_key, 0, count(*) FROM record_head WHERE deleted = 0 GROUP BY org_key, object_key;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14]

@@ -88,6 +88,20 @@ class Harness:
             cur = await conn.execute(f"SELECT count(*) FROM storage.{table}")
             return int((await cur.fetchone())[0])  # type: ignore[index]
 
+    async def live_counts(self) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+        """The live records per (org, object) as the heads' triggers keep them, and as the heads say."""
+        async with self.store.pool.connection() as conn:
+            kept = await conn.execute(
+                "SELECT org_key, object_key, sum(live) FROM storage.live_counts GROUP BY 1, 2 HAVING sum(live) <> 0"
+            )
+            counted = await conn.execute(
+                "SELECT org_key, object_key, count(*) FROM storage.record_head WHERE deleted = 0 GROUP BY 1, 2"
+            )
+            return (
+                {(r[0], r[1]): int(r[2]) for r in await kept.fetchall()},
+                {(r[0], r[1]): int(r[2]) for r in await counted.fetchall()},
+            )
+
 
 @pytest.fixture
 async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:

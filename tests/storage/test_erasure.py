@@ -99,6 +99,8 @@ async def test_erase_by_value_removes_every_version_head_file_and_unshared_body(
     assert (by_id[sf_id("001", 1)].versions, by_id[sf_id("001", 1)].file_bodies) == (2, 1)
     assert (by_id[sf_id("001", 3)].versions, by_id[sf_id("001", 3)].file_bodies) == (2, 0)
     assert await h.count("record_versions") == 1 and await h.count("record_head") == 1
+    kept, counted = await h.live_counts()
+    assert kept == counted and sum(kept.values()) == 1  # the live counts follow the erased heads
     # Account 1's own body is gone from the table and the repository; the shared one stays for Account 2
     assert await h.count("files") == before_bodies - 1 and await h.count("file_versions") == 1
     stored = [p for p in h.files_dir.rglob("*") if p.is_file() and ".tmp" not in p.parts]

@@ -158,11 +158,16 @@ async def test_deletes_keep_the_last_live_values_and_undelete_is_a_change(harnes
     history = await s.record_history(ORG, "Account", rid)
     assert [v.deleted for v in history] == [Deleted.LIVE, Deleted.SOFT, Deleted.HARD]
     assert all(json.loads(v.values_json)["Name"] == "Acme" for v in history)
+    assert await s.count_live(ORG) == {"Account": 0}
     back = await put_raw(s, ORG, "s1", "j1", 5, "Account", [account(1, "Acme")])
     assert back.counts.changed == 1
+    assert await s.count_live(ORG) == {"Account": 1}  # undeleted: live again
     # queryAll's IsDeleted=true is a soft delete with values
     gone = await put_raw(s, ORG, "s1", "j1", 6, "Account", [account(1, "Acme", IsDeleted=True)])
     assert gone.counts.deleted == 1
+    assert await s.count_live(ORG) == {"Account": 0}
+    kept, counted = await harness.live_counts()
+    assert kept == counted == {}
 
 
 async def test_as_of_reads_and_exports_follow_capture_time(harness: Harness) -> None:

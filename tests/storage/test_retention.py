@@ -197,6 +197,8 @@ async def test_prune_latest_forgets_records_deleted_before_the_window(h: Harness
     hist = await _history(h)
     assert hist[A3] == [] and hist[A2] == ["b"]
     assert await h.count("record_head") == 2
+    kept, counted = await h.live_counts()
+    assert kept == counted  # the live counts follow the pruned heads
     with pytest.raises(InvalidArgument):
         check_rule(0, 0, True)
     for days, versions in ((-1, 0), (0, -1), (36_501, 0), (0, 1_000_001)):
