@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -18,6 +21,7 @@ from nats.js.errors import NotFoundError
 from sfvault.events.v1 import events_pb2 as ev
 from sfvault.jobs.v1 import jobs_pb2
 
+from services.jobrunner import domain_fair as fair
 from services.jobrunner.application import CLOSING, JobExecutor, Result, Stops, finished, settled, started
 from services.jobrunner.job_run import JobControl
 from services.jobrunner.store import JobStore
@@ -26,6 +30,11 @@ from services.platform.bus import Bus, heartbeat
 
 log = logging.getLogger("sfvault.jobrunner")
 CONSUMER = "jobrunner"
+WINDOW = 256  # jobs a replica holds fetched but not started: how far it sees past one org's jobs
+FETCH = 64  # messages fetched at once
+FETCH_WAIT_S = 0.2  # a fetch's wait while jobs are held: a slot freed meanwhile is filled this late at most
+ATTEMPTS = "Sfvault-Attempts"  # a deferred job's attempts before its present message
+DEFERRALS = "Sfvault-Deferrals"
 
 
 class Watcher:
@@ -100,8 +109,20 @@ class Watcher:
         return "terminated" if (session_id, job_id) in self.stops.terminated else None
 
 
+@dataclass
+class Held:
+    """A fetched job not started yet: its message (kept alive by in_progress), spec and place in the window."""
+
+    msg: Msg
+    spec: jobs_pb2.JobSpec
+    place: fair.Waiting
+
+
 class Runner:
-    """Takes JobSpecs from the shared JOBS consumer and runs up to `concurrency` at once."""
+    """Takes JobSpecs from the shared JOBS consumer and runs up to `concurrency` at once, fairly between orgs
+    (domain_fair): it holds a window of up to `window` fetched jobs and starts the oldest of the org with the
+    fewest running, at most `org_cap` of one org at once; jobs past its share of a full window go to the back
+    of the stream. See the README's "Scheduling"."""
 
     def __init__(
         self,
@@ -113,6 +134,8 @@ class Runner:
         concurrency: int = 4,
         ack_wait_s: float = 60.0,
         heartbeat_s: float = 10.0,
+        window: int = WINDOW,
+        org_cap: int = 0,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -121,13 +144,22 @@ class Runner:
         self.concurrency = max(1, concurrency)
         self.ack_wait_s = ack_wait_s
         self.heartbeat_s = heartbeat_s
+        self.window = max(1, window)
+        self.org_cap = org_cap if org_cap > 0 else self.concurrency  # 0: no cap beyond the concurrency
         self.stops = Stops()
         self.watcher = Watcher(bus, self.stops)
         # room beyond the concurrency: a terminated job's thread may still be stuck in a hung call
         self.executor = ThreadPoolExecutor(max_workers=self.concurrency * 2, thread_name_prefix="job")
         self.tasks: set[asyncio.Task[None]] = set()
+        self.waiting: list[Held] = []
+        self.running: dict[str, int] = {}  # jobs running on this replica, by org
+        self.arrivals = 0
+        self.deferred: set[tuple[str, str]] = set()  # sent to the back in this pass over the stream
+        self.wrapped = False  # a job deferred in this pass came back: the pass went through the whole stream
         self.jobs_done = 0  # jobs handled to the end (reported, handed back or termed)
         self.jobs_dropped = 0  # jobs taken whose session or job had already ended
+        self.jobs_deferred = 0  # jobs sent to the back of the stream (fairness)
+        self.shared_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.watcher.start()
@@ -138,34 +170,56 @@ class Runner:
             ack_wait_s=self.ack_wait_s,
             max_ack_pending=1000,
         )
+        beating = asyncio.create_task(self._keep_waiting())
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self.tasks)
-                if free <= 0:
+                self._start_fairest()
+                if self.wrapped and (not self.tasks or fair.new_pass(len(self.waiting), self.window)):
+                    self.wrapped = False
+                    self.deferred.clear()
+                if self.wrapped:  # the whole stream seen: nothing to fetch until half the window has started
                     await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                try:
-                    msgs = await sub.fetch(free, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
+                room = self.window - len(self.waiting)
+                # a full window still fetches one at a time: a job of an org it holds little of takes a place
+                msgs = await sub.fetch(max(min(room, FETCH), 1), timeout=FETCH_WAIT_S if self.waiting else 1.0)
                 if msgs:
                     metrics.consumer_lag(CONSUMER, msgs[-1].metadata.num_pending)
-                for msg in msgs:
-                    task = asyncio.create_task(self.handle(msg))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+                    for msg in msgs:
+                        await self._take(msg)
+                elif self.waiting:  # the stream is empty: the next change here is a job ending
+                    await self._share(sub)
+                    if self.tasks:
+                        await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
             await self.drain()
 
-    async def drain(self, timeout_s: float = 30.0) -> None:
-        """Stop taking jobs; in-flight ones stop at their next chunk boundary and are handed back (nak)."""
-        self.stops.stop_all("shutdown")
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=timeout_s)
-        await self.watcher.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    def _start_fairest(self) -> None:
+        free = self.concurrency - len(self.tasks)
+        if free <= 0 or not self.waiting:
+            return
+        chosen = fair.pick([h.place for h in self.waiting], self.running, free, self.org_cap)
+        starting = [self.waiting[i] for i in chosen]
+        self.waiting = [h for i, h in enumerate(self.waiting) if i not in set(chosen)]
+        for held in starting:
+            org = held.spec.org_id
+            self.running[org] = self.running.get(org, 0) + 1
+            task = asyncio.create_task(self.handle(held.msg, held.spec))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(functools.partial(self._ended, org))
 
-    async def handle(self, msg: Msg) -> None:
+    def _ended(self, org: str, _task: asyncio.Task[None]) -> None:
+        self.running[org] -= 1
+        if not self.running[org]:
+            del self.running[org]
+
+    async def _take(self, msg: Msg) -> None:
+        """A fetched message: dead-lettered if it is no JobSpec, kept alive if this replica already runs or holds
+        it (a redelivery), else into the window, or deferred (domain_fair.admit)."""
         try:
             spec = jobs_pb2.JobSpec.FromString(msg.data)
             events.check_token("session_id", spec.session_id)
@@ -178,13 +232,99 @@ class Runner:
         if key in self.stops.controls:  # a redelivery of a job this replica is still running
             await msg.in_progress()
             return
+        for held in self.waiting:
+            if (held.spec.session_id, held.spec.job_id) == key:  # a redelivery of one it holds: the newer message
+                held.msg = msg
+                return
+        if key in self.deferred:
+            self.wrapped = True
+        self.arrivals += 1
+        admission = fair.admit(spec.org_id, [h.place for h in self.waiting], self.window)
+        if not admission.keep:
+            await self._defer(msg, spec)
+            return
+        if admission.evict is not None:
+            evicted = self.waiting.pop(admission.evict)
+            await self._defer(evicted.msg, evicted.spec)
+        self.waiting.append(Held(msg, spec, fair.Waiting(spec.org_id, self.arrivals)))
+
+    async def _defer(self, msg: Msg, spec: jobs_pb2.JobSpec) -> None:
+        """The job to the back of the stream: the same spec published again (the attempts it made in a header,
+        a message id of its own), then the message in hand acked. A crash between the two and the redelivery
+        deferred again publishes the same id: JetStream drops it. If the publication fails, the job is held."""
+        headers = dict(msg.headers or {})
+        made = fair.attempt(headers.get(ATTEMPTS), int(msg.metadata.num_delivered)) - 1
+        deferrals = fair.number(headers.get(DEFERRALS)) + 1
+        out = {  # the trace context kept
+            **headers,
+            "Nats-Msg-Id": f"job:{spec.session_id}:{spec.job_id}:deferred:{deferrals}:{made}",
+            ATTEMPTS: str(made),
+            DEFERRALS: str(deferrals),
+        }
+        try:
+            await self.bus.js.publish(msg.subject, msg.data, headers=out)
+        except Exception as exc:
+            log.info("job %s could not be deferred (%s); held", spec.job_id, type(exc).__name__)
+            self.arrivals += 1
+            self.waiting.append(Held(msg, spec, fair.Waiting(spec.org_id, self.arrivals)))
+            return
+        await msg.ack()
+        self.deferred.add((spec.session_id, spec.job_id))
+        self.jobs_deferred += 1
+
+    async def _share(self, sub: Any) -> None:
+        """The stream is empty and another replica waits for a job (a pull request pending on the consumer):
+        the jobs this replica holds beyond those it starts next go back to the stream, where that one takes
+        them. Asked at most once a second."""
+        now = time.monotonic()
+        if len(self.waiting) <= self.concurrency or now - self.shared_at < 1.0:
+            return
+        self.shared_at = now
+        try:
+            info = await self.bus.js.consumer_info(sub.stream, sub.durable)
+        except Exception as exc:
+            log.debug("consumer info unavailable: %r", exc)
+            return
+        if not info.num_waiting:
+            return
+        keep = set(fair.pick([h.place for h in self.waiting], self.running, self.concurrency, self.org_cap))
+        surplus = [h for i, h in enumerate(self.waiting) if i not in keep]
+        self.waiting = [h for i, h in enumerate(self.waiting) if i in keep]
+        for held in surplus:
+            await self._defer(held.msg, held.spec)
+
+    async def _keep_waiting(self) -> None:
+        """in_progress for every job held in the window, so JetStream does not deliver it again meanwhile."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)  # a periodic timer, not a wait for a condition
+            for held in list(self.waiting):
+                with contextlib.suppress(Exception):
+                    await held.msg.in_progress()
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Stop taking jobs; in-flight ones stop at their next chunk boundary and are handed back (nak)."""
+        self.stops.stop_all("shutdown")
+        held, self.waiting = self.waiting, []
+        for job in held:  # back to the stream for the other replicas, their attempts kept
+            with contextlib.suppress(Exception):
+                await self._defer(job.msg, job.spec)
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout_s)
+        await self.watcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, msg: Msg, spec: jobs_pb2.JobSpec) -> None:
+        key = (spec.session_id, spec.job_id)
+        if key in self.stops.controls:  # taken twice meanwhile (a redelivery while it was held)
+            await msg.in_progress()
+            return
         verdict = await self.watcher.verdict(*key)
         if verdict is not None:
             log.info("dropping job %s of session %s: %s", spec.job_id, spec.session_id, verdict)
             await msg.term()
             self.jobs_dropped += 1
             return
-        attempt = int(msg.metadata.num_delivered)
+        attempt = fair.attempt(dict(msg.headers or {}).get(ATTEMPTS), int(msg.metadata.num_delivered))
         control = JobControl()
         self.stops.controls[key] = control
         consumed = telemetry.Consumed(
