@@ -134,7 +134,7 @@ class Runner:
         concurrency: int = 4,
         ack_wait_s: float = 60.0,
         heartbeat_s: float = 10.0,
-        window: int = WINDOW,
+        window: int = 0,
         org_cap: int = 0,
     ) -> None:
         self.bus = bus
@@ -144,7 +144,7 @@ class Runner:
         self.concurrency = max(1, concurrency)
         self.ack_wait_s = ack_wait_s
         self.heartbeat_s = heartbeat_s
-        self.window = max(1, window)
+        self.window = window if window > 0 else WINDOW  # 0: the default
         self.org_cap = org_cap if org_cap > 0 else self.concurrency  # 0: no cap beyond the concurrency
         self.stops = Stops()
         self.watcher = Watcher(bus, self.stops)
