@@ -153,6 +153,8 @@ class Runner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.waiting: list[Held] = []
         self.running: dict[str, int] = {}  # jobs running on this replica, by org
+        self.starts = 0
+        self.last_started: dict[str, int] = {}  # by org: the number of its latest start (orgs take turns)
         self.arrivals = 0
         self.deferred: set[tuple[str, str]] = set()  # sent to the back in this pass over the stream
         self.wrapped = False  # a job deferred in this pass came back: the pass went through the whole stream
@@ -180,6 +182,15 @@ class Runner:
                 if self.wrapped:  # the whole stream seen: nothing to fetch until half the window has started
                     await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                     continue
+                if self.waiting and self.tasks:
+                    # jobs held: the consumer's state, not a pull that would wait (a waiting pull is what tells
+                    # a replica holding jobs that another one is idle)
+                    pending, idle_peers = await self._consumer_state(sub)
+                    if not pending:
+                        if idle_peers:
+                            await self._share()
+                        await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                        continue
                 room = self.window - len(self.waiting)
                 # a full window still fetches one at a time: a job of an org it holds little of takes a place
                 msgs = await sub.fetch(max(min(room, FETCH), 1), timeout=FETCH_WAIT_S if self.waiting else 1.0)
@@ -187,10 +198,6 @@ class Runner:
                     metrics.consumer_lag(CONSUMER, msgs[-1].metadata.num_pending)
                     for msg in msgs:
                         await self._take(msg)
-                elif self.waiting:  # the stream is empty: the next change here is a job ending
-                    await self._share(sub)
-                    if self.tasks:
-                        await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,12 +208,14 @@ class Runner:
         free = self.concurrency - len(self.tasks)
         if free <= 0 or not self.waiting:
             return
-        chosen = fair.pick([h.place for h in self.waiting], self.running, free, self.org_cap)
+        chosen = fair.pick([h.place for h in self.waiting], self.running, free, self.org_cap, self.last_started)
         starting = [self.waiting[i] for i in chosen]
         self.waiting = [h for i, h in enumerate(self.waiting) if i not in set(chosen)]
         for held in starting:
             org = held.spec.org_id
             self.running[org] = self.running.get(org, 0) + 1
+            self.starts += 1
+            self.last_started[org] = self.starts
             task = asyncio.create_task(self.handle(held.msg, held.spec))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -272,24 +281,28 @@ class Runner:
         self.deferred.add((spec.session_id, spec.job_id))
         self.jobs_deferred += 1
 
-    async def _share(self, sub: Any) -> None:
-        """The stream is empty and another replica waits for a job (a pull request pending on the consumer):
-        the jobs this replica holds beyond those it starts next go back to the stream, where that one takes
-        them. Asked at most once a second."""
-        now = time.monotonic()
-        if len(self.waiting) <= self.concurrency or now - self.shared_at < 1.0:
-            return
-        self.shared_at = now
+    async def _consumer_state(self, sub: Any) -> tuple[int, int]:
+        """The JOBS consumer's messages not delivered yet, and the pull requests waiting on it (other replicas'
+        with nothing to run); unknown: one pending, none waiting (the caller fetches as usual)."""
         try:
             info = await self.bus.js.consumer_info(sub.stream, sub.durable)
         except Exception as exc:
             log.debug("consumer info unavailable: %r", exc)
+            return 1, 0
+        return int(info.num_pending or 0), int(info.num_waiting or 0)
+
+    async def _share(self) -> None:
+        """The stream is empty and another replica waits for a job: the jobs this replica holds beyond those it
+        starts next go back to the stream, where that one takes them. At most once a second."""
+        now = time.monotonic()
+        if len(self.waiting) <= self.concurrency or now - self.shared_at < 1.0:
             return
-        if not info.num_waiting:
-            return
-        keep = set(fair.pick([h.place for h in self.waiting], self.running, self.concurrency, self.org_cap))
+        self.shared_at = now
+        places = [h.place for h in self.waiting]
+        keep = set(fair.pick(places, self.running, self.concurrency, self.org_cap, self.last_started))
         surplus = [h for i, h in enumerate(self.waiting) if i not in keep]
         self.waiting = [h for i, h in enumerate(self.waiting) if i in keep]
+        log.info("%d held jobs back to the stream for an idle replica", len(surplus))
         for held in surplus:
             await self._defer(held.msg, held.spec)
 

@@ -2,10 +2,11 @@
 fetched job it keeps in its window and which it sends to the back of the JOBS stream. Pure rules, no I/O.
 
 A replica holds a window of fetched jobs it has not started (at most `window`, shared out between the orgs in
-it) and starts, whenever a slot is free, the oldest job of the org with the fewest jobs running on it, an org at
-its cap of running jobs never. A job fetched into a full window takes the place of the youngest job of the org
-holding the most (when that org holds at least two more than the newcomer's), otherwise it is deferred: sent to
-the back of the stream, so the replica sees the jobs behind it (another org's), not one org's long queue."""
+it) and starts, whenever a slot is free, the oldest job of the org with the fewest jobs running on it (of those,
+the org served least recently: orgs take turns), an org at its cap of running jobs never. A job fetched into a
+full window takes the place of the youngest job of the org holding the most (when that org holds at least two
+more than the newcomer's), otherwise it is deferred: sent to the back of the stream, so the replica sees the
+jobs behind it (another org's), not one org's long queue."""
 
 from __future__ import annotations
 
@@ -43,22 +44,36 @@ def admit(org: str, waiting: Sequence[Waiting], window: int) -> Admission:
     return Admission(True, youngest)
 
 
-def pick(waiting: Sequence[Waiting], running: Mapping[str, int], free: int, cap: int) -> list[int]:
+def pick(
+    waiting: Sequence[Waiting],
+    running: Mapping[str, int],
+    free: int,
+    cap: int,
+    last_started: Mapping[str, int] | None = None,
+) -> list[int]:
     """The indexes in `waiting` of the jobs to start now, in order, at most `free`: each time the oldest job of
-    the org with the fewest running (those already picked counted), ties to the org whose job is oldest; an org
-    with `cap` running (cap >= 1) gets no more."""
+    the org with the fewest running (those already picked counted), among those the org served least recently
+    (`last_started`: the number of the org's latest start on this replica, higher is later; none: never), so
+    that orgs take turns; an org with `cap` running (cap >= 1) gets no more."""
     now = dict(running)
+    served = dict(last_started or {})
+    turn = max(served.values(), default=0)
     left = sorted(range(len(waiting)), key=lambda i: waiting[i].arrived)
     out: list[int] = []
     while len(out) < free:
         candidates = [i for i in left if now.get(waiting[i].org, 0) < cap]
         if not candidates:
             break
-        # oldest first among the orgs with the fewest running: min by (running, arrival)
-        best = min(candidates, key=lambda i: (now.get(waiting[i].org, 0), waiting[i].arrived))
+        best = min(
+            candidates,
+            key=lambda i: (now.get(waiting[i].org, 0), served.get(waiting[i].org, 0), waiting[i].arrived),
+        )
         out.append(best)
         left.remove(best)
-        now[waiting[best].org] = now.get(waiting[best].org, 0) + 1
+        org = waiting[best].org
+        now[org] = now.get(org, 0) + 1
+        turn += 1
+        served[org] = turn
     return out
 
 

@@ -76,3 +76,13 @@ def test_attempts_count_deliveries_and_earlier_messages() -> None:
     assert attempt(None, 3) == 3  # redelivered twice (a crash): its third attempt
     assert attempt("2", 1) == 3  # deferred after two attempts: this message's first delivery is the third
     assert attempt("x", 1) == 1 and number("") == 0 and number("4") == 4
+
+
+def test_orgs_take_turns_an_org_just_served_waits_behind_one_not_served_yet() -> None:
+    held = window("a", "a", "b")
+    # none runs; a started a job a moment ago (its latest start is 7), b never did: b first, though younger
+    assert pick(held, {}, 1, cap=8, last_started={"a": 7}) == [2]
+    # both served: the one served longer ago first
+    assert pick(held, {}, 1, cap=8, last_started={"a": 3, "b": 5}) == [0]
+    # among the picks too: a, b, then a again
+    assert [held[i].org for i in pick(held, {}, 3, cap=8, last_started={"a": 1})] == ["b", "a", "a"]
