@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -153,8 +152,9 @@ class Runner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.waiting: list[Held] = []
         self.running: dict[str, int] = {}  # jobs running on this replica, by org
-        self.starts = 0
-        self.last_started: dict[str, int] = {}  # by org: the number of its latest start (orgs take turns)
+        self.began: dict[asyncio.Task[None], tuple[str, float]] = {}  # running: org and start (monotonic)
+        self.used: dict[str, float] = {}  # by org: seconds its jobs ran here while it had jobs (fair turns)
+        self.seen_all = False  # the last fetch found nothing: the window holds what the stream has
         self.arrivals = 0
         self.deferred: set[tuple[str, str]] = set()  # sent to the back in this pass over the stream
         self.wrapped = False  # a job deferred in this pass came back: the pass went through the whole stream
@@ -186,7 +186,9 @@ class Runner:
                     # jobs held: the consumer's state, not a pull that would wait (a waiting pull is what tells
                     # a replica holding jobs that another one is idle)
                     pending, idle_peers = await self._consumer_state(sub)
-                    if not pending:
+                    self.seen_all = self.seen_all and not pending
+                    # nothing pending and all seen (or no free slot): nothing to fetch; else a fetch looks
+                    if not pending and (self.seen_all or len(self.tasks) >= self.concurrency):
                         if idle_peers:
                             await self._share()
                         await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -194,6 +196,9 @@ class Runner:
                 room = self.window - len(self.waiting)
                 # a full window still fetches one at a time: a job of an org it holds little of takes a place
                 msgs = await sub.fetch(max(min(room, FETCH), 1), timeout=FETCH_WAIT_S if self.waiting else 1.0)
+                # the stream seen whole: a fetch that waited and found nothing (jobs published a moment apart
+                # are not taken for all there is)
+                self.seen_all = not msgs
                 if msgs:
                     metrics.consumer_lag(CONSUMER, msgs[-1].metadata.num_pending)
                     for msg in msgs:
@@ -208,23 +213,36 @@ class Runner:
         free = self.concurrency - len(self.tasks)
         if free <= 0 or not self.waiting:
             return
-        chosen = fair.pick([h.place for h in self.waiting], self.running, free, self.org_cap, self.last_started)
+        seen_all = self.seen_all or self.wrapped or len(self.waiting) >= self.window
+        limit = fair.org_limit(self.org_cap, self.concurrency, seen_all)
+        chosen = fair.pick([h.place for h in self.waiting], self.running, free, limit, self._used())
         starting = [self.waiting[i] for i in chosen]
         self.waiting = [h for i, h in enumerate(self.waiting) if i not in set(chosen)]
         for held in starting:
             org = held.spec.org_id
             self.running[org] = self.running.get(org, 0) + 1
-            self.starts += 1
-            self.last_started[org] = self.starts
             task = asyncio.create_task(self.handle(held.msg, held.spec))
             self.tasks.add(task)
+            self.began[task] = (org, time.monotonic())
             task.add_done_callback(self.tasks.discard)
-            task.add_done_callback(functools.partial(self._ended, org))
+            task.add_done_callback(self._ended)
 
-    def _ended(self, org: str, _task: asyncio.Task[None]) -> None:
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        org, began = self.began.pop(task)
         self.running[org] -= 1
+        self.used[org] = self.used.get(org, 0.0) + time.monotonic() - began
         if not self.running[org]:
             del self.running[org]
+            if not any(h.spec.org_id == org for h in self.waiting):
+                self.used.pop(org, None)  # its jobs here are done: its next session starts afresh
+
+    def _used(self) -> dict[str, float]:
+        """The seconds each org's jobs ran here, those running counted so far."""
+        now = time.monotonic()
+        used = dict(self.used)
+        for org, began in self.began.values():
+            used[org] = used.get(org, 0.0) + now - began
+        return used
 
     async def _take(self, msg: Msg) -> None:
         """A fetched message: dead-lettered if it is no JobSpec, kept alive if this replica already runs or holds
@@ -299,7 +317,7 @@ class Runner:
             return
         self.shared_at = now
         places = [h.place for h in self.waiting]
-        keep = set(fair.pick(places, self.running, self.concurrency, self.org_cap, self.last_started))
+        keep = set(fair.pick(places, self.running, self.concurrency, self.org_cap, self._used()))
         surplus = [h for i, h in enumerate(self.waiting) if i not in keep]
         self.waiting = [h for i, h in enumerate(self.waiting) if i in keep]
         log.info("%d held jobs back to the stream for an idle replica", len(surplus))

@@ -3,10 +3,10 @@ fetched job it keeps in its window and which it sends to the back of the JOBS st
 
 A replica holds a window of fetched jobs it has not started (at most `window`, shared out between the orgs in
 it) and starts, whenever a slot is free, the oldest job of the org with the fewest jobs running on it (of those,
-the org served least recently: orgs take turns), an org at its cap of running jobs never. A job fetched into a
-full window takes the place of the youngest job of the org holding the most (when that org holds at least two
-more than the newcomer's), otherwise it is deferred: sent to the back of the stream, so the replica sees the
-jobs behind it (another org's), not one org's long queue."""
+the org whose jobs ran the shortest: orgs take turns by the time they use), an org at its cap never. A job
+fetched into a full window takes the place of the youngest job of the org holding the most (when that org holds
+at least two more than the newcomer's), otherwise it is deferred: sent to the back of the stream, so the replica
+sees the jobs behind it (another org's), not one org's long queue."""
 
 from __future__ import annotations
 
@@ -49,15 +49,14 @@ def pick(
     running: Mapping[str, int],
     free: int,
     cap: int,
-    last_started: Mapping[str, int] | None = None,
+    used: Mapping[str, float] | None = None,
 ) -> list[int]:
     """The indexes in `waiting` of the jobs to start now, in order, at most `free`: each time the oldest job of
-    the org with the fewest running (those already picked counted), among those the org served least recently
-    (`last_started`: the number of the org's latest start on this replica, higher is later; none: never), so
-    that orgs take turns; an org with `cap` running (cap >= 1) gets no more."""
+    the org with the fewest running (those already picked counted), among those the org that used the least
+    (`used`: the seconds its jobs have run here while it had jobs: a long job costs its org its next turns, as in
+    fair queueing); an org with `cap` running (cap >= 1) gets no more."""
     now = dict(running)
-    served = dict(last_started or {})
-    turn = max(served.values(), default=0)
+    spent = used or {}
     left = sorted(range(len(waiting)), key=lambda i: waiting[i].arrived)
     out: list[int] = []
     while len(out) < free:
@@ -65,16 +64,19 @@ def pick(
         if not candidates:
             break
         best = min(
-            candidates,
-            key=lambda i: (now.get(waiting[i].org, 0), served.get(waiting[i].org, 0), waiting[i].arrived),
+            candidates, key=lambda i: (now.get(waiting[i].org, 0), spent.get(waiting[i].org, 0.0), waiting[i].arrived)
         )
         out.append(best)
         left.remove(best)
-        org = waiting[best].org
-        now[org] = now.get(org, 0) + 1
-        turn += 1
-        served[org] = turn
+        now[waiting[best].org] = now.get(waiting[best].org, 0) + 1
     return out
+
+
+def org_limit(cap: int, concurrency: int, seen_all: bool) -> int:
+    """How many jobs of one org may run on a replica now: `cap`, but only half the replica's slots (at least one)
+    while it has not seen the whole stream yet (jobs were pending at its last fetch, its window not full): the
+    first org published must not take every slot before the others' jobs are fetched."""
+    return cap if seen_all else max(1, min(cap, concurrency // 2))
 
 
 def new_pass(held: int, window: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.jobrunner.domain_fair import Admission, Waiting, admit, attempt, new_pass, number, pick
+from services.jobrunner.domain_fair import Admission, Waiting, admit, attempt, new_pass, number, org_limit, pick
 
 
 def window(*orgs: str) -> list[Waiting]:
@@ -78,11 +78,20 @@ def test_attempts_count_deliveries_and_earlier_messages() -> None:
     assert attempt("x", 1) == 1 and number("") == 0 and number("4") == 4
 
 
-def test_orgs_take_turns_an_org_just_served_waits_behind_one_not_served_yet() -> None:
+def test_orgs_take_turns_by_the_time_they_used_a_long_job_costs_its_org_its_next_turns() -> None:
     held = window("a", "a", "b")
-    # none runs; a started a job a moment ago (its latest start is 7), b never did: b first, though younger
-    assert pick(held, {}, 1, cap=8, last_started={"a": 7}) == [2]
-    # both served: the one served longer ago first
-    assert pick(held, {}, 1, cap=8, last_started={"a": 3, "b": 5}) == [0]
-    # among the picks too: a, b, then a again
-    assert [held[i].org for i in pick(held, {}, 3, cap=8, last_started={"a": 1})] == ["b", "a", "a"]
+    # none runs; a's jobs have run 30 s, b's 2 s: b first, though younger
+    assert pick(held, {}, 1, cap=8, used={"a": 30.0, "b": 2.0}) == [2]
+    # b never ran: b first
+    assert pick(held, {}, 1, cap=8, used={"a": 0.5}) == [2]
+    # fewest running still comes first: b runs one, a none
+    assert pick(held, {"b": 1}, 1, cap=8, used={"a": 30.0}) == [0]
+
+
+def test_half_the_slots_for_one_org_until_the_whole_stream_was_seen() -> None:
+    assert org_limit(4, 4, seen_all=False) == 2
+    assert org_limit(4, 4, seen_all=True) == 4
+    assert org_limit(1, 4, seen_all=True) == 1
+    assert org_limit(8, 1, seen_all=False) == 1  # one slot: at least one
+    held = window("a", "a", "a", "a")
+    assert len(pick(held, {}, 4, cap=org_limit(4, 4, seen_all=False))) == 2
