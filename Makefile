@@ -132,7 +132,7 @@ $(addprefix bench-,$(BENCHES)): bench-%: install
 # peak RSS, an incremental after the same 10,000 records changed in both; a table of each figure, its target, met
 # (bench/scale.py; BENCH_SCALE_RECORDS, e.g. 2000000 for a quick run; BENCH_SCALE_REFERENCE; generated orgs cached
 # in BENCH_SCALE_CACHE, default .state/bench-scale)
-.PHONY: bench-scale bench-split
+.PHONY: bench-scale bench-split bench-orgs
 bench-scale: install
 	$(PY) -m bench scale
 
@@ -142,6 +142,13 @@ bench-scale: install
 # each, within 10 % the proof that nothing serialises (bench/split.py)
 bench-split: install
 	$(PY) -m bench.split
+
+# bench-orgs (not in `make bench`: 50 sforg orgs, 2-4 min): issue 21's many orgs: their backups published together on
+# one stack, one org with a big object among them, then the same without it: sessions Success, queueing delay per
+# job p50/p95/max, each org's first job and session duration, the big org's effect, API calls per org against its
+# budget; a table of figure, target, met (bench/orgs.py; BENCH_ORGS_COUNT, BENCH_ORGS_BIG, BENCH_ORGS_SCOPE)
+bench-orgs: install
+	$(PY) -m bench orgs
 
 demo: install-app
 	$(PY) -m services.cli.demo

@@ -9,8 +9,9 @@ import time
 
 import bench
 
-# run only when named (`make bench-scale`): it generates a 10,000,000-record org and takes up to half an hour
-ON_REQUEST = {"scale"}
+# run only when named: `make bench-scale` generates a 10,000,000-record org and takes up to half an hour;
+# `make bench-orgs` starts 50 sforg orgs
+ON_REQUEST = {"scale", "orgs"}
 
 
 def main(argv: list[str]) -> int:

@@ -34,6 +34,8 @@ FETCH = 64  # messages fetched at once
 FETCH_WAIT_S = 0.2  # a fetch's wait while jobs are held: a slot freed meanwhile is filled this late at most
 ATTEMPTS = "Sfvault-Attempts"  # a deferred job's attempts before its present message
 DEFERRALS = "Sfvault-Deferrals"
+DEFER_TIMEOUT_S = 2.0
+DEFER_PAUSE_S = 300.0
 
 
 class Watcher:
@@ -108,6 +110,10 @@ class Watcher:
         return "terminated" if (session_id, job_id) in self.stops.terminated else None
 
 
+class DeferralPaused(Exception):
+    """The last deferral failed a moment ago: none is tried before DEFER_PAUSE_S."""
+
+
 @dataclass
 class Held:
     """A fetched job not started yet: its message (kept alive by in_progress), spec and place in the window."""
@@ -162,6 +168,7 @@ class Runner:
         self.jobs_dropped = 0  # jobs taken whose session or job had already ended
         self.jobs_deferred = 0  # jobs sent to the back of the stream (fairness)
         self.shared_at = 0.0
+        self.defer_from = 0.0  # no deferral before this time (monotonic): the last one failed
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.watcher.start()
@@ -176,11 +183,11 @@ class Runner:
         try:
             while not stop.is_set():
                 self._start_fairest()
-                if self.wrapped and (not self.tasks or fair.new_pass(len(self.waiting), self.window)):
+                if self.wrapped and (not self.tasks or fair.new_pass(len(self.waiting), self._window())):
                     self.wrapped = False
                     self.deferred.clear()
                 if self.wrapped:  # the whole stream seen: nothing to fetch until half the window has started
-                    await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    await self._a_job_ends()
                     continue
                 if self.waiting and self.tasks:
                     # jobs held: the consumer's state, not a pull that would wait (a waiting pull is what tells
@@ -191,9 +198,12 @@ class Runner:
                     if not pending and (self.seen_all or len(self.tasks) >= self.concurrency):
                         if idle_peers:
                             await self._share()
-                        await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                        await self._a_job_ends()
                         continue
-                room = self.window - len(self.waiting)
+                room = self._window() - len(self.waiting)
+                if room <= 0 and not self._can_defer() and self.tasks:  # a full window it cannot make room in
+                    await self._a_job_ends()
+                    continue
                 # a full window still fetches one at a time: a job of an org it holds little of takes a place
                 msgs = await sub.fetch(max(min(room, FETCH), 1), timeout=FETCH_WAIT_S if self.waiting else 1.0)
                 # the stream seen whole: a fetch that waited and found nothing (jobs published a moment apart
@@ -213,7 +223,7 @@ class Runner:
         free = self.concurrency - len(self.tasks)
         if free <= 0 or not self.waiting:
             return
-        seen_all = self.seen_all or self.wrapped or len(self.waiting) >= self.window
+        seen_all = self.seen_all or self.wrapped or len(self.waiting) >= self._window()
         limit = fair.org_limit(self.org_cap, self.concurrency, seen_all)
         chosen = fair.pick([h.place for h in self.waiting], self.running, free, limit, self._used())
         starting = [self.waiting[i] for i in chosen]
@@ -266,7 +276,9 @@ class Runner:
         if key in self.deferred:
             self.wrapped = True
         self.arrivals += 1
-        admission = fair.admit(spec.org_id, [h.place for h in self.waiting], self.window)
+        admission = fair.admit(spec.org_id, [h.place for h in self.waiting], self._window())
+        if not self._can_defer():
+            admission = fair.Admission(True)
         if not admission.keep:
             await self._defer(msg, spec)
             return
@@ -289,9 +301,19 @@ class Runner:
             DEFERRALS: str(deferrals),
         }
         try:
-            await self.bus.js.publish(msg.subject, msg.data, headers=out)
+            if not self._can_defer():
+                raise DeferralPaused
+            await self.bus.js.publish(msg.subject, msg.data, headers=out, timeout=DEFER_TIMEOUT_S)
         except Exception as exc:
-            log.info("job %s could not be deferred (%s); held", spec.job_id, type(exc).__name__)
+            # NATS away, or this jobrunner's NATS user may not publish jobs: hold what it fetched, fetch no more
+            # than its concurrency, and try again later
+            if not isinstance(exc, DeferralPaused):
+                log.warning("job %s not deferred (%r): no deferral for %.0f s", spec.job_id, exc, DEFER_PAUSE_S)
+                self.defer_from = time.monotonic() + DEFER_PAUSE_S
+            if len(self.waiting) >= self.concurrency:  # more than it may hold now: handed back for any replica
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                return
             self.arrivals += 1
             self.waiting.append(Held(msg, spec, fair.Waiting(spec.org_id, self.arrivals)))
             return
@@ -309,11 +331,24 @@ class Runner:
             return 1, 0
         return int(info.num_pending or 0), int(info.num_waiting or 0)
 
+    async def _a_job_ends(self) -> None:
+        """Until a running job ends (a second at most: a job published meanwhile is fetched then)."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+
+    def _can_defer(self) -> bool:
+        return time.monotonic() >= self.defer_from
+
+    def _window(self) -> int:
+        """The jobs it holds unstarted at most: the window, or its concurrency while it cannot defer (what it
+        holds no other replica can take)."""
+        return self.window if self._can_defer() else self.concurrency
+
     async def _share(self) -> None:
         """The stream is empty and another replica waits for a job: the jobs this replica holds beyond those it
         starts next go back to the stream, where that one takes them. At most once a second."""
         now = time.monotonic()
-        if len(self.waiting) <= self.concurrency or now - self.shared_at < 1.0:
+        if len(self.waiting) <= self.concurrency or now - self.shared_at < 1.0 or not self._can_defer():
             return
         self.shared_at = now
         places = [h.place for h in self.waiting]
@@ -336,9 +371,12 @@ class Runner:
         """Stop taking jobs; in-flight ones stop at their next chunk boundary and are handed back (nak)."""
         self.stops.stop_all("shutdown")
         held, self.waiting = self.waiting, []
-        for job in held:  # back to the stream for the other replicas, their attempts kept
+        for job in held:  # back to the stream for the other replicas, their attempts kept (or handed back)
             with contextlib.suppress(Exception):
-                await self._defer(job.msg, job.spec)
+                if self._can_defer():
+                    await self._defer(job.msg, job.spec)
+                else:
+                    await job.msg.nak()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout_s)
         await self.watcher.stop()
