@@ -39,6 +39,7 @@ from bench.backup import (
 from bench.storage import StorageProcess
 from devstack.localstack import ServiceProcess
 from services.discovery.domain import Policy, split_budget
+from services.jobrunner.consumers import DEFERRALS
 from services.platform import events
 from services.platform.bus import Bus
 from services.sfclient import OrgClient
@@ -65,6 +66,11 @@ class Times:
     started: dict[tuple[str, str], float] = field(default_factory=dict)
     finished: dict[tuple[str, str], float] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    deferred: int = 0  # JobSpecs the jobrunner published again to the back of JOBS (fairness)
+
+    async def on_job(self, msg: Any) -> None:
+        if (msg.headers or {}).get(DEFERRALS):
+            self.deferred += 1
 
     async def on_msg(self, msg: Any) -> None:
         env = events.decode(msg.data)
@@ -134,6 +140,7 @@ class Round:
     first: dict[str, float]  # by org: its first job's queueing delay
     session: dict[str, float]  # by org: first publication -> last JobFinished
     big_job: tuple[float, float] | None  # the big object's JobStarted and JobFinished, from the round's start
+    deferred: int  # jobs sent to the back of JOBS
 
 
 async def _round(label: str, bus: Bus, collector: Collector, times: Times, orgs: list[Org]) -> Round:
@@ -149,7 +156,8 @@ async def _round(label: str, bus: Bus, collector: Collector, times: Times, orgs:
         order = sorted((times.started[k] - began, k) for k in keys)
         print("   started: " + ", ".join(f"{k[0][2:]}/{k[1][5:]} {t:.2f}" for t, k in order))
     wall = time.perf_counter() - began
-    out = Round(label, wall, {}, {}, [], {}, {}, None)
+    out = Round(label, wall, {}, {}, [], {}, {}, None, times.deferred)
+    times.deferred = 0
     for org in orgs:
         mine = [(s.session_id, s.job_id) for s in org.specs]
         out.success[org.org_id] = all(done[k].outcome == ev.JOB_OUTCOME_SUCCESS for k in mine)
@@ -167,7 +175,10 @@ async def _round(label: str, bus: Bus, collector: Collector, times: Times, orgs:
 
 def _report(r: Round) -> None:
     ok = sum(r.success.values())
-    print(f"{r.label}: {ok}/{len(r.success)} sessions Success, {len(r.queueing)} jobs in {r.wall:.1f} s")
+    print(
+        f"{r.label}: {ok}/{len(r.success)} sessions Success, {len(r.queueing)} jobs in {r.wall:.1f} s"
+        f" ({r.deferred} deferrals to the back of JOBS)"
+    )
     print(
         f"{r.label}: queueing delay per job (JobSpec published -> JobStarted): p50 {pct(r.queueing, 50):.2f} s,"
         f" p95 {pct(r.queueing, 95):.2f} s, max {max(r.queueing):.2f} s"
@@ -242,6 +253,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         times = Times()
         for kind in ("JobStarted", "JobFinished"):
             await bus.nc.subscribe(bus.config.events_subject(f"*.{kind}"), cb=times.on_msg)
+        await bus.nc.subscribe(bus.config.jobs_subject(), cb=times.on_job)
         try:
             with_big = await _round("with the big org", bus, collector, times, orgs)
             _report(with_big)

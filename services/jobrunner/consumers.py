@@ -36,6 +36,7 @@ ATTEMPTS = "Sfvault-Attempts"  # a deferred job's attempts before its present me
 DEFERRALS = "Sfvault-Deferrals"
 DEFER_TIMEOUT_S = 2.0
 DEFER_PAUSE_S = 300.0
+USED_TTL_S = 600.0  # an org whose jobs ran nothing here for this long is served afresh
 
 
 class Watcher:
@@ -159,7 +160,7 @@ class Runner:
         self.waiting: list[Held] = []
         self.running: dict[str, int] = {}  # jobs running on this replica, by org
         self.began: dict[asyncio.Task[None], tuple[str, float]] = {}  # running: org and start (monotonic)
-        self.used: dict[str, float] = {}  # by org: seconds its jobs ran here while it had jobs (fair turns)
+        self.used: dict[str, tuple[float, float]] = {}  # by org: seconds its jobs ran here, when its last ended
         self.seen_all = False  # the last fetch found nothing: the window holds what the stream has
         self.arrivals = 0
         self.deferred: set[tuple[str, str]] = set()  # sent to the back in this pass over the stream
@@ -204,8 +205,8 @@ class Runner:
                 if room <= 0 and not self._can_defer() and self.tasks:  # a full window it cannot make room in
                     await self._a_job_ends()
                     continue
-                # a full window still fetches one at a time: a job of an org it holds little of takes a place
-                msgs = await sub.fetch(max(min(room, FETCH), 1), timeout=FETCH_WAIT_S if self.waiting else 1.0)
+                # a full window still fetches: a job of an org it holds little of takes a place (admit)
+                msgs = await sub.fetch(FETCH, timeout=FETCH_WAIT_S if self.waiting else 1.0)
                 # the stream seen whole: a fetch that waited and found nothing (jobs published a moment apart
                 # are not taken for all there is)
                 self.seen_all = not msgs
@@ -239,17 +240,19 @@ class Runner:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         org, began = self.began.pop(task)
+        now = time.monotonic()
         self.running[org] -= 1
-        self.used[org] = self.used.get(org, 0.0) + time.monotonic() - began
         if not self.running[org]:
             del self.running[org]
-            if not any(h.spec.org_id == org for h in self.waiting):
-                self.used.pop(org, None)  # its jobs here are done: its next session starts afresh
+        self.used[org] = (self.used.get(org, (0.0, now))[0] + now - began, now)
+        # an org that ran nothing here for USED_TTL_S starts afresh (its next session)
+        for idle in [o for o, (_s, last) in self.used.items() if now - last > USED_TTL_S and o not in self.running]:
+            del self.used[idle]
 
     def _used(self) -> dict[str, float]:
         """The seconds each org's jobs ran here, those running counted so far."""
         now = time.monotonic()
-        used = dict(self.used)
+        used = {org: spent for org, (spent, _last) in self.used.items()}
         for org, began in self.began.values():
             used[org] = used.get(org, 0.0) + now - began
         return used

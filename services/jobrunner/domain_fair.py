@@ -53,8 +53,8 @@ def pick(
 ) -> list[int]:
     """The indexes in `waiting` of the jobs to start now, in order, at most `free`: each time the oldest job of
     the org with the fewest running (those already picked counted), among those the org that used the least
-    (`used`: the seconds its jobs have run here while it had jobs: a long job costs its org its next turns, as in
-    fair queueing); an org with `cap` running (cap >= 1) gets no more."""
+    (`used`: the seconds its jobs have run here lately: a long job costs its org its next turns, as in fair
+    queueing); an org with `cap` running (cap >= 1) gets no more."""
     now = dict(running)
     spent = used or {}
     left = sorted(range(len(waiting)), key=lambda i: waiting[i].arrived)
