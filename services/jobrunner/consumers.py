@@ -212,8 +212,10 @@ class Runner:
                 self.seen_all = not msgs
                 if msgs:
                     metrics.consumer_lag(CONSUMER, msgs[-1].metadata.num_pending)
+                    deferring: list[tuple[Msg, jobs_pb2.JobSpec]] = []
                     for msg in msgs:
-                        await self._take(msg)
+                        await self._take(msg, deferring)
+                    await self._defer(deferring)
         finally:
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -225,7 +227,7 @@ class Runner:
         if free <= 0 or not self.waiting:
             return
         seen_all = self.seen_all or self.wrapped or len(self.waiting) >= self._window()
-        limit = fair.org_limit(self.org_cap, self.concurrency, seen_all)
+        limit = fair.org_limit(self.org_cap, seen_all)
         chosen = fair.pick([h.place for h in self.waiting], self.running, free, limit, self._used())
         starting = [self.waiting[i] for i in chosen]
         self.waiting = [h for i, h in enumerate(self.waiting) if i not in set(chosen)]
@@ -257,9 +259,9 @@ class Runner:
             used[org] = used.get(org, 0.0) + now - began
         return used
 
-    async def _take(self, msg: Msg) -> None:
+    async def _take(self, msg: Msg, deferring: list[tuple[Msg, jobs_pb2.JobSpec]]) -> None:
         """A fetched message: dead-lettered if it is no JobSpec, kept alive if this replica already runs or holds
-        it (a redelivery), else into the window, or deferred (domain_fair.admit)."""
+        it (a redelivery), else into the window, or into `deferring` (domain_fair.admit)."""
         try:
             spec = jobs_pb2.JobSpec.FromString(msg.data)
             events.check_token("session_id", spec.session_id)
@@ -283,17 +285,33 @@ class Runner:
         if not self._can_defer():
             admission = fair.Admission(True)
         if not admission.keep:
-            await self._defer(msg, spec)
+            deferring.append((msg, spec))
             return
         if admission.evict is not None:
             evicted = self.waiting.pop(admission.evict)
-            await self._defer(evicted.msg, evicted.spec)
+            deferring.append((evicted.msg, evicted.spec))
         self.waiting.append(Held(msg, spec, fair.Waiting(spec.org_id, self.arrivals)))
 
-    async def _defer(self, msg: Msg, spec: jobs_pb2.JobSpec) -> None:
-        """The job to the back of the stream: the same spec published again (the attempts it made in a header,
-        a message id of its own), then the message in hand acked. A crash between the two and the redelivery
-        deferred again publishes the same id: JetStream drops it. If the publication fails, the job is held."""
+    async def _defer(self, jobs: list[tuple[Msg, jobs_pb2.JobSpec]]) -> None:
+        """The jobs to the back of the stream: each spec published again (the attempts it made in a header, a
+        message id of its own; all at once), then each message in hand acked. A crash between the two and the
+        redelivery deferred again publishes the same id: JetStream drops it. A job whose publication failed is
+        held, or handed back when the replica holds its concurrency already."""
+        if not jobs:
+            return
+        if self._can_defer():
+            sent = await asyncio.gather(*(self._republish(msg, spec) for msg, spec in jobs), return_exceptions=True)
+        else:
+            sent = [DeferralPaused() for _ in jobs]
+        for (msg, spec), result in zip(jobs, sent, strict=True):
+            if isinstance(result, BaseException):
+                await self._not_deferred(msg, spec, result)
+                continue
+            await msg.ack()
+            self.deferred.add((spec.session_id, spec.job_id))
+            self.jobs_deferred += 1
+
+    async def _republish(self, msg: Msg, spec: jobs_pb2.JobSpec) -> None:
         headers = dict(msg.headers or {})
         made = fair.attempt(headers.get(ATTEMPTS), int(msg.metadata.num_delivered)) - 1
         deferrals = fair.number(headers.get(DEFERRALS)) + 1
@@ -303,26 +321,20 @@ class Runner:
             ATTEMPTS: str(made),
             DEFERRALS: str(deferrals),
         }
-        try:
-            if not self._can_defer():
-                raise DeferralPaused
-            await self.bus.js.publish(msg.subject, msg.data, headers=out, timeout=DEFER_TIMEOUT_S)
-        except Exception as exc:
-            # NATS away, or this jobrunner's NATS user may not publish jobs: hold what it fetched, fetch no more
-            # than its concurrency, and try again later
-            if not isinstance(exc, DeferralPaused):
-                log.warning("job %s not deferred (%r): no deferral for %.0f s", spec.job_id, exc, DEFER_PAUSE_S)
-                self.defer_from = time.monotonic() + DEFER_PAUSE_S
-            if len(self.waiting) >= self.concurrency:  # more than it may hold now: handed back for any replica
-                with contextlib.suppress(Exception):
-                    await msg.nak()
-                return
-            self.arrivals += 1
-            self.waiting.append(Held(msg, spec, fair.Waiting(spec.org_id, self.arrivals)))
+        await self.bus.js.publish(msg.subject, msg.data, headers=out, timeout=DEFER_TIMEOUT_S)
+
+    async def _not_deferred(self, msg: Msg, spec: jobs_pb2.JobSpec, exc: BaseException) -> None:
+        """NATS away, or this jobrunner's NATS user may not publish jobs: no deferral for DEFER_PAUSE_S; the job
+        held, or handed back (nak) when the replica holds its concurrency already."""
+        if not isinstance(exc, DeferralPaused) and self._can_defer():
+            log.warning("job %s not deferred (%r): no deferral for %.0f s", spec.job_id, exc, DEFER_PAUSE_S)
+            self.defer_from = time.monotonic() + DEFER_PAUSE_S
+        if len(self.waiting) >= self.concurrency:
+            with contextlib.suppress(Exception):
+                await msg.nak()
             return
-        await msg.ack()
-        self.deferred.add((spec.session_id, spec.job_id))
-        self.jobs_deferred += 1
+        self.arrivals += 1
+        self.waiting.append(Held(msg, spec, fair.Waiting(spec.org_id, self.arrivals)))
 
     async def _consumer_state(self, sub: Any) -> tuple[int, int]:
         """The JOBS consumer's messages not delivered yet, and the pull requests waiting on it (other replicas'
@@ -359,8 +371,7 @@ class Runner:
         surplus = [h for i, h in enumerate(self.waiting) if i not in keep]
         self.waiting = [h for i, h in enumerate(self.waiting) if i in keep]
         log.info("%d held jobs back to the stream for an idle replica", len(surplus))
-        for held in surplus:
-            await self._defer(held.msg, held.spec)
+        await self._defer([(held.msg, held.spec) for held in surplus])
 
     async def _keep_waiting(self) -> None:
         """in_progress for every job held in the window, so JetStream does not deliver it again meanwhile."""
@@ -374,12 +385,12 @@ class Runner:
         """Stop taking jobs; in-flight ones stop at their next chunk boundary and are handed back (nak)."""
         self.stops.stop_all("shutdown")
         held, self.waiting = self.waiting, []
-        for job in held:  # back to the stream for the other replicas, their attempts kept (or handed back)
+        with contextlib.suppress(Exception):  # back to the stream for the other replicas, their attempts kept
+            await self._defer([(job.msg, job.spec) for job in held])
+        left, self.waiting = self.waiting, []  # those it could not defer: handed back
+        for job in left:
             with contextlib.suppress(Exception):
-                if self._can_defer():
-                    await self._defer(job.msg, job.spec)
-                else:
-                    await job.msg.nak()
+                await job.msg.nak()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout_s)
         await self.watcher.stop()

@@ -72,11 +72,11 @@ def pick(
     return out
 
 
-def org_limit(cap: int, concurrency: int, seen_all: bool) -> int:
-    """How many jobs of one org may run on a replica now: `cap`, but only half the replica's slots (at least one)
-    while it has not seen the whole stream yet (jobs were pending at its last fetch, its window not full): the
-    first org published must not take every slot before the others' jobs are fetched."""
-    return cap if seen_all else max(1, min(cap, concurrency // 2))
+def org_limit(cap: int, seen_all: bool) -> int:
+    """How many jobs of one org may run on a replica now: `cap`, but one while the replica has not seen the whole
+    stream yet (its last fetch brought jobs, its window not full): the first org published must not fill the
+    slots with its biggest objects before the others' jobs are fetched."""
+    return cap if seen_all else 1
 
 
 def new_pass(held: int, window: int) -> bool:
