@@ -164,6 +164,7 @@ class Runner:
         self.seen_all = False  # the last fetch found nothing: the window holds what the stream has
         self.arrivals = 0
         self.deferred: set[tuple[str, str]] = set()  # sent to the back in this pass over the stream
+        self.deferred_orgs: set[str] = set()
         self.wrapped = False  # a job deferred in this pass came back: the pass went through the whole stream
         self.jobs_done = 0  # jobs handled to the end (reported, handed back or termed)
         self.jobs_dropped = 0  # jobs taken whose session or job had already ended
@@ -184,9 +185,12 @@ class Runner:
         try:
             while not stop.is_set():
                 self._start_fairest()
-                if self.wrapped and (not self.tasks or fair.new_pass(len(self.waiting), self._window())):
+                if self.wrapped and (
+                    not self.tasks or fair.new_pass(len(self.waiting), self._window(), self._starved())
+                ):
                     self.wrapped = False
                     self.deferred.clear()
+                    self.deferred_orgs.clear()
                 if self.wrapped:  # the whole stream seen: nothing to fetch until half the window has started
                     await self._a_job_ends()
                     continue
@@ -309,6 +313,7 @@ class Runner:
                 continue
             await msg.ack()
             self.deferred.add((spec.session_id, spec.job_id))
+            self.deferred_orgs.add(spec.org_id)
             self.jobs_deferred += 1
 
     async def _republish(self, msg: Msg, spec: jobs_pb2.JobSpec) -> None:
@@ -345,6 +350,11 @@ class Runner:
             log.debug("consumer info unavailable: %r", exc)
             return 1, 0
         return int(info.num_pending or 0), int(info.num_waiting or 0)
+
+    def _starved(self) -> bool:
+        """An org whose jobs this pass deferred has none held or running here."""
+        present = {h.spec.org_id for h in self.waiting} | set(self.running)
+        return any(org not in present for org in self.deferred_orgs)
 
     async def _a_job_ends(self) -> None:
         """Until a running job ends (a second at most: a job published meanwhile is fetched then)."""

@@ -79,11 +79,12 @@ def org_limit(cap: int, seen_all: bool) -> int:
     return cap if seen_all else 1
 
 
-def new_pass(held: int, window: int) -> bool:
+def new_pass(held: int, window: int, starved: bool = False) -> bool:
     """After a replica saw a job it had deferred come back (it went through the whole stream), it fetches again
-    only once its window is down to half: each pass over the stream sends back its overflow once, so a pass is
-    paid for by half a window of jobs started, not by each one."""
-    return held <= window // 2
+    once its window is down to half, or once an org whose jobs it deferred in this pass has none held or running
+    here (`starved`: else the orgs left in the window would take its turns). A pass over the stream is paid for
+    by many starts, not by each."""
+    return starved or held <= window // 2
 
 
 def attempt(earlier: str | None, delivered: int) -> int:

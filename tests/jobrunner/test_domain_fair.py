@@ -69,6 +69,7 @@ def test_repeated_admissions_tend_to_an_equal_share() -> None:
 def test_a_new_pass_once_half_the_window_started() -> None:
     assert not new_pass(129, 256)
     assert new_pass(128, 256)
+    assert new_pass(200, 256, starved=True)  # an org it deferred has nothing here any more
 
 
 def test_attempts_count_deliveries_and_earlier_messages() -> None:
