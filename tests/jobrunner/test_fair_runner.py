@@ -1,9 +1,11 @@
 """Fair scheduling on real NATS (issue 21, "Many orgs"): an org queued behind another org's many jobs starts
 long before those are done, also when the replica's window holds fewer jobs than the first org queued (its
-overflow goes to the back of the stream, each job still started once, as its first attempt)."""
+overflow goes to the back of the stream, each job still started once, as its first attempt); a replica holding
+jobs hands its surplus to a replica that waits idle."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +15,10 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from services.jobrunner import consumers
 from services.platform import events
+from sforg.testing import Admin
 from tests.jobrunner.conftest import Stack, data_spec
+
+SLOW = {"jobrunner_bulk_threshold": 10, "jobrunner_bulk_page": 10, "jobrunner_chunk_records": 10}
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +34,13 @@ def org_jobs(org: dict[str, Any], org_id: str, objects: tuple[str, ...]) -> list
     return out
 
 
-async def attempts_seen(stack: Stack) -> list[tuple[str, str, int]]:
-    """Every JobStarted's session, job and attempt, as published."""
-    seen: list[tuple[str, str, int]] = []
+async def attempts_seen(stack: Stack) -> list[tuple[str, str, int, str]]:
+    """Every JobStarted's session, job, attempt and worker, as published."""
+    seen: list[tuple[str, str, int, str]] = []
 
     async def on_msg(msg: Any) -> None:
         env = events.decode(msg.data)
-        seen.append((env.session_id, env.job_id, env.job_started.attempt))
+        seen.append((env.session_id, env.job_id, env.job_started.attempt, env.job_started.worker_id))
 
     assert stack.bus is not None
     await stack.bus.js.subscribe(
@@ -81,4 +86,27 @@ async def test_a_window_smaller_than_one_orgs_queue_defers_its_overflow_and_keep
     assert first_b < 4  # in publication order it would be the ninth
     assert running.runner.jobs_deferred >= 1
     # every job started once, as its first attempt: a deferral is no attempt
-    assert sorted(seen) == sorted((s.session_id, s.job_id, 1) for s in a + b)
+    assert sorted(started[:3] for started in seen) == sorted((s.session_id, s.job_id, 1) for s in a + b)
+
+
+@pytest.fixture
+def slow_results(admin: Admin) -> Iterator[None]:
+    admin.fault(endpoint="bulk2_results", latency=0.4)  # a job of about a hundred records: seconds
+    yield
+    admin.clear_faults()
+
+
+async def test_a_replica_holding_jobs_hands_its_surplus_to_an_idle_replica(
+    stack: Stack, org: dict[str, Any], slow_results: None
+) -> None:
+    seen = await attempts_seen(stack)
+    jobs = org_jobs(org, "org-a", ("Account", "Lead", "Case", "Opportunity", "Invoice__c", "Shipment__c"))
+    for spec in jobs:
+        await stack.enqueue(spec)
+    holder = await stack.start_jobrunner(**SLOW, jobrunner_concurrency=1, jobrunner_worker_id="holder")
+    await stack.wait_for(lambda: len(holder.runner.waiting) == len(jobs) - 1)  # one runs, it holds the others
+    await stack.start_jobrunner(**SLOW, jobrunner_concurrency=1, jobrunner_worker_id="idle")
+    await all_finished(stack, jobs)
+    await stack.wait_for(lambda: len(seen) >= len(jobs))
+    assert {worker for *_job, worker in seen} == {"holder", "idle"}  # the idle one was handed some
+    assert sorted(started[:3] for started in seen) == sorted((s.session_id, s.job_id, 1) for s in jobs)
