@@ -13,6 +13,10 @@ class JobrunnerSettings(ServiceSettings):
     storage_addr: str = "127.0.0.1:50053"
     session_addr: str = "127.0.0.1:50054"  # optional; the jobrunner learns everything from events
     jobrunner_concurrency: int = 4
+    # fair scheduling across orgs (domain_fair): jobs fetched and held, not started yet (0: the default, 256), and
+    # the jobs of one org running at once on a replica (0: up to the concurrency)
+    jobrunner_window: int = 0
+    jobrunner_org_cap: int = 0
     jobrunner_worker_id: str = ""  # default hostname-pid
     jobrunner_db_schema: str = "jobrunner"
     # a JOBS message is redelivered to another replica this long after its holder stopped heartbeating

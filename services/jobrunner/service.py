@@ -130,6 +130,8 @@ async def start(settings: JobrunnerSettings) -> RunningJobrunner:
         jobs,
         worker_id=settings.worker_id,
         concurrency=settings.jobrunner_concurrency,
+        window=settings.jobrunner_window,
+        org_cap=settings.jobrunner_org_cap,
         ack_wait_s=settings.jobrunner_ack_wait_s,
         heartbeat_s=settings.jobrunner_heartbeat_s,
     )

@@ -84,6 +84,7 @@ def permissions(service: str, namespace: str = "") -> Permissions:
         ]
     if service == "jobrunner":  # the watcher: ordered consumers and the last closing events of a session
         publish += [
+            f"{ns}sfvault.jobs.>",  # fair scheduling: a job deferred to the back of the JOBS work queue
             f"{api}.CONSUMER.CREATE.{events}",
             f"{api}.CONSUMER.CREATE.{events}.>",
             f"{api}.CONSUMER.INFO.{events}.*",

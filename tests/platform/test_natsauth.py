@@ -113,7 +113,7 @@ async def test_each_service_does_its_own_work_with_its_own_user(server: NatsServ
         for kind in natsauth.PUBLISHES[service]:
             payload = getattr(events_pb2, kind)()
             await bus.emit(payload, session_id="own", job_id="j1")
-        if service == "discovery":
+        if service in ("discovery", "jobrunner"):  # discovery plans jobs; a jobrunner defers one (fair scheduling)
             spec = jobs_pb2.JobSpec(session_id="own", job_id="j1", type=events_pb2.JOB_TYPE_DATA, object_name="A")
             await bus.enqueue_job(spec)
         for kind, durable in natsauth.CONSUMES[service]:
