@@ -86,6 +86,7 @@ class JobRun:
     received: int = 0  # records read (the reader's own count); storage's counts of the chunks say the rest
     stored: Counts = ZERO  # storage's counts of the chunks stored (received and api_calls apart)
     seq: int = 0  # last chunk stored
+    chunks: int = 0  # how many chunks storage held when this attempt began (fewer than `seq`: some are missing)
     checkpoint: dict[str, Any] = field(default_factory=dict)
     # one chunk may be in storage's hands while the next is read: they are still sent strictly in order, and a
     # chunk's checkpoint is written only once the chunk before it committed
@@ -115,6 +116,7 @@ class JobRun:
     def begin(self, object_name: str = "") -> None:
         resp = self.storage.begin_job(self.org, self.spec.session_id, self.spec.job_id, self.spec.type, object_name)
         self.seq = int(resp.last_chunk_seq)
+        self.chunks = int(resp.chunks)
         self.formula_changes_counted = bool(resp.formula_changes_counted)
         self.received = int(resp.counts.received)
         self.stored = translate.chunk_counts(resp.counts)

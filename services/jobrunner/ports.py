@@ -186,12 +186,23 @@ class MarkStore(Protocol):
     def save_marks(self, policy_id: str, object_name: str, id_from: str, id_to: str, marks: ObjectMarks) -> None: ...
 
 
+# a stored file as the jobrunner remembers it: (object, record Id, SystemModstamp read at, sha256, size)
+FileRecord = tuple[str, str, str, str, int]
+
+
 class StoredFiles(Protocol):
+    """Which bodies are stored, per record, and the SystemModstamp each was read at (a later job skips those
+    whose record did not change since)."""
+
     def stored_files(self, org_id: str, object_name: str) -> dict[str, str]: ...
 
     def file_stored(
         self, org_id: str, object_name: str, record_id: str, modstamp: str, sha256: str, size: int
     ) -> None: ...
+
+    def files_stored(self, org_id: str, files: Sequence[FileRecord]) -> None:
+        """Several files recorded at once: all or none (one commit)."""
+        ...
 
 
 class StoredMetadata(Protocol):

@@ -3,13 +3,16 @@ CheckpointStore, StoredFiles and StoredMetadata. Synchronous: jobs run in worker
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from services.jobrunner.domain import ObjectMarks
+from services.jobrunner.ports import FileRecord
 
 
 class JobStore:
@@ -88,17 +91,38 @@ class JobStore:
             ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def file_stored(self, org_id: str, object_name: str, record_id: str, modstamp: str, sha256: str, size: int) -> None:
-        with self.pool.connection() as conn:
-            conn.execute(
-                self._q(
-                    "INSERT INTO {s}.stored_files (org_id, object_name, record_id, system_modstamp, sha256, size)"
-                    " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (org_id, object_name, record_id) DO UPDATE SET"
-                    " system_modstamp=EXCLUDED.system_modstamp, sha256=EXCLUDED.sha256, size=EXCLUDED.size,"
-                    " stored_at=now()"
-                ),
-                (org_id, object_name, record_id, modstamp, sha256, size),
-            )
+    def file_stored(
+        self,
+        org_id: str,
+        object_name: str,
+        record_id: str,
+        modstamp: str,
+        sha256: str,
+        size: int,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """One file recorded (in `conn`'s transaction when given, else in its own)."""
+        if conn is None:
+            with self.pool.connection() as own:
+                self.file_stored(org_id, object_name, record_id, modstamp, sha256, size, own)
+            return
+        conn.execute(
+            self._q(
+                "INSERT INTO {s}.stored_files (org_id, object_name, record_id, system_modstamp, sha256, size)"
+                " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (org_id, object_name, record_id) DO UPDATE SET"
+                " system_modstamp=EXCLUDED.system_modstamp, sha256=EXCLUDED.sha256, size=EXCLUDED.size,"
+                " stored_at=now()"
+            ),
+            (org_id, object_name, record_id, modstamp, sha256, size),
+        )
+
+    def files_stored(self, org_id: str, files: Sequence[FileRecord]) -> None:
+        """Files recorded in one transaction: one commit for the lot (a commit a file cost more than the row)."""
+        if not files:
+            return
+        with self.pool.connection() as conn, conn.transaction():
+            for f in files:
+                self.file_stored(org_id, *f, conn)  # positional: a test may stand in for file_stored
 
     # ------------------------------------------------------------ metadata
     def stored_metadata(self, org_id: str) -> dict[tuple[str, str], tuple[str, bool]]:

@@ -103,6 +103,7 @@ MAX_MISSING_IDS = 100  # missing_ids of a ReadRecordsAsOf
 DEFAULT_RESTORE_PAGE, MAX_RESTORE_PAGE = 500, 5_000  # ListRestoreRecords
 _METADATA_OBJECT = re.compile(r"^metadata:[A-Za-z][A-Za-z0-9_]{0,254}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+HASH_AT = 4 << 20  # an uploaded body larger than this is hashed in a worker thread, this many bytes at a time
 log = logging.getLogger(__name__)
 
 
@@ -379,12 +380,8 @@ class Storage:
         digest = ChunkDigest()
         digest.update(header.object_name, record_id, str(header.size), header.file_name, header.content_type)
         digest_bytes = digest.digest()
-        previous = await self.store.chunk_result(job.job_key, seq)
-        if previous is not None:
-            kind, stored_digest, result = previous
-            if kind != "file" or stored_digest != digest_bytes:
-                raise FailedPrecondition(f"chunk {seq} of job {job.job_id} was stored with other content")
-            return await self._published(job, seq, ChunkOutcome(result, True))
+        # no look for the chunk before its body (a query a file, for a replay only a resumed job sends): recording
+        # it claims the chunk, and answers a committed one as replayed (its body just received is dropped)
         known = await self.store.file_location(bytes.fromhex(expected_sha)) if expected_sha else None
         envelope: Envelope | None = None
         if known is not None and known[1] == header.size:
@@ -411,14 +408,32 @@ class Storage:
         """Streams the body into the repository with SHA-256 and size computed on the fly."""
         sha = hashlib.sha256()
         size = 0
+
+        def add(pieces: list[bytes]) -> None:  # in a worker thread (hashlib lets the others run meanwhile)
+            for piece in pieces:
+                sha.update(piece)
+
+        # a body of more than HASH_AT is hashed off the event loop, HASH_AT at a time, while the next pieces arrive
+        hashing: asyncio.Future[None] | None = None
+        unhashed: list[bytes] = []
         upload = await self.files.begin()
         try:
             async for data in body:
                 size += len(data)
                 if size > header.size:
                     raise InvalidArgument(f"file of record {header.record_id} is larger than its size {header.size}")
-                sha.update(data)
+                if header.size <= HASH_AT:
+                    sha.update(data)
+                else:
+                    unhashed.append(data)
+                    if size % HASH_AT < len(data) or size == header.size:  # HASH_AT more, or the last
+                        if hashing is not None:
+                            await hashing
+                        hashing = asyncio.ensure_future(asyncio.to_thread(add, unhashed))
+                        unhashed = []
                 await upload.write(data)
+            if hashing is not None:
+                await hashing
             if size != header.size:
                 raise InvalidArgument(
                     f"file of record {header.record_id} has {size} bytes, its header says {header.size}"

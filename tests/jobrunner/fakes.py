@@ -456,6 +456,10 @@ class FakeTables:
     def file_stored(self, org_id: str, object_name: str, record_id: str, modstamp: str, sha256: str, size: int) -> None:
         self._files.setdefault((org_id, object_name), {})[record_id] = modstamp
 
+    def files_stored(self, org_id: str, files: Sequence[tuple[str, str, str, str, int]]) -> None:
+        for f in files:  # one by one, as JobStore does in its transaction (a test may stand in for file_stored)
+            self.file_stored(org_id, *f)
+
     def stored_metadata(self, org_id: str) -> dict[tuple[str, str], tuple[str, bool]]:
         return dict(self._metadata.get(org_id, {}))
 
