@@ -137,7 +137,8 @@ bench-scale: install
 	$(PY) -m bench scale
 
 # bench-split (not in `make bench`): issue 21's one object across replicas: the largest object of an sforg org
-# (BENCH_SPLIT_SCALE, default large; xlarge for its 5,000,000 Tasks, the org bench-scale caches, built if missing) read whole by one jobrunner and one storage, then
+# (BENCH_SPLIT_SCALE, default large; xlarge for its 5,000,000 Tasks, the org bench-scale caches, built if missing)
+# read whole by one jobrunner and one storage, then
 # in BENCH_SPLIT_RANGES Id ranges (3) by BENCH_SPLIT_JOBRUNNERS (3) and BENCH_SPLIT_STORAGES (2): CPU per record of
 # each, within 10 % the proof that nothing serialises (bench/split.py)
 bench-split: install
