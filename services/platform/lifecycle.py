@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import signal
@@ -26,24 +27,29 @@ def tune_malloc() -> None:
     chunk buffers stay spread over many arenas and resident. Two arenas keep the peak RSS near what is in use.
     (A fixed mmap threshold was tried too: mapping and unmapping each chunk's megabyte buffers made the kernel
     zero their pages again every time; storage's CPU per record went from 13 to 20 µs in a benchmark run.)"""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
+    libc = _libc()
+    if libc is not None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
 
 
 def release_memory() -> None:
     """Free heap memory given back to the system (glibc's malloc_trim): after a job lets go of a large batch, its
     freed blocks would otherwise stay resident and the next batch be counted on top of them."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, loaded once (None where there is none: another platform, or a libc without these calls)."""
     if sys.platform != "linux":
-        return
+        return None
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def tune_gc() -> None:

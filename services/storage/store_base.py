@@ -36,7 +36,7 @@ class StoreBase:
             await conn.execute("SELECT 1")
 
     async def _one(self, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        """The first row of a read, on a connection of its own."""
+        """The first row of one statement, on a connection of its own (committed when the statement writes)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchone()

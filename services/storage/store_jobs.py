@@ -19,6 +19,12 @@ from services.storage.domain import (
 )
 from services.storage.store_base import S, StoreBase
 
+# a job registered once: a second BeginJob of it (a resumed attempt) finds the row there
+_INSERT_JOB = (
+    f"INSERT INTO {S}.jobs (org_key, session_id, job_id, job_type, object_name)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id, job_id) DO NOTHING"
+)
+
 
 class JobsStore(StoreBase):
     """Tables orgs, jobs, chunks (progress) and outbox."""
@@ -44,8 +50,7 @@ class JobsStore(StoreBase):
         if org_key is not None:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
-                    f"INSERT INTO {S}.jobs (org_key, session_id, job_id, job_type, object_name)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id, job_id) DO NOTHING RETURNING job_key",
+                    _INSERT_JOB + " RETURNING job_key",
                     (org_key, session_id, job_id, job_type, object_name),
                 )
                 row = await cur.fetchone()
@@ -56,8 +61,7 @@ class JobsStore(StoreBase):
             cur = await conn.execute(f"SELECT org_key FROM {S}.orgs WHERE org_id = %s", (org_id,))
             org_key = int((await cur.fetchone())[0])  # type: ignore[index]
             await conn.execute(
-                f"INSERT INTO {S}.jobs (org_key, session_id, job_id, job_type, object_name)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (session_id, job_id) DO NOTHING",
+                _INSERT_JOB,
                 (org_key, session_id, job_id, job_type, object_name),
             )
             job = await self._job(conn, session_id, job_id)

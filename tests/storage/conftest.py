@@ -13,7 +13,7 @@ import pytest
 from sfvault.storage.v1 import storage_pb2 as pb
 
 from services.canonical import CANONICAL_RULES, CanonicalParts, column_bytes
-from services.storage.application import ChunkRef, Storage, StorageOptions
+from services.storage.application import ChunkRef, FileHeaderIn, Storage, StorageOptions
 from services.storage.domain import (
     Counts,
     FieldDef,
@@ -145,3 +145,14 @@ async def put_raw(
     return await s.put_records(
         ChunkRef(org, session, job, seq), object_name, chunk, CANONICAL_RULES, s.count_formula_changes
     )
+
+
+async def file_body(data: bytes, piece: int = 4096) -> AsyncIterator[bytes]:
+    """An UploadFile body: `data` in pieces of `piece` bytes."""
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+
+
+def file_header(seq: int, record: int, data: bytes, **kw: object) -> FileHeaderIn:
+    """The header of chunk `seq` of file job f1 of session s1: ContentVersion `record`, `data`'s size."""
+    return FileHeaderIn(ChunkRef(ORG, "s1", "f1", seq), "ContentVersion", sf_id("068", record), len(data), **kw)  # type: ignore[arg-type]

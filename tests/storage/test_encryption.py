@@ -40,9 +40,8 @@ from services.storage.application import ChunkRef, MetadataComponentIn, Storage
 from services.storage.files import EncryptedFileRepository, FileRepository, LocalFileRepository, is_encrypted_address
 from services.storage.rewrap import rewrap
 from tests.auth import AUTH_KEY, token
-from tests.storage.conftest import FILE, METADATA, ORG, Harness, sf_id
+from tests.storage.conftest import FILE, METADATA, ORG, Harness, file_body, file_header, sf_id
 from tests.storage.test_file_repository_contract import moto_endpoint, real_repository  # noqa: F401
-from tests.storage.test_files import _body, _header
 
 KEK1 = bytes(range(32))
 KEK2 = bytes(range(100, 132))
@@ -194,13 +193,13 @@ async def test_file_and_metadata_bodies_are_encrypted_and_read_back(harness: Har
     s = _encrypted(harness, None)
     await s.begin_job(ORG, "s1", "f1", FILE, "")
     before = b"PLAIN-BEFORE-ENCRYPTION " * 100
-    await s.upload_file(_header(1, 1, before), _body(before))  # stored before encryption was turned on
+    await s.upload_file(file_header(1, 1, before), file_body(before))  # stored before encryption was turned on
     s = _encrypted(harness, Keyring(KEK1))
     secret = b"TOP-SECRET-PAYLOAD " * 120_000  # 2.3 MB
-    first = await s.upload_file(_header(2, 2, secret), _body(secret, 1 << 16))
+    first = await s.upload_file(file_header(2, 2, secret), file_body(secret, 1 << 16))
     assert not first.result["deduplicated"] and first.result["sha256"] == hashlib.sha256(secret).hexdigest()
     # dedup still works on the plaintext's SHA-256: the same body again stores nothing new
-    again = await s.upload_file(_header(3, 3, secret), _body(secret, 1 << 16))
+    again = await s.upload_file(file_header(3, 3, secret), file_body(secret, 1 << 16))
     assert again.result["deduplicated"] and again.counts.files == 0
     await s.begin_job(ORG, "s1", "m1", METADATA, "")
     profile = b"<Profile><custom>SECRET-METADATA-VALUE</custom></Profile>"
@@ -232,10 +231,10 @@ async def test_rotation_and_rewrap_keep_bodies_readable_without_rewriting_them(h
     s = _encrypted(harness, Keyring(KEK1))
     await s.begin_job(ORG, "s1", "f1", FILE, "")
     old_body = os.urandom(50_000)
-    await s.upload_file(_header(1, 1, old_body), _body(old_body))
+    await s.upload_file(file_header(1, 1, old_body), file_body(old_body))
     s = _encrypted(harness, Keyring(KEK2, [KEK1]))  # KEK2 current, KEK1 still listed
     new_body = os.urandom(50_000)
-    await s.upload_file(_header(2, 2, new_body), _body(new_body))
+    await s.upload_file(file_header(2, 2, new_body), file_body(new_body))
     assert await _read_file(s, 1) == old_body and await _read_file(s, 2) == new_body
     async with harness.store.pool.connection() as conn:
         cur = await conn.execute("SELECT kek_id FROM storage.files ORDER BY stored_at")
@@ -256,7 +255,7 @@ async def test_a_tampered_body_fails_to_read(harness: Harness) -> None:
     s = _encrypted(harness, Keyring(KEK1))
     await s.begin_job(ORG, "s1", "f1", FILE, "")
     body = os.urandom(SEGMENT + 100)
-    await s.upload_file(_header(1, 1, body), _body(body))
+    await s.upload_file(file_header(1, 1, body), file_body(body))
     (stored,) = [p for p in harness.files_dir.rglob("*") if p.is_file() and ".tmp" not in p.parts]
     damaged = bytearray(stored.read_bytes())
     damaged[-3] ^= 0x40
@@ -285,7 +284,7 @@ async def test_the_rewrap_command(harness: Harness, database_url: str) -> None:
     s = _encrypted(harness, Keyring(KEK1))
     await s.begin_job(ORG, "s1", "f1", FILE, "")
     body = os.urandom(1000)
-    await s.upload_file(_header(1, 1, body), _body(body))
+    await s.upload_file(file_header(1, 1, body), file_body(body))
     refused = _rewrap_cli(database_url, KEK2)  # KEK1 not listed: nothing changes, the key is named
     assert refused.returncode == 1 and kek_id_of(KEK1) in refused.stderr and KEK1.hex() not in refused.stderr
     done = _rewrap_cli(database_url, KEK2, KEK1)

@@ -5,7 +5,6 @@ the application against a real PostgreSQL."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from services.storage.application import ChunkRef, FileHeaderIn, MetadataComponentIn
 from services.storage.domain import FailedPrecondition, InvalidArgument, NotFound
 from services.storage.files import FileRepository, LocalFileRepository, open_repository
-from tests.storage.conftest import FILE, METADATA, ORG, Harness, sf_id
+from tests.storage.conftest import FILE, METADATA, ORG, Harness, file_body, file_header, sf_id
 from tests.storage.test_file_repository_contract import _read, _upload, moto_endpoint, real_repository  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -47,30 +46,21 @@ def test_repository_urls() -> None:
 # --- through the application -----------------------------------------------------------------------------
 
 
-async def _body(data: bytes, piece: int = 4096) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), piece):
-        yield data[i : i + piece]
-
-
-def _header(seq: int, record: int, data: bytes, **kw: object) -> FileHeaderIn:
-    return FileHeaderIn(ChunkRef(ORG, "s1", "f1", seq), "ContentVersion", sf_id("068", record), len(data), **kw)  # type: ignore[arg-type]
-
-
 async def test_file_uploads_are_versioned_deduplicated_and_idempotent(harness: Harness) -> None:
     s = harness.storage
     await s.begin_job(ORG, "s1", "f1", FILE, "")
     body = os.urandom(100_000)
-    first = await s.upload_file(_header(1, 1, body, file_name="a.pdf"), _body(body))
+    first = await s.upload_file(file_header(1, 1, body, file_name="a.pdf"), file_body(body))
     assert first.result["new_version"] and not first.result["deduplicated"]
     assert (first.counts.files, first.counts.bytes, first.counts.new_versions) == (1, 100_000, 1)
     # the same body for another record: a new file version, no new body
-    other = await s.upload_file(_header(2, 2, body), _body(body))
+    other = await s.upload_file(file_header(2, 2, body), file_body(body))
     assert other.result["deduplicated"] and other.counts.files == 0 and other.counts.new_versions == 1
     # a redelivered upload returns the first result
-    replay = await s.upload_file(_header(1, 1, body, file_name="a.pdf"), _body(body))
+    replay = await s.upload_file(file_header(1, 1, body, file_name="a.pdf"), file_body(body))
     assert replay.replayed and replay.result == first.result
     # a known sha256 lets the body be skipped
-    skipped = await s.upload_file(_header(3, 1, body, sha256=first.result["sha256"]), _body(b""))
+    skipped = await s.upload_file(file_header(3, 1, body, sha256=first.result["sha256"]), file_body(b""))
     assert skipped.counts.unchanged == 1
     assert await harness.count("files") == 1 and await harness.count("file_versions") == 2
 
@@ -87,18 +77,18 @@ async def test_a_wrong_size_or_checksum_stores_nothing(harness: Harness) -> None
     await s.begin_job(ORG, "s1", "f1", FILE, "")
     body = b"x" * 10_000
     with pytest.raises(InvalidArgument, match="larger than its size"):
-        await s.upload_file(_header(1, 1, body[:100]), _body(body))
+        await s.upload_file(file_header(1, 1, body[:100]), file_body(body))
     with pytest.raises(InvalidArgument, match="header says"):
-        await s.upload_file(_header(1, 1, body + b"more"), _body(body))
+        await s.upload_file(file_header(1, 1, body + b"more"), file_body(body))
     with pytest.raises(InvalidArgument, match="SHA-256"):
-        await s.upload_file(_header(1, 1, body, sha256="0" * 64), _body(body))
+        await s.upload_file(file_header(1, 1, body, sha256="0" * 64), file_body(body))
     assert await harness.count("files") == 0 and await harness.count("chunks") == 0
     assert [p for p in harness.files_dir.rglob("*") if p.is_file()] == []
     with pytest.raises(NotFound):
         await s.open_file(ORG, "", "ContentVersion", sf_id("068", 1), None)
     with pytest.raises(FailedPrecondition, match="call BeginJob first"):
         await s.upload_file(
-            FileHeaderIn(ChunkRef(ORG, "s1", "nope", 1), "ContentVersion", sf_id("068", 1), 1), _body(b"x")
+            FileHeaderIn(ChunkRef(ORG, "s1", "nope", 1), "ContentVersion", sf_id("068", 1), 1), file_body(b"x")
         )
 
 
