@@ -5,7 +5,7 @@ storage_client.py, store.py; in-memory fakes: tests/jobrunner/fakes.py."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -105,6 +105,10 @@ class SalesforceWrites(Protocol):
     def bulk_ingest(
         self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""
     ) -> list[WriteResult]: ...
+
+    def bulk_start(
+        self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""
+    ) -> Callable[[], list[WriteResult]]: ...
 
 
 class Org(OrgClock, Protocol):

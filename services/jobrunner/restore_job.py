@@ -43,7 +43,7 @@ import re
 import resource
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -76,7 +76,7 @@ READ_BATCH = 2000  # records per storage read and per decision batch
 # while the next is decided. A record held costs memory by its fields (its values once, as a dict): BIG_BATCH
 # records of BATCH_FIELDS restored fields, fewer of more, more of fewer (up to twice as many), so that two batches
 # keep a jobrunner within 300 MB while a 100,000-record restore stays below 10 API calls per 10,000 records
-BIG_BATCH = 12_500
+BIG_BATCH = 11_000
 BATCH_FIELDS = 36
 
 
@@ -91,7 +91,7 @@ def big_batch(fields: int, records: int) -> int:
 IN_FLIGHT = 8  # chunks of outcomes on their way to storage while the job goes on
 # storage takes at most 1,000 items of a repeated field (ids, where_in, source_ids, outcomes) per call
 PER_CALL = 1000
-READ_AHEAD = 4  # storage messages read ahead of the batch being decided (JSON text, a few MB)
+READ_AHEAD = 2  # storage messages read ahead of the batch being decided (JSON text, a few MB)
 READ_PAGE = 1000  # records per message of a storage read (a bigger one holds more memory in flight, for no gain)
 SAMPLES = 20
 _EMPTY = (None, "")  # a value normalized(value, None) takes as none
@@ -191,6 +191,9 @@ class Pending:
     message: str = ""
     notes: list[str] = field(default_factory=list)
     exact: bool = True  # `values` are the backup's, every reference mapped (none left empty): the proof's expectation
+    # while its Bulk job is at the org (`_freeze`): its values and write as marshal bytes, the proof's expectation
+    frozen: bytes = b""
+    expected: tuple[bytes, int] | None = None
 
 
 def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Iterator[list[Any]]:
@@ -295,6 +298,9 @@ class RestoreJob:
     _outcomes_pipe: ThreadPoolExecutor | None = None
     _writer: ThreadPoolExecutor | None = None  # a large object's batches written behind their decisions
     _writing: Future[None] | None = None
+    # a batch of creates whose Bulk job is at the org, its results taken once the next batch is sent
+    _unfinished: Callable[[], None] | None = None
+    _intents_made: int = 0  # intents recorded by this attempt (their keys told apart while two are open)
     _in_flight: list[Future[None]] = field(default_factory=list)  # chunks of outcomes being stored, in order
 
     # ------------------------------------------------------------------ the spec (fixed for the job: read per record)
@@ -478,6 +484,9 @@ class RestoreJob:
         # records the org refused, mended (`_mend`) and sent again in a batch of their own: what the mend changed
         # (not derivable: it followed the refusal's answer) is read from the record the batch made
         mended = {sid for i in intents if ":again" in i.batch_key for sid in i.source_ids}
+        # a record the restore already knows it made (stored outcomes, or found for an intent before) is no
+        # candidate: two batches' intents may be open at once, and one's records are then the other's candidates
+        claimed = {new_id[:15] for new_id in self.id_map.values() if new_id}
         for intent in intents:
             self.run.control.check()
             obj = intent.object_name
@@ -489,8 +498,13 @@ class RestoreJob:
                 fields = self._fields(obj)
                 plain = [f for f in fields if info.fields[f].sf_type != "reference"]
                 since = intent.sent_at.ToDatetime(dt.UTC) - dt.timedelta(seconds=1)
-                candidates = self.sf.created_since(obj, self.user, since, fields)
+                candidates = [
+                    r
+                    for r in self.sf.created_since(obj, self.user, since, fields)
+                    if str(r.get("Id"))[:15] not in claimed
+                ]
                 matched = rd.match_created(expected, candidates, plain, info=info)
+                claimed.update(new_id[:15] for new_id in matched.values())
                 rows = {str(r.get("Id"))[:15]: r for r in candidates}  # 15 characters: an Id in either form
                 for sid, new_id in matched.items():
                     note = notes[sid]
@@ -935,14 +949,14 @@ class RestoreJob:
                         batch = []
             if batch:
                 self._batch(obj, info, fields, batch, prefetched, match_on)
-            self._wait_write()
+            self._wait_write(last=True)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
             if self._writer is not None:
                 with contextlib.suppress(Exception):  # the error that stopped the object goes first
-                    self._wait_write()
+                    self._wait_write(last=True)
                 self._writer.shutdown(wait=True)
                 self._writer = None
         for sid in ids:  # requested but not in the backup as of the point: nothing to restore
@@ -1054,16 +1068,31 @@ class RestoreJob:
         self._writing = self._writer.submit(contextvars.copy_context().run, self._timed_write, obj, items, match_on)
 
     def _timed_write(self, obj: str, items: list[Pending], match_on: str) -> None:
+        """A batch written; then the batch before it, whose Bulk job was left at the org, finished (so the org
+        works on one while the results of the other are taken and the next one is decided)."""
         started = time.monotonic()
-        self._write(obj, items, match_on)
+        before, self._unfinished = self._unfinished, None
+        try:
+            self._write(obj, items, match_on)
+        except BaseException:
+            if before is not None:
+                with contextlib.suppress(Exception):  # the error of this batch goes first
+                    before()
+            raise
+        if before is not None:
+            before()
+            lifecycle.release_memory()  # the batch before, let go: given back before the next one is held
         self.spent["writes"] = self.spent.get("writes", 0.0) + time.monotonic() - started
 
-    def _wait_write(self) -> None:
-        """The batch being written is written (its error raised here)."""
+    def _wait_write(self, *, last: bool = False) -> None:
+        """The batch being written is written (its error raised here); the last one (`last`) finished too."""
         writing, self._writing = self._writing, None
         if writing is not None:
             writing.result()
             lifecycle.release_memory()  # the batch's values, freed: given back, not left resident
+        if last and self._unfinished is not None:
+            unfinished, self._unfinished = self._unfinished, None
+            unfinished()
 
     def _mapped_owner(self, values: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         """The record's values with its owner through the spec's owner map (noted when it is)."""
@@ -1229,15 +1258,63 @@ class RestoreJob:
         if plain:
             self._bind_deferred(obj, plain)
             resolved.extend(self._intent(obj, plain))
-            results = self._send(obj, "create", [i.decision.write for i in plain])
-            failures = self._settle_creates(obj, plain, results)
-            again = [item for item, res in failures if self._mend(obj, item, res)]
-            if again:
-                resolved.extend(self._intent(obj, again, suffix="again"))
-                self._retry(obj, again, "create")
-        if creates or resolved:
+            records = [i.decision.write for i in plain]
+            if self._writer is not None and len(records) > self._bulk():
+                # two Bulk jobs at the org: this one is sent now, its results taken once the next batch is sent
+                # (`_timed_write`); its intent stays open until then, as a lost answer's would
+                collect = self.sf.bulk_start(obj, "insert", records)
+                del records
+                self._freeze(obj, plain)
+                self._unfinished = lambda: self._created(obj, creates, plain, collect(), resolved)
+                return resolved
+            self._created(obj, creates, plain, self._send(obj, "create", records), resolved)
+        elif creates or resolved:
             self._commit(obj, creates, resolved)
         return resolved
+
+    def _created(
+        self,
+        obj: str,
+        creates: list[Pending],
+        plain: list[Pending],
+        results: Sequence[WriteResult],
+        resolved: list[str],
+    ) -> None:
+        """The answer of a batch's plain creates on its records (a refused one mended and sent once more), then
+        the batch's creates committed with the intents they resolve."""
+        failures = self._settle_creates(obj, plain, results)
+        for item, _res in failures:
+            self._thaw(item)
+        again = [item for item, res in failures if self._mend(obj, item, res)]
+        if again:
+            resolved.extend(self._intent(obj, again, suffix="again"))
+            self._retry(obj, again, "create")
+        self._commit(obj, creates, resolved)
+
+    def _freeze(self, obj: str, items: list[Pending]) -> None:
+        """Creates whose Bulk job is at the org, held small until its results come (two batches are then held
+        beside the one being decided): the proof's expectation made now (their values are final unless the org
+        refuses them), their values and write kept as bytes for a refused record's mend (`_thaw`)."""
+        for item in items:
+            write = item.decision.write
+            try:
+                frozen = marshal.dumps((item.values, None if write is item.values else write))
+            except ValueError:  # a value marshal does not take: held as it is
+                continue
+            if item.exact:
+                item.expected = self._expectation(obj, item.source_id, item.values)
+            item.frozen = frozen
+            item.values = {}
+            item.decision = dataclasses.replace(item.decision, write={})
+
+    @staticmethod
+    def _thaw(item: Pending) -> None:
+        """A frozen record's values and write back (`_freeze`)."""
+        if item.frozen:
+            values, write = marshal.loads(item.frozen)
+            item.values = values
+            item.decision = dataclasses.replace(item.decision, write=values if write is None else write)
+            item.frozen, item.expected = b"", None
 
     def _bind_deferred(self, obj: str, creates: list[Pending]) -> None:
         """Deferred references of these creates to records created by an earlier batch (written while this one was
@@ -1351,8 +1428,11 @@ class RestoreJob:
         sent = Timestamp()
         sent.FromDatetime(self.run.client.org_now())
         keys: list[str] = []
+        self._intents_made += 1
         for n, i in enumerate(range(0, len(creates), PER_CALL)):
-            key = f"{obj}:create:{self.seq + 1}" + (f":{suffix}" if suffix else "") + (f":{n}" if n else "")
+            # the chunk that follows the stored ones, and this attempt's count (two batches' intents may be open)
+            key = f"{obj}:create:{self.seq + 1}.{self._intents_made}" + (f":{suffix}" if suffix else "")
+            key += f":{n}" if n else ""
             self.run.storage.record_restore_intent(
                 spb.RecordRestoreIntentRequest(
                     org_id=self.target_org,
@@ -1396,7 +1476,10 @@ class RestoreJob:
             if state == rd.State.CREATED and target:
                 self.id_map[item.source_id] = target
             if state != rd.State.FAILED and item.exact and not self.dry_run:
-                self._expect(obj, item.source_id, item.values)
+                if item.expected is not None:  # frozen, unchanged since
+                    self.expect[item.source_id] = item.expected
+                else:
+                    self._expect(obj, item.source_id, item.values)
             yield rpb.RecordOutcome(
                 object_name=obj,
                 source_id=item.source_id,
@@ -1568,8 +1651,12 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the proof
     def _expect(self, obj: str, sid: str, values: dict[str, Any]) -> None:
-        """The proof's expectation of a record this attempt restored: the digest of its values on the restored fields
-        it holds a value of (any, with restore_empty), but the references the second pass writes; in one pass."""
+        """The proof's expectation of a record this attempt restored (`_expectation`)."""
+        self.expect[sid] = self._expectation(obj, sid, values)
+
+    def _expectation(self, obj: str, sid: str, values: dict[str, Any]) -> tuple[bytes, int]:
+        """The digest of a record's values on the restored fields it holds a value of (any, with restore_empty), but
+        the references the second pass writes, and the mask of those fields; in one pass."""
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
         parts: list[object] = []
@@ -1582,7 +1669,7 @@ class RestoreJob:
                 as_it_is = as_is and (value is None or type(value) is str)
                 parts.append(value or None if as_it_is else _form(value, fi, number))
             bit <<= 1
-        self.expect[sid] = (_parts_digest(parts), mask)
+        return _parts_digest(parts), mask
 
     def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
         """The object's restored fields with how the digest takes each: (name, field, as it is, a number)."""

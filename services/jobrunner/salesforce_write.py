@@ -321,8 +321,16 @@ class OrgWriter:
         """insert / update / upsert through one Bulk API 2.0 ingest job: create, upload the CSV, UploadComplete,
         poll, then its successful, failed and unprocessed results, matched back to `records` by their echoed
         columns. Results in the order of `records`."""
+        return self.bulk_start(object_name, operation, records, external_id=external_id)()
+
+    def bulk_start(
+        self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""
+    ) -> Callable[[], list[WriteResult]]:
+        """`bulk_ingest` in two steps: the job created, its CSV uploaded and closed here (the org at work on it
+        once this returns); the function returned polls until it ends and reads its results (the caller does
+        other work in between, such as sending the next job)."""
         if not records:
-            return []
+            return lambda: []
         header = list(dict.fromkeys(k for r in records for k in r))
         null = "#N/A" if operation != "insert" else ""
         raw = io.BytesIO()
@@ -339,7 +347,13 @@ class OrgWriter:
             row = cells(r)
             writer.writerow(row)
             sent.append(hash(_SEP.join(row)))
-        match = _RowMatch(sent, lambda: (cells(r) for r in records))
+        buffer.flush()
+        buffer.detach()  # raw stays open
+        data = raw.getvalue()  # bytes (a retry of the PUT sends them again whole)
+        raw.close()
+        # the rows found by their cells are read again from the upload (the records may be let go meanwhile)
+        match = _RowMatch(sent, lambda: _uploaded_rows(data))
+        count = len(records)
         spec: dict[str, Any] = {
             "object": object_name,
             "operation": operation,
@@ -355,16 +369,12 @@ class OrgWriter:
         job_id = str(created.json()["id"])
         self._wrote()
         path = f"{self.base}/jobs/ingest/{job_id}"
-        buffer.flush()
-        buffer.detach()  # raw stays open
-        data = raw.getvalue()  # bytes (a retry of the PUT sends them again whole)
-        raw.close()
         upload = self.client.request("PUT", f"{path}/batches", data=data, headers={"Content-Type": "text/csv"})
-        del data
         _raise_for(upload)
         self._wrote()
         close = self.client.request("PATCH", path, json={"state": "UploadComplete"})
         self._wrote()
+        closed = time.monotonic()  # the org at work on it from now
         info: dict[str, Any] = {}
         if close.status_code >= 400:
             state = str(self.reader._get(path).json().get("state", ""))
@@ -372,9 +382,15 @@ class OrgWriter:
                 _raise_for(close)
         else:
             info = dict(close.json())  # the job's info: already complete when the org processed it at once
+        return lambda: self._ingest_end(path, info, count, operation, match, closed)
+
+    def _ingest_end(
+        self, path: str, info: dict[str, Any], count: int, operation: str, match: _RowMatch, closed: float
+    ) -> list[WriteResult]:
+        """The rest of `bulk_start`: the job of `count` records waited for, its results in the records' order."""
         if str(info.get("state", "")) not in ("JobComplete", "Failed", "Aborted"):
-            info = self._ingest_wait(path, len(records), operation)
-        results: list[WriteResult | None] = [None] * len(records)
+            info = self._ingest_wait(path, count, operation, closed)
+        results: list[WriteResult | None] = [None] * count
         take = match.take
         ok_rows = self._ingest_results(f"{path}/successfulResults/")
         for row in ok_rows:
@@ -401,36 +417,52 @@ class OrgWriter:
             for r in results
         ]
 
-    def _ingest_wait(self, path: str, records: int = 0, operation: str = "") -> dict[str, Any]:
+    def _ingest_wait(
+        self, path: str, records: int = 0, operation: str = "", closed: float | None = None
+    ) -> dict[str, Any]:
         """Polls until the job ends (a poll is an API call): the first when the job should end at the rate the org
-        showed on this writer's jobs of the operation (at first 4,000 records/s; a job found done at its first
-        poll makes the next first poll come sooner), the next when the rest should be done at the rate the poll's
-        numberRecordsProcessed shows (doubling when it shows none), each at most 10 s."""
-        started = time.monotonic()
-        rate = self._ingest_rate.get(operation, 4_000.0)
-        delay = min(max(0.1, records / rate * 1.05 + 0.05), 10.0)
+        showed on this writer's jobs of the operation (of any operation before its first one; at first 4,000
+        records/s; the rate of a job is its records over the org's totalProcessingTime, or, where the org gives
+        none, over the wait, a job found done at its first poll making the next first poll come sooner), counted
+        from when it was closed (`closed`, monotonic: the caller may have done other work since); the next when the
+        rest should be done at the pace numberRecordsProcessed shows since the poll before (three quarters of the
+        rate known, if faster: the job may have waited behind the org's others), or, while it shows none, after
+        twice the wait before, at most the job's own expected time; each at least a fifth of the job's expected
+        time (no ever shorter polls as the job nears its end) and at most 10 s."""
+        started = time.monotonic() if closed is None else closed
+        known = self._ingest_rate.get(operation) or max(self._ingest_rate.values(), default=4_000.0)
+        rate = known
+        expected = records / rate * 1.05 + 0.05
+        delay = min(max(0.1, started + expected - time.monotonic()), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
         polls = 0
+        last_done, last_at = 0, started
         while True:
             info = dict(self.reader._get(path).json())
             polls += 1
             state = str(info.get("state", ""))
             waited = time.monotonic() - started
             if state in ("JobComplete", "Failed", "Aborted"):
-                if state == "JobComplete" and records and waited > 0:
+                spent = float(info.get("totalProcessingTime") or 0) / 1000
+                if state == "JobComplete" and records and spent > 0:
+                    rate = records / spent  # the org's own time on the job
+                elif state == "JobComplete" and records and waited > 0:
                     seen = records / waited  # at least this fast: done before the poll
-                    rate = max(rate, seen) * 1.5 if polls == 1 else max(rate, seen)
-                    self._ingest_rate[operation] = min(max(rate, 500.0), 50_000.0)
+                    # done by the first poll: sooner next time; later: about as fast as seen (slower, by a fifth)
+                    rate = max(rate, seen) * 1.5 if polls == 1 else max(seen, rate * 0.8)
+                self._ingest_rate[operation] = min(max(rate, 500.0), 50_000.0)
                 return info
             if waited > self.bulk_poll_max_s:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")
             done = int(info.get("numberRecordsProcessed") or 0)
+            now = time.monotonic()
             if 0 < done < records:
-                rate = done / waited  # the org's pace on this job
-                delay = (records - done) / rate * 1.05 + 0.05
+                pace = (done - last_done) / max(now - last_at, 1e-3)  # the org's pace on this job, lately
+                delay = (records - done) / max(pace, known * 0.75, 1.0) * 1.05 + 0.05
+                last_done, last_at = done, now
             else:
-                delay *= 2
-            delay = min(max(delay, 0.1), 10.0)
+                delay = min(delay * 2, max(expected, 0.1))
+            delay = min(max(delay, 0.1, expected / 5), 10.0)
             time.sleep(delay)  # polling back-off while Salesforce runs the job
 
     def _ingest_results(self, path: str) -> Iterator[list[str]]:
@@ -481,6 +513,13 @@ class _RowMatch:
                 taken[index] = 1
                 return index
         return None
+
+
+def _uploaded_rows(data: bytes) -> Iterator[list[str]]:
+    """The rows of an uploaded CSV after its header, their cells as they were written."""
+    rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    next(rows, None)
+    return rows
 
 
 def _cell_key(cell: str) -> str:

@@ -18,6 +18,7 @@ import io
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from sforg.query import DELIMITERS
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 CHUNK = 200
+_PROCESSOR_LOCK = threading.Lock()
 CHUNKS_A_COMMIT = 50  # 10,000 rows a commit: a commit rewrites the pages (indexes) its rows touched
 
 
@@ -214,8 +216,18 @@ class IngestApi(Api):
         job.info["state"] = "UploadComplete"
         reply = json_response(self.info(job, full=False))
         job.info["state"] = "InProgress"
-        asyncio.get_running_loop().run_in_executor(None, self.process, job)
+        asyncio.get_running_loop().run_in_executor(self.processor, self.process, job)
         return reply
+
+    @property
+    def processor(self) -> ThreadPoolExecutor:
+        """The org's ingest jobs processed one after another, in the order they were closed (as a queue of the
+        org's own): jobs run side by side in one process only take turns on its lock, each ending later."""
+        with _PROCESSOR_LOCK:
+            executor: ThreadPoolExecutor | None = self.org.__dict__.get("ingest_processor")
+            if executor is None:
+                executor = self.org.__dict__["ingest_processor"] = ThreadPoolExecutor(1, "sforg-ingest")
+            return executor
 
     # ------------------------------------------------------------ processing
     def process(self, job: IngestJob) -> None:

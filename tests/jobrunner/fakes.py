@@ -10,7 +10,7 @@ import datetime as dt
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -688,7 +688,8 @@ class FakeWriteOrg:
     """A target org as a restore job sees it (ports.SalesforceWrites, and Org for the executor): records with a
     recycle bin and cascade undelete, required fields, inactive owners refused (INACTIVE_OWNER_OR_USER), every call
     counted (api_calls, write_calls). `lose_create_answer`: the n-th create call (1-based) creates its records,
-    then its answer is lost (WriteAnswerLost)."""
+    then its answer is lost (WriteAnswerLost); `lose_ingest_results`: the Bulk jobs started (`bulk_start`) of these
+    numbers are done, then their results are lost when they are taken."""
 
     describes: dict[str, dict[str, Any]] = field(default_factory=account_contact_describes)
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -699,6 +700,8 @@ class FakeWriteOrg:
     write_calls: int = 0
     creates: int = 0
     lose_create_answer: int = 0
+    lose_ingest_results: frozenset[int] = frozenset()
+    ingests: int = 0
     triggers: dict[str, dict[str, Any]] = field(default_factory=dict)  # object -> values a trigger sets on create
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(900))
 
@@ -884,6 +887,20 @@ class FakeWriteOrg:
                                 child["IsDeleted"] = False
                 out.append(WriteResult(rid, True))
         return out
+
+    def bulk_start(
+        self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""
+    ) -> Callable[[], list[Any]]:
+        """The job done at once (through bulk_ingest, which a test may replace), its results given later."""
+        results = self.bulk_ingest(object_name, operation, records, external_id=external_id)
+        self.ingests += 1
+        if self.ingests in self.lose_ingest_results:
+
+            def lost() -> list[Any]:
+                raise WriteAnswerLost("the Bulk job's results were lost (the fake says so)")
+
+            return lost
+        return lambda: results
 
     def bulk_ingest(
         self, object_name: str, operation: str, records: list[dict[str, Any]], *, external_id: str = ""

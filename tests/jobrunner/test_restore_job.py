@@ -158,7 +158,7 @@ def test_a_create_whose_answer_was_lost_is_found_not_created_again() -> None:
     org.lose_create_answer = 1  # Account 2's create reaches the org, its answer does not come back
     first = execute(storage, org, spec())
     assert first.disposition == "nak" and first.outcome == 0, first.message
-    assert [i.batch_key for i in storage.list_restore_intents("s1", "restore")] == ["Account:create:2"]
+    assert [i.batch_key for i in storage.list_restore_intents("s1", "restore")] == ["Account:create:2.1"]
     second = execute(storage, org, spec(), attempt=2)
     assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
     assert [r["Id"] for r in org.live("Account") if r["Name"] == "Account 2"] == [
@@ -285,6 +285,43 @@ def test_batches_written_behind_the_next_ones_decisions_restore_each_record_once
     assert len(live) == len(org.live("Account")) == 6 + 40  # none twice
     new_of = storage.get_id_map(SOURCE, SOURCE, [])
     assert all(live[f"Account {n}"]["ParentId"] == new_of[acc(n - 1)] for n in range(21, 60))
+
+
+def test_two_bulk_jobs_at_the_org_whose_answers_are_lost_are_found_each_record_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's Bulk job is sent before the one before it is finished: when the job's results are lost, two
+    batches' intents are open. The next attempt finds what each created, a record already claimed (by a stored
+    outcome, or by the other intent) never taken twice, although every record has the same values."""
+    from services.jobrunner import restore_job
+
+    monkeypatch.setattr(restore_job, "big_batch", lambda _fields, _records: 12)
+    storage, org = world()
+    for n in range(20, 60):  # purged since the backup, all alike but for their Ids
+        storage.back_up(
+            SOURCE, "Account", account(n, Name="Twin", Phone="555"), deleted_at=DAMAGE + dt.timedelta(hours=1)
+        )
+    # the second job's results are lost once the third job is sent, and the third's when it is finished on the way out
+    org.lose_ingest_results = frozenset({2, 3})
+
+    def run(attempt: int) -> Result:
+        executor = JobExecutor(
+            storage, FakeTables(), lambda _spec: org, error_kinds(), tuning=Tuning(bulk_threshold=10), mask_secret=b"k"
+        )
+        return executor.execute(spec(), JobControl(), attempt)
+
+    first = run(1)
+    assert first.disposition == "nak" and first.outcome == 0, first.message
+    assert len(storage.list_restore_intents("s1", "restore")) == 2  # the second and the third batch
+    assert org.ingests == 3
+    second = run(2)
+    assert second.outcome == ev.JOB_OUTCOME_SUCCESS, second.message
+    assert storage.list_restore_intents("s1", "restore") == []
+    twins = [r["Id"] for r in org.live("Account") if r["Name"] == "Twin"]
+    assert len(twins) == 40  # none created twice
+    targets = [storage.outcomes["s1"][acc(n)].target_id for n in range(20, 60)]
+    assert sorted(targets) == sorted(twins)  # each made record the outcome of exactly one backed-up record
+    assert second.verification is not None and second.verification.verified
 
 
 def test_a_large_selection_s_batches_hold_fewer_records_of_more_fields_and_are_evened_out() -> None:
@@ -806,8 +843,8 @@ def test_a_record_refused_mended_and_sent_again_whose_answer_was_lost_is_proved_
     first = execute(storage, org, spec())
     assert first.disposition == "nak" and first.outcome == 0, first.message
     assert sorted(i.batch_key for i in storage.list_restore_intents("s1", "restore")) == [
-        "Account:create:2",
-        "Account:create:2:again",
+        "Account:create:2.1",
+        "Account:create:2.2:again",
     ]
     resumed = execute(storage, org, spec(), attempt=2)
     assert resumed.outcome == ev.JOB_OUTCOME_SUCCESS, resumed.message
