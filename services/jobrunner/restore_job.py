@@ -295,6 +295,7 @@ class RestoreJob:
     _reads: dict[str, list[spb.ReadRecordsAsOfRequest]] = field(default_factory=dict)
     _describes: dict[str, dict[str, Any]] = field(default_factory=dict)  # {} : not in the target org
     _patched: set[str] = field(default_factory=set)  # objects whose second pass is sent
+    _proved: set[str] = field(default_factory=set)  # objects whose part of the proof is taken (or being taken)
     _outcomes_pipe: ThreadPoolExecutor | None = None
     _writer: ThreadPoolExecutor | None = None  # a large object's batches written behind their decisions
     _writing: Future[None] | None = None
@@ -385,6 +386,11 @@ class RestoreJob:
                 if not self.dry_run and self._self_only(obj):
                     self._patched.add(obj)
                     patches.append(early.submit(self._patch_object, obj, self.deferred[obj]))
+                if not self.dry_run and self._final(obj):
+                    # its records are as the restore leaves them once its second pass (if any) is written: read
+                    # back beside the next objects' restore
+                    self._proved.add(obj)
+                    patches.append(early.submit(self._prove, obj))
             if not self.dry_run:
                 with self._timed("second pass"):
                     for future in patches:
@@ -1717,47 +1723,61 @@ class RestoreJob:
                 return False
         return True
 
+    def _final(self, obj: str) -> bool:
+        """Whether an object just restored is final once its own second pass is written (none, or sent now: its
+        deferred references are self-lookups only), no later step writing it (files are restored at the end)."""
+        return obj not in FILE_OBJECTS and (not self.deferred.get(obj) or obj in self._patched)
+
     def _verify(self) -> None:
-        """The restored scope read back from the target (by Id, or one Bulk queryAll of the object streamed in
-        pieces for a large scope) and compared with the backup's values on the restored fields: a record equal to
-        what this attempt wrote counts at once; any other (different, or decided by an earlier attempt) is
-        compared with the backup read again, which names the differing fields."""
-        self._proof = rpb.Verification(done=True)
-        for obj, ids in self.selection.items():
-            restored = [s for s in ids if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)]
-            if not restored:
-                continue
-            fields = self._fields(obj)
-            targets = {s: self.done[s][1] or self._target_of(s) or "" for s in restored}
-            if len(restored) <= self.run.tuning.bulk_threshold:
-                current = self._target_rows(obj, fields, [t for t in targets.values() if t])
-                self._check(obj, fields, targets, current)
-                continue
-            reverse = {t: s for s, t in targets.items() if t}
-            info = self.infos[obj]
-            select = list(dict.fromkeys([*fields, *self._deleted_field(obj)]))
-            types = {f: info.fields[f].sf_type for f in select if f in info.fields}
-            piece: dict[str, dict[str, Any]] = {}
-            seen: set[str] = set()
-            for row in self.sf.query_object(obj, select, types):
-                sid = reverse.get(str(row.get("Id")))
-                if sid is None:
-                    continue
-                seen.add(sid)
-                if self._matches(obj, sid, row):
-                    self._proof.matching += 1
-                    continue
-                piece[str(row["Id"])] = row
-                if len(piece) >= READ_BATCH * 5:
-                    self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
-                    piece = {}
-            if piece:
-                self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
-            gone = {s: t for s, t in targets.items() if s not in seen}
-            if gone:
-                self._compare(obj, fields, gone, {})
+        """The restored scope read back from the target and compared with the backup (`_prove`), for the objects
+        not proved beside the restore of the next ones."""
+        for obj in self.selection:
+            if obj not in self._proved:
+                self._proved.add(obj)
+                self._prove(obj)
+        self._proof.done = True
         self._proof.verified = self._proof.differing == 0
         self.verification = self._proof
+
+    def _prove(self, obj: str) -> None:
+        """One object's restored records read back from the target (by Id, or one Bulk queryAll of the object
+        streamed in pieces for a large scope) and compared with the backup's values on the restored fields: a record
+        equal to what this attempt wrote counts at once; any other (different, or decided by an earlier attempt) is
+        compared with the backup read again, which names the differing fields. One object at a time (the counts
+        of `_proof` are not shared between threads)."""
+        ids = self.selection.get(obj) or []
+        restored = [s for s in ids if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)]
+        if not restored:
+            return
+        fields = self._fields(obj)
+        targets = {s: self.done[s][1] or self._target_of(s) or "" for s in restored}
+        if len(restored) <= self.run.tuning.bulk_threshold:
+            current = self._target_rows(obj, fields, [t for t in targets.values() if t])
+            self._check(obj, fields, targets, current)
+            return
+        reverse = {t: s for s, t in targets.items() if t}
+        info = self.infos[obj]
+        select = list(dict.fromkeys([*fields, *self._deleted_field(obj)]))
+        types = {f: info.fields[f].sf_type for f in select if f in info.fields}
+        piece: dict[str, dict[str, Any]] = {}
+        seen: set[str] = set()
+        for row in self.sf.query_object(obj, select, types):
+            sid = reverse.get(str(row.get("Id")))
+            if sid is None:
+                continue
+            seen.add(sid)
+            if self._matches(obj, sid, row):
+                self._proof.matching += 1
+                continue
+            piece[str(row["Id"])] = row
+            if len(piece) >= READ_BATCH * 5:
+                self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
+                piece = {}
+        if piece:
+            self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
+        gone = {s: t for s, t in targets.items() if s not in seen}
+        if gone:
+            self._compare(obj, fields, gone, {})
 
     def _check(self, obj: str, fields: list[str], targets: dict[str, str], current: dict[str, dict[str, Any]]) -> None:
         rest: dict[str, str] = {}
