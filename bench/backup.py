@@ -26,6 +26,7 @@ from sfvault.jobs.v1 import jobs_pb2
 
 from bench.storage import StorageProcess, _copy_baseline, _cpu_s, _cpu_since, _postgres_pids, _rss_peak_mb
 from devstack.embedded import free_port, nats_server, postgres_server
+from devstack.localstack import ServiceProcess
 from services.discovery.domain import largest_first
 from services.platform import events
 from services.platform.bus import Bus, BusConfig
@@ -214,9 +215,13 @@ def _jobrunner_env(url: str, nats_url: str, storage_port: int, log_level_var: st
 
 
 def _start_jobrunner(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A jobrunner in its own process (so its peak RSS is its own), on a fresh port."""
-    env["SFVAULT_JOBRUNNER_PORT"] = str(free_port())
-    return subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=env)
+    """A jobrunner in its own process (so its peak RSS is its own), on a fresh port, serving (its health SERVING:
+    its start-up, imports and connections, is not counted in what a bench times next)."""
+    port = free_port()
+    env["SFVAULT_JOBRUNNER_PORT"] = str(port)
+    proc = subprocess.Popen([sys.executable, "-m", "services.jobrunner"], env=env)
+    ServiceProcess("jobrunner", port, {}, Path("the bench's output"), proc=proc).wait_serving()
+    return proc
 
 
 def _cpu_start(parts: dict[str, list[int]], url: str) -> dict[str, dict[int, float]]:

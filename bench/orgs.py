@@ -37,7 +37,6 @@ from bench.backup import (
     with_services,
 )
 from bench.storage import StorageProcess
-from devstack.localstack import ServiceProcess
 from services.discovery.domain import Policy, split_budget
 from services.jobrunner.consumers import DEFERRALS
 from services.platform import events
@@ -265,9 +264,7 @@ async def _main(url: str, nats_url: str, work: Path) -> None:
         )
         storage = StorageProcess(url, nats_url, str(work / "files"))
         env = _jobrunner_env(url, nats_url, storage.port, "BENCH_ORGS_LOG_LEVEL")
-        jobrunner = _start_jobrunner(env)  # on the port it writes into env; serving before the clock starts
-        port = int(env["SFVAULT_JOBRUNNER_PORT"])
-        ServiceProcess("jobrunner", port, {}, work / "jobrunner.log", proc=jobrunner).wait_serving()
+        jobrunner = _start_jobrunner(env)  # serving before the clock starts
         bus, collector = await _collecting_bus(nats_url)
         times = Times()
         for kind in ("JobStarted", "JobFinished"):
