@@ -443,26 +443,18 @@ class OrgWriter:
             state = str(info.get("state", ""))
             waited = time.monotonic() - started
             if state in ("JobComplete", "Failed", "Aborted"):
-                spent = float(info.get("totalProcessingTime") or 0) / 1000
-                if state == "JobComplete" and records and spent > 0:
-                    rate = records / spent  # the org's own time on the job
-                elif state == "JobComplete" and records and waited > 0:
-                    seen = records / waited  # at least this fast: done before the poll
-                    # done by the first poll: sooner next time; later: about as fast as seen (slower, by a fifth)
-                    rate = max(rate, seen) * 1.5 if polls == 1 else max(seen, rate * 0.8)
+                if state == "JobComplete" and records:
+                    spent = float(info.get("totalProcessingTime") or 0) / 1000
+                    rate = learned_rate(rate, records, spent, waited, polls)
                 self._ingest_rate[operation] = min(max(rate, 500.0), 50_000.0)
                 return info
             if waited > self.bulk_poll_max_s:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")
             done = int(info.get("numberRecordsProcessed") or 0)
             now = time.monotonic()
+            delay = next_poll_delay(records, done, last_done, now - last_at, expected, known, delay)
             if 0 < done < records:
-                pace = (done - last_done) / max(now - last_at, 1e-3)  # the org's pace on this job, lately
-                delay = (records - done) / max(pace, known * 0.75, 1.0) * 1.05 + 0.05
                 last_done, last_at = done, now
-            else:
-                delay = min(delay * 2, max(expected, 0.1))
-            delay = min(max(delay, 0.1, expected / 5), 10.0)
             time.sleep(delay)  # polling back-off while Salesforce runs the job
 
     def _ingest_results(self, path: str) -> Iterator[list[str]]:
@@ -474,6 +466,35 @@ class OrgWriter:
 
 
 _SEP = "\x1f"
+
+
+def learned_rate(rate: float, records: int, spent: float, waited: float, polls: int) -> float:
+    """The org's ingest pace (records/s) to expect of the next job, from one that completed: its records over the
+    org's own time on it (`spent`, totalProcessingTime), or, where the org gives none, over the wait (`waited`,
+    from the close to the poll that found it done): faster by half when the first poll found it done (it may have
+    ended long before), else as seen, never below four fifths of `rate` at once."""
+    if spent > 0:
+        return records / spent
+    if waited <= 0:
+        return rate
+    seen = records / waited  # at least this fast: done before the poll
+    return max(rate, seen) * 1.5 if polls == 1 else max(seen, rate * 0.8)
+
+
+def next_poll_delay(
+    records: int, done: int, last_done: int, since_last: float, expected: float, known: float, delay: float
+) -> float:
+    """Seconds to the next poll of an ingest job of `records` whose last poll showed `done` processed (`last_done`
+    `since_last` seconds before), expected to take `expected` seconds at the `known` pace, the wait before being
+    `delay`: the rest at the pace shown since (three quarters of the known pace, if faster: the job may have
+    waited behind the org's others); while it shows none, twice the wait before, at most `expected`; at least a
+    fifth of `expected` (no ever shorter polls as it nears its end), 0.1 s and at most 10 s."""
+    if 0 < done < records:
+        pace = (done - last_done) / max(since_last, 1e-3)
+        delay = (records - done) / max(pace, known * 0.75, 1.0) * 1.05 + 0.05
+    else:
+        delay = min(delay * 2, max(expected, 0.1))
+    return min(max(delay, 0.1, expected / 5), 10.0)
 
 
 class _RowMatch:

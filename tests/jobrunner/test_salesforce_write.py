@@ -133,3 +133,29 @@ def test_bulk_result_rows_are_matched_in_order_then_by_their_cells() -> None:
     match.restart()  # the next result file
     assert match.take(["b", "2", ""]) == 1
     assert match.take(["b", "2", ""]) is None
+
+
+def test_an_ingest_job_is_polled_at_its_pace_never_ever_sooner_nor_later_than_its_own_time() -> None:
+    from services.jobrunner.salesforce_write import next_poll_delay
+
+    # 12,000 records expected in 2.5 s: half done at 5,000/s -> the rest at that pace
+    assert next_poll_delay(12_000, 6_000, 1_000, 1.0, 2.5, 4_000, 0.5) == pytest.approx(6_000 / 5_000 * 1.05 + 0.05)
+    # a job that waited behind others shows a slow pace since its close: three quarters of the known pace instead
+    assert next_poll_delay(12_000, 2_800, 0, 3.9, 2.5, 8_000, 2.5) == pytest.approx(9_200 / 6_000 * 1.05 + 0.05)
+    # nearly done: never sooner than a fifth of its expected time
+    assert next_poll_delay(12_000, 11_900, 11_000, 0.2, 2.5, 8_000, 0.3) == pytest.approx(0.5)
+    # no progress shown (queued): twice the wait before, at most the job's own expected time
+    assert next_poll_delay(12_000, 0, 0, 0.3, 2.5, 4_000, 0.3) == pytest.approx(0.6)
+    assert next_poll_delay(12_000, 0, 0, 2.0, 2.5, 4_000, 2.0) == pytest.approx(2.5)
+    # at most 10 s, at least 0.1 s
+    assert next_poll_delay(10**7, 10, 0, 1.0, 40.0, 100, 8.0) == 10.0
+    assert next_poll_delay(10, 0, 0, 0.01, 0.05, 4_000, 0.01) == pytest.approx(0.1)
+
+
+def test_an_ingest_pace_is_learned_from_the_org_s_own_time_else_from_the_wait() -> None:
+    from services.jobrunner.salesforce_write import learned_rate
+
+    assert learned_rate(4_000, 10_000, 2.0, 5.0, 3) == 5_000  # totalProcessingTime: the org's own pace
+    assert learned_rate(4_000, 10_000, 0, 2.0, 1) == 7_500  # done at the first poll: may be faster still
+    assert learned_rate(8_000, 10_000, 0, 5.0, 3) == 6_400  # slower than known: four fifths at once, no less
+    assert learned_rate(4_000, 10_000, 0, 0, 1) == 4_000
