@@ -73,9 +73,10 @@ FILE_OBJECTS = frozenset({"ContentVersion", "ContentDocument", "Attachment", "Co
 BINNED_FILES = frozenset({"Attachment", "ContentDocument"})
 READ_BATCH = 2000  # records per storage read and per decision batch
 # a selection above the Bulk threshold is decided and written in batches of one ingest job each, one batch written
-# while the next is decided. A record held costs memory by its fields (its values once, as a dict): BIG_BATCH
-# records of BATCH_FIELDS restored fields, fewer of more, more of fewer (up to twice as many), so that two batches
-# keep a jobrunner within 300 MB while a 100,000-record restore stays below 10 API calls per 10,000 records
+# while the next is decided and the one before is at the org (held as bytes). A record held costs memory by its
+# fields (its values once, as a dict): BIG_BATCH records of BATCH_FIELDS restored fields, fewer of more, more of
+# fewer (up to 1.6 times as many), so that the three batches keep a jobrunner within 300 MB while a 100,000-record
+# restore stays below 10 API calls per 10,000 records
 BIG_BATCH = 11_000
 BATCH_FIELDS = 36
 
