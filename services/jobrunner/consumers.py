@@ -234,7 +234,8 @@ class Runner:
         limit = fair.org_limit(self.org_cap, seen_all)
         chosen = fair.pick([h.place for h in self.waiting], self.running, free, limit, self._used())
         starting = [self.waiting[i] for i in chosen]
-        self.waiting = [h for i, h in enumerate(self.waiting) if i not in set(chosen)]
+        taken = set(chosen)
+        self.waiting = [h for i, h in enumerate(self.waiting) if i not in taken]
         for held in starting:
             org = held.spec.org_id
             self.running[org] = self.running.get(org, 0) + 1

@@ -9,9 +9,8 @@ import contextlib
 import contextvars
 import heapq
 import logging
-import queue
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import astuple, dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from services.jobrunner.domain import CountMismatch
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import Body, SalesforceReads, StoredFiles
 from services.jobrunner.salesforce import SalesforceError
+from services.jobrunner.streams import read_ahead
 
 log = logging.getLogger("services.jobrunner.jobs")
 
@@ -310,7 +310,7 @@ class FileJob:
             )
             try:
                 pieces = body()
-                result = run.storage.upload_file(header, read_ahead(pieces) if f.size > PIECE else pieces)
+                result = run.storage.upload_file(header, read_ahead(pieces, READ_AHEAD) if f.size > PIECE else pieces)
             except Exception as exc:
                 if run.control.why is not None or attempt == 2:
                     # a download that kept breaking is the org's transient failure (the job is handed back and
@@ -430,46 +430,6 @@ class FileJob:
                 rows.extend(page.records)
             domain.check_counts(f"links of {len(documents)} documents", expected, len(rows))
             return rows, fields
-
-
-class _End:
-    """What the reading thread leaves last in the queue: the end of the body, or why it stopped."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
-def read_ahead(pieces: Iterator[bytes], depth: int = READ_AHEAD) -> Generator[bytes, None, None]:
-    """`pieces`, read by a thread of their own up to `depth` pieces ahead of the consumer. The consumer ending early
-    (storage refused the body, the stream was cut) stops the reader and closes `pieces`."""
-    ahead: queue.Queue[bytes | _End] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for piece in pieces:
-                ahead.put(piece)  # never blocks for good: a consumer that stops empties the queue first
-                if stop.is_set():
-                    return
-            ahead.put(_End())
-        except BaseException as exc:
-            ahead.put(_End(exc))
-        finally:
-            if isinstance(pieces, Generator):
-                pieces.close()  # in this thread, the one that reads it: the download is closed
-
-    reader = threading.Thread(target=contextvars.copy_context().run, args=(read,), name="file-read", daemon=True)
-    reader.start()
-    try:
-        while not isinstance(item := ahead.get(), _End):
-            yield item
-        if item.error is not None:
-            raise item.error
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:  # a reader blocked on a full queue goes on, sees `stop` and ends
-                ahead.get_nowait()
 
 
 def _link_schema(fields: Sequence[tuple[str, str]]) -> spb.ObjectSchema:

@@ -38,10 +38,8 @@ import json
 import logging
 import marshal
 import math
-import queue
 import re
 import resource
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,6 +56,7 @@ from services.jobrunner import restore_domain as rd
 from services.jobrunner.job_run import JobRun
 from services.jobrunner.ports import SalesforceWrites
 from services.jobrunner.salesforce_write import WriteResult
+from services.jobrunner.streams import read_ahead
 from services.platform import events, lifecycle
 from services.platform.counts import RestoreCounts
 
@@ -195,56 +194,6 @@ class Pending:
     # while its Bulk job is at the org (`_freeze`): its values and write as marshal bytes, the proof's expectation
     frozen: bytes = b""
     expected: tuple[bytes, int] | None = None
-
-
-def read_ahead(chunks: Iterator[list[Any]], ahead: int) -> Iterator[list[Any]]:
-    """The chunks of `chunks`, read from now on by a thread of their own up to `ahead` chunks before they are
-    taken (a storage read overlaps the target's read and the writes of the batch before); its error is raised
-    where its chunk would have been. Closing the iterator stops the thread."""
-    out: queue.Queue[tuple[list[Any] | None, BaseException | None]] = queue.Queue(maxsize=max(ahead, 1))
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        out.put((chunk, None), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
-            else:
-                out.put((None, None))
-        except BaseException as exc:  # handed to the consumer
-            out.put((None, exc))
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
-
-    thread = threading.Thread(target=produce, name="restore-read-ahead", daemon=True)
-    thread.start()
-
-    def consume() -> Iterator[list[Any]]:
-        try:
-            while True:
-                chunk, exc = out.get()
-                if exc is not None:
-                    raise exc
-                if chunk is None:
-                    return
-                yield chunk
-        finally:
-            stop.set()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    out.get_nowait()  # a producer blocked on a full queue sees the stop
-            thread.join(timeout=5)
-
-    return consume()
 
 
 @dataclass

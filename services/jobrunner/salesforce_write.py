@@ -417,9 +417,7 @@ class OrgWriter:
             for r in results
         ]
 
-    def _ingest_wait(
-        self, path: str, records: int = 0, operation: str = "", closed: float | None = None
-    ) -> dict[str, Any]:
+    def _ingest_wait(self, path: str, records: int, operation: str, closed: float) -> dict[str, Any]:
         """Polls until the job ends (a poll is an API call): the first when the job should end at the rate the org
         showed on this writer's jobs of the operation (of any operation before its first one; at first 4,000
         records/s; the rate of a job is its records over the org's totalProcessingTime, or, where the org gives
@@ -429,10 +427,9 @@ class OrgWriter:
         rate known, if faster: the job may have waited behind the org's others), or, while it shows none, after
         twice the wait before, at most the job's own expected time; each at least a fifth of the job's expected
         time (no ever shorter polls as the job nears its end) and at most 10 s."""
-        started = time.monotonic() if closed is None else closed
+        started = closed
         known = self._ingest_rate.get(operation) or max(self._ingest_rate.values(), default=4_000.0)
-        rate = known
-        expected = records / rate * 1.05 + 0.05
+        expected = records / known * 1.05 + 0.05
         delay = min(max(0.1, started + expected - time.monotonic()), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
         polls = 0
@@ -445,8 +442,8 @@ class OrgWriter:
             if state in ("JobComplete", "Failed", "Aborted"):
                 if state == "JobComplete" and records:
                     spent = float(info.get("totalProcessingTime") or 0) / 1000
-                    rate = learned_rate(rate, records, spent, waited, polls)
-                self._ingest_rate[operation] = min(max(rate, 500.0), 50_000.0)
+                    rate = learned_rate(known, records, spent, waited, polls)
+                    self._ingest_rate[operation] = min(max(rate, 500.0), 50_000.0)
                 return info
             if waited > self.bulk_poll_max_s:
                 raise SalesforceError(0, "BULK_TIMEOUT", f"Bulk ingest job still {state} after {waited:.0f} s")

@@ -35,7 +35,6 @@ from sforg.query import DELIMITERS
 
 OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 CHUNK = 200
-_PROCESSOR_LOCK = threading.Lock()
 CHUNKS_A_COMMIT = 50  # 10,000 rows a commit: a commit rewrites the pages (indexes) its rows touched
 
 
@@ -222,12 +221,12 @@ class IngestApi(Api):
     @property
     def processor(self) -> ThreadPoolExecutor:
         """The org's ingest jobs processed one after another, in the order they were closed (as a queue of the
-        org's own): jobs run side by side in one process only take turns on its lock, each ending later."""
-        with _PROCESSOR_LOCK:
-            executor: ThreadPoolExecutor | None = self.org.__dict__.get("ingest_processor")
-            if executor is None:
-                executor = self.org.__dict__["ingest_processor"] = ThreadPoolExecutor(1, "sforg-ingest")
-            return executor
+        org's own): jobs run side by side in one process only take turns on its lock, each ending later. Made by
+        the event loop's thread, the one that closes jobs."""
+        executor: ThreadPoolExecutor | None = self.org.__dict__.get("ingest_processor")
+        if executor is None:
+            executor = self.org.__dict__["ingest_processor"] = ThreadPoolExecutor(1, "sforg-ingest")
+        return executor
 
     # ------------------------------------------------------------ processing
     def process(self, job: IngestJob) -> None:
