@@ -45,6 +45,9 @@ class Store:
         self._local = threading.local()
         self.write_lock = threading.RLock()
         self._columns: dict[str, set[str]] = {}
+        # per object, the statements that write what each inserted record brings along (its history's `created`
+        # row, its owner's share row): run once per insert for all of its rows (see on_insert)
+        self._after_insert: dict[str, list[str]] = {}
         with self.write_lock:
             c = self.conn()
             c.executescript(
@@ -194,8 +197,22 @@ class Store:
             f"INSERT INTO {table(obj)} ({', '.join(col(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
+        along = self._after_insert.get(obj, ())
         with self.transaction():
-            self.conn().executemany(sql, rows)
+            c = self.conn()
+            last = c.execute(f"SELECT IFNULL(MAX(_rowid), 0) FROM {table(obj)}").fetchone()[0] if along else 0
+            c.executemany(sql, rows)
+            for statement in along:
+                c.execute(statement, (last,))
+
+    def on_insert(self, obj: str, statement: str) -> None:
+        """Run `statement` after every insert into obj, in its transaction, with one parameter: the table's largest
+        _rowid before the insert (the inserted rows are the ones after it: an insert never names its _rowid).
+        What an AFTER INSERT trigger does, for all of an insert's rows at once: a trigger runs its program once a
+        row, which costs an org's Bulk insert more than the row itself."""
+        statements = self._after_insert.setdefault(obj, [])
+        if statement not in statements:
+            statements.append(statement)
 
     def scan(
         self,

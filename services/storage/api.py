@@ -200,6 +200,16 @@ def _add_versions(
         m.scope_only = v.scope_only
 
 
+def _add_ids(batch: storage_pb2.RecordBatch, org_id: str, object_name: str, ids: Sequence[str]) -> None:
+    """The records of an `ids_only` batch: each its Id alone."""
+    add = batch.records.add
+    for record_id in ids:
+        m = add()
+        m.org_id = org_id
+        m.object_name = object_name
+        m.record_id = record_id
+
+
 def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
     return to_message(storage_pb2.FileVersion, f, org_id=org_id, sha256=f.sha256.hex())
 
@@ -490,8 +500,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 )
                 out = storage_pb2.RecordBatch(fields=fields, missing=batch.missing, missing_ids=list(batch.missing_ids))
                 _add_versions(out, request.org_id, batch.object_name, batch.records)
+                _add_ids(out, request.org_id, batch.object_name, batch.ids)
                 yield out
-                read.count += len(batch.records)
+                read.count += len(batch.records) + len(batch.ids)
 
     @_unary
     async def RecordRestoreIntent(

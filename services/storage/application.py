@@ -625,21 +625,42 @@ class Storage:
         after: str | None = ""
         pending: list[RecordVersionRow] = []  # short pages (a selection matching few records) gathered into batches
         first = True
+        if ids_only:
+            async for bare in self._ids_as_of(read, limit, name, schema, missing):
+                yield bare
+            return
         while after is not None:
-            rows, after = await self.store.records_as_of(read, after=after, limit=limit, values=not ids_only)
+            rows, after = await self.store.records_as_of(read, after=after, limit=limit)
             pending += rows
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
-                if ids_only or not batch:
-                    records = batch
-                else:
+                if batch:
                     opened = await self.sensitive.open_versions(org_key, name, batch)
-                    records = await asyncio.to_thread(_canonical_versions, opened)
+                    batch = await asyncio.to_thread(_canonical_versions, opened)
                 if first:
-                    yield RecordsBatch(records, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
+                    yield RecordsBatch(batch, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
                     first = False
                 else:
-                    yield RecordsBatch(records, name)
+                    yield RecordsBatch(batch, name)
+
+    async def _ids_as_of(
+        self, read: AsOfRead, limit: int, name: str, schema: ObjectSchema, missing: list[str]
+    ) -> AsyncIterator[RecordsBatch]:
+        """records_as_of with `ids_only`: the same batches, of Ids alone."""
+        after: str | None = ""
+        pending: list[str] = []
+        first = True
+        while after is not None:
+            ids, after = await self.store.ids_as_of(read, after=after, limit=limit)
+            pending += ids
+            while len(pending) >= limit or (after is None and (pending or first)):
+                batch, pending = pending[:limit], pending[limit:]
+                if first:
+                    missed = tuple(missing[:MAX_MISSING_IDS])
+                    yield RecordsBatch([], name, schema, len(missing), missed, ids=tuple(batch))
+                    first = False
+                else:
+                    yield RecordsBatch([], name, ids=tuple(batch))
 
     async def _restore_job(self, org_id: str, session_id: str, job_id: str, seq: int) -> JobRef:
         job = await self._job(org_id, session_id, job_id, seq)
@@ -900,6 +921,7 @@ class RecordsBatch:
     schema: ObjectSchema | None = None
     missing: int = 0
     missing_ids: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()  # ids_only: the records' Ids (`records` is empty)
 
 
 def _canonical_text(jsonb_text: str) -> str:

@@ -296,10 +296,14 @@ class RestoreStore(Protocol):
         ...
 
     async def records_as_of(
-        self, read: AsOfRead, *, after: str, limit: int, values: bool = True
+        self, read: AsOfRead, *, after: str, limit: int
     ) -> tuple[list[RecordVersionRow], str | None]:
         """One page of the selected records' live versions as of `read.when` (Id order, after `after`), and where
-        the next page starts (None: this was the last); without `values`, values_json is empty."""
+        the next page starts (None: this was the last)."""
+        ...
+
+    async def ids_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[str], str | None]:
+        """records_as_of's page as the records' Ids only."""
         ...
 
     async def put_restore_outcomes(self, job: JobRef, seq: int, digest: bytes, chunk: RestoreChunk) -> ChunkOutcome:

@@ -26,7 +26,6 @@ _PAGE_COLUMNS = (
     "l.record_id, l.version_id, j.session_id, j.job_id, l.captured_at, l.system_modstamp, l.deleted, l.hash,"
     " l.data::text, l.schema_version, l.scope_only"
 )
-_PAGE_COLUMNS_NO_VALUES = _PAGE_COLUMNS.replace("l.data::text", "''")
 _LATEST_COLUMNS = (
     "v.record_id, v.version_id, v.job_key, v.captured_at, v.system_modstamp, v.deleted, v.hash, v.data,"
     " v.schema_version, v.scope_only"
@@ -127,7 +126,7 @@ class RestoreStore(StoreBase):
         return None if len(rows) > cap else [r[0] for r in rows]
 
     async def records_as_of(
-        self, read: AsOfRead, *, after: str, limit: int, values: bool = True
+        self, read: AsOfRead, *, after: str, limit: int
     ) -> tuple[list[RecordVersionRow], str | None]:
         """One page of the selected records' last versions at or before `when` that are live, and where the next
         page starts (None: this was the last).
@@ -137,24 +136,42 @@ class RestoreStore(StoreBase):
         at or before `when` (a primary-key probe, pruned to its partition); the selection's condition filters
         those. Every record is probed once whatever the object's size (no page rescans what earlier pages read),
         each page is one short query on a connection of its own (nothing is held while the caller streams it out),
-        and memory stays one page. A page may come back short, or empty, with more to follow. Without `values`,
-        values_json is empty (the values are not read out)."""
-        org_key, object_key, when, selection = read.org_key, read.object_key, read.when, read.selection
-        where_field = selection.where_field
+        and memory stays one page. A page may come back short, or empty, with more to follow."""
+        page_ids, following = await self._page_ids(read, after, limit)
+        if not page_ids:
+            return [], following
+        query, params = self._as_of_query(read, page_ids, values=True)
+        return [_version(r) for r in await self._all(query, params)], following
+
+    async def ids_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[str], str | None]:
+        """records_as_of's page as the records' Ids only: the same probes, nothing else read out (a selection's
+        Ids: no values, no job, no timestamps)."""
+        page_ids, following = await self._page_ids(read, after, limit)
+        if not page_ids:
+            return [], following
+        query, params = self._as_of_query(read, page_ids, values=False)
+        return [r[0] for r in await self._all(query, params)], following
+
+    async def _page_ids(self, read: AsOfRead, after: str, limit: int) -> tuple[list[str], str | None]:
+        """The `limit` Ids after `after` a page probes, and where the next page starts."""
+        selection = read.selection
         if selection.ids:
             candidates = sorted(i for i in selection.ids if i > after)
             page_ids = candidates[:limit]
-            following = page_ids[-1] if len(candidates) > limit else None
-        else:
-            heads = await self._all(
-                f"SELECT record_id FROM {S}.record_head WHERE org_key = %s AND object_key = %s AND record_id > %s"
-                " ORDER BY record_id LIMIT %s",
-                (org_key, object_key, after, limit),
-            )
-            page_ids = [r[0] for r in heads]
-            following = page_ids[-1] if len(page_ids) == limit else None
-        if not page_ids:
-            return [], following
+            return page_ids, (page_ids[-1] if len(candidates) > limit else None)
+        heads = await self._all(
+            f"SELECT record_id FROM {S}.record_head WHERE org_key = %s AND object_key = %s AND record_id > %s"
+            " ORDER BY record_id LIMIT %s",
+            (read.org_key, read.object_key, after, limit),
+        )
+        page_ids = [r[0] for r in heads]
+        return page_ids, (page_ids[-1] if len(page_ids) == limit else None)
+
+    @staticmethod
+    def _as_of_query(read: AsOfRead, page_ids: list[str], *, values: bool) -> tuple[str, list[Any]]:
+        """The probe of a page's Ids: each one's last version at or before `when`, kept when live and matching the
+        selection's condition; with `values`, every column a RecordVersionRow holds, else the Id alone."""
+        org_key, object_key, when, selection = read.org_key, read.object_key, read.when, read.selection
         params: list[Any] = [_id_list(page_ids), org_key, object_key, when]
         since = ""
         condition = ""
@@ -170,19 +187,21 @@ class RestoreStore(StoreBase):
             )
         elif selection.where_in:
             condition = " AND l.data ->> %s = ANY(%s::text[])"
-            params += [where_field, list(selection.where_in)]
-        columns = _PAGE_COLUMNS if values else _PAGE_COLUMNS_NO_VALUES
+            params += [selection.where_field, list(selection.where_in)]
+        if values:
+            columns, latest, jobs = _PAGE_COLUMNS, _LATEST_COLUMNS, f" JOIN {S}.jobs j ON j.job_key = l.job_key"
+        else:
+            columns, latest, jobs = "l.record_id", "v.record_id, v.deleted" + (", v.data" if condition else ""), ""
         query = (
             f"SELECT {columns} FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
-            f" SELECT {_LATEST_COLUMNS} FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"
+            f" SELECT {latest} FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"
             "  AND v.record_id = u.id AND v.captured_at <= %s ORDER BY v.version_id DESC LIMIT 1) l"
-            f"{since} JOIN {S}.jobs j ON j.job_key = l.job_key WHERE l.deleted = 0{condition} ORDER BY l.record_id"
+            f"{since}{jobs} WHERE l.deleted = 0{condition} ORDER BY l.record_id"
         )
         if since:
             at = selection.deleted_since if selection.deleted_since is not None else selection.changed_since
             params += [org_key, object_key, at]
-        rows = await self._all(query, params)
-        return [_version(r) for r in rows], following
+        return query, params
 
     # --- what a restore writes down ----------------------------------------------------------------------------
 

@@ -2,14 +2,15 @@
 for the record's owner (RowCause `Owner`, the object's access level `All`: Object Reference, AccountShare,
 OpportunityShare, CaseShare, LeadShare). They come with the record and follow its owner.
 
-SQLite triggers write them, so every path that creates a record or changes its owner (REST, collections,
-composite, Bulk ingest, admin changes, late commits) keeps them; a new org's generated records get theirs when
-the org first opens. Deletes take them along as any cascade child (the share's lookup cascades), into the
+Every insert writes its records' rows along (Store.on_insert: one statement for all of them), and a SQLite
+trigger moves a row with its record's owner, so every path that creates a record or changes its owner (REST,
+collections, composite, Bulk ingest, admin changes, late commits) keeps them; a new org's generated records get
+theirs when the org first opens. Deletes take them along as any cascade child (the share's lookup cascades), into the
 recycle bin and back on undelete; a hard delete or a purge removes them for good."""
 
 from __future__ import annotations
 
-from sforg.org.history import id_sql, next_row
+from sforg.org.history import ALONG_N, along, id_sql
 from sforg.related import OWNER_SHARES
 from sforg.schema import ObjectDef
 from sforg.store import Store, table
@@ -35,12 +36,18 @@ def _values(obj: ObjectDef, share: ObjectDef, n: str, row: str) -> tuple[str, st
     return ", ".join(f'"{c}"' for c in cols), ", ".join(values)
 
 
+def share_created(obj: ObjectDef, share: ObjectDef) -> str:
+    """A created record's owner row (Store.on_insert's statement)."""
+    cols, values = _values(obj, share, ALONG_N, "NEW")
+    return along(obj.name, share.name, cols, values)
+
+
 def share_triggers(obj: ObjectDef, share: ObjectDef) -> list[str]:
+    """The trigger moving the owner row with the record's owner, and the share's index on its record (its row on
+    create: share_created)."""
     key, _levels = OWNER_SHARES[obj.name]
-    cols, values = _values(obj, share, "n", "NEW")
     return [
-        f'CREATE TRIGGER IF NOT EXISTS "share_{obj.name}_created" AFTER INSERT ON {table(obj.name)} BEGIN '
-        f"INSERT INTO {table(share.name)} ({cols}) SELECT {values} {next_row(share.name)}; END",
+        f'DROP TRIGGER IF EXISTS "share_{obj.name}_created"',  # an earlier version's: share_created now
         f'CREATE TRIGGER IF NOT EXISTS "share_{obj.name}_owner" AFTER UPDATE OF "OwnerId" ON {table(obj.name)} '
         f'WHEN OLD."OwnerId" IS NOT NEW."OwnerId" BEGIN '
         f'UPDATE {table(share.name)} SET "UserOrGroupId" = NEW."OwnerId", "LastModifiedDate" = NEW."SystemModstamp", '
@@ -69,6 +76,7 @@ def install(store: Store, catalogue: dict[str, ObjectDef]) -> None:
         if name in catalogue and share is not None and share.key_prefix:
             statements += share_triggers(catalogue[name], share)
             fills.append(backfill(catalogue[name], share))
+            store.on_insert(name, share_created(catalogue[name], share))
     with store.write_lock:
         c = store.conn()
         for statement in statements:

@@ -1371,7 +1371,7 @@ class ReadRecordsAsOfRequest(_message.Message):
     batch_size: _builtins.int
     """default 2,000, at most 10,000"""
     ids_only: _builtins.bool
-    """RecordVersion without values_json (a selection's Ids)"""
+    """each RecordVersion its record_id alone (a selection's Ids)"""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """unset: now (the latest backup)"""
