@@ -751,6 +751,12 @@ class Decision:
     note: str = ""
 
 
+def with_write(d: Decision, write: dict[str, Any]) -> Decision:
+    """The decision with other values to send (dataclasses.replace's result, at a third of its cost: a batch of
+    creates swaps each one's twice)."""
+    return Decision(d.source_id, d.target_id, d.state, write, d.undelete, d.changed_fields, d.note)
+
+
 def _create_plan(info: ObjectInfo, fields: Sequence[str], restore_empty: bool) -> list[tuple[str, bool]]:
     """What a create writes of `fields`, as `_compared` and `decide` take them, derived once per object and fields:
     (the createable field's name, whether it is written without a value: with restore_empty, a field that can be

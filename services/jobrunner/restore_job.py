@@ -536,7 +536,10 @@ class RestoreJob:
 
     # ------------------------------------------------------------------ the selection
     def _request(self, obj: str, **kw: Any) -> spb.ReadRecordsAsOfRequest:
-        req = spb.ReadRecordsAsOfRequest(org_id=self.source_org, object_name=obj, batch_size=READ_PAGE, **kw)
+        # the values as stored, not in canonical form: the job parses them (storage's canonical text is not needed)
+        req = spb.ReadRecordsAsOfRequest(
+            org_id=self.source_org, object_name=obj, batch_size=READ_PAGE, as_stored=True, **kw
+        )
         as_of = self._as_of()
         if as_of is not None:
             req.as_of.CopyFrom(as_of)
@@ -1261,7 +1264,7 @@ class RestoreJob:
                 item.expected = self._expectation(obj, item.source_id, item.values)
             item.frozen = frozen
             item.values = {}
-            item.decision = dataclasses.replace(item.decision, write={})
+            item.decision = rd.with_write(item.decision, {})
 
     @staticmethod
     def _thaw(item: Pending) -> None:
@@ -1269,7 +1272,7 @@ class RestoreJob:
         if item.frozen:
             values, write = marshal.loads(item.frozen)
             item.values = values
-            item.decision = dataclasses.replace(item.decision, write=values if write is None else write)
+            item.decision = rd.with_write(item.decision, values if write is None else write)
             item.frozen, item.expected = b"", None
 
     def _bind_deferred(self, obj: str, creates: list[Pending]) -> None:

@@ -482,6 +482,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 asked,
                 batch_size=request.batch_size,
                 ids_only=request.ids_only,
+                as_stored=request.as_stored,
             ):
                 fields = (
                     [

@@ -590,12 +590,14 @@ class Storage:
         *,
         batch_size: int = 0,
         ids_only: bool = False,
+        as_stored: bool = False,
     ) -> AsyncIterator[RecordsBatch]:
         """ReadRecordsAsOf: per selected record, its last version at or before `as_of` if that version is live,
         in batches (Id order). The first batch (always sent, empty or not) carries the object's fields at the schema
         version in force at `as_of`, and the requested Ids with no live version then. values_json: every value of
         the version (hashed and other values), canonical JSON; with `ids_only`, empty (the same records, their
-        values neither read nor sent)."""
+        values neither read nor sent); with `as_stored`, values_json is PostgreSQL's text of the same values (its spacing
+        and key order: not canonical, for a reader that parses them)."""
         if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
             raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
         selection = select_records(asked)
@@ -635,8 +637,9 @@ class Storage:
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
                 if batch:
-                    opened = await self.sensitive.open_versions(org_key, name, batch)
-                    batch = await asyncio.to_thread(_canonical_versions, opened)
+                    batch = await self.sensitive.open_versions(org_key, name, batch)
+                    if not as_stored:
+                        batch = await asyncio.to_thread(_canonical_versions, batch)
                 if first:
                     yield RecordsBatch(batch, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
                     first = False

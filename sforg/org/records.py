@@ -130,19 +130,20 @@ class Records(Validation):
             "LastModifiedById": user,
             "SystemModstamp": now,
         }
-        if o.field("IsDeleted"):
+        shape = batch.shape if batch else _Shape(o)
+        if shape.deleted:
             sysvals["IsDeleted"] = 0
-        if o.field("OwnerId") and "OwnerId" not in data:
+        if shape.owner and "OwnerId" not in data:
             sysvals["OwnerId"] = user
-        for f in o.fields:
-            if f.auto_number and f.stored and not data.get(f.name):
+        for name in shape.auto_numbers:
+            if not data.get(name):
                 # numbered as the generator numbers them (CaseNumber 00001234): the record's Id counter
-                sysvals[f.name] = f"{counter_of(rid):08d}"
-        for name in batch.booleans if batch else _booleans(o):
+                sysvals[name] = f"{counter_of(rid):08d}"
+        for name in shape.booleans:
             if name not in data and name not in sysvals:
                 sysvals[name] = 0
         row = {**sysvals, **{k: v for k, v in data.items() if v is not None or k not in sysvals}}
-        if o.name in ("Contact", "Lead", "User") and o.field("Name") and o.field("LastName"):
+        if shape.full_name:
             row["Name"] = " ".join(p for p in (row.get("FirstName"), row.get("LastName")) if p)
         if blob_data is not None:
             row["_blob"] = self.blobs.put(blob_data)
@@ -471,6 +472,18 @@ def _booleans(o: ObjectDef) -> list[str]:
     return [f.name for f in o.fields if f.stored and f.type == "boolean"]
 
 
+class _Shape:
+    """What a created record's row gets beside its values, by the object's fields (looked up once per batch)."""
+
+    def __init__(self, o: ObjectDef) -> None:
+        self.deleted = o.field("IsDeleted") is not None
+        self.owner = o.field("OwnerId") is not None
+        self.auto_numbers = [f.name for f in o.fields if f.auto_number and f.stored]
+        self.booleans = _booleans(o)
+        # a person's Name: its first and last names
+        self.full_name = o.name in ("Contact", "Lead", "User") and bool(o.field("Name") and o.field("LastName"))
+
+
 class _References:
     """A batch's reference checks: each (field, value) checked once (its error kept), the chunk's referenced rows
     read at once beforehand (`prefetch`) where the caller knows them."""
@@ -518,7 +531,7 @@ class CreateBatch(_References):
             f.name: f for f in o.fields if f.type == "reference" and f.name not in AUDIT_FIELDS
         }  # data's keys are field names
         self.required = _required(o)
-        self.booleans = _booleans(o)
+        self.shape = _Shape(o)
         self.now = org._stamp_now()
         self.rows: list[dict[str, Any]] = []
         self.pending: set[str] = set()
@@ -584,7 +597,7 @@ class CreateBatch(_References):
         if rows:
             # one statement: a column a row leaves out is NULL in it, as an INSERT without it stores (no defaults)
             columns = list(dict.fromkeys(c for row in rows for c in row))
-            self.org.store.insert_many(self.o.name, columns, [[row.get(c) for c in columns] for row in rows])
+            self.org.store.insert_many(self.o.name, columns, [list(map(row.get, columns)) for row in rows])
             with self.org.lock:
                 self.org.store.set_meta("counters", self.org.counters)
 

@@ -5,6 +5,7 @@ proof. Milliseconds, no I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -886,3 +887,11 @@ def test_state_values_are_the_record_states_of_the_contract() -> None:
 
     for state in State:
         assert restore_pb2.RecordState.Value(f"RECORD_STATE_{state.name}") == state.value
+
+
+def test_with_write_is_the_decision_with_other_values_to_send() -> None:
+    d = Decision("001A", "001B", State.CREATED, {"Name": "x"}, True, ("Name",), "a note")
+    assert rd.with_write(d, {"Name": "y"}) == dataclasses.replace(d, write={"Name": "y"})
+    # a field Decision gains must be carried by with_write too
+    fields = {f.name for f in dataclasses.fields(Decision)}
+    assert fields == {"source_id", "target_id", "state", "write", "undelete", "changed_fields", "note"}

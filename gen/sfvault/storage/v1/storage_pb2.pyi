@@ -1361,6 +1361,7 @@ class ReadRecordsAsOfRequest(_message.Message):
     WHERE_IN_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     IDS_ONLY_FIELD_NUMBER: _builtins.int
+    AS_STORED_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """the backed-up org (00D…)"""
     object_name: _builtins.str
@@ -1372,6 +1373,8 @@ class ReadRecordsAsOfRequest(_message.Message):
     """default 2,000, at most 10,000"""
     ids_only: _builtins.bool
     """each RecordVersion its record_id alone (a selection's Ids)"""
+    as_stored: _builtins.bool
+    """values_json as PostgreSQL gives it: the same values, not in"""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """unset: now (the latest backup)"""
@@ -1408,10 +1411,11 @@ class ReadRecordsAsOfRequest(_message.Message):
         where_in: _abc.Iterable[_builtins.str] | None = ...,
         batch_size: _builtins.int = ...,
         ids_only: _builtins.bool = ...,
+        as_stored: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "changed_since", b"changed_since", "deleted_since", b"deleted_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "as_of", b"as_of", "batch_size", b"batch_size", "changed_since", b"changed_since", "deleted_since", b"deleted_since", "ids", b"ids", "ids_only", b"ids_only", "object_name", b"object_name", "org_id", b"org_id", "where_field", b"where_field", "where_in", b"where_in"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "as_of", b"as_of", "as_stored", b"as_stored", "batch_size", b"batch_size", "changed_since", b"changed_since", "deleted_since", b"deleted_since", "ids", b"ids", "ids_only", b"ids_only", "object_name", b"object_name", "org_id", b"org_id", "where_field", b"where_field", "where_in", b"where_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
