@@ -595,9 +595,9 @@ class Storage:
         """ReadRecordsAsOf: per selected record, its last version at or before `as_of` if that version is live,
         in batches (Id order). The first batch (always sent, empty or not) carries the object's fields at the schema
         version in force at `as_of`, and the requested Ids with no live version then. values_json: every value of
-        the version (hashed and other values), canonical JSON; with `ids_only`, empty (the same records, their
-        values neither read nor sent); with `as_stored`, values_json is PostgreSQL's text of the same values (its spacing
-        and key order: not canonical, for a reader that parses them)."""
+        the version (hashed and other values), canonical JSON; with `ids_only`, the records' Ids alone (`ids`: the
+        same records, their values neither read nor sent); with `as_stored`, PostgreSQL's text of the same values
+        (its spacing and key order: not canonical, for a reader that parses them)."""
         if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
             raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
         selection = select_records(asked)
