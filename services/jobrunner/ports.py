@@ -88,7 +88,9 @@ class SalesforceWrites(Protocol):
 
     def query_in(self, object_name: str, fields: list[str], field: str, values: list[str]) -> list[dict[str, Any]]: ...
 
-    def query_object(self, object_name: str, fields: list[str], types: dict[str, str]) -> Iterator[dict[str, Any]]: ...
+    def query_object(
+        self, object_name: str, fields: list[str], types: dict[str, str], *, few_first: bool = False
+    ) -> Iterator[dict[str, Any]]: ...
 
     def created_since(
         self, object_name: str, user_id: str, since: dt.datetime, fields: list[str]

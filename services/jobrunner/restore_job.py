@@ -866,9 +866,8 @@ class RestoreJob:
         if len(keys) > self.run.tuning.bulk_threshold:
             wanted = set(keys)
             types = {f: info.fields[f].sf_type for f in select if f in info.fields}
-            return {
-                str(r.get(by)): r for r in self.sf.query_object(obj, select, types) if str(r.get(by) or "") in wanted
-            }
+            whole = self.sf.query_object(obj, select, types, few_first=True)
+            return {str(r.get(by)): r for r in whole if str(r.get(by) or "") in wanted}
         rows = self.sf.query_in(obj, select, by, keys) if by != "Id" else self.sf.query_ids(obj, select, keys)
         return {str(r.get(by)): r for r in rows}
 

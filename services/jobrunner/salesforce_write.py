@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 PARTNER_NS = "urn:partner.soap.sforce.com"
 BATCH = 200  # records per Collections call, Ids per undelete and per query by Id
+FEW_FIRST_PAGE = 2000  # records of the REST page query_object(few_first=True) reads before a Bulk job
 
 
 class WriteAnswerLost(RuntimeError):
@@ -157,12 +158,24 @@ class OrgWriter:
             out.extend(self._query_all(f"SELECT {select} FROM {object_name} WHERE {field} IN ({soql_list(chunk)})"))
         return out
 
-    def query_object(self, object_name: str, fields: list[str], types: dict[str, str]) -> Iterator[dict[str, Any]]:
+    def query_object(
+        self, object_name: str, fields: list[str], types: dict[str, str], *, few_first: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """Every record of the object (queryAll), through one Bulk API 2.0 job, streamed page by page and typed
-        as REST returns them (`types`: field -> the describe's type)."""
+        as REST returns them (`types`: field -> the describe's type). `few_first`: the object may hold few records
+        (the target's state, before a restore: an object a disaster emptied): one REST page is read first, and is
+        all when the object holds no more (one call, not a Bulk job's three); a larger object costs that call more."""
         names = list(dict.fromkeys(["Id", *fields]))
+        soql = f"SELECT {', '.join(names)} FROM {object_name}"
+        if few_first:
+            page = self.reader.query_page(soql, query_all=True, batch_size=FEW_FIRST_PAGE)
+            if not page.next_url:
+                for r in page.records:
+                    r.pop("attributes", None)
+                    yield r
+                return
         selection = domain.Selection(rest_fields=tuple(names), bulk_fields=tuple(names), types=dict(types))
-        job_id = self.reader.bulk_create(f"SELECT {', '.join(names)} FROM {object_name}", query_all=True)
+        job_id = self.reader.bulk_create(soql, query_all=True)
         job = self.reader.bulk_wait(job_id, max_wait_s=self.bulk_poll_max_s)
         if job.state != "JobComplete":
             raise SalesforceError(0, "BULK_" + job.state.upper(), job.error or f"Bulk job {job.state}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.jobrunner import salesforce_write
 from services.jobrunner.salesforce import JobOrgClient
 from services.jobrunner.salesforce_write import OrgWriter, WriteAnswerLost, parse_bulk_error
 from services.sfclient import credentials_from_connection
@@ -77,6 +78,27 @@ def test_a_whole_object_through_bulk_typed_as_rest(org: dict[str, Any]) -> None:
     truth = w.query_ids("Account", ["Name", "IsDeleted", "NumberOfEmployees"], [str(r["Id"]) for r in rows[:50]])
     by_id = {r["Id"]: r for r in rows}
     assert truth and all(by_id[t["Id"]] == t for t in truth)
+
+
+def test_an_object_of_few_records_is_read_in_one_rest_call_a_larger_one_through_bulk(
+    org: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = writer(org)
+    fields = ["Name", "IsDeleted", "NumberOfEmployees", "AnnualRevenue"]
+    types = {f["name"]: f["type"] for f in w.describe("Account")["fields"]}
+    w.create("Account", [{"Name": f"Paged {n}", "NumberOfEmployees": n, "AnnualRevenue": n / 4} for n in range(200)])
+    before = w.client.api_calls
+    bulk = {r["Id"]: r for r in w.query_object("Account", fields, types)}
+    assert w.client.api_calls - before >= 3 and 200 < len(bulk) < 2000  # a Bulk job: create, poll, results
+    # up to a REST page of records (2,000): that page alone, one call, the same records typed alike
+    before = w.client.api_calls
+    assert {r["Id"]: r for r in w.query_object("Account", fields, types, few_first=True)} == bulk
+    assert w.client.api_calls - before == 1
+    # more than a page: the page's call, then the Bulk job
+    monkeypatch.setattr(salesforce_write, "FEW_FIRST_PAGE", 200)
+    before = w.client.api_calls
+    assert {r["Id"]: r for r in w.query_object("Account", fields, types, few_first=True)} == bulk
+    assert w.client.api_calls - before >= 4
 
 
 def test_undelete_brings_a_family_back_with_its_ids(org: dict[str, Any], admin: Admin) -> None:
