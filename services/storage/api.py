@@ -210,6 +210,19 @@ def _add_ids(batch: storage_pb2.RecordBatch, org_id: str, object_name: str, ids:
         m.record_id = record_id
 
 
+def _add_values(
+    batch: storage_pb2.RecordBatch, org_id: str, object_name: str, pairs: Sequence[tuple[str, str]]
+) -> None:
+    """The records of an `as_stored` batch: each its Id and values alone."""
+    add = batch.records.add
+    for record_id, values_json in pairs:
+        m = add()
+        m.org_id = org_id
+        m.object_name = object_name
+        m.record_id = record_id
+        m.values_json = values_json.encode()
+
+
 def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
     return to_message(storage_pb2.FileVersion, f, org_id=org_id, sha256=f.sha256.hex())
 
@@ -502,8 +515,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 out = storage_pb2.RecordBatch(fields=fields, missing=batch.missing, missing_ids=list(batch.missing_ids))
                 _add_versions(out, request.org_id, batch.object_name, batch.records)
                 _add_ids(out, request.org_id, batch.object_name, batch.ids)
+                _add_values(out, request.org_id, batch.object_name, batch.values)
                 yield out
-                read.count += len(batch.records) + len(batch.ids)
+                read.count += len(batch.records) + len(batch.ids) + len(batch.values)
 
     @_unary
     async def RecordRestoreIntent(

@@ -596,8 +596,8 @@ class Storage:
         in batches (Id order). The first batch (always sent, empty or not) carries the object's fields at the schema
         version in force at `as_of`, and the requested Ids with no live version then. values_json: every value of
         the version (hashed and other values), canonical JSON; with `ids_only`, the records' Ids alone (`ids`: the
-        same records, their values neither read nor sent); with `as_stored`, PostgreSQL's text of the same values
-        (its spacing and key order: not canonical, for a reader that parses them)."""
+        same records, their values neither read nor sent); with `as_stored`, their Ids and values alone (`values`),
+        the values as PostgreSQL's text (its spacing and key order: not canonical, for a reader that parses them)."""
         if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
             raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
         selection = select_records(asked)
@@ -627,9 +627,9 @@ class Storage:
         after: str | None = ""
         pending: list[RecordVersionRow] = []  # short pages (a selection matching few records) gathered into batches
         first = True
-        if ids_only:
-            async for bare in self._ids_as_of(read, limit, name, schema, missing):
-                yield bare
+        if ids_only or as_stored:
+            async for lean in self._lean_as_of(read, limit, name, schema, missing, values=not ids_only):
+                yield lean
             return
         while after is not None:
             rows, after = await self.store.records_as_of(read, after=after, limit=limit)
@@ -637,33 +637,42 @@ class Storage:
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
                 if batch:
-                    batch = await self.sensitive.open_versions(org_key, name, batch)
-                    if not as_stored:
-                        batch = await asyncio.to_thread(_canonical_versions, batch)
+                    opened = await self.sensitive.open_versions(org_key, name, batch)
+                    batch = await asyncio.to_thread(_canonical_versions, opened)
                 if first:
                     yield RecordsBatch(batch, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
                     first = False
                 else:
                     yield RecordsBatch(batch, name)
 
-    async def _ids_as_of(
-        self, read: AsOfRead, limit: int, name: str, schema: ObjectSchema, missing: list[str]
+    async def _lean_as_of(
+        self, read: AsOfRead, limit: int, name: str, schema: ObjectSchema, missing: list[str], *, values: bool
     ) -> AsyncIterator[RecordsBatch]:
-        """records_as_of with `ids_only`: the same batches, of Ids alone."""
+        """records_as_of with `ids_only` (the records' Ids alone) or `as_stored` (their Ids and values as
+        PostgreSQL's text, opened where sealed): the same batches, nothing else read out."""
         after: str | None = ""
-        pending: list[str] = []
+        pending: list[Any] = []
         first = True
         while after is not None:
-            ids, after = await self.store.ids_as_of(read, after=after, limit=limit)
-            pending += ids
+            if values:
+                pairs, after = await self.store.values_as_of(read, after=after, limit=limit)
+                pending += pairs
+            else:
+                ids, after = await self.store.ids_as_of(read, after=after, limit=limit)
+                pending += ids
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
-                if first:
-                    missed = tuple(missing[:MAX_MISSING_IDS])
-                    yield RecordsBatch([], name, schema, len(missing), missed, ids=tuple(batch))
-                    first = False
+                shaped = RecordsBatch([], name)
+                if values:
+                    shaped = replace(shaped, values=tuple(await self.sensitive.open_values(read.org_key, name, batch)))
                 else:
-                    yield RecordsBatch([], name, ids=tuple(batch))
+                    shaped = replace(shaped, ids=tuple(batch))
+                if first:
+                    shaped = replace(
+                        shaped, schema=schema, missing=len(missing), missing_ids=tuple(missing[:MAX_MISSING_IDS])
+                    )
+                    first = False
+                yield shaped
 
     async def _restore_job(self, org_id: str, session_id: str, job_id: str, seq: int) -> JobRef:
         job = await self._job(org_id, session_id, job_id, seq)
@@ -925,6 +934,7 @@ class RecordsBatch:
     missing: int = 0
     missing_ids: tuple[str, ...] = ()
     ids: tuple[str, ...] = ()  # ids_only: the records' Ids (`records` is empty)
+    values: tuple[tuple[str, str], ...] = ()  # as_stored: the records' (Id, values as stored) (`records` is empty)
 
 
 def _canonical_text(jsonb_text: str) -> str:

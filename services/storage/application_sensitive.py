@@ -116,6 +116,13 @@ class SensitiveValues:
             return rows
         return await asyncio.to_thread(_opened_versions, rows, opened)  # CPU-bound: off the event loop
 
+    async def open_values(self, org_key: int, object_name: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """(Id, values text) pairs with their sealed values opened."""
+        opened = await self.opener(org_key, object_name, [text for _rid, text in pairs])
+        if opened is _unchanged:
+            return pairs
+        return await asyncio.to_thread(lambda: [(rid, opened(text)) for rid, text in pairs])
+
     async def open_batch(
         self, org_key: int, object_name: str, batch: list[tuple[str, int, str]]
     ) -> list[tuple[str, int, str]]:

@@ -306,6 +306,10 @@ class RestoreStore(Protocol):
         """records_as_of's page as the records' Ids only."""
         ...
 
+    async def values_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[tuple[str, str]], str | None]:
+        """records_as_of's page as (Id, values as PostgreSQL's text) only."""
+        ...
+
     async def put_restore_outcomes(self, job: JobRef, seq: int, digest: bytes, chunk: RestoreChunk) -> ChunkOutcome:
         """One restore chunk in one transaction: outcomes, Id map entries, resolved intents, its result."""
         ...

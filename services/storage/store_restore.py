@@ -140,8 +140,17 @@ class RestoreStore(StoreBase):
         page_ids, following = await self._page_ids(read, after, limit)
         if not page_ids:
             return [], following
-        query, params = self._as_of_query(read, page_ids, values=True)
+        query, params = self._as_of_query(read, page_ids, "versions")
         return [_version(r) for r in await self._all(query, params)], following
+
+    async def values_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[tuple[str, str]], str | None]:
+        """records_as_of's page as (Id, values) alone: the same probes, each version's values as PostgreSQL's text
+        (no job, times or hash read out: a restore's reads)."""
+        page_ids, following = await self._page_ids(read, after, limit)
+        if not page_ids:
+            return [], following
+        query, params = self._as_of_query(read, page_ids, "values")
+        return [(r[0], r[1]) for r in await self._all(query, params)], following
 
     async def ids_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[str], str | None]:
         """records_as_of's page as the records' Ids only: the same probes, nothing else read out (a selection's
@@ -149,7 +158,7 @@ class RestoreStore(StoreBase):
         page_ids, following = await self._page_ids(read, after, limit)
         if not page_ids:
             return [], following
-        query, params = self._as_of_query(read, page_ids, values=False)
+        query, params = self._as_of_query(read, page_ids, "ids")
         return [r[0] for r in await self._all(query, params)], following
 
     async def _page_ids(self, read: AsOfRead, after: str, limit: int) -> tuple[list[str], str | None]:
@@ -168,9 +177,10 @@ class RestoreStore(StoreBase):
         return page_ids, (page_ids[-1] if len(page_ids) == limit else None)
 
     @staticmethod
-    def _as_of_query(read: AsOfRead, page_ids: list[str], *, values: bool) -> tuple[str, list[Any]]:
+    def _as_of_query(read: AsOfRead, page_ids: list[str], out: str) -> tuple[str, list[Any]]:
         """The probe of a page's Ids: each one's last version at or before `when`, kept when live and matching the
-        selection's condition; with `values`, every column a RecordVersionRow holds, else the Id alone."""
+        selection's condition; `out`: "versions" (every column a RecordVersionRow holds), "values" (the Id and the
+        values' text) or "ids" (the Id alone)."""
         org_key, object_key, when, selection = read.org_key, read.object_key, read.when, read.selection
         params: list[Any] = [_id_list(page_ids), org_key, object_key, when]
         since = ""
@@ -188,8 +198,10 @@ class RestoreStore(StoreBase):
         elif selection.where_in:
             condition = " AND l.data ->> %s = ANY(%s::text[])"
             params += [selection.where_field, list(selection.where_in)]
-        if values:
+        if out == "versions":
             columns, latest, jobs = _PAGE_COLUMNS, _LATEST_COLUMNS, f" JOIN {S}.jobs j ON j.job_key = l.job_key"
+        elif out == "values":
+            columns, latest, jobs = "l.record_id, l.data::text", "v.record_id, v.deleted, v.data", ""
         else:
             columns, latest, jobs = "l.record_id", "v.record_id, v.deleted" + (", v.data" if condition else ""), ""
         query = (

@@ -1374,7 +1374,7 @@ class ReadRecordsAsOfRequest(_message.Message):
     ids_only: _builtins.bool
     """each RecordVersion its record_id alone (a selection's Ids)"""
     as_stored: _builtins.bool
-    """values_json as PostgreSQL gives it: the same values, not in"""
+    """each RecordVersion its record_id and values_json alone, the"""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """unset: now (the latest backup)"""
