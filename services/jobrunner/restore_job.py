@@ -193,7 +193,7 @@ class Pending:
     exact: bool = True  # `values` are the backup's, every reference mapped (none left empty): the proof's expectation
     # while its Bulk job is at the org (`_freeze`): its values and write as marshal bytes, the proof's expectation
     frozen: bytes = b""
-    expected: tuple[bytes, int] | None = None
+    expected: bytes | None = None  # _expectation's
 
 
 @dataclass
@@ -228,7 +228,7 @@ class RestoreJob:
     failure_codes: dict[str, int] = field(default_factory=dict)  # Salesforce's error code -> records
     # the proof's expectation of each record restored in this attempt: a digest of its compared values and which
     # of the object's restored fields are compared (bit i: the i-th of `_fields`)
-    expect: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    expect: dict[str, bytes] = field(default_factory=dict)  # _expectation of each record, until its object is proved
     _digest_plans: dict[str, list[tuple[str, rd.FieldInfo | None, bool, bool]]] = field(default_factory=dict)
     spent: dict[str, float] = field(default_factory=dict)  # seconds per part of the step being timed
     dropped: dict[str, set[str]] = field(default_factory=dict)  # source Id -> references left empty on a retry
@@ -1612,9 +1612,10 @@ class RestoreJob:
         """The proof's expectation of a record this attempt restored (`_expectation`)."""
         self.expect[sid] = self._expectation(obj, sid, values)
 
-    def _expectation(self, obj: str, sid: str, values: dict[str, Any]) -> tuple[bytes, int]:
+    def _expectation(self, obj: str, sid: str, values: dict[str, Any]) -> bytes:
         """The digest of a record's values on the restored fields it holds a value of (any, with restore_empty), but
-        the references the second pass writes, and the mask of those fields; in one pass."""
+        the references the second pass writes, and the mask of those fields, in one pass; as one bytes (a tuple of
+        them held for every record restored cost twice the memory): the digest's 16 bytes, then the mask's."""
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
         parts: list[object] = []
@@ -1627,7 +1628,7 @@ class RestoreJob:
                 as_it_is = as_is and (value is None or type(value) is str)
                 parts.append(value or None if as_it_is else _form(value, fi, number))
             bit <<= 1
-        return _parts_digest(parts), mask
+        return _parts_digest(parts) + mask.to_bytes((mask.bit_length() + 7) // 8, "little")
 
     def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
         """The object's restored fields with how the digest takes each: (name, field, as it is, a number)."""
@@ -1663,8 +1664,7 @@ class RestoreJob:
         if known is None or row.get("IsDeleted"):
             return False
         info = self.infos[obj]
-        digest, mask = known
-        if self._digest(obj, mask, row) != digest:
+        if self._digest(obj, int.from_bytes(known[16:], "little"), row) != known[:16]:
             return False
         refs = self.to_patch.get(obj, {}).get(sid)
         if refs:
@@ -1696,9 +1696,16 @@ class RestoreJob:
         streamed in pieces for a large scope) and compared with the backup's values on the restored fields: a record
         equal to what this attempt wrote counts at once; any other (different, or decided by an earlier attempt) is
         compared with the backup read again, which names the differing fields. One object at a time (the counts
-        of `_proof` are not shared between threads)."""
+        of `_proof` are not shared between threads). The object's expectations are let go once it is proved."""
         ids = self.selection.get(obj) or []
         restored = [s for s in ids if self.done.get(s, (0, ""))[0] not in (0, rd.State.FAILED.value)]
+        try:
+            self._prove_restored(obj, restored)
+        finally:
+            for sid in ids:
+                self.expect.pop(sid, None)
+
+    def _prove_restored(self, obj: str, restored: list[str]) -> None:
         if not restored:
             return
         fields = self._fields(obj)

@@ -752,7 +752,9 @@ def test_the_proofs_digest_takes_a_number_in_any_spelling_and_sees_any_other_dif
     job = RestoreJob(run=run, sf=None)  # type: ignore[arg-type]
     job.infos["Account"] = info
     job._expect("Account", "001A", {"Name": "Acme", "AnnualRevenue": 100, "Since": "2024-01-02", "Rating": None})
-    digest, mask = job.expect["001A"]
+    known = job.expect["001A"]  # the digest's 16 bytes, then the mask's
+    digest, mask = known[:16], int.from_bytes(known[16:], "little")
+    assert mask == 0b0111  # Name, AnnualRevenue, Since: the fields it holds a value of
     same = {"Name": "Acme", "AnnualRevenue": 100.0, "Since": "2024-01-02", "Rating": "Hot"}  # Rating: not restored
     assert job._digest("Account", mask, same) == digest
     assert job._digest("Account", mask, {**same, "AnnualRevenue": "100.00"}) == digest
