@@ -1709,32 +1709,45 @@ class RestoreJob:
         if not restored:
             return
         fields = self._fields(obj)
-        targets = {s: self.done[s][1] or self._target_of(s) or "" for s in restored}
         if len(restored) <= self.run.tuning.bulk_threshold:
+            targets = {s: self.done[s][1] or self._target_of(s) or "" for s in restored}
             current = self._target_rows(obj, fields, [t for t in targets.values() if t])
             self._check(obj, fields, targets, current)
             return
-        reverse = {t: s for s, t in targets.items() if t}
+        # target Id -> source Id, each let go once its row is read (what is left was not found); a record without
+        # a target Id, or whose target Id another record took, is compared as not found
+        reverse: dict[str, str] = {}
+        gone: dict[str, str] = {}
+        for sid in restored:
+            tid = self.done[sid][1] or self._target_of(sid) or ""
+            if not tid:
+                gone[sid] = tid
+                continue
+            taken = reverse.get(tid)
+            if taken is not None:
+                gone[taken] = tid
+            reverse[tid] = sid
         info = self.infos[obj]
         select = list(dict.fromkeys([*fields, *self._deleted_field(obj)]))
         types = {f: info.fields[f].sf_type for f in select if f in info.fields}
         piece: dict[str, dict[str, Any]] = {}
-        seen: set[str] = set()
+        ids: dict[str, str] = {}  # source Id -> target Id of the rows in `piece`
         for row in self.sf.query_object(obj, select, types):
-            sid = reverse.get(str(row.get("Id")))
-            if sid is None:
+            tid = str(row.get("Id"))
+            found = reverse.pop(tid, None)
+            if found is None:
                 continue
-            seen.add(sid)
-            if self._matches(obj, sid, row):
+            if self._matches(obj, found, row):
                 self._proof.matching += 1
                 continue
-            piece[str(row["Id"])] = row
+            piece[tid] = row
+            ids[found] = tid
             if len(piece) >= READ_BATCH * 5:
-                self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
-                piece = {}
+                self._compare(obj, fields, ids, piece)
+                piece, ids = {}, {}
         if piece:
-            self._compare(obj, fields, {reverse[t]: t for t in piece}, piece)
-        gone = {s: t for s, t in targets.items() if s not in seen}
+            self._compare(obj, fields, ids, piece)
+        gone.update((sid, tid) for tid, sid in reverse.items())
         if gone:
             self._compare(obj, fields, gone, {})
 

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 PARTNER_NS = "urn:partner.soap.sforce.com"
 BATCH = 200  # records per Collections call, Ids per undelete and per query by Id
+# records/s the first ingest job of a writer is expected to go at, before the org has shown its own pace: on the
+# fast side (a first poll too soon costs one call, once; one too late keeps the job's results, and the next batch
+# waiting behind them, for the difference)
+FIRST_INGEST_RATE = 10_000.0
 FEW_FIRST_PAGE = 2000  # records of the REST page query_object(few_first=True) reads before a Bulk job
 
 
@@ -432,16 +436,16 @@ class OrgWriter:
 
     def _ingest_wait(self, path: str, records: int, operation: str, closed: float) -> dict[str, Any]:
         """Polls until the job ends (a poll is an API call): the first when the job should end at the rate the org
-        showed on this writer's jobs of the operation (of any operation before its first one; at first 4,000
-        records/s; the rate of a job is its records over the org's totalProcessingTime, or, where the org gives
-        none, over the wait, a job found done at its first poll making the next first poll come sooner), counted
-        from when it was closed (`closed`, monotonic: the caller may have done other work since); the next when the
-        rest should be done at the pace numberRecordsProcessed shows since the poll before (three quarters of the
-        rate known, if faster: the job may have waited behind the org's others), or, while it shows none, after
-        twice the wait before, at most the job's own expected time; each at least a fifth of the job's expected
-        time (no ever shorter polls as the job nears its end) and at most 10 s."""
+        showed on this writer's jobs of the operation (of any operation before its first one; at first
+        FIRST_INGEST_RATE records/s; the rate of a job is its records over the org's totalProcessingTime, or, where
+        the org gives none, over the wait, a job found done at its first poll making the next first poll come
+        sooner), counted from when it was closed (`closed`, monotonic: the caller may have done other work since);
+        the next when the rest should be done at the pace numberRecordsProcessed shows since the poll before (three
+        quarters of the rate known, if faster: the job may have waited behind the org's others), or, while it shows
+        none, after twice the wait before, at most the job's own expected time; each at least a fifth of the job's
+        expected time (no ever shorter polls as the job nears its end) and at most 10 s."""
         started = closed
-        known = self._ingest_rate.get(operation) or max(self._ingest_rate.values(), default=4_000.0)
+        known = self._ingest_rate.get(operation) or max(self._ingest_rate.values(), default=FIRST_INGEST_RATE)
         expected = records / known * 1.05 + 0.05
         delay = min(max(0.1, started + expected - time.monotonic()), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
