@@ -46,6 +46,7 @@ _STRINGS = {
 OVERLAP = dt.timedelta(minutes=10)  # re-read before the mark: late-visible commits land below it
 SETTLE = dt.timedelta(minutes=5)  # never read the last minutes: commits there may not be visible yet
 RECYCLE_BIN = dt.timedelta(days=15)  # past this gap soft deletes may have been purged unseen
+REST_LINE_LIMIT = 14_000  # a REST query's URL-encoded length that stays below Salesforce's 16 KB request lines
 DEFAULT_RECONCILE_EVERY = dt.timedelta(days=7)
 REST_BATCH = 2000
 BULK_THRESHOLD = 2000  # Salesforce's own rule of thumb: more rows than this, use Bulk API 2.0

@@ -8,13 +8,11 @@ import logging
 import urllib.parse
 from typing import Any
 
-from services.jobrunner.domain import Key, Plan, build_soql, check_counts, key_of
+from services.jobrunner.domain import REST_LINE_LIMIT, Key, Plan, build_soql, check_counts, key_of
 from services.jobrunner.object_read import ObjectRead
 from services.jobrunner.salesforce import LocatorExpired
 
 log = logging.getLogger("services.jobrunner.jobs")
-
-REST_LINE_LIMIT = 14_000  # a REST query's URL-encoded length that stays below Salesforce's 16 KB request lines
 
 
 def too_wide_for_rest(o: ObjectRead, plan: Plan) -> bool:

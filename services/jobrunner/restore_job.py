@@ -801,8 +801,8 @@ class RestoreJob:
     def _backup(
         self, obj: str, ids: Sequence[str], *, raw: bool = False, again: bool = False
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(source Id, values) of these records as of the point: Salesforce-shaped and masked (raw: the
-        canonical values as stored). again: the object's selection read as it was selected when it came from
+        """(source Id, values) of these records as of the point: Salesforce-shaped and masked (raw: the values
+        as stored, parsed). again: the object's selection read as it was selected when it came from
         plain reads (one stream, no lookup by Id), keeping these Ids."""
         for chunk in self._backup_json(obj, ids, again=again):
             yield from self._shaped(obj, chunk, raw=raw)

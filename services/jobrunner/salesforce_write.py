@@ -18,6 +18,7 @@ import io
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,11 @@ def csv_cell(value: Any, *, null: str = "") -> str:
 
 def soql_list(values: list[str]) -> str:
     return ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+
+
+def rest_fits(soql: str) -> bool:
+    """Whether a query can go as a REST GET: URL-encoded, within Salesforce's 16 KB request lines."""
+    return len(urllib.parse.quote_plus(soql)) <= domain.REST_LINE_LIMIT
 
 
 def parse_bulk_error(text: str) -> tuple[str, str, tuple[str, ...]]:
@@ -168,10 +174,11 @@ class OrgWriter:
         """Every record of the object (queryAll), through one Bulk API 2.0 job, streamed page by page and typed
         as REST returns them (`types`: field -> the describe's type). `few_first`: the object may hold few records
         (the target's state, before a restore: an object a disaster emptied): one REST page is read first, and is
-        all when the object holds no more (one call, not a Bulk job's three); a larger object costs that call more."""
+        all when the object holds no more (one call, not a Bulk job's three); a larger object costs that call more.
+        A query too long for a REST request line (a very wide object) goes to Bulk at once."""
         names = list(dict.fromkeys(["Id", *fields]))
         soql = f"SELECT {', '.join(names)} FROM {object_name}"
-        if few_first:
+        if few_first and rest_fits(soql):
             page = self.reader.query_page(soql, query_all=True, batch_size=FEW_FIRST_PAGE)
             if not page.next_url:
                 for r in page.records:

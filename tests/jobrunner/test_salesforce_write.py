@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.jobrunner import salesforce_write
+from services.jobrunner import domain, salesforce_write
 from services.jobrunner.salesforce import JobOrgClient
 from services.jobrunner.salesforce_write import OrgWriter, WriteAnswerLost, parse_bulk_error
 from services.sfclient import credentials_from_connection
@@ -94,11 +94,25 @@ def test_an_object_of_few_records_is_read_in_one_rest_call_a_larger_one_through_
     before = w.client.api_calls
     assert {r["Id"]: r for r in w.query_object("Account", fields, types, few_first=True)} == bulk
     assert w.client.api_calls - before == 1
+    # a query too long for a REST request line: the Bulk job at once, as without few_first
+    monkeypatch.setattr(domain, "REST_LINE_LIMIT", 50)
+    before = w.client.api_calls
+    assert {r["Id"]: r for r in w.query_object("Account", fields, types, few_first=True)} == bulk
+    assert w.client.api_calls - before >= 3
+    monkeypatch.undo()
     # more than a page: the page's call, then the Bulk job
     monkeypatch.setattr(salesforce_write, "FEW_FIRST_PAGE", 200)
     before = w.client.api_calls
     assert {r["Id"]: r for r in w.query_object("Account", fields, types, few_first=True)} == bulk
     assert w.client.api_calls - before >= 4
+
+
+def test_a_query_fits_a_rest_request_line_up_to_its_url_encoded_length() -> None:
+    wide = "SELECT " + ", ".join(f"Field_{n}__c" for n in range(1000)) + " FROM Wide__c"
+    assert salesforce_write.rest_fits("SELECT Id, Name FROM Account")
+    assert not salesforce_write.rest_fits(wide)
+    assert salesforce_write.rest_fits("x" * domain.REST_LINE_LIMIT)
+    assert not salesforce_write.rest_fits("," * (domain.REST_LINE_LIMIT // 3 + 1))  # each "%2C"
 
 
 def test_undelete_brings_a_family_back_with_its_ids(org: dict[str, Any], admin: Admin) -> None:

@@ -1372,9 +1372,11 @@ class ReadRecordsAsOfRequest(_message.Message):
     batch_size: _builtins.int
     """default 2,000, at most 10,000"""
     ids_only: _builtins.bool
-    """each RecordVersion its record_id alone (a selection's Ids)"""
+    """each RecordVersion its record_id alone, with org_id and"""
     as_stored: _builtins.bool
-    """each RecordVersion its record_id and values_json alone, the"""
+    """object_name (a selection's Ids)
+    each RecordVersion its record_id and values_json alone (and
+    """
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """unset: now (the latest backup)"""
