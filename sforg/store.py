@@ -200,7 +200,7 @@ class Store:
         along = self._after_insert.get(obj, ())
         with self.transaction():
             c = self.conn()
-            last = c.execute(f"SELECT IFNULL(MAX(_rowid), 0) FROM {table(obj)}").fetchone()[0] if along else 0
+            last = self.max_rowid(obj) if along else 0
             c.executemany(sql, rows)
             for statement in along:
                 c.execute(statement, (last,))

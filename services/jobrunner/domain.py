@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,6 +190,11 @@ def keyset_condition(key: Key | None, cursor: str = "SystemModstamp") -> str:
         return f"Id > {rid}"
     ts = soql_datetime(parse_sf_datetime(key.modstamp))
     return f"({cursor} > {ts} OR ({cursor} = {ts} AND Id > {rid}))"
+
+
+def rest_fits(soql: str) -> bool:
+    """Whether a query can go as a REST GET: URL-encoded, within Salesforce's 16 KB request lines."""
+    return len(urllib.parse.quote_plus(soql)) <= REST_LINE_LIMIT
 
 
 def build_soql(

@@ -5,10 +5,9 @@ read, so each query makes progress even when every locator expires."""
 from __future__ import annotations
 
 import logging
-import urllib.parse
 from typing import Any
 
-from services.jobrunner.domain import REST_LINE_LIMIT, Key, Plan, build_soql, check_counts, key_of
+from services.jobrunner.domain import Key, Plan, build_soql, check_counts, key_of, rest_fits
 from services.jobrunner.object_read import ObjectRead
 from services.jobrunner.salesforce import LocatorExpired
 
@@ -28,7 +27,7 @@ def too_wide_for_rest(o: ObjectRead, plan: Plan) -> bool:
         ordered="modstamp",
         cursor=plan.cursor,
     )
-    return len(urllib.parse.quote_plus(longest)) > REST_LINE_LIMIT
+    return not rest_fits(longest)
 
 
 def read_rest(o: ObjectRead, plan: Plan, after: Key | None, *, probe: bool) -> bool:

@@ -166,6 +166,16 @@ def _form(value: Any, fi: rd.FieldInfo | None, number: bool) -> object:
     return form if kind in _MARSHALLED or form is None else ("r", repr(form))
 
 
+def _packed(digest: bytes, mask: int) -> bytes:
+    """A proof expectation as one bytes (a tuple of them, held for every record restored, cost twice the memory):
+    the digest's 16 bytes, then the mask's, little-endian (`_unpacked`)."""
+    return digest + mask.to_bytes((mask.bit_length() + 7) // 8, "little")
+
+
+def _unpacked(known: bytes) -> tuple[bytes, int]:
+    return known[:16], int.from_bytes(known[16:], "little")
+
+
 def _parts_digest(parts: list[object]) -> bytes:
     # marshal (version 2: no back-references) writes each part with its type and length: one text per parts
     return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
@@ -1614,8 +1624,7 @@ class RestoreJob:
 
     def _expectation(self, obj: str, sid: str, values: dict[str, Any]) -> bytes:
         """The digest of a record's values on the restored fields it holds a value of (any, with restore_empty), but
-        the references the second pass writes, and the mask of those fields, in one pass; as one bytes (a tuple of
-        them held for every record restored cost twice the memory): the digest's 16 bytes, then the mask's."""
+        the references the second pass writes, and the mask of those fields, in one pass (`_packed`)."""
         deferred = self.to_patch.get(obj, {}).get(sid, {})
         restore_empty = bool(self.spec.restore_empty)
         parts: list[object] = []
@@ -1628,7 +1637,7 @@ class RestoreJob:
                 as_it_is = as_is and (value is None or type(value) is str)
                 parts.append(value or None if as_it_is else _form(value, fi, number))
             bit <<= 1
-        return _parts_digest(parts) + mask.to_bytes((mask.bit_length() + 7) // 8, "little")
+        return _packed(_parts_digest(parts), mask)
 
     def _digest_plan(self, obj: str) -> list[tuple[str, rd.FieldInfo | None, bool, bool]]:
         """The object's restored fields with how the digest takes each: (name, field, as it is, a number)."""
@@ -1664,7 +1673,8 @@ class RestoreJob:
         if known is None or row.get("IsDeleted"):
             return False
         info = self.infos[obj]
-        if self._digest(obj, int.from_bytes(known[16:], "little"), row) != known[:16]:
+        digest, mask = _unpacked(known)
+        if self._digest(obj, mask, row) != digest:
             return False
         refs = self.to_patch.get(obj, {}).get(sid)
         if refs:
@@ -1709,17 +1719,16 @@ class RestoreJob:
         if not restored:
             return
         fields = self._fields(obj)
+        targets = ((s, self.done[s][1] or self._target_of(s) or "") for s in restored)
         if len(restored) <= self.run.tuning.bulk_threshold:
-            targets = {s: self.done[s][1] or self._target_of(s) or "" for s in restored}
-            current = self._target_rows(obj, fields, [t for t in targets.values() if t])
-            self._check(obj, fields, targets, current)
+            small = dict(targets)
+            self._check(obj, fields, small, self._target_rows(obj, fields, [t for t in small.values() if t]))
             return
         # target Id -> source Id, each let go once its row is read (what is left was not found); a record without
         # a target Id, or whose target Id another record took, is compared as not found
         reverse: dict[str, str] = {}
         gone: dict[str, str] = {}
-        for sid in restored:
-            tid = self.done[sid][1] or self._target_of(sid) or ""
+        for sid, tid in targets:
             if not tid:
                 gone[sid] = tid
                 continue

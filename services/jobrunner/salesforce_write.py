@@ -18,7 +18,6 @@ import io
 import logging
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,9 +85,11 @@ def soql_list(values: list[str]) -> str:
     return ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
 
 
-def rest_fits(soql: str) -> bool:
-    """Whether a query can go as a REST GET: URL-encoded, within Salesforce's 16 KB request lines."""
-    return len(urllib.parse.quote_plus(soql)) <= domain.REST_LINE_LIMIT
+def _plain(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """REST query records without their `attributes` (as a Bulk read gives them)."""
+    for r in records:
+        r.pop("attributes", None)
+    return records
 
 
 def parse_bulk_error(text: str) -> tuple[str, str, tuple[str, ...]]:
@@ -152,9 +153,7 @@ class OrgWriter:
         while page.next_url:
             page = self.reader.query_more(page.next_url)
             rows.extend(page.records)
-        for r in rows:
-            r.pop("attributes", None)
-        return rows
+        return _plain(rows)
 
     def query_ids(self, object_name: str, fields: list[str], ids: list[str]) -> list[dict[str, Any]]:
         """The records of these Ids (queryAll: the recycle bin too), 200 Ids a call."""
@@ -178,12 +177,10 @@ class OrgWriter:
         A query too long for a REST request line (a very wide object) goes to Bulk at once."""
         names = list(dict.fromkeys(["Id", *fields]))
         soql = f"SELECT {', '.join(names)} FROM {object_name}"
-        if few_first and rest_fits(soql):
+        if few_first and domain.rest_fits(soql):
             page = self.reader.query_page(soql, query_all=True, batch_size=FEW_FIRST_PAGE)
             if not page.next_url:
-                for r in page.records:
-                    r.pop("attributes", None)
-                    yield r
+                yield from _plain(page.records)
                 return
         selection = domain.Selection(rest_fields=tuple(names), bulk_fields=tuple(names), types=dict(types))
         job_id = self.reader.bulk_create(soql, query_all=True)
@@ -451,18 +448,17 @@ class OrgWriter:
         quarters of the rate known, if faster: the job may have waited behind the org's others), or, while it shows
         none, after twice the wait before, at most the job's own expected time; each at least a fifth of the job's
         expected time (no ever shorter polls as the job nears its end) and at most 10 s."""
-        started = closed
         known = self._ingest_rate.get(operation) or max(self._ingest_rate.values(), default=FIRST_INGEST_RATE)
         expected = records / known * 1.05 + 0.05
-        delay = min(max(0.1, started + expected - time.monotonic()), 10.0)
+        delay = min(max(0.1, closed + expected - time.monotonic()), 10.0)
         time.sleep(delay)  # the org's processing time, not a wait for our own work
         polls = 0
-        last_done, last_at = 0, started
+        last_done, last_at = 0, closed
         while True:
             info = dict(self.reader._get(path).json())
             polls += 1
             state = str(info.get("state", ""))
-            waited = time.monotonic() - started
+            waited = time.monotonic() - closed
             if state in ("JobComplete", "Failed", "Aborted"):
                 if state == "JobComplete" and records:
                     spent = float(info.get("totalProcessingTime") or 0) / 1000

@@ -200,27 +200,16 @@ def _add_versions(
         m.scope_only = v.scope_only
 
 
-def _add_ids(batch: storage_pb2.RecordBatch, org_id: str, object_name: str, ids: Sequence[str]) -> None:
-    """The records of an `ids_only` batch: each its Id alone."""
+def _add_bare(batch: storage_pb2.RecordBatch, org_id: str, object_name: str, bare: Sequence[tuple[str, str]]) -> None:
+    """The records of an `ids_only` or `as_stored` batch: each its Id and values alone (no values: ids_only)."""
     add = batch.records.add
-    for record_id in ids:
+    for record_id, values_json in bare:
         m = add()
         m.org_id = org_id
         m.object_name = object_name
         m.record_id = record_id
-
-
-def _add_values(
-    batch: storage_pb2.RecordBatch, org_id: str, object_name: str, pairs: Sequence[tuple[str, str]]
-) -> None:
-    """The records of an `as_stored` batch: each its Id and values alone."""
-    add = batch.records.add
-    for record_id, values_json in pairs:
-        m = add()
-        m.org_id = org_id
-        m.object_name = object_name
-        m.record_id = record_id
-        m.values_json = values_json.encode()
+        if values_json:
+            m.values_json = values_json.encode()
 
 
 def _file_version(org_id: str, f: FileVersionRow) -> storage_pb2.FileVersion:
@@ -514,10 +503,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 )
                 out = storage_pb2.RecordBatch(fields=fields, missing=batch.missing, missing_ids=list(batch.missing_ids))
                 _add_versions(out, request.org_id, batch.object_name, batch.records)
-                _add_ids(out, request.org_id, batch.object_name, batch.ids)
-                _add_values(out, request.org_id, batch.object_name, batch.values)
+                _add_bare(out, request.org_id, batch.object_name, batch.bare)
                 yield out
-                read.count += len(batch.records) + len(batch.ids) + len(batch.values)
+                read.count += len(batch.records) + len(batch.bare)
 
     @_unary
     async def RecordRestoreIntent(

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -595,9 +595,9 @@ class Storage:
         """ReadRecordsAsOf: per selected record, its last version at or before `as_of` if that version is live,
         in batches (Id order). The first batch (always sent, empty or not) carries the object's fields at the schema
         version in force at `as_of`, and the requested Ids with no live version then. values_json: every value of
-        the version (hashed and other values), canonical JSON; with `ids_only`, the records' Ids alone (`ids`: the
-        same records, their values neither read nor sent); with `as_stored`, their Ids and values alone (`values`),
-        the values as PostgreSQL's text (its spacing and key order: not canonical, for a reader that parses them)."""
+        the version (hashed and other values), canonical JSON; with `ids_only`, the records' Ids alone (`bare`, their
+        values neither read nor sent); with `as_stored`, their Ids and values alone (`bare`), the values as
+        PostgreSQL's text (its spacing and key order: not canonical, for a reader that parses them)."""
         if batch_size < 0 or batch_size > MAX_RESTORE_BATCH:
             raise InvalidArgument(f"batch_size must be between 0 and {MAX_RESTORE_BATCH} (0: {DEFAULT_RESTORE_BATCH})")
         selection = select_records(asked)
@@ -607,8 +607,8 @@ class Storage:
         assert schema is not None  # an object is stored with its first schema
         if where_field := selection.where_field:
             # the stored values are keyed in the schema's spelling; names are case-insensitive in Salesforce
-            field = next((f.name for f in schema.fields if f.name.lower() == where_field.lower()), where_field)
-            selection = replace(selection, where_field=field)
+            spelled = next((f.name for f in schema.fields if f.name.lower() == where_field.lower()), where_field)
+            selection = replace(selection, where_field=spelled)
         read = AsOfRead(org_key, object_key, when, selection)
         missing: list[str] = []
         if selection.ids:
@@ -620,59 +620,38 @@ class Storage:
             candidates = await self.store.candidate_ids(read, cap=MAX_SELECTED_IDS)
             if candidates is not None:
                 if not candidates:
-                    yield RecordsBatch([], name, schema)
+                    yield RecordsBatch(name, schema=schema)
                     return
                 read = replace(read, selection=replace(read.selection, ids=tuple(candidates)))
         limit = batch_size or DEFAULT_RESTORE_BATCH
+        bare = ids_only or as_stored
+
+        async def page(after: str) -> tuple[list[Any], str | None]:
+            if bare:
+                return await self.store.bare_as_of(read, after=after, limit=limit, values=not ids_only)
+            return await self.store.records_as_of(read, after=after, limit=limit)
+
+        async def shaped(batch: list[Any]) -> dict[str, Any]:
+            if bare:
+                return {"bare": tuple(await self.sensitive.open_values(org_key, name, batch))}
+            if batch:
+                opened = await self.sensitive.open_versions(org_key, name, batch)
+                batch = await asyncio.to_thread(_canonical_versions, opened)
+            return {"records": batch}
+
         after: str | None = ""
-        pending: list[RecordVersionRow] = []  # short pages (a selection matching few records) gathered into batches
+        pending: list[Any] = []  # short pages (a selection matching few records) gathered into batches
         first = True
-        if ids_only or as_stored:
-            async for lean in self._lean_as_of(read, limit, name, schema, missing, values=not ids_only):
-                yield lean
-            return
         while after is not None:
-            rows, after = await self.store.records_as_of(read, after=after, limit=limit)
+            rows, after = await page(after)
             pending += rows
             while len(pending) >= limit or (after is None and (pending or first)):
                 batch, pending = pending[:limit], pending[limit:]
-                if batch:
-                    opened = await self.sensitive.open_versions(org_key, name, batch)
-                    batch = await asyncio.to_thread(_canonical_versions, opened)
-                if first:
-                    yield RecordsBatch(batch, name, schema, len(missing), tuple(missing[:MAX_MISSING_IDS]))
+                kept = await shaped(batch)
+                if first:  # the fields, and what was missing
+                    kept.update(schema=schema, missing=len(missing), missing_ids=tuple(missing[:MAX_MISSING_IDS]))
                     first = False
-                else:
-                    yield RecordsBatch(batch, name)
-
-    async def _lean_as_of(
-        self, read: AsOfRead, limit: int, name: str, schema: ObjectSchema, missing: list[str], *, values: bool
-    ) -> AsyncIterator[RecordsBatch]:
-        """records_as_of with `ids_only` (the records' Ids alone) or `as_stored` (their Ids and values as
-        PostgreSQL's text, opened where sealed): the same batches, nothing else read out."""
-        after: str | None = ""
-        pending: list[Any] = []
-        first = True
-        while after is not None:
-            if values:
-                pairs, after = await self.store.values_as_of(read, after=after, limit=limit)
-                pending += pairs
-            else:
-                ids, after = await self.store.ids_as_of(read, after=after, limit=limit)
-                pending += ids
-            while len(pending) >= limit or (after is None and (pending or first)):
-                batch, pending = pending[:limit], pending[limit:]
-                shaped = RecordsBatch([], name)
-                if values:
-                    shaped = replace(shaped, values=tuple(await self.sensitive.open_values(read.org_key, name, batch)))
-                else:
-                    shaped = replace(shaped, ids=tuple(batch))
-                if first:
-                    shaped = replace(
-                        shaped, schema=schema, missing=len(missing), missing_ids=tuple(missing[:MAX_MISSING_IDS])
-                    )
-                    first = False
-                yield shaped
+                yield RecordsBatch(name, **kept)
 
     async def _restore_job(self, org_id: str, session_id: str, job_id: str, seq: int) -> JobRef:
         job = await self._job(org_id, session_id, job_id, seq)
@@ -928,13 +907,13 @@ class Storage:
 class RecordsBatch:
     """One batch of ReadRecordsAsOf; the first carries the schema and what was missing."""
 
-    records: list[RecordVersionRow]
     object_name: str
+    records: list[RecordVersionRow] = field(default_factory=list)
     schema: ObjectSchema | None = None
     missing: int = 0
     missing_ids: tuple[str, ...] = ()
-    ids: tuple[str, ...] = ()  # ids_only: the records' Ids (`records` is empty)
-    values: tuple[tuple[str, str], ...] = ()  # as_stored: the records' (Id, values as stored) (`records` is empty)
+    # ids_only / as_stored: the records as (Id, values as PostgreSQL's text; "" with ids_only), `records` empty
+    bare: tuple[tuple[str, str], ...] = ()
 
 
 def _canonical_text(jsonb_text: str) -> str:

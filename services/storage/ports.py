@@ -302,12 +302,10 @@ class RestoreStore(Protocol):
         the next page starts (None: this was the last)."""
         ...
 
-    async def ids_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[str], str | None]:
-        """records_as_of's page as the records' Ids only."""
-        ...
-
-    async def values_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[tuple[str, str]], str | None]:
-        """records_as_of's page as (Id, values as PostgreSQL's text) only."""
+    async def bare_as_of(
+        self, read: AsOfRead, *, after: str, limit: int, values: bool
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """records_as_of's page as (Id, values as PostgreSQL's text, or "" without `values`) only."""
         ...
 
     async def put_restore_outcomes(self, job: JobRef, seq: int, digest: bytes, chunk: RestoreChunk) -> ChunkOutcome:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from services.storage.domain import (
     ChunkOutcome,
@@ -26,6 +26,7 @@ _PAGE_COLUMNS = (
     "l.record_id, l.version_id, j.session_id, j.job_id, l.captured_at, l.system_modstamp, l.deleted, l.hash,"
     " l.data::text, l.schema_version, l.scope_only"
 )
+_Out = Literal["versions", "values", "ids"]  # what a page's probe reads out (RestoreStore._as_of_query)
 _LATEST_COLUMNS = (
     "v.record_id, v.version_id, v.job_key, v.captured_at, v.system_modstamp, v.deleted, v.hash, v.data,"
     " v.schema_version, v.scope_only"
@@ -137,29 +138,22 @@ class RestoreStore(StoreBase):
         those. Every record is probed once whatever the object's size (no page rescans what earlier pages read),
         each page is one short query on a connection of its own (nothing is held while the caller streams it out),
         and memory stays one page. A page may come back short, or empty, with more to follow."""
-        page_ids, following = await self._page_ids(read, after, limit)
-        if not page_ids:
-            return [], following
-        query, params = self._as_of_query(read, page_ids, "versions")
-        return [_version(r) for r in await self._all(query, params)], following
+        rows, following = await self._probe(read, after, limit, "versions")
+        return [_version(r) for r in rows], following
 
-    async def values_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[tuple[str, str]], str | None]:
-        """records_as_of's page as (Id, values) alone: the same probes, each version's values as PostgreSQL's text
-        (no job, times or hash read out: a restore's reads)."""
-        page_ids, following = await self._page_ids(read, after, limit)
-        if not page_ids:
-            return [], following
-        query, params = self._as_of_query(read, page_ids, "values")
-        return [(r[0], r[1]) for r in await self._all(query, params)], following
+    async def bare_as_of(
+        self, read: AsOfRead, *, after: str, limit: int, values: bool
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """records_as_of's page as (Id, values) alone: the same probes, each version's values as PostgreSQL's text,
+        or "" without `values` (a selection's Ids); no job, times or hash read out (a restore's reads)."""
+        return await self._probe(read, after, limit, "values" if values else "ids")
 
-    async def ids_as_of(self, read: AsOfRead, *, after: str, limit: int) -> tuple[list[str], str | None]:
-        """records_as_of's page as the records' Ids only: the same probes, nothing else read out (a selection's
-        Ids: no values, no job, no timestamps)."""
+    async def _probe(self, read: AsOfRead, after: str, limit: int, out: _Out) -> tuple[list[Any], str | None]:
+        """The rows of a page's probe (`_as_of_query`), and where the next page starts."""
         page_ids, following = await self._page_ids(read, after, limit)
         if not page_ids:
             return [], following
-        query, params = self._as_of_query(read, page_ids, "ids")
-        return [r[0] for r in await self._all(query, params)], following
+        return await self._all(*self._as_of_query(read, page_ids, out)), following
 
     async def _page_ids(self, read: AsOfRead, after: str, limit: int) -> tuple[list[str], str | None]:
         """The `limit` Ids after `after` a page probes, and where the next page starts."""
@@ -177,10 +171,10 @@ class RestoreStore(StoreBase):
         return page_ids, (page_ids[-1] if len(page_ids) == limit else None)
 
     @staticmethod
-    def _as_of_query(read: AsOfRead, page_ids: list[str], out: str) -> tuple[str, list[Any]]:
+    def _as_of_query(read: AsOfRead, page_ids: list[str], out: _Out) -> tuple[str, list[Any]]:
         """The probe of a page's Ids: each one's last version at or before `when`, kept when live and matching the
         selection's condition; `out`: "versions" (every column a RecordVersionRow holds), "values" (the Id and the
-        values' text) or "ids" (the Id alone)."""
+        values' text) or "ids" (the Id and "")."""
         org_key, object_key, when, selection = read.org_key, read.object_key, read.when, read.selection
         params: list[Any] = [_id_list(page_ids), org_key, object_key, when]
         since = ""
@@ -203,7 +197,7 @@ class RestoreStore(StoreBase):
         elif out == "values":
             columns, latest, jobs = "l.record_id, l.data::text", "v.record_id, v.deleted, v.data", ""
         else:
-            columns, latest, jobs = "l.record_id", "v.record_id, v.deleted" + (", v.data" if condition else ""), ""
+            columns, latest, jobs = "l.record_id, ''", "v.record_id, v.deleted" + (", v.data" if condition else ""), ""
         query = (
             f"SELECT {columns} FROM unnest(string_to_array(%s, ',')) AS u(id) CROSS JOIN LATERAL ("
             f" SELECT {latest} FROM {S}.record_versions v WHERE v.org_key = %s AND v.object_key = %s"

@@ -468,10 +468,6 @@ def _required(o: ObjectDef) -> list[str]:
     ]
 
 
-def _booleans(o: ObjectDef) -> list[str]:
-    return [f.name for f in o.fields if f.stored and f.type == "boolean"]
-
-
 class _Shape:
     """What a created record's row gets beside its values, by the object's fields (looked up once per batch)."""
 
@@ -479,7 +475,7 @@ class _Shape:
         self.deleted = o.field("IsDeleted") is not None
         self.owner = o.field("OwnerId") is not None
         self.auto_numbers = [f.name for f in o.fields if f.auto_number and f.stored]
-        self.booleans = _booleans(o)
+        self.booleans = [f.name for f in o.fields if f.stored and f.type == "boolean"]
         # a person's Name: its first and last names
         self.full_name = o.name in ("Contact", "Lead", "User") and bool(o.field("Name") and o.field("LastName"))
 

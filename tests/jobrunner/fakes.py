@@ -21,7 +21,7 @@ from services.canonical import CANONICAL_RULES, CanonicalParts
 from services.jobrunner.domain import ObjectMarks, parse_sf_datetime
 from services.jobrunner.ports import Chunk
 from services.jobrunner.salesforce import BulkJob, BulkJobGone, LocatorExpired, RestPage
-from services.jobrunner.salesforce_write import WriteAnswerLost, WriteResult
+from services.jobrunner.salesforce_write import FEW_FIRST_PAGE, WriteAnswerLost, WriteResult
 from services.jobrunner.storage_client import StorageConflict
 from services.platform.counts import FIELDS
 from services.sfclient import SalesforceError
@@ -774,7 +774,7 @@ class FakeWriteOrg:
         self, object_name: str, fields: list[str], types: dict[str, str], *, few_first: bool = False
     ) -> Iterator[dict[str, Any]]:
         rows = self._rows(object_name, fields, lambda r: True)
-        self.api_calls += (1 if len(rows) <= 2000 else 4) if few_first else 3  # a REST page, then a Bulk job
+        self.api_calls += (1 if len(rows) <= FEW_FIRST_PAGE else 4) if few_first else 3  # a REST page, then Bulk
         yield from rows
 
     def created_since(

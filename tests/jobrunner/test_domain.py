@@ -189,3 +189,11 @@ def test_an_object_with_only_created_date_is_read_by_a_window_on_it() -> None:
         "2026-01-02T00:00:00.000Z", "017x"
     )
     assert plan(recent(mark), cursor="").reason == "no field to window on"
+
+
+def test_a_query_fits_a_rest_request_line_up_to_its_url_encoded_length() -> None:
+    wide = "SELECT " + ", ".join(f"Field_{n}__c" for n in range(1000)) + " FROM Wide__c"
+    assert domain.rest_fits("SELECT Id, Name FROM Account")
+    assert not domain.rest_fits(wide)
+    assert domain.rest_fits("x" * domain.REST_LINE_LIMIT)
+    assert not domain.rest_fits("," * (domain.REST_LINE_LIMIT // 3 + 1))  # each "%2C"

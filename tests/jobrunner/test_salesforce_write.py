@@ -107,14 +107,6 @@ def test_an_object_of_few_records_is_read_in_one_rest_call_a_larger_one_through_
     assert w.client.api_calls - before >= 4
 
 
-def test_a_query_fits_a_rest_request_line_up_to_its_url_encoded_length() -> None:
-    wide = "SELECT " + ", ".join(f"Field_{n}__c" for n in range(1000)) + " FROM Wide__c"
-    assert salesforce_write.rest_fits("SELECT Id, Name FROM Account")
-    assert not salesforce_write.rest_fits(wide)
-    assert salesforce_write.rest_fits("x" * domain.REST_LINE_LIMIT)
-    assert not salesforce_write.rest_fits("," * (domain.REST_LINE_LIMIT // 3 + 1))  # each "%2C"
-
-
 def test_undelete_brings_a_family_back_with_its_ids(org: dict[str, Any], admin: Admin) -> None:
     w = writer(org)
     account = str(w.create("Account", [{"Name": "Family"}])[0].id)
